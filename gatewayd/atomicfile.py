@@ -1,0 +1,41 @@
+"""Crash-safe file replacement: a reader sees the old file or the new one, never a mix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically with permissions ``mode``.
+
+    The temp file is created with ``mode`` from the start (never world-readable,
+    even briefly), fsynced, renamed over the target, and the directory is fsynced
+    so the rename itself survives a power cut.
+    """
+    path = Path(path)
+    directory = path.parent
+    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)  # umask may have narrowed or the file pre-existed
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,84 @@
+"""``gatewayd``: run the daemon, check a config, or run the hardware-free simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from gatewayd import __version__
+from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from gatewayd.logsetup import Redactor, configure
+from gatewayd.state import StateError
+
+EXIT_CONFIG = 2
+
+log = logging.getLogger("gatewayd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gatewayd",
+        description="IoT hub daemon: onboarding, 2Smart cloud link, Zigbee and virtual devices.")
+    p.add_argument("--version", action="version", version=f"gatewayd {__version__}")
+    p.add_argument("--config", type=Path, default=None,
+                   help=f"configuration file (default {DEFAULT_CONFIG_PATH})")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the configuration and exit (0 = valid)")
+    p.add_argument("--simulate", action="store_true",
+                   help="run inside the hardware-free world (private D-Bus with NetworkManager "
+                        "and BlueZ mocks, a local MQTT broker)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="with --simulate: where the simulated world lives and sim.json is "
+                        "written (default: a new temporary directory)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
+                   help="override [logging] level")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"gatewayd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check_config:
+        print(f"{config.source}: OK")
+        return 0
+    redactor = Redactor()
+    configure(args.log_level or config.logging.level, redactor)
+    if args.simulate:
+        from gatewayd.simulator.run import run_simulator
+
+        return run_simulator(config, args.workdir, redactor)
+    return run_daemon(config, redactor)
+
+
+def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-def]
+    from gatewayd.daemon import Daemon, open_state
+
+    try:
+        store, identity = open_state(config)
+    except StateError as exc:
+        print(f"gatewayd: state error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"gatewayd: cannot use state directory {config.state_dir}: {exc}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def _main() -> int:
+        daemon = Daemon(config, store, identity, redactor)
+        return await daemon.run()
+
+    try:
+        return asyncio.run(_main())
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

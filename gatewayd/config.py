@@ -1,0 +1,367 @@
+"""The configuration schema: one place that says what a valid gatewayd.toml is.
+
+Every section is a frozen dataclass; constraints sit next to the field they
+constrain (``spec(...)``). ``load_config`` refuses unknown keys, wrong types and
+out-of-range values with a :class:`ConfigError` that names file, key and reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gatewayd import __version__
+
+DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/gatewayd.toml")
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
+HOSTNAME_PATTERN = (
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+class ConfigError(Exception):
+    """A configuration value that gatewayd refuses; says file, key and reason."""
+
+    def __init__(self, file: str | Path, key: str, reason: str) -> None:
+        self.file = str(file)
+        self.key = key
+        self.reason = reason
+        where = f"{self.file}: {key}" if key else self.file
+        super().__init__(f"{where}: {reason}")
+
+
+def spec(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    pattern: str | None = None,
+    check: Any = None,
+    doc: str = "",
+) -> Any:
+    """A dataclass field with validation metadata."""
+    meta = {"min": min, "max": max, "choices": choices, "pattern": pattern, "check": check,
+            "doc": doc}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check_host(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if re.match(HOSTNAME_PATTERN, value):
+        return None
+    return "must be a host name or an IP address"
+
+
+def _check_interface_address(value: str) -> str | None:
+    try:
+        iface = ipaddress.IPv4Interface(value)
+    except ValueError:
+        return "must be an IPv4 address with prefix, such as 192.168.4.1/24"
+    if iface.network.prefixlen > 30:
+        return "prefix must leave room for DHCP clients (/30 or wider)"
+    return None
+
+
+def _check_psk(value: str) -> str | None:
+    if value == "":
+        return None
+    if len(value) == 64 and re.fullmatch(r"[0-9A-Fa-f]{64}", value):
+        return None
+    if not 8 <= len(value) <= 63 or not all(32 <= ord(c) < 127 for c in value):
+        return "must be empty (open hotspot) or 8-63 printable ASCII characters"
+    return None
+
+
+def _check_ssid_template(value: str) -> str | None:
+    try:
+        rendered = value.format(product="x" * 8, mac4="abcd", mac6="abcdef", device_id="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        return f"unknown placeholder or bad format ({exc}); use {{product}}, {{mac4}}, {{mac6}}"
+    if not rendered:
+        return "must not be empty"
+    return None
+
+
+def _check_topic_level(value: str) -> str | None:
+    if value == "":
+        return None
+    if any(c in value for c in "/+#\x00") or len(value.encode()) > 128:
+        return "must be one MQTT topic level: no '/', '+', '#', at most 128 bytes"
+    return None
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    product: str = spec("gatewayd hub", doc="product name shown in the app and the SSID")
+    device_id: str = spec("", pattern=r"^$|" + ID_PATTERN,
+                          doc="override of the MAC-derived device id")
+    interface: str = spec("", doc="primary interface whose MAC names the hub; empty = auto")
+    fw_name: str = spec("gatewayd")
+    fw_version: str = spec(__version__)
+    setup_code: str = spec("", pattern=r"^$|^[0-9]{8}$",
+                           doc="vendor-preset 8-digit setup code; empty = generate once")
+    state_dir: str = spec("/var/lib/gatewayd")
+    runtime_dir: str = spec("/run/gatewayd")
+    control_group: str = spec("", doc="group allowed to use the control socket")
+
+
+@dataclass(frozen=True)
+class HotspotConfig:
+    enabled: bool = spec(True, doc="false for Ethernet-only ('No Wi-Fi') hubs")
+    interface: str = spec("wlan0")
+    ssid_template: str = spec("{product} {mac4}", check=_check_ssid_template)
+    password: str = spec("", check=_check_psk)
+    band: str = spec("bg", choices=("bg", "a"))
+    channel: int = spec(0, min=0, max=196, doc="0 = let NetworkManager choose")
+    address: str = spec("192.168.4.1/24", check=_check_interface_address)
+    connect_timeout: float = spec(30.0, min=5, max=600)
+    offline_grace: float = spec(300.0, min=10, max=86400)
+    retry_interval: float = spec(60.0, min=5, max=3600)
+
+
+@dataclass(frozen=True)
+class PortalConfig:
+    enabled: bool = spec(True)
+    listen: str = spec("0.0.0.0", check=_check_host)
+    port: int = spec(80, min=0, max=65535, doc="0 = pick a free port (tests, simulator)")
+    admin_password: str = spec("", doc="LAN admin password; empty = the setup code")
+    pair_rate_per_minute: int = spec(10, min=1, max=1000)
+    max_request_bytes: int = spec(16384, min=1024, max=1048576)
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    host: str = spec("", check=lambda v: None if v == "" else _check_host(v))
+    port: int = spec(1883, min=1, max=65535)
+    mqtts_port: int = spec(0, min=0, max=65535, doc="0 = no TLS")
+    wsp: str = spec("", doc="preset account e-mail")
+    token: str = spec("", doc="preset account token")
+    root_topic: str = spec("", check=_check_topic_level)
+    ca_file: str = spec("", doc="CA bundle for TLS; empty = system store")
+    protocol: str = spec("3.1.1", choices=("3.1.1", "5"))
+    keepalive: int = spec(30, min=5, max=3600)
+    connect_timeout: float = spec(30.0, min=1, max=600)
+    heartbeat_interval: float = spec(10.0, min=0.05, max=3600)
+    offline_buffer: int = spec(2000, min=10, max=1_000_000)
+    reconnect_min: float = spec(1.0, min=0.01, max=60)
+    reconnect_max: float = spec(120.0, min=0.1, max=3600)
+
+
+@dataclass(frozen=True)
+class BleConfig:
+    enabled: bool = spec(True)
+    adapter: str = spec("hci0")
+    name_template: str = spec("{product} {mac4}", check=_check_ssid_template)
+    window_seconds: float = spec(600.0, min=10, max=86400)
+    improv: bool = spec(True)
+    max_failures: int = spec(5, min=1, max=100)
+    authorization_seconds: float = spec(60.0, min=5, max=3600)
+
+
+@dataclass(frozen=True)
+class ZigbeeConfig:
+    enabled: bool = spec(False)
+    radio: str = spec("bellows", choices=("bellows", "virtual", "znp", "deconz"))
+    device: str = spec("/dev/ttyAMA0", doc="serial port or socket://host:port")
+    baudrate: int = spec(115200, min=9600, max=2_000_000)
+    channel: int = spec(15, min=11, max=26)
+    ota: bool = spec(False)
+    permit_join_max: int = spec(254, min=1, max=254)
+    command_timeout: float = spec(10.0, min=0.1, max=120)
+
+
+@dataclass(frozen=True)
+class GpioLineConfig:
+    enabled: bool = spec(False)
+    chip: str = spec("/dev/gpiochip0")
+    line: int = spec(17, min=0, max=1023)
+    active_low: bool = spec(True)
+
+
+@dataclass(frozen=True)
+class ButtonConfig(GpioLineConfig):
+    long_press_seconds: float = spec(10.0, min=1, max=120)
+    debounce_ms: int = spec(30, min=0, max=1000)
+
+
+@dataclass(frozen=True)
+class LedConfig(GpioLineConfig):
+    line: int = spec(27, min=0, max=1023)
+    active_low: bool = spec(False)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = spec("info", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class VirtualDeviceConfig:
+    """One ``[[virtual]]`` table; plugin-specific keys are validated by the plugin."""
+
+    type: str = spec(pattern=r"^[a-z][a-z0-9_-]*$")
+    id: str = spec(pattern=ID_PATTERN)
+    name: str = spec("")
+    options: Mapping[str, Any] = spec(factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    hub: HubConfig = spec(factory=HubConfig)
+    hotspot: HotspotConfig = spec(factory=HotspotConfig)
+    portal: PortalConfig = spec(factory=PortalConfig)
+    cloud: CloudConfig = spec(factory=CloudConfig)
+    ble: BleConfig = spec(factory=BleConfig)
+    zigbee: ZigbeeConfig = spec(factory=ZigbeeConfig)
+    button: ButtonConfig = spec(factory=ButtonConfig)
+    led: LedConfig = spec(factory=LedConfig)
+    logging: LoggingConfig = spec(factory=LoggingConfig)
+    virtual: tuple[VirtualDeviceConfig, ...] = spec(factory=tuple)
+    source: str = field(default="<defaults>", compare=False)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.hub.state_dir)
+
+    @property
+    def runtime_dir(self) -> Path:
+        return Path(self.hub.runtime_dir)
+
+    @property
+    def control_socket(self) -> Path:
+        return self.runtime_dir / "control.sock"
+
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_scalar(file: str, key: str, value: Any, typ: type, meta: Mapping[str, Any]) -> Any:
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if (typ is int and isinstance(value, bool)) or not isinstance(value, typ):
+        raise ConfigError(file, key, f"must be {_TYPE_NAMES[typ]}, got {type(value).__name__} "
+                                     f"{value!r}")
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        allowed = ", ".join(repr(c) for c in meta["choices"])
+        raise ConfigError(file, key, f"must be one of {allowed}, got {value!r}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError(file, key, f"must be >= {meta['min']}, got {value!r}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(file, key, f"must be <= {meta['max']}, got {value!r}")
+    if meta.get("pattern") is not None and not re.match(meta["pattern"], value):
+        raise ConfigError(file, key, f"{value!r} does not match {meta['pattern']}")
+    if meta.get("check") is not None:
+        problem = meta["check"](value)
+        if problem:
+            raise ConfigError(file, key, problem)
+    return value
+
+
+def _build(cls: type, data: Any, file: str, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(file, prefix, f"must be a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown and cls is not VirtualDeviceConfig:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(file, f"{prefix}{unknown[0]}", f"unknown key (known keys: {known})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        typ = hints[name]
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(file, key, "is required")
+            continue
+        value = data[name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _build(typ, value, file, f"{key}.")
+        elif typing.get_origin(typ) is tuple:
+            (item_type, _) = typing.get_args(typ)
+            if not isinstance(value, list):
+                raise ConfigError(file, key, "must be an array of tables ([[" + name + "]])")
+            kwargs[name] = tuple(
+                _build(item_type, item, file, f"{key}[{i}].") for i, item in enumerate(value)
+            )
+        elif typing.get_origin(typ) in (Mapping, dict) or typ is types.MappingProxyType:
+            if not isinstance(value, dict):
+                raise ConfigError(file, key, "must be a table")
+            kwargs[name] = dict(value)
+        else:
+            kwargs[name] = _check_scalar(file, key, value, typ, f.metadata)
+    if cls is VirtualDeviceConfig:
+        # Plugin options live beside type/id in the table; the plugin validates them.
+        extra = {k: v for k, v in data.items() if k not in fields}
+        kwargs["options"] = {**kwargs.get("options", {}), **extra}
+    return cls(**kwargs)
+
+
+def _cross_checks(cfg: Config, file: str) -> None:
+    if cfg.cloud.reconnect_min > cfg.cloud.reconnect_max:
+        raise ConfigError(file, "cloud.reconnect_min", "must not exceed cloud.reconnect_max")
+    seen: set[str] = set()
+    for i, v in enumerate(cfg.virtual):
+        if v.id in seen:
+            raise ConfigError(file, f"virtual[{i}].id", f"duplicate virtual device id {v.id!r}")
+        seen.add(v.id)
+    if cfg.button.enabled and cfg.led.enabled and (cfg.button.chip, cfg.button.line) == (
+        cfg.led.chip, cfg.led.line
+    ):
+        raise ConfigError(file, "led.line", "button and LED cannot share a GPIO line")
+
+
+def parse_config(data: Mapping[str, Any], file: str = "<memory>") -> Config:
+    """Validate an already-parsed TOML document."""
+    cfg = _build(Config, dict(data), file, "")
+    cfg = dataclasses.replace(cfg, source=file)
+    _cross_checks(cfg, file)
+    return cfg
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load and validate ``path``; a missing default file means built-in defaults."""
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.exists():
+            return Config()
+        path = DEFAULT_CONFIG_PATH
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(path, "", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"TOML syntax error: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def with_overrides(cfg: Config, **sections: Mapping[str, Any]) -> Config:
+    """A copy of ``cfg`` with some section fields replaced (used by the simulator)."""
+    changes = {}
+    for name, values in sections.items():
+        changes[name] = dataclasses.replace(getattr(cfg, name), **values)
+    return dataclasses.replace(cfg, **changes)

@@ -1,0 +1,191 @@
+"""Wi-Fi and cloud credentials, and the one set of rules that says which are valid.
+
+Every entry point (HTTP ``/pair``, the admin form, the JSON API, BLE Improv, the
+BLE secure service, the state file) builds these objects through
+:func:`wifi_from_fields` / :func:`cloud_from_fields`, so a rule changes in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gatewayd.config import HOSTNAME_PATTERN
+
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+MAX_TOKEN_BYTES = 1024
+
+
+class InvalidField(ValueError):
+    """A credential field that fails validation; ``field`` names it as the caller spelled it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+def mqtt_username(wsp: str) -> str:
+    """The 2Smart convention: MQTT user name = lowercase hex SHA-256 of the e-mail."""
+    return hashlib.sha256(wsp.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class WifiCredentials:
+    ssid: str
+    psk: str  # "" means an open network
+    hidden: bool = False
+
+    def redacted(self) -> dict[str, Any]:
+        return {"ssid": self.ssid, "hidden": self.hidden, "security": "open" if not self.psk
+                else "psk"}
+
+
+@dataclass(frozen=True)
+class CloudCredentials:
+    wsp: str
+    token: str
+    host: str
+    port: int
+    mqtts_port: int = 0  # 0: plain MQTT on ``port``; otherwise TLS on this port
+    root_topic: str = ""  # "" means sha256(wsp)
+
+    @property
+    def username(self) -> str:
+        return mqtt_username(self.wsp)
+
+    @property
+    def root(self) -> str:
+        return self.root_topic or self.username
+
+    @property
+    def tls(self) -> bool:
+        return self.mqtts_port != 0
+
+    @property
+    def broker_port(self) -> int:
+        return self.mqtts_port if self.tls else self.port
+
+    def redacted(self) -> dict[str, Any]:
+        """What may be shown or logged: never the token, never the full e-mail."""
+        user, _, domain = self.wsp.partition("@")
+        return {"account": f"{user[:1]}***@{domain}", "host": self.host,
+                "port": self.broker_port, "tls": self.tls, "root_topic": self.root}
+
+
+# ---- field rules --------------------------------------------------------------------------
+
+def check_ssid(value: str, field: str = "ssid") -> str:
+    if not isinstance(value, str):
+        raise InvalidField(field, "must be text")
+    size = len(value.encode("utf-8"))
+    if not 1 <= size <= 32:
+        raise InvalidField(field, f"must be 1-32 bytes of UTF-8, got {size} bytes")
+    if "\x00" in value:
+        raise InvalidField(field, "must not contain NUL characters")
+    return value
+
+
+def check_psk(value: str, field: str = "psk") -> str:
+    if not isinstance(value, str):
+        raise InvalidField(field, "must be text")
+    if value == "" or re.fullmatch(r"[0-9A-Fa-f]{64}", value):
+        return value
+    if not all(32 <= ord(c) < 127 for c in value):
+        raise InvalidField(field, "must be printable ASCII (or 64 hex digits)")
+    if not 8 <= len(value) <= 63:
+        raise InvalidField(field, f"must be 8-63 characters (or 64 hex digits, or empty for an "
+                                  f"open network), got {len(value)}")
+    return value
+
+
+def check_wsp(value: str, field: str = "wsp") -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidField(field, "is required: the account e-mail")
+    if len(value) > 254 or not _EMAIL.match(value):
+        raise InvalidField(field, "must be an e-mail address such as user@example.com")
+    return value
+
+
+def check_token(value: str, field: str = "token") -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidField(field, "is required: the account token")
+    if len(value.encode("utf-8")) > MAX_TOKEN_BYTES:
+        raise InvalidField(field, f"must be at most {MAX_TOKEN_BYTES} bytes")
+    if any(ord(c) < 32 for c in value):
+        raise InvalidField(field, "must not contain control characters")
+    return value
+
+
+def check_host(value: str, field: str = "host") -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidField(field, "is required: the broker host name or IP address")
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not re.match(HOSTNAME_PATTERN, value):
+        raise InvalidField(field, "must be a host name or an IP address")
+    return value
+
+
+def check_port(value: Any, field: str, *, allow_zero: bool = False) -> int:
+    if isinstance(value, bool):
+        raise InvalidField(field, "must be a port number 1-65535")
+    if isinstance(value, str):
+        if not re.fullmatch(r"[0-9]{1,5}", value):
+            raise InvalidField(field, f"must be a port number 1-65535, got {value[:20]!r}")
+        value = int(value)
+    if not isinstance(value, int):
+        raise InvalidField(field, "must be a port number 1-65535")
+    low = 0 if allow_zero else 1
+    if not low <= value <= 65535:
+        raise InvalidField(field, f"must be a port number 1-65535, got {value}")
+    return value
+
+
+def check_root_topic(value: str, field: str = "rootTopic") -> str:
+    if not isinstance(value, str):
+        raise InvalidField(field, "must be text")
+    if value == "":
+        return value
+    if any(c in value for c in "/+#") or any(ord(c) < 32 for c in value):
+        raise InvalidField(field, "must be a single MQTT topic level (no '/', '+', '#')")
+    if len(value.encode("utf-8")) > 128:
+        raise InvalidField(field, "must be at most 128 bytes")
+    return value
+
+
+# ---- builders -----------------------------------------------------------------------------
+
+def wifi_from_fields(ssid: Any, psk: Any, hidden: Any = False) -> WifiCredentials:
+    if not isinstance(hidden, bool):
+        raise InvalidField("hidden", "must be true or false")
+    return WifiCredentials(ssid=check_ssid(ssid), psk=check_psk(psk), hidden=hidden)
+
+
+def cloud_from_fields(*, wsp: Any, token: Any, host: Any, port: Any, mqtts_port: Any = 0,
+                      root_topic: Any = "", port_field: str = "brport",
+                      mqtts_field: str = "mqtts_port",
+                      root_field: str = "rootTopic") -> CloudCredentials:
+    return CloudCredentials(
+        wsp=check_wsp(wsp),
+        token=check_token(token),
+        host=check_host(host),
+        port=check_port(port, port_field),
+        mqtts_port=check_port(mqtts_port, mqtts_field, allow_zero=True),
+        root_topic=check_root_topic(root_topic, root_field),
+    )
+
+
+def wifi_to_dict(w: WifiCredentials) -> dict[str, Any]:
+    return asdict(w)
+
+
+def cloud_to_dict(c: CloudCredentials) -> dict[str, Any]:
+    return asdict(c)

@@ -1,0 +1,137 @@
+"""The daemon: builds the hub's components, runs them on one asyncio loop, stops them cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gatewayd.api import create_control_app
+from gatewayd.config import Config
+from gatewayd.corecall import CoreCall
+from gatewayd.hub import Hub
+from gatewayd.identity import Identity, device_id_from_mac, primary_mac
+from gatewayd.logsetup import Redactor
+from gatewayd.sdnotify import Notifier, Watchdog, watchdog_interval
+from gatewayd.state import StateStore
+from gatewayd.webserver import WebServer
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def open_state(config: Config, mac: str | None = None) -> tuple[StateStore, Identity]:
+    """Load (or create) the state and settle the hub's identity; raises StateError.
+
+    Called before anything touches the network, so a bad state file stops the
+    daemon with a clear message and nothing half-started.
+    """
+    store = StateStore(config.state_dir, config.hub.setup_code)
+    mac = mac or primary_mac(config.hub.interface)
+    state = store.open(device_id=device_id_from_mac(mac), mac=mac)
+    device_id = config.hub.device_id or state.device_id or device_id_from_mac(mac)
+    return store, Identity(device_id=device_id, mac=state.mac or mac,
+                           product=config.hub.product)
+
+
+@dataclass
+class WebComponent:
+    """Adapts a :class:`WebServer` (threads) to the component lifecycle."""
+
+    name: str
+    factory: object  # Callable[[], WebServer], built at start so ports bind late
+    server: WebServer | None = None
+
+    async def start(self) -> None:
+        self.server = self.factory()  # type: ignore[operator]
+        self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await asyncio.to_thread(self.server.stop)
+
+
+@dataclass
+class Daemon:
+    config: Config
+    store: StateStore
+    identity: Identity
+    redactor: Redactor
+    notifier: Notifier = field(default_factory=Notifier)
+    components: list[Component] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    hub: Hub | None = None
+    portal: WebComponent | None = None
+    control: WebComponent | None = None
+
+    def _build(self, loop: asyncio.AbstractEventLoop) -> Hub:
+        hub = Hub(self.config, self.store, self.identity, self.notifier, self.redactor)
+        call = CoreCall(loop)
+        cfg = self.config
+        self.control = WebComponent("control", lambda: WebServer(
+            create_control_app(hub, call), name="control", unix_socket=cfg.control_socket,
+            socket_group=cfg.hub.control_group, threads=2))
+        self.components.append(self.control)
+        if cfg.portal.enabled:
+            from gatewayd.portal.app import create_portal_app
+
+            self.portal = WebComponent("portal", lambda: WebServer(
+                create_portal_app(hub, call), name="portal", host=cfg.portal.listen,
+                port=cfg.portal.port, max_request_bytes=cfg.portal.max_request_bytes))
+            self.components.append(self.portal)
+        return hub
+
+    @property
+    def portal_url(self) -> str | None:
+        if self.portal is None or self.portal.server is None:
+            return None
+        host = self.portal.server.host
+        return f"http://{host}:{self.portal.server.port}"
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        hub = self.hub = self._build(loop)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, hub.stop_requested.set)
+        watchdog: Watchdog | None = None
+        interval = watchdog_interval()
+        started: list[Component] = []
+        try:
+            for component in self.components:
+                await component.start()
+                started.append(component)
+            if interval is not None:
+                watchdog = Watchdog(self.notifier, interval)
+                for web in (self.control, self.portal):
+                    if web is not None and web.server is not None:
+                        server = web.server
+                        watchdog.add_check(web.name, lambda s=server: None if s.alive()
+                                           else "web server thread died")
+                watchdog.start()
+            self.notifier.ready(f"{hub.phase}: hub {self.identity.device_id} up")
+            log.info("gatewayd %s ready (device %s, state %s)", hub.status()["version"],
+                     self.identity.device_id, hub.phase)
+            self.ready.set()
+            await hub.stop_requested.wait()
+            log.info("stopping")
+        finally:
+            self.notifier.stopping()
+            if watchdog is not None:
+                await watchdog.stop()
+            for component in reversed(started):
+                try:
+                    await asyncio.wait_for(component.stop(), 10)
+                except Exception:
+                    log.exception("stopping %s failed", component.name)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return 0

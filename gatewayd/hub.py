@@ -1,0 +1,124 @@
+"""The hub's core: identity, state and status, shared by every front end.
+
+Front ends (control socket, portal, BLE) and features (onboarding, cloud link,
+bridge) are wired to one :class:`Hub`; it is created by the daemon and passed in,
+never reached through a global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gatewayd import __version__
+from gatewayd.config import Config
+from gatewayd.identity import Identity
+from gatewayd.logsetup import Redactor
+from gatewayd.sdnotify import Notifier
+from gatewayd.state import HubState, StateStore
+
+log = logging.getLogger(__name__)
+
+StatusProvider = Callable[[], dict[str, Any]]
+ResetHook = Callable[[bool], Awaitable[None]]
+
+
+def setup_payload(identity: Identity, setup_code: str) -> str:
+    """What the label's QR code carries (documented in README: 'Setup code')."""
+    return f"GWD1:{identity.device_id}:{setup_code}"
+
+
+class Hub:
+    def __init__(self, config: Config, store: StateStore, identity: Identity,
+                 notifier: Notifier, redactor: Redactor) -> None:
+        self.config = config
+        self.store = store
+        self.identity = identity
+        self.notifier = notifier
+        self.redactor = redactor
+        self.started = time.monotonic()
+        self._providers: dict[str, StatusProvider] = {}
+        self._reset_hooks: list[ResetHook] = []
+        self.phase_provider: Callable[[], str] = self._default_phase
+        self.stop_requested = asyncio.Event()
+        self.register_secrets(store.state)
+
+    # ---- state ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> HubState:
+        return self.store.state
+
+    def register_secrets(self, state: HubState) -> None:
+        """Everything secret in the state is masked from logs from now on."""
+        self.redactor.add(state.setup_code, state.device_key.hex())
+        if state.cloud:
+            self.redactor.add(state.cloud.token)
+        if state.wifi:
+            self.redactor.add(state.wifi.psk)
+        for value in (self.config.cloud.token, self.config.portal.admin_password,
+                      self.config.hotspot.password):
+            self.redactor.add(value)
+
+    def _default_phase(self) -> str:
+        return "paired" if self.state.paired else "unpaired"
+
+    @property
+    def phase(self) -> str:
+        return self.phase_provider()
+
+    # ---- status ---------------------------------------------------------------------------
+
+    def add_status(self, name: str, provider: StatusProvider) -> None:
+        self._providers[name] = provider
+
+    def status(self) -> dict[str, Any]:
+        """Everything `gatewayctl status` shows; never a secret."""
+        st = self.state
+        components: dict[str, Any] = {}
+        for name, provider in self._providers.items():
+            try:
+                components[name] = provider()
+            except Exception as exc:
+                components[name] = {"error": repr(exc)}
+        return {
+            "device_id": self.identity.device_id,
+            "product": self.config.hub.product,
+            "mac": self.identity.mac,
+            "version": __version__,
+            "state": self.phase,
+            "paired": st.paired,
+            "uptime": round(time.monotonic() - self.started, 1),
+            "status_text": self.notifier.last_status,
+            **st.redacted(),
+            **components,
+        }
+
+    def set_status_text(self, text: str) -> None:
+        """The one-line STATUS= systemd shows in `systemctl status gatewayd`."""
+        self.notifier.status(text)
+
+    # ---- commands -------------------------------------------------------------------------
+
+    def on_reset(self, hook: ResetHook) -> None:
+        self._reset_hooks.append(hook)
+
+    async def reset(self, full: bool = False) -> dict[str, Any]:
+        """Factory reset: credentials wiped, back to pairing mode; ``full`` also forgets
+        what features keep across resets (e.g. the Zigbee network)."""
+        log.warning("factory reset requested%s", " (full)" if full else "")
+        self.store.reset()
+        for hook in self._reset_hooks:
+            try:
+                await hook(full)
+            except Exception:
+                log.exception("a component failed to reset")
+        return self.status()
+
+    def setup_code(self) -> dict[str, str]:
+        code = self.state.setup_code
+        return {"setup_code": code, "payload": setup_payload(self.identity, code),
+                "device_id": self.identity.device_id}

@@ -1,0 +1,162 @@
+"""A real mosquitto configured like a 2Smart cloud broker, on a free loopback port.
+
+Users are added with their e-mail (``wsp``) and token; the broker user name is
+sha256(wsp) as the hub will present it, and the ACL confines each user to
+``<username>/#`` (the cloud's ``%u/#`` pattern). A superuser (``monitor``) may read
+everything: tests subscribe with it to see what the hub published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gatewayd.credentials import mqtt_username
+from gatewayd.simulator.procs import Child, free_port, port_open, wait_until
+
+MONITOR_USER = "monitor"
+
+
+@dataclass
+class TlsFiles:
+    """Server side TLS material; ``port`` is the mqtts listener."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    port: int = 0
+
+
+@dataclass
+class Account:
+    wsp: str
+    token: str
+
+    @property
+    def username(self) -> str:
+        return mqtt_username(self.wsp)
+
+
+@dataclass
+class Broker:
+    workdir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    tls: TlsFiles | None = None
+    accounts: list[Account] = field(default_factory=list)
+    monitor_password: str = "monitor-secret"  # noqa: S105 - a local test broker
+    child: Child | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.passwd_file = self.workdir / "passwd"
+        self.acl_file = self.workdir / "acl"
+        self.conf_file = self.workdir / "mosquitto.conf"
+        self.log_file = self.workdir / "mosquitto.log"
+
+    def add_account(self, wsp: str, token: str) -> Account:
+        account = Account(wsp, token)
+        self.accounts.append(account)
+        if self.child is not None:
+            self._write_auth()
+            self.reload()
+        return account
+
+    def _write_auth(self) -> None:
+        exe = shutil.which("mosquitto_passwd")
+        if exe is None:
+            raise RuntimeError("mosquitto_passwd not found: install 'mosquitto' "
+                               "(scripts/setup.sh does)")
+        self.passwd_file.write_text("")
+        self.passwd_file.chmod(0o600)
+        users = [(MONITOR_USER, self.monitor_password)]
+        users += [(a.username, a.token) for a in self.accounts]
+        for user, password in users:
+            subprocess.run([exe, "-b", str(self.passwd_file), user, password], check=True,
+                           capture_output=True)
+        self.acl_file.write_text(
+            f"user {MONITOR_USER}\ntopic readwrite #\n\n"
+            "# every cloud user owns the tree named after it\npattern readwrite %u/#\n")
+        self.acl_file.chmod(0o600)
+
+    def _write_conf(self) -> None:
+        lines = [
+            # mosquitto started as root drops to user 'mosquitto', which could not read
+            # our files; stay whoever started us.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"password_file {self.passwd_file}",
+            f"acl_file {self.acl_file}",
+            "persistence false",
+            f"log_dest file {self.log_file}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "log_type subscribe",
+            "connection_messages true",
+            f"listener {self.port} {self.host}",
+        ]
+        if self.tls is not None:
+            lines += [
+                f"listener {self.tls.port} {self.host}",
+                f"cafile {self.tls.cafile}",
+                f"certfile {self.tls.certfile}",
+                f"keyfile {self.tls.keyfile}",
+            ]
+        self.conf_file.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> Broker:
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(exe).exists():
+            raise RuntimeError("mosquitto not found: install 'mosquitto' (scripts/setup.sh does)")
+        if self.port == 0:
+            self.port = free_port(self.host)
+        if self.tls is not None and self.tls.port == 0:
+            self.tls.port = free_port(self.host)
+        self._write_auth()
+        self._write_conf()
+        self.child = Child("mosquitto", [exe, "-c", str(self.conf_file)],
+                           self.workdir / "mosquitto.stdout")
+        wait_until(lambda: port_open(self.host, self.port), 10, "mosquitto to listen",
+                   self.child)
+        if self.tls is not None:
+            tls_port = self.tls.port
+            wait_until(lambda: port_open(self.host, tls_port), 10, "mosquitto TLS listener",
+                       self.child)
+        return self
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+            self.child = None
+
+    def kill(self) -> None:
+        """Die without a clean shutdown, the way a broker host crashes."""
+        if self.child is not None:
+            self.child.proc.kill()
+            self.child.proc.wait(5)
+            self.child.stop()
+            self.child = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def reload(self) -> None:
+        """Re-read password and ACL files (SIGHUP), as a cloud adds users live."""
+        if self.child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.child.proc.send_signal(1)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""

@@ -1,0 +1,70 @@
+"""A private ``dbus-daemon`` that stands in for the system bus."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from gatewayd.simulator.procs import Child, wait_until
+
+# System-bus semantics (names owned by services, method calls) without the system
+# bus's policy files: everyone on this private bus may own and talk to everything.
+_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_type="method_return"/>
+    <allow send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="signal"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+  </policy>
+  <limit name="max_replies_per_connection">50000</limit>
+</busconfig>
+"""
+
+
+class PrivateBus:
+    """``dbus-daemon`` listening on ``<workdir>/system_bus_socket``."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.socket = workdir / "system_bus_socket"
+        self.address = f"unix:path={self.socket}"
+        self.child: Child | None = None
+
+    def start(self) -> PrivateBus:
+        exe = shutil.which("dbus-daemon")
+        if exe is None:
+            raise RuntimeError("dbus-daemon not found: install the 'dbus' package "
+                               "(scripts/setup.sh does)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "system-bus.conf"
+        conf.write_text(_CONFIG.format(socket=self.socket))
+        self.socket.unlink(missing_ok=True)
+        self.child = Child("dbus-daemon", [exe, "--nofork", "--nopidfile",
+                                           f"--config-file={conf}"],
+                           self.workdir / "dbus-daemon.log")
+        wait_until(self.socket.exists, 10, "the private D-Bus socket", self.child)
+        return self
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+            self.child = None
+        self.socket.unlink(missing_ok=True)
+
+    def env(self, base: dict[str, str]) -> dict[str, str]:
+        """An environment whose system bus is this one."""
+        env = dict(base)
+        env["DBUS_SYSTEM_BUS_ADDRESS"] = self.address
+        env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+        return env

@@ -1,0 +1,60 @@
+"""``gatewayd --simulate``: the daemon inside the hardware-free world."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from gatewayd.atomicfile import atomic_write
+from gatewayd.config import Config
+from gatewayd.logsetup import Redactor
+from gatewayd.simulator.world import SIM_WIFI_MAC, SimWorld
+from gatewayd.state import StateError
+
+log = logging.getLogger(__name__)
+
+
+def run_simulator(config: Config, workdir: Path | None, redactor: Redactor) -> int:
+    from gatewayd.daemon import Daemon, open_state
+
+    workdir = (workdir or Path(tempfile.mkdtemp(prefix="gatewayd-sim-"))).resolve()
+    sim_json = workdir / "sim.json"
+    sim_json.unlink(missing_ok=True)
+    log.info("starting the simulated world in %s", workdir)
+    world = SimWorld(workdir)
+    try:
+        world.start()
+        assert world.bus is not None
+        # Everything that opens "the system bus" from now on gets the private one.
+        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = world.bus.address
+        cfg = world.hub_config(config, portal_port=config.portal.port
+                               if config.portal.port not in (80, 443) else 0)
+        try:
+            store, identity = open_state(cfg, mac=SIM_WIFI_MAC)
+        except StateError as exc:
+            log.error("state error: %s", exc)
+            return 2
+
+        async def _main() -> int:
+            daemon = Daemon(cfg, store, identity, redactor)
+            task = asyncio.create_task(daemon.run(), name="daemon")
+            ready = asyncio.create_task(daemon.ready.wait())
+            await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if daemon.ready.is_set():
+                info = world.describe(daemon.portal_url, cfg.control_socket, cfg.state_dir)
+                atomic_write(sim_json, json.dumps(info, indent=2).encode(), 0o600)
+                log.info("simulator ready: %s (gatewayctl --sim %s status)", sim_json, workdir)
+            else:
+                ready.cancel()
+            return await task
+
+        return asyncio.run(_main())
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        world.stop()
+        log.info("simulated world stopped")

@@ -1,0 +1,102 @@
+"""The whole hardware-free world in one object: bus, NetworkManager, BlueZ, broker.
+
+Used by ``gatewayd --simulate`` and, piece by piece, by the test fixtures.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gatewayd.config import Config, with_overrides
+from gatewayd.simulator.broker import Account, Broker
+from gatewayd.simulator.dbus_daemon import PrivateBus
+
+log = logging.getLogger(__name__)
+
+SIM_WIFI_MAC = "dc:a6:32:12:34:56"
+SIM_ACCOUNT = ("developer@example.com", "sim-token-1234")
+
+
+@dataclass
+class SimWorld:
+    workdir: Path
+    with_nm: bool = True
+    with_bluez: bool = True
+    bus: PrivateBus | None = None
+    nm: Any = None
+    bluez: Any = None
+    broker: Broker | None = None
+    account: Account | None = None
+    access_points: list[dict[str, Any]] = field(default_factory=list)
+
+    def start(self) -> SimWorld:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.bus = PrivateBus(self.workdir / "bus").start()
+            if self.with_nm:
+                from gatewayd.simulator.nm_mock import (
+                    DEFAULT_ACCESS_POINTS,
+                    NetworkManagerMock,
+                )
+
+                self.access_points = [dict(ap) for ap in DEFAULT_ACCESS_POINTS]
+                self.nm = NetworkManagerMock(self.bus, self.workdir / "nm", self.access_points,
+                                             wifi_mac=SIM_WIFI_MAC)
+                self.nm.start()
+            if self.with_bluez:
+                from gatewayd.simulator.bluez_mock import BluezMock
+
+                self.bluez = BluezMock(self.bus, self.workdir / "bluez")
+                self.bluez.start()
+            self.broker = Broker(self.workdir / "broker")
+            self.account = self.broker.add_account(*SIM_ACCOUNT)
+            self.broker.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for part in (self.broker, self.bluez, self.nm, self.bus):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:
+                    log.exception("stopping %s failed", type(part).__name__)
+        self.broker = self.bluez = self.nm = self.bus = None
+
+    def hub_config(self, base: Config, portal_port: int = 0) -> Config:
+        """The daemon's config inside this world: its dirs, loopback portal, simulated radios."""
+        return with_overrides(
+            base,
+            hub={"state_dir": str(self.workdir / "state"),
+                 "runtime_dir": str(self.workdir / "run")},
+            portal={"listen": "127.0.0.1", "port": portal_port},
+            hotspot={"interface": "wlan0"},
+            ble={"adapter": "hci0"},
+        )
+
+    def describe(self, portal_url: str | None, control_socket: Path, state_dir: Path
+                 ) -> dict[str, Any]:
+        """The contents of sim.json (fields fixed by the design brief)."""
+        assert self.broker is not None and self.bus is not None and self.account is not None
+        info: dict[str, Any] = {
+            "portal": portal_url,
+            "mqtt": {"host": self.broker.host, "port": self.broker.port,
+                     "monitor": {"username": "monitor",
+                                 "password": self.broker.monitor_password}},
+            "system_bus": self.bus.address,
+            "control_socket": str(control_socket),
+            "state_dir": str(state_dir),
+            "account": {"wsp": self.account.wsp, "token": self.account.token,
+                        "username": self.account.username},
+            "wifi": [{"ssid": ap["ssid"], "psk": ap.get("psk", ""),
+                      "security": ap.get("security", ""), "hidden": ap.get("hidden", False)}
+                     for ap in self.access_points],
+        }
+        if self.bluez is not None:
+            info["ble"] = {"hub_adapter": "hci0", "phone_adapter": "hci1"}
+        return info

@@ -1,0 +1,251 @@
+"""The hub's persistent state: identity, setup code, device key, credentials.
+
+One JSON file, ``<state_dir>/state.json``, mode 0600, replaced atomically. A file
+that does not parse or fails validation is refused with a :class:`StateError`
+naming file, key and reason: the daemon never silently resets a hub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from gatewayd.atomicfile import atomic_write
+from gatewayd.credentials import (
+    CloudCredentials,
+    InvalidField,
+    WifiCredentials,
+    cloud_from_fields,
+    cloud_to_dict,
+    wifi_from_fields,
+    wifi_to_dict,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+STATE_FILE = "state.json"
+MAX_STATE_BYTES = 256 * 1024
+
+
+class StateError(Exception):
+    """The state file exists but cannot be trusted."""
+
+    def __init__(self, file: Path, key: str, reason: str) -> None:
+        self.file = file
+        self.key = key
+        self.reason = reason
+        where = f"{file}: {key}" if key else str(file)
+        super().__init__(f"{where}: {reason} (run 'gatewayctl reset' to start over; the bad "
+                         "file is kept as state.json.corrupt-<time>)")
+
+
+def new_setup_code() -> str:
+    return f"{secrets.randbelow(10**8):08d}"
+
+
+@dataclass(frozen=True)
+class HubState:
+    setup_code: str
+    device_key: bytes  # 32 bytes: the REQ/RES AES-256-GCM key
+    created: float
+    device_id: str = ""  # fixed at first start so a new NIC does not rename the hub
+    mac: str = ""
+    wifi: WifiCredentials | None = None
+    cloud: CloudCredentials | None = None
+    paired_at: float | None = None
+
+    @property
+    def paired(self) -> bool:
+        return self.cloud is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_VERSION,
+            "setup_code": self.setup_code,
+            "device_key": self.device_key.hex(),
+            "created": self.created,
+            "identity": {"device_id": self.device_id, "mac": self.mac},
+            "wifi": wifi_to_dict(self.wifi) if self.wifi else None,
+            "cloud": cloud_to_dict(self.cloud) if self.cloud else None,
+            "paired_at": self.paired_at,
+        }
+
+    def redacted(self) -> dict[str, Any]:
+        return {
+            "paired": self.paired,
+            "paired_at": self.paired_at,
+            "wifi": self.wifi.redacted() if self.wifi else None,
+            "cloud": self.cloud.redacted() if self.cloud else None,
+        }
+
+
+def _expect(file: Path, data: dict[str, Any], key: str, typ: type | tuple[type, ...]) -> Any:
+    if key not in data:
+        raise StateError(file, key, "missing")
+    value = data[key]
+    if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
+        raise StateError(file, key, f"wrong type {type(value).__name__}")
+    return value
+
+
+def parse_state(file: Path, raw: bytes) -> HubState:
+    """Validate the bytes of a state file: the one place that decides what is trusted."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StateError(file, "", f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise StateError(file, "", "top level must be an object")
+    schema = _expect(file, data, "schema", int)
+    if schema != SCHEMA_VERSION:
+        raise StateError(file, "schema", f"version {schema} is not supported by this gatewayd "
+                                         f"(expects {SCHEMA_VERSION})")
+    code = _expect(file, data, "setup_code", str)
+    if not (len(code) == 8 and code.isdigit()):
+        raise StateError(file, "setup_code", "must be 8 digits")
+    key_hex = _expect(file, data, "device_key", str)
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise StateError(file, "device_key", "must be 64 hex digits")
+    created = _expect(file, data, "created", (int, float))
+    identity = data.get("identity") or {}
+    if not isinstance(identity, dict):
+        raise StateError(file, "identity", "must be an object")
+    device_id = identity.get("device_id", "")
+    mac = identity.get("mac", "")
+    if not isinstance(device_id, str) or not re.fullmatch(r"|[a-z0-9][a-z0-9-]*[a-z0-9]",
+                                                          device_id):
+        raise StateError(file, "identity.device_id", "must be a lowercase id such as "
+                                                     "dc-a6-32-01-02-03")
+    if not isinstance(mac, str) or not re.fullmatch(r"|([0-9a-f]{2}:){5}[0-9a-f]{2}", mac):
+        raise StateError(file, "identity.mac", "must be a MAC address aa:bb:cc:dd:ee:ff")
+    wifi = cloud = None
+    try:
+        if data.get("wifi") is not None:
+            w = _expect(file, data, "wifi", dict)
+            wifi = wifi_from_fields(w.get("ssid"), w.get("psk"), w.get("hidden", False))
+        if data.get("cloud") is not None:
+            c = _expect(file, data, "cloud", dict)
+            cloud = cloud_from_fields(
+                wsp=c.get("wsp"), token=c.get("token"), host=c.get("host"), port=c.get("port"),
+                mqtts_port=c.get("mqtts_port", 0), root_topic=c.get("root_topic", ""))
+    except InvalidField as exc:
+        section = "wifi" if wifi is None and data.get("wifi") is not None else "cloud"
+        raise StateError(file, f"{section}.{exc.field}", exc.message) from None
+    paired_at = data.get("paired_at")
+    if paired_at is not None and not isinstance(paired_at, (int, float)):
+        raise StateError(file, "paired_at", "wrong type")
+    return HubState(setup_code=code, device_key=key, created=float(created),
+                    device_id=device_id, mac=mac, wifi=wifi,
+                    cloud=cloud, paired_at=paired_at)
+
+
+class StateStore:
+    """Loads, validates and atomically replaces ``state.json``.
+
+    Writes are serialised by a lock because the web server's threads and the
+    asyncio core may both commit (pairing, reset).
+    """
+
+    def __init__(self, state_dir: Path, preset_setup_code: str = "") -> None:
+        self.dir = Path(state_dir)
+        self.path = self.dir / STATE_FILE
+        self.preset_setup_code = preset_setup_code
+        self._lock = threading.Lock()
+        self._state: HubState | None = None
+
+    @property
+    def state(self) -> HubState:
+        if self._state is None:
+            raise RuntimeError("state not loaded; call open() first")
+        return self._state
+
+    def _fresh(self, setup_code: str | None = None) -> HubState:
+        return HubState(setup_code=setup_code or self.preset_setup_code or new_setup_code(),
+                        device_key=secrets.token_bytes(32), created=time.time())
+
+    def open(self, device_id: str = "", mac: str = "") -> HubState:
+        """Load the state, creating it on first start; raise StateError if corrupt.
+
+        ``device_id``/``mac`` are recorded the first time and kept afterwards.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            state = replace(self._fresh(), device_id=device_id, mac=mac)
+            self._write(state)
+            log.info("created new hub state in %s", self.path)
+            return state
+        if st.st_size > MAX_STATE_BYTES:
+            raise StateError(self.path, "", f"file is {st.st_size} bytes; refusing to read more "
+                                            f"than {MAX_STATE_BYTES}")
+        state = parse_state(self.path, self.path.read_bytes())
+        if st.st_mode & 0o077:
+            # An operator copied the file around; credentials must not stay readable.
+            os.chmod(self.path, 0o600)
+            log.warning("tightened permissions of %s to 0600", self.path)
+        self._state = state
+        if not state.device_id and device_id:
+            state = replace(state, device_id=device_id, mac=mac)
+            self._write(state)
+        return state
+
+    def _write(self, state: HubState) -> None:
+        data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode()
+        with self._lock:
+            atomic_write(self.path, data, 0o600)
+            self._state = state
+
+    def commit_pairing(self, wifi: WifiCredentials | None, cloud: CloudCredentials) -> HubState:
+        """Store credentials that have just been proven to work."""
+        state = replace(self.state, wifi=wifi, cloud=cloud, paired_at=time.time())
+        self._write(state)
+        return state
+
+    def set_device_key(self, key: bytes) -> HubState:
+        if len(key) != 32:
+            raise ValueError("device key must be 32 bytes")
+        state = replace(self.state, device_key=key)
+        self._write(state)
+        return state
+
+    def reset(self, *, keep_wifi: bool = False) -> HubState:
+        """Forget credentials (factory reset); identity and setup code stay.
+
+        A corrupt file is moved aside (for the vendor's support to look at) and a
+        fresh state is written; its setup code is the vendor preset if there is one.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            current = self._state or parse_state(self.path, self.path.read_bytes())
+        except FileNotFoundError:
+            current = None
+        except StateError as exc:
+            aside = self.path.with_name(f"{STATE_FILE}.corrupt-{int(time.time())}")
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path, aside)
+            log.warning("state file was corrupt (%s); moved to %s", exc.reason, aside)
+            current = None
+        if current is None:
+            state = self._fresh()
+            if self._state is not None:
+                state = replace(state, device_id=self._state.device_id, mac=self._state.mac)
+        else:
+            state = replace(current, cloud=None, paired_at=None,
+                            wifi=current.wifi if keep_wifi else None)
+        self._write(state)
+        return state
