@@ -277,7 +277,7 @@ def _check_scalar(file: str, key: str, value: Any, typ: type, meta: Mapping[str,
 
 def _build(cls: type, data: Any, file: str, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(file, prefix, f"must be a table, got {type(data).__name__}")
+        raise ConfigError(file, prefix.rstrip("."), f"must be a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(data) - set(fields))

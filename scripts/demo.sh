@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up (scripts/setup.sh) and runs gatewayd in the hardware-free world.
+# Pass a work directory to keep the simulated hub between runs (default ./sim).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+workdir="${1:-sim}"
+echo "demo: simulator in $workdir; in another terminal: .venv/bin/gatewayctl --sim $workdir status"
+exec .venv/bin/gatewayd --simulate --workdir "$workdir"

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything gatewayd's development needs on Debian 12, idempotently:
+# the Debian packages (broker, D-Bus, build headers, Chromium for the portal tests)
+# and a virtualenv in .venv with the pinned Python dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  python3 python3-venv python3-dev build-essential pkg-config
+  dbus dbus-daemon libdbus-1-dev libglib2.0-dev libsystemd-dev
+  mosquitto mosquitto-clients
+  chromium chromium-driver
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The Debian mosquitto package enables its system service; our tests start their own.
+
+PYTHON="${PYTHON:-python3}"
+EXTRAS="${GATEWAYD_EXTRAS:-test,gpio}"
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${EXTRAS//,/_}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if [ ! -e "$stamp" ]; then
+  echo "setup: installing Python dependencies (.[${EXTRAS}]) into .venv"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".[${EXTRAS}]"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+echo "setup: ready (.venv/bin/gatewayd, .venv/bin/gatewayctl)"

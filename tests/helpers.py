@@ -1,0 +1,97 @@
+"""Test helpers: run gatewayd as a real process, wait on conditions (never sleep)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+             interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def base_config(tmp: Path, extra: str = "") -> str:
+    return f"""
+[hub]
+state_dir = "{tmp / 'state'}"
+runtime_dir = "{tmp / 'run'}"
+[portal]
+listen = "127.0.0.1"
+port = 0
+[logging]
+level = "debug"
+{extra}
+"""
+
+
+class Gatewayd:
+    """A gatewayd process under test."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        self.proc = subprocess.Popen([str(BIN / "gatewayd"), *args], env=full_env, cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+
+    def wait_socket(self, socket: Path, timeout: float = 20.0) -> None:
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gatewayd exited {self.proc.returncode}:\n{self.output()}")
+            return socket.exists()
+        wait_for(up, timeout, f"control socket {socket}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+            raise AssertionError("gatewayd did not stop in time") from None
+
+    def output(self) -> str:
+        if self.proc.stdout is None:
+            return ""
+        if self.proc.poll() is None:
+            return "(still running)"
+        return self.proc.stdout.read()
+
+
+def ctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(BIN / "gatewayctl"), *args], capture_output=True, text=True,
+                            timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"gatewayctl {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+def ctl_json(*args: str) -> Any:
+    return json.loads(ctl("--json", *args).stdout)

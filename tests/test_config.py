@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from gatewayd.config import Config, ConfigError, load_config, parse_config
+from tests.helpers import BIN, REPO
+
+EXAMPLE = REPO / "examples" / "gatewayd.toml"
+
+
+def test_defaults_are_valid() -> None:
+    cfg = parse_config({})
+    assert cfg == Config()
+    assert cfg.hotspot.address == "192.168.4.1/24"
+    assert cfg.portal.port == 80
+
+
+def test_example_config_is_valid_and_documents_every_key() -> None:
+    cfg = load_config(EXAMPLE)
+    assert cfg.hub.product == "gatewayd hub"
+    text = EXAMPLE.read_text()
+    for section in dataclasses.fields(Config):
+        if section.name in ("source", "virtual"):
+            continue
+        assert f"[{section.name}]" in text
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            assert f"{f.name} =" in text, f"{section.name}.{f.name} undocumented in example"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "reason"),
+    [
+        ("[hotspot]\nband = 'x'", "hotspot.band", "must be one of"),
+        ("[hotspot]\nchannel = 500", "hotspot.channel", "<= 196"),
+        ("[hotspot]\nbogus = 1", "hotspot.bogus", "unknown key"),
+        ("[nonsense]\na = 1", "nonsense", "unknown key"),
+        ("[portal]\nport = '80'", "portal.port", "must be an integer"),
+        ("[portal]\nport = 70000", "portal.port", "<= 65535"),
+        ("[portal]\nenabled = 1", "portal.enabled", "must be a boolean"),
+        ("[hotspot]\npassword = 'short'", "hotspot.password", "8-63"),
+        ("[hotspot]\naddress = '192.168.4.1/31'", "hotspot.address", "prefix"),
+        ("[hotspot]\nssid_template = '{nope}'", "hotspot.ssid_template", "placeholder"),
+        ("[hub]\nsetup_code = '1234'", "hub.setup_code", "does not match"),
+        ("[hub]\ndevice_id = 'Bad_ID'", "hub.device_id", "does not match"),
+        ("[cloud]\nhost = 'not a host'", "cloud.host", "host name"),
+        ("[cloud]\nroot_topic = 'a/b'", "cloud.root_topic", "topic level"),
+        ("[cloud]\nreconnect_min = 50.0\nreconnect_max = 10.0", "cloud.reconnect_min",
+         "must not exceed"),
+        ("[zigbee]\nchannel = 27", "zigbee.channel", "<= 26"),
+        ("[zigbee]\nradio = 'ti'", "zigbee.radio", "must be one of"),
+        ("[[virtual]]\ntype = 'system'", "virtual[0].id", "is required"),
+        ("[[virtual]]\ntype = 'system'\nid = 'a1'\n[[virtual]]\ntype = 'timer'\nid = 'a1'",
+         "virtual[1].id", "duplicate"),
+        ("hub = 3", "hub", "must be a table"),
+    ],
+)
+def test_bad_values_name_key_and_reason(toml: str, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(tomllib.loads(toml), "x.toml")
+    assert info.value.key == key
+    assert reason in info.value.reason
+    assert str(info.value).startswith(f"x.toml: {key}: ")
+
+
+def test_virtual_device_options_are_kept_for_the_plugin() -> None:
+    cfg = parse_config(tomllib.loads(
+        "[[virtual]]\ntype = 'command'\nid = 'uptime'\ninterval = 5\nargv = ['uptime']"))
+    (dev,) = cfg.virtual
+    assert dev.options == {"interval": 5, "argv": ["uptime"]}
+
+
+def test_syntax_error_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "g.toml"
+    bad.write_text("[hub\n")
+    with pytest.raises(ConfigError, match="TOML syntax error") as info:
+        load_config(bad)
+    assert info.value.file == str(bad)
+
+
+@pytest.mark.parametrize("toml", ["[hotspot]\nband = 'x'\n", "[portal\n", "[cloud]\nport = 0\n"])
+def test_daemon_exits_nonzero_before_touching_anything(tmp_path: Path, toml: str) -> None:
+    state = tmp_path / "state"
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f"[hub]\nstate_dir = '{state}'\nruntime_dir = '{tmp_path / 'run'}'\n" + toml
+                   if not toml.startswith("[hub") else toml)
+    result = subprocess.run([str(BIN / "gatewayd"), "--config", str(cfg)], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2
+    assert str(cfg) in result.stderr
+    assert "configuration error" in result.stderr
+    assert not state.exists(), "a refused config must not create state"
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_config(tmp_path: Path) -> None:
+    result = subprocess.run([str(BIN / "gatewayd"), "--config", str(EXAMPLE), "--check-config"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+    missing = subprocess.run([str(BIN / "gatewayd"), "--config", str(tmp_path / "no.toml"),
+                              "--check-config"], capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 2
+    assert "file not found" in missing.stderr

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gatewayd.logsetup import Redactor
+from gatewayd.state import StateStore
+from tests.helpers import Gatewayd, base_config, ctl, ctl_json, write_config
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Gatewayd, Path]]:
+    cfg = write_config(tmp_path / "g.toml", base_config(
+        tmp_path, '[cloud]\ntoken = "vendor-preset-token"\n'))
+    gw = Gatewayd(["--config", str(cfg)])
+    sock = tmp_path / "run" / "control.sock"
+    gw.wait_socket(sock)
+    yield gw, sock
+    assert gw.stop() == 0
+
+
+def test_status_reports_state_id_uptime_and_no_secret(daemon: tuple[Gatewayd, Path],
+                                                      tmp_path: Path) -> None:
+    gw, sock = daemon
+    status = ctl_json("--socket", str(sock), "status")
+    assert status["state"] == "unpaired"
+    assert status["device_id"]
+    assert isinstance(status["uptime"], float)
+    state = StateStore(tmp_path / "state").open()
+    text = json.dumps(status)
+    for secret in (state.setup_code, state.device_key.hex(), "vendor-preset-token"):
+        assert secret not in text
+    human = ctl("--socket", str(sock), "status").stdout
+    assert "state: unpaired" in human
+    assert state.setup_code not in human
+
+
+def test_setup_code_and_qr(daemon: tuple[Gatewayd, Path], tmp_path: Path) -> None:
+    _, sock = daemon
+    state = StateStore(tmp_path / "state").open()
+    data = ctl_json("--socket", str(sock), "setup-code", "--qr")
+    assert data["setup_code"] == state.setup_code
+    assert data["payload"] == f"GWD1:{data['device_id']}:{state.setup_code}"
+    assert "█" in data["qr_text"] or "▀" in data["qr_text"]
+    human = ctl("--socket", str(sock), "setup-code").stdout
+    assert f"{state.setup_code[:4]}-{state.setup_code[4:]}" in human
+
+
+def test_socket_is_private_and_logs_hold_no_secret(daemon: tuple[Gatewayd, Path],
+                                                  tmp_path: Path) -> None:
+    gw, sock = daemon
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    ctl("--socket", str(sock), "setup-code")
+    ctl("--socket", str(sock), "reset")
+    state = StateStore(tmp_path / "state").open()
+    assert gw.stop() == 0
+    log = gw.output()
+    assert "factory reset" in log
+    assert state.setup_code not in log and "vendor-preset-token" not in log
+
+
+def test_ctl_reports_a_daemon_that_is_not_running(tmp_path: Path) -> None:
+    result = ctl("--socket", str(tmp_path / "none.sock"), "status", check=False)
+    assert result.returncode == 3
+    assert "not running" in result.stderr
+    result = ctl("--socket", str(tmp_path / "none.sock"), "--json", "status", check=False)
+    assert "not running" in json.loads(result.stdout)["error"]
+
+
+def test_redactor_masks_secrets_in_messages_args_and_tracebacks(
+        caplog: pytest.LogCaptureFixture) -> None:
+    redactor = Redactor()
+    redactor.add("hunter2-secret")
+    log = logging.getLogger("test.redact")
+    handler = caplog.handler
+    handler.addFilter(redactor)
+    try:
+        log.warning("token is %s", "hunter2-secret")
+        try:
+            raise ValueError("bad hunter2-secret")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        handler.removeFilter(redactor)
+    assert "hunter2-secret" not in caplog.text
+    assert "token is ***" in caplog.text
