@@ -135,6 +135,10 @@ def check_host(value: str, field: str = "host") -> str:
 
 
 def check_port(value: Any, field: str, *, allow_zero: bool = False) -> int:
+    if value is None or value == "":
+        if allow_zero:
+            return 0
+        raise InvalidField(field, "is required: a port number 1-65535")
     if isinstance(value, bool):
         raise InvalidField(field, "must be a port number 1-65535")
     if isinstance(value, str):

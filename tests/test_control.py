@@ -26,7 +26,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Gatewayd, Path]]:
 
 def test_status_reports_state_id_uptime_and_no_secret(daemon: tuple[Gatewayd, Path],
                                                       tmp_path: Path) -> None:
-    gw, sock = daemon
+    _, sock = daemon
     status = ctl_json("--socket", str(sock), "status")
     assert status["state"] == "unpaired"
     assert status["device_id"]

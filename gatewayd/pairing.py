@@ -1,0 +1,169 @@
+"""The one pairing path: every entry point builds a :class:`PairingRequest` here.
+
+HTTP ``/pair``, the admin form, ``/api/v1/pair``, BLE Improv and the BLE secure
+service all call :func:`request_from_fields` and then :meth:`PairingService.submit`,
+so the rules (in :mod:`gatewayd.credentials`) and the refusals are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gatewayd.config import CloudConfig
+from gatewayd.credentials import (
+    CloudCredentials,
+    InvalidField,
+    WifiCredentials,
+    cloud_from_fields,
+    wifi_from_fields,
+)
+
+log = logging.getLogger(__name__)
+
+# Parameter names of the 2Smart app's /pair contract.
+PAIR_FIELDS = ("ssid", "psk", "wsp", "token", "host", "brport", "rootTopic", "mqtts_port",
+               "hidden")
+MAX_FIELD_BYTES = 2048
+
+RESET_HINT = ("To pair it again, hold the hub's button for 10 seconds or run "
+              "'gatewayctl reset' on the hub.")
+
+
+class PairingError(Exception):
+    """A refusal with the HTTP status the portal answers and the parameter at fault."""
+
+    status = 400
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidRequest(PairingError):
+    status = 400
+
+
+class NotInPairingMode(PairingError):
+    status = 403
+
+
+class PairingBusy(PairingError):
+    status = 409
+
+
+class PairingFailed(PairingError):
+    status = 500
+
+
+@dataclass(frozen=True)
+class PairingRequest:
+    cloud: CloudCredentials
+    wifi: WifiCredentials | None  # None: the "No Wi-Fi" variant, cloud credentials only
+    source: str = "http"
+
+    def redacted(self) -> dict[str, Any]:
+        return {"source": self.source, "cloud": self.cloud.redacted(),
+                "wifi": self.wifi.redacted() if self.wifi else None}
+
+
+def _truthy(value: Any, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("", "0", "false", "no", "off"):
+        return False
+    raise InvalidField(field, "must be true or false")
+
+
+def request_from_fields(fields: Mapping[str, Any], presets: CloudConfig, *,
+                        wifi_enabled: bool = True, source: str = "http") -> PairingRequest:
+    """Validate raw fields (query strings, form fields, JSON, BLE) into a request.
+
+    Vendor presets fill what the request leaves out. Raises :class:`InvalidRequest`
+    naming the first bad parameter; nothing is changed by a refused request.
+    """
+    for name, value in fields.items():
+        if isinstance(value, str) and len(value.encode("utf-8", "replace")) > MAX_FIELD_BYTES:
+            raise InvalidRequest(f"{name}: too long", name)
+
+    def get(name: str, preset: Any = None) -> Any:
+        value = fields.get(name)
+        if value is None or value == "":
+            return preset if preset not in (None, "", 0) else value
+        return value
+
+    try:
+        ssid, psk = fields.get("ssid"), fields.get("psk")
+        wifi: WifiCredentials | None = None
+        if ssid is not None or psk is not None:
+            if ssid is None or ssid == "":
+                raise InvalidField("ssid", "is required when psk is given")
+            if psk is None:
+                raise InvalidField("psk", "is required with ssid (empty for an open network)")
+            wifi = wifi_from_fields(ssid, psk, _truthy(fields.get("hidden", False), "hidden"))
+        cloud = cloud_from_fields(
+            wsp=get("wsp", presets.wsp), token=get("token", presets.token),
+            host=get("host", presets.host), port=get("brport", presets.port),
+            mqtts_port=get("mqtts_port", presets.mqtts_port) or 0,
+            root_topic=get("rootTopic", presets.root_topic) or "",
+        )
+    except InvalidField as exc:
+        raise InvalidRequest(f"{exc.field}: {exc.message}", exc.field) from None
+    if wifi is not None and not wifi_enabled:
+        # An Ethernet-only hub never touches Wi-Fi, whatever the app sends.
+        log.info("ignoring Wi-Fi credentials: this hub is configured without Wi-Fi")
+        wifi = None
+    return PairingRequest(cloud=cloud, wifi=wifi, source=source)
+
+
+class Onboarding(Protocol):
+    """What the pairing service needs from the onboarding state machine."""
+
+    @property
+    def pairing_open(self) -> bool: ...
+
+    @property
+    def busy(self) -> bool: ...
+
+    async def begin(self, request: PairingRequest) -> None: ...
+
+    def progress(self) -> dict[str, Any]: ...
+
+
+class PairingService:
+    """Accepts validated requests and hands them to onboarding; returns at once."""
+
+    def __init__(self, onboarding: Onboarding, presets: CloudConfig, *,
+                 wifi_enabled: bool = True) -> None:
+        self.onboarding = onboarding
+        self.presets = presets
+        self.wifi_enabled = wifi_enabled
+
+    @property
+    def open(self) -> bool:
+        return self.onboarding.pairing_open
+
+    def parse(self, fields: Mapping[str, Any], source: str) -> PairingRequest:
+        return request_from_fields(fields, self.presets, wifi_enabled=self.wifi_enabled,
+                                   source=source)
+
+    def check_open(self) -> None:
+        if not self.onboarding.pairing_open:
+            raise NotInPairingMode(f"This hub is already paired. {RESET_HINT}")
+
+    async def submit(self, request: PairingRequest) -> dict[str, Any]:
+        """Start applying ``request``; progress is then observable via :meth:`progress`."""
+        self.check_open()
+        if self.onboarding.busy:
+            raise PairingBusy("A pairing attempt is already in progress; wait for its result.")
+        log.info("pairing request from %s: %s", request.source, request.redacted())
+        await self.onboarding.begin(request)
+        return self.onboarding.progress()
+
+    def progress(self) -> dict[str, Any]:
+        return self.onboarding.progress()
