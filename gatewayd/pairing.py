@@ -108,7 +108,9 @@ def request_from_fields(fields: Mapping[str, Any], presets: CloudConfig, *,
             wifi = wifi_from_fields(ssid, psk, _truthy(fields.get("hidden", False), "hidden"))
         cloud = cloud_from_fields(
             wsp=get("wsp", presets.wsp), token=get("token", presets.token),
-            host=get("host", presets.host), port=get("brport", presets.port),
+            host=get("host", presets.host),
+            # The default port is a preset only when the vendor preset the broker too.
+            port=get("brport", presets.port if presets.host else None),
             mqtts_port=get("mqtts_port", presets.mqtts_port) or 0,
             root_topic=get("rootTopic", presets.root_topic) or "",
         )
