@@ -1,0 +1,430 @@
+"""The onboarding state machine: hotspot <-> client <-> cloud, in one explicit table.
+
+States (what `gatewayctl status`, the portal and BLE show):
+
+- ``unpaired``   no working credentials; hotspot up (Wi-Fi hubs); pairing open
+- ``connecting`` an attempt is running (step ``wifi`` then ``cloud``)
+- ``online``     client network up and the cloud link established
+- ``offline``    paired, but the network is gone; NetworkManager's autoconnect retries;
+                 after ``offline_grace`` the hotspot returns for re-pairing while client
+                 attempts go on every ``retry_interval``
+
+Credentials are committed to the state store only after an attempt succeeded:
+a failed attempt leaves the previous working credentials untouched.
+
+On a single radio the switch order is fixed: scan, stop the hotspot, connect the
+client, and on failure bring the hotspot back. AP and station never run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gatewayd.config import Config
+from gatewayd.credentials import CloudCredentials, WifiCredentials
+from gatewayd.pairing import PairingRequest
+from gatewayd.state import StateStore
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.StrEnum):
+    UNPAIRED = "unpaired"
+    CONNECTING = "connecting"
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class Event(enum.StrEnum):
+    BOOT_UNPAIRED = "boot-unpaired"
+    BOOT_PAIRED = "boot-paired"
+    PAIR = "pair"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LINK_DOWN = "link-down"
+    LINK_UP = "link-up"
+    RESET = "reset"
+
+
+# The whole behaviour in one table: (state, event) -> next state. ``None`` as the
+# current state means "before boot". A missing pair is an event the state ignores.
+TRANSITIONS: dict[tuple[State | None, Event], State] = {
+    (None, Event.BOOT_UNPAIRED): State.UNPAIRED,
+    (None, Event.BOOT_PAIRED): State.CONNECTING,
+    (State.UNPAIRED, Event.PAIR): State.CONNECTING,
+    (State.OFFLINE, Event.PAIR): State.CONNECTING,
+    (State.CONNECTING, Event.SUCCEEDED): State.ONLINE,
+    # Where a failure lands depends on whether working credentials exist: see _on_failed.
+    (State.CONNECTING, Event.FAILED): State.UNPAIRED,
+    (State.ONLINE, Event.LINK_DOWN): State.OFFLINE,
+    (State.OFFLINE, Event.LINK_UP): State.CONNECTING,
+    (State.UNPAIRED, Event.RESET): State.UNPAIRED,
+    (State.CONNECTING, Event.RESET): State.UNPAIRED,
+    (State.ONLINE, Event.RESET): State.UNPAIRED,
+    (State.OFFLINE, Event.RESET): State.UNPAIRED,
+}
+
+
+class Failure(enum.StrEnum):
+    WRONG_PASSWORD = "wrong-password"  # noqa: S105 - a failure code, not a password
+    NETWORK_NOT_FOUND = "network-not-found"
+    DHCP_FAILED = "dhcp-failed"
+    BROKER_REFUSED = "broker-refused"
+    BROKER_UNREACHABLE = "broker-unreachable"
+    TIMEOUT = "timeout"
+    WIFI_FAILED = "wifi-failed"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    ok: bool
+    failure: Failure | None = None
+    reason: str = ""
+
+
+class WifiControl(Protocol):
+    """What onboarding needs from NetworkManager (implemented by :mod:`gatewayd.ap`)."""
+
+    async def start(self, on_link: Callable[[bool, str], None]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def scan(self) -> None: ...
+
+    def networks(self) -> list[dict[str, Any]]: ...
+
+    async def ethernet_connected(self) -> bool: ...
+
+    async def start_hotspot(self) -> None: ...
+
+    async def stop_hotspot(self) -> None: ...
+
+    @property
+    def hotspot_active(self) -> bool: ...
+
+    async def connect(self, wifi: WifiCredentials, timeout: float) -> StepResult: ...
+
+    async def reconnect_saved(self, wifi: WifiCredentials, timeout: float) -> StepResult: ...
+
+    def visible(self, ssid: str) -> bool: ...
+
+    async def forget_clients(self) -> None: ...
+
+
+class CloudStep(Protocol):
+    """The cloud part of an attempt (filled in by the cloud link)."""
+
+    async def connect(self, creds: CloudCredentials, timeout: float) -> StepResult: ...
+
+    async def disconnect(self) -> None: ...
+
+
+class StubCloud:
+    """Stands in for the cloud link: succeeds unless told to fail (tests, early simulator)."""
+
+    def __init__(self) -> None:
+        self.next_failure: StepResult | None = None
+        self.connected: CloudCredentials | None = None
+
+    async def connect(self, creds: CloudCredentials, timeout: float) -> StepResult:
+        if self.next_failure is not None:
+            return self.next_failure
+        self.connected = creds
+        return StepResult(ok=True)
+
+    async def disconnect(self) -> None:
+        self.connected = None
+
+
+Listener = Callable[[State, dict[str, Any]], None]
+
+
+class Onboarding:
+    """Runs the table above; every change of state goes through :meth:`_fire`."""
+
+    def __init__(self, config: Config, store: StateStore, wifi: WifiControl | None,
+                 cloud: CloudStep, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.store = store
+        self.wifi = wifi  # None: an Ethernet-only ("No Wi-Fi") hub
+        self.cloud = cloud
+        self.clock = clock
+        self.state: State | None = None
+        self.step: str | None = None
+        self.attempt: dict[str, Any] | None = None
+        self.last_failure: dict[str, Any] | None = None
+        self.offline_since: float | None = None
+        self.last_activity = 0.0
+        self._hotspot_wanted = False  # offline longer than the grace period
+        self._listeners: list[Listener] = []
+        self._attempt_task: asyncio.Task[None] | None = None
+        self._offline_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.changed = asyncio.Condition()
+
+    # ---- observation ----------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def pairing_open(self) -> bool:
+        if self.state == State.UNPAIRED:
+            return True
+        # Offline long enough that the hotspot came back: re-pairing is what it is for.
+        return self.state == State.OFFLINE and self.wifi is not None and \
+            self.wifi.hotspot_active
+
+    @property
+    def busy(self) -> bool:
+        return self.state == State.CONNECTING
+
+    def networks(self) -> list[dict[str, Any]]:
+        return self.wifi.networks() if self.wifi is not None else []
+
+    def progress(self) -> dict[str, Any]:
+        return {
+            "state": str(self.state) if self.state else "starting",
+            "step": self.step,
+            "attempt": self.attempt,
+            "last_failure": self.last_failure,
+            "pairing_open": self.pairing_open,
+            "hotspot": bool(self.wifi and self.wifi.hotspot_active),
+            "wifi": self.wifi is not None,
+        }
+
+    def note_activity(self) -> None:
+        """A person is using the hotspot portal: periodic client retries wait for them."""
+        self.last_activity = self.clock()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(predicate), timeout)
+
+    # ---- the machine ----------------------------------------------------------------------
+
+    async def _fire(self, event: Event, **info: Any) -> State:
+        key = (self.state, event)
+        if key not in TRANSITIONS:
+            log.debug("onboarding: %s ignored in state %s", event, self.state)
+            return self.state or State.UNPAIRED
+        target = TRANSITIONS[key]
+        if event == Event.FAILED and self.store.state.paired:
+            target = State.OFFLINE  # the old credentials still stand
+        previous, self.state = self.state, target
+        if target != State.CONNECTING:
+            self.step = None
+        log.info("onboarding: %s --%s--> %s", previous, event, target)
+        for listener in self._listeners:
+            try:
+                listener(target, self.progress())
+            except Exception:
+                log.exception("onboarding listener failed")
+        async with self.changed:
+            self.changed.notify_all()
+        await self._enter(target, previous, event)
+        return target
+
+    async def _enter(self, state: State, previous: State | None, event: Event) -> None:
+        del previous, event
+        if state == State.UNPAIRED:
+            self._cancel_offline_timer()
+            self._hotspot_wanted = False
+            await self._show_hotspot()
+        elif state == State.OFFLINE:
+            if self.offline_since is None:
+                self.offline_since = self.clock()
+            if self._hotspot_wanted:
+                # Back from a failed retry or re-pairing: the hotspot returns at once.
+                await self._show_hotspot()
+            self._start_offline_timer()
+        elif state == State.ONLINE:
+            self.offline_since = None
+            self._hotspot_wanted = False
+            self._cancel_offline_timer()
+
+    async def _show_hotspot(self) -> None:
+        if self.wifi is None:
+            return
+        if await self.wifi.ethernet_connected():
+            log.info("Ethernet is connected: no hotspot; pair over the LAN or BLE")
+            return
+        await self.wifi.scan()  # NetworkManager cannot scan well in AP mode: do it first
+        await self.wifi.start_hotspot()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.wifi is not None:
+            await self.wifi.start(self._on_link)
+        st = self.store.state
+        if st.paired:
+            await self._fire(Event.BOOT_PAIRED)
+            self._begin_attempt(st.wifi, st.cloud, source="boot", saved=True)  # type: ignore[arg-type]
+        else:
+            await self._fire(Event.BOOT_UNPAIRED)
+
+    async def stop(self) -> None:
+        self._cancel_offline_timer()
+        if self._attempt_task is not None:
+            self._attempt_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._attempt_task
+        await self.cloud.disconnect()
+        if self.wifi is not None:
+            if self.wifi.hotspot_active:
+                await self.wifi.stop_hotspot()
+            await self.wifi.stop()
+
+    async def reset(self, full: bool = False) -> None:
+        """Called after the state store forgot the credentials."""
+        del full
+        if self._attempt_task is not None and not self._attempt_task.done():
+            self._attempt_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._attempt_task
+        await self.cloud.disconnect()
+        if self.wifi is not None:
+            await self.wifi.forget_clients()  # the passphrase lives in our NM profile
+        self.last_failure = None
+        self.attempt = None
+        self.offline_since = None
+        await self._fire(Event.RESET)
+
+    # ---- pairing --------------------------------------------------------------------------
+
+    async def begin(self, request: PairingRequest) -> None:
+        """Start an attempt and return at once; the outcome shows in progress()."""
+        async with self._lock:
+            if self.state not in (State.UNPAIRED, State.OFFLINE) or not self.pairing_open:
+                raise RuntimeError(f"not accepting pairing in state {self.state}")
+            await self._fire(Event.PAIR)
+            self._begin_attempt(request.wifi, request.cloud, source=request.source)
+
+    def _begin_attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials,
+                       source: str, saved: bool = False) -> None:
+        self.attempt = {"id": secrets.token_hex(4), "source": source,
+                        "ssid": wifi.ssid if wifi else None, "started": time.time()}
+        self._attempt_task = asyncio.create_task(self._run_attempt(wifi, cloud, saved),
+                                                 name="onboarding-attempt")
+
+    async def _run_attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials,
+                           saved: bool) -> None:
+        timeout = self.config.hotspot.connect_timeout
+        try:
+            result = await self._attempt(wifi, cloud, timeout, saved)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an attempt must always end in a state, never hang
+            log.exception("pairing attempt crashed")
+            result = StepResult(False, Failure.WIFI_FAILED, f"internal error: {exc}")
+        if result.ok:
+            if not saved:
+                state = self.store.commit_pairing(wifi, cloud)
+                log.info("paired: %s", state.redacted())
+            self.last_failure = None
+            await self._fire(Event.SUCCEEDED)
+            if self.wifi is not None and self.wifi.hotspot_active:
+                await self.wifi.stop_hotspot()  # "No Wi-Fi" pairing done over the hotspot
+            return
+        assert result.failure is not None
+        self.last_failure = {"code": str(result.failure), "reason": result.reason,
+                             "at": time.time()}
+        log.warning("pairing attempt failed: %s (%s)", result.failure, result.reason)
+        await self.cloud.disconnect()
+        if self.wifi is not None and wifi is not None and self.store.state.wifi is not None \
+                and not saved:
+            # Put the last working network back, so a failed re-pairing costs nothing.
+            await self.wifi.reconnect_saved(self.store.state.wifi, timeout)
+        await self._fire(Event.FAILED)
+
+    async def _attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials,
+                       timeout: float, saved: bool) -> StepResult:
+        if wifi is not None and self.wifi is not None and await self.wifi.ethernet_connected():
+            log.info("Ethernet is connected: using it; the Wi-Fi credentials are not applied")
+            wifi = None
+        if wifi is not None and self.wifi is not None:
+            self.step = "wifi"
+            await self._notify_changed()
+            if self.wifi.hotspot_active:
+                await self.wifi.stop_hotspot()
+            result = (await self.wifi.reconnect_saved(wifi, timeout) if saved
+                      else await self.wifi.connect(wifi, timeout))
+            if not result.ok:
+                return result
+        self.step = "cloud"
+        await self._notify_changed()
+        return await self.cloud.connect(cloud, timeout)
+
+    async def _notify_changed(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    # ---- link and offline handling --------------------------------------------------------
+
+    def _on_link(self, up: bool, reason: str) -> None:
+        """Called by the Wi-Fi control (on the loop) when the client link changes."""
+        if self.state == State.CONNECTING:
+            return  # the attempt watches the link itself
+        if not up and self.state == State.ONLINE:
+            log.warning("network lost: %s", reason)
+            asyncio.get_running_loop().create_task(self._fire(Event.LINK_DOWN))
+        elif up and self.state == State.OFFLINE and not self._attempt_running():
+            st = self.store.state
+            if st.cloud is not None:
+                asyncio.get_running_loop().create_task(self._relink(st.cloud))
+
+    def _attempt_running(self) -> bool:
+        return self._attempt_task is not None and not self._attempt_task.done()
+
+    async def _relink(self, cloud: CloudCredentials) -> None:
+        await self._fire(Event.LINK_UP)
+        self._begin_attempt(None, cloud, source="reconnect", saved=True)
+
+    def _start_offline_timer(self) -> None:
+        self._cancel_offline_timer()
+        if self.wifi is not None:
+            self._offline_task = asyncio.create_task(self._offline_loop(), name="offline")
+
+    def _cancel_offline_timer(self) -> None:
+        if self._offline_task is not None and self._offline_task is not asyncio.current_task():
+            self._offline_task.cancel()
+        self._offline_task = None
+
+    async def _offline_loop(self) -> None:
+        assert self.wifi is not None
+        cfg = self.config.hotspot
+        if not self._hotspot_wanted:
+            await asyncio.sleep(cfg.offline_grace)
+            if self.state != State.OFFLINE:
+                return
+            log.warning("offline for %.0fs: hotspot back for re-pairing", cfg.offline_grace)
+            self._hotspot_wanted = True
+            await self._show_hotspot()
+            await self._notify_changed()
+        while self.state == State.OFFLINE:
+            await asyncio.sleep(cfg.retry_interval)
+            if self.state != State.OFFLINE or self._attempt_running():
+                continue
+            if self.clock() - self.last_activity < cfg.retry_interval:
+                continue  # someone is on the hotspot portal right now
+            await self._retry_saved()
+
+    async def _retry_saved(self) -> None:
+        assert self.wifi is not None
+        st = self.store.state
+        if st.wifi is None or st.cloud is None:
+            return
+        if not self.wifi.visible(st.wifi.ssid) and not st.wifi.hidden:
+            return  # the cached scan says it is still gone: keep the hotspot
+        await self._fire(Event.LINK_UP)
+        self._begin_attempt(st.wifi, st.cloud, source="retry", saved=True)
+
