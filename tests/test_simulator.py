@@ -1,0 +1,101 @@
+"""`gatewayd --simulate`: the hardware-free world an app developer runs on a laptop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from gatewayd.credentials import mqtt_username
+from tests.helpers import Gatewayd, ctl_json, wait_for
+
+
+def _children_of(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (from /proc), zombies excluded."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            continue
+        parents[int(entry)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _connect(host: str, port: int, user: str, password: str) -> mqtt.ReasonCode:
+    done = threading.Event()
+    result: list[mqtt.ReasonCode] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.username_pw_set(user, password)
+
+    def on_connect(c: mqtt.Client, userdata: object, flags: object, rc: mqtt.ReasonCode,
+                   props: object = None) -> None:
+        result.append(rc)
+        done.set()
+
+    client.on_connect = on_connect
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        assert done.wait(10), "no CONNACK"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return result[0]
+
+
+def test_simulate_world_sim_json_broker_and_clean_sigint(tmp_path: Path) -> None:
+    workdir = tmp_path / "sim"
+    gw = Gatewayd(["--simulate", "--workdir", str(workdir)])
+    try:
+        sim_json = workdir / "sim.json"
+        wait_for(lambda: sim_json.exists() or gw.proc.poll() is not None, 60, "sim.json")
+        assert gw.proc.poll() is None, gw.output()
+        info = json.loads(sim_json.read_text())
+        for key in ("portal", "mqtt", "system_bus", "control_socket", "state_dir", "account",
+                    "wifi"):
+            assert key in info
+        assert info["portal"].startswith("http://127.0.0.1:")
+        assert info["system_bus"].startswith("unix:path=")
+        assert {"ssid", "psk"} <= set(info["wifi"][0])
+        account = info["account"]
+        host, port = info["mqtt"]["host"], info["mqtt"]["port"]
+        user = mqtt_username(account["wsp"])
+        assert _connect(host, port, user, account["token"]).is_failure is False
+        assert _connect(host, port, user, "wrong-token").is_failure is True
+
+        status = ctl_json("--sim", str(workdir), "status")
+        assert status["state"] == "unpaired"
+        assert status["device_id"] == "dc-a6-32-12-34-56"
+        assert status["uptime"] >= 0
+        assert account["token"] not in json.dumps(status)
+
+        started = _children_of(gw.proc.pid)
+        names = {Path(f"/proc/{p}/comm").read_text().strip() for p in started if _alive(p)}
+        assert "mosquitto" in names and "dbus-daemon" in names, names
+    finally:
+        code = gw.stop(signal.SIGINT, timeout=30)
+    assert code == 0, gw.output()
+    wait_for(lambda: not any(_alive(p) for p in started), 10, "simulator children to exit")
