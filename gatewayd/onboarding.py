@@ -97,7 +97,7 @@ class WifiControl(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def scan(self) -> None: ...
+    async def scan(self, ssid: str | None = None) -> None: ...
 
     def networks(self) -> list[dict[str, Any]]: ...
 
@@ -115,6 +115,8 @@ class WifiControl(Protocol):
     async def reconnect_saved(self, wifi: WifiCredentials, timeout: float) -> StepResult: ...
 
     def visible(self, ssid: str) -> bool: ...
+
+    async def forget(self, ssid: str) -> None: ...
 
     async def forget_clients(self) -> None: ...
 
@@ -228,9 +230,9 @@ class Onboarding:
                 listener(target, self.progress())
             except Exception:
                 log.exception("onboarding listener failed")
-        async with self.changed:
-            self.changed.notify_all()
+        await self._notify_changed()
         await self._enter(target, previous, event)
+        await self._notify_changed()  # entering may have raised the hotspot
         return target
 
     async def _enter(self, state: State, previous: State | None, event: Event) -> None:
@@ -313,6 +315,7 @@ class Onboarding:
                        source: str, saved: bool = False) -> None:
         self.attempt = {"id": secrets.token_hex(4), "source": source,
                         "ssid": wifi.ssid if wifi else None, "started": time.time()}
+        self.last_failure = None  # describes the latest attempt only
         self._attempt_task = asyncio.create_task(self._run_attempt(wifi, cloud, saved),
                                                  name="onboarding-attempt")
 
@@ -337,13 +340,19 @@ class Onboarding:
             return
         assert result.failure is not None
         self.last_failure = {"code": str(result.failure), "reason": result.reason,
-                             "at": time.time()}
+                             "at": time.time(),
+                             "attempt": self.attempt["id"] if self.attempt else None}
         log.warning("pairing attempt failed: %s (%s)", result.failure, result.reason)
         await self.cloud.disconnect()
-        if self.wifi is not None and wifi is not None and self.store.state.wifi is not None \
-                and not saved:
+        previous = self.store.state.wifi
+        if self.wifi is not None and wifi is not None and not saved and (
+                previous is None or previous.ssid != wifi.ssid):
+            # Unproven credentials must not linger where autoconnect would find them.
+            await self.wifi.forget(wifi.ssid)
+        if self.wifi is not None and wifi is not None and previous is not None and not saved \
+                and self.wifi.visible(previous.ssid):
             # Put the last working network back, so a failed re-pairing costs nothing.
-            await self.wifi.reconnect_saved(self.store.state.wifi, timeout)
+            await self.wifi.reconnect_saved(previous, timeout)
         await self._fire(Event.FAILED)
 
     async def _attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials,
@@ -419,12 +428,18 @@ class Onboarding:
             await self._retry_saved()
 
     async def _retry_saved(self) -> None:
+        """One periodic client attempt from the hotspot: the radio can do only one thing,
+        and NetworkManager cannot scan in AP mode, so: hotspot down, scan, connect if the
+        network is there, otherwise hotspot straight back."""
         assert self.wifi is not None
         st = self.store.state
         if st.wifi is None or st.cloud is None:
             return
-        if not self.wifi.visible(st.wifi.ssid) and not st.wifi.hidden:
-            return  # the cached scan says it is still gone: keep the hotspot
+        await self.wifi.stop_hotspot()
+        await self.wifi.scan(st.wifi.ssid if st.wifi.hidden else None)
+        if not self.wifi.visible(st.wifi.ssid):
+            log.info("saved network %r still not visible; hotspot stays", st.wifi.ssid)
+            await self.wifi.start_hotspot()
+            return
         await self._fire(Event.LINK_UP)
         self._begin_attempt(st.wifi, st.cloud, source="retry", saved=True)
-

@@ -1,0 +1,293 @@
+"""Onboarding against python-dbusmock's NetworkManager on a private bus (issue 3)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from gatewayd.ap import HOTSPOT_ID, NetworkManagerControl
+from gatewayd.config import Config, with_overrides
+from gatewayd.credentials import CloudCredentials, WifiCredentials
+from gatewayd.identity import Identity
+from gatewayd.onboarding import Failure, Onboarding, State, StepResult, StubCloud
+from gatewayd.pairing import PairingRequest, PairingService
+from gatewayd.simulator.dbus_daemon import PrivateBus
+from gatewayd.simulator.nm_mock import CONN_IFACE, NetworkManagerMock
+
+T = TypeVar("T")
+IDENTITY = Identity("dc-a6-32-12-34-56", "dc:a6:32:12:34:56", "Acme Hub")
+CLOUD = CloudCredentials("user@example.com", "t0k", "127.0.0.1", 1883)
+HOME = WifiCredentials("HomeNet", "supersecret")
+
+
+def run(coro: Awaitable[T], timeout: float = 60) -> T:
+    async def _bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+    return asyncio.run(_bounded())
+
+
+@pytest.fixture(scope="module")
+def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBus]:
+    b = PrivateBus(tmp_path_factory.mktemp("bus")).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def nm(bus: PrivateBus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+       ) -> Iterator[NetworkManagerMock]:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+    mock = NetworkManagerMock(bus, tmp_path / "nm").start()
+    yield mock
+    mock.stop()
+
+
+def make_config(tmp_path: Path, **hotspot: Any) -> Config:
+    cfg = with_overrides(Config(), hub={"state_dir": str(tmp_path / "state"),
+                                        "product": "Acme Hub"})
+    return with_overrides(cfg, hotspot={"connect_timeout": 5.0, **hotspot})
+
+
+def store_for(cfg: Config) -> Any:
+    from gatewayd.state import StateStore
+
+    store = StateStore(cfg.state_dir)
+    store.open(device_id=IDENTITY.device_id, mac=IDENTITY.mac)
+    return store
+
+
+@asynccontextmanager
+async def onboarding(cfg: Config, store: Any, cloud: StubCloud | None = None,
+                     wifi: bool = True) -> AsyncIterator[Onboarding]:
+    control = NetworkManagerControl(cfg, IDENTITY) if wifi else None
+    ob = Onboarding(cfg, store, control, cloud or StubCloud())
+    await ob.start()
+    try:
+        yield ob
+    finally:
+        await ob.stop()
+
+
+async def until(ob: Onboarding, predicate: Callable[[], bool], timeout: float = 10) -> None:
+    await ob.wait_for(predicate, timeout)
+
+
+def profile(nm: NetworkManagerMock, conn_id: str) -> dict[str, Any]:
+    for conn in nm.connections():
+        if conn["connection"]["id"] == conn_id:
+            return conn
+    ids = [c["connection"]["id"] for c in nm.connections()]
+    raise AssertionError(f"no profile {conn_id!r} in {ids}")
+
+
+def active_ids(nm: NetworkManagerMock) -> list[str]:
+    # Real NetworkManager (1.42+) keeps a loopback connection active too; it is not ours.
+    return [a["id"] for a in nm.active_connections() if a["id"] != "lo"]
+
+
+def request(wifi: WifiCredentials | None, cloud: CloudCredentials = CLOUD) -> PairingRequest:
+    return PairingRequest(cloud=cloud, wifi=wifi, source="test")
+
+
+def test_fresh_start_raises_in_memory_hotspot_and_caches_scan(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, password="hotspot-pass")
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            assert ob.state == State.UNPAIRED and ob.pairing_open
+            ssids = [n["ssid"] for n in ob.networks()]
+            assert ssids[0] == "HomeNet" and ssids.count("HomeNet") == 1
+            assert {"Cafe WPA3", "Guest", "Office"} <= set(ssids)
+            assert "Hidden Lab" not in ssids
+            signals = [n["signal"] for n in ob.networks()]
+            assert signals == sorted(signals, reverse=True)
+            hotspot = profile(nm, HOTSPOT_ID)
+            assert active_ids(nm) == [HOTSPOT_ID]
+            wireless = hotspot["802-11-wireless"]
+            assert bytes(wireless["ssid"]).decode() == "Acme Hub 3456"
+            assert wireless["mode"] == "ap" and wireless["band"] == "bg"
+            assert hotspot["connection"]["autoconnect"] is False
+            assert hotspot["connection"]["interface-name"] == "wlan0"
+            sec = hotspot["802-11-wireless-security"]
+            assert sec["key-mgmt"] == "wpa-psk" and list(sec["proto"]) == ["rsn"]
+            assert sec["pmf"] == 1
+            assert hotspot["ipv4"]["method"] == "shared"
+            assert hotspot["ipv4"]["address-data"][0]["address"] == "192.168.4.1"
+            assert hotspot["ipv4"]["address-data"][0]["prefix"] == 24
+            assert hotspot["ipv6"]["method"] == "ignore"
+            assert nm._get(hotspot["path"], CONN_IFACE, "Unsaved"), "hotspot must be in memory"
+
+    run(scenario())
+
+
+def test_wpa2_pairing_goes_online_and_commits(nm: NetworkManagerMock, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            service = PairingService(ob, cfg.cloud)
+            await service.submit(request(HOME))
+            await until(ob, lambda: ob.state == State.ONLINE)
+            client = profile(nm, "gatewayd-client-HomeNet")
+            assert client["802-11-wireless-security"]["key-mgmt"] == "wpa-psk"
+            assert client["802-11-wireless-security"]["psk"] == "supersecret"
+            assert client["connection"]["autoconnect"] is True
+            assert active_ids(nm) == ["gatewayd-client-HomeNet"]
+            assert not ob.pairing_open
+            assert store.state.wifi == HOME and store.state.cloud == CLOUD
+
+    run(scenario())
+
+
+def test_wrong_password_falls_back_with_reason_and_keeps_old_credentials(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, offline_grace=0.2, retry_interval=30.0)
+    store = store_for(cfg)
+    store.commit_pairing(HOME, CLOUD)
+    nm.remove_ap("HomeNet")  # the old network is gone: the hub ends up offline + hotspot
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            await until(ob, lambda: ob.pairing_open)
+            assert ob.state == State.OFFLINE and HOTSPOT_ID in active_ids(nm)
+            other = CloudCredentials("new@example.com", "t2", "127.0.0.1", 1883)
+            await PairingService(ob, cfg.cloud).submit(
+                request(WifiCredentials("Office", "not the password"), other))
+            await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
+            assert ob.last_failure["code"] == Failure.WRONG_PASSWORD
+            assert "password" in ob.last_failure["reason"]
+            assert HOTSPOT_ID in active_ids(nm)
+            assert store.state.wifi == HOME and store.state.cloud == CLOUD
+            assert "gatewayd-client-Office" not in [c["connection"]["id"]
+                                                    for c in nm.connections()]
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("wifi", "expect"),
+    [
+        (WifiCredentials("Hidden Lab", "labpassword", hidden=True), {"hidden": True,
+                                                                    "key-mgmt": "wpa-psk"}),
+        (WifiCredentials("Guest", ""), {"hidden": None, "key-mgmt": None}),
+        (WifiCredentials("Cafe WPA3", "espresso-doppio"), {"hidden": None, "key-mgmt": "sae"}),
+        (WifiCredentials("Office", "correct horse battery"), {"hidden": None,
+                                                             "key-mgmt": "sae"}),
+    ],
+)
+def test_hidden_open_and_wpa3_profiles(nm: NetworkManagerMock, tmp_path: Path,
+                                       wifi: WifiCredentials, expect: dict[str, Any]) -> None:
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            await ob.begin(request(wifi))
+            await until(ob, lambda: ob.state in (State.ONLINE, State.UNPAIRED)
+                        and ob.attempt is not None and not ob.busy)
+            assert ob.state == State.ONLINE, ob.last_failure
+            client = profile(nm, f"gatewayd-client-{wifi.ssid}")
+            assert client["802-11-wireless"].get("hidden") == expect["hidden"]
+            sec = client.get("802-11-wireless-security")
+            assert (sec["key-mgmt"] if sec else None) == expect["key-mgmt"]
+
+    run(scenario())
+
+
+def test_network_not_found_and_broker_refused_are_reported(nm: NetworkManagerMock,
+                                                           tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    cloud = StubCloud()
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store, cloud) as ob:
+            await ob.begin(request(WifiCredentials("Nowhere", "password123")))
+            await until(ob, lambda: ob.last_failure is not None and ob.progress()["hotspot"])
+            assert ob.last_failure["code"] == Failure.NETWORK_NOT_FOUND
+            assert ob.state == State.UNPAIRED and HOTSPOT_ID in active_ids(nm)
+            cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED,
+                                            "broker refused the credentials")
+            await ob.begin(request(HOME))
+            await until(ob, lambda: ob.last_failure is not None
+                        and ob.last_failure["code"] == Failure.BROKER_REFUSED
+                        and ob.progress()["hotspot"])
+            assert ob.state == State.UNPAIRED and HOTSPOT_ID in active_ids(nm)
+            assert not store.state.paired
+            ids = [c["connection"]["id"] for c in nm.connections()]
+            assert "gatewayd-client-HomeNet" not in ids, "unproven profile left behind"
+
+    run(scenario())
+
+
+def test_wifi_drop_brings_hotspot_back_then_online_again(nm: NetworkManagerMock,
+                                                         tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, offline_grace=0.3, retry_interval=0.3)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            await ob.begin(request(HOME))
+            await until(ob, lambda: ob.state == State.ONLINE)
+            nm.remove_ap("HomeNet")
+            nm.drop_wifi()
+            await until(ob, lambda: ob.state == State.OFFLINE)
+            await until(ob, lambda: ob.pairing_open)  # hotspot is back after the grace time
+            assert HOTSPOT_ID in active_ids(nm)
+            assert store.state.wifi == HOME
+            nm.restore_ap("HomeNet")
+            await until(ob, lambda: ob.state == State.ONLINE, timeout=20)
+            assert active_ids(nm) == ["gatewayd-client-HomeNet"]
+
+    run(scenario())
+
+
+def test_ethernet_only_hub_never_creates_wifi_profiles(bus: PrivateBus, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+    with NetworkManagerMock(bus, tmp_path / "nm", ethernet_connected=True) as nm:
+        for enabled in (True, False):
+            cfg = make_config(tmp_path / str(enabled), enabled=enabled)
+            store = store_for(cfg)
+
+            async def scenario(cfg: Config = cfg, store: Any = store,
+                               wifi_on: bool = enabled) -> None:
+                async with onboarding(cfg, store, wifi=wifi_on) as ob:
+                    service = PairingService(ob, cfg.cloud, wifi_enabled=wifi_on)
+                    assert ob.pairing_open
+                    req = service.parse({"ssid": "HomeNet", "psk": "supersecret",
+                                         "wsp": "user@example.com", "token": "t0k",
+                                         "host": "127.0.0.1", "brport": "1883"}, "test")
+                    await service.submit(req)
+                    await until(ob, lambda: ob.state == State.ONLINE)
+
+            run(scenario())
+            ids = [c["connection"]["id"] for c in nm.connections()]
+            assert not [i for i in ids if i.startswith("gatewayd-")], ids
+
+
+def test_reset_returns_to_unpaired_and_forgets_client_profile(nm: NetworkManagerMock,
+                                                              tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            await ob.begin(request(HOME))
+            await until(ob, lambda: ob.state == State.ONLINE)
+            store.reset()
+            await ob.reset()
+            await until(ob, lambda: ob.state == State.UNPAIRED and ob.pairing_open)
+            assert active_ids(nm) == [HOTSPOT_ID]
+            assert "gatewayd-client-HomeNet" not in [c["connection"]["id"]
+                                                     for c in nm.connections()]
+
+    run(scenario())
