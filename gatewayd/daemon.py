@@ -8,12 +8,15 @@ import signal
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gatewayd.ap import NetworkManagerControl
 from gatewayd.api import create_control_app
 from gatewayd.config import Config
 from gatewayd.corecall import CoreCall
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity, device_id_from_mac, primary_mac
 from gatewayd.logsetup import Redactor
+from gatewayd.onboarding import CloudStep, Onboarding, StubCloud, describe
+from gatewayd.pairing import PairingService
 from gatewayd.sdnotify import Notifier, Watchdog, watchdog_interval
 from gatewayd.state import StateStore
 from gatewayd.webserver import WebServer
@@ -72,11 +75,15 @@ class Daemon:
     hub: Hub | None = None
     portal: WebComponent | None = None
     control: WebComponent | None = None
+    cloud_step: CloudStep | None = None
+    onboarding: Onboarding | None = None
+    pairing: PairingService | None = None
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> Hub:
         hub = Hub(self.config, self.store, self.identity, self.notifier, self.redactor)
         call = CoreCall(loop)
         cfg = self.config
+        onboarding = self._build_onboarding(hub)
         self.control = WebComponent("control", lambda: WebServer(
             create_control_app(hub, call), name="control", unix_socket=cfg.control_socket,
             socket_group=cfg.hub.control_group, threads=2))
@@ -88,7 +95,21 @@ class Daemon:
                 create_portal_app(hub, call), name="portal", host=cfg.portal.listen,
                 port=cfg.portal.port, max_request_bytes=cfg.portal.max_request_bytes))
             self.components.append(self.portal)
+        self.components.append(onboarding)
         return hub
+
+    def _build_onboarding(self, hub: Hub) -> Onboarding:
+        cfg = self.config
+        wifi = NetworkManagerControl(cfg, self.identity) if cfg.hotspot.enabled else None
+        onboarding = Onboarding(cfg, self.store, wifi, self.cloud_step or StubCloud())
+        hub.phase_provider = lambda: str(onboarding.state or "starting")
+        hub.add_status("onboarding", onboarding.progress)
+        hub.on_reset(onboarding.reset)
+        onboarding.subscribe(lambda state, progress: hub.set_status_text(describe(progress)))
+        self.onboarding = onboarding
+        self.pairing = PairingService(onboarding, cfg.cloud, wifi_enabled=cfg.hotspot.enabled,
+                                      secrets_sink=self.redactor.add)
+        return onboarding
 
     @property
     def portal_url(self) -> str | None:
@@ -117,7 +138,8 @@ class Daemon:
                         watchdog.add_check(web.name, lambda s=server: None if s.alive()
                                            else "web server thread died")
                 watchdog.start()
-            self.notifier.ready(f"{hub.phase}: hub {self.identity.device_id} up")
+            assert self.onboarding is not None
+            self.notifier.ready(describe(self.onboarding.progress()))
             log.info("gatewayd %s ready (device %s, state %s)", hub.status()["version"],
                      self.identity.device_id, hub.phase)
             self.ready.set()

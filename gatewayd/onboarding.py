@@ -149,8 +149,29 @@ class StubCloud:
 Listener = Callable[[State, dict[str, Any]], None]
 
 
+def describe(progress: dict[str, Any]) -> str:
+    """One line for systemd's STATUS= and logs: what the hub is doing right now."""
+    state = progress["state"]
+    failure = progress.get("last_failure")
+    if state == "connecting":
+        return f"connecting ({progress.get('step') or 'starting'})"
+    if state == "unpaired":
+        text = "unpaired: waiting for pairing"
+        if progress.get("hotspot"):
+            text += " (hotspot up)"
+        if failure:
+            text += f"; last attempt failed: {failure['reason']}"
+        return text
+    if state == "offline":
+        return "offline: network lost" + ("; hotspot up for re-pairing"
+                                         if progress.get("hotspot") else "")
+    return str(state)
+
+
 class Onboarding:
     """Runs the table above; every change of state goes through :meth:`_fire`."""
+
+    name = "onboarding"
 
     def __init__(self, config: Config, store: StateStore, wifi: WifiControl | None,
                  cloud: CloudStep, *, clock: Callable[[], float] = time.monotonic) -> None:

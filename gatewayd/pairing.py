@@ -8,7 +8,7 @@ so the rules (in :mod:`gatewayd.credentials`) and the refusals are the same ever
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -141,16 +141,23 @@ class PairingService:
     """Accepts validated requests and hands them to onboarding; returns at once."""
 
     def __init__(self, onboarding: Onboarding, presets: CloudConfig, *,
-                 wifi_enabled: bool = True) -> None:
+                 wifi_enabled: bool = True,
+                 secrets_sink: Callable[..., None] | None = None) -> None:
         self.onboarding = onboarding
         self.presets = presets
         self.wifi_enabled = wifi_enabled
+        # Told about every token and passphrase the moment they are parsed, so no later
+        # log line can carry them (the daemon passes the log redactor's ``add``).
+        self.secrets_sink = secrets_sink or (lambda *secrets: None)
 
     @property
     def open(self) -> bool:
         return self.onboarding.pairing_open
 
     def parse(self, fields: Mapping[str, Any], source: str) -> PairingRequest:
+        for name in ("token", "psk"):
+            if isinstance(fields.get(name), str):
+                self.secrets_sink(fields[name])
         return request_from_fields(fields, self.presets, wifi_enabled=self.wifi_enabled,
                                    source=source)
 

@@ -47,6 +47,11 @@ level = "debug"
 """
 
 
+def ethernet_config(tmp: Path, extra: str = "") -> str:
+    """A hub without Wi-Fi: runs without any NetworkManager on the bus."""
+    return base_config(tmp, "[hotspot]\nenabled = false\n" + extra)
+
+
 class Gatewayd:
     """A gatewayd process under test."""
 

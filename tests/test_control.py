@@ -10,12 +10,12 @@ import pytest
 
 from gatewayd.logsetup import Redactor
 from gatewayd.state import StateStore
-from tests.helpers import Gatewayd, base_config, ctl, ctl_json, write_config
+from tests.helpers import Gatewayd, ctl, ctl_json, ethernet_config, write_config
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Gatewayd, Path]]:
-    cfg = write_config(tmp_path / "g.toml", base_config(
+    cfg = write_config(tmp_path / "g.toml", ethernet_config(
         tmp_path, '[cloud]\ntoken = "vendor-preset-token"\n'))
     gw = Gatewayd(["--config", str(cfg)])
     sock = tmp_path / "run" / "control.sock"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.sdnotify import Notifier, Watchdog
-from tests.helpers import Gatewayd, base_config, wait_for, write_config
+from tests.helpers import Gatewayd, ethernet_config, wait_for, write_config
 
 
 class NotifySocket:
@@ -62,7 +62,7 @@ def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
 
 def test_daemon_reports_ready_status_watchdog_stopping(tmp_path: Path,
                                                        notify_socket: NotifySocket) -> None:
-    cfg = write_config(tmp_path / "g.toml", base_config(tmp_path))
+    cfg = write_config(tmp_path / "g.toml", ethernet_config(tmp_path))
     gw = Gatewayd(["--config", str(cfg)], env={"NOTIFY_SOCKET": str(notify_socket.path),
                                                "WATCHDOG_USEC": "200000"})
     try:

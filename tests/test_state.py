@@ -11,7 +11,7 @@ import pytest
 
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.state import StateError, StateStore, parse_state
-from tests.helpers import Gatewayd, base_config, ctl, ctl_json, write_config
+from tests.helpers import Gatewayd, ctl, ctl_json, ethernet_config, write_config
 
 CLOUD = CloudCredentials(wsp="user@example.com", token="t0k-secret", host="127.0.0.1", port=1883)
 WIFI = WifiCredentials(ssid="HomeNet", psk="supersecret")
@@ -121,7 +121,7 @@ def test_state_file_is_never_half_written(tmp_path: Path) -> None:
 
 
 def test_daemon_refuses_corrupt_state_and_ctl_reset_recovers(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "g.toml", base_config(tmp_path))
+    cfg = write_config(tmp_path / "g.toml", ethernet_config(tmp_path))
     state_dir = tmp_path / "state"
     StateStore(state_dir).open()
     (state_dir / "state.json").write_text('{"schema": 1, "setup_code": ')
