@@ -1,0 +1,189 @@
+"""REQ/RES against a real broker with a test platform responder (issue 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gatewayd.credentials import mqtt_username
+from gatewayd.reqres import (
+    CloudOffline,
+    ReqResClient,
+    RequestFailed,
+    RequestTimeout,
+    ResponseAuthError,
+    ResponseFormatError,
+)
+from gatewayd.reqres_cipher import (
+    NONCE_SIZE,
+    TAG_SIZE,
+    AesGcmV1,
+    AuthenticationFailed,
+    MalformedCiphertext,
+)
+from gatewayd.simulator.broker import MONITOR_USER, Broker
+from tests.cloud_helpers import WSP, creds_for, make_broker, make_link, run
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = mqtt_username(WSP)
+DEVICE_KEY = bytes(range(32))
+CIPHER = AesGcmV1()
+
+
+class Responder:
+    """The platform's side, as docs/cloud.md tells a platform to implement it.
+
+    The endpoint name selects the behaviour under test.
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-platform")
+        self.client.username_pw_set(MONITOR_USER, broker.monitor_password)
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(f"{ROOT}/req/+/+", qos=1)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        request = json.loads(msg.payload)
+        _, _, device_id, endpoint = msg.topic.split("/")
+        self.requests.append((endpoint, request))
+        key = base64.b64decode(request["key"])  # the key from the request
+
+        def seal(body: Any, with_key: bytes = key) -> str:
+            return CIPHER.seal(with_key, json.dumps(body).encode())
+
+        response: dict[str, Any] = {"status": 1, "code": 200, "id": request["id"]}
+        if endpoint == "echo":
+            response["data"] = seal({"echo": request["data"]})
+        elif endpoint == "denied":
+            response.update(status=0, code=403, data=seal({"message": "not for this hub"}))
+        elif endpoint == "denied-plain":
+            response.update(status=0, code=500)
+        elif endpoint == "silent":
+            return
+        elif endpoint == "tampered":
+            raw = bytearray(base64.b64decode(seal({"ok": True})))
+            raw[NONCE_SIZE] ^= 0x01  # one bit of the ciphertext
+            response["data"] = base64.b64encode(bytes(raw)).decode()
+        elif endpoint == "wrong-key":
+            response["data"] = seal({"ok": True}, os.urandom(32))
+        elif endpoint == "garbage":
+            response["data"] = "%%% not base64 %%%"
+        elif endpoint == "other-id":
+            response.update(id="0" * 32, data=seal({"ok": True}))
+        client.publish(f"{ROOT}/res/{device_id}/{endpoint}", json.dumps(response), qos=1)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = make_broker(tmp_path / "broker")
+    yield b
+    b.stop()
+
+
+@pytest.mark.slow
+def test_request_outcomes(broker: Broker) -> None:
+    responder = Responder(broker)
+
+    async def main() -> None:
+        link = make_link()
+        api = ReqResClient(link, DEVICE_KEY)
+        await link.start(creds_for(broker))
+        await link.wait_result(5)
+
+        # success: the data decrypted; several requests in flight are matched by id
+        results = await asyncio.gather(*(api.request("echo", {"n": i}, timeout=5)
+                                         for i in range(5)))
+        assert results == [{"echo": {"n": i}} for i in range(5)]
+
+        with pytest.raises(RequestFailed) as failed:
+            await api.request("denied", {}, timeout=5)
+        assert failed.value.code == 403 and failed.value.message == "not for this hub"
+        with pytest.raises(RequestFailed) as failed:
+            await api.request("denied-plain", {}, timeout=5)
+        assert failed.value.code == 500 and failed.value.message == "no details"
+
+        with pytest.raises(RequestTimeout, match=r"no response within 0\.3 s"):
+            await api.request("silent", {}, timeout=0.3)
+        with pytest.raises(RequestTimeout):  # a response for another request is ignored
+            await api.request("other-id", {}, timeout=0.3)
+
+        with pytest.raises(ResponseAuthError, match="failed authentication"):
+            await api.request("tampered", {}, timeout=5)
+        with pytest.raises(ResponseAuthError):
+            await api.request("wrong-key", {}, timeout=5)
+        with pytest.raises(ResponseFormatError, match="base64"):
+            await api.request("garbage", {}, timeout=5)
+        await link.stop()
+
+    try:
+        run(main())
+    finally:
+        responder.stop()
+
+    # the request on the wire: exactly the documented fields, a per-request key
+    endpoint, request = responder.requests[0]
+    assert endpoint == "echo" and set(request) == {"data", "key", "id"}
+    assert re.fullmatch(r"[0-9a-f]{32}", request["id"])
+    key = base64.b64decode(request["key"], validate=True)
+    assert key == CIPHER.request_key(DEVICE_KEY, request["id"]) and key != DEVICE_KEY
+    assert len({r["key"] for _, r in responder.requests}) == len(responder.requests)
+
+
+def test_request_while_offline_fails_at_once() -> None:
+    async def main() -> None:
+        api = ReqResClient(make_link(), DEVICE_KEY)
+        with pytest.raises(CloudOffline):
+            await api.request("echo", {})
+        with pytest.raises(ValueError, match="invalid endpoint"):
+            await api.request("a/b", {})
+
+    run(main())
+
+
+def test_cipher_format() -> None:
+    key = CIPHER.request_key(DEVICE_KEY, "abc")
+    assert len(key) == 32 and key != CIPHER.request_key(DEVICE_KEY, "abd")
+    assert CIPHER.decode_key(CIPHER.encode_key(key)) == key
+    data = CIPHER.seal(key, b'{"a": 1}', nonce=bytes(12))
+    raw = base64.b64decode(data)
+    assert raw[:NONCE_SIZE] == bytes(12) and len(raw) == NONCE_SIZE + 8 + TAG_SIZE
+    assert CIPHER.open(key, data) == b'{"a": 1}'
+    with pytest.raises(AuthenticationFailed):
+        CIPHER.open(CIPHER.request_key(DEVICE_KEY, "other"), data)
+    with pytest.raises(MalformedCiphertext):
+        CIPHER.open(key, base64.b64encode(bytes(20)).decode())
+    with pytest.raises(MalformedCiphertext):
+        CIPHER.open(key, data.replace("=", "") + "!")
+    with pytest.raises(ValueError):
+        CIPHER.request_key(b"short", "abc")
+
+
+def test_documented_example_decrypts() -> None:
+    """The worked example in docs/cloud.md, so the documentation cannot drift."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "cloud.md").read_text()
+    found = re.search(r"```json example-vector\n(.*?)```", doc, re.S)
+    assert found is not None, "docs/cloud.md lost its example vector"
+    example = json.loads(found.group(1))
+    device_key = bytes.fromhex(example["device_key_hex"])
+    key = CIPHER.request_key(device_key, example["request"]["id"])
+    assert CIPHER.encode_key(key) == example["request"]["key"]
+    plaintext = CIPHER.open(key, example["response"]["data"])
+    assert json.loads(plaintext) == example["plaintext"]
