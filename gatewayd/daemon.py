@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from gatewayd.ap import NetworkManagerControl
 from gatewayd.api import create_control_app
@@ -15,7 +17,7 @@ from gatewayd.corecall import CoreCall
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity, device_id_from_mac, primary_mac
 from gatewayd.logsetup import Redactor
-from gatewayd.onboarding import CloudStep, Onboarding, StubCloud, describe
+from gatewayd.onboarding import CloudStep, Onboarding, describe
 from gatewayd.pairing import PairingService
 from gatewayd.sdnotify import Notifier, Watchdog, watchdog_interval
 from gatewayd.state import StateStore
@@ -64,6 +66,24 @@ class WebComponent:
 
 
 @dataclass
+class TaskComponent:
+    """A long-running coroutine as a component: started as a task, cancelled on stop."""
+
+    name: str
+    factory: Callable[[], Coroutine[Any, Any, None]]
+    task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.factory(), name=self.name)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+@dataclass
 class Daemon:
     config: Config
     store: StateStore
@@ -75,7 +95,8 @@ class Daemon:
     hub: Hub | None = None
     portal: WebComponent | None = None
     control: WebComponent | None = None
-    cloud_step: CloudStep | None = None
+    cloud_step: CloudStep | None = None  # tests may inject StubCloud
+    cloud_link: Any = None
     onboarding: Onboarding | None = None
     pairing: PairingService | None = None
 
@@ -98,10 +119,26 @@ class Daemon:
         self.components.append(onboarding)
         return hub
 
+    def _build_cloud(self, hub: Hub) -> CloudStep:
+        from gatewayd.cloud_link import CloudLink, client_id_for
+        from gatewayd.cloud_step import CloudLinkStep
+        from gatewayd.telemetry import TelemetryReporter, hub_device
+
+        cfg = self.config
+        device = hub_device(self.identity.device_id, cfg.hub.product, self.identity.mac,
+                            fw_name=cfg.hub.fw_name, fw_version=cfg.hub.fw_version)
+        link = CloudLink(cfg.cloud, device, client_id=client_id_for(self.identity.device_id))
+        self.cloud_link = link
+        hub.add_status("cloud_link", link.status)
+        self.components.append(TaskComponent(
+            "telemetry", lambda: TelemetryReporter(link, self.identity.device_id).run()))
+        return CloudLinkStep(link)
+
     def _build_onboarding(self, hub: Hub) -> Onboarding:
         cfg = self.config
         wifi = NetworkManagerControl(cfg, self.identity) if cfg.hotspot.enabled else None
-        onboarding = Onboarding(cfg, self.store, wifi, self.cloud_step or StubCloud())
+        cloud = self.cloud_step or self._build_cloud(hub)
+        onboarding = Onboarding(cfg, self.store, wifi, cloud)
         hub.phase_provider = lambda: str(onboarding.state or "starting")
         hub.add_status("onboarding", onboarding.progress)
         hub.on_reset(onboarding.reset)

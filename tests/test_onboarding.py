@@ -291,3 +291,38 @@ def test_reset_returns_to_unpaired_and_forgets_client_profile(nm: NetworkManager
                                                      for c in nm.connections()]
 
     run(scenario())
+
+
+def test_real_cloud_link_refused_token_falls_back_then_pairs(nm: NetworkManagerMock,
+                                                             tmp_path: Path) -> None:
+    """Onboarding's cloud step against a real mosquitto with the cloud's password + ACL."""
+    from gatewayd.cloud_step import CloudLinkStep
+    from tests.cloud_helpers import Monitor, creds_for, make_broker, make_hub, make_link
+
+    broker = make_broker(tmp_path / "broker")
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    hub = make_hub()
+    link = make_link(hub=hub)
+    try:
+        with Monitor(broker) as monitor:
+            async def scenario() -> None:
+                async with onboarding(cfg, store, CloudLinkStep(link)) as ob:  # type: ignore[arg-type]
+                    bad = creds_for(broker, token="wrong-token")
+                    await ob.begin(request(HOME, bad))
+                    await until(ob, lambda: ob.last_failure is not None
+                                and ob.progress()["hotspot"])
+                    assert ob.last_failure["code"] == Failure.BROKER_REFUSED
+                    assert "token" in ob.last_failure["reason"] or \
+                        "credentials" in ob.last_failure["reason"]
+                    assert not store.state.paired and HOTSPOT_ID in active_ids(nm)
+                    good = creds_for(broker)
+                    await ob.begin(request(HOME, good))
+                    await until(ob, lambda: ob.state == State.ONLINE)
+                    assert store.state.cloud == good
+                    await monitor.await_for(f"{good.root}/sweet-home/{hub.id}/$state",
+                                            "ready")
+
+            run(scenario())
+    finally:
+        broker.stop()
