@@ -1,0 +1,278 @@
+"""The built-in virtual devices in isolation: system readers, the command runner, the timer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatewayd.config import parse_config
+from gatewayd.virtual import Registry, VirtualDevices
+from gatewayd.virtual.command import CommandFailed, run_command
+from gatewayd.virtual.system import SystemDevice, read_disk, read_load
+from tests.test_hardware import run, until
+from tests.test_virtual_host import FakePublisher
+
+pytestmark = pytest.mark.timeout(60)
+PY = sys.executable
+
+
+def toml_list(argv: list[str]) -> str:
+    return "[" + ", ".join(f"'''{a}'''" for a in argv) + "]"
+
+
+def host(text: str, pub: FakePublisher, registry: Registry | None = None) -> VirtualDevices:
+    cfg = parse_config(tomllib.loads(text), "test.toml")
+    return VirtualDevices(cfg.virtual, pub, registry=registry or Registry(group=None),
+                          call_timeout=3)
+
+
+# ---- system -----------------------------------------------------------------------------------
+
+def fake_proc(tmp_path: Path) -> tuple[Path, Path]:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "loadavg").write_text("0.52 0.58 0.59 2/391 12345\n")
+    (proc / "uptime").write_text("3600.25 7000.00\n")
+    (proc / "meminfo").write_text("MemTotal:  1000000 kB\nMemFree:  100000 kB\n"
+                                  "MemAvailable:  250000 kB\n")
+    thermal = tmp_path / "thermal"
+    (thermal / "thermal_zone0").mkdir(parents=True)
+    (thermal / "thermal_zone0" / "type").write_text("cpu-thermal\n")
+    (thermal / "thermal_zone0" / "temp").write_text("48312\n")
+    return proc, thermal
+
+
+def test_system_readers(tmp_path: Path) -> None:
+    proc, _ = fake_proc(tmp_path)
+    assert read_load(proc) == (0.52, 0.58, 0.59)
+    assert read_load(tmp_path / "nowhere") is None
+    disk = read_disk(str(tmp_path))
+    assert disk is not None and 0 <= disk <= 100
+    assert read_disk(str(tmp_path / "nowhere")) is None
+
+
+def test_system_device_values_and_missing_sources(tmp_path: Path) -> None:
+    proc, thermal = fake_proc(tmp_path)
+
+    class FakeSystem(SystemDevice):
+        pass
+
+    FakeSystem.proc, FakeSystem.thermal = proc, thermal
+
+    class NoThermal(SystemDevice):
+        pass
+
+    NoThermal.proc, NoThermal.thermal = proc, tmp_path / "no-thermal"
+    pub = FakePublisher()
+
+    async def main() -> None:
+        reg = Registry(builtins={}, extra={"system": FakeSystem, "bare": NoThermal}, group=None)
+        vd = host('[[virtual]]\ntype = "system"\nid = "sys"\ninterval = 1\ndisk = "/"\n'
+                  '[[virtual]]\ntype = "bare"\nid = "bare"\n', pub, reg)
+        await vd.start()
+        node = pub.devices["virtual-sys"].nodes["system"]
+        values = {pid: p.value for pid, p in node.properties.items()}
+        assert values["cpu-temperature"] == 48.3 and values["uptime"] == 3600
+        assert values["memory"] == 75
+        assert (values["load-1"], values["load-5"], values["load-15"]) == (0.52, 0.58, 0.59)
+        assert 0 <= values["disk"] <= 100
+        assert node.properties["cpu-temperature"].unit == "°C"
+        assert node.properties["memory"].format == "0:100"
+        # No thermal zone here: the property is left out rather than left empty.
+        assert "cpu-temperature" not in pub.devices["virtual-bare"].nodes["system"].properties
+        (proc / "uptime").write_text("3700.0 7000.0\n")
+        await until(lambda: node.properties["uptime"].value == 3700, timeout=3,
+                    what="the next poll")
+        await vd.stop()
+
+    run(main())
+
+
+# ---- the command runner -------------------------------------------------------------------------
+
+def test_commands_get_an_argument_list_never_a_shell(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    hostile = f"$(touch {marker}); `touch {marker}` | touch {marker}"
+
+    async def main() -> None:
+        result = await run_command([PY, "-c", "import sys; print(sys.argv[1])", hostile],
+                                   timeout=10, max_output=4096)
+        assert result.returncode == 0
+        assert result.stdout.decode().strip() == hostile
+
+    run(main())
+    assert not marker.exists()
+
+
+def test_command_limits_time_output_and_reports_errors(tmp_path: Path) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        # A grandchild in the same process group must not outlive the timeout either.
+        pidfile = tmp_path / "grandchild.pid"
+        script = ("import subprocess, sys, time; "
+                  "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+                  f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+        with pytest.raises(CommandFailed) as err:
+            await run_command([PY, "-c", script], timeout=1.0, max_output=100)
+        assert err.value.code == "TIMEOUT" and "within 1 s" in err.value.message
+        assert loop.time() - began < 5
+        grandchild = int(pidfile.read_text())
+        await until(lambda: not _alive(grandchild), what="the grandchild to be killed")
+
+        with pytest.raises(CommandFailed, match="printed more than 100 bytes"):
+            await run_command([PY, "-c", "print('x' * 100000)"], timeout=10, max_output=100)
+        with pytest.raises(CommandFailed, match="command not found"):
+            await run_command(["/nonexistent/tool"], timeout=1, max_output=100)
+        result = await run_command(
+            [PY, "-c", "import sys; sys.stderr.write('\\n  first\\nsecond\\n' + 'e' * 100000);"
+                       " sys.exit(4)"], timeout=10, max_output=100)
+        assert result.returncode == 4 and result.first_error_line() == "first"
+        assert len(result.stderr) <= 4096
+
+    run(main())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie waiting for its parent counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_command_env_hides_the_notify_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    pub = FakePublisher()
+    argv = [PY, "-c", "import os; print(os.environ.get('NOTIFY_SOCKET', 'none') + ' ' "
+                      "+ os.environ['GATEWAYD_DEVICE_ID'])"]
+
+    async def main() -> None:
+        vd = host(f'[[virtual]]\ntype = "command"\nid = "env"\ncommand = {toml_list(argv)}\n',
+                  pub)
+        await vd.start()
+        prop = pub.devices["virtual-env"].find("sensor/value")
+        await until(lambda: prop.value, what="the first reading")
+        assert prop.value == "none virtual-env"
+        await vd.stop()
+
+    run(main())
+
+
+def test_command_sensor_failure_alerts_and_recovers(tmp_path: Path) -> None:
+    source = tmp_path / "value"
+    source.write_text("21.5\n")
+    argv = [PY, "-c", f"print(open({str(source)!r}).read())"]
+    pub = FakePublisher()
+
+    async def main() -> None:
+        vd = host(f'[[virtual]]\ntype = "command"\nid = "temp"\ndatatype = "float"\n'
+                  f'unit = "°C"\ninterval = 0.1\ncommand = {toml_list(argv)}\n', pub)
+        await vd.start()
+        prop = pub.devices["virtual-temp"].find("sensor/value")
+        await until(lambda: prop.value == 21.5, what="the first reading")
+        source.write_text("warm\n")
+        await until(lambda: pub.state("virtual-temp") == "alert", what="the alert")
+        assert prop.value == 21.5  # the last good value stays
+        assert vd.devices()[0]["error"] is None  # the plugin works; the command failed
+        source.write_text("22\n")
+        await until(lambda: pub.state("virtual-temp") == "ready" and prop.value == 22.0,
+                    what="recovery")
+        await vd.stop()
+
+    run(main())
+
+
+def test_command_switch_state_command_and_set_env(tmp_path: Path) -> None:
+    state_file = tmp_path / "state"
+    state_file.write_text("on")
+    write = [PY, "-c", f"import os; open({str(state_file)!r}, 'w').write("
+                       "'on' if os.environ['GATEWAYD_VALUE'] == 'true' else 'off')"]
+    state = [PY, "-c", f"import sys; sys.exit(0 if open({str(state_file)!r}).read() == 'on' "
+                       "else 1)"]
+    pub = FakePublisher()
+
+    async def main() -> None:
+        vd = host(f'[[virtual]]\ntype = "command"\nid = "fan"\nmode = "switch"\n'
+                  f'interval = 0.1\non = {toml_list(write)}\noff = {toml_list(write)}\n'
+                  f'state = {toml_list(state)}\n', pub)
+        await vd.start()
+        prop = pub.devices["virtual-fan"].find("switch/state")
+        assert prop.settable
+        await until(lambda: prop.value is True, what="the state command's reading")
+        pub.command("virtual-fan", "switch/state", "false")
+        await until(lambda: pub.accepted, what="the echo")
+        assert state_file.read_text() == "off"
+        state_file.write_text("on")  # switched by hand
+        await until(lambda: prop.value is True, what="the state command to notice")
+        await vd.stop()
+
+    run(main())
+
+
+# ---- the timer ----------------------------------------------------------------------------------
+
+def test_timer_counts_down_fires_and_repeats() -> None:
+    pub = FakePublisher()
+
+    async def main() -> None:
+        vd = host('[[virtual]]\ntype = "timer"\nid = "tea"\nduration = 0.3\n'
+                  'update_interval = 0.1\n', pub)
+        await vd.start()
+        dev = pub.devices["virtual-tea"]
+        assert dev.find("timer/running").value is False
+        assert dev.find("timer/fired").retained is False
+        pub.command("virtual-tea", "timer/running", "true")
+        await until(lambda: pub.accepted, what="the echo")
+        await until(lambda: dev.find("timer/running").value is False, what="expiry")
+        fired = [v for d, p, v in pub.values if p == "timer/fired"]
+        assert len(fired) == 1 and fired[0].endswith("Z")
+        remaining = [v for d, p, v in pub.values if p == "timer/remaining"]
+        assert remaining[0] == pytest.approx(0.3, abs=0.05) and remaining[-1] == 0.0
+        assert remaining == sorted(remaining, reverse=True)
+
+        # repeat: fires again and again until cancelled
+        pub.command("virtual-tea", "timer/repeat", "true")
+        pub.command("virtual-tea", "timer/duration", "0.1")
+        await until(lambda: len(pub.accepted) == 3, what="the echoes")
+        pub.command("virtual-tea", "timer/running", "true")
+        await until(lambda: sum(1 for _, p, _ in pub.values if p == "timer/fired") >= 4,
+                    what="repeated firing")
+        pub.command("virtual-tea", "timer/running", "false")
+        await until(lambda: dev.find("timer/running").value is False and len(pub.accepted) == 5)
+        count = sum(1 for _, p, _ in pub.values if p == "timer/fired")
+        await asyncio.sleep(0.25)
+        assert sum(1 for _, p, _ in pub.values if p == "timer/fired") == count
+        pub.command("virtual-tea", "timer/duration", "0")
+        await until(lambda: pub.rejected, what="a refused duration")
+        assert pub.rejected[0][2] == "VALIDATION"
+        await vd.stop()
+
+    run(main())
+
+
+def test_timer_autostart_and_stop_cancels() -> None:
+    pub = FakePublisher()
+
+    async def main() -> None:
+        vd = host('[[virtual]]\ntype = "timer"\nid = "tt"\nduration = 60\nautostart = true\n',
+                  pub)
+        await vd.start()
+        dev = pub.devices["virtual-tt"]
+        await until(lambda: dev.find("timer/remaining").value > 59, what="counting")
+        assert dev.find("timer/running").value is True
+        await vd.stop()
+        timer: Any = vd.hosted["virtual-tt"].plugin
+        assert timer._countdown is None
+
+    run(main())

@@ -1,0 +1,503 @@
+"""The virtual device host (issue 7): options, publication, /set, isolation of broken plugins.
+
+A :class:`FakePublisher` stands in for the cloud link (it holds the devices and applies
+values like the link's model does); ``/set`` commands go through the link's real
+:class:`CommandRunner`, so accept/echo and reject/error are the production code paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from gatewayd import homie
+from gatewayd.cloud_commands import CommandRunner
+from gatewayd.config import ConfigError, VirtualDeviceConfig, parse_config, spec
+from gatewayd.virtual import (
+    OptionError,
+    Registry,
+    VirtualDevice,
+    VirtualDevices,
+    check_config,
+    parse_options,
+)
+from tests.test_hardware import run, until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class FakePublisher:
+    """What VirtualDevices needs from the cloud link, recorded."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, homie.Device] = {}
+        self.values: list[tuple[str, str, Any]] = []
+        self.states: list[tuple[str, str]] = []
+        self.accepted: list[tuple[str, str, Any]] = []
+        self.rejected: list[tuple[str, str, str, str]] = []
+        self.runner: CommandRunner | None = None
+
+    def add_device(self, device: homie.Device) -> None:
+        self.devices[device.id] = device
+
+    def set_value(self, device_id: str, node_id: str, property_id: str, value: Any) -> None:
+        prop = self.devices[device_id].find(f"{node_id}/{property_id}")
+        prop.set(value)
+        self.values.append((device_id, f"{node_id}/{property_id}", prop.value))
+
+    def set_state(self, device_id: str, state: str) -> None:
+        self.devices[device_id].state = homie.check_state(state)
+        self.states.append((device_id, state))
+
+    def command(self, device_id: str, path: str, payload: str) -> None:
+        """A ``/set`` as the cloud link dispatches it."""
+        if self.runner is None:
+            self.runner = CommandRunner(accept=self._accept, reject=self.rejected_cb,
+                                        timeout=5.0)
+        self.runner.dispatch(self.devices[device_id], path, payload.encode())
+
+    def _accept(self, device: homie.Device, path: str, value: Any) -> None:
+        node, _, prop = path.rpartition("/")
+        self.set_value(device.id, node, prop, value)
+        self.accepted.append((device.id, path, value))
+
+    def rejected_cb(self, device_id: str, path: str, code: str, message: str) -> None:
+        self.rejected.append((device_id, path, code, message))
+
+    def state(self, device_id: str) -> str:
+        return self.devices[device_id].state
+
+
+# ---- plugins for these tests --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KnobOptions:
+    level: int = spec(5, min=0, max=10)
+    label: str = spec("knob")
+
+
+class Knob(VirtualDevice):
+    """A well-behaved device: a settable level (plugin on_set) and a label (own handler)."""
+
+    Options = KnobOptions
+    version = "2.1"
+
+    def __init__(self, ctx: Any, options: KnobOptions) -> None:
+        super().__init__(ctx, options)
+        self.seen: list[tuple[str, str, Any]] = []
+        self.stopped = False
+
+    @classmethod
+    def check_options(cls, options: KnobOptions) -> None:
+        if options.label == "bad":
+            raise OptionError("label", "must not be 'bad'")
+
+    def nodes(self) -> list[homie.Node]:
+        return [homie.Node("knob", "Knob", properties=[
+            homie.Property("level", "Level", datatype="integer", format="0:10", settable=True,
+                           value=self.options.level),
+            homie.Property("label", "Label", settable=True, value=self.options.label,
+                           on_set=self._label),
+            homie.Property("clicks", "Clicks", datatype="integer", value=0),
+        ])]
+
+    def device_options(self) -> list[homie.Property]:
+        return [homie.Property("room", "Room", settable=True, value="hall")]
+
+    async def _label(self, value: str) -> str:
+        return value.strip()
+
+    async def on_set(self, node_id: str, property_id: str, value: Any) -> Any:
+        if value == 7:
+            raise homie.CommandError(homie.VALIDATION, "seven is unlucky")
+        self.seen.append((node_id, property_id, value))
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class Flaky(VirtualDevice):
+    """Polls; fails while ``failing`` is set, spawns a task that may fail."""
+
+    poll_interval = 0.02
+    failing = False
+    instances: list[Flaky] = []
+
+    def __init__(self, ctx: Any, options: Any) -> None:
+        super().__init__(ctx, options)
+        self.polls = 0
+        Flaky.instances.append(self)
+
+    def nodes(self) -> list[homie.Node]:
+        return [homie.Node("nn", "N", properties=[homie.Property("polls", datatype="integer")])]
+
+    async def poll(self) -> None:
+        if self.failing:
+            raise ValueError("sensor unplugged")
+        self.polls += 1
+        self.publish("nn", "polls", self.polls)
+
+
+class Misbehaving(VirtualDevice):
+    """Does what the ``mode`` option says in ``what``: raise, exit, hang, bad value."""
+
+    @dataclass(frozen=True)
+    class Options:
+        what: str = spec("start")
+        mode: str = spec("raise")
+
+    def __init__(self, ctx: Any, options: Any) -> None:
+        super().__init__(ctx, options)
+        self._maybe("init")
+
+    def _maybe(self, where: str) -> None:
+        if where == self.options.what:
+            if self.options.mode == "exit":
+                raise SystemExit(2)
+            raise RuntimeError(f"boom in {where}")
+
+    async def _amaybe(self, where: str) -> None:
+        if where == self.options.what and self.options.mode == "hang":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass  # ignores the host's cancellation ...
+            await asyncio.Event().wait()  # ... and keeps hanging
+        self._maybe(where)
+
+    def nodes(self) -> list[homie.Node]:
+        self._maybe("nodes")
+        if self.options.what == "model":
+            return [homie.Node("Bad Id", "x", properties=[homie.Property("pp")])]
+        return [homie.Node("nn", "N", properties=[
+            homie.Property("pp", datatype="integer", settable=True, value=0)])]
+
+    async def start(self) -> None:
+        await self._amaybe("start")
+        if self.options.what == "value":
+            self.publish("nn", "pp", "not a number")
+
+    async def on_set(self, node_id: str, property_id: str, value: Any) -> Any:
+        await self._amaybe("on_set")
+        return None
+
+    async def stop(self) -> None:
+        await self._amaybe("stop")
+
+
+REGISTRY_TYPES = {"knob": Knob, "flaky": Flaky, "misbehaving": Misbehaving}
+
+
+def registry() -> Registry:
+    return Registry(extra=REGISTRY_TYPES, group=None)
+
+
+def configs(text: str) -> tuple[VirtualDeviceConfig, ...]:
+    return parse_config(tomllib.loads(text), "test.toml").virtual
+
+
+def host(text: str, publisher: FakePublisher, **kw: Any) -> VirtualDevices:
+    kw.setdefault("call_timeout", 0.3)
+    kw.setdefault("start_timeout", 0.3)
+    kw.setdefault("stop_timeout", 0.3)
+    return VirtualDevices(configs(text), publisher, registry=registry(), file="test.toml", **kw)
+
+
+# ---- options ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("table", "key", "reason"), [
+    ('type = "knob"\nid = "k1"\nlevel = 11', "virtual[1].level", "must be <= 10"),
+    ('type = "knob"\nid = "k1"\nlevel = "high"', "virtual[1].level", "must be an integer"),
+    ('type = "knob"\nid = "k1"\ncolour = "red"', "virtual[1].colour", "unknown option"),
+    ('type = "knob"\nid = "k1"\nlabel = "bad"', "virtual[1].label", "must not be 'bad'"),
+    ('type = "knobb"\nid = "k1"', "virtual[1].type", "known: command, flaky, gpio, knob"),
+    ('type = "knob"\nid = "k1"\n[virtual.options]\nlevel = true', "virtual[1].level",
+     "must be an integer"),
+])
+def test_option_errors_name_file_key_and_reason(table: str, key: str, reason: str) -> None:
+    text = f'[[virtual]]\ntype = "knob"\nid = "k0"\n[[virtual]]\n{table}\n'
+    cfg = parse_config(tomllib.loads(text), "test.toml")
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg, registry())
+    assert err.value.file == "test.toml" and err.value.key == key
+    assert reason in err.value.reason
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str = spec(pattern=r"^[a-z]+$")
+    weight: float = spec(1.0, min=0)
+
+
+@dataclass(frozen=True)
+class Opts:
+    items: tuple[Item, ...] = spec(check=lambda v: None if v else "needs an item")
+    tags: tuple[str, ...] = spec(())
+    limit: int | None = spec(None)
+
+
+def test_parse_options_nested_tables_arrays_and_optionals() -> None:
+    opts = parse_options(Opts, {"items": [{"name": "a", "weight": 2}], "tags": ["x"],
+                                "limit": 3}, "f", "virtual[0].")
+    assert opts == Opts(items=(Item("a", 2.0),), tags=("x",), limit=3)
+    for data, key in [({"items": [{"name": "A"}]}, "virtual[0].items[0].name"),
+                      ({"items": []}, "virtual[0].items"),
+                      ({"items": [{"name": "a"}], "tags": [1]}, "virtual[0].tags[0]"),
+                      ({}, "virtual[0].items"),
+                      ({"items": "a"}, "virtual[0].items")]:
+        with pytest.raises(ConfigError) as err:
+            parse_options(Opts, data, "f", "virtual[0].")
+        assert err.value.key == key
+
+
+# ---- publication and /set ------------------------------------------------------------------------
+
+def test_device_tree_values_and_set_paths() -> None:
+    pub = FakePublisher()
+
+    async def main() -> None:
+        vd = host('[[virtual]]\ntype = "knob"\nid = "den"\nname = "Den knob"\nlevel = 3\n', pub)
+        await vd.start()
+        dev = pub.devices["virtual-den"]
+        assert (dev.name, dev.state, dev.implementation) == ("Den knob", "ready",
+                                                            "gatewayd virtual")
+        assert (dev.fw_name, dev.fw_version) == ("knob", "2.1")
+        assert dev.find("knob/level").value == 3 and dev.find("$options/room").value == "hall"
+        knob = vd.hosted["virtual-den"].plugin
+        assert isinstance(knob, Knob)
+
+        pub.command("virtual-den", "knob/level", "4")  # plugin on_set, accepted: echoed
+        pub.command("virtual-den", "knob/label", "  hi  ")  # own handler's value is echoed
+        pub.command("virtual-den", "$options/room", "attic")  # $options reach on_set too
+        pub.command("virtual-den", "knob/level", "7")  # the plugin refuses
+        pub.command("virtual-den", "knob/level", "12")  # the model refuses ($format)
+        await until(lambda: len(pub.accepted) == 3 and len(pub.rejected) == 2)
+        assert sorted(pub.accepted) == [("virtual-den", "$options/room", "attic"),
+                                        ("virtual-den", "knob/label", "hi"),
+                                        ("virtual-den", "knob/level", 4)]
+        assert sorted(knob.seen) == [("$options", "room", "attic"), ("knob", "level", 4)]
+        codes = sorted((r[2], r[3]) for r in pub.rejected)
+        assert codes[0][0] == "VALIDATION" and "outside the range" in codes[0][1]
+        assert codes[1] == ("VALIDATION", "seven is unlucky")
+        assert pub.state("virtual-den") == "ready"  # refusals are answers, not faults
+
+        assert knob.publish("knob", "clicks", 1) is True
+        assert knob.publish("knob", "clicks", 1) is False  # unchanged: not sent again
+        assert knob.publish("knob", "clicks", 1, force=True) is True
+        with pytest.raises(ValueError):
+            knob.publish("knob", "clicks", "many")
+        with pytest.raises(KeyError, match="no property knob/nope"):
+            knob.publish("knob", "nope", 1)
+        assert knob.value("knob", "clicks") == 1
+        await vd.stop()
+        assert knob.stopped
+        assert knob.publish("knob", "clicks", 2) is False  # after stop: ignored
+        assert vd.devices() == [{"device_id": "virtual-den", "provider": "virtual",
+                                 "type": "knob", "name": "Den knob", "state": "ready",
+                                 "error": None, "plugin": "builtin", "version": "2.1"}]
+
+    run(main())
+
+
+# ---- isolation -----------------------------------------------------------------------------------
+
+BROKEN_CONFIG = """
+[[virtual]]
+type = "knob"
+id = "good"
+[[virtual]]
+type = "misbehaving"
+id = "bad-init"
+what = "init"
+[[virtual]]
+type = "misbehaving"
+id = "bad-nodes"
+what = "nodes"
+[[virtual]]
+type = "misbehaving"
+id = "bad-model"
+what = "model"
+[[virtual]]
+type = "misbehaving"
+id = "bad-start"
+what = "start"
+[[virtual]]
+type = "misbehaving"
+id = "exit-start"
+what = "start"
+mode = "exit"
+[[virtual]]
+type = "misbehaving"
+id = "hang-start"
+what = "start"
+mode = "hang"
+[[virtual]]
+type = "misbehaving"
+id = "bad-value"
+what = "value"
+[[virtual]]
+type = "misbehaving"
+id = "bad-set"
+what = "on_set"
+[[virtual]]
+type = "misbehaving"
+id = "hang-set"
+what = "on_set"
+mode = "hang"
+[[virtual]]
+type = "misbehaving"
+id = "hang-stop"
+what = "stop"
+mode = "hang"
+"""
+
+
+def test_broken_plugins_are_reported_and_isolated(caplog: pytest.LogCaptureFixture) -> None:
+    pub = FakePublisher()
+
+    async def main() -> None:
+        vd = host(BROKEN_CONFIG, pub)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await vd.start()
+        assert loop.time() - began < 2  # the hung start() cost one start_timeout, not more
+        states = {d: pub.state(d) for d in pub.devices}
+        assert states.pop("virtual-good") == "ready"
+        assert states.pop("virtual-hang-set") == "ready"
+        assert states.pop("virtual-bad-set") == "ready"
+        assert states.pop("virtual-hang-stop") == "ready"
+        assert set(states.values()) == {"alert"}, states
+        # Devices that could not even be described are placeholders saying why.
+        for device_id, what in [("virtual-bad-init", "init raised RuntimeError"),
+                                ("virtual-bad-nodes", "describe raised RuntimeError"),
+                                ("virtual-bad-model", "describe raised ModelError")]:
+            assert pub.devices[device_id].find("status/error").value == what
+        assert "Bad Id" not in str(pub.devices["virtual-bad-model"].nodes)
+        errors = {d["device_id"]: d["error"] for d in vd.devices()}
+        assert errors["virtual-exit-start"] == "start raised SystemExit"
+        assert errors["virtual-hang-start"] == "start did not finish within 0.3 s"
+        assert errors["virtual-bad-value"] == "start raised ValueError"
+        assert errors["virtual-good"] is None
+
+        pub.command("virtual-bad-set", "nn/pp", "1")
+        pub.command("virtual-hang-set", "nn/pp", "2")
+        pub.command("virtual-good", "knob/level", "9")
+        await until(lambda: len(pub.rejected) == 2 and len(pub.accepted) == 1)
+        rejected = {r[0]: (r[2], r[3]) for r in pub.rejected}
+        assert rejected["virtual-bad-set"] == ("ERROR", "virtual-bad-set failed to apply the "
+                                                        "value")
+        assert rejected["virtual-hang-set"][0] == "TIMEOUT"
+        assert pub.state("virtual-bad-set") == "alert"
+        assert pub.state("virtual-hang-set") == "alert"
+        assert pub.state("virtual-good") == "ready"
+
+        began = loop.time()
+        await vd.stop()
+        assert loop.time() - began < 2  # the hung stop() is bounded too
+        assert vd.hosted["virtual-good"].plugin.stopped  # type: ignore[union-attr]
+
+    run(main())
+    # Tracebacks reach the log, once per fault.
+    boom = [r for r in caplog.records if r.exc_info and "boom in init" in str(r.exc_info[1])]
+    assert len(boom) == 1
+
+
+def test_poll_faults_alert_then_recover() -> None:
+    pub = FakePublisher()
+    Flaky.instances.clear()
+
+    async def main() -> None:
+        vd = host('[[virtual]]\ntype = "flaky"\nid = "ff"\n[[virtual]]\ntype = "knob"\n'
+                  'id = "kk"\n', pub)
+        await vd.start()
+        flaky = Flaky.instances[-1]
+        await until(lambda: flaky.polls >= 2, what="polls")
+        assert pub.state("virtual-ff") == "ready"
+        flaky.failing = True
+        await until(lambda: pub.state("virtual-ff") == "alert", what="alert")
+        assert vd.devices()[0]["error"] == "poll raised ValueError"
+        failures = vd.hosted["virtual-ff"].failures
+        await until(lambda: vd.hosted["virtual-ff"].failures > failures + 2,
+                    what="more failing polls")
+        assert pub.states.count(("virtual-ff", "alert")) == 1  # no $state storm
+        flaky.failing = False
+        await until(lambda: pub.state("virtual-ff") == "ready", what="recovery")
+        assert pub.state("virtual-kk") == "ready"
+        await vd.stop()
+        polls = flaky.polls
+        await asyncio.sleep(0.05)
+        assert flaky.polls == polls  # stop() ended the polling
+
+    run(main())
+
+
+def test_spawned_task_failure_is_a_fault_and_tasks_end_at_stop() -> None:
+    pub = FakePublisher()
+
+    async def main() -> None:
+        vd = host('[[virtual]]\ntype = "knob"\nid = "kk"\n', pub)
+        await vd.start()
+        knob = vd.hosted["virtual-kk"].plugin
+        assert knob is not None
+
+        async def fail() -> None:
+            raise OSError("gone")
+
+        forever = knob.spawn(asyncio.Event().wait(), "waits")
+        knob.spawn(fail())
+        await until(lambda: pub.state("virtual-kk") == "alert", what="the task's fault")
+        assert vd.devices()[0]["error"] == "task raised OSError"
+        await vd.stop()
+        assert forever.done()
+
+    run(main())
+
+
+def test_a_type_that_does_not_load_becomes_a_placeholder() -> None:
+    pub = FakePublisher()
+    reg = Registry(builtins={"ghost": "gatewayd.virtual.no_such_module:Ghost"},
+                   extra={"knob": Knob}, group=None)
+
+    async def main() -> None:
+        vd = VirtualDevices(configs('[[virtual]]\ntype = "ghost"\nid = "gg"\n'
+                                    '[[virtual]]\ntype = "knob"\nid = "kk"\n'),
+                            pub, registry=reg)
+        await vd.start()
+        assert pub.state("virtual-gg") == "alert"
+        assert "does not load" in pub.devices["virtual-gg"].find("status/error").value
+        assert pub.state("virtual-kk") == "ready"
+        await vd.stop()
+
+    run(main())
+
+
+class SelfCancelling(VirtualDevice):
+    """Raises CancelledError on its own: that is a fault, not the host being cancelled."""
+
+    def nodes(self) -> list[homie.Node]:
+        return [homie.Node("nn", "N", properties=[homie.Property("pp")])]
+
+    async def start(self) -> None:
+        raise asyncio.CancelledError
+
+
+def test_a_plugin_raising_cancelled_error_is_a_fault_not_a_cancellation() -> None:
+    pub = FakePublisher()
+    reg = Registry(extra={"selfcancel": SelfCancelling, "knob": Knob}, group=None)
+
+    async def main() -> None:
+        vd = VirtualDevices(configs('[[virtual]]\ntype = "selfcancel"\nid = "sc"\n'
+                                    '[[virtual]]\ntype = "knob"\nid = "kk"\n'),
+                            pub, registry=reg, start_timeout=1)
+        await vd.start()
+        assert pub.state("virtual-sc") == "alert"
+        assert vd.devices()[1]["error"] == "start was cancelled"
+        assert pub.state("virtual-kk") == "ready"
+        await vd.stop()
+
+    run(main())
