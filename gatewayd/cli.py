@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
+        from gatewayd.virtual import check_config
+
+        check_config(config)  # plugin options are part of the config: refuse them here too
     except ConfigError as exc:
         print(f"gatewayd: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

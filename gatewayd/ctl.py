@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("setup-code", help="the hub's setup code (for BLE pairing, the label)")
     s.add_argument("--qr", action="store_true", help="also draw it as a QR code")
     s.set_defaults(func=cmd_setup_code)
+    from gatewayd.ctl_devices import add_commands as add_device_commands
+
+    add_device_commands(sub)
     for parent in (p, *sub.choices.values()):
         # `--json` works before or after the command.
         if parent is not p:

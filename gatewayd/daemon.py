@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,6 +14,7 @@ from gatewayd.ap import NetworkManagerControl
 from gatewayd.api import create_control_app
 from gatewayd.config import Config
 from gatewayd.corecall import CoreCall
+from gatewayd.hardware import GpiodBackend, Hardware, LineBackend, SimulatedBackend
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity, device_id_from_mac, primary_mac
 from gatewayd.logsetup import Redactor
@@ -21,6 +22,7 @@ from gatewayd.onboarding import CloudStep, Onboarding, describe
 from gatewayd.pairing import PairingService
 from gatewayd.sdnotify import Notifier, Watchdog, watchdog_interval
 from gatewayd.state import StateStore
+from gatewayd.virtual_api import DeviceProviders, devices_blueprint
 from gatewayd.webserver import WebServer
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,13 @@ class Daemon:
     hub: Hub | None = None
     portal: WebComponent | None = None
     control: WebComponent | None = None
+    simulate: bool = False
     cloud_step: CloudStep | None = None  # tests may inject StubCloud
+    hardware: Hardware | None = None
+    providers: DeviceProviders | None = None
+    short_press_hooks: list[Callable[[], Awaitable[dict[str, Any]]]] = field(
+        default_factory=list)
+    _late: list[Component] = field(default_factory=list)
     cloud_link: Any = None
     onboarding: Onboarding | None = None
     pairing: PairingService | None = None
@@ -104,10 +112,28 @@ class Daemon:
         hub = Hub(self.config, self.store, self.identity, self.notifier, self.redactor)
         call = CoreCall(loop)
         cfg = self.config
+        backend: LineBackend = SimulatedBackend() if self.simulate else GpiodBackend()
+        hardware = Hardware(cfg.button, cfg.led, backend, on_short_press=self._short_press,
+                            on_long_press=hub.reset)
+        self.hardware = hardware
+        self.components.append(hardware)
         onboarding = self._build_onboarding(hub)
+        onboarding.subscribe(hardware.onboarding_changed)
+        hub.add_status("hardware", hardware.status)
+        providers = DeviceProviders()
+        self.providers = providers
+        if self.cloud_link is not None:
+            from gatewayd.virtual import VirtualDevices
+
+            virtual = VirtualDevices(cfg.virtual, self.cloud_link, gpio=backend,
+                                     file=cfg.source)
+            hub.add_status("virtual", virtual.status)
+            providers.add("virtual", virtual.devices)
+            self._late.append(virtual)  # after onboarding: stops before the cloud link
+        blueprints = [devices_blueprint(call, providers, hardware)]
         self.control = WebComponent("control", lambda: WebServer(
-            create_control_app(hub, call), name="control", unix_socket=cfg.control_socket,
-            socket_group=cfg.hub.control_group, threads=2))
+            create_control_app(hub, call, extra=blueprints), name="control",
+            unix_socket=cfg.control_socket, socket_group=cfg.hub.control_group, threads=2))
         self.components.append(self.control)
         if cfg.portal.enabled:
             from gatewayd.portal.app import create_portal_app
@@ -117,7 +143,18 @@ class Daemon:
                 port=cfg.portal.port, max_request_bytes=cfg.portal.max_request_bytes))
             self.components.append(self.portal)
         self.components.append(onboarding)
+        self.components.extend(self._late)
         return hub
+
+    async def _short_press(self) -> dict[str, Any]:
+        """The button's short press: commissioning window open (and Improv authorized);
+        an offline hub also brings its hotspot back at once."""
+        result: dict[str, Any] = {}
+        if self.onboarding is not None:
+            result["hotspot"] = await self.onboarding.reopen_hotspot()
+        for hook in self.short_press_hooks:
+            result.update(await hook())
+        return result
 
     def _build_cloud(self, hub: Hub) -> CloudStep:
         from gatewayd.cloud_link import CloudLink, client_id_for
@@ -160,6 +197,8 @@ class Daemon:
         hub = self.hub = self._build(loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, hub.stop_requested.set)
+        if self.simulate and self.hardware is not None:
+            self.hardware.add_signal_handlers(loop)  # SIGUSR1 short, SIGUSR2 long press
         watchdog: Watchdog | None = None
         interval = watchdog_interval()
         started: list[Component] = []

@@ -322,6 +322,20 @@ class Onboarding:
         self.offline_since = None
         await self._fire(Event.RESET)
 
+    async def reopen_hotspot(self) -> bool:
+        """Button short press while offline: bring the hotspot back now, not after the grace.
+
+        Returns whether a hotspot is up afterwards. Nothing changes in other states.
+        """
+        if self.state != State.OFFLINE or self.wifi is None:
+            return bool(self.wifi and self.wifi.hotspot_active)
+        if not self.wifi.hotspot_active:
+            self._hotspot_wanted = True
+            await self._show_hotspot()
+            self._start_offline_timer()
+            await self._notify_changed()
+        return self.wifi.hotspot_active
+
     # ---- pairing --------------------------------------------------------------------------
 
     async def begin(self, request: PairingRequest) -> None:

@@ -40,7 +40,7 @@ def run_simulator(config: Config, workdir: Path | None, redactor: Redactor) -> i
             return 2
 
         async def _main() -> int:
-            daemon = Daemon(cfg, store, identity, redactor)
+            daemon = Daemon(cfg, store, identity, redactor, simulate=True)
             task = asyncio.create_task(daemon.run(), name="daemon")
             ready = asyncio.create_task(daemon.ready.wait())
             await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)

@@ -77,6 +77,9 @@ class SimWorld:
             portal={"listen": "127.0.0.1", "port": portal_port},
             hotspot={"interface": "wlan0"},
             ble={"adapter": "hci0"},
+            # The simulated button and LED (`gatewayctl button short|long`, SIGUSR1/SIGUSR2).
+            button={"enabled": True},
+            led={"enabled": True},
         )
 
     def describe(self, portal_url: str | None, control_socket: Path, state_dir: Path
