@@ -38,20 +38,25 @@ AP_FLAGS_PRIVACY = 0x1
 SEC_KEY_MGMT_PSK, SEC_KEY_MGMT_SAE = 0x100, 0x400
 SCAN_CACHE_LIMIT = 64  # a city block can show hundreds of BSSIDs; the portal needs a few
 
+_BAD_KEY_TEXT = "The Wi-Fi network rejected the password. Check it and try again."
+_NOT_FOUND = ("The hub cannot see this network. Check the name (for a hidden network, tick "
+              "'hidden'), and that the hub is in range of a 2.4 GHz access point.")
+_DHCP = ("The hub joined the network but got no IP address (DHCP failed). Check the router "
+         "or try again.")
 _REASONS: dict[int, tuple[Failure, str]] = {
-    7: (Failure.WRONG_PASSWORD, "wrong Wi-Fi password"),  # NO_SECRETS
-    8: (Failure.WRONG_PASSWORD, "wrong Wi-Fi password (the network rejected the key)"),
-    9: (Failure.WRONG_PASSWORD, "Wi-Fi authentication failed"),  # SUPPLICANT_CONFIG_FAILED
-    10: (Failure.WIFI_FAILED, "Wi-Fi supplicant failed"),
-    11: (Failure.WRONG_PASSWORD, "Wi-Fi authentication timed out (wrong password?)"),
-    5: (Failure.DHCP_FAILED, "no IP address from the network (DHCP failed)"),
-    15: (Failure.DHCP_FAILED, "DHCP could not start"),
-    16: (Failure.DHCP_FAILED, "DHCP error"),
-    17: (Failure.DHCP_FAILED, "no IP address from the network (DHCP failed)"),
-    53: (Failure.NETWORK_NOT_FOUND, "network not found"),  # SSID_NOT_FOUND
-    70: (Failure.NETWORK_NOT_FOUND, "network not found"),  # PEER_NOT_FOUND
+    7: (Failure.WRONG_PASSWORD, _BAD_KEY_TEXT),  # NO_SECRETS
+    8: (Failure.WRONG_PASSWORD, _BAD_KEY_TEXT),  # SUPPLICANT_DISCONNECT
+    9: (Failure.WRONG_PASSWORD, _BAD_KEY_TEXT),  # SUPPLICANT_CONFIG_FAILED
+    10: (Failure.WIFI_FAILED, "The hub's Wi-Fi supplicant failed. Try again."),
+    11: (Failure.WRONG_PASSWORD, "Wi-Fi authentication timed out: most often a wrong "
+                                 "password. Check it and try again."),
+    5: (Failure.DHCP_FAILED, _DHCP),
+    15: (Failure.DHCP_FAILED, _DHCP),
+    16: (Failure.DHCP_FAILED, _DHCP),
+    17: (Failure.DHCP_FAILED, _DHCP),
+    53: (Failure.NETWORK_NOT_FOUND, _NOT_FOUND),  # SSID_NOT_FOUND
+    70: (Failure.NETWORK_NOT_FOUND, _NOT_FOUND),  # PEER_NOT_FOUND
 }
-
 
 _LINK_TEXT = {36: "the Wi-Fi device was removed", 38: "the Wi-Fi link went away",
               39: "disconnected on request", 60: "switching networks"}
@@ -395,7 +400,8 @@ class NetworkManagerControl:
                         return StepResult(False, failure, text)
         except TimeoutError:
             return StepResult(False, Failure.TIMEOUT,
-                              f"the Wi-Fi connection did not come up within {timeout:.0f}s")
+                              f"The Wi-Fi connection did not come up within {timeout:.0f} s. "
+                              "Check that the network works and try again.")
         except Exception as exc:
             return StepResult(False, Failure.WIFI_FAILED, f"NetworkManager refused: {exc}")
         finally:

@@ -81,7 +81,7 @@ class CloudCredentials:
 
 def check_ssid(value: str, field: str = "ssid") -> str:
     if not isinstance(value, str):
-        raise InvalidField(field, "must be text")
+        raise InvalidField(field, f"must be text, got {type(value).__name__}")
     size = len(value.encode("utf-8"))
     if not 1 <= size <= 32:
         raise InvalidField(field, f"must be 1-32 bytes of UTF-8, got {size} bytes")
@@ -103,8 +103,14 @@ def check_psk(value: str, field: str = "psk") -> str:
     return value
 
 
+def _text(value: Any, field: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidField(field, f"must be text, got {type(value).__name__}")
+
+
 def check_wsp(value: str, field: str = "wsp") -> str:
-    if not isinstance(value, str) or not value:
+    _text(value, field)
+    if not value:
         raise InvalidField(field, "is required: the account e-mail")
     if len(value) > 254 or not _EMAIL.match(value):
         raise InvalidField(field, "must be an e-mail address such as user@example.com")
@@ -112,7 +118,8 @@ def check_wsp(value: str, field: str = "wsp") -> str:
 
 
 def check_token(value: str, field: str = "token") -> str:
-    if not isinstance(value, str) or not value:
+    _text(value, field)
+    if not value:
         raise InvalidField(field, "is required: the account token")
     if len(value.encode("utf-8")) > MAX_TOKEN_BYTES:
         raise InvalidField(field, f"must be at most {MAX_TOKEN_BYTES} bytes")
@@ -122,7 +129,8 @@ def check_token(value: str, field: str = "token") -> str:
 
 
 def check_host(value: str, field: str = "host") -> str:
-    if not isinstance(value, str) or not value:
+    _text(value, field)
+    if not value:
         raise InvalidField(field, "is required: the broker host name or IP address")
     try:
         ipaddress.ip_address(value)

@@ -130,16 +130,19 @@ class Daemon:
             hub.add_status("virtual", virtual.status)
             providers.add("virtual", virtual.devices)
             self._late.append(virtual)  # after onboarding: stops before the cloud link
-        blueprints = [devices_blueprint(call, providers, hardware)]
+        from gatewayd.portal.app import control_blueprints, create_portal_app
+
+        blueprints = [devices_blueprint(call, providers, hardware),
+                      *control_blueprints(hub, call, pairing=self.pairing,
+                                          onboarding=onboarding)]
         self.control = WebComponent("control", lambda: WebServer(
             create_control_app(hub, call, extra=blueprints), name="control",
             unix_socket=cfg.control_socket, socket_group=cfg.hub.control_group, threads=2))
         self.components.append(self.control)
         if cfg.portal.enabled:
-            from gatewayd.portal.app import create_portal_app
-
             self.portal = WebComponent("portal", lambda: WebServer(
-                create_portal_app(hub, call), name="portal", host=cfg.portal.listen,
+                create_portal_app(hub, call, pairing=self.pairing, onboarding=onboarding),
+                name="portal", host=cfg.portal.listen,
                 port=cfg.portal.port, max_request_bytes=cfg.portal.max_request_bytes))
             self.components.append(self.portal)
         self.components.append(onboarding)

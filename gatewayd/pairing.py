@@ -162,14 +162,16 @@ class PairingService:
                                    source=source)
 
     def check_open(self) -> None:
+        # Busy first: pairing is closed while an attempt runs, and "already paired"
+        # would be the wrong answer to a second request during it.
+        if self.onboarding.busy:
+            raise PairingBusy("A pairing attempt is already in progress; wait for its result.")
         if not self.onboarding.pairing_open:
             raise NotInPairingMode(f"This hub is already paired. {RESET_HINT}")
 
     async def submit(self, request: PairingRequest) -> dict[str, Any]:
         """Start applying ``request``; progress is then observable via :meth:`progress`."""
         self.check_open()
-        if self.onboarding.busy:
-            raise PairingBusy("A pairing attempt is already in progress; wait for its result.")
         log.info("pairing request from %s: %s", request.source, request.redacted())
         await self.onboarding.begin(request)
         return self.onboarding.progress()

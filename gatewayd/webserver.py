@@ -31,6 +31,8 @@ class WebServer:
             "channel_timeout": 30,
             "ident": "gatewayd",
             "clear_untrusted_proxy_headers": True,
+            # How soon waitress' loop notices stop(); 1 s (the default) slows every restart.
+            "asyncore_loop_timeout": 0.2,
         }
         if unix_socket is not None:
             unix_socket.parent.mkdir(parents=True, exist_ok=True)

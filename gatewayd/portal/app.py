@@ -1,22 +1,125 @@
-"""The portal's Flask app (pairing endpoints, admin panel, JSON API)."""
+"""The portal's Flask app: pairing endpoints, JSON API, admin panel, captive portal.
+
+Served by waitress (:class:`gatewayd.webserver.WebServer`) in threads beside the
+asyncio core; every view reaches the core through :class:`PortalCore`.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from flask import Flask, Response
+from flask import Blueprint, Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
-from gatewayd.corecall import CoreCall
+from gatewayd.corecall import CoreCall, CoreUnavailable
 from gatewayd.hub import Hub
+from gatewayd.pairing import PairingService
+from gatewayd.portal.api import api_blueprint, api_error
+from gatewayd.portal.captive import install_captive
+from gatewayd.portal.core import PortalCore, PortalOnboarding
+from gatewayd.portal.pair import pair_blueprint, text
+from gatewayd.portal.panel import format_time, format_uptime, panel_blueprint
+from gatewayd.portal.security import (
+    LOGIN_RATE_PER_MINUTE,
+    AdminAuth,
+    RateLimiter,
+    add_security_headers,
+    configure_session,
+)
+
+log = logging.getLogger(__name__)
 
 
-def create_portal_app(hub: Hub, call: CoreCall) -> Flask:
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _admin_guard(core: PortalCore, auth: AdminAuth) -> Any:
+    def guard() -> Response | None:
+        if not core.snapshot().admin_only or auth.session_valid():
+            return None
+        result = auth.basic_auth(request)
+        if result is True:
+            return None
+        if result is False:
+            response = api_error(401, "sign in: HTTP Basic user 'admin' with the admin "
+                                      "password (the setup code unless configured)",
+                                 code="unauthorized")
+            response.headers["WWW-Authenticate"] = 'Basic realm="gatewayd", charset="UTF-8"'
+            return response
+        response = api_error(429, f"too many failed sign-ins; try again in {result} seconds",
+                             code="rate-limited")
+        response.headers["Retry-After"] = str(result)
+        return response
+    return guard
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        message = exc.description or exc.name
+        if _wants_json():
+            return api_error(status, message, code=exc.name.lower().replace(" ", "-"))
+        return text(f"{exc.name}: {message}", status)
+
+    @app.errorhandler(CoreUnavailable)
+    def _unavailable(exc: CoreUnavailable) -> Any:
+        message = f"The hub is not ready: {exc}."
+        return api_error(503, message, code="unavailable") if _wants_json() \
+            else text(message, 503)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        # Logged (the redactor masks secrets) but never shown: no traceback in a response.
+        log.exception("portal: unexpected error on %s %s", request.method, request.path)
+        message = "Internal error in the hub; see its log (journalctl -u gatewayd)."
+        return api_error(500, message, code="internal") if _wants_json() \
+            else text(message, 500)
+
+
+def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService | None = None,
+                      onboarding: PortalOnboarding | None = None) -> Flask:
+    """The portal app.
+
+    ``pairing`` is the daemon's one :class:`PairingService`; ``onboarding`` is the state
+    machine behind it (scanned networks, "a person is here"). Without them the portal
+    still serves everything but refuses pairing with a 500 that says why.
+    """
     app = Flask("gatewayd.portal")
     app.config["MAX_CONTENT_LENGTH"] = hub.config.portal.max_request_bytes
+    app.jinja_env.filters.update(uptime=format_uptime, when=format_time)
+    configure_session(app)
+    core = PortalCore(hub, call, pairing, onboarding)
+    pair_limiter = RateLimiter(hub.config.portal.pair_rate_per_minute)
+    auth = AdminAuth(core, RateLimiter(LOGIN_RATE_PER_MINUTE))
 
-    @app.get("/healthcheck")
-    def healthcheck() -> Any:
-        # The 2Smart app probes this exact body.
-        return Response("OK", mimetype="text/plain")
+    install_captive(app, core)
+    app.register_blueprint(pair_blueprint(core, pair_limiter))
+    app.register_blueprint(api_blueprint(core, limiter=pair_limiter,
+                                         guard=_admin_guard(core, auth)))
+    app.register_blueprint(panel_blueprint(core, auth, pair_limiter))
+    app.after_request(add_security_headers)
+    _install_error_handlers(app)
+
+    @app.after_request
+    def _static_cache(response: Response) -> Response:
+        if request.path.startswith("/static/"):
+            # Small files, but captive browsers on slow phones reload them on every page.
+            response.headers["Cache-Control"] = "public, max-age=300"
+        return response
 
     return app
+
+
+def control_blueprints(hub: Hub, call: CoreCall, *, pairing: PairingService | None = None,
+                       onboarding: PortalOnboarding | None = None) -> list[Blueprint]:
+    """What the control socket mounts (``create_control_app(..., extra=...)``).
+
+    ``/api/v1/networks``, ``/pair``, ``/progress`` and ``/openapi.json``: the portal's
+    code without its rate limit or login (the socket's file mode is the access control).
+    ``/status`` stays the control socket's own.
+    """
+    core = PortalCore(hub, call, pairing, onboarding, people=False)
+    return [api_blueprint(core, include_status=False)]

@@ -96,9 +96,10 @@ class SimWorld:
             "state_dir": str(state_dir),
             "account": {"wsp": self.account.wsp, "token": self.account.token,
                         "username": self.account.username},
-            "wifi": [{"ssid": ap["ssid"], "psk": ap.get("psk", ""),
-                      "security": ap.get("security", ""), "hidden": ap.get("hidden", False)}
-                     for ap in self.access_points],
+            "wifi": list({ap["ssid"]: {"ssid": ap["ssid"], "psk": ap.get("psk", ""),
+                                       "security": ap.get("security", ""),
+                                       "hidden": ap.get("hidden", False)}
+                          for ap in self.access_points}.values()),  # one per SSID
         }
         if self.bluez is not None:
             info["ble"] = {"hub_adapter": "hci0", "phone_adapter": "hci1"}

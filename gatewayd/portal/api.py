@@ -1,0 +1,115 @@
+"""The JSON API under ``/api/v1`` (described by ``static/openapi.json``).
+
+The same blueprint is mounted on the portal (with the rate limit and the admin
+guard) and on the control socket (without: the socket's file mode is its access
+control), so ``gatewayctl`` and the portal share one implementation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from gatewayd.pairing import PAIR_FIELDS, InvalidRequest
+from gatewayd.portal.core import PortalCore
+from gatewayd.portal.pair import (
+    CROSS_SITE,
+    MAX_PARAMETERS,
+    rate_limited_message,
+    submit_or_refuse,
+)
+from gatewayd.portal.security import RateLimiter, client_key, same_origin
+
+Guard = Callable[[], Response | None]  # None: go on; a Response: answer that instead
+
+_CODES = {400: "invalid", 403: "not-in-pairing-mode", 409: "busy", 429: "rate-limited",
+          500: "failed"}
+
+
+def api_error(status: int, message: str, *, code: str | None = None,
+              field: str | None = None) -> Response:
+    error: dict[str, Any] = {"code": code or _CODES.get(status, "error"), "message": message}
+    if field is not None:
+        error["field"] = field
+    response = jsonify({"error": error})
+    response.status_code = status
+    return response
+
+
+@cache
+def openapi_document() -> bytes:
+    # In static/ so the existing package-data glob ships it with the .deb.
+    return resources.files("gatewayd.portal").joinpath("static/openapi.json").read_bytes()
+
+
+def json_fields(body: Any) -> Mapping[str, Any]:
+    """The pairing fields of a JSON body; the same names and rules as ``/pair``."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    if len(body) > MAX_PARAMETERS:
+        raise InvalidRequest(f"too many parameters (at most {MAX_PARAMETERS})")
+    return {name: body[name] for name in PAIR_FIELDS if name in body}
+
+
+def api_blueprint(core: PortalCore, *, limiter: RateLimiter | None = None,
+                  guard: Guard | None = None, include_status: bool = True) -> Blueprint:
+    """``guard`` protects what only an admin may read once the hub is paired."""
+    bp = Blueprint("pairing_api", __name__, url_prefix="/api/v1")
+
+    def guarded() -> Response | None:
+        return guard() if guard is not None else None
+
+    if include_status:
+        @bp.get("/status")
+        def status() -> Any:
+            return guarded() or jsonify(core.status())
+
+    @bp.get("/networks")
+    def networks() -> Any:
+        return guarded() or jsonify({"wifi": core.wifi_enabled, "networks": core.networks()})
+
+    @bp.get("/progress")
+    def progress() -> Any:
+        # Public on purpose: the panel keeps following an attempt after pairing closes,
+        # and progress holds no secret.
+        return jsonify(core.progress())
+
+    @bp.post("/pair")
+    def pair() -> Any:
+        if limiter is not None:
+            wait = limiter.allow(client_key(request))
+            if wait:
+                response = api_error(429, rate_limited_message(wait))
+                response.headers["Retry-After"] = str(wait)
+                return response
+        if not same_origin(request):
+            return api_error(403, CROSS_SITE, code="cross-site")
+        # JSON only: a cross-site page cannot send application/json without a CORS
+        # preflight, which this API never grants; that is its CSRF protection.
+        if not request.is_json:
+            return api_error(415, "send the pairing request as application/json",
+                             code="unsupported-media-type")
+        body = request.get_json(silent=True)
+        source = "panel" if request.headers.get("X-Requested-By") == "gatewayd-panel" else "api"
+        status, message, progress, field = submit_or_refuse(
+            core, lambda: json_fields(body), source)
+        if status != 200:
+            return api_error(status, message, field=field)
+        return jsonify({"ok": True, "progress": progress})
+
+    @bp.get("/openapi.json")
+    def openapi() -> Response:
+        return Response(openapi_document(), mimetype="application/json")
+
+    return bp
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The parsed document (tests and tools)."""
+    result: dict[str, Any] = json.loads(openapi_document())
+    return result

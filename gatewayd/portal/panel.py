@@ -1,0 +1,158 @@
+"""The admin panel at ``/``: the pairing form in pairing mode, status behind a login after.
+
+The page works without JavaScript (the form posts to ``/setup``, progress refreshes
+itself); with it, ``static/portal.js`` submits through ``/api/v1/pair`` and follows
+``/api/v1/progress`` in place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, Response, redirect, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
+
+from gatewayd.pairing import RESET_HINT, InvalidRequest
+from gatewayd.portal.core import PortalCore
+from gatewayd.portal.pair import rate_limited_message, submit_or_refuse
+from gatewayd.portal.security import AdminAuth, RateLimiter, client_key, csrf_ok, csrf_token
+
+STATE_LABELS = {"starting": "Starting", "unpaired": "Ready to pair",
+                "connecting": "Connecting", "online": "Online", "offline": "Offline",
+                "paired": "Paired"}
+ADVANCED_FIELDS = ("host", "brport", "mqtts_port", "rootTopic")
+
+
+def form_fields(form: MultiDict[str, str], wifi_enabled: bool) -> dict[str, Any]:
+    """Map the panel's form to pairing fields (the same names as ``/pair``)."""
+    fields: dict[str, Any] = {name: form.get(name, "") for name in
+                              ("wsp", "token", *ADVANCED_FIELDS)}
+    if wifi_enabled:
+        network = form.get("network")
+        if network is None:
+            raise InvalidRequest("ssid: choose a Wi-Fi network", "ssid")
+        # The "other network" choice has the value "": an SSID is never empty.
+        fields["ssid"] = network or form.get("hidden_ssid", "")
+        fields["hidden"] = network == ""
+        fields["psk"] = form.get("psk", "")
+    return fields
+
+
+def hub_name(core: PortalCore) -> str:
+    return core.hub.identity.render(core.hub.config.hotspot.ssid_template)
+
+
+def presets_view(core: PortalCore) -> dict[str, Any]:
+    """What the form may prefill: broker settings yes; account e-mail and token never."""
+    p = core.presets
+    return {"host": p.host, "brport": p.port if p.host else "",
+            "mqtts_port": p.mqtts_port or "", "rootTopic": p.root_topic,
+            "wsp_preset": bool(p.wsp), "token_preset": bool(p.token)}
+
+
+def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter) -> Blueprint:
+    bp = Blueprint("panel", __name__)
+
+    def render_form(progress: dict[str, Any], *, error: str | None = None,
+                    field: str | None = None, values: Mapping[str, str] | None = None,
+                    status: int = 200) -> Response:
+        html = render_template(
+            "pair.html", name=hub_name(core), progress=progress,
+            state_label=STATE_LABELS.get(progress.get("state", ""), progress.get("state")),
+            networks=core.networks(), wifi=core.wifi_enabled, presets=presets_view(core),
+            error=error, error_field=field, values=values or {}, csrf=csrf_token(),
+            advanced_open=not core.presets.host or field in ADVANCED_FIELDS)
+        return Response(html, status=status, mimetype="text/html")
+
+    @bp.get("/")
+    def index() -> Any:
+        if not core.snapshot().admin_only:
+            return render_form(core.progress())
+        if not auth.session_valid():
+            return redirect(url_for("panel.login"))
+        status = core.status()
+        return render_template("dashboard.html", name=hub_name(core), status=status,
+                               state_label=STATE_LABELS.get(status.get("state", ""),
+                                                            status.get("state")),
+                               devices=status.get("devices") or [], reset_hint=RESET_HINT,
+                               csrf=csrf_token())
+
+    @bp.post("/setup")
+    def setup() -> Any:
+        """The form without JavaScript; the panel's script uses /api/v1/pair instead."""
+        values = {k: v for k, v in request.form.items()
+                  if k not in ("psk", "token", "csrf_token")}  # never echo secrets back
+        if not csrf_ok(request):
+            return render_form(core.progress(), status=403, values=values,
+                               error="This form has expired. Please submit it again.")
+        wait = pair_limiter.allow(client_key(request))
+        if wait:
+            return render_form(core.progress(), status=429, values=values,
+                               error=rate_limited_message(wait))
+        form, wifi = request.form, core.wifi_enabled
+        status, message, _, field = submit_or_refuse(core, lambda: form_fields(form, wifi),
+                                                     "panel")
+        if status == 403:
+            return redirect(url_for("panel.index"), 303)
+        if status != 200:
+            return render_form(core.progress(), status=status, error=message, field=field,
+                               values=values)
+        return redirect(url_for("panel.progress"), 303)
+
+    @bp.get("/setup")
+    def progress() -> Any:
+        progress = core.progress()
+        return render_template("progress.html", name=hub_name(core), progress=progress,
+                               state_label=STATE_LABELS.get(progress.get("state", ""),
+                                                            progress.get("state")))
+
+    @bp.route("/login", methods=["GET", "POST"])
+    def login() -> Any:
+        if not core.snapshot().admin_only:
+            return redirect(url_for("panel.index"))
+        error, status = None, 200
+        if request.method == "POST":
+            if not csrf_ok(request):
+                error, status = "This form has expired. Please sign in again.", 403
+            else:
+                result = auth.login(request, request.form.get("password", ""))
+                if result is True:
+                    return redirect(url_for("panel.index"), 303)
+                if result is False:
+                    error, status = "Wrong password.", 401
+                else:
+                    error, status = f"Too many attempts; try again in {result} seconds.", 429
+        html = render_template("login.html", name=hub_name(core), error=error,
+                               csrf=csrf_token(),
+                               uses_setup_code=not core.hub.config.portal.admin_password)
+        return Response(html, status=status, mimetype="text/html")
+
+    @bp.post("/logout")
+    def logout() -> Any:
+        if csrf_ok(request):
+            auth.logout()
+        return redirect(url_for("panel.login"), 303)
+
+    return bp
+
+
+def format_uptime(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes = s // 60
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min"
+
+
+def format_time(stamp: Any) -> str:
+    if not isinstance(stamp, (int, float)):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(stamp))

@@ -1,0 +1,209 @@
+"""Abuse resistance for the portal: rate limits, CSRF, security headers, admin login."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import math
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from flask import Flask, Request, Response, session
+
+from gatewayd.portal.core import PortalCore
+
+LOGIN_RATE_PER_MINUTE = 5
+SESSION_LIFETIME = 12 * 3600.0
+MAX_TRACKED_CLIENTS = 1024
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+class RateLimiter:
+    """Token buckets per client address, in bounded memory.
+
+    At most ``max_clients`` buckets are kept; the least recently seen client is
+    forgotten first, so a flood of spoofed addresses costs memory only up to the cap
+    (a forgotten client simply starts with a full bucket again).
+    """
+
+    def __init__(self, per_minute: int, *, burst: int | None = None,
+                 max_clients: int = MAX_TRACKED_CLIENTS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = float(burst if burst is not None else per_minute)
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _bucket(self, key: str) -> _Bucket:
+        now = self.clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = _Bucket(self.capacity, now)
+            self._buckets[key] = bucket
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+        else:
+            bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.stamp) * self.rate)
+            bucket.stamp = now
+            self._buckets.move_to_end(key)
+        return bucket
+
+    def retry_after(self, key: str) -> int:
+        """Seconds until ``key`` may try again; 0 when it may now. Consumes nothing."""
+        with self._lock:
+            bucket = self._bucket(key)
+            if bucket.tokens >= 1.0:
+                return 0
+            return max(1, math.ceil((1.0 - bucket.tokens) / self.rate))
+
+    def hit(self, key: str) -> None:
+        with self._lock:
+            bucket = self._bucket(key)
+            bucket.tokens = max(0.0, bucket.tokens - 1.0)
+
+    def allow(self, key: str) -> int:
+        """Consume one token; returns 0 if allowed, else the seconds to wait."""
+        with self._lock:
+            bucket = self._bucket(key)
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return 0
+            return max(1, math.ceil((1.0 - bucket.tokens) / self.rate))
+
+
+def client_key(request: Request) -> str:
+    # waitress runs with clear_untrusted_proxy_headers: remote_addr is the real peer.
+    return request.remote_addr or "unknown"
+
+
+# ---- CSRF ---------------------------------------------------------------------------------
+
+def csrf_token() -> str:
+    """The session's form token (created on first use); templates embed it."""
+    token = session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+def same_origin(request: Request, *, allow_null: bool = False) -> bool:
+    """False when a browser says the request comes from another site.
+
+    Browsers send Origin on POSTs and Sec-Fetch-Site on everything; apps send neither,
+    so a missing header is not a reason to refuse. ``Origin: null`` (sandboxed frames,
+    some privacy settings) is refused unless a CSRF token already vouches for the form.
+    """
+    if request.headers.get("Sec-Fetch-Site", "") == "cross-site":
+        return False
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    if origin == "null":
+        return allow_null
+    return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+def csrf_ok(request: Request) -> bool:
+    expected = session.get("csrf")
+    given = request.form.get("csrf_token", "")
+    if not isinstance(expected, str) or not given:
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode()) and same_origin(
+        request, allow_null=True)
+
+
+# ---- security headers ---------------------------------------------------------------------
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+       "object-src 'none'")
+
+
+def add_security_headers(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    # Not "no-referrer": with it Chromium sends "Origin: null" on our own form posts.
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+    # Pages show live state and forms carry tokens: never cache them.
+    headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+# ---- admin authentication -----------------------------------------------------------------
+
+class AdminAuth:
+    """The LAN admin password (configured, or the setup code): session or HTTP Basic."""
+
+    def __init__(self, core: PortalCore, limiter: RateLimiter,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.core = core
+        self.limiter = limiter
+        self.clock = clock
+
+    def session_valid(self) -> bool:
+        since = session.get("admin_since")
+        return isinstance(since, (int, float)) and 0 <= self.clock() - since < SESSION_LIFETIME
+
+    def login(self, request: Request, password: str) -> int | bool:
+        """True on success, False on a wrong password, or seconds to wait when rate-limited."""
+        key = client_key(request)
+        wait = self.limiter.retry_after(key)
+        if wait:
+            return wait
+        if password and self.core.check_admin_password(password):
+            session.clear()
+            session["admin_since"] = self.clock()
+            return True
+        self.limiter.hit(key)
+        return False
+
+    def logout(self) -> None:
+        session.clear()
+
+    def basic_auth(self, request: Request) -> int | bool:
+        """Checks an ``Authorization: Basic`` header (user ``admin``) for API clients."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic" or not value:
+            return False
+        key = client_key(request)
+        wait = self.limiter.retry_after(key)
+        if wait:
+            return wait
+        try:
+            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            user, password = "", ""
+        if user == "admin" and password and self.core.check_admin_password(password):
+            return True
+        self.limiter.hit(key)
+        return False
+
+
+def configure_session(app: Flask) -> None:
+    # A fresh key per start: a restart logs everyone out, and no key sits on disk.
+    app.secret_key = secrets.token_bytes(32)
+    app.config.update(SESSION_COOKIE_NAME="gatewayd_session", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Strict")

@@ -1,0 +1,262 @@
+"""The portal under test: a real waitress server on 127.0.0.1, an asyncio core in a
+thread (like the daemon), and a scripted onboarding state machine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from gatewayd.config import Config, parse_config
+from gatewayd.corecall import CoreCall
+from gatewayd.hub import Hub
+from gatewayd.identity import Identity
+from gatewayd.logsetup import Redactor
+from gatewayd.pairing import PairingRequest, PairingService
+from gatewayd.portal.app import create_portal_app
+from gatewayd.sdnotify import Notifier
+from gatewayd.state import StateStore
+from gatewayd.webserver import WebServer
+
+NETWORKS = [
+    {"ssid": "HomeNet", "signal": 88, "security": "wpa2"},
+    {"ssid": "Cafe Guest", "signal": 61, "security": "open"},
+    {"ssid": "Flat 3B", "signal": 42, "security": "wpa2/wpa3"},
+    {"ssid": "<b>Neighbour</b>", "signal": 17, "security": "wpa3"},
+]
+
+VALID = {"ssid": "HomeNet", "psk": "supersecret", "wsp": "user@example.com",
+         "token": "t0k-secret-value", "host": "127.0.0.1", "brport": "1883"}
+
+REASONS = {
+    "wrong-password": "The Wi-Fi password was not accepted by “{ssid}”. Check it and try again.",
+    "network-not-found": "The hub cannot see “{ssid}”. Move it closer to the router.",
+    "dhcp-failed": "“{ssid}” did not give the hub an address.",
+    "broker-refused": "The cloud refused the account: check the e-mail and token.",
+    "broker-unreachable": "The hub cannot reach the cloud broker.",
+    "timeout": "The hub did not get online in time.",
+}
+
+
+class FakeOnboarding:
+    """Scripted stand-in for gatewayd.onboarding: begin() moves to "connecting"; the test
+    then calls :meth:`to_cloud`, :meth:`succeed` or :meth:`fail` (through ``Portal.core``)."""
+
+    def __init__(self, hub: Hub, networks: list[dict[str, Any]]) -> None:
+        self.hub = hub
+        self._networks = networks
+        self.pairing_open = True
+        self.state = "unpaired"
+        self.step: str | None = None
+        self.attempt: dict[str, Any] | None = None
+        self.last_failure: dict[str, Any] | None = None
+        self.begun: list[PairingRequest] = []
+        self.hotspot: bool | None = None  # None: not reported (the portal then assumes)
+        self.activity = 0
+        self._current: PairingRequest | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.state == "connecting"
+
+    async def begin(self, request: PairingRequest) -> None:
+        self.begun.append(request)
+        self._current = request
+        self.last_failure = None  # like the real one: it describes the latest attempt
+        self.state = "connecting"
+        self.pairing_open = False  # like the real one: closed while an attempt runs
+        self.step = "wifi" if request.wifi else "cloud"
+        self.attempt = {"id": uuid.uuid4().hex[:8], "source": request.source,
+                        "ssid": request.wifi.ssid if request.wifi else None,
+                        "started": time.time()}
+
+    def progress(self) -> dict[str, Any]:
+        progress = {"state": self.state, "step": self.step, "attempt": self.attempt,
+                    "last_failure": self.last_failure, "pairing_open": self.pairing_open}
+        if self.hotspot is not None:
+            progress["hotspot"] = self.hotspot
+        return progress
+
+    def networks(self) -> list[dict[str, Any]]:
+        return list(self._networks)
+
+    def note_activity(self) -> None:
+        self.activity += 1
+
+    # ---- the test's script (run these on the core loop) -----------------------------------
+
+    async def to_cloud(self) -> None:
+        self.step = "cloud"
+
+    async def succeed(self) -> None:
+        request = self._current
+        assert request is not None and self.state == "connecting"
+        self.hub.store.commit_pairing(request.wifi, request.cloud)
+        self.hub.register_secrets(self.hub.state)
+        self.state, self.step, self.attempt = "online", None, None
+        self.pairing_open = False
+
+    async def fail(self, code: str) -> None:
+        assert self.state == "connecting"
+        ssid = self.attempt["ssid"] if self.attempt else ""
+        self.last_failure = {"code": code, "reason": REASONS[code].format(ssid=ssid),
+                             "at": time.time(),
+                             "attempt": self.attempt["id"] if self.attempt else None}
+        self.state, self.step, self.attempt = "unpaired", None, None
+        self.pairing_open = True
+
+    async def reset(self) -> None:
+        await self.hub.reset()
+        self.state, self.step, self.attempt, self.last_failure = "unpaired", None, None, None
+        self.pairing_open = True
+
+
+class LoopThread:
+    """The daemon's arrangement: one asyncio loop in its own thread, reached via CoreCall."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="core", daemon=True)
+        self._thread.start()
+        self.call = CoreCall(self.loop, timeout=10.0)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name, "")
+
+
+@dataclass
+class Client:
+    """A tiny HTTP client over a real socket that keeps cookies (no redirects followed)."""
+
+    port: int
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: Mapping[str, str] | None = None) -> Reply:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        all_headers = dict(headers or {})
+        if self.cookies:
+            all_headers.setdefault("Cookie", "; ".join(f"{k}={v}" for k, v in
+                                                       self.cookies.items()))
+        try:
+            conn.request(method, path, body=body, headers=all_headers)
+            response = conn.getresponse()
+            raw = response.read()
+        finally:
+            conn.close()
+        for cookie in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = cookie.partition("=")
+            self.cookies[name] = rest.partition(";")[0]
+        return Reply(response.status, response.headers, raw.decode("utf-8", "replace"))
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> Reply:
+        return self.request("GET", path, headers=headers)
+
+    def pair(self, fields: Mapping[str, str], headers: Mapping[str, str] | None = None) -> Reply:
+        return self.get("/pair?" + urlencode(fields), headers)
+
+    def post_json(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> Reply:
+        return self.request("POST", path, json.dumps(body).encode(),
+                            {"Content-Type": "application/json", **(headers or {})})
+
+    def post_form(self, path: str, fields: Mapping[str, Any],
+                  headers: Mapping[str, str] | None = None) -> Reply:
+        return self.request("POST", path, urlencode(fields).encode(),
+                            {"Content-Type": "application/x-www-form-urlencoded",
+                             **(headers or {})})
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+@dataclass
+class Portal:
+    url: str
+    port: int
+    hub: Hub
+    fake: FakeOnboarding
+    core: CoreCall
+    server: WebServer
+    state_file: Path
+
+    def client(self) -> Client:
+        return Client(self.port)
+
+    @property
+    def setup_code(self) -> str:
+        return self.hub.state.setup_code
+
+
+def make_config(tmp: Path, **sections: Mapping[str, Any]) -> Config:
+    data: dict[str, Any] = {
+        "hub": {"state_dir": str(tmp / "state"), "runtime_dir": str(tmp / "run"),
+                "product": "Acme Hub"},
+        "portal": {"listen": "127.0.0.1", "port": 0},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return parse_config(data)
+
+
+def fast_stopping(server: WebServer) -> WebServer:
+    """Start ``server`` with a short waitress loop timeout.
+
+    waitress' loop only notices WebServer.stop() at its next select() timeout (1 s by
+    default): with a hundred servers per run that second dominated the suite.
+    """
+    server._server.adj.asyncore_loop_timeout = 0.05
+    return server.start()
+
+
+@contextlib.contextmanager
+def running_portal(tmp: Path, *, networks: list[dict[str, Any]] | None = None,
+                   with_onboarding: bool = True,
+                   **sections: Mapping[str, Any]) -> Iterator[Portal]:
+    config = make_config(tmp, **sections)
+    store = StateStore(config.state_dir, config.hub.setup_code)
+    store.open(device_id="dc-a6-32-01-02-03", mac="dc:a6:32:01:02:03")
+    identity = Identity(device_id="dc-a6-32-01-02-03", mac="dc:a6:32:01:02:03",
+                        product=config.hub.product)
+    core = LoopThread()
+    hub = Hub(config, store, identity, Notifier(), Redactor())
+    fake = FakeOnboarding(hub, NETWORKS if networks is None else networks)
+    pairing = PairingService(fake, config.cloud, wifi_enabled=config.hotspot.enabled)
+    app = (create_portal_app(hub, core.call, pairing=pairing, onboarding=fake) if with_onboarding
+           else create_portal_app(hub, core.call))
+    server = fast_stopping(WebServer(app, name="portal", host="127.0.0.1", port=0,
+                                     max_request_bytes=config.portal.max_request_bytes))
+    try:
+        yield Portal(url=f"http://127.0.0.1:{server.port}", port=server.port, hub=hub,
+                     fake=fake, core=core.call, server=server, state_file=store.path)
+    finally:
+        server.stop()
+        core.stop()

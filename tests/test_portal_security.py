@@ -1,0 +1,318 @@
+"""Captive portal, rate limits, CSRF, security headers, admin login, no secret leaks."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gatewayd.portal.captive import foreign_host
+from gatewayd.portal.security import RateLimiter
+from tests.portal_helpers import VALID, Portal, csrf_from, running_portal
+
+SECRETS = ("supersecret", "t0k-secret-value")
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> Iterator[Portal]:
+    with running_portal(tmp_path) as p:
+        yield p
+
+
+def paired(portal: Portal) -> None:
+    assert portal.client().pair(VALID).status == 200
+    portal.core(portal.fake.succeed)
+
+
+def basic(password: str, user: str = "admin") -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+# ---- captive portal ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("path", "host"), [
+    ("/generate_204", "connectivitycheck.gstatic.com"),
+    ("/gen_204", "clients3.google.com"),
+    ("/hotspot-detect.html", "captive.apple.com"),
+    ("/connecttest.txt", "www.msftconnecttest.com"),
+    ("/ncsi.txt", "www.msftncsi.com"),
+    ("/", "example.com"),
+    ("/some/page?q=1", "www.example.org:80"),
+    ("/generate_204", "127.0.0.1"),  # the probe path alone is enough
+])
+def test_captive_probes_and_foreign_hosts_lead_to_the_panel(portal: Portal, path: str,
+                                                            host: str) -> None:
+    reply = portal.client().get(path, {"Host": host})
+    assert reply.status == 302
+    assert reply.header("Location") == f"http://192.168.4.1:{portal.port}/"
+    assert reply.header("Cache-Control") == "no-store"
+
+
+def test_healthcheck_pair_and_api_answer_whatever_the_host(portal: Portal) -> None:
+    client = portal.client()
+    host = {"Host": "connectivitycheck.gstatic.com"}
+    assert (client.get("/healthcheck", host).status, client.get("/healthcheck", host).body) == (
+        200, "OK")
+    bad = client.pair({**VALID, "psk": "short"}, host)
+    assert bad.status == 400 and bad.body.startswith("psk: ")
+    assert client.get("/api/v1/progress", host).status == 200
+    assert client.pair(VALID, host).status == 200
+
+
+def test_own_host_names_reach_the_panel(portal: Portal) -> None:
+    for host in (f"127.0.0.1:{portal.port}", "localhost", "192.168.4.1", "[::1]:80"):
+        reply = portal.client().get("/", {"Host": host})
+        assert reply.status == 200, host
+        assert 'id="pair-form"' in reply.body
+
+
+def test_no_captive_redirects_once_paired(portal: Portal) -> None:
+    paired(portal)
+    client = portal.client()
+    probe = client.get("/generate_204", {"Host": "connectivitycheck.gstatic.com"})
+    assert probe.status == 204
+    assert client.get("/ncsi.txt").body == "Microsoft NCSI"
+    foreign = client.get("/", {"Host": "example.com"})
+    assert "192.168.4.1" not in foreign.header("Location")
+
+
+def test_captive_portal_follows_the_hotspot_onboarding_reports(portal: Portal) -> None:
+    portal.fake.hotspot = False  # e.g. NetworkManager could not start it yet
+    assert portal.client().get("/generate_204").status == 204
+    portal.fake.hotspot = True
+    assert portal.client().get("/generate_204").status == 302
+
+
+def test_people_at_the_portal_count_as_activity(portal: Portal) -> None:
+    before = portal.fake.activity
+    portal.client().get("/")
+    portal.client().get("/api/v1/progress")
+    assert portal.fake.activity > before
+
+
+def test_ethernet_hub_has_no_captive_portal(tmp_path: Path) -> None:
+    with running_portal(tmp_path, hotspot={"enabled": False}) as p:
+        assert p.client().get("/generate_204").status == 204
+        assert p.client().get("/", {"Host": "example.com"}).status == 200
+
+
+def test_foreign_host_rules() -> None:
+    names = frozenset({"localhost", "hub", "hub.local"})
+    assert not foreign_host("10.0.0.7:8080", names)
+    assert not foreign_host("[fe80::1]", names)
+    assert not foreign_host("HUB.local.", names)
+    assert not foreign_host("", names)
+    assert foreign_host("captive.apple.com", names)
+    assert foreign_host("hub.local.evil.com", names)
+
+
+# ---- rate limits ------------------------------------------------------------------------------
+
+def test_pair_is_rate_limited_per_client(tmp_path: Path) -> None:
+    with running_portal(tmp_path, portal={"pair_rate_per_minute": 3}) as p:
+        client = p.client()
+        for _ in range(3):
+            assert client.pair({**VALID, "psk": "short"}).status == 400
+        limited = client.pair(VALID)
+        assert limited.status == 429 and "try again" in limited.body
+        assert int(limited.header("Retry-After")) >= 1
+        api = client.post_json("/api/v1/pair", VALID)  # the same budget
+        assert api.status == 429 and api.json["error"]["code"] == "rate-limited"
+        assert p.fake.begun == []
+        assert client.get("/healthcheck").status == 200  # only pairing is limited
+
+
+def test_rate_limiter_refills_and_keeps_bounded_memory() -> None:
+    now = [0.0]
+    limiter = RateLimiter(6, max_clients=100, clock=lambda: now[0])
+    assert [limiter.allow("a") for _ in range(7)] == [0] * 6 + [10]
+    now[0] += 10
+    assert limiter.allow("a") == 0 and limiter.allow("a") == 10
+    for i in range(10_000):
+        limiter.allow(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+    assert len(limiter) == 100
+    assert limiter.allow("a") == 0  # forgotten: a flood cannot pin memory, only reset budgets
+
+
+def test_admin_login_is_rate_limited(portal: Portal) -> None:
+    paired(portal)
+    client = portal.client()
+    token = csrf_from(client.get("/login").body)
+    statuses = [client.post_form("/login", {"csrf_token": token, "password": "00000000"}).status
+                for _ in range(6)]
+    assert statuses == [401] * 5 + [429]
+    right = client.post_form("/login", {"csrf_token": token, "password": portal.setup_code})
+    assert right.status == 429  # even the right password waits
+    assert client.get("/api/v1/status", basic(portal.setup_code)).status == 429
+
+
+# ---- CSRF and cross-site requests ---------------------------------------------------------------
+
+def form_for(token: str | None, **extra: str) -> dict[str, str]:
+    fields = {"network": "HomeNet", "psk": "supersecret", "wsp": "user@example.com",
+              "token": "t0k-secret-value", "host": "127.0.0.1", "brport": "1883", **extra}
+    if token is not None:
+        fields["csrf_token"] = token
+    return fields
+
+
+def test_the_form_needs_its_csrf_token(portal: Portal) -> None:
+    client = portal.client()
+    token = csrf_from(client.get("/").body)
+    missing = client.post_form("/setup", form_for(None))
+    assert missing.status == 403 and "expired" in missing.body
+    wrong = client.post_form("/setup", form_for("forged"))
+    assert wrong.status == 403
+    stranger = portal.client()  # a cross-site post carries no session cookie
+    assert stranger.post_form("/setup", form_for(token)).status == 403
+    foreign = client.post_form("/setup", form_for(token), {"Origin": "http://evil.example"})
+    assert foreign.status == 403
+    assert portal.fake.begun == []
+    for secret in SECRETS:  # a refused form is shown again without its secrets
+        assert secret not in missing.body
+
+    accepted = client.post_form("/setup", form_for(token))
+    assert accepted.status == 303 and accepted.header("Location") == "/setup"
+    [request] = portal.fake.begun
+    assert request.source == "panel" and request.wifi is not None
+    assert request.wifi.ssid == "HomeNet"
+    progress_page = client.get("/setup")
+    assert "Joining the Wi-Fi network" in progress_page.body
+    assert 'http-equiv="refresh"' in progress_page.body
+
+
+def test_the_form_without_javascript_reports_the_bad_field(portal: Portal) -> None:
+    client = portal.client()
+    token = csrf_from(client.get("/").body)
+    reply = client.post_form("/setup", form_for(token, network="", hidden_ssid="s" * 33))
+    assert reply.status == 400
+    assert "ssid: must be 1-32 bytes" in reply.body
+    assert 'value="' + "s" * 33 + '"' in reply.body  # kept for correction
+    no_network = form_for(token)
+    del no_network["network"]
+    assert "choose a Wi-Fi network" in client.post_form("/setup", no_network).body
+    assert portal.fake.begun == []
+
+
+def test_cross_site_browser_requests_cannot_pair(portal: Portal) -> None:
+    client = portal.client()
+    cross = client.pair(VALID, {"Sec-Fetch-Site": "cross-site"})
+    assert cross.status == 403 and "other web sites" in cross.body
+    api = client.post_json("/api/v1/pair", VALID, {"Origin": "http://evil.example"})
+    assert api.status == 403 and api.json["error"]["code"] == "cross-site"
+    sandboxed = client.post_json("/api/v1/pair", VALID, {"Origin": "null"})
+    assert sandboxed.status == 403
+    assert portal.fake.begun == []
+    same = client.post_json("/api/v1/pair", VALID,
+                            {"Origin": f"http://127.0.0.1:{portal.port}",
+                             "Sec-Fetch-Site": "same-origin"})
+    assert same.status == 200
+
+
+# ---- headers ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/", "/pair", "/healthcheck", "/api/v1/status",
+                                  "/api/v1/openapi.json", "/no-such-page"])
+def test_security_headers_everywhere(portal: Portal, path: str) -> None:
+    reply = portal.client().get(path)
+    assert reply.header("X-Content-Type-Options") == "nosniff"
+    assert reply.header("X-Frame-Options") == "DENY"
+    assert reply.header("Referrer-Policy") == "same-origin"
+    csp = reply.header("Content-Security-Policy")
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert reply.header("Cache-Control") == "no-store"
+    assert reply.header("Server") == "gatewayd"
+
+
+def test_session_cookie_is_http_only_and_same_site(portal: Portal) -> None:
+    reply = portal.client().get("/")
+    cookie = reply.header("Set-Cookie")
+    assert cookie.startswith("gatewayd_session=")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+
+
+def test_errors_are_plain_and_json_under_api(portal: Portal) -> None:
+    client = portal.client()
+    page = client.get("/nope")
+    assert page.status == 404 and page.header("Content-Type").startswith("text/plain")
+    api = client.get("/api/v1/nope")
+    assert api.status == 404 and api.json["error"]["code"] == "not-found"
+    assert client.request("DELETE", "/api/v1/pair").status == 405
+
+
+# ---- admin panel after pairing ------------------------------------------------------------------
+
+def test_after_pairing_the_panel_and_api_need_the_admin_password(portal: Portal) -> None:
+    paired(portal)
+    client = portal.client()
+    index = client.get("/")
+    assert index.status == 302 and index.header("Location") == "/login"
+    status = client.get("/api/v1/status")
+    assert status.status == 401 and "Basic" in status.header("WWW-Authenticate")
+    assert client.get("/api/v1/networks").status == 401
+    assert client.get("/api/v1/progress").status == 200  # public: no secret in it
+    assert client.get("/api/v1/status", basic(portal.setup_code, "root")).status == 401
+
+    authed = client.get("/api/v1/status", basic(portal.setup_code))
+    assert authed.status == 200 and authed.json["paired"] is True
+
+    token = csrf_from(client.get("/login").body)
+    code = portal.setup_code
+    login = client.post_form("/login", {"csrf_token": token,
+                                        "password": f"{code[:4]}-{code[4:]}"})
+    assert login.status == 303
+    dashboard = client.get("/")
+    assert dashboard.status == 200 and "dc-a6-32-01-02-03" in dashboard.body
+    assert client.get("/api/v1/status").status == 200  # the session works for the API too
+
+    logout_token = csrf_from(dashboard.body)
+    assert client.post_form("/logout", {"csrf_token": logout_token}).status == 303
+    assert client.get("/").status == 302
+
+
+def test_the_panel_stays_open_while_the_first_attempt_runs(portal: Portal) -> None:
+    client = portal.client()
+    assert client.pair(VALID).status == 200  # pairing is now closed, the hub not yet paired
+    page = client.get("/")
+    assert page.status == 200 and 'data-state="connecting"' in page.body
+    assert client.get("/api/v1/status").status == 200
+    assert client.get("/login").status == 302
+
+
+def test_a_paired_hub_back_on_its_hotspot_can_be_paired_again(portal: Portal) -> None:
+    paired(portal)
+    portal.fake.pairing_open = True  # offline long enough: onboarding reopened pairing
+    assert portal.client().get("/").status == 200
+    assert portal.client().pair(VALID).status == 200
+
+
+def test_a_configured_admin_password_replaces_the_setup_code(tmp_path: Path) -> None:
+    with running_portal(tmp_path, portal={"admin_password": "correct horse"}) as p:
+        paired(p)
+        client = p.client()
+        assert client.get("/api/v1/status", basic(p.setup_code)).status == 401
+        assert client.get("/api/v1/status", basic("correct horse")).status == 200
+        assert "setup code" not in client.get("/login").body
+
+
+def test_no_secret_in_any_response_or_log_line(portal: Portal,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = portal.client()
+    assert client.pair({**VALID, "psk": "short"}).status == 400
+    accepted = client.post_json("/api/v1/pair", VALID)
+    portal.core(portal.fake.succeed)
+    answers = [accepted.body, client.get("/api/v1/progress").body]
+    client.get("/login")
+    token = csrf_from(client.get("/login").body)
+    client.post_form("/login", {"csrf_token": token, "password": portal.setup_code})
+    answers += [client.get("/").body, client.get("/api/v1/status").body]
+    assert "dc-a6-32-01-02-03" in answers[-1]
+    for text in [*answers, caplog.text]:
+        for secret in (*SECRETS, portal.setup_code):
+            assert secret not in text
