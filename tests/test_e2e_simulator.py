@@ -1,0 +1,107 @@
+"""The whole hub in the hardware-free world, driven the way the 2Smart app and a user do.
+
+`gatewayd --simulate` runs as its own process; the test talks to it over real HTTP, the
+control socket (gatewayctl) and the simulated cloud broker.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatewayd.simulator.broker import Broker
+from tests.cloud_helpers import Monitor
+from tests.helpers import Gatewayd, ctl_json, wait_for
+
+DEVICE_ID = "dc-a6-32-12-34-56"
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+class Sim:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc = Gatewayd(["--simulate", "--workdir", str(workdir)])
+        sim_json = workdir / "sim.json"
+        wait_for(lambda: sim_json.exists() or self.proc.proc.poll() is not None, 60, "sim.json")
+        assert self.proc.proc.poll() is None, self.proc.output()
+        self.info: dict[str, Any] = json.loads(sim_json.read_text())
+        self.portal = self.info["portal"]
+
+    def pair_url(self, **params: str) -> str:
+        return f"{self.portal}/pair?{urllib.parse.urlencode(params)}"
+
+    def status(self) -> dict[str, Any]:
+        return ctl_json("--sim", str(self.workdir), "status")  # type: ignore[no-any-return]
+
+    def progress(self) -> dict[str, Any]:
+        return json.loads(http_get(f"{self.portal}/api/v1/progress")[1])  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Sim]:
+    s = Sim(tmp_path / "sim")
+    yield s
+    assert s.proc.stop(signal.SIGINT, timeout=30) == 0, s.proc.output()
+
+
+def monitor_for(sim: Sim) -> Monitor:
+    mqtt = sim.info["mqtt"]
+    broker = Broker(sim.workdir / "broker", host=mqtt["host"], port=mqtt["port"],
+                    monitor_password=mqtt["monitor"]["password"])
+    return Monitor(broker)
+
+
+def test_pair_over_http_go_online_refuse_then_factory_reset(sim: Sim) -> None:
+    assert http_get(f"{sim.portal}/healthcheck") == (200, "OK")
+    account, wifi = sim.info["account"], sim.info["wifi"]
+    home = next(w for w in wifi if w["ssid"] == "HomeNet")
+    params = {"wsp": account["wsp"], "token": account["token"],
+              "host": sim.info["mqtt"]["host"], "brport": str(sim.info["mqtt"]["port"])}
+
+    # A wrong Wi-Fi password: accepted for processing, then reported, hotspot back.
+    assert http_get(sim.pair_url(ssid="HomeNet", psk="not-the-password", **params)) == (
+        200, "OK")
+    wait_for(lambda: (p := sim.progress())["last_failure"] and p["hotspot"], 30,
+             "the failure to be reported")
+    failure = sim.progress()["last_failure"]
+    assert failure["code"] == "wrong-password" and "password" in failure["reason"]
+    assert sim.status()["state"] == "unpaired" and not sim.status()["paired"]
+
+    root = account["username"]
+    with monitor_for(sim) as monitor:
+        assert http_get(sim.pair_url(ssid="HomeNet", psk=home["psk"], **params)) == (200, "OK")
+        wait_for(lambda: sim.status()["state"] == "online", 30, "the hub to go online")
+        base = f"{root}/sweet-home/{DEVICE_ID}"
+        monitor.wait_for(f"{base}/$state", "ready", timeout=15)
+        for attr in ("$homie", "$name", "$fw/name", "$fw/version", "$mac", "$localip",
+                     "$implementation"):
+            monitor.wait_for(f"{base}/{attr}", timeout=15)
+    status = sim.status()
+    assert status["paired"] and status["wifi"]["ssid"] == "HomeNet"
+    assert account["token"] not in json.dumps(status)
+
+    code, body = http_get(sim.pair_url(ssid="HomeNet", psk=home["psk"], **params))
+    assert code == 403 and "reset" in body
+
+    # Long press of the (simulated) button: credentials wiped, back to pairing mode.
+    ctl_json("--sim", str(sim.workdir), "button", "long")
+    wait_for(lambda: sim.status()["state"] == "unpaired" and sim.progress()["hotspot"], 30,
+             "the hotspot to come back after the factory reset")
+    assert not sim.status()["paired"]
+    assert http_get(f"{sim.portal}/api/v1/progress")[0] == 200
+    assert sim.progress()["pairing_open"]
