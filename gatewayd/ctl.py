@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gatewayd.ctl_devices import add_commands as add_device_commands
 
     add_device_commands(sub)
+    from gatewayd.ctl_ble import add_ble_commands
+
+    add_ble_commands(sub)
     for parent in (p, *sub.choices.values()):
         # `--json` works before or after the command.
         if parent is not p:

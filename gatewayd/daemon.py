@@ -86,6 +86,27 @@ class TaskComponent:
 
 
 @dataclass
+class Optional:
+    """A component whose failure to start is logged, not fatal: the hub still pairs
+    over the hotspot when, say, the Bluetooth adapter is missing."""
+
+    inner: Any
+
+    @property
+    def name(self) -> str:
+        return str(self.inner.name)
+
+    async def start(self) -> None:
+        try:
+            await self.inner.start()
+        except Exception:
+            log.exception("%s could not start; carrying on without it", self.name)
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+
+@dataclass
 class Daemon:
     config: Config
     store: StateStore
@@ -135,6 +156,19 @@ class Daemon:
         blueprints = [devices_blueprint(call, providers, hardware),
                       *control_blueprints(hub, call, pairing=self.pairing,
                                           onboarding=onboarding)]
+        if cfg.ble.enabled:
+            from gatewayd.ble_api import ble_blueprint
+            from gatewayd.ble_commission import BleCommissioner
+
+            assert self.pairing is not None
+            ble = BleCommissioner.for_hub(
+                hub, onboarding, self.pairing,
+                identify=lambda: self._identify(hardware),
+                panel_url=self._sim_panel_url if self.simulate else None)
+            blueprints.append(ble_blueprint(ble, call))
+            self.short_press_hooks.append(lambda: self._authorize_ble(ble))
+            # Started after onboarding and stopped before it; a BLE fault never stops the hub.
+            self._late.insert(0, Optional(ble))
         self.control = WebComponent("control", lambda: WebServer(
             create_control_app(hub, call, extra=blueprints), name="control",
             unix_socket=cfg.control_socket, socket_group=cfg.hub.control_group, threads=2))
@@ -148,6 +182,18 @@ class Daemon:
         self.components.append(onboarding)
         self.components.extend(self._late)
         return hub
+
+    @staticmethod
+    async def _identify(hardware: Hardware) -> None:
+        await hardware.identify()
+
+    @staticmethod
+    async def _authorize_ble(ble: Any) -> dict[str, Any]:
+        await ble.authorize("button")
+        return {"ble_window": ble.window_open}
+
+    async def _sim_panel_url(self) -> str | None:
+        return self.portal_url
 
     async def _short_press(self) -> dict[str, Any]:
         """The button's short press: commissioning window open (and Improv authorized);

@@ -187,6 +187,7 @@ class Onboarding:
         self.offline_since: float | None = None
         self.last_activity = 0.0
         self._hotspot_wanted = False  # offline longer than the grace period
+        self._entering = False  # between a transition and the end of its side effects
         self._listeners: list[Listener] = []
         self._attempt_task: asyncio.Task[None] | None = None
         self._offline_task: asyncio.Task[None] | None = None
@@ -200,6 +201,8 @@ class Onboarding:
 
     @property
     def pairing_open(self) -> bool:
+        if self._entering:
+            return False  # the hotspot may be coming back right now: one thing at a time
         if self.state == State.UNPAIRED:
             return True
         # Offline long enough that the hotspot came back: re-pairing is what it is for.
@@ -208,7 +211,7 @@ class Onboarding:
 
     @property
     def busy(self) -> bool:
-        return self.state == State.CONNECTING
+        return self.state == State.CONNECTING or self._entering
 
     def networks(self) -> list[dict[str, Any]]:
         return self.wifi.networks() if self.wifi is not None else []
@@ -251,8 +254,12 @@ class Onboarding:
                 listener(target, self.progress())
             except Exception:
                 log.exception("onboarding listener failed")
-        await self._notify_changed()
-        await self._enter(target, previous, event)
+        self._entering = True
+        try:
+            await self._notify_changed()
+            await self._enter(target, previous, event)
+        finally:
+            self._entering = False
         await self._notify_changed()  # entering may have raised the hotspot
         return target
 

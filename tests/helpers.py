@@ -48,8 +48,8 @@ level = "debug"
 
 
 def ethernet_config(tmp: Path, extra: str = "") -> str:
-    """A hub without Wi-Fi: runs without any NetworkManager on the bus."""
-    return base_config(tmp, "[hotspot]\nenabled = false\n" + extra)
+    """A hub without Wi-Fi or Bluetooth: runs without any system bus at all."""
+    return base_config(tmp, "[hotspot]\nenabled = false\n[ble]\nenabled = false\n" + extra)
 
 
 class Gatewayd:

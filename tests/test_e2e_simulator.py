@@ -19,7 +19,7 @@ import pytest
 
 from gatewayd.simulator.broker import Broker
 from tests.cloud_helpers import Monitor
-from tests.helpers import Gatewayd, ctl_json, wait_for
+from tests.helpers import Gatewayd, ctl, ctl_json, wait_for
 
 DEVICE_ID = "dc-a6-32-12-34-56"
 
@@ -105,3 +105,30 @@ def test_pair_over_http_go_online_refuse_then_factory_reset(sim: Sim) -> None:
     assert not sim.status()["paired"]
     assert http_get(f"{sim.portal}/api/v1/progress")[0] == 200
     assert sim.progress()["pairing_open"]
+
+
+def test_ble_pair_with_the_reference_client_goes_online(sim: Sim) -> None:
+    """`gatewayctl ble-pair` as the phone on the simulator's second adapter (hci1)."""
+    assert sim.status()["ble"]["window"]["open"], "the window opens at boot while unpaired"
+    account, mqtt = sim.info["account"], sim.info["mqtt"]
+    wrong = ctl("--sim", str(sim.workdir), "ble-pair", "--setup-code", "00000000",
+                "--device-id", DEVICE_ID, "--ssid", "HomeNet", "--psk", "supersecret",
+                "--wsp", account["wsp"], "--token", account["token"], "--host", mqtt["host"],
+                "--brport", str(mqtt["port"]), check=False)
+    assert wrong.returncode != 0
+    assert "setup code" in (wrong.stdout + wrong.stderr).lower()
+    assert not sim.status()["paired"]
+
+    code = ctl_json("--sim", str(sim.workdir), "setup-code")["setup_code"]
+    with monitor_for(sim) as monitor:
+        ok = ctl("--sim", str(sim.workdir), "ble-pair", "--setup-code", code,
+                 "--device-id", DEVICE_ID, "--ssid", "HomeNet", "--psk", "supersecret",
+                 "--wsp", account["wsp"], "--token", account["token"],
+                 "--host", mqtt["host"], "--brport", str(mqtt["port"]))
+        assert ok.returncode == 0
+        monitor.wait_for(f"{account['username']}/sweet-home/{DEVICE_ID}/$state", "ready",
+                         timeout=20)
+    status = sim.status()
+    assert status["state"] == "online" and status["paired"]
+    # The window closes a moment after success (the phone reads the result first).
+    wait_for(lambda: not sim.status()["ble"]["window"]["open"], 30, "the window to close")

@@ -1,0 +1,545 @@
+"""The BLE commissioning window: Improv Wi-Fi and the secure gatewayd service on BlueZ.
+
+While the window is open the hub registers one GATT application (Improv, if usable, and the
+secure service) and one advertisement on ``[ble] adapter``; while it is closed nothing of
+ours is registered and nothing is advertised. The window opens at boot while the hub is
+unpaired, after a factory reset, on a button short press (:meth:`authorize`) and from the
+control socket (:meth:`open_window`); it closes after ``[ble] window_seconds`` (never in the
+middle of a pairing attempt) or shortly after a pairing succeeds.
+
+Advertising: Improv's service UUID and its 4677 service data fill the 31-byte legacy
+advertisement (clients must find both in the same packet), so the secure service's UUID is
+not advertised; the local name goes into the scan response and phones find the secure
+service by GATT discovery after connecting. Without Improv the secure UUID is advertised.
+
+Both services reach the rest of the hub only through this class (the ``improv_*`` and
+``secure_*`` methods), which hands pairing to the one :class:`~gatewayd.pairing.PairingService`
+and follows :class:`~gatewayd.onboarding.Onboarding` for progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gatewayd import __version__, ble_secure, improv
+from gatewayd.ble_gatt import Advertisement, Application, Peripheral, adapter_path
+from gatewayd.config import Config
+from gatewayd.identity import Identity
+from gatewayd.improv import Capability, Error, ImprovRefused
+from gatewayd.onboarding import Onboarding, State
+from gatewayd.pairing import InvalidRequest, PairingError, PairingService
+from gatewayd.state import StateStore
+
+if TYPE_CHECKING:
+    from sdbus import SdBus
+    from sdbus.sd_bus_internals import SdBusMessage, SdBusSlot
+
+    from gatewayd.hub import Hub
+
+log = logging.getLogger(__name__)
+
+APP_PATH = "/io/gatewayd/ble/commission"
+ADV_PATH = "/io/gatewayd/ble/commission_adv"
+MAX_LOCAL_NAME = 29  # bytes left in a 31-byte scan response after the AD header
+CLOSE_DELAY = 2.0  # after a successful pairing: time for the last notifications to leave
+WIFI_FIELDS = ("ssid", "psk", "hidden")
+# NetworkManager's scan cache names -> the auth types Improv's scan result spells out.
+IMPROV_AUTH = {"open": "NO", "wpa2": "WPA2", "wpa3": "WPA3", "wpa2/wpa3": "WPA2/WPA3"}
+
+PanelUrl = Callable[[], Awaitable[str | None]]
+TextHook = Callable[[str], Awaitable[str]]
+
+
+class BleUnavailable(RuntimeError):
+    """BLE commissioning is switched off in the configuration."""
+
+
+class BleCommissioner:
+    """The window, its GATT application and advertisement, and the two services' host."""
+
+    name = "ble"
+
+    def __init__(self, config: Config, identity: Identity, store: StateStore,
+                 onboarding: Onboarding, pairing: PairingService, *,
+                 bus: SdBus | None = None, panel_url: PanelUrl | None = None,
+                 identify: Callable[[], Awaitable[None]] | None = None,
+                 set_hostname: TextHook | None = None, set_device_name: TextHook | None = None,
+                 close_delay: float = CLOSE_DELAY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.identity = identity
+        self.store = store
+        self.onboarding = onboarding
+        self.pairing = pairing
+        self.bus = bus
+        self.clock = clock
+        self.close_delay = close_delay
+        self._panel_url = panel_url or self._default_panel_url
+        self._identify = identify
+        self._set_hostname = set_hostname
+        self._set_device_name = set_device_name
+        self.local_name = _truncate(identity.render(config.ble.name_template), MAX_LOCAL_NAME)
+        self.improv = improv.ImprovService(
+            self, authorization_seconds=config.ble.authorization_seconds, clock=clock)
+        self.improv.on_state = self._on_improv_state
+        self.secure = ble_secure.SecureService(self, device_id=identity.device_id,
+                                               max_failures=config.ble.max_failures,
+                                               clock=clock)
+        self.improv_problem = self._improv_problem()
+        self.peripheral: Peripheral | None = None
+        self._app: Application | None = None
+        self._adv: Advertisement | None = None
+        self._deadline: float | None = None
+        self._opened_by: str | None = None
+        self._closed_reason: str | None = None
+        self._improv_attempt: str | None = None
+        self._last_state: State | None = None
+        self._events: asyncio.Queue[tuple[State, dict[str, Any]]] = asyncio.Queue(maxsize=64)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._slot: SdBusSlot | None = None
+        self._lock = asyncio.Lock()
+        self.changed = asyncio.Condition()
+
+    @classmethod
+    def for_hub(cls, hub: Hub, onboarding: Onboarding, pairing: PairingService,
+                **kwargs: Any) -> BleCommissioner:
+        """Built from the hub, with its status section and reset hook registered."""
+        commissioner = cls(hub.config, hub.identity, hub.store, onboarding, pairing, **kwargs)
+        hub.add_status("ble", commissioner.status)
+        hub.on_reset(commissioner.on_hub_reset)
+        return commissioner
+
+    # ---- properties ----------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.ble.enabled
+
+    @property
+    def window_open(self) -> bool:
+        return self.peripheral is not None
+
+    @property
+    def improv_enabled(self) -> bool:
+        return self.improv_problem is None
+
+    def _improv_problem(self) -> str | None:
+        """Why Improv is not offered, or None. Improv carries only an SSID and passphrase:
+        the rest of the pairing request must come from the vendor's presets."""
+        if not self.config.ble.improv:
+            return "disabled in the config ([ble] improv)"
+        if not self.pairing.wifi_enabled or not self.config.hotspot.enabled:
+            return "this hub has no Wi-Fi"
+        try:
+            request = self.pairing.parse({"ssid": "improv-probe", "psk": ""}, "ble-improv")
+        except InvalidRequest as exc:
+            return (f"Wi-Fi-only pairing is not possible: {exc.message} (preset the cloud "
+                    "account in [cloud])")
+        return None if request.wifi is not None else "this hub takes no Wi-Fi credentials"
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self.enabled:
+            log.info("BLE commissioning disabled ([ble] enabled = false)")
+            return
+        if self.improv_problem:
+            log.info("Improv Wi-Fi not offered: %s", self.improv_problem)
+        bus = self.bus = self.bus or _system_bus()
+        # Phones that disconnect leave half-written frames and sessions behind. Matched on
+        # interface and member only (filtered by path in the callback): org.bluez's owner
+        # changes when bluetoothd restarts.
+        self._slot = await bus.match_signal_async(
+            None, None, "org.freedesktop.DBus.Properties", "PropertiesChanged",
+            self._on_properties)
+        self.onboarding.subscribe(self._on_onboarding)
+        self._spawn("events", self._event_loop())
+        self._spawn("progress", self._push_progress())
+        if not self.store.state.paired:
+            try:
+                await self.open_window("boot")
+            except Exception:
+                # A BLE problem must not keep the hub from pairing over the hotspot.
+                log.exception("could not open the BLE commissioning window")
+
+    async def stop(self) -> None:
+        await self.close_window("shutdown")
+        for task in list(self._tasks.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._slot is not None:
+            self._slot.close()
+            self._slot = None
+
+    async def open_window(self, source: str = "control", *, authorize: bool = False,
+                          seconds: float | None = None) -> dict[str, Any]:
+        """Open (or extend) the window; a new window forgives wrong setup codes."""
+        if not self.enabled:
+            raise BleUnavailable("BLE commissioning is disabled ([ble] enabled = false)")
+        seconds = seconds or self.config.ble.window_seconds
+        async with self._lock:
+            self._deadline = self.clock() + seconds
+            self._opened_by = source
+            self._closed_reason = None
+            self.secure.reset()
+            if self.peripheral is None:
+                await self._register()
+                log.info("BLE commissioning window open for %.0fs (%s), advertising as %r",
+                         seconds, source, self.local_name)
+            else:
+                log.info("BLE commissioning window extended to %.0fs (%s)", seconds, source)
+            self._spawn("expire", self._expire())
+        if authorize and self.improv_enabled:
+            await self.improv.authorize()
+        await self._notify_changed()
+        return self.status()
+
+    async def authorize(self, source: str = "button") -> dict[str, Any]:
+        """A button short press: open the window and authorize Improv for a while."""
+        return await self.open_window(source, authorize=True)
+
+    async def close_window(self, reason: str = "control") -> dict[str, Any]:
+        async with self._lock:
+            if self.peripheral is not None:
+                await self._unregister()
+                log.info("BLE commissioning window closed (%s)", reason)
+                self._closed_reason = reason
+            self._deadline = None
+            for name in ("expire", "close-soon"):
+                task = self._tasks.pop(name, None)
+                if task is not None and task is not asyncio.current_task():
+                    task.cancel()
+        await self._notify_changed()
+        return self.status()
+
+    async def on_hub_reset(self, full: bool) -> None:
+        """Hub.on_reset hook: a factory reset puts the hub back into pairing mode."""
+        del full
+        if self.enabled:
+            await self.open_window("reset")
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(predicate), timeout)
+
+    def status(self) -> dict[str, Any]:
+        """The ``ble`` section of ``gatewayctl status``: never a secret."""
+        if not self.enabled:
+            return {"enabled": False}
+        closes_in = None
+        if self._deadline is not None:
+            closes_in = max(0.0, round(self._deadline - self.clock(), 1))
+        peripheral = self.peripheral
+        return {
+            "enabled": True, "adapter": self.config.ble.adapter, "name": self.local_name,
+            "window": {"open": self.window_open, "opened_by": self._opened_by,
+                       "closes_in": closes_in, "closed_reason": self._closed_reason},
+            "registered": bool(peripheral and peripheral.registered_with),
+            "advertising": bool(peripheral and peripheral.advertising),
+            "improv": ({"enabled": True, **self.improv.status()} if self.improv_enabled
+                       else {"enabled": False, "reason": self.improv_problem}),
+            "secure": self.secure.status(),
+        }
+
+    # ---- registration --------------------------------------------------------------------
+
+    async def _register(self) -> None:
+        busy, provisioned = self._hub_flags()
+        services = []
+        if self.improv_enabled:
+            # Without a button nobody could authorize: authorized while the window is open.
+            self.improv.open(requires_authorization=self.config.button.enabled, busy=busy,
+                             provisioned=provisioned)
+            services.append(self.improv.gatt_service())
+        services.append(self.secure.gatt_service())
+        app = Application(services, path=APP_PATH)
+        adv = self._advertisement()
+        peripheral = Peripheral(app, self.config.ble.adapter, self.bus)
+        try:
+            await peripheral.start()
+            await peripheral.set_advertisement(adv)
+        except BaseException:
+            await peripheral.stop()
+            app.unexport()
+            adv.unexport()
+            raise
+        self.peripheral, self._app, self._adv = peripheral, app, adv
+
+    async def _unregister(self) -> None:
+        peripheral, app, adv = self.peripheral, self._app, self._adv
+        self.peripheral = self._app = self._adv = None
+        if peripheral is not None:
+            await peripheral.stop()
+        if app is not None:
+            app.unexport()
+        if adv is not None:
+            adv.unexport()
+        await self.improv.close()
+        self.secure.reset()
+        self._improv_attempt = None
+
+    def _advertisement(self) -> Advertisement:
+        if self.improv_enabled:
+            return Advertisement(service_uuids=[improv.SERVICE_UUID],
+                                 service_data={improv.SERVICE_DATA_UUID:
+                                               self.improv.service_data()},
+                                 local_name=self.local_name, path=ADV_PATH)
+        return Advertisement(service_uuids=[ble_secure.SERVICE_UUID],
+                             local_name=self.local_name, path=ADV_PATH)
+
+    def _on_improv_state(self, state: improv.State) -> None:
+        # Improv clients read the state from the advertisement before connecting.
+        if self._adv is not None:
+            self._spawn("adv-update", self._adv.update(
+                service_data={improv.SERVICE_DATA_UUID: self.improv.service_data()}))
+
+    # ---- timers and events ---------------------------------------------------------------
+
+    async def _expire(self) -> None:
+        while self._deadline is not None:
+            delay = self._deadline - self.clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            if self.onboarding.busy:
+                # Never pull the rug from under a phone that is watching an attempt.
+                with contextlib.suppress(TimeoutError):
+                    await self.onboarding.wait_for(lambda: not self.onboarding.busy, 3600)
+                continue
+            await self.close_window("timeout")
+            return
+
+    async def _close_soon(self, reason: str) -> None:
+        await asyncio.sleep(self.close_delay)
+        await self.close_window(reason)
+
+    def _on_onboarding(self, state: State, progress: dict[str, Any]) -> None:
+        try:
+            self._events.put_nowait((state, progress))
+        except asyncio.QueueFull:
+            log.warning("BLE commissioning: onboarding event dropped (queue full)")
+
+    async def _event_loop(self) -> None:
+        while True:
+            state, progress = await self._events.get()
+            try:
+                await self._on_state(state, progress)
+            except Exception:
+                log.exception("BLE commissioning: handling an onboarding change failed")
+
+    async def _on_state(self, state: State, progress: dict[str, Any]) -> None:
+        previous, self._last_state = self._last_state, state
+        if not self.window_open:
+            return
+        busy = state == State.CONNECTING
+        await self.improv.hub_changed(busy=busy,
+                                      provisioned=not busy and not progress["pairing_open"])
+        attempt = (progress.get("attempt") or {}).get("id")
+        if self._improv_attempt is not None and attempt == self._improv_attempt and not busy:
+            self._improv_attempt = None
+            # A failed attempt always leaves a last_failure (a reset leaves it unpaired);
+            # judged this way a future "Wi-Fi only" success state counts as provisioned too.
+            ok = progress.get("last_failure") is None and state not in (State.UNPAIRED,
+                                                                         State.OFFLINE)
+            await self.improv.attempt_finished(ok, await self._panel_url() if ok else None)
+        if state == State.ONLINE and previous == State.CONNECTING:
+            self._spawn("close-soon", self._close_soon("paired"))
+
+    async def _push_progress(self) -> None:
+        """Every change of onboarding progress (steps too) to the secure session's phone.
+
+        Waits on the onboarding condition with a predicate rather than for single
+        notifications: a change made while a push is still on its way is not lost.
+        """
+        last: dict[str, Any] | None = None
+
+        def moved() -> bool:
+            return _progress(self.onboarding.progress()) != last
+
+        while True:
+            async with self.onboarding.changed:
+                await self.onboarding.changed.wait_for(moved)
+            last = _progress(self.onboarding.progress())
+            if self.window_open:
+                await self.secure.push({"type": "progress", **last})
+
+    def _on_properties(self, message: SdBusMessage) -> None:
+        path = message.path or ""
+        if not path.startswith(adapter_path(self.config.ble.adapter) + "/dev_"):
+            return
+        interface, changed, _ = message.get_contents()
+        connected = changed.get("Connected") if interface == "org.bluez.Device1" else None
+        if connected is not None and not connected[1]:
+            self.improv.forget(path)
+            self.secure.forget(path)
+
+    def _spawn(self, name: str, coro: Awaitable[None]) -> None:
+        old = self._tasks.get(name)
+        if old is not None and not old.done() and old is not asyncio.current_task():
+            old.cancel()
+        task = asyncio.ensure_future(coro)
+        self._tasks[name] = task
+
+    async def _notify_changed(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    def _hub_flags(self) -> tuple[bool, bool]:
+        busy = self.onboarding.busy
+        return busy, not busy and not self.onboarding.pairing_open
+
+    # ---- the Improv host -----------------------------------------------------------------
+
+    @property
+    def improv_capabilities(self) -> Capability:
+        caps = Capability.DEVICE_INFO | Capability.SCAN_WIFI
+        if self._identify is not None:
+            caps |= Capability.IDENTIFY
+        if self._set_hostname is not None:
+            caps |= Capability.HOSTNAME
+        return caps
+
+    async def improv_wifi(self, ssid: str, psk: str) -> None:
+        try:
+            request = self.pairing.parse({"ssid": ssid, "psk": psk}, "ble-improv")
+        except InvalidRequest as exc:
+            if exc.field in WIFI_FIELDS:
+                # Credentials that cannot work: what Improv clients show as "unable to
+                # connect" is what the user must fix.
+                raise ImprovRefused(Error.UNABLE_TO_CONNECT, exc.message) from None
+            raise ImprovRefused(Error.UNKNOWN, exc.message) from None
+        try:
+            progress = await self.pairing.submit(request)
+        except PairingError as exc:
+            raise ImprovRefused(Error.UNKNOWN, exc.message) from None
+        self._improv_attempt = (progress.get("attempt") or {}).get("id")
+
+    def improv_device_info(self) -> list[str]:
+        return [self.config.hub.fw_name, self.config.hub.fw_version, _hardware(),
+                self.local_name]
+
+    def improv_networks(self) -> list[tuple[str, int, str]]:
+        networks = []
+        for net in self.onboarding.networks():
+            auth = IMPROV_AUTH.get(net.get("security", ""))
+            if auth is not None:  # WEP and enterprise networks cannot be paired to
+                # NetworkManager reports 0-100 %; Improv wants dBm (NM's own mapping).
+                networks.append((net["ssid"], int(net["signal"]) // 2 - 100, auth))
+        return networks
+
+    async def improv_identify(self) -> None:
+        if self._identify is not None:
+            await self._identify()
+
+    async def improv_hostname(self, new: str | None) -> str:
+        if new is None or self._set_hostname is None:
+            return socket.gethostname()
+        return await self._set_hostname(new)
+
+    async def improv_device_name(self, new: str | None) -> str:
+        if new is None:
+            return self.local_name
+        if self._set_device_name is None:
+            raise ImprovRefused(Error.BAD_HOSTNAME, "this hub's name is set by its vendor")
+        self.local_name = _truncate(await self._set_device_name(new), MAX_LOCAL_NAME)
+        if self._adv is not None:
+            await self._adv.update(local_name=self.local_name)
+        return self.local_name
+
+    # ---- the secure service host ---------------------------------------------------------
+
+    def setup_code(self) -> str:
+        return self.store.state.setup_code
+
+    def secure_summary(self) -> dict[str, Any]:
+        return {"device_id": self.identity.device_id, "product": self.config.hub.product,
+                "name": self.local_name, "pairing_open": self.onboarding.pairing_open}
+
+    def secure_device_info(self) -> dict[str, Any]:
+        return {**self.secure_summary(), "mac": self.identity.mac,
+                "firmware": {"name": self.config.hub.fw_name,
+                             "version": self.config.hub.fw_version, "gatewayd": __version__},
+                "wifi": self.pairing.wifi_enabled, "presets": self._presets(),
+                "state": self.onboarding.progress()["state"]}
+
+    def _presets(self) -> list[str]:
+        """Which /pair fields the vendor preset, so the app may leave them out."""
+        cloud = self.config.cloud
+        names = {"wsp": cloud.wsp, "token": cloud.token, "host": cloud.host,
+                 "brport": cloud.host, "rootTopic": cloud.root_topic,
+                 "mqtts_port": cloud.mqtts_port}
+        return [name for name, value in names.items() if value]
+
+    async def secure_pair(self, fields: dict[str, Any]) -> dict[str, Any]:
+        request = self.pairing.parse(fields, "ble")
+        return _progress(await self.pairing.submit(request))
+
+    def secure_progress(self) -> dict[str, Any]:
+        return _progress(self.onboarding.progress())
+
+    def secure_networks(self) -> list[dict[str, Any]]:
+        return self.onboarding.networks()
+
+    # ---- the redirect URL ----------------------------------------------------------------
+
+    async def _default_panel_url(self) -> str | None:
+        """The admin panel on the LAN: http://<NetworkManager's primary IPv4 address>/."""
+        portal = self.config.portal
+        if not portal.enabled or portal.port == 0 or self.bus is None:
+            return None
+        address = await lan_address(self.bus)
+        if address is None:
+            return None
+        return f"http://{address}/" if portal.port == 80 else f"http://{address}:{portal.port}/"
+
+
+async def lan_address(bus: SdBus) -> str | None:
+    """IPv4 address of NetworkManager's primary connection, or None."""
+    from sdbus_async.networkmanager import ActiveConnection, IPv4Config, NetworkManager
+
+    try:
+        primary = await NetworkManager(bus).primary_connection
+        if primary in ("", "/"):
+            return None
+        ip4 = await ActiveConnection(primary, bus).ip4_config
+        if ip4 in ("", "/"):
+            return None
+        for entry in await IPv4Config(ip4, bus).address_data:
+            return str(entry["address"][1])
+    except Exception as exc:
+        log.info("no LAN address from NetworkManager: %s", exc)
+    return None
+
+
+def _progress(progress: dict[str, Any]) -> dict[str, Any]:
+    """Onboarding progress as a phone sees it."""
+    keys = ("state", "step", "attempt", "last_failure", "pairing_open", "hotspot", "wifi")
+    return {key: progress.get(key) for key in keys}
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
+
+
+def _hardware() -> str:
+    try:
+        model = Path("/proc/device-tree/model").read_bytes().rstrip(b"\x00").decode()
+    except (OSError, UnicodeDecodeError):
+        model = ""
+    return model or platform.machine() or "unknown"
+
+
+def _system_bus() -> SdBus:
+    from sdbus import sd_bus_open_system
+
+    return sd_bus_open_system()

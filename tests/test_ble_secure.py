@@ -1,0 +1,409 @@
+"""The secure gatewayd BLE service (issue 8): the documented worked example, wrong codes and
+lockout, replay and tampering, robustness, and pairing over BlueZoo at MTU 23 with the
+reference client and ``gatewayctl ble-pair``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gatewayd import ble_secure
+from gatewayd.ble_gatt import GattRequest
+from gatewayd.ble_secure import (
+    Channel,
+    ErrorCode,
+    Frame,
+    FrameReader,
+    MsgType,
+    PhoneHandshake,
+    SecureService,
+    SessionKeys,
+)
+from gatewayd.onboarding import State as HubState
+from gatewayd.pairing import InvalidRequest
+from gatewayd.simulator.nm_mock import NetworkManagerMock
+from tests.test_ble_commission import (
+    HUB_NAME,
+    IDENTITY,
+    PHONE,
+    STEP,
+    HubThread,
+    World,
+    hub_config,
+    nm,
+    run,
+    running_hub,
+    world_fixture,
+)
+
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "ble-protocol.md").read_text()
+CODE = "12345678"
+DEVICE_ID = "dc-a6-32-12-34-56"
+PHONE_A = "/org/bluez/hci0/dev_00_AA_01_00_00_02"
+PHONE_B = "/org/bluez/hci0/dev_00_AA_01_00_00_03"
+FIELDS = {"ssid": "HomeNet", "psk": "supersecret", "wsp": "user@example.com",
+          "token": "user-token", "host": "127.0.0.1", "brport": "1883"}
+world = world_fixture(23)  # every BLE test here runs at the ATT minimum MTU
+__all__ = ["nm", "world"]
+
+
+def doc_vector(name: str) -> str:
+    match = re.search(rf"^{re.escape(name)}\s+([0-9a-f]+)$", DOC, re.MULTILINE)
+    assert match, f"{name} missing from docs/ble-protocol.md"
+    return match.group(1)
+
+
+# --- an in-memory hub -----------------------------------------------------------------------
+
+class FakeTx:
+    """Collects the hub's notifications as a phone subscribed to TX would."""
+
+    def __init__(self) -> None:
+        self.reader = FrameReader()
+        self.frames: list[Frame] = []
+        self.sizes: list[int] = []
+
+    async def notify(self, value: bytes) -> bool:
+        self.sizes.append(len(value))
+        self.frames += self.reader.feed(value)
+        return True
+
+
+class FakeHost:
+    def __init__(self) -> None:
+        self.paired: list[dict[str, Any]] = []
+
+    def secure_summary(self) -> dict[str, Any]:
+        return {"device_id": DEVICE_ID, "product": "Acme Hub", "name": HUB_NAME,
+                "pairing_open": True}
+
+    def secure_device_info(self) -> dict[str, Any]:
+        return {**self.secure_summary(), "wifi": True, "presets": []}
+
+    def setup_code(self) -> str:
+        return CODE
+
+    async def secure_pair(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if not fields.get("wsp"):
+            raise InvalidRequest("wsp: is required: the account e-mail", "wsp")
+        self.paired.append(fields)
+        return {"state": "connecting"}
+
+    def secure_progress(self) -> dict[str, Any]:
+        return {"state": "connecting", "step": "wifi"}
+
+    def secure_networks(self) -> list[dict[str, Any]]:
+        return [{"ssid": "HomeNet", "signal": 82, "security": "wpa2"}]
+
+
+class Hub:
+    def __init__(self, max_failures: int = 3, **kwargs: Any) -> None:
+        self.host = FakeHost()
+        self.service = SecureService(self.host, device_id=DEVICE_ID, max_failures=max_failures,
+                                     **kwargs)
+        self.service.gatt_service()
+        self.tx = self.service._tx = FakeTx()  # type: ignore[assignment]
+
+    async def write(self, data: bytes, device: str = PHONE_A, mtu: int = 23) -> None:
+        for start in range(0, len(data), mtu - 3):
+            await self.service.rx_write(data[start:start + mtu - 3],
+                                        GattRequest(device=device, mtu=mtu))
+
+    async def send(self, frame: Frame, device: str = PHONE_A) -> Frame:
+        """Write a frame, return the hub's answer."""
+        before = len(self.tx.frames)
+        await self.write(frame.encode(), device)
+        assert len(self.tx.frames) == before + 1, "expected exactly one answer"
+        return self.tx.frames[-1]
+
+    async def session(self, code: str = CODE, device: str = PHONE_A
+                      ) -> tuple[Channel, dict[str, Any]]:
+        phone = PhoneHandshake(code, DEVICE_ID)
+        confirm, channel = phone.finish(await self.send(phone.start(), device))
+        info = ble_secure.decode_message(channel.open(await self.send(confirm, device)))
+        return channel, info
+
+
+def error_of(frame: Frame) -> tuple[int, int, str]:
+    assert frame.type == MsgType.ERROR, frame
+    return ble_secure.parse_error(frame)
+
+
+# --- the worked example ---------------------------------------------------------------------
+
+def test_worked_example_matches_the_document_byte_for_byte() -> None:
+    sid = bytes.fromhex("0a0b0c0d")
+    phone = PhoneHandshake(CODE, DEVICE_ID, sid=sid, entropy=lambda n: b"\x11" * n)
+    hub = Hub(entropy=lambda n: b"\x22" * n)
+
+    async def scenario() -> None:
+        start = phone.start()
+        assert start.encode().hex() == doc_vector("PAKE_START")
+        assert phone.msg_a.hex() == doc_vector("message A")
+        reply = await hub.send(start)
+        assert reply.encode().hex() == doc_vector("PAKE_REPLY")
+        confirm, channel = phone.finish(reply)
+        assert confirm.encode().hex() == doc_vector("PAKE_CONFIRM")
+        keys = phone.keys
+        assert keys is not None
+        assert keys.confirm_phone.hex() == doc_vector("k_confirm_phone")
+        assert keys.confirm_hub.hex() == doc_vector("k_confirm_hub")
+        assert keys.phone_to_hub.hex() == doc_vector("k_phone_to_hub")
+        assert keys.hub_to_phone.hex() == doc_vector("k_hub_to_phone")
+        assert keys.verification_code == doc_vector("verification")
+
+        info = ble_secure.decode_message(channel.open(await hub.send(confirm)))
+        assert info["type"] == "device-info" and info["verification_code"] == "256123"
+        assert hub.service.status()["session"] == {"established": True,
+                                                   "verification_code": "256123"}
+        pair = {"type": "pair", "id": 1, "fields": {"ssid": "HomeNet", "psk": "supersecret"}}
+        data = channel.seal(ble_secure.encode_message(pair))
+        assert data.encode().hex() in DOC
+
+    run(scenario())
+
+    # The SPAKE2 key, recomputed independently of the classes above.
+    from spake2 import SPAKE2_B
+
+    b = SPAKE2_B(b"12345678", idA=b"gatewayd-ble-v1 phone",
+                 idB=b"gatewayd-ble-v1 hub dc-a6-32-12-34-56", entropy_f=lambda n: b"\x22" * n)
+    assert b.start().hex() == doc_vector("message B")
+    key = b.finish(bytes.fromhex(doc_vector("message A")))
+    assert key.hex() == doc_vector("SPAKE2 key")
+    keys = SessionKeys.derive(key, bytes.fromhex(doc_vector("message A")),
+                              bytes.fromhex(doc_vector("message B")))
+    assert keys.verification_code == "256123"
+
+
+# --- sessions, failures, lockout ------------------------------------------------------------
+
+def test_session_carries_requests_and_pushes_with_chunked_notifications() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        channel, info = await hub.session()
+        assert info["device_id"] == DEVICE_ID and len(info["verification_code"]) == 6
+        assert max(hub.tx.sizes) <= 20  # MTU 23
+
+        async def ask(message: dict[str, Any]) -> dict[str, Any]:
+            reply = await hub.send(channel.seal(ble_secure.encode_message(message)))
+            return ble_secure.decode_message(channel.open(reply))
+
+        reply = await ask({"type": "pair", "id": 7, "fields": FIELDS})
+        assert reply == {"type": "pair", "id": 7, "ok": True, "progress": {"state": "connecting"}}
+        assert hub.host.paired == [FIELDS]
+        reply = await ask({"type": "pair", "id": 8, "fields": {"ssid": "x", "psk": "y"}})
+        assert reply["ok"] is False and reply["status"] == 400 and reply["field"] == "wsp"
+        reply = await ask({"type": "pair", "id": 9, "fields": {"bogus": "1"}})
+        assert reply["ok"] is False and reply["field"] == "bogus"
+        assert (await ask({"type": "progress", "id": 10}))["step"] == "wifi"
+        assert (await ask({"type": "networks", "id": 11}))["networks"][0]["ssid"] == "HomeNet"
+        assert (await ask({"type": "nonsense", "id": 12}))["code"] == "unknown-request"
+
+        assert await hub.service.push({"type": "progress", "state": "online"})
+        pushed = ble_secure.decode_message(channel.open(hub.tx.frames[-1]))
+        assert pushed == {"type": "progress", "state": "online"}
+        assert hub.service.failures == 0
+
+    run(scenario())
+
+
+def test_wrong_codes_are_counted_and_lock_the_service_until_reset() -> None:
+    async def scenario() -> None:
+        hub = Hub(max_failures=3)
+        # 1: the phone finds out from the hub's confirmation and sends its (wrong) one.
+        phone = PhoneHandshake("87654321", DEVICE_ID)
+        reply = await hub.send(phone.start())
+        with pytest.raises(ble_secure.ProtocolError) as caught:
+            phone.finish(reply)
+        assert caught.value.code == ErrorCode.WRONG_CODE
+        keys = SessionKeys.derive(b"\x00" * 32, phone.msg_a, reply.body[:33])
+        wrong = Frame(MsgType.PAKE_CONFIRM, phone.sid,
+                      keys.confirmation("phone", phone.msg_a, reply.body[:33]))
+        code, left, text = error_of(await hub.send(wrong))
+        assert (code, left) == (ErrorCode.WRONG_CODE, 2) and "wrong setup code" in text
+        # 2: a phone that just leaves after the hub's confirmation still used an attempt.
+        await hub.send(PhoneHandshake("11111111", DEVICE_ID).start())
+        hub.service.forget(PHONE_A)
+        assert hub.service.attempts_left == 1
+        # 3: the right code still works and costs nothing ...
+        await hub.session()
+        assert hub.service.attempts_left == 1
+        # ... but one more wrong one locks.
+        await hub.send(PhoneHandshake("22222222", DEVICE_ID).start())
+        hub.service.forget(PHONE_A)
+        assert hub.service.locked
+        code, left, _ = error_of(await hub.send(PhoneHandshake(CODE, DEVICE_ID).start()))
+        assert (code, left) == (ErrorCode.LOCKED, 0)
+        assert json.loads(await hub.service._read_info(GattRequest(PHONE_A, 23)))["locked"]
+
+        hub.service.reset()  # the button re-opened the window
+        await hub.session()
+
+    run(scenario())
+
+
+def test_replay_tampering_and_strangers_end_the_session() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        channel, _info = await hub.session()
+        request = channel.seal(ble_secure.encode_message({"type": "progress", "id": 1}))
+        channel.open(await hub.send(request))
+        code, _, _ = error_of(await hub.send(request))  # the same frame again
+        assert code == ErrorCode.DECRYPT
+        assert hub.service.status()["session"] is None
+
+        channel, _info = await hub.session()
+        sealed = channel.seal(b'{"type":"progress"}')
+        tampered = Frame(sealed.type, sealed.sid, sealed.body[:-1] + bytes([sealed.body[-1] ^ 1]))
+        assert error_of(await hub.send(tampered))[0] == ErrorCode.DECRYPT
+
+        channel, _info = await hub.session()
+        # A second phone may not barge in while the first has a session ...
+        code, _, _ = error_of(await hub.send(PhoneHandshake(CODE, DEVICE_ID).start(), PHONE_B))
+        assert code == ErrorCode.BUSY
+        # ... nor talk to it; the first phone's session survives both.
+        stranger = Frame(MsgType.DATA, channel.sid, bytes(30))
+        assert error_of(await hub.send(stranger, PHONE_B))[0] == ErrorCode.UNEXPECTED
+        reply = await hub.send(channel.seal(b'{"type":"progress","id":2}'))
+        assert ble_secure.decode_message(channel.open(reply))["id"] == 2
+        # Once it disconnects, the second phone is welcome.
+        hub.service.forget(PHONE_A)
+        await hub.session(device=PHONE_B)
+
+        version = PhoneHandshake(CODE, DEVICE_ID).start()
+        bad = Frame(version.type, version.sid, b"\x02" + version.body[1:])
+        assert error_of(await hub.send(bad, PHONE_B))[0] == ErrorCode.VERSION
+        not_a_point = Frame(MsgType.PAKE_START, version.sid, b"\x01A" + bytes(32))
+        assert error_of(await hub.send(not_a_point, PHONE_B))[0] == ErrorCode.MALFORMED
+        assert hub.service.failures == 0  # malformed handshakes are not guesses
+
+    run(scenario())
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(st.tuples(st.binary(max_size=80), st.sampled_from([PHONE_A, PHONE_B])),
+                max_size=10))
+def test_write_path_never_crashes_and_recovers(writes: list[tuple[bytes, str]]) -> None:
+    async def scenario() -> None:
+        hub = Hub(max_failures=100)
+        for value, device in writes:
+            await hub.service.rx_write(value, GattRequest(device=device, mtu=23))
+            for frame in hub.tx.frames:
+                assert frame.type in (MsgType.ERROR, MsgType.PAKE_REPLY)
+        # Whatever came before: a phone that reconnects gets a working session.
+        for device in (PHONE_A, PHONE_B):
+            hub.service.forget(device)
+        await hub.session()
+
+    asyncio.run(scenario())
+
+
+@given(st.binary(max_size=200))
+def test_frame_reader_is_bounded(data: bytes) -> None:
+    reader = FrameReader()
+    try:
+        for frame in reader.feed(data):
+            assert len(frame.sid) == 4
+    except ble_secure.ProtocolError as exc:
+        assert exc.code == ErrorCode.MALFORMED
+    assert len(reader._buffer) < 2 + ble_secure.MAX_FRAME_LEN
+
+
+def test_setup_code_forms() -> None:
+    assert ble_secure.setup_code_password("1234-5678") == b"12345678"
+    assert ble_secure.setup_code_password(" 1234 5678 ") == b"12345678"
+    for bad in ("1234567", "123456789", "abcdefgh", ""):
+        with pytest.raises(ValueError):
+            ble_secure.setup_code_password(bad)
+
+
+# --- over BlueZoo, MTU 23 -------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_reference_client_pairs_cloud_only_with_the_right_code_and_locks_on_wrong_ones(
+        world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
+    from gatewayd import ble_client
+
+    cfg = hub_config(tmp_path, ble={"max_failures": 2})
+
+    async def scenario() -> None:
+        async with running_hub(cfg) as hub:
+            ble = hub.commissioner
+            for left in (1, 0):
+                with pytest.raises(ble_client.BlePairError) as caught:
+                    await ble_client.pair_secure(adapter=PHONE, name=HUB_NAME,
+                                                 setup_code="00000000", fields=FIELDS)
+                assert caught.value.code == "wrong-setup-code"
+                # Counted when the hub answered the handshake, before the phone found out.
+                assert ble.secure.attempts_left == left
+            with pytest.raises(ble_client.BlePairError) as caught:
+                await ble_client.pair_secure(adapter=PHONE, name=HUB_NAME,
+                                             setup_code=hub.store.state.setup_code,
+                                             fields=FIELDS)
+            assert caught.value.code == "locked" and "button" in caught.value.message
+            assert ble.status()["secure"]["locked"]
+
+            await ble.authorize()  # the button: a new window, failures forgiven
+            codes: list[str] = []
+            cloud_only = {k: v for k, v in FIELDS.items() if k not in ("ssid", "psk")}
+            outcome = await ble_client.pair_secure(
+                adapter=PHONE, device_id=IDENTITY.device_id,
+                setup_code=hub.store.state.setup_code, fields=cloud_only,
+                events=lambda kind, data: codes.append(data.get("verification_code", ""))
+                if kind == "session" else None)
+            assert outcome["ok"] and outcome["progress"]["state"] == "online"
+            assert outcome["device"]["verification_code"] == codes[0]
+            assert hub.onboarding.state == HubState.ONLINE
+            assert hub.cloud.connected is not None
+            assert (hub.cloud.connected.wsp, hub.cloud.connected.token) == (
+                "user@example.com", "user-token")
+            assert hub.store.state.paired and hub.store.state.wifi is None  # "No Wi-Fi" pairing
+            await ble.wait_for(lambda: not ble.window_open, STEP)
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_gatewayctl_ble_pair_pairs_the_hub(world: World, nm: NetworkManagerMock, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatewayd.ctl_ble import add_ble_commands
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--sim")
+    add_ble_commands(parser.add_subparsers(dest="command"))
+
+    class NoDaemon:
+        def request(self, *_args: Any) -> Any:
+            raise AssertionError("--setup-code was given: no control socket needed")
+
+    with HubThread(hub_config(tmp_path)) as hub:
+        code = hub.store.state.setup_code
+        wrong = "00000000" if code != "00000000" else "11111111"
+        base = ["--json", "ble-pair", "--name", HUB_NAME, "--adapter", PHONE, "--ssid",
+                "HomeNet", "--wsp", "user@example.com", "--token", "user-token"]
+        args = parser.parse_args([*base, "--setup-code", wrong])
+        assert args.func(args, NoDaemon()) == 1
+        failed = json.loads(capsys.readouterr().out)
+        assert failed["ok"] is False and failed["error"]["code"] == "wrong-setup-code"
+
+        # No --psk: from the environment, so it stays out of `ps`.
+        monkeypatch.setenv("GATEWAYD_BLE_PSK", "supersecret")
+        args = parser.parse_args([*base, "--setup-code", code])
+        assert args.func(args, NoDaemon()) == 0
+        paired = json.loads(capsys.readouterr().out)
+        assert paired["ok"] and paired["progress"]["state"] == "online"
+        assert paired["device"]["device_id"] == IDENTITY.device_id
+        assert [e["event"] for e in paired["events"]][:3] == ["found", "session", "accepted"]
+        text = json.dumps(paired)
+        assert "supersecret" not in text and "user-token" not in text and code not in text
+        assert hub.onboarding.state == HubState.ONLINE
