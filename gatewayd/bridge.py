@@ -1,0 +1,618 @@
+"""The Zigbee bridge: every joined device becomes its own 2Smart "Others" device.
+
+``zigbee-<ieee hex>`` children are published through a :class:`ChildPublisher` (the
+cloud link) with ``$state`` ``init`` during the interview, ``ready`` (or ``sleeping``
+for battery devices that only poll) afterwards, ``disconnected`` while unreachable or
+while the radio is gone, ``lost`` once they leave. The hub gets a ``zigbee`` node:
+``permitjoin`` (settable seconds), ``device-count``, ``channel``, ``pan-id``,
+``status``, and settable ``install-code`` and ``remove``.
+
+The radio is supervised: if it cannot be opened, or disappears later (unplugged,
+watchdog failure), the bridge retries with exponential backoff while the rest of the
+daemon runs on, and on success restores every child from ``zigbee.db`` with no new
+interview. Values go out through a per-property coalescer, so a chatty device costs
+at most one publication per property per ``min_interval``.
+
+zigpy is imported only once :meth:`ZigbeeBridge.start` runs (``gatewayd.zigbee.*``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gatewayd import homie
+from gatewayd.config import ZigbeeConfig
+
+if TYPE_CHECKING:
+    from zigpy.application import ControllerApplication
+
+    from gatewayd.zigbee.child import Child
+    from gatewayd.zigbee.virtual_radio import VirtualNetwork
+
+log = logging.getLogger(__name__)
+
+HUB_NODE = "zigbee"
+
+
+class ChildPublisher(Protocol):
+    """What the bridge needs from the cloud link (CloudLink provides exactly this)."""
+
+    def add_device(self, device: homie.Device) -> None: ...
+
+    def remove_device(self, device_id: str) -> None: ...
+
+    def set_value(self, device_id: str, node_id: str, property_id: str, value: Any) -> None: ...
+
+    def set_state(self, device_id: str, state: str) -> None: ...
+
+
+class BridgeError(Exception):
+    """A request the bridge refuses (bad address or install code, radio down)."""
+
+    def __init__(self, message: str, code: str = homie.VALIDATION) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- input parsing (front ends share these) ----------------------------------------------------
+
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def parse_ieee(text: str) -> str:
+    """``00:12:4b:...``, ``00124b...`` or ``0x00124b...`` -> ``00:12:4b:...``."""
+    raw = text.strip().lower().removeprefix("0x").replace(":", "").replace("-", "")
+    if len(raw) != 16 or not _HEX.fullmatch(raw):
+        raise BridgeError(f"{text!r} is not an IEEE address (16 hex digits)")
+    return ":".join(raw[i:i + 2] for i in range(0, 16, 2))
+
+
+def crc16_x25(data: bytes) -> int:
+    """CRC-16/X-25, the checksum at the end of a Zigbee 3.0 install code."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFF
+
+
+def parse_install_code(text: str) -> bytes:
+    """An install code as printed (hex, any separators) with its CRC verified."""
+    raw = re.sub(r"[\s:\-]", "", text.strip().lower())
+    if not _HEX.fullmatch(raw or "x") or len(raw) % 2:
+        raise BridgeError("an install code is hex digits, such as "
+                          "83FED3407A939723A5C639B26916D505C3B5")
+    code = bytes.fromhex(raw)
+    if len(code) not in (8, 10, 14, 18):
+        raise BridgeError(f"an install code has 6, 8, 12 or 16 bytes plus a 2-byte CRC; "
+                          f"this one has {len(code)} bytes")
+    if int.from_bytes(code[-2:], "little") != crc16_x25(code[:-2]):
+        raise BridgeError("the install code's checksum (last 4 digits) does not match: "
+                          "check for a typo")
+    return code
+
+
+# -- coalescing ---------------------------------------------------------------------------------
+
+Key = tuple[str, str, str]  # device id, node id, property id
+
+
+class Coalescer:
+    """At most one publication per property per ``interval``; the latest value wins.
+
+    The first value after a quiet period goes out at once (no added latency); values
+    arriving faster wait in ``pending`` (one slot per property, so memory is bounded by
+    the number of properties, not by the rate of reports).
+    """
+
+    def __init__(self, publish: Callable[[Key, Any], None], interval: float) -> None:
+        self.publish = publish
+        self.interval = interval
+        self.pending: dict[Key, Any] = {}
+        self._last: dict[Key, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def put(self, key: Key, value: Any) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if key not in self.pending and now - self._last.get(key, -1e9) >= self.interval:
+            self._last[key] = now
+            self.publish(key, value)
+            return
+        self.pending[key] = value
+        if self._timer is None:
+            self._timer = loop.call_later(self.interval, self.flush)
+
+    def flush(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        pending, self.pending = self.pending, {}
+        for key, value in pending.items():
+            self._last[key] = now
+            self.publish(key, value)
+
+    def forget(self, device_id: str) -> None:
+        for store in (self.pending, self._last):
+            for key in [k for k in store if k[0] == device_id]:
+                del store[key]
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+# -- the bridge -----------------------------------------------------------------------------------
+
+class ZigbeeBridge:
+    """The ``zigbee`` daemon component (``start``/``stop``), all on the asyncio loop."""
+
+    name = "zigbee"
+
+    def __init__(self, cfg: ZigbeeConfig, state_dir: Path, publisher: ChildPublisher, *,
+                 hub: homie.Device | None = None, retry_min: float = 1.0,
+                 retry_max: float = 60.0, min_interval: float = 0.2,
+                 availability_interval: float = 60.0, mains_timeout: float = 600.0,
+                 battery_timeout: float = 25 * 3600.0) -> None:
+        self.cfg = cfg
+        self.state_dir = Path(state_dir)
+        self.publisher = publisher
+        self.hub = hub
+        self.retry_min, self.retry_max = retry_min, retry_max
+        self.availability_interval = availability_interval
+        self.mains_timeout, self.battery_timeout = mains_timeout, battery_timeout
+        self.app: ControllerApplication | None = None
+        self.children: dict[str, Child] = {}
+        self.last_error: str | None = None
+        self.radio_up = asyncio.Event()
+        self.coalescer = Coalescer(self._publish, min_interval)
+        self._lost = asyncio.Event()
+        self._interviews: dict[str, asyncio.Task[None]] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+        self._permit_until = 0.0
+        self._permit_timer: asyncio.TimerHandle | None = None
+        self.hub_node = self._make_hub_node()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start supervising the radio; never fails because of the radio itself."""
+        if self.hub is not None and HUB_NODE not in self.hub.nodes:
+            self.hub.nodes[HUB_NODE] = self.hub_node
+            self.publisher.add_device(self.hub)
+        self._supervisor = asyncio.create_task(self._supervise(), name="zigbee-supervisor")
+
+    async def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        for task in list(self._interviews.values()):
+            task.cancel()
+        self.coalescer.cancel()
+        if self._permit_timer is not None:
+            self._permit_timer.cancel()
+        app, self.app = self.app, None
+        self.radio_up.clear()
+        for child in self.children.values():
+            child.detach()
+        if app is not None:
+            await self._shutdown(app)
+
+    async def reset(self, full: bool) -> None:
+        """The hub's factory-reset hook: a full reset also forgets the Zigbee network.
+
+        The radio leaves its network, ``zigbee.db`` is deleted and every child's
+        retained topics are cleared; a new network (new PAN id and key) is formed.
+        """
+        if not full:
+            return
+        app = self.app
+        if app is not None and self.radio_up.is_set():
+            try:
+                await app.reset_network_info()
+            except Exception:
+                log.exception("zigbee: the radio did not leave its network")
+        await self.stop()
+        for child_id in [c.device_id for c in self.children.values()]:
+            self.publisher.remove_device(child_id)
+            self.coalescer.forget(child_id)
+        self.children.clear()
+        from gatewayd.zigbee.radio import DB_FILE
+
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            (self.state_dir / f"{DB_FILE}{suffix}").unlink(missing_ok=True)
+        log.warning("zigbee: network forgotten; forming a new one")
+        self._count()
+        await self.start()
+
+    async def _supervise(self) -> None:
+        from gatewayd.zigbee.radio import RadioError, RadioUnavailable, start_controller
+
+        delay = self.retry_min
+        while True:
+            try:
+                app = await start_controller(self.cfg, self.state_dir)
+            except RadioError as exc:
+                if str(exc) != self.last_error:
+                    log.error("zigbee: %s; retrying", exc)
+                self.last_error = str(exc)
+                self._hub_value("status", f"down: {exc}")
+                # A missing package will not install itself: retry, but slowly.
+                await asyncio.sleep(delay if isinstance(exc, RadioUnavailable)
+                                    else self.retry_max)
+                delay = min(delay * 2, self.retry_max)
+                continue
+            delay = self.retry_min
+            self._lost.clear()
+            self._up(app)
+            availability = asyncio.create_task(self._availability())
+            try:
+                await self._lost.wait()
+            finally:
+                availability.cancel()
+            await self._down(app)
+
+    def _up(self, app: ControllerApplication) -> None:
+        self.app = app
+        self.last_error = None
+        app.add_listener(self)
+        for dev in list(app.devices.values()):
+            if self._is_child(dev):
+                try:
+                    self._restore(dev)
+                except Exception:
+                    log.exception("zigbee: cannot restore %s", dev.ieee)
+        info = app.state.network_info
+        self._hub_value("channel", int(info.channel))
+        self._hub_value("pan-id", f"0x{int(info.pan_id):04x}")
+        self._hub_value("status", "ready")
+        self._hub_value("permitjoin", 0)
+        self._count()
+        self.radio_up.set()
+
+    async def _down(self, app: ControllerApplication) -> None:
+        self.radio_up.clear()
+        self.app = None
+        self._hub_value("status", f"down: {self.last_error or 'radio lost'}")
+        for task in list(self._interviews.values()):
+            task.cancel()
+        for child in self.children.values():
+            child.detach()
+            if child.state != "lost":
+                self._set_state(child, "disconnected")
+        await self._shutdown(app)
+
+    async def _shutdown(self, app: ControllerApplication) -> None:
+        with contextlib.suppress(Exception):
+            app.remove_listener(self)
+        try:
+            await app.shutdown()
+        except Exception:
+            log.exception("zigbee: radio shutdown failed")
+
+    def _is_child(self, dev: Any) -> bool:
+        import zigpy.device
+
+        app = self.app
+        return (app is not None and isinstance(dev, zigpy.device.Device)
+                and dev.ieee != app.state.node_info.ieee)
+
+    def _child(self, dev: Any) -> Child:
+        from gatewayd.zigbee.child import Child
+
+        child = self.children.get(str(dev.ieee))
+        if child is None:
+            child = self.children[str(dev.ieee)] = Child(dev, self, self.cfg.command_timeout)
+        else:
+            child.detach()
+            child.device = dev
+        return child
+
+    def _restore(self, dev: Any) -> None:
+        """A device zigpy already knows (zigbee.db): republish it, no interview."""
+        child = self._child(dev)
+        if not dev.is_initialized:
+            child.state = "init"  # zigpy resumes the interview when the device talks
+            self.publisher.add_device(child.describe())
+            return
+        before = child.plan
+        child.make_plan()
+        state = child.state if child.state == "lost" else child.normal_state
+        if child.homie is not None and child.plan == before:
+            # The radio came back: same device, same description; only $state changes.
+            child.attach()
+            self._set_state(child, state)
+            return
+        child.state = state
+        child.attach()
+        self.publisher.add_device(child.describe())
+
+    # -- zigpy application events (ControllerApplication listener) -----------------------------
+    def device_joined(self, dev: Any) -> None:
+        child = self._child(dev)
+        child.state = "init"
+        if child.homie is None:
+            self.publisher.add_device(child.describe())
+        else:
+            self._set_state(child, "init")
+        self._count()
+
+    def device_initialized(self, dev: Any) -> None:
+        if not self._is_child(dev):
+            return
+        ieee = str(dev.ieee)
+        old = self._interviews.pop(ieee, None)
+        if old is not None:
+            old.cancel()
+        task = asyncio.get_running_loop().create_task(self._interviewed(dev))
+        self._interviews[ieee] = task
+        task.add_done_callback(lambda t, k=ieee: self._interviews.pop(k, None)
+                               if self._interviews.get(k) is t else None)
+
+    async def _interviewed(self, dev: Any) -> None:
+        child = self._child(dev)
+        try:
+            await self._setup(child)
+        except Exception:
+            log.exception("zigbee: setting up %s failed", child.device_id)
+            self._set_state(child, "alert")
+
+    async def _setup(self, child: Child) -> None:
+        child.state = "init"
+        child.make_plan()
+        await child.preload()
+        child.attach()
+        self.publisher.add_device(child.describe())
+        if child.plan.unsupported:
+            log.info("zigbee: %s (%s): unsupported clusters %s", child.device_id, child.name,
+                     ", ".join(child.plan.unsupported))
+        app = self.app
+        if app is not None:
+            await child.configure(app.state.node_info.ieee)
+        self._set_state(child, child.normal_state)
+        self._count()
+        log.info("zigbee: %s (%s) is %s", child.device_id, child.name, child.state)
+
+    def device_init_failure(self, dev: Any) -> None:
+        child = self.children.get(str(dev.ieee))
+        if child is not None:
+            log.warning("zigbee: interview of %s failed; it resumes when the device wakes up",
+                        child.device_id)
+            self._set_state(child, "alert")
+
+    def device_left(self, dev: Any) -> None:
+        child = self.children.get(str(dev.ieee))
+        if child is not None:
+            log.info("zigbee: %s left the network", child.device_id)
+            self._set_state(child, "lost")
+
+    def device_removed(self, dev: Any) -> None:
+        child = self.children.pop(str(dev.ieee), None)
+        if child is not None:
+            child.detach()
+            self.coalescer.forget(child.device_id)
+            self.publisher.remove_device(child.device_id)
+            log.info("zigbee: %s removed", child.device_id)
+        self._count()
+
+    def device_reinterviewed(self, dev: Any) -> None:
+        self.device_initialized(dev)
+
+    def handle_message(self, dev: Any, profile: int, cluster: int, src_ep: int, dst_ep: int,
+                       message: bytes) -> None:
+        child = self.children.get(str(dev.ieee))
+        if child is not None and child.homie is not None:
+            self.child_heard(child)
+            if child.signal is not None:
+                self.coalescer.put((child.device_id, "$telemetry", "signal"), child.signal)
+
+    def connection_lost(self, exc: BaseException) -> None:
+        self.last_error = f"radio connection lost ({exc})"
+        log.error("zigbee: %s", self.last_error)
+        self._lost.set()
+
+    # -- ChildSink ---------------------------------------------------------------------------------
+    def child_value(self, child: Child, path: tuple[str, str], value: Any) -> None:
+        self.coalescer.put((child.device_id, *path), value)
+
+    def child_event(self, child: Child, path: tuple[str, str], value: str) -> None:
+        self._publish((child.device_id, *path), value)  # every press counts: no coalescing
+
+    def child_heard(self, child: Child) -> None:
+        if child.state == "disconnected" and self.radio_up.is_set():
+            self._set_state(child, child.normal_state)
+
+    def child_unreachable(self, child: Child) -> None:
+        if child.state == "ready":
+            self._set_state(child, "disconnected")
+
+    def radio_ready(self) -> bool:
+        return self.radio_up.is_set()
+
+    # -- publishing ----------------------------------------------------------------------------
+    def _publish(self, key: Key, value: Any) -> None:
+        device_id, node, prop = key
+        try:
+            self.publisher.set_value(device_id, node, prop, value)
+        except (KeyError, ValueError) as exc:
+            log.debug("zigbee: %s/%s/%s = %r not published: %s", device_id, node, prop,
+                      value, exc)
+
+    def _set_state(self, child: Child, state: str) -> None:
+        if child.state == state and child.homie is not None and child.homie.state == state:
+            return
+        child.state = state
+        if child.homie is not None:
+            self.publisher.set_state(child.device_id, state)
+
+    def _hub_value(self, prop: str, value: Any) -> None:
+        if self.hub is not None and self.hub.nodes.get(HUB_NODE) is self.hub_node:
+            self._publish((self.hub.id, HUB_NODE, prop), value)
+
+    def _count(self) -> None:
+        self._hub_value("device-count", len(self.children))
+
+    # -- availability ---------------------------------------------------------------------------
+    async def _availability(self) -> None:
+        """Mark silent devices disconnected: battery ones by age, mains ones by a ping."""
+        while True:
+            await asyncio.sleep(self.availability_interval)
+            now = time.time()
+            pings = []
+            for child in list(self.children.values()):
+                age = now - (child.device.last_seen or 0)
+                if child.sleepy:
+                    # Sleepy devices cannot be pinged; they are back when they talk.
+                    if child.state == "sleeping" and age > self.battery_timeout:
+                        self._set_state(child, "disconnected")
+                elif child.state in ("ready", "disconnected") and age > self.mains_timeout:
+                    pings.append(self._ping(child))  # disconnected ones too: to see them return
+            await asyncio.gather(*pings)
+
+    async def _ping(self, child: Child) -> None:
+        dev = child.device
+        basic = next((ep.in_clusters[0x0000] for ep in dev.non_zdo_endpoints
+                      if 0x0000 in ep.in_clusters), None)
+        if basic is None:
+            return
+        try:
+            async with asyncio.timeout(self.cfg.command_timeout):
+                await basic.read_attributes(["zcl_version"])
+        except Exception:  # any failure means: not reachable now
+            self.child_unreachable(child)
+        else:
+            self.child_heard(child)
+
+    # -- operations (MQTT, control socket, portal) -------------------------------------------------
+    def _require_app(self) -> ControllerApplication:
+        if self.app is None or not self.radio_up.is_set():
+            raise BridgeError(f"the Zigbee radio is not running ({self.last_error or 'starting'})",
+                              "UNREACHABLE")
+        return self.app
+
+    async def permit_join(self, seconds: int | None = None) -> int:
+        """Open (or with 0 close) joining for ``seconds`` (default: zigbee.permit_join_max)."""
+        limit = self.cfg.permit_join_max
+        seconds = limit if seconds is None else max(0, min(int(seconds), limit))
+        app = self._require_app()
+        await app.permit(seconds)
+        loop = asyncio.get_running_loop()
+        self._permit_until = loop.time() + seconds
+        if self._permit_timer is not None:
+            self._permit_timer.cancel()
+        self._permit_timer = loop.call_later(seconds, self._hub_value, "permitjoin", 0)
+        self._hub_value("permitjoin", seconds)
+        log.info("zigbee: permit join %s", f"open for {seconds} s" if seconds else "closed")
+        return seconds
+
+    def permit_remaining(self) -> int:
+        if not self.radio_up.is_set():
+            return 0
+        return max(0, round(self._permit_until - asyncio.get_running_loop().time()))
+
+    async def add_install_code(self, ieee: str, code: str, seconds: int | None = None) -> str:
+        """Let ``ieee`` join with its Zigbee 3.0 install code; opens joining for it."""
+        address = parse_ieee(ieee)
+        raw = parse_install_code(code)
+        import zigpy.types
+        import zigpy.util
+
+        app = self._require_app()
+        limit = self.cfg.permit_join_max
+        seconds = limit if seconds is None else max(1, min(int(seconds), limit))
+        await app.permit_with_link_key(zigpy.types.EUI64.convert(address),
+                                       zigpy.util.convert_install_code(raw), seconds)
+        self._hub_value("permitjoin", seconds)
+        log.info("zigbee: install code accepted for %s, joining open for %s s", address, seconds)
+        return address
+
+    async def remove(self, ieee: str) -> str:
+        """Ask a device to leave and forget it; its retained topics are cleared."""
+        address = parse_ieee(ieee)
+        import zigpy.types
+
+        app = self._require_app()
+        eui = zigpy.types.EUI64.convert(address)
+        if eui not in app.devices or not self._is_child(app.devices[eui]):
+            raise BridgeError(f"no Zigbee device {address}")
+        await app.remove(eui)
+        return address
+
+    @property
+    def virtual(self) -> VirtualNetwork | None:
+        """The simulated network when ``zigbee.radio = "virtual"`` (event injection)."""
+        if self.cfg.radio != "virtual":
+            return None
+        from gatewayd.zigbee.radio import VIRTUAL_WORLD_FILE
+        from gatewayd.zigbee.virtual_radio import network
+
+        return network(self.state_dir / VIRTUAL_WORLD_FILE)
+
+    def devices(self) -> list[dict[str, Any]]:
+        """What ``gatewayctl devices`` lists; JSON-able."""
+        out = []
+        for child in self.children.values():
+            dev = child.device
+            out.append({
+                "device_id": child.device_id, "ieee": child.ieee, "nwk": f"0x{int(dev.nwk):04x}",
+                "name": child.name, "manufacturer": dev.manufacturer, "model": dev.model,
+                "state": child.state, "last_seen": dev.last_seen, "lqi": dev.lqi,
+                "power": "battery" if child.sleepy else "mains",
+                "unsupported_clusters": list(child.plan.unsupported)})
+        return sorted(out, key=lambda d: d["device_id"])
+
+    def status(self) -> dict[str, Any]:
+        """For ``gatewayctl status``; never the network key."""
+        app = self.app if self.radio_up.is_set() else None
+        info = app.state.network_info if app is not None else None
+        return {
+            "radio": self.cfg.radio, "up": app is not None, "error": self.last_error,
+            "channel": int(info.channel) if info else None,
+            "pan_id": f"0x{int(info.pan_id):04x}" if info else None,
+            "devices": len(self.children), "permit_join": self.permit_remaining(),
+        }
+
+    # -- the hub's zigbee node ---------------------------------------------------------------------
+    def _make_hub_node(self) -> homie.Node:
+        async def on_permit(value: Any) -> int:
+            return await self._front(self.permit_join(int(value)))
+
+        async def on_install(value: Any) -> str:
+            parts = str(value).replace(",", " ").split()
+            if len(parts) != 2:
+                raise homie.CommandError(homie.VALIDATION, "expected '<ieee> <install code>'")
+            return await self._front(self.add_install_code(parts[0], parts[1]))
+
+        async def on_remove(value: Any) -> str:
+            return await self._front(self.remove(str(value)))
+
+        limit = self.cfg.permit_join_max
+        props = [
+            homie.Property("permitjoin", "Permit join", datatype="integer", unit="s",
+                           format=f"0:{limit}", settable=True, value=0, on_set=on_permit),
+            homie.Property("device-count", "Devices", datatype="integer", value=0),
+            homie.Property("channel", "Channel", datatype="integer"),
+            homie.Property("pan-id", "PAN ID"),
+            homie.Property("status", "Radio status", value="starting"),
+            homie.Property("install-code", "Add install code", settable=True, retained=False,
+                           on_set=on_install),
+            homie.Property("remove", "Remove device", settable=True, retained=False,
+                           on_set=on_remove),
+        ]
+        return homie.Node(HUB_NODE, "Zigbee", properties=props)
+
+    @staticmethod
+    async def _front(coro: Any) -> Any:
+        try:
+            return await coro
+        except BridgeError as exc:
+            raise homie.CommandError(exc.code, str(exc)) from None

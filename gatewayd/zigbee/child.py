@@ -1,0 +1,320 @@
+"""One Zigbee child: a zigpy device seen through the mapping table as a Homie device.
+
+:class:`Child` owns the glue in both directions. Upward, it listens to the zigpy
+clusters that the mapping table binds (attribute reports, reads, cache updates and
+cluster commands such as button presses) and hands converted values to its
+:class:`ChildSink` (the bridge). Downward, each settable property's ``on_set`` sends
+the ZCL command, waits for the device's answer within ``command_timeout`` and turns
+every failure into a precise :class:`homie.CommandError`.
+
+It also does the one-time setup after an interview (bind, configure reporting, IAS
+enrollment, first reads). Restored devices (``zigbee.db``) skip it: their bindings
+and reporting live in the device, their last values in zigpy's attribute cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import zigpy.device
+import zigpy.exceptions
+from zigpy.zcl import Cluster, ReportingConfig, foundation
+
+from gatewayd import homie
+from gatewayd.zigbee import mapping
+
+log = logging.getLogger(__name__)
+
+UNSUPPORTED = "UNSUPPORTED"  # the device does not implement the command
+UNREACHABLE = "UNREACHABLE"  # no radio, or the frame could not be delivered
+GONE = "GONE"  # the device left the network
+
+_UNSUPPORTED_STATUSES = {foundation.Status.UNSUP_CLUSTER_COMMAND,
+                         foundation.Status.UNSUP_GENERAL_COMMAND,
+                         foundation.Status.UNSUP_MANUF_CLUSTER_COMMAND,
+                         foundation.Status.UNSUP_MANUF_GENERAL_COMMAND,
+                         foundation.Status.UNSUPPORTED_ATTRIBUTE,
+                         foundation.Status.UNSUPPORTED_CLUSTER}
+
+
+class ChildSink(Protocol):
+    def child_value(self, child: Child, path: tuple[str, str], value: Any) -> None: ...
+
+    def child_event(self, child: Child, path: tuple[str, str], value: str) -> None: ...
+
+    def child_heard(self, child: Child) -> None: ...
+
+    def child_unreachable(self, child: Child) -> None: ...
+
+    def radio_ready(self) -> bool: ...
+
+
+_AttrKey = tuple[int, int, bool, str]  # endpoint, cluster id, server side, attribute name
+
+
+def device_id_for(ieee: Any) -> str:
+    return "zigbee-" + str(ieee).replace(":", "").lower()
+
+
+class _CommandListener:
+    """zigpy's legacy listener interface for one cluster's commands."""
+
+    def __init__(self, child: Child, binding: mapping.Binding, cluster: Cluster) -> None:
+        self.child, self.binding, self.cluster = child, binding, cluster
+
+    def cluster_command(self, tsn: int, command_id: int, args: Any) -> None:
+        # A device's server cluster talks back with "client commands" and vice versa.
+        defs = self.cluster.client_commands if self.binding.cmap.server \
+            else self.cluster.server_commands
+        command = defs.get(command_id)
+        if command is not None:
+            self.child.on_command(self.binding, self.cluster, command.name, args)
+
+
+class Child:
+    def __init__(self, device: zigpy.device.Device, sink: ChildSink,
+                 command_timeout: float) -> None:
+        self.device = device
+        self.ieee = str(device.ieee)
+        self.device_id = device_id_for(device.ieee)
+        self.sink = sink
+        self.command_timeout = command_timeout
+        self.state = "init"
+        self.homie: homie.Device | None = None
+        self.plan = mapping.Plan((), ())
+        self._paths: dict[_AttrKey, list[tuple[mapping.Prop, tuple[str, str]]]] = {}
+        self._unsubscribe: list[Callable[[], None]] = []
+
+    # -- what the device is ----------------------------------------------------------------
+    @property
+    def sleepy(self) -> bool:
+        desc = self.device.node_desc
+        return bool(desc is not None and desc.is_end_device
+                    and not desc.is_receiver_on_when_idle)
+
+    @property
+    def normal_state(self) -> str:
+        return "sleeping" if self.sleepy else "ready"
+
+    @property
+    def name(self) -> str:
+        parts = [p for p in (self.device.manufacturer, self.device.model) if p]
+        return " ".join(parts) if parts else f"Zigbee device {self.ieee}"
+
+    def _cluster(self, binding: mapping.Binding) -> Cluster:
+        ep = self.device.endpoints[binding.endpoint]
+        clusters = ep.in_clusters if binding.cmap.server else ep.out_clusters
+        return clusters[binding.cmap.cluster_id]
+
+    @staticmethod
+    def _getter(cluster: Cluster) -> mapping.Lookup:
+        def get(name: str) -> Any:
+            try:
+                return cluster.get(name)
+            except KeyError:
+                return None
+        return get
+
+    def make_plan(self) -> None:
+        eps = [(ep.endpoint_id, list(ep.in_clusters), list(ep.out_clusters))
+               for ep in self.device.non_zdo_endpoints]
+        self.plan = mapping.plan(eps)
+
+    # -- description -------------------------------------------------------------------------
+    def describe(self) -> homie.Device:
+        """The Homie device for the current plan, filled with zigpy's cached values."""
+        nodes: dict[str, tuple[str, dict[str, homie.Property]]] = {}
+        telemetry: dict[str, homie.Property] = {}
+        self._paths.clear()
+        for binding in self.plan.bindings:
+            cluster = self._cluster(binding)
+            get = self._getter(cluster)
+            node_name = binding.cmap.node_name
+            if binding.node != binding.cmap.node:
+                node_name = f"{node_name} {binding.endpoint}"
+            for prop in binding.cmap.properties(get):
+                group = telemetry if prop.telemetry else nodes.setdefault(
+                    binding.node, (node_name, {}))[1]
+                path = ("$telemetry" if prop.telemetry else binding.node, prop.id)
+                key = (binding.endpoint, binding.cmap.cluster_id, binding.cmap.server,
+                       prop.attribute or "")
+                self._paths.setdefault(key, []).append((prop, path))
+                if prop.id in group:
+                    continue
+                hp = homie.Property(
+                    prop.id, prop.name, datatype=prop.datatype, unit=prop.unit,
+                    format=prop.format_for(get), settable=prop.settable,
+                    retained=prop.retained,
+                    on_set=self._on_set_for(binding, prop) if prop.settable else None)
+                if prop.attribute:
+                    try:
+                        self._initial(hp, prop.value(get(prop.attribute), get))
+                    except (TypeError, ValueError, ZeroDivisionError) as exc:
+                        log.debug("zigbee: %s %s: cached value unusable: %s", self.device_id,
+                                  prop.id, exc)
+                group[prop.id] = hp
+        signal = homie.Property("signal", "Signal", datatype="integer", unit="%",
+                                format="0:100")
+        self._initial(signal, self.signal)
+        telemetry.setdefault("signal", signal)
+        info = [homie.Property("ieee", "IEEE address", value=self.ieee)]
+        if self.plan.unsupported:
+            info.append(homie.Property("unsupported", "Unsupported clusters",
+                                       value=", ".join(self.plan.unsupported)))
+        node_objs = [homie.Node(nid, name, properties=props.values())
+                     for nid, (name, props) in nodes.items()]
+        node_objs.append(homie.Node("zigbee", "Zigbee", properties=info))
+        self.homie = homie.Device(self.device_id, self.name, nodes=node_objs,
+                                  telemetry=telemetry.values(), state=self.state,
+                                  implementation="gatewayd zigbee",
+                                  fw_name=self.device.model or "")
+        return self.homie
+
+    @staticmethod
+    def _initial(prop: homie.Property, value: Any) -> None:
+        if value is None:
+            return
+        try:
+            prop.set(value)
+        except ValueError as exc:
+            log.debug("zigbee: initial value %r of %s not published: %s", value, prop.id, exc)
+
+    @property
+    def signal(self) -> int | None:
+        lqi = self.device.lqi
+        return None if lqi is None else round(int(lqi) * 100 / 255)
+
+    # -- upward: zigpy events -> sink --------------------------------------------------------
+    def attach(self) -> None:
+        self.detach()
+        for binding in self.plan.bindings:
+            cluster = self._cluster(binding)
+            for event in ("attribute_report", "attribute_read", "attribute_updated"):
+                self._unsubscribe.append(cluster.on_event(
+                    event, lambda ev, b=binding, c=cluster: self.on_attribute(b, c, ev)))
+            if binding.cmap.event or binding.cmap.command_updates:
+                listener = _CommandListener(self, binding, cluster)
+                cluster.add_listener(listener)
+                self._unsubscribe.append(lambda c=cluster, li=listener: c.remove_listener(li))
+
+    def detach(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+
+    def on_attribute(self, binding: mapping.Binding, cluster: Cluster, event: Any) -> None:
+        name = event.attribute_name
+        if name is None:
+            return
+        key = (binding.endpoint, binding.cmap.cluster_id, binding.cmap.server, name)
+        get = self._getter(cluster)
+        for prop, path in self._paths.get(key, ()):
+            try:
+                value = prop.value(event.value, get)
+            except (TypeError, ValueError, ZeroDivisionError) as exc:
+                log.debug("zigbee: %s %s: cannot convert %r: %s", self.device_id, name,
+                          event.value, exc)
+                continue
+            if value is not None:
+                self.sink.child_value(self, path, value)
+
+    def on_command(self, binding: mapping.Binding, cluster: Cluster, name: str,
+                   args: Any) -> None:
+        fields = args.as_dict() if hasattr(args, "as_dict") else {}
+        update = binding.cmap.command_updates.get(name)
+        if update is not None:
+            attribute, arg = update
+            cluster.update_attribute(attribute, fields[arg])  # emits attribute_updated
+        if binding.cmap.event is not None:
+            text = binding.cmap.event(name, fields)
+            if text is not None:
+                self.sink.child_event(self, (binding.node, "event"), text)
+
+    # -- one-time setup after an interview ---------------------------------------------------
+    async def preload(self) -> None:
+        """Read what the description depends on (zone type, multipliers)."""
+        for binding in self.plan.bindings:
+            if binding.cmap.preload:
+                await self._try(self._cluster(binding).read_attributes(
+                    list(binding.cmap.preload), allow_cache=True), "read", binding)
+
+    async def configure(self, coordinator_ieee: Any) -> None:
+        """Bind, configure reporting, enroll IAS zones, read current values."""
+        for binding in self.plan.bindings:
+            cluster = self._cluster(binding)
+            await self._try(cluster.bind(), "bind", binding)
+            props = binding.cmap.properties(self._getter(cluster))
+            reporting = {cluster.find_attribute(p.attribute): ReportingConfig(
+                min_interval=p.reporting.min, max_interval=p.reporting.max,
+                reportable_change=p.reporting.change)
+                for p in props if p.attribute and p.reporting}
+            if reporting:
+                await self._try(cluster.configure_reporting_multiple(reporting), "reporting",
+                                binding)
+            if binding.cmap.enroll:
+                await self._try(cluster.write_attributes({"cie_addr": coordinator_ieee}),
+                                "cie", binding)
+                await self._try(cluster.enroll_response(enroll_response_code=0, zone_id=0),
+                                "enroll", binding)
+            attrs = sorted({p.attribute for p in props if p.attribute})
+            if attrs and binding.cmap.server:
+                await self._try(cluster.read_attributes(attrs), "read", binding)
+
+    async def _try(self, coro: Any, what: str, binding: mapping.Binding) -> None:
+        # Setup is best effort: a sleepy device may doze off halfway, and firmware that
+        # refuses reporting still answers reads. Bound the wait so one step cannot hang.
+        try:
+            async with asyncio.timeout(max(self.command_timeout, 2.0)):
+                await coro
+        except (TimeoutError, zigpy.exceptions.ZigbeeException, KeyError, ValueError) as exc:
+            log.info("zigbee: %s: %s of %s failed: %r", self.device_id, what,
+                     binding.cmap.cluster, exc)
+
+    # -- downward: /set -> ZCL ------------------------------------------------------------------
+    def _on_set_for(self, binding: mapping.Binding, prop: mapping.Prop
+                    ) -> Callable[[Any], Any]:
+        async def on_set(value: Any) -> Any:
+            return await self.set(binding, prop, value)
+        return on_set
+
+    async def set(self, binding: mapping.Binding, prop: mapping.Prop, value: Any) -> Any:
+        if not self.sink.radio_ready():
+            raise homie.CommandError(UNREACHABLE, "the Zigbee radio is not connected")
+        if self.state == "lost":
+            raise homie.CommandError(GONE, f"{self.device_id} has left the Zigbee network")
+        assert prop.to_zigbee is not None
+        cluster = self._cluster(binding)
+        action = prop.to_zigbee(value, self._getter(cluster))
+        what = f"{binding.cmap.cluster}.{action.command}"
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                if action.command == "write":
+                    result: Any = await cluster.write_attributes(dict(action.args))
+                    status = result[0][0].status
+                else:
+                    result = await getattr(cluster, action.command)(**action.args)
+                    status = getattr(result, "status", foundation.Status.SUCCESS)
+        except TimeoutError:
+            self.sink.child_unreachable(self)
+            raise homie.CommandError(
+                homie.TIMEOUT, f"{self.device_id} did not answer {what} within "
+                               f"{self.command_timeout:g} s") from None
+        except zigpy.exceptions.DeliveryError as exc:
+            self.sink.child_unreachable(self)
+            raise homie.CommandError(UNREACHABLE, f"{what} could not be delivered to "
+                                                  f"{self.device_id}: {exc}") from None
+        except zigpy.exceptions.ZigbeeException as exc:
+            raise homie.CommandError(homie.ERROR, f"{what} to {self.device_id} failed: "
+                                                  f"{exc}") from None
+        self.sink.child_heard(self)
+        status = foundation.Status(status)
+        if status in _UNSUPPORTED_STATUSES:
+            raise homie.CommandError(UNSUPPORTED, f"{self.device_id} does not support {what} "
+                                                  f"({status.name})")
+        if status != foundation.Status.SUCCESS:
+            raise homie.CommandError(homie.ERROR, f"{self.device_id} answered {status.name} "
+                                                  f"to {what}")
+        return value

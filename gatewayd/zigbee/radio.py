@@ -1,0 +1,159 @@
+"""Choosing, importing and starting the zigpy radio library the config asks for.
+
+bellows (EZSP: Silicon Labs sticks and Pi HATs) is the default; ``virtual`` is our
+simulator; ``znp`` and ``deconz`` work as soon as their package is installed. The
+library is imported here, on first use, so a hub without Zigbee never loads zigpy.
+
+Errors come out as :class:`RadioError` with a message for people: which port, which
+config key, what to try. :class:`RadioUnavailable` marks the ones worth retrying
+(radio unplugged, port busy, NCP not answering): the bridge backs off and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gatewayd.config import ZigbeeConfig
+
+if TYPE_CHECKING:
+    from zigpy.application import ControllerApplication
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "zigbee.db"
+VIRTUAL_WORLD_FILE = "zigbee-virtual.json"
+
+
+@dataclass(frozen=True)
+class RadioLibrary:
+    module: str
+    package: str  # what to install when the import fails
+    description: str
+
+
+RADIOS: dict[str, RadioLibrary] = {
+    "bellows": RadioLibrary("bellows.zigbee.application", "bellows",
+                            "Silicon Labs EZSP (Sonoff ZBDongle-E, SkyConnect, Pi HATs)"),
+    "znp": RadioLibrary("zigpy_znp.zigbee.application", "zigpy-znp",
+                        "Texas Instruments Z-Stack (CC2652, Sonoff ZBDongle-P)"),
+    "deconz": RadioLibrary("zigpy_deconz.zigbee.application", "zigpy-deconz",
+                           "dresden elektronik ConBee / RaspBee"),
+    "virtual": RadioLibrary("gatewayd.zigbee.virtual_radio", "gatewayd[zigbee]",
+                            "simulated coordinator and devices (tests, simulator)"),
+}
+
+
+class RadioError(Exception):
+    """The radio cannot be started; the message says why and what to do."""
+
+
+class RadioUnavailable(RadioError):
+    """The radio is absent or not answering right now; retrying may help."""
+
+
+def controller_class(radio: str) -> type[ControllerApplication]:
+    """Import the radio library for ``radio`` and return its ControllerApplication."""
+    try:
+        lib = RADIOS[radio]
+    except KeyError:
+        raise RadioError(f"unknown zigbee.radio {radio!r} (known: {', '.join(RADIOS)})"
+                         ) from None
+    try:
+        module = importlib.import_module(lib.module)
+    except ImportError as exc:
+        raise RadioError(f"zigbee.radio = {radio!r} needs the {lib.package!r} package, which "
+                         f"is not installed ({exc}); install it next to gatewayd") from None
+    cls: type[ControllerApplication] = module.ControllerApplication
+    return cls
+
+
+def _is_url(device: str) -> bool:
+    return bool(urllib.parse.urlparse(device).scheme) and not device.startswith("/")
+
+
+def radio_path(cfg: ZigbeeConfig, state_dir: Path) -> str:
+    """The ``device.path`` zigpy gets: the serial port, or the virtual world file."""
+    if cfg.radio == "virtual":
+        return str(state_dir / VIRTUAL_WORLD_FILE)
+    return cfg.device
+
+
+def zigpy_config(cfg: ZigbeeConfig, state_dir: Path) -> dict[str, Any]:
+    """zigpy's configuration dictionary for our config section."""
+    ota: dict[str, Any] = {"enabled": cfg.ota, "broadcast_enabled": cfg.ota}
+    if not cfg.ota:
+        # Hubs may have no Internet: no provider should try to fetch anything.
+        ota.update(providers=[], extra_providers=[])
+    return {
+        "device": {"path": radio_path(cfg, state_dir), "baudrate": cfg.baudrate},
+        "database_path": str(state_dir / DB_FILE),
+        # A channel is always configured, so forming never needs an energy scan.
+        "network": {"channel": cfg.channel, "channels": [cfg.channel]},
+        "ota": ota,
+        # Neighbour/route scans only feed source routing, which we do not use; they
+        # cost airtime and wake routers every few hours.
+        "topology_scan_enabled": False,
+    }
+
+
+def _explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
+    where = f"zigbee.device = {path!r}" if cfg.radio != "virtual" else "the virtual radio"
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError | TimeoutError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, FileNotFoundError):
+        if cfg.radio == "virtual":
+            return RadioUnavailable("the virtual radio is unplugged")
+        return RadioUnavailable(f"serial port {path} does not exist ({where}): is the "
+                                "Zigbee radio plugged in, and is this its port?")
+    if isinstance(cause, PermissionError):
+        return RadioUnavailable(f"serial port {path} cannot be opened ({cause}); another "
+                                "program may be using it, or gatewayd lacks the 'dialout' "
+                                "group")
+    if isinstance(cause, ConnectionRefusedError) and _is_url(path):
+        return RadioUnavailable(f"nothing listens at {path} ({where})")
+    if isinstance(cause, TimeoutError):
+        return RadioUnavailable(f"the radio on {path} does not answer ({where}); check "
+                                f"zigbee.radio = {cfg.radio!r} and zigbee.baudrate = "
+                                f"{cfg.baudrate}")
+    if isinstance(cause, OSError):
+        return RadioUnavailable(f"cannot use the radio on {path}: {cause}")
+    return RadioError(f"the {cfg.radio} radio on {path} failed to start: "
+                      f"{type(exc).__name__}: {exc}")
+
+
+async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerApplication:
+    """Import the library, open ``zigbee.db``, connect and start (forming if needed).
+
+    The network is formed on first start with a random PAN id, extended PAN id and
+    network key; zigpy keeps them (and a backup) in ``zigbee.db``.
+    """
+    cls = controller_class(cfg.radio)
+    path = radio_path(cfg, state_dir)
+    try:
+        app = await cls.new(zigpy_config(cfg, state_dir), start_radio=False)
+    except Exception as exc:
+        raise RadioError(f"cannot open the Zigbee database {state_dir / DB_FILE}: {exc}"
+                         ) from exc
+    try:
+        # Started separately from new() so we hold the app if this fails (see below).
+        await app.startup(auto_form=True)
+    except BaseException as exc:
+        # startup() leaves the database open when the radio fails (or we are cancelled);
+        # close it, or every retry of an unplugged radio would leak a SQLite connection
+        # and its thread.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(app.shutdown(db=True))
+        if not isinstance(exc, Exception):
+            raise
+        raise _explain(cfg, path, exc) from exc
+    log.info("zigbee: %s radio on %s up, channel %s, PAN 0x%04x", cfg.radio, path,
+             app.state.network_info.channel, app.state.network_info.pan_id)
+    return app

@@ -1,0 +1,171 @@
+"""The cluster -> node/property table (issue 6, 'Mapping'): conversions, naming, integrity."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from gatewayd import homie
+from gatewayd.zigbee import mapping
+
+
+def prop(cluster_id: int, prop_id: str, server: bool = True, get: Any = None) -> mapping.Prop:
+    cmap = mapping.lookup(cluster_id, server)
+    assert cmap is not None
+    props = {p.id: p for p in cmap.properties(get or (lambda name: None))}
+    return props[prop_id]
+
+
+def no_get(name: str) -> Any:
+    return None
+
+
+def test_measurements_convert_to_user_units() -> None:
+    assert prop(0x0402, "temperature").value(2150, no_get) == 21.5
+    assert prop(0x0402, "temperature").value(-512, no_get) == -5.12
+    assert prop(0x0402, "temperature").value(-0x8000, no_get) is None  # "invalid" per ZCL
+    assert prop(0x0405, "humidity").value(4567, no_get) == 45.67
+    assert prop(0x0405, "humidity").value(0xFFFF, no_get) is None
+    assert prop(0x0403, "pressure").value(1013, no_get) == 1013.0
+    lux = prop(0x0400, "illuminance")
+    assert lux.value(0, no_get) == 0.0
+    assert lux.value(20001, no_get) == 100.0  # 10000 * log10(100) + 1
+    assert lux.value(40001, no_get) == 10000.0
+    assert lux.value(0xFFFF, no_get) is None
+    assert prop(0x0406, "occupancy").value(1, no_get) is True
+    assert prop(0x0406, "occupancy").value(0, no_get) is False
+
+
+def test_battery_is_telemetry_in_percent_with_unknown() -> None:
+    battery = prop(0x0001, "battery")
+    assert battery.telemetry and battery.unit == "%"
+    assert battery.value(200, no_get) == 100
+    assert battery.value(87, no_get) == 44
+    assert battery.value(255, no_get) is None  # 0xFF = unknown: nothing is published
+
+
+def test_electrical_values_use_the_clusters_multiplier_and_divisor() -> None:
+    em = {"ac_power_multiplier": 1, "ac_power_divisor": 10, "ac_voltage_multiplier": 1,
+          "ac_voltage_divisor": 10, "ac_current_multiplier": 1, "ac_current_divisor": 1000}
+    assert prop(0x0B04, "power").value(1234, em.get) == 123.4
+    assert prop(0x0B04, "voltage").value(2301, em.get) == 230.1
+    assert prop(0x0B04, "current").value(543, em.get) == 0.543
+    # Missing multiplier/divisor (not read yet) default to 1 instead of failing.
+    assert prop(0x0B04, "power").value(50, no_get) == 50.0
+    meter = {"multiplier": 1, "divisor": 1000}
+    assert prop(0x0702, "energy").value(123456, meter.get) == 123.456
+
+
+def test_settable_properties_round_trip_to_zcl_commands() -> None:
+    on_off = prop(0x0006, "on-off")
+    assert on_off.settable and on_off.datatype == "boolean"
+    assert on_off.to_zigbee is not None
+    assert on_off.to_zigbee(True, no_get) == mapping.Action("on")
+    assert on_off.to_zigbee(False, no_get) == mapping.Action("off")
+    assert on_off.value(1, no_get) is True
+
+    level = prop(0x0008, "level")
+    assert level.format == "0:100" and level.unit == "%"
+    assert level.to_zigbee is not None
+    action = level.to_zigbee(50, no_get)
+    assert action.command == "move_to_level_with_on_off" and action.args["level"] == 127
+    assert level.value(254, no_get) == 100 and level.value(127, no_get) == 50
+
+    ct = prop(0x0300, "color-temp")
+    bounds = {"color_temp_physical_min": 153, "color_temp_physical_max": 500}
+    assert ct.unit == "K" and ct.format_for(bounds.get) == "2000:6535"
+    assert ct.value(370, no_get) == 2703
+    assert ct.to_zigbee is not None
+    assert ct.to_zigbee(2700, no_get).args["color_temp_mireds"] == 370
+
+
+def test_ias_zone_property_depends_on_zone_type() -> None:
+    ias = mapping.lookup(0x0500, True)
+    assert ias is not None and ias.enroll and "zone_type" in ias.preload
+    ids = {zone: {p.id for p in ias.properties({"zone_type": zone}.get)}
+           for zone in (0x000D, 0x0015, 0x002A, 0x0028, 0x1234)}
+    assert ids[0x000D] == {"motion", "tamper"}
+    assert ids[0x0015] == {"open", "tamper"}
+    assert ids[0x002A] == {"water-leak", "tamper"}
+    assert ids[0x0028] == {"smoke", "tamper"}
+    assert ids[0x1234] == {"alarm", "tamper"}  # unknown zone types still show the alarm
+    alarm = next(p for p in ias.properties({"zone_type": 0x0015}.get) if p.id == "open")
+    assert alarm.value(0x0001, no_get) is True and alarm.value(0x0004, no_get) is False
+    assert ias.command_updates["status_change_notification"] == ("zone_status", "zone_status")
+
+
+def test_button_commands_become_events() -> None:
+    on_off = mapping.lookup(0x0006, False)
+    level = mapping.lookup(0x0008, False)
+    scenes = mapping.lookup(0x0005, False)
+    assert on_off and level and scenes and on_off.event and level.event and scenes.event
+    assert [p.id for p in on_off.props] == ["event"] and not on_off.props[0].retained
+    assert on_off.event("toggle", {}) == "toggle"
+    assert on_off.event("on", {}) == "on"
+    assert level.event("step", {"step_mode": 1, "step_size": 10}) == "brightness-down"
+    assert level.event("move", {"move_mode": 0, "rate": 10}) == "brightness-up"
+    assert level.event("stop", {}) == "brightness-stop"
+    assert scenes.event("recall", {"group_id": 0, "scene_id": 3}) == "scene-3"
+
+
+def test_plan_names_nodes_per_endpoint_and_lists_unknown_clusters() -> None:
+    plan = mapping.plan([
+        (2, [0x0000, 0x0006], []),  # a second relay channel
+        (1, [0x0000, 0x0003, 0x0004, 0x0005, 0x0006, 0x0008, 0xFC00, 0x0B05], [0x0019]),
+        (3, [0x0402], [0x0006]),
+    ])
+    nodes = [(b.endpoint, b.cmap.cluster, b.node) for b in plan.bindings]
+    assert nodes == [(1, "on_off", "switch"), (1, "level", "switch"), (2, "on_off", "switch-2"),
+                     (3, "temperature", "sensor"), (3, "on_off", "button")]
+    # Infrastructure (Basic, Identify, Groups, Scenes, OTA) is neither mapped nor listed.
+    assert plan.unsupported == ("0xfc00 in (ep 1)", "0x0b05 in (ep 1)")
+
+
+SAMPLES = {"on-off": True, "level": 50, "color-temp": 2700}
+
+
+def test_table_matches_zigpy_and_homie() -> None:
+    """Every name in the table exists in zigpy, every id is a valid Homie id."""
+    from zigpy.zcl import Cluster, foundation
+
+    seen = set()
+    for cmap in mapping.TABLE:
+        assert (cmap.cluster_id, cmap.server) not in seen, cmap
+        seen.add((cmap.cluster_id, cmap.server))
+        cls = Cluster._registry[cmap.cluster_id]
+        assert cls.ep_attribute == cmap.cluster
+        homie.check_id(cmap.node)
+        attrs = {a.name for a in cls.AttributeDefs}
+        props = list(cmap.props) + list(cmap.default_variant)
+        props += [p for variant in cmap.variants.values() for p in variant]
+        for name in cmap.preload:
+            assert name in attrs, (cmap.cluster, name)
+        for command, (attribute, _arg) in cmap.command_updates.items():
+            assert hasattr(cls.ClientCommandDefs, command) and attribute in attrs
+        for p in props:
+            homie.check_id(p.id)
+            assert p.datatype in {d.value for d in homie.Datatype}
+            assert p.attribute is None or p.attribute in attrs, (cmap.cluster, p.attribute)
+            assert p.settable == (p.to_zigbee is not None), p.id
+            if p.reporting:
+                assert p.attribute is not None
+            if p.to_zigbee is not None:
+                action = p.to_zigbee(SAMPLES[p.id], no_get)
+                command = getattr(cls.ServerCommandDefs, action.command)
+                assert isinstance(command, foundation.ZCLCommandDef)
+                command.schema(**action.args).serialize()  # the arguments fit the schema
+
+
+def test_mapping_and_catalog_do_not_import_zigpy() -> None:
+    code = ("import sys, gatewayd.zigbee.mapping, gatewayd.zigbee.catalog; "
+            "sys.exit(1 if any(m.startswith('zigpy') for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
+
+
+@pytest.mark.parametrize("raw", [0, 1, 254])
+def test_level_values_stay_in_format_range(raw: int) -> None:
+    value = prop(0x0008, "level").value(raw, no_get)
+    homie.Property("level", datatype="integer", format="0:100").validate(value)
