@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gatewayd.ctl_ble import add_ble_commands
 
     add_ble_commands(sub)
+    from gatewayd.ctl_zigbee import add_zigbee_commands
+
+    add_zigbee_commands(sub)
     for parent in (p, *sub.choices.values()):
         # `--json` works before or after the command.
         if parent is not p:

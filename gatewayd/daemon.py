@@ -126,6 +126,7 @@ class Daemon:
         default_factory=list)
     _late: list[Component] = field(default_factory=list)
     cloud_link: Any = None
+    hub_device: Any = None
     onboarding: Onboarding | None = None
     pairing: PairingService | None = None
 
@@ -151,11 +152,25 @@ class Daemon:
             hub.add_status("virtual", virtual.status)
             providers.add("virtual", virtual.devices)
             self._late.append(virtual)  # after onboarding: stops before the cloud link
+        bridge = None
+        if cfg.zigbee.enabled and self.cloud_link is not None:
+            from gatewayd.bridge import ZigbeeBridge
+
+            bridge = ZigbeeBridge(cfg.zigbee, cfg.state_dir, self.cloud_link,
+                                  hub=self.hub_device)
+            hub.add_status("zigbee", bridge.status)
+            hub.on_reset(bridge.reset)
+            providers.add("zigbee", bridge.devices)
+            self._late.append(bridge)  # retries the radio itself: never fails the start
         from gatewayd.portal.app import control_blueprints, create_portal_app
 
         blueprints = [devices_blueprint(call, providers, hardware),
                       *control_blueprints(hub, call, pairing=self.pairing,
                                           onboarding=onboarding)]
+        if bridge is not None:
+            from gatewayd.zigbee_api import zigbee_blueprint
+
+            blueprints.append(zigbee_blueprint(bridge, call))
         if cfg.ble.enabled:
             from gatewayd.ble_api import ble_blueprint
             from gatewayd.ble_commission import BleCommissioner
@@ -213,8 +228,13 @@ class Daemon:
         cfg = self.config
         device = hub_device(self.identity.device_id, cfg.hub.product, self.identity.mac,
                             fw_name=cfg.hub.fw_name, fw_version=cfg.hub.fw_version)
-        link = CloudLink(cfg.cloud, device, client_id=client_id_for(self.identity.device_id))
+        # The link's generic /set timeout must outlast the bridge's precise Zigbee one.
+        command_timeout = max(10.0, cfg.zigbee.command_timeout + 2) if cfg.zigbee.enabled \
+            else 10.0
+        link = CloudLink(cfg.cloud, device, client_id=client_id_for(self.identity.device_id),
+                         command_timeout=command_timeout)
         self.cloud_link = link
+        self.hub_device = device
         hub.add_status("cloud_link", link.status)
         self.components.append(TaskComponent(
             "telemetry", lambda: TelemetryReporter(link, self.identity.device_id).run()))

@@ -132,3 +132,27 @@ def test_ble_pair_with_the_reference_client_goes_online(sim: Sim) -> None:
     assert status["state"] == "online" and status["paired"]
     # The window closes a moment after success (the phone reads the result first).
     wait_for(lambda: not sim.status()["ble"]["window"]["open"], 30, "the window to close")
+
+
+def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
+    """The virtual radio in `--simulate`: permit join, a plug joins, /set switches it."""
+    workdir = str(sim.workdir)
+    account = sim.info["account"]
+    with monitor_for(sim) as monitor:
+        params = {"wsp": account["wsp"], "token": account["token"],
+                  "host": sim.info["mqtt"]["host"], "brport": str(sim.info["mqtt"]["port"])}
+        http_get(sim.pair_url(**params))  # the "No Wi-Fi" variant: cloud only
+        wait_for(lambda: sim.status()["state"] == "online", 30, "online")
+        assert ctl_json("--sim", workdir, "permit-join", "60")["permit_join"] == 60
+        ieee = ctl_json("--sim", workdir, "zigbee", "sim", "join", "kind=plug")["result"]
+        device_id = "zigbee-" + ieee.replace(":", "")
+        base = f"{account['username']}/sweet-home/{device_id}"
+        monitor.wait_for(f"{base}/$state", "ready", timeout=30)
+        devices = ctl_json("--sim", workdir, "devices")["devices"]
+        assert any(d["device_id"] == device_id and d["state"] == "ready" for d in devices)
+        settable = [m.topic.rsplit("/", 1)[0] for m in monitor.since()
+                    if m.topic.startswith(base) and m.topic.endswith("/$settable")
+                    and m.text == "true"]
+        assert settable, "the plug has a settable on/off property"
+        monitor.publish(f"{settable[0]}/set", "true")
+        monitor.wait_for(settable[0], "true", timeout=15)

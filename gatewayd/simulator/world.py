@@ -80,6 +80,8 @@ class SimWorld:
             # The simulated button and LED (`gatewayctl button short|long`, SIGUSR1/SIGUSR2).
             button={"enabled": True},
             led={"enabled": True},
+            # The virtual zigpy radio: `gatewayctl zigbee sim join plug` and friends.
+            zigbee={"enabled": True, "radio": "virtual"},
         )
 
     def describe(self, portal_url: str | None, control_socket: Path, state_dir: Path

@@ -1,0 +1,85 @@
+"""Zigbee on the control socket: permit join, install codes, removal, simulator events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from gatewayd.api import ApiError
+from gatewayd.bridge import BridgeError, ZigbeeBridge
+from gatewayd.corecall import CoreCall
+
+# What `gatewayctl zigbee sim` may ask the virtual radio to do, and the arguments it takes.
+SIM_ACTIONS = {"join": ("kind", "ieee", "install_code"), "leave": ("ieee",),
+               "silence": ("ieee", "silent"), "report": ("ieee", "cluster", "attributes",
+                                                         "endpoint"),
+               "command": ("ieee", "cluster", "command", "args", "endpoint"),
+               "set_link": ("ieee", "lqi"), "unplug": (), "replug": (), "list": (),
+               "kinds": ()}
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "the request body must be a JSON object")
+    return body
+
+
+def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
+    bp = Blueprint("zigbee", __name__, url_prefix="/api/v1/zigbee")
+
+    def run(fn: Any, *args: Any) -> Any:
+        try:
+            return call(fn, *args)
+        except BridgeError as exc:
+            raise ApiError(409 if exc.code == "unavailable" else 400, exc.code, str(exc)) \
+                from None
+        except ValueError as exc:
+            raise ApiError(400, "invalid", str(exc)) from None
+
+    @bp.post("/permit-join")
+    def permit_join() -> Any:
+        seconds = _body().get("seconds")
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)
+                                    or not 0 <= seconds <= 254):
+            raise ApiError(400, "invalid", "seconds: must be an integer 0-254")
+        return jsonify({"permit_join": run(bridge.permit_join, seconds)})
+
+    @bp.post("/install-code")
+    def install_code() -> Any:
+        body = _body()
+        ieee, code = body.get("ieee"), body.get("code")
+        if not isinstance(ieee, str) or not isinstance(code, str):
+            raise ApiError(400, "invalid", "ieee and code are required (text)")
+        return jsonify({"ieee": run(bridge.add_install_code, ieee, code)})
+
+    @bp.post("/remove")
+    def remove() -> Any:
+        ieee = _body().get("ieee")
+        if not isinstance(ieee, str):
+            raise ApiError(400, "invalid", "ieee: required")
+        return jsonify({"removed": run(bridge.remove, ieee)})
+
+    @bp.post("/sim")
+    def sim() -> Any:
+        network = bridge.virtual
+        if network is None:
+            raise ApiError(409, "not-simulated", "only the virtual radio takes injected "
+                                                 "events ([zigbee] radio = \"virtual\")")
+        body = _body()
+        action = body.pop("action", None)
+        if action not in SIM_ACTIONS:
+            raise ApiError(400, "invalid", f"action: one of {', '.join(SIM_ACTIONS)}")
+        unknown = set(body) - set(SIM_ACTIONS[action])
+        if unknown:
+            raise ApiError(400, "invalid", f"{action} takes no {', '.join(sorted(unknown))}")
+
+        async def _do() -> Any:
+            return getattr(network, action)(**body)
+
+        return jsonify({"action": action, "result": run(_do)})
+
+    return bp
