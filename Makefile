@@ -17,3 +17,31 @@ bench: setup
 
 clean:
 	rm -rf build dist *.egg-info test-artifacts .pytest_cache
+
+# --- Debian packages (docs/packaging.md) ---------------------------------------
+.PHONY: deb-deps deb deb-arm64 deb-armhf deb-all deb-test
+
+DEB_VERSION = $(shell dpkg-parsechangelog -l debian/changelog -S Version)
+
+deb-deps:
+	packaging/install-build-deps.sh
+
+deb: deb-deps
+	packaging/build-deb.sh --arch amd64
+
+deb-arm64: deb-deps
+	packaging/build-deb.sh --arch arm64
+
+deb-armhf: deb-deps
+	packaging/build-deb.sh --arch armhf
+
+deb-all: deb deb-arm64 deb-armhf
+
+# As root: installs, reinstalls, upgrades, removes and purges the amd64 package in
+# a debootstrap'd Debian 12 root; runs the arm64 and armhf packages under qemu-user.
+deb-test: setup deb-all
+	GATEWAYD_TEST_DEB=1 \
+	GATEWAYD_DEB_AMD64=build/deb/gatewayd_$(DEB_VERSION)_amd64.deb \
+	GATEWAYD_DEB_ARM64=build/deb/gatewayd_$(DEB_VERSION)_arm64.deb \
+	GATEWAYD_DEB_ARMHF=build/deb/gatewayd_$(DEB_VERSION)_armhf.deb \
+	.venv/bin/pytest -v tests/test_packaging.py

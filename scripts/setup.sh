@@ -10,6 +10,9 @@ APT_PACKAGES=(
   dbus dbus-daemon libdbus-1-dev libglib2.0-dev libsystemd-dev
   mosquitto mosquitto-clients
   chromium chromium-driver
+  # for the packaging checks: systemd-analyze (unit), dnsmasq (captive-portal drop-in),
+  # shellcheck (maintainer scripts), node (evaluates the polkit rule)
+  systemd dnsmasq-base shellcheck nodejs
 )
 
 missing=()
