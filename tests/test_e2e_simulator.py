@@ -59,6 +59,42 @@ def sim(tmp_path: Path) -> Iterator[Sim]:
     assert s.proc.stop(signal.SIGINT, timeout=30) == 0, s.proc.output()
 
 
+def nm_connection_ids(sim: Sim) -> list[str]:
+    """What the simulated NetworkManager holds, read over the simulator's bus."""
+    import dbus
+
+    bus = dbus.bus.BusConnection(sim.info["system_bus"])
+    try:
+        settings = bus.get_object("org.freedesktop.NetworkManager",
+                                  "/org/freedesktop/NetworkManager/Settings")
+        ids = []
+        for path in settings.ListConnections(
+                dbus_interface="org.freedesktop.NetworkManager.Settings"):
+            conn = bus.get_object("org.freedesktop.NetworkManager", path)
+            values = conn.GetSettings(
+                dbus_interface="org.freedesktop.NetworkManager.Settings.Connection")
+            ids.append(str(values["connection"]["id"]))
+        return sorted(ids)
+    finally:
+        bus.close()
+
+
+def test_invalid_pair_requests_change_nothing(sim: Sim) -> None:
+    account, mqtt = sim.info["account"], sim.info["mqtt"]
+    good = {"ssid": "HomeNet", "psk": "supersecret", "wsp": account["wsp"],
+            "token": account["token"], "host": mqtt["host"], "brport": str(mqtt["port"])}
+    state_file = Path(sim.info["state_dir"]) / "state.json"
+    before = (state_file.read_bytes(), nm_connection_ids(sim))
+    cases = {"psk": {"psk": "seven77"}, "ssid": {"ssid": "x" * 33},
+             "wsp": {"wsp": "not-an-email"}, "brport": {"brport": "70000"},
+             "host": {"host": "bad host!"}, "token": {"token": ""}}
+    for field, change in cases.items():
+        code, body = http_get(sim.pair_url(**{**good, **change}))
+        assert code == 400 and body.startswith(field), (field, code, body)
+    assert (state_file.read_bytes(), nm_connection_ids(sim)) == before
+    assert sim.progress()["attempt"] is None and sim.status()["state"] == "unpaired"
+
+
 def monitor_for(sim: Sim) -> Monitor:
     mqtt = sim.info["mqtt"]
     broker = Broker(sim.workdir / "broker", host=mqtt["host"], port=mqtt["port"],
@@ -132,6 +168,9 @@ def test_ble_pair_with_the_reference_client_goes_online(sim: Sim) -> None:
     assert status["state"] == "online" and status["paired"]
     # The window closes a moment after success (the phone reads the result first).
     wait_for(lambda: not sim.status()["ble"]["window"]["open"], 30, "the window to close")
+    # A short press of the button opens it again (observable in `gatewayctl status`).
+    ctl_json("--sim", str(sim.workdir), "button", "short")
+    assert sim.status()["ble"]["window"]["open"]
 
 
 def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
