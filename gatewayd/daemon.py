@@ -190,7 +190,8 @@ class Daemon:
         self.components.append(self.control)
         if cfg.portal.enabled:
             self.portal = WebComponent("portal", lambda: WebServer(
-                create_portal_app(hub, call, pairing=self.pairing, onboarding=onboarding),
+                create_portal_app(hub, call, pairing=self.pairing, onboarding=onboarding,
+                                  zigbee=bridge),
                 name="portal", host=cfg.portal.listen,
                 port=cfg.portal.port, max_request_bytes=cfg.portal.max_request_bytes))
             self.components.append(self.portal)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from gatewayd.api import ApiError
 from gatewayd.bridge import BridgeError, ZigbeeBridge
@@ -28,14 +29,29 @@ def _body() -> dict[str, Any]:
     return body
 
 
-def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
-    bp = Blueprint("zigbee", __name__, url_prefix="/api/v1/zigbee")
+def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall, *,
+                     guard: Callable[[], Response | None] | None = None,
+                     portal: bool = False) -> Blueprint:
+    """The control socket gets everything; the portal (``portal=True``) only permit join,
+    behind its admin ``guard`` and refused to cross-site browsers."""
+    bp = Blueprint("zigbee_portal" if portal else "zigbee", __name__,
+                   url_prefix="/api/v1/zigbee")
+
+    if portal:
+        from gatewayd.portal.security import same_origin
+
+        @bp.before_request
+        def _guard() -> Response | None:
+            if not same_origin(request):
+                raise ApiError(403, "cross-site", "cross-site requests are refused")
+            return guard() if guard is not None else None
 
     def run(fn: Any, *args: Any) -> Any:
         try:
             return call(fn, *args)
         except BridgeError as exc:
-            raise ApiError(409 if exc.code == "unavailable" else 400, exc.code, str(exc)) \
+            raise ApiError(409 if exc.code in ("UNREACHABLE", "unavailable") else 400, exc.code,
+                           str(exc)) \
                 from None
         except ValueError as exc:
             raise ApiError(400, "invalid", str(exc)) from None
@@ -47,6 +63,9 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
                                     or not 0 <= seconds <= 254):
             raise ApiError(400, "invalid", "seconds: must be an integer 0-254")
         return jsonify({"permit_join": run(bridge.permit_join, seconds)})
+
+    if portal:
+        return bp
 
     @bp.post("/install-code")
     def install_code() -> Any:

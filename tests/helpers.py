@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,9 +61,12 @@ class Gatewayd:
         full_env = dict(os.environ)
         full_env.update(env or {})
         full_env.setdefault("PYTHONUNBUFFERED", "1")
+        # A file, not a pipe: nobody reads a pipe while the daemon runs, and a full pipe
+        # would block the daemon on its next log line.
+        self._log = tempfile.NamedTemporaryFile(prefix="gatewayd-", suffix=".log")
         self.proc = subprocess.Popen([str(BIN / "gatewayd"), *args], env=full_env, cwd=cwd,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
 
     def wait_socket(self, socket: Path, timeout: float = 20.0) -> None:
         def up() -> bool:
@@ -82,11 +86,8 @@ class Gatewayd:
             raise AssertionError("gatewayd did not stop in time") from None
 
     def output(self) -> str:
-        if self.proc.stdout is None:
-            return ""
-        if self.proc.poll() is None:
-            return "(still running)"
-        return self.proc.stdout.read()
+        """Everything the daemon logged so far."""
+        return Path(self._log.name).read_text(errors="replace")
 
 
 def ctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

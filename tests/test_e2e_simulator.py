@@ -6,6 +6,7 @@ control socket (gatewayctl) and the simulated cloud broker.
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import urllib.error
@@ -195,3 +196,33 @@ def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
         assert settable, "the plug has a settable on/off property"
         monitor.publish(f"{settable[0]}/set", "true")
         monitor.wait_for(settable[0], "true", timeout=15)
+
+
+def http_post_json(url: str, body: dict[str, Any], headers: dict[str, str] | None = None
+                   ) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def test_portal_permit_join_needs_the_admin_password_once_paired(sim: Sim) -> None:
+    url = f"{sim.portal}/api/v1/zigbee/permit-join"
+    wait_for(lambda: sim.status()["zigbee"]["up"], 30, "the virtual Zigbee radio")
+    assert http_post_json(url, {"seconds": 30}) == (200, {"permit_join": 30})
+    assert http_post_json(url, {"seconds": 999})[0] == 400
+    assert http_post_json(url, {"seconds": 5}, {"Origin": "http://evil.example"})[0] == 403
+    account, mqtt = sim.info["account"], sim.info["mqtt"]
+    http_get(sim.pair_url(wsp=account["wsp"], token=account["token"], host=mqtt["host"],
+                          brport=str(mqtt["port"])))
+    wait_for(lambda: sim.status()["state"] == "online", 30, "online")
+    code, body = http_post_json(url, {"seconds": 30})
+    assert code == 401 and body["error"]["code"] == "unauthorized"
+    setup_code = ctl_json("--sim", str(sim.workdir), "setup-code")["setup_code"]
+    token = base64.b64encode(f"admin:{setup_code}".encode()).decode()
+    assert http_post_json(url, {"seconds": 0}, {"Authorization": f"Basic {token}"}) == (
+        200, {"permit_join": 0})

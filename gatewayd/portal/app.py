@@ -80,7 +80,8 @@ def _install_error_handlers(app: Flask) -> None:
 
 
 def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService | None = None,
-                      onboarding: PortalOnboarding | None = None) -> Flask:
+                      onboarding: PortalOnboarding | None = None,
+                      zigbee: Any = None) -> Flask:
     """The portal app.
 
     ``pairing`` is the daemon's one :class:`PairingService`; ``onboarding`` is the state
@@ -100,6 +101,16 @@ def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService | Non
     app.register_blueprint(api_blueprint(core, limiter=pair_limiter,
                                          guard=_admin_guard(core, auth)))
     app.register_blueprint(panel_blueprint(core, auth, pair_limiter))
+    if zigbee is not None:
+        from gatewayd.api import ApiError
+        from gatewayd.zigbee_api import zigbee_blueprint
+
+        app.register_blueprint(zigbee_blueprint(zigbee, call, guard=_admin_guard(core, auth),
+                                                portal=True))
+
+        @app.errorhandler(ApiError)
+        def _zigbee_error(exc: ApiError) -> Any:
+            return api_error(exc.status, exc.message, code=exc.code)
     app.after_request(add_security_headers)
     _install_error_handlers(app)
 
