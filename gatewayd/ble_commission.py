@@ -12,6 +12,11 @@ advertisement (clients must find both in the same packet), so the secure service
 not advertised; the local name goes into the scan response and phones find the secure
 service by GATT discovery after connecting. Without Improv the secure UUID is advertised.
 
+Improv carries only an SSID and a passphrase. With a complete cloud account in the vendor's
+presets (``[cloud]``) an Improv provisioning pairs the hub completely; without one it is
+"Wi-Fi first, cloud later": the hub joins the network, stays unpaired with pairing open on
+the LAN, and the Improv result is the panel's URL there, where the user adds the account.
+
 Both services reach the rest of the hub only through this class (the ``improv_*`` and
 ``secure_*`` methods), which hands pairing to the one :class:`~gatewayd.pairing.PairingService`
 and follows :class:`~gatewayd.onboarding.Onboarding` for progress.
@@ -35,7 +40,7 @@ from gatewayd.config import Config
 from gatewayd.identity import Identity
 from gatewayd.improv import Capability, Error, ImprovRefused
 from gatewayd.onboarding import Onboarding, State
-from gatewayd.pairing import InvalidRequest, PairingError, PairingService
+from gatewayd.pairing import InvalidRequest, PairingError, PairingRequest, PairingService
 from gatewayd.state import StateStore
 
 if TYPE_CHECKING:
@@ -93,6 +98,7 @@ class BleCommissioner:
         self.secure = ble_secure.SecureService(self, device_id=identity.device_id,
                                                max_failures=config.ble.max_failures,
                                                clock=clock)
+        self._improv_wifi_only = False
         self.improv_problem = self._improv_problem()
         self.peripheral: Peripheral | None = None
         self._app: Application | None = None
@@ -131,19 +137,32 @@ class BleCommissioner:
     def improv_enabled(self) -> bool:
         return self.improv_problem is None
 
+    @property
+    def improv_wifi_only(self) -> bool:
+        """Improv gives the hub Wi-Fi only (no complete cloud account in the presets): the
+        cloud part is paired later over the LAN (panel, ``/pair``) or the secure service."""
+        return self._improv_wifi_only
+
     def _improv_problem(self) -> str | None:
         """Why Improv is not offered, or None. Improv carries only an SSID and passphrase:
-        the rest of the pairing request must come from the vendor's presets."""
+        with complete cloud presets it pairs fully, otherwise it gives the hub Wi-Fi only."""
+        self._improv_wifi_only = False
         if not self.config.ble.improv:
             return "disabled in the config ([ble] improv)"
         if not self.pairing.wifi_enabled or not self.config.hotspot.enabled:
             return "this hub has no Wi-Fi"
         try:
-            request = self.pairing.parse({"ssid": "improv-probe", "psk": ""}, "ble-improv")
-        except InvalidRequest as exc:
-            return (f"Wi-Fi-only pairing is not possible: {exc.message} (preset the cloud "
-                    "account in [cloud])")
-        return None if request.wifi is not None else "this hub takes no Wi-Fi credentials"
+            request = self._improv_request("improv-probe", "")
+        except InvalidRequest as exc:  # presets that do not validate
+            return f"Improv Wi-Fi settings would be refused: {exc.message}"
+        if request.wifi is None:
+            return "this hub takes no Wi-Fi credentials"
+        self._improv_wifi_only = request.wifi_only
+        return None
+
+    def _improv_request(self, ssid: str, psk: str) -> PairingRequest:
+        return self.pairing.parse({"ssid": ssid, "psk": psk}, "ble-improv",
+                                  allow_wifi_only=True)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -153,6 +172,9 @@ class BleCommissioner:
             return
         if self.improv_problem:
             log.info("Improv Wi-Fi not offered: %s", self.improv_problem)
+        elif self.improv_wifi_only:
+            log.info("Improv Wi-Fi gives the hub Wi-Fi only (no cloud account in [cloud]); "
+                     "the cloud part is paired on the LAN")
         bus = self.bus = self.bus or _system_bus()
         # Phones that disconnect leave half-written frames and sessions behind. Matched on
         # interface and member only (filtered by path in the callback): org.bluez's owner
@@ -246,7 +268,8 @@ class BleCommissioner:
                        "closes_in": closes_in, "closed_reason": self._closed_reason},
             "registered": bool(peripheral and peripheral.registered_with),
             "advertising": bool(peripheral and peripheral.advertising),
-            "improv": ({"enabled": True, **self.improv.status()} if self.improv_enabled
+            "improv": ({"enabled": True, "wifi_only": self.improv_wifi_only,
+                        **self.improv.status()} if self.improv_enabled
                        else {"enabled": False, "reason": self.improv_problem}),
             "secure": self.secure.status(),
         }
@@ -342,15 +365,15 @@ class BleCommissioner:
         if not self.window_open:
             return
         busy = state == State.CONNECTING
-        await self.improv.hub_changed(busy=busy,
-                                      provisioned=not busy and not progress["pairing_open"])
+        await self.improv.hub_changed(busy=busy, provisioned=_improv_provisioned(busy, progress))
         attempt = (progress.get("attempt") or {}).get("id")
         if self._improv_attempt is not None and attempt == self._improv_attempt and not busy:
             self._improv_attempt = None
-            # A failed attempt always leaves a last_failure (a reset leaves it unpaired);
-            # judged this way a future "Wi-Fi only" success state counts as provisioned too.
-            ok = progress.get("last_failure") is None and state not in (State.UNPAIRED,
-                                                                         State.OFFLINE)
+            # A failed attempt always leaves a last_failure, and a reset clears the attempt
+            # (so it does not get here). Success is online (paired with the presets), or
+            # unpaired on the network: "Wi-Fi first, cloud later".
+            ok = progress.get("last_failure") is None and state in (State.ONLINE,
+                                                                    State.UNPAIRED)
             await self.improv.attempt_finished(ok, await self._panel_url() if ok else None)
         if state == State.ONLINE and previous == State.CONNECTING:
             self._spawn("close-soon", self._close_soon("paired"))
@@ -396,7 +419,7 @@ class BleCommissioner:
 
     def _hub_flags(self) -> tuple[bool, bool]:
         busy = self.onboarding.busy
-        return busy, not busy and not self.onboarding.pairing_open
+        return busy, _improv_provisioned(busy, self.onboarding.progress())
 
     # ---- the Improv host -----------------------------------------------------------------
 
@@ -411,7 +434,7 @@ class BleCommissioner:
 
     async def improv_wifi(self, ssid: str, psk: str) -> None:
         try:
-            request = self.pairing.parse({"ssid": ssid, "psk": psk}, "ble-improv")
+            request = self._improv_request(ssid, psk)
         except InvalidRequest as exc:
             if exc.field in WIFI_FIELDS:
                 # Credentials that cannot work: what Improv clients show as "unable to
@@ -523,8 +546,17 @@ async def lan_address(bus: SdBus) -> str | None:
 
 def _progress(progress: dict[str, Any]) -> dict[str, Any]:
     """Onboarding progress as a phone sees it."""
-    keys = ("state", "step", "attempt", "last_failure", "pairing_open", "hotspot", "wifi")
+    keys = ("state", "step", "attempt", "last_failure", "pairing_open", "hotspot", "wifi",
+            "network")
     return {key: progress.get(key) for key in keys}
+
+
+def _improv_provisioned(busy: bool, progress: dict[str, Any]) -> bool:
+    """Improv's "provisioned": the hub needs no Wi-Fi from an Improv client. That is a
+    paired hub out of pairing mode, or a hub on its Wi-Fi network (paired or not)."""
+    if busy:
+        return False
+    return not progress.get("pairing_open") or progress.get("network") == "wifi"
 
 
 def _truncate(text: str, limit: int) -> str:

@@ -2,15 +2,20 @@
 
 States (what `gatewayctl status`, the portal and BLE show):
 
-- ``unpaired``   no working credentials; hotspot up (Wi-Fi hubs); pairing open
-- ``connecting`` an attempt is running (step ``wifi`` then ``cloud``)
+- ``unpaired``   not paired to the cloud; pairing open. Either without a network (hotspot
+                 up on Wi-Fi hubs without Ethernet), or on the LAN after a Wi-Fi-only
+                 attempt ("Wi-Fi first, cloud later", e.g. Improv): ``progress()["network"]
+                 == "wifi"``, hotspot down, the cloud part is paired over the LAN or BLE
+- ``connecting`` an attempt is running (step ``wifi`` and/or ``cloud``)
 - ``online``     client network up and the cloud link established
-- ``offline``    paired, but the network is gone; NetworkManager's autoconnect retries;
-                 after ``offline_grace`` the hotspot returns for re-pairing while client
-                 attempts go on every ``retry_interval``
+- ``offline``    the hub has a saved network (paired, or Wi-Fi only) but is not on it;
+                 NetworkManager's autoconnect retries; after ``offline_grace`` (at once
+                 after a failed attempt of a hub that is not paired) the hotspot returns for
+                 re-pairing while client attempts go on every ``retry_interval``
 
 Credentials are committed to the state store only after an attempt succeeded:
-a failed attempt leaves the previous working credentials untouched.
+a failed attempt leaves the previous working credentials untouched. A Wi-Fi-only success
+commits the Wi-Fi network only; a later cloud-only success keeps it.
 
 On a single radio the switch order is fixed: scan, stop the hotspot, connect the
 client, and on failure bring the hotspot back. AP and station never run at once.
@@ -44,11 +49,13 @@ class State(enum.StrEnum):
 
 
 class Event(enum.StrEnum):
-    BOOT_UNPAIRED = "boot-unpaired"
-    BOOT_PAIRED = "boot-paired"
+    BOOT_UNPAIRED = "boot-unpaired"  # nothing saved
+    BOOT_PAIRED = "boot-paired"  # saved credentials: paired, or a Wi-Fi network only
     PAIR = "pair"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    SUCCEEDED = "succeeded"  # network (if any) and cloud up
+    JOINED = "joined"  # a Wi-Fi-only attempt joined its network; no cloud account yet
+    FAILED = "failed"  # nothing saved stands in for the attempt, or still on the network
+    FAILED_SAVED = "failed-saved"  # saved credentials stand, but the hub is off its network
     LINK_DOWN = "link-down"
     LINK_UP = "link-up"
     RESET = "reset"
@@ -56,15 +63,20 @@ class Event(enum.StrEnum):
 
 # The whole behaviour in one table: (state, event) -> next state. ``None`` as the
 # current state means "before boot". A missing pair is an event the state ignores.
+# Which failure event an attempt ends with is decided in one place, _failure_event.
 TRANSITIONS: dict[tuple[State | None, Event], State] = {
     (None, Event.BOOT_UNPAIRED): State.UNPAIRED,
     (None, Event.BOOT_PAIRED): State.CONNECTING,
     (State.UNPAIRED, Event.PAIR): State.CONNECTING,
     (State.OFFLINE, Event.PAIR): State.CONNECTING,
     (State.CONNECTING, Event.SUCCEEDED): State.ONLINE,
-    # Where a failure lands depends on whether working credentials exist: see _on_failed.
+    # On the network, not paired: pairing stays open on the LAN (portal, BLE) for the cloud.
+    (State.CONNECTING, Event.JOINED): State.UNPAIRED,
     (State.CONNECTING, Event.FAILED): State.UNPAIRED,
+    (State.CONNECTING, Event.FAILED_SAVED): State.OFFLINE,
     (State.ONLINE, Event.LINK_DOWN): State.OFFLINE,
+    # A hub that joined Wi-Fi but is not paired yet lost its network.
+    (State.UNPAIRED, Event.LINK_DOWN): State.OFFLINE,
     (State.OFFLINE, Event.LINK_UP): State.CONNECTING,
     (State.UNPAIRED, Event.RESET): State.UNPAIRED,
     (State.CONNECTING, Event.RESET): State.UNPAIRED,
@@ -157,6 +169,8 @@ def describe(progress: dict[str, Any]) -> str:
         return f"connecting ({progress.get('step') or 'starting'})"
     if state == "unpaired":
         text = "unpaired: waiting for pairing"
+        if progress.get("network") == "wifi":
+            text = "unpaired: on Wi-Fi, waiting for the cloud account (pair on the LAN)"
         if progress.get("hotspot"):
             text += " (hotspot up)"
         if failure:
@@ -187,6 +201,7 @@ class Onboarding:
         self.offline_since: float | None = None
         self.last_activity = 0.0
         self._hotspot_wanted = False  # offline longer than the grace period
+        self._wifi_up = False  # the Wi-Fi client link is up (as far as onboarding saw)
         self._entering = False  # between a transition and the end of its side effects
         self._listeners: list[Listener] = []
         self._attempt_task: asyncio.Task[None] | None = None
@@ -225,7 +240,14 @@ class Onboarding:
             "pairing_open": self.pairing_open,
             "hotspot": bool(self.wifi and self.wifi.hotspot_active),
             "wifi": self.wifi is not None,
+            # "wifi" while the hub is a client of its Wi-Fi network, else None.
+            "network": "wifi" if self.on_wifi else None,
         }
+
+    @property
+    def on_wifi(self) -> bool:
+        """The hub is a client of a Wi-Fi network (not hotspot, not without a link)."""
+        return self.wifi is not None and self._wifi_up and not self.wifi.hotspot_active
 
     def note_activity(self) -> None:
         """A person is using the hotspot portal: periodic client retries wait for them."""
@@ -243,8 +265,6 @@ class Onboarding:
             log.debug("onboarding: %s ignored in state %s", event, self.state)
             return self.state or State.UNPAIRED
         target = TRANSITIONS[key]
-        if event == Event.FAILED and self.store.state.paired:
-            target = State.OFFLINE  # the old credentials still stand
         previous, self.state = self.state, target
         if target != State.CONNECTING:
             self.step = None
@@ -268,7 +288,11 @@ class Onboarding:
         if state == State.UNPAIRED:
             self._cancel_offline_timer()
             self._hotspot_wanted = False
-            await self._show_hotspot()
+            self.offline_since = None
+            if not self.on_wifi:
+                # Without a network (or after a reset): the hotspot is the way in. A hub
+                # that has just joined Wi-Fi stays on it: pairing goes on over the LAN.
+                await self._show_hotspot()
         elif state == State.OFFLINE:
             if self.offline_since is None:
                 self.offline_since = self.clock()
@@ -288,6 +312,7 @@ class Onboarding:
             log.info("Ethernet is connected: no hotspot; pair over the LAN or BLE")
             return
         await self.wifi.scan()  # NetworkManager cannot scan well in AP mode: do it first
+        self._wifi_up = False  # one radio: the client link ends here
         await self.wifi.start_hotspot()
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -296,9 +321,11 @@ class Onboarding:
         if self.wifi is not None:
             await self.wifi.start(self._on_link)
         st = self.store.state
-        if st.paired:
+        if st.paired or (st.wifi is not None and self.wifi is not None):
+            # Paired, or Wi-Fi only: rejoin the saved network first; no hotspot unless
+            # that fails.
             await self._fire(Event.BOOT_PAIRED)
-            self._begin_attempt(st.wifi, st.cloud, source="boot", saved=True)  # type: ignore[arg-type]
+            self._begin_attempt(st.wifi, st.cloud, source="boot", saved=True)
         else:
             await self._fire(Event.BOOT_UNPAIRED)
 
@@ -324,6 +351,7 @@ class Onboarding:
         await self.cloud.disconnect()
         if self.wifi is not None:
             await self.wifi.forget_clients()  # the passphrase lives in our NM profile
+        self._wifi_up = False  # the profile is gone, and with it the link
         self.last_failure = None
         self.attempt = None
         self.offline_since = None
@@ -346,26 +374,38 @@ class Onboarding:
     # ---- pairing --------------------------------------------------------------------------
 
     async def begin(self, request: PairingRequest) -> None:
-        """Start an attempt and return at once; the outcome shows in progress()."""
+        """Start an attempt and return at once; the outcome shows in progress().
+
+        A Wi-Fi-only request (``request.cloud`` None) on a hub that is already paired
+        means "a new network, the same account": it runs with the stored cloud account.
+        """
         async with self._lock:
             if self.state not in (State.UNPAIRED, State.OFFLINE) or not self.pairing_open:
                 raise RuntimeError(f"not accepting pairing in state {self.state}")
+            cloud = request.cloud if request.cloud is not None else self.store.state.cloud
+            if cloud is None and self.wifi is None:
+                raise RuntimeError("a Wi-Fi-only pairing request needs a hub with Wi-Fi")
             await self._fire(Event.PAIR)
-            self._begin_attempt(request.wifi, request.cloud, source=request.source)
+            self._begin_attempt(request.wifi, cloud, source=request.source)
 
-    def _begin_attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials,
+    def _begin_attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,
                        source: str, saved: bool = False) -> None:
         self.attempt = {"id": secrets.token_hex(4), "source": source,
-                        "ssid": wifi.ssid if wifi else None, "started": time.time()}
+                        "ssid": wifi.ssid if wifi else None, "cloud": cloud is not None,
+                        "started": time.time()}
         self.last_failure = None  # describes the latest attempt only
         self._attempt_task = asyncio.create_task(self._run_attempt(wifi, cloud, saved),
                                                  name="onboarding-attempt")
 
-    async def _run_attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials,
+    async def _run_attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,
                            saved: bool) -> None:
+        """One attempt, always ending in an event. ``cloud`` None: Wi-Fi only (the hub
+        joins the network and stays unpaired); ``saved``: credentials from the state
+        store (boot, reconnect, retry), which are not committed again."""
         timeout = self.config.hotspot.connect_timeout
+        applied: WifiCredentials | None = None
         try:
-            result = await self._attempt(wifi, cloud, timeout, saved)
+            result, applied = await self._attempt(wifi, cloud, timeout, saved)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an attempt must always end in a state, never hang
@@ -373,10 +413,17 @@ class Onboarding:
             result = StepResult(False, Failure.WIFI_FAILED, f"internal error: {exc}")
         if result.ok:
             if not saved:
-                state = self.store.commit_pairing(wifi, cloud)
-                log.info("paired: %s", state.redacted())
+                # Only what was proven: a network not applied (Ethernet) is not stored;
+                # a cloud-only pairing keeps the stored network (commit_pairing).
+                if cloud is not None:
+                    state = self.store.commit_pairing(applied, cloud)
+                    log.info("paired: %s", state.redacted())
+                elif applied is not None:
+                    state = self.store.commit_wifi(applied)
+                    log.info("joined Wi-Fi (cloud account still to come): %s",
+                             state.redacted())
             self.last_failure = None
-            await self._fire(Event.SUCCEEDED)
+            await self._fire(Event.SUCCEEDED if cloud is not None else Event.JOINED)
             if self.wifi is not None and self.wifi.hotspot_active:
                 await self.wifi.stop_hotspot()  # "No Wi-Fi" pairing done over the hotspot
             return
@@ -387,33 +434,64 @@ class Onboarding:
         log.warning("pairing attempt failed: %s (%s)", result.failure, result.reason)
         await self.cloud.disconnect()
         previous = self.store.state.wifi
-        if self.wifi is not None and wifi is not None and not saved and (
-                previous is None or previous.ssid != wifi.ssid):
+        if self.wifi is not None and applied is not None and not saved and (
+                previous is None or previous.ssid != applied.ssid):
             # Unproven credentials must not linger where autoconnect would find them.
-            await self.wifi.forget(wifi.ssid)
-        if self.wifi is not None and wifi is not None and previous is not None and not saved \
-                and self.wifi.visible(previous.ssid):
+            await self.wifi.forget(applied.ssid)
+            self._wifi_up = False  # deleting the active profile ends the link
+        if self.wifi is not None and applied is not None and previous is not None \
+                and not saved and self.wifi.visible(previous.ssid):
             # Put the last working network back, so a failed re-pairing costs nothing.
-            await self.wifi.reconnect_saved(previous, timeout)
-        await self._fire(Event.FAILED)
+            back = await self.wifi.reconnect_saved(previous, timeout)
+            self._wifi_up = back.ok
+        event = self._failure_event()
+        if event == Event.FAILED_SAVED and not self.store.state.paired:
+            # A hub that is not paired has no cloud duty to wait for: the hotspot comes
+            # back at once (with the reason), and the saved network is retried from there.
+            self._hotspot_wanted = True
+        await self._fire(event)
 
-    async def _attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials,
-                       timeout: float, saved: bool) -> StepResult:
+    def _failure_event(self) -> Event:
+        """Where a failed attempt lands: the one place that decides it.
+
+        - paired (a cloud account is stored): ``offline``, the old credentials stand;
+        - a Wi-Fi network is stored but the hub is not on it: ``offline`` (hotspot and
+          periodic retries of the saved network);
+        - otherwise ``unpaired``: with the hotspot when off any network, or still on the
+          LAN when only the cloud part failed on a hub that joined Wi-Fi before.
+        """
+        st = self.store.state
+        if st.paired:
+            return Event.FAILED_SAVED
+        if st.wifi is not None and self.wifi is not None and not self.on_wifi:
+            return Event.FAILED_SAVED
+        return Event.FAILED
+
+    async def _attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,
+                       timeout: float, saved: bool
+                       ) -> tuple[StepResult, WifiCredentials | None]:
+        """The steps; returns the result and the Wi-Fi network actually applied."""
         if wifi is not None and self.wifi is not None and await self.wifi.ethernet_connected():
             log.info("Ethernet is connected: using it; the Wi-Fi credentials are not applied")
             wifi = None
+        applied: WifiCredentials | None = None
         if wifi is not None and self.wifi is not None:
             self.step = "wifi"
             await self._notify_changed()
             if self.wifi.hotspot_active:
                 await self.wifi.stop_hotspot()
+            self._wifi_up = False
+            applied = wifi
             result = (await self.wifi.reconnect_saved(wifi, timeout) if saved
                       else await self.wifi.connect(wifi, timeout))
+            self._wifi_up = result.ok
             if not result.ok:
-                return result
+                return result, applied
+        if cloud is None:
+            return StepResult(ok=True), applied  # Wi-Fi first, cloud later
         self.step = "cloud"
         await self._notify_changed()
-        return await self.cloud.connect(cloud, timeout)
+        return await self.cloud.connect(cloud, timeout), applied
 
     async def _notify_changed(self) -> None:
         async with self.changed:
@@ -423,20 +501,32 @@ class Onboarding:
 
     def _on_link(self, up: bool, reason: str) -> None:
         """Called by the Wi-Fi control (on the loop) when the client link changes."""
+        self._wifi_up = up
         if self.state == State.CONNECTING:
             return  # the attempt watches the link itself
-        if not up and self.state == State.ONLINE:
+        if not up and self._link_matters():
             log.warning("network lost: %s", reason)
-            asyncio.get_running_loop().create_task(self._fire(Event.LINK_DOWN))
+            asyncio.get_running_loop().create_task(self._link_down())
         elif up and self.state == State.OFFLINE and not self._attempt_running():
             st = self.store.state
-            if st.cloud is not None:
+            if st.cloud is not None or st.wifi is not None:
                 asyncio.get_running_loop().create_task(self._relink(st.cloud))
+
+    def _link_matters(self) -> bool:
+        """Losing the client link moves the machine: online, or on Wi-Fi but unpaired."""
+        return self.state == State.ONLINE or (
+            self.state == State.UNPAIRED and self.store.state.wifi is not None)
+
+    async def _link_down(self) -> None:
+        # Checked again when the task runs: the link may be back, or a reset came first.
+        if not self._wifi_up and self._link_matters():
+            await self._fire(Event.LINK_DOWN)
 
     def _attempt_running(self) -> bool:
         return self._attempt_task is not None and not self._attempt_task.done()
 
-    async def _relink(self, cloud: CloudCredentials) -> None:
+    async def _relink(self, cloud: CloudCredentials | None) -> None:
+        """Back on the saved network: the cloud step (paired) or nothing (Wi-Fi only)."""
         await self._fire(Event.LINK_UP)
         self._begin_attempt(None, cloud, source="reconnect", saved=True)
 
@@ -475,7 +565,7 @@ class Onboarding:
         network is there, otherwise hotspot straight back."""
         assert self.wifi is not None
         st = self.store.state
-        if st.wifi is None or st.cloud is None:
+        if st.wifi is None:
             return
         await self.wifi.stop_hotspot()
         await self.wifi.scan(st.wifi.ssid if st.wifi.hidden else None)

@@ -3,6 +3,10 @@
 HTTP ``/pair``, the admin form, ``/api/v1/pair``, BLE Improv and the BLE secure
 service all call :func:`request_from_fields` and then :meth:`PairingService.submit`,
 so the rules (in :mod:`gatewayd.credentials`) and the refusals are the same everywhere.
+
+A request carries Wi-Fi and cloud credentials, or cloud credentials only (the "No Wi-Fi"
+variant), or, only where the entry point explicitly allows it (Improv, which can carry
+nothing but an SSID and a passphrase), Wi-Fi credentials only: "Wi-Fi first, cloud later".
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 # Parameter names of the 2Smart app's /pair contract.
 PAIR_FIELDS = ("ssid", "psk", "wsp", "token", "host", "brport", "rootTopic", "mqtts_port",
                "hidden")
+CLOUD_FIELDS = ("wsp", "token", "host", "brport", "rootTopic", "mqtts_port")
 MAX_FIELD_BYTES = 2048
 
 RESET_HINT = ("To pair it again, hold the hub's button for 10 seconds or run "
@@ -61,12 +66,23 @@ class PairingFailed(PairingError):
 
 @dataclass(frozen=True)
 class PairingRequest:
-    cloud: CloudCredentials
+    # None: a "Wi-Fi first, cloud later" request (only from request_from_fields(...,
+    # allow_wifi_only=True), i.e. Improv); the cloud part comes later over the LAN or BLE.
+    cloud: CloudCredentials | None
     wifi: WifiCredentials | None  # None: the "No Wi-Fi" variant, cloud credentials only
     source: str = "http"
 
+    def __post_init__(self) -> None:
+        if self.cloud is None and self.wifi is None:
+            raise ValueError("a pairing request needs Wi-Fi or cloud credentials")
+
+    @property
+    def wifi_only(self) -> bool:
+        return self.cloud is None
+
     def redacted(self) -> dict[str, Any]:
-        return {"source": self.source, "cloud": self.cloud.redacted(),
+        return {"source": self.source,
+                "cloud": self.cloud.redacted() if self.cloud else None,
                 "wifi": self.wifi.redacted() if self.wifi else None}
 
 
@@ -81,11 +97,17 @@ def _truthy(value: Any, field: str) -> bool:
 
 
 def request_from_fields(fields: Mapping[str, Any], presets: CloudConfig, *,
-                        wifi_enabled: bool = True, source: str = "http") -> PairingRequest:
+                        wifi_enabled: bool = True, source: str = "http",
+                        allow_wifi_only: bool = False) -> PairingRequest:
     """Validate raw fields (query strings, form fields, JSON, BLE) into a request.
 
     Vendor presets fill what the request leaves out. Raises :class:`InvalidRequest`
     naming the first bad parameter; nothing is changed by a refused request.
+
+    ``allow_wifi_only``: a request with Wi-Fi credentials, no cloud field of its own and
+    no complete cloud account in the presets becomes a Wi-Fi-only request (``cloud`` is
+    None) instead of a refusal. Only Improv asks for this; every other entry point
+    requires the cloud fields (or presets) exactly as before.
     """
     for name, value in fields.items():
         if isinstance(value, str) and len(value.encode("utf-8", "replace")) > MAX_FIELD_BYTES:
@@ -106,6 +128,11 @@ def request_from_fields(fields: Mapping[str, Any], presets: CloudConfig, *,
             if psk is None:
                 raise InvalidField("psk", "is required with ssid (empty for an open network)")
             wifi = wifi_from_fields(ssid, psk, _truthy(fields.get("hidden", False), "hidden"))
+        usable_wifi = wifi if wifi_enabled else None
+        if allow_wifi_only and usable_wifi is not None and not _cloud_given(fields) \
+                and not _presets_complete(presets):
+            log.info("Wi-Fi-only pairing request: the cloud account comes later")
+            return PairingRequest(cloud=None, wifi=usable_wifi, source=source)
         cloud = cloud_from_fields(
             wsp=get("wsp", presets.wsp), token=get("token", presets.token),
             host=get("host", presets.host),
@@ -121,6 +148,17 @@ def request_from_fields(fields: Mapping[str, Any], presets: CloudConfig, *,
         log.info("ignoring Wi-Fi credentials: this hub is configured without Wi-Fi")
         wifi = None
     return PairingRequest(cloud=cloud, wifi=wifi, source=source)
+
+
+def _cloud_given(fields: Mapping[str, Any]) -> bool:
+    """Whether the request itself carries any cloud field (then it must be complete)."""
+    return any(fields.get(name) not in (None, "") for name in CLOUD_FIELDS)
+
+
+def _presets_complete(presets: CloudConfig) -> bool:
+    """Whether the vendor's presets alone make a cloud account (as request_from_fields
+    fills them in: the port counts only with a preset host)."""
+    return bool(presets.wsp and presets.token and presets.host and presets.port)
 
 
 class Onboarding(Protocol):
@@ -154,12 +192,13 @@ class PairingService:
     def open(self) -> bool:
         return self.onboarding.pairing_open
 
-    def parse(self, fields: Mapping[str, Any], source: str) -> PairingRequest:
+    def parse(self, fields: Mapping[str, Any], source: str, *,
+              allow_wifi_only: bool = False) -> PairingRequest:
         for name in ("token", "psk"):
             if isinstance(fields.get(name), str):
                 self.secrets_sink(fields[name])
         return request_from_fields(fields, self.presets, wifi_enabled=self.wifi_enabled,
-                                   source=source)
+                                   source=source, allow_wifi_only=allow_wifi_only)
 
     def check_open(self) -> None:
         # Busy first: pairing is closed while an attempt runs, and "already paired"

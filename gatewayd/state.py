@@ -211,8 +211,24 @@ class StateStore:
             self._state = state
 
     def commit_pairing(self, wifi: WifiCredentials | None, cloud: CloudCredentials) -> HubState:
-        """Store credentials that have just been proven to work."""
-        state = replace(self.state, wifi=wifi, cloud=cloud, paired_at=time.time())
+        """Store credentials that have just been proven to work.
+
+        ``wifi`` None (a cloud-only pairing: the "No Wi-Fi" variant, or the cloud part
+        after a Wi-Fi-only pairing) keeps the stored Wi-Fi network: the hub may well be
+        on it. Only :meth:`reset` forgets a Wi-Fi network.
+        """
+        state = replace(self.state, wifi=wifi if wifi is not None else self.state.wifi,
+                        cloud=cloud, paired_at=time.time())
+        self._write(state)
+        return state
+
+    def commit_wifi(self, wifi: WifiCredentials) -> HubState:
+        """Store a Wi-Fi network that has just been joined ("Wi-Fi first, cloud later").
+
+        The cloud account (if any) and ``paired_at`` stay as they are: joining a network
+        does not pair the hub.
+        """
+        state = replace(self.state, wifi=wifi)
         self._write(state)
         return state
 

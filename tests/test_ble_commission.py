@@ -88,7 +88,7 @@ def nm(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def hub_config(tmp_path: Path, *, ble: dict[str, Any] | None = None,
                cloud: dict[str, Any] | None = None, **sections: dict[str, Any]) -> Config:
-    """A hub with a button, cloud presets (so Improv can pair) and the panel on port 80."""
+    """A hub with a button, cloud presets (so Improv pairs fully) and the panel on port 80."""
     cfg = with_overrides(Config(), hub={"state_dir": str(tmp_path / "state"),
                                         "product": "Acme Hub"})
     defaults: dict[str, dict[str, Any]] = {
@@ -306,6 +306,66 @@ def test_hub_registers_again_when_bluetoothd_restarts_with_the_window_open(
     run(scenario())
 
 
+NO_PRESETS = {"wsp": "", "token": "", "host": ""}
+
+
+@pytest.mark.slow
+def test_improv_without_cloud_presets_gives_wifi_then_the_cloud_follows(
+        world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """Wi-Fi first, cloud later: an Improv client (py-improv-ble-client) gives a hub without
+    cloud presets Wi-Fi; the hub joins, stays unpaired with pairing open and answers with
+    the panel's LAN URL; the secure service then pairs the cloud part (cloud-only)."""
+    from improv_ble_client import ImprovBLEClient, device_filter
+    from improv_ble_client import State as TheirState
+    from improv_ble_client.models import DisconnectReason
+
+    from gatewayd import ble_client
+    from gatewayd.improv import State as ImprovState
+    from gatewayd.onboarding import State
+
+    cfg = hub_config(tmp_path, cloud=NO_PRESETS)
+
+    async def scenario() -> None:
+        async with running_hub(cfg) as hub:
+            ble = hub.commissioner
+            assert ble.improv_enabled and ble.improv_wifi_only
+            seen = await scan_for(HUB_NAME, STEP, device_filter)
+            assert seen is not None, "no Improv advertisement without cloud presets"
+            client = ImprovBLEClient(*seen)
+            await ble.authorize()  # the simulated button
+            states: list[Any] = []
+            url = await client.provision("HomeNet", "supersecret", states.append)
+            assert url == "http://192.168.1.57/"  # the panel, at NetworkManager's address
+            assert states[-1] == TheirState.PROVISIONED
+            await client._execute_disconnect(DisconnectReason.TIMEOUT)
+
+            # Settled (the result may reach the phone before onboarding's bookkeeping ends).
+            await hub.onboarding.wait_for(lambda: hub.onboarding.pairing_open, STEP)
+            progress = hub.onboarding.progress()
+            assert hub.onboarding.state == State.UNPAIRED and progress["network"] == "wifi"
+            assert progress["pairing_open"] and not progress["hotspot"]
+            assert progress["last_failure"] is None
+            assert "gatewayd-client-HomeNet" in [a["id"] for a in nm.active_connections()]
+            assert hub.store.state.wifi is not None and hub.store.state.wifi.ssid == "HomeNet"
+            assert hub.store.state.cloud is None and hub.cloud.connected is None
+            # Improv's part is done; the window stays open for the cloud part.
+            assert ble.improv.state == ImprovState.PROVISIONED and ble.window_open
+
+            outcome = await ble_client.pair_secure(
+                adapter=PHONE, name=HUB_NAME, setup_code=hub.store.state.setup_code,
+                fields={"wsp": "user@example.com", "token": "user-token",
+                        "host": "127.0.0.1", "brport": "1883"}, timeout=STEP)
+            assert outcome["ok"] and outcome["progress"]["state"] == "online"
+            assert hub.store.state.paired and hub.store.state.wifi is not None
+            assert hub.store.state.wifi.ssid == "HomeNet"
+            assert hub.cloud.connected is not None
+            assert hub.cloud.connected.wsp == "user@example.com"
+            await ble.wait_for(lambda: not ble.window_open, STEP)
+            assert ble.status()["window"]["closed_reason"] == "paired"
+
+    run(scenario())
+
+
 def test_disabled_ble_registers_nothing_and_refuses_to_open(tmp_path: Path) -> None:
     cfg = hub_config(tmp_path, ble={"enabled": False})
     store = StateStore(cfg.state_dir)
@@ -324,21 +384,40 @@ def test_disabled_ble_registers_nothing_and_refuses_to_open(tmp_path: Path) -> N
     run(scenario())
 
 
-def test_improv_is_left_out_without_cloud_presets_or_wifi(tmp_path: Path) -> None:
+def test_improv_is_left_out_without_wifi_or_when_disabled(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "state")
     store.open(device_id=IDENTITY.device_id, mac=IDENTITY.mac)
     for cfg, wifi, reason in (
-            (hub_config(tmp_path, cloud={"wsp": "", "token": "", "host": ""}), True,
-             "preset the cloud account"),
             (hub_config(tmp_path, hotspot={"enabled": False}), False, "no Wi-Fi"),
             (hub_config(tmp_path, ble={"improv": False}), True, "disabled")):
         onboarding = Onboarding(cfg, store, None, StubCloud())
         ble = BleCommissioner(cfg, IDENTITY, store, onboarding,
                               PairingService(onboarding, cfg.cloud, wifi_enabled=wifi))
         assert not ble.improv_enabled and reason in str(ble.improv_problem)
+        assert ble.status()["improv"] == {"enabled": False, "reason": ble.improv_problem}
         # Only the secure service then, and its UUID fits the advertisement.
         adv = ble._advertisement()
         assert adv.service_uuids == [ble_secure.SERVICE_UUID] and adv.legacy_length() <= 31
+
+
+@pytest.mark.parametrize(("cloud", "wifi_only"), [
+    ({}, False),  # a complete cloud account in the presets: Improv pairs fully
+    ({"wsp": "", "token": "", "host": ""}, True),  # none: Wi-Fi first, cloud later
+    ({"wsp": "", "token": ""}, True),  # a preset broker alone is no account
+])
+def test_improv_is_offered_with_or_without_cloud_presets(tmp_path: Path, cloud: dict[str, Any],
+                                                         wifi_only: bool) -> None:
+    cfg = hub_config(tmp_path, cloud=cloud)
+    store = StateStore(cfg.state_dir)
+    store.open(device_id=IDENTITY.device_id, mac=IDENTITY.mac)
+    onboarding = Onboarding(cfg, store, None, StubCloud())
+    ble = BleCommissioner(cfg, IDENTITY, store, onboarding,
+                          PairingService(onboarding, cfg.cloud))
+    assert ble.improv_enabled and ble.improv_problem is None
+    assert ble.improv_wifi_only is wifi_only
+    assert ble.status()["improv"]["enabled"] and ble.status()["improv"]["wifi_only"] is wifi_only
+    adv = ble._advertisement()
+    assert adv.service_uuids == [improv.SERVICE_UUID] and adv.legacy_length() <= 31
 
 
 # --- control socket API and gatewayctl ble-window -------------------------------------------

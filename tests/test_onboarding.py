@@ -326,3 +326,301 @@ def test_real_cloud_link_refused_token_falls_back_then_pairs(nm: NetworkManagerM
             run(scenario())
     finally:
         broker.stop()
+
+
+# --- "Wi-Fi first, cloud later" (Improv without cloud presets) ------------------------------
+
+IMPROV_FIELDS = {"ssid": "HomeNet", "psk": "supersecret"}
+CLOUD_FIELDS = {"wsp": "user@example.com", "token": "t0k", "host": "127.0.0.1",
+                "brport": "1883"}
+
+
+def client_ids(nm: NetworkManagerMock) -> list[str]:
+    return [c["connection"]["id"] for c in nm.connections()
+            if c["connection"]["id"].startswith("gatewayd-client-")]
+
+
+def joined(ob: Onboarding) -> bool:
+    """Settled in "unpaired, on the Wi-Fi network" (pairing_open is False while entering)."""
+    return ob.state == State.UNPAIRED and ob.progress()["network"] == "wifi" and \
+        ob.pairing_open
+
+
+def assert_joined(ob: Onboarding, nm: NetworkManagerMock, store: Any) -> None:
+    progress = ob.progress()
+    assert progress["state"] == "unpaired" and progress["network"] == "wifi"
+    assert progress["hotspot"] is False and progress["pairing_open"] is True
+    assert progress["last_failure"] is None and progress["step"] is None
+    assert active_ids(nm) == ["gatewayd-client-HomeNet"]
+    assert store.state.wifi == HOME and store.state.cloud is None
+    assert not store.state.paired and store.state.paired_at is None
+
+
+def test_wifi_only_request_needs_the_explicit_permission(tmp_path: Path) -> None:
+    from gatewayd.pairing import InvalidRequest
+
+    cfg = make_config(tmp_path)  # no cloud presets
+    service = PairingService(StubOnboarding(), cfg.cloud)
+    with pytest.raises(InvalidRequest) as refused:
+        service.parse(IMPROV_FIELDS, "http")
+    assert refused.value.field == "wsp" and refused.value.message.startswith("wsp: ")
+    request = service.parse(IMPROV_FIELDS, "ble-improv", allow_wifi_only=True)
+    assert request.wifi == HOME and request.cloud is None and request.wifi_only
+    assert request.redacted()["cloud"] is None
+    # A request that brings cloud fields of its own must bring all of them.
+    with pytest.raises(InvalidRequest) as partial:
+        service.parse({**IMPROV_FIELDS, "wsp": "user@example.com"}, "ble-improv",
+                      allow_wifi_only=True)
+    assert partial.value.field == "token"
+    # Without Wi-Fi there is nothing to do: the cloud fields are required as always.
+    with pytest.raises(InvalidRequest) as empty:
+        service.parse({}, "ble-improv", allow_wifi_only=True)
+    assert empty.value.field == "wsp"
+    ethernet = PairingService(StubOnboarding(), cfg.cloud, wifi_enabled=False)
+    with pytest.raises(InvalidRequest):
+        ethernet.parse(IMPROV_FIELDS, "ble-improv", allow_wifi_only=True)
+    with pytest.raises(ValueError):
+        PairingRequest(cloud=None, wifi=None)
+    # Complete presets: the same Improv fields pair fully, as before.
+    presets = with_overrides(cfg, cloud={"host": "127.0.0.1", "wsp": "vendor@example.com",
+                                         "token": "vendor-token"}).cloud
+    full = PairingService(StubOnboarding(), presets).parse(IMPROV_FIELDS, "ble-improv",
+                                                           allow_wifi_only=True)
+    assert full.cloud is not None and full.cloud.wsp == "vendor@example.com"
+
+
+class StubOnboarding:
+    pairing_open = True
+    busy = False
+
+    async def begin(self, request: PairingRequest) -> None:
+        raise AssertionError("not submitted")
+
+    def progress(self) -> dict[str, Any]:
+        return {}
+
+
+def test_wifi_first_then_cloud_over_the_lan(nm: NetworkManagerMock, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    cloud = StubCloud()
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store, cloud) as ob:
+            assert HOTSPOT_ID in active_ids(nm)
+            service = PairingService(ob, cfg.cloud)
+            wifi_only = service.parse(IMPROV_FIELDS, "ble-improv", allow_wifi_only=True)
+            progress = await service.submit(wifi_only)
+            assert progress["attempt"]["cloud"] is False
+            await until(ob, lambda: joined(ob))
+            assert_joined(ob, nm, store)
+            assert cloud.connected is None, "no cloud step without an account"
+
+            # The cloud part fails: still on the LAN, no hotspot, the reason is there.
+            cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "refused")
+            await service.submit(service.parse(CLOUD_FIELDS, "http"))
+            await until(ob, lambda: ob.last_failure is not None and not ob.busy
+                        and ob.pairing_open)
+            assert ob.state == State.UNPAIRED and ob.last_failure["code"] == "broker-refused"
+            assert ob.progress()["network"] == "wifi" and not ob.progress()["hotspot"]
+            assert active_ids(nm) == ["gatewayd-client-HomeNet"]
+            assert store.state.wifi == HOME and store.state.cloud is None
+
+            # The cloud part over the LAN (the "No Wi-Fi" variant): online, both stored.
+            cloud.next_failure = None
+            await service.submit(service.parse(CLOUD_FIELDS, "http"))
+            await until(ob, lambda: ob.state == State.ONLINE)
+            assert store.state.wifi == HOME and store.state.cloud == CLOUD
+            assert store.state.paired and not ob.pairing_open
+            assert active_ids(nm) == ["gatewayd-client-HomeNet"]
+            assert cloud.connected == CLOUD
+
+    run(scenario())
+
+
+def test_wifi_first_then_a_full_request_for_the_same_network(nm: NetworkManagerMock,
+                                                              tmp_path: Path) -> None:
+    # What the panel's form sends on a Wi-Fi hub: the network again, with the account.
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            await ob.begin(PairingRequest(cloud=None, wifi=HOME, source="ble-improv"))
+            await until(ob, lambda: joined(ob))
+            await ob.begin(request(HOME))
+            await until(ob, lambda: ob.state == State.ONLINE)
+            assert store.state.wifi == HOME and store.state.cloud == CLOUD
+            assert active_ids(nm) == ["gatewayd-client-HomeNet"]
+            assert client_ids(nm) == ["gatewayd-client-HomeNet"]
+
+    run(scenario())
+
+
+def test_failed_wifi_only_attempt_falls_back_to_the_hotspot(nm: NetworkManagerMock,
+                                                            tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            service = PairingService(ob, cfg.cloud)
+            await service.submit(service.parse({"ssid": "Office", "psk": "not the password"},
+                                               "ble-improv", allow_wifi_only=True))
+            await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
+            assert ob.state == State.UNPAIRED and ob.last_failure["code"] == "wrong-password"
+            assert ob.progress()["hotspot"] and ob.progress()["network"] is None
+            assert active_ids(nm) == [HOTSPOT_ID]
+            assert store.state.wifi is None and store.state.cloud is None
+            assert client_ids(nm) == [], "unproven profile left behind"
+
+    run(scenario())
+
+
+def test_boot_with_wifi_only_state_rejoins_without_hotspot(nm: NetworkManagerMock,
+                                                           tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+
+    async def first_boot() -> None:
+        async with onboarding(cfg, store) as ob:
+            await ob.begin(PairingRequest(cloud=None, wifi=HOME, source="ble-improv"))
+            await until(ob, lambda: joined(ob))
+
+    run(first_boot())
+    assert store.state.wifi == HOME and store.state.cloud is None
+
+    seen: list[tuple[State, bool]] = []
+
+    async def second_boot() -> None:
+        control = NetworkManagerControl(cfg, IDENTITY)
+        ob = Onboarding(cfg, store_for(cfg), control, StubCloud())
+        ob.subscribe(lambda state, progress: seen.append((state, progress["hotspot"])))
+        await ob.start()
+        try:
+            await until(ob, lambda: joined(ob))
+            assert_joined(ob, nm, ob.store)
+            assert ob.attempt is not None and ob.attempt["source"] == "boot"
+        finally:
+            await ob.stop()
+
+    run(second_boot())
+    assert seen == [(State.CONNECTING, False), (State.UNPAIRED, False)]
+    # The hotspot profile of the first boot was dropped at start; none was made again.
+    assert HOTSPOT_ID not in [c["connection"]["id"] for c in nm.connections()]
+
+
+def test_wifi_only_boot_failure_raises_the_hotspot_at_once_and_retries(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    # A long grace: the hotspot below is there because the attempt failed, not because a
+    # paired hub's grace period ran out.
+    cfg = make_config(tmp_path, offline_grace=300.0, retry_interval=0.3)
+    store = store_for(cfg)
+    store.commit_wifi(HOME)
+    nm.remove_ap("HomeNet")  # the saved network is away at boot
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            # The boot attempt fails: hotspot back with the reason; the saved network stays
+            # saved and is retried from the hotspot.
+            await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
+            assert ob.state == State.OFFLINE and ob.progress()["hotspot"]
+            assert ob.last_failure["code"] == "network-not-found"
+            assert HOTSPOT_ID in active_ids(nm)
+            assert store.state.wifi == HOME and store.state.cloud is None
+            nm.restore_ap("HomeNet")
+            await until(ob, lambda: joined(ob), timeout=20)
+            assert_joined(ob, nm, store)
+
+    run(scenario())
+
+
+def test_wifi_only_hub_that_loses_its_network_falls_back_and_rejoins(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, offline_grace=0.3, retry_interval=0.3)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            await ob.begin(PairingRequest(cloud=None, wifi=HOME, source="ble-improv"))
+            await until(ob, lambda: joined(ob))
+            # On the network, then the network drops: offline, hotspot after the grace.
+            nm.remove_ap("HomeNet")
+            nm.drop_wifi()
+            await until(ob, lambda: ob.state == State.OFFLINE)
+            assert store.state.wifi == HOME and ob.progress()["network"] is None
+            await until(ob, lambda: ob.pairing_open)
+            assert HOTSPOT_ID in active_ids(nm) and store.state.wifi == HOME
+            nm.restore_ap("HomeNet")
+            await until(ob, lambda: joined(ob), timeout=20)
+            assert_joined(ob, nm, store)
+
+    run(scenario())
+
+
+def test_wifi_only_request_on_a_paired_offline_hub_keeps_the_account(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, offline_grace=0.2, retry_interval=30.0)
+    store = store_for(cfg)
+    store.commit_pairing(HOME, CLOUD)
+    nm.remove_ap("HomeNet")
+    guest = WifiCredentials("Guest", "")
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            await until(ob, lambda: ob.pairing_open)
+            assert ob.state == State.OFFLINE
+            await ob.begin(PairingRequest(cloud=None, wifi=guest, source="ble-improv"))
+            await until(ob, lambda: ob.state == State.ONLINE)
+            assert store.state.wifi == guest and store.state.cloud == CLOUD
+
+    run(scenario())
+
+
+def test_reset_after_wifi_first_forgets_the_network(nm: NetworkManagerMock,
+                                                    tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            await ob.begin(PairingRequest(cloud=None, wifi=HOME, source="ble-improv"))
+            await until(ob, lambda: joined(ob))
+            store.reset()
+            await ob.reset()
+            await until(ob, lambda: ob.state == State.UNPAIRED and ob.pairing_open
+                        and ob.progress()["hotspot"])
+            assert ob.progress()["network"] is None and active_ids(nm) == [HOTSPOT_ID]
+            assert store.state.wifi is None and client_ids(nm) == []
+
+    run(scenario())
+
+
+def test_wifi_first_then_cloud_on_a_real_broker(nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """The cloud part of "Wi-Fi first, cloud later" through the real cloud link."""
+    from gatewayd.cloud_step import CloudLinkStep
+    from tests.cloud_helpers import Monitor, creds_for, make_broker, make_hub, make_link
+
+    broker = make_broker(tmp_path / "broker")
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    hub = make_hub()
+    link = make_link(hub=hub)
+    try:
+        with Monitor(broker) as monitor:
+            async def scenario() -> None:
+                async with onboarding(cfg, store, CloudLinkStep(link)) as ob:  # type: ignore[arg-type]
+                    await ob.begin(PairingRequest(cloud=None, wifi=HOME, source="ble-improv"))
+                    await until(ob, lambda: joined(ob))
+                    assert_joined(ob, nm, store)
+                    good = creds_for(broker)
+                    await ob.begin(request(None, good))
+                    await until(ob, lambda: ob.state == State.ONLINE)
+                    assert store.state.cloud == good and store.state.wifi == HOME
+                    assert active_ids(nm) == ["gatewayd-client-HomeNet"]
+                    await monitor.await_for(f"{good.root}/sweet-home/{hub.id}/$state",
+                                            "ready")
+
+            run(scenario())
+    finally:
+        broker.stop()

@@ -43,6 +43,32 @@ def test_commit_and_reset_keep_identity(tmp_path: Path) -> None:
         first.setup_code, first.device_id, first.device_key)
 
 
+def test_wifi_first_then_cloud_keeps_both_and_reset_forgets_both(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open(device_id="hub-1", mac="dc:a6:32:00:00:01")
+    joined = store.commit_wifi(WIFI)
+    assert joined.wifi == WIFI and joined.cloud is None
+    assert not joined.paired and joined.paired_at is None
+    loaded = StateStore(tmp_path).open()  # a Wi-Fi-only state survives a restart
+    assert loaded.wifi == WIFI and not loaded.paired
+    assert loaded.redacted()["wifi"] == {"ssid": "HomeNet", "hidden": False, "security": "psk"}
+    paired = store.commit_pairing(None, CLOUD)  # the cloud part: the network stays
+    assert paired.wifi == WIFI and paired.cloud == CLOUD and paired.paired
+    assert StateStore(tmp_path).open() == paired
+    other = WifiCredentials(ssid="Office", psk="correct horse")
+    assert store.commit_pairing(other, CLOUD).wifi == other  # a new network replaces it
+    assert store.commit_wifi(WIFI).cloud == CLOUD  # joining a network keeps the account
+    reset = store.reset()
+    assert reset.wifi is None and reset.cloud is None and not reset.paired
+
+
+def test_cloud_only_commit_on_a_hub_without_wifi(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open()
+    state = store.commit_pairing(None, CLOUD)  # the "No Wi-Fi" variant, Ethernet hub
+    assert state.wifi is None and state.paired
+
+
 @pytest.mark.parametrize(
     ("content", "key", "reason"),
     [
