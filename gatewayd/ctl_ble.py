@@ -42,7 +42,8 @@ def add_ble_commands(sub: Any) -> None:
     s.add_argument("--setup-code", help="the 8-digit setup code on the label (default: ask "
                                         "the local gatewayd)")
     s.add_argument("--improv", action="store_true",
-                   help="use Improv Wi-Fi (Wi-Fi only; cloud account from vendor presets)")
+                   help="use Improv Wi-Fi: Wi-Fi only (the cloud account comes from vendor "
+                        "presets, or is paired later on the LAN)")
     s.add_argument("--adapter", help="the phone's Bluetooth adapter (default hci0; hci1 with "
                                      "--sim)")
     s.add_argument("--ssid")
