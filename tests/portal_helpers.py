@@ -57,6 +57,7 @@ class FakeOnboarding:
         self._networks = networks
         self.pairing_open = True
         self.state = "unpaired"
+        self.network: str | None = None  # "wifi": on Wi-Fi without a cloud account
         self.step: str | None = None
         self.attempt: dict[str, Any] | None = None
         self.last_failure: dict[str, Any] | None = None
@@ -85,6 +86,8 @@ class FakeOnboarding:
                     "last_failure": self.last_failure, "pairing_open": self.pairing_open}
         if self.hotspot is not None:
             progress["hotspot"] = self.hotspot
+        if self.network is not None:
+            progress["network"] = self.network
         return progress
 
     def networks(self) -> list[dict[str, Any]]:

@@ -170,3 +170,23 @@ def test_admin_dashboard_after_pairing(page: Page, portal: Portal, artifacts: Pa
     for secret in ("supersecret", "t0k-secret-value", code, "user@example.com"):
         assert secret not in html
     page.screenshot(path=artifacts / "portal-dashboard.png", full_page=True)
+
+
+def test_panel_keeps_the_network_of_a_hub_already_on_wifi(page: Page, portal: Portal,
+                                                           artifacts: Path) -> None:
+    """After Improv gave the hub Wi-Fi only, the panel on the LAN pairs the cloud part."""
+    portal.fake.network = "wifi"
+    page.goto(portal.url + "/")
+    keep = page.get_by_text("Keep the current network")
+    expect(keep).to_be_visible()
+    expect(page.locator("#psk")).to_be_hidden()  # checked by default: no password needed
+    page.fill("#wsp", "user@example.com")
+    page.fill("#token", "t0k-secret-value")
+    page.screenshot(path=artifacts / "portal-keep-network.png", full_page=True)
+    page.click("#submit")
+    wait_for(lambda: portal.fake.begun, 10, "the pairing request")
+    request = portal.fake.begun[0]
+    assert request.wifi is None, "the cloud part only: the Wi-Fi stays as it is"
+    assert request.cloud.wsp == "user@example.com"
+    portal.core(portal.fake.succeed)
+    expect(page.locator("#p-title")).to_have_text("Your hub is online")

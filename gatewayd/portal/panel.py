@@ -25,6 +25,10 @@ STATE_LABELS = {"starting": "Starting", "unpaired": "Ready to pair",
 ADVANCED_FIELDS = ("host", "brport", "mqtts_port", "rootTopic")
 
 
+# The "keep the network the hub is on" choice: longer than any SSID (32 bytes) can be.
+KEEP_NETWORK = "gatewayd:keep-the-current-network"
+
+
 def form_fields(form: MultiDict[str, str], wifi_enabled: bool) -> dict[str, Any]:
     """Map the panel's form to pairing fields (the same names as ``/pair``)."""
     fields: dict[str, Any] = {name: form.get(name, "") for name in
@@ -33,6 +37,8 @@ def form_fields(form: MultiDict[str, str], wifi_enabled: bool) -> dict[str, Any]
         network = form.get("network")
         if network is None:
             raise InvalidRequest("ssid: choose a Wi-Fi network", "ssid")
+        if network == KEEP_NETWORK:
+            return fields  # the hub is on its Wi-Fi already: the cloud part only
         # The "other network" choice has the value "": an SSID is never empty.
         fields["ssid"] = network or form.get("hidden_ssid", "")
         fields["hidden"] = network == ""

@@ -33,7 +33,8 @@
   function onNetwork() {
     const radio = chosen();
     $('hidden-ssid-box').hidden = !(radio && radio.value === '');
-    const open = radio && radio.dataset.security === 'open';
+    // "Keep the current network" needs no password, like an open network.
+    const open = radio && ['open', 'current'].includes(radio.dataset.security);
     $('psk-field').hidden = Boolean(open);
     if (open) $('psk').value = '';
     $('networks').classList.remove('invalid');
@@ -119,6 +120,7 @@
     if (wifi) {
       const radio = chosen();
       if (!radio) return { error: 'Choose a Wi-Fi network.', field: 'ssid' };
+      if (radio.dataset.security === 'current') return { body };  // cloud part only
       body.ssid = radio.value || value('hidden_ssid');
       body.hidden = radio.value === '';
       body.psk = value('psk');
