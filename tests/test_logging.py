@@ -1,0 +1,64 @@
+"""Logging goes to the journal (structured) under systemd, to readable stderr otherwise."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gatewayd.logsetup import Redactor, configure
+
+PROBE = "from gatewayd.logsetup import under_journald; print(under_journald())"
+
+
+def _probe(stderr_path: Path, journal_stream: str | None) -> str:
+    env = dict(os.environ)
+    env.pop("JOURNAL_STREAM", None)
+    if journal_stream is not None:
+        env["JOURNAL_STREAM"] = journal_stream
+    with stderr_path.open("w") as err:
+        return subprocess.run([sys.executable, "-c", PROBE], stderr=err, env=env,
+                              capture_output=False, stdout=subprocess.PIPE, text=True,
+                              check=True).stdout.strip()
+
+
+def test_journald_is_detected_only_when_stderr_is_the_journal_stream(tmp_path: Path) -> None:
+    stderr = tmp_path / "stderr"
+    stderr.touch()
+    st = stderr.stat()
+    assert _probe(stderr, f"{st.st_dev}:{st.st_ino}") == "True"
+    # Inherited by a child whose stderr went elsewhere: not the journal any more.
+    assert _probe(stderr, f"{st.st_dev}:{st.st_ino + 1}") == "False"
+    assert _probe(stderr, None) == "False"
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_journal_handler_carries_identifier_and_redaction(restore_root_logger: None) -> None:
+    from systemd.journal import JournalHandler
+
+    redactor = Redactor()
+    configure("info", redactor, journald=True)
+    (handler,) = logging.getLogger().handlers
+    assert isinstance(handler, JournalHandler)
+    assert handler._extra["SYSLOG_IDENTIFIER"] == "gatewayd"
+    assert redactor in handler.filters
+
+
+def test_stderr_handler_outside_systemd(restore_root_logger: None) -> None:
+    configure("warning", Redactor(), journald=False)
+    (handler,) = logging.getLogger().handlers
+    assert isinstance(handler, logging.StreamHandler)
+    assert logging.getLogger().level == logging.WARNING
