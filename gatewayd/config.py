@@ -250,14 +250,16 @@ class Config:
         return self.runtime_dir / "control.sock"
 
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+SCALAR_TYPES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
 
 
-def _check_scalar(file: str, key: str, value: Any, typ: type, meta: Mapping[str, Any]) -> Any:
+def check_scalar(file: str, key: str, value: Any, typ: type, meta: Mapping[str, Any]) -> Any:
+    """Type, choices, range and pattern of one value (``spec`` metadata); the ``check``
+    hook is the caller's, so it can apply to whole arrays too (plugin options)."""
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if (typ is int and isinstance(value, bool)) or not isinstance(value, typ):
-        raise ConfigError(file, key, f"must be {_TYPE_NAMES[typ]}, got {type(value).__name__} "
+        raise ConfigError(file, key, f"must be {SCALAR_TYPES[typ]}, got {type(value).__name__} "
                                      f"{value!r}")
     if meta.get("choices") is not None and value not in meta["choices"]:
         allowed = ", ".join(repr(c) for c in meta["choices"])
@@ -268,10 +270,15 @@ def _check_scalar(file: str, key: str, value: Any, typ: type, meta: Mapping[str,
         raise ConfigError(file, key, f"must be <= {meta['max']}, got {value!r}")
     if meta.get("pattern") is not None and not re.match(meta["pattern"], value):
         raise ConfigError(file, key, f"{value!r} does not match {meta['pattern']}")
-    if meta.get("check") is not None:
-        problem = meta["check"](value)
-        if problem:
-            raise ConfigError(file, key, problem)
+    return value
+
+
+def apply_check(file: str, key: str, value: Any, meta: Mapping[str, Any]) -> Any:
+    """Run a field's ``spec(check=...)`` hook: it returns a reason, or None when fine."""
+    check = meta.get("check")
+    problem = check(value) if check is not None else None
+    if problem:
+        raise ConfigError(file, key, problem)
     return value
 
 
@@ -307,7 +314,8 @@ def _build(cls: type, data: Any, file: str, prefix: str) -> Any:
                 raise ConfigError(file, key, "must be a table")
             kwargs[name] = dict(value)
         else:
-            kwargs[name] = _check_scalar(file, key, value, typ, f.metadata)
+            kwargs[name] = apply_check(file, key, check_scalar(file, key, value, typ,
+                                                               f.metadata), f.metadata)
     if cls is VirtualDeviceConfig:
         # Plugin options live beside type/id in the table; the plugin validates them.
         extra = {k: v for k, v in data.items() if k not in fields}

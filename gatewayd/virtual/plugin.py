@@ -22,15 +22,20 @@ import dataclasses
 import importlib
 import importlib.metadata
 import logging
-import re
 import types
 import typing
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gatewayd import __version__, homie
-from gatewayd.config import ConfigError, VirtualDeviceConfig
+from gatewayd.config import (
+    SCALAR_TYPES,
+    ConfigError,
+    VirtualDeviceConfig,
+    apply_check,
+    check_scalar,
+)
 
 if TYPE_CHECKING:
     from gatewayd.hardware import LineBackend
@@ -68,27 +73,6 @@ class NoOptions:
     """For device types without options."""
 
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-
-
-def _scalar(file: str, key: str, value: Any, typ: type, meta: Mapping[str, Any]) -> Any:
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if (typ is int and isinstance(value, bool)) or not isinstance(value, typ):
-        raise ConfigError(file, key, f"must be {_TYPE_NAMES[typ]}, got {type(value).__name__} "
-                                     f"{value!r}")
-    if meta.get("choices") is not None and value not in meta["choices"]:
-        allowed = ", ".join(repr(c) for c in meta["choices"])
-        raise ConfigError(file, key, f"must be one of {allowed}, got {value!r}")
-    if meta.get("min") is not None and value < meta["min"]:
-        raise ConfigError(file, key, f"must be >= {meta['min']}, got {value!r}")
-    if meta.get("max") is not None and value > meta["max"]:
-        raise ConfigError(file, key, f"must be <= {meta['max']}, got {value!r}")
-    if meta.get("pattern") is not None and not re.match(meta["pattern"], value):
-        raise ConfigError(file, key, f"{value!r} does not match {meta['pattern']}")
-    return value
-
-
 def _convert(file: str, key: str, value: Any, typ: Any, meta: Mapping[str, Any]) -> Any:
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
@@ -105,10 +89,10 @@ def _convert(file: str, key: str, value: Any, typ: Any, meta: Mapping[str, Any])
         if dataclasses.is_dataclass(item_type):
             return tuple(parse_options(item_type, item, file, f"{key}[{i}].")  # type: ignore[arg-type]
                          for i, item in enumerate(value))
-        return tuple(_scalar(file, f"{key}[{i}]", item, item_type, {})
+        return tuple(check_scalar(file, f"{key}[{i}]", item, item_type, {})
                      for i, item in enumerate(value))
-    if typ in _TYPE_NAMES:
-        return _scalar(file, key, value, typ, meta)
+    if typ in SCALAR_TYPES:
+        return check_scalar(file, key, value, typ, meta)
     raise ConfigError(file, key, f"unsupported option type {typ!r}")
 
 
@@ -136,12 +120,7 @@ def parse_options(schema: type, data: Any, file: str = "<config>", prefix: str =
                 raise ConfigError(file, key, "is required")
             continue
         value = _convert(file, key, data[name], hints[name], f.metadata)
-        check: Callable[[Any], str | None] | None = f.metadata.get("check")
-        if check is not None:
-            problem = check(value)
-            if problem:
-                raise ConfigError(file, key, problem)
-        kwargs[name] = value
+        kwargs[name] = apply_check(file, key, value, f.metadata)
     return schema(**kwargs)
 
 
