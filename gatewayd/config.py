@@ -13,21 +13,17 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gatewayd import __version__
+from gatewayd.credentials import InvalidField, check_host, check_psk, check_root_topic
 
 DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/gatewayd.toml")
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
-HOSTNAME_PATTERN = (
-    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
-    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
-)
-
 
 class ConfigError(Exception):
     """A configuration value that gatewayd refuses; says file, key and reason."""
@@ -59,15 +55,21 @@ def spec(
     return field(default=default, metadata=meta)
 
 
-def _check_host(value: str) -> str | None:
-    try:
-        ipaddress.ip_address(value)
+def _rule(check: Callable[[str], object]) -> Callable[[str], str | None]:
+    """A credential rule (raises InvalidField) as a schema check (returns the reason):
+    the config and the pairing requests share one set of rules."""
+    def reason(value: str) -> str | None:
+        try:
+            check(value)
+        except InvalidField as exc:
+            return exc.message
         return None
-    except ValueError:
-        pass
-    if re.match(HOSTNAME_PATTERN, value):
-        return None
-    return "must be a host name or an IP address"
+    return reason
+
+
+_check_host = _rule(check_host)
+_check_psk = _rule(check_psk)
+_check_topic_level = _rule(check_root_topic)
 
 
 def _check_interface_address(value: str) -> str | None:
@@ -80,16 +82,6 @@ def _check_interface_address(value: str) -> str | None:
     return None
 
 
-def _check_psk(value: str) -> str | None:
-    if value == "":
-        return None
-    if len(value) == 64 and re.fullmatch(r"[0-9A-Fa-f]{64}", value):
-        return None
-    if not 8 <= len(value) <= 63 or not all(32 <= ord(c) < 127 for c in value):
-        return "must be empty (open hotspot) or 8-63 printable ASCII characters"
-    return None
-
-
 def _check_ssid_template(value: str) -> str | None:
     try:
         rendered = value.format(product="x" * 8, mac4="abcd", mac6="abcdef", device_id="x")
@@ -97,14 +89,6 @@ def _check_ssid_template(value: str) -> str | None:
         return f"unknown placeholder or bad format ({exc}); use {{product}}, {{mac4}}, {{mac6}}"
     if not rendered:
         return "must not be empty"
-    return None
-
-
-def _check_topic_level(value: str) -> str | None:
-    if value == "":
-        return None
-    if any(c in value for c in "/+#\x00") or len(value.encode()) > 128:
-        return "must be one MQTT topic level: no '/', '+', '#', at most 128 bytes"
     return None
 
 

@@ -13,10 +13,12 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gatewayd.config import HOSTNAME_PATTERN
-
 _EMAIL = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+HOSTNAME_PATTERN = (
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
 MAX_TOKEN_BYTES = 1024
 
 
