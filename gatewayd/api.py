@@ -22,6 +22,16 @@ class ApiError(Exception):
         self.message = message
 
 
+def json_object_body() -> dict[str, Any]:
+    """The request's JSON object; ``{}`` without a body; 400 for any other JSON."""
+    body = request.get_json(silent=True)
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "the body must be a JSON object")
+    return body
+
+
 def error_response(status: int, code: str, message: str) -> Any:
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status

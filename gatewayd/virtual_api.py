@@ -16,9 +16,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
-from gatewayd.api import ApiError
+from gatewayd.api import ApiError, json_object_body
 from gatewayd.corecall import CoreCall, CoreUnavailable
 from gatewayd.hardware import IDENTIFY_SECONDS, PRESS_KINDS, Hardware
 
@@ -54,15 +54,6 @@ class DeviceProviders:
         return {"devices": devices, "errors": errors}
 
 
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid", "the body must be a JSON object")
-    return body
-
-
 def _jsonable(value: Any) -> Any:
     try:
         json.dumps(value)
@@ -88,7 +79,7 @@ def devices_blueprint(call: CoreCall, providers: DeviceProviders,
 
     @bp.post("/button")
     def button() -> Any:
-        kind = _body().get("press")
+        kind = json_object_body().get("press")
         if kind not in PRESS_KINDS:
             raise ApiError(400, "invalid", f"press: must be one of {', '.join(PRESS_KINDS)}")
         hw = _hardware()
@@ -103,7 +94,7 @@ def devices_blueprint(call: CoreCall, providers: DeviceProviders,
 
     @bp.post("/identify")
     def identify() -> Any:
-        seconds = _body().get("seconds", IDENTIFY_SECONDS)
+        seconds = json_object_body().get("seconds", IDENTIFY_SECONDS)
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
                 or not 0 < seconds <= 3600:
             raise ApiError(400, "invalid", "seconds: must be a number above 0, at most 3600")

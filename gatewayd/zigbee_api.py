@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from gatewayd.api import ApiError
+from gatewayd.api import ApiError, json_object_body
 from gatewayd.bridge import BridgeError, ZigbeeBridge
 from gatewayd.corecall import CoreCall
 
@@ -18,15 +18,6 @@ SIM_ACTIONS = {"join": ("kind", "ieee", "install_code"), "leave": ("ieee",),
                "command": ("ieee", "cluster", "command", "args", "endpoint"),
                "set_link": ("ieee", "lqi"), "unplug": (), "replug": (), "list": (),
                "kinds": ()}
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid", "the request body must be a JSON object")
-    return body
 
 
 def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall, *,
@@ -58,7 +49,7 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall, *,
 
     @bp.post("/permit-join")
     def permit_join() -> Any:
-        seconds = _body().get("seconds")
+        seconds = json_object_body().get("seconds")
         if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)
                                     or not 0 <= seconds <= 254):
             raise ApiError(400, "invalid", "seconds: must be an integer 0-254")
@@ -69,7 +60,7 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall, *,
 
     @bp.post("/install-code")
     def install_code() -> Any:
-        body = _body()
+        body = json_object_body()
         ieee, code = body.get("ieee"), body.get("code")
         if not isinstance(ieee, str) or not isinstance(code, str):
             raise ApiError(400, "invalid", "ieee and code are required (text)")
@@ -77,7 +68,7 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall, *,
 
     @bp.post("/remove")
     def remove() -> Any:
-        ieee = _body().get("ieee")
+        ieee = json_object_body().get("ieee")
         if not isinstance(ieee, str):
             raise ApiError(400, "invalid", "ieee: required")
         return jsonify({"removed": run(bridge.remove, ieee)})
@@ -88,7 +79,7 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall, *,
         if network is None:
             raise ApiError(409, "not-simulated", "only the virtual radio takes injected "
                                                  "events ([zigbee] radio = \"virtual\")")
-        body = _body()
+        body = json_object_body()
         action = body.pop("action", None)
         if action not in SIM_ACTIONS:
             raise ApiError(400, "invalid", f"action: one of {', '.join(SIM_ACTIONS)}")
