@@ -81,8 +81,11 @@ def profile(nm: NetworkManagerMock, conn_id: str) -> dict[str, Any]:
     for conn in nm.connections():
         if conn["connection"]["id"] == conn_id:
             return conn
-    ids = [c["connection"]["id"] for c in nm.connections()]
-    raise AssertionError(f"no profile {conn_id!r} in {ids}")
+    raise AssertionError(f"no profile {conn_id!r} in {profile_ids(nm)}")
+
+
+def profile_ids(nm: NetworkManagerMock) -> list[str]:
+    return [c["connection"]["id"] for c in nm.connections()]
 
 
 def active_ids(nm: NetworkManagerMock) -> list[str]:
@@ -166,8 +169,7 @@ def test_wrong_password_falls_back_with_reason_and_keeps_old_credentials(
             assert "password" in ob.last_failure["reason"]
             assert HOTSPOT_ID in active_ids(nm)
             assert store.state.wifi == HOME and store.state.cloud == CLOUD
-            assert "gatewayd-client-Office" not in [c["connection"]["id"]
-                                                    for c in nm.connections()]
+            assert "gatewayd-client-Office" not in profile_ids(nm)
 
     run(scenario())
 
@@ -222,7 +224,7 @@ def test_network_not_found_and_broker_refused_are_reported(nm: NetworkManagerMoc
                         and ob.progress()["hotspot"])
             assert ob.state == State.UNPAIRED and HOTSPOT_ID in active_ids(nm)
             assert not store.state.paired
-            ids = [c["connection"]["id"] for c in nm.connections()]
+            ids = profile_ids(nm)
             assert "gatewayd-client-HomeNet" not in ids, "unproven profile left behind"
 
     run(scenario())
@@ -270,7 +272,7 @@ def test_ethernet_only_hub_never_creates_wifi_profiles(bus: PrivateBus, tmp_path
                     await until(ob, lambda: ob.state == State.ONLINE)
 
             run(scenario())
-            ids = [c["connection"]["id"] for c in nm.connections()]
+            ids = profile_ids(nm)
             assert not [i for i in ids if i.startswith("gatewayd-")], ids
 
 
@@ -287,8 +289,7 @@ def test_reset_returns_to_unpaired_and_forgets_client_profile(nm: NetworkManager
             await ob.reset()
             await until(ob, lambda: ob.state == State.UNPAIRED and ob.pairing_open)
             assert active_ids(nm) == [HOTSPOT_ID]
-            assert "gatewayd-client-HomeNet" not in [c["connection"]["id"]
-                                                     for c in nm.connections()]
+            assert "gatewayd-client-HomeNet" not in profile_ids(nm)
 
     run(scenario())
 
@@ -336,8 +337,7 @@ CLOUD_FIELDS = {"wsp": "user@example.com", "token": "t0k", "host": "127.0.0.1",
 
 
 def client_ids(nm: NetworkManagerMock) -> list[str]:
-    return [c["connection"]["id"] for c in nm.connections()
-            if c["connection"]["id"].startswith("gatewayd-client-")]
+    return [i for i in profile_ids(nm) if i.startswith("gatewayd-client-")]
 
 
 def joined(ob: Onboarding) -> bool:
@@ -507,7 +507,7 @@ def test_boot_with_wifi_only_state_rejoins_without_hotspot(nm: NetworkManagerMoc
     run(second_boot())
     assert seen == [(State.CONNECTING, False), (State.UNPAIRED, False)]
     # The hotspot profile of the first boot was dropped at start; none was made again.
-    assert HOTSPOT_ID not in [c["connection"]["id"] for c in nm.connections()]
+    assert HOTSPOT_ID not in profile_ids(nm)
 
 
 def test_wifi_only_boot_failure_raises_the_hotspot_at_once_and_retries(
