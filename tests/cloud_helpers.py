@@ -14,10 +14,10 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -28,8 +28,7 @@ from gatewayd.config import CloudConfig
 from gatewayd.credentials import CloudCredentials
 from gatewayd.simulator.broker import MONITOR_USER, Broker
 from gatewayd.simulator.procs import free_port
-
-T = TypeVar("T")
+from tests.helpers import run_async
 
 WSP = "user@example.com"
 TOKEN = "s3cret-token-value"
@@ -37,9 +36,7 @@ HUB_ID = "aa-bb-cc-dd-ee-ff"
 _ids = itertools.count()
 
 
-def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-    """Run a coroutine on a fresh loop with an overall time limit."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = run_async
 
 
 def fast_config(**overrides: Any) -> CloudConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -9,12 +10,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+
+def run_async(coro: Awaitable[T], timeout: float = 30.0) -> T:
+    """Run ``coro`` on a fresh event loop; the test fails after ``timeout`` seconds."""
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+    return asyncio.run(bounded())
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",

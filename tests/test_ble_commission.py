@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -34,6 +35,7 @@ from gatewayd.simulator.bluez_mock import BluezMock
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from gatewayd.state import StateStore
+from tests.helpers import run_async
 
 T = TypeVar("T")
 IDENTITY = Identity("dc-a6-32-12-34-56", "dc:a6:32:12:34:56", "Acme Hub")
@@ -158,10 +160,7 @@ async def scan_for(name: str, timeout: float,
             return None
 
 
-def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(bounded())
+run = functools.partial(run_async, timeout=60.0)
 
 
 class HubThread:

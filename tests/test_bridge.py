@@ -8,14 +8,15 @@ the whole path through a real mosquitto and a real :class:`CloudLink`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import subprocess
 import sys
 import time
 import tty
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -29,17 +30,16 @@ from gatewayd.bridge import (
     parse_install_code,
 )
 from gatewayd.config import ZigbeeConfig
+from tests.helpers import run_async
 
 pytestmark = pytest.mark.timeout(60)
 
-T = TypeVar("T")
 HUB_ID = "aa-bb-cc-dd-ee-ff"
 INSTALL_CODE = "83FED3407A939723A5C639B26916D505C3B5"  # the Zigbee spec's example
 TIMEOUT = 0.5  # zigbee.command_timeout in these tests
 
 
-def run(coro: Coroutine[Any, Any, T], timeout: float = 40.0) -> T:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = functools.partial(run_async, timeout=40.0)
 
 
 def virtual_cfg(**kw: Any) -> ZigbeeConfig:

@@ -13,10 +13,10 @@ import asyncio
 import errno
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import gpiod
 import pytest
@@ -33,16 +33,13 @@ from gatewayd.hardware import (
     Led,
     SimulatedBackend,
 )
+from tests.helpers import run_async
 
 pytestmark = pytest.mark.timeout(60)
-T = TypeVar("T")
 CHIP = "/dev/gpiochip0"
 
 
-def run(coro: Awaitable[T], timeout: float = 30) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(bounded())
+run = run_async
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition"

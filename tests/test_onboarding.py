@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -18,17 +18,14 @@ from gatewayd.onboarding import Failure, Onboarding, State, StepResult, StubClou
 from gatewayd.pairing import PairingRequest, PairingService
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import CONN_IFACE, NetworkManagerMock
+from tests.helpers import run_async
 
-T = TypeVar("T")
 IDENTITY = Identity("dc-a6-32-12-34-56", "dc:a6:32:12:34:56", "Acme Hub")
 CLOUD = CloudCredentials("user@example.com", "t0k", "127.0.0.1", 1883)
 HOME = WifiCredentials("HomeNet", "supersecret")
 
 
-def run(coro: Awaitable[T], timeout: float = 60) -> T:
-    async def _bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(_bounded())
+run = functools.partial(run_async, timeout=60.0)
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import zigpy.types as t
@@ -20,16 +19,15 @@ from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee import catalog, mapping, virtual_radio
 from gatewayd.zigbee.radio import RadioUnavailable, start_controller
 from gatewayd.zigbee.virtual_radio import VirtualNetwork, VirtualRadioError
+from tests.helpers import run_async
 
 pytestmark = pytest.mark.timeout(60)
 
-T = TypeVar("T")
 CFG = ZigbeeConfig(enabled=True, radio="virtual", command_timeout=0.5)
 INSTALL_CODE = "83FED3407A939723A5C639B26916D505C3B5"  # the Zigbee spec's example
 
 
-def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = run_async
 
 
 class Events:
