@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gatewayd import __version__
 from gatewayd.ap import NetworkManagerControl
 from gatewayd.api import create_control_app
 from gatewayd.config import Config
@@ -286,7 +287,7 @@ class Daemon:
                 watchdog.start()
             assert self.onboarding is not None
             self.notifier.ready(describe(self.onboarding.progress()))
-            log.info("gatewayd %s ready (device %s, state %s)", hub.status()["version"],
+            log.info("gatewayd %s ready (device %s, state %s)", __version__,
                      self.identity.device_id, hub.phase)
             self.ready.set()
             await hub.stop_requested.wait()
