@@ -19,9 +19,12 @@ EXIT_UNREACHABLE = 3
 
 
 class CtlError(Exception):
-    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+    def __init__(self, message: str, code: int = EXIT_ERROR, *,
+                 not_running: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        # No daemon at all (as opposed to one we may not talk to): offline reset is safe.
+        self.not_running = not_running
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -51,7 +54,7 @@ class Client:
             raw = response.read()
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise CtlError(f"gatewayd is not running (no control socket at {self.path}: "
-                           f"{exc.strerror})", EXIT_UNREACHABLE) from None
+                           f"{exc.strerror})", EXIT_UNREACHABLE, not_running=True) from None
         except PermissionError:
             raise CtlError(f"permission denied on {self.path}: run as root or as a member of "
                            "the control group ([hub] control_group)", EXIT_UNREACHABLE) from None
@@ -131,7 +134,7 @@ def cmd_reset(args: argparse.Namespace, client: Client) -> int:
     try:
         result = client.request("POST", "reset", {"full": args.full})
     except CtlError as exc:
-        if exc.code != EXIT_UNREACHABLE or not _socket_absent(client.path):
+        if not exc.not_running:
             raise
         result = _offline_reset(args)
         if not args.json:
@@ -165,19 +168,6 @@ def cmd_setup_code(args: argparse.Namespace, client: Client) -> int:
         data = {**data, "qr_text": buf.getvalue()}
     emit(args, data, human)
     return 0
-
-
-def _socket_absent(path: Path) -> bool:
-    try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(1)
-        sock.connect(str(path))
-    except (FileNotFoundError, ConnectionRefusedError):
-        return True
-    except OSError:
-        return False
-    sock.close()
-    return False
 
 
 def _config(args: argparse.Namespace) -> Any:
