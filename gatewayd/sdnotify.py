@@ -120,7 +120,7 @@ class Watchdog:
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:
-        self._stall.start(asyncio.get_running_loop())
+        self._stall.start()
         self._task = asyncio.create_task(self._run(), name="watchdog")
 
     async def stop(self) -> None:
@@ -146,8 +146,8 @@ class _StallReporter:
     def beat(self) -> None:
         self._last = time.monotonic()
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        del loop
+    def start(self) -> None:
+        """Called on the loop's thread: that is the thread whose stack gets reported."""
         self._loop_thread_id = threading.get_ident()
         self._thread = threading.Thread(target=self._watch, name="stall-reporter", daemon=True)
         self._thread.start()

@@ -232,14 +232,7 @@ class StateStore:
         self._write(state)
         return state
 
-    def set_device_key(self, key: bytes) -> HubState:
-        if len(key) != 32:
-            raise ValueError("device key must be 32 bytes")
-        state = replace(self.state, device_key=key)
-        self._write(state)
-        return state
-
-    def reset(self, *, keep_wifi: bool = False) -> HubState:
+    def reset(self) -> HubState:
         """Forget credentials (factory reset); identity and setup code stay.
 
         A corrupt file is moved aside (for the vendor's support to look at) and a
@@ -261,7 +254,6 @@ class StateStore:
             if self._state is not None:
                 state = replace(state, device_id=self._state.device_id, mac=self._state.mac)
         else:
-            state = replace(current, cloud=None, paired_at=None,
-                            wifi=current.wifi if keep_wifi else None)
+            state = replace(current, cloud=None, paired_at=None, wifi=None)
         self._write(state)
         return state
