@@ -87,7 +87,7 @@ class TaskComponent:
 
 
 @dataclass
-class Optional:
+class NonFatal:
     """A component whose failure to start is logged, not fatal: the hub still pairs
     over the hotspot when, say, the Bluetooth adapter is missing."""
 
@@ -184,7 +184,7 @@ class Daemon:
             blueprints.append(ble_blueprint(ble, call))
             self.short_press_hooks.append(lambda: self._authorize_ble(ble))
             # Started after onboarding and stopped before it; a BLE fault never stops the hub.
-            self._late.insert(0, Optional(ble))
+            self._late.insert(0, NonFatal(ble))
         self.control = WebComponent("control", lambda: WebServer(
             create_control_app(hub, call, extra=blueprints), name="control",
             unix_socket=cfg.control_socket, socket_group=cfg.hub.control_group, threads=2))
