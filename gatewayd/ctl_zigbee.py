@@ -24,9 +24,9 @@ def add_zigbee_commands(sub: Any) -> None:
     s.add_argument("ieee")
     s.set_defaults(func=cmd_remove)
     s = zsub.add_parser("sim", help="simulator only: inject an event into the virtual radio "
-                                    "(join KIND, leave, silence, report, command, unplug, ...)")
+                                    "(join KIND, leave, report, command, unplug, stream, ...)")
     s.add_argument("action", help="join, leave, silence, report, command, set_link, unplug, "
-                                  "replug, list, kinds")
+                                  "replug, list, kinds, stream, stream_status, stream_stop")
     s.add_argument("args", nargs="*", help="KEY=VALUE; VALUE is JSON when it parses, e.g. "
                                            "kind=plug attributes='{\"on_off\": 1}'")
     s.set_defaults(func=cmd_sim)

@@ -17,7 +17,10 @@ SIM_ACTIONS = {"join": ("kind", "ieee", "install_code"), "leave": ("ieee",),
                                                          "endpoint"),
                "command": ("ieee", "cluster", "command", "args", "endpoint"),
                "set_link": ("ieee", "lqi"), "unplug": (), "replug": (), "list": (),
-               "kinds": ()}
+               "kinds": (),
+               "stream": ("count", "rate", "cluster", "attribute", "start_at", "modulo",
+                          "offset"),
+               "stream_status": (), "stream_stop": ()}
 
 
 def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall, *,
@@ -87,8 +90,13 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall, *,
         if unknown:
             raise ApiError(400, "invalid", f"{action} takes no {', '.join(sorted(unknown))}")
 
+        from gatewayd.zigbee.sim_device import VirtualRadioError
+
         async def _do() -> Any:
-            return getattr(network, action)(**body)
+            try:
+                return getattr(network, action)(**body)
+            except VirtualRadioError as exc:  # an event that cannot happen: the caller's error
+                raise ValueError(str(exc)) from None
 
         return jsonify({"action": action, "result": run(_do)})
 

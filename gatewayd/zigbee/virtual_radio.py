@@ -13,7 +13,8 @@
 The injection interface (for the simulator's control socket) is plain methods of
 :class:`VirtualNetwork` with JSON-able arguments and results: ``join``, ``leave``,
 ``silence``, ``report``, ``command``, ``set_link``, ``unplug``, ``replug``,
-``list``, ``state`` and the one-entry ``inject``. They must be called on the event
+``list``, ``state``, the one-entry ``inject``, and the load generator ``stream``,
+``stream_status`` and ``stream_stop``. They must be called on the event
 loop that runs the application. See docs/zigbee.md.
 """
 
@@ -40,6 +41,7 @@ import zigpy.zdo.types as zdo_t
 
 from gatewayd.atomicfile import atomic_write
 from gatewayd.zigbee.catalog import KINDS, MANUFACTURER, MANUFACTURER_CODE
+from gatewayd.zigbee.report_stream import ReportStream
 from gatewayd.zigbee.sim_device import SimDevice, VirtualRadioError, parse_eui64
 
 __all__ = ["ControllerApplication", "SimDevice", "VirtualNetwork", "VirtualRadioError",
@@ -66,6 +68,7 @@ class VirtualNetwork:
         self._tsn = random.randint(0, 255)  # noqa: S311 - not security relevant
         self._loop: asyncio.AbstractEventLoop | None = None
         self._save_handle: asyncio.TimerHandle | None = None
+        self._stream: ReportStream | None = None
         if path is not None and path.exists():
             try:
                 self._load(json.loads(path.read_text()))
@@ -255,6 +258,35 @@ class VirtualNetwork:
 
     def state(self, ieee: str) -> dict[str, Any]:
         return self._device(ieee).to_json()
+
+    def stream(self, count: int, rate: float = 0, cluster: str = "electrical_measurement",
+               attribute: str = "active_power", start_at: float | None = None,
+               modulo: int = 30000, offset: int = 0) -> dict[str, Any]:
+        """Start a numbered stream of attribute reports (see :mod:`.report_stream`)."""
+        if self._stream is not None and self._stream.running:
+            raise VirtualRadioError("a report stream is already running (stream_stop ends it)")
+        if self.app is None or not self.plugged:
+            raise VirtualRadioError("the virtual radio is not running")
+        devices = []
+        for dev in sorted(self.devices.values(), key=lambda d: str(d.ieee)):
+            try:
+                dev.value(cluster, attribute)
+            except VirtualRadioError:
+                continue
+            devices.append(dev)
+        self._stream = ReportStream(devices, cluster=cluster, attribute=attribute,
+                                    count=count, rate=rate, start_at=start_at, modulo=modulo,
+                                    offset=offset)
+        self._stream.start()
+        return self._stream.plan()
+
+    def stream_status(self) -> dict[str, Any] | None:
+        return self._stream.status() if self._stream is not None else None
+
+    def stream_stop(self) -> dict[str, Any] | None:
+        if self._stream is not None:
+            self._stream.cancel()
+        return self.stream_status()
 
     def list(self) -> list[dict[str, Any]]:
         return [d.to_json() for d in self.devices.values()]

@@ -1,0 +1,405 @@
+"""The benchmarks' world: the simulator's real components, and gatewayd as its own process.
+
+The world (private system bus, the NetworkManager mock, BlueZoo, mosquitto) is started
+once by the bench process. Each daemon run is a separate ``gatewayd --config`` process,
+so its start-up, memory and CPU time are the daemon's alone; it reports READY=1 on a
+notify socket we own, as it would to systemd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gatewayd.ctl import Client
+from gatewayd.simulator.broker import MONITOR_USER
+from gatewayd.simulator.procs import free_port
+from gatewayd.simulator.world import SimWorld
+
+BIN = Path(sys.executable).parent
+DEVICE_ID = "dc-a6-32-12-34-56"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not be measured (the daemon died, a wait timed out)."""
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
+               interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it is truthy; BenchError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by the nearest-rank method."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil without floats
+    return ordered[int(rank) - 1]
+
+
+# ---- the daemon process ---------------------------------------------------------------------
+
+class DaemonProcess:
+    """One ``gatewayd --config`` process, its READY time, memory and CPU time."""
+
+    def __init__(self, config: Path, env: dict[str, str], runtime_dir: Path,
+                 log_file: Path) -> None:
+        self.control_socket = runtime_dir / "control.sock"
+        notify_path = runtime_dir.parent / f"notify-{os.getpid()}-{time.monotonic_ns()}.sock"
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notify.bind(str(notify_path))
+        self._notify_path = notify_path
+        self.log_file = log_file
+        full_env = {**os.environ, **env, "NOTIFY_SOCKET": str(notify_path),
+                    "PYTHONUNBUFFERED": "1"}
+        full_env.pop("WATCHDOG_USEC", None)
+        full_env.pop("JOURNAL_STREAM", None)
+        self._log = log_file.open("ab")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([str(BIN / "gatewayd"), "--config", str(config)],
+                                     env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.ready_at: float | None = None
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Seconds from process start to READY=1 on the notify socket."""
+        deadline = self.started + timeout
+        while self.ready_at is None:
+            if self.proc.poll() is not None:
+                raise BenchError(f"gatewayd exited {self.proc.returncode} before READY:\n"
+                                 f"{self.output()[-3000:]}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"gatewayd not READY after {timeout:g} s")
+            readable, _, _ = select.select([self._notify], [], [], min(left, 0.5))
+            if readable:
+                data = self._notify.recv(4096).decode(errors="replace")
+                if "READY=1" in data.split("\n"):
+                    self.ready_at = time.monotonic()
+        return self.ready_at - self.started
+
+    def client(self, timeout: float = 30.0) -> Client:
+        return Client(self.control_socket, timeout)
+
+    def api(self, method: str, endpoint: str, body: dict[str, Any] | None = None) -> Any:
+        return self.client().request(method, endpoint, body)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise BenchError("no VmRSS for gatewayd")
+
+    def cpu_s(self) -> float:
+        """User + system CPU time of the whole process (every thread), in seconds."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def output(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+                raise BenchError("gatewayd did not stop in time") from None
+        finally:
+            self._log.close()
+            self._notify.close()
+            self._notify_path.unlink(missing_ok=True)
+
+
+# ---- the world ------------------------------------------------------------------------------
+
+class BenchWorld:
+    """The simulated world plus config files for the daemon profiles."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.sim = SimWorld(workdir / "world")
+        self.portal_port = 0
+        self._runs = 0
+
+    def __enter__(self) -> BenchWorld:
+        self.sim.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sim.stop()
+
+    @property
+    def broker(self) -> Any:
+        assert self.sim.broker is not None
+        return self.sim.broker
+
+    @property
+    def root(self) -> str:
+        assert self.sim.account is not None
+        return str(self.sim.account.username)
+
+    def hub_base(self, device_id: str = DEVICE_ID) -> str:
+        return f"{self.root}/sweet-home/{device_id}"
+
+    def pair_params(self) -> dict[str, str]:
+        account = self.sim.account
+        assert account is not None
+        home = next(ap for ap in self.sim.access_points if ap["ssid"] == "HomeNet")
+        return {"ssid": "HomeNet", "psk": home["psk"], "wsp": account.wsp,
+                "token": account.token, "host": self.broker.host,
+                "brport": str(self.broker.port)}
+
+    def config(self, name: str, state_dir: Path, *, zigbee: bool = False, ble: bool = False,
+               virtual: bool = False) -> tuple[Path, Path]:
+        """Write a config for a profile; returns (config file, runtime dir)."""
+        self._runs += 1
+        runtime = self.workdir / f"run-{self._runs}"
+        runtime.mkdir(parents=True)
+        self.portal_port = free_port()
+        text = f"""
+[hub]
+device_id = "{DEVICE_ID}"
+state_dir = "{state_dir}"
+runtime_dir = "{runtime}"
+[portal]
+listen = "127.0.0.1"
+port = {self.portal_port}
+[hotspot]
+interface = "wlan0"
+[ble]
+enabled = {str(ble).lower()}
+adapter = "hci0"
+[zigbee]
+enabled = {str(zigbee).lower()}
+radio = "virtual"
+[logging]
+level = "warning"
+"""
+        if virtual:
+            text += """
+[[virtual]]
+type = "system"
+id = "health"
+interval = 10
+[[virtual]]
+type = "timer"
+id = "kettle"
+duration = 300
+repeat = true
+autostart = true
+"""
+        path = self.workdir / f"{name}-{self._runs}.toml"
+        path.write_text(text)
+        return path, runtime
+
+    def start_daemon(self, name: str, state_dir: Path, **profile: bool) -> DaemonProcess:
+        config, runtime = self.config(name, state_dir, **profile)
+        assert self.sim.bus is not None
+        return DaemonProcess(config, {"DBUS_SYSTEM_BUS_ADDRESS": self.sim.bus.address},
+                             runtime, self.workdir / f"{name}.log")
+
+    @property
+    def portal(self) -> str:
+        return f"http://127.0.0.1:{self.portal_port}"
+
+    def http_get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.portal + path, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+
+def copy_state(src: Path, dst: Path) -> Path:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    return dst
+
+
+# ---- MQTT in the bench process ----------------------------------------------------------------
+
+class Monitor:
+    """A superuser MQTT client: waits for live (not retained) messages, publishes /set."""
+
+    def __init__(self, world: BenchWorld, topic_filter: str) -> None:
+        self.messages: queue.Queue[tuple[float, str, str]] = queue.Queue(maxsize=100_000)
+        self._subscribed = threading.Event()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{os.getpid()}")
+        client.username_pw_set(MONITOR_USER, world.broker.monitor_password)
+        client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=1)
+        client.on_subscribe = lambda *_: self._subscribed.set()
+        client.on_message = self._on_message
+        client.connect(world.broker.host, world.broker.port, keepalive=30)
+        client.loop_start()
+        self.client = client
+        if not self._subscribed.wait(10):
+            self.close()
+            raise BenchError("the bench's MQTT client could not subscribe")
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if not msg.retain:
+            self.messages.put((time.monotonic(), msg.topic, msg.payload.decode()))
+
+    def drain(self) -> None:
+        while not self.messages.empty():
+            self.messages.get_nowait()
+
+    def wait_for(self, topic: str, payload: str, timeout: float) -> float:
+        """The receive time of the next live ``payload`` on ``topic``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"no {payload!r} on {topic} within {timeout:g} s")
+            try:
+                at, got_topic, got = self.messages.get(timeout=left)
+            except queue.Empty:
+                continue
+            if got_topic == topic and got == payload:
+                return at
+
+    def publish(self, topic: str, payload: str) -> None:
+        self.client.publish(topic, payload, qos=1)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+# ---- the subscriber process ------------------------------------------------------------------
+
+class Subscriber:
+    """``python -m bench.subscriber`` as a separate process (see that module)."""
+
+    def __init__(self, world: BenchWorld, topic_filter: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.subscriber", world.broker.host,
+             str(world.broker.port), MONITOR_USER, world.broker.monitor_password, topic_filter],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=Path(__file__).resolve().parent.parent)
+        self._lines: queue.Queue[str] = queue.Queue(maxsize=1000)
+        threading.Thread(target=self._reader, daemon=True, name="subscriber-out").start()
+        self.read(20)  # {"subscribed": true}
+
+    def _reader(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put("")
+
+    def send(self, command: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def read(self, timeout: float) -> dict[str, Any]:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise BenchError(f"the subscriber said nothing for {timeout:g} s") from None
+        if not line:
+            raise BenchError(f"the subscriber exited ({self.proc.wait()})")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(10)
+
+
+@contextmanager
+def subscriber(world: BenchWorld, topic_filter: str) -> Iterator[Subscriber]:
+    sub = Subscriber(world, topic_filter)
+    try:
+        yield sub
+    finally:
+        sub.close()
+
+
+# ---- results --------------------------------------------------------------------------------
+
+class Results:
+    """Metric name -> samples; flattened as name (median), name_min, name_max."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = {}
+        self.units: dict[str, str] = {}
+        self.extra: dict[str, float] = {}
+
+    def add(self, name: str, values: list[float] | float, unit: str) -> None:
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise BenchError(f"{name}: no samples")
+        self.samples[name] = [float(v) for v in values]
+        self.units[name] = unit
+        stats = summary(self.samples[name])
+        print(f"  {name:34s} {_fmt(stats['median']):>10s} {unit:8s} "
+              f"(min {_fmt(stats['min'])}, max {_fmt(stats['max'])}, n={len(values)})",
+              flush=True)
+
+    def note(self, name: str, value: float) -> None:
+        """A figure recorded as it is (a setting or a count), not a measurement."""
+        self.extra[name] = value
+
+    def flat(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, values in self.samples.items():
+            stats = summary(values)
+            out[name] = round(stats["median"], 6)
+            out[f"{name}_min"] = round(stats["min"], 6)
+            out[f"{name}_max"] = round(stats["max"], 6)
+            out[f"{name}_n"] = len(values)
+        out.update(self.extra)
+        return out
+
+    def table(self) -> str:
+        lines = [f"{'metric':34s} {'median':>10s} {'min':>10s} {'max':>10s}  unit"]
+        for name, values in self.samples.items():
+            stats = summary(values)
+            lines.append(f"{name:34s} {_fmt(stats['median']):>10s} {_fmt(stats['min']):>10s} "
+                         f"{_fmt(stats['max']):>10s}  {self.units[name]}")
+        return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.4f}"

@@ -1,0 +1,263 @@
+"""The full hub: Zigbee (virtual radio, N plugs), BLE, virtual devices, cloud link.
+
+bridge_reports_per_s, bridge_cpu_us_per_report, bridge_latency_p50/p99_ms,
+set_roundtrip_p50/p99_ms, rss_idle_mb_full, rss_growth_mb_10min_flood,
+startup_ready_s_full.
+
+Reports come from the virtual radio's report stream (gatewayd/zigbee/report_stream.py):
+report k is plug ``k % n``'s active power with raw value ``offset + k // n``, due at
+``start_at + k / rate``. The subscriber process sees ``.../meter/power`` = raw / 10 W,
+so every received message names the report it carries and when that report was due.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import (
+    BenchError,
+    BenchWorld,
+    DaemonProcess,
+    Monitor,
+    Results,
+    Subscriber,
+    copy_state,
+    percentile,
+    subscriber,
+    wait_until,
+)
+from bench.settings import Settings
+
+SCALE = 10  # active_power is in 0.1 W (the plug's ac_power_divisor)
+MODULO = 30000
+
+
+def _child_id(ieee: str) -> str:
+    return "zigbee-" + ieee.replace(":", "").lower()
+
+
+class Plugs:
+    """The joined plugs in the stream's order, and the offsets used so far."""
+
+    def __init__(self, world: BenchWorld, ieees: list[str]) -> None:
+        self.world = world
+        self.ieees = sorted(ieees)
+        self.topics = [f"{world.root}/sweet-home/{_child_id(i)}/meter/power"
+                       for i in self.ieees]
+        self.index = {topic: n for n, topic in enumerate(self.topics)}
+        self.offset = 1  # raw 0 is every plug's value before the first stream
+
+    def finals(self, count: int) -> dict[str, int]:
+        """The last raw value each plug reports in a stream of ``count``."""
+        n = len(self.ieees)
+        return {self.topics[i]: (self.offset + (i + n * ((count - 1 - i) // n)) // n) % MODULO
+                for i in range(min(n, count))}
+
+    def report_number(self, topic: str, payload: str, offset: int) -> int | None:
+        i = self.index.get(topic)
+        if i is None:
+            return None
+        raw = round(float(payload) * SCALE)
+        return ((raw - offset) % MODULO) * len(self.ieees) + i
+
+
+def _ready_plugs(daemon: DaemonProcess) -> int:
+    devices = daemon.api("GET", "devices")["devices"]
+    return sum(1 for d in devices if d.get("provider") == "zigbee" and d.get("state") == "ready")
+
+
+def join(daemon: DaemonProcess, world: BenchWorld, settings: Settings) -> Plugs:
+    wait_until(lambda: daemon.api("GET", "status").get("zigbee", {}).get("up"), 60,
+               "the virtual radio to come up")
+    daemon.api("POST", "zigbee/permit-join", {"seconds": 254})
+    ieees = [daemon.api("POST", "zigbee/sim", {"action": "join", "kind": "plug"})["result"]
+             for _ in range(settings.devices)]
+    daemon.api("POST", "zigbee/permit-join", {"seconds": 0})
+    wait_until(lambda: _ready_plugs(daemon) >= settings.devices, 300,
+               f"{settings.devices} plugs to be interviewed")
+    return Plugs(world, ieees)
+
+
+def _stream(daemon: DaemonProcess, plugs: Plugs, count: int, rate: float,
+            start_at: float | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"action": "stream", "count": count, "rate": rate,
+                            "offset": plugs.offset, "modulo": MODULO}
+    if start_at is not None:
+        body["start_at"] = start_at
+    plan: dict[str, Any] = daemon.api("POST", "zigbee/sim", body)["result"]
+    if plan["devices"] != plugs.ieees:
+        raise BenchError("the stream's devices are not the plugs the bench joined")
+    return plan
+
+
+def _finish(daemon: DaemonProcess, sub: Subscriber, plugs: Plugs, count: int,
+            timeout: float) -> tuple[float, dict[str, Any]]:
+    """Wait for the subscriber's "done"; returns its time and the stop summary."""
+    done = sub.read(timeout)
+    if "done" not in done:
+        raise BenchError(f"unexpected subscriber output {done}")
+    sub.send({"cmd": "stop"})
+    stats = sub.read(60)
+    wait_until(lambda: not daemon.api("POST", "zigbee/sim",
+                                      {"action": "stream_status"})["result"]["running"],
+               30, "the report stream to end")
+    plugs.offset = (plugs.offset + count // len(plugs.ieees) + 1) % MODULO
+    return float(done["done"]), stats
+
+
+def throughput(daemon: DaemonProcess, plugs: Plugs, settings: Settings,
+               results: Results) -> None:
+    rates, cpu, msgs = [], [], []
+    count = settings.throughput_reports
+    with subscriber_for(plugs) as sub:
+        for _ in range(settings.repeats):
+            sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE})
+            sub.read(10)
+            cpu_before = daemon.cpu_s()
+            plan = _stream(daemon, plugs, count, 0)
+            done, stats = _finish(daemon, sub, plugs, count, 300)
+            cpu_used = daemon.cpu_s() - cpu_before
+            elapsed = done - plan["start_at"]
+            rates.append(count / elapsed)
+            cpu.append(cpu_used / count * 1e6)
+            msgs.append(stats["messages"] / elapsed)
+    results.add("bridge_reports_per_s", rates, "report/s")
+    results.add("bridge_cpu_us_per_report", cpu, "us")
+    results.add("bridge_mqtt_msgs_per_s", msgs, "msg/s")
+
+
+def latency(daemon: DaemonProcess, plugs: Plugs, settings: Settings,
+            results: Results) -> None:
+    p50, p99, delivered = [], [], []
+    rate = settings.latency_rate
+    count = int(rate * settings.latency_seconds)
+    with subscriber_for(plugs) as sub:
+        for _ in range(settings.latency_repeats):
+            offset = plugs.offset
+            sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE,
+                      "keep": True})
+            sub.read(10)
+            plan = _stream(daemon, plugs, count, rate, start_at=time.monotonic() + 0.5)
+            _, stats = _finish(daemon, sub, plugs, count, settings.latency_seconds + 120)
+            lat = []
+            for at, topic, payload in stats["records"]:
+                k = plugs.report_number(topic, payload, offset)
+                if k is not None and k < count:
+                    lat.append((at - (plan["start_at"] + k / rate)) * 1000)
+            if not lat:
+                raise BenchError("no report reached the subscriber")
+            p50.append(percentile(lat, 50))
+            p99.append(percentile(lat, 99))
+            delivered.append(len(lat) / count)
+    results.add("bridge_latency_p50_ms", p50, "ms")
+    results.add("bridge_latency_p99_ms", p99, "ms")
+    results.add("bridge_latency_delivered_ratio", delivered, "")
+    results.note("bridge_latency_offered_per_s", rate)
+
+
+def set_roundtrip(daemon: DaemonProcess, world: BenchWorld, plugs: Plugs,
+                  settings: Settings, results: Results) -> None:
+    p50, p99 = [], []
+    monitor = Monitor(world, f"{world.root}/sweet-home/+/switch/on-off")
+    try:
+        for run in range(settings.latency_repeats):
+            samples = []
+            for i in range(settings.set_samples):
+                ieee = plugs.ieees[i % len(plugs.ieees)]
+                topic = f"{world.root}/sweet-home/{_child_id(ieee)}/switch/on-off"
+                value = "true" if (run + i // len(plugs.ieees)) % 2 == 0 else "false"
+                monitor.drain()
+                start = time.monotonic()
+                monitor.publish(f"{topic}/set", value)
+                samples.append((monitor.wait_for(topic, value, 20) - start) * 1000)
+            p50.append(percentile(samples, 50))
+            p99.append(percentile(samples, 99))
+    finally:
+        monitor.close()
+    results.add("set_roundtrip_p50_ms", p50, "ms")
+    results.add("set_roundtrip_p99_ms", p99, "ms")
+
+
+def steady_and_flood(daemon: DaemonProcess, plugs: Plugs, settings: Settings,
+                     results: Results) -> None:
+    rate = settings.latency_rate
+    count = int(rate * settings.steady_seconds)
+    with subscriber_for(plugs) as sub:
+        sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE})
+        sub.read(10)
+        _stream(daemon, plugs, count, rate)
+        _finish(daemon, sub, plugs, count, settings.steady_seconds + 120)
+        results.add("rss_idle_mb_full", _rss_samples(daemon, 5), "MB")
+
+        flood_rate = rate * settings.flood_factor
+        sub.send({"cmd": "start"})
+        sub.read(10)
+        rss = [daemon.rss_mb()]
+        plan = _stream(daemon, plugs, int(flood_rate * settings.flood_seconds), flood_rate)
+        end = plan["start_at"] + settings.flood_seconds
+        while time.monotonic() < end:
+            time.sleep(min(1.0, max(0.0, end - time.monotonic())))  # sampling schedule
+            rss.append(daemon.rss_mb())
+        status = daemon.api("POST", "zigbee/sim", {"action": "stream_stop"})["result"]
+        sub.send({"cmd": "stop"})
+        stats = sub.read(60)
+        plugs.offset = (plugs.offset + status["sent"] // len(plugs.ieees) + 1) % MODULO
+    results.add("rss_growth_mb_10min_flood", rss[-1] - rss[0], "MB")
+    half = rss[len(rss) // 2:]
+    results.add("rss_flood_second_half_growth_mb", half[-1] - half[0], "MB")
+    results.add("flood_reports_per_s", status["sent"] / settings.flood_seconds, "report/s")
+    results.add("flood_mqtt_msgs_per_s", stats["messages"] / settings.flood_seconds, "msg/s")
+    results.note("flood_offered_per_s", flood_rate)
+    results.note("flood_seconds", settings.flood_seconds)
+    results.note("rss_flood_peak_mb", round(max(rss), 3))
+
+
+def _rss_samples(daemon: DaemonProcess, count: int) -> list[float]:
+    samples = [daemon.rss_mb()]
+    for _ in range(count - 1):
+        time.sleep(1.0)  # a sampling schedule, not synchronisation
+        samples.append(daemon.rss_mb())
+    return samples
+
+
+def startup_full(world: BenchWorld, state_dir: Path, settings: Settings,
+                 results: Results) -> None:
+    ready, restored = [], []
+    for _ in range(settings.repeats):
+        daemon = world.start_daemon("full", state_dir, zigbee=True, ble=True, virtual=True)
+        try:
+            ready.append(daemon.wait_ready())
+            wait_until(lambda d=daemon: _ready_plugs(d) >= settings.devices, 120,
+                       "the plugs to be restored", interval=0.1)
+            restored.append(time.monotonic() - daemon.started)
+        finally:
+            daemon.stop()
+    results.add("startup_ready_s_full", ready, "s")
+    results.add("startup_zigbee_restored_s_full", restored, "s")
+
+
+def subscriber_for(plugs: Plugs) -> Any:
+    return subscriber(plugs.world, f"{plugs.world.root}/sweet-home/+/meter/power")
+
+
+def run(world: BenchWorld, settings: Settings, results: Results, paired: Path) -> None:
+    print(f"full hub (Zigbee with {settings.devices} plugs, BLE, virtual devices)", flush=True)
+    state_dir = copy_state(paired, world.workdir / "full")
+    daemon = world.start_daemon("full", state_dir, zigbee=True, ble=True, virtual=True)
+    try:
+        daemon.wait_ready()
+        wait_until(lambda: daemon.api("GET", "status").get("state") == "online", 60,
+                   "the full hub to go online")
+        started = time.monotonic()
+        plugs = join(daemon, world, settings)
+        results.note("zigbee_join_s", round(time.monotonic() - started, 3))
+        results.note("zigbee_devices", len(plugs.ieees))
+        set_roundtrip(daemon, world, plugs, settings, results)
+        throughput(daemon, plugs, settings, results)
+        latency(daemon, plugs, settings, results)
+        steady_and_flood(daemon, plugs, settings, results)
+    finally:
+        daemon.stop()
+    startup_full(world, state_dir, settings, results)
