@@ -197,6 +197,15 @@ def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
         monitor.publish(f"{settable[0]}/set", "true")
         monitor.wait_for(settable[0], "true", timeout=15)
 
+        # The load generator (what bench/ drives): numbered reports, checked requests.
+        refused = ctl("--sim", workdir, "zigbee", "sim", "stream", "count=0", check=False)
+        assert refused.returncode != 0 and "count: must be an integer" in refused.stderr
+        plan = ctl_json("--sim", workdir, "zigbee", "sim", "stream", "count=3", "offset=70")
+        assert plan["result"]["devices"] == [ieee]
+        monitor.wait_for(f"{base}/meter/power", "7.2", timeout=15)
+        status = ctl_json("--sim", workdir, "zigbee", "sim", "stream_status")["result"]
+        assert status["sent"] == 3 and status["error"] is None
+
 
 def http_post_json(url: str, body: dict[str, Any], headers: dict[str, str] | None = None
                    ) -> tuple[int, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatewayd.config import ZigbeeConfig
+from gatewayd.zigbee.db_writes import CoalescedWrites
 
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
@@ -142,6 +143,8 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerAppl
     except Exception as exc:
         raise RadioError(f"cannot open the Zigbee database {state_dir / DB_FILE}: {exc}"
                          ) from exc
+    if app._dblistener is not None:
+        CoalescedWrites(app._dblistener)  # zigpy's own write queue is unbounded
     try:
         # Started separately from new() so we hold the app if this fails (see below).
         await app.startup(auto_form=True)

@@ -35,11 +35,15 @@ MAX_RATE = 100_000.0
 MAX_START_DELAY = 60.0  # seconds; a start further ahead is a mistake, not a plan
 
 
+def _show(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.3f}"
+
+
 def _number(name: str, value: Any, low: float, high: float, *, integer: bool) -> float:
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
         what = "an integer" if integer else "a number"
-        raise VirtualRadioError(f"{name}: must be {what} from {low:g} to {high:g}, "
+        raise VirtualRadioError(f"{name}: must be {what} from {_show(low)} to {_show(high)}, "
                                 f"got {value!r}")
     return value
 

@@ -46,6 +46,11 @@ def _attribute(cls: type[Cluster], name: str) -> foundation.ZCLAttributeDef:
     return attr
 
 
+def check_attribute(cluster: str, attribute: str) -> foundation.ZCLAttributeDef:
+    """The ZCL definition of ``cluster.attribute``; VirtualRadioError naming what is unknown."""
+    return _attribute(cluster_class(cluster), attribute)
+
+
 def parse_eui64(value: str | t.EUI64) -> t.EUI64:
     if isinstance(value, t.EUI64):
         return value

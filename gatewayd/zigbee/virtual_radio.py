@@ -42,7 +42,12 @@ import zigpy.zdo.types as zdo_t
 from gatewayd.atomicfile import atomic_write
 from gatewayd.zigbee.catalog import KINDS, MANUFACTURER, MANUFACTURER_CODE
 from gatewayd.zigbee.report_stream import ReportStream
-from gatewayd.zigbee.sim_device import SimDevice, VirtualRadioError, parse_eui64
+from gatewayd.zigbee.sim_device import (
+    SimDevice,
+    VirtualRadioError,
+    check_attribute,
+    parse_eui64,
+)
 
 __all__ = ["ControllerApplication", "SimDevice", "VirtualNetwork", "VirtualRadioError",
            "network"]
@@ -267,6 +272,7 @@ class VirtualNetwork:
             raise VirtualRadioError("a report stream is already running (stream_stop ends it)")
         if self.app is None or not self.plugged:
             raise VirtualRadioError("the virtual radio is not running")
+        check_attribute(cluster, attribute)
         devices = []
         for dev in sorted(self.devices.values(), key=lambda d: str(d.ieee)):
             try:
