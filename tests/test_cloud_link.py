@@ -294,6 +294,24 @@ def test_wrong_token_is_refused_with_a_reason(broker: Broker,
 
 
 @pytest.mark.slow
+def test_the_hub_sends_each_packet_at_once(broker: Broker) -> None:
+    """Nagle off: a /set echo written right after its PUBACK must not wait for a delayed
+    ACK (it made the /set round trip 44 ms at the median instead of 2.3 ms)."""
+    import socket
+
+    async def main() -> int:
+        link = make_link()
+        await link.start(creds_for(broker))
+        assert (await link.wait_result(5)).outcome is CloudOutcome.CONNECTED
+        assert link._conn is not None
+        sock = link._conn._client.socket()
+        option = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        await link.stop()
+        return int(option)
+
+    assert run(main()) != 0
+
+
 def test_mqtt5_connects_and_reports_refusal(broker: Broker) -> None:
     async def main() -> None:
         link = make_link(fast_config(protocol="5"))

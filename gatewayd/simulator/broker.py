@@ -97,6 +97,9 @@ class Broker:
             f"password_file {self.passwd_file}",
             f"acl_file {self.acl_file}",
             "persistence false",
+            # Cloud brokers send each packet at once (EMQX's default); mosquitto's default
+            # (Nagle on) adds delayed-ACK waits of up to 40 ms to what the hub publishes.
+            "set_tcp_nodelay true",
             f"log_dest file {self.log_file}",
             "log_type error",
             "log_type warning",
