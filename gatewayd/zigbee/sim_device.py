@@ -28,6 +28,9 @@ _CLUSTERS_BY_NAME: dict[str, type[Cluster]] = {
 }
 
 
+_ATTRIBUTE_LIST = t.List[foundation.Attribute]  # built once: zigpy makes a new type per call
+
+
 class VirtualRadioError(Exception):
     """An injected event that cannot happen (closed permit join, unknown device...)."""
 
@@ -274,14 +277,12 @@ class SimDevice:
 
     def _zcl_send(self, *, ep: int, cluster: int, tsn: int, command: int, general: bool,
                   direction: foundation.Direction, payload: bytes, profile: int) -> None:
-        fc = foundation.FrameControl(
-            frame_type=(foundation.FrameType.GLOBAL_COMMAND if general
-                        else foundation.FrameType.CLUSTER_COMMAND),
-            is_manufacturer_specific=0, direction=direction, disable_default_response=1,
-            reserved=0)
-        hdr = foundation.ZCLHeader(frame_control=fc, tsn=tsn, command_id=command)
+        # ZCL frame control: frame type in bits 0-1, direction in bit 3, "disable default
+        # response" in bit 4. Packed by hand: zigpy's ZCLHeader struct cost the simulator
+        # more per report than the hub spends parsing it (bench/README.md).
+        frame_control = (0 if general else 1) | (int(direction) << 3) | 0x10
         self._send(src_ep=ep, dst_ep=1, cluster=cluster, profile=profile,
-                   data=hdr.serialize() + payload)
+                   data=bytes((frame_control, tsn, command)) + payload)
 
     def _zcl(self, packet: t.ZigbeePacket) -> None:
         hdr, payload = foundation.ZCLHeader.deserialize(packet.data.serialize())
@@ -443,7 +444,7 @@ class SimDevice:
         self._zcl_send(ep=key[0], cluster=key[2], tsn=self.net.next_tsn(),
                        command=foundation.GeneralCommand.Report_Attributes, general=True,
                        direction=foundation.Direction.Server_to_Client,
-                       payload=t.List[foundation.Attribute](records).serialize(),
+                       payload=_ATTRIBUTE_LIST(records).serialize(),
                        profile=profile or self._profile(key[0]))
 
     def update(self, cluster: str, attributes: dict[str, Any],
