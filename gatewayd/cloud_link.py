@@ -393,6 +393,8 @@ class CloudLink:
             "connects": self._stats.connects,
             "devices": len(self._devices),
             "buffered": len(self._outbox),
+            "announcing": len(self._trees),  # devices whose retained tree is still going out
+            "in_flight": len(self._inflight),
             "dropped": self._outbox.dropped + (self._conn.dropped_messages if self._conn else 0),
             "commands": self._commands.received,
             "command_errors": self._commands.rejected,
