@@ -16,6 +16,7 @@ Times are ``time.monotonic()``, the same clock as the daemon's event loop.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 import time
@@ -85,6 +86,8 @@ def main(argv: list[str]) -> int:
     client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=1)
     client.on_subscribe = lambda *_: subscribed.set()
     client.on_message = recorder.on_message
+    client.on_socket_open = lambda _c, _u, sock: sock.setsockopt(  # see harness.no_delay
+        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client.connect(host, int(port), keepalive=60)
     client.loop_start()
     if not subscribed.wait(15):

@@ -77,7 +77,13 @@ def join(daemon: DaemonProcess, world: BenchWorld, settings: Settings) -> Plugs:
     daemon.api("POST", "zigbee/permit-join", {"seconds": 0})
     wait_until(lambda: _ready_plugs(daemon) >= settings.devices, 300,
                f"{settings.devices} plugs to be interviewed")
+    wait_until(lambda: _link_idle(daemon), 300, "the plugs' topics to be published")
     return Plugs(world, ieees)
+
+
+def _link_idle(daemon: DaemonProcess) -> bool:
+    link = daemon.api("GET", "status")["cloud_link"]
+    return not (link["buffered"] or link["announcing"] or link["in_flight"])
 
 
 def _stream(daemon: DaemonProcess, plugs: Plugs, count: int, rate: float,
