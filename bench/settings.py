@@ -23,6 +23,6 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = replace(FULL, repeats=2, devices=12, throughput_reports=1200, latency_rate=60.0,
+QUICK = replace(FULL, repeats=2, devices=12, throughput_reports=1200, latency_rate=30.0,
                 latency_seconds=2.0, latency_repeats=1, set_samples=10, steady_seconds=3.0,
                 idle_seconds=2.0, flood_seconds=4.0, http_seconds=1.0, http_clients=4)

@@ -86,7 +86,7 @@ def _link_idle(daemon: DaemonProcess) -> bool:
     return not (link["buffered"] or link["announcing"] or link["in_flight"])
 
 
-def _stream(daemon: DaemonProcess, plugs: Plugs, count: int, rate: float,
+def stream(daemon: DaemonProcess, plugs: Plugs, count: int, rate: float,
             start_at: float | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"action": "stream", "count": count, "rate": rate,
                             "offset": plugs.offset, "modulo": MODULO}
@@ -122,7 +122,7 @@ def throughput(daemon: DaemonProcess, plugs: Plugs, settings: Settings,
             sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE})
             sub.read(10)
             cpu_before = daemon.cpu_s()
-            plan = _stream(daemon, plugs, count, 0)
+            plan = stream(daemon, plugs, count, 0)
             done, stats = _finish(daemon, sub, plugs, count, 300)
             cpu_used = daemon.cpu_s() - cpu_before
             elapsed = done - plan["start_at"]
@@ -145,7 +145,7 @@ def latency(daemon: DaemonProcess, plugs: Plugs, settings: Settings,
             sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE,
                       "keep": True})
             sub.read(10)
-            plan = _stream(daemon, plugs, count, rate, start_at=time.monotonic() + 0.5)
+            plan = stream(daemon, plugs, count, rate, start_at=time.monotonic() + 0.5)
             _, stats = _finish(daemon, sub, plugs, count, settings.latency_seconds + 120)
             lat = []
             for at, topic, payload in stats["records"]:
@@ -193,7 +193,7 @@ def steady_and_flood(daemon: DaemonProcess, plugs: Plugs, settings: Settings,
     with subscriber_for(plugs) as sub:
         sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE})
         sub.read(10)
-        _stream(daemon, plugs, count, rate)
+        stream(daemon, plugs, count, rate)
         _finish(daemon, sub, plugs, count, settings.steady_seconds + 120)
         results.add("rss_idle_mb_full", _rss_samples(daemon, 5), "MB")
 
@@ -201,7 +201,7 @@ def steady_and_flood(daemon: DaemonProcess, plugs: Plugs, settings: Settings,
         sub.send({"cmd": "start"})
         sub.read(10)
         rss = [daemon.rss_mb()]
-        plan = _stream(daemon, plugs, int(flood_rate * settings.flood_seconds), flood_rate)
+        plan = stream(daemon, plugs, int(flood_rate * settings.flood_seconds), flood_rate)
         end = plan["start_at"] + settings.flood_seconds
         while time.monotonic() < end:
             time.sleep(min(1.0, max(0.0, end - time.monotonic())))  # sampling schedule
@@ -265,5 +265,6 @@ def run(world: BenchWorld, settings: Settings, results: Results, paired: Path) -
         latency(daemon, plugs, settings, results)
         steady_and_flood(daemon, plugs, settings, results)
     finally:
-        daemon.stop()
+        stopped = daemon.stop()
+    results.add("shutdown_s_after_flood", stopped, "s")
     startup_full(world, state_dir, settings, results)

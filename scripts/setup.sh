@@ -29,7 +29,7 @@ fi
 # The Debian mosquitto package enables its system service; our tests start their own.
 
 PYTHON="${PYTHON:-python3}"
-EXTRAS="${GATEWAYD_EXTRAS:-test,gpio}"
+EXTRAS="${GATEWAYD_EXTRAS:-test,gpio,bench}"
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${EXTRAS//,/_}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
