@@ -173,6 +173,7 @@ class ZigbeeBridge:
         self.children: dict[str, Child] = {}
         self.last_error: str | None = None
         self.radio_up = asyncio.Event()
+        self.up_hooks: list[Callable[[], object]] = []  # called once the radio is up again
         self.coalescer = Coalescer(self._publish, min_interval)
         self._lost = asyncio.Event()
         self._interviews: dict[str, asyncio.Task[None]] = {}
@@ -278,6 +279,11 @@ class ZigbeeBridge:
         self._hub_value("permitjoin", 0)
         self._count()
         self.radio_up.set()
+        for hook in self.up_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("zigbee: a radio-up hook failed")
 
     async def _down(self, app: ControllerApplication) -> None:
         self.radio_up.clear()

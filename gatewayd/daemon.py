@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gatewayd import __version__
+from gatewayd import __version__, heap
 from gatewayd.ap import NetworkManagerControl
 from gatewayd.api import create_control_app
 from gatewayd.config import Config
@@ -143,6 +143,7 @@ class Daemon:
         onboarding = self._build_onboarding(hub)
         onboarding.subscribe(hardware.onboarding_changed)
         hub.add_status("hardware", hardware.status)
+        hub.add_status("process", heap.status)
         providers = DeviceProviders()
         self.providers = providers
         if self.cloud_link is not None:
@@ -163,6 +164,7 @@ class Daemon:
             hub.on_reset(bridge.reset)
             providers.add("zigbee", bridge.devices)
             self._late.append(bridge)  # retries the radio itself: never fails the start
+            bridge.up_hooks.append(heap.settle)  # its restored devices are long-lived too
         from gatewayd.portal.app import control_blueprints, create_portal_app
 
         blueprints = [devices_blueprint(call, providers, hardware),
@@ -290,6 +292,7 @@ class Daemon:
             log.info("gatewayd %s ready (device %s, state %s)", __version__,
                      self.identity.device_id, hub.phase)
             self.ready.set()
+            heap.settle()
             await hub.stop_requested.wait()
             log.info("stopping")
         finally:

@@ -378,6 +378,8 @@ def test_full_reset_forgets_the_network(tmp_path: Path) -> None:
 def test_unplugged_radio_recovers_without_restart(tmp_path: Path) -> None:
     async def main() -> None:
         bridge, pub = await started(tmp_path)
+        ups: list[int] = []  # the daemon settles its heap here (gatewayd/heap.py)
+        bridge.up_hooks.append(lambda: ups.append(len(bridge.children)))
         plug = await join(bridge, pub, "plug")
         sensor = await join(bridge, pub, "th-sensor", "sleeping")
         net = bridge.virtual
@@ -395,6 +397,7 @@ def test_unplugged_radio_recovers_without_restart(tmp_path: Path) -> None:
         await pub.state(dev_id(plug), "ready")
         await pub.state(dev_id(sensor), "sleeping")
         assert pub.value(HUB_ID, "zigbee/status") == "ready"
+        assert ups == [2]  # once back up, with both devices restored
         assert await on_set(pub, dev_id(plug), "switch/on-off")(True) is True
         assert net.state(plug)["state"]["1:in:on_off"] == {"on_off": 1}
         await bridge.stop()
