@@ -19,7 +19,7 @@ from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee import catalog, mapping, virtual_radio
 from gatewayd.zigbee.radio import RadioUnavailable, start_controller
 from gatewayd.zigbee.virtual_radio import VirtualNetwork, VirtualRadioError
-from tests.helpers import run_async
+from tests.helpers import run_async, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -277,3 +277,25 @@ def test_world_file_keeps_devices_and_their_state(tmp_path: Path) -> None:
     assert state["kind"] == "plug" and state["silenced"] is True
     assert state["state"]["1:in:on_off"] == {"on_off": 1}
     assert virtual_radio.network(tmp_path / "zigbee-virtual.json").state(ieee) == state
+
+
+def test_attribute_changes_are_saved_in_the_background_and_never_go_back(
+        tmp_path: Path) -> None:
+    world = tmp_path / "world.json"
+
+    async def main() -> None:
+        net = VirtualNetwork(world)
+        net.save_delay = 0.01
+        net.nvram = {"marker": 1}
+        net.changed()  # a timer, then a worker thread writes the file
+        await asyncio.wait_for(asyncio.to_thread(
+            wait_for, lambda: world.exists() and json.loads(world.read_text())["nvram"],
+            10, "the background save"), 15)
+        assert json.loads(world.read_text())["nvram"] == {"marker": 1}
+        assert world.stat().st_mode & 0o777 == 0o600
+        newer = net._snapshot()
+        net._write(newer)
+        net._write((newer[0] - 1, b"stale"))  # a slow writer with an older snapshot loses
+        assert json.loads(world.read_text())["nvram"] == {"marker": 1}
+
+    asyncio.run(main())

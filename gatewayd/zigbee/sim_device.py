@@ -10,6 +10,7 @@ coordinator on the event loop. State is raw ZCL values, saved as JSON with the w
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import zigpy.types as t
@@ -75,6 +76,14 @@ def _typed(attr: foundation.ZCLAttributeDef, value: Any) -> Any:
     if isinstance(value, bool):
         value = int(value)
     return attr.type(value)
+
+
+@functools.cache
+def _attribute_names(cluster_id: int) -> tuple[str, dict[int, str]]:
+    """A cluster's name and attribute names by id. Cached: rebuilding them for every
+    device made saving a 200-device world take 29 ms, on the event loop."""
+    cls = Cluster._registry[cluster_id]
+    return cls.ep_attribute, {a.id: a.name for a in cls.AttributeDefs}
 
 
 def _plain(value: Any) -> Any:
@@ -199,10 +208,9 @@ class SimDevice:
     def to_json(self) -> dict[str, Any]:
         state: dict[str, dict[str, Any]] = {}
         for (ep, server, cid), values in self.attrs.items():
-            cls = Cluster._registry[cid]
-            names = {a.id: a.name for a in cls.AttributeDefs}
+            cluster, names = _attribute_names(cid)
             side = "in" if server else "out"
-            state[f"{ep}:{side}:{cls.ep_attribute}"] = {
+            state[f"{ep}:{side}:{cluster}"] = {
                 names.get(aid, str(aid)): _plain(v) for aid, v in values.items()}
         return {"ieee": str(self.ieee), "nwk": int(self.nwk), "kind": self.kind,
                 "silenced": self.silenced, "lqi": self.lqi, "state": state,
