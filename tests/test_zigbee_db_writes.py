@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from gatewayd.zigbee.db_writes import BATCH_HANDLER, CoalescedWrites
 from tests.helpers import run_async
 from tests.test_bridge import dev_id, join, started
 
@@ -49,3 +51,43 @@ def test_a_flood_keeps_the_database_queue_bounded_and_keeps_the_last_value(
         await bridge.stop()
 
     run(restart(run(flood())))
+
+
+class ListenerStandIn:
+    """The two methods of zigpy's PersistingListener that CoalescedWrites wraps."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[str, tuple[Any, ...]]] = []
+
+    def enqueue(self, cb_name: str, *args: Any) -> None:
+        self.queued.append((cb_name, args))
+
+    async def shutdown(self) -> None:
+        return None
+
+
+def event(ieee: str, attribute_id: int, value: Any = 0) -> SimpleNamespace:
+    return SimpleNamespace(device_ieee=ieee, endpoint_id=1, cluster_type=0, cluster_id=0x0B04,
+                           attribute_id=attribute_id, manufacturer_code=None, value=value)
+
+
+def test_a_clear_or_a_removal_drops_the_waiting_writes_it_makes_stale() -> None:
+    async def main() -> None:
+        listener = ListenerStandIn()
+        writes = CoalescedWrites(listener, interval=3600)
+        listener.enqueue("_save_attribute", event("aa", 1, 5))
+        listener.enqueue("_save_attribute", event("aa", 1, 6))  # replaces the 5
+        listener.enqueue("_save_attribute", event("aa", 2))
+        listener.enqueue("_save_device_last_seen", "aa", 123.0)
+        listener.enqueue("_save_attribute", event("bb", 1))
+        assert len(writes.pending) == 4 and writes.coalesced == 1 and not listener.queued
+        listener.enqueue("_clear_attribute", event("aa", 1))
+        assert [k[1][4] for k in writes.pending if k[1] != "aa" and k[1][0] == "aa"] == [2]
+        listener.enqueue("_remove_device", SimpleNamespace(ieee="aa"))
+        assert [k[1] for k in writes.pending] == [("bb", 1, 0, 0x0B04, 1, None)]
+        assert [q[0] for q in listener.queued] == ["_clear_attribute", "_remove_device"]
+        await listener.shutdown()  # the waiting write goes out first, as one batch
+        assert listener.queued[-1][0] == BATCH_HANDLER
+        assert [a[0].device_ieee for _, a in listener.queued[-1][1][0]] == ["bb"]
+
+    run(main())

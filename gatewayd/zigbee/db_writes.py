@@ -43,6 +43,11 @@ _KEYS: dict[str, Callable[[tuple[Any, ...]], Hashable | None]] = {
 }
 
 
+def _device_of(key: tuple[str, Hashable]) -> Any:
+    cb_name, what = key
+    return what[0] if cb_name == "_save_attribute" else what  # type: ignore[index]
+
+
 class CoalescedWrites:
     """Installed on a zigpy ``PersistingListener`` (its ``enqueue`` and ``shutdown``)."""
 
@@ -63,6 +68,7 @@ class CoalescedWrites:
         key_of = _KEYS.get(cb_name)
         key = key_of(args) if key_of is not None else None
         if key is None:
+            self._supersede(cb_name, args)
             self._enqueue(cb_name, *args)
             return
         if (cb_name, key) in self.pending:
@@ -70,6 +76,20 @@ class CoalescedWrites:
         self.pending[(cb_name, key)] = args
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
+
+    def _supersede(self, cb_name: str, args: tuple[Any, ...]) -> None:
+        """Drop waiting writes that a pass-through call makes stale: written after it,
+        they would bring back a cleared attribute or a removed device's rows."""
+        if cb_name in ("_save_attribute", "_clear_attribute"):
+            event = args[0]
+            key = ("_save_attribute", (event.device_ieee, event.endpoint_id,
+                                       event.cluster_type, event.cluster_id,
+                                       event.attribute_id, event.manufacturer_code))
+            self.pending.pop(key, None)
+        elif cb_name == "_remove_device":
+            ieee = args[0].ieee
+            for key in [k for k in self.pending if _device_of(k) == ieee]:
+                del self.pending[key]
 
     def flush(self) -> None:
         """Hand the waiting writes to zigpy, unless its previous batch is still going."""
@@ -91,6 +111,8 @@ class CoalescedWrites:
                     await getattr(self.listener, cb_name)(*args)
                 except sqlite3.Error as exc:  # one bad row must not lose the others
                     log.debug("zigbee.db: %s failed: %s", cb_name, exc)
+                except Exception:  # as zigpy's own worker: log and carry on
+                    log.exception("zigbee.db: %s failed", cb_name)
         finally:
             self._in_flight = False
 
