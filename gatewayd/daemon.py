@@ -293,7 +293,9 @@ class Daemon:
                      self.identity.device_id, hub.phase)
             self.ready.set()
             heap.settle()
+            resettle = asyncio.create_task(heap.resettle_periodically(), name="heap")
             await hub.stop_requested.wait()
+            resettle.cancel()
             log.info("stopping")
         finally:
             self.notifier.stopping()

@@ -7,12 +7,14 @@ benchmark machine, which set the bridge's 99th-percentile latency. ``gc.freeze()
 every object that exists now into a permanent generation the collector skips; objects
 created later are collected as usual, so a later full collection walks only those.
 
-Settling runs once at READY and again each time the Zigbee radio comes up, after the
-bridge has restored its devices (the other big batch of long-lived objects).
+Settling runs once at READY, again each time the Zigbee radio comes up (after the bridge
+has restored its devices, the other big batch of long-lived objects), and every
+:data:`RESETTLE_INTERVAL` so that frozen objects that have since died get collected.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -21,10 +23,23 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+RESETTLE_INTERVAL = 3600.0  # seconds; one full collection (~0.1 s) an hour
+
+
+async def resettle_periodically(interval: float = RESETTLE_INTERVAL) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        settle()
+
 
 def settle() -> int:
-    """Collect what start-up left behind, then freeze the rest; the frozen count."""
+    """Collect everything (what was frozen before included), then freeze what lives.
+
+    Unfreezing first matters: an object frozen while alive (a replaced zigpy app, a
+    removed device) would otherwise never be collected once it became garbage.
+    """
     started = time.perf_counter()
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
     frozen = gc.get_freeze_count()
