@@ -270,8 +270,10 @@ class Connection:
             self._drain_scheduled = True
         try:
             self._loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:
-            pass  # the loop is closed: the daemon is exiting, nobody is listening
+        except RuntimeError:  # the loop is closed: the daemon is exiting, nobody listens
+            with self._pending_lock:
+                self._events.clear()
+                self._drain_scheduled = False
 
     def _drain(self) -> None:  # on the asyncio loop
         with self._pending_lock:

@@ -66,6 +66,10 @@ class ReportStream:
         self.start_at = float(_number("start_at", start_at, now - 1.0, now + MAX_START_DELAY,
                                       integer=False))
         self.devices = devices
+        if self.count // len(devices) >= self.modulo:
+            raise VirtualRadioError(f"count: at most {self.modulo * len(devices)} reports over "
+                                    f"{len(devices)} devices, or report numbers repeat "
+                                    "(raise modulo)")
         self.cluster, self.attribute = cluster, attribute
         devices[0].value(cluster, attribute)  # refuses an attribute the cluster lacks
         self.sent = 0
@@ -127,4 +131,7 @@ class ReportStream:
                 await asyncio.sleep(0)
         except VirtualRadioError as exc:
             self.error = str(exc)
-        self.finished_at = loop.time()
+        except Exception as exc:  # reported by status(), not lost in a dead task
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.finished_at = loop.time()

@@ -162,6 +162,8 @@ class VirtualNetwork:
     def detach(self, app: ControllerApplication) -> None:
         if self.app is app:
             self.app = None
+            if self._stream is not None:
+                self._stream.cancel()  # a fast stream would keep a stopping loop busy
             self.save()
 
     def permit(self, seconds: int) -> None:
