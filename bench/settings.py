@@ -13,7 +13,7 @@ class Settings:
     latency_rate: float = 500.0      # offered load for the latency runs, reports/s
     latency_seconds: float = 10.0
     latency_repeats: int = 3
-    set_samples: int = 60            # /set round trips per run
+    set_samples: int = 200           # /set round trips per run (one per plug)
     steady_seconds: float = 60.0     # steady reporting before rss_idle_mb_full
     idle_seconds: float = 60.0       # idle time before rss_idle_mb_minimal
     flood_factor: float = 10.0       # the flood's rate, as a multiple of latency_rate

@@ -48,3 +48,28 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     assert results["machine"]["cores"] >= 1 and results["machine"]["python"]
     assert results["quick"] is True and results["settings"]["devices"] == 12
     assert "bridge_reports_per_s" in run.stdout  # the table
+
+
+def test_latency_charges_a_coalesced_report_to_the_newer_value_that_replaced_it() -> None:
+    from types import SimpleNamespace
+
+    from bench.zigbee import Plugs, latencies
+
+    plugs = Plugs(SimpleNamespace(root="r"), ["00:00:00:00:00:00:00:02",  # type: ignore[arg-type]
+                                             "00:00:00:00:00:00:00:01"])
+    first, second = plugs.topics  # sorted: ...:01 is plug 0
+    offset, rate = 5, 10.0  # report k is due at k / 10 s; plug k % 2, raw offset + k // 2
+
+    def power(raw: int) -> str:
+        return str(raw / 10)
+
+    records = [
+        [0.05, first, power(5)],   # report 0: 50 ms late
+        [0.15, second, power(5)],  # report 1: 50 ms late
+        [0.45, first, power(7)],   # report 4: reports 2 (coalesced) and 4 arrive now
+        [0.56, second, power(7)],  # report 5: reports 3 and 5 arrive now
+        [0.57, second, power(99)],  # another run's value: not this run's report
+    ]
+    lat, seen = latencies(plugs, records, offset, 6, lambda k: k / rate)
+    assert seen == 4
+    assert sorted(round(x) for x in lat) == [50, 50, 50, 60, 250, 260]
