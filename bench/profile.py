@@ -50,14 +50,16 @@ def main(argv: list[str] | None = None) -> int:
                            "the hub to go online")
                 plugs = zigbee.join(daemon, world, settings)
                 rate = args.rate
-                count = int(rate * (args.seconds + 5)) if rate else 10_000_000
+                # Unlimited rate: more than the sampling can use; stopped afterwards.
+                count = int(rate * (args.seconds + 5)) if rate else \
+                    zigbee.MODULO * len(plugs.ieees) - 1
                 zigbee.stream(daemon, plugs, count, rate)
                 print(f"sampling gatewayd (pid {daemon.proc.pid}) for {args.seconds:g} s",
                       flush=True)
                 subprocess.run([py_spy, "record", "--pid", str(daemon.proc.pid),
                                 "--duration", str(int(args.seconds)), "--rate", "200",
                                 "--format", "raw" if args.raw else "flamegraph",
-                                "--output", str(out), "--nonblocking"], check=True)
+                                "--output", str(out)], check=True)
                 daemon.api("POST", "zigbee/sim", {"action": "stream_stop"})
             finally:
                 daemon.stop()
