@@ -292,8 +292,7 @@ class Daemon:
             log.info("gatewayd %s ready (device %s, state %s)", __version__,
                      self.identity.device_id, hub.phase)
             self.ready.set()
-            heap.settle()
-            resettle = asyncio.create_task(heap.resettle_periodically(), name="heap")
+            resettle = asyncio.create_task(heap.settle_periodically(), name="heap")
             await hub.stop_requested.wait()
             resettle.cancel()
             log.info("stopping")

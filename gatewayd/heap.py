@@ -7,8 +7,8 @@ benchmark machine, which set the bridge's 99th-percentile latency. ``gc.freeze()
 every object that exists now into a permanent generation the collector skips; objects
 created later are collected as usual, so a later full collection walks only those.
 
-Settling runs once at READY, again each time the Zigbee radio comes up (after the bridge
-has restored its devices, the other big batch of long-lived objects), and every
+Settling runs a few seconds after READY, again each time the Zigbee radio comes up (after
+the bridge has restored its devices, the other big batch of long-lived objects), and every
 :data:`RESETTLE_INTERVAL` so that frozen objects that have since died get collected.
 """
 
@@ -24,12 +24,17 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RESETTLE_INTERVAL = 3600.0  # seconds; one full collection (~0.1 s) an hour
+# After READY, the first settle waits this long: the first requests (a /pair right after
+# boot) should not queue behind a full collection.
+FIRST_SETTLE_DELAY = 5.0
 
 
-async def resettle_periodically(interval: float = RESETTLE_INTERVAL) -> None:
+async def settle_periodically(first: float = FIRST_SETTLE_DELAY,
+                              interval: float = RESETTLE_INTERVAL) -> None:
+    await asyncio.sleep(first)
     while True:
-        await asyncio.sleep(interval)
         settle()
+        await asyncio.sleep(interval)
 
 
 def settle() -> int:

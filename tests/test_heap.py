@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 from collections.abc import Iterator
@@ -48,3 +49,28 @@ def test_a_frozen_object_that_dies_is_collected_at_the_next_settle() -> None:
     assert alive() is not None  # the collector skips frozen objects
     heap.settle()
     assert alive() is None
+
+
+def test_settling_waits_after_ready_then_repeats() -> None:
+    async def main() -> None:
+        full_collections: list[int] = []
+        twice = asyncio.Event()
+
+        def watch(phase: str, info: dict[str, int]) -> None:  # runs on the loop's thread
+            if phase == "stop" and info["generation"] == 2:
+                full_collections.append(1)
+                if len(full_collections) >= 2:
+                    twice.set()
+
+        gc.callbacks.append(watch)
+        task = asyncio.create_task(heap.settle_periodically(first=0.05, interval=0.01))
+        try:
+            await asyncio.sleep(0)  # the task has started ...
+            assert not full_collections  # ... and waits: the first requests come first
+            await asyncio.wait_for(twice.wait(), 10)  # settled, then again
+        finally:
+            task.cancel()
+            gc.callbacks.remove(watch)
+        assert gc.get_freeze_count() > 0
+
+    asyncio.run(main())
