@@ -29,12 +29,16 @@ log = logging.getLogger(__name__)
 BATCH_HANDLER = "_gatewayd_write_batch"  # the name zigpy's worker looks our batches up by
 
 
-def _attribute_key(args: tuple[Any, ...]) -> Hashable | None:
-    event = args[0]
-    if type(event).__name__ == "AttributeWrittenEvent":
-        return None  # rare, and a failed write must not replace a good report
+def _event_key(event: Any) -> tuple[Any, ...]:
+    """Which cached attribute an attribute event writes (or clears)."""
     return (event.device_ieee, event.endpoint_id, event.cluster_type, event.cluster_id,
             event.attribute_id, event.manufacturer_code)
+
+
+def _attribute_key(args: tuple[Any, ...]) -> Hashable | None:
+    if type(args[0]).__name__ == "AttributeWrittenEvent":
+        return None  # rare, and a failed write must not replace a good report
+    return _event_key(args[0])
 
 
 _KEYS: dict[str, Callable[[tuple[Any, ...]], Hashable | None]] = {
@@ -81,11 +85,7 @@ class CoalescedWrites:
         """Drop waiting writes that a pass-through call makes stale: written after it,
         they would bring back a cleared attribute or a removed device's rows."""
         if cb_name in ("_save_attribute", "_clear_attribute"):
-            event = args[0]
-            key = ("_save_attribute", (event.device_ieee, event.endpoint_id,
-                                       event.cluster_type, event.cluster_id,
-                                       event.attribute_id, event.manufacturer_code))
-            self.pending.pop(key, None)
+            self.pending.pop(("_save_attribute", _event_key(args[0])), None)
         elif cb_name == "_remove_device":
             ieee = args[0].ieee
             for key in [k for k in self.pending if _device_of(k) == ieee]:
