@@ -20,7 +20,6 @@ without bound.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +48,8 @@ def _number(name: str, value: Any, low: float, high: float, *, integer: bool) ->
 
 
 class ReportStream:
-    """``count`` reports of ``cluster.attribute`` spread round-robin over ``devices``."""
+    """``count`` reports of ``cluster.attribute`` spread round-robin over ``devices``,
+    which must all have that attribute (:meth:`VirtualNetwork.stream` picks them)."""
 
     def __init__(self, devices: list[SimDevice], *, cluster: str, attribute: str,
                  count: int, rate: float, start_at: float | None = None,
@@ -71,7 +71,6 @@ class ReportStream:
                                     f"{len(devices)} devices, or report numbers repeat "
                                     "(raise modulo)")
         self.cluster, self.attribute = cluster, attribute
-        devices[0].value(cluster, attribute)  # refuses an attribute the cluster lacks
         self.sent = 0
         self.behind_max = 0.0  # the most a report was sent after it was due, seconds
         self.finished_at: float | None = None
@@ -94,12 +93,6 @@ class ReportStream:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="report-stream")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def cancel(self) -> None:
         if self._task is not None:
