@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gatewayd.cloud_net import tcp_no_delay
 from gatewayd.ctl import Client
 from gatewayd.simulator.broker import MONITOR_USER
 from gatewayd.simulator.procs import free_port
@@ -41,20 +42,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(RuntimeError):
-    """A benchmark could not be measured (the daemon died, a wait timed out)."""
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it is truthy; BenchError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    """A benchmark could not be measured (the daemon died, a stream went wrong); a wait
+    that times out raises TimeoutError (``gatewayd.simulator.procs.wait_until``)."""
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -256,13 +245,6 @@ def copy_state(src: Path, dst: Path) -> Path:
     return dst
 
 
-def no_delay(_client: Any, _userdata: Any, sock: Any) -> None:
-    """Nagle off on a bench client's socket: with it on, a /set written while the client's
-    last PUBACK is unacknowledged waits for the broker's delayed ACK (up to 40 ms), which
-    would be charged to the hub."""
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 # ---- MQTT in the bench process ----------------------------------------------------------------
 
 class Monitor:
@@ -277,7 +259,10 @@ class Monitor:
         client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=1)
         client.on_subscribe = lambda *_: self._subscribed.set()
         client.on_message = self._on_message
-        client.on_socket_open = no_delay
+        # Nagle off, as on the hub: with it on, a /set written while this client's last
+        # PUBACK is unacknowledged waits for the broker's delayed ACK (up to 40 ms),
+        # which would be charged to the hub.
+        client.on_socket_open = tcp_no_delay
         client.connect(world.broker.host, world.broker.port, keepalive=30)
         client.loop_start()
         self.client = client

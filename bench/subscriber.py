@@ -16,7 +16,6 @@ Times are ``time.monotonic()``, the same clock as the daemon's event loop.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 import time
@@ -24,6 +23,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from gatewayd.cloud_net import tcp_no_delay
 
 MAX_RECORDS = 2_000_000  # a bound even for a mistaken "keep" on a long flood
 
@@ -86,8 +87,7 @@ def main(argv: list[str]) -> int:
     client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=1)
     client.on_subscribe = lambda *_: subscribed.set()
     client.on_message = recorder.on_message
-    client.on_socket_open = lambda _c, _u, sock: sock.setsockopt(  # see harness.no_delay
-        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.on_socket_open = tcp_no_delay  # see bench.harness.Monitor
     client.connect(host, int(port), keepalive=60)
     client.loop_start()
     if not subscribed.wait(15):

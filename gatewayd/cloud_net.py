@@ -220,7 +220,7 @@ class Connection:
         # network thread alone (without it paho writes on the caller's thread).
         self._client.on_socket_register_write = _ignore_socket
         self._client.on_socket_unregister_write = _ignore_socket
-        self._client.on_socket_open = _no_delay
+        self._client.on_socket_open = tcp_no_delay
         self._thread = threading.Thread(target=self._run, name="cloud-mqtt", daemon=True)
 
     # ---- called from the asyncio thread ----------------------------------------------------
@@ -438,7 +438,7 @@ def _ignore_socket(client: mqtt.Client, userdata: Any, sock: Any) -> None:
     return None
 
 
-def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+def tcp_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
     """Switch Nagle's algorithm off: MQTT packets are small and each one is due now.
 
     With Nagle on, a packet written while the previous one is unacknowledged waits for
