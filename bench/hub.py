@@ -19,9 +19,9 @@ from bench.harness import (
     Monitor,
     Results,
     copy_state,
-    wait_until,
 )
 from bench.settings import Settings
+from gatewayd.simulator.procs import wait_until
 
 
 def _online(daemon: DaemonProcess) -> bool:

@@ -17,8 +17,9 @@ import tempfile
 from pathlib import Path
 
 from bench import hub, zigbee
-from bench.harness import BenchError, BenchWorld, Results, copy_state, wait_until
+from bench.harness import BenchError, BenchWorld, Results, copy_state
 from bench.settings import QUICK
+from gatewayd.simulator.procs import wait_until
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 daemon.api("POST", "zigbee/sim", {"action": "stream_stop"})
             finally:
                 daemon.stop()
-    except BenchError as exc:
+    except (BenchError, TimeoutError) as exc:
         print(f"profile: {exc}", file=sys.stderr)
         return 1
     finally:

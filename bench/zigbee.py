@@ -26,9 +26,9 @@ from bench.harness import (
     copy_state,
     percentile,
     subscriber,
-    wait_until,
 )
 from bench.settings import Settings
+from gatewayd.simulator.procs import wait_until
 
 SCALE = 10  # active_power is in 0.1 W (the plug's ac_power_divisor)
 MODULO = 30000

@@ -12,8 +12,10 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -70,13 +72,15 @@ class Child:
             return ""
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               child: Child | None = None, interval: float = 0.02) -> None:
-    """Poll ``predicate`` until true; raise with ``what`` (and the child's log) on timeout."""
+def wait_until(predicate: Callable[[], T], timeout: float, what: str,
+               child: Child | None = None, interval: float = 0.02) -> T:
+    """Poll ``predicate`` until truthy and return its value; raise with ``what`` (and the
+    child's log) on timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        if predicate():
-            return
+        value = predicate()
+        if value:
+            return value
         if child is not None and not child.alive():
             raise RuntimeError(f"{child.name} exited ({child.proc.returncode}) while waiting for "
                                f"{what}:\n{child.tail()}")
