@@ -18,8 +18,9 @@ presets (``[cloud]``) an Improv provisioning pairs the hub completely; without o
 the LAN, and the Improv result is the panel's URL there, where the user adds the account.
 
 Both services reach the rest of the hub only through this class (the ``improv_*`` and
-``secure_*`` methods), which hands pairing to the one :class:`~gatewayd.pairing.PairingService`
-and follows :class:`~gatewayd.onboarding.Onboarding` for progress.
+``secure_*`` methods), which hands pairing to the one
+:class:`~gatewayd.onboarding.pairing.PairingService`
+and follows :class:`~gatewayd.onboarding.machine.Onboarding` for progress.
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gatewayd import __version__, ble_secure, improv
-from gatewayd.ble_gatt import Advertisement, Application, Peripheral, adapter_path
+from gatewayd import __version__
+from gatewayd.ble import improv_codec, improv_service, secure_protocol, secure_service
+from gatewayd.ble.gatt import Advertisement, Application, Peripheral, adapter_path
+from gatewayd.ble.improv_codec import Capability, Error
+from gatewayd.ble.improv_service import ImprovRefused
 from gatewayd.config import Config
 from gatewayd.identity import Identity
-from gatewayd.improv import Capability, Error, ImprovRefused
-from gatewayd.onboarding import Onboarding, State
-from gatewayd.pairing import InvalidRequest, PairingError, PairingRequest, PairingService
+from gatewayd.onboarding.machine import Onboarding, State
+from gatewayd.onboarding.pairing import InvalidRequest, PairingError, PairingRequest, PairingService
 from gatewayd.state import StateStore
 
 if TYPE_CHECKING:
@@ -92,10 +95,10 @@ class BleCommissioner:
         self._set_hostname = set_hostname
         self._set_device_name = set_device_name
         self.local_name = _truncate(identity.render(config.ble.name_template), MAX_LOCAL_NAME)
-        self.improv = improv.ImprovService(
+        self.improv = improv_service.ImprovService(
             self, authorization_seconds=config.ble.authorization_seconds, clock=clock)
         self.improv.on_state = self._on_improv_state
-        self.secure = ble_secure.SecureService(self, device_id=identity.device_id,
+        self.secure = secure_service.SecureService(self, device_id=identity.device_id,
                                                max_failures=config.ble.max_failures,
                                                clock=clock)
         self._improv_wifi_only = False
@@ -313,18 +316,18 @@ class BleCommissioner:
 
     def _advertisement(self) -> Advertisement:
         if self.improv_enabled:
-            return Advertisement(service_uuids=[improv.SERVICE_UUID],
-                                 service_data={improv.SERVICE_DATA_UUID:
+            return Advertisement(service_uuids=[improv_codec.SERVICE_UUID],
+                                 service_data={improv_codec.SERVICE_DATA_UUID:
                                                self.improv.service_data()},
                                  local_name=self.local_name, path=ADV_PATH)
-        return Advertisement(service_uuids=[ble_secure.SERVICE_UUID],
+        return Advertisement(service_uuids=[secure_protocol.SERVICE_UUID],
                              local_name=self.local_name, path=ADV_PATH)
 
-    def _on_improv_state(self, state: improv.State) -> None:
+    def _on_improv_state(self, state: improv_codec.State) -> None:
         # Improv clients read the state from the advertisement before connecting.
         if self._adv is not None:
             self._spawn("adv-update", self._adv.update(
-                service_data={improv.SERVICE_DATA_UUID: self.improv.service_data()}))
+                service_data={improv_codec.SERVICE_DATA_UUID: self.improv.service_data()}))
 
     # ---- timers and events ---------------------------------------------------------------
 

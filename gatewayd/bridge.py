@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
 
     from gatewayd.zigbee.child import Child
-    from gatewayd.zigbee.virtual_radio import VirtualNetwork
+    from gatewayd.zigbee.virtual.radio import VirtualNetwork
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,26 @@ class BridgeError(Exception):
         super().__init__(message)
         self.code = code
 
+    @property
+    def http_status(self) -> int:
+        """What an HTTP front end answers: 409 while the radio is away, else 400."""
+        return 409 if self.code in ("UNREACHABLE", "unavailable") else 400
+
 
 # -- input parsing (front ends share these) ----------------------------------------------------
 
 _HEX = re.compile(r"[0-9a-f]+")
+MAX_PERMIT_SECONDS = 254  # Zigbee's permit-join duration is one byte; 255 would mean "forever"
+
+
+def parse_permit_seconds(value: Any) -> int | None:
+    """A permit-join duration from JSON: None (the configured default) or 0-254 seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 0 <= value <= MAX_PERMIT_SECONDS:
+        raise ValueError(f"seconds: must be an integer 0-{MAX_PERMIT_SECONDS}")
+    return value
 
 
 def parse_ieee(text: str) -> str:
@@ -559,7 +575,7 @@ class ZigbeeBridge:
         if self.cfg.radio != "virtual":
             return None
         from gatewayd.zigbee.radio import VIRTUAL_WORLD_FILE
-        from gatewayd.zigbee.virtual_radio import network
+        from gatewayd.zigbee.virtual.radio import network
 
         return network(self.state_dir / VIRTUAL_WORLD_FILE)
 

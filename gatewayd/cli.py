@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gatewayd import __version__
 from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from gatewayd.logsetup import Redactor, configure
+from gatewayd.runtime.logsetup import Redactor, configure
 from gatewayd.state import StateError
 
 EXIT_CONFIG = 2
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        from gatewayd.virtual import check_config
+        from gatewayd.virtual.planning import check_config
 
         check_config(config)  # plugin options are part of the config: refuse them here too
     except ConfigError as exc:

@@ -10,21 +10,26 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gatewayd import __version__, heap
+from gatewayd import __version__
 from gatewayd.ap import NetworkManagerControl
-from gatewayd.api import create_control_app
 from gatewayd.config import Config
-from gatewayd.corecall import CoreCall
-from gatewayd.hardware import GpiodBackend, Hardware, LineBackend, SimulatedBackend
+from gatewayd.control.app import create_control_app
+from gatewayd.control.devices import DeviceProviders, devices_blueprint
+from gatewayd.hardware.component import Hardware
+from gatewayd.hardware.libgpiod import GpiodBackend
+from gatewayd.hardware.lines import LineBackend
+from gatewayd.hardware.simulated import SimulatedBackend
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity, device_id_from_mac, primary_mac
-from gatewayd.logsetup import Redactor
-from gatewayd.onboarding import CloudStep, Onboarding, describe
-from gatewayd.pairing import PairingService
-from gatewayd.sdnotify import Notifier, Watchdog, watchdog_interval
+from gatewayd.onboarding.machine import Onboarding, describe
+from gatewayd.onboarding.pairing import PairingService
+from gatewayd.onboarding.steps import CloudStep
+from gatewayd.runtime import heap
+from gatewayd.runtime.corecall import CoreCall
+from gatewayd.runtime.logsetup import Redactor
+from gatewayd.runtime.sdnotify import Notifier, Watchdog, watchdog_interval
+from gatewayd.runtime.webserver import WebServer
 from gatewayd.state import StateStore
-from gatewayd.virtual_api import DeviceProviders, devices_blueprint
-from gatewayd.webserver import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +152,7 @@ class Daemon:
         providers = DeviceProviders()
         self.providers = providers
         if self.cloud_link is not None:
-            from gatewayd.virtual import VirtualDevices
+            from gatewayd.virtual.host import VirtualDevices
 
             virtual = VirtualDevices(cfg.virtual, self.cloud_link, gpio=backend,
                                      file=cfg.source)
@@ -165,18 +170,19 @@ class Daemon:
             providers.add("zigbee", bridge.devices)
             self._late.append(bridge)  # retries the radio itself: never fails the start
             bridge.up_hooks.append(heap.settle)  # its restored devices are long-lived too
-        from gatewayd.portal.app import control_blueprints, create_portal_app
+        from gatewayd.control.app import control_blueprints
+        from gatewayd.portal.app import create_portal_app
 
         blueprints = [devices_blueprint(call, providers, hardware),
                       *control_blueprints(hub, call, pairing=self.pairing,
                                           onboarding=onboarding)]
         if bridge is not None:
-            from gatewayd.zigbee_api import zigbee_blueprint
+            from gatewayd.control.zigbee import zigbee_blueprint
 
             blueprints.append(zigbee_blueprint(bridge, call))
         if cfg.ble.enabled:
-            from gatewayd.ble_api import ble_blueprint
             from gatewayd.ble_commission import BleCommissioner
+            from gatewayd.control.ble import ble_blueprint
 
             assert self.pairing is not None
             ble = BleCommissioner.for_hub(
@@ -225,9 +231,9 @@ class Daemon:
         return result
 
     def _build_cloud(self, hub: Hub) -> CloudStep:
-        from gatewayd.cloud_link import CloudLink, client_id_for
-        from gatewayd.cloud_step import CloudLinkStep
-        from gatewayd.telemetry import TelemetryReporter, hub_device
+        from gatewayd.cloud.link import CloudLink, client_id_for
+        from gatewayd.cloud.telemetry import TelemetryReporter, hub_device
+        from gatewayd.onboarding.cloud_step import CloudLinkStep
 
         cfg = self.config
         device = hub_device(self.identity.device_id, cfg.hub.product, self.identity.mac,

@@ -16,8 +16,8 @@ from typing import Any
 from gatewayd import __version__
 from gatewayd.config import Config
 from gatewayd.identity import Identity
-from gatewayd.logsetup import Redactor
-from gatewayd.sdnotify import Notifier
+from gatewayd.runtime.logsetup import Redactor
+from gatewayd.runtime.sdnotify import Notifier
 from gatewayd.state import HubState, StateStore
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gatewayd.atomicfile import atomic_write
 from gatewayd.credentials import (
     CloudCredentials,
     InvalidField,
@@ -29,6 +28,7 @@ from gatewayd.credentials import (
     wifi_from_fields,
     wifi_to_dict,
 )
+from gatewayd.runtime.atomicfile import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 from gatewayd.config import Config, parse_config
-from gatewayd.corecall import CoreCall
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity
-from gatewayd.logsetup import Redactor
-from gatewayd.pairing import PairingRequest, PairingService
+from gatewayd.onboarding.pairing import PairingRequest, PairingService
 from gatewayd.portal.app import create_portal_app
-from gatewayd.sdnotify import Notifier
+from gatewayd.runtime.corecall import CoreCall
+from gatewayd.runtime.logsetup import Redactor
+from gatewayd.runtime.sdnotify import Notifier
+from gatewayd.runtime.webserver import WebServer
 from gatewayd.state import StateStore
-from gatewayd.webserver import WebServer
 
 NETWORKS = [
     {"ssid": "HomeNet", "signal": 88, "security": "wpa2"},
@@ -49,7 +49,7 @@ REASONS = {
 
 
 class FakeOnboarding:
-    """Scripted stand-in for gatewayd.onboarding: begin() moves to "connecting"; the test
+    """Scripted stand-in for gatewayd.onboarding.machine: begin() moves to "connecting"; the test
     then calls :meth:`to_cloud`, :meth:`succeed` or :meth:`fail` (through ``Portal.core``)."""
 
     def __init__(self, hub: Hub, networks: list[dict[str, Any]]) -> None:

@@ -1,4 +1,4 @@
-"""The BLE spike: the hub's GATT server and advertisement (gatewayd.ble_gatt over sdbus) on hci0
+"""The BLE spike: the hub's GATT server and advertisement (gatewayd.ble.gatt over sdbus) on hci0
 and a phone (bleak) on hci1 talk through BlueZoo on a private system bus.
 
 The Improv service UUIDs stand in for the real services; nothing here is Improv logic.
@@ -18,8 +18,8 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
-from gatewayd import ble_gatt
-from gatewayd.ble_gatt import (
+from gatewayd.ble import gatt as ble_gatt
+from gatewayd.ble.gatt import (
     Advertisement,
     Application,
     Characteristic,

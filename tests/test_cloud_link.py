@@ -20,7 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd import homie
-from gatewayd.cloud_link import (
+from gatewayd.cloud.link import (
     CloudOutcome,
     CloudResult,
     Outbox,
@@ -30,8 +30,8 @@ from gatewayd.cloud_link import (
     classify_connect_error,
     client_id_for,
 )
+from gatewayd.cloud.reqres import ReqResClient, RequestTimeout
 from gatewayd.credentials import mqtt_username
-from gatewayd.reqres import ReqResClient, RequestTimeout
 from gatewayd.simulator.broker import Broker, make_test_pki
 from gatewayd.simulator.procs import free_port
 from tests.cloud_helpers import (

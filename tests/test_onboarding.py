@@ -14,10 +14,12 @@ from gatewayd.ap import HOTSPOT_ID, NetworkManagerControl
 from gatewayd.config import Config, with_overrides
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.identity import Identity
-from gatewayd.onboarding import Failure, Onboarding, State, StepResult, StubCloud
-from gatewayd.pairing import PairingRequest, PairingService
+from gatewayd.onboarding.machine import Onboarding, State
+from gatewayd.onboarding.pairing import PairingRequest, PairingService
+from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import CONN_IFACE, NetworkManagerMock
+from tests.fakes import StubCloud
 from tests.helpers import run_async
 
 IDENTITY = Identity("dc-a6-32-12-34-56", "dc:a6:32:12:34:56", "Acme Hub")
@@ -294,7 +296,7 @@ def test_reset_returns_to_unpaired_and_forgets_client_profile(nm: NetworkManager
 def test_real_cloud_link_refused_token_falls_back_then_pairs(nm: NetworkManagerMock,
                                                              tmp_path: Path) -> None:
     """Onboarding's cloud step against a real mosquitto with the cloud's password + ACL."""
-    from gatewayd.cloud_step import CloudLinkStep
+    from gatewayd.onboarding.cloud_step import CloudLinkStep
     from tests.cloud_helpers import Monitor, creds_for, make_broker, make_hub, make_link
 
     broker = make_broker(tmp_path / "broker")
@@ -354,7 +356,7 @@ def assert_joined(ob: Onboarding, nm: NetworkManagerMock, store: Any) -> None:
 
 
 def test_wifi_only_request_needs_the_explicit_permission(tmp_path: Path) -> None:
-    from gatewayd.pairing import InvalidRequest
+    from gatewayd.onboarding.pairing import InvalidRequest
 
     cfg = make_config(tmp_path)  # no cloud presets
     service = PairingService(StubOnboarding(), cfg.cloud)
@@ -595,7 +597,7 @@ def test_reset_after_wifi_first_forgets_the_network(nm: NetworkManagerMock,
 
 def test_wifi_first_then_cloud_on_a_real_broker(nm: NetworkManagerMock, tmp_path: Path) -> None:
     """The cloud part of "Wi-Fi first, cloud later" through the real cloud link."""
-    from gatewayd.cloud_step import CloudLinkStep
+    from gatewayd.onboarding.cloud_step import CloudLinkStep
     from tests.cloud_helpers import Monitor, creds_for, make_broker, make_hub, make_link
 
     broker = make_broker(tmp_path / "broker")

@@ -15,8 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gatewayd.credentials import mqtt_username
-from gatewayd.reqres import (
+from gatewayd.cloud.reqres import (
     CloudOffline,
     ReqResClient,
     RequestFailed,
@@ -24,13 +23,14 @@ from gatewayd.reqres import (
     ResponseAuthError,
     ResponseFormatError,
 )
-from gatewayd.reqres_cipher import (
+from gatewayd.cloud.reqres_cipher import (
     NONCE_SIZE,
     TAG_SIZE,
     AesGcmV1,
     AuthenticationFailed,
     MalformedCiphertext,
 )
+from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import MONITOR_USER, Broker
 from tests.cloud_helpers import WSP, creds_for, make_broker, make_link, run
 

@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 
 from gatewayd import __version__
-from gatewayd.cloud_link import CloudOutcome
+from gatewayd.cloud.link import CloudOutcome
 from gatewayd.config import parse_config
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import Broker
-from gatewayd.virtual import ENTRY_POINT_GROUP, Registry, VirtualDevices, check_config
+from gatewayd.virtual import ENTRY_POINT_GROUP, Registry
+from gatewayd.virtual.host import VirtualDevices
+from gatewayd.virtual.planning import check_config
 from tests.cloud_helpers import (
     WSP,
     Monitor,

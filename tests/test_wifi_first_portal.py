@@ -15,14 +15,15 @@ from typing import Any, TypeVar
 
 from gatewayd.ap import NetworkManagerControl
 from gatewayd.hub import Hub
-from gatewayd.logsetup import Redactor
-from gatewayd.onboarding import Onboarding, State, StubCloud
-from gatewayd.pairing import PairingService
+from gatewayd.onboarding.machine import Onboarding, State
+from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.app import create_portal_app
-from gatewayd.sdnotify import Notifier
+from gatewayd.runtime.logsetup import Redactor
+from gatewayd.runtime.sdnotify import Notifier
+from gatewayd.runtime.webserver import WebServer
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from gatewayd.state import StateStore
-from gatewayd.webserver import WebServer
+from tests.fakes import StubCloud
 from tests.portal_helpers import Client, LoopThread, fast_stopping, make_config, running_portal
 from tests.test_onboarding import IDENTITY, active_ids, bus, nm
 

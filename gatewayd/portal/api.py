@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from gatewayd.pairing import PAIR_FIELDS, InvalidRequest
+from gatewayd.onboarding.pairing import PAIR_FIELDS, InvalidRequest
 from gatewayd.portal.core import PortalCore
 from gatewayd.portal.pair import (
     CROSS_SITE,

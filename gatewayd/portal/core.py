@@ -1,7 +1,7 @@
 """The portal's one adapter to the asyncio core.
 
 Every view runs in a waitress worker thread; whatever it needs from the hub,
-the pairing service or onboarding goes through :class:`~gatewayd.corecall.CoreCall`
+the pairing service or onboarding goes through :class:`~gatewayd.runtime.corecall.CoreCall`
 here, so no view touches core objects from the wrong thread.
 """
 
@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gatewayd.config import CloudConfig
-from gatewayd.corecall import CoreCall
 from gatewayd.hub import Hub
-from gatewayd.pairing import PairingBusy, PairingFailed, PairingRequest, PairingService
+from gatewayd.onboarding.pairing import PairingBusy, PairingFailed, PairingRequest, PairingService
+from gatewayd.runtime.corecall import CoreCall
 
 BUSY_MESSAGE = "A pairing attempt is already in progress; wait for its result."
 MAX_NETWORKS = 64  # a scan in a block of flats can list hundreds; the panel needs a few
 
 
 class PortalOnboarding(Protocol):
-    """What the portal needs from onboarding beyond :class:`gatewayd.pairing.Onboarding`."""
+    """What the portal needs from onboarding beyond
+    :class:`gatewayd.onboarding.pairing.Onboarding`."""
 
     def networks(self) -> list[dict[str, Any]]:
         """Scanned networks, strongest first, deduplicated:

@@ -15,10 +15,10 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
-from gatewayd.corecall import CoreUnavailable
-from gatewayd.pairing import PAIR_FIELDS, InvalidRequest, PairingError
+from gatewayd.onboarding.pairing import PAIR_FIELDS, InvalidRequest, PairingError
 from gatewayd.portal.core import PortalCore
 from gatewayd.portal.security import RateLimiter, client_key, same_origin
+from gatewayd.runtime.corecall import CoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from gatewayd.pairing import RESET_HINT, InvalidRequest
+from gatewayd.onboarding.pairing import RESET_HINT, InvalidRequest
 from gatewayd.portal.core import PortalCore
 from gatewayd.portal.pair import rate_limited_message, submit_or_refuse
 from gatewayd.portal.security import AdminAuth, RateLimiter, client_key, csrf_ok, csrf_token

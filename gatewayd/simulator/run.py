@@ -9,9 +9,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from gatewayd.atomicfile import atomic_write
 from gatewayd.config import Config
-from gatewayd.logsetup import Redactor
+from gatewayd.runtime.atomicfile import atomic_write
+from gatewayd.runtime.logsetup import Redactor
 from gatewayd.simulator.world import SIM_WIFI_MAC, SimWorld
 from gatewayd.state import StateError
 

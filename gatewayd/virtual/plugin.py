@@ -7,7 +7,7 @@ A virtual device type is a :class:`VirtualDevice` subclass. It declares
   it and names bad keys as ``virtual[i].<key>``. ``check_options`` adds cross-key checks;
 * ``nodes()``: its Homie nodes and properties (:mod:`gatewayd.homie`), built once;
 * ``start``/``poll``/``on_set``/``stop``: async callbacks the host calls, each bounded by a
-  timeout and isolated (see :mod:`gatewayd.virtual`);
+  timeout and isolated (see :mod:`gatewayd.virtual.host`);
 
 and uses :meth:`VirtualDevice.publish` and :meth:`VirtualDevice.set_state` to report.
 
@@ -38,7 +38,7 @@ from gatewayd.config import (
 )
 
 if TYPE_CHECKING:
-    from gatewayd.hardware import LineBackend
+    from gatewayd.hardware.lines import LineBackend
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ RADIOS: dict[str, RadioLibrary] = {
                         "Texas Instruments Z-Stack (CC2652, Sonoff ZBDongle-P)"),
     "deconz": RadioLibrary("zigpy_deconz.zigbee.application", "zigpy-deconz",
                            "dresden elektronik ConBee / RaspBee"),
-    "virtual": RadioLibrary("gatewayd.zigbee.virtual_radio", "gatewayd[zigbee]",
+    "virtual": RadioLibrary("gatewayd.zigbee.virtual.radio", "gatewayd[zigbee]",
                             "simulated coordinator and devices (tests, simulator)"),
 }
 

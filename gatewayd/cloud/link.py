@@ -1,0 +1,641 @@
+"""The cloud link: the hub and its child devices on one MQTT connection (2Smart/Homie 3).
+
+Everything here runs on the asyncio loop; the paho network thread lives in
+:mod:`gatewayd.cloud.net` and reaches us only through ``call_soon_threadsafe``.
+
+Publishing follows one rule: **the broker converges to the model**. The device objects hold
+the latest value of every property. After every (re)connect each device's retained tree is
+rendered lazily from the model and sent (a broker may have lost retained state), so values
+changed while offline arrive once, latest per property. Everything that is not retained
+state - non-retained values, notifications, command errors, REQ/RES requests, topic
+clearings - waits in the bounded :class:`Outbox`, where a newer payload for the same
+property replaces an older one. At most ``WINDOW`` QoS 1 publications are unacknowledged at
+a time, so neither paho's queue nor ours grows with the broker's latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from gatewayd import homie
+from gatewayd.cloud.commands import CommandRunner
+from gatewayd.cloud.net import (
+    CloudOutcome,
+    CloudResult,
+    Connection,
+    Endpoint,
+    backoff_delay,
+    classify_connack,
+    classify_connect_error,
+)
+from gatewayd.config import CloudConfig
+from gatewayd.credentials import CloudCredentials
+
+__all__ = ["CloudLink", "CloudOutcome", "CloudResult", "Outbox", "backoff_delay",
+           "classify_connack", "classify_connect_error", "client_id_for"]
+
+log = logging.getLogger(__name__)
+
+WINDOW = 32  # unacknowledged QoS 1 publications at a time
+HEARTBEAT_PAYLOAD = "ping"
+STOP_FLUSH = 3.0  # stop() waits this long for pending publications and the goodbye states
+ACK_WAIT = 5.0  # notify() waits this long for the broker's PUBACK
+
+MessageHandler = Callable[[str, bytes], None]
+Listener = Callable[[CloudResult], None]
+
+
+def client_id_for(device_id: str) -> str:
+    """A stable MQTT client id; at most 23 characters, the limit every broker accepts."""
+    cid = f"gw-{device_id}"
+    if len(cid) <= 23:
+        return cid
+    return "gw-" + hashlib.sha256(device_id.encode()).hexdigest()[:20]
+
+
+# ---- the outbox ------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Out:
+    msg: homie.Message
+    key: Hashable
+    device: str | None = None  # set for messages of a device's retained tree
+    done: asyncio.Future[bool] | None = None  # resolved True on PUBACK, False if dropped
+
+    def resolve(self, delivered: bool) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(delivered)
+
+
+class Outbox:
+    """Publications waiting for the connection or for room in the window. Bounded.
+
+    Entries with the same key coalesce (a newer payload for a property replaces the older
+    one in place). When full, the oldest entry is dropped and counted.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.dropped = 0
+        self._items: OrderedDict[Hashable, _Out] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: _Out, *, replace: bool = True, front: bool = False) -> None:
+        old = self._items.get(item.key)
+        if old is not None:
+            if not replace:
+                return  # a newer entry is already waiting
+            old.resolve(False)
+        self._items[item.key] = item
+        if front:
+            self._items.move_to_end(item.key, last=False)
+        while len(self._items) > self.limit:
+            _, evicted = self._items.popitem(last=False)
+            evicted.resolve(False)
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                log.warning("cloud outbox full (%d entries): dropped %d publication(s) so far, "
+                            "oldest first", self.limit, self.dropped)
+
+    def pop(self) -> _Out | None:
+        if not self._items:
+            return None
+        return self._items.popitem(last=False)[1]
+
+    def clear(self) -> None:
+        for item in self._items.values():
+            item.resolve(False)
+        self._items.clear()
+
+
+@dataclass
+class _Stats:
+    connected_since: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    connects: int = 0
+
+
+@dataclass
+class _Start:
+    """Per start(): the outcomes that wait_result() reports."""
+
+    first: asyncio.Future[CloudResult]
+    definite: asyncio.Future[CloudResult]  # CONNECTED or REFUSED only
+    last: CloudResult | None = None
+
+
+# ---- the link ----------------------------------------------------------------------------------
+
+class CloudLink:
+    """The hub's MQTT link to the cloud. All methods must be called on the asyncio loop."""
+
+    def __init__(self, cfg: CloudConfig, hub: homie.Device, *, client_id: str | None = None,
+                 command_timeout: float = 10.0, max_commands: int = 64,
+                 max_concurrent_commands: int = 8, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None) -> None:
+        self._cfg = cfg
+        self._hub_id = hub.id
+        self._client_id = client_id or client_id_for(hub.id)
+        self._clock = clock
+        self._rng = rng
+        self._devices: dict[str, homie.Device] = {hub.id: hub}
+        self._published: dict[str, set[str]] = {}  # retained topics sent, per device
+        self._announced: set[str] = set()  # devices that went through $state=init once
+        self._outbox = Outbox(cfg.offline_buffer)
+        self._trees: OrderedDict[str, Iterator[homie.Message]] = OrderedDict()
+        self._inflight: dict[int, _Out] = {}
+        self._subscriptions: dict[str, MessageHandler] = {}  # relative filter -> handler
+        self._listeners: list[Listener] = []
+        self._conn: Connection | None = None
+        self._creds: CloudCredentials | None = None
+        self._root = ""
+        self._gen = -1  # the connection attempt we are connected on
+        self._connected = False
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._start: _Start | None = None
+        self._stats = _Stats()
+        self._commands = CommandRunner(accept=self._accept_command, reject=self._reject_command,
+                                       timeout=command_timeout, max_pending=max_commands,
+                                       max_concurrent=max_concurrent_commands)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, creds: CloudCredentials) -> None:
+        """Begin connecting; reconnects with backoff and jitter until :meth:`stop`."""
+        if self._conn is not None:
+            raise RuntimeError("cloud link already started; stop() it first")
+        loop = asyncio.get_running_loop()
+        if creds.root != self._root:  # another account: nothing of the old one carries over
+            self._published.clear()
+            self._announced.clear()
+            self._outbox.clear()
+        self._creds = creds
+        self._root = creds.root
+        self._stopping = False
+        self._start = _Start(loop.create_future(), loop.create_future())
+        endpoint = Endpoint(creds.host, creds.broker_port, creds.tls, self._cfg.ca_file)
+        hub_state = f"{self.hub.base(self._root)}/$state"
+        self._conn = Connection(
+            endpoint, username=creds.username, password=creds.token,
+            client_id=self._client_id, protocol=self._cfg.protocol,
+            keepalive=self._cfg.keepalive, connect_timeout=self._cfg.connect_timeout,
+            will=(hub_state, "lost"), reconnect_min=self._cfg.reconnect_min,
+            reconnect_max=self._cfg.reconnect_max, loop=loop, sink=self, rng=self._rng,
+            window=WINDOW)
+        log.info("cloud link: connecting to %s (%s, MQTT %s)", endpoint,
+                 "TLS" if creds.tls else "plain TCP", self._cfg.protocol)
+        self._conn.start()
+
+    async def wait_result(self, timeout: float, *, first_only: bool = True) -> CloudResult:
+        """The first outcome of this start(), or TIMEOUT if none came within ``timeout``.
+
+        With ``first_only=False`` transient failures (DNS, TCP, TLS) are not final: it
+        waits for CONNECTED or REFUSED and, if time runs out, returns the latest failure.
+        """
+        if self._start is None:
+            raise RuntimeError("cloud link not started")
+        fut = self._start.first if first_only else self._start.definite
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            if not first_only and self._start.last is not None:
+                return self._start.last
+            return CloudResult(CloudOutcome.TIMEOUT,
+                               f"no answer from the broker at {self._broker()} within "
+                               f"{timeout:g} s: check the host, port and the hub's network")
+
+    async def stop(self) -> None:
+        """Graceful end: ``$state=disconnected`` for every device, then DISCONNECT (no will)."""
+        conn = self._conn
+        if conn is None:
+            return
+        self._stopping = True
+        if self._connected:
+            self._trees.clear()  # an unfinished republication is moot now
+            children = [d for d in self._devices if d != self._hub_id]
+            for device_id in [*children, self._hub_id]:
+                topic = f"{self._devices[device_id].base(self._root)}/$state"
+                self._enqueue(homie.Message(topic, "disconnected"), key=topic)
+            self._pump()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), STOP_FLUSH)
+        conn.stop()
+        if not await conn.join(STOP_FLUSH + 2):
+            log.warning("cloud link: network thread did not finish in time")
+        self._conn = None
+        self._lost("stopped")
+        self._commands.cancel_all()
+        if self._start is not None:
+            for fut in (self._start.first, self._start.definite):
+                if not fut.done():
+                    fut.set_result(CloudResult(CloudOutcome.TIMEOUT, "the cloud link was "
+                                                                     "stopped before an answer"))
+        log.info("cloud link: stopped")
+
+    # ---- devices ---------------------------------------------------------------------------
+
+    @property
+    def hub(self) -> homie.Device:
+        return self._devices[self._hub_id]
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def root(self) -> str:
+        return self._root
+
+    def device(self, device_id: str) -> homie.Device:
+        try:
+            return self._devices[device_id]
+        except KeyError:
+            raise KeyError(f"unknown device {device_id!r}") from None
+
+    def add_device(self, device: homie.Device) -> None:
+        """Publish a device (idempotent: adding it again republishes it, no ``init``).
+
+        Replacing a device with a new object of the same id clears the retained topics the
+        new one no longer has.
+        """
+        old = self._devices.get(device.id)
+        if old is not None and old is not device and self._root:
+            stale = self._owned_topics(old) - device.topics(self._root)
+            self._clear_topics(stale)
+        self._devices[device.id] = device
+        if self._connected:
+            if old is None:
+                self._conn_subscribe(homie.set_filters(self._root, device.id))
+            self._trees[device.id] = self._tree(device)
+            self._pump()
+
+    def remove_device(self, device_id: str) -> None:
+        """Forget a child device and clear its retained topics (``$state`` first)."""
+        if device_id == self._hub_id:
+            raise ValueError("the hub device cannot be removed")
+        device = self._devices.pop(device_id, None)
+        if device is None:
+            return
+        self._trees.pop(device_id, None)
+        self._announced.discard(device_id)
+        if self._root:
+            self._clear_topics(self._owned_topics(device))
+            self._published.pop(device_id, None)
+            if self._connected and self._conn is not None:
+                self._conn.unsubscribe(homie.set_filters(self._root, device_id))
+        self._pump()
+
+    def set_value(self, device_id: str, node_id: str, property_id: str, value: Any) -> None:
+        """Set and publish a property value (QoS 1; retained unless the property says not).
+
+        ``node_id`` may also be ``$options``, ``$telemetry``, ``<node>/$options`` or
+        ``<node>/$telemetry``. Raises KeyError for an unknown property and ValueError for a
+        value its datatype/format does not allow.
+        """
+        device = self.device(device_id)
+        path = f"{node_id}/{property_id}"
+        try:
+            prop = device.find(path)
+        except KeyError:
+            raise KeyError(f"device {device_id!r} has no property {path!r}") from None
+        prop.set(value)
+        if not self._root or (prop.retained and not self._connected):
+            return  # the (re)publication after connecting carries the model's latest value
+        topic = f"{device.base(self._root)}/{path}"
+        payload = prop.payload or ""
+        self._enqueue(homie.Message(topic, payload, retain=prop.retained), key=topic,
+                      device=device_id if prop.retained else None)
+        self._pump()
+
+    def set_state(self, device_id: str, state: str) -> None:
+        device = self.device(device_id)
+        device.state = homie.check_state(state)
+        if self._connected:
+            topic = f"{device.base(self._root)}/$state"
+            self._enqueue(homie.Message(topic, state), key=topic, device=device_id)
+            self._pump()
+
+    async def notify(self, message: dict[str, Any]) -> bool:
+        """Send a notification to ``<root>/notifications/create``.
+
+        Fields of the 2Smart notification format that are missing are filled in
+        (``type``, ``level``, ``senderType``, ``senderId`` = the hub). True once the broker
+        acknowledged it; False if it is still waiting (offline) or was dropped.
+        """
+        if "message" not in message:
+            raise ValueError("a notification needs a 'message'")
+        body = {"type": "text", "level": "info", "senderType": "device",
+                "senderId": self._hub_id, **message}
+        done = asyncio.get_running_loop().create_future()
+        self.publish("notifications/create", json.dumps(body), done=done)
+        if not self._connected:
+            return False
+        try:
+            return await asyncio.wait_for(asyncio.shield(done), ACK_WAIT)
+        except TimeoutError:
+            return False
+
+    def publish(self, topic: str, payload: str, *, retain: bool = False,
+                done: asyncio.Future[bool] | None = None) -> None:
+        """Queue a QoS 1 publication on ``<root>/<topic>`` (kept in the outbox if offline).
+
+        A retained publication replaces one still waiting for the same topic; others queue.
+        """
+        absolute = self._absolute(topic)
+        self._enqueue(homie.Message(absolute, payload, retain=retain),
+                      key=absolute if retain else object(), done=done)
+        self._pump()
+
+    def add_subscription(self, topic_filter: str, handler: MessageHandler) -> None:
+        """Subscribe to ``<root>/<topic_filter>`` now and after every reconnect.
+
+        ``handler(topic, payload)`` runs on the loop with the topic relative to the root.
+        """
+        _check_relative(topic_filter, wildcards=True)
+        self._subscriptions[topic_filter] = handler
+        if self._connected:
+            self._conn_subscribe([f"{self._root}/{topic_filter}"])
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(result)`` for every outcome: connects, failures, losses."""
+        self._listeners.append(listener)
+
+    def status(self) -> dict[str, Any]:
+        """What ``gatewayctl status`` shows: no credentials, no user name."""
+        creds = self._creds
+        return {
+            "broker": self._broker() if creds else None,
+            "tls": creds.tls if creds else False,
+            "protocol": self._cfg.protocol,
+            "client_id": self._client_id,
+            "root_topic": self._root or None,
+            "started": self._conn is not None,
+            "connected": self._connected,
+            "connected_since": self._stats.connected_since,
+            "last_error": self._stats.last_error,
+            "last_error_at": self._stats.last_error_at,
+            "connects": self._stats.connects,
+            "devices": len(self._devices),
+            "buffered": len(self._outbox),
+            "announcing": len(self._trees),  # devices whose retained tree is still going out
+            "in_flight": len(self._inflight),
+            "dropped": self._outbox.dropped + (self._conn.dropped_messages if self._conn else 0),
+            "commands": self._commands.received,
+            "command_errors": self._commands.rejected,
+        }
+
+    # ---- publication machinery ---------------------------------------------------------------
+
+    def _broker(self) -> str:
+        creds = self._creds
+        return f"{creds.host}:{creds.broker_port}" if creds else "?"
+
+    def _absolute(self, topic: str) -> str:
+        if not self._root:
+            raise RuntimeError("cloud link not started: no root topic yet")
+        _check_relative(topic, wildcards=False)
+        return f"{self._root}/{topic}"
+
+    def _enqueue(self, msg: homie.Message, *, key: Hashable, device: str | None = None,
+                 done: asyncio.Future[bool] | None = None, replace: bool = True,
+                 front: bool = False) -> None:
+        # Whatever the caller, the hub publishes only inside its own tree (the broker's
+        # ACL would silently drop anything else).
+        if not self._root or not msg.topic.startswith(f"{self._root}/"):
+            raise ValueError(f"refusing to publish outside {self._root}/#: {msg.topic!r}")
+        self._outbox.put(_Out(msg, key, device, done), replace=replace, front=front)
+        self._idle.clear()
+
+    def _owned_topics(self, device: homie.Device) -> set[str]:
+        return self._published.get(device.id, set()) | device.topics(self._root)
+
+    def _clear_topics(self, topics: set[str]) -> None:
+        # An empty retained message deletes a retained topic. $state goes first so that
+        # apps stop showing the device before its attributes vanish.
+        for topic in sorted(topics, key=lambda t: (not t.endswith("/$state"), t)):
+            self._enqueue(homie.Message(topic, ""), key=topic)
+
+    def _tree(self, device: homie.Device) -> Iterator[homie.Message]:
+        base = device.base(self._root)
+        if device.id not in self._announced:
+            yield homie.Message(f"{base}/$state", "init")
+        yield from device.messages(self._root)
+        yield homie.Message(f"{base}/$state", device.state)  # read now: the latest state
+        self._announced.add(device.id)
+
+    def _next_item(self) -> _Out | None:
+        item = self._outbox.pop()
+        if item is not None:
+            return item
+        while self._trees:
+            device_id, tree = next(iter(self._trees.items()))
+            msg = next(tree, None)
+            if msg is not None:
+                return _Out(msg, msg.topic, device_id)
+            del self._trees[device_id]
+        return None
+
+    def _pump(self) -> None:
+        """Hand publications to paho while the window has room."""
+        conn = self._conn
+        while self._connected and conn is not None and len(self._inflight) < WINDOW:
+            item = self._next_item()
+            if item is None:
+                break
+            msg = item.msg
+            mid = conn.publish(msg.topic, msg.payload.encode(), msg.qos, msg.retain)
+            if mid is None:
+                self._outbox.put(item, replace=False, front=True)
+                break
+            self._inflight[mid] = item
+            if item.device is not None and msg.retain:
+                sent = self._published.setdefault(item.device, set())
+                if msg.payload:
+                    sent.add(msg.topic)
+                else:
+                    sent.discard(msg.topic)
+        if not self._outbox and not self._trees and not self._inflight:
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+    def _conn_subscribe(self, filters: list[str]) -> None:
+        for f in filters:
+            if not f.startswith(f"{self._root}/"):
+                raise ValueError(f"refusing to subscribe outside {self._root}/#: {f!r}")
+        if self._conn is not None and filters:
+            self._conn.subscribe(filters)
+
+    async def _heartbeats(self, gen: int) -> None:
+        """Non-retained ``$heartbeat`` per device, on a fixed schedule (no drift)."""
+        loop = asyncio.get_running_loop()
+        interval = self._cfg.heartbeat_interval
+        due = loop.time()
+        while self._connected and self._gen == gen and self._conn is not None:
+            for device in list(self._devices.values()):
+                self._conn.publish(f"{device.base(self._root)}/$heartbeat",
+                                   HEARTBEAT_PAYLOAD.encode(), 0, False)
+            due += interval
+            now = loop.time()
+            if due < now:  # fell behind (a busy loop): skip beats rather than burst
+                due = now + interval
+            await asyncio.sleep(due - now)
+
+    # ---- ConnectionSink: events from the network thread, on the loop ----------------------
+
+    def on_connected(self, gen: int, local_ip: str) -> None:
+        if self._stopping or self._conn is None:
+            return
+        self._gen = gen
+        self._connected = True
+        self._stats.connected_since = self._clock()
+        self._stats.connects += 1
+        tls = " over TLS" if self._creds and self._creds.tls else ""
+        self._record(CloudResult(CloudOutcome.CONNECTED, f"connected to {self._broker()}{tls}"))
+        log.info("cloud link: connected to %s%s", self._broker(), tls)
+        hub = self.hub
+        if local_ip and hub.localip != local_ip:
+            hub.localip = local_ip  # the address the cloud actually sees us use
+        filters = [f for d in self._devices for f in homie.set_filters(self._root, d)]
+        filters += [f"{self._root}/{f}" for f in self._subscriptions]
+        self._conn_subscribe(filters)
+        # The hub first: its will may have left "lost" behind.
+        self._trees = OrderedDict((d.id, self._tree(d)) for d in self._devices.values())
+        self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeats(gen))
+        self._pump()
+
+    def on_connect_failed(self, gen: int, result: CloudResult) -> None:
+        if self._stopping:
+            return
+        # A hub offline for a day retries hundreds of times: say each new reason once.
+        repeated = result.reason == self._stats.last_error
+        log.log(logging.DEBUG if repeated else logging.WARNING, "cloud link: %s", result.reason)
+        self._stats.last_error = result.reason
+        self._stats.last_error_at = self._clock()
+        self._record(result)
+
+    def on_connection_lost(self, gen: int, reason: str) -> None:
+        if gen != self._gen or not self._connected:
+            return
+        self._lost(reason)
+        if not self._stopping:
+            self._stats.last_error = reason
+            self._stats.last_error_at = self._clock()
+            log.warning("cloud link: %s; reconnecting", reason)
+            self._notify_listeners(CloudResult(CloudOutcome.UNREACHABLE, reason))
+
+    def _lost(self, reason: str) -> None:
+        was_connected = self._connected
+        self._connected = False
+        self._stats.connected_since = None
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        # Unacknowledged publications go back to the front of the outbox, oldest first;
+        # a newer entry for the same key wins. Retained trees restart after reconnect.
+        for item in reversed(list(self._inflight.values())):
+            self._outbox.put(item, replace=False, front=True)
+        self._inflight.clear()
+        self._trees.clear()
+        if was_connected:
+            log.debug("cloud link: connection ended (%s)", reason)
+
+    def on_published(self, gen: int, mid: int) -> None:
+        if gen != self._gen:
+            return
+        item = self._inflight.pop(mid, None)
+        if item is not None:
+            item.resolve(True)
+            self._pump()
+
+    def on_subscribed(self, mid: int, refused: list[str]) -> None:
+        if refused:
+            log.error("cloud link: the broker refused a subscription (%s)", ", ".join(refused))
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        if not self._root or not topic.startswith(f"{self._root}/"):
+            return
+        parsed = homie.parse_set_topic(self._root, topic)
+        if parsed is not None and parsed[0] in self._devices:
+            self._commands.dispatch(self._devices[parsed[0]], parsed[1], payload)
+            return
+        relative = topic[len(self._root) + 1:]
+        for topic_filter, handler in self._subscriptions.items():
+            if _matches(topic_filter, relative):
+                try:
+                    handler(relative, payload)
+                except Exception:
+                    log.exception("cloud link: handler for %s failed", topic_filter)
+
+    def _record(self, result: CloudResult) -> None:
+        start = self._start
+        if start is not None:
+            start.last = result
+            if not start.first.done():
+                start.first.set_result(result)
+            definite = result.outcome in (CloudOutcome.CONNECTED, CloudOutcome.REFUSED)
+            if definite and not start.definite.done():
+                start.definite.set_result(result)
+        self._notify_listeners(result)
+
+    def _notify_listeners(self, result: CloudResult) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(result)
+            except Exception:
+                log.exception("cloud link: outcome listener failed")
+
+    def _accept_command(self, device: homie.Device, path: str, value: Any) -> None:
+        if self._devices.get(device.id) is not device:
+            return  # removed or replaced while its owner was busy: nothing to echo
+        node_id, _, property_id = path.rpartition("/")
+        self.set_value(device.id, node_id, property_id, value)
+
+    def _reject_command(self, device_id: str, path: str, code: str, message: str) -> None:
+        if not self._root:
+            return
+        body = json.dumps({"code": code, "message": message})
+        self._enqueue(homie.Message(homie.error_topic(self._root, device_id, path), body,
+                                    retain=False), key=object())
+        self._pump()
+
+
+def _check_relative(topic: str, *, wildcards: bool) -> None:
+    """A topic (filter) below the root: no leading '/', no empty levels, no NUL."""
+    levels = topic.split("/")
+    bad = not topic or "\x00" in topic or any(level == "" for level in levels)
+    for i, level in enumerate(levels):
+        if ("+" in level or "#" in level) and not (
+                wildcards and (level == "+" or (level == "#" and i == len(levels) - 1))):
+            bad = True
+    if bad:
+        raise ValueError(f"invalid topic {topic!r} (relative to the root)")
+
+
+def _matches(topic_filter: str, topic: str) -> bool:
+    """MQTT filter matching for the link's own (relative) subscriptions."""
+    fparts = topic_filter.split("/")
+    tparts = topic.split("/")
+    for i, f in enumerate(fparts):
+        if f == "#":
+            return True
+        if i >= len(tparts) or (f != "+" and f != tparts[i]):
+            return False
+    return len(fparts) == len(tparts)
+
