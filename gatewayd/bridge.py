@@ -29,6 +29,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gatewayd import homie
 from gatewayd.config import ZigbeeConfig
+from gatewayd.zigbee.radio import (
+    DB_FILE,
+    VIRTUAL_WORLD_FILE,
+    RadioError,
+    RadioUnavailable,
+    start_controller,
+)
 
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
@@ -243,8 +250,6 @@ class ZigbeeBridge:
             self.publisher.remove_device(child_id)
             self.coalescer.forget(child_id)
         self.children.clear()
-        from gatewayd.zigbee.radio import DB_FILE
-
         for suffix in ("", "-wal", "-shm", "-journal"):
             (self.state_dir / f"{DB_FILE}{suffix}").unlink(missing_ok=True)
         log.warning("zigbee: network forgotten; forming a new one")
@@ -252,8 +257,6 @@ class ZigbeeBridge:
         await self.start()
 
     async def _supervise(self) -> None:
-        from gatewayd.zigbee.radio import RadioError, RadioUnavailable, start_controller
-
         delay = self.retry_min
         while True:
             try:
@@ -329,7 +332,7 @@ class ZigbeeBridge:
                 and dev.ieee != app.state.node_info.ieee)
 
     def _child(self, dev: Any) -> Child:
-        from gatewayd.zigbee.child import Child
+        from gatewayd.zigbee.child import Child  # imports zigpy: only once a radio runs
 
         child = self.children.get(str(dev.ieee))
         if child is None:
@@ -574,7 +577,7 @@ class ZigbeeBridge:
         """The simulated network when ``zigbee.radio = "virtual"`` (event injection)."""
         if self.cfg.radio != "virtual":
             return None
-        from gatewayd.zigbee.radio import VIRTUAL_WORLD_FILE
+        # zigpy comes with it: imported only when a simulated radio is asked for.
         from gatewayd.zigbee.virtual.radio import network
 
         return network(self.state_dir / VIRTUAL_WORLD_FILE)

@@ -12,6 +12,7 @@ from gatewayd import __version__
 from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from gatewayd.runtime.logsetup import Redactor, configure
 from gatewayd.state import StateError
+from gatewayd.virtual.planning import check_config
 
 EXIT_CONFIG = 2
 
@@ -42,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        from gatewayd.virtual.planning import check_config
-
         check_config(config)  # plugin options are part of the config: refuse them here too
     except ConfigError as exc:
         print(f"gatewayd: configuration error: {exc}", file=sys.stderr)
@@ -54,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     redactor = Redactor()
     configure(args.log_level or config.logging.level, redactor)
     if args.simulate:
+        # The simulator's dependencies are an extra (not in the .deb).
         from gatewayd.simulator.run import run_simulator
 
         return run_simulator(config, args.workdir, redactor)
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-def]
+    # Here, not at the top: --version and --check-config need none of the daemon's
+    # libraries (flask, paho, sdbus).
     from gatewayd.daemon import Daemon, open_state
 
     try:

@@ -12,24 +12,32 @@ from typing import Any, Protocol
 
 from gatewayd import __version__
 from gatewayd.ap import NetworkManagerControl
+from gatewayd.bridge import ZigbeeBridge
+from gatewayd.cloud.link import CloudLink, client_id_for
+from gatewayd.cloud.telemetry import TelemetryReporter, hub_device
 from gatewayd.config import Config
-from gatewayd.control.app import create_control_app
+from gatewayd.control.app import control_blueprints, create_control_app
 from gatewayd.control.devices import DeviceProviders, devices_blueprint
+from gatewayd.control.zigbee import zigbee_blueprint
 from gatewayd.hardware.component import Hardware
 from gatewayd.hardware.libgpiod import GpiodBackend
 from gatewayd.hardware.lines import LineBackend
 from gatewayd.hardware.simulated import SimulatedBackend
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity, device_id_from_mac, primary_mac
-from gatewayd.onboarding.machine import Onboarding, describe
+from gatewayd.onboarding.cloud_step import CloudLinkStep
+from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
+from gatewayd.onboarding.progress import describe
 from gatewayd.onboarding.steps import CloudStep
+from gatewayd.portal.app import create_portal_app
 from gatewayd.runtime import heap
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier, Watchdog, watchdog_interval
 from gatewayd.runtime.webserver import WebServer
 from gatewayd.state import StateStore
+from gatewayd.virtual.host import VirtualDevices
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +160,6 @@ class Daemon:
         providers = DeviceProviders()
         self.providers = providers
         if self.cloud_link is not None:
-            from gatewayd.virtual.host import VirtualDevices
-
             virtual = VirtualDevices(cfg.virtual, self.cloud_link, gpio=backend,
                                      file=cfg.source)
             hub.add_status("virtual", virtual.status)
@@ -161,8 +167,6 @@ class Daemon:
             self._late.append(virtual)  # after onboarding: stops before the cloud link
         bridge = None
         if cfg.zigbee.enabled and self.cloud_link is not None:
-            from gatewayd.bridge import ZigbeeBridge
-
             bridge = ZigbeeBridge(cfg.zigbee, cfg.state_dir, self.cloud_link,
                                   hub=self.hub_device)
             hub.add_status("zigbee", bridge.status)
@@ -170,17 +174,14 @@ class Daemon:
             providers.add("zigbee", bridge.devices)
             self._late.append(bridge)  # retries the radio itself: never fails the start
             bridge.up_hooks.append(heap.settle)  # its restored devices are long-lived too
-        from gatewayd.control.app import control_blueprints
-        from gatewayd.portal.app import create_portal_app
 
         blueprints = [devices_blueprint(call, providers, hardware),
                       *control_blueprints(hub, call, pairing=self.pairing,
                                           onboarding=onboarding)]
         if bridge is not None:
-            from gatewayd.control.zigbee import zigbee_blueprint
-
             blueprints.append(zigbee_blueprint(bridge, call))
         if cfg.ble.enabled:
+            # Only with BLE on: it brings the BlueZ peripheral stack and cryptography.
             from gatewayd.ble_commission import BleCommissioner
             from gatewayd.control.ble import ble_blueprint
 
@@ -231,10 +232,6 @@ class Daemon:
         return result
 
     def _build_cloud(self, hub: Hub) -> CloudStep:
-        from gatewayd.cloud.link import CloudLink, client_id_for
-        from gatewayd.cloud.telemetry import TelemetryReporter, hub_device
-        from gatewayd.onboarding.cloud_step import CloudLinkStep
-
         cfg = self.config
         device = hub_device(self.identity.device_id, cfg.hub.product, self.identity.mac,
                             fw_name=cfg.hub.fw_name, fw_version=cfg.hub.fw_version)
@@ -256,12 +253,13 @@ class Daemon:
         cloud = self.cloud_step or self._build_cloud(hub)
         onboarding = Onboarding(cfg, self.store, wifi, cloud)
         hub.phase_provider = lambda: str(onboarding.state or "starting")
-        hub.add_status("onboarding", onboarding.progress)
+        hub.add_status("onboarding", lambda: onboarding.progress().to_json())
         hub.on_reset(onboarding.reset)
         onboarding.subscribe(lambda state, progress: hub.set_status_text(describe(progress)))
         self.onboarding = onboarding
         self.pairing = PairingService(onboarding, cfg.cloud, wifi_enabled=cfg.hotspot.enabled,
                                       secrets_sink=self.redactor.add)
+        hub.add_status("pairing", self.pairing.status)
         return onboarding
 
     @property

@@ -343,9 +343,9 @@ def test_improv_without_cloud_presets_gives_wifi_then_the_cloud_follows(
             # Settled (the result may reach the phone before onboarding's bookkeeping ends).
             await hub.onboarding.wait_for(lambda: hub.onboarding.pairing_open, STEP)
             progress = hub.onboarding.progress()
-            assert hub.onboarding.state == State.UNPAIRED and progress["network"] == "wifi"
-            assert progress["pairing_open"] and not progress["hotspot"]
-            assert progress["last_failure"] is None
+            assert hub.onboarding.state == State.UNPAIRED and progress.network == "wifi"
+            assert progress.pairing_open and not progress.hotspot
+            assert progress.last_failure is None
             assert "gatewayd-client-HomeNet" in [a["id"] for a in nm.active_connections()]
             assert hub.store.state.wifi is not None and hub.store.state.wifi.ssid == "HomeNet"
             assert hub.store.state.cloud is None and hub.cloud.connected is None

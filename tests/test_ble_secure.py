@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import json
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,8 @@ class FakeHost:
     def setup_code(self) -> str:
         return CODE
 
-    async def secure_pair(self, fields: dict[str, Any]) -> dict[str, Any]:
+    async def secure_pair(self, extract: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
+        fields = dict(extract())  # what the pairing front door does once pairing is open
         if not fields.get("wsp"):
             raise InvalidRequest("wsp: is required: the account e-mail", "wsp")
         self.paired.append(fields)

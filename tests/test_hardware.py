@@ -29,6 +29,8 @@ from gatewayd.hardware.led import ONBOARDING_PATTERNS, PATTERNS, Led
 from gatewayd.hardware.libgpiod import GpiodBackend
 from gatewayd.hardware.lines import HardwareError
 from gatewayd.hardware.simulated import SimulatedBackend
+from gatewayd.onboarding.progress import LastFailure
+from tests.fakes import progress
 from tests.helpers import run_async
 
 pytestmark = pytest.mark.timeout(60)
@@ -425,9 +427,10 @@ def test_led_follows_onboarding_and_flashes_error_after_a_failed_attempt() -> No
                       on_long_press=None)
         await hw.start()
         for state, pattern in ONBOARDING_PATTERNS.items():
-            hw.onboarding_changed(state, {})
+            hw.onboarding_changed(state, progress(state))
             assert hw.led.pattern == pattern
-        hw.onboarding_changed("unpaired", {"last_failure": {"code": "wrong-password"}})
+        failed = LastFailure(code="wrong-password", reason="wrong", at=0.0, attempt=None)
+        hw.onboarding_changed("unpaired", progress("unpaired", last_failure=failed))
         assert hw.led.pattern == "error" and hw.led.base == "pairing"
         await hw.stop()
 

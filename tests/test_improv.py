@@ -389,7 +389,7 @@ def test_reference_client_at_mtu_23_sees_wrong_password_then_provisions(
                 # Back in pairing mode with the hotspot up again (a request while onboarding
                 # is still raising the hotspot races with it: see the report on issue 8).
                 await hub.onboarding.wait_for(
-                    lambda: hub.onboarding.progress()["hotspot"] and not hub.onboarding.busy,
+                    lambda: hub.onboarding.progress().hotspot and not hub.onboarding.busy,
                     STEP)
                 outcome = await ble_client.pair_improv(
                     adapter=PHONE, name=HUB_NAME, ssid="HomeNet", psk="supersecret",

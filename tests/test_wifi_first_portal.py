@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from gatewayd.ap import NetworkManagerControl
 from gatewayd.hub import Hub
 from gatewayd.onboarding.machine import Onboarding, State
 from gatewayd.onboarding.pairing import PairingService
+from gatewayd.onboarding.progress import Progress
 from gatewayd.portal.app import create_portal_app
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier
@@ -71,13 +72,12 @@ def test_hub_on_wifi_without_account_is_paired_over_the_lan(nm: NetworkManagerMo
             name="portal", host="127.0.0.1", port=0))
         client = Client(server.port)
 
-        async def improv_like() -> dict[str, Any]:
-            return await pairing.submit(pairing.parse(WIFI_ONLY, "ble-improv",
-                                                      allow_wifi_only=True))
+        async def improv_like() -> Progress:
+            return await pairing.submit(WIFI_ONLY, "ble-improv", allow_wifi_only=True)
 
         on_core(improv_like())
         until(lambda: onboarding.state == State.UNPAIRED and onboarding.pairing_open
-              and onboarding.progress()["network"] == "wifi")
+              and onboarding.progress().network == "wifi")
         progress = client.get("/api/v1/progress").json
         assert progress["state"] == "unpaired" and progress["network"] == "wifi"
         assert progress["pairing_open"] and not progress["hotspot"]

@@ -44,6 +44,7 @@ from gatewayd.ble.improv_codec import (
     encode_result,
     parse_command,
 )
+from gatewayd.onboarding.pairing import PairingError
 
 log = logging.getLogger(__name__)
 MAX_WRITERS = 8  # phones whose partial writes are tracked at once
@@ -53,10 +54,14 @@ DEFAULT_NOTIFY_LEN = 20  # ATT_MTU 23 - 3: safe when a phone's MTU is not known 
 class ImprovRefused(Exception):
     """Raised by an :class:`ImprovHost` to answer a command with an Improv error."""
 
-    def __init__(self, error: Error, reason: str) -> None:
+    def __init__(self, error: Error, reason: str, *,
+                 refusal: PairingError | None = None) -> None:
         super().__init__(reason)
         self.error = error
         self.reason = reason
+        # The pairing front door's refusal behind it, when there is one: Improv's error
+        # codes cannot carry it, the log and the tests can.
+        self.refusal = refusal
 
 
 class ImprovHost(Protocol):

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,6 +50,7 @@ from gatewayd.ble.secure_protocol import (
     hub_identity,
     setup_code_password,
 )
+from gatewayd.onboarding.pairing import PAIR_FIELDS, InvalidRequest, PairingError
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,10 @@ class SecureHost(Protocol):
 
     def setup_code(self) -> str: ...
 
-    async def secure_pair(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """Validate and start pairing; raises gatewayd.onboarding.pairing.PairingError."""
+    async def secure_pair(self, fields: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
+        """Hand the request to the pairing front door (``fields`` extracts the message's
+        fields once pairing is known to be open); the progress as JSON, or raises
+        :class:`gatewayd.onboarding.pairing.PairingError`."""
 
     def secure_progress(self) -> dict[str, Any]: ...
 
@@ -304,26 +307,13 @@ class SecureService:
         await self._send(session.device, session.channel.seal(encode_message(info)))
 
     async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
-        from gatewayd.onboarding.pairing import PAIR_FIELDS, PairingError
-
         kind, rid = request["type"], request.get("id")
         if kind == "pair":
-            fields = request.get("fields")
-            if not isinstance(fields, dict):
-                return _failure(rid, 400, "invalid", "fields: must be an object")
-            unknown = sorted(set(fields) - set(PAIR_FIELDS))
-            if unknown:
-                return _failure(rid, 400, "invalid", f"{unknown[0]}: unknown field",
-                                unknown[0])
-            if any(not isinstance(v, str | bool | int) for v in fields.values()):
-                return _failure(rid, 400, "invalid", "fields: values must be strings, "
-                                                     "numbers or booleans")
+            raw = request.get("fields")
             try:
-                progress = await self.host.secure_pair(fields)
+                progress = await self.host.secure_pair(lambda: pair_fields(raw))
             except PairingError as exc:
-                code = {400: "invalid", 403: "not-in-pairing-mode", 409: "busy"}.get(
-                    exc.status, "failed")
-                return _failure(rid, exc.status, code, exc.message, exc.field)
+                return _failure(rid, exc.status, exc.code, exc.message, exc.field)
             return {"type": "pair", "id": rid, "ok": True, "progress": progress}
         if kind == "progress":
             return {"type": "progress", "id": rid, **self.host.secure_progress()}
@@ -335,6 +325,19 @@ class SecureService:
                     "verification_code": self._session.keys.verification_code}
         return _failure(rid, 400, "unknown-request", f"unknown request type {kind[:40]!r}",
                         reply_type=kind[:40])
+
+
+def pair_fields(raw: Any) -> Mapping[str, Any]:
+    """The fields of a ``pair`` message: the /pair names, plain values (docs/ble-protocol.md).
+    Runs inside the pairing front door, after the busy and mode checks."""
+    if not isinstance(raw, dict):
+        raise InvalidRequest("fields: must be an object")
+    unknown = sorted(set(raw) - set(PAIR_FIELDS))
+    if unknown:
+        raise InvalidRequest(f"{unknown[0]}: unknown field", unknown[0])
+    if any(not isinstance(v, str | bool | int) for v in raw.values()):
+        raise InvalidRequest("fields: values must be strings, numbers or booleans")
+    return raw
 
 
 def _failure(rid: Any, status: int, code: str, message: str, field: str | None = None, *,

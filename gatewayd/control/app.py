@@ -96,8 +96,8 @@ def create_control_app(hub: Hub, call: CoreCall,
     return app
 
 
-def control_blueprints(hub: Hub, call: CoreCall, *, pairing: PairingService | None = None,
-                       onboarding: PortalOnboarding | None = None) -> list[Blueprint]:
+def control_blueprints(hub: Hub, call: CoreCall, *, pairing: PairingService,
+                       onboarding: PortalOnboarding) -> list[Blueprint]:
     """What the control socket mounts (``create_control_app(..., extra=...)``).
 
     ``/api/v1/networks``, ``/pair``, ``/progress`` and ``/openapi.json``: the portal's

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from flask import Blueprint, jsonify, request
 
+from gatewayd.ble_commission import BleUnavailable
 from gatewayd.control.app import ApiError
 from gatewayd.runtime.corecall import CoreCall
 
@@ -66,8 +67,6 @@ def ble_blueprint(commissioner: BleControl, call: CoreCall) -> Blueprint:
             return jsonify(call(commissioner.close_window, "control"))
 
         async def _open() -> dict[str, Any]:
-            from gatewayd.ble_commission import BleUnavailable
-
             try:
                 return await commissioner.open_window(
                     "control", authorize=authorize,

@@ -72,13 +72,9 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
         if unknown:
             raise ApiError(400, "invalid", f"{action} takes no {', '.join(sorted(unknown))}")
 
-        from gatewayd.zigbee.virtual.device import VirtualRadioError
-
         async def _do() -> Any:
-            try:
-                return getattr(network, action)(**body)
-            except VirtualRadioError as exc:  # an event that cannot happen: the caller's error
-                raise ValueError(str(exc)) from None
+            # A VirtualRadioError (an event that cannot happen) is a ValueError: 400.
+            return getattr(network, action)(**body)
 
         return jsonify({"action": action, "result": run(_do)})
 

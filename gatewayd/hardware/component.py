@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatewayd.config import ButtonConfig, LedConfig
 from gatewayd.hardware.button import Button, PressHook
@@ -23,6 +23,9 @@ from gatewayd.hardware.led import (
 from gatewayd.hardware.lines import (
     LineBackend,
 )
+
+if TYPE_CHECKING:
+    from gatewayd.onboarding.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ class Hardware:
         self.led.flash("identify", seconds)
         return {"identify": True, "seconds": seconds, "led": self.led.cfg.enabled}
 
-    def onboarding_changed(self, state: str, progress: dict[str, Any]) -> None:
+    def onboarding_changed(self, state: str, progress: Progress) -> None:
         """An :meth:`Onboarding.subscribe` listener: the LED follows the hub's phase.
 
         A failed pairing attempt (back to unpaired with a failure) flashes ``error`` first.
@@ -82,7 +85,7 @@ class Hardware:
         pattern = ONBOARDING_PATTERNS.get(str(state))
         if pattern is None:
             return
-        if pattern == "pairing" and progress.get("last_failure"):
+        if pattern == "pairing" and progress.last_failure is not None:
             self.led.flash("error", ERROR_SECONDS)
         self.led.set_pattern(pattern)
 

@@ -4,7 +4,7 @@ States (what `gatewayctl status`, the portal and BLE show):
 
 - ``unpaired``   not paired to the cloud; pairing open. Either without a network (hotspot
                  up on Wi-Fi hubs without Ethernet), or on the LAN after a Wi-Fi-only
-                 attempt ("Wi-Fi first, cloud later", e.g. Improv): ``progress()["network"]
+                 attempt ("Wi-Fi first, cloud later", e.g. Improv): ``progress().network
                  == "wifi"``, hotspot down, the cloud part is paired over the LAN or BLE
 - ``connecting`` an attempt is running (step ``wifi`` and/or ``cloud``)
 - ``online``     client network up and the cloud link established
@@ -35,6 +35,7 @@ from typing import Any
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.onboarding.pairing import PairingRequest
+from gatewayd.onboarding.progress import Attempt, LastFailure, Progress
 from gatewayd.onboarding.steps import CloudStep, Failure, StepResult, WifiControl
 from gatewayd.state import StateStore
 
@@ -87,28 +88,8 @@ TRANSITIONS: dict[tuple[State | None, Event], State] = {
 
 
 
-Listener = Callable[[State, dict[str, Any]], None]
+Listener = Callable[[State, Progress], None]
 
-
-def describe(progress: dict[str, Any]) -> str:
-    """One line for systemd's STATUS= and logs: what the hub is doing right now."""
-    state = progress["state"]
-    failure = progress.get("last_failure")
-    if state == "connecting":
-        return f"connecting ({progress.get('step') or 'starting'})"
-    if state == "unpaired":
-        text = "unpaired: waiting for pairing"
-        if progress.get("network") == "wifi":
-            text = "unpaired: on Wi-Fi, waiting for the cloud account (pair on the LAN)"
-        if progress.get("hotspot"):
-            text += " (hotspot up)"
-        if failure:
-            text += f"; last attempt failed: {failure['reason']}"
-        return text
-    if state == "offline":
-        return "offline: network lost" + ("; hotspot up for re-pairing"
-                                         if progress.get("hotspot") else "")
-    return str(state)
 
 
 class Onboarding:
@@ -125,8 +106,8 @@ class Onboarding:
         self.clock = clock
         self.state: State | None = None
         self.step: str | None = None
-        self.attempt: dict[str, Any] | None = None
-        self.last_failure: dict[str, Any] | None = None
+        self.attempt: Attempt | None = None
+        self.last_failure: LastFailure | None = None
         self.offline_since: float | None = None
         self.last_activity = 0.0
         self._hotspot_wanted = False  # offline longer than the grace period
@@ -160,18 +141,17 @@ class Onboarding:
     def networks(self) -> list[dict[str, Any]]:
         return self.wifi.networks() if self.wifi is not None else []
 
-    def progress(self) -> dict[str, Any]:
-        return {
-            "state": str(self.state) if self.state else "starting",
-            "step": self.step,
-            "attempt": self.attempt,
-            "last_failure": self.last_failure,
-            "pairing_open": self.pairing_open,
-            "hotspot": bool(self.wifi and self.wifi.hotspot_active),
-            "wifi": self.wifi is not None,
-            # "wifi" while the hub is a client of its Wi-Fi network, else None.
-            "network": "wifi" if self.on_wifi else None,
-        }
+    def progress(self) -> Progress:
+        return Progress(
+            state=str(self.state) if self.state else "starting",
+            step=self.step,
+            attempt=self.attempt,
+            last_failure=self.last_failure,
+            pairing_open=self.pairing_open,
+            hotspot=bool(self.wifi and self.wifi.hotspot_active),
+            wifi=self.wifi is not None,
+            network="wifi" if self.on_wifi else None,
+        )
 
     @property
     def on_wifi(self) -> bool:
@@ -319,9 +299,9 @@ class Onboarding:
 
     def _begin_attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,
                        source: str, saved: bool = False) -> None:
-        self.attempt = {"id": secrets.token_hex(4), "source": source,
-                        "ssid": wifi.ssid if wifi else None, "cloud": cloud is not None,
-                        "started": time.time()}
+        self.attempt = Attempt(id=secrets.token_hex(4), source=source,
+                               ssid=wifi.ssid if wifi else None, cloud=cloud is not None,
+                               started=time.time())
         self.last_failure = None  # describes the latest attempt only
         self._attempt_task = asyncio.create_task(self._run_attempt(wifi, cloud, saved),
                                                  name="onboarding-attempt")
@@ -357,9 +337,9 @@ class Onboarding:
                 await self.wifi.stop_hotspot()  # "No Wi-Fi" pairing done over the hotspot
             return
         assert result.failure is not None
-        self.last_failure = {"code": str(result.failure), "reason": result.reason,
-                             "at": time.time(),
-                             "attempt": self.attempt["id"] if self.attempt else None}
+        self.last_failure = LastFailure(code=str(result.failure), reason=result.reason,
+                                        at=time.time(),
+                                        attempt=self.attempt.id if self.attempt else None)
         log.warning("pairing attempt failed: %s (%s)", result.failure, result.reason)
         await self.cloud.disconnect()
         previous = self.store.state.wifi

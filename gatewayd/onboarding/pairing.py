@@ -1,8 +1,10 @@
 """The one pairing path: every entry point builds a :class:`PairingRequest` here.
 
 HTTP ``/pair``, the admin form, ``/api/v1/pair``, BLE Improv and the BLE secure
-service all call :func:`request_from_fields` and then :meth:`PairingService.submit`,
-so the rules (in :mod:`gatewayd.credentials`) and the refusals are the same everywhere.
+service all call :meth:`PairingService.submit`, which checks busy -> open -> valid in
+that order and begins the attempt, so the rules (in :mod:`gatewayd.credentials`), the
+order of the checks and the refusals (their codes live on :class:`PairingError`'s
+subclasses, here only) are the same everywhere.
 
 A request carries Wi-Fi and cloud credentials, or cloud credentials only (the "No Wi-Fi"
 variant), or, only where the entry point explicitly allows it (Improv, which can carry
@@ -12,6 +14,7 @@ nothing but an SSID and a passphrase), Wi-Fi credentials only: "Wi-Fi first, clo
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +27,7 @@ from gatewayd.credentials import (
     cloud_from_fields,
     wifi_from_fields,
 )
+from gatewayd.onboarding.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -38,30 +42,58 @@ RESET_HINT = ("To pair it again, hold the hub's button for 10 seconds or run "
 
 
 class PairingError(Exception):
-    """A refusal with the HTTP status the portal answers and the parameter at fault."""
+    """A refusal: the HTTP-style status and the code every entry point answers with, and the
+    parameter at fault. Each subclass is one refusal; its status and code live here only."""
 
     status = 400
+    code = "invalid"
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
 
+    def to_json(self) -> dict[str, Any]:
+        """The refusal as the JSON API and the secure BLE service spell it."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return error
+
 
 class InvalidRequest(PairingError):
-    status = 400
+    status, code = 400, "invalid"
 
 
 class NotInPairingMode(PairingError):
-    status = 403
+    status, code = 403, "not-in-pairing-mode"
+
+
+class CrossSite(PairingError):
+    """A browser request from another web site (HTTP entry points only)."""
+
+    status, code = 403, "cross-site"
 
 
 class PairingBusy(PairingError):
-    status = 409
+    status, code = 409, "busy"
+
+
+class RateLimited(PairingError):
+    """Too many requests from one client (HTTP entry points); ``retry_after`` in seconds."""
+
+    status, code = 429, "rate-limited"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many pairing requests; try again in {retry_after} seconds.")
+        self.retry_after = retry_after
 
 
 class PairingFailed(PairingError):
-    status = 500
+    status, code = 500, "failed"
+
+
+BUSY_MESSAGE = "A pairing attempt is already in progress; wait for its result."
 
 
 @dataclass(frozen=True)
@@ -172,11 +204,14 @@ class Onboarding(Protocol):
 
     async def begin(self, request: PairingRequest) -> None: ...
 
-    def progress(self) -> dict[str, Any]: ...
+    def progress(self) -> Progress: ...
+
+
+Fields = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
 
 
 class PairingService:
-    """Accepts validated requests and hands them to onboarding; returns at once."""
+    """The front door: every entry point's request goes through :meth:`submit`."""
 
     def __init__(self, onboarding: Onboarding, presets: CloudConfig, *,
                  wifi_enabled: bool = True,
@@ -187,6 +222,8 @@ class PairingService:
         # Told about every token and passphrase the moment they are parsed, so no later
         # log line can carry them (the daemon passes the log redactor's ``add``).
         self.secrets_sink = secrets_sink or (lambda *secrets: None)
+        self.accepted = 0
+        self.refusals: Counter[str] = Counter()  # by refusal code, for gatewayctl status
 
     @property
     def open(self) -> bool:
@@ -194,26 +231,49 @@ class PairingService:
 
     def parse(self, fields: Mapping[str, Any], source: str, *,
               allow_wifi_only: bool = False) -> PairingRequest:
+        """Validate only (no state is looked at): what :meth:`submit` does in its third
+        step, and what a front end uses to ask "would these presets work?"."""
         for name in ("token", "psk"):
             if isinstance(fields.get(name), str):
                 self.secrets_sink(fields[name])
         return request_from_fields(fields, self.presets, wifi_enabled=self.wifi_enabled,
                                    source=source, allow_wifi_only=allow_wifi_only)
 
-    def check_open(self) -> None:
-        # Busy first: pairing is closed while an attempt runs, and "already paired"
-        # would be the wrong answer to a second request during it.
-        if self.onboarding.busy:
-            raise PairingBusy("A pairing attempt is already in progress; wait for its result.")
-        if not self.onboarding.pairing_open:
-            raise NotInPairingMode(f"This hub is already paired. {RESET_HINT}")
+    async def submit(self, fields: Fields, source: str, *,
+                     allow_wifi_only: bool = False) -> Progress:
+        """Check, in this order, busy -> open -> valid, then begin; return the progress.
 
-    async def submit(self, request: PairingRequest) -> dict[str, Any]:
-        """Start applying ``request``; progress is then observable via :meth:`progress`."""
-        self.check_open()
+        Raises the :class:`PairingError` of the first check that fails, so the same request
+        gets the same refusal whatever the entry point: a paired hub answers "not in
+        pairing mode" to bad fields too. ``fields`` may be a callable that extracts them
+        from the entry point's own format (query string, form, JSON, BLE message); it runs
+        only once pairing is known to be open, and raises :class:`InvalidRequest`. Runs on
+        the loop, in one go, so no request slips in between a check and the attempt.
+        """
+        try:
+            request = self._check(fields, source, allow_wifi_only)
+        except PairingError as exc:
+            self.refusals[exc.code] += 1
+            raise
         log.info("pairing request from %s: %s", request.source, request.redacted())
         await self.onboarding.begin(request)
+        self.accepted += 1
         return self.onboarding.progress()
 
-    def progress(self) -> dict[str, Any]:
+    def _check(self, fields: Fields, source: str, allow_wifi_only: bool) -> PairingRequest:
+        # Busy first: pairing is closed while an attempt runs, and "already paired" would
+        # be the wrong answer to a second request during it.
+        if self.onboarding.busy:
+            raise PairingBusy(BUSY_MESSAGE)
+        if not self.onboarding.pairing_open:
+            raise NotInPairingMode(f"This hub is already paired. {RESET_HINT}")
+        raw = fields() if callable(fields) else fields
+        return self.parse(raw, source, allow_wifi_only=allow_wifi_only)
+
+    def status(self) -> dict[str, Any]:
+        """The ``pairing`` section of ``gatewayctl status``: requests taken and refused."""
+        return {"open": self.open, "accepted": self.accepted,
+                "refused": dict(sorted(self.refusals.items()))}
+
+    def progress(self) -> Progress:
         return self.onboarding.progress()

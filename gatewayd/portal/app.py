@@ -81,14 +81,13 @@ def _install_error_handlers(app: Flask) -> None:
             else text(message, 500)
 
 
-def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService | None = None,
-                      onboarding: PortalOnboarding | None = None,
+def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService,
+                      onboarding: PortalOnboarding,
                       zigbee: ZigbeeBridge | None = None) -> Flask:
     """The portal app.
 
     ``pairing`` is the daemon's one :class:`PairingService`; ``onboarding`` is the state
-    machine behind it (scanned networks, "a person is here"). Without them the portal
-    still serves everything but refuses pairing with a 500 that says why.
+    machine behind it (scanned networks, "a person is here").
     """
     app = Flask("gatewayd.portal")
     app.config["MAX_CONTENT_LENGTH"] = hub.config.portal.max_request_bytes

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from gatewayd.config import Config
+from gatewayd.daemon import Daemon, open_state
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.simulator.world import SIM_WIFI_MAC, SimWorld
@@ -19,8 +20,6 @@ log = logging.getLogger(__name__)
 
 
 def run_simulator(config: Config, workdir: Path | None, redactor: Redactor) -> int:
-    from gatewayd.daemon import Daemon, open_state
-
     workdir = (workdir or Path(tempfile.mkdtemp(prefix="gatewayd-sim-"))).resolve()
     sim_json = workdir / "sim.json"
     sim_json.unlink(missing_ok=True)

@@ -32,8 +32,9 @@ _CLUSTERS_BY_NAME: dict[str, type[Cluster]] = {
 _ATTRIBUTE_LIST = t.List[foundation.Attribute]  # built once: zigpy makes a new type per call
 
 
-class VirtualRadioError(Exception):
-    """An injected event that cannot happen (closed permit join, unknown device...)."""
+class VirtualRadioError(ValueError):
+    """An injected event that cannot happen (closed permit join, unknown device...): the
+    caller's mistake, so front ends answer it like any other bad value."""
 
 
 def cluster_class(name: str) -> type[Cluster]:
