@@ -33,7 +33,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from gatewayd.ble import improv_codec, improv_service, secure_protocol, secure_service
-from gatewayd.ble.gatt import Advertisement, Application, Peripheral, adapter_path
+from gatewayd.ble.advertisement import Advertisement
+from gatewayd.ble.gatt import Application, adapter_path
 from gatewayd.ble.hosts import (
     HubView,
     ImprovHubHost,
@@ -41,11 +42,13 @@ from gatewayd.ble.hosts import (
     improv_provisioned,
     truncate,
 )
+from gatewayd.ble.peripheral import Peripheral
 from gatewayd.config import Config
 from gatewayd.identity import Identity
-from gatewayd.onboarding.machine import Onboarding, State
+from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.onboarding.progress import Progress
+from gatewayd.onboarding.table import State
 from gatewayd.state import StateStore
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """The Zigbee bridge: every joined device becomes its own 2Smart "Others" device.
 
-``zigbee-<ieee hex>`` children are published through a :class:`ChildPublisher` (the
+``zigbee-<ieee hex>`` children are published through a :class:`~gatewayd.homie.ChildPublisher` (the
 cloud link) with ``$state`` ``init`` during the interview, ``ready`` (or ``sleeping``
 for battery devices that only poll) afterwards, ``disconnected`` while unreachable or
 while the radio is gone, ``lost`` once they leave. The hub gets a ``zigbee`` node:
@@ -21,11 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from gatewayd import homie
 from gatewayd.config import ZigbeeConfig
@@ -42,145 +41,20 @@ if TYPE_CHECKING:
 
     from gatewayd.zigbee.child import Child
     from gatewayd.zigbee.virtual.radio import VirtualNetwork
+from gatewayd.zigbee.coalesce import Coalescer, Key
+from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
+from gatewayd.zigbee.inputs import BridgeError, parse_ieee, parse_install_code
 
 log = logging.getLogger(__name__)
 
-HUB_NODE = "zigbee"
 
-
-class ChildPublisher(Protocol):
-    """What the bridge needs from the cloud link (CloudLink provides exactly this)."""
-
-    def add_device(self, device: homie.Device) -> None: ...
-
-    def remove_device(self, device_id: str) -> None: ...
-
-    def set_value(self, device_id: str, node_id: str, property_id: str, value: Any) -> None: ...
-
-    def set_state(self, device_id: str, state: str) -> None: ...
-
-
-class BridgeError(Exception):
-    """A request the bridge refuses (bad address or install code, radio down)."""
-
-    def __init__(self, message: str, code: str = homie.VALIDATION) -> None:
-        super().__init__(message)
-        self.code = code
-
-    @property
-    def http_status(self) -> int:
-        """What an HTTP front end answers: 409 while the radio is away, else 400."""
-        return 409 if self.code in ("UNREACHABLE", "unavailable") else 400
-
-
-# -- input parsing (front ends share these) ----------------------------------------------------
-
-_HEX = re.compile(r"[0-9a-f]+")
-MAX_PERMIT_SECONDS = 254  # Zigbee's permit-join duration is one byte; 255 would mean "forever"
-
-
-def parse_permit_seconds(value: Any) -> int | None:
-    """A permit-join duration from JSON: None (the configured default) or 0-254 seconds."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) \
-            or not 0 <= value <= MAX_PERMIT_SECONDS:
-        raise ValueError(f"seconds: must be an integer 0-{MAX_PERMIT_SECONDS}")
-    return value
-
-
-def parse_ieee(text: str) -> str:
-    """``00:12:4b:...``, ``00124b...`` or ``0x00124b...`` -> ``00:12:4b:...``."""
-    raw = text.strip().lower().removeprefix("0x").replace(":", "").replace("-", "")
-    if len(raw) != 16 or not _HEX.fullmatch(raw):
-        raise BridgeError(f"{text!r} is not an IEEE address (16 hex digits)")
-    return ":".join(raw[i:i + 2] for i in range(0, 16, 2))
-
-
-def crc16_x25(data: bytes) -> int:
-    """CRC-16/X-25, the checksum at the end of a Zigbee 3.0 install code."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-    return crc ^ 0xFFFF
-
-
-def parse_install_code(text: str) -> bytes:
-    """An install code as printed (hex, any separators) with its CRC verified."""
-    raw = re.sub(r"[\s:\-]", "", text.strip().lower())
-    if not _HEX.fullmatch(raw or "x") or len(raw) % 2:
-        raise BridgeError("an install code is hex digits, such as "
-                          "83FED3407A939723A5C639B26916D505C3B5")
-    code = bytes.fromhex(raw)
-    if len(code) not in (8, 10, 14, 18):
-        raise BridgeError(f"an install code has 6, 8, 12 or 16 bytes plus a 2-byte CRC; "
-                          f"this one has {len(code)} bytes")
-    if int.from_bytes(code[-2:], "little") != crc16_x25(code[:-2]):
-        raise BridgeError("the install code's checksum (last 4 digits) does not match: "
-                          "check for a typo")
-    return code
-
-
-# -- coalescing ---------------------------------------------------------------------------------
-
-Key = tuple[str, str, str]  # device id, node id, property id
-
-
-class Coalescer:
-    """At most one publication per property per ``interval``; the latest value wins.
-
-    The first value after a quiet period goes out at once (no added latency); values
-    arriving faster wait in ``pending`` (one slot per property, so memory is bounded by
-    the number of properties, not by the rate of reports).
-    """
-
-    def __init__(self, publish: Callable[[Key, Any], None], interval: float) -> None:
-        self.publish = publish
-        self.interval = interval
-        self.pending: dict[Key, Any] = {}
-        self._last: dict[Key, float] = {}
-        self._timer: asyncio.TimerHandle | None = None
-
-    def put(self, key: Key, value: Any) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if key not in self.pending and now - self._last.get(key, -1e9) >= self.interval:
-            self._last[key] = now
-            self.publish(key, value)
-            return
-        self.pending[key] = value
-        if self._timer is None:
-            self._timer = loop.call_later(self.interval, self.flush)
-
-    def flush(self) -> None:
-        self._timer = None
-        now = asyncio.get_running_loop().time()
-        pending, self.pending = self.pending, {}
-        for key, value in pending.items():
-            self._last[key] = now
-            self.publish(key, value)
-
-    def forget(self, device_id: str) -> None:
-        for store in (self.pending, self._last):
-            for key in [k for k in store if k[0] == device_id]:
-                del store[key]
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
-# -- the bridge -----------------------------------------------------------------------------------
 
 class ZigbeeBridge:
     """The ``zigbee`` daemon component (``start``/``stop``), all on the asyncio loop."""
 
     name = "zigbee"
 
-    def __init__(self, cfg: ZigbeeConfig, state_dir: Path, publisher: ChildPublisher, *,
+    def __init__(self, cfg: ZigbeeConfig, state_dir: Path, publisher: homie.ChildPublisher, *,
                  hub: homie.Device | None = None, retry_min: float = 1.0,
                  retry_max: float = 60.0, min_interval: float = 0.2,
                  availability_interval: float = 60.0, mains_timeout: float = 600.0,
@@ -203,7 +77,7 @@ class ZigbeeBridge:
         self._supervisor: asyncio.Task[None] | None = None
         self._permit_until = 0.0
         self._permit_timer: asyncio.TimerHandle | None = None
-        self.hub_node = self._make_hub_node()
+        self.hub_node = zigbee_node(self.cfg.permit_join_max, self)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -605,39 +479,3 @@ class ZigbeeBridge:
             "pan_id": f"0x{int(info.pan_id):04x}" if info else None,
             "devices": len(self.children), "permit_join": self.permit_remaining(),
         }
-
-    # -- the hub's zigbee node ---------------------------------------------------------------------
-    def _make_hub_node(self) -> homie.Node:
-        async def on_permit(value: Any) -> int:
-            return await self._front(self.permit_join(int(value)))
-
-        async def on_install(value: Any) -> str:
-            parts = str(value).replace(",", " ").split()
-            if len(parts) != 2:
-                raise homie.CommandError(homie.VALIDATION, "expected '<ieee> <install code>'")
-            return await self._front(self.add_install_code(parts[0], parts[1]))
-
-        async def on_remove(value: Any) -> str:
-            return await self._front(self.remove(str(value)))
-
-        limit = self.cfg.permit_join_max
-        props = [
-            homie.Property("permitjoin", "Permit join", datatype="integer", unit="s",
-                           format=f"0:{limit}", settable=True, value=0, on_set=on_permit),
-            homie.Property("device-count", "Devices", datatype="integer", value=0),
-            homie.Property("channel", "Channel", datatype="integer"),
-            homie.Property("pan-id", "PAN ID"),
-            homie.Property("status", "Radio status", value="starting"),
-            homie.Property("install-code", "Add install code", settable=True, retained=False,
-                           on_set=on_install),
-            homie.Property("remove", "Remove device", settable=True, retained=False,
-                           on_set=on_remove),
-        ]
-        return homie.Node(HUB_NODE, "Zigbee", properties=props)
-
-    @staticmethod
-    async def _front(coro: Any) -> Any:
-        try:
-            return await coro
-        except BridgeError as exc:
-            raise homie.CommandError(exc.code, str(exc)) from None

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 from gatewayd import __version__
 from gatewayd.ap import NetworkManagerControl
 from gatewayd.bridge import ZigbeeBridge
-from gatewayd.cloud.link import CloudLink, client_id_for
+from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.telemetry import TelemetryReporter, hub_device
+from gatewayd.cloud.topics import client_id_for
 from gatewayd.config import Config
 from gatewayd.control.app import control_blueprints, create_control_app
 from gatewayd.control.devices import DeviceProviders, devices_blueprint

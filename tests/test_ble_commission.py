@@ -322,7 +322,7 @@ def test_improv_without_cloud_presets_gives_wifi_then_the_cloud_follows(
 
     from gatewayd.ble import phone as ble_client
     from gatewayd.ble.improv_codec import State as ImprovState
-    from gatewayd.onboarding.machine import State
+    from gatewayd.onboarding.table import State
 
     cfg = hub_config(tmp_path, cloud=NO_PRESETS)
 

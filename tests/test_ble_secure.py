@@ -28,8 +28,8 @@ from gatewayd.ble.secure_protocol import (
     SessionKeys,
 )
 from gatewayd.ble.secure_service import SecureService
-from gatewayd.onboarding.machine import State as HubState
 from gatewayd.onboarding.pairing import InvalidRequest
+from gatewayd.onboarding.table import State as HubState
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from tests.test_ble_commission import (
     HUB_NAME,

@@ -21,15 +21,10 @@ from typing import Any
 import pytest
 
 from gatewayd import homie
-from gatewayd.bridge import (
-    BridgeError,
-    Coalescer,
-    ZigbeeBridge,
-    crc16_x25,
-    parse_ieee,
-    parse_install_code,
-)
+from gatewayd.bridge import ZigbeeBridge
 from gatewayd.config import ZigbeeConfig
+from gatewayd.zigbee.coalesce import Coalescer
+from gatewayd.zigbee.inputs import BridgeError, crc16_x25, parse_ieee, parse_install_code
 from tests.helpers import run_async
 
 pytestmark = pytest.mark.timeout(60)

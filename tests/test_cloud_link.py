@@ -20,17 +20,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd import homie
-from gatewayd.cloud.link import (
+from gatewayd.cloud.net import (
     CloudOutcome,
     CloudResult,
-    Outbox,
-    _Out,
     backoff_delay,
     classify_connack,
     classify_connect_error,
-    client_id_for,
 )
+from gatewayd.cloud.publisher import Outbox
+from gatewayd.cloud.publisher import Pending as _Out
 from gatewayd.cloud.reqres import ReqResClient, RequestTimeout
+from gatewayd.cloud.topics import client_id_for
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import Broker, make_test_pki
 from gatewayd.simulator.procs import free_port

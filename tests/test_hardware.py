@@ -475,8 +475,9 @@ async def paired_hub(tmp_path: Path) -> AsyncIterator[tuple[Any, Any]]:
     from gatewayd.credentials import CloudCredentials, WifiCredentials
     from gatewayd.hub import Hub
     from gatewayd.identity import Identity
-    from gatewayd.onboarding.machine import Onboarding, State
+    from gatewayd.onboarding.machine import Onboarding
     from gatewayd.onboarding.pairing import PairingRequest
+    from gatewayd.onboarding.table import State
     from gatewayd.runtime.logsetup import Redactor
     from gatewayd.runtime.sdnotify import Notifier
     from gatewayd.state import StateStore
@@ -506,7 +507,7 @@ async def paired_hub(tmp_path: Path) -> AsyncIterator[tuple[Any, Any]]:
 def test_long_press_wipes_credentials_and_brings_the_hotspot_back(nm: Any,
                                                                  tmp_path: Path) -> None:
     from gatewayd.ap import HOTSPOT_ID
-    from gatewayd.onboarding.machine import State
+    from gatewayd.onboarding.table import State
 
     backend = SimulatedBackend()
     short_calls: list[str] = []

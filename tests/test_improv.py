@@ -15,7 +15,7 @@ from gatewayd.ble import improv_codec as improv
 from gatewayd.ble.gatt import GattRequest
 from gatewayd.ble.improv_codec import Capability, Command, Error, State
 from gatewayd.ble.improv_service import ImprovRefused, ImprovService
-from gatewayd.onboarding.machine import State as HubState
+from gatewayd.onboarding.table import State as HubState
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from tests.test_ble_commission import (
     HUB_NAME,

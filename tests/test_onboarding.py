@@ -14,10 +14,11 @@ from gatewayd.ap import HOTSPOT_ID, NetworkManagerControl
 from gatewayd.config import Config, with_overrides
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.identity import Identity
-from gatewayd.onboarding.machine import Onboarding, State
+from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingRequest, PairingService
 from gatewayd.onboarding.progress import Progress
 from gatewayd.onboarding.steps import Failure, StepResult
+from gatewayd.onboarding.table import State
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import CONN_IFACE, NetworkManagerMock
 from tests.fakes import StubCloud

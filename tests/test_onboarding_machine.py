@@ -17,7 +17,7 @@ import pytest
 
 from gatewayd.config import Config, with_overrides
 from gatewayd.credentials import CloudCredentials, WifiCredentials
-from gatewayd.onboarding.machine import TRANSITIONS, Event, Onboarding, State
+from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import (
     InvalidRequest,
     NotInPairingMode,
@@ -25,6 +25,7 @@ from gatewayd.onboarding.pairing import (
     PairingService,
 )
 from gatewayd.onboarding.steps import Failure, StepResult
+from gatewayd.onboarding.table import TRANSITIONS, Event, State
 from gatewayd.state import StateStore
 from tests.fakes import FakeWifi, StubCloud
 from tests.helpers import run_async

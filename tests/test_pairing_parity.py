@@ -21,8 +21,9 @@ from gatewayd.control.app import control_blueprints, create_control_app
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity
-from gatewayd.onboarding.machine import Onboarding, State
+from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import RESET_HINT, NotInPairingMode, PairingService
+from gatewayd.onboarding.table import State
 from gatewayd.portal.app import create_portal_app
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier

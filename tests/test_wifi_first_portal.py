@@ -15,9 +15,10 @@ from typing import TypeVar
 
 from gatewayd.ap import NetworkManagerControl
 from gatewayd.hub import Hub
-from gatewayd.onboarding.machine import Onboarding, State
+from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.onboarding.progress import Progress
+from gatewayd.onboarding.table import State
 from gatewayd.portal.app import create_portal_app
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier

@@ -8,22 +8,21 @@ the latest value of every property. After every (re)connect each device's retain
 rendered lazily from the model and sent (a broker may have lost retained state), so values
 changed while offline arrive once, latest per property. Everything that is not retained
 state - non-retained values, notifications, command errors, REQ/RES requests, topic
-clearings - waits in the bounded :class:`Outbox`, where a newer payload for the same
-property replaces an older one. At most ``WINDOW`` QoS 1 publications are unacknowledged at
-a time, so neither paho's queue nor ours grows with the broker's latency.
+clearings - waits in the bounded outbox, where a newer payload for the same property
+replaces an older one. At most ``WINDOW`` QoS 1 publications are unacknowledged at a time,
+so neither paho's queue nor ours grows with the broker's latency
+(:mod:`gatewayd.cloud.publisher`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import random
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,86 +37,22 @@ from gatewayd.cloud.net import (
     classify_connack,
     classify_connect_error,
 )
+from gatewayd.cloud.publisher import WINDOW, Publisher
+from gatewayd.cloud.topics import check_relative, client_id_for, matches
 from gatewayd.config import CloudConfig
 from gatewayd.credentials import CloudCredentials
 
-__all__ = ["CloudLink", "CloudOutcome", "CloudResult", "Outbox", "backoff_delay",
-           "classify_connack", "classify_connect_error", "client_id_for"]
+__all__ = ["CloudLink", "CloudOutcome", "CloudResult", "backoff_delay", "classify_connack",
+           "classify_connect_error"]
 
 log = logging.getLogger(__name__)
 
-WINDOW = 32  # unacknowledged QoS 1 publications at a time
 HEARTBEAT_PAYLOAD = "ping"
 STOP_FLUSH = 3.0  # stop() waits this long for pending publications and the goodbye states
 ACK_WAIT = 5.0  # notify() waits this long for the broker's PUBACK
 
 MessageHandler = Callable[[str, bytes], None]
 Listener = Callable[[CloudResult], None]
-
-
-def client_id_for(device_id: str) -> str:
-    """A stable MQTT client id; at most 23 characters, the limit every broker accepts."""
-    cid = f"gw-{device_id}"
-    if len(cid) <= 23:
-        return cid
-    return "gw-" + hashlib.sha256(device_id.encode()).hexdigest()[:20]
-
-
-# ---- the outbox ------------------------------------------------------------------------------
-
-@dataclass(eq=False)
-class _Out:
-    msg: homie.Message
-    key: Hashable
-    device: str | None = None  # set for messages of a device's retained tree
-    done: asyncio.Future[bool] | None = None  # resolved True on PUBACK, False if dropped
-
-    def resolve(self, delivered: bool) -> None:
-        if self.done is not None and not self.done.done():
-            self.done.set_result(delivered)
-
-
-class Outbox:
-    """Publications waiting for the connection or for room in the window. Bounded.
-
-    Entries with the same key coalesce (a newer payload for a property replaces the older
-    one in place). When full, the oldest entry is dropped and counted.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.dropped = 0
-        self._items: OrderedDict[Hashable, _Out] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, item: _Out, *, replace: bool = True, front: bool = False) -> None:
-        old = self._items.get(item.key)
-        if old is not None:
-            if not replace:
-                return  # a newer entry is already waiting
-            old.resolve(False)
-        self._items[item.key] = item
-        if front:
-            self._items.move_to_end(item.key, last=False)
-        while len(self._items) > self.limit:
-            _, evicted = self._items.popitem(last=False)
-            evicted.resolve(False)
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 100 == 0:
-                log.warning("cloud outbox full (%d entries): dropped %d publication(s) so far, "
-                            "oldest first", self.limit, self.dropped)
-
-    def pop(self) -> _Out | None:
-        if not self._items:
-            return None
-        return self._items.popitem(last=False)[1]
-
-    def clear(self) -> None:
-        for item in self._items.values():
-            item.resolve(False)
-        self._items.clear()
 
 
 @dataclass
@@ -152,11 +87,7 @@ class CloudLink:
         self._clock = clock
         self._rng = rng
         self._devices: dict[str, homie.Device] = {hub.id: hub}
-        self._published: dict[str, set[str]] = {}  # retained topics sent, per device
-        self._announced: set[str] = set()  # devices that went through $state=init once
-        self._outbox = Outbox(cfg.offline_buffer)
-        self._trees: OrderedDict[str, Iterator[homie.Message]] = OrderedDict()
-        self._inflight: dict[int, _Out] = {}
+        self._out = Publisher(cfg.offline_buffer)
         self._subscriptions: dict[str, MessageHandler] = {}  # relative filter -> handler
         self._listeners: list[Listener] = []
         self._conn: Connection | None = None
@@ -165,8 +96,6 @@ class CloudLink:
         self._gen = -1  # the connection attempt we are connected on
         self._connected = False
         self._stopping = False
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._start: _Start | None = None
         self._stats = _Stats()
@@ -181,10 +110,7 @@ class CloudLink:
         if self._conn is not None:
             raise RuntimeError("cloud link already started; stop() it first")
         loop = asyncio.get_running_loop()
-        if creds.root != self._root:  # another account: nothing of the old one carries over
-            self._published.clear()
-            self._announced.clear()
-            self._outbox.clear()
+        self._out.use_root(creds.root)
         self._creds = creds
         self._root = creds.root
         self._stopping = False
@@ -227,14 +153,14 @@ class CloudLink:
             return
         self._stopping = True
         if self._connected:
-            self._trees.clear()  # an unfinished republication is moot now
+            self._out.stop_announcing()  # an unfinished republication is moot now
             children = [d for d in self._devices if d != self._hub_id]
             for device_id in [*children, self._hub_id]:
                 topic = f"{self._devices[device_id].base(self._root)}/$state"
                 self._enqueue(homie.Message(topic, "disconnected"), key=topic)
             self._pump()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), STOP_FLUSH)
+                await asyncio.wait_for(self._out.idle.wait(), STOP_FLUSH)
         conn.stop()
         if not await conn.join(STOP_FLUSH + 2):
             log.warning("cloud link: network thread did not finish in time")
@@ -276,13 +202,13 @@ class CloudLink:
         """
         old = self._devices.get(device.id)
         if old is not None and old is not device and self._root:
-            stale = self._owned_topics(old) - device.topics(self._root)
-            self._clear_topics(stale)
+            stale = self._out.owned_topics(old) - device.topics(self._root)
+            self._out.clear_topics(stale)
         self._devices[device.id] = device
         if self._connected:
             if old is None:
                 self._conn_subscribe(homie.set_filters(self._root, device.id))
-            self._trees[device.id] = self._tree(device)
+            self._out.announce([device])
             self._pump()
 
     def remove_device(self, device_id: str) -> None:
@@ -292,13 +218,9 @@ class CloudLink:
         device = self._devices.pop(device_id, None)
         if device is None:
             return
-        self._trees.pop(device_id, None)
-        self._announced.discard(device_id)
-        if self._root:
-            self._clear_topics(self._owned_topics(device))
-            self._published.pop(device_id, None)
-            if self._connected and self._conn is not None:
-                self._conn.unsubscribe(homie.set_filters(self._root, device_id))
+        self._out.forget(device)
+        if self._root and self._connected and self._conn is not None:
+            self._conn.unsubscribe(homie.set_filters(self._root, device_id))
         self._pump()
 
     def set_value(self, device_id: str, node_id: str, property_id: str, value: Any) -> None:
@@ -367,7 +289,7 @@ class CloudLink:
 
         ``handler(topic, payload)`` runs on the loop with the topic relative to the root.
         """
-        _check_relative(topic_filter, wildcards=True)
+        check_relative(topic_filter, wildcards=True)
         self._subscriptions[topic_filter] = handler
         if self._connected:
             self._conn_subscribe([f"{self._root}/{topic_filter}"])
@@ -392,10 +314,9 @@ class CloudLink:
             "last_error_at": self._stats.last_error_at,
             "connects": self._stats.connects,
             "devices": len(self._devices),
-            "buffered": len(self._outbox),
-            "announcing": len(self._trees),  # devices whose retained tree is still going out
-            "in_flight": len(self._inflight),
-            "dropped": self._outbox.dropped + (self._conn.dropped_messages if self._conn else 0),
+            **self._out.status(),
+            "dropped": self._out.outbox.dropped + (self._conn.dropped_messages if self._conn
+                                                   else 0),
             "commands": self._commands.received,
             "command_errors": self._commands.rejected,
         }
@@ -409,71 +330,15 @@ class CloudLink:
     def _absolute(self, topic: str) -> str:
         if not self._root:
             raise RuntimeError("cloud link not started: no root topic yet")
-        _check_relative(topic, wildcards=False)
+        check_relative(topic, wildcards=False)
         return f"{self._root}/{topic}"
 
     def _enqueue(self, msg: homie.Message, *, key: Hashable, device: str | None = None,
-                 done: asyncio.Future[bool] | None = None, replace: bool = True,
-                 front: bool = False) -> None:
-        # Whatever the caller, the hub publishes only inside its own tree (the broker's
-        # ACL would silently drop anything else).
-        if not self._root or not msg.topic.startswith(f"{self._root}/"):
-            raise ValueError(f"refusing to publish outside {self._root}/#: {msg.topic!r}")
-        self._outbox.put(_Out(msg, key, device, done), replace=replace, front=front)
-        self._idle.clear()
-
-    def _owned_topics(self, device: homie.Device) -> set[str]:
-        return self._published.get(device.id, set()) | device.topics(self._root)
-
-    def _clear_topics(self, topics: set[str]) -> None:
-        # An empty retained message deletes a retained topic. $state goes first so that
-        # apps stop showing the device before its attributes vanish.
-        for topic in sorted(topics, key=lambda t: (not t.endswith("/$state"), t)):
-            self._enqueue(homie.Message(topic, ""), key=topic)
-
-    def _tree(self, device: homie.Device) -> Iterator[homie.Message]:
-        base = device.base(self._root)
-        if device.id not in self._announced:
-            yield homie.Message(f"{base}/$state", "init")
-        yield from device.messages(self._root)
-        yield homie.Message(f"{base}/$state", device.state)  # read now: the latest state
-        self._announced.add(device.id)
-
-    def _next_item(self) -> _Out | None:
-        item = self._outbox.pop()
-        if item is not None:
-            return item
-        while self._trees:
-            device_id, tree = next(iter(self._trees.items()))
-            msg = next(tree, None)
-            if msg is not None:
-                return _Out(msg, msg.topic, device_id)
-            del self._trees[device_id]
-        return None
+                 done: asyncio.Future[bool] | None = None) -> None:
+        self._out.enqueue(msg, key=key, device=device, done=done)
 
     def _pump(self) -> None:
-        """Hand publications to paho while the window has room."""
-        conn = self._conn
-        while self._connected and conn is not None and len(self._inflight) < WINDOW:
-            item = self._next_item()
-            if item is None:
-                break
-            msg = item.msg
-            mid = conn.publish(msg.topic, msg.payload.encode(), msg.qos, msg.retain)
-            if mid is None:
-                self._outbox.put(item, replace=False, front=True)
-                break
-            self._inflight[mid] = item
-            if item.device is not None and msg.retain:
-                sent = self._published.setdefault(item.device, set())
-                if msg.payload:
-                    sent.add(msg.topic)
-                else:
-                    sent.discard(msg.topic)
-        if not self._outbox and not self._trees and not self._inflight:
-            self._idle.set()
-        else:
-            self._idle.clear()
+        self._out.pump(self._conn if self._connected else None)
 
     def _conn_subscribe(self, filters: list[str]) -> None:
         for f in filters:
@@ -516,7 +381,7 @@ class CloudLink:
         filters += [f"{self._root}/{f}" for f in self._subscriptions]
         self._conn_subscribe(filters)
         # The hub first: its will may have left "lost" behind.
-        self._trees = OrderedDict((d.id, self._tree(d)) for d in self._devices.values())
+        self._out.announce(self._devices.values())
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeats(gen))
         self._pump()
 
@@ -547,21 +412,14 @@ class CloudLink:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
-        # Unacknowledged publications go back to the front of the outbox, oldest first;
-        # a newer entry for the same key wins. Retained trees restart after reconnect.
-        for item in reversed(list(self._inflight.values())):
-            self._outbox.put(item, replace=False, front=True)
-        self._inflight.clear()
-        self._trees.clear()
+        self._out.connection_lost()
         if was_connected:
             log.debug("cloud link: connection ended (%s)", reason)
 
     def on_published(self, gen: int, mid: int) -> None:
         if gen != self._gen:
             return
-        item = self._inflight.pop(mid, None)
-        if item is not None:
-            item.resolve(True)
+        if self._out.acknowledged(mid):
             self._pump()
 
     def on_subscribed(self, mid: int, refused: list[str]) -> None:
@@ -577,7 +435,7 @@ class CloudLink:
             return
         relative = topic[len(self._root) + 1:]
         for topic_filter, handler in self._subscriptions.items():
-            if _matches(topic_filter, relative):
+            if matches(topic_filter, relative):
                 try:
                     handler(relative, payload)
                 except Exception:
@@ -614,28 +472,4 @@ class CloudLink:
         self._enqueue(homie.Message(homie.error_topic(self._root, device_id, path), body,
                                     retain=False), key=object())
         self._pump()
-
-
-def _check_relative(topic: str, *, wildcards: bool) -> None:
-    """A topic (filter) below the root: no leading '/', no empty levels, no NUL."""
-    levels = topic.split("/")
-    bad = not topic or "\x00" in topic or any(level == "" for level in levels)
-    for i, level in enumerate(levels):
-        if ("+" in level or "#" in level) and not (
-                wildcards and (level == "+" or (level == "#" and i == len(levels) - 1))):
-            bad = True
-    if bad:
-        raise ValueError(f"invalid topic {topic!r} (relative to the root)")
-
-
-def _matches(topic_filter: str, topic: str) -> bool:
-    """MQTT filter matching for the link's own (relative) subscriptions."""
-    fparts = topic_filter.split("/")
-    tparts = topic.split("/")
-    for i, f in enumerate(fparts):
-        if f == "#":
-            return True
-        if i >= len(tparts) or (f != "+" and f != tparts[i]):
-            return False
-    return len(fparts) == len(tparts)
 

@@ -6,9 +6,10 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from gatewayd.bridge import BridgeError, ZigbeeBridge, parse_permit_seconds
+from gatewayd.bridge import ZigbeeBridge
 from gatewayd.control.app import ApiError, json_object_body
 from gatewayd.runtime.corecall import CoreCall
+from gatewayd.zigbee.inputs import BridgeError, parse_permit_seconds
 
 # What `gatewayctl zigbee sim` may ask the virtual radio to do, and the arguments it takes.
 SIM_ACTIONS = {"join": ("kind", "ieee", "install_code"), "leave": ("ieee",),

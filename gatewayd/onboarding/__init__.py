@@ -2,7 +2,7 @@
 
 :mod:`~gatewayd.onboarding.pairing` validates requests from every entry point (HTTP, the
 panel, the JSON API, Improv, the secure BLE service) through one method, in one order;
-:mod:`~gatewayd.onboarding.machine` is the explicit (state, event) -> state table that
+:mod:`~gatewayd.onboarding.table` is the explicit (state, event) -> state table that
 drives the Wi-Fi control and the cloud step; :mod:`~gatewayd.onboarding.steps` holds what
 the steps share (results, failure codes, the Wi-Fi and cloud Protocols);
 :mod:`~gatewayd.onboarding.progress` is the typed progress every front end reads;

@@ -11,10 +11,11 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from gatewayd.bridge import BridgeError, ZigbeeBridge, parse_permit_seconds
+from gatewayd.bridge import ZigbeeBridge
 from gatewayd.portal.api import api_error
 from gatewayd.portal.security import same_origin
 from gatewayd.runtime.corecall import CoreCall
+from gatewayd.zigbee.inputs import BridgeError, parse_permit_seconds
 
 
 def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall,

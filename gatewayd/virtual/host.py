@@ -24,7 +24,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from gatewayd import homie
 from gatewayd.config import VirtualDeviceConfig
@@ -39,20 +39,11 @@ if TYPE_CHECKING:
     from gatewayd.hardware.lines import LineBackend
 from gatewayd.virtual.planning import Plan, plan_devices
 
-__all__ = ["ChildPublisher", "VirtualDevices"]
+__all__ = ["VirtualDevices"]
 log = logging.getLogger(__name__)
 IMPLEMENTATION = "gatewayd virtual"
 MAX_POLL_TIMEOUT = 3600.0
 
-
-class ChildPublisher(Protocol):
-    """What the host needs from the cloud link (CloudLink provides exactly this)."""
-
-    def add_device(self, device: homie.Device) -> None: ...
-
-    def set_value(self, device_id: str, node_id: str, property_id: str, value: Any) -> None: ...
-
-    def set_state(self, device_id: str, state: str) -> None: ...
 
 
 class _Hung(Exception):
@@ -119,7 +110,7 @@ class VirtualDevices:
 
     name = "virtual"
 
-    def __init__(self, configs: Sequence[VirtualDeviceConfig], publisher: ChildPublisher, *,
+    def __init__(self, configs: Sequence[VirtualDeviceConfig], publisher: homie.ChildPublisher, *,
                  registry: Registry | None = None, gpio: LineBackend | None = None,
                  file: str = "<config>", start_timeout: float = 10.0,
                  stop_timeout: float = 5.0, call_timeout: float = 8.0) -> None:
