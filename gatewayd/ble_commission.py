@@ -395,7 +395,8 @@ class BleCommissioner:
         path = message.path or ""
         if not path.startswith(adapter_path(self.config.ble.adapter) + "/dev_"):
             return
-        interface, changed, _ = message.get_contents()
+        contents: Any = message.get_contents()  # D-Bus "sa{sv}as"
+        interface, changed, _ = contents
         connected = changed.get("Connected") if interface == "org.bluez.Device1" else None
         if connected is not None and not connected[1]:
             self.improv.forget(path)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from gatewayd.zigbee.child import Child
     from gatewayd.zigbee.virtual.radio import VirtualNetwork
+from gatewayd.zigbee.availability import watch_availability
 from gatewayd.zigbee.coalesce import Coalescer, Key
 from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
 from gatewayd.zigbee.inputs import BridgeError, parse_ieee, parse_install_code
@@ -148,7 +149,10 @@ class ZigbeeBridge:
             delay = self.retry_min
             self._lost.clear()
             self._up(app)
-            availability = asyncio.create_task(self._availability())
+            availability = asyncio.create_task(watch_availability(
+                lambda: list(self.children.values()), self,
+                interval=self.availability_interval, mains_timeout=self.mains_timeout,
+                battery_timeout=self.battery_timeout, ping_timeout=self.cfg.command_timeout))
             try:
                 await self._lost.wait()
             finally:
@@ -254,8 +258,11 @@ class ZigbeeBridge:
             old.cancel()
         task = asyncio.get_running_loop().create_task(self._interviewed(dev))
         self._interviews[ieee] = task
-        task.add_done_callback(lambda t, k=ieee: self._interviews.pop(k, None)
-                               if self._interviews.get(k) is t else None)
+        task.add_done_callback(functools.partial(self._interview_done, ieee))
+
+    def _interview_done(self, ieee: str, task: asyncio.Task[None]) -> None:
+        if self._interviews.get(ieee) is task:
+            del self._interviews[ieee]
 
     async def _interviewed(self, dev: Any) -> None:
         child = self._child(dev)
@@ -334,6 +341,11 @@ class ZigbeeBridge:
         if child.state == "ready":
             self._set_state(child, "disconnected")
 
+    def child_silent(self, child: Child) -> None:
+        """A battery device missed its check-ins (it cannot be pinged)."""
+        if child.state == "sleeping":
+            self._set_state(child, "disconnected")
+
     def radio_ready(self) -> bool:
         return self.radio_up.is_set()
 
@@ -361,36 +373,6 @@ class ZigbeeBridge:
         self._hub_value("device-count", len(self.children))
 
     # -- availability ---------------------------------------------------------------------------
-    async def _availability(self) -> None:
-        """Mark silent devices disconnected: battery ones by age, mains ones by a ping."""
-        while True:
-            await asyncio.sleep(self.availability_interval)
-            now = time.time()
-            pings = []
-            for child in list(self.children.values()):
-                age = now - (child.device.last_seen or 0)
-                if child.sleepy:
-                    # Sleepy devices cannot be pinged; they are back when they talk.
-                    if child.state == "sleeping" and age > self.battery_timeout:
-                        self._set_state(child, "disconnected")
-                elif child.state in ("ready", "disconnected") and age > self.mains_timeout:
-                    pings.append(self._ping(child))  # disconnected ones too: to see them return
-            await asyncio.gather(*pings)
-
-    async def _ping(self, child: Child) -> None:
-        dev = child.device
-        basic = next((ep.in_clusters[0x0000] for ep in dev.non_zdo_endpoints
-                      if 0x0000 in ep.in_clusters), None)
-        if basic is None:
-            return
-        try:
-            async with asyncio.timeout(self.cfg.command_timeout):
-                await basic.read_attributes(["zcl_version"])
-        except Exception:  # any failure means: not reachable now
-            self.child_unreachable(child)
-        else:
-            self.child_heard(child)
-
     # -- operations (MQTT, control socket, portal) -------------------------------------------------
     def _require_app(self) -> ControllerApplication:
         if self.app is None or not self.radio_up.is_set():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 
 
 class Component(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def start(self) -> None: ...
 
@@ -154,7 +156,7 @@ class Daemon:
                             on_long_press=hub.reset)
         self.hardware = hardware
         self.components.append(hardware)
-        onboarding = self._build_onboarding(hub)
+        onboarding, pairing = self._build_onboarding(hub)
         onboarding.subscribe(hardware.onboarding_changed)
         hub.add_status("hardware", hardware.status)
         hub.add_status("process", heap.status)
@@ -177,7 +179,7 @@ class Daemon:
             bridge.up_hooks.append(heap.settle)  # its restored devices are long-lived too
 
         blueprints = [devices_blueprint(call, providers, hardware),
-                      *control_blueprints(hub, call, pairing=self.pairing,
+                      *control_blueprints(hub, call, pairing=pairing,
                                           onboarding=onboarding)]
         if bridge is not None:
             blueprints.append(zigbee_blueprint(bridge, call))
@@ -186,9 +188,8 @@ class Daemon:
             from gatewayd.ble_commission import BleCommissioner
             from gatewayd.control.ble import ble_blueprint
 
-            assert self.pairing is not None
             ble = BleCommissioner.for_hub(
-                hub, onboarding, self.pairing,
+                hub, onboarding, pairing,
                 identify=lambda: self._identify(hardware),
                 panel_url=self._sim_panel_url if self.simulate else None)
             blueprints.append(ble_blueprint(ble, call))
@@ -201,7 +202,7 @@ class Daemon:
         self.components.append(self.control)
         if cfg.portal.enabled:
             self.portal = WebComponent("portal", lambda: WebServer(
-                create_portal_app(hub, call, pairing=self.pairing, onboarding=onboarding,
+                create_portal_app(hub, call, pairing=pairing, onboarding=onboarding,
                                   zigbee=bridge),
                 name="portal", host=cfg.portal.listen,
                 port=cfg.portal.port, max_request_bytes=cfg.portal.max_request_bytes))
@@ -248,7 +249,7 @@ class Daemon:
             "telemetry", lambda: TelemetryReporter(link, self.identity.device_id).run()))
         return CloudLinkStep(link)
 
-    def _build_onboarding(self, hub: Hub) -> Onboarding:
+    def _build_onboarding(self, hub: Hub) -> tuple[Onboarding, PairingService]:
         cfg = self.config
         wifi = NetworkManagerControl(cfg, self.identity) if cfg.hotspot.enabled else None
         cloud = self.cloud_step or self._build_cloud(hub)
@@ -258,10 +259,11 @@ class Daemon:
         hub.on_reset(onboarding.reset)
         onboarding.subscribe(lambda state, progress: hub.set_status_text(describe(progress)))
         self.onboarding = onboarding
-        self.pairing = PairingService(onboarding, cfg.cloud, wifi_enabled=cfg.hotspot.enabled,
-                                      secrets_sink=self.redactor.add)
-        hub.add_status("pairing", self.pairing.status)
-        return onboarding
+        pairing = PairingService(onboarding, cfg.cloud, wifi_enabled=cfg.hotspot.enabled,
+                                 secrets_sink=self.redactor.add)
+        hub.add_status("pairing", pairing.status)
+        self.pairing = pairing
+        return onboarding, pairing
 
     @property
     def portal_url(self) -> str | None:
@@ -289,8 +291,7 @@ class Daemon:
                 for web in (self.control, self.portal):
                     if web is not None and web.server is not None:
                         server = web.server
-                        watchdog.add_check(web.name, lambda s=server: None if s.alive()
-                                           else "web server thread died")
+                        watchdog.add_check(web.name, functools.partial(_thread_check, server))
                 watchdog.start()
             assert self.onboarding is not None
             self.notifier.ready(describe(self.onboarding.progress()))
@@ -313,3 +314,8 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return 0
+
+
+def _thread_check(server: WebServer) -> str | None:
+    """A watchdog health check: None while the web server's thread runs."""
+    return None if server.alive() else "web server thread died"

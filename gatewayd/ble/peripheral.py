@@ -245,14 +245,16 @@ class Peripheral:
             self._wake.set()
 
     def _on_interfaces_added(self, message: SdBusMessage) -> None:
-        path, interfaces = message.get_contents()
+        contents: Any = message.get_contents()  # D-Bus "oa{sa{sv}}"
+        path, interfaces = contents
         if path == adapter_path(self.adapter) and ADAPTER in interfaces:
             self._wake.set()
 
     def _on_interfaces_removed(self, message: SdBusMessage) -> None:
         # An adapter that goes away (USB dongle, btmgmt) takes its registrations with it,
         # although bluetoothd itself keeps running.
-        path, interfaces = message.get_contents()
+        contents: Any = message.get_contents()  # D-Bus "oas"
+        path, interfaces = contents
         if path == adapter_path(self.adapter) and ADAPTER in interfaces:
             self._adapter_removed = True
             self._wake.set()

@@ -394,11 +394,14 @@ async def _provisioned(link: _ImprovLink, events: EventSink) -> str | None:
         for task in done:
             kind, value = getters[task], task.result()
             if kind == "error" and value != improv.Error.NONE:
+                assert isinstance(value, int)
                 name = _enum_name(improv.Error, value)
                 raise BlePairError(f"the hub answered Improv error {name}", name)
             if kind == "state":
+                assert isinstance(value, int)
                 events("improv-state", {"state": _enum_name(improv.State, value)})
             if kind == "result":
+                assert isinstance(value, bytes)
                 command, data = improv.decode_frame(value)
                 if command == improv.Command.WIFI_SETTINGS:
                     strings = improv.decode_strings(data)

@@ -37,6 +37,7 @@ from gatewayd.cloud.net import (
     classify_connack,
     classify_connect_error,
 )
+from gatewayd.cloud.outcome import StartOutcome
 from gatewayd.cloud.publisher import WINDOW, Publisher
 from gatewayd.cloud.topics import check_relative, client_id_for, matches
 from gatewayd.config import CloudConfig
@@ -62,14 +63,6 @@ class _Stats:
     last_error_at: float | None = None
     connects: int = 0
 
-
-@dataclass
-class _Start:
-    """Per start(): the outcomes that wait_result() reports."""
-
-    first: asyncio.Future[CloudResult]
-    definite: asyncio.Future[CloudResult]  # CONNECTED or REFUSED only
-    last: CloudResult | None = None
 
 
 # ---- the link ----------------------------------------------------------------------------------
@@ -97,7 +90,7 @@ class CloudLink:
         self._connected = False
         self._stopping = False
         self._heartbeat: asyncio.Task[None] | None = None
-        self._start: _Start | None = None
+        self._start: StartOutcome | None = None
         self._stats = _Stats()
         self._commands = CommandRunner(accept=self._accept_command, reject=self._reject_command,
                                        timeout=command_timeout, max_pending=max_commands,
@@ -114,7 +107,7 @@ class CloudLink:
         self._creds = creds
         self._root = creds.root
         self._stopping = False
-        self._start = _Start(loop.create_future(), loop.create_future())
+        self._start = StartOutcome(loop)
         endpoint = Endpoint(creds.host, creds.broker_port, creds.tls, self._cfg.ca_file)
         hub_state = f"{self.hub.base(self._root)}/$state"
         self._conn = Connection(
@@ -136,15 +129,7 @@ class CloudLink:
         """
         if self._start is None:
             raise RuntimeError("cloud link not started")
-        fut = self._start.first if first_only else self._start.definite
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            if not first_only and self._start.last is not None:
-                return self._start.last
-            return CloudResult(CloudOutcome.TIMEOUT,
-                               f"no answer from the broker at {self._broker()} within "
-                               f"{timeout:g} s: check the host, port and the hub's network")
+        return await self._start.wait(timeout, first_only=first_only, broker=self._broker())
 
     async def stop(self) -> None:
         """Graceful end: ``$state=disconnected`` for every device, then DISCONNECT (no will)."""
@@ -168,10 +153,7 @@ class CloudLink:
         self._lost("stopped")
         self._commands.cancel_all()
         if self._start is not None:
-            for fut in (self._start.first, self._start.definite):
-                if not fut.done():
-                    fut.set_result(CloudResult(CloudOutcome.TIMEOUT, "the cloud link was "
-                                                                     "stopped before an answer"))
+            self._start.stopped()
         log.info("cloud link: stopped")
 
     # ---- devices ---------------------------------------------------------------------------
@@ -442,14 +424,8 @@ class CloudLink:
                     log.exception("cloud link: handler for %s failed", topic_filter)
 
     def _record(self, result: CloudResult) -> None:
-        start = self._start
-        if start is not None:
-            start.last = result
-            if not start.first.done():
-                start.first.set_result(result)
-            definite = result.outcome in (CloudOutcome.CONNECTED, CloudOutcome.REFUSED)
-            if definite and not start.definite.done():
-                start.definite.set_result(result)
+        if self._start is not None:
+            self._start.record(result)
         self._notify_listeners(result)
 
     def _notify_listeners(self, result: CloudResult) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -22,7 +23,9 @@ class CoreCall:
                  timeout: float | None = None) -> T:
         if self.loop.is_closed():
             raise CoreUnavailable("the daemon is shutting down")
-        future = asyncio.run_coroutine_threadsafe(fn(*args), self.loop)  # type: ignore[arg-type]
+        coro = fn(*args)
+        assert asyncio.iscoroutine(coro), "CoreCall takes a coroutine function"
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(self.timeout if timeout is None else timeout)
         except TimeoutError:

@@ -63,8 +63,8 @@ def under_journald() -> bool:
 
 def configure(level: str, redactor: Redactor, *, journald: bool | None = None) -> None:
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler: logging.Handler
     use_journal = under_journald() if journald is None else journald
     if use_journal:

@@ -39,7 +39,7 @@ class Notifier:
 
     def __init__(self) -> None:
         try:
-            from systemd import daemon
+            from systemd import daemon  # type: ignore[attr-defined]  # no stubs: Any
 
             self._send: Callable[[str], object] = daemon.notify
         except ImportError:

@@ -52,11 +52,12 @@ class WebServer:
 
     @property
     def port(self) -> int:
-        return int(self._server.effective_port)
+        # waitress' stubs type create_server's result as a union without these attributes.
+        return int(getattr(self._server, "effective_port"))  # noqa: B009
 
     @property
     def host(self) -> str:
-        return str(self._server.effective_host)
+        return str(getattr(self._server, "effective_host"))  # noqa: B009
 
     def start(self) -> WebServer:
         self._thread.start()
@@ -73,11 +74,11 @@ class WebServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         server = self._server
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=timeout)
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=int(timeout))
         with contextlib.suppress(Exception):
             server.close()
         # Open keep-alive connections keep waitress' loop going: close them too.
-        for channel in list(server._map.values()):
+        for channel in list(getattr(server, "_map").values()):  # noqa: B009
             with contextlib.suppress(Exception):
                 channel.close()
         self._thread.join(timeout)

@@ -256,7 +256,8 @@ class VirtualDevices:
     # ---- the guard -----------------------------------------------------------------------
 
     async def _guarded(self, h: Hosted, what: str, fn: Callable[..., Any], *args: Any,
-                       timeout: float | None, passthrough: tuple[type, ...] = ()
+                       timeout: float | None,
+                       passthrough: tuple[type[BaseException], ...] = ()
                        ) -> _Outcome:
         """Call plugin code; a failure becomes a recorded fault, never an exception
         (except ``passthrough`` ones, which are the plugin's answers, not faults).

@@ -15,13 +15,15 @@ and reporting live in the device, their last values in zigpy's attribute cache.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import zigpy.device
 import zigpy.exceptions
-from zigpy.zcl import Cluster, ReportingConfig, foundation
+from zigpy.zcl import Cluster, foundation
+from zigpy.zcl.helpers import ReportingConfig
 
 from gatewayd import homie
 from gatewayd.zigbee import mapping
@@ -107,7 +109,8 @@ class Child:
     def _cluster(self, binding: mapping.Binding) -> Cluster:
         ep = self.device.endpoints[binding.endpoint]
         clusters = ep.in_clusters if binding.cmap.server else ep.out_clusters
-        return clusters[binding.cmap.cluster_id]
+        cluster: Cluster = clusters[binding.cmap.cluster_id]
+        return cluster
 
     @staticmethod
     def _getter(cluster: Cluster) -> mapping.Lookup:
@@ -198,7 +201,7 @@ class Child:
             if binding.cmap.event or binding.cmap.command_updates:
                 listener = _CommandListener(self, binding, cluster)
                 cluster.add_listener(listener)
-                self._unsubscribe.append(lambda c=cluster, li=listener: c.remove_listener(li))
+                self._unsubscribe.append(functools.partial(cluster.remove_listener, listener))
 
     def detach(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -227,7 +230,8 @@ class Child:
         update = binding.cmap.command_updates.get(name)
         if update is not None:
             attribute, arg = update
-            cluster.update_attribute(attribute, fields[arg])  # emits attribute_updated
+            # emits attribute_updated
+            cluster.update_attribute(cluster.find_attribute(attribute), fields[arg])
         if binding.cmap.event is not None:
             text = binding.cmap.event(name, fields)
             if text is not None:
@@ -255,11 +259,14 @@ class Child:
                 await self._try(cluster.configure_reporting_multiple(reporting), "reporting",
                                 binding)
             if binding.cmap.enroll:
-                await self._try(cluster.write_attributes({"cie_addr": coordinator_ieee}),
+                cie: dict[str | int | foundation.ZCLAttributeDef, Any] = {
+                    "cie_addr": coordinator_ieee}
+                await self._try(cluster.write_attributes(cie),
                                 "cie", binding)
                 await self._try(cluster.enroll_response(enroll_response_code=0, zone_id=0),
                                 "enroll", binding)
-            attrs = sorted({p.attribute for p in props if p.attribute})
+            attrs: list[int | str | foundation.ZCLAttributeDef] = [
+                *sorted({p.attribute for p in props if p.attribute})]
             if attrs and binding.cmap.server:
                 await self._try(cluster.read_attributes(attrs), "read", binding)
 
@@ -292,7 +299,9 @@ class Child:
         try:
             async with asyncio.timeout(self.command_timeout):
                 if action.command == "write":
-                    result: Any = await cluster.write_attributes(dict(action.args))
+                    writes: dict[str | int | foundation.ZCLAttributeDef, Any] = {
+                        name: v for name, v in action.args.items()}
+                    result: Any = await cluster.write_attributes(writes)
                     status = result[0][0].status
                 else:
                     result = await getattr(cluster, action.command)(**action.args)
