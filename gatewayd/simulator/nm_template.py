@@ -85,7 +85,8 @@ def RemoveWifiNetwork(_self: Any, ssid: str) -> int:
 @dbus.service.method(MOCK_IFACE, in_signature="s", out_signature="o")
 def AddWifiNetwork(_self: Any, spec: str) -> str:
     """One AP appears; spec is JSON like an ``access_points`` entry. Returns its path."""
-    return dbus.ObjectPath(world().add_network(json.loads(spec)))
+    path: str = dbus.ObjectPath(world().add_network(json.loads(spec)))
+    return path
 
 
 @dbus.service.method(MOCK_IFACE, in_signature="b", out_signature="")

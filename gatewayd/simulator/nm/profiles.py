@@ -122,7 +122,8 @@ class ProfileWorld(ActivationWorld):
             self.set_unsaved(profile, unsaved)
         if flags & BLOCK_AUTOCONNECT:
             profile.blocked = "flag"
-        return dbus.Dictionary({}, signature="sv")
+        result: dict[str, Any] = dbus.Dictionary({}, signature="sv")
+        return result
 
     def clear_secrets(self, profile: Profile) -> None:
         for setting, keys in SECRET_KEYS.items():

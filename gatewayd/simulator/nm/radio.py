@@ -22,7 +22,7 @@ import dbus
 # RSN flags: pairwise CCMP 0x8 | group CCMP 0x80 | key management PSK 0x100 / SAE 0x400.
 RSN_FLAGS = {"open": 0x0, "wpa2": 0x188, "wpa3": 0x488, "wpa2/wpa3": 0x588}
 # Which 802-11-wireless-security.key-mgmt can join which AP (None: no security section).
-KEY_MGMT_FOR = {"open": {None}, "wpa2": {"wpa-psk"}, "wpa3": {"sae"},
+KEY_MGMT_FOR: dict[str, set[str | None]] = {"open": {None}, "wpa2": {"wpa-psk"}, "wpa3": {"sae"},
                 "wpa2/wpa3": {"wpa-psk", "sae"}}
 AP_FLAG_PRIVACY = 0x1
 MODE_INFRA, MODE_AP = 2, 3  # AccessPoint.Mode and Device.Wireless.Mode: infrastructure, AP
