@@ -453,10 +453,6 @@ async def lan_address(bus: SdBus) -> str | None:
     return None
 
 
-
-
-
-
 def _system_bus() -> SdBus:
     from sdbus import sd_bus_open_system
 

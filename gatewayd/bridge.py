@@ -41,13 +41,13 @@ if TYPE_CHECKING:
 
     from gatewayd.zigbee.child import Child
     from gatewayd.zigbee.virtual.radio import VirtualNetwork
+from gatewayd.zigbee.alerts import Alerts
 from gatewayd.zigbee.availability import watch_availability
 from gatewayd.zigbee.coalesce import Coalescer, Key
 from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
 from gatewayd.zigbee.inputs import BridgeError, parse_ieee, parse_install_code
 
 log = logging.getLogger(__name__)
-
 
 
 class ZigbeeBridge:
@@ -79,6 +79,7 @@ class ZigbeeBridge:
         self._permit_until = 0.0
         self._permit_timer: asyncio.TimerHandle | None = None
         self.hub_node = zigbee_node(self.cfg.permit_join_max, self)
+        self.alerts = Alerts(lambda: hub.id if hub is not None else "hub")
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -176,6 +177,7 @@ class ZigbeeBridge:
         self._hub_value("permitjoin", 0)
         self._count()
         self.radio_up.set()
+        self.alerts.radio_up()
         for hook in self.up_hooks:
             try:
                 hook()
@@ -242,6 +244,7 @@ class ZigbeeBridge:
     # -- zigpy application events (ControllerApplication listener) -----------------------------
     def device_joined(self, dev: Any) -> None:
         child = self._child(dev)
+        self.alerts.joined(child)
         child.state = "init"
         if child.homie is None:
             self.publisher.add_device(child.describe())
@@ -293,12 +296,14 @@ class ZigbeeBridge:
         if child is not None:
             log.warning("zigbee: interview of %s failed; it resumes when the device wakes up",
                         child.device_id)
+            self.alerts.interview_failed(child)
             self._set_state(child, "alert")
 
     def device_left(self, dev: Any) -> None:
         child = self.children.get(str(dev.ieee))
         if child is not None:
             log.info("zigbee: %s left the network", child.device_id)
+            self.alerts.left(child)
             self._set_state(child, "lost")
 
     def device_removed(self, dev: Any) -> None:
@@ -324,10 +329,12 @@ class ZigbeeBridge:
     def connection_lost(self, exc: BaseException) -> None:
         self.last_error = f"radio connection lost ({exc})"
         log.error("zigbee: %s", self.last_error)
+        self.alerts.radio_lost()
         self._lost.set()
 
     # -- ChildSink ---------------------------------------------------------------------------------
     def child_value(self, child: Child, path: tuple[str, str], value: Any) -> None:
+        self.alerts.value(child, path, value)
         self.coalescer.put((child.device_id, *path), value)
 
     def child_event(self, child: Child, path: tuple[str, str], value: str) -> None:

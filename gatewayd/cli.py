@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=None,
                    help="with --simulate: where the simulated world lives and sim.json is "
                         "written (default: a new temporary directory)")
+    p.add_argument("--no-platform", action="store_true",
+                   help="with --simulate: no built-in Business Platform; bring your own "
+                        "(sim.json gives its broker credentials, mqtt.platform)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
                    help="override [logging] level")
     return p
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         # The simulator's dependencies are an extra (not in the .deb).
         from gatewayd.simulator.run import run_simulator
 
-        return run_simulator(config, args.workdir, redactor)
+        return run_simulator(config, args.workdir, redactor,
+                             platform=not args.no_platform)
     return run_daemon(config, redactor)
 
 

@@ -95,8 +95,9 @@ def _check_ssid_template(value: str) -> str | None:
 @dataclass(frozen=True)
 class HubConfig:
     product: str = spec("gatewayd hub", doc="product name shown in the app and the SSID")
-    device_id: str = spec("", pattern=r"^$|" + ID_PATTERN,
-                          doc="override of the MAC-derived device id")
+    # At most 64 characters: it is also the MQTT client id (gatewayd.cloud.topics).
+    device_id: str = spec("", pattern=r"^$|^[a-z0-9][a-z0-9-]{0,62}[a-z0-9]$",
+                          doc="override of the MAC-derived device id (2-64 characters)")
     interface: str = spec("", doc="primary interface whose MAC names the hub; empty = auto")
     fw_name: str = spec("gatewayd")
     fw_version: str = spec(__version__)

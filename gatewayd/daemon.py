@@ -11,15 +11,18 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gatewayd import __version__
+from gatewayd import __version__, homie
 from gatewayd.ap import NetworkManagerControl
 from gatewayd.bridge import ZigbeeBridge
 from gatewayd.cloud.link import CloudLink
+from gatewayd.cloud.notifications import Notifications
+from gatewayd.cloud.ownership import Ownership
 from gatewayd.cloud.telemetry import TelemetryReporter, hub_device
 from gatewayd.cloud.topics import client_id_for
 from gatewayd.config import Config
 from gatewayd.control.app import control_blueprints, create_control_app
 from gatewayd.control.devices import DeviceProviders, devices_blueprint
+from gatewayd.control.platform import platform_blueprint
 from gatewayd.control.zigbee import zigbee_blueprint
 from gatewayd.hardware.component import Hardware
 from gatewayd.hardware.libgpiod import GpiodBackend
@@ -30,8 +33,9 @@ from gatewayd.identity import Identity, device_id_from_mac, primary_mac
 from gatewayd.onboarding.cloud_step import CloudLinkStep
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
-from gatewayd.onboarding.progress import describe
+from gatewayd.onboarding.progress import Progress, describe
 from gatewayd.onboarding.steps import CloudStep
+from gatewayd.onboarding.table import State
 from gatewayd.portal.app import create_portal_app
 from gatewayd.runtime import heap
 from gatewayd.runtime.corecall import CoreCall
@@ -142,8 +146,9 @@ class Daemon:
     short_press_hooks: list[Callable[[], Awaitable[dict[str, Any]]]] = field(
         default_factory=list)
     _late: list[Component] = field(default_factory=list)
-    cloud_link: Any = None
-    hub_device: Any = None
+    cloud_link: CloudLink | None = None
+    hub_device: homie.Device | None = None
+    notifications: Notifications | None = None
     onboarding: Onboarding | None = None
     pairing: PairingService | None = None
 
@@ -162,9 +167,12 @@ class Daemon:
         hub.add_status("process", heap.status)
         providers = DeviceProviders()
         self.providers = providers
+        notify = self.notifications.send if self.notifications is not None else None
         if self.cloud_link is not None:
             virtual = VirtualDevices(cfg.virtual, self.cloud_link, gpio=backend,
-                                     file=cfg.source)
+                                     file=cfg.source, platform=self.cloud_link.platform)
+            if notify is not None:
+                virtual.notify = notify
             hub.add_status("virtual", virtual.status)
             providers.add("virtual", virtual.devices)
             self._late.append(virtual)  # after onboarding: stops before the cloud link
@@ -172,6 +180,8 @@ class Daemon:
         if cfg.zigbee.enabled and self.cloud_link is not None:
             bridge = ZigbeeBridge(cfg.zigbee, cfg.state_dir, self.cloud_link,
                                   hub=self.hub_device)
+            if notify is not None:
+                bridge.alerts.notify = notify
             hub.add_status("zigbee", bridge.status)
             hub.on_reset(bridge.reset)
             providers.add("zigbee", bridge.devices)
@@ -183,6 +193,8 @@ class Daemon:
                                           onboarding=onboarding)]
         if bridge is not None:
             blueprints.append(zigbee_blueprint(bridge, call))
+        if self.cloud_link is not None:
+            blueprints.append(platform_blueprint(self.cloud_link.platform, call))
         if cfg.ble.enabled:
             # Only with BLE on: it brings the BlueZ peripheral stack and cryptography.
             from gatewayd.ble_commission import BleCommissioner
@@ -240,14 +252,19 @@ class Daemon:
         # The link's generic /set timeout must outlast the bridge's precise Zigbee one.
         command_timeout = max(10.0, cfg.zigbee.command_timeout + 2) if cfg.zigbee.enabled \
             else 10.0
-        link = CloudLink(cfg.cloud, device, client_id=client_id_for(self.identity.device_id),
+        link = CloudLink(cfg.cloud, device, device_key=self.store.state.device_key,
+                         client_id=client_id_for(self.identity.device_id),
                          command_timeout=command_timeout)
         self.cloud_link = link
         self.hub_device = device
+        self.notifications = Notifications(link)
+        ownership = Ownership(link)
+        hub.releaser = ownership.at_reset
         hub.add_status("cloud_link", link.status)
+        hub.add_status("notifications", self.notifications.status)
         self.components.append(TaskComponent(
             "telemetry", lambda: TelemetryReporter(link, self.identity.device_id).run()))
-        return CloudLinkStep(link)
+        return CloudLinkStep(link, self.store, ownership)
 
     def _build_onboarding(self, hub: Hub) -> tuple[Onboarding, PairingService]:
         cfg = self.config
@@ -258,6 +275,8 @@ class Daemon:
         hub.add_status("onboarding", lambda: onboarding.progress().to_json())
         hub.on_reset(onboarding.reset)
         onboarding.subscribe(lambda state, progress: hub.set_status_text(describe(progress)))
+        if self.notifications is not None:
+            onboarding.subscribe(fallback_notice(self.notifications.send, self.identity.device_id))
         self.onboarding = onboarding
         pairing = PairingService(onboarding, cfg.cloud, wifi_enabled=cfg.hotspot.enabled,
                                  secrets_sink=self.redactor.add)
@@ -319,3 +338,19 @@ class Daemon:
 def _thread_check(server: WebServer) -> str | None:
     """A watchdog health check: None while the web server's thread runs."""
     return None if server.alive() else "web server thread died"
+
+
+def fallback_notice(notify: Callable[[str, str, str], object],
+                    hub_id: str) -> Callable[[State, Progress], None]:
+    """An onboarding listener that tells the user when the hub fell back to its hotspot
+    (offline with the hotspot up), once per fall."""
+    shown = False
+
+    def listener(state: State, progress: Progress) -> None:
+        nonlocal shown
+        fell_back = state == State.OFFLINE and progress.hotspot
+        if fell_back and not shown:
+            notify("hotspot-fallback", hub_id, "The hub lost its network and opened its "
+                                               "hotspot so it can be paired again")
+        shown = fell_back
+    return listener

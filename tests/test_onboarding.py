@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gatewayd.ap import HOTSPOT_ID, NetworkManagerControl
+from gatewayd.cloud.ownership import Ownership
 from gatewayd.config import Config, with_overrides
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.identity import Identity
@@ -317,7 +318,8 @@ def test_real_cloud_link_refused_token_falls_back_then_pairs(nm: NetworkManagerM
     try:
         with Monitor(broker) as monitor:
             async def scenario() -> None:
-                async with onboarding(cfg, store, CloudLinkStep(link)) as ob:  # type: ignore[arg-type]
+                step = CloudLinkStep(link, store, Ownership(link))
+                async with onboarding(cfg, store, step) as ob:
                     bad = creds_for(broker, token="wrong-token")
                     await ob.begin(request(HOME, bad))
                     await until(ob, lambda: ob.last_failure is not None
@@ -617,7 +619,8 @@ def test_wifi_first_then_cloud_on_a_real_broker(nm: NetworkManagerMock, tmp_path
     try:
         with Monitor(broker) as monitor:
             async def scenario() -> None:
-                async with onboarding(cfg, store, CloudLinkStep(link)) as ob:  # type: ignore[arg-type]
+                step = CloudLinkStep(link, store, Ownership(link))
+                async with onboarding(cfg, store, step) as ob:
                     await ob.begin(PairingRequest(cloud=None, wifi=HOME, source="ble-improv"))
                     await until(ob, lambda: joined(ob))
                     assert_joined(ob, nm, store)

@@ -17,52 +17,31 @@ so neither paho's queue nor ours grows with the broker's latency
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from typing import Any
 
 from gatewayd import homie
 from gatewayd.cloud.commands import CommandRunner
-from gatewayd.cloud.net import (
-    CloudOutcome,
-    CloudResult,
-    Connection,
-    Endpoint,
-    backoff_delay,
-    classify_connack,
-    classify_connect_error,
-)
-from gatewayd.cloud.outcome import StartOutcome
+from gatewayd.cloud.net import CloudOutcome, CloudResult, Connection, Endpoint
+from gatewayd.cloud.outcome import LinkStats, StartOutcome, heartbeats
 from gatewayd.cloud.publisher import WINDOW, Publisher
+from gatewayd.cloud.reqres import PlatformClient
 from gatewayd.cloud.topics import check_relative, client_id_for, matches
 from gatewayd.config import CloudConfig
 from gatewayd.credentials import CloudCredentials
 
-__all__ = ["CloudLink", "CloudOutcome", "CloudResult", "backoff_delay", "classify_connack",
-           "classify_connect_error"]
-
 log = logging.getLogger(__name__)
 
-HEARTBEAT_PAYLOAD = "ping"
 STOP_FLUSH = 3.0  # stop() waits this long for pending publications and the goodbye states
-ACK_WAIT = 5.0  # notify() waits this long for the broker's PUBACK
 
 MessageHandler = Callable[[str, bytes], None]
+Tap = Callable[[str, bytes, bool], None]  # absolute topic, payload, retained
 Listener = Callable[[CloudResult], None]
-
-
-@dataclass
-class _Stats:
-    connected_since: float | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    connects: int = 0
-
 
 
 # ---- the link ----------------------------------------------------------------------------------
@@ -70,7 +49,8 @@ class _Stats:
 class CloudLink:
     """The hub's MQTT link to the cloud. All methods must be called on the asyncio loop."""
 
-    def __init__(self, cfg: CloudConfig, hub: homie.Device, *, client_id: str | None = None,
+    def __init__(self, cfg: CloudConfig, hub: homie.Device, *, device_key: bytes | None = None,
+                 client_id: str | None = None,
                  command_timeout: float = 10.0, max_commands: int = 64,
                  max_concurrent_commands: int = 8, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None) -> None:
@@ -82,6 +62,8 @@ class CloudLink:
         self._devices: dict[str, homie.Device] = {hub.id: hub}
         self._out = Publisher(cfg.offline_buffer)
         self._subscriptions: dict[str, MessageHandler] = {}  # relative filter -> handler
+        self._taps: dict[str, Tap] = {}  # temporary: relative filter -> handler
+        self._announce = True
         self._listeners: list[Listener] = []
         self._conn: Connection | None = None
         self._creds: CloudCredentials | None = None
@@ -91,21 +73,30 @@ class CloudLink:
         self._stopping = False
         self._heartbeat: asyncio.Task[None] | None = None
         self._start: StartOutcome | None = None
-        self._stats = _Stats()
+        self._stats = LinkStats()
+        # The one platform client (REQ/RES). Without a device key (tests) a random one: the
+        # requests work the same, only a platform that knows the key could not check them.
+        self.platform = PlatformClient(self, device_key or secrets.token_bytes(32), hub.id)
         self._commands = CommandRunner(accept=self._accept_command, reject=self._reject_command,
                                        timeout=command_timeout, max_pending=max_commands,
                                        max_concurrent=max_concurrent_commands)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    async def start(self, creds: CloudCredentials) -> None:
-        """Begin connecting; reconnects with backoff and jitter until :meth:`stop`."""
+    async def start(self, creds: CloudCredentials, *, announce: bool = True) -> None:
+        """Begin connecting; reconnects with backoff and jitter until :meth:`stop`.
+
+        ``announce=False`` is a quiet session (an account being released): no device is
+        published, no will, no heartbeat, no ``/set``; only the link's own subscriptions
+        (the platform's answers) and what the caller publishes.
+        """
         if self._conn is not None:
             raise RuntimeError("cloud link already started; stop() it first")
         loop = asyncio.get_running_loop()
         self._out.use_root(creds.root)
         self._creds = creds
         self._root = creds.root
+        self._announce = announce
         self._stopping = False
         self._start = StartOutcome(loop)
         endpoint = Endpoint(creds.host, creds.broker_port, creds.tls, self._cfg.ca_file)
@@ -114,7 +105,8 @@ class CloudLink:
             endpoint, username=creds.username, password=creds.token,
             client_id=self._client_id, protocol=self._cfg.protocol,
             keepalive=self._cfg.keepalive, connect_timeout=self._cfg.connect_timeout,
-            will=(hub_state, "lost"), reconnect_min=self._cfg.reconnect_min,
+            will=(hub_state, "lost") if announce else None,
+            reconnect_min=self._cfg.reconnect_min,
             reconnect_max=self._cfg.reconnect_max, loop=loop, sink=self, rng=self._rng,
             window=WINDOW)
         log.info("cloud link: connecting to %s (%s, MQTT %s)", endpoint,
@@ -131,21 +123,22 @@ class CloudLink:
             raise RuntimeError("cloud link not started")
         return await self._start.wait(timeout, first_only=first_only, broker=self._broker())
 
-    async def stop(self) -> None:
-        """Graceful end: ``$state=disconnected`` for every device, then DISCONNECT (no will)."""
+    async def stop(self, *, goodbye: bool = True) -> None:
+        """Graceful end: ``$state=disconnected`` for every device (unless ``goodbye`` is
+        False, or the session is quiet), then DISCONNECT (no will)."""
         conn = self._conn
         if conn is None:
             return
         self._stopping = True
         if self._connected:
             self._out.stop_announcing()  # an unfinished republication is moot now
-            children = [d for d in self._devices if d != self._hub_id]
-            for device_id in [*children, self._hub_id]:
-                topic = f"{self._devices[device_id].base(self._root)}/$state"
-                self._enqueue(homie.Message(topic, "disconnected"), key=topic)
+            if goodbye and self._announce:
+                children = [d for d in self._devices if d != self._hub_id]
+                for device_id in [*children, self._hub_id]:
+                    topic = f"{self._devices[device_id].base(self._root)}/$state"
+                    self._enqueue(homie.Message(topic, "disconnected"), key=topic)
             self._pump()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._out.idle.wait(), STOP_FLUSH)
+            await self.flush(STOP_FLUSH)
         conn.stop()
         if not await conn.join(STOP_FLUSH + 2):
             log.warning("cloud link: network thread did not finish in time")
@@ -167,8 +160,48 @@ class CloudLink:
         return self._connected
 
     @property
+    def _live(self) -> bool:
+        """Connected in a session that publishes devices (not a quiet one)."""
+        return self._connected and self._announce
+
+    @property
     def root(self) -> str:
         return self._root
+
+    @property
+    def credentials(self) -> CloudCredentials | None:
+        """The account of the current (or last) session."""
+        return self._creds
+
+    def device_ids(self) -> list[str]:
+        """The hub first, then its children."""
+        return [self._hub_id, *(d for d in self._devices if d != self._hub_id)]
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until nothing is waiting or in flight; False if that took too long."""
+        try:
+            await asyncio.wait_for(self._out.idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def clear_retained(self, topics: set[str]) -> None:
+        """Delete retained topics of this account (empty payloads, ``$state`` ones first)."""
+        self._out.clear_topics({t for t in topics if t.startswith(f"{self._root}/")})
+        self._pump()
+
+    def tap(self, topic_filter: str, handler: Tap | None) -> None:
+        """Subscribe (``handler``) or unsubscribe (None) a temporary relative filter whose
+        messages reach ``handler(topic, payload, retained)`` with absolute topics."""
+        absolute = f"{self._root}/{topic_filter}"
+        check_relative(topic_filter, wildcards=True)
+        if handler is None:
+            self._taps.pop(topic_filter, None)
+            if self._conn is not None:
+                self._conn.unsubscribe([absolute])
+            return
+        self._taps[topic_filter] = handler
+        self._conn_subscribe([absolute])
 
     def device(self, device_id: str) -> homie.Device:
         try:
@@ -186,8 +219,11 @@ class CloudLink:
         if old is not None and old is not device and self._root:
             stale = self._out.owned_topics(old) - device.topics(self._root)
             self._out.clear_topics(stale)
+        if device is not self.hub:  # a child reaches the cloud through the hub
+            device.localip = device.localip or self.hub.localip
+            device.mac = device.mac or self.hub.mac
         self._devices[device.id] = device
-        if self._connected:
+        if self._live:
             if old is None:
                 self._conn_subscribe(homie.set_filters(self._root, device.id))
             self._out.announce([device])
@@ -201,7 +237,7 @@ class CloudLink:
         if device is None:
             return
         self._out.forget(device)
-        if self._root and self._connected and self._conn is not None:
+        if self._root and self._live and self._conn is not None:
             self._conn.unsubscribe(homie.set_filters(self._root, device_id))
         self._pump()
 
@@ -219,7 +255,7 @@ class CloudLink:
         except KeyError:
             raise KeyError(f"device {device_id!r} has no property {path!r}") from None
         prop.set(value)
-        if not self._root or (prop.retained and not self._connected):
+        if not self._root or not self._announce or (prop.retained and not self._connected):
             return  # the (re)publication after connecting carries the model's latest value
         topic = f"{device.base(self._root)}/{path}"
         payload = prop.payload or ""
@@ -230,30 +266,10 @@ class CloudLink:
     def set_state(self, device_id: str, state: str) -> None:
         device = self.device(device_id)
         device.state = homie.check_state(state)
-        if self._connected:
+        if self._live:
             topic = f"{device.base(self._root)}/$state"
             self._enqueue(homie.Message(topic, state), key=topic, device=device_id)
             self._pump()
-
-    async def notify(self, message: dict[str, Any]) -> bool:
-        """Send a notification to ``<root>/notifications/create``.
-
-        Fields of the 2Smart notification format that are missing are filled in
-        (``type``, ``level``, ``senderType``, ``senderId`` = the hub). True once the broker
-        acknowledged it; False if it is still waiting (offline) or was dropped.
-        """
-        if "message" not in message:
-            raise ValueError("a notification needs a 'message'")
-        body = {"type": "text", "level": "info", "senderType": "device",
-                "senderId": self._hub_id, **message}
-        done = asyncio.get_running_loop().create_future()
-        self.publish("notifications/create", json.dumps(body), done=done)
-        if not self._connected:
-            return False
-        try:
-            return await asyncio.wait_for(asyncio.shield(done), ACK_WAIT)
-        except TimeoutError:
-            return False
 
     def publish(self, topic: str, payload: str, *, retain: bool = False,
                 done: asyncio.Future[bool] | None = None) -> None:
@@ -299,6 +315,7 @@ class CloudLink:
             **self._out.status(),
             "dropped": self._out.outbox.dropped + (self._conn.dropped_messages if self._conn
                                                    else 0),
+            "platform": self.platform.status(),
             "commands": self._commands.received,
             "command_errors": self._commands.rejected,
         }
@@ -329,20 +346,6 @@ class CloudLink:
         if self._conn is not None and filters:
             self._conn.subscribe(filters)
 
-    async def _heartbeats(self, gen: int) -> None:
-        """Non-retained ``$heartbeat`` per device, on a fixed schedule (no drift)."""
-        loop = asyncio.get_running_loop()
-        interval = self._cfg.heartbeat_interval
-        due = loop.time()
-        while self._connected and self._gen == gen and self._conn is not None:
-            for device in list(self._devices.values()):
-                self._conn.publish(f"{device.base(self._root)}/$heartbeat",
-                                   HEARTBEAT_PAYLOAD.encode(), 0, False)
-            due += interval
-            now = loop.time()
-            if due < now:  # fell behind (a busy loop): skip beats rather than burst
-                due = now + interval
-            await asyncio.sleep(due - now)
 
     # ---- ConnectionSink: events from the network thread, on the loop ----------------------
 
@@ -354,17 +357,24 @@ class CloudLink:
         self._stats.connected_since = self._clock()
         self._stats.connects += 1
         tls = " over TLS" if self._creds and self._creds.tls else ""
-        self._record(CloudResult(CloudOutcome.CONNECTED, f"connected to {self._broker()}{tls}"))
         log.info("cloud link: connected to %s%s", self._broker(), tls)
-        hub = self.hub
-        if local_ip and hub.localip != local_ip:
-            hub.localip = local_ip  # the address the cloud actually sees us use
-        filters = [f for d in self._devices for f in homie.set_filters(self._root, d)]
-        filters += [f"{self._root}/{f}" for f in self._subscriptions]
+        if local_ip:
+            # The address the cloud actually sees us use; every child reaches the cloud
+            # through the hub, so its $localip is the hub's too.
+            for device in self._devices.values():
+                device.localip = local_ip
+        filters = [f"{self._root}/{f}" for f in (*self._subscriptions, *self._taps)]
+        if self._announce:
+            filters += [f for d in self._devices for f in homie.set_filters(self._root, d)]
+            # The hub first: its will may have left "lost" behind.
+            self._out.announce(self._devices.values())
+            self._heartbeat = asyncio.get_running_loop().create_task(heartbeats(
+                self._conn, lambda: self._devices.values(), self._root,
+                self._cfg.heartbeat_interval))
         self._conn_subscribe(filters)
-        # The hub first: its will may have left "lost" behind.
-        self._out.announce(self._devices.values())
-        self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeats(gen))
+        # Listeners last: what they publish (a platform request sent again) goes out after
+        # the SUBSCRIBE that lets its answer in.
+        self._record(CloudResult(CloudOutcome.CONNECTED, f"connected to {self._broker()}{tls}"))
         self._pump()
 
     def on_connect_failed(self, gen: int, result: CloudResult) -> None:
@@ -408,14 +418,17 @@ class CloudLink:
         if refused:
             log.error("cloud link: the broker refused a subscription (%s)", ", ".join(refused))
 
-    def on_message(self, topic: str, payload: bytes) -> None:
+    def on_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
         if not self._root or not topic.startswith(f"{self._root}/"):
             return
+        relative = topic[len(self._root) + 1:]
+        for topic_filter, tap in list(self._taps.items()):
+            if matches(topic_filter, relative):
+                tap(topic, payload, retained)
         parsed = homie.parse_set_topic(self._root, topic)
         if parsed is not None and parsed[0] in self._devices:
             self._commands.dispatch(self._devices[parsed[0]], parsed[1], payload)
             return
-        relative = topic[len(self._root) + 1:]
         for topic_filter, handler in self._subscriptions.items():
             if matches(topic_filter, relative):
                 try:

@@ -158,7 +158,7 @@ class ConnectionSink(Protocol):
     def on_connect_failed(self, gen: int, result: CloudResult) -> None: ...
     def on_connection_lost(self, gen: int, reason: str) -> None: ...
     def on_published(self, gen: int, mid: int) -> None: ...
-    def on_message(self, topic: str, payload: bytes) -> None: ...
+    def on_message(self, topic: str, payload: bytes, retained: bool) -> None: ...
     def on_subscribed(self, mid: int, refused: list[str]) -> None: ...
 
 
@@ -178,7 +178,7 @@ class Connection:
 
     def __init__(self, endpoint: Endpoint, *, username: str, password: str, client_id: str,
                  protocol: str, keepalive: int, connect_timeout: float,
-                 will: tuple[str, str], reconnect_min: float, reconnect_max: float,
+                 will: tuple[str, str] | None, reconnect_min: float, reconnect_max: float,
                  loop: asyncio.AbstractEventLoop, sink: ConnectionSink,
                  rng: random.Random | None = None, window: int = 32) -> None:
         self.endpoint = endpoint
@@ -209,7 +209,8 @@ class Connection:
         # Our own window keeps paho's queues small; these are a safety net.
         self._client.max_inflight_messages_set(window)
         self._client.max_queued_messages_set(window * 2)
-        self._client.will_set(will[0], will[1], qos=1, retain=True)
+        if will is not None:
+            self._client.will_set(will[0], will[1], qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
@@ -421,12 +422,12 @@ class Connection:
                 self._dropped_messages += 1
                 return
             self._pending_messages += 1
-        self._handoff(self._deliver, message.topic, bytes(message.payload))
+        self._handoff(self._deliver, message.topic, bytes(message.payload), bool(message.retain))
 
-    def _deliver(self, topic: str, payload: bytes) -> None:  # on the asyncio loop
+    def _deliver(self, topic: str, payload: bytes, retained: bool) -> None:  # on the loop
         with self._pending_lock:
             self._pending_messages -= 1
-        self._sink.on_message(topic, payload)
+        self._sink.on_message(topic, payload, retained)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
                       reason_codes: list[ReasonCode], properties: Any) -> None:

@@ -1,4 +1,7 @@
-"""What one start of the cloud link came to: the first outcome, and the definite one.
+"""How the cloud link's sessions go: start outcomes, connection statistics, heartbeats.
+
+**Start outcomes.** What one start of the link came to: the first outcome, and the
+definite one.
 
 Onboarding's cloud step asks "did these credentials work?": the first outcome answers at
 once; the definite one (CONNECTED or REFUSED) waits out transient failures (DNS, TCP, TLS)
@@ -8,8 +11,37 @@ that the link retries on its own, and falls back to the latest failure when time
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-from gatewayd.cloud.net import CloudOutcome, CloudResult
+from gatewayd import homie
+from gatewayd.cloud.net import CloudOutcome, CloudResult, Connection
+
+HEARTBEAT_PAYLOAD = b"ping"
+
+
+@dataclass
+class LinkStats:
+    connected_since: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    connects: int = 0
+
+
+async def heartbeats(conn: Connection, devices: Callable[[], Iterable[homie.Device]],
+                     root: str, interval: float) -> None:
+    """Non-retained ``$heartbeat`` per device, on a fixed schedule (no drift), until
+    cancelled (the link cancels it when the connection ends)."""
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    while True:
+        for device in list(devices()):
+            conn.publish(f"{device.base(root)}/$heartbeat", HEARTBEAT_PAYLOAD, 0, False)
+        due += interval
+        now = loop.time()
+        if due < now:  # fell behind (a busy loop): skip beats rather than burst
+            due = now + interval
+        await asyncio.sleep(due - now)
 
 
 class StartOutcome:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
+MAX_CLIENT_ID = 64
 
 
 def client_id_for(device_id: str) -> str:
-    """A stable MQTT client id; at most 23 characters, the limit every broker accepts."""
-    cid = f"gw-{device_id}"
-    if len(cid) <= 23:
-        return cid
-    return "gw-" + hashlib.sha256(device_id.encode()).hexdigest()[:20]
+    """The hub's MQTT client id: its device id, as it is.
+
+    The platform tells devices apart by client id (every hub of an account shares the MQTT
+    user), and its ACL lets a client publish REQ and read RES only under its own device id.
+    MQTT 3.1.1 promises only 23 characters, but the brokers the hub targets (mosquitto,
+    EMQX) accept far more; ``[hub] device_id`` is limited to 64 characters, and a longer one
+    is refused here rather than silently shortened (a shortened id would not match the
+    REQ/RES topics).
+    """
+    if not 0 < len(device_id) <= MAX_CLIENT_ID:
+        raise ValueError(f"device id {device_id!r}: 1-{MAX_CLIENT_ID} characters as MQTT "
+                         "client id")
+    return device_id
 
 
 def check_relative(topic: str, *, wildcards: bool) -> None:

@@ -18,11 +18,13 @@ from gatewayd.runtime.corecall import CoreCall, CoreUnavailable
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *,
+                 details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.details = details
 
 
 def json_object_body() -> dict[str, Any]:
@@ -35,8 +37,12 @@ def json_object_body() -> dict[str, Any]:
     return body
 
 
-def error_response(status: int, code: str, message: str) -> Any:
-    response = jsonify({"error": {"code": code, "message": message}})
+def error_response(status: int, code: str, message: str,
+                   details: dict[str, Any] | None = None) -> Any:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    response = jsonify({"error": error})
     response.status_code = status
     return response
 
@@ -79,7 +85,7 @@ def create_control_app(hub: Hub, call: CoreCall,
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Any:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.details)
 
     @app.errorhandler(CoreUnavailable)
     def _unavailable(exc: CoreUnavailable) -> Any:

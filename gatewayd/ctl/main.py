@@ -13,6 +13,7 @@ from gatewayd.config import ConfigError, load_config
 from gatewayd.ctl.ble import add_ble_commands
 from gatewayd.ctl.client import EXIT_ERROR, Client, CtlError, emit
 from gatewayd.ctl.devices import add_commands as add_device_commands
+from gatewayd.ctl.platform import add_platform_commands
 from gatewayd.ctl.zigbee import add_zigbee_commands
 from gatewayd.state import StateStore
 
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_commands(sub)
     add_ble_commands(sub)
     add_zigbee_commands(sub)
+    add_platform_commands(sub)
     for parent in (p, *sub.choices.values()):
         # `--json` works before or after the command.
         if parent is not p:

@@ -129,19 +129,28 @@ class Onboarding:
         if target != State.CONNECTING:
             self.step = None
         log.info("onboarding: %s --%s--> %s", previous, event, target)
-        for listener in self._listeners:
-            try:
-                listener(target, self.progress())
-            except Exception:
-                log.exception("onboarding listener failed")
+        hotspot = self._tell_listeners()
         self._entering = True
         try:
             await self._notify_changed()
             await self._enter(target, previous, event)
         finally:
             self._entering = False
-        await self._notify_changed()  # entering may have raised the hotspot
+        if self.progress().hotspot != hotspot:
+            self._tell_listeners()  # entering raised (or dropped) the hotspot
+        await self._notify_changed()
         return target
+
+    def _tell_listeners(self) -> bool:
+        """Every listener gets the state and progress now; returns whether the hotspot is up."""
+        progress = self.progress()
+        assert self.state is not None
+        for listener in self._listeners:
+            try:
+                listener(self.state, progress)
+            except Exception:
+                log.exception("onboarding listener failed")
+        return progress.hotspot
 
     async def _enter(self, state: State, previous: State | None, event: Event) -> None:
         del previous, event
@@ -228,6 +237,7 @@ class Onboarding:
             self._hotspot_wanted = True
             await self._show_hotspot()
             self._start_offline_timer()
+            self._tell_listeners()
             await self._notify_changed()
         return self.wifi.hotspot_active
 
@@ -410,6 +420,7 @@ class Onboarding:
             log.warning("offline for %.0fs: hotspot back for re-pairing", cfg.offline_grace)
             self._hotspot_wanted = True
             await self._show_hotspot()
+            self._tell_listeners()
             await self._notify_changed()
         while self.state == State.OFFLINE:
             await asyncio.sleep(cfg.retry_interval)

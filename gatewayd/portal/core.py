@@ -55,7 +55,6 @@ class Snapshot:
         return self.paired and not self.pairing_open
 
 
-
 def _normalise_code(value: str) -> str:
     # The label prints the setup code as 1234-5678; people type it either way.
     return value.replace("-", "").replace(" ", "")

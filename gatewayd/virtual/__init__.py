@@ -7,16 +7,18 @@ machinery is :mod:`gatewayd.virtual.plugin`; the built-in types are ``system``, 
 ``command`` and ``timer``.
 
 May import: homie, config, hardware (line backends for ``gpio``), cloud.telemetry (the
-``system`` readers). The host reaches the cloud link only through its ``ChildPublisher``
-Protocol.
+``system`` readers) and cloud.reqres (the platform client and its errors, which plugins
+catch). The host reaches the cloud link only through :class:`gatewayd.homie.ChildPublisher`.
 """
 
+from gatewayd.cloud.reqres import PlatformError
 from gatewayd.virtual.plugin import (
     DEVICE_PREFIX,
     ENTRY_POINT_GROUP,
     DeviceContext,
     NoOptions,
     OptionError,
+    PlatformAccess,
     PluginError,
     PluginType,
     Registry,
@@ -25,4 +27,5 @@ from gatewayd.virtual.plugin import (
 )
 
 __all__ = ["DEVICE_PREFIX", "ENTRY_POINT_GROUP", "DeviceContext", "NoOptions", "OptionError",
-           "PluginError", "PluginType", "Registry", "VirtualDevice", "parse_options"]
+           "PlatformAccess", "PlatformError", "PluginError", "PluginType", "Registry",
+           "VirtualDevice", "parse_options"]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gatewayd import homie
+from gatewayd.cloud.reqres import PlatformClient
 from gatewayd.config import VirtualDeviceConfig
 from gatewayd.virtual.plugin import (
     DeviceContext,
@@ -42,8 +43,8 @@ from gatewayd.virtual.planning import Plan, plan_devices
 __all__ = ["VirtualDevices"]
 log = logging.getLogger(__name__)
 IMPLEMENTATION = "gatewayd virtual"
+FAILING_AFTER = 3  # faults in a row before the user is told the plugin keeps failing
 MAX_POLL_TIMEOUT = 3600.0
-
 
 
 class _Hung(Exception):
@@ -83,6 +84,7 @@ class Hosted:
     device: homie.Device | None = None
     faults: dict[str, str] = field(default_factory=dict)
     failures: int = 0
+    in_a_row: int = 0  # faults since the last call that worked
     plugin_state: str = "ready"
     added: bool = False  # the cloud link knows the device
     started: bool = False
@@ -101,6 +103,19 @@ class Hosted:
         return self.device.state
 
 
+class _PlatformFor:
+    """A plugin's view of the platform client: its requests count against its own bound."""
+
+    def __init__(self, client: PlatformClient, device_id: str) -> None:
+        self._client = client
+        self._caller = device_id
+
+    async def request(self, endpoint: str, data: Any = None, *,
+                      timeout: float = 10.0) -> Any:
+        return await self._client.request(endpoint, data, timeout=timeout,
+                                          caller=self._caller)
+
+
 class VirtualDevices:
     """The ``virtual`` daemon component: builds, publishes and supervises virtual devices.
 
@@ -113,7 +128,8 @@ class VirtualDevices:
     def __init__(self, configs: Sequence[VirtualDeviceConfig], publisher: homie.ChildPublisher, *,
                  registry: Registry | None = None, gpio: LineBackend | None = None,
                  file: str = "<config>", start_timeout: float = 10.0,
-                 stop_timeout: float = 5.0, call_timeout: float = 8.0) -> None:
+                 stop_timeout: float = 5.0, call_timeout: float = 8.0,
+                 platform: PlatformClient | None = None) -> None:
         # call_timeout stays below the cloud link's command timeout (10 s), so a hung /set
         # handler is caught here, recorded as a fault, and answered with TIMEOUT.
         self.publisher = publisher
@@ -122,6 +138,9 @@ class VirtualDevices:
         self.stop_timeout = stop_timeout
         self.call_timeout = call_timeout
         self.registry = registry or Registry()
+        self.platform = platform
+        # What a user is told (gatewayd.cloud.notifications: kind, sender, message).
+        self.notify: Callable[[str, str, str], object] = lambda kind, sender, message: None
         self.hosted: dict[str, Hosted] = {}
         for plan in plan_devices(configs, self.registry, file):
             name = plan.config.name or plan.config.id
@@ -162,7 +181,10 @@ class VirtualDevices:
             self._fault(h, "load", plan.failure or "the plugin did not load")
             self._publish_placeholder(h)
             return
-        ctx = DeviceContext(plan.config, plan.index, h.device_id, h.name, h.log, self.gpio, self)
+        access = (_PlatformFor(self.platform, h.device_id) if self.platform is not None
+                  else None)
+        ctx = DeviceContext(plan.config, plan.index, h.device_id, h.name, h.log, self.gpio, self,
+                            access)
         outcome = await self._guarded(h, "init", plan.ptype.cls, ctx, plan.options,
                                       timeout=self.call_timeout)
         if not outcome.ok:
@@ -309,6 +331,10 @@ class VirtualDevices:
     def _fault(self, h: Hosted, what: str, message: str,
                exc: BaseException | None = None) -> None:
         h.failures += 1
+        h.in_a_row += 1
+        if h.in_a_row == FAILING_AFTER:
+            self.notify("plugin-failing", h.device_id,
+                        f"{h.name} keeps failing ({what}: {message})")
         repeated = h.faults.get(what) == message
         h.faults[what] = message
         if repeated:  # a poll failing every minute logs its traceback once, not forever
@@ -319,6 +345,7 @@ class VirtualDevices:
         self._push_state(h)
 
     def _clear(self, h: Hosted, what: str) -> None:
+        h.in_a_row = 0
         if h.faults.pop(what, None) is not None:
             h.log.info("%s: %s works again", h.device_id, what)
             self._push_state(h)

@@ -15,6 +15,7 @@ and reporting live in the device, their last values in zigpy's attribute cache.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -172,9 +173,22 @@ class Child:
         node_objs.append(homie.Node("zigbee", "Zigbee", properties=info))
         self.homie = homie.Device(self.device_id, self.name, nodes=node_objs,
                                   telemetry=telemetry.values(), state=self.state,
-                                  implementation="gatewayd zigbee",
-                                  fw_name=self.device.model or "")
+                                  implementation="gatewayd zigbee", mac=self.ieee,
+                                  fw_name=self.device.model or "",
+                                  fw_version=self.firmware_version())
         return self.homie
+
+    def firmware_version(self) -> str:
+        """The Basic cluster's software build (or application version), as cached."""
+        for ep in self.device.non_zdo_endpoints:
+            basic = ep.in_clusters.get(0x0000)
+            if basic is None:
+                continue
+            for name in ("sw_build_id", "app_version"):
+                value = basic.get(name)
+                if value not in (None, ""):
+                    return str(value)
+        return ""
 
     @staticmethod
     def _initial(prop: homie.Property, value: Any) -> None:
@@ -239,7 +253,13 @@ class Child:
 
     # -- one-time setup after an interview ---------------------------------------------------
     async def preload(self) -> None:
-        """Read what the description depends on (zone type, multipliers)."""
+        """Read what the description depends on (zone type, multipliers, firmware)."""
+        basic = next((ep.in_clusters[0x0000] for ep in self.device.non_zdo_endpoints
+                      if 0x0000 in ep.in_clusters), None)
+        if basic is not None:
+            with contextlib.suppress(Exception):  # optional: many devices lack it
+                async with asyncio.timeout(self.command_timeout):
+                    await basic.read_attributes(["sw_build_id"], allow_cache=True)
         for binding in self.plan.bindings:
             if binding.cmap.preload:
                 await self._try(self._cluster(binding).read_attributes(

@@ -41,6 +41,7 @@ class KindSpec(TypedDict):
 
 MANUFACTURER = "gatewayd"
 MANUFACTURER_CODE = 0x1234  # not a real vendor: never collides with quirks for real devices
+FIRMWARE = "1.0.0-sim"  # the Basic cluster's sw_build_id: the child's $fw/version
 
 KINDS: dict[str, KindSpec] = {
     "plug": {
@@ -56,7 +57,7 @@ KINDS: dict[str, KindSpec] = {
             "outputs": ["ota"],
         }],
         "attributes": {
-            "basic": {"power_source": 1},
+            "basic": {"power_source": 1, "sw_build_id": FIRMWARE},
             "on_off": {"on_off": 0},
             "electrical_measurement": {
                 "active_power": 0, "ac_power_multiplier": 1, "ac_power_divisor": 10,
@@ -83,7 +84,7 @@ KINDS: dict[str, KindSpec] = {
             "outputs": [],
         }],
         "attributes": {
-            "basic": {"power_source": 1},
+            "basic": {"power_source": 1, "sw_build_id": FIRMWARE},
             "on_off": {"on_off": 0},
             "level": {"current_level": 254},
             "light_color": {"color_temperature": 370, "color_mode": 2,
@@ -103,7 +104,7 @@ KINDS: dict[str, KindSpec] = {
             "outputs": [],
         }],
         "attributes": {
-            "basic": {"power_source": 3},
+            "basic": {"power_source": 3, "sw_build_id": FIRMWARE},
             "power": {"battery_percentage_remaining": 200, "battery_voltage": 30},
             "temperature": {"measured_value": 2150},
             "humidity": {"measured_value": 4500},
@@ -122,7 +123,7 @@ KINDS: dict[str, KindSpec] = {
             "outputs": [],
         }],
         "attributes": {
-            "basic": {"power_source": 3},
+            "basic": {"power_source": 3, "sw_build_id": FIRMWARE},
             "power": {"battery_percentage_remaining": 180},
             "occupancy": {"occupancy": 0, "occupancy_sensor_type": 0},
             "illuminance": {"measured_value": 20001},  # 100 lx
@@ -140,7 +141,7 @@ KINDS: dict[str, KindSpec] = {
             "outputs": [],
         }],
         "attributes": {
-            "basic": {"power_source": 3},
+            "basic": {"power_source": 3, "sw_build_id": FIRMWARE},
             "power": {"battery_percentage_remaining": 200},
             "ias_zone": {"zone_state": 0, "zone_type": 0x0015, "zone_status": 0},
         },
@@ -157,7 +158,7 @@ KINDS: dict[str, KindSpec] = {
             "outputs": ["on_off", "level"],
         }],
         "attributes": {
-            "basic": {"power_source": 3},
+            "basic": {"power_source": 3, "sw_build_id": FIRMWARE},
             "power": {"battery_percentage_remaining": 160},
         },
     },
