@@ -253,7 +253,7 @@ def check_scalar(file: str, key: str, value: Any, typ: type, meta: Mapping[str, 
         raise ConfigError(file, key, f"must be >= {meta['min']}, got {value!r}")
     if meta.get("max") is not None and value > meta["max"]:
         raise ConfigError(file, key, f"must be <= {meta['max']}, got {value!r}")
-    if meta.get("pattern") is not None and not re.match(meta["pattern"], str(value)):
+    if meta.get("pattern") is not None and not re.fullmatch(meta["pattern"], str(value)):
         raise ConfigError(file, key, f"{value!r} does not match {meta['pattern']}")
     return value
 

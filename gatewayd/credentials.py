@@ -114,7 +114,7 @@ def check_wsp(value: str, field: str = "wsp") -> str:
     _text(value, field)
     if not value:
         raise InvalidField(field, "is required: the account e-mail")
-    if len(value) > 254 or not _EMAIL.match(value):
+    if len(value) > 254 or not _EMAIL.fullmatch(value):
         raise InvalidField(field, "must be an e-mail address such as user@example.com")
     return value
 
@@ -139,7 +139,7 @@ def check_host(value: str, field: str = "host") -> str:
         return value
     except ValueError:
         pass
-    if not re.match(HOSTNAME_PATTERN, value):
+    if not re.fullmatch(HOSTNAME_PATTERN, value):
         raise InvalidField(field, "must be a host name or an IP address")
     return value
 
@@ -170,6 +170,8 @@ def check_root_topic(value: str, field: str = "rootTopic") -> str:
         return value
     if any(c in value for c in "/+#") or any(ord(c) < 32 for c in value):
         raise InvalidField(field, "must be a single MQTT topic level (no '/', '+', '#')")
+    if value.startswith("$"):
+        raise InvalidField(field, "must not start with '$' (the broker's own topics)")
     if len(value.encode("utf-8")) > 128:
         raise InvalidField(field, "must be at most 128 bytes")
     return value

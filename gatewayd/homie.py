@@ -76,7 +76,7 @@ class Message:
 
 
 def check_id(value: str, what: str = "id") -> str:
-    if not isinstance(value, str) or not ID_RE.match(value):
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise ModelError(f"{what} {value!r} must match {ID_RE.pattern} (lowercase letters, "
                          "digits, inner hyphens, at least 2 characters)")
     return value
@@ -129,7 +129,7 @@ class Property:
         if dt in (Datatype.INTEGER, Datatype.FLOAT):
             if fmt == "":
                 return
-            m = _RANGE.match(fmt)
+            m = _RANGE.fullmatch(fmt)
             if not m:
                 raise ModelError(f"{where}: $format {fmt!r} must be 'from:to', such as '0:100'")
             low, high = float(m.group(1)), float(m.group(2))
@@ -188,7 +188,7 @@ class Property:
         limits = _COLOR_LIMITS[self.format]
         if isinstance(value, str):
             parts: list[Any] = value.split(",")
-            if not all(_INT.match(p.strip()) for p in parts):
+            if not all(_INT.fullmatch(p.strip()) for p in parts):
                 raise ValueError(f"{self.id}: color must be three whole numbers "
                                  f"'a,b,c' ({self.format}), got {value!r}")
             parts = [int(p) for p in parts]
@@ -241,11 +241,11 @@ class Property:
                     raise ValueError(f"{self.id}: expected 'true' or 'false', got {text[:40]!r}")
                 return self.validate(text == "true")
             if dt is Datatype.INTEGER:
-                if len(text) > MAX_NUMBER or not _INT.match(text.strip()):
+                if len(text) > MAX_NUMBER or not _INT.fullmatch(text.strip()):
                     raise ValueError(f"{self.id}: expected a whole number, got {text[:40]!r}")
                 return self.validate(int(text))
             if dt is Datatype.FLOAT:
-                if len(text) > MAX_NUMBER or not _FLOAT.match(text.strip()):
+                if len(text) > MAX_NUMBER or not _FLOAT.fullmatch(text.strip()):
                     raise ValueError(f"{self.id}: expected a number, got {text[:40]!r}")
                 return self.validate(float(text))
             return self.validate(text)

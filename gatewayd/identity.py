@@ -51,7 +51,7 @@ def read_mac(interface: str, sys_net: Path = SYS_NET) -> str | None:
         mac = (sys_net / interface / "address").read_text().strip().lower()
     except OSError:
         return None
-    if not _MAC.match(mac) or mac == "00:00:00:00:00:00":
+    if not _MAC.fullmatch(mac) or mac == "00:00:00:00:00:00":
         return None
     return mac
 

@@ -15,6 +15,7 @@ from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.api import api_blueprint
 from gatewayd.portal.core import PortalCore, PortalOnboarding
 from gatewayd.runtime.corecall import CoreCall, CoreUnavailable
+from gatewayd.runtime.jsonbody import BadBody, parse_json
 
 
 class ApiError(Exception):
@@ -28,8 +29,11 @@ class ApiError(Exception):
 
 
 def json_object_body() -> dict[str, Any]:
-    """The request's JSON object; ``{}`` without a body; 400 for any other JSON."""
-    body = request.get_json(silent=True)
+    """The request's JSON object; ``{}`` without a body; 400 for anything else."""
+    try:
+        body = parse_json(request.get_data())
+    except BadBody as exc:
+        raise ApiError(400, "invalid", str(exc)) from None
     if body is None:
         return {}
     if not isinstance(body, dict):
@@ -60,8 +64,7 @@ def control_blueprint(hub: Hub, call: CoreCall) -> Blueprint:
 
     @bp.post("/reset")
     def reset() -> Any:
-        body = request.get_json(silent=True) or {}
-        full = body.get("full", False) if isinstance(body, dict) else False
+        full = json_object_body().get("full", False)
         if not isinstance(full, bool):
             raise ApiError(400, "invalid", "full: must be true or false")
         return jsonify(call(hub.reset, full))

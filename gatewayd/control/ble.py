@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from gatewayd.ble_commission import BleUnavailable
-from gatewayd.control.app import ApiError
+from gatewayd.control.app import ApiError, json_object_body
 from gatewayd.runtime.corecall import CoreCall
 
 MAX_WINDOW_SECONDS = 86400.0
@@ -48,8 +48,8 @@ def ble_blueprint(commissioner: BleControl, call: CoreCall) -> Blueprint:
 
     @bp.post("/window")
     def window() -> Any:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
+        body = json_object_body()
+        if "action" not in body:
             raise ApiError(400, "invalid", "the body must be a JSON object with \"action\"")
         action = body.get("action")
         authorize = body.get("authorize", False)

@@ -19,6 +19,7 @@ from gatewayd.onboarding.pairing import PAIR_FIELDS, InvalidRequest, PairingErro
 from gatewayd.portal.core import PortalCore
 from gatewayd.portal.pair import MAX_PARAMETERS, http_gate, retry_after, submit_or_refuse
 from gatewayd.portal.security import RateLimiter
+from gatewayd.runtime.jsonbody import BadBody, parse_json
 
 Guard = Callable[[], Response | None]  # None: go on; a Response: answer that instead
 
@@ -46,8 +47,12 @@ def openapi_document() -> bytes:
     return resources.files("gatewayd.portal").joinpath("static/openapi.json").read_bytes()
 
 
-def json_fields(body: Any) -> Mapping[str, Any]:
+def json_fields(raw: bytes) -> Mapping[str, Any]:
     """The pairing fields of a JSON body; the same names and rules as ``/pair``."""
+    try:
+        body = parse_json(raw)
+    except BadBody as exc:
+        raise InvalidRequest(str(exc)) from None
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     if len(body) > MAX_PARAMETERS:
@@ -88,9 +93,9 @@ def api_blueprint(core: PortalCore, *, limiter: RateLimiter | None = None,
         if not request.is_json:
             return api_error(415, "send the pairing request as application/json",
                              code="unsupported-media-type")
-        body = request.get_json(silent=True)
+        raw = request.get_data()
         source = "panel" if request.headers.get("X-Requested-By") == "gatewayd-panel" else "api"
-        outcome = submit_or_refuse(core, lambda: json_fields(body), source)
+        outcome = submit_or_refuse(core, lambda: json_fields(raw), source)
         if isinstance(outcome, PairingError):
             return refusal(outcome)
         return jsonify({"ok": True, "progress": outcome.to_json()})

@@ -25,7 +25,7 @@ from gatewayd.onboarding.pairing import (
 )
 from gatewayd.onboarding.progress import Progress
 from gatewayd.portal.core import PortalCore
-from gatewayd.portal.security import RateLimiter, client_key, same_origin
+from gatewayd.portal.security import MalformedOrigin, RateLimiter, client_key, same_origin
 from gatewayd.runtime.corecall import CoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,11 @@ def http_gate(limiter: RateLimiter | None) -> PairingError | None:
         wait = limiter.allow(client_key(request))
         if wait:
             return RateLimited(wait)
-    if not same_origin(request):
-        return CrossSite(CROSS_SITE)
+    try:
+        if not same_origin(request):
+            return CrossSite(CROSS_SITE)
+    except MalformedOrigin as exc:
+        return InvalidRequest(str(exc))
     return None
 
 

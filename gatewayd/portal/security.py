@@ -103,6 +103,10 @@ def csrf_token() -> str:
     return token
 
 
+class MalformedOrigin(ValueError):
+    """An Origin header no browser would send (the message is for the client)."""
+
+
 def same_origin(request: Request, *, allow_null: bool = False) -> bool:
     """False when a browser says the request comes from another site.
 
@@ -117,7 +121,11 @@ def same_origin(request: Request, *, allow_null: bool = False) -> bool:
         return True
     if origin == "null":
         return allow_null
-    return urlsplit(origin).netloc.lower() == request.host.lower()
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # "http://[::1": not an origin a browser sends
+        raise MalformedOrigin("the Origin header is not a valid origin") from None
+    return netloc.lower() == request.host.lower()
 
 
 def csrf_ok(request: Request) -> bool:
@@ -125,8 +133,11 @@ def csrf_ok(request: Request) -> bool:
     given = request.form.get("csrf_token", "")
     if not isinstance(expected, str) or not given:
         return False
-    return hmac.compare_digest(expected.encode(), given.encode()) and same_origin(
-        request, allow_null=True)
+    try:
+        return hmac.compare_digest(expected.encode(), given.encode()) and same_origin(
+            request, allow_null=True)
+    except MalformedOrigin:
+        return False
 
 
 # ---- security headers ---------------------------------------------------------------------

@@ -13,8 +13,9 @@ from flask import Blueprint, Response, jsonify, request
 
 from gatewayd.bridge import ZigbeeBridge
 from gatewayd.portal.api import api_error
-from gatewayd.portal.security import same_origin
+from gatewayd.portal.security import MalformedOrigin, same_origin
 from gatewayd.runtime.corecall import CoreCall
+from gatewayd.runtime.jsonbody import BadBody, parse_json
 from gatewayd.zigbee.inputs import BridgeError, parse_permit_seconds
 
 
@@ -24,13 +25,19 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall,
 
     @bp.before_request
     def _guard() -> Response | None:
-        if not same_origin(request):
-            return api_error(403, "cross-site requests are refused", code="cross-site")
+        try:
+            if not same_origin(request):
+                return api_error(403, "cross-site requests are refused", code="cross-site")
+        except MalformedOrigin as exc:
+            return api_error(400, str(exc), code="invalid")
         return guard()
 
     @bp.post("/permit-join")
     def permit_join() -> Any:
-        body = request.get_json(silent=True)
+        try:
+            body = parse_json(request.get_data())
+        except BadBody as exc:
+            return api_error(400, str(exc), code="invalid")
         if body is None:
             body = {}
         if not isinstance(body, dict):
