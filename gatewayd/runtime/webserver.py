@@ -1,4 +1,18 @@
-"""waitress, the production WSGI server, run in threads beside the asyncio core."""
+"""waitress, the production WSGI server, run in threads beside the asyncio core.
+
+On TCP (the portal: hotspot guests, the LAN) one client must not be able to take the server
+from everyone else, so the server is guarded (:class:`Limits`):
+
+* **per client**: at most ``per_client`` connections from one address; more are closed as
+  soon as they are accepted, leaving the rest of the ``total`` for the next honest client;
+* **slow requests**: a request must arrive whole (request line, headers, body) within
+  ``request_seconds`` of its first byte; trickling a header line every few seconds no
+  longer keeps a connection (waitress' own timeout counts idleness, which trickling
+  resets);
+* **idle connections** close after ``idle_seconds``.
+
+The control socket (a Unix socket, root or one group) has no such limits.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +21,81 @@ import grp
 import logging
 import os
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from waitress.server import create_server
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer, create_server
+from waitress.task import ThreadedTaskDispatcher
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    total: int = 64  # connections at once, all clients
+    per_client: int = 8  # connections at once from one address
+    request_seconds: float = 10.0  # from a request's first byte to its last
+    idle_seconds: float = 15.0  # a connection with no request in progress
+
+
+class _GuardedChannel(HTTPChannel):
+    """Remembers when the request in progress began."""
+
+    request_began = 0.0
+
+    def received(self, data: bytes) -> bool:
+        before = self.request
+        result: bool = super().received(data)
+        if self.request is not None and self.request is not before:
+            self.request_began = time.monotonic()
+        return result
+
+
+class _GuardedServer(TcpWSGIServer):
+    channel_class = _GuardedChannel
+    limits = Limits()
+
+    def handle_accept(self) -> None:
+        try:
+            accepted = self.accept()
+        except OSError:
+            return
+        if accepted is None:
+            return
+        conn, addr = accepted
+        client = addr[0]
+        mine = sum(1 for ch in self._channels() if ch.addr[0] == client)
+        if mine >= self.limits.per_client:
+            log.info("web: refused a connection from %s: it has %d open already", client, mine)
+            conn.close()
+            return
+        try:
+            self.set_socket_options(conn)
+        except OSError:
+            conn.close()
+            return
+        self.channel_class(self, conn, self.fix_addr(addr), self.adj,
+                           map=getattr(self, "_map"))  # noqa: B009 (not in the stubs)
+
+    def _channels(self) -> list[Any]:
+        # types-waitress types active_channels wrongly (a dict of channels by fileno).
+        channels: dict[int, Any] = getattr(self, "active_channels")  # noqa: B009
+        return list(channels.values())
+
+    def maintenance(self, now: Any) -> None:
+        super().maintenance(now)  # idle connections (adj.channel_timeout)
+        deadline = time.monotonic() - self.limits.request_seconds
+        for channel in self._channels():
+            request = channel.request
+            if request is not None and not request.completed \
+                    and channel.request_began < deadline:
+                log.info("web: closed a connection from %s: its request took longer than "
+                         "%g s", channel.addr[0], self.limits.request_seconds)
+                channel.will_close = True
 
 
 class WebServer:
@@ -20,15 +103,20 @@ class WebServer:
 
     def __init__(self, app: Any, *, name: str, host: str = "", port: int = 0,
                  unix_socket: Path | None = None, socket_group: str = "",
-                 max_request_bytes: int = 65536, threads: int = 4) -> None:
+                 max_request_bytes: int = 65536, threads: int = 4,
+                 limits: Limits | None = None) -> None:
         self.name = name
         self.unix_socket = unix_socket
+        self._stopping = False
+        limits = limits or Limits()
         options: dict[str, Any] = {
             "threads": threads,
             "max_request_body_size": max_request_bytes,
             "max_request_header_size": max(max_request_bytes, 16384),
-            "connection_limit": 64,
-            "channel_timeout": 30,
+            "connection_limit": limits.total,
+            "channel_timeout": limits.idle_seconds,
+            # How often idle and slow connections are looked for (waitress: 30 s).
+            "cleanup_interval": 1,
             "ident": "gatewayd",
             "clear_untrusted_proxy_headers": True,
             # How soon waitress' loop notices stop(); 1 s (the default) slows every restart.
@@ -40,9 +128,9 @@ class WebServer:
             # Socket mode is the access control: owner and (optionally) one group, nobody else.
             options.update(unix_socket=str(unix_socket),
                            unix_socket_perms="660" if socket_group else "600")
+            self._server: Any = create_server(app, **options)
         else:
-            options.update(host=host, port=port)
-        self._server = create_server(app, **options)
+            self._server = _guarded(app, host, port, limits, options)
         if unix_socket is not None and socket_group:
             try:
                 os.chown(unix_socket, -1, grp.getgrnam(socket_group).gr_gid)
@@ -52,12 +140,11 @@ class WebServer:
 
     @property
     def port(self) -> int:
-        # waitress' stubs type create_server's result as a union without these attributes.
-        return int(getattr(self._server, "effective_port"))  # noqa: B009
+        return int(self._server.effective_port)
 
     @property
     def host(self) -> str:
-        return str(getattr(self._server, "effective_host"))  # noqa: B009
+        return str(self._server.effective_host)
 
     def start(self) -> WebServer:
         self._thread.start()
@@ -66,21 +153,41 @@ class WebServer:
     def _run(self) -> None:
         try:
             self._server.run()
-        except Exception:  # pragma: no cover - logged for the watchdog's health check
-            log.exception("web server %s died", self.name)
+        except Exception:
+            if self._stopping:  # stop() closed the socket under the loop: expected
+                log.debug("web server %s stopped", self.name)
+            else:  # logged for the watchdog's health check
+                log.exception("web server %s died", self.name)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
         server = self._server
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=int(timeout))
         with contextlib.suppress(Exception):
             server.close()
         # Open keep-alive connections keep waitress' loop going: close them too.
-        for channel in list(getattr(server, "_map").values()):  # noqa: B009
+        for channel in list(server._map.values()):
             with contextlib.suppress(Exception):
                 channel.close()
         self._thread.join(timeout)
         if self.unix_socket is not None:
             self.unix_socket.unlink(missing_ok=True)
+
+
+def _guarded(app: Any, host: str, port: int, limits: Limits,
+             options: dict[str, Any]) -> _GuardedServer:
+    """waitress' TCP server for one address, with the per-client and deadline guards."""
+    adj = Adjustments(host=host, port=port, **options)
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    # One address: the portal listens on one (an IPv4 address or 0.0.0.0).
+    listen: list[tuple[int, int, int, Any]] = getattr(adj, "listen")  # noqa: B009 (stubs: str)
+    family, kind, proto, sockaddr = listen[0]
+    server = _GuardedServer(app, {}, True, None, dispatcher=dispatcher, adj=adj,
+                            sockinfo=(family, kind, proto, sockaddr))
+    server.limits = limits
+    return server
+

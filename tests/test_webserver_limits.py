@@ -1,0 +1,149 @@
+"""Issue 18, item 1: one client cannot take the portal from everyone else.
+
+An attacker on 127.0.0.1 (a hotspot guest, a LAN neighbour) opens connections and trickles
+headers; an honest client on 127.0.0.2 (the whole of 127/8 is loopback) must still be served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import http.client
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+from gatewayd.runtime.webserver import Limits, WebServer
+
+HONEST = "127.0.0.2"
+
+
+def app() -> Flask:
+    a = Flask("limits")
+
+    @a.get("/healthcheck")
+    def healthcheck() -> str:
+        return "OK"
+
+    return a
+
+
+@contextlib.contextmanager
+def server(limits: Limits) -> Iterator[WebServer]:
+    web = WebServer(app(), name="portal", host="127.0.0.1", port=0, limits=limits)
+    web._server.adj.asyncore_loop_timeout = 0.05
+    web.start()
+    try:
+        yield web
+    finally:
+        web.stop()
+
+
+def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                    source_address=(source, 0))
+    return sock
+
+
+def healthcheck(port: int, source: str = HONEST) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
+                                      source_address=(source, 0))
+    try:
+        conn.request("GET", "/healthcheck")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def closed_by_server(sock: socket.socket, timeout: float) -> bool:
+    """Whether the server closes ``sock`` within ``timeout`` (it never answers first)."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_one_address_cannot_use_up_the_connections() -> None:
+    limits = Limits(total=64, per_client=8)
+    with server(limits) as web:
+        hoard = []
+        try:
+            for _ in range(70):  # more than the whole server allows
+                hoard.append(connect(web.port))
+            # Everything beyond its share was closed at once, the rest stays open...
+            refused = [s for s in hoard[limits.per_client:] if closed_by_server(s, 5)]
+            assert len(refused) == len(hoard) - limits.per_client
+            # ...and the next honest client is served, again and again.
+            assert [healthcheck(web.port) for _ in range(3)] == [200, 200, 200]
+        finally:
+            for s in hoard:
+                s.close()
+
+
+def test_a_trickled_request_is_cut_off() -> None:
+    """One header line every so often resets an idle timer, not the request deadline."""
+    limits = Limits(request_seconds=1.0, idle_seconds=30.0)
+    with server(limits) as web:
+        sock = connect(web.port)
+        try:
+            sock.sendall(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            cut = False
+            # The attacker's pace (not a synchronisation): a line every 0.2 s for 20 s.
+            while not cut and time.monotonic() - started < 20:
+                try:
+                    sock.sendall(b"X-Trickle: 1\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    cut = True
+                    break
+                cut = closed_by_server(sock, 0.2)
+            assert cut, "the server kept a trickled request open"
+            assert healthcheck(web.port) == 200
+        finally:
+            sock.close()
+
+
+def test_idle_connections_are_closed() -> None:
+    with server(Limits(idle_seconds=1.0)) as web:
+        sock = connect(web.port)
+        try:
+            assert closed_by_server(sock, 15)
+        finally:
+            sock.close()
+
+
+def test_stopping_logs_no_error_when_the_loop_trips_on_its_closed_socket(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 18, item 12: Ctrl-C printed "web server ... died ... Bad file descriptor".
+
+    stop() closes the sockets under waitress' loop; when the loop is inside select() at that
+    moment it fails with EBADF. That race is forced here: the loop fails right after close.
+    """
+    caplog.set_level(logging.DEBUG, logger="gatewayd.runtime.webserver")
+    web = WebServer(app(), name="portal", host="127.0.0.1", port=0)
+    closed = threading.Event()
+    real_close = web._server.close
+
+    def close() -> None:
+        real_close()
+        closed.set()
+
+    def run() -> None:
+        closed.wait(30)
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    web._server.close = close
+    web._server.run = run
+    web.start()
+    web.stop()
+    assert not web.alive()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
