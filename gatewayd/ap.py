@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from typing import Any
 
+from sdbus import DbusFailedError
+
 from gatewayd.config import Config
 from gatewayd.credentials import WifiCredentials
 from gatewayd.identity import Identity
@@ -284,15 +286,20 @@ class NetworkManagerControl:
         best: dict[str, ScannedNetwork] = {}
         for path in await self._device.get_all_access_points():
             ap = AccessPoint(path, self._bus)
-            raw = await ap.ssid
-            if not raw:
-                continue  # hidden: not listed; the user types its name
-            ssid = raw.decode("utf-8", "replace")
-            net = ScannedNetwork(ssid, int(await ap.strength),
-                                 security_of(await ap.flags, await ap.wpa_flags,
-                                             await ap.rsn_flags))
-            if ssid not in best or net.signal > best[ssid].signal:
-                best[ssid] = net
+            try:
+                raw = await ap.ssid
+                if not raw:
+                    continue  # hidden: not listed; the user types its name
+                net = ScannedNetwork(raw.decode("utf-8", "replace"), int(await ap.strength),
+                                     security_of(await ap.flags, await ap.wpa_flags,
+                                                 await ap.rsn_flags))
+            except DbusFailedError:
+                # Gone between the listing and the read (NetworkManager re-exports its AP
+                # objects, e.g. when a scan ends): it is not there, so it is not listed.
+                log.debug("access point %s vanished while being read", path)
+                continue
+            if net.ssid not in best or net.signal > best[net.ssid].signal:
+                best[net.ssid] = net
         ordered = sorted(best.values(), key=lambda n: (-n.signal, n.ssid))
         self._cache = ordered[:SCAN_CACHE_LIMIT]
 
@@ -402,8 +409,11 @@ class NetworkManagerControl:
             return StepResult(False, Failure.TIMEOUT,
                               f"The Wi-Fi connection did not come up within {timeout:.0f} s. "
                               "Check that the network works and try again.")
-        except Exception as exc:
-            return StepResult(False, Failure.WIFI_FAILED, f"NetworkManager refused: {exc}")
+        except Exception as exc:  # the details are for the log, not for the user
+            log.warning("NetworkManager refused the connection: %s", exc)
+            return StepResult(False, Failure.WIFI_FAILED,
+                              "The hub's network service refused the connection. Try again; "
+                              "if it keeps failing, restart the hub.")
         finally:
             self._waiter = None
             self._switching = False

@@ -46,6 +46,12 @@ class NoOnboarding:
     async def begin(self, request: PairingRequest) -> None:
         raise PairingFailed("Pairing is not available: the onboarding service is not running.")
 
+    async def settle(self, timeout: float) -> None:
+        pass
+
+    async def has_uplink(self) -> bool:
+        return True
+
     def progress(self) -> Progress:
         return Progress(state="paired" if self.hub.state.paired else "unpaired", step=None,
                         attempt=None, last_failure=None, pairing_open=self.pairing_open,

@@ -94,6 +94,15 @@ class FakeOnboarding:
     def networks(self) -> list[dict[str, Any]]:
         return list(self._networks)
 
+    async def settle(self, timeout: float) -> None:
+        pass
+
+    async def has_uplink(self) -> bool:
+        # The portal tests pair "No Wi-Fi" hubs that are on a network (the LAN).
+        return self.uplink
+
+    uplink = True
+
     def note_activity(self) -> None:
         self.activity += 1
 

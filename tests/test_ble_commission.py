@@ -84,7 +84,8 @@ def nm(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
        ) -> Iterator[NetworkManagerMock]:
     # sdbus (hub) and dbus-fast (bleak) both find the private bus through the environment.
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", world.bus.address)
-    mock = NetworkManagerMock(world.bus, tmp_path / "nm").start()
+    # With an Ethernet port (unplugged): a test plugs it in to pair "No Wi-Fi" (cloud only).
+    mock = NetworkManagerMock(world.bus, tmp_path / "nm", ethernet=True).start()
     yield mock
     mock.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from gatewayd.config import Config, with_overrides
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.identity import Identity
 from gatewayd.onboarding.machine import Onboarding
-from gatewayd.onboarding.pairing import PairingRequest, PairingService
+from gatewayd.onboarding.pairing import InvalidRequest, PairingRequest, PairingService
 from gatewayd.onboarding.progress import Progress
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.onboarding.table import State
@@ -635,3 +636,82 @@ def test_wifi_first_then_cloud_on_a_real_broker(nm: NetworkManagerMock, tmp_path
             run(scenario())
     finally:
         broker.stop()
+
+
+def test_an_access_point_that_vanishes_while_being_read_is_skipped(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """The scan race (issue 18): NetworkManager lists an AP that is gone when its properties
+    are read. The attempt goes on; no raw D-Bus text ever reaches the user."""
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            assert "Cafe WPA3" in [n["ssid"] for n in ob.networks()]
+            nm.vanish_after_listing("Cafe WPA3")
+            await PairingService(ob, cfg.cloud).submit(
+                {**fields(WifiCredentials("HomeNet", "supersecret")), "hidden": True}, "test")
+            await until(ob, lambda: not ob.busy and ob.state is not None)
+            assert ob.state == State.ONLINE, ob.last_failure
+            assert "Cafe WPA3" not in [n["ssid"] for n in ob.networks()]
+
+    run(scenario())
+
+
+def test_a_refusing_network_manager_gives_a_sentence_not_dbus_text(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    store_for(cfg)
+    control = NetworkManagerControl(cfg, IDENTITY)
+
+    async def scenario() -> None:
+        await control.start(lambda up, reason: None)
+        try:
+            # An object path that is not a connection: NetworkManager answers with a D-Bus
+            # error whose text must stay in the log.
+            result = await control._activate("/org/freedesktop/NetworkManager/Settings/404", 2)
+        finally:
+            await control.stop()
+        assert not result.ok and result.failure == Failure.WIFI_FAILED
+        assert "org.freedesktop" not in result.reason and "Error" not in result.reason
+
+    run(scenario())
+
+
+def test_a_retry_as_soon_as_progress_shows_the_failure_is_taken(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """Issue 18: an app that retries the moment progress shows a failure was told "busy"
+    while the hotspot came back. The request now waits for the attempt's ending."""
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            service = PairingService(ob, cfg.cloud)
+            await service.submit(fields(WifiCredentials("HomeNet", "wrong-password")), "test")
+            # What the app does: poll progress, and retry the moment it shows the failure.
+            async with asyncio.timeout(30):
+                while ob.progress().last_failure is None:  # noqa: ASYNC110 (the app polls)
+                    await asyncio.sleep(0.002)
+            progress = await service.submit(fields(HOME), "test")
+            assert progress.state == "connecting" and progress.attempt is not None
+            await until(ob, lambda: ob.state == State.ONLINE, 30)
+
+    run(scenario())
+
+
+def test_a_wifi_hub_without_a_network_refuses_cloud_only_pairing(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """Issue 18: "No Wi-Fi" pairing on the hotspot would leave the hub with no network."""
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            with pytest.raises(InvalidRequest) as refused:
+                await PairingService(ob, cfg.cloud).submit(fields(None), "test")
+            assert refused.value.field == "ssid" and "not on a network" in str(refused.value)
+            assert ob.state == State.UNPAIRED and ob.progress().hotspot
+            assert active_ids(nm) == [HOTSPOT_ID] and store.state.cloud is None
+
+    run(scenario())

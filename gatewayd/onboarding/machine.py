@@ -36,7 +36,7 @@ from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.onboarding.pairing import PairingRequest
 from gatewayd.onboarding.progress import Attempt, LastFailure, Progress
 from gatewayd.onboarding.steps import CloudStep, Failure, StepResult, WifiControl
-from gatewayd.onboarding.table import TRANSITIONS, Event, State
+from gatewayd.onboarding.table import TRANSITIONS, Event, State, failure_event
 from gatewayd.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class Onboarding:
         self._hotspot_wanted = False  # offline longer than the grace period
         self._wifi_up = False  # the Wi-Fi client link is up (as far as onboarding saw)
         self._entering = False  # between a transition and the end of its side effects
+        # An attempt's outcome is known (and may show in progress) but not yet applied.
+        self._concluding = False
         self._listeners: list[Listener] = []
         self._attempt_task: asyncio.Task[None] | None = None
         self._offline_task: asyncio.Task[None] | None = None
@@ -112,6 +114,20 @@ class Onboarding:
     def note_activity(self) -> None:
         """A person is using the hotspot portal: periodic client retries wait for them."""
         self.last_activity = self.clock()
+
+    async def settle(self, timeout: float) -> None:
+        """Return once no transition is under way (nor an attempt's ending, whose failure
+        progress may already show), or after ``timeout``."""
+        if self._entering or self._concluding:
+            with contextlib.suppress(TimeoutError):
+                await self.wait_for(lambda: not (self._entering or self._concluding), timeout)
+
+    async def has_uplink(self) -> bool:
+        """On a network: Ethernet carrier, or a client of its Wi-Fi (an Ethernet-only hub,
+        without Wi-Fi control, is taken to have its cable)."""
+        if self.wifi is None or self.on_wifi:
+            return True
+        return await self.wifi.ethernet_connected()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
         async with self.changed:
@@ -278,9 +294,21 @@ class Onboarding:
             result, applied = await self._attempt(wifi, cloud, timeout, saved)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # an attempt must always end in a state, never hang
-            log.exception("pairing attempt crashed")
-            result = StepResult(False, Failure.WIFI_FAILED, f"internal error: {exc}")
+        except Exception:  # an attempt must always end in a state, never hang
+            log.exception("pairing attempt crashed")  # the details: for the log only
+            result = StepResult(False, Failure.WIFI_FAILED,
+                                "The hub hit an internal error while connecting. Try again; "
+                                "if it keeps failing, restart the hub.")
+        self._concluding = True
+        try:
+            await self._conclude(result, applied, cloud, saved, timeout)
+        finally:
+            self._concluding = False
+            await self._notify_changed()
+
+    async def _conclude(self, result: StepResult, applied: WifiCredentials | None,
+                        cloud: CloudCredentials | None, saved: bool, timeout: float) -> None:
+        """Apply an attempt's outcome: store what was proven, or undo and say why."""
         if result.ok:
             if not saved:
                 # Only what was proven: a network not applied (Ethernet) is not stored;
@@ -314,28 +342,14 @@ class Onboarding:
             # Put the last working network back, so a failed re-pairing costs nothing.
             back = await self.wifi.reconnect_saved(previous, timeout)
             self._wifi_up = back.ok
-        event = self._failure_event()
+        st = self.store.state
+        event = failure_event(paired=st.paired, wifi_saved=st.wifi is not None,
+                              off_saved_wifi=self.wifi is not None and not self.on_wifi)
         if event == Event.FAILED_SAVED and not self.store.state.paired:
             # A hub that is not paired has no cloud duty to wait for: the hotspot comes
             # back at once (with the reason), and the saved network is retried from there.
             self._hotspot_wanted = True
         await self._fire(event)
-
-    def _failure_event(self) -> Event:
-        """Where a failed attempt lands: the one place that decides it.
-
-        - paired (a cloud account is stored): ``offline``, the old credentials stand;
-        - a Wi-Fi network is stored but the hub is not on it: ``offline`` (hotspot and
-          periodic retries of the saved network);
-        - otherwise ``unpaired``: with the hotspot when off any network, or still on the
-          LAN when only the cloud part failed on a hub that joined Wi-Fi before.
-        """
-        st = self.store.state
-        if st.paired:
-            return Event.FAILED_SAVED
-        if st.wifi is not None and self.wifi is not None and not self.on_wifi:
-            return Event.FAILED_SAVED
-        return Event.FAILED
 
     async def _attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,
                        timeout: float, saved: bool

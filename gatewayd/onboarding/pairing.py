@@ -94,6 +94,7 @@ class PairingFailed(PairingError):
 
 
 BUSY_MESSAGE = "A pairing attempt is already in progress; wait for its result."
+SETTLE_WAIT = 5.0  # how long a request waits for a transition (not an attempt) to end
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,15 @@ class Onboarding(Protocol):
 
     def progress(self) -> Progress: ...
 
+    async def settle(self, timeout: float) -> None:
+        """Return once no transition is under way (an attempt that just ended brings the
+        hotspot back), or after ``timeout``."""
+        ...
+
+    async def has_uplink(self) -> bool:
+        """Whether the hub is on a network (Ethernet carrier, or a client of its Wi-Fi)."""
+        ...
+
 
 Fields = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
 
@@ -250,8 +260,11 @@ class PairingService:
         only once pairing is known to be open, and raises :class:`InvalidRequest`. Runs on
         the loop, in one go, so no request slips in between a check and the attempt.
         """
+        # An attempt that has just failed still brings its hotspot back for a moment: an app
+        # that retries as soon as progress shows the failure must not be told "busy".
+        await self.onboarding.settle(SETTLE_WAIT)
         try:
-            request = self._check(fields, source, allow_wifi_only)
+            request = await self._check(fields, source, allow_wifi_only)
         except PairingError as exc:
             self.refusals[exc.code] += 1
             raise
@@ -260,7 +273,8 @@ class PairingService:
         self.accepted += 1
         return self.onboarding.progress()
 
-    def _check(self, fields: Fields, source: str, allow_wifi_only: bool) -> PairingRequest:
+    async def _check(self, fields: Fields, source: str,
+                     allow_wifi_only: bool) -> PairingRequest:
         # Busy first: pairing is closed while an attempt runs, and "already paired" would
         # be the wrong answer to a second request during it.
         if self.onboarding.busy:
@@ -268,7 +282,12 @@ class PairingService:
         if not self.onboarding.pairing_open:
             raise NotInPairingMode(f"This hub is already paired. {RESET_HINT}")
         raw = fields() if callable(fields) else fields
-        return self.parse(raw, source, allow_wifi_only=allow_wifi_only)
+        request = self.parse(raw, source, allow_wifi_only=allow_wifi_only)
+        if request.wifi is None and self.wifi_enabled and not await self.onboarding.has_uplink():
+            # "No Wi-Fi" pairing needs a network: a Wi-Fi hub on its hotspot has none.
+            raise InvalidRequest("ssid: this hub is not on a network yet: send the Wi-Fi "
+                                 "network (ssid and psk) with the account", "ssid")
+        return request
 
     def status(self) -> dict[str, Any]:
         """The ``pairing`` section of ``gatewayctl status``: requests taken and refused."""

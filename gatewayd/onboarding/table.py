@@ -32,7 +32,7 @@ class Event(enum.StrEnum):
 
 # The whole behaviour in one table: (state, event) -> next state. ``None`` as the
 # current state means "before boot". A missing pair is an event the state ignores.
-# Which failure event an attempt ends with is decided in one place, _failure_event.
+# Which failure event an attempt ends with is decided in one place, failure_event.
 TRANSITIONS: dict[tuple[State | None, Event], State] = {
     (None, Event.BOOT_UNPAIRED): State.UNPAIRED,
     (None, Event.BOOT_PAIRED): State.CONNECTING,
@@ -52,3 +52,17 @@ TRANSITIONS: dict[tuple[State | None, Event], State] = {
     (State.ONLINE, Event.RESET): State.UNPAIRED,
     (State.OFFLINE, Event.RESET): State.UNPAIRED,
 }
+
+
+def failure_event(*, paired: bool, wifi_saved: bool, off_saved_wifi: bool) -> Event:
+    """Where a failed attempt lands: the one place that decides it.
+
+    - paired (a cloud account is stored): ``offline``, the old credentials stand;
+    - a Wi-Fi network is stored but the hub is not on it: ``offline`` (hotspot and
+      periodic retries of the saved network);
+    - otherwise ``unpaired``: with the hotspot when off any network, or still on the
+      LAN when only the cloud part failed on a hub that joined Wi-Fi before.
+    """
+    if paired or (wifi_saved and off_saved_wifi):
+        return Event.FAILED_SAVED
+    return Event.FAILED

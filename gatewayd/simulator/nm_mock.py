@@ -236,6 +236,11 @@ class NetworkManagerMock:
         return [str(self._mock("AddWifiNetwork", json.dumps(ap), signature="s"))
                 for ap in specs]
 
+    def vanish_after_listing(self, ssid: str) -> None:
+        """The scan race: the next listing names this network, whose APs are gone by the
+        time they are read."""
+        self._mock("VanishAfterListing", ssid, signature="s")
+
     def set_internet(self, online: bool) -> None:
         self._mock("SetInternet", dbus.Boolean(online), signature="b")
 

@@ -40,6 +40,9 @@ SSID disappears (AccessPointRemoved); a client connected to it fails with SSID_N
 stays offline. ``AddWifiNetwork(s json) -> o``: one AP appears (same keys as in
 ``access_points``); autoconnect runs, so "network comes back -> hub goes online again" works
 (while a hotspot runs the AP stays invisible until it stops, and "/" is returned).
+``VanishAfterListing(s ssid)``: the next GetAccessPoints/GetAllAccessPoints still lists that
+network's APs, which are gone (AccessPointRemoved) by the time the client reads them, as
+NetworkManager re-exporting its AP objects does (a scan race clients must survive).
 ``SetInternet(b)``: switch Connectivity FULL <-> LIMITED. ``SetEthernetCarrier(b)``: plug or
 unplug the cable: UNAVAILABLE(20, CARRIER 40) / DISCONNECTED then autoconnect.
 ``DescribeState() -> s``: JSON snapshot of devices (with their active connection), radio
@@ -60,7 +63,7 @@ from gatewayd.simulator.nm.template import load, world
 
 __all__ = ["BUS_NAME", "IS_OBJECT_MANAGER", "MAIN_OBJ", "SYSTEM_BUS", "AddWifiNetwork",
            "DescribeState", "DropWifi", "RemoveWifiNetwork", "SetEthernetCarrier",
-           "SetInternet", "load"]
+           "SetInternet", "VanishAfterListing", "load"]
 
 SYSTEM_BUS = True
 IS_OBJECT_MANAGER = True
@@ -87,6 +90,12 @@ def AddWifiNetwork(_self: Any, spec: str) -> str:
     """One AP appears; spec is JSON like an ``access_points`` entry. Returns its path."""
     path: str = dbus.ObjectPath(world().add_network(json.loads(spec)))
     return path
+
+
+@dbus.service.method(MOCK_IFACE, in_signature="s", out_signature="")
+def VanishAfterListing(_self: Any, ssid: str) -> None:
+    """The network's APs vanish right after the next listing of access points."""
+    world().vanish_after_listing(str(ssid).encode())
 
 
 @dbus.service.method(MOCK_IFACE, in_signature="b", out_signature="")

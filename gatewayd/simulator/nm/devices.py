@@ -131,9 +131,10 @@ def add_wifi(w: World, parameters: dict[str, Any]) -> None:
     o.AddMethods(WIRELESS_IFACE, [
         ("RequestScan", "a{sv}", "", lambda _o, opts: w.request_scan(dev, opts)),
         ("GetAccessPoints", "", "ao",
-         lambda _o: paths(p for p in o.props[WIRELESS_IFACE]["AccessPoints"]
-                          if bytes(obj(p).props[AP_IFACE]["Ssid"]))),
-        ("GetAllAccessPoints", "", "ao", lambda _o: o.props[WIRELESS_IFACE]["AccessPoints"]),
+         lambda _o: w.listed(paths(p for p in o.props[WIRELESS_IFACE]["AccessPoints"]
+                                   if bytes(obj(p).props[AP_IFACE]["Ssid"])))),
+        ("GetAllAccessPoints", "", "ao",
+         lambda _o: w.listed(list(o.props[WIRELESS_IFACE]["AccessPoints"]))),
     ])
     register_device(w, dev)
 

@@ -96,6 +96,7 @@ class WorldState:
         self.step_ms = int(params.get("step_ms", 10))
         self.scan_ms = int(params.get("scan_ms", 30))
         self.internet = bool(params.get("internet", True))
+        self.vanishing: set[bytes] = set()  # networks that vanish right after a listing
         self.client_ipv4 = parse_cidr(str(params.get("client_ipv4", "192.168.1.57/24")))
         self.ethernet_ipv4 = parse_cidr(str(params.get("ethernet_ipv4", "192.168.1.58/24")))
         self.ids: dict[str, itertools.count[int]] = {}

@@ -85,6 +85,18 @@ class World(ProfileWorld):
         self.autoconnect_soon()
         return ap.path or "/"
 
+    def vanish_after_listing(self, ssid: bytes) -> None:
+        """The next listing of access points still names this network's APs, which are
+        gone by the time a client reads them (NetworkManager re-exports AP objects)."""
+        self.vanishing.add(ssid)
+
+    def listed(self, listing: Any) -> Any:
+        """A listing, then the vanishing networks (vanish_after_listing) go out of range."""
+        for ssid in list(self.vanishing):
+            self.vanishing.discard(ssid)
+            self.remove_network(ssid)
+        return listing
+
     def remove_network(self, ssid: bytes) -> int:
         gone = [ap for ap in self.radio if ap.ssid == ssid]
         for ap in gone:
