@@ -17,6 +17,9 @@ from gatewayd.ctl.platform import add_platform_commands
 from gatewayd.ctl.zigbee import add_zigbee_commands
 from gatewayd.state import StateStore
 
+# What a full reset forgets besides the credentials: the Zigbee network (gatewayd.bridge).
+ZIGBEE_FILES = ("zigbee.db", "zigbee.db-wal", "zigbee.db-shm", "zigbee.db-journal")
+
 
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
     emit(args, client.request("GET", "status"))
@@ -24,11 +27,33 @@ def cmd_status(args: argparse.Namespace, client: Client) -> int:
 
 
 def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
-    """Reset the state directory directly: the daemon refuses to start on a corrupt state."""
-    state_dir = args.state_dir or _config(args).state_dir
-    store = StateStore(Path(state_dir), _config(args).hub.setup_code)
+    """Reset the state directory directly: the daemon refuses to start on a corrupt state.
+
+    The directory is the one the options name: ``--state-dir``, else the simulator's
+    (``--sim DIR``: its sim.json, or DIR/state), else the config's. ``--full`` also forgets
+    the Zigbee network, as the daemon's full reset does.
+    """
+    state_dir = Path(args.state_dir or _sim_state_dir(args) or _config(args).state_dir)
+    store = StateStore(state_dir, _config(args).hub.setup_code)
     state = store.reset()
-    return {"reset": True, "offline": True, "state_dir": str(state_dir), **state.redacted()}
+    forgotten = []
+    if args.full:
+        for name in ZIGBEE_FILES:
+            path = state_dir / name
+            if path.exists():
+                path.unlink()
+                forgotten.append(name)
+    return {"reset": True, "offline": True, "state_dir": str(state_dir), "full": args.full,
+            "forgotten": forgotten, **state.redacted()}
+
+
+def _sim_state_dir(args: argparse.Namespace) -> str | None:
+    if not args.sim:
+        return None
+    sim_json = Path(args.sim) / "sim.json"
+    if sim_json.exists():
+        return str(json.loads(sim_json.read_text())["state_dir"])
+    return str(Path(args.sim) / "state")
 
 
 def cmd_reset(args: argparse.Namespace, client: Client) -> int:
@@ -81,8 +106,10 @@ def resolve_socket(args: argparse.Namespace) -> Path:
     if args.socket:
         return Path(args.socket)
     if args.sim:
-        sim = json.loads((Path(args.sim) / "sim.json").read_text())
-        return Path(sim["control_socket"])
+        sim_json = Path(args.sim) / "sim.json"
+        if not sim_json.exists():  # the simulator never got ready: its default place
+            return Path(args.sim) / "run" / "control.sock"
+        return Path(json.loads(sim_json.read_text())["control_socket"])
     env = os.environ.get("GATEWAYD_SOCKET")
     if env:
         return Path(env)
@@ -122,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return code
+    except BrokenPipeError:
+        # The reader went away (`gatewayctl devices | head`): nothing is wrong. Point stdout
+        # at /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         client = Client(resolve_socket(args))
@@ -134,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"error": str(exc)}))
         print(f"gatewayctl: {exc}", file=sys.stderr)
         return exc.code
+    except BrokenPipeError:
+        raise
     except (OSError, ValueError, KeyError) as exc:
         print(f"gatewayctl: {exc}", file=sys.stderr)
         return EXIT_ERROR
