@@ -23,8 +23,15 @@ if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Another apt or dpkg (unattended-upgrades on a fresh machine) may hold the lock: wait
+  # for it, up to 10 minutes, instead of failing at once.
+  lock=(-o DPkg::Lock::Timeout=600)
+  if command -v fuser >/dev/null && fuser /var/lib/dpkg/lock-frontend >/dev/null 2>&1; then
+    echo "setup: another apt/dpkg process is running; waiting for it (up to 10 minutes)"
+  fi
+  $SUDO apt-get "${lock[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${lock[@]}" install -y -qq \
+    --no-install-recommends "${missing[@]}"
 fi
 # The Debian mosquitto package enables its system service; our tests start their own.
 
