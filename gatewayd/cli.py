@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-platform", action="store_true",
                    help="with --simulate: no built-in Business Platform; bring your own "
                         "(sim.json gives its broker credentials, mqtt.platform)")
+    p.add_argument("--ethernet", action="store_true",
+                   help="with --simulate: the hub also has eth0 with its cable plugged in "
+                        "(default: a Wi-Fi-only hub)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
                    help="override [logging] level")
     return p
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         from gatewayd.simulator.run import run_simulator
 
         return run_simulator(config, args.workdir, redactor,
-                             platform=not args.no_platform)
+                             platform=not args.no_platform, ethernet=args.ethernet)
     return run_daemon(config, redactor)
 
 

@@ -34,9 +34,9 @@ def http_get(url: str) -> tuple[int, str]:
 
 
 class Sim:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *options: str) -> None:
         self.workdir = workdir
-        self.proc = Gatewayd(["--simulate", "--workdir", str(workdir)])
+        self.proc = Gatewayd(["--simulate", "--workdir", str(workdir), *options])
         sim_json = workdir / "sim.json"
         wait_for(lambda: sim_json.exists() or self.proc.proc.poll() is not None, 60, "sim.json")
         assert self.proc.proc.poll() is None, self.proc.output()
@@ -58,6 +58,21 @@ def sim(tmp_path: Path) -> Iterator[Sim]:
     s = Sim(tmp_path / "sim")
     yield s
     assert s.proc.stop(signal.SIGINT, timeout=30) == 0, s.proc.output()
+
+
+def test_a_hub_on_ethernet_pairs_cloud_only(tmp_path: Path) -> None:
+    """`--ethernet`: the cable gives the hub its uplink, so "No Wi-Fi" pairing is fine."""
+    sim = Sim(tmp_path / "sim", "--ethernet")
+    try:
+        assert sim.info["network"] == {"wifi_interface": "wlan0", "ethernet_interface": "eth0"}
+        account = sim.info["account"]
+        params = {"wsp": account["wsp"], "token": account["token"],
+                  "host": sim.info["mqtt"]["host"], "brport": str(sim.info["mqtt"]["port"])}
+        assert http_get(sim.pair_url(**params)) == (200, "OK")
+        wait_for(lambda: sim.status()["state"] == "online", 30, "online")
+        assert sim.status()["wifi"] is None or not sim.status()["wifi"].get("ssid")
+    finally:
+        assert sim.proc.stop(signal.SIGINT, timeout=30) == 0, sim.proc.output()
 
 
 def nm_connection_ids(sim: Sim) -> list[str]:
@@ -181,7 +196,11 @@ def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
     with monitor_for(sim) as monitor:
         params = {"wsp": account["wsp"], "token": account["token"],
                   "host": sim.info["mqtt"]["host"], "brport": str(sim.info["mqtt"]["port"])}
-        http_get(sim.pair_url(**params))  # the "No Wi-Fi" variant: cloud only
+        # A Wi-Fi-only hub refuses the "No Wi-Fi" variant: it would drop its hotspot and be
+        # left with no network at all.
+        code, body = http_get(sim.pair_url(**params))
+        assert code == 400 and "ssid" in body and sim.status()["state"] == "unpaired", body
+        assert http_get(sim.pair_url(ssid="HomeNet", psk="supersecret", **params))[0] == 200
         wait_for(lambda: sim.status()["state"] == "online", 30, "online")
         assert ctl_json("--sim", workdir, "permit-join", "60")["permit_join"] == 60
         ieee = ctl_json("--sim", workdir, "zigbee", "sim", "join", "kind=plug")["result"]
@@ -228,8 +247,8 @@ def test_portal_permit_join_needs_the_admin_password_once_paired(sim: Sim) -> No
     assert http_post_json(url, {"seconds": 999})[0] == 400
     assert http_post_json(url, {"seconds": 5}, {"Origin": "http://evil.example"})[0] == 403
     account, mqtt = sim.info["account"], sim.info["mqtt"]
-    http_get(sim.pair_url(wsp=account["wsp"], token=account["token"], host=mqtt["host"],
-                          brport=str(mqtt["port"])))
+    http_get(sim.pair_url(ssid="HomeNet", psk="supersecret", wsp=account["wsp"],
+                          token=account["token"], host=mqtt["host"], brport=str(mqtt["port"])))
     wait_for(lambda: sim.status()["state"] == "online", 30, "online")
     code, body = http_post_json(url, {"seconds": 30})
     assert code == 401 and body["error"]["code"] == "unauthorized"

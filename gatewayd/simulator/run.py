@@ -20,12 +20,12 @@ log = logging.getLogger(__name__)
 
 
 def run_simulator(config: Config, workdir: Path | None, redactor: Redactor, *,
-                  platform: bool = True) -> int:
+                  platform: bool = True, ethernet: bool = False) -> int:
     workdir = (workdir or Path(tempfile.mkdtemp(prefix="gatewayd-sim-"))).resolve()
     sim_json = workdir / "sim.json"
     sim_json.unlink(missing_ok=True)
     log.info("starting the simulated world in %s", workdir)
-    world = SimWorld(workdir, with_platform=platform)
+    world = SimWorld(workdir, with_platform=platform, ethernet=ethernet)
     try:
         world.start()
         assert world.bus is not None

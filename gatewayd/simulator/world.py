@@ -29,6 +29,8 @@ class SimWorld:
     with_nm: bool = True
     with_bluez: bool = True
     with_platform: bool = True
+    # A cable in eth0 with a working network (`--ethernet`); without it the hub is Wi-Fi only.
+    ethernet: bool = False
     bus: PrivateBus | None = None
     nm: Any = None
     bluez: Any = None
@@ -50,7 +52,8 @@ class SimWorld:
 
                 self.access_points = [dict(ap) for ap in DEFAULT_ACCESS_POINTS]
                 self.nm = NetworkManagerMock(self.bus, self.workdir / "nm", self.access_points,
-                                             wifi_mac=SIM_WIFI_MAC)
+                                             wifi_mac=SIM_WIFI_MAC, ethernet=self.ethernet,
+                                             ethernet_connected=self.ethernet)
                 self.nm.start()
             if self.with_bluez:
                 from gatewayd.simulator.bluez_mock import BluezMock
@@ -122,6 +125,8 @@ class SimWorld:
                                        "hidden": ap.get("hidden", False)}
                           for ap in self.access_points}.values()),  # one per SSID
         }
+        info["network"] = {"wifi_interface": "wlan0",
+                           "ethernet_interface": "eth0" if self.ethernet else None}
         if self.bluez is not None:
             info["ble"] = {"hub_adapter": "hci0", "phone_adapter": "hci1"}
         return info
