@@ -335,8 +335,9 @@ _cmd(0x0116, "getNetworkKeyInfo", None,
 _cmd(0x010C, "getApsKeyInfo", {"context": SEC_MAN_CONTEXT},
      {"status": STATUS, "keyData": SEC_MAN_APS_KEY_METADATA, "context": SEC_MAN_CONTEXT})
 _cmd(0x010E, "importLinkKey", {"index": U8, "address": EUI64, "key": KEY}, ST)
-_LINK_KEY_EXPORT: dict[str, Codec] = {"status": STATUS, "context": SEC_MAN_CONTEXT, "plaintextKey": KEY,
-                    "keyData": SEC_MAN_APS_KEY_METADATA}
+_LINK_KEY_EXPORT: dict[str, Codec] = {
+    "status": STATUS, "context": SEC_MAN_CONTEXT, "plaintextKey": KEY,
+    "keyData": SEC_MAN_APS_KEY_METADATA}
 _cmd(0x010F, "exportLinkKeyByIndex", {"index": U8}, _LINK_KEY_EXPORT)
 _cmd(0x010D, "exportLinkKeyByEui", {"eui64": EUI64}, _LINK_KEY_EXPORT)
 _cmd(0x0110, "checkKeyContext", {"context": SEC_MAN_CONTEXT}, ST)
