@@ -7,8 +7,8 @@ import asyncio
 import enum
 from typing import Any
 
-import pytest
 import bellows.types as bt
+import pytest
 import zigpy.types as zt
 from bellows.ezsp.v14.commands import COMMANDS as BELLOWS_V14
 
