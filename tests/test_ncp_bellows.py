@@ -19,6 +19,7 @@ import zigpy.exceptions
 import zigpy.types as t
 from bellows.zigbee.application import ControllerApplication
 
+from gatewayd.simulator.ncp.air import KINDS
 from gatewayd.simulator.ncp.control import ControlClient
 from gatewayd.simulator.ncp.emulator import Emulator
 from tests.helpers import run_async
@@ -211,6 +212,57 @@ def test_silenced_device_is_a_delivery_failure(tmp_path: Path) -> None:
             await ctl.call("silence", ieee=PLUG, silent=False)
             await dev.endpoints[1].on_off.on()
             assert emu.air.device(PLUG).value("on_off", "on_off") == 1
+        await app.shutdown()
+        await emu.stop()
+
+    run_async(main(), 60)
+
+
+class Commands:
+    """A client cluster listener: the cluster commands a device sent."""
+
+    def __init__(self, events: Events) -> None:
+        self.events = events
+        self.seen: list[int] = []
+
+    def cluster_command(self, tsn: int, command_id: int, args: Any) -> None:
+        self.seen.append(command_id)
+        self.events.changed.set()
+
+
+def test_whole_catalog_joins_and_survives_an_emulator_restart(tmp_path: Path) -> None:
+    kinds = sorted(KINDS)
+    state = tmp_path / "ncp.json"
+
+    async def main() -> None:
+        # Every kind waits in pairing mode and joins once joining is permitted.
+        emu = await Emulator(state, devices=kinds).start()
+        app, events = await start_app(emu, tmp_path)
+        await app.permit(60)
+        await events.wait("initialized", len(kinds), timeout=30)
+        models = {dev.model for dev in events.seen["initialized"]}
+        assert models == {KINDS[k]["model"] for k in kinds}
+        button = next(d for d in events.seen["initialized"] if d.model == "Virtual Button")
+        commands = Commands(events)
+        button.endpoints[1].out_clusters[0x0006].add_listener(commands)
+        async with ControlClient(emu.control_port or 0) as ctl:
+            await ctl.call("command", ieee=str(button.ieee), cluster="on_off",
+                           command="toggle")
+            await events.until(lambda: commands.seen == [0x02], 5, "the button's toggle")
+        light = next(d for d in events.seen["initialized"] if d.model == "Virtual Light")
+        await light.endpoints[11].level.move_to_level(level=100, transition_time=0)
+        await app.shutdown()
+        await emu.stop()
+
+        # The emulator restarts from its state file: same devices, same state.
+        emu = await Emulator(state).start()
+        assert len(emu.air.devices) == len(kinds)
+        assert emu.air.device(str(light.ieee)).value("level", "current_level") == 100
+        app, events = await start_app(emu, tmp_path)
+        light = app.get_device(ieee=light.ieee)
+        await light.endpoints[11].on_off.on()
+        assert emu.air.device(str(light.ieee)).value("on_off", "on_off") == 1
+        assert formed(emu) == 0
         await app.shutdown()
         await emu.stop()
 
