@@ -83,7 +83,9 @@ class Nvram:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Nvram:
+    def from_json(cls, data: Any) -> Nvram:
+        if not isinstance(data, dict):
+            raise StateFileError("not a JSON object")
         if data.get("version") != STATE_VERSION:
             raise StateFileError(f"unknown state version {data.get('version')!r}")
         network = data.get("network")
@@ -134,7 +136,7 @@ class Store:
             return Nvram.fresh()
         try:
             return Nvram.from_json(json.loads(self.path.read_text()))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, StateFileError) as exc:
             raise StateFileError(f"{self.path} is not an NCP emulator state file ({exc}); "
                                  "delete it to start with an empty NCP") from None
 
