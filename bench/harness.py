@@ -30,8 +30,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gatewayd.cloud_net import tcp_no_delay
-from gatewayd.ctl import Client
+from gatewayd.cloud.net import tcp_no_delay
+from gatewayd.ctl.main import Client
 from gatewayd.simulator.broker import MONITOR_USER
 from gatewayd.simulator.procs import free_port
 from gatewayd.simulator.world import SimWorld

@@ -24,7 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gatewayd.cloud_net import tcp_no_delay
+from gatewayd.cloud.net import tcp_no_delay
 
 MAX_RECORDS = 2_000_000  # a bound even for a mistaken "keep" on a long flood
 

@@ -20,7 +20,7 @@ from typing import Any
 from gatewayd.config import Config
 from gatewayd.credentials import WifiCredentials
 from gatewayd.identity import Identity
-from gatewayd.onboarding import Failure, StepResult
+from gatewayd.onboarding.steps import Failure, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def client_profile(wifi: WifiCredentials, interface: str, security: str | None
 
 
 class NetworkManagerControl:
-    """The :class:`~gatewayd.onboarding.WifiControl` on the system bus."""
+    """The :class:`~gatewayd.onboarding.machine.WifiControl` on the system bus."""
 
     def __init__(self, config: Config, identity: Identity, bus: Any = None) -> None:
         self.config = config

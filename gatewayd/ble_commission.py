@@ -17,9 +17,10 @@ presets (``[cloud]``) an Improv provisioning pairs the hub completely; without o
 "Wi-Fi first, cloud later": the hub joins the network, stays unpaired with pairing open on
 the LAN, and the Improv result is the panel's URL there, where the user adds the account.
 
-Both services reach the rest of the hub only through this class (the ``improv_*`` and
-``secure_*`` methods), which hands pairing to the one :class:`~gatewayd.pairing.PairingService`
-and follows :class:`~gatewayd.onboarding.Onboarding` for progress.
+Both services reach the rest of the hub only through their hosts
+(:mod:`gatewayd.ble.hosts`), which hand pairing to the one front door,
+:meth:`gatewayd.onboarding.pairing.PairingService.submit`; this class follows
+:class:`~gatewayd.onboarding.machine.Onboarding` for progress.
 """
 
 from __future__ import annotations
@@ -27,20 +28,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import platform
-import socket
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gatewayd import __version__, ble_secure, improv
-from gatewayd.ble_gatt import Advertisement, Application, Peripheral, adapter_path
+from gatewayd.ble import improv_codec, improv_service, secure_protocol, secure_service
+from gatewayd.ble.advertisement import Advertisement
+from gatewayd.ble.gatt import Application, adapter_path
+from gatewayd.ble.hosts import (
+    HubView,
+    ImprovHubHost,
+    SecureHubHost,
+    improv_provisioned,
+    truncate,
+)
+from gatewayd.ble.peripheral import Peripheral
 from gatewayd.config import Config
 from gatewayd.identity import Identity
-from gatewayd.improv import Capability, Error, ImprovRefused
-from gatewayd.onboarding import Onboarding, State
-from gatewayd.pairing import InvalidRequest, PairingError, PairingRequest, PairingService
+from gatewayd.onboarding.machine import Onboarding
+from gatewayd.onboarding.pairing import PairingService
+from gatewayd.onboarding.progress import Progress
+from gatewayd.onboarding.table import State
 from gatewayd.state import StateStore
 
 if TYPE_CHECKING:
@@ -88,27 +96,27 @@ class BleCommissioner:
         self.clock = clock
         self.close_delay = close_delay
         self._panel_url = panel_url or self._default_panel_url
-        self._identify = identify
-        self._set_hostname = set_hostname
-        self._set_device_name = set_device_name
-        self.local_name = _truncate(identity.render(config.ble.name_template), MAX_LOCAL_NAME)
-        self.improv = improv.ImprovService(
-            self, authorization_seconds=config.ble.authorization_seconds, clock=clock)
+        self.hub = HubView(config, identity, store, onboarding, pairing,
+                           truncate(identity.render(config.ble.name_template), MAX_LOCAL_NAME))
+        self.improv_host = ImprovHubHost(self.hub, identify=identify, set_hostname=set_hostname,
+                                         set_device_name=set_device_name, renamed=self._renamed,
+                                         max_name=MAX_LOCAL_NAME)
+        self.improv = improv_service.ImprovService(
+            self.improv_host, authorization_seconds=config.ble.authorization_seconds,
+            clock=clock)
         self.improv.on_state = self._on_improv_state
-        self.secure = ble_secure.SecureService(self, device_id=identity.device_id,
-                                               max_failures=config.ble.max_failures,
-                                               clock=clock)
-        self._improv_wifi_only = False
-        self.improv_problem = self._improv_problem()
+        self.secure = secure_service.SecureService(SecureHubHost(self.hub),
+                                                   device_id=identity.device_id,
+                                                   max_failures=config.ble.max_failures,
+                                                   clock=clock)
         self.peripheral: Peripheral | None = None
         self._app: Application | None = None
         self._adv: Advertisement | None = None
         self._deadline: float | None = None
         self._opened_by: str | None = None
         self._closed_reason: str | None = None
-        self._improv_attempt: str | None = None
         self._last_state: State | None = None
-        self._events: asyncio.Queue[tuple[State, dict[str, Any]]] = asyncio.Queue(maxsize=64)
+        self._events: asyncio.Queue[tuple[State, Progress]] = asyncio.Queue(maxsize=64)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slot: SdBusSlot | None = None
         self._lock = asyncio.Lock()
@@ -134,6 +142,15 @@ class BleCommissioner:
         return self.peripheral is not None
 
     @property
+    def local_name(self) -> str:
+        return self.hub.name
+
+    @property
+    def improv_problem(self) -> str | None:
+        """Why Improv is not offered (None: it is)."""
+        return self.improv_host.problem
+
+    @property
     def improv_enabled(self) -> bool:
         return self.improv_problem is None
 
@@ -141,28 +158,7 @@ class BleCommissioner:
     def improv_wifi_only(self) -> bool:
         """Improv gives the hub Wi-Fi only (no complete cloud account in the presets): the
         cloud part is paired later over the LAN (panel, ``/pair``) or the secure service."""
-        return self._improv_wifi_only
-
-    def _improv_problem(self) -> str | None:
-        """Why Improv is not offered, or None. Improv carries only an SSID and passphrase:
-        with complete cloud presets it pairs fully, otherwise it gives the hub Wi-Fi only."""
-        self._improv_wifi_only = False
-        if not self.config.ble.improv:
-            return "disabled in the config ([ble] improv)"
-        if not self.pairing.wifi_enabled or not self.config.hotspot.enabled:
-            return "this hub has no Wi-Fi"
-        try:
-            request = self._improv_request("improv-probe", "")
-        except InvalidRequest as exc:  # presets that do not validate
-            return f"Improv Wi-Fi settings would be refused: {exc.message}"
-        if request.wifi is None:
-            return "this hub takes no Wi-Fi credentials"
-        self._improv_wifi_only = request.wifi_only
-        return None
-
-    def _improv_request(self, ssid: str, psk: str) -> PairingRequest:
-        return self.pairing.parse({"ssid": ssid, "psk": psk}, "ble-improv",
-                                  allow_wifi_only=True)
+        return self.improv_host.wifi_only
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -309,22 +305,22 @@ class BleCommissioner:
             adv.unexport()
         await self.improv.close()
         self.secure.reset()
-        self._improv_attempt = None
+        self.improv_host.attempt = None
 
     def _advertisement(self) -> Advertisement:
         if self.improv_enabled:
-            return Advertisement(service_uuids=[improv.SERVICE_UUID],
-                                 service_data={improv.SERVICE_DATA_UUID:
+            return Advertisement(service_uuids=[improv_codec.SERVICE_UUID],
+                                 service_data={improv_codec.SERVICE_DATA_UUID:
                                                self.improv.service_data()},
                                  local_name=self.local_name, path=ADV_PATH)
-        return Advertisement(service_uuids=[ble_secure.SERVICE_UUID],
+        return Advertisement(service_uuids=[secure_protocol.SERVICE_UUID],
                              local_name=self.local_name, path=ADV_PATH)
 
-    def _on_improv_state(self, state: improv.State) -> None:
+    def _on_improv_state(self, state: improv_codec.State) -> None:
         # Improv clients read the state from the advertisement before connecting.
         if self._adv is not None:
             self._spawn("adv-update", self._adv.update(
-                service_data={improv.SERVICE_DATA_UUID: self.improv.service_data()}))
+                service_data={improv_codec.SERVICE_DATA_UUID: self.improv.service_data()}))
 
     # ---- timers and events ---------------------------------------------------------------
 
@@ -346,7 +342,7 @@ class BleCommissioner:
         await asyncio.sleep(self.close_delay)
         await self.close_window(reason)
 
-    def _on_onboarding(self, state: State, progress: dict[str, Any]) -> None:
+    def _on_onboarding(self, state: State, progress: Progress) -> None:
         try:
             self._events.put_nowait((state, progress))
         except asyncio.QueueFull:
@@ -360,20 +356,19 @@ class BleCommissioner:
             except Exception:
                 log.exception("BLE commissioning: handling an onboarding change failed")
 
-    async def _on_state(self, state: State, progress: dict[str, Any]) -> None:
+    async def _on_state(self, state: State, progress: Progress) -> None:
         previous, self._last_state = self._last_state, state
         if not self.window_open:
             return
         busy = state == State.CONNECTING
-        await self.improv.hub_changed(busy=busy, provisioned=_improv_provisioned(busy, progress))
-        attempt = (progress.get("attempt") or {}).get("id")
-        if self._improv_attempt is not None and attempt == self._improv_attempt and not busy:
-            self._improv_attempt = None
+        await self.improv.hub_changed(busy=busy, provisioned=improv_provisioned(busy, progress))
+        improv_attempt = self.improv_host.attempt
+        if improv_attempt is not None and progress.attempt_id == improv_attempt and not busy:
+            self.improv_host.attempt = None
             # A failed attempt always leaves a last_failure, and a reset clears the attempt
             # (so it does not get here). Success is online (paired with the presets), or
             # unpaired on the network: "Wi-Fi first, cloud later".
-            ok = progress.get("last_failure") is None and state in (State.ONLINE,
-                                                                    State.UNPAIRED)
+            ok = progress.last_failure is None and state in (State.ONLINE, State.UNPAIRED)
             await self.improv.attempt_finished(ok, await self._panel_url() if ok else None)
         if state == State.ONLINE and previous == State.CONNECTING:
             self._spawn("close-soon", self._close_soon("paired"))
@@ -384,23 +379,24 @@ class BleCommissioner:
         Waits on the onboarding condition with a predicate rather than for single
         notifications: a change made while a push is still on its way is not lost.
         """
-        last: dict[str, Any] | None = None
+        last: Progress | None = None
 
         def moved() -> bool:
-            return _progress(self.onboarding.progress()) != last
+            return self.onboarding.progress() != last
 
         while True:
             async with self.onboarding.changed:
                 await self.onboarding.changed.wait_for(moved)
-            last = _progress(self.onboarding.progress())
+            last = self.onboarding.progress()
             if self.window_open:
-                await self.secure.push({"type": "progress", **last})
+                await self.secure.push({"type": "progress", **last.to_json()})
 
     def _on_properties(self, message: SdBusMessage) -> None:
         path = message.path or ""
         if not path.startswith(adapter_path(self.config.ble.adapter) + "/dev_"):
             return
-        interface, changed, _ = message.get_contents()
+        contents: Any = message.get_contents()  # D-Bus "sa{sv}as"
+        interface, changed, _ = contents
         connected = changed.get("Connected") if interface == "org.bluez.Device1" else None
         if connected is not None and not connected[1]:
             self.improv.forget(path)
@@ -419,99 +415,12 @@ class BleCommissioner:
 
     def _hub_flags(self) -> tuple[bool, bool]:
         busy = self.onboarding.busy
-        return busy, _improv_provisioned(busy, self.onboarding.progress())
+        return busy, improv_provisioned(busy, self.onboarding.progress())
 
-    # ---- the Improv host -----------------------------------------------------------------
-
-    @property
-    def improv_capabilities(self) -> Capability:
-        caps = Capability.DEVICE_INFO | Capability.SCAN_WIFI
-        if self._identify is not None:
-            caps |= Capability.IDENTIFY
-        if self._set_hostname is not None:
-            caps |= Capability.HOSTNAME
-        return caps
-
-    async def improv_wifi(self, ssid: str, psk: str) -> None:
-        try:
-            request = self._improv_request(ssid, psk)
-        except InvalidRequest as exc:
-            if exc.field in WIFI_FIELDS:
-                # Credentials that cannot work: what Improv clients show as "unable to
-                # connect" is what the user must fix.
-                raise ImprovRefused(Error.UNABLE_TO_CONNECT, exc.message) from None
-            raise ImprovRefused(Error.UNKNOWN, exc.message) from None
-        try:
-            progress = await self.pairing.submit(request)
-        except PairingError as exc:
-            raise ImprovRefused(Error.UNKNOWN, exc.message) from None
-        self._improv_attempt = (progress.get("attempt") or {}).get("id")
-
-    def improv_device_info(self) -> list[str]:
-        return [self.config.hub.fw_name, self.config.hub.fw_version, _hardware(),
-                self.local_name]
-
-    def improv_networks(self) -> list[tuple[str, int, str]]:
-        networks = []
-        for net in self.onboarding.networks():
-            auth = IMPROV_AUTH.get(net.get("security", ""))
-            if auth is not None:  # WEP and enterprise networks cannot be paired to
-                # NetworkManager reports 0-100 %; Improv wants dBm (NM's own mapping).
-                networks.append((net["ssid"], int(net["signal"]) // 2 - 100, auth))
-        return networks
-
-    async def improv_identify(self) -> None:
-        if self._identify is not None:
-            await self._identify()
-
-    async def improv_hostname(self, new: str | None) -> str:
-        if new is None or self._set_hostname is None:
-            return socket.gethostname()
-        return await self._set_hostname(new)
-
-    async def improv_device_name(self, new: str | None) -> str:
-        if new is None:
-            return self.local_name
-        if self._set_device_name is None:
-            raise ImprovRefused(Error.BAD_HOSTNAME, "this hub's name is set by its vendor")
-        self.local_name = _truncate(await self._set_device_name(new), MAX_LOCAL_NAME)
+    async def _renamed(self, name: str) -> None:
+        """Improv renamed the hub: the advertisement carries the new name at once."""
         if self._adv is not None:
-            await self._adv.update(local_name=self.local_name)
-        return self.local_name
-
-    # ---- the secure service host ---------------------------------------------------------
-
-    def setup_code(self) -> str:
-        return self.store.state.setup_code
-
-    def secure_summary(self) -> dict[str, Any]:
-        return {"device_id": self.identity.device_id, "product": self.config.hub.product,
-                "name": self.local_name, "pairing_open": self.onboarding.pairing_open}
-
-    def secure_device_info(self) -> dict[str, Any]:
-        return {**self.secure_summary(), "mac": self.identity.mac,
-                "firmware": {"name": self.config.hub.fw_name,
-                             "version": self.config.hub.fw_version, "gatewayd": __version__},
-                "wifi": self.pairing.wifi_enabled, "presets": self._presets(),
-                "state": self.onboarding.progress()["state"]}
-
-    def _presets(self) -> list[str]:
-        """Which /pair fields the vendor preset, so the app may leave them out."""
-        cloud = self.config.cloud
-        names = {"wsp": cloud.wsp, "token": cloud.token, "host": cloud.host,
-                 "brport": cloud.host, "rootTopic": cloud.root_topic,
-                 "mqtts_port": cloud.mqtts_port}
-        return [name for name, value in names.items() if value]
-
-    async def secure_pair(self, fields: dict[str, Any]) -> dict[str, Any]:
-        request = self.pairing.parse(fields, "ble")
-        return _progress(await self.pairing.submit(request))
-
-    def secure_progress(self) -> dict[str, Any]:
-        return _progress(self.onboarding.progress())
-
-    def secure_networks(self) -> list[dict[str, Any]]:
-        return self.onboarding.networks()
+            await self._adv.update(local_name=name)
 
     # ---- the redirect URL ----------------------------------------------------------------
 
@@ -542,33 +451,6 @@ async def lan_address(bus: SdBus) -> str | None:
     except Exception as exc:
         log.info("no LAN address from NetworkManager: %s", exc)
     return None
-
-
-def _progress(progress: dict[str, Any]) -> dict[str, Any]:
-    """Onboarding progress as a phone sees it."""
-    keys = ("state", "step", "attempt", "last_failure", "pairing_open", "hotspot", "wifi",
-            "network")
-    return {key: progress.get(key) for key in keys}
-
-
-def _improv_provisioned(busy: bool, progress: dict[str, Any]) -> bool:
-    """Improv's "provisioned": the hub needs no Wi-Fi from an Improv client. That is a
-    paired hub out of pairing mode, or a hub on its Wi-Fi network (paired or not)."""
-    if busy:
-        return False
-    return not progress.get("pairing_open") or progress.get("network") == "wifi"
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
-
-
-def _hardware() -> str:
-    try:
-        model = Path("/proc/device-tree/model").read_bytes().rstrip(b"\x00").decode()
-    except (OSError, UnicodeDecodeError):
-        model = ""
-    return model or platform.machine() or "unknown"
 
 
 def _system_bus() -> SdBus:

@@ -1,6 +1,6 @@
 """The Zigbee bridge: every joined device becomes its own 2Smart "Others" device.
 
-``zigbee-<ieee hex>`` children are published through a :class:`ChildPublisher` (the
+``zigbee-<ieee hex>`` children are published through a :class:`~gatewayd.homie.ChildPublisher` (the
 cloud link) with ``$state`` ``init`` during the interview, ``ready`` (or ``sleeping``
 for battery devices that only poll) afterwards, ``disconnected`` while unreachable or
 while the radio is gone, ``lost`` once they leave. The hub gets a ``zigbee`` node:
@@ -20,144 +20,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import re
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from gatewayd import homie
 from gatewayd.config import ZigbeeConfig
+from gatewayd.zigbee.radio import (
+    DB_FILE,
+    VIRTUAL_WORLD_FILE,
+    RadioError,
+    RadioUnavailable,
+    start_controller,
+)
 
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
 
     from gatewayd.zigbee.child import Child
-    from gatewayd.zigbee.virtual_radio import VirtualNetwork
+    from gatewayd.zigbee.virtual.radio import VirtualNetwork
+from gatewayd.zigbee.alerts import Alerts
+from gatewayd.zigbee.availability import watch_availability
+from gatewayd.zigbee.coalesce import Coalescer, Key
+from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
+from gatewayd.zigbee.inputs import BridgeError, parse_ieee, parse_install_code
 
 log = logging.getLogger(__name__)
 
-HUB_NODE = "zigbee"
-
-
-class ChildPublisher(Protocol):
-    """What the bridge needs from the cloud link (CloudLink provides exactly this)."""
-
-    def add_device(self, device: homie.Device) -> None: ...
-
-    def remove_device(self, device_id: str) -> None: ...
-
-    def set_value(self, device_id: str, node_id: str, property_id: str, value: Any) -> None: ...
-
-    def set_state(self, device_id: str, state: str) -> None: ...
-
-
-class BridgeError(Exception):
-    """A request the bridge refuses (bad address or install code, radio down)."""
-
-    def __init__(self, message: str, code: str = homie.VALIDATION) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# -- input parsing (front ends share these) ----------------------------------------------------
-
-_HEX = re.compile(r"[0-9a-f]+")
-
-
-def parse_ieee(text: str) -> str:
-    """``00:12:4b:...``, ``00124b...`` or ``0x00124b...`` -> ``00:12:4b:...``."""
-    raw = text.strip().lower().removeprefix("0x").replace(":", "").replace("-", "")
-    if len(raw) != 16 or not _HEX.fullmatch(raw):
-        raise BridgeError(f"{text!r} is not an IEEE address (16 hex digits)")
-    return ":".join(raw[i:i + 2] for i in range(0, 16, 2))
-
-
-def crc16_x25(data: bytes) -> int:
-    """CRC-16/X-25, the checksum at the end of a Zigbee 3.0 install code."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-    return crc ^ 0xFFFF
-
-
-def parse_install_code(text: str) -> bytes:
-    """An install code as printed (hex, any separators) with its CRC verified."""
-    raw = re.sub(r"[\s:\-]", "", text.strip().lower())
-    if not _HEX.fullmatch(raw or "x") or len(raw) % 2:
-        raise BridgeError("an install code is hex digits, such as "
-                          "83FED3407A939723A5C639B26916D505C3B5")
-    code = bytes.fromhex(raw)
-    if len(code) not in (8, 10, 14, 18):
-        raise BridgeError(f"an install code has 6, 8, 12 or 16 bytes plus a 2-byte CRC; "
-                          f"this one has {len(code)} bytes")
-    if int.from_bytes(code[-2:], "little") != crc16_x25(code[:-2]):
-        raise BridgeError("the install code's checksum (last 4 digits) does not match: "
-                          "check for a typo")
-    return code
-
-
-# -- coalescing ---------------------------------------------------------------------------------
-
-Key = tuple[str, str, str]  # device id, node id, property id
-
-
-class Coalescer:
-    """At most one publication per property per ``interval``; the latest value wins.
-
-    The first value after a quiet period goes out at once (no added latency); values
-    arriving faster wait in ``pending`` (one slot per property, so memory is bounded by
-    the number of properties, not by the rate of reports).
-    """
-
-    def __init__(self, publish: Callable[[Key, Any], None], interval: float) -> None:
-        self.publish = publish
-        self.interval = interval
-        self.pending: dict[Key, Any] = {}
-        self._last: dict[Key, float] = {}
-        self._timer: asyncio.TimerHandle | None = None
-
-    def put(self, key: Key, value: Any) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if key not in self.pending and now - self._last.get(key, -1e9) >= self.interval:
-            self._last[key] = now
-            self.publish(key, value)
-            return
-        self.pending[key] = value
-        if self._timer is None:
-            self._timer = loop.call_later(self.interval, self.flush)
-
-    def flush(self) -> None:
-        self._timer = None
-        now = asyncio.get_running_loop().time()
-        pending, self.pending = self.pending, {}
-        for key, value in pending.items():
-            self._last[key] = now
-            self.publish(key, value)
-
-    def forget(self, device_id: str) -> None:
-        for store in (self.pending, self._last):
-            for key in [k for k in store if k[0] == device_id]:
-                del store[key]
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
-# -- the bridge -----------------------------------------------------------------------------------
 
 class ZigbeeBridge:
     """The ``zigbee`` daemon component (``start``/``stop``), all on the asyncio loop."""
 
     name = "zigbee"
 
-    def __init__(self, cfg: ZigbeeConfig, state_dir: Path, publisher: ChildPublisher, *,
+    def __init__(self, cfg: ZigbeeConfig, state_dir: Path, publisher: homie.ChildPublisher, *,
                  hub: homie.Device | None = None, retry_min: float = 1.0,
                  retry_max: float = 60.0, min_interval: float = 0.2,
                  availability_interval: float = 60.0, mains_timeout: float = 600.0,
@@ -180,7 +78,8 @@ class ZigbeeBridge:
         self._supervisor: asyncio.Task[None] | None = None
         self._permit_until = 0.0
         self._permit_timer: asyncio.TimerHandle | None = None
-        self.hub_node = self._make_hub_node()
+        self.hub_node = zigbee_node(self.cfg.permit_join_max, self)
+        self.alerts = Alerts(lambda: hub.id if hub is not None else "hub")
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -227,8 +126,6 @@ class ZigbeeBridge:
             self.publisher.remove_device(child_id)
             self.coalescer.forget(child_id)
         self.children.clear()
-        from gatewayd.zigbee.radio import DB_FILE
-
         for suffix in ("", "-wal", "-shm", "-journal"):
             (self.state_dir / f"{DB_FILE}{suffix}").unlink(missing_ok=True)
         log.warning("zigbee: network forgotten; forming a new one")
@@ -236,8 +133,6 @@ class ZigbeeBridge:
         await self.start()
 
     async def _supervise(self) -> None:
-        from gatewayd.zigbee.radio import RadioError, RadioUnavailable, start_controller
-
         delay = self.retry_min
         while True:
             try:
@@ -255,7 +150,10 @@ class ZigbeeBridge:
             delay = self.retry_min
             self._lost.clear()
             self._up(app)
-            availability = asyncio.create_task(self._availability())
+            availability = asyncio.create_task(watch_availability(
+                lambda: list(self.children.values()), self,
+                interval=self.availability_interval, mains_timeout=self.mains_timeout,
+                battery_timeout=self.battery_timeout, ping_timeout=self.cfg.command_timeout))
             try:
                 await self._lost.wait()
             finally:
@@ -279,6 +177,7 @@ class ZigbeeBridge:
         self._hub_value("permitjoin", 0)
         self._count()
         self.radio_up.set()
+        self.alerts.radio_up()
         for hook in self.up_hooks:
             try:
                 hook()
@@ -313,7 +212,7 @@ class ZigbeeBridge:
                 and dev.ieee != app.state.node_info.ieee)
 
     def _child(self, dev: Any) -> Child:
-        from gatewayd.zigbee.child import Child
+        from gatewayd.zigbee.child import Child  # imports zigpy: only once a radio runs
 
         child = self.children.get(str(dev.ieee))
         if child is None:
@@ -345,6 +244,7 @@ class ZigbeeBridge:
     # -- zigpy application events (ControllerApplication listener) -----------------------------
     def device_joined(self, dev: Any) -> None:
         child = self._child(dev)
+        self.alerts.joined(child)
         child.state = "init"
         if child.homie is None:
             self.publisher.add_device(child.describe())
@@ -361,8 +261,11 @@ class ZigbeeBridge:
             old.cancel()
         task = asyncio.get_running_loop().create_task(self._interviewed(dev))
         self._interviews[ieee] = task
-        task.add_done_callback(lambda t, k=ieee: self._interviews.pop(k, None)
-                               if self._interviews.get(k) is t else None)
+        task.add_done_callback(functools.partial(self._interview_done, ieee))
+
+    def _interview_done(self, ieee: str, task: asyncio.Task[None]) -> None:
+        if self._interviews.get(ieee) is task:
+            del self._interviews[ieee]
 
     async def _interviewed(self, dev: Any) -> None:
         child = self._child(dev)
@@ -393,12 +296,14 @@ class ZigbeeBridge:
         if child is not None:
             log.warning("zigbee: interview of %s failed; it resumes when the device wakes up",
                         child.device_id)
+            self.alerts.interview_failed(child)
             self._set_state(child, "alert")
 
     def device_left(self, dev: Any) -> None:
         child = self.children.get(str(dev.ieee))
         if child is not None:
             log.info("zigbee: %s left the network", child.device_id)
+            self.alerts.left(child)
             self._set_state(child, "lost")
 
     def device_removed(self, dev: Any) -> None:
@@ -424,10 +329,12 @@ class ZigbeeBridge:
     def connection_lost(self, exc: BaseException) -> None:
         self.last_error = f"radio connection lost ({exc})"
         log.error("zigbee: %s", self.last_error)
+        self.alerts.radio_lost()
         self._lost.set()
 
     # -- ChildSink ---------------------------------------------------------------------------------
     def child_value(self, child: Child, path: tuple[str, str], value: Any) -> None:
+        self.alerts.value(child, path, value)
         self.coalescer.put((child.device_id, *path), value)
 
     def child_event(self, child: Child, path: tuple[str, str], value: str) -> None:
@@ -439,6 +346,11 @@ class ZigbeeBridge:
 
     def child_unreachable(self, child: Child) -> None:
         if child.state == "ready":
+            self._set_state(child, "disconnected")
+
+    def child_silent(self, child: Child) -> None:
+        """A battery device missed its check-ins (it cannot be pinged)."""
+        if child.state == "sleeping":
             self._set_state(child, "disconnected")
 
     def radio_ready(self) -> bool:
@@ -468,36 +380,6 @@ class ZigbeeBridge:
         self._hub_value("device-count", len(self.children))
 
     # -- availability ---------------------------------------------------------------------------
-    async def _availability(self) -> None:
-        """Mark silent devices disconnected: battery ones by age, mains ones by a ping."""
-        while True:
-            await asyncio.sleep(self.availability_interval)
-            now = time.time()
-            pings = []
-            for child in list(self.children.values()):
-                age = now - (child.device.last_seen or 0)
-                if child.sleepy:
-                    # Sleepy devices cannot be pinged; they are back when they talk.
-                    if child.state == "sleeping" and age > self.battery_timeout:
-                        self._set_state(child, "disconnected")
-                elif child.state in ("ready", "disconnected") and age > self.mains_timeout:
-                    pings.append(self._ping(child))  # disconnected ones too: to see them return
-            await asyncio.gather(*pings)
-
-    async def _ping(self, child: Child) -> None:
-        dev = child.device
-        basic = next((ep.in_clusters[0x0000] for ep in dev.non_zdo_endpoints
-                      if 0x0000 in ep.in_clusters), None)
-        if basic is None:
-            return
-        try:
-            async with asyncio.timeout(self.cfg.command_timeout):
-                await basic.read_attributes(["zcl_version"])
-        except Exception:  # any failure means: not reachable now
-            self.child_unreachable(child)
-        else:
-            self.child_heard(child)
-
     # -- operations (MQTT, control socket, portal) -------------------------------------------------
     def _require_app(self) -> ControllerApplication:
         if self.app is None or not self.radio_up.is_set():
@@ -558,8 +440,8 @@ class ZigbeeBridge:
         """The simulated network when ``zigbee.radio = "virtual"`` (event injection)."""
         if self.cfg.radio != "virtual":
             return None
-        from gatewayd.zigbee.radio import VIRTUAL_WORLD_FILE
-        from gatewayd.zigbee.virtual_radio import network
+        # zigpy comes with it: imported only when a simulated radio is asked for.
+        from gatewayd.zigbee.virtual.radio import network
 
         return network(self.state_dir / VIRTUAL_WORLD_FILE)
 
@@ -586,39 +468,3 @@ class ZigbeeBridge:
             "pan_id": f"0x{int(info.pan_id):04x}" if info else None,
             "devices": len(self.children), "permit_join": self.permit_remaining(),
         }
-
-    # -- the hub's zigbee node ---------------------------------------------------------------------
-    def _make_hub_node(self) -> homie.Node:
-        async def on_permit(value: Any) -> int:
-            return await self._front(self.permit_join(int(value)))
-
-        async def on_install(value: Any) -> str:
-            parts = str(value).replace(",", " ").split()
-            if len(parts) != 2:
-                raise homie.CommandError(homie.VALIDATION, "expected '<ieee> <install code>'")
-            return await self._front(self.add_install_code(parts[0], parts[1]))
-
-        async def on_remove(value: Any) -> str:
-            return await self._front(self.remove(str(value)))
-
-        limit = self.cfg.permit_join_max
-        props = [
-            homie.Property("permitjoin", "Permit join", datatype="integer", unit="s",
-                           format=f"0:{limit}", settable=True, value=0, on_set=on_permit),
-            homie.Property("device-count", "Devices", datatype="integer", value=0),
-            homie.Property("channel", "Channel", datatype="integer"),
-            homie.Property("pan-id", "PAN ID"),
-            homie.Property("status", "Radio status", value="starting"),
-            homie.Property("install-code", "Add install code", settable=True, retained=False,
-                           on_set=on_install),
-            homie.Property("remove", "Remove device", settable=True, retained=False,
-                           on_set=on_remove),
-        ]
-        return homie.Node(HUB_NODE, "Zigbee", properties=props)
-
-    @staticmethod
-    async def _front(coro: Any) -> Any:
-        try:
-            return await coro
-        except BridgeError as exc:
-            raise homie.CommandError(exc.code, str(exc)) from None

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from gatewayd import __version__
 from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from gatewayd.logsetup import Redactor, configure
+from gatewayd.runtime.logsetup import Redactor, configure
 from gatewayd.state import StateError
+from gatewayd.virtual.planning import check_config
 
 EXIT_CONFIG = 2
 
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=None,
                    help="with --simulate: where the simulated world lives and sim.json is "
                         "written (default: a new temporary directory)")
+    p.add_argument("--no-platform", action="store_true",
+                   help="with --simulate: no built-in Business Platform; bring your own "
+                        "(sim.json gives its broker credentials, mqtt.platform)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
                    help="override [logging] level")
     return p
@@ -42,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        from gatewayd.virtual import check_config
-
         check_config(config)  # plugin options are part of the config: refuse them here too
     except ConfigError as exc:
         print(f"gatewayd: configuration error: {exc}", file=sys.stderr)
@@ -54,13 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     redactor = Redactor()
     configure(args.log_level or config.logging.level, redactor)
     if args.simulate:
+        # The simulator's dependencies are an extra (not in the .deb).
         from gatewayd.simulator.run import run_simulator
 
-        return run_simulator(config, args.workdir, redactor)
+        return run_simulator(config, args.workdir, redactor,
+                             platform=not args.no_platform)
     return run_daemon(config, redactor)
 
 
 def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-def]
+    # Here, not at the top: --version and --check-config need none of the daemon's
+    # libraries (flask, paho, sdbus).
     from gatewayd.daemon import Daemon, open_state
 
     try:

@@ -95,8 +95,9 @@ def _check_ssid_template(value: str) -> str | None:
 @dataclass(frozen=True)
 class HubConfig:
     product: str = spec("gatewayd hub", doc="product name shown in the app and the SSID")
-    device_id: str = spec("", pattern=r"^$|" + ID_PATTERN,
-                          doc="override of the MAC-derived device id")
+    # At most 64 characters: it is also the MQTT client id (gatewayd.cloud.topics).
+    device_id: str = spec("", pattern=r"^$|^[a-z0-9][a-z0-9-]{0,62}[a-z0-9]$",
+                          doc="override of the MAC-derived device id (2-64 characters)")
     interface: str = spec("", doc="primary interface whose MAC names the hub; empty = auto")
     fw_name: str = spec("gatewayd")
     fw_version: str = spec(__version__)
@@ -252,7 +253,7 @@ def check_scalar(file: str, key: str, value: Any, typ: type, meta: Mapping[str, 
         raise ConfigError(file, key, f"must be >= {meta['min']}, got {value!r}")
     if meta.get("max") is not None and value > meta["max"]:
         raise ConfigError(file, key, f"must be <= {meta['max']}, got {value!r}")
-    if meta.get("pattern") is not None and not re.match(meta["pattern"], value):
+    if meta.get("pattern") is not None and not re.match(meta["pattern"], str(value)):
         raise ConfigError(file, key, f"{value!r} does not match {meta['pattern']}")
     return value
 
@@ -266,7 +267,7 @@ def apply_check(file: str, key: str, value: Any, meta: Mapping[str, Any]) -> Any
     return value
 
 
-def _build(cls: type, data: Any, file: str, prefix: str) -> Any:
+def _build(cls: Any, data: Any, file: str, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(file, prefix.rstrip("."), f"must be a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -323,7 +324,7 @@ def _cross_checks(cfg: Config, file: str) -> None:
 
 def parse_config(data: Mapping[str, Any], file: str = "<memory>") -> Config:
     """Validate an already-parsed TOML document."""
-    cfg = _build(Config, dict(data), file, "")
+    cfg: Config = _build(Config, dict(data), file, "")
     cfg = dataclasses.replace(cfg, source=file)
     _cross_checks(cfg, file)
     return cfg

@@ -4,33 +4,53 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gatewayd import __version__, heap
+from gatewayd import __version__, homie
 from gatewayd.ap import NetworkManagerControl
-from gatewayd.api import create_control_app
+from gatewayd.bridge import ZigbeeBridge
+from gatewayd.cloud.link import CloudLink
+from gatewayd.cloud.notifications import Notifications
+from gatewayd.cloud.ownership import Ownership
+from gatewayd.cloud.telemetry import TelemetryReporter, hub_device
+from gatewayd.cloud.topics import client_id_for
 from gatewayd.config import Config
-from gatewayd.corecall import CoreCall
-from gatewayd.hardware import GpiodBackend, Hardware, LineBackend, SimulatedBackend
+from gatewayd.control.app import control_blueprints, create_control_app
+from gatewayd.control.devices import DeviceProviders, devices_blueprint
+from gatewayd.control.platform import platform_blueprint
+from gatewayd.control.zigbee import zigbee_blueprint
+from gatewayd.hardware.component import Hardware
+from gatewayd.hardware.libgpiod import GpiodBackend
+from gatewayd.hardware.lines import LineBackend
+from gatewayd.hardware.simulated import SimulatedBackend
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity, device_id_from_mac, primary_mac
-from gatewayd.logsetup import Redactor
-from gatewayd.onboarding import CloudStep, Onboarding, describe
-from gatewayd.pairing import PairingService
-from gatewayd.sdnotify import Notifier, Watchdog, watchdog_interval
+from gatewayd.onboarding.cloud_step import CloudLinkStep
+from gatewayd.onboarding.machine import Onboarding
+from gatewayd.onboarding.pairing import PairingService
+from gatewayd.onboarding.progress import Progress, describe
+from gatewayd.onboarding.steps import CloudStep
+from gatewayd.onboarding.table import State
+from gatewayd.portal.app import create_portal_app
+from gatewayd.runtime import heap
+from gatewayd.runtime.corecall import CoreCall
+from gatewayd.runtime.logsetup import Redactor
+from gatewayd.runtime.sdnotify import Notifier, Watchdog, watchdog_interval
+from gatewayd.runtime.webserver import WebServer
 from gatewayd.state import StateStore
-from gatewayd.virtual_api import DeviceProviders, devices_blueprint
-from gatewayd.webserver import WebServer
+from gatewayd.virtual.host import VirtualDevices
 
 log = logging.getLogger(__name__)
 
 
 class Component(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def start(self) -> None: ...
 
@@ -126,8 +146,9 @@ class Daemon:
     short_press_hooks: list[Callable[[], Awaitable[dict[str, Any]]]] = field(
         default_factory=list)
     _late: list[Component] = field(default_factory=list)
-    cloud_link: Any = None
-    hub_device: Any = None
+    cloud_link: CloudLink | None = None
+    hub_device: homie.Device | None = None
+    notifications: Notifications | None = None
     onboarding: Onboarding | None = None
     pairing: PairingService | None = None
 
@@ -140,47 +161,47 @@ class Daemon:
                             on_long_press=hub.reset)
         self.hardware = hardware
         self.components.append(hardware)
-        onboarding = self._build_onboarding(hub)
+        onboarding, pairing = self._build_onboarding(hub)
         onboarding.subscribe(hardware.onboarding_changed)
         hub.add_status("hardware", hardware.status)
         hub.add_status("process", heap.status)
         providers = DeviceProviders()
         self.providers = providers
+        notify = self.notifications.send if self.notifications is not None else None
         if self.cloud_link is not None:
-            from gatewayd.virtual import VirtualDevices
-
             virtual = VirtualDevices(cfg.virtual, self.cloud_link, gpio=backend,
-                                     file=cfg.source)
+                                     file=cfg.source, platform=self.cloud_link.platform)
+            if notify is not None:
+                virtual.notify = notify
             hub.add_status("virtual", virtual.status)
             providers.add("virtual", virtual.devices)
             self._late.append(virtual)  # after onboarding: stops before the cloud link
         bridge = None
         if cfg.zigbee.enabled and self.cloud_link is not None:
-            from gatewayd.bridge import ZigbeeBridge
-
             bridge = ZigbeeBridge(cfg.zigbee, cfg.state_dir, self.cloud_link,
                                   hub=self.hub_device)
+            if notify is not None:
+                bridge.alerts.notify = notify
             hub.add_status("zigbee", bridge.status)
             hub.on_reset(bridge.reset)
             providers.add("zigbee", bridge.devices)
             self._late.append(bridge)  # retries the radio itself: never fails the start
             bridge.up_hooks.append(heap.settle)  # its restored devices are long-lived too
-        from gatewayd.portal.app import control_blueprints, create_portal_app
 
         blueprints = [devices_blueprint(call, providers, hardware),
-                      *control_blueprints(hub, call, pairing=self.pairing,
+                      *control_blueprints(hub, call, pairing=pairing,
                                           onboarding=onboarding)]
         if bridge is not None:
-            from gatewayd.zigbee_api import zigbee_blueprint
-
             blueprints.append(zigbee_blueprint(bridge, call))
+        if self.cloud_link is not None:
+            blueprints.append(platform_blueprint(self.cloud_link.platform, call))
         if cfg.ble.enabled:
-            from gatewayd.ble_api import ble_blueprint
+            # Only with BLE on: it brings the BlueZ peripheral stack and cryptography.
             from gatewayd.ble_commission import BleCommissioner
+            from gatewayd.control.ble import ble_blueprint
 
-            assert self.pairing is not None
             ble = BleCommissioner.for_hub(
-                hub, onboarding, self.pairing,
+                hub, onboarding, pairing,
                 identify=lambda: self._identify(hardware),
                 panel_url=self._sim_panel_url if self.simulate else None)
             blueprints.append(ble_blueprint(ble, call))
@@ -193,7 +214,7 @@ class Daemon:
         self.components.append(self.control)
         if cfg.portal.enabled:
             self.portal = WebComponent("portal", lambda: WebServer(
-                create_portal_app(hub, call, pairing=self.pairing, onboarding=onboarding,
+                create_portal_app(hub, call, pairing=pairing, onboarding=onboarding,
                                   zigbee=bridge),
                 name="portal", host=cfg.portal.listen,
                 port=cfg.portal.port, max_request_bytes=cfg.portal.max_request_bytes))
@@ -225,38 +246,43 @@ class Daemon:
         return result
 
     def _build_cloud(self, hub: Hub) -> CloudStep:
-        from gatewayd.cloud_link import CloudLink, client_id_for
-        from gatewayd.cloud_step import CloudLinkStep
-        from gatewayd.telemetry import TelemetryReporter, hub_device
-
         cfg = self.config
         device = hub_device(self.identity.device_id, cfg.hub.product, self.identity.mac,
                             fw_name=cfg.hub.fw_name, fw_version=cfg.hub.fw_version)
         # The link's generic /set timeout must outlast the bridge's precise Zigbee one.
         command_timeout = max(10.0, cfg.zigbee.command_timeout + 2) if cfg.zigbee.enabled \
             else 10.0
-        link = CloudLink(cfg.cloud, device, client_id=client_id_for(self.identity.device_id),
+        link = CloudLink(cfg.cloud, device, device_key=self.store.state.device_key,
+                         client_id=client_id_for(self.identity.device_id),
                          command_timeout=command_timeout)
         self.cloud_link = link
         self.hub_device = device
+        self.notifications = Notifications(link)
+        ownership = Ownership(link)
+        hub.releaser = ownership.at_reset
         hub.add_status("cloud_link", link.status)
+        hub.add_status("notifications", self.notifications.status)
         self.components.append(TaskComponent(
             "telemetry", lambda: TelemetryReporter(link, self.identity.device_id).run()))
-        return CloudLinkStep(link)
+        return CloudLinkStep(link, self.store, ownership)
 
-    def _build_onboarding(self, hub: Hub) -> Onboarding:
+    def _build_onboarding(self, hub: Hub) -> tuple[Onboarding, PairingService]:
         cfg = self.config
         wifi = NetworkManagerControl(cfg, self.identity) if cfg.hotspot.enabled else None
         cloud = self.cloud_step or self._build_cloud(hub)
         onboarding = Onboarding(cfg, self.store, wifi, cloud)
         hub.phase_provider = lambda: str(onboarding.state or "starting")
-        hub.add_status("onboarding", onboarding.progress)
+        hub.add_status("onboarding", lambda: onboarding.progress().to_json())
         hub.on_reset(onboarding.reset)
         onboarding.subscribe(lambda state, progress: hub.set_status_text(describe(progress)))
+        if self.notifications is not None:
+            onboarding.subscribe(fallback_notice(self.notifications.send, self.identity.device_id))
         self.onboarding = onboarding
-        self.pairing = PairingService(onboarding, cfg.cloud, wifi_enabled=cfg.hotspot.enabled,
-                                      secrets_sink=self.redactor.add)
-        return onboarding
+        pairing = PairingService(onboarding, cfg.cloud, wifi_enabled=cfg.hotspot.enabled,
+                                 secrets_sink=self.redactor.add)
+        hub.add_status("pairing", pairing.status)
+        self.pairing = pairing
+        return onboarding, pairing
 
     @property
     def portal_url(self) -> str | None:
@@ -284,8 +310,7 @@ class Daemon:
                 for web in (self.control, self.portal):
                     if web is not None and web.server is not None:
                         server = web.server
-                        watchdog.add_check(web.name, lambda s=server: None if s.alive()
-                                           else "web server thread died")
+                        watchdog.add_check(web.name, functools.partial(_thread_check, server))
                 watchdog.start()
             assert self.onboarding is not None
             self.notifier.ready(describe(self.onboarding.progress()))
@@ -308,3 +333,24 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return 0
+
+
+def _thread_check(server: WebServer) -> str | None:
+    """A watchdog health check: None while the web server's thread runs."""
+    return None if server.alive() else "web server thread died"
+
+
+def fallback_notice(notify: Callable[[str, str, str], object],
+                    hub_id: str) -> Callable[[State, Progress], None]:
+    """An onboarding listener that tells the user when the hub fell back to its hotspot
+    (offline with the hotspot up), once per fall."""
+    shown = False
+
+    def listener(state: State, progress: Progress) -> None:
+        nonlocal shown
+        fell_back = state == State.OFFLINE and progress.hotspot
+        if fell_back and not shown:
+            notify("hotspot-fallback", hub_id, "The hub lost its network and opened its "
+                                               "hotspot so it can be paired again")
+        shown = fell_back
+    return listener

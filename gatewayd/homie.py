@@ -18,7 +18,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 HOMIE_VERSION = "3.0.1"
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
@@ -439,3 +439,16 @@ def parse_set_topic(root: str, topic: str) -> tuple[str, str] | None:
 
 def error_topic(root: str, device_id: str, path: str) -> str:
     return f"{root}/errors/sweet-home/{device_id}/{path}"
+
+
+class ChildPublisher(Protocol):
+    """What a provider of child devices (the Zigbee bridge, the virtual-device host) needs
+    from whatever publishes devices; :class:`gatewayd.cloud.link.CloudLink` provides it."""
+
+    def add_device(self, device: Device) -> None: ...
+
+    def remove_device(self, device_id: str) -> None: ...
+
+    def set_value(self, device_id: str, node_id: str, property_id: str, value: Any) -> None: ...
+
+    def set_state(self, device_id: str, state: str) -> None: ...

@@ -15,15 +15,18 @@ from typing import Any
 
 from gatewayd import __version__
 from gatewayd.config import Config
+from gatewayd.credentials import CloudCredentials
 from gatewayd.identity import Identity
-from gatewayd.logsetup import Redactor
-from gatewayd.sdnotify import Notifier
-from gatewayd.state import HubState, StateStore
+from gatewayd.runtime.logsetup import Redactor
+from gatewayd.runtime.sdnotify import Notifier
+from gatewayd.state import HubState, Release, StateStore
 
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[], dict[str, Any]]
 ResetHook = Callable[[bool], Awaitable[None]]
+# Before a reset forgets the account: release it (or say what to keep to release it later).
+Releaser = Callable[[CloudCredentials | None], Awaitable[Release | None]]
 
 
 def setup_payload(identity: Identity, setup_code: str) -> str:
@@ -42,6 +45,7 @@ class Hub:
         self.started = time.monotonic()
         self._providers: dict[str, StatusProvider] = {}
         self._reset_hooks: list[ResetHook] = []
+        self.releaser: Releaser | None = None
         self.phase_provider: Callable[[], str] = self._default_phase
         self.stop_requested = asyncio.Event()
         self.register_secrets(store.state)
@@ -110,7 +114,13 @@ class Hub:
         """Factory reset: credentials wiped, back to pairing mode; ``full`` also forgets
         what features keep across resets (e.g. the Zigbee network)."""
         log.warning("factory reset requested%s", " (full)" if full else "")
-        self.store.reset()
+        release = None
+        if self.releaser is not None:
+            try:
+                release = await self.releaser(self.state.cloud)
+            except Exception:
+                log.exception("releasing the old account failed")
+        self.store.reset(release)
         for hook in self._reset_hooks:
             try:
                 await hook(full)

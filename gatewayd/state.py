@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gatewayd.atomicfile import atomic_write
 from gatewayd.credentials import (
     CloudCredentials,
     InvalidField,
@@ -29,6 +28,7 @@ from gatewayd.credentials import (
     wifi_from_fields,
     wifi_to_dict,
 )
+from gatewayd.runtime.atomicfile import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,24 @@ def new_setup_code() -> str:
     return f"{secrets.randbelow(10**8):08d}"
 
 
+MAX_RELEASE_DEVICES = 1000
+
+
+@dataclass(frozen=True)
+class Release:
+    """An account the hub still has to release (a reset while offline): the old cloud
+    credentials and the devices it published there, kept until the next successful
+    pairing (gatewayd.cloud.ownership)."""
+
+    cloud: CloudCredentials
+    devices: tuple[str, ...]
+    since: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cloud": cloud_to_dict(self.cloud), "devices": list(self.devices),
+                "since": self.since}
+
+
 @dataclass(frozen=True)
 class HubState:
     setup_code: str
@@ -63,6 +81,7 @@ class HubState:
     wifi: WifiCredentials | None = None
     cloud: CloudCredentials | None = None
     paired_at: float | None = None
+    release: Release | None = None
 
     @property
     def paired(self) -> bool:
@@ -78,12 +97,16 @@ class HubState:
             "wifi": wifi_to_dict(self.wifi) if self.wifi else None,
             "cloud": cloud_to_dict(self.cloud) if self.cloud else None,
             "paired_at": self.paired_at,
+            "release": self.release.to_json() if self.release else None,
         }
 
     def redacted(self) -> dict[str, Any]:
         return {
             "paired": self.paired,
             "paired_at": self.paired_at,
+            "release_pending": ({"root_topic": self.release.cloud.root,
+                                 "devices": len(self.release.devices),
+                                 "since": self.release.since} if self.release else None),
             "wifi": self.wifi.redacted() if self.wifi else None,
             "cloud": self.cloud.redacted() if self.cloud else None,
         }
@@ -148,9 +171,35 @@ def parse_state(file: Path, raw: bytes) -> HubState:
     paired_at = data.get("paired_at")
     if paired_at is not None and not isinstance(paired_at, (int, float)):
         raise StateError(file, "paired_at", "wrong type")
+    release = _parse_release(file, data.get("release"))
     return HubState(setup_code=code, device_key=key, created=float(created),
                     device_id=device_id, mac=mac, wifi=wifi,
-                    cloud=cloud, paired_at=paired_at)
+                    cloud=cloud, paired_at=paired_at, release=release)
+
+
+def _parse_release(file: Path, raw: Any) -> Release | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise StateError(file, "release", "must be an object")
+    c = raw.get("cloud")
+    if not isinstance(c, dict):
+        raise StateError(file, "release.cloud", "must be an object")
+    try:
+        cloud = cloud_from_fields(
+            wsp=c.get("wsp"), token=c.get("token"), host=c.get("host"), port=c.get("port"),
+            mqtts_port=c.get("mqtts_port", 0), root_topic=c.get("root_topic", ""))
+    except InvalidField as exc:
+        raise StateError(file, f"release.cloud.{exc.field}", exc.message) from None
+    devices = raw.get("devices")
+    if not isinstance(devices, list) or len(devices) > MAX_RELEASE_DEVICES or not all(
+            isinstance(d, str) and re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", d)
+            for d in devices):
+        raise StateError(file, "release.devices", "must be a list of device ids")
+    since = raw.get("since")
+    if isinstance(since, bool) or not isinstance(since, (int, float)):
+        raise StateError(file, "release.since", "wrong type")
+    return Release(cloud=cloud, devices=tuple(devices), since=float(since))
 
 
 class StateStore:
@@ -218,7 +267,7 @@ class StateStore:
         on it. Only :meth:`reset` forgets a Wi-Fi network.
         """
         state = replace(self.state, wifi=wifi if wifi is not None else self.state.wifi,
-                        cloud=cloud, paired_at=time.time())
+                        cloud=cloud, paired_at=time.time(), release=None)
         self._write(state)
         return state
 
@@ -232,8 +281,11 @@ class StateStore:
         self._write(state)
         return state
 
-    def reset(self) -> HubState:
+    def reset(self, release: Release | None = None) -> HubState:
         """Forget credentials (factory reset); identity and setup code stay.
+
+        ``release``: an account still to be released (the reset happened offline); kept
+        until the next successful pairing. Without one, a release already pending stays.
 
         A corrupt file is moved aside (for the vendor's support to look at) and a
         fresh state is written; its setup code is the vendor preset if there is one.
@@ -254,6 +306,7 @@ class StateStore:
             if self._state is not None:
                 state = replace(state, device_id=self._state.device_id, mac=self._state.mac)
         else:
-            state = replace(current, cloud=None, paired_at=None, wifi=None)
+            state = replace(current, cloud=None, paired_at=None, wifi=None,
+                            release=release or current.release)
         self._write(state)
         return state

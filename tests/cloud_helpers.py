@@ -22,8 +22,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gatewayd import homie, telemetry
-from gatewayd.cloud_link import CloudLink
+from gatewayd import homie
+from gatewayd.cloud import telemetry
+from gatewayd.cloud.link import CloudLink
 from gatewayd.config import CloudConfig
 from gatewayd.credentials import CloudCredentials
 from gatewayd.simulator.broker import MONITOR_USER, Broker

@@ -18,15 +18,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 from gatewayd.config import Config, parse_config
-from gatewayd.corecall import CoreCall
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity
-from gatewayd.logsetup import Redactor
-from gatewayd.pairing import PairingRequest, PairingService
+from gatewayd.onboarding.pairing import PairingRequest, PairingService
+from gatewayd.onboarding.progress import Attempt, LastFailure, Progress
 from gatewayd.portal.app import create_portal_app
-from gatewayd.sdnotify import Notifier
+from gatewayd.runtime.corecall import CoreCall
+from gatewayd.runtime.logsetup import Redactor
+from gatewayd.runtime.sdnotify import Notifier
+from gatewayd.runtime.webserver import WebServer
 from gatewayd.state import StateStore
-from gatewayd.webserver import WebServer
+from tests.fakes import NoOnboarding
 
 NETWORKS = [
     {"ssid": "HomeNet", "signal": 88, "security": "wpa2"},
@@ -49,7 +51,7 @@ REASONS = {
 
 
 class FakeOnboarding:
-    """Scripted stand-in for gatewayd.onboarding: begin() moves to "connecting"; the test
+    """Scripted stand-in for gatewayd.onboarding.machine: begin() moves to "connecting"; the test
     then calls :meth:`to_cloud`, :meth:`succeed` or :meth:`fail` (through ``Portal.core``)."""
 
     def __init__(self, hub: Hub, networks: list[dict[str, Any]]) -> None:
@@ -59,8 +61,8 @@ class FakeOnboarding:
         self.state = "unpaired"
         self.network: str | None = None  # "wifi": on Wi-Fi without a cloud account
         self.step: str | None = None
-        self.attempt: dict[str, Any] | None = None
-        self.last_failure: dict[str, Any] | None = None
+        self.attempt: Attempt | None = None
+        self.last_failure: LastFailure | None = None
         self.begun: list[PairingRequest] = []
         self.hotspot: bool | None = None  # None: not reported (the portal then assumes)
         self.activity = 0
@@ -77,18 +79,17 @@ class FakeOnboarding:
         self.state = "connecting"
         self.pairing_open = False  # like the real one: closed while an attempt runs
         self.step = "wifi" if request.wifi else "cloud"
-        self.attempt = {"id": uuid.uuid4().hex[:8], "source": request.source,
-                        "ssid": request.wifi.ssid if request.wifi else None,
-                        "started": time.time()}
+        self.attempt = Attempt(id=uuid.uuid4().hex[:8], source=request.source,
+                               ssid=request.wifi.ssid if request.wifi else None,
+                               cloud=request.cloud is not None, started=time.time())
 
-    def progress(self) -> dict[str, Any]:
-        progress = {"state": self.state, "step": self.step, "attempt": self.attempt,
-                    "last_failure": self.last_failure, "pairing_open": self.pairing_open}
-        if self.hotspot is not None:
-            progress["hotspot"] = self.hotspot
-        if self.network is not None:
-            progress["network"] = self.network
-        return progress
+    def progress(self) -> Progress:
+        wifi = self.hub.config.hotspot.enabled
+        # Not set by the test: the hotspot is up while pairing is open (if the hub has Wi-Fi).
+        hotspot = self.hotspot if self.hotspot is not None else self.pairing_open and wifi
+        return Progress(state=self.state, step=self.step, attempt=self.attempt,
+                        last_failure=self.last_failure, pairing_open=self.pairing_open,
+                        hotspot=hotspot, wifi=wifi, network=self.network)
 
     def networks(self) -> list[dict[str, Any]]:
         return list(self._networks)
@@ -111,10 +112,10 @@ class FakeOnboarding:
 
     async def fail(self, code: str) -> None:
         assert self.state == "connecting"
-        ssid = self.attempt["ssid"] if self.attempt else ""
-        self.last_failure = {"code": code, "reason": REASONS[code].format(ssid=ssid),
-                             "at": time.time(),
-                             "attempt": self.attempt["id"] if self.attempt else None}
+        ssid = self.attempt.ssid if self.attempt else ""
+        self.last_failure = LastFailure(code=code, reason=REASONS[code].format(ssid=ssid),
+                                        at=time.time(),
+                                        attempt=self.attempt.id if self.attempt else None)
         self.state, self.step, self.attempt = "unpaired", None, None
         self.pairing_open = True
 
@@ -252,9 +253,9 @@ def running_portal(tmp: Path, *, networks: list[dict[str, Any]] | None = None,
     core = LoopThread()
     hub = Hub(config, store, identity, Notifier(), Redactor())
     fake = FakeOnboarding(hub, NETWORKS if networks is None else networks)
-    pairing = PairingService(fake, config.cloud, wifi_enabled=config.hotspot.enabled)
-    app = (create_portal_app(hub, core.call, pairing=pairing, onboarding=fake) if with_onboarding
-           else create_portal_app(hub, core.call))
+    behind: FakeOnboarding | NoOnboarding = fake if with_onboarding else NoOnboarding(hub)
+    pairing = PairingService(behind, config.cloud, wifi_enabled=config.hotspot.enabled)
+    app = create_portal_app(hub, core.call, pairing=pairing, onboarding=behind)
     server = fast_stopping(WebServer(app, name="portal", host="127.0.0.1", port=0,
                                      max_request_bytes=config.portal.max_request_bytes))
     try:

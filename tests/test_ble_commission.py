@@ -23,18 +23,19 @@ from typing import Any, TypeVar
 import pytest
 import sdbus
 
-from gatewayd import ble_secure, improv
 from gatewayd.ap import NetworkManagerControl
-from gatewayd.ble_api import ble_blueprint
+from gatewayd.ble import improv_codec, secure_protocol
 from gatewayd.ble_commission import BleCommissioner, BleUnavailable
 from gatewayd.config import Config, with_overrides
+from gatewayd.control.ble import ble_blueprint
 from gatewayd.identity import Identity
-from gatewayd.onboarding import Onboarding, StubCloud
-from gatewayd.pairing import PairingService
+from gatewayd.onboarding.machine import Onboarding
+from gatewayd.onboarding.pairing import PairingService
 from gatewayd.simulator.bluez_mock import BluezMock
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from gatewayd.state import StateStore
+from tests.fakes import StubCloud
 from tests.helpers import run_async
 
 T = TypeVar("T")
@@ -218,15 +219,16 @@ def test_window_advertises_and_closing_unregisters_everything(
             seen = await scan_for(HUB_NAME, STEP)
             assert seen is not None, "the phone did not see the hub's advertisement"
             device, adv = seen
-            assert improv.SERVICE_UUID in adv.service_uuids
-            caps = improv.Capability.DEVICE_INFO | improv.Capability.SCAN_WIFI
-            assert adv.service_data[improv.SERVICE_DATA_UUID] == bytes([0x01, caps, 0, 0, 0, 0])
+            assert improv_codec.SERVICE_UUID in adv.service_uuids
+            caps = improv_codec.Capability.DEVICE_INFO | improv_codec.Capability.SCAN_WIFI
+            expected = bytes([0x01, caps, 0, 0, 0, 0])
+            assert adv.service_data[improv_codec.SERVICE_DATA_UUID] == expected
 
             # The secure service is not advertised (no room) but is there after connecting.
             async with BleakClient(device, bluez={"adapter": PHONE}) as phone:
-                assert phone.services.get_service(ble_secure.SERVICE_UUID) is not None
-                assert phone.services.get_service(improv.SERVICE_UUID) is not None
-                info = json.loads(bytes(await phone.read_gatt_char(ble_secure.INFO_UUID)))
+                assert phone.services.get_service(secure_protocol.SERVICE_UUID) is not None
+                assert phone.services.get_service(improv_codec.SERVICE_UUID) is not None
+                info = json.loads(bytes(await phone.read_gatt_char(secure_protocol.INFO_UUID)))
                 assert info == {"protocol": 1, "device_id": IDENTITY.device_id,
                                 "product": "Acme Hub", "name": HUB_NAME, "pairing_open": True,
                                 "locked": False, "attempts_left": 5}
@@ -280,7 +282,7 @@ def test_window_closes_after_its_time_and_a_paired_hub_opens_none_at_boot(
             await hub.onboarding.wait_for(lambda: not hub.onboarding.busy, STEP)
             await ble.authorize()
             assert ble.window_open and ble.status()["window"]["opened_by"] == "button"
-            assert ble.improv.state == improv.State.PROVISIONED
+            assert ble.improv.state == improv_codec.State.PROVISIONED
 
     run(paired())
 
@@ -318,9 +320,9 @@ def test_improv_without_cloud_presets_gives_wifi_then_the_cloud_follows(
     from improv_ble_client import State as TheirState
     from improv_ble_client.models import DisconnectReason
 
-    from gatewayd import ble_client
-    from gatewayd.improv import State as ImprovState
-    from gatewayd.onboarding import State
+    from gatewayd.ble import phone as ble_client
+    from gatewayd.ble.improv_codec import State as ImprovState
+    from gatewayd.onboarding.table import State
 
     cfg = hub_config(tmp_path, cloud=NO_PRESETS)
 
@@ -341,9 +343,9 @@ def test_improv_without_cloud_presets_gives_wifi_then_the_cloud_follows(
             # Settled (the result may reach the phone before onboarding's bookkeeping ends).
             await hub.onboarding.wait_for(lambda: hub.onboarding.pairing_open, STEP)
             progress = hub.onboarding.progress()
-            assert hub.onboarding.state == State.UNPAIRED and progress["network"] == "wifi"
-            assert progress["pairing_open"] and not progress["hotspot"]
-            assert progress["last_failure"] is None
+            assert hub.onboarding.state == State.UNPAIRED and progress.network == "wifi"
+            assert progress.pairing_open and not progress.hotspot
+            assert progress.last_failure is None
             assert "gatewayd-client-HomeNet" in [a["id"] for a in nm.active_connections()]
             assert hub.store.state.wifi is not None and hub.store.state.wifi.ssid == "HomeNet"
             assert hub.store.state.cloud is None and hub.cloud.connected is None
@@ -396,7 +398,7 @@ def test_improv_is_left_out_without_wifi_or_when_disabled(tmp_path: Path) -> Non
         assert ble.status()["improv"] == {"enabled": False, "reason": ble.improv_problem}
         # Only the secure service then, and its UUID fits the advertisement.
         adv = ble._advertisement()
-        assert adv.service_uuids == [ble_secure.SERVICE_UUID] and adv.legacy_length() <= 31
+        assert adv.service_uuids == [secure_protocol.SERVICE_UUID] and adv.legacy_length() <= 31
 
 
 @pytest.mark.parametrize(("cloud", "wifi_only"), [
@@ -416,7 +418,7 @@ def test_improv_is_offered_with_or_without_cloud_presets(tmp_path: Path, cloud: 
     assert ble.improv_wifi_only is wifi_only
     assert ble.status()["improv"]["enabled"] and ble.status()["improv"]["wifi_only"] is wifi_only
     adv = ble._advertisement()
-    assert adv.service_uuids == [improv.SERVICE_UUID] and adv.legacy_length() <= 31
+    assert adv.service_uuids == [improv_codec.SERVICE_UUID] and adv.legacy_length() <= 31
 
 
 # --- control socket API and gatewayctl ble-window -------------------------------------------
@@ -458,8 +460,8 @@ def core_loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def test_window_endpoints(core_loop: asyncio.AbstractEventLoop) -> None:
-    from gatewayd.api import create_control_app
-    from gatewayd.corecall import CoreCall
+    from gatewayd.control.app import create_control_app
+    from gatewayd.runtime.corecall import CoreCall
 
     stub = StubCommissioner()
     call = CoreCall(core_loop)
@@ -498,7 +500,7 @@ class RecordingClient:
 
 
 def test_gatewayctl_ble_window(capsys: pytest.CaptureFixture[str]) -> None:
-    from gatewayd.ctl_ble import add_ble_commands
+    from gatewayd.ctl.ble import add_ble_commands
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", action="store_true")

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import json
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +16,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gatewayd import ble_secure
-from gatewayd.ble_gatt import GattRequest
-from gatewayd.ble_secure import (
+from gatewayd.ble import secure_protocol
+from gatewayd.ble.gatt import GattRequest
+from gatewayd.ble.secure_protocol import (
     Channel,
     ErrorCode,
     Frame,
     FrameReader,
     MsgType,
     PhoneHandshake,
-    SecureService,
     SessionKeys,
 )
-from gatewayd.onboarding import State as HubState
-from gatewayd.pairing import InvalidRequest
+from gatewayd.ble.secure_service import SecureService
+from gatewayd.onboarding.pairing import InvalidRequest
+from gatewayd.onboarding.table import State as HubState
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from tests.test_ble_commission import (
     HUB_NAME,
@@ -91,7 +92,8 @@ class FakeHost:
     def setup_code(self) -> str:
         return CODE
 
-    async def secure_pair(self, fields: dict[str, Any]) -> dict[str, Any]:
+    async def secure_pair(self, extract: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
+        fields = dict(extract())  # what the pairing front door does once pairing is open
         if not fields.get("wsp"):
             raise InvalidRequest("wsp: is required: the account e-mail", "wsp")
         self.paired.append(fields)
@@ -128,13 +130,13 @@ class Hub:
                       ) -> tuple[Channel, dict[str, Any]]:
         phone = PhoneHandshake(code, DEVICE_ID)
         confirm, channel = phone.finish(await self.send(phone.start(), device))
-        info = ble_secure.decode_message(channel.open(await self.send(confirm, device)))
+        info = secure_protocol.decode_message(channel.open(await self.send(confirm, device)))
         return channel, info
 
 
 def error_of(frame: Frame) -> tuple[int, int, str]:
     assert frame.type == MsgType.ERROR, frame
-    return ble_secure.parse_error(frame)
+    return secure_protocol.parse_error(frame)
 
 
 # --- the worked example ---------------------------------------------------------------------
@@ -160,12 +162,12 @@ def test_worked_example_matches_the_document_byte_for_byte() -> None:
         assert keys.hub_to_phone.hex() == doc_vector("k_hub_to_phone")
         assert keys.verification_code == doc_vector("verification")
 
-        info = ble_secure.decode_message(channel.open(await hub.send(confirm)))
+        info = secure_protocol.decode_message(channel.open(await hub.send(confirm)))
         assert info["type"] == "device-info" and info["verification_code"] == "256123"
         assert hub.service.status()["session"] == {"established": True,
                                                    "verification_code": "256123"}
         pair = {"type": "pair", "id": 1, "fields": {"ssid": "HomeNet", "psk": "supersecret"}}
-        data = channel.seal(ble_secure.encode_message(pair))
+        data = channel.seal(secure_protocol.encode_message(pair))
         assert data.encode().hex() in DOC
 
     run(scenario())
@@ -193,8 +195,8 @@ def test_session_carries_requests_and_pushes_with_chunked_notifications() -> Non
         assert max(hub.tx.sizes) <= 20  # MTU 23
 
         async def ask(message: dict[str, Any]) -> dict[str, Any]:
-            reply = await hub.send(channel.seal(ble_secure.encode_message(message)))
-            return ble_secure.decode_message(channel.open(reply))
+            reply = await hub.send(channel.seal(secure_protocol.encode_message(message)))
+            return secure_protocol.decode_message(channel.open(reply))
 
         reply = await ask({"type": "pair", "id": 7, "fields": FIELDS})
         assert reply == {"type": "pair", "id": 7, "ok": True, "progress": {"state": "connecting"}}
@@ -208,7 +210,7 @@ def test_session_carries_requests_and_pushes_with_chunked_notifications() -> Non
         assert (await ask({"type": "nonsense", "id": 12}))["code"] == "unknown-request"
 
         assert await hub.service.push({"type": "progress", "state": "online"})
-        pushed = ble_secure.decode_message(channel.open(hub.tx.frames[-1]))
+        pushed = secure_protocol.decode_message(channel.open(hub.tx.frames[-1]))
         assert pushed == {"type": "progress", "state": "online"}
         assert hub.service.failures == 0
 
@@ -221,7 +223,7 @@ def test_wrong_codes_are_counted_and_lock_the_service_until_reset() -> None:
         # 1: the phone finds out from the hub's confirmation and sends its (wrong) one.
         phone = PhoneHandshake("87654321", DEVICE_ID)
         reply = await hub.send(phone.start())
-        with pytest.raises(ble_secure.ProtocolError) as caught:
+        with pytest.raises(secure_protocol.ProtocolError) as caught:
             phone.finish(reply)
         assert caught.value.code == ErrorCode.WRONG_CODE
         keys = SessionKeys.derive(b"\x00" * 32, phone.msg_a, reply.body[:33])
@@ -254,7 +256,7 @@ def test_replay_tampering_and_strangers_end_the_session() -> None:
     async def scenario() -> None:
         hub = Hub()
         channel, _info = await hub.session()
-        request = channel.seal(ble_secure.encode_message({"type": "progress", "id": 1}))
+        request = channel.seal(secure_protocol.encode_message({"type": "progress", "id": 1}))
         channel.open(await hub.send(request))
         code, _, _ = error_of(await hub.send(request))  # the same frame again
         assert code == ErrorCode.DECRYPT
@@ -273,7 +275,7 @@ def test_replay_tampering_and_strangers_end_the_session() -> None:
         stranger = Frame(MsgType.DATA, channel.sid, bytes(30))
         assert error_of(await hub.send(stranger, PHONE_B))[0] == ErrorCode.UNEXPECTED
         reply = await hub.send(channel.seal(b'{"type":"progress","id":2}'))
-        assert ble_secure.decode_message(channel.open(reply))["id"] == 2
+        assert secure_protocol.decode_message(channel.open(reply))["id"] == 2
         # Once it disconnects, the second phone is welcome.
         hub.service.forget(PHONE_A)
         await hub.session(device=PHONE_B)
@@ -312,17 +314,17 @@ def test_frame_reader_is_bounded(data: bytes) -> None:
     try:
         for frame in reader.feed(data):
             assert len(frame.sid) == 4
-    except ble_secure.ProtocolError as exc:
+    except secure_protocol.ProtocolError as exc:
         assert exc.code == ErrorCode.MALFORMED
-    assert len(reader._buffer) < 2 + ble_secure.MAX_FRAME_LEN
+    assert len(reader._buffer) < 2 + secure_protocol.MAX_FRAME_LEN
 
 
 def test_setup_code_forms() -> None:
-    assert ble_secure.setup_code_password("1234-5678") == b"12345678"
-    assert ble_secure.setup_code_password(" 1234 5678 ") == b"12345678"
+    assert secure_protocol.setup_code_password("1234-5678") == b"12345678"
+    assert secure_protocol.setup_code_password(" 1234 5678 ") == b"12345678"
     for bad in ("1234567", "123456789", "abcdefgh", ""):
         with pytest.raises(ValueError):
-            ble_secure.setup_code_password(bad)
+            secure_protocol.setup_code_password(bad)
 
 
 # --- over BlueZoo, MTU 23 -------------------------------------------------------------------
@@ -330,7 +332,7 @@ def test_setup_code_forms() -> None:
 @pytest.mark.slow
 def test_reference_client_pairs_cloud_only_with_the_right_code_and_locks_on_wrong_ones(
         world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
-    from gatewayd import ble_client
+    from gatewayd.ble import phone as ble_client
 
     cfg = hub_config(tmp_path, ble={"max_failures": 2})
 
@@ -375,7 +377,7 @@ def test_reference_client_pairs_cloud_only_with_the_right_code_and_locks_on_wron
 def test_gatewayctl_ble_pair_pairs_the_hub(world: World, nm: NetworkManagerMock, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from gatewayd.ctl_ble import add_ble_commands
+    from gatewayd.ctl.ble import add_ble_commands
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", action="store_true")

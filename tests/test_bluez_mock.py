@@ -1,4 +1,4 @@
-"""The BLE spike: the hub's GATT server and advertisement (gatewayd.ble_gatt over sdbus) on hci0
+"""The BLE spike: the hub's GATT server and advertisement (gatewayd.ble.gatt over sdbus) on hci0
 and a phone (bleak) on hci1 talk through BlueZoo on a private system bus.
 
 The Improv service UUIDs stand in for the real services; nothing here is Improv logic.
@@ -18,15 +18,11 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
-from gatewayd import ble_gatt
-from gatewayd.ble_gatt import (
-    Advertisement,
-    Application,
-    Characteristic,
-    GattRequest,
-    Peripheral,
-    Service,
-)
+from gatewayd.ble import peripheral as ble_gatt
+from gatewayd.ble.advertisement import LEGACY_ADV_MAX, Advertisement
+from gatewayd.ble.bluez_errors import NotPermittedError
+from gatewayd.ble.gatt import Application, Characteristic, GattRequest, Service
+from gatewayd.ble.peripheral import Peripheral
 from gatewayd.simulator.bluez_mock import BluezMock
 from gatewayd.simulator.dbus_daemon import PrivateBus
 
@@ -241,8 +237,8 @@ def test_oversized_advertisement_is_refused_before_bluez_sees_it(
     # service data already fill the 31 bytes.
     adv = Advertisement(service_uuids=[IMPROV_SERVICE, "1a0bb827-c7d4-4b45-af5a-727e88a26d00"],
                         service_data={IMPROV_SERVICE_DATA: SERVICE_DATA})
-    assert adv.legacy_length() > ble_gatt.LEGACY_ADV_MAX
-    assert Hub().adv.legacy_length() == ble_gatt.LEGACY_ADV_MAX
+    assert adv.legacy_length() > LEGACY_ADV_MAX
+    assert Hub().adv.legacy_length() == LEGACY_ADV_MAX
 
     async def scenario() -> None:
         async with hub_bus() as bus:
@@ -263,7 +259,7 @@ def test_calls_from_anyone_but_bluetoothd_are_refused(
             # sdbus allows one class per interface: the server class doubles as the proxy.
             proxy = Characteristic.new_proxy(
                 "io.gatewayd.test.hub", f"{hub.app.path}/service0/char1", intruder_bus)
-            with pytest.raises(ble_gatt.NotPermittedError):
+            with pytest.raises(NotPermittedError):
                 await proxy.WriteValue(b"forged", {})
             assert hub.written.empty()
             assert await ble_gatt.unregister_application(hub.app, bluez.hub_adapter, bus)

@@ -21,15 +21,10 @@ from typing import Any
 import pytest
 
 from gatewayd import homie
-from gatewayd.bridge import (
-    BridgeError,
-    Coalescer,
-    ZigbeeBridge,
-    crc16_x25,
-    parse_ieee,
-    parse_install_code,
-)
+from gatewayd.bridge import ZigbeeBridge
 from gatewayd.config import ZigbeeConfig
+from gatewayd.zigbee.coalesce import Coalescer
+from gatewayd.zigbee.inputs import BridgeError, crc16_x25, parse_ieee, parse_install_code
 from tests.helpers import run_async
 
 pytestmark = pytest.mark.timeout(60)
@@ -378,7 +373,7 @@ def test_full_reset_forgets_the_network(tmp_path: Path) -> None:
 def test_unplugged_radio_recovers_without_restart(tmp_path: Path) -> None:
     async def main() -> None:
         bridge, pub = await started(tmp_path)
-        ups: list[int] = []  # the daemon settles its heap here (gatewayd/heap.py)
+        ups: list[int] = []  # the daemon settles its heap here (gatewayd/runtime/heap.py)
         bridge.up_hooks.append(lambda: ups.append(len(bridge.children)))
         plug = await join(bridge, pub, "plug")
         sensor = await join(bridge, pub, "th-sensor", "sleeping")
@@ -418,7 +413,7 @@ def test_restart_restores_children_from_zigbee_db_without_interview(tmp_path: Pa
         return plug, sensor
 
     async def second(plug: str, sensor: str) -> None:
-        from gatewayd.zigbee.virtual_radio import network
+        from gatewayd.zigbee.virtual.radio import network
 
         net = network(tmp_path / "zigbee-virtual.json")
         zdo: list[int] = []
@@ -538,7 +533,7 @@ def test_bellows_runs_up_to_the_serial_port(tmp_path: Path, pty_port: tuple[int,
 # ---- acceptance: virtual radio + real mosquitto + real cloud link --------------------------------
 
 def test_acceptance_through_mosquitto(tmp_path: Path) -> None:
-    from gatewayd.cloud_link import CloudLink
+    from gatewayd.cloud.link import CloudLink
     from gatewayd.credentials import mqtt_username
     from tests.cloud_helpers import WSP, Monitor, creds_for, fast_config, make_broker
 

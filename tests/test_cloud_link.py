@@ -20,18 +20,19 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd import homie
-from gatewayd.cloud_link import (
+from gatewayd.cloud.net import (
     CloudOutcome,
     CloudResult,
-    Outbox,
-    _Out,
     backoff_delay,
     classify_connack,
     classify_connect_error,
-    client_id_for,
 )
+from gatewayd.cloud.notifications import notify
+from gatewayd.cloud.publisher import Outbox
+from gatewayd.cloud.publisher import Pending as _Out
+from gatewayd.cloud.reqres import RequestTimeout
+from gatewayd.cloud.topics import client_id_for
 from gatewayd.credentials import mqtt_username
-from gatewayd.reqres import ReqResClient, RequestTimeout
 from gatewayd.simulator.broker import Broker, make_test_pki
 from gatewayd.simulator.procs import free_port
 from tests.cloud_helpers import (
@@ -259,9 +260,9 @@ def test_notification(broker: Broker) -> None:
         with Monitor(broker) as mon:
             await link.start(creds_for(broker))
             await mon.await_for(f"{base()}/$state", "ready")
-            assert await link.notify({"message": "Door opened", "level": "warning"})
+            assert await notify(link, "Door opened", level="warning")
             note = (await mon.await_for(f"{ROOT}/notifications/create")).json()
-            assert note == {"message": "Door opened", "level": "warning", "type": "text",
+            assert note == {"message": "Door opened", "logLevel": "warning", "type": "text",
                             "senderType": "device", "senderId": HUB_ID}
             await link.stop()
 
@@ -421,7 +422,7 @@ def test_broker_restart_reconnects_and_republishes_latest_values(tmp_path: Path)
         with Monitor(broker) as mon:
             await link.start(creds_for(broker, host=proxy.host, port=proxy.port))
             await mon.await_for(f"{base(CHILD)}/$state", "ready")
-            await link.notify({"message": "before"})
+            await notify(link, "before")
         proxy.paused.set()  # the hub may not reconnect before the new monitor listens
         broker.kill()
         await asyncio.wait_for(lost.wait(), 5)
@@ -433,7 +434,7 @@ def test_broker_restart_reconnects_and_republishes_latest_values(tmp_path: Path)
         link.set_value(CHILD, "light", "press", "short")  # non-retained: coalesced in the
         link.set_value(CHILD, "light", "press", "long")   # bounded outbox, latest wins
         link.set_state(CHILD, "alert")
-        assert await link.notify({"message": "during"}) is False  # buffered, not lost
+        assert await notify(link, "during") is False  # buffered, not lost
         assert link.status()["buffered"] == 2
 
         await asyncio.to_thread(broker.start)  # same port; retained state is gone
@@ -472,7 +473,7 @@ def test_offline_buffer_is_bounded() -> None:
             link.set_value(CHILD, "light", "press", f"p{i}")  # one entry: coalesced
             link.set_value(HUB_ID, "switch", "level", i)  # the model only
         for i in range(15):
-            await link.notify({"message": f"n{i}"})
+            await notify(link, f"n{i}")
         status = link.status()
         assert status["buffered"] == 10 and status["dropped"] == 6
         await link.stop()
@@ -546,8 +547,8 @@ def test_add_is_idempotent_and_remove_clears_retained_topics(broker: Broker) -> 
 
             link.remove_device(CHILD)
             await mon.await_for(f"{base(CHILD)}/$state", "", mark=mark)
-            link.publish("test/marker", "after-removal")  # queued behind the clearings
-            await mon.await_for(f"{ROOT}/test/marker", "after-removal")
+            link.publish("notifications/marker", "after-removal")  # behind the clearings
+            await mon.await_for(f"{ROOT}/notifications/marker", "after-removal")
             gone = await asyncio.to_thread(retained_snapshot, broker, f"{base(CHILD)}/#")
             assert gone == {}
             # its /set is no longer listened to
@@ -571,7 +572,8 @@ def test_status_shows_link_without_secrets(broker: Broker) -> None:
         assert status["broker"] == f"{broker.host}:{broker.port}"
         assert status["connected"] is True and status["tls"] is False
         assert isinstance(status["connected_since"], float)
-        assert status["client_id"] == client_id_for(HUB_ID) == "gw-aa-bb-cc-dd-ee-ff"
+        # the device id is the client id: the broker tells REQ/RES of each hub apart by it
+        assert status["client_id"] == client_id_for(HUB_ID) == "aa-bb-cc-dd-ee-ff"
         text = json.dumps(status)
         assert TOKEN not in text and WSP not in text
         await link.stop()
@@ -632,7 +634,7 @@ def test_hub_never_leaves_its_root(tmp_path: Path) -> None:
     async def main() -> None:
         link = make_link()
         link.add_device(make_child())
-        api = ReqResClient(link, bytes(32))
+        api = link.platform
         with Monitor(broker) as mon:
             await link.start(creds_for(broker))
             await mon.await_for(f"{base(CHILD)}/$state", "ready")
@@ -640,7 +642,7 @@ def test_hub_never_leaves_its_root(tmp_path: Path) -> None:
             await publish(mon, f"{base()}/switch/level/set", "7")
             await publish(mon, f"{base()}/switch/level/set", "x")
             await mon.await_for(errors(HUB_ID, "switch/level"))
-            await link.notify({"message": "hi"})
+            await notify(link, "hi")
             with pytest.raises(RequestTimeout):
                 await api.request("ping", {}, timeout=0.2)
             link.remove_device(CHILD)

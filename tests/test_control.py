@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.logsetup import Redactor
+from gatewayd.runtime.logsetup import Redactor
 from gatewayd.state import StateStore
 from tests.helpers import Gatewayd, ctl, ctl_json, ethernet_config, write_config
 

@@ -205,7 +205,7 @@ def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
         monitor.wait_for(f"{base}/meter/power", "7.2", timeout=15)
         status = ctl_json("--sim", workdir, "zigbee", "sim", "stream_status")["result"]
         assert status["sent"] == 3 and status["error"] is None
-        # The long-lived heap was frozen out of the collector (gatewayd/heap.py).
+        # The long-lived heap was frozen out of the collector (gatewayd/runtime/heap.py).
         assert sim.status()["process"]["frozen_objects"] > 100_000
 
 

@@ -23,16 +23,14 @@ import pytest
 from gpiod.line import Bias, Direction, Edge, Value
 
 from gatewayd.config import ButtonConfig, Config, LedConfig, with_overrides
-from gatewayd.hardware import (
-    ONBOARDING_PATTERNS,
-    PATTERNS,
-    Button,
-    GpiodBackend,
-    Hardware,
-    HardwareError,
-    Led,
-    SimulatedBackend,
-)
+from gatewayd.hardware.button import Button
+from gatewayd.hardware.component import Hardware
+from gatewayd.hardware.led import ONBOARDING_PATTERNS, PATTERNS, Led
+from gatewayd.hardware.libgpiod import GpiodBackend
+from gatewayd.hardware.lines import HardwareError
+from gatewayd.hardware.simulated import SimulatedBackend
+from gatewayd.onboarding.progress import LastFailure
+from tests.fakes import progress
 from tests.helpers import run_async
 
 pytestmark = pytest.mark.timeout(60)
@@ -429,9 +427,10 @@ def test_led_follows_onboarding_and_flashes_error_after_a_failed_attempt() -> No
                       on_long_press=None)
         await hw.start()
         for state, pattern in ONBOARDING_PATTERNS.items():
-            hw.onboarding_changed(state, {})
+            hw.onboarding_changed(state, progress(state))
             assert hw.led.pattern == pattern
-        hw.onboarding_changed("unpaired", {"last_failure": {"code": "wrong-password"}})
+        failed = LastFailure(code="wrong-password", reason="wrong", at=0.0, attempt=None)
+        hw.onboarding_changed("unpaired", progress("unpaired", last_failure=failed))
         assert hw.led.pattern == "error" and hw.led.base == "pairing"
         await hw.stop()
 
@@ -476,11 +475,13 @@ async def paired_hub(tmp_path: Path) -> AsyncIterator[tuple[Any, Any]]:
     from gatewayd.credentials import CloudCredentials, WifiCredentials
     from gatewayd.hub import Hub
     from gatewayd.identity import Identity
-    from gatewayd.logsetup import Redactor
-    from gatewayd.onboarding import Onboarding, State, StubCloud
-    from gatewayd.pairing import PairingRequest
-    from gatewayd.sdnotify import Notifier
+    from gatewayd.onboarding.machine import Onboarding
+    from gatewayd.onboarding.pairing import PairingRequest
+    from gatewayd.onboarding.table import State
+    from gatewayd.runtime.logsetup import Redactor
+    from gatewayd.runtime.sdnotify import Notifier
     from gatewayd.state import StateStore
+    from tests.fakes import StubCloud
 
     identity = Identity("dc-a6-32-12-34-56", "dc:a6:32:12:34:56", "Acme Hub")
     cfg = with_overrides(Config(), hub={"state_dir": str(tmp_path / "state")},
@@ -506,7 +507,7 @@ async def paired_hub(tmp_path: Path) -> AsyncIterator[tuple[Any, Any]]:
 def test_long_press_wipes_credentials_and_brings_the_hotspot_back(nm: Any,
                                                                  tmp_path: Path) -> None:
     from gatewayd.ap import HOTSPOT_ID
-    from gatewayd.onboarding import State
+    from gatewayd.onboarding.table import State
 
     backend = SimulatedBackend()
     short_calls: list[str] = []

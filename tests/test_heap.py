@@ -1,4 +1,4 @@
-"""gatewayd.heap: start-up garbage is collected, the rest frozen out of the collector."""
+"""gatewayd.runtime.heap: start-up garbage is collected, the rest frozen out of the collector."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gatewayd import heap
+from gatewayd.runtime import heap
 
 
 class Node:

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatewayd import homie, telemetry
+from gatewayd import homie
+from gatewayd.cloud import telemetry
 from gatewayd.homie import CommandError, Datatype, Device, ModelError, Node, Property
 
 ROOT = "r"
@@ -261,7 +262,7 @@ def test_hub_device_keeps_only_readable_telemetry() -> None:
 
 
 def test_reporter_refreshes_the_model_through_the_link() -> None:
-    from gatewayd.cloud_link import CloudLink
+    from gatewayd.cloud.link import CloudLink
     from gatewayd.config import CloudConfig
 
     uptime = iter([5, 65])

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gatewayd import improv
-from gatewayd.ble_gatt import GattRequest
-from gatewayd.improv import Capability, Command, Error, ImprovRefused, ImprovService, State
-from gatewayd.onboarding import State as HubState
+from gatewayd.ble import improv_codec as improv
+from gatewayd.ble.gatt import GattRequest
+from gatewayd.ble.improv_codec import Capability, Command, Error, State
+from gatewayd.ble.improv_service import ImprovRefused, ImprovService
+from gatewayd.onboarding.table import State as HubState
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from tests.test_ble_commission import (
     HUB_NAME,
@@ -372,7 +373,7 @@ def test_reference_client_at_mtu_23_sees_wrong_password_then_provisions(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # MTU 23: the Wi-Fi settings go out in 20-byte writes and the result comes back in
     # 20-byte notifications.
-    from gatewayd import ble_client
+    from gatewayd.ble import phone as ble_client
 
     small = start_world(tmp_path / "w23", mtu=23)
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", small.bus.address)
@@ -388,7 +389,7 @@ def test_reference_client_at_mtu_23_sees_wrong_password_then_provisions(
                 # Back in pairing mode with the hotspot up again (a request while onboarding
                 # is still raising the hotspot races with it: see the report on issue 8).
                 await hub.onboarding.wait_for(
-                    lambda: hub.onboarding.progress()["hotspot"] and not hub.onboarding.busy,
+                    lambda: hub.onboarding.progress().hotspot and not hub.onboarding.busy,
                     STEP)
                 outcome = await ble_client.pair_improv(
                     adapter=PHONE, name=HUB_NAME, ssid="HomeNet", psk="supersecret",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.logsetup import Redactor, configure
+from gatewayd.runtime.logsetup import Redactor, configure
 
-PROBE = "from gatewayd.logsetup import under_journald; print(under_journald())"
+PROBE = "from gatewayd.runtime.logsetup import under_journald; print(under_journald())"
 
 
 def _probe(stderr_path: Path, journal_stream: str | None) -> str:

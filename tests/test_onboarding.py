@@ -11,13 +11,18 @@ from typing import Any
 import pytest
 
 from gatewayd.ap import HOTSPOT_ID, NetworkManagerControl
+from gatewayd.cloud.ownership import Ownership
 from gatewayd.config import Config, with_overrides
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.identity import Identity
-from gatewayd.onboarding import Failure, Onboarding, State, StepResult, StubCloud
-from gatewayd.pairing import PairingRequest, PairingService
+from gatewayd.onboarding.machine import Onboarding
+from gatewayd.onboarding.pairing import PairingRequest, PairingService
+from gatewayd.onboarding.progress import Progress
+from gatewayd.onboarding.steps import Failure, StepResult
+from gatewayd.onboarding.table import State
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import CONN_IFACE, NetworkManagerMock
+from tests.fakes import StubCloud
 from tests.helpers import run_async
 
 IDENTITY = Identity("dc-a6-32-12-34-56", "dc:a6:32:12:34:56", "Acme Hub")
@@ -94,6 +99,15 @@ def request(wifi: WifiCredentials | None, cloud: CloudCredentials = CLOUD) -> Pa
     return PairingRequest(cloud=cloud, wifi=wifi, source="test")
 
 
+def fields(wifi: WifiCredentials | None, cloud: CloudCredentials = CLOUD) -> dict[str, Any]:
+    """The /pair fields that carry ``wifi`` and ``cloud``."""
+    out: dict[str, Any] = {"wsp": cloud.wsp, "token": cloud.token, "host": cloud.host,
+                           "brport": str(cloud.port)}
+    if wifi is not None:
+        out.update(ssid=wifi.ssid, psk=wifi.psk, hidden=wifi.hidden)
+    return out
+
+
 def test_fresh_start_raises_in_memory_hotspot_and_caches_scan(
         nm: NetworkManagerMock, tmp_path: Path) -> None:
     cfg = make_config(tmp_path, password="hotspot-pass")
@@ -134,7 +148,7 @@ def test_wpa2_pairing_goes_online_and_commits(nm: NetworkManagerMock, tmp_path: 
     async def scenario() -> None:
         async with onboarding(cfg, store) as ob:
             service = PairingService(ob, cfg.cloud)
-            await service.submit(request(HOME))
+            await service.submit(fields(HOME), "test")
             await until(ob, lambda: ob.state == State.ONLINE)
             client = profile(nm, "gatewayd-client-HomeNet")
             assert client["802-11-wireless-security"]["key-mgmt"] == "wpa-psk"
@@ -160,10 +174,10 @@ def test_wrong_password_falls_back_with_reason_and_keeps_old_credentials(
             assert ob.state == State.OFFLINE and HOTSPOT_ID in active_ids(nm)
             other = CloudCredentials("new@example.com", "t2", "127.0.0.1", 1883)
             await PairingService(ob, cfg.cloud).submit(
-                request(WifiCredentials("Office", "not the password"), other))
+                fields(WifiCredentials("Office", "not the password"), other), "test")
             await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
-            assert ob.last_failure["code"] == Failure.WRONG_PASSWORD
-            assert "password" in ob.last_failure["reason"]
+            assert ob.last_failure.code == Failure.WRONG_PASSWORD
+            assert "password" in ob.last_failure.reason
             assert HOTSPOT_ID in active_ids(nm)
             assert store.state.wifi == HOME and store.state.cloud == CLOUD
             assert "gatewayd-client-Office" not in profile_ids(nm)
@@ -210,15 +224,15 @@ def test_network_not_found_and_broker_refused_are_reported(nm: NetworkManagerMoc
     async def scenario() -> None:
         async with onboarding(cfg, store, cloud) as ob:
             await ob.begin(request(WifiCredentials("Nowhere", "password123")))
-            await until(ob, lambda: ob.last_failure is not None and ob.progress()["hotspot"])
-            assert ob.last_failure["code"] == Failure.NETWORK_NOT_FOUND
+            await until(ob, lambda: ob.last_failure is not None and ob.progress().hotspot)
+            assert ob.last_failure.code == Failure.NETWORK_NOT_FOUND
             assert ob.state == State.UNPAIRED and HOTSPOT_ID in active_ids(nm)
             cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED,
                                             "broker refused the credentials")
             await ob.begin(request(HOME))
             await until(ob, lambda: ob.last_failure is not None
-                        and ob.last_failure["code"] == Failure.BROKER_REFUSED
-                        and ob.progress()["hotspot"])
+                        and ob.last_failure.code == Failure.BROKER_REFUSED
+                        and ob.progress().hotspot)
             assert ob.state == State.UNPAIRED and HOTSPOT_ID in active_ids(nm)
             assert not store.state.paired
             ids = profile_ids(nm)
@@ -262,10 +276,9 @@ def test_ethernet_only_hub_never_creates_wifi_profiles(bus: PrivateBus, tmp_path
                 async with onboarding(cfg, store, wifi=wifi_on) as ob:
                     service = PairingService(ob, cfg.cloud, wifi_enabled=wifi_on)
                     assert ob.pairing_open
-                    req = service.parse({"ssid": "HomeNet", "psk": "supersecret",
-                                         "wsp": "user@example.com", "token": "t0k",
-                                         "host": "127.0.0.1", "brport": "1883"}, "test")
-                    await service.submit(req)
+                    await service.submit({"ssid": "HomeNet", "psk": "supersecret",
+                                          "wsp": "user@example.com", "token": "t0k",
+                                          "host": "127.0.0.1", "brport": "1883"}, "test")
                     await until(ob, lambda: ob.state == State.ONLINE)
 
             run(scenario())
@@ -294,7 +307,7 @@ def test_reset_returns_to_unpaired_and_forgets_client_profile(nm: NetworkManager
 def test_real_cloud_link_refused_token_falls_back_then_pairs(nm: NetworkManagerMock,
                                                              tmp_path: Path) -> None:
     """Onboarding's cloud step against a real mosquitto with the cloud's password + ACL."""
-    from gatewayd.cloud_step import CloudLinkStep
+    from gatewayd.onboarding.cloud_step import CloudLinkStep
     from tests.cloud_helpers import Monitor, creds_for, make_broker, make_hub, make_link
 
     broker = make_broker(tmp_path / "broker")
@@ -305,14 +318,15 @@ def test_real_cloud_link_refused_token_falls_back_then_pairs(nm: NetworkManagerM
     try:
         with Monitor(broker) as monitor:
             async def scenario() -> None:
-                async with onboarding(cfg, store, CloudLinkStep(link)) as ob:  # type: ignore[arg-type]
+                step = CloudLinkStep(link, store, Ownership(link))
+                async with onboarding(cfg, store, step) as ob:
                     bad = creds_for(broker, token="wrong-token")
                     await ob.begin(request(HOME, bad))
                     await until(ob, lambda: ob.last_failure is not None
-                                and ob.progress()["hotspot"])
-                    assert ob.last_failure["code"] == Failure.BROKER_REFUSED
-                    assert "token" in ob.last_failure["reason"] or \
-                        "credentials" in ob.last_failure["reason"]
+                                and ob.progress().hotspot)
+                    assert ob.last_failure.code == Failure.BROKER_REFUSED
+                    assert "token" in ob.last_failure.reason or \
+                        "credentials" in ob.last_failure.reason
                     assert not store.state.paired and HOTSPOT_ID in active_ids(nm)
                     good = creds_for(broker)
                     await ob.begin(request(HOME, good))
@@ -339,22 +353,22 @@ def client_ids(nm: NetworkManagerMock) -> list[str]:
 
 def joined(ob: Onboarding) -> bool:
     """Settled in "unpaired, on the Wi-Fi network" (pairing_open is False while entering)."""
-    return ob.state == State.UNPAIRED and ob.progress()["network"] == "wifi" and \
+    return ob.state == State.UNPAIRED and ob.progress().network == "wifi" and \
         ob.pairing_open
 
 
 def assert_joined(ob: Onboarding, nm: NetworkManagerMock, store: Any) -> None:
     progress = ob.progress()
-    assert progress["state"] == "unpaired" and progress["network"] == "wifi"
-    assert progress["hotspot"] is False and progress["pairing_open"] is True
-    assert progress["last_failure"] is None and progress["step"] is None
+    assert progress.state == "unpaired" and progress.network == "wifi"
+    assert progress.hotspot is False and progress.pairing_open is True
+    assert progress.last_failure is None and progress.step is None
     assert active_ids(nm) == ["gatewayd-client-HomeNet"]
     assert store.state.wifi == HOME and store.state.cloud is None
     assert not store.state.paired and store.state.paired_at is None
 
 
 def test_wifi_only_request_needs_the_explicit_permission(tmp_path: Path) -> None:
-    from gatewayd.pairing import InvalidRequest
+    from gatewayd.onboarding.pairing import InvalidRequest
 
     cfg = make_config(tmp_path)  # no cloud presets
     service = PairingService(StubOnboarding(), cfg.cloud)
@@ -393,8 +407,8 @@ class StubOnboarding:
     async def begin(self, request: PairingRequest) -> None:
         raise AssertionError("not submitted")
 
-    def progress(self) -> dict[str, Any]:
-        return {}
+    def progress(self) -> Progress:
+        raise AssertionError("not asked")
 
 
 def test_wifi_first_then_cloud_over_the_lan(nm: NetworkManagerMock, tmp_path: Path) -> None:
@@ -406,26 +420,25 @@ def test_wifi_first_then_cloud_over_the_lan(nm: NetworkManagerMock, tmp_path: Pa
         async with onboarding(cfg, store, cloud) as ob:
             assert HOTSPOT_ID in active_ids(nm)
             service = PairingService(ob, cfg.cloud)
-            wifi_only = service.parse(IMPROV_FIELDS, "ble-improv", allow_wifi_only=True)
-            progress = await service.submit(wifi_only)
-            assert progress["attempt"]["cloud"] is False
+            progress = await service.submit(IMPROV_FIELDS, "ble-improv", allow_wifi_only=True)
+            assert progress.attempt is not None and progress.attempt.cloud is False
             await until(ob, lambda: joined(ob))
             assert_joined(ob, nm, store)
             assert cloud.connected is None, "no cloud step without an account"
 
             # The cloud part fails: still on the LAN, no hotspot, the reason is there.
             cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "refused")
-            await service.submit(service.parse(CLOUD_FIELDS, "http"))
+            await service.submit(CLOUD_FIELDS, "http")
             await until(ob, lambda: ob.last_failure is not None and not ob.busy
                         and ob.pairing_open)
-            assert ob.state == State.UNPAIRED and ob.last_failure["code"] == "broker-refused"
-            assert ob.progress()["network"] == "wifi" and not ob.progress()["hotspot"]
+            assert ob.state == State.UNPAIRED and ob.last_failure.code == "broker-refused"
+            assert ob.progress().network == "wifi" and not ob.progress().hotspot
             assert active_ids(nm) == ["gatewayd-client-HomeNet"]
             assert store.state.wifi == HOME and store.state.cloud is None
 
             # The cloud part over the LAN (the "No Wi-Fi" variant): online, both stored.
             cloud.next_failure = None
-            await service.submit(service.parse(CLOUD_FIELDS, "http"))
+            await service.submit(CLOUD_FIELDS, "http")
             await until(ob, lambda: ob.state == State.ONLINE)
             assert store.state.wifi == HOME and store.state.cloud == CLOUD
             assert store.state.paired and not ob.pairing_open
@@ -462,11 +475,11 @@ def test_failed_wifi_only_attempt_falls_back_to_the_hotspot(nm: NetworkManagerMo
     async def scenario() -> None:
         async with onboarding(cfg, store) as ob:
             service = PairingService(ob, cfg.cloud)
-            await service.submit(service.parse({"ssid": "Office", "psk": "not the password"},
-                                               "ble-improv", allow_wifi_only=True))
+            await service.submit({"ssid": "Office", "psk": "not the password"},
+                                 "ble-improv", allow_wifi_only=True)
             await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
-            assert ob.state == State.UNPAIRED and ob.last_failure["code"] == "wrong-password"
-            assert ob.progress()["hotspot"] and ob.progress()["network"] is None
+            assert ob.state == State.UNPAIRED and ob.last_failure.code == "wrong-password"
+            assert ob.progress().hotspot and ob.progress().network is None
             assert active_ids(nm) == [HOTSPOT_ID]
             assert store.state.wifi is None and store.state.cloud is None
             assert client_ids(nm) == [], "unproven profile left behind"
@@ -492,12 +505,12 @@ def test_boot_with_wifi_only_state_rejoins_without_hotspot(nm: NetworkManagerMoc
     async def second_boot() -> None:
         control = NetworkManagerControl(cfg, IDENTITY)
         ob = Onboarding(cfg, store_for(cfg), control, StubCloud())
-        ob.subscribe(lambda state, progress: seen.append((state, progress["hotspot"])))
+        ob.subscribe(lambda state, progress: seen.append((state, progress.hotspot)))
         await ob.start()
         try:
             await until(ob, lambda: joined(ob))
             assert_joined(ob, nm, ob.store)
-            assert ob.attempt is not None and ob.attempt["source"] == "boot"
+            assert ob.attempt is not None and ob.attempt.source == "boot"
         finally:
             await ob.stop()
 
@@ -521,8 +534,8 @@ def test_wifi_only_boot_failure_raises_the_hotspot_at_once_and_retries(
             # The boot attempt fails: hotspot back with the reason; the saved network stays
             # saved and is retried from the hotspot.
             await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
-            assert ob.state == State.OFFLINE and ob.progress()["hotspot"]
-            assert ob.last_failure["code"] == "network-not-found"
+            assert ob.state == State.OFFLINE and ob.progress().hotspot
+            assert ob.last_failure.code == "network-not-found"
             assert HOTSPOT_ID in active_ids(nm)
             assert store.state.wifi == HOME and store.state.cloud is None
             nm.restore_ap("HomeNet")
@@ -545,7 +558,7 @@ def test_wifi_only_hub_that_loses_its_network_falls_back_and_rejoins(
             nm.remove_ap("HomeNet")
             nm.drop_wifi()
             await until(ob, lambda: ob.state == State.OFFLINE)
-            assert store.state.wifi == HOME and ob.progress()["network"] is None
+            assert store.state.wifi == HOME and ob.progress().network is None
             await until(ob, lambda: ob.pairing_open)
             assert HOTSPOT_ID in active_ids(nm) and store.state.wifi == HOME
             nm.restore_ap("HomeNet")
@@ -586,8 +599,8 @@ def test_reset_after_wifi_first_forgets_the_network(nm: NetworkManagerMock,
             store.reset()
             await ob.reset()
             await until(ob, lambda: ob.state == State.UNPAIRED and ob.pairing_open
-                        and ob.progress()["hotspot"])
-            assert ob.progress()["network"] is None and active_ids(nm) == [HOTSPOT_ID]
+                        and ob.progress().hotspot)
+            assert ob.progress().network is None and active_ids(nm) == [HOTSPOT_ID]
             assert store.state.wifi is None and client_ids(nm) == []
 
     run(scenario())
@@ -595,7 +608,7 @@ def test_reset_after_wifi_first_forgets_the_network(nm: NetworkManagerMock,
 
 def test_wifi_first_then_cloud_on_a_real_broker(nm: NetworkManagerMock, tmp_path: Path) -> None:
     """The cloud part of "Wi-Fi first, cloud later" through the real cloud link."""
-    from gatewayd.cloud_step import CloudLinkStep
+    from gatewayd.onboarding.cloud_step import CloudLinkStep
     from tests.cloud_helpers import Monitor, creds_for, make_broker, make_hub, make_link
 
     broker = make_broker(tmp_path / "broker")
@@ -606,7 +619,8 @@ def test_wifi_first_then_cloud_on_a_real_broker(nm: NetworkManagerMock, tmp_path
     try:
         with Monitor(broker) as monitor:
             async def scenario() -> None:
-                async with onboarding(cfg, store, CloudLinkStep(link)) as ob:  # type: ignore[arg-type]
+                step = CloudLinkStep(link, store, Ownership(link))
+                async with onboarding(cfg, store, step) as ob:
                     await ob.begin(PairingRequest(cloud=None, wifi=HOME, source="ble-improv"))
                     await until(ob, lambda: joined(ob))
                     assert_joined(ob, nm, store)

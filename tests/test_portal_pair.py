@@ -14,11 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
-from gatewayd.api import create_control_app
-from gatewayd.pairing import PAIR_FIELDS
+from gatewayd.control.app import control_blueprints, create_control_app
+from gatewayd.onboarding.pairing import PAIR_FIELDS
 from gatewayd.portal.api import openapi_spec
-from gatewayd.portal.app import control_blueprints
-from gatewayd.webserver import WebServer
+from gatewayd.runtime.webserver import WebServer
 from tests.portal_helpers import VALID, Client, Portal, fast_stopping, running_portal
 
 
@@ -342,6 +341,6 @@ def test_control_socket_mounts_the_same_pairing_api(portal: Portal) -> None:
 
 
 def _pairing_of(portal: Portal) -> Any:
-    from gatewayd.pairing import PairingService
+    from gatewayd.onboarding.pairing import PairingService
 
     return PairingService(portal.fake, portal.hub.config.cloud)

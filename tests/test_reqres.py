@@ -15,22 +15,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gatewayd.credentials import mqtt_username
-from gatewayd.reqres import (
-    CloudOffline,
-    ReqResClient,
-    RequestFailed,
-    RequestTimeout,
-    ResponseAuthError,
-    ResponseFormatError,
-)
-from gatewayd.reqres_cipher import (
+from gatewayd.cloud.reqres import CloudOffline, RequestFailed, RequestTimeout
+from gatewayd.cloud.reqres_cipher import (
     NONCE_SIZE,
     TAG_SIZE,
     AesGcmV1,
     AuthenticationFailed,
     MalformedCiphertext,
 )
+from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import MONITOR_USER, Broker
 from tests.cloud_helpers import WSP, creds_for, make_broker, make_link, run
 
@@ -103,8 +96,8 @@ def test_request_outcomes(broker: Broker) -> None:
     responder = Responder(broker)
 
     async def main() -> None:
-        link = make_link()
-        api = ReqResClient(link, DEVICE_KEY)
+        link = make_link(device_key=DEVICE_KEY)
+        api = link.platform
         await link.start(creds_for(broker))
         await link.wait_result(5)
 
@@ -125,12 +118,14 @@ def test_request_outcomes(broker: Broker) -> None:
         with pytest.raises(RequestTimeout):  # a response for another request is ignored
             await api.request("other-id", {}, timeout=0.3)
 
-        with pytest.raises(ResponseAuthError, match="failed authentication"):
-            await api.request("tampered", {}, timeout=5)
-        with pytest.raises(ResponseAuthError):
-            await api.request("wrong-key", {}, timeout=5)
-        with pytest.raises(ResponseFormatError, match="base64"):
-            await api.request("garbage", {}, timeout=5)
+        # A forged or broken answer is dropped, never taken: the request keeps waiting for
+        # a genuine one and, when none comes, its timeout says what was dropped.
+        for endpoint in ("tampered", "wrong-key", "garbage"):
+            with pytest.raises(RequestTimeout, match=r"1 answer\(s\) failed authentication"):
+                await api.request(endpoint, {}, timeout=1.0)
+        dropped = api.status()["dropped"]
+        assert dropped["unauthentic"] == 2 and dropped["malformed"] == 1
+        assert api.pending == 0, "nothing stays pending after a timeout"
         await link.stop()
 
     try:
@@ -149,11 +144,13 @@ def test_request_outcomes(broker: Broker) -> None:
 
 def test_request_while_offline_fails_at_once() -> None:
     async def main() -> None:
-        api = ReqResClient(make_link(), DEVICE_KEY)
+        api = make_link(device_key=DEVICE_KEY).platform
         with pytest.raises(CloudOffline):
             await api.request("echo", {})
         with pytest.raises(ValueError, match="invalid endpoint"):
-            await api.request("a/b", {})
+            await api.request("a/b/c", {})
+        with pytest.raises(ValueError, match="invalid endpoint"):
+            await api.request("echo\n", {})
 
     run(main())
 

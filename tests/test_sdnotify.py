@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.sdnotify import Notifier, Watchdog
+from gatewayd.runtime.sdnotify import Notifier, Watchdog
 from tests.helpers import Gatewayd, ethernet_config, wait_for, write_config
 
 

@@ -1,5 +1,5 @@
 """``/api/v1/devices``, ``/button``, ``/identify`` on a real control socket, and the gatewayctl
-functions that use them (mounted the way gatewayd.ctl mounts subcommands)."""
+functions that use them (mounted the way gatewayd.ctl.main mounts subcommands)."""
 
 from __future__ import annotations
 
@@ -15,20 +15,22 @@ from typing import Any, TypeVar
 
 import pytest
 
-from gatewayd.api import create_control_app
 from gatewayd.config import ButtonConfig, Config, LedConfig, parse_config, with_overrides
-from gatewayd.corecall import CoreCall
-from gatewayd.ctl import Client, CtlError
-from gatewayd.ctl_devices import add_commands
-from gatewayd.hardware import Hardware, SimulatedBackend
+from gatewayd.control.app import create_control_app
+from gatewayd.control.devices import DeviceProviders, devices_blueprint
+from gatewayd.ctl.devices import add_commands
+from gatewayd.ctl.main import Client, CtlError
+from gatewayd.hardware.component import Hardware
+from gatewayd.hardware.simulated import SimulatedBackend
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity
-from gatewayd.logsetup import Redactor
-from gatewayd.sdnotify import Notifier
+from gatewayd.runtime.corecall import CoreCall
+from gatewayd.runtime.logsetup import Redactor
+from gatewayd.runtime.sdnotify import Notifier
+from gatewayd.runtime.webserver import WebServer
 from gatewayd.state import StateStore
-from gatewayd.virtual import Registry, VirtualDevices
-from gatewayd.virtual_api import DeviceProviders, devices_blueprint
-from gatewayd.webserver import WebServer
+from gatewayd.virtual import Registry
+from gatewayd.virtual.host import VirtualDevices
 from tests.test_virtual_host import FakePublisher
 
 pytestmark = pytest.mark.timeout(60)
@@ -96,7 +98,7 @@ def control(tmp_path: Path) -> Iterator[Control]:
 
 
 def parser() -> argparse.ArgumentParser:
-    """What gatewayd.ctl.build_parser does, with these subcommands added."""
+    """What gatewayd.ctl.main.build_parser does, with these subcommands added."""
     p = argparse.ArgumentParser(prog="gatewayctl")
     p.add_argument("--json", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
@@ -179,7 +181,7 @@ def test_bad_requests_and_failures_are_clear(control: Control) -> None:
 def test_without_hardware_the_endpoints_say_so() -> None:
     from flask import Flask
 
-    from gatewayd.api import ApiError, error_response
+    from gatewayd.control.app import ApiError, error_response
 
     loop = asyncio.new_event_loop()
     app = Flask("t")

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from gatewayd.config import parse_config
-from gatewayd.virtual import Registry, VirtualDevices
+from gatewayd.virtual import Registry
 from gatewayd.virtual.command import CommandFailed, run_command
+from gatewayd.virtual.host import VirtualDevices
 from gatewayd.virtual.system import SystemDevice, read_disk, read_load
 from tests.test_hardware import run, until
 from tests.test_virtual_host import FakePublisher

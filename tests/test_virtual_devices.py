@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 
 from gatewayd import __version__
-from gatewayd.cloud_link import CloudOutcome
+from gatewayd.cloud.net import CloudOutcome
 from gatewayd.config import parse_config
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import Broker
-from gatewayd.virtual import ENTRY_POINT_GROUP, Registry, VirtualDevices, check_config
+from gatewayd.virtual import ENTRY_POINT_GROUP, Registry
+from gatewayd.virtual.host import VirtualDevices
+from gatewayd.virtual.planning import check_config
 from tests.cloud_helpers import (
     WSP,
     Monitor,
@@ -269,6 +271,8 @@ async def check_trees(broker: Broker) -> None:
         "$homie": "3.0.1", "$name": "Answer", "$state": "ready",
         "$implementation": "gatewayd virtual", "$fw/name": "command",
         "$fw/version": __version__, "$nodes": "sensor",
+        # A child reaches the cloud through the hub: the hub's address and MAC (2Smart).
+        "$localip": "127.0.0.1", "$mac": "aa:bb:cc:dd:ee:ff",
         "sensor/$name": "Answer", "sensor/$state": "ready", "sensor/$properties": "value",
         "sensor/value": "42", "sensor/value/$name": "Value",
         "sensor/value/$settable": "false", "sensor/value/$retained": "true",

@@ -8,8 +8,10 @@ import tomllib
 import pytest
 
 from gatewayd.config import ConfigError, parse_config
-from gatewayd.hardware import GpiodBackend
-from gatewayd.virtual import Registry, VirtualDevices, check_config
+from gatewayd.hardware.libgpiod import GpiodBackend
+from gatewayd.virtual import Registry
+from gatewayd.virtual.host import VirtualDevices
+from gatewayd.virtual.planning import check_config
 from tests.test_hardware import CHIP, FakeGpiod, run, until
 from tests.test_virtual_host import FakePublisher
 

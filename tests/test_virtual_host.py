@@ -15,16 +15,11 @@ from typing import Any
 import pytest
 
 from gatewayd import homie
-from gatewayd.cloud_commands import CommandRunner
+from gatewayd.cloud.commands import CommandRunner
 from gatewayd.config import ConfigError, VirtualDeviceConfig, parse_config, spec
-from gatewayd.virtual import (
-    OptionError,
-    Registry,
-    VirtualDevice,
-    VirtualDevices,
-    check_config,
-    parse_options,
-)
+from gatewayd.virtual import OptionError, Registry, VirtualDevice, parse_options
+from gatewayd.virtual.host import VirtualDevices
+from gatewayd.virtual.planning import check_config
 from tests.test_hardware import run, until
 
 pytestmark = pytest.mark.timeout(60)

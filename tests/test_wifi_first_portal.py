@@ -11,18 +11,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from gatewayd.ap import NetworkManagerControl
 from gatewayd.hub import Hub
-from gatewayd.logsetup import Redactor
-from gatewayd.onboarding import Onboarding, State, StubCloud
-from gatewayd.pairing import PairingService
+from gatewayd.onboarding.machine import Onboarding
+from gatewayd.onboarding.pairing import PairingService
+from gatewayd.onboarding.progress import Progress
+from gatewayd.onboarding.table import State
 from gatewayd.portal.app import create_portal_app
-from gatewayd.sdnotify import Notifier
+from gatewayd.runtime.logsetup import Redactor
+from gatewayd.runtime.sdnotify import Notifier
+from gatewayd.runtime.webserver import WebServer
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from gatewayd.state import StateStore
-from gatewayd.webserver import WebServer
+from tests.fakes import StubCloud
 from tests.portal_helpers import Client, LoopThread, fast_stopping, make_config, running_portal
 from tests.test_onboarding import IDENTITY, active_ids, bus, nm
 
@@ -70,13 +73,12 @@ def test_hub_on_wifi_without_account_is_paired_over_the_lan(nm: NetworkManagerMo
             name="portal", host="127.0.0.1", port=0))
         client = Client(server.port)
 
-        async def improv_like() -> dict[str, Any]:
-            return await pairing.submit(pairing.parse(WIFI_ONLY, "ble-improv",
-                                                      allow_wifi_only=True))
+        async def improv_like() -> Progress:
+            return await pairing.submit(WIFI_ONLY, "ble-improv", allow_wifi_only=True)
 
         on_core(improv_like())
         until(lambda: onboarding.state == State.UNPAIRED and onboarding.pairing_open
-              and onboarding.progress()["network"] == "wifi")
+              and onboarding.progress().network == "wifi")
         progress = client.get("/api/v1/progress").json
         assert progress["state"] == "unpaired" and progress["network"] == "wifi"
         assert progress["pairing_open"] and not progress["hotspot"]

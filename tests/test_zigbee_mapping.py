@@ -160,7 +160,7 @@ def test_table_matches_zigpy_and_homie() -> None:
 
 
 def test_mapping_and_catalog_do_not_import_zigpy() -> None:
-    code = ("import sys, gatewayd.zigbee.mapping, gatewayd.zigbee.catalog; "
+    code = ("import sys, gatewayd.zigbee.mapping, gatewayd.zigbee.virtual.catalog; "
             "sys.exit(1 if any(m.startswith('zigpy') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
 

@@ -16,9 +16,11 @@ from zigpy.application import ControllerApplication
 from zigpy.zcl import foundation
 
 from gatewayd.config import ZigbeeConfig
-from gatewayd.zigbee import catalog, mapping, virtual_radio
+from gatewayd.zigbee import mapping
 from gatewayd.zigbee.radio import RadioUnavailable, start_controller
-from gatewayd.zigbee.virtual_radio import VirtualNetwork, VirtualRadioError
+from gatewayd.zigbee.virtual import catalog
+from gatewayd.zigbee.virtual import radio as virtual_radio
+from gatewayd.zigbee.virtual.radio import VirtualNetwork, VirtualRadioError
 from tests.helpers import run_async, wait_for
 
 pytestmark = pytest.mark.timeout(60)

@@ -15,29 +15,28 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from gatewayd.pairing import PAIR_FIELDS, InvalidRequest
+from gatewayd.onboarding.pairing import PAIR_FIELDS, InvalidRequest, PairingError
 from gatewayd.portal.core import PortalCore
-from gatewayd.portal.pair import (
-    CROSS_SITE,
-    MAX_PARAMETERS,
-    rate_limited_message,
-    submit_or_refuse,
-)
-from gatewayd.portal.security import RateLimiter, client_key, same_origin
+from gatewayd.portal.pair import MAX_PARAMETERS, http_gate, retry_after, submit_or_refuse
+from gatewayd.portal.security import RateLimiter
 
 Guard = Callable[[], Response | None]  # None: go on; a Response: answer that instead
 
-_CODES = {400: "invalid", 403: "not-in-pairing-mode", 409: "busy", 429: "rate-limited",
-          500: "failed"}
-
-
-def api_error(status: int, message: str, *, code: str | None = None,
+def api_error(status: int, message: str, *, code: str,
               field: str | None = None) -> Response:
-    error: dict[str, Any] = {"code": code or _CODES.get(status, "error"), "message": message}
+    error: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         error["field"] = field
     response = jsonify({"error": error})
     response.status_code = status
+    return response
+
+
+def refusal(exc: PairingError) -> Response:
+    """A pairing refusal as the JSON API answers it (its code comes with it)."""
+    response = jsonify({"error": exc.to_json()})
+    response.status_code = exc.status
+    response.headers.update(retry_after(exc))
     return response
 
 
@@ -77,18 +76,13 @@ def api_blueprint(core: PortalCore, *, limiter: RateLimiter | None = None,
     def progress() -> Any:
         # Public on purpose: the panel keeps following an attempt after pairing closes,
         # and progress holds no secret.
-        return jsonify(core.progress())
+        return jsonify(core.progress().to_json())
 
     @bp.post("/pair")
     def pair() -> Any:
-        if limiter is not None:
-            wait = limiter.allow(client_key(request))
-            if wait:
-                response = api_error(429, rate_limited_message(wait))
-                response.headers["Retry-After"] = str(wait)
-                return response
-        if not same_origin(request):
-            return api_error(403, CROSS_SITE, code="cross-site")
+        gate = http_gate(limiter)
+        if gate is not None:
+            return refusal(gate)
         # JSON only: a cross-site page cannot send application/json without a CORS
         # preflight, which this API never grants; that is its CSRF protection.
         if not request.is_json:
@@ -96,11 +90,10 @@ def api_blueprint(core: PortalCore, *, limiter: RateLimiter | None = None,
                              code="unsupported-media-type")
         body = request.get_json(silent=True)
         source = "panel" if request.headers.get("X-Requested-By") == "gatewayd-panel" else "api"
-        status, message, progress, field = submit_or_refuse(
-            core, lambda: json_fields(body), source)
-        if status != 200:
-            return api_error(status, message, field=field)
-        return jsonify({"ok": True, "progress": progress})
+        outcome = submit_or_refuse(core, lambda: json_fields(body), source)
+        if isinstance(outcome, PairingError):
+            return refusal(outcome)
+        return jsonify({"ok": True, "progress": outcome.to_json()})
 
     @bp.get("/openapi.json")
     def openapi() -> Response:

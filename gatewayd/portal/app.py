@@ -1,6 +1,6 @@
 """The portal's Flask app: pairing endpoints, JSON API, admin panel, captive portal.
 
-Served by waitress (:class:`gatewayd.webserver.WebServer`) in threads beside the
+Served by waitress (:class:`gatewayd.runtime.webserver.WebServer`) in threads beside the
 asyncio core; every view reaches the core through :class:`PortalCore`.
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Flask, Response, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from gatewayd.corecall import CoreCall, CoreUnavailable
+from gatewayd.bridge import ZigbeeBridge
 from gatewayd.hub import Hub
-from gatewayd.pairing import PairingService
+from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.api import api_blueprint, api_error
 from gatewayd.portal.captive import install_captive
 from gatewayd.portal.core import PortalCore, PortalOnboarding
@@ -27,6 +27,8 @@ from gatewayd.portal.security import (
     add_security_headers,
     configure_session,
 )
+from gatewayd.portal.zigbee import zigbee_blueprint
+from gatewayd.runtime.corecall import CoreCall, CoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +81,13 @@ def _install_error_handlers(app: Flask) -> None:
             else text(message, 500)
 
 
-def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService | None = None,
-                      onboarding: PortalOnboarding | None = None,
-                      zigbee: Any = None) -> Flask:
+def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService,
+                      onboarding: PortalOnboarding,
+                      zigbee: ZigbeeBridge | None = None) -> Flask:
     """The portal app.
 
     ``pairing`` is the daemon's one :class:`PairingService`; ``onboarding`` is the state
-    machine behind it (scanned networks, "a person is here"). Without them the portal
-    still serves everything but refuses pairing with a 500 that says why.
+    machine behind it (scanned networks, "a person is here").
     """
     app = Flask("gatewayd.portal")
     app.config["MAX_CONTENT_LENGTH"] = hub.config.portal.max_request_bytes
@@ -102,15 +103,7 @@ def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService | Non
                                          guard=_admin_guard(core, auth)))
     app.register_blueprint(panel_blueprint(core, auth, pair_limiter))
     if zigbee is not None:
-        from gatewayd.api import ApiError
-        from gatewayd.zigbee_api import zigbee_blueprint
-
-        app.register_blueprint(zigbee_blueprint(zigbee, call, guard=_admin_guard(core, auth),
-                                                portal=True))
-
-        @app.errorhandler(ApiError)
-        def _zigbee_error(exc: ApiError) -> Any:
-            return api_error(exc.status, exc.message, code=exc.code)
+        app.register_blueprint(zigbee_blueprint(zigbee, call, _admin_guard(core, auth)))
     app.after_request(add_security_headers)
     _install_error_handlers(app)
 
@@ -123,14 +116,3 @@ def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService | Non
 
     return app
 
-
-def control_blueprints(hub: Hub, call: CoreCall, *, pairing: PairingService | None = None,
-                       onboarding: PortalOnboarding | None = None) -> list[Blueprint]:
-    """What the control socket mounts (``create_control_app(..., extra=...)``).
-
-    ``/api/v1/networks``, ``/pair``, ``/progress`` and ``/openapi.json``: the portal's
-    code without its rate limit or login (the socket's file mode is the access control).
-    ``/status`` stays the control socket's own.
-    """
-    core = PortalCore(hub, call, pairing, onboarding, people=False)
-    return [api_blueprint(core, include_status=False)]

@@ -12,7 +12,7 @@ import ipaddress
 import socket
 from collections.abc import Callable
 
-from flask import Blueprint, Flask, Response, redirect, request
+from flask import Blueprint, Flask, Response, request
 
 from gatewayd.portal.core import PortalCore
 
@@ -89,7 +89,7 @@ def install_captive(app: Flask, core: PortalCore,
         if not core.snapshot().captive:
             return None
         target = panel_url(core)
-        response = redirect(target, 302)
+        response = Response(status=302, headers={"Location": target})
         # Captive browsers and caches must not remember the redirect after pairing.
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -1,7 +1,7 @@
 """The portal's one adapter to the asyncio core.
 
 Every view runs in a waitress worker thread; whatever it needs from the hub,
-the pairing service or onboarding goes through :class:`~gatewayd.corecall.CoreCall`
+the pairing service or onboarding goes through :class:`~gatewayd.runtime.corecall.CoreCall`
 here, so no view touches core objects from the wrong thread.
 """
 
@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gatewayd.config import CloudConfig
-from gatewayd.corecall import CoreCall
 from gatewayd.hub import Hub
-from gatewayd.pairing import PairingBusy, PairingFailed, PairingRequest, PairingService
+from gatewayd.onboarding.pairing import PairingService
+from gatewayd.onboarding.progress import Progress
+from gatewayd.runtime.corecall import CoreCall
 
-BUSY_MESSAGE = "A pairing attempt is already in progress; wait for its result."
 MAX_NETWORKS = 64  # a scan in a block of flats can list hundreds; the panel needs a few
 
 
 class PortalOnboarding(Protocol):
-    """What the portal needs from onboarding beyond :class:`gatewayd.pairing.Onboarding`."""
+    """What the portal needs from onboarding beyond
+    :class:`gatewayd.onboarding.pairing.Onboarding`."""
 
     def networks(self) -> list[dict[str, Any]]:
         """Scanned networks, strongest first, deduplicated:
@@ -54,37 +55,6 @@ class Snapshot:
         return self.paired and not self.pairing_open
 
 
-class _NoOnboarding:
-    """Stands in while the daemon runs the portal without an onboarding state machine.
-
-    Pairing is then refused with a 500 that says why, instead of the portal failing to start.
-    """
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    @property
-    def pairing_open(self) -> bool:
-        return not self.hub.state.paired
-
-    @property
-    def busy(self) -> bool:
-        return False
-
-    async def begin(self, request: PairingRequest) -> None:
-        raise PairingFailed("Pairing is not available: the onboarding service is not running.")
-
-    def progress(self) -> dict[str, Any]:
-        return {"state": "paired" if self.hub.state.paired else "unpaired", "step": None,
-                "attempt": None, "last_failure": None, "pairing_open": self.pairing_open}
-
-    def networks(self) -> list[dict[str, Any]]:
-        return []
-
-    def note_activity(self) -> None:
-        pass
-
-
 def _normalise_code(value: str) -> str:
     # The label prints the setup code as 1234-5678; people type it either way.
     return value.replace("-", "").replace(" ", "")
@@ -93,17 +63,12 @@ def _normalise_code(value: str) -> str:
 class PortalCore:
     """Thread-side facade: each method is one hop into the core loop."""
 
-    def __init__(self, hub: Hub, call: CoreCall, pairing: PairingService | None = None,
-                 onboarding: PortalOnboarding | None = None, *, people: bool = True) -> None:
+    def __init__(self, hub: Hub, call: CoreCall, pairing: PairingService,
+                 onboarding: PortalOnboarding, *, people: bool = True) -> None:
         """``people``: requests come from people on the hotspot (the portal), not from
         ``gatewayctl`` (the control socket), so they count as activity."""
         self.hub = hub
         self.call = call
-        if pairing is None or onboarding is None:
-            stand_in = _NoOnboarding(hub)
-            pairing = pairing or PairingService(stand_in, hub.config.cloud,
-                                                wifi_enabled=hub.config.hotspot.enabled)
-            onboarding = onboarding or stand_in
         self.pairing = pairing
         self.onboarding = onboarding
         self.people = people
@@ -127,13 +92,8 @@ class PortalCore:
     def snapshot(self) -> Snapshot:
         async def _snap() -> Snapshot:
             self._touch()
-            open_ = self.pairing.open
-            hotspot = self.pairing.progress().get("hotspot")
-            if not isinstance(hotspot, bool):
-                # Onboarding does not say: assume the hotspot is up while pairing is open,
-                # except on Ethernet-only hubs, which have none.
-                hotspot = open_ and self.hub.config.hotspot.enabled
-            return Snapshot(open_, self.hub.state.paired, hotspot)
+            return Snapshot(self.pairing.open, self.hub.state.paired,
+                            self.pairing.progress().hotspot)
         return self.call(_snap)
 
     def status(self) -> dict[str, Any]:
@@ -141,8 +101,8 @@ class PortalCore:
             return self.hub.status()
         return self.call(_status)
 
-    def progress(self) -> dict[str, Any]:
-        async def _progress() -> dict[str, Any]:
+    def progress(self) -> Progress:
+        async def _progress() -> Progress:
             self._touch()
             return self.pairing.progress()
         return self.call(_progress)
@@ -158,23 +118,16 @@ class PortalCore:
 
     # ---- actions --------------------------------------------------------------------------
 
-    def submit(self, fields: Callable[[], Mapping[str, Any]], source: str) -> dict[str, Any]:
-        """Check pairing mode, extract and validate the fields, hand over.
+    def submit(self, fields: Callable[[], Mapping[str, Any]], source: str) -> Progress:
+        """Hand the request to the pairing service's front door, in one hop to the core.
 
-        Raises a PairingError subclass. One hop: the busy and mode checks come before
-        validation (a paired hub answers 403 whatever the input), and no request can slip
-        in between a check and the start of an attempt. ``fields`` must not touch Flask's
-        request context: it runs on the core's thread.
+        Raises a PairingError subclass. ``fields`` extracts the fields from the entry
+        point's format; it must not touch Flask's request context: it runs on the core's
+        thread, after the busy and mode checks.
         """
-        async def _submit() -> dict[str, Any]:
+        async def _submit() -> Progress:
             self._touch()
-            if self.pairing.onboarding.busy:
-                # Before check_open: onboarding closes pairing while an attempt runs, and
-                # "already paired" would be the wrong answer to a second request.
-                raise PairingBusy(BUSY_MESSAGE)
-            self.pairing.check_open()
-            request = self.pairing.parse(fields(), source)
-            return await self.pairing.submit(request)
+            return await self.pairing.submit(fields, source)
         return self.call(_submit)
 
     def check_admin_password(self, candidate: str) -> bool:

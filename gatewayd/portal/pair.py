@@ -1,9 +1,9 @@
 """The 2Smart app's contract: ``GET /healthcheck`` and ``GET /pair`` with plain-text answers.
 
-``/pair`` answers ``200 OK``, ``400 <message naming the parameter>``, ``403 <how to
-reset>`` (not in pairing mode, or a cross-site browser request), ``409`` (an attempt
-is already running), ``429`` (rate limit) or ``500 <message>``; a refused request
-changes nothing.
+``/pair`` answers ``200 OK``, or the refusal's status and message (docs/interfaces.md):
+``400 <message naming the parameter>``, ``403 <how to reset>`` (not in pairing mode, or a
+cross-site browser request), ``409`` (an attempt is already running), ``429`` (rate
+limit) or ``500 <message>``; a refused request changes nothing.
 """
 
 from __future__ import annotations
@@ -15,10 +15,18 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
-from gatewayd.corecall import CoreUnavailable
-from gatewayd.pairing import PAIR_FIELDS, InvalidRequest, PairingError
+from gatewayd.onboarding.pairing import (
+    PAIR_FIELDS,
+    CrossSite,
+    InvalidRequest,
+    PairingError,
+    PairingFailed,
+    RateLimited,
+)
+from gatewayd.onboarding.progress import Progress
 from gatewayd.portal.core import PortalCore
 from gatewayd.portal.security import RateLimiter, client_key, same_origin
+from gatewayd.runtime.corecall import CoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,13 @@ CROSS_SITE = "Pairing requests from other web sites are refused."
 
 def text(body: str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(body, status=status, mimetype="text/plain", headers=dict(headers or {}))
+
+
+def retry_after(refusal: PairingError) -> dict[str, str]:
+    """The ``Retry-After`` header a rate-limited refusal carries."""
+    if isinstance(refusal, RateLimited):
+        return {"Retry-After": str(refusal.retry_after)}
+    return {}
 
 
 def query_fields(args: MultiDict[str, str]) -> dict[str, str]:
@@ -44,23 +59,31 @@ def query_fields(args: MultiDict[str, str]) -> dict[str, str]:
     return fields
 
 
-def rate_limited_message(wait: int) -> str:
-    return f"Too many pairing requests; try again in {wait} seconds."
-
-
 def submit_or_refuse(core: PortalCore, fields: Callable[[], Mapping[str, Any]],
-                     source: str) -> tuple[int, str, dict[str, Any] | None, str | None]:
-    """Shared by ``/pair``, the form and ``/api/v1/pair``: (status, message, progress, field)."""
+                     source: str) -> Progress | PairingError:
+    """Shared by ``/pair``, the form and ``/api/v1/pair``: the progress, or the refusal."""
     try:
-        progress = core.submit(fields, source)
+        return core.submit(fields, source)
     except PairingError as exc:
         # The field name only: a value could be a secret.
-        log.info("pairing request from %s refused: %d %s", source, exc.status,
+        log.info("pairing request from %s refused: %s %s", source, exc.code,
                  exc.field or type(exc).__name__)
-        return exc.status, exc.message, None, exc.field
+        return exc
     except CoreUnavailable as exc:
-        return 500, f"The hub cannot take a pairing request now: {exc}.", None, None
-    return 200, "OK", progress, None
+        return PairingFailed(f"The hub cannot take a pairing request now: {exc}.")
+
+
+def http_gate(limiter: RateLimiter | None) -> PairingError | None:
+    """What HTTP entry points check before the front door: the rate limit, then cross-site
+    browser requests (a web page the user visits must not pair the hub to someone else's
+    account). None: go on."""
+    if limiter is not None:
+        wait = limiter.allow(client_key(request))
+        if wait:
+            return RateLimited(wait)
+    if not same_origin(request):
+        return CrossSite(CROSS_SITE)
+    return None
 
 
 def pair_blueprint(core: PortalCore, limiter: RateLimiter) -> Blueprint:
@@ -73,14 +96,11 @@ def pair_blueprint(core: PortalCore, limiter: RateLimiter) -> Blueprint:
 
     @bp.get("/pair")
     def pair() -> Response:
-        wait = limiter.allow(client_key(request))
-        if wait:
-            return text(rate_limited_message(wait), 429, {"Retry-After": str(wait)})
-        if not same_origin(request):
-            # A web page the user visits must not pair the hub to someone else's account.
-            return text(CROSS_SITE, 403)
         args = request.args
-        status, message, _, _ = submit_or_refuse(core, lambda: query_fields(args), "http")
-        return text(message, status)
+        outcome = http_gate(limiter) or submit_or_refuse(core, lambda: query_fields(args),
+                                                         "http")
+        if isinstance(outcome, PairingError):
+            return text(outcome.message, outcome.status, retry_after(outcome))
+        return text("OK")
 
     return bp

@@ -14,9 +14,16 @@ from typing import Any
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from gatewayd.pairing import RESET_HINT, InvalidRequest
+from gatewayd.onboarding.pairing import (
+    RESET_HINT,
+    InvalidRequest,
+    NotInPairingMode,
+    PairingError,
+    RateLimited,
+)
+from gatewayd.onboarding.progress import Progress
 from gatewayd.portal.core import PortalCore
-from gatewayd.portal.pair import rate_limited_message, submit_or_refuse
+from gatewayd.portal.pair import submit_or_refuse
 from gatewayd.portal.security import AdminAuth, RateLimiter, client_key, csrf_ok, csrf_token
 
 STATE_LABELS = {"starting": "Starting", "unpaired": "Ready to pair",
@@ -61,12 +68,12 @@ def presets_view(core: PortalCore) -> dict[str, Any]:
 def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter) -> Blueprint:
     bp = Blueprint("panel", __name__)
 
-    def render_form(progress: dict[str, Any], *, error: str | None = None,
+    def render_form(progress: Progress, *, error: str | None = None,
                     field: str | None = None, values: Mapping[str, str] | None = None,
                     status: int = 200) -> Response:
         html = render_template(
             "pair.html", name=hub_name(core), progress=progress,
-            state_label=STATE_LABELS.get(progress.get("state", ""), progress.get("state")),
+            state_label=STATE_LABELS.get(progress.state, progress.state),
             networks=core.networks(), wifi=core.wifi_enabled, presets=presets_view(core),
             error=error, error_field=field, values=values or {}, csrf=csrf_token(),
             advanced_open=not core.presets.host or field in ADVANCED_FIELDS)
@@ -95,24 +102,23 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
                                error="This form has expired. Please submit it again.")
         wait = pair_limiter.allow(client_key(request))
         if wait:
-            return render_form(core.progress(), status=429, values=values,
-                               error=rate_limited_message(wait))
+            limited = RateLimited(wait)
+            return render_form(core.progress(), status=limited.status, values=values,
+                               error=limited.message)
         form, wifi = request.form, core.wifi_enabled
-        status, message, _, field = submit_or_refuse(core, lambda: form_fields(form, wifi),
-                                                     "panel")
-        if status == 403:
+        outcome = submit_or_refuse(core, lambda: form_fields(form, wifi), "panel")
+        if isinstance(outcome, NotInPairingMode):
             return redirect(url_for("panel.index"), 303)
-        if status != 200:
-            return render_form(core.progress(), status=status, error=message, field=field,
-                               values=values)
+        if isinstance(outcome, PairingError):
+            return render_form(core.progress(), status=outcome.status, error=outcome.message,
+                               field=outcome.field, values=values)
         return redirect(url_for("panel.progress"), 303)
 
     @bp.get("/setup")
     def progress() -> Any:
         progress = core.progress()
         return render_template("progress.html", name=hub_name(core), progress=progress,
-                               state_label=STATE_LABELS.get(progress.get("state", ""),
-                                                            progress.get("state")))
+                               state_label=STATE_LABELS.get(progress.state, progress.state))
 
     @bp.route("/login", methods=["GET", "POST"])
     def login() -> Any:

@@ -269,7 +269,7 @@ def _patch_bluezoo(mtu: int | None) -> None:
             link_init(self, client, service)
             self.mtu = mtu
 
-        GattCharacteristicClientLink.__init__ = link_init_with_mtu  # type: ignore[method-assign]
+        GattCharacteristicClientLink.__init__ = link_init_with_mtu
 
 
 def _main() -> None:

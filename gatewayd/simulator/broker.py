@@ -1,8 +1,12 @@
 """A real mosquitto configured like a 2Smart cloud broker, on a free loopback port.
 
 Users are added with their e-mail (``wsp``) and token; the broker user name is
-sha256(wsp) as the hub will present it, and the ACL confines each user to
-``<username>/#`` (the cloud's ``%u/#`` pattern). A superuser (``monitor``) may read
+sha256(wsp) as the hub will present it. The ACL (:data:`ACCOUNT_ACL`, documented in
+docs/cloud.md) confines each user to its own tree: its devices, their errors and
+notifications; REQ/RES per device, told apart by the MQTT client id (the hub's device id,
+as every hub of an account shares the user): a client publishes requests only under
+``<user>/req/<client id>/`` and reads responses only under ``<user>/res/<client id>/``.
+The platform user answers every account's requests. A superuser (``monitor``) may read
 everything: tests subscribe with it to see what the hub published.
 """
 
@@ -22,6 +26,23 @@ from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.procs import Child, free_port, port_open, wait_until
 
 MONITOR_USER = "monitor"
+PLATFORM_USER = "platform"
+# What a cloud user may do (mosquitto grants when any line matches, so REQ/RES cannot sit
+# under a blanket %u/# line).
+ACCOUNT_ACL = """\
+pattern readwrite %u/sweet-home/#
+pattern readwrite %u/errors/#
+pattern readwrite %u/notifications/#
+pattern write %u/req/%c/#
+pattern read %u/res/%c/#
+"""
+PLATFORM_ACL = """\
+user platform
+topic read +/req/#
+topic write +/res/#
+topic read +/notifications/#
+topic read +/sweet-home/#
+"""
 
 
 @dataclass
@@ -52,6 +73,7 @@ class Broker:
     tls: TlsFiles | None = None
     accounts: list[Account] = field(default_factory=list)
     monitor_password: str = "monitor-secret"  # noqa: S105 - a local test broker
+    platform_password: str = "platform-secret"  # noqa: S105 - a local test broker
     debug_log: bool = False  # log every packet, e.g. "Denied PUBLISH" lines for ACL checks
     child: Child | None = None
 
@@ -77,14 +99,15 @@ class Broker:
                                "(scripts/setup.sh does)")
         self.passwd_file.write_text("")
         self.passwd_file.chmod(0o600)
-        users = [(MONITOR_USER, self.monitor_password)]
+        users = [(MONITOR_USER, self.monitor_password),
+                 (PLATFORM_USER, self.platform_password)]
         users += [(a.username, a.token) for a in self.accounts]
         for user, password in users:
             subprocess.run([exe, "-b", str(self.passwd_file), user, password], check=True,
                            capture_output=True)
         self.acl_file.write_text(
-            f"user {MONITOR_USER}\ntopic readwrite #\n\n"
-            "# every cloud user owns the tree named after it\npattern readwrite %u/#\n")
+            f"user {MONITOR_USER}\ntopic readwrite #\n\n{PLATFORM_ACL}\n"
+            f"# every cloud user owns the tree named after it\n{ACCOUNT_ACL}")
         self.acl_file.chmod(0o600)
 
     def _write_conf(self) -> None:

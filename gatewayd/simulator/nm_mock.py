@@ -3,6 +3,8 @@
 The daemon under test talks to it exactly as to NetworkManager, over the bus whose address
 ``PrivateBus.env()`` puts into ``DBUS_SYSTEM_BUS_ADDRESS``. Tests and the simulator use the
 helpers here to look at it and to make the radio world change (networks vanish, links drop).
+The mock is the python-dbusmock template ``nm_template.py`` and, behind it, the package
+:mod:`gatewayd.simulator.nm`, which the child process imports from this very source tree.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.procs import Child, wait_until
 
 TEMPLATE = Path(__file__).with_name("nm_template.py")
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 NM_BUS_NAME = "org.freedesktop.NetworkManager"
 NM_PATH = "/org/freedesktop/NetworkManager"
 NM_IFACE = "org.freedesktop.NetworkManager"
@@ -85,8 +88,13 @@ class NetworkManagerMock:
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "dbusmock", "--system", "--template", str(TEMPLATE),
                 "--parameters", json.dumps(self.parameters)]
+        env = self.bus.env(dict(os.environ))
+        # The template imports gatewayd.simulator.nm: the child must run this very tree,
+        # installed or not.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
         self.child = Child("networkmanager-mock", argv, self.workdir / "networkmanager-mock.log",
-                           env=self.bus.env(dict(os.environ)))
+                           env=env)
         # dbusmock owns the name before the template has built its objects, so wait for one.
         wait_until(self._ready, 15, "the NetworkManager mock on the private bus", self.child)
         return self

@@ -9,23 +9,23 @@ import os
 import tempfile
 from pathlib import Path
 
-from gatewayd.atomicfile import atomic_write
 from gatewayd.config import Config
-from gatewayd.logsetup import Redactor
+from gatewayd.daemon import Daemon, open_state
+from gatewayd.runtime.atomicfile import atomic_write
+from gatewayd.runtime.logsetup import Redactor
 from gatewayd.simulator.world import SIM_WIFI_MAC, SimWorld
 from gatewayd.state import StateError
 
 log = logging.getLogger(__name__)
 
 
-def run_simulator(config: Config, workdir: Path | None, redactor: Redactor) -> int:
-    from gatewayd.daemon import Daemon, open_state
-
+def run_simulator(config: Config, workdir: Path | None, redactor: Redactor, *,
+                  platform: bool = True) -> int:
     workdir = (workdir or Path(tempfile.mkdtemp(prefix="gatewayd-sim-"))).resolve()
     sim_json = workdir / "sim.json"
     sim_json.unlink(missing_ok=True)
     log.info("starting the simulated world in %s", workdir)
-    world = SimWorld(workdir)
+    world = SimWorld(workdir, with_platform=platform)
     try:
         world.start()
         assert world.bus is not None

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd.config import Config, with_overrides
-from gatewayd.simulator.broker import Account, Broker
+from gatewayd.simulator.broker import PLATFORM_USER, Account, Broker
 from gatewayd.simulator.dbus_daemon import PrivateBus
+from gatewayd.simulator.platform import SimPlatform
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,13 @@ class SimWorld:
     workdir: Path
     with_nm: bool = True
     with_bluez: bool = True
+    with_platform: bool = True
     bus: PrivateBus | None = None
     nm: Any = None
     bluez: Any = None
     broker: Broker | None = None
     account: Account | None = None
+    platform: SimPlatform | None = None
     access_points: list[dict[str, Any]] = field(default_factory=list)
 
     def start(self) -> SimWorld:
@@ -54,18 +57,23 @@ class SimWorld:
             self.broker = Broker(self.workdir / "broker")
             self.account = self.broker.add_account(*SIM_ACCOUNT)
             self.broker.start()
+            if self.with_platform:
+                self.platform = SimPlatform(
+                    self.broker.host, self.broker.port, PLATFORM_USER,
+                    self.broker.platform_password, self.workdir / "platform.json").start()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        for part in (self.broker, self.bluez, self.nm, self.bus):
+        for part in (self.platform, self.broker, self.bluez, self.nm, self.bus):
             if part is not None:
                 try:
                     part.stop()
                 except Exception:
                     log.exception("stopping %s failed", type(part).__name__)
+        self.platform = None
         self.broker = self.bluez = self.nm = self.bus = None
 
     def hub_config(self, base: Config, portal_port: int = 0) -> Config:
@@ -92,7 +100,12 @@ class SimWorld:
             "portal": portal_url,
             "mqtt": {"host": self.broker.host, "port": self.broker.port,
                      "monitor": {"username": "monitor",
-                                 "password": self.broker.monitor_password}},
+                                 "password": self.broker.monitor_password},
+                     "platform": {"username": PLATFORM_USER,
+                                  "password": self.broker.platform_password}},
+            "platform": ({"control": self.platform.control_url,
+                          "responses": str(self.platform.responses)}
+                         if self.platform is not None else None),
             "system_bus": self.bus.address,
             "control_socket": str(control_socket),
             "state_dir": str(state_dir),

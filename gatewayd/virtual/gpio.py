@@ -5,7 +5,7 @@ Each line is a node with a boolean ``state``: settable for outputs, which follow
 read-only for inputs, which publish every debounced change. Values are logical: with
 ``active_low`` the line is driven low for ``true``.
 
-The lines come from the host's GPIO backend (:mod:`gatewayd.hardware`: libgpiod v2 on a
+The lines come from the host's GPIO backend (:mod:`gatewayd.hardware.component`: libgpiod v2 on a
 hub, in memory under ``gatewayd --simulate``).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from gatewayd import homie
 from gatewayd.config import ID_PATTERN, spec
-from gatewayd.hardware import BIASES, HardwareError, InputLine, OutputLine
+from gatewayd.hardware.lines import BIASES, HardwareError, InputLine, OutputLine
 from gatewayd.virtual.plugin import OptionError, VirtualDevice
 
 MAX_LINES = 64

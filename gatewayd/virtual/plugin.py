@@ -7,7 +7,7 @@ A virtual device type is a :class:`VirtualDevice` subclass. It declares
   it and names bad keys as ``virtual[i].<key>``. ``check_options`` adds cross-key checks;
 * ``nodes()``: its Homie nodes and properties (:mod:`gatewayd.homie`), built once;
 * ``start``/``poll``/``on_set``/``stop``: async callbacks the host calls, each bounded by a
-  timeout and isolated (see :mod:`gatewayd.virtual`);
+  timeout and isolated (see :mod:`gatewayd.virtual.host`);
 
 and uses :meth:`VirtualDevice.publish` and :meth:`VirtualDevice.set_state` to report.
 
@@ -26,7 +26,7 @@ import types
 import typing
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from gatewayd import __version__, homie
 from gatewayd.config import (
@@ -38,7 +38,7 @@ from gatewayd.config import (
 )
 
 if TYPE_CHECKING:
-    from gatewayd.hardware import LineBackend
+    from gatewayd.hardware.lines import LineBackend
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,19 @@ class DeviceContext:
     log: logging.Logger
     gpio: LineBackend | None = None  # GPIO lines (the hub's gpiod backend, or the simulated one)
     host: Any = None  # the host: publish/set_state go through it
+    # The platform (REQ/RES): ``await ctx.platform.request("rfid/authorize", {...})``;
+    # None only when the hub runs without a cloud link (tests).
+    platform: PlatformAccess | None = None
+
+
+class PlatformAccess(Protocol):
+    """What a plugin may ask of the platform (docs/virtual-devices.md, "The platform")."""
+
+    async def request(self, endpoint: str, data: Any = None, *,
+                      timeout: float = 10.0) -> Any:
+        """The decrypted answer; raises :class:`gatewayd.virtual.PlatformError` (with the
+        platform's ``status`` and HTTP-style ``code``) when there is none."""
+        ...
 
 
 class VirtualDevice:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gatewayd import homie, telemetry
+from gatewayd import homie
+from gatewayd.cloud import telemetry
 from gatewayd.config import spec
 from gatewayd.virtual.plugin import VirtualDevice
 

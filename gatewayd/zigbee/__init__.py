@@ -1,8 +1,14 @@
-"""Zigbee support: radio selection, the virtual radio, and the cluster mapping table.
+"""Zigbee support behind :mod:`gatewayd.bridge`: mapping, children, radio, database writes.
 
-Modules here that import zigpy (``radio`` once it starts a controller, ``child``,
-``sim_device``, ``virtual_radio``) are imported only when Zigbee is enabled; the
-bridge (:mod:`gatewayd.bridge`) loads them lazily. ``catalog`` and ``mapping`` are
-plain data and never import zigpy. Nothing is imported from this package's
-``__init__`` on purpose.
+:mod:`~gatewayd.zigbee.mapping` is the cluster table (plain data, no zigpy);
+:mod:`~gatewayd.zigbee.child` turns a zigpy device into a Homie child;
+:mod:`~gatewayd.zigbee.radio` selects and starts the radio library;
+:mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes. The simulated radio lives
+in :mod:`gatewayd.zigbee.virtual`.
+
+Modules that import zigpy (``radio`` once it starts a controller, ``child``, and the
+simulated radio) are imported only when Zigbee is enabled; the bridge loads them lazily.
+Nothing is imported from this package's ``__init__`` on purpose.
+
+May import: homie, config, runtime; never the bridge, the cloud link or a front end.
 """

@@ -15,13 +15,16 @@ and reporting live in the device, their last values in zigpy's attribute cache.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import zigpy.device
 import zigpy.exceptions
-from zigpy.zcl import Cluster, ReportingConfig, foundation
+from zigpy.zcl import Cluster, foundation
+from zigpy.zcl.helpers import ReportingConfig
 
 from gatewayd import homie
 from gatewayd.zigbee import mapping
@@ -107,7 +110,8 @@ class Child:
     def _cluster(self, binding: mapping.Binding) -> Cluster:
         ep = self.device.endpoints[binding.endpoint]
         clusters = ep.in_clusters if binding.cmap.server else ep.out_clusters
-        return clusters[binding.cmap.cluster_id]
+        cluster: Cluster = clusters[binding.cmap.cluster_id]
+        return cluster
 
     @staticmethod
     def _getter(cluster: Cluster) -> mapping.Lookup:
@@ -169,9 +173,22 @@ class Child:
         node_objs.append(homie.Node("zigbee", "Zigbee", properties=info))
         self.homie = homie.Device(self.device_id, self.name, nodes=node_objs,
                                   telemetry=telemetry.values(), state=self.state,
-                                  implementation="gatewayd zigbee",
-                                  fw_name=self.device.model or "")
+                                  implementation="gatewayd zigbee", mac=self.ieee,
+                                  fw_name=self.device.model or "",
+                                  fw_version=self.firmware_version())
         return self.homie
+
+    def firmware_version(self) -> str:
+        """The Basic cluster's software build (or application version), as cached."""
+        for ep in self.device.non_zdo_endpoints:
+            basic = ep.in_clusters.get(0x0000)
+            if basic is None:
+                continue
+            for name in ("sw_build_id", "app_version"):
+                value = basic.get(name)
+                if value not in (None, ""):
+                    return str(value)
+        return ""
 
     @staticmethod
     def _initial(prop: homie.Property, value: Any) -> None:
@@ -198,7 +215,7 @@ class Child:
             if binding.cmap.event or binding.cmap.command_updates:
                 listener = _CommandListener(self, binding, cluster)
                 cluster.add_listener(listener)
-                self._unsubscribe.append(lambda c=cluster, li=listener: c.remove_listener(li))
+                self._unsubscribe.append(functools.partial(cluster.remove_listener, listener))
 
     def detach(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -227,7 +244,8 @@ class Child:
         update = binding.cmap.command_updates.get(name)
         if update is not None:
             attribute, arg = update
-            cluster.update_attribute(attribute, fields[arg])  # emits attribute_updated
+            # emits attribute_updated
+            cluster.update_attribute(cluster.find_attribute(attribute), fields[arg])
         if binding.cmap.event is not None:
             text = binding.cmap.event(name, fields)
             if text is not None:
@@ -235,7 +253,13 @@ class Child:
 
     # -- one-time setup after an interview ---------------------------------------------------
     async def preload(self) -> None:
-        """Read what the description depends on (zone type, multipliers)."""
+        """Read what the description depends on (zone type, multipliers, firmware)."""
+        basic = next((ep.in_clusters[0x0000] for ep in self.device.non_zdo_endpoints
+                      if 0x0000 in ep.in_clusters), None)
+        if basic is not None:
+            with contextlib.suppress(Exception):  # optional: many devices lack it
+                async with asyncio.timeout(self.command_timeout):
+                    await basic.read_attributes(["sw_build_id"], allow_cache=True)
         for binding in self.plan.bindings:
             if binding.cmap.preload:
                 await self._try(self._cluster(binding).read_attributes(
@@ -255,11 +279,14 @@ class Child:
                 await self._try(cluster.configure_reporting_multiple(reporting), "reporting",
                                 binding)
             if binding.cmap.enroll:
-                await self._try(cluster.write_attributes({"cie_addr": coordinator_ieee}),
+                cie: dict[str | int | foundation.ZCLAttributeDef, Any] = {
+                    "cie_addr": coordinator_ieee}
+                await self._try(cluster.write_attributes(cie),
                                 "cie", binding)
                 await self._try(cluster.enroll_response(enroll_response_code=0, zone_id=0),
                                 "enroll", binding)
-            attrs = sorted({p.attribute for p in props if p.attribute})
+            attrs: list[int | str | foundation.ZCLAttributeDef] = [
+                *sorted({p.attribute for p in props if p.attribute})]
             if attrs and binding.cmap.server:
                 await self._try(cluster.read_attributes(attrs), "read", binding)
 
@@ -292,7 +319,9 @@ class Child:
         try:
             async with asyncio.timeout(self.command_timeout):
                 if action.command == "write":
-                    result: Any = await cluster.write_attributes(dict(action.args))
+                    writes: dict[str | int | foundation.ZCLAttributeDef, Any] = {
+                        name: v for name, v in action.args.items()}
+                    result: Any = await cluster.write_attributes(writes)
                     status = result[0][0].status
                 else:
                     result = await getattr(cluster, action.command)(**action.args)

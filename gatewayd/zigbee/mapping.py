@@ -26,7 +26,7 @@ Lookup = Callable[[str], Any]  # raw cached value of another attribute of the sa
 class Reporting:
     min: int  # seconds
     max: int
-    change: float  # in raw ZCL units
+    change: int  # in raw ZCL units
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def _scene_event(command: str, args: Mapping[str, Any]) -> str | None:
 
 EVENT = Prop("event", "Event", "string", retained=False)
 
-_ZONE_ALARM = dict(attribute="zone_status", convert=_bit(0x0001))
+_ZONE_ALARM: dict[str, Any] = {"attribute": "zone_status", "convert": _bit(0x0001)}
 IAS_VARIANTS: dict[int, tuple[Prop, ...]] = {
     0x000D: (Prop("motion", "Motion", "boolean", **_ZONE_ALARM),),
     0x0015: (Prop("open", "Open", "boolean", **_ZONE_ALARM),),

@@ -46,7 +46,7 @@ RADIOS: dict[str, RadioLibrary] = {
                         "Texas Instruments Z-Stack (CC2652, Sonoff ZBDongle-P)"),
     "deconz": RadioLibrary("zigpy_deconz.zigbee.application", "zigpy-deconz",
                            "dresden elektronik ConBee / RaspBee"),
-    "virtual": RadioLibrary("gatewayd.zigbee.virtual_radio", "gatewayd[zigbee]",
+    "virtual": RadioLibrary("gatewayd.zigbee.virtual.radio", "gatewayd[zigbee]",
                             "simulated coordinator and devices (tests, simulator)"),
 }
 
@@ -143,8 +143,9 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerAppl
     except Exception as exc:
         raise RadioError(f"cannot open the Zigbee database {state_dir / DB_FILE}: {exc}"
                          ) from exc
-    if app._dblistener is not None:
-        CoalescedWrites(app._dblistener)  # zigpy's own write queue is unbounded
+    listener: Any = app._dblistener  # zigpy declares it None until startup assigns it
+    if listener is not None:
+        CoalescedWrites(listener)  # zigpy's own write queue is unbounded
     try:
         # Started separately from new() so we hold the app if this fails (see below).
         await app.startup(auto_form=True)

@@ -25,14 +25,14 @@ import zigpy.types as t
 
 from gatewayd.simulator.ncp import status as st
 from gatewayd.simulator.ncp.state import Child
-from gatewayd.zigbee.catalog import KINDS
-from gatewayd.zigbee.report_stream import ReportStream
-from gatewayd.zigbee.sim_device import (
+from gatewayd.zigbee.virtual.catalog import KINDS
+from gatewayd.zigbee.virtual.device import (
     SimDevice,
     VirtualRadioError,
     check_attribute,
     parse_eui64,
 )
+from gatewayd.zigbee.virtual.report_stream import ReportStream
 
 if TYPE_CHECKING:
     from gatewayd.simulator.ncp.ncp import Ncp
@@ -133,8 +133,7 @@ class Air:
         if dev.silenced:
             return False
         packet = t.ZigbeePacket(
-            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK,
-                                  address=t.NWK(COORDINATOR)),  # type: ignore[no-untyped-call]
+            src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(COORDINATOR)),
             src_ep=aps["sourceEndpoint"],
             dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=dev.nwk),
             dst_ep=aps["destinationEndpoint"], tsn=aps["sequence"],
@@ -270,7 +269,7 @@ class Air:
 
     def stream(self, count: int, rate: float = 0, cluster: str = "electrical_measurement",
                attribute: str = "active_power", **kwargs: Any) -> dict[str, Any]:
-        """A numbered stream of attribute reports (gatewayd.zigbee.report_stream)."""
+        """A numbered stream of attribute reports (gatewayd.zigbee.virtual.report_stream)."""
         if self._stream is not None and self._stream.running:
             raise AirError("a report stream is already running")
         self._require_network()

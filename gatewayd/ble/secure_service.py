@@ -1,0 +1,346 @@
+"""The secure gatewayd BLE service: SPAKE2 keyed from the setup code, then AES-256-GCM.
+
+It carries what Improv cannot: the complete pairing request (Wi-Fi and cloud credentials, or
+cloud only) and device information, to a phone that proved it knows the setup code printed
+on the hub. docs/ble-protocol.md is the specification; this module is both its hub side
+(:class:`SecureService`) and the pieces the phone side shares (frames, key schedule,
+:class:`PhoneHandshake`, :class:`Channel`), used by :mod:`gatewayd.ble.phone`.
+
+Why SPAKE2 and confirmation first by the hub: the setup code has only 10^8 values, so each
+session must give an attacker one guess at most and no offline test. SPAKE2 does that;
+every started handshake counts as a failure until the phone's confirmation proves it right
+(a phone that learns from the hub's confirmation that its guess was wrong and just leaves is
+still counted). After ``max_failures`` the service refuses handshakes until the window is
+opened again (the button).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gatewayd.ble.gatt import Characteristic, GattRequest, Service
+from gatewayd.ble.secure_protocol import (
+    INFO_UUID,
+    NO_SESSION,
+    PHONE_IDENTITY,
+    PROTOCOL_VERSION,
+    RX_UUID,
+    SERVICE_UUID,
+    SPAKE2_MESSAGE_LEN,
+    TX_UUID,
+    Channel,
+    ErrorCode,
+    Frame,
+    FrameReader,
+    MsgType,
+    ProtocolError,
+    SessionKeys,
+    chunks,
+    decode_message,
+    encode_message,
+    error_frame,
+    hub_identity,
+    setup_code_password,
+)
+from gatewayd.onboarding.pairing import PAIR_FIELDS, InvalidRequest, PairingError
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_SECONDS = 30.0
+IDLE_SECONDS = 300.0
+MAX_PHONES = 8  # phones whose partial frames are tracked at once
+DEFAULT_NOTIFY_LEN = 20
+
+
+class SecureHost(Protocol):
+    """What the secure service needs from the hub."""
+
+    def secure_device_info(self) -> dict[str, Any]: ...
+
+    def secure_summary(self) -> dict[str, Any]:
+        """The plaintext identity on the info characteristic (nothing secret)."""
+
+    def setup_code(self) -> str: ...
+
+    async def secure_pair(self, fields: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
+        """Hand the request to the pairing front door (``fields`` extracts the message's
+        fields once pairing is known to be open); the progress as JSON, or raises
+        :class:`gatewayd.onboarding.pairing.PairingError`."""
+
+    def secure_progress(self) -> dict[str, Any]: ...
+
+    def secure_networks(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class _Session:
+    device: str
+    sid: bytes
+    started: float
+    last: float
+    msg_a: bytes = b""
+    msg_b: bytes = b""
+    keys: SessionKeys | None = None
+    channel: Channel | None = None
+
+    @property
+    def established(self) -> bool:
+        return self.channel is not None
+
+
+class SecureService:
+    """Hub side: one session at a time, failure counting and lockout."""
+
+    def __init__(self, host: SecureHost, *, device_id: str, max_failures: int,
+                 clock: Callable[[], float] = time.monotonic,
+                 entropy: Callable[[int], bytes] = os.urandom) -> None:
+        self.host = host
+        self.entropy = entropy  # only the worked example in the docs replaces it
+        self.device_id = device_id
+        self.max_failures = max_failures
+        self.clock = clock
+        self.failures = 0
+        self._session: _Session | None = None
+        self._readers: OrderedDict[str, FrameReader] = OrderedDict()
+        self._mtus: dict[str, int] = {}
+        self._tx: Characteristic | None = None
+        self._lock = asyncio.Lock()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def locked(self) -> bool:
+        return self.failures >= self.max_failures
+
+    @property
+    def attempts_left(self) -> int:
+        return max(0, self.max_failures - self.failures)
+
+    def gatt_service(self) -> Service:
+        self._tx = Characteristic(TX_UUID, ["notify"])
+        return Service(SERVICE_UUID, [
+            Characteristic(INFO_UUID, ["read"], read=self._read_info),
+            Characteristic(RX_UUID, ["write"], write=self.rx_write),
+            self._tx,
+        ])
+
+    def reset(self) -> None:
+        """A new window (the button): failures forgiven, sessions dropped."""
+        if self.failures:
+            log.info("BLE secure service: %d failed setup code attempt(s) forgiven",
+                     self.failures)
+        self.failures = 0
+        self._session = None
+        self._readers.clear()
+        self._mtus.clear()
+
+    def forget(self, device: str) -> None:
+        self._readers.pop(device, None)
+        self._mtus.pop(device, None)
+        if self._session is not None and self._session.device == device:
+            log.info("BLE secure session with %s ended (disconnected)", device)
+            self._session = None
+
+    def status(self) -> dict[str, Any]:
+        session = self._session
+        return {"failures": self.failures, "max_failures": self.max_failures,
+                "locked": self.locked,
+                "session": None if session is None else {
+                    "established": session.established,
+                    "verification_code": session.keys.verification_code
+                    if session.established and session.keys else None}}
+
+    async def push(self, message: dict[str, Any]) -> bool:
+        """Send ``message`` to the established session (progress notifications)."""
+        async with self._lock:
+            session = self._session
+            if session is None or session.channel is None:
+                return False
+            await self._send(session.device, session.channel.seal(encode_message(message)))
+            return True
+
+    # ---- GATT ----------------------------------------------------------------------------
+
+    async def _read_info(self, request: GattRequest) -> bytes:
+        self._mtus[request.device] = request.mtu
+        info = {"protocol": PROTOCOL_VERSION, **self.host.secure_summary(),
+                "locked": self.locked, "attempts_left": self.attempts_left}
+        return encode_message(info)
+
+    async def rx_write(self, value: bytes, request: GattRequest) -> None:
+        """The RX characteristic's write handler; never raises (errors become ERROR frames)."""
+        device = request.device
+        self._mtus[device] = request.mtu
+        reader = self._readers.get(device)
+        if reader is None:
+            reader = self._readers[device] = FrameReader()
+            while len(self._readers) > MAX_PHONES:
+                self._readers.popitem(last=False)
+        try:
+            # Frames delimit themselves, so the pieces of a long write (offsets) and
+            # separate writes are the same stream. Fed before any await: in order.
+            frames = reader.feed(value)
+        except ProtocolError as exc:
+            await self._refuse(device, None, exc)
+            return
+        async with self._lock:
+            for frame in frames:
+                try:
+                    await self._handle(device, frame)
+                except ProtocolError as exc:
+                    await self._refuse(device, frame.sid, exc)
+                except Exception:
+                    log.exception("BLE secure service: handling a frame failed")
+                    await self._refuse(device, frame.sid, ProtocolError(
+                        ErrorCode.UNEXPECTED, "internal error"))
+
+    async def _refuse(self, device: str, sid: bytes | None, exc: ProtocolError) -> None:
+        log.info("BLE secure service: %s from %s: %s", exc.code.name, device, exc.message)
+        session = self._session
+        if session is not None and session.device == device:
+            sid = sid or session.sid  # a broken stream: still this phone's session
+            if exc.code not in (ErrorCode.BUSY, ErrorCode.LOCKED):
+                self._session = None  # any other protocol error ends the phone's session
+        await self._send(device, error_frame(sid or NO_SESSION, exc.code, self.attempts_left,
+                                             exc.message))
+
+    async def _send(self, device: str, frame: Frame) -> None:
+        if self._tx is None:
+            return
+        size = self._mtus.get(device, DEFAULT_NOTIFY_LEN + 3) - 3
+        try:
+            for piece in chunks(frame.encode(), size):
+                if not await self._tx.notify(piece):
+                    log.debug("BLE secure service: nobody subscribed to notifications")
+                    return
+        except Exception:
+            log.exception("BLE secure service: notification failed")
+
+    # ---- protocol ------------------------------------------------------------------------
+
+    async def _handle(self, device: str, frame: Frame) -> None:
+        now = self.clock()
+        session = self._session
+        if session is not None and self._expired(session, now):
+            self._session = session = None
+        if frame.type == MsgType.PAKE_START:
+            await self._start(device, frame, session, now)
+            return
+        if session is None or session.device != device or session.sid != frame.sid:
+            raise ProtocolError(ErrorCode.UNEXPECTED, "no handshake in progress for this "
+                                                      "session; start with PAKE_START")
+        session.last = now
+        if frame.type == MsgType.PAKE_CONFIRM and not session.established:
+            await self._confirm(session, frame)
+        elif frame.type == MsgType.DATA and session.channel is not None:
+            request = decode_message(session.channel.open(frame))
+            reply = await self._answer(request)
+            await self._send(device, session.channel.seal(encode_message(reply)))
+        else:
+            raise ProtocolError(ErrorCode.UNEXPECTED, f"frame type 0x{frame.type:02x} not "
+                                                      "expected now")
+
+    def _expired(self, session: _Session, now: float) -> bool:
+        if not session.established:
+            return now - session.started > HANDSHAKE_SECONDS
+        return now - session.last > IDLE_SECONDS
+
+    async def _start(self, device: str, frame: Frame, session: _Session | None,
+                     now: float) -> None:
+        from spake2 import SPAKE2_B
+
+        body = frame.body
+        if frame.sid == NO_SESSION:
+            raise ProtocolError(ErrorCode.MALFORMED, "session id 0 is reserved")
+        if len(body) != 1 + SPAKE2_MESSAGE_LEN:
+            raise ProtocolError(ErrorCode.MALFORMED, "PAKE_START is version + 33 bytes")
+        if body[0] != PROTOCOL_VERSION:
+            raise ProtocolError(ErrorCode.VERSION, f"this hub speaks protocol version "
+                                                   f"{PROTOCOL_VERSION}")
+        if self.locked:
+            raise ProtocolError(ErrorCode.LOCKED, "too many wrong setup codes: press the "
+                                                  "hub's button to try again")
+        if session is not None and session.device != device:
+            raise ProtocolError(ErrorCode.BUSY, "another phone is pairing this hub")
+        msg_a = body[1:]
+        spake = SPAKE2_B(setup_code_password(self.host.setup_code()), idA=PHONE_IDENTITY,
+                         idB=hub_identity(self.device_id), entropy_f=self.entropy)
+        msg_b = spake.start()
+        try:
+            key = spake.finish(msg_a)
+        except Exception as exc:
+            raise ProtocolError(ErrorCode.MALFORMED, f"bad SPAKE2 message: {exc}") from None
+        # Counted now, refunded on a correct confirmation: see the module docstring.
+        self.failures += 1
+        keys = SessionKeys.derive(key, msg_a, msg_b)
+        self._session = _Session(device, frame.sid, started=now, last=now, msg_a=msg_a,
+                                 msg_b=msg_b, keys=keys)
+        log.info("BLE secure session: handshake from %s", device)
+        await self._send(device, Frame(MsgType.PAKE_REPLY, frame.sid,
+                                       msg_b + keys.confirmation("hub", msg_a, msg_b)))
+
+    async def _confirm(self, session: _Session, frame: Frame) -> None:
+        assert session.keys is not None
+        expected = session.keys.confirmation("phone", session.msg_a, session.msg_b)
+        if not hmac.compare_digest(frame.body, expected):
+            self._session = None
+            if self.locked:
+                log.warning("BLE secure service locked after %d wrong setup codes; press the "
+                            "button (or gatewayctl ble-window open) to allow more",
+                            self.failures)
+            raise ProtocolError(ErrorCode.WRONG_CODE, "wrong setup code")
+        self.failures -= 1
+        session.channel = Channel(session.keys.hub_to_phone, session.keys.phone_to_hub,
+                                  session.sid)
+        log.info("BLE secure session with %s established (verification code %s)",
+                 session.device, session.keys.verification_code)
+        info = {"type": "device-info", **self.host.secure_device_info(),
+                "verification_code": session.keys.verification_code}
+        await self._send(session.device, session.channel.seal(encode_message(info)))
+
+    async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        kind, rid = request["type"], request.get("id")
+        if kind == "pair":
+            raw = request.get("fields")
+            try:
+                progress = await self.host.secure_pair(lambda: pair_fields(raw))
+            except PairingError as exc:
+                return _failure(rid, exc.status, exc.code, exc.message, exc.field)
+            return {"type": "pair", "id": rid, "ok": True, "progress": progress}
+        if kind == "progress":
+            return {"type": "progress", "id": rid, **self.host.secure_progress()}
+        if kind == "networks":
+            return {"type": "networks", "id": rid, "networks": self.host.secure_networks()}
+        if kind == "device-info":
+            assert self._session is not None and self._session.keys is not None
+            return {"type": "device-info", "id": rid, **self.host.secure_device_info(),
+                    "verification_code": self._session.keys.verification_code}
+        return _failure(rid, 400, "unknown-request", f"unknown request type {kind[:40]!r}",
+                        reply_type=kind[:40])
+
+
+def pair_fields(raw: Any) -> Mapping[str, Any]:
+    """The fields of a ``pair`` message: the /pair names, plain values (docs/ble-protocol.md).
+    Runs inside the pairing front door, after the busy and mode checks."""
+    if not isinstance(raw, dict):
+        raise InvalidRequest("fields: must be an object")
+    unknown = sorted(set(raw) - set(PAIR_FIELDS))
+    if unknown:
+        raise InvalidRequest(f"{unknown[0]}: unknown field", unknown[0])
+    if any(not isinstance(v, str | bool | int) for v in raw.values()):
+        raise InvalidRequest("fields: values must be strings, numbers or booleans")
+    return raw
+
+
+def _failure(rid: Any, status: int, code: str, message: str, field: str | None = None, *,
+             reply_type: str = "pair") -> dict[str, Any]:
+    return {"type": reply_type, "id": rid, "ok": False, "status": status, "code": code,
+            "message": message, "field": field}

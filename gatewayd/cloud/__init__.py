@@ -1,0 +1,12 @@
+"""The cloud: one MQTT connection in the 2Smart/Homie convention, and what rides on it.
+
+:mod:`~gatewayd.cloud.net` is paho-mqtt's network thread and its boundary into the loop;
+:mod:`~gatewayd.cloud.link` publishes devices and keeps them published across reconnects;
+:mod:`~gatewayd.cloud.commands` dispatches ``/set``; :mod:`~gatewayd.cloud.telemetry` is
+the hub's own device; :mod:`~gatewayd.cloud.reqres` and
+:mod:`~gatewayd.cloud.reqres_cipher` are the REQ/RES API and its one replaceable cipher.
+The device model itself (no I/O) is :mod:`gatewayd.homie`, shared with the children.
+
+May import: homie, config, credentials, runtime. Never onboarding or a front end: they
+use the link, not the other way round.
+"""

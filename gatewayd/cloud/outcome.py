@@ -1,0 +1,77 @@
+"""How the cloud link's sessions go: start outcomes, connection statistics, heartbeats.
+
+**Start outcomes.** What one start of the link came to: the first outcome, and the
+definite one.
+
+Onboarding's cloud step asks "did these credentials work?": the first outcome answers at
+once; the definite one (CONNECTED or REFUSED) waits out transient failures (DNS, TCP, TLS)
+that the link retries on its own, and falls back to the latest failure when time runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from gatewayd import homie
+from gatewayd.cloud.net import CloudOutcome, CloudResult, Connection
+
+HEARTBEAT_PAYLOAD = b"ping"
+
+
+@dataclass
+class LinkStats:
+    connected_since: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    connects: int = 0
+
+
+async def heartbeats(conn: Connection, devices: Callable[[], Iterable[homie.Device]],
+                     root: str, interval: float) -> None:
+    """Non-retained ``$heartbeat`` per device, on a fixed schedule (no drift), until
+    cancelled (the link cancels it when the connection ends)."""
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    while True:
+        for device in list(devices()):
+            conn.publish(f"{device.base(root)}/$heartbeat", HEARTBEAT_PAYLOAD, 0, False)
+        due += interval
+        now = loop.time()
+        if due < now:  # fell behind (a busy loop): skip beats rather than burst
+            due = now + interval
+        await asyncio.sleep(due - now)
+
+
+class StartOutcome:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.first: asyncio.Future[CloudResult] = loop.create_future()
+        self.definite: asyncio.Future[CloudResult] = loop.create_future()
+        self.last: CloudResult | None = None
+
+    def record(self, result: CloudResult) -> None:
+        self.last = result
+        if not self.first.done():
+            self.first.set_result(result)
+        definite = result.outcome in (CloudOutcome.CONNECTED, CloudOutcome.REFUSED)
+        if definite and not self.definite.done():
+            self.definite.set_result(result)
+
+    def stopped(self) -> None:
+        """The link stopped before an answer: whoever waits gets TIMEOUT now."""
+        for fut in (self.first, self.definite):
+            if not fut.done():
+                fut.set_result(CloudResult(CloudOutcome.TIMEOUT,
+                                           "the cloud link was stopped before an answer"))
+
+    async def wait(self, timeout: float, *, first_only: bool, broker: str) -> CloudResult:
+        fut = self.first if first_only else self.definite
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            if not first_only and self.last is not None:
+                return self.last
+            return CloudResult(CloudOutcome.TIMEOUT,
+                               f"no answer from the broker at {broker} within {timeout:g} s: "
+                               "check the host, port and the hub's network")

@@ -1,0 +1,133 @@
+"""Releasing an account: what a paired hub does when it is reset to be paired again.
+
+While its old credentials still work, the hub tells the platform (REQ/RES
+``device/ownership``, event ``released``) and clears its own and its children's retained
+topics under the old root, so nothing of it lingers in the old account (the next owner may
+be someone else). Which retained topics exist is asked of the broker, not guessed: the hub
+subscribes to its devices' trees, collects what is retained, and clears exactly that.
+
+* Online at the reset: right then, on the live connection, which then ends without the
+  usual ``$state = disconnected`` goodbyes (they would re-create retained topics).
+* Offline at the reset: the old account and the device ids are kept in ``state.json``
+  (``release``, mode 0600) until the next successful pairing. That pairing's cloud step
+  first opens a quiet session with the old account (no device published, no will),
+  releases, and only then connects with the new one. If the old broker cannot be reached
+  then, the pairing goes on and the release is dropped with it: the old account keeps the
+  hub's last retained topics, and the log and docs/cloud.md say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+
+from gatewayd.cloud.link import CloudLink
+from gatewayd.cloud.net import CloudOutcome
+from gatewayd.cloud.reqres import PlatformError
+from gatewayd.credentials import CloudCredentials
+from gatewayd.state import Release
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "device/ownership"
+MARKER = "$release"  # non-retained, under the hub's tree: marks the end of the retained burst
+RELEASE_TIMEOUT = 5.0
+
+
+def same_account(a: CloudCredentials, b: CloudCredentials) -> bool:
+    return (a.host, a.broker_port, a.root) == (b.host, b.broker_port, b.root)
+
+
+class Ownership:
+    def __init__(self, link: CloudLink, *, timeout: float = RELEASE_TIMEOUT) -> None:
+        self.link = link
+        self.timeout = timeout
+        self.last: dict[str, object] | None = None  # the latest release, for status
+
+    async def at_reset(self, stored: CloudCredentials | None) -> Release | None:
+        """The factory reset's first step: release ``stored`` (the paired account) now if
+        the link is online with it, else return what to keep for later."""
+        if stored is None:
+            return None
+        devices = tuple(self.link.device_ids())
+        creds = self.link.credentials
+        if self.link.connected and creds is not None and same_account(creds, stored):
+            released = await self.release(devices)
+            await self.link.stop(goodbye=False)
+            if released:
+                return None
+        log.warning("reset while the cloud is out of reach: the old account (root %s) is "
+                    "released at the next successful pairing", stored.root)
+        return Release(cloud=stored, devices=devices, since=time.time())
+
+    async def release_pending(self, pending: Release, new: CloudCredentials) -> bool:
+        """Before connecting with ``new``: release the account a reset left behind."""
+        if same_account(pending.cloud, new):
+            log.info("pairing again with the same account: nothing to release")
+            return True
+        await self.link.stop()
+        await self.link.start(pending.cloud, announce=False)
+        try:
+            result = await self.link.wait_result(self.timeout, first_only=False)
+            if result.outcome != CloudOutcome.CONNECTED:
+                log.warning("could not release the old account (root %s): %s",
+                            pending.cloud.root, result.reason)
+                self.last = {"root_topic": pending.cloud.root, "released": False,
+                             "reason": result.reason}
+                return False
+            return await self.release(pending.devices)
+        finally:
+            await self.link.stop(goodbye=False)
+
+    async def release(self, devices: tuple[str, ...]) -> bool:
+        """On a connected link: tell the platform, clear every retained topic of
+        ``devices``; whether everything went out in time."""
+        root = self.link.root
+        topics = await self._retained(devices)
+        hub, children = devices[0], list(devices[1:])
+        try:
+            await self.link.platform.request(
+                ENDPOINT, {"event": "released", "device_id": hub, "children": children},
+                timeout=self.timeout)
+        except PlatformError as exc:  # the clearing below matters more than the notice
+            log.warning("the platform was not told about the release: %s", exc)
+        self.link.clear_retained(topics)
+        flushed = await self.link.flush(self.timeout)
+        log.info("released root %s: %d retained topic(s) of %d device(s) cleared%s", root,
+                 len(topics), len(devices), "" if flushed else " (not all acknowledged)")
+        self.last = {"root_topic": root, "released": flushed, "topics": len(topics),
+                     "devices": len(devices), "at": time.time()}
+        return flushed
+
+    async def _retained(self, devices: tuple[str, ...]) -> set[str]:
+        """The retained topics under the devices' trees, as the broker has them."""
+        root, hub = self.link.root, devices[0]
+        marker = f"sweet-home/{hub}/{MARKER}"
+        token = secrets.token_hex(8)
+        found: set[str] = set()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def collect(topic: str, payload: bytes, retained: bool) -> None:
+            if topic == f"{root}/{marker}" and payload == token.encode():
+                if not done.done():
+                    done.set_result(None)
+            elif retained and payload:
+                found.add(topic)
+
+        filters = [f"sweet-home/{device}/#" for device in devices]
+        for topic_filter in filters:
+            self.link.tap(topic_filter, collect)
+        # Our SUBSCRIBEs went out first; the broker sends their retained messages before
+        # it relays this one back to us.
+        self.link.publish(marker, token)
+        try:
+            await asyncio.wait_for(done, self.timeout)
+        except TimeoutError:
+            log.warning("release: the broker did not echo the marker in %g s; clearing the "
+                        "%d retained topic(s) seen so far", self.timeout, len(found))
+        finally:
+            for topic_filter in filters:
+                self.link.tap(topic_filter, None)
+        return found

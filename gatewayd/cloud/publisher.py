@@ -1,0 +1,220 @@
+"""What the cloud link sends, in what order, within what bounds.
+
+Two sources feed one QoS 1 window of ``WINDOW`` unacknowledged publications:
+
+* the **outbox** (:class:`Outbox`): everything that is not a device's retained tree
+  (non-retained values, notifications, command errors, REQ/RES requests, topic clearings).
+  It is bounded; a newer payload for the same key replaces the older one in place, and when
+  it is full the oldest entry is dropped and counted;
+* the **trees**: after every (re)connect each device's retained tree, rendered lazily from
+  the model, so a value changed while offline goes out once, the latest.
+
+The outbox goes first. :class:`Publisher` also remembers which retained topics each device
+has on the broker, so a removed device (or a property that no longer exists) can be
+cleared. Everything here runs on the asyncio loop; paho is reached through the
+:class:`~gatewayd.cloud.net.Connection` the link passes to :meth:`Publisher.pump`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gatewayd import homie
+
+log = logging.getLogger(__name__)
+
+WINDOW = 32  # unacknowledged QoS 1 publications at a time
+
+
+@dataclass(eq=False)
+class Pending:
+    """One publication waiting to go out or to be acknowledged."""
+
+    msg: homie.Message
+    key: Hashable
+    device: str | None = None  # set for messages of a device's retained tree
+    done: asyncio.Future[bool] | None = None  # resolved True on PUBACK, False if dropped
+
+    def resolve(self, delivered: bool) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(delivered)
+
+
+class Outbox:
+    """Publications waiting for the connection or for room in the window. Bounded.
+
+    Entries with the same key coalesce (a newer payload for a property replaces the older
+    one in place). When full, the oldest entry is dropped and counted.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.dropped = 0
+        self._items: OrderedDict[Hashable, Pending] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Pending, *, replace: bool = True, front: bool = False) -> None:
+        old = self._items.get(item.key)
+        if old is not None:
+            if not replace:
+                return  # a newer entry is already waiting
+            old.resolve(False)
+        self._items[item.key] = item
+        if front:
+            self._items.move_to_end(item.key, last=False)
+        while len(self._items) > self.limit:
+            _, evicted = self._items.popitem(last=False)
+            evicted.resolve(False)
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                log.warning("cloud outbox full (%d entries): dropped %d publication(s) so far, "
+                            "oldest first", self.limit, self.dropped)
+
+    def pop(self) -> Pending | None:
+        if not self._items:
+            return None
+        return self._items.popitem(last=False)[1]
+
+    def clear(self) -> None:
+        for item in self._items.values():
+            item.resolve(False)
+        self._items.clear()
+
+
+class Sender(Protocol):
+    """What the publisher needs from the connection: a QoS publish that answers its
+    message id, or None when paho cannot take it now."""
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int | None: ...
+
+
+class Publisher:
+    """The outbox, the retained trees and the window in flight, for one root topic."""
+
+    def __init__(self, limit: int) -> None:
+        self.outbox = Outbox(limit)
+        self.root = ""
+        self._trees: OrderedDict[str, Iterator[homie.Message]] = OrderedDict()
+        self._inflight: dict[int, Pending] = {}
+        self._published: dict[str, set[str]] = {}  # retained topics sent, per device
+        self._announced: set[str] = set()  # devices that went through $state=init once
+        self.idle = asyncio.Event()  # nothing waiting and nothing in flight
+        self.idle.set()
+
+    def use_root(self, root: str) -> None:
+        """Another account: nothing of the old one carries over."""
+        if root != self.root:
+            self._published.clear()
+            self._announced.clear()
+            self.outbox.clear()
+        self.root = root
+
+    # ---- what to send ---------------------------------------------------------------------
+
+    def enqueue(self, msg: homie.Message, *, key: Hashable, device: str | None = None,
+                done: asyncio.Future[bool] | None = None, replace: bool = True,
+                front: bool = False) -> None:
+        # Whatever the caller, the hub publishes only inside its own tree (the broker's
+        # ACL would silently drop anything else).
+        if not self.root or not msg.topic.startswith(f"{self.root}/"):
+            raise ValueError(f"refusing to publish outside {self.root}/#: {msg.topic!r}")
+        self.outbox.put(Pending(msg, key, device, done), replace=replace, front=front)
+        self.idle.clear()
+
+    def announce(self, devices: Iterable[homie.Device]) -> None:
+        """Send these devices' retained trees (again), in this order, after the outbox."""
+        for device in devices:
+            self._trees[device.id] = self._tree(device)
+
+    def stop_announcing(self) -> None:
+        self._trees.clear()
+
+    def forget(self, device: homie.Device) -> None:
+        """A removed device: its tree stops, and its retained topics are cleared."""
+        self._trees.pop(device.id, None)
+        self._announced.discard(device.id)
+        if self.root:
+            self.clear_topics(self.owned_topics(device))
+            self._published.pop(device.id, None)
+
+    def owned_topics(self, device: homie.Device) -> set[str]:
+        return self._published.get(device.id, set()) | device.topics(self.root)
+
+    def clear_topics(self, topics: set[str]) -> None:
+        # An empty retained message deletes a retained topic. $state goes first so that
+        # apps stop showing the device before its attributes vanish.
+        for topic in sorted(topics, key=lambda t: (not t.endswith("/$state"), t)):
+            self.enqueue(homie.Message(topic, ""), key=topic)
+
+    def _tree(self, device: homie.Device) -> Iterator[homie.Message]:
+        base = device.base(self.root)
+        if device.id not in self._announced:
+            yield homie.Message(f"{base}/$state", "init")
+        yield from device.messages(self.root)
+        yield homie.Message(f"{base}/$state", device.state)  # read now: the latest state
+        self._announced.add(device.id)
+
+    def _next_item(self) -> Pending | None:
+        item = self.outbox.pop()
+        if item is not None:
+            return item
+        while self._trees:
+            device_id, tree = next(iter(self._trees.items()))
+            msg = next(tree, None)
+            if msg is not None:
+                return Pending(msg, msg.topic, device_id)
+            del self._trees[device_id]
+        return None
+
+    # ---- the window -----------------------------------------------------------------------
+
+    def pump(self, sender: Sender | None) -> None:
+        """Hand publications to paho while the window has room (``sender`` None: offline)."""
+        while sender is not None and len(self._inflight) < WINDOW:
+            item = self._next_item()
+            if item is None:
+                break
+            msg = item.msg
+            mid = sender.publish(msg.topic, msg.payload.encode(), msg.qos, msg.retain)
+            if mid is None:
+                self.outbox.put(item, replace=False, front=True)
+                break
+            self._inflight[mid] = item
+            if item.device is not None and msg.retain:
+                sent = self._published.setdefault(item.device, set())
+                if msg.payload:
+                    sent.add(msg.topic)
+                else:
+                    sent.discard(msg.topic)
+        if not self.outbox and not self._trees and not self._inflight:
+            self.idle.set()
+        else:
+            self.idle.clear()
+
+    def acknowledged(self, mid: int) -> bool:
+        """The broker's PUBACK for ``mid``; whether it was ours (then pump again)."""
+        item = self._inflight.pop(mid, None)
+        if item is None:
+            return False
+        item.resolve(True)
+        return True
+
+    def connection_lost(self) -> None:
+        """Unacknowledged publications go back to the front of the outbox, oldest first (a
+        newer entry for the same key wins); retained trees restart after the reconnect."""
+        for item in reversed(list(self._inflight.values())):
+            self.outbox.put(item, replace=False, front=True)
+        self._inflight.clear()
+        self._trees.clear()
+
+    def status(self) -> dict[str, Any]:
+        return {"buffered": len(self.outbox),
+                "announcing": len(self._trees),  # devices whose tree is still going out
+                "in_flight": len(self._inflight)}

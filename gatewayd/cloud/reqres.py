@@ -1,0 +1,327 @@
+"""The platform client: the hub's requests to the platform over REQ/RES.
+
+``await platform.request("endpoint", {...})`` publishes
+``<root>/req/<device-id>/<endpoint>`` = ``{"data": ..., "key": ..., "id": ...}`` and waits
+for ``<root>/res/<device-id>/<endpoint>`` = ``{"status", "code", "id", "data"}`` with the
+same id; ``data`` is encrypted by the platform with the request's key (see
+:mod:`gatewayd.cloud.reqres_cipher` and docs/cloud.md for the exact format).
+
+One client per daemon, owned by the cloud link; the hub's own flows, plugins
+(``ctx.platform``) and ``gatewayctl platform request`` all use it. What it promises:
+
+* requests are matched to responses by id (and endpoint), and time out cleanly: nothing
+  stays pending after its timeout;
+* a request survives one reconnect: if the broker had it before the link dropped (the
+  response may be lost with the connection), it is sent again, once, with the same id
+  after the link is back; if the link drops again before the answer it fails with
+  :class:`LinkLost`. A request the broker never had simply goes out from the link's
+  outbox after the reconnect;
+* at most ``max_pending`` requests wait in total and ``max_per_caller`` per caller (a
+  plugin cannot crowd out the hub's own flows);
+* late, duplicate, unknown-id, malformed and undecryptable responses are dropped with a
+  log line and counted, never raised: a forged answer cannot cut a request short; if no
+  genuine answer comes, the timeout says how many were dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gatewayd.cloud.net import CloudOutcome, CloudResult
+from gatewayd.cloud.reqres_cipher import (
+    AesGcmV1,
+    AuthenticationFailed,
+    CipherError,
+    ReqResCipher,
+)
+
+log = logging.getLogger(__name__)
+
+# One or two topic levels (``echo``, ``rfid/authorize``): letters, digits, '_', '.', '-'.
+_LEVEL = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
+ENDPOINT_RE = re.compile(rf"{_LEVEL}(/{_LEVEL})?")
+MAX_RESPONSE = 1024 * 1024
+MAX_TIMEOUT = 300.0
+
+
+class PlatformError(Exception):
+    """A request that did not get a successful answer.
+
+    ``status`` is the platform's (0) when it answered, None otherwise; ``code`` is an
+    HTTP-style code: the platform's own, or 503 (offline, link lost), 429 (too many
+    requests waiting), 504 (no answer in time).
+    """
+
+    status: int | None = None
+    code = 500
+    error_code = "platform-error"  # what the control socket's API answers (interfaces.md)
+
+    def __init__(self, endpoint: str, message: str) -> None:
+        super().__init__(f"{endpoint}: {message}")
+        self.endpoint = endpoint
+        self.message = message
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.error_code, "endpoint": self.endpoint, "status": self.status,
+                "code": self.code, "message": self.message}
+
+
+class CloudOffline(PlatformError):
+    """The cloud link is not connected; nothing was sent."""
+
+    code = 503
+    error_code = "cloud-offline"
+
+
+class LinkLost(PlatformError):
+    """The link dropped twice while the request waited; it was sent twice already."""
+
+    code = 503
+    error_code = "link-lost"
+
+
+class TooManyRequests(PlatformError):
+    """The bound on requests waiting (in total, or for this caller) is reached."""
+
+    code = 429
+    error_code = "too-many-requests"
+
+
+class RequestTimeout(PlatformError):
+    """No genuine answer arrived in time."""
+
+    code = 504
+    error_code = "timeout"
+
+
+class RequestFailed(PlatformError):
+    """The platform answered with status 0 and its own code."""
+
+    status = 0
+    error_code = "platform-refused"
+
+    def __init__(self, endpoint: str, code: int | None, message: str) -> None:
+        super().__init__(endpoint, f"the platform refused the request (code {code}): "
+                                   f"{message}")
+        self.code = code if code is not None else 500
+        self.message = message
+
+
+class Link(Protocol):
+    """What the client needs of the cloud link."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def publish(self, topic: str, payload: str, *, retain: bool = False,
+                done: asyncio.Future[bool] | None = None) -> None: ...
+
+    def add_subscription(self, topic_filter: str, handler: Any) -> None: ...
+
+    def add_listener(self, listener: Any) -> None: ...
+
+
+@dataclass(eq=False)
+class _Pending:
+    endpoint: str
+    caller: str
+    key: bytes
+    body: str
+    future: asyncio.Future[Any]
+    on_broker: bool = False  # the broker acknowledged (a) sending
+    resent: bool = False
+    rejected: int = 0  # answers dropped for failing authentication or being malformed
+
+
+@dataclass
+class _Counts:
+    sent: int = 0
+    answered: int = 0
+    refused: int = 0
+    timeouts: int = 0
+    resent: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+class PlatformClient:
+    """Requests on behalf of one device (the hub) through the cloud link."""
+
+    def __init__(self, link: Link, device_key: bytes, device_id: str, *,
+                 max_pending: int = 32, max_per_caller: int = 8,
+                 cipher: ReqResCipher | None = None) -> None:
+        if len(device_key) != 32:
+            raise ValueError("the device key must be 32 bytes")
+        self._link = link
+        self._device_key = device_key
+        self.device_id = device_id
+        self.max_pending = max_pending
+        self.max_per_caller = max_per_caller
+        self._cipher = cipher or AesGcmV1()
+        self._pending: dict[str, _Pending] = {}
+        self._counts = _Counts()
+        link.add_subscription(f"res/{device_id}/#", self._on_response)
+        link.add_listener(self._on_link)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def request(self, endpoint: str, data: Any = None, *, timeout: float = 10.0,
+                      caller: str = "hub") -> Any:
+        """Send a request; the decrypted response data.
+
+        Raises a :class:`PlatformError`: :class:`CloudOffline`, :class:`TooManyRequests`,
+        :class:`RequestTimeout`, :class:`LinkLost` or :class:`RequestFailed` (status 0),
+        and ValueError for a bad endpoint, timeout or data that is not JSON.
+        """
+        if not ENDPOINT_RE.fullmatch(endpoint):
+            raise ValueError(f"invalid endpoint {endpoint!r}: one or two levels of letters, "
+                             "digits, '_', '.', '-'")
+        if not 0 < timeout <= MAX_TIMEOUT:
+            raise ValueError(f"timeout: must be above 0 and at most {MAX_TIMEOUT:g} s")
+        if not self._link.connected:
+            raise CloudOffline(endpoint, "the cloud link is not connected")
+        if len(self._pending) >= self.max_pending:
+            raise TooManyRequests(endpoint, f"{self.max_pending} requests are already waiting")
+        mine = sum(1 for p in self._pending.values() if p.caller == caller)
+        if mine >= self.max_per_caller:
+            raise TooManyRequests(endpoint, f"{caller} has {mine} requests waiting already")
+        request_id = secrets.token_hex(16)
+        key = self._cipher.request_key(self._device_key, request_id)
+        try:
+            body = json.dumps({"data": data, "key": self._cipher.encode_key(key),
+                               "id": request_id})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"data: must be JSON ({exc})") from None
+        loop = asyncio.get_running_loop()
+        pending = _Pending(endpoint, caller, key, body, loop.create_future())
+        self._pending[request_id] = pending
+        try:
+            self._send(request_id, pending)
+            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
+        except TimeoutError:
+            self._counts.timeouts += 1
+            note = (f" ({pending.rejected} answer(s) failed authentication or were malformed "
+                    "and were dropped)" if pending.rejected else "")
+            raise RequestTimeout(endpoint, f"no response within {timeout:g} s{note}") from None
+        finally:
+            self._pending.pop(request_id, None)
+            pending.future.cancel()
+
+    def status(self) -> dict[str, Any]:
+        """The ``platform`` part of ``gatewayctl status``: counts, never data."""
+        c = self._counts
+        return {"pending": len(self._pending), "sent": c.sent, "answered": c.answered,
+                "refused": c.refused, "timeouts": c.timeouts, "resent": c.resent,
+                "dropped": dict(sorted(c.dropped.items()))}
+
+    # ---- sending ----------------------------------------------------------------------------
+
+    def _send(self, request_id: str, pending: _Pending) -> None:
+        acked: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        acked.add_done_callback(lambda f: self._acked(request_id, f))
+        self._link.publish(f"req/{self.device_id}/{pending.endpoint}", pending.body, done=acked)
+        self._counts.sent += 1
+
+    def _acked(self, request_id: str, acked: asyncio.Future[bool]) -> None:
+        pending = self._pending.get(request_id)
+        if pending is not None and not acked.cancelled() and acked.result():
+            pending.on_broker = True
+
+    def _on_link(self, result: CloudResult) -> None:
+        """After a reconnect: send again, once, what the broker had taken already."""
+        if result.outcome != CloudOutcome.CONNECTED:
+            return
+        for request_id, pending in list(self._pending.items()):
+            if not pending.on_broker or pending.future.done():
+                continue  # still in the outbox: it goes out now anyway
+            if pending.resent:
+                pending.future.set_exception(LinkLost(
+                    pending.endpoint, "the cloud link dropped twice while waiting for the "
+                                      "answer; the request was sent twice"))
+                continue
+            pending.resent, pending.on_broker = True, False
+            self._counts.resent += 1
+            log.info("platform: %s sent again after a reconnect (request %s)",
+                     pending.endpoint, request_id[:8])
+            self._send(request_id, pending)
+
+    # ---- answers ----------------------------------------------------------------------------
+
+    def _drop(self, why: str, topic: str, detail: str = "") -> None:
+        self._counts.dropped[why] += 1
+        log.warning("platform: dropped a response on %s: %s%s", topic, why.replace("-", " "),
+                    f" ({detail})" if detail else "")
+
+    def _on_response(self, topic: str, payload: bytes) -> None:
+        endpoint = topic.split("/", 2)[2] if topic.count("/") >= 2 else ""
+        if len(payload) > MAX_RESPONSE:
+            self._drop("too-large", topic, f"{len(payload)} bytes")
+            return
+        try:
+            response = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            self._drop("malformed", topic, "not JSON")
+            return
+        if not isinstance(response, dict) or not isinstance(response.get("id"), str):
+            self._drop("malformed", topic, "no id")
+            return
+        pending = self._pending.get(response["id"])
+        if pending is None or pending.future.done():
+            # Late (after its timeout), a duplicate, or for a request we never sent.
+            self._drop("unknown-id", topic, f"id {response['id'][:8]}")
+            return
+        if pending.endpoint != endpoint:
+            self._drop("unknown-id", topic, "the id belongs to another endpoint")
+            return
+        try:
+            outcome = self._open(pending, response)
+        except CipherError as exc:
+            pending.rejected += 1
+            self._drop("unauthentic" if isinstance(exc, AuthenticationFailed) else "malformed",
+                       topic, str(exc))
+            return
+        if isinstance(outcome, RequestFailed):
+            self._counts.refused += 1
+            pending.future.set_exception(outcome)
+        else:
+            self._counts.answered += 1
+            pending.future.set_result(outcome)
+
+    def _open(self, pending: _Pending, response: dict[str, Any]) -> Any:
+        """The answer's value (or a RequestFailed); CipherError for one to drop."""
+        status, code, data = response.get("status"), response.get("code"), response.get("data")
+        if isinstance(code, bool) or not isinstance(code, int | None):
+            raise CipherError("'code' must be a number")
+        if status not in (0, 1) or isinstance(status, bool):
+            raise CipherError(f"'status' must be 0 or 1, got {status!r}")
+        if status == 0:
+            return RequestFailed(pending.endpoint, code, self._failure_message(pending.key,
+                                                                               data))
+        if not isinstance(data, str):
+            raise CipherError("'data' must be a base64 string")
+        plaintext = self._cipher.open(pending.key, data)
+        try:
+            return json.loads(plaintext.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise CipherError("the decrypted data is not JSON") from None
+
+    def _failure_message(self, key: bytes, data: Any) -> str:
+        # A failure may carry encrypted details ({"message": ...}); only authenticated text
+        # is shown, anything else is reduced to a generic sentence.
+        if isinstance(data, str) and data:
+            try:
+                details = json.loads(self._cipher.open(key, data))
+            except (CipherError, UnicodeDecodeError, json.JSONDecodeError):
+                return "no details (the error data did not authenticate)"
+            if isinstance(details, dict) and isinstance(details.get("message"), str):
+                return str(details["message"])
+            return json.dumps(details)[:200]
+        return "no details"

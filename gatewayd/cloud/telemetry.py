@@ -1,0 +1,192 @@
+"""The hub's own telemetry (``$telemetry/*``) and the hub's Homie device.
+
+Each reader returns None when its source is not readable on this machine (no Wi-Fi
+interface, no thermal zone, a container without /sys): such telemetry is left out.
+Readers only read small procfs/sysfs files, which is fast enough to do on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gatewayd import __version__, homie
+
+if TYPE_CHECKING:
+    from gatewayd.cloud.link import CloudLink
+
+log = logging.getLogger(__name__)
+
+PROC = Path("/proc")
+THERMAL = Path("/sys/class/thermal")
+# A TEST-NET-1 address (RFC 5737): "connecting" a UDP socket to it sends nothing but makes
+# the kernel pick the source address of the default route.
+_ROUTE_PROBE = ("192.0.2.1", 9)
+
+Reader = Callable[[], Any]
+
+
+def read_ip() -> str | None:
+    """The address the default route uses, or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(_ROUTE_PROBE)
+            address = str(sock.getsockname()[0])
+        except OSError:
+            return None
+    return None if address.startswith("0.") else address
+
+
+def read_wifi_signal(proc: Path = PROC, interface: str | None = None) -> int | None:
+    """Signal strength 0-100 % of the (first or named) wireless interface."""
+    try:
+        lines = (proc / "net" / "wireless").read_text().splitlines()[2:]
+    except OSError:
+        return None
+    for line in lines:
+        name, _, rest = line.partition(":")
+        if interface and name.strip() != interface:
+            continue
+        fields = rest.split()
+        if len(fields) < 3:
+            continue
+        try:
+            level = float(fields[2].rstrip("."))
+        except ValueError:
+            continue
+        if level < 0:  # dBm: -100 dBm -> 0 %, -50 dBm -> 100 %
+            return max(0, min(100, round(2 * (level + 100))))
+        try:  # some drivers report link quality out of 70 instead
+            return max(0, min(100, round(float(fields[1].rstrip(".")) * 100 / 70)))
+        except ValueError:
+            return None
+    return None
+
+
+def read_uptime(proc: Path = PROC) -> int | None:
+    """Seconds since boot."""
+    try:
+        return int(float((proc / "uptime").read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def read_memory(proc: Path = PROC) -> int | None:
+    """Memory in use, percent of total (MemTotal - MemAvailable)."""
+    try:
+        text = (proc / "meminfo").read_text()
+    except OSError:
+        return None
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            values[key] = int(parts[0])
+    total, available = values.get("MemTotal"), values.get("MemAvailable")
+    if not total or available is None:
+        return None
+    return max(0, min(100, round(100 * (total - available) / total)))
+
+
+def read_cpu_temperature(thermal: Path = THERMAL) -> float | None:
+    """CPU temperature in °C (the ``cpu-thermal`` zone on a Pi, else the first readable)."""
+    try:
+        zones = sorted(thermal.glob("thermal_zone*"))
+    except OSError:
+        return None
+
+    def zone_type(zone: Path) -> str:
+        try:
+            return (zone / "type").read_text().strip()
+        except OSError:
+            return ""
+
+    zones.sort(key=lambda z: "cpu" not in zone_type(z))
+    for zone in zones:
+        try:
+            return round(int((zone / "temp").read_text().strip()) / 1000, 1)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def default_readers() -> dict[str, Reader]:
+    return {"ip": read_ip, "signal": read_wifi_signal, "uptime": read_uptime,
+            "memory": read_memory, "cpu-temperature": read_cpu_temperature}
+
+
+_SPECS: dict[str, dict[str, Any]] = {
+    "ip": {"name": "IP address", "datatype": homie.Datatype.STRING},
+    "signal": {"name": "Wi-Fi signal", "datatype": homie.Datatype.INTEGER, "unit": "%",
+               "format": "0:100"},
+    "uptime": {"name": "Uptime", "datatype": homie.Datatype.INTEGER, "unit": "s"},
+    "memory": {"name": "Memory usage", "datatype": homie.Datatype.INTEGER, "unit": "%",
+               "format": "0:100"},
+    "cpu-temperature": {"name": "CPU temperature", "datatype": homie.Datatype.FLOAT,
+                        "unit": "°C"},
+}
+
+
+def sample(readers: Mapping[str, Reader]) -> dict[str, Any]:
+    """The readable values; a failing reader is logged and left out."""
+    values: dict[str, Any] = {}
+    for telemetry_id, reader in readers.items():
+        try:
+            value = reader()
+        except Exception:
+            log.exception("telemetry reader %s failed", telemetry_id)
+            value = None
+        if value is not None:
+            values[telemetry_id] = value
+    return values
+
+
+def hub_device(device_id: str, name: str, mac: str, *, fw_name: str = "gatewayd",
+               fw_version: str = __version__, implementation: str = "gatewayd",
+               readers: Mapping[str, Reader] | None = None,
+               options: list[homie.Property] | None = None,
+               nodes: list[homie.Node] | None = None) -> homie.Device:
+    """The hub's own device, with the telemetry that is readable here."""
+    readers = default_readers() if readers is None else readers
+    values = sample(readers)
+    telemetry = [homie.Property(tid, value=values[tid], **_SPECS.get(tid, {}))
+                 for tid in readers if tid in values]
+    return homie.Device(device_id, name, localip=str(values.get("ip", "")), mac=mac,
+                        fw_name=fw_name, fw_version=fw_version,
+                        implementation=implementation, telemetry=telemetry,
+                        options=options or (), nodes=nodes or ())
+
+
+class TelemetryReporter:
+    """Refreshes the hub's ``$telemetry`` values through the link every ``interval``."""
+
+    def __init__(self, link: CloudLink, device_id: str, *, interval: float = 60.0,
+                 readers: Mapping[str, Reader] | None = None) -> None:
+        self._link = link
+        self._device_id = device_id
+        self._interval = interval
+        self._readers = default_readers() if readers is None else readers
+
+    def refresh(self) -> None:
+        device = self._link.device(self._device_id)
+        for telemetry_id, value in sample(self._readers).items():
+            prop = device.telemetry.get(telemetry_id)
+            if prop is None or prop.value == value:
+                continue
+            try:
+                self._link.set_value(self._device_id, "$telemetry", telemetry_id, value)
+            except ValueError as exc:
+                log.warning("telemetry %s: %s", telemetry_id, exc)
+
+    async def run(self) -> None:
+        """Refresh forever; cancel the task to stop."""
+        while True:
+            with contextlib.suppress(KeyError):
+                self.refresh()
+            await asyncio.sleep(self._interval)

@@ -1,0 +1,12 @@
+"""The control socket's HTTP API (``/run/gatewayd/control.sock``), what ``gatewayctl`` calls.
+
+:mod:`~gatewayd.control.app` builds the Flask app (status, reset, setup code, and the
+portal's pairing API mounted without its rate limit or login: the socket's file mode is
+the access control); :mod:`~gatewayd.control.devices`, :mod:`~gatewayd.control.zigbee` and
+:mod:`~gatewayd.control.ble` add their endpoints. Handlers run in waitress threads and reach
+the core only through :class:`gatewayd.runtime.corecall.CoreCall`.
+
+May import: hub, runtime, hardware, the faces of their concerns (bridge, ble_commission),
+and the portal's pairing API (:mod:`gatewayd.portal.api`, :mod:`gatewayd.portal.core`).
+Nothing imports this package but the daemon.
+"""

@@ -1,0 +1,114 @@
+"""The local HTTP API: served on the control socket (gatewayctl) and, in part, by the portal.
+
+Handlers run in waitress' worker threads and reach the asyncio core only
+through :class:`~gatewayd.runtime.corecall.CoreCall`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, jsonify, request
+
+from gatewayd.hub import Hub
+from gatewayd.onboarding.pairing import PairingService
+from gatewayd.portal.api import api_blueprint
+from gatewayd.portal.core import PortalCore, PortalOnboarding
+from gatewayd.runtime.corecall import CoreCall, CoreUnavailable
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, *,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def json_object_body() -> dict[str, Any]:
+    """The request's JSON object; ``{}`` without a body; 400 for any other JSON."""
+    body = request.get_json(silent=True)
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "the body must be a JSON object")
+    return body
+
+
+def error_response(status: int, code: str, message: str,
+                   details: dict[str, Any] | None = None) -> Any:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    response = jsonify({"error": error})
+    response.status_code = status
+    return response
+
+
+def control_blueprint(hub: Hub, call: CoreCall) -> Blueprint:
+    """Endpoints only the control socket serves (it is root/group-only by file mode)."""
+    bp = Blueprint("control", __name__, url_prefix="/api/v1")
+
+    async def _status() -> dict[str, Any]:
+        return hub.status()
+
+    @bp.get("/status")
+    def status() -> Any:
+        return jsonify(call(_status))
+
+    @bp.post("/reset")
+    def reset() -> Any:
+        body = request.get_json(silent=True) or {}
+        full = body.get("full", False) if isinstance(body, dict) else False
+        if not isinstance(full, bool):
+            raise ApiError(400, "invalid", "full: must be true or false")
+        return jsonify(call(hub.reset, full))
+
+    @bp.get("/setup-code")
+    def setup_code() -> Any:
+        async def _code() -> dict[str, str]:
+            return hub.setup_code()
+        return jsonify(call(_code))
+
+    return bp
+
+
+def create_control_app(hub: Hub, call: CoreCall,
+                       extra: list[Blueprint] | None = None) -> Flask:
+    app = Flask("gatewayd.control")
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    app.register_blueprint(control_blueprint(hub, call))
+    for bp in extra or []:
+        app.register_blueprint(bp)
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Any:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(CoreUnavailable)
+    def _unavailable(exc: CoreUnavailable) -> Any:
+        return error_response(503, "unavailable", str(exc))
+
+    @app.errorhandler(404)
+    def _not_found(exc: Exception) -> Any:
+        return error_response(404, "not-found", f"no such endpoint: {request.path}")
+
+    @app.errorhandler(405)
+    def _bad_method(exc: Exception) -> Any:
+        return error_response(405, "method-not-allowed", f"{request.method} not allowed here")
+
+    return app
+
+
+def control_blueprints(hub: Hub, call: CoreCall, *, pairing: PairingService,
+                       onboarding: PortalOnboarding) -> list[Blueprint]:
+    """What the control socket mounts (``create_control_app(..., extra=...)``).
+
+    ``/api/v1/networks``, ``/pair``, ``/progress`` and ``/openapi.json``: the portal's
+    code without its rate limit or login (the socket's file mode is the access control).
+    ``/status`` stays the control socket's own.
+    """
+    core = PortalCore(hub, call, pairing, onboarding, people=False)
+    return [api_blueprint(core, include_status=False)]

@@ -1,0 +1,106 @@
+"""Control-socket endpoints for child devices and the hub's hardware.
+
+* ``GET /api/v1/devices``: every child device of every registered provider (virtual devices,
+  the Zigbee bridge, ...), sorted by device id: ``{"devices": [...], "errors": {...}}``.
+  Each entry has at least ``device_id``, ``provider``, ``name`` and ``state``.
+* ``POST /api/v1/button`` ``{"press": "short"|"long"}``: the same action as the button.
+* ``POST /api/v1/identify`` ``{"seconds": 10}``: the LED blinks its identify pattern.
+
+Handlers run in waitress' threads and reach the loop only through :class:`CoreCall`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from gatewayd.control.app import ApiError, json_object_body
+from gatewayd.hardware.button import PRESS_KINDS
+from gatewayd.hardware.component import Hardware
+from gatewayd.hardware.led import IDENTIFY_SECONDS
+from gatewayd.runtime.corecall import CoreCall, CoreUnavailable
+
+log = logging.getLogger(__name__)
+
+DeviceListProvider = Callable[[], list[dict[str, Any]]]
+PRESS_ACTIONS = {"short": "commissioning-window", "long": "factory-reset"}
+PRESS_TIMEOUT = 60.0  # a factory reset reconfigures NetworkManager: allow it some time
+
+
+class DeviceProviders:
+    """Who has child devices to list; each provider is called on the loop."""
+
+    def __init__(self) -> None:
+        self._providers: dict[str, DeviceListProvider] = {}
+
+    def add(self, name: str, provider: DeviceListProvider) -> None:
+        self._providers[name] = provider
+
+    def collect(self) -> dict[str, Any]:
+        devices: list[dict[str, Any]] = []
+        errors: dict[str, str] = {}
+        for name, provider in self._providers.items():
+            try:
+                found = provider()
+            except Exception as exc:
+                # One broken provider must not hide the others' devices.
+                log.exception("device list of %s failed", name)
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            devices.extend({"provider": name, **entry} for entry in found)
+        devices.sort(key=lambda d: str(d.get("device_id", "")))
+        return {"devices": devices, "errors": errors}
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+def devices_blueprint(call: CoreCall, providers: DeviceProviders,
+                      hardware: Hardware | None) -> Blueprint:
+    bp = Blueprint("devices", __name__, url_prefix="/api/v1")
+
+    @bp.get("/devices")
+    def devices() -> Any:
+        async def _collect() -> dict[str, Any]:
+            return providers.collect()
+        return jsonify(call(_collect))
+
+    def _hardware() -> Hardware:
+        if hardware is None:
+            raise ApiError(503, "unavailable", "the hub's hardware is not set up")
+        return hardware
+
+    @bp.post("/button")
+    def button() -> Any:
+        kind = json_object_body().get("press")
+        if kind not in PRESS_KINDS:
+            raise ApiError(400, "invalid", f"press: must be one of {', '.join(PRESS_KINDS)}")
+        hw = _hardware()
+        try:
+            result = call(hw.press, kind, timeout=PRESS_TIMEOUT)
+        except CoreUnavailable:
+            raise
+        except Exception as exc:
+            raise ApiError(500, "failed", f"the {kind} press failed: {exc}") from None
+        return jsonify({"press": kind, "action": PRESS_ACTIONS[kind],
+                        "result": _jsonable(result)})
+
+    @bp.post("/identify")
+    def identify() -> Any:
+        seconds = json_object_body().get("seconds", IDENTIFY_SECONDS)
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+                or not 0 < seconds <= 3600:
+            raise ApiError(400, "invalid", "seconds: must be a number above 0, at most 3600")
+        hw = _hardware()
+        return jsonify(call(hw.identify, float(seconds)))
+
+    return bp

@@ -1,0 +1,53 @@
+"""The platform client on the control socket: ``gatewayctl platform request``.
+
+``POST /api/v1/platform/request`` with ``{"endpoint": "...", "data": <any JSON>,
+"timeout": seconds}`` sends one REQ/RES request through the daemon's platform client (as
+caller ``control``, with its own bound) and answers ``{"endpoint", "data"}``: the
+decrypted response. A request without a successful answer is an error whose ``code`` says
+which (docs/interfaces.md): ``platform-refused`` (502, the platform's ``status`` and
+``code`` in ``details``), ``timeout`` (504), ``cloud-offline`` and ``link-lost`` (503),
+``too-many-requests`` (429).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from gatewayd.cloud.reqres import MAX_TIMEOUT, PlatformClient, PlatformError, RequestFailed
+from gatewayd.control.app import ApiError, json_object_body
+from gatewayd.runtime.corecall import CoreCall
+
+CALL_MARGIN = 5.0  # the core call outlives the request's own timeout
+
+
+def platform_blueprint(platform: PlatformClient, call: CoreCall) -> Blueprint:
+    bp = Blueprint("platform", __name__, url_prefix="/api/v1/platform")
+
+    @bp.post("/request")
+    def request_() -> Any:
+        body = json_object_body()
+        endpoint, timeout = body.get("endpoint"), body.get("timeout", 10)
+        if not isinstance(endpoint, str):
+            raise ApiError(400, "invalid", "endpoint: required (text)")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+                or not 0 < timeout <= MAX_TIMEOUT:
+            raise ApiError(400, "invalid", f"timeout: a number of seconds, above 0 and at "
+                                           f"most {MAX_TIMEOUT:g}")
+
+        async def _request() -> Any:
+            return await platform.request(endpoint, body.get("data"), timeout=float(timeout),
+                                          caller="control")
+        try:
+            data = call(_request, timeout=float(timeout) + CALL_MARGIN)
+        except RequestFailed as exc:
+            raise ApiError(502, exc.error_code, exc.message,
+                           details={"status": exc.status, "code": exc.code}) from None
+        except PlatformError as exc:
+            raise ApiError(exc.code, exc.error_code, exc.message) from None
+        except ValueError as exc:
+            raise ApiError(400, "invalid", str(exc)) from None
+        return jsonify({"endpoint": endpoint, "data": data})
+
+    return bp

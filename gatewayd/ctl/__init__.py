@@ -1,0 +1,11 @@
+"""``gatewayctl``: the command-line client of a running gatewayd.
+
+:mod:`~gatewayd.ctl.client` is what every command shares (the control-socket client, its
+errors, the output); the command modules (:mod:`~gatewayd.ctl.devices`,
+:mod:`~gatewayd.ctl.ble`, :mod:`~gatewayd.ctl.zigbee`) import it downward, and
+:mod:`~gatewayd.ctl.main` imports them to build the parser, so there is no cycle.
+The console script is ``gatewayd.ctl.main:main``.
+
+May import: config, state (the offline reset) and, for ``ble-pair`` only, the phone client
+:mod:`gatewayd.ble.phone`. Never the daemon side: gatewayctl talks over the socket.
+"""

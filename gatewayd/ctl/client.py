@@ -1,0 +1,112 @@
+"""What every gatewayctl command module shares: the control-socket client, errors, output.
+
+Command modules (:mod:`gatewayd.ctl.devices`, :mod:`gatewayd.ctl.ble`, ...) import this
+module; :mod:`gatewayd.ctl.main` imports them and builds the parser. Nothing here imports a
+command module, so the imports flow one way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+EXIT_ERROR = 1
+EXIT_UNREACHABLE = 3
+
+
+class CtlError(Exception):
+    def __init__(self, message: str, code: int = EXIT_ERROR, *,
+                 not_running: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        # No daemon at all (as opposed to one we may not talk to): offline reset is safe.
+        self.not_running = not_running
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(str(self.path))
+        self.sock = sock
+
+
+class Client:
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def request(self, method: str, endpoint: str, body: dict[str, Any] | None = None) -> Any:
+        conn = UnixHTTPConnection(self.path, self.timeout)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if data is not None else {}
+            conn.request(method, f"/api/v1/{endpoint}", body=data, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise CtlError(f"gatewayd is not running (no control socket at {self.path}: "
+                           f"{exc.strerror})", EXIT_UNREACHABLE, not_running=True) from None
+        except PermissionError:
+            raise CtlError(f"permission denied on {self.path}: run as root or as a member of "
+                           "the control group ([hub] control_group)", EXIT_UNREACHABLE) from None
+        except (TimeoutError, OSError) as exc:
+            raise CtlError(f"control socket {self.path}: {exc}", EXIT_UNREACHABLE) from None
+        finally:
+            conn.close()
+        try:
+            payload = json.loads(raw or b"null")
+        except json.JSONDecodeError:
+            raise CtlError(f"unexpected answer from gatewayd: {raw[:200]!r}") from None
+        if response.status >= 400:
+            err = payload.get("error", {}) if isinstance(payload, dict) else {}
+            raise CtlError(err.get("message") or f"HTTP {response.status}")
+        return payload
+
+
+def _print_tree(data: Any, indent: int = 0) -> None:
+    pad = "  " * indent
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, (dict, list)) and value:
+                print(f"{pad}{key}:")
+                _print_tree(value, indent + 1)
+            else:
+                print(f"{pad}{key}: {_fmt(value)}")
+    elif isinstance(data, list):
+        for item in data:
+            if isinstance(item, dict):
+                print(f"{pad}-")
+                _print_tree(item, indent + 1)
+            else:
+                print(f"{pad}- {_fmt(item)}")
+    else:
+        print(f"{pad}{_fmt(data)}")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, dict)):
+        return "none"
+    return str(value)
+
+
+def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], None] | None = None) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif human is not None:
+        human(data)
+    else:
+        _print_tree(data)

@@ -1,0 +1,143 @@
+"""``gatewayctl``: the control client for a running gatewayd (local socket, HTTP + JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gatewayd.config import ConfigError, load_config
+from gatewayd.ctl.ble import add_ble_commands
+from gatewayd.ctl.client import EXIT_ERROR, Client, CtlError, emit
+from gatewayd.ctl.devices import add_commands as add_device_commands
+from gatewayd.ctl.platform import add_platform_commands
+from gatewayd.ctl.zigbee import add_zigbee_commands
+from gatewayd.state import StateStore
+
+
+def cmd_status(args: argparse.Namespace, client: Client) -> int:
+    emit(args, client.request("GET", "status"))
+    return 0
+
+
+def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
+    """Reset the state directory directly: the daemon refuses to start on a corrupt state."""
+    state_dir = args.state_dir or _config(args).state_dir
+    store = StateStore(Path(state_dir), _config(args).hub.setup_code)
+    state = store.reset()
+    return {"reset": True, "offline": True, "state_dir": str(state_dir), **state.redacted()}
+
+
+def cmd_reset(args: argparse.Namespace, client: Client) -> int:
+    try:
+        result = client.request("POST", "reset", {"full": args.full})
+    except CtlError as exc:
+        if not exc.not_running:
+            raise
+        result = _offline_reset(args)
+        if not args.json:
+            print(f"gatewayd is not running; reset the state in {result['state_dir']} directly.")
+            print("Start gatewayd again (systemctl start gatewayd) to pair the hub.")
+            return 0
+    emit(args, result, lambda r: print(f"Hub reset; state: {r.get('state')}. "
+                                       "It is back in pairing mode."))
+    return 0
+
+
+def cmd_setup_code(args: argparse.Namespace, client: Client) -> int:
+    data = client.request("GET", "setup-code")
+
+    def human(d: dict[str, str]) -> None:
+        print(f"Setup code: {d['setup_code'][:4]}-{d['setup_code'][4:]}")
+        print(f"Device id:  {d['device_id']}")
+        if args.qr:
+            import segno
+
+            segno.make(d["payload"], error="m").terminal(compact=True)
+            print(f"QR payload: {d['payload']}")
+
+    if args.json and args.qr:
+        import io
+
+        import segno
+
+        buf = io.StringIO()
+        segno.make(data["payload"], error="m").terminal(out=buf, compact=True)
+        data = {**data, "qr_text": buf.getvalue()}
+    emit(args, data, human)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> Any:
+    if getattr(args, "_config", None) is None:
+        args._config = load_config(args.config)
+    return args._config
+
+
+def resolve_socket(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    if args.sim:
+        sim = json.loads((Path(args.sim) / "sim.json").read_text())
+        return Path(sim["control_socket"])
+    env = os.environ.get("GATEWAYD_SOCKET")
+    if env:
+        return Path(env)
+    return Path(_config(args).control_socket)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gatewayctl", description="Control a running gatewayd.")
+    p.add_argument("--socket", help="control socket (default from the config: "
+                                    "/run/gatewayd/control.sock; or $GATEWAYD_SOCKET)")
+    p.add_argument("--sim", metavar="WORKDIR",
+                   help="talk to `gatewayd --simulate --workdir WORKDIR` (reads its sim.json)")
+    p.add_argument("--config", type=Path, default=None, help="gatewayd config file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("status", help="what the hub is doing (never shows secrets)")
+    s.set_defaults(func=cmd_status)
+    s = sub.add_parser("reset", help="factory reset: forget credentials, back to pairing mode")
+    s.add_argument("--full", action="store_true",
+                   help="also forget what survives a normal reset (the Zigbee network)")
+    s.add_argument("--state-dir", help="state directory to reset when gatewayd is not running")
+    s.set_defaults(func=cmd_reset)
+    s = sub.add_parser("setup-code", help="the hub's setup code (for BLE pairing, the label)")
+    s.add_argument("--qr", action="store_true", help="also draw it as a QR code")
+    s.set_defaults(func=cmd_setup_code)
+    add_device_commands(sub)
+    add_ble_commands(sub)
+    add_zigbee_commands(sub)
+    add_platform_commands(sub)
+    for parent in (p, *sub.choices.values()):
+        # `--json` works before or after the command.
+        if parent is not p:
+            parent.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                help="machine-readable output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        client = Client(resolve_socket(args))
+        return int(args.func(args, client))
+    except ConfigError as exc:
+        print(f"gatewayctl: configuration error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except CtlError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc)}))
+        print(f"gatewayctl: {exc}", file=sys.stderr)
+        return exc.code
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"gatewayctl: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The hardware component the daemon runs: the button and the status LED on one line backend.
+
+It follows onboarding (the LED shows its state), turns presses into the hub's actions,
+and reports both in ``gatewayctl status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import TYPE_CHECKING, Any
+
+from gatewayd.config import ButtonConfig, LedConfig
+from gatewayd.hardware.button import Button, PressHook
+from gatewayd.hardware.led import (
+    ERROR_SECONDS,
+    IDENTIFY_SECONDS,
+    ONBOARDING_PATTERNS,
+    RESET_SECONDS,
+    Led,
+)
+from gatewayd.hardware.lines import (
+    LineBackend,
+)
+
+if TYPE_CHECKING:
+    from gatewayd.onboarding.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+class Hardware:
+    """The daemon component for the button and the LED (``start``/``stop``).
+
+    ``on_short_press`` opens the BLE commissioning window (and authorizes Improv);
+    ``on_long_press`` is the factory reset, normally ``hub.reset``.
+    """
+
+    name = "hardware"
+
+    def __init__(self, button: ButtonConfig, led: LedConfig, backend: LineBackend, *,
+                 on_short_press: PressHook | None, on_long_press: PressHook | None,
+                 led_time_scale: float = 1.0) -> None:
+        self.backend = backend
+        self.led = Led(led, backend, time_scale=led_time_scale)
+        self._on_long = on_long_press
+        self.button = Button(button, backend, on_short_press=on_short_press,
+                             on_long_press=self._long_press if on_long_press else None)
+        self._signals: list[int] = []
+
+    async def _long_press(self) -> Any:
+        assert self._on_long is not None
+        self.led.flash("reset", RESET_SECONDS)  # tells the person holding it: let go, done
+        return await self._on_long()
+
+    async def start(self) -> None:
+        await self.led.start()
+        await self.button.start()
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+        self._signals.clear()
+        await self.button.stop()
+        await self.led.stop()
+
+    async def press(self, kind: str) -> Any:
+        """``gatewayctl button short|long``: the same action as the physical button."""
+        return await self.button.press(kind)
+
+    async def identify(self, seconds: float = IDENTIFY_SECONDS) -> dict[str, Any]:
+        """``gatewayctl identify``: the LED blinks its identify pattern for ``seconds``."""
+        if not 0 < seconds <= 3600:
+            raise ValueError("seconds must be above 0 and at most 3600")
+        self.led.flash("identify", seconds)
+        return {"identify": True, "seconds": seconds, "led": self.led.cfg.enabled}
+
+    def onboarding_changed(self, state: str, progress: Progress) -> None:
+        """An :meth:`Onboarding.subscribe` listener: the LED follows the hub's phase.
+
+        A failed pairing attempt (back to unpaired with a failure) flashes ``error`` first.
+        """
+        pattern = ONBOARDING_PATTERNS.get(str(state))
+        if pattern is None:
+            return
+        if pattern == "pairing" and progress.last_failure is not None:
+            self.led.flash("error", ERROR_SECONDS)
+        self.led.set_pattern(pattern)
+
+    def add_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Simulator only: SIGUSR1 is a short press, SIGUSR2 a long one."""
+        for sig, kind in ((signal.SIGUSR1, "short"), (signal.SIGUSR2, "long")):
+            loop.add_signal_handler(sig, self.button._fire, kind)
+            self._signals.append(sig)
+
+    def status(self) -> dict[str, Any]:
+        return {"button": self.button.status(), "led": self.led.status()}

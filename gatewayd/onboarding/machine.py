@@ -1,0 +1,448 @@
+"""The onboarding state machine: hotspot <-> client <-> cloud, in one explicit table.
+
+States (what `gatewayctl status`, the portal and BLE show):
+
+- ``unpaired``   not paired to the cloud; pairing open. Either without a network (hotspot
+                 up on Wi-Fi hubs without Ethernet), or on the LAN after a Wi-Fi-only
+                 attempt ("Wi-Fi first, cloud later", e.g. Improv): ``progress().network
+                 == "wifi"``, hotspot down, the cloud part is paired over the LAN or BLE
+- ``connecting`` an attempt is running (step ``wifi`` and/or ``cloud``)
+- ``online``     client network up and the cloud link established
+- ``offline``    the hub has a saved network (paired, or Wi-Fi only) but is not on it;
+                 NetworkManager's autoconnect retries; after ``offline_grace`` (at once
+                 after a failed attempt of a hub that is not paired) the hotspot returns for
+                 re-pairing while client attempts go on every ``retry_interval``
+
+Credentials are committed to the state store only after an attempt succeeded:
+a failed attempt leaves the previous working credentials untouched. A Wi-Fi-only success
+commits the Wi-Fi network only; a later cloud-only success keeps it.
+
+On a single radio the switch order is fixed: scan, stop the hotspot, connect the
+client, and on failure bring the hotspot back. AP and station never run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gatewayd.config import Config
+from gatewayd.credentials import CloudCredentials, WifiCredentials
+from gatewayd.onboarding.pairing import PairingRequest
+from gatewayd.onboarding.progress import Attempt, LastFailure, Progress
+from gatewayd.onboarding.steps import CloudStep, Failure, StepResult, WifiControl
+from gatewayd.onboarding.table import TRANSITIONS, Event, State
+from gatewayd.state import StateStore
+
+log = logging.getLogger(__name__)
+Listener = Callable[[State, Progress], None]
+
+
+class Onboarding:
+    """Runs the table above; every change of state goes through :meth:`_fire`."""
+
+    name = "onboarding"
+
+    def __init__(self, config: Config, store: StateStore, wifi: WifiControl | None,
+                 cloud: CloudStep, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.store = store
+        self.wifi = wifi  # None: an Ethernet-only ("No Wi-Fi") hub
+        self.cloud = cloud
+        self.clock = clock
+        self.state: State | None = None
+        self.step: str | None = None
+        self.attempt: Attempt | None = None
+        self.last_failure: LastFailure | None = None
+        self.offline_since: float | None = None
+        self.last_activity = 0.0
+        self._hotspot_wanted = False  # offline longer than the grace period
+        self._wifi_up = False  # the Wi-Fi client link is up (as far as onboarding saw)
+        self._entering = False  # between a transition and the end of its side effects
+        self._listeners: list[Listener] = []
+        self._attempt_task: asyncio.Task[None] | None = None
+        self._offline_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.changed = asyncio.Condition()
+
+    # ---- observation ----------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def pairing_open(self) -> bool:
+        if self._entering:
+            return False  # the hotspot may be coming back right now: one thing at a time
+        if self.state == State.UNPAIRED:
+            return True
+        # Offline long enough that the hotspot came back: re-pairing is what it is for.
+        return self.state == State.OFFLINE and self.wifi is not None and \
+            self.wifi.hotspot_active
+
+    @property
+    def busy(self) -> bool:
+        return self.state == State.CONNECTING or self._entering
+
+    def networks(self) -> list[dict[str, Any]]:
+        return self.wifi.networks() if self.wifi is not None else []
+
+    def progress(self) -> Progress:
+        return Progress(
+            state=str(self.state) if self.state else "starting",
+            step=self.step,
+            attempt=self.attempt,
+            last_failure=self.last_failure,
+            pairing_open=self.pairing_open,
+            hotspot=bool(self.wifi and self.wifi.hotspot_active),
+            wifi=self.wifi is not None,
+            network="wifi" if self.on_wifi else None,
+        )
+
+    @property
+    def on_wifi(self) -> bool:
+        """The hub is a client of a Wi-Fi network (not hotspot, not without a link)."""
+        return self.wifi is not None and self._wifi_up and not self.wifi.hotspot_active
+
+    def note_activity(self) -> None:
+        """A person is using the hotspot portal: periodic client retries wait for them."""
+        self.last_activity = self.clock()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(predicate), timeout)
+
+    # ---- the machine ----------------------------------------------------------------------
+
+    async def _fire(self, event: Event, **info: Any) -> State:
+        key = (self.state, event)
+        if key not in TRANSITIONS:
+            log.debug("onboarding: %s ignored in state %s", event, self.state)
+            return self.state or State.UNPAIRED
+        target = TRANSITIONS[key]
+        previous, self.state = self.state, target
+        if target != State.CONNECTING:
+            self.step = None
+        log.info("onboarding: %s --%s--> %s", previous, event, target)
+        hotspot = self._tell_listeners()
+        self._entering = True
+        try:
+            await self._notify_changed()
+            await self._enter(target, previous, event)
+        finally:
+            self._entering = False
+        if self.progress().hotspot != hotspot:
+            self._tell_listeners()  # entering raised (or dropped) the hotspot
+        await self._notify_changed()
+        return target
+
+    def _tell_listeners(self) -> bool:
+        """Every listener gets the state and progress now; returns whether the hotspot is up."""
+        progress = self.progress()
+        assert self.state is not None
+        for listener in self._listeners:
+            try:
+                listener(self.state, progress)
+            except Exception:
+                log.exception("onboarding listener failed")
+        return progress.hotspot
+
+    async def _enter(self, state: State, previous: State | None, event: Event) -> None:
+        del previous, event
+        if state == State.UNPAIRED:
+            self._cancel_offline_timer()
+            self._hotspot_wanted = False
+            self.offline_since = None
+            if not self.on_wifi:
+                # Without a network (or after a reset): the hotspot is the way in. A hub
+                # that has just joined Wi-Fi stays on it: pairing goes on over the LAN.
+                await self._show_hotspot()
+        elif state == State.OFFLINE:
+            if self.offline_since is None:
+                self.offline_since = self.clock()
+            if self._hotspot_wanted:
+                # Back from a failed retry or re-pairing: the hotspot returns at once.
+                await self._show_hotspot()
+            self._start_offline_timer()
+        elif state == State.ONLINE:
+            self.offline_since = None
+            self._hotspot_wanted = False
+            self._cancel_offline_timer()
+
+    async def _show_hotspot(self) -> None:
+        if self.wifi is None:
+            return
+        if await self.wifi.ethernet_connected():
+            log.info("Ethernet is connected: no hotspot; pair over the LAN or BLE")
+            return
+        await self.wifi.scan()  # NetworkManager cannot scan well in AP mode: do it first
+        self._wifi_up = False  # one radio: the client link ends here
+        await self.wifi.start_hotspot()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.wifi is not None:
+            await self.wifi.start(self._on_link)
+        st = self.store.state
+        if st.paired or (st.wifi is not None and self.wifi is not None):
+            # Paired, or Wi-Fi only: rejoin the saved network first; no hotspot unless
+            # that fails.
+            await self._fire(Event.BOOT_PAIRED)
+            self._begin_attempt(st.wifi, st.cloud, source="boot", saved=True)
+        else:
+            await self._fire(Event.BOOT_UNPAIRED)
+
+    async def stop(self) -> None:
+        self._cancel_offline_timer()
+        if self._attempt_task is not None:
+            self._attempt_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._attempt_task
+        await self.cloud.disconnect()
+        if self.wifi is not None:
+            if self.wifi.hotspot_active:
+                await self.wifi.stop_hotspot()
+            await self.wifi.stop()
+
+    async def reset(self, full: bool = False) -> None:
+        """Called after the state store forgot the credentials."""
+        del full
+        if self._attempt_task is not None and not self._attempt_task.done():
+            self._attempt_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._attempt_task
+        await self.cloud.disconnect()
+        if self.wifi is not None:
+            await self.wifi.forget_clients()  # the passphrase lives in our NM profile
+        self._wifi_up = False  # the profile is gone, and with it the link
+        self.last_failure = None
+        self.attempt = None
+        self.offline_since = None
+        await self._fire(Event.RESET)
+
+    async def reopen_hotspot(self) -> bool:
+        """Button short press while offline: bring the hotspot back now, not after the grace.
+
+        Returns whether a hotspot is up afterwards. Nothing changes in other states.
+        """
+        if self.state != State.OFFLINE or self.wifi is None:
+            return bool(self.wifi and self.wifi.hotspot_active)
+        if not self.wifi.hotspot_active:
+            self._hotspot_wanted = True
+            await self._show_hotspot()
+            self._start_offline_timer()
+            self._tell_listeners()
+            await self._notify_changed()
+        return self.wifi.hotspot_active
+
+    # ---- pairing --------------------------------------------------------------------------
+
+    async def begin(self, request: PairingRequest) -> None:
+        """Start an attempt and return at once; the outcome shows in progress().
+
+        A Wi-Fi-only request (``request.cloud`` None) on a hub that is already paired
+        means "a new network, the same account": it runs with the stored cloud account.
+        """
+        async with self._lock:
+            if self.state not in (State.UNPAIRED, State.OFFLINE) or not self.pairing_open:
+                raise RuntimeError(f"not accepting pairing in state {self.state}")
+            cloud = request.cloud if request.cloud is not None else self.store.state.cloud
+            if cloud is None and self.wifi is None:
+                raise RuntimeError("a Wi-Fi-only pairing request needs a hub with Wi-Fi")
+            await self._fire(Event.PAIR)
+            self._begin_attempt(request.wifi, cloud, source=request.source)
+
+    def _begin_attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,
+                       source: str, saved: bool = False) -> None:
+        self.attempt = Attempt(id=secrets.token_hex(4), source=source,
+                               ssid=wifi.ssid if wifi else None, cloud=cloud is not None,
+                               started=time.time())
+        self.last_failure = None  # describes the latest attempt only
+        self._attempt_task = asyncio.create_task(self._run_attempt(wifi, cloud, saved),
+                                                 name="onboarding-attempt")
+
+    async def _run_attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,
+                           saved: bool) -> None:
+        """One attempt, always ending in an event. ``cloud`` None: Wi-Fi only (the hub
+        joins the network and stays unpaired); ``saved``: credentials from the state
+        store (boot, reconnect, retry), which are not committed again."""
+        timeout = self.config.hotspot.connect_timeout
+        applied: WifiCredentials | None = None
+        try:
+            result, applied = await self._attempt(wifi, cloud, timeout, saved)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an attempt must always end in a state, never hang
+            log.exception("pairing attempt crashed")
+            result = StepResult(False, Failure.WIFI_FAILED, f"internal error: {exc}")
+        if result.ok:
+            if not saved:
+                # Only what was proven: a network not applied (Ethernet) is not stored;
+                # a cloud-only pairing keeps the stored network (commit_pairing).
+                if cloud is not None:
+                    state = self.store.commit_pairing(applied, cloud)
+                    log.info("paired: %s", state.redacted())
+                elif applied is not None:
+                    state = self.store.commit_wifi(applied)
+                    log.info("joined Wi-Fi (cloud account still to come): %s",
+                             state.redacted())
+            self.last_failure = None
+            await self._fire(Event.SUCCEEDED if cloud is not None else Event.JOINED)
+            if self.wifi is not None and self.wifi.hotspot_active:
+                await self.wifi.stop_hotspot()  # "No Wi-Fi" pairing done over the hotspot
+            return
+        assert result.failure is not None
+        self.last_failure = LastFailure(code=str(result.failure), reason=result.reason,
+                                        at=time.time(),
+                                        attempt=self.attempt.id if self.attempt else None)
+        log.warning("pairing attempt failed: %s (%s)", result.failure, result.reason)
+        await self.cloud.disconnect()
+        previous = self.store.state.wifi
+        if self.wifi is not None and applied is not None and not saved and (
+                previous is None or previous.ssid != applied.ssid):
+            # Unproven credentials must not linger where autoconnect would find them.
+            await self.wifi.forget(applied.ssid)
+            self._wifi_up = False  # deleting the active profile ends the link
+        if self.wifi is not None and applied is not None and previous is not None \
+                and not saved and self.wifi.visible(previous.ssid):
+            # Put the last working network back, so a failed re-pairing costs nothing.
+            back = await self.wifi.reconnect_saved(previous, timeout)
+            self._wifi_up = back.ok
+        event = self._failure_event()
+        if event == Event.FAILED_SAVED and not self.store.state.paired:
+            # A hub that is not paired has no cloud duty to wait for: the hotspot comes
+            # back at once (with the reason), and the saved network is retried from there.
+            self._hotspot_wanted = True
+        await self._fire(event)
+
+    def _failure_event(self) -> Event:
+        """Where a failed attempt lands: the one place that decides it.
+
+        - paired (a cloud account is stored): ``offline``, the old credentials stand;
+        - a Wi-Fi network is stored but the hub is not on it: ``offline`` (hotspot and
+          periodic retries of the saved network);
+        - otherwise ``unpaired``: with the hotspot when off any network, or still on the
+          LAN when only the cloud part failed on a hub that joined Wi-Fi before.
+        """
+        st = self.store.state
+        if st.paired:
+            return Event.FAILED_SAVED
+        if st.wifi is not None and self.wifi is not None and not self.on_wifi:
+            return Event.FAILED_SAVED
+        return Event.FAILED
+
+    async def _attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,
+                       timeout: float, saved: bool
+                       ) -> tuple[StepResult, WifiCredentials | None]:
+        """The steps; returns the result and the Wi-Fi network actually applied."""
+        if wifi is not None and self.wifi is not None and await self.wifi.ethernet_connected():
+            log.info("Ethernet is connected: using it; the Wi-Fi credentials are not applied")
+            wifi = None
+        applied: WifiCredentials | None = None
+        if wifi is not None and self.wifi is not None:
+            self.step = "wifi"
+            await self._notify_changed()
+            if self.wifi.hotspot_active:
+                await self.wifi.stop_hotspot()
+            self._wifi_up = False
+            applied = wifi
+            result = (await self.wifi.reconnect_saved(wifi, timeout) if saved
+                      else await self.wifi.connect(wifi, timeout))
+            self._wifi_up = result.ok
+            if not result.ok:
+                return result, applied
+        if cloud is None:
+            return StepResult(ok=True), applied  # Wi-Fi first, cloud later
+        self.step = "cloud"
+        await self._notify_changed()
+        return await self.cloud.connect(cloud, timeout), applied
+
+    async def _notify_changed(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    # ---- link and offline handling --------------------------------------------------------
+
+    def _on_link(self, up: bool, reason: str) -> None:
+        """Called by the Wi-Fi control (on the loop) when the client link changes."""
+        self._wifi_up = up
+        if self.state == State.CONNECTING:
+            return  # the attempt watches the link itself
+        if not up and self._link_matters():
+            log.warning("network lost: %s", reason)
+            asyncio.get_running_loop().create_task(self._link_down())
+        elif up and self.state == State.OFFLINE and not self._attempt_running():
+            st = self.store.state
+            if st.cloud is not None or st.wifi is not None:
+                asyncio.get_running_loop().create_task(self._relink(st.cloud))
+
+    def _link_matters(self) -> bool:
+        """Losing the client link moves the machine: online, or on Wi-Fi but unpaired."""
+        return self.state == State.ONLINE or (
+            self.state == State.UNPAIRED and self.store.state.wifi is not None)
+
+    async def _link_down(self) -> None:
+        # Checked again when the task runs: the link may be back, or a reset came first.
+        if not self._wifi_up and self._link_matters():
+            await self._fire(Event.LINK_DOWN)
+
+    def _attempt_running(self) -> bool:
+        return self._attempt_task is not None and not self._attempt_task.done()
+
+    async def _relink(self, cloud: CloudCredentials | None) -> None:
+        """Back on the saved network: the cloud step (paired) or nothing (Wi-Fi only)."""
+        await self._fire(Event.LINK_UP)
+        self._begin_attempt(None, cloud, source="reconnect", saved=True)
+
+    def _start_offline_timer(self) -> None:
+        self._cancel_offline_timer()
+        if self.wifi is not None:
+            self._offline_task = asyncio.create_task(self._offline_loop(), name="offline")
+
+    def _cancel_offline_timer(self) -> None:
+        if self._offline_task is not None and self._offline_task is not asyncio.current_task():
+            self._offline_task.cancel()
+        self._offline_task = None
+
+    async def _offline_loop(self) -> None:
+        assert self.wifi is not None
+        cfg = self.config.hotspot
+        if not self._hotspot_wanted:
+            await asyncio.sleep(cfg.offline_grace)
+            if self.state != State.OFFLINE:
+                return
+            log.warning("offline for %.0fs: hotspot back for re-pairing", cfg.offline_grace)
+            self._hotspot_wanted = True
+            await self._show_hotspot()
+            self._tell_listeners()
+            await self._notify_changed()
+        while self.state == State.OFFLINE:
+            await asyncio.sleep(cfg.retry_interval)
+            if self.state != State.OFFLINE or self._attempt_running():
+                continue
+            if self.clock() - self.last_activity < cfg.retry_interval:
+                continue  # someone is on the hotspot portal right now
+            await self._retry_saved()
+
+    async def _retry_saved(self) -> None:
+        """One periodic client attempt from the hotspot: the radio can do only one thing,
+        and NetworkManager cannot scan in AP mode, so: hotspot down, scan, connect if the
+        network is there, otherwise hotspot straight back."""
+        assert self.wifi is not None
+        st = self.store.state
+        if st.wifi is None:
+            return
+        await self.wifi.stop_hotspot()
+        await self.wifi.scan(st.wifi.ssid if st.wifi.hidden else None)
+        if not self.wifi.visible(st.wifi.ssid):
+            log.info("saved network %r still not visible; hotspot stays", st.wifi.ssid)
+            await self.wifi.start_hotspot()
+            return
+        await self._fire(Event.LINK_UP)
+        self._begin_attempt(st.wifi, st.cloud, source="retry", saved=True)

@@ -1,0 +1,279 @@
+"""The one pairing path: every entry point builds a :class:`PairingRequest` here.
+
+HTTP ``/pair``, the admin form, ``/api/v1/pair``, BLE Improv and the BLE secure
+service all call :meth:`PairingService.submit`, which checks busy -> open -> valid in
+that order and begins the attempt, so the rules (in :mod:`gatewayd.credentials`), the
+order of the checks and the refusals (their codes live on :class:`PairingError`'s
+subclasses, here only) are the same everywhere.
+
+A request carries Wi-Fi and cloud credentials, or cloud credentials only (the "No Wi-Fi"
+variant), or, only where the entry point explicitly allows it (Improv, which can carry
+nothing but an SSID and a passphrase), Wi-Fi credentials only: "Wi-Fi first, cloud later".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gatewayd.config import CloudConfig
+from gatewayd.credentials import (
+    CloudCredentials,
+    InvalidField,
+    WifiCredentials,
+    cloud_from_fields,
+    wifi_from_fields,
+)
+from gatewayd.onboarding.progress import Progress
+
+log = logging.getLogger(__name__)
+
+# Parameter names of the 2Smart app's /pair contract.
+PAIR_FIELDS = ("ssid", "psk", "wsp", "token", "host", "brport", "rootTopic", "mqtts_port",
+               "hidden")
+CLOUD_FIELDS = ("wsp", "token", "host", "brport", "rootTopic", "mqtts_port")
+MAX_FIELD_BYTES = 2048
+
+RESET_HINT = ("To pair it again, hold the hub's button for 10 seconds or run "
+              "'gatewayctl reset' on the hub.")
+
+
+class PairingError(Exception):
+    """A refusal: the HTTP-style status and the code every entry point answers with, and the
+    parameter at fault. Each subclass is one refusal; its status and code live here only."""
+
+    status = 400
+    code = "invalid"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_json(self) -> dict[str, Any]:
+        """The refusal as the JSON API and the secure BLE service spell it."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return error
+
+
+class InvalidRequest(PairingError):
+    status, code = 400, "invalid"
+
+
+class NotInPairingMode(PairingError):
+    status, code = 403, "not-in-pairing-mode"
+
+
+class CrossSite(PairingError):
+    """A browser request from another web site (HTTP entry points only)."""
+
+    status, code = 403, "cross-site"
+
+
+class PairingBusy(PairingError):
+    status, code = 409, "busy"
+
+
+class RateLimited(PairingError):
+    """Too many requests from one client (HTTP entry points); ``retry_after`` in seconds."""
+
+    status, code = 429, "rate-limited"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many pairing requests; try again in {retry_after} seconds.")
+        self.retry_after = retry_after
+
+
+class PairingFailed(PairingError):
+    status, code = 500, "failed"
+
+
+BUSY_MESSAGE = "A pairing attempt is already in progress; wait for its result."
+
+
+@dataclass(frozen=True)
+class PairingRequest:
+    # None: a "Wi-Fi first, cloud later" request (only from request_from_fields(...,
+    # allow_wifi_only=True), i.e. Improv); the cloud part comes later over the LAN or BLE.
+    cloud: CloudCredentials | None
+    wifi: WifiCredentials | None  # None: the "No Wi-Fi" variant, cloud credentials only
+    source: str = "http"
+
+    def __post_init__(self) -> None:
+        if self.cloud is None and self.wifi is None:
+            raise ValueError("a pairing request needs Wi-Fi or cloud credentials")
+
+    @property
+    def wifi_only(self) -> bool:
+        return self.cloud is None
+
+    def redacted(self) -> dict[str, Any]:
+        return {"source": self.source,
+                "cloud": self.cloud.redacted() if self.cloud else None,
+                "wifi": self.wifi.redacted() if self.wifi else None}
+
+
+def _truthy(value: Any, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("", "0", "false", "no", "off"):
+        return False
+    raise InvalidField(field, "must be true or false")
+
+
+def request_from_fields(fields: Mapping[str, Any], presets: CloudConfig, *,
+                        wifi_enabled: bool = True, source: str = "http",
+                        allow_wifi_only: bool = False) -> PairingRequest:
+    """Validate raw fields (query strings, form fields, JSON, BLE) into a request.
+
+    Vendor presets fill what the request leaves out. Raises :class:`InvalidRequest`
+    naming the first bad parameter; nothing is changed by a refused request.
+
+    ``allow_wifi_only``: a request with Wi-Fi credentials, no cloud field of its own and
+    no complete cloud account in the presets becomes a Wi-Fi-only request (``cloud`` is
+    None) instead of a refusal. Only Improv asks for this; every other entry point
+    requires the cloud fields (or presets) exactly as before.
+    """
+    for name, value in fields.items():
+        if isinstance(value, str) and len(value.encode("utf-8", "replace")) > MAX_FIELD_BYTES:
+            raise InvalidRequest(f"{name}: too long", name)
+
+    def get(name: str, preset: Any = None) -> Any:
+        value = fields.get(name)
+        if value is None or value == "":
+            return preset if preset not in (None, "", 0) else value
+        return value
+
+    try:
+        ssid, psk = fields.get("ssid"), fields.get("psk")
+        wifi: WifiCredentials | None = None
+        if ssid is not None or psk is not None:
+            if ssid is None or ssid == "":
+                raise InvalidField("ssid", "is required when psk is given")
+            if psk is None:
+                raise InvalidField("psk", "is required with ssid (empty for an open network)")
+            wifi = wifi_from_fields(ssid, psk, _truthy(fields.get("hidden", False), "hidden"))
+        usable_wifi = wifi if wifi_enabled else None
+        if allow_wifi_only and usable_wifi is not None and not _cloud_given(fields) \
+                and not _presets_complete(presets):
+            log.info("Wi-Fi-only pairing request: the cloud account comes later")
+            return PairingRequest(cloud=None, wifi=usable_wifi, source=source)
+        cloud = cloud_from_fields(
+            wsp=get("wsp", presets.wsp), token=get("token", presets.token),
+            host=get("host", presets.host),
+            # The default port is a preset only when the vendor preset the broker too.
+            port=get("brport", presets.port if presets.host else None),
+            mqtts_port=get("mqtts_port", presets.mqtts_port) or 0,
+            root_topic=get("rootTopic", presets.root_topic) or "",
+        )
+    except InvalidField as exc:
+        raise InvalidRequest(f"{exc.field}: {exc.message}", exc.field) from None
+    if wifi is not None and not wifi_enabled:
+        # An Ethernet-only hub never touches Wi-Fi, whatever the app sends.
+        log.info("ignoring Wi-Fi credentials: this hub is configured without Wi-Fi")
+        wifi = None
+    return PairingRequest(cloud=cloud, wifi=wifi, source=source)
+
+
+def _cloud_given(fields: Mapping[str, Any]) -> bool:
+    """Whether the request itself carries any cloud field (then it must be complete)."""
+    return any(fields.get(name) not in (None, "") for name in CLOUD_FIELDS)
+
+
+def _presets_complete(presets: CloudConfig) -> bool:
+    """Whether the vendor's presets alone make a cloud account (as request_from_fields
+    fills them in: the port counts only with a preset host)."""
+    return bool(presets.wsp and presets.token and presets.host and presets.port)
+
+
+class Onboarding(Protocol):
+    """What the pairing service needs from the onboarding state machine."""
+
+    @property
+    def pairing_open(self) -> bool: ...
+
+    @property
+    def busy(self) -> bool: ...
+
+    async def begin(self, request: PairingRequest) -> None: ...
+
+    def progress(self) -> Progress: ...
+
+
+Fields = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+
+
+class PairingService:
+    """The front door: every entry point's request goes through :meth:`submit`."""
+
+    def __init__(self, onboarding: Onboarding, presets: CloudConfig, *,
+                 wifi_enabled: bool = True,
+                 secrets_sink: Callable[..., None] | None = None) -> None:
+        self.onboarding = onboarding
+        self.presets = presets
+        self.wifi_enabled = wifi_enabled
+        # Told about every token and passphrase the moment they are parsed, so no later
+        # log line can carry them (the daemon passes the log redactor's ``add``).
+        self.secrets_sink = secrets_sink or (lambda *secrets: None)
+        self.accepted = 0
+        self.refusals: Counter[str] = Counter()  # by refusal code, for gatewayctl status
+
+    @property
+    def open(self) -> bool:
+        return self.onboarding.pairing_open
+
+    def parse(self, fields: Mapping[str, Any], source: str, *,
+              allow_wifi_only: bool = False) -> PairingRequest:
+        """Validate only (no state is looked at): what :meth:`submit` does in its third
+        step, and what a front end uses to ask "would these presets work?"."""
+        for name in ("token", "psk"):
+            if isinstance(fields.get(name), str):
+                self.secrets_sink(fields[name])
+        return request_from_fields(fields, self.presets, wifi_enabled=self.wifi_enabled,
+                                   source=source, allow_wifi_only=allow_wifi_only)
+
+    async def submit(self, fields: Fields, source: str, *,
+                     allow_wifi_only: bool = False) -> Progress:
+        """Check, in this order, busy -> open -> valid, then begin; return the progress.
+
+        Raises the :class:`PairingError` of the first check that fails, so the same request
+        gets the same refusal whatever the entry point: a paired hub answers "not in
+        pairing mode" to bad fields too. ``fields`` may be a callable that extracts them
+        from the entry point's own format (query string, form, JSON, BLE message); it runs
+        only once pairing is known to be open, and raises :class:`InvalidRequest`. Runs on
+        the loop, in one go, so no request slips in between a check and the attempt.
+        """
+        try:
+            request = self._check(fields, source, allow_wifi_only)
+        except PairingError as exc:
+            self.refusals[exc.code] += 1
+            raise
+        log.info("pairing request from %s: %s", request.source, request.redacted())
+        await self.onboarding.begin(request)
+        self.accepted += 1
+        return self.onboarding.progress()
+
+    def _check(self, fields: Fields, source: str, allow_wifi_only: bool) -> PairingRequest:
+        # Busy first: pairing is closed while an attempt runs, and "already paired" would
+        # be the wrong answer to a second request during it.
+        if self.onboarding.busy:
+            raise PairingBusy(BUSY_MESSAGE)
+        if not self.onboarding.pairing_open:
+            raise NotInPairingMode(f"This hub is already paired. {RESET_HINT}")
+        raw = fields() if callable(fields) else fields
+        return self.parse(raw, source, allow_wifi_only=allow_wifi_only)
+
+    def status(self) -> dict[str, Any]:
+        """The ``pairing`` section of ``gatewayctl status``: requests taken and refused."""
+        return {"open": self.open, "accepted": self.accepted,
+                "refused": dict(sorted(self.refusals.items()))}
+
+    def progress(self) -> Progress:
+        return self.onboarding.progress()

@@ -1,0 +1,72 @@
+"""What the steps of a pairing attempt share: their result, the failure codes, their Protocols.
+
+The Wi-Fi step is NetworkManager (:mod:`gatewayd.ap` implements :class:`WifiControl`); the
+cloud step is the cloud link (:mod:`gatewayd.onboarding.cloud_step` implements
+:class:`CloudStep`). The state machine (:mod:`gatewayd.onboarding.machine`) drives them
+through these Protocols only, so its tests run on fakes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gatewayd.credentials import CloudCredentials, WifiCredentials
+
+
+class Failure(enum.StrEnum):
+    WRONG_PASSWORD = "wrong-password"  # noqa: S105 - a failure code, not a password
+    NETWORK_NOT_FOUND = "network-not-found"
+    DHCP_FAILED = "dhcp-failed"
+    BROKER_REFUSED = "broker-refused"
+    BROKER_UNREACHABLE = "broker-unreachable"
+    TIMEOUT = "timeout"
+    WIFI_FAILED = "wifi-failed"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    ok: bool
+    failure: Failure | None = None
+    reason: str = ""
+
+
+class WifiControl(Protocol):
+    """What onboarding needs from NetworkManager (implemented by :mod:`gatewayd.ap`)."""
+
+    async def start(self, on_link: Callable[[bool, str], None]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def scan(self, ssid: str | None = None) -> None: ...
+
+    def networks(self) -> list[dict[str, Any]]: ...
+
+    async def ethernet_connected(self) -> bool: ...
+
+    async def start_hotspot(self) -> None: ...
+
+    async def stop_hotspot(self) -> None: ...
+
+    @property
+    def hotspot_active(self) -> bool: ...
+
+    async def connect(self, wifi: WifiCredentials, timeout: float) -> StepResult: ...
+
+    async def reconnect_saved(self, wifi: WifiCredentials, timeout: float) -> StepResult: ...
+
+    def visible(self, ssid: str) -> bool: ...
+
+    async def forget(self, ssid: str) -> None: ...
+
+    async def forget_clients(self) -> None: ...
+
+
+class CloudStep(Protocol):
+    """The cloud part of an attempt (filled in by the cloud link)."""
+
+    async def connect(self, creds: CloudCredentials, timeout: float) -> StepResult: ...
+
+    async def disconnect(self) -> None: ...

@@ -1,0 +1,33 @@
+"""The one door from worker threads (web servers, paho, bleak) into the asyncio core."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class CoreUnavailable(RuntimeError):
+    """The core is shutting down or did not answer in time."""
+
+
+class CoreCall:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float = 15.0) -> None:
+        self.loop = loop
+        self.timeout = timeout
+
+    def __call__(self, fn: Callable[..., Awaitable[T]], *args: Any,
+                 timeout: float | None = None) -> T:
+        if self.loop.is_closed():
+            raise CoreUnavailable("the daemon is shutting down")
+        coro = fn(*args)
+        assert asyncio.iscoroutine(coro), "CoreCall takes a coroutine function"
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(self.timeout if timeout is None else timeout)
+        except TimeoutError:
+            future.cancel()
+            raise CoreUnavailable("the daemon did not answer in time") from None

@@ -1,0 +1,235 @@
+"""The simulated Business Platform: the other side of REQ/RES, for app and platform developers.
+
+Connected to the simulated broker as the platform user (``sim.json`` ``mqtt.platform``), it
+answers every request on ``+/req/+/#`` the way docs/cloud.md tells a platform to: the
+response's data sealed with the key from the request (AES-256-GCM,
+:mod:`gatewayd.cloud.reqres_cipher`'s format, written here from the documentation's
+side). Endpoints:
+
+* built in: ``echo`` (the request's data back), ``time`` (the platform's clock),
+  ``device/ownership`` (records a release), ``rfid/authorize`` (``{"tag": ...}`` against
+  the tag list in the responses file);
+* canned: ``responses`` in the responses file (``sim.json`` ``platform.responses``), which
+  app developers edit while the simulator runs: ``{"<endpoint>": {"status": 1, "code": 200,
+  "data": <any JSON>}}``; a status 0 answer's data is sealed too (``{"message": ...}``);
+* anything else: status 0, code 404.
+
+Every exchange is recorded (the last ``MAX_LOG``) and served on a small loopback HTTP
+control interface (``sim.json`` ``platform.control``): ``GET /log`` is what
+``gatewayctl --sim DIR platform log`` shows. The platform runs in its own thread (paho's),
+so a third-party platform can replace it: ``gatewayd --simulate --no-platform`` leaves the
+platform user to whoever connects with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from paho.mqtt.enums import CallbackAPIVersion
+
+log = logging.getLogger(__name__)
+
+MAX_LOG = 1000
+MAX_REQUEST = 64 * 1024
+DEFAULT_RESPONSES: dict[str, Any] = {
+    "rfid": {"tags": ["04A1B2C3", "DEADBEEF"]},
+    "responses": {
+        "firmware/latest": {"status": 1, "code": 200,
+                            "data": {"version": "1.2.0",
+                                     "url": "https://fw.example.com/hub-1.2.0.bin"}},
+        "billing/balance": {"status": 0, "code": 402, "data": {"message": "no credit left"}},
+    },
+}
+
+
+def seal(key: bytes, value: Any) -> str:
+    """base64(nonce || AES-256-GCM(key, JSON)) as docs/cloud.md specifies."""
+    nonce = os.urandom(12)
+    return base64.b64encode(nonce + AESGCM(key).encrypt(nonce, json.dumps(value).encode(),
+                                                        None)).decode()
+
+
+Answer = tuple[int, int, Any]  # status, code, data (before sealing)
+
+
+class SimPlatform:
+    def __init__(self, host: str, port: int, username: str, password: str,
+                 responses: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.responses = responses
+        self.clock = clock
+        self.exchanges: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_LOG)
+        self.ownership: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-platform")
+        self._client.username_pw_set(username, password)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._address = (host, port)
+        self._http: ThreadingHTTPServer | None = None
+        self._connected = threading.Event()
+        if not responses.exists():
+            responses.write_text(json.dumps(DEFAULT_RESPONSES, indent=2) + "\n")
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> SimPlatform:
+        self._client.connect(*self._address)
+        self._client.loop_start()
+        if not self._connected.wait(timeout):
+            self.stop()
+            raise RuntimeError("the simulated platform could not connect to the broker")
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        threading.Thread(target=self._http.serve_forever, name="sim-platform-http",
+                         daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    @property
+    def control_url(self) -> str:
+        assert self._http is not None
+        host, port = self._http.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def log(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.exchanges)
+
+    # ---- MQTT -------------------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        client.subscribe("+/req/#", qos=1)
+        self._connected.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any,
+                    message: mqtt.MQTTMessage) -> None:
+        try:
+            self._answer(message.topic, bytes(message.payload))
+        except Exception:  # the simulator must keep answering whatever one request did
+            log.exception("simulated platform: answering %s failed", message.topic)
+
+    def _answer(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/", 3)
+        if len(parts) < 4 or parts[1] != "req":
+            return
+        root, _, device_id, endpoint = parts
+        entry: dict[str, Any] = {"at": self.clock(), "root": root, "device_id": device_id,
+                                 "endpoint": endpoint}
+        request = _request(payload)
+        if isinstance(request, str):  # no way to answer: no id or no key
+            entry.update(error=request)
+            self._record(entry)
+            return
+        request_id, key, data = request
+        entry.update(id=request_id, request=data)
+        status, code, value = self._handle(endpoint, device_id, data)
+        response: dict[str, Any] = {"status": status, "code": code, "id": request_id}
+        if value is not None:
+            response["data"] = seal(key, value)
+        self._client.publish(f"{root}/res/{device_id}/{endpoint}", json.dumps(response), qos=1)
+        entry.update(status=status, code=code, response=value)
+        self._record(entry)
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self.exchanges.append(entry)
+
+    # ---- endpoints --------------------------------------------------------------------------
+
+    def _handle(self, endpoint: str, device_id: str, data: Any) -> Answer:
+        settings = self._settings()
+        if endpoint == "echo":
+            return 1, 200, data
+        if endpoint == "time":
+            now = self.clock()
+            return 1, 200, {"time": now, "iso": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                time.gmtime(now))}
+        if endpoint == "device/ownership":
+            if not isinstance(data, dict) or data.get("event") != "released":
+                return 0, 400, {"message": "expected {\"event\": \"released\", ...}"}
+            with self._lock:
+                self.ownership.append({"at": self.clock(), "device_id": device_id, **data})
+            return 1, 200, {"released": device_id}
+        if endpoint == "rfid/authorize":
+            tag = data.get("tag") if isinstance(data, dict) else None
+            if not isinstance(tag, str) or not tag:
+                return 0, 400, {"message": "expected {\"tag\": \"<tag id>\"}"}
+            tags = settings.get("rfid", {}).get("tags", [])
+            return 1, 200, {"tag": tag, "authorized": tag.upper() in {str(t).upper()
+                                                                      for t in tags}}
+        canned = settings.get("responses", {}).get(endpoint)
+        if isinstance(canned, dict):
+            return int(canned.get("status", 1)), int(canned.get("code", 200)), \
+                canned.get("data")
+        return 0, 404, {"message": f"unknown endpoint {endpoint!r}"}
+
+    def _settings(self) -> dict[str, Any]:
+        """The responses file, read for every request: edits take effect at once."""
+        try:
+            settings = json.loads(self.responses.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("simulated platform: %s unreadable (%s); built-ins only",
+                        self.responses, exc)
+            return {}
+        return settings if isinstance(settings, dict) else {}
+
+
+def _request(payload: bytes) -> tuple[str, bytes, Any] | str:
+    """(id, key, data) of a request, or why it cannot be answered."""
+    if len(payload) > MAX_REQUEST:
+        return "request too large"
+    try:
+        request = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "not JSON"
+    if not isinstance(request, dict) or not isinstance(request.get("id"), str):
+        return "no id"
+    try:
+        key = base64.b64decode(str(request.get("key", "")), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        return "no 32-byte key"
+    return request["id"], key, request.get("data")
+
+
+def _handler(platform: SimPlatform) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] == "/log":
+                self._send(200, {"exchanges": platform.log()})
+            else:
+                self._send(404, {"error": {"code": "not-found", "message": self.path}})
+
+        def _send(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("simulated platform control: " + format, *args)
+
+    return Handler

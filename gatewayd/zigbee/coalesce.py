@@ -1,0 +1,58 @@
+"""Report coalescing: at most one cloud publication per property per interval, newest value wins."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+
+    pass
+
+Key = tuple[str, str, str]  # device id, node id, property id
+
+
+class Coalescer:
+    """At most one publication per property per ``interval``; the latest value wins.
+
+    The first value after a quiet period goes out at once (no added latency); values
+    arriving faster wait in ``pending`` (one slot per property, so memory is bounded by
+    the number of properties, not by the rate of reports).
+    """
+
+    def __init__(self, publish: Callable[[Key, Any], None], interval: float) -> None:
+        self.publish = publish
+        self.interval = interval
+        self.pending: dict[Key, Any] = {}
+        self._last: dict[Key, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def put(self, key: Key, value: Any) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if key not in self.pending and now - self._last.get(key, -1e9) >= self.interval:
+            self._last[key] = now
+            self.publish(key, value)
+            return
+        self.pending[key] = value
+        if self._timer is None:
+            self._timer = loop.call_later(self.interval, self.flush)
+
+    def flush(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        pending, self.pending = self.pending, {}
+        for key, value in pending.items():
+            self._last[key] = now
+            self.publish(key, value)
+
+    def forget(self, device_id: str) -> None:
+        for store in (self.pending, self._last):
+            for key in [k for k in store if k[0] == device_id]:
+                del store[key]
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,163 @@
+"""Test doubles shared by the suite: stand-ins at our own boundaries, never in the package."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gatewayd.credentials import CloudCredentials, WifiCredentials
+from gatewayd.hub import Hub
+from gatewayd.onboarding.pairing import PairingFailed, PairingRequest
+from gatewayd.onboarding.progress import Progress
+from gatewayd.onboarding.steps import Failure, StepResult
+
+
+class StubCloud:
+    """Stands in for the cloud link: succeeds unless told to fail (tests, early simulator)."""
+
+    def __init__(self) -> None:
+        self.next_failure: StepResult | None = None
+        self.connected: CloudCredentials | None = None
+
+    async def connect(self, creds: CloudCredentials, timeout: float) -> StepResult:
+        if self.next_failure is not None:
+            return self.next_failure
+        self.connected = creds
+        return StepResult(ok=True)
+
+    async def disconnect(self) -> None:
+        self.connected = None
+
+
+class NoOnboarding:
+    """A hub whose onboarding service is not running: the pairing service refuses with a
+    500 that says why (the portal keeps serving everything else)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    @property
+    def pairing_open(self) -> bool:
+        return not self.hub.state.paired
+
+    @property
+    def busy(self) -> bool:
+        return False
+
+    async def begin(self, request: PairingRequest) -> None:
+        raise PairingFailed("Pairing is not available: the onboarding service is not running.")
+
+    def progress(self) -> Progress:
+        return Progress(state="paired" if self.hub.state.paired else "unpaired", step=None,
+                        attempt=None, last_failure=None, pairing_open=self.pairing_open,
+                        hotspot=False, wifi=self.hub.config.hotspot.enabled, network=None)
+
+    def networks(self) -> list[dict[str, Any]]:
+        return []
+
+    def note_activity(self) -> None:
+        pass
+
+
+def progress(state: str = "unpaired", **fields: Any) -> Progress:
+    """A progress value with the defaults of an idle unpaired hub, for listener tests."""
+    values: dict[str, Any] = {"state": state, "step": None, "attempt": None,
+                              "last_failure": None, "pairing_open": state == "unpaired",
+                              "hotspot": state == "unpaired", "wifi": True, "network": None}
+    values.update(fields)
+    return Progress(**values)
+
+
+class FakeWifi:
+    """:class:`gatewayd.onboarding.steps.WifiControl` in memory: what the state machine
+    asks of NetworkManager, with none of D-Bus (zigpy's test suite fakes its radio the
+    same way). Tests that need NetworkManager's own behaviour use the mock on a private
+    bus instead; these run the transition table in milliseconds.
+
+    ``aps`` maps visible SSIDs to their passphrases. :attr:`calls` records what onboarding
+    asked, in order, so a test can check the single-radio switch order.
+    """
+
+    def __init__(self, aps: dict[str, str] | None = None, *, ethernet: bool = False) -> None:
+        self.aps: dict[str, str] = dict(aps or {})
+        self.ethernet = ethernet
+        self.hotspot = False
+        self.active: str | None = None  # the client network we are on
+        self.profiles: dict[str, str] = {}  # saved client profiles: ssid -> passphrase
+        self.calls: list[str] = []
+        self._on_link: Any = None
+
+    # ---- WifiControl ------------------------------------------------------------------
+
+    async def start(self, on_link: Any) -> None:
+        self._on_link = on_link
+
+    async def stop(self) -> None:
+        self.calls.append("stop")
+
+    async def scan(self, ssid: str | None = None) -> None:
+        self.calls.append("scan")
+
+    def networks(self) -> list[dict[str, Any]]:
+        return [{"ssid": ssid, "signal": 70, "security": "wpa2" if psk else "open"}
+                for ssid, psk in self.aps.items()]
+
+    async def ethernet_connected(self) -> bool:
+        return self.ethernet
+
+    async def start_hotspot(self) -> None:
+        self.calls.append("hotspot-up")
+        self.active = None  # one radio: the client link ends
+        self.hotspot = True
+
+    async def stop_hotspot(self) -> None:
+        self.calls.append("hotspot-down")
+        self.hotspot = False
+
+    @property
+    def hotspot_active(self) -> bool:
+        return self.hotspot
+
+    async def connect(self, wifi: WifiCredentials, timeout: float) -> StepResult:
+        self.calls.append(f"connect {wifi.ssid}")
+        self.profiles[wifi.ssid] = wifi.psk
+        return self._join(wifi)
+
+    async def reconnect_saved(self, wifi: WifiCredentials, timeout: float) -> StepResult:
+        self.calls.append(f"reconnect {wifi.ssid}")
+        return self._join(wifi)
+
+    def visible(self, ssid: str) -> bool:
+        return ssid in self.aps
+
+    async def forget(self, ssid: str) -> None:
+        self.calls.append(f"forget {ssid}")
+        self.profiles.pop(ssid, None)
+        if self.active == ssid:
+            self.active = None
+
+    async def forget_clients(self) -> None:
+        self.calls.append("forget-clients")
+        self.profiles.clear()
+        self.active = None
+
+    # ---- the test's levers --------------------------------------------------------------
+
+    def _join(self, wifi: WifiCredentials) -> StepResult:
+        if self.hotspot:
+            raise AssertionError("a client connection while the hotspot is up: one radio")
+        if wifi.ssid not in self.aps:
+            return StepResult(False, Failure.NETWORK_NOT_FOUND, f"{wifi.ssid!r} is not in range")
+        if self.aps[wifi.ssid] != wifi.psk:
+            return StepResult(False, Failure.WRONG_PASSWORD, "the password was not accepted")
+        self.active = wifi.ssid
+        return StepResult(True)
+
+    def drop_link(self, reason: str = "the access point went away") -> None:
+        """The client link drops (call on the loop), as NetworkManager would report it."""
+        self.active = None
+        self._on_link(False, reason)
+
+    def restore_link(self, ssid: str) -> None:
+        """NetworkManager's autoconnect brought the saved network back."""
+        self.active = ssid
+        self._on_link(True, "")

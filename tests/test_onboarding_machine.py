@@ -1,0 +1,317 @@
+"""The onboarding state machine on a fake Wi-Fi control: the transition table, fast.
+
+NetworkManager's own behaviour (profiles, the hotspot's settings, scan quirks) is tested
+against the mock on a private bus in test_onboarding.py; here the machine runs on
+:class:`tests.fakes.FakeWifi`, so each scenario takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatewayd.config import Config, with_overrides
+from gatewayd.credentials import CloudCredentials, WifiCredentials
+from gatewayd.onboarding.machine import Onboarding
+from gatewayd.onboarding.pairing import (
+    InvalidRequest,
+    NotInPairingMode,
+    PairingBusy,
+    PairingService,
+)
+from gatewayd.onboarding.steps import Failure, StepResult
+from gatewayd.onboarding.table import TRANSITIONS, Event, State
+from gatewayd.state import StateStore
+from tests.fakes import FakeWifi, StubCloud
+from tests.helpers import run_async
+
+pytestmark = pytest.mark.timeout(30)
+run = functools.partial(run_async, timeout=20.0)
+
+CLOUD = CloudCredentials("user@example.com", "t0k", "127.0.0.1", 1883)
+HOME = WifiCredentials("HomeNet", "supersecret")
+PAIR = {"ssid": "HomeNet", "psk": "supersecret", "wsp": "user@example.com", "token": "t0k",
+        "host": "127.0.0.1", "brport": "1883"}
+CLOUD_ONLY = {k: v for k, v in PAIR.items() if k not in ("ssid", "psk")}
+
+
+def config(tmp_path: Path, **hotspot: Any) -> Config:
+    cfg = with_overrides(Config(), hub={"state_dir": str(tmp_path / "state")})
+    return with_overrides(cfg, hotspot={"connect_timeout": 5.0, "offline_grace": 0.05,
+                                        "retry_interval": 3600.0, **hotspot})
+
+
+def store(cfg: Config) -> StateStore:
+    s = StateStore(cfg.state_dir)
+    s.open(device_id="dc-a6-32-12-34-56", mac="dc:a6:32:12:34:56")
+    return s
+
+
+@asynccontextmanager
+async def machine(cfg: Config, st: StateStore, wifi: FakeWifi | None,
+                  cloud: StubCloud | None = None) -> AsyncIterator[Onboarding]:
+    ob = Onboarding(cfg, st, wifi, cloud or StubCloud())
+    await ob.start()
+    try:
+        yield ob
+    finally:
+        await ob.stop()
+
+
+async def until(ob: Onboarding, predicate: Callable[[], bool]) -> None:
+    await ob.wait_for(predicate, 5.0)
+
+
+def settled(ob: Onboarding, state: State) -> Callable[[], bool]:
+    return lambda: ob.state == state and not ob.busy
+
+
+def test_unpaired_boot_opens_the_hotspot_and_pairing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(config(tmp_path), store(config(tmp_path)), wifi) as ob:
+            assert ob.state == State.UNPAIRED and ob.pairing_open and wifi.hotspot
+            progress = ob.progress()
+            assert progress.hotspot and progress.wifi and progress.network is None
+            assert wifi.calls == ["scan", "hotspot-up"]  # scan first: NM cannot scan in AP mode
+
+    run(scenario())
+
+
+def test_unpaired_boot_on_ethernet_raises_no_hotspot(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        wifi = FakeWifi(ethernet=True)
+        async with machine(config(tmp_path), store(config(tmp_path)), wifi) as ob:
+            assert ob.state == State.UNPAIRED and ob.pairing_open and not wifi.hotspot
+
+    run(scenario())
+
+
+def test_pairing_goes_online_commits_and_keeps_the_radio_order(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            progress = await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            assert progress.state == "connecting" and progress.attempt is not None
+            assert progress.attempt.ssid == "HomeNet" and progress.attempt.source == "test"
+            await until(ob, settled(ob, State.ONLINE))
+            calls = wifi.calls
+            assert calls.index("hotspot-down") < calls.index("connect HomeNet")
+            assert not wifi.hotspot and wifi.active == "HomeNet"
+            assert st.state.wifi == HOME and st.state.cloud == CLOUD
+            assert cloud.connected == CLOUD and not ob.pairing_open
+
+    run(scenario())
+
+
+def test_wrong_password_returns_to_the_hotspot_with_the_reason(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await PairingService(ob, cfg.cloud).submit({**PAIR, "psk": "wrong-password"},
+                                                       "test")
+            await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
+            assert ob.state == State.UNPAIRED and wifi.hotspot
+            assert ob.last_failure is not None
+            assert ob.last_failure.code == Failure.WRONG_PASSWORD
+            assert ob.attempt is not None and ob.last_failure.attempt == ob.attempt.id
+            assert "HomeNet" not in wifi.profiles, "an unproven profile must not linger"
+            assert st.state.wifi is None and st.state.cloud is None
+
+    run(scenario())
+
+
+def test_cloud_refusal_is_reported_and_nothing_is_committed(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
+            assert ob.last_failure is not None and ob.last_failure.code == "broker-refused"
+            assert ob.state == State.UNPAIRED and wifi.hotspot
+            assert not st.state.paired
+
+    run(scenario())
+
+
+def test_paired_boot_rejoins_without_a_hotspot(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            assert "hotspot-up" not in wifi.calls and "reconnect HomeNet" in wifi.calls
+            assert ob.attempt is not None and ob.attempt.source == "boot"
+
+    run(scenario())
+
+
+def test_lost_network_goes_offline_then_the_hotspot_returns_for_re_pairing(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE)
+            # After offline_grace the hotspot comes back and re-pairing opens.
+            await until(ob, lambda: ob.pairing_open and wifi.hotspot)
+            assert st.state.paired, "going offline forgets nothing"
+
+    run(scenario())
+
+
+def test_link_back_while_offline_reconnects_the_cloud(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE)
+            cloud.connected = None
+            wifi.restore_link("HomeNet")
+            await until(ob, settled(ob, State.ONLINE))
+            assert cloud.connected == CLOUD and ob.attempt is not None
+            assert ob.attempt.source == "reconnect"
+
+    run(scenario())
+
+
+def test_reset_forgets_the_network_and_reopens_pairing(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            st.reset()
+            await ob.reset()
+            assert ob.state == State.UNPAIRED and ob.pairing_open and wifi.hotspot
+            assert "forget-clients" in wifi.calls and not wifi.profiles
+            assert ob.last_failure is None and ob.attempt is None
+
+    run(scenario())
+
+
+def test_a_failed_re_pairing_puts_the_working_network_back(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret", "Office": "office-pass"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            wifi.drop_link()
+            await until(ob, lambda: ob.pairing_open and wifi.hotspot)
+            await PairingService(ob, cfg.cloud).submit(
+                {**PAIR, "ssid": "Office", "psk": "not-the-password"}, "test")
+            await until(ob, lambda: ob.last_failure is not None and not ob.busy)
+            assert ob.last_failure is not None and ob.last_failure.code == "wrong-password"
+            assert st.state.wifi == HOME and st.state.cloud == CLOUD
+            assert "Office" not in wifi.profiles
+            assert "reconnect HomeNet" in wifi.calls[wifi.calls.index("connect Office"):]
+
+    run(scenario())
+
+
+def test_wifi_first_then_cloud_keeps_the_network(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            service = PairingService(ob, cfg.cloud)
+            progress = await service.submit({"ssid": "HomeNet", "psk": "supersecret"},
+                                            "ble-improv", allow_wifi_only=True)
+            assert progress.attempt is not None and not progress.attempt.cloud
+            await until(ob, lambda: settled(ob, State.UNPAIRED)() and ob.on_wifi)
+            assert ob.progress().network == "wifi" and not wifi.hotspot and ob.pairing_open
+            assert st.state.wifi == HOME and st.state.cloud is None
+            await service.submit(CLOUD_ONLY, "http")
+            await until(ob, settled(ob, State.ONLINE))
+            assert st.state.wifi == HOME and st.state.cloud == CLOUD
+
+    run(scenario())
+
+
+def test_front_door_checks_busy_then_open_then_valid(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            service = PairingService(ob, cfg.cloud)
+            with pytest.raises(InvalidRequest):  # open, not busy: validation decides
+                await service.submit({**PAIR, "psk": "short"}, "test")
+            assert ob.state == State.UNPAIRED and ob.attempt is None, "a refusal changes nothing"
+            await service.submit(PAIR, "test")
+            assert ob.busy
+            with pytest.raises(PairingBusy):  # during an attempt, even with bad fields
+                await service.submit({**PAIR, "psk": "short"}, "test")
+            await until(ob, settled(ob, State.ONLINE))
+            with pytest.raises(NotInPairingMode):  # paired, with bad fields too
+                await service.submit({**PAIR, "psk": "short"}, "test")
+            assert dict(service.refusals) == {"invalid": 1, "busy": 1,
+                                              "not-in-pairing-mode": 1}
+
+    run(scenario())
+
+
+def test_events_a_state_does_not_expect_are_ignored(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        async with machine(cfg, st, FakeWifi()) as ob:
+            assert (State.UNPAIRED, Event.SUCCEEDED) not in TRANSITIONS
+            assert await ob._fire(Event.SUCCEEDED) == State.UNPAIRED
+            assert ob.state == State.UNPAIRED
+
+    run(scenario())
+
+
+def test_ethernet_only_hub_pairs_cloud_only(tmp_path: Path) -> None:
+    cfg = config(tmp_path, enabled=False)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        async with machine(cfg, st, None) as ob:
+            assert ob.state == State.UNPAIRED and ob.pairing_open
+            assert not ob.progress().wifi and not ob.progress().hotspot
+            service = PairingService(ob, cfg.cloud, wifi_enabled=False)
+            await service.submit(PAIR, "http")  # Wi-Fi fields are ignored on such a hub
+            await until(ob, settled(ob, State.ONLINE))
+            assert st.state.cloud == CLOUD and st.state.wifi is None
+
+    run(scenario())
