@@ -137,7 +137,8 @@ def _get_extended_value(ncp: Ncp, p: dict[str, Any]) -> dict[str, Any]:
     if p["valueId"] == st.EXTENDED_VALUE_ENDPOINT_FLAGS:
         if p["characteristics"] in ncp.endpoints:
             return {"status": st.OK, "value": b"\x01\x00"}  # EZSP_ENDPOINT_ENABLED
-        return {"status": st.INVALID_PARAMETER, "value": b""}
+        # The flags' two bytes come with the error too: herdsman checks the length first.
+        return {"status": st.INVALID_PARAMETER, "value": b"\x00\x00"}
     return {"status": st.NOT_FOUND, "value": b""}
 
 
