@@ -114,6 +114,20 @@ def test_version_negotiation_and_version_info() -> None:
     assert info[12:17] == bytes((8, 0, 2, 0, 0xAA))  # 8.0.2.0 GA
 
 
+def test_endpoint_flags_have_two_bytes_even_for_a_missing_endpoint() -> None:
+    # zigbee-herdsman checks the value's length before the status: found by running it.
+    ncp = Ncp(Store(None))
+    ncp_answer(ncp, bytes((0, 0, 0, 14)))
+    query = bytes((5, 0, 1, 0x03, 0x00, 0x00)) + (1).to_bytes(4, "little")
+    [missing] = ncp_answer(ncp, query)
+    assert missing[5:] == status.INVALID_PARAMETER.to_bytes(4, "little") + b"\x02\x00\x00"
+    add = bytes.fromhex("0600010200" "01" "0401" "0000" "00" "00" "00")
+    [added] = ncp_answer(ncp, add)
+    assert added[5:] == bytes(4)
+    [present] = ncp_answer(ncp, query)
+    assert present[5:] == bytes(4) + b"\x02\x01\x00"
+
+
 def test_unknown_frame_ids_and_truncated_parameters_are_invalid_commands() -> None:
     ncp = Ncp(Store(None))
     ncp_answer(ncp, bytes((0, 0, 0, 14)))
