@@ -78,6 +78,7 @@ class Ncp:
         self._aps_seq = random.randrange(256)  # noqa: S311 - not security relevant
         self._save_handle: asyncio.TimerHandle | None = None
         self._permit_handle: asyncio.TimerHandle | None = None
+        self._timers: set[asyncio.TimerHandle] = set()
         self.reset()
 
     # -- life cycle -------------------------------------------------------------------------
@@ -89,6 +90,9 @@ class Ncp:
         if self._permit_handle is not None:
             self._permit_handle.cancel()
             self._permit_handle = None
+        for timer in self._timers:
+            timer.cancel()  # what the stack had scheduled dies with its RAM
+        self._timers.clear()
         self.config: dict[int, int] = dict(CONFIG_DEFAULTS)
         self.values: dict[int, bytes] = {}
         self.policies: dict[int, int] = {}
@@ -108,6 +112,14 @@ class Ncp:
 
     def loop(self) -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
+
+    def later(self, delay: float, func: Callable[[], None]) -> None:
+        """Run ``func`` after ``delay`` seconds unless the NCP resets first."""
+        def run() -> None:
+            self._timers.discard(handle)
+            func()
+        handle = self.loop().call_later(delay, run)
+        self._timers.add(handle)
 
     def save(self) -> None:
         if self._save_handle is not None:

@@ -93,7 +93,7 @@ def _send_unicast(ncp: Ncp, p: dict[str, Any]) -> dict[str, Any]:
             ncp.count(st.COUNTER_MAC_TX_UNICAST_FAILED)
             ncp.count(st.COUNTER_APS_DATA_TX_UNICAST_FAILED)
             _sent(ncp, st.ZIGBEE_DELIVERY_FAILED, msg_type, dest, aps, tag)
-        ncp.loop().call_later(ncp.delivery_failure_delay, failed)
+        ncp.later(ncp.delivery_failure_delay, failed)
     return {"status": st.OK, "sequence": aps["sequence"]}
 
 
