@@ -2,6 +2,19 @@
 
 Prints one line when listening, ``gatewayd-ncp-sim: ncp tcp://HOST:PORT control
 HOST:PORT``, so that a script can read the ports (``--port 0`` picks a free one).
+
+Hosts connect to the NCP port as to a serial port over TCP: bellows/zigpy with
+``device: {path: "tcp://127.0.0.1:PORT"}`` (``tcp://``, not ``socket://``, which makes
+bellows wait for an RSTACK it never needs), gatewayd with ``[zigbee] radio = "bellows"``
+and ``device = "tcp://127.0.0.1:PORT"``, Zigbee2MQTT with ``serial: {port:
+tcp://127.0.0.1:PORT, adapter: ember}``. The control port takes JSON lines, e.g.::
+
+    {"op": "join", "kind": "plug"}              (permit join must be open)
+    {"op": "join", "kind": "th-sensor", "wait": true}   (joins when it next opens)
+    {"op": "report", "ieee": "...", "cluster": "temperature",
+     "attributes": {"measured_value": 2250}}
+    {"op": "fault", "noise": 0.01}   {"op": "fault", "reset": true}
+    {"op": "counters"}
 """
 
 from __future__ import annotations
