@@ -389,6 +389,22 @@ def _permit_joining(ncp: Ncp, p: dict[str, Any]) -> dict[str, Any]:
     return {"status": st.OK}
 
 
+@handler("getExtendedPanId")
+def _get_extended_pan_id(ncp: Ncp, p: dict[str, Any]) -> dict[str, Any]:
+    net = ncp.nvram.network
+    return {"extendedPanId": bytes.fromhex(net.extended_pan_id) if net else bytes(8)}
+
+
+@handler("setNwkUpdateId")
+def _set_nwk_update_id(ncp: Ncp, p: dict[str, Any]) -> dict[str, Any]:
+    net = ncp.nvram.network
+    if net is None or (ncp.network_up and not p["setWhenOnNetwork"]):
+        return {"status": st.INVALID_STATE}
+    net.nwk_update_id = p["nwkUpdateId"]
+    ncp.save()
+    return {"status": st.OK}
+
+
 @handler("getPermitJoining")
 def _get_permit_joining(ncp: Ncp, p: dict[str, Any]) -> dict[str, Any]:
     return {"permitJoining": ncp.permit_open}

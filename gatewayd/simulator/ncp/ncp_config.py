@@ -39,8 +39,9 @@ MFG_TOKEN_DEFAULTS: dict[int, bytes] = {
 # Setters a real NCP accepts and whose effect the emulator does not model.
 ACCEPTED = frozenset({
     "setPassiveAckConfig", "setRadioIeee802154CcaMode", "setBrokenRouteErrorCode",
-    "setNumBeaconsToStore", "clearStoredBeacons", "setPowerDescriptor", "setManufacturerCode",
+    "setNumBeaconsToStore", "clearStoredBeacons", "setPowerDescriptor",
     "setRoutingShortcutThreshold", "setBeaconClassificationParams", "writeNodeData",
+    "callback",
     "sendManyToOneRouteRequest", "setSourceRoute", "unicastCurrentNetworkKey",
     "sendTrustCenterLinkKey", "requestLinkKey", "updateTcLinkKey", "unicastNwkKeyUpdate",
     "gpSinkCommission", "setNeighborFrameCounter", "debugWrite", "delayTest",
@@ -217,3 +218,14 @@ def _reset_node(ncp: Ncp, p: dict[str, Any]) -> dict[str, Any]:
     if ncp.on_reset_request is not None:
         ncp.loop().call_soon(ncp.on_reset_request)
     return {}
+
+
+@handler("setManufacturerCode")
+def _set_manufacturer_code(ncp: Ncp, p: dict[str, Any]) -> dict[str, Any]:
+    ncp.values[0x101] = p["code"].to_bytes(2, "little")  # the node descriptor's code
+    return {"status": st.OK}
+
+
+@handler("getManufacturerCode")
+def _get_manufacturer_code(ncp: Ncp, p: dict[str, Any]) -> dict[str, Any]:
+    return {"code": int.from_bytes(ncp.values.get(0x101, b"\x49\x10"), "little")}
