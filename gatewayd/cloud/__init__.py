@@ -3,10 +3,12 @@
 :mod:`~gatewayd.cloud.net` is paho-mqtt's network thread and its boundary into the loop;
 :mod:`~gatewayd.cloud.link` publishes devices and keeps them published across reconnects;
 :mod:`~gatewayd.cloud.commands` dispatches ``/set``; :mod:`~gatewayd.cloud.telemetry` is
-the hub's own device; :mod:`~gatewayd.cloud.reqres` and
-:mod:`~gatewayd.cloud.reqres_cipher` are the REQ/RES API and its one replaceable cipher.
+the hub's own device; :mod:`~gatewayd.cloud.reqres` (the platform client) and
+:mod:`~gatewayd.cloud.reqres_cipher` are the REQ/RES API and its one replaceable cipher;
+:mod:`~gatewayd.cloud.notifications` tells the user what happened, within a budget;
+:mod:`~gatewayd.cloud.ownership` releases an account when a paired hub is reset.
 The device model itself (no I/O) is :mod:`gatewayd.homie`, shared with the children.
 
-May import: homie, config, credentials, runtime. Never onboarding or a front end: they
-use the link, not the other way round.
+May import: homie, config, credentials, state (the pending release), runtime. Never
+onboarding or a front end: they use the link, not the other way round.
 """

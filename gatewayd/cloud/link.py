@@ -160,8 +160,7 @@ class CloudLink:
         return self._connected
 
     @property
-    def _live(self) -> bool:
-        """Connected in a session that publishes devices (not a quiet one)."""
+    def _live(self) -> bool:  # connected in a session that publishes devices (not quiet)
         return self._connected and self._announce
 
     @property
@@ -177,13 +176,18 @@ class CloudLink:
         """The hub first, then its children."""
         return [self._hub_id, *(d for d in self._devices if d != self._hub_id)]
 
+    def go_quiet(self) -> None:
+        """From now on no device change goes out in this session (an account being
+        released: nothing may re-create what is being cleared)."""
+        self._announce = False
+        self._out.stop_announcing()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+
     async def flush(self, timeout: float) -> bool:
         """Wait until nothing is waiting or in flight; False if that took too long."""
-        try:
-            await asyncio.wait_for(self._out.idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await self._out.flush(timeout)
 
     def clear_retained(self, topics: set[str]) -> None:
         """Delete retained topics of this account (empty payloads, ``$state`` ones first)."""

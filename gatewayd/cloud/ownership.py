@@ -83,7 +83,9 @@ class Ownership:
 
     async def release(self, devices: tuple[str, ...]) -> bool:
         """On a connected link: tell the platform, clear every retained topic of
-        ``devices``; whether everything went out in time."""
+        ``devices``; whether everything went out in time. The session is quiet from here
+        on: a value published after the clearing would leave a topic behind."""
+        self.link.go_quiet()
         root = self.link.root
         topics = await self._retained(devices)
         hub, children = devices[0], list(devices[1:])

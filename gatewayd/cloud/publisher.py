@@ -198,6 +198,14 @@ class Publisher:
         else:
             self.idle.clear()
 
+    async def flush(self, timeout: float) -> bool:
+        """Wait until idle; False if that took longer than ``timeout``."""
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     def acknowledged(self, mid: int) -> bool:
         """The broker's PUBACK for ``mid``; whether it was ours (then pump again)."""
         item = self._inflight.pop(mid, None)

@@ -42,10 +42,10 @@ def platform_blueprint(platform: PlatformClient, call: CoreCall) -> Blueprint:
         try:
             data = call(_request, timeout=float(timeout) + CALL_MARGIN)
         except RequestFailed as exc:
-            raise ApiError(502, exc.error_code, exc.message,
+            raise ApiError(502, exc.error_code, str(exc),
                            details={"status": exc.status, "code": exc.code}) from None
         except PlatformError as exc:
-            raise ApiError(exc.code, exc.error_code, exc.message) from None
+            raise ApiError(exc.code, exc.error_code, str(exc)) from None
         except ValueError as exc:
             raise ApiError(400, "invalid", str(exc)) from None
         return jsonify({"endpoint": endpoint, "data": data})

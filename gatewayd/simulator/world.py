@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 SIM_WIFI_MAC = "dc:a6:32:12:34:56"
 SIM_ACCOUNT = ("developer@example.com", "sim-token-1234")
+# A second user, to try re-pairing a hub with another account (ownership release).
+SIM_OTHER_ACCOUNT = ("tester@example.com", "sim-token-5678")
 
 
 @dataclass
@@ -32,6 +34,7 @@ class SimWorld:
     bluez: Any = None
     broker: Broker | None = None
     account: Account | None = None
+    other_account: Account | None = None
     platform: SimPlatform | None = None
     access_points: list[dict[str, Any]] = field(default_factory=list)
 
@@ -56,6 +59,7 @@ class SimWorld:
                 self.bluez.start()
             self.broker = Broker(self.workdir / "broker")
             self.account = self.broker.add_account(*SIM_ACCOUNT)
+            self.other_account = self.broker.add_account(*SIM_OTHER_ACCOUNT)
             self.broker.start()
             if self.with_platform:
                 self.platform = SimPlatform(
@@ -111,6 +115,8 @@ class SimWorld:
             "state_dir": str(state_dir),
             "account": {"wsp": self.account.wsp, "token": self.account.token,
                         "username": self.account.username},
+            "accounts": [{"wsp": a.wsp, "token": a.token, "username": a.username}
+                         for a in self.broker.accounts],
             "wifi": list({ap["ssid"]: {"ssid": ap["ssid"], "psk": ap.get("psk", ""),
                                        "security": ap.get("security", ""),
                                        "hidden": ap.get("hidden", False)}
