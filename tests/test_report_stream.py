@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gatewayd.zigbee.virtual.device import VirtualRadioError
+from gatewayd.zigbee.virtual.zcl import VirtualRadioError
 from tests.helpers import run_async
 from tests.test_bridge import dev_id, join, started
 

@@ -7,6 +7,6 @@ atomically); :mod:`.air` carries frames between the NCP and the devices; :mod:`.
 runs the ASH session over TCP with fault injection and counters; :mod:`.control` is the
 JSON-lines control interface, :mod:`.emulator` puts it all together and :mod:`.cli` is
 ``gatewayd-ncp-sim``. May import: the standard library, zigpy's types, and from gatewayd
-only the simulated device model (``gatewayd.zigbee.virtual``: device, catalog and report
+only the simulated device model (``gatewayd.zigbee.virtual``: device, zcl, catalog and report
 stream), through :mod:`.air` alone. Never bellows, whose schema it is tested against.
 """

@@ -1,8 +1,9 @@
 """The air between the emulated NCP and the simulated devices.
 
 The devices are gatewayd's simulated device model (:class:`SimDevice`, built from the
-catalog), which works at zigpy ``ZigbeePacket`` level and calls back a duck-typed
-network object: ``uplink``, ``device_left``, ``next_tsn``, ``changed``, ``loop``.
+catalog), which works at zigpy ``ZigbeePacket`` level and calls back its
+:class:`~gatewayd.zigbee.virtual.device.Network`: ``uplink``, ``device_left``,
+``next_tsn``, ``changed``, ``loop``.
 :class:`Air` is that network for the emulator: it turns ``sendUnicast`` payloads into
 packets for ``device.receive`` and device uplinks into ``incomingMessageHandler``
 callbacks, and plays the trust centre's part of joins and leaves (child table,
@@ -26,13 +27,9 @@ import zigpy.types as t
 from gatewayd.simulator.ncp import status as st
 from gatewayd.simulator.ncp.state import Child
 from gatewayd.zigbee.virtual.catalog import KINDS
-from gatewayd.zigbee.virtual.device import (
-    SimDevice,
-    VirtualRadioError,
-    check_attribute,
-    parse_eui64,
-)
+from gatewayd.zigbee.virtual.device import SimDevice
 from gatewayd.zigbee.virtual.report_stream import ReportStream
+from gatewayd.zigbee.virtual.zcl import VirtualRadioError, check_attribute, parse_eui64
 
 if TYPE_CHECKING:
     from gatewayd.simulator.ncp.ncp import Ncp
@@ -61,8 +58,7 @@ class Air:
         self._tsn = random.randrange(256)  # noqa: S311 - not security relevant
         self._stream: ReportStream | None = None
         for item in ncp.nvram.devices:
-            dev = SimDevice(self, parse_eui64(item["ieee"]),  # type: ignore[arg-type]  # Air
-                            item["nwk"], item["kind"], item)  # is SimDevice's duck-typed net
+            dev = SimDevice(self, parse_eui64(item["ieee"]), item["nwk"], item["kind"], item)
             self.devices[dev.ieee] = dev
         ncp.air = self
 
@@ -204,7 +200,7 @@ class Air:
                           status=st.UNSECURED_JOIN, policyDecision=st.DENY_JOIN,
                           parentOfNewNodeId=COORDINATOR)
             raise AirError("the trust centre policy denies the join")
-        dev = SimDevice(self, ieee, nwk, kind)  # type: ignore[arg-type]  # duck-typed net
+        dev = SimDevice(self, ieee, nwk, kind)
         self.devices[ieee] = dev
         self.ncp.count(st.COUNTER_JOIN_INDICATION)
         if dev.spec["logical_type"] != "router":

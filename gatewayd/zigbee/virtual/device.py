@@ -3,108 +3,64 @@
 :class:`SimDevice` answers ZDO (node, active-endpoint and simple descriptors, bind,
 leave) and ZCL (read/write attributes, configure reporting, the cluster commands our
 catalog devices implement) the way firmware does, and sends attribute reports once
-reporting is configured. It talks through its :class:`VirtualNetwork`
-(:mod:`gatewayd.zigbee.virtual.radio`), which carries frames to and from the
-coordinator on the event loop. State is raw ZCL values, saved as JSON with the world.
+reporting is configured. It talks through its :class:`Network`: the virtual radio's
+:class:`~gatewayd.zigbee.virtual.radio.VirtualNetwork` or the NCP emulator's air, which
+carry frames to and from the coordinator on the event loop. State is raw ZCL values,
+saved as JSON with the world. ZCL value helpers live in :mod:`.zcl`.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import TYPE_CHECKING, Any
+import asyncio
+from typing import Any, Protocol
 
 import zigpy.types as t
 import zigpy.zdo.types as zdo_t
 from zigpy.zcl import Cluster, foundation
+from zigpy.zcl.clusters.general import LevelControl, OnOff
+from zigpy.zcl.clusters.lighting import Color
+from zigpy.zcl.clusters.security import IasZone
 
 from gatewayd.zigbee.virtual.catalog import KINDS, KindSpec
+from gatewayd.zigbee.virtual.zcl import (
+    ClusterKey,
+    VirtualRadioError,
+    attribute,
+    attribute_names,
+    check_attribute,
+    cluster_class,
+    general_command,
+    parse_eui64,
+    plain,
+    typed,
+)
 
-if TYPE_CHECKING:
-    from gatewayd.zigbee.virtual.radio import VirtualNetwork
+__all__ = ["Network", "SimDevice", "VirtualRadioError", "check_attribute", "parse_eui64"]
 
 ZDO_PROFILE = 0x0000
-
-_CLUSTERS_BY_NAME: dict[str, type[Cluster]] = {
-    cls.ep_attribute: cls for cls in Cluster._registry.values() if cls.ep_attribute
-}
-
-
 _ATTRIBUTE_LIST = t.List[foundation.Attribute]  # built once: zigpy makes a new type per call
+# Attribute ids the firmware behaviour below changes, by name (typed, unlike lookups
+# through a cluster class picked at run time).
+_ON_OFF = int(OnOff.AttributeDefs.on_off.id)
+_LEVEL = int(LevelControl.AttributeDefs.current_level.id)
+_COLOR = Color.AttributeDefs
+_ZONE = IasZone.AttributeDefs
 
 
-class VirtualRadioError(ValueError):
-    """An injected event that cannot happen (closed permit join, unknown device...): the
-    caller's mistake, so front ends answer it like any other bad value."""
+class Network(Protocol):
+    """What a device needs from the air it is on (the virtual radio, the NCP emulator)."""
 
-
-def cluster_class(name: str) -> type[Cluster]:
-    try:
-        return _CLUSTERS_BY_NAME[name]
-    except KeyError:
-        raise VirtualRadioError(f"unknown cluster {name!r}") from None
-
-
-def _attribute(cls: type[Cluster], name: str) -> foundation.ZCLAttributeDef:
-    attr = getattr(cls.AttributeDefs, name, None) if not name.startswith("_") else None
-    if not isinstance(attr, foundation.ZCLAttributeDef):
-        raise VirtualRadioError(f"cluster {cls.ep_attribute!r} has no attribute {name!r}")
-    return attr
-
-
-def check_attribute(cluster: str, attribute: str) -> foundation.ZCLAttributeDef:
-    """The ZCL definition of ``cluster.attribute``; VirtualRadioError naming what is unknown."""
-    return _attribute(cluster_class(cluster), attribute)
-
-
-def parse_eui64(value: str | t.EUI64) -> t.EUI64:
-    if isinstance(value, t.EUI64):
-        return value
-    text = value.strip().lower().replace("-", ":")
-    if ":" not in text and len(text) == 16:
-        text = ":".join(text[i:i + 2] for i in range(0, 16, 2))
-    try:
-        return t.EUI64.convert(text)
-    except (ValueError, TypeError):
-        raise VirtualRadioError(f"not an IEEE address: {value!r}") from None
-
-
-def _typed(attr: foundation.ZCLAttributeDef, value: Any) -> Any:
-    """A stored (JSON) value as the attribute's zigpy type, ready to serialize."""
-    if isinstance(value, attr.type):
-        return value
-    if issubclass(attr.type, t.EUI64):
-        return t.EUI64.convert(value)
-    if isinstance(value, bool):
-        value = int(value)
-    return attr.type(value)
-
-
-@functools.cache
-def _attribute_names(cluster_id: int) -> tuple[str, dict[int, str]]:
-    """A cluster's name and attribute names by id. Cached: rebuilding them for every
-    device made saving a 200-device world take 29 ms, on the event loop."""
-    cls = Cluster._registry[cluster_id]
-    return cls.ep_attribute, {a.id: a.name for a in cls.AttributeDefs}
-
-
-def _plain(value: Any) -> Any:
-    """A zigpy value as JSON: EUI64/keys as text, enums and bitmaps as numbers."""
-    if isinstance(value, t.EUI64):
-        return str(value)
-    if isinstance(value, bool | str | float):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    return str(value)
-
-
-ClusterKey = tuple[int, bool, int]  # endpoint, is_server, cluster id
+    def uplink(self, dev: SimDevice, packet: t.ZigbeePacket) -> None: ...
+    def device_left(self, dev: SimDevice) -> None: ...
+    def next_tsn(self) -> int: ...
+    def changed(self) -> None: ...
+    def loop(self) -> asyncio.AbstractEventLoop: ...
 
 
 class SimDevice:
     """One simulated device: state, descriptors, and firmware-like answers."""
 
-    def __init__(self, net: VirtualNetwork, ieee: t.EUI64, nwk: int, kind: str,
+    def __init__(self, net: Network, ieee: t.EUI64, nwk: int, kind: str,
                  state: dict[str, Any] | None = None) -> None:
         if kind not in KINDS:
             raise VirtualRadioError(f"unknown device kind {kind!r} (known: {sorted(KINDS)})")
@@ -184,16 +140,16 @@ class SimDevice:
                     raise
                 key, cls = self._locate(cluster, endpoint, server=False)
             for name, value in attributes.items():
-                self.attrs[key][_attribute(cls, name).id] = value
+                self.attrs[key][attribute(cls, name).id] = value
 
     def set_attributes(self, cluster: str, values: dict[str, Any],
                        endpoint: int | None = None) -> list[tuple[ClusterKey, int]]:
         key, cls = self._locate(cluster, endpoint)
-        changed = []
+        changed: list[tuple[ClusterKey, int]] = []
         for name, value in values.items():
-            attr = _attribute(cls, name)
+            attr = attribute(cls, name)
             try:
-                _typed(attr, value)
+                typed(attr, value)
             except (ValueError, TypeError, OverflowError) as exc:
                 raise VirtualRadioError(f"{cluster}.{name}: bad value {value!r} ({exc})"
                                         ) from None
@@ -202,17 +158,17 @@ class SimDevice:
         self.net.changed()
         return changed
 
-    def value(self, cluster: str, attribute: str, endpoint: int | None = None) -> Any:
+    def value(self, cluster: str, name: str, endpoint: int | None = None) -> Any:
         key, cls = self._locate(cluster, endpoint)
-        return self.attrs[key].get(_attribute(cls, attribute).id)
+        return self.attrs[key].get(attribute(cls, name).id)
 
     def to_json(self) -> dict[str, Any]:
         state: dict[str, dict[str, Any]] = {}
         for (ep, server, cid), values in self.attrs.items():
-            cluster, names = _attribute_names(cid)
+            cluster, names = attribute_names(cid)
             side = "in" if server else "out"
             state[f"{ep}:{side}:{cluster}"] = {
-                names.get(aid, str(aid)): _plain(v) for aid, v in values.items()}
+                names.get(aid, str(aid)): plain(v) for aid, v in values.items()}
         return {"ieee": str(self.ieee), "nwk": int(self.nwk), "kind": self.kind,
                 "silenced": self.silenced, "lqi": self.lqi, "state": state,
                 "reporting": sorted(list(r) for r in self.reporting)}
@@ -228,7 +184,7 @@ class SimDevice:
                 continue
             cls = cluster_class(name)
             for attr_name, value in values.items():
-                self.attrs[key][_attribute(cls, attr_name).id] = value
+                self.attrs[key][attribute(cls, attr_name).id] = value
 
     # -- the air ------------------------------------------------------------------------
     def receive(self, packet: t.ZigbeePacket) -> None:
@@ -242,10 +198,11 @@ class SimDevice:
               data: bytes) -> None:
         self.net.uplink(self, t.ZigbeePacket(
             src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=self.nwk),
-            src_ep=src_ep, dst_ep=dst_ep, profile_id=profile, cluster_id=cluster,
-            tsn=data[0] if profile == ZDO_PROFILE else 0,
+            src_ep=t.uint8_t(src_ep), dst_ep=t.uint8_t(dst_ep), profile_id=t.uint16_t(profile),
+            cluster_id=t.uint16_t(cluster), tsn=t.uint8_t(data[0] if profile == ZDO_PROFILE
+                                                          else 0),
             dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(0x0000)),
-            data=t.SerializableBytes(data), lqi=self.lqi, rssi=self.rssi))
+            data=t.SerializableBytes(data), lqi=t.uint8_t(self.lqi), rssi=t.int8s(self.rssi)))
 
     def _zdo(self, packet: t.ZigbeePacket) -> None:
         cmd = zdo_t.ZDOCmd(packet.cluster_id)
@@ -297,8 +254,8 @@ class SimDevice:
         hdr, payload = foundation.ZCLHeader.deserialize(packet.data.serialize())
         # A frame sent client->server addresses one of our server (input) clusters.
         server = hdr.direction == foundation.Direction.Client_to_Server
-        key = (packet.dst_ep, server, packet.cluster_id)
-        ep, cid = packet.dst_ep, packet.cluster_id
+        ep, cid = int(packet.dst_ep or 0), int(packet.cluster_id)
+        key = (ep, server, cid)
         reply_dir = hdr.direction.flip()
 
         def default_rsp(status: foundation.Status) -> None:
@@ -321,7 +278,9 @@ class SimDevice:
                 default_rsp(foundation.Status.UNSUP_GENERAL_COMMAND)
                 return
             args, _ = command.schema.deserialize(payload)
-            answer = self._general(key, cls, foundation.GeneralCommand(hdr.command_id), args)
+            answer = general_command(key, self.attrs[key], cls,
+                                     foundation.GeneralCommand(hdr.command_id), args,
+                                     self.reporting, self.net.changed)
             if answer is None:
                 default_rsp(foundation.Status.UNSUP_GENERAL_COMMAND)
                 return
@@ -343,62 +302,13 @@ class SimDevice:
         if changed:
             self.net.changed()
 
-    def _general(self, key: ClusterKey, cls: type[Cluster], command: foundation.GeneralCommand,
-                 args: Any) -> tuple[int, bytes] | None:
-        values = self.attrs[key]
-        gc = foundation.GeneralCommand
-        if command == gc.Read_Attributes:
-            records = []
-            for attr_id in args.attribute_ids:
-                attr = cls.attributes.get(attr_id)
-                if attr is None or attr_id not in values:
-                    records.append(foundation.ReadAttributeRecord(
-                        attrid=attr_id, status=foundation.Status.UNSUPPORTED_ATTRIBUTE))
-                    continue
-                records.append(foundation.ReadAttributeRecord(
-                    attrid=attr_id, status=foundation.Status.SUCCESS,
-                    value=foundation.TypeValue(type=attr.zcl_type,
-                                               value=_typed(attr, values[attr_id]))))
-            return gc.Read_Attributes_rsp, t.List[foundation.ReadAttributeRecord](
-                records).serialize()
-        if command in (gc.Write_Attributes, gc.Write_Attributes_Undivided):
-            result = foundation.WriteAttributesResponse()
-            for rec in args.attributes:
-                attr = cls.attributes.get(rec.attrid)
-                if attr is None:
-                    status = foundation.Status.UNSUPPORTED_ATTRIBUTE
-                elif not attr.access & foundation.ZCLAttributeAccess.Write:
-                    status = foundation.Status.READ_ONLY
-                else:
-                    values[rec.attrid] = _plain(rec.value.value)
-                    status = foundation.Status.SUCCESS
-                result.append(foundation.WriteAttributesStatusRecord(status=status,
-                                                                     attrid=rec.attrid))
-            self.net.changed()
-            return gc.Write_Attributes_rsp, result.serialize()
-        if command == gc.Configure_Reporting:
-            records = []
-            for cfg in args.config_records:
-                if cfg.attrid in values:
-                    self.reporting.add((key[0], key[2], cfg.attrid))
-                    status = foundation.Status.SUCCESS
-                else:
-                    status = foundation.Status.UNSUPPORTED_ATTRIBUTE
-                records.append(foundation.ConfigureReportingResponseRecord(
-                    status=status, direction=foundation.ReportingDirection.SendReports,
-                    attrid=cfg.attrid))
-            return gc.Configure_Reporting_rsp, foundation.ConfigureReportingResponse(
-                records).serialize()
-        return None
-
     def _behave(self, key: ClusterKey, cls: type[Cluster], name: str,
                 args: Any) -> tuple[foundation.Status, list[int]]:
         """Firmware behaviour for the cluster commands our catalog devices implement."""
         values = self.attrs[key]
         ok = foundation.Status.SUCCESS
-        attrs = cls.AttributeDefs
         if cls.ep_attribute == "on_off":
-            on = attrs.on_off.id
+            on = _ON_OFF
             new = {"on": 1, "off": 0, "off_with_effect": 0,
                    "toggle": 0 if values.get(on) else 1}.get(name)
             if new is None:
@@ -406,7 +316,7 @@ class SimDevice:
             values[on] = new
             return ok, [on]
         if cls.ep_attribute == "level":
-            level = attrs.current_level.id
+            level = _LEVEL
             if name in ("move_to_level", "move_to_level_with_on_off"):
                 values[level] = int(args.level)
             elif name in ("step", "step_with_on_off"):
@@ -419,20 +329,20 @@ class SimDevice:
             changed = [level]
             on_off = self._find_key(key[0], "on_off")
             if name.endswith("with_on_off") and on_off is not None:
-                self.attrs[on_off][0x0000] = 1 if values[level] > 1 else 0
-                if (on_off[0], on_off[2], 0) in self.reporting:
-                    self.report(on_off, [0])
+                self.attrs[on_off][_ON_OFF] = 1 if values[level] > 1 else 0
+                if (on_off[0], on_off[2], _ON_OFF) in self.reporting:
+                    self.report(on_off, [_ON_OFF])
             return ok, changed
         if cls.ep_attribute == "light_color" and name == "move_to_color_temp":
-            lo = int(values.get(attrs.color_temp_physical_min.id, 1))
-            hi = int(values.get(attrs.color_temp_physical_max.id, 0xFEFF))
+            lo = int(values.get(_COLOR.color_temp_physical_min.id, 1))
+            hi = int(values.get(_COLOR.color_temp_physical_max.id, 0xFEFF))
             if not lo <= int(args.color_temp_mireds) <= hi:
                 return foundation.Status.INVALID_VALUE, []
-            values[attrs.color_temperature.id] = int(args.color_temp_mireds)
-            return ok, [attrs.color_temperature.id]
+            values[_COLOR.color_temperature.id] = int(args.color_temp_mireds)
+            return ok, [int(_COLOR.color_temperature.id)]
         if cls.ep_attribute == "ias_zone" and name == "enroll_response":
-            values[attrs.zone_state.id] = 1
-            values[attrs.zone_id.id] = int(args.zone_id)
+            values[_ZONE.zone_state.id] = 1
+            values[_ZONE.zone_id.id] = int(args.zone_id)
             return ok, []
         if cls.ep_attribute == "identify":
             return ok, []
@@ -448,7 +358,7 @@ class SimDevice:
     def report(self, key: ClusterKey, attr_ids: list[int], profile: int | None = None) -> None:
         cls = Cluster._registry[key[2]]
         records = [foundation.Attribute(attrid=a, value=foundation.TypeValue(
-            type=cls.attributes[a].zcl_type, value=_typed(cls.attributes[a], self.attrs[key][a])))
+            type=cls.attributes[a].zcl_type, value=typed(cls.attributes[a], self.attrs[key][a])))
             for a in attr_ids]
         self._zcl_send(ep=key[0], cluster=key[2], tsn=self.net.next_tsn(),
                        command=foundation.GeneralCommand.Report_Attributes, general=True,

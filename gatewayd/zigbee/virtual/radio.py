@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ import zigpy.config
 import zigpy.device
 import zigpy.endpoint
 import zigpy.exceptions
+import zigpy.profiles.zha
 import zigpy.state
 import zigpy.types as t
 import zigpy.util
@@ -42,13 +44,9 @@ import zigpy.zdo.types as zdo_t
 
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.zigbee.virtual.catalog import KINDS, MANUFACTURER, MANUFACTURER_CODE
-from gatewayd.zigbee.virtual.device import (
-    SimDevice,
-    VirtualRadioError,
-    check_attribute,
-    parse_eui64,
-)
+from gatewayd.zigbee.virtual.device import SimDevice
 from gatewayd.zigbee.virtual.report_stream import ReportStream
+from gatewayd.zigbee.virtual.zcl import VirtualRadioError, check_attribute, parse_eui64
 
 __all__ = ["ControllerApplication", "SimDevice", "VirtualNetwork", "VirtualRadioError",
            "network"]
@@ -61,6 +59,7 @@ WORLD_VERSION = 1
 # of its CPU and stalled its loop 50 ms each time (the benchmarks' p99 latency).
 SAVE_DELAY = 10.0
 MAX_DEVICES = 500  # a real coordinator's child/address tables are bounded too
+_UNKNOWN_IEEE = t.EUI64.convert("ff:ff:ff:ff:ff:ff:ff:ff")  # zigpy's EUI64.UNKNOWN, typed
 
 
 class VirtualNetwork:
@@ -180,7 +179,7 @@ class VirtualNetwork:
         dst = packet.dst
         if dst is None or dst.addr_mode not in (t.AddrMode.NWK, t.AddrMode.IEEE):
             return  # broadcasts and groupcasts: nobody in our catalog acts on them
-        if dst.addr_mode == t.AddrMode.IEEE:
+        if isinstance(dst.address, t.EUI64):
             dev = self.devices.get(dst.address)
         else:
             dev = next((d for d in self.devices.values() if d.nwk == dst.address), None)
@@ -274,8 +273,9 @@ class VirtualNetwork:
 
     def inject(self, ieee: str, event: str, **kwargs: Any) -> Any:
         """One entry point for the control socket: ``event`` names a method above."""
-        handlers = {"report": self.report, "command": self.command, "leave": self.leave,
-                    "silence": self.silence, "link": self.set_link, "state": self.state}
+        handlers: dict[str, Callable[..., Any]] = {
+            "report": self.report, "command": self.command, "leave": self.leave,
+            "silence": self.silence, "link": self.set_link, "state": self.state}
         if event not in handlers:
             raise VirtualRadioError(f"unknown event {event!r} (known: {sorted(handlers)})")
         try:
@@ -398,7 +398,7 @@ class ControllerApplication(zigpy.application.ControllerApplication):
     async def write_network_info(self, *, network_info: zigpy.state.NetworkInfo,
                                  node_info: zigpy.state.NodeInfo) -> None:
         net = self._require()
-        if node_info.ieee == t.EUI64.UNKNOWN:
+        if node_info.ieee == _UNKNOWN_IEEE:
             node_info = node_info.replace(ieee=net.radio_ieee)
         # zigpy hands plain ints here; as_dict() needs the NWK type to print "0000".
         node_info = node_info.replace(nwk=t.NWK(node_info.nwk))
@@ -438,7 +438,7 @@ class ControllerApplication(zigpy.application.ControllerApplication):
             ep = coordinator.add_endpoint(desc.endpoint)
             ep.status = zigpy.endpoint.Status.ZDO_INIT
             ep.profile_id = desc.profile
-            ep.device_type = desc.device_type
+            ep.device_type = zigpy.profiles.zha.DeviceType(desc.device_type)
             for cid in desc.input_clusters:
                 ep.add_input_cluster(cid)
             for cid in desc.output_clusters:

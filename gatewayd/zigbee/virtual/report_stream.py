@@ -23,7 +23,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from gatewayd.zigbee.virtual.device import VirtualRadioError
+from gatewayd.zigbee.virtual.zcl import VirtualRadioError
 
 if TYPE_CHECKING:
     from gatewayd.zigbee.virtual.device import SimDevice
