@@ -3,8 +3,10 @@
 :mod:`~gatewayd.zigbee.mapping` is the cluster table (plain data, no zigpy);
 :mod:`~gatewayd.zigbee.child` turns a zigpy device into a Homie child;
 :mod:`~gatewayd.zigbee.radio` selects and starts the radio library;
-:mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes. The simulated radio lives
-in :mod:`gatewayd.zigbee.virtual`.
+:mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes;
+:mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP emulator's control port or
+the virtual radio) for ``gatewayctl zigbee sim``. The virtual radio and the device model
+live in :mod:`gatewayd.zigbee.virtual`.
 
 Modules that import zigpy (``radio`` once it starts a controller, ``child``, and the
 simulated radio) are imported only when Zigbee is enabled; the bridge loads them lazily.

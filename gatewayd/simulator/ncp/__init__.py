@@ -6,7 +6,9 @@ the stack's state and answer commands; :mod:`.state` is its NVM (a JSON file wri
 atomically); :mod:`.air` carries frames between the NCP and the devices; :mod:`.server`
 runs the ASH session over TCP with fault injection and counters; :mod:`.control` is the
 JSON-lines control interface, :mod:`.emulator` puts it all together and :mod:`.cli` is
-``gatewayd-ncp-sim``. May import: the standard library, zigpy's types, and from gatewayd
-only the simulated device model (``gatewayd.zigbee.virtual``: device, zcl, catalog and report
-stream), through :mod:`.air` alone. Never bellows, whose schema it is tested against.
+``gatewayd-ncp-sim``. May import: the standard library, zigpy's types (and its AES-MMO
+hash of install codes), and from gatewayd only the simulated device model
+(``gatewayd.zigbee.virtual``: device, zcl, catalog and report stream, through :mod:`.air`
+alone) and the client side of its control protocol (``gatewayd.zigbee.simlink``, in
+:mod:`.control`). Never bellows, whose schema it is tested against.
 """

@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import zigpy.types as t
+import zigpy.util
 
 from gatewayd.simulator.ncp import status as st
 from gatewayd.simulator.ncp.state import Child
@@ -53,7 +54,8 @@ class Air:
     def __init__(self, ncp: Ncp) -> None:
         self.ncp = ncp
         self.devices: dict[t.EUI64, SimDevice] = {}
-        self.pairing: dict[t.EUI64, str] = {}  # waiting in pairing mode: ieee -> kind
+        # Waiting in pairing mode: ieee -> kind and the link key of its install code.
+        self.pairing: dict[t.EUI64, tuple[str, bytes | None]] = {}
         self._aps: dict[t.EUI64, int] = {}
         self._tsn = random.randrange(256)  # noqa: S311 - not security relevant
         self._stream: ReportStream | None = None
@@ -177,29 +179,39 @@ class Air:
     # -- joins ----------------------------------------------------------------------------
     def _join_pairing(self) -> None:
         while self.pairing and self.ncp.permit_open:
-            ieee, kind = next(iter(self.pairing.items()))
+            ieee, (kind, key) = next(iter(self.pairing.items()))
             del self.pairing[ieee]
             try:
-                self._join_now(kind, ieee)
+                self._join_now(kind, ieee, key)
             except AirError as exc:
                 log.warning("air: %s could not join: %s", ieee, exc)
 
-    def _join_now(self, kind: str, ieee: t.EUI64) -> SimDevice:
+    def _admitted(self, raw: bytes, key: bytes | None) -> bool:
+        """The trust centre's decision: a device with an install code joins with the link
+        key derived from it (AES-MMO), which the host must have given the NCP as a
+        transient key; one without uses the well-known key, refused while the policy asks
+        for install-code keys."""
+        policy = self.ncp.policy(st.TRUST_CENTER_POLICY)
+        if policy is not None and not policy & st.DECISION_ALLOW_JOINS:
+            return False
+        if key is not None:
+            return self.ncp.transient_keys.get(raw) == key
+        return policy is None or not policy & st.DECISION_JOINS_USE_INSTALL_CODE_KEY
+
+    def _join_now(self, kind: str, ieee: t.EUI64, key: bytes | None = None) -> SimDevice:
         if len(self.devices) >= MAX_DEVICES:
             raise AirError(f"network is full ({MAX_DEVICES} devices)")
         used = {int(d.nwk) for d in self.devices.values()}
         nwk = next(n for n in iter(lambda: random.randint(1, 0xFFF7), None)  # noqa: S311
                    if n not in used)
         raw = _raw(ieee)
-        policy = self.ncp.policy(st.TRUST_CENTER_POLICY)
-        allowed = policy is None or bool(policy & st.DECISION_ALLOW_JOINS)
-        if policy is not None and policy & st.DECISION_JOINS_USE_INSTALL_CODE_KEY:
-            allowed = allowed and raw in self.ncp.transient_keys
-        if not allowed:
+        if not self._admitted(raw, key):
             self.ncp.emit("trustCenterJoinHandler", newNodeId=nwk, newNodeEui64=raw,
                           status=st.UNSECURED_JOIN, policyDecision=st.DENY_JOIN,
                           parentOfNewNodeId=COORDINATOR)
-            raise AirError("the trust centre policy denies the join")
+            raise AirError("the trust centre denies the join" + (
+                " (the coordinator has not been given this device's install code)"
+                if key is not None else " (its policy asks for install-code keys)"))
         dev = SimDevice(self, ieee, nwk, kind)
         self.devices[ieee] = dev
         self.ncp.count(st.COUNTER_JOIN_INDICATION)
@@ -223,20 +235,29 @@ class Air:
         except KeyError:
             raise AirError(f"no simulated device {key}") from None
 
-    def join(self, kind: str, ieee: str | None = None, wait: bool = False) -> dict[str, Any]:
+    def join(self, kind: str, ieee: str | None = None, wait: bool = False,
+             install_code: str | None = None) -> dict[str, Any]:
         """A device of ``kind`` joins now (permit join must be open), or with ``wait``
-        goes into pairing mode and joins when joining is next permitted."""
+        goes into pairing mode and joins when joining is next permitted. A device with an
+        ``install_code`` (hex, with its CRC) joins only if the host was given that code."""
         if kind not in KINDS:
             raise AirError(f"unknown device kind {kind!r} (known: {sorted(KINDS)})")
         addr = parse_eui64(ieee) if ieee else t.EUI64(os.urandom(8))
         if addr in self.devices:
             raise AirError(f"{addr} is already joined")
+        key = None
+        if install_code is not None:
+            try:
+                key = bytes(zigpy.util.convert_install_code(bytes.fromhex(
+                    str(install_code))).serialize())
+            except ValueError as exc:
+                raise AirError(f"bad install code: {exc}") from None
         if self.ncp.permit_open:
-            dev = self._join_now(kind, addr)
+            dev = self._join_now(kind, addr, key)
             return {"ieee": str(addr), "nwk": f"0x{int(dev.nwk):04X}", "joined": True}
         if not wait:
             raise AirError("permit join is closed (pass wait: true to wait in pairing mode)")
-        self.pairing[addr] = kind
+        self.pairing[addr] = (kind, key)
         return {"ieee": str(addr), "joined": False, "pairing": True}
 
     def leave(self, ieee: str) -> None:
@@ -245,6 +266,13 @@ class Air:
     def silence(self, ieee: str, silent: bool = True) -> None:
         """Stop (or resume) all radio traffic of one device, as if out of range."""
         self.device(ieee).silenced = bool(silent)
+        self.changed()
+
+    def set_link(self, ieee: str, lqi: int) -> None:
+        """The link quality the NCP reports for the device's next frames (0-255)."""
+        if isinstance(lqi, bool) or not isinstance(lqi, int):
+            raise AirError(f"lqi: an integer from 0 to 255, got {lqi!r}")
+        self.device(ieee).lqi = max(0, min(255, lqi))
         self.changed()
 
     def _require_network(self) -> None:
@@ -286,6 +314,11 @@ class Air:
     def stream_status(self) -> dict[str, Any] | None:
         return self._stream.status() if self._stream is not None else None
 
+    def stream_stop(self) -> dict[str, Any] | None:
+        if self._stream is not None:
+            self._stream.cancel()
+        return self.stream_status()
+
     def list(self) -> list[dict[str, Any]]:
         out = []
         for dev in self.devices.values():
@@ -293,5 +326,5 @@ class Air:
             item["nwk"] = f"0x{int(dev.nwk):04X}"
             out.append(item)
         out.extend({"ieee": str(ieee), "kind": kind, "pairing": True}
-                   for ieee, kind in self.pairing.items())
+                   for ieee, (kind, _) in self.pairing.items())
         return out

@@ -4,16 +4,19 @@ One request per line, ``{"op": NAME, ...arguments}``; one reply per line,
 ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}`` saying what was
 wrong (never a traceback). An ``id`` in the request is echoed in the reply.
 
-Ops: ``status``, ``devices``, ``device {ieee}``, ``join {kind, ieee?, wait?}``,
-``leave {ieee}``, ``silence {ieee, silent?}``, ``report {ieee, cluster, attributes,
-endpoint?}``, ``command {ieee, cluster, command, args?, endpoint?}``, ``fault {reset? |
-drop? | noise? | delay_ms?}``, ``counters``, ``stream {count, rate?, cluster?,
-attribute?}``, ``stream_status``, ``kinds``. :class:`ControlClient` is a small async client.
+Ops: ``status``, ``devices``, ``device {ieee}``, ``join {kind, ieee?, wait?,
+install_code?}``, ``leave {ieee}``, ``silence {ieee, silent?}``, ``set_link {ieee, lqi}``,
+``report {ieee, cluster, attributes, endpoint?}``, ``command {ieee, cluster, command,
+args?, endpoint?}``, ``fault {reset? | drop? | unplug? | replug? | noise? | delay_ms?}``,
+``counters``, ``stream {count, rate?, cluster?, attribute?, start_at?, modulo?, offset?}``,
+``stream_status``, ``stream_stop``, ``kinds``. :class:`ControlClient` is a small async
+client (it lives in :mod:`gatewayd.zigbee.simlink`, which the hub uses too).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from collections.abc import Callable
@@ -21,14 +24,11 @@ from typing import Any
 
 from gatewayd.simulator.ncp.air import KINDS, Air, AirError
 from gatewayd.simulator.ncp.server import NcpServer
+from gatewayd.zigbee.simlink import MAX_LINE, ControlClient, ControlError
+
+__all__ = ["Control", "ControlClient", "ControlError", "ControlServer"]
 
 log = logging.getLogger(__name__)
-
-MAX_LINE = 1 << 20
-
-
-class ControlError(Exception):
-    """A control request failed; the message is the server's error."""
 
 
 class Control:
@@ -39,9 +39,10 @@ class Control:
         self.ops: dict[str, Callable[..., Any]] = {
             "status": self.status, "devices": air.list, "device": self.device,
             "join": air.join, "leave": air.leave, "silence": air.silence,
-            "report": air.report, "command": air.command, "fault": self.fault,
-            "counters": server.counters_json, "stream": air.stream,
-            "stream_status": air.stream_status, "kinds": lambda: sorted(KINDS)}
+            "set_link": air.set_link, "report": air.report, "command": air.command,
+            "fault": self.fault, "counters": server.counters_json, "stream": air.stream,
+            "stream_status": air.stream_status, "stream_stop": air.stream_stop,
+            "kinds": lambda: sorted(KINDS)}
 
     def network(self) -> dict[str, Any]:
         net = self.ncp.nvram.network
@@ -66,10 +67,18 @@ class Control:
     def device(self, ieee: str) -> dict[str, Any]:
         return self.air.device(ieee).to_json()
 
-    def fault(self, reset: bool = False, drop: bool = False, noise: float | None = None,
-              delay_ms: float | None = None) -> dict[str, Any]:
-        if not (reset or drop or noise is not None or delay_ms is not None):
-            raise ValueError("fault needs one of reset, drop, noise, delay_ms")
+    async def fault(self, reset: bool = False, drop: bool = False, unplug: bool = False,
+                    replug: bool = False, noise: float | None = None,
+                    delay_ms: float | None = None) -> dict[str, Any]:
+        if not (reset or drop or unplug or replug or noise is not None
+                or delay_ms is not None):
+            raise ValueError("fault needs one of reset, drop, unplug, replug, noise, delay_ms")
+        if unplug and replug:
+            raise ValueError("fault: unplug or replug, not both")
+        for name, value in (("noise", noise), ("delay_ms", delay_ms)):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int | float)):
+                raise ValueError(f"{name}: a number, got {value!r}")
         done: dict[str, Any] = {}
         if noise is not None:
             self.server.set_noise(float(noise))
@@ -81,9 +90,13 @@ class Control:
             done["reset"] = self.server.reset()
         if drop:
             done["drop"] = self.server.drop()
+        if unplug:
+            done["unplug"] = await self.server.unplug()
+        if replug:
+            done["replug"] = await self.server.replug()
         return done
 
-    def call(self, request: Any) -> dict[str, Any]:
+    async def call(self, request: Any) -> dict[str, Any]:
         if not isinstance(request, dict):
             return {"ok": False, "error": "a request is a JSON object with an \"op\""}
         reply: dict[str, Any] = {}
@@ -97,6 +110,8 @@ class Control:
             return reply
         try:
             result = func(**args)
+            if inspect.isawaitable(result):
+                result = await result
         except TypeError as exc:
             reply.update(ok=False, error=f"bad arguments for {op}: {exc}")
         except (AirError, ValueError, KeyError) as exc:
@@ -144,57 +159,10 @@ class ControlServer:
                 except ValueError as exc:
                     reply: dict[str, Any] = {"ok": False, "error": f"not JSON: {exc}"}
                 else:
-                    reply = self.control.call(request)
+                    reply = await self.control.call(request)
                 writer.write(json.dumps(reply, default=str).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
-
-
-class ControlClient:
-    """``async with ControlClient(port) as ctl: await ctl.call("join", kind="plug")``."""
-
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.host, self.port = host, port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
-
-    async def __aenter__(self) -> ControlClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def connect(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port,
-                                                                   limit=MAX_LINE)
-
-    async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            await self._writer.wait_closed()
-            self._writer = None
-
-    async def request(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Send one request, return the raw reply."""
-        if self._reader is None or self._writer is None:
-            await self.connect()
-        assert self._reader is not None and self._writer is not None
-        async with self._lock:
-            self._writer.write(json.dumps(request).encode() + b"\n")
-            await self._writer.drain()
-            line = await self._reader.readline()
-        if not line:
-            raise ControlError("the control connection closed")
-        reply: dict[str, Any] = json.loads(line)
-        return reply
-
-    async def call(self, op: str, **args: Any) -> Any:
-        reply = await self.request({"op": op, **args})
-        if not reply.get("ok"):
-            raise ControlError(str(reply.get("error")))
-        return reply.get("result")

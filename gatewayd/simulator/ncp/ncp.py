@@ -45,6 +45,7 @@ from gatewayd.simulator.ncp.state import FRAME_COUNTER_STEP, Network, Nvram, Sto
 log = logging.getLogger(__name__)
 
 SAVE_DELAY = 1.0  # seconds: attribute changes and frame counters coalesce into one write
+DELIVERY_FAILURE_DELAY = 3.0
 
 
 class Air(Protocol):
@@ -72,7 +73,10 @@ class Ncp:
         self.sink: Callable[[bytes], None] | None = None
         self.on_reset_request: Callable[[], None] | None = None
         self.commands: collections.Counter[str] = collections.Counter()
-        self.delivery_failure_delay = 0.5  # seconds until a frame nobody ACKs is reported
+        # Seconds until a unicast nobody acknowledges is reported failed: an EmberZNet stick
+        # gives up after its MAC and APS retries, which take seconds, so a host's own
+        # command timeout (gatewayd's zigbee.command_timeout) usually answers first.
+        self.delivery_failure_delay = DELIVERY_FAILURE_DELAY
         self._outbox: list[bytes] | None = None
         self._seq = 0
         self._aps_seq = random.randrange(256)  # noqa: S311 - not security relevant

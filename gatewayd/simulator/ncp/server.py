@@ -10,8 +10,10 @@ after a NAK or after :attr:`AshSession.ack_timeout` without an acknowledgement.
 
 Faults: :meth:`NcpServer.reset` (the NCP restarts and says so with an unsolicited
 RSTACK), :meth:`NcpServer.drop` (the TCP connection is closed; the server accepts the
-next one), line noise (a rate of bytes corrupted or lost in both directions, from a
-seeded RNG) and a delay before every frame the NCP sends (a slow NCP).
+next one), :meth:`NcpServer.unplug` and :meth:`~NcpServer.replug` (the port stops
+listening until the dongle is back), line noise (a rate of bytes corrupted or lost in
+both directions, from a seeded RNG) and a delay before every frame the NCP sends (a slow
+NCP).
 """
 
 from __future__ import annotations
@@ -257,6 +259,7 @@ class NcpServer:
         self.noise = LineNoise(noise, seed)
         self.delay = delay_ms / 1000
         self.session: AshSession | None = None
+        self.plugged = True
         self.connected = asyncio.Event()
         self._server: asyncio.Server | None = None
         ncp.on_reset_request = self._reset_requested
@@ -268,6 +271,7 @@ class NcpServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._protocol, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+        self.plugged = True
         return self.port
 
     def _protocol(self) -> asyncio.Protocol:
@@ -307,6 +311,27 @@ class NcpServer:
         if self.session is None:
             return False
         self.session.close()
+        return True
+
+    async def unplug(self) -> bool:
+        """The dongle is pulled out: the host's connection drops and connections are
+        refused (nothing listens on the port) until :meth:`replug`. False if it was out."""
+        if not self.plugged:
+            return False
+        self.plugged = False
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        self.drop()
+        if server is not None:
+            await server.wait_closed()
+        return True
+
+    async def replug(self) -> bool:
+        """The dongle is back, on the same port. False if it was not out."""
+        if self.plugged:
+            return False
+        await self.start()
         return True
 
     def set_noise(self, rate: float) -> None:
