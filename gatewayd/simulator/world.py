@@ -3,7 +3,8 @@
 Used by ``gatewayd --simulate`` and, piece by piece, by the test fixtures.
 
 What a restart of the same workdir keeps: the broker's ports and accounts
-(``broker/broker.json``), its TLS CA (``broker/pki``), and the hub's own state dir.
+(``broker/broker.json``), its TLS CA (``broker/pki``), the profiles the hub saved to
+NetworkManager's "disk" (``nm/profiles.json``), and the hub's own state dir.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class SimWorld:
                 self.access_points = [dict(ap) for ap in DEFAULT_ACCESS_POINTS]
                 self.nm = NetworkManagerMock(self.bus, self.workdir / "nm", self.access_points,
                                              wifi_mac=SIM_WIFI_MAC, ethernet=self.ethernet,
-                                             ethernet_connected=self.ethernet)
+                                             ethernet_connected=self.ethernet,
+                                             profiles_file=self.workdir / "nm" / "profiles.json")
                 self.nm.start()
             if self.with_bluez:
                 from gatewayd.simulator.bluez_mock import BluezMock
