@@ -2,7 +2,7 @@
 
 Used by ``gatewayd --simulate`` and, piece by piece, by the test fixtures.
 
-What a restart of the same workdir keeps: the broker's ports and accounts
+What a restart of the same workdir keeps (docs/simulator.md): the broker's ports and accounts
 (``broker/broker.json``), its TLS CA (``broker/pki``), the profiles the hub saved to
 NetworkManager's "disk" (``nm/profiles.json``), and the hub's own state dir.
 """
