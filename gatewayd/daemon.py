@@ -167,6 +167,8 @@ class Daemon:
         hub.add_status("process", heap.status)
         providers = DeviceProviders()
         self.providers = providers
+        # The admin panel and /api/v1/status list the children too (not only gatewayctl).
+        hub.add_status("devices", lambda: providers.collect()["devices"])
         notify = self.notifications.send if self.notifications is not None else None
         if self.cloud_link is not None:
             virtual = VirtualDevices(cfg.virtual, self.cloud_link, gpio=backend,

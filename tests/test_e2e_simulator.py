@@ -7,7 +7,9 @@ control socket (gatewayctl) and the simulated cloud broker.
 from __future__ import annotations
 
 import base64
+import http.cookiejar
 import json
+import re
 import signal
 import urllib.error
 import urllib.parse
@@ -256,3 +258,56 @@ def test_portal_permit_join_needs_the_admin_password_once_paired(sim: Sim) -> No
     token = base64.b64encode(f"admin:{setup_code}".encode()).decode()
     assert http_post_json(url, {"seconds": 0}, {"Authorization": f"Basic {token}"}) == (
         200, {"permit_join": 0})
+    # Issue 18, item 10: the dashboard and /api/v1/status list the children that exist, and
+    # the panel has the permit-join control the API has.
+    workdir = str(sim.workdir)
+    ctl_json("--sim", workdir, "permit-join", "60")
+    ieee = ctl_json("--sim", workdir, "zigbee", "sim", "join", "kind=plug")["result"]
+    device_id = "zigbee-" + ieee.replace(":", "")
+
+    def listed() -> list[dict[str, Any]]:
+        request = urllib.request.Request(f"{sim.portal}/api/v1/status",
+                                         headers={"Authorization": f"Basic {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return [d for d in json.loads(response.read())["devices"]
+                    if d["device_id"] == device_id and d["state"] == "ready"]
+
+    wait_for(listed, 30, "the plug in /api/v1/status")
+    panel = PanelSession(sim.portal)
+    panel.login(setup_code)
+    dashboard = panel.get("/")
+    assert device_id in dashboard and "No child devices yet" not in dashboard
+    ctl_json("--sim", workdir, "permit-join", "0")
+    after = panel.post("/zigbee/permit-join", {"seconds": "120",
+                                               "csrf_token": csrf_of(dashboard)})
+    assert "may join for 120 seconds" in after
+    assert sim.status()["zigbee"]["permit_join"] > 0
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+class PanelSession:
+    """A person at the admin panel: a cookie jar, forms with their CSRF token."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def get(self, path: str) -> str:
+        with self.opener.open(self.base + path, timeout=10) as response:
+            return response.read().decode()  # type: ignore[no-any-return]
+
+    def post(self, path: str, form: dict[str, str]) -> str:
+        data = urllib.parse.urlencode(form).encode()
+        with self.opener.open(self.base + path, data=data, timeout=10) as response:
+            return response.read().decode()  # type: ignore[no-any-return]
+
+    def login(self, password: str) -> None:
+        page = self.get("/login")
+        assert "Administration" in self.post("/login", {"password": password,
+                                                        "csrf_token": csrf_of(page)})

@@ -6,12 +6,15 @@ bytes and no attempt begins.
 
 from __future__ import annotations
 
+import base64
+import http.client
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gatewayd.credentials import InvalidField, check_host, check_root_topic, check_wsp
+from gatewayd.portal.security import LoginBudget
 from tests.portal_helpers import VALID, Portal, running_portal
 
 
@@ -95,3 +98,51 @@ def test_cloud_only_pairing_needs_a_network(portal: Portal) -> None:
     assert unchanged(portal, before)
     portal.fake.uplink = True  # a cable (or a Wi-Fi client link): the same request is fine
     assert portal.client().pair(cloud_only).status == 200
+
+
+# ---- item 7: guessing the admin password from many addresses --------------------------------
+
+def basic_from(portal: Portal, source: str, password: str) -> tuple[int, str]:
+    token = base64.b64encode(f"admin:{password}".encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", portal.port, timeout=10,
+                                      source_address=(source, 0))
+    try:
+        conn.request("GET", "/api/v1/status", headers={"Authorization": f"Basic {token}"})
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.headers.get("Retry-After", "")
+    finally:
+        conn.close()
+
+
+def test_many_addresses_share_one_failure_budget(portal: Portal) -> None:
+    assert portal.client().pair(VALID).status == 200
+    portal.core(portal.fake.succeed)  # paired: the API needs the admin password now
+    free = LoginBudget().free
+    answers = [basic_from(portal, f"127.0.{i // 200}.{10 + i % 200}", "00000000")[0]
+               for i in range(free)]
+    assert answers == [401] * free  # each address guessed once: no per-address limit hit
+    status, retry_after = basic_from(portal, "127.0.5.5", "11111111")
+    assert status == 429 and int(retry_after) >= 1
+    # While the budget is spent even the right password waits (the documented cost).
+    assert basic_from(portal, "127.0.5.6", portal.setup_code)[0] == 429
+
+
+def test_the_budget_keeps_a_guesser_to_a_trickle() -> None:
+    """A day of guessing as fast as the budget allows: about one guess per max_wait."""
+    now = [0.0]
+    budget = LoginBudget(clock=lambda: now[0])
+    guesses = 0
+    while now[0] < 86400:
+        wait = budget.retry_after()
+        if wait:
+            now[0] += wait
+            continue
+        budget.failed()
+        guesses += 1
+    per_day_cap = budget.free + 86400 / budget.max_wait + 12  # the doubling steps
+    assert budget.free < guesses <= per_day_cap
+    years_for_half_the_codes = 10**8 / 2 / guesses / 365
+    assert years_for_half_the_codes > 100  # docs/portal.md states the figure
+    now[0] += budget.quiet  # an hour without failures: the budget is whole again
+    assert budget.retry_after() == 0

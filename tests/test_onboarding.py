@@ -715,3 +715,39 @@ def test_a_wifi_hub_without_a_network_refuses_cloud_only_pairing(
             assert active_ids(nm) == [HOTSPOT_ID] and store.state.cloud is None
 
     run(scenario())
+
+
+def test_a_root_topic_the_broker_drops_is_a_named_failure(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """Issue 18, item 6: a root topic outside the account's ACL connects fine, but the broker
+    drops everything the hub publishes. Pairing must not say "online"."""
+    import dataclasses
+
+    from gatewayd.onboarding.cloud_step import CloudLinkStep
+    from tests.cloud_helpers import Monitor, creds_for, make_broker, make_link
+
+    broker = make_broker(tmp_path / "broker")
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    link = make_link()
+    try:
+        with Monitor(broker) as monitor:
+            async def scenario() -> None:
+                step = CloudLinkStep(link, store, Ownership(link))
+                async with onboarding(cfg, store, step) as ob:
+                    outside = dataclasses.replace(creds_for(broker), root_topic="someone-else")
+                    await ob.begin(request(HOME, outside))
+                    await until(ob, lambda: not ob.busy and ob.last_failure is not None, 30)
+                    assert ob.last_failure is not None
+                    assert ob.last_failure.code == "root-topic-refused"
+                    assert "someone-else" in ob.last_failure.reason
+                    assert store.state.cloud is None and ob.state == State.UNPAIRED
+                    # The same account under its own root is fine.
+                    await ob.begin(request(HOME, creds_for(broker)))
+                    await until(ob, lambda: ob.state == State.ONLINE, 30)
+                    assert store.state.cloud == creds_for(broker)
+
+            run(scenario())
+            assert not [m for m in monitor.since() if m.topic.startswith("someone-else/")]
+    finally:
+        broker.stop()

@@ -145,12 +145,13 @@ def test_open_network_hides_the_password(page: Page, portal: Portal) -> None:
 
 
 def test_admin_dashboard_after_pairing(page: Page, portal: Portal, artifacts: Path) -> None:
+    # The daemon's status section (gatewayd.control.devices.DeviceProviders.collect).
     portal.hub.add_status("devices", lambda: [
-        {"id": "zigbee-00158d0001a2b3c4", "name": "Kitchen sensor", "type": "zigbee",
+        {"device_id": "zigbee-00158d0001a2b3c4", "name": "Kitchen sensor",
+         "provider": "zigbee", "state": "ready"},
+        {"device_id": "virtual-porch-light", "name": "Porch light", "provider": "virtual",
          "state": "ready"},
-        {"id": "virtual-porch-light", "name": "Porch light", "type": "virtual",
-         "state": "ready"},
-        {"id": "zigbee-00158d0009f8e7d6", "name": "Garage door", "type": "zigbee",
+        {"device_id": "zigbee-00158d0009f8e7d6", "name": "Garage door", "provider": "zigbee",
          "state": "lost"},
     ])
     client = portal.client()

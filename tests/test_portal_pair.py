@@ -16,6 +16,7 @@ from openapi_spec_validator import validate
 
 from gatewayd.control.app import control_blueprints, create_control_app
 from gatewayd.onboarding.pairing import PAIR_FIELDS
+from gatewayd.onboarding.steps import Failure
 from gatewayd.portal.api import openapi_spec
 from gatewayd.runtime.webserver import WebServer
 from tests.portal_helpers import VALID, Client, Portal, fast_stopping, running_portal
@@ -300,6 +301,25 @@ def test_openapi_document_validates_and_is_served(portal: Portal) -> None:
             "/api/v1/status"} <= paths
     documented = {p["name"] for p in spec["paths"]["/pair"]["get"]["parameters"]}
     assert documented == set(PAIR_FIELDS)
+    # Every failure code the hub can report is one an app generated from the spec knows.
+    codes = _find_enum(spec, "wrong-password")
+    assert set(codes) == {str(f) for f in Failure}
+
+
+def _find_enum(node: Any, member: str) -> list[str]:
+    if isinstance(node, dict):
+        if member in node.get("enum", []):
+            return list(node["enum"])
+        children: Any = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return []
+    for child in children:
+        found = _find_enum(child, member)
+        if found:
+            return found
+    return []
 
 
 def _schema_check(spec: dict[str, Any], name: str, instance: Any) -> None:

@@ -24,6 +24,9 @@ class Failure(enum.StrEnum):
     BROKER_UNREACHABLE = "broker-unreachable"
     TIMEOUT = "timeout"
     WIFI_FAILED = "wifi-failed"
+    # Connected, but the broker does not let the hub's messages through under its root
+    # topic (an ACL that does not cover it): the cloud would never see the hub.
+    ROOT_TOPIC_REFUSED = "root-topic-refused"
 
 
 @dataclass(frozen=True)

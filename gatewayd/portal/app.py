@@ -27,7 +27,7 @@ from gatewayd.portal.security import (
     add_security_headers,
     configure_session,
 )
-from gatewayd.portal.zigbee import zigbee_blueprint
+from gatewayd.portal.zigbee import zigbee_blueprint, zigbee_panel_blueprint
 from gatewayd.runtime.corecall import CoreCall, CoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService,
     app.register_blueprint(panel_blueprint(core, auth, pair_limiter))
     if zigbee is not None:
         app.register_blueprint(zigbee_blueprint(zigbee, call, _admin_guard(core, auth)))
+        app.register_blueprint(zigbee_panel_blueprint(zigbee, call, auth))
     app.after_request(add_security_headers)
     _install_error_handlers(app)
 

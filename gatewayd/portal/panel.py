@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request, session, url_for
 from werkzeug.datastructures import MultiDict
 
 from gatewayd.onboarding.pairing import (
@@ -86,11 +86,13 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
         if not auth.session_valid():
             return redirect(url_for("panel.login"))
         status = core.status()
+        devices = status.get("devices")
         return render_template("dashboard.html", name=hub_name(core), status=status,
                                state_label=STATE_LABELS.get(status.get("state", ""),
                                                             status.get("state")),
-                               devices=status.get("devices") or [], reset_hint=RESET_HINT,
-                               csrf=csrf_token())
+                               devices=devices if isinstance(devices, list) else [],
+                               zigbee=status.get("zigbee"), notice=session.pop("notice", None),
+                               reset_hint=RESET_HINT, csrf=csrf_token())
 
     @bp.post("/setup")
     def setup() -> Any:

@@ -164,14 +164,82 @@ def add_security_headers(response: Response) -> Response:
 
 # ---- admin authentication -----------------------------------------------------------------
 
+class LoginBudget:
+    """Failed sign-ins from all addresses together: ``free`` of them, then backoff.
+
+    The per-address limiter forgets addresses (it is bounded), so an attacker with many
+    addresses would be limited by nothing else. After ``free`` failures each further one
+    doubles the wait before the next attempt (1 s, 2 s, 4 s... up to ``max_wait``); the count
+    starts again after a sign-in succeeds or ``quiet`` seconds pass without a failure. At the
+    cap an attacker gets one guess per ``max_wait``: 144 a day for the 10-minute default,
+    so the 10^8 setup codes take on average 10^8 / 2 / 144 days, about 950 years (docs/portal.md).
+    The cost: while someone guesses, the owner waits too (at most ``max_wait``); the button
+    and ``gatewayctl`` on the hub are never limited.
+    """
+
+    def __init__(self, *, free: int = 10, max_wait: float = 600.0, quiet: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.free = free
+        self.max_wait = max_wait
+        self.quiet = quiet
+        self.clock = clock
+        self.failures = 0
+        self._last = -math.inf
+        self._lock = threading.Lock()
+
+    def _wait(self, now: float) -> float:
+        if now - self._last >= self.quiet:
+            self.failures = 0
+        if self.failures < self.free:
+            return 0.0
+        delay = min(self.max_wait, 2.0 ** (self.failures - self.free))
+        return max(0.0, self._last + delay - now)
+
+    def retry_after(self) -> int:
+        """Seconds until anyone may try again; 0 when a sign-in may be tried now."""
+        with self._lock:
+            wait = self._wait(self.clock())
+            return max(1, math.ceil(wait)) if wait > 0 else 0
+
+    def failed(self) -> None:
+        with self._lock:
+            now = self.clock()
+            self._wait(now)  # forget an old run first
+            self.failures += 1
+            self._last = now
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.failures = 0
+
+
 class AdminAuth:
-    """The LAN admin password (configured, or the setup code): session or HTTP Basic."""
+    """The LAN admin password (configured, or the setup code): session or HTTP Basic.
+
+    Every check goes through :meth:`_check`: the global :class:`LoginBudget` first, then the
+    per-address limiter, then the password.
+    """
 
     def __init__(self, core: PortalCore, limiter: RateLimiter,
+                 budget: LoginBudget | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.core = core
         self.limiter = limiter
+        self.budget = budget or LoginBudget()
         self.clock = clock
+
+    def _check(self, request: Request, password: str) -> int | bool:
+        """True when right, False when wrong, or the seconds to wait before trying."""
+        key = client_key(request)
+        wait = self.budget.retry_after() or self.limiter.retry_after(key)
+        if wait:
+            return wait
+        if password and self.core.check_admin_password(password):
+            self.budget.succeeded()
+            return True
+        self.limiter.hit(key)
+        self.budget.failed()
+        return False
 
     def session_valid(self) -> bool:
         since = session.get("admin_since")
@@ -179,16 +247,11 @@ class AdminAuth:
 
     def login(self, request: Request, password: str) -> int | bool:
         """True on success, False on a wrong password, or seconds to wait when rate-limited."""
-        key = client_key(request)
-        wait = self.limiter.retry_after(key)
-        if wait:
-            return wait
-        if password and self.core.check_admin_password(password):
+        result = self._check(request, password)
+        if result is True:
             session.clear()
             session["admin_since"] = self.clock()
-            return True
-        self.limiter.hit(key)
-        return False
+        return result
 
     def logout(self) -> None:
         session.clear()
@@ -199,18 +262,11 @@ class AdminAuth:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "basic" or not value:
             return False
-        key = client_key(request)
-        wait = self.limiter.retry_after(key)
-        if wait:
-            return wait
         try:
             user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             user, password = "", ""
-        if user == "admin" and password and self.core.check_admin_password(password):
-            return True
-        self.limiter.hit(key)
-        return False
+        return self._check(request, password if user == "admin" else "")
 
 
 def configure_session(app: Flask) -> None:

@@ -1,5 +1,8 @@
 """Zigbee on the portal: permit join only, behind the admin login, refused cross-site.
 
+Two doors to the same action: ``POST /api/v1/zigbee/permit-join`` (JSON, for apps) and
+``POST /zigbee/permit-join`` (the admin panel's form: session and CSRF token).
+
 Everything else Zigbee (install codes, removal, simulator events) is the control socket's
 (:mod:`gatewayd.control.zigbee`).
 """
@@ -9,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, redirect, request, session, url_for
 
 from gatewayd.bridge import ZigbeeBridge
 from gatewayd.portal.api import api_error
-from gatewayd.portal.security import MalformedOrigin, same_origin
+from gatewayd.portal.security import AdminAuth, MalformedOrigin, csrf_ok, same_origin
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.jsonbody import BadBody, parse_json
 from gatewayd.zigbee.inputs import BridgeError, parse_permit_seconds
@@ -49,5 +52,33 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall,
             return api_error(exc.http_status, str(exc), code=exc.code)
         except ValueError as exc:
             return api_error(400, str(exc), code="invalid")
+
+    return bp
+
+
+def zigbee_panel_blueprint(bridge: ZigbeeBridge, call: CoreCall, auth: AdminAuth) -> Blueprint:
+    """The panel's "Add Zigbee devices" button; the outcome shows on the dashboard."""
+    bp = Blueprint("zigbee_panel", __name__)
+
+    @bp.post("/zigbee/permit-join")
+    def permit_join() -> Any:
+        if not auth.session_valid():
+            return redirect(url_for("panel.login"), 303)
+        if not csrf_ok(request):
+            session["notice"] = {"kind": "error",
+                                 "text": "This form has expired. Please try again."}
+            return redirect(url_for("panel.index"), 303)
+        try:
+            text = request.form.get("seconds", "120")
+            seconds = parse_permit_seconds(int(text) if text.isdigit() else text)
+            granted = call(bridge.permit_join, seconds)
+            session["notice"] = {"kind": "ok", "text": (
+                f"Zigbee devices may join for {granted} seconds: put the new device in "
+                "pairing mode.")}
+        except BridgeError as exc:
+            session["notice"] = {"kind": "error", "text": str(exc)}
+        except ValueError as exc:
+            session["notice"] = {"kind": "error", "text": f"Not allowed: {exc}"}
+        return redirect(url_for("panel.index"), 303)
 
     return bp

@@ -8,6 +8,11 @@ as every hub of an account shares the user): a client publishes requests only un
 ``<user>/req/<client id>/`` and reads responses only under ``<user>/res/<client id>/``.
 The platform user answers every account's requests. A superuser (``monitor``) may read
 everything: tests subscribe with it to see what the hub published.
+
+With a ``state_file`` (the simulator's ``W/broker/broker.json``) the broker keeps its ports
+and accounts, those added while it runs included, across a restart of the same workdir: a
+hub whose stored credentials name this broker reconnects after the simulator was killed.
+:func:`sim_pki` likewise keeps the TLS listener's CA in the workdir.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import json
 import os
 import pwd
 import shutil
@@ -23,7 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gatewayd.credentials import mqtt_username
-from gatewayd.simulator.procs import Child, free_port, port_open, wait_until
+from gatewayd.runtime.atomicfile import atomic_write
+from gatewayd.simulator.procs import (
+    Child,
+    free_port,
+    port_free,
+    port_open,
+    reap_orphan,
+    wait_until,
+)
 
 MONITOR_USER = "monitor"
 PLATFORM_USER = "platform"
@@ -75,6 +89,8 @@ class Broker:
     monitor_password: str = "monitor-secret"  # noqa: S105 - a local test broker
     platform_password: str = "platform-secret"  # noqa: S105 - a local test broker
     debug_log: bool = False  # log every packet, e.g. "Denied PUBLISH" lines for ACL checks
+    # Ports and accounts saved here are restored by the next Broker with this file.
+    state_file: Path | None = None
     child: Child | None = None
 
     def __post_init__(self) -> None:
@@ -83,14 +99,64 @@ class Broker:
         self.acl_file = self.workdir / "acl"
         self.conf_file = self.workdir / "mosquitto.conf"
         self.log_file = self.workdir / "mosquitto.log"
+        if self.state_file is not None:
+            self._restore(self.state_file)
 
     def add_account(self, wsp: str, token: str) -> Account:
+        """Accept this cloud user; a ``wsp`` the broker knows gets the new token (one MQTT
+        user per e-mail)."""
         account = Account(wsp, token)
-        self.accounts.append(account)
+        for i, known in enumerate(self.accounts):
+            if known.wsp == wsp:
+                self.accounts[i] = account
+                break
+        else:
+            self.accounts.append(account)
         if self.child is not None:
+            self._save()
             self._write_auth()
             self.reload()
         return account
+
+    def _restore(self, path: Path) -> None:
+        try:
+            saved = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"{path}: unreadable ({exc}); delete it to start afresh") from None
+        if not isinstance(saved, dict):
+            raise RuntimeError(f"{path}: must be a JSON object; delete it to start afresh")
+
+        def port(key: str) -> int:
+            value = saved.get(key)
+            if value is None and key == "tls_port":
+                return 0
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+                raise RuntimeError(f"{path}: {key}: must be a port number (1-65535); delete "
+                                   "the file to start afresh")
+            return value
+
+        accounts = saved.get("accounts")
+        if not isinstance(accounts, list) or not all(
+                isinstance(a, dict) and isinstance(a.get("wsp"), str) and a["wsp"]
+                and isinstance(a.get("token"), str) and a["token"] for a in accounts):
+            raise RuntimeError(f"{path}: accounts: must be a list of {{\"wsp\", \"token\"}}; "
+                               "delete the file to start afresh")
+        main, tls = port("port"), port("tls_port")
+        self.port = self.port or main
+        if self.tls is not None:
+            self.tls.port = self.tls.port or tls
+        for a in accounts:
+            self.add_account(a["wsp"], a["token"])
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        saved = {"port": self.port, "tls_port": self.tls.port if self.tls else None,
+                 "accounts": [{"wsp": a.wsp, "token": a.token} for a in self.accounts]}
+        # The tokens are credentials: atomic and 0600, like every credential file.
+        atomic_write(self.state_file, json.dumps(saved, indent=2).encode(), 0o600)
 
     def _write_auth(self) -> None:
         exe = shutil.which("mosquitto_passwd")
@@ -146,10 +212,17 @@ class Broker:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise RuntimeError("mosquitto not found: install 'mosquitto' (scripts/setup.sh does)")
+        # A mosquitto of a killed run may still hold the port we are about to reuse.
+        reap_orphan(self.workdir / "mosquitto.pid")
         if self.port == 0:
             self.port = free_port(self.host)
-        if self.tls is not None and self.tls.port == 0:
-            self.tls.port = free_port(self.host)
+        else:
+            self._wait_free(self.port)
+        if self.tls is not None:
+            if self.tls.port == 0:
+                self.tls.port = free_port(self.host)
+            else:
+                self._wait_free(self.tls.port)
         self._write_auth()
         self._write_conf()
         self.child = Child("mosquitto", [exe, "-c", str(self.conf_file)],
@@ -160,7 +233,13 @@ class Broker:
             tls_port = self.tls.port
             wait_until(lambda: port_open(self.host, tls_port), 10, "mosquitto TLS listener",
                        self.child)
+        self._save()
         return self
+
+    def _wait_free(self, port: int) -> None:
+        where = f" (saved in {self.state_file})" if self.state_file else ""
+        wait_until(lambda: port_free(self.host, port), 10,
+                   f"port {port}{where} to be free for the broker")
 
     def stop(self) -> None:
         if self.child is not None:
@@ -192,8 +271,30 @@ class Broker:
             return ""
 
 
+def sim_pki(directory: Path, server_names: tuple[str, ...] = ("127.0.0.1", "localhost")
+            ) -> TlsFiles:
+    """The simulator's CA and server certificate in ``directory``: made once, then reused,
+    so a hub that trusts ``ca.pem`` keeps trusting the broker across restarts."""
+    from cryptography import x509  # here for the same reason as in make_test_pki
+
+
+    files = TlsFiles(cafile=directory / "ca.pem", certfile=directory / "server.pem",
+                     keyfile=directory / "server.key")
+    try:
+        cert = x509.load_pem_x509_certificate(files.certfile.read_bytes())
+        usable = files.cafile.exists() and files.keyfile.exists() and (
+            cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+            > datetime.timedelta(days=1))
+    except (OSError, ValueError):
+        usable = False
+    if usable:
+        return files
+    return make_test_pki(directory, list(server_names), ca_name="gatewayd simulator CA",
+                         days=3650)
+
+
 def make_test_pki(directory: Path, server_names: list[str],
-                  ca_name: str = "gatewayd test CA") -> TlsFiles:
+                  ca_name: str = "gatewayd test CA", days: int = 1) -> TlsFiles:
     """A throw-away CA and a server certificate for ``server_names`` (DNS names or IPs).
 
     Tests use it to run the TLS listener; a certificate for some other name lets them check
@@ -207,7 +308,7 @@ def make_test_pki(directory: Path, server_names: list[str],
 
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
-    validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
+    validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days))
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])

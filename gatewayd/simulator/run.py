@@ -27,7 +27,11 @@ def run_simulator(config: Config, workdir: Path | None, redactor: Redactor, *,
     log.info("starting the simulated world in %s", workdir)
     world = SimWorld(workdir, with_platform=platform, ethernet=ethernet)
     try:
-        world.start()
+        try:
+            world.start()
+        except (RuntimeError, TimeoutError) as exc:  # e.g. a damaged broker.json: say which
+            log.error("the simulated world did not start: %s", exc)
+            return 2
         assert world.bus is not None
         # Everything that opens "the system bus" from now on gets the private one.
         os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = world.bus.address
