@@ -33,8 +33,10 @@ from gatewayd.zigbee.radio import (
     VIRTUAL_WORLD_FILE,
     RadioError,
     RadioUnavailable,
+    ncp_version,
     start_controller,
 )
+from gatewayd.zigbee.simlink import EmulatorLink, SimLink, VirtualLink
 
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
@@ -46,6 +48,7 @@ from gatewayd.zigbee.availability import watch_availability
 from gatewayd.zigbee.coalesce import Coalescer, Key
 from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
 from gatewayd.zigbee.inputs import BridgeError, parse_ieee, parse_install_code
+from gatewayd.zigbee.permits import PermitJoin
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,9 @@ class ZigbeeBridge:
         self._lost = asyncio.Event()
         self._interviews: dict[str, asyncio.Task[None]] = {}
         self._supervisor: asyncio.Task[None] | None = None
-        self._permit_until = 0.0
-        self._permit_timer: asyncio.TimerHandle | None = None
+        self.permits = PermitJoin(cfg.permit_join_max,
+                                  lambda seconds: self._hub_value("permitjoin", seconds))
+        self._sim: SimLink | None = None
         self.hub_node = zigbee_node(self.cfg.permit_join_max, self)
         self.alerts = Alerts(lambda: hub.id if hub is not None else "hub")
 
@@ -98,8 +102,9 @@ class ZigbeeBridge:
         for task in list(self._interviews.values()):
             task.cancel()
         self.coalescer.cancel()
-        if self._permit_timer is not None:
-            self._permit_timer.cancel()
+        self.permits.cancel()
+        if self._sim is not None:
+            await self._sim.close()
         app, self.app = self.app, None
         self.radio_up.clear()
         for child in self.children.values():
@@ -379,7 +384,6 @@ class ZigbeeBridge:
     def _count(self) -> None:
         self._hub_value("device-count", len(self.children))
 
-    # -- availability ---------------------------------------------------------------------------
     # -- operations (MQTT, control socket, portal) -------------------------------------------------
     def _require_app(self) -> ControllerApplication:
         if self.app is None or not self.radio_up.is_set():
@@ -389,39 +393,15 @@ class ZigbeeBridge:
 
     async def permit_join(self, seconds: int | None = None) -> int:
         """Open (or with 0 close) joining for ``seconds`` (default: zigbee.permit_join_max)."""
-        limit = self.cfg.permit_join_max
-        seconds = limit if seconds is None else max(0, min(int(seconds), limit))
-        app = self._require_app()
-        await app.permit(seconds)
-        loop = asyncio.get_running_loop()
-        self._permit_until = loop.time() + seconds
-        if self._permit_timer is not None:
-            self._permit_timer.cancel()
-        self._permit_timer = loop.call_later(seconds, self._hub_value, "permitjoin", 0)
-        self._hub_value("permitjoin", seconds)
-        log.info("zigbee: permit join %s", f"open for {seconds} s" if seconds else "closed")
-        return seconds
+        return await self.permits.open(self._require_app(), seconds)
 
     def permit_remaining(self) -> int:
-        if not self.radio_up.is_set():
-            return 0
-        return max(0, round(self._permit_until - asyncio.get_running_loop().time()))
+        return self.permits.remaining() if self.radio_up.is_set() else 0
 
     async def add_install_code(self, ieee: str, code: str, seconds: int | None = None) -> str:
         """Let ``ieee`` join with its Zigbee 3.0 install code; opens joining for it."""
-        address = parse_ieee(ieee)
-        raw = parse_install_code(code)
-        import zigpy.types
-        import zigpy.util
-
-        app = self._require_app()
-        limit = self.cfg.permit_join_max
-        seconds = limit if seconds is None else max(1, min(int(seconds), limit))
-        await app.permit_with_link_key(zigpy.types.EUI64.convert(address),
-                                       zigpy.util.convert_install_code(raw), seconds)
-        self._hub_value("permitjoin", seconds)
-        log.info("zigbee: install code accepted for %s, joining open for %s s", address, seconds)
-        return address
+        parse_ieee(ieee), parse_install_code(code)  # refused even while the radio is down
+        return await self.permits.with_install_code(self._require_app(), ieee, code, seconds)
 
     async def remove(self, ieee: str) -> str:
         """Ask a device to leave and forget it; its retained topics are cleared."""
@@ -445,18 +425,23 @@ class ZigbeeBridge:
 
         return network(self.state_dir / VIRTUAL_WORLD_FILE)
 
+    @property
+    def sim(self) -> SimLink | None:
+        """The simulated radio's injection interface (``gatewayctl zigbee sim``): the
+        virtual radio's, or the NCP emulator's at ``zigbee.sim_control``; None for a real
+        radio."""
+        if self._sim is None:
+            network = self.virtual
+            if network is not None:
+                self._sim = VirtualLink(network)
+            elif self.cfg.sim_control:
+                self._sim = EmulatorLink(self.cfg.sim_control)
+        return self._sim
+
     def devices(self) -> list[dict[str, Any]]:
         """What ``gatewayctl devices`` lists; JSON-able."""
-        out = []
-        for child in self.children.values():
-            dev = child.device
-            out.append({
-                "device_id": child.device_id, "ieee": child.ieee, "nwk": f"0x{int(dev.nwk):04x}",
-                "name": child.name, "manufacturer": dev.manufacturer, "model": dev.model,
-                "state": child.state, "last_seen": dev.last_seen, "lqi": dev.lqi,
-                "power": "battery" if child.sleepy else "mains",
-                "unsupported_clusters": list(child.plan.unsupported)})
-        return sorted(out, key=lambda d: d["device_id"])
+        return sorted((c.listing() for c in self.children.values()),
+                      key=lambda d: str(d["device_id"]))
 
     def status(self) -> dict[str, Any]:
         """For ``gatewayctl status``; never the network key."""
@@ -464,6 +449,7 @@ class ZigbeeBridge:
         info = app.state.network_info if app is not None else None
         return {
             "radio": self.cfg.radio, "up": app is not None, "error": self.last_error,
+            "ncp_version": ncp_version(app) if app is not None else None,
             "channel": int(info.channel) if info else None,
             "pan_id": f"0x{int(info.pan_id):04x}" if info else None,
             "devices": len(self.children), "permit_join": self.permit_remaining(),

@@ -165,12 +165,14 @@ class BleConfig:
 class ZigbeeConfig:
     enabled: bool = spec(False)
     radio: str = spec("bellows", choices=("bellows", "virtual", "znp", "deconz"))
-    device: str = spec("/dev/ttyAMA0", doc="serial port or socket://host:port")
+    device: str = spec("/dev/ttyAMA0", doc="serial port, socket://host:port or tcp://host:port")
     baudrate: int = spec(115200, min=9600, max=2_000_000)
     channel: int = spec(15, min=11, max=26)
     ota: bool = spec(False)
     permit_join_max: int = spec(254, min=1, max=254)
     command_timeout: float = spec(10.0, min=0.1, max=120)
+    sim_control: str = spec("", pattern=r"^$|^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$",
+                            doc="the NCP emulator's control address host:port (simulator)")
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,7 @@ from gatewayd.bridge import ZigbeeBridge
 from gatewayd.control.app import ApiError, json_object_body
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.zigbee.inputs import BridgeError, parse_permit_seconds
-
-# What `gatewayctl zigbee sim` may ask the virtual radio to do, and the arguments it takes.
-SIM_ACTIONS = {"join": ("kind", "ieee", "install_code"), "leave": ("ieee",),
-               "silence": ("ieee", "silent"), "report": ("ieee", "cluster", "attributes",
-                                                         "endpoint"),
-               "command": ("ieee", "cluster", "command", "args", "endpoint"),
-               "set_link": ("ieee", "lqi"), "unplug": (), "replug": (), "list": (),
-               "kinds": (),
-               "stream": ("count", "rate", "cluster", "attribute", "start_at", "modulo",
-                          "offset"),
-               "stream_status": (), "stream_stop": ()}
+from gatewayd.zigbee.simlink import SimError, SimUnavailable, check_action
 
 
 def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
@@ -61,22 +51,25 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
 
     @bp.post("/sim")
     def sim() -> Any:
-        network = bridge.virtual
-        if network is None:
-            raise ApiError(409, "not-simulated", "only the virtual radio takes injected "
-                                                 "events ([zigbee] radio = \"virtual\")")
+        link = bridge.sim
+        if link is None:
+            raise ApiError(409, "not-simulated", "only a simulated radio takes injected events "
+                                                 "(the virtual radio, or the NCP emulator at "
+                                                 "[zigbee] sim_control)")
         body = json_object_body()
         action = body.pop("action", None)
-        if action not in SIM_ACTIONS:
-            raise ApiError(400, "invalid", f"action: one of {', '.join(SIM_ACTIONS)}")
-        unknown = set(body) - set(SIM_ACTIONS[action])
-        if unknown:
-            raise ApiError(400, "invalid", f"{action} takes no {', '.join(sorted(unknown))}")
+        try:
+            check_action(action, body)
+        except SimError as exc:
+            raise ApiError(400, "invalid", str(exc)) from None
 
         async def _do() -> Any:
-            # A VirtualRadioError (an event that cannot happen) is a ValueError: 400.
-            return getattr(network, action)(**body)
+            return await link.call(action, body)
 
-        return jsonify({"action": action, "result": run(_do)})
+        try:
+            result = run(_do)
+        except SimUnavailable as exc:
+            raise ApiError(503, "sim-unavailable", str(exc)) from None
+        return jsonify({"action": action, "result": result})
 
     return bp

@@ -25,12 +25,16 @@ def add_zigbee_commands(sub: Any) -> None:
     s = zsub.add_parser("remove", help="ask a device to leave and forget it")
     s.add_argument("ieee")
     s.set_defaults(func=cmd_remove)
-    s = zsub.add_parser("sim", help="simulator only: inject an event into the virtual radio "
-                                    "(join KIND, leave, report, command, unplug, stream, ...)")
+    s = zsub.add_parser("sim", help="simulator only: inject an event into the simulated radio "
+                                    "(join KIND, leave, report, command, unplug, stream, ...) "
+                                    "or a fault on the NCP's wire (reset, drop, noise, slow)")
     s.add_argument("action", help="join, leave, silence, report, command, set_link, unplug, "
-                                  "replug, list, kinds, stream, stream_status, stream_stop")
+                                  "replug, list, kinds, state, stream, stream_status, "
+                                  "stream_stop; with the NCP emulator also reset, drop, "
+                                  "noise RATE, slow MS, counters")
     s.add_argument("args", nargs="*", help="KEY=VALUE; VALUE is JSON when it parses, e.g. "
-                                           "kind=plug attributes='{\"on_off\": 1}'")
+                                           "kind=plug attributes='{\"on_off\": 1}'; "
+                                           "join KIND, noise RATE and slow MS take it bare")
     s.set_defaults(func=cmd_sim)
     for parser in zsub.choices.values():  # gatewayctl adds --json to the top-level ones
         parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
@@ -64,12 +68,19 @@ def _value(text: str) -> Any:
         return text
 
 
+# The key a lone VALUE stands for: `zigbee sim noise 0.01`, `slow 200`, `join plug`.
+BARE_KEYS = {"noise": "rate", "slow": "ms", "join": "kind"}
+
+
 def cmd_sim(args: argparse.Namespace, client: Any) -> int:
     body: dict[str, Any] = {"action": args.action}
-    for item in args.args:
+    for n, item in enumerate(args.args):
         key, sep, value = item.partition("=")
         if not sep:
-            raise CtlError(f"expected KEY=VALUE, got {item!r}")
+            if n == 0 and args.action in BARE_KEYS:
+                key, value = BARE_KEYS[args.action], item
+            else:
+                raise CtlError(f"expected KEY=VALUE, got {item!r}")
         body[key] = _value(value)
     emit(args, client.request("POST", "zigbee/sim", body))
     return 0

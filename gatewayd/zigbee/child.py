@@ -107,6 +107,15 @@ class Child:
         parts = [p for p in (self.device.manufacturer, self.device.model) if p]
         return " ".join(parts) if parts else f"Zigbee device {self.ieee}"
 
+    def listing(self) -> dict[str, Any]:
+        """What ``gatewayctl devices`` shows for this child; JSON-able."""
+        dev = self.device
+        return {"device_id": self.device_id, "ieee": self.ieee, "nwk": f"0x{int(dev.nwk):04x}",
+                "name": self.name, "manufacturer": dev.manufacturer, "model": dev.model,
+                "state": self.state, "last_seen": dev.last_seen, "lqi": dev.lqi,
+                "power": "battery" if self.sleepy else "mains",
+                "unsupported_clusters": list(self.plan.unsupported)}
+
     def _cluster(self, binding: mapping.Binding) -> Cluster:
         ep = self.device.endpoints[binding.endpoint]
         clusters = ep.in_clusters if binding.cmap.server else ep.out_clusters

@@ -161,3 +161,14 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerAppl
     log.info("zigbee: %s radio on %s up, channel %s, PAN 0x%04x", cfg.radio, path,
              app.state.network_info.channel, app.state.network_info.pan_id)
     return app
+
+
+def ncp_version(app: ControllerApplication) -> str | None:
+    """The radio's firmware as its library reports it, e.g. ``8.0.2.0 build 397 (EZSP
+    v14)`` from bellows; None when the library does not say (the virtual radio)."""
+    version = app.state.node_info.version
+    if not version:
+        return None
+    ezsp = (app.state.network_info.metadata or {}).get("ezsp") or {}
+    protocol = ezsp.get("stack_version") if isinstance(ezsp, dict) else None
+    return f"{version} (EZSP v{protocol})" if protocol else str(version)
