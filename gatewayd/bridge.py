@@ -179,7 +179,7 @@ class ZigbeeBridge:
         self._hub_value("channel", int(info.channel))
         self._hub_value("pan-id", f"0x{int(info.pan_id):04x}")
         self._hub_value("status", "ready")
-        self._hub_value("permitjoin", 0)
+        self.permits.closed()
         self._count()
         self.radio_up.set()
         self.alerts.radio_up()
@@ -332,7 +332,10 @@ class ZigbeeBridge:
                 self.coalescer.put((child.device_id, "$telemetry", "signal"), child.signal)
 
     def connection_lost(self, exc: BaseException) -> None:
-        self.last_error = f"radio connection lost ({exc})"
+        code = getattr(exc, "code", None)  # bellows' NcpFailure: the NCP reset itself
+        reason = str(exc) or (f"the radio reset itself ({getattr(code, 'name', code)})"
+                              if code is not None else type(exc).__name__)
+        self.last_error = f"radio connection lost ({reason})"
         log.error("zigbee: %s", self.last_error)
         self.alerts.radio_lost()
         self._lost.set()

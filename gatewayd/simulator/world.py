@@ -18,6 +18,7 @@ from gatewayd.config import Config, with_overrides
 from gatewayd.simulator.broker import PLATFORM_USER, Account, Broker, sim_pki
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.platform import SimPlatform
+from gatewayd.simulator.zigbee_world import ZigbeeWorld
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,14 @@ class SimWorld:
     other_account: Account | None = None
     platform: SimPlatform | None = None
     access_points: list[dict[str, Any]] = field(default_factory=list)
+    # "bellows": the NCP emulator in its own process (zigbee_world.py); "virtual": in-process.
+    zigbee_radio: str = "bellows"
+    zigbee: ZigbeeWorld | None = None
 
     def start(self) -> SimWorld:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
+            self.zigbee = ZigbeeWorld(self.workdir / "zigbee", self.zigbee_radio).launch()
             self.bus = PrivateBus(self.workdir / "bus").start()
             if self.with_nm:
                 from gatewayd.simulator.nm_mock import (
@@ -75,20 +80,21 @@ class SimWorld:
                 self.platform = SimPlatform(
                     self.broker.host, self.broker.port, PLATFORM_USER,
                     self.broker.platform_password, self.workdir / "platform.json").start()
+            self.zigbee.wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        for part in (self.platform, self.broker, self.bluez, self.nm, self.bus):
+        for part in (self.zigbee, self.platform, self.broker, self.bluez, self.nm, self.bus):
             if part is not None:
                 try:
                     part.stop()
                 except Exception:
                     log.exception("stopping %s failed", type(part).__name__)
         self.platform = None
-        self.broker = self.bluez = self.nm = self.bus = None
+        self.broker = self.bluez = self.nm = self.bus = self.zigbee = None
 
     def hub_config(self, base: Config, portal_port: int = 0) -> Config:
         """The daemon's config inside this world: its dirs, loopback portal, simulated radios,
@@ -106,8 +112,9 @@ class SimWorld:
             # The simulated button and LED (`gatewayctl button short|long`, SIGUSR1/SIGUSR2).
             button={"enabled": True},
             led={"enabled": True},
-            # The virtual zigpy radio: `gatewayctl zigbee sim join plug` and friends.
-            zigbee={"enabled": True, "radio": "virtual"},
+            # bellows on the NCP emulator: `gatewayctl zigbee sim join plug` and friends.
+            zigbee=(self.zigbee.hub_settings() if self.zigbee is not None
+                    else {"enabled": True, "radio": "virtual"}),
             cloud=cloud,
         )
 
@@ -143,4 +150,6 @@ class SimWorld:
                            "ethernet_interface": "eth0" if self.ethernet else None}
         if self.bluez is not None:
             info["ble"] = {"hub_adapter": "hci0", "phone_adapter": "hci1"}
+        if self.zigbee is not None:
+            info["zigbee"] = self.zigbee.describe()
         return info

@@ -58,6 +58,12 @@ class PermitJoin:
         log.info("zigbee: install code accepted for %s, joining open for %s s", address, seconds)
         return address
 
+    def closed(self) -> None:
+        """The radio (re)started: whatever window was open is gone with its old session."""
+        self._until = 0.0
+        self.cancel()
+        self.publish(0)
+
     def remaining(self) -> int:
         return max(0, round(self._until - asyncio.get_running_loop().time()))
 
