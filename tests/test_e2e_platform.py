@@ -141,6 +141,8 @@ def test_platform_request_plugin_notifications_children_and_re_pairing(
         # --- a Zigbee join: exactly one "joined" notification; the child is complete -----
         notes = f"{root}/notifications/create"
         mark = mon.mark()
+        wait_for(lambda: ctl_json("--sim", str(sim.workdir), "status")["zigbee"]["up"], 30,
+                 "the Zigbee radio (bellows on the NCP emulator)")
         sim.ctl("permit-join", "60")
         joined = ctl_json("--sim", str(sim.workdir), "zigbee", "sim", "join", "kind=plug")
         ieee = joined["result"]

@@ -192,7 +192,8 @@ def test_ble_pair_with_the_reference_client_goes_online(sim: Sim) -> None:
 
 
 def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
-    """The virtual radio in `--simulate`: permit join, a plug joins, /set switches it."""
+    """bellows on the NCP emulator in `--simulate`: permit join, a plug joins, /set switches
+    it, the load generator and the wire faults."""
     workdir = str(sim.workdir)
     account = sim.info["account"]
     with monitor_for(sim) as monitor:
@@ -204,6 +205,10 @@ def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
         assert code == 400 and "ssid" in body and sim.status()["state"] == "unpaired", body
         assert http_get(sim.pair_url(ssid="HomeNet", psk="supersecret", **params))[0] == 200
         wait_for(lambda: sim.status()["state"] == "online", 30, "online")
+        zigbee = wait_for(lambda: (z := sim.status()["zigbee"])["up"] and z, 30, "the radio")
+        assert zigbee["radio"] == "bellows" and "EZSP v14" in zigbee["ncp_version"]
+        assert sim.info["zigbee"]["radio"] == "bellows"
+        assert sim.info["zigbee"]["port"].startswith("tcp://127.0.0.1:")
         assert ctl_json("--sim", workdir, "permit-join", "60")["permit_join"] == 60
         ieee = ctl_json("--sim", workdir, "zigbee", "sim", "join", "kind=plug")["result"]
         device_id = "zigbee-" + ieee.replace(":", "")
@@ -226,6 +231,16 @@ def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
         monitor.wait_for(f"{base}/meter/power", "7.2", timeout=15)
         status = ctl_json("--sim", workdir, "zigbee", "sim", "stream_status")["result"]
         assert status["sent"] == 3 and status["error"] is None
+
+        # A fault on the wire: the NCP resets mid-session; the hub recovers on its own.
+        mark = monitor.mark()
+        assert ctl_json("--sim", workdir, "zigbee", "sim", "reset")["result"] is None
+        monitor.wait_for(f"{base}/$state", "disconnected", mark=mark, timeout=30)
+        monitor.wait_for(f"{base}/$state", "ready", mark=mark, timeout=30)
+        counters = ctl_json("--sim", workdir, "zigbee", "sim", "counters")["result"]
+        assert counters["resets"] >= 2 and counters["connections"] >= 2
+        refused = ctl("--sim", workdir, "zigbee", "sim", "noise", "2", check=False)
+        assert refused.returncode != 0 and "noise rate must be" in refused.stderr
         # The long-lived heap was frozen out of the collector (gatewayd/runtime/heap.py).
         assert sim.status()["process"]["frozen_objects"] > 100_000
 
