@@ -23,6 +23,7 @@ from tests.helpers import run_async
 from tests.test_bridge import dev_id, join, started
 from tests.test_hardware import until
 from tests.test_virtual_host import FakePublisher, configs
+from tests.zigbee_radios import Radio
 
 pytestmark = pytest.mark.timeout(60)
 run = functools.partial(run_async, timeout=40.0)
@@ -99,7 +100,7 @@ def test_zigbee_joins_leaves_and_the_radio(tmp_path: Path) -> None:
     clock = Clock()
 
     async def main() -> None:
-        bridge, pub = await started(tmp_path)
+        bridge, pub = await started(Radio("virtual", tmp_path))
         notes, sent = notifications(clock)
         bridge.alerts.notify = notes.send
         plug = await join(bridge, pub, "plug")
@@ -127,7 +128,7 @@ def test_zigbee_joins_leaves_and_the_radio(tmp_path: Path) -> None:
 
 def test_a_low_battery_is_told_once_per_fall(tmp_path: Path) -> None:
     async def main() -> None:
-        bridge, pub = await started(tmp_path)
+        bridge, pub = await started(Radio("virtual", tmp_path))
         notes, sent = notifications()
         bridge.alerts.notify = notes.send
         sensor = await join(bridge, pub, "th-sensor", "sleeping")

@@ -1,4 +1,5 @@
-"""The virtual radio's report stream: numbered reports through the real zigpy stack."""
+"""The report stream (the load generator): numbered reports through the real zigpy stack,
+on the virtual radio and on bellows + the NCP emulator (tests/zigbee_radios.py)."""
 
 from __future__ import annotations
 
@@ -9,38 +10,46 @@ from typing import Any
 
 import pytest
 
-from gatewayd.zigbee.virtual.zcl import VirtualRadioError
+from gatewayd.zigbee.simlink import SimError
 from tests.helpers import run_async
 from tests.test_bridge import dev_id, join, started
+from tests.zigbee_radios import RADIOS, Radio, sim
 
 pytestmark = pytest.mark.timeout(90)
 run = functools.partial(run_async, timeout=60.0)
 
 
-def test_reports_are_numbered_round_robin_over_the_plugs(tmp_path: Path) -> None:
+@pytest.fixture(params=RADIOS)
+def radio(request: pytest.FixtureRequest, tmp_path: Path) -> Radio:
+    return Radio(request.param, tmp_path)
+
+
+def test_reports_are_numbered_round_robin_over_the_plugs(radio: Radio) -> None:
     async def main() -> None:
-        bridge, pub = await started(tmp_path, min_interval=0.0)
+        bridge, pub = await started(radio, min_interval=0.0)
         plugs = sorted([await join(bridge, pub, "plug") for _ in range(3)])
         await join(bridge, pub, "contact", "sleeping")  # no power meter: not streamed
-        net = bridge.virtual
-        assert net is not None
-        plan = net.stream(count=30, offset=5)
+        plan = await sim(bridge, "stream", count=30, offset=5)
         assert plan["devices"] == plugs and plan["count"] == 30
         for ieee in plugs:
             await pub.until(lambda i=ieee: len(pub.values(dev_id(i), "meter/power")) >= 11)
         for ieee in plugs:  # the interview's 0 W, then raw 5..14 (0.1 W): all, in order
             assert pub.values(dev_id(ieee), "meter/power") == [0.0] + [
                 (5 + j) / 10 for j in range(10)]
-        status = net.stream_status()
+        status = await sim(bridge, "stream_status")
         assert status is not None and status["sent"] == 30 and status["error"] is None
         await bridge.stop()
 
-    run(main())
+    async def in_radio() -> None:
+        async with radio:
+            await main()
+
+    run(in_radio())
 
 
 def test_a_rated_stream_never_sends_a_report_before_it_is_due(tmp_path: Path) -> None:
     async def main() -> None:
-        bridge, pub = await started(tmp_path, min_interval=0.0)
+        bridge, pub = await started(Radio("virtual", tmp_path), min_interval=0.0)
         times: list[tuple[float, str, Any]] = []
         publish = pub.set_value
 
@@ -66,12 +75,10 @@ def test_a_rated_stream_never_sends_a_report_before_it_is_due(tmp_path: Path) ->
     run(main())
 
 
-def test_bad_stream_requests_are_refused_and_send_nothing(tmp_path: Path) -> None:
+def test_bad_stream_requests_are_refused_and_send_nothing(radio: Radio) -> None:
     async def main() -> None:
-        bridge, pub = await started(tmp_path, min_interval=0.0)
+        bridge, pub = await started(radio, min_interval=0.0)
         plug = await join(bridge, pub, "plug")
-        net = bridge.virtual
-        assert net is not None
         now = asyncio.get_running_loop().time()
         bad: dict[str, tuple[dict[str, Any], str]] = {
             "zero count": ({"count": 0}, "count: must be an integer"),
@@ -85,15 +92,19 @@ def test_bad_stream_requests_are_refused_and_send_nothing(tmp_path: Path) -> Non
                               "no simulated device"),
         }
         for case, (kwargs, message) in bad.items():
-            with pytest.raises(VirtualRadioError, match=message):
-                net.stream(**kwargs)
-            assert net.stream_status() is None, case
-        net.stream(count=1000, rate=10)
-        with pytest.raises(VirtualRadioError, match="already running"):
-            net.stream(count=5)
-        stopped = net.stream_stop()
+            with pytest.raises(SimError, match=message):
+                await sim(bridge, "stream", **kwargs)
+            assert await sim(bridge, "stream_status") is None, case
+        await sim(bridge, "stream", count=1000, rate=10)
+        with pytest.raises(SimError, match="already running"):
+            await sim(bridge, "stream", count=5)
+        stopped = await sim(bridge, "stream_stop")
         assert stopped is not None and stopped["sent"] < 1000
         assert all(v < 1.0 for v in pub.values(dev_id(plug), "meter/power"))
         await bridge.stop()
 
-    run(main())
+    async def in_radio() -> None:
+        async with radio:
+            await main()
+
+    run(in_radio())

@@ -12,6 +12,7 @@ import pytest
 from gatewayd.zigbee.db_writes import BATCH_HANDLER, CoalescedWrites
 from tests.helpers import run_async
 from tests.test_bridge import dev_id, join, started
+from tests.zigbee_radios import Radio
 
 pytestmark = pytest.mark.timeout(120)
 run = functools.partial(run_async, timeout=90.0)
@@ -21,7 +22,7 @@ REPORTS_PER_PLUG = 1500
 def test_a_flood_keeps_the_database_queue_bounded_and_keeps_the_last_value(
         tmp_path: Path) -> None:
     async def flood() -> list[str]:
-        bridge, pub = await started(tmp_path, min_interval=0.0)
+        bridge, pub = await started(Radio("virtual", tmp_path), min_interval=0.0)
         plugs = sorted([await join(bridge, pub, "plug") for _ in range(3)])
         assert bridge.app is not None and bridge.virtual is not None
         queue = bridge.app._dblistener._callback_handlers
@@ -44,7 +45,7 @@ def test_a_flood_keeps_the_database_queue_bounded_and_keeps_the_last_value(
         return plugs
 
     async def restart(plugs: list[str]) -> None:
-        bridge, pub = await started(tmp_path)
+        bridge, pub = await started(Radio("virtual", tmp_path))
         for plug in plugs:
             await pub.state(dev_id(plug), "ready")
             assert pub.value(dev_id(plug), "meter/power") == REPORTS_PER_PLUG / 10

@@ -191,8 +191,12 @@ class VirtualLink:
             raise SimError(f"{action}: the virtual radio has no wire to the NCP; faults on "
                            "the wire need the NCP emulator (radio = \"bellows\" in the "
                            "simulator)")
-        # A VirtualRadioError (an event that cannot happen) is a ValueError, as SimError.
-        return getattr(self.network, action)(**args)
+        try:
+            return getattr(self.network, action)(**args)
+        except TypeError as exc:  # a key the action needs is missing
+            raise SimError(f"bad arguments for {action}: {exc}") from None
+        except ValueError as exc:  # VirtualRadioError: an event that cannot happen
+            raise SimError(str(exc)) from None
 
     async def close(self) -> None:
         return None

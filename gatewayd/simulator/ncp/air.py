@@ -59,6 +59,9 @@ class Air:
         self._aps: dict[t.EUI64, int] = {}
         self._tsn = random.randrange(256)  # noqa: S311 - not security relevant
         self._stream: ReportStream | None = None
+        # Open while the NCP can take frames from the air (NcpServer.room): the report
+        # stream waits on it, as devices' MAC retries wait for a coordinator out of buffers.
+        self.room: asyncio.Event | None = None
         for item in ncp.nvram.devices:
             dev = SimDevice(self, parse_eui64(item["ieee"]), item["nwk"], item["kind"], item)
             self.devices[dev.ieee] = dev
@@ -307,7 +310,7 @@ class Air:
             if not dev.silenced:
                 devices.append(dev)
         self._stream = ReportStream(devices, cluster=cluster, attribute=attribute,
-                                    count=count, rate=rate, **kwargs)
+                                    count=count, rate=rate, gate=self.room, **kwargs)
         self._stream.start()
         return self._stream.plan()
 

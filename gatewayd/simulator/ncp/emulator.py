@@ -21,6 +21,7 @@ class Emulator:
         self.air = Air(self.ncp)
         self.server = NcpServer(self.ncp, host, port, noise=noise, seed=seed,
                                 delay_ms=delay_ms)
+        self.air.room = self.server.room
         self.control = Control(self.server, self.air)
         self.control_server = (ControlServer(self.control, host, control_port)
                                if control_port is not None else None)

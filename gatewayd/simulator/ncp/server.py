@@ -6,7 +6,12 @@ ASH (UG101) on the NCP side: a host's RST resets the NCP and is answered by RSTA
 own DATA frames' ackNum (piggy-backed) or by an ACK frame; an out-of-sequence or
 corrupted DATA frame is NAKed once (the reject condition); our DATA frames stay
 unacknowledged in a window of :data:`TX_WINDOW` and are sent again, with the reTx bit,
-after a NAK or after :attr:`AshSession.ack_timeout` without an acknowledgement.
+after a NAK or after :attr:`AshSession.ack_timeout` without an acknowledgement. That
+timeout follows the measured acknowledgement time (four times its smoothed value, from
+:data:`ACK_TIMEOUT_MIN` to UG101's 0.4 s): a loopback line answers in a millisecond, and
+with UG101's fixed 0.4 s (or its doubling after each expiry) a noisy line, where every
+NAK the host suppresses in its reject condition costs one expiry, carried a few dozen
+frames a second. Losses here are noise, not congestion: nothing backs off.
 
 Faults: :meth:`NcpServer.reset` (the NCP restarts and says so with an unsolicited
 RSTACK), :meth:`NcpServer.drop` (the TCP connection is closed; the server accepts the
@@ -31,7 +36,15 @@ from gatewayd.simulator.ncp.ncp import Ncp
 log = logging.getLogger(__name__)
 
 TX_WINDOW = 3  # our DATA frames in flight before we wait for an acknowledgement
-ACK_TIMEOUT = 0.4  # seconds before unacknowledged DATA frames are sent again
+ACK_TIMEOUT = 0.4  # seconds before unacknowledged DATA frames are sent again, at most
+ACK_TIMEOUT_MIN = 0.02  # ... and at least
+# Frames waiting for the serial line. A real NCP has a few dozen packet buffers: with the
+# line backed up it stops taking frames from the air (devices' MAC retries hold them back),
+# so :attr:`NcpServer.room` closes above HIGH_WATER and opens again at LOW_WATER; the air
+# and its report stream wait for it. Without this, a fast report stream queued thousands
+# of callbacks, and a command's response waited behind all of them.
+HIGH_WATER = 24
+LOW_WATER = 8
 
 
 @dataclasses.dataclass
@@ -81,6 +94,7 @@ class AshSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.decoder = ash.Decoder()
         self.ack_timeout = ACK_TIMEOUT
+        self._ack_time = ACK_TIMEOUT / 4  # smoothed time from a frame to its ACK
         self._loop = asyncio.get_running_loop()
         self._started = False  # a RST has been answered
         self._retx_handle: asyncio.TimerHandle | None = None
@@ -92,7 +106,10 @@ class AshSession(asyncio.Protocol):
         self._rx_expected = 0  # frmNum of the host's next DATA frame
         self._reject = False
         self._unacked: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._sent_at: dict[int, float] = {}  # frames sent once, for the ack time
         self._pending: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._responses = 0  # responses at the front of _pending
+        self.server.room.set()
         self._cancel_timers()
 
     def _cancel_timers(self) -> None:
@@ -112,6 +129,7 @@ class AshSession(asyncio.Protocol):
         log.info("ncp: host connection closed (%s)", exc or "EOF")
         self.transport = None
         self._cancel_timers()
+        self.server.room.set()  # nobody listens: what the air sends now is lost, not held
         if self.ncp.sink == self.send_ezsp:
             self.ncp.sink = None
         self.server.session_closed(self)
@@ -157,8 +175,8 @@ class AshSession(asyncio.Protocol):
         self._rx_expected = (self._rx_expected + 1) % 8
         self._reject = False
         sent_before = self.counters.frames_out
-        for reply in self.ncp.handle(frame.payload):
-            self._queue(reply)
+        for n, reply in enumerate(self.ncp.handle(frame.payload)):
+            self._queue(reply, response=n == 0)
         if self.counters.frames_out == sent_before:
             self._write(ash.Ack(self._rx_expected))  # nothing to piggy-back the ACK on
 
@@ -174,8 +192,13 @@ class AshSession(asyncio.Protocol):
         acked = (ack_num - self._unacked[0][0]) % 8
         if acked > len(self._unacked):
             return  # not an ackNum for anything we sent: ignore it
+        now = self._loop.time()
         for _ in range(acked):
-            self._unacked.popleft()
+            frm_num, _ = self._unacked.popleft()
+            sent = self._sent_at.pop(frm_num, None)
+            if sent is not None:  # Karn: a retransmitted frame's ack time says nothing
+                self._ack_time = self._ack_time * 7 / 8 + (now - sent) / 8
+                self.ack_timeout = min(ACK_TIMEOUT, max(ACK_TIMEOUT_MIN, 4 * self._ack_time))
         if acked:
             self._restart_retx_timer()
             self._pump()
@@ -185,8 +208,18 @@ class AshSession(asyncio.Protocol):
         """A callback from the NCP, outside any command."""
         self._queue(payload)
 
-    def _queue(self, payload: bytes) -> None:
-        self._pending.append((self._loop.time() + self.server.delay, payload))
+    def _queue(self, payload: bytes, response: bool = False) -> None:
+        item = (self._loop.time() + self.server.delay, payload)
+        if response:
+            # A command's response goes out before callbacks still waiting for the line,
+            # as an EmberZNet NCP answers at once and queues its callbacks: the host
+            # waits for the response (bellows sends one command at a time).
+            self._pending.insert(self._responses, item)
+            self._responses += 1
+        else:
+            self._pending.append(item)
+        if len(self._pending) >= HIGH_WATER:
+            self.server.room.clear()
         self._pump()
 
     def _pump(self) -> None:
@@ -200,7 +233,11 @@ class AshSession(asyncio.Protocol):
                 self._pump_handle = self._loop.call_at(due, self._pump)
                 return
             self._pending.popleft()
+            self._responses = max(0, self._responses - 1)
+            if len(self._pending) <= LOW_WATER:
+                self.server.room.set()
             self._unacked.append((self._tx_seq, payload))
+            self._sent_at[self._tx_seq] = now
             self._write(ash.Data(frm_num=self._tx_seq, ack_num=self._rx_expected,
                                  payload=payload))
             self._tx_seq = (self._tx_seq + 1) % 8
@@ -219,6 +256,7 @@ class AshSession(asyncio.Protocol):
         self._retransmit()
 
     def _retransmit(self) -> None:
+        self._sent_at.clear()
         for frm_num, payload in self._unacked:
             self.counters.retransmissions_sent += 1
             self._write(ash.Data(frm_num=frm_num, ack_num=self._rx_expected, payload=payload,
@@ -261,6 +299,8 @@ class NcpServer:
         self.session: AshSession | None = None
         self.plugged = True
         self.connected = asyncio.Event()
+        self.room = asyncio.Event()  # open while the line to the host is not backed up
+        self.room.set()
         self._server: asyncio.Server | None = None
         ncp.on_reset_request = self._reset_requested
 

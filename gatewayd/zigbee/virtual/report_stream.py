@@ -11,10 +11,12 @@ shares. Measuring latency from the due time rather than from the moment the gene
 got round to sending counts the time a report waited because the hub was busy (no
 "coordinated omission"). ``rate = 0`` sends as fast as the event loop allows.
 
-The generator runs on the daemon's event loop. It sends at most :data:`MAX_BURST`
-reports before yielding, so a stream that outruns the hub slows down (it falls behind
-its schedule, which :meth:`ReportStream.status` reports) instead of queueing reports
-without bound.
+The generator runs on the simulated radio's event loop. It sends at most
+:data:`MAX_BURST` reports before yielding, and waits while its ``gate`` is closed (the NCP
+emulator closes it while its serial line to the host is backed up, as a real coordinator
+out of buffers stops acknowledging frames on the air), so a stream that outruns the hub
+slows down (it falls behind its schedule, which :meth:`ReportStream.status` reports)
+instead of queueing reports without bound.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ class ReportStream:
 
     def __init__(self, devices: list[SimDevice], *, cluster: str, attribute: str,
                  count: int, rate: float, start_at: float | None = None,
-                 modulo: int = 30000, offset: int = 0) -> None:
+                 modulo: int = 30000, offset: int = 0,
+                 gate: asyncio.Event | None = None) -> None:
         if not devices:
             raise VirtualRadioError(f"no simulated device has a {cluster!r} server cluster")
         self.count = int(_number("count", count, 1, MAX_COUNT, integer=True))
@@ -71,6 +74,7 @@ class ReportStream:
                                     f"{len(devices)} devices, or report numbers repeat "
                                     "(raise modulo)")
         self.cluster, self.attribute = cluster, attribute
+        self.gate = gate
         self.sent = 0
         self.behind_max = 0.0  # the most a report was sent after it was due, seconds
         self.finished_at: float | None = None
@@ -117,11 +121,17 @@ class ReportStream:
                 else:
                     due = self.count
                 end = min(due, k + MAX_BURST)
+                gate = self.gate
                 for i in range(k, end):
+                    if gate is not None and not gate.is_set():
+                        break
                     value = (self.offset + i // n) % self.modulo
                     self.devices[i % n].update(self.cluster, {self.attribute: value})
-                k = self.sent = end
-                await asyncio.sleep(0)
+                    k = self.sent = i + 1
+                if gate is not None and not gate.is_set():
+                    await gate.wait()
+                else:
+                    await asyncio.sleep(0)
         except VirtualRadioError as exc:
             self.error = str(exc)
         except Exception as exc:  # reported by status(), not lost in a dead task
