@@ -34,6 +34,7 @@ from gatewayd.zigbee.radio import (
     RadioError,
     RadioUnavailable,
     ncp_version,
+    preload,
     start_controller,
 )
 from gatewayd.zigbee.simlink import EmulatorLink, SimLink, VirtualLink
@@ -87,10 +88,12 @@ class ZigbeeBridge:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start supervising the radio; never fails because of the radio itself."""
+        """Start supervising the radio; never fails because of the radio itself. The
+        radio library is imported here, in a thread: before READY, not on the loop."""
         if self.hub is not None and HUB_NODE not in self.hub.nodes:
             self.hub.nodes[HUB_NODE] = self.hub_node
             self.publisher.add_device(self.hub)
+        await asyncio.to_thread(preload, self.cfg.radio)
         self._supervisor = asyncio.create_task(self._supervise(), name="zigbee-supervisor")
 
     async def stop(self) -> None:

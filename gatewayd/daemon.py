@@ -41,6 +41,7 @@ from gatewayd.runtime import heap
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier, Watchdog, watchdog_interval
+from gatewayd.runtime.stalls import StallReporter
 from gatewayd.runtime.webserver import WebServer
 from gatewayd.state import StateStore
 from gatewayd.virtual.host import VirtualDevices
@@ -303,6 +304,9 @@ class Daemon:
         watchdog: Watchdog | None = None
         interval = watchdog_interval()
         started: list[Component] = []
+        stalls = StallReporter()
+        stalls.start()
+        hub.add_status("loop", stalls.status)
         try:
             for component in self.components:
                 await component.start()
@@ -315,6 +319,7 @@ class Daemon:
                         watchdog.add_check(web.name, functools.partial(_thread_check, server))
                 watchdog.start()
             assert self.onboarding is not None
+            stalls.mark_ready()
             self.notifier.ready(describe(self.onboarding.progress()))
             log.info("gatewayd %s ready (device %s, state %s)", __version__,
                      self.identity.device_id, hub.phase)
@@ -327,6 +332,7 @@ class Daemon:
             self.notifier.stopping()
             if watchdog is not None:
                 await watchdog.stop()
+            await stalls.stop()
             for component in reversed(started):
                 try:
                     await asyncio.wait_for(component.stop(), 10)

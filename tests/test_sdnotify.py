@@ -141,3 +141,43 @@ def test_watchdog_withholds_pings_while_a_health_check_fails(
         asyncio.run_coroutine_threadsafe(watchdog.stop(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+
+
+def test_the_stall_reporter_records_how_long_where_and_whether_after_ready() -> None:
+    from gatewayd.runtime.stalls import StallReporter
+
+    def waiting(seconds: float) -> None:
+        time.sleep(seconds)  # the fault under test: a blocking call on the loop
+
+    def computing(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:  # the fault under test: work on the loop
+            pass
+
+    async def stalls_reach(reporter: StallReporter, count: int) -> None:
+        async with asyncio.timeout(10):
+            while reporter.stalls < count:  # the reporter records at its next beat
+                reporter.recorded.clear()
+                await reporter.recorded.wait()
+
+    async def main() -> dict[str, object]:
+        reporter = StallReporter(threshold=0.2, beat=0.05)
+        reporter.start()
+        try:
+            waiting(0.05)  # shorter than the threshold: not a stall
+            waiting(0.4)
+            await stalls_reach(reporter, 1)
+            reporter.mark_ready()
+            computing(0.4)
+            await stalls_reach(reporter, 2)
+            return reporter.status()
+        finally:
+            await reporter.stop()
+
+    status = asyncio.run(main())
+    assert (status["stalls"], status["after_ready"]) == (2, 1)
+    before, after = status["recent"]  # type: ignore[misc]
+    assert before["after_ready"] is False and before["seconds"] >= 0.3
+    assert "waiting" in before["where"] and before["cpu_s"] < before["seconds"] / 2
+    assert after["after_ready"] is True and after["seconds"] >= 0.3
+    assert "computing" in after["where"] and after["cpu_s"] > 0

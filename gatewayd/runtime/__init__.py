@@ -1,7 +1,8 @@
 """Process plumbing every part of the daemon uses; no hub logic lives here.
 
 The door from threads into the asyncio loop (:mod:`~gatewayd.runtime.corecall`), systemd's
-notify socket and watchdog (:mod:`~gatewayd.runtime.sdnotify`), logging with secret
+notify socket and watchdog (:mod:`~gatewayd.runtime.sdnotify`), the stall reporter that
+says where a blocked event loop was stuck (:mod:`~gatewayd.runtime.stalls`), logging with secret
 redaction (:mod:`~gatewayd.runtime.logsetup`), waitress in a thread
 (:mod:`~gatewayd.runtime.webserver`), atomic file writes (:mod:`~gatewayd.runtime.atomicfile`)
 and the settled heap (:mod:`~gatewayd.runtime.heap`).

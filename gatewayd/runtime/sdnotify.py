@@ -2,7 +2,8 @@
 
 WATCHDOG=1 is sent by a task on the asyncio loop itself, and only after the
 registered health checks pass: when the loop is blocked or a vital component
-has died, the pings stop and systemd restarts the hub.
+has died, the pings stop and systemd restarts the hub. Where a blocked loop was stuck is
+logged by :mod:`gatewayd.runtime.stalls`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,6 @@ import asyncio
 import logging
 import os
 import socket
-import sys
-import threading
-import time
-import traceback
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -89,7 +86,6 @@ class Watchdog:
         self.checks: dict[str, HealthCheck] = {}
         self.last_problem: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self._stall = _StallReporter(interval * 2)
 
     def add_check(self, name: str, check: HealthCheck) -> None:
         self.checks[name] = check
@@ -107,7 +103,6 @@ class Watchdog:
 
     async def _run(self) -> None:
         while True:
-            self._stall.beat()
             problems = self.problems()
             if problems:
                 message = "; ".join(problems)
@@ -120,49 +115,12 @@ class Watchdog:
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:
-        self._stall.start()
         self._task = asyncio.create_task(self._run(), name="watchdog")
 
     async def stop(self) -> None:
-        self._stall.stop()
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
-
-
-class _StallReporter:
-    """Logs where the event loop is stuck, so a watchdog restart leaves a clue in the journal."""
-
-    def __init__(self, threshold: float) -> None:
-        self.threshold = max(threshold, 1.0)
-        self._last = time.monotonic()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._loop_thread_id = 0
-
-    def beat(self) -> None:
-        self._last = time.monotonic()
-
-    def start(self) -> None:
-        """Called on the loop's thread: that is the thread whose stack gets reported."""
-        self._loop_thread_id = threading.get_ident()
-        self._thread = threading.Thread(target=self._watch, name="stall-reporter", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _watch(self) -> None:
-        reported = False
-        while not self._stop.wait(self.threshold / 2):
-            stalled = time.monotonic() - self._last
-            if stalled > self.threshold and not reported:
-                frame = sys._current_frames().get(self._loop_thread_id)
-                where = "".join(traceback.format_stack(frame)[-4:]) if frame else "?"
-                log.error("event loop blocked for %.1fs at:\n%s", stalled, where)
-                reported = True
-            elif stalled <= self.threshold:
-                reported = False

@@ -75,6 +75,22 @@ def controller_class(radio: str) -> type[ControllerApplication]:
     return cls
 
 
+def preload(radio: str) -> None:
+    """Import the radio library and the bridge's zigpy-side modules (seconds on a Pi Zero).
+
+    Run in a thread before the daemon is READY, so that nothing is imported on the event
+    loop afterwards (the stall reporter, gatewayd/runtime/stalls.py, would see it). A
+    library that does not import is reported by :func:`start_controller` instead.
+    """
+    try:
+        controller_class(radio)
+    except RadioError:
+        return
+    for module in ("zigpy.device", "zigpy.types", "zigpy.util", "zigpy.zcl.clusters",
+                   "gatewayd.zigbee.child"):
+        importlib.import_module(module)
+
+
 def _is_url(device: str) -> bool:
     return bool(urllib.parse.urlparse(device).scheme) and not device.startswith("/")
 
