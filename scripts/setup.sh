@@ -48,4 +48,20 @@ if [ ! -e "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# zigbee-herdsman (Zigbee2MQTT's stack) as a second host of the NCP emulator
+# (tests/test_zigbee_herdsman.py): the versions in tests/herdsman/package-lock.json, with the
+# node the machine has if it is 18 or newer (Debian 12's nodejs is 18.20; these machines
+# often carry a newer one). No native build: herdsman reaches the emulator over TCP.
+herdsman=tests/herdsman
+node_major=$(node --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p')
+if [ -n "$node_major" ] && [ "$node_major" -ge 18 ] && command -v npm >/dev/null; then
+  lock_stamp="$herdsman/node_modules/.installed-$(sha256sum "$herdsman/package-lock.json" | cut -c1-16)"
+  if [ ! -e "$lock_stamp" ]; then
+    echo "setup: installing zigbee-herdsman for the tests (npm ci in $herdsman, node $(node --version))"
+    (cd "$herdsman" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+    touch "$lock_stamp"
+  fi
+else
+  echo "setup: no node 18 or newer: the zigbee-herdsman test will be skipped"
+fi
 echo "setup: ready (.venv/bin/gatewayd, .venv/bin/gatewayctl)"
