@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="length of the 10x flood (default 120; 600 for the full 10 min)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"JSON file (default {OUT})")
     parser.add_argument("--workdir", type=Path, help="keep the world and logs here")
+    parser.add_argument("--radio", choices=("bellows", "virtual"), default="bellows",
+                        help="the full hub's Zigbee: bellows on the NCP emulator (its own "
+                             "process; the default) or the in-process virtual radio")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.devices:
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     if "imports" in parts:
         startup.run(settings, results)
     if "hub" in parts:
-        with BenchWorld(workdir) as world:
+        results.note("zigbee_bellows", int(args.radio == "bellows"))
+        with BenchWorld(workdir, args.radio) as world:
             paired = hub.run(world, settings, results)
             if "zigbee" in parts:
                 zigbee.run(world, settings, results, paired)

@@ -141,11 +141,17 @@ class DaemonProcess:
 # ---- the world ------------------------------------------------------------------------------
 
 class BenchWorld:
-    """The simulated world plus config files for the daemon profiles."""
+    """The simulated world plus config files for the daemon profiles.
 
-    def __init__(self, workdir: Path) -> None:
+    ``radio``: ``"bellows"`` (the default, as ``gatewayd --simulate``): the hub runs bellows
+    against the EZSP NCP emulator, a process of its own, so the daemon's CPU and memory are
+    its own; ``"virtual"``: the in-process zigpy radio of earlier runs.
+    """
+
+    def __init__(self, workdir: Path, radio: str = "bellows") -> None:
         self.workdir = workdir
-        self.sim = SimWorld(workdir / "world")
+        self.radio = radio
+        self.sim = SimWorld(workdir / "world", zigbee_radio=radio)
         self.portal_port = 0
         self._runs = 0
 
@@ -199,7 +205,7 @@ enabled = {str(ble).lower()}
 adapter = "hci0"
 [zigbee]
 enabled = {str(zigbee).lower()}
-radio = "virtual"
+{self._zigbee_settings()}
 [logging]
 level = "warning"
 """
@@ -219,6 +225,12 @@ autostart = true
         path = self.workdir / f"{name}-{self._runs}.toml"
         path.write_text(text)
         return path, runtime
+
+    def _zigbee_settings(self) -> str:
+        assert self.sim.zigbee is not None
+        settings = self.sim.zigbee.hub_settings()
+        return "\n".join(f"{key} = {json.dumps(value)}" for key, value in settings.items()
+                         if key != "enabled")
 
     def start_daemon(self, name: str, state_dir: Path, **profile: bool) -> DaemonProcess:
         config, runtime = self.config(name, state_dir, **profile)

@@ -90,7 +90,9 @@ class StallReporter:
             "where": self._where or "?"})
         self._where = None
         self.recorded.set()
-        log.log(logging.ERROR if after else logging.WARNING,
+        # Our own work on the loop after READY is a bug; waiting (a blocking call, or a
+        # machine too busy to run us) or starting up is worth a warning.
+        log.log(logging.ERROR if after and cpu_s >= seconds / 2 else logging.WARNING,
                 "event loop blocked for %.1f s (%.1f s computing)%s", seconds, cpu_s,
                 "" if after else " before READY")
 
