@@ -1,0 +1,120 @@
+"""``gatewayctl zigbee sim`` end to end through the control socket's code: the actions on
+the NCP emulator's control port and on the virtual radio, and every way they are refused."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatewayd.ctl.zigbee import cmd_sim
+from gatewayd.simulator.ncp.emulator import Emulator
+from gatewayd.zigbee.simlink import (
+    EmulatorLink,
+    SimError,
+    SimUnavailable,
+    VirtualLink,
+    check_action,
+    parse_address,
+)
+from tests.helpers import run_async
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_actions_and_their_keys_are_checked_in_one_place() -> None:
+    assert check_action("join", {"kind": "plug"}) == "join"
+    with pytest.raises(SimError, match="action: one of join, leave"):
+        check_action("explode", {})
+    with pytest.raises(SimError, match="action: one of"):
+        check_action(None, {})
+    with pytest.raises(SimError, match="leave takes no colour"):
+        check_action("leave", {"ieee": "x", "colour": "red"})
+    assert parse_address("127.0.0.1:4000") == ("127.0.0.1", 4000)
+    assert parse_address("[::1]:4000") == ("::1", 4000)
+    for bad in ("127.0.0.1", "host:port", ":80", "127.0.0.1:70000"):
+        with pytest.raises(ValueError, match="not a host:port"):
+            parse_address(bad)
+
+
+def test_the_emulator_link_maps_actions_to_the_control_port(tmp_path: Path) -> None:
+    async def main() -> None:
+        emu = await Emulator(tmp_path / "ncp.json").start()
+        link = EmulatorLink(f"127.0.0.1:{emu.control_port}")
+        try:
+            assert await link.call("kinds", {}) == [
+                "button", "contact", "light", "motion", "plug", "th-sensor"]
+            with pytest.raises(SimError, match="permit join is closed"):
+                await link.call("join", {"kind": "plug"})
+            with pytest.raises(SimError, match="bad arguments for leave"):
+                await link.call("leave", {})
+            assert await link.call("list", {}) == []
+            assert await link.call("noise", {"rate": 0.02}) == {"noise": 0.02}
+            assert await link.call("slow", {"ms": 5}) == {"delay_ms": 5.0}
+            with pytest.raises(SimError, match="noise rate must be"):
+                await link.call("noise", {"rate": 1})
+            with pytest.raises(SimError, match="delay_ms: a number"):
+                await link.call("slow", {"ms": "fast"})
+            counters = await link.call("counters", {})
+            assert (counters["noise"], counters["delay_ms"]) == (0.02, 5.0)
+            assert await link.call("reset", {}) is None  # no host: the NCP restarts alone
+            assert (await link.call("counters", {}))["resets"] == 1
+            assert await link.call("unplug", {}) is None
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", emu.port), timeout=5).close()
+            assert await link.call("replug", {}) is None
+            socket.create_connection(("127.0.0.1", emu.port), timeout=5).close()
+        finally:
+            await link.close()
+            await emu.stop()
+        # The emulator is gone: the hub says so (503), it does not crash.
+        with pytest.raises(SimUnavailable, match="does not answer"):
+            await link.call("list", {})
+
+    run_async(main())
+
+
+def test_the_virtual_radio_has_no_wire_to_fault(tmp_path: Path) -> None:
+    from gatewayd.zigbee.virtual.radio import VirtualNetwork
+
+    async def main() -> None:
+        link = VirtualLink(VirtualNetwork(tmp_path / "world.json"))
+        for action, args in (("reset", {}), ("noise", {"rate": 0.01}), ("counters", {})):
+            with pytest.raises(SimError, match="the virtual radio has no wire"):
+                await link.call(action, args)
+        with pytest.raises(SimError, match="not running"):
+            await link.call("join", {"kind": "plug"})
+        with pytest.raises(SimError, match="bad arguments for leave"):
+            await link.call("leave", {})
+        assert await link.call("list", {}) == []
+
+    run_async(main())
+
+
+class Client:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    def request(self, method: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append((method, endpoint, body))
+        return {"action": body["action"], "result": None}
+
+
+def test_gatewayctl_takes_a_bare_value_for_join_noise_and_slow() -> None:
+    client = Client()
+    for argv in (["noise", "0.01"], ["slow", "250"], ["join", "plug"],
+                 ["join", "kind=light", "ieee=00:0d:6f:00:00:00:00:01"], ["reset"]):
+        args = argparse.Namespace(action=argv[0], args=argv[1:], json=True)
+        assert cmd_sim(args, client) == 0
+    assert [body for _, _, body in client.sent] == [
+        {"action": "noise", "rate": 0.01}, {"action": "slow", "ms": 250},
+        {"action": "join", "kind": "plug"},
+        {"action": "join", "kind": "light", "ieee": "00:0d:6f:00:00:00:00:01"},
+        {"action": "reset"}]
+    from gatewayd.ctl.client import CtlError
+
+    with pytest.raises(CtlError, match="expected KEY=VALUE"):
+        cmd_sim(argparse.Namespace(action="leave", args=["00:11"], json=True), client)
