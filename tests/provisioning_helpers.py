@@ -11,13 +11,16 @@ provisioning mode; tests wait on conditions, never sleep.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from gatewayd.simulator.broker import Broker
 from gatewayd.simulator.platform import SimPlatform
+from gatewayd.simulator.procs import free_port
 from gatewayd.simulator.provisioning import SimProvisioning
 from gatewayd.simulator.provisioning_model import (
     SIM_ENROLL_PASSWORD,
@@ -110,6 +113,8 @@ class ProvWorld:
                  f"heartbeat_interval = 5\n[provisioning]\n{lines}\n")
         text = ethernet_config(tmp, extra).replace("[hub]\n", f'[hub]\ndevice_id = "{HUB_ID}"\n',
                                                    1)
+        # A known port, so a test can look at the panel.
+        text = text.replace("port = 0\n", f"port = {free_port('127.0.0.1')}\n", 1)
         return write_config(tmp / "gatewayd.toml", text)
 
     def start_hub(self, config: Path, *, wait: bool = True) -> Hub:
@@ -158,6 +163,13 @@ class Hub:
     def failure(self, timeout: float = 30.0) -> dict[str, Any]:
         status = self.wait(lambda s: s["onboarding"]["last_failure"], "a failure", timeout)
         return status["onboarding"]["last_failure"]  # type: ignore[no-any-return]
+
+    def panel(self) -> str:
+        """The admin panel's page at ``/``, as a person on the LAN sees it."""
+        port = re.search(r"(?m)^port = (\d+)$", self.config.read_text())
+        assert port is not None
+        with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/", timeout=10) as r:
+            return r.read().decode()  # type: ignore[no-any-return]
 
     def stored(self) -> dict[str, Any]:
         path = self.state_dir / "state.json"

@@ -13,8 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gatewayd.cloud.net import CloudOutcome, Endpoint
@@ -41,14 +40,13 @@ class Outcome:
 
 
 @dataclass
-class Progress:
+class FlowProgress:
     """What the flow shows while it runs (status, panel, BLE, journal)."""
 
     state: str = "idle"  # idle, connecting, waiting, approved, registered, failed
     operation: str | None = None
     verification_code: str | None = None
     expires_at: float | None = None  # wall clock, of the operation
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _fail(failure: Failure, reason: str, *, retry: bool = True) -> Outcome:
@@ -59,21 +57,19 @@ class Flows:
     """Runs one attempt of the configured mode (``token`` or ``enroll``)."""
 
     def __init__(self, config: Config, store: StateStore, identity: Identity, *,
-                 serial: str, on_change: Callable[[Progress], None],
-                 rng: random.Random | None = None) -> None:
+                 serial: str, rng: random.Random | None = None) -> None:
         self.config = config
         self.cfg = config.provisioning
         self.store = store
         self.identity = identity
         self.serial = serial
-        self.progress = Progress()
-        self._on_change = on_change
+        self.progress = FlowProgress()
         self._rng = rng or random.SystemRandom()
 
     def _show(self, **changes: Any) -> None:
+        """What status, the panel and BLE read next time they ask."""
         for key, value in changes.items():
             setattr(self.progress, key, value)
-        self._on_change(self.progress)
 
     def _operation(self) -> Operation:
         op = self.store.state.operation
@@ -161,6 +157,7 @@ class Flows:
             theirs = data.get("verification_code")
             if theirs is not None and theirs != code:
                 # The platform holds another key than this hub's: someone in between.
+                self.store.begin_operation(None)
                 return _fail(Failure.PROVISIONING_FAILED, (
                     f"The platform shows the verification code {str(theirs)[:16]!r}, but "
                     f"this hub's is {code}: the operation is not this hub's. Not approved."))
@@ -190,6 +187,7 @@ class Flows:
             return _fail(Failure.PROVISIONING_FAILED, f"The platform's answer is unusable: "
                                                       f"{exc}")
         if issued.device_id != self.identity.device_id:
+            self.store.begin_operation(None)
             return _fail(Failure.PROVISIONING_FAILED, (
                 f"The platform issued the device id {issued.device_id!r}, but this hub is "
                 f"{self.identity.device_id!r}: preset [hub] device_id to the id the "
@@ -216,6 +214,9 @@ class Flows:
             self.store.begin_operation(None)
             return _fail(Failure.PROVISIONING_REJECTED, f"The platform rejected this hub: "
                                                         f"{message}")
+        # Whatever the platform holds against this operation (an id taken under another
+        # token, say), the next attempt starts a new one rather than repeating it.
+        self.store.begin_operation(None)
         error = error or "no error code"
         return _fail(Failure.PROVISIONING_FAILED, f"The platform refused the request "
                                                   f"(code {answer.code}, {error}): {message}")

@@ -33,7 +33,7 @@ from gatewayd.credentials import CloudCredentials
 from gatewayd.identity import Identity
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.provisioning import codec
-from gatewayd.provisioning.flows import Flows, Outcome, Progress
+from gatewayd.provisioning.flows import FlowProgress, Flows, Outcome
 from gatewayd.state import Registration, StateStore
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,7 @@ class Provisioner:
         self.serial = serial
         self._secrets = secrets_sink
         self._rng = rng or random.SystemRandom()
-        self.flows = Flows(config, store, identity, serial=serial, on_change=self._changed,
-                           rng=self._rng)
+        self.flows = Flows(config, store, identity, serial=serial, rng=self._rng)
         self.onboarding: Deprovision | None = None  # set by the daemon (it is built later)
         self._issued: codec.Issued | None = None
         self._last: Outcome | None = None
@@ -100,7 +99,7 @@ class Provisioner:
         state = self.store.commit_provisioned(
             cloud, Registration(self.mode, issued.device_id, now, expires))
         log.info("provisioned: %s", state.redacted())
-        self.flows.progress = Progress(state="registered")
+        self.flows.progress = FlowProgress(state="registered")
         self._last = None
         self._lost_for = None
         self._wake.set()
@@ -112,9 +111,6 @@ class Provisioner:
         return self.config.provisioning.retry_interval * self._rng.uniform(0.75, 1.0)
 
     # ---- what front ends show ----------------------------------------------------------------
-
-    def _changed(self, progress: Progress) -> None:
-        del progress  # front ends read status() and verification_code() when they need them
 
     @property
     def verification_code(self) -> str | None:
@@ -168,7 +164,7 @@ class Provisioner:
         reason += " (the broker refused it); the hub asks to be provisioned again."
         log.warning("provisioning: %s", reason)
         self._last = Outcome(failure=failure, reason=reason, retry=False)
-        self.flows.progress = Progress(state="failed")
+        self.flows.progress = FlowProgress(state="failed")
         if self.onboarding is not None:
             asyncio.get_running_loop().create_task(
                 self.onboarding.registration_lost(failure, reason), name="deprovision")
