@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -16,30 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import hub, startup, zigbee
-from bench.harness import BenchWorld, Results
+from bench.harness import BenchWorld, Results, machine
 from bench.settings import FULL, QUICK
 
 OUT = Path(__file__).resolve().parent / "out" / "results.json"
 PARTS = ("imports", "hub", "zigbee")
-
-
-def machine() -> dict[str, Any]:
-    cpu = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.partition(":")[2].strip()
-            break
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
-                  .splitlines() if line.startswith("MemTotal:"))
-    mosquitto = subprocess.run([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-h"],
-                               capture_output=True, text=True).stdout.splitlines()[:1]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).resolve().parent.parent).stdout.strip()
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_mb": mem_kb // 1024,
-            "kernel": platform.release(), "python": platform.python_version(),
-            "mosquitto": mosquitto[0] if mosquitto else "", "commit": commit,
-            "loadavg_at_start": os.getloadavg()[0],
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def main(argv: list[str] | None = None) -> int:
