@@ -19,18 +19,13 @@ from typing import Any
 
 from bench import hub, noise
 from bench.harness import BenchWorld, Results, machine
-from bench.peers.measure import PEERS_FULL, PEERS_QUICK, run_stack
+from bench.peers.measure import PEERS_FULL, PEERS_QUICK, plug_ieees, run_stack
 from bench.peers.ncp import NcpProcess
 from bench.peers.stacks import Z2M_MAIN, Gatewayd, Stack, Zigbee2Mqtt
 from bench.settings import QUICK
 
 OUT = Path(__file__).resolve().parents[1] / "out"
 STACKS = ("z2m", "gwd")
-
-
-def plug_ieees(count: int) -> list[str]:
-    """The same plugs for both stacks, every run: locally administered addresses."""
-    return [f"ae:57:00:00:00:00:{i >> 8:02x}:{i & 0xFF:02x}" for i in range(1, count + 1)]
 
 
 def ratios(flat: dict[str, Any]) -> dict[str, float]:

@@ -6,6 +6,7 @@ Every figure goes into ``results`` as ``<stack>_<figure>``; the raw material of 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -39,6 +40,11 @@ PEERS_FULL = PeerSettings()
 PEERS_QUICK = replace(PEERS_FULL, devices=10, startup_repeats=1, idle_seconds=3.0,
                       set_samples=10, set_repeats=1, latency_seconds=2.0, latency_repeats=1,
                       throughput_reports=400, throughput_repeats=1, join_timeout=300.0)
+
+
+def plug_ieees(count: int) -> list[str]:
+    """The same plugs for both stacks, every run: locally administered addresses."""
+    return [f"ae:57:00:00:00:00:{i >> 8:02x}:{i & 0xFF:02x}" for i in range(1, count + 1)]
 
 
 class Sampler:
@@ -92,18 +98,23 @@ class Plugs:
         self.offset = (self.offset + sent // len(self.ieees) + 1) % MODULO
 
 
-def settle(stack: Stack, timeout: float = 120.0, idle_share: float = 0.05) -> float:
-    """Wait until the stack uses less than ``idle_share`` of a core over a second (done
-    with interviews, reporting configuration, database writes); returns the wait."""
+def settle(stack: Stack, ncp: NcpProcess, timeout: float = 180.0, window: float = 3.0,
+           quiet_per_s: float = 3.0) -> float:
+    """Wait until the stack has stopped talking to the radio (interviews, binding and
+    reporting configuration done): fewer than ``quiet_per_s`` frames a second from the
+    host over ``window`` seconds (its watchdogs poll the NCP every few seconds).
+    Returns the wait. CPU use is no witness: gatewayd's web servers never idle (see
+    bench/README.md)."""
     start = time.monotonic()
-    last = cpu_s(stack.pids())
+    last = ncp.call("counters")["frames_in"]
     while time.monotonic() - start < timeout:
-        time.sleep(1.0)  # the measuring window
-        now = cpu_s(stack.pids())
-        if now - last < idle_share:
+        time.sleep(window)  # the measuring window
+        now = ncp.call("counters")["frames_in"]
+        if now - last < quiet_per_s * window:
             return time.monotonic() - start
         last = now
-    print(f"  ({stack.title} still busy after {timeout:g} s; measuring anyway)", flush=True)
+    print(f"  ({stack.title} still busy on the radio after {timeout:g} s; measuring anyway)",
+          flush=True)
     return timeout
 
 
@@ -125,7 +136,7 @@ def form_and_join(stack: Stack, ncp: NcpProcess, ieees: list[str], settings: Pee
                f"{len(wanted)} plugs to join {stack.title}", interval=0.2)
     joined = time.monotonic() - started
     stack.permit_join(0)
-    settled = settle(stack)
+    settled = settle(stack, ncp)
     results.note(f"{stack.name}_join_all_s", round(joined, 3))
     print(f"  {len(wanted)} plugs joined in {joined:.1f} s, settled {settled:.0f} s later",
           flush=True)
@@ -142,18 +153,23 @@ def startup(stack: Stack, ieees: list[str], settings: PeerSettings, results: Res
         sampler.phase = "startup"
         stack.start()
         wait_until(lambda: _ready_count(stack, wanted) >= len(wanted), 300,
-                   f"{stack.title} to have every plug ready after a restart", interval=0.02)
+                   f"{stack.title} to have every plug ready after a restart", interval=0.1)
         samples.append(time.monotonic() - stack.started_at)
     results.add(f"{stack.name}_startup_all_ready_s_{settings.devices}", samples, "s")
     stack.wait_up(60)
     sampler.phase = "idle"
     until = stack.started_at + settings.idle_seconds
-    rss = []
+    rss, cpu = [], []
     for at in (until - 4, until - 3, until - 2, until - 1, until):
         if at > time.monotonic():
             time.sleep(at - time.monotonic())  # a measurement schedule
         rss.append(rss_mb(stack.pids()))
+        cpu.append((time.monotonic(), cpu_s(stack.pids())))
     results.add(f"{stack.name}_rss_idle_mb_{settings.devices}", rss, "MB")
+    # What the idle stack costs: a hub on a Pi Zero pays it all day.
+    results.add(f"{stack.name}_cpu_share_idle",
+                [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(cpu)],
+                "cores")
 
 
 def set_roundtrip(stack: Stack, ieees: list[str], settings: PeerSettings,
@@ -185,7 +201,7 @@ def set_roundtrip(stack: Stack, ieees: list[str], settings: PeerSettings,
     results.add(f"{stack.name}_set_roundtrip_p99_ms", p99, "ms")
 
 
-def _stream(ncp: NcpProcess, plugs: Plugs, count: int, rate: float,
+def stream(ncp: NcpProcess, plugs: Plugs, count: int, rate: float,
             start_at: float | None = None) -> dict[str, Any]:
     args: dict[str, Any] = {"count": count, "rate": rate, "offset": plugs.offset,
                             "modulo": MODULO}
@@ -209,14 +225,14 @@ def _finish(ncp: NcpProcess, sub: Any, plugs: Plugs, count: int,
     return float(done["done"]), stats
 
 
-def latencies(plugs: Plugs, records: list[list[Any]], offset: int, count: int,
-              due: Any) -> tuple[list[float], int]:
-    """Milliseconds from due to received for every report of a run, and how many
-    arrived themselves; a report superseded by a newer one for the same plug was
+def deliveries(plugs: Plugs, records: list[list[Any]], offset: int,
+               count: int) -> tuple[dict[int, float], int]:
+    """When each report of a run was delivered (report number -> receipt time), and how
+    many arrived themselves; a report superseded by a newer one for the same plug was
     delivered when that one arrived (bench/zigbee.py explains why)."""
     n = len(plugs.ieees)
     last = dict.fromkeys(range(n), -1)
-    lat: list[float] = []
+    got: dict[int, float] = {}
     seen = 0
     for at, topic, payload in sorted(records):
         k = plugs.report_number(topic, payload, offset)
@@ -224,11 +240,19 @@ def latencies(plugs: Plugs, records: list[list[Any]], offset: int, count: int,
             continue
         seen += 1
         for covered in range(last[k % n] + n if last[k % n] >= 0 else k % n, k + 1, n):
-            lat.append((at - due(covered)) * 1000)
+            got[covered] = at
         last[k % n] = k
-    if not lat:
+    if not got:
         raise BenchError("no report reached the subscriber")
-    return lat, seen
+    return got, seen
+
+
+def latencies(plugs: Plugs, records: list[list[Any]], offset: int, count: int,
+              due: Any) -> tuple[list[float], int]:
+    """Milliseconds from due to delivered for every delivered report, and how many
+    arrived themselves."""
+    got, seen = deliveries(plugs, records, offset, count)
+    return [(at - due(k)) * 1000 for k, at in got.items()], seen
 
 
 def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
@@ -243,7 +267,7 @@ def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
                 sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE,
                           "keep": True, "field": stack.field})
                 sub.read(10)
-                plan = _stream(ncp, plugs, count, rate, start_at=time.monotonic() + 0.5)
+                plan = stream(ncp, plugs, count, rate, start_at=time.monotonic() + 0.5)
                 _, stats = _finish(ncp, sub, plugs, count, settings.latency_seconds + 300)
                 lat, seen = latencies(plugs, stats["records"], offset, count,
                                       lambda k, p=plan, r=rate: p["start_at"] + k / r)
@@ -280,7 +304,7 @@ def throughput(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettin
                       "field": stack.field})
             sub.read(10)
             before = cpu_s(stack.pids())
-            plan = _stream(ncp, plugs, count, 0)
+            plan = stream(ncp, plugs, count, 0)
             done, _ = _finish(ncp, sub, plugs, count, 900)
             cpu.append((cpu_s(stack.pids()) - before) / count * 1e6)
             rates.append(count / (done - plan["start_at"]))

@@ -132,7 +132,7 @@ class Gatewayd(Stack):
         assert self.daemon is not None
         self.daemon.wait_ready(timeout)
         wait_until(lambda: self._api("GET", "status").get("state") == "online", timeout,
-                   "gatewayd to go online")
+                   "gatewayd to go online", interval=0.1)
         wait_until(lambda: self._api("GET", "status").get("zigbee", {}).get("up"), timeout,
                    "gatewayd's Zigbee network to come up", interval=0.1)
 
