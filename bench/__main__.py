@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, help="simulated Zigbee plugs (default 200)")
     parser.add_argument("--flood-seconds", type=float,
                         help="length of the 10x flood (default 120; 600 for the full 10 min)")
+    parser.add_argument("--pizero-cores", type=float,
+                        help="the Pi Zero run's CPU limit in cores (default 0.25)")
+    parser.add_argument("--pizero-rate", type=float,
+                        help="the Pi Zero run's offered reports/s (default 250)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"JSON file (default {OUT})")
     parser.add_argument("--workdir", type=Path, help="keep the world and logs here")
     args = parser.parse_args(argv)
@@ -44,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         parts.add("hub")  # the full hub starts from the state the pairing benchmark made
 
     pizero_settings = pizero.PIZERO_QUICK if args.quick else pizero.PIZERO_FULL
+    if args.pizero_cores:
+        pizero_settings = dataclasses.replace(pizero_settings, cores=args.pizero_cores)
+    if args.pizero_rate:
+        pizero_settings = dataclasses.replace(pizero_settings, rate=args.pizero_rate)
 
     started = time.monotonic()
     results = Results()

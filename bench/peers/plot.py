@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # after use(): the backend is chosen first
 
 COLORS = {"gwd": "#1f77b4", "z2m": "#d62728"}
 TITLES = {"gwd": "gatewayd", "z2m": "Zigbee2MQTT"}
+HIGHER_IS_BETTER = ("reports_per_s",)
 HEADLINE = ("cpu_us_per_report", "reports_per_s", "latency_p99_ms_250", "latency_p99_ms_100",
             "set_roundtrip_p99_ms", "rss_idle_mb", "rss_after_flood_mb", "startup_all_ready_s")
 
@@ -72,14 +73,16 @@ def _ratios(ax: Any, figures: dict[str, Any]) -> None:
         if match is not None:
             names.append(match[len("ratio_"):])
             values.append(figures[match])
-    ax.barh(names, values, color=["#2ca02c" if v <= 1 else "#ff7f0e" for v in values])
+    better = [(v >= 1) if n.startswith(HIGHER_IS_BETTER) else (v <= 1)
+              for n, v in zip(names, values, strict=True)]
+    ax.barh(names, values, color=["#2ca02c" if b else "#ff7f0e" for b in better])
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
     ax.invert_yaxis()
     for i, v in enumerate(values):
         ax.annotate(f"x{v:.2f}", (v, i), fontsize=8, va="center", xytext=(3, 0),
                     textcoords="offset points")
-    ax.set_title("gatewayd / Zigbee2MQTT (medians; < 1: gatewayd needs less)")
+    ax.set_title("gatewayd / Zigbee2MQTT, medians (green: gatewayd better)")
     ax.grid(True, axis="x", which="both", alpha=0.3)
 
 
@@ -94,9 +97,10 @@ def plot(figures: dict[str, Any], trace: dict[str, Any], out: Path) -> None:
     machine = figures.get("machine", {})
     noisy = " - NOISY MACHINE, see the warning" if figures.get("noisy") else ""
     fig.suptitle(f"gatewayd vs Zigbee2MQTT on the same EZSP emulator, "
-                 f"{trace.get('devices', '?')} plugs - {machine.get('date', '')}, "
-                 f"commit {machine.get('commit', '?')}, others used "
-                 f"{figures.get('noise_other_cores_mean', 0):.2f} cores{noisy}")
+                 f"{trace.get('devices', '?')} plugs\n{machine.get('date', '')}, commit "
+                 f"{machine.get('commit', '?')}; other processes used "
+                 f"{figures.get('noise_other_cores_mean', 0):.2f} of "
+                 f"{machine.get('cores', '?')} cores{noisy}")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
