@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         pizero_settings = dataclasses.replace(pizero_settings, cores=args.pizero_cores)
     if args.pizero_rate:
         pizero_settings = dataclasses.replace(pizero_settings, rate=args.pizero_rate)
+    if args.devices:
+        pizero_settings = dataclasses.replace(pizero_settings, devices=args.devices)
 
     started = time.monotonic()
     results = Results()
