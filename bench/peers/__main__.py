@@ -31,7 +31,8 @@ STACKS = ("z2m", "gwd")
 def ratios(flat: dict[str, Any]) -> dict[str, float]:
     out = {}
     for key, value in flat.items():
-        if not key.startswith("gwd_") or key.endswith(("_min", "_max", "_n")):
+        if (not key.startswith("gwd_") or key.endswith(("_min", "_max", "_n"))
+                or key.startswith("gwd_noise_")):
             continue
         figure = key[4:]
         peer = flat.get(f"z2m_{figure}")
