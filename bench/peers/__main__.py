@@ -32,7 +32,7 @@ def ratios(flat: dict[str, Any]) -> dict[str, float]:
     out = {}
     for key, value in flat.items():
         if (not key.startswith("gwd_") or key.endswith(("_min", "_max", "_n"))
-                or key.startswith("gwd_noise_")):
+                or key.startswith(("gwd_noise_", "gwd_emulator_"))):
             continue
         figure = key[4:]
         peer = flat.get(f"z2m_{figure}")
