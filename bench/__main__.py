@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import hub, noise, pizero, startup, zigbee
+from bench import hub, noise, pizero, provisioning, startup, zigbee
 from bench.harness import BenchWorld, Results, machine
 from bench.peers.measure import plug_ieees
 from bench.settings import FULL, QUICK
 
 OUT = Path(__file__).resolve().parent / "out" / "results.json"
-PARTS = ("imports", "hub", "zigbee", "pizero")
+PARTS = ("imports", "hub", "zigbee", "provisioning", "pizero")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only this part (repeatable); 'zigbee' needs 'hub'; "
                              "'pizero' is the hub under a CPU limit (bench/README.md)")
     parser.add_argument("--devices", type=int, help="simulated Zigbee plugs (default 200)")
+    parser.add_argument("--hubs", type=int, help="hubs provisioning at once (default 50)")
     parser.add_argument("--flood-seconds", type=float,
                         help="length of the 10x flood (default 120; 600 for the full 10 min)")
     parser.add_argument("--pizero-cores", type=float,
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = QUICK if args.quick else FULL
     if args.devices:
         settings = dataclasses.replace(settings, devices=args.devices)
+    if args.hubs:
+        settings = dataclasses.replace(settings, provisioning_hubs=args.hubs)
     if args.flood_seconds:
         settings = dataclasses.replace(settings, flood_seconds=args.flood_seconds)
     parts = set(args.only or PARTS)
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 if "pizero" in parts:
                     pizero.run(world, paired, pizero_settings, results,
                                plug_ieees(pizero_settings.devices))
+        if "provisioning" in parts:
+            provisioning.run(settings, results, workdir / "provisioning")
     finally:
         figures, reasons = monitor.stop()
         if args.workdir is None:
