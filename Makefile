@@ -1,4 +1,4 @@
-.PHONY: setup demo test lint fmt bench bench-provisioning test-provisioning-kills clean
+.PHONY: setup demo test lint fmt bench bench-peers bench-provisioning test-provisioning-kills clean
 
 setup:
 	scripts/setup.sh
@@ -14,6 +14,13 @@ lint: setup
 
 bench: setup
 	.venv/bin/python -m bench
+
+# gatewayd side by side with Zigbee2MQTT (bench/README.md, "Peers"): the plot's
+# matplotlib comes with the [peers] extra, Zigbee2MQTT from bench/peers/package-lock.json.
+bench-peers:
+	GATEWAYD_EXTRAS=test,gpio,bench,peers scripts/setup.sh
+	npm ci --prefix bench/peers --no-audit --no-fund
+	.venv/bin/python -m bench.peers
 
 # 50 hubs provisioning against one simulated platform (bench/README.md), alone.
 bench-provisioning: setup

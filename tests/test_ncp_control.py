@@ -1,0 +1,128 @@
+"""The emulator's control interface, state file and ``gatewayd-ncp-sim`` entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gatewayd.simulator.ncp.control import ControlClient, ControlError
+from gatewayd.simulator.ncp.emulator import Emulator
+from gatewayd.simulator.ncp.state import StateFileError, Store
+from tests.helpers import REPO, run_async
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_control_errors_name_what_was_wrong(tmp_path: Path) -> None:
+    async def main() -> None:
+        emu = await Emulator(tmp_path / "ncp.json").start()
+        async with ControlClient(emu.control_port or 0) as ctl:
+            status = await ctl.call("status")
+            assert status["network"] == {
+                "up": False, "formed": False, "node_id": "0xFFFE",
+                "eui64": status["network"]["eui64"], "host_connected": False,
+                "permit_open": False}
+            cases = {
+                '{"op": "bogus"}': "unknown op 'bogus'",
+                "not json": "not JSON",
+                '[1, 2]': "a request is a JSON object",
+                '{"op": "join", "kind": "lamp"}': "unknown device kind 'lamp'",
+                '{"op": "join", "kind": "plug"}': "permit join is closed",
+                '{"op": "leave"}': "bad arguments for leave",
+                '{"op": "leave", "ieee": "nonsense"}': "not an IEEE address",
+                '{"op": "leave", "ieee": "00:11:22:33:44:55:66:77"}': "no simulated device",
+                '{"op": "fault"}': "fault needs one of",
+                '{"op": "fault", "noise": 1.5}': "noise rate must be",
+                '{"op": "fault", "delay_ms": -1}': "delay_ms must be",
+                '{"op": "report", "ieee": "00:11:22:33:44:55:66:77", "cluster": "on_off",'
+                ' "attributes": {}}': "network is not up",
+            }
+            for line, error in cases.items():
+                reader, writer = await asyncio.open_connection("127.0.0.1", emu.control_port)
+                writer.write(line.encode() + b"\n")
+                reply = json.loads(await reader.readline())
+                writer.close()
+                assert reply["ok"] is False, line
+                assert error in reply["error"], (line, reply)
+                assert "Traceback" not in reply["error"]
+            reply = await ctl.request({"op": "kinds", "id": 7})
+            assert reply == {"id": 7, "ok": True, "result": [
+                "button", "contact", "light", "motion", "plug", "th-sensor"]}
+            paired = await ctl.call("join", kind="plug", wait=True)
+            assert paired["pairing"] is True
+            assert await ctl.call("fault", noise=0.02, delay_ms=5) == {"noise": 0.02,
+                                                                       "delay_ms": 5.0}
+            counters = await ctl.call("counters")
+            assert (counters["noise"], counters["delay_ms"]) == (0.02, 5.0)
+            assert await ctl.call("fault", drop=True) == {"drop": False}  # no host
+            with pytest.raises(ControlError, match="unknown op"):
+                await ctl.call("nope")
+        await emu.stop()
+
+    run_async(main(), 30)
+
+
+def test_state_file_is_written_atomically_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "ncp.json"
+    store = Store(path)
+    nvram = store.load()
+    store.save(nvram)
+    assert json.loads(path.read_text())["eui64"] == nvram.eui64
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in tmp_path.iterdir()] == ["ncp.json"]  # no temp file left
+    assert Store(path).load().eui64 == nvram.eui64
+    path.write_text("{not json")
+    with pytest.raises(StateFileError, match="delete it"):
+        Store(path).load()
+
+
+@pytest.mark.slow
+def test_console_entry_prints_its_ports_and_stops_cleanly(tmp_path: Path) -> None:
+    state = tmp_path / "ncp.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gatewayd.simulator.ncp", "--port", "0", "--state",
+         str(state), "--device", "plug", "--noise", "0.001", "--seed", "3",
+         "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env, text=True, cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("gatewayd-ncp-sim: ncp tcp://127.0.0.1:"), line
+        control_port = int(line.rsplit(":", 1)[1])
+
+        async def main() -> None:
+            async with ControlClient(control_port) as ctl:
+                status = await ctl.call("status")
+                assert status["devices"][0]["pairing"] is True
+                assert status["counters"]["noise"] == 0.001
+        run_async(main(), 20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert json.loads(state.read_text())["network"] is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.mark.slow
+def test_console_entry_rejects_bad_arguments(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "gatewayd.simulator.ncp", "--state",
+                             str(bad)], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 2
+    assert "not an NCP emulator state file" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "gatewayd.simulator.ncp", "--state",
+                             str(bad), "--device", "lamp"], capture_output=True, text=True,
+                            env=env, timeout=30)
+    assert result.returncode == 2 and "invalid choice: 'lamp'" in result.stderr
