@@ -1,4 +1,4 @@
-.PHONY: setup demo test lint fmt bench clean
+.PHONY: setup demo test lint fmt bench bench-peers bench-provisioning test-provisioning-kills clean
 
 setup:
 	scripts/setup.sh
@@ -14,6 +14,21 @@ lint: setup
 
 bench: setup
 	.venv/bin/python -m bench
+
+# gatewayd side by side with Zigbee2MQTT (bench/README.md, "Peers"): the plot's
+# matplotlib comes with the [peers] extra, Zigbee2MQTT from bench/peers/package-lock.json.
+bench-peers:
+	GATEWAYD_EXTRAS=test,gpio,bench,peers scripts/setup.sh
+	npm ci --prefix bench/peers --no-audit --no-fund
+	.venv/bin/python -m bench.peers
+
+# 50 hubs provisioning against one simulated platform (bench/README.md), alone.
+bench-provisioning: setup
+	.venv/bin/python -m bench --only provisioning
+
+# The kill -9 test's long form: 30 kills at random moments (the suite does one per phase).
+test-provisioning-kills: setup
+	GATEWAYD_PROVISIONING_KILLS=30 .venv/bin/pytest -q tests/test_provisioning_e2e.py -k kill_9
 
 clean:
 	rm -rf build dist *.egg-info test-artifacts .pytest_cache

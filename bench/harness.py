@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import queue
 import select
 import shutil
@@ -22,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,75 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def proc_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (threads are not processes: they are counted in
+    their process's stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (every thread); gone ones count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0-100) by the nearest-rank method."""
     ordered = sorted(values)
     rank = max(1, -(-len(ordered) * q // 100))  # ceil without floats
     return ordered[int(rank) - 1]
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.partition(":")[2].strip()
+            break
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
+                  .splitlines() if line.startswith("MemTotal:"))
+    mosquitto = subprocess.run([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-h"],
+                               capture_output=True, text=True).stdout.splitlines()[:1]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=Path(__file__).resolve().parent.parent).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_mb": mem_kb // 1024,
+            "kernel": platform.release(), "python": platform.python_version(),
+            "mosquitto": mosquitto[0] if mosquitto else "", "commit": commit,
+            "loadavg_at_start": os.getloadavg()[0],
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 # ---- the daemon process ---------------------------------------------------------------------
@@ -63,7 +128,7 @@ class DaemonProcess:
     """One ``gatewayd --config`` process, its READY time, memory and CPU time."""
 
     def __init__(self, config: Path, env: dict[str, str], runtime_dir: Path,
-                 log_file: Path) -> None:
+                 log_file: Path, preexec: Callable[[], None] | None = None) -> None:
         self.control_socket = runtime_dir / "control.sock"
         notify_path = runtime_dir.parent / f"notify-{os.getpid()}-{time.monotonic_ns()}.sock"
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -78,7 +143,7 @@ class DaemonProcess:
         self.started = time.monotonic()
         self.proc = subprocess.Popen([str(BIN / "gatewayd"), "--config", str(config)],
                                      env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=preexec)
         self.ready_at: float | None = None
 
     def wait_ready(self, timeout: float = 60.0) -> float:
@@ -141,17 +206,13 @@ class DaemonProcess:
 # ---- the world ------------------------------------------------------------------------------
 
 class BenchWorld:
-    """The simulated world plus config files for the daemon profiles.
+    """The simulated world plus config files for the daemon profiles."""
 
-    ``radio``: ``"bellows"`` (the default, as ``gatewayd --simulate``): the hub runs bellows
-    against the EZSP NCP emulator, a process of its own, so the daemon's CPU and memory are
-    its own; ``"virtual"``: the in-process zigpy radio of earlier runs.
-    """
-
-    def __init__(self, workdir: Path, radio: str = "bellows") -> None:
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.radio = radio
-        self.sim = SimWorld(workdir / "world", zigbee_radio=radio)
+        # The full hub's figures are the virtual-radio series (README, "Two series"): no
+        # emulator process in this world; the bellows runs (peers, pizero) start their own.
+        self.sim = SimWorld(workdir / "world", zigbee_radio="virtual")
         self.portal_port = 0
         self._runs = 0
 
@@ -205,7 +266,7 @@ enabled = {str(ble).lower()}
 adapter = "hci0"
 [zigbee]
 enabled = {str(zigbee).lower()}
-{self._zigbee_settings()}
+radio = "virtual"
 [logging]
 level = "warning"
 """
@@ -225,12 +286,6 @@ autostart = true
         path = self.workdir / f"{name}-{self._runs}.toml"
         path.write_text(text)
         return path, runtime
-
-    def _zigbee_settings(self) -> str:
-        assert self.sim.zigbee is not None
-        settings = self.sim.zigbee.hub_settings()
-        return "\n".join(f"{key} = {json.dumps(value)}" for key, value in settings.items()
-                         if key != "enabled")
 
     def start_daemon(self, name: str, state_dir: Path, **profile: bool) -> DaemonProcess:
         config, runtime = self.config(name, state_dir, **profile)
@@ -262,8 +317,12 @@ def copy_state(src: Path, dst: Path) -> Path:
 class Monitor:
     """A superuser MQTT client: waits for live (not retained) messages, publishes /set."""
 
-    def __init__(self, world: BenchWorld, topic_filter: str) -> None:
+    def __init__(self, world: BenchWorld, topic_filter: str, keep_last: bool = False) -> None:
         self.messages: queue.Queue[tuple[float, str, str]] = queue.Queue(maxsize=100_000)
+        # keep_last: only the newest live payload per topic (last_json), no queue.
+        self.keep_last = keep_last
+        self._last: dict[str, str] = {}
+        self._last_lock = threading.Lock()
         self._subscribed = threading.Event()
         client = mqtt.Client(CallbackAPIVersion.VERSION2,
                              client_id=f"bench-{os.getpid()}-{time.monotonic_ns()}")
@@ -283,8 +342,30 @@ class Monitor:
             raise BenchError("the bench's MQTT client could not subscribe")
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if not msg.retain:
+        if msg.retain:
+            return
+        if self.keep_last:
+            with self._last_lock:
+                self._last[msg.topic] = msg.payload.decode(errors="replace")
+        else:
             self.messages.put((time.monotonic(), msg.topic, msg.payload.decode()))
+
+    def last_json(self, topic: str) -> Any:
+        """The newest live payload on ``topic`` as JSON (keep_last), or None."""
+        with self._last_lock:
+            payload = self._last.get(topic)
+        try:
+            return json.loads(payload) if payload is not None else None
+        except ValueError:
+            return None
+
+    def forget(self, topic: str | None = None) -> None:
+        """Forget the newest payload of ``topic`` (of every topic if None)."""
+        with self._last_lock:
+            if topic is None:
+                self._last.clear()
+            else:
+                self._last.pop(topic, None)
 
     def drain(self) -> None:
         while not self.messages.empty():
@@ -292,17 +373,22 @@ class Monitor:
 
     def wait_for(self, topic: str, payload: str, timeout: float) -> float:
         """The receive time of the next live ``payload`` on ``topic``."""
+        return self.wait_match(topic, lambda got: got == payload, timeout, repr(payload))[0]
+
+    def wait_match(self, topic: str, match: Callable[[str], bool], timeout: float,
+                   what: str = "a matching message") -> tuple[float, str]:
+        """Receive time and payload of the next live message on ``topic`` that ``match``es."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise BenchError(f"no {payload!r} on {topic} within {timeout:g} s")
+                raise BenchError(f"no {what} on {topic} within {timeout:g} s")
             try:
                 at, got_topic, got = self.messages.get(timeout=left)
             except queue.Empty:
                 continue
-            if got_topic == topic and got == payload:
-                return at
+            if got_topic == topic and match(got):
+                return at, got
 
     def publish(self, topic: str, payload: str) -> None:
         self.client.publish(topic, payload, qos=1)

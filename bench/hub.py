@@ -49,6 +49,11 @@ def pair_to_online(world: BenchWorld, settings: Settings, results: Results) -> P
                 if code != 200:
                     raise BenchError(f"/pair answered {code}: {body}")
                 samples.append(monitor.wait_for(state_topic, "ready", 60) - start)
+                # The hub commits the pairing once its own $state came back through the
+                # broker, which can be after we saw it: stopping it earlier would leave
+                # an unpaired state directory for the benchmarks that start from it.
+                wait_until(lambda d=daemon: d.api("GET", "status").get("paired"), 60,
+                           "the hub to commit its pairing", interval=0.05)
             finally:
                 daemon.stop()
     finally:

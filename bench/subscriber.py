@@ -7,7 +7,9 @@ then takes JSON commands on stdin, one per line, answering on stdout:
   messages from now on (retained ones from the subscription are ignored). ``final``
   names the last value each topic will carry; when every topic has shown it (payload x
   ``scale``, rounded, equals ``raw``) it prints ``{"done": t}`` at once. ``keep`` keeps
-  every ``[t, topic, payload]`` for latency figures. Answers ``{"started": true}``.
+  every ``[t, topic, payload]`` for latency figures. With ``"field": NAME`` the payload
+  is a JSON object and the value is its member NAME (Zigbee2MQTT's device state), else
+  the payload is the number (Homie). Answers ``{"started": true}``.
 * ``{"cmd": "stop"}``: answers ``{"messages", "first", "last", "done", "records"}``.
 
 Times are ``time.monotonic()``, the same clock as the daemon's event loop.
@@ -34,8 +36,9 @@ class Recorder:
         self.lock = threading.Lock()
         self.reset({}, 1.0, False)
 
-    def reset(self, final: dict[str, int], scale: float, keep: bool) -> None:
-        self.final, self.scale, self.keep = dict(final), scale, keep
+    def reset(self, final: dict[str, int], scale: float, keep: bool,
+              field: str | None = None) -> None:
+        self.final, self.scale, self.keep, self.field = dict(final), scale, keep, field
         self.messages = 0
         self.first: float | None = None
         self.last: float | None = None
@@ -55,17 +58,19 @@ class Recorder:
             if self.keep and len(self.records) < MAX_RECORDS:
                 self.records.append((now, msg.topic, payload))
             want = self.final.get(msg.topic)
-            if want is not None and _raw(payload, self.scale) == want:
+            if want is not None and raw_value(payload, self.scale, self.field) == want:
                 del self.final[msg.topic]
                 if not self.final and self.done is None:
                     self.done = now
                     _say({"done": now})
 
 
-def _raw(payload: str, scale: float) -> int | None:
+def raw_value(payload: str, scale: float, field: str | None = None) -> int | None:
+    """The raw report value a payload carries, or None."""
     try:
-        return round(float(payload) * scale)
-    except ValueError:
+        value = json.loads(payload)[field] if field else payload
+        return round(float(value) * scale)
+    except (ValueError, TypeError, KeyError, IndexError):
         return None
 
 
@@ -99,7 +104,7 @@ def main(argv: list[str]) -> int:
         with recorder.lock:
             if command["cmd"] == "start":
                 recorder.reset(command.get("final", {}), command.get("scale", 1.0),
-                               command.get("keep", False))
+                               command.get("keep", False), command.get("field"))
                 _say({"started": True})
             elif command["cmd"] == "stop":
                 _say({"messages": recorder.messages, "first": recorder.first,

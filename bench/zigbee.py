@@ -1,11 +1,10 @@
-"""The full hub: Zigbee (bellows on the NCP emulator, N plugs), BLE, virtual devices, cloud link.
+"""The full hub: Zigbee (virtual radio, N plugs), BLE, virtual devices, cloud link.
 
 bridge_reports_per_s, bridge_cpu_us_per_report, bridge_latency_p50/p99_ms,
 set_roundtrip_p50/p99_ms, rss_idle_mb_full, rss_growth_mb_10min_flood,
 startup_ready_s_full, status_p99_ms_after_ready.
 
-Reports come from the simulated radio's report stream (gatewayd/zigbee/virtual/report_stream.py,
-run by the emulator, or by the virtual radio with ``--radio virtual``):
+Reports come from the virtual radio's report stream (gatewayd/zigbee/virtual/report_stream.py):
 report k is plug ``k % n``'s active power with raw value ``offset + k // n``, due at
 ``start_at + k / rate``. The subscriber process sees ``.../meter/power`` = raw / 10 W,
 so every received message names the report it carries and when that report was due.

@@ -14,11 +14,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
 
-from gatewayd.runtime.webserver import Limits, WebServer
+from gatewayd.runtime.webserver import LOOP_TIMEOUT, Limits, WebServer
 
 HONEST = "127.0.0.2"
 
@@ -147,3 +148,14 @@ def test_stopping_logs_no_error_when_the_loop_trips_on_its_closed_socket(
     assert not web.alive()
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+def test_the_servers_loop_waits_in_select_instead_of_spinning(tmp_path: Path) -> None:
+    """waitress casts its loop timeout with int(): 0.2 given as an option became 0 and both
+    web threads spun (found by the peers bench). The loop must really wait."""
+    for web in (WebServer(app(), name="portal", host="127.0.0.1", port=0),
+                WebServer(app(), name="control", unix_socket=tmp_path / "control.sock")):
+        try:
+            assert web._server.adj.asyncore_loop_timeout == LOOP_TIMEOUT > 0
+        finally:
+            web.stop()

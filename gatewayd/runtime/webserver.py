@@ -32,6 +32,7 @@ from waitress.server import TcpWSGIServer, create_server
 from waitress.task import ThreadedTaskDispatcher
 
 log = logging.getLogger(__name__)
+LOOP_TIMEOUT = 0.2  # seconds waitress' select() waits at most
 
 
 @dataclass(frozen=True)
@@ -114,13 +115,12 @@ class WebServer:
             "max_request_body_size": max_request_bytes,
             "max_request_header_size": max(max_request_bytes, 16384),
             "connection_limit": limits.total,
-            "channel_timeout": limits.idle_seconds,
+            # waitress reads these as whole seconds (int()).
+            "channel_timeout": max(1, round(limits.idle_seconds)),
             # How often idle and slow connections are looked for (waitress: 30 s).
             "cleanup_interval": 1,
             "ident": "gatewayd",
             "clear_untrusted_proxy_headers": True,
-            # How soon waitress' loop notices stop(); 1 s (the default) slows every restart.
-            "asyncore_loop_timeout": 0.2,
         }
         if unix_socket is not None:
             unix_socket.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +131,10 @@ class WebServer:
             self._server: Any = create_server(app, **options)
         else:
             self._server = _guarded(app, host, port, limits, options)
+        # How soon waitress' loop notices stop(); 1 s (the default) slows every restart. Set
+        # on the adjustments, not as an option: waitress casts the option with int(), and 0.2
+        # became 0, a select() that never waits: both web threads spun a core between them.
+        self._server.adj.asyncore_loop_timeout = LOOP_TIMEOUT
         if unix_socket is not None and socket_group:
             try:
                 os.chown(unix_socket, -1, grp.getgrnam(socket_group).gr_gid)
@@ -172,7 +176,8 @@ class WebServer:
         for channel in list(server._map.values()):
             with contextlib.suppress(Exception):
                 channel.close()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
         if self.unix_socket is not None:
             self.unix_socket.unlink(missing_ok=True)
 

@@ -17,14 +17,17 @@ hub whose stored credentials name this broker reconnects after the simulator was
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
+import hashlib
 import ipaddress
 import json
 import os
 import pwd
 import shutil
-import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,8 +95,16 @@ class Broker:
     # Ports and accounts saved here are restored by the next Broker with this file.
     state_file: Path | None = None
     child: Child | None = None
+    # A platform's run-time users (provisioning tokens, registration tokens): password-file
+    # lines (password_line()) and ACL text, added at every write of the files.
+    extra_auth: Callable[[], tuple[list[str], str]] | None = None
+    # What every user may do; a broker that is not an account broker (the platform's
+    # provisioning endpoint, gatewayd.simulator.provisioning) has rules of its own.
+    account_acl: str = ACCOUNT_ACL
+    platform_acl: str = PLATFORM_ACL
 
     def __post_init__(self) -> None:
+        self._auth_lock = threading.Lock()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.passwd_file = self.workdir / "passwd"
         self.acl_file = self.workdir / "acl"
@@ -159,22 +170,32 @@ class Broker:
         atomic_write(self.state_file, json.dumps(saved, indent=2).encode(), 0o600)
 
     def _write_auth(self) -> None:
-        exe = shutil.which("mosquitto_passwd")
-        if exe is None:
-            raise RuntimeError("mosquitto_passwd not found: install 'mosquitto' "
-                               "(scripts/setup.sh does)")
-        self.passwd_file.write_text("")
-        self.passwd_file.chmod(0o600)
-        users = [(MONITOR_USER, self.monitor_password),
-                 (PLATFORM_USER, self.platform_password)]
-        users += [(a.username, a.token) for a in self.accounts]
-        for user, password in users:
-            subprocess.run([exe, "-b", str(self.passwd_file), user, password], check=True,
-                           capture_output=True)
-        self.acl_file.write_text(
-            f"user {MONITOR_USER}\ntopic readwrite #\n\n{PLATFORM_ACL}\n"
-            f"# every cloud user owns the tree named after it\n{ACCOUNT_ACL}")
-        self.acl_file.chmod(0o600)
+        # Written aside and renamed: a reload still being handled must never read a
+        # half-written file (it would disconnect every client). Hashed here, as
+        # mosquitto_passwd would: a platform adding users live reloads often.
+        with self._auth_lock:
+            passwd = self.passwd_file.with_name(self.passwd_file.name + ".new")
+            users = [(MONITOR_USER, self.monitor_password),
+                     (PLATFORM_USER, self.platform_password)]
+            users += [(a.username, a.token) for a in self.accounts]
+            lines, extra_acl = self.extra_auth() if self.extra_auth is not None else ([], "")
+            lines = [password_line(user, password) for user, password in users] + lines
+            passwd.write_text("")
+            passwd.chmod(0o600)
+            passwd.write_text("".join(f"{line}\n" for line in lines))
+            acl = self.acl_file.with_name(self.acl_file.name + ".new")
+            acl.write_text(
+                f"user {MONITOR_USER}\ntopic readwrite #\n\n{self.platform_acl}\n"
+                f"# every cloud user owns the tree named after it\n{self.account_acl}"
+                f"{extra_acl}")
+            acl.chmod(0o600)
+            os.replace(passwd, self.passwd_file)
+            os.replace(acl, self.acl_file)
+
+    def update_auth(self) -> None:
+        """Write the files again (run-time users changed) and have mosquitto reload them."""
+        self._write_auth()
+        self.reload()
 
     def _write_conf(self) -> None:
         lines = [
@@ -269,6 +290,14 @@ class Broker:
             return self.log_file.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+def password_line(user: str, password: str) -> str:
+    """A mosquitto 2 password-file line (PBKDF2-SHA512, as ``mosquitto_passwd`` writes it),
+    without a process per user."""
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, 101)
+    return f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 def sim_pki(directory: Path, server_names: tuple[str, ...] = ("127.0.0.1", "localhost")

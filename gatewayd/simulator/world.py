@@ -18,6 +18,8 @@ from gatewayd.config import Config, with_overrides
 from gatewayd.simulator.broker import PLATFORM_USER, Account, Broker, sim_pki
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.platform import SimPlatform
+from gatewayd.simulator.provisioning import SimProvisioning
+from gatewayd.simulator.provisioning_ops import attach
 from gatewayd.simulator.zigbee_world import ZigbeeWorld
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ class SimWorld:
     account: Account | None = None
     other_account: Account | None = None
     platform: SimPlatform | None = None
+    # The platform's provisioning side (its own endpoint broker); what the hub was preset
+    # with (`--provisioning`) goes to sim.json.
+    provisioning: SimProvisioning | None = None
+    provisioning_preset: dict[str, Any] | None = None
     access_points: list[dict[str, Any]] = field(default_factory=list)
     # "bellows": the NCP emulator in its own process (zigbee_world.py); "virtual": in-process.
     zigbee_radio: str = "bellows"
@@ -80,6 +86,10 @@ class SimWorld:
                 self.platform = SimPlatform(
                     self.broker.host, self.broker.port, PLATFORM_USER,
                     self.broker.platform_password, self.workdir / "platform.json").start()
+                self.provisioning = SimProvisioning(
+                    self.workdir / "provisioning", self.broker, self.account,
+                    self.platform.responses).start()
+                attach(self.platform, self.provisioning)
             self.zigbee.wait_ready()
         except BaseException:
             self.stop()
@@ -87,13 +97,14 @@ class SimWorld:
         return self
 
     def stop(self) -> None:
-        for part in (self.zigbee, self.platform, self.broker, self.bluez, self.nm, self.bus):
+        for part in (self.zigbee, self.provisioning, self.platform, self.broker, self.bluez,
+                     self.nm, self.bus):
             if part is not None:
                 try:
                     part.stop()
                 except Exception:
                     log.exception("stopping %s failed", type(part).__name__)
-        self.platform = None
+        self.platform = self.provisioning = None
         self.broker = self.bluez = self.nm = self.bus = self.zigbee = None
 
     def hub_config(self, base: Config, portal_port: int = 0) -> Config:
@@ -146,6 +157,9 @@ class SimWorld:
                                        "hidden": ap.get("hidden", False)}
                           for ap in self.access_points}.values()),  # one per SSID
         }
+        info["provisioning"] = ({"mode": "pairing", **(self.provisioning_preset or {}),
+                                  "endpoint": self.provisioning.endpoint()}
+                                 if self.provisioning is not None else None)
         info["network"] = {"wifi_interface": "wlan0",
                            "ethernet_interface": "eth0" if self.ethernet else None}
         if self.bluez is not None:

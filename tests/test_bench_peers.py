@@ -1,0 +1,136 @@
+"""The side-by-side benchmark and the Pi Zero run's pieces (bench/peers, bench/cpulimit).
+
+Figures are not asserted (timings belong to bench/): what is checked is how reports are
+matched to the stacks' payloads, how ratios are formed, that the emulator can be made
+factory-new between two hosts, that a CPU limit is a real cgroup that goes away, and
+that the runner writes its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from bench.cpulimit import V1_ROOT, V2_ROOT, CpuLimit, CpuLimitUnavailable
+from bench.peers.__main__ import ratios
+from bench.peers.measure import Plugs, deliveries, plug_ieees
+from bench.peers.ncp import NcpProcess
+from bench.subscriber import raw_value
+from tests.helpers import REPO
+
+
+def test_a_report_is_read_from_homie_and_zigbee2mqtt_payloads() -> None:
+    assert raw_value("12.3", 10) == 123
+    assert raw_value('{"power": 12.3, "state": "OFF"}', 10, "power") == 123
+    for bad, field in (("{}", "power"), ("[1]", "power"), ("7", "power"), ("x", None),
+                       ('{"power": null}', "power")):
+        assert raw_value(bad, 10, field) is None, bad
+
+
+def test_a_coalesced_report_is_delivered_with_the_newer_value_that_replaced_it() -> None:
+    stack = SimpleNamespace(field="power", power_topic=lambda ieee: f"z/{ieee}")
+    ieees = ["00:00:00:00:00:00:00:02", "00:00:00:00:00:00:00:01"]
+    plugs = Plugs(stack, ieees)  # type: ignore[arg-type]
+    first, second = plugs.topics  # sorted: ...:01 is plug 0
+    offset = 5  # report k is plug k % 2 with raw value offset + k // 2
+
+    def state(raw: int) -> str:
+        return json.dumps({"power": raw / 10, "state": "ON"})
+
+    records = [[0.05, first, state(5)], [0.15, second, state(5)],
+               [0.45, first, state(7)],   # reports 2 (replaced) and 4 arrive now
+               [0.50, first, state(7)],   # the same value again: nothing new
+               [0.56, second, state(99)]]  # another run's value
+    got, seen = deliveries(plugs, records, offset, 6)
+    assert seen == 3
+    assert got == {0: 0.05, 1: 0.15, 2: 0.45, 4: 0.45}  # 3 and 5 never arrived
+
+
+def test_ratios_are_gatewayd_over_zigbee2mqtt_medians() -> None:
+    flat = {"gwd_cpu_us_per_report": 100.0, "gwd_cpu_us_per_report_min": 90.0,
+            "z2m_cpu_us_per_report": 400.0, "z2m_cpu_us_per_report_min": 1.0,
+            "gwd_only_here": 3.0, "gwd_rss_idle_mb_200": 50.0, "z2m_rss_idle_mb_200": 0}
+    assert ratios(flat) == {"ratio_cpu_us_per_report": 0.25}
+
+
+def test_the_plugs_are_the_same_for_every_run() -> None:
+    ieees = plug_ieees(300)
+    assert ieees == plug_ieees(300) and len(set(ieees)) == 300
+    assert ieees[0] == "ae:57:00:00:00:00:00:01" and ieees[255] == "ae:57:00:00:00:00:01:00"
+
+
+@pytest.mark.slow
+def test_the_emulator_is_made_factory_new_with_the_plugs_waiting_to_join(
+        tmp_path: Path) -> None:
+    ncp = NcpProcess(tmp_path)
+    try:
+        ncp.call("join", kind="plug", wait=True)  # someone else's device, pairing
+        ieees = plug_ieees(3)
+        ncp.factory_new(ieees)
+        status = ncp.call("status")
+        assert status["network"]["formed"] is False
+        assert sorted(d["ieee"] for d in status["devices"]) == ieees
+        assert all(d.get("pairing") for d in status["devices"])
+        with pytest.raises(RuntimeError, match="factory_new"):
+            ncp.call("factory_new", ieees=["not an address"])
+    finally:
+        ncp.close()
+
+
+def _cgroups_writable() -> bool:
+    return os.geteuid() == 0 and ((V1_ROOT / "cpu.cfs_quota_us").exists()
+                                  or (V2_ROOT / "cgroup.controllers").exists())
+
+
+@pytest.mark.skipif(not _cgroups_writable(), reason="needs root and a cgroup cpu controller")
+def test_a_cpu_limit_is_a_cgroup_the_child_joins_and_that_goes_away() -> None:
+    try:
+        limit = CpuLimit(0.25).__enter__()
+    except CpuLimitUnavailable as exc:
+        pytest.skip(str(exc))
+    path = limit.path
+    assert path is not None
+    try:
+        if limit.version == 1:
+            assert (path / "cpu.cfs_quota_us").read_text().strip() == "25000"
+            assert (path / "cpu.cfs_period_us").read_text().strip() == "100000"
+        else:
+            assert (path / "cpu.max").read_text().split() == ["25000", "100000"]
+        proc = subprocess.Popen([sys.executable, "-c", "import os; print(open("
+                                 "f'/proc/{os.getpid()}/cgroup').read())"],
+                                stdout=subprocess.PIPE, text=True, preexec_fn=limit.preexec)
+        out, _ = proc.communicate(timeout=30)
+        assert path.name in out
+        assert set(limit.stats()) == {"periods", "throttled", "throttled_s"}
+    finally:
+        limit.__exit__(None, None, None)
+    assert not path.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_quick_peers_run_writes_gatewayds_figures(tmp_path: Path) -> None:
+    out = tmp_path / "peers.json"
+    run = subprocess.run([sys.executable, "-m", "bench.peers", "--quick", "--only", "gwd",
+                          "--devices", "3", "--out", str(out),
+                          "--workdir", str(tmp_path / "work")],
+                         cwd=REPO, capture_output=True, text=True, timeout=560)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    results = json.loads(out.read_text())
+    for name in ("cpu_us_per_report", "reports_per_s", "latency_p50_ms_100",
+                 "latency_p99_ms_250", "set_roundtrip_p50_ms", "set_roundtrip_p99_ms",
+                 "rss_idle_mb_3", "rss_after_flood_mb_3", "startup_all_ready_s_3"):
+        for key in (f"gwd_{name}", f"gwd_{name}_min", f"gwd_{name}_max"):
+            value = results.get(key)
+            assert isinstance(value, int | float) and math.isfinite(value), (key, value)
+    assert results["gwd_reports_per_s"] > 0 and results["gwd_rss_idle_mb_3"] > 0
+    assert "noise_other_cores_mean" in results and results["noisy"] in (0, 1)
+    assert all(isinstance(v, int | float) for k, v in results.items() if k != "machine")
+    assert (tmp_path / "peers-trace.json").exists()
