@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -130,7 +131,10 @@ class DaemonProcess:
     def __init__(self, config: Path, env: dict[str, str], runtime_dir: Path,
                  log_file: Path, preexec: Callable[[], None] | None = None) -> None:
         self.control_socket = runtime_dir / "control.sock"
-        notify_path = runtime_dir.parent / f"notify-{os.getpid()}-{time.monotonic_ns()}.sock"
+        # A short directory of its own: a Unix socket path is limited to 107 bytes, and the
+        # workdir (a pytest tmp_path, say) may be deep.
+        self._notify_dir = Path(tempfile.mkdtemp(prefix="gwd-notify-"))
+        notify_path = self._notify_dir / "notify.sock"
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(notify_path))
         self._notify_path = notify_path
@@ -200,6 +204,7 @@ class DaemonProcess:
             self._log.close()
             self._notify.close()
             self._notify_path.unlink(missing_ok=True)
+            self._notify_dir.rmdir()
         return time.monotonic() - start
 
 

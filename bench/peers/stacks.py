@@ -141,7 +141,8 @@ class Gatewayd(Stack):
         return self.daemon.proc.pid
 
     def stop(self) -> float:
-        assert self.daemon is not None
+        if self.daemon is None:  # it never started (a failed start-up is being cleaned up)
+            return 0.0
         return self.daemon.stop()
 
     def log_tail(self) -> str:
