@@ -58,6 +58,8 @@ def test_the_emulator_link_maps_actions_to_the_control_port(tmp_path: Path) -> N
                 await link.call("noise", {"rate": 1})
             with pytest.raises(SimError, match="delay_ms: a number"):
                 await link.call("slow", {"ms": "fast"})
+            with pytest.raises(SimError, match=r"noise needs rate=\.\.\., e\.g\. noise 0\.01"):
+                await link.call("noise", {})
             counters = await link.call("counters", {})
             assert (counters["noise"], counters["delay_ms"]) == (0.02, 5.0)
             assert await link.call("reset", {}) is None  # no host: the NCP restarts alone

@@ -158,10 +158,12 @@ class EmulatorLink:
         check_action(action, args)
         op, fixed = self._OPS.get(action, (action, {}))
         request = {**args, **fixed}
-        if action == "noise":
-            op, request = "fault", {"noise": args.get("rate")}
-        elif action == "slow":
-            op, request = "fault", {"delay_ms": args.get("ms")}
+        if action in ("noise", "slow"):
+            key = SIM_ACTIONS[action][0]
+            if key not in args:
+                raise SimError(f"{action} needs {key}=..., e.g. {action} "
+                               f"{'0.01' if action == 'noise' else '200'}")
+            op, request = "fault", {"noise" if action == "noise" else "delay_ms": args[key]}
         try:
             result = await self.client.call(op, **request)
         except ControlError as exc:
