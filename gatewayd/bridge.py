@@ -53,6 +53,8 @@ from gatewayd.zigbee.permits import PermitJoin
 
 log = logging.getLogger(__name__)
 
+RESTORE_BATCH = 16  # devices restored between two turns of the event loop
+
 
 class ZigbeeBridge:
     """The ``zigbee`` daemon component (``start``/``stop``), all on the asyncio loop."""
@@ -157,7 +159,7 @@ class ZigbeeBridge:
                 continue
             delay = self.retry_min
             self._lost.clear()
-            self._up(app)
+            await self._up(app)
             availability = asyncio.create_task(watch_availability(
                 lambda: list(self.children.values()), self,
                 interval=self.availability_interval, mains_timeout=self.mains_timeout,
@@ -168,11 +170,13 @@ class ZigbeeBridge:
                 availability.cancel()
             await self._down(app)
 
-    def _up(self, app: ControllerApplication) -> None:
+    async def _up(self, app: ControllerApplication) -> None:
         self.app = app
         self.last_error = None
         app.add_listener(self)
-        for dev in list(app.devices.values()):
+        for n, dev in enumerate(list(app.devices.values())):
+            if n % RESTORE_BATCH == RESTORE_BATCH - 1:
+                await asyncio.sleep(0)  # 200 devices at once held the loop for ~70 ms
             if self._is_child(dev):
                 try:
                     self._restore(dev)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
@@ -192,7 +193,10 @@ class Daemon:
             hub.on_reset(bridge.reset)
             providers.add("zigbee", bridge.devices)
             self._late.append(bridge)  # retries the radio itself: never fails the start
-            bridge.up_hooks.append(heap.settle)  # its restored devices are long-lived too
+            # Its restored devices are long-lived too. The first time a light settle; when
+            # the radio comes up again, the zigpy app it replaced is garbage: a full one.
+            ups = itertools.count()
+            bridge.up_hooks.append(lambda: heap.settle(full=next(ups) > 0))
 
         blueprints = [devices_blueprint(call, providers, hardware),
                       *control_blueprints(hub, call, pairing=pairing,

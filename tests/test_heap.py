@@ -51,6 +51,18 @@ def test_a_frozen_object_that_dies_is_collected_at_the_next_settle() -> None:
     assert alive() is None
 
 
+def test_a_light_settle_freezes_without_walking_the_old_generation() -> None:
+    gc.collect()  # everything that lives is in the old generation now
+    old = [Node() for _ in range(1000)]
+    gc.collect()
+    full_collections = gc.get_stats()[2]["collections"]
+    young = Node()
+    frozen = heap.settle(full=False)
+    assert gc.get_stats()[2]["collections"] == full_collections  # no full collection
+    assert frozen == gc.get_freeze_count() > len(old)
+    assert not any(o is young or o is old[0] for o in gc.get_objects())  # both frozen
+
+
 def test_settling_waits_after_ready_then_repeats() -> None:
     async def main() -> None:
         full_collections: list[int] = []
