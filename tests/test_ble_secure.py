@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from gatewayd.ble import secure_protocol
 from gatewayd.ble.gatt import GattRequest
+from gatewayd.ble.hosts import HubView, SecureHubHost
 from gatewayd.ble.secure_protocol import (
     Channel,
     ErrorCode,
@@ -28,9 +29,12 @@ from gatewayd.ble.secure_protocol import (
     SessionKeys,
 )
 from gatewayd.ble.secure_service import SecureService
-from gatewayd.onboarding.pairing import InvalidRequest
+from gatewayd.onboarding.machine import Onboarding
+from gatewayd.onboarding.pairing import InvalidRequest, PairingService
 from gatewayd.onboarding.table import State as HubState
 from gatewayd.simulator.nm_mock import NetworkManagerMock
+from gatewayd.state import StateStore
+from tests.fakes import FakeClock, FakeWifi, StubCloud
 from tests.test_ble_commission import (
     HUB_NAME,
     IDENTITY,
@@ -409,3 +413,103 @@ def test_gatewayctl_ble_pair_pairs_the_hub(world: World, nm: NetworkManagerMock,
         text = json.dumps(paired)
         assert "supersecret" not in text and "user-token" not in text and code not in text
         assert hub.onboarding.state == HubState.ONLINE
+
+
+# --- the front door and session lifetimes ----------------------------------------------------
+
+def real_hub(tmp_path: Path, cloud: StubCloud, **kwargs: Any) -> tuple[Hub, Onboarding]:
+    """The secure service over the hub's own host, pairing service and onboarding machine
+    (on a FakeWifi): what a phone reaches, without BlueZ."""
+    cfg = hub_config(tmp_path, cloud={"wsp": "", "token": "", "host": ""},
+                     hotspot={"offline_grace": 3600.0, "retry_interval": 3600.0})
+    store = StateStore(cfg.state_dir)
+    store.open(device_id=IDENTITY.device_id, mac=IDENTITY.mac)
+    onboarding = Onboarding(cfg, store, FakeWifi({"HomeNet": "supersecret"}), cloud)
+    pairing = PairingService(onboarding, cfg.cloud)
+    host = SecureHubHost(HubView(cfg, IDENTITY, store, onboarding, pairing, HUB_NAME))
+    hub = Hub(**kwargs)
+    hub.host = host  # type: ignore[assignment]
+    hub.service.host = host
+    return hub, onboarding
+
+
+def test_a_second_pair_request_during_an_attempt_is_busy_not_already_paired(
+        tmp_path: Path) -> None:
+    """409 "busy" while an attempt runs (the phone waits for the result), never 403 "not in
+    pairing mode": the hub is not paired, it is pairing."""
+    cloud = StubCloud()
+    cloud.gate = asyncio.Event()  # the attempt stays in its cloud step
+
+    async def scenario() -> None:
+        hub, onboarding = real_hub(tmp_path, cloud)
+        await onboarding.start()
+        try:
+            channel, _ = await hub.session(code=onboarding.store.state.setup_code)
+
+            async def ask(message: dict[str, Any]) -> dict[str, Any]:
+                reply = await hub.send(channel.seal(secure_protocol.encode_message(message)))
+                return secure_protocol.decode_message(channel.open(reply))
+
+            first = await ask({"type": "pair", "id": 1, "fields": FIELDS})
+            assert first["ok"] and first["progress"]["state"] == "connecting"
+            second = await ask({"type": "pair", "id": 2, "fields": FIELDS})
+            assert (second["ok"], second["status"], second["code"]) == (False, 409, "busy")
+            cloud.gate.set()
+            await onboarding.wait_for(lambda: onboarding.state == HubState.ONLINE
+                                      and not onboarding.busy, STEP)
+            third = await ask({"type": "pair", "id": 3, "fields": FIELDS})
+            assert (third["status"], third["code"]) == (403, "not-in-pairing-mode")
+        finally:
+            cloud.gate.set()
+            await onboarding.stop()
+
+    run(scenario())
+
+
+def test_a_handshake_expires_after_30_seconds() -> None:
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        hub = Hub(clock=clock)
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        confirm, _ = phone.finish(await hub.send(phone.start()))
+        clock.advance(30.0)  # exactly the limit: still in time
+        phone_b = PhoneHandshake(CODE, DEVICE_ID)
+        assert error_of(await hub.send(phone_b.start(), PHONE_B))[0] == ErrorCode.BUSY
+        clock.advance(0.1)  # past it: the half-open session is gone
+        assert error_of(await hub.send(confirm))[0] == ErrorCode.UNEXPECTED
+        assert hub.service.status()["session"] is None
+
+        # A phone that completes in time gets its session.
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        confirm, _ = phone.finish(await hub.send(phone.start()))
+        clock.advance(29.9)
+        assert (await hub.send(confirm)).type == MsgType.DATA
+
+    run(scenario())
+
+
+def test_an_idle_session_expires_after_300_seconds_and_each_request_renews_it() -> None:
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        hub = Hub(clock=clock)
+        channel, _ = await hub.session()
+
+        async def progress(rid: int) -> Frame:
+            return await hub.send(channel.seal(secure_protocol.encode_message(
+                {"type": "progress", "id": rid})))
+
+        clock.advance(300.0)  # idle exactly the limit: still open
+        assert secure_protocol.decode_message(channel.open(await progress(1)))["id"] == 1
+        clock.advance(200.0)  # 200 s since the last request, 500 s since the handshake
+        assert secure_protocol.decode_message(channel.open(await progress(2)))["id"] == 2
+        # Another phone is turned away while the session lives ...
+        assert error_of(await hub.send(PhoneHandshake(CODE, DEVICE_ID).start(),
+                                       PHONE_B))[0] == ErrorCode.BUSY
+        clock.advance(300.1)  # ... and welcome once it has been idle too long
+        assert (await hub.send(PhoneHandshake(CODE, DEVICE_ID).start(),
+                               PHONE_B)).type == MsgType.PAKE_REPLY
+        assert error_of(await progress(3))[0] == ErrorCode.UNEXPECTED  # the old one is gone
+
+    run(scenario())

@@ -8,6 +8,7 @@ against the mock on a private bus in test_onboarding.py; here the machine runs o
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,7 +28,7 @@ from gatewayd.onboarding.pairing import (
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.onboarding.table import TRANSITIONS, Event, State
 from gatewayd.state import StateStore
-from tests.fakes import FakeWifi, StubCloud
+from tests.fakes import FakeClock, FakeWifi, StubCloud
 from tests.helpers import run_async
 
 pytestmark = pytest.mark.timeout(30)
@@ -315,3 +316,97 @@ def test_ethernet_only_hub_pairs_cloud_only(tmp_path: Path) -> None:
             assert st.state.cloud == CLOUD and st.state.wifi is None
 
     run(scenario())
+
+
+def test_periodic_retry_waits_while_someone_uses_the_portal(tmp_path: Path) -> None:
+    """A person typing in the hotspot's panel keeps the hotspot: the periodic client retry
+    (which takes the hotspot down) waits until the portal has been quiet for a whole
+    ``retry_interval``. Time is a FakeClock: no test waits for the interval."""
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = FakeWifi({})  # the saved network is out of range at boot
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            await clock.sleeps(1)  # the grace period
+            clock.advance(30.0)
+            await clock.sleeps(2)  # hotspot up; the first retry interval runs
+            assert wifi.hotspot and ob.pairing_open
+            wifi.aps["HomeNet"] = "supersecret"  # the network is back: a retry would succeed
+            mark = len(wifi.calls)
+            clock.advance(30.0)
+            ob.note_activity()  # someone is in the panel half-way through the interval
+            clock.advance(30.0)  # the interval is over, but the portal was used 30 s ago
+            await clock.sleeps(3)  # the loop looked, and waits for the next interval
+            assert ob.state == State.OFFLINE and wifi.hotspot
+            assert wifi.calls[mark:] == [], "the hotspot must stay while the portal is in use"
+            clock.advance(60.0)  # a whole quiet interval: now the retry runs
+            await until(ob, settled(ob, State.ONLINE))
+            assert wifi.calls[mark:mark + 2] == ["hotspot-down", "scan"]
+            assert ob.attempt is not None and ob.attempt.source == "retry"
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_offline_hub_retries_its_network_every_interval_without_anyone_on_the_portal(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = FakeWifi({})
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            await clock.sleeps(1)
+            assert clock.slept == [30.0] and not wifi.hotspot  # the grace: no hotspot yet
+            clock.advance(30.0)
+            await clock.sleeps(2)
+            assert clock.slept == [30.0, 60.0] and wifi.hotspot
+            mark = len(wifi.calls)
+            clock.advance(60.0)  # still out of range: hotspot down, scan, hotspot back
+            await clock.sleeps(3)
+            assert wifi.calls[mark:] == ["hotspot-down", "scan", "hotspot-up"]
+            assert ob.state == State.OFFLINE and wifi.hotspot
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_no_passphrase_or_token_reaches_the_log_of_a_pairing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """What is logged about an attempt, its request and the committed state is the redacted
+    form: the network's name and the account's domain, never the passphrase or the token
+    (the journal of a real hub is read by whoever has the box)."""
+    cfg = config(tmp_path)
+    st = store(cfg)
+    secret_psk, secret_token = "pass-phrase-9f3a", "token-7c41e2"
+    fields = {**PAIR, "psk": secret_psk, "token": secret_token}
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": secret_psk, "Office": "office-pass"})
+        async with machine(cfg, st, wifi) as ob:
+            service = PairingService(ob, cfg.cloud)
+            await service.submit({**fields, "ssid": "Office"}, "test")  # wrong passphrase
+            await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
+            await service.submit(fields, "test")
+            await until(ob, settled(ob, State.ONLINE))
+            assert st.state.wifi is not None and st.state.wifi.psk == secret_psk
+
+    with caplog.at_level(logging.DEBUG):
+        run(scenario())
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "paired: " in text and "u***@example.com" in text and "HomeNet" in text
+    assert secret_psk not in text and secret_token not in text
+    assert "user@example.com" not in text  # the account is shown as u***@example.com
