@@ -650,6 +650,9 @@ def test_acceptance_through_mosquitto(tmp_path: Path) -> None:
             await publish(mon, f"{hub}/zigbee/remove/set", plug)
             await mon.await_for(f"{p}/$state", "", mark=mark)
             await mon.await_for(f"{p}/switch/on-off", "", mark=mark)
+            cleared = [m.topic for m in mon.since(mark)
+                       if m.topic.startswith(f"{p}/") and not m.payload]
+            assert cleared[0] == f"{p}/$state" and len(cleared) > 1, cleared
             await down(link, bridge)
 
     try:
