@@ -31,11 +31,12 @@ from gatewayd.control.ble import ble_blueprint
 from gatewayd.identity import Identity
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
+from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.simulator.bluez_mock import BluezMock
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from gatewayd.state import StateStore
-from tests.fakes import StubCloud
+from tests.fakes import FakeClock, LogSignal, StubCloud
 from tests.helpers import run_async
 
 T = TypeVar("T")
@@ -303,6 +304,40 @@ def test_hub_registers_again_when_bluetoothd_restarts_with_the_window_open(
             assert second != first and peripheral.advertising
             assert hub.commissioner.status()["registered"]
             assert await scan_for(HUB_NAME, STEP) is not None
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_window_stays_open_while_an_attempt_runs_past_its_time(
+        world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """The window never closes under a phone that is watching an attempt: its time runs out
+    during the attempt (a FakeClock: no real seconds), it stays open until the attempt has
+    ended, then it closes for the timeout."""
+    cfg = hub_config(tmp_path, ble={"window_seconds": 600.0})
+    cloud = StubCloud()
+    cloud.gate = asyncio.Event()  # the attempt waits in its cloud step
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        async with running_hub(cfg, cloud=cloud, clock=clock, sleep=clock.sleep) as hub:
+            ble, onboarding = hub.commissioner, hub.onboarding
+            await clock.sleeps(1)
+            assert ble.window_open and clock.slept == [600.0]
+            await hub.pairing.submit({"ssid": "HomeNet", "psk": "supersecret",
+                                      "wsp": "user@example.com", "token": "user-token",
+                                      "host": "127.0.0.1", "brport": "1883"}, "ble")
+            await onboarding.wait_for(lambda: onboarding.step == "cloud", STEP)
+            with LogSignal("stays open until the pairing attempt ends") as held:
+                clock.advance(600.0)
+                await held.wait(STEP)
+            assert ble.window_open and onboarding.busy
+            assert ble.status()["window"]["closes_in"] == 0.0
+            cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")
+            cloud.gate.set()
+            await ble.wait_for(lambda: not ble.window_open, STEP)
+            assert ble.status()["window"]["closed_reason"] == "timeout"
+            assert onboarding.last_failure is not None  # the phone saw the attempt's end
 
     run(scenario())
 
