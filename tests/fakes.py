@@ -21,8 +21,10 @@ class StubCloud:
         self.connected: CloudCredentials | None = None
         # Set to an unset event to hold attempts in the cloud step until the test sets it.
         self.gate: asyncio.Event | None = None
+        self.timeouts: list[float] = []
 
     async def connect(self, creds: CloudCredentials, timeout: float) -> StepResult:
+        self.timeouts.append(timeout)
         if self.gate is not None:
             await self.gate.wait()
         if self.next_failure is not None:
@@ -90,6 +92,8 @@ class FakeWifi:
         self.active: str | None = None  # the client network we are on
         self.profiles: dict[str, str] = {}  # saved client profiles: ssid -> passphrase
         self.calls: list[str] = []
+        self.scans: list[str | None] = []  # the SSID each scan looked for (hidden networks)
+        self.timeouts: list[float] = []  # of each connect/reconnect
         self._on_link: Any = None
 
     # ---- WifiControl ------------------------------------------------------------------
@@ -102,6 +106,7 @@ class FakeWifi:
 
     async def scan(self, ssid: str | None = None) -> None:
         self.calls.append("scan")
+        self.scans.append(ssid)
 
     def networks(self) -> list[dict[str, Any]]:
         return [{"ssid": ssid, "signal": 70, "security": "wpa2" if psk else "open"}
@@ -125,11 +130,13 @@ class FakeWifi:
 
     async def connect(self, wifi: WifiCredentials, timeout: float) -> StepResult:
         self.calls.append(f"connect {wifi.ssid}")
+        self.timeouts.append(timeout)
         self.profiles[wifi.ssid] = wifi.psk
         return self._join(wifi)
 
     async def reconnect_saved(self, wifi: WifiCredentials, timeout: float) -> StepResult:
         self.calls.append(f"reconnect {wifi.ssid}")
+        self.timeouts.append(timeout)
         return self._join(wifi)
 
     def visible(self, ssid: str) -> bool:

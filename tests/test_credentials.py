@@ -201,3 +201,76 @@ def test_a_pairing_request_names_the_first_bad_field() -> None:
         with pytest.raises(InvalidRequest) as caught:
             request_from_fields({**fields, name: value}, CloudConfig())
         assert caught.value.field == name and caught.value.status == 400
+
+
+# What the user reads when a field is refused: the app and the panel show these words.
+MESSAGES: list[tuple[Any, tuple[Any, ...], str, str]] = [
+    (check_ssid, (5,), "ssid", "must be text, got int"),
+    (check_ssid, ("",), "ssid", "must be 1-32 bytes of UTF-8, got 0 bytes"),
+    (check_ssid, ("a\x00b",), "ssid", "must not contain NUL characters"),
+    (check_psk, (None,), "psk", "must be text"),
+    (check_psk, ("é" * 8,), "psk", "must be printable ASCII (or 64 hex digits)"),
+    (check_psk, ("short",), "psk",
+     "must be 8-63 characters (or 64 hex digits, or empty for an open network), got 5"),
+    (check_wsp, (None,), "wsp", "is required: the account e-mail"),
+    (check_wsp, (5,), "wsp", "must be text, got int"),
+    (check_wsp, ("nobody",), "wsp", "must be an e-mail address such as user@example.com"),
+    (check_token, ("",), "token", "is required: the account token"),
+    (check_token, (b"t",), "token", "must be text, got bytes"),
+    (check_token, ("t" * 1025,), "token", "must be at most 1024 bytes"),
+    (check_token, ("a\tb",), "token", "must not contain control characters"),
+    (check_host, ("",), "host", "is required: the broker host name or IP address"),
+    (check_host, (1.5,), "host", "must be text, got float"),
+    (check_host, ("bad host",), "host", "must be a host name or an IP address"),
+    (check_port, (None, "brport"), "brport", "is required: a port number 1-65535"),
+    (check_port, (True, "brport"), "brport", "must be a port number 1-65535"),
+    (check_port, ("x" * 30, "brport"), "brport",
+     "must be a port number 1-65535, got 'xxxxxxxxxxxxxxxxxxxx'"),
+    (check_port, (1.0, "brport"), "brport", "must be a port number 1-65535"),
+    (check_port, (70000, "brport"), "brport", "must be a port number 1-65535, got 70000"),
+    (check_root_topic, (None,), "rootTopic", "must be text"),
+    (check_root_topic, ("a#",), "rootTopic",
+     "must be a single MQTT topic level (no '/', '+', '#')"),
+    (check_root_topic, ("r" * 129,), "rootTopic", "must be at most 128 bytes"),
+    (wifi_from_fields, ("HomeNet", "supersecret", "yes"), "hidden", "must be true or false"),
+]
+
+
+@pytest.mark.parametrize(("check", "args", "field", "message"), MESSAGES,
+                         ids=[f"{c.__name__}-{m[:24]}" for c, _, _, m in MESSAGES])
+def test_each_refusal_says_what_is_wrong(check: Any, args: tuple[Any, ...], field: str,
+                                         message: str) -> None:
+    with pytest.raises(InvalidField) as caught:
+        check(*args)
+    assert (caught.value.field, caught.value.message) == (field, message)
+    assert str(caught.value) == f"{field}: {message}"
+
+
+def test_refusals_name_the_field_as_the_entry_point_spells_it() -> None:
+    fields = {"wsp": "user@example.com", "token": "t", "host": "broker", "port": 1883}
+    for kwargs, field in (({"port": "x"}, "port-field"), ({"mqtts_port": "x"}, "tls-field"),
+                          ({"root_topic": "a/b"}, "root-field")):
+        with pytest.raises(InvalidField) as caught:
+            cloud_from_fields(**{**fields, **kwargs}, port_field="port-field",
+                              mqtts_field="tls-field", root_field="root-field")
+        assert caught.value.field == field
+    for kwargs, field in (({"mqtts_port": "x"}, "mqtts_port"),
+                          ({"root_topic": "a/b"}, "rootTopic")):
+        with pytest.raises(InvalidField) as caught:
+            cloud_from_fields(**{**fields, **kwargs})
+        assert caught.value.field == field
+    for name in ("wsp", "token", "host"):
+        with pytest.raises(InvalidField) as caught:
+            cloud_from_fields(**{**fields, name: None})
+        assert caught.value.field == name
+
+
+def test_credentials_round_trip_through_plain_dicts() -> None:
+    from gatewayd.credentials import cloud_to_dict, wifi_to_dict
+
+    wifi = WifiCredentials("HomeNet", "supersecret", hidden=True)
+    assert wifi_to_dict(wifi) == {"ssid": "HomeNet", "psk": "supersecret", "hidden": True}
+    cloud = CloudCredentials("user@example.com", "t", "broker", 1883, 8883, "acme")
+    assert cloud_to_dict(cloud) == {"wsp": "user@example.com", "token": "t", "host": "broker",
+                                    "port": 1883, "mqtts_port": 8883, "root_topic": "acme"}
+    assert wifi_from_fields("HomeNet", "supersecret").hidden is False

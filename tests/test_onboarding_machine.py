@@ -7,8 +7,10 @@ against the mock on a private bus in test_onboarding.py; here the machine runs o
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +25,7 @@ from gatewayd.onboarding.pairing import (
     InvalidRequest,
     NotInPairingMode,
     PairingBusy,
+    PairingRequest,
     PairingService,
 )
 from gatewayd.onboarding.steps import Failure, StepResult
@@ -410,3 +413,339 @@ def test_no_passphrase_or_token_reaches_the_log_of_a_pairing(
     assert "paired: " in text and "u***@example.com" in text and "HomeNet" in text
     assert secret_psk not in text and secret_token not in text
     assert "user@example.com" not in text  # the account is shown as u***@example.com
+
+
+# ---- the attempt, its record and its failure ------------------------------------------------
+
+def test_an_attempt_is_recorded_with_its_steps_and_uses_the_connect_timeout(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, connect_timeout=7.5)
+    st = store(cfg)
+    seen: list[tuple[State, str | None, str]] = []
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        cloud.gate = asyncio.Event()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            ob.subscribe(lambda state, p: seen.append((state, p.step, p.state)))
+            before = time.time()
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, lambda: ob.step == "cloud")
+            assert ob.progress().step == "cloud" and ob.busy and not ob.pairing_open
+            attempt = ob.attempt
+            assert attempt is not None and len(attempt.id) == 8
+            int(attempt.id, 16)  # hex
+            assert (attempt.source, attempt.ssid, attempt.cloud) == ("test", "HomeNet", True)
+            assert before <= attempt.started <= time.time()
+            cloud.gate.set()
+            await until(ob, settled(ob, State.ONLINE))
+            assert wifi.timeouts == [7.5] and cloud.timeouts == [7.5]
+            assert ob.step is None and ob.progress().step is None
+    run(scenario())
+    assert (State.CONNECTING, None, "connecting") in seen
+    assert seen[-1][0] == State.ONLINE
+
+
+def test_a_failure_says_what_when_and_which_attempt(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            before = time.time()
+            await PairingService(ob, cfg.cloud).submit({**PAIR, "ssid": "Elsewhere"}, "test")
+            await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
+            failure = ob.last_failure
+            assert failure is not None and ob.attempt is not None
+            assert failure.code == "network-not-found" and "'Elsewhere'" in failure.reason
+            assert failure.attempt == ob.attempt.id and before <= failure.at <= time.time()
+            # The next attempt starts with a clean slate.
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            assert ob.last_failure is None
+            await until(ob, settled(ob, State.ONLINE))
+            assert ob.last_failure is None
+
+    run(scenario())
+
+
+class CrashingCloud(StubCloud):
+    async def connect(self, creds: CloudCredentials, timeout: float) -> StepResult:
+        raise RuntimeError("the cloud step broke")
+
+
+def test_a_crashed_attempt_ends_as_a_failure_not_a_hang(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi, CrashingCloud()) as ob:
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
+            assert ob.last_failure is not None
+            assert ob.last_failure.code == Failure.WIFI_FAILED
+            assert ob.last_failure.reason == "internal error: the cloud step broke"
+            assert ob.state == State.UNPAIRED and not st.state.paired
+
+    run(scenario())
+
+
+def test_the_machine_refuses_attempts_it_cannot_take(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        cloud = StubCloud()
+        cloud.gate = asyncio.Event()
+        async with machine(cfg, st, FakeWifi({"HomeNet": "supersecret"}), cloud) as ob:
+            request = PairingRequest(cloud=CLOUD, wifi=HOME)
+            await ob.begin(request)
+            with pytest.raises(RuntimeError, match="not accepting pairing in state connecting"):
+                await ob.begin(request)
+            cloud.gate.set()
+            await until(ob, settled(ob, State.ONLINE))
+            with pytest.raises(RuntimeError, match="in state online"):
+                await ob.begin(request)
+
+    run(scenario())
+
+
+def test_wifi_first_needs_a_hub_with_wifi(tmp_path: Path) -> None:
+    cfg = config(tmp_path, enabled=False)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        async with machine(cfg, st, None) as ob:
+            with pytest.raises(RuntimeError, match="needs a hub with Wi-Fi"):
+                await ob.begin(PairingRequest(cloud=None, wifi=HOME))
+            assert ob.state == State.UNPAIRED and ob.attempt is None
+            assert ob.networks() == []
+
+    run(scenario())
+
+
+def test_a_wifi_only_request_on_a_paired_hub_keeps_its_account(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"Office": "office-pass"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await until(ob, lambda: ob.pairing_open and wifi.hotspot)  # HomeNet is gone
+            assert ob.networks() == [{"ssid": "Office", "signal": 70, "security": "wpa2"}]
+            await ob.begin(PairingRequest(cloud=None, wifi=WifiCredentials("Office",
+                                                                           "office-pass")))
+            await until(ob, settled(ob, State.ONLINE))
+            assert cloud.connected == CLOUD and st.state.wifi == WifiCredentials(
+                "Office", "office-pass")
+            assert ob.attempt is not None and ob.attempt.cloud
+
+    run(scenario())
+
+
+def test_with_ethernet_up_wifi_credentials_are_not_applied(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            wifi.ethernet = True  # the cable went in after boot
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, settled(ob, State.ONLINE))
+            assert not [c for c in wifi.calls if c.startswith("connect")]
+            assert st.state.paired and st.state.wifi is None, "an unproven network is not kept"
+
+    run(scenario())
+
+
+# ---- links, resets and the button --------------------------------------------------------------
+
+def test_a_reset_during_an_attempt_cancels_it(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        cloud = StubCloud()
+        cloud.gate = asyncio.Event()
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, lambda: ob.step == "cloud")
+            task = ob._attempt_task
+            st.reset()
+            await ob.reset()
+            assert task is not None and task.cancelled()
+            assert ob.state == State.UNPAIRED and ob.pairing_open and wifi.hotspot
+            assert ob.attempt is None and ob.last_failure is None and not ob.on_wifi
+            assert ob.offline_since is None
+            cloud.gate.set()
+            assert not st.state.paired, "the cancelled attempt committed nothing"
+
+    run(scenario())
+
+
+def test_the_button_brings_the_hotspot_back_only_while_offline(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    changes: list[bool] = []
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            assert await ob.reopen_hotspot() is False and not wifi.hotspot  # online: nothing
+            ob.subscribe(lambda state, p: changes.append(p.hotspot))
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            assert not wifi.hotspot and not ob.pairing_open  # within the grace period
+            assert await ob.reopen_hotspot() is True
+            assert wifi.hotspot and ob.pairing_open and changes[-1] is True
+            assert await ob.reopen_hotspot() is True  # again: still up, nothing new
+            assert wifi.calls.count("hotspot-up") == 1
+
+    run(scenario())
+
+
+def test_the_button_on_an_ethernet_only_hub_changes_nothing(tmp_path: Path) -> None:
+    cfg = config(tmp_path, enabled=False)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        async with machine(cfg, st, None) as ob:
+            assert await ob.reopen_hotspot() is False
+            assert ob.state == State.UNPAIRED
+
+    run(scenario())
+
+
+def test_a_link_that_drops_and_returns_at_once_changes_nothing(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            wifi.drop_link()
+            wifi.restore_link("HomeNet")  # before the loop ran the loss: still online
+            await ob.wait_for(lambda: True, 1.0)
+            await asyncio.sleep(0)  # let the link-down task run (and find the link back)
+            await asyncio.sleep(0)
+            assert ob.state == State.ONLINE
+
+    run(scenario())
+
+
+def test_link_changes_during_an_attempt_are_the_attempts_business(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        cloud = StubCloud()
+        cloud.gate = asyncio.Event()
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, lambda: ob.step == "cloud")
+            wifi.drop_link()
+            assert ob.state == State.CONNECTING and not ob.on_wifi
+            wifi.restore_link("HomeNet")
+            cloud.gate.set()
+            await until(ob, settled(ob, State.ONLINE))
+
+    run(scenario())
+
+
+def test_a_wifi_only_hub_that_loses_and_regains_its_network(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await ob.begin(PairingRequest(cloud=None, wifi=HOME, source="ble-improv"))
+            await until(ob, lambda: settled(ob, State.UNPAIRED)() and ob.on_wifi)
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE)
+            assert ob.progress().network is None and st.state.wifi == HOME
+            wifi.restore_link("HomeNet")
+            await until(ob, lambda: settled(ob, State.UNPAIRED)() and ob.on_wifi)
+            assert ob.attempt is not None and ob.attempt.source == "reconnect"
+            assert cloud.connected is None and not st.state.paired
+            assert "reconnect HomeNet" not in wifi.calls[1:], "the link is back by itself"
+
+    run(scenario())
+
+
+def test_an_unpaired_hub_whose_saved_network_fails_shows_the_hotspot_at_once(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+    st.commit_wifi(HOME)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            assert wifi.hotspot and ob.pairing_open, "no grace period: nothing to wait for"
+            assert ob.last_failure is not None and ob.last_failure.code == "network-not-found"
+            assert st.state.wifi == HOME
+
+    run(scenario())
+
+
+def test_a_hidden_saved_network_is_scanned_for_by_name(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    hidden = WifiCredentials("Secret", "supersecret", hidden=True)
+    st.commit_pairing(hidden, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = FakeWifi({})
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await clock.sleeps(1)
+            clock.advance(30.0)
+            await clock.sleeps(2)
+            wifi.aps["Secret"] = "supersecret"
+            clock.advance(60.0)
+            await until(ob, settled(ob, State.ONLINE))
+            assert wifi.scans[-1] == "Secret"
+            assert wifi.calls[-1] == "reconnect Secret"
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_offline_since_marks_when_the_hub_went_offline(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock(5000.0)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, settled(ob, State.ONLINE))
+            assert ob.offline_since is None
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            assert ob.offline_since == 5000.0
+            clock.advance(10.0)
+            wifi.restore_link("HomeNet")
+            await until(ob, settled(ob, State.ONLINE))
+            assert ob.offline_since is None
+        finally:
+            await ob.stop()
+
+    run(scenario())
