@@ -253,3 +253,132 @@ def test_another_account_starts_from_nothing() -> None:
         assert homie.Message("other/sweet-home/lamp/$state", "init") in sender.sent[mark:]
 
     run(main())
+
+
+def test_a_newer_value_waiting_wins_over_an_older_one_coming_back() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        pub.enqueue(homie.Message(f"{ROOT}/x", "1"), key="x")
+        pub.pump(sender)  # "1" in flight
+        pub.enqueue(homie.Message(f"{ROOT}/x", "2"), key="x")  # a newer value waits
+        pub.connection_lost()  # "1" was never acknowledged
+        mark = len(sender.sent)
+        pub.pump(sender)
+        assert [m.payload for m in sender.sent[mark:]] == ["2"]
+        # A caller may ask not to replace what is waiting.
+        pub.enqueue(homie.Message(f"{ROOT}/y", "first"), key="y")
+        pub.enqueue(homie.Message(f"{ROOT}/y", "second"), key="y", replace=False)
+        # ... or to go first.
+        pub.enqueue(homie.Message(f"{ROOT}/urgent", "now"), key="u", front=True)
+        mark = len(sender.sent)
+        pub.pump(sender)
+        assert [m.payload for m in sender.sent[mark:]] == ["now", "first"]
+
+    run(main())
+
+
+def test_a_refused_publication_keeps_its_place_in_the_queue() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        for name in ("a", "b"):
+            pub.enqueue(homie.Message(f"{ROOT}/{name}", name), key=name)
+        sender.refuse = True
+        pub.pump(sender)
+        assert not pub.idle.is_set() and pub.status()["buffered"] == 2
+        sender.refuse = False
+        pub.pump(sender)
+        assert sender.topics() == [f"{ROOT}/a", f"{ROOT}/b"]
+
+    run(main())
+
+
+def test_trees_cut_by_a_lost_connection_go_out_whole_again() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        lamp = device()
+        pub.announce([lamp])
+        pub.pump(sender)  # the whole tree in flight, nothing acknowledged
+        first = sender.topics()
+        pub.connection_lost()
+        mark = len(sender.sent)
+        pub.pump(sender)
+        again = sender.topics(mark)
+        # Every unacknowledged topic goes again, once: $state with its latest value.
+        assert set(again) == set(first) and len(again) == len(set(again))
+        states = [m.payload for m in sender.sent[mark:] if m.topic.endswith("lamp/$state")]
+        assert states == ["ready"]
+
+    run(main())
+
+
+def test_a_forgotten_device_stops_announcing_and_starts_over_if_it_returns() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        lamp = device()
+        pub.announce([lamp])
+        drain(pub, sender)
+        pub.announce([lamp])  # a reconnect is announcing it ...
+        pub.forget(lamp)  # ... when it is removed: its tree stops there
+        mark = len(sender.sent)
+        drain(pub, sender)
+        assert all(m.payload == "" for m in sender.sent[mark:])
+        pub.announce([lamp])  # it comes back: a new device to apps, init first
+        mark = len(sender.sent)
+        drain(pub, sender)
+        assert sender.sent[mark] == homie.Message(f"{ROOT}/sweet-home/lamp/$state", "init")
+
+    run(main())
+
+
+def test_a_devices_own_retained_publication_is_cleared_with_it() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        extra = f"{ROOT}/sweet-home/lamp/extra/thing"
+        pub.enqueue(homie.Message(extra, "1"), key=extra, device="lamp")
+        drain(pub, sender)
+        mark = len(sender.sent)
+        pub.forget(device())
+        drain(pub, sender)
+        assert homie.Message(extra, "") in sender.sent[mark:]
+
+    run(main())
+
+
+def test_dropping_is_logged_at_the_first_and_every_hundredth(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        box = Outbox(1)
+        for i in range(202):
+            box.put(Pending(homie.Message(f"{ROOT}/t{i}", ""), i))
+        assert box.dropped == 201
+
+    run(main())
+    counts = [r.getMessage() for r in caplog.records if "cloud outbox full" in r.getMessage()]
+    assert [m.split("dropped ")[1].split(" ")[0] for m in counts] == ["1", "100", "200"]
+    assert "(1 entries)" in counts[0]
+
+
+def test_waiting_publications_of_an_old_account_are_given_up() -> None:
+    async def main() -> None:
+        pub = Publisher(100)
+        pub.use_root(ROOT)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        pub.enqueue(homie.Message(f"{ROOT}/x", "1"), key="x", done=done)
+        pub.use_root(ROOT)  # the same account: nothing is lost
+        assert not done.done() and len(pub.outbox) == 1
+        pub.use_root("other")
+        assert done.result() is False and len(pub.outbox) == 0
+        box = Outbox(5)
+        waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        box.put(Pending(homie.Message(f"{ROOT}/y", ""), "y", done=waiting))
+        box.put(Pending(homie.Message(f"{ROOT}/y", "newer"), "y"))
+        assert waiting.result() is False  # replaced by default
+        box.clear()
+        assert len(box) == 0
+
+    run(main())

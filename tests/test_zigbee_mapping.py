@@ -307,3 +307,22 @@ def test_invalid_and_unknown_raw_values_publish_nothing() -> None:
     assert prop(0x0001, "battery").value(0xFE, no_get) == 100
     assert prop(0x0001, "battery").value(1, no_get) == 0
     assert prop(0x0400, "illuminance").value(1, no_get) == 1.0
+
+
+def test_conversions_at_their_edges() -> None:
+    # Illuminance keeps one decimal: 10^((20916 - 1) / 10000) = 123.47 lx.
+    assert prop(0x0400, "illuminance").value(20916, no_get) == 123.5
+    # The smallest colour temperature a lamp can report, and a lamp whose coolest setting
+    # does not divide a million: the range is never rounded outwards.
+    assert prop(0x0300, "color-temp").value(1, no_get) == 1_000_000
+    bounds = {"color_temp_physical_min": 101, "color_temp_physical_max": 500}
+    assert prop(0x0300, "color-temp").format_for(bounds.get) == "2000:9900"
+    # A remote's event has no conversion: the text is the value.
+    assert mapping.EVENT.value("brightness-up", no_get) == "brightness-up"
+    assert mapping.EVENT.value(None, no_get) is None
+
+
+def test_plan_goes_by_endpoint_number_and_names_unmapped_client_clusters() -> None:
+    plan = mapping.plan([(2, [0x0006], [0xFC01]), (1, [0x0402], [])])
+    assert [(b.endpoint, b.node) for b in plan.bindings] == [(1, "sensor"), (2, "switch")]
+    assert plan.unsupported == ("0xfc01 out (ep 2)",)
