@@ -1,4 +1,4 @@
-.PHONY: setup demo test lint fmt bench clean
+.PHONY: setup demo test lint fmt bench mutants clean
 
 setup:
 	scripts/setup.sh
@@ -14,6 +14,11 @@ lint: setup
 
 bench: setup
 	.venv/bin/python -m bench
+
+# Mutation testing of the modules that hold the rules (docs/mutation-testing.md); CI runs
+# a fixed sample of it (tests/test_mutants.py).
+mutants: setup
+	nice -n 10 .venv/bin/python scripts/mutants.py
 
 clean:
 	rm -rf build dist *.egg-info test-artifacts .pytest_cache

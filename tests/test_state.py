@@ -5,6 +5,7 @@ import os
 import random
 import signal
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,84 @@ def test_a_reset_of_a_corrupt_file_keeps_it_aside_and_starts_fresh(tmp_path: Pat
         "state.json.corrupt"]
     assert StateStore(tmp_path).open() == fresh
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+
+
+def test_the_state_is_stored_as_documented_and_shown_without_secrets(tmp_path: Path) -> None:
+    from gatewayd.state import Release
+
+    store = StateStore(tmp_path / "deeper" / "state")
+    with pytest.raises(RuntimeError, match="call open\\(\\) first"):
+        _ = store.state
+    store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    assert stat.S_IMODE(store.dir.stat().st_mode) == 0o700
+    before = time.time()
+    state = store.commit_pairing(WIFI, CLOUD)
+    assert before <= (state.paired_at or 0) <= time.time()
+    data = json.loads(store.path.read_text())
+    assert data == {"schema": 1, "setup_code": state.setup_code,
+                    "device_key": state.device_key.hex(), "created": state.created,
+                    "identity": {"device_id": "dc-a6-32-00-00-01", "mac": "dc:a6:32:00:00:01"},
+                    "wifi": {"ssid": "HomeNet", "psk": "supersecret", "hidden": False},
+                    "cloud": {"wsp": "user@example.com", "token": "t0k-secret",
+                              "host": "127.0.0.1", "port": 1883, "mqtts_port": 0,
+                              "root_topic": ""},
+                    "paired_at": state.paired_at, "release": None}
+    assert state.redacted() == {"paired": True, "paired_at": state.paired_at,
+                                "release_pending": None, "wifi": WIFI.redacted(),
+                                "cloud": CLOUD.redacted()}
+    release = Release(CLOUD, ("virtual-lamp",), 12.5)
+    assert release.to_json() == {"cloud": data["cloud"], "devices": ["virtual-lamp"],
+                                 "since": 12.5}
+    assert store.commit_wifi(WIFI).paired_at == state.paired_at  # joining is not pairing
+
+
+def test_an_old_state_without_identity_gets_the_hubs_at_the_next_start(
+        tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open()
+    data = json.loads(store.path.read_text())
+    del data["identity"]
+    store.path.write_text(json.dumps(data))
+    loaded = StateStore(tmp_path).open(device_id="dc-a6-32-00-00-09", mac="dc:a6:32:00:00:09")
+    assert (loaded.device_id, loaded.mac) == ("dc-a6-32-00-00-09", "dc:a6:32:00:00:09")
+    assert StateStore(tmp_path).open().device_id == "dc-a6-32-00-00-09"
+    # A missing key is named.
+    del data["created"]
+    with pytest.raises(StateError) as info:
+        parse_state(tmp_path / "x", json.dumps(data).encode())
+    assert (info.value.key, info.value.reason) == ("created", "missing")
+    assert parse_state(tmp_path / "x", json.dumps({**data, "created": 5,
+                                                   "paired_at": 7}).encode()).paired_at == 7
+
+
+def test_a_reset_keeps_the_identity_even_of_a_file_that_went_bad(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    first = store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    store.path.write_text("{broken")  # under the running daemon
+    fresh = store.reset()
+    assert (fresh.device_id, fresh.mac, fresh.setup_code) == (
+        first.device_id, first.mac, first.setup_code)
+    other = StateStore(tmp_path / "other")
+    assert other.reset().device_id == ""  # no state at all: a fresh one
+    assert not list((tmp_path / "other").glob("state.json.corrupt-*"))
+
+
+def test_atomic_writes_leave_nothing_behind_when_they_fail(tmp_path: Path) -> None:
+    from gatewayd.runtime.atomicfile import atomic_write
+
+    target = tmp_path / "f.json"
+    atomic_write(target, b"x" * 100_000, 0o640)
+    assert target.read_bytes() == b"x" * 100_000
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    stale = tmp_path / f".f.json.{os.getpid()}.tmp"
+    stale.write_text("left over")
+    stale.chmod(0o666)
+    atomic_write(target, b"new", 0o600)  # reuses the name, narrows its mode first
+    assert target.read_bytes() == b"new" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert not stale.exists()
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(IsADirectoryError):
+        atomic_write(tmp_path / "dir.json", b"x")
+    assert not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(FileNotFoundError):
+        atomic_write(tmp_path / "missing" / "f.json", b"x")
