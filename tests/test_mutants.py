@@ -101,7 +101,7 @@ SAMPLE = [
            "    (State.CONNECTING, Event.FAILED_SAVED): State.OFFLINE,",
            "    (State.CONNECTING, Event.FAILED_SAVED): State.UNPAIRED,",
            "tests/test_onboarding_machine.py::"
-           "test_a_failed_re_pairing_puts_the_working_network_back"),
+           "test_offline_hub_retries_its_network_every_interval_without_anyone_on_the_portal"),
     Mutant("a state file of exactly 256 KiB refused",
            "gatewayd/state.py", "if st.st_size > MAX_STATE_BYTES:",
            "if st.st_size >= MAX_STATE_BYTES:",
