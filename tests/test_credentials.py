@@ -274,3 +274,15 @@ def test_credentials_round_trip_through_plain_dicts() -> None:
     assert cloud_to_dict(cloud) == {"wsp": "user@example.com", "token": "t", "host": "broker",
                                     "port": 1883, "mqtts_port": 8883, "root_topic": "acme"}
     assert wifi_from_fields("HomeNet", "supersecret").hidden is False
+
+
+def test_an_account_email_of_254_characters_is_the_longest() -> None:
+    longest = "u" * 64 + "@" + ".".join(["d" * 61, "d" * 61, "d" * 57]) + ".example"
+    assert len(longest) == 254 and check_wsp(longest) == longest
+    with pytest.raises(InvalidField, match="e-mail address"):
+        check_wsp("u" + longest)  # 255
+
+
+def test_root_topics_may_hold_any_printable_text() -> None:
+    for topic in ("Xiaomi", "acme home", "ÄÖÜ", "a.b-c_d", "$"):
+        assert check_root_topic(topic) == topic

@@ -241,3 +241,35 @@ def test_an_ethernet_only_service_drops_wifi() -> None:
                              wifi_enabled=False)
     assert service.parse(FIELDS, "http").wifi is None
     assert asyncio.run(service.submit(CLOUD_FIELDS, "http")).state == "connecting"
+
+
+def test_empty_cloud_fields_are_not_an_account() -> None:
+    """An app that sends the cloud fields empty asks for Wi-Fi first, like one that leaves
+    them out; a vendor preset of the e-mail alone is no account either."""
+    wifi = {"ssid": "HomeNet", "psk": "supersecret"}
+    empty = {**wifi, "wsp": "", "token": "", "host": "", "brport": ""}
+    assert request_from_fields(empty, NO_PRESETS, allow_wifi_only=True).wifi_only
+    for preset in (CloudConfig(wsp="vendor@example.com"), CloudConfig(token="t"),
+                   CloudConfig(wsp="vendor@example.com", token="t", host="cloud.example",
+                               port=0)):
+        assert request_from_fields(wifi, preset, allow_wifi_only=True).wifi_only, preset
+
+
+def test_only_improv_may_ask_for_wifi_first_and_counts_add_up() -> None:
+    async def main() -> None:
+        machine = StubOnboarding()
+        service = PairingService(machine, NO_PRESETS)  # type: ignore[arg-type]
+        wifi = {"ssid": "HomeNet", "psk": "supersecret"}
+        with pytest.raises(InvalidRequest) as caught:
+            service.parse(wifi, "http")
+        assert caught.value.field == "wsp"
+        for _ in range(2):
+            with pytest.raises(InvalidRequest):
+                await service.submit(wifi, "http")
+        await service.submit(FIELDS, "http")
+        machine.busy = False
+        await service.submit(wifi, "ble-improv", allow_wifi_only=True)
+        assert machine.begun[-1].wifi_only
+        assert service.status() == {"open": True, "accepted": 2, "refused": {"invalid": 2}}
+
+    run_async(main(), timeout=10.0)
