@@ -94,6 +94,7 @@ class FakeWifi:
         self.calls: list[str] = []
         self.scans: list[str | None] = []  # the SSID each scan looked for (hidden networks)
         self.timeouts: list[float] = []  # of each connect/reconnect
+        self.connect_gate: asyncio.Event | None = None  # holds connect() until set
         self._on_link: Any = None
 
     # ---- WifiControl ------------------------------------------------------------------
@@ -131,6 +132,8 @@ class FakeWifi:
     async def connect(self, wifi: WifiCredentials, timeout: float) -> StepResult:
         self.calls.append(f"connect {wifi.ssid}")
         self.timeouts.append(timeout)
+        if self.connect_gate is not None:
+            await self.connect_gate.wait()
         self.profiles[wifi.ssid] = wifi.psk
         return self._join(wifi)
 

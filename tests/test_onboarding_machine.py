@@ -749,3 +749,208 @@ def test_offline_since_marks_when_the_hub_went_offline(tmp_path: Path) -> None:
             await ob.stop()
 
     run(scenario())
+
+
+# ---- details a user would notice ---------------------------------------------------------------
+
+def test_the_wifi_step_shows_while_the_hub_joins(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        wifi.connect_gate = asyncio.Event()
+        async with machine(cfg, st, wifi) as ob:
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, lambda: ob.step == "wifi")
+            assert ob.progress().step == "wifi" and ob.progress().network is None
+            wifi.connect_gate.set()
+            await until(ob, settled(ob, State.ONLINE))
+
+    run(scenario())
+
+
+def test_listeners_hear_of_the_hotspot_a_state_raised(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+    heard: list[tuple[State, bool, bool]] = []
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        ob = Onboarding(cfg, st, wifi, StubCloud())
+        ob.subscribe(lambda state, p: heard.append((state, p.hotspot, p.pairing_open)))
+        await ob.start()
+        try:
+            assert heard[-1] == (State.UNPAIRED, True, True)
+            assert ob.progress().last_failure is None and ob.progress().state == "unpaired"
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_a_reset_of_a_hub_that_never_paired(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            assert await ob.reopen_hotspot() is True  # unpaired: the hotspot is up already
+            st.reset()
+            await ob.reset()
+            assert ob.state == State.UNPAIRED and wifi.hotspot and ob.pairing_open
+
+    run(scenario())
+
+
+def test_an_offline_hub_takes_no_pairing_before_its_hotspot_is_back(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            with pytest.raises(RuntimeError, match="not accepting pairing in state offline"):
+                await ob.begin(PairingRequest(cloud=CLOUD, wifi=HOME))
+
+    run(scenario())
+
+
+def test_a_failed_periodic_retry_brings_the_hotspot_back_at_once(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0, connect_timeout=9.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({}), StubCloud()
+        ob = Onboarding(cfg, st, wifi, cloud, clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await clock.sleeps(1)
+            clock.advance(30.0)
+            await clock.sleeps(2)
+            assert wifi.hotspot
+            wifi.aps["HomeNet"] = "supersecret"  # back in range, but the cloud refuses
+            cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")
+            clock.advance(60.0)
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy
+                        and ob.attempt is not None and ob.attempt.source == "retry")
+            assert wifi.hotspot, "no second grace period: the hotspot is back at once"
+            assert wifi.scans[-1] is None  # a visible network: an ordinary scan
+            assert set(wifi.timeouts) == {9.0} and set(cloud.timeouts) == {9.0}
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_retries_run_once_the_portal_was_quiet_for_exactly_one_interval(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = FakeWifi({})
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await clock.sleeps(1)
+            clock.advance(30.0)
+            await clock.sleeps(2)
+            ob.note_activity()  # as the interval starts
+            wifi.aps["HomeNet"] = "supersecret"
+            clock.advance(60.0)  # exactly one quiet interval later
+            await until(ob, settled(ob, State.ONLINE))
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_a_wifi_only_hub_whose_new_network_fails_stays_on_its_old_one(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, connect_timeout=8.0)
+    st = store(cfg)
+    st.commit_wifi(HOME)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret", "Office": "office-pass"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, lambda: settled(ob, State.UNPAIRED)() and ob.on_wifi)
+            await ob.begin(PairingRequest(cloud=None, wifi=WifiCredentials("Office", "nope-nope")))
+            await until(ob, lambda: ob.last_failure is not None and not ob.busy)
+            assert ob.state == State.UNPAIRED and ob.progress().network == "wifi"
+            assert not wifi.hotspot and st.state.wifi == HOME
+            assert set(wifi.timeouts) == {8.0}  # the boot reconnect, the try, the way back
+
+    run(scenario())
+
+
+def test_link_events_that_do_not_matter_change_nothing(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            wifi.drop_link()  # an unpaired hub with no network of its own
+            await ob.wait_for(lambda: True, 1.0)
+            await asyncio.sleep(0)
+            assert ob.state == State.UNPAIRED and ob.attempt is None
+
+    run(scenario())
+    st.commit_pairing(HOME, CLOUD)
+
+    async def paired() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            first = ob.attempt
+            paired_at = st.state.paired_at
+            wifi.restore_link("HomeNet")  # "up" again while online: nothing to do
+            await asyncio.sleep(0)
+            assert ob.attempt is first
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            wifi.drop_link()  # NetworkManager reports more failures while offline
+            await asyncio.sleep(0)
+            assert ob.state == State.OFFLINE and ob.attempt is first
+            wifi.restore_link("HomeNet")
+            await until(ob, settled(ob, State.ONLINE))
+            assert ob.attempt is not None and ob.attempt.source == "reconnect"
+            assert st.state.paired_at == paired_at, "a reconnect is not a new pairing"
+
+    run(paired())
+
+
+def test_the_button_while_offline_starts_the_retries_without_a_grace(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, settled(ob, State.ONLINE))
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            await clock.sleeps(1)
+            assert clock.slept == [3600.0]
+            await ob.reopen_hotspot()
+            await clock.sleeps(2)
+            assert clock.slept == [3600.0, 60.0], "the retry interval, not another grace"
+        finally:
+            await ob.stop()
+
+    run(scenario())
