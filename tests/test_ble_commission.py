@@ -256,13 +256,17 @@ def test_window_advertises_and_closing_unregisters_everything(
 @pytest.mark.ble_window
 def test_window_closes_after_its_time_and_a_paired_hub_opens_none_at_boot(
         world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
-    # window_seconds below the config minimum: with_overrides does not validate.
-    cfg = hub_config(tmp_path, ble={"window_seconds": 0.5})
+    # The window's time on a FakeClock: with a real half-second window a loaded machine
+    # could close it before the test looked (it did, under load).
+    cfg = hub_config(tmp_path, ble={"window_seconds": 600.0})
+    clock = FakeClock()
 
     async def scenario() -> None:
-        async with running_hub(cfg) as hub:
+        async with running_hub(cfg, clock=clock, sleep=clock.sleep) as hub:
             ble = hub.commissioner
             assert ble.window_open
+            await clock.sleeps(1)
+            clock.advance(600.0)
             # Closed means closed with its reason (the window is down before the reason is
             # recorded): wait for what the user sees.
             await ble.wait_for(lambda: ble.status()["window"]["closed_reason"] is not None,
