@@ -1,4 +1,4 @@
-.PHONY: setup demo test lint fmt bench bench-peers bench-provisioning test-provisioning-kills clean
+.PHONY: setup demo test lint fmt bench bench-peers bench-provisioning test-provisioning-kills mutants clean
 
 setup:
 	scripts/setup.sh
@@ -29,6 +29,11 @@ bench-provisioning: setup
 # The kill -9 test's long form: 30 kills at random moments (the suite does one per phase).
 test-provisioning-kills: setup
 	GATEWAYD_PROVISIONING_KILLS=30 .venv/bin/pytest -q tests/test_provisioning_e2e.py -k kill_9
+
+# Mutation testing of the modules that hold the rules (docs/mutation-testing.md); CI runs
+# a fixed sample of it (tests/test_mutants.py).
+mutants: setup
+	nice -n 10 .venv/bin/python scripts/mutants.py
 
 clean:
 	rm -rf build dist *.egg-info test-artifacts .pytest_cache

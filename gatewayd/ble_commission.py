@@ -86,14 +86,16 @@ class BleCommissioner:
                  identify: Callable[[], Awaitable[None]] | None = None,
                  set_hostname: TextHook | None = None, set_device_name: TextHook | None = None,
                  close_delay: float = CLOSE_DELAY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.config = config
         self.identity = identity
         self.store = store
         self.onboarding = onboarding
         self.pairing = pairing
         self.bus = bus
-        self.clock = clock
+        self.clock = clock  # the window's deadline; ``sleep`` waits for it (tests move both)
+        self.sleep = sleep
         self.close_delay = close_delay
         self._panel_url = panel_url or self._default_panel_url
         self.hub = HubView(config, identity, store, onboarding, pairing,
@@ -328,10 +330,12 @@ class BleCommissioner:
         while self._deadline is not None:
             delay = self._deadline - self.clock()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await self.sleep(delay)
                 continue
             if self.onboarding.busy:
                 # Never pull the rug from under a phone that is watching an attempt.
+                log.info("BLE commissioning window: its time is up; it stays open until the "
+                         "pairing attempt ends")
                 with contextlib.suppress(TimeoutError):
                     await self.onboarding.wait_for(lambda: not self.onboarding.busy, 3600)
                 continue

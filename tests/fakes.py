@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from gatewayd.credentials import CloudCredentials, WifiCredentials
@@ -17,8 +19,14 @@ class StubCloud:
     def __init__(self) -> None:
         self.next_failure: StepResult | None = None
         self.connected: CloudCredentials | None = None
+        # Set to an unset event to hold attempts in the cloud step until the test sets it.
+        self.gate: asyncio.Event | None = None
+        self.timeouts: list[float] = []
 
     async def connect(self, creds: CloudCredentials, timeout: float) -> StepResult:
+        self.timeouts.append(timeout)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.next_failure is not None:
             return self.next_failure
         self.connected = creds
@@ -90,6 +98,9 @@ class FakeWifi:
         self.active: str | None = None  # the client network we are on
         self.profiles: dict[str, str] = {}  # saved client profiles: ssid -> passphrase
         self.calls: list[str] = []
+        self.scans: list[str | None] = []  # the SSID each scan looked for (hidden networks)
+        self.timeouts: list[float] = []  # of each connect/reconnect
+        self.connect_gate: asyncio.Event | None = None  # holds connect() until set
         self._on_link: Any = None
 
     # ---- WifiControl ------------------------------------------------------------------
@@ -102,6 +113,7 @@ class FakeWifi:
 
     async def scan(self, ssid: str | None = None) -> None:
         self.calls.append("scan")
+        self.scans.append(ssid)
 
     def networks(self) -> list[dict[str, Any]]:
         return [{"ssid": ssid, "signal": 70, "security": "wpa2" if psk else "open"}
@@ -125,11 +137,15 @@ class FakeWifi:
 
     async def connect(self, wifi: WifiCredentials, timeout: float) -> StepResult:
         self.calls.append(f"connect {wifi.ssid}")
+        self.timeouts.append(timeout)
+        if self.connect_gate is not None:
+            await self.connect_gate.wait()
         self.profiles[wifi.ssid] = wifi.psk
         return self._join(wifi)
 
     async def reconnect_saved(self, wifi: WifiCredentials, timeout: float) -> StepResult:
         self.calls.append(f"reconnect {wifi.ssid}")
+        self.timeouts.append(timeout)
         return self._join(wifi)
 
     def visible(self, ssid: str) -> bool:
@@ -167,3 +183,92 @@ class FakeWifi:
         """NetworkManager's autoconnect brought the saved network back."""
         self.active = ssid
         self._on_link(True, "")
+
+
+class FakeClock:
+    """Monotonic time that only the test moves: pass it as ``clock=`` (read it) and its
+    :meth:`sleep` as ``sleep=`` (wait on it). A sleeper wakes when :meth:`advance` reaches
+    its deadline, so a 300-second timer takes no real time and a test can say exactly which
+    side of a deadline it is on.
+
+    :attr:`slept` records every sleep asked for, in order: a new entry is the positive sign
+    that the code under test has finished what it did after waking (it is waiting again).
+    """
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._changed: asyncio.Condition | None = None
+
+    def __call__(self) -> float:
+        return self.now
+
+    @property
+    def changed(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def sleep(self, seconds: float) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (self.now + max(seconds, 0.0), waiter)
+        self._sleepers.append(entry)
+        self.slept.append(seconds)
+        async with self.changed:
+            self.changed.notify_all()
+        try:
+            if entry[0] > self.now:
+                await waiter
+        finally:
+            self._sleepers.remove(entry)
+
+    def advance(self, seconds: float) -> None:
+        """Move time on; every sleeper whose deadline has come wakes up."""
+        self.now += seconds
+        for deadline, waiter in self._sleepers:
+            if deadline <= self.now and not waiter.done():
+                waiter.set_result(None)
+
+    async def sleeps(self, count: int, timeout: float = 10.0) -> None:
+        """Wait (in real time, bounded) until the code has asked for ``count`` sleeps."""
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: len(self.slept) >= count),
+                                   timeout)
+
+
+class LogSignal(logging.Handler):
+    """Sets an asyncio event when a record containing ``text`` is logged: a log line the
+    code emits at a moment the test must not guess with a sleep."""
+
+    def __init__(self, text: str, logger: str = "gatewayd") -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.logger = logging.getLogger(logger)
+        self.records: list[logging.LogRecord] = []
+        self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __enter__(self) -> LogSignal:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self._level = self.logger.level
+        if self.logger.getEffectiveLevel() > logging.DEBUG:
+            self.logger.setLevel(logging.DEBUG)
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self._level)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.records.append(record)
+            assert self._loop is not None and self._event is not None
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float = 10.0) -> logging.LogRecord:
+        assert self._event is not None
+        await asyncio.wait_for(self._event.wait(), timeout)
+        return self.records[0]

@@ -31,11 +31,12 @@ from gatewayd.control.ble import ble_blueprint
 from gatewayd.identity import Identity
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
+from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.simulator.bluez_mock import BluezMock
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from gatewayd.state import StateStore
-from tests.fakes import StubCloud
+from tests.fakes import FakeClock, LogSignal, StubCloud
 from tests.helpers import run_async
 
 T = TypeVar("T")
@@ -253,16 +254,25 @@ def test_window_advertises_and_closing_unregisters_everything(
 
 
 @pytest.mark.slow
+@pytest.mark.ble_window
 def test_window_closes_after_its_time_and_a_paired_hub_opens_none_at_boot(
         world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
-    # window_seconds below the config minimum: with_overrides does not validate.
-    cfg = hub_config(tmp_path, ble={"window_seconds": 0.5})
+    # The window's time on a FakeClock: with a real half-second window a loaded machine
+    # could close it before the test looked (it did, under load).
+    cfg = hub_config(tmp_path, ble={"window_seconds": 600.0})
+    clock = FakeClock()
 
     async def scenario() -> None:
-        async with running_hub(cfg) as hub:
+        async with running_hub(cfg, clock=clock, sleep=clock.sleep) as hub:
             ble = hub.commissioner
             assert ble.window_open
-            await ble.wait_for(lambda: not ble.window_open, STEP)
+            await clock.sleeps(1)
+            clock.advance(600.0)
+            # Closed means closed with its reason (the window is down before the reason is
+            # recorded): wait for what the user sees.
+            await ble.wait_for(lambda: ble.status()["window"]["closed_reason"] is not None,
+                               STEP)
+            assert not ble.window_open
             assert ble.status()["window"]["closed_reason"] == "timeout"
             assert ble.peripheral is None
 
@@ -304,6 +314,82 @@ def test_hub_registers_again_when_bluetoothd_restarts_with_the_window_open(
             assert second != first and peripheral.advertising
             assert hub.commissioner.status()["registered"]
             assert await scan_for(HUB_NAME, STEP) is not None
+
+    run(scenario())
+
+
+@pytest.mark.slow
+@pytest.mark.ble_window
+def test_window_stays_open_while_an_attempt_runs_past_its_time(
+        world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """The window never closes under a phone that is watching an attempt: its time runs out
+    during the attempt (a FakeClock: no real seconds), it stays open until the attempt has
+    ended, then it closes for the timeout."""
+    cfg = hub_config(tmp_path, ble={"window_seconds": 600.0})
+    cloud = StubCloud()
+    cloud.gate = asyncio.Event()  # the attempt waits in its cloud step
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        async with running_hub(cfg, cloud=cloud, clock=clock, sleep=clock.sleep) as hub:
+            ble, onboarding = hub.commissioner, hub.onboarding
+            await clock.sleeps(1)
+            assert ble.window_open and clock.slept == [600.0]
+            await hub.pairing.submit({"ssid": "HomeNet", "psk": "supersecret",
+                                      "wsp": "user@example.com", "token": "user-token",
+                                      "host": "127.0.0.1", "brport": "1883"}, "ble")
+            await onboarding.wait_for(lambda: onboarding.step == "cloud", STEP)
+            with LogSignal("stays open until the pairing attempt ends") as held:
+                clock.advance(600.0)
+                await held.wait(STEP)
+            assert ble.window_open and onboarding.busy
+            assert ble.status()["window"]["closes_in"] == 0.0
+            cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")
+            cloud.gate.set()
+            # Closed means closed with its reason (the window is down before the reason is
+            # recorded): wait for what the user sees.
+            await ble.wait_for(lambda: ble.status()["window"]["closed_reason"] is not None,
+                               STEP)
+            assert not ble.window_open
+            assert ble.status()["window"]["closed_reason"] == "timeout"
+            assert onboarding.last_failure is not None  # the phone saw the attempt's end
+
+    run(scenario())
+
+
+@pytest.mark.slow
+@pytest.mark.ble_window
+def test_window_counts_down_can_be_extended_and_reopens_after_a_reset(
+        world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
+    cfg = hub_config(tmp_path, ble={"window_seconds": 600.0})
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        async with running_hub(cfg, clock=clock, sleep=clock.sleep) as hub:
+            ble = hub.commissioner
+            await clock.sleeps(1)
+            assert ble.status()["window"] == {"open": True, "opened_by": "boot",
+                                              "closes_in": 600.0, "closed_reason": None}
+            clock.advance(100.1)
+            assert ble.status()["window"]["closes_in"] == 499.9
+            await ble.open_window("control", seconds=60.0)  # a shorter window from now
+            await clock.sleeps(2)
+            assert ble.status()["window"]["closes_in"] == 60.0
+            assert ble.status()["window"]["opened_by"] == "control"
+            assert clock.slept == [600.0, 60.0]  # the old countdown was replaced
+            clock.advance(59.9)
+            assert ble.window_open and ble.status()["window"]["closes_in"] == 0.1
+            clock.advance(0.1)
+            await ble.wait_for(lambda: ble.status()["window"]["closed_reason"] is not None,
+                               STEP)
+            assert ble.status()["window"] == {"open": False, "opened_by": "control",
+                                              "closes_in": None, "closed_reason": "timeout"}
+            await ble.on_hub_reset(True)  # a factory reset: pairing mode, window open
+            assert ble.window_open and ble.status()["window"]["opened_by"] == "reset"
+            await ble.close_window()
+            assert ble.status()["window"]["closed_reason"] == "control"
+            await ble.close_window("again")  # closing a closed window changes nothing
+            assert ble.status()["window"]["closed_reason"] == "control"
 
     run(scenario())
 
@@ -362,7 +448,11 @@ def test_improv_without_cloud_presets_gives_wifi_then_the_cloud_follows(
             assert hub.store.state.wifi.ssid == "HomeNet"
             assert hub.cloud.connected is not None
             assert hub.cloud.connected.wsp == "user@example.com"
-            await ble.wait_for(lambda: not ble.window_open, STEP)
+            # Closed means closed with its reason (the window is down before the reason is
+            # recorded): wait for what the user sees.
+            await ble.wait_for(lambda: ble.status()["window"]["closed_reason"] is not None,
+                               STEP)
+            assert not ble.window_open
             assert ble.status()["window"]["closed_reason"] == "paired"
 
     run(scenario())

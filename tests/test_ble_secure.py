@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from gatewayd.ble import secure_protocol
 from gatewayd.ble.gatt import GattRequest
+from gatewayd.ble.hosts import HubView, SecureHubHost
 from gatewayd.ble.secure_protocol import (
     Channel,
     ErrorCode,
@@ -28,9 +29,12 @@ from gatewayd.ble.secure_protocol import (
     SessionKeys,
 )
 from gatewayd.ble.secure_service import SecureService
-from gatewayd.onboarding.pairing import InvalidRequest
+from gatewayd.onboarding.machine import Onboarding
+from gatewayd.onboarding.pairing import InvalidRequest, PairingService
 from gatewayd.onboarding.table import State as HubState
 from gatewayd.simulator.nm_mock import NetworkManagerMock
+from gatewayd.state import StateStore
+from tests.fakes import FakeClock, FakeWifi, StubCloud
 from tests.test_ble_commission import (
     HUB_NAME,
     IDENTITY,
@@ -410,3 +414,310 @@ def test_gatewayctl_ble_pair_pairs_the_hub(world: World, nm: NetworkManagerMock,
         text = json.dumps(paired)
         assert "supersecret" not in text and "user-token" not in text and code not in text
         assert hub.onboarding.state == HubState.ONLINE
+
+
+# --- the front door and session lifetimes ----------------------------------------------------
+
+def real_hub(tmp_path: Path, cloud: StubCloud, **kwargs: Any) -> tuple[Hub, Onboarding]:
+    """The secure service over the hub's own host, pairing service and onboarding machine
+    (on a FakeWifi): what a phone reaches, without BlueZ."""
+    cfg = hub_config(tmp_path, cloud={"wsp": "", "token": "", "host": ""},
+                     hotspot={"offline_grace": 3600.0, "retry_interval": 3600.0})
+    store = StateStore(cfg.state_dir)
+    store.open(device_id=IDENTITY.device_id, mac=IDENTITY.mac)
+    onboarding = Onboarding(cfg, store, FakeWifi({"HomeNet": "supersecret"}), cloud)
+    pairing = PairingService(onboarding, cfg.cloud)
+    host = SecureHubHost(HubView(cfg, IDENTITY, store, onboarding, pairing, HUB_NAME))
+    hub = Hub(**kwargs)
+    hub.host = host  # type: ignore[assignment]
+    hub.service.host = host
+    return hub, onboarding
+
+
+def test_a_second_pair_request_during_an_attempt_is_busy_not_already_paired(
+        tmp_path: Path) -> None:
+    """409 "busy" while an attempt runs (the phone waits for the result), never 403 "not in
+    pairing mode": the hub is not paired, it is pairing."""
+    cloud = StubCloud()
+    cloud.gate = asyncio.Event()  # the attempt stays in its cloud step
+
+    async def scenario() -> None:
+        hub, onboarding = real_hub(tmp_path, cloud)
+        await onboarding.start()
+        try:
+            channel, _ = await hub.session(code=onboarding.store.state.setup_code)
+
+            async def ask(message: dict[str, Any]) -> dict[str, Any]:
+                reply = await hub.send(channel.seal(secure_protocol.encode_message(message)))
+                return secure_protocol.decode_message(channel.open(reply))
+
+            first = await ask({"type": "pair", "id": 1, "fields": FIELDS})
+            assert first["ok"] and first["progress"]["state"] == "connecting"
+            second = await ask({"type": "pair", "id": 2, "fields": FIELDS})
+            assert (second["ok"], second["status"], second["code"]) == (False, 409, "busy")
+            cloud.gate.set()
+            await onboarding.wait_for(lambda: onboarding.state == HubState.ONLINE
+                                      and not onboarding.busy, STEP)
+            third = await ask({"type": "pair", "id": 3, "fields": FIELDS})
+            assert (third["status"], third["code"]) == (403, "not-in-pairing-mode")
+        finally:
+            cloud.gate.set()
+            await onboarding.stop()
+
+    run(scenario())
+
+
+def test_a_handshake_expires_after_30_seconds() -> None:
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        hub = Hub(clock=clock)
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        confirm, _ = phone.finish(await hub.send(phone.start()))
+        clock.advance(30.0)  # exactly the limit: still in time
+        phone_b = PhoneHandshake(CODE, DEVICE_ID)
+        assert error_of(await hub.send(phone_b.start(), PHONE_B))[0] == ErrorCode.BUSY
+        clock.advance(0.1)  # past it: the half-open session is gone
+        assert error_of(await hub.send(confirm))[0] == ErrorCode.UNEXPECTED
+        assert hub.service.status()["session"] is None
+
+        # A phone that completes in time gets its session.
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        confirm, _ = phone.finish(await hub.send(phone.start()))
+        clock.advance(29.9)
+        assert (await hub.send(confirm)).type == MsgType.DATA
+
+    run(scenario())
+
+
+def test_an_idle_session_expires_after_300_seconds_and_each_request_renews_it() -> None:
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        hub = Hub(clock=clock)
+        channel, _ = await hub.session()
+
+        async def progress(rid: int) -> Frame:
+            return await hub.send(channel.seal(secure_protocol.encode_message(
+                {"type": "progress", "id": rid})))
+
+        clock.advance(300.0)  # idle exactly the limit: still open
+        assert secure_protocol.decode_message(channel.open(await progress(1)))["id"] == 1
+        clock.advance(200.0)  # 200 s since the last request, 500 s since the handshake
+        assert secure_protocol.decode_message(channel.open(await progress(2)))["id"] == 2
+        # Another phone is turned away while the session lives ...
+        assert error_of(await hub.send(PhoneHandshake(CODE, DEVICE_ID).start(),
+                                       PHONE_B))[0] == ErrorCode.BUSY
+        clock.advance(300.1)  # ... and welcome once it has been idle too long
+        assert (await hub.send(PhoneHandshake(CODE, DEVICE_ID).start(),
+                               PHONE_B)).type == MsgType.PAKE_REPLY
+        assert error_of(await progress(3))[0] == ErrorCode.UNEXPECTED  # the old one is gone
+
+    run(scenario())
+
+
+# --- what each answer says, exactly -----------------------------------------------------------
+
+def test_every_request_gets_its_exact_answer() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        channel, info = await hub.session()
+        code = info["verification_code"]
+        assert info == {"type": "device-info", **hub.host.secure_device_info(),
+                        "verification_code": code}
+
+        async def ask(message: Any) -> dict[str, Any]:
+            reply = await hub.send(channel.seal(secure_protocol.encode_message(message)))
+            return secure_protocol.decode_message(channel.open(reply))
+
+        assert await ask({"type": "progress", "id": 1}) == {
+            "type": "progress", "id": 1, "state": "connecting", "step": "wifi"}
+        assert await ask({"type": "networks", "id": "n"}) == {
+            "type": "networks", "id": "n", "networks": hub.host.secure_networks()}
+        assert await ask({"type": "device-info", "id": 3}) == {
+            "type": "device-info", "id": 3, **hub.host.secure_device_info(),
+            "verification_code": code}
+        long_kind = "x" * 50
+        assert await ask({"type": long_kind, "id": 4}) == {
+            "type": "x" * 40, "id": 4, "ok": False, "status": 400, "code": "unknown-request",
+            "message": f"unknown request type {'x' * 40!r}", "field": None}
+        assert await ask({"type": "pair", "id": 5, "fields": {"ssid": "x", "psk": "y"}}) == {
+            "type": "pair", "id": 5, "ok": False, "status": 400, "code": "invalid",
+            "message": "wsp: is required: the account e-mail", "field": "wsp"}
+        for fields, message, field in (
+                ("HomeNet", "fields: must be an object", None),
+                ({"ssid": "HomeNet", "zz": "1", "aa": "2"}, "aa: unknown field", "aa"),
+                ({"ssid": ["HomeNet"]}, "fields: values must be strings, numbers or booleans",
+                 None)):
+            reply = await ask({"type": "pair", "id": 6, "fields": fields})
+            assert (reply["message"], reply["field"], reply["status"]) == (message, field, 400)
+        assert hub.host.paired == []
+
+    run(scenario())
+
+
+def test_status_and_info_show_the_lock_and_never_a_secret() -> None:
+    async def scenario() -> None:
+        hub = Hub(max_failures=2)
+        assert hub.service.status() == {"failures": 0, "max_failures": 2, "locked": False,
+                                        "session": None}
+        info = json.loads(await hub.service._read_info(GattRequest(PHONE_A, 185)))
+        assert info == {"protocol": 1, **hub.host.secure_summary(), "locked": False,
+                        "attempts_left": 2}
+        await hub.send(PhoneHandshake("11111111", DEVICE_ID).start())  # a guess, not confirmed
+        assert hub.service.status() == {"failures": 1, "max_failures": 2, "locked": False,
+                                        "session": {"established": False,
+                                                    "verification_code": None}}
+        hub.service.forget(PHONE_A)
+        await hub.send(PhoneHandshake("22222222", DEVICE_ID).start())
+        hub.service.forget(PHONE_A)
+        info = json.loads(await hub.service._read_info(GattRequest(PHONE_A, 23)))
+        assert (info["locked"], info["attempts_left"]) == (True, 0)
+        assert hub.service.status()["locked"] and hub.service.attempts_left == 0
+        hub.service.reset()
+        assert hub.service.status() == {"failures": 0, "max_failures": 2, "locked": False,
+                                        "session": None}
+
+    run(scenario())
+
+
+def test_notifications_fit_the_mtu_each_phone_reported() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        await hub.service._read_info(GattRequest(PHONE_A, 100))
+        await hub.service.rx_write(PhoneHandshake(CODE, DEVICE_ID).start().encode(),
+                                   GattRequest(PHONE_A, 100))
+        assert hub.tx.sizes == [72]  # the whole 72-byte reply in one notification (MTU 100)
+        hub.service.forget(PHONE_A)
+        hub.tx.sizes.clear()
+        await hub.send(PhoneHandshake(CODE, DEVICE_ID).start(), PHONE_B)  # MTU 23
+        assert max(hub.tx.sizes) == 20 and sum(hub.tx.sizes) == 72
+
+    run(scenario())
+
+
+def test_push_reaches_only_an_established_session() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        assert not await hub.service.push({"type": "progress"})  # nobody there
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        confirm, channel = phone.finish(await hub.send(phone.start()))
+        before = len(hub.tx.frames)
+        assert not await hub.service.push({"type": "progress"})  # still handshaking
+        assert len(hub.tx.frames) == before
+        await hub.send(confirm)
+        channel.open(hub.tx.frames[-1])  # device info
+        assert await hub.service.push({"type": "progress", "state": "online"})
+        assert secure_protocol.decode_message(channel.open(hub.tx.frames[-1])) == {
+            "type": "progress", "state": "online"}
+        hub.service.forget(PHONE_B)  # another phone leaving changes nothing
+        assert hub.service.status()["session"]["established"]
+        hub.service.forget(PHONE_A)
+        assert not await hub.service.push({"type": "progress"})
+
+    run(scenario())
+
+
+def test_a_broken_stream_is_answered_in_the_phones_session() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        channel, _ = await hub.session()
+        await hub.service.rx_write(b"\xff\xff" + bytes(5), GattRequest(PHONE_A, 23))
+        error = hub.tx.frames[-1]
+        assert error.type == MsgType.ERROR and error.sid == channel.sid
+        assert error_of(error)[0] == ErrorCode.MALFORMED
+        assert hub.service.status()["session"] is None  # and the session is over
+        # A stranger's broken stream is answered without a session id.
+        await hub.service.rx_write(b"\x00\x01", GattRequest(PHONE_B, 23))
+        assert hub.tx.frames[-1].sid == secure_protocol.NO_SESSION
+
+    run(scenario())
+
+
+def test_each_protocol_error_tells_the_phone_what_went_wrong() -> None:
+    """The error frames' codes, attempts left and texts, as a phone shows them."""
+    async def scenario() -> None:
+        hub = Hub(max_failures=4)
+        start = PhoneHandshake(CODE, DEVICE_ID).start()
+        cases = [
+            (Frame(MsgType.PAKE_START, secure_protocol.NO_SESSION, start.body),
+             (ErrorCode.MALFORMED, 4, "session id 0 is reserved")),
+            (Frame(MsgType.PAKE_START, start.sid, start.body[:-1]),
+             (ErrorCode.MALFORMED, 4, "PAKE_START is version + 33 bytes")),
+            (Frame(MsgType.PAKE_START, start.sid, b"\x07" + start.body[1:]),
+             (ErrorCode.VERSION, 4, "this hub speaks protocol version 1")),
+            (Frame(MsgType.DATA, start.sid, bytes(40)),
+             (ErrorCode.UNEXPECTED, 4, "no handshake in progress for this session; start "
+                                       "with PAKE_START")),
+        ]
+        for frame, expected in cases:
+            assert error_of(await hub.send(frame)) == expected
+        # After a handshake (an attempt counts until confirmed): a frame not expected now.
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        phone.finish(await hub.send(phone.start()))
+        assert error_of(await hub.send(Frame(0x42, phone.sid, b""))) == (
+            ErrorCode.UNEXPECTED, 3, "frame type 0x42 not expected now")
+        # A wrong confirmation.
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        phone.finish(await hub.send(phone.start()))
+        assert error_of(await hub.send(Frame(MsgType.PAKE_CONFIRM, phone.sid, bytes(32)))) == (
+            ErrorCode.WRONG_CODE, 2, "wrong setup code")
+        # Another phone during a handshake.
+        await hub.send(PhoneHandshake(CODE, DEVICE_ID).start())
+        assert error_of(await hub.send(PhoneHandshake(CODE, DEVICE_ID).start(), PHONE_B)) == (
+            ErrorCode.BUSY, 1, "another phone is pairing this hub")
+        hub.service.forget(PHONE_A)
+        assert (await hub.send(PhoneHandshake(CODE, DEVICE_ID).start())).type == \
+            MsgType.PAKE_REPLY  # the last attempt
+        hub.service.forget(PHONE_A)
+        assert error_of(await hub.send(PhoneHandshake(CODE, DEVICE_ID).start())) == (
+            ErrorCode.LOCKED, 0, "too many wrong setup codes: press the hub's button to try "
+                                 "again")
+
+    run(scenario())
+
+
+def test_the_channel_refuses_short_replayed_and_forged_frames_by_name() -> None:
+    keys = SessionKeys.derive(b"k" * 32, b"a" * 33, b"b" * 33)
+    sid = b"\x01\x02\x03\x04"
+    phone = Channel(keys.phone_to_hub, keys.hub_to_phone, sid)
+    hub = Channel(keys.hub_to_phone, keys.phone_to_hub, sid)
+    first = phone.seal(b"one")
+    assert hub.open(first) == b"one" and (phone.sent, hub.received) == (1, 1)
+
+    def refused(frame: Frame) -> tuple[ErrorCode, str]:
+        with pytest.raises(secure_protocol.ProtocolError) as caught:
+            hub.open(frame)
+        assert str(caught.value) == caught.value.message
+        return caught.value.code, caught.value.message
+
+    sealed = phone.seal(b"two")
+    assert refused(Frame(MsgType.DATA, sid, sealed.body[:23])) == (
+        ErrorCode.MALFORMED, "short data frame")
+    assert refused(Frame(MsgType.PAKE_CONFIRM, sid, sealed.body)) == (
+        ErrorCode.MALFORMED, "short data frame")
+    assert refused(first) == (ErrorCode.DECRYPT, "unexpected sequence number (replayed, "
+                                                 "reordered or lost frame)")
+    forged = sealed.body[:-1] + bytes([sealed.body[-1] ^ 1])
+    assert refused(Frame(MsgType.DATA, sid, forged)) == (
+        ErrorCode.DECRYPT, "message failed authentication")
+    assert hub.received == 1  # nothing refused moved the sequence on
+    assert hub.open(sealed) == b"two" and hub.received == 2
+    assert hub.open(phone.seal(b"")) == b""  # the shortest frame: sequence and tag only
+
+
+def test_error_frames_carry_a_bounded_text_and_count() -> None:
+    frame = secure_protocol.error_frame(b"\x01\x02\x03\x04", ErrorCode.LOCKED, 300, "é" * 150)
+    code, left, text = secure_protocol.parse_error(frame)
+    assert (code, left) == (ErrorCode.LOCKED, 255)
+    assert len(frame.body) == 2 + 200 and text == "é" * 100  # 200 bytes of UTF-8
+    assert secure_protocol.parse_error(secure_protocol.error_frame(
+        b"\x01\x02\x03\x04", ErrorCode.BUSY, 255, "x" * 201))[1:] == (255, "x" * 200)
+    assert secure_protocol.parse_error(secure_protocol.error_frame(
+        b"\x01\x02\x03\x04", ErrorCode.BUSY, -3, ""))[:2] == (ErrorCode.BUSY, 0)
+    assert secure_protocol.parse_error(Frame(MsgType.ERROR, b"\x00" * 4, b"\x04")) == (
+        ErrorCode.MALFORMED, 0, "malformed error frame")
+    assert secure_protocol.parse_error(Frame(MsgType.ERROR, b"\x00" * 4, b"\x04\x01")) == (
+        ErrorCode.LOCKED, 1, "")
+    assert secure_protocol.parse_error(Frame(MsgType.ERROR, b"\x00" * 4, b"\x04\x01\xff")) == (
+        ErrorCode.LOCKED, 1, "\ufffd")

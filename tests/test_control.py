@@ -89,3 +89,41 @@ def test_redactor_masks_secrets_in_messages_args_and_tracebacks(
         handler.removeFilter(redactor)
     assert "hunter2-secret" not in caplog.text
     assert "token is ***" in caplog.text
+
+
+def test_control_group_opens_the_socket_to_that_group_only(tmp_path: Path) -> None:
+    """``[hub] control_group``: mode 0660 and that group; still nobody else."""
+    import grp
+
+    group = grp.getgrgid(1).gr_name  # "daemon" on Debian: any group other than ours
+    cfg = write_config(tmp_path / "g.toml", ethernet_config(tmp_path).replace(
+        "[hub]\n", f'[hub]\ncontrol_group = "{group}"\n', 1))
+    gw = Gatewayd(["--config", str(cfg)])
+    sock = tmp_path / "run" / "control.sock"
+    try:
+        gw.wait_socket(sock)
+        info = sock.stat()
+        assert stat.S_IMODE(info.st_mode) == 0o660 and info.st_gid == 1
+        assert ctl_json("--socket", str(sock), "status")["state"] == "unpaired"
+    finally:
+        assert gw.stop() == 0
+
+
+def test_socket_modes_of_the_web_server(tmp_path: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    from gatewayd.runtime.webserver import WebServer
+
+    def app(environ: object, start_response: object) -> list[bytes]:
+        return []
+
+    for group, mode, gid in (("", 0o600, 0), ("daemon", 0o660, 1),
+                             ("no-such-group-here", 0o660, 0)):
+        sock = tmp_path / f"{group or 'private'}.sock"
+        server = WebServer(app, name="t", unix_socket=sock, socket_group=group).start()
+        try:
+            info = sock.stat()
+            assert (stat.S_IMODE(info.st_mode), info.st_gid) == (mode, gid), group
+        finally:
+            server.stop()
+        assert not sock.exists()
+    assert "cannot give control socket to group 'no-such-group-here'" in caplog.text

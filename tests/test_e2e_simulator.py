@@ -148,6 +148,12 @@ def test_pair_over_http_go_online_refuse_then_factory_reset(sim: Sim) -> None:
     status = sim.status()
     assert status["paired"] and status["wifi"]["ssid"] == "HomeNet"
     assert account["token"] not in json.dumps(status)
+    # The journal after a real pairing: the attempt and the pairing are there, the
+    # passphrase and the token are not (nor the wrong passphrase of the first attempt).
+    journal = sim.proc.output()
+    assert "paired: " in journal and "pairing attempt failed" in journal
+    for secret in (account["token"], home["psk"], "not-the-password"):
+        assert secret not in journal
 
     code, body = http_get(sim.pair_url(ssid="HomeNet", psk=home["psk"], **params))
     assert code == 403 and "reset" in body

@@ -290,8 +290,10 @@ def test_button_long_press_fires_while_held_and_release_adds_nothing() -> None:
         assert button.pressed  # it fired while the button was still held
         backend.drive(CHIP, 5, False)
         await until(lambda: not button.pressed, what="the release")
-        await asyncio.sleep(0.05)  # give a wrong short press the chance to show up
-        assert hooks.calls == ["long"]
+        # The release has been handled (the line's value and the handler change together);
+        # a wrong short press would be a task now: wait until every press has run.
+        await until(lambda: not button._tasks, what="the presses to finish")
+        assert hooks.calls == ["long"] and button.counts == {"short": 0, "long": 1}
         await button.stop()
 
     run(main())

@@ -507,6 +507,23 @@ def test_network_disappears_and_comes_back(nm: NetworkManagerMock) -> None:
     run(scenario)
 
 
+def test_a_network_out_of_range_is_the_link_loss_itself(nm: NetworkManagerMock) -> None:
+    """Removing the network the client is on drops the link, as NetworkManager does; a drop
+    asked for afterwards has nothing to drop. A test that removed the network and then
+    dropped the link raced the mock, and lost under load (issue 18, item 13): this is the
+    losing order, made deterministic."""
+    import dbus
+
+    async def scenario(client: Client) -> None:
+        await client.add_and_activate(wifi_profile("Guest", autoconnect=True), settled)
+        assert await asyncio.to_thread(nm.remove_ap, "Guest") == 1
+        await asyncio.to_thread(nm.wait_for_device_state, DISCONNECTED)
+        with pytest.raises(dbus.exceptions.DBusException, match="no Wi-Fi client connection"):
+            await asyncio.to_thread(nm.drop_wifi)
+
+    run(scenario)
+
+
 def test_dropped_link_reconnects_an_autoconnect_profile(nm: NetworkManagerMock) -> None:
     async def scenario(client: Client) -> None:
         _, first, states = await client.add_and_activate(

@@ -7,7 +7,10 @@ against the mock on a private bus in test_onboarding.py; here the machine runs o
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,12 +25,13 @@ from gatewayd.onboarding.pairing import (
     InvalidRequest,
     NotInPairingMode,
     PairingBusy,
+    PairingRequest,
     PairingService,
 )
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.onboarding.table import TRANSITIONS, Event, State
 from gatewayd.state import StateStore
-from tests.fakes import FakeWifi, StubCloud
+from tests.fakes import FakeClock, FakeWifi, StubCloud
 from tests.helpers import run_async
 
 pytestmark = pytest.mark.timeout(30)
@@ -313,5 +317,640 @@ def test_ethernet_only_hub_pairs_cloud_only(tmp_path: Path) -> None:
             await service.submit(PAIR, "http")  # Wi-Fi fields are ignored on such a hub
             await until(ob, settled(ob, State.ONLINE))
             assert st.state.cloud == CLOUD and st.state.wifi is None
+
+    run(scenario())
+
+
+def test_periodic_retry_waits_while_someone_uses_the_portal(tmp_path: Path) -> None:
+    """A person typing in the hotspot's panel keeps the hotspot: the periodic client retry
+    (which takes the hotspot down) waits until the portal has been quiet for a whole
+    ``retry_interval``. Time is a FakeClock: no test waits for the interval."""
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = FakeWifi({})  # the saved network is out of range at boot
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            await clock.sleeps(1)  # the grace period
+            clock.advance(30.0)
+            await clock.sleeps(2)  # hotspot up; the first retry interval runs
+            assert wifi.hotspot and ob.pairing_open
+            wifi.aps["HomeNet"] = "supersecret"  # the network is back: a retry would succeed
+            mark = len(wifi.calls)
+            clock.advance(30.0)
+            ob.note_activity()  # someone is in the panel half-way through the interval
+            clock.advance(30.0)  # the interval is over, but the portal was used 30 s ago
+            await clock.sleeps(3)  # the loop looked, and waits for the next interval
+            assert ob.state == State.OFFLINE and wifi.hotspot
+            assert wifi.calls[mark:] == [], "the hotspot must stay while the portal is in use"
+            clock.advance(60.0)  # a whole quiet interval: now the retry runs
+            await until(ob, settled(ob, State.ONLINE))
+            assert wifi.calls[mark:mark + 2] == ["hotspot-down", "scan"]
+            assert ob.attempt is not None and ob.attempt.source == "retry"
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_offline_hub_retries_its_network_every_interval_without_anyone_on_the_portal(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = FakeWifi({})
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            await clock.sleeps(1)
+            assert clock.slept == [30.0] and not wifi.hotspot  # the grace: no hotspot yet
+            clock.advance(30.0)
+            await clock.sleeps(2)
+            assert clock.slept == [30.0, 60.0] and wifi.hotspot
+            mark = len(wifi.calls)
+            clock.advance(60.0)  # still out of range: hotspot down, scan, hotspot back
+            await clock.sleeps(3)
+            assert wifi.calls[mark:] == ["hotspot-down", "scan", "hotspot-up"]
+            assert ob.state == State.OFFLINE and wifi.hotspot
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_no_passphrase_or_token_reaches_the_log_of_a_pairing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """What is logged about an attempt, its request and the committed state is the redacted
+    form: the network's name and the account's domain, never the passphrase or the token
+    (the journal of a real hub is read by whoever has the box)."""
+    cfg = config(tmp_path)
+    st = store(cfg)
+    secret_psk, secret_token = "pass-phrase-9f3a", "token-7c41e2"
+    fields = {**PAIR, "psk": secret_psk, "token": secret_token}
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": secret_psk, "Office": "office-pass"})
+        async with machine(cfg, st, wifi) as ob:
+            service = PairingService(ob, cfg.cloud)
+            await service.submit({**fields, "ssid": "Office"}, "test")  # wrong passphrase
+            await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
+            await service.submit(fields, "test")
+            await until(ob, settled(ob, State.ONLINE))
+            assert st.state.wifi is not None and st.state.wifi.psk == secret_psk
+
+    with caplog.at_level(logging.DEBUG):
+        run(scenario())
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "paired: " in text and "u***@example.com" in text and "HomeNet" in text
+    assert secret_psk not in text and secret_token not in text
+    assert "user@example.com" not in text  # the account is shown as u***@example.com
+
+
+# ---- the attempt, its record and its failure ------------------------------------------------
+
+def test_an_attempt_is_recorded_with_its_steps_and_uses_the_connect_timeout(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, connect_timeout=7.5)
+    st = store(cfg)
+    seen: list[tuple[State, str | None, str]] = []
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        cloud.gate = asyncio.Event()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            ob.subscribe(lambda state, p: seen.append((state, p.step, p.state)))
+            before = time.time()
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, lambda: ob.step == "cloud")
+            assert ob.progress().step == "cloud" and ob.busy and not ob.pairing_open
+            attempt = ob.attempt
+            assert attempt is not None and len(attempt.id) == 8
+            int(attempt.id, 16)  # hex
+            assert (attempt.source, attempt.ssid, attempt.cloud) == ("test", "HomeNet", True)
+            assert before <= attempt.started <= time.time()
+            cloud.gate.set()
+            await until(ob, settled(ob, State.ONLINE))
+            assert wifi.timeouts == [7.5] and cloud.timeouts == [7.5]
+            assert ob.step is None and ob.progress().step is None
+    run(scenario())
+    assert (State.CONNECTING, None, "connecting") in seen
+    assert seen[-1][0] == State.ONLINE
+
+
+def test_a_failure_says_what_when_and_which_attempt(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            before = time.time()
+            await PairingService(ob, cfg.cloud).submit({**PAIR, "ssid": "Elsewhere"}, "test")
+            await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
+            failure = ob.last_failure
+            assert failure is not None and ob.attempt is not None
+            assert failure.code == "network-not-found" and "'Elsewhere'" in failure.reason
+            assert failure.attempt == ob.attempt.id and before <= failure.at <= time.time()
+            # The next attempt starts with a clean slate.
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            assert ob.last_failure is None
+            await until(ob, settled(ob, State.ONLINE))
+            assert ob.last_failure is None
+
+    run(scenario())
+
+
+class CrashingCloud(StubCloud):
+    async def connect(self, creds: CloudCredentials, timeout: float) -> StepResult:
+        raise RuntimeError("the cloud step broke")
+
+
+def test_a_crashed_attempt_ends_as_a_failure_not_a_hang(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi, CrashingCloud()) as ob:
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
+            assert ob.last_failure is not None
+            assert ob.last_failure.code == Failure.WIFI_FAILED
+            assert ob.last_failure.reason == "internal error: the cloud step broke"
+            assert ob.state == State.UNPAIRED and not st.state.paired
+
+    run(scenario())
+
+
+def test_the_machine_refuses_attempts_it_cannot_take(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        cloud = StubCloud()
+        cloud.gate = asyncio.Event()
+        async with machine(cfg, st, FakeWifi({"HomeNet": "supersecret"}), cloud) as ob:
+            request = PairingRequest(cloud=CLOUD, wifi=HOME)
+            await ob.begin(request)
+            with pytest.raises(RuntimeError, match="not accepting pairing in state connecting"):
+                await ob.begin(request)
+            cloud.gate.set()
+            await until(ob, settled(ob, State.ONLINE))
+            with pytest.raises(RuntimeError, match="in state online"):
+                await ob.begin(request)
+
+    run(scenario())
+
+
+def test_wifi_first_needs_a_hub_with_wifi(tmp_path: Path) -> None:
+    cfg = config(tmp_path, enabled=False)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        async with machine(cfg, st, None) as ob:
+            with pytest.raises(RuntimeError, match="needs a hub with Wi-Fi"):
+                await ob.begin(PairingRequest(cloud=None, wifi=HOME))
+            assert ob.state == State.UNPAIRED and ob.attempt is None
+            assert ob.networks() == []
+
+    run(scenario())
+
+
+def test_a_wifi_only_request_on_a_paired_hub_keeps_its_account(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"Office": "office-pass"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await until(ob, lambda: ob.pairing_open and wifi.hotspot)  # HomeNet is gone
+            assert ob.networks() == [{"ssid": "Office", "signal": 70, "security": "wpa2"}]
+            await ob.begin(PairingRequest(cloud=None, wifi=WifiCredentials("Office",
+                                                                           "office-pass")))
+            await until(ob, settled(ob, State.ONLINE))
+            assert cloud.connected == CLOUD and st.state.wifi == WifiCredentials(
+                "Office", "office-pass")
+            assert ob.attempt is not None and ob.attempt.cloud
+
+    run(scenario())
+
+
+def test_with_ethernet_up_wifi_credentials_are_not_applied(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            wifi.ethernet = True  # the cable went in after boot
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, settled(ob, State.ONLINE))
+            assert not [c for c in wifi.calls if c.startswith("connect")]
+            assert st.state.paired and st.state.wifi is None, "an unproven network is not kept"
+
+    run(scenario())
+
+
+# ---- links, resets and the button --------------------------------------------------------------
+
+def test_a_reset_during_an_attempt_cancels_it(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        cloud = StubCloud()
+        cloud.gate = asyncio.Event()
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, lambda: ob.step == "cloud")
+            task = ob._attempt_task
+            st.reset()
+            await ob.reset()
+            assert task is not None and task.cancelled()
+            assert ob.state == State.UNPAIRED and ob.pairing_open and wifi.hotspot
+            assert ob.attempt is None and ob.last_failure is None and not ob.on_wifi
+            assert ob.offline_since is None
+            cloud.gate.set()
+            assert not st.state.paired, "the cancelled attempt committed nothing"
+
+    run(scenario())
+
+
+def test_the_button_brings_the_hotspot_back_only_while_offline(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    changes: list[bool] = []
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            assert await ob.reopen_hotspot() is False and not wifi.hotspot  # online: nothing
+            ob.subscribe(lambda state, p: changes.append(p.hotspot))
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            assert not wifi.hotspot and not ob.pairing_open  # within the grace period
+            assert await ob.reopen_hotspot() is True
+            assert wifi.hotspot and ob.pairing_open and changes[-1] is True
+            assert await ob.reopen_hotspot() is True  # again: still up, nothing new
+            assert wifi.calls.count("hotspot-up") == 1
+
+    run(scenario())
+
+
+def test_the_button_on_an_ethernet_only_hub_changes_nothing(tmp_path: Path) -> None:
+    cfg = config(tmp_path, enabled=False)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        async with machine(cfg, st, None) as ob:
+            assert await ob.reopen_hotspot() is False
+            assert ob.state == State.UNPAIRED
+
+    run(scenario())
+
+
+def test_a_link_that_drops_and_returns_at_once_changes_nothing(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            wifi.drop_link()
+            wifi.restore_link("HomeNet")  # before the loop ran the loss: still online
+            await ob.wait_for(lambda: True, 1.0)
+            await asyncio.sleep(0)  # let the link-down task run (and find the link back)
+            await asyncio.sleep(0)
+            assert ob.state == State.ONLINE
+
+    run(scenario())
+
+
+def test_link_changes_during_an_attempt_are_the_attempts_business(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        cloud = StubCloud()
+        cloud.gate = asyncio.Event()
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, lambda: ob.step == "cloud")
+            wifi.drop_link()
+            assert ob.state == State.CONNECTING and not ob.on_wifi
+            wifi.restore_link("HomeNet")
+            cloud.gate.set()
+            await until(ob, settled(ob, State.ONLINE))
+
+    run(scenario())
+
+
+def test_a_wifi_only_hub_that_loses_and_regains_its_network(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await ob.begin(PairingRequest(cloud=None, wifi=HOME, source="ble-improv"))
+            await until(ob, lambda: settled(ob, State.UNPAIRED)() and ob.on_wifi)
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE)
+            assert ob.progress().network is None and st.state.wifi == HOME
+            wifi.restore_link("HomeNet")
+            await until(ob, lambda: settled(ob, State.UNPAIRED)() and ob.on_wifi)
+            assert ob.attempt is not None and ob.attempt.source == "reconnect"
+            assert cloud.connected is None and not st.state.paired
+            assert "reconnect HomeNet" not in wifi.calls[1:], "the link is back by itself"
+
+    run(scenario())
+
+
+def test_an_unpaired_hub_whose_saved_network_fails_shows_the_hotspot_at_once(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+    st.commit_wifi(HOME)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            assert wifi.hotspot and ob.pairing_open, "no grace period: nothing to wait for"
+            assert ob.last_failure is not None and ob.last_failure.code == "network-not-found"
+            assert st.state.wifi == HOME
+
+    run(scenario())
+
+
+def test_a_hidden_saved_network_is_scanned_for_by_name(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    hidden = WifiCredentials("Secret", "supersecret", hidden=True)
+    st.commit_pairing(hidden, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = FakeWifi({})
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await clock.sleeps(1)
+            clock.advance(30.0)
+            await clock.sleeps(2)
+            wifi.aps["Secret"] = "supersecret"
+            clock.advance(60.0)
+            await until(ob, settled(ob, State.ONLINE))
+            assert wifi.scans[-1] == "Secret"
+            assert wifi.calls[-1] == "reconnect Secret"
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_offline_since_marks_when_the_hub_went_offline(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock(5000.0)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, settled(ob, State.ONLINE))
+            assert ob.offline_since is None
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            assert ob.offline_since == 5000.0
+            clock.advance(10.0)
+            wifi.restore_link("HomeNet")
+            await until(ob, settled(ob, State.ONLINE))
+            assert ob.offline_since is None
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+# ---- details a user would notice ---------------------------------------------------------------
+
+def test_the_wifi_step_shows_while_the_hub_joins(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        wifi.connect_gate = asyncio.Event()
+        async with machine(cfg, st, wifi) as ob:
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, lambda: ob.step == "wifi")
+            assert ob.progress().step == "wifi" and ob.progress().network is None
+            wifi.connect_gate.set()
+            await until(ob, settled(ob, State.ONLINE))
+
+    run(scenario())
+
+
+def test_listeners_hear_of_the_hotspot_a_state_raised(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+    heard: list[tuple[State, bool, bool]] = []
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        ob = Onboarding(cfg, st, wifi, StubCloud())
+        ob.subscribe(lambda state, p: heard.append((state, p.hotspot, p.pairing_open)))
+        await ob.start()
+        try:
+            assert heard[-1] == (State.UNPAIRED, True, True)
+            assert ob.progress().last_failure is None and ob.progress().state == "unpaired"
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_a_reset_of_a_hub_that_never_paired(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            assert await ob.reopen_hotspot() is True  # unpaired: the hotspot is up already
+            st.reset()
+            await ob.reset()
+            assert ob.state == State.UNPAIRED and wifi.hotspot and ob.pairing_open
+
+    run(scenario())
+
+
+def test_an_offline_hub_takes_no_pairing_before_its_hotspot_is_back(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            with pytest.raises(RuntimeError, match="not accepting pairing in state offline"):
+                await ob.begin(PairingRequest(cloud=CLOUD, wifi=HOME))
+
+    run(scenario())
+
+
+def test_a_failed_periodic_retry_brings_the_hotspot_back_at_once(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0, connect_timeout=9.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({}), StubCloud()
+        ob = Onboarding(cfg, st, wifi, cloud, clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await clock.sleeps(1)
+            clock.advance(30.0)
+            await clock.sleeps(2)
+            assert wifi.hotspot
+            wifi.aps["HomeNet"] = "supersecret"  # back in range, but the cloud refuses
+            cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")
+            clock.advance(60.0)
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy
+                        and ob.attempt is not None and ob.attempt.source == "retry")
+            assert wifi.hotspot, "no second grace period: the hotspot is back at once"
+            assert wifi.scans[-1] is None  # a visible network: an ordinary scan
+            assert set(wifi.timeouts) == {9.0} and set(cloud.timeouts) == {9.0}
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_retries_run_once_the_portal_was_quiet_for_exactly_one_interval(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = FakeWifi({})
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await clock.sleeps(1)
+            clock.advance(30.0)
+            await clock.sleeps(2)
+            ob.note_activity()  # as the interval starts
+            wifi.aps["HomeNet"] = "supersecret"
+            clock.advance(60.0)  # exactly one quiet interval later
+            await until(ob, settled(ob, State.ONLINE))
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_a_wifi_only_hub_whose_new_network_fails_stays_on_its_old_one(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, connect_timeout=8.0)
+    st = store(cfg)
+    st.commit_wifi(HOME)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret", "Office": "office-pass"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, lambda: settled(ob, State.UNPAIRED)() and ob.on_wifi)
+            await ob.begin(PairingRequest(cloud=None, wifi=WifiCredentials("Office", "nope-nope")))
+            await until(ob, lambda: ob.last_failure is not None and not ob.busy)
+            assert ob.state == State.UNPAIRED and ob.progress().network == "wifi"
+            assert not wifi.hotspot and st.state.wifi == HOME
+            assert set(wifi.timeouts) == {8.0}  # the boot reconnect, the try, the way back
+
+    run(scenario())
+
+
+def test_link_events_that_do_not_matter_change_nothing(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            wifi.drop_link()  # an unpaired hub with no network of its own
+            await ob.wait_for(lambda: True, 1.0)
+            await asyncio.sleep(0)
+            assert ob.state == State.UNPAIRED and ob.attempt is None
+
+    run(scenario())
+    st.commit_pairing(HOME, CLOUD)
+
+    async def paired() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            first = ob.attempt
+            paired_at = st.state.paired_at
+            wifi.restore_link("HomeNet")  # "up" again while online: nothing to do
+            await asyncio.sleep(0)
+            assert ob.attempt is first
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            wifi.drop_link()  # NetworkManager reports more failures while offline
+            await asyncio.sleep(0)
+            assert ob.state == State.OFFLINE and ob.attempt is first
+            wifi.restore_link("HomeNet")
+            await until(ob, settled(ob, State.ONLINE))
+            assert ob.attempt is not None and ob.attempt.source == "reconnect"
+            assert st.state.paired_at == paired_at, "a reconnect is not a new pairing"
+
+    run(paired())
+
+
+def test_the_button_while_offline_starts_the_retries_without_a_grace(tmp_path: Path) -> None:
+    cfg = config(tmp_path, offline_grace=3600.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, settled(ob, State.ONLINE))
+            wifi.drop_link()
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            await clock.sleeps(1)
+            assert clock.slept == [3600.0]
+            await ob.reopen_hotspot()
+            await clock.sleeps(2)
+            assert clock.slept == [3600.0, 60.0], "the retry interval, not another grace"
+        finally:
+            await ob.stop()
 
     run(scenario())

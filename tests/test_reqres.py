@@ -184,3 +184,33 @@ def test_documented_example_decrypts() -> None:
     assert CIPHER.encode_key(key) == example["request"]["key"]
     plaintext = CIPHER.open(key, example["response"]["data"])
     assert json.loads(plaintext) == example["plaintext"]
+
+
+def test_cipher_refusals_say_what_is_wrong() -> None:
+    key = CIPHER.request_key(DEVICE_KEY, "abc")
+    refusals = [
+        (lambda: CIPHER.request_key(bytes(31), "abc"), ValueError,
+         "the device key must be 32 bytes"),
+        (lambda: CIPHER.decode_key("not base64!"), MalformedCiphertext,
+         "data is not standard base64"),
+        (lambda: CIPHER.decode_key(base64.b64encode(bytes(31)).decode()), MalformedCiphertext,
+         "the key must be 32 bytes"),
+        (lambda: CIPHER.open(key, "é"), MalformedCiphertext, "data is not standard base64"),
+        (lambda: CIPHER.open(key, base64.b64encode(bytes(27)).decode()), MalformedCiphertext,
+         "data is too short for nonce and tag"),
+        (lambda: CIPHER.open(key, base64.b64encode(bytes(28)).decode()), AuthenticationFailed,
+         "the response failed authentication"),
+        (lambda: CIPHER.seal(key, b"x", nonce=bytes(11)), ValueError,
+         "the nonce must be 12 bytes"),
+    ]
+    for call, error, message in refusals:
+        with pytest.raises(error) as caught:
+            call()
+        assert str(caught.value) == message
+    # The shortest response: an empty plaintext is nonce and tag only.
+    assert CIPHER.open(key, CIPHER.seal(key, b"")) == b""
+    assert CIPHER.decode_key(base64.b64encode(bytes(32)).decode()) == bytes(32)
+    # A fresh nonce per response, standard base64 with padding.
+    one, two = CIPHER.seal(key, b"x"), CIPHER.seal(key, b"x")
+    assert one != two and len(base64.b64decode(one, validate=True)) == 12 + 1 + 16
+    assert CIPHER.encode_key(bytes(32)) == "A" * 43 + "="

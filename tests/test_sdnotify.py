@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import socket
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.runtime.sdnotify import Notifier, Watchdog
-from tests.helpers import Gatewayd, ethernet_config, wait_for, write_config
+from tests.helpers import Gatewayd, ethernet_config, write_config
 
 
 class NotifySocket:
@@ -82,31 +83,68 @@ def _run_loop_in_thread() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
     return loop, thread
 
 
-def test_watchdog_stops_while_loop_is_blocked(monkeypatch: pytest.MonkeyPatch,
-                                              notify_socket: NotifySocket) -> None:
+def send_marker(notify_socket: NotifySocket, text: str) -> None:
+    """A datagram of our own into systemd's socket: datagrams keep their order, so every
+    ping sent before this call is received before the marker."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(text.encode(), str(notify_socket.path))
+
+
+def between(notify_socket: NotifySocket, first: str, last: str) -> list[str]:
+    texts = [m for _, m in notify_socket.log]
+    return texts[texts.index(first) + 1:texts.index(last)]
+
+
+class Journal(logging.Handler):
+    """The daemon's log as the journal gets it; ``found`` is set by a record with ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.found = threading.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.messages.append(message)
+        if self.text in message:
+            self.found.set()
+
+
+def test_a_blocked_loop_stops_the_pings_and_the_journal_shows_where(
+        monkeypatch: pytest.MonkeyPatch, notify_socket: NotifySocket) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
+    journal = Journal("event loop blocked")
+    logger = logging.getLogger("gatewayd.runtime.sdnotify")
+    logger.addHandler(journal)
     loop, thread = _run_loop_in_thread()
     watchdog = Watchdog(Notifier(), interval=0.05)
     asyncio.run_coroutine_threadsafe(_start(watchdog), loop).result(5)
+    entered, release = threading.Event(), threading.Event()
+
+    def a_handler_that_blocks_the_loop() -> None:  # the fault under test
+        entered.set()
+        release.wait(30)
+
     try:
         notify_socket.wait_for("WATCHDOG=1")
-        blocked: dict[str, float] = {}
-
-        def block() -> None:
-            blocked["start"] = time.monotonic()
-            time.sleep(1.0)  # the fault under test: a handler that blocks the loop
-            blocked["end"] = time.monotonic()
-
-        loop.call_soon_threadsafe(block)
-        # Pings resume only after the block: wait for one that arrives after it ended.
-        deadline = time.monotonic() + 10
-        while "end" not in blocked or not any(t > blocked["end"] for t, m in notify_socket.log
-                                              if "WATCHDOG" in m):
-            notify_socket.wait_for("WATCHDOG=1", timeout=max(deadline - time.monotonic(), 0.1))
-        during = [t for t, m in notify_socket.log
-                  if "WATCHDOG" in m and blocked["start"] + 0.02 < t < blocked["end"]]
-        assert during == [], "pings must stop while the event loop is blocked"
+        loop.call_soon_threadsafe(a_handler_that_blocks_the_loop)
+        assert entered.wait(10)
+        send_marker(notify_socket, "BLOCKED")
+        # The stall reporter's record is the sign that the loop stayed blocked for longer
+        # than two ping intervals (its threshold is at least a second).
+        assert journal.found.wait(20), "the stall reporter logged nothing"
+        send_marker(notify_socket, "REPORTED")
+        notify_socket.wait_for("REPORTED")
+        assert between(notify_socket, "BLOCKED", "REPORTED") == [], \
+            "pings must stop while the event loop is blocked"
+        report = next(m for m in journal.messages if "event loop blocked" in m)
+        assert "a_handler_that_blocks_the_loop" in report and "release.wait(30)" in report
+        release.set()
+        notify_socket.wait_for("WATCHDOG=1")  # and resume once it is free
     finally:
+        release.set()
+        logger.removeHandler(journal)
         asyncio.run_coroutine_threadsafe(watchdog.stop(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
@@ -122,18 +160,30 @@ def test_watchdog_withholds_pings_while_a_health_check_fails(
     loop, thread = _run_loop_in_thread()
     healthy = threading.Event()
     healthy.set()
+    failing_checks = 0
+    seen = threading.Event()
+
+    def portal_check() -> str | None:
+        nonlocal failing_checks
+        if healthy.is_set():
+            return None
+        failing_checks += 1
+        if failing_checks == 1:
+            send_marker(notify_socket, "FAILING")  # before this round's ping would go
+        if failing_checks == 4:
+            seen.set()  # three whole rounds since: each would have pinged
+        return "thread died"
+
     watchdog = Watchdog(Notifier(), interval=0.05)
-    watchdog.add_check("portal", lambda: None if healthy.is_set() else "thread died")
+    watchdog.add_check("portal", portal_check)
     asyncio.run_coroutine_threadsafe(_start(watchdog), loop).result(5)
     try:
         notify_socket.wait_for("WATCHDOG=1")
         healthy.clear()
-        # Once the check has been seen failing, no further ping may arrive.
-        wait_for(lambda: watchdog.last_problem is not None, 5, "the failing check")
-        seen_failing = time.monotonic()
-        # An absence can only be observed over a window: ten ping intervals.
-        wait_for(lambda: time.monotonic() > seen_failing + 0.5, 2, "the observation window")
-        assert not [t for t, m in notify_socket.log if "WATCHDOG" in m and t > seen_failing + 0.01]
+        assert seen.wait(10), "the watchdog stopped checking"
+        send_marker(notify_socket, "SEEN")
+        notify_socket.wait_for("SEEN")
+        assert between(notify_socket, "FAILING", "SEEN") == []
         assert watchdog.last_problem == "portal: thread died"
         healthy.set()
         notify_socket.wait_for("WATCHDOG=1")

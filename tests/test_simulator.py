@@ -99,3 +99,38 @@ def test_simulate_world_sim_json_broker_and_clean_sigint(tmp_path: Path) -> None
         code = gw.stop(signal.SIGINT, timeout=30)
     assert code == 0, gw.output()
     wait_for(lambda: not any(_alive(p) for p in started), 10, "simulator children to exit")
+
+
+def test_services_are_ready_when_they_answer_not_when_their_socket_exists(
+        tmp_path: Path) -> None:
+    """The fixtures' readiness checks: a D-Bus Ping and an MQTT CONNACK."""
+    import socket
+
+    from gatewayd.simulator.broker import MONITOR_USER, Broker
+    from gatewayd.simulator.dbus_daemon import PrivateBus
+    from gatewayd.simulator.procs import dbus_ping, free_port, mqtt_connack
+
+    # A socket file that nobody listens on refuses connections: not ready.
+    dead = tmp_path / "dead.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(dead))
+        assert not dbus_ping(f"unix:path={dead}")
+    bus = PrivateBus(tmp_path / "bus").start()
+    try:
+        assert dbus_ping(bus.address)
+        assert not dbus_ping(bus.address, "org.freedesktop.NetworkManager")  # nobody owns it
+    finally:
+        bus.stop()
+    assert not dbus_ping(bus.address)
+
+    port = free_port()
+    with socket.socket() as listener:  # listening, but no broker behind it
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        assert not mqtt_connack("127.0.0.1", port, MONITOR_USER, "x", timeout=0.5)
+    broker = Broker(tmp_path / "broker").start()
+    try:
+        assert mqtt_connack(broker.host, broker.port, MONITOR_USER, broker.monitor_password)
+        assert not mqtt_connack(broker.host, broker.port, MONITOR_USER, "wrong-password")
+    finally:
+        broker.stop()

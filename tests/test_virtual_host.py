@@ -357,10 +357,7 @@ def test_broken_plugins_are_reported_and_isolated(caplog: pytest.LogCaptureFixtu
 
     async def main() -> None:
         vd = host(BROKEN_CONFIG, pub)
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        await vd.start()
-        assert loop.time() - began < 2  # the hung start() cost one start_timeout, not more
+        await vd.start()  # returns although one plugin's start() never does: bounded
         states = {d: pub.state(d) for d in pub.devices}
         assert states.pop("virtual-good") == "ready"
         assert states.pop("virtual-hang-set") == "ready"
@@ -391,9 +388,7 @@ def test_broken_plugins_are_reported_and_isolated(caplog: pytest.LogCaptureFixtu
         assert pub.state("virtual-hang-set") == "alert"
         assert pub.state("virtual-good") == "ready"
 
-        began = loop.time()
-        await vd.stop()
-        assert loop.time() - began < 2  # the hung stop() is bounded too
+        await vd.stop()  # returns although one plugin's stop() never does: bounded too
         assert vd.hosted["virtual-good"].plugin.stopped  # type: ignore[union-attr]
 
     run(main())
@@ -423,10 +418,13 @@ def test_poll_faults_alert_then_recover() -> None:
         flaky.failing = False
         await until(lambda: pub.state("virtual-ff") == "ready", what="recovery")
         assert pub.state("virtual-kk") == "ready"
+        poller = vd.hosted["virtual-ff"].poller
+        assert poller is not None
         await vd.stop()
         polls = flaky.polls
-        await asyncio.sleep(0.05)
-        assert flaky.polls == polls  # stop() ended the polling
+        await until(poller.done, what="the poll loop to end")  # stop() ended the polling
+        assert poller.cancelled() and vd.hosted["virtual-ff"].poller is None
+        assert flaky.polls == polls
 
     run(main())
 

@@ -169,3 +169,160 @@ def test_mapping_and_catalog_do_not_import_zigpy() -> None:
 def test_level_values_stay_in_format_range(raw: int) -> None:
     value = prop(0x0008, "level").value(raw, no_get)
     homie.Property("level", datatype="integer", format="0:100").validate(value)
+
+
+# ---- the table, row by row (mutation tools do not reach module-level tables: these pin it) --
+
+@pytest.mark.parametrize(("raw", "percent"), [
+    (0, 0), (1, 0), (2, 1), (14, 6), (65, 26), (127, 50), (128, 50), (191, 75), (253, 100),
+    (254, 100),
+])
+def test_brightness_is_the_zcl_level_out_of_254(raw: int, percent: int) -> None:
+    """ZCL levels run 0-254 (255 is "invalid"): 254 is 100 %, 14 is 6 % (not 5 %)."""
+    assert prop(0x0008, "level").value(raw, no_get) == percent
+
+
+@pytest.mark.parametrize(("percent", "raw"), [(0, 0), (1, 3), (6, 15), (50, 127), (99, 251),
+                                              (100, 254)])
+def test_brightness_set_in_percent_becomes_a_zcl_level(percent: int, raw: int) -> None:
+    level = prop(0x0008, "level")
+    assert level.to_zigbee is not None
+    assert level.to_zigbee(percent, no_get) == mapping.Action(
+        "move_to_level_with_on_off", {"level": raw, "transition_time": 0})
+
+
+@pytest.mark.parametrize(("mireds", "kelvin"), [
+    (0xFFFF, None),  # "invalid" per ZCL: nothing is published, never 65535 mireds
+    (0, None),
+    (153, 6536), (250, 4000), (370, 2703), (500, 2000), (1000, 1000), (0xFEFF, 15),
+])
+def test_colour_temperature_in_kelvin_with_the_invalid_value(mireds: int,
+                                                             kelvin: int | None) -> None:
+    assert prop(0x0300, "color-temp").value(mireds, no_get) == kelvin
+
+
+def test_colour_temperature_range_follows_the_lamp_or_the_zcl_defaults() -> None:
+    ct = prop(0x0300, "color-temp")
+    assert ct.format_for(no_get) == "2000:6535"  # 153-500 mireds when the lamp says nothing
+    bounds = {"color_temp_physical_min": 250, "color_temp_physical_max": 454}
+    assert ct.format_for(bounds.get) == "2203:4000"
+    assert ct.to_zigbee is not None
+    assert ct.to_zigbee(4000, no_get) == mapping.Action(
+        "move_to_color_temp", {"color_temp_mireds": 250, "transition_time": 0})
+
+
+@pytest.mark.parametrize(("command", "args", "event"), [
+    ("step", {"step_mode": 0, "step_size": 10}, "brightness-up"),
+    ("step", {"step_mode": 1, "step_size": 10}, "brightness-down"),
+    ("step_with_on_off", {"step_mode": 1}, "brightness-down"),
+    ("move", {"move_mode": 0, "rate": 10}, "brightness-up"),
+    ("move", {"move_mode": 1, "rate": 10}, "brightness-down"),
+    ("move_with_on_off", {"move_mode": 1}, "brightness-down"),
+    ("move", {}, "brightness-up"),
+    ("stop", {}, "brightness-stop"),
+    ("stop_with_on_off", {}, "brightness-stop"),
+    # A remote that sets a level is not pressing up or down: no event.
+    ("move_to_level", {"level": 10, "transition_time": 0}, None),
+    ("move_to_level_with_on_off", {"level": 200, "transition_time": 0}, None),
+    ("move_to_closest_frequency", {}, None),
+])
+def test_dimmer_remote_commands_become_events(command: str, args: dict[str, Any],
+                                              event: str | None) -> None:
+    level = mapping.lookup(0x0008, False)
+    assert level is not None and level.event is not None
+    assert level.event(command, args) == event
+
+
+@pytest.mark.parametrize(("command", "event"), [
+    ("on", "on"), ("off", "off"), ("toggle", "toggle"), ("off_with_effect", "off"),
+    ("on_with_timed_off", "on"), ("on_with_recall_global_scene", None),
+])
+def test_on_off_remote_commands_become_events(command: str, event: str | None) -> None:
+    on_off = mapping.lookup(0x0006, False)
+    assert on_off is not None and on_off.event is not None
+    assert on_off.event(command, {}) == event
+
+
+def test_scene_remotes_report_the_recalled_scene_only() -> None:
+    scenes = mapping.lookup(0x0005, False)
+    assert scenes is not None and scenes.event is not None
+    assert scenes.event("recall", {"group_id": 1, "scene_id": 12}) == "scene-12"
+    assert scenes.event("store", {"group_id": 1, "scene_id": 12}) is None
+
+
+# cluster, side, node, [(property, datatype, unit, format, settable, retained, reporting)]
+ROWS: list[tuple[int, bool, str, list[tuple[Any, ...]]]] = [
+    (0x0006, True, "switch", [("on-off", "boolean", "", "", True, True, (0, 900, 1))]),
+    (0x0008, True, "switch", [("level", "integer", "%", "0:100", True, True, (1, 900, 1))]),
+    (0x0300, True, "switch", [("color-temp", "integer", "K", "2000:6535", True, True,
+                               (1, 900, 1))]),
+    (0x0402, True, "sensor", [("temperature", "float", "°C", "", False, True, (30, 900, 10))]),
+    (0x0405, True, "sensor", [("humidity", "float", "%", "0:100", False, True,
+                               (30, 900, 100))]),
+    (0x0403, True, "sensor", [("pressure", "float", "hPa", "", False, True, (30, 900, 1))]),
+    (0x0400, True, "sensor", [("illuminance", "float", "lx", "", False, True,
+                               (10, 900, 500))]),
+    (0x0406, True, "sensor", [("occupancy", "boolean", "", "", False, True, (0, 900, 1))]),
+    (0x0500, True, "sensor", [("tamper", "boolean", "", "", False, True, None),
+                              ("alarm", "boolean", "", "", False, True, None)]),
+    (0x0B04, True, "meter", [("power", "float", "W", "", False, True, (5, 900, 10)),
+                             ("voltage", "float", "V", "", False, True, (30, 900, 10)),
+                             ("current", "float", "A", "", False, True, (5, 900, 50))]),
+    (0x0702, True, "meter", [("energy", "float", "kWh", "", False, True, (30, 900, 1))]),
+    (0x0001, True, "battery", [("battery", "integer", "%", "0:100", False, True,
+                                (3600, 10800, 2))]),
+    (0x0006, False, "button", [("event", "string", "", "", False, False, None)]),
+    (0x0008, False, "button", [("event", "string", "", "", False, False, None)]),
+    (0x0005, False, "button", [("event", "string", "", "", False, False, None)]),
+]
+
+
+def test_every_row_of_the_table_is_pinned() -> None:
+    assert [(m.cluster_id, m.server) for m in mapping.TABLE] == [(c, s) for c, s, _, _ in ROWS]
+    for cluster_id, server, node, props in ROWS:
+        cmap = mapping.lookup(cluster_id, server)
+        assert cmap is not None and cmap.node == node, (cluster_id, server)
+        got = []
+        for p in cmap.properties(no_get):
+            reporting = p.reporting and (p.reporting.min, p.reporting.max, p.reporting.change)
+            got.append((p.id, p.datatype, p.unit, p.format_for(no_get), p.settable, p.retained,
+                        reporting))
+        assert got == props, (cluster_id, server)
+    assert [p.id for p in mapping.TABLE[-4].props] == ["battery"]
+    assert prop(0x0001, "battery").telemetry
+
+
+def test_invalid_and_unknown_raw_values_publish_nothing() -> None:
+    for cluster_id, prop_id, raw in ((0x0402, "temperature", -0x8000),
+                                     (0x0405, "humidity", 0xFFFF),
+                                     (0x0403, "pressure", -0x8000),
+                                     (0x0400, "illuminance", 0xFFFF),
+                                     (0x0001, "battery", 0xFF),
+                                     (0x0300, "color-temp", 0xFFFF)):
+        assert prop(cluster_id, prop_id).value(raw, no_get) is None, prop_id
+        assert prop(cluster_id, prop_id).value(None, no_get) is None
+    # The neighbours of the invalid values are real measurements.
+    assert prop(0x0402, "temperature").value(-0x7FFF, no_get) == -327.67
+    assert prop(0x0405, "humidity").value(0xFFFE, no_get) == 655.34
+    assert prop(0x0001, "battery").value(0xFE, no_get) == 100
+    assert prop(0x0001, "battery").value(1, no_get) == 0
+    assert prop(0x0400, "illuminance").value(1, no_get) == 1.0
+
+
+def test_conversions_at_their_edges() -> None:
+    # Illuminance keeps one decimal: 10^((20916 - 1) / 10000) = 123.47 lx.
+    assert prop(0x0400, "illuminance").value(20916, no_get) == 123.5
+    # The smallest colour temperature a lamp can report, and a lamp whose coolest setting
+    # does not divide a million: the range is never rounded outwards.
+    assert prop(0x0300, "color-temp").value(1, no_get) == 1_000_000
+    bounds = {"color_temp_physical_min": 101, "color_temp_physical_max": 500}
+    assert prop(0x0300, "color-temp").format_for(bounds.get) == "2000:9900"
+    # A remote's event has no conversion: the text is the value.
+    assert mapping.EVENT.value("brightness-up", no_get) == "brightness-up"
+    assert mapping.EVENT.value(None, no_get) is None
+
+
+def test_plan_goes_by_endpoint_number_and_names_unmapped_client_clusters() -> None:
+    plan = mapping.plan([(2, [0x0006], [0xFC01]), (1, [0x0402], [])])
+    assert [(b.endpoint, b.node) for b in plan.bindings] == [(1, "sensor"), (2, "switch")]
+    assert plan.unsupported == ("0xfc01 out (ep 2)",)

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gatewayd.config import Config
@@ -49,12 +49,16 @@ class Onboarding:
     name = "onboarding"
 
     def __init__(self, config: Config, store: StateStore, wifi: WifiControl | None,
-                 cloud: CloudStep, *, clock: Callable[[], float] = time.monotonic) -> None:
+                 cloud: CloudStep, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.config = config
         self.store = store
         self.wifi = wifi  # None: an Ethernet-only ("No Wi-Fi") hub
         self.cloud = cloud
+        # The offline timers read ``clock`` and wait with ``sleep``: tests pass a clock they
+        # move themselves, so no test waits for a grace period or a retry interval.
         self.clock = clock
+        self.sleep = sleep
         self.state: State | None = None
         self.step: str | None = None
         self.attempt: Attempt | None = None
@@ -428,7 +432,7 @@ class Onboarding:
         assert self.wifi is not None
         cfg = self.config.hotspot
         if not self._hotspot_wanted:
-            await asyncio.sleep(cfg.offline_grace)
+            await self.sleep(cfg.offline_grace)
             if self.state != State.OFFLINE:
                 return
             log.warning("offline for %.0fs: hotspot back for re-pairing", cfg.offline_grace)
@@ -437,7 +441,7 @@ class Onboarding:
             self._tell_listeners()
             await self._notify_changed()
         while self.state == State.OFFLINE:
-            await asyncio.sleep(cfg.retry_interval)
+            await self.sleep(cfg.retry_interval)
             if self.state != State.OFFLINE or self._attempt_running():
                 continue
             if self.clock() - self.last_activity < cfg.retry_interval:

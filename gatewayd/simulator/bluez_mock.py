@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd.simulator.dbus_daemon import PrivateBus
-from gatewayd.simulator.procs import Child, wait_until
+from gatewayd.simulator.procs import Child, dbus_ping, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ class _Probe:
     def __init__(self, address: str) -> None:
         import dbus.bus  # sim-only dependency; keep it out of gatewayd's import graph
 
+        self._address = address
         self._conn: Any = dbus.bus.BusConnection(address)
         self._error: type[Exception] = dbus.exceptions.DBusException
 
@@ -174,7 +175,7 @@ class _Probe:
                                  signature, args, timeout=10.0)
 
     def powered_adapters(self) -> int:
-        if not self.has_owner(BLUEZ_SERVICE):
+        if not self.has_owner(BLUEZ_SERVICE) or not dbus_ping(self._address, BLUEZ_SERVICE):
             return 0
         try:
             objects = self._conn.call_blocking(

@@ -36,6 +36,7 @@ from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.simulator.procs import (
     Child,
     free_port,
+    mqtt_connack,
     port_free,
     port_open,
     reap_orphan,
@@ -248,8 +249,10 @@ class Broker:
         self._write_conf()
         self.child = Child("mosquitto", [exe, "-c", str(self.conf_file)],
                            self.workdir / "mosquitto.stdout")
-        wait_until(lambda: port_open(self.host, self.port), 10, "mosquitto to listen",
-                   self.child)
+        # A listening port is not a broker that has read its users: wait for a CONNACK.
+        wait_until(lambda: mqtt_connack(self.host, self.port, MONITOR_USER,
+                                        self.monitor_password), 10,
+                   "mosquitto to accept a login (CONNACK)", self.child)
         if self.tls is not None:
             tls_port = self.tls.port
             wait_until(lambda: port_open(self.host, tls_port), 10, "mosquitto TLS listener",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from gatewayd.simulator.procs import Child, wait_until
+from gatewayd.simulator.procs import Child, dbus_ping, wait_until
 
 # System-bus semantics (names owned by services, method calls) without the system
 # bus's policy files: everyone on this private bus may own and talk to everything.
@@ -53,7 +53,9 @@ class PrivateBus:
         self.child = Child("dbus-daemon", [exe, "--nofork", "--nopidfile",
                                            f"--config-file={conf}"],
                            self.workdir / "dbus-daemon.log")
-        wait_until(self.socket.exists, 10, "the private D-Bus socket", self.child)
+        # The socket file exists before the daemon listens on it: wait for an answer.
+        wait_until(lambda: self.socket.exists() and dbus_ping(self.address), 10,
+                   "the private D-Bus daemon to answer a Ping", self.child)
         return self
 
     def stop(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import dbus
 
 from gatewayd.simulator.dbus_daemon import PrivateBus
-from gatewayd.simulator.procs import Child, wait_until
+from gatewayd.simulator.procs import Child, dbus_ping, wait_until
 
 TEMPLATE = Path(__file__).with_name("nm_template.py")
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +118,8 @@ class NetworkManagerMock:
         self.stop()
 
     def _ready(self) -> bool:
+        if not dbus_ping(self.bus.address, NM_BUS_NAME):
+            return False
         try:
             return bool(self.manager("Devices"))
         except dbus.exceptions.DBusException:

@@ -10,6 +10,11 @@ nor block the next run on the same workdir:
   run's child is really gone: death by signal is asynchronous, and an exiting dbus-daemon
   unlinks its socket path, which would delete the new bus's socket if it went late. The
   file names the parent too, so a child whose simulator still runs is never touched.
+
+A service is ready when it answers, not when its socket file or port exists: a socket that
+is bound but not yet listening refuses connections. :func:`dbus_ping` asks a D-Bus name
+(or the bus daemon itself) for ``org.freedesktop.DBus.Peer.Ping``; :func:`mqtt_connack`
+logs in to a broker and waits for its CONNACK.
 """
 
 from __future__ import annotations
@@ -187,3 +192,57 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+DBUS_DAEMON = "org.freedesktop.DBus"
+
+
+def dbus_ping(address: str, name: str = DBUS_DAEMON, timeout: float = 2.0) -> bool:
+    """Whether ``name`` on the bus at ``address`` answers ``Peer.Ping`` (the daemon itself by
+    default). False while the bus refuses connections or nobody owns the name."""
+    import dbus.bus  # the sim extra's dbus-python; keep it out of gatewayd's import graph
+
+    try:
+        conn = dbus.bus.BusConnection(address)
+    except dbus.exceptions.DBusException:
+        return False
+    try:
+        conn.call_blocking(name, "/", "org.freedesktop.DBus.Peer", "Ping", "", (),
+                           timeout=timeout)
+        return True
+    except dbus.exceptions.DBusException:
+        return False
+    finally:
+        conn.close()
+
+
+def _mqtt_string(text: str) -> bytes:
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def mqtt_connack(host: str, port: int, username: str, password: str,
+                 timeout: float = 2.0) -> bool:
+    """Whether the broker at ``host:port`` accepts an MQTT 3.1.1 login from ``username``: a
+    CONNECT, a CONNACK with return code 0, a DISCONNECT."""
+    flags = 0xC2  # user name, password, clean session
+    body = (_mqtt_string("MQTT") + bytes([4, flags]) + (5).to_bytes(2, "big")
+            + _mqtt_string(f"readiness-{os.getpid()}") + _mqtt_string(username)
+            + _mqtt_string(password))
+    if len(body) > 127:
+        raise ValueError("readiness CONNECT too long for a one-byte length")
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(bytes([0x10, len(body)]) + body)
+            answer = b""
+            while len(answer) < 4:
+                chunk = sock.recv(4 - len(answer))
+                if not chunk:
+                    return False
+                answer += chunk
+            ok = answer[0] == 0x20 and answer[3] == 0
+            if ok:
+                sock.sendall(b"\xe0\x00")
+            return ok
+    except OSError:
+        return False

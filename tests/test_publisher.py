@@ -1,0 +1,384 @@
+"""The cloud link's publish and clear paths (gatewayd.cloud.publisher) on a recording sender:
+what goes out, in which order, within which bounds. The broker round trip of the same paths
+is in test_cloud_link.py; here each rule is one fast, exact check."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gatewayd import homie
+from gatewayd.cloud.publisher import WINDOW, Outbox, Pending, Publisher
+from tests.helpers import run_async
+
+ROOT = "root"
+
+
+class Sender:
+    """Stands in for paho: records each publication and answers a message id."""
+
+    def __init__(self) -> None:
+        self.sent: list[homie.Message] = []
+        self.refuse = False
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int | None:
+        if self.refuse:
+            return None
+        self.sent.append(homie.Message(topic, payload.decode(), retain, qos))
+        return len(self.sent)
+
+    def topics(self, start: int = 0) -> list[str]:
+        return [m.topic for m in self.sent[start:]]
+
+
+def device(state: str = "ready", *, level: Any = 5) -> homie.Device:
+    switch = homie.Node("switch", "Switch", properties=[
+        homie.Property("level", "Level", datatype="integer", value=level),
+        homie.Property("on", "On", datatype="boolean", settable=True)])
+    return homie.Device("lamp", "Lamp", state=state, nodes=[switch])
+
+
+def drain(pub: Publisher, sender: Sender) -> None:
+    """Pump and acknowledge until nothing is waiting or in flight."""
+    for _ in range(1000):
+        pub.pump(sender)
+        if pub.idle.is_set():
+            return
+        for mid in list(pub._inflight):
+            pub.acknowledged(mid)
+    raise AssertionError("the publisher never became idle")
+
+
+def run(coro: Any) -> Any:
+    return run_async(coro, timeout=10.0)
+
+
+def test_a_device_tree_starts_with_init_and_ends_with_its_state() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        pub.announce([device()])
+        drain(pub, sender)
+        base = f"{ROOT}/sweet-home/lamp"
+        assert sender.sent[0] == homie.Message(f"{base}/$state", "init")
+        assert sender.sent[-1] == homie.Message(f"{base}/$state", "ready")
+        assert homie.Message(f"{base}/switch/level", "5") in sender.sent
+        assert all(m.retain and m.qos == 1 for m in sender.sent)
+        # A reconnect announces again, without init: apps do not see the device restart.
+        mark = len(sender.sent)
+        pub.announce([device()])
+        drain(pub, sender)
+        assert f"{base}/$state" not in sender.topics(mark)[:-1]
+        assert sender.sent[-1] == homie.Message(f"{base}/$state", "ready")
+
+    run(main())
+
+
+def test_removing_a_device_clears_its_state_first_then_everything_it_published() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        lamp = device()
+        pub.announce([lamp])
+        drain(pub, sender)
+        published = {m.topic for m in sender.sent}
+        mark = len(sender.sent)
+        pub.forget(lamp)
+        drain(pub, sender)
+        cleared = sender.sent[mark:]
+        base = f"{ROOT}/sweet-home/lamp"
+        assert cleared[0] == homie.Message(f"{base}/$state", ""), \
+            "apps must stop showing the device before its attributes vanish"
+        assert all(m.payload == "" and m.retain for m in cleared)
+        assert published <= {m.topic for m in cleared}
+        assert len({m.topic for m in cleared}) == len(cleared)  # each topic once
+
+    run(main())
+
+
+def test_clearing_topics_sends_every_state_first() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        topics = {f"{ROOT}/sweet-home/a/$name", f"{ROOT}/sweet-home/b/$state",
+                  f"{ROOT}/sweet-home/a/$state", f"{ROOT}/sweet-home/a/n/p"}
+        pub.clear_topics(topics)
+        drain(pub, sender)
+        assert sender.topics() == [f"{ROOT}/sweet-home/a/$state", f"{ROOT}/sweet-home/b/$state",
+                                   f"{ROOT}/sweet-home/a/$name", f"{ROOT}/sweet-home/a/n/p"]
+
+    run(main())
+
+
+def test_a_topic_published_once_is_cleared_even_if_the_model_dropped_it() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        pub.announce([device()])
+        drain(pub, sender)
+        smaller = homie.Device("lamp", "Lamp")  # the property is gone from the model
+        mark = len(sender.sent)
+        pub.forget(smaller)
+        drain(pub, sender)
+        assert f"{ROOT}/sweet-home/lamp/switch/level" in sender.topics(mark)
+        # Forgotten: a second removal clears only what the model still names.
+        mark = len(sender.sent)
+        pub.forget(smaller)
+        drain(pub, sender)
+        assert f"{ROOT}/sweet-home/lamp/switch/level" not in sender.topics(mark)
+
+    run(main())
+
+
+def test_the_outbox_goes_before_trees_and_coalesces_by_key() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        pub.announce([device()])
+        first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        pub.enqueue(homie.Message(f"{ROOT}/x", "1", retain=False), key="x", done=first)
+        pub.enqueue(homie.Message(f"{ROOT}/x", "2", retain=False), key="x")
+        pub.enqueue(homie.Message(f"{ROOT}/y", "3", retain=False), key="y")
+        drain(pub, sender)
+        assert [(m.topic, m.payload) for m in sender.sent[:2]] == [(f"{ROOT}/x", "2"),
+                                                                   (f"{ROOT}/y", "3")]
+        assert first.done() and first.result() is False  # replaced: never sent
+        assert pub.status() == {"buffered": 0, "announcing": 0, "in_flight": 0}
+
+    run(main())
+
+
+def test_publishing_outside_the_accounts_tree_is_refused() -> None:
+    async def main() -> None:
+        pub = Publisher(10)
+        with pytest.raises(ValueError):  # no account yet
+            pub.enqueue(homie.Message(f"{ROOT}/x", "1"), key="x")
+        pub.use_root(ROOT)
+        for topic in ("other/x", ROOT, f"{ROOT}x/y", "$SYS/x"):
+            with pytest.raises(ValueError, match="refusing"):
+                pub.enqueue(homie.Message(topic, "1"), key=topic)
+        assert len(pub.outbox) == 0 and pub.idle.is_set()
+
+    run(main())
+
+
+def test_at_most_a_window_of_publications_is_unacknowledged() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(1000), Sender()
+        pub.use_root(ROOT)
+        for i in range(WINDOW + 10):
+            pub.enqueue(homie.Message(f"{ROOT}/t{i}", str(i)), key=i)
+        pub.pump(sender)
+        assert len(sender.sent) == WINDOW and not pub.idle.is_set()
+        assert pub.status() == {"buffered": 10, "announcing": 0, "in_flight": WINDOW}
+        assert pub.acknowledged(1) and not pub.acknowledged(1) and not pub.acknowledged(999)
+        pub.pump(sender)
+        assert len(sender.sent) == WINDOW + 1
+        drain(pub, sender)
+        assert sender.topics() == [f"{ROOT}/t{i}" for i in range(WINDOW + 10)]
+        assert await pub.flush(1.0)
+
+    run(main())
+
+
+def test_a_lost_connection_sends_unacknowledged_publications_again_in_order() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        loop = asyncio.get_running_loop()
+        done = [loop.create_future() for _ in range(3)]
+        for i in range(3):
+            pub.enqueue(homie.Message(f"{ROOT}/t{i}", str(i)), key=i, done=done[i])
+        pub.pump(sender)
+        pub.acknowledged(1)
+        assert done[0].result() is True and not done[1].done()
+        pub.connection_lost()
+        pub.pump(None)  # offline: nothing goes anywhere
+        assert pub.status()["buffered"] == 2 and not pub.idle.is_set()
+        mark = len(sender.sent)
+        pub.pump(sender)
+        assert sender.topics(mark) == [f"{ROOT}/t1", f"{ROOT}/t2"]
+        # paho refusing a publication keeps it at the front for the next pump
+        pub.enqueue(homie.Message(f"{ROOT}/late", "x"), key="late")
+        sender.refuse = True
+        pub.pump(sender)
+        sender.refuse = False
+        mark = len(sender.sent)
+        pub.pump(sender)
+        assert sender.topics(mark) == [f"{ROOT}/late"]
+        assert not await pub.flush(0.01)  # still in flight
+
+    run(main())
+
+
+def test_a_full_outbox_drops_the_oldest_and_counts() -> None:
+    async def main() -> None:
+        box = Outbox(3)
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(5)]
+        for i in range(5):
+            box.put(Pending(homie.Message(f"{ROOT}/t{i}", ""), i, done=futures[i]))
+        assert len(box) == 3 and box.dropped == 2
+        assert [f.result() for f in futures[:2]] == [False, False]
+        assert [box.pop().key for _ in range(3)] == [2, 3, 4]  # type: ignore[union-attr]
+        assert box.pop() is None
+        box.put(Pending(homie.Message(f"{ROOT}/a", ""), "a"))
+        box.put(Pending(homie.Message(f"{ROOT}/a", "new"), "a"), replace=False)
+        box.put(Pending(homie.Message(f"{ROOT}/b", ""), "b"), front=True)
+        first = box.pop()
+        second = box.pop()
+        assert first is not None and first.key == "b"
+        assert second is not None and second.msg.payload == ""  # a newer entry was waiting
+
+    run(main())
+
+
+def test_another_account_starts_from_nothing() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        pub.announce([device()])
+        drain(pub, sender)
+        pub.enqueue(homie.Message(f"{ROOT}/x", "1"), key="x")
+        pub.use_root("other")
+        assert len(pub.outbox) == 0
+        mark = len(sender.sent)
+        pub.forget(device())  # nothing was published under the new root
+        drain(pub, sender)
+        assert all(t.startswith("other/") for t in sender.topics(mark))
+        pub.announce([device()])
+        drain(pub, sender)
+        assert homie.Message("other/sweet-home/lamp/$state", "init") in sender.sent[mark:]
+
+    run(main())
+
+
+def test_a_newer_value_waiting_wins_over_an_older_one_coming_back() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        pub.enqueue(homie.Message(f"{ROOT}/x", "1"), key="x")
+        pub.pump(sender)  # "1" in flight
+        pub.enqueue(homie.Message(f"{ROOT}/x", "2"), key="x")  # a newer value waits
+        pub.connection_lost()  # "1" was never acknowledged
+        mark = len(sender.sent)
+        pub.pump(sender)
+        assert [m.payload for m in sender.sent[mark:]] == ["2"]
+        # A caller may ask not to replace what is waiting.
+        pub.enqueue(homie.Message(f"{ROOT}/y", "first"), key="y")
+        pub.enqueue(homie.Message(f"{ROOT}/y", "second"), key="y", replace=False)
+        # ... or to go first.
+        pub.enqueue(homie.Message(f"{ROOT}/urgent", "now"), key="u", front=True)
+        mark = len(sender.sent)
+        pub.pump(sender)
+        assert [m.payload for m in sender.sent[mark:]] == ["now", "first"]
+
+    run(main())
+
+
+def test_a_refused_publication_keeps_its_place_in_the_queue() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        for name in ("a", "b"):
+            pub.enqueue(homie.Message(f"{ROOT}/{name}", name), key=name)
+        sender.refuse = True
+        pub.pump(sender)
+        assert not pub.idle.is_set() and pub.status()["buffered"] == 2
+        sender.refuse = False
+        pub.pump(sender)
+        assert sender.topics() == [f"{ROOT}/a", f"{ROOT}/b"]
+
+    run(main())
+
+
+def test_trees_cut_by_a_lost_connection_go_out_whole_again() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        lamp = device()
+        pub.announce([lamp])
+        pub.pump(sender)  # the whole tree in flight, nothing acknowledged
+        first = sender.topics()
+        pub.connection_lost()
+        mark = len(sender.sent)
+        pub.pump(sender)
+        again = sender.topics(mark)
+        # Every unacknowledged topic goes again, once: $state with its latest value.
+        assert set(again) == set(first) and len(again) == len(set(again))
+        states = [m.payload for m in sender.sent[mark:] if m.topic.endswith("lamp/$state")]
+        assert states == ["ready"]
+
+    run(main())
+
+
+def test_a_forgotten_device_stops_announcing_and_starts_over_if_it_returns() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        lamp = device()
+        pub.announce([lamp])
+        drain(pub, sender)
+        pub.announce([lamp])  # a reconnect is announcing it ...
+        pub.forget(lamp)  # ... when it is removed: its tree stops there
+        mark = len(sender.sent)
+        drain(pub, sender)
+        assert all(m.payload == "" for m in sender.sent[mark:])
+        pub.announce([lamp])  # it comes back: a new device to apps, init first
+        mark = len(sender.sent)
+        drain(pub, sender)
+        assert sender.sent[mark] == homie.Message(f"{ROOT}/sweet-home/lamp/$state", "init")
+
+    run(main())
+
+
+def test_a_devices_own_retained_publication_is_cleared_with_it() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        extra = f"{ROOT}/sweet-home/lamp/extra/thing"
+        pub.enqueue(homie.Message(extra, "1"), key=extra, device="lamp")
+        drain(pub, sender)
+        mark = len(sender.sent)
+        pub.forget(device())
+        drain(pub, sender)
+        assert homie.Message(extra, "") in sender.sent[mark:]
+
+    run(main())
+
+
+def test_dropping_is_logged_at_the_first_and_every_hundredth(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        box = Outbox(1)
+        for i in range(202):
+            box.put(Pending(homie.Message(f"{ROOT}/t{i}", ""), i))
+        assert box.dropped == 201
+
+    run(main())
+    counts = [r.getMessage() for r in caplog.records if "cloud outbox full" in r.getMessage()]
+    assert [m.split("dropped ")[1].split(" ")[0] for m in counts] == ["1", "100", "200"]
+    assert "(1 entries)" in counts[0]
+
+
+def test_waiting_publications_of_an_old_account_are_given_up() -> None:
+    async def main() -> None:
+        pub = Publisher(100)
+        pub.use_root(ROOT)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        pub.enqueue(homie.Message(f"{ROOT}/x", "1"), key="x", done=done)
+        pub.use_root(ROOT)  # the same account: nothing is lost
+        assert not done.done() and len(pub.outbox) == 1
+        pub.use_root("other")
+        assert done.result() is False and len(pub.outbox) == 0
+        box = Outbox(5)
+        waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        box.put(Pending(homie.Message(f"{ROOT}/y", ""), "y", done=waiting))
+        box.put(Pending(homie.Message(f"{ROOT}/y", "newer"), "y"))
+        assert waiting.result() is False  # replaced by default
+        box.clear()
+        assert len(box) == 0
+
+    run(main())
