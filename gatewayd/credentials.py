@@ -20,6 +20,9 @@ HOSTNAME_PATTERN = (
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 MAX_TOKEN_BYTES = 1024
+# A JSON escape such as \udc80 parses into a lone surrogate: a str that is no Unicode
+# text and cannot be encoded as UTF-8 (for the state file, the broker, NetworkManager).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class InvalidField(ValueError):
@@ -84,6 +87,7 @@ class CloudCredentials:
 def check_ssid(value: str, field: str = "ssid") -> str:
     if not isinstance(value, str):
         raise InvalidField(field, f"must be text, got {type(value).__name__}")
+    _text(value, field)
     size = len(value.encode("utf-8"))
     if not 1 <= size <= 32:
         raise InvalidField(field, f"must be 1-32 bytes of UTF-8, got {size} bytes")
@@ -108,6 +112,8 @@ def check_psk(value: str, field: str = "psk") -> str:
 def _text(value: Any, field: str) -> None:
     if value is not None and not isinstance(value, str):
         raise InvalidField(field, f"must be text, got {type(value).__name__}")
+    if value and _SURROGATE.search(value):
+        raise InvalidField(field, "must be Unicode text (it has a lone surrogate escape)")
 
 
 def check_wsp(value: str, field: str = "wsp") -> str:
@@ -168,6 +174,7 @@ def check_root_topic(value: str, field: str = "rootTopic") -> str:
         raise InvalidField(field, "must be text")
     if value == "":
         return value
+    _text(value, field)
     if any(c in value for c in "/+#") or any(ord(c) < 32 for c in value):
         raise InvalidField(field, "must be a single MQTT topic level (no '/', '+', '#')")
     if value.startswith("$"):

@@ -85,6 +85,23 @@ def test_a_malformed_origin_is_a_400(portal: Portal, origin: str) -> None:
     assert unchanged(portal, before)
 
 
+# ---- found by the chaos suite: a lone surrogate in a JSON string was a 500 -----------------
+
+@pytest.mark.parametrize("field", ["ssid", "wsp", "token", "rootTopic"])
+def test_a_json_string_that_is_not_unicode_is_a_400(portal: Portal, field: str) -> None:
+    # \udc80 is valid JSON syntax, but the string it makes is no Unicode text: it
+    # cannot be encoded as UTF-8 (python -m chaos --only http_fuzz --short --seed 1 found
+    # the ssid case: UnicodeEncodeError in the field rules, a 500).
+    before = portal.state_file.read_bytes()
+    body = {**VALID, field: VALID.get(field, "home") + "\udc80"}
+    reply = portal.client().post_json("/api/v1/pair", body)
+    assert reply.status == 400, reply.body
+    assert reply.json["error"] == {"code": "invalid", "field": field,
+                                   "message": f"{field}: must be Unicode text (it has a lone "
+                                              "surrogate escape)"}
+    assert unchanged(portal, before)
+
+
 # ---- item 8: cloud-only pairing without a network -------------------------------------------
 
 def test_cloud_only_pairing_needs_a_network(portal: Portal) -> None:
