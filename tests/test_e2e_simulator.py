@@ -289,6 +289,11 @@ def test_portal_permit_join_needs_the_admin_password_once_paired(sim: Sim) -> No
                                                "csrf_token": csrf_of(dashboard)})
     assert "may join for 120 seconds" in after
     assert sim.status()["zigbee"]["permit_join"] > 0
+    # A superscript two is a digit to str.isdigit but not to int(): the panel said so in
+    # Python's words ("invalid literal for int() ...").
+    refused = panel.post("/zigbee/permit-join", {"seconds": "\u00b2",
+                                                 "csrf_token": csrf_of(after)})
+    assert "seconds: must be an integer 0-254" in refused and "int()" not in refused
 
 
 def csrf_of(html: str) -> str:
