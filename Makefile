@@ -1,4 +1,4 @@
-.PHONY: setup demo test lint fmt bench clean
+.PHONY: setup demo test lint fmt bench chaos chaos-short clean
 
 setup:
 	scripts/setup.sh
@@ -10,10 +10,19 @@ test:
 	scripts/test.sh
 
 lint: setup
-	.venv/bin/ruff check gatewayd tests bench
+	.venv/bin/ruff check gatewayd tests bench chaos
 
 bench: setup
 	.venv/bin/python -m bench
+
+# The chaos suite (docs/chaos.md): the long form with the acceptance's amounts, and the
+# short form CI runs (tests/test_chaos.py). SEED=N to try other inputs.
+SEED ?= 1
+chaos: setup
+	.venv/bin/python -m chaos --long --seed $(SEED)
+
+chaos-short: setup
+	.venv/bin/python -m chaos --short --seed $(SEED)
 
 clean:
 	rm -rf build dist *.egg-info test-artifacts .pytest_cache
