@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     tallies: list[Tally] = []
     print(f"chaos: {settings.form} form, seed {args.seed}, {', '.join(names)} in {workdir}",
           flush=True)
-    with ChaosWorld(workdir) as world:
+    world = ChaosWorld(workdir)
+    with world:
         for name in names:
             print(f"  {name} ...", flush=True)
             began = time.monotonic()

@@ -25,14 +25,13 @@ from chaos.settings import Settings
 from chaos.tally import Tally, ensure_alive
 from chaos.watch import HealthWatch, RssSampler
 from chaos.world import Hub, HubDied
+from gatewayd.ble import phone  # bleak itself only when a phone scans
 
 PHONE_ADAPTER = "hci1"  # sim.json ble.phone_adapter
 
 
 def _attempt(name: str, code: str, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """One pairing through the secure service: ("ok", outcome) or (error code, details)."""
-    from gatewayd.ble import phone  # bleak: imported only by the campaign that uses it
-
     try:
         outcome = asyncio.run(phone.pair_secure(adapter=PHONE_ADAPTER, name=name,
                                                 setup_code=code, fields=fields,

@@ -30,7 +30,7 @@ def _client(world: BenchWorld, name: str) -> mqtt.Client:
                          client_id=f"chaos-{name}-{os.getpid()}-{time.monotonic_ns()}")
     client.username_pw_set(MONITOR_USER, world.broker.monitor_password)
     client.on_socket_open = tcp_no_delay
-    client.reconnect_delay_set(0.1, 1.0)
+    client.reconnect_delay_set(1, 2)
     client.max_queued_messages_set(0)  # the flood queues as much as it likes: it is bounded
     return client
 
@@ -61,9 +61,10 @@ class Recorder:
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
-            self.latest[msg.topic] = msg.payload
+            payload = bytes(msg.payload)
+            self.latest[msg.topic] = payload
             if len(self.messages) < MAX_MESSAGES:
-                self.messages.append((time.monotonic(), msg.topic, msg.payload, msg.retain))
+                self.messages.append((time.monotonic(), msg.topic, payload, msg.retain))
 
     def since(self, start: int) -> list[tuple[float, str, bytes, bool]]:
         with self.lock:
@@ -97,7 +98,7 @@ def retained(world: BenchWorld, topic_filter: str, marker: str) -> dict[str, byt
         if msg.topic == marker and msg.payload == token:
             done.set()
         elif msg.retain and msg.payload:
-            got[msg.topic] = msg.payload
+            got[msg.topic] = bytes(msg.payload)
 
     client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=1)
     client.on_subscribe = lambda c, *_: c.publish(marker, token, qos=1)

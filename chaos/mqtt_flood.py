@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import random
 import time
 from pathlib import Path
@@ -110,8 +111,6 @@ def _error_after(recorder: mqtt.Recorder, start: int, topic: str) -> Any:
 
 def _paced(hub: Hub, recorder: mqtt.Recorder, root: str, rng: random.Random,
            targets: Targets, count: int, tally: Tally, codes: collections.Counter[str]) -> None:
-    import json
-
     for n in range(count):
         item = make(rng, targets)
         start = recorder.count()
@@ -121,9 +120,11 @@ def _paced(hub: Hub, recorder: mqtt.Recorder, root: str, rng: random.Random,
             continue
         topic = f"{root}/{item.error_topic}"
         where = f"paced #{n} ({item.label}: {item.topic} {item.payload[:40]!r})"
+        def answered(topic: str = topic, start: int = start) -> Any:
+            return _error_after(recorder, start, topic)
+
         try:
-            payload = recorder.wait(lambda t=topic, s=start: _error_after(recorder, s, t),
-                                    ANSWER_SECONDS, "the error")
+            payload = recorder.wait(answered, ANSWER_SECONDS, "the error")
         except TimeoutError:
             if not hub.alive():
                 raise HubDied(f"{where}: gatewayd exited ({hub.exit_code()})") from None
@@ -168,10 +169,12 @@ def _still_works(hub: Hub, recorder: mqtt.Recorder, root: str, targets: Targets,
     for value in (b"true", b"false"):
         start = recorder.count()
         recorder.publish(f"{value_topic}/set", value)
+
+        def echoed(start: int = start, value: bytes = value) -> bool:
+            return any(t == value_topic and p == value for _, t, p, _ in recorder.since(start))
+
         try:
-            recorder.wait(lambda s=start, v=value: any(
-                t == value_topic and p == v for _, t, p, _ in recorder.since(s)),
-                ANSWER_SECONDS, "the echo")
+            recorder.wait(echoed, ANSWER_SECONDS, "the echo")
         except TimeoutError:
             tally.problem("misanswers", f"after the flood, {value!r} on {value_topic}/set was "
                                         "not echoed")
