@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -24,11 +25,15 @@ from chaos.tally import Tally
 from chaos.world import ChaosWorld
 
 OUT = Path(__file__).resolve().parent / "out" / "chaos.json"
-Campaign = Callable[[ChaosWorld, Settings, int, Path], Tally]
+Campaign = Callable[[ChaosWorld, Settings, int, Path, Tally], None]
 CAMPAIGNS: dict[str, Campaign] = {
     "http_fuzz": http_fuzz.run, "kill9": kill9.run, "broker_kill": broker_kill.run,
     "mqtt_flood": mqtt_flood.run, "ble_burst": ble_burst.run,
 }
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise SystemExit(143)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,16 +62,21 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     world = ChaosWorld(workdir)
     with world:
+        # The simulated world's GLib main loop may have taken SIGINT; Ctrl-C and SIGTERM
+        # must end a campaign through its cleanup (hubs stopped, the world torn down).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _terminate)
         for name in names:
             print(f"  {name} ...", flush=True)
             began = time.monotonic()
+            tally = Tally(name)
             try:
-                tally = CAMPAIGNS[name](world, settings, args.seed, workdir / "out")
+                CAMPAIGNS[name](world, settings, args.seed, workdir / "out", tally)
             except Exception:
                 print(traceback.format_exc(), file=sys.stderr, flush=True)
-                tally = Tally(name, aborted=traceback.format_exc(),
-                              seconds=time.monotonic() - began)
+                tally.aborted = traceback.format_exc()
             finally:
+                tally.seconds = time.monotonic() - began
                 world.stop_hubs()
             tallies.append(tally)
             verdict = "passed" if tally.passed() else "FAILED"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +40,9 @@ def _attempt(name: str, code: str, fields: dict[str, Any]) -> tuple[str, dict[st
     return "ok", outcome
 
 
-def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path) -> Tally:
-    tally = Tally("ble_burst")
-    started = time.monotonic()
+def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
+        tally: Tally) -> None:
+    """Counts go to ``tally`` as they happen: a campaign that fails half-way keeps them."""
     rng = random.Random(f"{seed}-ble")
     assert world.sim.bus is not None
     # bleak finds BlueZ on the system bus: the simulated world's
@@ -100,8 +99,6 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path) -> Tall
         tally.problem("corrupt", f"after the BLE burst: {problem}")
     tally.figures.update({"max_failures": max_failures, "answers": answers,
                           "log_errors": len(errors)})
-    tally.seconds = time.monotonic() - started
-    return tally
 
 
 def _check(hub: Hub, tally: Tally, files: dict[str, tuple[int, bytes]], where: str, got: str,

@@ -32,9 +32,9 @@ def _value(raw: int) -> str:
     return str(raw / SCALE)
 
 
-def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path) -> Tally:
-    tally = Tally("broker_kill")
-    started = time.monotonic()
+def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
+        tally: Tally) -> None:
+    """Counts go to ``tally`` as they happen: a campaign that fails half-way keeps them."""
     rng = random.Random(f"{seed}-broker")
     hub = Hub(world, "broker-kill", zigbee=True)
     hub.start()
@@ -85,8 +85,6 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path) -> Tall
         "hub_connects": status["connects"], "hub_dropped": status["dropped"],
         "recorder_connects": recorder.connects, "log_errors": len(errors),
     })
-    tally.seconds = time.monotonic() - started
-    return tally
 
 
 def _audit_latest(world: BenchWorld, recorder: mqtt.Recorder, finals: dict[str, int],

@@ -141,10 +141,10 @@ def _settle_attempt(hub: Hub, tally: Tally, label: str, baseline: dict[str, tupl
     return snapshot(hub.state_dir)
 
 
-def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path) -> Tally:
-    tally = Tally("http_fuzz")
-    started = time.monotonic()
-    deadline = started + settings.campaign_seconds
+def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
+        tally: Tally) -> None:
+    """Counts go to ``tally`` as they happen: a campaign that fails half-way keeps them."""
+    deadline = time.monotonic() + settings.campaign_seconds
     hub = Hub(world, "http-fuzz")
     hub.start()
     hub.wait_pairable()
@@ -207,8 +207,6 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path) -> Tall
         tally.rss_growth_mb, _, tally.rss_peak_mb = rss.stop()
     tally.inputs += len(results)
     _finish(hub, tally, statuses, results, accepted)
-    tally.seconds = time.monotonic() - started
-    return tally
 
 
 def _finish(hub: Hub, tally: Tally, statuses: collections.Counter[str],

@@ -111,7 +111,7 @@ def mutate(rng: random.Random, name: str, value: str) -> tuple[str, Value | None
     if kind == "unicode":
         return kind, _insert(rng, value or "x", rng.choice(UNICODE))
     if kind == "bad-utf8":
-        return kind, value.encode() + rng.choice(BAD_UTF8)
+        return kind, value.encode("utf-8", "surrogateescape") + rng.choice(BAD_UTF8)
     if kind == "wrong-type":
         valid = ALWAYS_VALID.get(name, set())
         return kind, rng.choice([v for v in WRONG_TYPES if v not in valid])

@@ -38,9 +38,9 @@ def _child(ieee: str) -> str:
     return "zigbee-" + ieee.replace(":", "").lower()
 
 
-def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path) -> Tally:
-    tally = Tally("mqtt_flood")
-    started = time.monotonic()
+def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
+        tally: Tally) -> None:
+    """Counts go to ``tally`` as they happen: a campaign that fails half-way keeps them."""
     rng = random.Random(f"{seed}-mqtt")
     hub = Hub(world, "mqtt-flood", zigbee=True)
     hub.start()
@@ -98,8 +98,6 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path) -> Tall
         "platform_dropped": link["platform"]["dropped"],
         "log_errors": len(errors),
     })
-    tally.seconds = time.monotonic() - started
-    return tally
 
 
 def _error_after(recorder: mqtt.Recorder, start: int, topic: str) -> Any:

@@ -36,7 +36,7 @@ class Settings:
     ble_wrong: int = 13
     # every campaign stops trying after this long (the counts above are then not reached,
     # and the report says so)
-    campaign_seconds: float = 900.0
+    campaign_seconds: float = 1500.0
 
 
 LONG = Settings(form="long")
