@@ -36,15 +36,26 @@ def unchanged(portal: Portal, before: bytes) -> bool:
     (check_root_topic, "home\n"),
     (check_root_topic, "$SYS"),
     (check_root_topic, "$share"),
+    # found by the chaos suite: the scope of an IPv6 literal took anything, a newline too,
+    # and a root topic took DEL and the C1 control characters
+    (check_host, "fe80::1%eth0\n"),
+    (check_host, "fe80::1%eth0 x"),
+    (check_root_topic, "home\x7f"),
+    (check_root_topic, "a\x85b"),
 ])
 def test_field_rules_refuse_newlines_and_dollar_roots(check: object, value: str) -> None:
     with pytest.raises(InvalidField):
         check(value)  # type: ignore[operator]
 
 
+def test_a_link_local_broker_with_its_interface_is_still_a_host() -> None:
+    assert check_host("fe80::1%eth0") == "fe80::1%eth0"
+    assert check_root_topic("h\u00f6me") == "h\u00f6me"
+
+
 @pytest.mark.parametrize(("field", "value"), [
     ("wsp", "user@example.com\n"), ("host", "127.0.0.1\n"), ("rootTopic", "$SYS"),
-    ("rootTopic", "home\n"),
+    ("rootTopic", "home\n"), ("host", "fe80::1%eth0\n"), ("rootTopic", "home\x7f"),
 ])
 def test_pair_refuses_a_trailing_newline_and_dollar_roots(portal: Portal, field: str,
                                                           value: str) -> None:
