@@ -104,8 +104,7 @@ def _audit_latest(world: BenchWorld, recorder: mqtt.Recorder, finals: dict[str, 
                 if got != value:
                     tally.problem("lost", f"{topic}: the subscriber's last value is {got!r}, "
                                           f"the plug's last report {value!r}")
-    held = mqtt.retained(world, f"{world.root}/sweet-home/#",
-                         f"{world.root}/sweet-home/chaos-marker/x/y")
+    held = mqtt.retained(world, list(want), f"{world.root}/chaos/marker")
     for topic, value in want.items():
         if held.get(topic) != value:
             tally.problem("lost", f"{topic}: the broker retains {held.get(topic)!r}, the plug's "

@@ -85,10 +85,11 @@ class Recorder:
         self.client.disconnect()
 
 
-def retained(world: BenchWorld, topic_filter: str, marker: str) -> dict[str, bytes]:
-    """What the broker retains under ``topic_filter`` now. ``marker`` is a topic inside the
-    filter nobody else uses: published after the subscription, it arrives after every
-    retained message, so its arrival says the retained ones are all in."""
+def retained(world: BenchWorld, topics: list[str], marker: str) -> dict[str, bytes]:
+    """What the broker retains on ``topics`` now. ``marker`` is a topic nobody else uses:
+    published after the subscriptions, it arrives after every retained message, so its
+    arrival says they are all in. (Exact topics, not a filter: mosquitto queues at most
+    1000 QoS 1 messages for a client and drops the rest, the marker with them.)"""
     got: dict[str, bytes] = {}
     done = threading.Event()
     token = f"chaos-marker-{time.monotonic_ns()}".encode()
@@ -100,14 +101,14 @@ def retained(world: BenchWorld, topic_filter: str, marker: str) -> dict[str, byt
         elif msg.retain and msg.payload:
             got[msg.topic] = bytes(msg.payload)
 
-    client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=1)
+    client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in [*topics, marker]])
     client.on_subscribe = lambda c, *_: c.publish(marker, token, qos=1)
     client.on_message = on_message
     client.connect(world.broker.host, world.broker.port, keepalive=10)
     client.loop_start()
     try:
         if not done.wait(20):
-            raise TimeoutError(f"the retained messages under {topic_filter} did not arrive")
+            raise TimeoutError(f"the retained messages of {len(topics)} topics did not arrive")
     finally:
         client.loop_stop()
         client.disconnect()

@@ -52,8 +52,8 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
     root = world.root
     watched = [f"{root}/sweet-home/{p}/switch/on-off" for p in targets.plugs] + [
         f"{root}/sweet-home/{targets.hub}/zigbee/permitjoin"]
-    marker = f"{root}/sweet-home/chaos-marker/x/y"
-    before = mqtt.retained(world, f"{root}/sweet-home/#", marker)
+    marker = f"{root}/chaos/marker"
+    before = mqtt.retained(world, watched, marker)
     files = snapshot(hub.state_dir, STATE_FILES)
     link_before = hub.status()["cloud_link"]
     recorder = mqtt.Recorder(world, f"{root}/#")
@@ -71,7 +71,7 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
         tally.health = watch.stop()
         tally.rss_growth_mb, _, tally.rss_peak_mb = rss.stop()
     if ensure_alive(hub, tally, "after the MQTT flood"):
-        after = mqtt.retained(world, f"{root}/sweet-home/#", marker)
+        after = mqtt.retained(world, watched, marker)
         for topic in watched:
             if before.get(topic) != after.get(topic):
                 tally.problem("state_changes", f"{topic} was {before.get(topic)!r}, after the "

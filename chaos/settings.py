@@ -2,15 +2,13 @@
 
 The long form (``make chaos``) tries what the issue's acceptance names: 10,000 fuzzed HTTP
 inputs, 100 ``kill -9`` cycles, 5 broker kills, 20,000 bad MQTT messages. The short form
-(``make chaos-short``, ``tests/test_chaos.py``) runs every campaign smaller, within
-:data:`SHORT_BUDGET_S`.
+(``make chaos-short``, ``tests/test_chaos.py``) runs every campaign smaller, within the
+issue's budget of 3 minutes (docs/chaos.md, "Budget").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-
-SHORT_BUDGET_S = 90.0  # the CI form on an idle 2-core machine (the issue allows 180)
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,7 @@ class Settings:
     # BLE: handshakes with wrong setup codes (the lockout engages after [ble] max_failures)
     ble_wrong: int = 13
     # every campaign stops trying after this long (the counts above are then not reached,
-    # and the report says so)
+    # and the report says so): a bound against a hang, far above what a campaign takes
     campaign_seconds: float = 1500.0
 
 
@@ -43,7 +41,7 @@ LONG = Settings(form="long")
 SHORT = replace(LONG, form="short", pair_queries=260, json_bodies=160, raw_requests=140,
                 slow_clients=12, slow_seconds=11.0, accepted_attempts=3, kill_cycles=6,
                 broker_kills=1, plugs=4, stream_rate=100.0, mqtt_paced=40, mqtt_flood=2000,
-                ble_wrong=6, campaign_seconds=60.0)
+                ble_wrong=6, campaign_seconds=150.0)
 
 
 def http_inputs(settings: Settings) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import DEVICE_ID, BenchWorld, DaemonProcess
+from bench.harness import BenchWorld, DaemonProcess
 from gatewayd.ctl.client import CtlError
 from gatewayd.simulator.procs import free_port, wait_until
 
@@ -77,9 +77,10 @@ class Hub:
             world.hubs.append(self)
 
     def _config_text(self) -> str:
+        # One device id per hub: each leaves its retained tree on the broker (one account).
         return f"""
 [hub]
-device_id = "{DEVICE_ID}"
+device_id = "chaos-{self.name}"
 state_dir = "{self.state_dir}"
 runtime_dir = "{self.runtime}"
 [portal]

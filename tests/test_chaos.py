@@ -1,9 +1,9 @@
 """The chaos suite (docs/chaos.md): its short form in CI, and its own parts.
 
 The short form runs every campaign against the simulated world, smaller than ``make
-chaos``; every pass/fail count must be 0. Its budget is the issue's: at most 3 minutes on
-the CI machine (about 90 s on an idle 2-core machine). Latencies and memory are figures,
-never asserted here.
+chaos``; every pass/fail count must be 0. Its budget is the issue's, at most 3 minutes
+(docs/chaos.md gives the measured times); like every speed it is measured, not asserted:
+the timeout here only stops a run that hangs. Latencies and memory are figures too.
 """
 
 from __future__ import annotations
@@ -14,30 +14,35 @@ import random
 import sqlite3
 import subprocess
 import sys
-import urllib.parse
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+from werkzeug.wrappers import Request
 
 from chaos import http_inputs, mqtt_inputs
 from chaos.audit import audit, differences, snapshot
 from chaos.tally import FAIL_COUNTS
+from gatewayd.config import CloudConfig
+from gatewayd.onboarding.pairing import InvalidRequest, request_from_fields
+from gatewayd.portal.api import json_fields
+from gatewayd.portal.pair import query_fields
 from gatewayd.state import StateStore
 from tests.helpers import REPO
 
 CAMPAIGNS = {"http_fuzz", "kill9", "broker_kill", "mqtt_flood", "ble_burst"}
-SHORT_BUDGET_S = 180  # the issue's bound for the CI form
+HANG_S = 600  # several times the budget: a hung run, not a slow one
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(SHORT_BUDGET_S + 120)
+@pytest.mark.timeout(HANG_S + 60)
 def test_the_short_form_finds_nothing_wrong(tmp_path: Path) -> None:
     out = tmp_path / "chaos.json"
     # No --workdir: the suite's own /tmp directory keeps the sockets' paths short enough for
     # AF_UNIX; what went wrong is in chaos.json (problems, log tails).
     run = subprocess.run([sys.executable, "-m", "chaos", "--short", "--seed", "1", "--out",
                           str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=SHORT_BUDGET_S + 100)
+                         cwd=REPO, capture_output=True, text=True, timeout=HANG_S)
     assert out.exists(), run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads(out.read_text())
     campaigns = {c["campaign"]: c for c in results["campaigns"]}
@@ -83,16 +88,30 @@ def test_the_generators_make_bytes_from_anything_they_made_before(strict: bool) 
             assert http_inputs.json_body(rng, VALID, 80, strict=strict).data
 
 
-def test_strict_inputs_carry_an_invalid_port_unless_they_break_one_themselves() -> None:
-    rng = random.Random(3)
-    for _ in range(500):
-        item = http_inputs.pair_query(rng, VALID, 80, strict=True)
-        target = item.data.split(b" ", 2)[1].decode()
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query,
-                                      keep_blank_values=True)
-        assert query.get("brport") != ["1883"] or (
-            item.mutated and item.mutated <= set(http_inputs.RESTRICTED)), item.label
-        assert not item.label.startswith(("valid", "other-valid"))
+def _refused(fields: Callable[[], Mapping[str, object]]) -> bool:
+    try:
+        request_from_fields(fields(), CloudConfig())
+    except InvalidRequest:
+        return True
+    return False
+
+
+def test_strict_inputs_are_all_refused_by_the_field_rules() -> None:
+    # What the portal does with them, short of the web server: once a run has had its
+    # attempts, no input may start another (each costs seconds; some 30).
+    for seed in range(3):
+        rng = random.Random(seed)
+        for _ in range(2000):
+            item = http_inputs.pair_query(rng, VALID, 80, strict=True)
+            target = item.data.split(b" ", 2)[1]
+            args = Request({"REQUEST_METHOD": "GET", "SERVER_NAME": "hub", "SERVER_PORT": "80",
+                            "wsgi.url_scheme": "http",
+                            "QUERY_STRING": target.partition(b"?")[2].decode("latin-1")}).args
+            assert _refused(lambda a=args: query_fields(a)), item.label
+            assert not item.label.startswith(("valid", "other-valid"))
+            item = http_inputs.json_body(rng, VALID, 80, strict=True)
+            body = item.data.partition(b"\r\n\r\n")[2]
+            assert _refused(lambda b=body: json_fields(b)), item.label
 
 
 def test_the_audit_finds_what_a_crash_may_leave(tmp_path: Path) -> None:
