@@ -1,4 +1,5 @@
-.PHONY: setup demo test lint fmt bench chaos chaos-short clean
+.PHONY: setup demo test lint fmt bench bench-provisioning test-provisioning-kills chaos \
+	chaos-short clean
 
 setup:
 	scripts/setup.sh
@@ -23,6 +24,14 @@ chaos: setup
 
 chaos-short: setup
 	.venv/bin/python -m chaos --short --seed $(SEED)
+
+# 50 hubs provisioning against one simulated platform (bench/README.md), alone.
+bench-provisioning: setup
+	.venv/bin/python -m bench --only provisioning
+
+# The kill -9 test's long form: 30 kills at random moments (the suite does one per phase).
+test-provisioning-kills: setup
+	GATEWAYD_PROVISIONING_KILLS=30 .venv/bin/pytest -q tests/test_provisioning_e2e.py -k kill_9
 
 clean:
 	rm -rf build dist *.egg-info test-artifacts .pytest_cache

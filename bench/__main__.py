@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import hub, startup, zigbee
+from bench import hub, provisioning, startup, zigbee
 from bench.harness import BenchWorld, Results
 from bench.settings import FULL, QUICK
 
 OUT = Path(__file__).resolve().parent / "out" / "results.json"
-PARTS = ("imports", "hub", "zigbee")
+PARTS = ("imports", "hub", "zigbee", "provisioning")
 
 
 def machine() -> dict[str, Any]:
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=PARTS,
                         help="run only this part (repeatable); 'zigbee' needs 'hub'")
     parser.add_argument("--devices", type=int, help="simulated Zigbee plugs (default 200)")
+    parser.add_argument("--hubs", type=int, help="hubs provisioning at once (default 50)")
     parser.add_argument("--flood-seconds", type=float,
                         help="length of the 10x flood (default 120; 600 for the full 10 min)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"JSON file (default {OUT})")
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = QUICK if args.quick else FULL
     if args.devices:
         settings = dataclasses.replace(settings, devices=args.devices)
+    if args.hubs:
+        settings = dataclasses.replace(settings, provisioning_hubs=args.hubs)
     if args.flood_seconds:
         settings = dataclasses.replace(settings, flood_seconds=args.flood_seconds)
     parts = set(args.only or PARTS)
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             paired = hub.run(world, settings, results)
             if "zigbee" in parts:
                 zigbee.run(world, settings, results, paired)
+    if "provisioning" in parts:
+        provisioning.run(settings, results, workdir / "provisioning")
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - started

@@ -20,9 +20,15 @@ class Settings:
     flood_seconds: float = 120.0
     http_seconds: float = 3.0
     http_clients: int = 8
+    provisioning_hubs: int = 50      # hubs provisioning at once against one platform
+    provisioning_repeats: int = 3
+    refresh_lifetime: float = 10.0   # registration token lifetime in the refresh phase, s
+    refresh_seconds: float = 30.0    # how long the fleet runs with such tokens
 
 
 FULL = Settings()
 QUICK = replace(FULL, repeats=2, devices=12, throughput_reports=1200, latency_rate=30.0,
                 latency_seconds=2.0, latency_repeats=1, set_samples=10, steady_seconds=3.0,
-                idle_seconds=2.0, flood_seconds=4.0, http_seconds=1.0, http_clients=4)
+                idle_seconds=2.0, flood_seconds=4.0, http_seconds=1.0, http_clients=4,
+                provisioning_hubs=8, provisioning_repeats=1, refresh_lifetime=4.0,
+                refresh_seconds=5.0)

@@ -41,13 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ethernet", action="store_true",
                    help="with --simulate: the hub also has eth0 with its cable plugged in "
                         "(default: a Wi-Fi-only hub)")
+    p.add_argument("--provisioning", choices=("token", "enroll"), default=None,
+                   help="with --simulate: a hub preset for zero-touch provisioning on a "
+                        "simulated Ethernet link (docs/provisioning.md)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
                    help="override [logging] level")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.provisioning and (not args.simulate or args.no_platform):
+        parser.error("--provisioning needs --simulate with the built-in platform "
+                     "(the provisioning endpoint is the platform's)")
     try:
         config = load_config(args.config)
         check_config(config)  # plugin options are part of the config: refuse them here too
@@ -68,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         from gatewayd.simulator.run import run_simulator
 
         return run_simulator(config, args.workdir, redactor,
-                             platform=not args.no_platform, ethernet=args.ethernet)
+                             platform=not args.no_platform, ethernet=args.ethernet,
+                             provisioning=args.provisioning)
     return run_daemon(config, redactor)
 
 

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd import __version__
-from gatewayd.credentials import InvalidField, check_host, check_psk, check_root_topic
+from gatewayd.credentials import (
+    InvalidField,
+    check_host,
+    check_psk,
+    check_root_topic,
+    check_token,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/gatewayd.toml")
 
@@ -70,6 +76,7 @@ def _rule(check: Callable[[str], object]) -> Callable[[str], str | None]:
 _check_host = _rule(check_host)
 _check_psk = _rule(check_psk)
 _check_topic_level = _rule(check_root_topic)
+_check_secret = _rule(check_token)
 
 
 def _check_interface_address(value: str) -> str | None:
@@ -151,6 +158,30 @@ class CloudConfig:
 
 
 @dataclass(frozen=True)
+class ProvisioningConfig:
+    """Where the cloud account comes from (docs/provisioning.md)."""
+
+    mode: str = spec("pairing", choices=("pairing", "token", "enroll"),
+                     doc="pairing: a person pairs the hub; token / enroll: the platform "
+                         "issues the account")
+    host: str = spec("", check=lambda v: None if v == "" else _check_host(v),
+                     doc="the platform's provisioning endpoint (MQTT broker)")
+    port: int = spec(1883, min=1, max=65535)
+    mqtts_port: int = spec(0, min=0, max=65535, doc="0 = no TLS")
+    token: str = spec("", check=lambda v: None if v == "" else _check_secret(v),
+                      doc="token mode: the provisioning token (per batch or per device)")
+    template: str = spec("", pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                         doc="enroll mode: the production template id")
+    enroll_password: str = spec("", check=lambda v: None if v == "" else _check_secret(v),
+                                doc="enroll mode: the template's enroll password")
+    serial: str = spec("", pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
+                       doc="the hub's serial number; empty = the Serial of /proc/cpuinfo")
+    retry_interval: float = spec(60.0, min=0.1, max=86400,
+                                 doc="after a rejection or failure, the next operation "
+                                     "waits this long (with jitter)")
+
+
+@dataclass(frozen=True)
 class BleConfig:
     enabled: bool = spec(True)
     adapter: str = spec("hci0")
@@ -214,6 +245,7 @@ class Config:
     hotspot: HotspotConfig = spec(factory=HotspotConfig)
     portal: PortalConfig = spec(factory=PortalConfig)
     cloud: CloudConfig = spec(factory=CloudConfig)
+    provisioning: ProvisioningConfig = spec(factory=ProvisioningConfig)
     ble: BleConfig = spec(factory=BleConfig)
     zigbee: ZigbeeConfig = spec(factory=ZigbeeConfig)
     button: ButtonConfig = spec(factory=ButtonConfig)
@@ -311,6 +343,12 @@ def _build(cls: Any, data: Any, file: str, prefix: str) -> Any:
 def _cross_checks(cfg: Config, file: str) -> None:
     if cfg.cloud.reconnect_min > cfg.cloud.reconnect_max:
         raise ConfigError(file, "cloud.reconnect_min", "must not exceed cloud.reconnect_max")
+    prov = cfg.provisioning
+    needs = {"token": ("host", "token"), "enroll": ("host", "template", "enroll_password")}
+    for key in needs.get(prov.mode, ()):
+        if not getattr(prov, key):
+            raise ConfigError(file, f"provisioning.{key}", f"is required with mode = "
+                                                           f"\"{prov.mode}\"")
     seen: set[str] = set()
     for i, v in enumerate(cfg.virtual):
         if v.id in seen:

@@ -64,14 +64,17 @@ class CloudCredentials:
     port: int
     mqtts_port: int = 0  # 0: plain MQTT on ``port``; otherwise TLS on this port
     root_topic: str = ""  # "" means sha256(wsp)
+    # "" means sha256(wsp), the 2Smart convention. A provisioned hub's registration token
+    # is its own broker user's password (docs/provisioning.md): the platform names the user.
+    mqtt_user: str = ""
 
     @property
     def username(self) -> str:
-        return mqtt_username(self.wsp)
+        return self.mqtt_user or mqtt_username(self.wsp)
 
     @property
     def root(self) -> str:
-        return self.root_topic or self.username
+        return self.root_topic or mqtt_username(self.wsp)
 
     @property
     def tls(self) -> bool:
@@ -196,6 +199,18 @@ def check_root_topic(value: str, field: str = "rootTopic") -> str:
     return value
 
 
+def check_mqtt_user(value: Any, field: str = "mqtt_user") -> str:
+    """A broker user name chosen by the platform (provisioning); "" = the 2Smart one."""
+    _text(value, field)
+    if value is None or value == "":
+        return ""
+    if len(value.encode("utf-8")) > 256:
+        raise InvalidField(field, "must be at most 256 bytes")
+    if any(ord(c) < 32 or c in "+#/:" for c in value):
+        raise InvalidField(field, "must not contain control characters, '+', '#', '/' or ':'")
+    return str(value)
+
+
 # ---- builders -----------------------------------------------------------------------------
 
 def wifi_from_fields(ssid: Any, psk: Any, hidden: Any = False) -> WifiCredentials:
@@ -205,7 +220,7 @@ def wifi_from_fields(ssid: Any, psk: Any, hidden: Any = False) -> WifiCredential
 
 
 def cloud_from_fields(*, wsp: Any, token: Any, host: Any, port: Any, mqtts_port: Any = 0,
-                      root_topic: Any = "", port_field: str = "brport",
+                      root_topic: Any = "", mqtt_user: Any = "", port_field: str = "brport",
                       mqtts_field: str = "mqtts_port",
                       root_field: str = "rootTopic") -> CloudCredentials:
     return CloudCredentials(
@@ -215,6 +230,7 @@ def cloud_from_fields(*, wsp: Any, token: Any, host: Any, port: Any, mqtts_port:
         port=check_port(port, port_field),
         mqtts_port=check_port(mqtts_port, mqtts_field, allow_zero=True),
         root_topic=check_root_topic(root_topic, root_field),
+        mqtt_user=check_mqtt_user(mqtt_user),
     )
 
 
@@ -223,4 +239,7 @@ def wifi_to_dict(w: WifiCredentials) -> dict[str, Any]:
 
 
 def cloud_to_dict(c: CloudCredentials) -> dict[str, Any]:
-    return asdict(c)
+    data = asdict(c)
+    if not c.mqtt_user:
+        del data["mqtt_user"]  # a paired hub's state.json stays as it always was
+    return data

@@ -29,14 +29,16 @@ from gatewayd.hardware.libgpiod import GpiodBackend
 from gatewayd.hardware.lines import LineBackend
 from gatewayd.hardware.simulated import SimulatedBackend
 from gatewayd.hub import Hub
-from gatewayd.identity import Identity, device_id_from_mac, primary_mac
+from gatewayd.identity import Identity, cpu_serial, device_id_from_mac, primary_mac
 from gatewayd.onboarding.cloud_step import CloudLinkStep
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.onboarding.progress import Progress, describe
+from gatewayd.onboarding.provisioned import ProvisioningOnboarding
 from gatewayd.onboarding.steps import CloudStep
 from gatewayd.onboarding.table import State
 from gatewayd.portal.app import create_portal_app
+from gatewayd.provisioning.service import Provisioner
 from gatewayd.runtime import heap
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.logsetup import Redactor
@@ -151,6 +153,7 @@ class Daemon:
     notifications: Notifications | None = None
     onboarding: Onboarding | None = None
     pairing: PairingService | None = None
+    provisioner: Provisioner | None = None
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> Hub:
         hub = Hub(self.config, self.store, self.identity, self.notifier, self.redactor)
@@ -207,6 +210,8 @@ class Daemon:
                 identify=lambda: self._identify(hardware),
                 panel_url=self._sim_panel_url if self.simulate else None)
             blueprints.append(ble_blueprint(ble, call))
+            if self.provisioner is not None:
+                ble.hub.provisioning = self.provisioner.view
             self.short_press_hooks.append(lambda: self._authorize_ble(ble))
             # Started after onboarding and stopped before it; a BLE fault never stops the hub.
             self._late.insert(0, NonFatal(ble))
@@ -272,7 +277,7 @@ class Daemon:
         cfg = self.config
         wifi = NetworkManagerControl(cfg, self.identity) if cfg.hotspot.enabled else None
         cloud = self.cloud_step or self._build_cloud(hub)
-        onboarding = Onboarding(cfg, self.store, wifi, cloud)
+        onboarding = self._build_machine(hub, wifi, cloud)
         hub.phase_provider = lambda: str(onboarding.state or "starting")
         hub.add_status("onboarding", lambda: onboarding.progress().to_json())
         hub.on_reset(onboarding.reset)
@@ -281,10 +286,31 @@ class Daemon:
             onboarding.subscribe(fallback_notice(self.notifications.send, self.identity.device_id))
         self.onboarding = onboarding
         pairing = PairingService(onboarding, cfg.cloud, wifi_enabled=cfg.hotspot.enabled,
-                                 secrets_sink=self.redactor.add)
+                                 secrets_sink=self.redactor.add,
+                                 provisioning=cfg.provisioning.mode)
         hub.add_status("pairing", pairing.status)
         self.pairing = pairing
         return onboarding, pairing
+
+    def _build_machine(self, hub: Hub, wifi: NetworkManagerControl | None,
+                       cloud: CloudStep) -> Onboarding:
+        """The onboarding machine; with [provisioning] mode token or enroll, the one whose
+        account comes from the platform (docs/provisioning.md)."""
+        cfg = self.config
+        if cfg.provisioning.mode == "pairing":
+            return Onboarding(cfg, self.store, wifi, cloud)
+        if self.cloud_link is None:
+            raise RuntimeError("provisioning needs the cloud link")
+        provisioner = Provisioner(cfg, self.store, self.identity, self.cloud_link,
+                                  serial=cfg.provisioning.serial or cpu_serial(),
+                                  secrets_sink=self.redactor.add)
+        machine = ProvisioningOnboarding(cfg, self.store, wifi, cloud, provisioner)
+        provisioner.onboarding = machine
+        self.provisioner = provisioner
+        hub.add_status("provisioning", provisioner.status)
+        # Refreshes the registration token while the hub runs (started before onboarding).
+        self.components.append(TaskComponent("registration", provisioner.run))
+        return machine
 
     @property
     def portal_url(self) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 from gatewayd import __version__
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials
-from gatewayd.identity import Identity
+from gatewayd.identity import Identity, cpu_serial
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier
 from gatewayd.state import HubState, Release, StateStore
@@ -29,9 +29,12 @@ ResetHook = Callable[[bool], Awaitable[None]]
 Releaser = Callable[[CloudCredentials | None], Awaitable[Release | None]]
 
 
-def setup_payload(identity: Identity, setup_code: str) -> str:
-    """What the label's QR code carries (documented in README: 'Setup code')."""
-    return f"GWD1:{identity.device_id}:{setup_code}"
+def setup_payload(identity: Identity, setup_code: str, serial: str = "") -> str:
+    """What the label's QR code carries (docs/interfaces.md, "Label and QR code"): never a
+    provisioning token or enroll password. ``:sn=<serial>`` is the documented extension an
+    enroll-mode hub adds, so the vendor's portal can find it by its serial."""
+    payload = f"GWD1:{identity.device_id}:{setup_code}"
+    return f"{payload}:sn={serial}" if serial else payload
 
 
 class Hub:
@@ -64,7 +67,8 @@ class Hub:
         if state.wifi:
             self.redactor.add(state.wifi.psk)
         for value in (self.config.cloud.token, self.config.portal.admin_password,
-                      self.config.hotspot.password):
+                      self.config.hotspot.password, self.config.provisioning.token,
+                      self.config.provisioning.enroll_password):
             self.redactor.add(value)
 
     def _default_phase(self) -> str:
@@ -101,6 +105,11 @@ class Hub:
             **components,
         }
 
+    def section(self, name: str) -> Any:
+        """One component's status section, or None without one."""
+        provider = self._providers.get(name)
+        return provider() if provider is not None else None
+
     def set_status_text(self, text: str) -> None:
         """The one-line STATUS= systemd shows in `systemctl status gatewayd`."""
         self.notifier.status(text)
@@ -130,5 +139,7 @@ class Hub:
 
     def setup_code(self) -> dict[str, str]:
         code = self.state.setup_code
-        return {"setup_code": code, "payload": setup_payload(self.identity, code),
-                "device_id": self.identity.device_id}
+        label = {"setup_code": code, "device_id": self.identity.device_id}
+        if self.config.provisioning.mode == "enroll":
+            label["serial"] = self.config.provisioning.serial or cpu_serial()
+        return {**label, "payload": setup_payload(self.identity, code, label.get("serial", ""))}

@@ -77,3 +77,18 @@ def primary_mac(preferred: str = "", sys_net: Path = SYS_NET) -> str:
         if mac:
             return mac
     return "02:00:00:00:00:01"
+
+
+def cpu_serial(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """A Raspberry Pi's serial number (the ``Serial`` line of /proc/cpuinfo), "" elsewhere."""
+    try:
+        lines = cpuinfo.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "serial":
+            serial = value.strip().lower()
+            if re.fullmatch(r"[0-9a-f]{1,64}", serial) and serial.strip("0"):
+                return serial
+    return ""

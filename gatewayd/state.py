@@ -54,6 +54,35 @@ def new_setup_code() -> str:
 
 
 MAX_RELEASE_DEVICES = 1000
+_ID = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A provisioning request in flight (docs/provisioning.md): stored before its first
+    message goes out, so a restart resumes the same operation (same id, same key, so the
+    same verification code) instead of starting another one."""
+
+    id: str  # 32 hex digits
+    key: bytes  # 32 bytes: the hub's X25519 private key; the answer is sealed to it
+    started: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "key": self.key.hex(), "started": self.started}
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What provisioning issued; the credentials themselves are ``HubState.cloud``."""
+
+    mode: str  # "token" or "enroll"
+    device_id: str
+    issued_at: float
+    expires_at: float | None  # None: permanent (enroll mode)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "device_id": self.device_id, "issued_at": self.issued_at,
+                "expires_at": self.expires_at}
 
 
 @dataclass(frozen=True)
@@ -82,12 +111,23 @@ class HubState:
     cloud: CloudCredentials | None = None
     paired_at: float | None = None
     release: Release | None = None
+    operation: Operation | None = None
+    registration: Registration | None = None  # set exactly when ``cloud`` came from it
 
     @property
     def paired(self) -> bool:
         return self.cloud is not None
 
     def to_json(self) -> dict[str, Any]:
+        data = self._core_json()
+        if self.operation is not None or self.registration is not None:
+            # Absent, not null, on a hub that never provisioned: its file stays as it was.
+            data["provisioning"] = {
+                "operation": self.operation.to_json() if self.operation else None,
+                "registration": self.registration.to_json() if self.registration else None}
+        return data
+
+    def _core_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA_VERSION,
             "setup_code": self.setup_code,
@@ -164,7 +204,8 @@ def parse_state(file: Path, raw: bytes) -> HubState:
             c = _expect(file, data, "cloud", dict)
             cloud = cloud_from_fields(
                 wsp=c.get("wsp"), token=c.get("token"), host=c.get("host"), port=c.get("port"),
-                mqtts_port=c.get("mqtts_port", 0), root_topic=c.get("root_topic", ""))
+                mqtts_port=c.get("mqtts_port", 0), root_topic=c.get("root_topic", ""),
+                mqtt_user=c.get("mqtt_user", ""))
     except InvalidField as exc:
         section = "wifi" if wifi is None and data.get("wifi") is not None else "cloud"
         raise StateError(file, f"{section}.{exc.field}", exc.message) from None
@@ -172,9 +213,57 @@ def parse_state(file: Path, raw: bytes) -> HubState:
     if paired_at is not None and not isinstance(paired_at, (int, float)):
         raise StateError(file, "paired_at", "wrong type")
     release = _parse_release(file, data.get("release"))
+    operation, registration = _parse_provisioning(file, data.get("provisioning"))
+    if registration is not None and cloud is None:
+        raise StateError(file, "provisioning.registration", "present without credentials")
     return HubState(setup_code=code, device_key=key, created=float(created),
                     device_id=device_id, mac=mac, wifi=wifi,
-                    cloud=cloud, paired_at=paired_at, release=release)
+                    cloud=cloud, paired_at=paired_at, release=release,
+                    operation=operation, registration=registration)
+
+
+def _number(file: Path, key: str, value: Any, *, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise StateError(file, key, "must be a number")
+    return float(value)
+
+
+def _parse_provisioning(file: Path, raw: Any) -> tuple[Operation | None, Registration | None]:
+    if raw is None:
+        return None, None
+    if not isinstance(raw, dict):
+        raise StateError(file, "provisioning", "must be an object")
+    operation = registration = None
+    op = raw.get("operation")
+    if op is not None:
+        if not isinstance(op, dict):
+            raise StateError(file, "provisioning.operation", "must be an object")
+        op_id, key_hex = op.get("id"), op.get("key")
+        if not isinstance(op_id, str) or not re.fullmatch(r"[0-9a-f]{32}", op_id):
+            raise StateError(file, "provisioning.operation.id", "must be 32 hex digits")
+        if not isinstance(key_hex, str) or not re.fullmatch(r"[0-9a-f]{64}", key_hex):
+            raise StateError(file, "provisioning.operation.key", "must be 64 hex digits")
+        started = _number(file, "provisioning.operation.started", op.get("started"))
+        assert started is not None
+        operation = Operation(op_id, bytes.fromhex(key_hex), started)
+    reg = raw.get("registration")
+    if reg is not None:
+        where = "provisioning.registration"
+        if not isinstance(reg, dict):
+            raise StateError(file, where, "must be an object")
+        if reg.get("mode") not in ("token", "enroll"):
+            raise StateError(file, f"{where}.mode", "must be \"token\" or \"enroll\"")
+        device_id = reg.get("device_id")
+        if not isinstance(device_id, str) or not _ID.fullmatch(device_id):
+            raise StateError(file, f"{where}.device_id", "must be a device id")
+        issued = _number(file, f"{where}.issued_at", reg.get("issued_at"))
+        assert issued is not None
+        registration = Registration(reg["mode"], device_id, issued,
+                                    _number(file, f"{where}.expires_at", reg.get("expires_at"),
+                                            optional=True))
+    return operation, registration
 
 
 def _parse_release(file: Path, raw: Any) -> Release | None:
@@ -188,7 +277,8 @@ def _parse_release(file: Path, raw: Any) -> Release | None:
     try:
         cloud = cloud_from_fields(
             wsp=c.get("wsp"), token=c.get("token"), host=c.get("host"), port=c.get("port"),
-            mqtts_port=c.get("mqtts_port", 0), root_topic=c.get("root_topic", ""))
+            mqtts_port=c.get("mqtts_port", 0), root_topic=c.get("root_topic", ""),
+            mqtt_user=c.get("mqtt_user", ""))
     except InvalidField as exc:
         raise StateError(file, f"release.cloud.{exc.field}", exc.message) from None
     devices = raw.get("devices")
@@ -281,6 +371,38 @@ class StateStore:
         self._write(state)
         return state
 
+    # ---- provisioning (docs/provisioning.md): every change is one atomic write --------------
+
+    def begin_operation(self, operation: Operation | None) -> HubState:
+        """Remember the operation in flight (None: forget it, e.g. rejected or expired)."""
+        state = replace(self.state, operation=operation)
+        self._write(state)
+        return state
+
+    def commit_provisioned(self, cloud: CloudCredentials,
+                           registration: Registration) -> HubState:
+        """Store what provisioning issued, proven by the cloud step: credentials and their
+        registration together, the operation gone, in one write (no half-written state)."""
+        state = replace(self.state, cloud=cloud, registration=registration,
+                        paired_at=time.time(), operation=None, release=None)
+        self._write(state)
+        return state
+
+    def renew_registration(self, cloud: CloudCredentials,
+                           registration: Registration) -> HubState:
+        """A refreshed registration token replaces the previous one."""
+        state = replace(self.state, cloud=cloud, registration=registration)
+        self._write(state)
+        return state
+
+    def forget_registration(self) -> HubState:
+        """The platform revoked the registration (or it expired): back to provisioning.
+        The Wi-Fi network stays; the hub is still on it."""
+        state = replace(self.state, cloud=None, registration=None, paired_at=None,
+                        operation=None)
+        self._write(state)
+        return state
+
     def reset(self, release: Release | None = None) -> HubState:
         """Forget credentials (factory reset); identity and setup code stay.
 
@@ -307,6 +429,7 @@ class StateStore:
                 state = replace(state, device_id=self._state.device_id, mac=self._state.mac)
         else:
             state = replace(current, cloud=None, paired_at=None, wifi=None,
-                            release=release or current.release)
+                            release=release or current.release, operation=None,
+                            registration=None)
         self._write(state)
         return state

@@ -57,6 +57,9 @@ class HubView:
     onboarding: HubOnboarding
     pairing: PairingService
     name: str
+    # A provisioned hub's provisioning ({"mode", "state", "verification_code"}), or None
+    # (pairing mode): the daemon sets it (docs/provisioning.md, "What the technician sees").
+    provisioning: Callable[[], dict[str, Any] | None] = lambda: None
 
 
 def improv_provisioned(busy: bool, progress: Progress) -> bool:
@@ -126,7 +129,11 @@ class ImprovHubHost:
 
     def improv_device_info(self) -> list[str]:
         hub = self.hub.config.hub
-        return [hub.fw_name, hub.fw_version, _hardware(), self.hub.name]
+        name = self.hub.name
+        code = (self.hub.provisioning() or {}).get("verification_code")
+        if code:  # Improv's one free-text field: where an Improv client shows it
+            name = f"{name} (code {code})"
+        return [hub.fw_name, hub.fw_version, _hardware(), name]
 
     def improv_networks(self) -> list[tuple[str, int, str]]:
         networks = []
@@ -167,9 +174,13 @@ class SecureHubHost:
         return self.hub.store.state.setup_code
 
     def secure_summary(self) -> dict[str, Any]:
-        return {"device_id": self.hub.identity.device_id,
-                "product": self.hub.config.hub.product, "name": self.hub.name,
-                "pairing_open": self.hub.onboarding.pairing_open}
+        summary = {"device_id": self.hub.identity.device_id,
+                   "product": self.hub.config.hub.product, "name": self.hub.name,
+                   "pairing_open": self.hub.onboarding.pairing_open}
+        provisioning = self.hub.provisioning()
+        if provisioning is not None:
+            summary["provisioning"] = provisioning
+        return summary
 
     def secure_device_info(self) -> dict[str, Any]:
         config = self.hub.config

@@ -78,6 +78,8 @@ def cmd_setup_code(args: argparse.Namespace, client: Client) -> int:
     def human(d: dict[str, str]) -> None:
         print(f"Setup code: {d['setup_code'][:4]}-{d['setup_code'][4:]}")
         print(f"Device id:  {d['device_id']}")
+        if d.get("serial"):
+            print(f"Serial:     {d['serial']}")
         if args.qr:
             import segno
 

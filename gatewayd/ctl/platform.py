@@ -3,13 +3,16 @@
 * ``platform request ENDPOINT [--data JSON] [--timeout S]`` asks the platform through the
   daemon's platform client (control socket) and prints the decrypted answer;
 * ``platform log`` (simulator: ``--sim DIR``) shows the simulated Business Platform's
-  record of every exchange, from its control interface (``sim.json`` ``platform.control``).
+  record of every exchange, from its control interface (``sim.json`` ``platform.control``);
+* ``platform operations|approve OP|reject OP|revoke DEVICE`` (simulator): the operator's
+  side of provisioning (docs/provisioning.md) on the same interface.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +22,8 @@ from typing import Any
 from gatewayd.ctl.client import EXIT_UNREACHABLE, Client, CtlError, emit
 
 HTTP_MARGIN = 10.0  # the socket waits this much longer than the request may take
+OPERATION_RE = re.compile(r"[0-9a-f]{6,32}")
+DEVICE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}[a-z0-9]")
 
 
 def add_platform_commands(sub: Any) -> None:
@@ -33,6 +38,21 @@ def add_platform_commands(sub: Any) -> None:
     s.set_defaults(func=cmd_request)
     s = psub.add_parser("log", help="simulator: every exchange the simulated platform had")
     s.set_defaults(func=cmd_log)
+    s = psub.add_parser("operations", help="simulator: provisioning operations and "
+                                           "registrations")
+    s.set_defaults(func=cmd_operations)
+    s = psub.add_parser("approve", help="simulator: approve a provisioning operation")
+    s.add_argument("operation", help="its id (or at least 6 of its first digits)")
+    s.add_argument("--account", help="the account e-mail the hub joins (default: the "
+                                     "simulator's developer account)")
+    s.set_defaults(func=cmd_approve)
+    s = psub.add_parser("reject", help="simulator: reject a provisioning operation")
+    s.add_argument("operation", help="its id (or at least 6 of its first digits)")
+    s.add_argument("--reason", default="", help="what the hub shows")
+    s.set_defaults(func=cmd_reject)
+    s = psub.add_parser("revoke", help="simulator: revoke a hub's registration")
+    s.add_argument("device", help="the device id")
+    s.set_defaults(func=cmd_revoke)
     for parser in psub.choices.values():
         parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                             help="machine-readable output")
@@ -60,6 +80,75 @@ def cmd_log(args: argparse.Namespace, client: Client) -> int:
                        EXIT_UNREACHABLE) from None
     emit(args, exchanges, _print_log)
     return 0
+
+
+def cmd_operations(args: argparse.Namespace, client: Client) -> int:
+    emit(args, _call(args, "GET", "/operations"), _print_operations)
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace, client: Client) -> int:
+    body = {"account": args.account} if args.account else {}
+    op = _call(args, "POST", f"/operations/{_op(args.operation)}/approve", body)
+    emit(args, op, lambda o: print(f"approved {o['id']} ({o['device_id']}, verification "
+                                   f"code {o['verification_code']})"))
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace, client: Client) -> int:
+    op = _call(args, "POST", f"/operations/{_op(args.operation)}/reject",
+               {"reason": args.reason})
+    emit(args, op, lambda o: print(f"rejected {o['id']} ({o['device_id']})"))
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace, client: Client) -> int:
+    if not DEVICE_RE.fullmatch(args.device):
+        raise CtlError(f"{args.device!r} is not a device id")
+    done = _call(args, "POST", f"/devices/{args.device}/revoke", {})
+    emit(args, done, lambda d: print(f"revoked {d['revoked']} ({d['tokens']} token(s))"))
+    return 0
+
+
+def _op(text: str) -> str:
+    if not OPERATION_RE.fullmatch(text):
+        raise CtlError(f"{text!r} is not an operation id (6 to 32 hex digits)")
+    return text
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    url = _control_url(args)
+    data = json.dumps(body).encode() if body is not None else None
+    if not url.startswith("http://"):
+        raise CtlError(f"sim.json: platform.control must be an http:// URL, got {url!r}")
+    request = urllib.request.Request(f"{url}{path}", data=data, method=method,  # noqa: S310
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {exc.code}"
+        raise CtlError(str(message)) from None
+    except (OSError, ValueError) as exc:
+        raise CtlError(f"the simulated platform at {url} did not answer: {exc}",
+                       EXIT_UNREACHABLE) from None
+
+
+def _print_operations(listing: dict[str, Any]) -> None:
+    operations = listing.get("operations", [])
+    if not operations:
+        print("no provisioning operations yet")
+    for o in operations:
+        when = time.strftime("%H:%M:%S", time.localtime(o.get("created", 0)))
+        print(f"{o['id']}  {o['state']:<9} code {o['verification_code']}  "
+              f"{o['device_id']:<20} {when}  {o.get('mode')}"
+              + (f"  ({o['reason']})" if o.get("reason") else ""))
+    for r in listing.get("registrations", []):
+        state = "revoked" if r.get("revoked") else f"{r.get('tokens')} token(s)"
+        print(f"registered {r['device_id']:<20} {state}, {r.get('refreshes')} refresh(es)")
 
 
 def _control_url(args: argparse.Namespace) -> str:

@@ -225,9 +225,13 @@ class PairingService:
 
     def __init__(self, onboarding: Onboarding, presets: CloudConfig, *,
                  wifi_enabled: bool = True,
-                 secrets_sink: Callable[..., None] | None = None) -> None:
+                 secrets_sink: Callable[..., None] | None = None,
+                 provisioning: str = "pairing") -> None:
         self.onboarding = onboarding
-        self.presets = presets
+        # [provisioning] mode token/enroll: the platform issues the account, so a request
+        # may give the hub a Wi-Fi network only, and account presets do not apply.
+        self.provisioning = provisioning
+        self.presets = presets if provisioning == "pairing" else CloudConfig()
         self.wifi_enabled = wifi_enabled
         # Told about every token and passphrase the moment they are parsed, so no later
         # log line can carry them (the daemon passes the log redactor's ``add``).
@@ -246,8 +250,24 @@ class PairingService:
         for name in ("token", "psk"):
             if isinstance(fields.get(name), str):
                 self.secrets_sink(fields[name])
+        if self.provisioning != "pairing":
+            return self._wifi_only(fields, source)
         return request_from_fields(fields, self.presets, wifi_enabled=self.wifi_enabled,
                                    source=source, allow_wifi_only=allow_wifi_only)
+
+    def _wifi_only(self, fields: Mapping[str, Any], source: str) -> PairingRequest:
+        """A provisioned hub's request: its Wi-Fi network and nothing else."""
+        why = f"this hub gets its cloud account from its platform ([provisioning] mode " \
+              f"{self.provisioning})"
+        for name in CLOUD_FIELDS:
+            if fields.get(name) not in (None, ""):
+                raise InvalidRequest(f"{name}: {why}; send only the Wi-Fi network", name)
+        if not self.wifi_enabled:
+            raise InvalidRequest(f"ssid: {why}, and it has no Wi-Fi to set up", "ssid")
+        if fields.get("ssid") in (None, "") and fields.get("psk") is None:
+            raise InvalidRequest(f"ssid: {why}; a request can only give it a Wi-Fi network",
+                                 "ssid")
+        return request_from_fields(fields, self.presets, source=source, allow_wifi_only=True)
 
     async def submit(self, fields: Fields, source: str, *,
                      allow_wifi_only: bool = False) -> Progress:

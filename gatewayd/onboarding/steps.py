@@ -27,6 +27,18 @@ class Failure(enum.StrEnum):
     # Connected, but the broker does not let the hub's messages through under its root
     # topic (an ACL that does not cover it): the cloud would never see the hub.
     ROOT_TOPIC_REFUSED = "root-topic-refused"
+    # Provisioning (docs/provisioning.md): the account comes from the platform.
+    PROVISIONING_REJECTED = "provisioning-rejected"  # the technician rejected the operation
+    OPERATION_EXPIRED = "operation-expired"  # nobody approved it in time
+    PLATFORM_UNREACHABLE = "platform-unreachable"  # the provisioning endpoint
+    WRONG_PROVISIONING_TOKEN = "wrong-provisioning-token"  # noqa: S105 - a failure code
+    WRONG_ENROLL_PASSWORD = "wrong-enroll-password"  # noqa: S105 - a failure code
+    UNKNOWN_SERIAL = "unknown-serial"
+    ALREADY_ENROLLED = "already-enrolled"
+    NO_SERIAL = "no-serial"  # enroll mode without a serial number to enroll with
+    REGISTRATION_REVOKED = "registration-revoked"
+    REGISTRATION_EXPIRED = "registration-expired"
+    PROVISIONING_FAILED = "provisioning-failed"  # the platform answered something unusable
 
 
 @dataclass(frozen=True)
@@ -73,3 +85,18 @@ class CloudStep(Protocol):
     async def connect(self, creds: CloudCredentials, timeout: float) -> StepResult: ...
 
     async def disconnect(self) -> None: ...
+
+
+class ProvisioningStep(Protocol):
+    """Where a provisioned hub's account comes from ([provisioning] mode token or enroll;
+    :mod:`gatewayd.provisioning` implements it). The cloud step then proves the account."""
+
+    async def obtain(self) -> tuple[StepResult, CloudCredentials | None]: ...
+
+    def commit(self, cloud: CloudCredentials) -> None:
+        """Store the account the cloud step has just proven (one atomic write)."""
+        ...
+
+    def retry_delay(self) -> float:
+        """Seconds before the next attempt after a failed one."""
+        ...

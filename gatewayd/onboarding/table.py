@@ -28,6 +28,8 @@ class Event(enum.StrEnum):
     LINK_DOWN = "link-down"
     LINK_UP = "link-up"
     RESET = "reset"
+    PROVISION = "provision"  # [provisioning] mode token/enroll: ask the platform for an account
+    REVOKED = "revoked"  # the broker refuses the issued registration: provision again
 
 
 # The whole behaviour in one table: (state, event) -> next state. ``None`` as the
@@ -51,6 +53,10 @@ TRANSITIONS: dict[tuple[State | None, Event], State] = {
     (State.CONNECTING, Event.RESET): State.UNPAIRED,
     (State.ONLINE, Event.RESET): State.UNPAIRED,
     (State.OFFLINE, Event.RESET): State.UNPAIRED,
+    # Provisioning modes: the account comes from the platform instead of a person.
+    (State.UNPAIRED, Event.PROVISION): State.CONNECTING,
+    (State.ONLINE, Event.REVOKED): State.UNPAIRED,
+    (State.OFFLINE, Event.REVOKED): State.UNPAIRED,
 }
 
 

@@ -101,6 +101,13 @@ class PortalCore:
             return self.hub.status()
         return self.call(_status)
 
+    def provisioning(self) -> dict[str, Any] | None:
+        """A provisioned hub's ``provisioning`` status section (docs/provisioning.md)."""
+        async def _provisioning() -> dict[str, Any] | None:
+            section = self.hub.section("provisioning")
+            return section if isinstance(section, dict) else None
+        return self.call(_provisioning)
+
     def progress(self) -> Progress:
         async def _progress() -> Progress:
             self._touch()

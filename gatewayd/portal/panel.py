@@ -76,6 +76,7 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
             state_label=STATE_LABELS.get(progress.state, progress.state),
             networks=core.networks(), wifi=core.wifi_enabled, presets=presets_view(core),
             error=error, error_field=field, values=values or {}, csrf=csrf_token(),
+            provisioning=core.provisioning(),
             advanced_open=not core.presets.host or field in ADVANCED_FIELDS)
         return Response(html, status=status, mimetype="text/html")
 
@@ -92,6 +93,7 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
                                                             status.get("state")),
                                devices=devices if isinstance(devices, list) else [],
                                zigbee=status.get("zigbee"), notice=session.pop("notice", None),
+                               provisioning=status.get("provisioning"),
                                reset_hint=RESET_HINT, csrf=csrf_token())
 
     @bp.post("/setup")

@@ -8,22 +8,39 @@ as every hub of an account shares the user): a client publishes requests only un
 ``<user>/req/<client id>/`` and reads responses only under ``<user>/res/<client id>/``.
 The platform user answers every account's requests. A superuser (``monitor``) may read
 everything: tests subscribe with it to see what the hub published.
+
+With a ``state_file`` (the simulator's ``W/broker/broker.json``) the broker keeps its ports
+and accounts, those added while it runs included, across a restart of the same workdir: a
+hub whose stored credentials name this broker reconnects after the simulator was killed.
+:func:`sim_pki` likewise keeps the TLS listener's CA in the workdir.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
+import hashlib
 import ipaddress
+import json
 import os
 import pwd
 import shutil
-import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gatewayd.credentials import mqtt_username
-from gatewayd.simulator.procs import Child, free_port, port_open, wait_until
+from gatewayd.runtime.atomicfile import atomic_write
+from gatewayd.simulator.procs import (
+    Child,
+    free_port,
+    port_free,
+    port_open,
+    reap_orphan,
+    wait_until,
+)
 
 MONITOR_USER = "monitor"
 PLATFORM_USER = "platform"
@@ -75,40 +92,110 @@ class Broker:
     monitor_password: str = "monitor-secret"  # noqa: S105 - a local test broker
     platform_password: str = "platform-secret"  # noqa: S105 - a local test broker
     debug_log: bool = False  # log every packet, e.g. "Denied PUBLISH" lines for ACL checks
+    # Ports and accounts saved here are restored by the next Broker with this file.
+    state_file: Path | None = None
     child: Child | None = None
+    # A platform's run-time users (provisioning tokens, registration tokens): password-file
+    # lines (password_line()) and ACL text, added at every write of the files.
+    extra_auth: Callable[[], tuple[list[str], str]] | None = None
+    # What every user may do; a broker that is not an account broker (the platform's
+    # provisioning endpoint, gatewayd.simulator.provisioning) has rules of its own.
+    account_acl: str = ACCOUNT_ACL
+    platform_acl: str = PLATFORM_ACL
 
     def __post_init__(self) -> None:
+        self._auth_lock = threading.Lock()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.passwd_file = self.workdir / "passwd"
         self.acl_file = self.workdir / "acl"
         self.conf_file = self.workdir / "mosquitto.conf"
         self.log_file = self.workdir / "mosquitto.log"
+        if self.state_file is not None:
+            self._restore(self.state_file)
 
     def add_account(self, wsp: str, token: str) -> Account:
+        """Accept this cloud user; a ``wsp`` the broker knows gets the new token (one MQTT
+        user per e-mail)."""
         account = Account(wsp, token)
-        self.accounts.append(account)
+        for i, known in enumerate(self.accounts):
+            if known.wsp == wsp:
+                self.accounts[i] = account
+                break
+        else:
+            self.accounts.append(account)
         if self.child is not None:
+            self._save()
             self._write_auth()
             self.reload()
         return account
 
+    def _restore(self, path: Path) -> None:
+        try:
+            saved = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"{path}: unreadable ({exc}); delete it to start afresh") from None
+        if not isinstance(saved, dict):
+            raise RuntimeError(f"{path}: must be a JSON object; delete it to start afresh")
+
+        def port(key: str) -> int:
+            value = saved.get(key)
+            if value is None and key == "tls_port":
+                return 0
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+                raise RuntimeError(f"{path}: {key}: must be a port number (1-65535); delete "
+                                   "the file to start afresh")
+            return value
+
+        accounts = saved.get("accounts")
+        if not isinstance(accounts, list) or not all(
+                isinstance(a, dict) and isinstance(a.get("wsp"), str) and a["wsp"]
+                and isinstance(a.get("token"), str) and a["token"] for a in accounts):
+            raise RuntimeError(f"{path}: accounts: must be a list of {{\"wsp\", \"token\"}}; "
+                               "delete the file to start afresh")
+        main, tls = port("port"), port("tls_port")
+        self.port = self.port or main
+        if self.tls is not None:
+            self.tls.port = self.tls.port or tls
+        for a in accounts:
+            self.add_account(a["wsp"], a["token"])
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        saved = {"port": self.port, "tls_port": self.tls.port if self.tls else None,
+                 "accounts": [{"wsp": a.wsp, "token": a.token} for a in self.accounts]}
+        # The tokens are credentials: atomic and 0600, like every credential file.
+        atomic_write(self.state_file, json.dumps(saved, indent=2).encode(), 0o600)
+
     def _write_auth(self) -> None:
-        exe = shutil.which("mosquitto_passwd")
-        if exe is None:
-            raise RuntimeError("mosquitto_passwd not found: install 'mosquitto' "
-                               "(scripts/setup.sh does)")
-        self.passwd_file.write_text("")
-        self.passwd_file.chmod(0o600)
-        users = [(MONITOR_USER, self.monitor_password),
-                 (PLATFORM_USER, self.platform_password)]
-        users += [(a.username, a.token) for a in self.accounts]
-        for user, password in users:
-            subprocess.run([exe, "-b", str(self.passwd_file), user, password], check=True,
-                           capture_output=True)
-        self.acl_file.write_text(
-            f"user {MONITOR_USER}\ntopic readwrite #\n\n{PLATFORM_ACL}\n"
-            f"# every cloud user owns the tree named after it\n{ACCOUNT_ACL}")
-        self.acl_file.chmod(0o600)
+        # Written aside and renamed: a reload still being handled must never read a
+        # half-written file (it would disconnect every client). Hashed here, as
+        # mosquitto_passwd would: a platform adding users live reloads often.
+        with self._auth_lock:
+            passwd = self.passwd_file.with_name(self.passwd_file.name + ".new")
+            users = [(MONITOR_USER, self.monitor_password),
+                     (PLATFORM_USER, self.platform_password)]
+            users += [(a.username, a.token) for a in self.accounts]
+            lines, extra_acl = self.extra_auth() if self.extra_auth is not None else ([], "")
+            lines = [password_line(user, password) for user, password in users] + lines
+            passwd.write_text("")
+            passwd.chmod(0o600)
+            passwd.write_text("".join(f"{line}\n" for line in lines))
+            acl = self.acl_file.with_name(self.acl_file.name + ".new")
+            acl.write_text(
+                f"user {MONITOR_USER}\ntopic readwrite #\n\n{self.platform_acl}\n"
+                f"# every cloud user owns the tree named after it\n{self.account_acl}"
+                f"{extra_acl}")
+            acl.chmod(0o600)
+            os.replace(passwd, self.passwd_file)
+            os.replace(acl, self.acl_file)
+
+    def update_auth(self) -> None:
+        """Write the files again (run-time users changed) and have mosquitto reload them."""
+        self._write_auth()
+        self.reload()
 
     def _write_conf(self) -> None:
         lines = [
@@ -146,10 +233,17 @@ class Broker:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise RuntimeError("mosquitto not found: install 'mosquitto' (scripts/setup.sh does)")
+        # A mosquitto of a killed run may still hold the port we are about to reuse.
+        reap_orphan(self.workdir / "mosquitto.pid")
         if self.port == 0:
             self.port = free_port(self.host)
-        if self.tls is not None and self.tls.port == 0:
-            self.tls.port = free_port(self.host)
+        else:
+            self._wait_free(self.port)
+        if self.tls is not None:
+            if self.tls.port == 0:
+                self.tls.port = free_port(self.host)
+            else:
+                self._wait_free(self.tls.port)
         self._write_auth()
         self._write_conf()
         self.child = Child("mosquitto", [exe, "-c", str(self.conf_file)],
@@ -160,7 +254,13 @@ class Broker:
             tls_port = self.tls.port
             wait_until(lambda: port_open(self.host, tls_port), 10, "mosquitto TLS listener",
                        self.child)
+        self._save()
         return self
+
+    def _wait_free(self, port: int) -> None:
+        where = f" (saved in {self.state_file})" if self.state_file else ""
+        wait_until(lambda: port_free(self.host, port), 10,
+                   f"port {port}{where} to be free for the broker")
 
     def stop(self) -> None:
         if self.child is not None:
@@ -192,8 +292,38 @@ class Broker:
             return ""
 
 
+def password_line(user: str, password: str) -> str:
+    """A mosquitto 2 password-file line (PBKDF2-SHA512, as ``mosquitto_passwd`` writes it),
+    without a process per user."""
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, 101)
+    return f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def sim_pki(directory: Path, server_names: tuple[str, ...] = ("127.0.0.1", "localhost")
+            ) -> TlsFiles:
+    """The simulator's CA and server certificate in ``directory``: made once, then reused,
+    so a hub that trusts ``ca.pem`` keeps trusting the broker across restarts."""
+    from cryptography import x509  # here for the same reason as in make_test_pki
+
+
+    files = TlsFiles(cafile=directory / "ca.pem", certfile=directory / "server.pem",
+                     keyfile=directory / "server.key")
+    try:
+        cert = x509.load_pem_x509_certificate(files.certfile.read_bytes())
+        usable = files.cafile.exists() and files.keyfile.exists() and (
+            cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+            > datetime.timedelta(days=1))
+    except (OSError, ValueError):
+        usable = False
+    if usable:
+        return files
+    return make_test_pki(directory, list(server_names), ca_name="gatewayd simulator CA",
+                         days=3650)
+
+
 def make_test_pki(directory: Path, server_names: list[str],
-                  ca_name: str = "gatewayd test CA") -> TlsFiles:
+                  ca_name: str = "gatewayd test CA", days: int = 1) -> TlsFiles:
     """A throw-away CA and a server certificate for ``server_names`` (DNS names or IPs).
 
     Tests use it to run the TLS listener; a certificate for some other name lets them check
@@ -207,7 +337,7 @@ def make_test_pki(directory: Path, server_names: list[str],
 
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
-    validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
+    validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days))
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])

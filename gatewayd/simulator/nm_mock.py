@@ -67,6 +67,7 @@ class NetworkManagerMock:
                  wifi_interface: str = "wlan0", wifi_mac: str = "dc:a6:32:12:34:56",
                  ethernet: bool = False, ethernet_connected: bool = False, *,
                  step_ms: int = 10, scan_ms: int = 30, internet: bool = True,
+                 profiles_file: Path | None = None,
                  extra_parameters: dict[str, Any] | None = None) -> None:
         self.bus = bus
         self.workdir = workdir
@@ -77,7 +78,10 @@ class NetworkManagerMock:
             "wifi_interface": wifi_interface, "wifi_mac": wifi_mac,
             "ethernet": ethernet or ethernet_connected, "ethernet_connected": ethernet_connected,
             "access_points": self.access_points, "step_ms": step_ms, "scan_ms": scan_ms,
-            "internet": internet, **(extra_parameters or {}),
+            "internet": internet,
+            # Where saved profiles outlive the mock, as /etc/NetworkManager does a reboot.
+            **({"profiles_file": str(profiles_file)} if profiles_file is not None else {}),
+            **(extra_parameters or {}),
         }
         self.child: Child | None = None
         self._conn: dbus.bus.BusConnection | None = None

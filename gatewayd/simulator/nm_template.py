@@ -29,7 +29,10 @@ the addresses DHCP "gives",
 ``internet`` (true): Connectivity FULL / State CONNECTED_GLOBAL when a client connection with
 a default route is up; false gives LIMITED / CONNECTED_SITE,
 ``loopback`` (true): "lo" is a device with an externally activated "lo" connection, as in
-NetworkManager >= 1.42: clients must pick devices by DeviceType, not by position.
+NetworkManager >= 1.42: clients must pick devices by DeviceType, not by position,
+``profiles_file`` (none): a JSON file standing for /etc/NetworkManager/system-connections:
+saved ("to disk") profiles are written there and come back, and autoconnect, when the mock
+starts again; in-memory ones (the hotspot) never do (``gatewayd.simulator.nm.store``).
 
 Mock control methods (interface org.freedesktop.DBus.Mock on /org/freedesktop)
 ------------------------------------------------------------------------------

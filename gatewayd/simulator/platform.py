@@ -63,6 +63,10 @@ def seal(key: bytes, value: Any) -> str:
 
 
 Answer = tuple[int, int, Any]  # status, code, data (before sealing)
+Endpoint = Callable[[str, Any], Answer]  # (device id, request data) -> answer
+# (method, path, JSON body or None) -> (HTTP status, JSON body), or None: not this route
+Route = Callable[[str, str, Any], tuple[int, Any] | None]
+MAX_CONTROL_BODY = 64 * 1024
 
 
 class SimPlatform:
@@ -72,9 +76,14 @@ class SimPlatform:
         self.clock = clock
         self.exchanges: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_LOG)
         self.ownership: list[dict[str, Any]] = []
+        # More of the platform (its provisioning side): REQ/RES endpoints and control routes.
+        self.endpoints: dict[str, Endpoint] = {}
+        self.routes: list[Route] = []
         self._lock = threading.Lock()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-platform")
         self._client.username_pw_set(username, password)
+        # Back soon after a broker restart: hubs wait for answers (token refreshes) meanwhile.
+        self._client.reconnect_delay_set(1, 2)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._address = (host, port)
@@ -157,6 +166,8 @@ class SimPlatform:
     # ---- endpoints --------------------------------------------------------------------------
 
     def _handle(self, endpoint: str, device_id: str, data: Any) -> Answer:
+        if endpoint in self.endpoints:
+            return self.endpoints[endpoint](device_id, data)
         settings = self._settings()
         if endpoint == "echo":
             return 1, 200, data
@@ -219,7 +230,28 @@ def _handler(platform: SimPlatform) -> type[BaseHTTPRequestHandler]:
             if self.path.split("?")[0] == "/log":
                 self._send(200, {"exchanges": platform.log()})
             else:
-                self._send(404, {"error": {"code": "not-found", "message": self.path}})
+                self._route("GET", None)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_CONTROL_BODY:
+                self._send(413, {"error": {"code": "too-large", "message": "body too large"}})
+                return
+            try:
+                body = json.loads(self.rfile.read(length) or b"null")
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                self._send(400, {"error": {"code": "invalid", "message": "body: not JSON"}})
+                return
+            self._route("POST", body)
+
+        def _route(self, method: str, body: Any) -> None:
+            path = self.path.split("?")[0]
+            for route in platform.routes:
+                answer = route(method, path, body)
+                if answer is not None:
+                    self._send(*answer)
+                    return
+            self._send(404, {"error": {"code": "not-found", "message": self.path}})
 
         def _send(self, status: int, body: Any) -> None:
             data = json.dumps(body).encode()

@@ -1,9 +1,22 @@
-"""Child processes that cannot outlive the simulator, and readiness waits without sleeps."""
+"""Child processes that cannot outlive the simulator, and readiness waits without sleeps.
+
+Two mechanisms, because ``kill -9`` of the simulator must neither leave programs running
+nor block the next run on the same workdir:
+
+* ``PR_SET_PDEATHSIG`` makes the kernel signal each child when the simulator dies, however
+  it dies, even if nobody ever starts it again (a pid file alone would leave orphans
+  running, holding ports, until the next start).
+* A pid file per child (``<dir>/<name>.pid``) lets the next run wait until the previous
+  run's child is really gone: death by signal is asynchronous, and an exiting dbus-daemon
+  unlinks its socket path, which would delete the new bus's socket if it went late. The
+  file names the parent too, so a child whose simulator still runs is never touched.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -20,27 +33,88 @@ T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    # If the simulator is SIGKILLed, the kernel kills its children too: nothing is left behind.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    os.setpgid(0, 0)
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def preexec() -> None:
+        # If the simulator is SIGKILLed, the kernel kills its children too: nothing is left
+        # behind.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before prctl: the signal will never come
+            os._exit(1)
+        os.setpgid(0, 0)
+    return preexec
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), or None if it is gone or a zombie
+    (a zombie holds no sockets or ports any more)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def reap_orphan(pidfile: Path, timeout: float = 10.0) -> None:
+    """Make sure the process a dead simulator left in ``pidfile`` is gone, then drop the file.
+
+    Its PDEATHSIG may still be on the way, or it may be busy exiting; it holds a port or a
+    socket path the new child is about to take. Raises if the simulator that started it
+    still runs (two simulators on one workdir).
+    """
+    try:
+        info = json.loads(pidfile.read_text())
+        pid, start, parent, parent_start = (int(info[k]) for k in
+                                            ("pid", "start", "parent", "parent_start"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        pidfile.unlink(missing_ok=True)  # unreadable: nobody can be identified by it
+        return
+    alive = start_time(pid) == start
+    if alive and start_time(parent) == parent_start:
+        raise RuntimeError(f"{pidfile.stem} in {pidfile.parent} still runs for another "
+                           f"simulator (pid {parent}); stop it or use another --workdir")
+    if alive:
+        log.info("waiting for %s (pid %d) of a previous run to end", pidfile.stem, pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        wait_until(lambda: start_time(pid) != start, timeout,
+                   f"{pidfile.stem} (pid {pid}) of a previous run to end")
+    pidfile.unlink(missing_ok=True)
 
 
 class Child:
-    """A started program with its log file; ``stop()`` terminates then kills."""
+    """A started program with its log file; ``stop()`` terminates then kills.
+
+    ``<log dir>/<name>.pid`` records it until it is stopped; a leftover of a killed run is
+    reaped first (:func:`reap_orphan`).
+    """
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path,
                  env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
+        self.pidfile = log_path.parent / f"{name}.pid"
+        reap_orphan(self.pidfile)
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=cwd, preexec_fn=_die_with_parent,
+            env=env, cwd=cwd, preexec_fn=_die_with_parent(os.getpid()),
         )
+        self._write_pidfile()
         log.debug("started %s (pid %d): %s", name, self.proc.pid, " ".join(self.argv))
+
+    def _write_pidfile(self) -> None:
+        record = {"pid": self.proc.pid, "start": start_time(self.proc.pid),
+                  "parent": os.getpid(), "parent_start": start_time(os.getpid())}
+        if record["start"] is None:
+            return  # already gone: nothing to reap
+        tmp = self.pidfile.with_name(f".{self.pidfile.name}.tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(self.pidfile)
 
     @property
     def pid(self) -> int:
@@ -63,6 +137,7 @@ class Child:
             # The leader is gone; make sure nothing it spawned into its group lingers.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
+        self.pidfile.unlink(missing_ok=True)
         self._log.close()
 
     def tail(self, lines: int = 30) -> str:
@@ -100,3 +175,15 @@ def port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
         return s.connect_ex((host, port)) == 0
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a listener could bind ``port`` now (as mosquitto does, with SO_REUSEADDR, so
+    connections of a previous run lingering in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True

@@ -9,30 +9,57 @@ import os
 import tempfile
 from pathlib import Path
 
-from gatewayd.config import Config
+from gatewayd.config import Config, with_overrides
 from gatewayd.daemon import Daemon, open_state
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.logsetup import Redactor
+from gatewayd.simulator.provisioning_model import (
+    SIM_ENROLL_PASSWORD,
+    SIM_SERIALS,
+    SIM_TEMPLATE,
+    SIM_TOKEN,
+)
 from gatewayd.simulator.world import SIM_WIFI_MAC, SimWorld
 from gatewayd.state import StateError
 
 log = logging.getLogger(__name__)
 
 
+def provisioning_preset(mode: str) -> dict[str, str]:
+    """What `--provisioning token|enroll` presets (sim.json ``provisioning`` shows it)."""
+    if mode == "token":
+        return {"mode": mode, "token": SIM_TOKEN, "serial": SIM_SERIALS[0]}
+    return {"mode": mode, "template": SIM_TEMPLATE, "enroll_password": SIM_ENROLL_PASSWORD,
+            "serial": SIM_SERIALS[0]}
+
+
 def run_simulator(config: Config, workdir: Path | None, redactor: Redactor, *,
-                  platform: bool = True, ethernet: bool = False) -> int:
+                  platform: bool = True, ethernet: bool = False,
+                  provisioning: str | None = None) -> int:
     workdir = (workdir or Path(tempfile.mkdtemp(prefix="gatewayd-sim-"))).resolve()
     sim_json = workdir / "sim.json"
     sim_json.unlink(missing_ok=True)
     log.info("starting the simulated world in %s", workdir)
-    world = SimWorld(workdir, with_platform=platform, ethernet=ethernet)
+    # A provisioned hub comes on a simulated Ethernet link: it has a network from the start.
+    world = SimWorld(workdir, with_platform=platform, ethernet=ethernet or bool(provisioning))
+    if provisioning:
+        world.provisioning_preset = provisioning_preset(provisioning)
     try:
-        world.start()
+        try:
+            world.start()
+        except (RuntimeError, TimeoutError) as exc:  # e.g. a damaged broker.json: say which
+            log.error("the simulated world did not start: %s", exc)
+            return 2
         assert world.bus is not None
         # Everything that opens "the system bus" from now on gets the private one.
         os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = world.bus.address
         cfg = world.hub_config(config, portal_port=config.portal.port
                                if config.portal.port not in (80, 443) else 0)
+        if provisioning and world.provisioning is not None:
+            endpoint = world.provisioning.endpoint()
+            cfg = with_overrides(cfg, provisioning={**(world.provisioning_preset or {}),
+                                                    "host": endpoint["host"],
+                                                    "port": endpoint["port"]})
         try:
             store, identity = open_state(cfg, mac=SIM_WIFI_MAC)
         except StateError as exc:

@@ -1,6 +1,10 @@
 """The whole hardware-free world in one object: bus, NetworkManager, BlueZ, broker.
 
 Used by ``gatewayd --simulate`` and, piece by piece, by the test fixtures.
+
+What a restart of the same workdir keeps (docs/simulator.md): the broker's ports and accounts
+(``broker/broker.json``), its TLS CA (``broker/pki``), the profiles the hub saved to
+NetworkManager's "disk" (``nm/profiles.json``), and the hub's own state dir.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd.config import Config, with_overrides
-from gatewayd.simulator.broker import PLATFORM_USER, Account, Broker
+from gatewayd.simulator.broker import PLATFORM_USER, Account, Broker, sim_pki
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.platform import SimPlatform
+from gatewayd.simulator.provisioning import SimProvisioning
+from gatewayd.simulator.provisioning_ops import attach
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,10 @@ class SimWorld:
     account: Account | None = None
     other_account: Account | None = None
     platform: SimPlatform | None = None
+    # The platform's provisioning side (its own endpoint broker); what the hub was preset
+    # with (`--provisioning`) goes to sim.json.
+    provisioning: SimProvisioning | None = None
+    provisioning_preset: dict[str, Any] | None = None
     access_points: list[dict[str, Any]] = field(default_factory=list)
 
     def start(self) -> SimWorld:
@@ -53,14 +63,17 @@ class SimWorld:
                 self.access_points = [dict(ap) for ap in DEFAULT_ACCESS_POINTS]
                 self.nm = NetworkManagerMock(self.bus, self.workdir / "nm", self.access_points,
                                              wifi_mac=SIM_WIFI_MAC, ethernet=self.ethernet,
-                                             ethernet_connected=self.ethernet)
+                                             ethernet_connected=self.ethernet,
+                                             profiles_file=self.workdir / "nm" / "profiles.json")
                 self.nm.start()
             if self.with_bluez:
                 from gatewayd.simulator.bluez_mock import BluezMock
 
                 self.bluez = BluezMock(self.bus, self.workdir / "bluez")
                 self.bluez.start()
-            self.broker = Broker(self.workdir / "broker")
+            broker_dir = self.workdir / "broker"
+            self.broker = Broker(broker_dir, tls=sim_pki(broker_dir / "pki"),
+                                 state_file=broker_dir / "broker.json")
             self.account = self.broker.add_account(*SIM_ACCOUNT)
             self.other_account = self.broker.add_account(*SIM_OTHER_ACCOUNT)
             self.broker.start()
@@ -68,23 +81,32 @@ class SimWorld:
                 self.platform = SimPlatform(
                     self.broker.host, self.broker.port, PLATFORM_USER,
                     self.broker.platform_password, self.workdir / "platform.json").start()
+                self.provisioning = SimProvisioning(
+                    self.workdir / "provisioning", self.broker, self.account,
+                    self.platform.responses).start()
+                attach(self.platform, self.provisioning)
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        for part in (self.platform, self.broker, self.bluez, self.nm, self.bus):
+        for part in (self.provisioning, self.platform, self.broker, self.bluez, self.nm,
+                     self.bus):
             if part is not None:
                 try:
                     part.stop()
                 except Exception:
                     log.exception("stopping %s failed", type(part).__name__)
-        self.platform = None
+        self.platform = self.provisioning = None
         self.broker = self.bluez = self.nm = self.bus = None
 
     def hub_config(self, base: Config, portal_port: int = 0) -> Config:
-        """The daemon's config inside this world: its dirs, loopback portal, simulated radios."""
+        """The daemon's config inside this world: its dirs, loopback portal, simulated radios,
+        and trust in the broker's TLS CA (unless ``base`` names a CA of its own)."""
+        tls = self.broker.tls if self.broker is not None else None
+        cloud = {"ca_file": str(tls.cafile)} if tls is not None and not base.cloud.ca_file \
+            else {}
         return with_overrides(
             base,
             hub={"state_dir": str(self.workdir / "state"),
@@ -97,6 +119,7 @@ class SimWorld:
             led={"enabled": True},
             # The virtual zigpy radio: `gatewayctl zigbee sim join plug` and friends.
             zigbee={"enabled": True, "radio": "virtual"},
+            cloud=cloud,
         )
 
     def describe(self, portal_url: str | None, control_socket: Path, state_dir: Path
@@ -109,7 +132,9 @@ class SimWorld:
                      "monitor": {"username": "monitor",
                                  "password": self.broker.monitor_password},
                      "platform": {"username": PLATFORM_USER,
-                                  "password": self.broker.platform_password}},
+                                  "password": self.broker.platform_password},
+                     "tls": ({"port": self.broker.tls.port, "ca": str(self.broker.tls.cafile)}
+                             if self.broker.tls is not None else None)},
             "platform": ({"control": self.platform.control_url,
                           "responses": str(self.platform.responses)}
                          if self.platform is not None else None),
@@ -125,6 +150,9 @@ class SimWorld:
                                        "hidden": ap.get("hidden", False)}
                           for ap in self.access_points}.values()),  # one per SSID
         }
+        info["provisioning"] = ({"mode": "pairing", **(self.provisioning_preset or {}),
+                                  "endpoint": self.provisioning.endpoint()}
+                                 if self.provisioning is not None else None)
         info["network"] = {"wifi_interface": "wlan0",
                            "ethernet_interface": "eth0" if self.ethernet else None}
         if self.bluez is not None:

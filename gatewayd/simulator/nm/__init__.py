@@ -21,6 +21,7 @@ Modules; each imports only modules listed above it
 ``glib``        ``later()``: GLib timeouts through ctypes
 ``radio``       the radio model: an access point on the air, its security flags, its properties
 ``settings``    connection settings dictionaries: the profile, validation, secrets, completion
+``store``       ``ProfileStore``: saved profiles on "disk" (``profiles_file``), across restarts
 ``state``       devices, activations, ``WorldState``: object plumbing, the per-device step
                 queue, manager State and Connectivity
 ``scan``        ``RadioWorld``: the scan list on the bus, hidden networks, scans, AP choice
@@ -44,5 +45,5 @@ loads it.
 The specification (what the mock does, in NetworkManager's terms) sits with the code: the
 parameters and the mock control methods in ``nm_template.py``, the radio model in ``radio``,
 ``scan`` and ``hotspot``, activation in ``activation``, manager state in ``state``, settings in
-``settings`` and ``profiles``, autoconnect in ``world``.
+``settings`` and ``profiles``, what survives a restart in ``store``, autoconnect in ``world``.
 """

@@ -7,8 +7,9 @@ an active profile deactivates it.
 Update/UpdateUnsaved/Update2 replace all settings, but keep the old secrets if the new settings
 carry none (NetworkManager does that too). AddConnection/Update store "to disk" (Unsaved false),
 AddConnectionUnsaved/UpdateUnsaved in memory (Unsaved true, Flags UNSAVED);
-AddConnection2/Update2 honour TO_DISK/IN_MEMORY and BLOCK_AUTOCONNECT. Nothing survives a
-restart of the mock.
+AddConnection2/Update2 honour TO_DISK/IN_MEMORY and BLOCK_AUTOCONNECT. With a
+``profiles_file``, what is on disk survives a restart of the mock (see ``store``); in-memory
+profiles never do.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from gatewayd.simulator.nm.settings import (
     secrets_of,
     validate,
 )
+from gatewayd.simulator.nm.store import encode
 
 _FLAG_UNSAVED = 0x1  # Settings.Connection.Flags
 
@@ -60,8 +62,10 @@ class ProfileWorld(ActivationWorld):
         if any(p.uuid == str(settings["connection"]["uuid"]) for p in self.profiles.values()):
             raise error(E_UUID_EXISTS, "A connection with this UUID already exists")
         path = f"{SETTINGS_PATH}/{self.next_id('conn')}"
-        profile = Profile(path, settings, unsaved)
+        profile = Profile(path, settings, unsaved, on_disk=None if unsaved else encode(settings))
         self.profiles[path] = profile
+        if not unsaved:
+            self.persist()
         self.add_object(path, CONN_IFACE, self.profile_props(profile, flags), [
             ("Update", "a{sa{sv}}", "", lambda o, s: self.update(profile, s, unsaved=False)),
             ("UpdateUnsaved", "a{sa{sv}}", "",
@@ -92,11 +96,26 @@ class ProfileWorld(ActivationWorld):
                                     f"{name}.nmconnection" if not flags else ""),
         }
 
-    def set_unsaved(self, profile: Profile, unsaved: bool) -> None:
+    def set_unsaved(self, profile: Profile, unsaved: bool, *, drop_disk: bool = False) -> None:
+        """Saved: the settings go to disk. In memory: the disk copy stays (shadowed), unless
+        ``drop_disk`` (Update2 IN_MEMORY_ONLY)."""
         profile.unsaved = unsaved
+        before = profile.on_disk
+        if not unsaved:
+            profile.on_disk = encode(profile.settings)
+        elif drop_disk:
+            profile.on_disk = None
         set_props(profile.path, CONN_IFACE, self.profile_props(profile))
+        if profile.on_disk != before:
+            self.persist()
 
-    def update(self, profile: Profile, settings: dict[str, Any], unsaved: bool) -> None:
+    def persist(self) -> None:
+        """Rewrite the profiles file with what is on disk now."""
+        if self.store is not None:
+            self.store.save([p.on_disk for p in self.profiles.values() if p.on_disk is not None])
+
+    def update(self, profile: Profile, settings: dict[str, Any], unsaved: bool, *,
+               drop_disk: bool = False) -> None:
         if profile.path not in self.profiles:
             raise error(E_UNKNOWN_CONNECTION, "Connection was deleted")
         new = normalize(settings)
@@ -108,7 +127,7 @@ class ProfileWorld(ActivationWorld):
                         new[setting][key] = profile.settings[setting][key]
         profile.settings = new
         profile.blocked, profile.retries = None, None
-        self.set_unsaved(profile, unsaved)
+        self.set_unsaved(profile, unsaved, drop_disk=drop_disk)
         obj(profile.path).EmitSignal(CONN_IFACE, "Updated", "", [])
         self.refresh_available()
         self.autoconnect_soon()
@@ -116,10 +135,11 @@ class ProfileWorld(ActivationWorld):
     def update2(self, profile: Profile, settings: dict[str, Any], flags: int) -> dict[str, Any]:
         unsaved = not flags & TO_DISK and bool(
             flags & (IN_MEMORY | IN_MEMORY_DETACHED | IN_MEMORY_ONLY))
+        drop_disk = bool(flags & IN_MEMORY_ONLY)
         if settings:
-            self.update(profile, settings, unsaved)
+            self.update(profile, settings, unsaved, drop_disk=drop_disk)
         else:
-            self.set_unsaved(profile, unsaved)
+            self.set_unsaved(profile, unsaved, drop_disk=drop_disk)
         if flags & BLOCK_AUTOCONNECT:
             profile.blocked = "flag"
         result: dict[str, Any] = dbus.Dictionary({}, signature="sv")
@@ -129,6 +149,9 @@ class ProfileWorld(ActivationWorld):
         for setting, keys in SECRET_KEYS.items():
             for key in keys:
                 profile.settings.get(setting, {}).pop(key, None)
+        if not profile.unsaved:  # NetworkManager rewrites the saved profile without them
+            profile.on_disk = encode(profile.settings)
+            self.persist()
         obj(profile.path).EmitSignal(CONN_IFACE, "Updated", "", [])
 
     def delete_profile(self, profile: Profile) -> None:
@@ -137,6 +160,8 @@ class ProfileWorld(ActivationWorld):
             if act and not act.gone and act.profile is profile:
                 self.deactivate(act, Reason.CONNECTION_REMOVED, AcReason.CONNECTION_REMOVED)
         del self.profiles[profile.path]
+        if profile.on_disk is not None:
+            self.persist()
         self.manager_list("Connections", remove=profile.path, path=SETTINGS_PATH,
                           iface=SETTINGS_IFACE)
         obj(profile.path).EmitSignal(CONN_IFACE, "Removed", "", [])

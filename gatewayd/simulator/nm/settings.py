@@ -77,6 +77,9 @@ class Profile:
     blocked: str | None = None  # why autoconnect skips it: user / no-secrets / retries / flag
     retries: int | None = None
     last_used: float = 0.0
+    # What NetworkManager's disk holds for it (store.encode'd), None if nothing: survives a
+    # restart of the mock; an in-memory update shadows it without changing it.
+    on_disk: dict[str, dict[str, Any]] | None = None
 
     def get(self, setting: str, key: str, default: Any = None) -> Any:
         return self.settings.get(setting, {}).get(key, default)

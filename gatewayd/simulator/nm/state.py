@@ -42,6 +42,7 @@ from gatewayd.simulator.nm.bus import (
 from gatewayd.simulator.nm.glib import later
 from gatewayd.simulator.nm.radio import RadioAP
 from gatewayd.simulator.nm.settings import Profile
+from gatewayd.simulator.nm.store import ProfileStore
 
 
 def parse_cidr(text: str) -> tuple[str, int]:
@@ -110,6 +111,7 @@ class WorldState:
         self.last_scan = boottime_ms()
         self.autoconnect_pending = False
         self.wifi: Device | None = None
+        self.store: ProfileStore | None = None  # where saved profiles go (profiles_file)
 
     def next_id(self, kind: str) -> int:
         return next(self.ids.setdefault(kind, itertools.count(1)))

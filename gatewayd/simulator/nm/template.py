@@ -9,6 +9,8 @@ initial scan list. The parameters are documented in ``nm_template.py``.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import dbus
@@ -36,6 +38,7 @@ from gatewayd.simulator.nm.bus import (
 )
 from gatewayd.simulator.nm.devices import add_ethernet, add_loopback, add_wifi
 from gatewayd.simulator.nm.settings import BLOCK_AUTOCONNECT, IN_MEMORY, TO_DISK, complete_profile
+from gatewayd.simulator.nm.store import ProfileStore
 from gatewayd.simulator.nm.world import World
 
 _world: World | None = None
@@ -107,6 +110,19 @@ def load(mock: Any, parameters: dict[str, Any]) -> None:
         w.show(ap)
     set_props(NM_PATH, NM_IFACE, {"AllDevices": paths(w.devices)})
     w.refresh_manager()
+    if parameters.get("profiles_file"):
+        restore_profiles(w, ProfileStore(Path(str(parameters["profiles_file"]))))
+
+
+def restore_profiles(w: World, store: ProfileStore) -> None:
+    """NetworkManager starting: the saved profiles come back and autoconnect runs."""
+    for settings in store.load():
+        try:
+            w.add_profile(settings, unsaved=False, emit=False)
+        except dbus.exceptions.DBusException as exc:
+            print(f"warning: {store.path}: profile skipped: {exc.get_dbus_message()}",
+                  file=sys.stderr)
+    w.store = store  # from now on, every change to what is on disk is written
 
 
 def deactivate_connection(w: World, ac: str) -> None:

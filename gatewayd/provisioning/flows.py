@@ -1,0 +1,251 @@
+"""The two exchanges with the provisioning endpoint: a token operation, an enrollment.
+
+Each ends in :class:`Outcome`: the issued account (opened and validated, not yet stored:
+the cloud step proves it first) or a failure code from
+:class:`gatewayd.onboarding.steps.Failure` with a reason a person can act on, and how long
+the hub waits before the next attempt. The operation (id and key) is stored before the
+first message goes out, so a hub restarted at any moment resumes the same operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gatewayd.cloud.net import CloudOutcome, Endpoint
+from gatewayd.config import Config
+from gatewayd.identity import Identity
+from gatewayd.onboarding.steps import Failure
+from gatewayd.provisioning import codec
+from gatewayd.provisioning.channel import ChannelError, ProvisioningChannel
+from gatewayd.state import Operation, StateStore
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 15.0  # for one answer
+MAX_POLL_DELAY = 60.0
+MAX_WAIT = 7 * 86400.0  # a platform that never says "expired": the hub gives up after this
+
+
+@dataclass(frozen=True)
+class Outcome:
+    issued: codec.Issued | None = None
+    failure: Failure | None = None
+    reason: str = ""
+    retry: bool = True  # wait [provisioning] retry_interval before the next attempt (not: at once)
+
+
+@dataclass
+class FlowProgress:
+    """What the flow shows while it runs (status, panel, BLE, journal)."""
+
+    state: str = "idle"  # idle, connecting, waiting, approved, registered, failed
+    operation: str | None = None
+    verification_code: str | None = None
+    expires_at: float | None = None  # wall clock, of the operation
+
+
+def _fail(failure: Failure, reason: str, *, retry: bool = True) -> Outcome:
+    return Outcome(failure=failure, reason=reason, retry=retry)
+
+
+class Flows:
+    """Runs one attempt of the configured mode (``token`` or ``enroll``)."""
+
+    def __init__(self, config: Config, store: StateStore, identity: Identity, *,
+                 serial: str, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.cfg = config.provisioning
+        self.store = store
+        self.identity = identity
+        self.serial = serial
+        self.progress = FlowProgress()
+        self._rng = rng or random.SystemRandom()
+
+    def _show(self, **changes: Any) -> None:
+        """What status, the panel and BLE read next time they ask."""
+        for key, value in changes.items():
+            setattr(self.progress, key, value)
+
+    def _operation(self) -> Operation:
+        op = self.store.state.operation
+        if op is None:
+            op_id, key = codec.new_operation()
+            op = Operation(op_id, key, time.time())
+            self.store.begin_operation(op)  # before anything leaves the hub
+        return op
+
+    def _describe_hub(self, op: Operation) -> dict[str, Any]:
+        hub = self.config.hub
+        return {"operation": op.id, "public_key": codec.b64(codec.public_key(op.key)),
+                "device_id": self.identity.device_id, "model": hub.product,
+                "firmware": {"name": hub.fw_name, "version": hub.fw_version},
+                "mac": self.identity.mac, "serial": self.serial}
+
+    async def run(self) -> Outcome:
+        if self.cfg.mode == "enroll":
+            return await self._enroll()
+        return await self._token()
+
+    async def _session(self, user: str, password: str, op: Operation,
+                       refused: Failure) -> ProvisioningChannel | Outcome:
+        tls = self.cfg.mqtts_port != 0
+        endpoint = Endpoint(self.cfg.host, self.cfg.mqtts_port if tls else self.cfg.port, tls,
+                            self.config.cloud.ca_file)
+        channel = ProvisioningChannel(endpoint, user, password, op.id, self.config.cloud)
+        self._show(state="connecting", operation=op.id)
+        # As long as the cloud link would try to reach its broker ([cloud] connect_timeout).
+        result = await channel.open(self.config.cloud.connect_timeout)
+        if result.outcome == CloudOutcome.CONNECTED:
+            return channel
+        await channel.close()
+        if result.outcome == CloudOutcome.REFUSED:
+            what = ("provisioning token" if refused == Failure.WRONG_PROVISIONING_TOKEN
+                    else "template id or enroll password")
+            return _fail(refused, f"The platform's provisioning endpoint {endpoint} refused "
+                                  f"this hub's {what}. Check the preset in [provisioning].")
+        return _fail(Failure.PLATFORM_UNREACHABLE,
+                     f"The platform's provisioning endpoint is unreachable: {result.reason}")
+
+    # ---- token mode -------------------------------------------------------------------------
+
+    async def _token(self) -> Outcome:
+        op = self._operation()
+        code = codec.verification_code(op.id, codec.public_key(op.key))
+        self._show(state="connecting", operation=op.id, verification_code=code)
+        session = await self._session(codec.token_user(self.cfg.token), self.cfg.token, op,
+                                      Failure.WRONG_PROVISIONING_TOKEN)
+        if isinstance(session, Outcome):
+            return session
+        try:
+            return await self._operate(session, op, code)
+        except ChannelError as exc:
+            return _fail(Failure.PLATFORM_UNREACHABLE, f"The platform stopped answering: {exc}")
+        finally:
+            await session.close()
+
+    async def _operate(self, channel: ProvisioningChannel, op: Operation,
+                       code: str) -> Outcome:
+        answer = await channel.request("start", self._describe_hub(op), REQUEST_TIMEOUT)
+        deadline = time.monotonic() + MAX_WAIT
+        polls = 0
+        announced = False
+        while True:
+            if answer.status != 1:
+                return self._refused(answer)
+            data = answer.data
+            state = data.get("state")
+            if state == "approved":
+                return self._approved(op, data.get("credentials"))
+            if state == "rejected":
+                self.store.begin_operation(None)
+                reason = data.get("reason") if isinstance(data.get("reason"), str) else ""
+                return _fail(Failure.PROVISIONING_REJECTED,
+                             "The platform rejected this hub's provisioning operation"
+                             + (f": {reason[:200]}" if reason else "."))
+            if state == "expired" or time.monotonic() > deadline:
+                self.store.begin_operation(None)
+                return _fail(Failure.OPERATION_EXPIRED, "Nobody approved the provisioning "
+                             "operation in time; the hub starts a new one.", retry=False)
+            if state != "pending":
+                return _fail(Failure.PROVISIONING_FAILED,
+                             f"The platform answered an unknown operation state {state!r}.")
+            theirs = data.get("verification_code")
+            if theirs is not None and theirs != code:
+                # The platform holds another key than this hub's: someone in between.
+                self.store.begin_operation(None)
+                return _fail(Failure.PROVISIONING_FAILED, (
+                    f"The platform shows the verification code {str(theirs)[:16]!r}, but "
+                    f"this hub's is {code}: the operation is not this hub's. Not approved."))
+            retry_after = _seconds(data.get("retry_after"), 5.0)
+            expires_in = data.get("expires_in")
+            if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+                self.progress.expires_at = time.time() + float(expires_in)
+            self._show(state="waiting")
+            if not announced:
+                log.info("provisioning: operation %s waits for approval on the platform; "
+                         "verification code %s", op.id, code)
+                announced = True
+            await asyncio.sleep(self._poll_delay(retry_after, polls))
+            polls += 1
+            answer = await channel.request("poll", {"operation": op.id}, REQUEST_TIMEOUT)
+
+    def _poll_delay(self, retry_after: float, polls: int) -> float:
+        """The platform's retry-after, growing slowly while nothing happens, jittered so a
+        batch of hubs does not poll in step."""
+        ceiling = max(retry_after, min(MAX_POLL_DELAY, retry_after * 8))
+        return min(ceiling, retry_after * 1.25 ** polls) * self._rng.uniform(0.9, 1.1)
+
+    def _approved(self, op: Operation, box: Any) -> Outcome:
+        try:
+            issued = codec.issued_from(codec.open_sealed(op.key, op.id, box))
+        except codec.CodecError as exc:
+            return _fail(Failure.PROVISIONING_FAILED, f"The platform's answer is unusable: "
+                                                      f"{exc}")
+        if issued.device_id != self.identity.device_id:
+            self.store.begin_operation(None)
+            return _fail(Failure.PROVISIONING_FAILED, (
+                f"The platform issued the device id {issued.device_id!r}, but this hub is "
+                f"{self.identity.device_id!r}: preset [hub] device_id to the id the "
+                "provisioning token names."))
+        self._show(state="approved")
+        return Outcome(issued=issued)
+
+    def _refused(self, answer: codec.Answer) -> Outcome:
+        error = answer.error
+        message = answer.message or "no details"
+        if error == "unknown-operation":
+            self.store.begin_operation(None)
+            return _fail(Failure.OPERATION_EXPIRED, "The platform no longer knows this "
+                         "operation; the hub starts a new one.", retry=False)
+        if error == "unknown-serial":
+            self.store.begin_operation(None)
+            return _fail(Failure.UNKNOWN_SERIAL, f"The platform does not know this hub's "
+                                                 f"serial number {self.serial!r}: {message}")
+        if error == "already-enrolled":
+            self.store.begin_operation(None)
+            return _fail(Failure.ALREADY_ENROLLED, f"The serial number {self.serial!r} is "
+                                                   f"enrolled already: {message}")
+        if error == "rejected":
+            self.store.begin_operation(None)
+            return _fail(Failure.PROVISIONING_REJECTED, f"The platform rejected this hub: "
+                                                        f"{message}")
+        # Whatever the platform holds against this operation (an id taken under another
+        # token, say), the next attempt starts a new one rather than repeating it.
+        self.store.begin_operation(None)
+        error = error or "no error code"
+        return _fail(Failure.PROVISIONING_FAILED, f"The platform refused the request "
+                                                  f"(code {answer.code}, {error}): {message}")
+
+    # ---- enroll mode ------------------------------------------------------------------------
+
+    async def _enroll(self) -> Outcome:
+        if not self.serial:
+            return _fail(Failure.NO_SERIAL, "This hub has no serial number to enroll with: "
+                         "/proc/cpuinfo has none; set [provisioning] serial.")
+        op = self._operation()
+        session = await self._session(codec.enroll_user(self.cfg.template),
+                                      self.cfg.enroll_password, op,
+                                      Failure.WRONG_ENROLL_PASSWORD)
+        if isinstance(session, Outcome):
+            return session
+        try:
+            data = {**self._describe_hub(op), "template": self.cfg.template}
+            answer = await session.request("enroll", data, REQUEST_TIMEOUT)
+        except ChannelError as exc:
+            return _fail(Failure.PLATFORM_UNREACHABLE, f"The platform stopped answering: {exc}")
+        finally:
+            await session.close()
+        if answer.status != 1:
+            return self._refused(answer)
+        return self._approved(op, answer.data.get("credentials"))
+
+
+def _seconds(value: Any, default: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return default
+    return min(max(float(value), 0.05), MAX_POLL_DELAY)

@@ -1,0 +1,236 @@
+"""Provisioning as onboarding sees it, and the keeper of what it issued.
+
+:class:`Provisioner` is onboarding's provisioning step
+(:class:`gatewayd.onboarding.steps.ProvisioningStep`): :meth:`~Provisioner.obtain` runs one
+exchange with the platform (:mod:`~gatewayd.provisioning.flows`) and hands the issued
+account to the cloud step; :meth:`~Provisioner.commit` stores it once the cloud step proved
+it (credentials, device id and expiry in one atomic write).
+
+Once online it keeps the registration alive: a token-mode registration is refreshed over
+REQ/RES (``provisioning/refresh``) when :data:`REFRESH_FRACTION` of its lifetime has
+passed; the new token is stored, then the link reconnects quietly with it (DISCONNECT, so
+no will: the retained ``ready`` stays). When the broker refuses the stored registration
+(revoked, or expired while the hub was away) the hub goes back to provisioning with the
+reason (:meth:`Deprovision.registration_lost`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gatewayd.cloud.link import CloudLink
+from gatewayd.cloud.net import CloudOutcome, CloudResult
+from gatewayd.cloud.reqres import PlatformError
+from gatewayd.config import Config
+from gatewayd.credentials import CloudCredentials
+from gatewayd.identity import Identity
+from gatewayd.onboarding.steps import Failure, StepResult
+from gatewayd.provisioning import codec
+from gatewayd.provisioning.flows import FlowProgress, Flows, Outcome
+from gatewayd.state import Registration, StateStore
+
+log = logging.getLogger(__name__)
+
+REFRESH_FRACTION = 0.5  # of the registration's lifetime, counted from its issue
+REFRESH_TIMEOUT = 15.0  # at most; less when the token has less time left
+MIN_RETRY = 1.0  # a failed refresh is retried after this much, doubling, within the lifetime
+
+
+class Deprovision(Protocol):
+    """What the keeper needs of the onboarding machine."""
+
+    @property
+    def online(self) -> bool: ...
+
+    async def registration_lost(self, failure: Failure, reason: str) -> None: ...
+
+
+class Provisioner:
+    def __init__(self, config: Config, store: StateStore, identity: Identity,
+                 link: CloudLink, *, serial: str,
+                 secrets_sink: Callable[..., None] = lambda *s: None,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.mode = config.provisioning.mode
+        self.store = store
+        self.link = link
+        self.serial = serial
+        self._secrets = secrets_sink
+        self._rng = rng or random.SystemRandom()
+        self.flows = Flows(config, store, identity, serial=serial, rng=self._rng)
+        self.onboarding: Deprovision | None = None  # set by the daemon (it is built later)
+        self._issued: codec.Issued | None = None
+        self._last: Outcome | None = None
+        self._wake = asyncio.Event()
+        self._lost_for: CloudCredentials | None = None  # reported once per registration
+        self.refreshes = 0
+        self.refresh_failures = 0
+        self.last_refresh: float | None = None
+        self.attempts = 0
+        link.add_listener(self._on_link)
+
+    # ---- the onboarding step -----------------------------------------------------------------
+
+    async def obtain(self) -> tuple[StepResult, CloudCredentials | None]:
+        self.attempts += 1
+        self._issued = None
+        outcome = await self.flows.run()
+        self._last = outcome
+        if outcome.issued is None:
+            assert outcome.failure is not None
+            self.flows.progress.state = "failed"
+            return StepResult(False, outcome.failure, outcome.reason), None
+        self._secrets(outcome.issued.cloud.token)
+        self._issued = outcome.issued
+        return StepResult(True), outcome.issued.cloud
+
+    def commit(self, cloud: CloudCredentials) -> None:
+        issued = self._issued
+        assert issued is not None and issued.cloud == cloud
+        now = time.time()
+        expires = now + issued.expires_in if issued.expires_in is not None else None
+        state = self.store.commit_provisioned(
+            cloud, Registration(self.mode, issued.device_id, now, expires))
+        log.info("provisioned: %s", state.redacted())
+        self.flows.progress = FlowProgress(state="registered")
+        self._last = None
+        self._lost_for = None
+        self._wake.set()
+
+    def retry_delay(self) -> float:
+        """How long the next attempt waits after the latest one failed."""
+        if self._last is not None and not self._last.retry:
+            return 0.0
+        return self.config.provisioning.retry_interval * self._rng.uniform(0.75, 1.0)
+
+    # ---- what front ends show ----------------------------------------------------------------
+
+    @property
+    def verification_code(self) -> str | None:
+        """The code to compare with the platform's, while an operation waits for it."""
+        p = self.flows.progress
+        return p.verification_code if p.state in ("connecting", "waiting") else None
+
+    def view(self) -> dict[str, Any]:
+        """The short form BLE and the panel show: the mode, what it does, the code."""
+        state = "registered" if self.store.state.registration is not None \
+            else self.flows.progress.state
+        return {"mode": self.mode, "state": state,
+                "verification_code": self.verification_code}
+
+    def status(self) -> dict[str, Any]:
+        """``provisioning`` in ``gatewayctl status``: never a token or password."""
+        p = self.flows.progress
+        st = self.store.state
+        reg = st.registration
+        last = self._last
+        return {
+            "mode": self.mode, "state": "registered" if reg is not None else p.state,
+            "operation": p.operation if reg is None else None,
+            "verification_code": self.verification_code,
+            "operation_expires_at": p.expires_at if reg is None else None,
+            "serial": self.serial or None, "attempts": self.attempts,
+            "last_error": ({"code": str(last.failure), "reason": last.reason}
+                           if last is not None and last.failure is not None else None),
+            "registration": ({"device_id": reg.device_id, "issued_at": reg.issued_at,
+                              "expires_at": reg.expires_at} if reg is not None else None),
+            "refreshes": self.refreshes, "refresh_failures": self.refresh_failures,
+            "last_refresh": self.last_refresh,
+        }
+
+    # ---- the keeper --------------------------------------------------------------------------
+
+    def _on_link(self, result: CloudResult) -> None:
+        if result.outcome == CloudOutcome.CONNECTED:
+            self._wake.set()
+            return
+        st = self.store.state
+        if result.outcome != CloudOutcome.REFUSED or st.registration is None \
+                or self.link.credentials != st.cloud or self._lost_for == st.cloud:
+            return
+        self._lost_for = st.cloud
+        expired = st.registration.expires_at is not None \
+            and time.time() >= st.registration.expires_at
+        failure = Failure.REGISTRATION_EXPIRED if expired else Failure.REGISTRATION_REVOKED
+        reason = ("This hub's registration expired before it could be refreshed"
+                  if expired else "The platform revoked this hub's registration")
+        reason += " (the broker refused it); the hub asks to be provisioned again."
+        log.warning("provisioning: %s", reason)
+        self._last = Outcome(failure=failure, reason=reason, retry=False)
+        self.flows.progress = FlowProgress(state="failed")
+        if self.onboarding is not None:
+            asyncio.get_running_loop().create_task(
+                self.onboarding.registration_lost(failure, reason), name="deprovision")
+
+    async def run(self) -> None:
+        """Refresh the registration token before it expires, for as long as the hub runs."""
+        failures = 0
+        while True:
+            self._wake.clear()
+            reg = self.store.state.registration
+            if reg is None or reg.expires_at is None:
+                await self._wake.wait()
+                continue
+            lifetime = reg.expires_at - reg.issued_at
+            due = reg.issued_at + REFRESH_FRACTION * lifetime
+            if failures:
+                due = time.time() + min(MIN_RETRY * 2 ** failures, lifetime / 4)
+            delay = due - time.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue  # woken (a new registration, a connect) or due: look again
+            if not (self.link.connected and self.onboarding is not None
+                    and self.onboarding.online):
+                await self._wake.wait()  # refreshed on the next connect
+                continue
+            if await self._refresh(reg):
+                failures = 0
+            else:
+                failures += 1
+
+    async def _refresh(self, reg: Registration) -> bool:
+        current = self.store.state.cloud
+        assert current is not None
+        private = codec.new_operation()[1]
+        nonce = os.urandom(16)
+        public = codec.public_key(private)
+        data = {"public_key": codec.b64(public), "nonce": codec.b64(nonce),
+                "proof": codec.refresh_proof(current.token, nonce, public)}
+        try:
+            left = (reg.expires_at or 0) - time.time()
+            timeout = min(REFRESH_TIMEOUT, max(1.0, left / 3))  # time to try again
+            answer = await self.link.platform.request(codec.REFRESH_ENDPOINT, data,
+                                                      timeout=timeout)
+            box = answer.get("credentials") if isinstance(answer, dict) else None
+            issued = codec.issued_from(codec.open_sealed(private, f"refresh {nonce.hex()}",
+                                                         box))
+            if issued.device_id != reg.device_id or issued.expires_in is None:
+                raise codec.CodecError("credentials: another device id, or no expiry")
+        except (PlatformError, codec.CodecError) as exc:
+            self.refresh_failures += 1
+            log.warning("provisioning: refreshing the registration token failed: %s", exc)
+            return False
+        self._secrets(issued.cloud.token)
+        if self.store.state.cloud != current:
+            return True  # reset or revoked meanwhile: nothing to renew any more
+        now = time.time()
+        assert issued.expires_in is not None
+        self.store.renew_registration(issued.cloud, Registration(
+            reg.mode, reg.device_id, now, now + issued.expires_in))
+        self.refreshes += 1
+        self.last_refresh = now
+        log.info("provisioning: registration token refreshed (valid for %.0f s); "
+                 "reconnecting with it", issued.expires_in)
+        # Quietly: DISCONNECT (no will, so the retained "ready" stays), then the new token.
+        await self.link.stop(goodbye=False)
+        if self.store.state.cloud == issued.cloud:  # not reset while stopping
+            await self.link.start(issued.cloud)
+        return True

@@ -1,0 +1,455 @@
+"""The simulated platform's provisioning side (docs/provisioning.md, "What the platform does").
+
+* **The provisioning endpoint** is a mosquitto of its own (:attr:`SimProvisioning.broker`):
+  its users are the provisioning tokens (``token-<hash>``) and the production templates
+  (``enroll-<template>``), and its ACL lets each of them publish only its operation's
+  requests and read only its operation's answers (``%u`` and ``%c`` in the topics). The
+  platform answers ``start``, ``poll`` and ``enroll`` there.
+* **Registrations** are users of the account broker (the world's), one per registration
+  token (``reg-<device>-<n>``), added through the broker's ``extra_auth`` hook with ACL lines
+  for the account's tree and the device's own REQ/RES topics. A token that expires or is
+  revoked is removed and mosquitto reloads: the broker refuses it at the next connect (and
+  drops a connection still using it). A refresh (REQ/RES ``provisioning/refresh``) adds the
+  next token; the previous one stays valid until it expires, so the hub can switch over.
+* **The operator** lists, approves, rejects and revokes (:class:`~gatewayd.simulator.
+  provisioning_ops.Operator`: ``gatewayctl --sim DIR platform operations|approve|reject|
+  revoke``, over the platform's control interface).
+
+Settings are read from the platform's responses file (``platform.json``, key
+``provisioning``) whenever they are needed, so tests and developers change lifetimes while
+the simulator runs: :data:`DEFAULT_SETTINGS`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gatewayd.credentials import mqtt_username
+from gatewayd.provisioning import codec
+from gatewayd.runtime.atomicfile import atomic_write
+from gatewayd.simulator.broker import PLATFORM_USER, Account, Broker, password_line
+from gatewayd.simulator.provisioning_model import (
+    MAX_OPERATIONS,
+    PROVISIONING_ACL,
+    PROVISIONING_PLATFORM_ACL,
+    SIM_ENROLL_PASSWORD,
+    SIM_SERIALS,
+    SIM_TEMPLATE,
+    SIM_TOKEN,
+    Generation,
+    SimDevice,
+    SimOperation,
+    Template,
+    describe_hub,
+    load_registry,
+    proof_key,
+    read_settings,
+    registry_json,
+)
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT = 5.0  # for the broker to take a new registration token after its reload
+
+class SimProvisioning:
+    """The platform's provisioning side; thread-safe (paho's thread, HTTP threads)."""
+
+    def __init__(self, workdir: Path, accounts: Broker, account: Account, settings: Path,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.accounts = accounts
+        self.account = account  # whose tree approved hubs appear in
+        self.settings_file = settings
+        self.clock = clock
+        self.broker = Broker(workdir, account_acl=PROVISIONING_ACL,
+                             platform_acl=PROVISIONING_PLATFORM_ACL,
+                             extra_auth=self._endpoint_users,
+                             monitor_password=accounts.monitor_password,
+                             platform_password=accounts.platform_password,
+                             state_file=workdir / "broker.json")  # the same port next time
+        self.registry = workdir / "registry.json"
+        self.tokens: dict[str, str | None] = {SIM_TOKEN: None}  # token -> device id it names
+        self.templates = {SIM_TEMPLATE: Template(SIM_ENROLL_PASSWORD, set(SIM_SERIALS))}
+        self.operations: dict[str, SimOperation] = {}
+        self.devices: dict[str, SimDevice] = {}
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._dirty = False  # registration users changed since the broker's files were written
+        self._fresh: list[Generation] = []  # issued since: wait for the broker to accept them
+        self._flush_lock = threading.Lock()
+        self._stopping = False
+        self._sweeper = threading.Thread(target=self._sweep, name="sim-registrations",
+                                         daemon=True)
+        self._ready = threading.Event()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-provisioning")
+        self._client.username_pw_set(PLATFORM_USER, accounts.platform_password)
+        self._client.reconnect_delay_set(1, 2)
+        self._client.on_connect = lambda c, *a: c.subscribe("provisioning/+/+/req/+", qos=1)
+        self._client.on_subscribe = lambda *a: self._ready.set()
+        self._client.on_message = self._on_message
+        accounts.extra_auth = self._registration_users
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> SimProvisioning:
+        if self.registry.exists():  # the workdir's last run: its hubs stay registered
+            try:
+                self.devices, self.operations = load_registry(
+                    json.loads(self.registry.read_text()), self.accounts.accounts,
+                    self.account, self.templates)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise RuntimeError(f"{self.registry}: unusable ({exc}); delete it to start "
+                                   "afresh") from None
+            self.accounts.update_auth()
+        self.broker.start()
+        self._client.connect(self.broker.host, self.broker.port)
+        self._client.loop_start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("the simulated provisioning endpoint did not come up")
+        self._sweeper.start()
+        return self
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.broker.stop()
+
+    def settings(self) -> dict[str, Any]:
+        return read_settings(self.settings_file)
+
+    def endpoint(self) -> dict[str, Any]:
+        return {"host": self.broker.host, "port": self.broker.port}
+
+    # ---- who may connect where -----------------------------------------------------------------
+
+    def add_token(self, token: str, device_id: str | None = None) -> None:
+        """A provisioning token the platform accepts; ``device_id``: the one it names."""
+        with self._lock:
+            self.tokens[token] = device_id
+        if self.broker.child is not None:
+            self.broker.update_auth()
+
+    def _endpoint_users(self) -> tuple[list[str], str]:
+        with self._lock:
+            lines = [password_line(codec.token_user(t), t) for t in self.tokens]
+            lines += [password_line(codec.enroll_user(name), t.password)
+                      for name, t in self.templates.items()]
+        return lines, ""
+
+    def _registration_users(self) -> tuple[list[str], str]:
+        lines: list[str] = []
+        acl = ["", "# registration tokens (the simulated platform's provisioning)"]
+        with self._lock:
+            for device in self.devices.values():
+                root = device.account.username
+                for g in device.generations:
+                    lines.append(password_line(g.user, g.token))
+                    acl += [f"user {g.user}", f"topic readwrite {root}/sweet-home/#",
+                            f"topic readwrite {root}/errors/#",
+                            f"topic readwrite {root}/notifications/#",
+                            f"topic write {root}/req/{device.device_id}/#",
+                            f"topic read {root}/res/{device.device_id}/#"]
+        return lines, "\n".join(acl) + "\n"
+
+    def _token_for(self, user: str) -> tuple[str, str | None] | None:
+        for token, device_id in self.tokens.items():
+            if codec.token_user(token) == user:
+                return token, device_id
+        return None
+
+    # ---- issuing -------------------------------------------------------------------------------
+
+    def _issue(self, device_id: str, mode: str, account: Account, lifetime: float | None,
+               *, fresh: bool, serial: str = "") -> dict[str, Any]:
+        """A new registration token (``fresh``: a new registration replacing any other)."""
+        device = self.devices.get(device_id)
+        if fresh or device is None:
+            device = SimDevice(device_id, mode, account, serial=serial)
+            self.devices[device_id] = device
+        device.issued += 1
+        expires = self.clock() + lifetime if lifetime is not None else None
+        gen = Generation(f"reg-{device_id}-{device.issued}", secrets.token_urlsafe(24), expires,
+                         lifetime)
+        device.generations.append(gen)
+        self._dirty = True
+        self._fresh.append(gen)
+        self._changed.notify_all()
+        return {"device_id": device_id, "wsp": account.wsp, "token": gen.token,
+                "host": self.accounts.host, "port": self.accounts.port, "mqtts_port": 0,
+                "root_topic": mqtt_username(account.wsp), "mqtt_user": gen.user,
+                "expires_in": lifetime}
+
+    def approve(self, op_id: str, account: Account | None = None) -> dict[str, Any]:
+        with self._lock:
+            op = self._find(op_id)
+            self._approve(op, account or self.account)
+        self._flush_auth()  # the broker knows the token before the hub can learn it
+        with self._lock:
+            op.state = "approved"
+            return op.to_json()
+
+    def _save(self) -> None:
+        with self._lock:
+            data = json.dumps(registry_json(self.devices, self.operations, self.templates))
+        atomic_write(self.registry, data.encode(), 0o600)  # registration tokens in it
+
+    def _approve(self, op: SimOperation, account: Account) -> None:
+        if op.state != "pending" or op.credentials is not None:
+            raise ValueError(f"operation {op.id} is {op.state}, not pending")
+        lifetime = float(self.settings()["registration_lifetime"])
+        issued = self._issue(op.device_id, op.mode, account, lifetime, fresh=True,
+                             serial=str(op.info.get("serial") or ""))
+        op.credentials = codec.seal_to(op.public_key, op.id, issued)
+        op.token_user = str(issued["mqtt_user"])
+        log.info("simulated platform: approved operation %s for %s", op.id, op.device_id)
+
+    def _flush_auth(self) -> None:
+        """Registration users changed: the broker's files again, and (new tokens) wait until
+        mosquitto has applied them, since it reloads on SIGHUP in its own time. Never with
+        the registry lock held: the broker takes its own lock and then asks us."""
+        with self._flush_lock:  # a second caller returns only once the first is done
+            with self._lock:
+                dirty, self._dirty = self._dirty, False
+                fresh, self._fresh = self._fresh, []
+            if dirty:
+                self.accounts.update_auth()
+            self._save()
+            for gen in fresh:
+                if not _accepted(self.accounts, gen.user, gen.token, PROBE_TIMEOUT):
+                    log.warning("simulated platform: the broker did not take %s in time",
+                                gen.user)
+
+    def reject(self, op_id: str, reason: str = "") -> dict[str, Any]:
+        with self._lock:
+            op = self._find(op_id)
+            if op.state != "pending":
+                raise ValueError(f"operation {op.id} is {op.state}, not pending")
+            op.state, op.reason = "rejected", reason[:200] or "rejected by the operator"
+            result = op.to_json()
+        self._save()
+        return result
+
+    def revoke(self, device_id: str) -> dict[str, Any]:
+        with self._lock:
+            device = self.devices.get(device_id)
+            if device is None:
+                raise KeyError(f"no registration for device {device_id!r}")
+            device.revoked = True
+            dropped = len(device.generations)
+            device.generations.clear()
+            for template in self.templates.values():  # an enrolled serial may enroll again
+                template.enrolled.pop(device.serial, None)
+            result = {"revoked": device_id, "tokens": dropped}
+            self._dirty = True
+        self._flush_auth()  # mosquitto drops connections that used them
+        log.info("simulated platform: revoked %s", device_id)
+        return result
+
+    def _find(self, op_id: str) -> SimOperation:
+        """An operation by id, or by an unambiguous prefix of at least 6 digits."""
+        self._expire()
+        if op_id in self.operations:
+            return self.operations[op_id]
+        found = [op for key, op in self.operations.items()
+                 if len(op_id) >= 6 and key.startswith(op_id)]
+        if len(found) != 1:
+            raise KeyError(f"no operation {op_id!r}" if not found
+                           else f"{op_id!r} names {len(found)} operations")
+        return found[0]
+
+    def _expire(self) -> None:
+        now = self.clock()
+        for op in self.operations.values():
+            if op.state == "pending" and now >= op.expires_at:
+                op.state = "expired"
+
+    def listing(self) -> dict[str, Any]:
+        with self._lock:
+            self._expire()
+            return {"operations": [op.to_json() for op in self.operations.values()],
+                    "registrations": [d.to_json() for d in self.devices.values()]}
+
+    def _sweep(self) -> None:
+        """Expired registration tokens leave the broker as they expire."""
+        while True:
+            with self._changed:
+                if self._stopping:
+                    return
+                now = self.clock()
+                for device in self.devices.values():
+                    kept = [g for g in device.generations
+                            if g.expires_at is None or g.expires_at > now]
+                    self._dirty |= len(kept) != len(device.generations)
+                    device.generations = kept
+                due = [g.expires_at for d in self.devices.values() for g in d.generations
+                       if g.expires_at is not None]
+                if not self._dirty:
+                    self._changed.wait(max(0.01, min(due) - now) if due else None)
+                    continue
+            self._flush_auth()
+
+    # ---- the endpoint's requests ---------------------------------------------------------------
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        where = codec.split_request_topic(msg.topic)
+        if where is None:
+            return
+        user, op_id, action = where
+        try:
+            request_id, data = codec.parse_request(bytes(msg.payload))
+        except codec.CodecError as exc:
+            log.warning("simulated provisioning: %s on %s", exc, msg.topic)
+            return
+        try:
+            status, code, answer = self._handle(user, op_id, action, data)
+        except Exception:  # the simulator keeps answering whatever one request did
+            log.exception("simulated provisioning: %s failed", action)
+            status, code, answer = 0, 500, {"error": "internal", "message": "platform error"}
+        self._flush_auth()  # issued tokens reach the broker before their owner
+        body = {"id": request_id, "status": status, "code": code, "data": answer}
+        client.publish(codec.response_topic(user, op_id, action), json.dumps(body), qos=1)
+
+    def _handle(self, user: str, op_id: str, action: str,
+                data: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
+        with self._lock:
+            self._expire()
+            op = self.operations.get(op_id)
+            if action == "poll":
+                if op is None or op.user != user:
+                    return 0, 404, {"error": "unknown-operation", "message": "no such operation"}
+                return 1, 200, self._state_of(op)
+            described = describe_hub(op_id, data)
+            if isinstance(described, str):
+                return 0, 400, {"error": "invalid", "message": described}
+            public, device_id, info = described
+            if op is not None:  # a hub that restarted asks again: the same answer
+                if op.user != user or op.public_key != public:
+                    return 0, 409, {"error": "invalid", "message": "operation id taken"}
+                return 1, 200, self._state_of(op)
+            if len(self.operations) >= MAX_OPERATIONS:
+                return 0, 503, {"error": "busy", "message": "too many operations"}
+            if action == "start":
+                return self._start(user, op_id, public, device_id, info)
+            return self._enroll(user, op_id, public, device_id, info)
+
+    def _state_of(self, op: SimOperation) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "operation": op.id, "state": op.state,
+            "verification_code": op.verification_code,
+            "retry_after": float(self.settings()["retry_after"]),
+            "expires_in": max(0.0, op.expires_at - self.clock())}
+        if op.reason:
+            answer["reason"] = op.reason
+        if op.state == "approved":
+            answer["credentials"] = op.credentials
+            if not op.delivered:
+                op.delivered = True
+                for gen in self.devices[op.device_id].generations:
+                    if gen.user == op.token_user:
+                        gen.deliver(self.clock())
+        return answer
+
+    def _start(self, user: str, op_id: str, public: bytes, device_id: str,
+               info: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
+        token = self._token_for(user)
+        if token is None:
+            return 0, 403, {"error": "rejected", "message": "unknown provisioning token"}
+        now = self.clock()
+        settings = self.settings()
+        op = SimOperation(op_id, "token", user, public, device_id, info, now,
+                          now + float(settings["operation_lifetime"]))
+        if token[1] is not None and token[1] != device_id:
+            op.state = "rejected"
+            op.reason = f"this provisioning token belongs to the device {token[1]}"
+        self.operations[op_id] = op
+        log.info("simulated platform: operation %s from %s, verification code %s", op_id,
+                 device_id, op.verification_code)
+        if settings["auto_approve"] and op.state == "pending":
+            self._approve(op, self.account)
+            op.state = "approved"  # the answer goes out after the broker's files (_on_message)
+        return 1, 200, self._state_of(op)
+
+    def _enroll(self, user: str, op_id: str, public: bytes, device_id: str,
+                info: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
+        name = user.removeprefix("enroll-")
+        template = self.templates.get(name) if user.startswith("enroll-") else None
+        if template is None:
+            return 0, 403, {"error": "rejected", "message": "unknown template"}
+        serial = str(info.get("serial") or "")
+        if serial not in template.serials:
+            return 0, 404, {"error": "unknown-serial",
+                            "message": f"no hub with the serial {serial!r} in {name}"}
+        if serial in template.enrolled:
+            return 0, 409, {"error": "already-enrolled",
+                            "message": f"the serial {serial!r} is enrolled already"}
+        now = self.clock()
+        issued = self._issue(device_id, "enroll", self.account, None, fresh=True,
+                             serial=serial)
+        op = SimOperation(op_id, "enroll", user, public, device_id, info, now, now,
+                          state="approved",
+                          credentials=codec.seal_to(public, op_id, issued))
+        template.enrolled[serial] = op_id
+        self.operations[op_id] = op
+        return 1, 200, {"state": "approved", "credentials": op.credentials}
+
+    def refresh(self, device_id: str, data: Any) -> tuple[int, int, Any]:
+        """REQ/RES ``provisioning/refresh``: the next registration token, sealed to the key
+        in the request, for a hub that proves it holds a token that is still valid."""
+        with self._lock:
+            device = self.devices.get(device_id)
+            if device is None or device.revoked:
+                return 0, 403, {"message": "this hub has no registration"}
+            public = proof_key(device, data)
+            if public is None:
+                return 0, 403, {"message": "the proof names no valid registration token"}
+            nonce = codec.unb64(data.get("nonce"), "nonce", 16)
+            lifetime = float(self.settings()["registration_lifetime"])
+            issued = self._issue(device_id, device.mode, device.account, lifetime,
+                                 fresh=False)
+            device.refreshes += 1
+            box = codec.seal_to(public, f"refresh {nonce.hex()}", issued)
+            gen = device.generations[-1]
+        self._flush_auth()
+        with self._lock:
+            gen.deliver(self.clock())  # answered now
+        return 1, 200, {"credentials": box}
+
+
+def _accepted(broker: Broker, user: str, password: str, timeout: float) -> bool:
+    """Whether the broker accepts ``user`` now: a connection attempt, repeated until it
+    does (mosquitto reloads its files asynchronously after SIGHUP)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                             client_id=f"sim-probe-{secrets.token_hex(4)}")
+        client.username_pw_set(user, password)
+        answer: list[bool] = []
+        client.on_connect = lambda c, u, f, rc, p, seen=answer: seen.append(not rc.is_failure)
+        try:
+            client.connect(broker.host, broker.port, keepalive=5)
+            while not answer and time.monotonic() < deadline:
+                client.loop(0.05)
+            client.disconnect()
+        except OSError:
+            pass
+        if answer and answer[0]:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)  # mosquitto has not reloaded yet: ask again shortly
+        delay = min(delay * 2, 0.1)
+
