@@ -16,7 +16,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from gatewayd.state import STATE_FILE, StateError, parse_state
+from gatewayd.state import STATE_FILE, HubState, StateError, parse_state
 
 # Files that hold credentials: the account and Wi-Fi (state.json), the Zigbee network key.
 PRIVATE = (STATE_FILE, "zigbee.db")
@@ -116,6 +116,14 @@ def check_sqlite(db: Path) -> str | None:
     if rows != [("ok",)]:
         return f"{db.name} fails its integrity check: {rows[:3]}"
     return None
+
+
+def stored(state_dir: Path) -> HubState | None:
+    """The state file as the daemon would read it (None: none, or not readable)."""
+    try:
+        return parse_state(state_dir / STATE_FILE, (state_dir / STATE_FILE).read_bytes())
+    except (OSError, StateError):
+        return None
 
 
 def paired(state_dir: Path) -> bool | None:

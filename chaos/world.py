@@ -10,6 +10,7 @@ apply per simulated client, as they would to phones on the hotspot.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -57,7 +58,7 @@ class Hub:
     """
 
     def __init__(self, world: BenchWorld, name: str, *, zigbee: bool = False,
-                 ble: bool = False) -> None:
+                 ble: bool = False, provisioning: dict[str, Any] | None = None) -> None:
         self.world = world
         self.name = name
         self.dir = world.workdir / name
@@ -67,6 +68,7 @@ class Hub:
         self.port = free_port()
         self.zigbee = zigbee
         self.ble = ble
+        self.provisioning = provisioning  # [provisioning] keys: the platform issues accounts
         self.config = self.dir / "gatewayd.toml"
         self.config.write_text(self._config_text())
         self.log = self.dir / "gatewayd.log"
@@ -100,7 +102,9 @@ enabled = {str(self.zigbee).lower()}
 radio = "virtual"
 [logging]
 level = "warning"
-"""
+""" + ("[provisioning]\n" + "".join(f"{k} = {json.dumps(v)}\n"
+                                    for k, v in self.provisioning.items())
+       if self.provisioning else "")
 
     # ---- the process -------------------------------------------------------------------------
 
