@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     form.add_argument("--long", action="store_true",
                       help="the acceptance's amounts (the default; about 20 minutes)")
     form.add_argument("--short", action="store_true",
-                      help="every campaign, smaller: the CI form (about 90 s)")
+                      help="every campaign, smaller: the CI form (about 2 minutes)")
     parser.add_argument("--seed", type=int, default=1, help="seed of every generator (1)")
     parser.add_argument("--only", action="append", choices=list(CAMPAIGNS),
                         help="run only this campaign (repeatable)")
@@ -79,11 +79,13 @@ def main(argv: list[str] | None = None) -> int:
                 tally.seconds = time.monotonic() - began
                 world.stop_hubs()
             tallies.append(tally)
+            # after every campaign, so a run stopped later keeps what it found
+            report.write(args.out, tallies, settings, args.seed, command, info,
+                         time.monotonic() - started, finished=name == names[-1])
             verdict = "passed" if tally.passed() else "FAILED"
             print(f"  {name}: {tally.inputs} inputs, {verdict} in {tally.seconds:.0f} s",
                   flush=True)
     seconds = time.monotonic() - started
-    report.write(args.out, tallies, settings, args.seed, command, info, seconds)
     print()
     print(report.render(tallies, settings, args.seed, command))
     print(f"\n{seconds:.0f} s -> {args.out}")

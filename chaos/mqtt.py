@@ -35,16 +35,46 @@ def _client(world: BenchWorld, name: str) -> mqtt.Client:
     return client
 
 
-class Recorder:
-    """Everything on ``topic_filter``, from now on, across broker restarts."""
+def _close(client: mqtt.Client) -> None:
+    """Disconnect, then stop the network thread. paho's loop_stop waits until every QoS 1
+    message it sent is acknowledged, which a flood over a dying broker may never be."""
+    client.disconnect()
+    stopper = threading.Thread(target=client.loop_stop, daemon=True, name="mqtt-stop")
+    stopper.start()
+    stopper.join(10)
 
-    def __init__(self, world: BenchWorld, topic_filter: str) -> None:
+
+class Publisher:
+    """Publishes as the cloud's superuser; subscribes to nothing (a flood's own messages
+    would come back to it)."""
+
+    def __init__(self, world: BenchWorld) -> None:
+        self._connected = threading.Event()
+        self.client = _client(world, "publisher")
+        self.client.on_connect = lambda *_: self._connected.set()
+        self.client.connect(world.broker.host, world.broker.port, keepalive=30)
+        self.client.loop_start()
+        if not self._connected.wait(15):
+            _close(self.client)
+            raise RuntimeError("the chaos MQTT publisher could not connect")
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos)
+
+    def close(self) -> None:
+        _close(self.client)
+
+
+class Recorder:
+    """Everything on ``filters``, from now on, across broker restarts."""
+
+    def __init__(self, world: BenchWorld, *filters: str) -> None:
         self.lock = threading.Lock()
         self.latest: dict[str, bytes] = {}
         self.messages: list[tuple[float, str, bytes, bool]] = []
         self.connects = 0
         self._subscribed = threading.Event()
-        self._filter = topic_filter
+        self._filters = filters
         self.client = _client(world, "recorder")
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_: self._subscribed.set()
@@ -57,7 +87,7 @@ class Recorder:
 
     def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
         self.connects += 1
-        client.subscribe(self._filter, qos=1)
+        client.subscribe([(f, 1) for f in self._filters])
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
@@ -77,12 +107,8 @@ class Recorder:
     def wait(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         return wait_until(predicate, timeout, what, interval=0.02)
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(topic, payload, qos=qos)
-
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        _close(self.client)
 
 
 def retained(world: BenchWorld, topics: list[str], marker: str) -> dict[str, bytes]:
@@ -110,6 +136,5 @@ def retained(world: BenchWorld, topics: list[str], marker: str) -> dict[str, byt
         if not done.wait(20):
             raise TimeoutError(f"the retained messages of {len(topics)} topics did not arrive")
     finally:
-        client.loop_stop()
-        client.disconnect()
+        _close(client)
     return got

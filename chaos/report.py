@@ -99,9 +99,10 @@ def render(tallies: list[Tally], settings: Settings, seed: int, command: str) ->
 
 
 def write(path: Path, tallies: list[Tally], settings: Settings, seed: int, command: str,
-          machine: dict[str, Any], seconds: float) -> None:
+          machine: dict[str, Any], seconds: float, *, finished: bool = True) -> None:
+    """``finished`` False: written after a campaign, more to come (or the run was cut)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"form": settings.form, "seed": seed, "command": command,
+    data = {"form": settings.form, "seed": seed, "command": command, "finished": finished,
             "passed": all(t.passed() for t in tallies), "seconds": round(seconds, 1),
             "machine": machine, "campaigns": [t.to_json() for t in tallies]}
     path.write_text(json.dumps(data, indent=1, default=str) + "\n")
