@@ -1,4 +1,5 @@
-.PHONY: setup demo test lint fmt bench bench-peers bench-provisioning test-provisioning-kills mutants clean
+.PHONY: setup demo test lint fmt bench bench-peers bench-provisioning \
+	test-provisioning-kills mutants chaos chaos-short clean
 
 setup:
 	scripts/setup.sh
@@ -10,7 +11,7 @@ test:
 	scripts/test.sh
 
 lint: setup
-	.venv/bin/ruff check gatewayd tests bench
+	.venv/bin/ruff check gatewayd tests bench chaos
 
 bench: setup
 	.venv/bin/python -m bench
@@ -21,6 +22,15 @@ bench-peers:
 	GATEWAYD_EXTRAS=test,gpio,bench,peers scripts/setup.sh
 	npm ci --prefix bench/peers --no-audit --no-fund
 	.venv/bin/python -m bench.peers
+
+# The chaos suite (docs/chaos.md): the long form with the acceptance's amounts, and the
+# short form CI runs (tests/test_chaos.py). SEED=N to try other inputs.
+SEED ?= 1
+chaos: setup
+	.venv/bin/python -m chaos --long --seed $(SEED)
+
+chaos-short: setup
+	.venv/bin/python -m chaos --short --seed $(SEED)
 
 # 50 hubs provisioning against one simulated platform (bench/README.md), alone.
 bench-provisioning: setup

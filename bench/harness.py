@@ -149,6 +149,9 @@ class DaemonProcess:
                                      env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True, preexec_fn=preexec)
         self.ready_at: float | None = None
+        self.last_status = ""
+        self._closing = threading.Event()
+        self._drain: threading.Thread | None = None
 
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Seconds from process start to READY=1 on the notify socket."""
@@ -161,11 +164,28 @@ class DaemonProcess:
             if left <= 0:
                 raise BenchError(f"gatewayd not READY after {timeout:g} s")
             readable, _, _ = select.select([self._notify], [], [], min(left, 0.5))
-            if readable:
-                data = self._notify.recv(4096).decode(errors="replace")
-                if "READY=1" in data.split("\n"):
-                    self.ready_at = time.monotonic()
+            if readable and "READY=1" in self._receive().split("\n"):
+                self.ready_at = time.monotonic()
+        # Keep reading, as systemd does: the daemon sends STATUS= on every change, and a
+        # datagram socket nobody reads fills after net.unix.max_dgram_qlen (often 10)
+        # messages, after which the daemon's next notification blocks its event loop.
+        self._drain = threading.Thread(target=self._drain_notify, daemon=True,
+                                       name="notify-drain")
+        self._drain.start()
         return self.ready_at - self.started
+
+    def _receive(self) -> str:
+        data = self._notify.recv(4096).decode(errors="replace")
+        for line in data.split("\n"):
+            if line.startswith("STATUS="):
+                self.last_status = line[len("STATUS="):]
+        return data
+
+    def _drain_notify(self) -> None:
+        while not self._closing.is_set():
+            readable, _, _ = select.select([self._notify], [], [], 0.2)
+            if readable:
+                self._receive()
 
     def client(self, timeout: float = 30.0) -> Client:
         return Client(self.control_socket, timeout)
@@ -201,6 +221,9 @@ class DaemonProcess:
                 self.proc.wait(5)
                 print(f"  (gatewayd did not stop within {timeout:g} s: killed)", flush=True)
         finally:
+            self._closing.set()
+            if self._drain is not None:
+                self._drain.join(5)
             self._log.close()
             self._notify.close()
             self._notify_path.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     redactor = Redactor()
     configure(args.log_level or config.logging.level, redactor)
+    # What the daemon writes is private whoever started it (the systemd unit sets
+    # UMask=0077; a shell, a container or the simulator may not): zigbee.db, which zigpy
+    # creates, holds the network key.
+    os.umask(0o077)
     if args.simulate:
         # The simulator's dependencies are an extra (not in the .deb).
         from gatewayd.simulator.run import run_simulator

@@ -20,6 +20,15 @@ HOSTNAME_PATTERN = (
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
 MAX_TOKEN_BYTES = 1024
+# A JSON escape such as \udc80 parses into a lone surrogate: a str that is no Unicode
+# text and cannot be encoded as UTF-8 (for the state file, the broker, NetworkManager).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SCOPE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # an interface name (IFNAMSIZ) or index
+
+
+def _control(char: str) -> bool:
+    """C0, DEL and C1: the characters Unicode calls control characters (category Cc)."""
+    return ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F
 
 
 class InvalidField(ValueError):
@@ -87,6 +96,7 @@ class CloudCredentials:
 def check_ssid(value: str, field: str = "ssid") -> str:
     if not isinstance(value, str):
         raise InvalidField(field, f"must be text, got {type(value).__name__}")
+    _text(value, field)
     size = len(value.encode("utf-8"))
     if not 1 <= size <= 32:
         raise InvalidField(field, f"must be 1-32 bytes of UTF-8, got {size} bytes")
@@ -111,6 +121,8 @@ def check_psk(value: str, field: str = "psk") -> str:
 def _text(value: Any, field: str) -> None:
     if value is not None and not isinstance(value, str):
         raise InvalidField(field, f"must be text, got {type(value).__name__}")
+    if value and _SURROGATE.search(value):
+        raise InvalidField(field, "must be Unicode text (it has a lone surrogate escape)")
 
 
 def check_wsp(value: str, field: str = "wsp") -> str:
@@ -138,10 +150,16 @@ def check_host(value: str, field: str = "host") -> str:
     if not value:
         raise InvalidField(field, "is required: the broker host name or IP address")
     try:
-        ipaddress.ip_address(value)
-        return value
+        address = ipaddress.ip_address(value)
     except ValueError:
         pass
+    else:
+        # ipaddress takes anything after the % of an IPv6 literal; a scope is an interface
+        scope = getattr(address, "scope_id", None)
+        if scope is not None and not _SCOPE.fullmatch(scope):
+            raise InvalidField(field, "must be a host name or an IP address (the part after "
+                                      "% names a network interface)")
+        return value
     if not re.fullmatch(HOSTNAME_PATTERN, value):
         raise InvalidField(field, "must be a host name or an IP address")
     return value
@@ -171,7 +189,8 @@ def check_root_topic(value: str, field: str = "rootTopic") -> str:
         raise InvalidField(field, "must be text")
     if value == "":
         return value
-    if any(c in value for c in "/+#") or any(ord(c) < 32 for c in value):
+    _text(value, field)
+    if any(c in value for c in "/+#") or any(_control(c) for c in value):
         raise InvalidField(field, "must be a single MQTT topic level (no '/', '+', '#')")
     if value.startswith("$"):
         raise InvalidField(field, "must not start with '$' (the broker's own topics)")

@@ -35,8 +35,9 @@ TIMEOUT = "TIMEOUT"
 ERROR = "ERROR"
 BUSY = "BUSY"
 
-_INT = re.compile(r"^[+-]?\d+$")
-_FLOAT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+# ASCII digits only: \d would also take other scripts' digits, which int() reads too.
+_INT = re.compile(r"^[+-]?[0-9]+$")
+_FLOAT = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 _RANGE = re.compile(r"^(-?\d+(?:\.\d+)?):(-?\d+(?:\.\d+)?)$")
 _COLOR_LIMITS = {"rgb": (255, 255, 255), "hsv": (360, 100, 100)}
 

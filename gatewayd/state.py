@@ -28,7 +28,7 @@ from gatewayd.credentials import (
     wifi_from_fields,
     wifi_to_dict,
 )
-from gatewayd.runtime.atomicfile import atomic_write
+from gatewayd.runtime.atomicfile import atomic_write, remove_orphaned_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +322,9 @@ class StateStore:
         ``device_id``/``mac`` are recorded the first time and kept afterwards.
         """
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        orphans = remove_orphaned_temp_files(self.dir)
+        if orphans:
+            log.warning("removed %s, left by a write that was cut short", ", ".join(orphans))
         try:
             st = self.path.stat()
         except FileNotFoundError:

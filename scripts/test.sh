@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-.venv/bin/ruff check gatewayd tests bench
+.venv/bin/ruff check gatewayd tests bench chaos
 .venv/bin/mypy  # strict over gatewayd/ (config in pyproject.toml)
 exec .venv/bin/pytest "$@"

@@ -36,15 +36,26 @@ def unchanged(portal: Portal, before: bytes) -> bool:
     (check_root_topic, "home\n"),
     (check_root_topic, "$SYS"),
     (check_root_topic, "$share"),
+    # found by the chaos suite: the scope of an IPv6 literal took anything, a newline too,
+    # and a root topic took DEL and the C1 control characters
+    (check_host, "fe80::1%eth0\n"),
+    (check_host, "fe80::1%eth0 x"),
+    (check_root_topic, "home\x7f"),
+    (check_root_topic, "a\x85b"),
 ])
 def test_field_rules_refuse_newlines_and_dollar_roots(check: object, value: str) -> None:
     with pytest.raises(InvalidField):
         check(value)  # type: ignore[operator]
 
 
+def test_a_link_local_broker_with_its_interface_is_still_a_host() -> None:
+    assert check_host("fe80::1%eth0") == "fe80::1%eth0"
+    assert check_root_topic("h\u00f6me") == "h\u00f6me"
+
+
 @pytest.mark.parametrize(("field", "value"), [
     ("wsp", "user@example.com\n"), ("host", "127.0.0.1\n"), ("rootTopic", "$SYS"),
-    ("rootTopic", "home\n"),
+    ("rootTopic", "home\n"), ("host", "fe80::1%eth0\n"), ("rootTopic", "home\x7f"),
 ])
 def test_pair_refuses_a_trailing_newline_and_dollar_roots(portal: Portal, field: str,
                                                           value: str) -> None:
@@ -82,6 +93,23 @@ def test_a_malformed_origin_is_a_400(portal: Portal, origin: str) -> None:
     reply = client.post_json("/api/v1/zigbee/permit-join", {"seconds": 10},
                              {"Origin": origin})
     assert reply.status in (400, 404), reply.body
+    assert unchanged(portal, before)
+
+
+# ---- found by the chaos suite: a lone surrogate in a JSON string was a 500 -----------------
+
+@pytest.mark.parametrize("field", ["ssid", "wsp", "token", "rootTopic"])
+def test_a_json_string_that_is_not_unicode_is_a_400(portal: Portal, field: str) -> None:
+    # \udc80 is valid JSON syntax, but the string it makes is no Unicode text: it
+    # cannot be encoded as UTF-8 (python -m chaos --only http_fuzz --short --seed 1 found
+    # the ssid case: UnicodeEncodeError in the field rules, a 500).
+    before = portal.state_file.read_bytes()
+    body = {**VALID, field: VALID.get(field, "home") + "\udc80"}
+    reply = portal.client().post_json("/api/v1/pair", body)
+    assert reply.status == 400, reply.body
+    assert reply.json["error"] == {"code": "invalid", "field": field,
+                                   "message": f"{field}: must be Unicode text (it has a lone "
+                                              "surrogate escape)"}
     assert unchanged(portal, before)
 
 

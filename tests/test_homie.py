@@ -103,6 +103,11 @@ def test_parse_and_encode(datatype: str, fmt: str, payload: str, value: object,
     ("color", "rgb", "256,0,0", "outside"),
     ("color", "rgb", "1,2", "three"),
     ("color", "hsv", "a,b,c", "three whole numbers"),
+    # Digits of other scripts are digits to str.isdigit and to a regex \d, not to a payload
+    # (found by the chaos suite: "\u0665", Arabic-Indic five, opened permit join for 5 s).
+    ("integer", "0:254", "\u0665", "whole number"),
+    ("float", "", "\u0661.\u0665", "a number"),
+    ("color", "rgb", "\u0662,0,0", "three whole numbers"),
 ])
 def test_invalid_payloads(datatype: str, fmt: str, payload: str, message: str) -> None:
     prop = Property("p1", datatype=datatype, format=fmt)

@@ -147,6 +147,29 @@ def test_state_file_is_never_half_written(tmp_path: Path) -> None:
         assert stat.S_IMODE(leftover.stat().st_mode) == 0o600
 
 
+def _dead_pid() -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def test_the_next_start_removes_temp_files_of_writers_that_died(tmp_path: Path) -> None:
+    """A write cut short by kill -9 or a power cut leaves its temp file, and in it a copy
+    of the credentials being written, which a factory reset would not forget (the chaos
+    suite found them after restarts). The next open removes it; a writer that is still
+    running keeps its own."""
+    StateStore(tmp_path).open()
+    stale = tmp_path / f".state.json.{_dead_pid()}.tmp"
+    stale.write_bytes(b'{"cloud": {"token": "the old account\'s"}}')
+    running = tmp_path / f".state.json.{os.getppid()}.tmp"  # e.g. gatewayctl, writing now
+    running.write_bytes(b"{")
+    StateStore(tmp_path).open()
+    assert not stale.exists() and running.exists()
+    assert StateStore(tmp_path).reset().cloud is None
+
+
 def test_daemon_refuses_corrupt_state_and_ctl_reset_recovers(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "g.toml", ethernet_config(tmp_path))
     state_dir = tmp_path / "state"

@@ -9,6 +9,7 @@ Everything else Zigbee (install codes, removal, simulator events) is the control
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -70,7 +71,9 @@ def zigbee_panel_blueprint(bridge: ZigbeeBridge, call: CoreCall, auth: AdminAuth
             return redirect(url_for("panel.index"), 303)
         try:
             text = request.form.get("seconds", "120")
-            seconds = parse_permit_seconds(int(text) if text.isdigit() else text)
+            # [0-9], not str.isdigit: that is true of "\u00b2", which int() refuses.
+            seconds = parse_permit_seconds(int(text) if re.fullmatch("[0-9]{1,3}", text)
+                                           else text)
             granted = call(bridge.permit_join, seconds)
             session["notice"] = {"kind": "ok", "text": (
                 f"Zigbee devices may join for {granted} seconds: put the new device in "

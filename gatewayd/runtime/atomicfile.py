@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+_TEMP = re.compile(r"\.(.+)\.(\d+)\.tmp")
 
 
 def atomic_write(path: str | Path, data: bytes, mode: int = 0o600) -> None:
@@ -15,7 +18,7 @@ def atomic_write(path: str | Path, data: bytes, mode: int = 0o600) -> None:
     """
     path = Path(path)
     directory = path.parent
-    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
+    tmp = directory / f".{path.name}.{os.getpid()}.tmp"  # _TEMP: the cleanup's pattern
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.fchmod(fd, mode)  # umask may have narrowed or the file pre-existed
@@ -39,3 +42,29 @@ def atomic_write(path: str | Path, data: bytes, mode: int = 0o600) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_orphaned_temp_files(directory: str | Path) -> list[str]:
+    """Remove the temp files of writes whose process died before the rename (kill -9, a
+    power cut): they may hold a copy of secrets the real file no longer has. A temp file
+    of a process still running is its write in progress, and stays. Returns the names."""
+    removed = []
+    for path in Path(directory).glob(".*.tmp"):
+        match = _TEMP.fullmatch(path.name)
+        if match is None or _running(int(match.group(2))):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return sorted(removed)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: running
+        return True
+    return True
