@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -485,7 +486,9 @@ def test_a_crashed_attempt_ends_as_a_failure_not_a_hang(tmp_path: Path) -> None:
             await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
             assert ob.last_failure is not None
             assert ob.last_failure.code == Failure.WIFI_FAILED
-            assert ob.last_failure.reason == "internal error: the cloud step broke"
+            # Said for a user; the exception's own text stays in the log.
+            assert ob.last_failure.reason.startswith("The hub hit an internal error")
+            assert "the cloud step broke" not in ob.last_failure.reason
             assert ob.state == State.UNPAIRED and not st.state.paired
 
     run(scenario())
@@ -950,6 +953,59 @@ def test_the_button_while_offline_starts_the_retries_without_a_grace(tmp_path: P
             await ob.reopen_hotspot()
             await clock.sleeps(2)
             assert clock.slept == [3600.0, 60.0], "the retry interval, not another grace"
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("has_wifi", [True, False], ids=["ethernet-with-wifi", "no-wifi"])
+def test_ethernet_hub_whose_cloud_failed_at_boot_retries_with_backoff(
+        tmp_path: Path, has_wifi: bool) -> None:
+    """A hub paired on Ethernet (no saved Wi-Fi) whose broker is down at boot has no hotspot
+    to fall back to: it retries the cloud step after a jittered wait that doubles from
+    5 s up to ``retry_interval``, skips a retry while the cable is out, and goes online once
+    the broker answers."""
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(None, CLOUD)
+    clock = FakeClock()
+    cloud = StubCloud()
+    cloud.next_failure = StepResult(False, Failure.BROKER_UNREACHABLE, "broker down")
+    wifi = FakeWifi(ethernet=True) if has_wifi else None
+
+    async def scenario() -> None:
+        ob = Onboarding(cfg, st, wifi, cloud, clock=clock, sleep=clock.sleep,
+                        rng=random.Random(7))
+        await ob.start()
+        try:
+            await until(ob, settled(ob, State.OFFLINE))
+            assert len(cloud.timeouts) == 1  # the boot attempt
+            ceilings = [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+            for n, ceiling in enumerate(ceilings, start=1):
+                await clock.sleeps(n)
+                delay = clock.slept[-1]
+                assert ceiling / 2 <= delay <= ceiling, (n, delay, clock.slept)
+                clock.advance(delay)
+                await until(ob, lambda n=n: len(cloud.timeouts) == n + 1
+                            and ob.state == State.OFFLINE and not ob.busy)
+                assert ob.attempt is not None and ob.attempt.source == "retry"
+            assert len(set(clock.slept)) == len(clock.slept), "the waits are jittered"
+            assert wifi is None or not wifi.hotspot  # Ethernet: no hotspot, ever
+            tries = len(cloud.timeouts)
+            waits = len(ceilings) + 1
+            await clock.sleeps(waits)
+            if wifi is not None:
+                wifi.ethernet = False  # the cable is out: no attempt, the loop waits again
+                clock.advance(clock.slept[-1])
+                waits += 1
+                await clock.sleeps(waits)
+                assert len(cloud.timeouts) == tries and ob.state == State.OFFLINE
+                wifi.ethernet = True
+            cloud.next_failure = None  # the broker is back
+            clock.advance(60.0)
+            await until(ob, settled(ob, State.ONLINE))
+            assert len(cloud.timeouts) == tries + 1 and cloud.connected == CLOUD
         finally:
             await ob.stop()
 

@@ -11,7 +11,10 @@ States (what `gatewayctl status`, the portal and BLE show):
 - ``offline``    the hub has a saved network (paired, or Wi-Fi only) but is not on it;
                  NetworkManager's autoconnect retries; after ``offline_grace`` (at once
                  after a failed attempt of a hub that is not paired) the hotspot returns for
-                 re-pairing while client attempts go on every ``retry_interval``
+                 re-pairing while client attempts go on every ``retry_interval``. A hub
+                 paired without a saved Wi-Fi network (on Ethernet) has no hotspot to
+                 show: it retries the cloud step with a jittered backoff (5 s doubling to
+                 ``retry_interval``) whenever it has an uplink
 
 Credentials are committed to the state store only after an attempt succeeded:
 a failed attempt leaves the previous working credentials untouched. A Wi-Fi-only success
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +37,7 @@ from typing import Any
 
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials, WifiCredentials
+from gatewayd.onboarding.offline import OfflineHandling
 from gatewayd.onboarding.pairing import PairingRequest
 from gatewayd.onboarding.progress import Attempt, LastFailure, Progress
 from gatewayd.onboarding.steps import CloudStep, Failure, StepResult, WifiControl
@@ -43,14 +48,15 @@ log = logging.getLogger(__name__)
 Listener = Callable[[State, Progress], None]
 
 
-class Onboarding:
+class Onboarding(OfflineHandling):
     """Runs the table above; every change of state goes through :meth:`_fire`."""
 
     name = "onboarding"
 
     def __init__(self, config: Config, store: StateStore, wifi: WifiControl | None,
                  cloud: CloudStep, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 rng: random.Random | None = None) -> None:
         self.config = config
         self.store = store
         self.wifi = wifi  # None: an Ethernet-only ("No Wi-Fi") hub
@@ -59,6 +65,7 @@ class Onboarding:
         # move themselves, so no test waits for a grace period or a retry interval.
         self.clock = clock
         self.sleep = sleep
+        self.rng = rng or random.Random()  # noqa: S311 (retry jitter, not a secret)
         self.state: State | None = None
         self.step: str | None = None
         self.attempt: Attempt | None = None
@@ -66,6 +73,7 @@ class Onboarding:
         self.offline_since: float | None = None
         self.last_activity = 0.0
         self._hotspot_wanted = False  # offline longer than the grace period
+        self._cloud_retries = 0  # failed cloud-only retries since the hub was last online
         self._wifi_up = False  # the Wi-Fi client link is up (as far as onboarding saw)
         self._entering = False  # between a transition and the end of its side effects
         # An attempt's outcome is known (and may show in progress) but not yet applied.
@@ -192,6 +200,7 @@ class Onboarding:
         elif state == State.ONLINE:
             self.offline_since = None
             self._hotspot_wanted = False
+            self._cloud_retries = 0
             self._cancel_offline_timer()
 
     async def _show_hotspot(self) -> None:
@@ -384,83 +393,3 @@ class Onboarding:
     async def _notify_changed(self) -> None:
         async with self.changed:
             self.changed.notify_all()
-
-    # ---- link and offline handling --------------------------------------------------------
-
-    def _on_link(self, up: bool, reason: str) -> None:
-        """Called by the Wi-Fi control (on the loop) when the client link changes."""
-        self._wifi_up = up
-        if self.state == State.CONNECTING:
-            return  # the attempt watches the link itself
-        if not up and self._link_matters():
-            log.warning("network lost: %s", reason)
-            asyncio.get_running_loop().create_task(self._link_down())
-        elif up and self.state == State.OFFLINE and not self._attempt_running():
-            st = self.store.state
-            if st.cloud is not None or st.wifi is not None:
-                asyncio.get_running_loop().create_task(self._relink(st.cloud))
-
-    def _link_matters(self) -> bool:
-        """Losing the client link moves the machine: online, or on Wi-Fi but unpaired."""
-        return self.state == State.ONLINE or (
-            self.state == State.UNPAIRED and self.store.state.wifi is not None)
-
-    async def _link_down(self) -> None:
-        # Checked again when the task runs: the link may be back, or a reset came first.
-        if not self._wifi_up and self._link_matters():
-            await self._fire(Event.LINK_DOWN)
-
-    def _attempt_running(self) -> bool:
-        return self._attempt_task is not None and not self._attempt_task.done()
-
-    async def _relink(self, cloud: CloudCredentials | None) -> None:
-        """Back on the saved network: the cloud step (paired) or nothing (Wi-Fi only)."""
-        await self._fire(Event.LINK_UP)
-        self._begin_attempt(None, cloud, source="reconnect", saved=True)
-
-    def _start_offline_timer(self) -> None:
-        self._cancel_offline_timer()
-        if self.wifi is not None:
-            self._offline_task = asyncio.create_task(self._offline_loop(), name="offline")
-
-    def _cancel_offline_timer(self) -> None:
-        if self._offline_task is not None and self._offline_task is not asyncio.current_task():
-            self._offline_task.cancel()
-        self._offline_task = None
-
-    async def _offline_loop(self) -> None:
-        assert self.wifi is not None
-        cfg = self.config.hotspot
-        if not self._hotspot_wanted:
-            await self.sleep(cfg.offline_grace)
-            if self.state != State.OFFLINE:
-                return
-            log.warning("offline for %.0fs: hotspot back for re-pairing", cfg.offline_grace)
-            self._hotspot_wanted = True
-            await self._show_hotspot()
-            self._tell_listeners()
-            await self._notify_changed()
-        while self.state == State.OFFLINE:
-            await self.sleep(cfg.retry_interval)
-            if self.state != State.OFFLINE or self._attempt_running():
-                continue
-            if self.clock() - self.last_activity < cfg.retry_interval:
-                continue  # someone is on the hotspot portal right now
-            await self._retry_saved()
-
-    async def _retry_saved(self) -> None:
-        """One periodic client attempt from the hotspot: the radio can do only one thing,
-        and NetworkManager cannot scan in AP mode, so: hotspot down, scan, connect if the
-        network is there, otherwise hotspot straight back."""
-        assert self.wifi is not None
-        st = self.store.state
-        if st.wifi is None:
-            return
-        await self.wifi.stop_hotspot()
-        await self.wifi.scan(st.wifi.ssid if st.wifi.hidden else None)
-        if not self.wifi.visible(st.wifi.ssid):
-            log.info("saved network %r still not visible; hotspot stays", st.wifi.ssid)
-            await self.wifi.start_hotspot()
-            return
-        await self._fire(Event.LINK_UP)
-        self._begin_attempt(st.wifi, st.cloud, source="retry", saved=True)

@@ -1,0 +1,168 @@
+"""Link and offline handling of the onboarding machine (a base of
+:class:`~gatewayd.onboarding.machine.Onboarding`, kept apart so each reads in one sitting).
+
+A lost client link moves an ``online`` hub (or an unpaired one on its Wi-Fi) to ``offline``;
+a link that returns starts the cloud step again. While ``offline``, one task waits: for a hub
+with a saved Wi-Fi network, ``offline_grace`` and then the hotspot, with a client attempt
+every ``retry_interval``; for a hub paired without one (on Ethernet, no hotspot to show),
+the cloud step again after a jittered wait that doubles from ``CLOUD_RETRY_FIRST`` up to
+``retry_interval``, whenever there is an uplink. Every timer reads the machine's ``clock``
+and waits with its ``sleep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gatewayd.config import Config
+from gatewayd.credentials import CloudCredentials, WifiCredentials
+from gatewayd.onboarding.steps import WifiControl
+from gatewayd.onboarding.table import Event, State
+from gatewayd.state import StateStore
+
+log = logging.getLogger(__name__)
+CLOUD_RETRY_FIRST = 5.0  # seconds before an Ethernet hub's first cloud retry (before jitter)
+
+
+class OfflineHandling:
+    """The link and offline part of the machine; the machine provides what is declared here."""
+
+    config: Config
+    store: StateStore
+    wifi: WifiControl | None
+    state: State | None
+    clock: Callable[[], float]
+    sleep: Callable[[float], Awaitable[None]]
+    rng: random.Random
+    last_activity: float
+    _hotspot_wanted: bool
+    _wifi_up: bool
+    _cloud_retries: int
+    _attempt_task: asyncio.Task[None] | None
+    _offline_task: asyncio.Task[None] | None
+
+    async def _fire(self, event: Event, **info: Any) -> State:
+        raise NotImplementedError
+
+    def _begin_attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,
+                       source: str, saved: bool = False) -> None:
+        raise NotImplementedError
+
+    async def _show_hotspot(self) -> None:
+        raise NotImplementedError
+
+    def _tell_listeners(self) -> bool:
+        raise NotImplementedError
+
+    async def _notify_changed(self) -> None:
+        raise NotImplementedError
+
+    async def has_uplink(self) -> bool:
+        raise NotImplementedError
+
+    def _on_link(self, up: bool, reason: str) -> None:
+        """Called by the Wi-Fi control (on the loop) when the client link changes."""
+        self._wifi_up = up
+        if self.state == State.CONNECTING:
+            return  # the attempt watches the link itself
+        if not up and self._link_matters():
+            log.warning("network lost: %s", reason)
+            asyncio.get_running_loop().create_task(self._link_down())
+        elif up and self.state == State.OFFLINE and not self._attempt_running():
+            st = self.store.state
+            if st.cloud is not None or st.wifi is not None:
+                asyncio.get_running_loop().create_task(self._relink(st.cloud))
+
+    def _link_matters(self) -> bool:
+        """Losing the client link moves the machine: online, or on Wi-Fi but unpaired."""
+        return self.state == State.ONLINE or (
+            self.state == State.UNPAIRED and self.store.state.wifi is not None)
+
+    async def _link_down(self) -> None:
+        # Checked again when the task runs: the link may be back, or a reset came first.
+        if not self._wifi_up and self._link_matters():
+            await self._fire(Event.LINK_DOWN)
+
+    def _attempt_running(self) -> bool:
+        return self._attempt_task is not None and not self._attempt_task.done()
+
+    async def _relink(self, cloud: CloudCredentials | None) -> None:
+        """Back on the saved network: the cloud step (paired) or nothing (Wi-Fi only)."""
+        await self._fire(Event.LINK_UP)
+        self._begin_attempt(None, cloud, source="reconnect", saved=True)
+
+    def _cloud_only(self) -> bool:
+        """Paired without a saved Wi-Fi network: the uplink is Ethernet, no hotspot helps."""
+        st = self.store.state
+        return st.cloud is not None and st.wifi is None
+
+    def _start_offline_timer(self) -> None:
+        self._cancel_offline_timer()
+        if self.wifi is not None or self._cloud_only():
+            self._offline_task = asyncio.create_task(self._offline_loop(), name="offline")
+
+    def _cancel_offline_timer(self) -> None:
+        if self._offline_task is not None and self._offline_task is not asyncio.current_task():
+            self._offline_task.cancel()
+        self._offline_task = None
+
+    async def _offline_loop(self) -> None:
+        cfg = self.config.hotspot
+        if self._cloud_only():
+            await self._retry_cloud(cfg.retry_interval)
+            return
+        assert self.wifi is not None
+        if not self._hotspot_wanted:
+            await self.sleep(cfg.offline_grace)
+            if self.state != State.OFFLINE:
+                return
+            log.warning("offline for %.0fs: hotspot back for re-pairing", cfg.offline_grace)
+            self._hotspot_wanted = True
+            await self._show_hotspot()
+            self._tell_listeners()
+            await self._notify_changed()
+        while self.state == State.OFFLINE:
+            await self.sleep(cfg.retry_interval)
+            if self.state != State.OFFLINE or self._attempt_running():
+                continue
+            if self.clock() - self.last_activity < cfg.retry_interval:
+                continue  # someone is on the hotspot portal right now
+            await self._retry_saved()
+
+    async def _retry_cloud(self, cap: float) -> None:
+        """The cloud step again after a jittered, doubling wait (a fleet whose broker came
+        back does not return in one wave); only with an uplink. Runs until the machine
+        leaves ``offline``: a failed retry comes back here and waits longer."""
+        while self.state == State.OFFLINE:
+            ceiling = min(cap, CLOUD_RETRY_FIRST * 2.0 ** min(self._cloud_retries, 30))
+            await self.sleep(ceiling * self.rng.uniform(0.5, 1.0))
+            if self.state != State.OFFLINE or self._attempt_running():
+                continue
+            if not await self.has_uplink():
+                log.info("no uplink (Ethernet carrier down): cloud retry postponed")
+                continue
+            self._cloud_retries += 1
+            await self._fire(Event.LINK_UP)
+            self._begin_attempt(None, self.store.state.cloud, source="retry", saved=True)
+            return
+
+    async def _retry_saved(self) -> None:
+        """One periodic client attempt from the hotspot: the radio can do only one thing,
+        and NetworkManager cannot scan in AP mode, so: hotspot down, scan, connect if the
+        network is there, otherwise hotspot straight back."""
+        assert self.wifi is not None
+        st = self.store.state
+        if st.wifi is None:
+            return
+        await self.wifi.stop_hotspot()
+        await self.wifi.scan(st.wifi.ssid if st.wifi.hidden else None)
+        if not self.wifi.visible(st.wifi.ssid):
+            log.info("saved network %r still not visible; hotspot stays", st.wifi.ssid)
+            await self.wifi.start_hotspot()
+            return
+        await self._fire(Event.LINK_UP)
+        self._begin_attempt(st.wifi, st.cloud, source="retry", saved=True)
