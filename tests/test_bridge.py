@@ -9,10 +9,13 @@ whole path through a real mosquitto and a real :class:`CloudLink`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import gc
 import os
 import subprocess
 import sys
+import threading
 import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ from gatewayd.bridge import ZigbeeBridge
 from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee.coalesce import Coalescer
 from gatewayd.zigbee.inputs import BridgeError, crc16_x25, parse_ieee, parse_install_code
+from gatewayd.zigbee.radio import start_controller
 from tests.helpers import run_async
 from tests.test_hardware import until
 from tests.zigbee_radios import RADIOS, Radio, sim
@@ -436,6 +440,66 @@ def test_unplugged_radio_recovers_without_restart(radio: Radio) -> None:
             await bridge.stop()
 
     run(main())
+
+
+def _sqlite_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate()
+            if t.is_alive() and "_connection_worker_thread" in t.name]
+
+
+def test_a_stop_while_zigbee_db_opens_leaves_no_thread_behind(tmp_path: Path) -> None:
+    """A stop (SIGTERM) that lands while zigpy is opening zigbee.db: the database is closed
+    anyway. Its SQLite thread is not a daemon thread, so one left running keeps the whole
+    daemon from exiting (the chaos suite's kill -9 campaign found a hub that hung 30 s).
+    The stop lands at each turn of the loop in turn, from the thread's start on."""
+    async def stop_after(turns: int, state_dir: Path) -> bool:
+        """Start, cancel ``turns`` turns after the database's thread exists; whether the
+        cancel landed while the database was still opening."""
+        before = set(_sqlite_threads())
+        cfg = ZigbeeConfig(enabled=True, radio="virtual", command_timeout=TIMEOUT)
+        starting = asyncio.ensure_future(start_controller(cfg, state_dir))
+        for _ in range(100_000):  # turns of the loop, not time: the thread's start
+            if set(_sqlite_threads()) - before or starting.done():
+                break
+            await asyncio.sleep(0)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        opening = not starting.done() and not any(
+            frame.f_code.co_name == "startup" for frame in _frames(starting))
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            app = await starting
+            await app.shutdown()
+        for thread in set(_sqlite_threads()) - before:
+            await asyncio.to_thread(thread.join, 10)
+            assert not thread.is_alive(), f"zigbee.db's thread outlived a stop {turns} turns in"
+        return opening
+
+    async def main() -> None:
+        landed = 0
+        for turns in range(200):
+            (tmp_path / str(turns)).mkdir()
+            if await stop_after(turns, tmp_path / str(turns)):
+                landed += 1
+            elif landed:
+                break  # past the open: the rest is startup(), which closed it already
+        assert landed > 5, "no stop landed while the database was opening"
+
+    gc.disable()  # as in the daemon, an abandoned connection is not collected (and closed)
+    try:
+        run(main(), timeout=120)
+    finally:
+        gc.enable()
+
+
+def _frames(task: asyncio.Future[Any]) -> list[Any]:
+    """The task's coroutine frames, innermost last (Task.get_stack gives only one)."""
+    frames = []
+    coro: Any = task.get_coro()  # type: ignore[attr-defined]
+    while coro is not None and getattr(coro, "cr_frame", None) is not None:
+        frames.append(coro.cr_frame)
+        coro = coro.cr_await
+    return frames
 
 
 def test_restart_restores_children_from_zigbee_db_without_interview(radio: Radio) -> None:

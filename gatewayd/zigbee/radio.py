@@ -154,8 +154,16 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerAppl
     """
     cls = controller_class(cfg.radio)
     path = radio_path(cfg, state_dir)
+    opening = asyncio.ensure_future(cls.new(zigpy_config(cfg, state_dir), start_radio=False))
     try:
-        app = await cls.new(zigpy_config(cfg, state_dir), start_radio=False)
+        app = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        # Stopped while zigpy opens zigbee.db: let the open finish, then close it. Left
+        # open, its SQLite thread (not a daemon thread) keeps the process from exiting
+        # after a SIGTERM (found by the chaos suite: a stop right after a restart hung).
+        with contextlib.suppress(Exception):
+            await (await opening).shutdown(db=True)
+        raise
     except Exception as exc:
         raise RadioError(f"cannot open the Zigbee database {state_dir / DB_FILE}: {exc}"
                          ) from exc
