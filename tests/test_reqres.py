@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -81,6 +82,10 @@ class Responder:
             response["data"] = "%%% not base64 %%%"
         elif endpoint == "other-id":
             response.update(id="0" * 32, data=seal({"ok": True}))
+        elif endpoint == "deep":  # first an answer nested past the parser's recursion limit
+            client.publish(f"{ROOT}/res/{device_id}/{endpoint}",
+                           "[" * 100_000 + "]" * 100_000, qos=1)
+            response["data"] = seal({"ok": True})
         client.publish(f"{ROOT}/res/{device_id}/{endpoint}", json.dumps(response), qos=1)
 
 
@@ -140,6 +145,29 @@ def test_request_outcomes(broker: Broker) -> None:
     key = base64.b64decode(request["key"], validate=True)
     assert key == CIPHER.request_key(DEVICE_KEY, request["id"]) and key != DEVICE_KEY
     assert len({r["key"] for _, r in responder.requests}) == len(responder.requests)
+
+
+def test_a_response_nested_too_deep_is_dropped_as_malformed(
+        broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    # Found by the chaos suite's MQTT campaign: json.loads raised RecursionError, which the
+    # handler did not catch; the link logged a traceback and nothing counted the drop.
+    responder = Responder(broker)
+
+    async def main() -> None:
+        link = make_link(device_key=DEVICE_KEY)
+        await link.start(creds_for(broker))
+        await link.wait_result(5)
+        # the genuine answer comes right after the deep one: the request still gets it
+        assert await link.platform.request("deep", {}, timeout=5) == {"ok": True}
+        assert link.platform.status()["dropped"]["malformed"] == 1
+        await link.stop()
+
+    try:
+        run(main())
+    finally:
+        responder.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "the response nests deeper than 32 levels" in caplog.text
 
 
 def test_request_while_offline_fails_at_once() -> None:

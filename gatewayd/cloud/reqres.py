@@ -41,6 +41,7 @@ from gatewayd.cloud.reqres_cipher import (
     CipherError,
     ReqResCipher,
 )
+from gatewayd.runtime.jsonbody import BadBody, loads
 
 log = logging.getLogger(__name__)
 
@@ -266,9 +267,9 @@ class PlatformClient:
             self._drop("too-large", topic, f"{len(payload)} bytes")
             return
         try:
-            response = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            self._drop("malformed", topic, "not JSON")
+            response = loads(payload, "the response")
+        except BadBody as exc:
+            self._drop("malformed", topic, str(exc))
             return
         if not isinstance(response, dict) or not isinstance(response.get("id"), str):
             self._drop("malformed", topic, "no id")
@@ -309,17 +310,17 @@ class PlatformClient:
             raise CipherError("'data' must be a base64 string")
         plaintext = self._cipher.open(pending.key, data)
         try:
-            return json.loads(plaintext.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise CipherError("the decrypted data is not JSON") from None
+            return loads(plaintext, "the decrypted data")
+        except BadBody as exc:
+            raise CipherError(str(exc)) from None
 
     def _failure_message(self, key: bytes, data: Any) -> str:
         # A failure may carry encrypted details ({"message": ...}); only authenticated text
         # is shown, anything else is reduced to a generic sentence.
         if isinstance(data, str) and data:
             try:
-                details = json.loads(self._cipher.open(key, data))
-            except (CipherError, UnicodeDecodeError, json.JSONDecodeError):
+                details = loads(self._cipher.open(key, data), "the error data")
+            except (CipherError, BadBody):
                 return "no details (the error data did not authenticate)"
             if isinstance(details, dict) and isinstance(details.get("message"), str):
                 return str(details["message"])

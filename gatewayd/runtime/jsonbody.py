@@ -1,9 +1,12 @@
-"""Reading a JSON request body so that no input can crash the handler. No web framework.
+"""Reading JSON from outside (a request body, an MQTT payload) so that no input can crash
+its handler. No web framework.
 
 ``json.loads`` of ``[[[[...]]]]`` a few thousand levels deep raises RecursionError, which
-no ``silent=True`` catches: it became a 500. :func:`parse_json` turns every bad body into
-:class:`BadBody` with a sentence for the client, and refuses nesting deeper than any
-request of ours needs.
+neither ``JSONDecodeError`` nor ``silent=True`` catches: over HTTP it became a 500, on the
+REQ/RES response topic a traceback in the log for a message that was not even counted as
+dropped. :func:`loads` turns every bad document into :class:`BadBody` with a sentence for
+the client (or the log), and refuses nesting deeper than any message of ours needs;
+:func:`parse_json` is the same for a request body, which may be empty.
 """
 
 from __future__ import annotations
@@ -15,21 +18,26 @@ MAX_DEPTH = 32
 
 
 class BadBody(ValueError):
-    """A body that is not JSON, or nests too deeply; the message is for the client."""
+    """A document that is not JSON, or nests too deeply; the message is for the client."""
 
 
 def parse_json(raw: bytes) -> Any:
-    """The JSON value of ``raw``; None for an empty body."""
+    """The JSON value of a request body ``raw``; None for an empty body."""
     if not raw.strip():
         return None
+    return loads(raw, "the body")
+
+
+def loads(raw: bytes | str, what: str) -> Any:
+    """The JSON value of ``raw``; BadBody naming ``what`` ("the body") if it has none."""
     try:
         value = json.loads(raw)
     except RecursionError:
-        raise BadBody(f"the body nests deeper than {MAX_DEPTH} levels") from None
+        raise BadBody(f"{what} nests deeper than {MAX_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError):
-        raise BadBody("the body is not JSON") from None
+        raise BadBody(f"{what} is not JSON") from None
     if _deeper_than(value, MAX_DEPTH):
-        raise BadBody(f"the body nests deeper than {MAX_DEPTH} levels")
+        raise BadBody(f"{what} nests deeper than {MAX_DEPTH} levels")
     return value
 
 
