@@ -167,6 +167,8 @@ def parse_state(file: Path, raw: bytes) -> HubState:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StateError(file, "", f"not valid JSON ({exc})") from None
+    except RecursionError:  # not a ValueError: [[[[... a few thousand levels deep
+        raise StateError(file, "", "not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise StateError(file, "", "top level must be an object")
     schema = _expect(file, data, "schema", int)

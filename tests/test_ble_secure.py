@@ -618,6 +618,18 @@ def test_push_reaches_only_an_established_session() -> None:
     run(scenario())
 
 
+def test_a_message_nested_too_deep_is_answered_malformed() -> None:
+    # json.loads raises RecursionError (not a ValueError) for a few thousand '[': it
+    # escaped the codec instead of becoming the documented error.
+    async def scenario() -> None:
+        hub = Hub()
+        channel, _ = await hub.session()
+        code, _, message = error_of(await hub.send(channel.seal(b"[" * 2000)))
+        assert code == ErrorCode.MALFORMED and "nests too deeply" in message
+
+    run(scenario())
+
+
 def test_a_broken_stream_is_answered_in_the_phones_session() -> None:
     async def scenario() -> None:
         hub = Hub()

@@ -74,6 +74,7 @@ def test_cloud_only_commit_on_a_hub_without_wifi(tmp_path: Path) -> None:
     ("content", "key", "reason"),
     [
         (b"{not json", "", "not valid JSON"),
+        (b"[" * 100_000, "", "nested too deeply"),  # RecursionError escaped the parser
         (b"[]", "", "top level"),
         (b'{"schema": 99}', "schema", "not supported"),
         (None, "setup_code", "8 digits"),

@@ -212,6 +212,8 @@ def decode_message(data: bytes) -> dict[str, Any]:
         message = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError(ErrorCode.MALFORMED, "message is not JSON") from None
+    except RecursionError:  # not a ValueError; this codec imports nothing of gatewayd
+        raise ProtocolError(ErrorCode.MALFORMED, "message nests too deeply") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError(ErrorCode.MALFORMED, "message needs a \"type\"")
     return message

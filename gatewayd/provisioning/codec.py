@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gatewayd.cloud.reqres_cipher import AesGcmV1, CipherError
 from gatewayd.credentials import CloudCredentials, InvalidField, cloud_from_fields
+from gatewayd.runtime.jsonbody import BadBody, loads
 
 TOPIC_ROOT = "provisioning"
 SEAL_INFO = b"gatewayd provisioning v1 "
@@ -148,7 +149,7 @@ def open_sealed(private: bytes, context: str, box: Any) -> Any:
         if not isinstance(sealed, str):
             raise CodecError("credentials.sealed: must be base64 text")
         plaintext = AesGcmV1().open(_box_key(shared, epk, mine, context), sealed)
-        return json.loads(plaintext.decode("utf-8"))
+        return loads(plaintext, "the sealed credentials")
     except (CipherError, ValueError) as exc:  # InvalidTag, a low-order point, not JSON
         raise CodecError(f"credentials: cannot be opened with this hub's key ({exc})") from None
 
@@ -188,9 +189,9 @@ def parse_answer(payload: bytes) -> tuple[str, Answer]:
     if len(payload) > MAX_MESSAGE:
         raise CodecError(f"answer too large ({len(payload)} bytes)")
     try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CodecError("answer is not JSON") from None
+        body = loads(payload, "answer")
+    except BadBody as exc:
+        raise CodecError(str(exc)) from None
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
         raise CodecError("answer has no id")
     status, code, data = body.get("status"), body.get("code", 200), body.get("data", {})
@@ -208,9 +209,9 @@ def parse_request(payload: bytes) -> tuple[str, dict[str, Any]]:
     if len(payload) > MAX_MESSAGE:
         raise CodecError("request too large")
     try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CodecError("request is not JSON") from None
+        body = loads(payload, "request")
+    except BadBody as exc:
+        raise CodecError(str(exc)) from None
     if not isinstance(body, dict) or not isinstance(body.get("id"), str) \
             or not isinstance(body.get("data"), dict):
         raise CodecError("request needs an id and a data object")
