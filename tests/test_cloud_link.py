@@ -28,7 +28,7 @@ from gatewayd.cloud.net import (
     classify_connect_error,
 )
 from gatewayd.cloud.notifications import notify
-from gatewayd.cloud.publisher import Outbox
+from gatewayd.cloud.publisher import WINDOW, Outbox
 from gatewayd.cloud.publisher import Pending as _Out
 from gatewayd.cloud.reqres import RequestTimeout
 from gatewayd.cloud.topics import client_id_for
@@ -478,6 +478,32 @@ def test_offline_buffer_is_bounded() -> None:
             await notify(link, f"n{i}")
         status = link.status()
         assert status["buffered"] == 10 and status["dropped"] == 6
+        await link.stop()
+
+    run(main())
+
+
+def test_a_flood_of_bad_commands_does_not_push_the_hubs_own_values_out(broker: Broker) -> None:
+    # Found by the chaos suite's MQTT flood: the errors answering thousands of bad commands
+    # filled the outbox and evicted, oldest first, whatever else waited in it; a value that
+    # changed meanwhile never reached the broker.
+    async def main() -> None:
+        link = make_link(fast_config(offline_buffer=50))
+        await link.start(creds_for(broker))
+        await link.wait_result(5)
+        assert await link.flush(10)
+        read_only = f"{base()}/switch/mode/set"  # refused as NOT_SETTABLE at once
+        # One turn of the loop: errors fill the window, the value waits behind them in the
+        # outbox, and more errors than the outbox holds come after it.
+        for _ in range(WINDOW):
+            link.on_message(read_only, b"manual")
+        link.set_value(HUB_ID, "switch", "level", 42)
+        for _ in range(200):
+            link.on_message(read_only, b"manual")
+        assert link.status()["dropped"] > 0  # the outbox did overflow
+        assert await link.flush(10)
+        snap = await asyncio.to_thread(retained_snapshot, broker, f"{ROOT}/#")
+        assert snap[f"{base()}/switch/level"].text == "42"
         await link.stop()
 
     run(main())

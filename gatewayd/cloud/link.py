@@ -462,7 +462,7 @@ class CloudLink:
         if not self._root:
             return
         body = json.dumps({"code": code, "message": message})
-        self._enqueue(homie.Message(homie.error_topic(self._root, device_id, path), body,
-                                    retain=False), key=object())
+        self._out.enqueue(homie.Message(homie.error_topic(self._root, device_id, path), body,
+                                        retain=False), key=object(), expendable=True)
         self._pump()
 

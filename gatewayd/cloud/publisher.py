@@ -5,7 +5,9 @@ Two sources feed one QoS 1 window of ``WINDOW`` unacknowledged publications:
 * the **outbox** (:class:`Outbox`): everything that is not a device's retained tree
   (non-retained values, notifications, command errors, REQ/RES requests, topic clearings).
   It is bounded; a newer payload for the same key replaces the older one in place, and when
-  it is full the oldest entry is dropped and counted;
+  it is full the oldest entry is dropped and counted, the oldest *expendable* one first (an
+  error answering someone else's command): a flood of bad commands from the cloud must not
+  push the hub's own values and requests out;
 * the **trees**: after every (re)connect each device's retained tree, rendered lazily from
   the model, so a value changed while offline goes out once, the latest.
 
@@ -39,6 +41,7 @@ class Pending:
     key: Hashable
     device: str | None = None  # set for messages of a device's retained tree
     done: asyncio.Future[bool] | None = None  # resolved True on PUBACK, False if dropped
+    expendable: bool = False  # dropped first when the outbox is full
 
     def resolve(self, delivered: bool) -> None:
         if self.done is not None and not self.done.done():
@@ -49,13 +52,15 @@ class Outbox:
     """Publications waiting for the connection or for room in the window. Bounded.
 
     Entries with the same key coalesce (a newer payload for a property replaces the older
-    one in place). When full, the oldest entry is dropped and counted.
+    one in place). When full, the oldest expendable entry is dropped and counted, or if
+    there is none the oldest entry.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.dropped = 0
         self._items: OrderedDict[Hashable, Pending] = OrderedDict()
+        self._expendable: OrderedDict[Hashable, None] = OrderedDict()  # keys, oldest first
 
     def __len__(self) -> int:
         return len(self._items)
@@ -67,10 +72,18 @@ class Outbox:
                 return  # a newer entry is already waiting
             old.resolve(False)
         self._items[item.key] = item
+        self._expendable.pop(item.key, None)
+        if item.expendable:
+            self._expendable[item.key] = None
+            if front:
+                self._expendable.move_to_end(item.key, last=False)
         if front:
             self._items.move_to_end(item.key, last=False)
         while len(self._items) > self.limit:
-            _, evicted = self._items.popitem(last=False)
+            if self._expendable:
+                evicted = self._items.pop(self._expendable.popitem(last=False)[0])
+            else:
+                _, evicted = self._items.popitem(last=False)
             evicted.resolve(False)
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
@@ -80,12 +93,15 @@ class Outbox:
     def pop(self) -> Pending | None:
         if not self._items:
             return None
-        return self._items.popitem(last=False)[1]
+        item = self._items.popitem(last=False)[1]
+        self._expendable.pop(item.key, None)
+        return item
 
     def clear(self) -> None:
         for item in self._items.values():
             item.resolve(False)
         self._items.clear()
+        self._expendable.clear()
 
 
 class Sender(Protocol):
@@ -120,12 +136,13 @@ class Publisher:
 
     def enqueue(self, msg: homie.Message, *, key: Hashable, device: str | None = None,
                 done: asyncio.Future[bool] | None = None, replace: bool = True,
-                front: bool = False) -> None:
+                front: bool = False, expendable: bool = False) -> None:
         # Whatever the caller, the hub publishes only inside its own tree (the broker's
         # ACL would silently drop anything else).
         if not self.root or not msg.topic.startswith(f"{self.root}/"):
             raise ValueError(f"refusing to publish outside {self.root}/#: {msg.topic!r}")
-        self.outbox.put(Pending(msg, key, device, done), replace=replace, front=front)
+        self.outbox.put(Pending(msg, key, device, done, expendable), replace=replace,
+                        front=front)
         self.idle.clear()
 
     def announce(self, devices: Iterable[homie.Device]) -> None:
