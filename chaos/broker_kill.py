@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.harness import BenchWorld
-from bench.zigbee import MODULO, SCALE, Plugs, stream
+from bench.zigbee import MODULO, Plugs, stream
 from chaos import mqtt
 from chaos.audit import audit
 from chaos.settings import Settings
@@ -26,10 +26,6 @@ from chaos.world import Hub, HubDied
 
 UP_SECONDS = (0.3, 1.5)  # the broker lives this long between two kills
 DOWN_SECONDS = (0.3, 3.0)  # and stays dead this long
-
-
-def _value(raw: int) -> str:
-    return str(raw / SCALE)
 
 
 def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
@@ -64,7 +60,7 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
                  ["result"]["running"], seconds + 120, "the report stream to end")
         hub.wait_link_idle(120)
         finals = plugs.finals(count)
-        _audit_latest(world, recorder, finals, tally)
+        mqtt.audit_latest(world, recorder, finals, tally)
     except (HubDied, TimeoutError) as exc:
         tally.problem("crashes", f"during the broker kills: {exc}\n{hub.log_tail(10)}")
     finally:
@@ -85,27 +81,3 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
         "hub_connects": status["connects"], "hub_dropped": status["dropped"],
         "recorder_connects": recorder.connects, "log_errors": len(errors),
     })
-
-
-def _audit_latest(world: BenchWorld, recorder: mqtt.Recorder, finals: dict[str, int],
-                  tally: Tally) -> None:
-    """Each plug's last value, as the subscriber saw it last and as the broker retains it."""
-    want = {topic: _value(raw).encode() for topic, raw in finals.items()}
-
-    def all_seen() -> bool:
-        with recorder.lock:
-            return all(recorder.latest.get(t) == v for t, v in want.items())
-    try:
-        recorder.wait(all_seen, 30, "every plug's last value at the subscriber")
-    except TimeoutError:
-        with recorder.lock:
-            for topic, value in want.items():
-                got = recorder.latest.get(topic)
-                if got != value:
-                    tally.problem("lost", f"{topic}: the subscriber's last value is {got!r}, "
-                                          f"the plug's last report {value!r}")
-    held = mqtt.retained(world, list(want), f"{world.root}/chaos/marker")
-    for topic, value in want.items():
-        if held.get(topic) != value:
-            tally.problem("lost", f"{topic}: the broker retains {held.get(topic)!r}, the plug's "
-                                  f"last report was {value!r}")

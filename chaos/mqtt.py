@@ -18,6 +18,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.harness import BenchWorld
+from bench.zigbee import SCALE
+from chaos.tally import Tally
 from gatewayd.cloud.net import tcp_no_delay
 from gatewayd.simulator.broker import MONITOR_USER
 from gatewayd.simulator.procs import wait_until
@@ -138,3 +140,28 @@ def retained(world: BenchWorld, topics: list[str], marker: str) -> dict[str, byt
     finally:
         _close(client)
     return got
+
+
+def audit_latest(world: BenchWorld, recorder: Recorder, finals: dict[str, int],
+                 tally: Tally) -> None:
+    """Count as ``lost`` each plug whose last value (``finals``: topic -> raw value of the
+    report stream) is not what the subscriber saw last and what the broker retains."""
+    want = {topic: str(raw / SCALE).encode() for topic, raw in finals.items()}
+
+    def all_seen() -> bool:
+        with recorder.lock:
+            return all(recorder.latest.get(t) == v for t, v in want.items())
+    try:
+        recorder.wait(all_seen, 30, "every plug's last value at the subscriber")
+    except TimeoutError:
+        with recorder.lock:
+            for topic, value in want.items():
+                got = recorder.latest.get(topic)
+                if got != value:
+                    tally.problem("lost", f"{topic}: the subscriber's last value is {got!r}, "
+                                          f"the plug's last report {value!r}")
+    held = retained(world, list(want), f"{world.root}/chaos/marker")
+    for topic, value in want.items():
+        if held.get(topic) != value:
+            tally.problem("lost", f"{topic}: the broker retains {held.get(topic)!r}, the plug's "
+                                  f"last report was {value!r}")

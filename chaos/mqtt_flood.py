@@ -4,11 +4,15 @@
    superuser; each must get the documented error on the errors topic, with the documented
    code, within 10 s (else ``misanswers``).
 2. **Flood**: many more as fast as the client can publish, while the healthcheck watcher
-   and the RSS sampler watch the hub. The hub may drop what it cannot take (its inbound
-   queue is bounded: cloud.md "Offline behaviour"); it must not die or grow without bound.
+   and the RSS sampler watch the hub; half-way through, the plugs report their power (a
+   short burst of the virtual radio's report stream). The hub may drop what it cannot
+   take (its inbound queue and its outbox are bounded: cloud.md "Offline behaviour"); it
+   must not die or grow without bound.
 3. **Afterwards**: the values of the properties that were sent bad commands are what they
-   were (retained on the broker; else ``state_changes``), ``state.json`` has its bytes, a
-   valid ``/set`` still switches a plug, and a bad one still gets its error.
+   were (retained on the broker; else ``state_changes``), each plug's last power report is
+   what a subscriber saw last and the broker retains (else ``lost``: the answers to the
+   flood must not push the hub's own values out), ``state.json`` has its bytes, a valid
+   ``/set`` still switches a plug, and a bad one still gets its error.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import collections
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.harness import BenchWorld
+from bench.zigbee import Plugs, stream
 from chaos import mqtt
 from chaos.audit import audit, differences, snapshot
 from chaos.mqtt_inputs import MqttInput, Targets, make
@@ -30,6 +36,10 @@ from chaos.watch import HealthWatch, RssSampler
 from chaos.world import Hub, HubDied
 
 PLUGS = 3
+# Half-way through the flood each plug reports this many times, quickly, so that its last
+# value waits in the hub's outbox while the answers to the flood's second half pile up.
+REPORTS_PER_PLUG = 10
+REPORT_RATE = 1000.0
 ANSWER_SECONDS = 10.0
 STATE_FILES = ("state.json",)  # zigbee.db changes by itself (last seen, link quality)
 
@@ -46,8 +56,10 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
     hub.start()
     hub.wait_pairable()
     hub.pair()
-    targets = Targets(hub.status()["device_id"],
-                      tuple(_child(i) for i in sorted(hub.join_plugs(PLUGS))))
+    ieees = hub.join_plugs(PLUGS)
+    targets = Targets(hub.status()["device_id"], tuple(_child(i) for i in sorted(ieees)))
+    plugs = Plugs(world, ieees)
+    reports = PLUGS * REPORTS_PER_PLUG
     hub.wait_link_idle()
     root = world.root
     watched = [f"{root}/sweet-home/{p}/switch/on-off" for p in targets.plugs] + [
@@ -57,7 +69,7 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
     files = snapshot(hub.state_dir, STATE_FILES)
     link_before = hub.status()["cloud_link"]
     # The errors and the watched values only: the flood itself would come back too.
-    recorder = mqtt.Recorder(world, f"{root}/errors/#", *watched)
+    recorder = mqtt.Recorder(world, f"{root}/errors/#", *watched, *plugs.topics)
     publisher = mqtt.Publisher(world)
     watch = HealthWatch(hub.port, out_dir / "health-mqtt_flood.txt")
     rss = RssSampler(hub.pid)
@@ -66,8 +78,14 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
     try:
         _paced(hub, recorder, publisher, root, rng, targets, settings.mqtt_paced, tally,
                codes)
-        flood_s = _flood(publisher, root, rng, targets, settings.mqtt_flood, tally)
+        daemon = hub.daemon
+        assert daemon is not None
+        flood_s = _flood(publisher, root, rng, targets, settings.mqtt_flood, tally,
+                         lambda: stream(daemon, plugs, reports, REPORT_RATE))
+        hub.wait(lambda s: not hub.api("POST", "zigbee/sim", {"action": "stream_status"})
+                 ["result"]["running"], 120, "the report stream to end")
         hub.wait_link_idle(120)
+        mqtt.audit_latest(world, recorder, plugs.finals(reports), tally)
     except (HubDied, TimeoutError) as exc:
         tally.problem("crashes", f"during the MQTT input: {exc}\n{hub.log_tail(10)}")
     finally:
@@ -92,7 +110,7 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
     for problem in audit(hub.state_dir):
         tally.problem("corrupt", f"after the MQTT input: {problem}")
     tally.figures.update({
-        "paced": settings.mqtt_paced, "flood": settings.mqtt_flood,
+        "paced": settings.mqtt_paced, "flood": settings.mqtt_flood, "reports": reports,
         "flood_seconds": round(flood_s, 2),
         "flood_msgs_per_s": round(settings.mqtt_flood / flood_s) if flood_s else None,
         "errors_by_code": dict(sorted(codes.items())),
@@ -147,11 +165,14 @@ def _paced(hub: Hub, recorder: mqtt.Recorder, publisher: mqtt.Publisher, root: s
 
 
 def _flood(publisher: mqtt.Publisher, root: str, rng: random.Random, targets: Targets,
-           count: int, tally: Tally) -> float:
-    """Publish ``count`` bad inputs back to back (QoS 0, every tenth QoS 1); seconds taken."""
+           count: int, tally: Tally, half_way: Callable[[], object]) -> float:
+    """Publish ``count`` bad inputs back to back (QoS 0, every tenth QoS 1), calling
+    ``half_way`` half-way through; seconds taken."""
     began = time.monotonic()
     last: Any = None
     for n in range(count):
+        if n == count // 2:
+            half_way()
         item = make(rng, targets)
         info = publisher.publish(f"{root}/{item.topic}", item.payload, qos=1 if n % 10 == 0
                                  else 0)
