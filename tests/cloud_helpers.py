@@ -256,7 +256,10 @@ class TcpProxy:
     Cutting looks to the broker exactly like a hub that vanished (power loss, process
     killed): the TCP connection ends without an MQTT DISCONNECT, so the broker publishes
     the hub's last will. The proxy keeps listening, so the hub can reconnect. While
-    ``paused`` is set, new connections are closed at once, as if the broker were down.
+    ``paused`` is set, new connections are closed at once, as if the broker were down;
+    while ``drop_pubacks`` is set, the broker's PUBACKs never reach the hub (as a broker
+    whose outgoing queue to the hub is full drops them: mosquitto since its fix for
+    CVE-2023-28366).
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -269,6 +272,8 @@ class TcpProxy:
         self._closed = False
         self.accepted = 0
         self.paused = threading.Event()
+        self.drop_pubacks = threading.Event()
+        self.pubacks_dropped = 0
         threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
     def _accept(self) -> None:
@@ -290,8 +295,8 @@ class TcpProxy:
                 self.accepted += 1
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        from_broker = bytearray()  # cut into whole MQTT packets, to drop PUBACKs
         try:
             while True:
                 readable, _, _ = select.select([a, b], [], [], 1.0)
@@ -299,7 +304,15 @@ class TcpProxy:
                     data = src.recv(65536)
                     if not data:
                         return
-                    (b if src is a else a).sendall(data)
+                    if src is a:
+                        b.sendall(data)
+                        continue
+                    from_broker += data
+                    for packet in _whole_packets(from_broker):
+                        if packet[0] >> 4 == 4 and self.drop_pubacks.is_set():
+                            self.pubacks_dropped += 1
+                        else:
+                            a.sendall(packet)
         except (OSError, ValueError):
             return
         finally:
@@ -319,3 +332,24 @@ class TcpProxy:
         self._closed = True
         self._server.close()
         self.cut()
+
+
+def _whole_packets(buffer: bytearray) -> list[bytes]:
+    """Take the complete MQTT packets off the front of ``buffer``."""
+    packets = []
+    while len(buffer) >= 2:
+        length, multiplier, i = 0, 1, 1
+        while True:
+            if i >= len(buffer):
+                return packets
+            byte = buffer[i]
+            length += (byte & 127) * multiplier
+            multiplier *= 128
+            i += 1
+            if not byte & 128:
+                break
+        if len(buffer) < i + length:
+            return packets
+        packets.append(bytes(buffer[:i + length]))
+        del buffer[:i + length]
+    return packets

@@ -50,6 +50,7 @@ from tests.cloud_helpers import (
     retained_snapshot,
     run,
 )
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -481,6 +482,37 @@ def test_offline_buffer_is_bounded() -> None:
         await link.stop()
 
     run(main())
+
+
+def test_a_broker_that_loses_acknowledgements_does_not_silence_the_hub(broker: Broker) -> None:
+    # Found by the chaos suite's MQTT flood: mosquitto drops every packet to a client whose
+    # outgoing queue is full, PUBACKs included. The hub's window of unacknowledged
+    # publications stayed full, and it published nothing more while the connection lived on
+    # (pings still answered).
+    proxy = TcpProxy(broker.host, broker.port)
+
+    async def main() -> None:
+        link = make_link(fast_config(keepalive=5))
+        await link.start(creds_for(broker, host=proxy.host, port=proxy.port))
+        await link.wait_result(5)
+        assert await link.flush(10)
+        proxy.drop_pubacks.set()
+        for i in range(WINDOW):
+            link.publish("notifications/create", json.dumps({"message": f"n{i}"}))
+        await asyncio.to_thread(wait_for, lambda: proxy.pubacks_dropped >= WINDOW, 10,
+                                "the window's acknowledgements to be lost")
+        proxy.drop_pubacks.clear()
+        with Monitor(broker) as mon:
+            link.set_value(HUB_ID, "switch", "level", 42)
+            # the acknowledgement timeout is 2 x keepalive: 10 s here
+            await mon.await_for(f"{base()}/switch/level", "42", timeout=30)
+        assert link.status()["connects"] == 2
+        await link.stop()
+
+    try:
+        run(main())
+    finally:
+        proxy.close()
 
 
 def test_a_flood_of_bad_commands_does_not_push_the_hubs_own_values_out(broker: Broker) -> None:

@@ -60,7 +60,7 @@ class CloudLink:
         self._clock = clock
         self._rng = rng
         self._devices: dict[str, homie.Device] = {hub.id: hub}
-        self._out = Publisher(cfg.offline_buffer)
+        self._out = Publisher(cfg.offline_buffer, ack_timeout=2.0 * cfg.keepalive)
         self._subscriptions: dict[str, MessageHandler] = {}  # relative filter -> handler
         self._taps: dict[str, Tap] = {}  # temporary: relative filter -> handler
         self._announce = True
@@ -374,7 +374,7 @@ class CloudLink:
             self._out.announce(self._devices.values())
             self._heartbeat = asyncio.get_running_loop().create_task(heartbeats(
                 self._conn, lambda: self._devices.values(), self._root,
-                self._cfg.heartbeat_interval))
+                self._cfg.heartbeat_interval, self._pump))
         self._conn_subscribe(filters)
         # Listeners last: what they publish (a platform request sent again) goes out after
         # the SUBSCRIBE that lets its answer in.

@@ -247,6 +247,11 @@ class Connection:
             return None
         return info.mid
 
+    def drop(self, reason: str) -> None:
+        """End this connection (a new one follows, as after any loss) because ``reason``."""
+        log.warning("cloud link: %s; reconnecting", reason)
+        self._client.disconnect()
+
     def subscribe(self, filters: list[str], qos: int = 1) -> None:
         for i in range(0, len(filters), 64):  # keep SUBSCRIBE packets a sane size
             self._client.subscribe([(f, qos) for f in filters[i:i + 64]])

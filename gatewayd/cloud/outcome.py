@@ -29,14 +29,16 @@ class LinkStats:
 
 
 async def heartbeats(conn: Connection, devices: Callable[[], Iterable[homie.Device]],
-                     root: str, interval: float) -> None:
+                     root: str, interval: float, tick: Callable[[], None]) -> None:
     """Non-retained ``$heartbeat`` per device, on a fixed schedule (no drift), until
-    cancelled (the link cancels it when the connection ends)."""
+    cancelled (the link cancels it when the connection ends). ``tick`` runs with every
+    beat: the link's pump, which notices a publication the broker never acknowledged."""
     loop = asyncio.get_running_loop()
     due = loop.time()
     while True:
         for device in list(devices()):
             conn.publish(f"{device.base(root)}/$heartbeat", HEARTBEAT_PAYLOAD, 0, False)
+        tick()
         due += interval
         now = loop.time()
         if due < now:  # fell behind (a busy loop): skip beats rather than burst

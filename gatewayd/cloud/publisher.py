@@ -11,9 +11,16 @@ Two sources feed one QoS 1 window of ``WINDOW`` unacknowledged publications:
 * the **trees**: after every (re)connect each device's retained tree, rendered lazily from
   the model, so a value changed while offline goes out once, the latest.
 
-The outbox goes first. :class:`Publisher` also remembers which retained topics each device
-has on the broker, so a removed device (or a property that no longer exists) can be
-cleared. Everything here runs on the asyncio loop; paho is reached through the
+The outbox goes first. A publication the broker has not acknowledged within
+``ack_timeout`` means the broker lost it or its PUBACK (mosquitto drops every packet to a
+client whose outgoing queue is full, PUBACKs included, since its fix for CVE-2023-28366):
+paho never sends it again within the session, so the window would stay full for as long
+as the connection lives. The publisher then has the connection dropped; after the
+reconnect everything unacknowledged goes out again.
+
+:class:`Publisher` also remembers which retained topics each device has on the broker, so
+a removed device (or a property that no longer exists) can be cleared. Everything here
+runs on the asyncio loop; paho is reached through the
 :class:`~gatewayd.cloud.net.Connection` the link passes to :meth:`Publisher.pump`.
 """
 
@@ -21,8 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,6 +50,7 @@ class Pending:
     device: str | None = None  # set for messages of a device's retained tree
     done: asyncio.Future[bool] | None = None  # resolved True on PUBACK, False if dropped
     expendable: bool = False  # dropped first when the outbox is full
+    sent_at: float = 0.0  # when it went to paho (in flight)
 
     def resolve(self, delivered: bool) -> None:
         if self.done is not None and not self.done.done():
@@ -110,12 +119,19 @@ class Sender(Protocol):
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int | None: ...
 
+    def drop(self, reason: str) -> None:
+        """Give the connection up (and make a new one): it lost an acknowledgement."""
+
 
 class Publisher:
     """The outbox, the retained trees and the window in flight, for one root topic."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, ack_timeout: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.outbox = Outbox(limit)
+        self.ack_timeout = ack_timeout
+        self._clock = clock
+        self._dropping = False  # this connection was given up: wait for its end
         self.root = ""
         self._trees: OrderedDict[str, Iterator[homie.Message]] = OrderedDict()
         self._inflight: dict[int, Pending] = {}
@@ -194,6 +210,11 @@ class Publisher:
 
     def pump(self, sender: Sender | None) -> None:
         """Hand publications to paho while the window has room (``sender`` None: offline)."""
+        if sender is not None and self._inflight and not self._dropping:
+            waited = self._clock() - next(iter(self._inflight.values())).sent_at
+            if waited > self.ack_timeout:
+                self._dropping = True
+                sender.drop(f"the broker has not acknowledged a publication for {waited:.0f} s")
         while sender is not None and len(self._inflight) < WINDOW:
             item = self._next_item()
             if item is None:
@@ -203,6 +224,7 @@ class Publisher:
             if mid is None:
                 self.outbox.put(item, replace=False, front=True)
                 break
+            item.sent_at = self._clock()
             self._inflight[mid] = item
             if item.device is not None and msg.retain:
                 sent = self._published.setdefault(item.device, set())
@@ -238,6 +260,7 @@ class Publisher:
             self.outbox.put(item, replace=False, front=True)
         self._inflight.clear()
         self._trees.clear()
+        self._dropping = False
 
     def status(self) -> dict[str, Any]:
         return {"buffered": len(self.outbox),
