@@ -257,9 +257,9 @@ class TcpProxy:
     killed): the TCP connection ends without an MQTT DISCONNECT, so the broker publishes
     the hub's last will. The proxy keeps listening, so the hub can reconnect. While
     ``paused`` is set, new connections are closed at once, as if the broker were down;
-    while ``drop_pubacks`` is set, the broker's PUBACKs never reach the hub (as a broker
-    whose outgoing queue to the hub is full drops them: mosquitto since its fix for
-    CVE-2023-28366).
+    while ``drop_pubacks`` (``drop_publishes``) is set, the broker's PUBACKs (PUBLISHes)
+    never reach the hub, as a broker whose outgoing queue to the hub is full drops them
+    (mosquitto since its fix for CVE-2023-28366, keeping a dropped QoS 1 PUBLISH in flight).
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -274,6 +274,8 @@ class TcpProxy:
         self.paused = threading.Event()
         self.drop_pubacks = threading.Event()
         self.pubacks_dropped = 0
+        self.drop_publishes = threading.Event()
+        self.publishes_dropped = 0
         threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
     def _accept(self) -> None:
@@ -311,6 +313,8 @@ class TcpProxy:
                     for packet in _whole_packets(from_broker):
                         if packet[0] >> 4 == 4 and self.drop_pubacks.is_set():
                             self.pubacks_dropped += 1
+                        elif packet[0] >> 4 == 3 and self.drop_publishes.is_set():
+                            self.publishes_dropped += 1
                         else:
                             a.sendall(packet)
         except (OSError, ValueError):

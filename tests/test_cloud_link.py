@@ -515,6 +515,34 @@ def test_a_broker_that_loses_acknowledgements_does_not_silence_the_hub(broker: B
         proxy.close()
 
 
+def test_commands_a_broker_lost_on_the_way_do_not_block_later_ones(broker: Broker) -> None:
+    # Found by the chaos suite's MQTT flood: mosquitto drops packets to a client whose
+    # outgoing queue is full but keeps the dropped QoS 1 messages in flight; with a QoS 1
+    # subscription, 20 of them stopped every later command until the hub reconnected.
+    proxy = TcpProxy(broker.host, broker.port)
+
+    async def main() -> None:
+        link = make_link()
+        with Monitor(broker) as mon:
+            await link.start(creds_for(broker, host=proxy.host, port=proxy.port))
+            await mon.await_for(f"{base()}/$state", "ready")
+            proxy.drop_publishes.set()
+            for i in range(30):
+                mon.publish(f"{base()}/switch/level/set", str(i))
+            # 20: mosquitto's max_inflight_messages, its window of QoS 1 messages to a client
+            await asyncio.to_thread(wait_for, lambda: proxy.publishes_dropped >= 20, 10,
+                                    "the commands to be lost on the way")
+            proxy.drop_publishes.clear()
+            mon.publish(f"{base()}/switch/level/set", "42")
+            await mon.await_for(f"{base()}/switch/level", "42", timeout=10)
+        await link.stop()
+
+    try:
+        run(main())
+    finally:
+        proxy.close()
+
+
 def test_a_flood_of_bad_commands_does_not_push_the_hubs_own_values_out(broker: Broker) -> None:
     # Found by the chaos suite's MQTT flood: the errors answering thousands of bad commands
     # filled the outbox and evicted, oldest first, whatever else waited in it; a value that

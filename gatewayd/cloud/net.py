@@ -252,7 +252,10 @@ class Connection:
         log.warning("cloud link: %s; reconnecting", reason)
         self._client.disconnect()
 
-    def subscribe(self, filters: list[str], qos: int = 1) -> None:
+    def subscribe(self, filters: list[str], qos: int = 0) -> None:
+        # QoS 0: with a clean session QoS 1 adds no durability, only broker state that a
+        # full outgoing queue corrupts (mosquitto drops the PUBLISH but keeps it in flight,
+        # and 20 such ghosts stop every later QoS 1 message to the hub for good).
         for i in range(0, len(filters), 64):  # keep SUBSCRIBE packets a sane size
             self._client.subscribe([(f, qos) for f in filters[i:i + 64]])
 
