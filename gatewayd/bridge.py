@@ -30,11 +30,13 @@ from gatewayd import homie
 from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee.radio import (
     DB_FILE,
+    SHUTDOWN_SECONDS,
     VIRTUAL_WORLD_FILE,
     RadioError,
     RadioUnavailable,
     ncp_version,
     preload,
+    shutdown_controller,
     start_controller,
 )
 from gatewayd.zigbee.simlink import EmulatorLink, SimLink, VirtualLink
@@ -65,7 +67,8 @@ class ZigbeeBridge:
                  hub: homie.Device | None = None, retry_min: float = 1.0,
                  retry_max: float = 60.0, min_interval: float = 0.2,
                  availability_interval: float = 60.0, mains_timeout: float = 600.0,
-                 battery_timeout: float = 25 * 3600.0) -> None:
+                 battery_timeout: float = 25 * 3600.0,
+                 shutdown_timeout: float = SHUTDOWN_SECONDS) -> None:
         self.cfg = cfg
         self.state_dir = Path(state_dir)
         self.publisher = publisher
@@ -73,6 +76,7 @@ class ZigbeeBridge:
         self.retry_min, self.retry_max = retry_min, retry_max
         self.availability_interval = availability_interval
         self.mains_timeout, self.battery_timeout = mains_timeout, battery_timeout
+        self.shutdown_timeout = shutdown_timeout
         self.app: ControllerApplication | None = None
         self.children: dict[str, Child] = {}
         self.last_error: str | None = None
@@ -211,10 +215,7 @@ class ZigbeeBridge:
     async def _shutdown(self, app: ControllerApplication) -> None:
         with contextlib.suppress(Exception):
             app.remove_listener(self)
-        try:
-            await app.shutdown()
-        except Exception:
-            log.exception("zigbee: radio shutdown failed")
+        await shutdown_controller(app, self.shutdown_timeout)
 
     def _is_child(self, dev: Any) -> bool:
         import zigpy.device

@@ -5,13 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The last line is for the packaging checks: systemd-analyze (unit), dnsmasq (captive-portal
+# drop-in), the maintainer scripts' linter, node (evaluates the polkit rule; hosts herdsman).
 APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential pkg-config
   dbus dbus-daemon libdbus-1-dev libglib2.0-dev libsystemd-dev
   mosquitto mosquitto-clients
   chromium chromium-driver
-  # for the packaging checks: systemd-analyze (unit), dnsmasq (captive-portal drop-in),
-  # shellcheck (maintainer scripts), node (evaluates the polkit rule)
   systemd dnsmasq-base shellcheck nodejs
 )
 
@@ -32,6 +32,15 @@ if ((${#missing[@]})); then
   $SUDO apt-get "${lock[@]}" update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${lock[@]}" install -y -qq \
     --no-install-recommends "${missing[@]}"
+fi
+# Debian's own nodejs comes without npm (NodeSource's provides it): the herdsman test
+# below needs it.
+if command -v node >/dev/null && ! command -v npm >/dev/null; then
+  echo "setup: installing Debian's npm (node has none)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends npm
 fi
 # The Debian mosquitto package enables its system service; our tests start their own.
 

@@ -106,7 +106,7 @@ async def started(radio: Radio, **kw: Any) -> tuple[ZigbeeBridge, Recorder]:
     pub = Recorder()
     hub = homie.Device(HUB_ID, "Test hub")
     pub.add_device(hub)
-    options = {"retry_min": 0.05, "retry_max": 0.2, **kw}
+    options = {"retry_min": 0.05, "retry_max": 0.2, "shutdown_timeout": 2.0, **kw}
     bridge = ZigbeeBridge(options.pop("cfg", radio.config()), radio.state_dir, pub, hub=hub,
                           **options)
     await bridge.start()
@@ -438,6 +438,48 @@ def test_unplugged_radio_recovers_without_restart(radio: Radio) -> None:
             assert await on_set(pub, dev_id(plug), "switch/on-off")(True) is True
             assert await device_state(bridge, plug, "1:in:on_off") == {"on_off": 1}
             await bridge.stop()
+
+    run(main())
+
+
+def test_a_radio_library_that_never_lets_go_does_not_keep_the_radio_down(
+        tmp_path: Path) -> None:
+    """bellows' disconnect can wait forever when its serial thread's loop stopped in the
+    wrong moment (seen under load after a TCP drop). The bridge bounds the shutdown, closes
+    zigbee.db itself and starts the radio again; a daemon stop is not held up either."""
+    async def closed(threads: set[threading.Thread]) -> bool:
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 10)
+        return not any(t.is_alive() for t in threads)
+
+    async def main() -> None:
+        radio = Radio("virtual", tmp_path)
+        baseline = set(_sqlite_threads())
+        async with radio:
+            bridge, pub = await started(radio, shutdown_timeout=0.2)
+            plug = await join(bridge, pub, "plug")
+            first_db = set(_sqlite_threads()) - baseline
+            assert len(first_db) == 1
+            hung = asyncio.Event()
+
+            async def never_returns() -> None:  # the fault under test
+                hung.set()
+                await asyncio.Event().wait()
+
+            first = bridge.app
+            assert first is not None
+            first.disconnect = never_returns  # type: ignore[method-assign]
+            await sim(bridge, "unplug")
+            await pub.state(dev_id(plug), "disconnected")
+            await hung.wait()
+            await sim(bridge, "replug")
+            await pub.state(dev_id(plug), "ready")  # the radio came back
+            assert bridge.app is not first
+            assert await closed(first_db), "the stuck app's zigbee.db was not closed"
+            second_db = set(_sqlite_threads()) - baseline - first_db
+            bridge.app.disconnect = never_returns  # type: ignore[union-attr,method-assign]
+            await bridge.stop()  # bounded too
+            assert await closed(second_db), "zigbee.db stayed open after a stop"
 
     run(main())
 

@@ -205,10 +205,11 @@ def test_silenced_device_is_a_delivery_failure(tmp_path: Path) -> None:
         async with ControlClient(emu.control_port or 0) as ctl:
             dev = await join(app, events, ctl, "plug", PLUG)
             await ctl.call("silence", ieee=PLUG, silent=True)
-            t0 = time.monotonic()
-            with pytest.raises(zigpy.exceptions.DeliveryError):
+            with pytest.raises(zigpy.exceptions.DeliveryError) as failed:
                 await dev.endpoints[1].on_off.on()
-            assert 0.5 <= time.monotonic() - t0 < 5
+            # The NCP's own verdict after its retries (a stick's MAC/APS retries), not a
+            # timeout on the host's side.
+            assert "DELIVERY_FAILED" in str(failed.value)
             assert emu.air.device(PLUG).value("on_off", "on_off") == 0
             await ctl.call("silence", ieee=PLUG, silent=False)
             await dev.endpoints[1].on_off.on()

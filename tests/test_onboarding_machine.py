@@ -991,7 +991,7 @@ def test_ethernet_hub_whose_cloud_failed_at_boot_retries_with_backoff(
                             and ob.state == State.OFFLINE and not ob.busy)
                 assert ob.attempt is not None and ob.attempt.source == "retry"
             assert len(set(clock.slept)) == len(clock.slept), "the waits are jittered"
-            assert wifi is None or not wifi.hotspot  # Ethernet: no hotspot, ever
+            assert wifi is None or not wifi.hotspot  # on Ethernet: no hotspot
             tries = len(cloud.timeouts)
             waits = len(ceilings) + 1
             await clock.sleeps(waits)
@@ -1001,11 +1001,15 @@ def test_ethernet_hub_whose_cloud_failed_at_boot_retries_with_backoff(
                 waits += 1
                 await clock.sleeps(waits)
                 assert len(cloud.timeouts) == tries and ob.state == State.OFFLINE
+                # Offline longer than offline_grace with no uplink: the hotspot offers
+                # re-pairing onto Wi-Fi; the cable's return and a retry take it down.
+                assert wifi.hotspot and ob.pairing_open
                 wifi.ethernet = True
             cloud.next_failure = None  # the broker is back
             clock.advance(60.0)
             await until(ob, settled(ob, State.ONLINE))
             assert len(cloud.timeouts) == tries + 1 and cloud.connected == CLOUD
+            assert wifi is None or not wifi.hotspot
         finally:
             await ob.stop()
 

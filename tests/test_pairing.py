@@ -186,6 +186,12 @@ class StubOnboarding:
     def progress(self) -> Any:
         return progress("connecting" if self.busy else "unpaired")
 
+    async def settle(self, timeout: float) -> None:
+        pass  # no transition is ever under way here
+
+    async def has_uplink(self) -> bool:
+        return True
+
 
 def test_the_front_door_checks_busy_then_open_then_valid() -> None:
     async def main() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.runtime.sdnotify import Notifier, Watchdog
+from gatewayd.runtime.stalls import StallReporter
 from tests.helpers import Gatewayd, ethernet_config, write_config
 
 
@@ -115,11 +116,12 @@ def test_a_blocked_loop_stops_the_pings_and_the_journal_shows_where(
         monkeypatch: pytest.MonkeyPatch, notify_socket: NotifySocket) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
     journal = Journal("event loop blocked")
-    logger = logging.getLogger("gatewayd.runtime.sdnotify")
+    logger = logging.getLogger("gatewayd.runtime.stalls")
     logger.addHandler(journal)
     loop, thread = _run_loop_in_thread()
     watchdog = Watchdog(Notifier(), interval=0.05)
-    asyncio.run_coroutine_threadsafe(_start(watchdog), loop).result(5)
+    stalls = StallReporter()  # the daemon runs both: the pings and the stall reporter
+    asyncio.run_coroutine_threadsafe(_start(watchdog, stalls), loop).result(5)
     entered, release = threading.Event(), threading.Event()
 
     def a_handler_that_blocks_the_loop() -> None:  # the fault under test
@@ -131,8 +133,8 @@ def test_a_blocked_loop_stops_the_pings_and_the_journal_shows_where(
         loop.call_soon_threadsafe(a_handler_that_blocks_the_loop)
         assert entered.wait(10)
         send_marker(notify_socket, "BLOCKED")
-        # The stall reporter's record is the sign that the loop stayed blocked for longer
-        # than two ping intervals (its threshold is at least a second).
+        # The stall reporter's log line is the sign that the loop stayed blocked for
+        # longer than its threshold (half a second, ten ping intervals).
         assert journal.found.wait(20), "the stall reporter logged nothing"
         send_marker(notify_socket, "REPORTED")
         notify_socket.wait_for("REPORTED")
@@ -146,12 +148,15 @@ def test_a_blocked_loop_stops_the_pings_and_the_journal_shows_where(
         release.set()
         logger.removeHandler(journal)
         asyncio.run_coroutine_threadsafe(watchdog.stop(), loop).result(5)
+        asyncio.run_coroutine_threadsafe(stalls.stop(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
 
 
-async def _start(watchdog: Watchdog) -> None:
+async def _start(watchdog: Watchdog, stalls: StallReporter | None = None) -> None:
     watchdog.start()
+    if stalls is not None:
+        stalls.start()
 
 
 def test_watchdog_withholds_pings_while_a_health_check_fails(
@@ -194,7 +199,6 @@ def test_watchdog_withholds_pings_while_a_health_check_fails(
 
 
 def test_the_stall_reporter_records_how_long_where_and_whether_after_ready() -> None:
-    from gatewayd.runtime.stalls import StallReporter
 
     def waiting(seconds: float) -> None:
         time.sleep(seconds)  # the fault under test: a blocking call on the loop

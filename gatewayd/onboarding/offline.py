@@ -4,9 +4,10 @@
 A lost client link moves an ``online`` hub (or an unpaired one on its Wi-Fi) to ``offline``;
 a link that returns starts the cloud step again. While ``offline``, one task waits: for a hub
 with a saved Wi-Fi network, ``offline_grace`` and then the hotspot, with a client attempt
-every ``retry_interval``; for a hub paired without one (on Ethernet, no hotspot to show),
-the cloud step again after a jittered wait that doubles from ``CLOUD_RETRY_FIRST`` up to
-``retry_interval``, whenever there is an uplink. Every timer reads the machine's ``clock``
+every ``retry_interval``; for a hub paired without one (on Ethernet), the cloud step again
+after a jittered wait that doubles from ``CLOUD_RETRY_FIRST`` up to ``retry_interval``,
+whenever there is an uplink (the hotspot only if there has been none for
+``offline_grace``). Every timer reads the machine's ``clock``
 and waits with its ``sleep``.
 """
 
@@ -39,6 +40,7 @@ class OfflineHandling:
     sleep: Callable[[float], Awaitable[None]]
     rng: random.Random
     last_activity: float
+    offline_since: float | None
     _hotspot_wanted: bool
     _wifi_up: bool
     _cloud_retries: int
@@ -113,7 +115,7 @@ class OfflineHandling:
     async def _offline_loop(self) -> None:
         cfg = self.config.hotspot
         if self._cloud_only():
-            await self._retry_cloud(cfg.retry_interval)
+            await self._retry_cloud(cfg.retry_interval, cfg.offline_grace)
             return
         assert self.wifi is not None
         if not self._hotspot_wanted:
@@ -133,10 +135,13 @@ class OfflineHandling:
                 continue  # someone is on the hotspot portal right now
             await self._retry_saved()
 
-    async def _retry_cloud(self, cap: float) -> None:
+    async def _retry_cloud(self, cap: float, grace: float) -> None:
         """The cloud step again after a jittered, doubling wait (a fleet whose broker came
         back does not return in one wave); only with an uplink. Runs until the machine
-        leaves ``offline``: a failed retry comes back here and waits longer."""
+        leaves ``offline``: a failed retry comes back here and waits longer. A hub with
+        Wi-Fi whose cable stays out past ``grace`` shows its hotspot (re-pairing onto
+        Wi-Fi); a retry that succeeds once the cable is back takes it down."""
+        began = self.offline_since if self.offline_since is not None else self.clock()
         while self.state == State.OFFLINE:
             ceiling = min(cap, CLOUD_RETRY_FIRST * 2.0 ** min(self._cloud_retries, 30))
             await self.sleep(ceiling * self.rng.uniform(0.5, 1.0))
@@ -144,6 +149,13 @@ class OfflineHandling:
                 continue
             if not await self.has_uplink():
                 log.info("no uplink (Ethernet carrier down): cloud retry postponed")
+                if (self.wifi is not None and not self.wifi.hotspot_active
+                        and self.clock() - began >= grace):
+                    log.warning("no uplink for %.0fs: hotspot up for re-pairing", grace)
+                    self._hotspot_wanted = True
+                    await self._show_hotspot()
+                    self._tell_listeners()
+                    await self._notify_changed()
                 continue
             self._cloud_retries += 1
             await self._fire(Event.LINK_UP)

@@ -162,7 +162,7 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerAppl
         # open, its SQLite thread (not a daemon thread) keeps the process from exiting
         # after a SIGTERM (found by the chaos suite: a stop right after a restart hung).
         with contextlib.suppress(Exception):
-            await (await opening).shutdown(db=True)
+            await shutdown_controller(await opening)
         raise
     except Exception as exc:
         raise RadioError(f"cannot open the Zigbee database {state_dir / DB_FILE}: {exc}"
@@ -178,13 +178,46 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerAppl
         # close it, or every retry of an unplugged radio would leak a SQLite connection
         # and its thread.
         with contextlib.suppress(Exception):
-            await asyncio.shield(app.shutdown(db=True))
+            await asyncio.shield(shutdown_controller(app))
         if not isinstance(exc, Exception):
             raise
         raise _explain(cfg, path, exc) from exc
     log.info("zigbee: %s radio on %s up, channel %s, PAN 0x%04x", cfg.radio, path,
              app.state.network_info.channel, app.state.network_info.pan_id)
     return app
+
+
+SHUTDOWN_SECONDS = 10.0  # for the radio library to let go of the radio
+
+
+async def shutdown_controller(app: ControllerApplication,
+                              timeout: float = SHUTDOWN_SECONDS) -> None:
+    """``app.shutdown()``, bounded; the database is closed even if the radio side hangs.
+
+    bellows runs its serial side on an event loop in a thread of its own; when the
+    connection is lost that loop stops, and a disconnect handed to it in the moment
+    between its stop and its close is never run, so ``shutdown()`` would wait forever
+    (seen under load after a TCP drop: the radio never came back). zigpy closes the
+    database only after the disconnect, so on a timeout it is closed here, or its SQLite
+    thread (not a daemon thread) would keep the process from exiting.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await app.shutdown(db=True)
+        return
+    except TimeoutError:
+        log.warning("zigbee: the radio library did not let go of the radio within %g s; "
+                    "closing the database and going on", timeout)
+    except Exception:
+        log.exception("zigbee: radio shutdown failed")
+    listener: Any = app._dblistener  # zigpy declares it None until startup assigns it
+    if listener is None:
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            await listener.shutdown()
+    except Exception:
+        log.exception("zigbee: closing zigbee.db failed")
 
 
 def ncp_version(app: ControllerApplication) -> str | None:

@@ -302,6 +302,7 @@ class NcpServer:
         self.room = asyncio.Event()  # open while the line to the host is not backed up
         self.room.set()
         self._server: asyncio.Server | None = None
+        self._line_free = asyncio.Event()  # set (and replaced) when a host goes away
         ncp.on_reset_request = self._reset_requested
 
     def _reset_requested(self) -> None:
@@ -316,8 +317,13 @@ class NcpServer:
 
     def _protocol(self) -> asyncio.Protocol:
         if self.session is not None:
-            log.warning("ncp: a second host connection is refused (one host at a time)")
-            return _Refuse()
+            # A host that closed its connection and opens the next one at once can be
+            # accepted before its close is read (both are ready in one turn of the loop):
+            # the newcomer waits a moment for the line to be free before it is refused.
+            return _Waiting(self)
+        return self._open_session()
+
+    def _open_session(self) -> AshSession:
         self.session = AshSession(self)
         self.connected.set()
         return self.session
@@ -326,6 +332,8 @@ class NcpServer:
         if self.session is session:
             self.session = None
             self.connected.clear()
+            self._line_free.set()
+            self._line_free = asyncio.Event()
 
     async def stop(self) -> None:
         if self.session is not None:
@@ -392,6 +400,55 @@ class NcpServer:
         return data
 
 
-class _Refuse(asyncio.Protocol):
+HANDOVER_SECONDS = 1.0  # how long a second host waits for the first one to go away
+EARLY_BYTES = 4096  # what it may send meanwhile (a host sends one RST and waits)
+
+
+class _Waiting(asyncio.Protocol):
+    """A second host's connection: it becomes the session if the first host goes away
+    within :data:`HANDOVER_SECONDS` (what it sent meanwhile is kept), or is closed."""
+
+    def __init__(self, server: NcpServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.early: list[bytes] = []
+        self.session: AshSession | None = None
+        self._task: asyncio.Task[None] | None = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.close()
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._task = asyncio.get_running_loop().create_task(self._wait(self.server._line_free))
+
+    async def _wait(self, line_free: asyncio.Event) -> None:
+        try:
+            await asyncio.wait_for(line_free.wait(), HANDOVER_SECONDS)
+        except TimeoutError:
+            pass
+        if self.transport is None:
+            return  # gone while waiting
+        if self.server.session is not None:
+            log.warning("ncp: a second host connection is refused (one host at a time)")
+            self.transport.close()
+            return
+        self.session = self.server._open_session()
+        self.session.connection_made(self.transport)
+        for data in self.early:
+            self.session.data_received(data)
+        self.early.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.session is not None:
+            self.session.data_received(data)
+        elif sum(map(len, self.early)) + len(data) > EARLY_BYTES:
+            assert self.transport is not None
+            self.transport.abort()  # not a host waiting its turn
+        else:
+            self.early.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.session is not None:
+            self.session.connection_lost(exc)
+        elif self._task is not None:
+            self._task.cancel()
