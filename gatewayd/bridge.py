@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
 
     from gatewayd.zigbee.child import Child
+    from gatewayd.zigbee.fastpath import FastReports
     from gatewayd.zigbee.virtual.radio import VirtualNetwork
 from gatewayd.zigbee.alerts import Alerts
 from gatewayd.zigbee.availability import watch_availability
@@ -89,6 +90,7 @@ class ZigbeeBridge:
         self.permits = PermitJoin(cfg.permit_join_max,
                                   lambda seconds: self._hub_value("permitjoin", seconds))
         self._sim: SimLink | None = None
+        self.fast_reports: FastReports | None = None  # gatewayd/zigbee/fastpath.py
         self.hub_node = zigbee_node(self.cfg.permit_join_max, self)
         self.alerts = Alerts(lambda: hub.id if hub is not None else "hub")
 
@@ -175,8 +177,10 @@ class ZigbeeBridge:
             await self._down(app)
 
     async def _up(self, app: ControllerApplication) -> None:
+        from gatewayd.zigbee.fastpath import FastReports  # zigpy: only once a radio runs
         self.app = app
         self.last_error = None
+        self.fast_reports = FastReports.install(app)
         app.add_listener(self)
         for n, dev in enumerate(list(app.devices.values())):
             if n % RESTORE_BATCH == RESTORE_BATCH - 1:

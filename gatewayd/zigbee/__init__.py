@@ -4,11 +4,13 @@
 :mod:`~gatewayd.zigbee.child` turns a zigpy device into a Homie child;
 :mod:`~gatewayd.zigbee.radio` selects and starts the radio library;
 :mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes;
+:mod:`~gatewayd.zigbee.fastpath` takes attribute reports on mapped clusters past zigpy's
+general-purpose parsing;
 :mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP emulator's control port or
 the virtual radio) for ``gatewayctl zigbee sim``. The virtual radio and the device model
 live in :mod:`gatewayd.zigbee.virtual`.
 
-Modules that import zigpy (``radio`` once it starts a controller, ``child``, and the
+Modules that import zigpy (``radio`` once it starts a controller, ``child``, ``fastpath``, and the
 simulated radio) are imported only when Zigbee is enabled; the bridge loads them lazily.
 Nothing is imported from this package's ``__init__`` on purpose.
 

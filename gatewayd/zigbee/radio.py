@@ -87,7 +87,7 @@ def preload(radio: str) -> None:
     except RadioError:
         return
     for module in ("zigpy.device", "zigpy.types", "zigpy.util", "zigpy.zcl.clusters",
-                   "gatewayd.zigbee.child"):
+                   "gatewayd.zigbee.child", "gatewayd.zigbee.fastpath"):
         importlib.import_module(module)
 
 

@@ -1,0 +1,246 @@
+"""The attribute-report fast path (gatewayd/zigbee/fastpath.py) against zigpy itself.
+
+On both radios, every attribute the mapping table reads is reported with edge values,
+once through zigpy's own ``packet_received`` and once through the fast path; both must
+leave the same attribute cache, emit the same events (type and value types included),
+tell the application listeners the same, and give the bridge the same values to publish.
+Frames the fast path does not reproduce exactly must be refused before anything changes,
+and then be zigpy's to handle (or drop, if malformed).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import zigpy.types as t
+from zigpy.zcl import foundation
+
+from gatewayd.zigbee import fastpath, mapping
+from gatewayd.zigbee.fastpath import FastReports
+from tests.helpers import run_async
+from tests.test_bridge import dev_id, join, started
+from tests.zigbee_radios import RADIOS, Radio
+
+pytestmark = pytest.mark.timeout(120)
+
+KINDS = ("plug", "light", "th-sensor", "motion", "contact")
+EVENTS = ("attribute_report", "attribute_updated", "attribute_cleared", "attribute_read")
+_tsn = itertools.count(1)
+
+
+@pytest.fixture(params=RADIOS)
+def radio(request: pytest.FixtureRequest, tmp_path: Any) -> Radio:
+    return Radio(request.param, tmp_path)
+
+
+def edge_values(type_id: int) -> list[int]:
+    size, signed = fastpath._INT_TYPES[type_id]
+    if type_id == 0x10:
+        return [0, 1]
+    bits = 8 * size
+    lo, hi = (-(1 << bits - 1), (1 << bits - 1) - 1) if signed else (0, (1 << bits) - 1)
+    return sorted({lo, lo + 1, -1 if signed else 1, 0, 1, 2, 0x7F & hi, hi - 1, hi,
+                   hi // 3})
+
+
+def encode(attrid: int, type_id: int, value: int) -> bytes:
+    size, signed = fastpath._INT_TYPES[type_id]
+    return (attrid.to_bytes(2, "little") + bytes([type_id])
+            + value.to_bytes(size, "little", signed=signed))
+
+
+def report(records: bytes, *, frame_control: int = 0x18, command: int = 0x0A) -> bytes:
+    return bytes([frame_control, next(_tsn) & 0xFF, command]) + records
+
+
+def packet(dev: Any, ep: int, cluster: int, data: bytes, profile: int = 0x0104) -> Any:
+    return t.ZigbeePacket(
+        src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=dev.nwk), src_ep=ep,
+        dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=0x0000), dst_ep=1,
+        tsn=next(_tsn) & 0xFF, profile_id=profile, cluster_id=cluster,
+        data=t.SerializableBytes(data), lqi=123, rssi=-60)
+
+
+class Watch:
+    """What one frame did: events of every mapped cluster, application listener calls,
+    and what the bridge was handed to publish."""
+
+    def __init__(self, bridge: Any, pub: Any) -> None:
+        self.bridge, self.pub = bridge, pub
+        self.events: list[tuple[str, Any, type, type]] = []
+        self.messages: list[tuple[Any, ...]] = []
+        self.mark = 0
+        bridge.app.add_listener(self)
+        for child in bridge.children.values():
+            for binding in child.plan.bindings:
+                cluster = child._cluster(binding)
+                for name in EVENTS:
+                    cluster.on_event(name, self._event)
+
+    def _event(self, event: Any) -> None:
+        self.events.append((event.event_type, event, type(getattr(event, "raw_value", None)),
+                            type(event.value)))
+
+    def handle_message(self, *args: Any) -> None:
+        data = args[-1]  # the ZCL sequence number differs, or zigpy drops a duplicate
+        self.messages.append((*args[:-1], data[:1] + data[2:]))
+
+    def start(self) -> None:
+        self.events.clear()
+        self.messages.clear()
+        self.bridge.coalescer.pending.clear()
+        self.mark = len(self.pub.log)
+
+    def outcome(self, cluster: Any, names: list[str]) -> dict[str, Any]:
+        handed = dict(self.bridge.coalescer.pending)
+        handed.update({(e[1], e[2]): e[3] for e in self.pub.log[self.mark:] if e[0] == "value"})
+        cache = {n: (cluster.get(n), type(cluster.get(n))) for n in names}
+        return {"events": list(self.events), "messages": list(self.messages),
+                "handed": {k: (v, type(v)) for k, v in handed.items()}, "cache": cache}
+
+
+def both_paths(fast: FastReports, watch: Watch, dev: Any, ep: int, cluster: Any,
+               records: bytes, names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    watch.start()
+    dev.lqi = 200  # what the listeners see before the frame's own LQI is stored
+    fast.zigpy_packet_received(packet(dev, ep, cluster.cluster_id, report(records)))
+    by_zigpy = watch.outcome(cluster, names)
+    watch.start()
+    dev.lqi = 200
+    taken = fast.taken
+    assert fast.take(packet(dev, ep, cluster.cluster_id, report(records)))
+    assert fast.taken == taken + 1
+    return by_zigpy, watch.outcome(cluster, names)
+
+
+def test_fast_path_equals_zigpy_over_the_mapping_table(radio: Radio) -> None:
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio, min_interval=3600.0)
+            for kind in KINDS:
+                await join(bridge, pub, kind, "sleeping" if kind in (
+                    "th-sensor", "motion", "contact") else "ready")
+            fast = bridge.fast_reports
+            assert fast is not None
+            watch = Watch(bridge, pub)
+            covered: set[tuple[int, str]] = set()
+            for child in bridge.children.values():
+                for binding in child.plan.bindings:
+                    if not binding.cmap.server:
+                        continue
+                    cluster = child._cluster(binding)
+                    attrs = [cluster.find_attribute(p.attribute)
+                             for p in binding.cmap.properties(child._getter(cluster))
+                             if p.attribute]
+                    names = [a.name for a in attrs]
+                    for attr in attrs:
+                        tid = int(attr.zcl_type)
+                        for value in edge_values(tid):
+                            by_zigpy, by_fast = both_paths(
+                                fast, watch, child.device, binding.endpoint, cluster,
+                                encode(int(attr.id), tid, value), names)
+                            assert by_fast == by_zigpy, (attr.name, value)
+                            assert by_fast["events"] and by_fast["messages"]
+                        covered.add((binding.cmap.cluster_id, attr.name))
+                    # All of a cluster's attributes in one frame.
+                    frame = b"".join(encode(int(a.id), int(a.zcl_type), 1) for a in attrs)
+                    by_zigpy, by_fast = both_paths(fast, watch, child.device,
+                                                   binding.endpoint, cluster, frame, names)
+                    assert by_fast == by_zigpy
+            table = {(m.cluster_id, p.attribute) for m in mapping.TABLE if m.server
+                     for p in (*m.props, *m.default_variant,
+                               *itertools.chain(*m.variants.values())) if p.attribute}
+            assert covered == table  # every attribute the bridge maps was compared
+            await bridge.stop()
+
+    run_async(main(), timeout=90.0)
+
+
+def _refused(fast: FastReports, cluster: Any, dev: Any, ep: int, pkt: Any,
+             what: str = "") -> None:
+    names = [a.name for a in cluster.attributes.values()]
+    before = ({n: cluster.get(n) for n in names}, dev.last_seen, dev.lqi, dev.rssi)
+    taken = fast.taken
+    assert not fast.take(pkt), what
+    assert fast.taken == taken
+    assert ({n: cluster.get(n) for n in names}, dev.last_seen, dev.lqi, dev.rssi) == before, \
+        what
+
+
+def test_frames_it_does_not_reproduce_are_refused_without_effect(radio: Radio) -> None:
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio, min_interval=3600.0)
+            plug = bridge.children[await join(bridge, pub, "plug")]
+            fast = bridge.fast_reports
+            assert fast is not None
+            dev = plug.device
+            meter = dev.endpoints[1].in_clusters[0x0B04]
+            power = meter.find_attribute("active_power")  # int16
+            good = encode(int(power.id), 0x29, 1234)
+            bad_frames = {
+                "truncated header": b"\x18\x01",
+                "no records": report(b""),
+                "truncated record": report(good[:-1]),
+                "record without a value": report(good[:3]),
+                "bytes left over": report(good + b"\x00"),
+                "wrong wire type": report(encode(int(power.id), 0x21, 1234)),
+                "unknown type": report(good[:2] + b"\xff\x00\x00"),
+                "a string": report(good[:2] + b"\x42\x02hi"),
+                "a float": report(good[:2] + b"\x39" + bytes(4)),
+                "unknown attribute": report(encode(0x7777, 0x29, 1)),
+                "default response wanted": report(good, frame_control=0x08),
+                "manufacturer-specific": report(good, frame_control=0x1C),
+                "cluster command": report(good, frame_control=0x19),
+                "read attributes response": report(good, command=0x01),
+            }
+            for what, data in bad_frames.items():
+                _refused(fast, meter, dev, 1, packet(dev, 1, 0x0B04, data), what)
+            on_off = dev.endpoints[1].in_clusters[0x0006]
+            bool2 = report(encode(int(on_off.find_attribute("on_off").id), 0x10, 0)[:-1]
+                           + b"\x02")
+            _refused(fast, on_off, dev, 1, packet(dev, 1, 0x0006, bool2))
+            basic = dev.endpoints[1].in_clusters[0x0000]  # not mapped
+            _refused(fast, basic, dev, 1, packet(dev, 1, 0x0000, report(
+                b"\x00\x00\x20\x03")))
+            _refused(fast, meter, dev, 1, packet(dev, 1, 0x0B04, report(good), profile=0xC05E))
+            _refused(fast, meter, dev, 1, packet(dev, 9, 0x0B04, report(good)))  # no such ep
+            stranger = packet(dev, 1, 0x0B04, report(good))
+            stranger.src.address = t.NWK(0x7A7A)  # nobody has this address
+            _refused(fast, meter, dev, 1, stranger)
+
+            # Malformed frames through the whole path: zigpy drops them, nothing changes.
+            cached = meter.get("active_power")
+            for what in ("truncated record", "record without a value"):
+                bridge.app.packet_received(packet(dev, 1, 0x0B04, bad_frames[what]))
+                assert meter.get("active_power") == cached, what
+            # A good one through the whole path is the fast path's.
+            taken = fast.taken
+            bridge.app.packet_received(packet(dev, 1, 0x0B04, report(good)))
+            assert fast.taken == taken + 1 and meter.get("active_power") == 1234
+            await bridge.stop()
+
+    run_async(main(), timeout=60.0)
+
+
+def test_off_on_another_zigpy_version(radio: Radio, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastpath, "ZIGPY_VERSION", "0.0.0")
+
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            assert bridge.fast_reports is None
+            ieee = await join(bridge, pub, "th-sensor", "sleeping")
+            await bridge.sim.call("report", {"ieee": ieee, "cluster": "temperature",
+                                             "attributes": {"measured_value": 2345}})
+            await pub.until(lambda: pub.value(dev_id(ieee), "sensor/temperature") == 23.45)
+            await bridge.stop()
+
+    run_async(main(), timeout=60.0)
+
+
+def test_mapped_clusters_are_the_tables_server_clusters() -> None:
+    assert fastpath.mapped_clusters() == {m.cluster_id for m in mapping.TABLE if m.server}
+    assert foundation.GeneralCommand.Report_Attributes == fastpath.REPORT_ATTRIBUTES
