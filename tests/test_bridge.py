@@ -428,7 +428,8 @@ def test_unplugged_radio_recovers_without_restart(radio: Radio) -> None:
             with pytest.raises(homie.CommandError) as err:
                 await on_set(pub, dev_id(plug), "switch/on-off")(True)
             assert err.value.code == "UNREACHABLE"
-            await pub.until(lambda: radio.unplugged_error in (bridge.last_error or ""))
+            # The first retry after the loss: a bounded shutdown, then the refusal.
+            await pub.until(lambda: radio.unplugged_error in (bridge.last_error or ""), 20)
 
             await sim(bridge, "replug")
             await pub.state(dev_id(plug), "ready")
