@@ -75,9 +75,8 @@ class ZigbeeBridge:
         self.publisher = publisher
         self.hub = hub
         self.retry_min, self.retry_max = retry_min, retry_max
-        self.availability_interval = availability_interval
+        self.availability_interval, self.shutdown_timeout = availability_interval, shutdown_timeout
         self.mains_timeout, self.battery_timeout = mains_timeout, battery_timeout
-        self.shutdown_timeout = shutdown_timeout
         self.app: ControllerApplication | None = None
         self.children: dict[str, Child] = {}
         self.last_error: str | None = None
