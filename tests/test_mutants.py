@@ -50,7 +50,7 @@ SAMPLE = [
            "tests/test_ble_secure.py::"
            "test_a_second_pair_request_during_an_attempt_is_busy_not_already_paired"),
     Mutant("the hotspot vanishes under a person typing in the panel",
-           "gatewayd/onboarding/machine.py",
+           "gatewayd/onboarding/offline.py",
            "            if self.clock() - self.last_activity < cfg.retry_interval:\n"
            "                continue  # someone is on the hotspot portal right now\n", "",
            "tests/test_onboarding_machine.py::"
