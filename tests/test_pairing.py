@@ -186,6 +186,9 @@ class StubOnboarding:
     def progress(self) -> Any:
         return progress("connecting" if self.busy else "unpaired")
 
+    async def settle(self, timeout: float) -> None:
+        return None  # no transition is ever under way here
+
 
 def test_the_front_door_checks_busy_then_open_then_valid() -> None:
     async def main() -> None:
