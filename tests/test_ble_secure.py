@@ -634,6 +634,44 @@ def test_a_broken_stream_is_answered_in_the_phones_session() -> None:
     run(scenario())
 
 
+def test_a_message_that_is_not_a_request_is_refused_by_name_and_ends_the_session() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        for body, text in ((b"{not json", "message is not JSON"),
+                           (b'["pair"]', 'message needs a "type"'),
+                           (b'{"id": 1}', 'message needs a "type"')):
+            channel, _ = await hub.session()
+            answer = await hub.send(channel.seal(body))
+            assert answer.sid == channel.sid
+            assert error_of(answer) == (ErrorCode.MALFORMED, 3, text)
+            assert hub.service.status()["session"] is None
+
+    run(scenario())
+
+
+class FaultyHost(FakeHost):
+    def secure_networks(self) -> list[dict[str, Any]]:
+        raise RuntimeError("scan result unreadable: /org/freedesktop/NetworkManager/AP/7")
+
+
+def test_a_fault_in_the_hub_is_an_internal_error_in_the_phones_session() -> None:
+    """No traceback text reaches the phone, and the phone's session ends (not the
+    service): a new handshake works."""
+    async def scenario() -> None:
+        hub = Hub()
+        hub.host = hub.service.host = FaultyHost()  # type: ignore[assignment]
+        channel, _ = await hub.session()
+        request = secure_protocol.encode_message({"type": "networks", "id": 1})
+        answer = await hub.send(channel.seal(request))
+        assert answer.sid == channel.sid
+        assert error_of(answer) == (ErrorCode.UNEXPECTED, 3, "internal error")
+        assert hub.service.status()["session"] is None
+        channel, info = await hub.session()
+        assert info["device_id"] == DEVICE_ID
+
+    run(scenario())
+
+
 def test_each_protocol_error_tells_the_phone_what_went_wrong() -> None:
     """The error frames' codes, attempts left and texts, as a phone shows them."""
     async def scenario() -> None:
