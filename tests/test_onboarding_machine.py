@@ -1047,3 +1047,41 @@ def test_the_daemons_own_jitter_drives_an_ethernet_hubs_cloud_retry(tmp_path: Pa
             await ob.stop()
 
     run(scenario())
+
+
+class SlowToHangUp(StubCloud):
+    """A cloud link whose disconnect waits for the test: the failed attempt's ending (it
+    hangs up, then fires the failure event) is held after progress shows the failure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hang_up = asyncio.Event()
+
+    async def disconnect(self) -> None:
+        await self.hang_up.wait()
+        await super().disconnect()
+
+
+def test_a_retry_while_the_failed_attempt_is_ending_is_taken_not_busy(tmp_path: Path) -> None:
+    """An app retries the moment progress shows the failure: the request waits for the
+    attempt's ending and is taken (issue 18), instead of answering "busy"."""
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), SlowToHangUp()
+        cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")
+        async with machine(cfg, st, wifi, cloud) as ob:
+            service = PairingService(ob, cfg.cloud)
+            await service.submit(PAIR, "test")
+            await until(ob, lambda: ob.progress().last_failure is not None)
+            assert ob.busy  # still ending: hanging up
+            cloud.next_failure = None
+            retry = asyncio.create_task(service.submit(PAIR, "test"))
+            # Set after the retry was scheduled: the ending finishes while it waits.
+            cloud.hang_up.set()
+            progress = await retry
+            assert progress.state == "connecting" and service.refusals == {}
+            await until(ob, settled(ob, State.ONLINE))
+
+    run(scenario())
