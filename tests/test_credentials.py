@@ -287,6 +287,14 @@ def test_an_account_email_of_254_characters_is_the_longest() -> None:
         check_wsp(longer)  # 255, every part of it well-formed: refused for its length alone
 
 
+def test_a_root_topic_starting_with_a_dollar_is_refused() -> None:
+    for topic in ("$SYS", "$", "$share"):
+        with pytest.raises(InvalidField) as refused:
+            check_root_topic(topic)
+        assert refused.value.field == "rootTopic"
+        assert refused.value.message == "must not start with '$' (the broker's own topics)"
+
+
 def test_root_topics_may_hold_any_printable_text() -> None:
     # A '$' inside is fine; a leading one is refused (test_hardening_http: the broker's own).
     for topic in ("Xiaomi", "acme home", "ÄÖÜ", "a.b-c_d", "a$b"):

@@ -174,9 +174,10 @@ def test_every_refusal_has_its_own_status_and_code() -> None:
 class StubOnboarding:
     """The state machine as the front door sees it: two flags and a record of attempts."""
 
-    def __init__(self, *, open: bool = True, busy: bool = False) -> None:
+    def __init__(self, *, open: bool = True, busy: bool = False, uplink: bool = True) -> None:
         self.pairing_open = open
         self.busy = busy
+        self.uplink = uplink  # on a network (Ethernet, or a client of its Wi-Fi)
         self.begun: list[PairingRequest] = []
 
     async def begin(self, request: PairingRequest) -> None:
@@ -188,6 +189,9 @@ class StubOnboarding:
 
     async def settle(self, timeout: float) -> None:
         return None  # no transition is ever under way here
+
+    async def has_uplink(self) -> bool:
+        return self.uplink
 
 
 def test_the_front_door_checks_busy_then_open_then_valid() -> None:
@@ -220,6 +224,27 @@ def test_the_front_door_checks_busy_then_open_then_valid() -> None:
         assert service.status() == {"open": True, "accepted": 1, "refused": {
             "busy": 1, "invalid": 1, "not-in-pairing-mode": 1}}
         assert service.progress().state == "unpaired" and service.open
+
+    run_async(main(), timeout=10.0)
+
+
+def test_no_wifi_pairing_needs_a_hub_that_is_on_a_network() -> None:
+    async def main() -> None:
+        machine = StubOnboarding(uplink=False)  # a Wi-Fi hub on its own hotspot
+        service = PairingService(machine, NO_PRESETS)  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequest) as refused:
+            await service.submit(CLOUD_FIELDS, "http")
+        assert refused.value.field == "ssid" and refused.value.message == (
+            "ssid: this hub is not on a network yet: send the Wi-Fi network (ssid and psk) "
+            "with the account")
+        assert machine.begun == [] and service.refusals == {"invalid": 1}
+        await service.submit(FIELDS, "http")  # with its network: taken
+        machine.busy, machine.uplink = False, True
+        await service.submit(CLOUD_FIELDS, "http")  # on Ethernet: "No Wi-Fi" is fine
+        assert [r.wifi is None for r in machine.begun] == [False, True]
+        hubless = PairingService(StubOnboarding(uplink=False), NO_PRESETS,  # type: ignore[arg-type]
+                                 wifi_enabled=False)
+        await hubless.submit(CLOUD_FIELDS, "http")  # no Wi-Fi to set up: nothing to ask
 
     run_async(main(), timeout=10.0)
 
