@@ -249,6 +249,41 @@ def test_no_wifi_pairing_needs_a_hub_that_is_on_a_network() -> None:
     run_async(main(), timeout=10.0)
 
 
+def test_a_provisioned_hubs_front_door_names_what_is_wrong_with_a_wifi_request() -> None:
+    """[provisioning] mode token/enroll: each refusal names its field, and an accepted
+    request keeps its entry point."""
+    service = PairingService(StubOnboarding(), NO_PRESETS,  # type: ignore[arg-type]
+                             provisioning="token")
+    why = "this hub gets its cloud account from its platform ([provisioning] mode token)"
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({}, "ssid", f"ssid: {why}; a request can only give it a Wi-Fi network"),
+        ({"ssid": "", "psk": None}, "ssid",
+         f"ssid: {why}; a request can only give it a Wi-Fi network"),
+        ({"ssid": "Cafe"}, "psk", "psk: is required with ssid (empty for an open network)"),
+        ({"psk": "supersecret"}, "ssid", "ssid: is required when psk is given"),
+    ]
+    for fields, field, message in cases:
+        with pytest.raises(InvalidRequest) as refused:
+            service.parse(fields, "ble-improv")
+        assert (refused.value.field, refused.value.message) == (field, message), fields
+    request = service.parse({"ssid": "HomeNet", "psk": "supersecret", "wsp": ""}, "ble-improv")
+    assert request.wifi == WifiCredentials("HomeNet", "supersecret") and request.cloud is None
+    assert request.source == "ble-improv"  # an empty cloud field is no cloud field
+    ethernet = PairingService(StubOnboarding(), NO_PRESETS,  # type: ignore[arg-type]
+                              provisioning="enroll", wifi_enabled=False)
+    with pytest.raises(InvalidRequest) as refused:
+        ethernet.parse({"ssid": "HomeNet", "psk": "supersecret"}, "api")
+    assert refused.value.field == "ssid"
+
+
+def test_account_presets_apply_to_a_pairing_hub() -> None:
+    presets = CloudConfig(wsp="v@example.com", token="t", host="broker.example")
+    service = PairingService(StubOnboarding(), presets)  # type: ignore[arg-type]
+    request = service.parse({"ssid": "HomeNet", "psk": "supersecret"}, "http")
+    assert request.cloud is not None and request.cloud.wsp == "v@example.com"
+    assert request.cloud.host == "broker.example"
+
+
 def test_secrets_are_handed_to_the_log_redactor_as_soon_as_they_are_read() -> None:
     told: list[str] = []
     service = PairingService(StubOnboarding(), NO_PRESETS,  # type: ignore[arg-type]
