@@ -261,9 +261,11 @@ def test_each_part_of_the_state_is_checked(tmp_path: Path, change: dict[str, obj
                                            reason: str) -> None:
     data = _valid(tmp_path)
     data.update(change)
+    path = tmp_path / "state.json"
     with pytest.raises(StateError) as info:
-        parse_state(tmp_path / "state.json", json.dumps(data).encode())
+        parse_state(path, json.dumps(data).encode())
     assert info.value.key == key and reason in info.value.reason
+    assert info.value.file == path  # the message names the file to look at
 
 
 def test_a_pending_release_survives_a_restart_and_a_pairing_ends_it(tmp_path: Path) -> None:
@@ -287,7 +289,7 @@ def test_a_pending_release_survives_a_restart_and_a_pairing_ends_it(tmp_path: Pa
                 {"cloud": {**data["cloud"], "port": 0}, "devices": [], "since": 1.0}):  # type: ignore[dict-item]
         with pytest.raises(StateError) as info:
             parse_state(tmp_path / "x", json.dumps({**data, "release": bad}).encode())
-        assert info.value.key.startswith("release.")
+        assert info.value.key.startswith("release.") and info.value.file == tmp_path / "x"
 
 
 def test_a_reset_of_a_corrupt_file_keeps_it_aside_and_starts_fresh(tmp_path: Path) -> None:
@@ -381,3 +383,63 @@ def test_atomic_writes_leave_nothing_behind_when_they_fail(tmp_path: Path) -> No
     assert not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(FileNotFoundError):
         atomic_write(tmp_path / "missing" / "f.json", b"x")
+
+
+OPERATION = {"id": "0123456789abcdef" * 2, "key": "ab" * 32, "started": 1700000000.5}
+REGISTRATION = {"mode": "token", "device_id": "dc-a6-32-00-00-01", "issued_at": 1700000000.0,
+                "expires_at": 1700086400.0}
+REG = "provisioning.registration"
+
+
+@pytest.mark.parametrize(("provisioning", "key", "reason"), [
+    ("token", "provisioning", "must be an object"),
+    ({"operation": []}, "provisioning.operation", "must be an object"),
+    ({"operation": {**OPERATION, "id": "0" * 31}}, "provisioning.operation.id",
+     "must be 32 hex digits"),
+    ({"operation": {**OPERATION, "id": 7}}, "provisioning.operation.id", "must be 32 hex digits"),
+    ({"operation": {**OPERATION, "key": "AB" * 32}}, "provisioning.operation.key",
+     "must be 64 hex digits"),
+    ({"operation": {**OPERATION, "key": None}}, "provisioning.operation.key",
+     "must be 64 hex digits"),
+    ({"operation": {**OPERATION, "started": "soon"}}, "provisioning.operation.started",
+     "must be a number"),
+    ({"operation": {**OPERATION, "started": True}}, "provisioning.operation.started",
+     "must be a number"),
+    ({"registration": "x"}, REG, "must be an object"),
+    ({"registration": {**REGISTRATION, "mode": "pairing"}}, f"{REG}.mode",
+     'must be "token" or "enroll"'),
+    ({"registration": {**REGISTRATION, "device_id": "Bad Id"}}, f"{REG}.device_id",
+     "must be a device id"),
+    ({"registration": {**REGISTRATION, "device_id": 5}}, f"{REG}.device_id",
+     "must be a device id"),
+    ({"registration": {**REGISTRATION, "issued_at": None}}, f"{REG}.issued_at",
+     "must be a number"),
+    ({"registration": {**REGISTRATION, "expires_at": "never"}}, f"{REG}.expires_at",
+     "must be a number"),
+])
+def test_each_part_of_the_provisioning_state_is_checked_by_name(
+        tmp_path: Path, provisioning: object, key: str, reason: str) -> None:
+    data = _valid(tmp_path)
+    data["provisioning"] = provisioning
+    path = tmp_path / "state.json"
+    with pytest.raises(StateError) as info:
+        parse_state(path, json.dumps(data).encode())
+    assert (info.value.file, info.value.key, info.value.reason) == (path, key, reason)
+
+
+def test_a_provisioned_state_reads_back_whole(tmp_path: Path) -> None:
+    from gatewayd.state import Operation, Registration
+
+    data = _valid(tmp_path)
+    data["provisioning"] = {"operation": OPERATION,
+                            "registration": {**REGISTRATION, "mode": "enroll",
+                                             "expires_at": None}}
+    state = parse_state(tmp_path / "state.json", json.dumps(data).encode())
+    assert state.operation == Operation(OPERATION["id"], bytes.fromhex("ab" * 32),
+                                        1700000000.5)
+    assert state.registration == Registration("enroll", "dc-a6-32-00-00-01", 1700000000.0,
+                                              None)
+    del data["cloud"]  # a registration stands for the credentials it issued
+    with pytest.raises(StateError) as info:
+        parse_state(tmp_path / "state.json", json.dumps(data).encode())
+    assert (info.value.key, info.value.reason) == (REG, "present without credentials")
