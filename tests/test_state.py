@@ -5,6 +5,8 @@ import os
 import random
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -163,10 +165,19 @@ def test_the_next_start_removes_temp_files_of_writers_that_died(tmp_path: Path) 
     StateStore(tmp_path).open()
     stale = tmp_path / f".state.json.{_dead_pid()}.tmp"
     stale.write_bytes(b'{"cloud": {"token": "the old account\'s"}}')
-    running = tmp_path / f".state.json.{os.getppid()}.tmp"  # e.g. gatewayctl, writing now
-    running.write_bytes(b"{")
-    StateStore(tmp_path).open()
-    assert not stale.exists() and running.exists()
+    # Another writer, still running (e.g. gatewayctl): a child of ours, so that asking
+    # whether it runs can be seen not to disturb it (it exits 0 at the end of its stdin).
+    writer = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                              stdin=subprocess.PIPE)
+    try:
+        running = tmp_path / f".state.json.{writer.pid}.tmp"
+        running.write_bytes(b"{")
+        StateStore(tmp_path).open()
+        assert not stale.exists() and running.exists()
+    finally:
+        assert writer.stdin is not None
+        writer.stdin.close()
+        assert writer.wait(30) == 0, "the running writer was signalled"
     assert StateStore(tmp_path).reset().cloud is None
 
 
