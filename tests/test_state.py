@@ -454,3 +454,31 @@ def test_a_provisioned_state_reads_back_whole(tmp_path: Path) -> None:
     with pytest.raises(StateError) as info:
         parse_state(tmp_path / "state.json", json.dumps(data).encode())
     assert (info.value.key, info.value.reason) == (REG, "present without credentials")
+
+
+def test_a_state_file_from_before_the_optional_fields_reads_with_their_defaults(
+        tmp_path: Path) -> None:
+    data = _valid(tmp_path)
+    assert isinstance(data["cloud"], dict) and isinstance(data["wifi"], dict)
+    for key in ("mqtts_port", "root_topic", "mqtt_user"):
+        data["cloud"].pop(key, None)
+    data["wifi"].pop("hidden", None)
+    state = parse_state(tmp_path / "state.json", json.dumps(data).encode())
+    assert state.cloud is not None and state.wifi is not None
+    assert (state.cloud.mqtts_port, state.cloud.root_topic, state.cloud.mqtt_user) == (0, "", "")
+    assert state.wifi.hidden is False
+    data["cloud"].update(mqtts_port=8883, root_topic="acme", mqtt_user="vendor-7")
+    data["wifi"]["hidden"] = True
+    state = parse_state(tmp_path / "state.json", json.dumps(data).encode())
+    assert state.cloud is not None and state.wifi is not None and state.wifi.hidden
+    assert (state.cloud.mqtts_port, state.cloud.root_topic, state.cloud.mqtt_user) == (
+        8883, "acme", "vendor-7")
+
+
+def test_setup_codes_are_drawn_from_all_eight_digit_numbers() -> None:
+    from gatewayd.state import new_setup_code
+
+    codes = [new_setup_code() for _ in range(20)]
+    assert all(len(code) == 8 and code.isdigit() for code in codes)
+    # 20 draws below 10**6 out of 10**8: a chance of 10**-40 with the whole range.
+    assert max(int(code) for code in codes) >= 10**6
