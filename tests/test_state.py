@@ -482,3 +482,22 @@ def test_setup_codes_are_drawn_from_all_eight_digit_numbers() -> None:
     assert all(len(code) == 8 and code.isdigit() for code in codes)
     # 20 draws below 10**6 out of 10**8: a chance of 10**-40 with the whole range.
     assert max(int(code) for code in codes) >= 10**6
+
+
+def test_a_pending_release_keeps_the_whole_account_it_is_owed_to(tmp_path: Path) -> None:
+    from gatewayd.state import Release
+
+    full = CloudCredentials(wsp="user@example.com", token="t0k-secret", host="127.0.0.1",
+                            port=1883, mqtts_port=8883, root_topic="acme", mqtt_user="vendor-7")
+    store = StateStore(tmp_path)
+    store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    store.commit_pairing(WIFI, full)
+    store.reset(Release(full, ("dc-a6-32-00-00-01",), 1700000000.5))
+    again = StateStore(tmp_path).open()
+    assert again.release is not None and again.release.cloud == full
+    data = json.loads(store.path.read_text())
+    for key in ("mqtts_port", "root_topic", "mqtt_user"):
+        del data["release"]["cloud"][key]  # written before these fields existed
+    old = parse_state(store.path, json.dumps(data).encode())
+    assert old.release is not None and old.release.cloud == CloudCredentials(
+        wsp="user@example.com", token="t0k-secret", host="127.0.0.1", port=1883)
