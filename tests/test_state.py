@@ -501,3 +501,13 @@ def test_a_pending_release_keeps_the_whole_account_it_is_owed_to(tmp_path: Path)
     old = parse_state(store.path, json.dumps(data).encode())
     assert old.release is not None and old.release.cloud == CloudCredentials(
         wsp="user@example.com", token="t0k-secret", host="127.0.0.1", port=1883)
+
+
+def test_a_reset_forgets_when_the_hub_was_paired(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    assert store.commit_pairing(WIFI, CLOUD).paired_at is not None
+    store.reset()
+    again = StateStore(tmp_path).open()
+    assert again.paired_at is None and again.cloud is None and again.wifi is None
+    assert again.redacted().get("paired_at") is None
