@@ -163,17 +163,24 @@ def test_the_next_start_removes_temp_files_of_writers_that_died(tmp_path: Path) 
     suite found them after restarts). The next open removes it; a writer that is still
     running keeps its own."""
     StateStore(tmp_path).open()
-    stale = tmp_path / f".state.json.{_dead_pid()}.tmp"
-    stale.write_bytes(b'{"cloud": {"token": "the old account\'s"}}')
+    dead = _dead_pid()
+    stale = [tmp_path / f".{name}.{dead}.tmp" for name in ("state.json", "a", "b", "c")]
+    for path in stale:
+        path.write_bytes(b'{"cloud": {"token": "the old account\'s"}}')
     # Another writer, still running (e.g. gatewayctl): a child of ours, so that asking
-    # whether it runs can be seen not to disturb it (it exits 0 at the end of its stdin).
-    writer = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                              stdin=subprocess.PIPE)
+    # whether it runs can be seen not to disturb it. It takes SIGHUP's default action back
+    # (a nohup'd runner passes it on ignored), says so, and exits 0 at the end of its stdin.
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGHUP, "
+         "signal.SIG_DFL); print('ready', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
+        assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
         running = tmp_path / f".state.json.{writer.pid}.tmp"
         running.write_bytes(b"{")
         StateStore(tmp_path).open()
-        assert not stale.exists() and running.exists()
+        # Every dead writer's file goes, whatever the order the directory lists them in.
+        assert not any(path.exists() for path in stale) and running.exists()
     finally:
         assert writer.stdin is not None
         writer.stdin.close()
