@@ -370,9 +370,12 @@ def test_window_counts_down_can_be_extended_and_reopens_after_a_reset(
             await clock.sleeps(1)
             assert ble.status()["window"] == {"open": True, "opened_by": "boot",
                                               "closes_in": 600.0, "closed_reason": None}
+            status = ble.status()  # what gatewayctl status shows, beside the window
+            assert status["enabled"] is True and status["adapter"] == cfg.ble.adapter
+            assert status["name"] == HUB_NAME and status["secure"] == ble.secure.status()
             clock.advance(100.1)
             assert ble.status()["window"]["closes_in"] == 499.9
-            await ble.open_window("control", seconds=60.0)  # a shorter window from now
+            await ble.open_window(seconds=60.0)  # a shorter window from now (the control API)
             await clock.sleeps(2)
             assert ble.status()["window"]["closes_in"] == 60.0
             assert ble.status()["window"]["opened_by"] == "control"
@@ -469,8 +472,9 @@ def test_disabled_ble_registers_nothing_and_refuses_to_open(tmp_path: Path) -> N
         ble = BleCommissioner(cfg, IDENTITY, store, onboarding, pairing)
         await ble.start()
         assert ble.status() == {"enabled": False} and ble.peripheral is None
-        with pytest.raises(BleUnavailable):
+        with pytest.raises(BleUnavailable) as refused:
             await ble.open_window()
+        assert str(refused.value) == "BLE commissioning is disabled ([ble] enabled = false)"
         await ble.stop()
 
     run(scenario())

@@ -28,7 +28,7 @@ from gatewayd.ble.secure_protocol import (
     PhoneHandshake,
     SessionKeys,
 )
-from gatewayd.ble.secure_service import SecureService
+from gatewayd.ble.secure_service import MAX_PHONES, SecureService
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import InvalidRequest, PairingService
 from gatewayd.onboarding.table import State as HubState
@@ -646,6 +646,115 @@ def test_a_broken_stream_is_answered_in_the_phones_session() -> None:
     run(scenario())
 
 
+def test_a_message_that_is_not_a_request_is_refused_by_name_and_ends_the_session() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        for body, text in ((b"{not json", "message is not JSON"),
+                           (b'["pair"]', 'message needs a "type"'),
+                           (b'{"id": 1}', 'message needs a "type"')):
+            channel, _ = await hub.session()
+            answer = await hub.send(channel.seal(body))
+            assert answer.sid == channel.sid
+            assert error_of(answer) == (ErrorCode.MALFORMED, 3, text)
+            assert hub.service.status()["session"] is None
+
+    run(scenario())
+
+
+class FaultyHost(FakeHost):
+    def secure_networks(self) -> list[dict[str, Any]]:
+        raise RuntimeError("scan result unreadable: /org/freedesktop/NetworkManager/AP/7")
+
+
+def test_a_fault_in_the_hub_is_an_internal_error_in_the_phones_session() -> None:
+    """No traceback text reaches the phone, and the phone's session ends (not the
+    service): a new handshake works."""
+    async def scenario() -> None:
+        hub = Hub()
+        hub.host = hub.service.host = FaultyHost()  # type: ignore[assignment]
+        channel, _ = await hub.session()
+        request = secure_protocol.encode_message({"type": "networks", "id": 1})
+        answer = await hub.send(channel.seal(request))
+        assert answer.sid == channel.sid
+        assert error_of(answer) == (ErrorCode.UNEXPECTED, 3, "internal error")
+        assert hub.service.status()["session"] is None
+        channel, info = await hub.session()
+        assert info["device_id"] == DEVICE_ID
+
+    run(scenario())
+
+
+def test_the_largest_frame_passes_and_one_byte_more_is_refused() -> None:
+    largest = Frame(MsgType.DATA, b"\x00\x00\x00\x07",
+                    bytes(secure_protocol.MAX_FRAME_LEN - 5))
+    data = largest.encode()
+    assert FrameReader().feed(data) == [largest]
+    with pytest.raises(ValueError):
+        Frame(MsgType.DATA, largest.sid, largest.body + b"x").encode()
+    too_long = (secure_protocol.MAX_FRAME_LEN + 1).to_bytes(2, "big") + data[2:] + b"x"
+    with pytest.raises(secure_protocol.ProtocolError) as refused:
+        FrameReader().feed(too_long)
+    assert refused.value.code == ErrorCode.MALFORMED
+
+
+def test_requests_written_back_to_back_are_each_answered_in_order() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        channel, _ = await hub.session()
+        before = len(hub.tx.frames)
+        await hub.write(b"".join(
+            channel.seal(secure_protocol.encode_message({"type": "progress", "id": n})).encode()
+            for n in (1, 2)))
+        answers = [secure_protocol.decode_message(channel.open(frame))
+                   for frame in hub.tx.frames[before:]]
+        assert [answer["id"] for answer in answers] == [1, 2]
+
+    run(scenario())
+
+
+def test_a_phone_that_left_mid_frame_starts_afresh_when_it_returns() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        start = PhoneHandshake(CODE, DEVICE_ID).start().encode()
+        await hub.write(start[:7])  # then the phone disconnects
+        hub.service.forget(PHONE_A)
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        assert (await hub.send(phone.start())).type == MsgType.PAKE_REPLY
+
+    run(scenario())
+
+
+def test_partial_frames_are_kept_for_the_latest_phones_only() -> None:
+    async def scenario() -> None:
+        hub = Hub(max_failures=5)
+        phones = [f"AA:BB:CC:00:00:{n:02X}" for n in range(MAX_PHONES + 1)]
+        starts = {p: PhoneHandshake(CODE, DEVICE_ID).start() for p in phones}
+        for p in phones:
+            await hub.write(starts[p].encode()[:7], p)
+        # The newest MAX_PHONES keep their half frames: each completes its own.
+        for p in (phones[-1], phones[1]):
+            before = len(hub.tx.frames)
+            await hub.write(starts[p].encode()[7:], p)
+            assert [f.type for f in hub.tx.frames[before:]] == [MsgType.PAKE_REPLY]
+            hub.service.forget(p)
+        # The oldest one's was let go: its next frame is read from a clean start.
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        assert (await hub.send(phone.start(), phones[0])).type == MsgType.PAKE_REPLY
+
+    run(scenario())
+
+
+def test_an_established_session_refuses_a_frame_type_it_does_not_expect() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        channel, _ = await hub.session()
+        answer = await hub.send(Frame(0x42, channel.sid, bytes(40)))
+        assert answer.sid == channel.sid
+        assert error_of(answer) == (ErrorCode.UNEXPECTED, 3, "frame type 0x42 not expected now")
+
+    run(scenario())
+
+
 def test_each_protocol_error_tells_the_phone_what_went_wrong() -> None:
     """The error frames' codes, attempts left and texts, as a phone shows them."""
     async def scenario() -> None:
@@ -676,8 +785,10 @@ def test_each_protocol_error_tells_the_phone_what_went_wrong() -> None:
             ErrorCode.WRONG_CODE, 2, "wrong setup code")
         # Another phone during a handshake.
         await hub.send(PhoneHandshake(CODE, DEVICE_ID).start())
-        assert error_of(await hub.send(PhoneHandshake(CODE, DEVICE_ID).start(), PHONE_B)) == (
-            ErrorCode.BUSY, 1, "another phone is pairing this hub")
+        stranger = PhoneHandshake(CODE, DEVICE_ID).start()
+        busy = await hub.send(stranger, PHONE_B)
+        assert busy.sid == stranger.sid  # answered in its own session id
+        assert error_of(busy) == (ErrorCode.BUSY, 1, "another phone is pairing this hub")
         hub.service.forget(PHONE_A)
         assert (await hub.send(PhoneHandshake(CODE, DEVICE_ID).start())).type == \
             MsgType.PAKE_REPLY  # the last attempt

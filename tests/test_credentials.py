@@ -15,6 +15,7 @@ from gatewayd.credentials import (
     InvalidField,
     WifiCredentials,
     check_host,
+    check_mqtt_user,
     check_port,
     check_psk,
     check_root_topic,
@@ -281,9 +282,74 @@ def test_an_account_email_of_254_characters_is_the_longest() -> None:
     assert len(longest) == 254 and check_wsp(longest) == longest
     with pytest.raises(InvalidField, match="e-mail address"):
         check_wsp("u" + longest)  # 255
+    longer = "u" * 64 + "@" + ".".join(["d" * 61, "d" * 61, "d" * 58]) + ".example"
+    with pytest.raises(InvalidField, match="e-mail address"):
+        check_wsp(longer)  # 255, every part of it well-formed: refused for its length alone
+
+
+def test_a_root_topic_starting_with_a_dollar_is_refused() -> None:
+    for topic in ("$SYS", "$", "$share"):
+        with pytest.raises(InvalidField) as refused:
+            check_root_topic(topic)
+        assert refused.value.field == "rootTopic"
+        assert refused.value.message == "must not start with '$' (the broker's own topics)"
 
 
 def test_root_topics_may_hold_any_printable_text() -> None:
-    """Any printable text, '$' too, except at the start (the broker's own $SYS topics)."""
-    for topic in ("Xiaomi", "acme home", "ÄÖÜ", "a.b-c_d", "a$b", "price$"):
+    # A '$' inside is fine; a leading one is refused (test_hardening_http: the broker's own).
+    for topic in ("Xiaomi", "acme home", "ÄÖÜ", "a.b-c_d", "a$b"):
         assert check_root_topic(topic) == topic
+
+
+CLOUD_FIELDS: dict[str, Any] = {"wsp": "user@example.com", "token": "t0k", "host": "broker",
+                                "port": 1883}
+
+
+@pytest.mark.parametrize("user", ["", None, "vendor-7f3a", "hub 12", "ä" * 128, "u" * 256])
+def test_broker_user_names_a_platform_may_choose(user: str | None) -> None:
+    # "" and None: the 2Smart user name (the hash of the e-mail); 256 bytes is the longest.
+    creds = cloud_from_fields(**CLOUD_FIELDS, mqtt_user=user)
+    assert creds.mqtt_user == (user or "")
+    assert check_mqtt_user(user) == (user or "")
+
+
+@pytest.mark.parametrize(("user", "words"), [
+    ("u" * 257, "must be at most 256 bytes"),
+    ("ä" * 128 + "u", "must be at most 256 bytes"),
+    *[(f"hub{c}1", "must not contain control characters, '+', '#', '/' or ':'")
+      for c in "+#/:\t\x00\x1f"],
+    ("hub\udcff", "must be Unicode text (it has a lone surrogate escape)"),
+    (7, "must be text, got int"),
+])
+def test_broker_user_names_that_are_refused(user: Any, words: str) -> None:
+    with pytest.raises(InvalidField) as refused:
+        cloud_from_fields(**CLOUD_FIELDS, mqtt_user=user)
+    assert refused.value.field == "mqtt_user" and refused.value.message == words
+
+
+def test_control_characters_are_c0_del_and_c1_and_nothing_else() -> None:
+    for char in ("\x00", "\x1f", "\x7f", "\x80", "\x9f"):
+        with pytest.raises(InvalidField, match="single MQTT topic level"):
+            check_root_topic(f"a{char}b")
+    for char in (" ", "~", "\xa0", "\xff"):  # the neighbours are text
+        assert check_root_topic(f"a{char}b") == f"a{char}b"
+
+
+@pytest.mark.parametrize(("check", "field"), [(check_ssid, "ssid"),
+                                              (check_root_topic, "rootTopic")])
+def test_a_lone_surrogate_is_refused_and_the_field_named(check: Any, field: str) -> None:
+    with pytest.raises(InvalidField) as refused:
+        check("Home\udcff")
+    assert refused.value.field == field
+    assert refused.value.message == "must be Unicode text (it has a lone surrogate escape)"
+
+
+def test_an_ipv6_broker_may_name_its_interface_and_nothing_else() -> None:
+    for host in ("fe80::1%eth0", "fe80::1%wlan0.5", "fe80::1%2"):
+        assert check_host(host) == host
+    for host in ("fe80::1%eth 0", "fe80::1%" + "e" * 16, "fe80::1%eth0;reboot"):
+        with pytest.raises(InvalidField) as refused:
+            check_host(host)
+        assert refused.value.field == "host"
+        assert refused.value.message == ("must be a host name or an IP address (the part "
+                                         "after % names a network interface)")

@@ -461,6 +461,7 @@ def test_a_failure_says_what_when_and_which_attempt(tmp_path: Path) -> None:
             assert failure is not None and ob.attempt is not None
             assert failure.code == "network-not-found" and "'Elsewhere'" in failure.reason
             assert failure.attempt == ob.attempt.id and before <= failure.at <= time.time()
+            assert ob.progress().last_failure == failure  # what the portal and apps read
             # The next attempt starts with a clean slate.
             await PairingService(ob, cfg.cloud).submit(PAIR, "test")
             assert ob.last_failure is None
@@ -1012,5 +1013,79 @@ def test_ethernet_hub_whose_cloud_failed_at_boot_retries_with_backoff(
             assert wifi is None or not wifi.hotspot
         finally:
             await ob.stop()
+
+    run(scenario())
+
+
+def test_progress_before_the_machine_starts_says_starting(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    ob = Onboarding(cfg, store(cfg), FakeWifi(), StubCloud())
+    progress = ob.progress()
+    assert progress.state == "starting" and progress.step is None
+    assert progress.last_failure is None and not progress.hotspot
+
+
+def test_the_daemons_own_jitter_drives_an_ethernet_hubs_cloud_retry(tmp_path: Path) -> None:
+    """Built as the daemon builds it (no ``rng``): the retry wait is still jittered within
+    its first ceiling, and the retry happens."""
+    cfg = config(tmp_path, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(None, CLOUD)
+    clock = FakeClock()
+    cloud = StubCloud()
+    cloud.next_failure = StepResult(False, Failure.BROKER_UNREACHABLE, "broker down")
+
+    async def scenario() -> None:
+        ob = Onboarding(cfg, st, None, cloud, clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, settled(ob, State.OFFLINE))
+            await clock.sleeps(1)
+            assert 2.5 <= clock.slept[-1] <= 5.0
+            cloud.next_failure = None
+            clock.advance(clock.slept[-1])
+            await until(ob, settled(ob, State.ONLINE))
+            assert len(cloud.timeouts) == 2 and ob.attempt is not None
+            assert ob.attempt.source == "retry"
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+class SlowToHangUp(StubCloud):
+    """A cloud link whose disconnect waits for the test: the failed attempt's ending (it
+    hangs up, then fires the failure event) is held after progress shows the failure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hang_up = asyncio.Event()
+
+    async def disconnect(self) -> None:
+        await self.hang_up.wait()
+        await super().disconnect()
+
+
+def test_a_retry_while_the_failed_attempt_is_ending_is_taken_not_busy(tmp_path: Path) -> None:
+    """An app retries the moment progress shows the failure: the request waits for the
+    attempt's ending and is taken (issue 18), instead of answering "busy"."""
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), SlowToHangUp()
+        cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")
+        async with machine(cfg, st, wifi, cloud) as ob:
+            service = PairingService(ob, cfg.cloud)
+            await service.submit(PAIR, "test")
+            await until(ob, lambda: ob.progress().last_failure is not None)
+            assert ob.busy  # still ending: hanging up
+            cloud.next_failure = None
+            retry = asyncio.create_task(service.submit(PAIR, "test"))
+            # Set after the retry was scheduled: the ending finishes while it waits.
+            cloud.hang_up.set()
+            progress = await retry
+            assert progress.state == "connecting" and service.refusals == {}
+            await until(ob, settled(ob, State.ONLINE))
 
     run(scenario())

@@ -174,9 +174,10 @@ def test_every_refusal_has_its_own_status_and_code() -> None:
 class StubOnboarding:
     """The state machine as the front door sees it: two flags and a record of attempts."""
 
-    def __init__(self, *, open: bool = True, busy: bool = False) -> None:
+    def __init__(self, *, open: bool = True, busy: bool = False, uplink: bool = True) -> None:
         self.pairing_open = open
         self.busy = busy
+        self.uplink = uplink  # on a network (Ethernet, or a client of its Wi-Fi)
         self.begun: list[PairingRequest] = []
 
     async def begin(self, request: PairingRequest) -> None:
@@ -187,10 +188,10 @@ class StubOnboarding:
         return progress("connecting" if self.busy else "unpaired")
 
     async def settle(self, timeout: float) -> None:
-        pass  # no transition is ever under way here
+        return None  # no transition is ever under way here
 
     async def has_uplink(self) -> bool:
-        return True
+        return self.uplink
 
 
 def test_the_front_door_checks_busy_then_open_then_valid() -> None:
@@ -225,6 +226,62 @@ def test_the_front_door_checks_busy_then_open_then_valid() -> None:
         assert service.progress().state == "unpaired" and service.open
 
     run_async(main(), timeout=10.0)
+
+
+def test_no_wifi_pairing_needs_a_hub_that_is_on_a_network() -> None:
+    async def main() -> None:
+        machine = StubOnboarding(uplink=False)  # a Wi-Fi hub on its own hotspot
+        service = PairingService(machine, NO_PRESETS)  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequest) as refused:
+            await service.submit(CLOUD_FIELDS, "http")
+        assert refused.value.field == "ssid" and refused.value.message == (
+            "ssid: this hub is not on a network yet: send the Wi-Fi network (ssid and psk) "
+            "with the account")
+        assert machine.begun == [] and service.refusals == {"invalid": 1}
+        await service.submit(FIELDS, "http")  # with its network: taken
+        machine.busy, machine.uplink = False, True
+        await service.submit(CLOUD_FIELDS, "http")  # on Ethernet: "No Wi-Fi" is fine
+        assert [r.wifi is None for r in machine.begun] == [False, True]
+        hubless = PairingService(StubOnboarding(uplink=False), NO_PRESETS,  # type: ignore[arg-type]
+                                 wifi_enabled=False)
+        await hubless.submit(CLOUD_FIELDS, "http")  # no Wi-Fi to set up: nothing to ask
+
+    run_async(main(), timeout=10.0)
+
+
+def test_a_provisioned_hubs_front_door_names_what_is_wrong_with_a_wifi_request() -> None:
+    """[provisioning] mode token/enroll: each refusal names its field, and an accepted
+    request keeps its entry point."""
+    service = PairingService(StubOnboarding(), NO_PRESETS,  # type: ignore[arg-type]
+                             provisioning="token")
+    why = "this hub gets its cloud account from its platform ([provisioning] mode token)"
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({}, "ssid", f"ssid: {why}; a request can only give it a Wi-Fi network"),
+        ({"ssid": "", "psk": None}, "ssid",
+         f"ssid: {why}; a request can only give it a Wi-Fi network"),
+        ({"ssid": "Cafe"}, "psk", "psk: is required with ssid (empty for an open network)"),
+        ({"psk": "supersecret"}, "ssid", "ssid: is required when psk is given"),
+    ]
+    for fields, field, message in cases:
+        with pytest.raises(InvalidRequest) as refused:
+            service.parse(fields, "ble-improv")
+        assert (refused.value.field, refused.value.message) == (field, message), fields
+    request = service.parse({"ssid": "HomeNet", "psk": "supersecret", "wsp": ""}, "ble-improv")
+    assert request.wifi == WifiCredentials("HomeNet", "supersecret") and request.cloud is None
+    assert request.source == "ble-improv"  # an empty cloud field is no cloud field
+    ethernet = PairingService(StubOnboarding(), NO_PRESETS,  # type: ignore[arg-type]
+                              provisioning="enroll", wifi_enabled=False)
+    with pytest.raises(InvalidRequest) as refused:
+        ethernet.parse({"ssid": "HomeNet", "psk": "supersecret"}, "api")
+    assert refused.value.field == "ssid"
+
+
+def test_account_presets_apply_to_a_pairing_hub() -> None:
+    presets = CloudConfig(wsp="v@example.com", token="t", host="broker.example")
+    service = PairingService(StubOnboarding(), presets)  # type: ignore[arg-type]
+    request = service.parse({"ssid": "HomeNet", "psk": "supersecret"}, "http")
+    assert request.cloud is not None and request.cloud.wsp == "v@example.com"
+    assert request.cloud.host == "broker.example"
 
 
 def test_secrets_are_handed_to_the_log_redactor_as_soon_as_they_are_read() -> None:

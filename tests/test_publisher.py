@@ -294,6 +294,23 @@ def test_a_refused_publication_keeps_its_place_in_the_queue() -> None:
     run(main())
 
 
+def test_a_tree_paho_could_not_take_yet_keeps_the_publisher_busy() -> None:
+    # flush() (the goodbye before a stop) waits on idle: an announced tree whose first
+    # message paho refused is still to be sent, so the publisher must not look idle.
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        pub.announce([device()])
+        sender.refuse = True
+        pub.pump(sender)
+        assert not pub.idle.is_set() and pub.status()["buffered"] == 1
+        sender.refuse = False
+        drain(pub, sender)
+        assert sender.sent[0] == homie.Message(f"{ROOT}/sweet-home/lamp/$state", "init")
+
+    run(main())
+
+
 def test_trees_cut_by_a_lost_connection_go_out_whole_again() -> None:
     async def main() -> None:
         pub, sender = Publisher(100), Sender()

@@ -5,6 +5,8 @@ import os
 import random
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -162,12 +164,28 @@ def test_the_next_start_removes_temp_files_of_writers_that_died(tmp_path: Path) 
     suite found them after restarts). The next open removes it; a writer that is still
     running keeps its own."""
     StateStore(tmp_path).open()
-    stale = tmp_path / f".state.json.{_dead_pid()}.tmp"
-    stale.write_bytes(b'{"cloud": {"token": "the old account\'s"}}')
-    running = tmp_path / f".state.json.{os.getppid()}.tmp"  # e.g. gatewayctl, writing now
-    running.write_bytes(b"{")
-    StateStore(tmp_path).open()
-    assert not stale.exists() and running.exists()
+    dead = _dead_pid()
+    stale = [tmp_path / f".{name}.{dead}.tmp" for name in ("state.json", "a", "b", "c")]
+    for path in stale:
+        path.write_bytes(b'{"cloud": {"token": "the old account\'s"}}')
+    # Another writer, still running (e.g. gatewayctl): a child of ours, so that asking
+    # whether it runs can be seen not to disturb it. It takes SIGHUP's default action back
+    # (a nohup'd runner passes it on ignored), says so, and exits 0 at the end of its stdin.
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGHUP, "
+         "signal.SIG_DFL); print('ready', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+        running = tmp_path / f".state.json.{writer.pid}.tmp"
+        running.write_bytes(b"{")
+        StateStore(tmp_path).open()
+        # Every dead writer's file goes, whatever the order the directory lists them in.
+        assert not any(path.exists() for path in stale) and running.exists()
+    finally:
+        assert writer.stdin is not None
+        writer.stdin.close()
+        assert writer.wait(30) == 0, "the running writer was signalled"
     assert StateStore(tmp_path).reset().cloud is None
 
 
@@ -262,9 +280,11 @@ def test_each_part_of_the_state_is_checked(tmp_path: Path, change: dict[str, obj
                                            reason: str) -> None:
     data = _valid(tmp_path)
     data.update(change)
+    path = tmp_path / "state.json"
     with pytest.raises(StateError) as info:
-        parse_state(tmp_path / "state.json", json.dumps(data).encode())
+        parse_state(path, json.dumps(data).encode())
     assert info.value.key == key and reason in info.value.reason
+    assert info.value.file == path  # the message names the file to look at
 
 
 def test_a_pending_release_survives_a_restart_and_a_pairing_ends_it(tmp_path: Path) -> None:
@@ -288,7 +308,7 @@ def test_a_pending_release_survives_a_restart_and_a_pairing_ends_it(tmp_path: Pa
                 {"cloud": {**data["cloud"], "port": 0}, "devices": [], "since": 1.0}):  # type: ignore[dict-item]
         with pytest.raises(StateError) as info:
             parse_state(tmp_path / "x", json.dumps({**data, "release": bad}).encode())
-        assert info.value.key.startswith("release.")
+        assert info.value.key.startswith("release.") and info.value.file == tmp_path / "x"
 
 
 def test_a_reset_of_a_corrupt_file_keeps_it_aside_and_starts_fresh(tmp_path: Path) -> None:
@@ -382,3 +402,120 @@ def test_atomic_writes_leave_nothing_behind_when_they_fail(tmp_path: Path) -> No
     assert not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(FileNotFoundError):
         atomic_write(tmp_path / "missing" / "f.json", b"x")
+
+
+OPERATION = {"id": "0123456789abcdef" * 2, "key": "ab" * 32, "started": 1700000000.5}
+REGISTRATION = {"mode": "token", "device_id": "dc-a6-32-00-00-01", "issued_at": 1700000000.0,
+                "expires_at": 1700086400.0}
+REG = "provisioning.registration"
+
+
+@pytest.mark.parametrize(("provisioning", "key", "reason"), [
+    ("token", "provisioning", "must be an object"),
+    ({"operation": []}, "provisioning.operation", "must be an object"),
+    ({"operation": {**OPERATION, "id": "0" * 31}}, "provisioning.operation.id",
+     "must be 32 hex digits"),
+    ({"operation": {**OPERATION, "id": 7}}, "provisioning.operation.id", "must be 32 hex digits"),
+    ({"operation": {**OPERATION, "key": "AB" * 32}}, "provisioning.operation.key",
+     "must be 64 hex digits"),
+    ({"operation": {**OPERATION, "key": None}}, "provisioning.operation.key",
+     "must be 64 hex digits"),
+    ({"operation": {**OPERATION, "started": "soon"}}, "provisioning.operation.started",
+     "must be a number"),
+    ({"operation": {**OPERATION, "started": True}}, "provisioning.operation.started",
+     "must be a number"),
+    ({"registration": "x"}, REG, "must be an object"),
+    ({"registration": {**REGISTRATION, "mode": "pairing"}}, f"{REG}.mode",
+     'must be "token" or "enroll"'),
+    ({"registration": {**REGISTRATION, "device_id": "Bad Id"}}, f"{REG}.device_id",
+     "must be a device id"),
+    ({"registration": {**REGISTRATION, "device_id": 5}}, f"{REG}.device_id",
+     "must be a device id"),
+    ({"registration": {**REGISTRATION, "issued_at": None}}, f"{REG}.issued_at",
+     "must be a number"),
+    ({"registration": {**REGISTRATION, "expires_at": "never"}}, f"{REG}.expires_at",
+     "must be a number"),
+])
+def test_each_part_of_the_provisioning_state_is_checked_by_name(
+        tmp_path: Path, provisioning: object, key: str, reason: str) -> None:
+    data = _valid(tmp_path)
+    data["provisioning"] = provisioning
+    path = tmp_path / "state.json"
+    with pytest.raises(StateError) as info:
+        parse_state(path, json.dumps(data).encode())
+    assert (info.value.file, info.value.key, info.value.reason) == (path, key, reason)
+
+
+def test_a_provisioned_state_reads_back_whole(tmp_path: Path) -> None:
+    from gatewayd.state import Operation, Registration
+
+    data = _valid(tmp_path)
+    data["provisioning"] = {"operation": OPERATION,
+                            "registration": {**REGISTRATION, "mode": "enroll",
+                                             "expires_at": None}}
+    state = parse_state(tmp_path / "state.json", json.dumps(data).encode())
+    assert state.operation == Operation(OPERATION["id"], bytes.fromhex("ab" * 32),
+                                        1700000000.5)
+    assert state.registration == Registration("enroll", "dc-a6-32-00-00-01", 1700000000.0,
+                                              None)
+    del data["cloud"]  # a registration stands for the credentials it issued
+    with pytest.raises(StateError) as info:
+        parse_state(tmp_path / "state.json", json.dumps(data).encode())
+    assert (info.value.key, info.value.reason) == (REG, "present without credentials")
+
+
+def test_a_state_file_from_before_the_optional_fields_reads_with_their_defaults(
+        tmp_path: Path) -> None:
+    data = _valid(tmp_path)
+    assert isinstance(data["cloud"], dict) and isinstance(data["wifi"], dict)
+    for key in ("mqtts_port", "root_topic", "mqtt_user"):
+        data["cloud"].pop(key, None)
+    data["wifi"].pop("hidden", None)
+    state = parse_state(tmp_path / "state.json", json.dumps(data).encode())
+    assert state.cloud is not None and state.wifi is not None
+    assert (state.cloud.mqtts_port, state.cloud.root_topic, state.cloud.mqtt_user) == (0, "", "")
+    assert state.wifi.hidden is False
+    data["cloud"].update(mqtts_port=8883, root_topic="acme", mqtt_user="vendor-7")
+    data["wifi"]["hidden"] = True
+    state = parse_state(tmp_path / "state.json", json.dumps(data).encode())
+    assert state.cloud is not None and state.wifi is not None and state.wifi.hidden
+    assert (state.cloud.mqtts_port, state.cloud.root_topic, state.cloud.mqtt_user) == (
+        8883, "acme", "vendor-7")
+
+
+def test_setup_codes_are_drawn_from_all_eight_digit_numbers() -> None:
+    from gatewayd.state import new_setup_code
+
+    codes = [new_setup_code() for _ in range(20)]
+    assert all(len(code) == 8 and code.isdigit() for code in codes)
+    # 20 draws below 10**6 out of 10**8: a chance of 10**-40 with the whole range.
+    assert max(int(code) for code in codes) >= 10**6
+
+
+def test_a_pending_release_keeps_the_whole_account_it_is_owed_to(tmp_path: Path) -> None:
+    from gatewayd.state import Release
+
+    full = CloudCredentials(wsp="user@example.com", token="t0k-secret", host="127.0.0.1",
+                            port=1883, mqtts_port=8883, root_topic="acme", mqtt_user="vendor-7")
+    store = StateStore(tmp_path)
+    store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    store.commit_pairing(WIFI, full)
+    store.reset(Release(full, ("dc-a6-32-00-00-01",), 1700000000.5))
+    again = StateStore(tmp_path).open()
+    assert again.release is not None and again.release.cloud == full
+    data = json.loads(store.path.read_text())
+    for key in ("mqtts_port", "root_topic", "mqtt_user"):
+        del data["release"]["cloud"][key]  # written before these fields existed
+    old = parse_state(store.path, json.dumps(data).encode())
+    assert old.release is not None and old.release.cloud == CloudCredentials(
+        wsp="user@example.com", token="t0k-secret", host="127.0.0.1", port=1883)
+
+
+def test_a_reset_forgets_when_the_hub_was_paired(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    assert store.commit_pairing(WIFI, CLOUD).paired_at is not None
+    store.reset()
+    again = StateStore(tmp_path).open()
+    assert again.paired_at is None and again.cloud is None and again.wifi is None
+    assert again.redacted().get("paired_at") is None
