@@ -123,10 +123,7 @@ class OfflineHandling:
             if self.state != State.OFFLINE:
                 return
             log.warning("offline for %.0fs: hotspot back for re-pairing", cfg.offline_grace)
-            self._hotspot_wanted = True
-            await self._show_hotspot()
-            self._tell_listeners()
-            await self._notify_changed()
+            await self._hotspot_for_repairing()
         while self.state == State.OFFLINE:
             await self.sleep(cfg.retry_interval)
             if self.state != State.OFFLINE or self._attempt_running():
@@ -134,6 +131,13 @@ class OfflineHandling:
             if self.clock() - self.last_activity < cfg.retry_interval:
                 continue  # someone is on the hotspot portal right now
             await self._retry_saved()
+
+    async def _hotspot_for_repairing(self) -> None:
+        """Offline too long: the hotspot (re-)opens pairing, and every front end hears it."""
+        self._hotspot_wanted = True
+        await self._show_hotspot()
+        self._tell_listeners()
+        await self._notify_changed()
 
     async def _retry_cloud(self, cap: float, grace: float) -> None:
         """The cloud step again after a jittered, doubling wait (a fleet whose broker came
@@ -152,10 +156,7 @@ class OfflineHandling:
                 if (self.wifi is not None and not self.wifi.hotspot_active
                         and self.clock() - began >= grace):
                     log.warning("no uplink for %.0fs: hotspot up for re-pairing", grace)
-                    self._hotspot_wanted = True
-                    await self._show_hotspot()
-                    self._tell_listeners()
-                    await self._notify_changed()
+                    await self._hotspot_for_repairing()
                 continue
             self._cloud_retries += 1
             await self._fire(Event.LINK_UP)
