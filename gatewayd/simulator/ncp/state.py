@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import Any
+
+from gatewayd.runtime.atomicfile import atomic_write
 
 STATE_VERSION = 1
 FRAME_COUNTER_STEP = 4096  # a real stack persists frame counters in steps, too
@@ -100,30 +101,6 @@ class Nvram:
             devices=list(data.get("devices", [])))
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename over, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class Store:
     """Loads and saves :class:`Nvram`; ``path=None`` keeps it in memory only."""
 
@@ -143,5 +120,6 @@ class Store:
     def save(self, nvram: Nvram) -> None:
         if self.path is None:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, json.dumps(nvram.to_json(), indent=1).encode())
         self.saves += 1

@@ -21,13 +21,13 @@ bad keyfile.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import dbus
 
+from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.simulator.nm.bus import signature_of
 
 _SCALARS: dict[str, type] = {
@@ -158,21 +158,5 @@ class ProfileStore:
         return profiles
 
     def save(self, profiles: list[Encoded]) -> None:
-        data = json.dumps({"profiles": profiles}, indent=1).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(self.path, json.dumps({"profiles": profiles}, indent=1).encode())
