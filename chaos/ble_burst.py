@@ -21,7 +21,7 @@ from typing import Any
 from bench.harness import BenchWorld
 from chaos.audit import audit, differences, snapshot
 from chaos.settings import Settings
-from chaos.tally import Tally, ensure_alive
+from chaos.tally import Tally, ensure_alive, stop_cleanly
 from chaos.watch import HealthWatch, RssSampler
 from chaos.world import Hub, HubDied
 from gatewayd.ble import phone  # bleak itself only when a phone scans
@@ -91,14 +91,11 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
         tally.health = watch.stop()
         tally.rss_growth_mb, _, tally.rss_peak_mb = rss.stop()
     ensure_alive(hub, tally, "after the BLE burst")
-    errors = hub.log_errors()
-    code_ = hub.stop()
-    if code_ != 0:
-        tally.problem("crashes", f"a clean stop ended with {code_}")
+    log_errors = stop_cleanly(hub, tally)
     for problem in audit(hub.state_dir):
         tally.problem("corrupt", f"after the BLE burst: {problem}")
     tally.figures.update({"max_failures": max_failures, "answers": answers,
-                          "log_errors": len(errors)})
+                          "log_errors": log_errors})
 
 
 def _check(hub: Hub, tally: Tally, files: dict[str, tuple[int, bytes]], where: str, got: str,

@@ -20,7 +20,7 @@ from bench.zigbee import MODULO, Plugs, stream
 from chaos import mqtt
 from chaos.audit import audit
 from chaos.settings import Settings
-from chaos.tally import Tally, ensure_alive
+from chaos.tally import Tally, ensure_alive, stop_cleanly
 from chaos.watch import HealthWatch, RssSampler
 from chaos.world import Hub, HubDied
 
@@ -69,15 +69,12 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
         recorder.close()
     ensure_alive(hub, tally, "after the broker kills")
     status = hub.status()["cloud_link"]
-    errors = hub.log_errors()
-    code = hub.stop()
-    if code != 0:
-        tally.problem("crashes", f"a clean stop ended with {code}")
+    log_errors = stop_cleanly(hub, tally)
     for problem in audit(hub.state_dir):
         tally.problem("corrupt", f"after the broker kills: {problem}")
     tally.figures.update({
         "plugs": len(plugs.ieees), "reports": count, "offset": plugs.offset,
         "modulo": MODULO, "outage_s_total": round(sum(outages), 2),
         "hub_connects": status["connects"], "hub_dropped": status["dropped"],
-        "recorder_connects": recorder.connects, "log_errors": len(errors),
+        "recorder_connects": recorder.connects, "log_errors": log_errors,
     })

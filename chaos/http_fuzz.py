@@ -23,7 +23,7 @@ from bench.harness import BenchWorld
 from chaos import http_inputs
 from chaos.audit import audit, differences, snapshot
 from chaos.settings import Settings
-from chaos.tally import Tally, ensure_alive
+from chaos.tally import Tally, ensure_alive, stop_cleanly
 from chaos.watch import HealthWatch, RssSampler
 from chaos.world import HOST, Hub, HubDied, exchange, source_address
 
@@ -212,10 +212,7 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
 def _finish(hub: Hub, tally: Tally, statuses: collections.Counter[str],
             slow: list[SlowResult], accepted: int) -> None:
     ensure_alive(hub, tally, "after the fuzz")
-    errors = hub.log_errors()
-    code = hub.stop()
-    if code != 0:
-        tally.problem("crashes", f"a clean stop ended with {code}")
+    log_errors = stop_cleanly(hub, tally)
     for problem in audit(hub.state_dir):
         tally.problem("corrupt", f"after the fuzz: {problem}")
     tally.figures.update({
@@ -225,5 +222,5 @@ def _finish(hub: Hub, tally: Tally, statuses: collections.Counter[str],
         "slow_refused_at_once": sum(r.refused for r in slow),
         "slow_closed_by_hub": sum(r.closed_by_hub and not r.refused for r in slow),
         "slow_longest_held_s": round(max((r.held for r in slow), default=0.0), 1),
-        "log_errors": len(errors),
+        "log_errors": log_errors,
     })

@@ -31,7 +31,7 @@ from chaos import mqtt
 from chaos.audit import audit, differences, snapshot
 from chaos.mqtt_inputs import MqttInput, Targets, make
 from chaos.settings import Settings
-from chaos.tally import Tally, ensure_alive
+from chaos.tally import Tally, ensure_alive, stop_cleanly
 from chaos.watch import HealthWatch, RssSampler
 from chaos.world import Hub, HubDied
 
@@ -103,10 +103,7 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
     link = hub.status()["cloud_link"] if hub.alive() else link_before
     recorder.close()
     publisher.close()
-    errors = hub.log_errors()
-    code = hub.stop()
-    if code != 0:
-        tally.problem("crashes", f"a clean stop ended with {code}")
+    log_errors = stop_cleanly(hub, tally)
     for problem in audit(hub.state_dir):
         tally.problem("corrupt", f"after the MQTT input: {problem}")
     tally.figures.update({
@@ -118,7 +115,7 @@ def run(world: BenchWorld, settings: Settings, seed: int, out_dir: Path,
         "hub_command_errors": link["command_errors"] - link_before["command_errors"],
         "hub_inbound_dropped": link["dropped"] - link_before["dropped"],
         "platform_dropped": link["platform"]["dropped"],
-        "log_errors": len(errors),
+        "log_errors": log_errors,
     })
 
 

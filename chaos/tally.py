@@ -91,3 +91,13 @@ def ensure_alive(hub: Hub, tally: Tally, where: str) -> bool:
     except HubDied as exc:
         tally.problem("crashes", f"{where}: could not start it again: {exc}")
     return False
+
+
+def stop_cleanly(hub: Hub, tally: Tally) -> int:
+    """The campaign's end: SIGTERM, counted as a crash unless it exits 0. Returns the number
+    of ERROR lines in the hub's log (the ``log_errors`` figure), read before the stop."""
+    errors = len(hub.log_errors())
+    code = hub.stop()
+    if code != 0:
+        tally.problem("crashes", f"a clean stop ended with {code}")
+    return errors
