@@ -108,7 +108,7 @@ def zigpy_config(cfg: ZigbeeConfig, state_dir: Path) -> dict[str, Any]:
     if not cfg.ota:
         # Hubs may have no Internet: no provider should try to fetch anything.
         ota.update(providers=[], extra_providers=[])
-    return {
+    config: dict[str, Any] = {
         "device": {"path": radio_path(cfg, state_dir), "baudrate": cfg.baudrate},
         "database_path": str(state_dir / DB_FILE),
         # A channel is always configured, so forming never needs an energy scan.
@@ -118,6 +118,15 @@ def zigpy_config(cfg: ZigbeeConfig, state_dir: Path) -> dict[str, Any]:
         # cost airtime and wake routers every few hours.
         "topology_scan_enabled": False,
     }
+    if cfg.radio == "bellows":
+        # bellows runs the serial side on an event loop in a thread of its own by
+        # default, for hosts whose loop may block. Ours must not block (the stall
+        # reporter says where it did), and the thread costs every frame a hand-over
+        # between loops (a wake-up through a pipe and a GIL switch each way): about a
+        # third of a report's CPU (bench/README.md). It also had a race that could hang
+        # a disconnect (see shutdown_controller).
+        config["use_thread"] = False
+    return config
 
 
 def _explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
