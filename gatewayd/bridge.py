@@ -11,9 +11,8 @@ The radio is supervised: if it cannot be opened, or disappears later (unplugged,
 watchdog failure), the bridge retries with exponential backoff while the rest of the
 daemon runs on, and on success restores every child from ``zigbee.db`` with no new
 interview. Values go out through a per-property coalescer, so a chatty device costs
-at most one publication per property per ``min_interval``.
-
-zigpy is imported only once :meth:`ZigbeeBridge.start` runs (``gatewayd.zigbee.*``).
+at most one publication per property per ``min_interval``. zigpy is imported only once
+:meth:`ZigbeeBridge.start` runs (``gatewayd.zigbee.*``).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from gatewayd.zigbee.radio import (
     VIRTUAL_WORLD_FILE,
     RadioError,
     RadioUnavailable,
+    fast_paths,
     ncp_version,
     preload,
     shutdown_controller,
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
 
     from gatewayd.zigbee.child import Child
+    from gatewayd.zigbee.ezsp_fast import FastFrames
     from gatewayd.zigbee.fastpath import FastReports
     from gatewayd.zigbee.virtual.radio import VirtualNetwork
 from gatewayd.zigbee.alerts import Alerts
@@ -74,9 +75,10 @@ class ZigbeeBridge:
         self.state_dir = Path(state_dir)
         self.publisher = publisher
         self.hub = hub
-        self.retry_min, self.retry_max = retry_min, retry_max
-        self.availability_interval, self.shutdown_timeout = availability_interval, shutdown_timeout
-        self.mains_timeout, self.battery_timeout = mains_timeout, battery_timeout
+        self.retry_min, self.retry_max, self.shutdown_timeout = (retry_min, retry_max,
+                                                                 shutdown_timeout)
+        self.availability_interval, self.mains_timeout, self.battery_timeout = (
+            availability_interval, mains_timeout, battery_timeout)
         self.app: ControllerApplication | None = None
         self.children: dict[str, Child] = {}
         self.last_error: str | None = None
@@ -89,7 +91,8 @@ class ZigbeeBridge:
         self.permits = PermitJoin(cfg.permit_join_max,
                                   lambda seconds: self._hub_value("permitjoin", seconds))
         self._sim: SimLink | None = None
-        self.fast_reports: FastReports | None = None  # gatewayd/zigbee/fastpath.py
+        self.fast_reports: FastReports | None = None  # zigbee/fastpath.py, zigbee/ezsp_fast.py
+        self.fast_frames: FastFrames | None = None
         self.hub_node = zigbee_node(self.cfg.permit_join_max, self)
         self.alerts = Alerts(lambda: hub.id if hub is not None else "hub")
 
@@ -176,10 +179,9 @@ class ZigbeeBridge:
             await self._down(app)
 
     async def _up(self, app: ControllerApplication) -> None:
-        from gatewayd.zigbee.fastpath import FastReports  # zigpy: only once a radio runs
         self.app = app
         self.last_error = None
-        self.fast_reports = FastReports.install(app)
+        self.fast_reports, self.fast_frames = fast_paths(app, self.cfg.radio)
         app.add_listener(self)
         for n, dev in enumerate(list(app.devices.values())):
             if n % RESTORE_BATCH == RESTORE_BATCH - 1:
@@ -377,12 +379,10 @@ class ZigbeeBridge:
 
     # -- publishing ----------------------------------------------------------------------------
     def _publish(self, key: Key, value: Any) -> None:
-        device_id, node, prop = key
         try:
-            self.publisher.set_value(device_id, node, prop, value)
+            self.publisher.set_value(*key, value)
         except (KeyError, ValueError) as exc:
-            log.debug("zigbee: %s/%s/%s = %r not published: %s", device_id, node, prop,
-                      value, exc)
+            log.debug("zigbee: %s = %r not published: %s", "/".join(key), value, exc)
 
     def _set_state(self, child: Child, state: str) -> None:
         if child.state == state and child.homie is not None and child.homie.state == state:

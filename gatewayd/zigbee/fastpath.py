@@ -84,6 +84,9 @@ _CLUSTER_METHODS = ("deserialize", "handle_message", "handle_cluster_general_req
                     "find_attribute", "find_attributes", "listener_event", "emit")
 
 _Record = tuple[Any, Any, Any]  # attribute definition, raw (wire-typed) value, value
+# Untyped here: the packet made for zigpy's duplicate filter has None where zigpy's
+# annotations want numbers, as the one zigpy makes for it does (``packet.replace``).
+_ZigbeePacket: Any = t.ZigbeePacket
 
 
 def mapped_clusters() -> frozenset[int]:
@@ -120,7 +123,7 @@ class FastReports:
         self.clusters = mapped_clusters() if clusters is None else clusters
         self.zigpy_packet_received: Callable[[Any], None] = app.packet_received
         self.taken = 0  # frames this path handled
-        self._by_nwk: dict[int, tuple[Any, str]] = {}  # NWK -> device, its IEEE as text
+        self._by_nwk: dict[int, tuple[Any, str, Any]] = {}  # NWK -> see _device
         self._plain_classes: dict[type, bool] = {}
         self._attrs: dict[tuple[type, int], Any] = {}
 
@@ -136,6 +139,7 @@ class FastReports:
             return None
         fast = cls(app)
         app.packet_received = fast.packet_received
+        app.add_listener(fast)
         return fast
 
     def packet_received(self, packet: Any) -> None:
@@ -146,40 +150,68 @@ class FastReports:
     def take(self, packet: Any) -> bool:
         """Handle ``packet`` as zigpy would and return True, or change nothing and
         return False (zigpy's turn)."""
-        if (packet.profile_id != PROFILE_HA or packet.cluster_id not in self.clusters
-                or not packet.src_ep or not packet.dst_ep
-                or packet.src.addr_mode != t.AddrMode.NWK):
+        if packet.src.addr_mode != t.AddrMode.NWK:
             return False
-        data: bytes = packet.data.serialize()
+        return self._take(packet.src.address, packet.src_ep, packet.dst_ep,
+                          packet.profile_id, packet.cluster_id, packet.data.serialize(),
+                          packet.lqi, packet.rssi, packet)
+
+    def take_frame(self, nwk: int, src_ep: int, dst_ep: int, profile_id: int,
+                   cluster_id: int, data: bytes, lqi: int, rssi: int,
+                   dst: Any, tx_options: Any) -> bool:
+        """:meth:`take` for a unicast the radio library has not made a ZigbeePacket of
+        (gatewayd/zigbee/ezsp_fast.py): the same decisions and the same effects, with
+        the packet zigpy would have built made only for its duplicate filter."""
+        return self._take(nwk, src_ep, dst_ep, profile_id, cluster_id, data, lqi, rssi,
+                          None, dst, tx_options)
+
+    def _take(self, nwk: int, src_ep: int, dst_ep: int, profile_id: int, cluster_id: int,
+              data: bytes, lqi: int | None, rssi: int | None, packet: Any,
+              dst: Any = None, tx_options: Any = None) -> bool:
+        if (profile_id != PROFILE_HA or cluster_id not in self.clusters
+                or not src_ep or not dst_ep):
+            return False
         if len(data) < 3 or data[0] != FRAME_CONTROL or data[2] != REPORT_ATTRIBUTES:
             return False
-        device = self._device(packet.src.address)
-        if device is None or not device.is_initialized:
+        known = self._device(nwk)
+        if known is None:
+            return False
+        device = known[0]
+        if not device.is_initialized:
             return False
         listeners = self.app._req_listeners
         if not (_cannot_match(listeners.get(zigpy.listeners.ANY_DEVICE))
                 and _cannot_match(listeners.get(device))):
             return False
-        endpoint = device.endpoints.get(packet.src_ep)
+        endpoint = device.endpoints.get(src_ep)
         clusters = getattr(endpoint, "in_clusters", None)
-        cluster = clusters.get(packet.cluster_id) if clusters is not None else None
+        cluster = clusters.get(cluster_id) if clusters is not None else None
         if cluster is None or not self._plain_cluster(cluster):
             return False
         records = self._records(cluster, data)
         if records is None:
             return False
-        self._deliver(packet, device, cluster, data, records)
+        frame = packet is None
+        if frame:
+            # What bellows would have handed zigpy, with the fields zigpy's duplicate
+            # filter blanks already blank (ZigbeeDevice._should_filter_packet).
+            packet = _ZigbeePacket(
+                src=known[2], src_ep=src_ep, dst=dst, dst_ep=dst_ep, tsn=None,
+                profile_id=profile_id, cluster_id=cluster_id,
+                data=t.SerializableBytes(data), tx_options=tx_options)
+        self._deliver(packet, device, known[1], cluster, data, records, lqi, rssi, frame)
         self.taken += 1
         return True
 
-    def _device(self, nwk: int) -> Any:
-        """zigpy's ``get_device(nwk=...)`` without scanning every device each time. A
-        remembered device counts only while it still has that address and is still
-        zigpy's device for its IEEE address."""
+    def _device(self, nwk: int) -> tuple[Any, str, Any] | None:
+        """zigpy's ``get_device(nwk=...)`` without scanning every device each time: the
+        device, its IEEE address as text, and its address as zigpy's packets carry it.
+        A remembered device counts only while it still has that address; any device
+        joining, leaving, being removed or replaced (a quirk) forgets them all
+        (:meth:`device_joined` and the others below)."""
         known = self._by_nwk.get(nwk)
-        if known is not None and known[0].nwk == nwk and \
-                self.app.devices.get(known[0].ieee) is known[0]:
-            return known[0]
+        if known is not None and known[0].nwk == nwk:
+            return known
         self._by_nwk.pop(nwk, None)
         if nwk == self.app.state.node_info.nwk:
             return None
@@ -193,8 +225,19 @@ class FastReports:
                 and _plain(type(device), zigpy.device.Device, _DEVICE_METHODS))
         if not self._plain_classes[type(device)]:
             return None
-        self._by_nwk[nwk] = (device, str(device.ieee))
-        return device
+        known = (device, str(device.ieee),
+                 t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(nwk)))
+        self._by_nwk[nwk] = known
+        return known
+
+    # zigpy's application events that can change which device object has which address
+    # (hashing an EUI64 formats it as text: checking zigpy's dict on every report cost
+    # more than the rest of the lookup).
+    def _forget(self, *_: Any) -> None:
+        self._by_nwk.clear()
+
+    device_joined = device_initialized = raw_device_initialized = _forget
+    device_removed = device_left = _forget
 
     def _plain_cluster(self, cluster: Any) -> bool:
         cls = type(cluster)
@@ -247,19 +290,24 @@ class FastReports:
         return records or None
 
     # -- doing what zigpy does ----------------------------------------------------------------
-    def _deliver(self, packet: Any, device: Any, cluster: Cluster, data: bytes,
-                 records: list[_Record]) -> None:
-        ieee = self._by_nwk[packet.src.address][1]  # str(EUI64) cost 4 % of a report
+    def _deliver(self, packet: Any, device: Any, ieee: str, cluster: Cluster, data: bytes,
+                 records: list[_Record], lqi: int | None, rssi: int | None,
+                 frame: bool) -> None:
         # ControllerApplication.packet_received
         self.app.listener_event("handle_message", device, packet.profile_id,
                                 packet.cluster_id, packet.src_ep, packet.dst_ep, data)
         # ZigbeeDevice.packet_received
         device.last_seen = packet.timestamp
-        if packet.lqi is not None:
-            device.lqi = packet.lqi
-        if packet.rssi is not None:
-            device.rssi = packet.rssi
-        if device._should_filter_packet(packet):
+        if lqi is not None:
+            device.lqi = lqi
+        if rssi is not None:
+            device.rssi = rssi
+        if frame:  # the packet's blank fields are blank already
+            duplicate = device._packet_debouncer.filter(
+                obj=packet, expire_in=zigpy.device.PACKET_DEBOUNCE_WINDOW)
+        else:
+            duplicate = device._should_filter_packet(packet)
+        if duplicate:
             return
         # Cluster.handle_cluster_general_request, Report_Attributes, no manufacturer code
         endpoint_id = cluster.endpoint.endpoint_id

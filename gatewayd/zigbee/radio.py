@@ -26,6 +26,9 @@ from gatewayd.zigbee.db_writes import CoalescedWrites
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
 
+    from gatewayd.zigbee.ezsp_fast import FastFrames
+    from gatewayd.zigbee.fastpath import FastReports
+
 log = logging.getLogger(__name__)
 
 DB_FILE = "zigbee.db"
@@ -86,9 +89,26 @@ def preload(radio: str) -> None:
         controller_class(radio)
     except RadioError:
         return
-    for module in ("zigpy.device", "zigpy.types", "zigpy.util", "zigpy.zcl.clusters",
-                   "gatewayd.zigbee.child", "gatewayd.zigbee.fastpath"):
+    modules = ["zigpy.device", "zigpy.types", "zigpy.util", "zigpy.zcl.clusters",
+               "gatewayd.zigbee.child", "gatewayd.zigbee.fastpath"]
+    if radio == "bellows":
+        modules.append("gatewayd.zigbee.ezsp_fast")
+    for module in modules:
         importlib.import_module(module)
+
+
+def fast_paths(app: ControllerApplication, radio: str
+               ) -> tuple[FastReports | None, FastFrames | None]:
+    """Install the report fast paths on a started controller: zigpy's side, and on
+    bellows the EZSP frames' (each steps aside on library versions it was not written
+    for). Imported here, once a radio runs: they import zigpy and bellows."""
+    reports: FastReports | None = importlib.import_module(
+        "gatewayd.zigbee.fastpath").FastReports.install(app)
+    if radio != "bellows":
+        return reports, None
+    frames: FastFrames | None = importlib.import_module(
+        "gatewayd.zigbee.ezsp_fast").FastFrames.install(app, reports)
+    return reports, frames
 
 
 def _is_url(device: str) -> bool:
