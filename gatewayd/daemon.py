@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gatewayd import __version__, homie
 from gatewayd.ap import NetworkManagerControl
-from gatewayd.bridge import ZigbeeBridge
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.notifications import Notifications
 from gatewayd.cloud.ownership import Ownership
@@ -187,6 +186,10 @@ class Daemon:
             self._late.append(virtual)  # after onboarding: stops before the cloud link
         bridge = None
         if cfg.zigbee.enabled and self.cloud_link is not None:
+            # Only with Zigbee on: the bridge brings sqlite3 and the radio glue (1.5 MB of a
+            # minimal hub's RSS); zigpy itself it loads later, in a thread, before READY.
+            from gatewayd.bridge import ZigbeeBridge
+
             bridge = ZigbeeBridge(cfg.zigbee, cfg.state_dir, self.cloud_link,
                                   hub=self.hub_device)
             if notify is not None:

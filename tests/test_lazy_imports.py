@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("zigpy", "bellows", "bleak", "dbus_fast")
+HEAVY = ("zigpy", "bellows", "bleak", "dbus_fast", "sqlite3", "gatewayd.bridge")
 
 
 def test_daemon_core_does_not_import_heavy_libraries() -> None:
