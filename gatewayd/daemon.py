@@ -10,11 +10,10 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gatewayd import __version__, homie
 from gatewayd.ap import NetworkManagerControl
-from gatewayd.bridge import ZigbeeBridge
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.notifications import Notifications
 from gatewayd.cloud.ownership import Ownership
@@ -39,7 +38,6 @@ from gatewayd.onboarding.provisioned import ProvisioningOnboarding
 from gatewayd.onboarding.steps import CloudStep
 from gatewayd.onboarding.table import State
 from gatewayd.portal.app import create_portal_app
-from gatewayd.provisioning.service import Provisioner
 from gatewayd.runtime import heap
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.logsetup import Redactor
@@ -48,6 +46,9 @@ from gatewayd.runtime.stalls import StallReporter
 from gatewayd.runtime.webserver import WebServer
 from gatewayd.state import StateStore
 from gatewayd.virtual.host import VirtualDevices
+
+if TYPE_CHECKING:
+    from gatewayd.provisioning.service import Provisioner
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,10 @@ class Daemon:
             self._late.append(virtual)  # after onboarding: stops before the cloud link
         bridge = None
         if cfg.zigbee.enabled and self.cloud_link is not None:
+            # Only with Zigbee on: the bridge brings sqlite3 and the radio glue (1.5 MB of a
+            # minimal hub's RSS); zigpy itself it loads later, in a thread, before READY.
+            from gatewayd.bridge import ZigbeeBridge
+
             bridge = ZigbeeBridge(cfg.zigbee, cfg.state_dir, self.cloud_link,
                                   hub=self.hub_device)
             if notify is not None:
@@ -306,6 +311,10 @@ class Daemon:
             return Onboarding(cfg, self.store, wifi, cloud)
         if self.cloud_link is None:
             raise RuntimeError("provisioning needs the cloud link")
+        # Only for a provisioned hub: its codec brings cryptography (X25519), 7 MB of RSS
+        # that a hub paired by a person never needs. Before READY, like the BLE imports.
+        from gatewayd.provisioning.service import Provisioner
+
         provisioner = Provisioner(cfg, self.store, self.identity, self.cloud_link,
                                   serial=cfg.provisioning.serial or cpu_serial(),
                                   secrets_sink=self.redactor.add)

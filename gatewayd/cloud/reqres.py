@@ -164,7 +164,9 @@ class PlatformClient:
         self.device_id = device_id
         self.max_pending = max_pending
         self.max_per_caller = max_per_caller
-        self._cipher = cipher or AesGcmV1()
+        # None until the first request: the default cipher imports cryptography (7 MB),
+        # which a hub that never asks the platform anything does without.
+        self._cipher: ReqResCipher | None = cipher
         self._pending: dict[str, _Pending] = {}
         self._counts = _Counts()
         link.add_subscription(f"res/{device_id}/#", self._on_response)
@@ -187,6 +189,11 @@ class PlatformClient:
                              "digits, '_', '.', '-'")
         if not 0 < timeout <= MAX_TIMEOUT:
             raise ValueError(f"timeout: must be above 0 and at most {MAX_TIMEOUT:g} s")
+        cipher = self._cipher
+        if cipher is None:
+            # An import: in a thread, so that the event loop is not held after READY; before
+            # the checks below, so that nothing can change between them and the send.
+            cipher = self._cipher = await asyncio.to_thread(AesGcmV1)
         if not self._link.connected:
             raise CloudOffline(endpoint, "the cloud link is not connected")
         if len(self._pending) >= self.max_pending:
@@ -195,9 +202,9 @@ class PlatformClient:
         if mine >= self.max_per_caller:
             raise TooManyRequests(endpoint, f"{caller} has {mine} requests waiting already")
         request_id = secrets.token_hex(16)
-        key = self._cipher.request_key(self._device_key, request_id)
+        key = cipher.request_key(self._device_key, request_id)
         try:
-            body = json.dumps({"data": data, "key": self._cipher.encode_key(key),
+            body = json.dumps({"data": data, "key": cipher.encode_key(key),
                                "id": request_id})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"data: must be JSON ({exc})") from None
@@ -308,6 +315,7 @@ class PlatformClient:
                                                                                data))
         if not isinstance(data, str):
             raise CipherError("'data' must be a base64 string")
+        assert self._cipher is not None  # made by the request this answers
         plaintext = self._cipher.open(pending.key, data)
         try:
             return loads(plaintext, "the decrypted data")
@@ -318,6 +326,7 @@ class PlatformClient:
         # A failure may carry encrypted details ({"message": ...}); only authenticated text
         # is shown, anything else is reduced to a generic sentence.
         if isinstance(data, str) and data:
+            assert self._cipher is not None  # made by the request this answers
             try:
                 details = loads(self._cipher.open(key, data), "the error data")
             except (CipherError, BadBody):

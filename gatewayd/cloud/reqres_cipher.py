@@ -21,12 +21,10 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_SIZE = 32
 NONCE_SIZE = 12
@@ -60,13 +58,30 @@ def _b64decode(text: str) -> bytes:
 
 
 class AesGcmV1:
-    """Format v1 as described in the module documentation."""
+    """Format v1 as described in the module documentation.
+
+    cryptography is imported when the first cipher is made, not with this module: it is
+    7 MB of a minimal hub's RSS (its Rust extension and OpenSSL), and a hub may never
+    send a REQ/RES request. Making one is an import, so on the event loop after READY
+    it is made in a thread (:class:`gatewayd.cloud.reqres.PlatformClient` does).
+    """
+
+    def __init__(self) -> None:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        self._invalid_tag = InvalidTag
+        self._sha256 = hashes.SHA256
+        self._aesgcm: type[AESGCM] = AESGCM
+        self._hkdf = HKDF
 
     def request_key(self, device_key: bytes, request_id: str) -> bytes:
         if len(device_key) != KEY_SIZE:
             raise ValueError("the device key must be 32 bytes")
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None,
-                    info=INFO_PREFIX + request_id.encode("utf-8"))
+        hkdf = self._hkdf(algorithm=self._sha256(), length=KEY_SIZE, salt=None,
+                          info=INFO_PREFIX + request_id.encode("utf-8"))
         return hkdf.derive(device_key)
 
     def encode_key(self, key: bytes) -> str:
@@ -83,13 +98,13 @@ class AesGcmV1:
         nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
         if len(nonce) != NONCE_SIZE:
             raise ValueError("the nonce must be 12 bytes")
-        return base64.b64encode(nonce + AESGCM(key).encrypt(nonce, plaintext, None)).decode()
+        return base64.b64encode(nonce + self._aesgcm(key).encrypt(nonce, plaintext, None)).decode()
 
     def open(self, key: bytes, data: str) -> bytes:
         raw = _b64decode(data)
         if len(raw) < NONCE_SIZE + TAG_SIZE:
             raise MalformedCiphertext("data is too short for nonce and tag")
         try:
-            return AESGCM(key).decrypt(raw[:NONCE_SIZE], raw[NONCE_SIZE:], None)
-        except InvalidTag:
+            return self._aesgcm(key).decrypt(raw[:NONCE_SIZE], raw[NONCE_SIZE:], None)
+        except self._invalid_tag:
             raise AuthenticationFailed("the response failed authentication") from None

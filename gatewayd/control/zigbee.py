@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, jsonify
 
-from gatewayd.bridge import ZigbeeBridge
 from gatewayd.control.app import ApiError, json_object_body
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.zigbee.inputs import BridgeError, parse_permit_seconds
 from gatewayd.zigbee.simlink import SimError, SimUnavailable, check_action
+
+if TYPE_CHECKING:  # the bridge (sqlite3, the radio glue) loads only with Zigbee on
+    from gatewayd.bridge import ZigbeeBridge
 
 
 def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:

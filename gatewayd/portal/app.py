@@ -7,12 +7,11 @@ asyncio core; every view reaches the core through :class:`PortalCore`.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from gatewayd.bridge import ZigbeeBridge
 from gatewayd.hub import Hub
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.api import api_blueprint, api_error
@@ -29,6 +28,9 @@ from gatewayd.portal.security import (
 )
 from gatewayd.portal.zigbee import zigbee_blueprint, zigbee_panel_blueprint
 from gatewayd.runtime.corecall import CoreCall, CoreUnavailable
+
+if TYPE_CHECKING:  # the bridge (sqlite3, the radio glue) loads only with Zigbee on
+    from gatewayd.bridge import ZigbeeBridge
 
 log = logging.getLogger(__name__)
 

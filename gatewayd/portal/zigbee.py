@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, redirect, request, session, url_for
 
-from gatewayd.bridge import ZigbeeBridge
 from gatewayd.portal.api import api_error
 from gatewayd.portal.security import AdminAuth, MalformedOrigin, csrf_ok, same_origin
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.jsonbody import BadBody, parse_json
 from gatewayd.zigbee.inputs import BridgeError, parse_permit_seconds
+
+if TYPE_CHECKING:  # the bridge (sqlite3, the radio glue) loads only with Zigbee on
+    from gatewayd.bridge import ZigbeeBridge
 
 
 def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall,
