@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 import zigpy.types as t
+from zigpy.datastructures import Debouncer
 from zigpy.zcl import foundation
 
 from gatewayd.zigbee import fastpath, mapping
+from gatewayd.zigbee.dedup import CompactDebouncer, Interner
 from gatewayd.zigbee.fastpath import FastReports
 from tests.helpers import run_async
 from tests.test_bridge import dev_id, join, started
@@ -177,6 +179,8 @@ def test_frames_it_does_not_reproduce_are_refused_without_effect(radio: Radio) -
             fast = bridge.fast_reports
             assert fast is not None
             dev = plug.device
+            # A device that joined keeps keys, not packets, in its duplicate filter.
+            assert type(dev._packet_debouncer) is CompactDebouncer
             meter = dev.endpoints[1].in_clusters[0x0B04]
             power = meter.find_attribute("active_power")  # int16
             good = encode(int(power.id), 0x29, 1234)
@@ -244,3 +248,54 @@ def test_off_on_another_zigpy_version(radio: Radio, monkeypatch: pytest.MonkeyPa
 def test_mapped_clusters_are_the_tables_server_clusters() -> None:
     assert fastpath.mapped_clusters() == {m.cluster_id for m in mapping.TABLE if m.server}
     assert foundation.GeneralCommand.Report_Attributes == fastpath.REPORT_ATTRIBUTES
+
+
+def test_duplicate_filter_keys_are_equal_exactly_when_zigpy_finds_the_packets_equal() -> None:
+    """gatewayd/zigbee/dedup.py keeps a key per packet instead of the packet: each field
+    zigpy compares must tell keys apart, the ones it ignores must not, and a frame's key
+    must be the key of the packet a radio library would have made of it."""
+    debouncer = CompactDebouncer(Interner())
+    nwk = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(0x1234))
+    base = t.ZigbeePacket(
+        src=nwk, src_ep=t.uint8_t(1),
+        dst=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(0)),
+        dst_ep=t.uint8_t(1), tsn=None, profile_id=t.uint16_t(0x0104),
+        cluster_id=t.uint16_t(0x0B04), data=t.SerializableBytes(b"\x18\x01\x0a\x0b\x05"),
+        tx_options=t.TransmitOptions.NONE, lqi=None, rssi=None)
+    changes: dict[str, Any] = {
+        "src": t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(0x1235)),
+        "src_ep": t.uint8_t(2), "dst_ep": t.uint8_t(2), "profile_id": t.uint16_t(0x0105),
+        "cluster_id": t.uint16_t(0x0B05), "data": t.SerializableBytes(b"\x18\x01\x0a\x0b\x06"),
+        "tx_options": t.TransmitOptions.APS_Encryption, "tsn": t.uint8_t(7),
+        "lqi": t.uint8_t(200), "rssi": t.int8s(-50), "radius": t.uint8_t(3),
+        "priority": 5, "source_route": [t.NWK(1)], "extended_timeout": True,
+        "alias_src": t.NWK(9), "alias_seq": t.uint8_t(9), "non_member_radius": t.uint8_t(1),
+        "dst": t.AddrModeAddress(addr_mode=t.AddrMode.Group, address=t.Group(0)),
+        "timestamp": base.timestamp.replace(year=2001),  # not compared by zigpy
+    }
+    ieee_src = t.AddrModeAddress(addr_mode=t.AddrMode.IEEE,
+                                 address=t.EUI64.convert("00:0d:6f:00:00:00:02:01"))
+    assert debouncer.packet_key(base.replace(src=ieee_src)) == debouncer.packet_key(
+        base.replace(src=ieee_src.replace()))
+    for field, value in changes.items():
+        other = base.replace(**{field: value})
+        assert (debouncer.packet_key(other) == debouncer.packet_key(base)) == (other == base), \
+            field
+    # Taking over from zigpy's filter keeps what it remembered.
+    zigpys = Debouncer()
+    zigpys._loop = debouncer._loop = _Loop()  # type: ignore[misc]
+    assert not zigpys.filter(obj=base, expire_in=10)
+    taken_over = CompactDebouncer.taking_over(zigpys, Interner())
+    taken_over._loop = _Loop()  # type: ignore[misc]
+    assert taken_over.filter(obj=base.replace(), expire_in=10)  # the same packet again
+    assert not taken_over.filter(obj=base.replace(src_ep=t.uint8_t(3)), expire_in=10)
+    assert debouncer.frame_key(debouncer.address(nwk), 1, debouncer.address(base.dst), 1,
+                               0x0104, 0x0B04, b"\x18\x01\x0a\x0b\x05",
+                               t.TransmitOptions.NONE) == debouncer.packet_key(base)
+
+
+class _Loop:
+    """The one thing a Debouncer asks of its event loop: the time (fixed here)."""
+
+    def time(self) -> float:
+        return 100.0

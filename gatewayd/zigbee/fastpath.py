@@ -40,6 +40,7 @@ import importlib.metadata
 import inspect
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import zigpy.device
@@ -48,6 +49,7 @@ import zigpy.types as t
 from zigpy.zcl import AttributeReportedEvent, AttributeUpdatedEvent, Cluster, foundation
 
 from gatewayd.zigbee import mapping
+from gatewayd.zigbee.dedup import CompactDebouncer, Interner, zigpy_debouncer
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ class FastReports:
         self.zigpy_packet_received: Callable[[Any], None] = app.packet_received
         self.taken = 0  # frames this path handled
         self._by_nwk: dict[int, tuple[Any, str, Any]] = {}  # NWK -> see _device
+        self._intern = Interner()
         self._plain_classes: dict[type, bool] = {}
         self._attrs: dict[tuple[type, int], Any] = {}
 
@@ -140,6 +143,8 @@ class FastReports:
         fast = cls(app)
         app.packet_received = fast.packet_received
         app.add_listener(fast)
+        for device in app.devices.values():
+            fast._compact(device)
         return fast
 
     def packet_received(self, packet: Any) -> None:
@@ -160,8 +165,9 @@ class FastReports:
                    cluster_id: int, data: bytes, lqi: int, rssi: int,
                    dst: Any, tx_options: Any) -> bool:
         """:meth:`take` for a unicast the radio library has not made a ZigbeePacket of
-        (gatewayd/zigbee/ezsp_fast.py): the same decisions and the same effects, with
-        the packet zigpy would have built made only for its duplicate filter."""
+        (gatewayd/zigbee/ezsp_fast.py): the same decisions and the same effects; zigpy's
+        duplicate filter gets the packet's key (dedup.py), or the packet if the device
+        has another kind of filter."""
         return self._take(nwk, src_ep, dst_ep, profile_id, cluster_id, data, lqi, rssi,
                           None, dst, tx_options)
 
@@ -191,21 +197,31 @@ class FastReports:
         records = self._records(cluster, data)
         if records is None:
             return False
-        frame = packet is None
-        if frame:
-            # What bellows would have handed zigpy, with the fields zigpy's duplicate
-            # filter blanks already blank (ZigbeeDevice._should_filter_packet).
-            packet = _ZigbeePacket(
-                src=known[2], src_ep=src_ep, dst=dst, dst_ep=dst_ep, tsn=None,
-                profile_id=profile_id, cluster_id=cluster_id,
-                data=t.SerializableBytes(data), tx_options=tx_options)
-        self._deliver(packet, device, known[1], cluster, data, records, lqi, rssi, frame)
+        dedup: Any = None
+        if packet is None:
+            debouncer = device._packet_debouncer
+            if type(debouncer) is CompactDebouncer:
+                dedup = debouncer.frame_key(known[2], src_ep, debouncer.address(dst), dst_ep,
+                                            profile_id, cluster_id, data, tx_options)
+            else:
+                # What bellows would have handed zigpy, with the fields zigpy's duplicate
+                # filter blanks already blank (ZigbeeDevice._should_filter_packet).
+                dedup = _ZigbeePacket(
+                    src=t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(nwk)),
+                    src_ep=src_ep, dst=dst, dst_ep=dst_ep, tsn=None, profile_id=profile_id,
+                    cluster_id=cluster_id, data=t.SerializableBytes(data),
+                    tx_options=tx_options)
+            timestamp = datetime.now(UTC)
+        else:
+            timestamp = packet.timestamp
+        self._deliver(device, known[1], cluster, records, lqi, rssi, timestamp,
+                      (profile_id, cluster_id, src_ep, dst_ep, data), packet, dedup)
         self.taken += 1
         return True
 
     def _device(self, nwk: int) -> tuple[Any, str, Any] | None:
         """zigpy's ``get_device(nwk=...)`` without scanning every device each time: the
-        device, its IEEE address as text, and its address as zigpy's packets carry it.
+        device, its IEEE address as text, and its address as duplicate-filter keys hold it.
         A remembered device counts only while it still has that address; any device
         joining, leaving, being removed or replaced (a quirk) forgets them all
         (:meth:`device_joined` and the others below)."""
@@ -225,8 +241,7 @@ class FastReports:
                 and _plain(type(device), zigpy.device.Device, _DEVICE_METHODS))
         if not self._plain_classes[type(device)]:
             return None
-        known = (device, str(device.ieee),
-                 t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(nwk)))
+        known = (device, str(device.ieee), self._intern((int(t.AddrMode.NWK), nwk)))
         self._by_nwk[nwk] = known
         return known
 
@@ -236,8 +251,19 @@ class FastReports:
     def _forget(self, *_: Any) -> None:
         self._by_nwk.clear()
 
-    device_joined = device_initialized = raw_device_initialized = _forget
+    def device_joined(self, device: Any, *_: Any) -> None:
+        self._forget()
+        self._compact(device)
+
+    device_initialized = raw_device_initialized = device_joined
     device_removed = device_left = _forget
+
+    def _compact(self, device: Any) -> None:
+        """Give a device a duplicate filter that keeps keys, not packets (dedup.py),
+        unless it has another kind of filter (a quirk's)."""
+        debouncer: Any = getattr(device, "_packet_debouncer", None)
+        if zigpy_debouncer(debouncer):
+            device._packet_debouncer = CompactDebouncer.taking_over(debouncer, self._intern)
 
     def _plain_cluster(self, cluster: Any) -> bool:
         cls = type(cluster)
@@ -290,23 +316,23 @@ class FastReports:
         return records or None
 
     # -- doing what zigpy does ----------------------------------------------------------------
-    def _deliver(self, packet: Any, device: Any, ieee: str, cluster: Cluster, data: bytes,
-                 records: list[_Record], lqi: int | None, rssi: int | None,
-                 frame: bool) -> None:
-        # ControllerApplication.packet_received
-        self.app.listener_event("handle_message", device, packet.profile_id,
-                                packet.cluster_id, packet.src_ep, packet.dst_ep, data)
+    def _deliver(self, device: Any, ieee: str, cluster: Cluster, records: list[_Record],
+                 lqi: int | None, rssi: int | None, timestamp: datetime,
+                 message: tuple[Any, ...], packet: Any, dedup: Any) -> None:
+        # ControllerApplication.packet_received (message: profile, cluster, source and
+        # destination endpoint, the ZCL frame)
+        self.app.listener_event("handle_message", device, *message)
         # ZigbeeDevice.packet_received
-        device.last_seen = packet.timestamp
+        device.last_seen = timestamp
         if lqi is not None:
             device.lqi = lqi
         if rssi is not None:
             device.rssi = rssi
-        if frame:  # the packet's blank fields are blank already
-            duplicate = device._packet_debouncer.filter(
-                obj=packet, expire_in=zigpy.device.PACKET_DEBOUNCE_WINDOW)
-        else:
+        if packet is not None:
             duplicate = device._should_filter_packet(packet)
+        else:  # the frame's key or packet has the uncompared fields blank already
+            duplicate = device._packet_debouncer.filter(
+                obj=dedup, expire_in=zigpy.device.PACKET_DEBOUNCE_WINDOW)
         if duplicate:
             return
         # Cluster.handle_cluster_general_request, Report_Attributes, no manufacturer code
