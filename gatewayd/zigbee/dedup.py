@@ -49,6 +49,7 @@ class Interner:
 
     def __init__(self) -> None:
         self.parts: dict[Any, Any] = {}
+        self.incoming: dict[Any, Any] = {}  # tx options -> the rest of an incoming key
 
     def __call__(self, part: Any) -> Any:
         shared = self.parts.get(part)
@@ -95,7 +96,10 @@ class CompactDebouncer(Debouncer):
                   cluster_id: int, data: bytes, tx_options: Any) -> tuple[Any, ...]:
         """The key of the packet a radio library would make of an incoming unicast
         (``src``, ``dst``: from :meth:`address`)."""
-        rest = self.intern((None, None, False, None, tx_options, 0, 0, None, None, None, None))
+        rest = self.intern.incoming.get(tx_options)
+        if rest is None:
+            rest = self.intern.incoming[tx_options] = self.intern(
+                (None, None, False, None, tx_options, 0, 0, None, None, None, None))
         return self._key(src, src_ep, dst, dst_ep, profile_id, cluster_id, data, rest)
 
     def address(self, address: Any) -> Any:

@@ -127,6 +127,7 @@ class FastReports:
         self.taken = 0  # frames this path handled
         self._by_nwk: dict[int, tuple[Any, str, Any]] = {}  # NWK -> see _device
         self._intern = Interner()
+        self._dst: tuple[Any, Any] = (None, None)  # the last frame's destination, as a key
         self._plain_classes: dict[type, bool] = {}
         self._attrs: dict[tuple[type, int], Any] = {}
 
@@ -201,7 +202,9 @@ class FastReports:
         if packet is None:
             debouncer = device._packet_debouncer
             if type(debouncer) is CompactDebouncer:
-                dedup = debouncer.frame_key(known[2], src_ep, debouncer.address(dst), dst_ep,
+                if dst is not self._dst[0]:
+                    self._dst = (dst, debouncer.address(dst))
+                dedup = debouncer.frame_key(known[2], src_ep, self._dst[1], dst_ep,
                                             profile_id, cluster_id, data, tx_options)
             else:
                 # What bellows would have handed zigpy, with the fields zigpy's duplicate
