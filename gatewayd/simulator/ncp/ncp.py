@@ -135,7 +135,13 @@ class Ncp:
 
     def save_soon(self) -> None:
         if self._save_handle is None and self.store.path is not None:
-            self._save_handle = self.loop().call_later(SAVE_DELAY, self.save)
+            self._save_handle = self.loop().call_later(SAVE_DELAY, self._save_in_thread)
+
+    def _save_in_thread(self) -> None:
+        self._save_handle = None
+        if self.air is not None:
+            self.nvram.devices = self.air.to_json()
+        self.loop().run_in_executor(None, self.store.write, *self.store.snapshot(self.nvram))
 
     # -- frames -----------------------------------------------------------------------------
     def handle(self, frame: bytes) -> list[bytes]:
