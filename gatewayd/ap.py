@@ -22,14 +22,6 @@ from sdbus import DbusFailedError
 from gatewayd.config import Config
 from gatewayd.credentials import WifiCredentials
 from gatewayd.identity import Identity
-from gatewayd.nm import (
-    AccessPoint,
-    NetworkConnectionSettings,
-    NetworkDeviceGeneric,
-    NetworkDeviceWireless,
-    NetworkManager,
-    NetworkManagerSettings,
-)
 from gatewayd.onboarding.steps import Failure, StepResult
 
 log = logging.getLogger(__name__)
@@ -180,6 +172,12 @@ class NetworkManagerControl:
 
     async def start(self, on_link: Callable[[bool, str], None]) -> None:
         from sdbus import sd_bus_open_system
+        from sdbus_async.networkmanager import (
+            NetworkDeviceGeneric,
+            NetworkDeviceWireless,
+            NetworkManager,
+            NetworkManagerSettings,
+        )
 
         self._on_link = on_link
         if self._bus is None:
@@ -232,6 +230,8 @@ class NetworkManagerControl:
                 await self._delete(path)
 
     async def _our_connections(self) -> list[tuple[str, dict[str, Any]]]:
+        from sdbus_async.networkmanager import NetworkConnectionSettings
+
         found = []
         for path in await self._settings.list_connections():
             settings = await NetworkConnectionSettings(path, self._bus).get_settings()
@@ -241,6 +241,8 @@ class NetworkManagerControl:
         return found
 
     async def _delete(self, path: str) -> None:
+        from sdbus_async.networkmanager import NetworkConnectionSettings
+
         with contextlib.suppress(Exception):
             await NetworkConnectionSettings(path, self._bus).delete()
 
@@ -279,6 +281,8 @@ class NetworkManagerControl:
         await self._refresh_cache()
 
     async def _refresh_cache(self) -> None:
+        from sdbus_async.networkmanager import AccessPoint
+
         best: dict[str, ScannedNetwork] = {}
         for path in await self._device.get_all_access_points():
             ap = AccessPoint(path, self._bus)
@@ -312,6 +316,8 @@ class NetworkManagerControl:
         return None
 
     async def ethernet_connected(self) -> bool:
+        from sdbus_async.networkmanager import NetworkDeviceGeneric
+
         for path in await self._nm.get_devices():
             dev = NetworkDeviceGeneric(path, self._bus)
             if await dev.device_type == TYPE_ETHERNET and await dev.state == STATE_ACTIVATED:

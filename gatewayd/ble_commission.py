@@ -441,7 +441,7 @@ class BleCommissioner:
 
 async def lan_address(bus: SdBus) -> str | None:
     """IPv4 address of NetworkManager's primary connection, or None."""
-    from gatewayd.nm import ActiveConnection, IPv4Config, NetworkManager
+    from sdbus_async.networkmanager import ActiveConnection, IPv4Config, NetworkManager
 
     try:
         primary = await NetworkManager(bus).primary_connection

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 HEAVY = ("zigpy", "bellows", "bleak", "dbus_fast", "sqlite3", "gatewayd.bridge")
 
@@ -26,16 +25,3 @@ def test_cryptography_loads_with_its_first_cipher_not_with_the_daemon() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False True"
-
-
-def test_networkmanager_is_reached_through_our_few_interfaces_not_the_whole_binding() -> None:
-    # sdbus-networkmanager's package declares all of NetworkManager (64 modules, 2.3 MB):
-    # the hub's Wi-Fi control and BLE declare the dozen members they call (gatewayd.nm).
-    code = ("import sys, gatewayd.ap, gatewayd.ble_commission, gatewayd.nm; "
-            "print([m for m in sys.modules if m.startswith('sdbus_async.networkmanager')])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    assert out == "[]", out
-    for module in ("ap.py", "ble_commission.py"):
-        source = (Path(__file__).resolve().parent.parent / "gatewayd" / module).read_text()
-        assert "sdbus_async.networkmanager" not in source, module
