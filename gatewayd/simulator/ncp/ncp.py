@@ -61,6 +61,11 @@ class Air(Protocol):
     def to_json(self) -> list[dict[str, Any]]: ...
 
 
+def _report_failed_save(writing: asyncio.Future[None]) -> None:
+    if not writing.cancelled() and writing.exception() is not None:
+        log.error("ncp: cannot save the emulator's state: %s", writing.exception())
+
+
 class Ncp:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -141,7 +146,9 @@ class Ncp:
         self._save_handle = None
         if self.air is not None:
             self.nvram.devices = self.air.to_json()
-        self.loop().run_in_executor(None, self.store.write, *self.store.snapshot(self.nvram))
+        writing = self.loop().run_in_executor(None, self.store.write,
+                                              *self.store.snapshot(self.nvram))
+        writing.add_done_callback(_report_failed_save)
 
     # -- frames -----------------------------------------------------------------------------
     def handle(self, frame: bytes) -> list[bytes]:
