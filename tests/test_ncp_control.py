@@ -83,6 +83,25 @@ def test_state_file_is_written_atomically_and_checked(tmp_path: Path) -> None:
         Store(path).load()
 
 
+def test_a_write_from_an_older_snapshot_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    """The timed save writes from a thread (ncp.py ``_save_in_thread``): a snapshot taken
+    earlier but written later must not bring older state back."""
+    path = tmp_path / "ncp.json"
+    store = Store(path)
+    nvram = store.load()
+    nvram.node_id = 0x1111
+    older = store.snapshot(nvram)
+    nvram.node_id = 0x2222
+    newer = store.snapshot(nvram)
+    assert older[0]["node_id"] == 0x1111  # a snapshot is a copy, not a view
+    store.write(*newer)
+    store.write(*older)
+    assert Store(path).load().node_id == 0x2222 and store.saves == 1
+    nvram.node_id = 0x3333
+    store.save(nvram)  # a synchronous save is the newest of all
+    assert Store(path).load().node_id == 0x3333 and store.saves == 2
+
+
 @pytest.mark.slow
 def test_console_entry_prints_its_ports_and_stops_cleanly(tmp_path: Path) -> None:
     state = tmp_path / "ncp.json"

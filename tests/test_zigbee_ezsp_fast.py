@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,8 @@ def test_the_frame_fast_path_equals_bellows_and_zigpy(tmp_path: Path) -> None:
         bridge, pub = await started(radio, min_interval=3600.0)
         plug = bridge.children[await join(bridge, pub, "plug")]
         paths = Paths(bridge, pub)
+        # bellows runs on the hub's loop: no serial thread of its own (radio.py).
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("bellows")]
         dev = plug.device
         meter = dev.endpoints[1].in_clusters[0x0B04]
         on_off = dev.endpoints[1].in_clusters[0x0006]
