@@ -223,10 +223,11 @@ async def shutdown_controller(app: ControllerApplication,
                               timeout: float = SHUTDOWN_SECONDS) -> None:
     """``app.shutdown()``, bounded; the database is closed even if the radio side hangs.
 
-    bellows runs its serial side on an event loop in a thread of its own; when the
-    connection is lost that loop stops, and a disconnect handed to it in the moment
-    between its stop and its close is never run, so ``shutdown()`` would wait forever
-    (seen under load after a TCP drop: the radio never came back). zigpy closes the
+    bellows with its serial thread (``use_thread``, which :func:`zigpy_config` turns
+    off) stopped that thread's loop when the connection was lost, and a disconnect
+    handed to it between its stop and its close never ran, so ``shutdown()`` waited
+    forever (seen under load after a TCP drop: the radio never came back). Any radio
+    library may hang the same way, so the bound stays. zigpy closes the
     database only after the disconnect, so on a timeout it is closed here, or its SQLite
     thread (not a daemon thread) would keep the process from exiting.
     """
