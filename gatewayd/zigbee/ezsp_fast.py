@@ -27,8 +27,6 @@ address dataclasses.
 
 from __future__ import annotations
 
-import importlib.metadata
-import inspect
 import logging
 import struct
 from collections.abc import Callable
@@ -41,7 +39,7 @@ import bellows.types as bt
 import bellows.zigbee.application as bellows_app
 import zigpy.types as t
 
-from gatewayd.zigbee.fastpath import FastReports
+from gatewayd.zigbee.fastpath import FastReports, plain, written_for
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +127,6 @@ _APP_METHODS = ("ezsp_callback_handler", "_handle_frame", "packet_received")
 _EZSP_METHODS = ("frame_received", "handle_callback")
 
 
-def _plain(cls: type, base: type, names: tuple[str, ...]) -> bool:
-    return all(inspect.getattr_static(cls, name) is inspect.getattr_static(base, name)
-               for name in names)
-
-
 class FastFrames:
     """Installed on a bellows ``ControllerApplication`` by :meth:`install`; follows it
     to each new ``EZSP`` object its ``connect`` makes (a reconnect makes one)."""
@@ -150,21 +143,14 @@ class FastFrames:
         # bellows logs every frame at debug level; with that on, it sees them all.
         self._bellows_logs = (logging.getLogger(bellows.ezsp.protocol.__name__),
                               logging.getLogger(bellows_app.__name__))
-        self._counter: Any = None
 
     @classmethod
     def install(cls, app: Any, reports: FastReports | None) -> FastFrames | None:
         if reports is None or not isinstance(app, bellows_app.ControllerApplication):
             return None
-        try:
-            version = importlib.metadata.version("bellows")
-        except importlib.metadata.PackageNotFoundError:
-            version = "?"
-        if version != BELLOWS_VERSION:
-            log.info("zigbee: EZSP frame fast path off: written for bellows %s, this is %s",
-                     BELLOWS_VERSION, version)
+        if not written_for("bellows", BELLOWS_VERSION, "EZSP frame fast path"):
             return None
-        if not _plain(type(app), bellows_app.ControllerApplication, _APP_METHODS):
+        if not plain(type(app), bellows_app.ControllerApplication, _APP_METHODS):
             return None
         fast = cls(app, reports)
         connect = app.connect
@@ -181,7 +167,7 @@ class FastFrames:
         """Sit in front of the application's current EZSP object."""
         ezsp = self.app._ezsp
         if ezsp is None or ezsp is self._ezsp or \
-                not _plain(type(ezsp), bellows.ezsp.EZSP, _EZSP_METHODS):
+                not plain(type(ezsp), bellows.ezsp.EZSP, _EZSP_METHODS):
             return
         self._ezsp = ezsp
         self._bellows_frame_received = ezsp.frame_received

@@ -96,9 +96,25 @@ def mapped_clusters() -> frozenset[int]:
     return frozenset(m.cluster_id for m in mapping.TABLE if m.server)
 
 
-def _plain(cls: type, base: type, names: tuple[str, ...]) -> bool:
+def plain(cls: type, base: type, names: tuple[str, ...]) -> bool:
+    """True if ``cls`` inherits these methods from ``base`` as they are (no override,
+    as a quirk would have): the fast paths reproduce ``base``'s behaviour only."""
     return all(inspect.getattr_static(cls, name) is inspect.getattr_static(base, name)
                for name in names)
+
+
+def written_for(package: str, version: str, path: str) -> bool:
+    """True if the installed ``package`` is the version a fast path was written and
+    tested against; otherwise logs that ``path`` is off (the library does the work)."""
+    try:
+        installed = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        installed = "?"
+    if installed != version:
+        log.info("zigbee: %s off: written for %s %s, this is %s", path, package, version,
+                 installed)
+        return False
+    return True
 
 
 _REPORT_SCHEMA: type = foundation.GENERAL_COMMANDS[
@@ -133,13 +149,7 @@ class FastReports:
 
     @classmethod
     def install(cls, app: Any) -> FastReports | None:
-        try:
-            version = importlib.metadata.version("zigpy")
-        except importlib.metadata.PackageNotFoundError:
-            version = "?"
-        if version != ZIGPY_VERSION:
-            log.info("zigbee: report fast path off: written for zigpy %s, this is %s",
-                     ZIGPY_VERSION, version)
+        if not written_for("zigpy", ZIGPY_VERSION, "report fast path"):
             return None
         fast = cls(app)
         app.packet_received = fast.packet_received
@@ -241,7 +251,7 @@ class FastReports:
         if type(device) not in self._plain_classes:
             self._plain_classes[type(device)] = (
                 isinstance(device, zigpy.device.Device)
-                and _plain(type(device), zigpy.device.Device, _DEVICE_METHODS))
+                and plain(type(device), zigpy.device.Device, _DEVICE_METHODS))
         if not self._plain_classes[type(device)]:
             return None
         known = (device, str(device.ieee), self._intern((int(t.AddrMode.NWK), nwk)))
@@ -270,11 +280,11 @@ class FastReports:
 
     def _plain_cluster(self, cluster: Any) -> bool:
         cls = type(cluster)
-        plain = self._plain_classes.get(cls)
-        if plain is None:
-            plain = self._plain_classes[cls] = _plain(cls, Cluster, _CLUSTER_METHODS)
+        known = self._plain_classes.get(cls)
+        if known is None:
+            known = self._plain_classes[cls] = plain(cls, Cluster, _CLUSTER_METHODS)
         # A listener with general_command would be handed the parsed header and command.
-        return plain and not any(hasattr(listener, "general_command")
+        return known and not any(hasattr(listener, "general_command")
                                  for listener, _ in cluster._listeners.values())
 
     def _attribute(self, cluster: Any, attrid: int) -> Any:
