@@ -83,12 +83,8 @@ class Nvram:
         """Fresh containers throughout (``asdict`` copies); ``devices`` is not copied
         again: ``Air.to_json`` makes it anew for every save, and copying it was most of
         the cost of one."""
-        devices, self.devices = self.devices, []
-        try:
-            data = dataclasses.asdict(self)
-        finally:
-            self.devices = devices
-        data["devices"] = devices
+        data = dataclasses.asdict(dataclasses.replace(self, devices=[]))
+        data["devices"] = self.devices
         data["version"] = STATE_VERSION
         return data
 
