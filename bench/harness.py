@@ -343,12 +343,15 @@ def copy_state(src: Path, dst: Path) -> Path:
 # ---- MQTT in the bench process ----------------------------------------------------------------
 
 class Monitor:
-    """A superuser MQTT client: waits for live (not retained) messages, publishes /set."""
+    """A superuser MQTT client: waits for live (not retained, unless ``retained``)
+    messages, publishes /set."""
 
-    def __init__(self, world: BenchWorld, topic_filter: str, keep_last: bool = False) -> None:
+    def __init__(self, world: BenchWorld, topic_filter: str, keep_last: bool = False,
+                 retained: bool = False) -> None:
         self.messages: queue.Queue[tuple[float, str, str]] = queue.Queue(maxsize=100_000)
         # keep_last: only the newest live payload per topic (last_json), no queue.
         self.keep_last = keep_last
+        self.retained = retained
         self._last: dict[str, str] = {}
         self._last_lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -370,7 +373,7 @@ class Monitor:
             raise BenchError("the bench's MQTT client could not subscribe")
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.retain:
+        if msg.retain and not self.retained:
             return
         if self.keep_last:
             with self._last_lock:

@@ -1,6 +1,7 @@
 """The minimal hub (Wi-Fi onboarding + cloud link; no Zigbee, no BLE).
 
-pair_to_online_s, startup_ready_s_minimal, rss_idle_mb_minimal, portal_healthcheck_rps.
+pair_to_online_s, startup_ready_s_minimal, rss_idle_mb_minimal, rss_idle_mb_minimal_served,
+portal_healthcheck_rps.
 """
 
 from __future__ import annotations
@@ -79,10 +80,29 @@ def startup_minimal(world: BenchWorld, settings: Settings, results: Results,
     return daemon
 
 
-def idle_minimal(daemon: DaemonProcess, settings: Settings, results: Results) -> None:
-    wait_until(lambda: _online(daemon), 60, "the minimal hub to go online")
+def idle_minimal(world: BenchWorld, daemon: DaemonProcess, settings: Settings,
+                 results: Results) -> None:
+    """The hub's RSS at idle, as it runs unattended: online (its $state ready on the
+    broker), nobody browsing its panel or running gatewayctl, so its web apps are not
+    built yet (gatewayd.runtime.webserver.LazyApp). Then once more after one request to
+    each (``rss_idle_mb_minimal_served``: what a hub someone has used idles at)."""
+    monitor = Monitor(world, f"{world.hub_base()}/$state", retained=True)
+    try:
+        monitor.wait_for(f"{world.hub_base()}/$state", "ready", 60)
+    finally:
+        monitor.close()
     assert daemon.ready_at is not None
     idle_until = daemon.ready_at + settings.idle_seconds
+    results.add("rss_idle_mb_minimal", _idle_rss(daemon, idle_until), "MB")
+    if not _online(daemon):  # the first control request: builds the control app
+        raise BenchError("the minimal hub is not online")
+    code, body = world.http_get("/healthcheck")  # and the portal's
+    if code != 200:
+        raise BenchError(f"/healthcheck answered {code}: {body}")
+    results.add("rss_idle_mb_minimal_served", _idle_rss(daemon, time.monotonic() + 5), "MB")
+
+
+def _idle_rss(daemon: DaemonProcess, idle_until: float) -> list[float]:
     samples = []
     # One sample a second over the last 5 s of the idle period.
     for at in (idle_until - 4, idle_until - 3, idle_until - 2, idle_until - 1, idle_until):
@@ -90,7 +110,7 @@ def idle_minimal(daemon: DaemonProcess, settings: Settings, results: Results) ->
         if delay > 0:
             time.sleep(delay)  # a measurement schedule, not synchronisation
         samples.append(daemon.rss_mb())
-    results.add("rss_idle_mb_minimal", samples, "MB")
+    return samples
 
 
 def healthcheck(world: BenchWorld, settings: Settings, results: Results) -> None:
@@ -117,7 +137,7 @@ def run(world: BenchWorld, settings: Settings, results: Results) -> Path:
     paired = pair_to_online(world, settings, results)
     daemon = startup_minimal(world, settings, results, paired)
     try:
-        idle_minimal(daemon, settings, results)
+        idle_minimal(world, daemon, settings, results)
         healthcheck(world, settings, results)
     finally:
         daemon.stop()

@@ -19,7 +19,7 @@ PROBE = """
 import json, sys
 {imports}
 heavy = sorted(m for m in ("zigpy", "bellows", "bleak", "dbus_fast", "segno", "cryptography",
-                            "sqlite3")
+                            "sqlite3", "flask")
                if m in sys.modules)
 # VmHWM, not ru_maxrss: a forked child inherits its parent's ru_maxrss across exec.
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status")

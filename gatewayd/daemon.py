@@ -20,10 +20,7 @@ from gatewayd.cloud.ownership import Ownership
 from gatewayd.cloud.telemetry import TelemetryReporter, hub_device
 from gatewayd.cloud.topics import client_id_for
 from gatewayd.config import Config
-from gatewayd.control.app import control_blueprints, create_control_app
-from gatewayd.control.devices import DeviceProviders, devices_blueprint
-from gatewayd.control.platform import platform_blueprint
-from gatewayd.control.zigbee import zigbee_blueprint
+from gatewayd.control.parts import ControlParts, DeviceProviders
 from gatewayd.hardware.component import Hardware
 from gatewayd.hardware.libgpiod import GpiodBackend
 from gatewayd.hardware.lines import LineBackend
@@ -37,13 +34,12 @@ from gatewayd.onboarding.progress import Progress, describe
 from gatewayd.onboarding.provisioned import ProvisioningOnboarding
 from gatewayd.onboarding.steps import CloudStep
 from gatewayd.onboarding.table import State
-from gatewayd.portal.app import create_portal_app
 from gatewayd.runtime import heap
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier, Watchdog, watchdog_interval
 from gatewayd.runtime.stalls import StallReporter
-from gatewayd.runtime.webserver import WebServer
+from gatewayd.runtime.webserver import LazyApp, WebServer
 from gatewayd.state import StateStore
 from gatewayd.virtual.host import VirtualDevices
 
@@ -91,6 +87,19 @@ class WebComponent:
     async def stop(self) -> None:
         if self.server is not None:
             await asyncio.to_thread(self.server.stop)
+
+
+def _control_app(parts: ControlParts) -> Any:
+    from gatewayd.control.build import control_app  # with Flask: see LazyApp above
+
+    return control_app(parts)
+
+
+def _portal_app(parts: ControlParts) -> Any:
+    from gatewayd.portal.app import create_portal_app  # with Flask: see LazyApp above
+
+    return create_portal_app(parts.hub, parts.call, pairing=parts.pairing,
+                             onboarding=parts.onboarding, zigbee=parts.bridge)
 
 
 @dataclass
@@ -203,36 +212,32 @@ class Daemon:
             ups = itertools.count()
             bridge.up_hooks.append(lambda: heap.settle(full=next(ups) > 0))
 
-        blueprints = [devices_blueprint(call, providers, hardware),
-                      *control_blueprints(hub, call, pairing=pairing,
-                                          onboarding=onboarding)]
-        if bridge is not None:
-            blueprints.append(zigbee_blueprint(bridge, call))
-        if self.cloud_link is not None:
-            blueprints.append(platform_blueprint(self.cloud_link.platform, call))
+        parts = ControlParts(hub, call, providers, hardware, pairing, onboarding,
+                             bridge=bridge, platform=(self.cloud_link.platform
+                                                      if self.cloud_link is not None else None))
         if cfg.ble.enabled:
             # Only with BLE on: it brings the BlueZ peripheral stack and cryptography.
             from gatewayd.ble_commission import BleCommissioner
-            from gatewayd.control.ble import ble_blueprint
 
             ble = BleCommissioner.for_hub(
                 hub, onboarding, pairing,
                 identify=lambda: self._identify(hardware),
                 panel_url=self._sim_panel_url if self.simulate else None)
-            blueprints.append(ble_blueprint(ble, call))
+            parts.ble = ble
             if self.provisioner is not None:
                 ble.hub.provisioning = self.provisioner.view
             self.short_press_hooks.append(lambda: self._authorize_ble(ble))
             # Started after onboarding and stopped before it; a BLE fault never stops the hub.
             self._late.insert(0, NonFatal(ble))
+        # Both web apps are built on their first request, in a web thread (LazyApp): Flask
+        # and its stack are 8 MB that a hub nobody browses or runs gatewayctl on never needs.
         self.control = WebComponent("control", lambda: WebServer(
-            create_control_app(hub, call, extra=blueprints), name="control",
+            LazyApp(lambda: _control_app(parts), "control"), name="control",
             unix_socket=cfg.control_socket, socket_group=cfg.hub.control_group, threads=2))
         self.components.append(self.control)
         if cfg.portal.enabled:
             self.portal = WebComponent("portal", lambda: WebServer(
-                create_portal_app(hub, call, pairing=pairing, onboarding=onboarding,
-                                  zigbee=bridge),
+                LazyApp(lambda: _portal_app(parts), "portal"),
                 name="portal", host=cfg.portal.listen,
                 port=cfg.portal.port, max_request_bytes=cfg.portal.max_request_bytes))
             self.components.append(self.portal)

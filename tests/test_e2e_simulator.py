@@ -7,6 +7,7 @@ control socket (gatewayctl) and the simulated cloud broker.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import http.cookiejar
 import json
 import re
@@ -61,6 +62,25 @@ def sim(tmp_path: Path) -> Iterator[Sim]:
     s = Sim(tmp_path / "sim")
     yield s
     assert s.proc.stop(signal.SIGINT, timeout=30) == 0, s.proc.output()
+
+
+def test_the_web_stack_loads_with_the_first_request_not_with_the_hub(sim: Sim) -> None:
+    """Issue 19: Flask, werkzeug and jinja2 (8 MB) load when someone first asks the hub
+    something over HTTP, not at start: a hub nobody browses or runs gatewayctl on idles
+    without them. jinja2's markupsafe extension shows in the process' memory map."""
+    maps = Path(f"/proc/{sim.proc.proc.pid}/maps")
+    assert "markupsafe" not in maps.read_text()  # READY (sim.json is written after it)
+    assert "app built for its first request" not in sim.proc.output()
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        ids = list(pool.map(lambda _: sim.status()["device_id"], range(3)))
+    assert ids == [DEVICE_ID] * 3
+    assert "markupsafe" in maps.read_text()
+    log = sim.proc.output()
+    assert log.count("web: control app built for its first request") == 1, log
+    assert "web: portal app built" not in log
+    assert http_get(f"{sim.portal}/healthcheck") == (200, "OK")
+    assert http_get(f"{sim.portal}/healthcheck") == (200, "OK")
+    assert sim.proc.output().count("web: portal app built for its first request") == 1
 
 
 def test_a_hub_on_ethernet_pairs_cloud_only(tmp_path: Path) -> None:

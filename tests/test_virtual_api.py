@@ -17,7 +17,8 @@ import pytest
 
 from gatewayd.config import ButtonConfig, Config, LedConfig, parse_config, with_overrides
 from gatewayd.control.app import create_control_app
-from gatewayd.control.devices import DeviceProviders, devices_blueprint
+from gatewayd.control.devices import devices_blueprint
+from gatewayd.control.parts import DeviceProviders
 from gatewayd.ctl.devices import add_commands
 from gatewayd.ctl.main import Client, CtlError
 from gatewayd.hardware.component import Hardware

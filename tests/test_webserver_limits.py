@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from gatewayd.runtime.webserver import LOOP_TIMEOUT, Limits, WebServer
+from gatewayd.runtime.webserver import LOOP_TIMEOUT, LazyApp, Limits, WebServer
 
 HONEST = "127.0.0.2"
 
@@ -159,3 +159,46 @@ def test_the_servers_loop_waits_in_select_instead_of_spinning(tmp_path: Path) ->
             assert web._server.adj.asyncore_loop_timeout == LOOP_TIMEOUT > 0
         finally:
             web.stop()
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_a_lazy_app_is_built_by_its_first_request_once_and_a_failed_build_is_retried(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 19: the daemon's Flask apps are built on their first request (8 MB that a hub
+    nobody browses never loads). A build that fails answers waitress' plain 500, keeps
+    nothing, and the next request builds again."""
+    builds: list[str] = []
+
+    def build() -> Flask:
+        builds.append(threading.current_thread().name)
+        if len(builds) == 1:
+            raise RuntimeError("secret library detail")
+        return app()
+
+    lazy = LazyApp(build, "portal")
+    web = WebServer(lazy, name="portal", host="127.0.0.1", port=0)
+    web.start()
+    try:
+        assert builds == [] and not lazy.built  # serving, and nothing built yet
+        with caplog.at_level(logging.INFO, logger="gatewayd.runtime.webserver"):
+            status, body = _get(web.port, "/healthcheck")
+            assert status == 500 and b"secret library detail" not in body
+            assert not lazy.built
+            assert "web: the portal app could not be built" in caplog.text
+            assert _get(web.port, "/healthcheck") == (200, b"OK")
+            assert _get(web.port, "/healthcheck") == (200, b"OK")
+        assert len(builds) == 2 and lazy.built
+        # Built in a web server thread, never on the caller's (the asyncio loop's) thread.
+        assert threading.current_thread().name not in builds
+        assert "web: portal app built for its first request" in caplog.text
+    finally:
+        web.stop()

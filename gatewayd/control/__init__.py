@@ -6,6 +6,10 @@ the access control); :mod:`~gatewayd.control.devices`, :mod:`~gatewayd.control.z
 :mod:`~gatewayd.control.ble` add their endpoints. Handlers run in waitress threads and reach
 the core only through :class:`gatewayd.runtime.corecall.CoreCall`.
 
+The daemon imports only :mod:`~gatewayd.control.parts` (what the endpoints reach, no Flask);
+:mod:`~gatewayd.control.build` makes the whole app from those parts on the socket's first
+request (:class:`gatewayd.runtime.webserver.LazyApp`).
+
 May import: hub, runtime, hardware, the faces of their concerns (bridge, ble_commission),
 and the portal's pairing API (:mod:`gatewayd.portal.api`, :mod:`gatewayd.portal.core`).
 Nothing imports this package but the daemon.

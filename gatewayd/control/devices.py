@@ -12,48 +12,19 @@ Handlers run in waitress' threads and reach the loop only through :class:`CoreCa
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, jsonify
 
 from gatewayd.control.app import ApiError, json_object_body
+from gatewayd.control.parts import DeviceProviders
 from gatewayd.hardware.button import PRESS_KINDS
 from gatewayd.hardware.component import Hardware
 from gatewayd.hardware.led import IDENTIFY_SECONDS
 from gatewayd.runtime.corecall import CoreCall, CoreUnavailable
 
-log = logging.getLogger(__name__)
-
-DeviceListProvider = Callable[[], list[dict[str, Any]]]
 PRESS_ACTIONS = {"short": "commissioning-window", "long": "factory-reset"}
 PRESS_TIMEOUT = 60.0  # a factory reset reconfigures NetworkManager: allow it some time
-
-
-class DeviceProviders:
-    """Who has child devices to list; each provider is called on the loop."""
-
-    def __init__(self) -> None:
-        self._providers: dict[str, DeviceListProvider] = {}
-
-    def add(self, name: str, provider: DeviceListProvider) -> None:
-        self._providers[name] = provider
-
-    def collect(self) -> dict[str, Any]:
-        devices: list[dict[str, Any]] = []
-        errors: dict[str, str] = {}
-        for name, provider in self._providers.items():
-            try:
-                found = provider()
-            except Exception as exc:
-                # One broken provider must not hide the others' devices.
-                log.exception("device list of %s failed", name)
-                errors[name] = f"{type(exc).__name__}: {exc}"
-                continue
-            devices.extend({"provider": name, **entry} for entry in found)
-        devices.sort(key=lambda d: str(d.get("device_id", "")))
-        return {"devices": devices, "errors": errors}
 
 
 def _jsonable(value: Any) -> Any:

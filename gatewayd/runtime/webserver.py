@@ -12,6 +12,10 @@ from everyone else, so the server is guarded (:class:`Limits`):
 * **idle connections** close after ``idle_seconds``.
 
 The control socket (a Unix socket, root or one group) has no such limits.
+
+Both apps are Flask apps, and Flask with werkzeug and jinja2 is 8 MB of a hub's memory
+that a hub nobody talks to does not need: :class:`LazyApp` builds an app on its first
+request, in the web server's thread (never on the asyncio loop).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,45 @@ class Limits:
     per_client: int = 8  # connections at once from one address
     request_seconds: float = 10.0  # from a request's first byte to its last
     idle_seconds: float = 15.0  # a connection with no request in progress
+
+
+WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
+
+
+class LazyApp:
+    """A WSGI app that ``build`` makes on the first request it is asked to serve.
+
+    Concurrent first requests wait for the one build. A build that fails is logged and
+    answered with waitress' plain 500 page (no library text), and tried again with the
+    next request.
+    """
+
+    def __init__(self, build: Callable[[], WsgiApp], name: str) -> None:
+        self._build = build
+        self._name = name
+        self._lock = threading.Lock()
+        self._app: WsgiApp | None = None
+
+    @property
+    def built(self) -> bool:
+        return self._app is not None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        app = self._app
+        if app is None:
+            with self._lock:
+                app = self._app
+                if app is None:
+                    started = time.monotonic()
+                    try:
+                        app = self._build()
+                    except Exception:
+                        log.exception("web: the %s app could not be built", self._name)
+                        raise
+                    self._app = app
+                    log.info("web: %s app built for its first request in %.2f s",
+                             self._name, time.monotonic() - started)
+        return app(environ, start_response)
 
 
 class _GuardedChannel(HTTPChannel):

@@ -1,0 +1,32 @@
+"""The control socket's whole app, from the parts the daemon made.
+
+The daemon imports this module (and so Flask) only when the control socket gets its first
+request (:class:`gatewayd.runtime.webserver.LazyApp`): a hub that nobody runs ``gatewayctl``
+on never loads the web stack for it.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from gatewayd.control.app import control_blueprints, create_control_app
+from gatewayd.control.devices import devices_blueprint
+from gatewayd.control.parts import ControlParts
+from gatewayd.control.platform import platform_blueprint
+from gatewayd.control.zigbee import zigbee_blueprint
+
+
+def control_app(parts: ControlParts) -> Flask:
+    blueprints = [devices_blueprint(parts.call, parts.providers, parts.hardware),
+                  *control_blueprints(parts.hub, parts.call, pairing=parts.pairing,
+                                      onboarding=parts.onboarding)]
+    if parts.bridge is not None:
+        blueprints.append(zigbee_blueprint(parts.bridge, parts.call))
+    if parts.platform is not None:
+        blueprints.append(platform_blueprint(parts.platform, parts.call))
+    if parts.ble is not None:
+        # Only with BLE on: its module is the BlueZ stack's face (already loaded then).
+        from gatewayd.control.ble import ble_blueprint
+
+        blueprints.append(ble_blueprint(parts.ble, parts.call))
+    return create_control_app(parts.hub, parts.call, extra=blueprints)
