@@ -143,7 +143,8 @@ class SimDevice:
                 self.attrs[key][attribute(cls, name).id] = value
 
     def set_attributes(self, cluster: str, values: dict[str, Any],
-                       endpoint: int | None = None) -> list[tuple[ClusterKey, int]]:
+                       endpoint: int | None = None, *,
+                       persist: bool = True) -> list[tuple[ClusterKey, int]]:
         key, cls = self._locate(cluster, endpoint)
         changed: list[tuple[ClusterKey, int]] = []
         for name, value in values.items():
@@ -155,7 +156,8 @@ class SimDevice:
                                         ) from None
             self.attrs[key][attr.id] = value
             changed.append((key, attr.id))
-        self.net.changed()
+        if persist:
+            self.net.changed()
         return changed
 
     def value(self, cluster: str, name: str, endpoint: int | None = None) -> Any:
@@ -367,9 +369,11 @@ class SimDevice:
                        profile=profile or self._profile(key[0]))
 
     def update(self, cluster: str, attributes: dict[str, Any],
-               endpoint: int | None = None) -> None:
-        """New raw values on a server cluster, told to the coordinator at once."""
-        changed = self.set_attributes(cluster, attributes, endpoint)
+               endpoint: int | None = None, *, persist: bool = True) -> None:
+        """New raw values on a server cluster, told to the coordinator at once.
+        ``persist=False``: the caller has the state saved itself (a report stream, once
+        at its end)."""
+        changed = self.set_attributes(cluster, attributes, endpoint, persist=persist)
         key = changed[0][0]
         if cluster == "ias_zone" and "zone_status" in attributes:
             # IAS zones tell status changes with a command, not an attribute report.
