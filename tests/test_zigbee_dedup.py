@@ -14,7 +14,7 @@ import zigpy.types as t
 from zigpy.datastructures import Debouncer
 
 from gatewayd.zigbee import dedup
-from gatewayd.zigbee.dedup import CompactDebouncer, Interner
+from gatewayd.zigbee.dedup import CompactDebouncer, Shared
 
 
 class _Clock:
@@ -40,7 +40,7 @@ def _packet(src: int, value: int, cluster: int = 0x0B04) -> t.ZigbeePacket:
 
 def _pair() -> tuple[Debouncer, CompactDebouncer, _Clock]:
     clock = _Clock()
-    zigpys, ours = Debouncer(), CompactDebouncer(Interner())
+    zigpys, ours = Debouncer(), CompactDebouncer(Shared())
     zigpys._loop = ours._loop = clock  # type: ignore[assignment]
     return zigpys, ours, clock
 
@@ -88,8 +88,23 @@ def test_it_keeps_only_what_has_not_expired_after_a_burst() -> None:
         clock.now += 0.0001
         assert not ours.filter(obj=_packet(0x1234, value % 30000, 0x0B04 + value // 60000),
                                expire_in=10.0)
-    assert len(ours) == 5000
+    shared = ours.shared
+    assert len(shared) == 5000
     clock.now += 11.0
     assert not ours.filter(obj=_packet(0x1234, 1), expire_in=10.0)
-    assert len(ours) == 1 and len(ours._order) == 1 and len(ours._expiry) == 1
+    assert len(shared) == 1 and len(shared._order) == 1 and len(shared._expiry) == 1
     assert ours.filter(obj=_packet(0x1234, 1), expire_in=10.0)
+
+
+def test_devices_sharing_the_window_do_not_filter_each_others_packets() -> None:
+    """One device's packet is no duplicate of another's, even with the same address (a
+    device that took over a departed one's NWK within the window)."""
+    clock = _Clock()
+    shared = Shared()
+    first, second = CompactDebouncer(shared), CompactDebouncer(shared)
+    first._loop = second._loop = clock  # type: ignore[assignment]
+    packet = _packet(0x1234, 7)
+    assert not first.filter(obj=packet, expire_in=10.0)
+    assert not second.filter(obj=packet.replace(), expire_in=10.0)
+    assert first.filter(obj=packet.replace(), expire_in=10.0)
+    assert second.filter(obj=packet.replace(), expire_in=10.0)

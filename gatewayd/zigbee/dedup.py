@@ -31,9 +31,9 @@ from typing import Any
 from zigpy.datastructures import Debouncer
 
 INTERN_MAX = 4096  # parts numbered; past that, keys keep the part itself (a tuple key)
-# Source, destination and "rest" part numbers; source and destination endpoint, profile,
-# cluster. The ZCL frame follows.
-_HEAD = struct.Struct("<HHHBBHH")
+# The device filter's number; source, destination and "rest" part numbers; source and
+# destination endpoint, profile, cluster. The ZCL frame follows.
+_HEAD = struct.Struct("<IHHHBBHH")
 _COMPACT_AT = 64  # expired slots at the front of the list before it is shifted down
 _SHRINK_FROM = 256  # keys held at some point before the set is rebuilt smaller
 
@@ -55,13 +55,25 @@ def zigpy_debouncer(debouncer: Any) -> bool:
     return type(debouncer) is Debouncer
 
 
-class Interner:
-    """A number for each repeating part of a key (bounded): the part is in the key as
-    that number. Past :data:`INTERN_MAX` parts, a new part stays itself."""
+class Shared:
+    """What the duplicate filters of one network share: a number for each repeating part
+    of a key (bounded; the part is in the key as that number, and past
+    :data:`INTERN_MAX` parts a new part stays itself), and every device's keys.
+
+    One window for all devices rather than one per device: the keys' set and lists are
+    then a few large buffers, which the C allocator maps and unmaps on their own, instead
+    of 200 devices' middle-sized ones left as holes in its heap after a burst.
+    """
 
     def __init__(self) -> None:
         self.parts: dict[Any, int] = {}
         self.incoming: dict[Any, Any] = {}  # tx options -> the rest of an incoming key
+        self.keys: set[Any] = set()
+        self._order: list[Any] = []  # the keys by expiry; None once expired
+        self._expiry: array[float] = array("d")  # each one's expiry, same index
+        self._head = 0  # where the live ones start
+        self._most = 0  # the most keys held since the set was last rebuilt
+        self._filters = 0  # device filters numbered so far
 
     def __call__(self, part: Any) -> Any:
         number = self.parts.get(part)
@@ -71,41 +83,16 @@ class Interner:
             number = self.parts[part] = len(self.parts)
         return number
 
-
-class CompactDebouncer(Debouncer):
-    """A device's duplicate filter (``device._packet_debouncer``) keeping keys.
-
-    Filters as zigpy's does: an object is filtered while an equal one stored by
-    :meth:`filter` has not expired (its expiry is not before now).
-    """
-
-    def __init__(self, intern: Interner) -> None:
-        super().__init__()
-        self.intern = intern
-        self._keys: set[Any] = set()
-        self._order: list[Any] = []  # the keys by expiry; None once expired
-        self._expiry: array[float] = array("d")  # each one's expiry, same index
-        self._head = 0  # where the live ones start
-        self._most = 0  # the most keys held since the set was last rebuilt
-
-    @classmethod
-    def taking_over(cls, old: Debouncer, intern: Interner) -> CompactDebouncer:
-        """A filter that remembers what ``old`` (zigpy's) remembers, as keys."""
-        new = cls(intern)
-        for negative_expiry, _, packet in reversed(old._queue):  # soonest expiry last
-            new._add(new.packet_key(packet), -negative_expiry)
-        return new
-
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self.keys)
 
-    def __repr__(self) -> str:
-        return f"<{self.__class__.__name__} [tracked:{len(self._keys)}]>"
+    def next_filter(self) -> int:
+        self._filters += 1
+        return self._filters
 
-    def clean(self, now: float | None = None) -> None:
-        if now is None:
-            now = self._loop.time()
-        order, expiry, keys, head = self._order, self._expiry, self._keys, self._head
+    def clean(self, now: float) -> None:
+        """Forget the keys whose expiry is before ``now``."""
+        order, expiry, keys, head = self._order, self._expiry, self.keys, self._head
         end = len(order)
         while head < end and expiry[head] < now:
             keys.discard(order[head])
@@ -118,24 +105,11 @@ class CompactDebouncer(Debouncer):
         self._head = head
         # A set never shrinks as keys leave it: after a burst, build a small one.
         if self._most > _SHRINK_FROM and len(keys) * 4 < self._most:
-            self._keys = set(keys)
+            self.keys = set(keys)
             self._most = len(keys)
 
-    def is_filtered(self, obj: Any, now: float | None = None) -> bool:
-        self.clean(now)
-        return self._key(obj) in self._keys
-
-    def filter(self, obj: Any, expire_in: float) -> bool:
-        now = self._loop.time()
-        self.clean(now)
-        key = self._key(obj)
-        if key in self._keys:
-            return True
-        self._add(key, now + expire_in)
-        return False
-
-    def _add(self, key: Any, expires: float) -> None:
-        keys = self._keys
+    def add(self, key: Any, expires: float) -> None:
+        keys = self.keys
         keys.add(key)
         if len(keys) > self._most:
             self._most = len(keys)
@@ -148,6 +122,48 @@ class CompactDebouncer(Debouncer):
             self._order.insert(at, key)
             expiry.insert(at, expires)
 
+
+class CompactDebouncer(Debouncer):
+    """A device's duplicate filter (``device._packet_debouncer``) keeping keys, in the
+    window it shares with the network's other devices (its keys start with its number).
+
+    Filters as zigpy's does: an object is filtered while an equal one stored by
+    :meth:`filter` has not expired (its expiry is not before now).
+    """
+
+    def __init__(self, shared: Shared) -> None:
+        super().__init__()
+        self.shared = shared
+        self.number = shared.next_filter()
+
+    @classmethod
+    def taking_over(cls, old: Debouncer, shared: Shared) -> CompactDebouncer:
+        """A filter that remembers what ``old`` (zigpy's) remembers, as keys."""
+        new = cls(shared)
+        for negative_expiry, _, packet in reversed(old._queue):  # soonest expiry last
+            shared.add(new.packet_key(packet), -negative_expiry)
+        return new
+
+    def __repr__(self) -> str:
+        return f"<{self.__class__.__name__} #{self.number}>"
+
+    def clean(self, now: float | None = None) -> None:
+        self.shared.clean(self._loop.time() if now is None else now)
+
+    def is_filtered(self, obj: Any, now: float | None = None) -> bool:
+        self.clean(now)
+        return self._key(obj) in self.shared.keys
+
+    def filter(self, obj: Any, expire_in: float) -> bool:
+        now = self._loop.time()
+        shared = self.shared
+        shared.clean(now)
+        key = self._key(obj)
+        if key in shared.keys:
+            return True
+        shared.add(key, now + expire_in)
+        return False
+
     def _key(self, obj: Any) -> Any:
         kind = type(obj)
         return obj if kind is bytes or kind is tuple else self.packet_key(obj)
@@ -159,33 +175,34 @@ class CompactDebouncer(Debouncer):
                 packet.extended_timeout, _int(packet.tsn), packet.tx_options,
                 _int(packet.radius), _int(packet.non_member_radius), _int(packet.alias_src),
                 _int(packet.alias_seq), _int(packet.lqi), _int(packet.rssi))
-        return self._pack(self.intern(_address(packet.src)), packet.src_ep,
-                          self.intern(_address(packet.dst)), packet.dst_ep, packet.profile_id,
-                          packet.cluster_id, bytes(packet.data.serialize()), self.intern(rest))
+        shared = self.shared
+        return self._pack(shared(_address(packet.src)), packet.src_ep,
+                          shared(_address(packet.dst)), packet.dst_ep, packet.profile_id,
+                          packet.cluster_id, bytes(packet.data.serialize()), shared(rest))
 
     def frame_key(self, src: Any, src_ep: int, dst: Any, dst_ep: int, profile_id: int,
                   cluster_id: int, data: bytes, tx_options: Any) -> Any:
         """The key of the packet a radio library would make of an incoming unicast
         (``src``, ``dst``: from :meth:`address`)."""
-        rest = self.intern.incoming.get(tx_options)
+        rest = self.shared.incoming.get(tx_options)
         if rest is None:
-            rest = self.intern.incoming[tx_options] = self.intern(
+            rest = self.shared.incoming[tx_options] = self.shared(
                 (None, None, False, None, tx_options, 0, 0, None, None, None, None))
         return self._pack(src, src_ep, dst, dst_ep, profile_id, cluster_id, data, rest)
 
     def address(self, address: Any) -> Any:
         """An ``AddrModeAddress`` as keys hold it."""
-        return self.intern(_address(address))
+        return self.shared(_address(address))
 
-    @staticmethod
-    def _pack(src: Any, src_ep: Any, dst: Any, dst_ep: Any, profile_id: Any, cluster_id: Any,
+    def _pack(self, src: Any, src_ep: Any, dst: Any, dst_ep: Any, profile_id: Any, cluster_id: Any,
               data: bytes, rest: Any) -> Any:
         if type(src) is int and type(dst) is int and type(rest) is int:
             try:
-                return _HEAD.pack(src, dst, rest, src_ep, dst_ep, profile_id, cluster_id) + data
+                return _HEAD.pack(self.number, src, dst, rest, src_ep, dst_ep, profile_id,
+                                  cluster_id) + data
             except struct.error:  # None, or out of range: kept as they are
                 pass
         # A part the interner had no number for (it is full), or a field that does not
         # pack: the same packet always takes this branch, so keys still compare exactly.
-        return (src, dst, rest, (_int(src_ep), _int(dst_ep), _int(profile_id),
+        return (self.number, src, dst, rest, (_int(src_ep), _int(dst_ep), _int(profile_id),
                                  _int(cluster_id)), data)

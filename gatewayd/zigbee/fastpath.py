@@ -49,7 +49,7 @@ import zigpy.types as t
 from zigpy.zcl import AttributeReportedEvent, AttributeUpdatedEvent, Cluster, foundation
 
 from gatewayd.zigbee import mapping
-from gatewayd.zigbee.dedup import CompactDebouncer, Interner, zigpy_debouncer
+from gatewayd.zigbee.dedup import CompactDebouncer, Shared, zigpy_debouncer
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class FastReports:
         self.zigpy_packet_received: Callable[[Any], None] = app.packet_received
         self.taken = 0  # frames this path handled
         self._by_nwk: dict[int, tuple[Any, str, Any]] = {}  # NWK -> see _device
-        self._intern = Interner()
+        self._intern = Shared()
         self._dst: tuple[Any, Any] = (None, None)  # the last frame's destination, as a key
         self._plain_classes: dict[type, bool] = {}
         self._attrs: dict[tuple[type, int], Any] = {}
