@@ -10,15 +10,17 @@ Python's allocator keeps the peak: the full hub idled at 212 MB after those runs
 (bench/README.md, "Memory").
 
 :class:`CompactDebouncer` is zigpy's ``Debouncer`` keeping one ``bytes`` per packet: the
-fields zigpy compares packed after three small numbers that stand for the parts that
-repeat (source and destination address, the fields that are the same in every incoming
-packet; :class:`Interner`). Two packets have equal keys exactly when zigpy finds them
-equal (``tests/test_zigbee_fastpath.py`` checks it against ``ZigbeePacket.__eq__``).
-:meth:`~CompactDebouncer.frame_key` builds the same key from a frame's fields, so the EZSP
-fast path never makes the packet at all. The expiry times sit in an ``array`` next to a
-list of the keys in expiry order, so an entry is one small object (its key, ~64 B) and
-some 60 B in each device's few large buffers, instead of ~230 B in five small objects:
-what the allocator holds on to after a peak is that much smaller.
+device filter's number, then the fields zigpy compares, with small numbers standing for
+the parts that repeat (source and destination address, the fields that are the same in
+every incoming packet; :class:`Shared`). Two packets have equal keys exactly when zigpy
+finds them equal (``tests/test_zigbee_fastpath.py`` checks it against
+``ZigbeePacket.__eq__``; ``tests/test_zigbee_dedup.py`` that the filter decides as
+zigpy's). :meth:`~CompactDebouncer.frame_key` builds the same key from a frame's fields, so
+the EZSP fast path never makes the packet at all. All devices' keys wait in one window
+(:class:`Shared`): a set, the keys in expiry order in a list, their expiry times in an
+``array``. An entry is one small object (its key, ~64 B) and some 40 B in a few large
+buffers, instead of ~230 B in five small objects in each device's own dict and list:
+what the allocators keep after a peak is that much smaller (bench/README.md, "Memory").
 """
 
 from __future__ import annotations
