@@ -181,6 +181,16 @@ def test_frames_it_does_not_reproduce_are_refused_without_effect(radio: Radio) -
             dev = plug.device
             # A device that joined keeps keys, not packets, in its duplicate filter.
             assert type(dev._packet_debouncer) is CompactDebouncer
+            # Its clusters share zigpy's database listeners: equal ones are one object.
+            db = bridge.app._dblistener
+            mine = [listener for ep in dev.endpoints.values()
+                    for clusters in (getattr(ep, "in_clusters", {}),
+                                     getattr(ep, "out_clusters", {}))
+                    for cluster in clusters.values()
+                    for listeners in cluster._event_listeners.values()
+                    for listener in listeners
+                    if getattr(listener.callback, "__self__", None) is db]
+            assert len(mine) > len({id(m) for m in mine}) == len(set(mine))
             meter = dev.endpoints[1].in_clusters[0x0B04]
             power = meter.find_attribute("active_power")  # int16
             good = encode(int(power.id), 0x29, 1234)
