@@ -39,6 +39,7 @@ from gatewayd.simulator.procs import free_port
 from gatewayd.simulator.world import SimWorld
 
 BIN = Path(sys.executable).parent
+UNIT = Path(__file__).resolve().parent.parent / "systemd" / "gatewayd.service"
 DEVICE_ID = "dc-a6-32-12-34-56"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -46,6 +47,18 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 class BenchError(RuntimeError):
     """A benchmark could not be measured (the daemon died, a stream went wrong); a wait
     that times out raises TimeoutError (``gatewayd.simulator.procs.wait_until``)."""
+
+
+def unit_environment(unit: Path = UNIT) -> dict[str, str]:
+    """The ``Environment=NAME=value`` settings of the systemd unit (unquoted, one per
+    line: all the unit uses), so the daemon runs here as it runs on a hub."""
+    env = {}
+    for line in unit.read_text().splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "Environment":
+            name, _, value = value.partition("=")
+            env[name] = value
+    return env
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -139,7 +152,7 @@ class DaemonProcess:
         self._notify.bind(str(notify_path))
         self._notify_path = notify_path
         self.log_file = log_file
-        full_env = {**os.environ, **env, "NOTIFY_SOCKET": str(notify_path),
+        full_env = {**os.environ, **unit_environment(), **env, "NOTIFY_SOCKET": str(notify_path),
                     "PYTHONUNBUFFERED": "1"}
         full_env.pop("WATCHDOG_USEC", None)
         full_env.pop("JOURNAL_STREAM", None)

@@ -103,7 +103,7 @@ class ZigbeeBridge:
         if self.hub is not None and HUB_NODE not in self.hub.nodes:
             self.hub.nodes[HUB_NODE] = self.hub_node
             self.publisher.add_device(self.hub)
-        await asyncio.to_thread(preload, self.cfg.radio)
+        await asyncio.to_thread(preload, self.cfg.radio, self.cfg.ota)
         self._supervisor = asyncio.create_task(self._supervise(), name="zigbee-supervisor")
 
     async def stop(self) -> None:

@@ -19,7 +19,7 @@ from zigpy.datastructures import Debouncer
 from zigpy.zcl import foundation
 
 from gatewayd.zigbee import fastpath, mapping
-from gatewayd.zigbee.dedup import CompactDebouncer, Interner
+from gatewayd.zigbee.dedup import CompactDebouncer, Shared
 from gatewayd.zigbee.fastpath import FastReports
 from tests.helpers import run_async
 from tests.test_bridge import dev_id, join, started
@@ -181,6 +181,16 @@ def test_frames_it_does_not_reproduce_are_refused_without_effect(radio: Radio) -
             dev = plug.device
             # A device that joined keeps keys, not packets, in its duplicate filter.
             assert type(dev._packet_debouncer) is CompactDebouncer
+            # Its clusters share zigpy's database listeners: equal ones are one object.
+            db = bridge.app._dblistener
+            mine = [listener for ep in dev.endpoints.values()
+                    for clusters in (getattr(ep, "in_clusters", {}),
+                                     getattr(ep, "out_clusters", {}))
+                    for cluster in clusters.values()
+                    for listeners in cluster._event_listeners.values()
+                    for listener in listeners
+                    if getattr(listener.callback, "__self__", None) is db]
+            assert len(mine) > len({id(m) for m in mine}) == len(set(mine))
             meter = dev.endpoints[1].in_clusters[0x0B04]
             power = meter.find_attribute("active_power")  # int16
             good = encode(int(power.id), 0x29, 1234)
@@ -254,7 +264,7 @@ def test_duplicate_filter_keys_are_equal_exactly_when_zigpy_finds_the_packets_eq
     """gatewayd/zigbee/dedup.py keeps a key per packet instead of the packet: each field
     zigpy compares must tell keys apart, the ones it ignores must not, and a frame's key
     must be the key of the packet a radio library would have made of it."""
-    debouncer = CompactDebouncer(Interner())
+    debouncer = CompactDebouncer(Shared())
     nwk = t.AddrModeAddress(addr_mode=t.AddrMode.NWK, address=t.NWK(0x1234))
     base = t.ZigbeePacket(
         src=nwk, src_ep=t.uint8_t(1),
@@ -285,7 +295,7 @@ def test_duplicate_filter_keys_are_equal_exactly_when_zigpy_finds_the_packets_eq
     zigpys = Debouncer()
     zigpys._loop = debouncer._loop = _Loop()  # type: ignore[misc]
     assert not zigpys.filter(obj=base, expire_in=10)
-    taken_over = CompactDebouncer.taking_over(zigpys, Interner())
+    taken_over = CompactDebouncer.taking_over(zigpys, Shared())
     taken_over._loop = _Loop()  # type: ignore[misc]
     assert taken_over.filter(obj=base.replace(), expire_in=10)  # the same packet again
     assert not taken_over.filter(obj=base.replace(src_ep=t.uint8_t(3)), expire_in=10)

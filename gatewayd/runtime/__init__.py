@@ -4,8 +4,9 @@ The door from threads into the asyncio loop (:mod:`~gatewayd.runtime.corecall`),
 notify socket and watchdog (:mod:`~gatewayd.runtime.sdnotify`), the stall reporter that
 says where a blocked event loop was stuck (:mod:`~gatewayd.runtime.stalls`), logging with secret
 redaction (:mod:`~gatewayd.runtime.logsetup`), waitress in a thread
-(:mod:`~gatewayd.runtime.webserver`), atomic file writes (:mod:`~gatewayd.runtime.atomicfile`)
-and the settled heap (:mod:`~gatewayd.runtime.heap`).
+(:mod:`~gatewayd.runtime.webserver`), atomic file writes (:mod:`~gatewayd.runtime.atomicfile`),
+the settled heap (:mod:`~gatewayd.runtime.heap`) and modules executed on first use
+(:mod:`~gatewayd.runtime.deferred`).
 
 May import: the standard library and infrastructure libraries (waitress, systemd-python).
 Nothing else of gatewayd: every other package may import this one.

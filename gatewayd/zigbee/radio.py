@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatewayd.config import ZigbeeConfig
+from gatewayd.runtime import deferred
 from gatewayd.zigbee.db_writes import CoalescedWrites
 
 if TYPE_CHECKING:
@@ -78,13 +79,20 @@ def controller_class(radio: str) -> type[ControllerApplication]:
     return cls
 
 
-def preload(radio: str) -> None:
+# What zigpy's OTA providers import and only they use (gatewayd/runtime/deferred.py).
+OTA_ONLY_MODULES = ("aiohttp", "jsonschema")
+
+
+def preload(radio: str, ota: bool = False) -> None:
     """Import the radio library and the bridge's zigpy-side modules (seconds on a Pi Zero).
 
     Run in a thread before the daemon is READY, so that nothing is imported on the event
     loop afterwards (the stall reporter, gatewayd/runtime/stalls.py, would see it). A
-    library that does not import is reported by :func:`start_controller` instead.
+    library that does not import is reported by :func:`start_controller` instead. With
+    OTA off, what only zigpy's OTA providers use is deferred, not executed (10 MB).
     """
+    if not ota:
+        deferred.defer(*OTA_ONLY_MODULES)
     try:
         controller_class(radio)
     except RadioError:
