@@ -215,6 +215,19 @@ def test_frames_it_does_not_reproduce_are_refused_without_effect(radio: Radio) -
             stranger.src.address = t.NWK(0x7A7A)  # nobody has this address
             _refused(fast, meter, dev, 1, stranger)
 
+            # zigpy's is_initialized, asked again whatever the path saw before: an
+            # endpoint not interviewed yet, or no node descriptor, and zigpy decides.
+            assert fast.take(packet(dev, 1, 0x0B04, report(good)))
+            dev.add_endpoint(7)
+            assert not dev.is_initialized
+            _refused(fast, meter, dev, 1, packet(dev, 1, 0x0B04, report(good)), "new ep")
+            del dev.endpoints[7]
+            assert fast.take(packet(dev, 1, 0x0B04, report(good)))
+            node_desc, dev.node_desc = dev.node_desc, None
+            _refused(fast, meter, dev, 1, packet(dev, 1, 0x0B04, report(good)), "no desc")
+            dev.node_desc = node_desc
+            assert fast.take(packet(dev, 1, 0x0B04, report(good)))
+
             # Malformed frames through the whole path: zigpy drops them, nothing changes.
             cached = meter.get("active_power")
             for what in ("truncated record", "record without a value"):

@@ -80,12 +80,16 @@ _WIRE_TYPES: dict[int, Any] = {
 # (a quirk) gets zigpy's path.
 _DEVICE_METHODS = ("packet_received", "_should_filter_packet", "_parse_packet_header",
                    "_match_packet_endpoint_cluster", "_find_zcl_cluster",
-                   "_parse_packet_command", "_maybe_match_response")
+                   "_parse_packet_command", "_maybe_match_response", "is_initialized",
+                   "all_endpoints_init", "has_non_zdo_endpoints", "non_zdo_endpoints")
 _CLUSTER_METHODS = ("deserialize", "handle_message", "handle_cluster_general_request",
                     "_legacy_apply_quirk_attribute_update", "_update_attribute",
                     "find_attribute", "find_attributes", "listener_event", "emit")
 
 _Record = tuple[Any, Any, Any]  # attribute definition, raw (wire-typed) value, value
+# A device by NWK (FastReports._device): the device, its IEEE address as text, its address
+# as duplicate-filter keys hold it, and its endpoints when it was last found initialized.
+_Known = tuple[Any, str, Any, tuple[Any, ...] | None]
 # Untyped here: the packet made for zigpy's duplicate filter has None where zigpy's
 # annotations want numbers, as the one zigpy makes for it does (``packet.replace``).
 _ZigbeePacket: Any = t.ZigbeePacket
@@ -141,7 +145,7 @@ class FastReports:
         self.clusters = mapped_clusters() if clusters is None else clusters
         self.zigpy_packet_received: Callable[[Any], None] = app.packet_received
         self.taken = 0  # frames this path handled
-        self._by_nwk: dict[int, tuple[Any, str, Any]] = {}  # NWK -> see _device
+        self._by_nwk: dict[int, _Known] = {}  # NWK -> see _device
         self._intern = Interner()
         self._dst: tuple[Any, Any] = (None, None)  # the last frame's destination, as a key
         self._plain_classes: dict[type, bool] = {}
@@ -194,7 +198,7 @@ class FastReports:
         if known is None:
             return False
         device = known[0]
-        if not device.is_initialized:
+        if not self._initialized(nwk, known):
             return False
         listeners = self.app._req_listeners
         if not (_cannot_match(listeners.get(zigpy.listeners.ANY_DEVICE))
@@ -232,7 +236,7 @@ class FastReports:
         self.taken += 1
         return True
 
-    def _device(self, nwk: int) -> tuple[Any, str, Any] | None:
+    def _device(self, nwk: int) -> _Known | None:
         """zigpy's ``get_device(nwk=...)`` without scanning every device each time: the
         device, its IEEE address as text, and its address as duplicate-filter keys hold it.
         A remembered device counts only while it still has that address; any device
@@ -254,9 +258,25 @@ class FastReports:
                 and plain(type(device), zigpy.device.Device, _DEVICE_METHODS))
         if not self._plain_classes[type(device)]:
             return None
-        known = (device, str(device.ieee), self._intern((int(t.AddrMode.NWK), nwk)))
+        known = (device, str(device.ieee), self._intern((int(t.AddrMode.NWK), nwk)), None)
         self._by_nwk[nwk] = known
         return known
+
+    def _initialized(self, nwk: int, known: _Known) -> bool:
+        """zigpy's ``device.is_initialized`` (a node descriptor, and endpoints besides ZDO
+        all past ``Status.NEW``), without walking the endpoints twice per frame: an
+        endpoint object never goes back to ``NEW`` (zigpy sets it in the constructor
+        only), so the answer holds while the device has the same endpoint objects."""
+        device = known[0]
+        if device.node_desc is None:
+            return False
+        endpoints = tuple(device.endpoints.values())
+        if endpoints == known[3]:
+            return True
+        if not device.is_initialized:
+            return False
+        self._by_nwk[nwk] = (*known[:3], endpoints)
+        return True
 
     # zigpy's application events that can change which device object has which address
     # (hashing an EUI64 formats it as text: checking zigpy's dict on every report cost
