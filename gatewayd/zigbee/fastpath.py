@@ -47,6 +47,7 @@ import zigpy.device
 import zigpy.listeners
 import zigpy.types as t
 from zigpy.zcl import AttributeReportedEvent, AttributeUpdatedEvent, Cluster, foundation
+from zigpy.zcl.helpers import AttributeCache, CacheItem
 
 from gatewayd.zigbee import mapping
 from gatewayd.zigbee.dedup import CompactDebouncer, Interner, zigpy_debouncer
@@ -84,7 +85,9 @@ _DEVICE_METHODS = ("packet_received", "_should_filter_packet", "_parse_packet_he
                    "all_endpoints_init", "has_non_zdo_endpoints", "non_zdo_endpoints")
 _CLUSTER_METHODS = ("deserialize", "handle_message", "handle_cluster_general_request",
                     "_legacy_apply_quirk_attribute_update", "_update_attribute",
-                    "find_attribute", "find_attributes", "listener_event", "emit")
+                    "find_attribute", "find_attributes", "listener_event", "emit",
+                    "_quirk_attribute_update", "_get_effective_manufacturer_code",
+                    "_attr_cache")
 
 _Record = tuple[Any, Any, Any]  # attribute definition, raw (wire-typed) value, value
 # A device by NWK (FastReports._device): the device, its IEEE address as text, its address
@@ -370,10 +373,21 @@ class FastReports:
             return
         # Cluster.handle_cluster_general_request, Report_Attributes, no manufacturer code
         endpoint_id = cluster.endpoint.endpoint_id
+        cache = cluster._attr_cache
         for attr, raw, value in records:
-            cached = cluster._legacy_apply_quirk_attribute_update(attr, value)
-            if cached is None:
-                continue
+            if type(cache) is AttributeCache and \
+                    cluster._get_effective_manufacturer_code(attr) is None:
+                # _legacy_apply_quirk_attribute_update on a plain cluster, for an
+                # attribute without a manufacturer code (the one _records found): the
+                # update's own event is suppressed, the value stored and read back.
+                key = (attr.id, None)
+                cache._unsupported.discard(key)
+                cache._cache[key] = CacheItem(value=value, last_updated=datetime.now(UTC))
+                cached = value
+            else:
+                cached = cluster._legacy_apply_quirk_attribute_update(attr, value)
+                if cached is None:
+                    continue
             if cached != value:
                 cluster.emit(AttributeUpdatedEvent.event_type, AttributeUpdatedEvent(
                     device_ieee=ieee, endpoint_id=endpoint_id, cluster_type=cluster._type,
