@@ -333,3 +333,46 @@ class _Loop:
 
     def time(self) -> float:
         return 100.0
+
+
+def test_the_childs_attribute_lookup_answers_as_cluster_get(radio: Radio) -> None:
+    """Child._getter (what the converters read multipliers and divisors through) skips
+    Cluster.get's lookup by name on a plain cluster: same answers, cached or not,
+    unsupported, unknown; a cluster class with its own ``get`` (a quirk's) is asked."""
+    def by_zigpy(cluster: Any, name: str) -> Any:
+        try:
+            return cluster.get(name)
+        except KeyError:
+            return None
+
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio, min_interval=3600.0)
+            plug = bridge.children[await join(bridge, pub, "plug")]
+            for binding in plug.plan.bindings:
+                cluster = plug._cluster(binding)
+                get = plug._getter(cluster)
+                names = [*cluster.attributes_by_name, "no_such_attribute"]
+                assert [get(n) for n in names] == [by_zigpy(cluster, n) for n in names]
+                assert any(get(n) is not None for n in names), binding.cmap.cluster
+                for attr in list(cluster.attributes_by_name.values())[::2]:
+                    cluster._attr_cache.mark_unsupported(attr)
+                assert [get(n) for n in names] == [by_zigpy(cluster, n) for n in names]
+                assert None in [get(n) for n in names[:-1]]
+                cluster._attr_cache.clear()
+                assert [get(n) for n in names] == [None] * len(names)
+
+            meter = plug.device.endpoints[1].in_clusters[0x0B04]
+            meter._update_attribute(meter.find_attribute("ac_power_divisor").id, 10)
+
+            class Quirked(type(meter)):  # type: ignore[misc]
+                _skip_registry = True  # as zigpy's quirk clusters: not the class for 0x0B04
+
+                def get(self, key: int | str, default: Any | None = None) -> Any:
+                    return 42 if key == "ac_power_divisor" else super().get(key, default)
+
+            meter.__class__ = Quirked
+            assert plug._getter(meter)("ac_power_divisor") == 42
+            await bridge.stop()
+
+    run_async(main(), timeout=60.0)
