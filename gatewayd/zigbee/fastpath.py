@@ -18,7 +18,7 @@ zigbee.db listen to. So the bridge's code path after zigpy is the same one.
 
 Everything else goes to zigpy untouched, decided before anything is changed: other
 commands and profiles, ZDO, manufacturer-specific frames, frames that ask for a default
-response, unknown devices or devices still being interviewed, clusters the table does
+response, unknown devices or devices still being (re-)interviewed, clusters the table does
 not map, attribute ids or wire types zigpy would convert differently (a type other than
 the attribute's declared one, ``dataN``, strings, floats), truncated frames or frames
 with bytes left over, devices or clusters of a class that overrides zigpy's handling
@@ -201,7 +201,9 @@ class FastReports:
         if known is None:
             return False
         device = known[0]
-        if not self._initialized(nwk, known):
+        if device._reinterview_in_progress or not self._initialized(nwk, known):
+            # While a re-interview runs, zigpy routes the device's frames to the shadow
+            # device it registered in its place, not to the object remembered here.
             return False
         listeners = self.app._req_listeners
         if not (_cannot_match(listeners.get(zigpy.listeners.ANY_DEVICE))
