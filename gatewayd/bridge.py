@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from gatewayd.zigbee.virtual.radio import VirtualNetwork
 from gatewayd.zigbee.alerts import Alerts
 from gatewayd.zigbee.availability import watch_availability
+from gatewayd.zigbee.children import Children
 from gatewayd.zigbee.coalesce import Coalescer, Key
 from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
 from gatewayd.zigbee.inputs import BridgeError, parse_ieee, parse_install_code
@@ -80,7 +81,7 @@ class ZigbeeBridge:
         self.availability_interval, self.mains_timeout, self.battery_timeout = (
             availability_interval, mains_timeout, battery_timeout)
         self.app: ControllerApplication | None = None
-        self.children: dict[str, Child] = {}
+        self.children = Children()  # by IEEE text; .of(device object) on the hot path
         self.last_error: str | None = None
         self.radio_up = asyncio.Event()
         self.up_hooks: list[Callable[[], object]] = []  # called once the radio is up again
@@ -224,7 +225,6 @@ class ZigbeeBridge:
 
     def _is_child(self, dev: Any) -> bool:
         import zigpy.device
-
         app = self.app
         return (app is not None and isinstance(dev, zigpy.device.Device)
                 and dev.ieee != app.state.node_info.ieee)
@@ -338,7 +338,7 @@ class ZigbeeBridge:
 
     def handle_message(self, dev: Any, profile: int, cluster: int, src_ep: int, dst_ep: int,
                        message: bytes) -> None:
-        child = self.children.get(str(dev.ieee))
+        child = self.children.of(dev)
         if child is not None and child.homie is not None:
             self.child_heard(child)
             if child.signal is not None:

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import zigpy.types as t
 
-from gatewayd.zigbee.db_writes import BATCH_HANDLER, CoalescedWrites
+from gatewayd.zigbee.db_writes import BATCH_HANDLER, MAX_ADDRESSES, CoalescedWrites
 from tests.helpers import run_async
 from tests.test_bridge import dev_id, join, started
 from tests.zigbee_radios import Radio
@@ -90,5 +91,43 @@ def test_a_clear_or_a_removal_drops_the_waiting_writes_it_makes_stale() -> None:
         await listener.shutdown()  # the waiting write goes out first, as one batch
         assert listener.queued[-1][0] == BATCH_HANDLER
         assert [a[0].device_ieee for _, a in listener.queued[-1][1][0]] == ["bb"]
+
+    run(main())
+
+
+def test_a_removal_drops_the_waiting_writes_of_that_device_as_zigpy_calls_it() -> None:
+    """zigpy names the device by an EUI64 object in last-seen writes and removals, by
+    its text in attribute events; equal addresses in other objects are the same device."""
+    async def main() -> None:
+        listener = ListenerStandIn()
+        writes = CoalescedWrites(listener, interval=3600)
+        gone, kept = (t.EUI64.convert(f"00:11:22:33:44:55:66:{n:02x}") for n in (1, 2))
+        listener.enqueue("_save_attribute", event(str(gone), 1))
+        listener.enqueue("_save_device_last_seen", gone, 1.0)
+        listener.enqueue("_save_device_last_seen", t.EUI64(gone), 2.0)  # the same device
+        listener.enqueue("_save_attribute", event(str(kept), 1))
+        listener.enqueue("_save_device_last_seen", kept, 3.0)
+        assert len(writes.pending) == 4 and writes.coalesced == 1
+        assert [a for (name, _), a in writes.pending.items()
+                if name == "_save_device_last_seen"] == [(t.EUI64(gone), 2.0), (kept, 3.0)]
+        listener.enqueue("_remove_device", SimpleNamespace(ieee=t.EUI64(gone)))
+        assert list(writes.pending.values()) == [(event(str(kept), 1),), (kept, 3.0)]
+        await listener.shutdown()
+        assert [name for name, _ in listener.queued[-1][1][0]] == [
+            "_save_attribute", "_save_device_last_seen"]
+
+    run(main())
+
+
+def test_what_it_remembers_of_addresses_is_bounded() -> None:
+    async def main() -> None:
+        listener = ListenerStandIn()
+        writes = CoalescedWrites(listener, interval=3600)
+        for n in range(3 * MAX_ADDRESSES):
+            ieee = t.EUI64.convert(f"00:11:22:33:44:55:{n >> 8:02x}:{n & 0xFF:02x}")
+            listener.enqueue("_save_device_last_seen", ieee, float(n))
+        assert len(writes._texts) <= MAX_ADDRESSES
+        assert len(writes.pending) == 3 * MAX_ADDRESSES and writes.coalesced == 0
+        await listener.shutdown()
 
     run(main())

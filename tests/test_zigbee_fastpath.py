@@ -11,6 +11,7 @@ and then be zigpy's to handle (or drop, if malformed).
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -74,6 +75,7 @@ class Watch:
         self.events: list[tuple[str, Any, type, type]] = []
         self.messages: list[tuple[Any, ...]] = []
         self.mark = 0
+        self.since = datetime.now(UTC)
         bridge.app.add_listener(self)
         for child in bridge.children.values():
             for binding in child.plan.bindings:
@@ -94,21 +96,36 @@ class Watch:
         self.messages.clear()
         self.bridge.coalescer.pending.clear()
         self.mark = len(self.pub.log)
+        self.since = datetime.now(UTC)
 
     def outcome(self, cluster: Any, names: list[str]) -> dict[str, Any]:
         handed = dict(self.bridge.coalescer.pending)
         handed.update({(e[1], e[2]): e[3] for e in self.pub.log[self.mark:] if e[0] == "value"})
-        cache = {n: (cluster.get(n), type(cluster.get(n))) for n in names}
+        cache = {n: (cluster.get(n), type(cluster.get(n)),
+                     *_cache_item(cluster, n, self.since)) for n in names}
         return {"events": list(self.events), "messages": list(self.messages),
                 "handed": {k: (v, type(v)) for k, v in handed.items()}, "cache": cache}
 
 
+def _cache_item(cluster: Any, name: str, since: datetime) -> tuple[bool, bool]:
+    """Marked unsupported; updated by this frame (zigpy's cache entry, not only its value)."""
+    attr = cluster.find_attribute(name)
+    cache = cluster._attr_cache
+    item = cache._cache.get(cache._cache_key(attr))
+    return cache.is_unsupported(attr), item is not None and item.last_updated >= since
+
+
 def both_paths(fast: FastReports, watch: Watch, dev: Any, ep: int, cluster: Any,
-               records: bytes, names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+               records: bytes, names: list[str], unsupported: tuple[str, ...] = ()
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    for name in unsupported:  # what a device once refused to read: a report clears it
+        cluster._attr_cache.mark_unsupported(cluster.find_attribute(name))
     watch.start()
     dev.lqi = 200  # what the listeners see before the frame's own LQI is stored
     fast.zigpy_packet_received(packet(dev, ep, cluster.cluster_id, report(records)))
     by_zigpy = watch.outcome(cluster, names)
+    for name in unsupported:
+        cluster._attr_cache.mark_unsupported(cluster.find_attribute(name))
     watch.start()
     dev.lqi = 200
     taken = fast.taken
@@ -146,11 +163,15 @@ def test_fast_path_equals_zigpy_over_the_mapping_table(radio: Radio) -> None:
                             assert by_fast == by_zigpy, (attr.name, value)
                             assert by_fast["events"] and by_fast["messages"]
                         covered.add((binding.cmap.cluster_id, attr.name))
-                    # All of a cluster's attributes in one frame.
+                    # All of a cluster's attributes in one frame, once more with each of
+                    # them marked unsupported beforehand.
                     frame = b"".join(encode(int(a.id), int(a.zcl_type), 1) for a in attrs)
-                    by_zigpy, by_fast = both_paths(fast, watch, child.device,
-                                                   binding.endpoint, cluster, frame, names)
-                    assert by_fast == by_zigpy
+                    for unsupported in ((), tuple(names)):
+                        by_zigpy, by_fast = both_paths(
+                            fast, watch, child.device, binding.endpoint, cluster, frame,
+                            names, unsupported)
+                        assert by_fast == by_zigpy
+                        assert all(c[2:] == (False, True) for c in by_fast["cache"].values())
             table = {(m.cluster_id, p.attribute) for m in mapping.TABLE if m.server
                      for p in (*m.props, *m.default_variant,
                                *itertools.chain(*m.variants.values())) if p.attribute}
@@ -224,6 +245,23 @@ def test_frames_it_does_not_reproduce_are_refused_without_effect(radio: Radio) -
             stranger = packet(dev, 1, 0x0B04, report(good))
             stranger.src.address = t.NWK(0x7A7A)  # nobody has this address
             _refused(fast, meter, dev, 1, stranger)
+
+            # zigpy's is_initialized, asked again whatever the path saw before: an
+            # endpoint not interviewed yet, or no node descriptor, and zigpy decides.
+            assert fast.take(packet(dev, 1, 0x0B04, report(good)))
+            dev.add_endpoint(7)
+            assert not dev.is_initialized
+            _refused(fast, meter, dev, 1, packet(dev, 1, 0x0B04, report(good)), "new ep")
+            del dev.endpoints[7]
+            assert fast.take(packet(dev, 1, 0x0B04, report(good)))
+            node_desc, dev.node_desc = dev.node_desc, None
+            _refused(fast, meter, dev, 1, packet(dev, 1, 0x0B04, report(good)), "no desc")
+            dev.node_desc = node_desc
+            assert fast.take(packet(dev, 1, 0x0B04, report(good)))
+            dev._reinterview_in_progress = True  # zigpy has a shadow device in its place
+            _refused(fast, meter, dev, 1, packet(dev, 1, 0x0B04, report(good)), "reinterview")
+            dev._reinterview_in_progress = False
+            assert fast.take(packet(dev, 1, 0x0B04, report(good)))
 
             # Malformed frames through the whole path: zigpy drops them, nothing changes.
             cached = meter.get("active_power")
@@ -309,3 +347,46 @@ class _Loop:
 
     def time(self) -> float:
         return 100.0
+
+
+def test_the_childs_attribute_lookup_answers_as_cluster_get(radio: Radio) -> None:
+    """Child._getter (what the converters read multipliers and divisors through) skips
+    Cluster.get's lookup by name on a plain cluster: same answers, cached or not,
+    unsupported, unknown; a cluster class with its own ``get`` (a quirk's) is asked."""
+    def by_zigpy(cluster: Any, name: str) -> Any:
+        try:
+            return cluster.get(name)
+        except KeyError:
+            return None
+
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio, min_interval=3600.0)
+            plug = bridge.children[await join(bridge, pub, "plug")]
+            for binding in plug.plan.bindings:
+                cluster = plug._cluster(binding)
+                get = plug._getter(cluster)
+                names = [*cluster.attributes_by_name, "no_such_attribute"]
+                assert [get(n) for n in names] == [by_zigpy(cluster, n) for n in names]
+                assert any(get(n) is not None for n in names), binding.cmap.cluster
+                for attr in list(cluster.attributes_by_name.values())[::2]:
+                    cluster._attr_cache.mark_unsupported(attr)
+                assert [get(n) for n in names] == [by_zigpy(cluster, n) for n in names]
+                assert None in [get(n) for n in names[:-1]]
+                cluster._attr_cache.clear()
+                assert [get(n) for n in names] == [None] * len(names)
+
+            meter = plug.device.endpoints[1].in_clusters[0x0B04]
+            meter._update_attribute(meter.find_attribute("ac_power_divisor").id, 10)
+
+            class Quirked(type(meter)):  # type: ignore[misc]
+                _skip_registry = True  # as zigpy's quirk clusters: not the class for 0x0B04
+
+                def get(self, key: int | str, default: Any | None = None) -> Any:
+                    return 42 if key == "ac_power_divisor" else super().get(key, default)
+
+            meter.__class__ = Quirked
+            assert plug._getter(meter)("ac_power_divisor") == 42
+            await bridge.stop()
+
+    run_async(main(), timeout=60.0)

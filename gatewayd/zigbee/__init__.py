@@ -1,7 +1,8 @@
 """Zigbee support behind :mod:`gatewayd.bridge`: mapping, children, radio, database writes.
 
 :mod:`~gatewayd.zigbee.mapping` is the cluster table (plain data, no zigpy);
-:mod:`~gatewayd.zigbee.child` turns a zigpy device into a Homie child;
+:mod:`~gatewayd.zigbee.child` turns a zigpy device into a Homie child, and
+:mod:`~gatewayd.zigbee.children` (no zigpy) keeps the bridge's children and finds a device's;
 :mod:`~gatewayd.zigbee.radio` selects and starts the radio library;
 :mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes;
 :mod:`~gatewayd.zigbee.fastpath` takes attribute reports on mapped clusters past zigpy's

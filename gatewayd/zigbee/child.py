@@ -24,10 +24,11 @@ from typing import Any, Protocol
 import zigpy.device
 import zigpy.exceptions
 from zigpy.zcl import Cluster, foundation
-from zigpy.zcl.helpers import ReportingConfig
+from zigpy.zcl.helpers import AttributeCache, ReportingConfig, UnsupportedAttribute
 
 from gatewayd import homie
 from gatewayd.zigbee import mapping
+from gatewayd.zigbee.fastpath import plain
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class ChildSink(Protocol):
     def radio_ready(self) -> bool: ...
 
 
+# Cluster.get and what it calls, for Child._getter (a quirk's override is used as it is).
+_GET_METHODS = ("get", "find_attribute", "find_attributes", "_attr_cache")
 _AttrKey = tuple[int, int, bool, str]  # endpoint, cluster id, server side, attribute name
 
 
@@ -124,6 +127,23 @@ class Child:
 
     @staticmethod
     def _getter(cluster: Cluster) -> mapping.Lookup:
+        """``cluster.get(name)``, None for an attribute the cluster does not define."""
+        cls = type(cluster)
+        if plain(cls, Cluster, _GET_METHODS) and type(cluster._attr_cache) is AttributeCache:
+            # Cluster.get less its find_attribute(name): the converters look attributes
+            # up on every report (a multiplier and a divisor per electrical value).
+            by_name = cls.attributes_by_name
+
+            def cached(name: str) -> Any:
+                attr = by_name.get(name)
+                if attr is None:
+                    return None
+                try:
+                    return cluster._attr_cache.get_value(attr)
+                except (KeyError, UnsupportedAttribute):
+                    return None
+            return cached
+
         def get(name: str) -> Any:
             try:
                 return cluster.get(name)
@@ -218,9 +238,10 @@ class Child:
         self.detach()
         for binding in self.plan.bindings:
             cluster = self._cluster(binding)
+            get = self._getter(cluster)  # once, not per report
             for event in ("attribute_report", "attribute_read", "attribute_updated"):
                 self._unsubscribe.append(cluster.on_event(
-                    event, lambda ev, b=binding, c=cluster: self.on_attribute(b, c, ev)))
+                    event, lambda ev, b=binding, g=get: self.on_attribute(b, g, ev)))
             if binding.cmap.event or binding.cmap.command_updates:
                 listener = _CommandListener(self, binding, cluster)
                 cluster.add_listener(listener)
@@ -231,12 +252,11 @@ class Child:
             unsubscribe()
         self._unsubscribe.clear()
 
-    def on_attribute(self, binding: mapping.Binding, cluster: Cluster, event: Any) -> None:
+    def on_attribute(self, binding: mapping.Binding, get: mapping.Lookup, event: Any) -> None:
         name = event.attribute_name
         if name is None:
             return
         key = (binding.endpoint, binding.cmap.cluster_id, binding.cmap.server, name)
-        get = self._getter(cluster)
         for prop, path in self._paths.get(key, ()):
             try:
                 value = prop.value(event.value, get)

@@ -27,24 +27,13 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 BATCH_HANDLER = "_gatewayd_write_batch"  # the name zigpy's worker looks our batches up by
+MAX_ADDRESSES = 1024  # EUI64 objects whose text is remembered (about one per device)
 
 
 def _event_key(event: Any) -> tuple[Any, ...]:
     """Which cached attribute an attribute event writes (or clears)."""
     return (event.device_ieee, event.endpoint_id, event.cluster_type, event.cluster_id,
             event.attribute_id, event.manufacturer_code)
-
-
-def _attribute_key(args: tuple[Any, ...]) -> Hashable | None:
-    if type(args[0]).__name__ == "AttributeWrittenEvent":
-        return None  # rare, and a failed write must not replace a good report
-    return _event_key(args[0])
-
-
-_KEYS: dict[str, Callable[[tuple[Any, ...]], Hashable | None]] = {
-    "_save_attribute": _attribute_key,
-    "_save_device_last_seen": lambda args: args[0],
-}
 
 
 def _device_of(key: tuple[str, Hashable]) -> Any:
@@ -64,22 +53,43 @@ class CoalescedWrites:
         self._shutdown: Callable[[], Any] = listener.shutdown
         self._timer: asyncio.TimerHandle | None = None
         self._in_flight = False
+        self._texts: dict[int, tuple[Any, str]] = {}  # id(EUI64) -> it, its text
         listener.enqueue = self.enqueue
         listener.shutdown = self.shutdown
         setattr(listener, BATCH_HANDLER, self._write_batch)
 
     def enqueue(self, cb_name: str, *args: Any) -> None:
-        key_of = _KEYS.get(cb_name)
-        key = key_of(args) if key_of is not None else None
+        key: Hashable | None = None
+        if cb_name == "_save_attribute":
+            # A failed write is rare, and it must not replace a good report.
+            if type(args[0]).__name__ != "AttributeWrittenEvent":
+                key = _event_key(args[0])
+        elif cb_name == "_save_device_last_seen":
+            key = self._text(args[0])
         if key is None:
             self._supersede(cb_name, args)
             self._enqueue(cb_name, *args)
             return
-        if (cb_name, key) in self.pending:
+        pending = self.pending
+        waiting = len(pending)
+        pending[(cb_name, key)] = args  # hashed once: this runs for every report
+        if len(pending) == waiting:
             self.coalesced += 1
-        self.pending[(cb_name, key)] = args
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
+
+    def _text(self, ieee: Any) -> str:
+        """``str(ieee)``, as attribute events carry the address, remembered per object:
+        zigpy formats an EUI64 as text each time it is printed or hashed, and a device
+        hands the same object with every report."""
+        known = self._texts.get(id(ieee))
+        if known is not None and known[0] is ieee:
+            return known[1]
+        text = str(ieee)
+        if len(self._texts) >= MAX_ADDRESSES:
+            self._texts.clear()
+        self._texts[id(ieee)] = (ieee, text)
+        return text
 
     def _supersede(self, cb_name: str, args: tuple[Any, ...]) -> None:
         """Drop waiting writes that a pass-through call makes stale: written after it,
@@ -87,7 +97,8 @@ class CoalescedWrites:
         if cb_name in ("_save_attribute", "_clear_attribute"):
             self.pending.pop(("_save_attribute", _event_key(args[0])), None)
         elif cb_name == "_remove_device":
-            ieee = args[0].ieee
+            # By text: attribute events carry the address as text, zigpy's calls an EUI64.
+            ieee = self._text(args[0].ieee)
             for key in [k for k in self.pending if _device_of(k) == ieee]:
                 del self.pending[key]
 

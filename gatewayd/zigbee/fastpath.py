@@ -18,7 +18,7 @@ zigbee.db listen to. So the bridge's code path after zigpy is the same one.
 
 Everything else goes to zigpy untouched, decided before anything is changed: other
 commands and profiles, ZDO, manufacturer-specific frames, frames that ask for a default
-response, unknown devices or devices still being interviewed, clusters the table does
+response, unknown devices or devices still being (re-)interviewed, clusters the table does
 not map, attribute ids or wire types zigpy would convert differently (a type other than
 the attribute's declared one, ``dataN``, strings, floats), truncated frames or frames
 with bytes left over, devices or clusters of a class that overrides zigpy's handling
@@ -47,6 +47,7 @@ import zigpy.device
 import zigpy.listeners
 import zigpy.types as t
 from zigpy.zcl import AttributeReportedEvent, AttributeUpdatedEvent, Cluster, foundation
+from zigpy.zcl.helpers import AttributeCache, CacheItem
 
 from gatewayd.zigbee import mapping
 from gatewayd.zigbee.dedup import CompactDebouncer, Shared, zigpy_debouncer
@@ -80,12 +81,18 @@ _WIRE_TYPES: dict[int, Any] = {
 # (a quirk) gets zigpy's path.
 _DEVICE_METHODS = ("packet_received", "_should_filter_packet", "_parse_packet_header",
                    "_match_packet_endpoint_cluster", "_find_zcl_cluster",
-                   "_parse_packet_command", "_maybe_match_response")
+                   "_parse_packet_command", "_maybe_match_response", "is_initialized",
+                   "all_endpoints_init", "has_non_zdo_endpoints", "non_zdo_endpoints")
 _CLUSTER_METHODS = ("deserialize", "handle_message", "handle_cluster_general_request",
                     "_legacy_apply_quirk_attribute_update", "_update_attribute",
-                    "find_attribute", "find_attributes", "listener_event", "emit")
+                    "find_attribute", "find_attributes", "listener_event", "emit",
+                    "_quirk_attribute_update", "_get_effective_manufacturer_code",
+                    "_attr_cache")
 
 _Record = tuple[Any, Any, Any]  # attribute definition, raw (wire-typed) value, value
+# A device by NWK (FastReports._device): the device, its IEEE address as text, its address
+# as duplicate-filter keys hold it, and its endpoints when it was last found initialized.
+_Known = tuple[Any, str, Any, tuple[Any, ...] | None]
 # Untyped here: the packet made for zigpy's duplicate filter has None where zigpy's
 # annotations want numbers, as the one zigpy makes for it does (``packet.replace``).
 _ZigbeePacket: Any = t.ZigbeePacket
@@ -141,7 +148,7 @@ class FastReports:
         self.clusters = mapped_clusters() if clusters is None else clusters
         self.zigpy_packet_received: Callable[[Any], None] = app.packet_received
         self.taken = 0  # frames this path handled
-        self._by_nwk: dict[int, tuple[Any, str, Any]] = {}  # NWK -> see _device
+        self._by_nwk: dict[int, _Known] = {}  # NWK -> see _device
         self._intern = Shared()
         self._dst: tuple[Any, Any] = (None, None)  # the last frame's destination, as a key
         self._plain_classes: dict[type, bool] = {}
@@ -195,7 +202,9 @@ class FastReports:
         if known is None:
             return False
         device = known[0]
-        if not device.is_initialized:
+        if device._reinterview_in_progress or not self._initialized(nwk, known):
+            # While a re-interview runs, zigpy routes the device's frames to the shadow
+            # device it registered in its place, not to the object remembered here.
             return False
         listeners = self.app._req_listeners
         if not (_cannot_match(listeners.get(zigpy.listeners.ANY_DEVICE))
@@ -233,7 +242,7 @@ class FastReports:
         self.taken += 1
         return True
 
-    def _device(self, nwk: int) -> tuple[Any, str, Any] | None:
+    def _device(self, nwk: int) -> _Known | None:
         """zigpy's ``get_device(nwk=...)`` without scanning every device each time: the
         device, its IEEE address as text, and its address as duplicate-filter keys hold it.
         A remembered device counts only while it still has that address; any device
@@ -255,9 +264,25 @@ class FastReports:
                 and plain(type(device), zigpy.device.Device, _DEVICE_METHODS))
         if not self._plain_classes[type(device)]:
             return None
-        known = (device, str(device.ieee), self._intern((int(t.AddrMode.NWK), nwk)))
+        known = (device, str(device.ieee), self._intern((int(t.AddrMode.NWK), nwk)), None)
         self._by_nwk[nwk] = known
         return known
+
+    def _initialized(self, nwk: int, known: _Known) -> bool:
+        """zigpy's ``device.is_initialized`` (a node descriptor, and endpoints besides ZDO
+        all past ``Status.NEW``), without walking the endpoints twice per frame: an
+        endpoint object never goes back to ``NEW`` (zigpy sets it in the constructor
+        only), so the answer holds while the device has the same endpoint objects."""
+        device = known[0]
+        if device.node_desc is None:
+            return False
+        endpoints = tuple(device.endpoints.values())
+        if endpoints == known[3]:
+            return True
+        if not device.is_initialized:
+            return False
+        self._by_nwk[nwk] = (*known[:3], endpoints)
+        return True
 
     # zigpy's application events that can change which device object has which address
     # (hashing an EUI64 formats it as text: checking zigpy's dict on every report cost
@@ -372,10 +397,21 @@ class FastReports:
             return
         # Cluster.handle_cluster_general_request, Report_Attributes, no manufacturer code
         endpoint_id = cluster.endpoint.endpoint_id
+        cache = cluster._attr_cache
         for attr, raw, value in records:
-            cached = cluster._legacy_apply_quirk_attribute_update(attr, value)
-            if cached is None:
-                continue
+            if type(cache) is AttributeCache and \
+                    cluster._get_effective_manufacturer_code(attr) is None:
+                # _legacy_apply_quirk_attribute_update on a plain cluster, for an
+                # attribute without a manufacturer code (the one _records found): the
+                # update's own event is suppressed, the value stored and read back.
+                key = (attr.id, None)
+                cache._unsupported.discard(key)
+                cache._cache[key] = CacheItem(value=value, last_updated=datetime.now(UTC))
+                cached = value
+            else:
+                cached = cluster._legacy_apply_quirk_attribute_update(attr, value)
+                if cached is None:
+                    continue
             if cached != value:
                 cluster.emit(AttributeUpdatedEvent.event_type, AttributeUpdatedEvent(
                     device_ieee=ieee, endpoint_id=endpoint_id, cluster_type=cluster._type,

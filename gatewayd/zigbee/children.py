@@ -1,0 +1,36 @@
+"""The bridge's children by IEEE address text, and which child a zigpy device object is.
+
+zigpy formats an ``EUI64`` as text each time it is printed or hashed (about 2 µs), and the
+bridge is asked for a device's child on every frame a device sends (``handle_message``).
+:meth:`Children.of` remembers the child per device object instead. What it remembers is a
+hint only, checked on every use (the child is still the one under its address and still
+has that device object), so nothing has to keep it up to date: a removed child, a device
+object replaced by a quirk or a re-interview, all fall back to the lookup by text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gatewayd.zigbee.child import Child
+
+
+class Children(dict[str, "Child"]):
+    """``zigbee-``children keyed by ``str(device.ieee)`` (as ``Child.ieee``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_device: dict[int, Child] = {}  # id(device object) -> its child
+
+    def of(self, dev: Any) -> Child | None:
+        """``self.get(str(dev.ieee))``, without formatting the address once known."""
+        child = self._by_device.get(id(dev))
+        if child is not None and child.device is dev and self.get(child.ieee) is child:
+            return child
+        child = self.get(str(dev.ieee))
+        if child is not None and child.device is dev:
+            if len(self._by_device) > 2 * len(self) + 16:
+                self._by_device.clear()  # hints for objects gone: bounded by the children
+            self._by_device[id(dev)] = child
+        return child
