@@ -212,6 +212,16 @@ class DaemonProcess:
                 return int(line.split()[1]) / 1024
         raise BenchError("no VmRSS for gatewayd")
 
+    def rss_samples_until(self, until: float) -> list[float]:
+        """RSS once a second over the 5 s that end at ``until`` (``time.monotonic()``)."""
+        samples = []
+        for at in (until - 4, until - 3, until - 2, until - 1, until):
+            delay = at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # a measurement schedule, not synchronisation
+            samples.append(self.rss_mb())
+        return samples
+
     def cpu_s(self) -> float:
         """User + system CPU time of the whole process (every thread), in seconds."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()

@@ -93,24 +93,13 @@ def idle_minimal(world: BenchWorld, daemon: DaemonProcess, settings: Settings,
         monitor.close()
     assert daemon.ready_at is not None
     idle_until = daemon.ready_at + settings.idle_seconds
-    results.add("rss_idle_mb_minimal", _idle_rss(daemon, idle_until), "MB")
+    results.add("rss_idle_mb_minimal", daemon.rss_samples_until(idle_until), "MB")
     if not _online(daemon):  # the first control request: builds the control app
         raise BenchError("the minimal hub is not online")
     code, body = world.http_get("/healthcheck")  # and the portal's
     if code != 200:
         raise BenchError(f"/healthcheck answered {code}: {body}")
-    results.add("rss_idle_mb_minimal_served", _idle_rss(daemon, time.monotonic() + 5), "MB")
-
-
-def _idle_rss(daemon: DaemonProcess, idle_until: float) -> list[float]:
-    samples = []
-    # One sample a second over the last 5 s of the idle period.
-    for at in (idle_until - 4, idle_until - 3, idle_until - 2, idle_until - 1, idle_until):
-        delay = at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)  # a measurement schedule, not synchronisation
-        samples.append(daemon.rss_mb())
-    return samples
+    results.add("rss_idle_mb_minimal_served", daemon.rss_samples_until(time.monotonic() + 5), "MB")
 
 
 def healthcheck(world: BenchWorld, settings: Settings, results: Results) -> None:

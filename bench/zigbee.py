@@ -218,7 +218,7 @@ def steady_and_flood(daemon: DaemonProcess, plugs: Plugs, settings: Settings,
         sub.read(10)
         stream(daemon, plugs, count, rate)
         _finish(daemon, sub, plugs, count, settings.steady_seconds + 120)
-        results.add("rss_idle_mb_full", _rss_samples(daemon, 5), "MB")
+        results.add("rss_idle_mb_full", daemon.rss_samples_until(time.monotonic() + 4), "MB")
 
         flood_rate = rate * settings.flood_factor
         sub.send({"cmd": "start"})
@@ -249,14 +249,6 @@ def _stopped_stream(daemon: DaemonProcess) -> dict[str, Any] | None:
     status: dict[str, Any] = daemon.api("POST", "zigbee/sim",
                                         {"action": "stream_status"})["result"]
     return status if not status["running"] and status["finished_at"] else None
-
-
-def _rss_samples(daemon: DaemonProcess, count: int) -> list[float]:
-    samples = [daemon.rss_mb()]
-    for _ in range(count - 1):
-        time.sleep(1.0)  # a sampling schedule, not synchronisation
-        samples.append(daemon.rss_mb())
-    return samples
 
 
 STATUS_EVERY = 0.02  # s between two GET /status while the hub starts
