@@ -7,6 +7,7 @@ timeouts, so a slow machine only makes tests slower, never wrong.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -260,6 +261,9 @@ class TcpProxy:
     while ``drop_pubacks`` (``drop_publishes``) is set, the broker's PUBACKs (PUBLISHes)
     never reach the hub, as a broker whose outgoing queue to the hub is full drops them
     (mosquitto since its fix for CVE-2023-28366, keeping a dropped QoS 1 PUBLISH in flight).
+    While ``hold`` is set the proxy stops reading from the hub, as a broker that stops
+    reading does, until the hub's socket is full. ``from_hub`` counts the hub's packets by
+    MQTT packet type (12 is PINGREQ).
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -276,6 +280,8 @@ class TcpProxy:
         self.pubacks_dropped = 0
         self.drop_publishes = threading.Event()
         self.publishes_dropped = 0
+        self.hold = threading.Event()
+        self.from_hub: collections.Counter[int] = collections.Counter()
         threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
     def _accept(self) -> None:
@@ -299,15 +305,20 @@ class TcpProxy:
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
         from_broker = bytearray()  # cut into whole MQTT packets, to drop PUBACKs
+        from_hub = bytearray()  # cut into whole packets, to count them by type
         try:
             while True:
-                readable, _, _ = select.select([a, b], [], [], 1.0)
+                sources = [b] if self.hold.is_set() else [a, b]
+                readable, _, _ = select.select(sources, [], [], 0.05)
                 for src in readable:
                     data = src.recv(65536)
                     if not data:
                         return
                     if src is a:
                         b.sendall(data)
+                        from_hub += data
+                        for packet in _whole_packets(from_hub):
+                            self.from_hub[packet[0] >> 4] += 1
                         continue
                     from_broker += data
                     for packet in _whole_packets(from_broker):

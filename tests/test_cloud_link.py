@@ -20,7 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd import homie
-from gatewayd.cloud.net import (
+from gatewayd.cloud.attempts import (
     CloudOutcome,
     CloudResult,
     backoff_delay,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.cloud.net import CloudOutcome
+from gatewayd.cloud.attempts import CloudOutcome
 from gatewayd.cloud.ownership import Ownership
 from gatewayd.credentials import CloudCredentials, mqtt_username
 from gatewayd.onboarding.cloud_step import CloudLinkStep

@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gatewayd.cloud.net import CloudOutcome
+from gatewayd.cloud.attempts import CloudOutcome
 from gatewayd.cloud.reqres import LinkLost, RequestFailed, RequestTimeout, TooManyRequests
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import PLATFORM_USER, Broker

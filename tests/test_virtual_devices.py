@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd import __version__
-from gatewayd.cloud.net import CloudOutcome
+from gatewayd.cloud.attempts import CloudOutcome
 from gatewayd.config import parse_config
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import Broker

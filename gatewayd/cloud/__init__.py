@@ -1,6 +1,7 @@
 """The cloud: one MQTT connection in the 2Smart/Homie convention, and what rides on it.
 
-:mod:`~gatewayd.cloud.net` is paho-mqtt's network thread and its boundary into the loop;
+:mod:`~gatewayd.cloud.net` drives paho-mqtt on the loop (connects on a thread) and
+:mod:`~gatewayd.cloud.attempts` says what an attempt came to;
 :mod:`~gatewayd.cloud.link` publishes devices and keeps them published across reconnects;
 :mod:`~gatewayd.cloud.commands` dispatches ``/set``; :mod:`~gatewayd.cloud.telemetry` is
 the hub's own device; :mod:`~gatewayd.cloud.reqres` (the platform client) and

@@ -1,7 +1,7 @@
 """The cloud link: the hub and its child devices on one MQTT connection (2Smart/Homie 3).
 
-Everything here runs on the asyncio loop; the paho network thread lives in
-:mod:`gatewayd.cloud.net` and reaches us only through ``call_soon_threadsafe``.
+Everything here runs on the asyncio loop, and so does paho (:mod:`gatewayd.cloud.net`),
+whose events reach us after it has finished each packet.
 
 Publishing follows one rule: **the broker converges to the model**. The device objects hold
 the latest value of every property. After every (re)connect each device's retained tree is
@@ -26,8 +26,9 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from gatewayd import homie
+from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 from gatewayd.cloud.commands import CommandRunner
-from gatewayd.cloud.net import CloudOutcome, CloudResult, Connection, Endpoint
+from gatewayd.cloud.net import Connection, Endpoint
 from gatewayd.cloud.outcome import LinkStats, StartOutcome, heartbeats
 from gatewayd.cloud.publisher import WINDOW, Publisher
 from gatewayd.cloud.reqres import PlatformClient
@@ -141,7 +142,7 @@ class CloudLink:
             await self.flush(STOP_FLUSH)
         conn.stop()
         if not await conn.join(STOP_FLUSH + 2):
-            log.warning("cloud link: network thread did not finish in time")
+            log.warning("cloud link: the connection did not end in time")
         self._conn = None
         self._lost("stopped")
         self._commands.cancel_all()
@@ -351,7 +352,7 @@ class CloudLink:
             self._conn.subscribe(filters)
 
 
-    # ---- ConnectionSink: events from the network thread, on the loop ----------------------
+    # ---- ConnectionSink: events from the connection, on the loop ---------------------------
 
     def on_connected(self, gen: int, local_ip: str) -> None:
         if self._stopping or self._conn is None:

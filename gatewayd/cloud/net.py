@@ -1,22 +1,23 @@
-"""The MQTT connection's network thread: connect, classify failures, reconnect with jitter.
+"""The MQTT connection: connect, classify failures, reconnect with jitter.
 
-paho-mqtt does blocking work (DNS, TCP connect, TLS handshake) and runs its own select
-loop, so it lives on one dedicated thread. That thread never touches asyncio objects or the
-device model: every event is handed to the asyncio loop and handled there by a
-:class:`ConnectionSink`. Events are batched: the thread appends to a list and wakes the
-loop only when the list was empty, so a burst of PUBACKs costs one wake-up, not one each.
+paho-mqtt runs on the asyncio loop through its external-loop interface (``loop_read``,
+``loop_write``, ``loop_misc`` and the socket callbacks). Only the blocking connect (DNS, TCP,
+TLS handshake) runs on a short-lived thread of its own. paho's own network thread cost each
+publication a wake-up byte, a select() wake-up of that thread, a hand-over of the PUBACK
+back to the loop and the GIL going back and forth between them: 130 µs of CPU for a
+publication at 1000/s (bench/README.md, "The publication path"). Every event goes to a
+:class:`ConnectionSink` after paho has finished the packet, in order, a burst of PUBACKs
+in one batch.
 
-We drive paho with ``connect()`` + ``loop()`` ourselves instead of ``loop_start()`` because
-paho's own reconnect loop swallows the exception of a failed attempt (so we could not say
-"DNS" vs "TCP" vs "TLS") and has no jitter.
+We drive paho with ``connect()`` ourselves instead of ``loop_start()`` because paho's own
+reconnect loop swallows the exception of a failed attempt (so we could not say "DNS" vs
+"TCP" vs "TLS") and has no jitter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import errno
 import logging
 import random
 import socket
@@ -33,119 +34,24 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gatewayd.cloud.attempts import (
+    CaFileError,
+    CloudOutcome,
+    CloudResult,
+    backoff_delay,
+    classify_connack,
+    classify_connect_error,
+)
+
 log = logging.getLogger(__name__)
 
-LOOP_TIMEOUT = 1.0  # paho's select() timeout; publish()/disconnect() wake it early
+LOOP_TIMEOUT = 1.0  # how often keepalive, the connect timeout and a stop are looked at
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the backoff
 MAX_PENDING_MESSAGES = 512  # inbound messages waiting for the asyncio loop; more are dropped
-STOP_GRACE = 3.0  # how long the thread waits for DISCONNECT to be written when stopping
+STOP_GRACE = 3.0  # how long a stop waits for DISCONNECT to be written
 
 
-class CloudOutcome(enum.StrEnum):
-    CONNECTED = "connected"
-    REFUSED = "refused"
-    UNREACHABLE = "unreachable"
-    TIMEOUT = "timeout"
-
-
-@dataclass(frozen=True)
-class CloudResult:
-    outcome: CloudOutcome
-    reason: str  # a sentence a user can act on; never contains a secret
-
-
-class CaFileError(Exception):
-    """The configured CA bundle cannot be loaded."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with *full jitter*: uniform(0, min(cap, base * 2**attempt)).
-
-    A fleet of hubs that lost the same broker then spreads its reconnects over the whole
-    window instead of arriving in synchronised waves.
-    """
-    ceiling = min(cap, base * 2.0 ** min(attempt, 60))
-    return rng.uniform(0.0, ceiling)
-
-
-# ---- outcome classification --------------------------------------------------------------
-
-def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) -> CloudResult:
-    """What went wrong before the broker could answer CONNECT, said for a user."""
-    where = f"{host}:{port}"
-    unreachable = CloudOutcome.UNREACHABLE
-    if isinstance(exc, socket.gaierror):
-        return CloudResult(unreachable, f"broker unreachable: DNS lookup of {host!r} failed "
-                                        f"({exc.strerror or exc}): check the host name and "
-                                        "the hub's Internet connection")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = (exc.verify_message or str(exc)).rstrip(".")
-        if "hostname mismatch" in detail.lower() or "not valid for" in detail.lower():
-            return CloudResult(unreachable, f"TLS: certificate verify failed: hostname mismatch "
-                                            f"(the broker's certificate is not valid for "
-                                            f"{host!r})")
-        hint = ""
-        if "expired" in detail or "not yet valid" in detail:
-            hint = ": check the hub's clock"
-        elif "issuer" in detail or "self-signed" in detail or "self signed" in detail:
-            hint = ": the certificate is not signed by a trusted CA (check cloud.ca_file)"
-        return CloudResult(unreachable, f"TLS: certificate verify failed: {detail}{hint}")
-    if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        hint = f" (is {port} a TLS port?)" if "WRONG_VERSION" in str(reason) else ""
-        return CloudResult(unreachable, f"TLS handshake with {where} failed: {reason}{hint}")
-    if isinstance(exc, ConnectionRefusedError):
-        return CloudResult(unreachable, f"broker unreachable: TCP connection to {where} refused "
-                                        "(nothing listens there: check host and port)")
-    if isinstance(exc, TimeoutError):
-        step = "TLS handshake with" if tls and "handshake" in str(exc) else "TCP connection to"
-        return CloudResult(unreachable, f"broker unreachable: {step} {where} timed out")
-    if isinstance(exc, CaFileError):
-        return CloudResult(unreachable, f"TLS: cannot read the CA file {exc.path!r} "
-                                        f"({exc.reason}): check cloud.ca_file")
-    if isinstance(exc, ConnectionError):
-        step = "TLS handshake with" if tls else "TCP connection to"
-        return CloudResult(unreachable, f"broker unreachable: {step} {where} was closed "
-                                        f"({exc.strerror or exc})")
-    if isinstance(exc, OSError):
-        text = exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
-        return CloudResult(unreachable, f"broker unreachable: TCP connection to {where} failed "
-                                        f"({text})")
-    return CloudResult(unreachable, f"cannot connect to {where}: {exc}")
-
-
-# MQTT 5 CONNACK reason codes (paho maps MQTT 3.1.1 return codes onto these).
-_CREDENTIALS = {134, 135}  # bad user name or password, not authorized
-_TRANSIENT = {136, 137, 151, 159}  # server unavailable, busy, quota exceeded, rate exceeded
-
-
-def classify_connack(reason: ReasonCode, host: str, port: int, protocol: str) -> CloudResult:
-    name = reason.getName()
-    where = f"{host}:{port}"
-    if reason.value in _CREDENTIALS:
-        return CloudResult(CloudOutcome.REFUSED, f"broker refused the credentials "
-                                                 f"({name.lower()}): check e-mail and token")
-    if reason.value == 132:
-        return CloudResult(CloudOutcome.REFUSED, f"broker {where} does not accept MQTT "
-                                                 f"{protocol}: change cloud.protocol")
-    if reason.value == 133:
-        return CloudResult(CloudOutcome.REFUSED, f"broker {where} rejected the client id "
-                                                 "(check hub.device_id)")
-    if reason.value == 138:
-        return CloudResult(CloudOutcome.REFUSED, f"broker {where} has banned this hub")
-    if reason.value in _TRANSIENT:
-        return CloudResult(CloudOutcome.UNREACHABLE, f"broker {where} is unavailable right now "
-                                                     f"({name.lower()}); retrying")
-    return CloudResult(CloudOutcome.REFUSED, f"broker {where} refused the connection "
-                                             f"({name.lower()})")
-
-
-# ---- the thread ----------------------------------------------------------------------------
+# ---- the connection --------------------------------------------------------------------------
 
 class ConnectionSink(Protocol):
     """Receives the connection's events, always on the asyncio loop thread.
@@ -174,7 +80,11 @@ class Endpoint:
 
 
 class Connection:
-    """One paho client and the thread that runs it, until :meth:`stop`."""
+    """One paho client, driven by the asyncio loop, until :meth:`stop`.
+
+    Only the blocking connect (DNS, TCP, TLS handshake, writing CONNECT) runs on a
+    short-lived thread; reading, writing, keepalive and every paho callback run on the loop.
+    """
 
     def __init__(self, endpoint: Endpoint, *, username: str, password: str, client_id: str,
                  protocol: str, keepalive: int, connect_timeout: float,
@@ -189,16 +99,21 @@ class Connection:
         self._keepalive = keepalive
         self._connect_timeout = connect_timeout
         self._reconnect = (reconnect_min, reconnect_max)
-        self._stopping = threading.Event()
-        self._pending_lock = threading.Lock()
+        self._stopping = asyncio.Event()
         self._pending_messages = 0
-        self._events: list[tuple[Callable[..., None], tuple[Any, ...]]] = []  # _pending_lock
-        self._drain_scheduled = False  # guarded by _pending_lock
+        self._events: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self._drain_scheduled = False
         self._dropped_messages = 0
-        self._gen = 0  # written only by the network thread
+        self._gen = 0
         self._connack_at: float | None = None
         self._reported = False  # has this attempt's outcome been handed over?
         self._tls_ready = False
+        self._task: asyncio.Task[None] | None = None
+        self._loop_thread = threading.get_ident()
+        self._watched: Any = None  # the socket the loop reads, once connected
+        self._writer = False  # is the loop waiting for the socket to take more?
+        self._flush_scheduled = False
+        self._closed: asyncio.Future[None] | None = None
 
         version = MQTTProtocolVersion.MQTTv5 if protocol == "5" else MQTTProtocolVersion.MQTTv311
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -216,18 +131,18 @@ class Connection:
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
-        # With a write callback registered, publish()/subscribe() called from the asyncio
-        # thread only queue the packet and wake select(); the socket is written by the
-        # network thread alone (without it paho writes on the caller's thread).
-        self._client.on_socket_register_write = _ignore_socket
-        self._client.on_socket_unregister_write = _ignore_socket
+        # paho's external-loop interface: it tells us when it has bytes to write and when
+        # its socket closes; we tell it when the socket is readable or writable.
         self._client.on_socket_open = tcp_no_delay
-        self._thread = threading.Thread(target=self._run, name="cloud-mqtt", daemon=True)
+        self._client.on_socket_close = self._on_socket_close
+        self._client.on_socket_register_write = self._on_register_write
+        self._client.on_socket_unregister_write = self._on_unregister_write
 
-    # ---- called from the asyncio thread ----------------------------------------------------
+    # ---- the asyncio side ----------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop_thread = threading.get_ident()
+        self._task = self._loop.create_task(self._run(), name="cloud-mqtt")
 
     def stop(self) -> None:
         """Ask for a graceful end: DISCONNECT (so the broker drops the will), no reconnect."""
@@ -235,8 +150,12 @@ class Connection:
         self._client.disconnect()
 
     async def join(self, timeout: float) -> bool:
-        await asyncio.to_thread(self._thread.join, timeout)
-        return not self._thread.is_alive()
+        task = self._task
+        if task is None:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        return task.done()
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int | None:
         """Queue a publication; its mid, or None if paho did not take it."""
@@ -267,27 +186,20 @@ class Connection:
     def dropped_messages(self) -> int:
         return self._dropped_messages
 
-    # ---- the network thread ----------------------------------------------------------------
+    # ---- events for the sink ---------------------------------------------------------------
 
     def _handoff(self, fn: Callable[..., None], *args: Any) -> None:
-        # Bounded: messages by MAX_PENDING_MESSAGES, PUBACKs by the window, the rest are
-        # one per connection attempt.
-        with self._pending_lock:
-            self._events.append((fn, args))
-            if self._drain_scheduled:
-                return
+        # paho calls us in the middle of reading a packet; the sink runs after it, in order,
+        # a burst of PUBACKs in one batch. Bounded: messages by MAX_PENDING_MESSAGES,
+        # PUBACKs by the window, the rest are one per connection attempt.
+        self._events.append((fn, args))
+        if not self._drain_scheduled:
             self._drain_scheduled = True
-        try:
-            self._loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:  # the loop is closed: the daemon is exiting, nobody listens
-            with self._pending_lock:
-                self._events.clear()
-                self._drain_scheduled = False
+            self._loop.call_soon(self._drain)
 
-    def _drain(self) -> None:  # on the asyncio loop
-        with self._pending_lock:
-            events, self._events = self._events, []
-            self._drain_scheduled = False
+    def _drain(self) -> None:
+        events, self._events = self._events, []
+        self._drain_scheduled = False
         for fn, args in events:
             try:
                 fn(*args)
@@ -298,7 +210,9 @@ class Connection:
         self._reported = True
         self._handoff(self._sink.on_connect_failed, self._gen, result)
 
-    def _run(self) -> None:
+    # ---- connection attempts ---------------------------------------------------------------
+
+    async def _run(self) -> None:
         attempt = 0
         while not self._stopping.is_set():
             self._gen += 1
@@ -306,7 +220,7 @@ class Connection:
             self._reported = False
             try:
                 self._prepare_tls()
-                self._connect()
+                await self._in_thread(self._connect)
             except Exception as exc:
                 result = classify_connect_error(exc, self.endpoint.host, self.endpoint.port,
                                                 self.endpoint.tls)
@@ -314,7 +228,13 @@ class Connection:
                           result.reason)
                 self._report_failure(result)
             else:
-                if self._serve():
+                try:
+                    stable = await self._serve()
+                except Exception:  # a bug here must not end the hub's link for good
+                    log.exception("cloud link: serving the connection to %s failed",
+                                  self.endpoint)
+                    stable = False
+                if stable:
                     attempt = 0
                 if not self._reported and not self._stopping.is_set():
                     # e.g. a CONNACK paho rejects before calling on_connect, or a broker
@@ -328,7 +248,33 @@ class Connection:
             delay = backoff_delay(attempt, *self._reconnect, self._rng)
             attempt += 1
             log.debug("reconnecting to %s in %.2f s", self.endpoint, delay)
-            self._stopping.wait(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def _in_thread(self, fn: Callable[[], None]) -> asyncio.Future[None]:
+        """Run ``fn`` on a daemon thread of its own: a connect stuck in DNS or TCP must
+        neither block the loop nor hold up the process's exit (the default executor would)."""
+        done: asyncio.Future[None] = self._loop.create_future()
+
+        def settle(exc: BaseException | None) -> None:
+            if done.done():
+                return
+            if exc is None:
+                done.set_result(None)
+            else:
+                done.set_exception(exc)
+
+        def work() -> None:
+            error: BaseException | None = None
+            try:
+                fn()
+            except BaseException as exc:  # handed to the loop, which classifies it
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                self._loop.call_soon_threadsafe(settle, error)
+
+        threading.Thread(target=work, name="cloud-connect", daemon=True).start()
+        return done
 
     def _prepare_tls(self) -> None:
         if not self.endpoint.tls or self._tls_ready:
@@ -343,7 +289,7 @@ class Connection:
         self._client.tls_set_context(context)
         self._tls_ready = True
 
-    def _connect(self) -> None:
+    def _connect(self) -> None:  # on the connect thread
         if self._protocol_name == "5":
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 0
@@ -352,34 +298,100 @@ class Connection:
         else:
             self._client.connect(self.endpoint.host, self.endpoint.port, self._keepalive)
 
-    def _serve(self) -> bool:
-        """Run paho's loop until the connection ends; True if it had been up a while."""
+    async def _serve(self) -> bool:
+        """Serve the connection until it ends; True if it had been up a while."""
         started = time.monotonic()
         stop_seen: float | None = None
         timed_out = False
-        while True:
-            rc = self._client.loop(LOOP_TIMEOUT)
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                break
-            now = time.monotonic()
-            if self._stopping.is_set():
-                if stop_seen is None:
-                    stop_seen = now
+        sock = self._client.socket()
+        if sock is None:
+            return False
+        closed = self._closed = self._loop.create_future()
+        self._watched = sock
+        self._loop.add_reader(sock, self._readable)
+        self._schedule_flush()  # CONNECT, queued on the connect thread
+        try:
+            while not closed.done():
+                now = time.monotonic()
+                if self._stopping.is_set():
+                    if stop_seen is None:
+                        stop_seen = now
+                        self._client.disconnect()
+                    elif now - stop_seen > STOP_GRACE:
+                        break  # the broker does not read; the process is leaving anyway
+                elif self._connack_at is None and not timed_out and \
+                        now - started > self._connect_timeout:
+                    timed_out = True
+                    result = CloudResult(CloudOutcome.TIMEOUT,
+                                         f"broker {self.endpoint} accepted the connection but "
+                                         f"did not answer within {self._connect_timeout:g} s")
+                    self._report_failure(result)
                     self._client.disconnect()
-                elif now - stop_seen > STOP_GRACE:
-                    break  # the broker does not read; the process is leaving anyway
-            elif self._connack_at is None and not timed_out and \
-                    now - started > self._connect_timeout:
-                timed_out = True
-                result = CloudResult(CloudOutcome.TIMEOUT,
-                                     f"broker {self.endpoint} accepted the connection but did "
-                                     f"not answer within {self._connect_timeout:g} s")
-                self._report_failure(result)
-                self._client.disconnect()
+                # PINGREQ when due, and the end of a connection whose PINGRESP never came.
+                self._client.loop_misc()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(closed), LOOP_TIMEOUT)
+        finally:
+            self._unwatch()
         up = self._connack_at
         return up is not None and time.monotonic() - up >= STABLE_AFTER
 
-    # ---- paho callbacks (network thread) -----------------------------------------------------
+    # ---- the socket, on the loop -------------------------------------------------------------
+
+    def _readable(self) -> None:
+        rc = self._client.loop_read()
+        # TLS may hold decrypted bytes that the socket no longer signals
+        pending = getattr(self._client.socket(), "pending", None)
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and pending is not None and pending() > 0:
+            rc = self._client.loop_read()
+
+    def _schedule_flush(self) -> None:
+        # Everything published in one pass of the loop goes out in one flush.
+        if not self._flush_scheduled and self._watched is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._watched is None:
+            return
+        self._client.loop_write()
+        if self._client.want_write() and self._watched is not None and not self._writer:
+            # the socket's buffer is full: write the rest when the broker has read
+            self._writer = True
+            self._loop.add_writer(self._watched, self._writable)
+
+    def _writable(self) -> None:
+        self._client.loop_write()
+
+    def _unwatch(self) -> None:
+        sock, self._watched = self._watched, None
+        if sock is None:
+            return
+        self._loop.remove_reader(sock)
+        if self._writer:
+            self._writer = False
+            self._loop.remove_writer(sock)
+
+    # ---- paho callbacks (on the loop; the socket ones also on the connect thread) ------------
+
+    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._schedule_flush()
+        # else: CONNECT, queued while connecting; _serve flushes it
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._writer and threading.get_ident() == self._loop_thread:
+            self._writer = False
+            if self._watched is not None:
+                self._loop.remove_writer(self._watched)
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if threading.get_ident() != self._loop_thread:
+            return  # the connect thread closing what an earlier attempt left
+        self._unwatch()
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
                     reason: ReasonCode, properties: Any) -> None:
@@ -425,26 +437,20 @@ class Connection:
                     message: mqtt.MQTTMessage) -> None:
         # Bounded: a flood of /set commands must not grow the loop's callback queue
         # without limit; excess messages are dropped and counted.
-        with self._pending_lock:
-            if self._pending_messages >= MAX_PENDING_MESSAGES:
-                self._dropped_messages += 1
-                return
-            self._pending_messages += 1
+        if self._pending_messages >= MAX_PENDING_MESSAGES:
+            self._dropped_messages += 1
+            return
+        self._pending_messages += 1
         self._handoff(self._deliver, message.topic, bytes(message.payload), bool(message.retain))
 
-    def _deliver(self, topic: str, payload: bytes, retained: bool) -> None:  # on the loop
-        with self._pending_lock:
-            self._pending_messages -= 1
+    def _deliver(self, topic: str, payload: bytes, retained: bool) -> None:
+        self._pending_messages -= 1
         self._sink.on_message(topic, payload, retained)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
                       reason_codes: list[ReasonCode], properties: Any) -> None:
         refused = [rc.getName() for rc in reason_codes if rc.is_failure]
         self._handoff(self._sink.on_subscribed, mid, refused)
-
-
-def _ignore_socket(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    return None
 
 
 def tcp_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:

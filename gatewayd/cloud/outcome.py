@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from gatewayd import homie
-from gatewayd.cloud.net import CloudOutcome, CloudResult, Connection
+from gatewayd.cloud.attempts import CloudOutcome, CloudResult
+from gatewayd.cloud.net import Connection
 
 HEARTBEAT_PAYLOAD = b"ping"
 

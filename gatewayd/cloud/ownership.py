@@ -23,8 +23,8 @@ import logging
 import secrets
 import time
 
+from gatewayd.cloud.attempts import CloudOutcome
 from gatewayd.cloud.link import CloudLink
-from gatewayd.cloud.net import CloudOutcome
 from gatewayd.cloud.reqres import PlatformError
 from gatewayd.credentials import CloudCredentials
 from gatewayd.state import Release

@@ -34,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gatewayd.cloud.net import CloudOutcome, CloudResult
+from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 from gatewayd.cloud.reqres_cipher import (
     AesGcmV1,
     AuthenticationFailed,

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import time
 
+from gatewayd.cloud.attempts import CloudOutcome
 from gatewayd.cloud.link import CloudLink
-from gatewayd.cloud.net import CloudOutcome
 from gatewayd.cloud.ownership import Ownership
 from gatewayd.credentials import CloudCredentials
 from gatewayd.onboarding.steps import Failure, StepResult

@@ -13,6 +13,6 @@ ends in committed credentials or a named failure, and the keeper of an issued
 registration (refresh, revocation).
 
 May import: config, credentials, identity, state, runtime, :mod:`gatewayd.cloud` (the link,
-its network thread, the REQ/RES cipher) and :mod:`gatewayd.onboarding` (its step results
+its connection, the REQ/RES cipher) and :mod:`gatewayd.onboarding` (its step results
 and failure codes). Nothing but the daemon and the simulator imports it.
 """

@@ -1,6 +1,6 @@
 """One MQTT session to the platform's provisioning endpoint, for one operation.
 
-It reuses the cloud link's network thread (:class:`gatewayd.cloud.net.Connection`: the
+It reuses the cloud link's connection (:class:`gatewayd.cloud.net.Connection`: the
 same failure classification, TLS rules, backoff with jitter and Nagle off) with a sink of
 its own: requests are matched to answers by id, a request still unanswered after a
 reconnect is sent again (same id: the platform answers a repeated id again), and at most
@@ -14,7 +14,8 @@ import logging
 import secrets
 from typing import Any
 
-from gatewayd.cloud.net import CloudOutcome, CloudResult, Connection, Endpoint
+from gatewayd.cloud.attempts import CloudOutcome, CloudResult
+from gatewayd.cloud.net import Connection, Endpoint
 from gatewayd.config import CloudConfig
 from gatewayd.provisioning import codec
 
@@ -84,7 +85,7 @@ class ProvisioningChannel:
         if conn is not None:
             conn.stop()
             if not await conn.join(5):
-                log.warning("provisioning: network thread did not finish in time")
+                log.warning("provisioning: the connection did not end in time")
 
     async def request(self, action: str, data: dict[str, Any], timeout: float) -> codec.Answer:
         """Send one request and wait for its answer; ChannelError after ``timeout``."""

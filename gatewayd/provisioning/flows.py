@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gatewayd.cloud.net import CloudOutcome, Endpoint
+from gatewayd.cloud.attempts import CloudOutcome
+from gatewayd.cloud.net import Endpoint
 from gatewayd.config import Config
 from gatewayd.identity import Identity
 from gatewayd.onboarding.steps import Failure

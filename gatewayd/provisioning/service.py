@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 from gatewayd.cloud.link import CloudLink
-from gatewayd.cloud.net import CloudOutcome, CloudResult
 from gatewayd.cloud.reqres import PlatformError
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials

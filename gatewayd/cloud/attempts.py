@@ -1,0 +1,122 @@
+"""What a connection attempt to the broker came to, said for a user, and when to try again.
+
+No I/O: :mod:`gatewayd.cloud.net` hands over the exception of a failed connect or the
+broker's CONNACK and gets a :class:`CloudResult` whose reason a user can act on (DNS, TCP,
+TLS, credentials), never containing a secret; :func:`backoff_delay` spreads a fleet's
+reconnects.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import random
+import socket
+import ssl
+from dataclasses import dataclass
+
+from paho.mqtt.reasoncodes import ReasonCode
+
+
+class CloudOutcome(enum.StrEnum):
+    CONNECTED = "connected"
+    REFUSED = "refused"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class CloudResult:
+    outcome: CloudOutcome
+    reason: str  # a sentence a user can act on; never contains a secret
+
+
+class CaFileError(Exception):
+    """The configured CA bundle cannot be loaded."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with *full jitter*: uniform(0, min(cap, base * 2**attempt)).
+
+    A fleet of hubs that lost the same broker then spreads its reconnects over the whole
+    window instead of arriving in synchronised waves.
+    """
+    ceiling = min(cap, base * 2.0 ** min(attempt, 60))
+    return rng.uniform(0.0, ceiling)
+
+
+# ---- outcome classification --------------------------------------------------------------
+
+def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) -> CloudResult:
+    """What went wrong before the broker could answer CONNECT, said for a user."""
+    where = f"{host}:{port}"
+    unreachable = CloudOutcome.UNREACHABLE
+    if isinstance(exc, socket.gaierror):
+        return CloudResult(unreachable, f"broker unreachable: DNS lookup of {host!r} failed "
+                                        f"({exc.strerror or exc}): check the host name and "
+                                        "the hub's Internet connection")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = (exc.verify_message or str(exc)).rstrip(".")
+        if "hostname mismatch" in detail.lower() or "not valid for" in detail.lower():
+            return CloudResult(unreachable, f"TLS: certificate verify failed: hostname mismatch "
+                                            f"(the broker's certificate is not valid for "
+                                            f"{host!r})")
+        hint = ""
+        if "expired" in detail or "not yet valid" in detail:
+            hint = ": check the hub's clock"
+        elif "issuer" in detail or "self-signed" in detail or "self signed" in detail:
+            hint = ": the certificate is not signed by a trusted CA (check cloud.ca_file)"
+        return CloudResult(unreachable, f"TLS: certificate verify failed: {detail}{hint}")
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        hint = f" (is {port} a TLS port?)" if "WRONG_VERSION" in str(reason) else ""
+        return CloudResult(unreachable, f"TLS handshake with {where} failed: {reason}{hint}")
+    if isinstance(exc, ConnectionRefusedError):
+        return CloudResult(unreachable, f"broker unreachable: TCP connection to {where} refused "
+                                        "(nothing listens there: check host and port)")
+    if isinstance(exc, TimeoutError):
+        step = "TLS handshake with" if tls and "handshake" in str(exc) else "TCP connection to"
+        return CloudResult(unreachable, f"broker unreachable: {step} {where} timed out")
+    if isinstance(exc, CaFileError):
+        return CloudResult(unreachable, f"TLS: cannot read the CA file {exc.path!r} "
+                                        f"({exc.reason}): check cloud.ca_file")
+    if isinstance(exc, ConnectionError):
+        step = "TLS handshake with" if tls else "TCP connection to"
+        return CloudResult(unreachable, f"broker unreachable: {step} {where} was closed "
+                                        f"({exc.strerror or exc})")
+    if isinstance(exc, OSError):
+        text = exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
+        return CloudResult(unreachable, f"broker unreachable: TCP connection to {where} failed "
+                                        f"({text})")
+    return CloudResult(unreachable, f"cannot connect to {where}: {exc}")
+
+
+# MQTT 5 CONNACK reason codes (paho maps MQTT 3.1.1 return codes onto these).
+_CREDENTIALS = {134, 135}  # bad user name or password, not authorized
+_TRANSIENT = {136, 137, 151, 159}  # server unavailable, busy, quota exceeded, rate exceeded
+
+
+def classify_connack(reason: ReasonCode, host: str, port: int, protocol: str) -> CloudResult:
+    name = reason.getName()
+    where = f"{host}:{port}"
+    if reason.value in _CREDENTIALS:
+        return CloudResult(CloudOutcome.REFUSED, f"broker refused the credentials "
+                                                 f"({name.lower()}): check e-mail and token")
+    if reason.value == 132:
+        return CloudResult(CloudOutcome.REFUSED, f"broker {where} does not accept MQTT "
+                                                 f"{protocol}: change cloud.protocol")
+    if reason.value == 133:
+        return CloudResult(CloudOutcome.REFUSED, f"broker {where} rejected the client id "
+                                                 "(check hub.device_id)")
+    if reason.value == 138:
+        return CloudResult(CloudOutcome.REFUSED, f"broker {where} has banned this hub")
+    if reason.value in _TRANSIENT:
+        return CloudResult(CloudOutcome.UNREACHABLE, f"broker {where} is unavailable right now "
+                                                     f"({name.lower()}); retrying")
+    return CloudResult(CloudOutcome.REFUSED, f"broker {where} refused the connection "
+                                             f"({name.lower()})")

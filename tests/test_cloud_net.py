@@ -1,0 +1,169 @@
+"""The MQTT connection (gatewayd.cloud.net.Connection) against a real mosquitto: paho is
+driven by the asyncio loop, so reading, writing and keepalive all happen there, and a broker
+that stops reading holds publications back without losing one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gatewayd.cloud.attempts import CloudResult
+from gatewayd.cloud.net import Connection, Endpoint
+from gatewayd.credentials import mqtt_username
+from gatewayd.simulator.broker import Broker
+from tests.cloud_helpers import TOKEN, WSP, Monitor, TcpProxy, make_broker, run
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = mqtt_username(WSP)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = make_broker(tmp_path / "broker")
+    yield b
+    b.stop()
+
+
+class Sink:
+    """What the connection hands to the link, and on which thread it arrived."""
+
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+        self.lost = asyncio.Event()
+        self.acked: set[int] = set()
+        self.acks_changed = asyncio.Event()
+        self.threads: set[int] = set()
+        self.failures: list[CloudResult] = []
+
+    def _seen(self) -> None:
+        self.threads.add(threading.get_ident())
+
+    def on_connected(self, gen: int, local_ip: str) -> None:
+        self._seen()
+        self.connected.set()
+
+    def on_connect_failed(self, gen: int, result: CloudResult) -> None:
+        self._seen()
+        self.failures.append(result)
+
+    def on_connection_lost(self, gen: int, reason: str) -> None:
+        self._seen()
+        self.lost.set()
+
+    def on_published(self, gen: int, mid: int) -> None:
+        self._seen()
+        self.acked.add(mid)
+        self.acks_changed.set()
+
+    def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        self._seen()
+
+    def on_subscribed(self, mid: int, refused: list[str]) -> None:
+        self._seen()
+
+    async def wait_acked(self, mids: set[int], timeout: float) -> None:
+        async def until() -> None:
+            while not mids <= self.acked:
+                self.acks_changed.clear()
+                await self.acks_changed.wait()
+        await asyncio.wait_for(until(), timeout)
+
+
+def connect(host: str, port: int, sink: Sink, *, keepalive: int = 30,
+            window: int = 32) -> Connection:
+    conn = Connection(Endpoint(host, port, False), username=ROOT, password=TOKEN,
+                      client_id="net-test", protocol="3.1.1", keepalive=keepalive,
+                      connect_timeout=5.0, will=None, reconnect_min=0.05, reconnect_max=0.3,
+                      loop=asyncio.get_running_loop(), sink=sink, window=window)
+    conn.start()
+    return conn
+
+
+def cloud_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("cloud")]
+
+
+def test_paho_runs_on_the_loop_and_no_thread_outlives_the_connect(broker: Broker) -> None:
+    async def main() -> None:
+        sink = Sink()
+        conn = connect(broker.host, broker.port, sink)
+        await asyncio.wait_for(sink.connected.wait(), 10)
+        # the connect thread ends with the connect; nothing else runs paho
+        await asyncio.to_thread(wait_for, lambda: not cloud_threads(), 5,
+                                "the connect thread to end")
+        with Monitor(broker, f"{ROOT}/sweet-home/probe/#") as mon:
+            mids = {conn.publish(f"{ROOT}/sweet-home/probe/{i}", str(i).encode(), 1, False)
+                    for i in range(50)}
+            assert None not in mids
+            await sink.wait_acked({m for m in mids if m is not None}, 10)
+            got = await mon.await_count(f"{ROOT}/sweet-home/probe/49", 1, timeout=10)
+            assert got[0].text == "49"
+            assert len(mon.since()) == 50
+        assert cloud_threads() == []
+        assert sink.threads == {threading.get_ident()}
+        conn.stop()
+        assert await conn.join(5)
+
+    run(main())
+
+
+def test_a_broker_that_stops_reading_gets_every_publication_when_it_reads_again(
+        broker: Broker) -> None:
+    proxy = TcpProxy(broker.host, broker.port)
+
+    async def main() -> None:
+        sink = Sink()
+        conn = connect(proxy.host, proxy.port, sink, window=64)
+        await asyncio.wait_for(sink.connected.wait(), 10)
+        proxy.hold.set()
+        big = bytes(512 * 1024)
+        mids = {conn.publish(f"{ROOT}/sweet-home/probe/{i}", big, 1, False) for i in range(64)}
+        assert None not in mids
+        # 32 MB is more than the sockets between hub and proxy take: the hub has to wait
+        # for the broker to read, on the loop
+        await asyncio.to_thread(wait_for, lambda: conn._writer, 10,
+                                "the hub's socket to fill up")
+        proxy.hold.clear()
+        await sink.wait_acked({m for m in mids if m is not None}, 30)
+        assert proxy.from_hub[3] == 64  # PUBLISH
+        assert not sink.lost.is_set()
+        conn.stop()
+        assert await conn.join(5)
+
+    try:
+        run(main())
+    finally:
+        proxy.close()
+
+
+def test_an_idle_connection_pings_and_a_silent_broker_is_noticed(broker: Broker) -> None:
+    proxy = TcpProxy(broker.host, broker.port)
+
+    async def main() -> None:
+        sink = Sink()
+        conn = connect(proxy.host, proxy.port, sink, keepalive=1)
+        await asyncio.wait_for(sink.connected.wait(), 10)
+        # idle: PINGREQs keep the broker from closing the connection (1.5 x keepalive)
+        await asyncio.to_thread(wait_for, lambda: proxy.from_hub[12] >= 3, 10,
+                                "three PINGREQs")
+        assert not sink.lost.is_set()
+        # a broker that no longer answers: no PINGRESP, and the hub notices
+        proxy.hold.set()
+        await asyncio.wait_for(sink.lost.wait(), 10)
+        proxy.hold.clear()
+        # and connects again
+        sink.connected.clear()
+        await asyncio.wait_for(sink.connected.wait(), 10)
+        conn.stop()
+        assert await conn.join(5)
+
+    try:
+        run(main())
+    finally:
+        proxy.close()
