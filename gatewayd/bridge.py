@@ -341,8 +341,9 @@ class ZigbeeBridge:
         child = self.children.of(dev)
         if child is not None and child.homie is not None:
             self.child_heard(child)
-            if child.signal is not None:
-                self.coalescer.put((child.device_id, "$telemetry", "signal"), child.signal)
+            signal = child.signal
+            if signal is not None:  # a repeated link quality tells a subscriber nothing
+                self.coalescer.put_changed((child.device_id, "$telemetry", "signal"), signal)
 
     def connection_lost(self, exc: BaseException) -> None:
         code = getattr(exc, "code", None)  # bellows' NcpFailure: the NCP reset itself

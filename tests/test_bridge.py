@@ -182,6 +182,31 @@ def test_coalescer_keeps_one_value_per_property() -> None:
     assert out[-1] in ((("d", "meter", "power"), 999), (("d", "meter", "energy"), 999))
 
 
+def test_coalescer_hands_over_a_changed_reading_only() -> None:
+    async def main() -> list[tuple[Any, Any]]:
+        out: list[tuple[Any, Any]] = []
+        co = Coalescer(lambda key, value: out.append((key, value)), 3600.0)
+        key = ("d", "$telemetry", "signal")
+        co.put_changed(key, 78)  # the first reading goes out at once
+        for _ in range(100):
+            co.put_changed(key, 78)
+        assert co.pending == {}  # the same reading again: nothing waits
+        co.put_changed(key, 39)
+        co.put_changed(key, 39)
+        assert co.pending == {key: 39}
+        co.flush()
+        co.put_changed(key, 39)  # as published
+        assert co.pending == {}
+        co.forget("d")
+        co.put_changed(key, 39)  # a forgotten device starts afresh
+        co.cancel()
+        return out
+
+    assert run(main()) == [(("d", "$telemetry", "signal"), 78),
+                           (("d", "$telemetry", "signal"), 39),
+                           (("d", "$telemetry", "signal"), 39)]
+
+
 # ---- children ---------------------------------------------------------------------------------
 
 def test_join_interview_values_and_commands(radio: Radio) -> None:
@@ -322,6 +347,32 @@ def test_chatty_device_is_coalesced(radio: Radio) -> None:
             published = pub.values(p, "meter/power")[before:]
             assert published[-1] == 30.0 and len(published) <= 2, published
             await bridge.stop()
+
+    run(main())
+
+
+def test_link_quality_is_published_when_it_changes(radio: Radio) -> None:
+    """Every report carries the link quality; a subscriber gets it when it moves, not once
+    per report (half of a busy network's publications were the same LQI again)."""
+    async def main() -> None:
+        async with radio:
+            # no coalescing: every report would publish its link quality
+            bridge, pub = await started(radio, min_interval=0.0)
+            try:
+                plug = await join(bridge, pub, "plug")
+                p = dev_id(plug)
+                before = len(pub.values(p, "$telemetry/signal"))
+                await sim(bridge, "stream", count=100, offset=1)
+                await pub.until(lambda: pub.value(p, "meter/power") == 10.0, 30)
+                steady = pub.values(p, "$telemetry/signal")[before:]
+                assert len(steady) <= 1, steady  # 100 reports: no repeated link quality
+                await sim(bridge, "set_link", ieee=plug, lqi=100)
+                # the bridge reads the device's link quality as of the report before
+                await sim(bridge, "stream", count=2, offset=101)
+                await pub.until(lambda: pub.value(p, "$telemetry/signal") == 39, 30)
+                assert pub.values(p, "$telemetry/signal")[before:] == [*steady, 39]
+            finally:
+                await bridge.stop()
 
     run(main())
 

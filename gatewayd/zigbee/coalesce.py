@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-
-    pass
+_NOTHING = object()
 
 Key = tuple[str, str, str]  # device id, node id, property id
 
@@ -19,6 +17,9 @@ class Coalescer:
     The first value after a quiet period goes out at once (no added latency); values
     arriving faster wait in ``pending`` (one slot per property, so memory is bounded by
     the number of properties, not by the rate of reports).
+
+    :meth:`put_changed` is for readings that only matter when they move (link quality):
+    a value equal to the latest one published or waiting is dropped.
     """
 
     def __init__(self, publish: Callable[[Key, Any], None], interval: float) -> None:
@@ -26,6 +27,7 @@ class Coalescer:
         self.interval = interval
         self.pending: dict[Key, Any] = {}
         self._last: dict[Key, float] = {}
+        self._sent: dict[Key, Any] = {}  # the latest value handed to publish, per property
         self._timer: asyncio.TimerHandle | None = None
 
     def put(self, key: Key, value: Any) -> None:
@@ -33,6 +35,7 @@ class Coalescer:
         now = loop.time()
         if key not in self.pending and now - self._last.get(key, -1e9) >= self.interval:
             self._last[key] = now
+            self._sent[key] = value
             self.publish(key, value)
             return
         self.pending[key] = value
@@ -45,10 +48,15 @@ class Coalescer:
         pending, self.pending = self.pending, {}
         for key, value in pending.items():
             self._last[key] = now
+            self._sent[key] = value
             self.publish(key, value)
 
+    def put_changed(self, key: Key, value: Any) -> None:
+        if self.pending.get(key, self._sent.get(key, _NOTHING)) != value:
+            self.put(key, value)
+
     def forget(self, device_id: str) -> None:
-        for store in (self.pending, self._last):
+        for store in (self.pending, self._last, self._sent):
             for key in [k for k in store if k[0] == device_id]:
                 del store[key]
 
