@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     # samples where it resumes, after system calls: asyncio.get_running_loop() (a getpid()
     # in 3.11) showed as 17 % of the daemon, which it is not.
     record = [py_spy, "record", "--nonblocking", "--duration", str(int(args.seconds)),
-              "--rate", "200", "--format", "raw" if args.raw else "flamegraph", "--output", str(out)]
+              "--rate", "200", "--format", "raw" if args.raw else "flamegraph",
+              "--output", str(out)]
     try:
         with BenchWorld(workdir) as world:
             paired = hub.pair_to_online(world, settings, Results())
