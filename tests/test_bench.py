@@ -53,6 +53,16 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     assert "bridge_reports_per_s" in run.stdout  # the table
 
 
+def test_publish_bench_measures_both_paces() -> None:
+    run = subprocess.run([sys.executable, "-m", "bench.publish", "--count", "200",
+                          "--repeats", "2"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    for name in ("publish_cpu_us_saturated", "publish_cpu_us_paced"):
+        line = next(x for x in run.stdout.splitlines() if x.split()[:1] == [name])
+        assert float(line.split()[1]) > 0 and "n=2" in line, line
+
+
 def test_latency_charges_a_coalesced_report_to_the_newer_value_that_replaced_it() -> None:
     from types import SimpleNamespace
 
