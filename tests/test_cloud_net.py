@@ -8,6 +8,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,3 +168,31 @@ def test_an_idle_connection_pings_and_a_silent_broker_is_noticed(broker: Broker)
         run(main())
     finally:
         proxy.close()
+
+
+def test_a_read_that_fails_ends_the_connection_and_a_new_one_follows(broker: Broker) -> None:
+    async def main() -> None:
+        sink = Sink()
+        conn = connect(broker.host, broker.port, sink)
+        await asyncio.wait_for(sink.connected.wait(), 10)
+        client = conn._client
+        real = client.loop_read
+        calls = 0
+
+        def fails_once(max_packets: int = 1) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug in a callback")
+            return real(max_packets)
+
+        client.loop_read = fails_once  # type: ignore[method-assign]
+        sink.connected.clear()
+        mid = conn.publish(f"{ROOT}/sweet-home/probe/0", b"0", 1, False)  # its PUBACK
+        await asyncio.wait_for(sink.connected.wait(), 10)  # a new connection
+        assert mid is not None
+        conn.stop()
+        assert await conn.join(5)
+        assert calls >= 2
+
+    run(main())

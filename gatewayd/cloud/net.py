@@ -257,12 +257,8 @@ class Connection:
         done: asyncio.Future[None] = self._loop.create_future()
 
         def settle(exc: BaseException | None) -> None:
-            if done.done():
-                return
-            if exc is None:
-                done.set_result(None)
-            else:
-                done.set_exception(exc)
+            if not done.done():
+                done.set_result(None) if exc is None else done.set_exception(exc)
 
         def work() -> None:
             error: BaseException | None = None
@@ -339,11 +335,22 @@ class Connection:
     # ---- the socket, on the loop -------------------------------------------------------------
 
     def _readable(self) -> None:
-        rc = self._client.loop_read()
-        # TLS may hold decrypted bytes that the socket no longer signals
-        pending = getattr(self._client.socket(), "pending", None)
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and pending is not None and pending() > 0:
+        try:
             rc = self._client.loop_read()
+            # TLS may hold decrypted bytes that the socket no longer signals
+            pending = getattr(self._client.socket(), "pending", None)
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and pending is not None \
+                    and pending() > 0:
+                rc = self._client.loop_read()
+        except Exception:  # a reader that raises again at every byte would spin the loop
+            log.exception("cloud link: reading from %s failed; reconnecting", self.endpoint)
+            self._abort()
+
+    def _abort(self) -> None:
+        """End this connection from our side: the next attempt closes paho's socket."""
+        self._unwatch()
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
 
     def _schedule_flush(self) -> None:
         # Everything published in one pass of the loop goes out in one flush.
@@ -389,9 +396,7 @@ class Connection:
     def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         if threading.get_ident() != self._loop_thread:
             return  # the connect thread closing what an earlier attempt left
-        self._unwatch()
-        if self._closed is not None and not self._closed.done():
-            self._closed.set_result(None)
+        self._abort()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
                     reason: ReasonCode, properties: Any) -> None:
