@@ -341,8 +341,7 @@ class ZigbeeBridge:
         child = self.children.of(dev)
         if child is not None and child.homie is not None:
             self.child_heard(child)
-            signal = child.signal
-            if signal is not None:  # a repeated link quality tells a subscriber nothing
+            if (signal := child.signal) is not None:  # a repeated LQI tells nothing new
                 self.coalescer.put_changed((child.device_id, "$telemetry", "signal"), signal)
 
     def connection_lost(self, exc: BaseException) -> None:
