@@ -5,8 +5,9 @@ that stops reading holds publications back without losing one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +77,33 @@ class Sink:
         await asyncio.wait_for(until(), timeout)
 
 
-def connect(host: str, port: int, sink: Sink, *, keepalive: int = 30,
-            window: int = 32) -> Connection:
+@pytest.fixture
+def proxy(broker: Broker) -> Iterator[TcpProxy]:
+    p = TcpProxy(broker.host, broker.port)
+    yield p
+    p.close()
+
+
+@contextlib.asynccontextmanager
+async def connected(host: str, port: int, *, keepalive: int = 30,
+                    window: int = 32) -> AsyncIterator[tuple[Connection, Sink]]:
+    """A started connection, once the broker accepted it; stopped (and asserted to end)
+    afterwards."""
+    sink = Sink()
     conn = Connection(Endpoint(host, port, False), username=ROOT, password=TOKEN,
                       client_id="net-test", protocol="3.1.1", keepalive=keepalive,
                       connect_timeout=5.0, will=None, reconnect_min=0.05, reconnect_max=0.3,
                       loop=asyncio.get_running_loop(), sink=sink, window=window)
     conn.start()
-    return conn
+    try:
+        await asyncio.wait_for(sink.connected.wait(), 10)
+        yield conn, sink
+    except BaseException:
+        conn.stop()
+        await conn.join(5)
+        raise
+    conn.stop()
+    assert await conn.join(5)
 
 
 def cloud_threads() -> list[str]:
@@ -92,107 +112,82 @@ def cloud_threads() -> list[str]:
 
 def test_paho_runs_on_the_loop_and_no_thread_outlives_the_connect(broker: Broker) -> None:
     async def main() -> None:
-        sink = Sink()
-        conn = connect(broker.host, broker.port, sink)
-        await asyncio.wait_for(sink.connected.wait(), 10)
-        # the connect thread ends with the connect; nothing else runs paho
-        await asyncio.to_thread(wait_for, lambda: not cloud_threads(), 5,
-                                "the connect thread to end")
-        with Monitor(broker, f"{ROOT}/sweet-home/probe/#") as mon:
-            mids = {conn.publish(f"{ROOT}/sweet-home/probe/{i}", str(i).encode(), 1, False)
-                    for i in range(50)}
-            assert None not in mids
-            await sink.wait_acked({m for m in mids if m is not None}, 10)
-            got = await mon.await_count(f"{ROOT}/sweet-home/probe/49", 1, timeout=10)
-            assert got[0].text == "49"
-            assert len(mon.since()) == 50
-        assert cloud_threads() == []
-        assert sink.threads == {threading.get_ident()}
-        conn.stop()
-        assert await conn.join(5)
+        async with connected(broker.host, broker.port) as (conn, sink):
+            # the connect thread ends with the connect; nothing else runs paho
+            await asyncio.to_thread(wait_for, lambda: not cloud_threads(), 5,
+                                    "the connect thread to end")
+            with Monitor(broker, f"{ROOT}/sweet-home/probe/#") as mon:
+                mids = {conn.publish(f"{ROOT}/sweet-home/probe/{i}", str(i).encode(), 1,
+                                     False) for i in range(50)}
+                assert None not in mids
+                await sink.wait_acked({m for m in mids if m is not None}, 10)
+                got = await mon.await_count(f"{ROOT}/sweet-home/probe/49", 1, timeout=10)
+                assert got[0].text == "49"
+                assert len(mon.since()) == 50
+            assert cloud_threads() == []
+            assert sink.threads == {threading.get_ident()}
 
     run(main())
 
 
 def test_a_broker_that_stops_reading_gets_every_publication_when_it_reads_again(
-        broker: Broker) -> None:
-    proxy = TcpProxy(broker.host, broker.port)
-
+        proxy: TcpProxy) -> None:
     async def main() -> None:
-        sink = Sink()
-        conn = connect(proxy.host, proxy.port, sink, window=64)
-        await asyncio.wait_for(sink.connected.wait(), 10)
-        proxy.hold.set()
-        big = bytes(512 * 1024)
-        mids = {conn.publish(f"{ROOT}/sweet-home/probe/{i}", big, 1, False) for i in range(64)}
-        assert None not in mids
-        # 32 MB is more than the sockets between hub and proxy take: the hub has to wait
-        # for the broker to read, on the loop
-        await asyncio.to_thread(wait_for, lambda: conn._writer, 10,
-                                "the hub's socket to fill up")
-        proxy.hold.clear()
-        await sink.wait_acked({m for m in mids if m is not None}, 30)
-        assert proxy.from_hub[3] == 64  # PUBLISH
-        assert not sink.lost.is_set()
-        conn.stop()
-        assert await conn.join(5)
+        async with connected(proxy.host, proxy.port, window=64) as (conn, sink):
+            proxy.hold.set()
+            big = bytes(512 * 1024)
+            mids = {conn.publish(f"{ROOT}/sweet-home/probe/{i}", big, 1, False)
+                    for i in range(64)}
+            assert None not in mids
+            # 32 MB is more than the sockets between hub and proxy take: the hub has to
+            # wait for the broker to read, on the loop
+            await asyncio.to_thread(wait_for, lambda: conn._writer, 10,
+                                    "the hub's socket to fill up")
+            proxy.hold.clear()
+            await sink.wait_acked({m for m in mids if m is not None}, 30)
+            assert proxy.from_hub[3] == 64  # PUBLISH
+            assert not sink.lost.is_set()
 
-    try:
-        run(main())
-    finally:
-        proxy.close()
+    run(main())
 
 
-def test_an_idle_connection_pings_and_a_silent_broker_is_noticed(broker: Broker) -> None:
-    proxy = TcpProxy(broker.host, broker.port)
-
+def test_an_idle_connection_pings_and_a_silent_broker_is_noticed(proxy: TcpProxy) -> None:
     async def main() -> None:
-        sink = Sink()
-        conn = connect(proxy.host, proxy.port, sink, keepalive=1)
-        await asyncio.wait_for(sink.connected.wait(), 10)
-        # idle: PINGREQs keep the broker from closing the connection (1.5 x keepalive)
-        await asyncio.to_thread(wait_for, lambda: proxy.from_hub[12] >= 3, 10,
-                                "three PINGREQs")
-        assert not sink.lost.is_set()
-        # a broker that no longer answers: no PINGRESP, and the hub notices
-        proxy.hold.set()
-        await asyncio.wait_for(sink.lost.wait(), 10)
-        proxy.hold.clear()
-        # and connects again
-        sink.connected.clear()
-        await asyncio.wait_for(sink.connected.wait(), 10)
-        conn.stop()
-        assert await conn.join(5)
+        async with connected(proxy.host, proxy.port, keepalive=1) as (_, sink):
+            # idle: PINGREQs keep the broker from closing the connection (1.5 x keepalive)
+            await asyncio.to_thread(wait_for, lambda: proxy.from_hub[12] >= 3, 10,
+                                    "three PINGREQs")
+            assert not sink.lost.is_set()
+            # a broker that no longer answers: no PINGRESP, and the hub notices
+            proxy.hold.set()
+            await asyncio.wait_for(sink.lost.wait(), 10)
+            proxy.hold.clear()
+            # and connects again
+            sink.connected.clear()
+            await asyncio.wait_for(sink.connected.wait(), 10)
 
-    try:
-        run(main())
-    finally:
-        proxy.close()
+    run(main())
 
 
 def test_a_read_that_fails_ends_the_connection_and_a_new_one_follows(broker: Broker) -> None:
-    async def main() -> None:
-        sink = Sink()
-        conn = connect(broker.host, broker.port, sink)
-        await asyncio.wait_for(sink.connected.wait(), 10)
-        client = conn._client
-        real = client.loop_read
-        calls = 0
+    async def main() -> int:
+        async with connected(broker.host, broker.port) as (conn, sink):
+            client = conn._client
+            real = client.loop_read
+            calls = 0
 
-        def fails_once(max_packets: int = 1) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
-                raise RuntimeError("a bug in a callback")
-            return real(max_packets)
+            def fails_once(max_packets: int = 1) -> Any:
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    raise RuntimeError("a bug in a callback")
+                return real(max_packets)
 
-        client.loop_read = fails_once  # type: ignore[method-assign]
-        sink.connected.clear()
-        mid = conn.publish(f"{ROOT}/sweet-home/probe/0", b"0", 1, False)  # its PUBACK
-        await asyncio.wait_for(sink.connected.wait(), 10)  # a new connection
-        assert mid is not None
-        conn.stop()
-        assert await conn.join(5)
-        assert calls >= 2
+            client.loop_read = fails_once  # type: ignore[method-assign]
+            sink.connected.clear()
+            mid = conn.publish(f"{ROOT}/sweet-home/probe/0", b"0", 1, False)  # its PUBACK
+            await asyncio.wait_for(sink.connected.wait(), 10)  # a new connection
+            assert mid is not None
+        return calls
 
-    run(main())
+    assert run(main()) >= 2
