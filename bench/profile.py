@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import hub, zigbee
 from bench.harness import CLK_TCK, BenchError, BenchWorld, Results, copy_state, cpu_s
-from bench.peers.measure import PEERS_FULL, Plugs, form_and_join, plug_ieees, stream
+from bench.peers.measure import MODULO, PEERS_FULL, Plugs, form_and_join, plug_ieees, stream
 from bench.peers.ncp import NcpProcess
 from bench.peers.stacks import Gatewayd
 from bench.settings import QUICK
@@ -118,15 +118,16 @@ def _bellows(world: BenchWorld, paired: Path, args: argparse.Namespace,
         form_and_join(stack, ncp, ieees, replace(PEERS_FULL, devices=args.devices), Results())
         plugs = Plugs(stack, ieees)
         rate = args.rate
-        # unlimited: more than the host takes while sampled (about 7000 reports/s at 200 plugs)
-        count = int(rate * (args.seconds + 5)) if rate else 7000 * int(args.seconds + 5)
+        # Unlimited rate: as with the virtual radio, more than the sampling can use;
+        # stopped afterwards.
+        count = int(rate * (args.seconds + 5)) if rate else MODULO * len(ieees) - 1
         stream(ncp, plugs, count, rate)
         names = _thread_names(record[0], stack.pid())
         cpu0, at0, ticks0 = cpu_s(stack.pids()), time.monotonic(), _thread_ticks(stack.pid())
         print(f"sampling gatewayd (pid {stack.pid()}) for {args.seconds:g} s", flush=True)
         subprocess.run([*record, "--pid", str(stack.pid())], check=True)
         cpu1, at1, ticks1 = cpu_s(stack.pids()), time.monotonic(), _thread_ticks(stack.pid())
-        status = ncp.call("stream_status")
+        status = ncp.call("stream_stop")
         print(f"gatewayd used {(cpu1 - cpu0) / (at1 - at0):.2f} cores while sampled; the "
               f"stream had sent {status['sent']} of {status['count']}", flush=True)
         # py-spy's samples say where a thread is, not whether it burns CPU there (a

@@ -1,8 +1,9 @@
 """The cloud connection's cost per publication: ``python -m bench.publish`` (bench/README.md,
 "The publication path").
 
-One :class:`gatewayd.cloud.net.Connection` (the cloud link's own) against a private
-mosquitto on loopback, QoS 1 with the link's window of 32, in this process: the CPU time
+One :class:`gatewayd.cloud.net.Connection` (the cloud link's own) against the simulated
+cloud's mosquitto (:class:`gatewayd.simulator.broker.Broker`: a paired account, its ACL,
+Nagle off) on loopback, QoS 1 with the link's window of 32, in this process: the CPU time
 of the process (the connection and the loop that drives it) per publication, when
 publishing as fast as the broker acknowledges (``saturated``) and at a steady 1000 a
 second (``paced``, one publication per pass of the loop, as a hub's reports come). The
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,10 +23,12 @@ from pathlib import Path
 from bench.harness import Results
 from gatewayd.cloud.attempts import CloudResult
 from gatewayd.cloud.net import Connection, Endpoint
-from gatewayd.simulator.procs import free_port
+from gatewayd.credentials import mqtt_username
+from gatewayd.simulator.broker import Broker
 
 WINDOW = 32
-TOPICS = [f"bench/sweet-home/plug-{i}/meter/power" for i in range(200)]
+WSP, TOKEN = "bench@example.com", "bench-token"
+TOPICS = [f"{mqtt_username(WSP)}/sweet-home/plug-{i}/meter/power" for i in range(200)]
 
 
 class _Acks:
@@ -40,7 +42,7 @@ class _Acks:
         self.connected.set()
 
     def on_connect_failed(self, gen: int, result: CloudResult) -> None:
-        self.failure = result.reason  # the connection retries (mosquitto may be starting)
+        self.failure = result.reason
 
     def on_connection_lost(self, gen: int, reason: str) -> None:
         pass
@@ -61,11 +63,12 @@ class _Acks:
             await self.changed.wait()
 
 
-async def _run(port: int, count: int, rate: float) -> float:
+async def _run(broker: Broker, count: int, rate: float) -> float:
     """CPU µs per publication of one run."""
     loop = asyncio.get_running_loop()
     acks = _Acks()
-    conn = Connection(Endpoint("127.0.0.1", port, False), username="bench", password="bench",
+    conn = Connection(Endpoint(broker.host, broker.port, False),
+                      username=mqtt_username(WSP), password=TOKEN,
                       client_id=f"bench-{rate:g}", protocol="3.1.1", keepalive=60,
                       connect_timeout=5.0, will=None, reconnect_min=0.1, reconnect_max=1.0,
                       loop=loop, sink=acks, window=WINDOW)
@@ -103,19 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = Results()
     with tempfile.TemporaryDirectory(prefix="gatewayd-publish-") as tmp:
-        port = free_port("127.0.0.1")
-        conf = Path(tmp) / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                        "max_inflight_messages 0\nmax_queued_messages 100000\n")
-        broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        broker = Broker(Path(tmp))
+        broker.add_account(WSP, TOKEN)
+        broker.start()
         try:
             for name, rate in (("saturated", 0.0), ("paced", 1000.0)):
-                runs = [asyncio.run(_run(port, args.count, rate)) for _ in range(args.repeats)]
+                runs = [asyncio.run(_run(broker, args.count, rate))
+                        for _ in range(args.repeats)]
                 results.add(f"publish_cpu_us_{name}", runs, "us")
         finally:
-            broker.terminate()
-            broker.wait(10)
+            broker.stop()
     return 0
 
 
