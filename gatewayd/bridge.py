@@ -340,9 +340,9 @@ class ZigbeeBridge:
                        message: bytes) -> None:
         child = self.children.of(dev)
         if child is not None and child.homie is not None:
-            self.child_heard(child)
-            if (signal := child.signal) is not None:  # a repeated LQI tells nothing new
-                self.coalescer.put_changed((child.device_id, "$telemetry", "signal"), signal)
+            self.child_heard(child)  # and its link quality, once zigpy has taken it:
+            self.coalescer.put_changed_soon((child.device_id, "$telemetry", "signal"),
+                                            child.signal)
 
     def connection_lost(self, exc: BaseException) -> None:
         code = getattr(exc, "code", None)  # bellows' NcpFailure: the NCP reset itself

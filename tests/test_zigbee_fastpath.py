@@ -99,6 +99,7 @@ class Watch:
         self.since = datetime.now(UTC)
 
     def outcome(self, cluster: Any, names: list[str]) -> dict[str, Any]:
+        self.bridge.coalescer.read_soon()  # the link quality, read after the frame
         handed = dict(self.bridge.coalescer.pending)
         handed.update({(e[1], e[2]): e[3] for e in self.pub.log[self.mark:] if e[0] == "value"})
         cache = {n: (cluster.get(n), type(cluster.get(n)),

@@ -191,7 +191,7 @@ class Child:
                 group[prop.id] = hp
         signal = homie.Property("signal", "Signal", datatype="integer", unit="%",
                                 format="0:100")
-        self._initial(signal, self.signal)
+        self._initial(signal, self.signal())
         telemetry.setdefault("signal", signal)
         info = [homie.Property("ieee", "IEEE address", value=self.ieee)]
         if self.plan.unsupported:
@@ -228,7 +228,6 @@ class Child:
         except ValueError as exc:
             log.debug("zigbee: initial value %r of %s not published: %s", value, prop.id, exc)
 
-    @property
     def signal(self) -> int | None:
         lqi = self.device.lqi
         return None if lqi is None else round(int(lqi) * 100 / 255)

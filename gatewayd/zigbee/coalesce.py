@@ -20,6 +20,7 @@ class Coalescer:
 
     :meth:`put_changed` is for readings that only matter when they move (link quality):
     a value equal to the latest one published or waiting is dropped.
+    :meth:`put_changed_soon` reads such a value at the end of the loop's current pass.
     """
 
     def __init__(self, publish: Callable[[Key, Any], None], interval: float) -> None:
@@ -29,6 +30,8 @@ class Coalescer:
         self._last: dict[Key, float] = {}
         self._sent: dict[Key, Any] = {}  # the latest value handed to publish, per property
         self._timer: asyncio.TimerHandle | None = None
+        self._soon: dict[Key, Callable[[], Any]] = {}  # read at the end of this pass
+        self._soon_handle: asyncio.Handle | None = None
 
     def put(self, key: Key, value: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -55,12 +58,37 @@ class Coalescer:
         if self.pending.get(key, self._sent.get(key, _NOTHING)) != value:
             self.put(key, value)
 
+    def put_changed_soon(self, key: Key, read: Callable[[], Any]) -> None:
+        """:meth:`put_changed` with what ``read()`` returns (None: nothing) at the end of
+        the loop's current pass. zigpy tells its listeners about a message before the
+        device takes the message's link quality: read at once, it is the last one's.
+        One handle per pass, however many frames the pass handles."""
+        self._soon[key] = read
+        if self._soon_handle is None:
+            self._soon_handle = asyncio.get_running_loop().call_soon(self._end_of_pass)
+
+    def _end_of_pass(self) -> None:
+        self._soon_handle = None
+        self.read_soon()
+
+    def read_soon(self) -> None:
+        """Read now what :meth:`put_changed_soon` queued (the end of the pass does)."""
+        if self._soon_handle is not None:
+            self._soon_handle.cancel()
+            self._soon_handle = None
+        soon, self._soon = self._soon, {}
+        for key, read in soon.items():
+            if (value := read()) is not None:
+                self.put_changed(key, value)
+
     def forget(self, device_id: str) -> None:
-        for store in (self.pending, self._last, self._sent):
+        for store in (self.pending, self._last, self._sent, self._soon):
             for key in [k for k in store if k[0] == device_id]:
                 del store[key]
 
     def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._soon_handle):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._soon_handle = None
+        self._soon.clear()
