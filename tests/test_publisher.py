@@ -132,6 +132,27 @@ def test_a_topic_published_once_is_cleared_even_if_the_model_dropped_it() -> Non
     run(main())
 
 
+def test_what_each_device_published_stays_its_own() -> None:
+    """Devices of one kind publish the same topics under their own base: each is
+    remembered, and cleared, under its own."""
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        lamps = [homie.Device(i, "Lamp", nodes=[homie.Node("switch", "Switch", properties=[
+            homie.Property("level", "Level", datatype="integer", value=5)])])
+            for i in ("lamp-a", "lamp-ab")]  # one id the start of the other
+        pub.announce(lamps)
+        drain(pub, sender)
+        smaller = homie.Device("lamp-a", "Lamp")
+        assert f"{ROOT}/sweet-home/lamp-a/switch/level" in pub.owned_topics(smaller)
+        assert not any("lamp-ab" in t for t in pub.owned_topics(smaller))
+        with pytest.raises(ValueError, match="not a topic of device 'lamp-a'"):
+            pub.enqueue(homie.Message(f"{ROOT}/sweet-home/lamp-ab/switch/level", "1"),
+                        key="k", device="lamp-a")
+
+    run(main())
+
+
 def test_the_outbox_goes_before_trees_and_coalesces_by_key() -> None:
     async def main() -> None:
         pub, sender = Publisher(100), Sender()

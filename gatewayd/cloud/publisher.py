@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -135,7 +136,9 @@ class Publisher:
         self.root = ""
         self._trees: OrderedDict[str, Iterator[homie.Message]] = OrderedDict()
         self._inflight: dict[int, Pending] = {}
-        self._published: dict[str, set[str]] = {}  # retained topics sent, per device
+        # Retained topics sent, per device, after the device's base (``.../<id>/``):
+        # interned, so the devices of one kind share their strings.
+        self._published: dict[str, set[str]] = {}
         self._announced: set[str] = set()  # devices that went through $state=init once
         self.idle = asyncio.Event()  # nothing waiting and nothing in flight
         self.idle.set()
@@ -157,6 +160,9 @@ class Publisher:
         # ACL would silently drop anything else).
         if not self.root or not msg.topic.startswith(f"{self.root}/"):
             raise ValueError(f"refusing to publish outside {self.root}/#: {msg.topic!r}")
+        if device is not None and not msg.topic.startswith(f"/sweet-home/{device}/",
+                                                            len(self.root)):
+            raise ValueError(f"{msg.topic!r} is not a topic of device {device!r}")
         self.outbox.put(Pending(msg, key, device, done, expendable), replace=replace,
                         front=front)
         self.idle.clear()
@@ -178,7 +184,17 @@ class Publisher:
             self._published.pop(device.id, None)
 
     def owned_topics(self, device: homie.Device) -> set[str]:
-        return self._published.get(device.id, set()) | device.topics(self.root)
+        base = f"{device.base(self.root)}/"
+        sent = {base + suffix for suffix in self._published.get(device.id, ())}
+        return sent | device.topics(self.root)
+
+    def _sent(self, device_id: str, topic: str, present: bool) -> None:
+        prefix = len(self.root) + len(device_id) + 13  # "<root>/sweet-home/<id>/"
+        suffix = sys.intern(topic[prefix:])
+        if present:
+            self._published.setdefault(device_id, set()).add(suffix)
+        elif (sent := self._published.get(device_id)) is not None:
+            sent.discard(suffix)
 
     def clear_topics(self, topics: set[str]) -> None:
         # An empty retained message deletes a retained topic. $state goes first so that
@@ -227,11 +243,7 @@ class Publisher:
             item.sent_at = self._clock()
             self._inflight[mid] = item
             if item.device is not None and msg.retain:
-                sent = self._published.setdefault(item.device, set())
-                if msg.payload:
-                    sent.add(msg.topic)
-                else:
-                    sent.discard(msg.topic)
+                self._sent(item.device, msg.topic, bool(msg.payload))
         if not self.outbox and not self._trees and not self._inflight:
             self.idle.set()
         else:
