@@ -134,3 +134,26 @@ def test_quick_peers_run_writes_gatewayds_figures(tmp_path: Path) -> None:
     assert "noise_other_cores_mean" in results and results["noisy"] in (0, 1)
     assert all(isinstance(v, int | float) for k, v in results.items() if k != "machine")
     assert (tmp_path / "peers-trace.json").exists()
+
+
+def test_plot_draws_both_stacks_from_the_runs_json(tmp_path: Path) -> None:
+    """`python -m bench.peers.plot peers.json` redraws the PNG from what a run left (the
+    [peers] extra brings matplotlib; `make bench-peers` installs it)."""
+    pytest.importorskip("matplotlib")
+    figures = {"machine": {"date": "2026-12-05", "commit": "abc", "cores": 2},
+               "noise_other_cores_mean": 0.02, "noisy": 0,
+               "gwd_latency_p99_ms_100": 3.39, "z2m_latency_p99_ms_100": 3.35,
+               "ratio_cpu_us_per_report": 0.54, "ratio_reports_per_s": 1.74,
+               "ratio_rss_idle_mb_200": 0.85, "ratio_startup_all_ready_s_200": 1.2}
+    trace = {"devices": 200,
+             "latency": {s: {"100": [0.5 + i / 100 for i in range(100)]} for s in ("gwd", "z2m")},
+             "timeline": {s: [[t / 2, 80.0 + t, 0.1 * t, "idle" if t > 2 else "startup"]
+                              for t in range(6)] for s in ("gwd", "z2m")}}
+    out = tmp_path / "peers.json"
+    out.write_text(json.dumps(figures))
+    (tmp_path / "peers-trace.json").write_text(json.dumps(trace))
+    run = subprocess.run([sys.executable, "-m", "bench.peers.plot", str(out)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-4000:]
+    png = (tmp_path / "peers.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000

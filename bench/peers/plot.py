@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # after use(): the backend is chosen first
+from matplotlib import ticker
 
 COLORS = {"gwd": "#1f77b4", "z2m": "#d62728"}
 TITLES = {"gwd": "gatewayd", "z2m": "Zigbee2MQTT"}
@@ -33,7 +34,7 @@ def _cdf(ax: Any, trace: dict[str, Any], figures: dict[str, Any], rate: str) -> 
             continue
         n = len(values)
         p99 = figures.get(f"{stack}_latency_p99_ms_{rate}")
-        label = TITLES.get(stack, stack) + (f" (p99 {p99:.0f} ms)" if p99 else "")
+        label = TITLES.get(stack, stack) + (f" (p99 {p99:.3g} ms)" if p99 else "")
         ax.plot([max(v, 0.1) for v in values], [(i + 1) / n for i in range(n)],
                 color=COLORS.get(stack), label=label)
     ax.set_xscale("log")
@@ -78,6 +79,8 @@ def _ratios(ax: Any, figures: dict[str, Any]) -> None:
     ax.barh(names, values, color=["#2ca02c" if b else "#ff7f0e" for b in better])
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))  # 0.5, not 5x10^-1
+    ax.xaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
     ax.invert_yaxis()
     for i, v in enumerate(values):
         ax.annotate(f"x{v:.2f}", (v, i), fontsize=8, va="center", xytext=(3, 0),
