@@ -237,10 +237,11 @@ class Child:
         self.detach()
         for binding in self.plan.bindings:
             cluster = self._cluster(binding)
-            get = self._getter(cluster)  # once, not per report
+            # One handler for the three events, its getter made once, not per report (a
+            # partial: no frame of its own on the report path, one object, not three).
+            handler = functools.partial(self.on_attribute, binding, self._getter(cluster))
             for event in ("attribute_report", "attribute_read", "attribute_updated"):
-                self._unsubscribe.append(cluster.on_event(
-                    event, lambda ev, b=binding, g=get: self.on_attribute(b, g, ev)))
+                self._unsubscribe.append(cluster.on_event(event, handler))
             if binding.cmap.event or binding.cmap.command_updates:
                 listener = _CommandListener(self, binding, cluster)
                 cluster.add_listener(listener)
