@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,29 @@ def test_socket_modes_of_the_web_server(tmp_path: Path,
             server.stop()
         assert not sock.exists()
     assert "cannot give control socket to group 'no-such-group-here'" in caplog.text
+
+
+def test_a_group_socket_appears_only_with_its_group(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client (a group member's gatewayctl at start-up) never finds the socket before
+    its group is set: it is bound under another name and renamed into place."""
+    from gatewayd.runtime.webserver import WebServer
+
+    sock = tmp_path / "control.sock"
+    visible_at_chown = []
+    chown = os.chown
+
+    def watching_chown(path: str | Path, uid: int, gid: int) -> None:
+        visible_at_chown.append(sock.exists())
+        chown(path, uid, gid)
+
+    monkeypatch.setattr(os, "chown", watching_chown)
+    server = WebServer(lambda environ, start_response: [], name="t", unix_socket=sock,
+                       socket_group="daemon").start()
+    try:
+        assert visible_at_chown == [False]
+        info = sock.stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o660, 1)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["control.sock"]
+    finally:
+        server.stop()

@@ -169,21 +169,27 @@ class WebServer:
         if unix_socket is not None:
             unix_socket.parent.mkdir(parents=True, exist_ok=True)
             unix_socket.unlink(missing_ok=True)
+            # Bound under another name and renamed once its mode and group are set: a
+            # client never meets the socket with the wrong ones (a group member's
+            # gatewayctl at start-up was refused until the chown).
+            bound = unix_socket.with_name(f".{unix_socket.name}")
             # Socket mode is the access control: owner and (optionally) one group, nobody else.
-            options.update(unix_socket=str(unix_socket),
+            options.update(unix_socket=str(bound),
                            unix_socket_perms="660" if socket_group else "600")
             self._server: Any = create_server(app, **options)
+            if socket_group:
+                try:
+                    os.chown(bound, -1, grp.getgrnam(socket_group).gr_gid)
+                except (KeyError, PermissionError) as exc:
+                    log.warning("cannot give control socket to group %r: %s", socket_group,
+                                exc)
+            os.replace(bound, unix_socket)
         else:
             self._server = _guarded(app, host, port, limits, options)
         # How soon waitress' loop notices stop(); 1 s (the default) slows every restart. Set
         # on the adjustments, not as an option: waitress casts the option with int(), and 0.2
         # became 0, a select() that never waits: both web threads spun a core between them.
         self._server.adj.asyncore_loop_timeout = LOOP_TIMEOUT
-        if unix_socket is not None and socket_group:
-            try:
-                os.chown(unix_socket, -1, grp.getgrnam(socket_group).gr_gid)
-            except (KeyError, PermissionError) as exc:
-                log.warning("cannot give control socket to group %r: %s", socket_group, exc)
         self._thread = threading.Thread(target=self._run, name=f"web-{name}", daemon=True)
 
     @property
