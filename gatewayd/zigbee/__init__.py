@@ -7,7 +7,8 @@
 :mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes;
 :mod:`~gatewayd.zigbee.fastpath` takes attribute reports on mapped clusters past zigpy's
 general-purpose parsing, and :mod:`~gatewayd.zigbee.ezsp_fast` takes their EZSP frames past
-bellows' (bellows radios only); :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate filter
+bellows' (bellows radios only), with :mod:`~gatewayd.zigbee.ash_fast` reading bellows' serial
+line below it; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate filter
 keeping compact keys instead of packets;
 :mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP emulator's control port or
 the virtual radio) for ``gatewayctl zigbee sim``. The virtual radio and the device model
@@ -15,7 +16,7 @@ live in :mod:`gatewayd.zigbee.virtual`.
 
 Modules that import zigpy (``radio`` once it starts a controller, ``child``, ``fastpath``,
 ``dedup``, and the simulated radio) are imported only when Zigbee is enabled, ``ezsp_fast``
-(bellows) only when the radio is bellows; the bridge loads them lazily.
+and ``ash_fast`` (bellows) only when the radio is bellows; the bridge loads them lazily.
 Nothing is imported from this package's ``__init__`` on purpose.
 
 May import: homie, config, runtime; never the bridge, the cloud link or a front end.

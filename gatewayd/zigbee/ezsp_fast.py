@@ -39,6 +39,7 @@ import bellows.types as bt
 import bellows.zigbee.application as bellows_app
 import zigpy.types as t
 
+from gatewayd.zigbee.ash_fast import FastAsh
 from gatewayd.zigbee.fastpath import FastReports, plain, written_for
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class FastFrames:
         self.taken = 0
         self._ezsp: Any = None
         self._bellows_frame_received: Callable[[bytes], None] | None = None
+        self.ash: FastAsh | None = None  # bellows' ASH reading, sped up (ash_fast.py)
         self._protocol: Any = None
         self._decode: Callable[[bytes], Incoming | None] | None = None
         self._dst: Any = None
@@ -173,6 +175,9 @@ class FastFrames:
         self._bellows_frame_received = ezsp.frame_received
         self._protocol = None
         ezsp.frame_received = self.frame_received
+        # the serial line below it: EZSP -> (thread-safe proxy) -> Gateway -> ASH
+        gateway = getattr(ezsp._gw, "_obj", ezsp._gw)
+        self.ash = FastAsh.install(getattr(gateway, "_transport", None))
 
     def frame_received(self, frame: bytes) -> None:
         if not self.take(frame):
