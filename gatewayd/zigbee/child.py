@@ -237,9 +237,14 @@ class Child:
         self.detach()
         for binding in self.plan.bindings:
             cluster = self._cluster(binding)
-            # One handler for the three events, its getter made once, not per report (a
-            # partial: no frame of its own on the report path, one object, not three).
-            handler = functools.partial(self.on_attribute, binding, self._getter(cluster))
+            get = self._getter(cluster)  # once, not per report
+
+            # One handler for the three events. A function, not a partial: zigpy asks
+            # iscoroutinefunction() of every listener on every event, which costs a
+            # partial twice as much.
+            def handler(ev: Any, b: mapping.Binding = binding, g: mapping.Lookup = get) -> None:
+                self.on_attribute(b, g, ev)
+
             for event in ("attribute_report", "attribute_read", "attribute_updated"):
                 self._unsubscribe.append(cluster.on_event(event, handler))
             if binding.cmap.event or binding.cmap.command_updates:
