@@ -123,13 +123,18 @@ def _bellows(world: BenchWorld, paired: Path, args: argparse.Namespace,
         count = int(rate * (args.seconds + 5)) if rate else MODULO * len(ieees) - 1
         stream(ncp, plugs, count, rate)
         names = _thread_names(record[0], stack.pid())
+        sent0 = ncp.call("stream_status")["sent"]
         cpu0, at0, ticks0 = cpu_s(stack.pids()), time.monotonic(), _thread_ticks(stack.pid())
         print(f"sampling gatewayd (pid {stack.pid()}) for {args.seconds:g} s", flush=True)
         subprocess.run([*record, "--pid", str(stack.pid())], check=True)
         cpu1, at1, ticks1 = cpu_s(stack.pids()), time.monotonic(), _thread_ticks(stack.pid())
         status = ncp.call("stream_stop")
-        print(f"gatewayd used {(cpu1 - cpu0) / (at1 - at0):.2f} cores while sampled; the "
-              f"stream had sent {status['sent']} of {status['count']}", flush=True)
+        # A/B instrument: at a paced --rate the emulator's own speed does not enter it,
+        # as it does in the saturated throughput figure (bench/README.md).
+        per_report = (cpu1 - cpu0) / max(1, status["sent"] - sent0) * 1e6
+        print(f"gatewayd used {(cpu1 - cpu0) / (at1 - at0):.3f} cores while sampled, "
+              f"{per_report:.1f} us per report; the stream had sent {status['sent']} of "
+              f"{status['count']}", flush=True)
         # py-spy's samples say where a thread is, not whether it burns CPU there (a
         # thread in select() may be spinning or asleep): the kernel's per-thread counts do.
         for tid, ticks in sorted(ticks1.items(), key=lambda kv: kv[1] - ticks0.get(kv[0], 0),
