@@ -161,6 +161,10 @@ async def noisy_stream(hub: Hub, bridge: ZigbeeBridge) -> None:
     # followed bellows to each new connection (gatewayd/zigbee/ezsp_fast.py).
     assert bridge.fast_frames is not None
     taken = bridge.fast_frames.taken
+    # and so did the serial line's reading (gatewayd/zigbee/ash_fast.py)
+    ash = bridge.fast_frames.ash
+    assert ash is not None and ash.protocol is bridge.app._ezsp._gw._obj._transport
+    reads = ash.reads
     assert await sim(bridge, "noise", rate=0.01) == {"noise": 0.01}
     mark = hub.mon.mark()
     count, offset = 1000, 101
@@ -188,6 +192,7 @@ async def noisy_stream(hub: Hub, bridge: ZigbeeBridge) -> None:
     status = await sim(bridge, "stream_status")
     assert status["sent"] == count and status["error"] is None
     assert bridge.fast_frames.taken - taken >= count
+    assert ash.reads > reads and ash.acks <= ash.reads
     await sim(bridge, "noise", rate=0)
     after = await sim(bridge, "counters")
     print(f"\n1 % noise, {count} reports and {sent} commands: "
