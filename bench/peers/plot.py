@@ -10,6 +10,7 @@ headline figures (left of 1: gatewayd needs less).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,17 @@ HEADLINE = ("cpu_us_per_report", "reports_per_s", "latency_p99_ms_250", "latency
             "set_roundtrip_p99_ms", "rss_idle_mb", "rss_after_flood_mb", "startup_all_ready_s")
 
 
+def _sparse(x: float, _pos: int) -> str:
+    """Minor ticks 0.2, 0.5, 2, 5, ... labelled: enough to read a value, no crowding."""
+    mantissa = round(x / 10 ** math.floor(math.log10(x)))
+    return f"{x:g}" if mantissa in (2, 5) else ""
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))  # 2, not 2x10^0
+    ax.xaxis.set_minor_formatter(ticker.FuncFormatter(_sparse))
+
+
 def _cdf(ax: Any, trace: dict[str, Any], figures: dict[str, Any], rate: str) -> None:
     for stack, runs in sorted(trace.get("latency", {}).items()):
         values = runs.get(rate)
@@ -38,6 +50,7 @@ def _cdf(ax: Any, trace: dict[str, Any], figures: dict[str, Any], rate: str) -> 
         ax.plot([max(v, 0.1) for v in values], [(i + 1) / n for i in range(n)],
                 color=COLORS.get(stack), label=label)
     ax.set_xscale("log")
+    _plain_log_ticks(ax)
     ax.set_xlabel("latency, due at the radio to the subscriber (ms, log)")
     ax.set_ylabel("share of reports")
     ax.set_ylim(0, 1.01)
@@ -79,8 +92,7 @@ def _ratios(ax: Any, figures: dict[str, Any]) -> None:
     ax.barh(names, values, color=["#2ca02c" if b else "#ff7f0e" for b in better])
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))  # 0.5, not 5x10^-1
-    ax.xaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    _plain_log_ticks(ax)
     ax.invert_yaxis()
     for i, v in enumerate(values):
         ax.annotate(f"x{v:.2f}", (v, i), fontsize=8, va="center", xytext=(3, 0),
