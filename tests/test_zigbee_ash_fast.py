@@ -9,6 +9,7 @@ read. Through the emulator, bellows runs with it installed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def outcome(fn: Any, *args: Any) -> tuple[str, Any]:
 
 
 # bytes with many reserved ones: random bytes alone would seldom exercise the escapes
-_bytes = st.lists(st.one_of(st.integers(0, 255), st.sampled_from(RESERVED + [0x5D, 0x5E])),
+_bytes = st.lists(st.one_of(st.integers(0, 255), st.sampled_from([*RESERVED, 0x5D, 0x5E])),
                   max_size=300).map(bytes)
 
 
@@ -133,7 +134,7 @@ def read(p: ash.AshProtocol, line: Line, data: bytes, cuts: list[int]) -> list[l
     """Feed ``data`` in reads cut at ``cuts``; what was written during each read."""
     written = []
     bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         mark = len(line.written)
         p.data_received(data[start:end])
         written.append(line.written[mark:])
