@@ -63,6 +63,26 @@ def test_publish_bench_measures_both_paces() -> None:
         assert float(line.split()[1]) > 0 and "n=2" in line, line
 
 
+@pytest.mark.timeout(240)
+def test_memory_bench_measures_per_plug_and_traces_where_it_went() -> None:
+    run = subprocess.run([sys.executable, "-m", "bench.memory", "--devices", "3",
+                          "--repeats", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=110)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    figures = {x.split()[0]: float(x.split()[1]) for x in run.stdout.splitlines()
+               if x.split()[:1] and x.split()[0].startswith("memory_")}
+    assert set(figures) == {"memory_rss_online_mb", "memory_rss_joined_mb",
+                            "memory_kb_per_plug"}, run.stdout
+    assert figures["memory_rss_joined_mb"] > figures["memory_rss_online_mb"] > 20
+    traced = subprocess.run([sys.executable, "-m", "bench.memory", "--devices", "3",
+                             "--trace", "--top", "40"],
+                            cwd=REPO, capture_output=True, text=True, timeout=110)
+    assert traced.returncode == 0, traced.stdout[-4000:] + traced.stderr[-4000:]
+    assert "grew between online and joined" in traced.stdout
+    # the join made zigpy's device objects in the daemon, which the trace saw
+    assert "zigpy/device.py" in traced.stdout, traced.stdout
+
+
 def test_latency_charges_a_coalesced_report_to_the_newer_value_that_replaced_it() -> None:
     from types import SimpleNamespace
 
