@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import bellows.ash as ash
+import bellows.types as t
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -57,38 +58,67 @@ def test_parse_is_bellows_parse(data: bytes) -> None:
 
 # ---- the reading --------------------------------------------------------------------------
 
-class Ezsp:
-    """What sits above ASH: records the EZSP frames handed up."""
+Event = tuple[Any, ...]
 
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
+
+class Ezsp:
+    """What sits above ASH: records, in one log with the writes, what is handed up."""
+
+    def __init__(self, log: list[Event]) -> None:
+        self.log = log
+
+    @property
+    def frames(self) -> list[bytes]:
+        return [e[1] for e in self.log if e[0] == "ezsp"]
 
     def data_received(self, data: bytes) -> None:
-        self.frames.append(bytes(data))
+        self.log.append(("ezsp", bytes(data)))
+
+    def reset_received(self, code: Any) -> None:
+        self.log.append(("reset", int(code)))
+
+    def error_received(self, code: Any) -> None:
+        self.log.append(("error", int(code)))
 
     def connection_made(self, transport: Any) -> None: ...
 
 
 class Line:
-    """The serial transport: records the frames written, decoded."""
+    """The serial transport: logs the frames written, decoded."""
 
-    def __init__(self) -> None:
-        self.written: list[ash.AshFrame] = []
+    def __init__(self, log: list[Event]) -> None:
+        self.log = log
+        self.closing = False
+
+    @property
+    def written(self) -> list[ash.AshFrame]:
+        return [e[2] for e in self.log if e[0] in ("ack", "nak", "wrote")]
 
     def write(self, data: bytes) -> None:
         assert data.endswith(bytes([ash.Reserved.FLAG]))
-        self.written.append(ash.parse_frame(ash.AshProtocol._unstuff_bytes(data[:-1])))
+        frame = ash.parse_frame(ash.AshProtocol._unstuff_bytes(data[:-1]))
+        kind = {ash.AckFrame: "ack", ash.NakFrame: "nak"}.get(type(frame), "wrote")
+        self.log.append((kind, getattr(frame, "ack_num", None), frame))
 
     def is_closing(self) -> bool:
-        return False
+        return self.closing
 
 
 def protocol(fast: bool) -> tuple[ash.AshProtocol, Ezsp, Line, FastAsh | None]:
-    ezsp, line = Ezsp(), Line()
+    log: list[Event] = []
+    ezsp, line = Ezsp(log), Line(log)
     p = ash.AshProtocol(ezsp)
     p.connection_made(line)
     installed = FastAsh.install(p) if fast else None
     assert (installed is not None) == fast
+    handle = p.frame_received
+
+    def frame_received(frame: ash.AshFrame) -> None:  # a spy: where a reset or RST came
+        if not isinstance(frame, ash.DataFrame | ash.AckFrame | ash.NakFrame):
+            log.append(("frame", type(frame).__name__))
+        handle(frame)
+
+    p.frame_received = frame_received
     return p, ezsp, line, installed
 
 
@@ -96,20 +126,31 @@ def wire(frame: ash.AshFrame) -> bytes:
     return bytes(ash.AshProtocol._stuff_bytes(frame.to_bytes())) + bytes([ash.Reserved.FLAG])
 
 
+def long_data(seq: int, body: bytes) -> bytes:
+    """A DATA frame with a good CRC and a payload longer than bellows derandomizes."""
+    frame = ash.AshFrame.append_crc(bytes([seq << 4]) + body)
+    return bytes(ash.AshProtocol._stuff_bytes(frame)) + bytes([ash.Reserved.FLAG])
+
+
 _piece = st.one_of(
     # DATA frames, mostly in sequence (the test numbers them), some not
     st.builds(lambda payload, skip, re_tx: ("data", payload, skip, re_tx),
-              st.binary(max_size=60), st.sampled_from([0, 0, 0, 1]), st.booleans()),
+              st.binary(max_size=120), st.sampled_from([0, 0, 0, 1]), st.booleans()),
     st.builds(lambda n: ("ack", n), st.integers(0, 7)),
+    st.builds(lambda n: ("nak", n), st.integers(0, 7)),
+    st.sampled_from([("rstack",), ("error",), ("rst",)]),
     st.builds(lambda b: ("raw", b), st.binary(max_size=12)),  # noise, a cut frame
     st.sampled_from([("byte", b) for b in RESERVED]),  # cancel, substitute, XON, ...
     st.builds(lambda payload: ("bad crc", payload), st.binary(min_size=1, max_size=20)),
+    st.builds(lambda body: ("long", body), st.binary(min_size=257, max_size=300)),
+    st.builds(lambda n: ("junk", n), st.integers(900, 1200)),  # past bellows' buffer limit
 )
 
 
 def stream(pieces: list[tuple[Any, ...]]) -> bytes:
     out = bytearray()
     seq = 0
+    code = t.NcpResetCode.RESET_SOFTWARE
     for piece in pieces:
         kind = piece[0]
         if kind == "data":
@@ -120,51 +161,121 @@ def stream(pieces: list[tuple[Any, ...]]) -> bytes:
             seq = (seq + 1) % 8
         elif kind == "ack":
             out += wire(ash.AckFrame(res=0, ncp_ready=0, ack_num=piece[1]))
+        elif kind == "nak":
+            out += wire(ash.NakFrame(res=0, ncp_ready=0, ack_num=piece[1]))
+        elif kind == "rstack":
+            out += wire(ash.RStackFrame(version=2, reset_code=code))
+            seq = 0  # the NCP numbers its frames afresh
+        elif kind == "error":
+            out += wire(ash.ErrorFrame(version=2, reset_code=code))
+        elif kind == "rst":
+            out += wire(ash.RstFrame())
         elif kind == "raw":
             out += piece[1]
         elif kind == "byte":
             out.append(piece[1])
+        elif kind == "long":
+            out += long_data(seq, piece[1])
+        elif kind == "junk":
+            out += bytes(piece[1])
         else:
             good = wire(ash.DataFrame(frm_num=seq, re_tx=0, ack_num=0, ezsp_frame=piece[1]))
             out += good[:-3] + bytes([good[-3] ^ 0x01]) + good[-2:]
     return bytes(out)
 
 
-def read(p: ash.AshProtocol, line: Line, data: bytes, cuts: list[int]) -> list[list[Any]]:
-    """Feed ``data`` in reads cut at ``cuts``; what was written during each read."""
-    written = []
+def read(p: ash.AshProtocol, log: list[Event], data: bytes, cuts: list[int]
+         ) -> list[list[Event]]:
+    """Feed ``data`` in reads cut at ``cuts``; what happened during each read."""
+    happened = []
     bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
     for start, end in itertools.pairwise(bounds):
-        mark = len(line.written)
+        mark = len(log)
         p.data_received(data[start:end])
-        written.append(line.written[mark:])
-    return written
+        happened.append(log[mark:])
+    return happened
+
+
+def one_ack_per_run(events: list[Event]) -> list[Event]:
+    """What bellows did in a read, with its ACKs deferred as the fast reading defers
+    them: each waits until a NAK, a reset, error or RST frame, or the read's end, and
+    only the last of those waiting together goes out."""
+    out: list[Event] = []
+    waiting = None
+    for event in events:
+        if event[0] == "ack":
+            waiting = event
+            continue
+        if event[0] in ("nak", "frame") and waiting is not None:
+            out.append(waiting)
+            waiting = None
+        out.append(event)
+    return out + ([waiting] if waiting is not None else [])
 
 
 def state(p: ash.AshProtocol) -> tuple[Any, ...]:
     return (p._rx_seq, p._in_reject_condition, p._discarding_until_next_flag,
-            bytes(p._buffer))
+            bytes(p._buffer), p._ncp_state)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.lists(_piece, max_size=25), st.lists(st.integers(0, 10_000), max_size=8))
+@given(st.lists(_piece, max_size=25), st.lists(st.integers(0, 100_000), max_size=8))
 def test_reading_is_bellows_reading_with_one_ack_per_read(pieces: list[tuple[Any, ...]],
                                                           cuts: list[int]) -> None:
     data = stream(pieces)
-    stock, stock_ezsp, stock_line, _ = protocol(fast=False)
-    fast, fast_ezsp, fast_line, installed = protocol(fast=True)
-    by_stock = read(stock, stock_line, data, cuts)
-    by_fast = read(fast, fast_line, data, cuts)
-    assert fast_ezsp.frames == stock_ezsp.frames
+    stock, stock_ezsp, _, _ = protocol(fast=False)
+    fast, fast_ezsp, _, installed = protocol(fast=True)
+    by_stock = read(stock, stock_ezsp.log, data, cuts)
+    by_fast = read(fast, fast_ezsp.log, data, cuts)
     assert state(fast) == state(stock)
+    assert fast_ezsp.frames == stock_ezsp.frames
     for theirs, ours in zip(by_stock, by_fast, strict=True):
-        assert [f for f in ours if isinstance(f, ash.NakFrame)] == \
-            [f for f in theirs if isinstance(f, ash.NakFrame)]
-        acks = [f for f in theirs if isinstance(f, ash.AckFrame)]
-        # one ACK for the read, with the latest ackNum bellows sent in it
-        assert [f for f in ours if isinstance(f, ash.AckFrame)] == acks[-1:]
-    assert installed is not None and installed.acks == sum(1 for r in by_stock if any(
-        isinstance(f, ash.AckFrame) for f in r))
+        assert ours == one_ack_per_run(theirs)
+    assert installed is not None
+    assert installed.acks == sum(1 for e in fast_ezsp.log if e[0] == "ack")
+
+
+def test_a_line_closed_while_a_frame_is_handled_stops_the_read_where_bellows_does() -> None:
+    """The hub closes the line from inside a frame's handling: the next frame's ACK fails,
+    as in bellows, so that frame is not handed up and the rest stays in the buffer."""
+    frames = b"".join(wire(ash.DataFrame(frm_num=n, re_tx=0, ack_num=0, ezsp_frame=b"ab"))
+                      for n in range(3))
+    outcomes = []
+    for fast in (False, True):
+        p, ezsp, line, _ = protocol(fast)
+        handed = ezsp.data_received
+
+        def close_on_first(data: bytes, line: Line = line, handed: Any = handed) -> None:
+            handed(data)
+            line.closing = True
+
+        ezsp.data_received = close_on_first  # type: ignore[method-assign]
+        with pytest.raises(ash.NcpFailure):
+            p.data_received(frames)
+        outcomes.append((ezsp.frames, state(p)))
+    assert outcomes[1] == outcomes[0]
+    assert len(outcomes[0][0]) == 1
+
+
+def test_bytes_handed_over_from_inside_a_read_are_read_by_it() -> None:
+    """A synchronous transport that hands more bytes while a frame is handled: the read
+    in progress takes them, in order, and acknowledges everything once."""
+    first, second = (wire(ash.DataFrame(frm_num=n, re_tx=0, ack_num=0, ezsp_frame=bytes([n])))
+                     for n in range(2))
+    p, ezsp, line, fast = protocol(fast=True)
+    handed = ezsp.data_received
+    nested = [second]
+
+    def hand_more(data: bytes) -> None:
+        handed(data)
+        if nested:
+            p.data_received(nested.pop())
+
+    ezsp.data_received = hand_more  # type: ignore[method-assign]
+    p.data_received(first)
+    assert ezsp.frames == [b"\x00", b"\x01"]
+    assert line.written == [ash.AckFrame(res=0, ncp_ready=0, ack_num=2)]
+    assert fast is not None and (fast.reads, fast.acks) == (1, 1) and p._buffer == b""
 
 
 def test_three_frames_in_one_read_get_one_ack() -> None:
@@ -194,7 +305,7 @@ def test_a_subclass_reads_for_itself() -> None:
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
 
-    assert FastAsh.install(Tap(Ezsp())) is None
+    assert FastAsh.install(Tap(Ezsp([]))) is None
     assert FastAsh.install(object()) is None
 
 
@@ -204,6 +315,7 @@ def test_bellows_reads_through_it_on_the_emulator(tmp_path: Path) -> None:
             bridge, pub = await started(radio, min_interval=0.0)
             try:
                 plug = await join(bridge, pub, "plug")
+                assert bridge.fast_frames is not None
                 fast = bridge.fast_frames.ash
                 assert fast is not None and fast.reads > 0  # the join went through it
                 reads = fast.reads

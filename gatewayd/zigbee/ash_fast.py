@@ -9,9 +9,11 @@ machine that was ~11 µs a frame before the frame reached EZSP.
 
 :class:`FastAsh` does the same on one ``AshProtocol`` instance: a regular expression
 finds the reserved bytes, ``bytes.split`` unstuffs, one integer XOR derandomizes, and
-the DATA frames of one read are acknowledged by one ACK at its end (ASH allows it: an
-ACK acknowledges every frame before its ackNum; the NCP times out after 0.4 s at the
-least, and a read is handled in well under a millisecond). Everything else (the
+the DATA frames of one read are acknowledged by one ACK at its end, the one bellows
+would have sent last (ASH allows it: an ACK acknowledges every frame before its ackNum;
+the NCP waits 0.4 s at the least, and a read's frames, with what the hub does for each,
+take well under a millisecond here). A NAK, or a reset or error frame handed up, sends
+the waiting ACK first, as bellows' order on the wire has it. Everything else (the
 frame's CRC, sequence numbers, NAKs and the reject condition, retransmissions, the
 cancel, substitute and XON/XOFF bytes, the buffer limit) is bellows' own code or
 follows it line by line; with bellows' debug log on, bellows reads the line itself.
@@ -46,7 +48,9 @@ _SEQUENCE = ash.PSEUDO_RANDOM_DATA_SEQUENCE
 _DATA_MASK = ash.DataFrame.MASK
 _DATA_MASK_VALUE = ash.DataFrame.MASK_VALUE
 _METHODS = ("data_received", "frame_received", "data_frame_received", "_send_ack",
-            "_unstuff_bytes", "_reject_frame")
+            "_unstuff_bytes", "_reject_frame", "_write_frame")
+# frames after which a waiting ACK may wait on: they write nothing and hand nothing to EZSP
+_DEFERRING = (ash.DataFrame, ash.AckFrame, ash.NakFrame)
 
 
 def unstuff(data: bytes | bytearray) -> bytearray:
@@ -96,8 +100,9 @@ class FastAsh:
         self.acks = 0  # ACKs written for them
         self._bellows_data_received = protocol.data_received
         self._bellows_send_ack = protocol._send_ack
+        self._bellows_reject_frame = protocol._reject_frame
         self._reading = False
-        self._ack_due = False
+        self._ack_num: int | None = None  # the ACK bellows would have sent last, unsent
         self._log = logging.getLogger(ash.__name__)
 
     @classmethod
@@ -109,15 +114,42 @@ class FastAsh:
         fast = cls(protocol)
         protocol.data_received = fast.data_received
         protocol._send_ack = fast.send_ack
+        protocol._reject_frame = fast.reject_frame
         return fast
 
     def send_ack(self) -> None:
-        if self._reading:
-            self._ack_due = True  # one ACK, the latest ackNum, when the read is done
-        else:
+        """bellows' ``_send_ack`` during a read: the ACK waits (the latest one wins),
+        but a closed line fails here, at the same frame as in bellows."""
+        if not self._reading:
             self._bellows_send_ack()
+            return
+        p = self.protocol
+        if p._suppress_acks:
+            return
+        if p._transport is None or p._transport.is_closing():
+            raise ash.NcpFailure("Transport is closed, cannot send frame")  # bellows' words
+        self._ack_num = p._rx_seq
+
+    def reject_frame(self) -> None:
+        self._flush_ack()  # on the wire in bellows' order: the ACKs before, then the NAK
+        self._bellows_reject_frame()
+
+    def _flush_ack(self) -> None:
+        ack_num, self._ack_num = self._ack_num, None
+        if ack_num is None:
+            return
+        transport = self.protocol._transport
+        if transport is None or transport.is_closing():
+            return  # closed since the frame it acknowledges: nothing left to acknowledge
+        self.acks += 1
+        self.protocol._write_frame(ash.AckFrame(res=0, ncp_ready=0, ack_num=ack_num))
 
     def data_received(self, data: bytes) -> None:
+        if self._reading:
+            # A synchronous transport handing more bytes from inside a frame's handling:
+            # the read in progress takes them (it reads until the buffer's end).
+            self.protocol._buffer.extend(data)
+            return
         if self._log.isEnabledFor(logging.DEBUG):
             self._bellows_data_received(data)  # bellows logs every byte and frame
             return
@@ -127,10 +159,7 @@ class FastAsh:
             self._read(data)
         finally:
             self._reading = False
-            if self._ack_due:
-                self._ack_due = False
-                self.acks += 1
-                self._bellows_send_ack()
+            self._flush_ack()
 
     def _read(self, data: bytes | bytearray) -> None:
         """``AshProtocol.data_received``, step for step, with a read position instead
@@ -171,6 +200,8 @@ class FastAsh:
                         if len(data) > 0 and data[0] & _DATA_MASK == _DATA_MASK_VALUE:
                             p._reject_frame()
                     else:
+                        if not isinstance(frame, _DEFERRING):
+                            self._flush_ack()  # bellows acknowledged before a reset too
                         p.frame_received(frame)
                 elif byte == CANCEL or byte == SUBSTITUTE:
                     # everything since the last flag is void; after a substitute, up
