@@ -221,7 +221,11 @@ def test_coalescer_reads_a_soon_value_at_the_end_of_the_pass() -> None:
                 return lqi[name]
             return read
 
+        def broken() -> int:
+            raise ValueError("no reading")
+
         co = Coalescer(lambda key, value: out.append((key, value)), 0.0)
+        co.put_changed_soon(("c", "$telemetry", "signal"), broken)  # logged, others go on
         for _ in range(50):
             co.put_changed_soon(("a", "$telemetry", "signal"), reader("a"))
             co.put_changed_soon(("b", "$telemetry", "signal"), reader("b"))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _NOTHING = object()
 
@@ -78,7 +81,12 @@ class Coalescer:
             self._soon_handle = None
         soon, self._soon = self._soon, {}
         for key, read in soon.items():
-            if (value := read()) is not None:
+            try:
+                value = read()
+            except Exception:  # one bad reading must not lose the others
+                log.exception("zigbee: reading %s failed", "/".join(key))
+                continue
+            if value is not None:
                 self.put_changed(key, value)
 
     def forget(self, device_id: str) -> None:
