@@ -153,6 +153,23 @@ def test_what_each_device_published_stays_its_own() -> None:
     run(main())
 
 
+def test_a_publication_in_flight_when_the_account_changes_is_not_remembered_for_the_new_one(
+        ) -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        pub.announce([device()])
+        pub.pump(sender)  # in flight, never acknowledged
+        pub.use_root("another-account")
+        pub.connection_lost()  # they go out again
+        drain(pub, sender)
+        base = "another-account/sweet-home/lamp/"
+        assert pub.owned_topics(device()) == device().topics("another-account")
+        assert all(t.startswith(base) for t in pub.owned_topics(device()))
+
+    run(main())
+
+
 def test_the_outbox_goes_before_trees_and_coalesces_by_key() -> None:
     async def main() -> None:
         pub, sender = Publisher(100), Sender()

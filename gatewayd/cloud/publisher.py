@@ -189,8 +189,10 @@ class Publisher:
         return sent | device.topics(self.root)
 
     def _sent(self, device_id: str, topic: str, present: bool) -> None:
-        prefix = len(self.root) + len(device_id) + 13  # "<root>/sweet-home/<id>/"
-        suffix = sys.intern(topic[prefix:])
+        base = f"{self.root}/sweet-home/{device_id}/"
+        if not topic.startswith(base):
+            return  # sent for another account (in flight when the root changed)
+        suffix = sys.intern(topic[len(base):])
         if present:
             self._published.setdefault(device_id, set()).add(suffix)
         elif (sent := self._published.get(device_id)) is not None:
