@@ -130,6 +130,20 @@ def test_socket_modes_of_the_web_server(tmp_path: Path,
     assert "cannot give control socket to group 'no-such-group-here'" in caplog.text
 
 
+def test_a_socket_that_cannot_be_put_in_place_is_not_left_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatewayd.runtime.webserver import WebServer
+
+    def refuse(src: object, dst: object) -> None:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="read-only"):
+        WebServer(lambda environ, start_response: [], name="t",
+                  unix_socket=tmp_path / "control.sock")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_group_socket_appears_only_with_its_group(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A client (a group member's gatewayctl at start-up) never finds the socket before

@@ -177,13 +177,18 @@ class WebServer:
             options.update(unix_socket=str(bound),
                            unix_socket_perms="660" if socket_group else "600")
             self._server: Any = create_server(app, **options)
-            if socket_group:
-                try:
-                    os.chown(bound, -1, grp.getgrnam(socket_group).gr_gid)
-                except (KeyError, PermissionError) as exc:
-                    log.warning("cannot give control socket to group %r: %s", socket_group,
-                                exc)
-            os.replace(bound, unix_socket)
+            try:
+                if socket_group:
+                    try:
+                        os.chown(bound, -1, grp.getgrnam(socket_group).gr_gid)
+                    except (KeyError, OSError) as exc:
+                        log.warning("cannot give control socket to group %r: %s",
+                                    socket_group, exc)
+                os.replace(bound, unix_socket)
+            except BaseException:
+                self._server.close()  # no socket left listening under a name nobody uses
+                bound.unlink(missing_ok=True)
+                raise
         else:
             self._server = _guarded(app, host, port, limits, options)
         # How soon waitress' loop notices stop(); 1 s (the default) slows every restart. Set
