@@ -17,7 +17,7 @@ from typing import Any
 import bellows.ash as ash
 import bellows.types as t
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gatewayd.zigbee.ash_fast import FastAsh, parse, randomize, unstuff
@@ -220,6 +220,10 @@ def state(p: ash.AshProtocol) -> tuple[Any, ...]:
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(_piece, max_size=25), st.lists(st.integers(0, 100_000), max_size=8))
+# found in CI: after an ERROR frame bellows writes no NAK for a bad frame, so the waiting
+# ACK must wait on (it went out at the bad frame, as if a NAK followed)
+@example([("error",), ("data", b"", 0, False), ("bad crc", b"\x00"), ("data", b"", 0, False)],
+         [])
 def test_reading_is_bellows_reading_with_one_ack_per_read(pieces: list[tuple[Any, ...]],
                                                           cuts: list[int]) -> None:
     data = stream(pieces)

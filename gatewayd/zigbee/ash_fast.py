@@ -12,11 +12,12 @@ finds the reserved bytes, ``bytes.split`` unstuffs, one integer XOR derandomizes
 the DATA frames of one read are acknowledged by one ACK at its end, the one bellows
 would have sent last (ASH allows it: an ACK acknowledges every frame before its ackNum;
 the NCP waits 0.4 s at the least, and a read's frames, with what the hub does for each,
-take well under a millisecond here). A NAK, or a reset or error frame handed up, sends
-the waiting ACK first, as bellows' order on the wire has it. Everything else (the
-frame's CRC, sequence numbers, NAKs and the reject condition, retransmissions, the
-cancel, substitute and XON/XOFF bytes, the buffer limit) is bellows' own code or
-follows it line by line; with bellows' debug log on, bellows reads the line itself.
+take well under a millisecond here). Any other write (a NAK), or a reset, error or RST
+frame handed up, sends the waiting ACK first, as bellows' order on the wire has it.
+Everything else (the frame's CRC, sequence numbers, NAKs and the reject condition,
+retransmissions, the cancel, substitute and XON/XOFF bytes, the buffer limit) is
+bellows' own code or follows it line by line; with bellows' debug log on, bellows reads
+the line itself.
 tests/test_zigbee_ash_fast.py feeds the same byte streams, cut anywhere, to a stock
 and a fast instance and compares what each hands to EZSP and writes.
 
@@ -100,7 +101,7 @@ class FastAsh:
         self.acks = 0  # ACKs written for them
         self._bellows_data_received = protocol.data_received
         self._bellows_send_ack = protocol._send_ack
-        self._bellows_reject_frame = protocol._reject_frame
+        self._bellows_write_frame = protocol._write_frame
         self._reading = False
         self._ack_num: int | None = None  # the ACK bellows would have sent last, unsent
         self._log = logging.getLogger(ash.__name__)
@@ -114,7 +115,7 @@ class FastAsh:
         fast = cls(protocol)
         protocol.data_received = fast.data_received
         protocol._send_ack = fast.send_ack
-        protocol._reject_frame = fast.reject_frame
+        protocol._write_frame = fast.write_frame
         return fast
 
     def send_ack(self) -> None:
@@ -130,9 +131,11 @@ class FastAsh:
             raise ash.NcpFailure("Transport is closed, cannot send frame")  # bellows' words
         self._ack_num = p._rx_seq
 
-    def reject_frame(self) -> None:
-        self._flush_ack()  # on the wire in bellows' order: the ACKs before, then the NAK
-        self._bellows_reject_frame()
+    def write_frame(self, frame: ash.AshFrame, **kwargs: Any) -> None:
+        """bellows' ``_write_frame``: a waiting ACK goes out first (before a NAK, say),
+        so that the wire sees bellows' order."""
+        self._flush_ack()
+        self._bellows_write_frame(frame, **kwargs)
 
     def _flush_ack(self) -> None:
         ack_num, self._ack_num = self._ack_num, None
@@ -142,7 +145,7 @@ class FastAsh:
         if transport is None or transport.is_closing():
             return  # closed since the frame it acknowledges: nothing left to acknowledge
         self.acks += 1
-        self.protocol._write_frame(ash.AckFrame(res=0, ncp_ready=0, ack_num=ack_num))
+        self._bellows_write_frame(ash.AckFrame(res=0, ncp_ready=0, ack_num=ack_num))
 
     def data_received(self, data: bytes) -> None:
         if self._reading:
