@@ -2,9 +2,9 @@
 
 The codec functions are compared with bellows' on arbitrary bytes; the reading is
 compared by feeding the same byte stream, cut into reads anywhere, to a stock
-``AshProtocol`` and to one with :class:`FastAsh` installed: the same frames reach EZSP,
-the same NAKs go out, the same state is left, and the ACKs differ only in being one per
-read. Through the emulator, bellows runs with it installed.
+``AshProtocol`` and to one with :class:`FastAsh` installed: what is handed to EZSP and
+what is written, in one log, in order, and the state left must be the same. Through the
+emulator, bellows runs with it installed.
 """
 
 from __future__ import annotations
@@ -196,23 +196,6 @@ def read(p: ash.AshProtocol, log: list[Event], data: bytes, cuts: list[int]
     return happened
 
 
-def one_ack_per_run(events: list[Event]) -> list[Event]:
-    """What bellows did in a read, with its ACKs deferred as the fast reading defers
-    them: each waits until a NAK, a reset, error or RST frame, or the read's end, and
-    only the last of those waiting together goes out."""
-    out: list[Event] = []
-    waiting = None
-    for event in events:
-        if event[0] == "ack":
-            waiting = event
-            continue
-        if event[0] in ("nak", "frame") and waiting is not None:
-            out.append(waiting)
-            waiting = None
-        out.append(event)
-    return out + ([waiting] if waiting is not None else [])
-
-
 def state(p: ash.AshProtocol) -> tuple[Any, ...]:
     return (p._rx_seq, p._in_reject_condition, p._discarding_until_next_flag,
             bytes(p._buffer), p._ncp_state)
@@ -220,12 +203,11 @@ def state(p: ash.AshProtocol) -> tuple[Any, ...]:
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(_piece, max_size=25), st.lists(st.integers(0, 100_000), max_size=8))
-# found in CI: after an ERROR frame bellows writes no NAK for a bad frame, so the waiting
-# ACK must wait on (it went out at the bad frame, as if a NAK followed)
+# found in CI by an earlier version that deferred ACKs: after an ERROR frame bellows
+# writes no NAK for a bad frame
 @example([("error",), ("data", b"", 0, False), ("bad crc", b"\x00"), ("data", b"", 0, False)],
          [])
-def test_reading_is_bellows_reading_with_one_ack_per_read(pieces: list[tuple[Any, ...]],
-                                                          cuts: list[int]) -> None:
+def test_reading_is_bellows_reading(pieces: list[tuple[Any, ...]], cuts: list[int]) -> None:
     data = stream(pieces)
     stock, stock_ezsp, _, _ = protocol(fast=False)
     fast, fast_ezsp, _, installed = protocol(fast=True)
@@ -233,10 +215,8 @@ def test_reading_is_bellows_reading_with_one_ack_per_read(pieces: list[tuple[Any
     by_fast = read(fast, fast_ezsp.log, data, cuts)
     assert state(fast) == state(stock)
     assert fast_ezsp.frames == stock_ezsp.frames
-    for theirs, ours in zip(by_stock, by_fast, strict=True):
-        assert ours == one_ack_per_run(theirs)
-    assert installed is not None
-    assert installed.acks == sum(1 for e in fast_ezsp.log if e[0] == "ack")
+    assert by_fast == by_stock  # hand-ups and writes, read by read, in order
+    assert installed is not None and installed.reads == len(by_fast)
 
 
 def test_a_line_closed_while_a_frame_is_handled_stops_the_read_where_bellows_does() -> None:
@@ -263,7 +243,7 @@ def test_a_line_closed_while_a_frame_is_handled_stops_the_read_where_bellows_doe
 
 def test_bytes_handed_over_from_inside_a_read_are_read_by_it() -> None:
     """A synchronous transport that hands more bytes while a frame is handled: the read
-    in progress takes them, in order, and acknowledges everything once."""
+    in progress takes them, in order (re-reading what it had consumed would NAK)."""
     first, second = (wire(ash.DataFrame(frm_num=n, re_tx=0, ack_num=0, ezsp_frame=bytes([n])))
                      for n in range(2))
     p, ezsp, line, fast = protocol(fast=True)
@@ -278,20 +258,18 @@ def test_bytes_handed_over_from_inside_a_read_are_read_by_it() -> None:
     ezsp.data_received = hand_more  # type: ignore[method-assign]
     p.data_received(first)
     assert ezsp.frames == [b"\x00", b"\x01"]
-    assert line.written == [ash.AckFrame(res=0, ncp_ready=0, ack_num=2)]
-    assert fast is not None and (fast.reads, fast.acks) == (1, 1) and p._buffer == b""
+    assert line.written == [ash.AckFrame(res=0, ncp_ready=0, ack_num=n) for n in (1, 2)]
+    assert fast is not None and fast.reads == 1 and p._buffer == b""
 
 
-def test_three_frames_in_one_read_get_one_ack() -> None:
+def test_three_frames_in_one_read_are_each_acknowledged_as_bellows_does() -> None:
     p, ezsp, line, fast = protocol(fast=True)
     frames = [ash.DataFrame(frm_num=n, re_tx=0, ack_num=0, ezsp_frame=bytes([n, 0x7E, 0x11]))
               for n in range(3)]
     p.data_received(b"".join(wire(f) for f in frames))
     assert ezsp.frames == [f.ezsp_frame for f in frames]
-    assert line.written == [ash.AckFrame(res=0, ncp_ready=0, ack_num=3)]
-    p.data_received(wire(ash.DataFrame(frm_num=3, re_tx=0, ack_num=0, ezsp_frame=b"x")))
-    assert line.written[1:] == [ash.AckFrame(res=0, ncp_ready=0, ack_num=4)]
-    assert fast is not None and (fast.reads, fast.acks) == (2, 2)
+    assert line.written == [ash.AckFrame(res=0, ncp_ready=0, ack_num=n) for n in (1, 2, 3)]
+    assert fast is not None and fast.reads == 1
 
 
 def test_with_bellows_debug_log_on_bellows_reads(caplog: pytest.LogCaptureFixture) -> None:
@@ -325,7 +303,7 @@ def test_bellows_reads_through_it_on_the_emulator(tmp_path: Path) -> None:
                 reads = fast.reads
                 await sim(bridge, "stream", count=50, offset=1)
                 await pub.until(lambda: pub.value(dev_id(plug), "meter/power") == 5.0, 30)
-                assert fast.reads > reads and 0 < fast.acks <= fast.reads
+                assert fast.reads > reads
             finally:
                 await bridge.stop()
 

@@ -192,7 +192,7 @@ async def noisy_stream(hub: Hub, bridge: ZigbeeBridge) -> None:
     status = await sim(bridge, "stream_status")
     assert status["sent"] == count and status["error"] is None
     assert bridge.fast_frames.taken - taken >= count
-    assert ash.reads > reads and ash.acks <= ash.reads
+    assert ash.reads > reads
     await sim(bridge, "noise", rate=0)
     after = await sim(bridge, "counters")
     print(f"\n1 % noise, {count} reports and {sent} commands: "

@@ -1,25 +1,23 @@
-"""bellows' ASH receive path with its byte loops in C, and one ACK per read.
+"""bellows' ASH receive path with its byte loops in C.
 
 bellows 1.2.1 reads the serial line (``AshProtocol.data_received``) a byte at a time in
 Python three times over: it looks for the next reserved byte with a generator over the
 buffer, unstuffs the frame with a loop (``_unstuff_bytes``) and derandomizes the DATA
-payload with a list comprehension (``DataFrame._randomize``); then it writes an ACK for
-every DATA frame, one system call each, even when one read brought several. On this
-machine that was ~11 µs a frame before the frame reached EZSP.
+payload with a list comprehension (``DataFrame._randomize``). On this machine that was
+~11 µs a frame before the frame reached EZSP (an ACK written for each included).
 
 :class:`FastAsh` does the same on one ``AshProtocol`` instance: a regular expression
-finds the reserved bytes, ``bytes.split`` unstuffs, one integer XOR derandomizes, and
-the DATA frames of one read are acknowledged by one ACK at its end, the one bellows
-would have sent last (ASH allows it: an ACK acknowledges every frame before its ackNum;
-the NCP waits 0.4 s at the least, and a read's frames, with what the hub does for each,
-take well under a millisecond here). Any other write (a NAK), or a reset, error or RST
-frame handed up, sends the waiting ACK first, as bellows' order on the wire has it.
-Everything else (the frame's CRC, sequence numbers, NAKs and the reject condition,
-retransmissions, the cancel, substitute and XON/XOFF bytes, the buffer limit) is
-bellows' own code or follows it line by line; with bellows' debug log on, bellows reads
-the line itself.
-tests/test_zigbee_ash_fast.py feeds the same byte streams, cut anywhere, to a stock
-and a fast instance and compares what each hands to EZSP and writes.
+finds the reserved bytes, ``bytes.split`` unstuffs and one integer XOR derandomizes.
+Everything else (the frame's CRC, sequence numbers, the ACK for each DATA frame, NAKs
+and the reject condition, retransmissions, the cancel, substitute and XON/XOFF bytes,
+the buffer limit) is bellows' own code or follows it line by line, so the wire sees
+what it sees with bellows; with bellows' debug log on, bellows reads the line itself.
+tests/test_zigbee_ash_fast.py feeds the same byte streams, cut anywhere, to a stock and
+a fast instance and compares what each hands to EZSP and writes, in order.
+
+(One ACK per read instead of one per DATA frame, which ASH allows, was tried and
+measured: no difference in the daemon's CPU, so bellows' wire behaviour stayed;
+bench/README.md.)
 
 The codec functions (:func:`unstuff`, :func:`randomize`, :func:`parse`) are what
 upstream could take as they are: same results, same errors.
@@ -48,10 +46,7 @@ _STOPS = re.compile(b"[" + b"".join(re.escape(bytes([b])) for b in
 _SEQUENCE = ash.PSEUDO_RANDOM_DATA_SEQUENCE
 _DATA_MASK = ash.DataFrame.MASK
 _DATA_MASK_VALUE = ash.DataFrame.MASK_VALUE
-_METHODS = ("data_received", "frame_received", "data_frame_received", "_send_ack",
-            "_unstuff_bytes", "_reject_frame", "_write_frame")
-# frames after which a waiting ACK may wait on: they write nothing and hand nothing to EZSP
-_DEFERRING = (ash.DataFrame, ash.AckFrame, ash.NakFrame)
+_METHODS = ("data_received", "frame_received", "_unstuff_bytes", "_reject_frame")
 
 
 def unstuff(data: bytes | bytearray) -> bytearray:
@@ -93,17 +88,13 @@ def parse(data: bytes | bytearray) -> ash.AshFrame:
 
 
 class FastAsh:
-    """Reads the line for one ``AshProtocol`` (instance attributes over its methods)."""
+    """Reads the line for one ``AshProtocol`` (an instance attribute over its method)."""
 
     def __init__(self, protocol: ash.AshProtocol) -> None:
         self.protocol = protocol
         self.reads = 0  # data_received calls taken
-        self.acks = 0  # ACKs written for them
         self._bellows_data_received = protocol.data_received
-        self._bellows_send_ack = protocol._send_ack
-        self._bellows_write_frame = protocol._write_frame
         self._reading = False
-        self._ack_num: int | None = None  # the ACK bellows would have sent last, unsent
         self._log = logging.getLogger(ash.__name__)
 
     @classmethod
@@ -114,43 +105,13 @@ class FastAsh:
             return None
         fast = cls(protocol)
         protocol.data_received = fast.data_received
-        protocol._send_ack = fast.send_ack
-        protocol._write_frame = fast.write_frame
         return fast
-
-    def send_ack(self) -> None:
-        """bellows' ``_send_ack`` during a read: the ACK waits (the latest one wins),
-        but a closed line fails here, at the same frame as in bellows."""
-        if not self._reading:
-            self._bellows_send_ack()
-            return
-        p = self.protocol
-        if p._suppress_acks:
-            return
-        if p._transport is None or p._transport.is_closing():
-            raise ash.NcpFailure("Transport is closed, cannot send frame")  # bellows' words
-        self._ack_num = p._rx_seq
-
-    def write_frame(self, frame: ash.AshFrame, **kwargs: Any) -> None:
-        """bellows' ``_write_frame``: a waiting ACK goes out first (before a NAK, say),
-        so that the wire sees bellows' order."""
-        self._flush_ack()
-        self._bellows_write_frame(frame, **kwargs)
-
-    def _flush_ack(self) -> None:
-        ack_num, self._ack_num = self._ack_num, None
-        if ack_num is None:
-            return
-        transport = self.protocol._transport
-        if transport is None or transport.is_closing():
-            return  # closed since the frame it acknowledges: nothing left to acknowledge
-        self.acks += 1
-        self._bellows_write_frame(ash.AckFrame(res=0, ncp_ready=0, ack_num=ack_num))
 
     def data_received(self, data: bytes) -> None:
         if self._reading:
             # A synchronous transport handing more bytes from inside a frame's handling:
-            # the read in progress takes them (it reads until the buffer's end).
+            # the read in progress takes them (it reads to the buffer's end, and trims
+            # the buffer only when it is done).
             self.protocol._buffer.extend(data)
             return
         if self._log.isEnabledFor(logging.DEBUG):
@@ -162,7 +123,6 @@ class FastAsh:
             self._read(data)
         finally:
             self._reading = False
-            self._flush_ack()
 
     def _read(self, data: bytes | bytearray) -> None:
         """``AshProtocol.data_received``, step for step, with a read position instead
@@ -203,8 +163,6 @@ class FastAsh:
                         if len(data) > 0 and data[0] & _DATA_MASK == _DATA_MASK_VALUE:
                             p._reject_frame()
                     else:
-                        if not isinstance(frame, _DEFERRING):
-                            self._flush_ack()  # bellows acknowledged before a reset too
                         p.frame_received(frame)
                 elif byte == CANCEL or byte == SUBSTITUTE:
                     # everything since the last flag is void; after a substitute, up
