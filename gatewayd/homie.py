@@ -374,7 +374,7 @@ class Device(_Groups):
         return [(k, v) for k, v in attrs if v]
 
     def base(self, root: str) -> str:
-        return f"{root}/sweet-home/{self.id}"
+        return device_base(root, self.id)
 
     def messages(self, root: str) -> Iterator[Message]:
         """Every retained message of the device except ``$state``, rendered lazily.
@@ -421,9 +421,14 @@ class Device(_Groups):
 
 # ---- topics ------------------------------------------------------------------------------
 
+def device_base(root: str, device_id: str) -> str:
+    """``<root>/sweet-home/<device-id>``: every topic of the device is under it."""
+    return f"{root}/sweet-home/{device_id}"
+
+
 def set_filters(root: str, device_id: str) -> list[str]:
     """Subscriptions that carry every ``/set`` of a device (properties, options, telemetry)."""
-    base = f"{root}/sweet-home/{device_id}"
+    base = device_base(root, device_id)
     return [f"{base}/+/+/set", f"{base}/+/+/+/set"]
 
 

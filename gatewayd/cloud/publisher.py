@@ -160,8 +160,7 @@ class Publisher:
         # ACL would silently drop anything else).
         if not self.root or not msg.topic.startswith(f"{self.root}/"):
             raise ValueError(f"refusing to publish outside {self.root}/#: {msg.topic!r}")
-        if device is not None and not msg.topic.startswith(f"/sweet-home/{device}/",
-                                                            len(self.root)):
+        if device is not None and not msg.topic.startswith(self._prefix(device)):
             raise ValueError(f"{msg.topic!r} is not a topic of device {device!r}")
         self.outbox.put(Pending(msg, key, device, done, expendable), replace=replace,
                         front=front)
@@ -184,15 +183,18 @@ class Publisher:
             self._published.pop(device.id, None)
 
     def owned_topics(self, device: homie.Device) -> set[str]:
-        base = f"{device.base(self.root)}/"
-        sent = {base + suffix for suffix in self._published.get(device.id, ())}
+        prefix = self._prefix(device.id)
+        sent = {prefix + suffix for suffix in self._published.get(device.id, ())}
         return sent | device.topics(self.root)
 
+    def _prefix(self, device_id: str) -> str:
+        return f"{homie.device_base(self.root, device_id)}/"
+
     def _sent(self, device_id: str, topic: str, present: bool) -> None:
-        base = f"{self.root}/sweet-home/{device_id}/"
-        if not topic.startswith(base):
+        prefix = self._prefix(device_id)
+        if not topic.startswith(prefix):
             return  # sent for another account (in flight when the root changed)
-        suffix = sys.intern(topic[len(base):])
+        suffix = sys.intern(topic[len(prefix):])
         if present:
             self._published.setdefault(device_id, set()).add(suffix)
         elif (sent := self._published.get(device_id)) is not None:
