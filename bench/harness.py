@@ -338,10 +338,12 @@ autostart = true
         path.write_text(text)
         return path, runtime
 
-    def start_daemon(self, name: str, state_dir: Path, **profile: bool) -> DaemonProcess:
+    def start_daemon(self, name: str, state_dir: Path, env: dict[str, str] | None = None,
+                     **profile: bool) -> DaemonProcess:
         config, runtime = self.config(name, state_dir, **profile)
         assert self.sim.bus is not None
-        return DaemonProcess(config, {"DBUS_SYSTEM_BUS_ADDRESS": self.sim.bus.address},
+        return DaemonProcess(config, {"DBUS_SYSTEM_BUS_ADDRESS": self.sim.bus.address,
+                                      **(env or {})},
                              runtime, self.workdir / f"{name}.log")
 
     @property

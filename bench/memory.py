@@ -34,13 +34,10 @@ SETTLE_S = 2.0  # after each phase, before reading: the join's last writes land
 
 def _start(world: BenchWorld, paired: Path, name: str, trace_dir: Path | None
            ) -> DaemonProcess:
-    config, runtime = world.config(name, copy_state(paired, world.workdir / name),
-                                   zigbee=True, ble=True, virtual=True)
-    assert world.sim.bus is not None
-    env = {"DBUS_SYSTEM_BUS_ADDRESS": world.sim.bus.address}
-    if trace_dir is not None:
-        env.update(PYTHONPATH=str(MEMSITE), GATEWAYD_MEMPROBE_DIR=str(trace_dir))
-    daemon = DaemonProcess(config, env, runtime, world.workdir / f"{name}.log")
+    env = None if trace_dir is None else {"PYTHONPATH": str(MEMSITE),
+                                          "GATEWAYD_MEMPROBE_DIR": str(trace_dir)}
+    daemon = world.start_daemon(name, copy_state(paired, world.workdir / name), env,
+                                zigbee=True, ble=True, virtual=True)
     daemon.wait_ready(120)
     wait_until(lambda: daemon.api("GET", "status").get("state") == "online", 60,
                "the full hub to go online")
