@@ -54,19 +54,61 @@ def test_a_deferred_module_runs_on_first_use_once_and_in_place(tmp_path: Path) -
                       "sub": 84, "executed": True, "missing": "ImportError"}
 
 
-def test_zigbee_preload_defers_what_only_ota_uses_unless_ota_is_on() -> None:
+def test_a_deferred_submodule_is_bound_on_its_package_unexecuted(tmp_path: Path) -> None:
+    pkg = tmp_path / "probe_outer"
+    pkg.mkdir()  # the package imports the submodule at its top, as zigpy.ota does
+    (pkg / "__init__.py").write_text("import probe_outer.heavy\nLIGHT = 1\n")
+    (pkg / "heavy.py").write_text("import os\nos.environ['RUNS'] += 'h'\nVALUE = 7\n")
+    result = _run("""
+        import json, os
+        os.environ['RUNS'] = ''
+        from gatewayd.runtime import deferred
+        names = deferred.defer('probe_outer.heavy', 'probe_outer.absent', 'json.decoder')
+        import probe_outer
+        before = (os.environ['RUNS'], deferred.executed('probe_outer'),
+                  deferred.executed('probe_outer.heavy'))
+        bound = vars(probe_outer)['heavy'] is sys.modules['probe_outer.heavy']
+        value = probe_outer.heavy.VALUE
+        sys.modules.pop('probe_outer.heavy')  # deferred once: imported again, it runs
+        import probe_outer.heavy
+        print(json.dumps({'names': names, 'before': before, 'bound': bound, 'value': value,
+                          'executed': deferred.executed('probe_outer.heavy'),
+                          'runs': os.environ['RUNS']}))
+    """, tmp_path)
+    assert result == {"names": ["probe_outer.heavy"], "before": ["", True, False],
+                      "bound": True, "value": 7, "executed": True, "runs": "hh"}
+
+
+def test_zigbee_preload_defers_what_only_ota_uses_unless_ota_is_on(tmp_path: Path) -> None:
     code = """
-        import json
+        import asyncio, json
+        from pathlib import Path
+        from gatewayd.config import ZigbeeConfig
         from gatewayd.runtime import deferred
         from gatewayd.zigbee import radio
-        radio.preload('virtual', ota=%s)
+        cfg = ZigbeeConfig(enabled=True, radio='virtual', ota=%s)
+        radio.preload(cfg.radio, ota=cfg.ota)
+
+        async def run():  # a network formed, started and stopped: none of it uses OTA
+            app = await radio.start_controller(cfg, Path(%r))
+            providers = len(app.ota._providers)
+            await radio.shutdown_controller(app)
+            return providers
+
+        providers = asyncio.run(run())
         state = {m: deferred.executed(m) for m in radio.OTA_ONLY_MODULES}
-        import zigpy.ota.providers as providers  # what zigpy would reach for with OTA on
-        works = providers.aiohttp.ClientSession.__name__, providers.jsonschema.validate.__name__
-        print(json.dumps({'state': state, 'works': works}))
+        import zigpy.ota.providers as providers_module  # what zigpy reaches for with OTA on
+        works = (providers_module.Tradfri.__name__,
+                 providers_module.aiohttp.ClientSession.__name__,
+                 providers_module.jsonschema.validate.__name__)
+        print(json.dumps({'state': state, 'providers': providers, 'works': works}))
     """
-    off, on = _run(code % "False"), _run(code % "True")
-    assert off == {"state": {"aiohttp": False, "jsonschema": False},
-                   "works": ["ClientSession", "validate"]}
-    assert on == {"state": {"aiohttp": True, "jsonschema": True},
-                  "works": ["ClientSession", "validate"]}
+    (tmp_path / "off").mkdir()
+    (tmp_path / "on").mkdir()
+    off = _run(code % ("False", str(tmp_path / "off")))
+    on = _run(code % ("True", str(tmp_path / "on")))
+    works = ["Tradfri", "ClientSession", "validate"]
+    assert off == {"state": dict.fromkeys(["zigpy.ota.providers", "aiohttp", "jsonschema"], False),
+                   "providers": 0, "works": works}
+    assert on["state"] == dict.fromkeys(["zigpy.ota.providers", "aiohttp", "jsonschema"], True)
+    assert on["providers"] > 0 and on["works"] == works

@@ -1,11 +1,13 @@
 """Modules a library imports but the daemon may never use: executed on first use.
 
-zigpy imports its OTA providers with every radio, and they import aiohttp (with yarl,
-multidict, ...) and jsonschema at the top: 10 MB of the full hub's memory for a feature
-that is off unless ``zigbee.ota`` is on (bench/README.md, "Memory"). :func:`defer` puts
-such a module in ``sys.modules`` unexecuted, so ``import aiohttp`` binds it without
-running it; the first attribute it is asked for executes it, in place (the same module
-object, so every importer sees the whole module from then on).
+zigpy imports its OTA providers with every radio; they build three TLS contexts with the
+system's CA store at import, and import aiohttp (with yarl, multidict, ...) and
+jsonschema: 14 MB of the full hub's memory and a sixth of zigpy's import time, for a
+feature that is off unless ``zigbee.ota`` is on (bench/README.md, "Memory").
+:func:`defer` has the import system create such a module unexecuted, so ``import aiohttp``
+(or ``import zigpy.ota.providers``, bound on its parent package as usual) binds it
+without running it; the first attribute it is asked for executes it, in place (the same
+module object, so every importer sees the whole module from then on).
 
 The standard library's ``importlib.util.LazyLoader`` does the same but executes the
 module on any attribute access, and the import system itself reads ``__spec__`` of a
@@ -16,10 +18,13 @@ import system's own ``__spec__``, ``__path__``, ``__name__`` ...) executes it.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 import threading
 import types
+from collections.abc import Sequence
+from importlib.abc import Loader, MetaPathFinder
 from typing import Any
 
 _lock = threading.RLock()  # one module executed once, whichever thread asks first
@@ -40,20 +45,67 @@ class _Deferred(types.ModuleType):
         return getattr(self, name)
 
 
-def defer(*names: str) -> list[str]:
-    """Defer each top-level module in ``names`` not imported yet; returns those it
-    deferred (an absent one is left to fail where it is imported, as before)."""
-    deferred = []
-    for name in names:
-        if name in sys.modules:
-            continue
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            continue
-        module = importlib.util.module_from_spec(spec)
+class _Unexecuted(Loader):
+    """Stands in for a deferred module's loader while the import system creates the
+    module, which it then binds (in ``sys.modules`` and on its parent package) as for
+    any import; the module gets its real loader back, to run on first use."""
+
+    def __init__(self, real: Loader) -> None:
+        self.real = real
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self.real.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        spec = module.__spec__
+        assert spec is not None
+        spec.loader = module.__loader__ = self.real
         module.__class__ = _Deferred
-        sys.modules[name] = module
-        deferred.append(name)
+
+
+class _Finder(MetaPathFinder):
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: types.ModuleType | None = None
+                  ) -> importlib.machinery.ModuleSpec | None:
+        with _lock:
+            if fullname not in self.names:
+                return None
+            self.names.discard(fullname)  # once: a module removed and imported again runs
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _Unexecuted(spec.loader)
+        return spec
+
+
+_finder = _Finder()
+
+
+def _findable(name: str) -> bool:
+    """Whether module ``name`` exists, found without executing it or its parents."""
+    head, _, rest = name.partition(".")
+    spec = importlib.util.find_spec(head)  # a top-level name is found, not imported
+    for part in rest.split(".") if rest else ():
+        if spec is None or spec.submodule_search_locations is None:
+            return False
+        parent = sys.modules.get(spec.name)
+        locations = getattr(parent, "__path__", spec.submodule_search_locations)
+        spec = importlib.machinery.PathFinder.find_spec(f"{spec.name}.{part}", locations)
+    return spec is not None and spec.loader is not None
+
+
+def defer(*names: str) -> list[str]:
+    """Defer each module in ``names`` (top-level or a package's submodule) that is not
+    imported yet; returns those it deferred (an absent one is left to fail where it is
+    imported, as before)."""
+    deferred = [name for name in names if name not in sys.modules and _findable(name)]
+    with _lock:
+        _finder.names.update(deferred)
+        if deferred and _finder not in sys.meta_path:
+            sys.meta_path.insert(0, _finder)
     return deferred
 
 

@@ -79,8 +79,9 @@ def controller_class(radio: str) -> type[ControllerApplication]:
     return cls
 
 
-# What zigpy's OTA providers import and only they use (gatewayd/runtime/deferred.py).
-OTA_ONLY_MODULES = ("aiohttp", "jsonschema")
+# zigpy's OTA providers (their TLS contexts are built at import), and what only they
+# import (gatewayd/runtime/deferred.py).
+OTA_ONLY_MODULES = ("zigpy.ota.providers", "aiohttp", "jsonschema")
 
 
 def preload(radio: str, ota: bool = False) -> None:
@@ -89,7 +90,8 @@ def preload(radio: str, ota: bool = False) -> None:
     Run in a thread before the daemon is READY, so that nothing is imported on the event
     loop afterwards (the stall reporter, gatewayd/runtime/stalls.py, would see it). A
     library that does not import is reported by :func:`start_controller` instead. With
-    OTA off, what only zigpy's OTA providers use is deferred, not executed (10 MB).
+    OTA off, zigpy's OTA providers and what only they use are deferred, not executed
+    (14 MB).
     """
     if not ota:
         deferred.defer(*OTA_ONLY_MODULES)
