@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,7 +26,12 @@ class CoreCall:
             raise CoreUnavailable("the daemon is shutting down")
         coro = fn(*args)
         assert asyncio.iscoroutine(coro), "CoreCall takes a coroutine function"
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        # Scheduled from an empty context, not a copy of this thread's: a web thread's
+        # holds its request (Flask keeps it in a context variable), and every task the
+        # core starts from here inherits the context, so a long-lived one (a joined
+        # device's) would keep the request, its environ and its body alive for good.
+        future: concurrent.futures.Future[T] = contextvars.Context().run(
+            asyncio.run_coroutine_threadsafe, coro, self.loop)
         try:
             return future.result(self.timeout if timeout is None else timeout)
         except TimeoutError:
