@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import gc
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -53,6 +56,47 @@ def test_a_flood_keeps_the_database_queue_bounded_and_keeps_the_last_value(
         await bridge.stop()
 
     run(restart(run(flood())))
+
+
+def test_written_events_are_not_kept_once_their_batch_is_written(tmp_path: Path) -> None:
+    """zigpy's write worker keeps the last item it handled until the next one arrives;
+    the batch it handled must not keep the events it carried (a join's are thousands)."""
+    async def main() -> None:
+        bridge, pub = await started(Radio("virtual", tmp_path), min_interval=0.0)
+        plug = await join(bridge, pub, "plug")
+        assert bridge.app is not None and bridge.virtual is not None
+        listener = bridge.app._dblistener
+        writes: CoalescedWrites = listener.enqueue.__self__
+        seen: list[weakref.ref[Any]] = []
+        enqueue = listener.enqueue
+
+        def watch(cb_name: str, *args: Any) -> None:
+            if cb_name == "_save_attribute":
+                seen.append(weakref.ref(args[0]))
+            enqueue(cb_name, *args)
+
+        listener.enqueue = watch
+        try:
+            bridge.virtual.stream(count=20, offset=1)
+            await pub.until(lambda: pub.value(dev_id(plug), "meter/power") == 2.0, timeout=30)
+            listener.enqueue = enqueue
+            written = asyncio.Event()
+            write_batch = getattr(listener, BATCH_HANDLER)
+
+            async def and_tell(batch: list[tuple[str, tuple[Any, ...]]]) -> None:
+                await write_batch(batch)
+                written.set()
+
+            setattr(listener, BATCH_HANDLER, and_tell)
+            writes.flush()  # now, rather than in a second
+            await asyncio.wait_for(written.wait(), 30)
+            assert listener._callback_handlers.empty()  # nothing came after the batch
+            gc.collect()
+            assert seen and [ref() for ref in seen if ref() is not None] == []
+        finally:
+            await bridge.stop()
+
+    run(main())
 
 
 class ListenerStandIn:

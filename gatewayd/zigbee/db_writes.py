@@ -125,6 +125,9 @@ class CoalescedWrites:
                 except Exception:  # as zigpy's own worker: log and carry on
                     log.exception("zigbee.db: %s failed", cb_name)
         finally:
+            # zigpy's worker keeps the item it handled last bound until the next one
+            # comes: a quiet hub would hold this batch's events (a join's are thousands).
+            batch.clear()
             self._in_flight = False
 
     async def shutdown(self) -> None:
