@@ -102,7 +102,10 @@ class StallReporter:
             stalled = time.monotonic() - self._last - self.beat
             if stalled > self.threshold and not seen:
                 frame = sys._current_frames().get(self._loop_thread)
-                self._where = "".join(traceback.format_stack(frame)[-4:]) if frame else "?"
+                # Only the innermost frames are looked up: each file a frame's line is
+                # read from stays in linecache for good (a deep stack: half a megabyte).
+                self._where = ("".join(traceback.format_list(
+                    traceback.extract_stack(frame, limit=4))) if frame else "?")
                 log.warning("event loop blocked for %.1f s so far, at:\n%s", stalled,
                             self._where)
                 seen = True
