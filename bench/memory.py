@@ -32,11 +32,11 @@ MEMSITE = Path(__file__).resolve().parent / "memsite"
 SETTLE_S = 2.0  # after each phase, before reading: the join's last writes land
 
 
-def _start(world: BenchWorld, paired: Path, name: str, trace_dir: Path | None
+def _start(world: BenchWorld, state_dir: Path, name: str, trace_dir: Path | None
            ) -> DaemonProcess:
     env = None if trace_dir is None else {"PYTHONPATH": str(MEMSITE),
                                           "GATEWAYD_MEMPROBE_DIR": str(trace_dir)}
-    daemon = world.start_daemon(name, copy_state(paired, world.workdir / name), env,
+    daemon = world.start_daemon(name, state_dir, env,
                                 zigbee=True, ble=True, virtual=True)
     daemon.wait_ready(120)
     wait_until(lambda: daemon.api("GET", "status").get("state") == "online", 60,
@@ -44,6 +44,10 @@ def _start(world: BenchWorld, paired: Path, name: str, trace_dir: Path | None
     wait_until(lambda: daemon.api("GET", "status").get("zigbee", {}).get("up"), 60,
                "the virtual radio to come up")
     return daemon
+
+
+def _wait_restored(daemon: DaemonProcess, devices: int) -> None:
+    wait_until(lambda: zigbee.ready_plugs(daemon) >= devices, 120, "the plugs to be restored")
 
 
 def _settled_rss(daemon: DaemonProcess) -> float:
@@ -85,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.trace:
             trace_dir = Path(tmp) / "trace"
             trace_dir.mkdir()
-            daemon = _start(world, paired, "traced", trace_dir)
+            daemon = _start(world, copy_state(paired, world.workdir / "traced"), "traced",
+                            trace_dir)
             try:
                 before = _snapshot(daemon, trace_dir, 1)
                 zigbee.join(daemon, world, settings)
@@ -94,17 +99,26 @@ def main(argv: list[str] | None = None) -> int:
                 daemon.stop()
             _grew(before, after, args.by, args.top)
             return 0
-        online, joined = [], []
+        online, joined, restored = [], [], []
         for run in range(args.repeats):
-            daemon = _start(world, paired, f"hub-{run}", None)
+            state_dir = copy_state(paired, world.workdir / f"hub-{run}")
+            daemon = _start(world, state_dir, f"hub-{run}", None)
             try:
                 online.append(_settled_rss(daemon))
                 zigbee.join(daemon, world, settings)
                 joined.append(_settled_rss(daemon))
             finally:
                 daemon.stop()
+            # The same hub started again: its plugs come from zigbee.db, no interview.
+            daemon = _start(world, state_dir, f"hub-{run}-again", None)
+            try:
+                _wait_restored(daemon, args.devices)
+                restored.append(_settled_rss(daemon))
+            finally:
+                daemon.stop()
         results.add("memory_rss_online_mb", online, "MB")
         results.add("memory_rss_joined_mb", joined, "MB")
+        results.add("memory_rss_restored_mb", restored, "MB")
         results.add("memory_kb_per_plug", [(j - o) * 1024 / args.devices
                                            for o, j in zip(online, joined, strict=True)], "KB")
     return 0

@@ -63,7 +63,7 @@ class Plugs:
         return ((raw - offset) % MODULO) * len(self.ieees) + i
 
 
-def _ready_plugs(daemon: DaemonProcess) -> int:
+def ready_plugs(daemon: DaemonProcess) -> int:
     devices = daemon.api("GET", "devices")["devices"]
     return sum(1 for d in devices if d.get("provider") == "zigbee" and d.get("state") == "ready")
 
@@ -75,7 +75,7 @@ def join(daemon: DaemonProcess, world: BenchWorld, settings: Settings) -> Plugs:
     ieees = [daemon.api("POST", "zigbee/sim", {"action": "join", "kind": "plug"})["result"]
              for _ in range(settings.devices)]
     daemon.api("POST", "zigbee/permit-join", {"seconds": 0})
-    wait_until(lambda: _ready_plugs(daemon) >= settings.devices, 300,
+    wait_until(lambda: ready_plugs(daemon) >= settings.devices, 300,
                f"{settings.devices} plugs to be interviewed")
     wait_until(lambda: _link_idle(daemon), 300, "the plugs' topics to be published")
     return Plugs(world, ieees)
@@ -268,7 +268,7 @@ def _status_after_ready(daemon: DaemonProcess, devices: int) -> tuple[list[float
         start = time.perf_counter()
         daemon.api("GET", "status")
         latencies.append((time.perf_counter() - start) * 1000)
-        if restored is None and len(latencies) % 5 == 0 and _ready_plugs(daemon) >= devices:
+        if restored is None and len(latencies) % 5 == 0 and ready_plugs(daemon) >= devices:
             restored = time.monotonic()
         time.sleep(max(0.0, STATUS_EVERY - (time.perf_counter() - start)))  # the schedule
     assert restored is not None
