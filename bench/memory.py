@@ -4,7 +4,10 @@
 Starts the simulated world, pairs a hub and starts the full hub as ``bench --only zigbee``
 does (virtual radio, BLE, virtual devices), and reads its RSS once it is online and again
 after ``--devices`` plugs joined: ``memory_rss_online_mb``, ``memory_rss_joined_mb`` and
-``memory_kb_per_plug``, median, min and max over ``--repeats`` fresh hubs.
+``memory_kb_per_plug``, median, min and max over ``--repeats`` fresh hubs. Each hub is
+then started again on its state directory and read once its plugs are restored from
+``zigbee.db``: ``memory_rss_restored_mb``, what the same network costs without the
+join's peak (the difference is what a join leaves behind).
 
 With ``--trace`` the daemon runs under tracemalloc (``bench/memsite/sitecustomize.py``;
 its RSS is then not the hub's, so no figures) and the allocation sites that grew between
