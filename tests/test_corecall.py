@@ -61,6 +61,7 @@ def test_a_task_the_core_starts_for_a_call_does_not_keep_the_callers_context(
     assert request() is None, "the request is still alive: a task in the core keeps it"
     assert not started[0].done()
     loop.call_soon_threadsafe(stop.set)
+    asyncio.run_coroutine_threadsafe(asyncio.wait(started), loop).result(10)
 
 
 def test_a_call_returns_the_coroutines_result_and_its_errors(

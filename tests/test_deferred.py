@@ -112,3 +112,78 @@ def test_zigbee_preload_defers_what_only_ota_uses_unless_ota_is_on(tmp_path: Pat
                    "providers": 0, "works": works}
     assert on["state"] == dict.fromkeys(["zigpy.ota.providers", "aiohttp", "jsonschema"], True)
     assert on["providers"] > 0 and on["works"] == works
+
+
+def test_a_deferred_module_is_whole_to_other_threads_and_imports_go_on_meanwhile(
+        tmp_path: Path) -> None:
+    """While one thread executes a deferred module, another thread's new import
+    completes (the import system calls finders with its own lock held), and a third
+    thread asking the module for a name waits for the whole module."""
+    (tmp_path / "sync_probe.py").write_text(
+        "import threading\nstarted, release = threading.Event(), threading.Event()\n")
+    (tmp_path / "slow_probe.py").write_text(
+        "import sync_probe\nsync_probe.started.set()\nassert sync_probe.release.wait(30)\n"
+        "VALUE = 1\n")
+    (tmp_path / "other_probe.py").write_text("OTHER = 2\n")
+    result = _run("""
+        import json, threading
+        from gatewayd.runtime import deferred
+        import sync_probe
+        deferred.defer('slow_probe')
+        import slow_probe
+        seen = {}
+        def use(key):
+            try:
+                seen[key] = slow_probe.VALUE
+            except Exception as exc:
+                seen[key] = repr(exc)
+        def new_import():
+            import other_probe
+            seen['other'] = other_probe.OTHER
+        first = threading.Thread(target=use, args=('first',))
+        first.start()
+        assert sync_probe.started.wait(30)
+        importer = threading.Thread(target=new_import)
+        importer.start()
+        importer.join(20)
+        imported_meanwhile = not importer.is_alive()
+        second = threading.Thread(target=use, args=('second',))
+        second.start()
+        second.join(0.2)  # the check: it must still be waiting, not have failed
+        waited = second.is_alive()
+        sync_probe.release.set()
+        first.join(30), second.join(30), importer.join(30)
+        print(json.dumps({'seen': seen, 'imported_meanwhile': imported_meanwhile,
+                          'waited': waited}))
+    """, tmp_path)
+    assert result == {"seen": {"first": 1, "second": 1, "other": 2},
+                      "imported_meanwhile": True, "waited": True}
+
+
+def test_a_deferred_module_that_raises_is_unbound_and_not_run_again(tmp_path: Path) -> None:
+    (tmp_path / "failing_probe.py").write_text(
+        "import os\nos.environ['RUNS'] += 'f'\nraise RuntimeError('boom')\n")
+    (tmp_path / "found_probe.py").write_text("import os\nos.environ['RUNS'] += 'p'\nX = 3\n")
+    result = _run("""
+        import importlib.util, json, os
+        os.environ['RUNS'] = ''
+        from gatewayd.runtime import deferred
+        deferred.defer('failing_probe', 'found_probe')
+        import failing_probe
+        errors = []
+        for _ in range(2):
+            try:
+                failing_probe.X
+            except Exception as exc:
+                errors.append(type(exc).__name__ + ': ' + str(exc))
+        bound = 'failing_probe' in sys.modules
+        importlib.util.find_spec('found_probe')  # looking does not use the deferral up
+        import found_probe
+        before = deferred.executed('found_probe')
+        print(json.dumps({'errors': errors, 'bound': bound, 'runs': os.environ['RUNS'],
+                          'before': before, 'x': found_probe.X}))
+    """, tmp_path)
+    assert result == {
+        "errors": ["RuntimeError: boom", "ImportError: module 'failing_probe' failed when "
+                   "first used: RuntimeError('boom')"],
+        "bound": False, "runs": "f", "before": False, "x": 3}

@@ -28,21 +28,46 @@ from importlib.abc import Loader, MetaPathFinder
 from typing import Any
 
 _lock = threading.RLock()  # one module executed once, whichever thread asks first
+_RUNNER = "__deferred_runner__"  # in a module's dict while it executes: the thread's id
+_FAILED = "__deferred_failed__"  # in a module's dict if it raised when executed
 
 
 class _Deferred(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
-        with _lock:
+        state = self.__dict__
+        if state.get(_RUNNER) == threading.get_ident():
+            # Asked for by its own code, or by what it imports, while it executes: as for
+            # any module being imported, a name it has not defined yet does not exist yet.
+            raise AttributeError(f"partially executed module {self.__name__!r} has no "
+                                 f"attribute {name!r}")
+        with _lock:  # another thread asking meanwhile waits for the whole module
             if type(self) is _Deferred:
-                spec = self.__spec__
-                assert spec is not None and spec.loader is not None
-                self.__class__ = types.ModuleType  # type: ignore[assignment]
-                try:
-                    spec.loader.exec_module(self)
-                except BaseException:
-                    self.__class__ = _Deferred
-                    raise
+                if _FAILED in state:
+                    raise ImportError(f"module {self.__name__!r} failed when first used: "
+                                      f"{state[_FAILED]}")
+                self._execute()
         return getattr(self, name)
+
+    def _execute(self) -> None:
+        spec = self.__spec__
+        assert spec is not None and spec.loader is not None
+        state = self.__dict__
+        state[_RUNNER] = threading.get_ident()
+        try:
+            spec.loader.exec_module(self)
+        except BaseException as exc:
+            # As the import system does with a module that raises: unbound, so that the
+            # next import starts afresh. Who holds this object gets the error again.
+            state[_FAILED] = repr(exc)
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            parent, _, child = self.__name__.rpartition(".")
+            if parent and vars(sys.modules.get(parent, self)).get(child) is self:
+                delattr(sys.modules[parent], child)
+            raise
+        finally:
+            del state[_RUNNER]
+        self.__class__ = types.ModuleType  # type: ignore[assignment]
 
 
 class _Unexecuted(Loader):
@@ -50,8 +75,9 @@ class _Unexecuted(Loader):
     module, which it then binds (in ``sys.modules`` and on its parent package) as for
     any import; the module gets its real loader back, to run on first use."""
 
-    def __init__(self, real: Loader) -> None:
+    def __init__(self, real: Loader, finder: _Finder) -> None:
         self.real = real
+        self.finder = finder
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         return self.real.create_module(spec)
@@ -61,24 +87,40 @@ class _Unexecuted(Loader):
         assert spec is not None
         spec.loader = module.__loader__ = self.real
         module.__class__ = _Deferred
+        self.finder.created(spec.name)
 
 
 class _Finder(MetaPathFinder):
+    """Stays in ``sys.meta_path`` once there (removing it could make an import running
+    in another thread skip the finder after it); with no names left it finds nothing."""
+
     def __init__(self) -> None:
         self.names: set[str] = set()
+        # Never held while importing: the import system calls finders with its own lock
+        # held, and a module executed under ``_lock`` imports.
+        self._names_lock = threading.Lock()
 
     def find_spec(self, fullname: str, path: Sequence[str] | None,
                   target: types.ModuleType | None = None
                   ) -> importlib.machinery.ModuleSpec | None:
-        with _lock:
+        with self._names_lock:
             if fullname not in self.names:
                 return None
-            self.names.discard(fullname)  # once: a module removed and imported again runs
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
             return spec
-        spec.loader = _Unexecuted(spec.loader)
+        spec.loader = _Unexecuted(spec.loader, self)
         return spec
+
+    def add(self, names: list[str]) -> None:
+        with self._names_lock:
+            self.names.update(names)
+
+    def created(self, name: str) -> None:
+        """Deferred once: a module removed and imported again runs (a ``find_spec``
+        alone does not use the deferral up)."""
+        with self._names_lock:
+            self.names.discard(name)
 
 
 _finder = _Finder()
@@ -102,8 +144,8 @@ def defer(*names: str) -> list[str]:
     imported yet; returns those it deferred (an absent one is left to fail where it is
     imported, as before)."""
     deferred = [name for name in names if name not in sys.modules and _findable(name)]
+    _finder.add(deferred)
     with _lock:
-        _finder.names.update(deferred)
         if deferred and _finder not in sys.meta_path:
             sys.meta_path.insert(0, _finder)
     return deferred

@@ -106,6 +106,7 @@ class StallReporter:
                 # read from stays in linecache for good (a deep stack: half a megabyte).
                 self._where = ("".join(traceback.format_list(
                     traceback.extract_stack(frame, limit=4))) if frame else "?")
+                del frame  # it holds the loop thread's whole stack until the next stall
                 log.warning("event loop blocked for %.1f s so far, at:\n%s", stalled,
                             self._where)
                 seen = True
