@@ -72,8 +72,9 @@ def test_memory_bench_measures_per_plug_and_traces_where_it_went() -> None:
     figures = {x.split()[0]: float(x.split()[1]) for x in run.stdout.splitlines()
                if x.split()[:1] and x.split()[0].startswith("memory_")}
     assert set(figures) == {"memory_rss_online_mb", "memory_rss_joined_mb",
-                            "memory_kb_per_plug"}, run.stdout
+                            "memory_rss_restored_mb", "memory_kb_per_plug"}, run.stdout
     assert figures["memory_rss_joined_mb"] > figures["memory_rss_online_mb"] > 20
+    assert figures["memory_rss_restored_mb"] > 20  # the same hub again, its plugs restored
     traced = subprocess.run([sys.executable, "-m", "bench.memory", "--devices", "3",
                              "--trace", "--top", "40"],
                             cwd=REPO, capture_output=True, text=True, timeout=110)
