@@ -1,7 +1,7 @@
 """The full hub: Zigbee (virtual radio, N plugs), BLE, virtual devices, cloud link.
 
 bridge_reports_per_s, bridge_cpu_us_per_report, bridge_latency_p50/p99_ms,
-set_roundtrip_p50/p99_ms, rss_idle_mb_full, rss_growth_mb_10min_flood,
+set_roundtrip_p50/p99_ms, rss_idle_mb_full, rss_idle_mb_full_restarted, rss_growth_mb_10min_flood,
 startup_ready_s_full, status_p99_ms_after_ready.
 
 Reports come from the virtual radio's report stream (gatewayd/zigbee/virtual/report_stream.py):
@@ -278,18 +278,22 @@ def _status_after_ready(daemon: DaemonProcess, devices: int) -> tuple[list[float
 def startup_full(world: BenchWorld, state_dir: Path, settings: Settings,
                  results: Results) -> None:
     ready, restored, status_p99 = [], [], []
-    for _ in range(settings.repeats):
+    rss: list[float] = []
+    for run in range(settings.repeats):
         daemon = world.start_daemon("full", state_dir, zigbee=True, ble=True, virtual=True)
         try:
             ready.append(daemon.wait_ready())
             latencies, at = _status_after_ready(daemon, settings.devices)
             restored.append(at - daemon.started)
             status_p99.append(percentile(latencies, 99))
+            if run == settings.repeats - 1:  # a hub rebooted with its network, idle
+                rss = daemon.rss_samples_until(time.monotonic() + 8)
         finally:
             daemon.stop()
     results.add("startup_ready_s_full", ready, "s")
     results.add("startup_zigbee_restored_s_full", restored, "s")
     results.add("status_p99_ms_after_ready", status_p99, "ms")
+    results.add("rss_idle_mb_full_restarted", rss, "MB")
 
 
 def subscriber_for(plugs: Plugs) -> Any:

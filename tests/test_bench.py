@@ -22,7 +22,7 @@ REQUIRED = (
     "bridge_reports_per_s", "bridge_cpu_us_per_report", "bridge_latency_p50_ms",
     "bridge_latency_p99_ms", "set_roundtrip_p50_ms", "set_roundtrip_p99_ms",
     "rss_idle_mb_minimal", "rss_idle_mb_minimal_served", "rss_idle_mb_full",
-    "rss_growth_mb_10min_flood",
+    "rss_idle_mb_full_restarted", "rss_growth_mb_10min_flood",
     "startup_ready_s_minimal", "startup_ready_s_full", "pair_to_online_s",
     "portal_healthcheck_rps", "provisioning_all_online_s", "provisioning_hub_online_s",
     "status_p99_ms_after_ready",
