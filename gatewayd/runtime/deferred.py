@@ -2,8 +2,9 @@
 
 zigpy imports its OTA providers with every radio; they build three TLS contexts with the
 system's CA store at import, and import aiohttp (with yarl, multidict, ...) and
-jsonschema: 14 MB of the full hub's memory and a sixth of zigpy's import time, for a
-feature that is off unless ``zigbee.ota`` is on (bench/README.md, "Memory").
+jsonschema: 14 MB of the full hub's memory and nearly a third of the radio library's
+import time, for a feature that is off unless ``zigbee.ota`` is on (bench/README.md,
+"Memory" and "zigpy's OTA providers, not run").
 :func:`defer` has the import system create such a module unexecuted, so ``import aiohttp``
 (or ``import zigpy.ota.providers``, bound on its parent package as usual) binds it
 without running it; the first attribute it is asked for executes it, in place (the same
@@ -123,7 +124,7 @@ class _Finder(MetaPathFinder):
             self.names.discard(name)
 
 
-_finder = _Finder()
+_finder = _Finder()  # one per process, as there is one sys.meta_path
 
 
 def _findable(name: str) -> bool:
