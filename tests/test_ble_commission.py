@@ -543,17 +543,6 @@ class StubCommissioner:
         return self.status()
 
 
-@pytest.fixture
-def core_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
-
-
 def test_window_endpoints(core_loop: asyncio.AbstractEventLoop) -> None:
     from gatewayd.control.app import create_control_app
     from gatewayd.runtime.corecall import CoreCall

@@ -8,7 +8,6 @@ import contextvars
 import gc
 import threading
 import weakref
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,20 +20,9 @@ class Request:
     """Stands for what a web framework keeps in a context variable during a request."""
 
 
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
-
-
 def test_a_task_the_core_starts_for_a_call_does_not_keep_the_callers_context(
-        loop: asyncio.AbstractEventLoop) -> None:
-    call = CoreCall(loop)
+        core_loop: asyncio.AbstractEventLoop) -> None:
+    call = CoreCall(core_loop)
     started: list[asyncio.Task[None]] = []
     stop = asyncio.Event()
 
@@ -60,13 +48,13 @@ def test_a_task_the_core_starts_for_a_call_does_not_keep_the_callers_context(
     assert seen is None, "the core saw the web thread's context variable"
     assert request() is None, "the request is still alive: a task in the core keeps it"
     assert not started[0].done()
-    loop.call_soon_threadsafe(stop.set)
-    asyncio.run_coroutine_threadsafe(asyncio.wait(started), loop).result(10)
+    core_loop.call_soon_threadsafe(stop.set)
+    asyncio.run_coroutine_threadsafe(asyncio.wait(started), core_loop).result(10)
 
 
 def test_a_call_returns_the_coroutines_result_and_its_errors(
-        loop: asyncio.AbstractEventLoop) -> None:
-    call = CoreCall(loop, timeout=5)
+        core_loop: asyncio.AbstractEventLoop) -> None:
+    call = CoreCall(core_loop, timeout=5)
 
     async def add(a: int, b: int) -> int:
         return a + b
