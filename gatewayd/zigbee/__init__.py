@@ -4,7 +4,9 @@
 :mod:`~gatewayd.zigbee.child` turns a zigpy device into a Homie child, and
 :mod:`~gatewayd.zigbee.children` (no zigpy) keeps the bridge's children and finds a device's;
 :mod:`~gatewayd.zigbee.radio` selects and starts the radio library;
-:mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes;
+:mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes, and
+:mod:`~gatewayd.zigbee.device_rows` has zigpy save a joining device from a snapshot of its
+rows instead of a clone;
 :mod:`~gatewayd.zigbee.fastpath` takes attribute reports on mapped clusters past zigpy's
 general-purpose parsing, and :mod:`~gatewayd.zigbee.ezsp_fast` takes their EZSP frames past
 bellows' (bellows radios only), with :mod:`~gatewayd.zigbee.ash_fast` reading bellows' serial

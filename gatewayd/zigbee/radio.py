@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from gatewayd.config import ZigbeeConfig
 from gatewayd.runtime import deferred
+from gatewayd.zigbee import device_rows
 from gatewayd.zigbee.db_writes import CoalescedWrites
 
 if TYPE_CHECKING:
@@ -209,6 +210,7 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerAppl
     listener: Any = app._dblistener  # zigpy declares it None until startup assigns it
     if listener is not None:
         CoalescedWrites(listener)  # zigpy's own write queue is unbounded
+        device_rows.install(listener)  # no clone of each joining device (see there)
     try:
         # Started separately from new() so we hold the app if this fails (see below).
         await app.startup(auto_form=True)
