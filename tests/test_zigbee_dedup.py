@@ -108,3 +108,25 @@ def test_devices_sharing_the_window_do_not_filter_each_others_packets() -> None:
     assert not second.filter(obj=packet.replace(), expire_in=10.0)
     assert first.filter(obj=packet.replace(), expire_in=10.0)
     assert second.filter(obj=packet.replace(), expire_in=10.0)
+
+
+def test_a_full_window_drops_the_key_that_expires_soonest_and_stays_bounded() -> None:
+    """Past ``max_keys`` a faster burst is filtered over a shorter window: the newest keys
+    still filter their duplicates, the oldest no longer do, and the window never grows."""
+    clock = _Clock()
+    ours = CompactDebouncer(Shared(max_keys=100))
+    ours._loop = clock  # type: ignore[assignment]
+    for value in range(250):
+        clock.now += 0.001
+        assert not ours.filter(obj=_packet(0x1234, value), expire_in=10.0)
+        assert len(ours.shared) <= 100
+    assert len(ours.shared) == 100 and ours.shared.evicted == 150
+    assert ours.filter(obj=_packet(0x1234, 249), expire_in=10.0)  # newest: a duplicate
+    assert ours.filter(obj=_packet(0x1234, 150), expire_in=10.0)  # oldest kept
+    assert not ours.filter(obj=_packet(0x1234, 149), expire_in=10.0)  # dropped: passes
+    assert ours.shared.evicted == 151  # it took the place of the soonest to expire (150)
+    assert not ours.filter(obj=_packet(0x1234, 150), expire_in=10.0)
+    clock.now += 11.0  # and the window still empties as it did
+    assert not ours.filter(obj=_packet(0x1234, 1), expire_in=10.0)
+    assert len(ours.shared) == 1
+

@@ -21,6 +21,7 @@ the EZSP fast path never makes the packet at all. All devices' keys wait in one 
 ``array``. An entry is one small object (its key, ~64 B) and some 40 B in a few large
 buffers, instead of ~230 B in five small objects in each device's own dict and list:
 what the allocators keep after a peak is that much smaller (bench/README.md, "Memory").
+The window holds at most :data:`MAX_KEYS` keys, so that peak is bounded too.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ INTERN_MAX = 4096  # parts numbered; past that, keys keep the part itself (a tup
 _HEAD = struct.Struct("<IHHHBBHH")
 _COMPACT_AT = 64  # expired slots at the front of the list before it is shifted down
 _SHRINK_FROM = 256  # keys held at some point before the set is rebuilt smaller
+# The most keys the window holds (under 1 MB). zigpy's 10 s at 800 reports/s: an EZSP
+# stick's 115 200-baud serial line carries about 250 incoming messages a second. Past it
+# the key that expires soonest goes first, so a faster burst (only a simulated radio
+# makes one) is filtered over a shorter window; retransmissions, what the filter is for,
+# come within a second or two. Unbounded, the window was rate x 10 s: 160 000 keys in
+# the throughput runs, and the allocators kept that peak (bench/README.md, "Memory").
+MAX_KEYS = 8192
 
 
 def _int(value: Any) -> Any:
@@ -60,14 +68,17 @@ def zigpy_debouncer(debouncer: Any) -> bool:
 class Shared:
     """What the duplicate filters of one network share: a number for each repeating part
     of a key (bounded; the part is in the key as that number, and past
-    :data:`INTERN_MAX` parts a new part stays itself), and every device's keys.
+    :data:`INTERN_MAX` parts a new part stays itself), and every device's keys (at most
+    ``max_keys``; past it the one that expires soonest is dropped).
 
     One window for all devices rather than one per device: the keys' set and lists are
     then a few large buffers, which the C allocator maps and unmaps on their own, instead
     of 200 devices' middle-sized ones left as holes in its heap after a burst.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_keys: int = MAX_KEYS) -> None:
+        self.max_keys = max_keys
+        self.evicted = 0  # keys dropped before their expiry to stay within max_keys
         self.parts: dict[Any, int] = {}
         self.incoming: dict[Any, Any] = {}  # tx options -> the rest of an incoming key
         self.keys: set[Any] = set()
@@ -112,6 +123,12 @@ class Shared:
 
     def add(self, key: Any, expires: float) -> None:
         keys = self.keys
+        if len(keys) >= self.max_keys:
+            head = self._head
+            keys.discard(self._order[head])
+            self._order[head] = None
+            self._head = head + 1
+            self.evicted += 1
         keys.add(key)
         if len(keys) > self._most:
             self._most = len(keys)
