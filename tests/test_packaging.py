@@ -135,13 +135,16 @@ def test_unit_has_the_required_settings() -> None:
     assert s["WantedBy"] == ["multi-user.target"]
 
 
-def test_unit_keeps_glibcs_large_block_threshold_and_the_bench_runs_with_it() -> None:
-    """A fixed threshold (bench/README.md, "Memory"): freed large blocks go back to the
-    system instead of raising it. The benchmarks start the daemon with the same setting."""
+def test_unit_tunes_glibcs_heaps_and_the_bench_runs_with_it() -> None:
+    """A fixed large-block threshold (bench/README.md, "Memory"): freed large blocks go
+    back to the system instead of raising it; and two heaps for all threads ("Two
+    heaps"). The benchmarks start the daemon with the same settings."""
     from bench.harness import unit_environment
 
-    assert unit_settings()["Environment"] == ["MALLOC_MMAP_THRESHOLD_=131072"]
-    assert unit_environment(UNIT) == {"MALLOC_MMAP_THRESHOLD_": "131072"}
+    assert unit_settings()["Environment"] == ["MALLOC_MMAP_THRESHOLD_=131072",
+                                              "MALLOC_ARENA_MAX=2"]
+    assert unit_environment(UNIT) == {"MALLOC_MMAP_THRESHOLD_": "131072",
+                                      "MALLOC_ARENA_MAX": "2"}
 
 
 def test_unit_paths_match_the_daemon_defaults() -> None:
