@@ -46,6 +46,26 @@ async def quiet(listener: Any) -> None:
     await listener._callback_handlers.join()
 
 
+async def hold_writes(listener: Any) -> None:
+    """Write what waits in front of zigpy's queue (db_writes.CoalescedWrites), and keep
+    later attribute writes waiting: the rows compared must not change under the test."""
+    writes = listener.enqueue.__self__
+    writes.interval = 3600.0  # a write that comes later waits (a timer an hour away)
+
+    def no_timer() -> None:
+        if writes._timer is not None:
+            writes._timer.cancel()
+            writes._timer = None
+
+    no_timer()
+    while True:
+        await quiet(listener)  # the batch in flight, if any, is written
+        if not writes.pending:
+            break
+        writes.flush()
+        no_timer()
+
+
 def test_the_rows_saved_from_a_snapshot_are_the_rows_zigpy_saves_from_a_clone(
         tmp_path: Path) -> None:
     async def main() -> None:
@@ -57,7 +77,7 @@ def test_the_rows_saved_from_a_snapshot_are_the_rows_zigpy_saves_from_a_clone(
             device = bridge.app.devices[ieee]
             on_off = device.endpoints[1].in_clusters[0x0006]
             on_off._attr_cache.mark_unsupported(on_off.attributes_by_name["start_up_on_off"])
-            await quiet(listener)
+            await hold_writes(listener)
 
             await listener._remove_device(device)  # the tables cascade from the device's row
             assert not any((await saved_rows(listener, ieee)).values())
