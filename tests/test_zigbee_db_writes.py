@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import gc
 import weakref
@@ -21,6 +20,31 @@ from tests.zigbee_radios import Radio
 pytestmark = pytest.mark.timeout(120)
 run = functools.partial(run_async, timeout=90.0)
 REPORTS_PER_PLUG = 1500
+
+
+async def quiet(listener: Any) -> None:
+    """Until zigpy's write worker has written everything queued so far."""
+    await listener._callback_handlers.join()
+
+
+async def hold_writes(listener: Any) -> None:
+    """Write what waits in front of zigpy's queue (CoalescedWrites), and keep later
+    attribute writes waiting: what a test then reads or compares stays as it is."""
+    writes: CoalescedWrites = listener.enqueue.__self__
+    writes.interval = 3600.0  # a write that comes later waits (a timer an hour away)
+
+    def no_timer() -> None:
+        if writes._timer is not None:
+            writes._timer.cancel()
+            writes._timer = None
+
+    no_timer()
+    while True:
+        await quiet(listener)  # the batch in flight, if any, is written
+        if not writes.pending:
+            break
+        writes.flush()
+        no_timer()
 
 
 def test_a_flood_keeps_the_database_queue_bounded_and_keeps_the_last_value(
@@ -65,15 +89,6 @@ def test_written_events_are_not_kept_once_their_batch_is_written(tmp_path: Path)
         bridge, pub = await started(Radio("virtual", tmp_path), min_interval=0.0)
         assert bridge.app is not None
         listener = bridge.app._dblistener
-        writes: CoalescedWrites = listener.enqueue.__self__
-        written = asyncio.Event()  # set by every batch, from the first on
-        write_batch = getattr(listener, BATCH_HANDLER)
-
-        async def and_tell(batch: list[tuple[str, tuple[Any, ...]]]) -> None:
-            await write_batch(batch)
-            written.set()
-
-        setattr(listener, BATCH_HANDLER, and_tell)
         seen: list[weakref.ref[Any]] = []
         enqueue = listener.enqueue
 
@@ -89,17 +104,7 @@ def test_written_events_are_not_kept_once_their_batch_is_written(tmp_path: Path)
             bridge.virtual.stream(count=20, offset=1)
             await pub.until(lambda: pub.value(dev_id(plug), "meter/power") == 2.0, timeout=30)
             listener.enqueue = enqueue
-            writes.interval = 3600.0  # from here on, only this test's flush writes
-            if writes._timer is not None:
-                writes._timer.cancel()
-                writes._timer = None
-            while writes._in_flight:  # a batch handed over before
-                written.clear()
-                await asyncio.wait_for(written.wait(), 30)
-            if writes.pending:
-                written.clear()
-                writes.flush()
-                await asyncio.wait_for(written.wait(), 30)
+            await hold_writes(listener)  # from here on, only its flush writes
             assert listener._callback_handlers.empty()  # the worker's last item: a batch
             gc.collect()
             assert seen and [ref() for ref in seen if ref() is not None] == []

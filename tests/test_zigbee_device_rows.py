@@ -15,6 +15,7 @@ from zigpy.device import Device
 from gatewayd.zigbee.device_rows import SAVE_HANDLER, snapshot
 from tests.helpers import run_async
 from tests.test_bridge import dev_id, join, started
+from tests.test_zigbee_db_writes import hold_writes, quiet
 from tests.zigbee_radios import Radio
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,31 +40,6 @@ async def saved_rows(listener: Any, ieee: t.EUI64) -> dict[str, list[tuple[Any, 
     return {table: sorted(await listener._db.execute_fetchall(q.format(v=DB_V), (ieee,)),
                           key=repr)
             for table, q in TABLES.items()}
-
-
-async def quiet(listener: Any) -> None:
-    """Until zigpy's write worker has written everything queued so far."""
-    await listener._callback_handlers.join()
-
-
-async def hold_writes(listener: Any) -> None:
-    """Write what waits in front of zigpy's queue (db_writes.CoalescedWrites), and keep
-    later attribute writes waiting: the rows compared must not change under the test."""
-    writes = listener.enqueue.__self__
-    writes.interval = 3600.0  # a write that comes later waits (a timer an hour away)
-
-    def no_timer() -> None:
-        if writes._timer is not None:
-            writes._timer.cancel()
-            writes._timer = None
-
-    no_timer()
-    while True:
-        await quiet(listener)  # the batch in flight, if any, is written
-        if not writes.pending:
-            break
-        writes.flush()
-        no_timer()
 
 
 def test_the_rows_saved_from_a_snapshot_are_the_rows_zigpy_saves_from_a_clone(
