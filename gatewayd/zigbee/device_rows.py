@@ -102,8 +102,6 @@ def install(listener: Any) -> None:
         else:
             listener.enqueue(SAVE_HANDLER, snapshot(device))
 
-    async def save(rows: DeviceRows) -> None:
-        await listener._raw_device_initialized_internal(rows)
-
     listener.raw_device_initialized = raw_device_initialized
-    setattr(listener, SAVE_HANDLER, save)
+    # zigpy's writer for a clone reads only what a snapshot has (see above).
+    setattr(listener, SAVE_HANDLER, listener._raw_device_initialized_internal)
