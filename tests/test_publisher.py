@@ -437,3 +437,28 @@ def test_waiting_publications_of_an_old_account_are_given_up() -> None:
         assert len(box) == 0
 
     run(main())
+
+
+def test_a_topic_one_device_clears_stays_owned_by_its_twin() -> None:
+    """Devices of one kind share what they remember; clearing a topic of one of them
+    leaves the other's topic to be cleared when that device goes."""
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        twins = [homie.Device(i, "Lamp", nodes=[homie.Node("switch", "Switch", properties=[
+            homie.Property("level", "Level", datatype="integer", value=5)])])
+            for i in ("lamp-a", "lamp-b")]
+        pub.announce(twins)
+        drain(pub, sender)
+        pub.enqueue(homie.Message(f"{ROOT}/sweet-home/lamp-a/switch/level", ""),
+                    key="clear", device="lamp-a")
+        drain(pub, sender)
+        bare_a, bare_b = homie.Device("lamp-a", "Lamp"), homie.Device("lamp-b", "Lamp")
+        assert f"{ROOT}/sweet-home/lamp-a/switch/level" not in pub.owned_topics(bare_a)
+        assert f"{ROOT}/sweet-home/lamp-b/switch/level" in pub.owned_topics(bare_b)
+        mark = len(sender.sent)
+        pub.forget(bare_b)
+        drain(pub, sender)
+        assert f"{ROOT}/sweet-home/lamp-b/switch/level" in sender.topics(mark)
+
+    run(main())

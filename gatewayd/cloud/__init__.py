@@ -2,7 +2,9 @@
 
 :mod:`~gatewayd.cloud.net` drives paho-mqtt on the loop (connects on a thread) and
 :mod:`~gatewayd.cloud.attempts` says what an attempt came to;
-:mod:`~gatewayd.cloud.link` publishes devices and keeps them published across reconnects;
+:mod:`~gatewayd.cloud.link` publishes devices and keeps them published across reconnects,
+through :mod:`~gatewayd.cloud.publisher` (which keeps each device's retained topics in
+:mod:`~gatewayd.cloud.retained`);
 :mod:`~gatewayd.cloud.commands` dispatches ``/set``; :mod:`~gatewayd.cloud.telemetry` is
 the hub's own device; :mod:`~gatewayd.cloud.reqres` (the platform client) and
 :mod:`~gatewayd.cloud.reqres_cipher` are the REQ/RES API and its one replaceable cipher;

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gatewayd import homie
+from gatewayd.cloud.retained import RetainedSuffixes
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,8 @@ class Publisher:
         self._trees: OrderedDict[str, Iterator[homie.Message]] = OrderedDict()
         self._inflight: dict[int, Pending] = {}
         # Retained topics sent, per device, after the device's base (``.../<id>/``):
-        # interned, so the devices of one kind share their strings.
-        self._published: dict[str, set[str]] = {}
+        # interned strings, in sets that the devices of one kind share.
+        self._published = RetainedSuffixes()
         self._announced: set[str] = set()  # devices that went through $state=init once
         self.idle = asyncio.Event()  # nothing waiting and nothing in flight
         self.idle.set()
@@ -180,11 +181,11 @@ class Publisher:
         self._announced.discard(device.id)
         if self.root:
             self.clear_topics(self.owned_topics(device))
-            self._published.pop(device.id, None)
+            self._published.pop(device.id)
 
     def owned_topics(self, device: homie.Device) -> set[str]:
         prefix = self._prefix(device.id)
-        sent = {prefix + suffix for suffix in self._published.get(device.id, ())}
+        sent = {prefix + suffix for suffix in self._published.get(device.id)}
         return sent | device.topics(self.root)
 
     def _prefix(self, device_id: str) -> str:
@@ -196,9 +197,9 @@ class Publisher:
             return  # sent for another account (in flight when the root changed)
         suffix = sys.intern(topic[len(prefix):])
         if present:
-            self._published.setdefault(device_id, set()).add(suffix)
-        elif (sent := self._published.get(device_id)) is not None:
-            sent.discard(suffix)
+            self._published.add(device_id, suffix)
+        else:
+            self._published.discard(device_id, suffix)
 
     def clear_topics(self, topics: set[str]) -> None:
         # An empty retained message deletes a retained topic. $state goes first so that
