@@ -71,6 +71,8 @@ class RetainedSuffixes:
             if not entry.holders:
                 del self._shared[old]
         if new:
-            entry = self._shared.get(new) or self._shared.setdefault(new, _Shared(new))
-            entry.holders += 1
-            self._of[device_id] = entry.suffixes
+            joined = self._shared.get(new)
+            if joined is None:
+                joined = self._shared[new] = _Shared(new)
+            joined.holders += 1
+            self._of[device_id] = joined.suffixes
