@@ -143,6 +143,15 @@ SAMPLE = [
            "gatewayd/cloud/publisher.py", "_, evicted = self._items.popitem(last=False)",
            "_, evicted = self._items.popitem(last=True)",
            "tests/test_publisher.py::test_a_full_outbox_drops_the_oldest_and_counts"),
+    Mutant("a flood of command errors pushes the hub's own values out of the outbox",
+           "gatewayd/cloud/publisher.py", "            if self._expendable:\n",
+           "            if False:\n",
+           "tests/test_publisher.py::"
+           "test_a_full_outbox_drops_expendable_entries_first_oldest_first"),
+    Mutant("devices alike each keep a set of their retained topics again",
+           "gatewayd/cloud/retained.py", "self._of[device_id] = joined.suffixes",
+           "self._of[device_id] = new",
+           "tests/test_cloud_retained.py::test_devices_that_sent_the_same_topics_share_one_set"),
 ]
 
 

@@ -21,6 +21,7 @@ class Sender:
 
     def __init__(self) -> None:
         self.sent: list[homie.Message] = []
+        self.drops: list[str] = []  # why the publisher gave the connection up
         self.refuse = False
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int | None:
@@ -31,6 +32,9 @@ class Sender:
 
     def topics(self, start: int = 0) -> list[str]:
         return [m.topic for m in self.sent[start:]]
+
+    def drop(self, reason: str) -> None:
+        self.drops.append(reason)
 
 
 def device(state: str = "ready", *, level: Any = 5) -> homie.Device:
@@ -460,5 +464,108 @@ def test_a_topic_one_device_clears_stays_owned_by_its_twin() -> None:
         pub.forget(bare_b)
         drain(pub, sender)
         assert f"{ROOT}/sweet-home/lamp-b/switch/level" in sender.topics(mark)
+
+    run(main())
+
+
+def test_a_full_outbox_drops_expendable_entries_first_oldest_first() -> None:
+    """A flood of command errors (expendable) must not push the hub's own values out."""
+    async def main() -> None:
+        pub = Publisher(4)
+        pub.use_root(ROOT)
+        loop = asyncio.get_running_loop()
+        value = loop.create_future()
+        errors = [loop.create_future() for _ in range(3)]
+        pub.enqueue(homie.Message(f"{ROOT}/value", "1"), key="value", done=value)
+        for i, done in enumerate(errors):
+            pub.enqueue(homie.Message(f"{ROOT}/error", str(i)), key=f"e{i}", done=done,
+                        expendable=True)
+        pub.enqueue(homie.Message(f"{ROOT}/other", "2"), key="other")
+        pub.enqueue(homie.Message(f"{ROOT}/third", "3"), key="third")
+        assert pub.outbox.dropped == 2
+        assert [f.result() for f in errors[:2]] == [False, False]
+        assert not value.done() and not errors[2].done()
+        waiting = [pub.outbox.pop() for _ in range(4)]
+        assert [item.key for item in waiting if item] == ["value", "e2", "other", "third"]
+
+    run(main())
+
+
+def test_an_expendable_entry_coming_back_is_dropped_before_newer_ones() -> None:
+    """An expendable publication put back at the front (its connection was lost) is the
+    oldest: the next overflow drops it first."""
+    box = Outbox(3)
+    for key in ("a", "b"):
+        box.put(Pending(homie.Message(f"{ROOT}/{key}", ""), key, expendable=True))
+    box.put(Pending(homie.Message(f"{ROOT}/back", ""), "back", expendable=True), front=True)
+    box.put(Pending(homie.Message(f"{ROOT}/mine", ""), "mine"))
+    assert [box.pop().key for _ in range(3)] == ["a", "b", "mine"]  # type: ignore[union-attr]
+
+
+def test_an_entry_that_stopped_being_expendable_is_not_dropped_as_one() -> None:
+    box = Outbox(2)
+    box.put(Pending(homie.Message(f"{ROOT}/l", ""), "l"))
+    box.put(Pending(homie.Message(f"{ROOT}/k", "error"), "k", expendable=True))
+    box.put(Pending(homie.Message(f"{ROOT}/k", "value"), "k"))  # replaces it, for good
+    box.put(Pending(homie.Message(f"{ROOT}/m", ""), "m"))  # one too many: the oldest goes
+    assert [box.pop().key for _ in range(2)] == ["k", "m"]  # type: ignore[union-attr]
+    # ... and an expendable entry that went out is not dropped again later.
+    box.put(Pending(homie.Message(f"{ROOT}/e", ""), "e", expendable=True))
+    assert box.pop().key == "e"  # type: ignore[union-attr]
+    for key in ("x", "y", "z"):
+        box.put(Pending(homie.Message(f"{ROOT}/{key}", ""), key))
+    assert box.dropped == 2
+    assert [box.pop().key for _ in range(2)] == ["y", "z"]  # type: ignore[union-attr]
+
+
+def test_publications_are_not_expendable_unless_asked() -> None:
+    async def main() -> None:
+        pub = Publisher(2)
+        pub.use_root(ROOT)
+        pub.enqueue(homie.Message(f"{ROOT}/mine", "1"), key="mine")
+        pub.enqueue(homie.Message(f"{ROOT}/error", "e"), key="error", expendable=True)
+        pub.enqueue(homie.Message(f"{ROOT}/also-mine", "2"), key="also-mine")
+        assert [pub.outbox.pop().key for _ in range(2)] == ["mine", "also-mine"]  # type: ignore[union-attr]
+
+    run(main())
+
+
+def test_a_publication_unacknowledged_past_the_timeout_gives_the_connection_up_once() -> None:
+    async def main() -> None:
+        now = [100.0]
+        pub, sender = Publisher(100, clock=lambda: now[0]), Sender()
+        assert pub.ack_timeout == 60.0  # docs/cloud.md: twice the keepalive, 60 s by default
+        pub.use_root(ROOT)
+        pub.enqueue(homie.Message(f"{ROOT}/x", "1"), key="x")
+        pub.pump(sender)  # in flight, and the broker never answers
+        now[0] = 160.0
+        pub.pump(sender)
+        assert sender.drops == []  # not yet: the timeout is not past
+        now[0] = 160.5
+        pub.pump(sender)
+        pub.pump(sender)
+        assert sender.drops == ["the broker has not acknowledged a publication for 60 s"]
+        pub.pump(None)  # offline: nothing to give up
+        # The next connection is watched again.
+        pub.connection_lost()
+        pub.pump(sender)
+        now[0] = 300.0
+        pub.pump(sender)
+        assert len(sender.drops) == 2
+
+    run(main())
+
+
+def test_a_devices_publication_that_is_not_retained_is_not_cleared_with_it() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        event = f"{ROOT}/sweet-home/lamp/switch/pressed"
+        pub.enqueue(homie.Message(event, "1", retain=False), key="event", device="lamp")
+        drain(pub, sender)
+        mark = len(sender.sent)
+        pub.forget(homie.Device("lamp", "Lamp"))
+        drain(pub, sender)
+        assert event not in sender.topics(mark)
 
     run(main())
