@@ -1017,6 +1017,55 @@ def test_ethernet_hub_whose_cloud_failed_at_boot_retries_with_backoff(
     run(scenario())
 
 
+def test_an_ethernet_hub_shows_its_hotspot_once_offline_grace_has_passed_since_it_went_offline(
+        tmp_path: Path) -> None:
+    """The grace counts from when the hub went offline, not from its last failed retry; the
+    hotspot comes up when the grace is reached, not before, and only once; a retry that
+    succeeds after the cable's return keeps the pairing as it was stored."""
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(None, CLOUD)
+    paired_at = st.state.paired_at
+    clock = FakeClock()
+    cloud = StubCloud()
+    cloud.next_failure = StepResult(False, Failure.BROKER_UNREACHABLE, "broker down")
+    wifi = FakeWifi(ethernet=True)
+
+    async def scenario() -> None:
+        ob = Onboarding(cfg, st, wifi, cloud, clock=clock, sleep=clock.sleep,
+                        rng=random.Random(7))
+        await ob.start()
+        try:
+            await until(ob, settled(ob, State.OFFLINE))
+            went_offline = clock.now
+            await clock.sleeps(1)
+            clock.advance(clock.slept[-1])  # the first retry, which fails too
+            await until(ob, lambda: len(cloud.timeouts) == 2
+                        and ob.state == State.OFFLINE and not ob.busy)
+            await clock.sleeps(2)
+            wifi.ethernet = False  # the cable goes out
+            clock.advance(clock.slept[-1])
+            await clock.sleeps(3)  # no uplink, still within the grace: no hotspot
+            assert clock.now - went_offline < 30.0 and not wifi.hotspot
+            clock.advance(went_offline + 30.0 - clock.now)  # exactly the grace
+            await clock.sleeps(4)
+            assert wifi.hotspot and ob.pairing_open
+            for n in (5, 6):  # still no cable: the hotspot stays, not raised again
+                clock.advance(clock.slept[-1])
+                await clock.sleeps(n)
+            assert wifi.calls.count("hotspot-up") == 1 and len(cloud.timeouts) == 2
+            wifi.ethernet = True
+            cloud.next_failure = None
+            clock.advance(clock.slept[-1])
+            await until(ob, settled(ob, State.ONLINE))
+            assert not wifi.hotspot
+            assert st.state.cloud == CLOUD and st.state.paired_at == paired_at
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
 def test_progress_before_the_machine_starts_says_starting(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     ob = Onboarding(cfg, store(cfg), FakeWifi(), StubCloud())
