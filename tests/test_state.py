@@ -179,9 +179,12 @@ def test_the_next_start_removes_temp_files_of_writers_that_died(tmp_path: Path) 
         assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
         running = tmp_path / f".state.json.{writer.pid}.tmp"
         running.write_bytes(b"{")
+        first = tmp_path / f".0.json.{writer.pid}.tmp"  # the running writer's, named first
+        first.write_bytes(b"{")
         StateStore(tmp_path).open()
-        # Every dead writer's file goes, whatever the order the directory lists them in.
-        assert not any(path.exists() for path in stale) and running.exists()
+        # Every dead writer's file goes, whatever comes before it.
+        assert not any(path.exists() for path in stale)
+        assert running.exists() and first.exists()
     finally:
         assert writer.stdin is not None
         writer.stdin.close()

@@ -49,7 +49,9 @@ def remove_orphaned_temp_files(directory: str | Path) -> list[str]:
     power cut): they may hold a copy of secrets the real file no longer has. A temp file
     of a process still running is its write in progress, and stays. Returns the names."""
     removed = []
-    for path in Path(directory).glob(".*.tmp"):
+    # In name order, not the directory's: what one start removes does not depend on how
+    # the file system lists the files.
+    for path in sorted(Path(directory).glob(".*.tmp")):
         match = _TEMP.fullmatch(path.name)
         if match is None or _running(int(match.group(2))):
             continue
