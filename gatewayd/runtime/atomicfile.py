@@ -57,7 +57,7 @@ def remove_orphaned_temp_files(directory: str | Path) -> list[str]:
             continue
         path.unlink(missing_ok=True)
         removed.append(path.name)
-    return sorted(removed)
+    return removed  # in name order already
 
 
 def _running(pid: int) -> bool:
