@@ -6,14 +6,18 @@ that the runner measures every figure the issue names and writes them as promise
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import gatewayd
+from bench.harness import DaemonProcess, compile_daemon
 from tests.helpers import REPO
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
@@ -107,3 +111,29 @@ def test_latency_charges_a_coalesced_report_to_the_newer_value_that_replaced_it(
     lat, seen = latencies(plugs, records, offset, 6, lambda k: k / rate)
     assert seen == 4
     assert sorted(round(x) for x in lat) == [50, 50, 50, 60, 250, 260]
+
+
+def test_the_daemon_runs_compiled_as_on_a_hub_and_a_changed_module_is_compiled_again(
+        tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    module = package / "mod.py"
+    module.write_text("VALUE = 1\n")
+    cached = Path(importlib.util.cache_from_source(str(module)))
+    assert compile_daemon(package) and cached.exists()
+    module.write_text("VALUE = 22\n")
+    later = module.stat().st_mtime + 10  # compileall goes by the mtime alone
+    os.utime(module, (later, later))
+    assert compile_daemon(package)
+    assert b"\x16" in cached.read_bytes()  # the new constant, 22
+    module.write_text("VALUE = (\n")
+    assert not compile_daemon(package)
+    # What the bench starts, the checkout's gatewayd, is compiled before each start.
+    cached = Path(importlib.util.cache_from_source(str(Path(gatewayd.__file__).parent
+                                                        / "daemon.py")))
+    cached.unlink(missing_ok=True)
+    daemon = DaemonProcess(tmp_path / "missing.toml", {}, tmp_path, tmp_path / "log")
+    try:
+        assert cached.exists()
+    finally:
+        daemon.stop()
