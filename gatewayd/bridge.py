@@ -39,7 +39,7 @@ from gatewayd.zigbee.radio import (
     shutdown_controller,
     start_controller,
 )
-from gatewayd.zigbee.simlink import EmulatorLink, SimLink, VirtualLink
+from gatewayd.zigbee.simlink import SimLink, sim_link
 
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
@@ -55,6 +55,7 @@ from gatewayd.zigbee.coalesce import Coalescer, Key
 from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
 from gatewayd.zigbee.inputs import BridgeError, parse_ieee, parse_install_code
 from gatewayd.zigbee.permits import PermitJoin
+from gatewayd.zigbee.status_line import StatusLine
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ class ZigbeeBridge:
     name = "zigbee"
 
     def __init__(self, cfg: ZigbeeConfig, state_dir: Path, publisher: homie.ChildPublisher, *,
-                 hub: homie.Device | None = None, retry_min: float = 1.0,
+                 hub: homie.Device | None = None, status_text: Callable[[str], None] | None = None,
+                 retry_min: float = 1.0,
                  retry_max: float = 60.0, min_interval: float = 0.2,
                  availability_interval: float = 60.0, mains_timeout: float = 600.0,
                  battery_timeout: float = 25 * 3600.0,
@@ -82,6 +84,7 @@ class ZigbeeBridge:
             availability_interval, mains_timeout, battery_timeout)
         self.app: ControllerApplication | None = None
         self.children = Children()  # by IEEE text; .of(device object) on the hot path
+        self.status_line = StatusLine(status_text, self.children)  # STATUS=, gatewayctl
         self.last_error: str | None = None
         self.radio_up = asyncio.Event()
         self.up_hooks: list[Callable[[], object]] = []  # called once the radio is up again
@@ -388,10 +391,12 @@ class ZigbeeBridge:
         if child.state == state and child.homie is not None and child.homie.state == state:
             return
         child.state = state
+        self.status_line.changed()
         if child.homie is not None:
             self.publisher.set_state(child.device_id, state)
 
     def _hub_value(self, prop: str, value: Any) -> None:
+        self.status_line.hub_value(prop, value)
         if self.hub is not None and self.hub.nodes.get(HUB_NODE) is self.hub_node:
             self._publish((self.hub.id, HUB_NODE, prop), value)
 
@@ -421,7 +426,6 @@ class ZigbeeBridge:
         """Ask a device to leave and forget it; its retained topics are cleared."""
         address = parse_ieee(ieee)
         import zigpy.types
-
         app = self._require_app()
         eui = zigpy.types.EUI64.convert(address)
         if eui not in app.devices or not self._is_child(app.devices[eui]):
@@ -445,11 +449,7 @@ class ZigbeeBridge:
         virtual radio's, or the NCP emulator's at ``zigbee.sim_control``; None for a real
         radio."""
         if self._sim is None:
-            network = self.virtual
-            if network is not None:
-                self._sim = VirtualLink(network)
-            elif self.cfg.sim_control:
-                self._sim = EmulatorLink(self.cfg.sim_control)
+            self._sim = sim_link(self.virtual, self.cfg.sim_control)
         return self._sim
 
     def devices(self) -> list[dict[str, Any]]:

@@ -200,7 +200,9 @@ class Daemon:
             from gatewayd.bridge import ZigbeeBridge
 
             bridge = ZigbeeBridge(cfg.zigbee, cfg.state_dir, self.cloud_link,
-                                  hub=self.hub_device)
+                                  hub=self.hub_device, status_text=functools.partial(
+                                      hub.set_status_text, part="zigbee"))
+            bridge.status_line.send()  # "zigbee: starting", until the radio is tried
             if notify is not None:
                 bridge.alerts.notify = notify
             hub.add_status("zigbee", bridge.status)
@@ -364,7 +366,8 @@ class Daemon:
                 watchdog.start()
             assert self.onboarding is not None
             stalls.mark_ready()
-            self.notifier.ready(describe(self.onboarding.progress()))
+            hub.set_status_text(describe(self.onboarding.progress()))
+            self.notifier.ready(hub.status_line())
             log.info("gatewayd %s ready (device %s, state %s)", __version__,
                      self.identity.device_id, hub.phase)
             self.ready.set()

@@ -48,6 +48,7 @@ class Hub:
         self.started = time.monotonic()
         self._providers: dict[str, StatusProvider] = {}
         self._reset_hooks: list[ResetHook] = []
+        self._status_parts: dict[str, str] = {"onboarding": ""}  # the onboarding state first
         self.releaser: Releaser | None = None
         self.phase_provider: Callable[[], str] = self._default_phase
         self.stop_requested = asyncio.Event()
@@ -110,9 +111,15 @@ class Hub:
         provider = self._providers.get(name)
         return provider() if provider is not None else None
 
-    def set_status_text(self, text: str) -> None:
-        """The one-line STATUS= systemd shows in `systemctl status gatewayd`."""
-        self.notifier.status(text)
+    def set_status_text(self, text: str, part: str = "onboarding") -> None:
+        """One part of the one-line STATUS= systemd shows in `systemctl status gatewayd`
+        (and `gatewayctl status` as ``status_text``): the onboarding state, then each
+        feature's part in the order they first came, joined by "; "."""
+        self._status_parts[part] = text
+        self.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        return "; ".join(text for text in self._status_parts.values() if text)
 
     # ---- commands -------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ class Recorder:
     def __init__(self) -> None:
         self.devices: dict[str, homie.Device] = {}
         self.log: list[tuple[Any, ...]] = []
+        self.lines: list[str] = []
         self.changed = asyncio.Event()
 
     def _note(self, *entry: Any) -> None:
@@ -75,6 +76,11 @@ class Recorder:
     def set_state(self, device_id: str, state: str) -> None:
         self.devices[device_id].state = homie.check_state(state)
         self._note("state", device_id, state)
+
+    def line(self, text: str) -> None:
+        """The bridge's part of the hub's status line (systemd's STATUS=)."""
+        self.lines.append(text)
+        self._note("line", text)
 
     def states(self, device_id: str) -> list[str]:
         return [e[2] for e in self.log if e[0] in ("add", "state") and e[1] == device_id]
@@ -106,7 +112,8 @@ async def started(radio: Radio, **kw: Any) -> tuple[ZigbeeBridge, Recorder]:
     pub = Recorder()
     hub = homie.Device(HUB_ID, "Test hub")
     pub.add_device(hub)
-    options = {"retry_min": 0.05, "retry_max": 0.2, "shutdown_timeout": 2.0, **kw}
+    options = {"retry_min": 0.05, "retry_max": 0.2, "shutdown_timeout": 2.0,
+               "status_text": pub.line, **kw}
     bridge = ZigbeeBridge(options.pop("cfg", radio.config()), radio.state_dir, pub, hub=hub,
                           **options)
     await bridge.start()
@@ -452,6 +459,8 @@ def test_device_leaving_is_lost(radio: Radio) -> None:
             sensor = await join(bridge, pub, "motion", "sleeping")
             await sim(bridge, "leave", ieee=sensor)
             await pub.state(dev_id(sensor), "lost")
+            # A device that left is still counted, as what it is now.
+            await pub.until(lambda: pub.lines[-1] == "zigbee: up, 1 device (1 lost)")
             await bridge.stop()
 
     run(main())
@@ -503,14 +512,19 @@ def test_unplugged_radio_recovers_without_restart(radio: Radio) -> None:
     async def main() -> None:
         async with radio:
             bridge, pub = await started(radio)
+            lines = pub.lines  # the hub's status line (systemd's STATUS=), Zigbee part
             ups: list[int] = []  # the daemon settles its heap here (gatewayd/runtime/heap.py)
             bridge.up_hooks.append(lambda: ups.append(len(bridge.children)))
+            await pub.until(lambda: lines[-1:] == ["zigbee: up, no devices"], 5)
             plug = await join(bridge, pub, "plug")
             sensor = await join(bridge, pub, "th-sensor", "sleeping")
+            await pub.until(lambda: lines[-1] == "zigbee: up, 2 devices (1 ready, 1 sleeping)", 5)
             await sim(bridge, "unplug")
             await pub.state(dev_id(plug), "disconnected")
             await pub.state(dev_id(sensor), "disconnected")
             assert pub.value(HUB_ID, "zigbee/status").startswith("down:")
+            await pub.until(lambda: lines[-1] == f"zigbee: {pub.value(HUB_ID, 'zigbee/status')}",
+                            5)
             with pytest.raises(homie.CommandError) as err:
                 await on_set(pub, dev_id(plug), "switch/on-off")(True)
             assert err.value.code == "UNREACHABLE"
@@ -521,6 +535,7 @@ def test_unplugged_radio_recovers_without_restart(radio: Radio) -> None:
             await pub.state(dev_id(plug), "ready")
             await pub.state(dev_id(sensor), "sleeping")
             assert pub.value(HUB_ID, "zigbee/status") == "ready"
+            await pub.until(lambda: lines[-1] == "zigbee: up, 2 devices (1 ready, 1 sleeping)", 5)
             assert ups == [2]  # once back up, with both devices restored
             assert await on_set(pub, dev_id(plug), "switch/on-off")(True) is True
             assert await device_state(bridge, plug, "1:in:on_off") == {"on_off": 1}

@@ -250,6 +250,9 @@ def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
         monitor.wait_for(f"{base}/$state", "ready", timeout=30)
         devices = ctl_json("--sim", workdir, "devices")["devices"]
         assert any(d["device_id"] == device_id and d["state"] == "ready" for d in devices)
+        # What `gatewayctl status` and `systemctl status gatewayd` say of the network.
+        wait_for(lambda: sim.status()["status_text"] == "online; zigbee: up, 1 device (1 ready)",
+                 10, "the status line to count the plug")
         settable = [m.topic.rsplit("/", 1)[0] for m in monitor.since()
                     if m.topic.startswith(base) and m.topic.endswith("/$settable")
                     and m.text == "true"]

@@ -78,6 +78,21 @@ def test_daemon_reports_ready_status_watchdog_stopping(tmp_path: Path,
     notify_socket.wait_for("STOPPING=1", timeout=5)
 
 
+def test_the_status_line_tells_the_zigbee_network_after_the_onboarding_state(
+        tmp_path: Path, notify_socket: NotifySocket) -> None:
+    cfg = write_config(tmp_path / "g.toml", ethernet_config(
+        tmp_path, '[zigbee]\nenabled = true\nradio = "virtual"\n'))
+    gw = Gatewayd(["--config", str(cfg)], env={"NOTIFY_SOCKET": str(notify_socket.path)})
+    try:
+        ready = notify_socket.wait_for("READY=1")
+        line = "STATUS=unpaired: waiting for pairing; zigbee: "
+        assert line in ready  # starting, or up by then
+        notify_socket.wait_for(line + "up, no devices")
+    finally:
+        assert gw.stop() == 0
+    notify_socket.wait_for("STOPPING=1", timeout=5)
+
+
 def _run_loop_in_thread() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

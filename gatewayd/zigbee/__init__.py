@@ -12,7 +12,8 @@ general-purpose parsing, and :mod:`~gatewayd.zigbee.ezsp_fast` takes their EZSP 
 bellows' (bellows radios only), with :mod:`~gatewayd.zigbee.ash_fast` reading bellows' serial
 line below it; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate filter
 keeping compact keys instead of packets;
-:mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP emulator's control port or
+:mod:`~gatewayd.zigbee.status_line` is the network's part of the hub's status line
+(systemd's ``STATUS=``); :mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP emulator's control port or
 the virtual radio) for ``gatewayctl zigbee sim``. The virtual radio and the device model
 live in :mod:`gatewayd.zigbee.virtual`.
 

@@ -202,3 +202,11 @@ class VirtualLink:
 
     async def close(self) -> None:
         return None
+
+
+def sim_link(network: Any, sim_control: str | None) -> SimLink | None:
+    """The link for a hub's simulated radio: the virtual radio's ``network`` if it runs
+    one, else the NCP emulator's control port at ``sim_control``; None for a real radio."""
+    if network is not None:
+        return VirtualLink(network)
+    return EmulatorLink(sim_control) if sim_control else None
