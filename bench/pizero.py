@@ -83,7 +83,7 @@ def run(world: BenchWorld, paired: Path, settings: PizeroSettings, results: Resu
         stack.stop()
         stack.start(preexec=limit.preexec)
         wanted = set(ieees)
-        wait_until(lambda: len(stack.ready() & wanted) >= len(wanted), 600,
+        wait_until(lambda: stack.all_ready(wanted), 600,
                    "the limited hub to have every plug ready", interval=0.2)
         results.add("pizero_startup_all_ready_s", time.monotonic() - stack.started_at, "s")
         stack.wait_up(300)

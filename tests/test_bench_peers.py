@@ -22,7 +22,9 @@ from bench.cpulimit import V1_ROOT, V2_ROOT, CpuLimit, CpuLimitUnavailable
 from bench.peers.__main__ import ratios
 from bench.peers.measure import Plugs, deliveries, plug_ieees
 from bench.peers.ncp import NcpProcess
+from bench.peers.stacks import zigbee_counts
 from bench.subscriber import raw_value
+from gatewayd.zigbee.status_line import describe
 from tests.helpers import REPO
 
 
@@ -58,6 +60,15 @@ def test_ratios_are_gatewayd_over_zigbee2mqtt_medians() -> None:
             "z2m_cpu_us_per_report": 400.0, "z2m_cpu_us_per_report_min": 1.0,
             "gwd_only_here": 3.0, "gwd_rss_idle_mb_200": 50.0, "z2m_rss_idle_mb_200": 0}
     assert ratios(flat) == {"ratio_cpu_us_per_report": 0.25}
+
+
+def test_gatewayd_is_told_ready_by_its_status_line_as_the_daemon_writes_it() -> None:
+    assert zigbee_counts(f"online; {describe('ready', [])}") == {}
+    assert zigbee_counts(f"online; {describe('ready', ['ready'])}") == {"ready": 1}
+    states = ["ready"] * 11 + ["sleeping"]
+    assert zigbee_counts(f"online; {describe('ready', states)}") == {"ready": 11, "sleeping": 1}
+    for radio in ("starting", "down: the radio on tcp://127.0.0.1:1 does not answer (up, 2)"):
+        assert zigbee_counts(f"online; {describe(radio, ['ready'])}") is None
 
 
 def test_the_plugs_are_the_same_for_every_run() -> None:

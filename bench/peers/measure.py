@@ -167,7 +167,7 @@ def startup(stack: Stack, ieees: list[str], settings: PeerSettings, results: Res
         stack.stop()
         sampler.phase = "startup"
         stack.start()
-        wait_until(lambda: _ready_count(stack, wanted) >= len(wanted), 300,
+        wait_until(lambda: stack.all_ready(wanted), 300,
                    f"{stack.title} to have every plug ready after a restart", interval=0.1)
         samples.append(time.monotonic() - stack.started_at)
     results.add(f"{stack.name}_startup_all_ready_s_{settings.devices}", samples, "s")
