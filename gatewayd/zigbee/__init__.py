@@ -13,9 +13,9 @@ bellows' (bellows radios only), with :mod:`~gatewayd.zigbee.ash_fast` reading be
 line below it; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate filter
 keeping compact keys instead of packets;
 :mod:`~gatewayd.zigbee.status_line` is the network's part of the hub's status line
-(systemd's ``STATUS=``); :mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP emulator's control port or
-the virtual radio) for ``gatewayctl zigbee sim``. The virtual radio and the device model
-live in :mod:`gatewayd.zigbee.virtual`.
+(systemd's ``STATUS=``); :mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP
+emulator's control port or the virtual radio) for ``gatewayctl zigbee sim``. The virtual
+radio and the device model live in :mod:`gatewayd.zigbee.virtual`.
 
 Modules that import zigpy (``radio`` once it starts a controller, ``child``, ``fastpath``,
 ``dedup``, and the simulated radio) are imported only when Zigbee is enabled, ``ezsp_fast``
