@@ -429,6 +429,11 @@ class Monitor:
         except ValueError:
             return None
 
+    def last_payloads(self) -> dict[str, str]:
+        """The newest live payload of every topic seen (keep_last), as text; a copy."""
+        with self._last_lock:
+            return dict(self._last)
+
     def forget(self, topic: str | None = None) -> None:
         """Forget the newest payload of ``topic`` (of every topic if None)."""
         with self._last_lock:

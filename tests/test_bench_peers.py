@@ -168,3 +168,15 @@ def test_plot_draws_both_stacks_from_the_runs_json(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-4000:]
     png = (tmp_path / "peers.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_restart_is_timed_every_way_in_one_world() -> None:
+    run = subprocess.run([sys.executable, "-m", "bench.peers.restart_ab", "--devices", "3",
+                          "--rounds", "1", "--idle", "0", "--ways", "socket,status,mqtt"],
+                         cwd=REPO, capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    summary = run.stdout.strip().splitlines()[-3:]
+    assert [line.split(":")[0] for line in summary] == ["socket", "status", "mqtt"], summary
+    assert all("ready_s " in line and "rss_mb " in line for line in summary), summary

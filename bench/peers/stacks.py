@@ -32,6 +32,9 @@ Z2M_BASE = "zigbee2mqtt"
 SCALE = 10  # a plug's active_power is in 0.1 W (its ac_power_divisor)
 
 
+ZIGBEE_PREFIX = "zigbee-"  # a Zigbee child's Homie id: this, then its IEEE address in hex
+
+
 class StackDied(RuntimeError):
     """The stack's process exited while the bench waited for it."""
 
@@ -184,7 +187,7 @@ class Gatewayd(Stack):
         return counts is not None and counts.get("ready", 0) >= len(wanted)
 
     def _base(self, ieee: str) -> str:
-        return f"{self.world.root}/sweet-home/zigbee-{ieee.replace(':', '').lower()}"
+        return f"{self.world.root}/sweet-home/{ZIGBEE_PREFIX}{ieee.replace(':', '').lower()}"
 
     def power_topic(self, ieee: str) -> str:
         return f"{self._base(ieee)}/meter/power"
