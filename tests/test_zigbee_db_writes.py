@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import zigpy.types as t
 
+from gatewayd.zigbee import radio
 from gatewayd.zigbee.db_writes import BATCH_HANDLER, MAX_ADDRESSES, CoalescedWrites
+from gatewayd.zigbee.device_rows import SAVE_HANDLER
 from tests.helpers import run_async
 from tests.test_bridge import dev_id, join, started
 from tests.zigbee_radios import Radio
@@ -190,3 +192,35 @@ def test_what_it_remembers_of_addresses_is_bounded() -> None:
         await listener.shutdown()
 
     run(main())
+
+
+def test_zigpys_own_writes_on_a_zigpy_they_were_not_written_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Coalesced writes and snapshot saves reach into zigpy's PersistingListener: on any
+    zigpy but the pinned one they stay off, and zigpy's own writer keeps the database."""
+    monkeypatch.setattr(radio, "ZIGPY_VERSION", "0.0.0")
+
+    async def other_zigpy() -> str:
+        bridge, pub = await started(Radio("virtual", tmp_path))
+        assert bridge.app is not None
+        listener = bridge.app._dblistener
+        assert not isinstance(getattr(listener.enqueue, "__self__", None), CoalescedWrites)
+        assert not hasattr(listener, BATCH_HANDLER) and not hasattr(listener, SAVE_HANDLER)
+        plug = await join(bridge, pub, "plug")  # saved by zigpy, from its clone
+        await bridge.sim.call("report", {"ieee": plug, "cluster": "electrical_measurement",
+                                         "attributes": {"active_power": 421}})
+        await pub.until(lambda: pub.value(dev_id(plug), "meter/power") == 42.1)
+        await bridge.stop()
+        return plug
+
+    plug = run(other_zigpy())
+    monkeypatch.undo()
+
+    async def restart() -> None:
+        bridge, pub = await started(Radio("virtual", tmp_path))
+        await pub.state(dev_id(plug), "ready")
+        assert pub.value(dev_id(plug), "meter/power") == 42.1  # from zigbee.db
+        assert isinstance(bridge.app._dblistener.enqueue.__self__, CoalescedWrites)
+        await bridge.stop()
+
+    run(restart())

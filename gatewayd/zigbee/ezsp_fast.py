@@ -19,7 +19,7 @@ log stays complete). tests/test_zigbee_ezsp_fast.py feeds the same EZSP frames t
 paths and compares what each leaves behind.
 
 Like the zigpy fast path this relies on bellows internals, so it installs only on the
-bellows version it was written against (:data:`BELLOWS_VERSION`, pinned). What upstream
+bellows version it was written against (:mod:`~gatewayd.zigbee.pinned`). What upstream
 could take instead: a ``deserialize_dict`` for fixed-layout callbacks that does not
 build a typed object per field, and ``ZigbeePacket`` construction without the two
 address dataclasses.
@@ -40,11 +40,10 @@ import bellows.zigbee.application as bellows_app
 import zigpy.types as t
 
 from gatewayd.zigbee.ash_fast import FastAsh
-from gatewayd.zigbee.fastpath import FastReports, plain, written_for
+from gatewayd.zigbee.fastpath import FastReports, plain
+from gatewayd.zigbee.pinned import BELLOWS_VERSION, written_for
 
 log = logging.getLogger(__name__)
-
-BELLOWS_VERSION = "1.2.1"
 
 INCOMING_MESSAGE_HANDLER = 0x0045
 INCOMING_UNICAST = int(bt.EmberIncomingMessageType.INCOMING_UNICAST)

@@ -29,16 +29,14 @@ Read_Attributes responses are not taken: they answer requests (zigpy matches the
 the waiting future, which updates the cache), and unsolicited ones are rare.
 
 This uses zigpy internals, so it installs only on the zigpy version it was written and
-tested against (:data:`ZIGPY_VERSION`, pinned in pyproject.toml); on any other it logs
-that and zigpy does all the work. An upstream fix would be a faster ``ZCLHeader`` and
+tested against (:mod:`~gatewayd.zigbee.pinned`); on any other it logs that and zigpy does
+all the work. An upstream fix would be a faster ``ZCLHeader`` and
 ``Report_Attributes`` deserialisation and an NWK index in ``get_device``; this is ours.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -51,10 +49,7 @@ from zigpy.zcl.helpers import AttributeCache, CacheItem
 
 from gatewayd.zigbee import mapping
 from gatewayd.zigbee.dedup import CompactDebouncer, Shared, zigpy_debouncer
-
-log = logging.getLogger(__name__)
-
-ZIGPY_VERSION = "2.4.0"
+from gatewayd.zigbee.pinned import ZIGPY_VERSION, written_for
 
 PROFILE_HA = 0x0104
 # Frame control of a profile-wide command from a server, not manufacturer-specific,
@@ -108,20 +103,6 @@ def plain(cls: type, base: type, names: tuple[str, ...]) -> bool:
     as a quirk would have): the fast paths reproduce ``base``'s behaviour only."""
     return all(inspect.getattr_static(cls, name) is inspect.getattr_static(base, name)
                for name in names)
-
-
-def written_for(package: str, version: str, path: str) -> bool:
-    """True if the installed ``package`` is the version a fast path was written and
-    tested against; otherwise logs that ``path`` is off (the library does the work)."""
-    try:
-        installed = importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        installed = "?"
-    if installed != version:
-        log.info("zigbee: %s off: written for %s %s, this is %s", path, package, version,
-                 installed)
-        return False
-    return True
 
 
 _REPORT_SCHEMA: type = foundation.GENERAL_COMMANDS[

@@ -24,6 +24,7 @@ from gatewayd.config import ZigbeeConfig
 from gatewayd.runtime import deferred
 from gatewayd.zigbee import device_rows
 from gatewayd.zigbee.db_writes import CoalescedWrites
+from gatewayd.zigbee.pinned import ZIGPY_VERSION, written_for
 
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
@@ -208,7 +209,9 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerAppl
         raise RadioError(f"cannot open the Zigbee database {state_dir / DB_FILE}: {exc}"
                          ) from exc
     listener: Any = app._dblistener  # zigpy declares it None until startup assigns it
-    if listener is not None:
+    # Both rely on zigpy's PersistingListener internals: on another zigpy, zigpy's own
+    # writes (unbounded under a flood, a clone per joining device) beat broken ones.
+    if listener is not None and written_for("zigpy", ZIGPY_VERSION, "bounded zigbee.db writes"):
         CoalescedWrites(listener)  # zigpy's own write queue is unbounded
         device_rows.install(listener)  # no clone of each joining device (see there)
     try:

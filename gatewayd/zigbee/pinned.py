@@ -1,0 +1,36 @@
+"""The zigpy and bellows versions our workarounds were written and tested against.
+
+The report fast paths (:mod:`~gatewayd.zigbee.fastpath`, :mod:`~gatewayd.zigbee.ezsp_fast`)
+and the database workarounds (:mod:`~gatewayd.zigbee.db_writes`,
+:mod:`~gatewayd.zigbee.device_rows`) reach into those libraries' internals. Each is put
+in place only when the installed library is the version named here (the one
+pyproject.toml pins); on any other, :func:`written_for` logs which one stayed off and the
+library does that work itself, more slowly or with more memory, but as it was written to.
+Moving a pin means running their tests against the new version and changing it here.
+
+Standard library only: nothing here imports zigpy.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+
+log = logging.getLogger(__name__)
+
+ZIGPY_VERSION = "2.4.0"
+BELLOWS_VERSION = "1.2.1"
+
+
+def written_for(package: str, version: str, path: str) -> bool:
+    """True if the installed ``package`` is the version a workaround was written and
+    tested against; otherwise logs that ``path`` is off (the library does the work)."""
+    try:
+        installed = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        installed = "?"
+    if installed != version:
+        log.info("zigbee: %s off: written for %s %s, this is %s", path, package, version,
+                 installed)
+        return False
+    return True
