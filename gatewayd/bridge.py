@@ -454,8 +454,7 @@ class ZigbeeBridge:
 
     def devices(self) -> list[dict[str, Any]]:
         """What ``gatewayctl devices`` lists; JSON-able."""
-        return sorted((c.listing() for c in self.children.values()),
-                      key=lambda d: str(d["device_id"]))
+        return sorted((c.listing() for c in self.children.values()), key=lambda d: d["device_id"])
 
     def status(self) -> dict[str, Any]:
         """For ``gatewayctl status``; never the network key."""
@@ -467,4 +466,5 @@ class ZigbeeBridge:
             "channel": int(info.channel) if info else None,
             "pan_id": f"0x{int(info.pan_id):04x}" if info else None,
             "devices": len(self.children), "permit_join": self.permit_remaining(),
+            "fast_path": self.fast_reports.counts(self.fast_frames) if self.fast_reports else None,
         }

@@ -278,6 +278,34 @@ def test_frames_it_does_not_reproduce_are_refused_without_effect(radio: Radio) -
     run_async(main(), timeout=60.0)
 
 
+def test_gatewayctl_status_counts_what_the_fast_paths_took_and_the_filters_evictions(
+        radio: Radio) -> None:
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            plug = await join(bridge, pub, "plug")
+            fast = bridge.fast_reports
+            assert fast is not None
+            before = bridge.status()["fast_path"]
+            assert before["duplicates"]["evicted"] == 0
+            fast._intern.max_keys = max(1, len(fast._intern))  # a window that is full
+            for power in (11, 12, 13):  # distinct reports: each one a new key
+                await bridge.sim.call("report", {"ieee": plug, "cluster": "electrical_measurement",
+                                                 "attributes": {"active_power": power}})
+                await pub.until(lambda p=power: pub.value(dev_id(plug), "meter/power") == p / 10)
+            after = bridge.status()["fast_path"]
+            assert after["reports"] >= before["reports"] + 3
+            if radio.kind == "bellows":  # the EZSP frames came through bellows' fast path
+                assert after["frames"] >= before["frames"] + 3
+            else:
+                assert after["frames"] is None
+            assert after["duplicates"]["evicted"] >= 2
+            assert after["duplicates"]["keys"] == len(fast._intern) <= fast._intern.max_keys
+            await bridge.stop()
+
+    run_async(main(), timeout=60.0)
+
+
 def test_off_on_another_zigpy_version(radio: Radio, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastpath, "ZIGPY_VERSION", "0.0.0")
 
@@ -285,6 +313,7 @@ def test_off_on_another_zigpy_version(radio: Radio, monkeypatch: pytest.MonkeyPa
         async with radio:
             bridge, pub = await started(radio)
             assert bridge.fast_reports is None
+            assert bridge.status()["fast_path"] is None
             ieee = await join(bridge, pub, "th-sensor", "sleeping")
             await bridge.sim.call("report", {"ieee": ieee, "cluster": "temperature",
                                              "attributes": {"measured_value": 2345}})
