@@ -30,7 +30,6 @@ from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee.radio import (
     DB_FILE,
     SHUTDOWN_SECONDS,
-    VIRTUAL_WORLD_FILE,
     RadioError,
     RadioUnavailable,
     fast_paths,
@@ -38,6 +37,7 @@ from gatewayd.zigbee.radio import (
     preload,
     shutdown_controller,
     start_controller,
+    virtual_network,
 )
 from gatewayd.zigbee.simlink import SimLink, sim_link
 
@@ -151,6 +151,7 @@ class ZigbeeBridge:
         for suffix in ("", "-wal", "-shm", "-journal"):
             (self.state_dir / f"{DB_FILE}{suffix}").unlink(missing_ok=True)
         log.warning("zigbee: network forgotten; forming a new one")
+        self.status_line.radio = "starting"
         self._count()
         await self.start()
 
@@ -298,6 +299,7 @@ class ZigbeeBridge:
 
     async def _setup(self, child: Child) -> None:
         child.state = "init"
+        self.status_line.changed()  # a device interviewed again was counted as it was
         child.make_plan()
         await child.preload()
         child.attach()
@@ -436,12 +438,7 @@ class ZigbeeBridge:
     @property
     def virtual(self) -> VirtualNetwork | None:
         """The simulated network when ``zigbee.radio = "virtual"`` (event injection)."""
-        if self.cfg.radio != "virtual":
-            return None
-        # zigpy comes with it: imported only when a simulated radio is asked for.
-        from gatewayd.zigbee.virtual.radio import network
-
-        return network(self.state_dir / VIRTUAL_WORLD_FILE)
+        return virtual_network(self.cfg, self.state_dir)
 
     @property
     def sim(self) -> SimLink | None:

@@ -452,6 +452,21 @@ def test_permit_join_install_code_and_remove(radio: Radio) -> None:
     run(main())
 
 
+def test_a_device_interviewed_again_is_counted_init_until_it_is_set_up(radio: Radio) -> None:
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            plug = await join(bridge, pub, "plug")
+            await pub.until(lambda: pub.lines[-1] == "zigbee: up, 1 device (1 ready)")
+            mark = len(pub.lines)
+            bridge.device_initialized(bridge.children[plug].device)  # zigpy: interviewed
+            await pub.until(lambda: "zigbee: up, 1 device (1 init)" in pub.lines[mark:])
+            await pub.until(lambda: pub.lines[-1] == "zigbee: up, 1 device (1 ready)")
+            await bridge.stop()
+
+    run(main())
+
+
 def test_device_leaving_is_lost(radio: Radio) -> None:
     async def main() -> None:
         async with radio:
@@ -494,10 +509,15 @@ def test_full_reset_forgets_the_network(radio: Radio) -> None:
             pan = pub.value(HUB_ID, "zigbee/pan-id")
             await bridge.reset(full=False)
             assert dev_id(plug) in pub.devices  # a normal reset keeps the Zigbee network
+            mark = len(pub.lines)
             await bridge.reset(full=True)
             assert ("remove", dev_id(plug)) in pub.log and not bridge.devices()
             async with asyncio.timeout(10):
                 await bridge.radio_up.wait()
+            # The status line: no "up" while the new network is formed, then up and empty.
+            await pub.until(lambda: pub.lines[-1] == "zigbee: up, no devices")
+            after = pub.lines[mark:]
+            assert "zigbee: starting" in after[:after.index("zigbee: up, no devices")], after
             assert pub.value(HUB_ID, "zigbee/pan-id") != pan
             assert pub.value(HUB_ID, "zigbee/device-count") == 0
             assert await sim(bridge, "list") == []

@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import logging
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,13 +25,14 @@ from gatewayd.config import ZigbeeConfig
 from gatewayd.runtime import deferred
 from gatewayd.zigbee import device_rows
 from gatewayd.zigbee.db_writes import CoalescedWrites
-from gatewayd.zigbee.pinned import ZIGPY_VERSION, written_for
+from gatewayd.zigbee.pinned import written_for
 
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
 
     from gatewayd.zigbee.ezsp_fast import FastFrames
     from gatewayd.zigbee.fastpath import FastReports
+    from gatewayd.zigbee.virtual.radio import VirtualNetwork
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,16 @@ def radio_path(cfg: ZigbeeConfig, state_dir: Path) -> str:
     return cfg.device
 
 
+def virtual_network(cfg: ZigbeeConfig, state_dir: Path) -> VirtualNetwork | None:
+    """The simulated network when ``zigbee.radio = "virtual"`` (event injection)."""
+    if cfg.radio != "virtual":
+        return None
+    # zigpy comes with it: imported only when a simulated radio is asked for.
+    network: Callable[[Path], VirtualNetwork] = importlib.import_module(
+        "gatewayd.zigbee.virtual.radio").network
+    return network(state_dir / VIRTUAL_WORLD_FILE)
+
+
 def zigpy_config(cfg: ZigbeeConfig, state_dir: Path) -> dict[str, Any]:
     """zigpy's configuration dictionary for our config section."""
     ota: dict[str, Any] = {"enabled": cfg.ota, "broadcast_enabled": cfg.ota}
@@ -211,7 +223,7 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerAppl
     listener: Any = app._dblistener  # zigpy declares it None until startup assigns it
     # Both rely on zigpy's PersistingListener internals: on another zigpy, zigpy's own
     # writes (unbounded under a flood, a clone per joining device) beat broken ones.
-    if listener is not None and written_for("zigpy", ZIGPY_VERSION, "bounded zigbee.db writes"):
+    if listener is not None and written_for("zigpy", "bounded zigbee.db writes"):
         CoalescedWrites(listener)  # zigpy's own write queue is unbounded
         device_rows.install(listener)  # no clone of each joining device (see there)
     try:

@@ -21,7 +21,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
-# $state values in the order the line gives them (docs/interfaces.md §8.4).
+# $state values (docs/interfaces.md §8.4) in the order the line gives them: working, then
+# not yet, then not working. Any other comes last, by name.
 STATES = ("ready", "sleeping", "init", "disconnected", "alert", "lost")
 
 
