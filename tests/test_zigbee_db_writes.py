@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import zigpy.types as t
 
-from gatewayd.zigbee import radio
+from gatewayd.zigbee import pinned
 from gatewayd.zigbee.db_writes import BATCH_HANDLER, MAX_ADDRESSES, CoalescedWrites
 from gatewayd.zigbee.device_rows import SAVE_HANDLER
 from tests.helpers import run_async
@@ -198,7 +198,7 @@ def test_zigpys_own_writes_on_a_zigpy_they_were_not_written_for(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Coalesced writes and snapshot saves reach into zigpy's PersistingListener: on any
     zigpy but the pinned one they stay off, and zigpy's own writer keeps the database."""
-    monkeypatch.setattr(radio, "ZIGPY_VERSION", "0.0.0")
+    monkeypatch.setattr(pinned, "ZIGPY_VERSION", "0.0.0")
 
     async def other_zigpy() -> str:
         bridge, pub = await started(Radio("virtual", tmp_path))

@@ -22,7 +22,7 @@ import pytest
 from bellows.ezsp.v13 import EZSPv13
 from bellows.ezsp.v14 import EZSPv14
 
-from gatewayd.zigbee import ezsp_fast
+from gatewayd.zigbee import ezsp_fast, pinned
 from gatewayd.zigbee.ezsp_fast import FastFrames
 from tests.helpers import run_async
 from tests.test_bridge import join, started
@@ -215,7 +215,7 @@ def test_frames_it_leaves_to_bellows_change_nothing(tmp_path: Path) -> None:
 
 def test_off_on_another_bellows_version(tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ezsp_fast, "BELLOWS_VERSION", "0.0.0")
+    monkeypatch.setattr(pinned, "BELLOWS_VERSION", "0.0.0")
 
     async def run(tmp: Any) -> None:
         async with Radio("bellows", tmp) as radio:

@@ -19,7 +19,7 @@ import zigpy.types as t
 from zigpy.datastructures import Debouncer
 from zigpy.zcl import foundation
 
-from gatewayd.zigbee import fastpath, mapping
+from gatewayd.zigbee import fastpath, mapping, pinned
 from gatewayd.zigbee.dedup import CompactDebouncer, Shared
 from gatewayd.zigbee.fastpath import FastReports
 from tests.helpers import run_async
@@ -288,7 +288,7 @@ def test_gatewayctl_status_counts_what_the_fast_paths_took_and_the_filters_evict
             assert fast is not None
             before = bridge.status()["fast_path"]
             assert before["duplicates"]["evicted"] == 0
-            fast._intern.max_keys = max(1, len(fast._intern))  # a window that is full
+            fast._intern.max_keys = 1  # a window that is full from its second key
             for power in (11, 12, 13):  # distinct reports: each one a new key
                 await bridge.sim.call("report", {"ieee": plug, "cluster": "electrical_measurement",
                                                  "attributes": {"active_power": power}})
@@ -300,20 +300,22 @@ def test_gatewayctl_status_counts_what_the_fast_paths_took_and_the_filters_evict
             else:
                 assert after["frames"] is None
             assert after["duplicates"]["evicted"] >= 2
-            assert after["duplicates"]["keys"] == len(fast._intern) <= fast._intern.max_keys
+            assert after["duplicates"]["keys"] == len(fast._intern)
             await bridge.stop()
 
     run_async(main(), timeout=60.0)
 
 
 def test_off_on_another_zigpy_version(radio: Radio, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fastpath, "ZIGPY_VERSION", "0.0.0")
+    monkeypatch.setattr(pinned, "ZIGPY_VERSION", "0.0.0")
 
     async def main() -> None:
         async with radio:
             bridge, pub = await started(radio)
             assert bridge.fast_reports is None
             assert bridge.status()["fast_path"] is None
+            # One pin: the zigbee.db workarounds stand aside with the fast path.
+            assert not hasattr(bridge.app._dblistener, "_gatewayd_write_batch")
             ieee = await join(bridge, pub, "th-sensor", "sleeping")
             await bridge.sim.call("report", {"ieee": ieee, "cluster": "temperature",
                                              "attributes": {"measured_value": 2345}})

@@ -41,7 +41,7 @@ import zigpy.types as t
 
 from gatewayd.zigbee.ash_fast import FastAsh
 from gatewayd.zigbee.fastpath import FastReports, plain
-from gatewayd.zigbee.pinned import BELLOWS_VERSION, written_for
+from gatewayd.zigbee.pinned import written_for
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class FastFrames:
     def install(cls, app: Any, reports: FastReports | None) -> FastFrames | None:
         if reports is None or not isinstance(app, bellows_app.ControllerApplication):
             return None
-        if not written_for("bellows", BELLOWS_VERSION, "EZSP frame fast path"):
+        if not written_for("bellows", "EZSP frame fast path"):
             return None
         if not plain(type(app), bellows_app.ControllerApplication, _APP_METHODS):
             return None

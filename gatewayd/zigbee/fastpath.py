@@ -49,7 +49,7 @@ from zigpy.zcl.helpers import AttributeCache, CacheItem
 
 from gatewayd.zigbee import mapping
 from gatewayd.zigbee.dedup import CompactDebouncer, Shared, zigpy_debouncer
-from gatewayd.zigbee.pinned import ZIGPY_VERSION, written_for
+from gatewayd.zigbee.pinned import written_for
 
 PROFILE_HA = 0x0104
 # Frame control of a profile-wide command from a server, not manufacturer-specific,
@@ -138,7 +138,7 @@ class FastReports:
 
     @classmethod
     def install(cls, app: Any) -> FastReports | None:
-        if not written_for("zigpy", ZIGPY_VERSION, "report fast path"):
+        if not written_for("zigpy", "report fast path"):
             return None
         fast = cls(app)
         app.packet_received = fast.packet_received

@@ -22,9 +22,11 @@ ZIGPY_VERSION = "2.4.0"
 BELLOWS_VERSION = "1.2.1"
 
 
-def written_for(package: str, version: str, path: str) -> bool:
-    """True if the installed ``package`` is the version a workaround was written and
-    tested against; otherwise logs that ``path`` is off (the library does the work)."""
+def written_for(package: str, path: str) -> bool:
+    """True if the installed ``package`` (``zigpy`` or ``bellows``) is the version the
+    workarounds were written and tested against; otherwise logs that ``path`` is off (the
+    library does the work). Read at each call, so one change here moves them all."""
+    version = {"zigpy": ZIGPY_VERSION, "bellows": BELLOWS_VERSION}[package]
     try:
         installed = importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
