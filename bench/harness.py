@@ -155,6 +155,9 @@ class DaemonProcess:
 
     def __init__(self, config: Path, env: dict[str, str], runtime_dir: Path,
                  log_file: Path, preexec: Callable[[], None] | None = None) -> None:
+        if not compile_daemon():
+            print("  (gatewayd's modules could not all be byte-compiled, see above: this "
+                  "start compiles them from source, which a hub does not)", flush=True)
         self.control_socket = runtime_dir / "control.sock"
         # A short directory of its own: a Unix socket path is limited to 107 bytes, and the
         # workdir (a pytest tmp_path, say) may be deep.
@@ -164,8 +167,6 @@ class DaemonProcess:
         self._notify.bind(str(notify_path))
         self._notify_path = notify_path
         self.log_file = log_file
-        if not compile_daemon():
-            raise BenchError("gatewayd's modules do not byte-compile (see above)")
         full_env = {**os.environ, **unit_environment(), **env, "NOTIFY_SOCKET": str(notify_path),
                     "PYTHONUNBUFFERED": "1"}
         full_env.pop("WATCHDOG_USEC", None)

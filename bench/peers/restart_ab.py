@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                             done = lambda: _mqtt_ready(states, len(wanted))  # noqa: E731
                         wait_until(done, 120, f"every plug ready ({way})", interval=0.1)
                         figures[way]["ready_s"].append(time.monotonic() - stack.started_at)
-                        until = stack.started_at + args.idle
-                        if until > time.monotonic():
-                            time.sleep(until - time.monotonic())  # a measurement schedule
+                        delay = stack.started_at + args.idle - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)  # a measurement schedule
                         figures[way]["rss_mb"].append(rss_mb(stack.pids()))
                         print(f"  {way}: {figures[way]['ready_s'][-1]:.3f} s, "
                               f"{figures[way]['rss_mb'][-1]:.1f} MB", flush=True)

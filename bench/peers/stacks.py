@@ -137,20 +137,21 @@ class Gatewayd(Stack):
         assert self.daemon is not None
         return self.daemon.api(method, endpoint, body)
 
-    def _status_line(self) -> str:
-        """What systemd would show: the daemon's last ``STATUS=`` (after READY)."""
+    def _status_line(self, timeout: float = 300.0) -> str:
+        """What systemd would show: the daemon's last ``STATUS=``, once it is READY
+        (waited for up to ``timeout`` s from its start)."""
         assert self.daemon is not None
         if self.daemon.proc.poll() is not None:
             raise StackDied(f"gatewayd exited {self.daemon.proc.returncode}:\n{self.log_tail()}")
         if self.daemon.ready_at is None:
-            self.daemon.wait_ready(300)
+            self.daemon.wait_ready(timeout)
         return self.daemon.last_status
 
     def wait_up(self, timeout: float) -> None:
         # From the status line, as systemd gets it: asking the control socket would load
         # its web app (Flask, 0.2-0.4 s and some MB), which a hub does only when someone
         # runs gatewayctl.
-        wait_until(lambda: (line := self._status_line()).startswith("online;")
+        wait_until(lambda: (line := self._status_line(timeout)).startswith("online;")
                    and zigbee_counts(line) is not None, timeout,
                    "gatewayd to be online with its Zigbee network up", interval=0.05)
 
