@@ -366,8 +366,7 @@ class Daemon:
                 watchdog.start()
             assert self.onboarding is not None
             stalls.mark_ready()
-            hub.set_status_text(describe(self.onboarding.progress()))
-            self.notifier.ready(hub.status_line())
+            hub.ready(describe(self.onboarding.progress()))
             log.info("gatewayd %s ready (device %s, state %s)", __version__,
                      self.identity.device_id, hub.phase)
             self.ready.set()

@@ -121,6 +121,11 @@ class Hub:
     def status_line(self) -> str:
         return "; ".join(text for text in self._status_parts.values() if text)
 
+    def ready(self, onboarding: str) -> None:
+        """READY=1 for systemd, with the status line as it is, onboarding part ``onboarding``."""
+        self._status_parts["onboarding"] = onboarding
+        self.notifier.ready(self.status_line())
+
     # ---- commands -------------------------------------------------------------------------
 
     def on_reset(self, hook: ResetHook) -> None:
