@@ -151,7 +151,7 @@ class ZigbeeBridge:
         for suffix in ("", "-wal", "-shm", "-journal"):
             (self.state_dir / f"{DB_FILE}{suffix}").unlink(missing_ok=True)
         log.warning("zigbee: network forgotten; forming a new one")
-        self.status_line.radio = "starting"
+        self._hub_value("status", "starting")  # not "ready" while the new network forms
         self._count()
         await self.start()
 

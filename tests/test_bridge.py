@@ -509,7 +509,7 @@ def test_full_reset_forgets_the_network(radio: Radio) -> None:
             pan = pub.value(HUB_ID, "zigbee/pan-id")
             await bridge.reset(full=False)
             assert dev_id(plug) in pub.devices  # a normal reset keeps the Zigbee network
-            mark = len(pub.lines)
+            mark, log_mark = len(pub.lines), len(pub.log)
             await bridge.reset(full=True)
             assert ("remove", dev_id(plug)) in pub.log and not bridge.devices()
             async with asyncio.timeout(10):
@@ -518,6 +518,10 @@ def test_full_reset_forgets_the_network(radio: Radio) -> None:
             await pub.until(lambda: pub.lines[-1] == "zigbee: up, no devices")
             after = pub.lines[mark:]
             assert "zigbee: starting" in after[:after.index("zigbee: up, no devices")], after
+            # The cloud sees the same: zigbee/status is "starting" until the network is up.
+            statuses = [e[3] for e in pub.log[log_mark:]
+                        if e[0] == "value" and e[1:3] == (HUB_ID, "zigbee/status")]
+            assert statuses[-2:] == ["starting", "ready"], statuses
             assert pub.value(HUB_ID, "zigbee/pan-id") != pan
             assert pub.value(HUB_ID, "zigbee/device-count") == 0
             assert await sim(bridge, "list") == []
