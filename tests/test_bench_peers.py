@@ -137,11 +137,13 @@ def test_quick_peers_run_writes_gatewayds_figures(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     for name in ("cpu_us_per_report", "reports_per_s", "latency_p50_ms_100",
                  "latency_p99_ms_250", "set_roundtrip_p50_ms", "set_roundtrip_p99_ms",
-                 "rss_idle_mb_3", "rss_after_flood_mb_3", "startup_all_ready_s_3"):
+                 "rss_idle_mb_3", "rss_after_flood_mb_3", "startup_all_ready_s_3",
+                 "emulator_behind_p99_ms_250"):
         for key in (f"gwd_{name}", f"gwd_{name}_min", f"gwd_{name}_max"):
             value = results.get(key)
             assert isinstance(value, int | float) and math.isfinite(value), (key, value)
     assert results["gwd_reports_per_s"] > 0 and results["gwd_rss_idle_mb_3"] > 0
+    assert "ratio_emulator_behind_p99_ms_250" not in results  # the radio's, not the stack's
     assert "noise_other_cores_mean" in results and results["noisy"] in (0, 1)
     assert all(isinstance(v, int | float) for k, v in results.items() if k != "machine")
     assert (tmp_path / "peers-trace.json").exists()

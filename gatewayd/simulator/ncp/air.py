@@ -26,6 +26,7 @@ import zigpy.types as t
 import zigpy.util
 
 from gatewayd.simulator.ncp import status as st
+from gatewayd.simulator.ncp.alarm import timerfd_alarm
 from gatewayd.simulator.ncp.state import Child
 from gatewayd.zigbee.virtual.catalog import KINDS
 from gatewayd.zigbee.virtual.device import SimDevice
@@ -295,8 +296,10 @@ class Air:
         self.device(ieee).send_command(cluster, command, args or {}, endpoint)
 
     def stream(self, count: int, rate: float = 0, cluster: str = "electrical_measurement",
-               attribute: str = "active_power", **kwargs: Any) -> dict[str, Any]:
-        """A numbered stream of attribute reports (gatewayd.zigbee.virtual.report_stream)."""
+               attribute: str = "active_power", start_at: float | None = None,
+               modulo: int = 30000, offset: int = 0) -> dict[str, Any]:
+        """A numbered stream of attribute reports (gatewayd.zigbee.virtual.report_stream),
+        woken on time by a timerfd (:mod:`.alarm`)."""
         if self._stream is not None and self._stream.running:
             raise AirError("a report stream is already running")
         self._require_network()
@@ -310,7 +313,9 @@ class Air:
             if not dev.silenced:
                 devices.append(dev)
         self._stream = ReportStream(devices, cluster=cluster, attribute=attribute,
-                                    count=count, rate=rate, gate=self.room, **kwargs)
+                                    count=count, rate=rate, start_at=start_at,
+                                    modulo=modulo, offset=offset, gate=self.room,
+                                    alarm=timerfd_alarm)
         self._stream.start()
         return self._stream.plan()
 

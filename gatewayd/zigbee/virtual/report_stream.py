@@ -18,6 +18,13 @@ out of buffers stops acknowledging frames on the air), so a stream that outruns 
 slows down (it falls behind its schedule, which :meth:`ReportStream.status` reports)
 instead of queueing reports without bound.
 
+Its waits go through an :class:`Alarm`. By default that is ``asyncio.sleep``, which wakes
+up to a couple of milliseconds late (the selector counts in milliseconds); the NCP
+emulator gives its streams a timerfd (gatewayd/simulator/ncp/alarm.py) so that the
+radio's own lateness stays out of the latency a benchmark charges to the host.
+``status()`` says which clock a stream has and how late its reports went out (median,
+p99 and max).
+
 The stream's values are saved once, when it ends, not each second while it runs: saving
 200 devices' state took its radio's loop about 4 ms and then a thread 5 ms of the GIL
 each second, and every report due then was late, for whichever host listened (the p99
@@ -29,7 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from array import array
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gatewayd.zigbee.virtual.zcl import VirtualRadioError
 
@@ -40,6 +49,55 @@ MAX_BURST = 64  # reports sent between two yields to the event loop
 MAX_COUNT = 100_000_000
 MAX_RATE = 100_000.0
 MAX_START_DELAY = 60.0  # seconds; a start further ahead is a mistake, not a plan
+LATE_BIN = 1e-5  # the lateness histogram's resolution, seconds
+LATE_BINS = 10_000  # up to 100 ms; a later report counts in the last bin
+
+
+class Alarm(Protocol):
+    """Wakes the stream at a ``loop.time()`` (``CLOCK_MONOTONIC``) time, never before."""
+
+    name: str
+
+    async def until(self, when: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LoopAlarm:
+    """``asyncio.sleep``: no resources, up to a few milliseconds late."""
+
+    name = "asyncio"
+
+    async def until(self, when: float) -> None:
+        await asyncio.sleep(max(0.0, when - asyncio.get_running_loop().time()))
+
+    def close(self) -> None:
+        pass
+
+
+class Lateness:
+    """How late reports went out: a histogram of 10 µs bins (40 KB, whatever the count)."""
+
+    def __init__(self) -> None:
+        self.bins = array("I", bytes(4 * LATE_BINS))
+        self.count = 0
+        self.max = 0.0
+
+    def add(self, late: float) -> None:
+        self.bins[min(int(late / LATE_BIN), LATE_BINS - 1) if late > 0 else 0] += 1
+        self.count += 1
+        self.max = max(self.max, late)
+
+    def percentile(self, p: float) -> float | None:
+        """The upper edge of the bin holding the ``p``-th percentile (seconds)."""
+        if not self.count:
+            return None
+        rank, seen = max(1, round(self.count * p / 100)), 0
+        for n, c in enumerate(self.bins):
+            seen += c
+            if seen >= rank:
+                return min((n + 1) * LATE_BIN, self.max) if n < LATE_BINS - 1 else self.max
+        return self.max
 
 
 def _show(x: float) -> str:
@@ -62,7 +120,8 @@ class ReportStream:
     def __init__(self, devices: list[SimDevice], *, cluster: str, attribute: str,
                  count: int, rate: float, start_at: float | None = None,
                  modulo: int = 30000, offset: int = 0,
-                 gate: asyncio.Event | None = None) -> None:
+                 gate: asyncio.Event | None = None,
+                 alarm: Callable[[], Alarm | None] | None = None) -> None:
         if not devices:
             raise VirtualRadioError(f"no simulated device has a {cluster!r} server cluster")
         self.count = int(_number("count", count, 1, MAX_COUNT, integer=True))
@@ -81,8 +140,11 @@ class ReportStream:
                                     "(raise modulo)")
         self.cluster, self.attribute = cluster, attribute
         self.gate = gate
+        self._alarm = alarm  # makes the stream's alarm on its loop; None there: LoopAlarm
+        self.clock: str | None = None  # the alarm's name, once running
         self.sent = 0
         self.behind_max = 0.0  # the most a report was sent after it was due, seconds
+        self.lateness = Lateness() if self.rate else None
         self.finished_at: float | None = None
         self.error: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -93,9 +155,13 @@ class ReportStream:
                 "attribute": self.attribute, "modulo": self.modulo, "offset": self.offset}
 
     def status(self) -> dict[str, Any]:
+        late = self.lateness
+        p50, p99 = (late.percentile(50), late.percentile(99)) if late else (None, None)
         return {"running": self.running, "sent": self.sent, "count": self.count,
                 "rate": self.rate, "behind_max_s": round(self.behind_max, 6),
-                "finished_at": self.finished_at, "error": self.error}
+                "behind_p50_s": None if p50 is None else round(p50, 6),
+                "behind_p99_s": None if p99 is None else round(p99, 6),
+                "clock": self.clock, "finished_at": self.finished_at, "error": self.error}
 
     @property
     def running(self) -> bool:
@@ -110,30 +176,36 @@ class ReportStream:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        alarm = (self._alarm() if self._alarm is not None else None) or LoopAlarm()
+        self.clock = alarm.name
         n, k = len(self.devices), 0
         try:
             while k < self.count:
                 now = loop.time()
                 if now < self.start_at:
-                    await asyncio.sleep(self.start_at - now)
+                    await alarm.until(self.start_at)
                     continue
                 if self.rate:
-                    due = min(self.count, int((now - self.start_at) * self.rate) + 1)
-                    if due <= k:
-                        await asyncio.sleep(self.start_at + k / self.rate - now)
+                    next_due = self.start_at + k / self.rate
+                    if now < next_due:
+                        await alarm.until(next_due)
                         continue
-                    self.behind_max = max(self.behind_max,
-                                          now - (self.start_at + k / self.rate))
+                    self.behind_max = max(self.behind_max, now - next_due)
+                    # Report k is due by the test above, whatever int() makes of the rest.
+                    due = max(k + 1, min(self.count,
+                                         int((now - self.start_at) * self.rate) + 1))
                 else:
                     due = self.count
                 end = min(due, k + MAX_BURST)
-                gate = self.gate
+                gate, late = self.gate, self.lateness
                 for i in range(k, end):
                     if gate is not None and not gate.is_set():
                         break
                     value = (self.offset + i // n) % self.modulo
                     self.devices[i % n].update(self.cluster, {self.attribute: value},
                                                persist=False)
+                    if late is not None:
+                        late.add(now - (self.start_at + i / self.rate))
                     k = self.sent = i + 1
                 if gate is not None and not gate.is_set():
                     await gate.wait()
@@ -144,6 +216,7 @@ class ReportStream:
         except Exception as exc:  # reported by status(), not lost in a dead task
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
+            alarm.close()
             self.finished_at = loop.time()
             if self.sent:
                 self.devices[0].net.changed()  # one save of the values it left
