@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gatewayd.simulator.ncp import ncp as ncp_module
 from gatewayd.zigbee.simlink import SimError
 from tests.helpers import run_async, wait_for
 from tests.test_bridge import dev_id, join, started
@@ -167,6 +168,47 @@ def test_a_stream_saves_the_radio_state_once_when_it_ends_not_while_it_runs(
             wait_for, lambda: saved_power(state_file) == dict.fromkeys(plugs, last), 10,
             "the stream's last values in the radio's state file")
         assert sent_at_save.count(count) == 1, sent_at_save
+
+    async def in_radio() -> None:
+        async with radio:
+            await main()
+
+    run(in_radio())
+
+
+def test_a_stream_on_the_emulator_first_writes_the_save_left_waiting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save waits SAVE_DELAY to coalesce changes, and the bench starts its next stream
+    within that of the last one's end: the save (a snapshot of every device on the NCP's
+    loop, then JSON in a thread) landed 0.4 s into the next stream and stalled its radio
+    for 10-15 ms. The next stream now writes it before it starts."""
+    monkeypatch.setattr(ncp_module, "SAVE_DELAY", 30.0)  # pending for the whole test
+    radio = Radio("bellows", tmp_path)
+
+    async def main() -> None:
+        bridge, pub = await started(radio, min_interval=0.0)
+        try:
+            plugs = sorted([await join(bridge, pub, "plug") for _ in range(2)])
+            air = radio.emu.air
+            radio.emu.ncp.save()  # the joins' changes: nothing is waiting now
+            sent_at_save: list[int] = []
+            to_json = air.to_json
+
+            def snapshot() -> Any:
+                status = air.stream_status()
+                sent_at_save.append(status["sent"] if status is not None else -1)
+                return to_json()
+
+            air.to_json = snapshot
+            await sim(bridge, "stream", count=10, offset=3)
+            await pub.until(lambda: pub.values(dev_id(plugs[-1]), "meter/power")[-1] == 0.7)
+            assert not (await sim(bridge, "stream_status"))["running"]
+            assert sent_at_save == []  # the first stream's save waits
+            await sim(bridge, "stream", count=20, rate=200, offset=20)
+            await pub.until(lambda: pub.values(dev_id(plugs[-1]), "meter/power")[-1] == 2.9)
+            assert sent_at_save == [10]  # written as the second began, not during it
+        finally:
+            await bridge.stop()
 
     async def in_radio() -> None:
         async with radio:

@@ -312,6 +312,7 @@ class Air:
                 continue
             if not dev.silenced:
                 devices.append(dev)
+        self.ncp.save_pending_now()
         self._stream = ReportStream(devices, cluster=cluster, attribute=attribute,
                                     count=count, rate=rate, start_at=start_at,
                                     modulo=modulo, offset=offset, gate=self.room,

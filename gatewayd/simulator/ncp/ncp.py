@@ -142,6 +142,15 @@ class Ncp:
         if self._save_handle is None and self.store.path is not None:
             self._save_handle = self.loop().call_later(SAVE_DELAY, self._save_in_thread)
 
+    def save_pending_now(self) -> None:
+        """Start a save that is waiting for its delay now. A report stream calls this
+        before it starts, so that the save the previous stream (or anything else) left
+        does not stall the NCP's loop in the middle of it (bench/README.md, "The
+        emulator's clock")."""
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+            self._save_in_thread()
+
     def _save_in_thread(self) -> None:
         self._save_handle = None
         if self.air is not None:
