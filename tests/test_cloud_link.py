@@ -28,6 +28,7 @@ from gatewayd.cloud.attempts import (
     classify_connect_error,
 )
 from gatewayd.cloud.notifications import notify
+from gatewayd.cloud.outcome import HEARTBEAT_GROUP
 from gatewayd.cloud.publisher import WINDOW, Outbox
 from gatewayd.cloud.publisher import Pending as _Out
 from gatewayd.cloud.reqres import RequestTimeout
@@ -252,6 +253,52 @@ def test_heartbeats_per_device_non_retained(broker: Broker) -> None:
             assert sum(gaps) / len(gaps) > 0.1, gaps
         snap = retained_snapshot(broker, f"{ROOT}/#")
         assert not any(t.endswith("/$heartbeat") for t in snap)
+
+    run(main())
+
+
+@pytest.mark.slow
+def test_a_heartbeat_round_is_spread_over_the_interval(broker: Broker) -> None:
+    """40 devices beat in three groups (16, 16, 8) a third of the interval apart: the
+    hub, first, does not wait; the last child, in the third group, beats two thirds of
+    an interval later. All 40 at once held the loop for every report due meanwhile."""
+    interval = 0.9
+    assert HEARTBEAT_GROUP == 16
+
+    async def main() -> None:
+        link = make_link(fast_config(heartbeat_interval=interval))
+        children = [make_child(f"virtual-lamp-{n}") for n in range(39)]
+        for child in children:
+            link.add_device(child)
+        with Monitor(broker) as mon:
+            await link.start(creds_for(broker))
+            last = await mon.await_count(f"{base(children[-1].id)}/$heartbeat", 3)
+            hub = await mon.await_count(f"{base()}/$heartbeat", 3)
+            await link.stop()
+        # Never early: the third group waits for its slot (load only delays it more, and
+        # the hub's beat would have to be 0.3 s later than the child's to break this).
+        assert last[0].at - hub[0].at > interval / 3, (hub[0].at, last[0].at)
+        gaps = [b.at - a.at for a, b in itertools.pairwise(last)]
+        assert sum(gaps) / len(gaps) > interval / 2, gaps  # still once per interval
+
+    run(main())
+
+
+@pytest.mark.slow
+def test_a_device_removed_during_a_heartbeat_round_does_not_beat(broker: Broker) -> None:
+    async def main() -> None:
+        link = make_link(fast_config(heartbeat_interval=3.0))
+        children = [make_child(f"virtual-lamp-{n}") for n in range(39)]
+        for child in children:
+            link.add_device(child)
+        gone, twin = children[-1].id, children[-2].id  # both in the third group
+        with Monitor(broker) as mon:
+            await link.start(creds_for(broker))
+            await mon.await_count(f"{base()}/$heartbeat", 1)  # the round has begun
+            link.remove_device(gone)
+            await mon.await_count(f"{base(twin)}/$heartbeat", 1)  # the third group's turn
+            await link.stop()
+            assert mon.since(topic=f"{base(gone)}/$heartbeat") == []
 
     run(main())
 
