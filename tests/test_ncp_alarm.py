@@ -94,11 +94,17 @@ def test_without_timerfd_there_is_no_alarm(monkeypatch: pytest.MonkeyPatch) -> N
 def test_lateness_percentiles_are_bin_edges_and_the_max_caps_them() -> None:
     late = Lateness()
     assert late.percentile(50) is None
-    for ms in [0.1] * 98 + [2.0, 250.0]:  # the last beyond the histogram's 100 ms
-        late.add(ms / 1000)
-    assert late.percentile(50) == pytest.approx(0.0001 + LATE_BIN, abs=1e-9)
-    assert late.percentile(99) == pytest.approx(0.002 + LATE_BIN, abs=1e-9)
-    assert late.percentile(100) == late.max == 0.25
+    for us in [105] * 98 + [2005, 250_000]:  # the last beyond the histogram's 100 ms
+        late.add(us / 1e6)
+
+    def micros(p: float) -> int:
+        value = late.percentile(p)
+        assert value is not None
+        return round(value * 1e6)
+
+    assert LATE_BIN == 1e-5  # so a percentile is the upper edge of its 10 µs bin
+    assert (micros(50), micros(99), micros(100)) == (110, 2010, 250_000)
+    assert late.max == 0.25
 
 
 class Net:
