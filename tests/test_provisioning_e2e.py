@@ -13,6 +13,7 @@ import os
 import random
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -357,6 +358,31 @@ def _reach(world: ProvWorld, hub: Hub, phase: str, rng: random.Random) -> None:
     refreshes = world.provisioning.devices[HUB_ID].refreshes
     until(lambda: world.provisioning.devices[HUB_ID].refreshes > refreshes,
           "the platform issuing the next token", 10)
+
+
+def test_the_platform_saves_its_registry_from_many_threads_at_once(world: ProvWorld) -> None:
+    """The MQTT thread answering a hub and a control request (reject) both save the
+    registry. Two saves at once renamed each other's temp file away (FileNotFoundError in
+    the MQTT thread, which then never answered the hub: CI saw it as a hub that timed out
+    waiting for `poll`)."""
+    prov = world.provisioning
+    failures: list[BaseException] = []
+
+    def save_many() -> None:
+        try:
+            for _ in range(40):
+                prov._save()
+        except BaseException as exc:  # collected, asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=save_many) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == [] and not any(t.is_alive() for t in threads)
+    assert "devices" in json.loads(prov.registry.read_text())
+    assert not list(prov.registry.parent.glob(".*.tmp"))
 
 
 def test_the_operator_commands_name_what_does_not_exist(world: ProvWorld) -> None:

@@ -86,6 +86,7 @@ class SimProvisioning:
         self._dirty = False  # registration users changed since the broker's files were written
         self._fresh: list[Generation] = []  # issued since: wait for the broker to accept them
         self._flush_lock = threading.Lock()
+        self._save_lock = threading.Lock()  # taken before _lock, never while holding it
         self._stopping = False
         self._sweeper = threading.Thread(target=self._sweep, name="sim-registrations",
                                          daemon=True)
@@ -202,9 +203,13 @@ class SimProvisioning:
             return op.to_json()
 
     def _save(self) -> None:
-        with self._lock:
-            data = json.dumps(registry_json(self.devices, self.operations, self.templates))
-        atomic_write(self.registry, data.encode(), 0o600)  # registration tokens in it
+        # One save at a time: atomic_write's temp file is named per process, so two threads
+        # saving at once (the MQTT thread answering a hub, a control request rejecting an
+        # operation) renamed each other's file away, and an older snapshot could land last.
+        with self._save_lock:
+            with self._lock:
+                data = json.dumps(registry_json(self.devices, self.operations, self.templates))
+            atomic_write(self.registry, data.encode(), 0o600)  # registration tokens in it
 
     def _approve(self, op: SimOperation, account: Account) -> None:
         if op.state != "pending" or op.credentials is not None:
