@@ -121,7 +121,7 @@ class ReportStream:
                  count: int, rate: float, start_at: float | None = None,
                  modulo: int = 30000, offset: int = 0,
                  gate: asyncio.Event | None = None,
-                 alarm: Callable[[], Alarm | None] | None = None) -> None:
+                 alarm: Callable[[], Alarm | None] = LoopAlarm) -> None:
         if not devices:
             raise VirtualRadioError(f"no simulated device has a {cluster!r} server cluster")
         self.count = int(_number("count", count, 1, MAX_COUNT, integer=True))
@@ -143,11 +143,15 @@ class ReportStream:
         self._alarm = alarm  # makes the stream's alarm on its loop; None there: LoopAlarm
         self.clock: str | None = None  # the alarm's name, once running
         self.sent = 0
-        self.behind_max = 0.0  # the most a report was sent after it was due, seconds
         self.lateness = Lateness() if self.rate else None
         self.finished_at: float | None = None
         self.error: str | None = None
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def behind_max(self) -> float:
+        """The most a report was sent after it was due, seconds (0 for an unpaced stream)."""
+        return self.lateness.max if self.lateness is not None else 0.0
 
     def plan(self) -> dict[str, Any]:
         return {"devices": [str(d.ieee) for d in self.devices], "count": self.count,
@@ -176,7 +180,7 @@ class ReportStream:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        alarm = (self._alarm() if self._alarm is not None else None) or LoopAlarm()
+        alarm = self._alarm() or LoopAlarm()
         self.clock = alarm.name
         n, k = len(self.devices), 0
         try:
@@ -190,7 +194,6 @@ class ReportStream:
                     if now < next_due:
                         await alarm.until(next_due)
                         continue
-                    self.behind_max = max(self.behind_max, now - next_due)
                     # Report k is due by the test above, whatever int() makes of the rest.
                     due = max(k + 1, min(self.count,
                                          int((now - self.start_at) * self.rate) + 1))
