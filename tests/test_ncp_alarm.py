@@ -7,6 +7,7 @@ expiry into the next wait, and must give its descriptor back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 from typing import Any
@@ -30,8 +31,7 @@ async def _timerfd() -> TimerfdAlarm:
 def test_the_alarm_never_fires_before_its_time() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        alarm = await _timerfd()
-        try:
+        with contextlib.closing(await _timerfd()) as alarm:
             assert alarm.name == "timerfd"
             for n in range(40):
                 when = loop.time() + 0.0005 * (1 + n % 5)
@@ -39,8 +39,6 @@ def test_the_alarm_never_fires_before_its_time() -> None:
                 assert loop.time() >= when, f"wait {n} woke {when - loop.time():.6f} s early"
             past = loop.time() - 1.0
             await alarm.until(past)  # a time already gone returns at once
-        finally:
-            alarm.close()
 
     run(main())
 
@@ -48,8 +46,7 @@ def test_the_alarm_never_fires_before_its_time() -> None:
 def test_a_cancelled_wait_does_not_wake_the_next_one_early() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        alarm = await _timerfd()
-        try:
+        with contextlib.closing(await _timerfd()) as alarm:
             fires = loop.time() + 0.001
             first = asyncio.ensure_future(alarm.until(fires))
             await asyncio.sleep(0)  # armed
@@ -61,8 +58,6 @@ def test_a_cancelled_wait_does_not_wake_the_next_one_early() -> None:
             when = loop.time() + 0.05
             await alarm.until(when)  # the cancelled wait's expiry must not end this one
             assert loop.time() >= when
-        finally:
-            alarm.close()
 
     run(main())
 

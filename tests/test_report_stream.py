@@ -122,6 +122,21 @@ def saved_power(state_file: Path) -> dict[str, Any]:
             for values in d["state"].values() if "active_power" in values}
 
 
+def record_saves(air: Any) -> list[int]:
+    """How far the radio's stream was (``sent``, -1 before any stream) at each save of its
+    state from now on: every save starts with ``air.to_json``."""
+    sent_at_save: list[int] = []
+    to_json = air.to_json
+
+    def snapshot() -> Any:
+        status = air.stream_status()
+        sent_at_save.append(status["sent"] if status is not None else -1)
+        return to_json()
+
+    air.to_json = snapshot
+    return sent_at_save
+
+
 def test_a_stream_saves_the_radio_state_once_when_it_ends_not_while_it_runs(
         radio: Radio) -> None:
     """Saving every device's state each second held the radio's loop (4 ms for 200
@@ -137,19 +152,11 @@ def test_a_stream_saves_the_radio_state_once_when_it_ends_not_while_it_runs(
     async def stream_and_check(bridge: Any, pub: Any) -> None:
         plugs = sorted([await join(bridge, pub, "plug") for _ in range(2)])
         air = radio.emu.air if radio.emu is not None else radio.net
-        sent_at_save: list[int] = []  # how far the stream was at each save
-        to_json = air.to_json
-
-        def snapshot() -> Any:  # what every save of the radio's state starts with
-            status = air.stream_status()
-            sent_at_save.append(status["sent"] if status is not None else -1)
-            return to_json()
-
         if radio.net is not None:
             radio.net.save_delay = 0.5  # the virtual radio's is 10 s: longer than the stream
         # Whatever the joins left to save is saved now, not in the stream's first second.
         (radio.emu.ncp if radio.emu is not None else radio.net).save()
-        air.to_json = snapshot
+        sent_at_save = record_saves(air)
         count = 300  # 2 s at 150/s: twice as long as the NCP emulator's 1 s save delay
         await sim(bridge, "stream", count=count, rate=150, offset=7)
         await pub.until(lambda: len(pub.values(dev_id(plugs[-1]), "meter/power")) > count // 2,
@@ -189,17 +196,8 @@ def test_a_stream_on_the_emulator_first_writes_the_save_left_waiting(
         bridge, pub = await started(radio, min_interval=0.0)
         try:
             plugs = sorted([await join(bridge, pub, "plug") for _ in range(2)])
-            air = radio.emu.air
             radio.emu.ncp.save()  # the joins' changes: nothing is waiting now
-            sent_at_save: list[int] = []
-            to_json = air.to_json
-
-            def snapshot() -> Any:
-                status = air.stream_status()
-                sent_at_save.append(status["sent"] if status is not None else -1)
-                return to_json()
-
-            air.to_json = snapshot
+            sent_at_save = record_saves(radio.emu.air)
             await sim(bridge, "stream", count=10, offset=3)
             await pub.until(lambda: pub.values(dev_id(plugs[-1]), "meter/power")[-1] == 0.7)
             assert not (await sim(bridge, "stream_status"))["running"]
