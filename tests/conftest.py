@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.zigbee import eui64
+
+# The daemon gives zigpy's EUI64 its byte hash before any zigpy object exists (see
+# gatewayd/zigbee/eui64.py); so does the test process, before any test has built a dict
+# of addresses that a later one would read under the other hash.
+eui64.install()
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 

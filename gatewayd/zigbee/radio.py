@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from gatewayd.config import ZigbeeConfig
 from gatewayd.runtime import deferred
-from gatewayd.zigbee import device_rows
+from gatewayd.zigbee import device_rows, eui64
 from gatewayd.zigbee.db_writes import CoalescedWrites
 from gatewayd.zigbee.pinned import written_for
 
@@ -75,6 +75,7 @@ def controller_class(radio: str) -> type[ControllerApplication]:
         raise RadioError(f"unknown zigbee.radio {radio!r} (known: {', '.join(RADIOS)})"
                          ) from None
     try:
+        eui64.install()  # before anything hashes an EUI64: see there
         module = importlib.import_module(lib.module)
     except ImportError as exc:
         raise RadioError(f"zigbee.radio = {radio!r} needs the {lib.package!r} package, which "
