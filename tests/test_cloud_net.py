@@ -85,13 +85,13 @@ def proxy(broker: Broker) -> Iterator[TcpProxy]:
 
 
 @contextlib.asynccontextmanager
-async def connected(host: str, port: int, *, keepalive: int = 30,
-                    window: int = 32) -> AsyncIterator[tuple[Connection, Sink]]:
+async def connected(host: str, port: int, *, keepalive: int = 30, window: int = 32,
+                    protocol: str = "3.1.1") -> AsyncIterator[tuple[Connection, Sink]]:
     """A started connection, once the broker accepted it; stopped (and asserted to end)
     afterwards."""
     sink = Sink()
     conn = Connection(Endpoint(host, port, False), username=ROOT, password=TOKEN,
-                      client_id="net-test", protocol="3.1.1", keepalive=keepalive,
+                      client_id="net-test", protocol=protocol, keepalive=keepalive,
                       connect_timeout=5.0, will=None, reconnect_min=0.05, reconnect_max=0.3,
                       loop=asyncio.get_running_loop(), sink=sink, window=window)
     conn.start()

@@ -6,8 +6,8 @@ TLS handshake) runs on a short-lived thread of its own. paho's own network threa
 publication a wake-up byte, a select() wake-up of that thread, a hand-over of the PUBACK
 back to the loop and the GIL going back and forth between them: 130 µs of CPU for a
 publication at 1000/s (bench/README.md, "The publication path"). Every event goes to a
-:class:`ConnectionSink` after paho has finished the packet, in order, a burst of PUBACKs
-in one batch.
+:class:`ConnectionSink` after paho has finished the packet, in order, a burst of PUBACKs in
+one batch; paho's client reads a PUBACK as :mod:`~gatewayd.cloud.acks` says.
 
 We drive paho with ``connect()`` ourselves instead of ``loop_start()`` because paho's own
 reconnect loop swallows the exception of a failed attempt (so we could not say "DNS" vs
@@ -34,6 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gatewayd.cloud.acks import AckingClient
 from gatewayd.cloud.attempts import (
     CaFileError,
     CloudOutcome,
@@ -114,11 +115,10 @@ class Connection:
         self._writer = False  # is the loop waiting for the socket to take more?
         self._flush_scheduled = False
         self._closed: asyncio.Future[None] | None = None
-
         version = MQTTProtocolVersion.MQTTv5 if protocol == "5" else MQTTProtocolVersion.MQTTv311
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                   clean_session=None if protocol == "5" else True,
-                                   protocol=version, reconnect_on_failure=False)
+        self._client = AckingClient(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                    clean_session=None if protocol == "5" else True,
+                                    protocol=version, reconnect_on_failure=False)
         self._client.username_pw_set(username, password)
         self._client.connect_timeout = connect_timeout
         # Our own window keeps paho's queues small; these are a safety net.

@@ -1,0 +1,53 @@
+"""paho's client, reading an MQTT 3.1.1 PUBACK without building what 3.1.1 does not have.
+
+Every value the hub publishes is QoS 1, so every one comes back as a PUBACK. paho 2.2.0
+decodes each into a packet with a new ``ReasonCode`` and a new, empty ``Properties`` (MQTT
+5 fields; a 3.1.1 PUBACK is a packet id and nothing else), through a wrapper that
+converts exceptions: 11 µs a PUBACK on the development machine, about a tenth of a Zigbee
+report's CPU in the hub (bench/README.md, "paho's PUBACK"). :class:`AckingClient` reads
+the id itself and hands ``on_publish`` one shared success code and one shared empty
+``Properties``, which the link never reads (nor may any ``on_publish`` change them). A
+PUBACK of the wrong length is refused as paho refuses it; paho's own log line is kept.
+MQTT 5 connections, PUBCOMP, and any paho but the one this was written for
+(:data:`PAHO_VERSION`, the pin in pyproject.toml) take paho's own path. Upstream could
+make the same change: no ``Properties`` on a 3.1.1 connection.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.exception import MalformedPacket
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+PAHO_VERSION = "2.2.0"
+WRITTEN_FOR = importlib.metadata.version("paho-mqtt") == PAHO_VERSION
+
+_SUCCESS = ReasonCode(PacketTypes.PUBACK)
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+
+
+class AckingClient(mqtt.Client):
+    """``paho.mqtt.client.Client`` with the 3.1.1 PUBACK read directly (see above)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lean_acks = WRITTEN_FOR and self._protocol != MQTTProtocolVersion.MQTTv5
+
+    def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
+        if cmd != "PUBACK" or not self._lean_acks:
+            return super()._handle_pubackcomp(cmd)
+        packet = self._in_packet["packet"]
+        if len(packet) != 2:
+            raise MalformedPacket("wrong size of packet")  # paho's words
+        mid = packet[0] << 8 | packet[1]
+        self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received %s (Mid: %d)", cmd, mid)
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, _SUCCESS, _NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
