@@ -6,8 +6,9 @@
 :mod:`~gatewayd.zigbee.radio` selects and starts the radio library;
 :mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes, and
 :mod:`~gatewayd.zigbee.device_rows` has zigpy save a joining device from a snapshot of its
-rows instead of a clone (both, like the fast paths below, only on the library versions
-:mod:`~gatewayd.zigbee.pinned` names);
+rows instead of a clone (both, like the fast paths below and
+:mod:`~gatewayd.zigbee.eui64`, which hashes zigpy's addresses from their bytes instead of
+their text, only on the library versions :mod:`~gatewayd.zigbee.pinned` names);
 :mod:`~gatewayd.zigbee.fastpath` takes attribute reports on mapped clusters past zigpy's
 general-purpose parsing, and :mod:`~gatewayd.zigbee.ezsp_fast` takes their EZSP frames past
 bellows' (bellows radios only), with :mod:`~gatewayd.zigbee.ash_fast` reading bellows' serial
