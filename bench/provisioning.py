@@ -139,6 +139,13 @@ class Fleet:
             await machine.start()
             self._keepers.append(asyncio.create_task(provisioner.run()))
 
+    def describe(self, device: str) -> str:
+        """One hub's onboarding and provisioning state, on one line (no secrets)."""
+        i = self.devices.index(device)
+        machine, provisioner = self.machines[i], self.provisioners[i]
+        return (f"  {device}: {machine.state} (step {machine.step}, busy {machine.busy}), "
+                f"last failure {machine.last_failure}, provisioning {provisioner.status()}")
+
     async def stop(self) -> None:
         for task in self._keepers:
             task.cancel()
@@ -160,13 +167,19 @@ def _platform_settings(platform: SimPlatform, **values: Any) -> None:
     platform.responses.write_text(json.dumps(data))
 
 
-async def _online(workdir: Path, count: int, config: Config,
-                  states: States) -> tuple[Fleet, float, list[float]]:
+async def _online(workdir: Path, count: int, config: Config, states: States,
+                  timeout: float) -> tuple[Fleet, float, list[float]]:
     fleet = Fleet(workdir, count, config)
     states.reset()
     started = time.monotonic()
     await fleet.start()
-    ready = await asyncio.to_thread(states.wait_ready, fleet.devices, 600)
+    try:
+        ready = await asyncio.to_thread(states.wait_ready, fleet.devices, timeout)
+    except BenchError as exc:
+        # Where each missing hub is: a stall that happens once in many runs must be
+        # diagnosable from the one run it happened in.
+        raise BenchError(f"{exc}\n" + "\n".join(
+            fleet.describe(d) for d in fleet.devices if d not in states.ready)) from None
     return fleet, max(ready.values()) - started, [t - started for t in ready.values()]
 
 
@@ -193,7 +206,7 @@ def run(settings: Settings, results: Results, workdir: Path) -> None:
         for n in range(settings.provisioning_repeats):
             async def once(n: int = n) -> None:
                 fleet, total, per_hub = await _online(workdir / f"run{n}", count, config,
-                                                      states)
+                                                      states, settings.provisioning_timeout)
                 totals.append(total)
                 each.extend(per_hub)
                 await fleet.stop()
@@ -206,7 +219,8 @@ def run(settings: Settings, results: Results, workdir: Path) -> None:
         _platform_settings(platform, registration_lifetime=settings.refresh_lifetime)
 
         async def refreshing() -> None:
-            fleet, _, _ = await _online(workdir / "refresh", count, config, states)
+            fleet, _, _ = await _online(workdir / "refresh", count, config, states,
+                                        settings.provisioning_timeout)
             lost_before = states.lost
             await asyncio.sleep(settings.refresh_seconds)  # the measured window
             results.note("provisioning_refreshes", sum(p.refreshes for p in fleet.provisioners))

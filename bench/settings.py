@@ -24,6 +24,7 @@ class Settings:
     provisioning_repeats: int = 3
     refresh_lifetime: float = 10.0   # registration token lifetime in the refresh phase, s
     refresh_seconds: float = 30.0    # how long the fleet runs with such tokens
+    provisioning_timeout: float = 600.0  # for every hub to come online, s
 
 
 FULL = Settings()
@@ -31,4 +32,4 @@ QUICK = replace(FULL, repeats=2, devices=12, throughput_reports=1200, latency_ra
                 latency_seconds=2.0, latency_repeats=1, set_samples=10, steady_seconds=3.0,
                 idle_seconds=2.0, flood_seconds=4.0, http_seconds=1.0, http_clients=4,
                 provisioning_hubs=8, provisioning_repeats=1, refresh_lifetime=4.0,
-                refresh_seconds=5.0)
+                refresh_seconds=5.0, provisioning_timeout=120.0)

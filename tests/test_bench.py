@@ -34,11 +34,20 @@ REQUIRED = (
 )
 
 
+def tail(output: str | bytes | None, size: int = 4000) -> str:
+    text = output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+    return text[-size:]
+
+
 def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out),
-                          "--workdir", str(tmp_path / "work")],
-                         cwd=REPO, capture_output=True, text=True, timeout=400)
+    try:
+        run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out),
+                              "--workdir", str(tmp_path / "work")],
+                             cwd=REPO, capture_output=True, text=True, timeout=400)
+    except subprocess.TimeoutExpired as exc:
+        # What it was doing when it stalled: the end of its output, not the start.
+        pytest.fail(f"the quick bench took over 400 s:\n{tail(exc.stdout)}\n{tail(exc.stderr)}")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     results = json.loads(out.read_text())
     for name in REQUIRED:
