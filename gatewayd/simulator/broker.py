@@ -23,10 +23,13 @@ import datetime
 import hashlib
 import ipaddress
 import json
+import logging
 import os
 import pwd
 import shutil
+import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +46,14 @@ from gatewayd.simulator.procs import (
     wait_until,
 )
 
+log = logging.getLogger(__name__)
+
 MONITOR_USER = "monitor"
+# mosquitto applies a SIGHUP on its next loop turn (at most 100 ms when idle); a reload
+# not begun this long after one is taken as lost and asked for again, for a while.
+RELOAD_CHECK_SECONDS = 0.4
+RELOAD_GIVE_UP_SECONDS = 10.0
+_RELOADING = b"Reloading config."
 PLATFORM_USER = "platform"
 # What a cloud user may do (mosquitto grants when any line matches, so REQ/RES cannot sit
 # under a blanket %u/# line).
@@ -106,6 +116,10 @@ class Broker:
 
     def __post_init__(self) -> None:
         self._auth_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._reload_mark: int | None = None  # the log's size at the last reload()
+        self._reload_since = 0.0
+        self._confirming = False  # a thread is confirming reloads
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.passwd_file = self.workdir / "passwd"
         self.acl_file = self.workdir / "acl"
@@ -283,10 +297,60 @@ class Broker:
         self.start()
 
     def reload(self) -> None:
-        """Re-read password and ACL files (SIGHUP), as a cloud adds users live."""
-        if self.child is not None:
+        """Re-read password and ACL files (SIGHUP), as a cloud adds users live.
+
+        mosquitto clears its reload flag at the end of a reload, not at the start, so a
+        SIGHUP that arrives during one is lost, and with it every change written since:
+        a new registration token refused for good, a revoked one still accepted. So each
+        call is confirmed in the background: until mosquitto logs the start of a reload
+        after it, SIGHUP is sent again every ``RELOAD_CHECK_SECONDS``."""
+        if self.child is None:
+            return
+        with self._reload_lock:
+            self._reload_mark = self._log_size()
+            self._reload_since = time.monotonic()
+            if not self._confirming:
+                self._confirming = True
+                threading.Thread(target=self._confirm_reloads, daemon=True,
+                                 name="broker-reload").start()
+        self._hup()
+
+    def _hup(self) -> None:
+        child = self.child
+        if child is not None:
             with contextlib.suppress(ProcessLookupError):
-                self.child.proc.send_signal(1)
+                child.proc.send_signal(signal.SIGHUP)
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_file.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _reloaded_since(self, mark: int) -> bool:
+        try:
+            with self.log_file.open("rb") as f:
+                f.seek(mark)
+                return _RELOADING in f.read()
+        except FileNotFoundError:
+            return False
+
+    def _confirm_reloads(self) -> None:
+        while True:
+            time.sleep(RELOAD_CHECK_SECONDS)  # a poll interval: mosquitto says nothing else
+            with self._reload_lock:
+                mark = self._reload_mark
+                if mark is not None and self.child is not None \
+                        and not self._reloaded_since(mark):
+                    if time.monotonic() - self._reload_since < RELOAD_GIVE_UP_SECONDS:
+                        self._hup()  # lost: ask again
+                        continue
+                    log.warning("simulated broker: mosquitto did not reload its users "
+                                "within %g s", RELOAD_GIVE_UP_SECONDS)
+                if self._reload_mark == mark:  # no newer reload() meanwhile
+                    self._reload_mark = None
+                    self._confirming = False
+                    return
 
     def log_text(self) -> str:
         try:

@@ -60,7 +60,6 @@ from gatewayd.simulator.provisioning_model import (
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 5.0  # for the broker to take a new registration token after its reload
-RESIGNAL_SECONDS = 0.5  # a probe refused this long after the last SIGHUP sends another
 
 class SimProvisioning:
     """The platform's provisioning side; thread-safe (paho's thread, HTTP threads)."""
@@ -436,12 +435,9 @@ class SimProvisioning:
 
 def _accepted(broker: Broker, user: str, password: str, timeout: float) -> bool:
     """Whether the broker accepts ``user`` now: a connection attempt, repeated until it
-    does (mosquitto reloads its files asynchronously after SIGHUP). mosquitto clears its
-    reload flag after a reload, not before: a SIGHUP arriving during one is lost, and with
-    it the newest files, so the hub holding the new token was refused for good (a quick
-    bench stalled so in CI). A probe still refused a while after a SIGHUP sends another."""
+    does (mosquitto reloads its files asynchronously after SIGHUP, and the broker sends
+    it again if mosquitto lost it: :meth:`Broker.reload`)."""
     deadline = time.monotonic() + timeout
-    signalled = time.monotonic()
     delay = 0.005
     while True:
         client = mqtt.Client(CallbackAPIVersion.VERSION2,
@@ -460,9 +456,6 @@ def _accepted(broker: Broker, user: str, password: str, timeout: float) -> bool:
             return True
         if time.monotonic() >= deadline:
             return False
-        if time.monotonic() - signalled >= RESIGNAL_SECONDS:
-            broker.reload()
-            signalled = time.monotonic()
         time.sleep(delay)  # mosquitto has not reloaded yet: ask again shortly
         delay = min(delay * 2, 0.1)
 
