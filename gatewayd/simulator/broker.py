@@ -260,6 +260,8 @@ class Broker:
             else:
                 self._wait_free(self.tls.port)
         self._write_auth()
+        with self._reload_lock:
+            self._reload_mark = None  # a starting mosquitto reads the files as they are now
         self._write_conf()
         self.child = Child("mosquitto", [exe, "-c", str(self.conf_file)],
                            self.workdir / "mosquitto.stdout")
