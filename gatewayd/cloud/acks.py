@@ -15,9 +15,9 @@ make the same change: no ``Properties`` on a 3.1.1 connection.
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any, Literal
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.exception import MalformedPacket
@@ -26,7 +26,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 PAHO_VERSION = "2.2.0"
-WRITTEN_FOR = importlib.metadata.version("paho-mqtt") == PAHO_VERSION
+# paho's own attribute: importlib.metadata.version() searches the installed distributions
+# (4 ms at every start, on the daemon's import path).
+WRITTEN_FOR = paho.mqtt.__version__ == PAHO_VERSION
 
 _SUCCESS = ReasonCode(PacketTypes.PUBACK)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
