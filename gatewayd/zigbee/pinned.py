@@ -13,6 +13,7 @@ Standard library only: nothing here imports zigpy.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 
@@ -22,15 +23,25 @@ ZIGPY_VERSION = "2.4.0"
 BELLOWS_VERSION = "1.2.1"
 
 
+@functools.cache
+def installed_version(package: str) -> str:
+    """The installed version of ``package`` ("?" if none). Asked once per process:
+    importlib.metadata searches every installed distribution (4 ms here, three times on
+    the event loop as a radio starts), and the code already imported stays what it was
+    even if the package is upgraded meanwhile."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
 def written_for(package: str, path: str) -> bool:
     """True if the installed ``package`` (``zigpy`` or ``bellows``) is the version the
     workarounds were written and tested against; otherwise logs that ``path`` is off (the
-    library does the work). Read at each call, so one change here moves them all."""
+    library does the work). The pins are read at each call, so one change here moves
+    them all."""
     version = {"zigpy": ZIGPY_VERSION, "bellows": BELLOWS_VERSION}[package]
-    try:
-        installed = importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        installed = "?"
+    installed = installed_version(package)
     if installed != version:
         log.info("zigbee: %s off: written for %s %s, this is %s", path, package, version,
                  installed)
