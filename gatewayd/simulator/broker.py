@@ -49,12 +49,12 @@ from gatewayd.simulator.procs import (
 log = logging.getLogger(__name__)
 
 MONITOR_USER = "monitor"
+PLATFORM_USER = "platform"
 # mosquitto applies a SIGHUP on its next loop turn (at most 100 ms when idle); a reload
 # not begun this long after one is taken as lost and asked for again, for a while.
 RELOAD_CHECK_SECONDS = 0.4
 RELOAD_GIVE_UP_SECONDS = 10.0
-_RELOADING = b"Reloading config."
-PLATFORM_USER = "platform"
+_RELOADING = b"Reloading config."  # what mosquitto logs as a reload begins
 # What a cloud user may do (mosquitto grants when any line matches, so REQ/RES cannot sit
 # under a blanket %u/# line).
 ACCOUNT_ACL = """\
@@ -349,10 +349,10 @@ class Broker:
                         continue
                     log.warning("simulated broker: mosquitto did not reload its users "
                                 "within %g s", RELOAD_GIVE_UP_SECONDS)
-                if self._reload_mark == mark:  # no newer reload() meanwhile
-                    self._reload_mark = None
-                    self._confirming = False
-                    return
+                # Reloaded, given up, or stopped; a later reload() starts a new thread.
+                self._reload_mark = None
+                self._confirming = False
+                return
 
     def log_text(self) -> str:
         try:
