@@ -10,7 +10,10 @@ import functools
 from pathlib import Path
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
+from gatewayd.cloud.attempts import CHECK_ACCOUNT, classify_connack
 from gatewayd.config import Config, with_overrides
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.onboarding.pairing import PairingService
@@ -160,6 +163,38 @@ def test_a_revoked_registration_is_forgotten_the_network_kept_and_it_asks_again(
             provider.release.set()
             await ob.wait_for(lambda: ob.state == State.ONLINE and not ob.busy, 5)
             assert provider.asked == 1
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_a_refused_issued_account_is_not_blamed_on_what_a_person_typed(
+        tmp_path: Path) -> None:
+    """The cloud step's pairing hint ("check e-mail and token") names what a person typed;
+    nobody typed a provisioned hub's account."""
+    cfg, store, provider = setup(tmp_path)
+    credentials = classify_connack(ReasonCode(PacketTypes.CONNACK, "Not authorized"),
+                                   "127.0.0.1", 1883, "3.1.1").reason
+    assert credentials.endswith(CHECK_ACCOUNT)  # what a paired hub is told
+    others = StepResult(False, Failure.BROKER_REFUSED, "broker 127.0.0.1:1883 does not "
+                        "accept MQTT 3.1.1: change cloud.protocol")
+
+    async def scenario() -> None:
+        cloud = StubCloud()
+        cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, credentials)
+        ob = ProvisioningOnboarding(cfg, store, None, cloud, provider)
+        await ob.start()
+        try:
+            await ob.wait_for(lambda: ob.last_failure is not None, 5)
+            assert ob.last_failure is not None and ob.last_failure.code == "broker-refused"
+            assert ob.last_failure.reason == (
+                "broker refused the credentials (not authorized): the platform issued this "
+                "account, and its broker does not know it (yet); the hub asks the platform "
+                "again")
+            cloud.next_failure = others  # any other refusal keeps its own words
+            await ob.wait_for(lambda: ob.last_failure is not None
+                              and ob.last_failure.reason == others.reason, 5)
         finally:
             await ob.stop()
 

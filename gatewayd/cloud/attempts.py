@@ -96,6 +96,10 @@ def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) 
     return CloudResult(unreachable, f"cannot connect to {where}: {exc}")
 
 
+# The hint for a refused account that a person typed; a provisioned hub replaces it
+# (gatewayd/onboarding/provisioned.py): the platform issued its account.
+CHECK_ACCOUNT = "check e-mail and token"
+
 # MQTT 5 CONNACK reason codes (paho maps MQTT 3.1.1 return codes onto these).
 _CREDENTIALS = {134, 135}  # bad user name or password, not authorized
 _TRANSIENT = {136, 137, 151, 159}  # server unavailable, busy, quota exceeded, rate exceeded
@@ -106,7 +110,7 @@ def classify_connack(reason: ReasonCode, host: str, port: int, protocol: str) ->
     where = f"{host}:{port}"
     if reason.value in _CREDENTIALS:
         return CloudResult(CloudOutcome.REFUSED, f"broker refused the credentials "
-                                                 f"({name.lower()}): check e-mail and token")
+                                                 f"({name.lower()}): {CHECK_ACCOUNT}")
     if reason.value == 132:
         return CloudResult(CloudOutcome.REFUSED, f"broker {where} does not accept MQTT "
                                                  f"{protocol}: change cloud.protocol")
