@@ -170,7 +170,7 @@ def test_a_revoked_registration_is_forgotten_the_network_kept_and_it_asks_again(
 
 
 def test_a_refused_issued_account_is_not_blamed_on_what_a_person_typed(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The cloud step's pairing hint ("check e-mail and token") names what a person typed;
     nobody typed a provisioned hub's account."""
     cfg, store, provider = setup(tmp_path)
@@ -199,3 +199,7 @@ def test_a_refused_issued_account_is_not_blamed_on_what_a_person_typed(
             await ob.stop()
 
     run(scenario())
+    # and the log says what kind of attempt failed
+    assert any(r.getMessage().startswith("provisioning attempt failed: broker-refused")
+               for r in caplog.records)
+    assert not any("pairing attempt failed" in r.getMessage() for r in caplog.records)

@@ -342,7 +342,9 @@ class Onboarding(OfflineHandling):
         self.last_failure = LastFailure(code=str(result.failure), reason=result.reason,
                                         at=time.time(),
                                         attempt=self.attempt.id if self.attempt else None)
-        log.warning("pairing attempt failed: %s (%s)", result.failure, result.reason)
+        kind = "provisioning" if self.attempt and self.attempt.source == "provisioning" \
+            else "pairing"
+        log.warning("%s attempt failed: %s (%s)", kind, result.failure, result.reason)
         await self.cloud.disconnect()
         previous = self.store.state.wifi
         if self.wifi is not None and applied is not None and not saved and (
