@@ -39,4 +39,3 @@ def install() -> bool:
     # setattr: zigpy's class declares __hash__ as a method; this replaces it, class-wide.
     setattr(eui64, "__hash__", _hash)  # noqa: B010
     return True
-
