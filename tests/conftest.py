@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.simulator.broker import Broker
 from gatewayd.zigbee import eui64
+from tests.cloud_helpers import make_broker
 
 # The daemon gives zigpy's EUI64 its byte hash before any zigpy object exists (see
 # gatewayd/zigbee/eui64.py); so does the test process, before any test has built a dict
@@ -34,3 +36,11 @@ def core_loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
     loop.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A running mosquitto with the test account (tests/cloud_helpers.py), stopped after."""
+    b = make_broker(tmp_path / "broker")
+    yield b
+    b.stop()

@@ -4,8 +4,6 @@ another paho take paho's own path."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -16,18 +14,11 @@ from paho.mqtt.exception import MalformedPacket
 
 from gatewayd.cloud import acks
 from gatewayd.simulator.broker import Broker
-from tests.cloud_helpers import make_broker, run
+from tests.cloud_helpers import run
 from tests.test_cloud_net import ROOT, connected
 
 pytestmark = pytest.mark.timeout(60)
 PUBACK = 0x40
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = make_broker(tmp_path / "broker")
-    yield b
-    b.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import random
 import re
 import socket
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -65,13 +64,6 @@ def base(device_id: str = HUB_ID) -> str:
 
 def errors(device_id: str, path: str) -> str:
     return f"{ROOT}/errors/sweet-home/{device_id}/{path}"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = make_broker(tmp_path / "broker")
-    yield b
-    b.stop()
 
 
 async def publish(mon: Monitor, topic: str, payload: str) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,19 +16,12 @@ from gatewayd.cloud.attempts import CloudResult
 from gatewayd.cloud.net import Connection, Endpoint
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import Broker
-from tests.cloud_helpers import TOKEN, WSP, Monitor, TcpProxy, make_broker, run
+from tests.cloud_helpers import TOKEN, WSP, Monitor, TcpProxy, run
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = mqtt_username(WSP)
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = make_broker(tmp_path / "broker")
-    yield b
-    b.stop()
 
 
 class Sink:

@@ -12,8 +12,7 @@ import base64
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -31,7 +30,6 @@ from tests.cloud_helpers import (
     Monitor,
     TcpProxy,
     creds_for,
-    make_broker,
     make_hub,
     make_link,
     run,
@@ -104,13 +102,6 @@ def echo(endpoint: str, data: Any) -> tuple[int, int, Any] | None:
     if endpoint == "denied":
         return 0, 403, {"message": "not for this hub"}
     return 1, 200, {"endpoint": endpoint, "echo": data}
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = make_broker(tmp_path / "broker")
-    yield b
-    b.stop()
 
 
 def test_an_independent_platform_answers_and_the_hub_decrypts(broker: Broker) -> None:

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from gatewayd.cloud.reqres_cipher import (
 )
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import MONITOR_USER, Broker
-from tests.cloud_helpers import WSP, creds_for, make_broker, make_link, run
+from tests.cloud_helpers import WSP, creds_for, make_link, run
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,13 +86,6 @@ class Responder:
                            "[" * 100_000 + "]" * 100_000, qos=1)
             response["data"] = seal({"ok": True})
         client.publish(f"{ROOT}/res/{device_id}/{endpoint}", json.dumps(response), qos=1)
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = make_broker(tmp_path / "broker")
-    yield b
-    b.stop()
 
 
 @pytest.mark.slow

@@ -5,25 +5,14 @@ registration token refused for good)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from gatewayd.simulator import provisioning
 from gatewayd.simulator.broker import Broker, password_line
 from gatewayd.simulator.procs import mqtt_connack, wait_until
-from tests.cloud_helpers import make_broker
 
 pytestmark = pytest.mark.timeout(60)
 USER, TOKEN = "reg-lost-1", "a-new-registration-token"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = make_broker(tmp_path / "broker")
-    yield b
-    b.stop()
 
 
 @pytest.fixture

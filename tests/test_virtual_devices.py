@@ -31,7 +31,6 @@ from tests.cloud_helpers import (
     WSP,
     Monitor,
     creds_for,
-    make_broker,
     make_link,
     retained_snapshot,
     run,
@@ -55,13 +54,6 @@ def test_plugins() -> Iterator[Path]:
         sys.path.remove(path)
         for name in [m for m in sys.modules if m.split(".")[0] == "gatewayd_test_plugins"]:
             del sys.modules[name]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = make_broker(tmp_path / "broker")
-    yield b
-    b.stop()
 
 
 def base(device_id: str) -> str:
