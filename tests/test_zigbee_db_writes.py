@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import logging
 import weakref
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import zigpy.types as t
+from zigpy.appdb import DB_V
 
 from gatewayd.zigbee import pinned
 from gatewayd.zigbee.db_writes import BATCH_HANDLER, MAX_ADDRESSES, CoalescedWrites
@@ -110,6 +112,81 @@ def test_written_events_are_not_kept_once_their_batch_is_written(tmp_path: Path)
             assert listener._callback_handlers.empty()  # the worker's last item: a batch
             gc.collect()
             assert seen and [ref() for ref in seen if ref() is not None] == []
+        finally:
+            await bridge.stop()
+
+    run(main())
+
+
+async def attribute_rows(listener: Any, attribute_id: int) -> dict[str, Any]:
+    """Each device's cached value of one attribute, as zigbee.db holds it now."""
+    cursor = await listener._db.execute(
+        f"SELECT ieee, value FROM attributes_cache{DB_V} WHERE attr_id = ?", (attribute_id,))
+    return {str(ieee): value for ieee, value in await cursor.fetchall()}
+
+
+def test_a_batch_is_written_in_one_call_on_the_database_thread(tmp_path: Path) -> None:
+    """Each statement used to be a round trip between the loop and aiosqlite's thread
+    (two wake-ups); a batch of them is now one."""
+    async def main() -> None:
+        bridge, pub = await started(Radio("virtual", tmp_path), min_interval=0.0)
+        assert bridge.app is not None
+        listener = bridge.app._dblistener
+        writes: CoalescedWrites = listener.enqueue.__self__
+        try:
+            plugs = [await join(bridge, pub, "plug") for _ in range(3)]
+            await hold_writes(listener)
+            for n, plug in enumerate(plugs):
+                await bridge.sim.call("report", {"ieee": plug, "cluster": "electrical_measurement",
+                                                 "attributes": {"active_power": 500 + n}})
+            await pub.until(lambda: all(pub.value(dev_id(p), "meter/power") == 50 + n / 10
+                                        for n, p in enumerate(plugs)))
+            waiting = [name for name, _ in writes.pending]
+            assert waiting.count("_save_attribute") >= len(plugs)
+            calls: list[Any] = []
+            execute = listener._db._execute
+
+            async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+                calls.append(fn)
+                return await execute(fn, *args, **kwargs)
+
+            listener._db._execute = counted
+            writes.flush()
+            await quiet(listener)
+            listener._db._execute = execute
+            assert len(calls) == 1, f"{len(calls)} calls for {len(waiting)} writes"
+            # 0x050B: active power, the value zigpy's own statements wrote
+            assert {ieee: value for ieee, value in (await attribute_rows(listener, 0x050B)
+                                                    ).items() if ieee in plugs} == {
+                p: 500 + n for n, p in enumerate(plugs)}
+        finally:
+            await bridge.stop()
+
+    run(main())
+
+
+def test_a_row_that_fails_is_logged_and_the_others_of_its_batch_are_written(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        bridge, pub = await started(Radio("virtual", tmp_path), min_interval=0.0)
+        assert bridge.app is not None
+        listener = bridge.app._dblistener
+        writes: CoalescedWrites = listener.enqueue.__self__
+        try:
+            plugs = [await join(bridge, pub, "plug") for _ in range(2)]
+            await hold_writes(listener)
+            first, second = (event(p, 0x050B, 700 + n) for n, p in enumerate(plugs))
+            first.value = object()  # no SQLite type: binding it fails
+            listener.enqueue("_save_attribute", first)
+            listener.enqueue("_save_attribute", second)
+            with caplog.at_level(logging.DEBUG, logger="gatewayd.zigbee.db_writes"):
+                writes.flush()
+                await quiet(listener)
+            failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+            assert len(failed) == 1 and failed[0].startswith(
+                "zigbee.db: _save_attribute failed: "), failed
+            rows = await attribute_rows(listener, 0x050B)
+            assert rows[plugs[1]] == 701 and rows.get(plugs[0]) != 700
         finally:
             await bridge.stop()
 

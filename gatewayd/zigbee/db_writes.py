@@ -14,6 +14,15 @@ handed over after the previous one is written, so zigpy's queue holds at most on
 ours. Memory is bounded by the number of attributes on the network, not by the rate of
 reports. The price is that the attribute cache on disk may lag by ``interval`` seconds
 after a crash; on a clean shutdown everything waiting is written first.
+
+A batch is written in one hand-over to the database thread. zigpy's handlers run as they
+are, with a :class:`_Recorder` as their ``self`` that keeps each statement they execute
+(zigpy's SQL and parameters, unchanged) instead of sending it; the statements then run
+in one call on aiosqlite's thread (``Connection._execute``, which zigpy uses itself) and
+the batch ends with one ``_commit()``, zigpy's own (a deferred commit by default). A
+statement at a time, each was a round trip between the event loop and that thread (a
+queue, a thread wake-up, a wake-up of the loop through its self-pipe): at 100 reports a
+second, 200 of them, most of the daemon's system calls (bench/README.md).
 """
 
 from __future__ import annotations
@@ -117,13 +126,23 @@ class CoalescedWrites:
 
     async def _write_batch(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
         try:
+            recorder = _Recorder(self.listener)
+            names: list[str] = []  # the handler of each statement, for the log
             for cb_name, args in batch:
                 try:
-                    await getattr(self.listener, cb_name)(*args)
-                except sqlite3.Error as exc:  # one bad row must not lose the others
-                    log.debug("zigbee.db: %s failed: %s", cb_name, exc)
+                    await getattr(type(self.listener), cb_name)(recorder, *args)
                 except Exception:  # as zigpy's own worker: log and carry on
                     log.exception("zigbee.db: %s failed", cb_name)
+                names.extend([cb_name] * (len(recorder.statements) - len(names)))
+            db = self.listener._db
+            if recorder.statements:
+                for i, exc in await db._execute(_execute_all, db._conn, recorder.statements):
+                    if isinstance(exc, sqlite3.Error):  # one bad row must not lose the others
+                        log.debug("zigbee.db: %s failed: %s", names[i], exc)
+                    else:
+                        log.error("zigbee.db: %s failed", names[i], exc_info=exc)
+            if recorder.commits:
+                await self.listener._commit(force=recorder.forced)
         finally:
             # zigpy's worker keeps the item it handled last bound until the next one
             # comes: a quiet hub would hold this batch's events (a join's are thousands).
@@ -137,3 +156,37 @@ class CoalescedWrites:
         self._in_flight = False  # zigpy's worker finishes it before it closes the database
         self.flush()
         await self._shutdown()
+
+
+class _Recorder:
+    """zigpy's ``PersistingListener`` as its write handlers see it in a batch: what they
+    execute is kept, in order, and a commit they ask for is noted; the rest is the
+    listener's own."""
+
+    def __init__(self, listener: Any) -> None:
+        self._listener = listener
+        self.statements: list[tuple[str, Any]] = []
+        self.commits = 0
+        self.forced = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._listener, name)
+
+    async def execute(self, sql: str, parameters: Any = None) -> None:
+        self.statements.append((sql, [] if parameters is None else parameters))
+
+    async def _commit(self, force: bool = False) -> None:
+        self.commits += 1
+        self.forced = self.forced or force
+
+
+def _execute_all(conn: sqlite3.Connection, statements: list[tuple[str, Any]]
+                 ) -> list[tuple[int, Exception]]:
+    """On the database thread: every statement, and which of them failed (and why)."""
+    failed = []
+    for i, (sql, parameters) in enumerate(statements):
+        try:
+            conn.execute(sql, parameters)
+        except Exception as exc:  # reported on the loop, row by row
+            failed.append((i, exc))
+    return failed
