@@ -11,6 +11,13 @@ PUBACK of the wrong length is refused as paho refuses it; paho's own log line is
 MQTT 5 connections, PUBCOMP, and any paho but the one this was written for
 (:data:`PAHO_VERSION`, the pin in pyproject.toml) take paho's own path. Upstream could
 make the same change: no ``Properties`` on a 3.1.1 connection.
+
+It also reads the socket once for whatever the broker has sent. paho asks for a packet's
+first byte, then each byte of its length, then the rest, a ``recv`` each: three system
+calls for every PUBACK, the only packet most of a hub's reads carry. ``_sock_recv``
+receives up to :data:`READ_SIZE` bytes and hands paho what it asks for from them.
+:meth:`AckingClient.read_all` reads on until paho has read every byte received (ours and
+those TLS decrypted): the socket no longer signals them. A closed socket drops them.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ PAHO_VERSION = "2.2.0"
 # (4 ms at every start, on the daemon's import path).
 WRITTEN_FOR = paho.mqtt.__version__ == PAHO_VERSION
 
+READ_SIZE = 65536  # bytes a read asks the socket for (a burst of PUBACKs, a large message)
+
 _SUCCESS = ReasonCode(PacketTypes.PUBACK)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 
@@ -40,6 +49,41 @@ class AckingClient(mqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lean_acks = WRITTEN_FOR and self._protocol != MQTTProtocolVersion.MQTTv5
+        self._received = b""  # from the socket, paho has read up to _read_at
+        self._read_at = 0
+
+    def read_all(self) -> MQTTErrorCode:
+        """``loop_read`` until every byte received is read: paho reads at most one packet
+        per message in flight, and what is left is no longer signalled by the socket."""
+        rc = self.loop_read()
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self.unread() > 0:
+            rc = self.loop_read()
+        return rc
+
+    def unread(self) -> int:
+        """Bytes received and not yet read by paho: ours and those TLS decrypted."""
+        pending = getattr(self._sock, "pending", None)
+        return len(self._received) - self._read_at + (pending() if pending else 0)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not WRITTEN_FOR:
+            return super()._sock_recv(bufsize)
+        start = self._read_at
+        if start == len(self._received):
+            data = super()._sock_recv(max(bufsize, READ_SIZE))
+            if len(data) <= bufsize:
+                return data
+            self._received, start = data, 0
+        end = min(start + bufsize, len(self._received))
+        chunk = self._received[start:end]
+        if end == len(self._received):
+            self._received, end = b"", 0
+        self._read_at = end
+        return chunk
+
+    def _sock_close(self) -> None:
+        self._received, self._read_at = b"", 0  # the rest of a connection that is gone
+        super()._sock_close()
 
     def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
         if cmd != "PUBACK" or not self._lean_acks:

@@ -336,12 +336,7 @@ class Connection:
 
     def _readable(self) -> None:
         try:
-            rc = self._client.loop_read()
-            # TLS may hold decrypted bytes that the socket no longer signals
-            pending = getattr(self._client.socket(), "pending", None)
-            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and pending is not None \
-                    and pending() > 0:
-                rc = self._client.loop_read()
+            self._client.read_all()
         except Exception:  # a reader that raises again at every byte would spin the loop
             log.exception("cloud link: reading from %s failed; reconnecting", self.endpoint)
             self._abort()
