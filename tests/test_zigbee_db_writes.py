@@ -14,7 +14,7 @@ import pytest
 import zigpy.types as t
 from zigpy.appdb import DB_V
 
-from gatewayd.zigbee import pinned
+from gatewayd.zigbee import db_writes, pinned
 from gatewayd.zigbee.db_writes import BATCH_HANDLER, MAX_ADDRESSES, CoalescedWrites
 from gatewayd.zigbee.device_rows import SAVE_HANDLER
 from tests.helpers import run_async
@@ -125,9 +125,14 @@ async def attribute_rows(listener: Any, attribute_id: int) -> dict[str, Any]:
     return {str(ieee): value for ieee, value in await cursor.fetchall()}
 
 
-def test_a_batch_is_written_in_one_call_on_the_database_thread(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [db_writes.CHUNK, 2])
+def test_a_batch_goes_to_the_database_thread_a_chunk_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
     """Each statement used to be a round trip between the loop and aiosqlite's thread
-    (two wake-ups); a batch of them is now one."""
+    (two wake-ups); a chunk of them is now one. A chunk, not the whole batch: the loop
+    pauses between chunks, and only a chunk's parameters are alive at once."""
+    monkeypatch.setattr(db_writes, "CHUNK", chunk)
+
     async def main() -> None:
         bridge, pub = await started(Radio("virtual", tmp_path), min_interval=0.0)
         assert bridge.app is not None
@@ -154,7 +159,7 @@ def test_a_batch_is_written_in_one_call_on_the_database_thread(tmp_path: Path) -
             writes.flush()
             await quiet(listener)
             listener._db._execute = execute
-            assert len(calls) == 1, f"{len(calls)} calls for {len(waiting)} writes"
+            assert len(calls) == -(-len(waiting) // chunk), f"{len(calls)} for {len(waiting)}"
             # 0x050B: active power, the value zigpy's own statements wrote
             assert {ieee: value for ieee, value in (await attribute_rows(listener, 0x050B)
                                                     ).items() if ieee in plugs} == {
