@@ -22,10 +22,10 @@ statements then run in one call on aiosqlite's thread (``Connection._execute``, 
 zigpy uses itself), and the batch ends with one ``_commit()``, zigpy's own (a deferred
 commit by default). A statement at a time, each was a round trip between the event loop
 and that thread (a queue, a thread wake-up, a wake-up of the loop through its
-self-pipe): at 100 reports a second, 200 of them, most of the daemon's system calls. A
-whole batch at once (600 statements at 200 plugs under a flood) kept the event loop
-busy with zigpy's handlers for milliseconds without a pause, and all their parameters
-alive together: the hub idled 0.6 MB larger (bench/README.md).
+self-pipe): at 100 reports a second, 200 of them, and two fifths of the event loop's
+system calls. A whole batch at once (600 statements at 200 plugs under a flood) kept
+the event loop busy with zigpy's handlers for milliseconds without a pause, and all
+their parameters alive together: the hub idled 0.6 MB larger (bench/README.md).
 """
 
 from __future__ import annotations
