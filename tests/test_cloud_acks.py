@@ -5,6 +5,7 @@ another paho take paho's own path."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -121,7 +122,11 @@ def test_pubacks_from_a_broker_take_fewer_reads_than_paho_makes(broker: Broker,
     assert len(reads) <= 2 * 50 + 10, len(reads)
 
 
-def client_on_a_socket() -> tuple[acks.AckingClient, socket.socket, list[Any]]:
+Socket = tuple[acks.AckingClient, socket.socket, list[Any]]  # client, broker's end, delivered
+
+
+@pytest.fixture
+def on_a_socket() -> Iterator[Socket]:
     """Our client reading one end of a socket pair (the test writes the broker's bytes
     to the other); what it delivers, in order: acknowledged ids and messages."""
     client = acks.AckingClient(CallbackAPIVersion.VERSION2,
@@ -132,7 +137,9 @@ def client_on_a_socket() -> tuple[acks.AckingClient, socket.socket, list[Any]]:
     ours, broker_end = socket.socketpair()
     ours.setblocking(False)
     client._sock = ours
-    return client, broker_end, got
+    yield client, broker_end, got
+    client._sock_close()
+    broker_end.close()
 
 
 def puback(mid: int) -> bytes:
@@ -144,64 +151,47 @@ def publish(topic: str, payload: bytes) -> bytes:
     return bytes([0x30, len(body)]) + body  # QoS 0, a length under 128
 
 
-def test_packets_cut_anywhere_are_all_delivered_in_order(reads: list[int]) -> None:
-    client, broker_end, got = client_on_a_socket()
-    mids = [client.publish("t", b"x", qos=1).mid for _ in range(5)]  # in flight
-    stream = b"".join(puback(m) for m in mids[:4]) + publish("a/b", b"hello") + \
-        puback(mids[4])
-    try:
-        for cut in (1, 5, 17, 18):  # in a length, a PUBACK, the PUBLISH, after it
-            broker_end.sendall(stream[:cut])
-            client.read_all()
-            broker_end.sendall(stream[cut:])
-            client.read_all()
-            assert got == [*mids[:4], ("a/b", b"hello"), mids[4]] and client.unread() == 0
-            got.clear()
-            mids = [client.publish("t", b"x", qos=1).mid for _ in range(5)]
-            stream = b"".join(puback(m) for m in mids[:4]) + publish("a/b", b"hello") + \
-                puback(mids[4])
-        # four times: what had come, then nothing (paho: 3 reads a PUBACK, 3 the PUBLISH)
-        assert len(reads) <= 4 * 4, reads
-    finally:
-        client._sock_close()
-        broker_end.close()
+def test_packets_cut_anywhere_are_all_delivered_in_order(on_a_socket: Socket,
+                                                         reads: list[int]) -> None:
+    client, broker_end, got = on_a_socket
+    for cut in (1, 5, 17, 18):  # in a length, a PUBACK, the PUBLISH, after it
+        mids = [client.publish("t", b"x", qos=1).mid for _ in range(5)]  # in flight
+        stream = b"".join(puback(m) for m in mids[:4]) + publish("a/b", b"hello") + \
+            puback(mids[4])
+        broker_end.sendall(stream[:cut])
+        client.read_all()
+        broker_end.sendall(stream[cut:])
+        client.read_all()
+        assert got == [*mids[:4], ("a/b", b"hello"), mids[4]] and client.unread() == 0
+        got.clear()
+    # four times: what had come, then nothing (paho: 3 reads a PUBACK, 3 the PUBLISH)
+    assert len(reads) <= 4 * 4, reads
 
 
-def test_what_paho_leaves_unread_is_read_on(reads: list[int]) -> None:
+def test_what_paho_leaves_unread_is_read_on(on_a_socket: Socket, reads: list[int]) -> None:
     """Nothing in flight: paho's loop_read reads one packet; the others came in the
     same read and the socket will not signal them again."""
-    client, broker_end, got = client_on_a_socket()
-    try:
-        broker_end.sendall(publish("a", b"1") + publish("b", b"2") + publish("c", b"3"))
-        client.loop_read()
-        assert got == [("a", b"1")] and client.unread() == 2 * len(publish("b", b"2"))
-        client.read_all()
-        assert got == [("a", b"1"), ("b", b"2"), ("c", b"3")] and client.unread() == 0
-    finally:
-        client._sock_close()
-        broker_end.close()
+    client, broker_end, got = on_a_socket
+    broker_end.sendall(publish("a", b"1") + publish("b", b"2") + publish("c", b"3"))
+    client.loop_read()
+    assert got == [("a", b"1")] and client.unread() == 2 * len(publish("b", b"2"))
+    client.read_all()
+    assert got == [("a", b"1"), ("b", b"2"), ("c", b"3")] and client.unread() == 0
 
 
-def test_a_closed_connection_drops_what_it_left_unread() -> None:
-    client, broker_end, got = client_on_a_socket()
-    try:
-        broker_end.sendall(publish("a", b"1") + publish("b", b"2"))
-        client.loop_read()
-        assert client.unread() > 0
-        client._sock_close()
-        assert client.unread() == 0 and got == [("a", b"1")]
-    finally:
-        broker_end.close()
+def test_a_closed_connection_drops_what_it_left_unread(on_a_socket: Socket) -> None:
+    client, broker_end, got = on_a_socket
+    broker_end.sendall(publish("a", b"1") + publish("b", b"2"))
+    client.loop_read()
+    assert client.unread() > 0
+    client._sock_close()
+    assert client.unread() == 0 and got == [("a", b"1")]
 
 
-def test_another_paho_reads_the_socket_its_own_way(reads: list[int],
+def test_another_paho_reads_the_socket_its_own_way(on_a_socket: Socket, reads: list[int],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(acks, "WRITTEN_FOR", False)
-    client, broker_end, got = client_on_a_socket()
-    try:
-        broker_end.sendall(publish("a", b"1"))
-        client.read_all()
-        assert got == [("a", b"1")] and reads[:3] == [1, 1, 4]  # byte, length, the rest
-    finally:
-        client._sock_close()
-        broker_end.close()
+    monkeypatch.setattr(acks, "WRITTEN_FOR", False)  # read at each _sock_recv
+    client, broker_end, got = on_a_socket
+    broker_end.sendall(publish("a", b"1"))
+    client.read_all()
+    assert got == [("a", b"1")] and reads[:3] == [1, 1, 4]  # byte, length, the rest

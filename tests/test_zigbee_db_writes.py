@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import logging
 import weakref
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -125,6 +127,23 @@ async def attribute_rows(listener: Any, attribute_id: int) -> dict[str, Any]:
     return {str(ieee): value for ieee, value in await cursor.fetchall()}
 
 
+@contextlib.asynccontextmanager
+async def joined_and_held(tmp_path: Path, count: int
+                          ) -> AsyncIterator[tuple[Any, Any, Any, list[str]]]:
+    """A bridge on the virtual radio with ``count`` plugs joined, everything written so
+    far in zigbee.db and later writes held (:func:`hold_writes`): bridge, publisher,
+    zigpy's database listener, the plugs."""
+    bridge, pub = await started(Radio("virtual", tmp_path), min_interval=0.0)
+    assert bridge.app is not None
+    listener = bridge.app._dblistener
+    try:
+        plugs = [await join(bridge, pub, "plug") for _ in range(count)]
+        await hold_writes(listener)
+        yield bridge, pub, listener, plugs
+    finally:
+        await bridge.stop()
+
+
 @pytest.mark.parametrize("chunk", [db_writes.CHUNK, 2])
 def test_a_batch_goes_to_the_database_thread_a_chunk_at_a_time(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
@@ -134,13 +153,8 @@ def test_a_batch_goes_to_the_database_thread_a_chunk_at_a_time(
     monkeypatch.setattr(db_writes, "CHUNK", chunk)
 
     async def main() -> None:
-        bridge, pub = await started(Radio("virtual", tmp_path), min_interval=0.0)
-        assert bridge.app is not None
-        listener = bridge.app._dblistener
-        writes: CoalescedWrites = listener.enqueue.__self__
-        try:
-            plugs = [await join(bridge, pub, "plug") for _ in range(3)]
-            await hold_writes(listener)
+        async with joined_and_held(tmp_path, 3) as (bridge, pub, listener, plugs):
+            writes: CoalescedWrites = listener.enqueue.__self__
             for n, plug in enumerate(plugs):
                 await bridge.sim.call("report", {"ieee": plug, "cluster": "electrical_measurement",
                                                  "attributes": {"active_power": 500 + n}})
@@ -164,8 +178,6 @@ def test_a_batch_goes_to_the_database_thread_a_chunk_at_a_time(
             assert {ieee: value for ieee, value in (await attribute_rows(listener, 0x050B)
                                                     ).items() if ieee in plugs} == {
                 p: 500 + n for n, p in enumerate(plugs)}
-        finally:
-            await bridge.stop()
 
     run(main())
 
@@ -173,13 +185,8 @@ def test_a_batch_goes_to_the_database_thread_a_chunk_at_a_time(
 def test_a_row_that_fails_is_logged_and_the_others_of_its_batch_are_written(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
-        bridge, pub = await started(Radio("virtual", tmp_path), min_interval=0.0)
-        assert bridge.app is not None
-        listener = bridge.app._dblistener
-        writes: CoalescedWrites = listener.enqueue.__self__
-        try:
-            plugs = [await join(bridge, pub, "plug") for _ in range(2)]
-            await hold_writes(listener)
+        async with joined_and_held(tmp_path, 2) as (_, _, listener, plugs):
+            writes: CoalescedWrites = listener.enqueue.__self__
             first, second = (event(p, 0x050B, 700 + n) for n, p in enumerate(plugs))
             first.value = object()  # no SQLite type: binding it fails
             listener.enqueue("_save_attribute", first)
@@ -192,8 +199,6 @@ def test_a_row_that_fails_is_logged_and_the_others_of_its_batch_are_written(
                 "zigbee.db: _save_attribute failed: "), failed
             rows = await attribute_rows(listener, 0x050B)
             assert rows[plugs[1]] == 701 and rows.get(plugs[0]) != 700
-        finally:
-            await bridge.stop()
 
     run(main())
 
