@@ -138,8 +138,8 @@ class CoalescedWrites:
                 except Exception:  # as zigpy's own worker: log and carry on
                     log.exception("zigbee.db: %s failed", cb_name)
                 if len(recorder.statements) >= CHUNK:
-                    await self._execute(recorder.take())
-            await self._execute(recorder.take())
+                    await self._hand_over(recorder.take())
+            await self._hand_over(recorder.take())
             if recorder.commits:
                 await self.listener._commit(force=recorder.forced)
         finally:
@@ -148,7 +148,7 @@ class CoalescedWrites:
             batch.clear()
             self._in_flight = False
 
-    async def _execute(self, statements: list[tuple[str, str, Any]]) -> None:
+    async def _hand_over(self, statements: list[tuple[str, str, Any]]) -> None:
         """Recorded statements, in one call on the database thread; each failure logged."""
         if not statements:
             return
