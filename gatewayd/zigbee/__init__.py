@@ -12,7 +12,8 @@ their text, only on the library versions :mod:`~gatewayd.zigbee.pinned` names);
 :mod:`~gatewayd.zigbee.fastpath` takes attribute reports on mapped clusters past zigpy's
 general-purpose parsing, and :mod:`~gatewayd.zigbee.ezsp_fast` takes their EZSP frames past
 bellows' (bellows radios only), with :mod:`~gatewayd.zigbee.ash_fast` reading bellows' serial
-line below it; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate filter
+line below it, and :mod:`~gatewayd.zigbee.extended_timeouts` sparing bellows a question to
+the NCP before each unicast; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate filter
 keeping compact keys instead of packets;
 :mod:`~gatewayd.zigbee.status_line` is the network's part of the hub's status line
 (systemd's ``STATUS=``); :mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP
@@ -20,9 +21,9 @@ emulator's control port or the virtual radio) for ``gatewayctl zigbee sim``. The
 radio and the device model live in :mod:`gatewayd.zigbee.virtual`.
 
 Modules that import zigpy (``radio`` once it starts a controller, ``child``, ``fastpath``,
-``dedup``, and the simulated radio) are imported only when Zigbee is enabled, ``ezsp_fast``
-and ``ash_fast`` (bellows) only when the radio is bellows; the bridge loads them lazily.
-Nothing is imported from this package's ``__init__`` on purpose.
+``dedup``, and the simulated radio) are imported only when Zigbee is enabled, ``ezsp_fast``,
+``ash_fast`` and ``extended_timeouts`` (bellows) only when the radio is bellows; the bridge
+loads them lazily. Nothing is imported from this package's ``__init__`` on purpose.
 
 May import: homie, config, runtime; never the bridge, the cloud link or a front end.
 """

@@ -107,7 +107,7 @@ def preload(radio: str, ota: bool = False) -> None:
     modules = ["zigpy.device", "zigpy.types", "zigpy.util", "zigpy.zcl.clusters",
                "gatewayd.zigbee.child", "gatewayd.zigbee.fastpath"]
     if radio == "bellows":
-        modules.append("gatewayd.zigbee.ezsp_fast")
+        modules += ["gatewayd.zigbee.ezsp_fast", "gatewayd.zigbee.extended_timeouts"]
     for module in modules:
         importlib.import_module(module)
 
@@ -115,12 +115,15 @@ def preload(radio: str, ota: bool = False) -> None:
 def fast_paths(app: ControllerApplication, radio: str
                ) -> tuple[FastReports | None, FastFrames | None]:
     """Install the report fast paths on a started controller: zigpy's side, and on
-    bellows the EZSP frames' (each steps aside on library versions it was not written
-    for). Imported here, once a radio runs: they import zigpy and bellows."""
+    bellows the EZSP frames' and the memory of each device's extended-timeout flag that
+    spares a unicast its first EZSP exchange (each steps aside on library versions it
+    was not written for). Imported here, once a radio runs: they import zigpy and
+    bellows."""
     reports: FastReports | None = importlib.import_module(
         "gatewayd.zigbee.fastpath").FastReports.install(app)
     if radio != "bellows":
         return reports, None
+    importlib.import_module("gatewayd.zigbee.extended_timeouts").ExtendedTimeouts.install(app)
     frames: FastFrames | None = importlib.import_module(
         "gatewayd.zigbee.ezsp_fast").FastFrames.install(app, reports)
     return reports, frames
