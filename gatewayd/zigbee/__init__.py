@@ -12,7 +12,8 @@ their text, only on the library versions :mod:`~gatewayd.zigbee.pinned` names);
 :mod:`~gatewayd.zigbee.fastpath` takes attribute reports on mapped clusters past zigpy's
 general-purpose parsing, and :mod:`~gatewayd.zigbee.ezsp_fast` takes their EZSP frames past
 bellows' (bellows radios only), with :mod:`~gatewayd.zigbee.ash_fast` reading bellows' serial
-line below it, and :mod:`~gatewayd.zigbee.extended_timeouts` sparing bellows a question to
+line below it (:mod:`~gatewayd.zigbee.serial_reads` sizing its reads), and
+:mod:`~gatewayd.zigbee.extended_timeouts` sparing bellows a question to
 the NCP before each unicast; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate filter
 keeping compact keys instead of packets;
 :mod:`~gatewayd.zigbee.status_line` is the network's part of the hub's status line

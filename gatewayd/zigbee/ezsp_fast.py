@@ -42,6 +42,7 @@ import zigpy.types as t
 from gatewayd.zigbee.ash_fast import FastAsh
 from gatewayd.zigbee.fastpath import FastReports, plain
 from gatewayd.zigbee.pinned import written_for
+from gatewayd.zigbee.serial_reads import small_reads
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,9 @@ class FastFrames:
         ezsp.frame_received = self.frame_received
         # the serial line below it: EZSP -> (thread-safe proxy) -> Gateway -> ASH
         gateway = getattr(ezsp._gw, "_obj", ezsp._gw)
-        self.ash = FastAsh.install(getattr(gateway, "_transport", None))
+        ash_protocol = getattr(gateway, "_transport", None)
+        self.ash = FastAsh.install(ash_protocol)
+        small_reads(getattr(ash_protocol, "_transport", None))
 
     def frame_received(self, frame: bytes) -> None:
         if not self.take(frame):
