@@ -29,6 +29,9 @@ class Coalescer:
     def __init__(self, publish: Callable[[Key, Any], None], interval: float) -> None:
         self.publish = publish
         self.interval = interval
+        # The loop it runs on, taken once: on Python 3.11 every asyncio.get_running_loop()
+        # checks the process id with a system call, and put() runs once per report.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.pending: dict[Key, Any] = {}
         self._last: dict[Key, float] = {}
         self._sent: dict[Key, Any] = {}  # the latest value handed to publish, per property
@@ -36,8 +39,14 @@ class Coalescer:
         self._soon: dict[Key, Callable[[], Any]] = {}  # read at the end of this pass
         self._soon_handle: asyncio.Handle | None = None
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     def put(self, key: Key, value: Any) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         now = loop.time()
         if key not in self.pending and now - self._last.get(key, -1e9) >= self.interval:
             self._last[key] = now
@@ -50,7 +59,7 @@ class Coalescer:
 
     def flush(self) -> None:
         self._timer = None
-        now = asyncio.get_running_loop().time()
+        now = self._running_loop().time()
         pending, self.pending = self.pending, {}
         for key, value in pending.items():
             self._last[key] = now
@@ -68,7 +77,7 @@ class Coalescer:
         One handle per pass, however many frames the pass handles."""
         self._soon[key] = read
         if self._soon_handle is None:
-            self._soon_handle = asyncio.get_running_loop().call_soon(self._end_of_pass)
+            self._soon_handle = self._running_loop().call_soon(self._end_of_pass)
 
     def _end_of_pass(self) -> None:
         self._soon_handle = None
