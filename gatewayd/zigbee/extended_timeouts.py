@@ -27,7 +27,6 @@ bellows could take: the same memory of what it last set, per address-table entry
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -35,8 +34,6 @@ import bellows.ezsp
 import bellows.zigbee.application as bellows_app
 
 from gatewayd.zigbee.pinned import written_for
-
-log = logging.getLogger(__name__)
 
 # Devices remembered at most; past it a device is asked about as bellows does (a network
 # of an EZSP coordinator has a few hundred).
