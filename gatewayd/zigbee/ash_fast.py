@@ -8,24 +8,16 @@ payload with a list comprehension (``DataFrame._randomize``). On this machine th
 
 :class:`FastAsh` does the same on one ``AshProtocol`` instance: a regular expression
 finds the reserved bytes, ``bytes.split`` unstuffs and one integer XOR derandomizes.
-Everything else (the frame's CRC, sequence numbers, NAKs and the reject condition,
-retransmissions, the cancel, substitute and XON/XOFF bytes, the buffer limit) is
-bellows' own code or follows it line by line; with bellows' debug log on, bellows reads
-the line itself.
-
-One thing the wire sees differently: DATA frames in sequence that arrive in one read get
-one ACK, written before the first is handed up (ASH's ackNum acknowledges every frame
-before it), where bellows writes one ACK before each frame it hands up, the next only
-after the one before has gone through zigpy and the hub. The NCP may then send its next
-frames while these are handled, and at saturation the hub writes one ACK a read
-instead of one a frame, each a system call that wakes the other end (bench/README.md,
-"One ACK for the frames of a read"). A run stops at anything else (a frame out of sequence or sent again, an
-ACK, NAK or control frame from the NCP, a frame that does not parse, a cancel or
-substitute byte) and holds at most seven frames, all an ackNum can acknowledge.
-
+Everything else (the frame's CRC, sequence numbers, the ACK for each DATA frame, NAKs
+and the reject condition, retransmissions, the cancel, substitute and XON/XOFF bytes,
+the buffer limit) is bellows' own code or follows it line by line, so the wire sees
+what it sees with bellows; with bellows' debug log on, bellows reads the line itself.
 tests/test_zigbee_ash_fast.py feeds the same byte streams, cut anywhere, to a stock and
-a fast instance and compares what each hands to EZSP and writes, in order: the same but
-for those ACKs, which are fewer and never later than bellows'.
+a fast instance and compares what each hands to EZSP and writes, in order.
+
+(One ACK per read instead of one per DATA frame, which ASH allows, was tried and
+measured: no difference in the daemon's CPU, so bellows' wire behaviour stayed;
+bench/README.md.)
 
 The codec functions (:func:`unstuff`, :func:`randomize`, :func:`parse`) are what
 upstream could take as they are: same results, same errors.
@@ -54,10 +46,7 @@ _STOPS = re.compile(b"[" + b"".join(re.escape(bytes([b])) for b in
 _SEQUENCE = ash.PSEUDO_RANDOM_DATA_SEQUENCE
 _DATA_MASK = ash.DataFrame.MASK
 _DATA_MASK_VALUE = ash.DataFrame.MASK_VALUE
-_METHODS = ("data_received", "frame_received", "data_frame_received", "_send_ack",
-            "_unstuff_bytes", "_reject_frame")
-# An ackNum acknowledges at most seven frames: sequence numbers count modulo 8.
-MAX_RUN = 7
+_METHODS = ("data_received", "frame_received", "_unstuff_bytes", "_reject_frame")
 
 
 def unstuff(data: bytes | bytearray) -> bytearray:
@@ -173,28 +162,8 @@ class FastAsh:
                         # unstuffed if this one's unstuffing failed.
                         if len(data) > 0 and data[0] & _DATA_MASK == _DATA_MASK_VALUE:
                             p._reject_frame()
-                        continue
-                    run = self._run(frame, buffer, pos)
-                    if not run:
+                    else:
                         p.frame_received(frame)
-                        continue
-                    # DATA frames in sequence that arrived together: one ACK for them
-                    # all, before the first is handed up, instead of one before each
-                    # (an ACK acknowledges every frame before its ackNum), so the NCP
-                    # sends on while they are handled. bellows then takes each as usual
-                    # with its own ACK held back; if the line closed meanwhile, that ACK
-                    # is let through to fail as in bellows, and the read stops there.
-                    p._write_frame(ash.AckFrame(res=0, ncp_ready=0,
-                                                ack_num=(frame.frm_num + len(run) + 1) % 8))
-                    p._suppress_acks = True
-                    try:
-                        p.frame_received(frame)
-                        for following, end in run:
-                            pos = end  # taken from the buffer before it is handled
-                            p._suppress_acks = _open(p)
-                            p.frame_received(following)
-                    finally:
-                        p._suppress_acks = False
                 elif byte == CANCEL or byte == SUBSTITUTE:
                     # everything since the last flag is void; after a substitute, up
                     # to the next flag too
@@ -205,40 +174,3 @@ class FastAsh:
                     del buffer[index]
         finally:
             del buffer[:pos]
-
-    def _run(self, first: ash.AshFrame, buffer: bytearray, pos: int
-             ) -> list[tuple[ash.DataFrame, int]]:
-        """The DATA frames that follow ``first`` in the buffer, in sequence after it, if
-        it is the one bellows expects: each with the buffer position past it. Empty if
-        none do. Looks only: it stops at any other reserved byte, at a frame that does not
-        parse and at any other frame, which the read then takes as bellows would."""
-        p = self.protocol
-        if not isinstance(first, ash.DataFrame) or first.frm_num != p._rx_seq or \
-                p._suppress_acks or not _open(p):
-            return []
-        run: list[tuple[ash.DataFrame, int]] = []
-        expected = (first.frm_num + 1) % 8
-        while len(run) < MAX_RUN - 1:
-            match = _STOPS.search(buffer, pos)
-            if match is None or buffer[match.start()] != FLAG:
-                break
-            index = match.start()
-            if index == pos:
-                pos += 1  # consecutive flags
-                continue
-            try:
-                frame = parse(unstuff(buffer[pos:index]))
-            except Exception:
-                break
-            if not isinstance(frame, ash.DataFrame) or frame.frm_num != expected:
-                break
-            pos = index + 1
-            run.append((frame, pos))
-            expected = (expected + 1) % 8
-        return run
-
-
-
-def _open(p: ash.AshProtocol) -> bool:
-    """Whether bellows' ``_write_frame`` would write (and not raise ``NcpFailure``)."""
-    return p._transport is not None and not p._transport.is_closing()
