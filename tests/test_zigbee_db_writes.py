@@ -6,6 +6,7 @@ import contextlib
 import functools
 import gc
 import logging
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from gatewayd.zigbee import db_writes, pinned
 from gatewayd.zigbee.db_writes import BATCH_HANDLER, MAX_ADDRESSES, CoalescedWrites
 from gatewayd.zigbee.device_rows import SAVE_HANDLER
 from tests.helpers import run_async
-from tests.test_bridge import dev_id, join, started
+from tests.test_bridge import dev_id, join, on_set, started
 from tests.zigbee_radios import Radio
 
 pytestmark = pytest.mark.timeout(120)
@@ -182,6 +183,54 @@ def test_a_batch_goes_to_the_database_thread_a_chunk_at_a_time(
     run(main())
 
 
+def committed(state_dir: Path, cluster_id: int, attribute_id: int) -> dict[str, Any]:
+    """Each device's cached value of one attribute as a power cut would leave zigbee.db:
+    read through a connection of its own, which sees committed transactions only."""
+    with contextlib.closing(sqlite3.connect(state_dir / "zigbee.db")) as db:
+        return {str(ieee): value for ieee, value in db.execute(
+            f"SELECT ieee, value FROM attributes_cache{DB_V} WHERE cluster_type = 0 AND "
+            "cluster_id = ? AND attr_id = ?", (cluster_id, attribute_id))}
+
+
+ON_OFF = (0x0006, 0x0000)
+ACTIVE_POWER = (0x0B04, 0x050B)
+
+
+def test_a_sets_state_is_committed_with_its_batch_and_a_measurement_waits(
+        tmp_path: Path) -> None:
+    """After a power cut the hub restores and republishes what zigbee.db last committed,
+    and zigpy commits every 30 s: a switch's state must not wait for that (the cloud
+    would show it switched back), a power reading may (the plug reports it again)."""
+    async def main() -> None:
+        async with joined_and_held(tmp_path, 1) as (bridge, pub, listener, (plug,)):
+            writes: CoalescedWrites = listener.enqueue.__self__
+            listener._commit_interval = 3600.0  # zigpy's own deferred commit stays away
+            if listener._commit_task is not None:
+                listener._commit_task.cancel()
+            await listener._commit(force=True)  # the join, as a first commit leaves it
+            assert committed(tmp_path, *ON_OFF)[plug] == 0  # a plug joins switched off
+            durable = writes.durable_commits  # the join's read of on/off made one
+
+            await bridge.sim.call("report", {"ieee": plug, "cluster": "electrical_measurement",
+                                             "attributes": {"active_power": 777}})
+            await pub.until(lambda: pub.value(dev_id(plug), "meter/power") == 77.7)
+            writes.flush()
+            await quiet(listener)
+            assert (await attribute_rows(listener, ACTIVE_POWER[1]))[plug] == 777  # written
+            assert committed(tmp_path, *ACTIVE_POWER)[plug] != 777  # not yet committed
+            assert writes.durable_commits == durable
+
+            assert await on_set(pub, dev_id(plug), "switch/on-off")(True) is True
+            await pub.until(lambda: pub.value(dev_id(plug), "switch/on-off") is True)
+            writes.flush()
+            await quiet(listener)
+            assert committed(tmp_path, *ON_OFF)[plug] == 1
+            assert committed(tmp_path, *ACTIVE_POWER)[plug] == 777  # the same transaction
+            assert writes.durable_commits == durable + 1
+
+    run(main())
+
+
 def test_a_row_that_fails_is_logged_and_the_others_of_its_batch_are_written(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
@@ -218,7 +267,8 @@ class ListenerStandIn:
 
 def event(ieee: str, attribute_id: int, value: Any = 0) -> SimpleNamespace:
     return SimpleNamespace(device_ieee=ieee, endpoint_id=1, cluster_type=0, cluster_id=0x0B04,
-                           attribute_id=attribute_id, manufacturer_code=None, value=value)
+                           attribute_name=None, attribute_id=attribute_id,
+                           manufacturer_code=None, value=value)
 
 
 def test_a_clear_or_a_removal_drops_the_waiting_writes_it_makes_stale() -> None:

@@ -82,6 +82,17 @@ def test_settable_properties_round_trip_to_zcl_commands() -> None:
     assert ct.to_zigbee(2700, no_get).args["color_temp_mireds"] == 370
 
 
+def test_the_attributes_a_set_changes_are_the_settable_ones() -> None:
+    """What zigbee.db commits at once (db_writes): the state behind every settable
+    property, and no measurement, which would commit at every report."""
+    assert mapping.settable_attributes() == {
+        (0x0006, "on_off"), (0x0008, "current_level"), (0x0300, "color_temperature")}
+    for m in mapping.TABLE:
+        for p in (*m.props, *m.default_variant, *(q for v in m.variants.values() for q in v)):
+            durable = (m.cluster_id, p.attribute) in mapping.settable_attributes()
+            assert durable == (p.settable and m.server), (m.cluster, p.id)
+
+
 def test_ias_zone_property_depends_on_zone_type() -> None:
     ias = mapping.lookup(0x0500, True)
     assert ias is not None and ias.enroll and "zone_type" in ias.preload

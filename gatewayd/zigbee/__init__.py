@@ -4,7 +4,8 @@
 :mod:`~gatewayd.zigbee.child` turns a zigpy device into a Homie child, and
 :mod:`~gatewayd.zigbee.children` (no zigpy) keeps the bridge's children and finds a device's;
 :mod:`~gatewayd.zigbee.radio` selects and starts the radio library;
-:mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes, and
+:mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes (and commits a
+``/set``'s state at once), and
 :mod:`~gatewayd.zigbee.device_rows` has zigpy save a joining device from a snapshot of its
 rows instead of a clone (both, like the fast paths below and
 :mod:`~gatewayd.zigbee.eui64`, which hashes zigpy's addresses from their bytes instead of

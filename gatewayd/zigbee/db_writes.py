@@ -15,6 +15,13 @@ ours. Memory is bounded by the number of attributes on the network, not by the r
 reports. The price is that the attribute cache on disk may lag by ``interval`` seconds
 after a crash; on a clean shutdown everything waiting is written first.
 
+zigpy commits what was written every 30 s (its ``database_commit_interval``), and after
+a power cut the hub restores and republishes, retained, what was last committed. For
+the attributes a ``/set`` changes (``durable``: on/off, level, colour temperature) that
+would show a switch in its older state in the cloud until it next changes, so a batch
+holding a change of one of them ends with a commit of its own; measurements, which
+devices report again within minutes, wait for zigpy's commit and write the SD card less.
+
 A batch goes to the database thread :data:`CHUNK` statements at a time. zigpy's handlers
 run as they are, with a :class:`_Recorder` as their ``self`` that keeps each statement
 they execute (zigpy's SQL and parameters, unchanged) instead of sending it; the kept
@@ -33,12 +40,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Container, Hashable
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 BATCH_HANDLER = "_gatewayd_write_batch"  # the name zigpy's worker looks our batches up by
+SERVER = 0  # zigpy's ClusterType.Server, as its attribute events carry it
 CHUNK = 32  # statements handed to the database thread at once
 MAX_ADDRESSES = 1024  # EUI64 objects whose text is remembered (about one per device)
 
@@ -57,9 +65,13 @@ def _device_of(key: tuple[str, Hashable]) -> Any:
 class CoalescedWrites:
     """Installed on a zigpy ``PersistingListener`` (its ``enqueue`` and ``shutdown``)."""
 
-    def __init__(self, listener: Any, interval: float = 1.0) -> None:
+    def __init__(self, listener: Any, interval: float = 1.0,
+                 durable: Container[tuple[int, str]] = ()) -> None:
         self.listener = listener
         self.interval = interval
+        self.durable = durable  # (cluster id, attribute name): committed with their batch
+        self.durable_commits = 0  # batches committed for a durable attribute
+        self._commit_batch = False  # a durable attribute waits in ``pending``
         self.pending: dict[tuple[str, Hashable], tuple[Any, ...]] = {}
         self.coalesced = 0  # writes replaced by a newer one before they were made
         self._enqueue: Callable[..., None] = listener.enqueue
@@ -75,8 +87,12 @@ class CoalescedWrites:
         key: Hashable | None = None
         if cb_name == "_save_attribute":
             # A failed write is rare, and it must not replace a good report.
-            if type(args[0]).__name__ != "AttributeWrittenEvent":
-                key = _event_key(args[0])
+            event = args[0]
+            if type(event).__name__ != "AttributeWrittenEvent":
+                key = _event_key(event)
+                if (event.cluster_id, event.attribute_name) in self.durable and \
+                        event.cluster_type == SERVER:
+                    self._commit_batch = True
         elif cb_name == "_save_device_last_seen":
             key = self._text(args[0])
         if key is None:
@@ -126,9 +142,11 @@ class CoalescedWrites:
         batch = [(cb_name, args) for (cb_name, _), args in self.pending.items()]
         self.pending.clear()
         self._in_flight = True
-        self._enqueue(BATCH_HANDLER, batch)
+        commit, self._commit_batch = self._commit_batch, False
+        self._enqueue(BATCH_HANDLER, batch, commit)
 
-    async def _write_batch(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
+    async def _write_batch(self, batch: list[tuple[str, tuple[Any, ...]]],
+                           commit: bool = False) -> None:
         try:
             recorder = _Recorder(self.listener)
             for cb_name, args in batch:
@@ -140,7 +158,10 @@ class CoalescedWrites:
                 if len(recorder.statements) >= CHUNK:
                     await self._hand_over(recorder.take())
             await self._hand_over(recorder.take())
-            if recorder.commits:
+            if commit:
+                self.durable_commits += 1
+                await self.listener._commit(force=True)
+            elif recorder.commits:
                 await self.listener._commit(force=recorder.forced)
         finally:
             # zigpy's worker keeps the item it handled last bound until the next one

@@ -250,6 +250,16 @@ def lookup(cluster_id: int, server: bool) -> ClusterMap | None:
     return _BY_KEY.get((cluster_id, server))
 
 
+def settable_attributes() -> frozenset[tuple[int, str]]:
+    """(cluster id, zigpy attribute name) of every settable property, on the devices'
+    server clusters: the state a ``/set`` changes (on/off, level, colour temperature)."""
+    return frozenset(
+        (m.cluster_id, prop.attribute) for m in TABLE if m.server
+        for prop in (*m.props, *m.default_variant,
+                     *(p for props in m.variants.values() for p in props))
+        if prop.settable and prop.attribute is not None)
+
+
 @dataclass(frozen=True)
 class Binding:
     """One mapped cluster on one endpoint, with the node id it publishes to."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from gatewayd.config import ZigbeeConfig
 from gatewayd.runtime import deferred
-from gatewayd.zigbee import device_rows, eui64
+from gatewayd.zigbee import device_rows, eui64, mapping
 from gatewayd.zigbee.db_writes import CoalescedWrites
 from gatewayd.zigbee.pinned import written_for
 
@@ -228,7 +228,8 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerAppl
     # Both rely on zigpy's PersistingListener internals: on another zigpy, zigpy's own
     # writes (unbounded under a flood, a clone per joining device) beat broken ones.
     if listener is not None and written_for("zigpy", "bounded zigbee.db writes"):
-        CoalescedWrites(listener)  # zigpy's own write queue is unbounded
+        # zigpy's own write queue is unbounded; a /set's state is committed at once
+        CoalescedWrites(listener, durable=mapping.settable_attributes())
         device_rows.install(listener)  # no clone of each joining device (see there)
     try:
         # Started separately from new() so we hold the app if this fails (see below).
