@@ -18,7 +18,7 @@ import zigpy.types as t
 from zigpy.appdb import DB_V
 
 from gatewayd.zigbee import db_writes, pinned
-from gatewayd.zigbee.db_writes import BATCH_HANDLER, MAX_ADDRESSES, CoalescedWrites
+from gatewayd.zigbee.db_writes import BATCH_HANDLER, MAX_ADDRESSES, MAX_DURABLE, CoalescedWrites
 from gatewayd.zigbee.device_rows import SAVE_HANDLER
 from tests.helpers import run_async
 from tests.test_bridge import dev_id, join, on_set, started
@@ -193,6 +193,7 @@ def committed(state_dir: Path, cluster_id: int, attribute_id: int) -> dict[str, 
 
 
 ON_OFF = (0x0006, 0x0000)
+ON_OFF_NAME = (0x0006, "on_off")
 ACTIVE_POWER = (0x0B04, 0x050B)
 
 
@@ -226,6 +227,19 @@ def test_a_sets_state_is_committed_with_its_batch_and_a_measurement_waits(
             await quiet(listener)
             assert committed(tmp_path, *ON_OFF)[plug] == 1
             assert committed(tmp_path, *ACTIVE_POWER)[plug] == 777  # the same transaction
+            assert writes.durable_commits == durable + 1
+
+            # the plug reports its state again, unchanged, and a new power: no commit
+            await bridge.sim.call("report", {"ieee": plug, "cluster": "on_off",
+                                             "attributes": {"on_off": 1}})
+            await bridge.sim.call("report", {"ieee": plug, "cluster": "electrical_measurement",
+                                             "attributes": {"active_power": 778}})
+            await pub.until(lambda: pub.value(dev_id(plug), "meter/power") == 77.8)
+            assert any(key[0] == "_save_attribute" and key[1][3] == ON_OFF[0]
+                       for key in writes.pending)  # the repeat did reach the batch
+            writes.flush()
+            await quiet(listener)
+            assert committed(tmp_path, *ACTIVE_POWER)[plug] == 777
             assert writes.durable_commits == durable + 1
 
     run(main())
@@ -326,6 +340,28 @@ def test_what_it_remembers_of_addresses_is_bounded() -> None:
             listener.enqueue("_save_device_last_seen", ieee, float(n))
         assert len(writes._texts) <= MAX_ADDRESSES
         assert len(writes.pending) == 3 * MAX_ADDRESSES and writes.coalesced == 0
+        await listener.shutdown()
+
+    run(main())
+
+
+def test_what_it_remembers_of_durable_values_is_bounded() -> None:
+    """Past its bound it forgets, and a repeat it forgot makes one more commit: never a
+    change that makes none."""
+    async def main() -> None:
+        listener = ListenerStandIn()
+        writes = CoalescedWrites(listener, interval=3600, durable={ON_OFF_NAME})
+        batches = []
+        for n in range(3 * MAX_DURABLE):
+            for value in (0, 0, 1):  # a state, its repeat, a change
+                on_off = SimpleNamespace(**{**vars(event(f"{n:016x}", 0, value)),
+                                            "cluster_id": 0x0006, "attribute_name": "on_off"})
+                listener.enqueue("_save_attribute", on_off)
+                writes.flush()
+                batches.append(listener.queued.pop()[1][1])  # the batch's commit flag
+                writes._in_flight = False  # the stand-in writes nothing: the next may go
+            assert len(writes._durable_values) <= MAX_DURABLE
+        assert batches == [True, False, True] * (3 * MAX_DURABLE)
         await listener.shutdown()
 
     run(main())

@@ -19,8 +19,9 @@ zigpy commits what was written every 30 s (its ``database_commit_interval``), an
 a power cut the hub restores and republishes, retained, what was last committed. For
 the attributes a ``/set`` changes (``durable``: on/off, level, colour temperature) that
 would show a switch in its older state in the cloud until it next changes, so a batch
-holding a change of one of them ends with a commit of its own; measurements, which
-devices report again within minutes, wait for zigpy's commit and write the SD card less.
+holding a change of one of them ends with a commit of its own (a report that repeats
+the last value does not); measurements, which devices report again within minutes, wait
+for zigpy's commit and write the SD card less.
 
 A batch goes to the database thread :data:`CHUNK` statements at a time. zigpy's handlers
 run as they are, with a :class:`_Recorder` as their ``self`` that keeps each statement
@@ -40,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable, Container, Hashable
+from collections.abc import Callable, Collection, Hashable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ BATCH_HANDLER = "_gatewayd_write_batch"  # the name zigpy's worker looks our bat
 SERVER = 0  # zigpy's ClusterType.Server, as its attribute events carry it
 CHUNK = 32  # statements handed to the database thread at once
 MAX_ADDRESSES = 1024  # EUI64 objects whose text is remembered (about one per device)
+MAX_DURABLE = 4096  # durable attributes' last values remembered (a few per device)
 
 
 def _event_key(event: Any) -> tuple[Any, ...]:
@@ -66,12 +68,16 @@ class CoalescedWrites:
     """Installed on a zigpy ``PersistingListener`` (its ``enqueue`` and ``shutdown``)."""
 
     def __init__(self, listener: Any, interval: float = 1.0,
-                 durable: Container[tuple[int, str]] = ()) -> None:
+                 durable: Collection[tuple[int, str]] = ()) -> None:
         self.listener = listener
         self.interval = interval
         self.durable = durable  # (cluster id, attribute name): committed with their batch
         self.durable_commits = 0  # batches committed for a durable attribute
-        self._commit_batch = False  # a durable attribute waits in ``pending``
+        self._durable_clusters = frozenset(cluster for cluster, _ in durable)
+        # each durable attribute's last value seen: a report that repeats it (a plug's
+        # on/off every 15 minutes) does not make its batch commit
+        self._durable_values: dict[Hashable, Any] = {}
+        self._commit_batch = False  # a durable attribute's change waits in ``pending``
         self.pending: dict[tuple[str, Hashable], tuple[Any, ...]] = {}
         self.coalesced = 0  # writes replaced by a newer one before they were made
         self._enqueue: Callable[..., None] = listener.enqueue
@@ -90,9 +96,10 @@ class CoalescedWrites:
             event = args[0]
             if type(event).__name__ != "AttributeWrittenEvent":
                 key = _event_key(event)
-                if (event.cluster_id, event.attribute_name) in self.durable and \
+                if event.cluster_id in self._durable_clusters and \
+                        (event.cluster_id, event.attribute_name) in self.durable and \
                         event.cluster_type == SERVER:
-                    self._commit_batch = True
+                    self._durable_change(key, event.value)
         elif cb_name == "_save_device_last_seen":
             key = self._text(args[0])
         if key is None:
@@ -106,6 +113,15 @@ class CoalescedWrites:
             self.coalesced += 1
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
+
+    def _durable_change(self, key: Hashable, value: Any) -> None:
+        values = self._durable_values
+        if key in values and values[key] == value:
+            return
+        if len(values) >= MAX_DURABLE and key not in values:
+            values.clear()  # a network past its bound: some repeats commit once more
+        values[key] = value
+        self._commit_batch = True
 
     def _text(self, ieee: Any) -> str:
         """``str(ieee)``, as attribute events carry the address, remembered per object:
