@@ -279,9 +279,10 @@ class ListenerStandIn:
         return None
 
 
-def event(ieee: str, attribute_id: int, value: Any = 0) -> SimpleNamespace:
-    return SimpleNamespace(device_ieee=ieee, endpoint_id=1, cluster_type=0, cluster_id=0x0B04,
-                           attribute_name=None, attribute_id=attribute_id,
+def event(ieee: str, attribute_id: int, value: Any = 0, *, cluster_id: int = 0x0B04,
+          attribute_name: str | None = None) -> SimpleNamespace:
+    return SimpleNamespace(device_ieee=ieee, endpoint_id=1, cluster_type=0, cluster_id=cluster_id,
+                           attribute_name=attribute_name, attribute_id=attribute_id,
                            manufacturer_code=None, value=value)
 
 
@@ -354,9 +355,9 @@ def test_what_it_remembers_of_durable_values_is_bounded() -> None:
         batches = []
         for n in range(3 * MAX_DURABLE):
             for value in (0, 0, 1):  # a state, its repeat, a change
-                on_off = SimpleNamespace(**{**vars(event(f"{n:016x}", 0, value)),
-                                            "cluster_id": 0x0006, "attribute_name": "on_off"})
-                listener.enqueue("_save_attribute", on_off)
+                listener.enqueue("_save_attribute", event(f"{n:016x}", 0, value,
+                                                          cluster_id=0x0006,
+                                                          attribute_name="on_off"))
                 writes.flush()
                 batches.append(listener.queued.pop()[1][1])  # the batch's commit flag
                 writes._in_flight = False  # the stand-in writes nothing: the next may go

@@ -174,8 +174,7 @@ def test_fast_path_equals_zigpy_over_the_mapping_table(radio: Radio) -> None:
                         assert by_fast == by_zigpy
                         assert all(c[2:] == (False, True) for c in by_fast["cache"].values())
             table = {(m.cluster_id, p.attribute) for m in mapping.TABLE if m.server
-                     for p in (*m.props, *m.default_variant,
-                               *itertools.chain(*m.variants.values())) if p.attribute}
+                     for p in m.every_property() if p.attribute}
             assert covered == table  # every attribute the bridge maps was compared
             await bridge.stop()
 

@@ -88,7 +88,7 @@ def test_the_attributes_a_set_changes_are_the_settable_ones() -> None:
     assert mapping.settable_attributes() == {
         (0x0006, "on_off"), (0x0008, "current_level"), (0x0300, "color_temperature")}
     for m in mapping.TABLE:
-        for p in (*m.props, *m.default_variant, *(q for v in m.variants.values() for q in v)):
+        for p in m.every_property():
             durable = (m.cluster_id, p.attribute) in mapping.settable_attributes()
             assert durable == (p.settable and m.server), (m.cluster, p.id)
 
@@ -103,6 +103,9 @@ def test_ias_zone_property_depends_on_zone_type() -> None:
     assert ids[0x002A] == {"water-leak", "tamper"}
     assert ids[0x0028] == {"smoke", "tamper"}
     assert ids[0x1234] == {"alarm", "tamper"}  # unknown zone types still show the alarm
+    # every property of every variant, as the fast path and the durable writes list them
+    assert {p.id for p in ias.every_property()} == {
+        p.id for zone in (*ias.variants, 0x1234) for p in ias.properties({"zone_type": zone}.get)}
     alarm = next(p for p in ias.properties({"zone_type": 0x0015}.get) if p.id == "open")
     assert alarm.value(0x0001, no_get) is True and alarm.value(0x0004, no_get) is False
     assert ias.command_updates["status_change_notification"] == ("zone_status", "zone_status")
@@ -150,8 +153,7 @@ def test_table_matches_zigpy_and_homie() -> None:
         assert cls.ep_attribute == cmap.cluster
         homie.check_id(cmap.node)
         attrs = {a.name for a in cls.AttributeDefs}
-        props = list(cmap.props) + list(cmap.default_variant)
-        props += [p for variant in cmap.variants.values() for p in variant]
+        props = cmap.every_property()
         for name in cmap.preload:
             assert name in attrs, (cmap.cluster, name)
         for command, (attribute, _arg) in cmap.command_updates.items():

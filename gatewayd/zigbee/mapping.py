@@ -85,6 +85,11 @@ class ClusterMap:
         chosen = self.variants.get(get(self.variant_by) or -1, self.default_variant)
         return self.props + chosen
 
+    def every_property(self) -> tuple[Prop, ...]:
+        """Every property a device of this cluster may have, of every variant."""
+        return self.props + self.default_variant + tuple(
+            p for variant in self.variants.values() for p in variant)
+
 
 def _scaled(divisor: float, invalid: int | None = None, digits: int = 2
             ) -> Callable[[Any, Lookup], float | None]:
@@ -253,11 +258,9 @@ def lookup(cluster_id: int, server: bool) -> ClusterMap | None:
 def settable_attributes() -> frozenset[tuple[int, str]]:
     """(cluster id, zigpy attribute name) of every settable property, on the devices'
     server clusters: the state a ``/set`` changes (on/off, level, colour temperature)."""
-    return frozenset(
-        (m.cluster_id, prop.attribute) for m in TABLE if m.server
-        for prop in (*m.props, *m.default_variant,
-                     *(p for props in m.variants.values() for p in props))
-        if prop.settable and prop.attribute is not None)
+    return frozenset((m.cluster_id, prop.attribute) for m in TABLE if m.server
+                     for prop in m.every_property()
+                     if prop.settable and prop.attribute is not None)
 
 
 @dataclass(frozen=True)
