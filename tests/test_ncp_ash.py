@@ -48,6 +48,50 @@ def test_crc_ccitt_check_value() -> None:
     assert ash.crc_ccitt(b"123456789") == 0x29B1
 
 
+def ug101_crc(data: bytes, crc: int = 0xFFFF) -> int:
+    """UG101's CRC, bit by bit: the definition the emulator's (the C one in binascii)
+    is checked against."""
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def ug101_stuff(frame: bytes) -> bytes:
+    out = bytearray()
+    for byte in frame:
+        out += bytes((ash.ESCAPE, byte ^ ash.ESCAPE_XOR)) if byte in ash.RESERVED else \
+            bytes((byte,))
+    return bytes(out)
+
+
+def ug101_randomize(data: bytes) -> bytes:
+    return bytes(a ^ b for a, b in zip(data, ash.PSEUDO_RANDOM, strict=False))
+
+
+# Reserved bytes are what stuffing is about: draw them often.
+WIRE_BYTES = st.lists(st.sampled_from(sorted(ash.RESERVED)) | st.integers(0, 255),
+                      max_size=ash.MAX_FRAME_LEN).map(bytes)
+
+
+@given(WIRE_BYTES, st.integers(0, 0xFFFF))
+def test_the_codec_computes_what_ug101_defines(data: bytes, start: int) -> None:
+    assert ash.crc_ccitt(data, start) == ug101_crc(data, start)
+    assert ash.crc_ccitt(data) == ug101_crc(data)
+    assert ash.stuff(data) == ug101_stuff(data)
+    payload = data[:ash.MAX_DATA_LEN]
+    assert ash.randomize(payload) == ug101_randomize(payload)
+
+
+def test_a_payload_longer_than_the_sequence_is_refused() -> None:
+    with pytest.raises(ValueError, match="exceeds"):
+        ash.randomize(bytes(ash.MAX_DATA_LEN + 1))
+    assert ash.randomize(b"") == b""
+    assert ash.randomize(bytes(ash.MAX_DATA_LEN)) == ash.PSEUDO_RANDOM
+
+
 def test_pseudo_random_sequence_starts_as_ug101_says() -> None:
     # UG101 section 4.3: the sequence begins 0x42, 0x21, 0xA8, 0x54, 0x2A
     assert ash.PSEUDO_RANDOM[:5] == bytes((0x42, 0x21, 0xA8, 0x54, 0x2A))
