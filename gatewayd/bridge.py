@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
 
     from gatewayd.zigbee.child import Child
+    from gatewayd.zigbee.commands import FastCommands
     from gatewayd.zigbee.ezsp_fast import FastFrames
     from gatewayd.zigbee.fastpath import FastReports
     from gatewayd.zigbee.virtual.radio import VirtualNetwork
@@ -97,6 +98,7 @@ class ZigbeeBridge:
         self._sim: SimLink | None = None
         self.fast_reports: FastReports | None = None  # zigbee/fastpath.py, zigbee/ezsp_fast.py
         self.fast_frames: FastFrames | None = None
+        self.fast_commands: FastCommands | None = None  # zigbee/commands.py
         self.hub_node = zigbee_node(self.cfg.permit_join_max, self)
         self.alerts = Alerts(lambda: hub.id if hub is not None else "hub")
 
@@ -186,7 +188,7 @@ class ZigbeeBridge:
     async def _up(self, app: ControllerApplication) -> None:
         self.app = app
         self.last_error = None
-        self.fast_reports, self.fast_frames = fast_paths(app, self.cfg.radio)
+        self.fast_reports, self.fast_frames, self.fast_commands = fast_paths(app, self.cfg.radio)
         app.add_listener(self)
         for n, dev in enumerate(list(app.devices.values())):
             if n % RESTORE_BATCH == RESTORE_BATCH - 1:

@@ -28,6 +28,7 @@ from zigpy.zcl.helpers import AttributeCache, ReportingConfig, UnsupportedAttrib
 
 from gatewayd import homie
 from gatewayd.zigbee import mapping
+from gatewayd.zigbee.commands import FastCommands
 from gatewayd.zigbee.fastpath import plain
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class ChildSink(Protocol):
     def child_unreachable(self, child: Child) -> None: ...
 
     def radio_ready(self) -> bool: ...
+
+    @property
+    def fast_commands(self) -> FastCommands | None: ...
 
 
 # Cluster.get and what it calls, for Child._getter (a quirk's override is used as it is).
@@ -363,7 +367,9 @@ class Child:
                     result: Any = await cluster.write_attributes(writes)
                     status = result[0][0].status
                 else:
-                    result = await getattr(cluster, action.command)(**action.args)
+                    fast = self.sink.fast_commands
+                    sent = fast and fast.request(cluster, action.command, action.args)
+                    result = await (sent or getattr(cluster, action.command)(**action.args))
                     status = getattr(result, "status", foundation.Status.SUCCESS)
         except TimeoutError:
             self.sink.child_unreachable(self)

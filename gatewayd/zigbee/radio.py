@@ -30,6 +30,7 @@ from gatewayd.zigbee.pinned import written_for
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
 
+    from gatewayd.zigbee.commands import FastCommands
     from gatewayd.zigbee.ezsp_fast import FastFrames
     from gatewayd.zigbee.fastpath import FastReports
     from gatewayd.zigbee.virtual.radio import VirtualNetwork
@@ -105,7 +106,7 @@ def preload(radio: str, ota: bool = False) -> None:
     except RadioError:
         return
     modules = ["zigpy.device", "zigpy.types", "zigpy.util", "zigpy.zcl.clusters",
-               "gatewayd.zigbee.child", "gatewayd.zigbee.fastpath"]
+               "gatewayd.zigbee.child", "gatewayd.zigbee.fastpath", "gatewayd.zigbee.commands"]
     if radio == "bellows":
         modules += ["gatewayd.zigbee.ezsp_fast", "gatewayd.zigbee.extended_timeouts"]
     for module in modules:
@@ -113,20 +114,22 @@ def preload(radio: str, ota: bool = False) -> None:
 
 
 def fast_paths(app: ControllerApplication, radio: str
-               ) -> tuple[FastReports | None, FastFrames | None]:
-    """Install the report fast paths on a started controller: zigpy's side, and on
-    bellows the EZSP frames' and the memory of each device's extended-timeout flag that
-    spares a unicast its first EZSP exchange (each steps aside on library versions it
-    was not written for). Imported here, once a radio runs: they import zigpy and
-    bellows."""
+               ) -> tuple[FastReports | None, FastFrames | None, FastCommands | None]:
+    """Install the fast paths on a started controller: the reports' on zigpy's side,
+    and on bellows the EZSP frames' and the memory of each device's extended-timeout flag
+    that spares a unicast its first EZSP exchange; and the one that frames a ``/set``'s
+    command (each steps aside on library versions it was not written for). Imported
+    here, once a radio runs: they import zigpy and bellows."""
     reports: FastReports | None = importlib.import_module(
         "gatewayd.zigbee.fastpath").FastReports.install(app)
+    commands: FastCommands | None = importlib.import_module(
+        "gatewayd.zigbee.commands").FastCommands.install()
     if radio != "bellows":
-        return reports, None
+        return reports, None, commands
     importlib.import_module("gatewayd.zigbee.extended_timeouts").ExtendedTimeouts.install(app)
     frames: FastFrames | None = importlib.import_module(
         "gatewayd.zigbee.ezsp_fast").FastFrames.install(app, reports)
-    return reports, frames
+    return reports, frames, commands
 
 
 def _is_url(device: str) -> bool:
