@@ -116,6 +116,7 @@ async def started(radio: Radio, **kw: Any) -> tuple[ZigbeeBridge, Recorder]:
                "status_text": pub.line, **kw}
     bridge = ZigbeeBridge(options.pop("cfg", radio.config()), radio.state_dir, pub, hub=hub,
                           **options)
+    radio.bridges.append(bridge)
     await bridge.start()
     async with asyncio.timeout(10):
         await bridge.radio_up.wait()

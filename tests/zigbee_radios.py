@@ -9,6 +9,7 @@ path ``gatewayctl zigbee sim`` takes, so both radios are driven alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,10 @@ class Radio:
         self.net: Any = None
         self.zdo: list[int] = []  # ZDO requests the coordinator sent to devices
         self.left = asyncio.Event()  # a device left the network
+        # Bridges started on this radio (tests/test_bridge.py, started()): stopped here
+        # when a test fails before it stops them, or zigpy's database thread (aiosqlite's,
+        # not a daemon thread) would keep the interpreter from exiting after the run.
+        self.bridges: list[Any] = []
 
     async def __aenter__(self) -> Radio:
         if self.kind == "bellows":
@@ -44,8 +49,15 @@ class Radio:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.emu is not None:
-            await self.emu.stop()
+        try:
+            if exc[0] is not None:
+                for bridge in self.bridges:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(10):
+                            await bridge.stop()
+        finally:
+            if self.emu is not None:
+                await self.emu.stop()
 
     def _wrap(self, air: Any) -> None:
         device_left = air.device_left
