@@ -465,5 +465,6 @@ class ZigbeeBridge:
             "channel": int(info.channel) if info else None,
             "pan_id": f"0x{int(info.pan_id):04x}" if info else None,
             "devices": len(self.children), "permit_join": self.permit_remaining(),
-            "fast_path": self.fast_reports.counts(self.fast_frames) if self.fast_reports else None,
+            "fast_path": self.fast_reports.counts(self.fast_frames, self.fast_commands)
+            if self.fast_reports else None,
         }

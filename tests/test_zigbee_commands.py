@@ -115,6 +115,7 @@ def test_a_set_goes_through_it_and_the_plug_answers(radio: Radio) -> None:
             assert await on_set(pub, dev_id(plug), "switch/on-off")(True) is True
             await pub.until(lambda: pub.value(dev_id(plug), "switch/on-off") is True)
             assert bridge.fast_commands.sent == 1
+            assert bridge.status()["fast_path"]["commands"] == 1  # gatewayctl status
             await bridge.stop()
 
     run_async(main(), timeout=60.0)
