@@ -277,6 +277,7 @@ def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
     for rate in settings.latency_rates:
         sampler.phase = f"latency {rate:g}/s"
         p50, p99, delivered, runs, behind = [], [], [], [], []
+        cpu: list[float] = []
         late50: list[float] = []
         late99: list[float] = []
         count = int(rate * settings.latency_seconds)
@@ -286,8 +287,10 @@ def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
                 sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE,
                           "keep": True, "field": stack.field})
                 sub.read(10)
+                before = cpu_s(stack.pids())
                 plan = stream(ncp, plugs, count, rate, start_at=time.monotonic() + 0.5)
                 _, stats = _finish(ncp, sub, plugs, count, settings.latency_seconds + 300)
+                cpu.append((cpu_s(stack.pids()) - before) / count * 1e6)
                 lat, seen = latencies(plugs, stats["records"], offset, count,
                                       lambda k, p=plan, r=rate: p["start_at"] + k / r)
                 p50.append(percentile(lat, 50))
@@ -307,6 +310,10 @@ def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
         results.add(f"{stack.name}_latency_p50_ms_{tag}", p50, "ms")
         results.add(f"{stack.name}_latency_p99_ms_{tag}", p99, "ms")
         results.add(f"{stack.name}_latency_delivered_ratio_{tag}", delivered, "")
+        # The CPU a report costs at a rate a real radio carries (an EZSP stick's serial
+        # line: about 250 frames a second), where waking for each report is most of it;
+        # the saturated figure (throughput) depends on how fast the emulator answers.
+        results.add(f"{stack.name}_cpu_us_per_report_{tag}", cpu, "us")
         # The plot shows the run with the median p99.
         median_run = sorted(zip(p99, range(len(runs)), strict=True))[len(runs) // 2][1]
         trace.setdefault("latency", {}).setdefault(stack.name, {})[tag] = _thin(
