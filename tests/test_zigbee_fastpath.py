@@ -23,7 +23,7 @@ from gatewayd.zigbee import fastpath, mapping, pinned
 from gatewayd.zigbee.dedup import CompactDebouncer, Shared
 from gatewayd.zigbee.fastpath import FastReports
 from tests.helpers import run_async
-from tests.test_bridge import dev_id, join, started
+from tests.test_bridge import dev_id, join, on_set, started
 from tests.zigbee_radios import RADIOS, Radio
 
 pytestmark = pytest.mark.timeout(120)
@@ -313,12 +313,17 @@ def test_off_on_another_zigpy_version(radio: Radio, monkeypatch: pytest.MonkeyPa
             bridge, pub = await started(radio)
             assert bridge.fast_reports is None
             assert bridge.status()["fast_path"] is None
-            # One pin: the zigbee.db workarounds stand aside with the fast path.
+            # One pin: the zigbee.db workarounds and the command fast path stand aside
+            # with the report fast path.
             assert not hasattr(bridge.app._dblistener, "_gatewayd_write_batch")
+            assert bridge.fast_commands is None
             ieee = await join(bridge, pub, "th-sensor", "sleeping")
             await bridge.sim.call("report", {"ieee": ieee, "cluster": "temperature",
                                              "attributes": {"measured_value": 2345}})
             await pub.until(lambda: pub.value(dev_id(ieee), "sensor/temperature") == 23.45)
+            plug = await join(bridge, pub, "plug")  # a /set through zigpy's own command
+            assert await on_set(pub, dev_id(plug), "switch/on-off")(True) is True
+            await pub.until(lambda: pub.value(dev_id(plug), "switch/on-off") is True)
             await bridge.stop()
 
     run_async(main(), timeout=60.0)
