@@ -213,6 +213,24 @@ class Monitor:
                                          f"{value!r}; saw {seen[-10:]}")
                 self._cond.wait(left)
 
+    def wait_first(self, wanted: dict[str, str | None], *, mark: int = 0,
+                   timeout: float = 5.0) -> Received:
+        """The first message since ``mark`` on any topic of ``wanted`` (with its value,
+        where one is given): for a command whose outcome is an echo or an error."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for m in self.messages[mark:]:
+                    if m.topic in wanted and wanted[m.topic] in (None, m.text):
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = [(x.topic, x.text) for x in self.messages[mark:]
+                            if x.topic in wanted]
+                    raise AssertionError(f"timed out after {timeout}s waiting for any of "
+                                         f"{wanted}; saw {seen[-10:]}")
+                self._cond.wait(left)
+
     def wait_count(self, topic: str, count: int, *, mark: int = 0,
                    timeout: float = 5.0) -> list[Received]:
         deadline = time.monotonic() + timeout
@@ -230,6 +248,9 @@ class Monitor:
     async def await_for(self, topic: str, value: str | None = None, **kw: Any) -> Received:
         """wait_for() without blocking the event loop the hub runs on."""
         return await asyncio.to_thread(self.wait_for, topic, value, **kw)
+
+    async def await_first(self, wanted: dict[str, str | None], **kw: Any) -> Received:
+        return await asyncio.to_thread(self.wait_first, wanted, **kw)
 
     async def await_count(self, topic: str, count: int, **kw: Any) -> list[Received]:
         return await asyncio.to_thread(self.wait_count, topic, count, **kw)
