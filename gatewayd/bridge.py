@@ -30,6 +30,7 @@ from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee.radio import (
     DB_FILE,
     SHUTDOWN_SECONDS,
+    FastPaths,
     RadioError,
     RadioUnavailable,
     fast_paths,
@@ -45,9 +46,6 @@ if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
 
     from gatewayd.zigbee.child import Child
-    from gatewayd.zigbee.commands import FastCommands
-    from gatewayd.zigbee.ezsp_fast import FastFrames
-    from gatewayd.zigbee.fastpath import FastReports
     from gatewayd.zigbee.virtual.radio import VirtualNetwork
 from gatewayd.zigbee.alerts import Alerts
 from gatewayd.zigbee.availability import watch_availability
@@ -96,9 +94,7 @@ class ZigbeeBridge:
         self.permits = PermitJoin(cfg.permit_join_max,
                                   lambda seconds: self._hub_value("permitjoin", seconds))
         self._sim: SimLink | None = None
-        self.fast_reports: FastReports | None = None  # zigbee/fastpath.py, zigbee/ezsp_fast.py
-        self.fast_frames: FastFrames | None = None
-        self.fast_commands: FastCommands | None = None  # zigbee/commands.py
+        self.fast = FastPaths()  # the radio's fast paths, once it runs (zigbee/radio.py)
         self.hub_node = zigbee_node(self.cfg.permit_join_max, self)
         self.alerts = Alerts(lambda: hub.id if hub is not None else "hub")
 
@@ -188,7 +184,7 @@ class ZigbeeBridge:
     async def _up(self, app: ControllerApplication) -> None:
         self.app = app
         self.last_error = None
-        self.fast_reports, self.fast_frames, self.fast_commands = fast_paths(app, self.cfg.radio)
+        self.fast = fast_paths(app, self.cfg.radio)
         app.add_listener(self)
         for n, dev in enumerate(list(app.devices.values())):
             if n % RESTORE_BATCH == RESTORE_BATCH - 1:
@@ -465,6 +461,5 @@ class ZigbeeBridge:
             "channel": int(info.channel) if info else None,
             "pan_id": f"0x{int(info.pan_id):04x}" if info else None,
             "devices": len(self.children), "permit_join": self.permit_remaining(),
-            "fast_path": self.fast_reports.counts(self.fast_frames, self.fast_commands)
-            if self.fast_reports else None,
+            "fast_path": self.fast.counts(),
         }

@@ -317,8 +317,8 @@ def test_bellows_reads_through_it_on_the_emulator(tmp_path: Path) -> None:
             bridge, pub = await started(radio, min_interval=0.0)
             try:
                 plug = await join(bridge, pub, "plug")
-                assert bridge.fast_frames is not None
-                fast = bridge.fast_frames.ash
+                assert bridge.fast.frames is not None
+                fast = bridge.fast.frames.ash
                 assert fast is not None and fast.reads > 0  # the join went through it
                 reads = fast.reads
                 await sim(bridge, "stream", count=50, offset=1)

@@ -160,10 +160,10 @@ async def noisy_stream(hub: Hub, bridge: ZigbeeBridge) -> None:
     before = await sim(bridge, "counters")
     # After the reset and the drop, the reports still take the EZSP fast path: it
     # followed bellows to each new connection (gatewayd/zigbee/ezsp_fast.py).
-    assert bridge.fast_frames is not None
-    taken = bridge.fast_frames.taken
+    assert bridge.fast.frames is not None
+    taken = bridge.fast.frames.taken
     # and so did the serial line's reading (gatewayd/zigbee/ash_fast.py)
-    ash = bridge.fast_frames.ash
+    ash = bridge.fast.frames.ash
     assert ash is not None and ash.protocol is bridge.app._ezsp._gw._obj._transport
     reads = ash.reads
     assert await sim(bridge, "noise", rate=0.01) == {"noise": 0.01}
@@ -206,7 +206,7 @@ async def noisy_stream(hub: Hub, bridge: ZigbeeBridge) -> None:
         await hub.seen(f"{child(ieee)}/meter/power", str(last / SCALE), mark=mark)
     status = await sim(bridge, "stream_status")
     assert status["sent"] == count and status["error"] is None
-    assert bridge.fast_frames.taken - taken >= count
+    assert bridge.fast.frames.taken - taken >= count
     assert ash.reads > reads
     await sim(bridge, "noise", rate=0)
     after = await sim(bridge, "counters")

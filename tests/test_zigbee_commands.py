@@ -77,7 +77,7 @@ def test_every_command_a_set_sends_is_framed_as_zigpy_frames_it(
             bridge, pub = await started(radio)
             for kind in ("plug", "light"):
                 await join(bridge, pub, kind)
-            fast = bridge.fast_commands
+            fast = bridge.fast.commands
             assert fast is not None
             covered: set[tuple[int, str]] = set()
             for child in bridge.children.values():
@@ -113,10 +113,10 @@ def test_a_set_goes_through_it_and_the_plug_answers(radio: Radio) -> None:
         async with radio:
             bridge, pub = await started(radio)
             plug = await join(bridge, pub, "plug")
-            assert bridge.fast_commands is not None
+            assert bridge.fast.commands is not None
             assert await on_set(pub, dev_id(plug), "switch/on-off")(True) is True
             await pub.until(lambda: pub.value(dev_id(plug), "switch/on-off") is True)
-            assert bridge.fast_commands.sent == 1
+            assert bridge.fast.commands.sent == 1
             assert bridge.status()["fast_path"]["commands"] == 1  # gatewayctl status
             await bridge.stop()
 

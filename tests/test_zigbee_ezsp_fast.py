@@ -62,7 +62,7 @@ class Paths:
 
     def __init__(self, bridge: Any, pub: Any) -> None:
         self.bridge = bridge
-        self.fast = bridge.fast_frames
+        self.fast = bridge.fast.frames
         assert self.fast is not None, "the EZSP fast path is installed on bellows"
         self.watch = Watch(bridge, pub)
 
@@ -74,7 +74,7 @@ class Paths:
     def by_bellows(self, frame: bytes, dev: Any, cluster: Any,
                    names: list[str]) -> dict[str, Any]:
         app = self.bridge.app
-        reports = self.bridge.fast_reports
+        reports = self.bridge.fast.reports
         self.watch.start()
         dev.lqi, dev.rssi = 0, 0
         app.packet_received = reports.zigpy_packet_received
@@ -154,7 +154,7 @@ def test_frames_it_leaves_to_bellows_change_nothing(tmp_path: Path) -> None:
     async def main(radio: Radio) -> None:
         bridge, pub = await started(radio, min_interval=3600.0)
         plug = bridge.children[await join(bridge, pub, "plug")]
-        fast: FastFrames = bridge.fast_frames
+        fast: FastFrames = bridge.fast.frames
         dev = plug.device
         meter = dev.endpoints[1].in_clusters[0x0B04]
         power = meter.find_attribute("active_power")
@@ -220,7 +220,7 @@ def test_off_on_another_bellows_version(tmp_path: Path,
     async def run(tmp: Any) -> None:
         async with Radio("bellows", tmp) as radio:
             bridge, _ = await started(radio)
-            assert bridge.fast_frames is None and bridge.fast_reports is not None
+            assert bridge.fast.frames is None and bridge.fast.reports is not None
             await bridge.stop()
 
     run_async(run(tmp_path), timeout=60.0)

@@ -142,7 +142,7 @@ def test_fast_path_equals_zigpy_over_the_mapping_table(radio: Radio) -> None:
             for kind in KINDS:
                 await join(bridge, pub, kind, "sleeping" if kind in (
                     "th-sensor", "motion", "contact") else "ready")
-            fast = bridge.fast_reports
+            fast = bridge.fast.reports
             assert fast is not None
             watch = Watch(bridge, pub)
             covered: set[tuple[int, str]] = set()
@@ -197,7 +197,7 @@ def test_frames_it_does_not_reproduce_are_refused_without_effect(radio: Radio) -
         async with radio:
             bridge, pub = await started(radio, min_interval=3600.0)
             plug = bridge.children[await join(bridge, pub, "plug")]
-            fast = bridge.fast_reports
+            fast = bridge.fast.reports
             assert fast is not None
             dev = plug.device
             # A device that joined keeps keys, not packets, in its duplicate filter.
@@ -283,7 +283,7 @@ def test_gatewayctl_status_counts_what_the_fast_paths_took_and_the_filters_evict
         async with radio:
             bridge, pub = await started(radio)
             plug = await join(bridge, pub, "plug")
-            fast = bridge.fast_reports
+            fast = bridge.fast.reports
             assert fast is not None
             before = bridge.status()["fast_path"]
             assert before["duplicates"]["evicted"] == 0
@@ -311,12 +311,12 @@ def test_off_on_another_zigpy_version(radio: Radio, monkeypatch: pytest.MonkeyPa
     async def main() -> None:
         async with radio:
             bridge, pub = await started(radio)
-            assert bridge.fast_reports is None
+            assert bridge.fast.reports is None
             assert bridge.status()["fast_path"] is None
             # One pin: the zigbee.db workarounds and the command fast path stand aside
             # with the report fast path.
             assert not hasattr(bridge.app._dblistener, "_gatewayd_write_batch")
-            assert bridge.fast_commands is None
+            assert bridge.fast.commands is None
             ieee = await join(bridge, pub, "th-sensor", "sleeping")
             await bridge.sim.call("report", {"ieee": ieee, "cluster": "temperature",
                                              "attributes": {"measured_value": 2345}})

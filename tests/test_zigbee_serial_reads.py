@@ -77,7 +77,7 @@ def test_a_tcp_radio_reads_at_most_read_size(tmp_path: Path,
         async with Radio("bellows", tmp_path) as radio:
             bridge, pub = await started(radio)
             try:
-                ash: Any = bridge.fast_frames.ash
+                ash: Any = bridge.fast.frames.ash
                 assert ash is not None
                 sizes: list[int] = []
                 received = ash.protocol.data_received

@@ -28,8 +28,8 @@ from zigpy.zcl.helpers import AttributeCache, ReportingConfig, UnsupportedAttrib
 
 from gatewayd import homie
 from gatewayd.zigbee import mapping
-from gatewayd.zigbee.commands import FastCommands
 from gatewayd.zigbee.fastpath import plain
+from gatewayd.zigbee.radio import FastPaths
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class ChildSink(Protocol):
     def radio_ready(self) -> bool: ...
 
     @property
-    def fast_commands(self) -> FastCommands | None: ...
+    def fast(self) -> FastPaths: ...
 
 
 # Cluster.get and what it calls, for Child._getter (a quirk's override is used as it is).
@@ -367,7 +367,7 @@ class Child:
                     result: Any = await cluster.write_attributes(writes)
                     status = result[0][0].status
                 else:
-                    fast = self.sink.fast_commands
+                    fast = self.sink.fast.commands
                     sent = fast and fast.request(cluster, action.command, action.args)
                     result = await (sent or getattr(cluster, action.command)(**action.args))
                     status = getattr(result, "status", foundation.Status.SUCCESS)

@@ -113,8 +113,21 @@ def preload(radio: str, ota: bool = False) -> None:
         importlib.import_module(module)
 
 
-def fast_paths(app: ControllerApplication, radio: str
-               ) -> tuple[FastReports | None, FastFrames | None, FastCommands | None]:
+@dataclass(frozen=True)
+class FastPaths:
+    """What :func:`fast_paths` installed on a running controller; None where a path
+    stepped aside or does not apply to the radio."""
+
+    reports: FastReports | None = None  # zigbee/fastpath.py
+    frames: FastFrames | None = None  # zigbee/ezsp_fast.py (bellows)
+    commands: FastCommands | None = None  # zigbee/commands.py
+
+    def counts(self) -> dict[str, Any] | None:
+        """``gatewayctl status``'s ``zigbee.fast_path``."""
+        return self.reports.counts(self.frames, self.commands) if self.reports else None
+
+
+def fast_paths(app: ControllerApplication, radio: str) -> FastPaths:
     """Install the fast paths on a started controller: the reports' on zigpy's side,
     and on bellows the EZSP frames' and the memory of each device's extended-timeout flag
     that spares a unicast its first EZSP exchange; and the one that frames a ``/set``'s
@@ -125,11 +138,11 @@ def fast_paths(app: ControllerApplication, radio: str
     commands: FastCommands | None = importlib.import_module(
         "gatewayd.zigbee.commands").FastCommands.install()
     if radio != "bellows":
-        return reports, None, commands
+        return FastPaths(reports, None, commands)
     importlib.import_module("gatewayd.zigbee.extended_timeouts").ExtendedTimeouts.install(app)
     frames: FastFrames | None = importlib.import_module(
         "gatewayd.zigbee.ezsp_fast").FastFrames.install(app, reports)
-    return reports, frames, commands
+    return FastPaths(reports, frames, commands)
 
 
 def _is_url(device: str) -> bool:
