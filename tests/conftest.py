@@ -16,6 +16,8 @@ from tests.cloud_helpers import make_broker
 # of addresses that a later one would read under the other hash.
 eui64.install()
 
+pytest_plugins = ["tests.leftover_threads"]
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
