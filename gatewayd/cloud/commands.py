@@ -86,7 +86,9 @@ class CommandRunner:
         if prop.on_set is None:
             return value  # a plain settable value: accept and echo
         try:
-            result = await asyncio.wait_for(prop.on_set(value), self.timeout)
+            # a timeout scope, not wait_for: no second task for every command
+            async with asyncio.timeout(self.timeout):
+                result = await prop.on_set(value)
             return value if result is None else prop.validate(result)
         except homie.CommandError as exc:
             self._fail(device_id, path, exc.code, exc.message)
