@@ -77,6 +77,19 @@ def test_publish_bench_measures_both_paces() -> None:
         assert float(line.split()[1]) > 0 and "n=2" in line, line
 
 
+def test_wakeup_bench_measures_each_pace_and_the_penalty() -> None:
+    run = subprocess.run([sys.executable, "-m", "bench.wakeup", "--count", "50",
+                          "--spaced", "5", "--repeats", "2"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    for pace in ("back_to_back", "gap4ms", "gap20ms"):
+        for name in (f"wakeup_rtt_us_{pace}", f"wakeup_cpu_us_{pace}"):
+            line = next(x for x in run.stdout.splitlines() if x.split()[:1] == [name])
+            assert float(line.split()[1]) > 0 and "n=2" in line, line
+    # a difference of two medians: a sign either way is possible on a noisy machine
+    assert any(x.split()[:1] == ["wakeup_penalty_cpu_us"] for x in run.stdout.splitlines())
+
+
 @pytest.mark.timeout(240)
 def test_memory_bench_measures_per_plug_and_traces_where_it_went() -> None:
     run = subprocess.run([sys.executable, "-m", "bench.memory", "--devices", "3",
