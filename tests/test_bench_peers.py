@@ -137,6 +137,7 @@ def test_quick_peers_run_writes_gatewayds_figures(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     for name in ("cpu_us_per_report", "reports_per_s", "latency_p50_ms_100",
                  "latency_p99_ms_250", "set_roundtrip_p50_ms", "set_roundtrip_p99_ms",
+                 "set_roundtrip_spaced_p50_ms", "set_roundtrip_spaced_p99_ms",
                  "rss_idle_mb_3", "rss_after_flood_mb_3", "startup_all_ready_s_3",
                  "emulator_behind_p99_ms_250", "cpu_us_per_report_100",
                  "cpu_us_per_report_250"):
