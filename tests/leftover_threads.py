@@ -23,8 +23,10 @@ def stop_leftover_connections() -> int:
     core = sys.modules.get("aiosqlite.core")
     if core is None:
         return 0
+    # type(), not isinstance(): isinstance() on a dead weakref.proxy (Flask and jinja2
+    # leave some) raises ReferenceError, which would end the scan and leave the hang
     left = [obj for obj in gc.get_objects()
-            if isinstance(obj, core.Connection) and obj._thread.is_alive()]
+            if type(obj) is core.Connection and obj._thread.is_alive()]
     for conn in left:
         conn.stop()
     for conn in left:
@@ -38,5 +40,6 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     if stopped:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
+            reporter.write("\n")  # the progress line may still be open
             reporter.write_line(f"stopped {stopped} aiosqlite connection(s) a test left "
                                 f"open (tests/leftover_threads.py)")
