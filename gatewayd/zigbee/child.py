@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zigpy.device
 import zigpy.exceptions
@@ -29,7 +29,9 @@ from zigpy.zcl.helpers import AttributeCache, ReportingConfig, UnsupportedAttrib
 from gatewayd import homie
 from gatewayd.zigbee import mapping
 from gatewayd.zigbee.fastpath import plain
-from gatewayd.zigbee.radio import FastPaths
+
+if TYPE_CHECKING:
+    from gatewayd.zigbee.radio import FastPaths
 
 log = logging.getLogger(__name__)
 
