@@ -7,8 +7,9 @@ round trip and the pinging thread's CPU time per ping (``time.thread_time()`` ar
 send and the wait for the answer), medians of each run, then median, min and max over
 ``--repeats`` runs. ``wakeup_penalty_cpu_us`` is what a ping after a 20 ms sleep costs
 over one back to back: the price a thread pays here for having slept, whatever its work.
-On this bench's VM it is most of a report's cost at a radio's rates; on bare metal it is
-a few microseconds. Compare runs on one machine, in one sitting.
+On this bench's VM it is 60-90 µs, a sixth to a third of a report's cost to gatewayd at
+a radio's rates; on bare metal it is a few microseconds. Compare runs on one machine, in
+one sitting.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ PACES = (("back_to_back", 0.0), ("gap4ms", 0.004), ("gap20ms", 0.020))
 def _echo(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while data := sock.recv(64):
+        while data := sock.recv(64):  # empty: the pinger closed
             sock.sendall(data)
 
 
@@ -42,7 +43,10 @@ def _ping(sock: socket.socket, count: int, gap: float) -> tuple[float, float]:
         sock.sendall(MESSAGE)
         got = 0
         while got < len(MESSAGE):
-            got += len(sock.recv(64))
+            data = sock.recv(64)
+            if not data:
+                raise SystemExit("the echo process went away")
+            got += len(data)
         cpus.append(time.thread_time() - c0)
         rtts.append(time.perf_counter() - t0)
     return statistics.median(rtts) * 1e6, statistics.median(cpus) * 1e6
@@ -54,7 +58,9 @@ def measure(count: int, spaced: int, repeats: int) -> dict[str, list[float]]:
     with socket.create_server(("127.0.0.1", 0)) as server:
         echo = Process(target=_echo, args=(server.getsockname()[1],), daemon=True)
         echo.start()
+        server.settimeout(30)  # an echo process that cannot connect ends the run
         sock, _ = server.accept()
+        sock.settimeout(30)
         with sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for _ in range(repeats):
