@@ -9,6 +9,11 @@ Two independent witnesses, both cheap:
   else) is counted apart.
 * **A calibration loop** timed before and after: a fixed piece of pure-Python work whose
   run-to-run spread on a quiet core is a few percent.
+* **The host's speed through the run**: once a second, the thread's CPU time for a small
+  piece of the same work (best of three, about 1 ms in all). This machine's host runs a
+  vCPU at one of two speeds, about 1.6 apart, switching within seconds with nothing else
+  running (bench/README.md, "The host's two speeds"): ``window()`` gives the median
+  for a phase, so that two stacks measured one after the other can be compared for it.
 
 ``summary()`` gives ``noise_*`` figures for the results, and a list of reasons to
 distrust the run (empty when it looks clean).
@@ -62,12 +67,28 @@ def calibrate(rounds: int = 15) -> list[float]:
     return out
 
 
+def probe(rounds: int = 3, iterations: int = 5_000) -> float:
+    """CPU µs for 1/30 of a calibration round, best of ``rounds``: the host's speed now.
+    Thread CPU time, so that waiting for the interpreter lock or a core is not counted;
+    a pause between rounds lets the bench's other threads run."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.thread_time()
+        acc = 0
+        for i in range(iterations):
+            acc += i * i % 7
+        best = min(best, time.thread_time() - start)
+        time.sleep(0)
+    return best * 1e6
+
+
 class NoiseMonitor:
     """Samples the machine once a second on a thread until ``stop()``."""
 
     def __init__(self) -> None:
         self.root = os.getpid()
-        self.samples: list[tuple[float, float, float]] = []  # (t, other cores, steal share)
+        # (t, other cores, steal share, the host's speed as probe()'s µs)
+        self.samples: list[tuple[float, float, float, float]] = []
         self.calibration = calibrate()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="noise")
@@ -82,16 +103,18 @@ class NoiseMonitor:
             elapsed = at2 - at
             other = max(0, (busy2 - busy) - (ours2 - ours)) / CLK_TCK / elapsed
             steal_share = (steal2 - steal) / max(1, total2 - total)
-            self.samples.append((at2, other, steal_share))
+            self.samples.append((at2, other, steal_share, probe()))
             busy, steal, total, ours, at = busy2, steal2, total2, ours2, at2
 
     def window(self, start: float, end: float) -> dict[str, float]:
-        """Mean cores used by others, and the steal share, between two monotonic times."""
+        """Mean cores used by others, the steal share and the host's median speed
+        (``probe()``'s µs: lower is faster) between two monotonic times."""
         inside = [s for s in self.samples if start <= s[0] <= end + 1.0]
         if not inside:
-            return {"other_cores": 0.0, "steal": 0.0}
+            return {"other_cores": 0.0, "steal": 0.0, "host_probe_us": 0.0}
         return {"other_cores": statistics.fmean(s[1] for s in inside),
-                "steal": statistics.fmean(s[2] for s in inside)}
+                "steal": statistics.fmean(s[2] for s in inside),
+                "host_probe_us": statistics.median(s[3] for s in inside)}
 
     def stop(self) -> tuple[dict[str, float], list[str]]:
         """The run's noise figures and the reasons to distrust it."""
@@ -103,7 +126,11 @@ class NoiseMonitor:
         drift = statistics.median(after) / statistics.median(self.calibration)
         others = [s[1] for s in self.samples] or [0.0]
         steal = statistics.fmean(s[2] for s in self.samples) if self.samples else 0.0
+        speeds = sorted(s[3] for s in self.samples) or [0.0]
         figures = {
+            # the host's speed over the run: a spread near 1.6 is its two speeds
+            "noise_host_probe_us_p10": round(speeds[int(0.1 * (len(speeds) - 1))], 1),
+            "noise_host_probe_us_p90": round(speeds[int(0.9 * (len(speeds) - 1))], 1),
             "noise_other_cores_mean": round(statistics.fmean(others), 3),
             "noise_other_cores_p95": round(sorted(others)[int(0.95 * (len(others) - 1))], 3),
             "noise_other_cores_max": round(max(others), 3),

@@ -19,7 +19,8 @@ from types import SimpleNamespace
 import pytest
 
 from bench.cpulimit import V1_ROOT, V2_ROOT, CpuLimit, CpuLimitUnavailable
-from bench.peers.__main__ import ratios
+from bench.noise import probe
+from bench.peers.__main__ import host_speed, ratios
 from bench.peers.measure import Plugs, deliveries, plug_ieees
 from bench.peers.ncp import NcpProcess
 from bench.peers.stacks import zigbee_counts
@@ -60,6 +61,26 @@ def test_ratios_are_gatewayd_over_zigbee2mqtt_medians() -> None:
             "z2m_cpu_us_per_report": 400.0, "z2m_cpu_us_per_report_min": 1.0,
             "gwd_only_here": 3.0, "gwd_rss_idle_mb_200": 50.0, "z2m_rss_idle_mb_200": 0}
     assert ratios(flat) == {"ratio_cpu_us_per_report": 0.25}
+
+
+def test_a_host_that_changed_speed_between_the_stacks_flags_the_run() -> None:
+    """The probe's µs while each stack ran: the host 1.6 times as fast for gatewayd
+    (its two speeds) makes the run noisy with a reason; within 10 % it does not, and no
+    ratio is formed of the probe itself."""
+    flat = {"gwd_noise_host_probe_us": 250.0, "z2m_noise_host_probe_us": 400.0}
+    figures: dict[str, float] = {"noisy": 0}
+    reasons = host_speed(flat, figures)
+    assert figures == {"noisy": 1, "noise_host_speed_ratio": 1.6}
+    assert len(reasons) == 1 and "x1.60" in reasons[0]
+    figures = {"noisy": 0}
+    assert host_speed({**flat, "gwd_noise_host_probe_us": 380.0}, figures) == []
+    assert figures == {"noisy": 0, "noise_host_speed_ratio": 1.053}
+    assert host_speed({"gwd_noise_host_probe_us": 250.0}, figures) == []  # one stack
+    assert ratios(flat) == {}
+
+
+def test_the_host_probe_is_thread_cpu_time_for_fixed_work() -> None:
+    assert 0 < probe(rounds=2, iterations=2_000) < 1e6
 
 
 def test_gatewayd_is_told_ready_by_its_status_line_as_the_daemon_writes_it() -> None:
@@ -147,6 +168,8 @@ def test_quick_peers_run_writes_gatewayds_figures(tmp_path: Path) -> None:
     assert results["gwd_reports_per_s"] > 0 and results["gwd_rss_idle_mb_3"] > 0
     assert "ratio_emulator_behind_p99_ms_250" not in results  # the radio's, not the stack's
     assert "noise_other_cores_mean" in results and results["noisy"] in (0, 1)
+    assert results["gwd_noise_host_probe_us"] > 0
+    assert 0 < results["noise_host_probe_us_p10"] <= results["noise_host_probe_us_p90"]
     assert all(isinstance(v, int | float) for k, v in results.items() if k != "machine")
     assert (tmp_path / "peers-trace.json").exists()
 

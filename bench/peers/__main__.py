@@ -26,6 +26,7 @@ from bench.settings import QUICK
 
 OUT = Path(__file__).resolve().parents[1] / "out"
 STACKS = ("z2m", "gwd")
+HOST_SPEED_LIMIT = 1.1  # the host's speed for one stack over the other's, either way
 
 
 def ratios(flat: dict[str, Any]) -> dict[str, float]:
@@ -39,6 +40,22 @@ def ratios(flat: dict[str, Any]) -> dict[str, float]:
         if isinstance(peer, int | float) and peer:
             out[f"ratio_{figure}"] = round(value / peer, 4)
     return out
+
+
+def host_speed(flat: dict[str, Any], figures: dict[str, Any]) -> list[str]:
+    """``noise_host_speed_ratio``, the host's speed while gatewayd ran over its speed
+    while Zigbee2MQTT ran (``probe()``'s µs, z2m / gwd: above 1 the host was faster for
+    gatewayd), and a reason to distrust the ratios when it is not within 10 % of 1."""
+    gwd, z2m = flat.get("gwd_noise_host_probe_us"), flat.get("z2m_noise_host_probe_us")
+    if not gwd or not z2m:
+        return []
+    ratio = round(z2m / gwd, 3)
+    figures["noise_host_speed_ratio"] = ratio
+    if 1 / HOST_SPEED_LIMIT < ratio < HOST_SPEED_LIMIT:
+        return []
+    figures["noisy"] = 1
+    return [f"the host ran x{ratio:.2f} as fast while gatewayd ran as while Zigbee2MQTT "
+            f"ran: the ratios of CPU time and latency carry that factor"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,12 +101,15 @@ def main(argv: list[str] | None = None) -> int:
                         stack.close()
                     window = monitor.window(stack_start, time.monotonic())
                     results.note(f"{name}_noise_other_cores", round(window["other_cores"], 3))
+                    results.note(f"{name}_noise_host_probe_us",
+                                 round(window["host_probe_us"], 1))
             finally:
                 ncp.close()
     finally:
         figures, reasons = monitor.stop()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+    reasons += host_speed(results.flat(), figures)
     flat = results.flat()
     flat.update(ratios(flat))
     flat.update(figures)
