@@ -388,6 +388,10 @@ def run_stack(stack: Stack, ncp: NcpProcess, ieees: list[str], settings: PeerSet
         except AssertionError:
             pass
     t0 = samples[0][0] if samples else 0.0
+    phases: dict[str, list[float]] = {}  # phase -> [first, last] sample (monotonic)
+    for t, _rss, _cpu, phase in samples:
+        phases.setdefault(phase, [t, t])[1] = t
+    trace.setdefault("phases", {})[stack.name] = phases
     trace.setdefault("timeline", {})[stack.name] = [
         [round(t - t0, 2), round(rss, 2), round(cpu, 3), phase]
         for t, rss, cpu, phase in samples]
