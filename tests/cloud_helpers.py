@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -36,6 +36,7 @@ WSP = "user@example.com"
 TOKEN = "s3cret-token-value"
 HUB_ID = "aa-bb-cc-dd-ee-ff"
 _ids = itertools.count()
+T = TypeVar("T")
 
 
 run = run_async
@@ -192,6 +193,22 @@ class Monitor:
                 state.pop(m.topic, None)
         return state
 
+    def _until(self, found: Callable[[list[Received]], T | None], mark: int,
+               timeout: float, failure: Callable[[list[Received]], str]) -> T:
+        """Wait until ``found`` gives something for the messages since ``mark``; past
+        ``timeout``, fail with ``failure`` of them."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                since = self.messages[mark:]
+                result = found(since)
+                if result is not None:
+                    return result
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(failure(since))
+                self._cond.wait(left)
+
     def wait_for(self, topic: str, value: str | None = None, *, mark: int = 0,
                  timeout: float = 5.0,
                  predicate: Callable[[Received], bool] | None = None) -> Received:
@@ -200,50 +217,38 @@ class Monitor:
             return (m.topic == topic and (value is None or m.text == value)
                     and (predicate is None or predicate(m)))
 
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for m in self.messages[mark:]:
-                    if match(m):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    seen = [x.text for x in self.messages[mark:] if x.topic == topic]
-                    raise AssertionError(f"timed out after {timeout}s waiting for {topic} = "
-                                         f"{value!r}; saw {seen[-10:]}")
-                self._cond.wait(left)
+        def failure(since: list[Received]) -> str:
+            seen = [x.text for x in since if x.topic == topic]
+            return f"timed out after {timeout}s waiting for {topic} = {value!r}; saw {seen[-10:]}"
+
+        return self._until(lambda since: next(filter(match, since), None), mark, timeout,
+                           failure)
 
     def wait_first(self, wanted: dict[str, str | None], *, mark: int = 0,
                    timeout: float = 5.0) -> Received:
         """The first message since ``mark`` on any topic of ``wanted`` (with its value,
         where one is given): for a command whose outcome is an echo or an error."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for m in self.messages[mark:]:
-                    if m.topic in wanted and wanted[m.topic] in (None, m.text):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    seen = [(x.topic, x.text) for x in self.messages[mark:]
-                            if x.topic in wanted]
-                    raise AssertionError(f"timed out after {timeout}s waiting for any of "
-                                         f"{wanted}; saw {seen[-10:]}")
-                self._cond.wait(left)
+        def match(m: Received) -> bool:
+            return m.topic in wanted and wanted[m.topic] in (None, m.text)
+
+        def failure(since: list[Received]) -> str:
+            seen = [(x.topic, x.text) for x in since if x.topic in wanted]
+            return f"timed out after {timeout}s waiting for any of {wanted}; saw {seen[-10:]}"
+
+        return self._until(lambda since: next(filter(match, since), None), mark, timeout,
+                           failure)
 
     def wait_count(self, topic: str, count: int, *, mark: int = 0,
                    timeout: float = 5.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [m for m in self.messages[mark:] if m.topic == topic]
-                if len(found) >= count:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"timed out waiting for {count} messages on {topic}; "
-                                         f"got {len(found)}")
-                self._cond.wait(left)
+        def found(since: list[Received]) -> list[Received] | None:
+            on_topic = [m for m in since if m.topic == topic]
+            return on_topic if len(on_topic) >= count else None
+
+        def failure(since: list[Received]) -> str:
+            got = sum(1 for m in since if m.topic == topic)
+            return f"timed out waiting for {count} messages on {topic}; got {got}"
+
+        return self._until(found, mark, timeout, failure)
 
     async def await_for(self, topic: str, value: str | None = None, **kw: Any) -> Received:
         """wait_for() without blocking the event loop the hub runs on."""
