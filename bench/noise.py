@@ -55,14 +55,20 @@ def _ours(root: int) -> int:
     return total
 
 
+def _work(iterations: int) -> int:
+    """The fixed pure-Python work both witnesses time."""
+    acc = 0
+    for i in range(iterations):
+        acc += i * i % 7
+    return acc
+
+
 def calibrate(rounds: int = 15) -> list[float]:
     """Seconds per round of a fixed CPU-bound loop (~10 ms each on this machine)."""
     out = []
     for _ in range(rounds):
         start = time.perf_counter()
-        acc = 0
-        for i in range(150_000):
-            acc += i * i % 7
+        _work(150_000)
         out.append(time.perf_counter() - start)
     return out
 
@@ -74,9 +80,7 @@ def probe(rounds: int = 3, iterations: int = 5_000) -> float:
     best = float("inf")
     for _ in range(rounds):
         start = time.thread_time()
-        acc = 0
-        for i in range(iterations):
-            acc += i * i % 7
+        _work(iterations)
         best = min(best, time.thread_time() - start)
         time.sleep(0)
     return best * 1e6
