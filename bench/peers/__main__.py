@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         figures, reasons = monitor.stop()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    reasons += host_speed(results.flat(), figures)
     flat = results.flat()
+    reasons += host_speed(flat, figures)
     flat.update(ratios(flat))
     flat.update(figures)
     elapsed = time.monotonic() - started
