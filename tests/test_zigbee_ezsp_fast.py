@@ -204,6 +204,8 @@ def test_frames_it_leaves_to_bellows_change_nothing(tmp_path: Path) -> None:
         taken = fast.taken
         fast.frame_received(frame)
         assert fast.taken == taken + 1 and meter.get("active_power") == 4321
+        counts = bridge.status()["fast_path"]  # gatewayctl status
+        assert counts["frames"] == fast.taken and counts["reports"] == bridge.fast.reports.taken
         await bridge.stop()
 
     async def run(tmp: Any) -> None:

@@ -151,14 +151,10 @@ class FastReports:
         if not self.take(packet):
             self.zigpy_packet_received(packet)
 
-    def counts(self, frames: Any = None, commands: Any = None) -> dict[str, Any]:
-        """For ``gatewayctl status`` (``zigbee.fast_path``): the reports this path took,
-        the EZSP frames ``frames`` (the bellows path, if any) took, the commands
-        ``commands`` (zigbee/commands.py, if installed) framed, and the duplicate
-        filters' window: keys held, and keys dropped early to stay within its bound."""
-        return {"reports": self.taken, "frames": frames.taken if frames is not None else None,
-                "commands": commands.sent if commands is not None else None,
-                "duplicates": {"keys": len(self._intern), "evicted": self._intern.evicted}}
+    def duplicates(self) -> dict[str, int]:
+        """The duplicate filters' window: keys held, and keys dropped early to stay
+        within its bound (``gatewayctl status``, ``zigbee.fast_path.duplicates``)."""
+        return {"keys": len(self._intern), "evicted": self._intern.evicted}
 
     # -- deciding -------------------------------------------------------------------------------
     def take(self, packet: Any) -> bool:

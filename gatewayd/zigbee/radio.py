@@ -123,8 +123,15 @@ class FastPaths:
     commands: FastCommands | None = None  # zigbee/commands.py
 
     def counts(self) -> dict[str, Any] | None:
-        """``gatewayctl status``'s ``zigbee.fast_path``."""
-        return self.reports.counts(self.frames, self.commands) if self.reports else None
+        """``gatewayctl status``'s ``zigbee.fast_path``: the reports, EZSP frames and
+        commands each path took (null where it is not installed), and the duplicate
+        filters' window; null until the report path is installed."""
+        if self.reports is None:
+            return None
+        return {"reports": self.reports.taken,
+                "frames": self.frames.taken if self.frames is not None else None,
+                "commands": self.commands.sent if self.commands is not None else None,
+                "duplicates": self.reports.duplicates()}
 
 
 def fast_paths(app: ControllerApplication, radio: str) -> FastPaths:
