@@ -9,11 +9,12 @@ Two independent witnesses, both cheap:
   else) is counted apart.
 * **A calibration loop** timed before and after: a fixed piece of pure-Python work whose
   run-to-run spread on a quiet core is a few percent.
-* **The host's speed through the run**: once a second, the thread's CPU time for a small
-  piece of the same work (best of three, about 1 ms in all). This machine's host runs a
-  vCPU at one of two speeds, about 1.6 apart, switching within seconds with nothing else
-  running (bench/README.md, "The host's two speeds"): ``window()`` gives the median
-  for a phase, so that two stacks measured one after the other can be compared for it.
+* **The host's speed through the run**: five times a second, the thread's CPU time for a
+  small piece of the same work (best of three, under 1 ms in all). This machine's host
+  runs a vCPU at one of two speeds, about 1.6 apart, switching within seconds
+  (bench/README.md, "The host's two speeds"): ``window()`` gives the median for a phase
+  or a single run (of a few seconds), so that two stacks measured one after the other
+  can be compared.
 
 ``summary()`` gives ``noise_*`` figures for the results, and a list of reasons to
 distrust the run (empty when it looks clean).
@@ -33,6 +34,8 @@ OTHER_CORES_LIMIT = 0.3    # mean cores used by others over the run
 OTHER_PEAK_LIMIT = 1.0     # one second in which others used a whole core
 STEAL_LIMIT = 0.05         # share of the machine's time stolen
 CALIBRATION_CV_LIMIT = 0.15
+SAMPLE_PERIOD = 1.0        # seconds between the machine's CPU figures
+PROBES_PER_SAMPLE = 5      # host probes in each period: a flood run lasts a few seconds
 
 
 def _machine() -> tuple[int, int, int]:
@@ -87,12 +90,14 @@ def probe(rounds: int = 3, iterations: int = 5_000) -> float:
 
 
 class NoiseMonitor:
-    """Samples the machine once a second on a thread until ``stop()``."""
+    """Samples the machine once a second, and the host's speed five times a second, on a
+    thread until ``stop()``."""
 
     def __init__(self) -> None:
         self.root = os.getpid()
         # (t, other cores, steal share, the host's speed as probe()'s µs)
-        self.samples: list[tuple[float, float, float, float]] = []
+        self.samples: list[tuple[float, float, float]] = []  # (t, other cores, steal share)
+        self.probes: list[tuple[float, float]] = []  # (t, the host's speed as probe()'s µs)
         self.calibration = calibrate()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="noise")
@@ -101,24 +106,29 @@ class NoiseMonitor:
     def _run(self) -> None:
         busy, steal, total = _machine()
         ours, at = _ours(self.root), time.monotonic()
-        while not self._stop.wait(1.0):  # the sampling period
+        tick = 0
+        while not self._stop.wait(SAMPLE_PERIOD / PROBES_PER_SAMPLE):
+            self.probes.append((time.monotonic(), probe()))
+            tick += 1
+            if tick % PROBES_PER_SAMPLE:
+                continue
             busy2, steal2, total2 = _machine()
             ours2, at2 = _ours(self.root), time.monotonic()
             elapsed = at2 - at
             other = max(0, (busy2 - busy) - (ours2 - ours)) / CLK_TCK / elapsed
             steal_share = (steal2 - steal) / max(1, total2 - total)
-            self.samples.append((at2, other, steal_share, probe()))
+            self.samples.append((at2, other, steal_share))
             busy, steal, total, ours, at = busy2, steal2, total2, ours2, at2
 
     def window(self, start: float, end: float) -> dict[str, float]:
         """Mean cores used by others, the steal share and the host's median speed
         (``probe()``'s µs: lower is faster) between two monotonic times."""
-        inside = [s for s in self.samples if start <= s[0] <= end + 1.0]
-        if not inside:
-            return {"other_cores": 0.0, "steal": 0.0, "host_probe_us": 0.0}
-        return {"other_cores": statistics.fmean(s[1] for s in inside),
-                "steal": statistics.fmean(s[2] for s in inside),
-                "host_probe_us": statistics.median(s[3] for s in inside)}
+        # a machine sample covers the period before it; a probe is a moment
+        inside = [s for s in self.samples if start <= s[0] <= end + SAMPLE_PERIOD]
+        probes = [p for t, p in self.probes if start <= t <= end]
+        return {"other_cores": statistics.fmean(s[1] for s in inside) if inside else 0.0,
+                "steal": statistics.fmean(s[2] for s in inside) if inside else 0.0,
+                "host_probe_us": statistics.median(probes) if probes else 0.0}
 
     def stop(self) -> tuple[dict[str, float], list[str]]:
         """The run's noise figures and the reasons to distrust it."""
@@ -130,7 +140,7 @@ class NoiseMonitor:
         drift = statistics.median(after) / statistics.median(self.calibration)
         others = [s[1] for s in self.samples] or [0.0]
         steal = statistics.fmean(s[2] for s in self.samples) if self.samples else 0.0
-        speeds = sorted(s[3] for s in self.samples) or [0.0]
+        speeds = sorted(p for _, p in self.probes) or [0.0]
         figures = {
             # the host's speed over the run: a spread near 1.6 is its two speeds
             "noise_host_probe_us_p10": round(speeds[int(0.1 * (len(speeds) - 1))], 1),

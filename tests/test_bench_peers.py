@@ -11,20 +11,26 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from bench.cpulimit import V1_ROOT, V2_ROOT, CpuLimit, CpuLimitUnavailable
-from bench.noise import probe
-from bench.peers.__main__ import host_speed, ratios
+from bench.noise import PROBES_PER_SAMPLE, NoiseMonitor, probe
+from bench.peers.__main__ import ratios
+from bench.peers.floods import FAST_LIMIT
+from bench.peers.hostspeed import annotate, host_speed, record
 from bench.peers.measure import Plugs, deliveries, plug_ieees
 from bench.peers.ncp import NcpProcess
 from bench.peers.stacks import zigbee_counts
 from bench.subscriber import raw_value
+from gatewayd.simulator.procs import wait_until
 from gatewayd.zigbee.status_line import describe
 from tests.helpers import REPO
 
@@ -86,8 +92,41 @@ def test_a_host_that_changed_speed_between_the_stacks_flags_the_run() -> None:
     assert len(reasons) == 1 and "flood phase" in reasons[0]
 
 
+def test_each_run_is_kept_with_its_window_and_the_hosts_speed_inside_it() -> None:
+    """Every throughput and latency run of both stacks keeps its window and value, and
+    gets the probe's median inside that window; no figure is made of them."""
+    probes = {10: 214.0, 20: 350.0, 50: 0.0}  # 0: no probe inside that window
+    trace: dict[str, Any] = {}
+    record(trace, "gwd", "cpu_us_per_report", 10, 12.5, 95.0)
+    record(trace, "gwd", "cpu_us_per_report", 20, 22, 150.0)
+    record(trace, "z2m", "latency_p99_ms_250", 50, 60, 2.2)
+    annotate(trace["repeats"], lambda start, end: probes[int(start)])
+    assert trace == {"repeats": {
+        "gwd": {"cpu_us_per_report": [[10, 12.5, 95.0, 214.0], [20, 22, 150.0, 350.0]]},
+        "z2m": {"latency_p99_ms_250": [[50, 60, 2.2, 0.0]]}}}
+
+
 def test_the_host_probe_is_thread_cpu_time_for_fixed_work() -> None:
     assert 0 < probe(rounds=2, iterations=2_000) < 1e6
+
+
+def test_the_noise_monitor_probes_the_host_several_times_a_second() -> None:
+    """A run of two seconds gets the probes taken inside it, several a second (a single
+    flood run lasts a few seconds), and their median; the machine's figures stay once a
+    second."""
+    monitor = NoiseMonitor()
+    started = time.monotonic()
+    wait_until(lambda: len(monitor.probes) >= 2 * PROBES_PER_SAMPLE + 1, 30,
+               "two seconds of probes")
+    monitor.stop()
+    first, last = monitor.probes[0][0], monitor.probes[2 * PROBES_PER_SAMPLE][0]
+    inside = [p for t, p in monitor.probes if first <= t <= last]
+    assert started < first and len(inside) == 2 * PROBES_PER_SAMPLE + 1
+    assert len(monitor.samples) >= 2  # the machine, once a second
+    assert monitor.window(first, last)["host_probe_us"] == statistics.median(inside)
+    assert monitor.window(last + 100, last + 200)["host_probe_us"] == 0.0  # no probe
+
+
 
 
 def test_gatewayd_is_told_ready_by_its_status_line_as_the_daemon_writes_it() -> None:
@@ -181,7 +220,13 @@ def test_quick_peers_run_writes_gatewayds_figures(tmp_path: Path) -> None:
         assert results.get(f"gwd_noise_host_probe_us_{label}", 1) >= 0, label
     assert 0 < results["noise_host_probe_us_p10"] <= results["noise_host_probe_us_p90"]
     assert all(isinstance(v, int | float) for k, v in results.items() if k != "machine")
-    assert (tmp_path / "peers-trace.json").exists()
+    # every throughput and latency run's window, value and the host's speed inside it
+    repeats = json.loads((tmp_path / "peers-trace.json").read_text())["repeats"]["gwd"]
+    for name in ("cpu_us_per_report", "reports_per_s", "cpu_us_per_report_250",
+                 "latency_p50_ms_100", "latency_p99_ms_250"):
+        (start, end, value, probe_us), = repeats[name]  # a quick run: one repeat each
+        assert start < end and value == pytest.approx(results[f"gwd_{name}"]), name
+        assert probe_us >= 0, name  # 0: the run fell between two probes
 
 
 def test_plot_draws_both_stacks_from_the_runs_json(tmp_path: Path) -> None:
@@ -217,3 +262,27 @@ def test_a_restart_is_timed_every_way_in_one_world() -> None:
     summary = run.stdout.strip().splitlines()[-3:]
     assert [line.split(":")[0] for line in summary] == ["socket", "status", "mqtt"], summary
     assert all("ready_s " in line and "rss_mb " in line for line in summary), summary
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_floods_time_each_run_with_the_hosts_speed(tmp_path: Path) -> None:
+    out = tmp_path / "floods.json"
+    run = subprocess.run([sys.executable, "-m", "bench.peers.floods", "--devices", "3",
+                          "--runs", "2", "--reports", "300", "--out", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    written = json.loads(out.read_text())
+    assert len(written["runs"]) == 2
+    for each in written["runs"]:
+        assert each["start"] < each["end"]
+        assert each["cpu_us_per_report"] > 0 and each["reports_per_s"] > 0
+        assert each["probe_us_before"] > 0 and each["probe_us_after"] > 0
+        assert each["probe_us_inside"] >= 0  # 0: the run fell between two probes
+        # 3 plugs' last values at least; gatewayd's coalescer passes are the gaps
+        assert each["messages"] >= 3 and len(each["longest_gaps_ms"]) <= 3
+    assert written["fast_limit_us"] == pytest.approx(
+        FAST_LIMIT * written["noise_host_probe_us_p10"])
+    lines = run.stdout.splitlines()
+    assert sum(line.startswith("run ") for line in lines) == 2
+    assert any(line.startswith("host fast: ") for line in lines), lines[-4:]

@@ -19,6 +19,7 @@ from typing import Any
 
 from bench import hub, noise
 from bench.harness import BenchWorld, Results, machine
+from bench.peers.hostspeed import HOST_SPEED_PHASES, annotate, host_speed
 from bench.peers.measure import PEERS_FULL, PEERS_QUICK, plug_ieees, run_stack
 from bench.peers.ncp import NcpProcess
 from bench.peers.stacks import Z2M_MAIN, Gatewayd, Stack, Zigbee2Mqtt
@@ -26,10 +27,6 @@ from bench.settings import QUICK
 
 OUT = Path(__file__).resolve().parents[1] / "out"
 STACKS = ("z2m", "gwd")
-HOST_SPEED_LIMIT = 1.1  # the host's speed for one stack over the other's, either way
-# the phases (bench/peers/measure.py) whose host speed is compared: the saturated CPU
-# figure's, the 250/s latency's, the /set's
-HOST_SPEED_PHASES = {"flood": "flood", "latency 250/s": "latency_250", "set": "set"}
 
 
 def ratios(flat: dict[str, Any]) -> dict[str, float]:
@@ -43,29 +40,6 @@ def ratios(flat: dict[str, Any]) -> dict[str, float]:
         if isinstance(peer, int | float) and peer:
             out[f"ratio_{figure}"] = round(value / peer, 4)
     return out
-
-
-def host_speed(flat: dict[str, Any], figures: dict[str, Any]) -> list[str]:
-    """``noise_host_speed_ratio``, the host's speed while gatewayd ran over its speed
-    while Zigbee2MQTT ran (``probe()``'s µs, z2m / gwd: above 1 the host was faster for
-    gatewayd), over each stack's whole run and (``_flood``, ...) over the phases the
-    headline figures come from; and a reason to distrust the ratios for each that is not
-    within 10 % of 1."""
-    reasons = []
-    for suffix, what in (("", "over their runs"), *(
-            (f"_{label}", f"in the {phase} phase") for phase, label
-            in HOST_SPEED_PHASES.items())):
-        gwd = flat.get(f"gwd_noise_host_probe_us{suffix}")
-        z2m = flat.get(f"z2m_noise_host_probe_us{suffix}")
-        if not gwd or not z2m:
-            continue
-        ratio = round(z2m / gwd, 3)
-        figures[f"noise_host_speed_ratio{suffix}"] = ratio
-        if not 1 / HOST_SPEED_LIMIT < ratio < HOST_SPEED_LIMIT:
-            figures["noisy"] = 1
-            reasons.append(f"the host ran x{ratio:.2f} as fast for gatewayd as for "
-                           f"Zigbee2MQTT {what}: its ratios carry that factor")
-    return reasons
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         figures, reasons = monitor.stop()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+    annotate(trace.get("repeats", {}), lambda a, b: monitor.window(a, b)["host_probe_us"])
     flat = results.flat()
     reasons += host_speed(flat, figures)
     flat.update(ratios(flat))

@@ -10,9 +10,10 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.harness import BenchError, Monitor, Results, cpu_s, percentile, rss_mb, subscriber
+from bench.peers.hostspeed import record
 from bench.peers.ncp import NcpProcess
 from bench.peers.stacks import SCALE, Stack
 from bench.subscriber import raw_value
@@ -34,8 +35,10 @@ class PeerSettings:
     latency_rates: tuple[float, ...] = (100.0, 250.0)
     latency_seconds: float = 10.0
     latency_repeats: int = 3
-    throughput_reports: int = 10000  # per run, offered as fast as the emulator can
-    throughput_repeats: int = 3
+    # per run, offered as fast as the emulator can; long enough that the wait for the
+    # last coalescing pass (up to 0.2 s in gatewayd) is a few per cent of a run
+    throughput_reports: int = 30000
+    throughput_repeats: int = 5
     join_timeout: float = 900.0
 
 
@@ -306,10 +309,15 @@ def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
                 plan = stream(ncp, plugs, count, rate, start_at=time.monotonic() + 0.5)
                 _, stats = _finish(ncp, sub, plugs, count, settings.latency_seconds + 300)
                 cpu.append((cpu_s(stack.pids()) - before) / count * 1e6)
+                ended = time.monotonic()
                 lat, seen = latencies(plugs, stats["records"], offset, count,
                                       lambda k, p=plan, r=rate: p["start_at"] + k / r)
                 p50.append(percentile(lat, 50))
                 p99.append(percentile(lat, 99))
+                for figure, values in (("cpu_us_per_report", cpu), ("latency_p50_ms", p50),
+                                       ("latency_p99_ms", p99)):
+                    record(trace, stack.name, f"{figure}_{rate:g}", plan["start_at"], ended,
+                           values[-1])
                 delivered.append(seen / count)
                 runs.append(sorted(lat))
                 emulator = stats["emulator"]
@@ -343,21 +351,40 @@ def _thin(values: list[float], keep: int = 2000) -> list[float]:
     return [round(values[round(i * step)], 3) for i in range(keep)]
 
 
+class Flood(NamedTuple):
+    start: float  # monotonic, when the emulator started sending
+    end: float    # when the subscriber had every plug's last value
+    cpu_us: float  # the stack's CPU time a report
+    rate: float   # reports a second
+    records: list[list[Any]]  # (receipt time, topic, payload) with ``keep``, else empty
+
+
+def flood(stack: Stack, ncp: NcpProcess, plugs: Plugs, sub: Any, count: int,
+          keep: bool = False) -> Flood:
+    """``count`` reports offered as fast as the emulator sends them, through the
+    subscriber ``sub``."""
+    sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE,
+              "field": stack.field, "keep": keep})
+    sub.read(10)
+    before = cpu_s(stack.pids())
+    plan = stream(ncp, plugs, count, 0)
+    done, stats = _finish(ncp, sub, plugs, count, 900)
+    cpu = (cpu_s(stack.pids()) - before) / count * 1e6
+    return Flood(plan["start_at"], done, cpu, count / (done - plan["start_at"]),
+                 stats.get("records") or [])
+
+
 def throughput(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
-               results: Results, sampler: Sampler) -> None:
+               results: Results, sampler: Sampler, trace: dict[str, Any]) -> None:
     sampler.phase = "flood"
     rates, cpu = [], []
-    count = settings.throughput_reports
     with subscriber(plugs.stack.world, stack.power_filter) as sub:
         for _ in range(settings.throughput_repeats):
-            sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE,
-                      "field": stack.field})
-            sub.read(10)
-            before = cpu_s(stack.pids())
-            plan = stream(ncp, plugs, count, 0)
-            done, _ = _finish(ncp, sub, plugs, count, 900)
-            cpu.append((cpu_s(stack.pids()) - before) / count * 1e6)
-            rates.append(count / (done - plan["start_at"]))
+            run = flood(stack, ncp, plugs, sub, settings.throughput_reports)
+            cpu.append(run.cpu_us)
+            rates.append(run.rate)
+            record(trace, stack.name, "cpu_us_per_report", run.start, run.end, run.cpu_us)
+            record(trace, stack.name, "reports_per_s", run.start, run.end, run.rate)
     results.add(f"{stack.name}_reports_per_s", rates, "report/s")
     results.add(f"{stack.name}_cpu_us_per_report", cpu, "us")
     sampler.phase = "after flood"
@@ -380,7 +407,7 @@ def run_stack(stack: Stack, ncp: NcpProcess, ieees: list[str], settings: PeerSet
         set_roundtrip(stack, ieees, settings, results, sampler, stack.world)
         plugs = Plugs(stack, ieees)
         latency(stack, ncp, plugs, settings, results, sampler, trace)
-        throughput(stack, ncp, plugs, settings, results, sampler)
+        throughput(stack, ncp, plugs, settings, results, sampler, trace)
     finally:
         samples = sampler.close()
         try:

@@ -1,0 +1,111 @@
+"""One stack, many saturated runs, each with the host's speed: ``python -m bench.peers.floods``.
+
+bench/README.md, "Per run: the slow mode is the host's slow speed": the stack (the peers
+configuration, ``--devices`` plugs over bellows or Zigbee2MQTT's ember driver on the EZSP
+emulator) joins its plugs once, then takes ``--runs`` floods of ``--reports`` reports, as
+``bench.peers``' throughput phase does, with a pause of 1-3 s between them. For each run
+it prints the stack's CPU µs a report, the reports/s and the host's speed
+(``bench.noise.probe``'s µs: just before, the noise monitor's median inside the run, just
+after; lower is faster), the messages the subscriber got and the longest gaps between
+them, and at the end the median (min-max) of the runs with the probe fast inside them
+(:data:`FAST_LIMIT`) and of the others. Nothing is written but ``--out`` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench import hub, noise
+from bench.harness import BenchWorld, Results, subscriber
+from bench.peers.measure import PEERS_FULL, Plugs, flood, form_and_join, plug_ieees
+from bench.peers.ncp import NcpProcess
+from bench.peers.stacks import Z2M_MAIN, Gatewayd, Stack, Zigbee2Mqtt
+from bench.settings import QUICK
+
+# A run counts as at the host's fast speed when the probe's median inside it is at most
+# this much above the whole series' 10th percentile (the two speeds' probes: 210-240 and
+# 290-390 µs on this machine).
+FAST_LIMIT = 1.15
+
+
+def _summary(values: list[float]) -> str:
+    if not values:
+        return "none"
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f}), n={len(values)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.peers.floods", description=__doc__)
+    parser.add_argument("--stack", choices=("gwd", "z2m"), default="gwd")
+    parser.add_argument("--devices", type=int, default=PEERS_FULL.devices)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--reports", type=int, default=PEERS_FULL.throughput_reports)
+    parser.add_argument("--out", type=Path, help="the runs as JSON")
+    args = parser.parse_args(argv)
+    if args.stack == "z2m" and not Z2M_MAIN.exists():
+        raise SystemExit(f"{Z2M_MAIN} is missing: `make bench-peers` installs Zigbee2MQTT")
+    settings = dataclasses.replace(PEERS_FULL, devices=args.devices)
+    workdir = Path(tempfile.mkdtemp(prefix="gatewayd-floods-"))
+    monitor = noise.NoiseMonitor()
+    runs = []
+    try:
+        with BenchWorld(workdir) as world:
+            paired = hub.pair_to_online(world, dataclasses.replace(QUICK, repeats=1),
+                                        Results())
+            ncp = NcpProcess(workdir / "ncp")
+            stack: Stack = (Zigbee2Mqtt(world, ncp.url, workdir / "z2m") if args.stack == "z2m"
+                            else Gatewayd(world, ncp.url, workdir / "gwd", paired))
+            try:
+                ieees = plug_ieees(args.devices)
+                form_and_join(stack, ncp, ieees, settings, Results())
+                plugs = Plugs(stack, ieees)
+                with subscriber(world, stack.power_filter) as sub:
+                    for i in range(args.runs):
+                        before = noise.probe()
+                        run = flood(stack, ncp, plugs, sub, args.reports, keep=True)
+                        after = noise.probe()
+                        inside = monitor.window(run.start, run.end)["host_probe_us"]
+                        arrivals = sorted(r[0] for r in run.records)
+                        gaps = sorted(round((b - a) * 1000, 1)
+                                      for a, b in itertools.pairwise(arrivals))[-3:]
+                        runs.append({"start": run.start, "end": run.end,
+                                     "cpu_us_per_report": run.cpu_us,
+                                     "reports_per_s": run.rate, "probe_us_before": before,
+                                     "probe_us_inside": inside, "probe_us_after": after,
+                                     "messages": len(arrivals), "longest_gaps_ms": gaps})
+                        print(f"run {i + 1}: {run.cpu_us:.1f} µs a report, {run.rate:.0f} "
+                              f"reports/s in {run.end - run.start:.3f} s; {len(arrivals)} "
+                              f"messages, longest gaps {gaps} ms; host probe {before:.0f} / "
+                              f"{inside:.0f} / {after:.0f} µs", flush=True)
+                        time.sleep(1.0 + i % 3)  # varied pauses, not in step with the host
+            finally:
+                stack.stop()
+                stack.close()
+                ncp.close()
+    finally:
+        figures, _ = monitor.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    limit = FAST_LIMIT * figures["noise_host_probe_us_p10"]
+    fast = [r for r in runs if 0 < r["probe_us_inside"] <= limit]
+    slow = [r for r in runs if r not in fast]
+    for name, part in (("host fast", fast), ("host slow (or no probe)", slow)):
+        print(f"{name}: {_summary([r['cpu_us_per_report'] for r in part])} µs a report, "
+              f"{_summary([r['reports_per_s'] for r in part])} reports/s")
+    print(f"(fast: the probe inside the run at most {limit:.0f} µs, {FAST_LIMIT} x the "
+          f"run's 10th percentile)")
+    if args.out:
+        args.out.write_text(json.dumps({"runs": runs, "fast_limit_us": limit, **figures},
+                                       indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
