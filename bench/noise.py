@@ -10,11 +10,11 @@ Two independent witnesses, both cheap:
 * **A calibration loop** timed before and after: a fixed piece of pure-Python work whose
   run-to-run spread on a quiet core is a few percent.
 * **The host's speed through the run**: five times a second, the thread's CPU time for a
-  small piece of the same work (best of three, under 1 ms in all). This machine's host
-  runs a vCPU at one of two speeds, about 1.6 apart, switching within seconds
-  (bench/README.md, "The host's two speeds"): ``window()`` gives the median for a phase
-  or a single run (of a few seconds), so that two stacks measured one after the other
-  can be compared.
+  small piece of the same work (best of three, about 1 ms in all: 0.3-0.6 % of a core).
+  This machine's host runs a vCPU at one of two speeds, about 1.6 apart, switching
+  within seconds (bench/README.md, "The host's two speeds"): ``window()`` gives the
+  median for a phase or a single run (of a few seconds), so that two stacks measured one
+  after the other can be compared. It measures the vCPU the monitor's thread is on.
 
 ``summary()`` gives ``noise_*`` figures for the results, and a list of reasons to
 distrust the run (empty when it looks clean).
@@ -95,7 +95,6 @@ class NoiseMonitor:
 
     def __init__(self) -> None:
         self.root = os.getpid()
-        # (t, other cores, steal share, the host's speed as probe()'s µs)
         self.samples: list[tuple[float, float, float]] = []  # (t, other cores, steal share)
         self.probes: list[tuple[float, float]] = []  # (t, the host's speed as probe()'s µs)
         self.calibration = calibrate()

@@ -1,7 +1,8 @@
 """The host's speed under the side-by-side run (bench/README.md, "The host's two speeds").
 
 This machine's host runs its vCPU at one of two speeds about 1.6 apart and switches
-within seconds; ``bench.noise`` times a fixed piece of work once a second to see which.
+within seconds; ``bench.noise`` times a fixed piece of work five times a second to see
+which.
 Two uses here:
 
 * :func:`host_speed`: the run is flagged when the host ran faster for one stack than for
@@ -27,19 +28,20 @@ HOST_SPEED_LIMIT = 1.1  # the host's speed for one stack over the other's, eithe
 HOST_SPEED_PHASES = {"flood": "flood", "latency 250/s": "latency_250", "set": "set"}
 def record(trace: dict[str, Any], stack: str, figure: str, start: float, end: float,
            value: float) -> None:
-    """One repeat of ``figure`` (monotonic ``start`` and ``end``), kept in the trace for
-    :func:`fast_host`."""
+    """One repeat of ``figure`` (monotonic ``start`` and ``end``), kept in the trace;
+    :func:`annotate` adds the host's speed inside it."""
     trace.setdefault("repeats", {}).setdefault(stack, {}).setdefault(figure, []).append(
         [round(start, 3), round(end, 3), value])
 
 
 def annotate(repeats: dict[str, dict[str, list[list[float]]]],
              probe_us: Callable[[float, float], float]) -> None:
-    """Add to each recorded repeat the probe's median inside it (µs; 0: no probe)."""
+    """Give each recorded repeat the probe's median inside it (µs; 0: no probe) as its
+    fourth element, once."""
     for figures in repeats.values():
         for runs in figures.values():
             for run in runs:
-                run.append(round(probe_us(run[0], run[1]), 1))
+                run[3:] = [round(probe_us(run[0], run[1]), 1)]
 
 
 def host_speed(flat: dict[str, Any], figures: dict[str, Any]) -> list[str]:
