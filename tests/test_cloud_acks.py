@@ -4,6 +4,7 @@ another paho take paho's own path."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -195,3 +196,88 @@ def test_another_paho_reads_the_socket_its_own_way(on_a_socket: Socket, reads: l
     broker_end.sendall(publish("a", b"1"))
     client.read_all()
     assert got == [("a", b"1")] and reads[:3] == [1, 1, 4]  # byte, length, the rest
+
+
+# ---- writing the socket once for what is queued -------------------------------------------
+
+
+class Counting:
+    """A socket that counts its sends (paho's client writes through ``send``)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.sends = sock, 0
+
+    def send(self, data: bytes) -> int:
+        self.sends += 1
+        return self.sock.send(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def queued(client: mqtt.Client) -> bytes:
+    return b"".join(bytes(p["packet"][p["pos"]:]) for p in client._out_packet)
+
+
+def received(broker_end: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        data += broker_end.recv(size - len(data))
+    return data
+
+
+@pytest.fixture
+def queuing(on_a_socket: Socket) -> Iterator[tuple[acks.AckingClient, socket.socket,
+                                                   list[Any], Counting]]:
+    """The client as the hub drives it: publications queue, a write is asked for."""
+    client, broker_end, got = on_a_socket
+    client.on_socket_register_write = lambda *_: None
+    counting = Counting(client._sock)
+    client._sock = counting  # type: ignore[assignment]
+    yield client, broker_end, got, counting
+    client._sock = counting.sock
+
+
+def test_queued_publications_go_out_in_one_write_in_order(queuing: Any) -> None:
+    client, broker_end, got, counting = queuing
+    mids = [client.publish(f"t/{i}", b"v" * i, qos=1).mid for i in range(100)]
+    qos0 = [client.publish("q0", b"x", qos=0).mid for _ in range(3)]
+    stream = queued(client)
+    assert counting.sends == 0 and len(stream) < acks.WRITE_SIZE
+    client.loop_write()
+    assert counting.sends == 1 and not client._out_packet
+    assert received(broker_end, len(stream)) == stream
+    assert got == qos0  # QoS 0 is published once written; QoS 1 waits for its PUBACK
+    broker_end.sendall(b"".join(puback(m) for m in mids))
+    client.read_all()
+    assert got == [*qos0, *mids]
+
+
+def test_a_write_the_socket_takes_in_part_is_finished_by_later_writes(queuing: Any) -> None:
+    client, broker_end, got, counting = queuing
+    counting.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    for i in range(3000):
+        client.publish(f"t/{i}", b"%06d" % i + b"x" * 100, qos=0)
+    stream = queued(client)
+    assert len(stream) > 2 * acks.WRITE_SIZE  # more than one write gathers
+    data = b""
+    while client._out_packet:  # the test is the broker: it reads as the client writes
+        client.loop_write()
+        with contextlib.suppress(BlockingIOError):
+            broker_end.setblocking(False)
+            data += broker_end.recv(1 << 20)
+    broker_end.setblocking(True)
+    data += received(broker_end, len(stream) - len(data))
+    assert data == stream and len(got) == 3000
+    assert counting.sends < 3000 // 10  # paho: a send for each
+
+
+def test_another_paho_writes_each_packet_its_own_way(queuing: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(acks, "WRITTEN_FOR", False)
+    client, broker_end, _, counting = queuing
+    for i in range(5):
+        client.publish(f"t/{i}", b"1", qos=1)
+    stream = queued(client)
+    client.loop_write()
+    assert counting.sends == 5 and received(broker_end, len(stream)) == stream

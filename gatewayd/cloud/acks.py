@@ -1,4 +1,5 @@
-"""paho's client, reading an MQTT 3.1.1 PUBACK without building what 3.1.1 does not have.
+"""paho's client, reading an MQTT 3.1.1 PUBACK without building what 3.1.1 does not have,
+and writing what is queued in one system call.
 
 Every value the hub publishes is QoS 1, so every one comes back as a PUBACK. paho 2.2.0
 decodes each into a packet with a new ``ReasonCode`` and a new, empty ``Properties`` (MQTT
@@ -20,6 +21,16 @@ Python allocates the whole size for each read and then shrinks it, and 64 KB rea
 glibc's heap 0.2 MB larger in a probe of 200 000 reads).
 :meth:`AckingClient.read_all` reads on until paho has read every byte received (ours and
 those TLS decrypted): the socket no longer signals them. A closed socket drops them.
+
+And it writes the socket once for what is queued. paho's ``_packet_write`` sends each
+packet with a ``send`` of its own: a coalescing pass of the Zigbee bridge (a value for each
+of 200 plugs) or the retained tree republished after a reconnect was hundreds of system
+calls, each waking the broker. :meth:`AckingClient._packet_write` sends the queued
+packets' bytes (up to :data:`WRITE_SIZE`) in one call, then lets paho's own
+``_packet_write`` account for them packet by packet, its ``_sock_send`` answered from
+what that one call took: partial writes, QoS 0's ``on_publish``, a DISCONNECT and the
+errors go through paho's code as before. Upstream could do the same with one ``send``
+of the joined queue.
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ PAHO_VERSION = "2.2.0"
 WRITTEN_FOR = paho.mqtt.__version__ == PAHO_VERSION
 
 READ_SIZE = 4096  # the least a read asks for (32 PUBACKs are 128 B; paho asks for a large packet)
+WRITE_SIZE = 65536  # the most one write gathers from the queue
+_DISCONNECT = 0xE0  # a packet type; nothing queued after it is sent with it
 
 _SUCCESS = ReasonCode(PacketTypes.PUBACK)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
@@ -53,6 +66,7 @@ class AckingClient(mqtt.Client):
         self._lean_acks = WRITTEN_FOR and self._protocol != MQTTProtocolVersion.MQTTv5
         self._received = b""  # from the socket, paho has read up to _read_at
         self._read_at = 0
+        self._sent_ahead = 0  # bytes one send took for packets paho has yet to account for
 
     def read_all(self) -> MQTTErrorCode:
         """``loop_read`` until every byte received is read: paho reads at most one packet
@@ -82,6 +96,40 @@ class AckingClient(mqtt.Client):
             self._received, end = b"", 0
         self._read_at = end
         return chunk
+
+    def _packet_write(self) -> MQTTErrorCode:
+        if WRITTEN_FOR and len(self._out_packet) > 1 and self._sock is not None:
+            self._sent_ahead = self._send_queued()
+        try:
+            return super()._packet_write()
+        finally:
+            self._sent_ahead = 0
+
+    def _send_queued(self) -> int:
+        """One ``send`` of the queued packets' bytes, in order; how many it took (0 when
+        it failed: paho's own send of the first packet meets the same and answers it)."""
+        chunks, size = [], 0
+        try:
+            for packet in self._out_packet:
+                chunk = packet["packet"][packet["pos"]:]
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= WRITE_SIZE or packet["command"] & 0xF0 == _DISCONNECT:
+                    break
+        except RuntimeError:  # the queue changed under us (another thread queued)
+            return 0
+        try:
+            return super()._sock_send(b"".join(chunks))
+        except (OSError, ValueError, AttributeError):  # BlockingIOError and ssl's included
+            return 0
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        ahead = self._sent_ahead
+        if ahead:
+            taken = min(ahead, len(buf))
+            self._sent_ahead = ahead - taken
+            return taken
+        return super()._sock_send(buf)
 
     def _sock_close(self) -> None:
         self._received, self._read_at = b"", 0  # the rest of a connection that is gone
