@@ -281,3 +281,29 @@ def test_another_paho_writes_each_packet_its_own_way(queuing: Any,
     stream = queued(client)
     client.loop_write()
     assert counting.sends == 5 and received(broker_end, len(stream)) == stream
+
+
+def test_a_write_that_would_block_is_retried_with_the_same_bytes_first(queuing: Any) -> None:
+    """As a TLS socket needs it: after a write that would block, the next one starts with
+    every byte of the refused one (OpenSSL refuses a shorter retry)."""
+    client, broker_end, got, counting = queuing
+    attempts: list[bytes] = []
+    real_send = counting.send
+
+    def send(data: bytes) -> int:
+        attempts.append(bytes(data))
+        if len(attempts) == 1:
+            raise BlockingIOError  # the kernel's buffer is full, this time
+        return real_send(data)
+
+    counting.send = send  # type: ignore[method-assign]
+    for i in range(3):
+        client.publish(f"t/{i}", b"1", qos=0)
+    first = queued(client)
+    client.loop_write()  # paho's loop_write reports "again" as success
+    assert got == [] and queued(client) == first  # nothing written, nothing lost
+    client.publish("t/3", b"1", qos=0)  # more queued meanwhile
+    stream = queued(client)
+    client.loop_write()
+    assert attempts[0] == first and attempts[1].startswith(first)
+    assert received(broker_end, len(stream)) == stream and len(got) == 4

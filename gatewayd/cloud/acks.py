@@ -99,15 +99,22 @@ class AckingClient(mqtt.Client):
 
     def _packet_write(self) -> MQTTErrorCode:
         if WRITTEN_FOR and len(self._out_packet) > 1 and self._sock is not None:
-            self._sent_ahead = self._send_queued()
+            try:
+                self._sent_ahead = self._send_queued()
+            except BlockingIOError:
+                # Retried whole when the socket can take it: a TLS write that would block
+                # must be repeated with at least the same bytes (OpenSSL's "bad write
+                # retry" otherwise), and the next gathering starts with the same packets.
+                return MQTTErrorCode.MQTT_ERR_AGAIN
         try:
             return super()._packet_write()
         finally:
             self._sent_ahead = 0
 
     def _send_queued(self) -> int:
-        """One ``send`` of the queued packets' bytes, in order; how many it took (0 when
-        it failed: paho's own send of the first packet meets the same and answers it)."""
+        """One ``send`` of the queued packets' bytes, in order; how many it took. 0 when
+        it failed otherwise than by blocking: paho's own send of the first packet meets
+        the same and answers it."""
         chunks, size = [], 0
         try:
             for packet in self._out_packet:
@@ -120,7 +127,9 @@ class AckingClient(mqtt.Client):
             return 0
         try:
             return super()._sock_send(b"".join(chunks))
-        except (OSError, ValueError, AttributeError):  # BlockingIOError and ssl's included
+        except BlockingIOError:  # ssl's "want read/write" too, as paho translates them
+            raise
+        except (OSError, ValueError, AttributeError):
             return 0
 
     def _sock_send(self, buf: bytes | bytearray) -> int:
