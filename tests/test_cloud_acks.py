@@ -5,8 +5,12 @@ another paho take paho's own path."""
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -16,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.exception import MalformedPacket
 
 from gatewayd.cloud import acks
-from gatewayd.simulator.broker import Broker
+from gatewayd.simulator.broker import Broker, make_test_pki
 from tests.cloud_helpers import run
 from tests.test_cloud_net import ROOT, connected
 
@@ -307,3 +311,71 @@ def test_a_write_that_would_block_is_retried_with_the_same_bytes_first(queuing: 
     client.loop_write()
     assert attempts[0] == first and attempts[1].startswith(first)
     assert received(broker_end, len(stream)) == stream and len(got) == 4
+
+
+def test_a_tls_connection_that_fills_up_gets_every_byte_in_order(tmp_path: Path) -> None:
+    """The gathered write over TLS while the broker does not read: writes block part-way
+    (OpenSSL then needs the same bytes again), more is queued, the broker reads, and
+    everything arrives, decrypted, in order, on the one connection."""
+    pki = make_test_pki(tmp_path / "pki", ["localhost"])
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(pki.certfile, pki.keyfile)
+    client_ctx = ssl.create_default_context(cafile=str(pki.cafile))
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        raw = socket.create_connection(listener.getsockname())
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        accepted, _ = listener.accept()
+        accepted.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        handshake = threading.Thread(target=lambda: out.append(
+            server_ctx.wrap_socket(accepted, server_side=True)))
+        out: list[ssl.SSLSocket] = []
+        handshake.start()
+        ours = client_ctx.wrap_socket(raw, server_hostname="localhost")
+        handshake.join(10)
+        broker_end = out[0]
+    ours.setblocking(False)
+    client = acks.AckingClient(CallbackAPIVersion.VERSION2,
+                               protocol=MQTTProtocolVersion.MQTTv311)
+    client.on_socket_register_write = lambda *_: None
+    client._sock = ours
+    expected = b"".join(_publish_packet(f"t/{i}", b"%06d" % i + b"x" * 100)
+                        for i in range(2100))
+    for i in range(2000):
+        client.publish(f"t/{i}", b"%06d" % i + b"x" * 100, qos=0)
+    assert expected.startswith(queued(client))  # paho's encoding, as the test has it
+    stuck = 0
+    while stuck < 3:  # the broker reads nothing: write until nothing more goes out
+        before = len(queued(client))
+        assert client.loop_write() == mqtt.MQTT_ERR_SUCCESS
+        stuck = stuck + 1 if len(queued(client)) == before else 0
+    assert client._out_packet, "the socket took it all: the test needs a smaller buffer"
+    for i in range(2000, 2100):  # more queued while blocked: the next write is longer
+        client.publish(f"t/{i}", b"%06d" % i + b"x" * 100, qos=0)
+    got = bytearray()
+    reader = threading.Thread(target=lambda: _read_until(broker_end, got, len(expected)))
+    reader.start()
+    while client._out_packet:
+        _, writable, _ = select.select([], [ours], [], 10)
+        assert writable, "the connection stopped taking bytes"
+        assert client.loop_write() == mqtt.MQTT_ERR_SUCCESS and client._sock is ours
+    reader.join(30)
+    assert bytes(got) == expected
+    client._sock_close()
+    broker_end.close()
+
+
+def _publish_packet(topic: str, payload: bytes) -> bytes:
+    """A QoS 0 PUBLISH as paho encodes it (remaining length in one or two bytes)."""
+    body = len(topic).to_bytes(2, "big") + topic.encode() + payload
+    n = len(body)
+    length = bytes([n]) if n < 128 else bytes([n & 0x7F | 0x80, n >> 7])
+    return bytes([0x30]) + length + body
+
+
+def _read_until(sock: ssl.SSLSocket, into: bytearray, size: int) -> None:
+    sock.settimeout(30)
+    while len(into) < size:
+        data = sock.recv(65536)
+        if not data:
+            return
+        into += data
