@@ -236,6 +236,8 @@ def queuing(on_a_socket: Socket) -> Iterator[tuple[acks.AckingClient, socket.soc
     """The client as the hub drives it: publications queue, a write is asked for."""
     client, broker_end, got = on_a_socket
     client.on_socket_register_write = lambda *_: None
+    client.max_inflight_messages_set(0)  # every QoS 1 publication queued at once
+    broker_end.settimeout(5)  # a test that waits for bytes never sent fails, not hangs
     counting = Counting(client._sock)
     client._sock = counting  # type: ignore[assignment]
     yield client, broker_end, got, counting
@@ -247,7 +249,8 @@ def test_queued_publications_go_out_in_one_write_in_order(queuing: Any) -> None:
     mids = [client.publish(f"t/{i}", b"v" * i, qos=1).mid for i in range(100)]
     qos0 = [client.publish("q0", b"x", qos=0).mid for _ in range(3)]
     stream = queued(client)
-    assert counting.sends == 0 and len(stream) < acks.WRITE_SIZE
+    assert counting.sends == 0 and len(client._out_packet) == 103
+    assert len(stream) < acks.WRITE_SIZE
     client.loop_write()
     assert counting.sends == 1 and not client._out_packet
     assert received(broker_end, len(stream)) == stream
@@ -313,14 +316,56 @@ def test_a_write_that_would_block_is_retried_with_the_same_bytes_first(queuing: 
     assert received(broker_end, len(stream)) == stream and len(got) == 4
 
 
-def test_a_tls_connection_that_fills_up_gets_every_byte_in_order(tmp_path: Path) -> None:
-    """The gathered write over TLS while the broker does not read: writes block part-way
-    (OpenSSL then needs the same bytes again), more is queued, the broker reads, and
-    everything arrives, decrypted, in order, on the one connection."""
+def test_a_callback_that_raises_mid_write_ends_the_connection_not_the_stream(
+        queuing: Any) -> None:
+    """Bytes already on the wire that paho has not accounted for would be sent again on
+    the next write: the connection is closed instead (paho's reconnect starts clean)."""
+    client, broker_end, _, counting = queuing
+
+    def on_publish(*_: Any) -> None:
+        raise RuntimeError("a callback's bug")
+
+    client.on_publish = on_publish
+    for i in range(3):
+        client.publish(f"t/{i}", b"1", qos=0)
+    stream = queued(client)
+    with pytest.raises(RuntimeError, match="a callback's bug"):
+        client.loop_write()
+    assert counting.sends == 1 and client._sock is None  # closed after one write
+    assert received(broker_end, len(stream)) == stream and broker_end.recv(1) == b""
+
+
+def test_a_short_write_waits_for_the_socket_instead_of_trying_again(queuing: Any) -> None:
+    """After a write the socket took only part of, paho is told "would block" and the next
+    write gathers afresh: one send each time, none that the full socket refuses."""
+    client, broker_end, _, counting = queuing
+    counting.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    broker_end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    for i in range(3000):
+        client.publish(f"t/{i}", b"%06d" % i + b"x" * 100, qos=0)
+    sends_per_write = []
+    for _ in range(20):
+        before = counting.sends
+        client.loop_write()
+        sends_per_write.append(counting.sends - before)
+        assert client.want_write()  # far from done: every write was short
+        broker_end.recv(1 << 20)  # the broker reads; the next write has room
+    assert sends_per_write == [1] * 20  # paho's own loop tries again after each: 2
+
+
+@pytest.mark.parametrize("fill", ["all at once", "one at a time"])
+def test_a_tls_connection_that_fills_up_gets_every_byte_in_order(tmp_path: Path,
+                                                                 fill: str) -> None:
+    """The gathered write over TLS while the broker does not read: a write blocks
+    (OpenSSL then needs at least the same bytes again), more is queued, the broker reads,
+    and everything arrives, decrypted, in order, on the one connection. Filled all at
+    once, the blocked writes are 64 KB gatherings; one at a time, the write that blocks
+    is a single packet's and the retry gathers more after it."""
     pki = make_test_pki(tmp_path / "pki", ["localhost"])
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(pki.certfile, pki.keyfile)
     client_ctx = ssl.create_default_context(cafile=str(pki.cafile))
+    out: list[ssl.SSLSocket] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
         raw = socket.create_connection(listener.getsockname())
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -328,7 +373,6 @@ def test_a_tls_connection_that_fills_up_gets_every_byte_in_order(tmp_path: Path)
         accepted.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         handshake = threading.Thread(target=lambda: out.append(
             server_ctx.wrap_socket(accepted, server_side=True)))
-        out: list[ssl.SSLSocket] = []
         handshake.start()
         ours = client_ctx.wrap_socket(raw, server_hostname="localhost")
         handshake.join(10)
@@ -338,19 +382,31 @@ def test_a_tls_connection_that_fills_up_gets_every_byte_in_order(tmp_path: Path)
                                protocol=MQTTProtocolVersion.MQTTv311)
     client.on_socket_register_write = lambda *_: None
     client._sock = ours
-    expected = b"".join(_publish_packet(f"t/{i}", b"%06d" % i + b"x" * 100)
-                        for i in range(2100))
-    for i in range(2000):
-        client.publish(f"t/{i}", b"%06d" % i + b"x" * 100, qos=0)
-    assert expected.startswith(queued(client))  # paho's encoding, as the test has it
-    stuck = 0
-    while stuck < 3:  # the broker reads nothing: write until nothing more goes out
-        before = len(queued(client))
-        assert client.loop_write() == mqtt.MQTT_ERR_SUCCESS
-        stuck = stuck + 1 if len(queued(client)) == before else 0
+    payload = [b"%06d" % i + b"x" * 100 for i in range(3000)]
+    expected = b"".join(_publish_packet(f"t/{i}", payload[i]) for i in range(3000))
+    sent = 0
+    if fill == "all at once":
+        for sent in range(2000):
+            client.publish(f"t/{sent}", payload[sent], qos=0)
+        sent += 1
+        assert expected.startswith(queued(client))  # paho's encoding, as the test has it
+        stuck = 0
+        while stuck < 3:  # the broker reads nothing: write until nothing more goes out
+            before = len(queued(client))
+            assert client.loop_write() == mqtt.MQTT_ERR_SUCCESS
+            stuck = stuck + 1 if len(queued(client)) == before else 0
+    else:
+        while not client._out_packet:  # until a single packet's write blocks
+            assert sent < 2900, "the socket took it all: the test needs a smaller buffer"
+            client.publish(f"t/{sent}", payload[sent], qos=0)
+            sent += 1
+            assert client.loop_write() == mqtt.MQTT_ERR_SUCCESS
+        assert len(client._out_packet) == 1
     assert client._out_packet, "the socket took it all: the test needs a smaller buffer"
-    for i in range(2000, 2100):  # more queued while blocked: the next write is longer
-        client.publish(f"t/{i}", b"%06d" % i + b"x" * 100, qos=0)
+    for i in range(sent, sent + 100):  # more queued while blocked: the next write is longer
+        client.publish(f"t/{i}", payload[i], qos=0)
+    expected = expected[:len(b"".join(_publish_packet(f"t/{i}", payload[i])
+                                      for i in range(sent + 100)))]
     got = bytearray()
     reader = threading.Thread(target=lambda: _read_until(broker_end, got, len(expected)))
     reader.start()

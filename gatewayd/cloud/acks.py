@@ -25,12 +25,16 @@ those TLS decrypted): the socket no longer signals them. A closed socket drops t
 And it writes the socket once for what is queued. paho's ``_packet_write`` sends each
 packet with a ``send`` of its own: a coalescing pass of the Zigbee bridge (a value for each
 of 200 plugs) or the retained tree republished after a reconnect was hundreds of system
-calls, each waking the broker. :meth:`AckingClient._packet_write` sends the queued
-packets' bytes (up to :data:`WRITE_SIZE`) in one call, then lets paho's own
-``_packet_write`` account for them packet by packet, its ``_sock_send`` answered from
-what that one call took: partial writes, QoS 0's ``on_publish``, a DISCONNECT and the
-errors go through paho's code as before. Upstream could do the same with one ``send``
-of the joined queue.
+calls, each waking the broker. Here paho's own ``_packet_write`` still goes through the
+queue packet by packet, but the first ``_sock_send`` of a pass sends that packet's bytes
+with those of the packets queued after it (up to :data:`WRITE_SIZE`), and the following
+ones are answered from what that one write took, until it is used up and the next write
+gathers again. Partial writes, QoS 0's ``on_publish``, a DISCONNECT and the errors go
+through paho's code as before. A write that would block leaves the packet where it is;
+the next one starts with the same bytes and is at least as long, as a TLS connection
+requires; after a short write paho is told "would block" rather than trying a send the
+full socket would refuse. Upstream could do the same with one ``send`` of the joined
+queue.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ WRITTEN_FOR = paho.mqtt.__version__ == PAHO_VERSION
 READ_SIZE = 4096  # the least a read asks for (32 PUBACKs are 128 B; paho asks for a large packet)
 WRITE_SIZE = 65536  # the most one write gathers from the queue
 _DISCONNECT = 0xE0  # a packet type; nothing queued after it is sent with it
+_DISCONNECT_BYTE = bytes([_DISCONNECT])  # a whole DISCONNECT packet's first byte
 
 _SUCCESS = ReasonCode(PacketTypes.PUBACK)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
@@ -67,6 +72,8 @@ class AckingClient(mqtt.Client):
         self._received = b""  # from the socket, paho has read up to _read_at
         self._read_at = 0
         self._sent_ahead = 0  # bytes one send took for packets paho has yet to account for
+        self._gathering = False  # inside our _packet_write: paho's sends are gathered
+        self._short = False  # the last gathered write took less than it was given
 
     def read_all(self) -> MQTTErrorCode:
         """``loop_read`` until every byte received is read: paho reads at most one packet
@@ -98,47 +105,63 @@ class AckingClient(mqtt.Client):
         return chunk
 
     def _packet_write(self) -> MQTTErrorCode:
-        if WRITTEN_FOR and len(self._out_packet) > 1 and self._sock is not None:
-            try:
-                self._sent_ahead = self._send_queued()
-            except BlockingIOError:
-                # Retried whole when the socket can take it: a TLS write that would block
-                # must be repeated with at least the same bytes (OpenSSL's "bad write
-                # retry" otherwise), and the next gathering starts with the same packets.
-                return MQTTErrorCode.MQTT_ERR_AGAIN
+        if not WRITTEN_FOR or self._sock is None:
+            return super()._packet_write()
+        self._gathering = True
         try:
             return super()._packet_write()
+        except BaseException:
+            if self._sent_ahead:
+                # Bytes on the wire that paho has not accounted for (a callback raised
+                # in its loop): the stream cannot be resumed, the next connection starts
+                # clean.
+                self._sock_close()
+            raise
         finally:
+            self._gathering = self._short = False
             self._sent_ahead = 0
 
-    def _send_queued(self) -> int:
-        """One ``send`` of the queued packets' bytes, in order; how many it took. 0 when
-        it failed otherwise than by blocking: paho's own send of the first packet meets
-        the same and answers it."""
-        chunks, size = [], 0
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        """paho's send of one packet's bytes ``buf``: answered from the last gathered
+        write, or by a new one that starts with ``buf``."""
+        if not self._gathering:
+            return super()._sock_send(buf)
+        if not self._sent_ahead:
+            if self._short:
+                # The last write took less than it was given: the socket is full. paho
+                # keeps the packet where it is and the next write gathers again.
+                self._call_socket_register_write()
+                raise BlockingIOError
+            data = self._gather(buf)
+            # A write that would block raises here, and paho keeps the packet: the next
+            # write starts with the same bytes and is at least as long, as TLS requires
+            # (OpenSSL's "bad write retry" otherwise).
+            sent = super()._sock_send(data)
+            self._short = sent < len(data)
+            self._sent_ahead = sent
+        taken = min(self._sent_ahead, len(buf))
+        self._sent_ahead -= taken
+        return taken
+
+    def _gather(self, buf: bytes | bytearray) -> bytes | bytearray:
+        """``buf`` and the queued packets after it, up to :data:`WRITE_SIZE`, stopping
+        after a DISCONNECT (what follows one is for the next connection)."""
+        if buf[:1] == _DISCONNECT_BYTE:
+            return buf
+        chunks, size = [buf], len(buf)
         try:
             for packet in self._out_packet:
+                if size >= WRITE_SIZE:
+                    break
                 chunk = packet["packet"][packet["pos"]:]
                 chunks.append(chunk)
                 size += len(chunk)
-                if size >= WRITE_SIZE or packet["command"] & 0xF0 == _DISCONNECT:
+                if packet["command"] & 0xF0 == _DISCONNECT:
                     break
-        except RuntimeError:  # the queue changed under us (another thread queued)
-            return 0
-        try:
-            return super()._sock_send(b"".join(chunks))
-        except BlockingIOError:  # ssl's "want read/write" too, as paho translates them
-            raise
-        except (OSError, ValueError, AttributeError):
-            return 0
-
-    def _sock_send(self, buf: bytes | bytearray) -> int:
-        ahead = self._sent_ahead
-        if ahead:
-            taken = min(ahead, len(buf))
-            self._sent_ahead = ahead - taken
-            return taken
-        return super()._sock_send(buf)
+        except RuntimeError:  # another thread queued meanwhile (not in the daemon)
+            self._call_socket_register_write()
+            raise BlockingIOError from None  # gathered again by the next write
+        return b"".join(chunks) if len(chunks) > 1 else buf
 
     def _sock_close(self) -> None:
         self._received, self._read_at = b"", 0  # the rest of a connection that is gone
