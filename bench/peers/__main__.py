@@ -17,13 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import hub, noise
-from bench.harness import BenchWorld, Results, machine
+from bench import noise
+from bench.harness import Results, machine
 from bench.peers.hostspeed import HOST_SPEED_PHASES, annotate, host_speed
 from bench.peers.measure import PEERS_FULL, PEERS_QUICK, plug_ieees, run_stack
-from bench.peers.ncp import NcpProcess
-from bench.peers.stacks import Z2M_MAIN, Gatewayd, Stack, Zigbee2Mqtt
-from bench.settings import QUICK
+from bench.peers.stacks import Z2M_MAIN, peers_world, stack_named
 
 OUT = Path(__file__).resolve().parents[1] / "out"
 STACKS = ("z2m", "gwd")
@@ -69,32 +67,23 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gatewayd-peers-"))
     ieees = plug_ieees(settings.devices)
     try:
-        with BenchWorld(workdir) as world:
-            paired = hub.pair_to_online(world, dataclasses.replace(QUICK, repeats=1),
-                                        Results())
-            ncp = NcpProcess(workdir / "ncp")
-            try:
-                for name in which:
-                    stack: Stack = (
-                        Zigbee2Mqtt(world, ncp.url, workdir / "z2m") if name == "z2m"
-                        else Gatewayd(world, ncp.url, workdir / "gwd", paired))
-                    stack_start = time.monotonic()
-                    try:
-                        run_stack(stack, ncp, ieees, settings, results, trace)
-                    finally:
-                        stack.close()
-                    window = monitor.window(stack_start, time.monotonic())
-                    results.note(f"{name}_noise_other_cores", round(window["other_cores"], 3))
-                    results.note(f"{name}_noise_host_probe_us",
-                                 round(window["host_probe_us"], 1))
-                    phases = trace.get("phases", {}).get(name, {})
-                    for phase, label in HOST_SPEED_PHASES.items():
-                        if phase in phases:
-                            window = monitor.window(*phases[phase])
-                            results.note(f"{name}_noise_host_probe_us_{label}",
-                                         round(window["host_probe_us"], 1))
-            finally:
-                ncp.close()
+        with peers_world(workdir) as (world, paired, ncp):
+            for name in which:
+                stack = stack_named(name, world, ncp.url, workdir, paired)
+                stack_start = time.monotonic()
+                try:
+                    run_stack(stack, ncp, ieees, settings, results, trace)
+                finally:
+                    stack.close()
+                window = monitor.window(stack_start, time.monotonic())
+                results.note(f"{name}_noise_other_cores", round(window["other_cores"], 3))
+                results.note(f"{name}_noise_host_probe_us", round(window["host_probe_us"], 1))
+                phases = trace.get("phases", {}).get(name, {})
+                for phase, label in HOST_SPEED_PHASES.items():
+                    if phase in phases:
+                        window = monitor.window(*phases[phase])
+                        results.note(f"{name}_noise_host_probe_us_{label}",
+                                     round(window["host_probe_us"], 1))
     finally:
         figures, reasons = monitor.stop()
         if args.workdir is None:

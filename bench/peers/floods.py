@@ -26,12 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import hub, noise
-from bench.harness import BenchWorld, Results, subscriber
+from bench import noise
+from bench.harness import Results, subscriber
 from bench.peers.measure import PEERS_FULL, Plugs, flood, form_and_join, plug_ieees
 from bench.peers.ncp import NcpProcess
-from bench.peers.stacks import Z2M_MAIN, Gatewayd, Stack, Zigbee2Mqtt
-from bench.settings import QUICK
+from bench.peers.stacks import Z2M_MAIN, Stack, peers_world, stack_named
 
 # A run counts as at the host's fast speed when the probe's median inside it is at most
 # this much above the 10th percentile of every probe the tool took (the two speeds'
@@ -59,24 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     monitor = noise.NoiseMonitor()
     runs: list[dict[str, Any]] = []
     try:
-        with BenchWorld(workdir) as world:
-            paired = hub.pair_to_online(world, dataclasses.replace(QUICK, repeats=1),
-                                        Results())
-            ncp = NcpProcess(workdir / "ncp")
+        with peers_world(workdir) as (world, paired, ncp):
+            stack = stack_named(args.stack, world, ncp.url, workdir, paired)
             try:
-                stack: Stack = (
-                    Zigbee2Mqtt(world, ncp.url, workdir / "z2m") if args.stack == "z2m"
-                    else Gatewayd(world, ncp.url, workdir / "gwd", paired))
-                try:
-                    _floods(stack, ncp, args, monitor, runs)
-                finally:
-                    try:
-                        stack.stop()
-                    except AssertionError:
-                        pass  # it never started: the error that stopped it is the news
-                    stack.close()
+                _floods(stack, ncp, args, monitor, runs)
             finally:
-                ncp.close()
+                try:
+                    stack.stop()
+                except AssertionError:
+                    pass  # it never started: the error that stopped it is the news
+                stack.close()
     finally:
         figures, _ = monitor.stop()
         shutil.rmtree(workdir, ignore_errors=True)

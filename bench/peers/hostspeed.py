@@ -2,8 +2,7 @@
 
 This machine's host runs its vCPU at one of two speeds about 1.6 apart and switches
 within seconds; ``bench.noise`` times a fixed piece of work five times a second to see
-which.
-Two uses here:
+which. Two uses here:
 
 * :func:`host_speed`: the run is flagged when the host ran faster for one stack than for
   the other, over their runs or in a phase a headline figure comes from.
@@ -26,6 +25,8 @@ HOST_SPEED_LIMIT = 1.1  # the host's speed for one stack over the other's, eithe
 # the phases (bench/peers/measure.py) whose host speed is compared: the saturated CPU
 # figure's, the 250/s latency's, the /set's
 HOST_SPEED_PHASES = {"flood": "flood", "latency 250/s": "latency_250", "set": "set"}
+
+
 def record(trace: dict[str, Any], stack: str, figure: str, start: float, end: float,
            value: float) -> None:
     """One repeat of ``figure`` (monotonic ``start`` and ``end``), kept in the trace;

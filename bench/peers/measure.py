@@ -307,16 +307,15 @@ def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
                 sub.read(10)
                 before = cpu_s(stack.pids())
                 plan = stream(ncp, plugs, count, rate, start_at=time.monotonic() + 0.5)
-                _, stats = _finish(ncp, sub, plugs, count, settings.latency_seconds + 300)
+                done, stats = _finish(ncp, sub, plugs, count, settings.latency_seconds + 300)
                 cpu.append((cpu_s(stack.pids()) - before) / count * 1e6)
-                ended = time.monotonic()
                 lat, seen = latencies(plugs, stats["records"], offset, count,
                                       lambda k, p=plan, r=rate: p["start_at"] + k / r)
                 p50.append(percentile(lat, 50))
                 p99.append(percentile(lat, 99))
                 for figure, values in (("cpu_us_per_report", cpu), ("latency_p50_ms", p50),
                                        ("latency_p99_ms", p99)):
-                    record(trace, stack.name, f"{figure}_{rate:g}", plan["start_at"], ended,
+                    record(trace, stack.name, f"{figure}_{rate:g}", plan["start_at"], done,
                            values[-1])
                 delivered.append(seen / count)
                 runs.append(sorted(lat))

@@ -24,12 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import hub
-from bench.harness import BenchWorld, Monitor, Results, rss_mb
+from bench.harness import Monitor, Results, rss_mb
 from bench.peers.measure import PEERS_FULL, form_and_join, plug_ieees
-from bench.peers.ncp import NcpProcess
-from bench.peers.stacks import ZIGBEE_PREFIX, Gatewayd
-from bench.settings import QUICK
+from bench.peers.stacks import ZIGBEE_PREFIX, Gatewayd, peers_world
 from gatewayd.simulator.procs import wait_until
 
 WAYS = ("socket", "status", "mqtt")
@@ -58,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(ieees)
     figures: dict[str, dict[str, list[float]]] = {w: {"ready_s": [], "rss_mb": []} for w in ways}
     try:
-        with BenchWorld(workdir) as world:
-            paired = hub.pair_to_online(world, dataclasses.replace(QUICK, repeats=1), Results())
-            ncp = NcpProcess(workdir / "ncp")
+        with peers_world(workdir) as (world, paired, ncp):
             stack = Gatewayd(world, ncp.url, workdir / "gwd", paired)
             states = Monitor(world, f"{world.root}/sweet-home/+/$state", keep_last=True)
             try:
@@ -89,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
                 stack.stop()
                 stack.close()
                 states.close()
-                ncp.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for way, values in figures.items():

@@ -9,6 +9,8 @@ is told.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -17,11 +19,14 @@ import signal
 import string
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.harness import DEVICE_ID, BenchWorld, DaemonProcess, Monitor, proc_tree
+from bench import hub
+from bench.harness import DEVICE_ID, BenchWorld, DaemonProcess, Monitor, Results, proc_tree
+from bench.peers.ncp import NcpProcess
+from bench.settings import QUICK
 from gatewayd.ctl.client import CtlError
 from gatewayd.simulator.broker import MONITOR_USER
 from gatewayd.simulator.procs import free_port, wait_until
@@ -328,3 +333,25 @@ class Zigbee2Mqtt(Stack):
             return bool(json.loads(payload).get("state") == ("ON" if on else "OFF"))
         except (ValueError, AttributeError):
             return False
+
+
+def stack_named(name: str, world: BenchWorld, ncp_url: str, workdir: Path,
+                paired: Path) -> Stack:
+    """``gwd`` or ``z2m`` (in ``workdir/<name>``): the stack of that name on the emulator
+    at ``ncp_url``; gatewayd starts from the ``paired`` state directory."""
+    if name == "z2m":
+        return Zigbee2Mqtt(world, ncp_url, workdir / "z2m")
+    return Gatewayd(world, ncp_url, workdir / "gwd", paired)
+
+
+@contextlib.contextmanager
+def peers_world(workdir: Path) -> Iterator[tuple[BenchWorld, Path, NcpProcess]]:
+    """The simulated world in ``workdir``, a hub paired to its cloud (the state directory
+    gatewayd starts from) and the EZSP emulator both stacks talk to, closed in turn."""
+    with BenchWorld(workdir) as world:
+        paired = hub.pair_to_online(world, dataclasses.replace(QUICK, repeats=1), Results())
+        ncp = NcpProcess(workdir / "ncp")
+        try:
+            yield world, paired, ncp
+        finally:
+            ncp.close()
