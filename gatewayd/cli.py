@@ -9,8 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from gatewayd import __version__
+from gatewayd import __version__, cloud
 from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from gatewayd.runtime import deferred
 from gatewayd.runtime.logsetup import Redactor, configure
 from gatewayd.state import StateError
 from gatewayd.virtual.planning import check_config
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-def]
     # Here, not at the top: --version and --check-config need none of the daemon's
-    # libraries (flask, paho, sdbus).
+    # libraries (flask, paho, sdbus). What they import and the daemon never uses is
+    # deferred first.
+    deferred.defer(*cloud.UNUSED_IMPORTS)
     from gatewayd.daemon import Daemon, open_state
 
     try:

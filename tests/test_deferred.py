@@ -1,5 +1,6 @@
 """Deferred modules (gatewayd/runtime/deferred.py): bound by ``import``, executed on first
-use, once, in place; and the Zigbee radio's preload deferring what only OTA uses.
+use, once, in place; the Zigbee radio's preload deferring what only OTA uses; and the
+daemon's entry deferring what paho imports without using it.
 
 Each case runs in a fresh interpreter: what it checks is what ``sys.modules`` holds.
 """
@@ -12,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from gatewayd import cli
+from tests.cloud_helpers import creds_for, make_broker
 from tests.helpers import REPO
 
 
@@ -112,6 +115,65 @@ def test_zigbee_preload_defers_what_only_ota_uses_unless_ota_is_on(tmp_path: Pat
                    "providers": 0, "works": works}
     assert on["state"] == dict.fromkeys(["zigpy.ota.providers", "aiohttp", "jsonschema"], True)
     assert on["providers"] > 0 and on["works"] == works
+
+
+def test_the_daemon_entry_defers_what_paho_imports_and_never_uses(tmp_path: Path) -> None:
+    """``gatewayd``'s daemon path imports the daemon (paho with it) with urllib.request
+    bound but not run; a state directory it cannot use ends the run right after."""
+    not_a_dir = tmp_path / "state"
+    not_a_dir.write_text("a file where the state directory should be\n")
+    config = tmp_path / "gatewayd.toml"
+    config.write_text(f'[hub]\ndevice_id = "aa-bb-cc-dd-ee-ff"\nstate_dir = "{not_a_dir}"\n'
+                      f'runtime_dir = "{tmp_path / "run"}"\n')
+    result = _run(f"""
+        import json
+        from gatewayd import cli
+        from gatewayd.config import load_config
+        from gatewayd.runtime import deferred
+        from gatewayd.runtime.logsetup import Redactor
+        code = cli.run_daemon(load_config({str(config)!r}), Redactor())
+        print(json.dumps({{'code': code, 'paho': 'paho.mqtt.client' in sys.modules,
+                          'daemon': 'gatewayd.daemon' in sys.modules,
+                          'bound': 'urllib.request' in sys.modules,
+                          'executed': deferred.executed('urllib.request')}}))
+    """)
+    assert result == {"code": cli.EXIT_CONFIG, "paho": True, "daemon": True, "bound": True,
+                      "executed": False}
+
+
+def test_paho_connects_publishes_and_disconnects_without_running_urllib_request(
+        tmp_path: Path) -> None:
+    """What makes the deferral above safe: paho reads a proxy with urllib.request only
+    when PySocks is installed (it is not a dependency). A QoS 1 publication to a real
+    mosquitto, acknowledged, leaves the module unexecuted; using it then still works."""
+    broker = make_broker(tmp_path / "broker")
+    creds = creds_for(broker)
+    try:
+        result = _run(f"""
+            import json, threading
+            from gatewayd import cloud
+            from gatewayd.runtime import deferred
+            deferred.defer(*cloud.UNUSED_IMPORTS)
+            import paho.mqtt.client as mqtt
+            acked = threading.Event()
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+            client.username_pw_set({creds.username!r}, {creds.token!r})
+            client.on_publish = lambda *args: acked.set()
+            client.connect({creds.host!r}, {creds.port})
+            client.loop_start()
+            client.publish({creds.username + "/probe"!r}, b"1", qos=1)
+            delivered = acked.wait(30)
+            client.disconnect()
+            client.loop_stop()
+            executed = deferred.executed('urllib.request')
+            import urllib.request
+            print(json.dumps({{'socks': mqtt.socks is None, 'delivered': delivered,
+                              'executed': executed,
+                              'works': callable(urllib.request.getproxies)}}))
+        """)
+    finally:
+        broker.stop()
+    assert result == {"socks": True, "delivered": True, "executed": False, "works": True}
 
 
 def test_a_deferred_module_is_whole_to_other_threads_and_imports_go_on_meanwhile(

@@ -16,3 +16,10 @@ The device model itself (no I/O) is :mod:`gatewayd.homie`, shared with the child
 May import: homie, config, credentials, state (the pending release), runtime. Never
 onboarding or a front end: they use the link, not the other way round.
 """
+
+# paho-mqtt 2.2.0 imports urllib.request (and with it http.client and the email package)
+# for one thing: reading a proxy from the environment, which it does only when PySocks is
+# installed, and gatewayd does not depend on it. The daemon's entry (gatewayd/cli.py)
+# defers these modules (gatewayd/runtime/deferred.py), so they are bound but not run
+# unless something uses them: 0.6-0.7 MB of an idle hub (bench/README.md, "Memory").
+UNUSED_IMPORTS = ("urllib.request",)

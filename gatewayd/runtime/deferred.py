@@ -4,7 +4,9 @@ zigpy imports its OTA providers with every radio; they build three TLS contexts 
 system's CA store at import, and import aiohttp (with yarl, multidict, ...) and
 jsonschema: 14 MB of the full hub's memory and nearly a third of the radio library's
 import time, for a feature that is off unless ``zigbee.ota`` is on (bench/README.md,
-"Memory" and "zigpy's OTA providers, not run").
+"Memory" and "zigpy's OTA providers, not run"). And paho-mqtt imports urllib.request
+for a proxy lookup it makes only with PySocks installed: the daemon's entry defers it
+(``gatewayd.cloud.UNUSED_IMPORTS``).
 :func:`defer` has the import system create such a module unexecuted, so ``import aiohttp``
 (or ``import zigpy.ota.providers``, bound on its parent package as usual) binds it
 without running it; the first attribute it is asked for executes it, in place (the same
