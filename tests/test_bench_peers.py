@@ -27,7 +27,8 @@ from bench.peers.__main__ import ratios
 from bench.peers.hostspeed import annotate, host_speed, record
 from bench.peers.measure import Plugs, deliveries, plug_ieees
 from bench.peers.ncp import NcpProcess
-from bench.peers.stacks import zigbee_counts
+from bench.peers.pairs import order, summarise
+from bench.peers.stacks import Z2M_MAIN, zigbee_counts
 from bench.subscriber import raw_value
 from gatewayd.simulator.procs import wait_until
 from gatewayd.zigbee.status_line import describe
@@ -289,3 +290,51 @@ def test_floods_time_each_run_with_the_hosts_speed(tmp_path: Path) -> None:
               for line in lines if line.startswith(("host fast:", "host slow:",
                                                     "no probe inside:"))]
     assert len(counts) == 3 and sum(counts) == 2, lines[-5:]
+
+
+def test_pairs_alternate_abba_and_each_pairs_ratio_compares_its_own_two_runs() -> None:
+    assert [order(i) for i in range(4)] == [("gwd", "z2m"), ("z2m", "gwd"),
+                                           ("gwd", "z2m"), ("z2m", "gwd")]
+    runs = [{"pair": 0, "stack": "gwd", "cpu": 100.0}, {"pair": 0, "stack": "z2m", "cpu": 250.0},
+            {"pair": 1, "stack": "z2m", "cpu": 200.0}, {"pair": 1, "stack": "gwd", "cpu": 120.0},
+            {"pair": 2, "stack": "gwd", "cpu": 90.0}, {"pair": 2, "stack": "z2m", "cpu": 300.0},
+            {"pair": 3, "stack": "z2m", "cpu": 0.0}, {"pair": 3, "stack": "gwd", "cpu": 5.0},
+            {"pair": 4, "stack": "gwd", "cpu": 110.0}]  # a round cut short: no ratio
+    summary = summarise(runs, ["cpu"])["cpu"]
+    assert summary["gwd"] == {"median": 100.0, "min": 5.0, "max": 120.0, "n": 5}
+    assert summary["z2m"] == {"median": 225.0, "min": 0.0, "max": 300.0, "n": 4}
+    assert summary["ratio_of_medians"] == round(100 / 225, 4)
+    # 0.4, 0.6 and 0.3: the pairs' ratios differ from the ratio of the medians
+    assert summary["pair_ratios"] == {"median": 0.4, "min": 0.3, "max": 0.6, "n": 3}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(("extra", "figures"), [
+    (["--reports", "300"], ["cpu_us_per_report", "reports_per_s"]),
+    (["--rate", "100", "--seconds", "1"],
+     ["cpu_us_per_report_100", "latency_p50_ms_100", "latency_p99_ms_100"])],
+    ids=["floods", "paced"])
+def test_pairs_run_both_stacks_alternately_on_their_own_emulators(
+        tmp_path: Path, extra: list[str], figures: list[str]) -> None:
+    if not Z2M_MAIN.exists():
+        pytest.skip("Zigbee2MQTT is not installed (`make bench-peers` installs it)")
+    out = tmp_path / "pairs.json"
+    run = subprocess.run([sys.executable, "-m", "bench.peers.pairs", "--devices", "3",
+                          "--pairs", "2", "--warmup", "0", *extra, "--out", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=560)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    written = json.loads(out.read_text())
+    assert [(r["pair"], r["stack"]) for r in written["runs"]] == [
+        (0, "gwd"), (0, "z2m"), (1, "z2m"), (1, "gwd")]
+    for each in written["runs"]:
+        assert each["start"] < each["end"]
+        assert all(each[figure] > 0 for figure in figures), each
+    assert list(written["summary"]) == figures
+    for figure in figures:
+        entry = written["summary"][figure]
+        assert entry["gwd"]["n"] == entry["z2m"]["n"] == entry["pair_ratios"]["n"] == 2
+    lines = run.stdout.splitlines()
+    assert sum(line.startswith("pair ") for line in lines) == 4
+    assert any(line.startswith(f"{figures[0]}: gwd ") and "pairs' ratios" in line
+               for line in lines), lines[-3:]

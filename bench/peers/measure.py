@@ -290,6 +290,32 @@ def latencies(plugs: Plugs, records: list[list[Any]], offset: int, count: int,
     return [(at - due(k)) * 1000 for k, at in got.items()], seen
 
 
+class Paced(NamedTuple):
+    start: float  # monotonic, when the run's first report was due
+    end: float    # when the subscriber had every plug's last value
+    cpu_us: float  # the stack's CPU time a report
+    latencies_ms: list[float]  # due to delivered, for every delivered report
+    seen: int     # reports that arrived themselves (not superseded)
+    emulator: dict[str, Any]  # how late the emulator itself was (stream_done)
+
+
+def paced(stack: Stack, ncp: NcpProcess, plugs: Plugs, sub: Any, count: int,
+          rate: float) -> Paced:
+    """``count`` reports offered at ``rate`` a second through the subscriber ``sub``,
+    timed from when each was due."""
+    offset = plugs.offset
+    sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE, "keep": True,
+              "field": stack.field})
+    sub.read(10)
+    before = cpu_s(stack.pids())
+    plan = stream(ncp, plugs, count, rate, start_at=time.monotonic() + 0.5)
+    done, stats = _finish(ncp, sub, plugs, count, count / rate + 300)
+    cpu = (cpu_s(stack.pids()) - before) / count * 1e6
+    lat, seen = latencies(plugs, stats["records"], offset, count,
+                          lambda k: plan["start_at"] + k / rate)
+    return Paced(plan["start_at"], done, cpu, lat, seen, stats["emulator"])
+
+
 def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
             results: Results, sampler: Sampler, trace: dict[str, Any]) -> None:
     for rate in settings.latency_rates:
@@ -301,25 +327,18 @@ def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
         count = int(rate * settings.latency_seconds)
         with subscriber(plugs.stack.world, stack.power_filter) as sub:
             for _ in range(settings.latency_repeats):
-                offset = plugs.offset
-                sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE,
-                          "keep": True, "field": stack.field})
-                sub.read(10)
-                before = cpu_s(stack.pids())
-                plan = stream(ncp, plugs, count, rate, start_at=time.monotonic() + 0.5)
-                done, stats = _finish(ncp, sub, plugs, count, settings.latency_seconds + 300)
-                cpu.append((cpu_s(stack.pids()) - before) / count * 1e6)
-                lat, seen = latencies(plugs, stats["records"], offset, count,
-                                      lambda k, p=plan, r=rate: p["start_at"] + k / r)
+                run = paced(stack, ncp, plugs, sub, count, rate)
+                lat = run.latencies_ms
+                cpu.append(run.cpu_us)
                 p50.append(percentile(lat, 50))
                 p99.append(percentile(lat, 99))
                 for figure, values in (("cpu_us_per_report", cpu), ("latency_p50_ms", p50),
                                        ("latency_p99_ms", p99)):
-                    record(trace, stack.name, f"{figure}_{rate:g}", plan["start_at"], done,
+                    record(trace, stack.name, f"{figure}_{rate:g}", run.start, run.end,
                            values[-1])
-                delivered.append(seen / count)
+                delivered.append(run.seen / count)
                 runs.append(sorted(lat))
-                emulator = stats["emulator"]
+                emulator = run.emulator
                 behind.append(emulator["behind_max_s"] * 1000)
                 late50.append(emulator["behind_p50_s"] * 1000)
                 late99.append(emulator["behind_p99_s"] * 1000)
