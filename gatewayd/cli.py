@@ -11,7 +11,6 @@ from pathlib import Path
 
 from gatewayd import __version__, cloud
 from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from gatewayd.runtime import deferred
 from gatewayd.runtime.logsetup import Redactor, configure
 from gatewayd.state import StateError
 from gatewayd.virtual.planning import check_config
@@ -72,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     # creates, holds the network key.
     os.umask(0o077)
     if args.simulate:
-        # The simulator's dependencies are an extra (not in the .deb).
+        # The simulator's dependencies are an extra (not in the .deb). It runs the
+        # daemon in this process: the same deferral as run_daemon's.
+        cloud.defer_unused_imports()
         from gatewayd.simulator.run import run_simulator
 
         return run_simulator(config, args.workdir, redactor,
@@ -85,7 +86,7 @@ def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-de
     # Here, not at the top: --version and --check-config need none of the daemon's
     # libraries (flask, paho, sdbus). What they import and the daemon never uses is
     # deferred first.
-    deferred.defer(*cloud.UNUSED_IMPORTS)
+    cloud.defer_unused_imports()
     from gatewayd.daemon import Daemon, open_state
 
     try:

@@ -153,7 +153,7 @@ def test_paho_connects_publishes_and_disconnects_without_running_urllib_request(
             import json, threading
             from gatewayd import cloud
             from gatewayd.runtime import deferred
-            deferred.defer(*cloud.UNUSED_IMPORTS)
+            assert cloud.defer_unused_imports() == ['urllib.request']
             import paho.mqtt.client as mqtt
             acked = threading.Event()
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)

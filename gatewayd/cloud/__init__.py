@@ -17,9 +17,17 @@ May import: homie, config, credentials, state (the pending release), runtime. Ne
 onboarding or a front end: they use the link, not the other way round.
 """
 
-# paho-mqtt 2.2.0 imports urllib.request (and with it http.client and the email package)
-# for one thing: reading a proxy from the environment, which it does only when PySocks is
-# installed, and gatewayd does not depend on it. The daemon's entry (gatewayd/cli.py)
-# defers these modules (gatewayd/runtime/deferred.py), so they are bound but not run
-# unless something uses them: 0.6-0.7 MB of an idle hub (bench/README.md, "Memory").
+from gatewayd.runtime import deferred
+
+# paho-mqtt 2.2.0 imports urllib.request (and with it http.client and part of the email
+# package) for one thing: reading a proxy from the environment, which it does only when
+# PySocks is installed, and gatewayd does not depend on it. The daemon's entry defers
+# these modules before it imports paho (gatewayd/runtime/deferred.py): bound, run only
+# if something uses them. An unattended minimal hub idles 0.7 MB lower, the full hub
+# 0.3 MB (it loads part of the same for other reasons; bench/README.md, "Memory").
 UNUSED_IMPORTS = ("urllib.request",)
+
+
+def defer_unused_imports() -> list[str]:
+    """Defer :data:`UNUSED_IMPORTS` if paho has not been imported yet (those deferred)."""
+    return deferred.defer(*UNUSED_IMPORTS)
