@@ -27,7 +27,7 @@ from bench.peers.__main__ import ratios
 from bench.peers.hostspeed import annotate, host_speed, record
 from bench.peers.measure import Plugs, deliveries, plug_ieees
 from bench.peers.ncp import NcpProcess
-from bench.peers.pairs import order, summarise
+from bench.peers.pairs import QUIET_WINDOW, order, summarise
 from bench.peers.stacks import Z2M_MAIN, zigbee_counts
 from bench.subscriber import raw_value
 from gatewayd.simulator.procs import wait_until
@@ -330,6 +330,10 @@ def test_pairs_run_both_stacks_alternately_on_their_own_emulators(
     for each in written["runs"]:
         assert each["start"] < each["end"]
         assert all(each[figure] > 0 for figure in figures), each
+        # it waited for quiet (at least one measuring window) and kept the idle side's CPU
+        assert each["quiet_wait_s"] >= QUIET_WINDOW and each["others_cores"] >= 0, each
+        if "--rate" in extra:
+            assert each["delivered_ratio"] > 0 and each["emulator_behind_p99_ms"] >= 0, each
     assert list(written["summary"]) == figures
     for figure in figures:
         entry = written["summary"][figure]

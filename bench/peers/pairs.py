@@ -9,10 +9,15 @@ leave its network to the other), and both stay running. Then each of ``--pairs``
 runs one flood of ``--reports`` reports (or, with ``--rate``, one paced run of
 ``--seconds``) on each stack, back to back, gatewayd first in even rounds and
 Zigbee2MQTT first in odd ones (ABBA), after ``--warmup`` unrecorded runs each. A pair's
-ratio (gwd / z2m) compares two runs seconds apart. It prints each run, then per figure
-each stack's median (min-max), the ratio of the medians and the pairs' ratios' median
-(min-max). While one stack runs the other idles; its CPU is not counted. Nothing is
-written but ``--out`` (JSON: the runs, the summary, the noise monitor's figures).
+ratio (gwd / z2m) compares two runs seconds apart. Before each run the tool waits until
+both stacks and both emulators are quiet (:func:`quiet`), so that no run is billed for
+the tail of the one before it (at each pair's boundary a stack runs twice in a row).
+While one stack runs the other idles; its CPU is not counted, but it is kept with the
+run (``others_cores``: the idle stack's and its emulator's), as are a paced run's
+delivered share and how late its emulator was. It prints each run, then per figure each
+stack's median (min-max), the ratio of the medians and the pairs' ratios' median
+(min-max). Nothing is written but ``--out`` (JSON: the runs, the summary, the noise
+monitor's figures; the runs made so far if the tool fails).
 """
 
 from __future__ import annotations
@@ -24,21 +29,38 @@ import json
 import shutil
 import statistics
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import noise
-from bench.harness import Results, percentile, subscriber
+from bench.harness import Results, cpu_s, percentile, subscriber
 from bench.peers.measure import PEERS_FULL, Plugs, flood, form_and_join, paced, plug_ieees
 from bench.peers.ncp import NcpProcess
 from bench.peers.stacks import Z2M_MAIN, Stack, peers_world, stack_named
 
 STACKS = ("gwd", "z2m")
+QUIET_CORES = 0.03  # "quiet": at most this much CPU over a QUIET_WINDOW (3 clock ticks)
+QUIET_WINDOW = 1.0
+QUIET_TIMEOUT = 20.0
 
 
 def order(pair: int) -> tuple[str, ...]:
     """ABBA: gatewayd first in even rounds, Zigbee2MQTT first in odd ones."""
     return STACKS if pair % 2 == 0 else STACKS[::-1]
+
+
+def quiet(pids: Callable[[], list[int]], timeout: float = QUIET_TIMEOUT) -> float:
+    """Wait until the processes ``pids()`` use at most :data:`QUIET_CORES` over a
+    :data:`QUIET_WINDOW` (or ``timeout`` passed); returns the wait."""
+    start = time.monotonic()
+    while True:
+        before, at = cpu_s(pids()), time.monotonic()
+        time.sleep(QUIET_WINDOW)  # the measuring window
+        used = (cpu_s(pids()) - before) / (time.monotonic() - at)
+        if used <= QUIET_CORES or time.monotonic() - start >= timeout:
+            return time.monotonic() - start
 
 
 def _range(values: list[float]) -> dict[str, float]:
@@ -83,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a paced run's length")
     parser.add_argument("--out", type=Path, help="the runs and the summary as JSON")
     args = parser.parse_args(argv)
+    if args.rate < 0 or (args.rate and int(args.rate * args.seconds) < 1):
+        parser.error("--rate and --seconds must make at least one report")
     if not Z2M_MAIN.exists():
         raise SystemExit(f"{Z2M_MAIN} is missing: `make bench-peers` installs Zigbee2MQTT")
     tag = f"{args.rate:g}"
@@ -104,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         noise_figures, _ = monitor.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    summary = summarise(runs, figures)
+        summary = summarise(runs, figures)
+        if args.out:
+            args.out.write_text(json.dumps({"runs": runs, "summary": summary,
+                                            **noise_figures}, indent=1) + "\n")
     for figure, entry in summary.items():
         parts = [f"{name} {_text(entry[name])}" for name in STACKS if name in entry]
         if "ratio_of_medians" in entry:
@@ -112,9 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         if "pair_ratios" in entry:
             parts.append(f"pairs' ratios {_text(entry['pair_ratios'], 3)}")
         print(f"{figure}: " + "; ".join(parts))
-    if args.out:
-        args.out.write_text(json.dumps({"runs": runs, "summary": summary, **noise_figures},
-                                       indent=1) + "\n")
     return 0
 
 
@@ -145,19 +169,37 @@ def _pairs(stacks: dict[str, Stack], radios: dict[str, NcpProcess], args: argpar
             subscriber(world, stacks["z2m"].power_filter) as z2m_sub:
         subs = {"gwd": gwd_sub, "z2m": z2m_sub}
 
+        def everything() -> list[int]:
+            return [pid for name in STACKS
+                    for pid in (*stacks[name].pids(), radios[name].pid)]
+
         def one(name: str) -> dict[str, Any]:
             stack, ncp = stacks[name], radios[name]
+            other = STACKS[1 - STACKS.index(name)]
+
+            def others() -> list[int]:
+                return [*stacks[other].pids(), radios[other].pid]
+
+            waited = quiet(everything)
+            before, at = cpu_s(others()), time.monotonic()
             if args.rate:
-                run = paced(stack, ncp, plugs[name], subs[name],
-                            int(args.rate * args.seconds), args.rate)
+                count = int(args.rate * args.seconds)
+                run = paced(stack, ncp, plugs[name], subs[name], count, args.rate)
                 tag = f"{args.rate:g}"
-                return {"start": run.start, "end": run.end,
-                        f"cpu_us_per_report_{tag}": run.cpu_us,
-                        f"latency_p50_ms_{tag}": percentile(run.latencies_ms, 50),
-                        f"latency_p99_ms_{tag}": percentile(run.latencies_ms, 99)}
-            done = flood(stack, ncp, plugs[name], subs[name], args.reports)
-            return {"start": done.start, "end": done.end, "cpu_us_per_report": done.cpu_us,
-                    "reports_per_s": done.rate}
+                out = {"start": run.start, "end": run.end,
+                       f"cpu_us_per_report_{tag}": run.cpu_us,
+                       f"latency_p50_ms_{tag}": percentile(run.latencies_ms, 50),
+                       f"latency_p99_ms_{tag}": percentile(run.latencies_ms, 99),
+                       "delivered_ratio": run.seen / count,
+                       "emulator_behind_p50_ms": run.emulator["behind_p50_s"] * 1000,
+                       "emulator_behind_p99_ms": run.emulator["behind_p99_s"] * 1000}
+            else:
+                done = flood(stack, ncp, plugs[name], subs[name], args.reports)
+                out = {"start": done.start, "end": done.end,
+                       "cpu_us_per_report": done.cpu_us, "reports_per_s": done.rate}
+            out["others_cores"] = (cpu_s(others()) - before) / (time.monotonic() - at)
+            out["quiet_wait_s"] = waited
+            return out
 
         for i in range(args.warmup):
             for name in order(i):
@@ -174,9 +216,8 @@ def _pairs(stacks: dict[str, Stack], radios: dict[str, NcpProcess], args: argpar
 def _run_text(run: dict[str, Any]) -> str:
     values = ", ".join(f"{key} {value:.2f}" for key, value in run.items()
                        if key not in ("pair", "stack", "start", "end", "probe_us_inside"))
-    return (f"pair {run['pair'] + 1} {run['stack']}: {values}; host probe inside "
+    return (f"pair {run['pair']} {run['stack']}: {values}; host probe inside "
             f"{run['probe_us_inside']:.0f} µs")
-
 
 
 if __name__ == "__main__":
