@@ -20,6 +20,31 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+INTERRUPT_GRACE = 15.0  # seconds a tool has to clean up after a SIGINT
+
+
+def run_tool(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m <args>`` in the repository, its output captured. Past ``timeout`` the
+    test fails, after the tool is interrupted as Ctrl-C would (SIGINT: its context
+    managers stop the worlds, daemons and stacks it started, which ``subprocess.run``'s
+    SIGKILL would leave running) and killed if it is still there
+    :data:`INTERRUPT_GRACE` seconds later; the failure shows the end of its output."""
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=INTERRUPT_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(f"python -m {' '.join(args)} took over {timeout:g} s:\n"
+                             f"{out[-4000:]}\n{err[-4000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def run_async(coro: Awaitable[T], timeout: float = 30.0) -> T:
     """Run ``coro`` on a fresh event loop; the test fails after ``timeout`` seconds."""
     async def bounded() -> T:

@@ -11,15 +11,13 @@ import json
 import marshal
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import gatewayd
 from bench.harness import DaemonProcess, compile_daemon
-from tests.helpers import REPO
+from tests.helpers import run_tool
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 
@@ -34,20 +32,21 @@ REQUIRED = (
 )
 
 
-def tail(output: str | bytes | None, size: int = 4000) -> str:
-    text = output.decode(errors="replace") if isinstance(output, bytes) else output or ""
-    return text[-size:]
+def test_a_tool_past_its_timeout_is_interrupted_so_that_it_stops_what_it_started() -> None:
+    with pytest.raises(AssertionError, match="took over 5 s") as failed:
+        run_tool(["tests.tool_that_hangs"], timeout=5)
+    output = str(failed.value).splitlines()
+    assert "stopped what it started" in output
+    child = int(output[1])  # the first line the tool printed
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
 
 
 def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    try:
-        run = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out),
-                              "--workdir", str(tmp_path / "work")],
-                             cwd=REPO, capture_output=True, text=True, timeout=400)
-    except subprocess.TimeoutExpired as exc:
-        # What it was doing when it stalled: the end of its output, not the start.
-        pytest.fail(f"the quick bench took over 400 s:\n{tail(exc.stdout)}\n{tail(exc.stderr)}")
+    # on a stall the failure shows what it was doing: the end of its output
+    run = run_tool(["bench", "--quick", "--out", str(out), "--workdir", str(tmp_path / "work")],
+                   timeout=400)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     results = json.loads(out.read_text())
     for name in REQUIRED:
@@ -68,9 +67,7 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
 
 
 def test_publish_bench_measures_both_paces() -> None:
-    run = subprocess.run([sys.executable, "-m", "bench.publish", "--count", "200",
-                          "--repeats", "2"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    run = run_tool(["bench.publish", "--count", "200", "--repeats", "2"], timeout=120)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     for name in ("publish_cpu_us_saturated", "publish_cpu_us_paced"):
         line = next(x for x in run.stdout.splitlines() if x.split()[:1] == [name])
@@ -78,9 +75,8 @@ def test_publish_bench_measures_both_paces() -> None:
 
 
 def test_wakeup_bench_measures_each_pace_and_the_penalty() -> None:
-    run = subprocess.run([sys.executable, "-m", "bench.wakeup", "--count", "50",
-                          "--spaced", "5", "--repeats", "2"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    run = run_tool(["bench.wakeup", "--count", "50", "--spaced", "5", "--repeats", "2"],
+                   timeout=120)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     for pace in ("back_to_back", "gap4ms", "gap20ms"):
         for name in (f"wakeup_rtt_us_{pace}", f"wakeup_cpu_us_{pace}"):
@@ -92,9 +88,7 @@ def test_wakeup_bench_measures_each_pace_and_the_penalty() -> None:
 
 @pytest.mark.timeout(240)
 def test_memory_bench_measures_per_plug_and_traces_where_it_went() -> None:
-    run = subprocess.run([sys.executable, "-m", "bench.memory", "--devices", "3",
-                          "--repeats", "1"],
-                         cwd=REPO, capture_output=True, text=True, timeout=110)
+    run = run_tool(["bench.memory", "--devices", "3", "--repeats", "1"], timeout=100)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     figures = {x.split()[0]: float(x.split()[1]) for x in run.stdout.splitlines()
                if x.split()[:1] and x.split()[0].startswith("memory_")}
@@ -102,9 +96,8 @@ def test_memory_bench_measures_per_plug_and_traces_where_it_went() -> None:
                             "memory_rss_restored_mb", "memory_kb_per_plug"}, run.stdout
     assert figures["memory_rss_joined_mb"] > figures["memory_rss_online_mb"] > 20
     assert figures["memory_rss_restored_mb"] > 20  # the same hub again, its plugs restored
-    traced = subprocess.run([sys.executable, "-m", "bench.memory", "--devices", "3",
-                             "--trace", "--top", "40"],
-                            cwd=REPO, capture_output=True, text=True, timeout=110)
+    traced = run_tool(["bench.memory", "--devices", "3", "--trace", "--top", "40"],
+                      timeout=100)
     assert traced.returncode == 0, traced.stdout[-4000:] + traced.stderr[-4000:]
     assert "grew between online and joined" in traced.stdout
     # the join made zigpy's device objects in the daemon, which the trace saw

@@ -32,7 +32,7 @@ from bench.peers.stacks import Z2M_MAIN, zigbee_counts
 from bench.subscriber import raw_value
 from gatewayd.simulator.procs import wait_until
 from gatewayd.zigbee.status_line import describe
-from tests.helpers import REPO
+from tests.helpers import REPO, run_tool
 
 
 def test_a_report_is_read_from_homie_and_zigbee2mqtt_payloads() -> None:
@@ -196,10 +196,8 @@ def test_a_cpu_limit_is_a_cgroup_the_child_joins_and_that_goes_away() -> None:
 @pytest.mark.timeout(600)
 def test_quick_peers_run_writes_gatewayds_figures(tmp_path: Path) -> None:
     out = tmp_path / "peers.json"
-    run = subprocess.run([sys.executable, "-m", "bench.peers", "--quick", "--only", "gwd",
-                          "--devices", "3", "--out", str(out),
-                          "--workdir", str(tmp_path / "work")],
-                         cwd=REPO, capture_output=True, text=True, timeout=560)
+    run = run_tool(["bench.peers", "--quick", "--only", "gwd", "--devices", "3",
+                    "--out", str(out), "--workdir", str(tmp_path / "work")], timeout=560)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     results = json.loads(out.read_text())
     for name in ("cpu_us_per_report", "reports_per_s", "latency_p50_ms_100",
@@ -256,9 +254,8 @@ def test_plot_draws_both_stacks_from_the_runs_json(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_restart_is_timed_every_way_in_one_world() -> None:
-    run = subprocess.run([sys.executable, "-m", "bench.peers.restart_ab", "--devices", "3",
-                          "--rounds", "1", "--idle", "0", "--ways", "socket,status,mqtt"],
-                         cwd=REPO, capture_output=True, text=True, timeout=280)
+    run = run_tool(["bench.peers.restart_ab", "--devices", "3", "--rounds", "1", "--idle",
+                    "0", "--ways", "socket,status,mqtt"], timeout=270)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     summary = run.stdout.strip().splitlines()[-3:]
     assert [line.split(":")[0] for line in summary] == ["socket", "status", "mqtt"], summary
@@ -269,9 +266,8 @@ def test_a_restart_is_timed_every_way_in_one_world() -> None:
 @pytest.mark.timeout(300)
 def test_floods_time_each_run_with_the_hosts_speed(tmp_path: Path) -> None:
     out = tmp_path / "floods.json"
-    run = subprocess.run([sys.executable, "-m", "bench.peers.floods", "--devices", "3",
-                          "--runs", "2", "--reports", "300", "--out", str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=280)
+    run = run_tool(["bench.peers.floods", "--devices", "3", "--runs", "2", "--reports",
+                    "300", "--out", str(out)], timeout=270)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     written = json.loads(out.read_text())
     assert len(written["runs"]) == 2
@@ -320,9 +316,8 @@ def test_pairs_run_both_stacks_alternately_on_their_own_emulators(
     if not Z2M_MAIN.exists():
         pytest.skip("Zigbee2MQTT is not installed (`make bench-peers` installs it)")
     out = tmp_path / "pairs.json"
-    run = subprocess.run([sys.executable, "-m", "bench.peers.pairs", "--devices", "3",
-                          "--pairs", "2", "--warmup", "0", *extra, "--out", str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=560)
+    run = run_tool(["bench.peers.pairs", "--devices", "3", "--pairs", "2", "--warmup", "0",
+                    *extra, "--out", str(out)], timeout=560)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     written = json.loads(out.read_text())
     assert [(r["pair"], r["stack"]) for r in written["runs"]] == [
