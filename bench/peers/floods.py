@@ -30,7 +30,7 @@ from bench import noise
 from bench.harness import Results, subscriber
 from bench.peers.measure import PEERS_FULL, Plugs, flood, form_and_join, plug_ieees
 from bench.peers.ncp import NcpProcess
-from bench.peers.stacks import Z2M_MAIN, Stack, peers_world, stack_named
+from bench.peers.stacks import Z2M_MAIN, Stack, peers_world, stack_named, stop_and_close
 
 # A run counts as at the host's fast speed when the probe's median inside it is at most
 # this much above the 10th percentile of every probe the tool took (the two speeds'
@@ -63,11 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 _floods(stack, ncp, args, monitor, runs)
             finally:
-                try:
-                    stack.stop()
-                except AssertionError:
-                    pass  # it never started: the error that stopped it is the news
-                stack.close()
+                stop_and_close(stack)
     finally:
         figures, _ = monitor.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -299,18 +299,28 @@ class Paced(NamedTuple):
     emulator: dict[str, Any]  # how late the emulator itself was (stream_done)
 
 
+def _offer(stack: Stack, ncp: NcpProcess, plugs: Plugs, sub: Any, count: int, rate: float,
+           keep: bool, timeout: float, start_at: float | None = None
+           ) -> tuple[dict[str, Any], float, dict[str, Any], float]:
+    """One run: ``count`` reports at ``rate`` a second (0: as fast as the emulator sends
+    them) through the subscriber ``sub``; the stream's plan, when the subscriber had
+    every plug's last value, its summary, and the stack's CPU µs a report."""
+    sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE,
+              "field": stack.field, "keep": keep})
+    sub.read(10)
+    before = cpu_s(stack.pids())
+    plan = stream(ncp, plugs, count, rate, start_at=start_at)
+    done, stats = _finish(ncp, sub, plugs, count, timeout)
+    return plan, done, stats, (cpu_s(stack.pids()) - before) / count * 1e6
+
+
 def paced(stack: Stack, ncp: NcpProcess, plugs: Plugs, sub: Any, count: int,
           rate: float) -> Paced:
     """``count`` reports offered at ``rate`` a second through the subscriber ``sub``,
     timed from when each was due."""
-    offset = plugs.offset
-    sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE, "keep": True,
-              "field": stack.field})
-    sub.read(10)
-    before = cpu_s(stack.pids())
-    plan = stream(ncp, plugs, count, rate, start_at=time.monotonic() + 0.5)
-    done, stats = _finish(ncp, sub, plugs, count, count / rate + 300)
-    cpu = (cpu_s(stack.pids()) - before) / count * 1e6
+    offset = plugs.offset  # the run's first number: _offer moves it on
+    plan, done, stats, cpu = _offer(stack, ncp, plugs, sub, count, rate, True,
+                                    count / rate + 300, start_at=time.monotonic() + 0.5)
     lat, seen = latencies(plugs, stats["records"], offset, count,
                           lambda k: plan["start_at"] + k / rate)
     return Paced(plan["start_at"], done, cpu, lat, seen, stats["emulator"])
@@ -381,13 +391,7 @@ def flood(stack: Stack, ncp: NcpProcess, plugs: Plugs, sub: Any, count: int,
           keep: bool = False) -> Flood:
     """``count`` reports offered as fast as the emulator sends them, through the
     subscriber ``sub``."""
-    sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE,
-              "field": stack.field, "keep": keep})
-    sub.read(10)
-    before = cpu_s(stack.pids())
-    plan = stream(ncp, plugs, count, 0)
-    done, stats = _finish(ncp, sub, plugs, count, 900)
-    cpu = (cpu_s(stack.pids()) - before) / count * 1e6
+    plan, done, stats, cpu = _offer(stack, ncp, plugs, sub, count, 0, keep, 900)
     return Flood(plan["start_at"], done, cpu, count / (done - plan["start_at"]),
                  stats.get("records") or [])
 

@@ -38,7 +38,7 @@ from bench import noise
 from bench.harness import Results, cpu_s, percentile, subscriber
 from bench.peers.measure import PEERS_FULL, Plugs, flood, form_and_join, paced, plug_ieees
 from bench.peers.ncp import NcpProcess
-from bench.peers.stacks import Z2M_MAIN, Stack, peers_world, stack_named
+from bench.peers.stacks import Z2M_MAIN, Stack, peers_world, stack_named, stop_and_close
 
 STACKS = ("gwd", "z2m")
 QUIET_CORES = 0.03  # "quiet": at most this much CPU over a QUIET_WINDOW (3 clock ticks)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             stacks: dict[str, Stack] = {}
             for name in STACKS:
                 stacks[name] = stack_named(name, world, radios[name].url, workdir, paired)
-                cleanup.callback(_stop, stacks[name])
+                cleanup.callback(stop_and_close, stacks[name])
             _pairs(stacks, radios, args, monitor, runs)
     finally:
         noise_figures, _ = monitor.stop()
@@ -147,14 +147,6 @@ def _text(entry: dict[str, float], digits: int | None = None) -> str:
         digits = 2 if entry["max"] < 10 else 1  # milliseconds want their hundredths
     return (f"{entry['median']:.{digits}f} ({entry['min']:.{digits}f}-{entry['max']:.{digits}f}),"
             f" n={entry['n']}")
-
-
-def _stop(stack: Stack) -> None:
-    try:
-        stack.stop()
-    except AssertionError:
-        pass  # it never started: the error that stopped it is the news
-    stack.close()
 
 
 def _pairs(stacks: dict[str, Stack], radios: dict[str, NcpProcess], args: argparse.Namespace,

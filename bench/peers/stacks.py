@@ -335,6 +335,15 @@ class Zigbee2Mqtt(Stack):
             return False
 
 
+def stop_and_close(stack: Stack) -> None:
+    """Stop ``stack`` if it runs, then close it (the tools' cleanup)."""
+    try:
+        stack.stop()
+    except AssertionError:
+        pass  # it never started: the error that stopped it is the news
+    stack.close()
+
+
 def stack_named(name: str, world: BenchWorld, ncp_url: str, workdir: Path,
                 paired: Path) -> Stack:
     """``gwd`` or ``z2m`` (in ``workdir/<name>``): the stack of that name on the emulator
