@@ -17,10 +17,10 @@ bench: setup
 	.venv/bin/python -m bench
 
 # gatewayd side by side with Zigbee2MQTT (bench/README.md, "Peers"): the plot's
-# matplotlib comes with the [peers] extra, Zigbee2MQTT from bench/peers/package-lock.json.
+# matplotlib comes with the [peers] extra and, with it, scripts/setup.sh installs Zigbee2MQTT
+# from bench/peers/package-lock.json (given node 20 or newer).
 bench-peers:
 	GATEWAYD_EXTRAS=test,gpio,bench,peers scripts/setup.sh
-	npm ci --prefix bench/peers --no-audit --no-fund
 	.venv/bin/python -m bench.peers
 
 # The chaos suite (docs/chaos.md): the long form with the acceptance's amounts, and the

@@ -73,4 +73,23 @@ if [ -n "$node_major" ] && [ "$node_major" -ge 18 ] && command -v npm >/dev/null
 else
   echo "setup: no node 18 or newer: the zigbee-herdsman test will be skipped"
 fi
+# Zigbee2MQTT, the peer of the side-by-side benchmark (bench/README.md, "Peers"), with the
+# [peers] extra (scripts/test.sh and `make bench-peers` ask for it): the versions in
+# bench/peers/package-lock.json. Zigbee2MQTT 2.x needs node 20 or newer; with an older
+# node its tests are skipped and `make bench-peers` says why. Its serial-port binding comes
+# prebuilt (node-gyp-build finds it): no compiler runs.
+peers=bench/peers
+if [[ ",${EXTRAS}," == *",peers,"* ]]; then
+  if [ -n "$node_major" ] && [ "$node_major" -ge 20 ] && command -v npm >/dev/null; then
+    lock_stamp="$peers/node_modules/.installed-$(sha256sum "$peers/package-lock.json" | cut -c1-16)"
+    if [ ! -e "$lock_stamp" ]; then
+      echo "setup: installing Zigbee2MQTT for the side-by-side benchmark (npm ci in $peers, node $(node --version))"
+      (cd "$peers" && npm ci --no-audit --no-fund --loglevel=error)
+      touch "$lock_stamp"
+    fi
+  else
+    echo "setup: no node 20 or newer: Zigbee2MQTT is not installed; its side of the" \
+      "side-by-side benchmark cannot run and its tests will be skipped"
+  fi
+fi
 echo "setup: ready (.venv/bin/gatewayd, .venv/bin/gatewayctl)"

@@ -21,7 +21,7 @@ from bench import noise
 from bench.harness import Results, machine
 from bench.peers.hostspeed import HOST_SPEED_PHASES, annotate, host_speed
 from bench.peers.measure import PEERS_FULL, PEERS_QUICK, plug_ieees, run_stack
-from bench.peers.stacks import Z2M_MAIN, peers_world, stack_named
+from bench.peers.stacks import Z2M_MAIN, Z2M_MISSING, peers_world, stack_named
 
 OUT = Path(__file__).resolve().parents[1] / "out"
 STACKS = ("z2m", "gwd")
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, devices=args.devices)
     which = [s for s in STACKS if s in (args.only or STACKS)]
     if "z2m" in which and not Z2M_MAIN.exists():
-        print(f"{Z2M_MAIN} is missing: `make bench-peers` installs Zigbee2MQTT "
-              "(npm ci --prefix bench/peers)", file=sys.stderr)
+        print(Z2M_MISSING, file=sys.stderr)
         return 2
 
     started = time.monotonic()

@@ -30,7 +30,14 @@ from bench import noise
 from bench.harness import Results, subscriber
 from bench.peers.measure import PEERS_FULL, Plugs, flood, form_and_join, plug_ieees
 from bench.peers.ncp import NcpProcess
-from bench.peers.stacks import Z2M_MAIN, Stack, peers_world, stack_named, stop_and_close
+from bench.peers.stacks import (
+    Z2M_MAIN,
+    Z2M_MISSING,
+    Stack,
+    peers_world,
+    stack_named,
+    stop_and_close,
+)
 
 # A run counts as at the host's fast speed when the probe's median inside it is at most
 # this much above the 10th percentile of every probe the tool took (the two speeds'
@@ -53,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="the runs as JSON")
     args = parser.parse_args(argv)
     if args.stack == "z2m" and not Z2M_MAIN.exists():
-        raise SystemExit(f"{Z2M_MAIN} is missing: `make bench-peers` installs Zigbee2MQTT")
+        raise SystemExit(Z2M_MISSING)
     workdir = Path(tempfile.mkdtemp(prefix="gatewayd-floods-"))
     monitor = noise.NoiseMonitor()
     runs: list[dict[str, Any]] = []

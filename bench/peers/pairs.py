@@ -38,7 +38,14 @@ from bench import noise
 from bench.harness import Results, cpu_s, percentile, subscriber
 from bench.peers.measure import PEERS_FULL, Plugs, flood, form_and_join, paced, plug_ieees
 from bench.peers.ncp import NcpProcess
-from bench.peers.stacks import Z2M_MAIN, Stack, peers_world, stack_named, stop_and_close
+from bench.peers.stacks import (
+    Z2M_MAIN,
+    Z2M_MISSING,
+    Stack,
+    peers_world,
+    stack_named,
+    stop_and_close,
+)
 
 STACKS = ("gwd", "z2m")
 QUIET_CORES = 0.03  # "quiet": at most this much CPU over a QUIET_WINDOW (3 clock ticks)
@@ -108,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate < 0 or (args.rate and int(args.rate * args.seconds) < 1):
         parser.error("--rate and --seconds must make at least one report")
     if not Z2M_MAIN.exists():
-        raise SystemExit(f"{Z2M_MAIN} is missing: `make bench-peers` installs Zigbee2MQTT")
+        raise SystemExit(Z2M_MISSING)
     tag = f"{args.rate:g}"
     figures = ([f"cpu_us_per_report_{tag}", f"latency_p50_ms_{tag}", f"latency_p99_ms_{tag}"]
                if args.rate else ["cpu_us_per_report", "reports_per_s"])

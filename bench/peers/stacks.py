@@ -33,6 +33,10 @@ from gatewayd.simulator.procs import free_port, wait_until
 
 HERE = Path(__file__).resolve().parent
 Z2M_MAIN = HERE / "node_modules" / "zigbee2mqtt" / "index.js"
+# What the tools say when it is not there (scripts/setup.sh installs it with the [peers]
+# extra, given node 20 or newer and npm).
+Z2M_MISSING = (f"{Z2M_MAIN} is missing: `make bench-peers` installs Zigbee2MQTT (it needs "
+               "node 20 or newer and npm; scripts/setup.sh says if they are not there)")
 Z2M_BASE = "zigbee2mqtt"
 SCALE = 10  # a plug's active_power is in 0.1 W (its ac_power_divisor)
 
@@ -232,8 +236,7 @@ class Zigbee2Mqtt(Stack):
     def __init__(self, world: BenchWorld, ncp_url: str, workdir: Path) -> None:
         super().__init__(world, ncp_url, workdir)
         if not Z2M_MAIN.exists():
-            raise RuntimeError(f"{Z2M_MAIN} is missing: run `make bench-peers`, or "
-                               "`npm ci --prefix bench/peers`")
+            raise RuntimeError(Z2M_MISSING)
         self.data = workdir / "data"
         self.data.mkdir(parents=True)
         fill(HERE / "zigbee2mqtt.yaml", self.data / "configuration.yaml",
