@@ -65,7 +65,9 @@ def test_a_coalesced_report_is_delivered_with_the_newer_value_that_replaced_it()
 def test_ratios_are_gatewayd_over_zigbee2mqtt_medians() -> None:
     flat = {"gwd_cpu_us_per_report": 100.0, "gwd_cpu_us_per_report_min": 90.0,
             "z2m_cpu_us_per_report": 400.0, "z2m_cpu_us_per_report_min": 1.0,
-            "gwd_only_here": 3.0, "gwd_rss_idle_mb_200": 50.0, "z2m_rss_idle_mb_200": 0}
+            "gwd_only_here": 3.0, "gwd_rss_idle_mb_200": 50.0, "z2m_rss_idle_mb_200": 0,
+            # the emulator's figures are the instrument's, not the stacks': no ratio
+            "gwd_emulator_cpu_us_per_report": 60.0, "z2m_emulator_cpu_us_per_report": 120.0}
     assert ratios(flat) == {"ratio_cpu_us_per_report": 0.25}
 
 
@@ -210,12 +212,15 @@ def test_quick_peers_run_writes_each_stacks_figures(tmp_path: Path, stack: str) 
                  "set_roundtrip_spaced_p50_ms", "set_roundtrip_spaced_p99_ms",
                  "rss_idle_mb_3", "rss_after_flood_mb_3", "startup_all_ready_s_3",
                  "emulator_behind_p99_ms_250", "cpu_us_per_report_100",
-                 "cpu_us_per_report_250"):
+                 "cpu_us_per_report_250", "emulator_cpu_us_per_report",
+                 "emulator_cpu_us_per_report_250"):
         for key in (f"{stack}_{name}", f"{stack}_{name}_min", f"{stack}_{name}_max"):
             value = results.get(key)
             assert isinstance(value, int | float) and math.isfinite(value), (key, value)
     assert results[f"{stack}_reports_per_s"] > 0 and results[f"{stack}_rss_idle_mb_3"] > 0
-    assert "ratio_emulator_behind_p99_ms_250" not in results  # the radio's, not the stack's
+    # the emulator did the work of sending every report, on its own process's clock
+    assert results[f"{stack}_emulator_cpu_us_per_report"] > 0
+    assert not any(k.startswith("ratio_emulator_") for k in results)  # the radio's figures
     assert "noise_other_cores_mean" in results and results["noisy"] in (0, 1)
     assert results[f"{stack}_noise_host_probe_us"] > 0
     # a quick run's phases may be shorter than the sampler's period: no figure then
@@ -279,6 +284,7 @@ def test_floods_time_each_run_with_the_hosts_speed(tmp_path: Path) -> None:
     for each in written["runs"]:
         assert each["start"] < each["end"]
         assert each["cpu_us_per_report"] > 0 and each["reports_per_s"] > 0
+        assert each["emulator_cpu_us_per_report"] > 0
         assert each["probe_us_before"] > 0 and each["probe_us_after"] > 0
         # 3 plugs' last values at least; the gaps between them, longest last
         gaps = each["longest_gaps_ms"]
@@ -332,6 +338,7 @@ def test_pairs_run_both_stacks_alternately_on_their_own_emulators(
         assert all(each[figure] > 0 for figure in figures), each
         # it waited for quiet (at least one measuring window) and kept the idle side's CPU
         assert each["quiet_wait_s"] >= QUIET_WINDOW and each["others_cores"] >= 0, each
+        assert each["emulator_cpu_us_per_report"] > 0, each
         if "--rate" in extra:
             assert each["delivered_ratio"] > 0 and each["emulator_behind_p99_ms"] >= 0, each
     assert list(written["summary"]) == figures

@@ -5,7 +5,8 @@ stack (the peers configuration, ``--devices`` plugs over bellows or Zigbee2MQTT'
 driver on the EZSP emulator) joins its plugs once, then takes ``--runs`` floods of
 ``--reports`` reports, as ``bench.peers``' throughput phase does (but with the
 subscriber keeping every message), with a pause of 1-3 s between them. For each run it
-prints the stack's CPU µs a report, the reports/s, the messages the subscriber got and
+prints the stack's CPU µs a report (and cores), the emulator's, the reports/s, the
+messages the subscriber got and
 the longest gaps between them (gatewayd's coalescing passes show there), and the host's
 speed (``bench.noise.probe``'s µs: just before, the noise monitor's median inside the
 run, just after; lower is faster); at the end, the median (min-max) of the runs with the
@@ -107,10 +108,14 @@ def _floods(stack: Stack, ncp: NcpProcess, args: argparse.Namespace,
             gaps = sorted(round((b - a) * 1000, 1)
                           for a, b in itertools.pairwise(arrivals))[-3:]
             runs.append({"start": run.start, "end": run.end, "cpu_us_per_report": run.cpu_us,
-                         "reports_per_s": run.rate, "probe_us_before": before,
+                         "reports_per_s": run.rate,
+                         "emulator_cpu_us_per_report": run.emulator_cpu_us,
+                         "probe_us_before": before,
                          "probe_us_inside": inside, "probe_us_after": after,
                          "messages": len(arrivals), "longest_gaps_ms": gaps})
-            print(f"run {i + 1}: {run.cpu_us:.1f} µs a report, {run.rate:.0f} reports/s in "
+            print(f"run {i + 1}: {run.cpu_us:.1f} µs a report ({run.cpu_us * run.rate / 1e6:.2f} "
+                  f"core; the emulator {run.emulator_cpu_us:.1f} µs, "
+                  f"{run.emulator_cpu_us * run.rate / 1e6:.2f} core), {run.rate:.0f} reports/s in "
                   f"{run.end - run.start:.3f} s; {len(arrivals)} messages, longest gaps "
                   f"{gaps} ms; host probe {before:.0f} / {inside:.0f} / {after:.0f} µs",
                   flush=True)

@@ -297,21 +297,31 @@ class Paced(NamedTuple):
     latencies_ms: list[float]  # due to delivered, for every delivered report
     seen: int     # reports that arrived themselves (not superseded)
     emulator: dict[str, Any]  # how late the emulator itself was (stream_done)
+    emulator_cpu_us: float  # the emulator's CPU time a report
+
+
+class Offer(NamedTuple):
+    plan: dict[str, Any]  # the stream's, as the emulator started it
+    done: float   # monotonic, when the subscriber had every plug's last value
+    stats: dict[str, Any]  # the subscriber's summary, with the emulator's lateness
+    cpu_us: float  # the stack's CPU time a report
+    # The emulator's, over the same window: what the instrument spent on each report (on
+    # two cores it competes with the stack; "The emulator's frame building").
+    emulator_cpu_us: float
 
 
 def _offer(stack: Stack, ncp: NcpProcess, plugs: Plugs, sub: Any, count: int, rate: float,
-           keep: bool, timeout: float, start_at: float | None = None
-           ) -> tuple[dict[str, Any], float, dict[str, Any], float]:
+           keep: bool, timeout: float, start_at: float | None = None) -> Offer:
     """One run: ``count`` reports at ``rate`` a second (0: as fast as the emulator sends
-    them) through the subscriber ``sub``; the stream's plan, when the subscriber had
-    every plug's last value, its summary, and the stack's CPU µs a report."""
+    them) through the subscriber ``sub``."""
     sub.send({"cmd": "start", "final": plugs.finals(count), "scale": SCALE,
               "field": stack.field, "keep": keep})
     sub.read(10)
-    before = cpu_s(stack.pids())
+    before, radio_before = cpu_s(stack.pids()), cpu_s([ncp.pid])
     plan = stream(ncp, plugs, count, rate, start_at=start_at)
     done, stats = _finish(ncp, sub, plugs, count, timeout)
-    return plan, done, stats, (cpu_s(stack.pids()) - before) / count * 1e6
+    return Offer(plan, done, stats, (cpu_s(stack.pids()) - before) / count * 1e6,
+                 (cpu_s([ncp.pid]) - radio_before) / count * 1e6)
 
 
 def paced(stack: Stack, ncp: NcpProcess, plugs: Plugs, sub: Any, count: int,
@@ -319,11 +329,13 @@ def paced(stack: Stack, ncp: NcpProcess, plugs: Plugs, sub: Any, count: int,
     """``count`` reports offered at ``rate`` a second through the subscriber ``sub``,
     timed from when each was due."""
     offset = plugs.offset  # the run's first number: _offer moves it on
-    plan, done, stats, cpu = _offer(stack, ncp, plugs, sub, count, rate, True,
-                                    count / rate + 300, start_at=time.monotonic() + 0.5)
-    lat, seen = latencies(plugs, stats["records"], offset, count,
-                          lambda k: plan["start_at"] + k / rate)
-    return Paced(plan["start_at"], done, cpu, lat, seen, stats["emulator"])
+    run = _offer(stack, ncp, plugs, sub, count, rate, True, count / rate + 300,
+                 start_at=time.monotonic() + 0.5)
+    start = run.plan["start_at"]
+    lat, seen = latencies(plugs, run.stats["records"], offset, count,
+                          lambda k: start + k / rate)
+    return Paced(start, run.done, run.cpu_us, lat, seen, run.stats["emulator"],
+                 run.emulator_cpu_us)
 
 
 def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
@@ -332,6 +344,7 @@ def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
         sampler.phase = f"latency {rate:g}/s"
         p50, p99, delivered, runs, behind = [], [], [], [], []
         cpu: list[float] = []
+        radio: list[float] = []
         late50: list[float] = []
         late99: list[float] = []
         count = int(rate * settings.latency_seconds)
@@ -340,6 +353,7 @@ def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
                 run = paced(stack, ncp, plugs, sub, count, rate)
                 lat = run.latencies_ms
                 cpu.append(run.cpu_us)
+                radio.append(run.emulator_cpu_us)
                 p50.append(percentile(lat, 50))
                 p99.append(percentile(lat, 99))
                 for figure, values in (("cpu_us_per_report", cpu), ("latency_p50_ms", p50),
@@ -365,6 +379,7 @@ def latency(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
         # line: about 250 frames a second), where waking for each report is most of it;
         # the saturated figure (throughput) depends on how fast the emulator answers.
         results.add(f"{stack.name}_cpu_us_per_report_{tag}", cpu, "us")
+        results.add(f"{stack.name}_emulator_cpu_us_per_report_{tag}", radio, "us")
         # The plot shows the run with the median p99.
         median_run = sorted(zip(p99, range(len(runs)), strict=True))[len(runs) // 2][1]
         trace.setdefault("latency", {}).setdefault(stack.name, {})[tag] = _thin(
@@ -385,30 +400,36 @@ class Flood(NamedTuple):
     cpu_us: float  # the stack's CPU time a report
     rate: float   # reports a second
     records: list[list[Any]]  # (receipt time, topic, payload) with ``keep``, else empty
+    emulator_cpu_us: float  # the emulator's CPU time a report
 
 
 def flood(stack: Stack, ncp: NcpProcess, plugs: Plugs, sub: Any, count: int,
           keep: bool = False) -> Flood:
     """``count`` reports offered as fast as the emulator sends them, through the
     subscriber ``sub``."""
-    plan, done, stats, cpu = _offer(stack, ncp, plugs, sub, count, 0, keep, 900)
-    return Flood(plan["start_at"], done, cpu, count / (done - plan["start_at"]),
-                 stats.get("records") or [])
+    run = _offer(stack, ncp, plugs, sub, count, 0, keep, 900)
+    start = run.plan["start_at"]
+    return Flood(start, run.done, run.cpu_us, count / (run.done - start),
+                 run.stats.get("records") or [], run.emulator_cpu_us)
 
 
 def throughput(stack: Stack, ncp: NcpProcess, plugs: Plugs, settings: PeerSettings,
                results: Results, sampler: Sampler, trace: dict[str, Any]) -> None:
     sampler.phase = "flood"
-    rates, cpu = [], []
+    rates, cpu, radio = [], [], []
     with subscriber(plugs.stack.world, stack.power_filter) as sub:
         for _ in range(settings.throughput_repeats):
             run = flood(stack, ncp, plugs, sub, settings.throughput_reports)
             cpu.append(run.cpu_us)
             rates.append(run.rate)
+            radio.append(run.emulator_cpu_us)
             record(trace, stack.name, "cpu_us_per_report", run.start, run.end, run.cpu_us)
             record(trace, stack.name, "reports_per_s", run.start, run.end, run.rate)
     results.add(f"{stack.name}_reports_per_s", rates, "report/s")
     results.add(f"{stack.name}_cpu_us_per_report", cpu, "us")
+    # The instrument's share: whether the emulator or the stack set a flood's pace
+    # (bench/README.md, "Paired runs"). The radio's, not the stack's: no ratio.
+    results.add(f"{stack.name}_emulator_cpu_us_per_report", radio, "us")
     sampler.phase = "after flood"
     time.sleep(2.0)  # a measurement schedule: RSS once the flood's last work is done
     rss = []

@@ -13,8 +13,9 @@ ratio (gwd / z2m) compares two runs seconds apart. Before each run the tool wait
 both stacks and both emulators are quiet (:func:`quiet`), so that no run is billed for
 the tail of the one before it (at each pair's boundary a stack runs twice in a row).
 While one stack runs the other idles; its CPU is not counted, but it is kept with the
-run (``others_cores``: the idle stack's and its emulator's), as are a paced run's
-delivered share and how late its emulator was. It prints each run, then per figure each
+run (``others_cores``: the idle stack's and its emulator's), as are the running
+stack's emulator's CPU a report and a paced run's delivered share and how late its
+emulator was. It prints each run, then per figure each
 stack's median (min-max), the ratio of the medians and the pairs' ratios' median
 (min-max). Nothing is written but ``--out`` (JSON: the runs, the summary, the noise
 monitor's figures; the runs made so far if the tool fails).
@@ -191,11 +192,13 @@ def _pairs(stacks: dict[str, Stack], radios: dict[str, NcpProcess], args: argpar
                        f"latency_p99_ms_{tag}": percentile(run.latencies_ms, 99),
                        "delivered_ratio": run.seen / count,
                        "emulator_behind_p50_ms": run.emulator["behind_p50_s"] * 1000,
-                       "emulator_behind_p99_ms": run.emulator["behind_p99_s"] * 1000}
+                       "emulator_behind_p99_ms": run.emulator["behind_p99_s"] * 1000,
+                       "emulator_cpu_us_per_report": run.emulator_cpu_us}
             else:
                 done = flood(stack, ncp, plugs[name], subs[name], args.reports)
                 out = {"start": done.start, "end": done.end,
-                       "cpu_us_per_report": done.cpu_us, "reports_per_s": done.rate}
+                       "cpu_us_per_report": done.cpu_us, "reports_per_s": done.rate,
+                       "emulator_cpu_us_per_report": done.emulator_cpu_us}
             out["others_cores"] = (cpu_s(others()) - before) / (time.monotonic() - at)
             out["quiet_wait_s"] = waited
             return out
