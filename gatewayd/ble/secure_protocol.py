@@ -2,7 +2,12 @@
 
 Everything both ends need (see docs/ble-protocol.md): the hub's service
 (:mod:`gatewayd.ble.secure_service`) and the phone client (:mod:`gatewayd.ble.phone`).
-Importable without sdbus or bleak.
+Importable without sdbus or bleak, and without cryptography and spake2: the key schedule
+and the channel import them when first used, and :func:`load_crypto` imports them
+beforehand. cryptography is 6.5 MB resident (its Rust binding, with its own OpenSSL)
+that a hub with BLE on but nobody pairing by BLE never needs, and an import on the
+event loop after READY would block it: the hub's service calls :func:`load_crypto` in a
+thread on its first handshake (bench/README.md, "cryptography at idle").
 """
 
 from __future__ import annotations
@@ -10,18 +15,17 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import importlib
 import json
 import os
 import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 SERVICE_UUID = "1a0bb827-c7d4-4b45-af5a-727e88a26d00"
 INFO_UUID = "1a0bb827-c7d4-4b45-af5a-727e88a26d01"  # read: plaintext identity and lock state
@@ -135,7 +139,23 @@ def hub_identity(device_id: str) -> bytes:
     return LABEL + b" hub " + device_id.encode("utf-8")
 
 
+# What the key schedule, the channel and the handshakes import when first used.
+CRYPTO_MODULES = ("cryptography.exceptions", "cryptography.hazmat.primitives.hashes",
+                  "cryptography.hazmat.primitives.ciphers.aead",
+                  "cryptography.hazmat.primitives.kdf.hkdf", "spake2")
+
+
+def load_crypto() -> None:
+    """Import :data:`CRYPTO_MODULES`, so that the handshake and the channel do not import
+    them themselves (in the hub's service: in a thread, before its first handshake)."""
+    for name in CRYPTO_MODULES:
+        importlib.import_module(name)
+
+
 def _hkdf(key: bytes, salt: bytes, label: str, length: int = 32) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt,
                 info=LABEL + b" " + label.encode("ascii")).derive(key)
 
@@ -172,8 +192,12 @@ class Channel:
     """
 
     def __init__(self, send_key: bytes, recv_key: bytes, sid: bytes) -> None:
-        self._send = AESGCM(send_key)
-        self._recv = AESGCM(recv_key)
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._invalid_tag = InvalidTag
+        self._send: AESGCM = AESGCM(send_key)
+        self._recv: AESGCM = AESGCM(recv_key)
         self.sid = sid
         self.sent = 0
         self.received = 0
@@ -197,7 +221,7 @@ class Channel:
         try:
             plaintext = self._recv.decrypt(b"\x00" * 4 + seq, frame.body[SEQ_LEN:],
                                            self._aad(seq))
-        except InvalidTag:
+        except self._invalid_tag:
             raise ProtocolError(ErrorCode.DECRYPT, "message failed authentication") from None
         self.received += 1
         return plaintext

@@ -48,6 +48,7 @@ from gatewayd.ble.secure_protocol import (
     encode_message,
     error_frame,
     hub_identity,
+    load_crypto,
     setup_code_password,
 )
 from gatewayd.onboarding.pairing import PAIR_FIELDS, InvalidRequest, PairingError
@@ -109,6 +110,7 @@ class SecureService:
         self.clock = clock
         self.failures = 0
         self._session: _Session | None = None
+        self._crypto_loaded = False
         self._readers: OrderedDict[str, FrameReader] = OrderedDict()
         self._mtus: dict[str, int] = {}
         self._tx: Characteristic | None = None
@@ -227,6 +229,12 @@ class SecureService:
     # ---- protocol ------------------------------------------------------------------------
 
     async def _handle(self, device: str, frame: Frame) -> None:
+        if frame.type == MsgType.PAKE_START and not self._crypto_loaded:
+            # The first handshake since start: cryptography and spake2 are imported now,
+            # off the event loop (secure_protocol's docstring says why not at start), and
+            # before the session state is read, which the wait could have changed.
+            await asyncio.to_thread(load_crypto)
+            self._crypto_loaded = True
         now = self.clock()
         session = self._session
         if session is not None and self._expired(session, now):
@@ -255,8 +263,6 @@ class SecureService:
 
     async def _start(self, device: str, frame: Frame, session: _Session | None,
                      now: float) -> None:
-        from spake2 import SPAKE2_B
-
         body = frame.body
         if frame.sid == NO_SESSION:
             raise ProtocolError(ErrorCode.MALFORMED, "session id 0 is reserved")
@@ -271,6 +277,8 @@ class SecureService:
         if session is not None and session.device != device:
             raise ProtocolError(ErrorCode.BUSY, "another phone is pairing this hub")
         msg_a = body[1:]
+        from spake2 import SPAKE2_B  # imported by load_crypto (_handle): a lookup
+
         spake = SPAKE2_B(setup_code_password(self.host.setup_code()), idA=PHONE_IDENTITY,
                          idB=hub_identity(self.device_id), entropy_f=self.entropy)
         msg_b = spake.start()
