@@ -218,7 +218,8 @@ class Daemon:
                              bridge=bridge, platform=(self.cloud_link.platform
                                                       if self.cloud_link is not None else None))
         if cfg.ble.enabled:
-            # Only with BLE on: it brings the BlueZ peripheral stack and cryptography.
+            # Only with BLE on: it brings the BlueZ peripheral stack (cryptography comes
+            # with a phone's first handshake: gatewayd/ble/secure_protocol.py).
             from gatewayd.ble_commission import BleCommissioner
 
             ble = BleCommissioner.for_hub(

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import json
 import re
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gatewayd.ble import secure_protocol
+from gatewayd.ble import secure_protocol, secure_service
 from gatewayd.ble.gatt import GattRequest
 from gatewayd.ble.hosts import HubView, SecureHubHost
 from gatewayd.ble.secure_protocol import (
@@ -252,6 +253,58 @@ def test_wrong_codes_are_counted_and_lock_the_service_until_reset() -> None:
 
         hub.service.reset()  # the button re-opened the window
         await hub.session()
+
+    run(scenario())
+
+
+def test_a_phone_gone_while_the_first_handshake_imports_leaves_no_session(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first PAKE_START waits for cryptography's import in a thread; a phone that
+    disconnects meanwhile gets no session, costs no attempt and holds nobody up."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow_import() -> None:  # the import, held until the phone has gone
+        started.set()
+        release.wait(30)
+
+    monkeypatch.setattr(secure_service, "load_crypto", slow_import)
+
+    async def scenario() -> None:
+        hub = Hub()
+        write = asyncio.create_task(hub.write(PhoneHandshake(CODE, DEVICE_ID).start().encode()))
+        assert await asyncio.to_thread(started.wait, 30)
+        hub.service.forget(PHONE_A)  # BlueZ: the phone disconnected
+        release.set()
+        await write
+        assert hub.tx.frames == [] and hub.service.status()["session"] is None
+        assert hub.service.failures == 0
+        _, info = await hub.session(device=PHONE_B)  # not BUSY
+        assert info["type"] == "device-info"
+
+    run(scenario())
+
+
+def test_the_crypto_is_imported_once_and_a_failed_import_refuses_only_that_handshake(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def flaky_import() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ImportError("simulated: no cryptography")
+        secure_protocol.load_crypto()
+
+    monkeypatch.setattr(secure_service, "load_crypto", flaky_import)
+
+    async def scenario() -> None:
+        hub = Hub()
+        code, _, text = error_of(await hub.send(PhoneHandshake(CODE, DEVICE_ID).start()))
+        assert code == ErrorCode.UNEXPECTED and "cryptography" not in text  # no raw text
+        assert hub.service.failures == 0 and hub.service.status()["session"] is None
+        await hub.session()
+        hub.service.forget(PHONE_A)
+        await hub.session()
+        assert len(calls) == 2  # the failed import and the one that worked; none after
 
     run(scenario())
 

@@ -22,10 +22,7 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import Any
 
 SERVICE_UUID = "1a0bb827-c7d4-4b45-af5a-727e88a26d00"
 INFO_UUID = "1a0bb827-c7d4-4b45-af5a-727e88a26d01"  # read: plaintext identity and lock state
@@ -195,9 +192,9 @@ class Channel:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        self._invalid_tag = InvalidTag
-        self._send: AESGCM = AESGCM(send_key)
-        self._recv: AESGCM = AESGCM(recv_key)
+        self._invalid_tag = InvalidTag  # for open(), without an import per frame
+        self._send = AESGCM(send_key)
+        self._recv = AESGCM(recv_key)
         self.sid = sid
         self.sent = 0
         self.received = 0

@@ -233,8 +233,14 @@ class SecureService:
             # The first handshake since start: cryptography and spake2 are imported now,
             # off the event loop (secure_protocol's docstring says why not at start), and
             # before the session state is read, which the wait could have changed.
+            reader = self._readers.get(device)
             await asyncio.to_thread(load_crypto)
             self._crypto_loaded = True
+            if self._readers.get(device) is not reader:
+                # The phone went away meanwhile (forget) or the window was reset: its
+                # handshake would hold the service for another phone's 30 s.
+                log.info("BLE secure service: %s left during its handshake", device)
+                return
         now = self.clock()
         session = self._session
         if session is not None and self._expired(session, now):
