@@ -62,7 +62,7 @@ fi
 # node the machine has if it is 18 or newer (Debian 12's nodejs is 18.20; these machines
 # often carry a newer one). No native build: herdsman reaches the emulator over TCP.
 herdsman=tests/herdsman
-node_major=$(node --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p')
+node_major=$( (node --version 2>/dev/null || true) | sed -n 's/^v\([0-9]*\)\..*/\1/p')
 if [ -n "$node_major" ] && [ "$node_major" -ge 18 ] && command -v npm >/dev/null; then
   lock_stamp="$herdsman/node_modules/.installed-$(sha256sum "$herdsman/package-lock.json" | cut -c1-16)"
   if [ ! -e "$lock_stamp" ]; then
@@ -76,20 +76,21 @@ fi
 # Zigbee2MQTT, the peer of the side-by-side benchmark (bench/README.md, "Peers"), with the
 # [peers] extra (scripts/test.sh and `make bench-peers` ask for it): the versions in
 # bench/peers/package-lock.json. Zigbee2MQTT 2.x needs node 20 or newer; with an older
-# node its tests are skipped and `make bench-peers` says why. Its serial-port binding comes
-# prebuilt (node-gyp-build finds it): no compiler runs.
+# node its tests are skipped and `make bench-peers` says why. No install scripts run
+# (--ignore-scripts): its serial-port binding comes prebuilt, and the one native build
+# npm would make (unix-dgram, for a syslog transport the bench does not use) is skipped.
 peers=bench/peers
 if [[ ",${EXTRAS}," == *",peers,"* ]]; then
   if [ -n "$node_major" ] && [ "$node_major" -ge 20 ] && command -v npm >/dev/null; then
     lock_stamp="$peers/node_modules/.installed-$(sha256sum "$peers/package-lock.json" | cut -c1-16)"
     if [ ! -e "$lock_stamp" ]; then
       echo "setup: installing Zigbee2MQTT for the side-by-side benchmark (npm ci in $peers, node $(node --version))"
-      (cd "$peers" && npm ci --no-audit --no-fund --loglevel=error)
+      (cd "$peers" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
       touch "$lock_stamp"
     fi
   else
-    echo "setup: no node 20 or newer: Zigbee2MQTT is not installed; its side of the" \
-      "side-by-side benchmark cannot run and its tests will be skipped"
+    echo "setup: no node 20 or newer with npm: Zigbee2MQTT is not installed; its side of" \
+      "the side-by-side benchmark cannot run and its tests will be skipped"
   fi
 fi
 echo "setup: ready (.venv/bin/gatewayd, .venv/bin/gatewayctl)"

@@ -218,9 +218,8 @@ def test_quick_peers_run_writes_each_stacks_figures(tmp_path: Path, stack: str) 
             value = results.get(key)
             assert isinstance(value, int | float) and math.isfinite(value), (key, value)
     assert results[f"{stack}_reports_per_s"] > 0 and results[f"{stack}_rss_idle_mb_3"] > 0
-    # the emulator did the work of sending every report, on its own process's clock
+    # the emulator did the work of sending every report (400), on its own process's clock
     assert results[f"{stack}_emulator_cpu_us_per_report"] > 0
-    assert not any(k.startswith("ratio_emulator_") for k in results)  # the radio's figures
     assert "noise_other_cores_mean" in results and results["noisy"] in (0, 1)
     assert results[f"{stack}_noise_host_probe_us"] > 0
     # a quick run's phases may be shorter than the sampler's period: no figure then
@@ -338,7 +337,8 @@ def test_pairs_run_both_stacks_alternately_on_their_own_emulators(
         assert all(each[figure] > 0 for figure in figures), each
         # it waited for quiet (at least one measuring window) and kept the idle side's CPU
         assert each["quiet_wait_s"] >= QUIET_WINDOW and each["others_cores"] >= 0, each
-        assert each["emulator_cpu_us_per_report"] > 0, each
+        # a paced run of 100 reports may cost the emulator less than /proc's 10 ms tick
+        assert each["emulator_cpu_us_per_report"] >= (0 if "--rate" in extra else 1e-9), each
         if "--rate" in extra:
             assert each["delivered_ratio"] > 0 and each["emulator_behind_p99_ms"] >= 0, each
     assert list(written["summary"]) == figures

@@ -6,12 +6,12 @@ driver on the EZSP emulator) joins its plugs once, then takes ``--runs`` floods 
 ``--reports`` reports, as ``bench.peers``' throughput phase does (but with the
 subscriber keeping every message), with a pause of 1-3 s between them. For each run it
 prints the stack's CPU µs a report (and cores), the emulator's, the reports/s, the
-messages the subscriber got and
-the longest gaps between them (gatewayd's coalescing passes show there), and the host's
-speed (``bench.noise.probe``'s µs: just before, the noise monitor's median inside the
-run, just after; lower is faster); at the end, the median (min-max) of the runs with the
-probe fast inside them (:data:`FAST_LIMIT`), of those with it slow, and of those no
-probe fell inside. Nothing is written but ``--out`` (JSON).
+messages the subscriber got and the longest gaps between them (gatewayd's coalescing
+passes show there), and the host's speed (``bench.noise.probe``'s µs: just before, the
+noise monitor's median inside the run, just after; lower is faster); at the end, the
+median (min-max) of the runs with the probe fast inside them (:data:`FAST_LIMIT`), of
+those with it slow, and of those no probe fell inside. Nothing is written but ``--out``
+(JSON).
 """
 
 from __future__ import annotations
