@@ -57,40 +57,41 @@ if [ ! -e "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
-# zigbee-herdsman (Zigbee2MQTT's stack) as a second host of the NCP emulator
-# (tests/test_zigbee_herdsman.py): the versions in tests/herdsman/package-lock.json, with the
-# node the machine has if it is 18 or newer (Debian 12's nodejs is 18.20; these machines
-# often carry a newer one). No native build: herdsman reaches the emulator over TCP.
-herdsman=tests/herdsman
+# npm_install DIR MIN_NODE WHAT: `npm ci` of DIR/package-lock.json (the versions locked
+# there, no install scripts), once per lock file (a stamp in DIR/node_modules), with the
+# machine's node if it is MIN_NODE or newer and npm is there; returns 1 if not.
 node_major=$( (node --version 2>/dev/null || true) | sed -n 's/^v\([0-9]*\)\..*/\1/p')
-if [ -n "$node_major" ] && [ "$node_major" -ge 18 ] && command -v npm >/dev/null; then
-  lock_stamp="$herdsman/node_modules/.installed-$(sha256sum "$herdsman/package-lock.json" | cut -c1-16)"
-  if [ ! -e "$lock_stamp" ]; then
-    echo "setup: installing zigbee-herdsman for the tests (npm ci in $herdsman, node $(node --version))"
-    (cd "$herdsman" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
-    touch "$lock_stamp"
+npm_install() {
+  local dir=$1 min_node=$2 what=$3
+  if [ -z "$node_major" ] || [ "$node_major" -lt "$min_node" ] || ! command -v npm >/dev/null; then
+    return 1
   fi
-else
+  local stamp
+  stamp="$dir/node_modules/.installed-$(sha256sum "$dir/package-lock.json" | cut -c1-16)"
+  if [ ! -e "$stamp" ]; then
+    echo "setup: installing $what (npm ci in $dir, node $(node --version))"
+    # `set -e` does not apply inside a function called in a condition: fail here.
+    (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) ||
+      { echo "setup: npm ci in $dir failed" >&2; exit 1; }
+    touch "$stamp"
+  fi
+}
+# zigbee-herdsman (Zigbee2MQTT's stack) as a second host of the NCP emulator
+# (tests/test_zigbee_herdsman.py), with node 18 or newer (Debian 12's nodejs is 18.20;
+# these machines often carry a newer one). No native build: herdsman reaches the emulator
+# over TCP.
+if ! npm_install tests/herdsman 18 "zigbee-herdsman for the tests"; then
   echo "setup: no node 18 or newer: the zigbee-herdsman test will be skipped"
 fi
 # Zigbee2MQTT, the peer of the side-by-side benchmark (bench/README.md, "Peers"), with the
-# [peers] extra (scripts/test.sh and `make bench-peers` ask for it): the versions in
-# bench/peers/package-lock.json. Zigbee2MQTT 2.x needs node 20 or newer; with an older
-# node its tests are skipped and `make bench-peers` says why. No install scripts run
-# (--ignore-scripts): its serial-port binding comes prebuilt, and the one native build
-# npm would make (unix-dgram, for a syslog transport the bench does not use) is skipped.
-peers=bench/peers
-if [[ ",${EXTRAS}," == *",peers,"* ]]; then
-  if [ -n "$node_major" ] && [ "$node_major" -ge 20 ] && command -v npm >/dev/null; then
-    lock_stamp="$peers/node_modules/.installed-$(sha256sum "$peers/package-lock.json" | cut -c1-16)"
-    if [ ! -e "$lock_stamp" ]; then
-      echo "setup: installing Zigbee2MQTT for the side-by-side benchmark (npm ci in $peers, node $(node --version))"
-      (cd "$peers" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
-      touch "$lock_stamp"
-    fi
-  else
-    echo "setup: no node 20 or newer with npm: Zigbee2MQTT is not installed; its side of" \
-      "the side-by-side benchmark cannot run and its tests will be skipped"
-  fi
+# [peers] extra (scripts/test.sh and `make bench-peers` ask for it). Zigbee2MQTT 2.x needs
+# node 20 or newer; with an older node its tests are skipped and `make bench-peers` says
+# why. No install scripts run: its serial-port binding comes prebuilt, and the one native
+# build npm would make (unix-dgram, for a syslog transport the bench does not use) is
+# skipped.
+if [[ ",${EXTRAS}," == *",peers,"* ]] &&
+    ! npm_install bench/peers 20 "Zigbee2MQTT for the side-by-side benchmark"; then
+  echo "setup: no node 20 or newer with npm: Zigbee2MQTT is not installed; its side of" \
+    "the side-by-side benchmark cannot run and its tests will be skipped"
 fi
 echo "setup: ready (.venv/bin/gatewayd, .venv/bin/gatewayctl)"
