@@ -32,10 +32,9 @@ from bench.harness import Results, subscriber
 from bench.peers.measure import PEERS_FULL, Plugs, flood, form_and_join, plug_ieees
 from bench.peers.ncp import NcpProcess
 from bench.peers.stacks import (
-    Z2M_MAIN,
-    Z2M_MISSING,
     Stack,
     peers_world,
+    require_zigbee2mqtt,
     stack_named,
     stop_and_close,
 )
@@ -60,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=int, default=PEERS_FULL.throughput_reports)
     parser.add_argument("--out", type=Path, help="the runs as JSON")
     args = parser.parse_args(argv)
-    if args.stack == "z2m" and not Z2M_MAIN.exists():
-        raise SystemExit(Z2M_MISSING)
+    if args.stack == "z2m":
+        require_zigbee2mqtt()
     workdir = Path(tempfile.mkdtemp(prefix="gatewayd-floods-"))
     monitor = noise.NoiseMonitor()
     runs: list[dict[str, Any]] = []

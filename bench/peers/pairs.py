@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import json
 import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,13 +36,13 @@ from typing import Any
 
 from bench import noise
 from bench.harness import Results, cpu_s, percentile, subscriber
+from bench.harness import summary as median_min_max
 from bench.peers.measure import PEERS_FULL, Plugs, flood, form_and_join, paced, plug_ieees
 from bench.peers.ncp import NcpProcess
 from bench.peers.stacks import (
-    Z2M_MAIN,
-    Z2M_MISSING,
     Stack,
     peers_world,
+    require_zigbee2mqtt,
     stack_named,
     stop_and_close,
 )
@@ -72,8 +71,8 @@ def quiet(pids: Callable[[], list[int]], timeout: float = QUIET_TIMEOUT) -> floa
 
 
 def _range(values: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
-            "max": round(max(values), 4), "n": len(values)}
+    return {**{key: round(value, 4) for key, value in median_min_max(values).items()},
+            "n": len(values)}
 
 
 def summarise(runs: list[dict[str, Any]], figures: list[str]) -> dict[str, dict[str, Any]]:
@@ -115,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rate < 0 or (args.rate and int(args.rate * args.seconds) < 1):
         parser.error("--rate and --seconds must make at least one report")
-    if not Z2M_MAIN.exists():
-        raise SystemExit(Z2M_MISSING)
+    require_zigbee2mqtt()
     tag = f"{args.rate:g}"
     figures = ([f"cpu_us_per_report_{tag}", f"latency_p50_ms_{tag}", f"latency_p99_ms_{tag}"]
                if args.rate else ["cpu_us_per_report", "reports_per_s"])

@@ -38,6 +38,12 @@ Z2M_MAIN = HERE / "node_modules" / "zigbee2mqtt" / "index.js"
 Z2M_MISSING = (f"{Z2M_MAIN} is missing: `make bench-peers` installs Zigbee2MQTT (it needs "
                "node 20 or newer and npm; scripts/setup.sh says if they are not there)")
 Z2M_BASE = "zigbee2mqtt"
+
+
+def require_zigbee2mqtt() -> None:
+    """Exit with :data:`Z2M_MISSING` if Zigbee2MQTT is not installed (the tools' check)."""
+    if not Z2M_MAIN.exists():
+        raise SystemExit(Z2M_MISSING)
 SCALE = 10  # a plug's active_power is in 0.1 W (its ac_power_divisor)
 
 
