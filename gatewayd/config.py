@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import re
 import tomllib
 import types
@@ -52,10 +53,12 @@ def spec(
     pattern: str | None = None,
     check: Any = None,
     doc: str = "",
+    secret: bool = False,
 ) -> Any:
-    """A dataclass field with validation metadata."""
+    """A dataclass field with validation metadata. A ``secret`` field's value never
+    appears in an error: config errors go to the journal and the terminal."""
     meta = {"min": min, "max": max, "choices": choices, "pattern": pattern, "check": check,
-            "doc": doc}
+            "doc": doc, "secret": secret}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -108,7 +111,7 @@ class HubConfig:
     interface: str = spec("", doc="primary interface whose MAC names the hub; empty = auto")
     fw_name: str = spec("gatewayd")
     fw_version: str = spec(__version__)
-    setup_code: str = spec("", pattern=r"^$|^[0-9]{8}$",
+    setup_code: str = spec("", pattern=r"^$|^[0-9]{8}$", secret=True,
                            doc="vendor-preset 8-digit setup code; empty = generate once")
     state_dir: str = spec("/var/lib/gatewayd")
     runtime_dir: str = spec("/run/gatewayd")
@@ -120,7 +123,7 @@ class HotspotConfig:
     enabled: bool = spec(True, doc="false for Ethernet-only ('No Wi-Fi') hubs")
     interface: str = spec("wlan0")
     ssid_template: str = spec("{product} {mac4}", check=_check_ssid_template)
-    password: str = spec("", check=_check_psk)
+    password: str = spec("", check=_check_psk, secret=True)
     band: str = spec("bg", choices=("bg", "a"))
     channel: int = spec(0, min=0, max=196, doc="0 = let NetworkManager choose")
     address: str = spec("192.168.4.1/24", check=_check_interface_address)
@@ -134,7 +137,8 @@ class PortalConfig:
     enabled: bool = spec(True)
     listen: str = spec("0.0.0.0", check=_check_host)
     port: int = spec(80, min=0, max=65535, doc="0 = pick a free port (tests, simulator)")
-    admin_password: str = spec("", doc="LAN admin password; empty = the setup code")
+    admin_password: str = spec("", secret=True,
+                               doc="LAN admin password; empty = the setup code")
     pair_rate_per_minute: int = spec(10, min=1, max=1000)
     max_request_bytes: int = spec(16384, min=1024, max=1048576)
 
@@ -145,7 +149,7 @@ class CloudConfig:
     port: int = spec(1883, min=1, max=65535)
     mqtts_port: int = spec(0, min=0, max=65535, doc="0 = no TLS")
     wsp: str = spec("", doc="preset account e-mail")
-    token: str = spec("", doc="preset account token")
+    token: str = spec("", secret=True, doc="preset account token")
     root_topic: str = spec("", check=_check_topic_level)
     ca_file: str = spec("", doc="CA bundle for TLS; empty = system store")
     protocol: str = spec("3.1.1", choices=("3.1.1", "5"))
@@ -168,12 +172,12 @@ class ProvisioningConfig:
                      doc="the platform's provisioning endpoint (MQTT broker)")
     port: int = spec(1883, min=1, max=65535)
     mqtts_port: int = spec(0, min=0, max=65535, doc="0 = no TLS")
-    token: str = spec("", check=lambda v: None if v == "" else _check_secret(v),
+    token: str = spec("", check=lambda v: None if v == "" else _check_secret(v), secret=True,
                       doc="token mode: the provisioning token (per batch or per device)")
     template: str = spec("", pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
                          doc="enroll mode: the production template id")
     enroll_password: str = spec("", check=lambda v: None if v == "" else _check_secret(v),
-                                doc="enroll mode: the template's enroll password")
+                                secret=True, doc="enroll mode: the template's enroll password")
     serial: str = spec("", pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
                        doc="the hub's serial number; empty = the Serial of /proc/cpuinfo")
     retry_interval: float = spec(60.0, min=0.1, max=86400,
@@ -275,20 +279,24 @@ SCALAR_TYPES = {bool: "a boolean", int: "an integer", float: "a number", str: "a
 def check_scalar(file: str, key: str, value: Any, typ: type, meta: Mapping[str, Any]) -> Any:
     """Type, choices, range and pattern of one value (``spec`` metadata); the ``check``
     hook is the caller's, so it can apply to whole arrays too (plugin options)."""
+    got = "a value that is not shown (a secret)" if meta.get("secret") else repr(value)
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if (typ is int and isinstance(value, bool)) or not isinstance(value, typ):
-        raise ConfigError(file, key, f"must be {SCALAR_TYPES[typ]}, got {type(value).__name__} "
-                                     f"{value!r}")
+        shown = got if meta.get("secret") else f"{type(value).__name__} {got}"
+        raise ConfigError(file, key, f"must be {SCALAR_TYPES[typ]}, got {shown}")
+    if isinstance(value, float) and not math.isfinite(value):
+        # TOML has nan and inf, which pass every range check: a nan timeout never fires
+        raise ConfigError(file, key, f"must be a finite number, got {got}")
     if meta.get("choices") is not None and value not in meta["choices"]:
         allowed = ", ".join(repr(c) for c in meta["choices"])
-        raise ConfigError(file, key, f"must be one of {allowed}, got {value!r}")
+        raise ConfigError(file, key, f"must be one of {allowed}, got {got}")
     if meta.get("min") is not None and value < meta["min"]:
-        raise ConfigError(file, key, f"must be >= {meta['min']}, got {value!r}")
+        raise ConfigError(file, key, f"must be >= {meta['min']}, got {got}")
     if meta.get("max") is not None and value > meta["max"]:
-        raise ConfigError(file, key, f"must be <= {meta['max']}, got {value!r}")
+        raise ConfigError(file, key, f"must be <= {meta['max']}, got {got}")
     if meta.get("pattern") is not None and not re.fullmatch(meta["pattern"], str(value)):
-        raise ConfigError(file, key, f"{value!r} does not match {meta['pattern']}")
+        raise ConfigError(file, key, f"{got} does not match {meta['pattern']}")
     return value
 
 

@@ -57,6 +57,10 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
         ("[[virtual]]\ntype = 'system'\nid = 'a1'\n[[virtual]]\ntype = 'timer'\nid = 'a1'",
          "virtual[1].id", "duplicate"),
         ("hub = 3", "hub", "must be a table"),
+        # TOML's nan passes every range check, and inf one of them
+        ("[hotspot]\noffline_grace = nan", "hotspot.offline_grace", "finite"),
+        ("[cloud]\nheartbeat_interval = -nan", "cloud.heartbeat_interval", "finite"),
+        ("[ble]\nwindow_seconds = inf", "ble.window_seconds", "finite"),
     ],
 )
 def test_bad_values_name_key_and_reason(toml: str, key: str, reason: str) -> None:
@@ -65,6 +69,29 @@ def test_bad_values_name_key_and_reason(toml: str, key: str, reason: str) -> Non
     assert info.value.key == key
     assert reason in info.value.reason
     assert str(info.value).startswith(f"x.toml: {key}: ")
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "secret"),
+    [
+        ("[hub]\nsetup_code = '1234-5678'", "hub.setup_code", "1234-5678"),
+        ("[hub]\nsetup_code = 12345678", "hub.setup_code", "12345678"),
+        ("[hotspot]\npassword = 9876543210", "hotspot.password", "9876543210"),
+        ("[portal]\nadmin_password = 31415926", "portal.admin_password", "31415926"),
+        ("[cloud]\ntoken = 271828182", "cloud.token", "271828182"),
+        ("[provisioning]\ntoken = 161803398", "provisioning.token", "161803398"),
+        ("[provisioning]\nenroll_password = 141421356", "provisioning.enroll_password",
+         "141421356"),
+    ],
+)
+def test_a_refused_secret_is_named_but_not_shown(toml: str, key: str, secret: str) -> None:
+    """Config errors go to the journal and the terminal: the key and the reason, never
+    the value of a password, token or setup code."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(tomllib.loads(toml), "x.toml")
+    assert info.value.key == key
+    assert "not shown" in info.value.reason
+    assert secret not in str(info.value)
 
 
 def test_virtual_device_options_are_kept_for_the_plugin() -> None:

@@ -8,6 +8,7 @@ values like the link's model does); ``/set`` commands go through the link's real
 from __future__ import annotations
 
 import asyncio
+import math
 import tomllib
 from dataclasses import dataclass
 from typing import Any
@@ -234,6 +235,13 @@ class Opts:
     items: tuple[Item, ...] = spec(check=lambda v: None if v else "needs an item")
     tags: tuple[str, ...] = spec(())
     limit: int | None = spec(None)
+
+
+@pytest.mark.parametrize("weight", [math.nan, math.inf])
+def test_a_plugin_option_that_is_not_a_finite_number_is_refused(weight: float) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_options(Opts, {"items": [{"name": "a", "weight": weight}]}, "t.toml", "v.")
+    assert err.value.key == "v.items[0].weight" and "finite" in err.value.reason
 
 
 def test_parse_options_nested_tables_arrays_and_optionals() -> None:
