@@ -752,3 +752,69 @@ def test_a_root_topic_the_broker_drops_is_a_named_failure(
             assert not [m for m in monitor.since() if m.topic.startswith("someone-else/")]
     finally:
         broker.stop()
+
+
+def test_credentials_that_cannot_be_saved_fail_the_attempt_and_change_nothing(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """An attempt that worked but whose credentials the store cannot write (a full or
+    failing card) is a failure: the hub would forget them at its next start."""
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    cloud = StubCloud()
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store, cloud) as ob:
+            # A directory where the state file goes: the store's rename fails for real.
+            store.path.unlink()
+            store.path.mkdir()
+            (store.path / "keep").write_text("")
+            await ob.begin(request(HOME))
+            await until(ob, lambda: ob.last_failure is not None and ob.progress().hotspot)
+            assert ob.last_failure.code == Failure.STORAGE_FAILED
+            assert "storage" in ob.last_failure.reason
+            assert ob.state == State.UNPAIRED and ob.pairing_open and not ob.busy
+            assert not store.state.paired and store.state.wifi is None
+            assert cloud.connected is None
+            assert "gatewayd-client-HomeNet" not in profile_ids(nm)
+            assert active_ids(nm) == [HOTSPOT_ID]
+
+    run(scenario())
+
+
+class CloudThatFailsToStop(StubCloud):
+    """A cloud link whose first stop raises (its socket already gone, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stop_failures = 1
+
+    async def disconnect(self) -> None:
+        if self.stop_failures:
+            self.stop_failures -= 1
+            raise OSError("the link's socket is already closed")
+        await super().disconnect()
+
+
+def test_an_undo_step_that_fails_still_ends_the_attempt_and_undoes_the_rest(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """Before: the failed stop ended the attempt's task, the hub stayed `connecting` and
+    answered busy to every request, and the unproven network stayed behind."""
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    cloud = CloudThatFailsToStop()
+    cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "broker refused")
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store, cloud) as ob:
+            await ob.begin(request(HOME))
+            await until(ob, lambda: ob.last_failure is not None and ob.progress().hotspot)
+            assert ob.last_failure.code == Failure.BROKER_REFUSED
+            assert ob.state == State.UNPAIRED and not ob.busy and ob.pairing_open
+            assert cloud.stop_failures == 0
+            assert "gatewayd-client-HomeNet" not in profile_ids(nm)
+            cloud.next_failure = None
+            await ob.begin(request(HOME))
+            await until(ob, lambda: ob.state == State.ONLINE)
+            assert store.state.cloud == CLOUD
+
+    run(scenario())

@@ -388,6 +388,56 @@ def test_offline_hub_retries_its_network_every_interval_without_anyone_on_the_po
     run(scenario())
 
 
+class WifiWhoseScanFails(FakeWifi):
+    """NetworkManager failing the scan (a D-Bus error) for the first ``failures``."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__({})
+        self.failures = failures
+
+    async def scan(self, ssid: str | None = None) -> None:
+        await super().scan(ssid)
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("org.freedesktop.NetworkManager.Device.NotAllowed")
+
+
+def test_a_periodic_retry_that_fails_brings_the_hotspot_back_and_the_retries_go_on(
+        tmp_path: Path) -> None:
+    """Before: the failed scan ended the offline task with the hotspot down: no way in to
+    re-pair and no more retries, until the hub was restarted."""
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = WifiWhoseScanFails(failures=0)
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            await clock.sleeps(1)
+            clock.advance(30.0)
+            await clock.sleeps(2)
+            assert wifi.hotspot
+            mark = len(wifi.calls)
+            wifi.failures = 1
+            clock.advance(60.0)  # the scan fails: the hotspot comes back all the same
+            await clock.sleeps(3)
+            assert wifi.calls[mark:] == ["hotspot-down", "scan", "hotspot-up"]
+            assert ob.state == State.OFFLINE and wifi.hotspot and ob.pairing_open
+            mark = len(wifi.calls)
+            wifi.aps["HomeNet"] = "supersecret"  # the next round finds the network
+            clock.advance(60.0)
+            await until(ob, lambda: ob.state == State.ONLINE)
+            assert wifi.calls[mark:mark + 2] == ["hotspot-down", "scan"]
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
 def test_no_passphrase_or_token_reaches_the_log_of_a_pairing(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """What is logged about an attempt, its request and the committed state is the redacted

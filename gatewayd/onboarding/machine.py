@@ -33,7 +33,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials, WifiCredentials
@@ -45,6 +45,10 @@ from gatewayd.onboarding.table import TRANSITIONS, Event, State, failure_event
 from gatewayd.state import StateStore
 
 log = logging.getLogger(__name__)
+# What an attempt that crashed (a bug, or a library failing unexpectedly) tells the user.
+CRASHED = StepResult(False, Failure.WIFI_FAILED, "The hub hit an internal error while "
+                     "connecting. Try again; if it keeps failing, restart the hub.")
+T = TypeVar("T")
 Listener = Callable[[State, Progress], None]
 
 
@@ -81,6 +85,7 @@ class Onboarding(OfflineHandling):
         self._listeners: list[Listener] = []
         self._attempt_task: asyncio.Task[None] | None = None
         self._offline_task: asyncio.Task[None] | None = None
+        self._link_tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self.changed = asyncio.Condition()
 
@@ -229,6 +234,8 @@ class Onboarding(OfflineHandling):
 
     async def stop(self) -> None:
         self._cancel_offline_timer()
+        for task in list(self._link_tasks):
+            task.cancel()
         if self._attempt_task is not None:
             self._attempt_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -309,30 +316,47 @@ class Onboarding(OfflineHandling):
             raise
         except Exception:  # an attempt must always end in a state, never hang
             log.exception("pairing attempt crashed")  # the details: for the log only
-            result = StepResult(False, Failure.WIFI_FAILED,
-                                "The hub hit an internal error while connecting. Try again; "
-                                "if it keeps failing, restart the hub.")
+            result = CRASHED
         self._concluding = True
         try:
             await self._conclude(result, applied, cloud, saved, timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # NetworkManager failing while a failure is undone, say: the attempt must still
+            # end, or the hub answers "busy" to every request until it is restarted.
+            log.exception("applying the pairing attempt's outcome failed")
+            await self._conclude_anyway()
         finally:
             self._concluding = False
             await self._notify_changed()
 
+    async def _conclude_anyway(self) -> None:
+        """:meth:`_conclude` raised: end the attempt as a failure on what is stored."""
+        if self.state != State.CONNECTING:
+            return  # the outcome's event fired; what failed came after it
+        if self.last_failure is None:
+            self.last_failure = LastFailure(code=str(CRASHED.failure), reason=CRASHED.reason,
+                                            at=time.time(),
+                                            attempt=self.attempt.id if self.attempt else None)
+        try:
+            await self.cloud.disconnect()
+        except Exception:
+            log.exception("stopping the cloud link after a failed attempt failed")
+        st = self.store.state
+        try:
+            await self._fire(failure_event(paired=st.paired, wifi_saved=st.wifi is not None,
+                                           off_saved_wifi=self.wifi is not None
+                                           and not self.on_wifi))
+        except Exception:  # the state moved; entering it (the hotspot) is retried later
+            log.exception("entering the state after a failed attempt failed")
+
     async def _conclude(self, result: StepResult, applied: WifiCredentials | None,
                         cloud: CloudCredentials | None, saved: bool, timeout: float) -> None:
         """Apply an attempt's outcome: store what was proven, or undo and say why."""
+        if result.ok and not saved:
+            result = self._commit(applied, cloud)
         if result.ok:
-            if not saved:
-                # Only what was proven: a network not applied (Ethernet) is not stored;
-                # a cloud-only pairing keeps the stored network (commit_pairing).
-                if cloud is not None:
-                    state = self.store.commit_pairing(applied, cloud)
-                    log.info("paired: %s", state.redacted())
-                elif applied is not None:
-                    state = self.store.commit_wifi(applied)
-                    log.info("joined Wi-Fi (cloud account still to come): %s",
-                             state.redacted())
             self.last_failure = None
             await self._fire(Event.SUCCEEDED if cloud is not None else Event.JOINED)
             if self.wifi is not None and self.wifi.hotspot_active:
@@ -345,18 +369,21 @@ class Onboarding(OfflineHandling):
         kind = "provisioning" if self.attempt and self.attempt.source == "provisioning" \
             else "pairing"
         log.warning("%s attempt failed: %s (%s)", kind, result.failure, result.reason)
-        await self.cloud.disconnect()
+        # Each step of the undo is tried even if one before it failed: a cloud link that
+        # fails to stop must not leave an unproven network behind.
+        await self._undo("stopping the cloud link", self.cloud.disconnect())
         previous = self.store.state.wifi
         if self.wifi is not None and applied is not None and not saved and (
                 previous is None or previous.ssid != applied.ssid):
             # Unproven credentials must not linger where autoconnect would find them.
-            await self.wifi.forget(applied.ssid)
+            await self._undo("forgetting the new network", self.wifi.forget(applied.ssid))
             self._wifi_up = False  # deleting the active profile ends the link
         if self.wifi is not None and applied is not None and previous is not None \
                 and not saved and self.wifi.visible(previous.ssid):
             # Put the last working network back, so a failed re-pairing costs nothing.
-            back = await self.wifi.reconnect_saved(previous, timeout)
-            self._wifi_up = back.ok
+            back = await self._undo("going back to the saved network",
+                                    self.wifi.reconnect_saved(previous, timeout))
+            self._wifi_up = back is not None and back.ok
         st = self.store.state
         event = failure_event(paired=st.paired, wifi_saved=st.wifi is not None,
                               off_saved_wifi=self.wifi is not None and not self.on_wifi)
@@ -365,6 +392,36 @@ class Onboarding(OfflineHandling):
             # back at once (with the reason), and the saved network is retried from there.
             self._hotspot_wanted = True
         await self._fire(event)
+
+    @staticmethod
+    async def _undo(what: str, step: Awaitable[T]) -> T | None:
+        """One step of undoing a failed attempt; None (logged) if it raised."""
+        try:
+            return await step
+        except Exception:
+            log.exception("after a failed attempt, %s failed", what)
+            return None
+
+    def _commit(self, applied: WifiCredentials | None, cloud: CloudCredentials | None
+                ) -> StepResult:
+        """Store what the attempt proved. Only that: a network not applied (Ethernet) is
+        not stored; a cloud-only pairing keeps the stored network (commit_pairing). A
+        store that cannot be written fails the attempt: credentials the hub would forget
+        at its next start must not be reported as paired."""
+        try:
+            if cloud is not None:
+                state = self.store.commit_pairing(applied, cloud)
+                log.info("paired: %s", state.redacted())
+            elif applied is not None:
+                state = self.store.commit_wifi(applied)
+                log.info("joined Wi-Fi (cloud account still to come): %s", state.redacted())
+        except OSError as exc:
+            log.error("could not save the new credentials: %s", exc.strerror or exc)
+            return StepResult(False, Failure.STORAGE_FAILED,
+                              "The hub could not save the new settings: its storage is full "
+                              "or failing. Nothing was changed; try again, and if it keeps "
+                              "failing, the hub's storage needs attention.")
+        return StepResult(True)
 
     async def _attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,
                        timeout: float, saved: bool

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from gatewayd.config import Config
@@ -46,6 +46,7 @@ class OfflineHandling:
     _cloud_retries: int
     _attempt_task: asyncio.Task[None] | None
     _offline_task: asyncio.Task[None] | None
+    _link_tasks: set[asyncio.Task[None]]
 
     async def _fire(self, event: Event, **info: Any) -> State:
         raise NotImplementedError
@@ -73,11 +74,23 @@ class OfflineHandling:
             return  # the attempt watches the link itself
         if not up and self._link_matters():
             log.warning("network lost: %s", reason)
-            asyncio.get_running_loop().create_task(self._link_down())
+            self._link_task(self._link_down(), "link-down")
         elif up and self.state == State.OFFLINE and not self._attempt_running():
             st = self.store.state
             if st.cloud is not None or st.wifi is not None:
-                asyncio.get_running_loop().create_task(self._relink(st.cloud))
+                self._link_task(self._relink(st.cloud), "relink")
+
+    def _link_task(self, step: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``step`` on the loop, held (the loop keeps only a weak reference to a task)
+        until it ends; an error in it is logged, and :meth:`stop` cancels it."""
+        task = asyncio.get_running_loop().create_task(step, name=name)
+        self._link_tasks.add(task)
+        task.add_done_callback(self._link_task_done)
+
+    def _link_task_done(self, task: asyncio.Task[None]) -> None:
+        self._link_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("onboarding: %s failed", task.get_name(), exc_info=task.exception())
 
     def _link_matters(self) -> bool:
         """Losing the client link moves the machine: online, or on Wi-Fi but unpaired."""
@@ -130,7 +143,11 @@ class OfflineHandling:
                 continue
             if self.clock() - self.last_activity < cfg.retry_interval:
                 continue  # someone is on the hotspot portal right now
-            await self._retry_saved()
+            try:
+                await self._retry_saved()
+            except Exception:  # NetworkManager failed: the next round tries again
+                log.exception("retrying the saved network failed")
+                await self._hotspot_back()
 
     async def _hotspot_for_repairing(self) -> None:
         """Offline too long: the hotspot (re-)opens pairing, and every front end hears it."""
@@ -151,7 +168,7 @@ class OfflineHandling:
             await self.sleep(ceiling * self.rng.uniform(0.5, 1.0))
             if self.state != State.OFFLINE or self._attempt_running():
                 continue
-            if not await self.has_uplink():
+            if not await self._uplink_known():
                 log.info("no uplink (Ethernet carrier down): cloud retry postponed")
                 if (self.wifi is not None and not self.wifi.hotspot_active
                         and self.clock() - began >= grace):
@@ -162,6 +179,24 @@ class OfflineHandling:
             await self._fire(Event.LINK_UP)
             self._begin_attempt(None, self.store.state.cloud, source="retry", saved=True)
             return
+
+    async def _uplink_known(self) -> bool:
+        """:meth:`has_uplink`, False (logged) if NetworkManager could not say: the retry
+        loop must outlive a failed D-Bus call."""
+        try:
+            return await self.has_uplink()
+        except Exception:
+            log.exception("could not read the uplink's state")
+            return False
+
+    async def _hotspot_back(self) -> None:
+        """After a failed retry from the hotspot: the hotspot again, if it is down."""
+        assert self.wifi is not None
+        if self.state == State.OFFLINE and not self.wifi.hotspot_active:
+            try:
+                await self.wifi.start_hotspot()
+            except Exception:
+                log.exception("could not bring the hotspot back; the next round tries again")
 
     async def _retry_saved(self) -> None:
         """One periodic client attempt from the hotspot: the radio can do only one thing,

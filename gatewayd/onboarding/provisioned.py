@@ -90,7 +90,7 @@ class ProvisioningOnboarding(Onboarding):
                 with contextlib.suppress(TimeoutError):
                     await self.wait_for(lambda: self.state != State.UNPAIRED, delay)
                 continue
-            if not await self.has_uplink():
+            if not await self._uplink_known():
                 with contextlib.suppress(TimeoutError):
                     await self.wait_for(lambda: self.state != State.UNPAIRED or self.busy,
                                         UPLINK_CHECK)

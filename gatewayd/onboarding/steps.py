@@ -39,6 +39,7 @@ class Failure(enum.StrEnum):
     REGISTRATION_REVOKED = "registration-revoked"
     REGISTRATION_EXPIRED = "registration-expired"
     PROVISIONING_FAILED = "provisioning-failed"  # the platform answered something unusable
+    STORAGE_FAILED = "storage-failed"  # proven credentials could not be saved (full, failing)
 
 
 @dataclass(frozen=True)
