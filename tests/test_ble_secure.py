@@ -586,7 +586,8 @@ def test_every_request_gets_its_exact_answer() -> None:
         assert await ask({"type": "progress", "id": 1}) == {
             "type": "progress", "id": 1, "state": "connecting", "step": "wifi"}
         assert await ask({"type": "networks", "id": "n"}) == {
-            "type": "networks", "id": "n", "networks": hub.host.secure_networks()}
+            "type": "networks", "id": "n", "networks": hub.host.secure_networks(),
+            "truncated": False}
         assert await ask({"type": "device-info", "id": 3}) == {
             "type": "device-info", "id": 3, **hub.host.secure_device_info(),
             "verification_code": code}
@@ -748,6 +749,83 @@ def test_the_largest_frame_passes_and_one_byte_more_is_refused() -> None:
     with pytest.raises(secure_protocol.ProtocolError) as refused:
         FrameReader().feed(too_long)
     assert refused.value.code == ErrorCode.MALFORMED
+
+
+# --- messages longer than a frame -----------------------------------------------------------
+
+class CrowdedHost(FakeHost):
+    """A full scan cache (64 networks) of 32-byte names, weakest first: 4.9 KB."""
+
+    def secure_networks(self) -> list[dict[str, Any]]:
+        return [{"ssid": f"Apartment {n:02d} Wireless Network+", "signal": 20 + n,
+                 "security": "wpa2/wpa3"} for n in range(64)]
+
+
+def test_a_full_scan_of_long_names_is_cut_to_the_strongest_that_fit() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        hub.host = hub.service.host = CrowdedHost()  # type: ignore[assignment]
+        scan = hub.host.secure_networks()
+        assert len(secure_protocol.encode_message({"networks": scan})) > \
+            secure_protocol.MAX_MESSAGE_LEN
+        channel, _ = await hub.session()
+
+        async def ask(message: dict[str, Any]) -> dict[str, Any]:
+            reply = await hub.send(channel.seal(secure_protocol.encode_message(message)))
+            return secure_protocol.decode_message(channel.open(reply))
+
+        strongest = sorted(scan, key=lambda n: -n["signal"])
+        reply = await ask({"type": "networks", "id": 1})
+        count = len(reply["networks"])
+        assert 40 < count < 64 and reply["truncated"] is True
+        assert reply == {"type": "networks", "id": 1, "networks": strongest[:count],
+                         "truncated": True}
+        one_more = {**reply, "networks": strongest[:count + 1]}
+        assert len(secure_protocol.encode_message(one_more)) > secure_protocol.MAX_MESSAGE_LEN
+        # The session is still in step: the next requests are answered and decrypt.
+        assert (await ask({"type": "progress", "id": 2}))["step"] == "wifi"
+        assert await ask({"type": "networks", "id": 3}) == {**reply, "id": 3}
+        assert hub.service.status()["session"]["established"]
+
+    run(scenario())
+
+
+def test_a_message_too_long_for_a_frame_is_logged_and_the_session_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The hub's reply escapes what the phone sent raw (JSON \\u escapes: 2 bytes become
+    6), so a phone can ask for a reply no frame can carry."""
+    async def scenario() -> None:
+        hub = Hub()
+        channel, _ = await hub.session()
+        rid = "\u00e9" * 2000
+        request = json.dumps({"type": "progress", "id": rid}, ensure_ascii=False).encode()
+        assert len(request) <= secure_protocol.MAX_MESSAGE_LEN
+        before = len(hub.tx.frames)
+        await hub.write(channel.seal(request).encode())
+        assert len(hub.tx.frames) == before  # nothing sent, not even an error
+        assert re.search(f"progress message to {PHONE_A} not sent: message of 12[0-9]{{3}} "
+                         "bytes exceeds 4067", caplog.text)
+        assert not await hub.service.push({"type": "progress", "state": rid})
+        assert hub.service.status()["session"]["established"]
+        reply = await hub.send(channel.seal(secure_protocol.encode_message(
+            {"type": "progress", "id": 2})))
+        assert secure_protocol.decode_message(channel.open(reply))["id"] == 2
+
+    run(scenario())
+
+
+def test_a_message_too_long_to_seal_uses_no_sequence_number() -> None:
+    keys = SessionKeys.derive(b"k" * 32, b"a" * 33, b"b" * 33)
+    sid = b"\x01\x02\x03\x04"
+    hub = Channel(keys.hub_to_phone, keys.phone_to_hub, sid)
+    phone = Channel(keys.phone_to_hub, keys.hub_to_phone, sid)
+    largest = hub.seal(bytes(secure_protocol.MAX_MESSAGE_LEN))
+    assert len(largest.encode()) == 2 + secure_protocol.MAX_FRAME_LEN
+    assert phone.open(largest) == bytes(secure_protocol.MAX_MESSAGE_LEN)
+    with pytest.raises(ValueError, match="message of 4068 bytes exceeds 4067"):
+        hub.seal(bytes(secure_protocol.MAX_MESSAGE_LEN + 1))
+    assert hub.sent == 1
+    assert phone.open(hub.seal(b"next")) == b"next"
 
 
 def test_requests_written_back_to_back_are_each_answered_in_order() -> None:

@@ -37,6 +37,7 @@ SPAKE2_MESSAGE_LEN = 33  # side byte + Ed25519 element
 MAC_LEN = 32
 SEQ_LEN = 8
 TAG_LEN = 16
+MAX_MESSAGE_LEN = MAX_FRAME_LEN - 5 - SEQ_LEN - TAG_LEN  # a DATA frame's plaintext: 4067
 NO_SESSION = b"\x00\x00\x00\x00"
 
 
@@ -203,6 +204,10 @@ class Channel:
         return bytes([MsgType.DATA]) + self.sid + seq
 
     def seal(self, plaintext: bytes) -> Frame:
+        """Raises ValueError for a plaintext no frame can carry, before numbering it: a
+        number spent on a frame never sent would make the peer refuse every later one."""
+        if len(plaintext) > MAX_MESSAGE_LEN:
+            raise ValueError(f"message of {len(plaintext)} bytes exceeds {MAX_MESSAGE_LEN}")
         seq = self.sent.to_bytes(SEQ_LEN, "big")
         self.sent += 1
         body = seq + self._send.encrypt(b"\x00" * 4 + seq, plaintext, self._aad(seq))

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from gatewayd.ble.gatt import Characteristic, GattRequest, Service
 from gatewayd.ble.secure_protocol import (
     INFO_UUID,
+    MAX_MESSAGE_LEN,
     NO_SESSION,
     PHONE_IDENTITY,
     PROTOCOL_VERSION,
@@ -166,8 +167,7 @@ class SecureService:
             session = self._session
             if session is None or session.channel is None:
                 return False
-            await self._send(session.device, session.channel.seal(encode_message(message)))
-            return True
+            return await self._send_message(session, message)
 
     # ---- GATT ----------------------------------------------------------------------------
 
@@ -214,6 +214,20 @@ class SecureService:
         await self._send(device, error_frame(sid or NO_SESSION, exc.code, self.attempts_left,
                                              exc.message))
 
+    async def _send_message(self, session: _Session, message: dict[str, Any]) -> bool:
+        assert session.channel is not None
+        plaintext = encode_message(message)
+        try:
+            frame = session.channel.seal(plaintext)
+        except ValueError as exc:
+            # The channel refused it before numbering it, so the session stays usable;
+            # the phone waits in vain for this one message only.
+            log.error("BLE secure service: %s message to %s not sent: %s",
+                      str(message.get("type"))[:40], session.device, exc)
+            return False
+        await self._send(session.device, frame)
+        return True
+
     async def _send(self, device: str, frame: Frame) -> None:
         if self._tx is None:
             return
@@ -256,8 +270,7 @@ class SecureService:
             await self._confirm(session, frame)
         elif frame.type == MsgType.DATA and session.channel is not None:
             request = decode_message(session.channel.open(frame))
-            reply = await self._answer(request)
-            await self._send(device, session.channel.seal(encode_message(reply)))
+            await self._send_message(session, await self._answer(request))
         else:
             raise ProtocolError(ErrorCode.UNEXPECTED, f"frame type 0x{frame.type:02x} not "
                                                       "expected now")
@@ -318,7 +331,7 @@ class SecureService:
                  session.device, session.keys.verification_code)
         info = {"type": "device-info", **self.host.secure_device_info(),
                 "verification_code": session.keys.verification_code}
-        await self._send(session.device, session.channel.seal(encode_message(info)))
+        await self._send_message(session, info)
 
     async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
         kind, rid = request["type"], request.get("id")
@@ -332,13 +345,41 @@ class SecureService:
         if kind == "progress":
             return {"type": "progress", "id": rid, **self.host.secure_progress()}
         if kind == "networks":
-            return {"type": "networks", "id": rid, "networks": self.host.secure_networks()}
+            return networks_reply(rid, self.host.secure_networks())
         if kind == "device-info":
             assert self._session is not None and self._session.keys is not None
             return {"type": "device-info", "id": rid, **self.host.secure_device_info(),
                     "verification_code": self._session.keys.verification_code}
         return _failure(rid, 400, "unknown-request", f"unknown request type {kind[:40]!r}",
                         reply_type=kind[:40])
+
+
+def networks_reply(rid: Any, networks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The strongest networks that fit one frame, and whether any were left out.
+
+    A full scan cache (64 networks) of long names is about 5 KB of JSON, more than the
+    4067 bytes a DATA frame carries, while a phone needs the few strongest networks only.
+    """
+    ordered = sorted(networks, key=_signal, reverse=True)  # stable: the host's order on ties
+    reply = {"type": "networks", "id": rid, "networks": ordered, "truncated": False}
+    if len(encode_message(reply)) <= MAX_MESSAGE_LEN:
+        return reply
+    # Compact JSON of a list is its items' JSON joined by commas, so each network's cost
+    # can be counted on its own instead of encoding the reply once per candidate length.
+    used = len(encode_message({**reply, "networks": [], "truncated": True}))
+    kept: list[dict[str, Any]] = []
+    for network in ordered:
+        size = len(encode_message(network)) + (1 if kept else 0)
+        if used + size > MAX_MESSAGE_LEN:
+            break  # not a shorter, weaker one instead: the list stays "the N strongest"
+        kept.append(network)
+        used += size
+    return {**reply, "networks": kept, "truncated": True}
+
+
+def _signal(network: dict[str, Any]) -> float:
+    signal = network.get("signal")
+    return signal if isinstance(signal, int | float) else -1
 
 
 def pair_fields(raw: Any) -> Mapping[str, Any]:
