@@ -555,12 +555,60 @@ def test_the_machine_refuses_attempts_it_cannot_take(tmp_path: Path) -> None:
         async with machine(cfg, st, FakeWifi({"HomeNet": "supersecret"}), cloud) as ob:
             request = PairingRequest(cloud=CLOUD, wifi=HOME)
             await ob.begin(request)
-            with pytest.raises(RuntimeError, match="not accepting pairing in state connecting"):
+            with pytest.raises(PairingBusy):
                 await ob.begin(request)
             cloud.gate.set()
             await until(ob, settled(ob, State.ONLINE))
-            with pytest.raises(RuntimeError, match="in state online"):
+            with pytest.raises(NotInPairingMode, match="already paired"):
                 await ob.begin(request)
+
+    run(scenario())
+
+
+class SlowEthernet(FakeWifi):
+    """A Wi-Fi hub on Ethernet whose carrier check (D-Bus calls) takes until released."""
+
+    def __init__(self, aps: dict[str, str]) -> None:
+        super().__init__(aps, ethernet=True)
+        self.holding = False
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def ethernet_connected(self) -> bool:
+        if self.holding:
+            self.asked.set()
+            await self.release.wait()
+        return await super().ethernet_connected()
+
+
+def test_a_request_that_waited_for_the_uplink_is_refused_busy_if_another_began(
+        tmp_path: Path) -> None:
+    """A cloud-only request awaits the uplink's state between its checks and the attempt;
+    a request that began meanwhile makes it a refusal with the front door's code (409
+    busy), not an error (before: a RuntimeError, an HTTP 500 on the portal)."""
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        cloud = StubCloud()
+        cloud.gate = asyncio.Event()
+        wifi = SlowEthernet({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await until(ob, settled(ob, State.UNPAIRED))
+            wifi.holding = True
+            service = PairingService(ob, cfg.cloud)
+            first = asyncio.create_task(service.submit(CLOUD_ONLY, "portal"))
+            await asyncio.wait_for(wifi.asked.wait(), 5)
+            # the first request is waiting on the uplink: this one gets in before it
+            await service.submit(PAIR, "ble-secure")
+            assert ob.state == State.CONNECTING
+            wifi.release.set()
+            with pytest.raises(PairingBusy):
+                await asyncio.wait_for(first, 5)
+            assert service.refusals["busy"] == 1 and service.accepted == 1
+            cloud.gate.set()
+            await until(ob, settled(ob, State.ONLINE))
+            assert ob.attempt is not None and ob.attempt.source == "ble-secure"
 
     run(scenario())
 
@@ -571,7 +619,7 @@ def test_wifi_first_needs_a_hub_with_wifi(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with machine(cfg, st, None) as ob:
-            with pytest.raises(RuntimeError, match="needs a hub with Wi-Fi"):
+            with pytest.raises(InvalidRequest, match="needs a hub with Wi-Fi"):
                 await ob.begin(PairingRequest(cloud=None, wifi=HOME))
             assert ob.state == State.UNPAIRED and ob.attempt is None
             assert ob.networks() == []
@@ -869,7 +917,7 @@ def test_an_offline_hub_takes_no_pairing_before_its_hotspot_is_back(tmp_path: Pa
             await until(ob, settled(ob, State.ONLINE))
             wifi.drop_link()
             await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
-            with pytest.raises(RuntimeError, match="not accepting pairing in state offline"):
+            with pytest.raises(NotInPairingMode):
                 await ob.begin(PairingRequest(cloud=CLOUD, wifi=HOME))
 
     run(scenario())

@@ -38,7 +38,14 @@ from typing import Any, TypeVar
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.onboarding.offline import OfflineHandling
-from gatewayd.onboarding.pairing import PairingRequest
+from gatewayd.onboarding.pairing import (
+    BUSY_MESSAGE,
+    RESET_HINT,
+    InvalidRequest,
+    NotInPairingMode,
+    PairingBusy,
+    PairingRequest,
+)
 from gatewayd.onboarding.progress import Attempt, LastFailure, Progress
 from gatewayd.onboarding.steps import CloudStep, Failure, StepResult, WifiControl
 from gatewayd.onboarding.table import TRANSITIONS, Event, State, failure_event
@@ -280,17 +287,24 @@ class Onboarding(OfflineHandling):
     # ---- pairing --------------------------------------------------------------------------
 
     async def begin(self, request: PairingRequest) -> None:
-        """Start an attempt and return at once; the outcome shows in progress().
+        """Start an attempt and return at once; the outcome shows in progress(). Raises
+        the :class:`~gatewayd.onboarding.pairing.PairingError` a request gets now.
 
         A Wi-Fi-only request (``request.cloud`` None) on a hub that is already paired
         means "a new network, the same account": it runs with the stored cloud account.
         """
         async with self._lock:
+            # The pairing service checked these before it awaited anything (the uplink, its
+            # D-Bus calls): another request or the provisioning driver may have begun since,
+            # and the refusal must be the one that request would have had.
+            if self.busy:
+                raise PairingBusy(BUSY_MESSAGE)
             if self.state not in (State.UNPAIRED, State.OFFLINE) or not self.pairing_open:
-                raise RuntimeError(f"not accepting pairing in state {self.state}")
+                raise NotInPairingMode(f"This hub is already paired. {RESET_HINT}")
             cloud = request.cloud if request.cloud is not None else self.store.state.cloud
             if cloud is None and self.wifi is None:
-                raise RuntimeError("a Wi-Fi-only pairing request needs a hub with Wi-Fi")
+                raise InvalidRequest("ssid: a Wi-Fi-only pairing request needs a hub with "
+                                     "Wi-Fi", "ssid")
             await self._fire(Event.PAIR)
             self._begin_attempt(request.wifi, cloud, source=request.source)
 

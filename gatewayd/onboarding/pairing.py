@@ -277,19 +277,21 @@ class PairingService:
         gets the same refusal whatever the entry point: a paired hub answers "not in
         pairing mode" to bad fields too. ``fields`` may be a callable that extracts them
         from the entry point's own format (query string, form, JSON, BLE message); it runs
-        only once pairing is known to be open, and raises :class:`InvalidRequest`. Runs on
-        the loop, in one go, so no request slips in between a check and the attempt.
+        only once pairing is known to be open, and raises :class:`InvalidRequest`. The
+        onboarding machine checks busy and open again as it begins, under its lock, since a
+        cloud-only request awaits the uplink's state in between.
         """
         # An attempt that has just failed still brings its hotspot back for a moment: an app
         # that retries as soon as progress shows the failure must not be told "busy".
         await self.onboarding.settle(SETTLE_WAIT)
         try:
             request = await self._check(fields, source, allow_wifi_only)
+            log.info("pairing request from %s: %s", request.source, request.redacted())
+            # begin checks busy and open again: _check may have awaited (the uplink)
+            await self.onboarding.begin(request)
         except PairingError as exc:
             self.refusals[exc.code] += 1
             raise
-        log.info("pairing request from %s: %s", request.source, request.redacted())
-        await self.onboarding.begin(request)
         self.accepted += 1
         return self.onboarding.progress()
 
