@@ -300,11 +300,14 @@ class Daemon:
         hub.add_status("onboarding", lambda: onboarding.progress().to_json())
         hub.on_reset(onboarding.reset)
         onboarding.subscribe(lambda state, progress: hub.set_status_text(describe(progress)))
+        # Credentials a request brought are among the redactor's recent secrets only; once
+        # stored (paired, joined), they are the hub's own and stay masked for good.
+        onboarding.subscribe(lambda state, progress: hub.register_secrets(hub.state))
         if self.notifications is not None:
             onboarding.subscribe(fallback_notice(self.notifications.send, self.identity.device_id))
         self.onboarding = onboarding
         pairing = PairingService(onboarding, cfg.cloud, wifi_enabled=cfg.hotspot.enabled,
-                                 secrets_sink=self.redactor.add,
+                                 secrets_sink=self.redactor.add_recent,
                                  provisioning=cfg.provisioning.mode)
         hub.add_status("pairing", pairing.status)
         self.pairing = pairing
@@ -325,7 +328,7 @@ class Daemon:
 
         provisioner = Provisioner(cfg, self.store, self.identity, self.cloud_link,
                                   serial=cfg.provisioning.serial or cpu_serial(),
-                                  secrets_sink=self.redactor.add)
+                                  secrets_sink=self.redactor.add_recent)
         machine = ProvisioningOnboarding(cfg, self.store, wifi, cloud, provisioner)
         provisioner.onboarding = machine
         self.provisioner = provisioner

@@ -62,3 +62,23 @@ def test_stderr_handler_outside_systemd(restore_root_logger: None) -> None:
     (handler,) = logging.getLogger().handlers
     assert isinstance(handler, logging.StreamHandler)
     assert logging.getLogger().level == logging.WARNING
+
+
+def test_secrets_from_requests_are_the_newest_kept_and_the_hubs_own_stay() -> None:
+    """A LAN client may send any number of tokens while pairing is open: the redactor keeps
+    the newest MAX_RECENT of them (memory, and every log line is checked against each),
+    and never lets go of the hub's own."""
+    redactor = Redactor()
+    redactor.add("setup-code-31415926")
+    total = Redactor.MAX_RECENT + 100
+    for i in range(total):
+        redactor.add_recent(f"request-token-{i:04d}")
+    redactor.add_recent("request-token-0099")  # seen again: the newest once more
+    newest_kept = [f"request-token-{i:04d}" for i in range(total - Redactor.MAX_RECENT + 1,
+                                                            total)]
+    evicted = f"request-token-{total - Redactor.MAX_RECENT:04d}"
+    line = " ".join(["setup-code-31415926", "request-token-0099", evicted, *newest_kept])
+    out = redactor.redact(line).split()
+    assert out[:2] == ["***", "***"]
+    assert out[2] == evicted, "the oldest request secret should have been let go"
+    assert out[3:] == ["***"] * (Redactor.MAX_RECENT - 1)

@@ -10,26 +10,49 @@ import logging
 import os
 import sys
 import threading
+from collections import OrderedDict
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 class Redactor(logging.Filter):
-    """Replaces registered secret strings in the final message with ``***``."""
+    """Replaces registered secret strings in the final message with ``***``.
+
+    Two kinds: the hub's own (:meth:`add`: its setup code, key, stored credentials and
+    configured secrets), kept for the process's life; and those that arrive in requests or
+    refreshes (:meth:`add_recent`), of which the newest ``MAX_RECENT`` are kept, since a
+    client on the LAN may send any number of them while pairing is open, and every log
+    line is checked against each one kept.
+    """
+
+    MAX_RECENT = 64
 
     def __init__(self) -> None:
         super().__init__()
         self._secrets: set[str] = set()
+        self._recent: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _worth(secrets: tuple[str, ...]) -> list[str]:
+        # Very short values would mask ordinary words; they are not worth a log line.
+        return [s for s in secrets if s and len(s) >= 4]
 
     def add(self, *secrets: str) -> None:
         with self._lock:
-            # Very short values would mask ordinary words; they are not worth a log line.
-            self._secrets.update(s for s in secrets if s and len(s) >= 4)
+            self._secrets.update(self._worth(secrets))
+
+    def add_recent(self, *secrets: str) -> None:
+        with self._lock:
+            for secret in self._worth(secrets):
+                self._recent[secret] = None
+                self._recent.move_to_end(secret)
+            while len(self._recent) > self.MAX_RECENT:
+                self._recent.popitem(last=False)
 
     def redact(self, text: str) -> str:
         with self._lock:
-            secrets = sorted(self._secrets, key=len, reverse=True)
+            secrets = sorted(self._secrets.union(self._recent), key=len, reverse=True)
         for secret in secrets:
             if secret in text:
                 text = text.replace(secret, "***")
