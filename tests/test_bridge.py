@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import logging
 import os
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from gatewayd.bridge import ZigbeeBridge
 from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee.coalesce import Coalescer
 from gatewayd.zigbee.inputs import BridgeError, crc16_x25, parse_ieee, parse_install_code
-from gatewayd.zigbee.radio import start_controller
+from gatewayd.zigbee.radio import RadioError, start_controller
 from tests.helpers import run_async
 from tests.test_hardware import until
 from tests.zigbee_radios import RADIOS, Radio, sim
@@ -743,6 +744,35 @@ def test_radio_errors_are_explained(tmp_path: Path) -> None:
                 await start_controller(cfg, tmp_path)
 
     run(main())
+
+
+def test_a_radio_that_fails_oddly_is_reported_without_the_librarys_text(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Something that accepts the connection and closes it makes bellows fail with an
+    AttributeError; the hub's Zigbee status (which the cloud shows) says what to check,
+    and the library's text goes to the log only."""
+
+    async def main() -> None:
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        url = f"socket://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            cfg = ZigbeeConfig(enabled=True, radio="bellows", device=url)
+            with pytest.raises(RadioError) as info:
+                await asyncio.wait_for(start_controller(cfg, tmp_path), 30)
+        finally:
+            server.close()
+        message = str(info.value)
+        assert message.startswith(f"the bellows radio on {url} failed to start")
+        assert "zigbee.radio" in message and "log" in message
+        assert "Error" not in message and "NoneType" not in message
+        assert any(r.exc_info and "send_reset" in str(r.exc_info[1])
+                   for r in caplog.records), "the details belong in the log"
+
+    with caplog.at_level(logging.WARNING, logger="gatewayd.zigbee.radio"):
+        run(main())
 
 
 @pytest.fixture

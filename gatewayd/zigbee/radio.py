@@ -221,9 +221,14 @@ def _explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
                                 f"zigbee.radio = {cfg.radio!r} and zigbee.baudrate = "
                                 f"{cfg.baudrate}")
     if isinstance(cause, OSError):
-        return RadioUnavailable(f"cannot use the radio on {path}: {cause}")
-    return RadioError(f"the {cfg.radio} radio on {path} failed to start: "
-                      f"{type(exc).__name__}: {exc}")
+        return RadioUnavailable(f"cannot use the radio on {path} ({where}): "
+                                f"{cause.strerror or type(cause).__name__}")
+    # What the radio library raised is for the log: this text goes to the cloud as the
+    # hub's Zigbee status ("AttributeError: 'NoneType' object has no attribute ...").
+    log.warning("zigbee: the %s radio on %s failed to start", cfg.radio, path, exc_info=exc)
+    return RadioError(f"the {cfg.radio} radio on {path} failed to start ({where}); check "
+                      f"that it is a {cfg.radio} radio (zigbee.radio); the hub's log has "
+                      "the details")
 
 
 async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerApplication:
@@ -245,8 +250,9 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerAppl
             await shutdown_controller(await opening)
         raise
     except Exception as exc:
-        raise RadioError(f"cannot open the Zigbee database {state_dir / DB_FILE}: {exc}"
-                         ) from exc
+        log.warning("zigbee: opening %s failed", state_dir / DB_FILE, exc_info=exc)
+        raise RadioError(f"cannot open the Zigbee database {state_dir / DB_FILE} (damaged, "
+                         "or its disk full?); the hub's log has the details") from exc
     listener: Any = app._dblistener  # zigpy declares it None until startup assigns it
     # Both rely on zigpy's PersistingListener internals: on another zigpy, zigpy's own
     # writes (unbounded under a flood, a clone per joining device) beat broken ones.
