@@ -27,6 +27,11 @@ StatusProvider = Callable[[], dict[str, Any]]
 ResetHook = Callable[[bool], Awaitable[None]]
 # Before a reset forgets the account: release it (or say what to keep to release it later).
 Releaser = Callable[[CloudCredentials | None], Awaitable[Release | None]]
+# How long a front end waits for a factory reset (`gatewayctl reset`, `gatewayctl button
+# long`). Far above CoreCall's default: releasing the account (a retained-topic sweep, the
+# platform's answer, a flush: up to about 5 s each), a Wi-Fi scan and the hotspot (up to 10
+# and 15 s) and a full Zigbee reset (the radio stopped and formed again) add up.
+RESET_TIMEOUT = 60.0
 
 
 def setup_payload(identity: Identity, setup_code: str, serial: str = "") -> str:
@@ -52,6 +57,8 @@ class Hub:
         self.releaser: Releaser | None = None
         self.phase_provider: Callable[[], str] = self._default_phase
         self.stop_requested = asyncio.Event()
+        self._reset_lock = asyncio.Lock()
+        self._resets: set[asyncio.Task[dict[str, Any]]] = set()
         self.register_secrets(store.state)
 
     # ---- state ----------------------------------------------------------------------------
@@ -133,21 +140,36 @@ class Hub:
 
     async def reset(self, full: bool = False) -> dict[str, Any]:
         """Factory reset: credentials wiped, back to pairing mode; ``full`` also forgets
-        what features keep across resets (e.g. the Zigbee network)."""
+        what features keep across resets (e.g. the Zigbee network). Returns the status
+        after it.
+
+        Once started, a reset runs to its end even if the caller stops waiting (a control
+        request out of time, a cancelled press): cut after the state is wiped, it would
+        skip the hooks that bring the hotspot and the BLE window back, and leave an
+        unpaired hub nobody can reach. Resets run one at a time: a second request waits
+        for the running one, then runs itself (with its own ``full``).
+        """
         log.warning("factory reset requested%s", " (full)" if full else "")
-        release = None
-        if self.releaser is not None:
-            try:
-                release = await self.releaser(self.state.cloud)
-            except Exception:
-                log.exception("releasing the old account failed")
-        self.store.reset(release)
-        for hook in self._reset_hooks:
-            try:
-                await hook(full)
-            except Exception:
-                log.exception("a component failed to reset")
-        return self.status()
+        task = asyncio.get_running_loop().create_task(self._reset(full), name="factory-reset")
+        self._resets.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._resets.discard)
+        return await asyncio.shield(task)
+
+    async def _reset(self, full: bool) -> dict[str, Any]:
+        async with self._reset_lock:
+            release = None
+            if self.releaser is not None:
+                try:
+                    release = await self.releaser(self.state.cloud)
+                except Exception:
+                    log.exception("releasing the old account failed")
+            self.store.reset(release)
+            for hook in self._reset_hooks:
+                try:
+                    await hook(full)
+                except Exception:
+                    log.exception("a component failed to reset")
+            return self.status()
 
     def setup_code(self) -> dict[str, str]:
         code = self.state.setup_code

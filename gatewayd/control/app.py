@@ -10,11 +10,11 @@ from typing import Any
 
 from flask import Blueprint, Flask, jsonify, request
 
-from gatewayd.hub import Hub
+from gatewayd.hub import RESET_TIMEOUT, Hub
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.api import api_blueprint
 from gatewayd.portal.core import PortalCore, PortalOnboarding
-from gatewayd.runtime.corecall import CoreCall, CoreUnavailable
+from gatewayd.runtime.corecall import CoreCall, CoreTimeout, CoreUnavailable
 from gatewayd.runtime.jsonbody import BadBody, parse_json
 
 
@@ -39,6 +39,14 @@ def json_object_body() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid", "the body must be a JSON object")
     return body
+
+
+def reset_still_running(what: str) -> ApiError:
+    """The answer when a reset outlasts its allowance: it is not cut short (Hub.reset), so
+    the caller learns it goes on rather than that the daemon did not answer. Still the
+    ``unavailable`` of any call out of time: a status code is part of the contract."""
+    return ApiError(503, "unavailable", f"{what} did not finish within {RESET_TIMEOUT:g} s; "
+                                        "it goes on in the hub: see 'gatewayctl status'")
 
 
 def error_response(status: int, code: str, message: str,
@@ -67,7 +75,10 @@ def control_blueprint(hub: Hub, call: CoreCall) -> Blueprint:
         full = json_object_body().get("full", False)
         if not isinstance(full, bool):
             raise ApiError(400, "invalid", "full: must be true or false")
-        return jsonify(call(hub.reset, full))
+        try:
+            return jsonify(call(hub.reset, full, timeout=RESET_TIMEOUT))
+        except CoreTimeout:
+            raise reset_still_running("the reset") from None
 
     @bp.get("/setup-code")
     def setup_code() -> Any:

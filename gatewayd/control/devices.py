@@ -16,15 +16,16 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from gatewayd.control.app import ApiError, json_object_body
+from gatewayd.control.app import ApiError, json_object_body, reset_still_running
 from gatewayd.control.parts import DeviceProviders
 from gatewayd.hardware.button import PRESS_KINDS
 from gatewayd.hardware.component import Hardware
 from gatewayd.hardware.led import IDENTIFY_SECONDS
-from gatewayd.runtime.corecall import CoreCall, CoreUnavailable
+from gatewayd.hub import RESET_TIMEOUT
+from gatewayd.runtime.corecall import CoreCall, CoreTimeout, CoreUnavailable
 
 PRESS_ACTIONS = {"short": "commissioning-window", "long": "factory-reset"}
-PRESS_TIMEOUT = 60.0  # a factory reset reconfigures NetworkManager: allow it some time
+PRESS_TIMEOUT = RESET_TIMEOUT  # a long press is the factory reset
 
 
 def _jsonable(value: Any) -> Any:
@@ -58,6 +59,10 @@ def devices_blueprint(call: CoreCall, providers: DeviceProviders,
         hw = _hardware()
         try:
             result = call(hw.press, kind, timeout=PRESS_TIMEOUT)
+        except CoreTimeout:
+            if kind == "long":
+                raise reset_still_running("the long press's factory reset") from None
+            raise
         except CoreUnavailable:
             raise
         except Exception as exc:

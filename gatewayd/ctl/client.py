@@ -17,6 +17,10 @@ from typing import Any
 
 EXIT_ERROR = 1
 EXIT_UNREACHABLE = 3
+# How long `reset` and `button` wait for their answer: the daemon allows a factory reset
+# 60 s (gatewayd.hub.RESET_TIMEOUT; gatewayctl does not import the daemon side) and then
+# answers itself, so the socket waits longer than that, not the 30 s other commands get.
+RESET_WAIT = 75.0
 
 
 class CtlError(Exception):
@@ -45,8 +49,9 @@ class Client:
         self.path = path
         self.timeout = timeout
 
-    def request(self, method: str, endpoint: str, body: dict[str, Any] | None = None) -> Any:
-        conn = UnixHTTPConnection(self.path, self.timeout)
+    def request(self, method: str, endpoint: str, body: dict[str, Any] | None = None, *,
+                timeout: float | None = None) -> Any:
+        conn = UnixHTTPConnection(self.path, self.timeout if timeout is None else timeout)
         try:
             data = json.dumps(body).encode() if body is not None else None
             headers = {"Content-Type": "application/json"} if data is not None else {}

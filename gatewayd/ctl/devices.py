@@ -11,6 +11,8 @@ import argparse
 import json
 from typing import Any, Protocol
 
+from gatewayd.ctl.client import RESET_WAIT
+
 IDENTIFY_SECONDS = 10.0
 COLUMNS = (("device_id", "DEVICE"), ("provider", "PROVIDER"), ("type", "TYPE"),
            ("state", "STATE"), ("name", "NAME"))
@@ -19,7 +21,8 @@ COLUMNS = (("device_id", "DEVICE"), ("provider", "PROVIDER"), ("type", "TYPE"),
 class Requester(Protocol):
     """``gatewayd.ctl.client.Client``: one JSON request over the control socket."""
 
-    def request(self, method: str, endpoint: str, body: dict[str, Any] | None = None) -> Any: ...
+    def request(self, method: str, endpoint: str, body: dict[str, Any] | None = None, *,
+                timeout: float | None = None) -> Any: ...
 
 
 def _emit(args: argparse.Namespace, data: Any, human: Any) -> None:
@@ -58,7 +61,7 @@ def cmd_devices(args: argparse.Namespace, client: Requester) -> int:
 
 
 def cmd_button(args: argparse.Namespace, client: Requester) -> int:
-    data = client.request("POST", "button", {"press": args.press})
+    data = client.request("POST", "button", {"press": args.press}, timeout=RESET_WAIT)
 
     def human(d: dict[str, Any]) -> None:
         if d["press"] == "short":

@@ -11,7 +11,7 @@ from typing import Any
 
 from gatewayd.config import ConfigError, load_config
 from gatewayd.ctl.ble import add_ble_commands
-from gatewayd.ctl.client import EXIT_ERROR, Client, CtlError, emit
+from gatewayd.ctl.client import EXIT_ERROR, RESET_WAIT, Client, CtlError, emit
 from gatewayd.ctl.devices import add_commands as add_device_commands
 from gatewayd.ctl.platform import add_platform_commands
 from gatewayd.ctl.zigbee import add_zigbee_commands
@@ -58,7 +58,7 @@ def _sim_state_dir(args: argparse.Namespace) -> str | None:
 
 def cmd_reset(args: argparse.Namespace, client: Client) -> int:
     try:
-        result = client.request("POST", "reset", {"full": args.full})
+        result = client.request("POST", "reset", {"full": args.full}, timeout=RESET_WAIT)
     except CtlError as exc:
         if not exc.not_running:
             raise

@@ -15,6 +15,11 @@ class CoreUnavailable(RuntimeError):
     """The core is shutting down or did not answer in time."""
 
 
+class CoreTimeout(CoreUnavailable):
+    """The core did not answer in time. The call is cancelled, but what it started may go
+    on (a factory reset does: :meth:`gatewayd.hub.Hub.reset`)."""
+
+
 class CoreCall:
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float = 15.0) -> None:
         self.loop = loop
@@ -36,4 +41,4 @@ class CoreCall:
             return future.result(self.timeout if timeout is None else timeout)
         except TimeoutError:
             future.cancel()
-            raise CoreUnavailable("the daemon did not answer in time") from None
+            raise CoreTimeout("the daemon did not answer in time") from None
