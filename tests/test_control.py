@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -168,3 +169,43 @@ def test_a_group_socket_appears_only_with_its_group(tmp_path: Path,
         assert sorted(p.name for p in tmp_path.iterdir()) == ["control.sock"]
     finally:
         server.stop()
+
+
+class FailingHub:
+    """A hub whose status fails the way a library fails: with text no answer may carry."""
+
+    def status(self) -> dict[str, object]:
+        raise RuntimeError("EZSP 0x42 on /dev/ttyUSB0 with token vendor-preset-token")
+
+
+def test_an_unexpected_error_answers_json_500_without_its_text(
+        core_loop: asyncio.AbstractEventLoop, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    from gatewayd.control.app import create_control_app
+    from gatewayd.ctl.main import main as gatewayctl
+    from gatewayd.portal.api import INTERNAL_MESSAGE
+    from gatewayd.runtime.corecall import CoreCall
+    from gatewayd.runtime.webserver import WebServer
+    from tests.portal_helpers import fast_stopping
+
+    app = create_control_app(FailingHub(), CoreCall(core_loop))  # type: ignore[arg-type]
+    client = app.test_client()
+    reply = client.get("/api/v1/status")
+    assert reply.status_code == 500
+    assert reply.get_json() == {"error": {"code": "internal", "message": INTERNAL_MESSAGE}}
+    assert "0x42" not in reply.get_data(as_text=True)
+    assert "EZSP 0x42" in caplog.text and "Traceback" in caplog.text  # the log has it all
+
+    # Werkzeug's own errors answer JSON too, not its HTML page.
+    reply = client.post("/api/v1/reset", data=b"{}" + b" " * 65536,
+                        content_type="application/json")
+    assert reply.status_code == 413
+    assert reply.get_json()["error"]["code"] == "request-entity-too-large"
+
+    sock = tmp_path / "control.sock"
+    server = fast_stopping(WebServer(app, name="control", unix_socket=sock))
+    try:
+        assert gatewayctl(["--socket", str(sock), "status"]) == 1
+    finally:
+        server.stop()
+    assert capsys.readouterr().err == f"gatewayctl: {INTERNAL_MESSAGE}\n"

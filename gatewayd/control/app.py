@@ -6,16 +6,20 @@ through :class:`~gatewayd.runtime.corecall.CoreCall`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from gatewayd.hub import RESET_TIMEOUT, Hub
 from gatewayd.onboarding.pairing import PairingService
-from gatewayd.portal.api import api_blueprint
+from gatewayd.portal.api import INTERNAL_CODE, INTERNAL_MESSAGE, api_blueprint
 from gatewayd.portal.core import PortalCore, PortalOnboarding
 from gatewayd.runtime.corecall import CoreCall, CoreTimeout, CoreUnavailable
 from gatewayd.runtime.jsonbody import BadBody, parse_json
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -112,6 +116,19 @@ def create_control_app(hub: Hub, call: CoreCall,
     @app.errorhandler(405)
     def _bad_method(exc: Exception) -> Any:
         return error_response(405, "method-not-allowed", f"{request.method} not allowed here")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        # Werkzeug's own answers (413, 400, ...) are HTML pages, which gatewayctl cannot read.
+        return error_response(exc.code or 500, exc.name.lower().replace(" ", "-"),
+                              exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        # The traceback goes to the log (the redactor masks secrets), never into the answer:
+        # an exception's text can carry a library's internals or a secret.
+        log.exception("control: unexpected error on %s %s", request.method, request.path)
+        return error_response(500, INTERNAL_CODE, INTERNAL_MESSAGE)
 
     return app
 

@@ -22,6 +22,11 @@ from gatewayd.portal.security import RateLimiter
 from gatewayd.runtime.jsonbody import BadBody, parse_json
 
 Guard = Callable[[], Response | None]  # None: go on; a Response: answer that instead
+# An unexpected fault, on the portal and on the control socket alike: one code and a fixed
+# message; what went wrong is only in the log, where the redactor masks secrets.
+INTERNAL_CODE = "internal"
+INTERNAL_MESSAGE = "Internal error in the hub; see its log (journalctl -u gatewayd)."
+
 
 def api_error(status: int, message: str, *, code: str,
               field: str | None = None) -> Response:

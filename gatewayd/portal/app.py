@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from gatewayd.hub import Hub
 from gatewayd.onboarding.pairing import PairingService
-from gatewayd.portal.api import api_blueprint, api_error
+from gatewayd.portal.api import INTERNAL_CODE, INTERNAL_MESSAGE, api_blueprint, api_error
 from gatewayd.portal.captive import install_captive
 from gatewayd.portal.core import PortalCore, PortalOnboarding
 from gatewayd.portal.pair import pair_blueprint, text
@@ -78,9 +78,8 @@ def _install_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Any:
         # Logged (the redactor masks secrets) but never shown: no traceback in a response.
         log.exception("portal: unexpected error on %s %s", request.method, request.path)
-        message = "Internal error in the hub; see its log (journalctl -u gatewayd)."
-        return api_error(500, message, code="internal") if _wants_json() \
-            else text(message, 500)
+        return api_error(500, INTERNAL_MESSAGE, code=INTERNAL_CODE) if _wants_json() \
+            else text(INTERNAL_MESSAGE, 500)
 
 
 def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService,
