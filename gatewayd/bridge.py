@@ -36,6 +36,7 @@ from gatewayd.zigbee.radio import (
     fast_paths,
     ncp_version,
     preload,
+    radio_request,
     shutdown_controller,
     start_controller,
     virtual_network,
@@ -412,7 +413,8 @@ class ZigbeeBridge:
 
     async def permit_join(self, seconds: int | None = None) -> int:
         """Open (or with 0 close) joining for ``seconds`` (default: zigbee.permit_join_max)."""
-        return await self.permits.open(self._require_app(), seconds)
+        with radio_request("close joining" if seconds == 0 else "open joining"):
+            return await self.permits.open(self._require_app(), seconds)
 
     def permit_remaining(self) -> int:
         return self.permits.remaining() if self.radio_up.is_set() else 0
@@ -420,7 +422,8 @@ class ZigbeeBridge:
     async def add_install_code(self, ieee: str, code: str, seconds: int | None = None) -> str:
         """Let ``ieee`` join with its Zigbee 3.0 install code; opens joining for it."""
         parse_ieee(ieee), parse_install_code(code)  # refused even while the radio is down
-        return await self.permits.with_install_code(self._require_app(), ieee, code, seconds)
+        with radio_request("take the install code"):
+            return await self.permits.with_install_code(self._require_app(), ieee, code, seconds)
 
     async def remove(self, ieee: str) -> str:
         """Ask a device to leave and forget it; its retained topics are cleared."""
@@ -430,7 +433,8 @@ class ZigbeeBridge:
         eui = zigpy.types.EUI64.convert(address)
         if eui not in app.devices or not self._is_child(app.devices[eui]):
             raise BridgeError(f"no Zigbee device {address}")
-        await app.remove(eui)
+        with radio_request("remove the device"):
+            await app.remove(eui)
         return address
 
     @property

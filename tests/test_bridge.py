@@ -454,6 +454,49 @@ def test_permit_join_install_code_and_remove(radio: Radio) -> None:
     run(main())
 
 
+def test_a_radio_that_fails_a_request_is_a_refusal_without_the_librarys_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import zigpy.exceptions
+
+    radio = Radio("virtual", tmp_path, TIMEOUT)  # the failures are made up: one radio is enough
+    library_text = "Failed to deliver packet: <EmberStatus.NETWORK_BUSY: 161>"
+
+    def failing(exc: BaseException) -> Callable[..., Any]:
+        async def fail(*args: Any, **kwargs: Any) -> None:
+            raise exc
+        return fail
+
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            ieee = await join(bridge, pub, "plug")
+            assert bridge.app is not None
+            monkeypatch.setattr(bridge.app, "permit", failing(
+                zigpy.exceptions.DeliveryError(library_text)))
+            monkeypatch.setattr(bridge.app, "permit_with_link_key", failing(TimeoutError()))
+            monkeypatch.setattr(bridge.app, "remove", failing(
+                zigpy.exceptions.ControllerException(library_text)))
+            for action, what in ((bridge.permit_join(60), "open joining"),
+                                 (bridge.permit_join(0), "close joining"),
+                                 (bridge.add_install_code(ieee, INSTALL_CODE),
+                                  "take the install code"),
+                                 (bridge.remove(ieee), "remove the device")):
+                with pytest.raises(BridgeError) as refused:
+                    await action
+                assert (refused.value.code, refused.value.http_status) == ("UNREACHABLE", 409)
+                assert str(refused.value) == (f"the Zigbee radio failed to {what}; try again "
+                                              "in a moment")
+            with pytest.raises(homie.CommandError) as set_refused:  # the hub node's /set
+                await on_set(pub, HUB_ID, "zigbee/permitjoin")(60)
+            assert set_refused.value.code == "UNREACHABLE"
+            assert library_text not in set_refused.value.message
+            await bridge.stop()
+
+    run(main())
+    assert library_text in caplog.text  # the details are in the log
+
+
 def test_a_device_interviewed_again_is_counted_init_until_it_is_set_up(radio: Radio) -> None:
     async def main() -> None:
         async with radio:

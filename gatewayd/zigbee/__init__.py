@@ -3,7 +3,8 @@
 :mod:`~gatewayd.zigbee.mapping` is the cluster table (plain data, no zigpy);
 :mod:`~gatewayd.zigbee.child` turns a zigpy device into a Homie child, and
 :mod:`~gatewayd.zigbee.children` (no zigpy) keeps the bridge's children and finds a device's;
-:mod:`~gatewayd.zigbee.radio` selects and starts the radio library;
+:mod:`~gatewayd.zigbee.radio` selects and starts the radio library (and turns its
+failures of a request into the bridge's refusal);
 :mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes (and commits a
 ``/set``'s state at once), and
 :mod:`~gatewayd.zigbee.device_rows` has zigpy save a joining device from a snapshot of its

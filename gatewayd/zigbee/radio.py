@@ -16,7 +16,7 @@ import contextlib
 import importlib
 import logging
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from gatewayd.config import ZigbeeConfig
 from gatewayd.runtime import deferred
 from gatewayd.zigbee import device_rows, eui64, mapping
 from gatewayd.zigbee.db_writes import CoalescedWrites
+from gatewayd.zigbee.inputs import BridgeError
 from gatewayd.zigbee.pinned import written_for
 
 if TYPE_CHECKING:
@@ -66,6 +67,24 @@ class RadioError(Exception):
 
 class RadioUnavailable(RadioError):
     """The radio is absent or not answering right now; retrying may help."""
+
+
+@contextlib.contextmanager
+def radio_request(what: str) -> Iterator[None]:
+    """Around a request to the running radio (permit join, install code, removal): the
+    radio library failing it (NCP busy or silent, a frame not delivered, the port gone)
+    becomes a :class:`BridgeError` every front end answers (409 ``UNREACHABLE``, the
+    ``/set``'s error). The library's own text goes only to the log: it means nothing to
+    the person asking and can carry the library's internals."""
+    import zigpy.exceptions
+
+    try:
+        yield
+    except (zigpy.exceptions.ZigbeeException, zigpy.exceptions.RadioException,
+            OSError) as exc:  # OSError: TimeoutError, a serial port gone
+        log.warning("zigbee: the radio failed to %s", what, exc_info=exc)
+        raise BridgeError(f"the Zigbee radio failed to {what}; try again in a moment",
+                          "UNREACHABLE") from None
 
 
 def controller_class(radio: str) -> type[ControllerApplication]:
