@@ -69,6 +69,9 @@ class Responder:
             response.update(status=0, code=403, data=seal({"message": "not for this hub"}))
         elif endpoint == "denied-plain":
             response.update(status=0, code=500)
+        elif endpoint == "denied-forged":  # a failure with data under another key
+            response.update(status=0, code=403, data=seal({"message": "go away"},
+                                                          os.urandom(32)))
         elif endpoint == "silent":
             return
         elif endpoint == "tampered":
@@ -117,11 +120,11 @@ def test_request_outcomes(broker: Broker) -> None:
 
         # A forged or broken answer is dropped, never taken: the request keeps waiting for
         # a genuine one and, when none comes, its timeout says what was dropped.
-        for endpoint in ("tampered", "wrong-key", "garbage"):
+        for endpoint in ("tampered", "wrong-key", "garbage", "denied-forged"):
             with pytest.raises(RequestTimeout, match=r"1 answer\(s\) failed authentication"):
                 await api.request(endpoint, {}, timeout=1.0)
         dropped = api.status()["dropped"]
-        assert dropped["unauthentic"] == 2 and dropped["malformed"] == 1
+        assert dropped["unauthentic"] == 3 and dropped["malformed"] == 1
         assert api.pending == 0, "nothing stays pending after a timeout"
         await link.stop()
 

@@ -18,9 +18,11 @@ One client per daemon, owned by the cloud link; the hub's own flows, plugins
   outbox after the reconnect;
 * at most ``max_pending`` requests wait in total and ``max_per_caller`` per caller (a
   plugin cannot crowd out the hub's own flows);
-* late, duplicate, unknown-id, malformed and undecryptable responses are dropped with a
-  log line and counted, never raised: a forged answer cannot cut a request short; if no
-  genuine answer comes, the timeout says how many were dropped.
+* late, duplicate, unknown-id, malformed and undecryptable responses (a failure's data
+  included) are dropped with a log line and counted, never raised: a forged answer cannot
+  cut a request short (but a failure without data, which the protocol allows the platform
+  to send, cannot be authenticated: only the broker's ACL on the response topic guards
+  it); if no genuine answer comes, the timeout says how many were dropped.
 """
 
 from __future__ import annotations
@@ -323,15 +325,19 @@ class PlatformClient:
             raise CipherError(str(exc)) from None
 
     def _failure_message(self, key: bytes, data: Any) -> str:
-        # A failure may carry encrypted details ({"message": ...}); only authenticated text
-        # is shown, anything else is reduced to a generic sentence.
-        if isinstance(data, str) and data:
-            assert self._cipher is not None  # made by the request this answers
-            try:
-                details = loads(self._cipher.open(key, data), "the error data")
-            except (CipherError, BadBody):
-                return "no details (the error data did not authenticate)"
-            if isinstance(details, dict) and isinstance(details.get("message"), str):
-                return str(details["message"])
-            return json.dumps(details)[:200]
-        return "no details"
+        """A failure's message: its encrypted details' ``message``, or "no details" for a
+        failure without data (which the protocol allows). A failure whose data does not
+        authenticate raises CipherError: it is dropped like a forged success, not taken
+        as the answer."""
+        if data is None or data == "":
+            return "no details"
+        if not isinstance(data, str):
+            raise CipherError("'data' must be a base64 string")
+        assert self._cipher is not None  # made by the request this answers
+        try:
+            details = loads(self._cipher.open(key, data), "the error data")
+        except BadBody as exc:
+            raise CipherError(str(exc)) from None
+        if isinstance(details, dict) and isinstance(details.get("message"), str):
+            return str(details["message"])
+        return json.dumps(details)[:200]
