@@ -898,6 +898,11 @@ def test_each_protocol_error_tells_the_phone_what_went_wrong() -> None:
              (ErrorCode.MALFORMED, 4, "PAKE_START is version + 33 bytes")),
             (Frame(MsgType.PAKE_START, start.sid, b"\x07" + start.body[1:]),
              (ErrorCode.VERSION, 4, "this hub speaks protocol version 1")),
+            # the hub's own side ("I'm B, but I got a message from B"), and not a point
+            (Frame(MsgType.PAKE_START, start.sid, b"\x01B" + start.body[2:]),
+             (ErrorCode.MALFORMED, 4, secure_protocol.BAD_MESSAGE_A)),
+            (Frame(MsgType.PAKE_START, start.sid, b"\x01A" + b"\xff" * 32),
+             (ErrorCode.MALFORMED, 4, secure_protocol.BAD_MESSAGE_A)),
             (Frame(MsgType.DATA, start.sid, bytes(40)),
              (ErrorCode.UNEXPECTED, 4, "no handshake in progress for this session; start "
                                        "with PAKE_START")),

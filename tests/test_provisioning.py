@@ -6,6 +6,7 @@ tests/test_provisioning_e2e.py.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -68,6 +69,12 @@ def test_credentials_sealed_to_one_hub_cannot_be_opened_by_another_of_its_batch(
         codec.open_sealed(mine, op, tampered)
     with pytest.raises(codec.CodecError, match="epk"):
         codec.open_sealed(mine, op, {"epk": "nope", "sealed": box["sealed"]})
+    # a low-order point: cryptography refuses the exchange in its own words, not shown
+    zero = base64.b64encode(bytes(32)).decode()
+    with pytest.raises(codec.CodecError) as refused:
+        codec.open_sealed(mine, op, {"epk": zero, "sealed": box["sealed"]})
+    assert str(refused.value) == ("credentials: cannot be opened with this hub's key "
+                                  "(credentials.epk is not a usable X25519 public key)")
 
 
 def test_verification_code_is_six_digits_and_names_the_key() -> None:

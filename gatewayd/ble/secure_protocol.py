@@ -39,6 +39,7 @@ SEQ_LEN = 8
 TAG_LEN = 16
 MAX_MESSAGE_LEN = MAX_FRAME_LEN - 5 - SEQ_LEN - TAG_LEN  # a DATA frame's plaintext: 4067
 NO_SESSION = b"\x00\x00\x00\x00"
+BAD_MESSAGE_A = "the SPAKE2 message A is not a valid element from the phone's side"
 
 
 class MsgType(enum.IntEnum):
@@ -276,8 +277,10 @@ class PhoneHandshake:
         msg_b, mac = reply.body[:SPAKE2_MESSAGE_LEN], reply.body[SPAKE2_MESSAGE_LEN:]
         try:
             key = self._spake.finish(msg_b)
-        except Exception as exc:
-            raise ProtocolError(ErrorCode.MALFORMED, f"bad SPAKE2 message: {exc}") from None
+        except Exception:
+            raise ProtocolError(ErrorCode.MALFORMED, "the hub's SPAKE2 message B is not a "
+                                                     "valid element from the hub's side"
+                                ) from None
         keys = self.keys = SessionKeys.derive(key, self.msg_a, msg_b)
         if not hmac.compare_digest(mac, keys.confirmation("hub", self.msg_a, msg_b)):
             raise ProtocolError(ErrorCode.WRONG_CODE, "wrong setup code (the hub's "

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from gatewayd.ble.gatt import Characteristic, GattRequest, Service
 from gatewayd.ble.secure_protocol import (
+    BAD_MESSAGE_A,
     INFO_UUID,
     MAX_MESSAGE_LEN,
     NO_SESSION,
@@ -304,7 +305,9 @@ class SecureService:
         try:
             key = spake.finish(msg_a)
         except Exception as exc:
-            raise ProtocolError(ErrorCode.MALFORMED, f"bad SPAKE2 message: {exc}") from None
+            # The library's words ("I'm B, but I got a message from B") are for the log.
+            log.debug("BLE secure service: SPAKE2 refused message A: %s", exc)
+            raise ProtocolError(ErrorCode.MALFORMED, BAD_MESSAGE_A) from None
         # Counted now, refunded on a correct confirmation: see the module docstring.
         self.failures += 1
         keys = SessionKeys.derive(key, msg_a, msg_b)

@@ -150,8 +150,11 @@ def open_sealed(private: bytes, context: str, box: Any) -> Any:
             raise CodecError("credentials.sealed: must be base64 text")
         plaintext = AesGcmV1().open(_box_key(shared, epk, mine, context), sealed)
         return loads(plaintext, "the sealed credentials")
-    except (CipherError, ValueError) as exc:  # InvalidTag, a low-order point, not JSON
+    except (CipherError, BadBody) as exc:  # our own words: tampered, another key, not JSON
         raise CodecError(f"credentials: cannot be opened with this hub's key ({exc})") from None
+    except ValueError:  # cryptography's, for a low-order point: not words for a user
+        raise CodecError("credentials: cannot be opened with this hub's key (credentials.epk "
+                         "is not a usable X25519 public key)") from None
 
 
 def refresh_proof(token: str, nonce: bytes, hub_public: bytes) -> str:
