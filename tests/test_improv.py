@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gatewayd.ble import improv_codec as improv
-from gatewayd.ble.gatt import GattRequest
+from gatewayd.ble.gatt import MAX_MTUS, GattRequest
 from gatewayd.ble.improv_codec import Capability, Command, Error, State
 from gatewayd.ble.improv_service import ImprovRefused, ImprovService
 from gatewayd.onboarding.table import State as HubState
@@ -401,3 +401,21 @@ def test_reference_client_at_mtu_23_sees_wrong_password_then_provisions(
     finally:
         mock.stop()
         stop_world(small)
+
+
+def test_phones_whose_disconnect_was_missed_are_let_go() -> None:
+    """Notifications are cut for the smallest MTU the service knows: MTU-23 phones whose
+    disconnects never came (bluetoothd restarted) must neither stay forever nor keep the
+    notifications of the phones there now at 20 bytes."""
+    async def scenario() -> None:
+        svc, _ = service()
+        for i in range(40):  # stale connections, each with a new (random) address
+            await svc._read_state(request(device=f"/org/bluez/hci0/dev_00_00_00_00_00_{i:02X}"))
+        for i in range(MAX_MTUS):  # the phones connected now
+            await svc.rpc_write(improv.encode_frame(Command.IDENTIFY, b""),
+                                request(mtu=185, device=f"/org/bluez/hci0/dev_11_{i:02X}"))
+        assert svc._notify_len() == 182
+        assert len(svc._mtus) == MAX_MTUS
+        await svc.close()
+
+    run(scenario())

@@ -125,6 +125,20 @@ class GattRequest:
         return self.mtu - 3
 
 
+MAX_MTUS = 16  # connections whose MTU a service remembers (a missed disconnect leaves one)
+
+
+def remember_mtu(mtus: dict[str, int], request: GattRequest) -> None:
+    """Record the MTU of ``request``'s connection in ``mtus``, newest last, keeping the
+    newest :data:`MAX_MTUS`: a phone whose disconnect was missed (bluetoothd restarted,
+    a random address each time) must not stay forever, nor hold notifications of an
+    Improv service, which sends at the smallest MTU it knows, to its size."""
+    mtus.pop(request.device, None)
+    mtus[request.device] = request.mtu
+    while len(mtus) > MAX_MTUS:
+        del mtus[next(iter(mtus))]
+
+
 ReadHandler = Callable[[GattRequest], Awaitable[bytes]]
 WriteHandler = Callable[[bytes, GattRequest], Awaitable[None]]
 SubscribeHandler = Callable[[bool], Awaitable[None]]

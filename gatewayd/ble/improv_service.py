@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from gatewayd.ble.gatt import Characteristic, GattRequest, Service
+from gatewayd.ble.gatt import Characteristic, GattRequest, Service, remember_mtu
 from gatewayd.ble.improv_codec import (
     CAPABILITIES_UUID,
     ERROR_UUID,
@@ -263,7 +263,7 @@ class ImprovService:
     # ---- GATT ----------------------------------------------------------------------------
 
     async def _read_state(self, request: GattRequest) -> bytes:
-        self._mtus[request.device] = request.mtu
+        remember_mtu(self._mtus, request)
         return bytes([self._state])
 
     async def _read_error(self, request: GattRequest) -> bytes:
@@ -312,7 +312,7 @@ class ImprovService:
         """The RPC command characteristic's write handler; never raises."""
         # Feed before the first await: writes without response may be handled concurrently
         # and their pieces must stay in order.
-        self._mtus[request.device] = request.mtu
+        remember_mtu(self._mtus, request)
         try:
             frame = self._writer(request.device).feed(value, request.offset)
         except FrameError as exc:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gatewayd.ble.gatt import Characteristic, GattRequest, Service
+from gatewayd.ble.gatt import Characteristic, GattRequest, Service, remember_mtu
 from gatewayd.ble.secure_protocol import (
     BAD_MESSAGE_A,
     INFO_UUID,
@@ -173,7 +173,7 @@ class SecureService:
     # ---- GATT ----------------------------------------------------------------------------
 
     async def _read_info(self, request: GattRequest) -> bytes:
-        self._mtus[request.device] = request.mtu
+        remember_mtu(self._mtus, request)
         info = {"protocol": PROTOCOL_VERSION, **self.host.secure_summary(),
                 "locked": self.locked, "attempts_left": self.attempts_left}
         return encode_message(info)
@@ -181,7 +181,7 @@ class SecureService:
     async def rx_write(self, value: bytes, request: GattRequest) -> None:
         """The RX characteristic's write handler; never raises (errors become ERROR frames)."""
         device = request.device
-        self._mtus[device] = request.mtu
+        remember_mtu(self._mtus, request)
         reader = self._readers.get(device)
         if reader is None:
             reader = self._readers[device] = FrameReader()
