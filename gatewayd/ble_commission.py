@@ -63,9 +63,6 @@ APP_PATH = "/io/gatewayd/ble/commission"
 ADV_PATH = "/io/gatewayd/ble/commission_adv"
 MAX_LOCAL_NAME = 29  # bytes left in a 31-byte scan response after the AD header
 CLOSE_DELAY = 2.0  # after a successful pairing: time for the last notifications to leave
-WIFI_FIELDS = ("ssid", "psk", "hidden")
-# NetworkManager's scan cache names -> the auth types Improv's scan result spells out.
-IMPROV_AUTH = {"open": "NO", "wpa2": "WPA2", "wpa3": "WPA3", "wpa2/wpa3": "WPA2/WPA3"}
 
 PanelUrl = Callable[[], Awaitable[str | None]]
 TextHook = Callable[[str], Awaitable[str]]
