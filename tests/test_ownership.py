@@ -29,6 +29,7 @@ from tests.cloud_helpers import (
     retained_snapshot,
     run,
 )
+from tests.helpers import ctl
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
@@ -126,6 +127,48 @@ def test_a_reset_while_offline_releases_at_the_next_pairing(
     other_root = mqtt_username(OTHER[0])
     assert f"{other_root}/sweet-home/virtual-lamp/$state" in retained_snapshot(
         broker, f"{other_root}/#")
+
+
+def test_a_reset_with_the_daemon_stopped_releases_at_the_next_pairing(
+        world: tuple[Broker, SimPlatform], tmp_path: Path) -> None:
+    """`gatewayctl reset` while gatewayd is stopped cannot reach the cloud: it keeps the
+    account as a pending release (before: forgotten, its retained topics left for good),
+    and the daemon releases it, with the children it has, at the next pairing."""
+    broker, platform = world
+    store = store_in(tmp_path)
+    creds = creds_for(broker)
+    store.commit_pairing(None, creds)
+
+    async def published() -> None:
+        link = make_link()
+        link.add_device(make_child())
+        with Monitor(broker) as mon:
+            await link.start(creds)
+            await mon.await_for(f"{ROOT}/sweet-home/virtual-lamp/$state", "ready")
+        await link.stop()  # the daemon stops; its retained tree stays
+
+    run(published())
+    answer = json.loads(ctl("--socket", str(tmp_path / "none.sock"), "--json", "reset",
+                            "--state-dir", str(store.dir)).stdout)
+    assert answer["offline"] and answer["release_pending"]["root_topic"] == ROOT
+    restarted = StateStore(store.dir)
+    restarted.open()
+    assert restarted.state.release is not None and not restarted.state.paired
+
+    async def next_pairing() -> None:
+        link = make_link()  # the daemon started again, with its child
+        link.add_device(make_child())
+        step = CloudLinkStep(link, restarted, Ownership(link, timeout=3.0))
+        result = await step.connect(other_creds(broker), timeout=10)
+        assert result.ok, result
+        restarted.commit_pairing(None, other_creds(broker))
+        assert restarted.state.release is None
+        await link.stop()
+
+    run(next_pairing())
+    assert retained_snapshot(broker, f"{ROOT}/#") == {}
+    assert platform.ownership[-1]["device_id"] == HUB_ID
+    assert platform.ownership[-1]["children"] == ["virtual-lamp"]
 
 
 def test_pairing_again_with_the_same_account_releases_nothing(

@@ -77,7 +77,10 @@ class Ownership:
                 self.last = {"root_topic": pending.cloud.root, "released": False,
                              "reason": result.reason}
                 return False
-            return await self.release(pending.devices)
+            # The hub and the children it has now: a reset made with the daemon stopped
+            # (gatewayctl) could name the hub only.
+            devices = tuple(dict.fromkeys([*pending.devices, *self.link.device_ids()]))
+            return await self.release(devices)
         finally:
             await self.link.stop(goodbye=False)
 

@@ -35,7 +35,7 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
     """
     state_dir = Path(args.state_dir or _sim_state_dir(args) or _config(args).state_dir)
     store = StateStore(state_dir, _config(args).hub.setup_code)
-    state = store.reset()
+    state = store.reset(keep_account=True)  # released by the daemon at the next pairing
     forgotten = []
     if args.full:
         for name in ZIGBEE_FILES:
@@ -65,6 +65,8 @@ def cmd_reset(args: argparse.Namespace, client: Client) -> int:
         result = _offline_reset(args)
         if not args.json:
             print(f"gatewayd is not running; reset the state in {result['state_dir']} directly.")
+            if result.get("release_pending"):
+                print("The old cloud account is released when the hub is next paired.")
             print("Start gatewayd again (systemctl start gatewayd) to pair the hub.")
             return 0
     emit(args, result, lambda r: print(f"Hub reset; state: {r.get('state')}. "
