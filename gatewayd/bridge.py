@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 from gatewayd import homie
 from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee.radio import (
-    DB_FILE,
     SHUTDOWN_SECONDS,
     FastPaths,
     RadioError,
     RadioUnavailable,
     fast_paths,
+    forget_network,
     ncp_version,
     preload,
     radio_request,
@@ -54,6 +54,7 @@ from gatewayd.zigbee.children import Children
 from gatewayd.zigbee.coalesce import Coalescer, Key
 from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
 from gatewayd.zigbee.inputs import BridgeError, parse_ieee, parse_install_code
+from gatewayd.zigbee.left import LEFT_FILE, LeftDevices
 from gatewayd.zigbee.permits import PermitJoin
 from gatewayd.zigbee.status_line import StatusLine
 
@@ -74,16 +75,14 @@ class ZigbeeBridge:
                  availability_interval: float = 60.0, mains_timeout: float = 600.0,
                  battery_timeout: float = 25 * 3600.0,
                  shutdown_timeout: float = SHUTDOWN_SECONDS) -> None:
-        self.cfg = cfg
-        self.state_dir = Path(state_dir)
-        self.publisher = publisher
-        self.hub = hub
+        self.cfg, self.state_dir, self.publisher, self.hub = cfg, Path(state_dir), publisher, hub
         self.retry_min, self.retry_max, self.shutdown_timeout = (retry_min, retry_max,
                                                                  shutdown_timeout)
         self.availability_interval, self.mains_timeout, self.battery_timeout = (
             availability_interval, mains_timeout, battery_timeout)
         self.app: ControllerApplication | None = None
         self.children = Children()  # by IEEE text; .of(device object) on the hot path
+        self.left = LeftDevices(self.state_dir / LEFT_FILE)  # `lost` across restarts
         self.status_line = StatusLine(status_text, self.children)  # STATUS=, gatewayctl
         self.last_error: str | None = None
         self.radio_up = asyncio.Event()
@@ -147,8 +146,8 @@ class ZigbeeBridge:
             self.publisher.remove_device(child_id)
             self.coalescer.forget(child_id)
         self.children.clear()
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            (self.state_dir / f"{DB_FILE}{suffix}").unlink(missing_ok=True)
+        self.left.clear()
+        forget_network(self.state_dir)
         log.warning("zigbee: network forgotten; forming a new one")
         self._hub_value("status", "starting")  # not "ready" while the new network forms
         self._count()
@@ -252,7 +251,8 @@ class ZigbeeBridge:
             return
         before = child.plan
         child.make_plan()
-        state = child.state if child.state == "lost" else child.normal_state
+        lost = child.state == "lost" or str(dev.ieee) in self.left
+        state = "lost" if lost else child.normal_state
         if child.homie is not None and child.plan == before:
             # The radio came back: same device, same description; only $state changes.
             child.attach()
@@ -265,6 +265,7 @@ class ZigbeeBridge:
     # -- zigpy application events (ControllerApplication listener) -----------------------------
     def device_joined(self, dev: Any) -> None:
         child = self._child(dev)
+        self.left.discard(str(dev.ieee))
         self.alerts.joined(child)
         child.state = "init"
         if child.homie is None:
@@ -325,11 +326,13 @@ class ZigbeeBridge:
         child = self.children.get(str(dev.ieee))
         if child is not None:
             log.info("zigbee: %s left the network", child.device_id)
+            self.left.add(str(dev.ieee))
             self.alerts.left(child)
             self._set_state(child, "lost")
 
     def device_removed(self, dev: Any) -> None:
         child = self.children.pop(str(dev.ieee), None)
+        self.left.discard(str(dev.ieee))
         if child is not None:
             child.detach()
             self.coalescer.forget(child.device_id)
@@ -444,9 +447,8 @@ class ZigbeeBridge:
 
     @property
     def sim(self) -> SimLink | None:
-        """The simulated radio's injection interface (``gatewayctl zigbee sim``): the
-        virtual radio's, or the NCP emulator's at ``zigbee.sim_control``; None for a real
-        radio."""
+        """``gatewayctl zigbee sim``: the virtual radio's, or the NCP emulator's at
+        ``zigbee.sim_control``; None for a real radio."""
         if self._sim is None:
             self._sim = sim_link(self.virtual, self.cfg.sim_control)
         return self._sim
@@ -459,11 +461,9 @@ class ZigbeeBridge:
         """For ``gatewayctl status``; never the network key."""
         app = self.app if self.radio_up.is_set() else None
         info = app.state.network_info if app is not None else None
-        return {
-            "radio": self.cfg.radio, "up": app is not None, "error": self.last_error,
-            "ncp_version": ncp_version(app) if app is not None else None,
-            "channel": int(info.channel) if info else None,
-            "pan_id": f"0x{int(info.pan_id):04x}" if info else None,
-            "devices": len(self.children), "permit_join": self.permit_remaining(),
-            "fast_path": self.fast.counts(),
-        }
+        return {"radio": self.cfg.radio, "up": app is not None, "error": self.last_error,
+                "ncp_version": ncp_version(app) if app is not None else None,
+                "channel": int(info.channel) if info else None,
+                "pan_id": f"0x{int(info.pan_id):04x}" if info else None,
+                "devices": len(self.children), "permit_join": self.permit_remaining(),
+                "fast_path": self.fast.counts()}

@@ -526,6 +526,37 @@ def test_device_leaving_is_lost(radio: Radio) -> None:
     run(main())
 
 
+def test_a_device_that_left_is_still_lost_after_a_restart_until_it_rejoins(
+        radio: Radio) -> None:
+    """zigpy keeps a device that left in zigbee.db; before, a restart brought it back as
+    ready (a plug whose /set then timed out) instead of lost."""
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            plug = await join(bridge, pub, "plug")
+            await sim(bridge, "leave", ieee=plug)
+            await pub.state(dev_id(plug), "lost")
+            await bridge.stop()
+
+            bridge, pub = await started(radio)
+            await pub.state(dev_id(plug), "lost")
+            assert "ready" not in pub.states(dev_id(plug))
+            with pytest.raises(homie.CommandError) as refused:
+                await on_set(pub, dev_id(plug), "switch/on-off")(True)
+            assert refused.value.code == "GONE"
+            await pub.until(lambda: pub.lines[-1] == "zigbee: up, 1 device (1 lost)")
+
+            await bridge.permit_join(60)
+            await sim(bridge, "join", kind="plug", ieee=plug)  # back: no longer lost
+            await pub.state(dev_id(plug), "ready")
+            await bridge.stop()
+            bridge, pub = await started(radio)
+            await pub.state(dev_id(plug), "ready")
+            await bridge.stop()
+
+    run(main())
+
+
 def test_availability_pings_mains_devices_and_ages_battery_ones(radio: Radio) -> None:
     async def main() -> None:
         async with radio:

@@ -18,7 +18,8 @@ from gatewayd.ctl.zigbee import add_zigbee_commands
 from gatewayd.state import StateStore
 
 # What a full reset forgets besides the credentials: the Zigbee network (gatewayd.bridge).
-ZIGBEE_FILES = ("zigbee.db", "zigbee.db-wal", "zigbee.db-shm", "zigbee.db-journal")
+ZIGBEE_FILES = ("zigbee.db", "zigbee.db-wal", "zigbee.db-shm", "zigbee.db-journal",
+                "zigbee-left.json")
 
 
 def cmd_status(args: argparse.Namespace, client: Client) -> int:

@@ -19,6 +19,7 @@ line below it (:mod:`~gatewayd.zigbee.serial_reads` sizing its reads), and
 the NCP before each unicast, and :mod:`~gatewayd.zigbee.commands` frames a ``/set``'s
 command without zigpy's typed header; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate
 filter keeping compact keys instead of packets;
+:mod:`~gatewayd.zigbee.left` remembers the devices that left (``lost`` across restarts);
 :mod:`~gatewayd.zigbee.status_line` is the network's part of the hub's status line
 (systemd's ``STATUS=``); :mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP
 emulator's control port or the virtual radio) for ``gatewayctl zigbee sim``. The virtual

@@ -219,6 +219,12 @@ def zigpy_config(cfg: ZigbeeConfig, state_dir: Path) -> dict[str, Any]:
     return config
 
 
+def forget_network(state_dir: Path) -> None:
+    """Delete ``zigbee.db`` with its journals: zigpy forms a new network at the next start."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        (state_dir / f"{DB_FILE}{suffix}").unlink(missing_ok=True)
+
+
 def _explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
     where = f"zigbee.device = {path!r}" if cfg.radio != "virtual" else "the virtual radio"
     cause: BaseException | None = exc
