@@ -567,6 +567,9 @@ def test_window_endpoints(core_loop: asyncio.AbstractEventLoop) -> None:
         reply = client.post("/api/v1/ble/window", json=body)
         assert reply.status_code == 400, body
         assert reply.get_json()["error"]["message"].startswith(start)
+    reply = client.post("/api/v1/ble/window", json={"action": "open", "seconds": 0})
+    assert reply.get_json()["error"]["message"] == ("seconds: must be a number of seconds "
+                                                    "above 0, at most 86400")
 
     stub.enabled = False
     reply = client.post("/api/v1/ble/window", json={"action": "open"})

@@ -7,6 +7,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,3 +210,21 @@ def test_an_unexpected_error_answers_json_500_without_its_text(
     finally:
         server.stop()
     assert capsys.readouterr().err == f"gatewayctl: {INTERNAL_MESSAGE}\n"
+
+
+def test_zigbee_refusals_say_what_was_wrong(core_loop: asyncio.AbstractEventLoop) -> None:
+    """Before: an ieee that was a number was refused as "required"."""
+    from gatewayd.control.app import create_control_app
+    from gatewayd.control.zigbee import zigbee_blueprint
+    from gatewayd.runtime.corecall import CoreCall
+
+    call = CoreCall(core_loop)
+    bridge: Any = object()  # refused before the bridge is asked anything
+    app = create_control_app(object(), call,  # type: ignore[arg-type]
+                             extra=[zigbee_blueprint(bridge, call)])
+    client = app.test_client()
+    for body, message in (({}, "ieee: required"),
+                          ({"ieee": 5}, "ieee: must be text such as 8b:b3:00:00:00:00:00:01")):
+        reply = client.post("/api/v1/zigbee/remove", json=body)
+        assert reply.status_code == 400
+        assert reply.get_json()["error"] == {"code": "invalid", "message": message}

@@ -61,8 +61,8 @@ def ble_blueprint(commissioner: BleControl, call: CoreCall) -> Blueprint:
         if seconds is not None and (isinstance(seconds, bool)
                                     or not isinstance(seconds, int | float)
                                     or not 0 < seconds <= MAX_WINDOW_SECONDS):
-            raise ApiError(400, "invalid", f"seconds: must be a number of seconds, at most "
-                                           f"{MAX_WINDOW_SECONDS:.0f}")
+            raise ApiError(400, "invalid", f"seconds: must be a number of seconds above 0, "
+                                           f"at most {MAX_WINDOW_SECONDS:.0f}")
         if action == "close":
             return jsonify(call(commissioner.close_window, "control"))
 

@@ -47,8 +47,10 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
     @bp.post("/remove")
     def remove() -> Any:
         ieee = json_object_body().get("ieee")
-        if not isinstance(ieee, str):
+        if ieee is None:
             raise ApiError(400, "invalid", "ieee: required")
+        if not isinstance(ieee, str):
+            raise ApiError(400, "invalid", "ieee: must be text such as 8b:b3:00:00:00:00:00:01")
         return jsonify({"removed": run(bridge.remove, ieee)})
 
     @bp.post("/sim")

@@ -164,7 +164,8 @@ def request_from_fields(fields: Mapping[str, Any], presets: CloudConfig, *,
         usable_wifi = wifi if wifi_enabled else None
         if allow_wifi_only and usable_wifi is not None and not _cloud_given(fields) \
                 and not _presets_complete(presets):
-            log.info("Wi-Fi-only pairing request: the cloud account comes later")
+            # debug: front ends also parse to ask "would these presets work?", at start
+            log.debug("a Wi-Fi-only pairing request: the cloud account comes later")
             return PairingRequest(cloud=None, wifi=usable_wifi, source=source)
         cloud = cloud_from_fields(
             wsp=get("wsp", presets.wsp), token=get("token", presets.token),
