@@ -42,6 +42,8 @@ class FakeProvider:
         self.asking = asyncio.Event()
         self.release = asyncio.Event()
         self.release.set()
+        self.delay = 0.01
+        self.delays = 0  # how often the machine asked how long to wait before the next
 
     async def obtain(self) -> tuple[StepResult, CloudCredentials | None]:
         self.asked += 1
@@ -56,7 +58,8 @@ class FakeProvider:
         self.store.commit_provisioned(cloud, Registration("token", "hub-1", 1.0, 99.0))
 
     def retry_delay(self) -> float:
-        return 0.01
+        self.delays += 1
+        return self.delay
 
 
 def setup(tmp_path: Path, outcomes: list[StepResult | None] | None = None
@@ -136,6 +139,35 @@ def test_a_failure_leaves_nothing_and_the_next_attempt_follows(tmp_path: Path) -
             cloud.next_failure = None
             await ob.wait_for(lambda: ob.state == State.ONLINE and not ob.busy, 5)
             assert store.state.cloud == ISSUED
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_an_issued_account_that_cannot_be_saved_fails_and_the_next_operation_waits(
+        tmp_path: Path) -> None:
+    """Before: the failed write escaped the conclusion, which ended as an internal error
+    without the retry delay, and the driver asked the platform again at once, a new
+    operation each time, for as long as the storage failed."""
+    cfg, store, provider = setup(tmp_path)
+    provider.delay = 3600.0
+
+    async def scenario() -> None:
+        cloud = StubCloud()
+        ob = ProvisioningOnboarding(cfg, store, FakeWifi(ethernet=True), cloud, provider)
+        # A directory where the state file goes: the store's rename fails for real.
+        store.path.unlink()
+        store.path.mkdir()
+        (store.path / "keep").write_text("")
+        await ob.start()
+        try:
+            await ob.wait_for(lambda: ob.last_failure is not None and not ob.busy, 5)
+            assert ob.last_failure is not None
+            assert ob.last_failure.code == "storage-failed"
+            assert ob.state == State.UNPAIRED and cloud.connected is None
+            assert store.state.cloud is None and store.state.registration is None
+            assert provider.asked == 1 and provider.delays == 1
         finally:
             await ob.stop()
 

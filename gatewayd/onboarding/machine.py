@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 # What an attempt that crashed (a bug, or a library failing unexpectedly) tells the user.
 CRASHED = StepResult(False, Failure.WIFI_FAILED, "The hub hit an internal error while "
                      "connecting. Try again; if it keeps failing, restart the hub.")
+STORAGE_FAILED_REASON = ("The hub could not save the new settings: its storage is full or "
+                         "failing. Nothing was changed; try again, and if it keeps failing, "
+                         "the hub's storage needs attention.")
 T = TypeVar("T")
 Listener = Callable[[State, Progress], None]
 
@@ -431,10 +434,7 @@ class Onboarding(OfflineHandling):
                 log.info("joined Wi-Fi (cloud account still to come): %s", state.redacted())
         except OSError as exc:
             log.error("could not save the new credentials: %s", exc.strerror or exc)
-            return StepResult(False, Failure.STORAGE_FAILED,
-                              "The hub could not save the new settings: its storage is full "
-                              "or failing. Nothing was changed; try again, and if it keeps "
-                              "failing, the hub's storage needs attention.")
+            return StepResult(False, Failure.STORAGE_FAILED, STORAGE_FAILED_REASON)
         return StepResult(True)
 
     async def _attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from gatewayd.cloud.attempts import CHECK_ACCOUNT
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials, WifiCredentials
-from gatewayd.onboarding.machine import Onboarding
+from gatewayd.onboarding.machine import STORAGE_FAILED_REASON, Onboarding
 from gatewayd.onboarding.progress import LastFailure
 from gatewayd.onboarding.steps import (
     CloudStep,
@@ -135,12 +135,21 @@ class ProvisioningOnboarding(Onboarding):
             return
         self._provisioning = False
         provided, self._provided = self._provided, None
-        if result.ok and provided is not None:
-            self.provider.commit(provided)
-            self.last_failure = None
-            await self._fire(Event.SUCCEEDED)
-            return
+        # Before anything that can raise: whatever happens below, the next operation
+        # waits (a store that cannot be written must not have the platform asked again
+        # and again, a new operation and verification code each time).
         self._delay = self.provider.retry_delay()
+        if result.ok and provided is not None:
+            try:
+                self.provider.commit(provided)
+            except OSError as exc:
+                log.error("could not save the issued account: %s", exc.strerror or exc)
+                result = StepResult(False, Failure.STORAGE_FAILED, STORAGE_FAILED_REASON)
+            else:
+                self._delay = 0.0
+                self.last_failure = None
+                await self._fire(Event.SUCCEEDED)
+                return
         # As a failed attempt that stored nothing: unpaired with the reason (saved=True:
         # there is no unproven Wi-Fi network of this attempt to take back).
         await super()._conclude(result, None, None, True, timeout)
