@@ -166,21 +166,23 @@ def check_host(value: str, field: str = "host") -> str:
 
 
 def check_port(value: Any, field: str, *, allow_zero: bool = False) -> int:
+    # allow_zero is mqtts_port's rule, where 0 is valid: the message must not hide it.
+    rule = "a port number 0-65535 (0: no TLS)" if allow_zero else "a port number 1-65535"
     if value is None or value == "":
         if allow_zero:
             return 0
-        raise InvalidField(field, "is required: a port number 1-65535")
+        raise InvalidField(field, f"is required: {rule}")
     if isinstance(value, bool):
-        raise InvalidField(field, "must be a port number 1-65535")
+        raise InvalidField(field, f"must be {rule}")
     if isinstance(value, str):
         if not re.fullmatch(r"[0-9]{1,5}", value):
-            raise InvalidField(field, f"must be a port number 1-65535, got {value[:20]!r}")
+            raise InvalidField(field, f"must be {rule}, got {value[:20]!r}")
         value = int(value)
     if not isinstance(value, int):
-        raise InvalidField(field, "must be a port number 1-65535")
+        raise InvalidField(field, f"must be {rule}")
     low = 0 if allow_zero else 1
     if not low <= value <= 65535:
-        raise InvalidField(field, f"must be a port number 1-65535, got {value}")
+        raise InvalidField(field, f"must be {rule}, got {value}")
     return value
 
 

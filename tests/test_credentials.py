@@ -113,6 +113,15 @@ def test_ports_outside_1_to_65535_are_refused(value: Any) -> None:
 def test_the_tls_port_may_be_left_out() -> None:
     for empty in (None, "", 0, "0"):
         assert check_port(empty, "mqtts_port", allow_zero=True) == 0
+
+
+@pytest.mark.parametrize(("value", "got"), [(70000, ", got 70000"), ("-1", ", got '-1'"),
+                                            (True, ""), (1.0, "")])
+def test_a_refused_tls_port_is_told_its_range_with_0(value: Any, got: str) -> None:
+    # 0 is valid for mqtts_port (no TLS): a message saying 1-65535 would deny it.
+    with pytest.raises(InvalidField) as caught:
+        check_port(value, "mqtts_port", allow_zero=True)
+    assert str(caught.value) == f"mqtts_port: must be a port number 0-65535 (0: no TLS){got}"
     assert check_port(65535, "mqtts_port", allow_zero=True) == 65535
     with pytest.raises(InvalidField):
         check_port(65536, "mqtts_port", allow_zero=True)

@@ -122,7 +122,7 @@ def test_wifi_first_only_where_allowed_and_only_without_an_account() -> None:
     ({**FIELDS, "token": ""}, "token", "token: is required: the account token"),
     ({**FIELDS, "brport": "0"}, "brport", "brport: must be a port number 1-65535, got 0"),
     ({**FIELDS, "mqtts_port": "70000"}, "mqtts_port",
-     "mqtts_port: must be a port number 1-65535, got 70000"),
+     "mqtts_port: must be a port number 0-65535 (0: no TLS), got 70000"),
     ({**FIELDS, "rootTopic": "a/b"}, "rootTopic",
      "rootTopic: must be a single MQTT topic level (no '/', '+', '#')"),
     ({**FIELDS, "ssid": "x" * (MAX_FIELD_BYTES + 1)}, "ssid", "ssid: too long"),
