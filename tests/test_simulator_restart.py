@@ -25,7 +25,7 @@ from gatewayd.simulator.broker import Broker, sim_pki
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import CONN_IFACE, SETTINGS_IFACE, SETTINGS_PATH, NetworkManagerMock
 from gatewayd.simulator.procs import Child, start_time
-from tests.helpers import Gatewayd, wait_for
+from tests.helpers import Gatewayd, ctl, wait_for
 from tests.test_e2e_simulator import Sim, http_get
 from tests.test_simulator import _connect
 
@@ -110,6 +110,26 @@ def test_pairing_over_the_simulated_brokers_tls_listener(tmp_path: Path) -> None
         assert status["cloud"]["tls"] is True, status["cloud"]
         link = status["cloud_link"]
         assert link["tls"] is True and link["connected"] is True, link
+    finally:
+        assert sim.proc.stop(signal.SIGINT, timeout=30) == 0, sim.proc.output()
+
+
+def test_a_second_simulator_on_a_busy_workdir_is_refused_and_changes_nothing(
+        tmp_path: Path) -> None:
+    sim = Sim(tmp_path / "sim")
+    try:
+        sim_json = sim.workdir / "sim.json"
+        written = sim_json.read_text()
+        second = Gatewayd(["--simulate", "--workdir", str(sim.workdir)])
+        assert second.proc.wait(60) == 2, second.output()
+        assert sim_json.read_text() == written
+        assert (f"{sim.workdir.resolve()} is in use by another simulator "
+                f"(pid {sim.proc.proc.pid}); stop it or use another --workdir"
+                in second.output()), second.output()
+        assert "Traceback" not in second.output()
+        # The running world is still reachable the way sim.json tells.
+        assert ctl("--sim", str(sim.workdir), "platform", "log").returncode == 0
+        assert sim.status()["device_id"] == "dc-a6-32-12-34-56"
     finally:
         assert sim.proc.stop(signal.SIGINT, timeout=30) == 0, sim.proc.output()
 

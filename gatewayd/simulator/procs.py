@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,6 +89,32 @@ def reap_orphan(pidfile: Path, timeout: float = 10.0) -> None:
         wait_until(lambda: start_time(pid) != start, timeout,
                    f"{pidfile.stem} (pid {pid}) of a previous run to end")
     pidfile.unlink(missing_ok=True)
+
+
+def claim_workdir(workdir: Path) -> IO[str]:
+    """Hold ``workdir`` (``simulator.lock``) until the returned file is closed; raises,
+    naming the holder's pid, if another simulator holds it.
+
+    Taken before anything in the workdir changes: a refused second simulator must not
+    delete the running one's sim.json. An flock, because the kernel drops it however its
+    holder dies, so a ``kill -9`` never leaves the workdir claimed; the file is never
+    deleted (a successor could otherwise lock a new file while someone holds the old).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = open(workdir / "simulator.lock", "a+")  # held by the caller until it ends
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"  # "?": it locked but has not written yet
+        lock.close()
+        raise RuntimeError(f"{workdir} is in use by another simulator (pid {holder}); stop "
+                           "it or use another --workdir") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 class Child:

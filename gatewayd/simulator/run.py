@@ -13,6 +13,7 @@ from gatewayd.config import Config, with_overrides
 from gatewayd.daemon import Daemon, open_state
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.logsetup import Redactor
+from gatewayd.simulator.procs import claim_workdir
 from gatewayd.simulator.provisioning_model import (
     SIM_ENROLL_PASSWORD,
     SIM_SERIALS,
@@ -37,6 +38,18 @@ def run_simulator(config: Config, workdir: Path | None, redactor: Redactor, *,
                   platform: bool = True, ethernet: bool = False,
                   provisioning: str | None = None) -> int:
     workdir = (workdir or Path(tempfile.mkdtemp(prefix="gatewayd-sim-"))).resolve()
+    try:
+        claim = claim_workdir(workdir)
+    except (RuntimeError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    with claim:  # released once the world has stopped
+        return _run(config, workdir, redactor, platform=platform, ethernet=ethernet,
+                    provisioning=provisioning)
+
+
+def _run(config: Config, workdir: Path, redactor: Redactor, *, platform: bool,
+         ethernet: bool, provisioning: str | None) -> int:
     sim_json = workdir / "sim.json"
     sim_json.unlink(missing_ok=True)
     log.info("starting the simulated world in %s", workdir)
