@@ -74,3 +74,38 @@ def test_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
     finally:
         os.close(write_end)
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize(("content", "command", "problem"), [
+    ('{"control_socket": 5}', ["status"],
+     "control_socket: must be text (the control socket's path), got a number"),
+    ("[1]", ["status"], "must be a JSON object, got an array"),
+    ("{}", ["status"], "control_socket: missing (the control socket's path)"),
+    ("{", ["status"], "not JSON (Expecting property name enclosed in double quotes, line 2 "
+                      "column 1)"),
+    ('{"control_socket": "x", "state_dir": ""}', ["reset"],
+     "state_dir: must be text (the hub's state directory), got empty text"),
+    ('{"control_socket": "x", "platform": 3}', ["platform", "log"],
+     "platform: must be an object or null, got a number"),
+    ('{"control_socket": "x", "platform": {"control": "ftp://h"}}', ["platform", "operations"],
+     "platform.control: must be an http:// URL, got 'ftp://h'"),
+    ('{"control_socket": "x", "system_bus": null}', ["ble-pair", "--setup-code", "12345678"],
+     "system_bus: must be text (the simulator's D-Bus address), got null"),
+])
+def test_a_damaged_sim_json_is_named_with_its_key_and_exits_1(
+        tmp_path: Path, content: str, command: list[str], problem: str) -> None:
+    sim_json = tmp_path / "sim.json"
+    sim_json.write_text(content + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "DBUS_SYSTEM_BUS_ADDRESS"}
+    result = subprocess.run([str(BIN / "gatewayctl"), "--sim", str(tmp_path), *command],
+                            capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert (result.returncode, result.stderr) == (1, f"gatewayctl: {sim_json}: {problem}\n")
+    assert sim_json.read_text() == content + "\n"
+
+
+def test_a_command_that_needs_sim_json_says_so_when_there_is_none(tmp_path: Path) -> None:
+    result = ctl("--sim", str(tmp_path), "--json", "platform", "log", check=False)
+    message = (f"{tmp_path / 'sim.json'}: missing: the simulator writes it once ready "
+               f"(gatewayd --simulate --workdir {tmp_path})")
+    assert (result.returncode, result.stderr) == (1, f"gatewayctl: {message}\n")
+    assert json.loads(result.stdout) == {"error": message}

@@ -4,6 +4,7 @@
 errors, the output); the command modules (:mod:`~gatewayd.ctl.devices`,
 :mod:`~gatewayd.ctl.ble`, :mod:`~gatewayd.ctl.zigbee`) import it downward, and
 :mod:`~gatewayd.ctl.main` imports them to build the parser, so there is no cycle.
+:mod:`~gatewayd.ctl.simjson` reads a simulator's ``sim.json`` (``--sim DIR``) for them all.
 The console script is ``gatewayd.ctl.main:main``.
 
 May import: config, state (the offline reset) and, for ``ble-pair`` only, the phone client

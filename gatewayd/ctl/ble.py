@@ -14,10 +14,10 @@ import asyncio
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from gatewayd.ctl.client import Client, CtlError, emit
+from gatewayd.ctl.simjson import require_sim_json
 
 # Flags of ``ble-pair`` -> the /pair field names the pairing service validates.
 PAIR_OPTIONS = {"ssid": "ssid", "psk": "psk", "wsp": "wsp", "token": "token", "host": "host",
@@ -108,8 +108,7 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
 def _sim_bus(args: argparse.Namespace) -> None:
     """With --sim, the phone talks to the simulator's BlueZ (its private system bus)."""
     if getattr(args, "sim", None) and "DBUS_SYSTEM_BUS_ADDRESS" not in os.environ:
-        sim = json.loads((Path(args.sim) / "sim.json").read_text())
-        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = sim["system_bus"]
+        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = require_sim_json(args.sim).system_bus()
 
 
 def cmd_ble_pair(args: argparse.Namespace, client: Client) -> int:

@@ -14,6 +14,7 @@ from gatewayd.ctl.ble import add_ble_commands
 from gatewayd.ctl.client import EXIT_ERROR, RESET_WAIT, Client, CtlError, emit
 from gatewayd.ctl.devices import add_commands as add_device_commands
 from gatewayd.ctl.platform import add_platform_commands
+from gatewayd.ctl.simjson import read_sim_json
 from gatewayd.ctl.zigbee import add_zigbee_commands
 from gatewayd.state import StateStore
 
@@ -51,10 +52,8 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
 def _sim_state_dir(args: argparse.Namespace) -> str | None:
     if not args.sim:
         return None
-    sim_json = Path(args.sim) / "sim.json"
-    if sim_json.exists():
-        return str(json.loads(sim_json.read_text())["state_dir"])
-    return str(Path(args.sim) / "state")
+    sim = read_sim_json(args.sim)
+    return str(sim.state_dir() if sim is not None else Path(args.sim) / "state")
 
 
 def cmd_reset(args: argparse.Namespace, client: Client) -> int:
@@ -111,10 +110,10 @@ def resolve_socket(args: argparse.Namespace) -> Path:
     if args.socket:
         return Path(args.socket)
     if args.sim:
-        sim_json = Path(args.sim) / "sim.json"
-        if not sim_json.exists():  # the simulator never got ready: its default place
+        sim = read_sim_json(args.sim)
+        if sim is None:  # the simulator never got ready: its default place
             return Path(args.sim) / "run" / "control.sock"
-        return Path(json.loads(sim_json.read_text())["control_socket"])
+        return sim.control_socket()
     env = os.environ.get("GATEWAYD_SOCKET")
     if env:
         return Path(env)

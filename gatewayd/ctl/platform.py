@@ -16,10 +16,10 @@ import re
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from gatewayd.ctl.client import EXIT_UNREACHABLE, Client, CtlError, emit
+from gatewayd.ctl.simjson import require_sim_json
 
 HTTP_MARGIN = 10.0  # the socket waits this much longer than the request may take
 OPERATION_RE = re.compile(r"[0-9a-f]{6,32}")
@@ -119,8 +119,6 @@ def _op(text: str) -> str:
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
     url = _control_url(args)
     data = json.dumps(body).encode() if body is not None else None
-    if not url.startswith("http://"):
-        raise CtlError(f"sim.json: platform.control must be an http:// URL, got {url!r}")
     request = urllib.request.Request(f"{url}{path}", data=data, method=method,  # noqa: S310
                                      headers={"Content-Type": "application/json"})
     try:
@@ -154,11 +152,10 @@ def _print_operations(listing: dict[str, Any]) -> None:
 def _control_url(args: argparse.Namespace) -> str:
     if not args.sim:
         raise CtlError("the platform log is the simulator's: give --sim WORKDIR")
-    sim = json.loads((Path(args.sim) / "sim.json").read_text())
-    platform = sim.get("platform")
-    if not isinstance(platform, dict) or not platform.get("control"):
+    url = require_sim_json(args.sim).platform_control()
+    if url is None:
         raise CtlError("this simulator runs without the built-in platform (--no-platform)")
-    return str(platform["control"])
+    return url
 
 
 def _print_log(exchanges: list[dict[str, Any]]) -> None:
