@@ -245,6 +245,16 @@ def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
         assert sim.info["zigbee"]["port"].startswith("tcp://127.0.0.1:")
         assert ctl_json("--sim", workdir, "permit-join", "60")["permit_join"] == 60
         ieee = ctl_json("--sim", workdir, "zigbee", "sim", "join", "kind=plug")["result"]
+        # A mistake is named in the user's terms, never in Python's (interfaces.md §11).
+        for argv, message in (
+                (["join"], "join: kind is required (one of button, contact, light, motion, "
+                           "plug, th-sensor)"),
+                (["state"], "state: ieee is required (text such as 00:12:4b:00:01:02:03:04)"),
+                (["report", f"ieee={ieee}", "cluster=on_off", "attributes=x"],
+                 "attributes: must be an object of attribute names and raw values, such as "
+                 "{\"on_off\": 1}, got 'x'")):
+            refused = ctl("--sim", workdir, "zigbee", "sim", *argv, check=False)
+            assert (refused.returncode, refused.stderr) == (1, f"gatewayctl: {message}\n")
         device_id = "zigbee-" + ieee.replace(":", "")
         base = f"{account['username']}/sweet-home/{device_id}"
         monitor.wait_for(f"{base}/$state", "ready", timeout=30)

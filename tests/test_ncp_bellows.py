@@ -400,7 +400,7 @@ def test_install_codes_link_quality_and_an_unplugged_dongle(tmp_path: Path) -> N
             await ctl.call("report", ieee=PLUG, cluster="on_off", attributes={"on_off": 1})
             await events.until(lambda: reports.count, 5, "the report")
             assert dev.lqi == 77
-            with pytest.raises(ControlError, match="lqi: an integer"):
+            with pytest.raises(ControlError, match="lqi: must be an integer from 0 to 255"):
                 await ctl.call("set_link", ieee=PLUG, lqi="high")
 
             plan = await ctl.call("stream", count=20_000, rate=10)

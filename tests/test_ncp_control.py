@@ -33,16 +33,18 @@ def test_control_errors_name_what_was_wrong(tmp_path: Path) -> None:
                 '{"op": "bogus"}': "unknown op 'bogus'",
                 "not json": "not JSON",
                 '[1, 2]': "a request is a JSON object",
-                '{"op": "join", "kind": "lamp"}': "unknown device kind 'lamp'",
+                '{"op": "join", "kind": "lamp"}': "kind: must be one of button, contact, "
+                                                  "light, motion, plug, th-sensor, got 'lamp'",
                 '{"op": "join", "kind": "plug"}': "permit join is closed",
-                '{"op": "leave"}': "bad arguments for leave",
+                '{"op": "leave"}': "leave: ieee is required (text such as "
+                                   "00:12:4b:00:01:02:03:04)",
                 '{"op": "leave", "ieee": "nonsense"}': "not an IEEE address",
                 '{"op": "leave", "ieee": "00:11:22:33:44:55:66:77"}': "no simulated device",
                 '{"op": "fault"}': "fault needs one of",
                 '{"op": "fault", "noise": 1.5}': "noise rate must be",
                 '{"op": "fault", "delay_ms": -1}': "delay_ms must be",
                 '{"op": "report", "ieee": "00:11:22:33:44:55:66:77", "cluster": "on_off",'
-                ' "attributes": {}}': "network is not up",
+                ' "attributes": {"on_off": 1}}': "network is not up",
             }
             for line, error in cases.items():
                 reader, writer = await asyncio.open_connection("127.0.0.1", emu.control_port)
@@ -67,6 +69,73 @@ def test_control_errors_name_what_was_wrong(tmp_path: Path) -> None:
         await emu.stop()
 
     run_async(main(), 30)
+
+
+IEEE = "00:11:22:33:44:55:66:77"
+# What a user may get wrong in a request, and the answer, whole: it names the argument and
+# never quotes Python (a missing positional argument, 'list' object has no attribute...).
+BAD_ARGUMENTS = {
+    '{"op": "join"}':
+        "join: kind is required (one of button, contact, light, motion, plug, th-sensor)",
+    '{"op": "join", "kind": ["plug"]}':
+        "kind: must be one of button, contact, light, motion, plug, th-sensor, got an array",
+    '{"op": "join", "kind": "plug", "wait": "yes"}': "wait: must be true or false, got 'yes'",
+    '{"op": "device"}': "device: ieee is required (text such as 00:12:4b:00:01:02:03:04)",
+    '{"op": "device", "ieee": ["x"]}':
+        "ieee: must be text such as 00:12:4b:00:01:02:03:04, got an array",
+    f'{{"op": "report", "ieee": "{IEEE}", "cluster": "on_off", "attributes": "x"}}':
+        'attributes: must be an object of attribute names and raw values, such as '
+        '{"on_off": 1}, got \'x\'',
+    f'{{"op": "report", "ieee": "{IEEE}", "attributes": {{"on_off": 1}}}}':
+        "report: cluster is required (text: a zigpy cluster name such as on_off)",
+    f'{{"op": "command", "ieee": "{IEEE}", "cluster": "on_off", "command": 7}}':
+        "command: must be text: a zigpy command name such as toggle, got a number",
+    f'{{"op": "set_link", "ieee": "{IEEE}", "lqi": "high"}}':
+        "lqi: must be an integer from 0 to 255, got 'high'",
+    f'{{"op": "silence", "ieee": "{IEEE}", "colour": "red"}}':
+        "silence takes no colour (it takes ieee, silent)",
+    '{"op": "stream", "count": 5, "start_at": "soon"}':
+        "start_at: must be a number (the event loop's clock), or null for now, got 'soon'",
+    '{"op": "fault", "noise": "lots"}':
+        "noise: must be a number from 0 up to 1, such as 0.01, got 'lots'",
+    '{"op": "kinds", "all": true}': "kinds takes no all (it takes nothing)",
+}
+
+
+def test_bad_arguments_are_named_and_python_is_never_quoted(tmp_path: Path) -> None:
+    async def main() -> None:
+        emu = await Emulator(tmp_path / "ncp.json").start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", emu.control_port)
+        try:
+            for line, error in BAD_ARGUMENTS.items():
+                writer.write(line.encode() + b"\n")
+                assert json.loads(await reader.readline()) == {"ok": False, "error": error}
+        finally:
+            writer.close()
+            await emu.stop()
+
+    run_async(main(), 30)
+
+
+def test_an_unexpected_failure_is_a_fixed_internal_error_with_details_in_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        emu = await Emulator(tmp_path / "ncp.json").start()
+
+        def broken() -> None:
+            raise AttributeError("'NoneType' object has no attribute 'secret_detail'")
+
+        emu.control.ops["devices"] = broken
+        async with ControlClient(emu.control_port or 0) as ctl:
+            reply = await ctl.request({"op": "devices"})
+        await emu.stop()
+        assert reply == {"ok": False, "error": "internal error in devices; the details are "
+                                               "in the emulator's log"}
+
+    run_async(main(), 30)
+    failed = [r for r in caplog.records if r.getMessage() == "control: devices failed"]
+    assert failed and failed[0].exc_info is not None
+    assert "secret_detail" in str(failed[0].exc_info[1])
 
 
 def test_state_file_is_written_atomically_and_checked(tmp_path: Path) -> None:

@@ -33,6 +33,26 @@ def test_actions_and_their_keys_are_checked_in_one_place() -> None:
         check_action(None, {})
     with pytest.raises(SimError, match="leave takes no colour"):
         check_action("leave", {"ieee": "x", "colour": "red"})
+    # Required and typed, named in the user's terms (gatewayd.zigbee.simargs), for both
+    # radios and the control socket alike.
+    for action, args, message in (
+            ("join", {}, "join: kind is required (one of button, contact, light, motion, "
+                         "plug, th-sensor)"),
+            ("state", {}, "state: ieee is required (text such as 00:12:4b:00:01:02:03:04)"),
+            ("state", {"ieee": ["x"]},
+             "ieee: must be text such as 00:12:4b:00:01:02:03:04, got an array"),
+            ("report", {"ieee": "x", "cluster": "on_off", "attributes": "x"},
+             "attributes: must be an object of attribute names and raw values, such as "
+             "{\"on_off\": 1}, got 'x'"),
+            ("noise", {}, "noise: rate is required (a number from 0 up to 1: the share of "
+                          "bytes corrupted or lost, such as 0.01)"),
+            ("slow", {"ms": "fast"}, "ms: must be a number of milliseconds from 0 to 60000, "
+                                     "such as 200, got 'fast'"),
+            ("stream", {"count": True}, "count: must be an integer: how many reports, got "
+                                        "true or false")):
+        with pytest.raises(SimError) as refused:
+            check_action(action, args)
+        assert str(refused.value) == message
     assert parse_address("127.0.0.1:4000") == ("127.0.0.1", 4000)
     assert parse_address("[::1]:4000") == ("::1", 4000)
     for bad in ("127.0.0.1", "host:port", ":80", "127.0.0.1:70000"):
@@ -49,16 +69,16 @@ def test_the_emulator_link_maps_actions_to_the_control_port(tmp_path: Path) -> N
                 "button", "contact", "light", "motion", "plug", "th-sensor"]
             with pytest.raises(SimError, match="permit join is closed"):
                 await link.call("join", {"kind": "plug"})
-            with pytest.raises(SimError, match="bad arguments for leave"):
+            with pytest.raises(SimError, match="leave: ieee is required"):
                 await link.call("leave", {})
             assert await link.call("list", {}) == []
             assert await link.call("noise", {"rate": 0.02}) == {"noise": 0.02}
             assert await link.call("slow", {"ms": 5}) == {"delay_ms": 5.0}
             with pytest.raises(SimError, match="noise rate must be"):
                 await link.call("noise", {"rate": 1})
-            with pytest.raises(SimError, match="delay_ms: a number"):
+            with pytest.raises(SimError, match="ms: must be a number"):
                 await link.call("slow", {"ms": "fast"})
-            with pytest.raises(SimError, match=r"noise needs rate=\.\.\., e\.g\. noise 0\.01"):
+            with pytest.raises(SimError, match=r"noise: rate is required \(.*such as 0\.01\)"):
                 await link.call("noise", {})
             counters = await link.call("counters", {})
             assert (counters["noise"], counters["delay_ms"]) == (0.02, 5.0)
@@ -89,11 +109,28 @@ def test_the_virtual_radio_has_no_wire_to_fault(tmp_path: Path) -> None:
                 await link.call(action, args)
         with pytest.raises(SimError, match="not running"):
             await link.call("join", {"kind": "plug"})
-        with pytest.raises(SimError, match="bad arguments for leave"):
+        with pytest.raises(SimError, match="leave: ieee is required"):
             await link.call("leave", {})
         assert await link.call("list", {}) == []
 
     run_async(main())
+
+
+def test_a_bug_in_the_virtual_radio_is_an_internal_error_with_details_in_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from gatewayd.zigbee.virtual.radio import VirtualNetwork
+
+    network = VirtualNetwork(tmp_path / "world.json")
+
+    def broken() -> None:
+        raise AttributeError("'NoneType' object has no attribute 'secret_detail'")
+
+    network.list = broken  # type: ignore[method-assign]
+    with pytest.raises(SimError) as refused:
+        run_async(VirtualLink(network).call("list", {}))
+    assert str(refused.value) == "internal error in list; the details are in the hub's log"
+    failed = [r for r in caplog.records if r.getMessage() == "zigbee sim list failed"]
+    assert failed and "secret_detail" in str(failed[0].exc_info and failed[0].exc_info[1])
 
 
 class Client:

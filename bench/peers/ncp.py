@@ -32,8 +32,12 @@ from typing import Any
 from gatewayd.simulator.ncp.emulator import Emulator
 from gatewayd.simulator.ncp.ncp import forget_network
 from gatewayd.simulator.procs import Child, free_port, port_open, wait_until
+from gatewayd.zigbee.simargs import Arg, Signature
 
 CONTROL_TIMEOUT = 60.0
+FACTORY_NEW = Signature(("ieees",), ("kind",), own=(
+    ("ieees", Arg("an array of IEEE addresses (text)",
+                  lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v))),))
 
 
 def factory_new(emulator: Emulator, ieees: list[str], kind: str = "plug") -> dict[str, Any]:
@@ -53,7 +57,8 @@ def factory_new(emulator: Emulator, ieees: list[str], kind: str = "plug") -> dic
 
 async def _serve(args: argparse.Namespace) -> None:
     emulator = Emulator(args.state, port=args.port, control_port=args.control_port)
-    emulator.control.ops["factory_new"] = lambda **kw: factory_new(emulator, **kw)
+    emulator.control.add_op("factory_new", lambda **kw: factory_new(emulator, **kw),
+                            FACTORY_NEW)
     await emulator.start()
     print(f"ncp {emulator.url} control {emulator.control_port}", flush=True)
     stop = asyncio.Event()

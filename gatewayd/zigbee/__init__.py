@@ -22,7 +22,8 @@ filter keeping compact keys instead of packets;
 :mod:`~gatewayd.zigbee.left` remembers the devices that left (``lost`` across restarts);
 :mod:`~gatewayd.zigbee.status_line` is the network's part of the hub's status line
 (systemd's ``STATUS=``); :mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP
-emulator's control port or the virtual radio) for ``gatewayctl zigbee sim``. The virtual
+emulator's control port or the virtual radio) for ``gatewayctl zigbee sim``, whose
+arguments :mod:`~gatewayd.zigbee.simargs` checks (the emulator's control port too). The virtual
 radio and the device model live in :mod:`gatewayd.zigbee.virtual`.
 
 Modules that import zigpy (``radio`` once it starts a controller, ``child``, ``fastpath``,

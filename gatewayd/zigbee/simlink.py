@@ -6,33 +6,44 @@ reaches its JSON-lines control port at ``[zigbee] sim_control``. The zigpy-level
 radio (``radio = "virtual"``) runs inside the hub. :class:`EmulatorLink` and
 :class:`VirtualLink` give both the same actions (:data:`SIM_ACTIONS`, docs/interfaces.md
 §11) with the same results, so the control socket, the tests and the benchmarks need not
-know which one runs. Wire faults (:data:`WIRE_FAULTS`) exist on the emulator only.
+know which one runs. Wire faults (:data:`WIRE_FAULTS`) exist on the emulator only. Each
+action's arguments are checked before either radio sees them (:func:`check_action`, with
+:mod:`gatewayd.zigbee.simargs`, which the emulator's control port uses too).
 
 :class:`ControlClient` is the client side of the emulator's control protocol: one JSON
 object per line each way (``{"op": ..., ...}`` -> ``{"ok": true, "result": ...}``).
 
-Standard library only: nothing here imports zigpy.
+Standard library and the device catalog (plain data) only: nothing here imports zigpy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any, Protocol
+
+from gatewayd.zigbee.simargs import NOISE_RATE, ArgumentError, Signature, check_args
+
+log = logging.getLogger(__name__)
 
 MAX_LINE = 1 << 20  # one request or reply, bytes
 
-# action -> the keys it takes. What both simulated radios do:
-SIM_ACTIONS: dict[str, tuple[str, ...]] = {
-    "join": ("kind", "ieee", "install_code"), "leave": ("ieee",),
-    "silence": ("ieee", "silent"), "report": ("ieee", "cluster", "attributes", "endpoint"),
-    "command": ("ieee", "cluster", "command", "args", "endpoint"),
-    "set_link": ("ieee", "lqi"), "unplug": (), "replug": (), "list": (), "kinds": (),
-    "state": ("ieee",),
-    "stream": ("count", "rate", "cluster", "attribute", "start_at", "modulo", "offset"),
-    "stream_status": (), "stream_stop": (),
+# action -> the keys it takes (required, optional). What both simulated radios do:
+SIM_ACTIONS: dict[str, Signature] = {
+    "join": Signature(("kind",), ("ieee", "install_code")), "leave": Signature(("ieee",)),
+    "silence": Signature(("ieee",), ("silent",)),
+    "report": Signature(("ieee", "cluster", "attributes"), ("endpoint",)),
+    "command": Signature(("ieee", "cluster", "command"), ("args", "endpoint")),
+    "set_link": Signature(("ieee", "lqi")), "unplug": Signature(), "replug": Signature(),
+    "list": Signature(), "kinds": Signature(), "state": Signature(("ieee",)),
+    "stream": Signature(("count",), ("rate", "cluster", "attribute", "start_at", "modulo",
+                                     "offset")),
+    "stream_status": Signature(), "stream_stop": Signature(),
     # the wire between the hub and the NCP (emulator only):
-    "reset": (), "drop": (), "noise": ("rate",), "slow": ("ms",), "counters": (),
+    "reset": Signature(), "drop": Signature(),
+    "noise": Signature(("rate",), own=(("rate", NOISE_RATE),)), "slow": Signature(("ms",)),
+    "counters": Signature(),
 }
 WIRE_FAULTS = ("reset", "drop", "noise", "slow", "counters")
 
@@ -122,12 +133,14 @@ class SimLink(Protocol):
 
 
 def check_action(action: Any, args: dict[str, Any]) -> str:
-    """The action's name, if it is one and ``args`` are keys it takes; else SimError."""
+    """The action's name, if it is one and ``args`` are the arguments it takes, each of its
+    type (:func:`gatewayd.zigbee.simargs.check_args`); else SimError naming what is wrong."""
     if not isinstance(action, str) or action not in SIM_ACTIONS:
         raise SimError(f"action: one of {', '.join(SIM_ACTIONS)}")
-    unknown = set(args) - set(SIM_ACTIONS[action])
-    if unknown:
-        raise SimError(f"{action} takes no {', '.join(sorted(unknown))}")
+    try:
+        check_args(action, args, SIM_ACTIONS[action])
+    except ArgumentError as exc:
+        raise SimError(str(exc)) from None
     return action
 
 
@@ -159,10 +172,7 @@ class EmulatorLink:
         op, fixed = self._OPS.get(action, (action, {}))
         request = {**args, **fixed}
         if action in ("noise", "slow"):
-            key = SIM_ACTIONS[action][0]
-            if key not in args:
-                raise SimError(f"{action} needs {key}=..., e.g. {action} "
-                               f"{'0.01' if action == 'noise' else '200'}")
+            key = SIM_ACTIONS[action].required[0]
             op, request = "fault", {"noise" if action == "noise" else "delay_ms": args[key]}
         try:
             result = await self.client.call(op, **request)
@@ -195,10 +205,13 @@ class VirtualLink:
                            "simulator)")
         try:
             return getattr(self.network, action)(**args)
-        except TypeError as exc:  # a key the action needs is missing
-            raise SimError(f"bad arguments for {action}: {exc}") from None
         except ValueError as exc:  # VirtualRadioError: an event that cannot happen
             raise SimError(str(exc)) from None
+        except Exception:
+            # A bug, not the caller's mistake: its Python text is for the log only.
+            log.exception("zigbee sim %s failed", action)
+            raise SimError(f"internal error in {action}; the details are in the hub's "
+                           "log") from None
 
     async def close(self) -> None:
         return None

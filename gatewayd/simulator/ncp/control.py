@@ -2,7 +2,9 @@
 
 One request per line, ``{"op": NAME, ...arguments}``; one reply per line,
 ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}`` saying what was
-wrong (never a traceback). An ``id`` in the request is echoed in the reply.
+wrong in the request's terms (:data:`OPS` and :mod:`gatewayd.zigbee.simargs` check the
+arguments first; a bug gives a fixed "internal error" and goes to the log, never Python's
+text to the caller). An ``id`` in the request is echoed in the reply.
 
 Ops: ``status``, ``devices``, ``device {ieee}``, ``join {kind, ieee?, wait?,
 install_code?}``, ``leave {ieee}``, ``silence {ieee, silent?}``, ``set_link {ieee, lqi}``,
@@ -24,11 +26,23 @@ from typing import Any
 
 from gatewayd.simulator.ncp.air import KINDS, Air, AirError
 from gatewayd.simulator.ncp.server import NcpServer
-from gatewayd.zigbee.simlink import MAX_LINE, ControlClient, ControlError
+from gatewayd.zigbee.simargs import ArgumentError, Signature, check_args
+from gatewayd.zigbee.simlink import MAX_LINE, SIM_ACTIONS, ControlClient, ControlError
 
 __all__ = ["Control", "ControlClient", "ControlError", "ControlServer"]
 
 log = logging.getLogger(__name__)
+
+# op -> the arguments it takes; those it shares with the hub's `zigbee sim` actions are
+# theirs, so that both are checked alike (gatewayd.zigbee.simargs).
+OPS: dict[str, Signature] = {
+    **{op: SIM_ACTIONS[op] for op in ("leave", "silence", "set_link", "report", "command",
+                                      "stream", "stream_status", "stream_stop", "kinds",
+                                      "counters")},
+    "status": Signature(), "devices": Signature(), "device": SIM_ACTIONS["state"],
+    "join": Signature(("kind",), ("ieee", "wait", "install_code")),
+    "fault": Signature((), ("reset", "drop", "unplug", "replug", "noise", "delay_ms")),
+}
 
 
 class Control:
@@ -43,6 +57,12 @@ class Control:
             "fault": self.fault, "counters": server.counters_json, "stream": air.stream,
             "stream_status": air.stream_status, "stream_stop": air.stream_stop,
             "kinds": lambda: sorted(KINDS)}
+        self.signatures = dict(OPS)
+
+    def add_op(self, name: str, func: Callable[..., Any], signature: Signature) -> None:
+        """One more op (a benchmark's), its arguments checked as the others' are."""
+        self.ops[name] = func
+        self.signatures[name] = signature
 
     def network(self) -> dict[str, Any]:
         net = self.ncp.nvram.network
@@ -72,20 +92,19 @@ class Control:
                     delay_ms: float | None = None) -> dict[str, Any]:
         if not (reset or drop or unplug or replug or noise is not None
                 or delay_ms is not None):
-            raise ValueError("fault needs one of reset, drop, unplug, replug, noise, delay_ms")
+            raise AirError("fault needs one of reset, drop, unplug, replug, noise, delay_ms")
         if unplug and replug:
-            raise ValueError("fault: unplug or replug, not both")
-        for name, value in (("noise", noise), ("delay_ms", delay_ms)):
-            if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, int | float)):
-                raise ValueError(f"{name}: a number, got {value!r}")
+            raise AirError("fault: unplug or replug, not both")
         done: dict[str, Any] = {}
-        if noise is not None:
-            self.server.set_noise(float(noise))
-            done["noise"] = self.server.noise.rate
-        if delay_ms is not None:
-            self.server.set_delay(float(delay_ms))
-            done["delay_ms"] = self.server.delay * 1000
+        try:  # the server checks the ranges
+            if noise is not None:
+                self.server.set_noise(float(noise))
+                done["noise"] = self.server.noise.rate
+            if delay_ms is not None:
+                self.server.set_delay(float(delay_ms))
+                done["delay_ms"] = self.server.delay * 1000
+        except ValueError as exc:
+            raise AirError(str(exc)) from None
         if reset:
             done["reset"] = self.server.reset()
         if drop:
@@ -104,21 +123,22 @@ class Control:
             reply["id"] = request["id"]
         args = {k: v for k, v in request.items() if k not in ("op", "id")}
         op = request.get("op")
-        func = self.ops.get(op) if isinstance(op, str) else None
-        if func is None:
-            reply.update(ok=False, error=f"unknown op {op!r} (known: {sorted(self.ops)})")
+        if not isinstance(op, str) or op not in self.ops:
+            reply.update(ok=False, error=f"unknown op {op!r} (known: "
+                                         f"{', '.join(sorted(self.ops))})")
             return reply
         try:
-            result = func(**args)
+            check_args(op, args, self.signatures[op])
+            result = self.ops[op](**args)
             if inspect.isawaitable(result):
                 result = await result
-        except TypeError as exc:
-            reply.update(ok=False, error=f"bad arguments for {op}: {exc}")
-        except (AirError, ValueError, KeyError) as exc:
+        except (ArgumentError, AirError) as exc:  # the caller's mistake, said in its terms
             reply.update(ok=False, error=str(exc))
-        except Exception as exc:  # reported to the caller, logged here with the traceback
+        except Exception:
+            # A bug: the caller learns that much; Python's text goes to the log only.
             log.exception("control: %s failed", op)
-            reply.update(ok=False, error=f"internal error in {op}: {type(exc).__name__}: {exc}")
+            reply.update(ok=False, error=f"internal error in {op}; the details are in the "
+                                         "emulator's log")
         else:
             reply.update(ok=True, result=result)
         return reply
