@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gatewayd.simulator.broker import Broker
 from tests.cloud_helpers import Monitor, retained_snapshot
 from tests.helpers import Gatewayd, ctl, ctl_json, wait_for
-from tests.test_e2e_simulator import DEVICE_ID, http_get
+from tests.test_e2e_simulator import DEVICE_ID, Sim, http_get
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -172,3 +172,41 @@ def test_platform_request_plugin_notifications_children_and_re_pairing(
         mon.wait_for(f"{other_root}/sweet-home/{DEVICE_ID}/$state", "ready", timeout=30)
         mon.wait_for(f"{child.replace(root, other_root)}/$state", "ready", timeout=30)
         assert retained_snapshot(sim.broker, f"{root}/#") == {}
+
+
+def test_a_request_platform_json_cannot_answer_is_refused_saying_why_and_logged(
+        tmp_path: Path) -> None:
+    sim = Sim(tmp_path / "sim")
+    workdir = str(sim.workdir)
+    try:
+        account, broker = sim.info["account"], sim.info["mqtt"]
+        assert http_get(sim.pair_url(
+            ssid="HomeNet", psk="supersecret", wsp=account["wsp"], token=account["token"],
+            host=broker["host"], brport=str(broker["port"])))[0] == 200
+        wait_for(lambda: sim.status()["state"] == "online", 60, "the hub online")
+        responses = Path(sim.info["platform"]["responses"])
+        settings = json.loads(responses.read_text())
+        settings["responses"]["my/ep"] = {"status": "yes"}
+        responses.write_text(json.dumps(settings))
+        problems = {"my/ep": f"{responses}: responses: my/ep: status: must be 0 or 1, got 'yes'"}
+        refused = ctl("--sim", workdir, "platform", "request", "my/ep", "--timeout", "30",
+                      check=False)
+        assert (refused.returncode, refused.stderr) == (
+            1, f"gatewayctl: my/ep: the platform refused the request (code 500): "
+               f"{problems['my/ep']}\n")
+        responses.write_text("{")
+        problems["other"] = f"{responses}: not JSON (Expecting property name enclosed in " \
+                            "double quotes, line 1 column 2)"
+        refused = ctl("--sim", workdir, "platform", "request", "other", "--timeout", "30",
+                      check=False)
+        assert refused.returncode == 1 and problems["other"] in refused.stderr, refused.stderr
+        # The built-in endpoints do not need the file.
+        assert ctl("--sim", workdir, "platform", "request", "echo", "--data", "1").stdout == "1\n"
+
+        log = {e["endpoint"]: e for e in ctl_json("--sim", workdir, "platform", "log")}
+        for endpoint, problem in problems.items():
+            assert (log[endpoint]["error"], log[endpoint]["status"], log[endpoint]["code"],
+                    log[endpoint]["response"]) == (problem, 0, 500, {"message": problem})
+        assert "Traceback" not in sim.proc.output()
+    finally:
+        assert sim.proc.stop(signal.SIGINT, timeout=30) == 0, sim.proc.output()

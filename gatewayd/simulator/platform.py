@@ -14,6 +14,11 @@ side). Endpoints:
   "data": <any JSON>}}``; a status 0 answer's data is sealed too (``{"message": ...}``);
 * anything else: status 0, code 404.
 
+A request the file cannot answer (not JSON, a canned answer whose status is not 0 or 1...)
+is answered status 0, code 500, with what is wrong (``<file>: responses: <endpoint>:
+status: must be 0 or 1, got 'yes'``) as its message, and the log records that as its
+``error``: the developer learns it from the hub, not from a timeout.
+
 Every exchange is recorded (the last ``MAX_LOG``) and served on a small loopback HTTP
 control interface (``sim.json`` ``platform.control``): ``GET /log`` is what
 ``gatewayctl --sim DIR platform log`` shows. The platform runs in its own thread (paho's),
@@ -67,6 +72,17 @@ Endpoint = Callable[[str, Any], Answer]  # (device id, request data) -> answer
 # (method, path, JSON body or None) -> (HTTP status, JSON body), or None: not this route
 Route = Callable[[str, str, Any], tuple[int, Any] | None]
 MAX_CONTROL_BODY = 64 * 1024
+
+
+class SettingsError(ValueError):
+    """The responses file cannot answer a request; the message names the file and key."""
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    return {dict: "an object", list: "an array", bool: "true or false", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
 class SimPlatform:
@@ -151,7 +167,17 @@ class SimPlatform:
             return
         request_id, key, data = request
         entry.update(id=request_id, request=data)
-        status, code, value = self._handle(endpoint, device_id, data)
+        try:
+            status, code, value = self._handle(endpoint, device_id, data)
+        except SettingsError as exc:
+            log.warning("simulated platform: %s", exc)
+            entry.update(error=str(exc))
+            status, code, value = 0, 500, {"message": str(exc)}
+        except Exception:
+            # Answered all the same: a hub waiting out its timeout would learn nothing.
+            log.exception("simulated platform: answering %s failed", topic)
+            entry.update(error="internal error of the simulated platform (see its log)")
+            status, code, value = 0, 500, {"message": entry["error"]}
         response: dict[str, Any] = {"status": status, "code": code, "id": request_id}
         if value is not None:
             response["data"] = seal(key, value)
@@ -168,7 +194,6 @@ class SimPlatform:
     def _handle(self, endpoint: str, device_id: str, data: Any) -> Answer:
         if endpoint in self.endpoints:
             return self.endpoints[endpoint](device_id, data)
-        settings = self._settings()
         if endpoint == "echo":
             return 1, 200, data
         if endpoint == "time":
@@ -185,24 +210,55 @@ class SimPlatform:
             tag = data.get("tag") if isinstance(data, dict) else None
             if not isinstance(tag, str) or not tag:
                 return 0, 400, {"message": "expected {\"tag\": \"<tag id>\"}"}
-            tags = settings.get("rfid", {}).get("tags", [])
+            tags = self._section("rfid").get("tags", [])
+            if not isinstance(tags, list):
+                raise SettingsError(f"{self.responses}: rfid: tags: must be an array of "
+                                    f"tag ids, got {_json_kind(tags)}")
             return 1, 200, {"tag": tag, "authorized": tag.upper() in {str(t).upper()
                                                                       for t in tags}}
-        canned = settings.get("responses", {}).get(endpoint)
-        if isinstance(canned, dict):
-            return int(canned.get("status", 1)), int(canned.get("code", 200)), \
-                canned.get("data")
+        canned = self._section("responses").get(endpoint)
+        if canned is not None:
+            return self._canned(endpoint, canned)
         return 0, 404, {"message": f"unknown endpoint {endpoint!r}"}
 
-    def _settings(self) -> dict[str, Any]:
-        """The responses file, read for every request: edits take effect at once."""
+    def _canned(self, endpoint: str, canned: Any) -> Answer:
+        """A canned answer as the hub takes one (docs/cloud.md), or SettingsError."""
+        where = f"{self.responses}: responses: {endpoint}"
+        if not isinstance(canned, dict):
+            raise SettingsError(f"{where}: must be an object {{\"status\", \"code\", "
+                                f"\"data\"}}, got {_json_kind(canned)}")
+        unknown = sorted(set(canned) - {"status", "code", "data"})
+        if unknown:
+            raise SettingsError(f"{where}: unknown key {unknown[0]!r} (an answer has status, "
+                                "code and data)")
+        status, code = canned.get("status", 1), canned.get("code", 200)
+        if isinstance(status, bool) or status not in (0, 1):
+            raise SettingsError(f"{where}: status: must be 0 or 1, got {_json_kind(status)}")
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise SettingsError(f"{where}: code: must be an integer (HTTP-style, such as "
+                                f"200), got {_json_kind(code)}")
+        return status, code, canned.get("data")
+
+    def _section(self, name: str) -> dict[str, Any]:
+        """One section of the responses file, read for every request: edits take effect at
+        once. Missing: empty."""
         try:
             settings = json.loads(self.responses.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("simulated platform: %s unreadable (%s); built-ins only",
-                        self.responses, exc)
+        except FileNotFoundError:
             return {}
-        return settings if isinstance(settings, dict) else {}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{self.responses}: unreadable ({exc})") from None
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"{self.responses}: not JSON ({exc.msg}, line {exc.lineno} "
+                                f"column {exc.colno})") from None
+        if not isinstance(settings, dict):
+            raise SettingsError(f"{self.responses}: must be a JSON object, got "
+                                f"{_json_kind(settings)}")
+        section = settings.get(name, {})
+        if not isinstance(section, dict):
+            raise SettingsError(f"{self.responses}: {name}: must be an object, got "
+                                f"{_json_kind(section)}")
+        return section
 
 
 def _request(payload: bytes) -> tuple[str, bytes, Any] | str:
