@@ -9,6 +9,7 @@ an observer (the broker's monitor user).
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import time
@@ -23,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gatewayd.simulator.broker import Broker
 from tests.cloud_helpers import Monitor, retained_snapshot
-from tests.helpers import Gatewayd, ctl, ctl_json, wait_for
+from tests.helpers import REPO, Gatewayd, ctl, ctl_json, wait_for
 from tests.test_e2e_simulator import DEVICE_ID, Sim, http_get
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
@@ -59,7 +60,10 @@ class PlatformSim:
         config = tmp / "gatewayd.toml"
         config.write_text(CONFIG)
         self.proc = Gatewayd(["--simulate", "--workdir", str(self.workdir), "--config",
-                              str(config)], env={"PYTHONPATH": str(site)})
+                              str(config)],
+                             # The plugin, and this checkout's gatewayd rather than the
+                             # installed one (another worktree's).
+                             env={"PYTHONPATH": os.pathsep.join([str(site), str(REPO)])})
         sim_json = self.workdir / "sim.json"
         wait_for(lambda: sim_json.exists() or self.proc.proc.poll() is not None, 60, "sim.json")
         assert self.proc.proc.poll() is None, self.proc.output()
