@@ -115,6 +115,8 @@ def test_platform_request_plugin_notifications_children_and_re_pairing(
         # --- gatewayctl platform request, against the simulated platform ---------------
         answer = sim.ctl("platform", "request", "echo", "--data", '{"a":1}')
         assert answer.stdout == '{"a": 1}\n'
+        # null is data too: the answer carries it sealed, as any other value.
+        assert sim.ctl("platform", "request", "echo").stdout == "null\n"
         refused = sim.ctl("platform", "request", "no/such-thing", check=False)
         assert refused.returncode == 1 and "code 404" in refused.stderr
         bad = sim.ctl("platform", "request", "echo", "--data", "{nope", check=False)

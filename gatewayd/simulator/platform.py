@@ -179,7 +179,7 @@ class SimPlatform:
             entry.update(error="internal error of the simulated platform (see its log)")
             status, code, value = 0, 500, {"message": entry["error"]}
         response: dict[str, Any] = {"status": status, "code": code, "id": request_id}
-        if value is not None:
+        if status == 1 or value is not None:  # a hub drops a status 1 answer without data
             response["data"] = seal(key, value)
         self._client.publish(f"{root}/res/{device_id}/{endpoint}", json.dumps(response), qos=1)
         entry.update(status=status, code=code, response=value)
