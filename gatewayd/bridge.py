@@ -70,8 +70,7 @@ class ZigbeeBridge:
 
     def __init__(self, cfg: ZigbeeConfig, state_dir: Path, publisher: homie.ChildPublisher, *,
                  hub: homie.Device | None = None, status_text: Callable[[str], None] | None = None,
-                 retry_min: float = 1.0,
-                 retry_max: float = 60.0, min_interval: float = 0.2,
+                 retry_min: float = 1.0, retry_max: float = 60.0, min_interval: float = 0.2,
                  availability_interval: float = 60.0, mains_timeout: float = 600.0,
                  battery_timeout: float = 25 * 3600.0,
                  shutdown_timeout: float = SHUTDOWN_SECONDS) -> None:
@@ -310,6 +309,7 @@ class ZigbeeBridge:
         app = self.app
         if app is not None:
             await child.configure(app.state.node_info.ieee)
+        self.left.discard(child.ieee)  # interviewed again: zigpy had it rejoin quietly
         self._set_state(child, child.normal_state)
         self._count()
         log.info("zigbee: %s (%s) is %s", child.device_id, child.name, child.state)
@@ -369,7 +369,8 @@ class ZigbeeBridge:
         self._publish((child.device_id, *path), value)  # every press counts: no coalescing
 
     def child_heard(self, child: Child) -> None:
-        if child.state == "disconnected" and self.radio_up.is_set():
+        if child.state in ("disconnected", "lost") and self.radio_up.is_set():
+            self.left.discard(child.ieee)  # a device that left and talks again is back
             self._set_state(child, child.normal_state)
 
     def child_unreachable(self, child: Child) -> None:

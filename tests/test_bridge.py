@@ -557,6 +557,31 @@ def test_a_device_that_left_is_still_lost_after_a_restart_until_it_rejoins(
     run(main())
 
 
+def test_a_device_that_left_and_is_interviewed_again_is_back_after_a_restart(
+        radio: Radio) -> None:
+    """zigpy re-interviews a known device that rejoins with its old address without
+    telling the bridge it joined: being set up again is what says it is back."""
+    if radio.kind != "virtual":
+        pytest.skip("the emulator's air no longer has the device that left, so it cannot "
+                    "answer an interview; a rejoin through the air: the test above")
+
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            plug = await join(bridge, pub, "plug")
+            await sim(bridge, "leave", ieee=plug)
+            await pub.state(dev_id(plug), "lost")
+            bridge.device_initialized(bridge.children[plug].device)  # zigpy: interviewed
+            await pub.state(dev_id(plug), "ready")
+            await bridge.stop()
+            bridge, pub = await started(radio)
+            await pub.state(dev_id(plug), "ready")
+            assert "lost" not in pub.states(dev_id(plug))
+            await bridge.stop()
+
+    run(main())
+
+
 def test_availability_pings_mains_devices_and_ages_battery_ones(radio: Radio) -> None:
     async def main() -> None:
         async with radio:
