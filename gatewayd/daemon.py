@@ -380,6 +380,8 @@ class Daemon:
             log.info("stopping")
         finally:
             self.notifier.stopping()
+            hub.stop_requested.set()  # no new reset from here on
+            await hub.finish_resets()
             if watchdog is not None:
                 await watchdog.stop()
             await stalls.stop()

@@ -149,11 +149,22 @@ class Hub:
         unpaired hub nobody can reach. Resets run one at a time: a second request waits
         for the running one, then runs itself (with its own ``full``).
         """
+        if self.stop_requested.is_set():
+            # The components are being stopped: a reset now would start some of them again.
+            raise RuntimeError("the hub is stopping; reset it after it has started again")
         log.warning("factory reset requested%s", " (full)" if full else "")
         task = asyncio.get_running_loop().create_task(self._reset(full), name="factory-reset")
         self._resets.add(task)  # the loop keeps only a weak reference to a task
         task.add_done_callback(self._resets.discard)
         return await asyncio.shield(task)
+
+    async def finish_resets(self, timeout: float = RESET_TIMEOUT) -> None:
+        """Before the components stop: let a running reset end (it stops and starts some
+        of them), for at most ``timeout``. Call after :attr:`stop_requested` is set."""
+        pending = list(self._resets)
+        if pending:
+            log.info("stopping: waiting for the factory reset to finish")
+            await asyncio.wait(pending, timeout=timeout)
 
     async def _reset(self, full: bool) -> dict[str, Any]:
         async with self._reset_lock:

@@ -26,7 +26,7 @@ from gatewayd.ctl.devices import cmd_button
 from gatewayd.ctl.main import cmd_reset
 from gatewayd.hub import RESET_TIMEOUT, Hub
 from gatewayd.identity import Identity
-from gatewayd.runtime.corecall import CoreCall
+from gatewayd.runtime.corecall import CoreCall, CoreTimeout
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier
 from gatewayd.state import StateStore
@@ -36,7 +36,6 @@ from tests.test_hardware import until
 pytestmark = pytest.mark.timeout(60)
 
 IDENTITY = Identity("dc-a6-32-12-34-56", "dc:a6:32:12:34:56", "Acme Hub")
-IMPATIENCE = 0.2  # how long Impatient's caller waits: a reset held by SlowHooks takes longer
 
 
 def paired_hub(tmp_path: Path) -> Hub:
@@ -77,16 +76,23 @@ class SlowHooks:
 
 
 class Impatient(CoreCall):
-    """Notes the allowance each call asks for and gives up after IMPATIENCE instead: a
-    caller whose time runs out long before the reset ends, without a test waiting a minute."""
+    """Notes the allowance each call asks for, and gives up once the reset is held in its
+    first hook, as CoreCall does when the allowance runs out (it cancels the call): a
+    caller whose time runs out long before the reset ends, without a test waiting a
+    minute, and whatever the machine's load."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, hooks: SlowHooks) -> None:
         super().__init__(loop)
+        self.hooks = hooks
         self.asked: list[float | None] = []
 
     def __call__(self, fn: Any, *args: Any, timeout: float | None = None) -> Any:
         self.asked.append(timeout)
-        return super().__call__(fn, *args, timeout=IMPATIENCE)
+        future = asyncio.run_coroutine_threadsafe(fn(*args), self.loop)
+        if not self.hooks.holding.wait(30):
+            raise AssertionError("the reset never reached its first hook")
+        future.cancel()
+        raise CoreTimeout("the daemon did not answer in time")
 
 
 def test_a_reset_runs_to_its_end_when_its_caller_stops_waiting(tmp_path: Path) -> None:
@@ -111,7 +117,7 @@ def test_the_control_socket_allows_a_reset_what_the_button_does_and_never_cuts_i
         core_loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
     hub = paired_hub(tmp_path)
     hooks = SlowHooks(hub)
-    call = Impatient(core_loop)
+    call = Impatient(core_loop, hooks)
     client = create_control_app(hub, call).test_client()
 
     reply = client.post("/api/v1/reset", json={"full": True})
@@ -146,6 +152,30 @@ def test_two_resets_at_once_run_one_after_the_other(tmp_path: Path) -> None:
     first, second = run_async(main())
     assert hooks.log == [("slow", False), ("last", False), ("slow", True), ("last", True)]
     assert first["paired"] is False and second["paired"] is False
+
+
+def test_a_stopping_hub_lets_a_running_reset_finish_and_takes_no_new_one(
+        tmp_path: Path) -> None:
+    """A reset stops and starts components (a full one the Zigbee radio): the daemon
+    waits for one that runs before it stops them, and refuses one asked for meanwhile."""
+    hub = paired_hub(tmp_path)
+    hooks = SlowHooks(hub)
+
+    async def main() -> None:
+        running = asyncio.create_task(hub.reset(True))
+        await until(hooks.holding.is_set, what="the reset's first hook")
+        hub.stop_requested.set()
+        with pytest.raises(RuntimeError, match="the hub is stopping"):
+            await hub.reset()
+        finishing = asyncio.create_task(hub.finish_resets())
+        for _ in range(20):  # turns of the loop: the stop waits while the reset is held
+            await asyncio.sleep(0)
+        assert not finishing.done()
+        hooks.release()
+        await finishing
+        assert running.done() and hooks.log == [("slow", True), ("last", True)]
+
+    run_async(main())
 
 
 class Recording:
