@@ -438,6 +438,87 @@ def test_a_periodic_retry_that_fails_brings_the_hotspot_back_and_the_retries_go_
     run(scenario())
 
 
+class WifiWhoseHotspotFails(FakeWifi):
+    """NetworkManager refusing to start the hotspot for the first ``failures`` times."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__({})
+        self.failures = failures
+
+    async def start_hotspot(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            self.calls.append("hotspot-refused")
+            raise RuntimeError("org.freedesktop.NetworkManager.Device.NotAllowed")
+        await super().start_hotspot()
+
+
+def test_a_hotspot_that_fails_to_come_back_is_retried_with_the_network(
+        tmp_path: Path) -> None:
+    """Before: the failure ended the offline task after the grace period: no hotspot and
+    no more retries until the hub was restarted."""
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = WifiWhoseHotspotFails(failures=1)
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            await clock.sleeps(1)
+            clock.advance(30.0)  # the grace is over: the hotspot is refused
+            await clock.sleeps(2)
+            assert "hotspot-refused" in wifi.calls and not wifi.hotspot
+            mark = len(wifi.calls)
+            clock.advance(60.0)  # the next retry: still out of range, the hotspot comes up
+            await clock.sleeps(3)
+            assert wifi.calls[mark:] == ["hotspot-down", "scan", "hotspot-up"]
+            assert ob.state == State.OFFLINE and wifi.hotspot and ob.pairing_open
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_a_hotspot_refused_after_a_failed_retry_leaves_the_retries_running(
+        tmp_path: Path) -> None:
+    """Entering offline after a failed retry brings the hotspot back at once; before, a
+    refusal there came before the retries were scheduled, and there were none."""
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi, cloud = WifiWhoseHotspotFails(failures=0), StubCloud()
+        ob = Onboarding(cfg, st, wifi, cloud, clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await clock.sleeps(1)
+            clock.advance(30.0)
+            await clock.sleeps(2)
+            assert wifi.hotspot
+            wifi.aps["HomeNet"] = "supersecret"  # back in range, but the cloud refuses
+            cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")
+            wifi.failures = 1  # and the hotspot that should come back at once is refused
+            clock.advance(60.0)
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy
+                        and ob.attempt is not None and ob.attempt.source == "retry")
+            assert not wifi.hotspot and wifi.calls[-1] == "hotspot-refused"
+            first = ob.attempt
+            await clock.sleeps(3)  # the next retry is scheduled all the same
+            clock.advance(60.0)
+            await until(ob, lambda: ob.attempt is not first and not ob.busy and wifi.hotspot)
+            assert ob.state == State.OFFLINE and ob.pairing_open
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
 def test_no_passphrase_or_token_reaches_the_log_of_a_pairing(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """What is logged about an attempt, its request and the committed state is the redacted

@@ -37,6 +37,7 @@ def test_what_left_is_kept_in_a_private_file_until_it_rejoins(tmp_path: Path) ->
     (b'{"left": ["8B:B3:00:00:00:00:00:01"]}', "is not a list of IEEE addresses"),
     (b'{"left": [1]}', "is not a list of IEEE addresses"),
     (b" " * (MAX_BYTES + 1), "larger than 256 KiB"),
+    (b"[" * 100_000, "not a JSON object"),  # json's RecursionError, not a ValueError
 ])
 def test_a_bad_file_is_named_in_the_log_and_changes_nothing(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes, problem: str) -> None:

@@ -208,10 +208,11 @@ class Onboarding(OfflineHandling):
         elif state == State.OFFLINE:
             if self.offline_since is None:
                 self.offline_since = self.clock()
+            # The retries first: they must go on even if NetworkManager fails the hotspot.
+            self._start_offline_timer()
             if self._hotspot_wanted:
                 # Back from a failed retry or re-pairing: the hotspot returns at once.
                 await self._show_hotspot()
-            self._start_offline_timer()
         elif state == State.ONLINE:
             self.offline_since = None
             self._hotspot_wanted = False

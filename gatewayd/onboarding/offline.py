@@ -136,7 +136,7 @@ class OfflineHandling:
             if self.state != State.OFFLINE:
                 return
             log.warning("offline for %.0fs: hotspot back for re-pairing", cfg.offline_grace)
-            await self._hotspot_for_repairing()
+            await self._hotspot_for_repairing()  # never raises: the retries below go on
         while self.state == State.OFFLINE:
             await self.sleep(cfg.retry_interval)
             if self.state != State.OFFLINE or self._attempt_running():
@@ -150,9 +150,14 @@ class OfflineHandling:
                 await self._hotspot_back()
 
     async def _hotspot_for_repairing(self) -> None:
-        """Offline too long: the hotspot (re-)opens pairing, and every front end hears it."""
+        """Offline too long: the hotspot (re-)opens pairing, and every front end hears it.
+        A failure is logged, not raised: the caller's retries go on (the next brings the
+        hotspot back)."""
         self._hotspot_wanted = True
-        await self._show_hotspot()
+        try:
+            await self._show_hotspot()
+        except Exception:
+            log.exception("could not bring the hotspot back; the next retry tries again")
         self._tell_listeners()
         await self._notify_changed()
 

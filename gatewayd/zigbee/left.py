@@ -47,7 +47,7 @@ class LeftDevices:
         if problem is None:
             try:
                 ieees = json.loads(raw).get("left")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 problem = 'not a JSON object {"left": [...]}'
         if problem is None and not (isinstance(ieees, list) and all(
                 isinstance(i, str) and _IEEE.fullmatch(i) for i in ieees)):
