@@ -408,15 +408,16 @@ class StateStore:
         self._write(state)
         return state
 
-    def reset(self, release: Release | None = None, *, keep_account: bool = False
-              ) -> HubState:
+    def reset(self, release: Release | None = None, *, keep_account: bool = False,
+              hub_id: str = "") -> HubState:
         """Forget credentials (factory reset); identity and setup code stay.
 
         ``release``: an account still to be released (the reset happened offline); kept
         until the next successful pairing. Without one, a release already pending stays.
         ``keep_account``: the paired account becomes that release (``gatewayctl reset``
-        with the daemon stopped, which cannot reach the cloud itself); the daemon adds
-        the devices it has when it releases it.
+        with the daemon stopped, which cannot reach the cloud itself), naming the hub
+        ``hub_id`` (default: the state's device id); the daemon adds the devices it has
+        when it releases it.
 
         A corrupt file is moved aside (for the vendor's support to look at) and a
         fresh state is written; its setup code is the vendor preset if there is one.
@@ -438,7 +439,8 @@ class StateStore:
                 state = replace(state, device_id=self._state.device_id, mac=self._state.mac)
         else:
             if release is None and keep_account and current.cloud is not None:
-                devices = (current.device_id,) if current.device_id else ()
+                hub = hub_id or current.device_id
+                devices = (hub,) if hub else ()
                 release = Release(cloud=current.cloud, devices=devices, since=time.time())
             state = replace(current, cloud=None, paired_at=None, wifi=None,
                             release=release or current.release, operation=None,

@@ -109,3 +109,19 @@ def test_a_command_that_needs_sim_json_says_so_when_there_is_none(tmp_path: Path
                f"(gatewayd --simulate --workdir {tmp_path})")
     assert (result.returncode, result.stderr) == (1, f"gatewayctl: {message}\n")
     assert json.loads(result.stdout) == {"error": message}
+
+
+def test_an_offline_reset_keeps_the_account_to_release_under_the_hubs_published_id(
+        tmp_path: Path) -> None:
+    """The daemon publishes as [hub] device_id when the vendor preset one: the pending
+    release must name that hub, not the id the state file derived from the MAC."""
+    state_dir = tmp_path / "state"
+    paired_state(state_dir)
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(f"[hub]\nstate_dir = '{state_dir}'\ndevice_id = 'acme-hub-7'\n")
+    answer = json.loads(ctl("--config", str(cfg), "--socket", str(tmp_path / "none"),
+                            "--json", "reset").stdout)
+    assert answer["release_pending"]["devices"] == 1
+    release = reopened(state_dir).state.release
+    assert release is not None and release.devices == ("acme-hub-7",)
+    assert release.cloud == CLOUD

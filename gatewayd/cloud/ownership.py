@@ -77,9 +77,11 @@ class Ownership:
                 self.last = {"root_topic": pending.cloud.root, "released": False,
                              "reason": result.reason}
                 return False
-            # The hub and the children it has now: a reset made with the daemon stopped
-            # (gatewayctl) could name the hub only.
-            devices = tuple(dict.fromkeys([*pending.devices, *self.link.device_ids()]))
+            # The hub first, as the platform is told, then the children it had and has:
+            # a reset made with the daemon stopped (gatewayctl) could name the hub only.
+            hub, *children = self.link.device_ids()
+            devices = (hub, *dict.fromkeys(
+                d for d in [*pending.devices, *children] if d != hub))
             return await self.release(devices)
         finally:
             await self.link.stop(goodbye=False)

@@ -37,7 +37,8 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
     """
     state_dir = Path(args.state_dir or _sim_state_dir(args) or _config(args).state_dir)
     store = StateStore(state_dir, _config(args).hub.setup_code)
-    state = store.reset(keep_account=True)  # released by the daemon at the next pairing
+    # Kept for the daemon to release at the next pairing, under the id it publishes as.
+    state = store.reset(keep_account=True, hub_id=_config(args).hub.device_id)
     forgotten = []
     if args.full:
         for name in ZIGBEE_FILES:
