@@ -69,11 +69,10 @@ class Hub:
 
     def register_secrets(self, state: HubState) -> None:
         """Everything secret in the state is masked from logs from now on."""
-        self.redactor.add(state.setup_code, state.device_key.hex())
-        if state.cloud:
-            self.redactor.add(state.cloud.token)
-        if state.wifi:
-            self.redactor.add(state.wifi.psk)
+        self.redactor.pin("state", state.setup_code, state.device_key.hex(),
+                          state.cloud.token if state.cloud else "",
+                          state.wifi.psk if state.wifi else "",
+                          state.release.cloud.token if state.release else "")
         for value in (self.config.cloud.token, self.config.portal.admin_password,
                       self.config.hotspot.password, self.config.provisioning.token,
                       self.config.provisioning.enroll_password):

@@ -82,3 +82,15 @@ def test_secrets_from_requests_are_the_newest_kept_and_the_hubs_own_stay() -> No
     assert out[:2] == ["***", "***"]
     assert out[2] == evicted, "the oldest request secret should have been let go"
     assert out[3:] == ["***"] * (Redactor.MAX_RECENT - 1)
+
+
+def test_the_stored_secrets_are_kept_until_replaced_then_join_the_recent_ones() -> None:
+    """A hub refreshing its registration token for years pins one token at a time: the
+    one it replaced is masked a while longer, among the recent ones, then let go."""
+    redactor = Redactor()
+    redactor.pin("state", "token-0000", "setup-31415926")
+    redactor.pin("state", "token-0001", "setup-31415926")  # refreshed
+    assert redactor.redact("token-0000 token-0001 setup-31415926") == "*** *** ***"
+    for i in range(Redactor.MAX_RECENT):  # requests while pairing was open, say
+        redactor.add_recent(f"request-{i:04d}")
+    assert redactor.redact("token-0000 token-0001 setup-31415926") == "token-0000 *** ***"

@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -18,11 +19,12 @@ _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 class Redactor(logging.Filter):
     """Replaces registered secret strings in the final message with ``***``.
 
-    Two kinds: the hub's own (:meth:`add`: its setup code, key, stored credentials and
-    configured secrets), kept for the process's life; and those that arrive in requests or
-    refreshes (:meth:`add_recent`), of which the newest ``MAX_RECENT`` are kept, since a
-    client on the LAN may send any number of them while pairing is open, and every log
-    line is checked against each one kept.
+    Three kinds: the hub's configured secrets (:meth:`add`), kept for the process's life;
+    its stored ones (:meth:`pin`: setup code, key, credentials), kept until replaced; and
+    those that arrive in requests or refreshes (:meth:`add_recent`), of which the newest
+    ``MAX_RECENT`` are kept (with those the stored ones replaced), since a client on the
+    LAN may send any number of them while pairing is open, and every log line is checked
+    against each one kept.
     """
 
     MAX_RECENT = 64
@@ -30,6 +32,7 @@ class Redactor(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self._secrets: set[str] = set()
+        self._pinned: dict[str, tuple[str, ...]] = {}  # by slot: see pin()
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -42,17 +45,32 @@ class Redactor(logging.Filter):
         with self._lock:
             self._secrets.update(self._worth(secrets))
 
+    def pin(self, slot: str, *secrets: str) -> None:
+        """The current secrets of ``slot`` (the stored credentials), kept for good until
+        the slot is pinned again; those they replace (a refreshed token's predecessor)
+        join the recent ones, so a hub that refreshes its token for years keeps a
+        bounded set."""
+        with self._lock:
+            kept = tuple(self._worth(secrets))
+            self._remember(s for s in self._pinned.get(slot, ()) if s not in kept)
+            self._pinned[slot] = kept
+
     def add_recent(self, *secrets: str) -> None:
         with self._lock:
-            for secret in self._worth(secrets):
-                self._recent[secret] = None
-                self._recent.move_to_end(secret)
-            while len(self._recent) > self.MAX_RECENT:
-                self._recent.popitem(last=False)
+            self._remember(self._worth(secrets))
+
+    def _remember(self, secrets: Iterable[str]) -> None:
+        for secret in secrets:
+            self._recent[secret] = None
+            self._recent.move_to_end(secret)
+        while len(self._recent) > self.MAX_RECENT:
+            self._recent.popitem(last=False)
 
     def redact(self, text: str) -> str:
         with self._lock:
-            secrets = sorted(self._secrets.union(self._recent), key=len, reverse=True)
+            pinned = (s for slot in self._pinned.values() for s in slot)
+            secrets = sorted(self._secrets.union(self._recent, pinned), key=len,
+                             reverse=True)
         for secret in secrets:
             if secret in text:
                 text = text.replace(secret, "***")
