@@ -244,6 +244,17 @@ def test_a_plugin_option_that_is_not_a_finite_number_is_refused(weight: float) -
     assert err.value.key == "v.items[0].weight" and "finite" in err.value.reason
 
 
+@dataclass(frozen=True)
+class Keys:
+    keys: tuple[str, ...] = spec((), secret=True)
+
+
+def test_an_item_of_a_secret_array_is_refused_without_its_value() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_options(Keys, {"keys": ["fine", 27182818]}, "t.toml", "v.")
+    assert err.value.key == "v.keys[1]" and "27182818" not in str(err.value)
+
+
 def test_parse_options_nested_tables_arrays_and_optionals() -> None:
     opts = parse_options(Opts, {"items": [{"name": "a", "weight": 2}], "tags": ["x"],
                                 "limit": 3}, "f", "virtual[0].")

@@ -89,7 +89,10 @@ def _convert(file: str, key: str, value: Any, typ: Any, meta: Mapping[str, Any])
         if dataclasses.is_dataclass(item_type):
             return tuple(parse_options(item_type, item, file, f"{key}[{i}].")  # type: ignore[arg-type]
                          for i, item in enumerate(value))
-        return tuple(check_scalar(file, f"{key}[{i}]", item, item_type, {})
+        # The field's constraints are for the whole array (its check hook); its secrecy
+        # holds for each item.
+        items = {"secret": meta.get("secret", False)}
+        return tuple(check_scalar(file, f"{key}[{i}]", item, item_type, items)
                      for i, item in enumerate(value))
     if typ in SCALAR_TYPES:
         return check_scalar(file, key, value, typ, meta)
