@@ -381,7 +381,8 @@ class Daemon:
         finally:
             self.notifier.stopping()
             hub.stop_requested.set()  # no new reset from here on
-            await hub.finish_resets()
+            # Within the unit's TimeoutStopSec (20 s), with time left to stop the rest.
+            await hub.finish_resets(timeout=8.0)
             if watchdog is not None:
                 await watchdog.stop()
             await stalls.stop()
