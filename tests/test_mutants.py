@@ -55,8 +55,13 @@ SAMPLE = [
            "                continue  # someone is on the hotspot portal right now\n", "",
            "tests/test_onboarding_machine.py::"
            "test_periodic_retry_waits_while_someone_uses_the_portal"),
+    Mutant("a request that waited for the uplink starts a second attempt",
+           "gatewayd/onboarding/machine.py",
+           "            if self.busy:\n                raise PairingBusy(BUSY_MESSAGE)\n", "",
+           "tests/test_onboarding_machine.py::"
+           "test_a_request_that_waited_for_the_uplink_is_refused_busy_if_another_began"),
     Mutant("passphrase and token in the log",
-           "gatewayd/onboarding/machine.py", 'log.info("paired: %s", state.redacted())',
+           "gatewayd/onboarding/conclusion.py", 'log.info("paired: %s", state.redacted())',
            'log.info("paired: %s", state)',
            "tests/test_onboarding_machine.py::"
            "test_no_passphrase_or_token_reaches_the_log_of_a_pairing"),

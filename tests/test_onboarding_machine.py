@@ -8,6 +8,7 @@ against the mock on a private bus in test_onboarding.py; here the machine runs o
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import random
@@ -21,8 +22,10 @@ import pytest
 
 from gatewayd.config import Config, with_overrides
 from gatewayd.credentials import CloudCredentials, WifiCredentials
+from gatewayd.onboarding.conclusion import CRASHED, STORAGE_FAILED_REASON
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import (
+    BUSY_MESSAGE,
     InvalidRequest,
     NotInPairingMode,
     PairingBusy,
@@ -184,6 +187,7 @@ def test_lost_network_goes_offline_then_the_hotspot_returns_for_re_pairing(
             # After offline_grace the hotspot comes back and re-pairing opens.
             await until(ob, lambda: ob.pairing_open and wifi.hotspot)
             assert st.state.paired, "going offline forgets nothing"
+            assert not ob._link_tasks, "a link task that ended is let go"
 
     run(scenario())
 
@@ -519,6 +523,113 @@ def test_a_hotspot_refused_after_a_failed_retry_leaves_the_retries_running(
     run(scenario())
 
 
+class FailingStore(StateStore):
+    """A state store whose commit of a pairing raises ``exc``: a full card (OSError), or
+    a bug (anything else)."""
+
+    def __init__(self, path: Path, exc: Exception) -> None:
+        super().__init__(path)
+        self.exc = exc
+
+    def commit_pairing(self, wifi: WifiCredentials | None, cloud: CloudCredentials) -> Any:
+        raise self.exc
+
+
+def failing_store(cfg: Config, exc: Exception) -> FailingStore:
+    s = FailingStore(cfg.state_dir, exc)
+    s.open(device_id="dc-a6-32-12-34-56", mac="dc:a6:32:12:34:56")
+    return s
+
+
+def test_credentials_the_store_cannot_write_end_the_attempt_as_storage_failed(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    st = failing_store(cfg, OSError(errno.ENOSPC, "No space left on device"))
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await ob.begin(PairingRequest(cloud=CLOUD, wifi=HOME))
+            await until(ob, lambda: ob.last_failure is not None and not ob.busy)
+            assert ob.last_failure is not None
+            assert (ob.last_failure.code, ob.last_failure.reason) == (
+                "storage-failed", STORAGE_FAILED_REASON)
+            assert ob.state == State.UNPAIRED and wifi.hotspot and ob.pairing_open
+            assert cloud.connected is None and "HomeNet" not in wifi.profiles
+            assert not st.state.paired
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_an_outcome_that_crashes_while_applied_still_ends_the_attempt(
+        tmp_path: Path, paired: bool) -> None:
+    """The last resort: a bug while an attempt's outcome is applied (here the store's
+    commit raising something unexpected) ends the attempt as an internal error where a
+    failure would have: unpaired, or offline with the old credentials of a paired hub."""
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = failing_store(cfg, RuntimeError("a bug"))
+    if paired:
+        StateStore.commit_pairing(st, HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"Office": "officepass"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            if paired:  # offline (its network gone), the hotspot back for re-pairing
+                await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+                assert await ob.reopen_hotspot()
+                await until(ob, lambda: ob.pairing_open)
+            await ob.begin(PairingRequest(cloud=CLOUD, wifi=WifiCredentials("Office",
+                                                                            "officepass")))
+            attempt = ob.attempt
+            await until(ob, lambda: ob.last_failure is not None and not ob.busy)
+            assert ob.last_failure is not None and attempt is not None
+            assert (ob.last_failure.code, ob.last_failure.reason) == (
+                "wifi-failed", CRASHED.reason)
+            assert ob.last_failure.attempt == attempt.id and ob.last_failure.at > 0
+            assert ob.state == (State.OFFLINE if paired else State.UNPAIRED)
+            assert cloud.connected is None and wifi.hotspot
+            assert st.state.paired == paired
+
+    run(scenario())
+
+
+def test_an_ethernet_hub_that_cannot_read_its_uplink_postpones_its_cloud_retry(
+        tmp_path: Path) -> None:
+    """NetworkManager failing the carrier check is not an uplink: the retry waits."""
+    cfg = config(tmp_path, offline_grace=3600.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(None, CLOUD)
+    clock = FakeClock()
+    cloud = StubCloud()
+    cloud.next_failure = StepResult(False, Failure.BROKER_UNREACHABLE, "broker down")
+
+    class UnreadableCarrier(FakeWifi):
+        async def ethernet_connected(self) -> bool:
+            if self.unreadable:
+                raise RuntimeError("org.freedesktop.DBus.Error.NoReply")
+            return True
+
+    wifi = UnreadableCarrier(ethernet=True)
+    wifi.unreadable = False  # type: ignore[attr-defined]
+
+    async def scenario() -> None:
+        ob = Onboarding(cfg, st, wifi, cloud, clock=clock, sleep=clock.sleep,
+                        rng=random.Random(7))
+        await ob.start()
+        try:
+            await until(ob, settled(ob, State.OFFLINE))
+            await clock.sleeps(1)
+            wifi.unreadable = True  # type: ignore[attr-defined]
+            clock.advance(clock.slept[-1])
+            await clock.sleeps(2)  # the loop waits again: it asked nothing of the cloud
+            assert len(cloud.timeouts) == 1 and ob.state == State.OFFLINE
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
 def test_no_passphrase_or_token_reaches_the_log_of_a_pairing(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """What is logged about an attempt, its request and the committed state is the redacted
@@ -636,8 +747,9 @@ def test_the_machine_refuses_attempts_it_cannot_take(tmp_path: Path) -> None:
         async with machine(cfg, st, FakeWifi({"HomeNet": "supersecret"}), cloud) as ob:
             request = PairingRequest(cloud=CLOUD, wifi=HOME)
             await ob.begin(request)
-            with pytest.raises(PairingBusy):
+            with pytest.raises(PairingBusy) as busy:
                 await ob.begin(request)
+            assert str(busy.value) == BUSY_MESSAGE
             cloud.gate.set()
             await until(ob, settled(ob, State.ONLINE))
             with pytest.raises(NotInPairingMode, match="already paired"):
@@ -700,8 +812,10 @@ def test_wifi_first_needs_a_hub_with_wifi(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with machine(cfg, st, None) as ob:
-            with pytest.raises(InvalidRequest, match="needs a hub with Wi-Fi"):
+            with pytest.raises(InvalidRequest) as refused:
                 await ob.begin(PairingRequest(cloud=None, wifi=HOME))
+            assert str(refused.value) == ("ssid: a Wi-Fi-only pairing request needs a hub "
+                                          "with Wi-Fi") and refused.value.field == "ssid"
             assert ob.state == State.UNPAIRED and ob.attempt is None
             assert ob.networks() == []
 

@@ -7,8 +7,9 @@ drives the Wi-Fi control and the cloud step; :mod:`~gatewayd.onboarding.steps` h
 the steps share (results, failure codes, the Wi-Fi and cloud Protocols);
 :mod:`~gatewayd.onboarding.progress` is the typed progress every front end reads;
 :mod:`~gatewayd.onboarding.offline` is the machine's link and offline handling (timers,
-the hotspot's return, retries); :mod:`~gatewayd.onboarding.cloud_step` is the cloud step on
-top of the cloud link.
+the hotspot's return, retries) and :mod:`~gatewayd.onboarding.conclusion` how an attempt
+ends (what it proved stored, or what it changed undone);
+:mod:`~gatewayd.onboarding.cloud_step` is the cloud step on top of the cloud link.
 NetworkManager control, the other step, is :mod:`gatewayd.ap` (named by the design card).
 
 May import: config, credentials, state, runtime, and :mod:`gatewayd.cloud` (the cloud

@@ -33,10 +33,11 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials, WifiCredentials
+from gatewayd.onboarding.conclusion import CRASHED, AttemptOutcome
 from gatewayd.onboarding.offline import OfflineHandling
 from gatewayd.onboarding.pairing import (
     BUSY_MESSAGE,
@@ -47,22 +48,15 @@ from gatewayd.onboarding.pairing import (
     PairingRequest,
 )
 from gatewayd.onboarding.progress import Attempt, LastFailure, Progress
-from gatewayd.onboarding.steps import CloudStep, Failure, StepResult, WifiControl
-from gatewayd.onboarding.table import TRANSITIONS, Event, State, failure_event
+from gatewayd.onboarding.steps import CloudStep, StepResult, WifiControl
+from gatewayd.onboarding.table import TRANSITIONS, Event, State
 from gatewayd.state import StateStore
 
 log = logging.getLogger(__name__)
-# What an attempt that crashed (a bug, or a library failing unexpectedly) tells the user.
-CRASHED = StepResult(False, Failure.WIFI_FAILED, "The hub hit an internal error while "
-                     "connecting. Try again; if it keeps failing, restart the hub.")
-STORAGE_FAILED_REASON = ("The hub could not save the new settings: its storage is full or "
-                         "failing. Nothing was changed; try again, and if it keeps failing, "
-                         "the hub's storage needs attention.")
-T = TypeVar("T")
 Listener = Callable[[State, Progress], None]
 
 
-class Onboarding(OfflineHandling):
+class Onboarding(OfflineHandling, AttemptOutcome):
     """Runs the table above; every change of state goes through :meth:`_fire`."""
 
     name = "onboarding"
@@ -344,99 +338,10 @@ class Onboarding(OfflineHandling):
             # NetworkManager failing while a failure is undone, say: the attempt must still
             # end, or the hub answers "busy" to every request until it is restarted.
             log.exception("applying the pairing attempt's outcome failed")
-            await self._conclude_anyway()
+            await self._conclude_anyway(applied, cloud, saved, timeout)
         finally:
             self._concluding = False
             await self._notify_changed()
-
-    async def _conclude_anyway(self) -> None:
-        """:meth:`_conclude` raised: end the attempt as a failure on what is stored."""
-        if self.state != State.CONNECTING:
-            return  # the outcome's event fired; what failed came after it
-        if self.last_failure is None:
-            self.last_failure = LastFailure(code=str(CRASHED.failure), reason=CRASHED.reason,
-                                            at=time.time(),
-                                            attempt=self.attempt.id if self.attempt else None)
-        try:
-            await self.cloud.disconnect()
-        except Exception:
-            log.exception("stopping the cloud link after a failed attempt failed")
-        st = self.store.state
-        try:
-            await self._fire(failure_event(paired=st.paired, wifi_saved=st.wifi is not None,
-                                           off_saved_wifi=self.wifi is not None
-                                           and not self.on_wifi))
-        except Exception:  # the state moved; entering it (the hotspot) is retried later
-            log.exception("entering the state after a failed attempt failed")
-
-    async def _conclude(self, result: StepResult, applied: WifiCredentials | None,
-                        cloud: CloudCredentials | None, saved: bool, timeout: float) -> None:
-        """Apply an attempt's outcome: store what was proven, or undo and say why."""
-        if result.ok and not saved:
-            result = self._commit(applied, cloud)
-        if result.ok:
-            self.last_failure = None
-            await self._fire(Event.SUCCEEDED if cloud is not None else Event.JOINED)
-            if self.wifi is not None and self.wifi.hotspot_active:
-                await self.wifi.stop_hotspot()  # "No Wi-Fi" pairing done over the hotspot
-            return
-        assert result.failure is not None
-        self.last_failure = LastFailure(code=str(result.failure), reason=result.reason,
-                                        at=time.time(),
-                                        attempt=self.attempt.id if self.attempt else None)
-        kind = "provisioning" if self.attempt and self.attempt.source == "provisioning" \
-            else "pairing"
-        log.warning("%s attempt failed: %s (%s)", kind, result.failure, result.reason)
-        # Each step of the undo is tried even if one before it failed: a cloud link that
-        # fails to stop must not leave an unproven network behind.
-        await self._undo("stopping the cloud link", self.cloud.disconnect())
-        previous = self.store.state.wifi
-        if self.wifi is not None and applied is not None and not saved and (
-                previous is None or previous.ssid != applied.ssid):
-            # Unproven credentials must not linger where autoconnect would find them.
-            await self._undo("forgetting the new network", self.wifi.forget(applied.ssid))
-            self._wifi_up = False  # deleting the active profile ends the link
-        if self.wifi is not None and applied is not None and previous is not None \
-                and not saved and self.wifi.visible(previous.ssid):
-            # Put the last working network back, so a failed re-pairing costs nothing.
-            back = await self._undo("going back to the saved network",
-                                    self.wifi.reconnect_saved(previous, timeout))
-            self._wifi_up = back is not None and back.ok
-        st = self.store.state
-        event = failure_event(paired=st.paired, wifi_saved=st.wifi is not None,
-                              off_saved_wifi=self.wifi is not None and not self.on_wifi)
-        if event == Event.FAILED_SAVED and not self.store.state.paired:
-            # A hub that is not paired has no cloud duty to wait for: the hotspot comes
-            # back at once (with the reason), and the saved network is retried from there.
-            self._hotspot_wanted = True
-        await self._fire(event)
-
-    @staticmethod
-    async def _undo(what: str, step: Awaitable[T]) -> T | None:
-        """One step of undoing a failed attempt; None (logged) if it raised."""
-        try:
-            return await step
-        except Exception:
-            log.exception("after a failed attempt, %s failed", what)
-            return None
-
-    def _commit(self, applied: WifiCredentials | None, cloud: CloudCredentials | None
-                ) -> StepResult:
-        """Store what the attempt proved. Only that: a network not applied (Ethernet) is
-        not stored; a cloud-only pairing keeps the stored network (commit_pairing). A
-        store that cannot be written fails the attempt: credentials the hub would forget
-        at its next start must not be reported as paired."""
-        try:
-            if cloud is not None:
-                state = self.store.commit_pairing(applied, cloud)
-                log.info("paired: %s", state.redacted())
-            elif applied is not None:
-                state = self.store.commit_wifi(applied)
-                log.info("joined Wi-Fi (cloud account still to come): %s", state.redacted())
-        except OSError as exc:
-            log.error("could not save the new credentials: %s", exc.strerror or exc)
-            return StepResult(False, Failure.STORAGE_FAILED, STORAGE_FAILED_REASON)
-        return StepResult(True)
 
     async def _attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,
                        timeout: float, saved: bool

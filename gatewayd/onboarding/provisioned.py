@@ -24,7 +24,8 @@ from collections.abc import Callable
 from gatewayd.cloud.attempts import CHECK_ACCOUNT
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials, WifiCredentials
-from gatewayd.onboarding.machine import STORAGE_FAILED_REASON, Onboarding
+from gatewayd.onboarding.conclusion import STORAGE_FAILED_REASON
+from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.progress import LastFailure
 from gatewayd.onboarding.steps import (
     CloudStep,
