@@ -630,6 +630,51 @@ def test_an_ethernet_hub_that_cannot_read_its_uplink_postpones_its_cloud_retry(
     run(scenario())
 
 
+def test_a_failed_cloud_step_on_the_hubs_own_network_touches_no_network(
+        tmp_path: Path) -> None:
+    """Wi-Fi first, then a cloud account that fails: nothing was applied, so nothing is
+    forgotten and there is no network to go back to."""
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await ob.begin(PairingRequest(cloud=None, wifi=HOME))
+            await until(ob, lambda: ob.state == State.UNPAIRED and not ob.busy and ob.on_wifi)
+            mark = len(wifi.calls)
+            cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")
+            await ob.begin(PairingRequest(cloud=CLOUD, wifi=None))
+            await until(ob, lambda: ob.last_failure is not None and not ob.busy)
+            assert ob.state == State.UNPAIRED and ob.on_wifi and not wifi.hotspot
+            assert not [c for c in wifi.calls[mark:] if c.startswith(("forget", "reconnect"))]
+
+    run(scenario())
+
+
+def test_a_new_network_that_fails_when_the_old_one_does_not_come_back_goes_offline(
+        tmp_path: Path) -> None:
+    """A hub on its Wi-Fi (no account yet) asked to move to another network that refuses
+    the passphrase: the old network is tried again; when that fails too, the hub is off
+    its saved network: offline, with the hotspot."""
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret", "Office": "officepass"})
+        async with machine(cfg, st, wifi, StubCloud()) as ob:
+            await ob.begin(PairingRequest(cloud=None, wifi=HOME))
+            await until(ob, lambda: ob.state == State.UNPAIRED and not ob.busy and ob.on_wifi)
+            wifi.aps["HomeNet"] = "changed-by-the-owner"  # the way back fails too
+            await ob.begin(PairingRequest(cloud=None,
+                                          wifi=WifiCredentials("Office", "wrong-pass")))
+            await until(ob, lambda: ob.last_failure is not None and not ob.busy)
+            assert "reconnect HomeNet" in wifi.calls
+            assert ob.state == State.OFFLINE and wifi.hotspot
+
+    run(scenario())
+
+
 def test_no_passphrase_or_token_reaches_the_log_of_a_pairing(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """What is logged about an attempt, its request and the committed state is the redacted
@@ -1135,10 +1180,13 @@ def test_a_failed_periodic_retry_brings_the_hotspot_back_at_once(tmp_path: Path)
             assert wifi.hotspot
             wifi.aps["HomeNet"] = "supersecret"  # back in range, but the cloud refuses
             cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")
+            mark = len(wifi.calls)
             clock.advance(60.0)
             await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy
                         and ob.attempt is not None and ob.attempt.source == "retry")
             assert wifi.hotspot, "no second grace period: the hotspot is back at once"
+            # the retry joined once; what failed is not tried again at once
+            assert wifi.calls[mark:].count("reconnect HomeNet") == 1
             assert wifi.scans[-1] is None  # a visible network: an ordinary scan
             assert set(wifi.timeouts) == {9.0} and set(cloud.timeouts) == {9.0}
         finally:
