@@ -29,7 +29,7 @@ from gatewayd.ble.secure_protocol import (
     PhoneHandshake,
     SessionKeys,
 )
-from gatewayd.ble.secure_service import MAX_PHONES, SecureService
+from gatewayd.ble.secure_service import MAX_PHONES, SecureService, networks_reply
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import InvalidRequest, PairingService
 from gatewayd.onboarding.table import State as HubState
@@ -980,3 +980,30 @@ def test_error_frames_carry_a_bounded_text_and_count() -> None:
         ErrorCode.LOCKED, 1, "")
     assert secure_protocol.parse_error(Frame(MsgType.ERROR, b"\x00" * 4, b"\x04\x01\xff")) == (
         ErrorCode.LOCKED, 1, "\ufffd")
+
+
+def test_the_networks_reply_holds_as_many_of_the_strongest_as_one_frame_carries() -> None:
+    """At every size around the limit: the reply fits, and if it was cut, the next
+    strongest network would not have fitted; a network without a signal comes last."""
+    for name_len in range(1, 33):
+        networks = [{"ssid": f"{i:02d}" + "n" * (name_len - 2 if name_len > 2 else 0),
+                     "signal": 100 - i, "security": "wpa2"} for i in range(64)]
+        reply = networks_reply(7, networks)
+        size = len(secure_protocol.encode_message(reply))
+        assert size <= secure_protocol.MAX_MESSAGE_LEN
+        kept = reply["networks"]
+        assert kept == networks[:len(kept)]  # the strongest, in order
+        if reply["truncated"]:
+            more = {**reply, "networks": networks[:len(kept) + 1]}
+            assert len(secure_protocol.encode_message(more)) > secure_protocol.MAX_MESSAGE_LEN
+        else:
+            assert len(kept) == 64
+    # exactly at the limit: not cut
+    base = len(secure_protocol.encode_message(networks_reply(7, [])))
+    pad = secure_protocol.MAX_MESSAGE_LEN - base - len('{"ssid":""}')
+    exact = [{"ssid": "x" * pad}]
+    assert networks_reply(7, exact)["truncated"] is False
+    assert len(secure_protocol.encode_message(networks_reply(7, exact))) == \
+        secure_protocol.MAX_MESSAGE_LEN
+    unknown = [{"ssid": "b"}, {"ssid": "a", "signal": 0}]
+    assert [n["ssid"] for n in networks_reply(7, unknown)["networks"]] == ["a", "b"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.credentials import CloudCredentials, WifiCredentials
-from gatewayd.state import StateError, StateStore, parse_state
+from gatewayd.state import Operation, StateError, StateStore, parse_state
 from tests.helpers import Gatewayd, ctl, ctl_json, ethernet_config, write_config
 
 CLOUD = CloudCredentials(wsp="user@example.com", token="t0k-secret", host="127.0.0.1", port=1883)
@@ -522,3 +522,32 @@ def test_a_reset_forgets_when_the_hub_was_paired(tmp_path: Path) -> None:
     again = StateStore(tmp_path).open()
     assert again.paired_at is None and again.cloud is None and again.wifi is None
     assert again.redacted().get("paired_at") is None
+
+
+@pytest.mark.parametrize("hub_id", ["", "acme-hub-7"])
+def test_a_reset_that_keeps_the_account_names_it_as_a_pending_release(
+        tmp_path: Path, hub_id: str) -> None:
+    """What `gatewayctl reset` does with the daemon stopped: the paired account stays as
+    the release the daemon makes at the next pairing, under the hub's published id."""
+    store = StateStore(tmp_path)
+    store.open(device_id="dc-a6-32-12-34-56", mac="dc:a6:32:12:34:56")
+    cloud = CloudCredentials("user@example.com", "t0k", "127.0.0.1", 1883)
+    store.commit_pairing(None, cloud)
+    before = time.time()
+    again_store = StateStore(tmp_path)
+    state = (again_store.reset(keep_account=True, hub_id=hub_id) if hub_id
+             else again_store.reset(keep_account=True))
+    assert state.release is not None and state.release.cloud == cloud
+    assert state.release.devices == (hub_id or "dc-a6-32-12-34-56",)
+    assert state.release.since >= before and not state.paired
+    again = StateStore(tmp_path).reset(keep_account=True)  # nothing paired: nothing new
+    assert again.release == state.release
+    assert StateStore(tmp_path).reset().release == state.release  # kept until a pairing
+
+
+def test_a_reset_forgets_an_operation_in_flight(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open(device_id="dc-a6-32-12-34-56", mac="dc:a6:32:12:34:56")
+    store.begin_operation(Operation(id="0" * 32, key=bytes(32), started=1.0))
+    assert store.state.operation is not None
+    assert store.reset().operation is None
