@@ -594,6 +594,36 @@ def test_an_outcome_that_crashes_while_applied_still_ends_the_attempt(
     run(scenario())
 
 
+class WifiThatCannotSee(FakeWifi):
+    """NetworkManager failing to say whether a network is in range."""
+
+    def visible(self, ssid: str) -> bool:
+        raise RuntimeError("org.freedesktop.DBus.Error.NoReply")
+
+
+def test_a_crash_whose_undo_fails_too_still_ends_the_attempt(tmp_path: Path) -> None:
+    """The fallback after the fallback: the undo of the crashed success raises as well
+    (asking whether the old network is in range); the attempt still ends offline, the
+    cloud link stopped, the internal error shown."""
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = failing_store(cfg, RuntimeError("a bug"))
+    StateStore.commit_pairing(st, HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi, cloud = WifiThatCannotSee({"Office": "officepass"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+            assert await ob.reopen_hotspot()
+            await ob.begin(PairingRequest(cloud=CLOUD, wifi=WifiCredentials("Office",
+                                                                            "officepass")))
+            await until(ob, lambda: ob.last_failure is not None and not ob.busy)
+            assert ob.last_failure is not None and ob.last_failure.reason == CRASHED.reason
+            assert ob.state == State.OFFLINE and cloud.connected is None and wifi.hotspot
+            assert st.state.paired and st.state.wifi == HOME
+
+    run(scenario())
+
+
 def test_an_ethernet_hub_that_cannot_read_its_uplink_postpones_its_cloud_retry(
         tmp_path: Path) -> None:
     """NetworkManager failing the carrier check is not an uplink: the retry waits."""

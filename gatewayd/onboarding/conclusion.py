@@ -69,10 +69,8 @@ class AttemptOutcome:
                 log.exception("undoing the attempt failed too")
             if self._attempt_ended():
                 return
-        if self.last_failure is None:
-            self.last_failure = LastFailure(code=str(CRASHED.failure), reason=CRASHED.reason,
-                                            at=time.time(),
-                                            attempt=self.attempt.id if self.attempt else None)
+        # The failure path raised after it set last_failure (its first step): what is left
+        # of it, each step on its own.
         try:
             await self.cloud.disconnect()
         except Exception:
