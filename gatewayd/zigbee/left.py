@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from gatewayd.runtime.atomicfile import atomic_write
+from gatewayd.runtime.jsonbody import BadBody, loads
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ class LeftDevices:
         ieees: object = None
         if problem is None:
             try:
-                ieees = json.loads(raw).get("left")
-            except (ValueError, AttributeError, RecursionError):
+                ieees = loads(raw, str(self.path)).get("left")
+            except (BadBody, AttributeError):
                 problem = 'not a JSON object {"left": [...]}'
         if problem is None and not (isinstance(ieees, list) and all(
                 isinstance(i, str) and _IEEE.fullmatch(i) for i in ieees)):
