@@ -8,11 +8,12 @@ while the radio is gone, ``lost`` once they leave. The hub gets a ``zigbee`` nod
 ``status``, and settable ``install-code`` and ``remove``.
 
 The radio is supervised: if it cannot be opened, or disappears later (unplugged,
-watchdog failure), the bridge retries with exponential backoff while the rest of the
+watchdog failure), the bridge retries with jittered exponential backoff while the rest of the
 daemon runs on, and on success restores every child from ``zigbee.db`` with no new
 interview. Values go out through a per-property coalescer, so a chatty device costs
 at most one publication per property per ``min_interval``. zigpy is imported only once
-:meth:`ZigbeeBridge.start` runs (``gatewayd.zigbee.*``).
+:meth:`ZigbeeBridge.start` runs (``gatewayd.zigbee.*``). What users ask of the bridge
+(permit join, install codes, removal, status) is :mod:`gatewayd.zigbee.operations`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatewayd import homie
 from gatewayd.config import ZigbeeConfig
+from gatewayd.runtime.backoff import backoff_delay
 from gatewayd.zigbee.radio import (
     SHUTDOWN_SECONDS,
     FastPaths,
@@ -34,27 +37,23 @@ from gatewayd.zigbee.radio import (
     RadioUnavailable,
     fast_paths,
     forget_network,
-    ncp_version,
     preload,
-    radio_request,
     shutdown_controller,
     start_controller,
-    virtual_network,
 )
-from gatewayd.zigbee.simlink import SimLink, sim_link
+from gatewayd.zigbee.simlink import SimLink
 
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
 
     from gatewayd.zigbee.child import Child
-    from gatewayd.zigbee.virtual.radio import VirtualNetwork
 from gatewayd.zigbee.alerts import Alerts
 from gatewayd.zigbee.availability import watch_availability
 from gatewayd.zigbee.children import Children
 from gatewayd.zigbee.coalesce import Coalescer, Key
 from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
-from gatewayd.zigbee.inputs import BridgeError, parse_ieee, parse_install_code
 from gatewayd.zigbee.left import LEFT_FILE, LeftDevices
+from gatewayd.zigbee.operations import BridgeOperations
 from gatewayd.zigbee.permits import PermitJoin
 from gatewayd.zigbee.status_line import StatusLine
 
@@ -63,7 +62,7 @@ log = logging.getLogger(__name__)
 RESTORE_BATCH = 16  # devices restored between two turns of the event loop
 
 
-class ZigbeeBridge:
+class ZigbeeBridge(BridgeOperations):
     """The ``zigbee`` daemon component (``start``/``stop``), all on the asyncio loop."""
 
     name = "zigbee"
@@ -73,10 +72,12 @@ class ZigbeeBridge:
                  retry_min: float = 1.0, retry_max: float = 60.0, min_interval: float = 0.2,
                  availability_interval: float = 60.0, mains_timeout: float = 600.0,
                  battery_timeout: float = 25 * 3600.0,
-                 shutdown_timeout: float = SHUTDOWN_SECONDS) -> None:
+                 shutdown_timeout: float = SHUTDOWN_SECONDS,
+                 rng: random.Random | None = None) -> None:
         self.cfg, self.state_dir, self.publisher, self.hub = cfg, Path(state_dir), publisher, hub
         self.retry_min, self.retry_max, self.shutdown_timeout = (retry_min, retry_max,
                                                                  shutdown_timeout)
+        self.rng = rng or random.Random()  # noqa: S311 (retry jitter, not a secret)
         self.availability_interval, self.mains_timeout, self.battery_timeout = (
             availability_interval, mains_timeout, battery_timeout)
         self.app: ControllerApplication | None = None
@@ -153,21 +154,23 @@ class ZigbeeBridge:
         await self.start()
 
     async def _supervise(self) -> None:
-        delay = self.retry_min
+        failures = 0
         while True:
             try:
                 app = await start_controller(self.cfg, self.state_dir)
             except RadioError as exc:
-                if str(exc) != self.last_error:
-                    log.error("zigbee: %s; retrying", exc)
+                if str(exc) != self.last_error:  # the journal gets each new reason once
+                    log.error("zigbee: %s; retrying", exc, exc_info=exc.details)
                 self.last_error = str(exc)
                 self._hub_value("status", f"down: {exc}")
-                # A missing package will not install itself: retry, but slowly.
-                await asyncio.sleep(delay if isinstance(exc, RadioUnavailable)
-                                    else self.retry_max)
-                delay = min(delay * 2, self.retry_max)
+                # A missing package will not install itself: retry, but slowly. Half the
+                # window at least: a missing port fails at once and must not spin.
+                await asyncio.sleep(backoff_delay(failures, self.retry_min, self.retry_max,
+                                                  self.rng, floor=0.5)
+                                    if isinstance(exc, RadioUnavailable) else self.retry_max)
+                failures += 1
                 continue
-            delay = self.retry_min
+            failures = 0
             self._lost.clear()
             await self._up(app)
             availability = asyncio.create_task(watch_availability(
@@ -407,64 +410,3 @@ class ZigbeeBridge:
 
     def _count(self) -> None:
         self._hub_value("device-count", len(self.children))
-
-    # -- operations (MQTT, control socket, portal) -------------------------------------------------
-    def _require_app(self) -> ControllerApplication:
-        if self.app is None or not self.radio_up.is_set():
-            raise BridgeError(f"the Zigbee radio is not running ({self.last_error or 'starting'})",
-                              "UNREACHABLE")
-        return self.app
-
-    async def permit_join(self, seconds: int | None = None) -> int:
-        """Open (or with 0 close) joining for ``seconds`` (default: zigbee.permit_join_max)."""
-        with radio_request("close joining" if seconds == 0 else "open joining"):
-            return await self.permits.open(self._require_app(), seconds)
-
-    def permit_remaining(self) -> int:
-        return self.permits.remaining() if self.radio_up.is_set() else 0
-
-    async def add_install_code(self, ieee: str, code: str, seconds: int | None = None) -> str:
-        """Let ``ieee`` join with its Zigbee 3.0 install code; opens joining for it."""
-        parse_ieee(ieee), parse_install_code(code)  # refused even while the radio is down
-        with radio_request("take the install code"):
-            return await self.permits.with_install_code(self._require_app(), ieee, code, seconds)
-
-    async def remove(self, ieee: str) -> str:
-        """Ask a device to leave and forget it; its retained topics are cleared."""
-        address = parse_ieee(ieee)
-        import zigpy.types
-        app = self._require_app()
-        eui = zigpy.types.EUI64.convert(address)
-        if eui not in app.devices or not self._is_child(app.devices[eui]):
-            raise BridgeError(f"no Zigbee device {address}")
-        with radio_request("remove the device"):
-            await app.remove(eui)
-        return address
-
-    @property
-    def virtual(self) -> VirtualNetwork | None:
-        """The simulated network when ``zigbee.radio = "virtual"`` (event injection)."""
-        return virtual_network(self.cfg, self.state_dir)
-
-    @property
-    def sim(self) -> SimLink | None:
-        """``gatewayctl zigbee sim``: the virtual radio's, or the NCP emulator's at
-        ``zigbee.sim_control``; None for a real radio."""
-        if self._sim is None:
-            self._sim = sim_link(self.virtual, self.cfg.sim_control)
-        return self._sim
-
-    def devices(self) -> list[dict[str, Any]]:
-        """What ``gatewayctl devices`` lists; JSON-able."""
-        return sorted((c.listing() for c in self.children.values()), key=lambda d: d["device_id"])
-
-    def status(self) -> dict[str, Any]:
-        """For ``gatewayctl status``; never the network key."""
-        app = self.app if self.radio_up.is_set() else None
-        info = app.state.network_info if app is not None else None
-        return {"radio": self.cfg.radio, "up": app is not None, "error": self.last_error,
-                "ncp_version": ncp_version(app) if app is not None else None,
-                "channel": int(info.channel) if info else None,
-                "pan_id": f"0x{int(info.pan_id):04x}" if info else None,
-                "devices": len(self.children), "permit_join": self.permit_remaining(),
-                "fast_path": self.fast.counts()}

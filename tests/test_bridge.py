@@ -14,6 +14,7 @@ import functools
 import gc
 import logging
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -867,11 +868,77 @@ def test_a_radio_that_fails_oddly_is_reported_without_the_librarys_text(
         assert message.startswith(f"the bellows radio on {url} failed to start")
         assert "zigbee.radio" in message and "log" in message
         assert "Error" not in message and "NoneType" not in message
-        assert any(r.exc_info and "send_reset" in str(r.exc_info[1])
-                   for r in caplog.records), "the details belong in the log"
+        assert "send_reset" in str(info.value.details), "the details go with it, for the log"
 
-    with caplog.at_level(logging.WARNING, logger="gatewayd.zigbee.radio"):
+    run(main())
+
+
+def test_a_radio_failure_logs_its_details_once_not_at_every_retry(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The journal gets the library's traceback with the first failure; the retries that
+    fail the same way add nothing (they came every minute, each with its traceback)."""
+
+    async def main() -> None:
+        tries: list[int] = []
+        third = asyncio.Event()
+
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            tries.append(1)
+            if len(tries) == 3:  # the second failure has been handled (one at a time)
+                third.set()
+            writer.close()
+
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        url = f"socket://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        cfg = ZigbeeConfig(enabled=True, radio="bellows", device=url)
+        bridge = ZigbeeBridge(cfg, tmp_path, Recorder(), retry_min=0.01, retry_max=0.01)
+        try:
+            await bridge.start()
+            await asyncio.wait_for(third.wait(), 60)
+        finally:
+            await bridge.stop()
+            server.close()
+        traced = [r for r in caplog.records if r.exc_info and "send_reset" in str(r.exc_info[1])]
+        assert len(traced) == 1, [r.getMessage() for r in traced]
+        assert "failed to start" in traced[0].getMessage()
+        assert bridge.last_error is not None and "failed to start" in bridge.last_error
+
+    with caplog.at_level(logging.WARNING):
         run(main())
+
+
+class WindowsSeen(random.Random):
+    """Jitter that records each window it is asked to draw from, and draws its low end."""
+
+    def __init__(self, enough: int) -> None:
+        super().__init__(0)
+        self.windows: list[tuple[float, float]] = []
+        self.enough, self.full = enough, asyncio.Event()
+
+    def uniform(self, a: float, b: float) -> float:
+        self.windows.append((a, b))
+        if len(self.windows) >= self.enough:
+            self.full.set()
+        return a
+
+
+def test_an_absent_radio_is_retried_with_a_jittered_doubling_wait(tmp_path: Path) -> None:
+    """Each wait is drawn from [half, all] of a window that doubles up to retry_max."""
+
+    async def main() -> None:
+        rng = WindowsSeen(5)
+        cfg = ZigbeeConfig(enabled=True, radio="bellows", device=str(tmp_path / "ttyUSB-none"))
+        bridge = ZigbeeBridge(cfg, tmp_path, Recorder(), retry_min=0.01, retry_max=0.04,
+                              rng=rng)
+        await bridge.start()
+        try:
+            await asyncio.wait_for(rng.full.wait(), 60)
+        finally:
+            await bridge.stop()
+        assert rng.windows[:5] == [(0.005, 0.01), (0.01, 0.02), (0.02, 0.04), (0.02, 0.04),
+                                   (0.02, 0.04)]
+
+    run(main())
 
 
 @pytest.fixture

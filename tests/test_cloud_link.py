@@ -22,7 +22,6 @@ from gatewayd import homie
 from gatewayd.cloud.attempts import (
     CloudOutcome,
     CloudResult,
-    backoff_delay,
     classify_connack,
     classify_connect_error,
 )
@@ -33,6 +32,7 @@ from gatewayd.cloud.publisher import Pending as _Out
 from gatewayd.cloud.reqres import RequestTimeout
 from gatewayd.cloud.topics import client_id_for
 from gatewayd.credentials import mqtt_username
+from gatewayd.runtime.backoff import backoff_delay
 from gatewayd.simulator.broker import Broker, make_test_pki
 from gatewayd.simulator.procs import free_port
 from tests.cloud_helpers import (

@@ -1,16 +1,15 @@
-"""What a connection attempt to the broker came to, said for a user, and when to try again.
+"""What a connection attempt to the broker came to, said for a user.
 
 No I/O: :mod:`gatewayd.cloud.net` hands over the exception of a failed connect or the
 broker's CONNACK and gets a :class:`CloudResult` whose reason a user can act on (DNS, TCP,
-TLS, credentials), never containing a secret; :func:`backoff_delay` spreads a fleet's
-reconnects.
+TLS, credentials), never containing a secret. (When to try again is
+:func:`gatewayd.runtime.backoff.backoff_delay`.)
 """
 
 from __future__ import annotations
 
 import enum
 import errno
-import random
 import socket
 import ssl
 from dataclasses import dataclass
@@ -38,16 +37,6 @@ class CaFileError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with *full jitter*: uniform(0, min(cap, base * 2**attempt)).
-
-    A fleet of hubs that lost the same broker then spreads its reconnects over the whole
-    window instead of arriving in synchronised waves.
-    """
-    ceiling = min(cap, base * 2.0 ** min(attempt, 60))
-    return rng.uniform(0.0, ceiling)
 
 
 # ---- outcome classification --------------------------------------------------------------

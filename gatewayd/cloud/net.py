@@ -39,10 +39,10 @@ from gatewayd.cloud.attempts import (
     CaFileError,
     CloudOutcome,
     CloudResult,
-    backoff_delay,
     classify_connack,
     classify_connect_error,
 )
+from gatewayd.runtime.backoff import backoff_delay
 
 log = logging.getLogger(__name__)
 

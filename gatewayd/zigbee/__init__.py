@@ -20,6 +20,8 @@ the NCP before each unicast, and :mod:`~gatewayd.zigbee.commands` frames a ``/se
 command without zigpy's typed header; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate
 filter keeping compact keys instead of packets;
 :mod:`~gatewayd.zigbee.left` remembers the devices that left (``lost`` across restarts);
+:mod:`~gatewayd.zigbee.operations` is what users ask of the bridge (permit join, install
+codes, removal, status), a base of the bridge's class;
 :mod:`~gatewayd.zigbee.status_line` is the network's part of the hub's status line
 (systemd's ``STATUS=``); :mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP
 emulator's control port or the virtual radio) for ``gatewayctl zigbee sim``, whose

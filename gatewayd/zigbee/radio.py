@@ -62,7 +62,15 @@ RADIOS: dict[str, RadioLibrary] = {
 
 
 class RadioError(Exception):
-    """The radio cannot be started; the message says why and what to do."""
+    """The radio cannot be started; the message says why and what to do.
+
+    ``details`` is what the library raised when the message cannot say it (a traceback for
+    the log, not text for the cloud); the bridge logs it once per change, not every retry.
+    """
+
+    def __init__(self, message: str, details: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class RadioUnavailable(RadioError):
@@ -250,10 +258,9 @@ def _explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
                                 f"{cause.strerror or type(cause).__name__}")
     # What the radio library raised is for the log: this text goes to the cloud as the
     # hub's Zigbee status ("AttributeError: 'NoneType' object has no attribute ...").
-    log.warning("zigbee: the %s radio on %s failed to start", cfg.radio, path, exc_info=exc)
     return RadioError(f"the {cfg.radio} radio on {path} failed to start ({where}); check "
                       f"that it is a {cfg.radio} radio (zigbee.radio); the hub's log has "
-                      "the details")
+                      "the details", details=exc)
 
 
 async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerApplication:
@@ -275,9 +282,9 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerAppl
             await shutdown_controller(await opening)
         raise
     except Exception as exc:
-        log.warning("zigbee: opening %s failed", state_dir / DB_FILE, exc_info=exc)
         raise RadioError(f"cannot open the Zigbee database {state_dir / DB_FILE} (damaged, "
-                         "or its disk full?); the hub's log has the details") from exc
+                         "or its disk full?); the hub's log has the details",
+                         details=exc) from exc
     listener: Any = app._dblistener  # zigpy declares it None until startup assigns it
     # Both rely on zigpy's PersistingListener internals: on another zigpy, zigpy's own
     # writes (unbounded under a flood, a clone per joining device) beat broken ones.
