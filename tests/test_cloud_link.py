@@ -26,7 +26,7 @@ from gatewayd.cloud.attempts import (
     classify_connect_error,
 )
 from gatewayd.cloud.notifications import notify
-from gatewayd.cloud.outcome import HEARTBEAT_GROUP
+from gatewayd.cloud.outcome import CLOSED_SETTLE, CLOSED_TRIES, HEARTBEAT_GROUP, StartOutcome
 from gatewayd.cloud.publisher import WINDOW, Outbox
 from gatewayd.cloud.publisher import Pending as _Out
 from gatewayd.cloud.reqres import RequestTimeout
@@ -395,6 +395,53 @@ def test_nothing_listening_is_unreachable_and_retries_with_backoff() -> None:
         assert (await link.wait_result(0.2, first_only=False)).outcome \
             is CloudOutcome.UNREACHABLE
         await link.stop()
+
+    run(main())
+
+
+def test_a_port_that_stays_closed_is_an_answer_before_the_timeout() -> None:
+    """Pairing with a mistyped port heard `broker-unreachable` only after the whole
+    connect_timeout (30 s): every try is refused within a millisecond. A run of refusals
+    over CLOSED_SETTLE seconds is now the answer; the wait bound here (60 s) is far above
+    it and far below the 600 s the step would otherwise wait."""
+    port = free_port()
+
+    async def main() -> None:
+        link = make_link()
+        await link.start(creds_for(None, port=port))
+        result = await asyncio.wait_for(link.wait_result(600, first_only=False), 60)
+        assert result.outcome is CloudOutcome.UNREACHABLE and result.port_closed
+        assert "nothing listens there" in result.reason
+        await link.stop()
+
+    run(main())
+
+
+def test_closed_port_settles_only_after_an_unbroken_run_of_refusals() -> None:
+    """A broker restarting refuses for a moment: neither a short run nor a run broken by
+    another failure is an answer; CLOSED_TRIES refusals over CLOSED_SETTLE seconds are."""
+    closed = CloudResult(CloudOutcome.UNREACHABLE, "refused", port_closed=True)
+    dns = CloudResult(CloudOutcome.UNREACHABLE, "DNS lookup failed")
+
+    async def main() -> None:
+        now = [0.0]
+        start = StartOutcome(asyncio.get_running_loop(), clock=lambda: now[0])
+        for at, result in ((0.0, closed), (CLOSED_SETTLE - 0.1, closed),
+                           (CLOSED_SETTLE + 1, dns), (CLOSED_SETTLE + 2, closed),
+                           (CLOSED_SETTLE + 3, closed), (2 * CLOSED_SETTLE + 1.9, closed)):
+            now[0] = at
+            start.record(result)
+            assert not start.definite.done(), at
+        now[0] = 2 * CLOSED_SETTLE + 2.1  # a run of four, CLOSED_SETTLE since its first
+        start.record(closed)
+        assert start.definite.done() and start.definite.result() is closed
+        assert CLOSED_TRIES == 3
+
+        quick = StartOutcome(asyncio.get_running_loop(), clock=lambda: now[0])
+        for at in (0.0, CLOSED_SETTLE + 1):  # long enough, but only two tries
+            now[0] = at
+            quick.record(closed)
+        assert not quick.definite.done()
 
     run(main())
 

@@ -342,6 +342,32 @@ def test_real_cloud_link_refused_token_falls_back_then_pairs(nm: NetworkManagerM
         broker.stop()
 
 
+def test_a_mistyped_broker_port_fails_without_waiting_out_the_timeout(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """Nothing listens on the port: every try is refused at once, and after a short run of
+    refusals the user hears `broker-unreachable` (it took the whole connect_timeout, here
+    300 s: the bound below is far under it)."""
+    from gatewayd.onboarding.cloud_step import CloudLinkStep
+    from gatewayd.simulator.procs import free_port
+    from tests.cloud_helpers import creds_for, make_hub, make_link
+
+    cfg = make_config(tmp_path, connect_timeout=300.0)
+    store = store_for(cfg)
+    link = make_link(hub=make_hub())
+
+    async def scenario() -> None:
+        step = CloudLinkStep(link, store, Ownership(link))
+        async with onboarding(cfg, store, step) as ob:
+            await ob.begin(request(HOME, creds_for(None, port=free_port())))
+            await until(ob, lambda: ob.last_failure is not None and ob.progress().hotspot,
+                        timeout=60)
+            assert ob.last_failure.code == Failure.BROKER_UNREACHABLE
+            assert "nothing listens there" in ob.last_failure.reason
+            assert not store.state.paired and HOTSPOT_ID in active_ids(nm)
+
+    run(scenario())
+
+
 # --- "Wi-Fi first, cloud later" (Improv without cloud presets) ------------------------------
 
 IMPROV_FIELDS = {"ssid": "HomeNet", "psk": "supersecret"}

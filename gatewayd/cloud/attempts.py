@@ -28,6 +28,9 @@ class CloudOutcome(enum.StrEnum):
 class CloudResult:
     outcome: CloudOutcome
     reason: str  # a sentence a user can act on; never contains a secret
+    # The broker's host answered that nothing listens on the port: an answer once it
+    # persists (a mistyped port), not a broker starting up (see outcome.StartOutcome).
+    port_closed: bool = False
 
 
 class CaFileError(Exception):
@@ -67,7 +70,8 @@ def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) 
         return CloudResult(unreachable, f"TLS handshake with {where} failed: {reason}{hint}")
     if isinstance(exc, ConnectionRefusedError):
         return CloudResult(unreachable, f"broker unreachable: TCP connection to {where} refused "
-                                        "(nothing listens there: check host and port)")
+                                        "(nothing listens there: check host and port)",
+                           port_closed=True)
     if isinstance(exc, TimeoutError):
         step = "TLS handshake with" if tls and "handshake" in str(exc) else "TCP connection to"
         return CloudResult(unreachable, f"broker unreachable: {step} {where} timed out")

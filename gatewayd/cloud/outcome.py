@@ -6,6 +6,10 @@ definite one.
 Onboarding's cloud step asks "did these credentials work?": the first outcome answers at
 once; the definite one (CONNECTED or REFUSED) waits out transient failures (DNS, TCP, TLS)
 that the link retries on its own, and falls back to the latest failure when time runs out.
+A port where nothing listens is an answer too once every try for :data:`CLOSED_SETTLE`
+seconds (at least :data:`CLOSED_TRIES` tries) found it closed: a broker that restarts is
+back well within that, a mistyped port never is, and its user need not wait out the whole
+``connect_timeout`` to hear so.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ HEARTBEAT_PAYLOAD = b"ping"
 # publications, then one write of all of them), and every Zigbee report due meanwhile
 # waited (bench/README.md, "The heartbeat round").
 HEARTBEAT_GROUP = 16
+CLOSED_SETTLE = 5.0  # seconds of nothing but a closed port that make it an answer
+CLOSED_TRIES = 3  # ... and at least this many tries found it closed
 
 
 @dataclass
@@ -64,16 +70,29 @@ async def heartbeats(conn: Connection, devices: Callable[[], Iterable[homie.Devi
 
 
 class StartOutcome:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 clock: Callable[[], float] | None = None) -> None:
         self.first: asyncio.Future[CloudResult] = loop.create_future()
         self.definite: asyncio.Future[CloudResult] = loop.create_future()
         self.last: CloudResult | None = None
+        self._clock = clock or loop.time
+        self._closed_since: float | None = None  # the first of an unbroken run of them
+        self._closed_tries = 0
 
     def record(self, result: CloudResult) -> None:
         self.last = result
         if not self.first.done():
             self.first.set_result(result)
         definite = result.outcome in (CloudOutcome.CONNECTED, CloudOutcome.REFUSED)
+        if result.port_closed:
+            now = self._clock()
+            if self._closed_since is None:
+                self._closed_since = now
+            self._closed_tries += 1
+            definite = (self._closed_tries >= CLOSED_TRIES
+                        and now - self._closed_since >= CLOSED_SETTLE)
+        else:
+            self._closed_since, self._closed_tries = None, 0
         if definite and not self.definite.done():
             self.definite.set_result(result)
 
