@@ -31,6 +31,7 @@ from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee.coalesce import Coalescer
 from gatewayd.zigbee.inputs import BridgeError, crc16_x25, parse_ieee, parse_install_code
 from gatewayd.zigbee.radio import RadioError, start_controller
+from gatewayd.zigbee.simlink import SimError
 from tests.helpers import run_async
 from tests.test_hardware import until
 from tests.zigbee_radios import RADIOS, Radio, sim
@@ -325,6 +326,66 @@ def test_join_interview_values_and_commands(radio: Radio) -> None:
                     status["ncp_version"]
             else:
                 assert status["ncp_version"] is None
+            await bridge.stop()
+
+    run(main())
+
+
+# `gatewayctl zigbee sim` with a value, argument or install code the simulated device cannot
+# take, and the answer, whole: what was wrong and what it must be, the same on both radios,
+# never Python's conversion text ("invalid literal for int()", "Failed to convert ...").
+STEP = {"step_mode": 1, "step_size": 20, "transition_time": 0}
+REFUSED: list[tuple[str, str, dict[str, Any], str]] = [
+    ("sensor", "report", {"cluster": "temperature", "attributes": {"measured_value": "warm"}},
+     "temperature.measured_value must be an integer from -32768 to 32767, got 'warm'"),
+    ("sensor", "report", {"cluster": "temperature", "attributes": {"measured_value": 99999}},
+     "temperature.measured_value must be an integer from -32768 to 32767, got 99999"),
+    ("sensor", "report", {"cluster": "power",
+                          "attributes": {"battery_percentage_remaining": [50]}},
+     "power.battery_percentage_remaining must be an integer from 0 to 255, got an array"),
+    ("contact", "report", {"cluster": "ias_zone", "attributes": {"zone_status": -1}},
+     "ias_zone.zone_status must be an integer from 0 to 65535, got -1"),
+    ("button", "command", {"cluster": "level", "command": "step",
+                           "args": {**STEP, "step_size": 300}},
+     "level.step: step_size must be an integer from 0 to 255, got 300"),
+    ("button", "command", {"cluster": "level", "command": "step",
+                           "args": {**STEP, "step_mode": "sideways"}},
+     "level.step: step_mode must be an integer from 0 to 255 or a name such as Up, Down, "
+     "got 'sideways'"),
+    ("button", "command", {"cluster": "level", "command": "step",
+                           "args": {"step_mode": 1, "step_size": 20}},
+     "level.step: transition_time is required (an integer from 0 to 65535)"),
+    ("button", "command", {"cluster": "level", "command": "step", "args": {**STEP, "speed": 2}},
+     "level.step takes no speed (it takes step_mode, step_size, transition_time, "
+     "options_mask, options_override)"),
+    ("button", "command", {"cluster": "on_off", "command": "toggle", "args": {"times": 2}},
+     "on_off.toggle takes no times (it takes no arguments)"),
+    ("new", "join", {"kind": "plug", "install_code": "not hex"},
+     "install_code must be hex digits ending in the code's CRC, such as "
+     f"{INSTALL_CODE}, got 'not hex'"),
+    ("new", "join", {"kind": "plug", "install_code": INSTALL_CODE[:12]},
+     "install_code must have 6, 8, 12 or 16 bytes and a 2-byte CRC; this one has 6 bytes"),
+    ("new", "join", {"kind": "plug", "install_code": INSTALL_CODE[:-1] + "0"},
+     "install_code: its CRC (the last 4 digits) does not match the code; check it for a "
+     "typo"),
+]
+
+
+def test_values_and_arguments_a_simulated_device_cannot_take_are_named(radio: Radio) -> None:
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            devices = {"sensor": await join(bridge, pub, "th-sensor", "sleeping"),
+                       "contact": await join(bridge, pub, "contact", "sleeping"),
+                       "button": await join(bridge, pub, "button", "sleeping"),
+                       "new": None}
+            before = await sim(bridge, "list")
+            for device, action, args, message in REFUSED:
+                ieee = {"ieee": devices[device]} if devices[device] else {}
+                with pytest.raises(SimError) as refused:
+                    await sim(bridge, action, **ieee, **args)
+                assert str(refused.value) == message
+            assert await sim(bridge, "list") == before  # nothing changed, nobody joined
             await bridge.stop()
 
     run(main())

@@ -252,7 +252,10 @@ def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
                 (["state"], "state: ieee is required (text such as 00:12:4b:00:01:02:03:04)"),
                 (["report", f"ieee={ieee}", "cluster=on_off", "attributes=x"],
                  "attributes: must be an object of attribute names and raw values, such as "
-                 "{\"on_off\": 1}, got 'x'")):
+                 "{\"on_off\": 1}, got 'x'"),
+                (["report", f"ieee={ieee}", "cluster=on_off", 'attributes={"on_off": "maybe"}'],
+                 "on_off.on_off must be an integer from 0 to 255 or a name such as false, "
+                 "true, got 'maybe'")):
             refused = ctl("--sim", workdir, "zigbee", "sim", *argv, check=False)
             assert (refused.returncode, refused.stderr) == (1, f"gatewayctl: {message}\n")
         device_id = "zigbee-" + ieee.replace(":", "")

@@ -196,6 +196,14 @@ def test_injected_reports_and_button_presses_reach_zigpy(tmp_path: Path) -> None
             net.report(str(sensor.ieee), "temperature", {"colour": 1})
         with pytest.raises(VirtualRadioError, match="unknown event"):
             net.inject(str(sensor.ieee), "melt")
+        # What the event takes, not Python's "report() got an unexpected keyword argument"
+        with pytest.raises(VirtualRadioError) as refused:
+            net.inject(str(sensor.ieee), "report", cluster="temperature", colour=1)
+        assert str(refused.value) == ("report takes ieee, cluster, attributes, endpoint; "
+                                      "got ieee, cluster, colour")
+        with pytest.raises(VirtualRadioError) as refused:
+            net.inject(str(sensor.ieee), "link")
+        assert str(refused.value) == "link takes ieee, lqi; got ieee"
         await app.shutdown()
 
     run(main())

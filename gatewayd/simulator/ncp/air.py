@@ -23,7 +23,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import zigpy.types as t
-import zigpy.util
 
 from gatewayd.simulator.ncp import status as st
 from gatewayd.simulator.ncp.alarm import timerfd_alarm
@@ -31,7 +30,12 @@ from gatewayd.simulator.ncp.state import Child
 from gatewayd.zigbee.virtual.catalog import KINDS
 from gatewayd.zigbee.virtual.device import SimDevice
 from gatewayd.zigbee.virtual.report_stream import ReportStream
-from gatewayd.zigbee.virtual.zcl import VirtualRadioError, check_attribute, parse_eui64
+from gatewayd.zigbee.virtual.zcl import (
+    VirtualRadioError,
+    check_attribute,
+    install_code_key,
+    parse_eui64,
+)
 
 if TYPE_CHECKING:
     from gatewayd.simulator.ncp.ncp import Ncp
@@ -251,11 +255,7 @@ class Air:
             raise AirError(f"{addr} is already joined")
         key = None
         if install_code is not None:
-            try:
-                key = bytes(zigpy.util.convert_install_code(bytes.fromhex(
-                    str(install_code))).serialize())
-            except ValueError as exc:
-                raise AirError(f"bad install code: {exc}") from None
+            key = bytes(install_code_key(install_code).serialize())
         if self.ncp.permit_open:
             dev = self._join_now(kind, addr, key)
             return {"ieee": str(addr), "nwk": f"0x{int(dev.nwk):04X}", "joined": True}

@@ -28,7 +28,9 @@ from gatewayd.zigbee.virtual.zcl import (
     attribute,
     attribute_names,
     check_attribute,
+    checked,
     cluster_class,
+    command_payload,
     general_command,
     parse_eui64,
     plain,
@@ -149,11 +151,7 @@ class SimDevice:
         changed: list[tuple[ClusterKey, int]] = []
         for name, value in values.items():
             attr = attribute(cls, name)
-            try:
-                typed(attr, value)
-            except (ValueError, TypeError, OverflowError) as exc:
-                raise VirtualRadioError(f"{cluster}.{name}: bad value {value!r} ({exc})"
-                                        ) from None
+            checked(attr.type, value, f"{cluster}.{name}")
             self.attrs[key][attr.id] = value
             changed.append((key, attr.id))
         if persist:
@@ -391,10 +389,7 @@ class SimDevice:
         cmd = getattr(cls.ServerCommandDefs, command, None) if not command.startswith("_") else None
         if not isinstance(cmd, foundation.ZCLCommandDef):
             raise VirtualRadioError(f"cluster {cluster!r} has no command {command!r}")
-        try:
-            body = cmd.schema(**args).serialize()
-        except (TypeError, ValueError, KeyError) as exc:
-            raise VirtualRadioError(f"bad arguments for {cluster}.{command}: {exc}") from None
+        body = command_payload(cmd, args, f"{cluster}.{command}")
         self._zcl_send(ep=key[0], cluster=key[2], tsn=self.net.next_tsn(), command=cmd.id,
                        general=False, direction=foundation.Direction.Client_to_Server,
                        payload=body, profile=self._profile(key[0]))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import json
 import logging
 import os
@@ -39,10 +40,10 @@ import zigpy.exceptions
 import zigpy.profiles.zha
 import zigpy.state
 import zigpy.types as t
-import zigpy.util
 import zigpy.zdo.types as zdo_t
 
 from gatewayd.runtime.atomicfile import atomic_write
+from gatewayd.zigbee.virtual import zcl
 from gatewayd.zigbee.virtual.catalog import KINDS, MANUFACTURER, MANUFACTURER_CODE
 from gatewayd.zigbee.virtual.device import SimDevice
 from gatewayd.zigbee.virtual.report_stream import ReportStream
@@ -232,11 +233,7 @@ class VirtualNetwork:
         if addr in self.devices:
             raise VirtualRadioError(f"{addr} is already joined")
         if install_code is not None:
-            try:
-                key = zigpy.util.convert_install_code(bytes.fromhex(install_code))
-            except ValueError as exc:
-                raise VirtualRadioError(f"bad install code: {exc}") from None
-            if self.link_keys.get(addr) != key:
+            if self.link_keys.get(addr) != zcl.install_code_key(install_code):
                 raise VirtualRadioError(f"{addr} needs an install code the coordinator "
                                         "does not have")
         used = {d.nwk for d in self.devices.values()}
@@ -278,10 +275,13 @@ class VirtualNetwork:
             "silence": self.silence, "link": self.set_link, "state": self.state}
         if event not in handlers:
             raise VirtualRadioError(f"unknown event {event!r} (known: {sorted(handlers)})")
-        try:
-            return handlers[event](ieee, **kwargs)
-        except TypeError as exc:
-            raise VirtualRadioError(f"bad arguments for {event!r}: {exc}") from None
+        signature = inspect.signature(handlers[event])
+        try:  # bound first: a TypeError from inside the handler is a bug, not bad arguments
+            signature.bind(ieee, **kwargs)
+        except TypeError:
+            raise VirtualRadioError(f"{event} takes {', '.join(signature.parameters)}; got "
+                                    f"{', '.join(['ieee', *kwargs])}") from None
+        return handlers[event](ieee, **kwargs)
 
     def unplug(self) -> None:
         """Pull the radio stick out: the application loses its serial connection."""

@@ -1,19 +1,26 @@
 """ZCL values for the simulated devices: names to zigpy definitions, JSON to wire types,
 and the general (profile-wide) commands a device's firmware answers.
 
+What is injected (a raw attribute value, a command's arguments, an install code) is
+checked here, and refused with a message naming it and what it must be: zigpy's own
+errors say which Python conversion failed, which means nothing to whoever typed it.
 Plain functions over zigpy's cluster registry; :mod:`.device` holds the device itself.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
 import zigpy.types as t
+import zigpy.util
 from zigpy.zcl import Cluster, foundation
 
 ClusterKey = tuple[int, bool, int]  # endpoint, is_server, cluster id
+EXAMPLE_INSTALL_CODE = "83FED3407A939723A5C639B26916D505C3B5"  # the Zigbee spec's example
 
 _CLUSTERS_BY_NAME: dict[str, type[Cluster]] = {
     cls.ep_attribute: cls for cls in Cluster._registry.values() if cls.ep_attribute
@@ -60,15 +67,109 @@ def parse_eui64(value: str | t.EUI64) -> t.EUI64:
         raise VirtualRadioError(f"not an IEEE address: {value!r}") from None
 
 
+def install_code_key(text: str) -> t.KeyData:
+    """The link key of an install code (hex, its CRC last, as printed on a device);
+    VirtualRadioError saying what is wrong with the code."""
+    try:
+        code = bytes.fromhex(text)
+    except ValueError:
+        raise VirtualRadioError("install_code must be hex digits ending in the code's CRC, "
+                                f"such as {EXAMPLE_INSTALL_CODE}, got {_got(text)}") from None
+    if len(code) not in (8, 10, 14, 18):
+        raise VirtualRadioError("install_code must have 6, 8, 12 or 16 bytes and a 2-byte "
+                                f"CRC; this one has {len(code)} bytes")
+    try:
+        return zigpy.util.convert_install_code(code)
+    except ValueError:  # what is left to check is the CRC
+        raise VirtualRadioError("install_code: its CRC (the last 4 digits) does not match "
+                                "the code; check it for a typo") from None
+
+
 def typed(attr: foundation.ZCLAttributeDef, value: Any) -> Any:
     """A stored (JSON) value as the attribute's zigpy type, ready to serialize."""
-    if isinstance(value, attr.type):
+    return _as_type(attr.type, value)
+
+
+def _as_type(typ: type[Any], value: Any) -> Any:
+    if isinstance(value, typ):
         return value
-    if issubclass(attr.type, t.EUI64):
+    if issubclass(typ, t.EUI64):
         return t.EUI64.convert(value)
     if isinstance(value, bool):
         value = int(value)
-    return attr.type(value)
+    return typ(value)
+
+
+def expected(typ: type[Any]) -> str:
+    """What a JSON value of the zigpy type ``typ`` must be, as a message says it."""
+    if issubclass(typ, t.EUI64):
+        return "an IEEE address such as 00:12:4b:00:01:02:03:04"
+    if issubclass(typ, t.FixedIntType):  # enums and bitmaps are integers on the wire too
+        return f"an integer from {typ.min_value} to {typ.max_value}{_names(typ)}"
+    if issubclass(typ, float):
+        return "a number"
+    if issubclass(typ, str):
+        return "text"
+    return f"a ZCL {typ.__name__}"
+
+
+def _names(typ: type[Any]) -> str:
+    """How an enum's values may also be given (zigpy converts a member's name; a bitmap
+    takes numbers only)."""
+    if not issubclass(typ, enum.Enum) or issubclass(typ, enum.Flag):
+        return ""
+    return f" or a name such as {', '.join(m.name for m in list(typ)[:4])}"
+
+
+def _got(value: Any) -> str:
+    """A JSON value as a message shows it: text quoted and cut short, numbers as they
+    are, anything else by its JSON type (never Python's repr)."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:40] + "...")
+    if isinstance(value, bool | int | float) or value is None:
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "an object"
+    return "an array" if isinstance(value, list) else "a value of another type"
+
+
+def checked(typ: type[Any], value: Any, what: str) -> Any:
+    """``value`` as ``typ``; VirtualRadioError ``<what> must be <expected>, got <value>``
+    if it is not one."""
+    try:
+        converted = _as_type(typ, value)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        pass
+    else:
+        # zigpy's flags take a negative number as "all bits set"; on the wire it is not one
+        if not (isinstance(value, int) and issubclass(typ, t.FixedIntType)
+                and not typ.min_value <= value <= typ.max_value):
+            return converted
+    raise VirtualRadioError(f"{what} must be {expected(typ)}, got {_got(value)}")
+
+
+def command_payload(cmd: foundation.ZCLCommandDef, args: dict[str, Any], what: str) -> bytes:
+    """The payload of the cluster command ``cmd`` (``what``: its name in messages, such as
+    ``level.step``) from JSON arguments; VirtualRadioError naming the argument that is
+    unknown, missing or not of the field's type."""
+    fields = cmd.schema.fields
+    takes = ", ".join(f.name for f in fields) or "no arguments"
+    unknown = sorted(set(args) - {f.name for f in fields})
+    if unknown:
+        raise VirtualRadioError(f"{what} takes no {', '.join(unknown)} (it takes {takes})")
+    values = {}
+    for field in fields:
+        if field.name in args:
+            values[field.name] = checked(field.type, args[field.name],
+                                         f"{what}: {field.name}")
+        elif not field.optional:
+            raise VirtualRadioError(f"{what}: {field.name} is required "
+                                    f"({expected(field.type)})")
+    try:
+        return bytes(cmd.schema(**values).serialize())
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        raise VirtualRadioError(f"{what}: these arguments do not make a {what} command "
+                                f"(it takes {takes})") from None
 
 
 @functools.cache
