@@ -117,6 +117,35 @@ def test_bad_arguments_are_named_and_python_is_never_quoted(tmp_path: Path) -> N
     run_async(main(), 30)
 
 
+ONE_REQUEST = 'send one JSON object per line, such as {"op": "status"}'
+# Lines that are not a request, and the answer, whole: what was wrong and what to send,
+# never the JSON parser's text ("Expecting value: line 1 column 1 (char 0)").
+NOT_REQUESTS = {
+    b"not json": f"the request is not JSON: {ONE_REQUEST}",
+    b'{"op": "status",}': f"the request is not JSON: {ONE_REQUEST}",
+    b'{"op": "st\xffatus"}': f"the request is not JSON: {ONE_REQUEST}",  # not UTF-8
+    b"[" * 50_000 + b"]" * 50_000: f"the request nests deeper than 32 levels: {ONE_REQUEST}",
+}
+
+
+def test_a_line_that_is_not_a_request_is_answered_and_the_connection_goes_on(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        emu = await Emulator(tmp_path / "ncp.json").start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", emu.control_port)
+        try:
+            for line, error in NOT_REQUESTS.items():
+                writer.write(line + b"\n")
+                assert json.loads(await reader.readline()) == {"ok": False, "error": error}
+            writer.write(b'{"op": "kinds"}\n')  # the same connection still takes requests
+            assert json.loads(await reader.readline())["ok"] is True
+        finally:
+            writer.close()
+            await emu.stop()
+
+    run_async(main(), 30)
+
+
 def test_an_unexpected_failure_is_a_fixed_internal_error_with_details_in_the_log(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:

@@ -11,6 +11,6 @@ JSON-lines control interface, :mod:`.emulator` puts it all together and :mod:`.c
 hash of install codes), and from gatewayd only the simulated device model
 (``gatewayd.zigbee.virtual``: device, zcl, catalog and report stream, through :mod:`.air`
 alone) and the client side of its control protocol (``gatewayd.zigbee.simlink``, in
-:mod:`.control`), and ``gatewayd.runtime.atomicfile`` for its NVM file. Never bellows,
-whose schema it is tested against.
+:mod:`.control`), and ``gatewayd.runtime`` (``atomicfile`` for its NVM file, ``jsonbody``
+for the control port's requests). Never bellows, whose schema it is tested against.
 """

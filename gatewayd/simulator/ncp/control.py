@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from gatewayd.runtime.jsonbody import BadBody, loads
 from gatewayd.simulator.ncp.air import KINDS, Air, AirError
 from gatewayd.simulator.ncp.server import NcpServer
 from gatewayd.zigbee.simargs import ArgumentError, Signature, check_args
@@ -32,6 +33,8 @@ from gatewayd.zigbee.simlink import MAX_LINE, SIM_ACTIONS, ControlClient, Contro
 __all__ = ["Control", "ControlClient", "ControlError", "ControlServer"]
 
 log = logging.getLogger(__name__)
+
+ONE_REQUEST = 'send one JSON object per line, such as {"op": "status"}'
 
 # op -> the arguments it takes; those it shares with the hub's `zigbee sim` actions are
 # theirs, so that both are checked alike (gatewayd.zigbee.simargs).
@@ -175,9 +178,9 @@ class ControlServer:
                 if not line.strip():
                     continue
                 try:
-                    request = json.loads(line)
-                except ValueError as exc:
-                    reply: dict[str, Any] = {"ok": False, "error": f"not JSON: {exc}"}
+                    request = loads(line, "the request")
+                except BadBody as exc:
+                    reply: dict[str, Any] = {"ok": False, "error": f"{exc}: {ONE_REQUEST}"}
                 else:
                     reply = await self.control.call(request)
                 writer.write(json.dumps(reply, default=str).encode() + b"\n")
