@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
 
     from gatewayd.zigbee.child import Child
+    from gatewayd.zigbee.virtual.radio import VirtualNetwork
 from gatewayd.zigbee.alerts import Alerts
 from gatewayd.zigbee.availability import watch_availability
 from gatewayd.zigbee.children import Children
@@ -73,7 +74,8 @@ class ZigbeeBridge(BridgeOperations):
                  availability_interval: float = 60.0, mains_timeout: float = 600.0,
                  battery_timeout: float = 25 * 3600.0,
                  shutdown_timeout: float = SHUTDOWN_SECONDS,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 virtual: VirtualNetwork | None = None) -> None:
         self.cfg, self.state_dir, self.publisher, self.hub = cfg, Path(state_dir), publisher, hub
         self.retry_min, self.retry_max, self.shutdown_timeout = (retry_min, retry_max,
                                                                  shutdown_timeout)
@@ -94,6 +96,7 @@ class ZigbeeBridge(BridgeOperations):
         self.permits = PermitJoin(cfg.permit_join_max,
                                   lambda seconds: self._hub_value("permitjoin", seconds))
         self._sim: SimLink | None = None
+        self._virtual = virtual  # the virtual radio's network (zigbee/operations.py)
         self.fast = FastPaths()  # the radio's fast paths, once it runs (zigbee/radio.py)
         self.hub_node = zigbee_node(self.cfg.permit_join_max, self)
         self.alerts = Alerts(lambda: hub.id if hub is not None else "hub")
@@ -157,7 +160,7 @@ class ZigbeeBridge(BridgeOperations):
         failures = 0
         while True:
             try:
-                app = await start_controller(self.cfg, self.state_dir)
+                app = await start_controller(self.cfg, self.state_dir, self.virtual)
             except RadioError as exc:
                 if str(exc) != self.last_error:  # the journal gets each new reason once
                     log.error("zigbee: %s; retrying", exc, exc_info=exc.details)

@@ -118,7 +118,7 @@ async def started(radio: Radio, **kw: Any) -> tuple[ZigbeeBridge, Recorder]:
     options = {"retry_min": 0.05, "retry_max": 0.2, "shutdown_timeout": 2.0,
                "status_text": pub.line, **kw}
     bridge = ZigbeeBridge(options.pop("cfg", radio.config()), radio.state_dir, pub, hub=hub,
-                          **options)
+                          **radio.bridge_options(), **options)
     radio.bridges.append(bridge)
     await bridge.start()
     async with asyncio.timeout(10):
@@ -885,6 +885,38 @@ def test_missing_serial_port_is_reported_and_retried(tmp_path: Path) -> None:
     run(main())
 
 
+@pytest.mark.parametrize(("content", "why"), [
+    ('{"radio_ieee": 7', "(it is not JSON)"),
+    ("{}", "('radio_ieee' is missing)"),
+    ('{"radio_ieee": "zz"}', "(not an IEEE address: 'zz')"),
+    ("[1]", "(its entries do not have the form the virtual radio writes)"),
+])
+def test_a_damaged_virtual_world_file_is_named_in_the_hubs_zigbee_status(
+        tmp_path: Path, content: str, why: str) -> None:
+    """The virtual radio's world file is read by the bridge that owns the network (no
+    process-wide registry): a damaged one reads as such, in our words, not as a radio
+    failing to start."""
+    (tmp_path / "zigbee-virtual.json").write_text(content)
+
+    async def main() -> None:
+        pub = Recorder()
+        hub = homie.Device(HUB_ID, "Test hub")
+        pub.add_device(hub)
+        bridge = ZigbeeBridge(ZigbeeConfig(enabled=True, radio="virtual"), tmp_path, pub,
+                              hub=hub, retry_min=0.05, retry_max=0.1)
+        await bridge.start()
+        try:
+            status = await pub.until(lambda: [v for v in pub.values(HUB_ID, "zigbee/status")
+                                              if v.startswith("down")])
+        finally:
+            await bridge.stop()
+        assert f"zigbee-virtual.json is not a virtual radio world file {why}; delete it to " \
+            "start an empty one" in status[0]
+        assert bridge.status()["up"] is False
+
+    run(main())
+
+
 def test_radio_errors_are_explained(tmp_path: Path) -> None:
     import importlib.util
     import socket
@@ -1069,7 +1101,7 @@ def test_acceptance_through_mosquitto(radio: Radio, tmp_path: Path) -> None:
         hub = homie.Device(HUB_ID, "Test hub")
         link = CloudLink(fast_config(), hub, command_timeout=5.0)
         bridge = ZigbeeBridge(radio.config(), radio.state_dir, link, hub=hub, retry_min=0.05,
-                              retry_max=0.2)
+                              retry_max=0.2, **radio.bridge_options())
         await link.start(creds_for(broker))
         await bridge.start()
         await seen(mon, f"{base(HUB_ID)}/zigbee/status", "ready", mark=mon.mark())

@@ -59,7 +59,7 @@ class Hub:
         self.link = CloudLink(fast_config(), hub, command_timeout=5.0)
         self.bridge = ZigbeeBridge(self.radio.config(command_timeout=2.0), self.radio.state_dir,
                                    self.link, hub=hub, retry_min=0.05, retry_max=0.2,
-                                   shutdown_timeout=2.0)
+                                   shutdown_timeout=2.0, **self.radio.bridge_options())
         mark = self.mon.mark()
         await self.link.start(creds_for(self.broker))
         await self.bridge.start()

@@ -42,9 +42,11 @@ class Radio:
             self.emu = await Emulator(self.state_dir / "ncp.json").start()
             self._wrap(self.emu.air)
         else:
-            from gatewayd.zigbee.virtual.radio import network
+            from gatewayd.zigbee.virtual.radio import VirtualNetwork
 
-            self.net = network(self.state_dir / "zigbee-virtual.json")
+            # Every bridge of the test is given this network (bridge_options), as the
+            # daemon's one bridge keeps its own: restarts find the same air.
+            self.net = VirtualNetwork(self.state_dir / "zigbee-virtual.json")
             self._wrap(self.net)
         return self
 
@@ -85,6 +87,10 @@ class Radio:
                 downlink(packet)
 
             air.downlink = record_packet
+
+    def bridge_options(self) -> dict[str, Any]:
+        """What a bridge on this radio is given besides its config (the virtual network)."""
+        return {"virtual": self.net} if self.net is not None else {}
 
     def config(self, **kw: Any) -> ZigbeeConfig:
         kw.setdefault("command_timeout", self.timeout)

@@ -38,6 +38,7 @@ class BridgeOperations:
     children: Children
     fast: FastPaths
     _sim: SimLink | None
+    _virtual: VirtualNetwork | None
 
     def _is_child(self, dev: Any) -> bool:
         raise NotImplementedError
@@ -76,8 +77,11 @@ class BridgeOperations:
 
     @property
     def virtual(self) -> VirtualNetwork | None:
-        """The simulated network when ``zigbee.radio = "virtual"`` (event injection)."""
-        return virtual_network(self.cfg, self.state_dir)
+        """The simulated network when ``zigbee.radio = "virtual"`` (event injection): the
+        one the radio runs, loaded from the world file at first use and kept."""
+        if self._virtual is None:
+            self._virtual = virtual_network(self.cfg, self.state_dir)
+        return self._virtual
 
     @property
     def sim(self) -> SimLink | None:

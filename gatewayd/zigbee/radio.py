@@ -191,17 +191,26 @@ def radio_path(cfg: ZigbeeConfig, state_dir: Path) -> str:
 
 
 def virtual_network(cfg: ZigbeeConfig, state_dir: Path) -> VirtualNetwork | None:
-    """The simulated network when ``zigbee.radio = "virtual"`` (event injection)."""
+    """A simulated network loaded from the world file when ``zigbee.radio = "virtual"``;
+    its owner keeps it and passes it to :func:`start_controller` (one per world file)."""
     if cfg.radio != "virtual":
         return None
+    network: Callable[[Path], VirtualNetwork] = _virtual_radio().VirtualNetwork
+    try:
+        return network(state_dir / VIRTUAL_WORLD_FILE)
+    except ValueError as exc:  # the world file is damaged; the message names it
+        raise RadioError(str(exc)) from exc
+
+
+def _virtual_radio() -> Any:
     # zigpy comes with it: imported only when a simulated radio is asked for.
-    network: Callable[[Path], VirtualNetwork] = importlib.import_module(
-        "gatewayd.zigbee.virtual.radio").network
-    return network(state_dir / VIRTUAL_WORLD_FILE)
+    return importlib.import_module("gatewayd.zigbee.virtual.radio")
 
 
-def zigpy_config(cfg: ZigbeeConfig, state_dir: Path) -> dict[str, Any]:
-    """zigpy's configuration dictionary for our config section."""
+def zigpy_config(cfg: ZigbeeConfig, state_dir: Path,
+                 virtual: VirtualNetwork | None = None) -> dict[str, Any]:
+    """zigpy's configuration dictionary for our config section (with the virtual radio's
+    network, which zigpy keeps as an extra key)."""
     ota: dict[str, Any] = {"enabled": cfg.ota, "broadcast_enabled": cfg.ota}
     if not cfg.ota:
         # Hubs may have no Internet: no provider should try to fetch anything.
@@ -224,6 +233,8 @@ def zigpy_config(cfg: ZigbeeConfig, state_dir: Path) -> dict[str, Any]:
         # third of a report's CPU (bench/README.md). It also had a race that could hang
         # a disconnect (see shutdown_controller).
         config["use_thread"] = False
+    if cfg.radio == "virtual":
+        config[_virtual_radio().CONF_NETWORK] = virtual or virtual_network(cfg, state_dir)
     return config
 
 
@@ -263,15 +274,18 @@ def _explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
                       "the details", details=exc)
 
 
-async def start_controller(cfg: ZigbeeConfig, state_dir: Path) -> ControllerApplication:
+async def start_controller(cfg: ZigbeeConfig, state_dir: Path,
+                           virtual: VirtualNetwork | None = None) -> ControllerApplication:
     """Import the library, open ``zigbee.db``, connect and start (forming if needed).
 
     The network is formed on first start with a random PAN id, extended PAN id and
-    network key; zigpy keeps them (and a backup) in ``zigbee.db``.
+    network key; zigpy keeps them (and a backup) in ``zigbee.db``. ``virtual`` is the
+    simulated network the virtual radio drives (one loaded from the world file if None).
     """
     cls = controller_class(cfg.radio)
     path = radio_path(cfg, state_dir)
-    opening = asyncio.ensure_future(cls.new(zigpy_config(cfg, state_dir), start_radio=False))
+    opening = asyncio.ensure_future(cls.new(zigpy_config(cfg, state_dir, virtual),
+                                            start_radio=False))
     try:
         app = await asyncio.shield(opening)
     except asyncio.CancelledError:

@@ -2,10 +2,11 @@
 
 * :class:`VirtualNetwork` is "the air": the radio stick's NVRAM, the simulated
   devices (:class:`~gatewayd.zigbee.virtual.device.SimDevice`, built from
-  :mod:`gatewayd.zigbee.virtual.catalog`) and whether the stick is plugged in. One exists per
-  world file (``<state_dir>/zigbee-virtual.json``) and outlives the zigpy application,
-  so restarting the bridge, or the daemon, finds the same devices in the same state,
-  as a real network would.
+  :mod:`gatewayd.zigbee.virtual.catalog`) and whether the stick is plugged in. Its owner
+  (the bridge) keeps one for the world file (``<state_dir>/zigbee-virtual.json``) and
+  hands it to every application it starts (:data:`CONF_NETWORK`), so restarting the
+  radio finds the same devices in the same state, as a real network would; a new
+  process loads them from the world file. No registry: nothing is shared by accident.
 * :class:`ControllerApplication` is the zigpy ``ControllerApplication`` subclass
   that ``zigbee.radio = "virtual"`` selects. zigpy drives it exactly like bellows:
   forming, interviewing, binding and commands all go through the real zigpy code.
@@ -42,6 +43,7 @@ import zigpy.state
 import zigpy.types as t
 import zigpy.zdo.types as zdo_t
 
+from gatewayd.runtime import jsonbody
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.zigbee.virtual import zcl
 from gatewayd.zigbee.virtual.catalog import KINDS, MANUFACTURER, MANUFACTURER_CODE
@@ -49,8 +51,8 @@ from gatewayd.zigbee.virtual.device import SimDevice
 from gatewayd.zigbee.virtual.report_stream import ReportStream
 from gatewayd.zigbee.virtual.zcl import VirtualRadioError, check_attribute, parse_eui64
 
-__all__ = ["ControllerApplication", "SimDevice", "VirtualNetwork", "VirtualRadioError",
-           "network"]
+__all__ = ["CONF_NETWORK", "ControllerApplication", "SimDevice", "VirtualNetwork",
+           "VirtualRadioError"]
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +86,9 @@ class VirtualNetwork:
         self._snapshots = self._written = 0
         if path is not None and path.exists():
             try:
-                self._load(json.loads(path.read_text()))
-            except (ValueError, KeyError, TypeError, VirtualRadioError) as exc:
-                raise VirtualRadioError(f"{path} is not a virtual radio world file ({exc}); "
-                                        "delete it to start an empty one") from None
+                self._load(jsonbody.loads(path.read_bytes(), "it"))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise zcl.world_file_error(path, exc) from None
 
     # -- persistence --------------------------------------------------------------------
     def _load(self, data: dict[str, Any]) -> None:
@@ -337,15 +338,9 @@ def _log_failure(future: asyncio.Future[None]) -> None:
         log.error("virtual radio: saving the world file failed: %s", future.exception())
 
 
-_NETWORKS: dict[str, VirtualNetwork] = {}
-
-
-def network(path: str | Path) -> VirtualNetwork:
-    """The virtual network behind a world file, shared by every app in this process."""
-    key = str(Path(path).resolve())
-    if key not in _NETWORKS:
-        _NETWORKS[key] = VirtualNetwork(Path(key))
-    return _NETWORKS[key]
+# zigpy builds an application from its configuration alone: the network it drives comes
+# in this key (zigpy's schema keeps extra keys, by reference), put there by its owner.
+CONF_NETWORK = "gatewayd_virtual_network"
 
 
 class ControllerApplication(zigpy.application.ControllerApplication):
@@ -363,7 +358,11 @@ class ControllerApplication(zigpy.application.ControllerApplication):
 
     @property
     def virtual_network(self) -> VirtualNetwork:
-        return network(self.config[zigpy.config.CONF_DEVICE][zigpy.config.CONF_DEVICE_PATH])
+        net = self.config.get(CONF_NETWORK)
+        if not isinstance(net, VirtualNetwork):
+            raise zigpy.exceptions.ControllerException(
+                f"the virtual radio needs its VirtualNetwork in the {CONF_NETWORK!r} key")
+        return net
 
     def _require(self) -> VirtualNetwork:
         if self._net is None or not self._net.plugged:

@@ -19,6 +19,8 @@ import zigpy.types as t
 import zigpy.util
 from zigpy.zcl import Cluster, foundation
 
+from gatewayd.runtime.jsonbody import BadBody
+
 ClusterKey = tuple[int, bool, int]  # endpoint, is_server, cluster id
 EXAMPLE_INSTALL_CODE = "83FED3407A939723A5C639B26916D505C3B5"  # the Zigbee spec's example
 
@@ -30,6 +32,18 @@ _CLUSTERS_BY_NAME: dict[str, type[Cluster]] = {
 class VirtualRadioError(ValueError):
     """An injected event that cannot happen (closed permit join, unknown device...): the
     caller's mistake, so front ends answer it like any other bad value."""
+
+
+def world_file_error(path: object, exc: BaseException) -> VirtualRadioError:
+    """The world file at ``path`` cannot be loaded (``exc``): said without Python's text."""
+    if isinstance(exc, VirtualRadioError | BadBody):
+        why = str(exc)  # ours: "it is not JSON", "not an IEEE address: 'x'"
+    elif isinstance(exc, KeyError):
+        why = f"{exc.args[0]!r} is missing"
+    else:
+        why = "its entries do not have the form the virtual radio writes"
+    return VirtualRadioError(f"{path} is not a virtual radio world file ({why}); delete it "
+                             "to start an empty one")
 
 
 def cluster_class(name: str) -> type[Cluster]:
