@@ -252,8 +252,9 @@ def fast_stopping(server: WebServer) -> WebServer:
 
 @contextlib.contextmanager
 def running_portal(tmp: Path, *, networks: list[dict[str, Any]] | None = None,
-                   with_onboarding: bool = True,
+                   with_onboarding: bool = True, bridge: Any = None,
                    **sections: Mapping[str, Any]) -> Iterator[Portal]:
+    """``bridge``: a ZigbeeBridge for the portal's Zigbee routes (none without)."""
     config = make_config(tmp, **sections)
     store = StateStore(config.state_dir, config.hub.setup_code)
     store.open(device_id="dc-a6-32-01-02-03", mac="dc:a6:32:01:02:03")
@@ -264,7 +265,7 @@ def running_portal(tmp: Path, *, networks: list[dict[str, Any]] | None = None,
     fake = FakeOnboarding(hub, NETWORKS if networks is None else networks)
     behind: FakeOnboarding | NoOnboarding = fake if with_onboarding else NoOnboarding(hub)
     pairing = PairingService(behind, config.cloud, wifi_enabled=config.hotspot.enabled)
-    app = create_portal_app(hub, core.call, pairing=pairing, onboarding=behind)
+    app = create_portal_app(hub, core.call, pairing=pairing, onboarding=behind, zigbee=bridge)
     server = fast_stopping(WebServer(app, name="portal", host="127.0.0.1", port=0,
                                      max_request_bytes=config.portal.max_request_bytes))
     try:

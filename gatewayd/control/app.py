@@ -14,7 +14,13 @@ from werkzeug.exceptions import HTTPException
 
 from gatewayd.hub import RESET_TIMEOUT, Hub
 from gatewayd.onboarding.pairing import PairingService
-from gatewayd.portal.api import INTERNAL_CODE, INTERNAL_MESSAGE, api_blueprint
+from gatewayd.portal.api import (
+    INTERNAL_CODE,
+    INTERNAL_MESSAGE,
+    INVALID_CODE,
+    UNAVAILABLE_CODE,
+    api_blueprint,
+)
 from gatewayd.portal.core import PortalCore, PortalOnboarding
 from gatewayd.runtime.corecall import CoreCall, CoreTimeout, CoreUnavailable
 from gatewayd.runtime.jsonbody import BadBody, parse_json
@@ -32,16 +38,25 @@ class ApiError(Exception):
         self.details = details
 
 
+def invalid(message: str) -> ApiError:
+    """A bad body or value (``message`` names it): the portal's code for the same refusal."""
+    return ApiError(400, INVALID_CODE, message)
+
+
+def unavailable(message: str) -> ApiError:
+    return ApiError(503, UNAVAILABLE_CODE, message)
+
+
 def json_object_body() -> dict[str, Any]:
     """The request's JSON object; ``{}`` without a body; 400 for anything else."""
     try:
         body = parse_json(request.get_data())
     except BadBody as exc:
-        raise ApiError(400, "invalid", str(exc)) from None
+        raise invalid(str(exc)) from None
     if body is None:
         return {}
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid", "the body must be a JSON object")
+        raise invalid("the body must be a JSON object")
     return body
 
 
@@ -49,8 +64,8 @@ def reset_still_running(what: str) -> ApiError:
     """The answer when a reset outlasts its allowance: it is not cut short (Hub.reset), so
     the caller learns it goes on rather than that the daemon did not answer. Still the
     ``unavailable`` of any call out of time: a status code is part of the contract."""
-    return ApiError(503, "unavailable", f"{what} did not finish within {RESET_TIMEOUT:g} s; "
-                                        "it goes on in the hub: see 'gatewayctl status'")
+    return unavailable(f"{what} did not finish within {RESET_TIMEOUT:g} s; it goes on in the "
+                       "hub: see 'gatewayctl status'")
 
 
 def error_response(status: int, code: str, message: str,
@@ -78,7 +93,7 @@ def control_blueprint(hub: Hub, call: CoreCall) -> Blueprint:
     def reset() -> Any:
         full = json_object_body().get("full", False)
         if not isinstance(full, bool):
-            raise ApiError(400, "invalid", "full: must be true or false")
+            raise invalid("full: must be true or false")
         try:
             return jsonify(call(hub.reset, full, timeout=RESET_TIMEOUT))
         except CoreTimeout:
@@ -107,7 +122,7 @@ def create_control_app(hub: Hub, call: CoreCall,
 
     @app.errorhandler(CoreUnavailable)
     def _unavailable(exc: CoreUnavailable) -> Any:
-        return error_response(503, "unavailable", str(exc))
+        return error_response(503, UNAVAILABLE_CODE, str(exc))
 
     @app.errorhandler(404)
     def _not_found(exc: Exception) -> Any:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from flask import Blueprint, jsonify
 
 from gatewayd.ble_commission import BleUnavailable
-from gatewayd.control.app import ApiError, json_object_body
+from gatewayd.control.app import ApiError, invalid, json_object_body
 from gatewayd.runtime.corecall import CoreCall
 
 MAX_WINDOW_SECONDS = 86400.0
@@ -50,19 +50,19 @@ def ble_blueprint(commissioner: BleControl, call: CoreCall) -> Blueprint:
     def window() -> Any:
         body = json_object_body()
         if "action" not in body:
-            raise ApiError(400, "invalid", "the body must be a JSON object with \"action\"")
+            raise invalid("the body must be a JSON object with \"action\"")
         action = body.get("action")
         authorize = body.get("authorize", False)
         seconds = body.get("seconds")
         if action not in ("open", "close"):
-            raise ApiError(400, "invalid", "action: must be \"open\" or \"close\"")
+            raise invalid("action: must be \"open\" or \"close\"")
         if not isinstance(authorize, bool):
-            raise ApiError(400, "invalid", "authorize: must be true or false")
+            raise invalid("authorize: must be true or false")
         if seconds is not None and (isinstance(seconds, bool)
                                     or not isinstance(seconds, int | float)
                                     or not 0 < seconds <= MAX_WINDOW_SECONDS):
-            raise ApiError(400, "invalid", f"seconds: must be a number of seconds above 0, "
-                                           f"at most {MAX_WINDOW_SECONDS:.0f}")
+            raise invalid(f"seconds: must be a number of seconds above 0, "
+                          f"at most {MAX_WINDOW_SECONDS:.0f}")
         if action == "close":
             return jsonify(call(commissioner.close_window, "control"))
 

@@ -16,7 +16,13 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from gatewayd.control.app import ApiError, json_object_body, reset_still_running
+from gatewayd.control.app import (
+    ApiError,
+    invalid,
+    json_object_body,
+    reset_still_running,
+    unavailable,
+)
 from gatewayd.control.parts import DeviceProviders
 from gatewayd.hardware.button import PRESS_KINDS
 from gatewayd.hardware.component import Hardware
@@ -48,14 +54,14 @@ def devices_blueprint(call: CoreCall, providers: DeviceProviders,
 
     def _hardware() -> Hardware:
         if hardware is None:
-            raise ApiError(503, "unavailable", "the hub's hardware is not set up")
+            raise unavailable("the hub's hardware is not set up")
         return hardware
 
     @bp.post("/button")
     def button() -> Any:
         kind = json_object_body().get("press")
         if kind not in PRESS_KINDS:
-            raise ApiError(400, "invalid", f"press: must be one of {', '.join(PRESS_KINDS)}")
+            raise invalid(f"press: must be one of {', '.join(PRESS_KINDS)}")
         hw = _hardware()
         try:
             result = call(hw.press, kind, timeout=PRESS_TIMEOUT)
@@ -75,7 +81,7 @@ def devices_blueprint(call: CoreCall, providers: DeviceProviders,
         seconds = json_object_body().get("seconds", IDENTIFY_SECONDS)
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
                 or not 0 < seconds <= 3600:
-            raise ApiError(400, "invalid", "seconds: must be a number above 0, at most 3600")
+            raise invalid("seconds: must be a number above 0, at most 3600")
         hw = _hardware()
         return jsonify(call(hw.identify, float(seconds)))
 

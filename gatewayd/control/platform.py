@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from gatewayd.cloud.reqres import MAX_TIMEOUT, PlatformClient, PlatformError, RequestFailed
-from gatewayd.control.app import ApiError, json_object_body
+from gatewayd.control.app import ApiError, invalid, json_object_body
 from gatewayd.runtime.corecall import CoreCall
 
 CALL_MARGIN = 5.0  # the core call outlives the request's own timeout
@@ -30,11 +30,10 @@ def platform_blueprint(platform: PlatformClient, call: CoreCall) -> Blueprint:
         body = json_object_body()
         endpoint, timeout = body.get("endpoint"), body.get("timeout", 10)
         if not isinstance(endpoint, str):
-            raise ApiError(400, "invalid", "endpoint: required (text)")
+            raise invalid("endpoint: required (text)")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
                 or not 0 < timeout <= MAX_TIMEOUT:
-            raise ApiError(400, "invalid", f"timeout: a number of seconds, above 0 and at "
-                                           f"most {MAX_TIMEOUT:g}")
+            raise invalid(f"timeout: a number of seconds, above 0 and at most {MAX_TIMEOUT:g}")
 
         async def _request() -> Any:
             return await platform.request(endpoint, body.get("data"), timeout=float(timeout),
@@ -47,7 +46,7 @@ def platform_blueprint(platform: PlatformClient, call: CoreCall) -> Blueprint:
         except PlatformError as exc:
             raise ApiError(exc.code, exc.error_code, str(exc)) from None
         except ValueError as exc:
-            raise ApiError(400, "invalid", str(exc)) from None
+            raise invalid(str(exc)) from None
         return jsonify({"endpoint": endpoint, "data": data})
 
     return bp

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, jsonify
 
-from gatewayd.control.app import ApiError, json_object_body
+from gatewayd.control.app import ApiError, invalid, json_object_body
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.zigbee.inputs import BridgeError, parse_permit_seconds
 from gatewayd.zigbee.simlink import SimError, SimUnavailable, check_action
@@ -26,14 +26,14 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
         except BridgeError as exc:
             raise ApiError(exc.http_status, exc.code, str(exc)) from None
         except ValueError as exc:
-            raise ApiError(400, "invalid", str(exc)) from None
+            raise invalid(str(exc)) from None
 
     @bp.post("/permit-join")
     def permit_join() -> Any:
         try:
             seconds = parse_permit_seconds(json_object_body().get("seconds"))
         except ValueError as exc:
-            raise ApiError(400, "invalid", str(exc)) from None
+            raise invalid(str(exc)) from None
         return jsonify({"permit_join": run(bridge.permit_join, seconds)})
 
     @bp.post("/install-code")
@@ -41,16 +41,16 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
         body = json_object_body()
         ieee, code = body.get("ieee"), body.get("code")
         if not isinstance(ieee, str) or not isinstance(code, str):
-            raise ApiError(400, "invalid", "ieee and code are required (text)")
+            raise invalid("ieee and code are required (text)")
         return jsonify({"ieee": run(bridge.add_install_code, ieee, code)})
 
     @bp.post("/remove")
     def remove() -> Any:
         ieee = json_object_body().get("ieee")
         if ieee is None:
-            raise ApiError(400, "invalid", "ieee: required")
+            raise invalid("ieee: required")
         if not isinstance(ieee, str):
-            raise ApiError(400, "invalid", "ieee: must be text such as 8b:b3:00:00:00:00:00:01")
+            raise invalid("ieee: must be text such as 8b:b3:00:00:00:00:00:01")
         return jsonify({"removed": run(bridge.remove, ieee)})
 
     @bp.post("/sim")
@@ -65,7 +65,7 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
         try:
             check_action(action, body)
         except SimError as exc:
-            raise ApiError(400, "invalid", str(exc)) from None
+            raise invalid(str(exc)) from None
 
         async def _do() -> Any:
             return await link.call(action, body)

@@ -15,13 +15,27 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from gatewayd.onboarding.pairing import PAIR_FIELDS, InvalidRequest, PairingError
+from gatewayd.onboarding.pairing import (
+    PAIR_FIELDS,
+    InvalidRequest,
+    PairingError,
+    RateLimited,
+)
 from gatewayd.portal.core import PortalCore
 from gatewayd.portal.pair import MAX_PARAMETERS, http_gate, retry_after, submit_or_refuse
 from gatewayd.portal.security import RateLimiter
 from gatewayd.runtime.jsonbody import BadBody, parse_json
 
 Guard = Callable[[], Response | None]  # None: go on; a Response: answer that instead
+
+# The error codes the portal and the control socket answer (interfaces.md §4.6, §5.1), spelled
+# here once. A refusal a pairing request can get as well is the pairing service's, so that one
+# refusal has one code wherever it is met.
+INVALID_CODE = InvalidRequest.code
+RATE_LIMITED_CODE = RateLimited.code
+UNAUTHORIZED_CODE = "unauthorized"
+UNSUPPORTED_MEDIA_CODE = "unsupported-media-type"
+UNAVAILABLE_CODE = "unavailable"
 # An unexpected fault, on the portal and on the control socket alike: one code and a fixed
 # message; what went wrong is only in the log, where the redactor masks secrets.
 INTERNAL_CODE = "internal"
@@ -97,7 +111,7 @@ def api_blueprint(core: PortalCore, *, limiter: RateLimiter | None = None,
         # preflight, which this API never grants; that is its CSRF protection.
         if not request.is_json:
             return api_error(415, "send the pairing request as application/json",
-                             code="unsupported-media-type")
+                             code=UNSUPPORTED_MEDIA_CODE)
         raw = request.get_data()
         source = "panel" if request.headers.get("X-Requested-By") == "gatewayd-panel" else "api"
         outcome = submit_or_refuse(core, lambda: json_fields(raw), source)

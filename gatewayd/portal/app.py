@@ -14,7 +14,15 @@ from werkzeug.exceptions import HTTPException
 
 from gatewayd.hub import Hub
 from gatewayd.onboarding.pairing import PairingService
-from gatewayd.portal.api import INTERNAL_CODE, INTERNAL_MESSAGE, api_blueprint, api_error
+from gatewayd.portal.api import (
+    INTERNAL_CODE,
+    INTERNAL_MESSAGE,
+    RATE_LIMITED_CODE,
+    UNAUTHORIZED_CODE,
+    UNAVAILABLE_CODE,
+    api_blueprint,
+    api_error,
+)
 from gatewayd.portal.captive import install_captive
 from gatewayd.portal.core import PortalCore, PortalOnboarding
 from gatewayd.portal.pair import pair_blueprint, text
@@ -49,11 +57,11 @@ def _admin_guard(core: PortalCore, auth: AdminAuth) -> Any:
         if result is False:
             response = api_error(401, "sign in: HTTP Basic user 'admin' with the admin "
                                       "password (the setup code unless configured)",
-                                 code="unauthorized")
+                                 code=UNAUTHORIZED_CODE)
             response.headers["WWW-Authenticate"] = 'Basic realm="gatewayd", charset="UTF-8"'
             return response
         response = api_error(429, f"too many failed sign-ins; try again in {result} seconds",
-                             code="rate-limited")
+                             code=RATE_LIMITED_CODE)
         response.headers["Retry-After"] = str(result)
         return response
     return guard
@@ -71,7 +79,7 @@ def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(CoreUnavailable)
     def _unavailable(exc: CoreUnavailable) -> Any:
         message = f"The hub is not ready: {exc}."
-        return api_error(503, message, code="unavailable") if _wants_json() \
+        return api_error(503, message, code=UNAVAILABLE_CODE) if _wants_json() \
             else text(message, 503)
 
     @app.errorhandler(Exception)

@@ -81,9 +81,15 @@ def http_gate(limiter: RateLimiter | None) -> PairingError | None:
         wait = limiter.allow(client_key(request))
         if wait:
             return RateLimited(wait)
+    return origin_gate(CROSS_SITE)
+
+
+def origin_gate(refused: str) -> PairingError | None:
+    """A browser request from another web site is refused with ``refused``; one with an
+    Origin header no browser sends is invalid. None: go on."""
     try:
         if not same_origin(request):
-            return CrossSite(CROSS_SITE)
+            return CrossSite(refused)
     except MalformedOrigin as exc:
         return InvalidRequest(str(exc))
     return None

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, redirect, request, session, url_for
 
-from gatewayd.portal.api import api_error
-from gatewayd.portal.security import AdminAuth, MalformedOrigin, csrf_ok, same_origin
+from gatewayd.onboarding.pairing import InvalidRequest
+from gatewayd.portal.api import api_error, refusal
+from gatewayd.portal.pair import origin_gate
+from gatewayd.portal.security import AdminAuth, csrf_ok
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.jsonbody import BadBody, parse_json
 from gatewayd.zigbee.inputs import BridgeError, parse_permit_seconds
@@ -31,30 +33,27 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall,
 
     @bp.before_request
     def _guard() -> Response | None:
-        try:
-            if not same_origin(request):
-                return api_error(403, "cross-site requests are refused", code="cross-site")
-        except MalformedOrigin as exc:
-            return api_error(400, str(exc), code="invalid")
-        return guard()
+        # The pairing API's refusals: a cross-site page must not add devices either.
+        gate = origin_gate("cross-site requests are refused")
+        return refusal(gate) if gate is not None else guard()
 
     @bp.post("/permit-join")
     def permit_join() -> Any:
         try:
             body = parse_json(request.get_data())
         except BadBody as exc:
-            return api_error(400, str(exc), code="invalid")
+            return refusal(InvalidRequest(str(exc)))
         if body is None:
             body = {}
         if not isinstance(body, dict):
-            return api_error(400, "the body must be a JSON object", code="invalid")
+            return refusal(InvalidRequest("the body must be a JSON object"))
         try:
             seconds = parse_permit_seconds(body.get("seconds"))
             return jsonify({"permit_join": call(bridge.permit_join, seconds)})
         except BridgeError as exc:
             return api_error(exc.http_status, str(exc), code=exc.code)
         except ValueError as exc:
-            return api_error(400, str(exc), code="invalid")
+            return refusal(InvalidRequest(str(exc)))
 
     return bp
 
