@@ -164,7 +164,8 @@ def test_identify(control: Control, capsys: pytest.CaptureFixture[str]) -> None:
     assert "no status LED" in gatewayctl(control, capsys, "identify")
 
 
-def test_bad_requests_and_failures_are_clear(control: Control) -> None:
+def test_bad_requests_and_failures_are_clear(control: Control,
+                                             caplog: pytest.LogCaptureFixture) -> None:
     client = Client(control.socket)
     with pytest.raises(CtlError, match="press: must be one of short, long"):
         client.request("POST", "button", {"press": "medium"})
@@ -172,11 +173,15 @@ def test_bad_requests_and_failures_are_clear(control: Control) -> None:
         client.request("POST", "identify", {"seconds": -1})
 
     async def fails() -> None:
-        raise RuntimeError("no Bluetooth adapter")
+        raise AttributeError("'NoneType' object has no attribute 'StartDiscovery'")
 
     control.hardware.button.hooks["short"] = fails
-    with pytest.raises(CtlError, match="the short press failed: no Bluetooth adapter"):
+    # Before: "the short press failed: 'NoneType' object has no attribute 'StartDiscovery'".
+    with pytest.raises(CtlError) as failed:
         client.request("POST", "button", {"press": "short"})
+    assert str(failed.value) == ("the short press failed; see the hub's log "
+                                 "(journalctl -u gatewayd)")
+    assert "StartDiscovery" in caplog.text and "Traceback" in caplog.text
 
 
 def test_without_hardware_the_endpoints_say_so() -> None:

@@ -2,6 +2,11 @@
 
 Handlers run in waitress' worker threads and reach the asyncio core only
 through :class:`~gatewayd.runtime.corecall.CoreCall`.
+
+An exception a handler does not catch is answered by :func:`refusal` when it is one of our
+components' refusals (its message is written for the person asking), and otherwise with
+the fixed ``internal`` answer, its traceback in the log: a handler catches only what it
+answers differently.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 from flask import Blueprint, Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from gatewayd.cloud.reqres import PlatformError, RequestFailed
 from gatewayd.hub import RESET_TIMEOUT, Hub
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.api import (
@@ -24,6 +30,8 @@ from gatewayd.portal.api import (
 from gatewayd.portal.core import PortalCore, PortalOnboarding
 from gatewayd.runtime.corecall import CoreCall, CoreTimeout, CoreUnavailable
 from gatewayd.runtime.jsonbody import BadBody, parse_json
+from gatewayd.zigbee.inputs import BridgeError
+from gatewayd.zigbee.simlink import SimError, SimUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,35 @@ def invalid(message: str) -> ApiError:
 
 def unavailable(message: str) -> ApiError:
     return ApiError(503, UNAVAILABLE_CODE, message)
+
+
+def refusal(exc: Exception) -> ApiError | None:
+    """The answer to a refusal of one of our components, whose message is a sentence for the
+    person asking; None for any other exception (a library's, a bug): its text can carry a
+    library's internals or a secret, and nobody is shown it."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, CoreUnavailable):
+        return unavailable(str(exc))
+    if isinstance(exc, BridgeError):
+        return ApiError(exc.http_status, exc.code, str(exc))
+    if isinstance(exc, SimError):
+        return invalid(str(exc))
+    if isinstance(exc, SimUnavailable):
+        return ApiError(503, "sim-unavailable", str(exc))
+    if isinstance(exc, RequestFailed):
+        return ApiError(502, exc.error_code, str(exc),
+                        details={"status": exc.status, "code": exc.code})
+    if isinstance(exc, PlatformError):
+        return ApiError(exc.code, exc.error_code, str(exc))
+    return None
+
+
+def failed(what: str) -> ApiError:
+    """The answer when ``what`` failed with an exception that is no :func:`refusal`: a fixed
+    sentence; the traceback goes to the log. Called while that exception is handled."""
+    log.exception("control: %s failed", what)
+    return ApiError(500, "failed", f"{what} failed; see the hub's log (journalctl -u gatewayd)")
 
 
 def json_object_body() -> dict[str, Any]:
@@ -116,14 +153,6 @@ def create_control_app(hub: Hub, call: CoreCall,
     for bp in extra or []:
         app.register_blueprint(bp)
 
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> Any:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
-
-    @app.errorhandler(CoreUnavailable)
-    def _unavailable(exc: CoreUnavailable) -> Any:
-        return error_response(503, UNAVAILABLE_CODE, str(exc))
-
     @app.errorhandler(404)
     def _not_found(exc: Exception) -> Any:
         return error_response(404, "not-found", f"no such endpoint: {request.path}")
@@ -139,11 +168,13 @@ def create_control_app(hub: Hub, call: CoreCall,
                               exc.description or exc.name)
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Any:
-        # The traceback goes to the log (the redactor masks secrets), never into the answer:
-        # an exception's text can carry a library's internals or a secret.
-        log.exception("control: unexpected error on %s %s", request.method, request.path)
-        return error_response(500, INTERNAL_CODE, INTERNAL_MESSAGE)
+    def _error(exc: Exception) -> Any:
+        answer = refusal(exc)
+        if answer is None:
+            # The traceback goes to the log, where the redactor masks secrets.
+            log.exception("control: unexpected error on %s %s", request.method, request.path)
+            answer = ApiError(500, INTERNAL_CODE, INTERNAL_MESSAGE)
+        return error_response(answer.status, answer.code, answer.message, answer.details)
 
     return app
 

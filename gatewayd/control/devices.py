@@ -17,9 +17,10 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from gatewayd.control.app import (
-    ApiError,
+    failed,
     invalid,
     json_object_body,
+    refusal,
     reset_still_running,
     unavailable,
 )
@@ -28,7 +29,7 @@ from gatewayd.hardware.button import PRESS_KINDS
 from gatewayd.hardware.component import Hardware
 from gatewayd.hardware.led import IDENTIFY_SECONDS
 from gatewayd.hub import RESET_TIMEOUT
-from gatewayd.runtime.corecall import CoreCall, CoreTimeout, CoreUnavailable
+from gatewayd.runtime.corecall import CoreCall, CoreTimeout
 
 PRESS_ACTIONS = {"short": "commissioning-window", "long": "factory-reset"}
 PRESS_TIMEOUT = RESET_TIMEOUT  # a long press is the factory reset
@@ -69,10 +70,10 @@ def devices_blueprint(call: CoreCall, providers: DeviceProviders,
             if kind == "long":
                 raise reset_still_running("the long press's factory reset") from None
             raise
-        except CoreUnavailable:
-            raise
         except Exception as exc:
-            raise ApiError(500, "failed", f"the {kind} press failed: {exc}") from None
+            # What a press runs (the hotspot, the BLE window, the reset) fails in its
+            # libraries' words: the caller learns which press failed, the log the rest.
+            raise refusal(exc) or failed(f"the {kind} press") from None
         return jsonify({"press": kind, "action": PRESS_ACTIONS[kind],
                         "result": _jsonable(result)})
 

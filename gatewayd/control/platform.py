@@ -6,7 +6,7 @@ caller ``control``, with its own bound) and answers ``{"endpoint", "data"}``: th
 decrypted response. A request without a successful answer is an error whose ``code`` says
 which (docs/interfaces.md): ``platform-refused`` (502, the platform's ``status`` and
 ``code`` in ``details``), ``timeout`` (504), ``cloud-offline`` and ``link-lost`` (503),
-``too-many-requests`` (429).
+``too-many-requests`` (429): :func:`gatewayd.control.app.refusal` answers them.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from gatewayd.cloud.reqres import MAX_TIMEOUT, PlatformClient, PlatformError, RequestFailed
-from gatewayd.control.app import ApiError, invalid, json_object_body
+from gatewayd.cloud.reqres import ENDPOINT_RE, MAX_TIMEOUT, PlatformClient
+from gatewayd.control.app import invalid, json_object_body
 from gatewayd.runtime.corecall import CoreCall
 
 CALL_MARGIN = 5.0  # the core call outlives the request's own timeout
@@ -31,6 +31,11 @@ def platform_blueprint(platform: PlatformClient, call: CoreCall) -> Blueprint:
         endpoint, timeout = body.get("endpoint"), body.get("timeout", 10)
         if not isinstance(endpoint, str):
             raise invalid("endpoint: required (text)")
+        # Checked here, not left to the client's ValueError: a ValueError from deeper down
+        # is a fault, whose text is for the log.
+        if not ENDPOINT_RE.fullmatch(endpoint):
+            raise invalid("endpoint: one or two levels of letters, digits, '_', '.' and '-', "
+                          "such as echo or rfid/authorize")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
                 or not 0 < timeout <= MAX_TIMEOUT:
             raise invalid(f"timeout: a number of seconds, above 0 and at most {MAX_TIMEOUT:g}")
@@ -38,15 +43,7 @@ def platform_blueprint(platform: PlatformClient, call: CoreCall) -> Blueprint:
         async def _request() -> Any:
             return await platform.request(endpoint, body.get("data"), timeout=float(timeout),
                                           caller="control")
-        try:
-            data = call(_request, timeout=float(timeout) + CALL_MARGIN)
-        except RequestFailed as exc:
-            raise ApiError(502, exc.error_code, str(exc),
-                           details={"status": exc.status, "code": exc.code}) from None
-        except PlatformError as exc:
-            raise ApiError(exc.code, exc.error_code, str(exc)) from None
-        except ValueError as exc:
-            raise invalid(str(exc)) from None
+        data = call(_request, timeout=float(timeout) + CALL_MARGIN)
         return jsonify({"endpoint": endpoint, "data": data})
 
     return bp

@@ -1,4 +1,8 @@
-"""Zigbee on the control socket: permit join, install codes, removal, simulator events."""
+"""Zigbee on the control socket: permit join, install codes, removal, simulator events.
+
+The bridge's refusals (:class:`BridgeError`) and the simulator's (``SimError``,
+``SimUnavailable``) are answered by :func:`gatewayd.control.app.refusal`.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from flask import Blueprint, jsonify
 
 from gatewayd.control.app import ApiError, invalid, json_object_body
 from gatewayd.runtime.corecall import CoreCall
-from gatewayd.zigbee.inputs import BridgeError, parse_permit_seconds
-from gatewayd.zigbee.simlink import SimError, SimUnavailable, check_action
+from gatewayd.zigbee.inputs import parse_permit_seconds
+from gatewayd.zigbee.simlink import check_action
 
 if TYPE_CHECKING:  # the bridge (sqlite3, the radio glue) loads only with Zigbee on
     from gatewayd.bridge import ZigbeeBridge
@@ -20,21 +24,13 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
     :mod:`gatewayd.portal.zigbee`)."""
     bp = Blueprint("zigbee", __name__, url_prefix="/api/v1/zigbee")
 
-    def run(fn: Any, *args: Any) -> Any:
-        try:
-            return call(fn, *args)
-        except BridgeError as exc:
-            raise ApiError(exc.http_status, exc.code, str(exc)) from None
-        except ValueError as exc:
-            raise invalid(str(exc)) from None
-
     @bp.post("/permit-join")
     def permit_join() -> Any:
         try:
             seconds = parse_permit_seconds(json_object_body().get("seconds"))
         except ValueError as exc:
             raise invalid(str(exc)) from None
-        return jsonify({"permit_join": run(bridge.permit_join, seconds)})
+        return jsonify({"permit_join": call(bridge.permit_join, seconds)})
 
     @bp.post("/install-code")
     def install_code() -> Any:
@@ -42,7 +38,7 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
         ieee, code = body.get("ieee"), body.get("code")
         if not isinstance(ieee, str) or not isinstance(code, str):
             raise invalid("ieee and code are required (text)")
-        return jsonify({"ieee": run(bridge.add_install_code, ieee, code)})
+        return jsonify({"ieee": call(bridge.add_install_code, ieee, code)})
 
     @bp.post("/remove")
     def remove() -> Any:
@@ -51,7 +47,7 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
             raise invalid("ieee: required")
         if not isinstance(ieee, str):
             raise invalid("ieee: must be text such as 8b:b3:00:00:00:00:00:01")
-        return jsonify({"removed": run(bridge.remove, ieee)})
+        return jsonify({"removed": call(bridge.remove, ieee)})
 
     @bp.post("/sim")
     def sim() -> Any:
@@ -61,19 +57,11 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
                                                  "(the virtual radio, or the NCP emulator at "
                                                  "[zigbee] sim_control)")
         body = json_object_body()
-        action = body.pop("action", None)
-        try:
-            check_action(action, body)
-        except SimError as exc:
-            raise invalid(str(exc)) from None
+        action = check_action(body.pop("action", None), body)
 
         async def _do() -> Any:
             return await link.call(action, body)
 
-        try:
-            result = run(_do)
-        except SimUnavailable as exc:
-            raise ApiError(503, "sim-unavailable", str(exc)) from None
-        return jsonify({"action": action, "result": result})
+        return jsonify({"action": action, "result": call(_do)})
 
     return bp

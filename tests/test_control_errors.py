@@ -1,0 +1,119 @@
+"""What the control socket says when a request fails: our components' refusals read through
+(their messages are written for the person asking); a library's exception or a bug gets a
+fixed sentence, its text and traceback going to the log only. Through the real control app,
+with real components whose radio or link is a stand-in that fails in a library's words."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from gatewayd.bridge import ZigbeeBridge
+from gatewayd.cloud.reqres import PlatformClient
+from gatewayd.config import ZigbeeConfig
+from gatewayd.control.app import create_control_app
+from gatewayd.control.platform import platform_blueprint
+from gatewayd.control.zigbee import zigbee_blueprint
+from gatewayd.portal.api import INTERNAL_MESSAGE
+from gatewayd.runtime.corecall import CoreCall
+from tests.test_portal_zigbee import Radio
+from tests.test_virtual_host import FakePublisher
+
+LIBRARY_TEXT = "'NoneType' object has no attribute 'x'"
+INTERNAL = {"error": {"code": "internal", "message": INTERNAL_MESSAGE}}
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
+    return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
+
+
+@pytest.fixture
+def zigbee(core_loop: asyncio.AbstractEventLoop,
+           tmp_path: Path) -> Iterator[tuple[FlaskClient, ZigbeeBridge, Radio]]:
+    bridge = ZigbeeBridge(ZigbeeConfig(), tmp_path, FakePublisher())
+    call = CoreCall(core_loop)
+    app = create_control_app(object(), call,  # type: ignore[arg-type]
+                             extra=[zigbee_blueprint(bridge, call)])
+    yield app.test_client(), bridge, Radio()
+
+
+def radio_up(loop: asyncio.AbstractEventLoop, bridge: ZigbeeBridge, radio: Radio) -> None:
+    async def up() -> None:
+        bridge.app = radio  # type: ignore[assignment]
+        bridge.radio_up.set()
+    on_loop(loop, up())
+
+
+def test_zigbee_refusals_read_through(zigbee: tuple[FlaskClient, ZigbeeBridge, Radio]) -> None:
+    client, _, _ = zigbee
+    reply = client.post("/api/v1/zigbee/permit-join", json={"seconds": 30})
+    assert (reply.status_code, reply.get_json()) == (409, {"error": {
+        "code": "UNREACHABLE", "message": "the Zigbee radio is not running (starting)"}})
+    reply = client.post("/api/v1/zigbee/install-code", json={"ieee": "xyz", "code": "00"})
+    assert (reply.status_code, reply.get_json()) == (400, {"error": {
+        "code": "VALIDATION", "message": "'xyz' is not an IEEE address (16 hex digits)"}})
+    reply = client.post("/api/v1/zigbee/permit-join", json={"seconds": 255})
+    assert (reply.status_code, reply.get_json()) == (400, {"error": {
+        "code": "invalid", "message": "seconds: must be an integer 0-254"}})
+    reply = client.post("/api/v1/zigbee/sim", json={"action": "join", "kind": "plug"})
+    assert (reply.status_code, reply.get_json()["error"]["code"]) == (409, "not-simulated")
+
+
+@pytest.mark.parametrize("failure", [AttributeError(LIBRARY_TEXT),
+                                     ValueError("300 is not a valid EmberStatus")])
+def test_a_radio_library_failure_is_not_shown(
+        zigbee: tuple[FlaskClient, ZigbeeBridge, Radio], core_loop: asyncio.AbstractEventLoop,
+        caplog: pytest.LogCaptureFixture, failure: Exception) -> None:
+    """Before: a ValueError from inside the bridge was answered 400 invalid, in its text."""
+    client, bridge, radio = zigbee
+    radio_up(core_loop, bridge, radio)
+    assert client.post("/api/v1/zigbee/permit-join", json={"seconds": 30}).get_json() == {
+        "permit_join": 30}
+    radio.failure = failure
+    reply = client.post("/api/v1/zigbee/permit-join", json={"seconds": 30})
+    assert (reply.status_code, reply.get_json()) == (500, INTERNAL)
+    assert str(failure) in caplog.text and "Traceback" in caplog.text
+    assert radio.permits == [30]
+
+
+class Link:
+    """Stands in for the cloud link; its ``publish`` fails as paho's does for a payload
+    over the broker's limit."""
+
+    def __init__(self) -> None:
+        self.connected = False
+
+    def publish(self, topic: str, payload: str, **kwargs: Any) -> None:
+        raise ValueError("Payload too large.")
+
+    def add_subscription(self, topic_filter: str, handler: Any) -> None:
+        pass
+
+    def add_listener(self, listener: Any) -> None:
+        pass
+
+
+def test_platform_refusals_read_through_and_a_library_failure_does_not(
+        core_loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: the library's ValueError was answered 400 invalid, 'Payload too large.'"""
+    link = Link()
+    platform = PlatformClient(link, bytes(32), "dc-a6-32-12-34-56")
+    call = CoreCall(core_loop)
+    client = create_control_app(object(), call,  # type: ignore[arg-type]
+                                extra=[platform_blueprint(platform, call)]).test_client()
+    url = "/api/v1/platform/request"
+    reply = client.post(url, json={"endpoint": "echo", "data": {}})
+    assert (reply.status_code, reply.get_json()) == (503, {"error": {
+        "code": "cloud-offline", "message": "echo: the cloud link is not connected"}})
+    reply = client.post(url, json={"endpoint": "a/b/c"})
+    assert (reply.status_code, reply.get_json()["error"]["code"]) == (400, "invalid")
+    assert "endpoint" in reply.get_json()["error"]["message"]
+    link.connected = True
+    reply = client.post(url, json={"endpoint": "echo", "data": {}})
+    assert (reply.status_code, reply.get_json()) == (500, INTERNAL)
+    assert "Payload too large." in caplog.text
