@@ -1,6 +1,6 @@
-"""The portal's Zigbee door, ``POST /api/v1/zigbee/permit-join`` (JSON, for apps), on a real
-portal with a real :class:`ZigbeeBridge`: its radio not running, or up on a stand-in for
-zigpy's ControllerApplication."""
+"""The portal's Zigbee doors, ``POST /api/v1/zigbee/permit-join`` (JSON, for apps) and the
+admin panel's "Add Zigbee devices" button, on a real portal with a real :class:`ZigbeeBridge`:
+its radio not running, or up on a stand-in for zigpy's ControllerApplication."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ import pytest
 
 from gatewayd.bridge import ZigbeeBridge
 from gatewayd.config import ZigbeeConfig
-from tests.portal_helpers import Portal, running_portal
+from gatewayd.portal.api import INTERNAL_MESSAGE
+from tests.portal_helpers import Client, Portal, csrf_from, running_portal
 from tests.test_portal_security import basic, paired
 from tests.test_virtual_host import FakePublisher
 
 URL = "/api/v1/zigbee/permit-join"
+# What radio libraries raise that no refusal covers: their words are for the log only.
+LIBRARY_FAILURES = [AttributeError("'NoneType' object has no attribute 'permit'"),
+                    ValueError("300 is not a valid EmberStatus")]
 
 
 class Radio:
@@ -90,3 +94,51 @@ def test_once_paired_it_needs_the_admin_password(zigbee: ZigbeePortal) -> None:
     assert (reply.status, reply.json["error"]["code"]) == (429, "rate-limited")
     assert int(reply.header("Retry-After")) >= 1
     assert zigbee.radio.permits == []
+
+
+@pytest.mark.parametrize("failure", LIBRARY_FAILURES)
+def test_a_radio_library_failure_is_not_shown(zigbee: ZigbeePortal, failure: Exception,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Before: a ValueError was answered 400 invalid, in the library's words."""
+    zigbee.radio_up()
+    zigbee.radio.failure = failure
+    reply = zigbee.portal.client().post_json(URL, {"seconds": 30})
+    assert (reply.status, reply.json) == (500, {"error": {"code": "internal",
+                                                          "message": INTERNAL_MESSAGE}})
+    assert str(failure) in caplog.text and "Traceback" in caplog.text
+
+
+def signed_in(portal: Portal) -> Client:
+    paired(portal)
+    client = portal.client()
+    token = csrf_from(client.get("/login").body)
+    assert client.post_form("/login", {"csrf_token": token,
+                                       "password": portal.setup_code}).status == 303
+    return client
+
+
+def press(client: Client, seconds: str) -> tuple[int, str]:
+    """The dashboard's button: the answer to the form, and the dashboard after it."""
+    token = csrf_from(client.get("/").body)
+    reply = client.post_form("/zigbee/permit-join", {"seconds": seconds, "csrf_token": token})
+    if reply.status != 303:
+        return reply.status, reply.body
+    return reply.status, client.get("/").body
+
+
+def test_the_panel_shows_the_outcome_and_never_a_librarys_words(
+        zigbee: ZigbeePortal, caplog: pytest.LogCaptureFixture) -> None:
+    client = signed_in(zigbee.portal)
+    status, page = press(client, "30")
+    assert status == 303 and "the Zigbee radio is not running (starting)" in page
+    status, page = press(client, "\u00b2")
+    assert status == 303 and "Not allowed: seconds: must be an integer 0-254" in page
+    zigbee.radio_up()
+    status, page = press(client, "30")
+    assert status == 303 and "Zigbee devices may join for 30 seconds" in page
+    for failure in LIBRARY_FAILURES:
+        zigbee.radio.failure = failure
+        # Before: the ValueError's text was the notice, 'Not allowed: 300 is not a valid ...'.
+        assert press(client, "30") == (500, INTERNAL_MESSAGE)
+        assert str(failure) in caplog.text
+    assert zigbee.radio.permits == [30]

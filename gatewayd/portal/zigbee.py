@@ -49,11 +49,15 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall,
             return refusal(InvalidRequest("the body must be a JSON object"))
         try:
             seconds = parse_permit_seconds(body.get("seconds"))
-            return jsonify({"permit_join": call(bridge.permit_join, seconds)})
-        except BridgeError as exc:
-            return api_error(exc.http_status, str(exc), code=exc.code)
         except ValueError as exc:
             return refusal(InvalidRequest(str(exc)))
+        # The bridge's refusals only: anything else the radio raises is the app's
+        # unexpected error, whose text nobody is shown.
+        try:
+            granted = call(bridge.permit_join, seconds)
+        except BridgeError as exc:
+            return api_error(exc.http_status, str(exc), code=exc.code)
+        return jsonify({"permit_join": granted})
 
     return bp
 
@@ -70,19 +74,21 @@ def zigbee_panel_blueprint(bridge: ZigbeeBridge, call: CoreCall, auth: AdminAuth
             session["notice"] = {"kind": "error",
                                  "text": "This form has expired. Please try again."}
             return redirect(url_for("panel.index"), 303)
+        text = request.form.get("seconds", "120")
         try:
-            text = request.form.get("seconds", "120")
             # [0-9], not str.isdigit: that is true of "\u00b2", which int() refuses.
             seconds = parse_permit_seconds(int(text) if re.fullmatch("[0-9]{1,3}", text)
                                            else text)
+        except ValueError as exc:
+            session["notice"] = {"kind": "error", "text": f"Not allowed: {exc}"}
+            return redirect(url_for("panel.index"), 303)
+        try:
             granted = call(bridge.permit_join, seconds)
             session["notice"] = {"kind": "ok", "text": (
                 f"Zigbee devices may join for {granted} seconds: put the new device in "
                 "pairing mode.")}
         except BridgeError as exc:
             session["notice"] = {"kind": "error", "text": str(exc)}
-        except ValueError as exc:
-            session["notice"] = {"kind": "error", "text": f"Not allowed: {exc}"}
         return redirect(url_for("panel.index"), 303)
 
     return bp
