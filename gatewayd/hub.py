@@ -32,6 +32,10 @@ Releaser = Callable[[CloudCredentials | None], Awaitable[Release | None]]
 # platform's answer, a flush: up to about 5 s each), a Wi-Fi scan and the hotspot (up to 10
 # and 15 s) and a full Zigbee reset (the radio stopped and formed again) add up.
 RESET_TIMEOUT = 60.0
+# What every front end says of a fault that is not a refusal (a library's exception, a bug):
+# its text can carry a library's internals or a secret, so it goes only to the log, where
+# the redactor masks secrets.
+INTERNAL_MESSAGE = "Internal error in the hub; see its log (journalctl -u gatewayd)."
 
 
 def setup_payload(identity: Identity, setup_code: str, serial: str = "") -> str:
@@ -97,8 +101,9 @@ class Hub:
         for name, provider in self._providers.items():
             try:
                 components[name] = provider()
-            except Exception as exc:
-                components[name] = {"error": repr(exc)}
+            except Exception:
+                log.exception("status: the %s section failed", name)
+                components[name] = {"error": INTERNAL_MESSAGE}
         return {
             "device_id": self.identity.device_id,
             "product": self.config.hub.product,

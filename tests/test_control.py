@@ -184,7 +184,7 @@ def test_an_unexpected_error_answers_json_500_without_its_text(
         caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
     from gatewayd.control.app import create_control_app
     from gatewayd.ctl.main import main as gatewayctl
-    from gatewayd.portal.api import INTERNAL_MESSAGE
+    from gatewayd.hub import INTERNAL_MESSAGE
     from gatewayd.runtime.corecall import CoreCall
     from gatewayd.runtime.webserver import WebServer
     from tests.portal_helpers import fast_stopping

@@ -15,12 +15,18 @@ from flask.testing import FlaskClient
 
 from gatewayd.bridge import ZigbeeBridge
 from gatewayd.cloud.reqres import PlatformClient
-from gatewayd.config import ZigbeeConfig
+from gatewayd.config import Config, ZigbeeConfig, with_overrides
 from gatewayd.control.app import create_control_app
+from gatewayd.control.devices import devices_blueprint
+from gatewayd.control.parts import DeviceProviders
 from gatewayd.control.platform import platform_blueprint
 from gatewayd.control.zigbee import zigbee_blueprint
-from gatewayd.portal.api import INTERNAL_MESSAGE
+from gatewayd.hub import INTERNAL_MESSAGE, Hub
+from gatewayd.identity import Identity
 from gatewayd.runtime.corecall import CoreCall
+from gatewayd.runtime.logsetup import Redactor
+from gatewayd.runtime.sdnotify import Notifier
+from gatewayd.state import StateStore
 from tests.test_portal_zigbee import Radio
 from tests.test_virtual_host import FakePublisher
 
@@ -117,3 +123,39 @@ def test_platform_refusals_read_through_and_a_library_failure_does_not(
     reply = client.post(url, json={"endpoint": "echo", "data": {}})
     assert (reply.status_code, reply.get_json()) == (500, INTERNAL)
     assert "Payload too large." in caplog.text
+
+
+def test_a_failing_status_section_or_device_list_is_not_shown(
+        core_loop: asyncio.AbstractEventLoop, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Before: the status section was {"error": "AttributeError(\"'NoneType' object ...\")"}
+    and the device list's error "AttributeError: 'NoneType' object ..."."""
+    cfg = with_overrides(Config(), hub={"state_dir": str(tmp_path / "state")})
+    identity = Identity("dc-a6-32-12-34-56", "dc:a6:32:12:34:56", "Acme Hub")
+    store = StateStore(cfg.state_dir)
+    store.open(device_id=identity.device_id, mac=identity.mac)
+    hub = Hub(cfg, store, identity, Notifier(), Redactor())
+
+    def broken() -> Any:
+        raise AttributeError(LIBRARY_TEXT)
+
+    providers = DeviceProviders()
+    providers.add("virtual", lambda: [{"device_id": "virtual-tea", "name": "Tea timer",
+                                       "state": "ready"}])
+    providers.add("zigbee", broken)
+    hub.add_status("zigbee", broken)
+    hub.add_status("devices", lambda: providers.collect()["devices"])  # as the daemon does
+    call = CoreCall(core_loop)
+    client = create_control_app(hub, call, extra=[devices_blueprint(call, providers, None)]
+                                ).test_client()
+    status = client.get("/api/v1/status")
+    assert status.status_code == 200 and status.get_json()["state"] == "unpaired"
+    assert status.get_json()["zigbee"] == {"error": INTERNAL_MESSAGE}
+    assert [d["device_id"] for d in status.get_json()["devices"]] == ["virtual-tea"]
+    devices = client.get("/api/v1/devices").get_json()
+    assert [d["device_id"] for d in devices["devices"]] == ["virtual-tea"]
+    assert devices["errors"] == {"zigbee": INTERNAL_MESSAGE}
+    assert "NoneType" not in status.get_data(as_text=True) + client.get(
+        "/api/v1/devices").get_data(as_text=True)
+    assert "status: the zigbee section failed" in caplog.text
+    assert "device list of zigbee failed" in caplog.text and LIBRARY_TEXT in caplog.text

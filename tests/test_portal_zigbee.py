@@ -12,7 +12,7 @@ import pytest
 
 from gatewayd.bridge import ZigbeeBridge
 from gatewayd.config import ZigbeeConfig
-from gatewayd.portal.api import INTERNAL_MESSAGE
+from gatewayd.hub import INTERNAL_MESSAGE
 from tests.portal_helpers import Client, Portal, csrf_from, running_portal
 from tests.test_portal_security import basic, paired
 from tests.test_virtual_host import FakePublisher

@@ -18,11 +18,10 @@ from flask import Blueprint, Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from gatewayd.cloud.reqres import PlatformError, RequestFailed
-from gatewayd.hub import RESET_TIMEOUT, Hub
+from gatewayd.hub import INTERNAL_MESSAGE, RESET_TIMEOUT, Hub
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.api import (
     INTERNAL_CODE,
-    INTERNAL_MESSAGE,
     INVALID_CODE,
     UNAVAILABLE_CODE,
     api_blueprint,

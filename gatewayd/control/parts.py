@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gatewayd.hardware.component import Hardware
-from gatewayd.hub import Hub
+from gatewayd.hub import INTERNAL_MESSAGE, Hub
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.core import PortalOnboarding
 from gatewayd.runtime.corecall import CoreCall
@@ -43,10 +43,11 @@ class DeviceProviders:
         for name, provider in self._providers.items():
             try:
                 found = provider()
-            except Exception as exc:
-                # One broken provider must not hide the others' devices.
+            except Exception:
+                # One broken provider must not hide the others' devices; no provider
+                # refuses, so what failed is a fault, for the log only.
                 log.exception("device list of %s failed", name)
-                errors[name] = f"{type(exc).__name__}: {exc}"
+                errors[name] = INTERNAL_MESSAGE
                 continue
             devices.extend({"provider": name, **entry} for entry in found)
         devices.sort(key=lambda d: str(d.get("device_id", "")))

@@ -37,9 +37,8 @@ UNAUTHORIZED_CODE = "unauthorized"
 UNSUPPORTED_MEDIA_CODE = "unsupported-media-type"
 UNAVAILABLE_CODE = "unavailable"
 # An unexpected fault, on the portal and on the control socket alike: one code and a fixed
-# message; what went wrong is only in the log, where the redactor masks secrets.
+# message (gatewayd.hub.INTERNAL_MESSAGE); what went wrong is only in the log.
 INTERNAL_CODE = "internal"
-INTERNAL_MESSAGE = "Internal error in the hub; see its log (journalctl -u gatewayd)."
 
 
 def api_error(status: int, message: str, *, code: str,

@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from gatewayd.hub import Hub
+from gatewayd.hub import INTERNAL_MESSAGE, Hub
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.api import (
     INTERNAL_CODE,
-    INTERNAL_MESSAGE,
     RATE_LIMITED_CODE,
     UNAUTHORIZED_CODE,
     UNAVAILABLE_CODE,
