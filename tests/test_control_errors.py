@@ -70,6 +70,23 @@ def test_zigbee_refusals_read_through(zigbee: tuple[FlaskClient, ZigbeeBridge, R
     assert (reply.status_code, reply.get_json()["error"]["code"]) == (409, "not-simulated")
 
 
+def test_a_damaged_virtual_world_file_is_named_to_zigbee_sim(
+        core_loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
+    """`gatewayctl zigbee sim` on a virtual radio whose world file cannot be read: 503 with
+    the file and what is wrong, as the hub's Zigbee status says it (not 500 internal)."""
+    (tmp_path / "zigbee-virtual.json").write_text("{}")
+    bridge = ZigbeeBridge(ZigbeeConfig(enabled=True, radio="virtual"), tmp_path,
+                          FakePublisher())
+    call = CoreCall(core_loop)
+    client = create_control_app(object(), call,  # type: ignore[arg-type]
+                                extra=[zigbee_blueprint(bridge, call)]).test_client()
+    reply = client.post("/api/v1/zigbee/sim", json={"action": "list"})
+    assert reply.status_code == 503
+    assert reply.get_json()["error"] == {"code": "sim-unavailable", "message": (
+        f"{tmp_path / 'zigbee-virtual.json'} is not a virtual radio world file "
+        "('radio_ieee' is missing); delete it to start an empty one")}
+
+
 @pytest.mark.parametrize("failure", [AttributeError(LIBRARY_TEXT),
                                      ValueError("300 is not a valid EmberStatus")])
 def test_a_radio_library_failure_is_not_shown(

@@ -17,8 +17,14 @@ from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee.children import Children
 from gatewayd.zigbee.inputs import BridgeError, parse_ieee, parse_install_code
 from gatewayd.zigbee.permits import PermitJoin
-from gatewayd.zigbee.radio import FastPaths, ncp_version, radio_request, virtual_network
-from gatewayd.zigbee.simlink import SimLink, sim_link
+from gatewayd.zigbee.radio import (
+    FastPaths,
+    RadioError,
+    ncp_version,
+    radio_request,
+    virtual_network,
+)
+from gatewayd.zigbee.simlink import SimLink, SimUnavailable, sim_link
 
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
@@ -88,7 +94,11 @@ class BridgeOperations:
         """``gatewayctl zigbee sim``: the virtual radio's, or the NCP emulator's at
         ``zigbee.sim_control``; None for a real radio."""
         if self._sim is None:
-            self._sim = sim_link(self.virtual, self.cfg.sim_control)
+            try:
+                network = self.virtual
+            except RadioError as exc:  # a damaged world file: the message names it
+                raise SimUnavailable(str(exc)) from exc
+            self._sim = sim_link(network, self.cfg.sim_control)
         return self._sim
 
     def devices(self) -> list[dict[str, Any]]:
