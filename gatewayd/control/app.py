@@ -78,8 +78,8 @@ def refusal(exc: Exception) -> ApiError | None:
 
 def failed(what: str) -> ApiError:
     """The answer when ``what`` failed with an exception that is no :func:`refusal`: a fixed
-    sentence; the traceback goes to the log. Called while that exception is handled."""
-    log.exception("control: %s failed", what)
+    sentence. Whoever ran ``what`` has logged its traceback (the button logs every press's
+    failure, a physical press having nobody else to tell)."""
     return ApiError(500, "failed", f"{what} failed; see the hub's log (journalctl -u gatewayd)")
 
 

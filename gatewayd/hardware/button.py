@@ -112,9 +112,10 @@ class Button:
         async with self._lock:
             try:
                 result = await hook()
-            except Exception as exc:
+            except Exception:
                 self.last["ok"] = False
-                self.last["error"] = f"{type(exc).__name__}: {exc}"
+                # Shown by `gatewayctl status` and the panel: the exception is for the log.
+                self.last["error"] = "the action failed; see the hub's log"
                 log.exception("button: the %s-press action failed", kind)
                 raise
         self.last["ok"] = True
