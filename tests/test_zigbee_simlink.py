@@ -93,8 +93,11 @@ def test_the_emulator_link_maps_actions_to_the_control_port(tmp_path: Path) -> N
             await link.close()
             await emu.stop()
         # The emulator is gone: the hub says so (503), it does not crash.
-        with pytest.raises(SimUnavailable, match="does not answer"):
+        with pytest.raises(SimUnavailable) as gone:
             await link.call("list", {})
+        assert str(gone.value) == (
+            f"the NCP emulator at {link.address} does not answer (nothing listens there: is "
+            "the emulator running, and is zigbee.sim_control its control port?)")
 
     run_async(main())
 

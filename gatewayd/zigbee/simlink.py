@@ -56,6 +56,19 @@ class SimUnavailable(Exception):
     """The emulator's control port does not answer."""
 
 
+def _why(exc: BaseException) -> str:
+    """Why the control port did not answer, in words for whoever typed the command (the
+    socket's own text reads "Connect call failed ('127.0.0.1', 1)")."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing listens there: is the emulator running, and is zigbee.sim_control its " \
+               "control port?"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, OSError):
+        return exc.strerror or "the connection failed"
+    return "its answer is not the control port's"
+
+
 class ControlError(Exception):
     """A control request failed; the message is the emulator's error."""
 
@@ -180,7 +193,7 @@ class EmulatorLink:
             raise SimError(str(exc)) from None
         except (OSError, TimeoutError, ValueError) as exc:
             raise SimUnavailable(f"the NCP emulator at {self.address} does not answer "
-                                 f"({exc or type(exc).__name__})") from None
+                                 f"({_why(exc)})") from None
         if action == "join":
             return result["ieee"]  # as the virtual radio answers: the new device's address
         if action in ("unplug", "replug", "reset", "drop"):
