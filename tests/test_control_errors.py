@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from gatewayd.bridge import ZigbeeBridge
-from gatewayd.cloud.reqres import PlatformClient
+from gatewayd.cloud.reqres import BadRequest, PlatformClient
 from gatewayd.config import Config, ZigbeeConfig, with_overrides
 from gatewayd.control.app import create_control_app
 from gatewayd.control.devices import devices_blueprint
@@ -140,6 +140,15 @@ def test_platform_refusals_read_through_and_a_library_failure_does_not(
     reply = client.post(url, json={"endpoint": "echo", "data": {}})
     assert (reply.status_code, reply.get_json()) == (500, INTERNAL)
     assert "Payload too large." in caplog.text
+    reply = client.post(url, json={"endpoint": "echo", "timeout": 301})
+    assert (reply.status_code, reply.get_json()) == (400, {"error": {"code": "invalid", (
+        "message"): "timeout: a number of seconds, above 0 and at most 300"}})
+    # A plugin's data that is not JSON: the client's refusal, not json's "Object of type set
+    # is not JSON serializable".
+    with pytest.raises(BadRequest) as refused:
+        on_loop(core_loop, platform.request("echo", {1, 2}))
+    assert str(refused.value) == ("data: must be JSON: objects with text keys, lists, text, "
+                                  "finite numbers, true, false and null")
 
 
 def test_a_failing_status_section_or_device_list_is_not_shown(

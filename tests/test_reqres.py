@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gatewayd.cloud.reqres import CloudOffline, RequestFailed, RequestTimeout
+from gatewayd.cloud.reqres import BadRequest, CloudOffline, RequestFailed, RequestTimeout
 from gatewayd.cloud.reqres_cipher import (
     NONCE_SIZE,
     TAG_SIZE,
@@ -170,10 +170,12 @@ def test_request_while_offline_fails_at_once() -> None:
         api = make_link(device_key=DEVICE_KEY).platform
         with pytest.raises(CloudOffline):
             await api.request("echo", {})
-        with pytest.raises(ValueError, match="invalid endpoint"):
+        with pytest.raises(BadRequest, match=r"endpoint: .* is not one or two levels"):
             await api.request("a/b/c", {})
-        with pytest.raises(ValueError, match="invalid endpoint"):
+        with pytest.raises(BadRequest, match=r"endpoint: .* is not one or two levels"):
             await api.request("echo\n", {})
+        with pytest.raises(BadRequest, match="timeout: a number of seconds"):
+            await api.request("echo", {}, timeout=0)
 
     run(main())
 

@@ -117,6 +117,21 @@ class RequestFailed(PlatformError):
         self.message = message
 
 
+class BadRequest(ValueError):
+    """A request the client refuses before sending it (its endpoint, timeout or data); the
+    message names what is wrong, for whoever made the request."""
+
+
+def check_request(endpoint: object, timeout: object) -> None:
+    """:class:`BadRequest` unless ``endpoint`` and ``timeout`` are a request's."""
+    if not isinstance(endpoint, str) or not ENDPOINT_RE.fullmatch(endpoint):
+        raise BadRequest(f"endpoint: {endpoint!r} is not one or two levels of letters, digits, "
+                         "'_', '.' and '-', such as echo or rfid/authorize")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+            or not 0 < timeout <= MAX_TIMEOUT:
+        raise BadRequest(f"timeout: a number of seconds, above 0 and at most {MAX_TIMEOUT:g}")
+
+
 class Link(Protocol):
     """What the client needs of the cloud link."""
 
@@ -184,13 +199,9 @@ class PlatformClient:
 
         Raises a :class:`PlatformError`: :class:`CloudOffline`, :class:`TooManyRequests`,
         :class:`RequestTimeout`, :class:`LinkLost` or :class:`RequestFailed` (status 0),
-        and ValueError for a bad endpoint, timeout or data that is not JSON.
+        and :class:`BadRequest` for a bad endpoint, timeout or data that is not JSON.
         """
-        if not ENDPOINT_RE.fullmatch(endpoint):
-            raise ValueError(f"invalid endpoint {endpoint!r}: one or two levels of letters, "
-                             "digits, '_', '.', '-'")
-        if not 0 < timeout <= MAX_TIMEOUT:
-            raise ValueError(f"timeout: must be above 0 and at most {MAX_TIMEOUT:g} s")
+        check_request(endpoint, timeout)
         cipher = self._cipher
         if cipher is None:
             # An import: in a thread, so that the event loop is not held after READY; before
@@ -208,8 +219,9 @@ class PlatformClient:
         try:
             body = json.dumps({"data": data, "key": cipher.encode_key(key),
                                "id": request_id})
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"data: must be JSON ({exc})") from None
+        except (TypeError, ValueError):
+            raise BadRequest("data: must be JSON: objects with text keys, lists, text, "
+                             "finite numbers, true, false and null") from None
         loop = asyncio.get_running_loop()
         pending = _Pending(endpoint, caller, key, body, loop.create_future())
         self._pending[request_id] = pending

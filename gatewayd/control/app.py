@@ -17,7 +17,7 @@ from typing import Any
 from flask import Blueprint, Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from gatewayd.cloud.reqres import PlatformError, RequestFailed
+from gatewayd.cloud.reqres import BadRequest, PlatformError, RequestFailed
 from gatewayd.hub import INTERNAL_MESSAGE, RESET_TIMEOUT, Hub
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.api import (
@@ -68,6 +68,8 @@ def refusal(exc: Exception) -> ApiError | None:
         return invalid(str(exc))
     if isinstance(exc, SimUnavailable):
         return ApiError(503, "sim-unavailable", str(exc))
+    if isinstance(exc, BadRequest):
+        return invalid(str(exc))
     if isinstance(exc, RequestFailed):
         return ApiError(502, exc.error_code, str(exc),
                         details={"status": exc.status, "code": exc.code})

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from gatewayd.cloud.reqres import ENDPOINT_RE, MAX_TIMEOUT, PlatformClient
+from gatewayd.cloud.reqres import PlatformClient, check_request
 from gatewayd.control.app import invalid, json_object_body
 from gatewayd.runtime.corecall import CoreCall
 
@@ -31,14 +31,7 @@ def platform_blueprint(platform: PlatformClient, call: CoreCall) -> Blueprint:
         endpoint, timeout = body.get("endpoint"), body.get("timeout", 10)
         if not isinstance(endpoint, str):
             raise invalid("endpoint: required (text)")
-        # Checked here, not left to the client's ValueError: a ValueError from deeper down
-        # is a fault, whose text is for the log.
-        if not ENDPOINT_RE.fullmatch(endpoint):
-            raise invalid("endpoint: one or two levels of letters, digits, '_', '.' and '-', "
-                          "such as echo or rfid/authorize")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
-                or not 0 < timeout <= MAX_TIMEOUT:
-            raise invalid(f"timeout: a number of seconds, above 0 and at most {MAX_TIMEOUT:g}")
+        check_request(endpoint, timeout)  # before the call's bound is taken from the timeout
 
         async def _request() -> Any:
             return await platform.request(endpoint, body.get("data"), timeout=float(timeout),
