@@ -17,6 +17,7 @@ from gatewayd import __version__
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials
 from gatewayd.identity import Identity, cpu_serial
+from gatewayd.runtime.corecall import CoreUnavailable
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier
 from gatewayd.state import HubState, Release, StateStore
@@ -155,7 +156,7 @@ class Hub:
         """
         if self.stop_requested.is_set():
             # The components are being stopped: a reset now would start some of them again.
-            raise RuntimeError("the hub is stopping; reset it after it has started again")
+            raise CoreUnavailable("the hub is stopping; reset it after it has started again")
         log.warning("factory reset requested%s", " (full)" if full else "")
         task = asyncio.get_running_loop().create_task(self._reset(full), name="factory-reset")
         self._resets.add(task)  # the loop keeps only a weak reference to a task

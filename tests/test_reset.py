@@ -26,7 +26,7 @@ from gatewayd.ctl.devices import cmd_button
 from gatewayd.ctl.main import cmd_reset
 from gatewayd.hub import RESET_TIMEOUT, Hub
 from gatewayd.identity import Identity
-from gatewayd.runtime.corecall import CoreCall, CoreTimeout
+from gatewayd.runtime.corecall import CoreCall, CoreTimeout, CoreUnavailable
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier
 from gatewayd.state import StateStore
@@ -165,7 +165,7 @@ def test_a_stopping_hub_lets_a_running_reset_finish_and_takes_no_new_one(
         running = asyncio.create_task(hub.reset(True))
         await until(hooks.holding.is_set, what="the reset's first hook")
         hub.stop_requested.set()
-        with pytest.raises(RuntimeError, match="the hub is stopping"):
+        with pytest.raises(CoreUnavailable, match="the hub is stopping"):
             await hub.reset()
         finishing = asyncio.create_task(hub.finish_resets())
         for _ in range(20):  # turns of the loop: the stop waits while the reset is held
@@ -176,6 +176,23 @@ def test_a_stopping_hub_lets_a_running_reset_finish_and_takes_no_new_one(
         assert running.done() and hooks.log == [("slow", True), ("last", True)]
 
     run_async(main())
+
+
+def test_a_reset_asked_of_a_stopping_hub_is_answered_unavailable(
+        tmp_path: Path, core_loop: asyncio.AbstractEventLoop) -> None:
+    """Over the control socket, as a reset or a long press: 503 with the reason, not the
+    500 of an unexpected error; nothing is reset."""
+    hub = paired_hub(tmp_path)
+
+    async def stopping() -> None:
+        hub.stop_requested.set()
+    asyncio.run_coroutine_threadsafe(stopping(), core_loop).result(10)
+    client = create_control_app(hub, CoreCall(core_loop)).test_client()
+    reply = client.post("/api/v1/reset", json={"full": True})
+    assert (reply.status_code, reply.get_json()) == (503, {"error": {
+        "code": "unavailable",
+        "message": "the hub is stopping; reset it after it has started again"}})
+    assert hub.store.state.paired
 
 
 class Recording:
