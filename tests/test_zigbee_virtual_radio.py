@@ -224,6 +224,23 @@ def test_silenced_device_never_answers(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_network_in_use_is_refused_to_a_second_radio_start(tmp_path: Path) -> None:
+    """One network, one application at a time, as a serial port; said for the virtual
+    radio, not as a serial port and the 'dialout' group."""
+    async def main() -> None:
+        app, net, _ = await started(tmp_path)
+        (tmp_path / "second").mkdir()  # its own zigbee.db: only the network is shared
+        with pytest.raises(RadioUnavailable) as refused:
+            await start_controller(CFG, tmp_path / "second", net)
+        assert str(refused.value) == ("the virtual radio is in use by another radio start "
+                                      "(the previous one has not let go of it yet)")
+        await app.shutdown()
+        second = await start_controller(CFG, tmp_path / "second", net)  # let go: free again
+        await second.shutdown()
+
+    run(main())
+
+
 def test_leave_unplug_and_restart_without_interview(tmp_path: Path) -> None:
     async def main() -> None:
         app, net, events = await started(tmp_path)

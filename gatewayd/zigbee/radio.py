@@ -254,6 +254,9 @@ def _explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
             return RadioUnavailable("the virtual radio is unplugged")
         return RadioUnavailable(f"serial port {path} does not exist ({where}): is the "
                                 "Zigbee radio plugged in, and is this its port?")
+    if isinstance(cause, PermissionError) and cfg.radio == "virtual":
+        return RadioUnavailable("the virtual radio is in use by another radio start (the "
+                                "previous one has not let go of it yet)")
     if isinstance(cause, PermissionError):
         return RadioUnavailable(f"serial port {path} cannot be opened ({cause}); another "
                                 "program may be using it, or gatewayd lacks the 'dialout' "
