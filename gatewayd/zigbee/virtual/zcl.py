@@ -155,11 +155,21 @@ def checked(typ: type[Any], value: Any, what: str) -> Any:
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         pass
     else:
-        # zigpy's flags take a negative number as "all bits set"; on the wire it is not one
-        if not (isinstance(value, int) and issubclass(typ, t.FixedIntType)
-                and not typ.min_value <= value <= typ.max_value):
+        if not issubclass(typ, t.FixedIntType) or _an_integer(typ, value):
             return converted
     raise VirtualRadioError(f"{what} must be {expected(typ)}, got {_got(value)}")
+
+
+def _an_integer(typ: type[t.FixedIntType], value: Any) -> bool:
+    """Whether ``value`` is what :func:`expected` promises for an integer type: zigpy's
+    types also take 21.7 (as 21), "12" (as 12) and, for flags, -1 (as all bits set)."""
+    if isinstance(value, str):
+        return issubclass(typ, enum.Enum) and not issubclass(typ, enum.Flag)  # a name
+    if isinstance(value, float):
+        if not value.is_integer():
+            return False
+        value = int(value)
+    return not isinstance(value, int) or typ.min_value <= value <= typ.max_value
 
 
 def command_payload(cmd: foundation.ZCLCommandDef, args: dict[str, Any], what: str) -> bytes:
