@@ -39,14 +39,7 @@ from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.onboarding.conclusion import CRASHED, AttemptOutcome
 from gatewayd.onboarding.offline import OfflineHandling
-from gatewayd.onboarding.pairing import (
-    BUSY_MESSAGE,
-    RESET_HINT,
-    InvalidRequest,
-    NotInPairingMode,
-    PairingBusy,
-    PairingRequest,
-)
+from gatewayd.onboarding.pairing import InvalidRequest, PairingRequest, check_open
 from gatewayd.onboarding.progress import Attempt, LastFailure, Progress
 from gatewayd.onboarding.steps import CloudStep, StepResult, WifiControl
 from gatewayd.onboarding.table import TRANSITIONS, Event, State
@@ -292,13 +285,9 @@ class Onboarding(OfflineHandling, AttemptOutcome):
         means "a new network, the same account": it runs with the stored cloud account.
         """
         async with self._lock:
-            # The pairing service checked these before it awaited anything (the uplink, its
-            # D-Bus calls): another request or the provisioning driver may have begun since,
-            # and the refusal must be the one that request would have had.
-            if self.busy:
-                raise PairingBusy(BUSY_MESSAGE)
-            if self.state not in (State.UNPAIRED, State.OFFLINE) or not self.pairing_open:
-                raise NotInPairingMode(f"This hub is already paired. {RESET_HINT}")
+            # The pairing service checked before it awaited anything (the uplink, its D-Bus
+            # calls): another request or the provisioning driver may have begun since.
+            check_open(self)
             cloud = request.cloud if request.cloud is not None else self.store.state.cloud
             if cloud is None and self.wifi is None:
                 raise InvalidRequest("ssid: a Wi-Fi-only pairing request needs a hub with "

@@ -195,14 +195,29 @@ def _presets_complete(presets: CloudConfig) -> bool:
     return bool(presets.wsp and presets.token and presets.host and presets.port)
 
 
-class Onboarding(Protocol):
-    """What the pairing service needs from the onboarding state machine."""
+class Openness(Protocol):
+    """What decides whether a request may begin now (the onboarding machine)."""
 
     @property
     def pairing_open(self) -> bool: ...
 
     @property
     def busy(self) -> bool: ...
+
+
+def check_open(machine: Openness) -> None:
+    """Raise the refusal a request gets in this state, if any: the service asks first, the
+    machine again under its lock as it begins, and both must give the same answer."""
+    # Busy first: pairing is closed while an attempt runs, and "already paired" would be
+    # the wrong answer to a second request during it.
+    if machine.busy:
+        raise PairingBusy(BUSY_MESSAGE)
+    if not machine.pairing_open:
+        raise NotInPairingMode(f"This hub is already paired. {RESET_HINT}")
+
+
+class Onboarding(Openness, Protocol):
+    """What the pairing service needs from the onboarding state machine."""
 
     async def begin(self, request: PairingRequest) -> None: ...
 
@@ -298,12 +313,7 @@ class PairingService:
 
     async def _check(self, fields: Fields, source: str,
                      allow_wifi_only: bool) -> PairingRequest:
-        # Busy first: pairing is closed while an attempt runs, and "already paired" would
-        # be the wrong answer to a second request during it.
-        if self.onboarding.busy:
-            raise PairingBusy(BUSY_MESSAGE)
-        if not self.onboarding.pairing_open:
-            raise NotInPairingMode(f"This hub is already paired. {RESET_HINT}")
+        check_open(self.onboarding)
         raw = fields() if callable(fields) else fields
         request = self.parse(raw, source, allow_wifi_only=allow_wifi_only)
         if request.wifi is None and self.wifi_enabled and not await self.onboarding.has_uplink():
