@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from gatewayd.credentials import CloudCredentials, WifiCredentials
@@ -140,17 +140,24 @@ class AttemptOutcome:
     def _commit(self, applied: WifiCredentials | None, cloud: CloudCredentials | None
                 ) -> StepResult:
         """Store what the attempt proved. Only that: a network not applied (Ethernet) is
-        not stored; a cloud-only pairing keeps the stored network (commit_pairing). A
-        store that cannot be written fails the attempt: credentials the hub would forget
-        at its next start must not be reported as paired."""
-        try:
+        not stored; a cloud-only pairing keeps the stored network (commit_pairing)."""
+        def write() -> None:
             if cloud is not None:
                 state = self.store.commit_pairing(applied, cloud)
                 log.info("paired: %s", state.redacted())
             elif applied is not None:
                 state = self.store.commit_wifi(applied)
                 log.info("joined Wi-Fi (cloud account still to come): %s", state.redacted())
-        except OSError as exc:
-            log.error("could not save the new credentials: %s", exc.strerror or exc)
-            return StepResult(False, Failure.STORAGE_FAILED, STORAGE_FAILED_REASON)
-        return StepResult(True)
+        return committed(write)
+
+
+def committed(write: Callable[[], object]) -> StepResult:
+    """Run ``write``, which stores what an attempt proved (a person's pairing, a provisioned
+    hub's issued account). A store that cannot be written fails the attempt: credentials
+    the hub would forget at its next start must not be reported as paired."""
+    try:
+        write()
+    except OSError as exc:
+        log.error("could not save the new credentials: %s", exc.strerror or exc)
+        return StepResult(False, Failure.STORAGE_FAILED, STORAGE_FAILED_REASON)
+    return StepResult(True)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from gatewayd.cloud.attempts import CHECK_ACCOUNT
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials, WifiCredentials
-from gatewayd.onboarding.conclusion import STORAGE_FAILED_REASON
+from gatewayd.onboarding.conclusion import committed
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.progress import LastFailure
 from gatewayd.onboarding.steps import (
@@ -141,12 +141,8 @@ class ProvisioningOnboarding(Onboarding):
         # and again, a new operation and verification code each time).
         self._delay = self.provider.retry_delay()
         if result.ok and provided is not None:
-            try:
-                self.provider.commit(provided)
-            except OSError as exc:
-                log.error("could not save the issued account: %s", exc.strerror or exc)
-                result = StepResult(False, Failure.STORAGE_FAILED, STORAGE_FAILED_REASON)
-            else:
+            result = committed(lambda: self.provider.commit(provided))
+            if result.ok:
                 self._delay = 0.0
                 self.last_failure = None
                 await self._fire(Event.SUCCEEDED)
