@@ -79,6 +79,33 @@ def settled(ob: Onboarding, state: State) -> Callable[[], bool]:
     return lambda: ob.state == state and not ob.busy
 
 
+@asynccontextmanager
+async def offline_on_a_fake_clock(tmp_path: Path, wifi: FakeWifi, cloud: StubCloud | None = None,
+                                  *, saved: WifiCredentials = HOME, **hotspot: Any
+                                  ) -> AsyncIterator[tuple[Onboarding, FakeClock]]:
+    """A hub paired on ``saved``, which ``wifi`` does not offer at boot, with time on a
+    FakeClock: it is offline and waits out its grace (30 s; then a retry every 60 s)."""
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0, **hotspot)
+    st = store(cfg)
+    st.commit_pairing(saved, CLOUD)
+    clock = FakeClock()
+    ob = Onboarding(cfg, st, wifi, cloud or StubCloud(), clock=clock, sleep=clock.sleep)
+    await ob.start()
+    try:
+        await until(ob, settled(ob, State.OFFLINE))
+        await clock.sleeps(1)  # the grace period
+        yield ob, clock
+    finally:
+        await ob.stop()
+
+
+async def grace_over(clock: FakeClock) -> None:
+    """The grace is over: the hotspot comes up (or is refused), the first retry interval
+    runs."""
+    clock.advance(30.0)
+    await clock.sleeps(2)
+
+
 def test_unpaired_boot_opens_the_hotspot_and_pairing(tmp_path: Path) -> None:
     async def scenario() -> None:
         wifi = FakeWifi({"HomeNet": "supersecret"})
@@ -330,20 +357,11 @@ def test_periodic_retry_waits_while_someone_uses_the_portal(tmp_path: Path) -> N
     """A person typing in the hotspot's panel keeps the hotspot: the periodic client retry
     (which takes the hotspot down) waits until the portal has been quiet for a whole
     ``retry_interval``. Time is a FakeClock: no test waits for the interval."""
-    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
-    st = store(cfg)
-    st.commit_pairing(HOME, CLOUD)
-    clock = FakeClock()
 
     async def scenario() -> None:
         wifi = FakeWifi({})  # the saved network is out of range at boot
-        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
-        await ob.start()
-        try:
-            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
-            await clock.sleeps(1)  # the grace period
-            clock.advance(30.0)
-            await clock.sleeps(2)  # hotspot up; the first retry interval runs
+        async with offline_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            await grace_over(clock)
             assert wifi.hotspot and ob.pairing_open
             wifi.aps["HomeNet"] = "supersecret"  # the network is back: a retry would succeed
             mark = len(wifi.calls)
@@ -357,37 +375,23 @@ def test_periodic_retry_waits_while_someone_uses_the_portal(tmp_path: Path) -> N
             await until(ob, settled(ob, State.ONLINE))
             assert wifi.calls[mark:mark + 2] == ["hotspot-down", "scan"]
             assert ob.attempt is not None and ob.attempt.source == "retry"
-        finally:
-            await ob.stop()
 
     run(scenario())
 
 
 def test_offline_hub_retries_its_network_every_interval_without_anyone_on_the_portal(
         tmp_path: Path) -> None:
-    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
-    st = store(cfg)
-    st.commit_pairing(HOME, CLOUD)
-    clock = FakeClock()
-
     async def scenario() -> None:
         wifi = FakeWifi({})
-        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
-        await ob.start()
-        try:
-            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
-            await clock.sleeps(1)
+        async with offline_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
             assert clock.slept == [30.0] and not wifi.hotspot  # the grace: no hotspot yet
-            clock.advance(30.0)
-            await clock.sleeps(2)
+            await grace_over(clock)
             assert clock.slept == [30.0, 60.0] and wifi.hotspot
             mark = len(wifi.calls)
             clock.advance(60.0)  # still out of range: hotspot down, scan, hotspot back
             await clock.sleeps(3)
             assert wifi.calls[mark:] == ["hotspot-down", "scan", "hotspot-up"]
             assert ob.state == State.OFFLINE and wifi.hotspot
-        finally:
-            await ob.stop()
 
     run(scenario())
 
@@ -410,20 +414,11 @@ def test_a_periodic_retry_that_fails_brings_the_hotspot_back_and_the_retries_go_
         tmp_path: Path) -> None:
     """Before: the failed scan ended the offline task with the hotspot down: no way in to
     re-pair and no more retries, until the hub was restarted."""
-    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
-    st = store(cfg)
-    st.commit_pairing(HOME, CLOUD)
-    clock = FakeClock()
 
     async def scenario() -> None:
         wifi = WifiWhoseScanFails(failures=0)
-        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
-        await ob.start()
-        try:
-            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
-            await clock.sleeps(1)
-            clock.advance(30.0)
-            await clock.sleeps(2)
+        async with offline_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            await grace_over(clock)
             assert wifi.hotspot
             mark = len(wifi.calls)
             wifi.failures = 1
@@ -436,8 +431,6 @@ def test_a_periodic_retry_that_fails_brings_the_hotspot_back_and_the_retries_go_
             clock.advance(60.0)
             await until(ob, lambda: ob.state == State.ONLINE)
             assert wifi.calls[mark:mark + 2] == ["hotspot-down", "scan"]
-        finally:
-            await ob.stop()
 
     run(scenario())
 
@@ -461,28 +454,17 @@ def test_a_hotspot_that_fails_to_come_back_is_retried_with_the_network(
         tmp_path: Path) -> None:
     """Before: the failure ended the offline task after the grace period: no hotspot and
     no more retries until the hub was restarted."""
-    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
-    st = store(cfg)
-    st.commit_pairing(HOME, CLOUD)
-    clock = FakeClock()
 
     async def scenario() -> None:
         wifi = WifiWhoseHotspotFails(failures=1)
-        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
-        await ob.start()
-        try:
-            await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
-            await clock.sleeps(1)
-            clock.advance(30.0)  # the grace is over: the hotspot is refused
-            await clock.sleeps(2)
+        async with offline_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            await grace_over(clock)  # the hotspot is refused
             assert "hotspot-refused" in wifi.calls and not wifi.hotspot
             mark = len(wifi.calls)
             clock.advance(60.0)  # the next retry: still out of range, the hotspot comes up
             await clock.sleeps(3)
             assert wifi.calls[mark:] == ["hotspot-down", "scan", "hotspot-up"]
             assert ob.state == State.OFFLINE and wifi.hotspot and ob.pairing_open
-        finally:
-            await ob.stop()
 
     run(scenario())
 
@@ -491,19 +473,11 @@ def test_a_hotspot_refused_after_a_failed_retry_leaves_the_retries_running(
         tmp_path: Path) -> None:
     """Entering offline after a failed retry brings the hotspot back at once; before, a
     refusal there came before the retries were scheduled, and there were none."""
-    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
-    st = store(cfg)
-    st.commit_pairing(HOME, CLOUD)
-    clock = FakeClock()
 
     async def scenario() -> None:
         wifi, cloud = WifiWhoseHotspotFails(failures=0), StubCloud()
-        ob = Onboarding(cfg, st, wifi, cloud, clock=clock, sleep=clock.sleep)
-        await ob.start()
-        try:
-            await clock.sleeps(1)
-            clock.advance(30.0)
-            await clock.sleeps(2)
+        async with offline_on_a_fake_clock(tmp_path, wifi, cloud) as (ob, clock):
+            await grace_over(clock)
             assert wifi.hotspot
             wifi.aps["HomeNet"] = "supersecret"  # back in range, but the cloud refuses
             cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")
@@ -517,8 +491,6 @@ def test_a_hotspot_refused_after_a_failed_retry_leaves_the_retries_running(
             clock.advance(60.0)
             await until(ob, lambda: ob.attempt is not first and not ob.busy and wifi.hotspot)
             assert ob.state == State.OFFLINE and ob.pairing_open
-        finally:
-            await ob.stop()
 
     run(scenario())
 
@@ -1072,27 +1044,17 @@ def test_an_unpaired_hub_whose_saved_network_fails_shows_the_hotspot_at_once(
 
 
 def test_a_hidden_saved_network_is_scanned_for_by_name(tmp_path: Path) -> None:
-    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
-    st = store(cfg)
     hidden = WifiCredentials("Secret", "supersecret", hidden=True)
-    st.commit_pairing(hidden, CLOUD)
-    clock = FakeClock()
 
     async def scenario() -> None:
         wifi = FakeWifi({})
-        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
-        await ob.start()
-        try:
-            await clock.sleeps(1)
-            clock.advance(30.0)
-            await clock.sleeps(2)
+        async with offline_on_a_fake_clock(tmp_path, wifi, saved=hidden) as (ob, clock):
+            await grace_over(clock)
             wifi.aps["Secret"] = "supersecret"
             clock.advance(60.0)
             await until(ob, settled(ob, State.ONLINE))
             assert wifi.scans[-1] == "Secret"
             assert wifi.calls[-1] == "reconnect Secret"
-        finally:
-            await ob.stop()
 
     run(scenario())
 
@@ -1194,19 +1156,11 @@ def test_an_offline_hub_takes_no_pairing_before_its_hotspot_is_back(tmp_path: Pa
 
 
 def test_a_failed_periodic_retry_brings_the_hotspot_back_at_once(tmp_path: Path) -> None:
-    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0, connect_timeout=9.0)
-    st = store(cfg)
-    st.commit_pairing(HOME, CLOUD)
-    clock = FakeClock()
-
     async def scenario() -> None:
         wifi, cloud = FakeWifi({}), StubCloud()
-        ob = Onboarding(cfg, st, wifi, cloud, clock=clock, sleep=clock.sleep)
-        await ob.start()
-        try:
-            await clock.sleeps(1)
-            clock.advance(30.0)
-            await clock.sleeps(2)
+        async with offline_on_a_fake_clock(tmp_path, wifi, cloud,
+                                           connect_timeout=9.0) as (ob, clock):
+            await grace_over(clock)
             assert wifi.hotspot
             wifi.aps["HomeNet"] = "supersecret"  # back in range, but the cloud refuses
             cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")
@@ -1219,33 +1173,20 @@ def test_a_failed_periodic_retry_brings_the_hotspot_back_at_once(tmp_path: Path)
             assert wifi.calls[mark:].count("reconnect HomeNet") == 1
             assert wifi.scans[-1] is None  # a visible network: an ordinary scan
             assert set(wifi.timeouts) == {9.0} and set(cloud.timeouts) == {9.0}
-        finally:
-            await ob.stop()
 
     run(scenario())
 
 
 def test_retries_run_once_the_portal_was_quiet_for_exactly_one_interval(
         tmp_path: Path) -> None:
-    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
-    st = store(cfg)
-    st.commit_pairing(HOME, CLOUD)
-    clock = FakeClock()
-
     async def scenario() -> None:
         wifi = FakeWifi({})
-        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
-        await ob.start()
-        try:
-            await clock.sleeps(1)
-            clock.advance(30.0)
-            await clock.sleeps(2)
+        async with offline_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            await grace_over(clock)
             ob.note_activity()  # as the interval starts
             wifi.aps["HomeNet"] = "supersecret"
             clock.advance(60.0)  # exactly one quiet interval later
             await until(ob, settled(ob, State.ONLINE))
-        finally:
-            await ob.stop()
 
     run(scenario())
 
