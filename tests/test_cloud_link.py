@@ -409,7 +409,8 @@ def test_a_port_that_stays_closed_is_an_answer_before_the_timeout() -> None:
     async def main() -> None:
         link = make_link()
         await link.start(creds_for(None, port=port))
-        result = await asyncio.wait_for(link.wait_result(600, first_only=False), 60)
+        result = await asyncio.wait_for(
+            link.wait_result(600, first_only=False, closed_is_answer=True), 60)
         assert result.outcome is CloudOutcome.UNREACHABLE and result.port_closed
         assert "nothing listens there" in result.reason
         await link.stop()
@@ -419,7 +420,8 @@ def test_a_port_that_stays_closed_is_an_answer_before_the_timeout() -> None:
 
 def test_closed_port_settles_only_after_an_unbroken_run_of_refusals() -> None:
     """A broker restarting refuses for a moment: neither a short run nor a run broken by
-    another failure is an answer; CLOSED_TRIES refusals over CLOSED_SETTLE seconds are."""
+    another failure is an answer; CLOSED_TRIES refusals over CLOSED_SETTLE seconds are, for
+    new credentials only: with proven ones (boot, reconnect) the broker is starting."""
     closed = CloudResult(CloudOutcome.UNREACHABLE, "refused", port_closed=True)
     dns = CloudResult(CloudOutcome.UNREACHABLE, "DNS lookup failed")
 
@@ -431,17 +433,25 @@ def test_closed_port_settles_only_after_an_unbroken_run_of_refusals() -> None:
                            (CLOSED_SETTLE + 3, closed), (2 * CLOSED_SETTLE + 1.9, closed)):
             now[0] = at
             start.record(result)
-            assert not start.definite.done(), at
+            assert not start.closed.done(), at
+        new = asyncio.create_task(start.wait(600, first_only=False, broker="b",
+                                             closed_is_answer=True))
+        proven = asyncio.create_task(start.wait(600, first_only=False, broker="b"))
         now[0] = 2 * CLOSED_SETTLE + 2.1  # a run of four, CLOSED_SETTLE since its first
         start.record(closed)
-        assert start.definite.done() and start.definite.result() is closed
+        assert await new is closed  # new credentials: the answer
+        for _ in range(5):
+            await asyncio.sleep(0)  # turns of the loop for the other waiter: it goes on
+        assert not proven.done() and not start.definite.done()
+        start.record(CloudResult(CloudOutcome.CONNECTED, "connected"))  # the broker is up
+        assert (await proven).outcome is CloudOutcome.CONNECTED
         assert CLOSED_TRIES == 3
 
         quick = StartOutcome(asyncio.get_running_loop(), clock=lambda: now[0])
         for at in (0.0, CLOSED_SETTLE + 1):  # long enough, but only two tries
             now[0] = at
             quick.record(closed)
-        assert not quick.definite.done()
+        assert not quick.closed.done()
 
     run(main())
 

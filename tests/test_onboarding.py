@@ -368,6 +368,43 @@ def test_a_mistyped_broker_port_fails_without_waiting_out_the_timeout(
     run(scenario())
 
 
+def test_a_paired_hub_booting_while_its_broker_is_down_waits_it_out(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """Its port worked when it paired: refused now, the broker is starting (a power cut
+    brought both back, the hub first). The boot attempt goes on past the run of refusals
+    that ends a pairing with a mistyped port, instead of failing into offline."""
+    from gatewayd.cloud.attempts import CloudResult
+    from gatewayd.cloud.outcome import CLOSED_SETTLE
+    from gatewayd.onboarding.cloud_step import CloudLinkStep
+    from gatewayd.simulator.procs import free_port
+    from tests.cloud_helpers import creds_for, make_hub, make_link
+
+    cfg = make_config(tmp_path, connect_timeout=300.0)
+    store = store_for(cfg)
+    store.commit_pairing(HOME, creds_for(None, port=free_port()))
+    link = make_link(hub=make_hub())
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        refused: list[float] = []
+        settled = asyncio.Event()  # a run that would have ended a new account's attempt
+
+        def listener(result: CloudResult) -> None:
+            if result.port_closed:
+                refused.append(loop.time())
+                if len(refused) >= 4 and refused[-1] - refused[0] > CLOSED_SETTLE + 1:
+                    settled.set()
+
+        link.add_listener(listener)
+        step = CloudLinkStep(link, store, Ownership(link))
+        async with onboarding(cfg, store, step) as ob:
+            await asyncio.wait_for(settled.wait(), 60)
+            assert ob.state == State.CONNECTING and ob.last_failure is None
+            assert ob.progress().step == "cloud" and store.state.paired
+
+    run(scenario())
+
+
 # --- "Wi-Fi first, cloud later" (Improv without cloud presets) ------------------------------
 
 IMPROV_FIELDS = {"ssid": "HomeNet", "psk": "supersecret"}

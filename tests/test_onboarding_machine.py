@@ -730,6 +730,7 @@ def test_an_attempt_is_recorded_with_its_steps_and_uses_the_connect_timeout(
             cloud.gate.set()
             await until(ob, settled(ob, State.ONLINE))
             assert wifi.timeouts == [7.5] and cloud.timeouts == [7.5]
+            assert cloud.saved == [False]  # new credentials: a closed port is an answer
             assert ob.step is None and ob.progress().step is None
     run(scenario())
     assert (State.CONNECTING, None, "connecting") in seen
@@ -761,7 +762,8 @@ def test_a_failure_says_what_when_and_which_attempt(tmp_path: Path) -> None:
 
 
 class CrashingCloud(StubCloud):
-    async def connect(self, creds: CloudCredentials, timeout: float) -> StepResult:
+    async def connect(self, creds: CloudCredentials, timeout: float, *,
+                      saved: bool = False) -> StepResult:
         raise RuntimeError("the cloud step broke")
 
 
@@ -1173,6 +1175,7 @@ def test_a_failed_periodic_retry_brings_the_hotspot_back_at_once(tmp_path: Path)
             assert wifi.calls[mark:].count("reconnect HomeNet") == 1
             assert wifi.scans[-1] is None  # a visible network: an ordinary scan
             assert set(wifi.timeouts) == {9.0} and set(cloud.timeouts) == {9.0}
+            assert set(cloud.saved) == {True}  # the boot and the retry: a broker starting
 
     run(scenario())
 

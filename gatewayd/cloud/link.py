@@ -114,15 +114,14 @@ class CloudLink:
                  "TLS" if creds.tls else "plain TCP", self._cfg.protocol)
         self._conn.start()
 
-    async def wait_result(self, timeout: float, *, first_only: bool = True) -> CloudResult:
-        """The first outcome of this start(), or TIMEOUT if none came within ``timeout``.
-
-        With ``first_only=False`` transient failures (DNS, TCP, TLS) are not final: it
-        waits for CONNECTED or REFUSED and, if time runs out, returns the latest failure.
-        """
+    async def wait_result(self, timeout: float, *, first_only: bool = True,
+                          closed_is_answer: bool = False) -> CloudResult:
+        """This start()'s first outcome, or with ``first_only=False`` its definite one
+        (:meth:`~gatewayd.cloud.outcome.StartOutcome.wait`); TIMEOUT if none came in time."""
         if self._start is None:
             raise RuntimeError("cloud link not started")
-        return await self._start.wait(timeout, first_only=first_only, broker=self._broker())
+        return await self._start.wait(timeout, first_only=first_only, broker=self._broker(),
+                                      closed_is_answer=closed_is_answer)
 
     async def stop(self, *, goodbye: bool = True) -> None:
         """Graceful end: ``$state=disconnected`` for every device (unless ``goodbye`` is

@@ -6,10 +6,12 @@ definite one.
 Onboarding's cloud step asks "did these credentials work?": the first outcome answers at
 once; the definite one (CONNECTED or REFUSED) waits out transient failures (DNS, TCP, TLS)
 that the link retries on its own, and falls back to the latest failure when time runs out.
-A port where nothing listens is an answer too once every try for :data:`CLOSED_SETTLE`
-seconds (at least :data:`CLOSED_TRIES` tries) found it closed: a broker that restarts is
-back well within that, a mistyped port never is, and its user need not wait out the whole
-``connect_timeout`` to hear so.
+For credentials not yet proven (a pairing request, an issued account), a port where nothing
+listens is an answer too once every try for :data:`CLOSED_SETTLE` seconds (at least
+:data:`CLOSED_TRIES` tries) found it closed (``closed_is_answer``): a mistyped port never
+opens, and its user need not wait out the whole ``connect_timeout`` to hear so. Proven ones
+(a boot, a reconnect) wait it out: their port worked, so a closed one is a broker that is
+starting or restarting.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class StartOutcome:
                  clock: Callable[[], float] | None = None) -> None:
         self.first: asyncio.Future[CloudResult] = loop.create_future()
         self.definite: asyncio.Future[CloudResult] = loop.create_future()
+        self.closed: asyncio.Future[CloudResult] = loop.create_future()  # settled closed
         self.last: CloudResult | None = None
         self._clock = clock or loop.time
         self._closed_since: float | None = None  # the first of an unbroken run of them
@@ -89,8 +92,9 @@ class StartOutcome:
             if self._closed_since is None:
                 self._closed_since = now
             self._closed_tries += 1
-            definite = (self._closed_tries >= CLOSED_TRIES
-                        and now - self._closed_since >= CLOSED_SETTLE)
+            if (self._closed_tries >= CLOSED_TRIES and now - self._closed_since >= CLOSED_SETTLE
+                    and not self.closed.done()):
+                self.closed.set_result(result)
         else:
             self._closed_since, self._closed_tries = None, 0
         if definite and not self.definite.done():
@@ -98,18 +102,25 @@ class StartOutcome:
 
     def stopped(self) -> None:
         """The link stopped before an answer: whoever waits gets TIMEOUT now."""
-        for fut in (self.first, self.definite):
+        for fut in (self.first, self.definite, self.closed):
             if not fut.done():
                 fut.set_result(CloudResult(CloudOutcome.TIMEOUT,
                                            "the cloud link was stopped before an answer"))
 
-    async def wait(self, timeout: float, *, first_only: bool, broker: str) -> CloudResult:
-        fut = self.first if first_only else self.definite
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            if not first_only and self.last is not None:
-                return self.last
-            return CloudResult(CloudOutcome.TIMEOUT,
-                               f"no answer from the broker at {broker} within {timeout:g} s: "
-                               "check the host, port and the hub's network")
+    async def wait(self, timeout: float, *, first_only: bool, broker: str,
+                   closed_is_answer: bool = False) -> CloudResult:
+        """The first outcome, or with ``first_only=False`` the definite one: transient
+        failures (DNS, TCP, TLS) are not final, it waits for CONNECTED or REFUSED (with
+        ``closed_is_answer`` also a port that stays closed) and, if time runs out, returns
+        the latest failure; TIMEOUT if nothing came at all."""
+        futs = ([self.first] if first_only else
+                [self.definite, self.closed] if closed_is_answer else [self.definite])
+        done, _ = await asyncio.wait(futs, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for fut in futs:  # the definite outcome first, should both have come
+            if fut in done:
+                return fut.result()
+        if not first_only and self.last is not None:
+            return self.last
+        return CloudResult(CloudOutcome.TIMEOUT,
+                           f"no answer from the broker at {broker} within {timeout:g} s: "
+                           "check the host, port and the hub's network")

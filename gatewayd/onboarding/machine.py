@@ -356,7 +356,7 @@ class Onboarding(OfflineHandling, AttemptOutcome):
             return StepResult(ok=True), applied  # Wi-Fi first, cloud later
         self.step = "cloud"
         await self._notify_changed()
-        return await self.cloud.connect(cloud, timeout), applied
+        return await self.cloud.connect(cloud, timeout, saved=saved), applied
 
     async def _notify_changed(self) -> None:
         async with self.changed:

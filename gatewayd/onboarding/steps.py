@@ -83,7 +83,12 @@ class WifiControl(Protocol):
 class CloudStep(Protocol):
     """The cloud part of an attempt (filled in by the cloud link)."""
 
-    async def connect(self, creds: CloudCredentials, timeout: float) -> StepResult: ...
+    async def connect(self, creds: CloudCredentials, timeout: float, *,
+                      saved: bool = False) -> StepResult:
+        """Prove ``creds`` within ``timeout``. ``saved``: credentials the hub has used
+        before (boot, reconnect, retry), whose broker may be starting: a closed port is
+        waited out, where for new ones it is soon an answer (a mistyped port)."""
+        ...
 
     async def disconnect(self) -> None: ...
 
