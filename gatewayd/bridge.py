@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,7 @@ class ZigbeeBridge(BridgeOperations):
                                   lambda seconds: self._hub_value("permitjoin", seconds))
         self._sim: SimLink | None = None
         self._virtual = virtual  # the virtual radio's network (zigbee/operations.py)
+        self._virtual_lock = threading.Lock()
         self.fast = FastPaths()  # the radio's fast paths, once it runs (zigbee/radio.py)
         self.hub_node = zigbee_node(self.cfg.permit_join_max, self)
         self.alerts = Alerts(lambda: hub.id if hub is not None else "hub")
@@ -160,14 +162,18 @@ class ZigbeeBridge(BridgeOperations):
         failures = 0
         while True:
             try:
-                app = await start_controller(self.cfg, self.state_dir, self.virtual)
+                # The world file is read once, in a thread: not on the loop.
+                virtual = (await asyncio.to_thread(lambda: self.virtual)
+                           if self.cfg.radio == "virtual" else None)
+                app = await start_controller(self.cfg, self.state_dir, virtual)
             except RadioError as exc:
                 if str(exc) != self.last_error:  # the journal gets each new reason once
                     log.error("zigbee: %s; retrying", exc, exc_info=exc.details)
                 self.last_error = str(exc)
                 self._hub_value("status", f"down: {exc}")
-                # A missing package will not install itself: retry, but slowly. Half the
-                # window at least: a missing port fails at once and must not spin.
+                # What waiting does not mend (a missing package, a stick of another type,
+                # a damaged file) is retried slowly. Half the window at least: a missing
+                # port fails at once and must not spin.
                 await asyncio.sleep(backoff_delay(failures, self.retry_min, self.retry_max,
                                                   self.rng, floor=0.5)
                                     if isinstance(exc, RadioUnavailable) else self.retry_max)

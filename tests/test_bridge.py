@@ -921,6 +921,39 @@ def test_a_damaged_virtual_world_file_is_named_in_the_hubs_zigbee_status(
     run(main())
 
 
+async def zigbee_status_down(bridge: ZigbeeBridge, pub: Recorder) -> str:
+    """The first ``down: ...`` the hub's Zigbee status says, the supervisor still running."""
+    await bridge.start()
+    status = await pub.until(lambda: [v for v in pub.values(HUB_ID, "zigbee/status")
+                                      if v.startswith("down")])
+    assert bridge._supervisor is not None and not bridge._supervisor.done()
+    return str(status[0])
+
+
+def test_a_world_file_that_cannot_be_read_or_a_missing_virtual_radio_is_a_status(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a supervisor that died, a status stuck at "starting" and a stop that raises."""
+    world = tmp_path / "world" / "zigbee-virtual.json"
+    world.mkdir(parents=True)  # a directory where the file should be
+    cfg = ZigbeeConfig(enabled=True, radio="virtual")
+
+    async def main(state_dir: Path) -> str:
+        pub = Recorder()
+        hub = homie.Device(HUB_ID, "Test hub")
+        pub.add_device(hub)
+        bridge = ZigbeeBridge(cfg, state_dir, pub, hub=hub, retry_min=0.05, retry_max=0.1)
+        try:
+            return await zigbee_status_down(bridge, pub)
+        finally:
+            await bridge.stop()
+
+    assert run(main(world.parent)) == (f"down: cannot read the virtual radio's world file "
+                                      f"{world}: Is a directory")
+    monkeypatch.setitem(sys.modules, "gatewayd.zigbee.virtual.radio", None)  # not installed
+    assert run(main(tmp_path)).startswith("down: zigbee.radio = 'virtual' needs the "
+                                          "'gatewayd[zigbee]' package, which is not installed")
+
+
 def test_radio_errors_are_explained(tmp_path: Path) -> None:
     import importlib.util
     import socket

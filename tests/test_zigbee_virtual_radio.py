@@ -19,6 +19,7 @@ from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee import mapping
 from gatewayd.zigbee.radio import RadioUnavailable, start_controller
 from gatewayd.zigbee.virtual import catalog
+from gatewayd.zigbee.virtual import zcl as virtual_zcl
 from gatewayd.zigbee.virtual.radio import VirtualNetwork, VirtualRadioError
 from tests.helpers import run_async, wait_for
 
@@ -239,6 +240,30 @@ def test_a_network_in_use_is_refused_to_a_second_radio_start(tmp_path: Path) -> 
         await second.shutdown()
 
     run(main())
+
+
+def test_a_world_file_that_cannot_be_written_is_not_a_network_in_use(tmp_path: Path) -> None:
+    """Both are PermissionErrors under zigpy's startup; only the network's own refusal
+    reads "in use" (root writes through file modes, so the write failure is raised here
+    as the world file's save raises it)."""
+    from gatewayd.zigbee import radio
+
+    def under_startup(cause: BaseException) -> Exception:
+        try:
+            try:
+                raise cause
+            except OSError as exc:
+                raise RuntimeError("zigpy's startup failed") from exc
+        except RuntimeError as outer:
+            return outer
+
+    unwritable = PermissionError(13, "Permission denied", str(tmp_path / "w.json"))
+    explained = radio._explain(CFG, "w.json", under_startup(unwritable))
+    assert str(explained) == "cannot write the virtual radio's world file w.json (Permission " \
+        "denied)"  # not "in use", nor a serial port and the 'dialout' group
+    in_use = radio._explain(CFG, "w.json", under_startup(
+        virtual_zcl.NetworkInUse("The serial port is locked by another application")))
+    assert "in use by another radio start" in str(in_use)
 
 
 def test_leave_unplug_and_restart_without_interview(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ when it fails the request (:func:`~gatewayd.zigbee.radio.radio_request`).
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ class BridgeOperations:
     fast: FastPaths
     _sim: SimLink | None
     _virtual: VirtualNetwork | None
+    _virtual_lock: threading.Lock
 
     def _is_child(self, dev: Any) -> bool:
         raise NotImplementedError
@@ -85,9 +87,10 @@ class BridgeOperations:
     def virtual(self) -> VirtualNetwork | None:
         """The simulated network when ``zigbee.radio = "virtual"`` (event injection): the
         one the radio runs, loaded from the world file at first use and kept."""
-        if self._virtual is None:
-            self._virtual = virtual_network(self.cfg, self.state_dir)
-        return self._virtual
+        with self._virtual_lock:  # the control socket's threads ask too: one network
+            if self._virtual is None:
+                self._virtual = virtual_network(self.cfg, self.state_dir)
+            return self._virtual
 
     @property
     def sim(self) -> SimLink | None:

@@ -195,16 +195,25 @@ def virtual_network(cfg: ZigbeeConfig, state_dir: Path) -> VirtualNetwork | None
     its owner keeps it and passes it to :func:`start_controller` (one per world file)."""
     if cfg.radio != "virtual":
         return None
+    controller_class(cfg.radio)  # imported (or a RadioError) before it hashes an address
     network: Callable[[Path], VirtualNetwork] = _virtual_radio().VirtualNetwork
+    path = state_dir / VIRTUAL_WORLD_FILE
     try:
-        return network(state_dir / VIRTUAL_WORLD_FILE)
+        return network(path)
     except ValueError as exc:  # the world file is damaged; the message names it
         raise RadioError(str(exc)) from exc
+    except OSError as exc:
+        raise RadioError(f"cannot read the virtual radio's world file {path}: "
+                         f"{exc.strerror or type(exc).__name__}") from exc
 
 
 def _virtual_radio() -> Any:
     # zigpy comes with it: imported only when a simulated radio is asked for.
     return importlib.import_module("gatewayd.zigbee.virtual.radio")
+
+
+def _virtual_zcl() -> Any:
+    return importlib.import_module("gatewayd.zigbee.virtual.zcl")  # as _virtual_radio
 
 
 def zigpy_config(cfg: ZigbeeConfig, state_dir: Path,
@@ -254,9 +263,12 @@ def _explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
             return RadioUnavailable("the virtual radio is unplugged")
         return RadioUnavailable(f"serial port {path} does not exist ({where}): is the "
                                 "Zigbee radio plugged in, and is this its port?")
-    if isinstance(cause, PermissionError) and cfg.radio == "virtual":
-        return RadioUnavailable("the virtual radio is in use by another radio start (the "
-                                "previous one has not let go of it yet)")
+    if cfg.radio == "virtual" and isinstance(cause, PermissionError):
+        if isinstance(cause, _virtual_zcl().NetworkInUse):
+            return RadioUnavailable("the virtual radio is in use by another radio start (the "
+                                    "previous one has not let go of it yet)")
+        return RadioUnavailable(f"cannot write the virtual radio's world file {path} "
+                                f"({cause.strerror or 'permission denied'})")
     if isinstance(cause, PermissionError):
         return RadioUnavailable(f"serial port {path} cannot be opened ({cause}); another "
                                 "program may be using it, or gatewayd lacks the 'dialout' "

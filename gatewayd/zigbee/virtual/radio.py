@@ -156,7 +156,7 @@ class VirtualNetwork:
         if not self.plugged:
             raise FileNotFoundError(errno.ENOENT, "virtual radio is unplugged", str(self.path))
         if self.app is not None and self.app is not app:
-            raise PermissionError("The serial port is locked by another application")
+            raise zcl.NetworkInUse("The serial port is locked by another application")
         self.app = app
         self._loop = asyncio.get_running_loop()
 

@@ -34,6 +34,11 @@ class VirtualRadioError(ValueError):
     caller's mistake, so front ends answer it like any other bad value."""
 
 
+class NetworkInUse(PermissionError):
+    """The network is held by another application (as a serial port another program has
+    open): told apart from a world file that cannot be written."""
+
+
 def world_file_error(path: object, exc: BaseException) -> VirtualRadioError:
     """The world file at ``path`` cannot be loaded (``exc``): said without Python's text."""
     if isinstance(exc, VirtualRadioError | BadBody):
