@@ -160,16 +160,30 @@ def checked(typ: type[Any], value: Any, what: str) -> Any:
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         pass
     else:
-        if not issubclass(typ, t.FixedIntType) or _an_integer(typ, value):
+        if _as_promised(typ, value):
             return converted
     raise VirtualRadioError(f"{what} must be {expected(typ)}, got {_got(value)}")
 
 
-def _an_integer(typ: type[t.FixedIntType], value: Any) -> bool:
+def _as_promised(typ: type[Any], value: Any) -> bool:
+    """Whether ``value`` is what :func:`expected` says ``typ`` takes: zigpy converts more
+    (text from anything, by ``str()``)."""
+    if issubclass(typ, str):
+        return isinstance(value, str)
+    if issubclass(typ, t.FixedIntType):
+        return _an_integer(typ, value)
+    return True
+
+
+def _an_integer(typ: type[Any], value: Any) -> bool:
     """Whether ``value`` is what :func:`expected` promises for an integer type: zigpy's
-    types also take 21.7 (as 21), "12" (as 12) and, for flags, -1 (as all bits set)."""
-    if isinstance(value, str):
-        return issubclass(typ, enum.Enum) and not issubclass(typ, enum.Flag)  # a name
+    types also take 21.7 (as 21), "12" (as 12), true (as 1) and, for flags, -1 (as all
+    bits set)."""
+    if isinstance(value, str):  # a member's name, for an enumeration
+        return (issubclass(typ, enum.Enum) and not issubclass(typ, enum.Flag)
+                and value in typ.__members__)
+    if isinstance(value, bool):
+        return issubclass(typ, t.Bool)  # a boolean attribute: JSON's true and false
     if isinstance(value, float):
         if not value.is_integer():
             return False
