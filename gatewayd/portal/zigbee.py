@@ -9,22 +9,26 @@ Everything else Zigbee (install codes, removal, simulator events) is the control
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, redirect, request, session, url_for
 
+from gatewayd.hub import INTERNAL_MESSAGE
 from gatewayd.onboarding.pairing import InvalidRequest
 from gatewayd.portal.api import api_error, refusal
 from gatewayd.portal.pair import origin_gate
 from gatewayd.portal.security import AdminAuth, csrf_ok
-from gatewayd.runtime.corecall import CoreCall
+from gatewayd.runtime.corecall import CoreCall, CoreUnavailable
 from gatewayd.runtime.jsonbody import BadBody, parse_json
 from gatewayd.zigbee.inputs import BridgeError, parse_permit_seconds
 
 if TYPE_CHECKING:  # the bridge (sqlite3, the radio glue) loads only with Zigbee on
     from gatewayd.bridge import ZigbeeBridge
+
+log = logging.getLogger(__name__)
 
 
 def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall,
@@ -87,8 +91,12 @@ def zigbee_panel_blueprint(bridge: ZigbeeBridge, call: CoreCall, auth: AdminAuth
             session["notice"] = {"kind": "ok", "text": (
                 f"Zigbee devices may join for {granted} seconds: put the new device in "
                 "pairing mode.")}
-        except BridgeError as exc:
+        except (BridgeError, CoreUnavailable) as exc:  # refusals, in our words
             session["notice"] = {"kind": "error", "text": str(exc)}
+        except Exception:
+            # Back to the dashboard all the same, the library's words in the log only.
+            log.exception("portal: permit join from the panel failed")
+            session["notice"] = {"kind": "error", "text": INTERNAL_MESSAGE}
         return redirect(url_for("panel.index"), 303)
 
     return bp
