@@ -18,7 +18,7 @@ from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials
 from gatewayd.identity import Identity, cpu_serial
 from gatewayd.runtime.corecall import CoreUnavailable
-from gatewayd.runtime.logsetup import Redactor
+from gatewayd.runtime.logsetup import Redactor, RepeatedFaults
 from gatewayd.runtime.sdnotify import Notifier
 from gatewayd.state import HubState, Release, StateStore
 
@@ -57,6 +57,7 @@ class Hub:
         self.redactor = redactor
         self.started = time.monotonic()
         self._providers: dict[str, StatusProvider] = {}
+        self._faults = RepeatedFaults(log)  # a failing section, logged once a change
         self._reset_hooks: list[ResetHook] = []
         self._status_parts: dict[str, str] = {"onboarding": ""}  # the onboarding state first
         self.releaser: Releaser | None = None
@@ -102,8 +103,9 @@ class Hub:
         for name, provider in self._providers.items():
             try:
                 components[name] = provider()
-            except Exception:
-                log.exception("status: the %s section failed", name)
+                self._faults.ok(name)
+            except Exception as exc:
+                self._faults.failed(name, exc, "status: the %s section failed", name)
                 components[name] = {"error": INTERNAL_MESSAGE}
         return {
             "device_id": self.identity.device_id,

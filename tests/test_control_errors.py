@@ -185,3 +185,7 @@ def test_a_failing_status_section_or_device_list_is_not_shown(
         "/api/v1/devices").get_data(as_text=True)
     assert "status: the zigbee section failed" in caplog.text
     assert "device list of zigbee failed" in caplog.text and LIBRARY_TEXT in caplog.text
+    for _ in range(3):  # the panel asks every few seconds: one traceback, not one a call
+        assert client.get("/api/v1/status").status_code == 200
+    assert caplog.text.count("status: the zigbee section failed") == 1
+    assert caplog.text.count("device list of zigbee failed") == 1

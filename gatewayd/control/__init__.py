@@ -10,7 +10,10 @@ The daemon imports only :mod:`~gatewayd.control.parts` (what the endpoints reach
 :mod:`~gatewayd.control.build` makes the whole app from those parts on the socket's first
 request (:class:`gatewayd.runtime.webserver.LazyApp`).
 
-May import: hub, runtime, hardware, the faces of their concerns (bridge, ble_commission),
-and the portal's pairing API (:mod:`gatewayd.portal.api`, :mod:`gatewayd.portal.core`).
+May import: hub, runtime, hardware, the faces of their concerns (bridge, ble_commission,
+the platform client :mod:`gatewayd.cloud.reqres`, and the Zigbee inputs and simulator link
+:mod:`gatewayd.zigbee.inputs` and :mod:`gatewayd.zigbee.simlink`, none of which loads
+zigpy), the pairing service and the portal's pairing API (:mod:`gatewayd.portal.api`, with
+the error codes both answer, and :mod:`gatewayd.portal.core`).
 Nothing imports this package but the daemon.
 """

@@ -21,8 +21,10 @@ from gatewayd.cloud.reqres import BadRequest, PlatformError, RequestFailed
 from gatewayd.hub import INTERNAL_MESSAGE, RESET_TIMEOUT, Hub
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.api import (
+    FAILED_CODE,
     INTERNAL_CODE,
     INVALID_CODE,
+    SIM_UNAVAILABLE_CODE,
     UNAVAILABLE_CODE,
     api_blueprint,
 )
@@ -67,7 +69,7 @@ def refusal(exc: Exception) -> ApiError | None:
     if isinstance(exc, SimError):
         return invalid(str(exc))
     if isinstance(exc, SimUnavailable):
-        return ApiError(503, "sim-unavailable", str(exc))
+        return ApiError(503, SIM_UNAVAILABLE_CODE, str(exc))
     if isinstance(exc, BadRequest):
         return invalid(str(exc))
     if isinstance(exc, RequestFailed):
@@ -82,7 +84,7 @@ def failed(what: str) -> ApiError:
     """The answer when ``what`` failed with an exception that is no :func:`refusal`: a fixed
     sentence. Whoever ran ``what`` has logged its traceback (the button logs every press's
     failure, a physical press having nobody else to tell)."""
-    return ApiError(500, "failed", f"{what} failed; see the hub's log (journalctl -u gatewayd)")
+    return ApiError(500, FAILED_CODE, f"{what} failed; see the hub's log (journalctl -u gatewayd)")
 
 
 def json_object_body() -> dict[str, Any]:

@@ -19,6 +19,7 @@ from flask import Blueprint, jsonify
 
 from gatewayd.ble_commission import BleUnavailable
 from gatewayd.control.app import ApiError, invalid, json_object_body
+from gatewayd.portal.api import BLE_DISABLED_CODE
 from gatewayd.runtime.corecall import CoreCall
 
 MAX_WINDOW_SECONDS = 86400.0
@@ -72,7 +73,7 @@ def ble_blueprint(commissioner: BleControl, call: CoreCall) -> Blueprint:
                     "control", authorize=authorize,
                     seconds=float(seconds) if seconds is not None else None)
             except BleUnavailable as exc:
-                raise ApiError(409, "ble-disabled", str(exc)) from None
+                raise ApiError(409, BLE_DISABLED_CODE, str(exc)) from None
 
         return jsonify(call(_open))
 

@@ -18,6 +18,7 @@ from gatewayd.hub import INTERNAL_MESSAGE, Hub
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.core import PortalOnboarding
 from gatewayd.runtime.corecall import CoreCall
+from gatewayd.runtime.logsetup import RepeatedFaults
 
 if TYPE_CHECKING:
     from gatewayd.bridge import ZigbeeBridge
@@ -33,6 +34,7 @@ class DeviceProviders:
 
     def __init__(self) -> None:
         self._providers: dict[str, DeviceListProvider] = {}
+        self._faults = RepeatedFaults(log)  # a status call lists them too: every few seconds
 
     def add(self, name: str, provider: DeviceListProvider) -> None:
         self._providers[name] = provider
@@ -43,10 +45,11 @@ class DeviceProviders:
         for name, provider in self._providers.items():
             try:
                 found = provider()
-            except Exception:
+                self._faults.ok(name)
+            except Exception as exc:
                 # One broken provider must not hide the others' devices; no provider
                 # refuses, so what failed is a fault, for the log only.
-                log.exception("device list of %s failed", name)
+                self._faults.failed(name, exc, "device list of %s failed", name)
                 errors[name] = INTERNAL_MESSAGE
                 continue
             devices.extend({"provider": name, **entry} for entry in found)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, jsonify
 
 from gatewayd.control.app import ApiError, invalid, json_object_body
+from gatewayd.portal.api import NOT_SIMULATED_CODE
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.zigbee.inputs import parse_permit_seconds
 from gatewayd.zigbee.simlink import check_action
@@ -53,7 +54,7 @@ def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall) -> Blueprint:
     def sim() -> Any:
         link = bridge.sim
         if link is None:
-            raise ApiError(409, "not-simulated", "only a simulated radio takes injected events "
+            raise ApiError(409, NOT_SIMULATED_CODE, "only a simulated radio takes injected events "
                                                  "(the virtual radio, or the NCP emulator at "
                                                  "[zigbee] sim_control)")
         body = json_object_body()

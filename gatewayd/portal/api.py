@@ -36,6 +36,11 @@ RATE_LIMITED_CODE = RateLimited.code
 UNAUTHORIZED_CODE = "unauthorized"
 UNSUPPORTED_MEDIA_CODE = "unsupported-media-type"
 UNAVAILABLE_CODE = "unavailable"
+# The control socket's own (interfaces.md §5.1).
+FAILED_CODE = "failed"  # an action of ours failed (a button press); the log says why
+SIM_UNAVAILABLE_CODE = "sim-unavailable"
+NOT_SIMULATED_CODE = "not-simulated"
+BLE_DISABLED_CODE = "ble-disabled"
 # An unexpected fault, on the portal and on the control socket alike: one code and a fixed
 # message (gatewayd.hub.INTERNAL_MESSAGE); what went wrong is only in the log.
 INTERNAL_CODE = "internal"

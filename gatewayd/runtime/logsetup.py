@@ -124,3 +124,22 @@ def configure(level: str, redactor: Redactor, *, journald: bool | None = None) -
     root.setLevel(level.upper())
     # paho and waitress are chatty at INFO about things our own logs already say.
     logging.getLogger("waitress").setLevel(max(logging.WARNING, root.level))
+
+
+class RepeatedFaults:
+    """Faults of something asked again and again (a status section, a device list): the
+    traceback goes to the log when one starts or changes, not on every call (the panel
+    asks every few seconds). Bounded by the keys its owner uses."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._last: dict[str, str] = {}
+
+    def failed(self, key: str, exc: BaseException, message: str, *args: object) -> None:
+        """Call while ``exc`` is handled: logs ``message`` with the traceback if new."""
+        if self._last.get(key) != repr(exc):
+            self._last[key] = repr(exc)
+            self._log.exception(message, *args)
+
+    def ok(self, key: str) -> None:
+        self._last.pop(key, None)
