@@ -373,13 +373,14 @@ REFUSED: list[tuple[str, str, dict[str, Any], str]] = [
     ("button", "command", {"cluster": "on_off", "command": "toggle", "args": {"times": 2}},
      "on_off.toggle takes no times (it takes no arguments)"),
     ("new", "join", {"kind": "plug", "install_code": "not hex"},
-     "install_code must be hex digits ending in the code's CRC, such as "
-     f"{INSTALL_CODE}, got 'not hex'"),
+     "install_code: an install code is hex digits, such as "
+     "83FED3407A939723A5C639B26916D505C3B5"),
     ("new", "join", {"kind": "plug", "install_code": INSTALL_CODE[:12]},
-     "install_code must have 6, 8, 12 or 16 bytes and a 2-byte CRC; this one has 6 bytes"),
+     "install_code: an install code has 6, 8, 12 or 16 bytes plus a 2-byte CRC; this one "
+     "has 6 bytes"),
     ("new", "join", {"kind": "plug", "install_code": INSTALL_CODE[:-1] + "0"},
-     "install_code: its CRC (the last 4 digits) does not match the code; check it for a "
-     "typo"),
+     "install_code: the install code's checksum (last 4 digits) does not match: check for "
+     "a typo"),
 ]
 
 

@@ -7,5 +7,6 @@ helpers in :mod:`~gatewayd.zigbee.virtual.zcl`;
 :mod:`~gatewayd.zigbee.virtual.radio` is the zigpy-level radio (``radio = "virtual"``) and
 its world file; :mod:`~gatewayd.zigbee.virtual.report_stream` is the load generator.
 
-May import: zigpy, the standard library, :mod:`gatewayd.runtime`. Never the bridge.
+May import: zigpy, the standard library, :mod:`gatewayd.runtime`, and the bridge's input
+checks :mod:`gatewayd.zigbee.inputs` (no zigpy, no I/O). Never the bridge.
 """

@@ -20,9 +20,9 @@ import zigpy.util
 from zigpy.zcl import Cluster, foundation
 
 from gatewayd.runtime.jsonbody import BadBody
+from gatewayd.zigbee.inputs import BridgeError, parse_install_code
 
 ClusterKey = tuple[int, bool, int]  # endpoint, is_server, cluster id
-EXAMPLE_INSTALL_CODE = "83FED3407A939723A5C639B26916D505C3B5"  # the Zigbee spec's example
 
 _CLUSTERS_BY_NAME: dict[str, type[Cluster]] = {
     cls.ep_attribute: cls for cls in Cluster._registry.values() if cls.ep_attribute
@@ -87,21 +87,16 @@ def parse_eui64(value: str | t.EUI64) -> t.EUI64:
 
 
 def install_code_key(text: str) -> t.KeyData:
-    """The link key of an install code (hex, its CRC last, as printed on a device);
-    VirtualRadioError saying what is wrong with the code."""
+    """The link key of an install code as printed (hex, its CRC last); VirtualRadioError
+    in the words the hub's own check uses (:func:`gatewayd.zigbee.inputs.parse_install_code`,
+    one check for the device's side and the hub's)."""
+    if not isinstance(text, str):
+        raise VirtualRadioError(f"install_code must be text, got {_got(text)}")
     try:
-        code = bytes.fromhex(text)
-    except ValueError:
-        raise VirtualRadioError("install_code must be hex digits ending in the code's CRC, "
-                                f"such as {EXAMPLE_INSTALL_CODE}, got {_got(text)}") from None
-    if len(code) not in (8, 10, 14, 18):
-        raise VirtualRadioError("install_code must have 6, 8, 12 or 16 bytes and a 2-byte "
-                                f"CRC; this one has {len(code)} bytes")
-    try:
-        return zigpy.util.convert_install_code(code)
-    except ValueError:  # what is left to check is the CRC
-        raise VirtualRadioError("install_code: its CRC (the last 4 digits) does not match "
-                                "the code; check it for a typo") from None
+        code = parse_install_code(text)
+    except BridgeError as exc:
+        raise VirtualRadioError(f"install_code: {exc}") from None
+    return zigpy.util.convert_install_code(code)
 
 
 def typed(attr: foundation.ZCLAttributeDef, value: Any) -> Any:
