@@ -22,12 +22,12 @@ class StubCloud:
         # Set to an unset event to hold attempts in the cloud step until the test sets it.
         self.gate: asyncio.Event | None = None
         self.timeouts: list[float] = []
-        self.saved: list[bool] = []  # each attempt's: credentials the hub had used before
+        self.typed_in: list[bool] = []  # each attempt's: an account a person just gave
 
     async def connect(self, creds: CloudCredentials, timeout: float, *,
-                      saved: bool = False) -> StepResult:
+                      typed_in: bool = False) -> StepResult:
         self.timeouts.append(timeout)
-        self.saved.append(saved)
+        self.typed_in.append(typed_in)
         if self.gate is not None:
             await self.gate.wait()
         if self.next_failure is not None:

@@ -730,7 +730,7 @@ def test_an_attempt_is_recorded_with_its_steps_and_uses_the_connect_timeout(
             cloud.gate.set()
             await until(ob, settled(ob, State.ONLINE))
             assert wifi.timeouts == [7.5] and cloud.timeouts == [7.5]
-            assert cloud.saved == [False]  # new credentials: a closed port is an answer
+            assert cloud.typed_in == [True]  # a person's account: a closed port is an answer
             assert ob.step is None and ob.progress().step is None
     run(scenario())
     assert (State.CONNECTING, None, "connecting") in seen
@@ -763,7 +763,7 @@ def test_a_failure_says_what_when_and_which_attempt(tmp_path: Path) -> None:
 
 class CrashingCloud(StubCloud):
     async def connect(self, creds: CloudCredentials, timeout: float, *,
-                      saved: bool = False) -> StepResult:
+                      typed_in: bool = False) -> StepResult:
         raise RuntimeError("the cloud step broke")
 
 
@@ -1175,7 +1175,7 @@ def test_a_failed_periodic_retry_brings_the_hotspot_back_at_once(tmp_path: Path)
             assert wifi.calls[mark:].count("reconnect HomeNet") == 1
             assert wifi.scans[-1] is None  # a visible network: an ordinary scan
             assert set(wifi.timeouts) == {9.0} and set(cloud.timeouts) == {9.0}
-            assert set(cloud.saved) == {True}  # the boot and the retry: a broker starting
+            assert set(cloud.typed_in) == {False}  # the boot and the retry: a broker starting
 
     run(scenario())
 
@@ -1190,6 +1190,31 @@ def test_retries_run_once_the_portal_was_quiet_for_exactly_one_interval(
             wifi.aps["HomeNet"] = "supersecret"
             clock.advance(60.0)  # exactly one quiet interval later
             await until(ob, settled(ob, State.ONLINE))
+
+    run(scenario())
+
+
+def test_only_an_account_a_person_typed_in_may_end_early_on_a_closed_port(
+        tmp_path: Path) -> None:
+    """The cloud step is told which accounts a closed port can be a typo in: a pairing
+    request's new account, not the stored one (the boot, a Wi-Fi-only request on a
+    paired hub, a request that sends the same account again)."""
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"Office": "office-pass"}), StubCloud()
+        office = WifiCredentials("Office", "office-pass")
+        other = CloudCredentials("other@example.com", "t1k", "127.0.0.1", 1884)
+        async with offline_on_a_fake_clock(tmp_path, wifi, cloud) as (ob, clock):
+            assert cloud.typed_in == []  # HomeNet is out of range: no cloud step at boot
+            await grace_over(clock)
+            for request, typed_in in ((PairingRequest(cloud=None, wifi=office), False),
+                                      (PairingRequest(cloud=CLOUD, wifi=office), False),
+                                      (PairingRequest(cloud=other, wifi=office), True)):
+                cloud.next_failure = StepResult(False, Failure.BROKER_UNREACHABLE, "closed")
+                tries = len(cloud.typed_in)
+                await ob.begin(request)
+                await until(ob, lambda tries=tries: len(cloud.typed_in) == tries + 1
+                            and not ob.busy and ob.pairing_open)
+                assert cloud.typed_in[-1] is typed_in, request
 
     run(scenario())
 

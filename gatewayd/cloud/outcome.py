@@ -6,12 +6,12 @@ definite one.
 Onboarding's cloud step asks "did these credentials work?": the first outcome answers at
 once; the definite one (CONNECTED or REFUSED) waits out transient failures (DNS, TCP, TLS)
 that the link retries on its own, and falls back to the latest failure when time runs out.
-For credentials not yet proven (a pairing request, an issued account), a port where nothing
+For an account a person has just typed in (a pairing request), a port where nothing
 listens is an answer too once every try for :data:`CLOSED_SETTLE` seconds (at least
 :data:`CLOSED_TRIES` tries) found it closed (``closed_is_answer``): a mistyped port never
-opens, and its user need not wait out the whole ``connect_timeout`` to hear so. Proven ones
-(a boot, a reconnect) wait it out: their port worked, so a closed one is a broker that is
-starting or restarting.
+opens, and its user need not wait out the whole ``connect_timeout`` to hear so. Others (the
+stored account at a boot or a reconnect, an issued one) wait it out: a closed port there
+is a broker that is starting or restarting.
 """
 
 from __future__ import annotations

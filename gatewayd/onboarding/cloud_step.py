@@ -30,9 +30,9 @@ class CloudLinkStep:
     """Connects the link with new credentials and reports the outcome onboarding needs.
 
     Transient failures (DNS, TCP, TLS) are retried within the attempt's time: the
-    network may have come up a moment ago. The reason reported is the latest one. For new
-    credentials a port that stays closed is an answer before that (a mistyped port); for
-    saved ones it is a broker starting up, and waited out.
+    network may have come up a moment ago. The reason reported is the latest one. For an
+    account a person has just typed in, a port that stays closed is an answer before that
+    (a mistyped port); for any other it is a broker starting up, and waited out.
 
     A CONNACK is not enough: a broker whose ACL does not cover the root topic accepts the
     connection and silently drops everything the hub publishes. So the step succeeds only
@@ -46,7 +46,7 @@ class CloudLinkStep:
         self.ownership = ownership
 
     async def connect(self, creds: CloudCredentials, timeout: float, *,
-                      saved: bool = False) -> StepResult:
+                      typed_in: bool = False) -> StepResult:
         pending = self.store.state.release
         if pending is not None:
             # A reset while offline left the old account to release; the successful
@@ -66,7 +66,7 @@ class CloudLinkStep:
         self.link.tap(state_topic, echo)
         try:
             result = await self.link.wait_result(timeout, first_only=False,
-                                                 closed_is_answer=not saved)
+                                                 closed_is_answer=typed_in)
             if result.outcome != CloudOutcome.CONNECTED:
                 await self.link.stop()
                 return StepResult(False, _FAILURES[result.outcome], result.reason)

@@ -356,7 +356,9 @@ class Onboarding(OfflineHandling, AttemptOutcome):
             return StepResult(ok=True), applied  # Wi-Fi first, cloud later
         self.step = "cloud"
         await self._notify_changed()
-        return await self.cloud.connect(cloud, timeout, saved=saved), applied
+        # A Wi-Fi-only request on a paired hub runs with the stored account: not typed in.
+        typed_in = not saved and cloud != self.store.state.cloud
+        return await self.cloud.connect(cloud, timeout, typed_in=typed_in), applied
 
     async def _notify_changed(self) -> None:
         async with self.changed:

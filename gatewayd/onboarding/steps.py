@@ -84,10 +84,11 @@ class CloudStep(Protocol):
     """The cloud part of an attempt (filled in by the cloud link)."""
 
     async def connect(self, creds: CloudCredentials, timeout: float, *,
-                      saved: bool = False) -> StepResult:
-        """Prove ``creds`` within ``timeout``. ``saved``: credentials the hub has used
-        before (boot, reconnect, retry), whose broker may be starting: a closed port is
-        waited out, where for new ones it is soon an answer (a mistyped port)."""
+                      typed_in: bool = False) -> StepResult:
+        """Prove ``creds`` within ``timeout``. ``typed_in``: an account a person has just
+        given (a pairing request), whose port may be mistyped: a closed port is soon an
+        answer. Otherwise (the stored account at boot, a reconnect or a retry, an account
+        the platform issued) a closed port is a broker starting up, and waited out."""
         ...
 
     async def disconnect(self) -> None: ...

@@ -19,6 +19,7 @@ from gatewayd.onboarding.pairing import (
     PAIR_FIELDS,
     InvalidRequest,
     PairingError,
+    PairingFailed,
     RateLimited,
 )
 from gatewayd.portal.core import PortalCore
@@ -32,12 +33,12 @@ Guard = Callable[[], Response | None]  # None: go on; a Response: answer that in
 # here once. A refusal a pairing request can get as well is the pairing service's, so that one
 # refusal has one code wherever it is met.
 INVALID_CODE = InvalidRequest.code
+FAILED_CODE = PairingFailed.code  # the hub could not do it (a pairing, a button press)
 RATE_LIMITED_CODE = RateLimited.code
 UNAUTHORIZED_CODE = "unauthorized"
 UNSUPPORTED_MEDIA_CODE = "unsupported-media-type"
 UNAVAILABLE_CODE = "unavailable"
 # The control socket's own (interfaces.md §5.1).
-FAILED_CODE = "failed"  # an action of ours failed (a button press); the log says why
 SIM_UNAVAILABLE_CODE = "sim-unavailable"
 NOT_SIMULATED_CODE = "not-simulated"
 BLE_DISABLED_CODE = "ble-disabled"
