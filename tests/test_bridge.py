@@ -372,6 +372,8 @@ REFUSED: list[tuple[str, str, dict[str, Any], str]] = [
      "options_mask, options_override)"),
     ("button", "command", {"cluster": "on_off", "command": "toggle", "args": {"times": 2}},
      "on_off.toggle takes no times (it takes no arguments)"),
+    ("new", "stream", {"count": 10, "cluster": "basic", "attribute": "model"},
+     "basic.model is text; a stream sends numbered integers: choose an integer attribute"),
     ("new", "join", {"kind": "plug", "install_code": "not hex"},
      "install_code: an install code is hex digits, such as "
      "83FED3407A939723A5C639B26916D505C3B5"),

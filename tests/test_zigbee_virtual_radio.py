@@ -266,6 +266,17 @@ def test_a_world_file_that_cannot_be_written_is_not_a_network_in_use(tmp_path: P
     assert "in use by another radio start" in str(in_use)
 
 
+def test_a_number_attribute_takes_json_numbers_only() -> None:
+    """zigpy's Single takes "12" and true as well; the message says "a number"."""
+    import zigpy.types as t
+
+    assert virtual_zcl.checked(t.Single, 21.5, "analog_value.present_value") == 21.5
+    for value, shown in (("12", "'12'"), (True, "true"), (float("inf"), "Infinity")):
+        with pytest.raises(VirtualRadioError) as refused:
+            virtual_zcl.checked(t.Single, value, "analog_value.present_value")
+        assert str(refused.value) == f"analog_value.present_value must be a number, got {shown}"
+
+
 def test_leave_unplug_and_restart_without_interview(tmp_path: Path) -> None:
     async def main() -> None:
         app, net, events = await started(tmp_path)

@@ -303,7 +303,7 @@ class Air:
         if self._stream is not None and self._stream.running:
             raise AirError("a report stream is already running")
         self._require_network()
-        check_attribute(cluster, attribute)
+        check_attribute(cluster, attribute, integer=True)
         devices = []
         for dev in sorted(self.devices.values(), key=lambda d: str(d.ieee)):
             try:

@@ -307,7 +307,7 @@ class VirtualNetwork:
             raise VirtualRadioError("a report stream is already running (stream_stop ends it)")
         if self.app is None or not self.plugged:
             raise VirtualRadioError("the virtual radio is not running")
-        check_attribute(cluster, attribute)
+        check_attribute(cluster, attribute, integer=True)
         devices = []
         for dev in sorted(self.devices.values(), key=lambda d: str(d.ieee)):
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -69,9 +70,15 @@ def attribute_id(cluster: str, name: str) -> int:
     return int(attribute(cluster_class(cluster), name).id)
 
 
-def check_attribute(cluster: str, name: str) -> foundation.ZCLAttributeDef:
-    """The ZCL definition of ``cluster.name``; VirtualRadioError naming what is unknown."""
-    return attribute(cluster_class(cluster), name)
+def check_attribute(cluster: str, name: str, *, integer: bool = False
+                    ) -> foundation.ZCLAttributeDef:
+    """The ZCL definition of ``cluster.name``; VirtualRadioError naming what is unknown, or
+    with ``integer`` (a report stream's numbered values) an attribute that is no integer."""
+    definition = attribute(cluster_class(cluster), name)
+    if integer and not issubclass(definition.type, t.FixedIntType):
+        raise VirtualRadioError(f"{cluster}.{name} is {expected(definition.type)}; a stream "
+                                "sends numbered integers: choose an integer attribute")
+    return definition
 
 
 def parse_eui64(value: str | t.EUI64) -> t.EUI64:
@@ -167,6 +174,9 @@ def _as_promised(typ: type[Any], value: Any) -> bool:
         return isinstance(value, str)
     if issubclass(typ, t.FixedIntType):
         return _an_integer(typ, value)
+    if issubclass(typ, float):  # JSON numbers only: zigpy also takes "12" and true
+        return isinstance(value, int | float) and not isinstance(value, bool) \
+            and math.isfinite(value)
     return True
 
 
