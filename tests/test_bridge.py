@@ -932,6 +932,32 @@ def test_a_damaged_virtual_world_file_is_named_in_the_hubs_zigbee_status(
     run(main())
 
 
+def test_the_virtual_radio_and_zigbee_sim_drive_one_network_the_bridge_loads(
+        tmp_path: Path) -> None:
+    """As the daemon makes it (no network given): what `zigbee sim` joins, the radio hears,
+    across a radio restart too; the world file is read once."""
+    async def main() -> None:
+        pub = Recorder()
+        hub = homie.Device(HUB_ID, "Test hub")
+        pub.add_device(hub)
+        bridge = ZigbeeBridge(ZigbeeConfig(enabled=True, radio="virtual"), tmp_path, pub,
+                              hub=hub, retry_min=0.05, retry_max=0.2)
+        await bridge.start()
+        try:
+            await asyncio.wait_for(bridge.radio_up.wait(), 10)
+            network = bridge.virtual
+            plug = await join(bridge, pub, "plug")
+            await sim(bridge, "unplug")
+            await pub.state(dev_id(plug), "disconnected")
+            await sim(bridge, "replug")
+            await pub.state(dev_id(plug), "ready")
+            assert bridge.virtual is network
+        finally:
+            await bridge.stop()
+
+    run(main())
+
+
 async def zigbee_status_down(bridge: ZigbeeBridge, pub: Recorder) -> str:
     """The first ``down: ...`` the hub's Zigbee status says, the supervisor still running."""
     await bridge.start()

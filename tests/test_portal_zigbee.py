@@ -13,6 +13,7 @@ import pytest
 from gatewayd.bridge import ZigbeeBridge
 from gatewayd.config import ZigbeeConfig
 from gatewayd.hub import INTERNAL_MESSAGE
+from gatewayd.runtime.corecall import CoreUnavailable
 from tests.portal_helpers import Client, Portal, csrf_from, running_portal
 from tests.test_portal_security import basic, paired
 from tests.test_virtual_host import FakePublisher
@@ -142,4 +143,8 @@ def test_the_panel_shows_the_outcome_and_never_a_librarys_words(
         status, page = press(client, "30")
         assert status == 303 and INTERNAL_MESSAGE in page  # back on the dashboard
         assert str(failure) not in page and str(failure) in caplog.text
+    # The core going away (a stopping daemon) is said as such, not as an internal error.
+    zigbee.radio.failure = CoreUnavailable("the hub is stopping")
+    status, page = press(client, "30")
+    assert status == 303 and "the hub is stopping" in page and INTERNAL_MESSAGE not in page
     assert zigbee.radio.permits == [30]
