@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -384,6 +385,20 @@ REFUSED: list[tuple[str, str, dict[str, Any], str]] = [
      "install_code: the install code's checksum (last 4 digits) does not match: check for "
      "a typo"),
 ]
+
+
+def test_zigbee_sim_lists_devices_alike_on_both_radios(radio: Radio) -> None:
+    """An app developer switching radios sees the same listing: nwk as 0x-hex text."""
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            plug = await join(bridge, pub, "plug")
+            (listed,) = [d for d in await sim(bridge, "list") if d["ieee"] == plug]
+            assert re.fullmatch(r"0x[0-9A-F]{4}", listed["nwk"]), listed["nwk"]
+            assert int(listed["nwk"], 16) == (await sim(bridge, "state", ieee=plug))["nwk"]
+            await bridge.stop()
+
+    run(main())
 
 
 def test_values_and_arguments_a_simulated_device_cannot_take_are_named(radio: Radio) -> None:

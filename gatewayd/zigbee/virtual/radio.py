@@ -329,8 +329,8 @@ class VirtualNetwork:
             self._stream.cancel()
         return self.stream_status()
 
-    def list(self) -> list[dict[str, Any]]:
-        return [d.to_json() for d in self.devices.values()]
+    def list(self) -> list[dict[str, Any]]:  # nwk in hex, as the NCP emulator lists it
+        return [{**d.to_json(), "nwk": f"0x{int(d.nwk):04X}"} for d in self.devices.values()]
 
 
 def _log_failure(future: asyncio.Future[None]) -> None:
