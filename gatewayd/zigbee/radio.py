@@ -200,11 +200,8 @@ def virtual_network(cfg: ZigbeeConfig, state_dir: Path) -> VirtualNetwork | None
     path = state_dir / VIRTUAL_WORLD_FILE
     try:
         return network(path)
-    except ValueError as exc:  # the world file is damaged; the message names it
+    except ValueError as exc:  # a world file that cannot be read or is damaged; it says so
         raise RadioError(str(exc)) from exc
-    except OSError as exc:
-        raise RadioError(f"cannot read the virtual radio's world file {path}: "
-                         f"{exc.strerror or type(exc).__name__}") from exc
 
 
 def _virtual_radio() -> Any:

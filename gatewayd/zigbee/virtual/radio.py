@@ -87,7 +87,7 @@ class VirtualNetwork:
         if path is not None and path.exists():
             try:
                 self._load(jsonbody.loads(path.read_bytes(), "it"))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise zcl.world_file_error(path, exc) from None
 
     # -- persistence --------------------------------------------------------------------

@@ -42,6 +42,9 @@ class NetworkInUse(PermissionError):
 
 def world_file_error(path: object, exc: BaseException) -> VirtualRadioError:
     """The world file at ``path`` cannot be loaded (``exc``): said without Python's text."""
+    if isinstance(exc, OSError):  # not a damaged file: one that cannot be read at all
+        return VirtualRadioError(f"cannot read the virtual radio's world file {path}: "
+                                 f"{exc.strerror or type(exc).__name__}")
     if isinstance(exc, VirtualRadioError | BadBody):
         why = str(exc)  # ours: "it is not JSON", "not an IEEE address: 'x'"
     elif isinstance(exc, KeyError):
