@@ -934,14 +934,12 @@ def test_a_damaged_virtual_world_file_is_named_in_the_hubs_zigbee_status(
         pub.add_device(hub)
         bridge = ZigbeeBridge(ZigbeeConfig(enabled=True, radio="virtual"), tmp_path, pub,
                               hub=hub, retry_min=0.05, retry_max=0.1)
-        await bridge.start()
         try:
-            status = await pub.until(lambda: [v for v in pub.values(HUB_ID, "zigbee/status")
-                                              if v.startswith("down")])
+            status = await zigbee_status_down(bridge, pub)
         finally:
             await bridge.stop()
         assert f"zigbee-virtual.json is not a virtual radio world file {why}; delete it to " \
-            "start an empty one" in status[0]
+            "start an empty one" in status
         assert bridge.status()["up"] is False
 
     run(main())
