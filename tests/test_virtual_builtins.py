@@ -136,6 +136,24 @@ def test_command_limits_time_output_and_reports_errors(tmp_path: Path) -> None:
     run(main())
 
 
+def test_what_a_command_leaves_running_is_killed_when_it_exits(tmp_path: Path) -> None:
+    # A script that starts a helper in the background and exits: one more process per run
+    # would pile up and outlive the daemon.
+    pidfile = tmp_path / "background.pid"
+    script = ("import subprocess, sys; "
+              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+              "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+              f"open({str(pidfile)!r}, 'w').write(str(p.pid)); print(1)")
+
+    async def main() -> None:
+        result = await run_command([PY, "-c", script], timeout=10, max_output=100)
+        assert result.returncode == 0 and result.stdout.strip() == b"1"
+        await until(lambda: not _alive(int(pidfile.read_text())),
+                    what="the background process to be killed")
+
+    run(main())
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -212,6 +230,40 @@ def test_command_switch_state_command_and_set_env(tmp_path: Path) -> None:
         assert state_file.read_text() == "off"
         state_file.write_text("on")  # switched by hand
         await until(lambda: prop.value is True, what="the state command to notice")
+        await vd.stop()
+
+    run(main())
+
+
+def test_a_switch_set_does_not_wait_for_a_state_check_in_progress(tmp_path: Path) -> None:
+    # The first state check hangs; a /set must not spend its time waiting for it (the host
+    # gives a /set 3 s here, the check would take 6).
+    started, state_file = tmp_path / "started", tmp_path / "state"
+    state_file.write_text("off")
+    state = [PY, "-c", "import os, sys, time\n"
+                       f"if not os.path.exists({str(started)!r}):\n"
+                       f"    open({str(started)!r}, 'w').write(str(os.getpid())); time.sleep(6)\n"
+                       f"sys.exit(0 if open({str(state_file)!r}).read() == 'on' else 1)"]
+    write = [PY, "-c", f"import os; open({str(state_file)!r}, 'w').write("
+                       "'on' if os.environ['GATEWAYD_VALUE'] == 'true' else 'off')"]
+    pub = FakePublisher()
+
+    async def main() -> None:
+        vd = host(f'[[virtual]]\ntype = "command"\nid = "printer"\nmode = "switch"\n'
+                  f'interval = 0.1\ntimeout = 7\non = {toml_list(write)}\n'
+                  f'off = {toml_list(write)}\nstate = {toml_list(state)}\n', pub)
+        await vd.start()
+        await until(lambda: started.exists() and started.read_text(),
+                    what="the state check to start")
+        pub.command("virtual-printer", "switch/state", "true")
+        await until(lambda: pub.accepted or pub.rejected, what="the answer to the /set")
+        assert pub.rejected == [] and state_file.read_text() == "on"
+        assert pub.accepted[0][1:] == ("switch/state", True)
+        await until(lambda: not _alive(int(started.read_text())),
+                    what="the interrupted state check to be killed")
+        prop = pub.devices["virtual-printer"].find("switch/state")
+        await until(lambda: prop.value is True and pub.state("virtual-printer") == "ready",
+                    what="the next state check")
         await vd.stop()
 
     run(main())

@@ -128,6 +128,9 @@ async def run_command(argv: Sequence[str], *, timeout: float, max_output: int,
             _kill(proc)
             with contextlib.suppress(ProcessLookupError):
                 await proc.wait()
+        # What the command left running in the background would pile up with every run
+        # and outlive the daemon; its group outlives the command while any member lives.
+        _kill(proc)
     return Result(returncode, stdout, stderr)
 
 
@@ -178,6 +181,7 @@ class CommandDevice(VirtualDevice):
             # run_command enforces the real limit; a run may first wait for a /set's run.
             self.poll_timeout = 2 * options.timeout + 5
         self._lock = asyncio.Lock()  # one run at a time: /set and the state poll never race
+        self._state_run: asyncio.Future[Result] | None = None
         self._last_error: str | None = None
 
     @classmethod
@@ -268,8 +272,18 @@ class CommandDevice(VirtualDevice):
         self._recovered()
 
     async def _read_switch(self) -> None:
+        run = self._state_run = asyncio.ensure_future(self._run(self.options.state))
         try:
-            result = await self._run(self.options.state)
+            await asyncio.wait({run})
+        except asyncio.CancelledError:
+            run.cancel()
+            raise
+        finally:
+            self._state_run = None
+        if run.cancelled():
+            return  # a /set took over: what it sets is newer than what this run would read
+        try:
+            result = run.result()
         except CommandFailed as exc:
             self._failed(f"state: {exc.message}")
             return
@@ -281,6 +295,9 @@ class CommandDevice(VirtualDevice):
 
     async def on_set(self, node_id: str, property_id: str, value: Any) -> Any:
         argv = self.options.on if value else self.options.off
+        if self._state_run is not None:
+            # Waiting for the state check would spend the /set's time on a stale reading.
+            self._state_run.cancel()
         try:
             result = await self._run(argv, GATEWAYD_VALUE="true" if value else "false")
         except CommandFailed as exc:
