@@ -199,10 +199,13 @@ def test_command_sensor_failure_alerts_and_recovers(tmp_path: Path) -> None:
         source.write_text("warm\n")
         await until(lambda: pub.state("virtual-temp") == "alert", what="the alert")
         assert prop.value == 21.5  # the last good value stays
-        assert vd.devices()[0]["error"] is None  # the plugin works; the command failed
+        # Why, where a person looks: the command's failure, as the device words it.
+        assert vd.devices()[0]["error"] == "unusable output: value: expected a number, got 'warm'"
+        assert vd.status()["faulty"] == ["virtual-temp"]
         source.write_text("22\n")
         await until(lambda: pub.state("virtual-temp") == "ready" and prop.value == 22.0,
                     what="recovery")
+        assert vd.devices()[0]["error"] is None and vd.status()["faulty"] == []
         await vd.stop()
 
     run(main())

@@ -232,7 +232,7 @@ class CommandDevice(VirtualDevice):
         if message != self._last_error:
             self.log.warning("%s: %s", self.device_id, message)
         self._last_error = message
-        self.set_state("alert")
+        self.set_state("alert", message)
 
     def _recovered(self) -> None:
         if self._last_error is not None:

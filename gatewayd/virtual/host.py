@@ -23,22 +23,21 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from gatewayd import homie
 from gatewayd.cloud.reqres import PlatformClient
 from gatewayd.config import VirtualDeviceConfig
+from gatewayd.hardware.lines import HardwareError, LineBackend
+from gatewayd.virtual.hosted import Hosted
+from gatewayd.virtual.planning import plan_devices
 from gatewayd.virtual.plugin import (
     DeviceContext,
     PluginType,
     Registry,
     VirtualDevice,
 )
-
-if TYPE_CHECKING:
-    from gatewayd.hardware.lines import LineBackend
-from gatewayd.virtual.planning import Plan, plan_devices
 
 __all__ = ["VirtualDevices"]
 log = logging.getLogger(__name__)
@@ -71,36 +70,6 @@ class _Outcome:
     ok: bool
     value: Any = None
     timed_out: bool = False
-
-
-@dataclass
-class Hosted:
-    """One configured device and what the host knows about it."""
-
-    plan: Plan
-    name: str
-    log: logging.Logger
-    plugin: VirtualDevice | None = None
-    device: homie.Device | None = None
-    faults: dict[str, str] = field(default_factory=dict)
-    failures: int = 0
-    in_a_row: int = 0  # faults since the last call that worked
-    plugin_state: str = "ready"
-    added: bool = False  # the cloud link knows the device
-    started: bool = False
-    stopped: bool = False
-    poller: asyncio.Task[None] | None = None
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # from VirtualDevice.spawn
-
-    @property
-    def device_id(self) -> str:
-        return self.plan.device_id
-
-    @property
-    def state(self) -> str:
-        if self.device is None:
-            return "init"
-        return self.device.state
 
 
 class _PlatformFor:
@@ -301,6 +270,9 @@ class VirtualDevices:
         except passthrough:
             raise
         except (Exception, SystemExit) as exc:  # SystemExit: sys.exit() in a plugin
+            if isinstance(exc, HardwareError):  # says which line and why, in our words
+                self._fault(h, what, f"{what}: {exc}", exc)
+                return _Outcome(False)
             name = "SystemExit" if isinstance(exc, _Exited) else type(exc).__name__
             self._fault(h, what, f"{what} raised {name}", exc)
             return _Outcome(False)
@@ -431,9 +403,10 @@ class VirtualDevices:
         task.add_done_callback(h.tasks.discard)
         return task
 
-    def plugin_state(self, plugin: VirtualDevice, state: str) -> None:
+    def plugin_state(self, plugin: VirtualDevice, state: str, reason: str | None = None) -> None:
         h = self._hosted_for(plugin)
         h.plugin_state = state
+        h.plugin_reason = reason if state != "ready" else None
         self._push_state(h)
 
     def value(self, plugin: VirtualDevice, path: str) -> Any:
@@ -452,7 +425,7 @@ class VirtualDevices:
             out.append({
                 "device_id": h.device_id, "provider": "virtual", "type": h.plan.config.type,
                 "name": h.name, "state": h.state,
-                "error": "; ".join(h.faults.values()) or None,
+                "error": "; ".join(h.problems) or None,
                 "plugin": ptype.source if ptype else None,
                 "version": (ptype.cls.version or ptype.version) if ptype else None,
             })
@@ -461,5 +434,6 @@ class VirtualDevices:
     def status(self) -> dict[str, Any]:
         """For ``gatewayctl status``."""
         return {"devices": len(self.hosted),
-                "faulty": sorted(h.device_id for h in self.hosted.values() if h.faults),
+                "faulty": sorted(h.device_id for h in self.hosted.values()
+                                 if h.problems),
                 "types": self.registry.names()}

@@ -232,11 +232,12 @@ class VirtualDevice:
             raise RuntimeError("this device is not hosted")
         return bool(self.ctx.host.publish(self, node_id, property_id, value, force=force))
 
-    def set_state(self, state: str) -> None:
-        """The device's own ``$state`` (``ready``, ``alert``, ...); a plugin fault wins."""
+    def set_state(self, state: str, reason: str | None = None) -> None:
+        """The device's own ``$state`` (``ready``, ``alert``, ...); a plugin fault wins.
+        ``reason`` (for a state other than ``ready``) is what ``gatewayctl devices`` shows."""
         if self.ctx.host is None:
             raise RuntimeError("this device is not hosted")
-        self.ctx.host.plugin_state(self, homie.check_state(state))
+        self.ctx.host.plugin_state(self, homie.check_state(state), reason)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
         """Run ``coro`` as a background task of this device: an exception in it is a fault
