@@ -31,6 +31,8 @@ from gatewayd.credentials import (
 DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/gatewayd.toml")
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
+ID_SAYS = ("2 or more lowercase letters, digits and hyphens, not starting or ending with a "
+           "hyphen")
 
 class ConfigError(Exception):
     """A configuration value that gatewayd refuses; says file, key and reason."""
@@ -51,14 +53,16 @@ def spec(
     max: float | None = None,
     choices: tuple[Any, ...] | None = None,
     pattern: str | None = None,
+    says: str = "",
     check: Any = None,
     doc: str = "",
     secret: bool = False,
 ) -> Any:
     """A dataclass field with validation metadata. A ``secret`` field's value never
-    appears in an error: config errors go to the journal and the terminal."""
-    meta = {"min": min, "max": max, "choices": choices, "pattern": pattern, "check": check,
-            "doc": doc, "secret": secret}
+    appears in an error: config errors go to the journal and the terminal. ``says`` is
+    ``pattern`` in words, for the error (a person should not have to read a regex)."""
+    meta = {"min": min, "max": max, "choices": choices, "pattern": pattern, "says": says,
+            "check": check, "doc": doc, "secret": secret}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -107,11 +111,13 @@ class HubConfig:
     product: str = spec("gatewayd hub", doc="product name shown in the app and the SSID")
     # At most 64 characters: it is also the MQTT client id (gatewayd.cloud.topics).
     device_id: str = spec("", pattern=r"^$|^[a-z0-9][a-z0-9-]{0,62}[a-z0-9]$",
+                          says="empty or 2-64 lowercase letters, digits and hyphens, not "
+                               "starting or ending with a hyphen",
                           doc="override of the MAC-derived device id (2-64 characters)")
     interface: str = spec("", doc="primary interface whose MAC names the hub; empty = auto")
     fw_name: str = spec("gatewayd")
     fw_version: str = spec(__version__)
-    setup_code: str = spec("", pattern=r"^$|^[0-9]{8}$", secret=True,
+    setup_code: str = spec("", pattern=r"^$|^[0-9]{8}$", says="empty or 8 digits", secret=True,
                            doc="vendor-preset 8-digit setup code; empty = generate once")
     state_dir: str = spec("/var/lib/gatewayd")
     runtime_dir: str = spec("/run/gatewayd")
@@ -175,10 +181,14 @@ class ProvisioningConfig:
     token: str = spec("", check=lambda v: None if v == "" else _check_secret(v), secret=True,
                       doc="token mode: the provisioning token (per batch or per device)")
     template: str = spec("", pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                         says="empty or 1-64 letters, digits, '_', '.' and '-', starting "
+                              "with a letter or digit",
                          doc="enroll mode: the production template id")
     enroll_password: str = spec("", check=lambda v: None if v == "" else _check_secret(v),
                                 secret=True, doc="enroll mode: the template's enroll password")
     serial: str = spec("", pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
+                       says="empty or 1-64 letters, digits, '_', '.', ':' and '-', starting "
+                            "with a letter or digit",
                        doc="the hub's serial number; empty = the Serial of /proc/cpuinfo")
     retry_interval: float = spec(60.0, min=0.1, max=86400,
                                  doc="after a rejection or failure, the next operation "
@@ -207,6 +217,7 @@ class ZigbeeConfig:
     permit_join_max: int = spec(254, min=1, max=254)
     command_timeout: float = spec(10.0, min=0.1, max=120)
     sim_control: str = spec("", pattern=r"^$|^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$",
+                            says="empty or host:port",
                             doc="the NCP emulator's control address host:port (simulator)")
 
 
@@ -239,8 +250,9 @@ class LoggingConfig:
 class VirtualDeviceConfig:
     """One ``[[virtual]]`` table; plugin-specific keys are validated by the plugin."""
 
-    type: str = spec(pattern=r"^[a-z][a-z0-9_-]*$")
-    id: str = spec(pattern=ID_PATTERN)
+    type: str = spec(pattern=r"^[a-z][a-z0-9_-]*$",
+                     says="lowercase letters, digits, '_' and '-', starting with a letter")
+    id: str = spec(pattern=ID_PATTERN, says=ID_SAYS)
     name: str = spec("")
     options: Mapping[str, Any] = spec(factory=dict)
 
@@ -296,6 +308,8 @@ def check_scalar(file: str, key: str, value: Any, typ: type, meta: Mapping[str, 
     if meta.get("max") is not None and value > meta["max"]:
         raise ConfigError(file, key, f"must be <= {meta['max']}, got {got}")
     if meta.get("pattern") is not None and not re.fullmatch(meta["pattern"], str(value)):
+        if meta.get("says"):
+            raise ConfigError(file, key, f"must be {meta['says']}, got {got}")
         raise ConfigError(file, key, f"{got} does not match {meta['pattern']}")
     return value
 

@@ -143,6 +143,10 @@ class Property:
             choices = tuple(fmt.split(",")) if fmt else ()
             if not choices or any(c == "" for c in choices):
                 raise ModelError(f"{where}: $format must list the values, such as 'low,high'")
+            if any(c != c.strip() for c in choices):
+                # 'low, high' would make ' high' the value an app must send.
+                raise ModelError(f"{where}: $format {fmt!r} has spaces around a value; "
+                                 f"write the values without them, such as 'low,high'")
             if len(set(choices)) != len(choices):
                 raise ModelError(f"{where}: $format {fmt!r} repeats a value")
             self._choices = choices

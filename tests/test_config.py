@@ -45,8 +45,16 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
         ("[hotspot]\npassword = 'short'", "hotspot.password", "8-63"),
         ("[hotspot]\naddress = '192.168.4.1/31'", "hotspot.address", "prefix"),
         ("[hotspot]\nssid_template = '{nope}'", "hotspot.ssid_template", "placeholder"),
-        ("[hub]\nsetup_code = '1234'", "hub.setup_code", "does not match"),
-        ("[hub]\ndevice_id = 'Bad_ID'", "hub.device_id", "does not match"),
+        # A rule in words, not a regular expression; a secret is not quoted back.
+        ("[hub]\nsetup_code = '1234'", "hub.setup_code",
+         "must be empty or 8 digits, got a value that is not shown (a secret)"),
+        ("[hub]\ndevice_id = 'Bad_ID'", "hub.device_id",
+         "must be empty or 2-64 lowercase letters, digits and hyphens, not starting or ending "
+         "with a hyphen, got 'Bad_ID'"),
+        ("[[virtual]]\ntype = 'system'\nid = 'x'", "virtual[0].id",
+         "must be 2 or more lowercase letters, digits and hyphens"),
+        ("[[virtual]]\ntype = 'System'\nid = 'x1'", "virtual[0].type",
+         "must be lowercase letters, digits, '_' and '-', starting with a letter"),
         ("[cloud]\nhost = 'not a host'", "cloud.host", "host name"),
         ("[cloud]\nroot_topic = 'a/b'", "cloud.root_topic", "topic level"),
         ("[cloud]\nreconnect_min = 50.0\nreconnect_max = 10.0", "cloud.reconnect_min",

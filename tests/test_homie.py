@@ -51,6 +51,7 @@ def test_invalid_ids(bad: str) -> None:
     ("enum", "", "list the values"),
     ("enum", "a,,b", "list the values"),
     ("enum", "a,a", "repeats"),
+    ("enum", "low, high", "spaces around a value"),
     ("color", "cmyk", "'rgb' or 'hsv'"),
     ("boolean", "x", "not used"),
     ("decimal", "", "must be one of"),

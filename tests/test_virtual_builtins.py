@@ -94,6 +94,23 @@ def test_system_device_values_and_missing_sources(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_system_disk_that_cannot_be_read_is_an_alert_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "dataa"  # a mistyped mount point
+    pub = FakePublisher()
+
+    async def main() -> None:
+        vd = host(f'[[virtual]]\ntype = "system"\nid = "sys"\ninterval = 1\n'
+                  f'disk = "{missing}"\n', pub)
+        await vd.start()
+        await until(lambda: pub.state("virtual-sys") == "alert", what="the alert")
+        assert vd.devices()[0]["error"] == f"the disk {missing} cannot be read"
+        node = pub.devices["virtual-sys"].nodes["system"]
+        assert "disk" not in node.properties and "uptime" in node.properties
+        await vd.stop()
+
+    run(main())
+
+
 # ---- the command runner -------------------------------------------------------------------------
 
 def test_commands_get_an_argument_list_never_a_shell(tmp_path: Path) -> None:

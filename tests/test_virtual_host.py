@@ -214,6 +214,10 @@ def host(text: str, publisher: FakePublisher, **kw: Any) -> VirtualDevices:
     ('type = "knobb"\nid = "k1"', "virtual[1].type", "known: command, flaky, gpio, knob"),
     ('type = "knob"\nid = "k1"\n[virtual.options]\nlevel = true', "virtual[1].level",
      "must be an integer"),
+    # Accepted, every reading would have been refused: 'medium' is not ' medium'.
+    ('type = "command"\nid = "k1"\ncommand = ["level"]\ndatatype = "enum"\n'
+     'format = "low, medium, high"', "virtual[1].format", "spaces around a value"),
+    ('type = "system"\nid = "k1"\ndisk = "data"', "virtual[1].disk", "absolute path"),
 ])
 def test_option_errors_name_file_key_and_reason(table: str, key: str, reason: str) -> None:
     text = f'[[virtual]]\ntype = "knob"\nid = "k0"\n[[virtual]]\n{table}\n'

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gatewayd import homie
-from gatewayd.config import ID_PATTERN, spec
+from gatewayd.config import ID_PATTERN, ID_SAYS, spec
 from gatewayd.hardware.lines import BIASES, HardwareError, InputLine, OutputLine
 from gatewayd.virtual.plugin import OptionError, VirtualDevice
 
@@ -25,7 +25,7 @@ MAX_LINES = 64
 
 @dataclass(frozen=True)
 class LineOptions:
-    id: str = spec(pattern=ID_PATTERN, doc="node id, such as 'relay-1'")
+    id: str = spec(pattern=ID_PATTERN, says=ID_SAYS, doc="node id, such as 'relay-1'")
     line: int = spec(min=0, max=1023, doc="line offset on the chip")
     direction: str = spec(choices=("output", "input"))
     name: str = spec("")

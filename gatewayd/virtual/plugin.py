@@ -104,7 +104,7 @@ def parse_options(schema: type, data: Any, file: str = "<config>", prefix: str =
 
     Supported field types: ``bool``, ``int``, ``float``, ``str``, ``X | None``, a nested
     dataclass (a table), ``tuple[scalar, ...]`` and ``tuple[dataclass, ...]`` (arrays).
-    ``spec(min=, max=, choices=, pattern=, check=)`` constraints apply; ``check`` returns a
+    ``spec(min=, max=, choices=, pattern=, says=, check=)`` constraints apply; ``check`` returns a
     reason or None and also works on arrays.
     """
     if not isinstance(data, Mapping):

@@ -42,10 +42,16 @@ def read_disk(path: str) -> int | None:
     return max(0, min(100, round(100 * used / usable)))
 
 
+def _absolute(path: str) -> str | None:
+    # Relative to what? The daemon's working directory is nothing a person chose.
+    return None if os.path.isabs(path) else "must be an absolute path, such as '/var/lib'"
+
+
 @dataclass(frozen=True)
 class SystemOptions:
     interval: float = spec(60.0, min=1, max=86400, doc="seconds between readings")
-    disk: str = spec("/", doc="a path on the file system whose usage is reported")
+    disk: str = spec("/", check=_absolute,
+                     doc="a path on the file system whose usage is reported")
 
 
 class SystemDevice(VirtualDevice):
@@ -91,6 +97,13 @@ class SystemDevice(VirtualDevice):
         return [homie.Node(NODE, "System", properties=props)]
 
     async def poll(self) -> None:
-        for pid, value in self.read().items():
+        values = self.read()
+        for pid, value in values.items():
             if pid in self.declared:
                 self.publish(NODE, pid, value)
+        if "disk" in values:
+            self.set_state("ready")
+        else:
+            # A path someone configured (a mistyped mount point, an unplugged disk): said,
+            # not silently left out as a source this machine lacks is.
+            self.set_state("alert", f"the disk {self.options.disk} cannot be read")
