@@ -227,6 +227,99 @@ def test_slow_or_failing_handler_never_blocks_other_devices(broker: Broker) -> N
     run(main())
 
 
+def make_many(device_id: str, count: int, on_set: object) -> homie.Device:
+    """A child with ``count`` settable properties ``knobs/k0``... sharing one handler."""
+    return homie.Device(device_id, "Knobs", mac="02:00:00:00:00:03", fw_name="virtual",
+                        fw_version="1", nodes=[homie.Node("knobs", "Knobs", properties=[
+                            homie.Property(f"k{i}", datatype="integer", settable=True,
+                                           value=0, on_set=on_set) for i in range(count)])])
+
+
+@pytest.mark.slow
+def test_a_hung_device_with_many_commands_does_not_delay_another_device(
+        broker: Broker) -> None:
+    # Eight commands to eight properties of one hung device once took all eight handler
+    # slots, and every other device's /set waited for the whole command timeout.
+    async def main() -> None:
+        started: list[object] = []
+
+        async def hung(value: object) -> None:
+            started.append(value)
+            await asyncio.Event().wait()
+
+        lamp: list[object] = []
+
+        async def lamp_set(value: object) -> None:
+            lamp.append(value)
+
+        link = make_link(command_timeout=60)  # the hung ones stay pending throughout
+        link.add_device(make_many("virtual-hung", 8, hung))
+        link.add_device(make_child(on_set=lamp_set))
+        with Monitor(broker) as mon:
+            await link.start(creds_for(broker))
+            await mon.await_for(f"{base(CHILD)}/$state", "ready")
+            await mon.await_for(f"{base('virtual-hung')}/$state", "ready")
+            mark = mon.mark()
+            for i in range(8):
+                await publish(mon, f"{base('virtual-hung')}/knobs/k{i}/set", str(i))
+            # The broker relays one client's messages in order: these reach the hub last.
+            await publish(mon, f"{base(CHILD)}/light/power/set", "true")
+            await mon.await_for(f"{base(CHILD)}/light/power", "true", mark=mark, timeout=20)
+            assert lamp == [True]
+            # ... while the hung device's commands are all still unanswered
+            hung_topics = [f"{base('virtual-hung')}/knobs/k{i}" for i in range(8)]
+            hung_topics += [errors("virtual-hung", f"knobs/k{i}") for i in range(8)]
+            assert [m for m in mon.since(mark) if m.topic in hung_topics] == []
+            assert sorted(started) == [0, 1]  # it holds two slots; the rest wait for them
+            await link.stop()
+
+    run(main())
+
+
+@pytest.mark.slow
+def test_a_command_that_cannot_start_in_time_is_answered_timeout_and_never_applied(
+        broker: Broker) -> None:
+    # A command waiting for the property used to wait outside the timeout: the cloud got
+    # no answer in time, and the value was applied whenever the property was free again.
+    async def main() -> None:
+        calls: list[object] = []
+        let_go = asyncio.Event()
+
+        async def level(value: object) -> None:
+            calls.append(value)
+            if value == 1:
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    # a handler that needs time to give up (a radio exchange it must
+                    # finish): it holds the property past its own timeout
+                    await let_go.wait()
+
+        link = make_link(hub=make_hub(level=level), command_timeout=1.0)
+        with Monitor(broker) as mon:
+            await link.start(creds_for(broker))
+            await mon.await_for(f"{base()}/$state", "ready")
+            mark = mon.mark()
+            await publish(mon, f"{base()}/switch/level/set", "1")
+            await publish(mon, f"{base()}/switch/level/set", "2")
+            # The first cannot answer before let_go: this answer is the second's.
+            err = (await mon.await_for(errors(HUB_ID, "switch/level"), mark=mark,
+                                       timeout=20)).json()
+            assert err["code"] == homie.TIMEOUT and "not applied" in err["message"]
+            let_go.set()
+            answers = await mon.await_count(errors(HUB_ID, "switch/level"), 2, mark=mark,
+                                            timeout=20)
+            assert answers[1].json()["code"] == homie.TIMEOUT  # the first one's
+            # the property is free again, and the next command is the next one to run
+            await publish(mon, f"{base()}/switch/level/set", "3")
+            await mon.await_for(f"{base()}/switch/level", "3", mark=mark, timeout=20)
+            assert calls == [1, 3]
+            assert mon.values(f"{base()}/switch/level", mark) == ["3"]
+            await link.stop()
+
+    run(main())
+
+
 @pytest.mark.slow
 def test_heartbeats_per_device_non_retained(broker: Broker) -> None:
     async def main() -> None:

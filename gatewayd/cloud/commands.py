@@ -1,17 +1,22 @@
 """``/set`` commands: validate, hand to the property's owner, then echo or report an error.
 
-Each command runs as its own task, so a slow or hung device never holds up another one.
-Commands to the same property run in arrival order (a lock per property, dropped when no
-command uses it); at most ``max_concurrent`` handlers run at once and at most
-``max_pending`` commands exist at all, beyond which they are refused as BUSY.
+Each command runs as its own task. At most ``max_concurrent`` handlers run at once, and one
+device holds at most ``max_per_device`` of those slots: its further commands wait for its
+own slots, not everyone's, so a slow or hung device cannot take the slots from the others.
+Commands to the same property run in arrival order (a lock per property; the locks and a
+device's slots are kept only while a command uses them). At most ``max_pending`` commands
+exist at all, beyond which they are refused as BUSY. ``timeout`` counts from the start,
+waits included: a command that cannot even start in time is answered TIMEOUT and is never
+applied after the cloud was told so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from gatewayd import homie
 
@@ -21,18 +26,40 @@ Accept = Callable[[homie.Device, str, Any], None]  # (device, path, value): echo
 Reject = Callable[[str, str, str, str], None]  # (device id, path, code, message)
 
 _FAILED = object()
+K = TypeVar("K")
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _shared(table: dict[K, tuple[T, int]], key: K, make: Callable[[], T]) -> Iterator[T]:
+    """The ``table`` entry for ``key`` (made if missing), counted while in use and removed
+    when its last user is done, so the table holds only what commands are using."""
+    entry = table.get(key)
+    item, users = entry if entry is not None else (make(), 0)
+    table[key] = (item, users + 1)
+    try:
+        yield item
+    finally:
+        item, users = table[key]
+        if users <= 1:
+            del table[key]
+        else:
+            table[key] = (item, users - 1)
 
 
 class CommandRunner:
     def __init__(self, *, accept: Accept, reject: Reject, timeout: float = 10.0,
-                 max_pending: int = 64, max_concurrent: int = 8) -> None:
+                 max_pending: int = 64, max_concurrent: int = 8,
+                 max_per_device: int = 2) -> None:
         self._accept = accept
         self._reject = reject
         self.timeout = timeout
         self._max_pending = max_pending
+        self._max_per_device = max_per_device
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        self._device_slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
         self.received = 0
         self.rejected = 0
 
@@ -67,34 +94,35 @@ class CommandRunner:
 
     async def _run(self, device: homie.Device, path: str, prop: homie.Property,
                    value: Any) -> None:
-        key = (device.id, path)
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock, self._slots:
-                result = await self._call(device.id, path, prop, value)
-            if result is not _FAILED:
-                self._accept(device, path, result)
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+        with (_shared(self._locks, (device.id, path), asyncio.Lock) as lock,
+              _shared(self._device_slots, device.id,
+                      lambda: asyncio.Semaphore(self._max_per_device)) as device_slots):
+            result = await self._call(device.id, path, prop, value, lock, device_slots)
+        if result is not _FAILED:
+            self._accept(device, path, result)
 
-    async def _call(self, device_id: str, path: str, prop: homie.Property, value: Any) -> Any:
-        if prop.on_set is None:
-            return value  # a plain settable value: accept and echo
+    async def _call(self, device_id: str, path: str, prop: homie.Property, value: Any,
+                    lock: asyncio.Lock, device_slots: asyncio.Semaphore) -> Any:
+        started = False
         try:
-            # a timeout scope, not wait_for: no second task for every command
+            # A timeout scope, not wait_for: no second task for every command. The waits
+            # for the property, the device's slot and a slot are inside it: the cloud is
+            # promised an answer within the timeout, and a command answered TIMEOUT must
+            # not be applied afterwards, when it got its turn.
             async with asyncio.timeout(self.timeout):
-                result = await prop.on_set(value)
+                async with lock, device_slots, self._slots:
+                    started = True
+                    if prop.on_set is None:
+                        return value  # a plain settable value: accept and echo
+                    result = await prop.on_set(value)
             return value if result is None else prop.validate(result)
         except homie.CommandError as exc:
             self._fail(device_id, path, exc.code, exc.message)
         except TimeoutError:
             self._fail(device_id, path, homie.TIMEOUT,
-                       f"the device did not answer within {self.timeout:g} s")
+                       f"the device did not answer within {self.timeout:g} s" if started else
+                       f"the command could not start within {self.timeout:g} s (earlier "
+                       "commands were still running); it was not applied")
         except ValueError as exc:
             log.error("handler of %s/%s returned an invalid value: %s", device_id, path, exc)
             self._fail(device_id, path, homie.ERROR, "the device reported an invalid value")
