@@ -321,6 +321,46 @@ def test_a_command_that_cannot_start_in_time_is_answered_timeout_and_never_appli
 
 
 @pytest.mark.slow
+def test_a_retained_set_is_ignored_and_a_plain_one_applied(broker: Broker) -> None:
+    # A /set left retained (MQTT Explorer, Node-RED) reaches the hub at every subscription:
+    # applied, it would run its command again at every reconnect.
+    async def main() -> None:
+        calls: list[object] = []
+
+        async def level(value: object) -> None:
+            calls.append(value)
+
+        tapped = asyncio.Event()
+
+        def tap(topic: str, payload: bytes, retained: bool) -> None:
+            if retained and payload == b"77":
+                tapped.set()
+
+        link = make_link(hub=make_hub(level=level))
+        with Monitor(broker) as mon:
+            await asyncio.to_thread(mon.publish, f"{base()}/switch/level/set", "77",
+                                    retain=True)
+            start = mon.mark()
+            await link.start(creds_for(broker))
+            await mon.await_for(f"{base()}/$state", "ready", mark=start)
+            # a tap still sees it (a reset clears what it sees), delivered retained again
+            link.tap(f"sweet-home/{HUB_ID}/switch/level/set", tap)
+            await asyncio.wait_for(tapped.wait(), 20)
+            mark = mon.mark()
+            await publish(mon, f"{base()}/switch/level/set", "42")
+            # commands are handled in arrival order: had the retained one been taken, the
+            # handler would have seen it first
+            await mon.await_for(f"{base()}/switch/level", "42", mark=mark)
+            assert calls == [42]
+            assert "77" not in mon.values(f"{base()}/switch/level", start)
+            assert mon.values(errors(HUB_ID, "switch/level"), start) == []
+            assert link.status()["commands"] == 1
+            await link.stop()
+
+    run(main())
+
+
+@pytest.mark.slow
 def test_heartbeats_per_device_non_retained(broker: Broker) -> None:
     async def main() -> None:
         link = make_link(fast_config(heartbeat_interval=0.2))

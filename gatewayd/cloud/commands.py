@@ -8,6 +8,10 @@ device's slots are kept only while a command uses them). At most ``max_pending``
 exist at all, beyond which they are refused as BUSY. ``timeout`` counts from the start,
 waits included: a command that cannot even start in time is answered TIMEOUT and is never
 applied after the cloud was told so.
+
+A ``/set`` the broker delivers as retained is ignored: controllers publish commands
+non-retained (Homie, 2Smart), and one a tool left retained would be applied again at every
+reconnect (a timer restarted, a switch's command run again).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ Accept = Callable[[homie.Device, str, Any], None]  # (device, path, value): echo
 Reject = Callable[[str, str, str, str], None]  # (device id, path, code, message)
 
 _FAILED = object()
+_TOLD_MAX = 256  # retained /set topics said at info level; the rest at debug only
 K = TypeVar("K")
 T = TypeVar("T")
 
@@ -60,11 +65,17 @@ class CommandRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         self._device_slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self._told: set[tuple[str, str]] = set()
         self.received = 0
         self.rejected = 0
 
-    def dispatch(self, device: homie.Device, path: str, payload: bytes) -> None:
-        """Handle one ``/set`` on ``device`` at ``path`` (see :mod:`gatewayd.homie`)."""
+    def dispatch(self, device: homie.Device, path: str, payload: bytes,
+                 retained: bool = False) -> None:
+        """Handle one ``/set`` on ``device`` at ``path`` (see :mod:`gatewayd.homie`);
+        ``retained``: the broker delivered it as retained, and it is ignored."""
+        if retained:
+            self._ignore_retained(device.id, path)
+            return
         self.received += 1
         try:
             prop = device.find(path)
@@ -91,6 +102,16 @@ class CommandRunner:
     def cancel_all(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+
+    def _ignore_retained(self, device_id: str, path: str) -> None:
+        # The broker hands it over again at every reconnect: once per topic is enough to
+        # tell the user, and its payload is whatever a tool left there, so it is not logged.
+        key = (device_id, path)
+        first = key not in self._told and len(self._told) < _TOLD_MAX
+        if first:
+            self._told.add(key)
+        log.log(logging.INFO if first else logging.DEBUG, "ignoring a retained /set on "
+                "%s/%s: a command must be published non-retained", device_id, path)
 
     async def _run(self, device: homie.Device, path: str, prop: homie.Property,
                    value: Any) -> None:

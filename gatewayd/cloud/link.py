@@ -431,7 +431,7 @@ class CloudLink:
                 tap(topic, payload, retained)
         parsed = homie.parse_set_topic(self._root, topic)
         if parsed is not None and parsed[0] in self._devices:
-            self._commands.dispatch(self._devices[parsed[0]], parsed[1], payload)
+            self._commands.dispatch(self._devices[parsed[0]], parsed[1], payload, retained)
             return
         for topic_filter, handler in self._subscriptions.items():
             if matches(topic_filter, relative):
