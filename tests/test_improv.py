@@ -419,3 +419,71 @@ def test_phones_whose_disconnect_was_missed_are_let_go() -> None:
         await svc.close()
 
     run(scenario())
+
+
+class Subscribers:
+    """One characteristic's notifications as each subscribed phone receives them: bluetoothd
+    cuts every notification to that phone's MTU - 3."""
+
+    def __init__(self, mtus: dict[str, int]) -> None:
+        self.mtus = mtus
+        self.received: dict[str, list[bytes]] = {device: [] for device in mtus}
+
+    async def notify(self, value: bytes) -> bool:
+        for device, mtu in self.mtus.items():
+            self.received[device].append(bytes(value[:mtu - 3]))
+        return True
+
+
+def test_a_result_reaches_the_phone_that_asked_in_one_notification() -> None:
+    """Home Assistant's Improv client takes each result notification as one frame (and
+    disconnects on a piece): a phone with a small MTU connected beside it must not get the
+    result cut into pieces for that phone. A phone whose own MTU is too small gets pieces."""
+    from improv_ble_client import protocol as theirs
+
+    ha, small = PHONE_PATH, PHONE_PATH + "_2"
+
+    async def scenario() -> None:
+        svc, _host = service()
+        results = Subscribers({ha: 247, small: 23})
+        svc._chars[improv.RPC_RESULT_UUID] = results  # type: ignore[assignment]
+        await svc._read_state(request(mtu=23, device=small))  # connected, waiting
+        await svc.rpc_write(improv.encode_frame(Command.DEVICE_INFO, b""),
+                            request(mtu=247, device=ha))
+        [notified] = results.received[ha]
+        info = theirs.parse_result(notified)
+        assert isinstance(info, theirs.DeviceInfoRes) and info.device_name == HUB_NAME.encode()
+
+        await svc.authorize()
+        await svc.rpc_write(wifi_frame(b"HomeNet", b"supersecret"), request(mtu=247, device=ha))
+        await svc.attempt_finished(True, "http://192.168.1.57/")
+        url = theirs.parse_result(results.received[ha][-1])
+        assert isinstance(url, theirs.WiFiSettingsRes)
+        assert url.redirect_url == b"http://192.168.1.57/"
+
+        # The small phone's own request: pieces that fit it, as the protocol doc says.
+        results.received = {ha: [], small: []}
+        await svc.rpc_write(improv.encode_frame(Command.DEVICE_INFO, b""),
+                            request(mtu=23, device=small))
+        pieces = results.received[small]
+        assert len(pieces) > 1 and b"".join(pieces) == svc.result
+        await svc.close()
+
+    run(scenario())
+
+
+def test_the_reference_phone_starts_over_when_a_piece_does_not_continue_a_result() -> None:
+    """A phone beside one with a larger MTU receives that phone's whole result cut to its
+    own MTU: a beginning whose rest never comes. Its next result must still be read."""
+    from gatewayd.ble.phone import _ImprovLink
+
+    info = improv.encode_result(Command.DEVICE_INFO, ["gatewayd", "0.1.0", "test", HUB_NAME])
+    url = improv.encode_result(Command.WIFI_SETTINGS, ["http://192.168.1.57/"])
+    link = _ImprovLink(None)  # type: ignore[arg-type]
+    link._on_result(None, bytearray(info[:20]))
+    link._on_result(None, bytearray(url))  # whole
+    assert link.results.get_nowait() == url
+    link._on_result(None, bytearray(info[:20]))
+    for start in range(0, len(info), 20):  # in pieces
+        link._on_result(None, bytearray(info[start:start + 20]))
+    assert link.results.get_nowait() == info and link.results.empty()

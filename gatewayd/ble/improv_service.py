@@ -106,6 +106,7 @@ class ImprovService:
         self._hub_busy = False
         self._hub_provisioned = False
         self._attempt_pending = False
+        self._attempt_device: str | None = None  # the phone whose Wi-Fi settings are pending
         self._writers: OrderedDict[str, Reassembler] = OrderedDict()
         self._mtus: dict[str, int] = {}
         self._lapse: asyncio.TimerHandle | None = None
@@ -165,7 +166,7 @@ class ImprovService:
         self.requires_authorization = requires_authorization
         self._cancel_lapse()
         self._authorized_until = None
-        self._attempt_pending = False
+        self._attempt_pending, self._attempt_device = False, None
         self._error = Error.NONE
         self._result = b""
         self._writers.clear()
@@ -206,7 +207,8 @@ class ImprovService:
         if ok:
             self._hub_provisioned = True
             await self._refresh()
-            await self._send_result(Command.WIFI_SETTINGS, [redirect_url] if redirect_url else [])
+            await self._send_result(Command.WIFI_SETTINGS,
+                                    [redirect_url] if redirect_url else [], self._attempt_device)
             return
         await self._set_error(Error.UNABLE_TO_CONNECT)
         if self._authorized_until is not None:
@@ -276,29 +278,38 @@ class ImprovService:
         return bytes([int(self.host.improv_capabilities)])
 
     def _notify_len(self) -> int:
-        # Notifications go to every subscriber: cut for the smallest MTU we know of.
+        """The longest notification every subscriber we know of receives whole."""
         return min((m - 3 for m in self._mtus.values()), default=DEFAULT_NOTIFY_LEN)
 
-    async def _notify(self, uuid: str, value: bytes) -> None:
+    async def _notify(self, uuid: str, value: bytes, whole_within: int | None = None) -> None:
+        """Notify ``value`` in one piece if it fits ``whole_within`` bytes (the requester's
+        payload; by default what every subscriber receives whole), else in pieces."""
         char = self._chars.get(uuid)
         if char is None:
             return
         try:
-            if len(value) <= self._notify_len():
+            limit = self._notify_len() if whole_within is None else whole_within
+            if len(value) <= limit:
+                # Improv clients (Home Assistant's) take every notification of the result
+                # as one frame: the phone that asked must get it in one piece, even if a
+                # phone with a smaller MTU then receives it cut short (it can read it).
                 await char.notify(value)
                 return
-            # Longer than one notification (an RPC result at a small MTU): consecutive
-            # pieces that a client reassembles by the length byte; the whole value can
-            # also be read.
+            # Longer than the requester's own payload: consecutive pieces that a client
+            # reassembles by the length byte, cut so that every subscriber gets them whole;
+            # the whole value can also be read.
             size = self._notify_len()
             for start in range(0, len(value), size):
                 await char.notify(value[start:start + size])
         except Exception:
             log.exception("Improv notification failed")
 
-    async def _send_result(self, command: Command, strings: Sequence[str]) -> None:
+    async def _send_result(self, command: Command, strings: Sequence[str],
+                           device: str | None) -> None:
         self._result = encode_result(command, strings)
-        await self._notify(RPC_RESULT_UUID, self._result)
+        mtu = self._mtus.get(device) if device is not None else None
+        await self._notify(RPC_RESULT_UUID, self._result,
+                           mtu - 3 if mtu is not None else None)
 
     def _writer(self, device: str) -> Reassembler:
         writer = self._writers.get(device)
@@ -331,7 +342,7 @@ class ImprovService:
             # The spec's clients treat a new command as clearing the previous error.
             await self._set_error(Error.NONE)
             try:
-                await self._dispatch(command)
+                await self._dispatch(command, request.device)
             except (ImprovRefused, FrameError) as exc:
                 log.info("Improv %s refused: %s", command.command.name, exc.reason)
                 await self._set_error(exc.error)
@@ -339,28 +350,29 @@ class ImprovService:
                 log.exception("Improv %s failed", command.command.name)
                 await self._set_error(Error.UNKNOWN)
 
-    async def _dispatch(self, cmd: RpcCommand) -> None:
+    async def _dispatch(self, cmd: RpcCommand, device: str) -> None:
         caps = self.host.improv_capabilities
         if cmd.command == Command.WIFI_SETTINGS:
-            await self._wifi_settings(cmd.strings[0], cmd.strings[1])
+            await self._wifi_settings(cmd.strings[0], cmd.strings[1], device)
         elif cmd.command == Command.IDENTIFY:
             if not caps & Capability.IDENTIFY:
                 raise ImprovRefused(Error.UNKNOWN_RPC, "identify is not supported")
             await self.host.improv_identify()
         elif cmd.command == Command.DEVICE_INFO:
-            await self._send_result(cmd.command, self.host.improv_device_info())
+            await self._send_result(cmd.command, self.host.improv_device_info(), device)
         elif cmd.command == Command.SCAN_WIFI:
-            await self._send_result(cmd.command, self._scan_strings())
+            await self._send_result(cmd.command, self._scan_strings(), device)
         elif cmd.command == Command.HOSTNAME:
             if not caps & Capability.HOSTNAME:
                 raise ImprovRefused(Error.UNKNOWN_RPC, "hostname is not supported")
             new = self._require_authorized_text(cmd, always=True)
             if new is not None and not HOSTNAME.match(new):
                 raise ImprovRefused(Error.BAD_HOSTNAME, "not an RFC 1123 host name")
-            await self._send_result(cmd.command, [await self.host.improv_hostname(new)])
+            await self._send_result(cmd.command, [await self.host.improv_hostname(new)], device)
         elif cmd.command == Command.DEVICE_NAME:
             new = self._require_authorized_text(cmd, always=False)
-            await self._send_result(cmd.command, [await self.host.improv_device_name(new)])
+            await self._send_result(cmd.command, [await self.host.improv_device_name(new)],
+                                    device)
 
     def _require_authorized_text(self, cmd: RpcCommand, *, always: bool) -> str | None:
         """The optional string of a get/set command; setting (and for the hostname, also
@@ -373,14 +385,14 @@ class ImprovService:
             self._schedule_lapse()
         return new
 
-    async def _wifi_settings(self, raw_ssid: bytes, raw_psk: bytes) -> None:
+    async def _wifi_settings(self, raw_ssid: bytes, raw_psk: bytes, device: str) -> None:
         if self._state != State.AUTHORIZED:
             raise ImprovRefused(Error.NOT_AUTHORIZED, f"Wi-Fi settings in state "
                                                       f"{self._state.name}")
         ssid, psk = _text(raw_ssid), _text(raw_psk)
         log.info("Improv: Wi-Fi settings for %r", ssid)  # never the passphrase
         await self.host.improv_wifi(ssid, psk)
-        self._attempt_pending = True
+        self._attempt_pending, self._attempt_device = True, device
         await self._refresh()
 
     def _scan_strings(self) -> list[str]:

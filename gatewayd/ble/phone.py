@@ -345,11 +345,9 @@ class _ImprovLink:
             queue.put_nowait(item)
 
     def _on_result(self, _char: Any, data: bytearray) -> None:
-        # A result longer than one notification comes in pieces: gather by length byte.
-        self._result += data
-        if len(self._result) >= 2 and len(self._result) >= self._result[1] + 3:
-            self._put(self.results, bytes(self._result[:self._result[1] + 3]))
-            self._result.clear()
+        frame = _gather(self._result, bytes(data))
+        if frame is not None:
+            self._put(self.results, frame)
 
     async def send(self, command: improv.Command, strings: list[str]) -> None:
         frame = improv.encode_frame(command, improv.encode_strings(
@@ -406,6 +404,35 @@ async def _provisioned(link: _ImprovLink, events: EventSink) -> str | None:
                 if command == improv.Command.WIFI_SETTINGS:
                     strings = improv.decode_strings(data)
                     return strings[0].decode("utf-8") if strings else None
+
+
+def _gather(held: bytearray, piece: bytes) -> bytes | None:
+    """The result frame that ``piece`` completes, gathering pieces in ``held``.
+
+    A result longer than one notification comes in pieces, cut by its length byte, and the
+    hub never puts two frames in one notification. ``held`` may also start with bytes that
+    lead nowhere: the first part of a result sent whole to a phone with a larger MTU, which
+    bluetoothd cut to ours. So a piece that is a whole frame is one, and once the gathered
+    bytes run past the frame they announce, the frame is the one that ends with this piece.
+    """
+    if _whole_frame(piece):
+        held.clear()
+        return piece
+    held += piece
+    del held[:-2 * improv.MAX_FRAME]
+    if len(held) < 2 or len(held) < held[1] + 3:
+        return None
+    for start in range(len(held) - 2):
+        if _whole_frame(held[start:]):
+            frame = bytes(held[start:])
+            held.clear()
+            return frame
+    return None
+
+
+def _whole_frame(data: bytes | bytearray) -> bool:
+    return (len(data) >= 3 and len(data) == data[1] + 3
+            and improv.checksum(bytes(data[:-1])) == data[-1])
 
 
 def _enum_name(kind: type[improv.Error] | type[improv.State], value: int) -> str:
