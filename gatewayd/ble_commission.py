@@ -242,8 +242,14 @@ class BleCommissioner:
     async def on_hub_reset(self, full: bool) -> None:
         """Hub.on_reset hook: a factory reset puts the hub back into pairing mode."""
         del full
-        if self.enabled:
-            await self.open_window("reset")
+        if not self.enabled:
+            return
+        if self.improv_host.attempt is not None:
+            # The reset cancelled Improv's attempt and its id, so _on_state never sees it end:
+            # its phone hears that it failed, and Improv takes Wi-Fi settings again.
+            self.improv_host.attempt = None
+            await self.improv.attempt_finished(False)
+        await self.open_window("reset")
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
         async with self.changed:
@@ -366,9 +372,9 @@ class BleCommissioner:
         improv_attempt = self.improv_host.attempt
         if improv_attempt is not None and progress.attempt_id == improv_attempt and not busy:
             self.improv_host.attempt = None
-            # A failed attempt always leaves a last_failure, and a reset clears the attempt
-            # (so it does not get here). Success is online (paired with the presets), or
-            # unpaired on the network: "Wi-Fi first, cloud later".
+            # A failed attempt always leaves a last_failure; a reset clears the attempt (it
+            # does not get here: on_hub_reset ends it). Success is online (paired with the
+            # presets), or unpaired on the network: "Wi-Fi first, cloud later".
             ok = progress.last_failure is None and state in (State.ONLINE, State.UNPAIRED)
             await self.improv.attempt_finished(ok, await self._panel_url() if ok else None)
         if state == State.ONLINE and previous == State.CONNECTING:

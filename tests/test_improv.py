@@ -17,6 +17,7 @@ from gatewayd.ble.improv_codec import Capability, Command, Error, State
 from gatewayd.ble.improv_service import ImprovRefused, ImprovService
 from gatewayd.onboarding.table import State as HubState
 from gatewayd.simulator.nm_mock import NetworkManagerMock
+from tests.fakes import StubCloud
 from tests.test_ble_commission import (
     HUB_NAME,
     PHONE,
@@ -363,6 +364,53 @@ def test_improv_client_provisions_the_hub_after_the_button(
             await hub.commissioner.wait_for(lambda: not hub.commissioner.window_open, STEP)
             assert hub.commissioner.status()["window"]["closed_reason"] == "paired"
             # The library has no public disconnect (Home Assistant lets its timer do it).
+            await client._execute_disconnect(DisconnectReason.TIMEOUT)
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_a_factory_reset_during_an_improv_attempt_ends_it_as_failed(
+        world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """The reset cancels the attempt: the phone waiting for it hears "unable to connect",
+    Improv is back to authorized (the failure restarts the authorization) and takes Wi-Fi
+    settings again, instead of staying in provisioning until the window closes."""
+    from improv_ble_client import ImprovBLEClient, device_filter
+    from improv_ble_client import State as TheirState
+    from improv_ble_client.errors import ProvisioningFailed
+    from improv_ble_client.models import DisconnectReason
+
+    cloud = StubCloud()
+    cloud.gate = asyncio.Event()  # the attempt waits in its cloud step
+
+    async def scenario() -> None:
+        async with running_hub(hub_config(tmp_path), cloud=cloud) as hub:
+            ble = hub.commissioner
+            seen = await scan_for(HUB_NAME, STEP, device_filter)
+            assert seen is not None, "no Improv advertisement the client accepts"
+            client = ImprovBLEClient(*seen)
+            authorized = asyncio.Event()
+            await client.subscribe_state_updates(
+                lambda state: authorized.set() if state == TheirState.AUTHORIZED else None)
+            await ble.authorize()  # the simulated button
+            await asyncio.wait_for(authorized.wait(), STEP)
+            authorized.clear()
+            provision = asyncio.create_task(client.provision("HomeNet", "supersecret", None))
+            await hub.onboarding.wait_for(lambda: hub.onboarding.step == "cloud", STEP)
+
+            # A factory reset as Hub.reset runs it: the state, then its hooks in order.
+            hub.store.reset()
+            await hub.onboarding.reset(False)
+            await ble.on_hub_reset(False)
+            with pytest.raises(ProvisioningFailed) as failed:
+                await asyncio.wait_for(provision, STEP)
+            assert failed.value.error == improv.Error.UNABLE_TO_CONNECT
+            await asyncio.wait_for(authorized.wait(), STEP)
+
+            cloud.gate.set()
+            await hub.onboarding.wait_for(lambda: not hub.onboarding.busy, STEP)
+            url = await client.provision("HomeNet", "supersecret", None)
+            assert url == "http://192.168.1.57/" and hub.onboarding.state == HubState.ONLINE
             await client._execute_disconnect(DisconnectReason.TIMEOUT)
 
     run(scenario())
