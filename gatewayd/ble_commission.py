@@ -200,7 +200,7 @@ class BleCommissioner:
 
     async def open_window(self, source: str = "control", *, authorize: bool = False,
                           seconds: float | None = None) -> dict[str, Any]:
-        """Open (or extend) the window; a new window forgives wrong setup codes."""
+        """Open (or extend) the window; either forgives wrong setup codes."""
         if not self.enabled:
             raise BleUnavailable("BLE commissioning is disabled ([ble] enabled = false)")
         seconds = seconds or self.config.ble.window_seconds
@@ -208,7 +208,8 @@ class BleCommissioner:
             self._deadline = self.clock() + seconds
             self._opened_by = source
             self._closed_reason = None
-            self.secure.reset()
+            # Not reset(): a session under way goes on when the window is extended (§7).
+            self.secure.forgive()
             if self.peripheral is None:
                 await self._register()
                 log.info("BLE commissioning window open for %.0fs (%s), advertising as %r",
@@ -249,6 +250,7 @@ class BleCommissioner:
             # its phone hears that it failed, and Improv takes Wi-Fi settings again.
             self.improv_host.attempt = None
             await self.improv.attempt_finished(False)
+        self.secure.reset()  # a session from before the reset ends with it
         await self.open_window("reset")
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:

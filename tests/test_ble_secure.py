@@ -47,6 +47,7 @@ from tests.test_ble_commission import (
     nm,
     run,
     running_hub,
+    scan_for,
     world_fixture,
 )
 
@@ -427,6 +428,44 @@ def test_reference_client_pairs_cloud_only_with_the_right_code_and_locks_on_wron
                 "user@example.com", "user-token")
             assert hub.store.state.paired and hub.store.state.wifi is None  # "No Wi-Fi" pairing
             await ble.wait_for(lambda: not ble.window_open, STEP)
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_a_button_press_forgives_wrong_codes_and_keeps_the_session_under_way(
+        world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """A press while the window is open extends it and forgives wrong setup codes (§1); it
+    does not end the session of a phone that is pairing (§7 lists when one ends), which
+    would hear nothing more. A factory reset does end it."""
+    from bleak import BleakClient
+
+    from gatewayd.ble import phone as ble_client
+
+    async def scenario() -> None:
+        async with running_hub(hub_config(tmp_path)) as hub:
+            ble = hub.commissioner
+            with pytest.raises(ble_client.BlePairError):
+                await ble_client.pair_secure(adapter=PHONE, name=HUB_NAME,
+                                             setup_code="00000000", fields=FIELDS)
+            assert ble.secure.attempts_left == 4
+            seen = await scan_for(HUB_NAME, STEP)
+            assert seen is not None
+            async with BleakClient(seen[0], bluez={"adapter": PHONE}) as client:
+                session = await ble_client.SecureSession.establish(
+                    client, hub.store.state.setup_code, IDENTITY.device_id)
+                await ble.authorize()  # the button
+                assert ble.secure.attempts_left == 5
+                reply = await session.request({"type": "progress"})
+                assert reply["type"] == "progress" and reply["state"] == "unpaired"
+
+                # A factory reset as Hub.reset runs it: the state, then its hooks in order.
+                hub.store.reset()
+                await hub.onboarding.reset(False)
+                await ble.on_hub_reset(False)
+                with pytest.raises(ble_client.BlePairError) as ended:
+                    await session.request({"type": "progress"})
+                assert ended.value.details["hub_code"] == ErrorCode.UNEXPECTED
 
     run(scenario())
 

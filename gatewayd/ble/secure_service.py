@@ -136,12 +136,16 @@ class SecureService:
             self._tx,
         ])
 
-    def reset(self) -> None:
-        """A new window (the button): failures forgiven, sessions dropped."""
+    def forgive(self) -> None:
+        """The button, or the window opened again: wrong setup codes forgiven."""
         if self.failures:
             log.info("BLE secure service: %d failed setup code attempt(s) forgiven",
                      self.failures)
         self.failures = 0
+
+    def reset(self) -> None:
+        """A new window, or a factory reset: failures forgiven, sessions dropped."""
+        self.forgive()
         self._session = None
         self._readers.clear()
         self._mtus.clear()
