@@ -739,6 +739,27 @@ def test_a_broken_stream_is_answered_in_the_phones_session() -> None:
     run(scenario())
 
 
+def test_a_frame_in_another_phones_session_is_refused_outside_that_session() -> None:
+    """Every subscribed phone receives every ERROR: one carrying phone A's live session id
+    because of what phone B wrote would end A's session at A (its client takes the error as
+    its own) while the hub keeps it. B is answered with session id 0."""
+    async def scenario() -> None:
+        hub = Hub()
+        channel, _ = await hub.session()
+        start = PhoneHandshake(CODE, DEVICE_ID).start()
+        for frame, code in ((Frame(MsgType.DATA, channel.sid, bytes(30)), ErrorCode.UNEXPECTED),
+                            (Frame(MsgType.PAKE_START, channel.sid, start.body), ErrorCode.BUSY),
+                            (Frame(MsgType.PAKE_CONFIRM, channel.sid, bytes(32)),
+                             ErrorCode.UNEXPECTED)):
+            answer = await hub.send(frame, PHONE_B)
+            assert answer.sid == secure_protocol.NO_SESSION and error_of(answer)[0] == code
+        assert all(f.sid != channel.sid for f in hub.tx.frames if f.type == MsgType.ERROR)
+        reply = await hub.send(channel.seal(b'{"type":"progress","id":1}'))
+        assert secure_protocol.decode_message(channel.open(reply))["id"] == 1
+
+    run(scenario())
+
+
 def test_a_message_that_is_not_a_request_is_refused_by_name_and_ends_the_session() -> None:
     async def scenario() -> None:
         hub = Hub()

@@ -216,6 +216,10 @@ class SecureService:
             sid = sid or session.sid  # a broken stream: still this phone's session
             if exc.code not in (ErrorCode.BUSY, ErrorCode.LOCKED):
                 self._session = None  # any other protocol error ends the phone's session
+        elif session is not None and sid == session.sid:
+            # Another phone's live session id: every subscriber receives the ERROR, and its
+            # owner would end a session the hub keeps.
+            sid = None
         await self._send(device, error_frame(sid or NO_SESSION, exc.code, self.attempts_left,
                                              exc.message))
 
