@@ -689,6 +689,47 @@ def test_notifications_fit_the_mtu_each_phone_reported() -> None:
     run(scenario())
 
 
+class PhonesTx:
+    """TX as each subscribed phone receives it: bluetoothd cuts a notification to the MTU
+    - 3 of each phone's connection."""
+
+    def __init__(self, mtus: dict[str, int]) -> None:
+        self.mtus = mtus
+        self.readers = {device: FrameReader() for device in mtus}
+        self.frames: dict[str, list[Frame]] = {device: [] for device in mtus}
+
+    async def notify(self, value: bytes) -> bool:
+        for device, mtu in self.mtus.items():
+            self.frames[device] += self.readers[device].feed(value[:mtu - 3])
+        return True
+
+
+def test_every_subscribed_phone_can_cut_the_notifications_into_frames() -> None:
+    """§4.2: every phone subscribed to TX receives every notification and must be able to
+    cut the stream into frames, so pieces fit the smallest MTU the hub knows, not only the
+    session's phone's: a phone waiting its turn at MTU 23 must not lose step."""
+    async def scenario() -> None:
+        hub = Hub()
+        tx = hub.service._tx = PhonesTx({PHONE_A: 185, PHONE_B: 23})  # type: ignore[assignment]
+        await hub.service._read_info(GattRequest(PHONE_B, 23))  # B read INFO and waits
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        await hub.write(phone.start().encode(), PHONE_A, 185)
+        confirm, channel = phone.finish(tx.frames[PHONE_A][-1])
+        await hub.write(confirm.encode(), PHONE_A, 185)
+        assert channel.open(tx.frames[PHONE_A][-1])
+        assert tx.frames[PHONE_B] == tx.frames[PHONE_A]  # B saw the same frames
+
+        hub.service.forget(PHONE_A)  # A paired and left: B's turn
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        await hub.write(phone.start().encode(), PHONE_B, 23)
+        confirm, channel = phone.finish(tx.frames[PHONE_B][-1])
+        await hub.write(confirm.encode(), PHONE_B, 23)
+        info = secure_protocol.decode_message(channel.open(tx.frames[PHONE_B][-1]))
+        assert info["type"] == "device-info"
+
+    run(scenario())
+
+
 def test_push_reaches_only_an_established_session() -> None:
     async def scenario() -> None:
         hub = Hub()

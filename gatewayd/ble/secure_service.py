@@ -240,7 +240,9 @@ class SecureService:
     async def _send(self, device: str, frame: Frame) -> None:
         if self._tx is None:
             return
-        size = self._mtus.get(device, DEFAULT_NOTIFY_LEN + 3) - 3
+        # Every subscribed phone receives every notification, cut by bluetoothd to its own
+        # MTU: pieces for the smallest MTU known, so that each can still cut out frames.
+        size = min(self._mtus.values(), default=DEFAULT_NOTIFY_LEN + 3) - 3
         try:
             for piece in chunks(frame.encode(), size):
                 if not await self._tx.notify(piece):
