@@ -535,3 +535,35 @@ def test_the_reference_phone_starts_over_when_a_piece_does_not_continue_a_result
     for start in range(0, len(info), 20):  # in pieces
         link._on_result(None, bytearray(info[start:start + 20]))
     assert link.results.get_nowait() == info and link.results.empty()
+
+
+def test_another_phone_cannot_fail_an_attempt_it_did_not_start() -> None:
+    """While phone A's Wi-Fi settings are tried, what phone B writes (its own settings, a
+    malformed frame) is refused without an error notification: A's client (Home
+    Assistant's, ours) reads any error as its attempt failing. Once A's attempt has ended,
+    B's refusals are published again."""
+    from improv_ble_client import protocol as theirs
+
+    a, b = PHONE_PATH, PHONE_PATH + "_2"
+
+    async def scenario() -> None:
+        svc, host = service()
+        errors, results = Subscribers({a: 185, b: 185}), Subscribers({a: 185, b: 185})
+        svc._chars[improv.ERROR_UUID] = errors  # type: ignore[assignment]
+        svc._chars[improv.RPC_RESULT_UUID] = results  # type: ignore[assignment]
+        await svc.authorize()
+        await svc.rpc_write(wifi_frame(b"HomeNet", b"supersecret"), request(mtu=185, device=a))
+        assert svc.state == State.PROVISIONING
+        await svc.rpc_write(wifi_frame(b"Other", b"password1"), request(mtu=185, device=b))
+        await svc.rpc_write(b"\x03\x00\x00", request(mtu=185, device=b))  # bad checksum
+        assert errors.received[a] == [] and svc.error == Error.NONE
+        assert host.wifi == [("HomeNet", "supersecret")]
+
+        await svc.attempt_finished(True, "http://192.168.1.57/")
+        url = theirs.parse_result(results.received[a][-1])
+        assert isinstance(url, theirs.WiFiSettingsRes)
+        await svc.rpc_write(b"\x03\x00\x00", request(mtu=185, device=b))
+        assert errors.received[b] == [bytes([Error.INVALID_RPC])]
+        await svc.close()
+
+    run(scenario())

@@ -187,6 +187,8 @@ class ImprovService:
         """A phone disconnected: drop its half-written frame."""
         self._writers.pop(device, None)
         self._mtus.pop(device, None)
+        if device == self._attempt_device:
+            self._attempt_device = None  # nobody watches its attempt: errors are anyone's
 
     async def authorize(self) -> None:
         """The button was pressed: authorized for ``authorization_seconds``."""
@@ -323,12 +325,13 @@ class ImprovService:
         """The RPC command characteristic's write handler; never raises."""
         # Feed before the first await: writes without response may be handled concurrently
         # and their pieces must stay in order.
+        device = request.device
         remember_mtu(self._mtus, request)
         try:
-            frame = self._writer(request.device).feed(value, request.offset)
+            frame = self._writer(device).feed(value, request.offset)
         except FrameError as exc:
             log.info("Improv: %s", exc.reason)
-            await self._set_error(exc.error)
+            await self._refuse(device, exc.error)
             return
         if frame is None:
             return
@@ -337,18 +340,30 @@ class ImprovService:
                 command = parse_command(frame)
             except FrameError as exc:
                 log.info("Improv: %s", exc.reason)
-                await self._set_error(exc.error)
+                await self._refuse(device, exc.error)
                 return
             # The spec's clients treat a new command as clearing the previous error.
             await self._set_error(Error.NONE)
             try:
-                await self._dispatch(command, request.device)
+                await self._dispatch(command, device)
             except (ImprovRefused, FrameError) as exc:
                 log.info("Improv %s refused: %s", command.command.name, exc.reason)
-                await self._set_error(exc.error)
+                await self._refuse(device, exc.error)
             except Exception:
                 log.exception("Improv %s failed", command.command.name)
-                await self._set_error(Error.UNKNOWN)
+                await self._refuse(device, Error.UNKNOWN)
+
+    async def _refuse(self, device: str, error: Error) -> None:
+        """Publish the error a write from ``device`` caused, unless another phone's Wi-Fi
+        settings are pending: every phone reads the one error characteristic, and the
+        phone watching its attempt (Home Assistant's client, ours) would take this error
+        for its attempt failing. ESPHome ignores writes while provisioning, for the same
+        reason."""
+        if self._attempt_pending and self._attempt_device not in (None, device):
+            log.info("Improv: error %s for %s not published: another phone's attempt is "
+                     "pending", error.name, device)
+            return
+        await self._set_error(error)
 
     async def _dispatch(self, cmd: RpcCommand, device: str) -> None:
         caps = self.host.improv_capabilities
