@@ -1037,6 +1037,23 @@ def test_each_protocol_error_tells_the_phone_what_went_wrong() -> None:
     run(scenario())
 
 
+def test_a_confirmation_of_the_wrong_size_is_malformed_not_a_wrong_code() -> None:
+    """§7: a wrong body size is 0x01 malformed. Told 0x03, the user would be asked to check
+    a setup code that was right."""
+    async def scenario() -> None:
+        hub = Hub(max_failures=5)
+        for cut, left in ((slice(0, 31), 4), (slice(0, 0), 3), (slice(0, 33), 2)):
+            phone = PhoneHandshake(CODE, DEVICE_ID)
+            confirm, _ = phone.finish(await hub.send(phone.start()))
+            wrong_size = Frame(MsgType.PAKE_CONFIRM, phone.sid, (confirm.body + b"\0")[cut])
+            assert error_of(await hub.send(wrong_size)) == (
+                ErrorCode.MALFORMED, left, "PAKE_CONFIRM is 32 bytes")
+            assert hub.service.status()["session"] is None
+        await hub.session()  # the right code, sent right, still works
+
+    run(scenario())
+
+
 def test_the_channel_refuses_short_replayed_and_forged_frames_by_name() -> None:
     keys = SessionKeys.derive(b"k" * 32, b"a" * 33, b"b" * 33)
     sid = b"\x01\x02\x03\x04"

@@ -30,6 +30,7 @@ from gatewayd.ble.gatt import Characteristic, GattRequest, Service, remember_mtu
 from gatewayd.ble.secure_protocol import (
     BAD_MESSAGE_A,
     INFO_UUID,
+    MAC_LEN,
     MAX_MESSAGE_LEN,
     NO_SESSION,
     PHONE_IDENTITY,
@@ -329,6 +330,10 @@ class SecureService:
 
     async def _confirm(self, session: _Session, frame: Frame) -> None:
         assert session.keys is not None
+        if len(frame.body) != MAC_LEN:
+            # A broken phone, not a wrong code (the attempt stays counted all the same: only
+            # a correct confirmation takes it back).
+            raise ProtocolError(ErrorCode.MALFORMED, f"PAKE_CONFIRM is {MAC_LEN} bytes")
         expected = session.keys.confirmation("phone", session.msg_a, session.msg_b)
         if not hmac.compare_digest(frame.body, expected):
             self._session = None
