@@ -224,7 +224,8 @@ class Daemon:
 
             ble = BleCommissioner.for_hub(
                 hub, onboarding, pairing,
-                identify=lambda: self._identify(hardware),
+                # Improv offers identify only where there is an LED to blink.
+                identify=(lambda: self._identify(hardware)) if cfg.led.enabled else None,
                 panel_url=self._sim_panel_url if self.simulate else None)
             parts.ble = ble
             if self.provisioner is not None:

@@ -516,6 +516,35 @@ def test_improv_is_offered_with_or_without_cloud_presets(tmp_path: Path, cloud: 
     assert adv.service_uuids == [improv_codec.SERVICE_UUID] and adv.legacy_length() <= 31
 
 
+@pytest.mark.parametrize(("led", "capabilities"), [
+    (False, improv_codec.Capability.DEVICE_INFO | improv_codec.Capability.SCAN_WIFI),
+    (True, improv_codec.Capability.DEVICE_INFO | improv_codec.Capability.SCAN_WIFI
+     | improv_codec.Capability.IDENTIFY),
+])
+def test_the_daemon_offers_improv_identify_only_with_an_led(
+        tmp_path: Path, led: bool, capabilities: improv_codec.Capability) -> None:
+    """ble-protocol.md §3: identify is offered only on a hub with an LED; a client that sees
+    the bit shows an Identify button that would do nothing. Through the daemon's wiring."""
+    from gatewayd.ble.gatt import GattRequest
+    from gatewayd.daemon import Daemon
+    from gatewayd.runtime.logsetup import Redactor
+
+    cfg = hub_config(tmp_path, led={"enabled": led})
+    store = StateStore(cfg.state_dir)
+    store.open(device_id=IDENTITY.device_id, mac=IDENTITY.mac)
+
+    async def scenario() -> None:
+        daemon = Daemon(cfg, store, IDENTITY, Redactor(), simulate=True, cloud_step=StubCloud())
+        daemon._build(asyncio.get_running_loop())
+        [ble] = [c.inner for c in daemon._late if isinstance(getattr(c, "inner", None),
+                                                                BleCommissioner)]
+        read = await ble.improv._read_capabilities(GattRequest("/org/bluez/hci0/dev_1", 23))
+        assert read == bytes([capabilities])
+        assert ble.improv.service_data()[1] == capabilities  # in the advertisement too
+
+    run(scenario())
+
+
 # --- control socket API and gatewayctl ble-window -------------------------------------------
 
 class StubCommissioner:
