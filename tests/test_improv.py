@@ -520,6 +520,31 @@ def test_a_result_reaches_the_phone_that_asked_in_one_notification() -> None:
     run(scenario())
 
 
+@pytest.mark.parametrize("mtu", [185, 100])  # iOS asks 185
+def test_a_scan_result_fits_one_notification_to_the_phone_that_asked(mtu: int) -> None:
+    """A full scan (up to 255 bytes of data) is longer than one notification at most MTUs:
+    Home Assistant's client, which reads each notification as a frame, gets the strongest
+    networks that fit one, whole."""
+    from improv_ble_client import protocol as theirs
+
+    async def scenario() -> None:
+        svc, _host = service()
+        results = Subscribers({PHONE_PATH: mtu})
+        svc._chars[improv.RPC_RESULT_UUID] = results  # type: ignore[assignment]
+        await svc.rpc_write(improv.encode_frame(Command.SCAN_WIFI, b""), request(mtu=mtu))
+        [notified] = results.received[PHONE_PATH]
+        assert len(notified) <= mtu - 3
+        scan = theirs.parse_result(notified)
+        assert isinstance(scan, theirs.ScanWifiRes)
+        # network-00 .. network-NN, each 20 bytes of data: as many as fit, strongest first
+        expected = (mtu - 3 - 3) // 20
+        assert scan.networks == [(f"network-{i:02d}".encode(), str(-40 - i).encode(), b"WPA2")
+                                 for i in range(expected)]
+        await svc.close()
+
+    run(scenario())
+
+
 def test_the_reference_phone_starts_over_when_a_piece_does_not_continue_a_result() -> None:
     """A phone beside one with a larger MTU receives that phone's whole result cut to its
     own MTU: a beginning whose rest never comes. Its next result must still be read."""

@@ -49,6 +49,7 @@ from gatewayd.onboarding.pairing import PairingError
 log = logging.getLogger(__name__)
 MAX_WRITERS = 8  # phones whose partial writes are tracked at once
 DEFAULT_NOTIFY_LEN = 20  # ATT_MTU 23 - 3: safe when a phone's MTU is not known yet
+RESULT_OVERHEAD = 3  # a result frame's command, length and checksum bytes
 
 
 class ImprovRefused(Exception):
@@ -376,7 +377,7 @@ class ImprovService:
         elif cmd.command == Command.DEVICE_INFO:
             await self._send_result(cmd.command, self.host.improv_device_info(), device)
         elif cmd.command == Command.SCAN_WIFI:
-            await self._send_result(cmd.command, self._scan_strings(), device)
+            await self._send_result(cmd.command, self._scan_strings(device), device)
         elif cmd.command == Command.HOSTNAME:
             if not caps & Capability.HOSTNAME:
                 raise ImprovRefused(Error.UNKNOWN_RPC, "hostname is not supported")
@@ -410,14 +411,22 @@ class ImprovService:
         self._attempt_pending, self._attempt_device = True, device
         await self._refresh()
 
-    def _scan_strings(self) -> list[str]:
+    def _scan_strings(self, device: str) -> list[str]:
+        """The strongest networks that fit one result (255 bytes of data) and, when the
+        asking phone's MTU is known, one notification to it: Improv clients (Home
+        Assistant's) take each notification as a whole frame. When not even one network
+        fits that notification, the list goes in pieces, as any long result does."""
+        entries = [[ssid, str(rssi), auth] for ssid, rssi, auth in self.host.improv_networks()]
+        sizes = [sum(1 + len(s.encode("utf-8")) for s in entry) for entry in entries]
+        room = MAX_DATA
+        mtu = self._mtus.get(device)
+        if mtu is not None and sizes and sizes[0] <= mtu - 3 - RESULT_OVERHEAD:
+            room = min(room, mtu - 3 - RESULT_OVERHEAD)
         strings: list[str] = []
         used = 0
-        for ssid, rssi, auth in self.host.improv_networks():
-            entry = [ssid, str(rssi), auth]
-            size = sum(1 + len(s.encode("utf-8")) for s in entry)
-            if used + size > MAX_DATA:
-                break  # one RPC result holds 255 bytes: the strongest networks come first
+        for entry, size in zip(entries, sizes, strict=True):
+            if used + size > room:
+                break  # the strongest networks come first
             strings += entry
             used += size
         return strings
