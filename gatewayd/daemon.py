@@ -42,6 +42,7 @@ from gatewayd.runtime.stalls import StallReporter
 from gatewayd.runtime.webserver import LazyApp, WebServer
 from gatewayd.state import StateStore
 from gatewayd.virtual.host import VirtualDevices
+from gatewayd.virtual.kept import FILE_NAME as KEPT_FILE
 
 if TYPE_CHECKING:
     from gatewayd.provisioning.service import Provisioner
@@ -187,7 +188,8 @@ class Daemon:
         notify = self.notifications.send if self.notifications is not None else None
         if self.cloud_link is not None:
             virtual = VirtualDevices(cfg.virtual, self.cloud_link, gpio=backend,
-                                     file=cfg.source, platform=self.cloud_link.platform)
+                                     file=cfg.source, platform=self.cloud_link.platform,
+                                     kept_file=cfg.state_dir / KEPT_FILE)
             if notify is not None:
                 virtual.notify = notify
             hub.add_status("virtual", virtual.status)

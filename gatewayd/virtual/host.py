@@ -24,6 +24,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gatewayd import homie
@@ -31,6 +32,7 @@ from gatewayd.cloud.reqres import PlatformClient
 from gatewayd.config import VirtualDeviceConfig
 from gatewayd.hardware.lines import HardwareError, LineBackend
 from gatewayd.virtual.hosted import Hosted
+from gatewayd.virtual.kept import KeptValues
 from gatewayd.virtual.planning import plan_devices
 from gatewayd.virtual.plugin import (
     DeviceContext,
@@ -98,7 +100,8 @@ class VirtualDevices:
                  registry: Registry | None = None, gpio: LineBackend | None = None,
                  file: str = "<config>", start_timeout: float = 10.0,
                  stop_timeout: float = 5.0, call_timeout: float = 8.0,
-                 platform: PlatformClient | None = None) -> None:
+                 platform: PlatformClient | None = None,
+                 kept_file: Path | None = None) -> None:
         # call_timeout stays below the cloud link's command timeout (10 s), so a hung /set
         # handler is caught here, recorded as a fault, and answered with TIMEOUT.
         self.publisher = publisher
@@ -108,6 +111,7 @@ class VirtualDevices:
         self.call_timeout = call_timeout
         self.registry = registry or Registry()
         self.platform = platform
+        self.kept = KeptValues(kept_file)
         # What a user is told (gatewayd.cloud.notifications: kind, sender, message).
         self.notify: Callable[[str, str, str], object] = lambda kind, sender, message: None
         self.hosted: dict[str, Hosted] = {}
@@ -121,6 +125,7 @@ class VirtualDevices:
 
     async def start(self) -> None:
         """Build and start every device, concurrently; never raises for a plugin's fault."""
+        await self.kept.load(set(self.hosted))
         results = await asyncio.gather(*(self._start_one(h) for h in self.hosted.values()),
                                        return_exceptions=True)
         self._log_bugs("start", results)
@@ -133,6 +138,11 @@ class VirtualDevices:
         self._log_bugs("stop", results)
         for task in list(self._abandoned):
             task.cancel()
+        try:
+            await asyncio.wait_for(self.kept.flush(), self.stop_timeout)
+        except TimeoutError:
+            log.warning("virtual devices: the kept values were not written within %g s",
+                        self.stop_timeout)
 
     def _log_bugs(self, what: str, results: list[Any]) -> None:
         # Plugin faults never get here (the guard keeps them); this is the host's own bug
@@ -166,6 +176,7 @@ class VirtualDevices:
             self._publish_placeholder(h)
             return
         h.device = device
+        h.configured = self.kept.restore(device, type(h.plugin).kept_values)
         self._install_handlers(h, device)
         if not self._add(h, device):
             return
@@ -357,6 +368,9 @@ class VirtualDevices:
             outcome = await self._guarded(h, "on_set", fn, value, timeout=self.call_timeout,
                                           passthrough=(homie.CommandError,))
             if outcome.ok:
+                path = f"{node_id}/{prop_id}"
+                if path in h.configured and h.device is not None:
+                    self._remember(h, path, value if outcome.value is None else outcome.value)
                 return outcome.value
             if outcome.timed_out:
                 raise homie.CommandError(homie.TIMEOUT, f"{h.device_id} did not apply the value "
@@ -365,6 +379,14 @@ class VirtualDevices:
             raise homie.CommandError(homie.ERROR, f"{h.device_id} failed to apply the value")
 
         return on_set
+
+    def _remember(self, h: Hosted, path: str, value: Any) -> None:
+        assert h.device is not None
+        try:
+            value = h.device.find(path).validate(value)
+        except ValueError:
+            return  # refused by the link as well: nothing was set
+        self.kept.remember(h.device_id, path, value, h.configured[path])
 
     # ---- the host API for plugins (VirtualDevice.publish and friends) --------------------
 

@@ -25,6 +25,7 @@ class Hosted:
     failures: int = 0
     in_a_row: int = 0  # faults since the last call that worked
     plugin_state: str = "ready"
+    configured: dict[str, Any] = field(default_factory=dict)  # kept properties' config values
     plugin_reason: str | None = None  # why the plugin set that state, for gatewayctl devices
     added: bool = False  # the cloud link knows the device
     started: bool = False

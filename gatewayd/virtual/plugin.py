@@ -168,6 +168,9 @@ class VirtualDevice:
     version: ClassVar[str] = ""  # $fw/version; default: the distribution's version
     poll_interval: float | None = None  # seconds between poll() calls; None: no polling
     poll_timeout: float | None = None  # poll() limit; None: the host's call timeout
+    # Settable properties ("node/property") whose value set from the app is a person's
+    # setting and outlives a restart (gatewayd.virtual.kept); readings and commands are not.
+    kept_values: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: DeviceContext, options: Any) -> None:
         self.ctx = ctx

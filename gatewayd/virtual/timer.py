@@ -10,7 +10,8 @@ Node ``timer``:
 * ``fired`` (string, not retained): an event with the UTC time, each time the countdown expires.
 
 Everything is local: the countdown runs on the hub, online or not. A restart of the daemon
-cancels a running countdown (``running`` starts ``false`` unless ``autostart``).
+cancels a running countdown (``running`` starts ``false`` unless ``autostart``); a
+``duration`` or ``repeat`` set from the app is kept (:mod:`gatewayd.virtual.kept`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class TimerOptions:
 
 class TimerDevice(VirtualDevice):
     Options = TimerOptions
+    kept_values = (f"{NODE}/duration", f"{NODE}/repeat")
 
     def __init__(self, ctx: Any, options: TimerOptions) -> None:
         super().__init__(ctx, options)

@@ -1,0 +1,105 @@
+"""Values set from the app that outlive a restart (gatewayd.virtual.kept), on a real mosquitto:
+what the app sees after the hub restarts, and what a damaged file or an edited
+configuration does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from gatewayd.cloud.attempts import CloudOutcome
+from gatewayd.config import parse_config
+from gatewayd.credentials import mqtt_username
+from gatewayd.simulator.broker import Broker
+from gatewayd.virtual.host import VirtualDevices
+from gatewayd.virtual.kept import FILE_NAME, Kept, parse
+from tests.cloud_helpers import WSP, Monitor, creds_for, make_link, retained_snapshot, run
+
+pytestmark = pytest.mark.timeout(60)
+KETTLE = f"{mqtt_username(WSP)}/sweet-home/virtual-kettle"
+
+
+def timer(duration: float) -> str:
+    return f'[[virtual]]\ntype = "timer"\nid = "kettle"\nduration = {duration}\n'
+
+
+async def hub_run(broker: Broker, mon: Monitor, config: str, kept: Path,
+                  sets: dict[str, str] | None = None) -> dict[str, str]:
+    """Start the link and the devices, send ``sets`` and wait for their echoes, stop;
+    the kettle's retained values as the broker had them while it ran."""
+    cfg = parse_config(tomllib.loads(config), "gatewayd.toml")
+    link = make_link()
+    vd = VirtualDevices(cfg.virtual, link, file=cfg.source, kept_file=kept)
+    await link.start(creds_for(broker))
+    assert (await link.wait_result(5)).outcome is CloudOutcome.CONNECTED
+    mark = mon.mark()
+    await vd.start()
+    await mon.await_for(f"{KETTLE}/$state", "ready", mark=mark)
+    snap = await asyncio.to_thread(retained_snapshot, broker, f"{KETTLE}/timer/#")
+    values = {t.rsplit("/", 1)[1]: m.text for t, m in snap.items()}
+    for path, payload in (sets or {}).items():
+        mark = mon.mark()
+        await asyncio.to_thread(mon.publish, f"{KETTLE}/{path}/set", payload)
+        await mon.await_for(f"{KETTLE}/{path}", payload, mark=mark)
+    await vd.stop()
+    await link.stop()
+    return values
+
+
+def test_a_timer_set_from_the_app_keeps_its_settings_across_a_restart(
+        broker: Broker, tmp_path: Path) -> None:
+    kept = tmp_path / FILE_NAME
+
+    async def main() -> None:
+        with Monitor(broker) as mon:
+            first = await hub_run(broker, mon, timer(300), kept,
+                                  {"timer/duration": "600.0", "timer/repeat": "true"})
+            assert (first["duration"], first["repeat"]) == ("300.0", "false")
+            assert kept.stat().st_mode & 0o777 == 0o600
+            again = await hub_run(broker, mon, timer(300), kept)
+            assert (again["duration"], again["repeat"]) == ("600.0", "true")
+            # Set back to what the configuration says: nothing is left to keep.
+            await hub_run(broker, mon, timer(300), kept,
+                          {"timer/duration": "300.0", "timer/repeat": "false"})
+            assert json.loads(kept.read_text())["devices"] == {}
+            # An edit of the configuration wins over a value set before it.
+            await hub_run(broker, mon, timer(300), kept, {"timer/duration": "900.0"})
+            edited = await hub_run(broker, mon, timer(120), kept)
+            assert edited["duration"] == "120.0"
+
+    run(main(), timeout=50)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"version": 7}', b"\xff\xfe"])
+def test_a_damaged_kept_file_is_logged_by_name_and_the_configuration_applies(
+        broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        content: bytes) -> None:
+    kept = tmp_path / FILE_NAME
+    kept.write_bytes(content)
+
+    async def main() -> None:
+        with Monitor(broker) as mon, caplog.at_level(logging.WARNING, "gatewayd.virtual"):
+            values = await hub_run(broker, mon, timer(300), kept)
+            assert values["duration"] == "300.0"
+            assert any(str(kept) in r.getMessage() for r in caplog.records)
+            # The next value set from the app replaces the damaged file.
+            await hub_run(broker, mon, timer(300), kept, {"timer/duration": "45.0"})
+            assert (await hub_run(broker, mon, timer(300), kept))["duration"] == "45.0"
+
+    run(main(), timeout=50)
+
+
+def test_damaged_entries_are_skipped_and_the_rest_kept() -> None:
+    text = json.dumps({"version": 1, "devices": {
+        "virtual-kettle": {"timer/duration": {"value": 600.0, "configured": 300.0},
+                           "timer/repeat": {"value": True}},
+        "virtual-other": ["not", "an", "object"]}})
+    entries, problems = parse(text)
+    assert entries == {"virtual-kettle": {"timer/duration": Kept(600.0, 300.0)}}
+    assert problems == ["virtual-kettle timer/repeat: needs 'value' and 'configured'",
+                        "virtual-other: not an object"]
