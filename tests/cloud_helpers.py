@@ -288,8 +288,10 @@ class TcpProxy:
     never reach the hub, as a broker whose outgoing queue to the hub is full drops them
     (mosquitto since its fix for CVE-2023-28366, keeping a dropped QoS 1 PUBLISH in flight).
     While ``hold`` is set the proxy stops reading from the hub, as a broker that stops
-    reading does, until the hub's socket is full. ``from_hub`` counts the hub's packets by
-    MQTT packet type (12 is PINGREQ).
+    reading does, until the hub's socket is full; ``holding`` is set once a connection has
+    stopped reading (before that, a read already under way may still forward what the hub
+    sends next; clear it with ``hold`` to wait for a later hold). ``from_hub`` counts the
+    hub's packets by MQTT packet type (12 is PINGREQ).
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -307,6 +309,7 @@ class TcpProxy:
         self.drop_publishes = threading.Event()
         self.publishes_dropped = 0
         self.hold = threading.Event()
+        self.holding = threading.Event()
         self.from_hub: collections.Counter[int] = collections.Counter()
         threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
@@ -334,7 +337,10 @@ class TcpProxy:
         from_hub = bytearray()  # cut into whole packets, to count them by type
         try:
             while True:
-                sources = [b] if self.hold.is_set() else [a, b]
+                held = self.hold.is_set()
+                sources = [b] if held else [a, b]
+                if held:
+                    self.holding.set()
                 readable, _, _ = select.select(sources, [], [], 0.05)
                 for src in readable:
                     data = src.recv(65536)

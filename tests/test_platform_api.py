@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gatewayd.cloud.attempts import CloudOutcome
+from gatewayd.cloud.publisher import WINDOW
 from gatewayd.cloud.reqres import LinkLost, RequestFailed, RequestTimeout, TooManyRequests
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import PLATFORM_USER, Broker
@@ -217,6 +218,56 @@ def test_a_request_survives_one_reconnect_and_fails_on_a_second(broker: Broker) 
         proxy.close()
         platform.stop()
 
+
+def test_a_request_that_timed_out_is_not_sent_after_a_reconnect(broker: Broker) -> None:
+    """Before: a request still in the link (in flight behind a broker that stopped reading,
+    or waiting in the outbox behind a full window) went out after the reconnect, and the
+    platform acted on a request whose caller had been told "timeout"."""
+    platform = DocPlatform(broker, echo)
+    proxy = TcpProxy(broker.host, broker.port)
+
+    async def main() -> None:
+        link = make_link()
+        api = link.platform
+        await link.start(creds_for(broker, host=proxy.host, port=proxy.port))
+        assert (await link.wait_result(5)).outcome is CloudOutcome.CONNECTED
+        assert await api.request("echo", {"n": 1}, timeout=5) == {"endpoint": "echo",
+                                                                  "echo": {"n": 1}}
+        assert await link.flush(5)  # the window is empty
+        proxy.hold.set()
+        assert await asyncio.to_thread(proxy.holding.wait, 5)
+        sent = asyncio.ensure_future(api.request("door/unlock", {"door": 1}, timeout=1))
+        for _ in range(100):  # the task's first step sends it (the cipher is made already)
+            if link.status()["in_flight"]:
+                break
+            await asyncio.sleep(0)
+        assert link.status()["in_flight"] == 1, "the first request in flight"
+        for i in range(WINDOW):  # the window fills up: the next request waits in the outbox
+            link.publish(f"sweet-home/probe/{i}", "x")
+        waiting = asyncio.ensure_future(api.request("door/unlock", {"door": 2}, timeout=1))
+        for request in (sent, waiting):
+            with pytest.raises(RequestTimeout):
+                await request
+        assert link.status()["buffered"] >= 1, "the second request waited in the outbox"
+
+        reconnected = asyncio.Event()
+        link.add_listener(lambda r: r.outcome is CloudOutcome.CONNECTED and reconnected.set())
+        proxy.cut()
+        proxy.hold.clear()
+        await asyncio.wait_for(reconnected.wait(), 10)
+        # A new request goes out behind whatever the link still had to send: once it is
+        # answered, the platform has seen everything the hub sent.
+        assert await api.request("echo", {"n": 2}, timeout=5) == {"endpoint": "echo",
+                                                                  "echo": {"n": 2}}
+        await link.stop()
+
+    try:
+        run(main(), timeout=60)
+    finally:
+        proxy.close()
+        platform.stop()
+    assert [(e, r["data"]) for _, e, r in platform.requests] == [("echo", {"n": 1}),
+                                                                 ("echo", {"n": 2})]
 
 
 def test_two_hubs_of_one_account_cannot_read_each_others_requests_or_answers(

@@ -16,7 +16,8 @@ The outbox goes first. A publication the broker has not acknowledged within
 client whose outgoing queue is full, PUBACKs included, since its fix for CVE-2023-28366):
 paho never sends it again within the session, so the window would stay full for as long
 as the connection lives. The publisher then has the connection dropped; after the
-reconnect everything unacknowledged goes out again.
+reconnect everything unacknowledged goes out again, but for what its owner withdrew
+(cancelled its ``done``; see :class:`Pending`).
 
 :class:`Publisher` also remembers which retained topics each device has on the broker, so
 a removed device (or a property that no longer exists) can be cleared. Everything here
@@ -50,9 +51,16 @@ class Pending:
     msg: homie.Message
     key: Hashable
     device: str | None = None  # set for messages of a device's retained tree
-    done: asyncio.Future[bool] | None = None  # resolved True on PUBACK, False if dropped
+    # Resolved True on PUBACK, False if dropped. Its owner cancels it to withdraw the
+    # publication: a platform request whose caller was told "timeout" must not reach the
+    # platform after all, from the outbox or sent again after a connection loss.
+    done: asyncio.Future[bool] | None = None
     expendable: bool = False  # dropped first when the outbox is full
     sent_at: float = 0.0  # when it went to paho (in flight)
+
+    @property
+    def withdrawn(self) -> bool:
+        return self.done is not None and self.done.cancelled()
 
     def resolve(self, delivered: bool) -> None:
         if self.done is not None and not self.done.done():
@@ -102,11 +110,13 @@ class Outbox:
                             "oldest first", self.limit, self.dropped)
 
     def pop(self) -> Pending | None:
-        if not self._items:
-            return None
-        item = self._items.popitem(last=False)[1]
-        self._expendable.pop(item.key, None)
-        return item
+        """The oldest entry that is still wanted (withdrawn ones are skipped and forgotten)."""
+        while self._items:
+            item = self._items.popitem(last=False)[1]
+            self._expendable.pop(item.key, None)
+            if not item.withdrawn:
+                return item
+        return None
 
     def clear(self) -> None:
         for item in self._items.values():
@@ -272,9 +282,11 @@ class Publisher:
 
     def connection_lost(self) -> None:
         """Unacknowledged publications go back to the front of the outbox, oldest first (a
-        newer entry for the same key wins); retained trees restart after the reconnect."""
+        newer entry for the same key wins, a withdrawn one is not sent again); retained
+        trees restart after the reconnect."""
         for item in reversed(list(self._inflight.values())):
-            self.outbox.put(item, replace=False, front=True)
+            if not item.withdrawn:
+                self.outbox.put(item, replace=False, front=True)
         self._inflight.clear()
         self._trees.clear()
         self._dropping = False

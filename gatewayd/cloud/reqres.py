@@ -10,7 +10,8 @@ One client per daemon, owned by the cloud link; the hub's own flows, plugins
 (``ctx.platform``) and ``gatewayctl platform request`` all use it. What it promises:
 
 * requests are matched to responses by id (and endpoint), and time out cleanly: nothing
-  stays pending after its timeout;
+  stays pending after its timeout, and a request that timed out (or whose caller gave up)
+  before the broker had it is never sent;
 * a request survives one reconnect: if the broker had it before the link dropped (the
   response may be lost with the connection), it is sent again, once, with the same id
   after the link is back; if the link drops again before the answer it fails with
@@ -139,7 +140,9 @@ class Link(Protocol):
     def connected(self) -> bool: ...
 
     def publish(self, topic: str, payload: str, *, retain: bool = False,
-                done: asyncio.Future[bool] | None = None) -> None: ...
+                done: asyncio.Future[bool] | None = None) -> None:
+        """Queue ``payload`` on ``<root>/<topic>``; ``done`` resolves True on the broker's
+        PUBACK, and cancelling it withdraws a publication not yet acknowledged."""
 
     def add_subscription(self, topic_filter: str, handler: Any) -> None: ...
 
@@ -153,6 +156,7 @@ class _Pending:
     key: bytes
     body: str
     future: asyncio.Future[Any]
+    acked: asyncio.Future[bool] | None = None  # the latest sending's, from the link
     on_broker: bool = False  # the broker acknowledged (a) sending
     resent: bool = False
     rejected: int = 0  # answers dropped for failing authentication or being malformed
@@ -236,6 +240,11 @@ class PlatformClient:
         finally:
             self._pending.pop(request_id, None)
             pending.future.cancel()
+            if pending.acked is not None:
+                # Withdrawn from the link: still waiting in its outbox, or in flight when the
+                # connection drops, it would reach the platform after its caller was told
+                # it failed (the link never sends a publication whose future is cancelled).
+                pending.acked.cancel()
 
     def status(self) -> dict[str, Any]:
         """The ``platform`` part of ``gatewayctl status``: counts, never data."""
@@ -249,6 +258,7 @@ class PlatformClient:
     def _send(self, request_id: str, pending: _Pending) -> None:
         acked: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         acked.add_done_callback(lambda f: self._acked(request_id, f))
+        pending.acked = acked
         self._link.publish(f"req/{self.device_id}/{pending.endpoint}", pending.body, done=acked)
         self._counts.sent += 1
 
