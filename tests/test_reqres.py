@@ -46,7 +46,7 @@ class Responder:
         self.client.username_pw_set(MONITOR_USER, broker.monitor_password)
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
-        self.client.subscribe(f"{ROOT}/req/+/+", qos=1)
+        self.client.subscribe(f"{ROOT}/req/+/#", qos=1)
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -55,7 +55,7 @@ class Responder:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         request = json.loads(msg.payload)
-        _, _, device_id, endpoint = msg.topic.split("/")
+        _, _, device_id, endpoint = msg.topic.split("/", 3)
         self.requests.append((endpoint, request))
         key = base64.b64decode(request["key"])  # the key from the request
 
@@ -63,7 +63,7 @@ class Responder:
             return CIPHER.seal(with_key, json.dumps(body).encode())
 
         response: dict[str, Any] = {"status": 1, "code": 200, "id": request["id"]}
-        if endpoint == "echo":
+        if endpoint in ("echo", "device/ownership"):
             response["data"] = seal({"echo": request["data"]})
         elif endpoint == "denied":
             response.update(status=0, code=403, data=seal({"message": "not for this hub"}))
@@ -105,6 +105,9 @@ def test_request_outcomes(broker: Broker) -> None:
         results = await asyncio.gather(*(api.request("echo", {"n": i}, timeout=5)
                                          for i in range(5)))
         assert results == [{"echo": {"n": i}} for i in range(5)]
+        # an endpoint of two levels, as the hub's own device/ownership
+        assert await api.request("device/ownership", {"event": "released"}, timeout=5) == {
+            "echo": {"event": "released"}}
 
         with pytest.raises(RequestFailed) as failed:
             await api.request("denied", {}, timeout=5)
@@ -209,6 +212,25 @@ def test_documented_example_decrypts() -> None:
     assert CIPHER.encode_key(key) == example["request"]["key"]
     plaintext = CIPHER.open(key, example["response"]["data"])
     assert json.loads(plaintext) == example["plaintext"]
+
+
+def test_the_documented_platform_side_reads_endpoints_of_two_levels() -> None:
+    """docs/cloud.md's recipe once subscribed to ``req/+/+`` and split the topic into four
+    parts: a platform built from it never saw ``device/ownership`` or
+    ``provisioning/refresh``."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "cloud.md").read_text()
+    section = doc.split("### Implementing the platform side", 1)[1]
+    found = re.search(r"Subscribe to `(<root>/[^`]+)`", section)
+    assert found is not None, "docs/cloud.md lost the platform's subscription"
+    split = re.search(r"^\s*(root, _, device_id, endpoint = topic\.split\(.*?\))", section,
+                      re.M)
+    assert split is not None, "docs/cloud.md lost the recipe's topic split"
+    topic = f"{ROOT}/req/aa-bb-cc-dd-ee-ff/device/ownership"
+    assert mqtt.topic_matches_sub(found.group(1).replace("<root>", ROOT), topic)
+    parts: dict[str, Any] = {"topic": topic}
+    exec(split.group(1), {}, parts)  # the documented line itself
+    assert (parts["root"], parts["device_id"], parts["endpoint"]) == (
+        ROOT, "aa-bb-cc-dd-ee-ff", "device/ownership")
 
 
 def test_cipher_refusals_say_what_is_wrong() -> None:
