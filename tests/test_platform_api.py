@@ -175,6 +175,42 @@ def test_each_caller_has_its_own_bound(broker: Broker) -> None:
     finally:
         platform.stop()
 
+def test_plugins_together_cannot_crowd_out_the_hubs_own_requests(broker: Broker) -> None:
+    """Before: four plugins, each within its own bound, filled all 32 places, and the hub's
+    own provisioning/refresh was refused too-many-requests."""
+    platform = DocPlatform(broker, lambda endpoint, data: None)  # never answers
+
+    async def main() -> None:
+        link = make_link()
+        api = link.platform
+        await link.start(creds_for(broker))
+        await link.wait_result(5)
+        shared = api.max_pending - api.max_per_caller
+        waiting = [asyncio.ensure_future(api.request("slow", timeout=30, caller=f"virtual-{n}"))
+                   for n in range(shared // api.max_per_caller)
+                   for _ in range(api.max_per_caller)]
+        await asyncio.to_thread(platform.wait_requests, shared)
+        for caller in ("virtual-late", "control"):  # each still within its own bound
+            with pytest.raises(TooManyRequests) as refused:
+                await api.request("slow", timeout=1, caller=caller)  # refused at once
+            assert refused.value.message == (
+                f"{shared} requests of plugins and gatewayctl are already waiting (the other "
+                f"{api.max_per_caller} are kept for the hub's own)")
+        waiting += [asyncio.ensure_future(api.request("provisioning/refresh", {}, timeout=30))
+                    for _ in range(api.max_per_caller)]
+        await asyncio.to_thread(platform.wait_requests, api.max_pending)
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await link.stop()
+
+    try:
+        run(main())
+    finally:
+        platform.stop()
+    endpoints = [endpoint for _, endpoint, _ in platform.requests]
+    assert endpoints.count("provisioning/refresh") == 8 and len(endpoints) == 32
+
 
 def test_a_request_survives_one_reconnect_and_fails_on_a_second(broker: Broker) -> None:
     """Sent, taken by the broker, then the link drops: it goes out again, once."""

@@ -17,8 +17,9 @@ One client per daemon, owned by the cloud link; the hub's own flows, plugins
   after the link is back; if the link drops again before the answer it fails with
   :class:`LinkLost`. A request the broker never had simply goes out from the link's
   outbox after the reconnect;
-* at most ``max_pending`` requests wait in total and ``max_per_caller`` per caller (a
-  plugin cannot crowd out the hub's own flows);
+* at most ``max_pending`` requests wait in total and ``max_per_caller`` per caller, and
+  ``max_per_caller`` of the total are the hub's own (caller ``hub``): plugins and
+  ``gatewayctl`` together cannot crowd out its token refresh or an account's release;
 * late, duplicate, unknown-id, malformed and undecryptable responses (a failure's data
   included) are dropped with a log line and counted, never raised: a forged answer cannot
   cut a request short (but a failure without data, which the protocol allows the platform
@@ -53,6 +54,7 @@ _LEVEL = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
 ENDPOINT_RE = re.compile(rf"{_LEVEL}(/{_LEVEL})?")
 MAX_RESPONSE = 1024 * 1024
 MAX_TIMEOUT = 300.0
+HUB = "hub"  # the caller of the hub's own flows, who has slots no other caller can take
 
 
 class PlatformError(Exception):
@@ -92,7 +94,8 @@ class LinkLost(PlatformError):
 
 
 class TooManyRequests(PlatformError):
-    """The bound on requests waiting (in total, or for this caller) is reached."""
+    """The bound on requests waiting (in total, of callers other than the hub, or of this
+    caller) is reached."""
 
     code = 429
     error_code = "too-many-requests"
@@ -198,7 +201,7 @@ class PlatformClient:
         return len(self._pending)
 
     async def request(self, endpoint: str, data: Any = None, *, timeout: float = 10.0,
-                      caller: str = "hub") -> Any:
+                      caller: str = HUB) -> Any:
         """Send a request; the decrypted response data.
 
         Raises a :class:`PlatformError`: :class:`CloudOffline`, :class:`TooManyRequests`,
@@ -215,6 +218,12 @@ class PlatformClient:
             raise CloudOffline(endpoint, "the cloud link is not connected")
         if len(self._pending) >= self.max_pending:
             raise TooManyRequests(endpoint, f"{self.max_pending} requests are already waiting")
+        shared = self.max_pending - self.max_per_caller
+        others = sum(1 for p in self._pending.values() if p.caller != HUB)
+        if caller != HUB and others >= shared:
+            raise TooManyRequests(endpoint, f"{others} requests of plugins and gatewayctl are "
+                                            f"already waiting (the other {self.max_per_caller} "
+                                            "are kept for the hub's own)")
         mine = sum(1 for p in self._pending.values() if p.caller == caller)
         if mine >= self.max_per_caller:
             raise TooManyRequests(endpoint, f"{caller} has {mine} requests waiting already")
