@@ -14,13 +14,16 @@ import pytest
 from flask.testing import FlaskClient
 
 from gatewayd.bridge import ZigbeeBridge
-from gatewayd.cloud.reqres import BadRequest, PlatformClient
+from gatewayd.cloud.reqres import MAX_TIMEOUT, BadRequest, PlatformClient
 from gatewayd.config import Config, ZigbeeConfig, with_overrides
 from gatewayd.control.app import create_control_app
 from gatewayd.control.devices import devices_blueprint
 from gatewayd.control.parts import DeviceProviders
 from gatewayd.control.platform import platform_blueprint
 from gatewayd.control.zigbee import zigbee_blueprint
+from gatewayd.ctl import platform as ctl_platform
+from gatewayd.ctl.client import EXIT_UNREACHABLE
+from gatewayd.ctl.main import main as gatewayctl
 from gatewayd.hub import INTERNAL_MESSAGE, Hub
 from gatewayd.identity import Identity
 from gatewayd.runtime.corecall import CoreCall
@@ -144,11 +147,36 @@ def test_platform_refusals_read_through_and_a_library_failure_does_not(
     assert (reply.status_code, reply.get_json()) == (400, {"error": {"code": "invalid", (
         "message"): "timeout: a number of seconds, above 0 and at most 300"}})
     # A plugin's data that is not JSON: the client's refusal, not json's "Object of type set
-    # is not JSON serializable".
-    with pytest.raises(BadRequest) as refused:
-        on_loop(core_loop, platform.request("echo", {1, 2}))
-    assert str(refused.value) == ("data: must be JSON: objects with text keys, lists, text, "
-                                  "finite numbers, true, false and null")
+    # is not JSON serializable"; nor is NaN, which json.dumps wrote as NaN onto the wire.
+    not_json = ("data: must be JSON: objects with text keys, lists, text, finite numbers, "
+                "true, false and null")
+    for data in ({1, 2}, float("nan"), {"level": [float("inf")]}):
+        with pytest.raises(BadRequest) as refused:
+            on_loop(core_loop, platform.request("echo", data))
+        assert str(refused.value) == not_json
+    # gatewayctl --data NaN: Python's json reads and writes NaN, so the control socket gets
+    # it and answers the same refusal.
+    reply = client.post(url, data=b'{"endpoint": "echo", "data": NaN}',
+                        content_type="application/json")
+    assert (reply.status_code, reply.get_json()) == (400, {"error": {"code": "invalid",
+                                                                     "message": not_json}})
+
+
+@pytest.mark.parametrize("timeout", ["inf", "1e400", "nan", "0", "-1", "300.5", "soon"])
+def test_gatewayctl_refuses_a_request_timeout_the_daemon_would_not_take(
+        timeout: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: inf and 1e400 crashed with a traceback (OverflowError from the socket's
+    settimeout), nan printed Python's "Invalid value NaN (not a number)"."""
+    argv = ["--socket", str(tmp_path / "control.sock"), "platform", "request", "echo"]
+    with pytest.raises(SystemExit) as exited:
+        gatewayctl([*argv, "--timeout", timeout])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"gatewayctl platform request: error: argument --timeout: {timeout!r} is not a number "
+        "of seconds above 0 and at most 300")
+    # the daemon's bound, taken: past the parser, to a socket with no daemon behind it
+    assert gatewayctl([*argv, "--timeout", "300"]) == EXIT_UNREACHABLE
+    assert ctl_platform.MAX_TIMEOUT == MAX_TIMEOUT
 
 
 def test_a_failing_status_section_or_device_list_is_not_shown(

@@ -230,8 +230,10 @@ class PlatformClient:
         request_id = secrets.token_hex(16)
         key = cipher.request_key(self._device_key, request_id)
         try:
+            # allow_nan=False: Python writes NaN and Infinity, which are not JSON and which a
+            # platform's parser may refuse or read differently.
             body = json.dumps({"data": data, "key": cipher.encode_key(key),
-                               "id": request_id})
+                               "id": request_id}, allow_nan=False)
         except (TypeError, ValueError):
             raise BadRequest("data: must be JSON: objects with text keys, lists, text, "
                              "finite numbers, true, false and null") from None

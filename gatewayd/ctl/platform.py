@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import time
 import urllib.error
@@ -22,6 +23,11 @@ from gatewayd.ctl.client import EXIT_UNREACHABLE, Client, CtlError, emit
 from gatewayd.ctl.simjson import require_sim_json
 
 HTTP_MARGIN = 10.0  # the socket waits this much longer than the request may take
+# The daemon's bound on a request's timeout, which its control socket enforces
+# (gatewayd.cloud.reqres.MAX_TIMEOUT; gatewayctl does not import the daemon side, a test
+# keeps the two equal). Checked here too: an infinite timeout would crash the socket's
+# settimeout before the daemon could refuse it.
+MAX_TIMEOUT = 300.0
 OPERATION_RE = re.compile(r"[0-9a-f]{6,32}")
 DEVICE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}[a-z0-9]")
 
@@ -34,7 +40,8 @@ def add_platform_commands(sub: Any) -> None:
     s.add_argument("endpoint", help="e.g. echo, time, rfid/authorize")
     s.add_argument("--data", default="null", help="the request's data, as JSON "
                                                   "(default null)")
-    s.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    s.add_argument("--timeout", type=_timeout, default=10.0,
+                   help=f"seconds, at most {MAX_TIMEOUT:g} (default 10)")
     s.set_defaults(func=cmd_request)
     s = psub.add_parser("log", help="simulator: every exchange the simulated platform had")
     s.set_defaults(func=cmd_log)
@@ -56,6 +63,18 @@ def add_platform_commands(sub: Any) -> None:
     for parser in psub.choices.values():
         parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                             help="machine-readable output")
+
+
+def _timeout(text: str) -> float:
+    """``--timeout``'s type; argparse puts the option's name before the refusal."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_TIMEOUT:  # also refuses nan, whose comparisons are all false
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds above 0 and at most {MAX_TIMEOUT:g}")
+    return value
 
 
 def cmd_request(args: argparse.Namespace, client: Client) -> int:
