@@ -155,11 +155,14 @@ def test_platform_refusals_read_through_and_a_library_failure_does_not(
             on_loop(core_loop, platform.request("echo", data))
         assert str(refused.value) == not_json
     # gatewayctl --data NaN: Python's json reads and writes NaN, so the control socket gets
-    # it and answers the same refusal.
-    reply = client.post(url, data=b'{"endpoint": "echo", "data": NaN}',
-                        content_type="application/json")
-    assert (reply.status_code, reply.get_json()) == (400, {"error": {"code": "invalid",
-                                                                     "message": not_json}})
+    # it, and refuses it where every body is read, as 1e400 (read as infinity).
+    for body, shown in ((b'{"endpoint": "echo", "data": NaN}', "NaN"),
+                        (b'{"endpoint": "echo", "data": [-Infinity]}', "-Infinity"),
+                        (b'{"endpoint": "echo", "timeout": 1e400}', "1e400")):
+        reply = client.post(url, data=body, content_type="application/json")
+        assert (reply.status_code, reply.get_json()) == (400, {"error": {
+            "code": "invalid", "message": f"the body holds {shown}, which is not a finite "
+                                          "number"}})
 
 
 @pytest.mark.parametrize("timeout", ["inf", "1e400", "nan", "0", "-1", "300.5", "soon"])

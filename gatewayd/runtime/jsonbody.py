@@ -12,6 +12,7 @@ the client (or the log), and refuses nesting deeper than any message of ours nee
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 MAX_DEPTH = 32
@@ -28,12 +29,33 @@ def parse_json(raw: bytes) -> Any:
     return loads(raw, "the body")
 
 
+class _NotANumber(ValueError):
+    pass
+
+
+def _constant(name: str) -> Any:
+    raise _NotANumber(name)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):  # 1e400: past a double's range, read as infinity
+        raise _NotANumber(text)
+    return value
+
+
 def loads(raw: bytes | str, what: str) -> Any:
-    """The JSON value of ``raw``; BadBody naming ``what`` ("the body") if it has none."""
+    """The JSON value of ``raw``; BadBody naming ``what`` ("the body") if it has none.
+
+    Python's json reads NaN and Infinity, which are not JSON (RFC 8259), and 1e400 as
+    infinity: none is a number any of our messages can use, and each passed range checks
+    (a NaN compares false with everything)."""
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_constant, parse_float=_finite)
     except RecursionError:
         raise BadBody(f"{what} nests deeper than {MAX_DEPTH} levels") from None
+    except _NotANumber as exc:
+        raise BadBody(f"{what} holds {exc}, which is not a finite number") from None
     except (UnicodeDecodeError, ValueError):
         raise BadBody(f"{what} is not JSON") from None
     if _deeper_than(value, MAX_DEPTH):
