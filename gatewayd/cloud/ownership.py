@@ -4,7 +4,8 @@ While its old credentials still work, the hub tells the platform (REQ/RES
 ``device/ownership``, event ``released``) and clears its own and its children's retained
 topics under the old root, so nothing of it lingers in the old account (the next owner may
 be someone else). Which retained topics exist is asked of the broker, not guessed: the hub
-subscribes to its devices' trees, collects what is retained, and clears exactly that.
+subscribes to its devices' trees, collects what is retained, and clears exactly that
+(:mod:`~gatewayd.cloud.sweep`).
 
 * Online at the reset: right then, on the live connection, which then ends without the
   usual ``$state = disconnected`` goodbyes (they would re-create retained topics).
@@ -18,14 +19,13 @@ subscribes to its devices' trees, collects what is retained, and clears exactly 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import secrets
 import time
 
 from gatewayd.cloud.attempts import CloudOutcome
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.reqres import PlatformError
+from gatewayd.cloud.sweep import retained_topics
 from gatewayd.credentials import CloudCredentials
 from gatewayd.state import Release
 
@@ -92,7 +92,11 @@ class Ownership:
         on: a value published after the clearing would leave a topic behind."""
         self.link.go_quiet()
         root = self.link.root
-        topics = await self._retained(devices)
+        topics, complete = await retained_topics(self.link, devices, marker=MARKER,
+                                                 timeout=self.timeout)
+        if not complete:
+            log.warning("release: the broker did not echo the marker in %g s; clearing the "
+                        "%d retained topic(s) seen so far", self.timeout, len(topics))
         hub, children = devices[0], list(devices[1:])
         try:
             await self.link.platform.request(
@@ -107,34 +111,3 @@ class Ownership:
         self.last = {"root_topic": root, "released": flushed, "topics": len(topics),
                      "devices": len(devices), "at": time.time()}
         return flushed
-
-    async def _retained(self, devices: tuple[str, ...]) -> set[str]:
-        """The retained topics under the devices' trees, as the broker has them."""
-        root, hub = self.link.root, devices[0]
-        marker = f"sweet-home/{hub}/{MARKER}"
-        token = secrets.token_hex(8)
-        found: set[str] = set()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def collect(topic: str, payload: bytes, retained: bool) -> None:
-            if topic == f"{root}/{marker}" and payload == token.encode():
-                if not done.done():
-                    done.set_result(None)
-            elif retained and payload:
-                found.add(topic)
-
-        filters = [f"sweet-home/{device}/#" for device in devices]
-        for topic_filter in filters:
-            self.link.tap(topic_filter, collect)
-        # Our SUBSCRIBEs went out first; the broker sends their retained messages before
-        # it relays this one back to us.
-        self.link.publish(marker, token)
-        try:
-            await asyncio.wait_for(done, self.timeout)
-        except TimeoutError:
-            log.warning("release: the broker did not echo the marker in %g s; clearing the "
-                        "%d retained topic(s) seen so far", self.timeout, len(found))
-        finally:
-            for topic_filter in filters:
-                self.link.tap(topic_filter, None)
-        return found
