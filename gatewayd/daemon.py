@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gatewayd import __version__, homie
 from gatewayd.ap import NetworkManagerControl
+from gatewayd.cloud.leftovers import Leftovers
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.notifications import Notifications
 from gatewayd.cloud.ownership import Ownership
@@ -286,7 +287,7 @@ class Daemon:
         self.cloud_link = link
         self.hub_device = device
         self.notifications = Notifications(link)
-        ownership = Ownership(link)
+        ownership = Ownership(link, leftovers=Leftovers(link, self.store))
         hub.releaser = ownership.at_reset
         hub.add_status("cloud_link", link.status)
         hub.add_status("notifications", self.notifications.status)

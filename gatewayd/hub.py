@@ -17,10 +17,11 @@ from gatewayd import __version__
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials
 from gatewayd.identity import Identity, cpu_serial
+from gatewayd.owed import Release
 from gatewayd.runtime.corecall import CoreUnavailable
 from gatewayd.runtime.logsetup import Redactor, RepeatedFaults
 from gatewayd.runtime.sdnotify import Notifier
-from gatewayd.state import HubState, Release, StateStore
+from gatewayd.state import HubState, StateStore
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,14 @@ from gatewayd.credentials import (
     wifi_from_fields,
     wifi_to_dict,
 )
+from gatewayd.owed import (
+    ID,
+    MAX_RELEASE_DEVICES,
+    OwedClearing,
+    Release,
+    clearings_from_json,
+    release_from_json,
+)
 from gatewayd.runtime.atomicfile import atomic_write, remove_orphaned_temp_files
 
 log = logging.getLogger(__name__)
@@ -51,10 +59,6 @@ class StateError(Exception):
 
 def new_setup_code() -> str:
     return f"{secrets.randbelow(10**8):08d}"
-
-
-MAX_RELEASE_DEVICES = 1000
-_ID = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]")
 
 
 @dataclass(frozen=True)
@@ -86,21 +90,6 @@ class Registration:
 
 
 @dataclass(frozen=True)
-class Release:
-    """An account the hub still has to release (a reset while offline): the old cloud
-    credentials and the devices it published there, kept until the next successful
-    pairing (gatewayd.cloud.ownership)."""
-
-    cloud: CloudCredentials
-    devices: tuple[str, ...]
-    since: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"cloud": cloud_to_dict(self.cloud), "devices": list(self.devices),
-                "since": self.since}
-
-
-@dataclass(frozen=True)
 class HubState:
     setup_code: str
     device_key: bytes  # 32 bytes: the REQ/RES AES-256-GCM key
@@ -113,6 +102,7 @@ class HubState:
     release: Release | None = None
     operation: Operation | None = None
     registration: Registration | None = None  # set exactly when ``cloud`` came from it
+    owed: tuple[OwedClearing, ...] = ()  # removed children still to clear (gatewayd.owed)
 
     @property
     def paired(self) -> bool:
@@ -125,6 +115,8 @@ class HubState:
             data["provisioning"] = {
                 "operation": self.operation.to_json() if self.operation else None,
                 "registration": self.registration.to_json() if self.registration else None}
+        if self.owed:  # absent while nothing is owed, as in files written before it existed
+            data["owed_clearings"] = [o.to_json() for o in self.owed]
         return data
 
     def _core_json(self) -> dict[str, Any]:
@@ -147,6 +139,7 @@ class HubState:
             "release_pending": ({"root_topic": self.release.cloud.root,
                                  "devices": len(self.release.devices),
                                  "since": self.release.since} if self.release else None),
+            "owed_clearings": len(self.owed),
             "wifi": self.wifi.redacted() if self.wifi else None,
             "cloud": self.cloud.redacted() if self.cloud else None,
         }
@@ -214,14 +207,18 @@ def parse_state(file: Path, raw: bytes) -> HubState:
     paired_at = data.get("paired_at")
     if paired_at is not None and not isinstance(paired_at, (int, float)):
         raise StateError(file, "paired_at", "wrong type")
-    release = _parse_release(file, data.get("release"))
+    try:
+        release = release_from_json(data.get("release"))
+        owed = clearings_from_json(data.get("owed_clearings"))
+    except InvalidField as exc:
+        raise StateError(file, exc.field, exc.message) from None
     operation, registration = _parse_provisioning(file, data.get("provisioning"))
     if registration is not None and cloud is None:
         raise StateError(file, "provisioning.registration", "present without credentials")
     return HubState(setup_code=code, device_key=key, created=float(created),
                     device_id=device_id, mac=mac, wifi=wifi,
                     cloud=cloud, paired_at=paired_at, release=release,
-                    operation=operation, registration=registration)
+                    operation=operation, registration=registration, owed=owed)
 
 
 def _number(file: Path, key: str, value: Any, *, optional: bool = False) -> float | None:
@@ -258,7 +255,7 @@ def _parse_provisioning(file: Path, raw: Any) -> tuple[Operation | None, Registr
         if reg.get("mode") not in ("token", "enroll"):
             raise StateError(file, f"{where}.mode", "must be \"token\" or \"enroll\"")
         device_id = reg.get("device_id")
-        if not isinstance(device_id, str) or not _ID.fullmatch(device_id):
+        if not isinstance(device_id, str) or not ID.fullmatch(device_id):
             raise StateError(file, f"{where}.device_id", "must be a device id")
         issued = _number(file, f"{where}.issued_at", reg.get("issued_at"))
         assert issued is not None
@@ -266,32 +263,6 @@ def _parse_provisioning(file: Path, raw: Any) -> tuple[Operation | None, Registr
                                     _number(file, f"{where}.expires_at", reg.get("expires_at"),
                                             optional=True))
     return operation, registration
-
-
-def _parse_release(file: Path, raw: Any) -> Release | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise StateError(file, "release", "must be an object")
-    c = raw.get("cloud")
-    if not isinstance(c, dict):
-        raise StateError(file, "release.cloud", "must be an object")
-    try:
-        cloud = cloud_from_fields(
-            wsp=c.get("wsp"), token=c.get("token"), host=c.get("host"), port=c.get("port"),
-            mqtts_port=c.get("mqtts_port", 0), root_topic=c.get("root_topic", ""),
-            mqtt_user=c.get("mqtt_user", ""))
-    except InvalidField as exc:
-        raise StateError(file, f"release.cloud.{exc.field}", exc.message) from None
-    devices = raw.get("devices")
-    if not isinstance(devices, list) or len(devices) > MAX_RELEASE_DEVICES or not all(
-            isinstance(d, str) and re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", d)
-            for d in devices):
-        raise StateError(file, "release.devices", "must be a list of device ids")
-    since = raw.get("since")
-    if isinstance(since, bool) or not isinstance(since, (int, float)):
-        raise StateError(file, "release.since", "wrong type")
-    return Release(cloud=cloud, devices=tuple(devices), since=float(since))
 
 
 class StateStore:
@@ -344,15 +315,19 @@ class StateStore:
             log.warning("tightened permissions of %s to 0600", self.path)
         self._state = state
         if not state.device_id and device_id:
-            state = replace(state, device_id=device_id, mac=mac)
-            self._write(state)
+            state = self._write(replace(state, device_id=device_id, mac=mac))
         return state
 
-    def _write(self, state: HubState) -> None:
+    def _write(self, state: HubState) -> HubState:
+        # Clearings are owed to the paired account only: never applied to another one (a
+        # reset hands them to the release, which clears the old account's devices).
+        root = state.cloud.root if state.cloud else None
+        state = replace(state, owed=tuple(o for o in state.owed if o.root == root))
         data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode()
         with self._lock:
             atomic_write(self.path, data, 0o600)
             self._state = state
+        return state
 
     def commit_pairing(self, wifi: WifiCredentials | None, cloud: CloudCredentials) -> HubState:
         """Store credentials that have just been proven to work.
@@ -363,8 +338,12 @@ class StateStore:
         """
         state = replace(self.state, wifi=wifi if wifi is not None else self.state.wifi,
                         cloud=cloud, paired_at=time.time(), release=None)
-        self._write(state)
-        return state
+        return self._write(state)
+
+    def set_owed(self, owed: tuple[OwedClearing, ...]) -> HubState:
+        """Replace the clearings owed (gatewayd.cloud.leftovers keeps the list)."""
+        state = replace(self.state, owed=owed)
+        return self._write(state)
 
     def commit_wifi(self, wifi: WifiCredentials) -> HubState:
         """Store a Wi-Fi network that has just been joined ("Wi-Fi first, cloud later").
@@ -373,16 +352,14 @@ class StateStore:
         does not pair the hub.
         """
         state = replace(self.state, wifi=wifi)
-        self._write(state)
-        return state
+        return self._write(state)
 
     # ---- provisioning (docs/provisioning.md): every change is one atomic write --------------
 
     def begin_operation(self, operation: Operation | None) -> HubState:
         """Remember the operation in flight (None: forget it, e.g. rejected or expired)."""
         state = replace(self.state, operation=operation)
-        self._write(state)
-        return state
+        return self._write(state)
 
     def commit_provisioned(self, cloud: CloudCredentials,
                            registration: Registration) -> HubState:
@@ -390,23 +367,20 @@ class StateStore:
         registration together, the operation gone, in one write (no half-written state)."""
         state = replace(self.state, cloud=cloud, registration=registration,
                         paired_at=time.time(), operation=None, release=None)
-        self._write(state)
-        return state
+        return self._write(state)
 
     def renew_registration(self, cloud: CloudCredentials,
                            registration: Registration) -> HubState:
         """A refreshed registration token replaces the previous one."""
         state = replace(self.state, cloud=cloud, registration=registration)
-        self._write(state)
-        return state
+        return self._write(state)
 
     def forget_registration(self) -> HubState:
         """The platform revoked the registration (or it expired): back to provisioning.
         The Wi-Fi network stays; the hub is still on it."""
         state = replace(self.state, cloud=None, registration=None, paired_at=None,
                         operation=None)
-        self._write(state)
-        return state
+        return self._write(state)
 
     def reset(self, release: Release | None = None, *, keep_account: bool = False,
               hub_id: str = "") -> HubState:
@@ -416,8 +390,8 @@ class StateStore:
         until the next successful pairing. Without one, a release already pending stays.
         ``keep_account``: the paired account becomes that release (``gatewayctl reset``
         with the daemon stopped, which cannot reach the cloud itself), naming the hub
-        ``hub_id`` (default: the state's device id); the daemon adds the devices it has
-        when it releases it.
+        ``hub_id`` (default: the state's device id) and the removed children whose
+        clearing is still owed; the daemon adds the devices it has when it releases it.
 
         A corrupt file is moved aside (for the vendor's support to look at) and a
         fresh state is written; its setup code is the vendor preset if there is one.
@@ -440,10 +414,10 @@ class StateStore:
         else:
             if release is None and keep_account and current.cloud is not None:
                 hub = hub_id or current.device_id
-                devices = (hub,) if hub else ()
+                devices = ((hub,) if hub else ()) + tuple(o.device_id for o in current.owed)
+                devices = devices[:MAX_RELEASE_DEVICES]
                 release = Release(cloud=current.cloud, devices=devices, since=time.time())
             state = replace(current, cloud=None, paired_at=None, wifi=None,
                             release=release or current.release, operation=None,
                             registration=None)
-        self._write(state)
-        return state
+        return self._write(state)

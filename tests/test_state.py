@@ -347,8 +347,8 @@ def test_the_state_is_stored_as_documented_and_shown_without_secrets(tmp_path: P
                               "root_topic": ""},
                     "paired_at": state.paired_at, "release": None}
     assert state.redacted() == {"paired": True, "paired_at": state.paired_at,
-                                "release_pending": None, "wifi": WIFI.redacted(),
-                                "cloud": CLOUD.redacted()}
+                                "release_pending": None, "owed_clearings": 0,
+                                "wifi": WIFI.redacted(), "cloud": CLOUD.redacted()}
     release = Release(CLOUD, ("virtual-lamp",), 12.5)
     assert release.to_json() == {"cloud": data["cloud"], "devices": ["virtual-lamp"],
                                  "since": 12.5}

@@ -10,11 +10,13 @@ through :mod:`~gatewayd.cloud.publisher` (which keeps each device's retained top
 the hub's own device; :mod:`~gatewayd.cloud.reqres` (the platform client) and
 :mod:`~gatewayd.cloud.reqres_cipher` are the REQ/RES API and its one replaceable cipher;
 :mod:`~gatewayd.cloud.notifications` tells the user what happened, within a budget;
-:mod:`~gatewayd.cloud.ownership` releases an account when a paired hub is reset, asking
-the broker what it keeps (:mod:`~gatewayd.cloud.sweep`).
+:mod:`~gatewayd.cloud.ownership` releases an account when a paired hub is reset, and
+:mod:`~gatewayd.cloud.leftovers` clears removed children, also after a restart, both
+asking the broker what it keeps (:mod:`~gatewayd.cloud.sweep`).
 The device model itself (no I/O) is :mod:`gatewayd.homie`, shared with the children.
 
-May import: homie, config, credentials, state (the pending release), runtime. Never
+May import: homie, config, credentials, owed and state (what the hub still owes the
+broker), runtime. Never
 onboarding or a front end: they use the link, not the other way round.
 """
 

@@ -66,6 +66,8 @@ class CloudLink:
         self._taps: dict[str, Tap] = {}  # temporary: relative filter -> handler
         self._announce = True
         self._listeners: list[Listener] = []
+        # A removal's clearing must outlive a restart: gatewayd.cloud.leftovers records it.
+        self.on_child: Callable[[str, bool], None] = lambda device_id, removed: None
         self._conn: Connection | None = None
         self._creds: CloudCredentials | None = None
         self._root = ""
@@ -133,8 +135,7 @@ class CloudLink:
         if self._connected:
             self._out.stop_announcing()  # an unfinished republication is moot now
             if goodbye and self._announce:
-                children = [d for d in self._devices if d != self._hub_id]
-                for device_id in [*children, self._hub_id]:
+                for device_id in [*self.device_ids()[1:], self._hub_id]:  # the hub last
                     topic = f"{self._devices[device_id].base(self._root)}/$state"
                     self._enqueue(homie.Message(topic, "disconnected"), key=topic)
             self._pump()
@@ -224,6 +225,7 @@ class CloudLink:
             stale = self._out.owned_topics(old) - device.topics(self._root)
             self._out.clear_topics(stale)
         if device is not self.hub:  # a child reaches the cloud through the hub
+            self.on_child(device.id, False)
             device.localip = device.localip or self.hub.localip
             device.mac = device.mac or self.hub.mac
         self._devices[device.id] = device
@@ -240,6 +242,7 @@ class CloudLink:
         device = self._devices.pop(device_id, None)
         if device is None:
             return
+        self.on_child(device_id, True)  # before its clearings are queued
         self._out.forget(device)
         if self._root and self._live and self._conn is not None:
             self._conn.unsubscribe(homie.set_filters(self._root, device_id))
@@ -349,7 +352,6 @@ class CloudLink:
                 raise ValueError(f"refusing to subscribe outside {self._root}/#: {f!r}")
         if self._conn is not None and filters:
             self._conn.subscribe(filters)
-
 
     # ---- ConnectionSink: events from the connection, on the loop ---------------------------
 

@@ -5,7 +5,8 @@ While its old credentials still work, the hub tells the platform (REQ/RES
 topics under the old root, so nothing of it lingers in the old account (the next owner may
 be someone else). Which retained topics exist is asked of the broker, not guessed: the hub
 subscribes to its devices' trees, collects what is retained, and clears exactly that
-(:mod:`~gatewayd.cloud.sweep`).
+(:mod:`~gatewayd.cloud.sweep`). Its devices are the hub, its children and the children
+removed whose topics are not yet seen cleared (:mod:`~gatewayd.cloud.leftovers`).
 
 * Online at the reset: right then, on the live connection, which then ends without the
   usual ``$state = disconnected`` goodbyes (they would re-create retained topics).
@@ -23,11 +24,12 @@ import logging
 import time
 
 from gatewayd.cloud.attempts import CloudOutcome
+from gatewayd.cloud.leftovers import Leftovers
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.reqres import PlatformError
 from gatewayd.cloud.sweep import retained_topics
 from gatewayd.credentials import CloudCredentials
-from gatewayd.state import Release
+from gatewayd.owed import MAX_RELEASE_DEVICES, Release
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,11 @@ def same_account(a: CloudCredentials, b: CloudCredentials) -> bool:
 
 
 class Ownership:
-    def __init__(self, link: CloudLink, *, timeout: float = RELEASE_TIMEOUT) -> None:
+    def __init__(self, link: CloudLink, *, timeout: float = RELEASE_TIMEOUT,
+                 leftovers: Leftovers | None = None) -> None:
         self.link = link
         self.timeout = timeout
+        self.leftovers = leftovers
         self.last: dict[str, object] | None = None  # the latest release, for status
 
     async def at_reset(self, stored: CloudCredentials | None) -> Release | None:
@@ -51,7 +55,12 @@ class Ownership:
         the link is online with it, else return what to keep for later."""
         if stored is None:
             return None
-        devices = tuple(self.link.device_ids())
+        owed: list[str] = []
+        if self.leftovers is not None:
+            await self.leftovers.wait(self.timeout)  # its taps would be the release's too
+            # Children removed but not yet seen cleared belong to the account too.
+            owed = self.leftovers.owed(stored.root)
+        devices = tuple(dict.fromkeys([*self.link.device_ids(), *owed]))[:MAX_RELEASE_DEVICES]
         creds = self.link.credentials
         if self.link.connected and creds is not None and same_account(creds, stored):
             released = await self.release(devices)

@@ -5,7 +5,8 @@ a device removed before a restart, is known to the broker alone. The link subscr
 the devices' trees, publishes a marker to itself (non-retained, under the hub's tree) and
 collects what comes back retained until the marker does: a broker sends a subscription's
 retained messages before it relays anything published after the SUBSCRIBE. Used to release
-an account (:mod:`~gatewayd.cloud.ownership`).
+an account (:mod:`~gatewayd.cloud.ownership`) and to clear removed devices
+(:mod:`~gatewayd.cloud.leftovers`).
 """
 
 from __future__ import annotations
