@@ -25,6 +25,7 @@ from gatewayd.cloud.attempts import (
     classify_connack,
     classify_connect_error,
 )
+from gatewayd.cloud.commands import CommandRunner
 from gatewayd.cloud.notifications import notify
 from gatewayd.cloud.outcome import CLOSED_SETTLE, CLOSED_TRIES, HEARTBEAT_GROUP, StartOutcome
 from gatewayd.cloud.publisher import WINDOW, Outbox
@@ -316,6 +317,36 @@ def test_a_command_that_cannot_start_in_time_is_answered_timeout_and_never_appli
             assert calls == [1, 3]
             assert mon.values(f"{base()}/switch/level", mark) == ["3"]
             await link.stop()
+
+    run(main())
+
+
+def test_a_command_that_waited_for_its_turn_has_the_whole_timeout_to_run() -> None:
+    # Cut short by its wait, the second of two quick toggles had its switch command killed
+    # halfway: 1.5 s waiting plus 2.2 s running is past the 3 s timeout, each alone is not.
+    async def main() -> None:
+        answers: list[tuple[str, object]] = []
+        both = asyncio.Event()
+
+        def answer(kind: str, what: object) -> None:
+            answers.append((kind, what))
+            if len(answers) == 2:
+                both.set()
+
+        runner = CommandRunner(accept=lambda device, path, value: answer("ok", value),
+                               reject=lambda *refusal: answer("refused", refusal),
+                               timeout=3.0)
+
+        async def switch(value: object) -> None:
+            await asyncio.sleep(1.5 if value else 2.2)  # the time a command takes to run
+
+        device = homie.Device("virtual-printer", "Printer", nodes=[homie.Node(
+            "switch", "Switch", properties=[homie.Property(
+                "state", datatype="boolean", settable=True, value=False, on_set=switch)])])
+        runner.dispatch(device, "switch/state", b"true")
+        runner.dispatch(device, "switch/state", b"false")
+        await asyncio.wait_for(both.wait(), 30)
+        assert answers == [("ok", True), ("ok", False)]
 
     run(main())
 

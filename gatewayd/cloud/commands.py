@@ -5,9 +5,9 @@ device holds at most ``max_per_device`` of those slots: its further commands wai
 own slots, not everyone's, so a slow or hung device cannot take the slots from the others.
 Commands to the same property run in arrival order (a lock per property; the locks and a
 device's slots are kept only while a command uses them). At most ``max_pending`` commands
-exist at all, beyond which they are refused as BUSY. ``timeout`` counts from the start,
-waits included: a command that cannot even start in time is answered TIMEOUT and is never
-applied after the cloud was told so.
+exist at all, beyond which they are refused as BUSY. A command that cannot even start
+within ``timeout`` (the earlier ones still running) is answered TIMEOUT and is never applied
+after the cloud was told so; one that starts has the whole ``timeout`` for its handler.
 
 A ``/set`` the broker delivers as retained is ignored: controllers publish commands
 non-retained (Homie, 2Smart), and one a tool left retained would be applied again at every
@@ -126,15 +126,19 @@ class CommandRunner:
                     lock: asyncio.Lock, device_slots: asyncio.Semaphore) -> Any:
         started = False
         try:
-            # A timeout scope, not wait_for: no second task for every command. The waits
-            # for the property, the device's slot and a slot are inside it: the cloud is
-            # promised an answer within the timeout, and a command answered TIMEOUT must
-            # not be applied afterwards, when it got its turn.
-            async with asyncio.timeout(self.timeout):
-                async with lock, device_slots, self._slots:
-                    started = True
-                    if prop.on_set is None:
-                        return value  # a plain settable value: accept and echo
+            async with contextlib.AsyncExitStack() as held:
+                # The waits for the property, the device's slot and a slot have a timeout
+                # of their own: a command answered TIMEOUT must not be applied afterwards,
+                # when it got its turn. Once started, a handler gets the whole timeout: cut
+                # short by the time it waited, a switch's command would be killed halfway.
+                async with asyncio.timeout(self.timeout):
+                    for turn in (lock, device_slots, self._slots):
+                        await held.enter_async_context(turn)
+                started = True
+                if prop.on_set is None:
+                    return value  # a plain settable value: accept and echo
+                # A timeout scope, not wait_for: no second task for every command.
+                async with asyncio.timeout(self.timeout):
                     result = await prop.on_set(value)
             return value if result is None else prop.validate(result)
         except homie.CommandError as exc:
