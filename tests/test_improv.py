@@ -560,6 +560,13 @@ def test_the_reference_phone_starts_over_when_a_piece_does_not_continue_a_result
     for start in range(0, len(info), 20):  # in pieces
         link._on_result(None, bytearray(info[start:start + 20]))
     assert link.results.get_nowait() == info and link.results.empty()
+    # The stale beginning announces a longer frame than the one that follows it.
+    scan = improv.encode_result(Command.SCAN_WIFI, [f"network-{i:02d}" for i in range(16)])
+    assert len(scan) > len(info)
+    link._on_result(None, bytearray(scan[:20]))
+    for start in range(0, len(info), 20):
+        link._on_result(None, bytearray(info[start:start + 20]))
+    assert link.results.get_nowait() == info and link.results.empty()
 
 
 def test_another_phone_cannot_fail_an_attempt_it_did_not_start() -> None:

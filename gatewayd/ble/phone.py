@@ -420,8 +420,8 @@ def _gather(held: bytearray, piece: bytes) -> bytes | None:
         return piece
     held += piece
     del held[:-2 * improv.MAX_FRAME]
-    if len(held) < 2 or len(held) < held[1] + 3:
-        return None
+    # Every start, not only the first: the stale bytes' length byte may announce more than
+    # the frame that follows them (a few hundred bytes at most, a cheap scan).
     for start in range(len(held) - 2):
         if _whole_frame(held[start:]):
             frame = bytes(held[start:])
