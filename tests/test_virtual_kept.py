@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd import homie
 from gatewayd.cloud.attempts import CloudOutcome
 from gatewayd.config import parse_config
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import Broker
 from gatewayd.virtual.host import VirtualDevices
-from gatewayd.virtual.kept import FILE_NAME, Kept, parse
+from gatewayd.virtual.kept import FILE_NAME, Kept, KeptValues, parse
 from tests.cloud_helpers import WSP, Monitor, creds_for, make_link, retained_snapshot, run
 
 pytestmark = pytest.mark.timeout(60)
@@ -103,3 +104,33 @@ def test_damaged_entries_are_skipped_and_the_rest_kept() -> None:
     assert entries == {"virtual-kettle": {"timer/duration": Kept(600.0, 300.0)}}
     assert problems == ["virtual-kettle timer/repeat: needs 'value' and 'configured'",
                         "virtual-other: not an object"]
+
+
+def test_a_kept_colour_comes_back_and_a_malformed_kept_values_keeps_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # JSON gives a colour back as a list: compared with the configured tuple as it was, it
+    # looked like an edited configuration, and the kept colour was dropped.
+    kept = tmp_path / FILE_NAME
+    kept.write_text(json.dumps({"version": 1, "devices": {"virtual-lamp": {
+        "light/color": {"value": [255, 0, 0], "configured": [0, 0, 255]}}}}))
+
+    def lamp() -> homie.Device:
+        color = homie.Property("color", datatype="color", format="rgb", settable=True,
+                               value=(0, 0, 255))
+        return homie.Device("virtual-lamp", "Lamp",
+                            nodes=[homie.Node("light", "Light", properties=[color])])
+
+    async def main() -> None:
+        values = KeptValues(kept)
+        await values.load({"virtual-lamp"})
+        with caplog.at_level(logging.WARNING, "gatewayd.virtual"):
+            wrong = lamp()
+            # a plugin's slip: a text, not a tuple of texts
+            assert values.restore(wrong, "light/color") == {}  # type: ignore[arg-type]
+            assert wrong.find("light/color").value == (0, 0, 255)
+        assert "kept_values must be a tuple" in caplog.text
+        device = lamp()
+        assert values.restore(device, ("light/color",)) == {"light/color": (0, 0, 255)}
+        assert device.find("light/color").value == (255, 0, 0)
+
+    run(main())

@@ -95,6 +95,13 @@ def read(path: Path) -> Entries:
     return entries
 
 
+def _same(prop: homie.Property, stored: Any, value: Any) -> bool:
+    try:
+        return bool(prop.validate(stored) == value)
+    except ValueError:
+        return False
+
+
 class KeptValues:
     """The kept values of the configured devices; ``path`` None keeps nothing (tests)."""
 
@@ -114,6 +121,10 @@ class KeptValues:
         """Put the kept values into ``device`` (not yet published); the configured value
         of each kept property, by path, which :meth:`remember` stores beside a new one."""
         configured: dict[str, Any] = {}
+        if not isinstance(paths, tuple) or not all(isinstance(p, str) for p in paths):
+            log.warning("%s: kept_values must be a tuple of 'node/property' texts, such as "
+                        "('timer/duration',); nothing is kept", device.id)
+            return configured
         stored = self.entries.get(device.id, {})
         for path in paths:
             try:
@@ -123,16 +134,17 @@ class KeptValues:
                             path)
                 continue
             configured[path] = prop.value
-            kept = stored.get(path)
-            if kept is None or kept.configured != prop.value:
-                stored.pop(path, None)  # the configuration was edited since: it wins
-                continue
+            kept = stored.pop(path, None)
+            if kept is None or not _same(prop, kept.configured, prop.value):
+                continue  # nothing kept, or the configuration was edited since: it wins
             try:
                 prop.set(kept.value)
             except ValueError as exc:
                 log.warning("%s %s: the kept value is not usable (%s); the configured "
                             "value applies", device.id, path, exc)
-                stored.pop(path, None)
+                continue
+            # In the property's own form: JSON gives a colour back as a list, not a tuple.
+            stored[path] = Kept(prop.value, configured[path])
         return configured
 
     def remember(self, device_id: str, path: str, value: Any, configured: Any) -> None:
