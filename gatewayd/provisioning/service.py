@@ -7,7 +7,7 @@ account to the cloud step; :meth:`~Provisioner.commit` stores it once the cloud 
 it (credentials, device id and expiry in one atomic write).
 
 Once online it keeps the registration alive: a token-mode registration is refreshed over
-REQ/RES (``provisioning/refresh``) when :data:`REFRESH_FRACTION` of its lifetime has
+REQ/RES (``provisioning/refresh``) when about :data:`REFRESH_FRACTION` of its lifetime has
 passed; the new token is stored, then the link reconnects quietly with it (DISCONNECT, so
 no will: the retained ``ready`` stays). When the broker refuses the stored registration
 (revoked, or expired while the hub was away) the hub goes back to provisioning with the
@@ -34,13 +34,17 @@ from gatewayd.identity import Identity
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.provisioning import codec
 from gatewayd.provisioning.flows import FlowProgress, Flows, Outcome
+from gatewayd.runtime.backoff import backoff_delay
 from gatewayd.state import Registration, StateStore
 
 log = logging.getLogger(__name__)
 
 REFRESH_FRACTION = 0.5  # of the registration's lifetime, counted from its issue
+# A batch approved together would otherwise refresh in the same second, every time.
+REFRESH_JITTER = (0.9, 1.1)  # times REFRESH_FRACTION, drawn once per registration
 REFRESH_TIMEOUT = 15.0  # at most; less when the token has less time left
-MIN_RETRY = 1.0  # a failed refresh is retried after this much, doubling, within the lifetime
+MIN_RETRY = 1.0  # a failed refresh is retried after 50-100 % of this, doubling, at most
+# a quarter of the lifetime
 
 
 class Deprovision(Protocol):
@@ -172,16 +176,19 @@ class Provisioner:
     async def run(self) -> None:
         """Refresh the registration token before it expires, for as long as the hub runs."""
         failures = 0
+        retry_at = 0.0  # after a failed refresh: drawn once, not again at every wake-up
+        share: tuple[Registration | None, float] = (None, REFRESH_FRACTION)  # and its draw
         while True:
             self._wake.clear()
             reg = self.store.state.registration
             if reg is None or reg.expires_at is None:
                 await self._wake.wait()
                 continue
+            if share[0] != reg:  # a new registration: its own draw, no failures yet
+                share = (reg, REFRESH_FRACTION * self._rng.uniform(*REFRESH_JITTER))
+                failures = 0
             lifetime = reg.expires_at - reg.issued_at
-            due = reg.issued_at + REFRESH_FRACTION * lifetime
-            if failures:
-                due = time.time() + min(MIN_RETRY * 2 ** failures, lifetime / 4)
+            due = retry_at if failures else reg.issued_at + share[1] * lifetime
             delay = due - time.time()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
@@ -195,6 +202,8 @@ class Provisioner:
                 failures = 0
             else:
                 failures += 1
+                retry_at = time.time() + backoff_delay(failures, MIN_RETRY, lifetime / 4,
+                                                       self._rng, floor=0.5)
 
     async def _refresh(self, reg: Registration) -> bool:
         current = self.store.state.cloud

@@ -55,6 +55,7 @@ from gatewayd.simulator.provisioning_model import (
     proof_key,
     read_settings,
     registry_json,
+    scripted_refusal,
 )
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class SimProvisioning:
         self.templates = {SIM_TEMPLATE: Template(SIM_ENROLL_PASSWORD, set(SIM_SERIALS))}
         self.operations: dict[str, SimOperation] = {}
         self.devices: dict[str, SimDevice] = {}
+        self.refused: dict[str, int] = {}  # scripted refusals served, per action
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._dirty = False  # registration users changed since the broker's files were written
@@ -330,6 +332,9 @@ class SimProvisioning:
     def _handle(self, user: str, op_id: str, action: str,
                 data: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
         with self._lock:
+            refusal = scripted_refusal(self.settings(), action, self.refused)
+            if refusal is not None:
+                return refusal
             self._expire()
             op = self.operations.get(op_id)
             if action == "poll":
@@ -414,6 +419,9 @@ class SimProvisioning:
         """REQ/RES ``provisioning/refresh``: the next registration token, sealed to the key
         in the request, for a hub that proves it holds a token that is still valid."""
         with self._lock:
+            refusal = scripted_refusal(self.settings(), "refresh", self.refused)
+            if refusal is not None:
+                return refusal
             device = self.devices.get(device_id)
             if device is None or device.revoked:
                 return 0, 403, {"message": "this hub has no registration"}

@@ -38,6 +38,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "operation_lifetime": 900.0,  # seconds an operation waits for the technician
     "retry_after": 2.0,  # what the platform tells a waiting hub
     "auto_approve": False,  # approve every operation at once (benchmarks)
+    # {"<start|poll|enroll|refresh>": {"code", "error", "message", "retry_after", "times"}}:
+    # the platform refuses the first ``times`` requests of that action so (tests, and
+    # developers trying what their hubs do when the platform is throttled or down)
+    "refuse": {},
 }
 MAX_OPERATIONS = 10_000
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}[a-z0-9]")
@@ -153,6 +157,22 @@ def read_settings(path: Path) -> dict[str, Any]:
     if isinstance(raw, dict):
         merged.update({k: v for k, v in raw.items() if k in DEFAULT_SETTINGS})
     return merged
+
+
+def scripted_refusal(settings: dict[str, Any], action: str,
+                     served: dict[str, int]) -> tuple[int, int, dict[str, Any]] | None:
+    """The refusal the settings script for ``action`` while it has times left; ``served``
+    counts the ones given so far."""
+    rules = settings.get("refuse")
+    rule = rules.get(action) if isinstance(rules, dict) else None
+    if not isinstance(rule, dict) or served.get(action, 0) >= int(rule.get("times", 1)):
+        return None
+    served[action] = served.get(action, 0) + 1
+    data: dict[str, Any] = {"error": str(rule.get("error") or "busy"),
+                            "message": str(rule.get("message") or "the platform is busy")}
+    if "retry_after" in rule:
+        data["retry_after"] = rule["retry_after"]
+    return 0, int(rule.get("code", 503)), data
 
 
 def proof_key(device: SimDevice, data: Any) -> bytes | None:
