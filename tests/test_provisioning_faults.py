@@ -1,19 +1,32 @@
-"""A provisioned hub when the platform has a bad moment: refusals it scripts (``refuse`` in
-the simulated platform's settings), against real mosquitto and gatewayd processes.
+"""A provisioned hub when the platform or a broker has a bad moment: refusals the simulated
+platform scripts (``refuse`` in its settings), against real mosquitto and gatewayd
+processes; and CONNACK refusals mosquitto cannot be made to give (a strict MQTT 3.1.1
+broker's "identifier rejected"), from a broker that answers CONNECT and nothing else.
 
 The other end-to-end provisioning scenarios are tests/test_provisioning_e2e.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.provisioning_helpers import Hub, ProvWorld
+from gatewayd.config import Config, with_overrides
+from gatewayd.credentials import CloudCredentials
+from gatewayd.identity import Identity
+from gatewayd.onboarding.steps import Failure
+from gatewayd.provisioning.flows import Flows
+from gatewayd.provisioning.service import Provisioner
+from gatewayd.state import Registration, StateStore
+from tests.cloud_helpers import fast_config, make_link
+from tests.helpers import run_async
+from tests.provisioning_helpers import HUB_ID, Hub, ProvWorld
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
@@ -35,6 +48,7 @@ def last_error(status: dict[str, object]) -> str | None:
     return error["code"] if error else None  # type: ignore[index,no-any-return]
 
 
+@pytest.mark.slow
 def test_a_failed_refresh_is_tried_again_and_the_registration_renewed(
         world: ProvWorld, tmp_path: Path) -> None:
     """Before: the retry's deadline was drawn again at every wake-up, so a refresh that
@@ -55,3 +69,122 @@ def test_a_failed_refresh_is_tried_again_and_the_registration_renewed(
         assert renewed.expires_at > first.expires_at
     finally:
         hub.stop()
+
+
+# ---- CONNACK refusals -------------------------------------------------------------------------
+
+IDENTIFIER_REJECTED, NOT_AUTHORIZED = 2, 5  # MQTT 3.1.1 CONNACK return codes
+
+
+class RefusingBroker:
+    """Answers every MQTT 3.1.1 CONNECT with one refusal; counts the CONNECTs."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.connects = 0
+        self.changed = asyncio.Condition()
+        self.port = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readexactly(2)  # CONNECT's fixed header; the rest is not read
+            async with self.changed:
+                self.connects += 1
+                self.changed.notify_all()
+            writer.write(bytes([0x20, 0x02, 0x00, self.code]))
+            await writer.drain()
+        writer.close()
+
+    async def wait_connects(self, count: int) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: self.connects >= count), 20)
+
+
+@contextlib.asynccontextmanager
+async def refusing(code: int) -> AsyncIterator[RefusingBroker]:
+    broker = RefusingBroker(code)
+    server = await asyncio.start_server(broker._serve, "127.0.0.1", 0)
+    broker.port = server.sockets[0].getsockname()[1]
+    try:
+        yield broker
+    finally:
+        server.close()
+
+
+def setup(tmp_path: Path, port: int) -> tuple[Config, StateStore, Identity]:
+    cfg = with_overrides(Config(), hub={"state_dir": str(tmp_path / "state")},
+                         cloud={"connect_timeout": 2.0, "reconnect_min": 0.05,
+                                "reconnect_max": 0.2},
+                         provisioning={"mode": "token", "host": "127.0.0.1", "port": port,
+                                       "token": "a-batch-token"})
+    store = StateStore(cfg.state_dir)
+    store.open(device_id=HUB_ID, mac="02:00:00:00:00:01")
+    return cfg, store, Identity(HUB_ID, "02:00:00:00:00:01", "hub")
+
+
+@pytest.mark.parametrize(("code", "failure", "said"), [
+    (NOT_AUTHORIZED, Failure.WRONG_PROVISIONING_TOKEN, "refused this hub's provisioning token"),
+    (IDENTIFIER_REJECTED, Failure.PLATFORM_UNREACHABLE, "refused the operation id as MQTT "
+                                                        "client id (32 characters"),
+])
+def test_only_a_refused_password_is_a_wrong_provisioning_token(
+        tmp_path: Path, code: int, failure: Failure, said: str) -> None:
+    """Before: every CONNACK refusal of the provisioning endpoint was reported as a wrong
+    provisioning token, and never tried again within the attempt."""
+
+    async def scenario() -> None:
+        async with refusing(code) as broker:
+            cfg, store, identity = setup(tmp_path, broker.port)
+            outcome = await Flows(cfg, store, identity, serial="").run()
+            assert outcome.failure == failure
+            assert said in outcome.reason
+            if code == NOT_AUTHORIZED:
+                assert broker.connects == 1  # a wrong password: asking again helps nobody
+            else:
+                assert broker.connects >= 2  # the broker's refusal: tried again
+                assert store.state.operation is not None  # the same operation next time
+
+    run_async(scenario(), timeout=30)
+
+
+class Recorder:
+    online = True
+
+    def __init__(self) -> None:
+        self.lost: list[Failure] = []
+
+    async def registration_lost(self, failure: Failure, reason: str) -> None:
+        self.lost.append(failure)
+
+
+@pytest.mark.parametrize("code", [IDENTIFIER_REJECTED, NOT_AUTHORIZED])
+def test_only_a_refused_password_revokes_the_registration(tmp_path: Path, code: int) -> None:
+    """Before: any CONNACK refusal of the stored registration (a client id, a server that
+    moved) made the hub forget it and ask to be provisioned again."""
+
+    async def scenario() -> None:
+        async with refusing(code) as broker:
+            cfg, store, identity = setup(tmp_path, 1883)
+            cloud = CloudCredentials("developer@example.com", "reg-token", "127.0.0.1",
+                                     broker.port, mqtt_user="reg-1")
+            store.commit_provisioned(cloud, Registration("token", HUB_ID, 1.0, None))
+            link = make_link(fast_config())
+            provisioner = Provisioner(cfg, store, identity, link, serial="")
+            onboarding = Recorder()
+            provisioner.onboarding = onboarding  # type: ignore[assignment]
+            await link.start(cloud)
+            try:
+                # The third CONNECT comes after the link took in the first two refusals.
+                await broker.wait_connects(3)
+                await asyncio.sleep(0)  # let a deprovisioning task it made start
+            finally:
+                await link.stop(goodbye=False)
+            status = provisioner.status()
+            if code == NOT_AUTHORIZED:
+                assert onboarding.lost == [Failure.REGISTRATION_REVOKED]
+                assert status["last_error"]["code"] == "registration-revoked"
+            else:
+                assert onboarding.lost == [] and status["last_error"] is None
+                assert status["state"] == "registered"
+
+    run_async(scenario(), timeout=30)

@@ -31,6 +31,9 @@ class CloudResult:
     # The broker's host answered that nothing listens on the port: an answer once it
     # persists (a mistyped port), not a broker starting up (see outcome.StartOutcome).
     port_closed: bool = False
+    # The broker refused these credentials (CONNACK bad user name or password, not
+    # authorized): the only refusal that says a password or token is wrong.
+    credentials_refused: bool = False
 
 
 class CaFileError(Exception):
@@ -103,7 +106,8 @@ def classify_connack(reason: ReasonCode, host: str, port: int, protocol: str) ->
     where = f"{host}:{port}"
     if reason.value in _CREDENTIALS:
         return CloudResult(CloudOutcome.REFUSED, f"broker refused the credentials "
-                                                 f"({name.lower()}): {CHECK_ACCOUNT}")
+                                                 f"({name.lower()}): {CHECK_ACCOUNT}",
+                           credentials_refused=True)
     if reason.value == 132:
         return CloudResult(CloudOutcome.REFUSED, f"broker {where} does not accept MQTT "
                                                  f"{protocol}: change cloud.protocol")

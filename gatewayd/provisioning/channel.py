@@ -137,8 +137,10 @@ class ProvisioningChannel:
     def on_connect_failed(self, gen: int, result: CloudResult) -> None:
         del gen
         self._latest = result
-        if result.outcome == CloudOutcome.REFUSED:
+        if result.credentials_refused:
             self._settle(result)  # retrying a refused password helps nobody
+        # Any other refusal is the broker's (busy, moved, a client id it will not take):
+        # the connection tries again, backing off, until open() gives up.
 
     def on_connection_lost(self, gen: int, reason: str) -> None:
         del gen

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gatewayd.cloud.attempts import CloudOutcome
+from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 from gatewayd.cloud.net import Endpoint
 from gatewayd.config import Config
 from gatewayd.identity import Identity
@@ -104,11 +104,13 @@ class Flows:
         if result.outcome == CloudOutcome.CONNECTED:
             return channel
         await channel.close()
-        if result.outcome == CloudOutcome.REFUSED:
+        if result.credentials_refused:
             what = ("provisioning token" if refused == Failure.WRONG_PROVISIONING_TOKEN
                     else "template id or enroll password")
             return _fail(refused, f"The platform's provisioning endpoint {endpoint} refused "
                                   f"this hub's {what}. Check the preset in [provisioning].")
+        if result.outcome == CloudOutcome.REFUSED:
+            return _fail(Failure.PLATFORM_UNREACHABLE, _broker_refusal(endpoint, result))
         return _fail(Failure.PLATFORM_UNREACHABLE,
                      f"The platform's provisioning endpoint is unreachable: {result.reason}")
 
@@ -244,6 +246,20 @@ class Flows:
         if answer.status != 1:
             return self._refused(answer)
         return self._approved(op, answer.data.get("credentials"))
+
+
+def _broker_refusal(endpoint: Endpoint, result: CloudResult) -> str:
+    """A refusal that is not of the token or password, said for the provisioning session
+    (the cloud link's words name its own settings, not this session's)."""
+    if "client id" in result.reason:
+        # The operation id is the client id: 32 characters, and MQTT only obliges a broker
+        # to take 23 (docs/provisioning.md, "Limits").
+        return (f"The platform's provisioning endpoint {endpoint} refused the operation id "
+                "as MQTT client id (32 characters; MQTT obliges a broker to accept 23 only): "
+                "the endpoint must accept it. The hub tries again.")
+    detail = result.reason.removeprefix(f"broker {endpoint.host}:{endpoint.port} ")
+    return (f"The platform's provisioning endpoint {endpoint} {detail}; the hub tries "
+            "again.")
 
 
 def _seconds(value: Any, default: float) -> float:

@@ -156,7 +156,9 @@ class Provisioner:
             self._wake.set()
             return
         st = self.store.state
-        if result.outcome != CloudOutcome.REFUSED or st.registration is None \
+        # Only a refusal of the credentials speaks of the registration; any other (a
+        # client id, a server that moved, a ban) is the broker's, and the link retries.
+        if not result.credentials_refused or st.registration is None \
                 or self.link.credentials != st.cloud or self._lost_for == st.cloud:
             return
         self._lost_for = st.cloud
