@@ -24,7 +24,7 @@ from gatewayd.provisioning.service import Provisioner
 from gatewayd.state import Registration, StateStore
 from tests.cloud_helpers import fast_config, make_link
 from tests.helpers import run_async
-from tests.provisioning_helpers import HUB_ID, Hub, ProvWorld
+from tests.provisioning_helpers import HUB_ID, Hub, ProvWorld, until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -67,6 +67,33 @@ def test_a_failed_refresh_is_tried_again_and_the_registration_renewed(
         assert status["state"] == "online"
         renewed = hub.stored()["registration"]
         assert renewed.expires_at > first.expires_at
+    finally:
+        hub.stop()
+
+
+@pytest.mark.slow
+def test_a_busy_platform_is_waited_out_with_the_same_operation(
+        world: ProvWorld, tmp_path: Path) -> None:
+    """Before: a 429 or a 5xx made the hub forget its operation and start a new one, with a
+    new verification code for the technician to find."""
+    world.settings(refuse={"poll": {"code": 429, "error": "throttled", "retry_after": 0.3,
+                                    "times": 3}})
+    hub = start(world, tmp_path, "hub")
+    try:
+        code = hub.code()
+        until(lambda: world.provisioning.refused.get("poll") == 3, "three throttled polls")
+        # Then the platform fails for a while: five 5xx in a row end the attempt, the
+        # operation kept for the next one.
+        world.settings(refuse={"poll": {"code": 503, "error": "unavailable", "retry_after": 0.1,
+                                        "times": 8}})
+        failure = hub.failure()
+        assert failure["code"] == "platform-unreachable"
+        assert "503 (unavailable" in failure["reason"] and "5 times in a row" in failure["reason"]
+        assert world.provisioning.refused == {"poll": 8}
+        assert [op["verification_code"] for op in world.operations()] == [code]
+        world.ctl("platform", "approve", world.pending()[0]["id"])
+        hub.wait(lambda s: s["state"] == "online", "the hub online")
+        assert len(world.operations()) == 1
     finally:
         hub.stop()
 

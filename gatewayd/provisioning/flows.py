@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 15.0  # for one answer
 MAX_POLL_DELAY = 60.0
 MAX_WAIT = 7 * 86400.0  # a platform that never says "expired": the hub gives up after this
+BUSY_WAIT = 5.0  # after a 429 or 5xx without retry_after
+MAX_SERVER_ERRORS = 5  # 5xx answers in a row that end the attempt
 
 
 @dataclass(frozen=True)
@@ -131,13 +133,40 @@ class Flows:
         finally:
             await session.close()
 
+    async def _ask(self, channel: ProvisioningChannel, action: str,
+                   data: dict[str, Any]) -> codec.Answer | Outcome:
+        """One request, asked again while the platform says it is busy (429, 5xx): the
+        operation and its code stay; :data:`MAX_SERVER_ERRORS` 5xx in a row end the
+        attempt (platform-unreachable), keeping the operation for the next one."""
+        errors = 0
+        while True:
+            answer = await channel.request(action, data, REQUEST_TIMEOUT)
+            if answer.status == 1 or not (answer.code == 429 or 500 <= answer.code < 600):
+                return answer
+            said = (f"{answer.code} ({answer.error or 'no error code'}: "
+                    f"{answer.message or 'no details'})")
+            if answer.code != 429:
+                errors += 1
+                if errors >= MAX_SERVER_ERRORS:
+                    return _fail(Failure.PLATFORM_UNREACHABLE, (
+                        f"The platform answered {action!r} with {said} {errors} times in a "
+                        "row; the hub asks about the same operation next time."))
+            # Its retry_after, clamped, a little later for some hubs than for others.
+            wait = _seconds(answer.data.get("retry_after"), BUSY_WAIT)
+            log.info("provisioning: the platform answered %s %s; asking again in %.1f s",
+                     action, said, wait)
+            await asyncio.sleep(wait * self._rng.uniform(1.0, 1.2))
+
     async def _operate(self, channel: ProvisioningChannel, op: Operation,
                        code: str) -> Outcome:
-        answer = await channel.request("start", self._describe_hub(op), REQUEST_TIMEOUT)
+        answer: codec.Answer | Outcome = await self._ask(channel, "start",
+                                                         self._describe_hub(op))
         deadline = time.monotonic() + MAX_WAIT
         polls = 0
         announced = False
         while True:
+            if isinstance(answer, Outcome):
+                return answer
             if answer.status != 1:
                 return self._refused(answer)
             data = answer.data
@@ -175,7 +204,7 @@ class Flows:
                 announced = True
             await asyncio.sleep(self._poll_delay(retry_after, polls))
             polls += 1
-            answer = await channel.request("poll", {"operation": op.id}, REQUEST_TIMEOUT)
+            answer = await self._ask(channel, "poll", {"operation": op.id})
 
     def _poll_delay(self, retry_after: float, polls: int) -> float:
         """The platform's retry-after, growing slowly while nothing happens, jittered so a
@@ -238,11 +267,13 @@ class Flows:
             return session
         try:
             data = {**self._describe_hub(op), "template": self.cfg.template}
-            answer = await session.request("enroll", data, REQUEST_TIMEOUT)
+            answer = await self._ask(session, "enroll", data)
         except ChannelError as exc:
             return _fail(Failure.PLATFORM_UNREACHABLE, f"The platform stopped answering: {exc}")
         finally:
             await session.close()
+        if isinstance(answer, Outcome):
+            return answer
         if answer.status != 1:
             return self._refused(answer)
         return self._approved(op, answer.data.get("credentials"))
