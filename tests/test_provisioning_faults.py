@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -94,6 +95,26 @@ def test_a_busy_platform_is_waited_out_with_the_same_operation(
         world.ctl("platform", "approve", world.pending()[0]["id"])
         hub.wait(lambda s: s["state"] == "online", "the hub online")
         assert len(world.operations()) == 1
+    finally:
+        hub.stop()
+
+
+@pytest.mark.slow
+def test_a_platform_that_forgets_every_operation_is_not_asked_in_a_tight_loop(
+        world: ProvWorld, tmp_path: Path) -> None:
+    """Before: "unknown operation" (and "expired") started the next operation at once, every
+    time: a platform that kept answering so was asked hundreds of times a second."""
+    world.settings(refuse={"start": {"code": 404, "error": "unknown-operation", "times": 4}})
+    hub = start(world, tmp_path, "hub")
+    try:
+        # The fifth operation waits for approval: the platform knows it again. (The code
+        # shows from the start of each attempt, so it says nothing about which one.)
+        hub.wait(lambda s: s["provisioning"]["state"] == "waiting", "an operation waiting")
+        assert world.provisioning.refused == {"start": 4}
+        # The first new operation at once, the next three after a wait each.
+        waits = re.findall(r"provisioning: next attempt in ([0-9.]+) s", hub.proc.output())
+        assert len(waits) == 3 and all(float(w) > 0 for w in waits), waits
+        assert hub.status()["provisioning"]["attempts"] == 5
     finally:
         hub.stop()
 

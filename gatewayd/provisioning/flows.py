@@ -39,7 +39,9 @@ class Outcome:
     issued: codec.Issued | None = None
     failure: Failure | None = None
     reason: str = ""
-    retry: bool = True  # wait [provisioning] retry_interval before the next attempt (not: at once)
+    # True: wait [provisioning] retry_interval before the next attempt; False: a new
+    # operation at once, the first time in a row (then backing off up to retry_interval)
+    retry: bool = True
 
 
 @dataclass

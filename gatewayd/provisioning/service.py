@@ -43,6 +43,7 @@ REFRESH_FRACTION = 0.5  # of the registration's lifetime, counted from its issue
 # A batch approved together would otherwise refresh in the same second, every time.
 REFRESH_JITTER = (0.9, 1.1)  # times REFRESH_FRACTION, drawn once per registration
 REFRESH_TIMEOUT = 15.0  # at most; less when the token has less time left
+RESTART_MIN = 1.0  # the second new operation in a row waits 50-100 % of this, doubling
 MIN_RETRY = 1.0  # a failed refresh is retried after 50-100 % of this, doubling, at most
 # a quarter of the lifetime
 
@@ -74,6 +75,7 @@ class Provisioner:
         self._last: Outcome | None = None
         self._wake = asyncio.Event()
         self._lost_for: CloudCredentials | None = None  # reported once per registration
+        self._restarts = 0  # attempts in a row that ended "start a new operation at once"
         self.refreshes = 0
         self.refresh_failures = 0
         self.last_refresh: float | None = None
@@ -110,9 +112,17 @@ class Provisioner:
 
     def retry_delay(self) -> float:
         """How long the next attempt waits after the latest one failed."""
+        interval = self.config.provisioning.retry_interval
         if self._last is not None and not self._last.retry:
-            return 0.0
-        return self.config.provisioning.retry_interval * self._rng.uniform(0.75, 1.0)
+            # A new operation at once, once: a platform that forgets every operation (or
+            # expires it at once) must not be asked again and again in a tight loop.
+            self._restarts += 1
+            if self._restarts == 1:
+                return 0.0
+            return backoff_delay(self._restarts - 2, RESTART_MIN, interval, self._rng,
+                                 floor=0.5)
+        self._restarts = 0
+        return interval * self._rng.uniform(0.75, 1.0)
 
     # ---- what front ends show ----------------------------------------------------------------
 
