@@ -22,6 +22,7 @@ from gatewayd.identity import Identity
 from gatewayd.onboarding.steps import Failure
 from gatewayd.provisioning.flows import Flows
 from gatewayd.provisioning.service import Provisioner
+from gatewayd.simulator.provisioning_model import SIM_TOKEN
 from gatewayd.state import Registration, StateStore
 from tests.cloud_helpers import fast_config, make_link
 from tests.helpers import run_async
@@ -117,6 +118,49 @@ def test_a_platform_that_forgets_every_operation_is_not_asked_in_a_tight_loop(
         assert hub.status()["provisioning"]["attempts"] == 5
     finally:
         hub.stop()
+
+
+@pytest.mark.slow
+def test_a_technician_who_approves_after_thousands_of_polls_still_gets_the_hub_online(
+        world: ProvWorld, tmp_path: Path) -> None:
+    """Before: the poll delay's growth (1.25 ** polls) overflowed at poll 3180 (14 h at the
+    simulator's retry_after of 2 s) and the attempt ended in an internal error. The waits
+    between polls take no time here; the polls are real, against the simulated platform."""
+    prov = world.provisioning.endpoint()
+    cfg, store, identity = setup(tmp_path, prov["port"])
+    cfg = with_overrides(cfg, provisioning={"token": SIM_TOKEN})
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3200:
+            op = store.state.operation
+            assert op is not None
+            await asyncio.to_thread(world.provisioning.approve, op.id)
+        await asyncio.sleep(0)
+
+    outcome = run_async(Flows(cfg, store, identity, serial="", sleep=no_wait).run(),
+                        timeout=200)
+    assert outcome.issued is not None, outcome
+    assert outcome.issued.device_id == HUB_ID
+    assert len(waits) >= 3200 and max(waits) <= 0.2 * 8 * 1.1  # retry_after 0.2, at most 8x
+
+
+def test_an_operation_that_cannot_be_stored_fails_the_attempt_and_shows_no_code(
+        tmp_path: Path) -> None:
+    """Before: the storage error escaped the provisioning step, and status went on showing
+    the state of an attempt that no longer ran."""
+    cfg, store, identity = setup(tmp_path, 1883)
+    # A directory where the state file goes: the store's rename fails for real.
+    store.path.unlink()
+    store.path.mkdir()
+    (store.path / "keep").write_text("")
+    provisioner = Provisioner(cfg, store, identity, make_link(fast_config()), serial="")
+    result, cloud = run_async(provisioner.obtain())
+    assert cloud is None and result.failure == Failure.STORAGE_FAILED
+    status = provisioner.status()
+    assert status["state"] == "failed" and status["verification_code"] is None
+    assert status["last_error"]["code"] == "storage-failed"
 
 
 # ---- CONNACK refusals -------------------------------------------------------------------------

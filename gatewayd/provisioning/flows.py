@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +63,10 @@ class Flows:
     """Runs one attempt of the configured mode (``token`` or ``enroll``)."""
 
     def __init__(self, config: Config, store: StateStore, identity: Identity, *,
-                 serial: str, rng: random.Random | None = None) -> None:
+                 serial: str, rng: random.Random | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.config = config
+        self._sleep = sleep
         self.cfg = config.provisioning
         self.store = store
         self.identity = identity
@@ -157,7 +160,7 @@ class Flows:
             wait = _seconds(answer.data.get("retry_after"), BUSY_WAIT)
             log.info("provisioning: the platform answered %s %s; asking again in %.1f s",
                      action, said, wait)
-            await asyncio.sleep(wait * self._rng.uniform(1.0, 1.2))
+            await self._sleep(wait * self._rng.uniform(1.0, 1.2))
 
     async def _operate(self, channel: ProvisioningChannel, op: Operation,
                        code: str) -> Outcome:
@@ -204,7 +207,7 @@ class Flows:
                 log.info("provisioning: operation %s waits for approval on the platform; "
                          "verification code %s", op.id, code)
                 announced = True
-            await asyncio.sleep(self._poll_delay(retry_after, polls))
+            await self._sleep(self._poll_delay(retry_after, polls))
             polls += 1
             answer = await self._ask(channel, "poll", {"operation": op.id})
 
@@ -212,7 +215,9 @@ class Flows:
         """The platform's retry-after, growing slowly while nothing happens, jittered so a
         batch of hubs does not poll in step."""
         ceiling = max(retry_after, min(MAX_POLL_DELAY, retry_after * 8))
-        return min(ceiling, retry_after * 1.25 ** polls) * self._rng.uniform(0.9, 1.1)
+        # The exponent stops where the ceiling is reached anyway (8 < 1.25 ** 10): a
+        # technician who approves tomorrow is poll 3000 or so, and 1.25 ** 3180 overflows.
+        return min(ceiling, retry_after * 1.25 ** min(polls, 16)) * self._rng.uniform(0.9, 1.1)
 
     def _approved(self, op: Operation, box: Any) -> Outcome:
         try:

@@ -31,6 +31,7 @@ from gatewayd.cloud.reqres import PlatformError
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials
 from gatewayd.identity import Identity
+from gatewayd.onboarding.conclusion import STORAGE_FAILED_REASON
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.provisioning import codec
 from gatewayd.provisioning.flows import FlowProgress, Flows, Outcome
@@ -87,7 +88,15 @@ class Provisioner:
     async def obtain(self) -> tuple[StepResult, CloudCredentials | None]:
         self.attempts += 1
         self._issued = None
-        outcome = await self.flows.run()
+        try:
+            outcome = await self.flows.run()
+        except OSError as exc:  # the operation could not be stored: nothing left the hub
+            log.error("provisioning: cannot store the operation: %s", exc.strerror or exc)
+            outcome = Outcome(failure=Failure.STORAGE_FAILED, reason=STORAGE_FAILED_REASON)
+        except Exception as exc:  # status must not show a code that nobody polls any more
+            log.exception("provisioning: the attempt failed")
+            outcome = Outcome(failure=Failure.PROVISIONING_FAILED,
+                              reason=f"The provisioning attempt failed: {exc!r}")
         self._last = outcome
         if outcome.issued is None:
             assert outcome.failure is not None
