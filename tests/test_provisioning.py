@@ -94,7 +94,11 @@ def test_issued_credentials_go_through_the_account_rules_and_name_the_bad_field(
                                   ("wsp", "nobody", "credentials.wsp"),
                                   ("mqtt_user", "a/b", "credentials.mqtt_user"),
                                   ("device_id", "Not An Id", "credentials.device_id"),
-                                  ("expires_in", -1, "credentials.expires_in")):
+                                  ("expires_in", -1, "credentials.expires_in"),
+                                  # JSON as Python reads it: NaN and Infinity are numbers
+                                  ("expires_in", float("nan"), "credentials.expires_in"),
+                                  ("expires_in", float("inf"), "credentials.expires_in"),
+                                  ("expires_in", 1e-6, "credentials.expires_in")):
         with pytest.raises(codec.CodecError, match=re.escape(message)):
             codec.issued_from({**good, field: value})
 

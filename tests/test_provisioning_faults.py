@@ -163,6 +163,24 @@ def test_an_operation_that_cannot_be_stored_fails_the_attempt_and_shows_no_code(
     assert status["last_error"]["code"] == "storage-failed"
 
 
+@pytest.mark.slow
+def test_a_registration_too_short_to_refresh_is_refused_and_named(
+        world: ProvWorld, tmp_path: Path) -> None:
+    """Before: any positive expires_in was taken (NaN and Infinity too): a millisecond
+    registration was refreshed in a tight loop."""
+    world.settings(registration_lifetime=0.001, auto_approve=True)
+    hub = start(world, tmp_path, "hub")
+    try:
+        failure = hub.failure()
+        assert failure["code"] == "provisioning-failed"
+        assert "credentials.expires_in: must be a number of seconds, at least 5" in \
+            failure["reason"]
+        stored = hub.stored()
+        assert stored["cloud"] is None and stored["registration"] is None
+    finally:
+        hub.stop()
+
+
 # ---- CONNACK refusals -------------------------------------------------------------------------
 
 IDENTIFIER_REJECTED, NOT_AUTHORIZED = 2, 5  # MQTT 3.1.1 CONNACK return codes

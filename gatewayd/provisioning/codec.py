@@ -31,6 +31,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ REFRESH_INFO = b"gatewayd provisioning refresh v1 "
 REFRESH_ENDPOINT = "provisioning/refresh"  # REQ/RES, on the cloud link
 ACTIONS = ("start", "poll", "enroll")
 MAX_MESSAGE = 64 * 1024
+# A registration that lasts less would be refreshed in a tight loop. Seconds, not minutes:
+# the simulator's tests issue 6-second registrations to watch refreshes happen.
+MIN_LIFETIME = 5.0
 OPERATION_RE = re.compile(r"[0-9a-f]{32}")
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}[a-z0-9]")
 _RAW = serialization.PublicFormat.Raw
@@ -221,6 +225,15 @@ def parse_request(payload: bytes) -> tuple[str, dict[str, Any]]:
     return body["id"], body["data"]
 
 
+def seconds(value: Any, least: float = 0.0) -> float | None:
+    """``value`` as a finite number of seconds, at least ``least``; None if it is not one
+    (JSON from Python carries NaN and Infinity, which compare false with everything)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and number >= least else None
+
+
 @dataclass(frozen=True)
 class Issued:
     """What an approval or an enrollment hands the hub, once opened and validated."""
@@ -238,10 +251,9 @@ def issued_from(value: Any) -> Issued:
     if not isinstance(device_id, str) or not _ID.fullmatch(device_id):
         raise CodecError("credentials.device_id: must be a device id")
     expires_in = value.get("expires_in")
-    if expires_in is not None and (isinstance(expires_in, bool)
-                                   or not isinstance(expires_in, int | float)
-                                   or expires_in <= 0):
-        raise CodecError("credentials.expires_in: must be a positive number of seconds")
+    if expires_in is not None and seconds(expires_in, MIN_LIFETIME) is None:
+        raise CodecError(f"credentials.expires_in: must be a number of seconds, at least "
+                         f"{MIN_LIFETIME:g}")
     try:
         cloud = cloud_from_fields(
             wsp=value.get("wsp"), token=value.get("token"), host=value.get("host"),

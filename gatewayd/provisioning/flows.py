@@ -199,9 +199,12 @@ class Flows:
                     f"The platform shows the verification code {str(theirs)[:16]!r}, but "
                     f"this hub's is {code}: the operation is not this hub's. Not approved."))
             retry_after = _seconds(data.get("retry_after"), 5.0)
-            expires_in = data.get("expires_in")
-            if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
-                self.progress.expires_at = time.time() + float(expires_in)
+            if "expires_in" in data:
+                expires_in = codec.seconds(data["expires_in"])
+                if expires_in is None:  # NaN would reach status as invalid JSON
+                    return _fail(Failure.PROVISIONING_FAILED, "The platform's answer is "
+                                 "unusable: expires_in: must be a number of seconds.")
+                self.progress.expires_at = time.time() + expires_in
             self._show(state="waiting")
             if not announced:
                 log.info("provisioning: operation %s waits for approval on the platform; "
