@@ -22,7 +22,7 @@ from gatewayd.identity import Identity
 from gatewayd.onboarding.steps import Failure
 from gatewayd.provisioning.flows import Flows
 from gatewayd.provisioning.service import Provisioner
-from gatewayd.simulator.provisioning_model import SIM_TOKEN
+from gatewayd.simulator.provisioning_model import SIM_SERIALS, SIM_TEMPLATE, SIM_TOKEN
 from gatewayd.state import Registration, StateStore
 from tests.cloud_helpers import fast_config, make_link
 from tests.helpers import run_async
@@ -177,6 +177,24 @@ def test_a_registration_too_short_to_refresh_is_refused_and_named(
             failure["reason"]
         stored = hub.stored()
         assert stored["cloud"] is None and stored["registration"] is None
+    finally:
+        hub.stop()
+
+
+@pytest.mark.slow
+def test_an_enrolled_hub_with_another_device_id_keeps_its_operation_and_is_told_why(
+        world: ProvWorld, tmp_path: Path) -> None:
+    """Before: the hub forgot the operation, so every later attempt was "already enrolled",
+    and the advice named a provisioning token, which enroll mode has none of."""
+    world.provisioning.templates[SIM_TEMPLATE].device_ids[SIM_SERIALS[0]] = "factory-id-1"
+    hub = start(world, tmp_path, "hub", "enroll")
+    try:
+        status = hub.wait(lambda s: s["provisioning"]["attempts"] >= 3, "a third attempt")
+        error = status["provisioning"]["last_error"]
+        assert error["code"] == "provisioning-failed", error
+        assert "'factory-id-1'" in error["reason"]
+        assert f"the template registered the serial '{SIM_SERIALS[0]}' under" in error["reason"]
+        assert hub.stored()["operation"] is not None
     finally:
         hub.stop()
 

@@ -229,11 +229,16 @@ class Flows:
             return _fail(Failure.PROVISIONING_FAILED, f"The platform's answer is unusable: "
                                                       f"{exc}")
         if issued.device_id != self.identity.device_id:
-            self.store.begin_operation(None)
+            if self.cfg.mode == "enroll":
+                # Kept: the serial is enrolled now, and only this operation gets the same
+                # answer again (a new one would be "already enrolled" from now on).
+                names = f"the template registered the serial {self.serial!r} under"
+            else:
+                self.store.begin_operation(None)
+                names = "the provisioning token names"
             return _fail(Failure.PROVISIONING_FAILED, (
                 f"The platform issued the device id {issued.device_id!r}, but this hub is "
-                f"{self.identity.device_id!r}: preset [hub] device_id to the id the "
-                "provisioning token names."))
+                f"{self.identity.device_id!r}: preset [hub] device_id to the id {names}."))
         self._show(state="approved")
         return Outcome(issued=issued)
 

@@ -406,8 +406,8 @@ class SimProvisioning:
             return 0, 409, {"error": "already-enrolled",
                             "message": f"the serial {serial!r} is enrolled already"}
         now = self.clock()
-        issued = self._issue(device_id, "enroll", self.account, None, fresh=True,
-                             serial=serial)
+        issued = self._issue(template.device_ids.get(serial, device_id), "enroll",
+                             self.account, None, fresh=True, serial=serial)
         op = SimOperation(op_id, "enroll", user, public, device_id, info, now, now,
                           state="approved",
                           credentials=codec.seal_to(public, op_id, issued))

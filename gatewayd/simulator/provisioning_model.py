@@ -113,6 +113,8 @@ class Template:
     password: str
     serials: set[str]
     enrolled: dict[str, str] = field(default_factory=dict)  # serial -> operation id
+    # serial -> the device id the factory registered it under (default: the hub's own)
+    device_ids: dict[str, str] = field(default_factory=dict)
 
 
 def registry_json(devices: dict[str, SimDevice], operations: dict[str, SimOperation],
