@@ -20,7 +20,18 @@ from gatewayd.identity import Identity, cpu_serial
 from gatewayd.onboarding.pairing import InvalidRequest, PairingService
 from gatewayd.onboarding.table import TRANSITIONS, Event, State
 from gatewayd.provisioning import codec
+from gatewayd.simulator import provisioning as sim_provisioning
+from gatewayd.simulator.broker import Broker
+from gatewayd.simulator.provisioning import SimProvisioning
+from gatewayd.simulator.provisioning_model import (
+    FORGET_AFTER,
+    SIM_SERIALS,
+    SIM_TEMPLATE,
+    SIM_TOKEN,
+)
+from gatewayd.simulator.world import SIM_ACCOUNT
 from gatewayd.state import Operation, Registration, StateError, StateStore, parse_state
+from tests.fakes import FakeClock
 from tests.helpers import run_async
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "provisioning.md"
@@ -236,3 +247,35 @@ def test_a_provisioned_hub_takes_a_wifi_network_and_refuses_an_account() -> None
     with pytest.raises(InvalidRequest, match="no Wi-Fi"):
         run_async(ethernet.submit({"ssid": "HomeNet", "psk": "supersecret"}, "api"))
     assert service.refusals == {"invalid": 2}
+
+
+# ---- the simulated platform -------------------------------------------------------------------
+
+def test_the_simulated_platform_forgets_operations_nobody_approved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: it kept every operation, so once MAX_OPERATIONS had expired (a day of a bench
+    of unapproved hubs) every start was answered 503 busy, for good (also after a restart).
+    The platform's own request handler, on a FakeClock; no broker needed."""
+    monkeypatch.setattr(sim_provisioning, "MAX_OPERATIONS", 3)
+    accounts = Broker(tmp_path / "broker")
+    settings = tmp_path / "platform.json"
+    settings.write_text('{"provisioning": {"operation_lifetime": 900}}')
+    clock = FakeClock()
+    sim = SimProvisioning(tmp_path / "prov", accounts, accounts.add_account(*SIM_ACCOUNT),
+                          settings, clock=clock)
+
+    def ask(action: str, user: str, **extra: str) -> tuple[int, int]:
+        op, key = codec.new_operation()
+        data = {"operation": op, "public_key": codec.b64(codec.public_key(key)),
+                "device_id": "dc-a6-32-12-34-56", "serial": SIM_SERIALS[0], **extra}
+        status, code, _ = sim._handle(user, op, action, data)
+        return status, code
+
+    token_user = codec.token_user(SIM_TOKEN)
+    assert ask("enroll", codec.enroll_user(SIM_TEMPLATE), template=SIM_TEMPLATE) == (1, 200)
+    assert [ask("start", token_user) for _ in range(2)] == [(1, 200)] * 2
+    assert ask("start", token_user) == (0, 503)  # full while they wait
+    clock.advance(900 + FORGET_AFTER)
+    assert ask("start", token_user) == (1, 200)
+    states = [op["state"] for op in sim.listing()["operations"]]
+    assert states == ["approved", "pending"]  # the enrollment is answered again

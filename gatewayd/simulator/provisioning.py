@@ -50,6 +50,7 @@ from gatewayd.simulator.provisioning_model import (
     SimDevice,
     SimOperation,
     Template,
+    age_operations,
     describe_hub,
     load_registry,
     proof_key,
@@ -278,10 +279,7 @@ class SimProvisioning:
         return found[0]
 
     def _expire(self) -> None:
-        now = self.clock()
-        for op in self.operations.values():
-            if op.state == "pending" and now >= op.expires_at:
-                op.state = "expired"
+        age_operations(self.operations, self.clock())
 
     def listing(self) -> dict[str, Any]:
         with self._lock:

@@ -44,6 +44,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "refuse": {},
 }
 MAX_OPERATIONS = 10_000
+# An expired or rejected operation stays listed this long after its expiry, then goes:
+# otherwise a bench of unapproved hubs fills MAX_OPERATIONS within a day, for good.
+FORGET_AFTER = 3600.0
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}[a-z0-9]")
 
 
@@ -115,6 +118,16 @@ class Template:
     enrolled: dict[str, str] = field(default_factory=dict)  # serial -> operation id
     # serial -> the device id the factory registered it under (default: the hub's own)
     device_ids: dict[str, str] = field(default_factory=dict)
+
+
+def age_operations(operations: dict[str, SimOperation], now: float) -> None:
+    """Pending operations past their expiry expire; expired and rejected ones are forgotten
+    :data:`FORGET_AFTER` later. Approved ones stay: an enrollment is answered again."""
+    for op_id, op in list(operations.items()):
+        if op.state == "pending" and now >= op.expires_at:
+            op.state = "expired"
+        if op.state in ("expired", "rejected") and now >= op.expires_at + FORGET_AFTER:
+            del operations[op_id]
 
 
 def registry_json(devices: dict[str, SimDevice], operations: dict[str, SimOperation],
