@@ -4,7 +4,11 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,6 +134,29 @@ def test_socket_modes_of_the_web_server(tmp_path: Path,
             server.stop()
         assert not sock.exists()
     assert "cannot give control socket to group 'no-such-group-here'" in caplog.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root to run the server as another user")
+def test_a_control_group_the_daemons_user_is_not_in_is_explained() -> None:
+    """As the packaged daemon runs (its own user, no CAP_CHOWN): a group it is not in cannot
+    be given the socket, and the warning says how to make it one (it said EPERM)."""
+    # Not under tmp_path: the user nobody cannot reach root's pytest directory.
+    run_dir = Path(tempfile.mkdtemp(prefix="gatewayd-nobody-"))
+    run_dir.chmod(0o777)
+    script = ("import logging, sys; logging.basicConfig(stream=sys.stdout); "
+              "from pathlib import Path; from gatewayd.runtime.webserver import WebServer; "
+              f"WebServer(lambda e, s: [], name='t', "
+              f"unix_socket=Path({str(run_dir / 'c.sock')!r}), "
+              "socket_group='daemon').start().stop()")
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+         script], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    shutil.rmtree(run_dir)
+    assert result.returncode == 0, result.stderr
+    assert ("cannot give control socket to group 'daemon': the user nobody is not a member "
+            "(as root: adduser nobody daemon, then restart gatewayd)") in result.stdout
 
 
 def test_a_socket_that_cannot_be_put_in_place_is_not_left_behind(

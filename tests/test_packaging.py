@@ -127,6 +127,10 @@ def test_unit_has_the_required_settings() -> None:
     assert set(one("RestrictAddressFamilies").split()) == {
         "AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK", "AF_BLUETOOTH"}
     assert "@system-service" in s["SystemCallFilter"]
+    # [hub] control_group: chown(2) allowed again after the deny list that takes it away
+    # (systemd applies them in order), or the socket could never be given to the group.
+    filters = s["SystemCallFilter"]
+    assert filters.index("@chown") > filters.index("~@privileged @resources")
     devices = {d.split()[0] for d in s["DeviceAllow"]}
     assert {"char-ttyAMA", "char-ttyUSB", "char-ttyACM", "char-gpiochip"} <= devices
     for key in ("After", "Wants"):

@@ -24,6 +24,7 @@ import contextlib
 import grp
 import logging
 import os
+import pwd
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -143,6 +144,28 @@ class _GuardedServer(TcpWSGIServer):
                 channel.will_close = True
 
 
+def _give_to_group(path: Path, group: str) -> None:
+    """Give the socket ``path`` to ``group``; a warning that says what to do when not."""
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        log.warning("cannot give control socket to group %r: there is no such group; only "
+                    "the daemon's user and root can use it", group)
+        return
+    if os.geteuid() != 0 and gid not in (os.getegid(), *os.getgroups()):
+        # Without CAP_CHOWN a process can give a file only to a group it is in.
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        log.warning("cannot give control socket to group %r: the user %s is not a member "
+                    "(as root: adduser %s %s, then restart gatewayd); only %s and root can "
+                    "use it", group, user, user, group, user)
+        return
+    try:
+        os.chown(path, -1, gid)
+    except OSError as exc:
+        log.warning("cannot give control socket to group %r (%s); only the daemon's user "
+                    "and root can use it", group, exc.strerror or exc)
+
+
 class WebServer:
     """Serves one WSGI app on a TCP address or a Unix socket until :meth:`stop`."""
 
@@ -179,11 +202,7 @@ class WebServer:
             self._server: Any = create_server(app, **options)
             try:
                 if socket_group:
-                    try:
-                        os.chown(bound, -1, grp.getgrnam(socket_group).gr_gid)
-                    except (KeyError, OSError) as exc:
-                        log.warning("cannot give control socket to group %r: %s",
-                                    socket_group, exc)
+                    _give_to_group(bound, socket_group)
                 os.replace(bound, unix_socket)
             except BaseException:
                 self._server.close()  # no socket left listening under a name nobody uses
