@@ -350,6 +350,28 @@ def test_lock_file_matches_pyproject_pins() -> None:
     assert "systemd-python" not in locked
 
 
+def test_copyright_names_every_bundled_copyleft_package() -> None:
+    """debian/copyright must say where each (L)GPL package the .deb bundles lives and under
+    which licence: the package as a whole is GPL-3.0 because of them. A new one (zigpy's
+    frozendict was missed) fails here until it has its Files paragraph."""
+    import importlib.metadata as md
+
+    copyright_text = (ROOT / "debian" / "copyright").read_text()
+    files = re.findall(r"site-packages/([A-Za-z0-9_]+)-\*\.dist-info", copyright_text)
+    missing = []
+    for line in (ROOT / "packaging" / "requirements.txt").read_text().splitlines():
+        if not line or line.startswith((" ", "#")):
+            continue
+        name = line.partition("==")[0]
+        meta = md.metadata(name)
+        licence = " ".join([meta.get("License-Expression") or meta.get("License") or "",
+                            *(meta.get_all("Classifier") or [])])
+        if "GPL" in licence and re.sub(r"[-.]", "_", name).lower() not in (
+                f.lower() for f in files):
+            missing.append(f"{name} ({licence.strip()[:40]})")
+    assert missing == []
+
+
 def test_lock_file_has_hashes() -> None:
     text = (ROOT / "packaging" / "requirements.txt").read_text()
     entries = re.findall(r"^(\S+)==\S+ \\\n((?:    --hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)",
