@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.check_config:
         print(f"{config.source}: OK")
+        for drop_in in config.drop_ins:
+            print(f"{drop_in}: OK")
         return 0
     redactor = Redactor()
     configure(args.log_level or config.logging.level, redactor)

@@ -11,7 +11,6 @@ import dataclasses
 import ipaddress
 import math
 import re
-import tomllib
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -27,12 +26,16 @@ from gatewayd.credentials import (
     check_root_topic,
     check_token,
 )
+from gatewayd.runtime.tomlfiles import Layers, TomlFileError, read_layers
 
 DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/gatewayd.toml")
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
 ID_SAYS = ("2 or more lowercase letters, digits and hyphens, not starting or ending with a "
            "hyphen")
+
+NOT_KEYS = frozenset({"source", "drop_ins", "origins"})  # where a Config came from
+
 
 class ConfigError(Exception):
     """A configuration value that gatewayd refuses; says file, key and reason."""
@@ -271,6 +274,13 @@ class Config:
     logging: LoggingConfig = spec(factory=LoggingConfig)
     virtual: tuple[VirtualDeviceConfig, ...] = spec(factory=tuple)
     source: str = field(default="<defaults>", compare=False)
+    # Drop-ins read after it (gatewayd.runtime.tomlfiles), and the file that set each
+    # value the drop-ins changed: an error or a device names the file to fix.
+    drop_ins: tuple[str, ...] = field(default=(), compare=False)
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def file_of(self, key: str) -> str:
+        return Layers(origins=dict(self.origins)).file_of(key, self.source)
 
     @property
     def state_dir(self) -> Path:
@@ -327,7 +337,7 @@ def _build(cls: Any, data: Any, file: str, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(file, prefix.rstrip("."), f"must be a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in NOT_KEYS}
     unknown = sorted(set(data) - set(fields))
     if unknown and cls is not VirtualDeviceConfig:
         known = ", ".join(sorted(fields))
@@ -393,25 +403,24 @@ def parse_config(data: Mapping[str, Any], file: str = "<memory>") -> Config:
 
 
 def load_config(path: str | Path | None) -> Config:
-    """Load and validate ``path``; a missing default file means built-in defaults."""
-    if path is None:
-        if not DEFAULT_CONFIG_PATH.exists():
-            return Config()
-        path = DEFAULT_CONFIG_PATH
-    path = Path(path)
+    """Load and validate ``path`` and its drop-ins (``path.d/*.toml``); a missing default
+    file means built-in defaults (and the default drop-ins, if any)."""
+    main = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found") from None
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+        layers = read_layers(main, main_required=path is not None)
+    except TomlFileError as exc:
+        raise ConfigError(exc.file, "", exc.reason) from None
+    if not layers.origins and not main.exists():
+        return Config()  # nothing configured at all
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(path, "", "not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"TOML syntax error: {exc}") from None
-    return parse_config(data, str(path))
+        cfg = parse_config(layers.data, str(main))
+    except ConfigError as exc:
+        file = layers.file_of(exc.key, str(main))
+        raise ConfigError(file, exc.key, exc.reason) from None
+    # Only a drop-in's own values are worth naming apart from the main file.
+    origins = {k: f for k, f in layers.origins.items() if f != str(main)}
+    return dataclasses.replace(cfg, drop_ins=tuple(str(p) for p in layers.drop_ins),
+                               origins=origins)
 
 
 def with_overrides(cfg: Config, **sections: Mapping[str, Any]) -> Config:

@@ -189,7 +189,8 @@ class Daemon:
         notify = self.notifications.send if self.notifications is not None else None
         if self.cloud_link is not None:
             virtual = VirtualDevices(cfg.virtual, self.cloud_link, gpio=backend,
-                                     file=cfg.source, platform=self.cloud_link.platform,
+                                     file=cfg.file_of("virtual"),
+                                     platform=self.cloud_link.platform,
                                      kept_file=cfg.state_dir / KEPT_FILE)
             if notify is not None:
                 virtual.notify = notify

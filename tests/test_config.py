@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.config import Config, ConfigError, load_config, parse_config
+from gatewayd.config import NOT_KEYS, Config, ConfigError, load_config, parse_config
 from tests.helpers import BIN, REPO
 
 EXAMPLE = REPO / "examples" / "gatewayd.toml"
@@ -25,7 +25,7 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
     assert cfg.hub.product == "gatewayd hub"
     text = EXAMPLE.read_text()
     for section in dataclasses.fields(Config):
-        if section.name in ("source", "virtual"):
+        if section.name in NOT_KEYS | {"virtual"}:
             continue
         assert f"[{section.name}]" in text
         for f in dataclasses.fields(getattr(cfg, section.name)):
@@ -141,3 +141,69 @@ def test_check_config(tmp_path: Path) -> None:
                               "--check-config"], capture_output=True, text=True, timeout=30)
     assert missing.returncode == 2
     assert "file not found" in missing.stderr
+
+
+# ---- drop-ins: vendor presets next to the packaged conffile ---------------------------------
+
+def vendor_config(tmp_path: Path, drop_ins: dict[str, str],
+                  main: str = "[hotspot]\nchannel = 6\n[[virtual]]\ntype = 'system'\n"
+                              "id = 'health'\n") -> Path:
+    path = tmp_path / "gatewayd.toml"
+    path.write_text(main)
+    directory = tmp_path / "gatewayd.toml.d"
+    directory.mkdir()
+    for name, text in drop_ins.items():
+        (directory / name).write_text(text)
+    return path
+
+
+def test_drop_ins_are_read_after_the_main_file_in_name_order(tmp_path: Path) -> None:
+    path = vendor_config(tmp_path, {
+        "20-site.toml": "[hotspot]\npassword = 'site-secret'\n",
+        "10-vendor.toml": "[hotspot]\npassword = 'vendor-secret'\nband = 'a'\n"
+                          "[hub]\nproduct = 'Acme hub'\n"
+                          "[[virtual]]\ntype = 'timer'\nid = 'kettle'\n",
+        "10-vendor.toml.dpkg-old": "[hub]\nproduct = 'not read'\n",
+        ".hidden.toml": "[hub]\nproduct = 'not read either'\n"})
+    cfg = load_config(path)
+    # a table sets the keys it names; the main file's others stay
+    assert (cfg.hotspot.channel, cfg.hotspot.band) == (6, "a")
+    assert cfg.hotspot.password == "site-secret" and cfg.hub.product == "Acme hub"
+    # an array of tables is replaced whole
+    assert [v.id for v in cfg.virtual] == ["kettle"]
+    assert cfg.drop_ins == (str(tmp_path / "gatewayd.toml.d" / "10-vendor.toml"),
+                            str(tmp_path / "gatewayd.toml.d" / "20-site.toml"))
+    assert cfg.file_of("virtual") == cfg.drop_ins[0]
+    assert cfg.file_of("hotspot.channel") == str(path)
+
+
+@pytest.mark.parametrize(("drop_in", "key", "reason"), [
+    ("[hotspot]\nband = 'x'\n", "hotspot.band", "must be one of"),
+    ("[nonsense]\na = 1\n", "nonsense", "unknown key"),
+    ("[[virtual]]\ntype = 'system'\nid = 'x'\n", "virtual[0].id", "2 or more"),
+    ("[hotspot\n", "", "TOML syntax error"),
+])
+def test_an_error_in_a_drop_in_names_the_drop_in(tmp_path: Path, drop_in: str, key: str,
+                                                 reason: str) -> None:
+    path = vendor_config(tmp_path, {"10-vendor.toml": drop_in})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.file == str(tmp_path / "gatewayd.toml.d" / "10-vendor.toml")
+    assert (info.value.key, reason in info.value.reason) == (key, True)
+
+
+def test_check_config_lists_the_drop_ins_and_names_a_bad_virtual_device(tmp_path: Path) -> None:
+    path = vendor_config(tmp_path, {"10-vendor.toml": "[hub]\nproduct = 'Acme hub'\n"})
+    result = subprocess.run([str(BIN / "gatewayd"), "--config", str(path), "--check-config"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{path}: OK",
+                                          f"{tmp_path / 'gatewayd.toml.d' / '10-vendor.toml'}: OK"]
+    # A device's options are checked after the files are merged: the error names its file.
+    (tmp_path / "gatewayd.toml.d" / "20-devices.toml").write_text(
+        "[[virtual]]\ntype = 'timer'\nid = 'kettle'\nduration = 0\n")
+    result = subprocess.run([str(BIN / "gatewayd"), "--config", str(path), "--check-config"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert f"{tmp_path / 'gatewayd.toml.d' / '20-devices.toml'}: virtual[0].duration" in (
+        result.stderr)

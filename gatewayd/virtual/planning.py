@@ -106,4 +106,4 @@ def check_config(cfg: Config, registry: Registry | None = None) -> list[Plan]:
     for name, line_cfg in (("button", cfg.button), ("led", cfg.led)):
         if line_cfg.enabled:
             reserved[(line_cfg.chip, line_cfg.line)] = f"{name}.line"
-    return plan_devices(cfg.virtual, registry or Registry(), cfg.source, reserved)
+    return plan_devices(cfg.virtual, registry or Registry(), cfg.file_of("virtual"), reserved)
