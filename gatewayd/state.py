@@ -272,10 +272,14 @@ class StateStore:
     asyncio core may both commit (pairing, reset).
     """
 
-    def __init__(self, state_dir: Path, preset_setup_code: str = "") -> None:
+    def __init__(self, state_dir: Path, preset_setup_code: str = "",
+                 owner: tuple[int, int] | None = None) -> None:
         self.dir = Path(state_dir)
         self.path = self.dir / STATE_FILE
         self.preset_setup_code = preset_setup_code
+        # (uid, gid) every file written gets: root resetting the daemon's directory offline
+        # must leave files the daemon's user can still read.
+        self.owner = owner
         self._lock = threading.Lock()
         self._state: HubState | None = None
 
@@ -325,7 +329,7 @@ class StateStore:
         state = replace(state, owed=tuple(o for o in state.owed if o.root == root))
         data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode()
         with self._lock:
-            atomic_write(self.path, data, 0o600)
+            atomic_write(self.path, data, 0o600, self.owner)
             self._state = state
         return state
 
@@ -405,6 +409,8 @@ class StateStore:
             aside = self.path.with_name(f"{STATE_FILE}.corrupt-{int(time.time())}")
             with contextlib.suppress(FileNotFoundError):
                 os.replace(self.path, aside)
+                if self.owner is not None:
+                    os.chown(aside, *self.owner)
             log.warning("state file was corrupt (%s); moved to %s", exc.reason, aside)
             current = None
         if current is None:

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gatewayd.credentials import CloudCredentials
 from gatewayd.state import StateStore
-from tests.helpers import BIN, ctl
+from tests.helpers import BIN, REPO, ctl
 
 CLOUD = CloudCredentials("user@example.com", "t0k-secret", "127.0.0.1", 1883)
 DEVICE = ("dc-a6-32-12-34-56", "dc:a6:32:12:34:56")
@@ -125,3 +129,41 @@ def test_an_offline_reset_keeps_the_account_to_release_under_the_hubs_published_
     release = reopened(state_dir).state.release
     assert release is not None and release.devices == ("acme-hub-7",)
     assert release.cloud == CLOUD
+
+
+NOBODY = 65534
+AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A directory another user can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="gatewayctl-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the repair root runs)")
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_an_offline_reset_by_root_leaves_files_the_daemons_user_can_read(
+        open_tmp: Path, corrupt: bool) -> None:
+    """The daemon's error says "run 'gatewayctl reset'"; root does. The daemon (its own
+    user) must then be able to read what the reset wrote, or it never starts again."""
+    state_dir = open_tmp / "state"
+    paired_state(state_dir)
+    for path in (state_dir, *state_dir.iterdir()):
+        os.chown(path, NOBODY, NOBODY)
+    if corrupt:  # root copied a file in: moved aside, it too goes to the daemon's user
+        (state_dir / "state.json").unlink()
+        (state_dir / "state.json").write_text("{not json")
+    ctl("--socket", str(open_tmp / "none"), "reset", "--state-dir", str(state_dir))
+    owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in state_dir.iterdir()}
+    assert set(owners.values()) == {(NOBODY, NOBODY)}, owners
+    assert any(name.startswith("state.json.corrupt-") for name in owners) == corrupt
+    load = ("from gatewayd.state import StateStore; import sys; "
+            "s = StateStore(sys.argv[1]); s.open(); print(s.state.paired)")
+    result = subprocess.run([*AS_NOBODY, sys.executable, "-c", load, str(state_dir)],
+                            capture_output=True, text=True, timeout=60, check=False,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert (result.returncode, result.stdout, result.stderr) == (0, "False\n", "")

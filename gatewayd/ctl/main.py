@@ -36,7 +36,7 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
     the Zigbee network, as the daemon's full reset does.
     """
     state_dir = Path(args.state_dir or _sim_state_dir(args) or _config(args).state_dir)
-    store = StateStore(state_dir, _config(args).hub.setup_code)
+    store = StateStore(state_dir, _config(args).hub.setup_code, _owner(state_dir))
     # Kept for the daemon to release at the next pairing, under the id it publishes as.
     state = store.reset(keep_account=True, hub_id=_config(args).hub.device_id)
     forgotten = []
@@ -48,6 +48,18 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
                 forgotten.append(name)
     return {"reset": True, "offline": True, "state_dir": str(state_dir), "full": args.full,
             "forgotten": forgotten, **state.redacted()}
+
+
+def _owner(state_dir: Path) -> tuple[int, int] | None:
+    """Root resetting the daemon's directory: the files written get the directory's owner,
+    or the daemon (user gatewayd) could no longer read its own state and would not start."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        st = state_dir.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_uid, st.st_gid
 
 
 def _sim_state_dir(args: argparse.Namespace) -> str | None:

@@ -9,12 +9,14 @@ from pathlib import Path
 _TEMP = re.compile(r"\.(.+)\.(\d+)\.tmp")
 
 
-def atomic_write(path: str | Path, data: bytes, mode: int = 0o600) -> None:
+def atomic_write(path: str | Path, data: bytes, mode: int = 0o600,
+                 owner: tuple[int, int] | None = None) -> None:
     """Write ``data`` to ``path`` atomically with permissions ``mode``.
 
     The temp file is created with ``mode`` from the start (never world-readable,
     even briefly), fsynced, renamed over the target, and the directory is fsynced
-    so the rename itself survives a power cut.
+    so the rename itself survives a power cut. ``owner`` (uid, gid) is given to the
+    temp file before the rename, so the file never appears with another owner.
     """
     path = Path(path)
     directory = path.parent
@@ -22,6 +24,8 @@ def atomic_write(path: str | Path, data: bytes, mode: int = 0o600) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.fchmod(fd, mode)  # umask may have narrowed or the file pre-existed
+        if owner is not None:
+            os.fchown(fd, *owner)
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
