@@ -14,15 +14,30 @@ import asyncio
 import json
 import logging
 import os
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 from gatewayd.ctl.client import Client, CtlError, emit
 from gatewayd.ctl.simjson import require_sim_json
+
+if TYPE_CHECKING:
+    from gatewayd.ble.phone import BlePairError
 
 # Flags of ``ble-pair`` -> the /pair field names the pairing service validates.
 PAIR_OPTIONS = {"ssid": "ssid", "psk": "psk", "wsp": "wsp", "token": "token", "host": "host",
                 "brport": "brport", "root_topic": "rootTopic", "mqtts_port": "mqtts_port"}
 SECRET_ENV = {"psk": "GATEWAYD_BLE_PSK", "token": "GATEWAYD_BLE_TOKEN"}
+DEFAULT_SYSTEM_BUS = "unix:path=/var/run/dbus/system_bus_socket"
+# D-Bus errors for "nobody owns org.bluez": bluetoothd is not running.
+NO_OWNER = ("org.freedesktop.DBus.Error.ServiceUnknown",
+            "org.freedesktop.DBus.Error.NameHasNoOwner")
+# bleak's BleakBluetoothNotAvailableReason names, in our words.
+NOT_AVAILABLE = {
+    "NO_BLUETOOTH": "BlueZ knows no Bluetooth adapter",
+    "NO_BLE_CENTRAL_ROLE": "no Bluetooth adapter can scan for Bluetooth LE devices",
+    "POWERED_OFF": "the Bluetooth adapter is powered off (bluetoothctl power on)",
+    "DENIED_BY_SYSTEM": "the system bus refused this user access to BlueZ",
+}
 
 
 def add_ble_commands(sub: Any) -> None:
@@ -139,13 +154,18 @@ def cmd_ble_pair(args: argparse.Namespace, client: Client) -> int:
                 adapter=adapter, setup_code=code, fields=fields, device_id=args.device_id,
                 name=args.name, scan_timeout=args.scan_timeout, timeout=args.timeout,
                 events=on_event))
-    except ble_client.BlePairError as exc:
+    except Exception as exc:
+        failure = exc if isinstance(exc, ble_client.BlePairError) else _bluetooth_failure(
+            exc, adapter, found=bool(events))
+        if failure is None:
+            raise
         if args.json:
-            print(json.dumps({"ok": False, "error": {"code": exc.code, "message": exc.message,
-                                                     **_plain(exc.details)},
+            print(json.dumps({"ok": False, "error": {"code": failure.code,
+                                                     "message": failure.message,
+                                                     **_plain(failure.details)},
                               "events": events}, indent=2, sort_keys=True))
         else:
-            print(f"gatewayctl: BLE pairing failed: {exc.message}")
+            print(f"gatewayctl: BLE pairing failed: {failure.message}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps({**outcome, "events": events}, indent=2, sort_keys=True))
@@ -156,6 +176,42 @@ def cmd_ble_pair(args: argparse.Namespace, client: Client) -> int:
     else:
         print(f"Paired: hub {outcome['device'].get('device_id')} is online.")
     return 0
+
+
+def _bluetooth_failure(exc: Exception, adapter: str, *, found: bool) -> BlePairError | None:
+    """bleak's and the bus's errors in our words; None for one that is not about Bluetooth.
+
+    Before a hub was found the error came from reaching BlueZ (the bus, bluetoothd, the
+    adapter): ``bluetooth-unavailable``. After, it is the link to that hub: ``failed``.
+    """
+    from bleak.exc import BleakBluetoothNotAvailableError, BleakDBusError, BleakError
+    from dbus_fast.errors import AuthError, DBusFastError, InvalidAddressError
+
+    from gatewayd.ble.phone import BlePairError
+
+    bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", DEFAULT_SYSTEM_BUS)
+    reason = None
+    if isinstance(exc, BleakBluetoothNotAvailableError):
+        reason = NOT_AVAILABLE.get(exc.reason.name, f"BlueZ cannot use adapter {adapter}")
+    elif isinstance(exc, BleakDBusError) and exc.dbus_error in NO_OWNER:
+        reason = f"BlueZ (org.bluez) is not running on the system bus {bus}"
+    elif isinstance(exc, InvalidAddressError):
+        reason = f"the system bus address {bus!r} is not valid"
+    elif isinstance(exc, AuthError):
+        reason = f"the system bus {bus} refused this user"
+    elif isinstance(exc, BleakError) and str(exc).startswith("adapter "):
+        reason = f"there is no Bluetooth adapter {adapter}"
+    elif isinstance(exc, OSError) and not found and not isinstance(exc, TimeoutError):
+        reason = f"no D-Bus system bus answers at {bus}"
+    if reason is not None:
+        return BlePairError(f"Bluetooth is not available on this machine: {reason}",
+                            "bluetooth-unavailable")
+    if isinstance(exc, TimeoutError):
+        return BlePairError("the hub did not answer over Bluetooth in time", "timeout")
+    if isinstance(exc, BleakError | DBusFastError | OSError):
+        name = f" ({exc.dbus_error})" if isinstance(exc, BleakDBusError) else ""
+        return BlePairError(f"the Bluetooth link to the hub failed{name}", "failed")
+    return None
 
 
 def _plain(details: dict[str, Any]) -> dict[str, Any]:

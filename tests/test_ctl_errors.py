@@ -1,0 +1,65 @@
+"""What gatewayctl says when something outside it fails: a sentence naming what (the bus,
+BlueZ, a file), the exit code the contract gives, the JSON shape the contract gives, and
+never a traceback or a library's own text."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gatewayd.simulator.dbus_daemon import PrivateBus
+from tests.helpers import BIN
+
+UNAVAILABLE = "Bluetooth is not available on this machine: "
+
+
+def run_ctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "gatewayctl"), *args], capture_output=True, text=True,
+                          timeout=60, env=env, check=False)
+
+
+@pytest.fixture
+def bus_without_bluez(tmp_path: Path) -> Iterator[PrivateBus]:
+    bus = PrivateBus(tmp_path / "bus").start()
+    yield bus
+    bus.stop()
+
+
+def ble_pair(env: dict[str, str], *, as_json: bool) -> subprocess.CompletedProcess[str]:
+    return run_ctl(*(["--json"] if as_json else []), "ble-pair", "--setup-code", "12345678",
+                   "--scan-timeout", "1", env=env)
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_ble_pair_without_bluez_on_the_bus_says_bluetooth_is_unavailable(
+        bus_without_bluez: PrivateBus, as_json: bool) -> None:
+    result = ble_pair(bus_without_bluez.env(dict(os.environ)), as_json=as_json)
+    message = (f"{UNAVAILABLE}BlueZ (org.bluez) is not running on the system bus "
+               f"{bus_without_bluez.address}")
+    assert result.returncode == 1
+    if as_json:
+        assert json.loads(result.stdout) == {
+            "ok": False, "error": {"code": "bluetooth-unavailable", "message": message},
+            "events": []}
+        assert result.stderr == ""
+    else:
+        assert (result.stdout, result.stderr) == (
+            "", f"gatewayctl: BLE pairing failed: {message}\n")
+
+
+@pytest.mark.parametrize(("address", "reason"), [
+    ("unix:path={tmp}/no-bus-here", "no D-Bus system bus answers at unix:path={tmp}/no-bus-here"),
+    ("not-an-address", "the system bus address 'not-an-address' is not valid"),
+], ids=["no-bus", "bad-address"])
+def test_ble_pair_without_a_system_bus_says_bluetooth_is_unavailable(
+        tmp_path: Path, address: str, reason: str) -> None:
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": address.format(tmp=tmp_path)}
+    result = ble_pair(env, as_json=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert json.loads(result.stdout)["error"] == {
+        "code": "bluetooth-unavailable", "message": UNAVAILABLE + reason.format(tmp=tmp_path)}
