@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +23,20 @@ BIN = Path(sys.executable).parent
 
 
 INTERRUPT_GRACE = 15.0  # seconds a tool has to clean up after a SIGINT
+NOBODY = 65534
+AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+ROOT_ONLY = "needs root (acts as root and as another user)"
+
+
+@contextlib.contextmanager
+def reachable_tmp() -> Iterator[Path]:
+    """A directory another user can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="gatewayd-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
 
 
 def run_tool(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:

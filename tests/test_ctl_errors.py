@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.simulator.dbus_daemon import PrivateBus
-from tests.helpers import BIN
+from tests.helpers import AS_NOBODY, BIN, ROOT_ONLY, reachable_tmp
 
 UNAVAILABLE = "Bluetooth is not available on this machine: "
 
@@ -63,3 +63,29 @@ def test_ble_pair_without_a_system_bus_says_bluetooth_is_unavailable(
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert json.loads(result.stdout)["error"] == {
         "code": "bluetooth-unavailable", "message": UNAVAILABLE + reason.format(tmp=tmp_path)}
+
+
+def test_a_configuration_error_is_json_too_with_json(tmp_path: Path) -> None:
+    config = tmp_path / "gatewayd.toml"
+    config.write_text("[hub]\nstate_dir = 5\n")
+    result = run_ctl("--json", "--config", str(config), "status")
+    message = f"configuration error: {config}: hub.state_dir: must be a string, got int 5"
+    assert (result.returncode, result.stderr) == (1, f"gatewayctl: {message}\n")
+    assert json.loads(result.stdout) == {"error": message}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason=ROOT_ONLY)
+@pytest.mark.parametrize("as_json", [True, False])
+def test_an_offline_reset_it_may_not_write_names_the_directory(as_json: bool) -> None:
+    with reachable_tmp() as tmp:
+        state_dir = tmp / "state"
+        state_dir.mkdir(mode=0o755)  # root's: another user may not write there
+        result = subprocess.run(
+            [*AS_NOBODY, str(BIN / "gatewayctl"), *(["--json"] if as_json else []),
+             "--socket", str(tmp / "none"), "reset", "--state-dir", str(state_dir)],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert sorted(state_dir.iterdir()) == []
+    message = (f"cannot reset the state in {state_dir}: Permission denied; run it as root "
+               "or as the directory's owner")
+    assert (result.returncode, result.stderr) == (1, f"gatewayctl: {message}\n")
+    assert result.stdout == (json.dumps({"error": message}) + "\n" if as_json else "")

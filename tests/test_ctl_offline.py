@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 
 from gatewayd.credentials import CloudCredentials
 from gatewayd.state import StateStore
-from tests.helpers import BIN, REPO, ctl
+from tests.helpers import AS_NOBODY, BIN, NOBODY, REPO, ROOT_ONLY, ctl, reachable_tmp
 
 CLOUD = CloudCredentials("user@example.com", "t0k-secret", "127.0.0.1", 1883)
 DEVICE = ("dc-a6-32-12-34-56", "dc:a6:32:12:34:56")
@@ -131,20 +129,13 @@ def test_an_offline_reset_keeps_the_account_to_release_under_the_hubs_published_
     assert release.cloud == CLOUD
 
 
-NOBODY = 65534
-AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-
-
 @pytest.fixture
 def open_tmp() -> Iterator[Path]:
-    """A directory another user can reach (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="gatewayctl-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
+    with reachable_tmp() as path:
+        yield path
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the repair root runs)")
+@pytest.mark.skipif(os.geteuid() != 0, reason=ROOT_ONLY)
 @pytest.mark.parametrize("corrupt", [False, True])
 def test_an_offline_reset_by_root_leaves_files_the_daemons_user_can_read(
         open_tmp: Path, corrupt: bool) -> None:

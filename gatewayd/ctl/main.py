@@ -36,16 +36,22 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
     the Zigbee network, as the daemon's full reset does.
     """
     state_dir = Path(args.state_dir or _sim_state_dir(args) or _config(args).state_dir)
-    store = StateStore(state_dir, _config(args).hub.setup_code, _owner(state_dir))
-    # Kept for the daemon to release at the next pairing, under the id it publishes as.
-    state = store.reset(keep_account=True, hub_id=_config(args).hub.device_id)
-    forgotten = []
-    if args.full:
-        for name in ZIGBEE_FILES:
-            path = state_dir / name
-            if path.exists():
-                path.unlink()
-                forgotten.append(name)
+    try:
+        store = StateStore(state_dir, _config(args).hub.setup_code, _owner(state_dir))
+        # Kept for the daemon to release at the next pairing, under the id it publishes as.
+        state = store.reset(keep_account=True, hub_id=_config(args).hub.device_id)
+        forgotten = []
+        if args.full:
+            for name in ZIGBEE_FILES:
+                path = state_dir / name
+                if path.exists():
+                    path.unlink()
+                    forgotten.append(name)
+    except OSError as exc:
+        hint = ("; run it as root or as the directory's owner"
+                if isinstance(exc, PermissionError) else "")
+        raise CtlError(f"cannot reset the state in {state_dir}: "
+                       f"{exc.strerror or type(exc).__name__}{hint}") from None
     return {"reset": True, "offline": True, "state_dir": str(state_dir), "full": args.full,
             "forgotten": forgotten, **state.redacted()}
 
@@ -183,19 +189,28 @@ def _main(argv: list[str] | None) -> int:
         client = Client(resolve_socket(args))
         return int(args.func(args, client))
     except ConfigError as exc:
-        print(f"gatewayctl: configuration error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(args, f"configuration error: {exc}", EXIT_ERROR)
     except CtlError as exc:
-        if args.json:
-            print(json.dumps({"error": str(exc)}))
-        print(f"gatewayctl: {exc}", file=sys.stderr)
-        return exc.code
+        return _fail(args, str(exc), exc.code)
     except BrokenPipeError:
         raise
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"gatewayctl: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    except OSError as exc:
+        return _fail(args, os_error(exc), EXIT_ERROR)
+    except (ValueError, KeyError) as exc:
+        return _fail(args, str(exc), EXIT_ERROR)
 
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    if args.json:  # the contract: with --json an error is also JSON on stdout
+        print(json.dumps({"error": message}))
+    print(f"gatewayctl: {message}", file=sys.stderr)
+    return code
+
+
+def os_error(exc: OSError) -> str:
+    """The file and the system's reason, not Python's ``[Errno 13] ...: '/path'``."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{exc.filename}: {reason}" if exc.filename else reason
 
 if __name__ == "__main__":
     sys.exit(main())
