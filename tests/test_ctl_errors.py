@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gatewayd.ctl.client import EXIT_UNREACHABLE
 from gatewayd.simulator.dbus_daemon import PrivateBus
-from tests.helpers import AS_NOBODY, BIN, ROOT_ONLY, reachable_tmp
+from tests.helpers import AS_NOBODY, BIN, REPO, ROOT_ONLY, reachable_tmp
 
 UNAVAILABLE = "Bluetooth is not available on this machine: "
 
@@ -89,3 +91,36 @@ def test_an_offline_reset_it_may_not_write_names_the_directory(as_json: bool) ->
                "or as the directory's owner")
     assert (result.returncode, result.stderr) == (1, f"gatewayctl: {message}\n")
     assert result.stdout == (json.dumps({"error": message}) + "\n" if as_json else "")
+
+
+# gatewayctl as installed, but with the packaged config's path moved into the test's directory.
+WITH_DEFAULT_CONFIG = ("import sys; from pathlib import Path; import gatewayd.config as c; "
+                       "c.DEFAULT_CONFIG_PATH = Path(sys.argv[1]); "
+                       "from gatewayd.ctl.main import main; sys.exit(main(sys.argv[2:]))")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason=ROOT_ONLY)
+@pytest.mark.parametrize("explicit", [False, True])
+def test_a_control_group_member_who_may_not_read_the_config_reaches_the_default_socket(
+        explicit: bool) -> None:
+    """/etc/gatewayd/gatewayd.toml is root:gatewayd 0640: a member of [hub] control_group
+    is not in group gatewayd. Plain `gatewayctl status` then uses the default socket; a
+    config named with --config is meant, and not reading it stays an error."""
+    with reachable_tmp() as tmp:
+        config = tmp / "gatewayd.toml"
+        config.write_text("[hub]\nruntime_dir = '/run/elsewhere'\n")
+        config.chmod(0o640)
+        result = subprocess.run(
+            [*AS_NOBODY, sys.executable, "-c", WITH_DEFAULT_CONFIG, str(config),
+             *(["--config", str(config)] if explicit else []), "--json", "status"],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+    if explicit:
+        message = f"configuration error: {config}: cannot read: Permission denied"
+        code = 1
+    else:
+        message = ("gatewayd is not running (no control socket at /run/gatewayd/control.sock: "
+                   "No such file or directory)")
+        code = EXIT_UNREACHABLE
+    assert (result.returncode, result.stderr) == (code, f"gatewayctl: {message}\n")
+    assert json.loads(result.stdout) == {"error": message}

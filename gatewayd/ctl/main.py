@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gatewayd.config import ConfigError, load_config
+from gatewayd.config import Config, ConfigError, load_config
 from gatewayd.ctl.ble import add_ble_commands
 from gatewayd.ctl.client import EXIT_ERROR, RESET_WAIT, Client, CtlError, emit
 from gatewayd.ctl.devices import add_commands as add_device_commands
@@ -136,7 +136,14 @@ def resolve_socket(args: argparse.Namespace) -> Path:
     env = os.environ.get("GATEWAYD_SOCKET")
     if env:
         return Path(env)
-    return Path(_config(args).control_socket)
+    try:
+        return Path(_config(args).control_socket)
+    except ConfigError as exc:
+        # The packaged config is root:gatewayd 0640, so a member of [hub] control_group may
+        # not read it; the socket is then where it is by default. A --config given is meant.
+        if args.config is not None or os.access(exc.file, os.R_OK):
+            raise
+        return Config().control_socket
 
 
 def build_parser() -> argparse.ArgumentParser:
