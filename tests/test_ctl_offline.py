@@ -66,6 +66,7 @@ def test_offline_reset_without_full_keeps_the_zigbee_network(tmp_path: Path) -> 
 
 def test_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
     """`gatewayctl ... | head`: the reader leaves early; no traceback, no complaint."""
+    (tmp_path / "state").mkdir()
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before gatewayctl writes a byte
     try:
@@ -158,3 +159,17 @@ def test_an_offline_reset_by_root_leaves_files_the_daemons_user_can_read(
                             capture_output=True, text=True, timeout=60, check=False,
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert (result.returncode, result.stdout, result.stderr) == (0, "False\n", "")
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_an_offline_reset_of_a_state_directory_that_does_not_exist_is_refused(
+        tmp_path: Path, as_json: bool) -> None:
+    """A mistyped --state-dir: nothing is created, and nothing is reported as reset."""
+    missing = tmp_path / "stat"
+    result = ctl(*(["--json"] if as_json else []), "--socket", str(tmp_path / "none"),
+                 "reset", "--state-dir", str(missing), check=False)
+    message = (f"gatewayd is not running and there is no state directory {missing} to reset "
+               "(see --state-dir)")
+    assert (result.returncode, result.stderr) == (1, f"gatewayctl: {message}\n")
+    assert result.stdout == (json.dumps({"error": message}) + "\n" if as_json else "")
+    assert list(tmp_path.iterdir()) == []

@@ -36,6 +36,10 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
     the Zigbee network, as the daemon's full reset does.
     """
     state_dir = Path(args.state_dir or _sim_state_dir(args) or _config(args).state_dir)
+    if not state_dir.is_dir():
+        # A mistyped --state-dir would otherwise get a brand-new state, and a "success".
+        raise CtlError(f"gatewayd is not running and there is no state directory {state_dir} "
+                       "to reset (see --state-dir)")
     try:
         store = StateStore(state_dir, _config(args).hub.setup_code, _owner(state_dir))
         # Kept for the daemon to release at the next pairing, under the id it publishes as.
@@ -61,10 +65,7 @@ def _owner(state_dir: Path) -> tuple[int, int] | None:
     or the daemon (user gatewayd) could no longer read its own state and would not start."""
     if os.geteuid() != 0:
         return None
-    try:
-        st = state_dir.stat()
-    except FileNotFoundError:
-        return None
+    st = state_dir.stat()
     return st.st_uid, st.st_gid
 
 
