@@ -4,10 +4,14 @@ never a traceback or a library's own text."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +128,60 @@ def test_a_control_group_member_who_may_not_read_the_config_reaches_the_default_
         code = EXIT_UNREACHABLE
     assert (result.returncode, result.stderr) == (code, f"gatewayctl: {message}\n")
     assert json.loads(result.stdout) == {"error": message}
+
+
+@contextlib.contextmanager
+def silent_daemon(path: Path) -> Iterator[threading.Event]:
+    """A control socket that takes a request and never answers; the event is set once a
+    whole request has arrived: gatewayctl is then waiting for its answer."""
+    received = threading.Event()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.settimeout(60)  # accept() gives up if gatewayctl never connects
+    server.bind(str(path))
+    server.listen(1)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        held.append(conn)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            body += conn.recv(4096)
+        received.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield received
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+        thread.join(10)
+
+
+@pytest.mark.parametrize(("command", "message"), [
+    ("reset", "interrupted; a reset already sent goes on in the hub; see gatewayctl status"),
+    ("status", "interrupted"),
+])
+def test_ctrl_c_while_waiting_for_the_hub_is_a_sentence_and_exit_130(
+        command: str, message: str) -> None:
+    with reachable_tmp() as tmp, silent_daemon(tmp / "control.sock") as received:
+        proc = subprocess.Popen([str(BIN / "gatewayctl"), "--socket", str(tmp / "control.sock"),
+                                 command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            assert received.wait(60), "gatewayctl never sent its request"
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert (proc.returncode, out, err) == (130, "", f"gatewayctl: {message}\n")

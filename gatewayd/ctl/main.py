@@ -18,6 +18,7 @@ from gatewayd.ctl.simjson import read_sim_json
 from gatewayd.ctl.zigbee import add_zigbee_commands
 from gatewayd.state import StateStore
 
+EXIT_INTERRUPTED = 130  # as a shell reports a command Ctrl-C stopped (128 + SIGINT)
 # What a full reset forgets besides the credentials: the Zigbee network (gatewayd.bridge).
 ZIGBEE_FILES = ("zigbee.db", "zigbee.db-wal", "zigbee.db-shm", "zigbee.db-journal",
                 "zigbee-left.json")
@@ -184,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         code = _main(argv)
         sys.stdout.flush()  # here, where a closed pipe can still be handled
         return code
+    except KeyboardInterrupt:  # before the command started (the imports, the parser)
+        print("gatewayctl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`gatewayctl devices | head`): nothing is wrong. Point stdout
         # at /dev/null so the interpreter's final flush does not complain either.
@@ -196,6 +200,11 @@ def _main(argv: list[str] | None) -> int:
     try:
         client = Client(resolve_socket(args))
         return int(args.func(args, client))
+    except KeyboardInterrupt:
+        # Ctrl-C stops the waiting here, not what the hub was already asked to do.
+        sent = ("; a reset already sent goes on in the hub; see gatewayctl status"
+                if args.func is cmd_reset else "")
+        return _fail(args, f"interrupted{sent}", EXIT_INTERRUPTED)
     except ConfigError as exc:
         return _fail(args, f"configuration error: {exc}", EXIT_ERROR)
     except CtlError as exc:
