@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import grp
 import logging
 import os
 import sys
 from pathlib import Path
 
 from gatewayd import __version__, cloud
-from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from gatewayd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from gatewayd.runtime.logsetup import Redactor, configure
 from gatewayd.state import StateError
 from gatewayd.virtual.planning import check_config
@@ -49,6 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _machine_warnings(config: Config) -> list[str]:
+    """What is valid but does not fit this machine: the daemon starts anyway (the group may
+    be created later), so a warning, not a refusal."""
+    group = config.hub.control_group
+    if not group:
+        return []
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        return [f"hub.control_group: there is no group {group!r} on this machine; the "
+                "control socket is not opened to it"]
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -62,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gatewayd: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check_config:
+        for warning in _machine_warnings(config):
+            print(f"gatewayd: warning: {config.source}: {warning}", file=sys.stderr)
         print(f"{config.source}: OK")
         for drop_in in config.drop_ins:
             print(f"{drop_in}: OK")

@@ -109,6 +109,16 @@ def _check_ssid_template(value: str) -> str | None:
     return None
 
 
+def _absolute_dir(example: str) -> Callable[[str], str | None]:
+    """The daemon runs with / as its working directory (systemd): a relative or empty
+    path would only fail at start, with exit 2, which the unit does not restart."""
+    def reason(value: str) -> str | None:
+        if value.startswith("/"):
+            return None
+        return f"must be an absolute path such as {example}, got {value!r}"
+    return reason
+
+
 @dataclass(frozen=True)
 class HubConfig:
     product: str = spec("gatewayd hub", doc="product name shown in the app and the SSID")
@@ -122,8 +132,8 @@ class HubConfig:
     fw_version: str = spec(__version__)
     setup_code: str = spec("", pattern=r"^$|^[0-9]{8}$", says="empty or 8 digits", secret=True,
                            doc="vendor-preset 8-digit setup code; empty = generate once")
-    state_dir: str = spec("/var/lib/gatewayd")
-    runtime_dir: str = spec("/run/gatewayd")
+    state_dir: str = spec("/var/lib/gatewayd", check=_absolute_dir("/var/lib/gatewayd"))
+    runtime_dir: str = spec("/run/gatewayd", check=_absolute_dir("/run/gatewayd"))
     control_group: str = spec("", doc="group allowed to use the control socket")
 
 

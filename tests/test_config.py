@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import dataclasses
+import grp
+import os
 import subprocess
 import tomllib
 from pathlib import Path
@@ -69,6 +71,11 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
         ("[hotspot]\noffline_grace = nan", "hotspot.offline_grace", "finite"),
         ("[cloud]\nheartbeat_interval = -nan", "cloud.heartbeat_interval", "finite"),
         ("[ble]\nwindow_seconds = inf", "ble.window_seconds", "finite"),
+        # Relative to the daemon's working directory (/), found only at start: exit 2 then.
+        ("[hub]\nstate_dir = ''", "hub.state_dir",
+         "must be an absolute path such as /var/lib/gatewayd, got ''"),
+        ("[hub]\nruntime_dir = 'relative/run'", "hub.runtime_dir",
+         "must be an absolute path such as /run/gatewayd, got 'relative/run'"),
     ],
 )
 def test_bad_values_name_key_and_reason(toml: str, key: str, reason: str) -> None:
@@ -207,3 +214,21 @@ def test_check_config_lists_the_drop_ins_and_names_a_bad_virtual_device(tmp_path
     assert result.returncode == 2
     assert f"{tmp_path / 'gatewayd.toml.d' / '20-devices.toml'}: virtual[0].duration" in (
         result.stderr)
+
+
+def test_check_config_warns_of_a_control_group_this_machine_does_not_have(
+        tmp_path: Path) -> None:
+    """Valid (the group may come later), but the socket will not be opened to it: said at
+    check time, not found out when a member is refused."""
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[hub]\ncontrol_group = 'no-such-group-here'\n")
+    result = subprocess.run([str(BIN / "gatewayd"), "--config", str(cfg), "--check-config"],
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout) == (0, f"{cfg}: OK\n")
+    assert result.stderr == (f"gatewayd: warning: {cfg}: hub.control_group: there is no group "
+                             "'no-such-group-here' on this machine; the control socket is not "
+                             "opened to it\n")
+    cfg.write_text(f"[hub]\ncontrol_group = '{grp.getgrgid(os.getgid()).gr_name}'\n")
+    result = subprocess.run([str(BIN / "gatewayd"), "--config", str(cfg), "--check-config"],
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"{cfg}: OK\n", "")
