@@ -212,7 +212,7 @@ def _main(argv: list[str] | None) -> int:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        return _fail(args, os_error(exc), EXIT_ERROR)
+        return _fail(args, _os_error(exc), EXIT_ERROR)
     except (ValueError, KeyError) as exc:
         return _fail(args, str(exc), EXIT_ERROR)
 
@@ -224,10 +224,11 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
     return code
 
 
-def os_error(exc: OSError) -> str:
+def _os_error(exc: OSError) -> str:
     """The file and the system's reason, not Python's ``[Errno 13] ...: '/path'``."""
     reason = exc.strerror or type(exc).__name__
     return f"{exc.filename}: {reason}" if exc.filename else reason
+
 
 if __name__ == "__main__":
     sys.exit(main())
