@@ -59,8 +59,8 @@ def _machine_warnings(config: Config) -> list[str]:
     try:
         grp.getgrnam(group)
     except KeyError:
-        return [f"hub.control_group: there is no group {group!r} on this machine; the "
-                "control socket is not opened to it"]
+        return [f"{config.file_of('hub.control_group')}: hub.control_group: there is no "
+                f"group {group!r} on this machine; the control socket is not opened to it"]
     return []
 
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.check_config:
         for warning in _machine_warnings(config):
-            print(f"gatewayd: warning: {config.source}: {warning}", file=sys.stderr)
+            print(f"gatewayd: warning: {warning}", file=sys.stderr)
         print(f"{config.source}: OK")
         for drop_in in config.drop_ins:
             print(f"{drop_in}: OK")
