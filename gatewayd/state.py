@@ -323,10 +323,13 @@ class StateStore:
         return state
 
     def _write(self, state: HubState) -> HubState:
-        # Clearings are owed to the paired account only: never applied to another one (a
-        # reset hands them to the release, which clears the old account's devices).
-        root = state.cloud.root if state.cloud else None
-        state = replace(state, owed=tuple(o for o in state.owed if o.root == root))
+        # Clearings are owed to the paired account, or to the one a reset left to release:
+        # never applied to another. Paired with another account, the release clears the old
+        # one's devices, these included; paired again with the same one, no release runs
+        # (nothing to give up) and these are still to clear.
+        roots = {c.root for c in (state.cloud, state.release.cloud if state.release else None)
+                 if c is not None}
+        state = replace(state, owed=tuple(o for o in state.owed if o.root in roots))
         data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode()
         with self._lock:
             atomic_write(self.path, data, 0o600, self.owner)

@@ -183,8 +183,8 @@ def test_a_child_removed_online_is_cleared_and_no_longer_owed(
 
 
 def test_owed_clearings_go_with_the_account(world: tuple[Broker, TcpProxy, Path]) -> None:
-    """They are the paired account's: a reset hands them to its release, another
-    account never gets them."""
+    """They are the paired account's: a reset hands them to its release (and keeps them,
+    for a pairing with the same account), another account never gets them."""
     broker, proxy, state_dir = world
     first_run(state_dir, proxy, [GONE], lambda link: link.remove_device(GONE))
 
@@ -193,7 +193,8 @@ def test_owed_clearings_go_with_the_account(world: tuple[Broker, TcpProxy, Path]
         release = await Ownership(link, leftovers=leftovers).at_reset(store.state.cloud)
         assert release is not None and release.devices == (HUB_ID, OTHER, GONE)
         store.reset(release)
-        assert store.state.owed == () and store.state.release == release
+        assert store.state.owed == (OwedClearing(GONE, ROOT),)
+        assert store.state.release == release
 
     run(reset_offline())
     store = StateStore(state_dir)
@@ -206,7 +207,7 @@ def test_owed_clearings_go_with_the_account(world: tuple[Broker, TcpProxy, Path]
     store.set_owed((OwedClearing(GONE, ROOT),))
     reset = store.reset(keep_account=True)
     assert reset.release is not None and reset.release.devices == (HUB_ID, GONE)
-    assert reset.owed == ()
+    assert reset.owed == (OwedClearing(GONE, ROOT),)
 
     # Pairing with another account drops what was owed to the old one.
     store.commit_pairing(None, paired)
@@ -215,6 +216,31 @@ def test_owed_clearings_go_with_the_account(world: tuple[Broker, TcpProxy, Path]
     other = CloudCredentials(wsp="other@example.com", token="t", host=proxy.host,
                              port=proxy.port)
     assert store.commit_pairing(None, other).owed == ()
+
+
+def test_a_child_removed_before_a_reset_is_cleared_when_the_same_account_pairs_again(
+        world: tuple[Broker, TcpProxy, Path]) -> None:
+    """A reset while offline, then the same account again (a new Wi-Fi network): no
+    release runs (there is nothing to give up), and the removed child was lost with it."""
+    broker, proxy, state_dir = world
+    first_run(state_dir, proxy, [GONE, OTHER], lambda link: link.remove_device(GONE))
+
+    async def reset_offline() -> None:
+        store, link, leftovers = daemon(state_dir, [OTHER])
+        store.reset(await Ownership(link, leftovers=leftovers).at_reset(store.state.cloud))
+
+    run(reset_offline())
+    store = StateStore(state_dir)
+    store.open()
+    assert store.state.release is not None
+    store.commit_pairing(None, store.state.release.cloud)  # what a person pairs with
+    assert store.state.release is None
+
+    store = next_start(state_dir, proxy, [OTHER])
+
+    assert tree(broker, GONE) == {}
+    assert "$homie" in tree(broker, OTHER)  # the child it has keeps its topics
+    assert store.state.owed == ()
 
 
 @pytest.mark.parametrize(("entry", "key"), [
