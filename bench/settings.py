@@ -31,5 +31,5 @@ FULL = Settings()
 QUICK = replace(FULL, repeats=2, devices=12, throughput_reports=1200, latency_rate=30.0,
                 latency_seconds=2.0, latency_repeats=1, set_samples=10, steady_seconds=3.0,
                 idle_seconds=2.0, flood_seconds=4.0, http_seconds=1.0, http_clients=4,
-                provisioning_hubs=8, provisioning_repeats=1, refresh_lifetime=4.0,
+                provisioning_hubs=8, provisioning_repeats=1, refresh_lifetime=6.0,
                 refresh_seconds=5.0, provisioning_timeout=120.0)

@@ -427,10 +427,8 @@ def load_config(path: str | Path | None) -> Config:
     except ConfigError as exc:
         file = layers.file_of(exc.key, str(main))
         raise ConfigError(file, exc.key, exc.reason) from None
-    # Only a drop-in's own values are worth naming apart from the main file.
-    origins = {k: f for k, f in layers.origins.items() if f != str(main)}
     return dataclasses.replace(cfg, drop_ins=tuple(str(p) for p in layers.drop_ins),
-                               origins=origins)
+                               origins=layers.origins if layers.drop_ins else {})
 
 
 def with_overrides(cfg: Config, **sections: Mapping[str, Any]) -> Config:

@@ -189,6 +189,9 @@ def test_drop_ins_are_read_after_the_main_file_in_name_order(tmp_path: Path) -> 
     ("[nonsense]\na = 1\n", "nonsense", "unknown key"),
     ("[[virtual]]\ntype = 'system'\nid = 'x'\n", "virtual[0].id", "2 or more"),
     ("[hotspot\n", "", "TOML syntax error"),
+    # a key nobody set, which one the drop-in set requires
+    ("[provisioning]\nmode = 'token'\nhost = 'p.example.com'\n", "provisioning.token",
+     "is required"),
 ])
 def test_an_error_in_a_drop_in_names_the_drop_in(tmp_path: Path, drop_in: str, key: str,
                                                  reason: str) -> None:

@@ -132,5 +132,9 @@ def test_a_kept_colour_comes_back_and_a_malformed_kept_values_keeps_nothing(
         device = lamp()
         assert values.restore(device, ("light/color",)) == {"light/color": (0, 0, 255)}
         assert device.find("light/color").value == (255, 0, 0)
+        listed = lamp()  # a list does as well
+        assert values.restore(listed, ["light/color"]) == {  # type: ignore[arg-type]
+            "light/color": (0, 0, 255)}
+        assert listed.find("light/color").value == (255, 0, 0)
 
     run(main())

@@ -199,7 +199,7 @@ class Flows:
                     f"The platform shows the verification code {str(theirs)[:16]!r}, but "
                     f"this hub's is {code}: the operation is not this hub's. Not approved."))
             retry_after = _seconds(data.get("retry_after"), 5.0)
-            if "expires_in" in data:
+            if data.get("expires_in") is not None:  # null: no expiry named, as when absent
                 expires_in = codec.seconds(data["expires_in"])
                 if expires_in is None:  # NaN would reach status as invalid JSON
                     return _fail(Failure.PROVISIONING_FAILED, "The platform's answer is "

@@ -121,7 +121,8 @@ class KeptValues:
         """Put the kept values into ``device`` (not yet published); the configured value
         of each kept property, by path, which :meth:`remember` stores beside a new one."""
         configured: dict[str, Any] = {}
-        if not isinstance(paths, tuple) or not all(isinstance(p, str) for p in paths):
+        # A list does as well as a tuple; a lone text would be kept letter by letter.
+        if not isinstance(paths, tuple | list) or not all(isinstance(p, str) for p in paths):
             log.warning("%s: kept_values must be a tuple of 'node/property' texts, such as "
                         "('timer/duration',); nothing is kept", device.id)
             return configured
