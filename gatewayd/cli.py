@@ -13,7 +13,7 @@ from pathlib import Path
 from gatewayd import __version__, cloud
 from gatewayd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from gatewayd.runtime.logsetup import Redactor, configure
-from gatewayd.state import StateError
+from gatewayd.state import StateBusy, StateError
 from gatewayd.virtual.planning import check_config
 
 EXIT_CONFIG = 2
@@ -110,6 +110,10 @@ def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-de
 
     try:
         store, identity = open_state(config)
+    except StateBusy as exc:
+        # Not exit 2: once the other one is gone, systemd's next try should start.
+        print(f"gatewayd: cannot start: {exc}", file=sys.stderr)
+        return 1
     except StateError as exc:
         print(f"gatewayd: state error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -60,6 +60,11 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
 
+# A gatewayctl reset offline holds the directory for milliseconds; another gatewayd on it
+# for good, which is worth a clear error (and systemd's next try), not a wait forever.
+CLAIM_TIMEOUT = 10.0
+
+
 def open_state(config: Config, mac: str | None = None) -> tuple[StateStore, Identity]:
     """Load (or create) the state and settle the hub's identity; raises StateError.
 
@@ -67,6 +72,7 @@ def open_state(config: Config, mac: str | None = None) -> tuple[StateStore, Iden
     daemon with a clear message and nothing half-started.
     """
     store = StateStore(config.state_dir, config.hub.setup_code)
+    store.claim(timeout=CLAIM_TIMEOUT)
     mac = mac or primary_mac(config.hub.interface)
     state = store.open(device_id=device_id_from_mac(mac), mac=mac)
     device_id = config.hub.device_id or state.device_id or device_id_from_mac(mac)

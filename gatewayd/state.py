@@ -8,6 +8,7 @@ naming file, key and reason: the daemon never silently resets a hub.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 STATE_FILE = "state.json"
+LOCK_FILE = ".lock"  # held by the process using the directory (StateStore.claim)
 MAX_STATE_BYTES = 256 * 1024
 
 
@@ -265,6 +267,10 @@ def _parse_provisioning(file: Path, raw: Any) -> tuple[Operation | None, Registr
     return operation, registration
 
 
+class StateBusy(Exception):
+    """Another process holds the state directory (:meth:`StateStore.claim`)."""
+
+
 class StateStore:
     """Loads, validates and atomically replaces ``state.json``.
 
@@ -282,6 +288,7 @@ class StateStore:
         self.owner = owner
         self._lock = threading.Lock()
         self._state: HubState | None = None
+        self._claim: int | None = None
 
     @property
     def state(self) -> HubState:
@@ -292,6 +299,27 @@ class StateStore:
     def _fresh(self, setup_code: str | None = None) -> HubState:
         return HubState(setup_code=setup_code or self.preset_setup_code or new_setup_code(),
                         device_key=secrets.token_bytes(32), created=time.time())
+
+    def claim(self, timeout: float) -> None:
+        """Hold the directory for this process's lifetime (an flock on ``.lock``): one
+        gatewayd per directory, and no offline reset under a running one (a mistyped
+        --socket). StateBusy if another process still holds it after ``timeout`` s."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if self.owner is not None:
+            os.fchown(fd, *self.owner)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._claim = fd  # released when the process ends
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise StateBusy(f"another process holds {self.dir / LOCK_FILE} (a "
+                                    "gatewayd running on this state directory)") from None
+                time.sleep(0.1)  # an offline reset holds it for milliseconds
 
     def open(self, device_id: str = "", mac: str = "") -> HubState:
         """Load the state, creating it on first start; raise StateError if corrupt.

@@ -14,7 +14,18 @@ import pytest
 
 from gatewayd.credentials import CloudCredentials
 from gatewayd.state import StateStore
-from tests.helpers import AS_NOBODY, BIN, NOBODY, REPO, ROOT_ONLY, ctl, reachable_tmp
+from tests.helpers import (
+    AS_NOBODY,
+    BIN,
+    NOBODY,
+    REPO,
+    ROOT_ONLY,
+    Gatewayd,
+    ctl,
+    ethernet_config,
+    reachable_tmp,
+    write_config,
+)
 
 CLOUD = CloudCredentials("user@example.com", "t0k-secret", "127.0.0.1", 1883)
 DEVICE = ("dc-a6-32-12-34-56", "dc:a6:32:12:34:56")
@@ -173,3 +184,30 @@ def test_an_offline_reset_of_a_state_directory_that_does_not_exist_is_refused(
     assert (result.returncode, result.stderr) == (1, f"gatewayctl: {message}\n")
     assert result.stdout == (json.dumps({"error": message}) + "\n" if as_json else "")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_running_daemon_holds_its_state_directory(tmp_path: Path) -> None:
+    """A mistyped --socket made gatewayctl reset the state under a running daemon; and a
+    second gatewayd could start on the same directory. The daemon holds it (``.lock``)."""
+    cfg = write_config(tmp_path / "g.toml", ethernet_config(tmp_path))
+    state_dir, sock = tmp_path / "state", tmp_path / "run" / "control.sock"
+    gw = Gatewayd(["--config", str(cfg)])
+    try:
+        gw.wait_socket(sock)
+        before = (state_dir / "state.json").read_bytes()
+        refused = ctl("--socket", str(tmp_path / "typo.sock"), "reset", "--state-dir",
+                      str(state_dir), check=False)
+        assert refused.returncode == 1, refused.stderr
+        assert (f"gatewayd is running on {state_dir} (it holds {state_dir}/.lock), but its "
+                "control socket did not answer") in refused.stderr
+        assert (state_dir / "state.json").read_bytes() == before
+        second = subprocess.run([str(BIN / "gatewayd"), "--config", str(cfg)],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1  # not 2: systemd tries again once the first is gone
+        assert f"gatewayd: cannot start: another process holds {state_dir}/.lock" in (
+            second.stderr)
+    finally:
+        assert gw.stop() == 0
+    # Once it has stopped, the directory is free again.
+    assert ctl("--socket", str(sock), "reset", "--state-dir", str(state_dir)).returncode == 0

@@ -16,7 +16,7 @@ from gatewayd.ctl.devices import add_commands as add_device_commands
 from gatewayd.ctl.platform import add_platform_commands
 from gatewayd.ctl.simjson import read_sim_json
 from gatewayd.ctl.zigbee import add_zigbee_commands
-from gatewayd.state import StateStore
+from gatewayd.state import LOCK_FILE, StateBusy, StateStore
 
 EXIT_INTERRUPTED = 130  # as a shell reports a command Ctrl-C stopped (128 + SIGINT)
 # What a full reset forgets besides the credentials: the Zigbee network (gatewayd.bridge).
@@ -43,6 +43,13 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
                        "to reset (see --state-dir)")
     try:
         store = StateStore(state_dir, _config(args).hub.setup_code, _owner(state_dir))
+        try:
+            store.claim(timeout=0)
+        except StateBusy:
+            raise CtlError(f"gatewayd is running on {state_dir} (it holds {state_dir}/"
+                           f"{LOCK_FILE}), but its control socket did not answer: check "
+                           "--socket (or GATEWAYD_SOCKET), or wait until it has started, "
+                           "and reset through it") from None
         # Kept for the daemon to release at the next pairing, under the id it publishes as.
         state = store.reset(keep_account=True, hub_id=_config(args).hub.device_id)
         forgotten = []
