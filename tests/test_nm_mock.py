@@ -14,6 +14,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+import dbus
+import dbus.bus
 import pytest
 import sdbus
 from sdbus_async.networkmanager import (
@@ -563,6 +565,37 @@ def test_ethernet_hub_is_online_and_follows_the_cable(nm_ethernet: NetworkManage
         assert await client.nm.state == NM_STATE_CONNECTED_GLOBAL
 
     run(scenario)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ('{"ssid": "Attic", "psk": ', "access point: not valid JSON at character 25"),
+    ('["Attic"]', "access point: must be a JSON object"),
+    ('{"psk": "attic-pass"}', "access point: ssid: is required"),
+    ('{"ssid": "Attic", "security": "wep", "psk": "attic-pass"}',
+     "access point: security: must be one of open, wpa2, wpa3, wpa2/wpa3"),
+    ('{"ssid": "Attic", "psk": "short"}',
+     "access point: psk: a wpa2 network needs 8-63 printable ASCII characters or 64 hex digits"),
+    ('{"ssid": "Attic", "security": "wpa3"}', "access point: psk: a wpa3 network needs 8-63"),
+    ('{"ssid": "Attic", "psk": "attic-pass", "strength": "strong"}',
+     "access point: strength: must be a whole number from 0 to 100"),
+    ('{"ssid": "Attic", "pks": "attic-pass"}', "access point: unknown key 'pks'"),
+])
+def test_add_wifi_network_refuses_a_bad_spec_by_key(bus: PrivateBus, nm: NetworkManagerMock,
+                                                     spec: str, message: str) -> None:
+    # What busctl or dbus-send shows someone steering the mock by hand (docs/simulator.md).
+    connection = dbus.bus.BusConnection(bus.address)
+    control = dbus.Interface(connection.get_object(NM_NAME, "/org/freedesktop"),
+                             "org.freedesktop.DBus.Mock")
+    try:
+        with pytest.raises(dbus.exceptions.DBusException) as refused:
+            control.AddWifiNetwork(spec)
+        assert refused.value.get_dbus_name() == "org.freedesktop.NetworkManager.InvalidArguments"
+        assert refused.value.get_dbus_message().startswith(message)
+        assert "attic-pass" not in refused.value.get_dbus_message()  # a passphrase is a secret
+        assert b"Attic" not in [ap["ssid"] for ap in nm.access_point_list()]
+        assert control.AddWifiNetwork('{"ssid": "Attic", "psk": "attic-pass"}') != "/"
+    finally:
+        connection.close()
 
 
 def test_helpers_for_the_simulator(nm: NetworkManagerMock) -> None:

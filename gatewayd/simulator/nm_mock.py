@@ -233,8 +233,9 @@ class NetworkManagerMock:
                                 "hidden": hidden, "strength": strength, "frequency": frequency}
         if bssid is not None:
             spec["bssid"] = bssid
-        self.access_points.append(spec)
-        return str(self._mock("AddWifiNetwork", json.dumps(spec), signature="s"))
+        path = str(self._mock("AddWifiNetwork", json.dumps(spec), signature="s"))
+        self.access_points.append(spec)  # only once the mock took it: restore_ap replays these
+        return path
 
     def restore_ap(self, ssid: str) -> list[str]:
         """Bring back every configured BSSID of a network removed with remove_ap()."""

@@ -19,9 +19,10 @@ Parameters (JSON object, every key optional)
 ``wifi_interface`` ("wlan0"), ``wifi_mac`` ("dc:a6:32:12:34:56"),
 ``ethernet`` (false): also create ``eth0`` (``ethernet_interface``, ``ethernet_mac``),
 ``ethernet_connected`` (false): eth0 has carrier and "Wired connection 1" is active at start,
-``access_points``: list of ``{"ssid": str, "psk": str ("" for open), "security":
-"wpa2"|"wpa3"|"wpa2/wpa3"|"open", "hidden": bool, "strength": 0-100, "bssid": str,
-"frequency": MHz}``; several entries may share an SSID (one network, several BSSIDs),
+``access_points``: list of ``{"ssid": str, "psk": str ("" for open, else 8-63 printable
+ASCII or 64 hex digits), "security": "wpa2"|"wpa3"|"wpa2/wpa3"|"open", "hidden": bool,
+"strength": 0-100, "bssid": "xx:xx:xx:xx:xx:xx", "frequency": 2412-7115 MHz}``; several entries
+may share an SSID (one network, several BSSIDs),
 ``step_ms`` (10): delay between two device state transitions,
 ``scan_ms`` (30): how long a requested scan takes,
 ``client_ipv4`` ("192.168.1.57/24", gateway .1) and ``ethernet_ipv4`` ("192.168.1.58/24"):
@@ -42,7 +43,8 @@ NetworkManager after a short outage. ``RemoveWifiNetwork(s ssid) -> u``: every A
 SSID disappears (AccessPointRemoved); a client connected to it fails with SSID_NOT_FOUND and
 stays offline. ``AddWifiNetwork(s json) -> o``: one AP appears (same keys as in
 ``access_points``); autoconnect runs, so "network comes back -> hub goes online again" works
-(while a hotspot runs the AP stays invisible until it stops, and "/" is returned).
+(while a hotspot runs the AP stays invisible until it stops, and "/" is returned). A bad spec
+fails with ``org.freedesktop.NetworkManager.InvalidArguments`` naming the key.
 ``VanishAfterListing(s ssid)``: the next GetAccessPoints/GetAllAccessPoints still lists that
 network's APs, which are gone (AccessPointRemoved) by the time the client reads them, as
 NetworkManager re-exporting its AP objects does (a scan race clients must survive).
@@ -91,7 +93,7 @@ def RemoveWifiNetwork(_self: Any, ssid: str) -> int:
 @dbus.service.method(MOCK_IFACE, in_signature="s", out_signature="o")
 def AddWifiNetwork(_self: Any, spec: str) -> str:
     """One AP appears; spec is JSON like an ``access_points`` entry. Returns its path."""
-    path: str = dbus.ObjectPath(world().add_network(json.loads(spec)))
+    path: str = dbus.ObjectPath(world().add_network(str(spec)))
     return path
 
 

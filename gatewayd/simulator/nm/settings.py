@@ -35,7 +35,7 @@ from gatewayd.simulator.nm.bus import (
     error,
     signature_of,
 )
-from gatewayd.simulator.nm.radio import RadioAP
+from gatewayd.simulator.nm.radio import RadioAP, psk_valid
 
 SECRET_KEYS = {
     "802-11-wireless-security": ("psk", "leap-password", "wep-key0", "wep-key1", "wep-key2",
@@ -121,12 +121,6 @@ class Profile:
     def max_retries(self) -> int:
         value = int(self.get("connection", "autoconnect-retries", -1))
         return _DEFAULT_RETRIES if value < 0 else value
-
-
-def psk_valid(psk: str) -> bool:
-    if len(psk) == 64:
-        return all(c in "0123456789abcdefABCDEF" for c in psk)
-    return 8 <= len(psk) <= 63 and all(" " <= c <= "~" for c in psk)
 
 
 def normalize(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:

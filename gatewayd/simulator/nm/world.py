@@ -76,8 +76,8 @@ class World(ProfileWorld):
 
     # --- external events -------------------------------------------------------------------
 
-    def add_network(self, spec: dict[str, Any]) -> str:
-        ap = RadioAP.from_json(spec, len(self.radio) + 1)
+    def add_network(self, spec: str) -> str:
+        ap = RadioAP.from_text(spec, len(self.radio) + 1)
         self.radio.append(ap)
         if self.ap_mode:
             return "/"
