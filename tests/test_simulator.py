@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 import threading
 from pathlib import Path
 
@@ -67,7 +68,10 @@ def _connect(host: str, port: int, user: str, password: str) -> mqtt.ReasonCode:
 
 
 def test_simulate_world_sim_json_broker_and_clean_sigint(tmp_path: Path) -> None:
-    workdir = tmp_path / "sim"
+    # A space and the characters that separate a D-Bus address's parts: the bus address
+    # must escape them (a short parent, so the socket path stays within D-Bus's limit).
+    parent = tempfile.TemporaryDirectory(prefix="gatewayd sim +,=;:@~")
+    workdir = Path(parent.name) / "sim"
     gw = Gatewayd(["--simulate", "--workdir", str(workdir)])
     try:
         sim_json = workdir / "sim.json"
@@ -99,6 +103,18 @@ def test_simulate_world_sim_json_broker_and_clean_sigint(tmp_path: Path) -> None
         code = gw.stop(signal.SIGINT, timeout=30)
     assert code == 0, gw.output()
     wait_for(lambda: not any(_alive(p) for p in started), 10, "simulator children to exit")
+    parent.cleanup()
+
+
+def test_a_workdir_too_long_for_the_bus_socket_is_refused_by_name(tmp_path: Path) -> None:
+    workdir = tmp_path / ("w" * 100)
+    gw = Gatewayd(["--simulate", "--workdir", str(workdir)])
+    assert gw.proc.wait(60) == 2, gw.output()
+    assert (f"{workdir}/bus/system_bus_socket: the private D-Bus socket's path is "
+            in gw.output()), gw.output()
+    assert "choose a shorter --workdir" in gw.output()
+    assert "Traceback" not in gw.output()
+    assert not workdir.exists()  # refused before anything was made there
 
 
 def test_services_are_ready_when_they_answer_not_when_their_socket_exists(

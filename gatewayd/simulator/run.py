@@ -13,6 +13,7 @@ from gatewayd.config import Config, with_overrides
 from gatewayd.daemon import Daemon, open_state
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.logsetup import Redactor
+from gatewayd.simulator.dbus_daemon import PrivateBus, check_socket_path
 from gatewayd.simulator.procs import claim_workdir
 from gatewayd.simulator.provisioning_model import (
     SIM_ENROLL_PASSWORD,
@@ -20,7 +21,7 @@ from gatewayd.simulator.provisioning_model import (
     SIM_TEMPLATE,
     SIM_TOKEN,
 )
-from gatewayd.simulator.world import SIM_WIFI_MAC, SimWorld
+from gatewayd.simulator.world import BUS_DIR, SIM_WIFI_MAC, SimWorld
 from gatewayd.state import StateError
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ def run_simulator(config: Config, workdir: Path | None, redactor: Redactor, *,
                   provisioning: str | None = None) -> int:
     workdir = (workdir or Path(tempfile.mkdtemp(prefix="gatewayd-sim-"))).resolve()
     try:
+        # Before anything starts: the bus socket is the longest path the world listens on.
+        check_socket_path(workdir / BUS_DIR / PrivateBus.SOCKET_NAME)
         claim = claim_workdir(workdir)
     except (RuntimeError, OSError) as exc:
         log.error("%s", exc)

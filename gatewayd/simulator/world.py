@@ -25,6 +25,7 @@ from gatewayd.simulator.zigbee_world import ZigbeeWorld
 log = logging.getLogger(__name__)
 
 SIM_WIFI_MAC = "dc:a6:32:12:34:56"
+BUS_DIR = "bus"  # the private bus's socket, config and log: DIR/bus
 SIM_ACCOUNT = ("developer@example.com", "sim-token-1234")
 # A second user, to try re-pairing a hub with another account (ownership release).
 SIM_OTHER_ACCOUNT = ("tester@example.com", "sim-token-5678")
@@ -58,7 +59,7 @@ class SimWorld:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self.zigbee = ZigbeeWorld(self.workdir / "zigbee", self.zigbee_radio).launch()
-            self.bus = PrivateBus(self.workdir / "bus").start()
+            self.bus = PrivateBus(self.workdir / BUS_DIR).start()
             if self.with_nm:
                 from gatewayd.simulator.nm_mock import (
                     DEFAULT_ACCESS_POINTS,
