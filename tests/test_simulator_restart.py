@@ -291,8 +291,11 @@ def test_damaged_saved_state_is_refused_by_name_and_left_alone(bus: PrivateBus,
     profiles = tmp_path / "nm" / "profiles.json"
     profiles.parent.mkdir()
     profiles.write_text('{"profiles": [')
-    with pytest.raises(RuntimeError, match=r"profiles\.json: unreadable saved profiles"):
+    with pytest.raises(RuntimeError) as refused:
         NetworkManagerMock(bus, profiles.parent, profiles_file=profiles).start()
+    # The mock's reason alone, not the tail of its log.
+    assert str(refused.value) == (f"{profiles}: unreadable saved profiles (not JSON at line 1, "
+                                  "column 15); delete the file to start without them")
     assert profiles.read_text() == '{"profiles": ['
 
     # The simulator says which file, without a traceback, and exits 2.
@@ -303,3 +306,14 @@ def test_damaged_saved_state_is_refused_by_name_and_left_alone(bus: PrivateBus,
     assert gw.proc.wait(60) == 2, gw.output()
     assert f"{workdir}/broker/broker.json: must be a JSON object" in gw.output()
     assert "Traceback" not in gw.output()
+
+    workdir = tmp_path / "sim-nm"
+    (workdir / "nm").mkdir(parents=True)
+    (workdir / "nm" / "profiles.json").write_text('{"profiles": {}}')
+    gw = Gatewayd(["--simulate", "--workdir", str(workdir), "--no-platform"])
+    assert gw.proc.wait(60) == 2, gw.output()
+    assert (f"the simulated world did not start: {workdir}/nm/profiles.json: expected "
+            '{"profiles": [...]}; delete the file to start without them\n' in gw.output()), \
+        gw.output()
+    assert "Traceback" not in gw.output() and "emit /org/freedesktop" not in gw.output()
+    assert (workdir / "nm" / "profiles.json").read_text() == '{"profiles": {}}'

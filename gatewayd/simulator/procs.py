@@ -36,6 +36,10 @@ from typing import IO, TypeVar
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# A child that refuses to start for a reason it can name (a damaged file of its own) prints it
+# as its last line and exits with this status; the rest of its log is noise to the user then.
+EXIT_REFUSED = 2
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -189,6 +193,8 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str,
         if value:
             return value
         if child is not None and not child.alive():
+            if child.proc.returncode == EXIT_REFUSED and (reason := child.tail(1).strip()):
+                raise RuntimeError(reason)
             raise RuntimeError(f"{child.name} exited ({child.proc.returncode}) while waiting for "
                                f"{what}:\n{child.tail()}")
         if time.monotonic() > deadline:

@@ -13,9 +13,9 @@ not model NetworkManager's nmmeta tombstones in /run.)
 The file keeps each value with its D-Bus signature, ``{"connection": {"id": ["s", "x"]}}``
 (``ay`` as hex, arrays as lists, dictionaries and structs as lists of pairs and members), so
 settings come back with the types the client sent. It is written atomically, mode 0600 (it
-holds Wi-Fi passwords). An unreadable file stops the mock with an error naming it; a profile
-in it that NetworkManager would refuse is skipped with a warning, as NetworkManager skips a
-bad keyfile.
+holds Wi-Fi passwords). An unreadable file stops the mock (``StoreError``: the template prints
+the message naming the file as its last line and exits 2); a profile in it that NetworkManager
+would refuse is skipped with a warning, as NetworkManager skips a bad keyfile.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ _SCALARS: dict[str, type] = {
 }
 
 Encoded = dict[str, dict[str, Any]]
+
+
+class StoreError(RuntimeError):
+    """The profiles file cannot be read back; the message names it."""
 
 
 def _signature(value: Any) -> str:
@@ -143,12 +147,17 @@ class ProfileStore:
             raw = json.loads(self.path.read_text())
         except FileNotFoundError:
             return []
-        except (OSError, ValueError) as exc:
-            raise RuntimeError(f"{self.path}: unreadable saved profiles ({exc}); delete the "
-                               "file to start without them") from None
+        except OSError as exc:
+            raise StoreError(f"{self.path}: unreadable saved profiles ({exc.strerror}); "
+                             "delete the file to start without them") from None
+        except ValueError as exc:  # the decoder's wording would not help; where it broke does
+            where = (f" at line {exc.lineno}, column {exc.colno}"
+                     if isinstance(exc, json.JSONDecodeError) else "")
+            raise StoreError(f"{self.path}: unreadable saved profiles (not JSON{where}); "
+                             "delete the file to start without them") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("profiles"), list):
-            raise RuntimeError(f"{self.path}: expected {{\"profiles\": [...]}}; delete the "
-                               "file to start without them")
+            raise StoreError(f"{self.path}: expected {{\"profiles\": [...]}}; delete the "
+                             "file to start without them")
         profiles = []
         for i, stored in enumerate(raw["profiles"]):
             try:

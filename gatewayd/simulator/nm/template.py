@@ -38,7 +38,7 @@ from gatewayd.simulator.nm.bus import (
 )
 from gatewayd.simulator.nm.devices import add_ethernet, add_loopback, add_wifi
 from gatewayd.simulator.nm.settings import BLOCK_AUTOCONNECT, IN_MEMORY, TO_DISK, complete_profile
-from gatewayd.simulator.nm.store import ProfileStore
+from gatewayd.simulator.nm.store import ProfileStore, StoreError
 from gatewayd.simulator.nm.world import World
 
 _world: World | None = None
@@ -111,12 +111,21 @@ def load(mock: Any, parameters: dict[str, Any]) -> None:
     set_props(NM_PATH, NM_IFACE, {"AllDevices": paths(w.devices)})
     w.refresh_manager()
     if parameters.get("profiles_file"):
-        restore_profiles(w, ProfileStore(Path(str(parameters["profiles_file"]))))
+        store = ProfileStore(Path(str(parameters["profiles_file"])))
+        try:
+            saved = store.load()
+        except StoreError as exc:
+            # Raised, it would reach the user as dbusmock's traceback under its log. The
+            # parent shows a child's last line alone when it exits 2 (procs.EXIT_REFUSED).
+            sys.stdout.flush()
+            print(exc, file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        restore_profiles(w, store, saved)
 
 
-def restore_profiles(w: World, store: ProfileStore) -> None:
+def restore_profiles(w: World, store: ProfileStore, saved: list[dict[str, Any]]) -> None:
     """NetworkManager starting: the saved profiles come back and autoconnect runs."""
-    for settings in store.load():
+    for settings in saved:
         try:
             w.add_profile(settings, unsaved=False, emit=False)
         except dbus.exceptions.DBusException as exc:
