@@ -317,3 +317,27 @@ def test_damaged_saved_state_is_refused_by_name_and_left_alone(bus: PrivateBus,
         gw.output()
     assert "Traceback" not in gw.output() and "emit /org/freedesktop" not in gw.output()
     assert (workdir / "nm" / "profiles.json").read_text() == '{"profiles": {}}'
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ('{"devices": [], "operations": [], "enrolled": []}', "enrolled: must be an object"),
+    ('{"devices": ["x"], "operations": [], "enrolled": {}}', "devices[0]: must be an object"),
+    ('{"devices": [{"device_id": "d", "mode": "token", "account": "a", "issued": "2"}], '
+     '"operations": [], "enrolled": {}}', "devices[0].issued: must be a whole number"),
+    ('{"devices": [', "not JSON at line 1, column 14"),
+    (None, "unreadable (Is a directory)"),
+])
+def test_a_damaged_provisioning_registry_is_refused_by_name_and_left_alone(
+        tmp_path: Path, content: str | None, problem: str) -> None:
+    registry = tmp_path / "sim" / "provisioning" / "registry.json"
+    if content is None:
+        registry.mkdir(parents=True)  # unreadable even for root
+    else:
+        registry.parent.mkdir(parents=True)
+        registry.write_text(content)
+    gw = Gatewayd(["--simulate", "--workdir", str(tmp_path / "sim")])
+    assert gw.proc.wait(60) == 2, gw.output()
+    assert (f"the simulated world did not start: {registry}: {problem}; delete it to start "
+            "afresh\n" in gw.output()), gw.output()
+    assert "Traceback" not in gw.output()
+    assert registry.is_dir() if content is None else registry.read_text() == content

@@ -52,8 +52,8 @@ from gatewayd.simulator.provisioning_model import (
     Template,
     age_operations,
     describe_hub,
-    load_registry,
     proof_key,
+    read_registry,
     read_settings,
     registry_json,
     scripted_refusal,
@@ -106,13 +106,8 @@ class SimProvisioning:
 
     def start(self, timeout: float = 10.0) -> SimProvisioning:
         if self.registry.exists():  # the workdir's last run: its hubs stay registered
-            try:
-                self.devices, self.operations = load_registry(
-                    json.loads(self.registry.read_text()), self.accounts.accounts,
-                    self.account, self.templates)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise RuntimeError(f"{self.registry}: unusable ({exc}); delete it to start "
-                                   "afresh") from None
+            self.devices, self.operations = read_registry(
+                self.registry, self.accounts.accounts, self.account, self.templates)
             self.accounts.update_auth()
         self.broker.start()
         self._client.connect(self.broker.host, self.broker.port)

@@ -12,6 +12,8 @@ import dataclasses
 import hmac
 import json
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,25 +143,108 @@ def registry_json(devices: dict[str, SimDevice], operations: dict[str, SimOperat
         "enrolled": {name: t.enrolled for name, t in templates.items()}}
 
 
+_KINDS = {str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+          dict: "an object", list: "a list", type(None): "null"}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    kind = typing.get_origin(hint) or hint
+    if isinstance(value, bool) and kind is not bool:
+        return False  # True is an int to Python, but not a count in a registry
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def _kind(hint: Any) -> str:
+    hints = typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType,
+                                                                  typing.Union) else (hint,)
+    return " or ".join(_KINDS[typing.get_origin(h) or h] for h in hints)
+
+
+def _fields(cls: type, raw: Any, where: str, given: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``raw``'s fields of the dataclass ``cls``, each checked against its annotation, except
+    ``given`` (the caller converts those); ValueError naming the key otherwise."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: must be an object")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ValueError(f"{where}: unknown key {key!r}")
+    for name, f in fields.items():
+        if name in given:
+            continue
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ValueError(f"{where}.{name}: is required")
+        elif not _fits(raw[name], hints[name]):
+            raise ValueError(f"{where}.{name}: must be {_kind(hints[name])}")
+    return {k: v for k, v in raw.items() if k not in given}
+
+
+def _items(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind):
+        raise ValueError(f"{key}: must be {_KINDS[kind]}")
+    return value
+
+
 def load_registry(data: Any, accounts: list[Account], default: Account,
                   templates: dict[str, Template]
                   ) -> tuple[dict[str, SimDevice], dict[str, SimOperation]]:
-    """The records of :func:`registry_json`; ValueError (or KeyError, TypeError) if the
-    file is not what this module wrote."""
+    """The records of :func:`registry_json`; ValueError naming the key if ``data`` is not
+    what this module wrote."""
+    if not isinstance(data, dict):
+        raise ValueError('must be an object {"devices": [...], "operations": [...], '
+                         '"enrolled": {...}}')
     by_wsp = {a.wsp: a for a in accounts}
     devices = {}
-    for raw in data["devices"]:
-        gens = [Generation(**g) for g in raw.pop("generations")]
-        account = by_wsp.get(raw.pop("account"), default)
-        devices[raw["device_id"]] = SimDevice(**raw, account=account, generations=gens)
+    for i, raw in enumerate(_items(data, "devices", list)):
+        where = f"devices[{i}]"
+        fields = _fields(SimDevice, raw, where, ("account", "generations"))
+        wsp = raw.get("account")
+        if not isinstance(wsp, str):
+            raise ValueError(f"{where}.account: must be a string")
+        gens = raw.get("generations", [])
+        if not isinstance(gens, list):
+            raise ValueError(f"{where}.generations: must be a list")
+        generations = [Generation(**_fields(Generation, g, f"{where}.generations[{j}]"))
+                       for j, g in enumerate(gens)]
+        devices[fields["device_id"]] = SimDevice(**fields, account=by_wsp.get(wsp, default),
+                                                 generations=generations)
     operations = {}
-    for raw in data["operations"]:
-        raw["public_key"] = codec.unb64(raw["public_key"], "public_key", 32)
-        operations[raw["id"]] = SimOperation(**raw)
-    for name, enrolled in data["enrolled"].items():
-        if name in templates and isinstance(enrolled, dict):
+    for i, raw in enumerate(_items(data, "operations", list)):
+        where = f"operations[{i}]"
+        fields = _fields(SimOperation, raw, where, ("public_key",))
+        fields["public_key"] = codec.unb64(raw.get("public_key"), f"{where}.public_key", 32)
+        operations[fields["id"]] = SimOperation(**fields)
+    for name, enrolled in _items(data, "enrolled", dict).items():
+        if not isinstance(enrolled, dict) or not all(
+                isinstance(v, str) for v in enrolled.values()):
+            raise ValueError(f"enrolled.{name}: must be an object of serial -> operation id")
+        if name in templates:
             templates[name].enrolled.update(enrolled)
     return devices, operations
+
+
+def read_registry(path: Path, accounts: list[Account], default: Account,
+                  templates: dict[str, Template]
+                  ) -> tuple[dict[str, SimDevice], dict[str, SimOperation]]:
+    """:func:`load_registry` on the file; RuntimeError naming it and what is wrong in it."""
+    advice = "delete it to start afresh"
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise RuntimeError(f"{path}: unreadable ({exc.strerror}); {advice}") from None
+    except ValueError as exc:  # the decoder's wording would not help; where it broke does
+        where = (f" at line {exc.lineno}, column {exc.colno}"
+                 if isinstance(exc, json.JSONDecodeError) else "")
+        raise RuntimeError(f"{path}: not JSON{where}; {advice}") from None
+    try:
+        return load_registry(data, accounts, default, templates)
+    except ValueError as exc:
+        raise RuntimeError(f"{path}: {exc}; {advice}") from None
 
 
 def read_settings(path: Path) -> dict[str, Any]:
