@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from gatewayd.credentials import mqtt_username
 from tests.helpers import Gatewayd, ctl_json, wait_for
@@ -150,3 +151,21 @@ def test_services_are_ready_when_they_answer_not_when_their_socket_exists(
         assert not mqtt_connack(broker.host, broker.port, MONITOR_USER, "wrong-password")
     finally:
         broker.stop()
+
+
+def test_a_world_whose_bus_never_answers_leaves_no_process_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatewayd.simulator.world import SimWorld
+
+    # A dbus-daemon that starts but never listens: the bus's start times out half-way.
+    fake = tmp_path / "bin" / "dbus-daemon"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/fake.pid\nexec sleep 300\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    world = SimWorld(tmp_path / "sim", with_nm=False, with_bluez=False, with_platform=False)
+    with pytest.raises(TimeoutError, match="the private D-Bus daemon to answer a Ping"):
+        world.start()
+    fake_pid = int((tmp_path / "fake.pid").read_text())
+    assert not _alive(fake_pid)
+    assert not (tmp_path / "sim" / "bus" / "dbus-daemon.pid").exists()

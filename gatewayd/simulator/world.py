@@ -58,8 +58,12 @@ class SimWorld:
     def start(self) -> SimWorld:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            self.zigbee = ZigbeeWorld(self.workdir / "zigbee", self.zigbee_radio).launch()
-            self.bus = PrivateBus(self.workdir / BUS_DIR).start()
+            # Each part is assigned before it starts, so that stop() below also ends the
+            # children of a part whose start failed half-way (a bus that never answered).
+            self.zigbee = ZigbeeWorld(self.workdir / "zigbee", self.zigbee_radio)
+            self.zigbee.launch()
+            self.bus = PrivateBus(self.workdir / BUS_DIR)
+            self.bus.start()
             if self.with_nm:
                 from gatewayd.simulator.nm_mock import (
                     DEFAULT_ACCESS_POINTS,
@@ -86,10 +90,12 @@ class SimWorld:
             if self.with_platform:
                 self.platform = SimPlatform(
                     self.broker.host, self.broker.port, PLATFORM_USER,
-                    self.broker.platform_password, self.workdir / "platform.json").start()
+                    self.broker.platform_password, self.workdir / "platform.json")
+                self.platform.start()
                 self.provisioning = SimProvisioning(
                     self.workdir / "provisioning", self.broker, self.account,
-                    self.platform.responses).start()
+                    self.platform.responses)
+                self.provisioning.start()
                 attach(self.platform, self.provisioning)
             self.zigbee.wait_ready()
         except BaseException:
