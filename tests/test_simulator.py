@@ -169,3 +169,25 @@ def test_a_world_whose_bus_never_answers_leaves_no_process_behind(
     fake_pid = int((tmp_path / "fake.pid").read_text())
     assert not _alive(fake_pid)
     assert not (tmp_path / "sim" / "bus" / "dbus-daemon.pid").exists()
+
+
+def test_the_simulator_without_its_extra_says_what_to_install(tmp_path: Path) -> None:
+    # An install without the `sim` extra: dbus-python, python-dbusmock and BlueZoo cannot be
+    # imported.
+    hide = tmp_path / "site"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Absent:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] in ('dbus', 'dbusmock', 'bluezoo'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Absent())\n")
+    path = os.pathsep.join(p for p in (str(hide), os.environ.get("PYTHONPATH")) if p)
+    workdir = tmp_path / "sim"
+    gw = Gatewayd(["--simulate", "--workdir", str(workdir)], env={"PYTHONPATH": path})
+    assert gw.proc.wait(60) == 2, gw.output()
+    assert ("the simulator needs the development install (scripts/setup.sh): "
+            "dbus-python, python-dbusmock, BlueZoo not installed" in gw.output()), gw.output()
+    assert "Traceback" not in gw.output()
+    assert not workdir.exists()  # refused before anything started

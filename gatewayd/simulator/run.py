@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -26,6 +27,23 @@ from gatewayd.state import StateError
 
 log = logging.getLogger(__name__)
 
+# The ``sim`` extra (pyproject.toml), not in the .deb. Imported only once the world is half
+# started (dbus in the first readiness check, the mocks in their own processes), so its
+# absence is found here, before anything starts.
+SIM_MODULES = {"dbus": "dbus-python", "dbusmock": "python-dbusmock", "bluezoo": "BlueZoo"}
+
+
+def _missing_sim_packages() -> list[str]:
+    missing = []
+    for module, package in SIM_MODULES.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:  # a finder may refuse the name outright
+            found = False
+        if not found:
+            missing.append(package)
+    return missing
+
 
 def provisioning_preset(mode: str) -> dict[str, str]:
     """What `--provisioning token|enroll` presets (sim.json ``provisioning`` shows it)."""
@@ -38,6 +56,10 @@ def provisioning_preset(mode: str) -> dict[str, str]:
 def run_simulator(config: Config, workdir: Path | None, redactor: Redactor, *,
                   platform: bool = True, ethernet: bool = False,
                   provisioning: str | None = None) -> int:
+    if missing := _missing_sim_packages():
+        log.error("the simulator needs the development install (scripts/setup.sh): %s "
+                  "not installed", ", ".join(missing))
+        return 2
     workdir = (workdir or Path(tempfile.mkdtemp(prefix="gatewayd-sim-"))).resolve()
     try:
         # Before anything starts: the bus socket is the longest path the world listens on.
