@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -191,3 +192,36 @@ def test_the_simulator_without_its_extra_says_what_to_install(tmp_path: Path) ->
             "dbus-python, python-dbusmock, BlueZoo not installed" in gw.output()), gw.output()
     assert "Traceback" not in gw.output()
     assert not workdir.exists()  # refused before anything started
+
+
+# A dbus-daemon that signals the simulator while it waits for the bus (after the first
+# readiness check, so at a known point of its start), then, when stopped, signals it again.
+_SIGNALLING_DBUS_DAEMON = """\
+import os, signal, socket, sys
+conf = next(a for a in sys.argv if a.startswith("--config-file=")).partition("=")[2]
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(os.path.join(os.path.dirname(conf), "system_bus_socket"))
+listener.listen()
+listener.accept()[0].close()  # the simulator's first Ping: it is starting its world now
+listener.close()  # later Pings are refused at once
+signal.signal(signal.SIGTERM, lambda *_: (os.kill(os.getppid(), signal.SIGINT), sys.exit(0)))
+os.kill(os.getppid(), signal.SIGTERM)
+while True:
+    signal.pause()
+"""
+
+
+def test_sigterm_while_the_world_starts_stops_it_cleanly_despite_a_second_signal(
+        tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "dbus-daemon"
+    fake.parent.mkdir()
+    fake.write_text(f"#!{sys.executable}\n{_SIGNALLING_DBUS_DAEMON}")
+    fake.chmod(0o755)
+    workdir = tmp_path / "sim"
+    gw = Gatewayd(["--simulate", "--workdir", str(workdir)],
+                  env={"PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"})
+    assert gw.proc.wait(60) == 0, gw.output()
+    assert "simulated world stopped" in gw.output()
+    assert "Traceback" not in gw.output()
+    # Every child was stopped (a stopped one's pid file goes), none left to the next run.
+    assert not list(workdir.rglob("*.pid")), list(workdir.rglob("*.pid"))

@@ -7,8 +7,11 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import tempfile
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 from gatewayd.config import Config, with_overrides
 from gatewayd.daemon import Daemon, open_state
@@ -73,8 +76,35 @@ def run_simulator(config: Config, workdir: Path | None, redactor: Redactor, *,
                     provisioning=provisioning)
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _ignore_stop_signals() -> None:
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _stop_once(_signum: int, _frame: FrameType | None) -> NoReturn:
+    """SIGINT or SIGTERM before the daemon runs (it has its own handlers): stop as Ctrl-C
+    does, not by SIGTERM's default death, which would skip world.stop(). Further signals
+    are ignored: a second Ctrl-C must not cut the teardown short and leave children behind."""
+    _ignore_stop_signals()
+    raise KeyboardInterrupt
+
+
 def _run(config: Config, workdir: Path, redactor: Redactor, *, platform: bool,
          ethernet: bool, provisioning: str | None) -> int:
+    previous = {sig: signal.signal(sig, _stop_once) for sig in _STOP_SIGNALS}
+    try:
+        return _run_world(config, workdir, redactor, platform=platform, ethernet=ethernet,
+                          provisioning=provisioning)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: bool,
+               ethernet: bool, provisioning: str | None) -> int:
     sim_json = workdir / "sim.json"
     sim_json.unlink(missing_ok=True)
     log.info("starting the simulated world in %s", workdir)
@@ -121,5 +151,6 @@ def _run(config: Config, workdir: Path, redactor: Redactor, *, platform: bool,
     except KeyboardInterrupt:
         return 0
     finally:
+        _ignore_stop_signals()  # the daemon's handlers went with its event loop
         world.stop()
         log.info("simulated world stopped")
