@@ -26,7 +26,7 @@ from gatewayd.simulator.provisioning_model import (
     SIM_TOKEN,
 )
 from gatewayd.simulator.world import BUS_DIR, SIM_WIFI_MAC, SimWorld
-from gatewayd.state import StateError
+from gatewayd.state import StateBusy, StateError
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,9 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
             store, identity = open_state(cfg, mac=SIM_WIFI_MAC)
         except StateError as exc:
             log.error("state error: %s", exc)
+            return 2
+        except StateBusy as exc:  # a gatewayd of its own on the workdir's state directory
+            log.error("cannot start: %s", exc)
             return 2
 
         async def _main() -> int:
