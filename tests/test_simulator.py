@@ -119,6 +119,21 @@ def test_a_workdir_too_long_for_the_bus_socket_is_refused_by_name(tmp_path: Path
     assert not workdir.exists()  # refused before anything was made there
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the directory away")
+def test_a_workdir_of_another_user_is_refused(tmp_path: Path) -> None:
+    """Another user could make /tmp/gatewayd-sim first and plant pid files in it, which the
+    simulator trusts when it reaps what a killed run left (it killed the process named)."""
+    workdir = tmp_path / "planted"
+    workdir.mkdir()
+    os.chown(workdir, 65534, 65534)
+    (workdir / "logs").mkdir()
+    gw = Gatewayd(["--simulate", "--workdir", str(workdir)])
+    assert gw.proc.wait(60) == 2, gw.output()
+    assert f"{workdir} belongs to another user or anyone may write to it" in gw.output()
+    assert "Traceback" not in gw.output()
+    assert sorted(p.name for p in workdir.iterdir()) == ["logs"]  # nothing was touched
+
+
 def test_services_are_ready_when_they_answer_not_when_their_socket_exists(
         tmp_path: Path) -> None:
     """The fixtures' readiness checks: a D-Bus Ping and an MQTT CONNACK."""

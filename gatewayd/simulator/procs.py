@@ -104,7 +104,14 @@ def claim_workdir(workdir: Path) -> IO[str]:
     holder dies, so a ``kill -9`` never leaves the workdir claimed; the file is never
     deleted (a successor could otherwise lock a new file while someone holds the old).
     """
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = workdir.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & 0o002:
+        # Someone else's directory (another user made /tmp/gatewayd-sim first) could hold
+        # pid files naming any process: reap_orphan would kill it.
+        raise RuntimeError(f"{workdir} belongs to another user or anyone may write to it, "
+                           "and the simulator stops the processes its pid files name: use "
+                           "a directory of your own (--workdir)")
     lock = open(workdir / "simulator.lock", "a+")  # held by the caller until it ends
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
