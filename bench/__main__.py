@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     results = Results()
     info = machine()
     monitor = noise.NoiseMonitor()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gatewayd-bench-"))
+    # Absolute: the configs it writes name their directories from it (gatewayd refuses a
+    # relative state_dir).
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="gatewayd-bench-"))).resolve()
     try:
         if "imports" in parts:
             startup.run(settings, results)

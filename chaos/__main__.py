@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m chaos " + shlex.join(
         argv if argv is not None else sys.argv[1:])
     names = [n for n in CAMPAIGNS if not args.only or n in args.only]
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gatewayd-chaos-"))
+    # Absolute: the configs it writes name their directories from it (gatewayd refuses a
+    # relative state_dir).
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="gatewayd-chaos-"))).resolve()
     info = machine()
     started = time.monotonic()
     tallies: list[Tally] = []

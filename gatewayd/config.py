@@ -40,10 +40,11 @@ NOT_KEYS = frozenset({"source", "drop_ins", "origins"})  # where a Config came f
 class ConfigError(Exception):
     """A configuration value that gatewayd refuses; says file, key and reason."""
 
-    def __init__(self, file: str | Path, key: str, reason: str) -> None:
+    def __init__(self, file: str | Path, key: str, reason: str, cause: str = "") -> None:
         self.file = str(file)
         self.key = key
         self.reason = reason
+        self.cause = cause  # the key whose value makes ``key`` wrong (its file is named)
         where = f"{self.file}: {key}" if key else self.file
         super().__init__(f"{where}: {reason}")
 
@@ -391,8 +392,9 @@ def _cross_checks(cfg: Config, file: str) -> None:
     needs = {"token": ("host", "token"), "enroll": ("host", "template", "enroll_password")}
     for key in needs.get(prov.mode, ()):
         if not getattr(prov, key):
-            raise ConfigError(file, f"provisioning.{key}", f"is required with mode = "
-                                                           f"\"{prov.mode}\"")
+            raise ConfigError(file, f"provisioning.{key}",
+                              f"is required with mode = \"{prov.mode}\"",
+                              cause="provisioning.mode")
     seen: set[str] = set()
     for i, v in enumerate(cfg.virtual):
         if v.id in seen:
@@ -425,7 +427,7 @@ def load_config(path: str | Path | None) -> Config:
     try:
         cfg = parse_config(layers.data, str(main))
     except ConfigError as exc:
-        file = layers.file_of(exc.key, str(main))
+        file = layers.file_of(exc.cause or exc.key, str(main))
         raise ConfigError(file, exc.key, exc.reason) from None
     return dataclasses.replace(cfg, drop_ins=tuple(str(p) for p in layers.drop_ins),
                                origins=layers.origins if layers.drop_ins else {})

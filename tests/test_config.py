@@ -202,6 +202,17 @@ def test_an_error_in_a_drop_in_names_the_drop_in(tmp_path: Path, drop_in: str, k
     assert (info.value.key, reason in info.value.reason) == (key, True)
 
 
+def test_a_key_another_one_requires_is_blamed_on_the_file_that_set_that_one(
+        tmp_path: Path) -> None:
+    # mode = "token" in the main file, the port in a drop-in: the token is the main file's
+    # to give, not the drop-in's (which set a key of the same table).
+    path = vendor_config(tmp_path, {"10-port.toml": "[provisioning]\nport = 8443\n"},
+                         main="[provisioning]\nmode = 'token'\nhost = 'p.example.com'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.file, info.value.key) == (str(path), "provisioning.token")
+
+
 def test_check_config_lists_the_drop_ins_and_names_a_bad_virtual_device(tmp_path: Path) -> None:
     path = vendor_config(tmp_path, {"10-vendor.toml": "[hub]\nproduct = 'Acme hub'\n"})
     result = subprocess.run([str(BIN / "gatewayd"), "--config", str(path), "--check-config"],

@@ -211,3 +211,23 @@ def test_a_running_daemon_holds_its_state_directory(tmp_path: Path) -> None:
         assert gw.stop() == 0
     # Once it has stopped, the directory is free again.
     assert ctl("--socket", str(sock), "reset", "--state-dir", str(state_dir)).returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason=ROOT_ONLY)
+def test_a_lock_left_by_a_root_run_does_not_lock_the_service_out() -> None:
+    """`sudo gatewayd` once, to debug: the .lock it made (root's) must not keep the service's
+    user from holding the directory afterwards (exit 2 would never be restarted)."""
+    claim = ("import sys; from pathlib import Path; from gatewayd.state import StateStore; "
+             "StateStore(Path(sys.argv[1])).claim(timeout=5); print('held')")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with reachable_tmp() as tmp:
+        state_dir = tmp / "state"
+        state_dir.mkdir(mode=0o700)
+        os.chown(state_dir, NOBODY, NOBODY)
+        as_root = subprocess.run([sys.executable, "-c", claim, str(state_dir)],
+                                 capture_output=True, text=True, timeout=60, env=env)
+        assert as_root.stdout == "held\n", as_root.stderr
+        assert (state_dir / ".lock").stat().st_uid == 0
+        as_service = subprocess.run([*AS_NOBODY, sys.executable, "-c", claim, str(state_dir)],
+                                    capture_output=True, text=True, timeout=60, env=env)
+        assert as_service.stdout == "held\n", as_service.stderr

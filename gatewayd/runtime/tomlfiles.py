@@ -46,15 +46,9 @@ class Layers:
                 best = path
         if best:
             return self.origins[best]
-        # A table as a whole ("nonsense: unknown key"), or a key nobody set that another
-        # one requires ("provisioning.token" for mode = "token"): the last file that set a
-        # key in the table, or in the table around it.
-        while key:
-            within = [f for path, f in self.origins.items() if path.startswith(f"{key}.")]
-            if within:
-                return within[-1]
-            key = key.rpartition(".")[0]
-        return default
+        # A table as a whole ("nonsense: unknown key"): the last file that set a key in it.
+        within = [f for path, f in self.origins.items() if path.startswith(f"{key}.")]
+        return within[-1] if within else default
 
 
 def drop_in_dir(path: Path) -> Path:

@@ -36,8 +36,9 @@ _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configura
 # libdbus refuses longer socket paths ("Socket name too long"): 99 bytes fit every platform's
 # sockaddr_un, so it holds itself to that, not to Linux's 107.
 MAX_SOCKET_PATH = 99
-# What a D-Bus address may carry unescaped (D-Bus specification, "Server Addresses").
-_ADDRESS_SAFE = frozenset((string.ascii_letters + string.digits + "-_/.\\*").encode())
+# What a D-Bus address may carry unescaped (D-Bus specification, "Server Addresses"), less
+# "*" and "\\", which the specification allows but dbus_fast (bleak's) refuses.
+_ADDRESS_SAFE = frozenset((string.ascii_letters + string.digits + "-_/.").encode())
 
 
 def socket_address(socket: Path) -> str:

@@ -148,7 +148,12 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
                 log.info("simulator ready: %s (gatewayctl --sim %s status)", sim_json, workdir)
             else:
                 ready.cancel()
-            return await task
+            try:
+                return await task
+            finally:
+                # Removing its handlers, the daemon put back the defaults: a SIGTERM while
+                # asyncio winds down would kill the simulator before world.stop().
+                _ignore_stop_signals()
 
         return asyncio.run(_main())
     except KeyboardInterrupt:
