@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -132,6 +133,32 @@ def test_a_workdir_of_another_user_is_refused(tmp_path: Path) -> None:
     assert f"{workdir} belongs to another user or anyone may write to it" in gw.output()
     assert "Traceback" not in gw.output()
     assert sorted(p.name for p in workdir.iterdir()) == ["logs"]  # nothing was touched
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start another user's process")
+def test_a_pid_file_naming_another_users_process_does_not_stop_it(tmp_path: Path) -> None:
+    """Reaping a killed run's leftovers trusts the pid file's pid and start time, both of
+    which anyone can read in /proc: the process must also be this user's."""
+    from gatewayd.simulator.procs import reap_orphan, start_time, wait_until
+
+    def switched() -> bool:
+        status = Path(f"/proc/{victim.pid}/status").read_text()
+        return "Uid:\t65534" in status
+
+    victim = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        wait_until(switched, 30, "setpriv to switch users")
+        started = start_time(victim.pid)
+        assert started is not None
+        pidfile = tmp_path / "mosquitto.pid"
+        pidfile.write_text(json.dumps({"pid": victim.pid, "start": started,
+                                       "parent": victim.pid, "parent_start": 0}))
+        reap_orphan(pidfile, timeout=5)
+        assert victim.poll() is None and not pidfile.exists()
+    finally:
+        victim.kill()
+        victim.wait()
 
 
 def test_services_are_ready_when_they_answer_not_when_their_socket_exists(

@@ -66,6 +66,17 @@ def start_time(pid: int) -> int | None:
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
+def _uid(pid: int) -> int | None:
+    """The real uid of process ``pid`` (None if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def reap_orphan(pidfile: Path, timeout: float = 10.0) -> None:
     """Make sure the process a dead simulator left in ``pidfile`` is gone, then drop the file.
 
@@ -83,6 +94,11 @@ def reap_orphan(pidfile: Path, timeout: float = 10.0) -> None:
         pidfile.unlink(missing_ok=True)  # unreadable: nobody can be identified by it
         return
     alive = start_time(pid) == start
+    if alive and _uid(pid) != os.geteuid():
+        # Not a process this user started: a pid file planted to make the simulator kill it.
+        log.warning("%s names pid %d, which is not this user's: not stopped", pidfile, pid)
+        pidfile.unlink(missing_ok=True)
+        return
     if alive and start_time(parent) == parent_start:
         raise RuntimeError(f"{pidfile.stem} in {pidfile.parent} still runs for another "
                            f"simulator (pid {parent}); stop it or use another --workdir")
