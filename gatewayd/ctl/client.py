@@ -64,8 +64,16 @@ class Client:
         except PermissionError:
             raise CtlError(f"permission denied on {self.path}: run as root or as a member of "
                            "the control group ([hub] control_group)", EXIT_UNREACHABLE) from None
-        except (TimeoutError, OSError) as exc:
-            raise CtlError(f"control socket {self.path}: {exc}", EXIT_UNREACHABLE) from None
+        except TimeoutError:
+            waited = self.timeout if timeout is None else timeout
+            raise CtlError(f"gatewayd did not answer on {self.path} within {waited:g} s; it may "
+                           "be busy or stuck (journalctl -u gatewayd)", EXIT_UNREACHABLE) from None
+        except http.client.HTTPException:
+            raise CtlError(f"gatewayd's answer on {self.path} broke off (did it stop? "
+                           "journalctl -u gatewayd)", EXIT_UNREACHABLE) from None
+        except OSError as exc:
+            raise CtlError(f"control socket {self.path}: {exc.strerror or type(exc).__name__}",
+                           EXIT_UNREACHABLE) from None
         finally:
             conn.close()
         try:

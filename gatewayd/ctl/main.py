@@ -220,7 +220,11 @@ def _main(argv: list[str] | None) -> int:
         raise
     except OSError as exc:
         return _fail(args, _os_error(exc), EXIT_ERROR)
-    except (ValueError, KeyError) as exc:
+    except KeyError as exc:  # a field the command reads is not in the daemon's answer
+        return _fail(args, f"unexpected answer from gatewayd: it has no {exc.args[0]!r} (are "
+                           "gatewayctl and the daemon of one version? gatewayctl status shows "
+                           "the daemon's)", EXIT_ERROR)
+    except ValueError as exc:
         return _fail(args, str(exc), EXIT_ERROR)
 
 
