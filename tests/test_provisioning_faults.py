@@ -13,6 +13,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,6 +178,30 @@ def test_a_registration_too_short_to_refresh_is_refused_and_named(
             failure["reason"]
         stored = hub.stored()
         assert stored["cloud"] is None and stored["registration"] is None
+    finally:
+        hub.stop()
+
+
+@pytest.mark.slow
+def test_a_pending_answer_that_names_no_expiry_is_waited_on(
+        world: ProvWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A platform that writes "expires_in": null for "no expiry" (Python's None): after the
+    finite-number check, every attempt failed on it, the operation kept, for good."""
+    plain = world.provisioning._state_of
+
+    def no_expiry(op: Any) -> dict[str, Any]:
+        answer = plain(op)
+        if answer["state"] == "pending":
+            answer["expires_in"] = None
+        return answer
+
+    monkeypatch.setattr(world.provisioning, "_state_of", no_expiry)
+    hub = start(world, tmp_path, "hub")
+    try:
+        hub.wait(lambda s: s["provisioning"]["state"] == "waiting", "the hub waiting")
+        world.ctl("platform", "approve", world.pending()[0]["id"])
+        status = hub.wait(lambda s: s["state"] == "online", "the hub online")
+        assert status["provisioning"]["attempts"] == 1
     finally:
         hub.stop()
 
