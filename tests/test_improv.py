@@ -270,9 +270,10 @@ def test_other_commands_and_refusals() -> None:
         assert improv.decode_strings(improv.decode_frame(svc.result)[1]) == [HUB_NAME.encode()]
 
         await svc.authorize()
-        set_host = improv.encode_frame(Command.HOSTNAME, improv.encode_strings([b"bad_name!"]))
-        await svc.rpc_write(set_host, request())
-        assert svc.error == Error.BAD_HOSTNAME
+        for bad in (b"bad_name!", b"hub-1\n"):
+            set_host = improv.encode_frame(Command.HOSTNAME, improv.encode_strings([bad]))
+            await svc.rpc_write(set_host, request())
+            assert svc.error == Error.BAD_HOSTNAME and host.hostname != "hub-1\n"
         set_host = improv.encode_frame(Command.HOSTNAME, improv.encode_strings([b"hub-1"]))
         await svc.rpc_write(set_host, request())
         assert svc.error == Error.NONE and host.hostname == "hub-1"

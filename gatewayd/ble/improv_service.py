@@ -382,7 +382,7 @@ class ImprovService:
             if not caps & Capability.HOSTNAME:
                 raise ImprovRefused(Error.UNKNOWN_RPC, "hostname is not supported")
             new = self._require_authorized_text(cmd, always=True)
-            if new is not None and not HOSTNAME.match(new):
+            if new is not None and not HOSTNAME.fullmatch(new):  # "$" lets a "\n" end it
                 raise ImprovRefused(Error.BAD_HOSTNAME, "not an RFC 1123 host name")
             await self._send_result(cmd.command, [await self.host.improv_hostname(new)], device)
         elif cmd.command == Command.DEVICE_NAME:
