@@ -305,13 +305,15 @@ class StateStore:
         gatewayd per directory, and no offline reset under a running one (a mistyped
         --socket). StateBusy if another process still holds it after ``timeout`` s."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Read-only and 0644: a gatewayd run once by root (to debug) must leave a lock the
-        # service's user can still open; an flock needs no write access.
-        fd = os.open(self.dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        with contextlib.suppress(PermissionError):  # another user's (root's): as it is
-            os.fchmod(fd, 0o644)
-        if self.owner is not None:
-            os.fchown(fd, *self.owner)
+        # Private as every file here; a root run (a gatewayd started by hand to debug) gives
+        # it the directory's owner, or the service's user could not open it afterwards.
+        fd = os.open(self.dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        owner = self.owner
+        if owner is None and os.geteuid() == 0:
+            st = self.dir.stat()
+            owner = (st.st_uid, st.st_gid)
+        if owner is not None:
+            os.fchown(fd, *owner)
         deadline = time.monotonic() + timeout
         while True:
             try:

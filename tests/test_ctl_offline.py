@@ -227,7 +227,7 @@ def test_a_lock_left_by_a_root_run_does_not_lock_the_service_out() -> None:
         as_root = subprocess.run([sys.executable, "-c", claim, str(state_dir)],
                                  capture_output=True, text=True, timeout=60, env=env)
         assert as_root.stdout == "held\n", as_root.stderr
-        assert (state_dir / ".lock").stat().st_uid == 0
+        assert (state_dir / ".lock").stat().st_uid == NOBODY  # the directory's owner
         as_service = subprocess.run([*AS_NOBODY, sys.executable, "-c", claim, str(state_dir)],
                                     capture_output=True, text=True, timeout=60, env=env)
         assert as_service.stdout == "held\n", as_service.stderr
