@@ -267,6 +267,16 @@ def _parse_provisioning(file: Path, raw: Any) -> tuple[Operation | None, Registr
     return operation, registration
 
 
+def directory_owner(directory: Path) -> tuple[int, int] | None:
+    """What root writing into the daemon's directory gives its files: the directory's owner
+    and group, or the daemon (user gatewayd) could not read them and would not start. None
+    when not root: a file written then is its writer's, as it should be."""
+    if os.geteuid() != 0:
+        return None
+    st = directory.stat()
+    return st.st_uid, st.st_gid
+
+
 class StateBusy(Exception):
     """Another process holds the state directory (:meth:`StateStore.claim`)."""
 
@@ -308,10 +318,7 @@ class StateStore:
         # Private as every file here; a root run (a gatewayd started by hand to debug) gives
         # it the directory's owner, or the service's user could not open it afterwards.
         fd = os.open(self.dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        owner = self.owner
-        if owner is None and os.geteuid() == 0:
-            st = self.dir.stat()
-            owner = (st.st_uid, st.st_gid)
+        owner = self.owner or directory_owner(self.dir)
         if owner is not None:
             os.fchown(fd, *owner)
         deadline = time.monotonic() + timeout

@@ -16,7 +16,7 @@ from gatewayd.ctl.devices import add_commands as add_device_commands
 from gatewayd.ctl.platform import add_platform_commands
 from gatewayd.ctl.simjson import read_sim_json
 from gatewayd.ctl.zigbee import add_zigbee_commands
-from gatewayd.state import LOCK_FILE, StateBusy, StateStore
+from gatewayd.state import LOCK_FILE, StateBusy, StateStore, directory_owner
 
 EXIT_INTERRUPTED = 130  # as a shell reports a command Ctrl-C stopped (128 + SIGINT)
 # What a full reset forgets besides the credentials: the Zigbee network (gatewayd.bridge).
@@ -42,7 +42,7 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
         raise CtlError(f"gatewayd is not running and there is no state directory {state_dir} "
                        "to reset (see --state-dir)")
     try:
-        store = StateStore(state_dir, _config(args).hub.setup_code, _owner(state_dir))
+        store = StateStore(state_dir, _config(args).hub.setup_code, directory_owner(state_dir))
         try:
             store.claim(timeout=0)
         except StateBusy:
@@ -66,15 +66,6 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
                        f"{exc.strerror or type(exc).__name__}{hint}") from None
     return {"reset": True, "offline": True, "state_dir": str(state_dir), "full": args.full,
             "forgotten": forgotten, **state.redacted()}
-
-
-def _owner(state_dir: Path) -> tuple[int, int] | None:
-    """Root resetting the daemon's directory: the files written get the directory's owner,
-    or the daemon (user gatewayd) could no longer read its own state and would not start."""
-    if os.geteuid() != 0:
-        return None
-    st = state_dir.stat()
-    return st.st_uid, st.st_gid
 
 
 def _sim_state_dir(args: argparse.Namespace) -> str | None:
