@@ -28,6 +28,7 @@ from typing import Any
 
 from gatewayd import homie
 from gatewayd.runtime.atomicfile import atomic_write
+from gatewayd.runtime.jsonbody import BadBody, loads
 
 FILE_NAME = "virtual-values.json"
 VERSION = 1
@@ -47,9 +48,9 @@ Entries = dict[str, dict[str, Kept]]  # device id -> "node/property" -> Kept
 def parse(text: str) -> tuple[Entries, list[str]]:
     """The entries of a file's text, and what was wrong with it (for the log)."""
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
-        return {}, ["it is not JSON"]
+        data = loads(text, "it")
+    except BadBody as exc:  # not JSON, too deep, NaN or Infinity: worded where every read is
+        return {}, [str(exc)]
     if not isinstance(data, dict) or data.get("version") != VERSION:
         return {}, [f"it is not a version {VERSION} file"]
     devices = data.get("devices")
