@@ -12,12 +12,12 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from gatewayd.ctl.client import EXIT_UNREACHABLE
+from gatewayd.ctl.client import EXIT_UNREACHABLE, Client, CtlError
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from tests.helpers import AS_NOBODY, BIN, REPO, ROOT_ONLY, reachable_tmp
 
@@ -187,14 +187,9 @@ def test_ctrl_c_while_waiting_for_the_hub_is_a_sentence_and_exit_130(
     assert (proc.returncode, out, err) == (130, "", f"gatewayctl: {message}\n")
 
 
-@pytest.mark.parametrize("hangs_up", [False, True])
-def test_a_daemon_that_does_not_answer_or_hangs_up_is_said_in_words(tmp_path: Path,
-                                                                   hangs_up: bool) -> None:
-    """It printed Python's words: "control socket …: timed out", or "Remote end closed
-    connection without response"."""
-    from gatewayd.ctl.client import Client, CtlError
-
-    path = tmp_path / "control.sock"
+@contextlib.contextmanager
+def one_connection(path: Path, handle: Callable[[socket.socket], None]) -> Iterator[None]:
+    """A control socket at ``path`` that takes one connection and gives it to ``handle``."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(1)
@@ -202,18 +197,31 @@ def test_a_daemon_that_does_not_answer_or_hangs_up_is_said_in_words(tmp_path: Pa
     def serve() -> None:
         conn, _ = server.accept()
         with conn:
-            conn.recv(65536)
-            if not hangs_up:
-                conn.recv(65536)  # until the client gives up and closes
+            handle(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        with pytest.raises(CtlError) as refused:
-            Client(path, timeout=0.5).request("GET", "status")
+        yield
     finally:
         thread.join(30)
         server.close()
+
+
+@pytest.mark.parametrize("hangs_up", [False, True])
+def test_a_daemon_that_does_not_answer_or_hangs_up_is_said_in_words(tmp_path: Path,
+                                                                   hangs_up: bool) -> None:
+    """It printed Python's words: "control socket …: timed out", or "Remote end closed
+    connection without response"."""
+    path = tmp_path / "control.sock"
+
+    def no_answer(conn: socket.socket) -> None:
+        conn.recv(65536)
+        if not hangs_up:
+            conn.recv(65536)  # until the client gives up and closes
+
+    with one_connection(path, no_answer), pytest.raises(CtlError) as refused:
+        Client(path, timeout=0.5).request("GET", "status")
     assert refused.value.code == EXIT_UNREACHABLE
     expected = ("gatewayd's answer on {} broke off" if hangs_up else
                 "gatewayd did not answer on {} within 0.5 s").format(path)
@@ -223,24 +231,14 @@ def test_a_daemon_that_does_not_answer_or_hangs_up_is_said_in_words(tmp_path: Pa
 def test_an_answer_without_a_field_the_command_reads_is_said_in_words(tmp_path: Path) -> None:
     """A daemon of another version answering without a field printed "gatewayctl: 'key'"."""
     path = tmp_path / "control.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(1)
 
-    def serve() -> None:
-        conn, _ = server.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+    def empty_answer(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    with one_connection(path, empty_answer):
         result = run_ctl("--socket", str(path), "setup-code")
-    finally:
-        thread.join(30)
-        server.close()
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith(
         "gatewayctl: unexpected answer from gatewayd: it has no 'setup_code'"), result.stderr
