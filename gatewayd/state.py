@@ -37,7 +37,7 @@ from gatewayd.owed import (
     clearings_from_json,
     release_from_json,
 )
-from gatewayd.runtime.atomicfile import atomic_write, remove_orphaned_temp_files
+from gatewayd.runtime.atomicfile import atomic_write, directory_owner, remove_orphaned_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -265,16 +265,6 @@ def _parse_provisioning(file: Path, raw: Any) -> tuple[Operation | None, Registr
                                     _number(file, f"{where}.expires_at", reg.get("expires_at"),
                                             optional=True))
     return operation, registration
-
-
-def directory_owner(directory: Path) -> tuple[int, int] | None:
-    """What root writing into the daemon's directory gives its files: the directory's owner
-    and group, or the daemon (user gatewayd) could not read them and would not start. None
-    when not root: a file written then is its writer's, as it should be."""
-    if os.geteuid() != 0:
-        return None
-    st = directory.stat()
-    return st.st_uid, st.st_gid
 
 
 class StateBusy(Exception):

@@ -16,7 +16,8 @@ from gatewayd.ctl.devices import add_commands as add_device_commands
 from gatewayd.ctl.platform import add_platform_commands
 from gatewayd.ctl.simjson import read_sim_json
 from gatewayd.ctl.zigbee import add_zigbee_commands
-from gatewayd.state import LOCK_FILE, StateBusy, StateStore, directory_owner
+from gatewayd.runtime.atomicfile import directory_owner
+from gatewayd.state import LOCK_FILE, StateBusy, StateStore
 
 EXIT_INTERRUPTED = 130  # as a shell reports a command Ctrl-C stopped (128 + SIGINT)
 # What a full reset forgets besides the credentials: the Zigbee network (gatewayd.bridge).

@@ -48,6 +48,16 @@ def atomic_write(path: str | Path, data: bytes, mode: int = 0o600,
         os.close(dir_fd)
 
 
+def directory_owner(directory: Path) -> tuple[int, int] | None:
+    """What root writing into the daemon's directory gives its files: the directory's owner
+    and group, or the daemon (user gatewayd) could not read them and would not start. None
+    when not root: a file written then is its writer's, as it should be."""
+    if os.geteuid() != 0:
+        return None
+    st = directory.stat()
+    return st.st_uid, st.st_gid
+
+
 def remove_orphaned_temp_files(directory: str | Path) -> list[str]:
     """Remove the temp files of writes whose process died before the rename (kill -9, a
     power cut): they may hold a copy of secrets the real file no longer has. A temp file
