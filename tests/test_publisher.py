@@ -560,3 +560,28 @@ def test_a_publication_unacknowledged_past_the_timeout_gives_the_connection_up_o
         assert len(sender.drops) == 2
 
     run(main())
+
+
+def test_a_withdrawn_publication_leaves_the_outbox_and_costs_no_other_its_place() -> None:
+    """A platform request that timed out while offline is withdrawn: it no longer counts
+    against the outbox, so a full outbox drops nothing real on its account."""
+    async def main() -> None:
+        box = Outbox(2)
+        request: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        box.put(Pending(homie.Message(f"{ROOT}/req", "{}"), "req", done=request))
+        box.put(Pending(homie.Message(f"{ROOT}/a", "1"), "a"))
+        request.cancel()
+        await asyncio.sleep(0)  # the future's callbacks run on the next turn of the loop
+        assert len(box) == 1
+        box.put(Pending(homie.Message(f"{ROOT}/b", "2"), "b"))
+        assert box.dropped == 0
+        assert [box.pop().key for _ in range(2)] == ["a", "b"]  # type: ignore[union-attr]
+        # A withdrawn entry already replaced by a newer one for its key takes nothing away.
+        old: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        box.put(Pending(homie.Message(f"{ROOT}/k", "old"), "k", done=old))
+        box.put(Pending(homie.Message(f"{ROOT}/k", "new"), "k"))
+        old.cancel()
+        await asyncio.sleep(0)
+        assert box.pop().msg.payload == "new"  # type: ignore[union-attr]
+
+    run(main())

@@ -92,6 +92,10 @@ class Outbox:
             old.resolve(False)
         self._items[item.key] = item
         self._expendable.pop(item.key, None)
+        if item.done is not None:
+            # A withdrawn entry leaves at once: waiting for pop() would let it hold a place
+            # that a real publication loses when the outbox is full.
+            item.done.add_done_callback(lambda _: self._leave_if_withdrawn(item))
         if item.expendable:
             self._expendable[item.key] = None
             if front:
@@ -108,6 +112,11 @@ class Outbox:
             if self.dropped == 1 or self.dropped % 100 == 0:
                 log.warning("cloud outbox full (%d entries): dropped %d publication(s) so far, "
                             "oldest first", self.limit, self.dropped)
+
+    def _leave_if_withdrawn(self, item: Pending) -> None:
+        if item.withdrawn and self._items.get(item.key) is item:
+            del self._items[item.key]
+            self._expendable.pop(item.key, None)
 
     def pop(self) -> Pending | None:
         """The oldest entry that is still wanted (withdrawn ones are skipped and forgotten)."""
