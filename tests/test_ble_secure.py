@@ -893,24 +893,44 @@ def test_a_full_scan_of_long_names_is_cut_to_the_strongest_that_fit() -> None:
 
 def test_a_message_too_long_for_a_frame_is_logged_and_the_session_goes_on(
         caplog: pytest.LogCaptureFixture) -> None:
-    """The hub's reply escapes what the phone sent raw (JSON \\u escapes: 2 bytes become
-    6), so a phone can ask for a reply no frame can carry."""
+    """A notification no frame can carry (JSON \\u escapes: 2 bytes of text become 6) is
+    not sent and takes no sequence number: the session goes on."""
     async def scenario() -> None:
         hub = Hub()
         channel, _ = await hub.session()
-        rid = "\u00e9" * 2000
-        request = json.dumps({"type": "progress", "id": rid}, ensure_ascii=False).encode()
-        assert len(request) <= secure_protocol.MAX_MESSAGE_LEN
         before = len(hub.tx.frames)
-        await hub.write(channel.seal(request).encode())
+        assert not await hub.service.push({"type": "progress", "state": "\u00e9" * 2000})
         assert len(hub.tx.frames) == before  # nothing sent, not even an error
         assert re.search(f"progress message to {PHONE_A} not sent: message of 12[0-9]{{3}} "
                          "bytes exceeds 4067", caplog.text)
-        assert not await hub.service.push({"type": "progress", "state": rid})
         assert hub.service.status()["session"]["established"]
         reply = await hub.send(channel.seal(secure_protocol.encode_message(
             {"type": "progress", "id": 2})))
         assert secure_protocol.decode_message(channel.open(reply))["id"] == 2
+
+    run(scenario())
+
+
+def test_a_request_whose_id_its_reply_could_not_carry_is_refused_and_nothing_done() -> None:
+    """The reply echoes the id: one over 256 characters of JSON could make a reply no frame
+    carries, so the phone would wait in vain while its pairing attempt ran. It is refused
+    with a malformed ERROR that names the id, before anything is done."""
+    async def scenario() -> None:
+        hub = Hub()
+        channel, _ = await hub.session()
+        rid = "\u00e9" * 100  # 100 characters sent, 600 in the escaped reply
+        request = json.dumps({"type": "pair", "id": rid, "fields": FIELDS},
+                             ensure_ascii=False).encode()
+        code, _, message = error_of(await hub.send(channel.seal(request)))
+        assert code == ErrorCode.MALFORMED and message == '"id" is over 256 characters of JSON'
+        assert hub.host.paired == []
+        assert hub.service.status()["session"] is None  # a malformed message ends it
+        # An id of 256 characters of JSON is taken and echoed.
+        channel, _ = await hub.session()
+        rid = "x" * 254
+        reply = await hub.send(channel.seal(secure_protocol.encode_message(
+            {"type": "progress", "id": rid})))
+        assert secure_protocol.decode_message(channel.open(reply))["id"] == rid
 
     run(scenario())
 

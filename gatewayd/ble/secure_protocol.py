@@ -38,6 +38,7 @@ MAC_LEN = 32
 SEQ_LEN = 8
 TAG_LEN = 16
 MAX_MESSAGE_LEN = MAX_FRAME_LEN - 5 - SEQ_LEN - TAG_LEN  # a DATA frame's plaintext: 4067
+MAX_ID_LEN = 256  # a request's "id" as compact JSON; its reply echoes it
 NO_SESSION = b"\x00\x00\x00\x00"
 BAD_MESSAGE_A = "the SPAKE2 message A is not a valid element from the phone's side"
 
@@ -243,6 +244,11 @@ def decode_message(data: bytes) -> dict[str, Any]:
         raise ProtocolError(ErrorCode.MALFORMED, "message nests too deeply") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError(ErrorCode.MALFORMED, "message needs a \"type\"")
+    if "id" in message and len(json.dumps(message["id"], separators=(",", ":"))) > MAX_ID_LEN:
+        # Its reply echoes the id and could not fit a frame: the phone would wait in vain
+        # (and a pair request would have started an attempt it never hears of).
+        raise ProtocolError(ErrorCode.MALFORMED, f"\"id\" is over {MAX_ID_LEN} characters "
+                                                 "of JSON")
     return message
 
 
