@@ -289,9 +289,7 @@ class ZigbeeBridge(BridgeOperations):
         if not self._is_child(dev):
             return
         ieee = str(dev.ieee)
-        old = self._interviews.pop(ieee, None)
-        if old is not None:
-            old.cancel()
+        self._stop_setup(ieee)
         task = asyncio.get_running_loop().create_task(self._interviewed(dev))
         self._interviews[ieee] = task
         task.add_done_callback(functools.partial(self._interview_done, ieee))
@@ -334,7 +332,15 @@ class ZigbeeBridge(BridgeOperations):
             self.alerts.interview_failed(child)
             self._set_state(child, "alert")
 
+    def _stop_setup(self, ieee: str) -> None:
+        # A setup that outlived its device would publish it again, ready (or back from
+        # the removed), when its last await returns.
+        task = self._interviews.pop(ieee, None)
+        if task is not None:
+            task.cancel()
+
     def device_left(self, dev: Any) -> None:
+        self._stop_setup(str(dev.ieee))
         child = self.children.get(str(dev.ieee))
         if child is not None:
             log.info("zigbee: %s left the network", child.device_id)
@@ -343,6 +349,7 @@ class ZigbeeBridge(BridgeOperations):
             self._set_state(child, "lost")
 
     def device_removed(self, dev: Any) -> None:
+        self._stop_setup(str(dev.ieee))
         child = self.children.pop(str(dev.ieee), None)
         self.left.discard(str(dev.ieee))
         if child is not None:
