@@ -530,6 +530,11 @@ def test_permit_join_install_code_and_remove(radio: Radio) -> None:
                     f"{ieee} {INSTALL_CODE[:-1]}0")
             assert await on_set(pub, HUB_ID, "zigbee/install-code")(
                 f"{ieee} {INSTALL_CODE}") == ieee
+            # As printed on a label, in groups of four.
+            spaced = " ".join(INSTALL_CODE[i:i + 4] for i in range(0, len(INSTALL_CODE), 4))
+            assert await on_set(pub, HUB_ID, "zigbee/install-code")(f"{ieee} {spaced}") == ieee
+            with pytest.raises(homie.CommandError, match="expected '<ieee> <install code>'"):
+                await on_set(pub, HUB_ID, "zigbee/install-code")(ieee)
             assert await sim(bridge, "join", kind="plug", ieee=ieee,
                              install_code=INSTALL_CODE) == ieee
             await pub.state(dev_id(ieee), "ready")

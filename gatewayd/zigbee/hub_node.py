@@ -31,7 +31,8 @@ def zigbee_node(permit_join_max: int, bridge: NodeActions) -> homie.Node:
         return await _front(bridge.permit_join(int(value)))
 
     async def on_install(value: Any) -> str:
-        parts = str(value).replace(",", " ").split()
+        # The code as printed on a label comes in groups of four: all after the address.
+        parts = str(value).replace(",", " ").split(None, 1)
         if len(parts) != 2:
             raise homie.CommandError(homie.VALIDATION, "expected '<ieee> <install code>'")
         return await _front(bridge.add_install_code(parts[0], parts[1]))
