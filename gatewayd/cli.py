@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{drop_in}: OK")
         return 0
     redactor = Redactor()
-    configure(args.log_level or config.logging.level, redactor)
+    configure(args.log_level or config.logging.level, redactor, radio=config.logging.radio)
     # What the daemon writes is private whoever started it (the systemd unit sets
     # UMask=0077; a shell, a container or the simulator may not): zigbee.db, which zigpy
     # creates, holds the network key.

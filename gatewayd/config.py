@@ -258,6 +258,8 @@ class LedConfig(GpioLineConfig):
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = spec("info", choices=("debug", "info", "warning", "error"))
+    # The radio libraries log every frame and the network key in full at debug.
+    radio: str = spec("info", choices=("debug", "info", "warning", "error"))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.runtime.logsetup import Redactor, configure
+from gatewayd.runtime.logsetup import RADIO_LOGGERS, Redactor, configure
 
 PROBE = "from gatewayd.runtime.logsetup import under_journald; print(under_journald())"
 
@@ -41,9 +41,12 @@ def test_journald_is_detected_only_when_stderr_is_the_journal_stream(tmp_path: P
 def restore_root_logger() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    radio = {name: logging.getLogger(name).level for name in RADIO_LOGGERS}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    for name, radio_level in radio.items():
+        logging.getLogger(name).setLevel(radio_level)
 
 
 def test_journal_handler_carries_identifier_and_redaction(restore_root_logger: None) -> None:
@@ -94,3 +97,46 @@ def test_the_stored_secrets_are_kept_until_replaced_then_join_the_recent_ones() 
     for i in range(Redactor.MAX_RECENT):  # requests while pairing was open, say
         redactor.add_recent(f"request-{i:04d}")
     assert redactor.redact("token-0000 token-0001 setup-31415926") == "token-0000 *** ***"
+
+
+def test_a_secret_in_an_exception_reaches_no_journal_field(
+        restore_root_logger: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JournalHandler sends the exception itself as EXCEPTION_INFO beside the formatted
+    EXCEPTION_TEXT: `journalctl -o verbose` showed a secret the message had masked."""
+    import systemd.journal as journal
+
+    sent: list[tuple[str, ...]] = []
+    monkeypatch.setattr(journal, "sendv", lambda *fields: sent.append(fields))
+    redactor = Redactor()
+    redactor.add("SuperSecretToken99")
+    configure("info", redactor, journald=True)
+    try:
+        raise ConnectionError("auth failed for user=x password=SuperSecretToken99")
+    except ConnectionError:
+        logging.getLogger("gatewayd.test").exception("cloud link: connect failed")
+    (fields,) = sent
+    assert [f for f in fields if "SuperSecret" in f] == []
+    text = next(f for f in fields if f.startswith("EXCEPTION_TEXT="))
+    assert "ConnectionError: auth failed for user=x password=***" in text
+    assert "Traceback" in text
+
+
+def test_the_radio_libraries_log_the_network_key_only_when_asked(
+        restore_root_logger: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """zigpy logs the network key in full at debug; the hub at debug leaves the radio
+    libraries at info unless ``[logging] radio = "debug"`` says otherwise."""
+    key = "network_key=Key(key=aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99)"
+    configure("debug", Redactor(), journald=False)
+    logging.getLogger("zigpy.application").debug("Network info: %s", key)
+    logging.getLogger("bellows.ezsp.protocol").debug("Received command %s", "frame")
+    logging.getLogger("gatewayd.bridge").debug("ours at debug")
+    logging.getLogger("zigpy.application").info("Network formed")
+    err = capsys.readouterr().err
+    assert "aa:bb:cc" not in err and "Received command" not in err
+    assert "ours at debug" in err and "Network formed" in err
+    configure("debug", Redactor(), journald=False, radio="debug")
+    logging.getLogger("bellows.ezsp.protocol").debug("Received command %s", "frame")
+    assert "Received command frame" in capsys.readouterr().err
+    configure("warning", Redactor(), journald=False, radio="debug")  # never below `level`
+    logging.getLogger("bellows.ezsp.protocol").info("Received command %s", "frame")
+    assert capsys.readouterr().err == ""

@@ -86,6 +86,9 @@ class Redactor(logging.Filter):
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
             record.exc_text = self.redact(text)
+            # Formatters print exc_text alone; JournalHandler would also send the
+            # exception itself (its text unredacted) as EXCEPTION_INFO.
+            record.exc_info = None
         return True
 
 
@@ -102,7 +105,13 @@ def under_journald() -> bool:
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
-def configure(level: str, redactor: Redactor, *, journald: bool | None = None) -> None:
+# Zigbee's radio libraries: at debug they log every frame and the network key.
+RADIO_LOGGERS = ("zigpy", "bellows", "zigpy_znp", "zigpy_deconz", "zigpy_xbee",
+                 "zigpy_zigate")
+
+
+def configure(level: str, redactor: Redactor, *, journald: bool | None = None,
+              radio: str = "info") -> None:
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -124,6 +133,9 @@ def configure(level: str, redactor: Redactor, *, journald: bool | None = None) -
     root.setLevel(level.upper())
     # paho and waitress are chatty at INFO about things our own logs already say.
     logging.getLogger("waitress").setLevel(max(logging.WARNING, root.level))
+    radio_level = max(logging.getLevelName(radio.upper()), root.level)
+    for name in RADIO_LOGGERS:
+        logging.getLogger(name).setLevel(radio_level)
 
 
 class RepeatedFaults:
