@@ -650,3 +650,40 @@ def test_cross_built_deb_is_for_its_arch_and_runs_under_qemu(arch: str, tmp_path
         "gatewayd ")
     in_root(root, *py, "/usr/lib/gatewayd/bin/gatewayd", "--config",
             "/etc/gatewayd/gatewayd.toml", "--check-config")
+
+
+def test_purge_forgets_the_hubs_networkmanager_profiles_but_the_one_in_use(
+        tmp_path: Path) -> None:
+    """The profiles hold Wi-Fi passphrases; the one in use may carry the purge's own ssh
+    session. The postrm's own function runs against an nmcli that records what it is
+    asked (a real NetworkManager would need root and a Wi-Fi device)."""
+    postrm = (DEBIAN / "gatewayd.postrm").read_text()
+    function = postrm.split("# forget-networks: begin\n", 1)[1].split(
+        "# forget-networks: end", 1)[0]
+    assert "forget_networks" in postrm.split("purge)", 1)[1].split(";;", 1)[0]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    nmcli = bin_dir / "nmcli"
+    nmcli.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        'if [ "$1" = "-t" ]; then\n'
+        "  echo 'u-1:no:gatewayd-hotspot'\n"
+        "  echo 'u-2:yes:gatewayd-client-Home'\n"
+        "  echo 'u-3:no:gatewayd-client-Old\\:Net'\n"
+        "  echo 'u-4:no:Wired connection 1'\n"
+        "fi\n")
+    nmcli.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    res = subprocess.run(["/bin/sh", "-eu", "-c", function + "forget_networks"], env=env,
+                         capture_output=True, text=True, check=True)
+    deleted = [line.split()[-1] for line in calls.read_text().splitlines()
+               if line.startswith("connection delete")]
+    assert deleted == ["u-1", "u-3"]
+    assert res.stderr == ("gatewayd: kept the NetworkManager profile gatewayd-client-Home "
+                          "(in use); delete it with: nmcli connection delete uuid u-2\n")
+    # Without nmcli (NetworkManager not installed) the purge goes on.
+    res = subprocess.run(["/bin/sh", "-eu", "-c", function + "forget_networks"],
+                         env={"PATH": "/nonexistent"}, capture_output=True, text=True)
+    assert res.returncode == 0 and res.stderr == ""
