@@ -36,6 +36,9 @@ MAX_RELEASE_DEVICES = 1000
 # the broker after each connect.
 MAX_OWED = 1024
 ID = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]")
+# An error names the key as state.json spells it ("cloud.port"), not the pairing API's
+# ("brport"): the key the operator has to look for in the file.
+STATE_KEYS = {"port_field": "port", "root_field": "root_topic"}
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def release_from_json(raw: Any) -> Release | None:
         cloud = cloud_from_fields(
             wsp=c.get("wsp"), token=c.get("token"), host=c.get("host"), port=c.get("port"),
             mqtts_port=c.get("mqtts_port", 0), root_topic=c.get("root_topic", ""),
-            mqtt_user=c.get("mqtt_user", ""))
+            mqtt_user=c.get("mqtt_user", ""), **STATE_KEYS)
     except InvalidField as exc:
         raise InvalidField(f"release.cloud.{exc.field}", exc.message) from None
     devices = raw.get("devices")

@@ -32,6 +32,7 @@ from gatewayd.credentials import (
 from gatewayd.owed import (
     ID,
     MAX_RELEASE_DEVICES,
+    STATE_KEYS,
     OwedClearing,
     Release,
     clearings_from_json,
@@ -202,7 +203,7 @@ def parse_state(file: Path, raw: bytes) -> HubState:
             cloud = cloud_from_fields(
                 wsp=c.get("wsp"), token=c.get("token"), host=c.get("host"), port=c.get("port"),
                 mqtts_port=c.get("mqtts_port", 0), root_topic=c.get("root_topic", ""),
-                mqtt_user=c.get("mqtt_user", ""))
+                mqtt_user=c.get("mqtt_user", ""), **STATE_KEYS)
     except InvalidField as exc:
         section = "wifi" if wifi is None and data.get("wifi") is not None else "cloud"
         raise StateError(file, f"{section}.{exc.field}", exc.message) from None

@@ -80,7 +80,7 @@ def test_cloud_only_commit_on_a_hub_without_wifi(tmp_path: Path) -> None:
         (b"[]", "", "top level"),
         (b'{"schema": 99}', "schema", "not supported"),
         (None, "setup_code", "8 digits"),
-        (None, "cloud.brport", "port"),
+        (None, "cloud.port", "port"),
     ],
 )
 def test_corrupt_state_is_refused_with_file_key_reason(tmp_path: Path, content: bytes | None,
@@ -273,8 +273,11 @@ def _valid(tmp_path: Path) -> dict[str, object]:
     ({"identity": {"mac": "DC:A6:32:00:00:01"}}, "identity.mac", "MAC"),
     ({"wifi": "HomeNet"}, "wifi", "wrong type"),
     ({"wifi": {"ssid": "HomeNet", "psk": "short"}}, "wifi.psk", "8-63"),
+    # Named as in the file, not as the pairing API names them (brport, rootTopic).
     ({"cloud": {"wsp": "user@example.com", "token": "t", "host": "h", "port": 70000}},
-     "cloud.brport", "1-65535"),
+     "cloud.port", "1-65535"),
+    ({"cloud": {"wsp": "user@example.com", "token": "t", "host": "h", "port": 1883,
+                "root_topic": "a/b"}}, "cloud.root_topic", "single MQTT topic level"),
     ({"paired_at": "now"}, "paired_at", "wrong type"),
     ({"release": []}, "release", "object"),
     ({"release": {"cloud": None}}, "release.cloud", "object"),
@@ -288,6 +291,7 @@ def test_each_part_of_the_state_is_checked(tmp_path: Path, change: dict[str, obj
         parse_state(path, json.dumps(data).encode())
     assert info.value.key == key and reason in info.value.reason
     assert info.value.file == path  # the message names the file to look at
+    assert str(info.value).startswith(f"{path}: {key}: ")
 
 
 def test_a_pending_release_survives_a_restart_and_a_pairing_ends_it(tmp_path: Path) -> None:
@@ -312,6 +316,12 @@ def test_a_pending_release_survives_a_restart_and_a_pairing_ends_it(tmp_path: Pa
         with pytest.raises(StateError) as info:
             parse_state(tmp_path / "x", json.dumps({**data, "release": bad}).encode())
         assert info.value.key.startswith("release.") and info.value.file == tmp_path / "x"
+    assert info.value.key == "release.cloud.port"  # the file's key, not the pairing API's
+    bad = {"cloud": {**data["cloud"], "root_topic": "$SYS"}, "devices": [], "since": 1.0}  # type: ignore[dict-item]
+    with pytest.raises(StateError) as info:
+        parse_state(tmp_path / "x", json.dumps({**data, "release": bad}).encode())
+    assert str(info.value).startswith(
+        f"{tmp_path / 'x'}: release.cloud.root_topic: must not start with '$'")
 
 
 def test_a_reset_of_a_corrupt_file_keeps_it_aside_and_starts_fresh(tmp_path: Path) -> None:
