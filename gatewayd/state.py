@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import secrets
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -163,6 +164,9 @@ def parse_state(file: Path, raw: bytes) -> HubState:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StateError(file, "", f"not valid JSON ({exc})") from None
+    except ValueError:  # Python's int() refuses more digits; not a JSONDecodeError
+        raise StateError(file, "", "not valid JSON (a number with more than "
+                                   f"{sys.get_int_max_str_digits()} digits)") from None
     except RecursionError:  # not a ValueError: [[[[... a few thousand levels deep
         raise StateError(file, "", "not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):

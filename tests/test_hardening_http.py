@@ -82,6 +82,16 @@ def test_a_deeply_nested_json_body_is_a_400(portal: Portal) -> None:
     assert unchanged(portal, before)
 
 
+def test_a_json_body_with_a_number_past_pythons_digit_limit_is_a_400(portal: Portal) -> None:
+    # int() refuses more than 4300 digits with a ValueError that is not a JSONDecodeError.
+    before = portal.state_file.read_bytes()
+    reply = portal.client().request("POST", "/api/v1/pair",
+                                    b'{"brport": ' + b"1" * 5_000 + b"}",
+                                    {"Content-Type": "application/json"})
+    assert reply.status == 400 and "the body is not JSON" in reply.body, reply.body
+    assert unchanged(portal, before)
+
+
 @pytest.mark.parametrize("origin", ["http://[::1", "http://[", "http://[zz]:80"])
 def test_a_malformed_origin_is_a_400(portal: Portal, origin: str) -> None:
     before = portal.state_file.read_bytes()

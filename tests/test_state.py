@@ -77,6 +77,8 @@ def test_cloud_only_commit_on_a_hub_without_wifi(tmp_path: Path) -> None:
     [
         (b"{not json", "", "not valid JSON"),
         (b"[" * 100_000, "", "nested too deeply"),  # RecursionError escaped the parser
+        # int() refuses more than 4300 digits with a ValueError, not a JSONDecodeError
+        (b'{"schema": ' + b"1" * 5_000 + b"}", "", "a number with more than 4300 digits"),
         (b"[]", "", "top level"),
         (b'{"schema": 99}', "schema", "not supported"),
         (None, "setup_code", "8 digits"),
@@ -192,15 +194,21 @@ def test_the_next_start_removes_temp_files_of_writers_that_died(tmp_path: Path) 
     assert StateStore(tmp_path).reset().cloud is None
 
 
-def test_daemon_refuses_corrupt_state_and_ctl_reset_recovers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", ['{"schema": 1, "setup_code": ',
+                                     # a traceback and exit 1 (a restart loop), and a reset
+                                     # that failed the same way
+                                     '{"schema": 1, "created": ' + "1" * 5_000 + "}"])
+def test_daemon_refuses_corrupt_state_and_ctl_reset_recovers(tmp_path: Path,
+                                                             content: str) -> None:
     cfg = write_config(tmp_path / "g.toml", ethernet_config(tmp_path))
     state_dir = tmp_path / "state"
     StateStore(state_dir).open()
-    (state_dir / "state.json").write_text('{"schema": 1, "setup_code": ')
+    (state_dir / "state.json").write_text(content)
     gw = Gatewayd(["--config", str(cfg)])
     assert gw.proc.wait(30) == 2
     out = gw.output()
     assert "state error" in out and str(state_dir / "state.json") in out
+    assert "Traceback" not in out
     assert "gatewayctl reset" in out
     assert not (tmp_path / "run" / "control.sock").exists()
 

@@ -10,6 +10,7 @@ a sim.json that lacks an unrelated key (an older simulator's) still serves.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,9 @@ def read_sim_json(workdir: str | Path) -> SimJson | None:
     except json.JSONDecodeError as exc:
         raise SimJsonError(f"{path}: not JSON ({exc.msg}, line {exc.lineno} column "
                            f"{exc.colno})") from None
+    except ValueError:  # Python's int() refuses more digits; not a JSONDecodeError
+        raise SimJsonError(f"{path}: not JSON (a number with more than "
+                           f"{sys.get_int_max_str_digits()} digits)") from None
     if not isinstance(data, dict):
         raise SimJsonError(f"{path}: must be a JSON object, got {_kind(data)}")
     return SimJson(path, data)

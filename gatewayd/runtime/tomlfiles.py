@@ -12,6 +12,7 @@ set the value, not the main one.
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise TomlFileError(path, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise TomlFileError(path, f"TOML syntax error: {exc}") from None
+    except ValueError:  # Python's int() refuses more digits; not a TOMLDecodeError
+        raise TomlFileError(path, "TOML value error: a number with more than "
+                                  f"{sys.get_int_max_str_digits()} digits") from None
 
 
 def read_layers(path: Path, *, main_required: bool = True) -> Layers:

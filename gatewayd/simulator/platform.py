@@ -34,6 +34,7 @@ import collections
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -251,6 +252,9 @@ class SimPlatform:
         except json.JSONDecodeError as exc:
             raise SettingsError(f"{self.responses}: not JSON ({exc.msg}, line {exc.lineno} "
                                 f"column {exc.colno})") from None
+        except ValueError:  # Python's int() refuses more digits; not a JSONDecodeError
+            raise SettingsError(f"{self.responses}: not JSON (a number with more than "
+                                f"{sys.get_int_max_str_digits()} digits)") from None
         if not isinstance(settings, dict):
             raise SettingsError(f"{self.responses}: must be a JSON object, got "
                                 f"{_json_kind(settings)}")
