@@ -8,7 +8,6 @@ naming file, key and reason: the daemon never silently resets a hub.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from gatewayd.owed import (
     clearings_from_json,
     release_from_json,
 )
-from gatewayd.runtime.atomicfile import atomic_write, directory_owner, remove_orphaned_temp_files
+from gatewayd.runtime import atomicfile
 
 log = logging.getLogger(__name__)
 
@@ -312,22 +311,12 @@ class StateStore:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Private as every file here; a root run (a gatewayd started by hand to debug) gives
         # it the directory's owner, or the service's user could not open it afterwards.
-        fd = os.open(self.dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        owner = self.owner or directory_owner(self.dir)
-        if owner is not None:
-            os.fchown(fd, *owner)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._claim = fd  # released when the process ends
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise StateBusy(f"another process holds {self.dir / LOCK_FILE} (a "
-                                    "gatewayd running on this state directory)") from None
-                time.sleep(0.1)  # an offline reset holds it for milliseconds
+        owner = self.owner or atomicfile.directory_owner(self.dir)
+        # Released when the process ends.
+        self._claim = atomicfile.hold_lock(self.dir / LOCK_FILE, owner, timeout)
+        if self._claim is None:
+            raise StateBusy(f"another process holds {self.dir / LOCK_FILE} (a gatewayd "
+                            "running on this state directory)")
 
     def open(self, device_id: str = "", mac: str = "") -> HubState:
         """Load the state, creating it on first start; raise StateError if corrupt.
@@ -335,7 +324,7 @@ class StateStore:
         ``device_id``/``mac`` are recorded the first time and kept afterwards.
         """
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        orphans = remove_orphaned_temp_files(self.dir)
+        orphans = atomicfile.remove_orphaned_temp_files(self.dir)
         if orphans:
             log.warning("removed %s, left by a write that was cut short", ", ".join(orphans))
         try:
@@ -368,7 +357,7 @@ class StateStore:
         state = replace(state, owed=tuple(o for o in state.owed if o.root in roots))
         data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode()
         with self._lock:
-            atomic_write(self.path, data, 0o600, self.owner)
+            atomicfile.atomic_write(self.path, data, 0o600, self.owner)
             self._state = state
         return state
 

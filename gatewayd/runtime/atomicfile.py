@@ -1,9 +1,15 @@
-"""Crash-safe file replacement: a reader sees the old file or the new one, never a mix."""
+"""Crash-safe file replacement: a reader sees the old file or the new one, never a mix.
+
+Also the other plumbing of a private directory: whose its files are when root writes there
+(:func:`directory_owner`), and the lock file its user holds (:func:`hold_lock`).
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import time
 from pathlib import Path
 
 _TEMP = re.compile(r"\.(.+)\.(\d+)\.tmp")
@@ -56,6 +62,25 @@ def directory_owner(directory: Path) -> tuple[int, int] | None:
         return None
     st = directory.stat()
     return st.st_uid, st.st_gid
+
+
+def hold_lock(path: Path, owner: tuple[int, int] | None, timeout: float) -> int | None:
+    """An exclusive flock on ``path`` (created 0600), held until the descriptor returned is
+    closed (at the latest when the process ends); None if another process still holds it
+    after ``timeout`` s."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    if owner is not None:
+        os.fchown(fd, *owner)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.1)  # its holders hold it for milliseconds, or for good
 
 
 def remove_orphaned_temp_files(directory: str | Path) -> list[str]:
