@@ -1,13 +1,24 @@
-"""Who the hub is: its MAC, device id and the names derived from them."""
+"""Who the hub is: its MAC, device id and the names derived from them.
+
+Also the rules of what ``state.json`` keeps of it with the setup code and device key
+(:func:`read_label`: :mod:`gatewayd.state` checks the file with them), and what of those a
+file that cannot be trusted still tells (:func:`salvage`). May import the standard library
+only.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 SYS_NET = Path("/sys/class/net")
+# As state.json keeps them: "" until the hub first learned them.
+STORED_DEVICE_ID = re.compile(r"|[a-z0-9][a-z0-9-]*[a-z0-9]")
+STORED_MAC = re.compile(r"|([0-9a-f]{2}:){5}[0-9a-f]{2}")
 
 
 @dataclass(frozen=True)
@@ -92,3 +103,55 @@ def cpu_serial(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
             if re.fullmatch(r"[0-9a-f]{1,64}", serial) and serial.strip("0"):
                 return serial
     return ""
+
+
+# ---- as state.json keeps it -----------------------------------------------------------------
+
+def _device_key(value: Any) -> bytes | None:
+    try:
+        key = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        return None
+    return key if len(key) == 32 else None
+
+
+@dataclass(frozen=True)
+class Label:
+    """Who ``state.json`` says the hub is: each field, or None where it fails its rule."""
+
+    setup_code: str | None  # 8 digits: on the hub's label, with the device id
+    device_key: bytes | None  # 32 bytes, written as 64 hex digits
+    device_id: str | None  # "" until the hub first learned it
+    mac: str | None
+
+    def told(self) -> str:
+        names = ("setup code", "device key", "device id", "MAC")
+        values = (self.setup_code, self.device_key, self.device_id, self.mac)
+        return ", ".join(n for n, v in zip(names, values, strict=True) if v) or "nothing"
+
+
+def read_label(data: dict[str, Any]) -> Label:
+    """The rules :mod:`gatewayd.state` checks these fields of the file with."""
+    identity = data.get("identity") or {}
+    identity = identity if isinstance(identity, dict) else {}
+    code, device_id, mac = (data.get("setup_code"), identity.get("device_id", ""),
+                            identity.get("mac", ""))
+    return Label(
+        setup_code=code if isinstance(code, str) and len(code) == 8 and code.isdigit() else None,
+        device_key=_device_key(data.get("device_key")),
+        device_id=device_id if isinstance(device_id, str) and STORED_DEVICE_ID.fullmatch(
+            device_id) else None,
+        mac=mac if isinstance(mac, str) and STORED_MAC.fullmatch(mac) else None)
+
+
+def salvage(raw: bytes) -> Label:
+    """What a state file that cannot be trusted (damaged, or written by a newer gatewayd)
+    still tells of who the hub is: each field that passes its own rule.
+
+    A reset keeps them: the setup code and device id are printed on the hub's label, which
+    a new random code would make useless."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON at all: nothing can be told apart
+        data = None
+    return read_label(data if isinstance(data, dict) else {})

@@ -29,6 +29,7 @@ from gatewayd.credentials import (
     wifi_from_fields,
     wifi_to_dict,
 )
+from gatewayd.identity import read_label, salvage
 from gatewayd.owed import (
     ID,
     MAX_RELEASE_DEVICES,
@@ -48,16 +49,21 @@ LOCK_FILE = ".lock"  # held by the process using the directory (StateStore.claim
 MAX_STATE_BYTES = 256 * 1024
 
 
+# Said when the file is refused, before anything is done: what a reset would do.
+RESET_ADVICE = (f"'gatewayctl reset' moves it aside to {STATE_FILE}.corrupt-<time> and starts "
+                "over, unpaired, keeping the setup code, device key and identity if still valid")
+NEWER_ADVICE = "reinstall the gatewayd that wrote it, or a newer one; nothing was changed"
+
+
 class StateError(Exception):
     """The state file exists but cannot be trusted."""
 
-    def __init__(self, file: Path, key: str, reason: str) -> None:
+    def __init__(self, file: Path, key: str, reason: str, advice: str = RESET_ADVICE) -> None:
         self.file = file
         self.key = key
         self.reason = reason
         where = f"{file}: {key}" if key else str(file)
-        super().__init__(f"{where}: {reason} (run 'gatewayctl reset' to start over; the bad "
-                         "file is kept as state.json.corrupt-<time>)")
+        super().__init__(f"{where}: {reason} ({advice})")
 
 
 def new_setup_code() -> str:
@@ -171,30 +177,27 @@ def parse_state(file: Path, raw: bytes) -> HubState:
     if not isinstance(data, dict):
         raise StateError(file, "", "top level must be an object")
     schema = _expect(file, data, "schema", int)
+    if schema > SCHEMA_VERSION:  # a downgrade: the file is sound, this gatewayd too old for it
+        raise StateError(file, "schema", f"written by a newer gatewayd (schema {schema}; this "
+                                         f"one reads schema {SCHEMA_VERSION})", NEWER_ADVICE)
     if schema != SCHEMA_VERSION:
         raise StateError(file, "schema", f"version {schema} is not supported by this gatewayd "
                                          f"(expects {SCHEMA_VERSION})")
-    code = _expect(file, data, "setup_code", str)
-    if not (len(code) == 8 and code.isdigit()):
+    label = read_label(data)
+    _expect(file, data, "setup_code", str)
+    if label.setup_code is None:
         raise StateError(file, "setup_code", "must be 8 digits")
-    key_hex = _expect(file, data, "device_key", str)
-    try:
-        key = bytes.fromhex(key_hex)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
+    _expect(file, data, "device_key", str)
+    if label.device_key is None:
         raise StateError(file, "device_key", "must be 64 hex digits")
     created = _expect(file, data, "created", (int, float))
     identity = data.get("identity") or {}
     if not isinstance(identity, dict):
         raise StateError(file, "identity", "must be an object")
-    device_id = identity.get("device_id", "")
-    mac = identity.get("mac", "")
-    if not isinstance(device_id, str) or not re.fullmatch(r"|[a-z0-9][a-z0-9-]*[a-z0-9]",
-                                                          device_id):
+    if label.device_id is None:
         raise StateError(file, "identity.device_id", "must be a lowercase id such as "
                                                      "dc-a6-32-01-02-03")
-    if not isinstance(mac, str) or not re.fullmatch(r"|([0-9a-f]{2}:){5}[0-9a-f]{2}", mac):
+    if label.mac is None:
         raise StateError(file, "identity.mac", "must be a MAC address aa:bb:cc:dd:ee:ff")
     wifi = cloud = None
     try:
@@ -221,8 +224,8 @@ def parse_state(file: Path, raw: bytes) -> HubState:
     operation, registration = _parse_provisioning(file, data.get("provisioning"))
     if registration is not None and cloud is None:
         raise StateError(file, "provisioning.registration", "present without credentials")
-    return HubState(setup_code=code, device_key=key, created=float(created),
-                    device_id=device_id, mac=mac, wifi=wifi,
+    return HubState(setup_code=label.setup_code, device_key=label.device_key,
+                    created=float(created), device_id=label.device_id, mac=label.mac, wifi=wifi,
                     cloud=cloud, paired_at=paired_at, release=release,
                     operation=operation, registration=registration, owed=owed)
 
@@ -425,26 +428,21 @@ class StateStore:
         ``hub_id`` (default: the state's device id) and the removed children whose
         clearing is still owed; the daemon adds the devices it has when it releases it.
 
-        A corrupt file is moved aside (for the vendor's support to look at) and a
-        fresh state is written; its setup code is the vendor preset if there is one.
+        A file that cannot be trusted is moved aside (for the vendor's support to look at)
+        and a fresh state is written, with the setup code, device key and identity the
+        file still tells (:func:`gatewayd.identity.salvage`); a setup code it does not tell
+        is the vendor preset if there is one.
         """
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        raw = b""
         try:
-            current = self._state or parse_state(self.path, self.path.read_bytes())
+            current = self._state or parse_state(self.path, raw := self.path.read_bytes())
         except FileNotFoundError:
             current = None
         except StateError as exc:
-            aside = self.path.with_name(f"{STATE_FILE}.corrupt-{int(time.time())}")
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(self.path, aside)
-                if self.owner is not None:
-                    os.chown(aside, *self.owner)
-            log.warning("state file was corrupt (%s); moved to %s", exc.reason, aside)
-            current = None
+            current = self._start_over(raw, exc)
         if current is None:
             state = self._fresh()
-            if self._state is not None:
-                state = replace(state, device_id=self._state.device_id, mac=self._state.mac)
         else:
             if release is None and keep_account and current.cloud is not None:
                 hub = hub_id or current.device_id
@@ -455,3 +453,16 @@ class StateStore:
                             release=release or current.release, operation=None,
                             registration=None)
         return self._write(state)
+
+    def _start_over(self, raw: bytes, exc: StateError) -> HubState:
+        aside = self.path.with_name(f"{STATE_FILE}.corrupt-{int(time.time())}")
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path, aside)
+            if self.owner is not None:
+                os.chown(aside, *self.owner)
+        kept = salvage(raw)
+        log.warning("state file could not be used (%s: %s); moved to %s, keeping its %s",
+                    exc.key or "file", exc.reason, aside, kept.told())
+        fresh = self._fresh(kept.setup_code)
+        return replace(fresh, device_key=kept.device_key or fresh.device_key,
+                       device_id=kept.device_id or "", mac=kept.mac or "")

@@ -80,7 +80,7 @@ def test_cloud_only_commit_on_a_hub_without_wifi(tmp_path: Path) -> None:
         # int() refuses more than 4300 digits with a ValueError, not a JSONDecodeError
         (b'{"schema": ' + b"1" * 5_000 + b"}", "", "a number with more than 4300 digits"),
         (b"[]", "", "top level"),
-        (b'{"schema": 99}', "schema", "not supported"),
+        (b'{"schema": 0}', "schema", "not supported"),
         (None, "setup_code", "8 digits"),
         (None, "cloud.port", "port"),
     ],
@@ -209,7 +209,10 @@ def test_daemon_refuses_corrupt_state_and_ctl_reset_recovers(tmp_path: Path,
     out = gw.output()
     assert "state error" in out and str(state_dir / "state.json") in out
     assert "Traceback" not in out
-    assert "gatewayctl reset" in out
+    # What a reset would do, not a claim that the file was already kept aside.
+    assert ("('gatewayctl reset' moves it aside to state.json.corrupt-<time> and starts over, "
+            "unpaired, keeping the setup code, device key and identity if still valid)\n") in out
+    assert "is kept" not in out and not list(state_dir.glob("state.json.corrupt-*"))
     assert not (tmp_path / "run" / "control.sock").exists()
 
     result = ctl("--config", str(cfg), "reset")
@@ -267,7 +270,8 @@ def _valid(tmp_path: Path) -> dict[str, object]:
 @pytest.mark.parametrize(("change", "key", "reason"), [
     ({"schema": "1"}, "schema", "wrong type str"),
     ({"schema": True}, "schema", "wrong type bool"),
-    ({"schema": 2}, "schema", "version 2"),
+    ({"schema": 0}, "schema", "version 0 is not supported"),
+    ({"schema": 2}, "schema", "written by a newer gatewayd (schema 2"),
     ({"setup_code": "1234567a"}, "setup_code", "8 digits"),
     ({"setup_code": "123456789"}, "setup_code", "8 digits"),
     ({"setup_code": 12345678}, "setup_code", "wrong type"),
@@ -569,3 +573,51 @@ def test_a_reset_forgets_an_operation_in_flight(tmp_path: Path) -> None:
     store.begin_operation(Operation(id="0" * 32, key=bytes(32), started=1.0))
     assert store.state.operation is not None
     assert store.reset().operation is None
+
+
+def test_a_state_file_from_a_newer_gatewayd_is_left_alone_and_a_reset_keeps_the_label(
+        tmp_path: Path) -> None:
+    """A .deb downgrade: the file is sound, this gatewayd too old for it. Its advice was a
+    reset, which then made a new setup code and blanked the device id: the label printed on
+    the hub stopped working."""
+    cfg = write_config(tmp_path / "g.toml", ethernet_config(tmp_path))
+    state_dir = tmp_path / "state"
+    store = StateStore(state_dir)
+    store.open(device_id="dc-a6-32-00-00-07", mac="dc:a6:32:00:00:07")
+    newer = {**json.loads(store.path.read_text()), "schema": 2, "a_new_feature": {}}
+    content = json.dumps(newer).encode()
+    store.path.write_bytes(content)
+    gw = Gatewayd(["--config", str(cfg)])
+    assert gw.proc.wait(30) == 2
+    assert (f"gatewayd: state error: {store.path}: schema: written by a newer gatewayd "
+            "(schema 2; this one reads schema 1) (reinstall the gatewayd that wrote it, or a "
+            "newer one; nothing was changed)\n") in gw.output()
+    assert "gatewayctl reset" not in gw.output()
+    assert sorted(p.name for p in state_dir.iterdir()) == [".lock", "state.json"]
+    assert store.path.read_bytes() == content
+
+    ctl("--config", str(cfg), "reset")  # done anyway: the label still works
+    after = json.loads(store.path.read_text())
+    assert (after["schema"], after["setup_code"], after["device_key"], after["identity"]) == (
+        1, newer["setup_code"], newer["device_key"], newer["identity"])
+    (aside,) = state_dir.glob("state.json.corrupt-*")
+    assert aside.read_bytes() == content
+
+
+def test_a_reset_of_a_damaged_file_keeps_each_label_field_that_is_still_valid(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = _valid(tmp_path)
+    store = StateStore(tmp_path, "87654321")  # the vendor preset only where nothing is told
+    data["cloud"] = {**data["cloud"], "port": 0}  # type: ignore[dict-item]
+    store.path.write_text(json.dumps(data))
+    kept = store.reset()
+    assert (kept.setup_code, kept.device_key.hex(), kept.device_id, kept.mac) == (
+        data["setup_code"], data["device_key"], "dc-a6-32-00-00-01", "dc:a6:32:00:00:01")
+    assert not kept.paired and StateStore(tmp_path).open() == kept
+    assert "keeping its setup code, device key, device id, MAC" in caplog.text
+    # Each field on its own rule: a bad one is made afresh (or left empty), not the others.
+    data.update(setup_code="1234", identity={"device_id": "dc-a6-32-00-00-01", "mac": "x"})
+    store.path.write_text(json.dumps(data))
+    kept = StateStore(tmp_path, "87654321").reset()
+    assert (kept.setup_code, kept.device_key.hex(), kept.device_id, kept.mac) == (
+        "87654321", data["device_key"], "dc-a6-32-00-00-01", "")
