@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gatewayd import __version__, cloud
 from gatewayd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from gatewayd.identity import NoMacAddress
 from gatewayd.runtime.logsetup import Redactor, configure
 from gatewayd.state import StateBusy, StateError
 from gatewayd.virtual.planning import check_config
@@ -110,8 +111,9 @@ def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-de
 
     try:
         store, identity = open_state(config)
-    except StateBusy as exc:
-        # Not exit 2: once the other one is gone, systemd's next try should start.
+    except (StateBusy, NoMacAddress) as exc:
+        # Not exit 2: once the other one is gone (or the network interface is up),
+        # systemd's next try should start.
         print(f"gatewayd: cannot start: {exc}", file=sys.stderr)
         return 1
     except StateError as exc:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,9 +59,13 @@ def _default_route_interface(proc_route: Path = Path("/proc/net/route")) -> str 
     return None
 
 
-def read_mac(interface: str, sys_net: Path = SYS_NET) -> str | None:
+class NoMacAddress(Exception):
+    """No interface has a MAC yet: the hub cannot tell who it is."""
+
+
+def read_mac(interface: str, sys_net: Path | None = None) -> str | None:
     try:
-        mac = (sys_net / interface / "address").read_text().strip().lower()
+        mac = ((sys_net or SYS_NET) / interface / "address").read_text().strip().lower()
     except OSError:
         return None
     if not _MAC.fullmatch(mac) or mac == "00:00:00:00:00:00":
@@ -67,12 +73,9 @@ def read_mac(interface: str, sys_net: Path = SYS_NET) -> str | None:
     return mac
 
 
-def primary_mac(preferred: str = "", sys_net: Path = SYS_NET) -> str:
-    """The MAC of the configured interface, else the default route's, else the first NIC's.
-
-    Falls back to a locally administered placeholder so a hub with an odd network
-    set-up still starts (and says so in status) instead of refusing to boot.
-    """
+def mac_candidates(preferred: str = "", sys_net: Path | None = None) -> list[str]:
+    """Where the hub's MAC is looked for, in order: the configured interface, the default
+    route's, then every other interface but ``lo`` by name."""
     candidates: list[str] = []
     if preferred:
         candidates.append(preferred)
@@ -80,14 +83,43 @@ def primary_mac(preferred: str = "", sys_net: Path = SYS_NET) -> str:
     if route_if:
         candidates.append(route_if)
     try:
-        candidates += sorted(p.name for p in sys_net.iterdir() if p.name != "lo")
+        candidates += sorted(p.name for p in (sys_net or SYS_NET).iterdir() if p.name != "lo")
     except OSError:
         pass
-    for name in candidates:
+    return list(dict.fromkeys(candidates))
+
+
+def primary_mac(preferred: str = "", sys_net: Path | None = None) -> str | None:
+    """The MAC of the configured interface, else the default route's, else the first NIC's;
+    None if none has one (yet: a driver still loading at boot). Never a made-up MAC: the
+    device id derived from it is stored for good and printed on the label."""
+    for name in mac_candidates(preferred, sys_net):
         mac = read_mac(name, sys_net)
         if mac:
             return mac
-    return "02:00:00:00:00:01"
+    return None
+
+
+def wait_for_mac(preferred: str, timeout: float, *, poll: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] = time.sleep,
+                 sys_net: Path | None = None) -> str:
+    """:func:`primary_mac`, looked for again every ``poll`` seconds for up to ``timeout``;
+    raises :class:`NoMacAddress` naming the interfaces tried. Before the event loop runs
+    (the daemon's identity is settled first), so a plain sleep."""
+    deadline = clock() + timeout
+    while True:
+        mac = primary_mac(preferred, sys_net)
+        if mac is not None:
+            return mac
+        if clock() >= deadline:
+            tried = ", ".join(mac_candidates(preferred, sys_net)) or \
+                f"none: {sys_net or SYS_NET} lists no interface but lo"
+            raise NoMacAddress(
+                f"no network interface has a MAC address after {timeout:g} s (tried: "
+                f"{tried}); the hub's device id is made from it, so it does not start "
+                "without one (set [hub] interface to the right one if need be)")
+        sleep(poll)
 
 
 def cpu_serial(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
