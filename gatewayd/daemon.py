@@ -10,7 +10,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from gatewayd import __version__, homie
 from gatewayd.ap import NetworkManagerControl
@@ -43,6 +43,7 @@ from gatewayd.onboarding.steps import CloudStep
 from gatewayd.onboarding.table import State
 from gatewayd.runtime import heap
 from gatewayd.runtime.corecall import CoreCall
+from gatewayd.runtime.lifecycle import STOP_BUDGET, Component, Lifecycle
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier, Watchdog, watchdog_interval
 from gatewayd.runtime.stalls import StallReporter
@@ -57,18 +58,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Component(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
 # A gatewayctl reset offline holds the directory for milliseconds; another gatewayd on it
 # for good, which is worth a clear error (and systemd's next try), not a wait forever.
 CLAIM_TIMEOUT = 10.0
+# How much of the stop's budget a running factory reset may take to finish.
+RESET_WAIT = 8.0
 
 
 # How long a first start waits for a network interface to show its MAC (a Wi-Fi driver
@@ -194,6 +188,7 @@ class Daemon:
     onboarding: Onboarding | None = None
     pairing: PairingService | None = None
     provisioner: Provisioner | None = None
+    stop_budget: float = STOP_BUDGET  # from the stop request to the last component stopped
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> Hub:
         hub = Hub(self.config, self.store, self.identity, self.notifier, self.redactor)
@@ -384,44 +379,45 @@ class Daemon:
             self.hardware.add_signal_handlers(loop)  # SIGUSR1 short, SIGUSR2 long press
         watchdog: Watchdog | None = None
         interval = watchdog_interval()
-        started: list[Component] = []
+        lifecycle = Lifecycle(self.components, hub.stop_requested, self.stop_budget)
         stalls = StallReporter()
         stalls.start()
         hub.add_status("loop", stalls.status)
         try:
-            for component in self.components:
-                await component.start()
-                started.append(component)
-            if interval is not None:
-                watchdog = Watchdog(self.notifier, interval)
-                for web in (self.control, self.portal):
-                    if web is not None and web.server is not None:
-                        server = web.server
-                        watchdog.add_check(web.name, functools.partial(_thread_check, server))
-                watchdog.start()
-            assert self.onboarding is not None
-            stalls.mark_ready()
-            hub.ready(describe(self.onboarding.progress()))
-            log.info("gatewayd %s ready (device %s, state %s)", __version__,
-                     self.identity.device_id, hub.phase)
-            self.ready.set()
-            resettle = asyncio.create_task(heap.settle_periodically(), name="heap")
-            await hub.stop_requested.wait()
-            resettle.cancel()
+            # A stop requested while the components start ends the start there: the hub
+            # never says it is ready, and the stop's budget is not spent on the rest's start.
+            if await lifecycle.start():
+                if interval is not None:
+                    watchdog = Watchdog(self.notifier, interval)
+                    for web in (self.control, self.portal):
+                        if web is not None and web.server is not None:
+                            server = web.server
+                            watchdog.add_check(web.name,
+                                               functools.partial(_thread_check, server))
+                    watchdog.start()
+                assert self.onboarding is not None
+                stalls.mark_ready()
+                hub.ready(describe(self.onboarding.progress()))
+                log.info("gatewayd %s ready (device %s, state %s)", __version__,
+                         self.identity.device_id, hub.phase)
+                self.ready.set()
+                resettle = asyncio.create_task(heap.settle_periodically(), name="heap")
+                await hub.stop_requested.wait()
+                resettle.cancel()
+            lifecycle.begin_stop()
             log.info("stopping")
         finally:
+            lifecycle.begin_stop()  # one deadline for all that follows (runtime/lifecycle.py)
             self.notifier.stopping()
             hub.stop_requested.set()  # no new reset from here on
-            # Within the unit's TimeoutStopSec (20 s), with time left to stop the rest.
-            await hub.finish_resets(timeout=8.0)
+            # A running reset stops and starts components: it may end first, for part of
+            # the budget.
+            await hub.finish_resets(
+                timeout=min(RESET_WAIT, lifecycle.share(len(lifecycle.started))))
             if watchdog is not None:
                 await watchdog.stop()
             await stalls.stop()
-            for component in reversed(started):
-                try:
-                    await asyncio.wait_for(component.stop(), 10)
-                except Exception:
-                    log.exception("stopping %s failed", component.name)
+            await lifecycle.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return 0

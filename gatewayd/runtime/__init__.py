@@ -7,8 +7,9 @@ redaction (:mod:`~gatewayd.runtime.logsetup`), waitress in a thread
 (:mod:`~gatewayd.runtime.webserver`), atomic file writes and the lock of a private directory
 (:mod:`~gatewayd.runtime.atomicfile`),
 the wait before trying again, exponential with jitter (:mod:`~gatewayd.runtime.backoff`),
-the settled heap (:mod:`~gatewayd.runtime.heap`) and modules executed on first use
-(:mod:`~gatewayd.runtime.deferred`).
+the settled heap (:mod:`~gatewayd.runtime.heap`), modules executed on first use
+(:mod:`~gatewayd.runtime.deferred`) and the components' start and stop within systemd's
+stop timeout (:mod:`~gatewayd.runtime.lifecycle`).
 
 May import: the standard library and infrastructure libraries (waitress, systemd-python).
 Nothing else of gatewayd: every other package may import this one.
