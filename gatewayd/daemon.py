@@ -26,7 +26,7 @@ from gatewayd.hardware.component import Hardware
 from gatewayd.hardware.libgpiod import GpiodBackend
 from gatewayd.hardware.lines import LineBackend
 from gatewayd.hardware.simulated import SimulatedBackend
-from gatewayd.hub import Hub
+from gatewayd.hub import RESET_CANCEL_WAIT, Hub
 from gatewayd.identity import (
     Identity,
     cpu_serial,
@@ -411,9 +411,9 @@ class Daemon:
             self.notifier.stopping()
             hub.stop_requested.set()  # no new reset from here on
             # A running reset stops and starts components: it may end first, for part of
-            # the budget.
-            await hub.finish_resets(
-                timeout=min(RESET_WAIT, lifecycle.share(len(lifecycle.started))))
+            # the budget; then it is cancelled, so it cannot start again what is stopped.
+            await hub.finish_resets(timeout=min(RESET_WAIT, max(
+                lifecycle.share(len(lifecycle.started)) - RESET_CANCEL_WAIT, 0.0)))
             if watchdog is not None:
                 await watchdog.stop()
             await stalls.stop()

@@ -34,6 +34,8 @@ Releaser = Callable[[CloudCredentials | None], Awaitable[Release | None]]
 # platform's answer, a flush: up to about 5 s each), a Wi-Fi scan and the hotspot (up to 10
 # and 15 s) and a full Zigbee reset (the radio stopped and formed again) add up.
 RESET_TIMEOUT = 60.0
+# How long a stopping daemon waits for a factory reset it cancelled to end.
+RESET_CANCEL_WAIT = 1.0
 # What every front end says of a fault that is not a refusal (a library's exception, a bug):
 # its text can carry a library's internals or a secret, so it goes only to the log, where
 # the redactor masks secrets.
@@ -164,15 +166,31 @@ class Hub:
         task = asyncio.get_running_loop().create_task(self._reset(full), name="factory-reset")
         self._resets.add(task)  # the loop keeps only a weak reference to a task
         task.add_done_callback(self._resets.discard)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # the caller stopped waiting; the reset goes on
+            raise CoreUnavailable("the hub stopped before the factory reset finished; "
+                                  "reset it again after it has started again") from None
 
     async def finish_resets(self, timeout: float = RESET_TIMEOUT) -> None:
         """Before the components stop: let a running reset end (it stops and starts some
-        of them), for at most ``timeout``. Call after :attr:`stop_requested` is set."""
+        of them), for at most ``timeout``; then cancel it, so that it cannot start again
+        a component being stopped (the Zigbee radio, the hotspot). Call after
+        :attr:`stop_requested` is set."""
         pending = list(self._resets)
-        if pending:
-            log.info("stopping: waiting for the factory reset to finish")
-            await asyncio.wait(pending, timeout=timeout)
+        if not pending:
+            return
+        log.info("stopping: waiting for the factory reset to finish")
+        _, unfinished = await asyncio.wait(pending, timeout=timeout)
+        if unfinished:
+            log.warning("stopping: the factory reset did not finish in %.1f s; cut short "
+                        "(the hub may still be paired when it starts again)", timeout)
+            for task in unfinished:
+                task.cancel()
+            # A hook that holds on to its cancellation must not hold up the stop for long.
+            await asyncio.wait(unfinished, timeout=RESET_CANCEL_WAIT)
 
     async def _reset(self, full: bool) -> dict[str, Any]:
         async with self._reset_lock:

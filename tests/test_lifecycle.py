@@ -1,6 +1,6 @@
 """Starting and stopping within systemd's limits: a SIGTERM during the start stops the
 daemon there (no READY=1, nothing more started), and the whole stop shares one budget that
-fits inside the unit's TimeoutStopSec, whatever a component does."""
+fits inside the unit's TimeoutStopSec, whatever a component or a factory reset does."""
 
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ from gatewayd.config import load_config
 from gatewayd.daemon import Daemon
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity
+from gatewayd.runtime.corecall import CoreUnavailable
 from gatewayd.runtime.lifecycle import STOP_BUDGET, Lifecycle
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.state import StateStore
 from tests.fakes import StubCloud
 from tests.helpers import ethernet_config, run_async, write_config
+from tests.test_hardware import until
+from tests.test_reset import paired_hub
 from tests.test_sdnotify import NotifySocket
 
 IDENTITY = Identity("dc-a6-32-12-34-56", "dc:a6:32:12:34:56", "Acme Hub")
@@ -156,3 +159,44 @@ def test_the_stop_budget_fits_inside_the_units_stop_timeout() -> None:
     timeout = re.search(r"^TimeoutStopSec=(\d+)s$", unit, re.MULTILINE)
     assert timeout is not None
     assert STOP_BUDGET + 5 <= int(timeout.group(1))
+
+
+class Radio(Recorder):
+    """A component a factory reset stops and starts again, as the Zigbee bridge's full reset
+    does (and the onboarding's the hotspot)."""
+
+    def __init__(self, journal: list[str]) -> None:
+        super().__init__("radio", journal)
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def reset(self, full: bool) -> None:
+        await self.stop()
+        self.holding.set()
+        await self.release.wait()  # a new network forming
+        await self.start()
+
+
+def test_a_reset_still_running_at_the_stop_does_not_start_again_what_is_stopped(
+        tmp_path: Path) -> None:
+    hub = paired_hub(tmp_path)
+    journal: list[str] = []
+    radio = Radio(journal)
+    hub.on_reset(radio.reset)
+
+    async def main() -> BaseException | None:
+        resetting = asyncio.create_task(hub.reset(True))  # `gatewayctl reset --full`
+        await until(radio.holding.is_set, what="the reset's radio hook")
+        hub.stop_requested.set()
+        await hub.finish_resets(timeout=0.0)  # its share of the stop is spent
+        await radio.stop()  # the daemon stops its components
+        radio.release.set()  # what the reset waited for comes: nothing is left to go on
+        for _ in range(20):  # turns of the loop enough for a reset to start the radio
+            await asyncio.sleep(0)
+        return resetting.exception() if resetting.done() else None
+
+    refused = run_async(main())
+    assert journal == ["stop radio", "stop radio"]
+    assert isinstance(refused, CoreUnavailable)  # what `gatewayctl reset` answers: 503
+    assert str(refused) == ("the hub stopped before the factory reset finished; reset it "
+                            "again after it has started again")
