@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -160,6 +161,8 @@ def _expect(file: Path, data: dict[str, Any], key: str, typ: type | tuple[type, 
     value = data[key]
     if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
         raise StateError(file, key, f"wrong type {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):  # NaN reaches no status JSON
+        raise StateError(file, key, "must be a finite number")
     return value
 
 
@@ -213,9 +216,8 @@ def parse_state(file: Path, raw: bytes) -> HubState:
     except InvalidField as exc:
         section = "wifi" if wifi is None and data.get("wifi") is not None else "cloud"
         raise StateError(file, f"{section}.{exc.field}", exc.message) from None
-    paired_at = data.get("paired_at")
-    if paired_at is not None and not isinstance(paired_at, (int, float)):
-        raise StateError(file, "paired_at", "wrong type")
+    paired_at = (None if data.get("paired_at") is None
+                 else _expect(file, data, "paired_at", (int, float)))
     try:
         release = release_from_json(data.get("release"))
         owed = clearings_from_json(data.get("owed_clearings"))

@@ -291,6 +291,9 @@ def _valid(tmp_path: Path) -> dict[str, object]:
     ({"cloud": {"wsp": "user@example.com", "token": "t", "host": "h", "port": 1883,
                 "root_topic": "a/b"}}, "cloud.root_topic", "single MQTT topic level"),
     ({"paired_at": "now"}, "paired_at", "wrong type"),
+    ({"paired_at": True}, "paired_at", "wrong type bool"),
+    ({"paired_at": float("nan")}, "paired_at", "must be a finite number"),
+    ({"created": float("inf")}, "created", "must be a finite number"),
     ({"release": []}, "release", "object"),
     ({"release": {"cloud": None}}, "release.cloud", "object"),
 ])
