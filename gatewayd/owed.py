@@ -16,6 +16,7 @@ not validate raises :class:`~gatewayd.credentials.InvalidField` naming its key, 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -76,8 +77,8 @@ def release_from_json(raw: Any) -> Release | None:
             isinstance(d, str) and ID.fullmatch(d) for d in devices):
         raise InvalidField("release.devices", "must be a list of device ids")
     since = raw.get("since")
-    if isinstance(since, bool) or not isinstance(since, (int, float)):
-        raise InvalidField("release.since", "wrong type")
+    if isinstance(since, bool) or not isinstance(since, (int, float)) or not math.isfinite(since):
+        raise InvalidField("release.since", "must be a finite number")
     return Release(cloud=cloud, devices=tuple(devices), since=float(since))
 
 

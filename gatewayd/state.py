@@ -235,8 +235,8 @@ def parse_state(file: Path, raw: bytes) -> HubState:
 def _number(file: Path, key: str, value: Any, *, optional: bool = False) -> float | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise StateError(file, key, "must be a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise StateError(file, key, "must be a finite number")
     return float(value)
 
 

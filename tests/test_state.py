@@ -296,6 +296,9 @@ def _valid(tmp_path: Path) -> dict[str, object]:
     ({"created": float("inf")}, "created", "must be a finite number"),
     ({"release": []}, "release", "object"),
     ({"release": {"cloud": None}}, "release.cloud", "object"),
+    ({"release": {"cloud": {"wsp": "user@example.com", "token": "t", "host": "h",
+                            "port": 1883}, "devices": [], "since": float("nan")}},
+     "release.since", "must be a finite number"),
 ])
 def test_each_part_of_the_state_is_checked(tmp_path: Path, change: dict[str, object], key: str,
                                            reason: str) -> None:
@@ -449,9 +452,9 @@ REG = "provisioning.registration"
     ({"operation": {**OPERATION, "key": None}}, "provisioning.operation.key",
      "must be 64 hex digits"),
     ({"operation": {**OPERATION, "started": "soon"}}, "provisioning.operation.started",
-     "must be a number"),
+     "must be a finite number"),
     ({"operation": {**OPERATION, "started": True}}, "provisioning.operation.started",
-     "must be a number"),
+     "must be a finite number"),
     ({"registration": "x"}, REG, "must be an object"),
     ({"registration": {**REGISTRATION, "mode": "pairing"}}, f"{REG}.mode",
      'must be "token" or "enroll"'),
@@ -460,9 +463,13 @@ REG = "provisioning.registration"
     ({"registration": {**REGISTRATION, "device_id": 5}}, f"{REG}.device_id",
      "must be a device id"),
     ({"registration": {**REGISTRATION, "issued_at": None}}, f"{REG}.issued_at",
-     "must be a number"),
+     "must be a finite number"),
     ({"registration": {**REGISTRATION, "expires_at": "never"}}, f"{REG}.expires_at",
-     "must be a number"),
+     "must be a finite number"),
+    ({"registration": {**REGISTRATION, "expires_at": float("inf")}}, f"{REG}.expires_at",
+     "must be a finite number"),
+    ({"operation": {**OPERATION, "started": float("nan")}}, "provisioning.operation.started",
+     "must be a finite number"),
 ])
 def test_each_part_of_the_provisioning_state_is_checked_by_name(
         tmp_path: Path, provisioning: object, key: str, reason: str) -> None:
