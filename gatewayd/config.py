@@ -25,6 +25,7 @@ from gatewayd.credentials import (
     check_psk,
     check_root_topic,
     check_token,
+    check_wsp,
 )
 from gatewayd.runtime.tomlfiles import Layers, TomlFileError, read_layers
 
@@ -88,6 +89,7 @@ _check_host = _rule(check_host)
 _check_psk = _rule(check_psk)
 _check_topic_level = _rule(check_root_topic)
 _check_secret = _rule(check_token)
+_check_wsp = _rule(check_wsp)
 
 
 def _check_interface_address(value: str) -> str | None:
@@ -168,8 +170,11 @@ class CloudConfig:
     host: str = spec("", check=lambda v: None if v == "" else _check_host(v))
     port: int = spec(1883, min=1, max=65535)
     mqtts_port: int = spec(0, min=0, max=65535, doc="0 = no TLS")
-    wsp: str = spec("", doc="preset account e-mail")
-    token: str = spec("", secret=True, doc="preset account token")
+    # Checked as a pairing request's fields are: a preset they refuse would fail every one.
+    wsp: str = spec("", check=lambda v: None if v == "" else _check_wsp(v),
+                    doc="preset account e-mail")
+    token: str = spec("", check=lambda v: None if v == "" else _check_secret(v), secret=True,
+                      doc="preset account token")
     root_topic: str = spec("", check=_check_topic_level)
     ca_file: str = spec("", doc="CA bundle for TLS; empty = system store")
     protocol: str = spec("3.1.1", choices=("3.1.1", "5"))

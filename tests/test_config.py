@@ -59,6 +59,10 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
          "must be lowercase letters, digits, '_' and '-', starting with a letter"),
         ("[cloud]\nhost = 'not a host'", "cloud.host", "host name"),
         ("[cloud]\nroot_topic = 'a/b'", "cloud.root_topic", "topic level"),
+        # A preset account a pairing request's own check would refuse, every time.
+        ("[cloud]\nwsp = 'not an email'", "cloud.wsp", "must be an e-mail address"),
+        ("[cloud]\ntoken = \"tok\\u0001en-31415\"", "cloud.token",
+         "must not contain control characters"),
         ("[cloud]\nreconnect_min = 50.0\nreconnect_max = 10.0", "cloud.reconnect_min",
          "must not exceed"),
         ("[zigbee]\nchannel = 27", "zigbee.channel", "<= 26"),
