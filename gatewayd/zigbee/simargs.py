@@ -70,6 +70,9 @@ def _kind(value: Any) -> bool:
 
 
 FAULT_FLAG = Arg("true or false", _flag)
+# The emulator's advice when a join finds permit join closed: its control port's own key,
+# which the hub's ``zigbee sim join`` does not take (the link leaves the advice out).
+WAIT_HINT = " (pass wait: true to wait in pairing mode)"
 ARGS: dict[str, Arg] = {
     "kind": Arg(f"one of {', '.join(sorted(KINDS))}", _kind),
     "ieee": Arg("text such as 00:12:4b:00:01:02:03:04", _text),

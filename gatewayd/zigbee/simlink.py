@@ -23,7 +23,13 @@ import json
 import logging
 from typing import Any, Protocol
 
-from gatewayd.zigbee.simargs import NOISE_RATE, ArgumentError, Signature, check_args
+from gatewayd.zigbee.simargs import (
+    NOISE_RATE,
+    WAIT_HINT,
+    ArgumentError,
+    Signature,
+    check_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +196,7 @@ class EmulatorLink:
         try:
             result = await self.client.call(op, **request)
         except ControlError as exc:
-            raise SimError(str(exc)) from None
+            raise SimError(str(exc).replace(WAIT_HINT, "")) from None
         except (OSError, TimeoutError, ValueError) as exc:
             raise SimUnavailable(f"the NCP emulator at {self.address} does not answer "
                                  f"({_why(exc)})") from None

@@ -27,6 +27,7 @@ import zigpy.types as t
 from gatewayd.simulator.ncp import status as st
 from gatewayd.simulator.ncp.alarm import timerfd_alarm
 from gatewayd.simulator.ncp.state import Child
+from gatewayd.zigbee.simargs import WAIT_HINT
 from gatewayd.zigbee.virtual.catalog import KINDS
 from gatewayd.zigbee.virtual.device import SimDevice
 from gatewayd.zigbee.virtual.report_stream import ReportStream
@@ -260,7 +261,7 @@ class Air:
             dev = self._join_now(kind, addr, key)
             return {"ieee": str(addr), "nwk": f"0x{int(dev.nwk):04X}", "joined": True}
         if not wait:
-            raise AirError("permit join is closed (pass wait: true to wait in pairing mode)")
+            raise AirError("permit join is closed" + WAIT_HINT)
         self.pairing[addr] = (kind, key)
         return {"ieee": str(addr), "joined": False, "pairing": True}
 
