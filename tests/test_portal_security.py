@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,15 +53,50 @@ def test_captive_probes_and_foreign_hosts_lead_to_the_panel(portal: Portal, path
     assert reply.header("Cache-Control") == "no-store"
 
 
-def test_healthcheck_pair_and_api_answer_whatever_the_host(portal: Portal) -> None:
+def test_healthcheck_answers_and_pair_and_api_refuse_a_foreign_host(portal: Portal) -> None:
     client = portal.client()
     host = {"Host": "connectivitycheck.gstatic.com"}
     assert (client.get("/healthcheck", host).status, client.get("/healthcheck", host).body) == (
         200, "OK")
-    bad = client.pair({**VALID, "psk": "short"}, host)
-    assert bad.status == 400 and bad.body.startswith("psk: ")
-    assert client.get("/api/v1/progress", host).status == 200
-    assert client.pair(VALID, host).status == 200
+    pair = client.pair(VALID, host)
+    assert pair.status == 421 and pair.header("Content-Type").startswith("text/plain")
+    assert "another site" in pair.body and "IP address" in pair.body
+    progress = client.get("/api/v1/progress", host)
+    assert progress.status == 421 and progress.json["error"]["code"] == "foreign-host"
+    assert portal.fake.begun == []
+
+
+def rebound(port: int) -> dict[str, str]:
+    """What a browser sends once attacker.example resolves to the hub (DNS rebinding):
+    the page and the hub are "same-origin" as far as the browser can tell."""
+    return {"Host": f"attacker.example:{port}", "Origin": f"http://attacker.example:{port}",
+            "Sec-Fetch-Site": "same-origin"}
+
+
+def test_dns_rebinding_cannot_pair_or_read_the_hub(tmp_path: Path) -> None:
+    # A hub on the LAN, not on its hotspot: no captive portal to redirect to.
+    with running_portal(tmp_path, hotspot={"enabled": False}) as p:
+        client, evil = p.client(), rebound(p.port)
+        api = client.post_json("/api/v1/pair", {k: v for k, v in VALID.items()
+                                                 if k not in ("ssid", "psk")}, evil)
+        assert api.status == 421
+        assert api.json["error"]["code"] == "foreign-host"
+        assert "another site" in api.json["error"]["message"]
+        pair = client.pair(VALID, evil)
+        assert pair.status == 421 and "another site" in pair.body
+        for path in ("/", "/login", "/api/v1/status", "/api/v1/networks"):
+            assert client.get(path, evil).status == 421, path
+        page = client.post_form("/setup", form_for("x"), evil)
+        assert page.status == 421 and page.header("Content-Type").startswith("text/html")
+        assert 'id="refused"' in page.body and "another site" in page.body
+        assert "Set-Cookie" not in page.headers  # no session, no CSRF token for the page
+        assert p.fake.begun == []
+        # The hub's own names and addresses still work.
+        for host in (f"127.0.0.1:{p.port}", f"[::1]:{p.port}", "localhost",
+                     f"{socket.gethostname()}.local"):
+            assert client.get("/api/v1/progress", {"Host": host}).status == 200, host
+        assert client.get("/static/portal.css", evil).status == 200
+        assert client.get("/healthcheck", evil).body == "OK"
 
 
 def test_own_host_names_reach_the_panel(portal: Portal) -> None:
@@ -97,7 +133,8 @@ def test_people_at_the_portal_count_as_activity(portal: Portal) -> None:
 def test_ethernet_hub_has_no_captive_portal(tmp_path: Path) -> None:
     with running_portal(tmp_path, hotspot={"enabled": False}) as p:
         assert p.client().get("/generate_204").status == 204
-        assert p.client().get("/", {"Host": "example.com"}).status == 200
+        # Not redirected; and refused, since a foreign name may be a rebinding web page.
+        assert p.client().get("/", {"Host": "example.com"}).status == 421
 
 
 def test_foreign_host_rules() -> None:

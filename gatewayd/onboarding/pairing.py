@@ -75,6 +75,13 @@ class CrossSite(PairingError):
     status, code = 403, "cross-site"
 
 
+class ForeignHost(PairingError):
+    """A request naming a host that is not the hub (HTTP entry points only): a web page of
+    another site whose name its DNS now points at the hub (DNS rebinding)."""
+
+    status, code = 421, "foreign-host"
+
+
 class PairingBusy(PairingError):
     status, code = 409, "busy"
 

@@ -4,6 +4,10 @@ While the hub is in hotspot (pairing) mode, the hotspot's DNS answers every name
 with the hub's address. Phones then probe well-known URLs; answering with a
 redirect makes them open the panel in their captive-portal browser. Outside
 hotspot mode the probes get the answer that means "no portal here".
+
+Whatever the mode, a request naming a host that is not the hub is never served: a web
+page of another site can point its name at the hub's address (DNS rebinding) and, being
+"same-origin" with itself, pass every browser check.
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ import ipaddress
 import socket
 from collections.abc import Callable
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, render_template, request
 
+from gatewayd.onboarding.pairing import ForeignHost
+from gatewayd.portal.api import refusal
 from gatewayd.portal.core import PortalCore
+from gatewayd.portal.pair import text
+from gatewayd.portal.panel import hub_name
 
 # Probe paths of Android, Apple, Windows, Firefox and Kindle, with the "online" answer.
 PROBES: dict[str, tuple[int, str, str]] = {
@@ -34,9 +42,15 @@ PROBES: dict[str, tuple[int, str, str]] = {
                                         "</body></html>", "text/html"),
 }
 
-# These keep their contract whatever the Host: the 2Smart app and API clients call them.
-EXEMPT_PATHS = frozenset({"/healthcheck", "/pair"})
-EXEMPT_PREFIX = "/api/"
+# Answered whatever the Host: they change nothing and reveal nothing.
+ANY_HOST_PATHS = frozenset({"/healthcheck"})
+ANY_HOST_PREFIX = "/static/"
+# Never redirected: with a foreign Host the 2Smart app and API clients get a refusal
+# they can read (its code is ForeignHost's), not a page.
+NO_REDIRECT_PATHS = frozenset({"/pair"})
+NO_REDIRECT_PREFIX = "/api/"
+FOREIGN_HOST = ("Requests that name another site are refused (a web page may be using that "
+                "name to reach the hub): open the hub by its IP address or as {name}.local.")
 
 
 def _strip_port(host: str) -> str:
@@ -75,24 +89,42 @@ def panel_url(core: PortalCore) -> str:
     return f"http://{core.hotspot_ip}{suffix}/"
 
 
+def _to_panel(core: PortalCore) -> Response:
+    response = Response(status=302, headers={"Location": panel_url(core)})
+    # Captive browsers and caches must not remember the redirect after pairing.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _refused(core: PortalCore, message: str) -> Response:
+    """The foreign-host refusal in the shape of the path asked for."""
+    exc = ForeignHost(message)
+    path = request.path
+    if path.startswith(NO_REDIRECT_PREFIX):
+        return refusal(exc)
+    if path in NO_REDIRECT_PATHS:
+        return text(exc.message, exc.status)
+    html = render_template("refused.html", name=hub_name(core), message=exc.message)
+    return Response(html, status=exc.status, mimetype="text/html")
+
+
 def install_captive(app: Flask, core: PortalCore,
                     names: Callable[[], frozenset[str]] = own_names) -> None:
     known = names()
+    message = FOREIGN_HOST.format(name=socket.gethostname().lower())
 
     @app.before_request
     def _captive() -> Response | None:
         path = request.path
-        if path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIX):
+        if path in PROBES:
+            return _to_panel(core) if core.snapshot().captive else None
+        if path in ANY_HOST_PATHS or path.startswith(ANY_HOST_PREFIX) \
+                or not foreign_host(request.host, known):
             return None
-        if path not in PROBES and not foreign_host(request.host, known):
-            return None
-        if not core.snapshot().captive:
-            return None
-        target = panel_url(core)
-        response = Response(status=302, headers={"Location": target})
-        # Captive browsers and caches must not remember the redirect after pairing.
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        if path not in NO_REDIRECT_PATHS and not path.startswith(NO_REDIRECT_PREFIX) \
+                and core.snapshot().captive:
+            return _to_panel(core)
+        return _refused(core, message)
 
     bp = Blueprint("captive", __name__)
 
