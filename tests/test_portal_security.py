@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gatewayd.portal.captive import foreign_host
-from gatewayd.portal.security import RateLimiter
-from tests.portal_helpers import VALID, Portal, csrf_from, running_portal
+from gatewayd.portal.security import SESSION_LIFETIME, RateLimiter, Sessions
+from tests.portal_helpers import VALID, Client, Portal, csrf_from, running_portal
 
 SECRETS = ("supersecret", "t0k-secret-value")
 
@@ -353,3 +353,57 @@ def test_no_secret_in_any_response_or_log_line(portal: Portal,
     for text in [*answers, caplog.text]:
         for secret in (*SECRETS, portal.setup_code):
             assert secret not in text
+
+
+# ---- sessions end on the hub, not only in the browser -------------------------------------------
+
+def signed_in(portal: Portal) -> Client:
+    client = portal.client()
+    token = csrf_from(client.get("/login").body)
+    login = client.post_form("/login", {"csrf_token": token, "password": portal.setup_code})
+    assert login.status == 303
+    assert client.get("/api/v1/status").status == 200
+    return client
+
+
+def test_a_copy_of_the_cookie_is_worthless_after_logging_out(portal: Portal) -> None:
+    paired(portal)
+    client = signed_in(portal)
+    thief = portal.client()
+    thief.cookies = dict(client.cookies)  # e.g. copied off a shared computer
+    assert thief.get("/api/v1/status").status == 200
+
+    dashboard = client.get("/")
+    assert client.post_form("/logout", {"csrf_token": csrf_from(dashboard.body)}).status == 303
+    replay = thief.get("/api/v1/status")
+    assert replay.status == 401 and replay.json["error"]["code"] == "unauthorized"
+    page = thief.get("/")
+    assert page.status == 302 and page.header("Location") == "/login"
+    assert signed_in(portal).get("/").status == 200  # signing in again works
+
+
+def test_a_reset_or_a_new_pairing_ends_every_session(portal: Portal) -> None:
+    paired(portal)
+    before_reset = signed_in(portal)
+    portal.core(portal.fake.reset)
+    paired(portal)
+    assert before_reset.get("/api/v1/status").status == 401
+    assert before_reset.get("/").status == 302
+
+    before_repairing = signed_in(portal)
+    portal.fake.pairing_open = True  # offline long enough: the hotspot is back for re-pairing
+    paired(portal)
+    assert before_repairing.get("/api/v1/status").status == 401
+    assert signed_in(portal).get("/api/v1/status").json["paired"] is True
+
+
+def test_the_hub_remembers_a_bounded_number_of_sessions() -> None:
+    sessions = Sessions(limit=3)
+    ids = [sessions.start(1000.0 + i, 5.0) for i in range(4)]
+    assert len(sessions) == 3
+    assert not sessions.alive(ids[0], 1010.0, 5.0)  # the oldest sign-in was ended
+    assert all(sessions.alive(sid, 1010.0, 5.0) for sid in ids[1:])
+    assert not sessions.alive(ids[1], 1010.0, 6.0)  # signed in to an earlier pairing
+    assert not sessions.alive(ids[1], 1001.0 + SESSION_LIFETIME, 5.0)  # expired
+    sessions.start(1003.0 + SESSION_LIFETIME, 5.0)  # expired ones are dropped
+    assert len(sessions) == 1

@@ -21,6 +21,7 @@ from gatewayd.portal.core import PortalCore
 LOGIN_RATE_PER_MINUTE = 5
 SESSION_LIFETIME = 12 * 3600.0
 MAX_TRACKED_CLIENTS = 1024
+MAX_SESSIONS = 32  # signed-in panels at once; a new sign-in beyond ends the oldest
 
 
 @dataclass
@@ -213,11 +214,61 @@ class LoginBudget:
             self.failures = 0
 
 
+@dataclass(frozen=True)
+class _Live:
+    since: float
+    paired_at: float | None  # the pairing it was signed in to (a re-pairing ends it)
+
+
+class Sessions:
+    """The sign-ins the hub itself remembers, by random id, in bounded memory.
+
+    Flask's session is a signed cookie: a copy of it would stay good for its whole
+    lifetime whatever the hub does. A session therefore counts only while its id is here;
+    signing out, a factory reset or a re-pairing removes it. At most ``limit`` are kept:
+    past that the oldest sign-in is ended first (its panel asks for the password again).
+    """
+
+    def __init__(self, limit: int = MAX_SESSIONS) -> None:
+        self.limit = limit
+        self._live: OrderedDict[str, _Live] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def start(self, now: float, paired_at: float | None) -> str:
+        sid = secrets.token_urlsafe(24)
+        with self._lock:
+            for old in [k for k, v in self._live.items() if now - v.since >= SESSION_LIFETIME]:
+                del self._live[old]
+            self._live[sid] = _Live(now, paired_at)
+            while len(self._live) > self.limit:
+                self._live.popitem(last=False)
+        return sid
+
+    def alive(self, sid: object, now: float, paired_at: float | None) -> bool:
+        with self._lock:
+            live = self._live.get(sid) if isinstance(sid, str) else None
+            return live is not None and live.paired_at == paired_at \
+                and 0 <= now - live.since < SESSION_LIFETIME
+
+    def end(self, sid: object) -> None:
+        with self._lock:
+            if isinstance(sid, str):
+                self._live.pop(sid, None)
+
+    def end_all(self) -> None:
+        with self._lock:
+            self._live.clear()
+
+
 class AdminAuth:
     """The LAN admin password (configured, or the setup code): session or HTTP Basic.
 
     Every check goes through :meth:`_check`: the global :class:`LoginBudget` first, then the
-    per-address limiter, then the password.
+    per-address limiter, then the password. A panel session is good while :class:`Sessions`
+    holds it; a factory reset ends them all.
     """
 
     def __init__(self, core: PortalCore, limiter: RateLimiter,
@@ -227,6 +278,17 @@ class AdminAuth:
         self.limiter = limiter
         self.budget = budget or LoginBudget()
         self.clock = clock
+        self.sessions = Sessions()
+        core.hub.on_reset(self._reset)
+
+    async def _reset(self, full: bool) -> None:
+        self.sessions.end_all()
+
+    def _paired_at(self) -> float | None:
+        """When the hub was paired (None: it is not): a session is for that pairing only."""
+        async def _read() -> float | None:
+            return self.core.hub.state.paired_at
+        return self.core.call(_read)
 
     def _check(self, request: Request, password: str) -> int | bool:
         """True when right, False when wrong, or the seconds to wait before trying."""
@@ -242,18 +304,20 @@ class AdminAuth:
         return False
 
     def session_valid(self) -> bool:
-        since = session.get("admin_since")
-        return isinstance(since, (int, float)) and 0 <= self.clock() - since < SESSION_LIFETIME
+        sid = session.get("admin")
+        return isinstance(sid, str) and self.sessions.alive(sid, self.clock(), self._paired_at())
 
     def login(self, request: Request, password: str) -> int | bool:
         """True on success, False on a wrong password, or seconds to wait when rate-limited."""
         result = self._check(request, password)
         if result is True:
             session.clear()
-            session["admin_since"] = self.clock()
+            session["admin"] = self.sessions.start(self.clock(), self._paired_at())
         return result
 
     def logout(self) -> None:
+        """Ends the session on the hub too: a kept copy of the cookie is worth nothing."""
+        self.sessions.end(session.get("admin"))
         session.clear()
 
     def basic_auth(self, request: Request) -> int | bool:
