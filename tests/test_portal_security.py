@@ -184,6 +184,9 @@ def test_admin_login_is_rate_limited(portal: Portal) -> None:
     assert statuses == [401] * 5 + [429]
     right = client.post_form("/login", {"csrf_token": token, "password": portal.setup_code})
     assert right.status == 429  # even the right password waits
+    assert right.header("Content-Type").startswith("text/html")
+    wait = int(right.header("Retry-After"))
+    assert 1 <= wait <= 60 and f"try again in {wait} seconds" in right.body
     assert client.get("/api/v1/status", basic(portal.setup_code)).status == 429
 
 
@@ -220,6 +223,31 @@ def test_the_form_needs_its_csrf_token(portal: Portal) -> None:
     progress_page = client.get("/setup")
     assert "Joining the Wi-Fi network" in progress_page.body
     assert 'http-equiv="refresh"' in progress_page.body
+
+
+def test_the_form_without_javascript_is_rate_limited_with_retry_after(tmp_path: Path) -> None:
+    with running_portal(tmp_path, portal={"pair_rate_per_minute": 2}) as p:
+        client = p.client()
+        token = csrf_from(client.get("/").body)
+        bad = form_for(token, psk="short")
+        assert [client.post_form("/setup", bad).status for _ in range(2)] == [400, 400]
+        limited = client.post_form("/setup", form_for(token))
+        assert limited.status == 429 and limited.header("Content-Type").startswith("text/html")
+        wait = int(limited.header("Retry-After"))
+        assert 1 <= wait <= 60 and f"try again in {wait} seconds" in limited.body
+        assert p.fake.begun == []
+
+
+def test_a_paired_hub_shows_no_form_to_a_post_without_sign_in(portal: Portal) -> None:
+    paired(portal)
+    stranger = portal.client()
+    for fields in (form_for(None), form_for("forged")):
+        reply = stranger.post_form("/setup", fields)
+        assert reply.status == 303 and reply.header("Location") == "/"
+        assert "HomeNet" not in reply.body and "Flat 3B" not in reply.body  # no scanned list
+        assert 'id="pair-form"' not in reply.body
+    assert stranger.get("/").header("Location") == "/login"
+    assert len(portal.fake.begun) == 1  # only the pairing itself
 
 
 def test_the_form_without_javascript_reports_the_bad_field(portal: Portal) -> None:

@@ -23,7 +23,7 @@ from gatewayd.onboarding.pairing import (
 )
 from gatewayd.onboarding.progress import Progress
 from gatewayd.portal.core import PortalCore
-from gatewayd.portal.pair import submit_or_refuse
+from gatewayd.portal.pair import retry_after, submit_or_refuse
 from gatewayd.portal.security import AdminAuth, RateLimiter, client_key, csrf_ok, csrf_token
 
 STATE_LABELS = {"starting": "Starting", "unpaired": "Ready to pair",
@@ -99,6 +99,9 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
     @bp.post("/setup")
     def setup() -> Any:
         """The form without JavaScript; the panel's script uses /api/v1/pair instead."""
+        if core.snapshot().admin_only:
+            # Pairing is closed: no form (it lists the networks, which need a sign-in now).
+            return redirect(url_for("panel.index"), 303)
         values = {k: v for k, v in request.form.items()
                   if k not in ("psk", "token", "csrf_token")}  # never echo secrets back
         if not csrf_ok(request):
@@ -107,8 +110,10 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
         wait = pair_limiter.allow(client_key(request))
         if wait:
             limited = RateLimited(wait)
-            return render_form(core.progress(), status=limited.status, values=values,
-                               error=limited.message)
+            response = render_form(core.progress(), status=limited.status, values=values,
+                                   error=limited.message)
+            response.headers.update(retry_after(limited))
+            return response
         form, wifi = request.form, core.wifi_enabled
         outcome = submit_or_refuse(core, lambda: form_fields(form, wifi), "panel")
         if isinstance(outcome, NotInPairingMode):
@@ -128,7 +133,7 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
     def login() -> Any:
         if not core.snapshot().admin_only:
             return redirect(url_for("panel.index"))
-        error, status = None, 200
+        error, status, headers = None, 200, {}
         if request.method == "POST":
             if not csrf_ok(request):
                 error, status = "This form has expired. Please sign in again.", 403
@@ -140,10 +145,11 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
                     error, status = "Wrong password.", 401
                 else:
                     error, status = f"Too many attempts; try again in {result} seconds.", 429
+                    headers = {"Retry-After": str(result)}
         html = render_template("login.html", name=hub_name(core), error=error,
                                csrf=csrf_token(),
                                uses_setup_code=not core.hub.config.portal.admin_password)
-        return Response(html, status=status, mimetype="text/html")
+        return Response(html, status=status, mimetype="text/html", headers=headers)
 
     @bp.post("/logout")
     def logout() -> Any:
