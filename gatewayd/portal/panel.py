@@ -16,6 +16,7 @@ from werkzeug.datastructures import MultiDict
 
 from gatewayd.onboarding.pairing import (
     RESET_HINT,
+    CrossSite,
     InvalidRequest,
     NotInPairingMode,
     PairingError,
@@ -99,28 +100,28 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
     @bp.post("/setup")
     def setup() -> Any:
         """The form without JavaScript; the panel's script uses /api/v1/pair instead."""
-        if core.snapshot().admin_only:
-            # Pairing is closed: no form (it lists the networks, which need a sign-in now).
-            return redirect(url_for("panel.index"), 303)
         values = {k: v for k, v in request.form.items()
                   if k not in ("psk", "token", "csrf_token")}  # never echo secrets back
+
+        def again(refusal: PairingError) -> Any:
+            """The form with the refusal; once pairing is closed on a paired hub, the
+            dashboard (or sign-in) instead: the form lists the networks, admin-only then."""
+            if isinstance(refusal, NotInPairingMode) or core.snapshot().admin_only:
+                return redirect(url_for("panel.index"), 303)
+            response = render_form(core.progress(), status=refusal.status, values=values,
+                                   error=refusal.message, field=refusal.field)
+            response.headers.update(retry_after(refusal))
+            return response
+
         if not csrf_ok(request):
-            return render_form(core.progress(), status=403, values=values,
-                               error="This form has expired. Please submit it again.")
+            return again(CrossSite("This form has expired. Please submit it again."))
         wait = pair_limiter.allow(client_key(request))
         if wait:
-            limited = RateLimited(wait)
-            response = render_form(core.progress(), status=limited.status, values=values,
-                                   error=limited.message)
-            response.headers.update(retry_after(limited))
-            return response
+            return again(RateLimited(wait))
         form, wifi = request.form, core.wifi_enabled
         outcome = submit_or_refuse(core, lambda: form_fields(form, wifi), "panel")
-        if isinstance(outcome, NotInPairingMode):
-            return redirect(url_for("panel.index"), 303)
         if isinstance(outcome, PairingError):
-            return render_form(core.progress(), status=outcome.status, error=outcome.message,
-                               field=outcome.field, values=values)
+            return again(outcome)
         return redirect(url_for("panel.progress"), 303)
 
     @bp.get("/setup")
