@@ -193,6 +193,10 @@ class StubOnboarding:
     async def has_uplink(self) -> bool:
         return self.uplink
 
+    def networks(self) -> list[dict[str, Any]]:
+        return [{"ssid": "eduroam", "signal": 70, "security": "unsupported"},
+                {"ssid": "HomeNet", "signal": 60, "security": "wpa2"}]
+
 
 def test_the_front_door_checks_busy_then_open_then_valid() -> None:
     async def main() -> None:
@@ -334,5 +338,23 @@ def test_only_improv_may_ask_for_wifi_first_and_counts_add_up() -> None:
         await service.submit(wifi, "ble-improv", allow_wifi_only=True)
         assert machine.begun[-1].wifi_only
         assert service.status() == {"open": True, "accepted": 2, "refused": {"invalid": 2}}
+
+    run_async(main(), timeout=10.0)
+
+
+def test_the_front_door_refuses_networks_the_hub_cannot_join() -> None:
+    """Every entry point (BLE too): an SSID the last scan shows as WEP/enterprise, or one
+    with U+FFFD (a name that was not UTF-8), is refused on ssid, and nothing begins."""
+    async def main() -> None:
+        machine = StubOnboarding()
+        service = PairingService(machine, NO_PRESETS)  # type: ignore[arg-type]
+        for ssid, words in (("eduroam", "security the hub does not support"),
+                            ("Caf\ufffd", "not valid UTF-8")):
+            with pytest.raises(InvalidRequest) as refused:
+                await service.submit({**FIELDS, "ssid": ssid}, "ble-secure")
+            assert refused.value.field == "ssid" and words in refused.value.message
+        assert machine.begun == [] and service.refusals == {"invalid": 2}
+        await service.submit(FIELDS, "ble-secure")  # HomeNet (wpa2): taken
+        assert len(machine.begun) == 1
 
     run_async(main(), timeout=10.0)

@@ -364,3 +364,46 @@ def _pairing_of(portal: Portal) -> Any:
     from gatewayd.onboarding.pairing import PairingService
 
     return PairingService(portal.fake, portal.hub.config.cloud)
+
+
+# ---- networks the hub cannot join ---------------------------------------------------------------
+
+EDUROAM = {"ssid": "eduroam", "signal": 93, "security": "unsupported"}
+NOT_UTF8 = ("ssid: is not valid UTF-8 (or holds U+FFFD); networks whose names are not UTF-8 "
+            "are not supported")
+
+
+def test_a_network_the_hub_cannot_join_is_listed_greyed_out_and_refused(
+        tmp_path: Path) -> None:
+    with running_portal(tmp_path, networks=[EDUROAM, {"ssid": "Caf\ufffd", "signal": 50,
+                                                      "security": "wpa2"}]) as p:
+        client = p.client()
+        listed = client.get("/api/v1/networks").json
+        assert listed["networks"][0] == EDUROAM
+        _schema_check(openapi_spec(), "Networks", listed)  # a generated client can read it
+        form = client.get("/").body
+        assert 'value="eduroam" data-security="unsupported"\n               disabled' in form
+        assert "not supported" in form
+
+        api = client.post_json("/api/v1/pair", {**VALID, "ssid": "eduroam"})
+        assert api.status == 400
+        assert api.json["error"]["field"] == "ssid" and api.json["error"]["code"] == "invalid"
+        assert "security the hub does not support" in api.json["error"]["message"]
+        pair = client.pair({**VALID, "ssid": "eduroam"})
+        assert pair.status == 400 and pair.body.startswith("ssid: this network uses a security")
+        scanned = client.post_json("/api/v1/pair", {**VALID, "ssid": "Caf\ufffd"})
+        assert (scanned.status, scanned.json["error"]["message"]) == (400, NOT_UTF8)
+        assert p.fake.begun == []
+        assert client.pair(VALID).status == 200  # a network it can join still pairs
+
+
+def test_pair_refuses_an_ssid_that_is_not_utf8(portal: Portal) -> None:
+    query = urlencode(without("ssid"))
+    reply = portal.client().get("/pair?ssid=Caf%E9&" + query)
+    assert (reply.status, reply.body) == (400, NOT_UTF8)
+    assert portal.fake.begun == []
+    # Percent-encoded UTF-8 is fine, and so is a literal "%" in a name.
+    utf8 = portal.client().get("/pair?ssid=Caf%C3%A9%25E9&" + query)
+    assert utf8.status == 200
+    [request] = portal.fake.begun
+    assert request.wifi is not None and request.wifi.ssid == "Café%E9"

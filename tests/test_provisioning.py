@@ -228,6 +228,9 @@ class _Open:
     async def has_uplink(self) -> bool:
         return True
 
+    def networks(self) -> list[dict[str, object]]:
+        return []
+
 
 def test_a_provisioned_hub_takes_a_wifi_network_and_refuses_an_account() -> None:
     onboarding = _Open()

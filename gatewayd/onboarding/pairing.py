@@ -37,6 +37,13 @@ PAIR_FIELDS = ("ssid", "psk", "wsp", "token", "host", "brport", "rootTopic", "mq
 CLOUD_FIELDS = ("wsp", "token", "host", "brport", "rootTopic", "mqtts_port")
 MAX_FIELD_BYTES = 2048
 
+# What the scan reports for WEP and enterprise networks (gatewayd.ap.security_of).
+UNSUPPORTED_SECURITY = "unsupported"
+NOT_UTF8 = ("is not valid UTF-8 (or holds U+FFFD); networks whose names are not UTF-8 are "
+            "not supported")
+UNSUPPORTED_NETWORK = ("this network uses a security the hub does not support (WEP, or an "
+                       "enterprise network such as eduroam); choose another network")
+
 RESET_HINT = ("To pair it again, hold the hub's button for 10 seconds or run "
               "'gatewayctl reset' on the hub.")
 
@@ -167,6 +174,10 @@ def request_from_fields(fields: Mapping[str, Any], presets: CloudConfig, *,
                 raise InvalidField("ssid", "is required when psk is given")
             if psk is None:
                 raise InvalidField("psk", "is required with ssid (empty for an open network)")
+            if isinstance(ssid, str) and "\ufffd" in ssid:
+                # A name the hub (or the entry point) could not decode: a scanned one shows
+                # U+FFFD, and no network the hub can join has that name.
+                raise InvalidField("ssid", NOT_UTF8)
             wifi = wifi_from_fields(ssid, psk, _truthy(fields.get("hidden", False), "hidden"))
         usable_wifi = wifi if wifi_enabled else None
         if allow_wifi_only and usable_wifi is not None and not _cloud_given(fields) \
@@ -237,6 +248,10 @@ class Onboarding(Openness, Protocol):
 
     async def has_uplink(self) -> bool:
         """Whether the hub is on a network (Ethernet carrier, or a client of its Wi-Fi)."""
+        ...
+
+    def networks(self) -> list[dict[str, Any]]:
+        """The last scan's networks (``ssid``, ``signal``, ``security``); no scan is run."""
         ...
 
 
@@ -327,6 +342,10 @@ class PairingService:
             # "No Wi-Fi" pairing needs a network: a Wi-Fi hub on its hotspot has none.
             raise InvalidRequest("ssid: this hub is not on a network yet: send the Wi-Fi "
                                  "network (ssid and psk) with the account", "ssid")
+        if request.wifi is not None and any(
+                n.get("ssid") == request.wifi.ssid and n.get("security") == UNSUPPORTED_SECURITY
+                for n in self.onboarding.networks()):
+            raise InvalidRequest(f"ssid: {UNSUPPORTED_NETWORK}", "ssid")
         return request
 
     def status(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
@@ -43,6 +44,14 @@ def retry_after(refusal: PairingError) -> dict[str, str]:
     if isinstance(refusal, RateLimited):
         return {"Retry-After": str(refusal.retry_after)}
     return {}
+
+
+def query_args(raw: bytes) -> MultiDict[str, str]:
+    """The query string's parameters. A byte that is not UTF-8 becomes U+FFFD, which the
+    pairing rules refuse (werkzeug keeps it percent-encoded: ``Caf%E9`` would be taken as
+    that literal name, of a network that cannot exist)."""
+    return MultiDict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True,
+                               errors="replace"))
 
 
 def query_fields(args: MultiDict[str, str]) -> dict[str, str]:
@@ -105,7 +114,7 @@ def pair_blueprint(core: PortalCore, limiter: RateLimiter) -> Blueprint:
 
     @bp.get("/pair")
     def pair() -> Response:
-        args = request.args
+        args = query_args(request.query_string)
         outcome = http_gate(limiter) or submit_or_refuse(core, lambda: query_fields(args),
                                                          "http")
         if isinstance(outcome, PairingError):

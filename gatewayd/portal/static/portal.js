@@ -51,7 +51,16 @@
     ssid.className = 'ssid';
     ssid.textContent = n.ssid; // textContent: an SSID is attacker-chosen text
     label.append(input, ssid);
-    if (n.security !== 'open') {
+    if (n.security === 'unsupported') {
+      // WEP or enterprise (eduroam): the hub cannot join it, so it is not a choice.
+      input.disabled = true;
+      label.classList.add('unsupported');
+      const note = document.createElement('span');
+      note.className = 'note';
+      note.textContent = 'not supported';
+      note.title = 'WEP or enterprise (e.g. eduroam): the hub cannot join it';
+      label.append(note);
+    } else if (n.security !== 'open') {
       const lock = document.createElement('span');
       lock.className = 'lock';
       lock.title = String(n.security).toUpperCase();
