@@ -163,6 +163,9 @@ class PortalConfig:
                                doc="LAN admin password; empty = the setup code")
     pair_rate_per_minute: int = spec(10, min=1, max=1000)
     max_request_bytes: int = spec(16384, min=1024, max=1048576)
+    # Names the hub also answers to (a router's DNS name for it): any other name is refused,
+    # since a web page can point its own name at the hub (DNS rebinding).
+    host_names: tuple[str, ...] = spec(factory=tuple, check=_check_host)
 
 
 @dataclass(frozen=True)
@@ -371,6 +374,13 @@ def _build(cls: Any, data: Any, file: str, prefix: str) -> Any:
         value = data[name]
         if dataclasses.is_dataclass(typ):
             kwargs[name] = _build(typ, value, file, f"{key}.")
+        elif typing.get_origin(typ) is tuple and typing.get_args(typ)[0] is str:
+            if not isinstance(value, list):
+                raise ConfigError(file, key, "must be an array of strings")
+            kwargs[name] = tuple(
+                apply_check(file, f"{key}[{i}]", check_scalar(file, f"{key}[{i}]", item, str,
+                                                              f.metadata), f.metadata)
+                for i, item in enumerate(value))
         elif typing.get_origin(typ) is tuple:
             (item_type, _) = typing.get_args(typ)
             if not isinstance(value, list):

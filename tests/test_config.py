@@ -61,6 +61,10 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
         ("[cloud]\nroot_topic = 'a/b'", "cloud.root_topic", "topic level"),
         # A preset account a pairing request's own check would refuse, every time.
         ("[cloud]\nwsp = 'not an email'", "cloud.wsp", "must be an e-mail address"),
+        ("[portal]\nhost_names = 'hub.lan'", "portal.host_names", "array of strings"),
+        ("[portal]\nhost_names = ['hub.lan', 'not a host']", "portal.host_names[1]",
+         "host name"),
+        ("[portal]\nhost_names = [7]", "portal.host_names[0]", "must be a string"),
         ("[cloud]\ntoken = \"tok\\u0001en-31415\"", "cloud.token",
          "must not contain control characters"),
         ("[cloud]\nreconnect_min = 50.0\nreconnect_max = 10.0", "cloud.reconnect_min",

@@ -22,7 +22,7 @@ from gatewayd.portal.api import (
     api_blueprint,
     api_error,
 )
-from gatewayd.portal.captive import install_captive
+from gatewayd.portal.captive import install_captive, own_names
 from gatewayd.portal.core import PortalCore, PortalOnboarding
 from gatewayd.portal.pair import pair_blueprint, text
 from gatewayd.portal.panel import format_time, format_uptime, panel_blueprint
@@ -105,7 +105,8 @@ def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService,
     pair_limiter = RateLimiter(hub.config.portal.pair_rate_per_minute)
     auth = AdminAuth(core, RateLimiter(LOGIN_RATE_PER_MINUTE))
 
-    install_captive(app, core)
+    install_captive(app, core, lambda: own_names() | {
+        name.lower() for name in hub.config.portal.host_names})
     app.register_blueprint(pair_blueprint(core, pair_limiter))
     app.register_blueprint(api_blueprint(core, limiter=pair_limiter,
                                          guard=_admin_guard(core, auth)))
