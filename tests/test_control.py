@@ -58,6 +58,17 @@ def test_setup_code_and_qr(daemon: tuple[Gatewayd, Path], tmp_path: Path) -> Non
     assert f"{state.setup_code[:4]}-{state.setup_code[4:]}" in human
 
 
+def test_ble_window_on_a_hub_without_ble_says_so(daemon: tuple[Gatewayd, Path]) -> None:
+    """The BLE status object says `enabled: false` (§5.2); it was 'no such endpoint'."""
+    _, sock = daemon
+    assert ctl_json("--socket", str(sock), "ble-window", "status") == {"enabled": False}
+    human = ctl("--socket", str(sock), "ble-window", "status")
+    assert human.stdout == "BLE commissioning is disabled on this hub.\n"
+    refused = ctl("--socket", str(sock), "ble-window", "open", check=False)
+    assert refused.returncode == 1
+    assert "BLE commissioning is disabled on this hub ([ble] enabled = false)" in refused.stderr
+
+
 def test_socket_is_private_and_logs_hold_no_secret(daemon: tuple[Gatewayd, Path],
                                                   tmp_path: Path) -> None:
     gw, sock = daemon

@@ -7,13 +7,18 @@ on never loads the web stack for it.
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import Any
 
-from gatewayd.control.app import control_blueprints, create_control_app
+from flask import Blueprint, Flask, jsonify
+
+from gatewayd.control.app import ApiError, control_blueprints, create_control_app
 from gatewayd.control.devices import devices_blueprint
 from gatewayd.control.parts import ControlParts
 from gatewayd.control.platform import platform_blueprint
 from gatewayd.control.zigbee import zigbee_blueprint
+from gatewayd.portal.api import BLE_DISABLED_CODE
+
+BLE_OFF = "BLE commissioning is disabled on this hub ([ble] enabled = false)."
 
 
 def control_app(parts: ControlParts) -> Flask:
@@ -29,4 +34,23 @@ def control_app(parts: ControlParts) -> Flask:
         from gatewayd.control.ble import ble_blueprint
 
         blueprints.append(ble_blueprint(parts.ble, parts.call))
+    else:
+        blueprints.append(_ble_disabled())
     return create_control_app(parts.hub, parts.call, extra=blueprints)
+
+
+def _ble_disabled() -> Blueprint:
+    """With BLE off, `gatewayctl ble-window` still gets the BLE status object (§5.2), and
+    a change the refusal that says why (it got "no such endpoint")."""
+    bp = Blueprint("ble_disabled", __name__, url_prefix="/api/v1/ble")
+
+    @bp.get("")
+    @bp.get("/window")
+    def status() -> Any:
+        return jsonify({"enabled": False})
+
+    @bp.post("/window")
+    def window() -> Any:
+        raise ApiError(409, BLE_DISABLED_CODE, BLE_OFF)
+
+    return bp
