@@ -15,9 +15,9 @@ each emits Device.StateChanged(new, old, reason) plus PropertiesChanged (State, 
     ActiveConnection ACTIVATED(2), when a visible AP has the SSID (a hidden one only for a
     profile with hidden=true, or once revealed), key-mgmt fits (wpa-psk: wpa2 or wpa2/wpa3,
     sae: wpa3 or wpa2/wpa3, no security section: open) and the psk matches (the
-    64-hex-digit PSK form works too). The strongest fitting BSSID is used, or the AP passed
-    as specific_object; it becomes ActiveAccessPoint and the ActiveConnection's
-    SpecificObject;
+    64-hex-digit PSK form works with wpa-psk only: SAE takes it as a literal password).
+    The strongest fitting BSSID is used, or the AP passed as specific_object; it becomes
+    ActiveAccessPoint and the ActiveConnection's SpecificObject;
   - NEED_AUTH(60, SUPPLICANT_DISCONNECT 8), FAILED(120, NO_SECRETS 7), DISCONNECTED(30, 0)
     for a wrong or missing psk or a key-mgmt the AP does not offer; NetworkManager reports a
     bad PSK this way. Read the reason from the StateChanged *signal*: once DISCONNECTED the

@@ -122,12 +122,14 @@ class RadioAP:
         return b"" if self.hidden and not self.revealed else self.ssid
 
 
-def psk_matches(given: str, ap: RadioAP) -> bool:
+def psk_matches(given: str, ap: RadioAP, key_mgmt: str | None = "wpa-psk") -> bool:
     if given == ap.psk:
         return True
     # WPA2 also accepts the 256-bit key derived from passphrase and SSID, written in hex.
+    # SAE does not: NetworkManager hands the psk to wpa_supplicant as a literal
+    # sae_password, so the key fails as a wrong password (on a WPA2/WPA3 network too).
     derived = hashlib.pbkdf2_hmac("sha1", ap.psk.encode(), ap.ssid, 4096, 32).hex()
-    return ap.security != "wpa3" and len(given) == 64 and given.lower() == derived
+    return key_mgmt == "wpa-psk" and len(given) == 64 and given.lower() == derived
 
 
 def ap_props(ssid: bytes, bssid: str, security: str, strength: int, frequency: int,

@@ -128,6 +128,7 @@ class RadioWorld(WorldState):
             best = max(seen, key=lambda ap: ap.strength)
             return ("no-secrets" if profile.key_mgmt else "timeout"), best
         best = max(fitting, key=lambda ap: (ap.path == wanted, ap.strength))
-        if best.security != "open" and not psk_matches(profile.psk or "", best):
+        if best.security != "open" and not psk_matches(profile.psk or "", best,
+                                                             profile.key_mgmt):
             return "no-secrets", best
         return "ok", best
