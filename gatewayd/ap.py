@@ -20,7 +20,7 @@ from typing import Any
 from sdbus import DbusFailedError
 
 from gatewayd.config import Config
-from gatewayd.credentials import WifiCredentials
+from gatewayd.credentials import RAW_KEY_WPA3, WifiCredentials, raw_wpa_key
 from gatewayd.identity import Identity
 from gatewayd.onboarding.steps import Failure, StepResult
 
@@ -140,7 +140,11 @@ def client_profile(wifi: WifiCredentials, interface: str, security: str | None
         "ipv6": {"method": ("s", "auto")},
     }
     if wifi.psk:
-        key_mgmt = "sae" if security in ("wpa3", "wpa2/wpa3") else "wpa-psk"
+        # SAE takes a passphrase only (NetworkManager hands any psk to wpa_supplicant as a
+        # literal SAE password): a 64-hex-digit key joins a transition network by WPA2.
+        # A WPA3-only network with such a key is refused before this (connect).
+        sae = security == "wpa3" or (security == "wpa2/wpa3" and not raw_wpa_key(wifi.psk))
+        key_mgmt = "sae" if sae else "wpa-psk"
         wireless["security"] = ("s", "802-11-wireless-security")
         profile["802-11-wireless-security"] = {"key-mgmt": ("s", key_mgmt),
                                                "psk": ("s", wifi.psk)}
@@ -363,7 +367,11 @@ class NetworkManagerControl:
     async def connect(self, wifi: WifiCredentials, timeout: float) -> StepResult:
         if wifi.hidden or not self.visible(wifi.ssid):
             await self.scan(ssid=wifi.ssid)  # a directed scan finds hidden networks
-        profile = client_profile(wifi, self.interface, self._security(wifi.ssid))
+        security = self._security(wifi.ssid)
+        if security == "wpa3" and raw_wpa_key(wifi.psk):
+            return StepResult(False, Failure.WRONG_PASSWORD,
+                              f"{RAW_KEY_WPA3[0].upper()}{RAW_KEY_WPA3[1:]}.")
+        profile = client_profile(wifi, self.interface, security)
         for path, settings in await self._our_connections():
             if settings["connection"]["id"][1] == profile["connection"]["id"][1]:
                 await self._delete(path)  # replace our older profile for this SSID

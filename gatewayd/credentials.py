@@ -105,10 +105,20 @@ def check_ssid(value: str, field: str = "ssid") -> str:
     return value
 
 
+RAW_KEY_WPA3 = ("this network is WPA3-only, which takes the Wi-Fi password itself, not a "
+                "64-hex-digit key: enter the password")
+
+
+def raw_wpa_key(psk: str) -> bool:
+    """A psk of 64 hex digits: the 256-bit WPA2 key itself, not a passphrase. SAE (WPA3)
+    has no such form: NetworkManager would hand it over as a literal SAE password."""
+    return re.fullmatch(r"[0-9A-Fa-f]{64}", psk) is not None
+
+
 def check_psk(value: str, field: str = "psk") -> str:
     if not isinstance(value, str):
         raise InvalidField(field, "must be text")
-    if value == "" or re.fullmatch(r"[0-9A-Fa-f]{64}", value):
+    if value == "" or raw_wpa_key(value):
         return value
     if not all(32 <= ord(c) < 127 for c in value):
         raise InvalidField(field, "must be printable ASCII (or 64 hex digits)")

@@ -21,10 +21,12 @@ from typing import Any, Protocol
 
 from gatewayd.config import CloudConfig
 from gatewayd.credentials import (
+    RAW_KEY_WPA3,
     CloudCredentials,
     InvalidField,
     WifiCredentials,
     cloud_from_fields,
+    raw_wpa_key,
     wifi_from_fields,
 )
 from gatewayd.onboarding.progress import Progress
@@ -338,14 +340,20 @@ class PairingService:
         check_open(self.onboarding)
         raw = fields() if callable(fields) else fields
         request = self.parse(raw, source, allow_wifi_only=allow_wifi_only)
-        if request.wifi is None and self.wifi_enabled and not await self.onboarding.has_uplink():
+        wifi = request.wifi
+        if wifi is not None:
+            # What the last scan says of the network: the attempt could only fail.
+            security = {n.get("ssid"): n.get("security") for n in self.onboarding.networks()}
+            if security.get(wifi.ssid) == UNSUPPORTED_SECURITY:
+                raise InvalidRequest(f"ssid: {UNSUPPORTED_NETWORK}", "ssid")
+            if raw_wpa_key(wifi.psk) and security.get(wifi.ssid) == "wpa3":
+                # SAE takes no raw key: a wrong password. (A network the scan did not list is
+                # checked as its profile is made: gatewayd.ap.)
+                raise InvalidRequest(f"psk: {RAW_KEY_WPA3}", "psk")
+        elif self.wifi_enabled and not await self.onboarding.has_uplink():
             # "No Wi-Fi" pairing needs a network: a Wi-Fi hub on its hotspot has none.
             raise InvalidRequest("ssid: this hub is not on a network yet: send the Wi-Fi "
                                  "network (ssid and psk) with the account", "ssid")
-        if request.wifi is not None and any(
-                n.get("ssid") == request.wifi.ssid and n.get("security") == UNSUPPORTED_SECURITY
-                for n in self.onboarding.networks()):
-            raise InvalidRequest(f"ssid: {UNSUPPORTED_NETWORK}", "ssid")
         return request
 
     def status(self) -> dict[str, Any]:

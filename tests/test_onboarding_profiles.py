@@ -1,0 +1,107 @@
+"""Which NetworkManager client profiles a hub keeps, and what they say (the review of the
+pairing portal): a raw 64-hex-digit WPA key gets a key management that can use it.
+Against the NetworkManager mock on a private bus, as tests/test_onboarding.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from gatewayd.ap import HOTSPOT_ID
+from gatewayd.credentials import WifiCredentials
+from gatewayd.onboarding.pairing import InvalidRequest, PairingService
+from gatewayd.onboarding.steps import Failure
+from gatewayd.onboarding.table import State
+from gatewayd.simulator.nm_mock import NetworkManagerMock
+from tests.test_onboarding import (
+    active_ids,
+    bus,
+    fields,
+    make_config,
+    nm,
+    onboarding,
+    profile,
+    profile_ids,
+    run,
+    store_for,
+    until,
+)
+
+__all__ = ["bus", "nm"]  # fixtures, from tests/test_onboarding.py
+
+OFFICE = WifiCredentials("Office", "correct horse battery")  # WPA2/WPA3 transition
+
+
+def client_ids(nm: NetworkManagerMock) -> list[str]:
+    return sorted(i for i in profile_ids(nm) if i.startswith("gatewayd-client-"))
+
+
+def raw_key(passphrase: str, ssid: str) -> str:
+    """The 64-hex-digit WPA key a router's settings page shows for this passphrase."""
+    return hashlib.pbkdf2_hmac("sha1", passphrase.encode(), ssid.encode(), 4096, 32).hex()
+
+
+# ---- a raw 64-hex-digit WPA key -----------------------------------------------------------
+
+
+def test_a_raw_key_joins_a_wpa2_wpa3_network_by_wpa_psk(nm: NetworkManagerMock,
+                                                        tmp_path: Path) -> None:
+    """Before: key-mgmt sae, to which NetworkManager gives the key as a literal SAE
+    password: the right key failed as wrong-password."""
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    office = WifiCredentials("Office", raw_key(OFFICE.psk, "Office"))
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            await PairingService(ob, cfg.cloud).submit(fields(office), "test")
+            await until(ob, lambda: ob.state == State.ONLINE or ob.last_failure is not None)
+            assert ob.state == State.ONLINE, ob.last_failure
+            sec = profile(nm, "gatewayd-client-Office")["802-11-wireless-security"]
+            assert sec["key-mgmt"] == "wpa-psk" and sec["psk"] == office.psk
+            assert store.state.wifi == office
+
+    run(scenario())
+
+
+def test_a_raw_key_for_a_wpa3_only_network_in_the_scan_is_refused_up_front(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    cafe = WifiCredentials("Cafe WPA3", raw_key("espresso-doppio", "Cafe WPA3"))
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            with pytest.raises(InvalidRequest) as refused:
+                await PairingService(ob, cfg.cloud).submit(fields(cafe), "test")
+            assert refused.value.to_json()["code"] == "invalid"
+            assert refused.value.status == 400 and refused.value.field == "psk"
+            assert "WPA3-only" in refused.value.message
+            assert ob.state == State.UNPAIRED and ob.attempt is None
+            assert client_ids(nm) == [] and active_ids(nm) == [HOTSPOT_ID]
+
+    run(scenario())
+
+
+def test_a_raw_key_for_a_wpa3_only_network_not_in_the_scan_fails_saying_why(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """A network that came into range after the scan: the attempt ends at its profile."""
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    new = WifiCredentials("New WPA3", raw_key("brand-new-pass", "New WPA3"))
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            nm.add_ap("New WPA3", "brand-new-pass", "wpa3")  # the hotspot is up: not scanned
+            await PairingService(ob, cfg.cloud).submit(fields(new), "test")
+            await until(ob, lambda: ob.last_failure is not None and ob.pairing_open)
+            assert ob.last_failure.code == Failure.WRONG_PASSWORD
+            assert "WPA3-only" in ob.last_failure.reason
+            assert "64-hex-digit key" in ob.last_failure.reason
+            assert client_ids(nm) == [] and active_ids(nm) == [HOTSPOT_ID]
+            assert store.state.wifi is None
+
+    run(scenario())
