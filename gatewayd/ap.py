@@ -13,7 +13,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Interface
 from typing import Any
 
@@ -365,12 +365,21 @@ class NetworkManagerControl:
     # ---- client ---------------------------------------------------------------------------
 
     async def connect(self, wifi: WifiCredentials, timeout: float) -> StepResult:
+        """Join ``wifi`` with a new saved profile; the result's ``joined`` is the network as
+        joined (hidden if only a directed scan found it)."""
         if wifi.hidden or not self.visible(wifi.ssid):
             await self.scan(ssid=wifi.ssid)  # a directed scan finds hidden networks
+            if not wifi.hidden and self.visible(wifi.ssid):
+                # Found by its name only: hidden, or NetworkManager would not find it again
+                # after a restart (nor the offline retries, which scan by name only for a
+                # hidden network). A network that merely came into range since the last
+                # scan is taken as hidden too: that costs a probe naming it, no more.
+                log.info("%r was found only by a directed scan: saved as hidden", wifi.ssid)
+                wifi = replace(wifi, hidden=True)
         security = self._security(wifi.ssid)
         if security == "wpa3" and raw_wpa_key(wifi.psk):
             return StepResult(False, Failure.WRONG_PASSWORD,
-                              f"{RAW_KEY_WPA3[0].upper()}{RAW_KEY_WPA3[1:]}.")
+                              f"{RAW_KEY_WPA3[0].upper()}{RAW_KEY_WPA3[1:]}.", joined=wifi)
         profile = client_profile(wifi, self.interface, security)
         for path, settings in await self._our_connections():
             if settings["connection"]["id"][1] == profile["connection"]["id"][1]:
@@ -380,7 +389,7 @@ class NetworkManagerControl:
         if not result.ok:
             # A profile that cannot connect must not autoconnect later in its place.
             await self._delete(conn)
-        return result
+        return replace(result, joined=wifi)
 
     async def reconnect_saved(self, wifi: WifiCredentials, timeout: float) -> StepResult:
         for path, settings in await self._our_connections():

@@ -1,6 +1,7 @@
 """Which NetworkManager client profiles a hub keeps, and what they say (the review of the
-pairing portal): a raw 64-hex-digit WPA key gets a key management that can use it.
-Against the NetworkManager mock on a private bus, as tests/test_onboarding.py.
+pairing portal): a network found only by its name is saved as hidden, and a raw
+64-hex-digit WPA key gets a key management that can use it. Against the NetworkManager
+mock on a private bus, as tests/test_onboarding.py.
 """
 
 from __future__ import annotations
@@ -42,6 +43,27 @@ def client_ids(nm: NetworkManagerMock) -> list[str]:
 def raw_key(passphrase: str, ssid: str) -> str:
     """The 64-hex-digit WPA key a router's settings page shows for this passphrase."""
     return hashlib.pbkdf2_hmac("sha1", passphrase.encode(), ssid.encode(), 4096, 32).hex()
+
+
+# ---- a hidden network paired without "hidden" ---------------------------------------------
+
+
+def test_a_network_found_only_by_its_name_is_saved_as_hidden(nm: NetworkManagerMock,
+                                                             tmp_path: Path) -> None:
+    """Before: pairing worked (the directed scan found it) but profile and state said not
+    hidden: after a restart NetworkManager could not find it, nor the offline retries."""
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    lab = WifiCredentials("Hidden Lab", "labpassword")  # "hidden" not ticked
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            await PairingService(ob, cfg.cloud).submit(fields(lab), "test")
+            await until(ob, lambda: ob.state == State.ONLINE)
+            assert profile(nm, "gatewayd-client-Hidden Lab")["802-11-wireless"]["hidden"]
+            assert store.state.wifi == WifiCredentials("Hidden Lab", "labpassword", True)
+
+    run(scenario())
 
 
 # ---- a raw 64-hex-digit WPA key -----------------------------------------------------------

@@ -349,6 +349,7 @@ class Onboarding(OfflineHandling, AttemptOutcome):
             applied = wifi
             result = (await self.wifi.reconnect_saved(wifi, timeout) if saved
                       else await self.wifi.connect(wifi, timeout))
+            applied = result.joined or wifi  # hidden, if only a directed scan found it
             self._wifi_up = result.ok
             if not result.ok:
                 return result, applied

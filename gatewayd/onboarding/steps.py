@@ -47,6 +47,9 @@ class StepResult:
     ok: bool
     failure: Failure | None = None
     reason: str = ""
+    # The Wi-Fi step: the network as it was joined, if it turned out other than asked (a
+    # network only a directed scan found is hidden, whatever the request said).
+    joined: WifiCredentials | None = None
 
 
 class WifiControl(Protocol):
