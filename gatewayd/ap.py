@@ -403,9 +403,35 @@ class NetworkManagerControl:
                 await self._delete(path)
 
     async def forget_clients(self) -> None:
+        await self.forget_others(None)
+
+    async def forget_others(self, keep: WifiCredentials | None) -> None:
+        """Delete our client profiles but ``keep``'s (the stored network), if any. One for
+        its SSID with another passphrase is an attempt's, unproven, and goes too (the stored
+        network's is made again from the state when it is joined)."""
         for path, settings in await self._our_connections():
-            if settings["connection"]["id"][1] != HOTSPOT_ID:
-                await self._delete(path)
+            conn_id = settings["connection"]["id"][1]
+            if conn_id == HOTSPOT_ID:
+                continue
+            if keep is not None and conn_id == f"{PREFIX}client-{keep.ssid}":
+                psk = await self._saved_psk(path)
+                if psk is None or psk == keep.psk:
+                    continue  # unreadable is kept: the stored network is never deleted
+            log.info("forgetting Wi-Fi profile %r: not the hub's stored network", conn_id)
+            await self._delete(path)
+
+    async def _saved_psk(self, path: str) -> str | None:
+        """The psk a profile holds; None without one (open) or if it cannot be read."""
+        from sdbus_async.networkmanager import NetworkConnectionSettings
+
+        try:
+            secrets = await NetworkConnectionSettings(path, self._bus).get_secrets(
+                "802-11-wireless-security")
+        except Exception as exc:
+            log.debug("no secrets of %s: %s", path, exc)
+            return None
+        psk = secrets.get("802-11-wireless-security", {}).get("psk", ("s", None))[1]
+        return psk if isinstance(psk, str) else None
 
     async def _activate(self, conn_path: str, timeout: float, *, hotspot: bool = False
                         ) -> StepResult:

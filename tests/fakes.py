@@ -165,6 +165,13 @@ class FakeWifi:
         self.profiles.clear()
         self.active = None
 
+    async def forget_others(self, keep: WifiCredentials | None) -> None:
+        for ssid, psk in list(self.profiles.items()):
+            if keep is None or ssid != keep.ssid or psk != keep.psk:
+                del self.profiles[ssid]
+                if self.active == ssid:
+                    self.active = None
+
     # ---- the test's levers --------------------------------------------------------------
 
     def _join(self, wifi: WifiCredentials) -> StepResult:

@@ -1,7 +1,7 @@
 """Which NetworkManager client profiles a hub keeps, and what they say (the review of the
-pairing portal): a network found only by its name is saved as hidden, and a raw
-64-hex-digit WPA key gets a key management that can use it. Against the NetworkManager
-mock on a private bus, as tests/test_onboarding.py.
+pairing portal): only the stored network's profile outlives an attempt, a network found
+only by its name is saved as hidden, and a raw 64-hex-digit WPA key gets a key management
+that can use it. Against the NetworkManager mock on a private bus, as tests/test_onboarding.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from gatewayd.onboarding.steps import Failure
 from gatewayd.onboarding.table import State
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from tests.test_onboarding import (
+    HOME,
     active_ids,
     bus,
     fields,
@@ -26,6 +27,7 @@ from tests.test_onboarding import (
     onboarding,
     profile,
     profile_ids,
+    request,
     run,
     store_for,
     until,
@@ -43,6 +45,31 @@ def client_ids(nm: NetworkManagerMock) -> list[str]:
 def raw_key(passphrase: str, ssid: str) -> str:
     """The 64-hex-digit WPA key a router's settings page shows for this passphrase."""
     return hashlib.pbkdf2_hmac("sha1", passphrase.encode(), ssid.encode(), 4096, 32).hex()
+
+
+# ---- one network's profile: the stored one's ------------------------------------------
+
+
+def test_re_pairing_to_a_new_network_forgets_the_old_one(nm: NetworkManagerMock,
+                                                         tmp_path: Path) -> None:
+    """Before: gatewayd-client-HomeNet stayed, passphrase and autoconnect; when Office
+    dropped, NetworkManager took the hub back to HomeNet while status said Office."""
+    cfg = make_config(tmp_path, offline_grace=0.2, retry_interval=30.0)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            await ob.begin(request(HOME))
+            await until(ob, lambda: ob.state == State.ONLINE)
+            nm.remove_ap("HomeNet")
+            await until(ob, lambda: ob.state == State.OFFLINE and ob.pairing_open)
+            await PairingService(ob, cfg.cloud).submit(fields(OFFICE), "test")
+            await until(ob, lambda: ob.state == State.ONLINE)
+            assert store.state.wifi == OFFICE
+            assert client_ids(nm) == ["gatewayd-client-Office"]
+            assert active_ids(nm) == ["gatewayd-client-Office"]
+
+    run(scenario())
 
 
 # ---- a hidden network paired without "hidden" ---------------------------------------------

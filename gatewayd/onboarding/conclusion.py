@@ -13,6 +13,7 @@ attempt as an internal error where a failure would have ended.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ T = TypeVar("T")
 # What an attempt that crashed (a bug, or a library failing unexpectedly) tells the user.
 CRASHED = StepResult(False, Failure.WIFI_FAILED, "The hub hit an internal error while "
                      "connecting. Try again; if it keeps failing, restart the hub.")
+FORGET_TIMEOUT = 5.0  # for deleting the profiles the hub has not stored (NetworkManager)
 STORAGE_FAILED_REASON = ("The hub could not save the new settings: its storage is full or "
                          "failing. Nothing was changed; try again, and if it keeps failing, "
                          "the hub's storage needs attention.")
@@ -91,6 +93,11 @@ class AttemptOutcome:
         """Apply an attempt's outcome: store what was proven, or undo and say why."""
         if result.ok and not saved:
             result = self._commit(applied, cloud)
+            if result.ok:
+                # The network just proven replaces any other we saved: left with autoconnect
+                # on, an old one would take the hub back to it when this one drops, while
+                # status names this one.
+                await self._forget_unstored()
         if result.ok:
             self.last_failure = None
             await self._fire(Event.SUCCEEDED if cloud is not None else Event.JOINED)
@@ -127,6 +134,19 @@ class AttemptOutcome:
             # back at once (with the reason), and the saved network is retried from there.
             self._hotspot_wanted = True
         await self._fire(event)
+
+    async def _forget_unstored(self) -> None:
+        """Delete every client profile but the stored network's: one an attempt saved
+        before it was proven (a stop, a crash, an upgrade's restart during it), or one a
+        later pairing replaced. Its passphrase goes with it, and autoconnect cannot find
+        it. Logged, never raised: it must not fail what it follows."""
+        if self.wifi is None:
+            return
+        try:
+            async with asyncio.timeout(FORGET_TIMEOUT):
+                await self.wifi.forget_others(self.store.state.wifi)
+        except Exception:
+            log.exception("forgetting Wi-Fi networks the hub has not stored failed")
 
     @staticmethod
     async def _undo(what: str, step: Awaitable[T]) -> T | None:

@@ -82,6 +82,10 @@ class WifiControl(Protocol):
 
     async def forget_clients(self) -> None: ...
 
+    async def forget_others(self, keep: WifiCredentials | None) -> None:
+        """Delete our client profiles but ``keep``'s (the stored network), if any."""
+        ...
+
 
 class CloudStep(Protocol):
     """The cloud part of an attempt (filled in by the cloud link)."""
