@@ -6,18 +6,23 @@ that can use it. Against the NetworkManager mock on a private bus, as tests/test
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
 import pytest
+from sdbus import sd_bus_open_system
+from sdbus_async.networkmanager import NetworkManagerSettings
 
-from gatewayd.ap import HOTSPOT_ID
+from gatewayd.ap import HOTSPOT_ID, client_profile
 from gatewayd.credentials import WifiCredentials
 from gatewayd.onboarding.pairing import InvalidRequest, PairingService
 from gatewayd.onboarding.steps import Failure
 from gatewayd.onboarding.table import State
 from gatewayd.simulator.nm_mock import NetworkManagerMock
+from tests.fakes import StubCloud
 from tests.test_onboarding import (
+    CLOUD,
     HOME,
     active_ids,
     bus,
@@ -47,7 +52,13 @@ def raw_key(passphrase: str, ssid: str) -> str:
     return hashlib.pbkdf2_hmac("sha1", passphrase.encode(), ssid.encode(), 4096, 32).hex()
 
 
-# ---- one network's profile: the stored one's ------------------------------------------
+async def leave_profile(wifi: WifiCredentials, security: str) -> None:
+    """A saved client profile as a daemon killed during an attempt leaves it."""
+    await NetworkManagerSettings(sd_bus_open_system()).add_connection(
+        client_profile(wifi, "wlan0", security))
+
+
+# ---- only the stored network's profile stays ----------------------------------------------
 
 
 def test_re_pairing_to_a_new_network_forgets_the_old_one(nm: NetworkManagerMock,
@@ -68,6 +79,70 @@ def test_re_pairing_to_a_new_network_forgets_the_old_one(nm: NetworkManagerMock,
             assert store.state.wifi == OFFICE
             assert client_ids(nm) == ["gatewayd-client-Office"]
             assert active_ids(nm) == ["gatewayd-client-Office"]
+
+    run(scenario())
+
+
+def test_a_stop_during_an_attempt_leaves_no_unproven_profile(nm: NetworkManagerMock,
+                                                             tmp_path: Path) -> None:
+    """Before: the daemon stopped (or restarted by an upgrade) in the cloud step left
+    gatewayd-client-Office saved with its passphrase and autoconnect on."""
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    cloud = StubCloud()
+    cloud.gate = asyncio.Event()  # the cloud step never ends by itself
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store, cloud) as ob:
+            await ob.begin(request(OFFICE))
+            await until(ob, lambda: ob.step == "cloud")
+            assert "gatewayd-client-Office" in profile_ids(nm)  # joined, not proven
+        assert client_ids(nm) == []
+        assert store.state.wifi is None and not store.state.paired
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("left", [
+    (OFFICE, "wpa2/wpa3"),  # another network's attempt
+    (WifiCredentials("HomeNet", "a new passphrase"), "wpa2"),  # the same network's
+])
+def test_a_start_after_a_kill_during_an_attempt_keeps_only_the_stored_network(
+        nm: NetworkManagerMock, tmp_path: Path, left: tuple[WifiCredentials, str]) -> None:
+    """A SIGKILL gives no chance to undo: the next start does. Before: the attempt's profile
+    stayed (autoconnect could take the hub onto it), and one for the stored SSID with
+    an unproven passphrase kept the hub offline."""
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    store.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        await leave_profile(*left)
+        async with onboarding(cfg, store) as ob:
+            await until(ob, lambda: ob.state == State.ONLINE)
+            assert client_ids(nm) == ["gatewayd-client-HomeNet"]
+            assert active_ids(nm) == ["gatewayd-client-HomeNet"]
+            psk = profile(nm, "gatewayd-client-HomeNet")["802-11-wireless-security"]["psk"]
+            assert psk == HOME.psk
+            assert store.state.wifi == HOME
+
+    run(scenario())
+
+
+def test_the_stored_networks_profile_survives_a_start(nm: NetworkManagerMock,
+                                                      tmp_path: Path) -> None:
+    """The clean-up at start never touches the stored network's own profile."""
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+    store.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        await leave_profile(HOME, "wpa2")
+        uuid = profile(nm, "gatewayd-client-HomeNet")["connection"]["uuid"]
+        async with onboarding(cfg, store) as ob:
+            await until(ob, lambda: ob.state == State.ONLINE)
+            assert profile(nm, "gatewayd-client-HomeNet")["connection"]["uuid"] == uuid
+            assert active_ids(nm) == ["gatewayd-client-HomeNet"]
 
     run(scenario())
 

@@ -221,6 +221,9 @@ class Onboarding(OfflineHandling, AttemptOutcome):
     async def start(self) -> None:
         if self.wifi is not None:
             await self.wifi.start(self._on_link)
+            # A stop or crash during an attempt left its unproven profile saved, with
+            # autoconnect on: only the stored network's may stay.
+            await self._forget_unstored()
         st = self.store.state
         if st.paired or (st.wifi is not None and self.wifi is not None):
             # Paired, or Wi-Fi only: rejoin the saved network first; no hotspot unless
@@ -234,11 +237,14 @@ class Onboarding(OfflineHandling, AttemptOutcome):
         self._cancel_offline_timer()
         for task in list(self._link_tasks):
             task.cancel()
+        interrupted = self._attempt_running()
         if self._attempt_task is not None:
             self._attempt_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._attempt_task
         await self.cloud.disconnect()
+        if interrupted:
+            await self._forget_unstored()  # the attempt's profile is not proven
         if self.wifi is not None:
             if self.wifi.hotspot_active:
                 await self.wifi.stop_hotspot()
