@@ -256,6 +256,8 @@ class Daemon:
             if self.provisioner is not None:
                 ble.hub.provisioning = self.provisioner.view
             self.short_press_hooks.append(lambda: self._authorize_ble(ble))
+            # Its window is the one a paired hub offline on its hotspot re-pairs in.
+            onboarding.window = lambda: ble.window_open
             # Started after onboarding and stopped before it; a BLE fault never stops the hub.
             self._late.insert(0, NonFatal(ble))
         # Both web apps are built on their first request, in a web thread (LazyApp): Flask
@@ -288,12 +290,15 @@ class Daemon:
 
     async def _short_press(self) -> dict[str, Any]:
         """The button's short press: commissioning window open (and Improv authorized);
-        an offline hub also brings its hotspot back at once."""
+        an offline hub also brings its hotspot back at once, open to pairing while the
+        window is."""
         result: dict[str, Any] = {}
         if self.onboarding is not None:
             result["hotspot"] = await self.onboarding.reopen_hotspot()
         for hook in self.short_press_hooks:
             result.update(await hook())
+        if self.onboarding is not None:
+            await self.onboarding.window_changed()
         return result
 
     def _build_cloud(self, hub: Hub) -> CloudStep:

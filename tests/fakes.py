@@ -54,6 +54,9 @@ class NoOnboarding:
     def busy(self) -> bool:
         return False
 
+    repairable = False  # never offline on a hotspot
+    window_seconds = None
+
     async def begin(self, request: PairingRequest) -> None:
         raise PairingFailed("Pairing is not available: the onboarding service is not running.")
 

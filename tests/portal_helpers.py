@@ -58,6 +58,8 @@ class FakeOnboarding:
         self.hub = hub
         self._networks = networks
         self.pairing_open = True
+        self.repairable = False  # paired, offline on its hotspot: an admin may re-pair
+        self.window_seconds: float | None = 600.0
         self.state = "unpaired"
         self.network: str | None = None  # "wifi": on Wi-Fi without a cloud account
         self.step: str | None = None

@@ -42,11 +42,12 @@ SAMPLE = [
     Mutant("a second BLE request during an attempt answers 403 instead of 409",
            "gatewayd/onboarding/pairing.py",
            "    if machine.busy:\n        raise PairingBusy(BUSY_MESSAGE)\n"
-           "    if not machine.pairing_open:\n"
-           "        raise NotInPairingMode(f\"This hub is already paired. {RESET_HINT}\")\n",
-           "    if not machine.pairing_open:\n"
-           "        raise NotInPairingMode(f\"This hub is already paired. {RESET_HINT}\")\n"
-           "    if machine.busy:\n        raise PairingBusy(BUSY_MESSAGE)\n",
+           "    if not machine.pairing_open and not (admin and machine.repairable):\n"
+           "        raise NotInPairingMode(f\"This hub is already paired. {closed_hint(machine)}\")"
+           "\n",
+           "    if not machine.pairing_open and not (admin and machine.repairable):\n"
+           "        raise NotInPairingMode(f\"This hub is already paired. {closed_hint(machine)}\")"
+           "\n    if machine.busy:\n        raise PairingBusy(BUSY_MESSAGE)\n",
            "tests/test_ble_secure.py::"
            "test_a_second_pair_request_during_an_attempt_is_busy_not_already_paired"),
     Mutant("the hotspot vanishes under a person typing in the panel",
@@ -56,7 +57,8 @@ SAMPLE = [
            "tests/test_onboarding_machine.py::"
            "test_periodic_retry_waits_while_someone_uses_the_portal"),
     Mutant("a request that waited for the uplink starts a second attempt",
-           "gatewayd/onboarding/machine.py", "            check_open(self)\n", "",
+           "gatewayd/onboarding/machine.py",
+           "            check_open(self, admin=request.admin)\n", "",
            "tests/test_onboarding_machine.py::"
            "test_a_request_that_waited_for_the_uplink_is_refused_busy_if_another_began"),
     Mutant("passphrase and token in the log",

@@ -80,6 +80,13 @@ async def until(ob: Onboarding, predicate: Callable[[], bool], timeout: float = 
     await ob.wait_for(predicate, timeout)
 
 
+def press_button(ob: Onboarding) -> None:
+    """A short press, as the machine sees it: the window it opens (the daemon wires the BLE
+    commissioning window) is open. A paired hub offline on its hotspot takes pairing
+    requests only then (or from a signed-in admin)."""
+    ob.window = lambda: True
+
+
 def profile(nm: NetworkManagerMock, conn_id: str) -> dict[str, Any]:
     for conn in nm.connections():
         if conn["connection"]["id"] == conn_id:
@@ -171,8 +178,10 @@ def test_wrong_password_falls_back_with_reason_and_keeps_old_credentials(
 
     async def scenario() -> None:
         async with onboarding(cfg, store) as ob:
-            await until(ob, lambda: ob.pairing_open)
+            await until(ob, lambda: ob.repairable)
             assert ob.state == State.OFFLINE and HOTSPOT_ID in active_ids(nm)
+            assert not ob.pairing_open, "paired: closed to whoever is in range"
+            press_button(ob)
             other = CloudCredentials("new@example.com", "t2", "127.0.0.1", 1883)
             await PairingService(ob, cfg.cloud).submit(
                 fields(WifiCredentials("Office", "not the password"), other), "test")
@@ -255,7 +264,7 @@ def test_wifi_drop_brings_hotspot_back_then_online_again(nm: NetworkManagerMock,
             # drop it as well could come after it already had: a race lost under load).
             nm.remove_ap("HomeNet")
             await until(ob, lambda: ob.state == State.OFFLINE)
-            await until(ob, lambda: ob.pairing_open)  # hotspot is back after the grace time
+            await until(ob, lambda: ob.repairable)  # hotspot is back after the grace time
             assert HOTSPOT_ID in active_ids(nm)
             assert store.state.wifi == HOME
             nm.restore_ap("HomeNet")
@@ -475,6 +484,8 @@ def test_wifi_only_request_needs_the_explicit_permission(tmp_path: Path) -> None
 class StubOnboarding:
     pairing_open = True
     busy = False
+    repairable = False
+    window_seconds = None
 
     async def begin(self, request: PairingRequest) -> None:
         raise AssertionError("not submitted")
@@ -651,8 +662,9 @@ def test_wifi_only_request_on_a_paired_offline_hub_keeps_the_account(
     async def scenario() -> None:
         cloud = StubCloud()
         async with onboarding(cfg, store, cloud) as ob:
-            await until(ob, lambda: ob.pairing_open)
+            await until(ob, lambda: ob.repairable)
             assert ob.state == State.OFFLINE
+            press_button(ob)  # Improv's authorization: the window is open
             await ob.begin(PairingRequest(cloud=None, wifi=guest, source="ble-improv"))
             await until(ob, lambda: ob.state == State.ONLINE)
             assert store.state.wifi == guest and store.state.cloud == CLOUD

@@ -79,6 +79,13 @@ def settled(ob: Onboarding, state: State) -> Callable[[], bool]:
     return lambda: ob.state == state and not ob.busy
 
 
+def press_button(ob: Onboarding) -> None:
+    """A short press, as the machine sees it: the window it opens is open (the daemon wires
+    the BLE commissioning window here). A paired hub offline on its hotspot takes pairing
+    requests only while it is (or from a signed-in admin)."""
+    ob.window = lambda: True
+
+
 @asynccontextmanager
 async def offline_on_a_fake_clock(tmp_path: Path, wifi: FakeWifi, cloud: StubCloud | None = None,
                                   *, saved: WifiCredentials = HOME, **hotspot: Any
@@ -211,8 +218,12 @@ def test_lost_network_goes_offline_then_the_hotspot_returns_for_re_pairing(
             await until(ob, settled(ob, State.ONLINE))
             wifi.drop_link()
             await until(ob, lambda: ob.state == State.OFFLINE)
-            # After offline_grace the hotspot comes back and re-pairing opens.
-            await until(ob, lambda: ob.pairing_open and wifi.hotspot)
+            # After offline_grace the hotspot comes back, for re-pairing by the owner only:
+            # pairing stays closed until a short press (or to a signed-in admin).
+            await until(ob, lambda: ob.repairable and wifi.hotspot)
+            assert not ob.pairing_open
+            press_button(ob)
+            assert ob.pairing_open
             assert st.state.paired, "going offline forgets nothing"
             assert not ob._link_tasks, "a link task that ended is let go"
 
@@ -267,7 +278,8 @@ def test_a_failed_re_pairing_puts_the_working_network_back(tmp_path: Path) -> No
         async with machine(cfg, st, wifi) as ob:
             await until(ob, settled(ob, State.ONLINE))
             wifi.drop_link()
-            await until(ob, lambda: ob.pairing_open and wifi.hotspot)
+            await until(ob, lambda: ob.repairable and wifi.hotspot)
+            press_button(ob)
             await PairingService(ob, cfg.cloud).submit(
                 {**PAIR, "ssid": "Office", "psk": "not-the-password"}, "test")
             await until(ob, lambda: ob.last_failure is not None and not ob.busy)
@@ -362,7 +374,7 @@ def test_periodic_retry_waits_while_someone_uses_the_portal(tmp_path: Path) -> N
         wifi = FakeWifi({})  # the saved network is out of range at boot
         async with offline_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
             await grace_over(clock)
-            assert wifi.hotspot and ob.pairing_open
+            assert wifi.hotspot and ob.repairable
             wifi.aps["HomeNet"] = "supersecret"  # the network is back: a retry would succeed
             mark = len(wifi.calls)
             clock.advance(30.0)
@@ -425,7 +437,7 @@ def test_a_periodic_retry_that_fails_brings_the_hotspot_back_and_the_retries_go_
             clock.advance(60.0)  # the scan fails: the hotspot comes back all the same
             await clock.sleeps(3)
             assert wifi.calls[mark:] == ["hotspot-down", "scan", "hotspot-up"]
-            assert ob.state == State.OFFLINE and wifi.hotspot and ob.pairing_open
+            assert ob.state == State.OFFLINE and wifi.hotspot and ob.repairable
             mark = len(wifi.calls)
             wifi.aps["HomeNet"] = "supersecret"  # the next round finds the network
             clock.advance(60.0)
@@ -464,7 +476,7 @@ def test_a_hotspot_that_fails_to_come_back_is_retried_with_the_network(
             clock.advance(60.0)  # the next retry: still out of range, the hotspot comes up
             await clock.sleeps(3)
             assert wifi.calls[mark:] == ["hotspot-down", "scan", "hotspot-up"]
-            assert ob.state == State.OFFLINE and wifi.hotspot and ob.pairing_open
+            assert ob.state == State.OFFLINE and wifi.hotspot and ob.repairable
 
     run(scenario())
 
@@ -490,7 +502,7 @@ def test_a_hotspot_refused_after_a_failed_retry_leaves_the_retries_running(
             await clock.sleeps(3)  # the next retry is scheduled all the same
             clock.advance(60.0)
             await until(ob, lambda: ob.attempt is not first and not ob.busy and wifi.hotspot)
-            assert ob.state == State.OFFLINE and ob.pairing_open
+            assert ob.state == State.OFFLINE and ob.repairable
 
     run(scenario())
 
@@ -550,6 +562,7 @@ def test_an_outcome_that_crashes_while_applied_still_ends_the_attempt(
             if paired:  # offline (its network gone), the hotspot back for re-pairing
                 await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
                 assert await ob.reopen_hotspot()
+                press_button(ob)
                 await until(ob, lambda: ob.pairing_open)
             await ob.begin(PairingRequest(cloud=CLOUD, wifi=WifiCredentials("Office",
                                                                             "officepass")))
@@ -586,6 +599,7 @@ def test_a_crash_whose_undo_fails_too_still_ends_the_attempt(tmp_path: Path) -> 
         async with machine(cfg, st, wifi, cloud) as ob:
             await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
             assert await ob.reopen_hotspot()
+            press_button(ob)
             await ob.begin(PairingRequest(cloud=CLOUD, wifi=WifiCredentials("Office",
                                                                             "officepass")))
             await until(ob, lambda: ob.last_failure is not None and not ob.busy)
@@ -879,7 +893,8 @@ def test_a_wifi_only_request_on_a_paired_hub_keeps_its_account(tmp_path: Path) -
     async def scenario() -> None:
         wifi, cloud = FakeWifi({"Office": "office-pass"}), StubCloud()
         async with machine(cfg, st, wifi, cloud) as ob:
-            await until(ob, lambda: ob.pairing_open and wifi.hotspot)  # HomeNet is gone
+            await until(ob, lambda: ob.repairable and wifi.hotspot)  # HomeNet is gone
+            press_button(ob)  # Improv's authorization: the window is open
             assert ob.networks() == [{"ssid": "Office", "signal": 70, "security": "wpa2"}]
             await ob.begin(PairingRequest(cloud=None, wifi=WifiCredentials("Office",
                                                                            "office-pass")))
@@ -949,7 +964,10 @@ def test_the_button_brings_the_hotspot_back_only_while_offline(tmp_path: Path) -
             await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
             assert not wifi.hotspot and not ob.pairing_open  # within the grace period
             assert await ob.reopen_hotspot() is True
-            assert wifi.hotspot and ob.pairing_open and changes[-1] is True
+            assert wifi.hotspot and ob.repairable and changes[-1] is True
+            # Up for its owner: open to pairing only with the window the press opens
+            # (the daemon's part) or to a signed-in admin.
+            assert not ob.pairing_open
             assert await ob.reopen_hotspot() is True  # again: still up, nothing new
             assert wifi.calls.count("hotspot-up") == 1
 
@@ -1206,6 +1224,7 @@ def test_only_an_account_a_person_typed_in_may_end_early_on_a_closed_port(
         async with offline_on_a_fake_clock(tmp_path, wifi, cloud) as (ob, clock):
             assert cloud.typed_in == []  # HomeNet is out of range: no cloud step at boot
             await grace_over(clock)
+            press_button(ob)
             for request, typed_in in ((PairingRequest(cloud=None, wifi=office), False),
                                       (PairingRequest(cloud=CLOUD, wifi=office), False),
                                       (PairingRequest(cloud=other, wifi=office), True)):
@@ -1344,7 +1363,7 @@ def test_ethernet_hub_whose_cloud_failed_at_boot_retries_with_backoff(
                 assert len(cloud.timeouts) == tries and ob.state == State.OFFLINE
                 # Offline longer than offline_grace with no uplink: the hotspot offers
                 # re-pairing onto Wi-Fi; the cable's return and a retry take it down.
-                assert wifi.hotspot and ob.pairing_open
+                assert wifi.hotspot and ob.repairable
                 wifi.ethernet = True
             cloud.next_failure = None  # the broker is back
             clock.advance(60.0)
@@ -1389,7 +1408,7 @@ def test_an_ethernet_hub_shows_its_hotspot_once_offline_grace_has_passed_since_i
             assert clock.now - went_offline < 30.0 and not wifi.hotspot
             clock.advance(went_offline + 30.0 - clock.now)  # exactly the grace
             await clock.sleeps(4)
-            assert wifi.hotspot and ob.pairing_open
+            assert wifi.hotspot and ob.repairable
             for n in (5, 6):  # still no cable: the hotspot stays, not raised again
                 clock.advance(clock.slept[-1])
                 await clock.sleeps(n)

@@ -177,6 +177,8 @@ class StubOnboarding:
     def __init__(self, *, open: bool = True, busy: bool = False, uplink: bool = True) -> None:
         self.pairing_open = open
         self.busy = busy
+        self.repairable = False
+        self.window_seconds: float | None = 600.0
         self.uplink = uplink  # on a network (Ethernet, or a client of its Wi-Fi)
         self.begun: list[PairingRequest] = []
 

@@ -10,8 +10,10 @@ States (what `gatewayctl status`, the portal and BLE show):
 - ``online``     client network up and the cloud link established
 - ``offline``    the hub has a saved network (paired, or Wi-Fi only) but is not on it;
                  NetworkManager's autoconnect retries; after ``offline_grace`` (at once
-                 after a failed attempt of a hub that is not paired) the hotspot returns for
-                 re-pairing while client attempts go on every ``retry_interval``. A hub
+                 after a failed attempt of a hub that is not paired) the hotspot returns
+                 while client attempts go on every ``retry_interval``. On it a hub that is
+                 not paired takes pairing requests; a paired one only while the window a
+                 short press opens is open, or from a signed-in admin. A hub
                  paired without a saved Wi-Fi network (on Ethernet) has no hotspot to
                  show: it retries the cloud step with a jittered backoff (5 s doubling to
                  ``retry_interval``) whenever it has an uplink
@@ -73,6 +75,9 @@ class Onboarding(OfflineHandling, AttemptOutcome):
         self.last_failure: LastFailure | None = None
         self.offline_since: float | None = None
         self.last_activity = 0.0
+        # Whether the window a short press (or 'gatewayctl ble-window open') opens is open:
+        # the BLE commissioning window, wired by the daemon; None: the hub has none.
+        self.window: Callable[[], bool] | None = None
         self._hotspot_wanted = False  # offline longer than the grace period
         self._cloud_retries = 0  # failed cloud-only retries since the hub was last online
         self._wifi_up = False  # the Wi-Fi client link is up (as far as onboarding saw)
@@ -97,7 +102,23 @@ class Onboarding(OfflineHandling, AttemptOutcome):
             return False  # the hotspot may be coming back right now: one thing at a time
         if self.state == State.UNPAIRED:
             return True
-        # Offline long enough that the hotspot came back: re-pairing is what it is for.
+        # Offline long enough that the hotspot came back: a hub that is not paired (Wi-Fi
+        # only) is open on it as ever; a paired one only while the window a short press
+        # opens is open (whoever is in Wi-Fi range is not its owner), or to its admin.
+        if not self._offline_on_hotspot():
+            return False
+        return not self.store.state.paired or (self.window is not None and self.window())
+
+    @property
+    def repairable(self) -> bool:
+        """Paired, offline, its hotspot up: a signed-in admin may pair it again."""
+        return not self._entering and self.store.state.paired and self._offline_on_hotspot()
+
+    @property
+    def window_seconds(self) -> float | None:
+        return self.config.ble.window_seconds if self.window is not None else None
+
+    def _offline_on_hotspot(self) -> bool:
         return self.state == State.OFFLINE and self.wifi is not None and \
             self.wifi.hotspot_active
 
@@ -281,6 +302,11 @@ class Onboarding(OfflineHandling, AttemptOutcome):
             await self._notify_changed()
         return self.wifi.hotspot_active
 
+    async def window_changed(self) -> None:
+        """The window a short press opens has opened: pairing may be open now (progress)."""
+        self._tell_listeners()
+        await self._notify_changed()
+
     # ---- pairing --------------------------------------------------------------------------
 
     async def begin(self, request: PairingRequest) -> None:
@@ -293,7 +319,7 @@ class Onboarding(OfflineHandling, AttemptOutcome):
         async with self._lock:
             # The pairing service checked before it awaited anything (the uplink, its D-Bus
             # calls): another request or the provisioning driver may have begun since.
-            check_open(self)
+            check_open(self, admin=request.admin)
             cloud = request.cloud if request.cloud is not None else self.store.state.cloud
             if cloud is None and self.wifi is None:
                 raise InvalidRequest("ssid: a Wi-Fi-only pairing request needs a hub with "

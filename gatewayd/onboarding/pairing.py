@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from gatewayd.config import CloudConfig
@@ -48,6 +48,19 @@ UNSUPPORTED_NETWORK = ("this network uses a security the hub does not support (W
 
 RESET_HINT = ("To pair it again, hold the hub's button for 10 seconds or run "
               "'gatewayctl reset' on the hub.")
+
+
+def repair_hint(window_seconds: float | None) -> str:
+    """How a paired hub that is offline with its hotspot up is paired again without a reset
+    (docs/onboarding.md): the window a short press opens, or the admin's sign-in.
+    ``window_seconds`` None: the hub has no such window (BLE commissioning is off)."""
+    press = ""
+    if window_seconds:
+        minutes = max(1, round(window_seconds / 60))
+        press = (f"press the hub's button briefly (or run 'gatewayctl ble-window open' on "
+                 f"it) and pair within {minutes} minutes, or ")
+    return (f"To pair it again, {press}sign in to its panel as admin and pair there; or "
+            f"reset it: hold the button for 10 seconds or run 'gatewayctl reset' on the hub.")
 
 
 class PairingError(Exception):
@@ -120,6 +133,9 @@ class PairingRequest:
     cloud: CloudCredentials | None
     wifi: WifiCredentials | None  # None: the "No Wi-Fi" variant, cloud credentials only
     source: str = "http"
+    # Sent by a signed-in admin (the panel): may re-pair a paired hub that is offline with
+    # its hotspot up, without the window a short press opens.
+    admin: bool = False
 
     def __post_init__(self) -> None:
         if self.cloud is None and self.wifi is None:
@@ -132,7 +148,8 @@ class PairingRequest:
     def redacted(self) -> dict[str, Any]:
         return {"source": self.source,
                 "cloud": self.cloud.redacted() if self.cloud else None,
-                "wifi": self.wifi.redacted() if self.wifi else None}
+                "wifi": self.wifi.redacted() if self.wifi else None,
+                **({"admin": True} if self.admin else {})}
 
 
 def _truthy(value: Any, field: str) -> bool:
@@ -224,16 +241,33 @@ class Openness(Protocol):
     @property
     def busy(self) -> bool: ...
 
+    @property
+    def repairable(self) -> bool:
+        """Paired, offline, its hotspot up: a signed-in admin may pair it again (and anyone
+        near it while the window a short press opens is open: then pairing is open)."""
+        ...
 
-def check_open(machine: Openness) -> None:
+    @property
+    def window_seconds(self) -> float | None:
+        """How long the window a short press opens lasts; None: there is none (no BLE)."""
+        ...
+
+
+def check_open(machine: Openness, *, admin: bool = False) -> None:
     """Raise the refusal a request gets in this state, if any: the service asks first, the
-    machine again under its lock as it begins, and both must give the same answer."""
+    machine again under its lock as it begins, and both must give the same answer.
+    ``admin``: the request comes from a signed-in admin (the panel)."""
     # Busy first: pairing is closed while an attempt runs, and "already paired" would be
     # the wrong answer to a second request during it.
     if machine.busy:
         raise PairingBusy(BUSY_MESSAGE)
-    if not machine.pairing_open:
-        raise NotInPairingMode(f"This hub is already paired. {RESET_HINT}")
+    if not machine.pairing_open and not (admin and machine.repairable):
+        raise NotInPairingMode(f"This hub is already paired. {closed_hint(machine)}")
+
+
+def closed_hint(machine: Openness) -> str:
+    """What a paired hub's refusal tells: how to pair it again from where it is."""
+    return repair_hint(machine.window_seconds) if machine.repairable else RESET_HINT
 
 
 class Onboarding(Openness, Protocol):
@@ -310,7 +344,7 @@ class PairingService:
         return request_from_fields(fields, self.presets, source=source, allow_wifi_only=True)
 
     async def submit(self, fields: Fields, source: str, *,
-                     allow_wifi_only: bool = False) -> Progress:
+                     allow_wifi_only: bool = False, admin: bool = False) -> Progress:
         """Check, in this order, busy -> open -> valid, then begin; return the progress.
 
         Raises the :class:`PairingError` of the first check that fails, so the same request
@@ -319,13 +353,15 @@ class PairingService:
         from the entry point's own format (query string, form, JSON, BLE message); it runs
         only once pairing is known to be open, and raises :class:`InvalidRequest`. The
         onboarding machine checks busy and open again as it begins, under its lock, since a
-        cloud-only request awaits the uplink's state in between.
+        cloud-only request awaits the uplink's state in between. ``admin``: from a
+        signed-in admin (the panel's session), who may re-pair a paired hub that is offline
+        with its hotspot up (:func:`check_open`).
         """
         # An attempt that has just failed still brings its hotspot back for a moment: an app
         # that retries as soon as progress shows the failure must not be told "busy".
         await self.onboarding.settle(SETTLE_WAIT)
         try:
-            request = await self._check(fields, source, allow_wifi_only)
+            request = await self._check(fields, source, allow_wifi_only, admin)
             log.info("pairing request from %s: %s", request.source, request.redacted())
             # begin checks busy and open again: _check may have awaited (the uplink)
             await self.onboarding.begin(request)
@@ -335,11 +371,12 @@ class PairingService:
         self.accepted += 1
         return self.onboarding.progress()
 
-    async def _check(self, fields: Fields, source: str,
-                     allow_wifi_only: bool) -> PairingRequest:
-        check_open(self.onboarding)
+    async def _check(self, fields: Fields, source: str, allow_wifi_only: bool,
+                     admin: bool) -> PairingRequest:
+        check_open(self.onboarding, admin=admin)
         raw = fields() if callable(fields) else fields
-        request = self.parse(raw, source, allow_wifi_only=allow_wifi_only)
+        request = replace(self.parse(raw, source, allow_wifi_only=allow_wifi_only),
+                          admin=admin)
         wifi = request.wifi
         if wifi is not None:
             # What the last scan says of the network: the attempt could only fail.

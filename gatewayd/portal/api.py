@@ -85,8 +85,11 @@ def json_fields(raw: bytes) -> Mapping[str, Any]:
 
 
 def api_blueprint(core: PortalCore, *, limiter: RateLimiter | None = None,
-                  guard: Guard | None = None, include_status: bool = True) -> Blueprint:
-    """``guard`` protects what only an admin may read once the hub is paired."""
+                  guard: Guard | None = None, include_status: bool = True,
+                  signed_in: Callable[[], bool] | None = None) -> Blueprint:
+    """``guard`` protects what only an admin may read once the hub is paired;
+    ``signed_in`` tells whether the request carries an admin's session (who may re-pair
+    a paired hub that is offline on its hotspot)."""
     bp = Blueprint("pairing_api", __name__, url_prefix="/api/v1")
 
     def guarded() -> Response | None:
@@ -119,7 +122,8 @@ def api_blueprint(core: PortalCore, *, limiter: RateLimiter | None = None,
                              code=UNSUPPORTED_MEDIA_CODE)
         raw = request.get_data()
         source = "panel" if request.headers.get("X-Requested-By") == "gatewayd-panel" else "api"
-        outcome = submit_or_refuse(core, lambda: json_fields(raw), source)
+        admin = signed_in is not None and signed_in()
+        outcome = submit_or_refuse(core, lambda: json_fields(raw), source, admin=admin)
         if isinstance(outcome, PairingError):
             return refusal(outcome)
         return jsonify({"ok": True, "progress": outcome.to_json()})

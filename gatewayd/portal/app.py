@@ -109,7 +109,8 @@ def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService,
         name.lower() for name in hub.config.portal.host_names})
     app.register_blueprint(pair_blueprint(core, pair_limiter))
     app.register_blueprint(api_blueprint(core, limiter=pair_limiter,
-                                         guard=_admin_guard(core, auth)))
+                                         guard=_admin_guard(core, auth),
+                                         signed_in=auth.session_valid))
     app.register_blueprint(panel_blueprint(core, auth, pair_limiter))
     if zigbee is not None:
         app.register_blueprint(zigbee_blueprint(zigbee, call, _admin_guard(core, auth)))

@@ -43,14 +43,18 @@ class Snapshot:
     pairing_open: bool
     paired: bool  # credentials are stored (committed only once an attempt succeeded)
     captive: bool  # the hotspot is up: detection URLs and foreign names lead to the panel
+    # Paired, offline on its hotspot: a signed-in admin may pair it again from the panel.
+    repairable: bool = False
 
     @property
     def admin_only(self) -> bool:
-        """The panel and the private API need the admin password.
+        """The panel and the private API need the admin password: always once the hub is
+        paired, whatever its state (offline on its hotspot too: whoever is in Wi-Fi range
+        is not its owner), except while the window a short press opens makes it open for
+        pairing (the person at the hub pairs it).
 
         Not while an unpaired hub's first attempt runs (pairing is closed then, but the
-        person who started it must keep seeing its progress), and not while a paired hub
-        that fell back to its hotspot is open for re-pairing.
+        person who started it must keep seeing its progress).
         """
         return self.paired and not self.pairing_open
 
@@ -93,7 +97,8 @@ class PortalCore:
         async def _snap() -> Snapshot:
             self._touch()
             return Snapshot(self.pairing.open, self.hub.state.paired,
-                            self.pairing.progress().hotspot)
+                            self.pairing.progress().hotspot,
+                            self.pairing.onboarding.repairable)
         return self.call(_snap)
 
     def status(self) -> dict[str, Any]:
@@ -125,16 +130,18 @@ class PortalCore:
 
     # ---- actions --------------------------------------------------------------------------
 
-    def submit(self, fields: Callable[[], Mapping[str, Any]], source: str) -> Progress:
+    def submit(self, fields: Callable[[], Mapping[str, Any]], source: str, *,
+               admin: bool = False) -> Progress:
         """Hand the request to the pairing service's front door, in one hop to the core.
 
         Raises a PairingError subclass. ``fields`` extracts the fields from the entry
         point's format; it must not touch Flask's request context: it runs on the core's
-        thread, after the busy and mode checks.
+        thread, after the busy and mode checks. ``admin``: the request comes with a
+        signed-in admin's session.
         """
         async def _submit() -> Progress:
             self._touch()
-            return await self.pairing.submit(fields, source)
+            return await self.pairing.submit(fields, source, admin=admin)
         return self.call(_submit)
 
     def check_admin_password(self, candidate: str) -> bool:

@@ -69,10 +69,11 @@ def query_fields(args: MultiDict[str, str]) -> dict[str, str]:
 
 
 def submit_or_refuse(core: PortalCore, fields: Callable[[], Mapping[str, Any]],
-                     source: str) -> Progress | PairingError:
-    """Shared by ``/pair``, the form and ``/api/v1/pair``: the progress, or the refusal."""
+                     source: str, *, admin: bool = False) -> Progress | PairingError:
+    """Shared by ``/pair``, the form and ``/api/v1/pair``: the progress, or the refusal.
+    ``admin``: sent with a signed-in admin's session (the panel)."""
     try:
-        return core.submit(fields, source)
+        return core.submit(fields, source, admin=admin)
     except PairingError as exc:
         # The field name only: a value could be a secret.
         log.info("pairing request from %s refused: %s %s", source, exc.code,

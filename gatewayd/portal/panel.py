@@ -83,10 +83,14 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
 
     @bp.get("/")
     def index() -> Any:
-        if not core.snapshot().admin_only:
+        snapshot = core.snapshot()
+        if not snapshot.admin_only:
             return render_form(core.progress())
         if not auth.session_valid():
             return redirect(url_for("panel.login"))
+        if snapshot.repairable:
+            # Paired, offline on its hotspot (its router changed?): its admin pairs it again.
+            return render_form(core.progress())
         status = core.status()
         devices = status.get("devices")
         return render_template("dashboard.html", name=hub_name(core), status=status,
@@ -106,7 +110,8 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
         def again(refusal: PairingError) -> Any:
             """The form with the refusal; once pairing is closed on a paired hub, the
             dashboard (or sign-in) instead: the form lists the networks, admin-only then."""
-            if isinstance(refusal, NotInPairingMode) or core.snapshot().admin_only:
+            if isinstance(refusal, NotInPairingMode) or (
+                    core.snapshot().admin_only and not auth.session_valid()):
                 return redirect(url_for("panel.index"), 303)
             response = render_form(core.progress(), status=refusal.status, values=values,
                                    error=refusal.message, field=refusal.field)
@@ -119,7 +124,8 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
         if wait:
             return again(RateLimited(wait))
         form, wifi = request.form, core.wifi_enabled
-        outcome = submit_or_refuse(core, lambda: form_fields(form, wifi), "panel")
+        outcome = submit_or_refuse(core, lambda: form_fields(form, wifi), "panel",
+                                   admin=auth.session_valid())
         if isinstance(outcome, PairingError):
             return again(outcome)
         return redirect(url_for("panel.progress"), 303)

@@ -1,0 +1,111 @@
+"""A paired hub offline on its hotspot is paired again by its owner only (review).
+
+Before: a paired hub whose router was off for ``offline_grace`` brought its (open) hotspot
+back and took ``/pair`` from anyone in Wi-Fi range: a stranger re-paired it to their own
+cloud account, without a reset and without proof. Its status and panel needed no sign-in
+either. Now the hotspot serves its owner: a short press of the button (the window it opens)
+or a signed-in admin. The whole hub runs as ``gatewayd --simulate`` (NetworkManager mock,
+BlueZoo, the simulated cloud broker); the test drives it as a person and the app do.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import ctl_json, wait_for
+from tests.test_e2e_simulator import Sim, http_get
+
+pytestmark = pytest.mark.timeout(180)
+
+REFUSAL = "not-in-pairing-mode"
+
+
+def post_json(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+def get_without_redirect(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.build_opener(NoRedirect).open(url, timeout=10) as response:
+            return response.status, response.headers.get("Location", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Location", "")
+
+
+def router_off(sim: Sim, ssid: str) -> None:
+    """The home network disappears (its router is switched off)."""
+    import dbus
+
+    bus = dbus.bus.BusConnection(sim.info["system_bus"])
+    try:
+        nm = bus.get_object("org.freedesktop.NetworkManager", "/org/freedesktop")
+        nm.RemoveWifiNetwork(ssid, dbus_interface="org.freedesktop.DBus.Mock")
+    finally:
+        bus.close()
+
+
+def test_a_paired_hub_offline_on_its_hotspot_is_re_paired_only_after_a_button_press(
+        tmp_path: Path) -> None:
+    config = tmp_path / "gatewayd.toml"
+    # The shortest grace; no periodic retry takes the hotspot down during the test.
+    config.write_text("[hotspot]\noffline_grace = 10\nretry_interval = 3600\n")
+    sim = Sim(tmp_path / "sim", "--config", str(config))
+    try:
+        account, mqtt = sim.info["account"], sim.info["mqtt"]
+        owner = {"wsp": account["wsp"], "token": account["token"], "host": mqtt["host"],
+                 "brport": str(mqtt["port"])}
+        assert http_get(sim.pair_url(ssid="HomeNet", psk="supersecret", **owner)) == (200, "OK")
+        wait_for(lambda: sim.status()["state"] == "online", 30, "the hub to go online")
+
+        router_off(sim, "HomeNet")
+        wait_for(lambda: sim.status()["state"] == "offline" and sim.progress()["hotspot"], 60,
+                 "the hotspot to come back after offline_grace")
+        state_file = Path(sim.info["state_dir"]) / "state.json"
+        before = state_file.read_bytes()
+        assert json.loads(before)["cloud"]["wsp"] == account["wsp"]
+
+        # Whoever is in range of the open hotspot: refused at both pairing endpoints, told
+        # how the owner re-pairs; nothing changes.
+        office = {"ssid": "Office", "psk": "correct horse battery", **owner}
+        code, body = http_get(sim.pair_url(**office))
+        assert code == 403 and "press the hub's button" in body, body
+        code, answer = post_json(f"{sim.portal}/api/v1/pair", office)
+        assert code == 403 and answer["error"]["code"] == REFUSAL, answer
+        assert "press the hub's button" in answer["error"]["message"]
+        stranger = {**office, "wsp": "stranger@example.com", "token": "strangers-token"}
+        assert http_get(sim.pair_url(**stranger))[0] == 403
+        assert state_file.read_bytes() == before
+        assert sim.progress()["pairing_open"] is False
+        assert sim.status()["pairing"]["refused"] == {REFUSAL: 3}
+        # Status and panel need the admin's sign-in: the hub is paired.
+        assert http_get(f"{sim.portal}/api/v1/status")[0] == 401
+        assert get_without_redirect(f"{sim.portal}/")[1].endswith("/login")
+
+        # The owner presses the button: the window opens, the same request is taken.
+        ctl_json("--sim", str(sim.workdir), "button", "short")
+        assert sim.status()["ble"]["window"]["open"] and sim.progress()["pairing_open"]
+        assert http_get(sim.pair_url(**office)) == (200, "OK")
+        wait_for(lambda: sim.status()["state"] == "online", 30, "the hub to re-pair")
+        status = sim.status()
+        assert status["paired"] and status["wifi"]["ssid"] == "Office"
+        assert json.loads(state_file.read_bytes())["cloud"]["wsp"] == account["wsp"]
+    finally:
+        assert sim.proc.stop(signal.SIGINT, timeout=30) == 0, sim.proc.output()
