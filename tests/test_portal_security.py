@@ -358,11 +358,40 @@ def test_the_panel_stays_open_while_the_first_attempt_runs(portal: Portal) -> No
     assert client.get("/login").status == 302
 
 
-def test_a_paired_hub_back_on_its_hotspot_can_be_paired_again(portal: Portal) -> None:
+def test_a_paired_hub_back_on_its_hotspot_is_paired_again_by_its_owner_only(
+        portal: Portal) -> None:
+    """Before: a paired hub back on its (open) hotspot took /pair from anyone in range, and
+    its panel needed no sign-in. Now: a signed-in admin, or the window a short press opens."""
     paired(portal)
-    portal.fake.pairing_open = True  # offline long enough: onboarding reopened pairing
-    assert portal.client().get("/").status == 200
-    assert portal.client().pair(VALID).status == 200
+    portal.fake.state, portal.fake.repairable = "offline", True  # offline on its hotspot
+    stranger = portal.client()
+    assert stranger.get("/").status == 302 and stranger.get("/api/v1/status").status == 401
+    refused = stranger.pair(VALID)
+    assert refused.status == 403 and "press the hub's button" in refused.body
+    refused = stranger.post_json("/api/v1/pair", VALID)
+    assert refused.status == 403 and refused.json["error"]["code"] == "not-in-pairing-mode"
+    assert "within 10 minutes" in refused.json["error"]["message"]
+    assert portal.fake.begun == [portal.fake.begun[0]], "only the first pairing began"
+
+    admin = portal.client()
+    token = csrf_from(admin.get("/login").body)
+    assert admin.post_form("/login", {"csrf_token": token,
+                                      "password": portal.setup_code}).status == 303
+    form = admin.get("/")  # the pairing form, not the dashboard: the admin re-pairs here
+    assert form.status == 200 and 'name="network"' in form.body
+    reply = admin.post_json("/api/v1/pair", VALID, {"X-Requested-By": "gatewayd-panel"})
+    assert reply.status == 200 and portal.fake.begun[-1].admin
+    portal.core(lambda: portal.fake.fail("wrong-password"))
+    portal.fake.state, portal.fake.pairing_open = "offline", False
+    reply = admin.post_form("/setup", {**VALID, "network": "HomeNet",
+                                       "csrf_token": csrf_from(form.body)})
+    assert reply.status == 303 and portal.fake.begun[-1].admin
+
+    portal.core(lambda: portal.fake.fail("wrong-password"))
+    portal.fake.state = "offline"
+    portal.fake.pairing_open = True  # a short press: the window is open, to anyone near
+    assert stranger.get("/").status == 200
+    assert stranger.pair(VALID).status == 200 and not portal.fake.begun[-1].admin
 
 
 def test_a_configured_admin_password_replaces_the_setup_code(tmp_path: Path) -> None:
