@@ -8,6 +8,7 @@ import functools
 import itertools
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -189,6 +190,10 @@ class Daemon:
     pairing: PairingService | None = None
     provisioner: Provisioner | None = None
     stop_budget: float = STOP_BUDGET  # from the stop request to the last component stopped
+    # Until when a short press lets a paired hub offline on its hotspot be paired again
+    # (monotonic time): the press's own, so a hub whose Bluetooth is off or failing can
+    # be re-paired from the hotspot as well.
+    pressed_until: float = 0.0
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> Hub:
         hub = Hub(self.config, self.store, self.identity, self.notifier, self.redactor)
@@ -256,10 +261,12 @@ class Daemon:
             if self.provisioner is not None:
                 ble.hub.provisioning = self.provisioner.view
             self.short_press_hooks.append(lambda: self._authorize_ble(ble))
-            # Its window is the one a paired hub offline on its hotspot re-pairs in.
-            onboarding.window = lambda: ble.window_open
+            # 'gatewayctl ble-window open' opens it for re-pairing too.
+            onboarding.window = lambda: ble.window_open or self._pressed()
             # Started after onboarding and stopped before it; a BLE fault never stops the hub.
             self._late.insert(0, NonFatal(ble))
+        else:
+            hub.add_status("ble", lambda: {"enabled": False})  # interfaces.md §5.2
         # Both web apps are built on their first request, in a web thread (LazyApp): Flask
         # and its stack are 8 MB that a hub nobody browses or runs gatewayctl on never needs.
         self.control = WebComponent("control", lambda: WebServer(
@@ -285,6 +292,9 @@ class Daemon:
         await ble.authorize("button")
         return {"ble_window": ble.window_open}
 
+    def _pressed(self) -> bool:
+        return time.monotonic() < self.pressed_until
+
     async def _sim_panel_url(self) -> str | None:
         return self.portal_url
 
@@ -293,6 +303,7 @@ class Daemon:
         an offline hub also brings its hotspot back at once, open to pairing while the
         window is."""
         result: dict[str, Any] = {}
+        self.pressed_until = time.monotonic() + self.config.ble.window_seconds
         if self.onboarding is not None:
             result["hotspot"] = await self.onboarding.reopen_hotspot()
         for hook in self.short_press_hooks:
@@ -337,6 +348,9 @@ class Daemon:
         if self.notifications is not None:
             onboarding.subscribe(fallback_notice(self.notifications.send, self.identity.device_id))
         self.onboarding = onboarding
+        # The window a short press opens, in which a paired hub offline on its hotspot may
+        # be paired again (BLE's window counts too, when BLE is on: below).
+        onboarding.window = self._pressed
         pairing = PairingService(onboarding, cfg.cloud, wifi_enabled=cfg.hotspot.enabled,
                                  secrets_sink=self.redactor.add_recent,
                                  provisioning=cfg.provisioning.mode)

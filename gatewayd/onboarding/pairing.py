@@ -57,7 +57,7 @@ def repair_hint(window_seconds: float | None) -> str:
     press = ""
     if window_seconds:
         minutes = max(1, round(window_seconds / 60))
-        press = (f"press the hub's button briefly (or run 'gatewayctl ble-window open' on "
+        press = (f"press the hub's button briefly (or run 'gatewayctl button short' on "
                  f"it) and pair within {minutes} minutes, or ")
     return (f"To pair it again, {press}sign in to its panel as admin and pair there; or "
             f"reset it: hold the button for 10 seconds or run 'gatewayctl reset' on the hub.")
