@@ -42,6 +42,15 @@ ID = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]")
 STATE_KEYS = {"port_field": "port", "root_field": "root_topic"}
 
 
+def finite(value: int | float) -> bool:
+    """A number a state file may hold: a float's, so not NaN, not Infinity, and no integer
+    past a float's range (JSON has them: ``1`` and 400 zeros)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 @dataclass(frozen=True)
 class Release:
     """An account the hub still has to release (a reset while offline): the old cloud
@@ -77,7 +86,7 @@ def release_from_json(raw: Any) -> Release | None:
             isinstance(d, str) and ID.fullmatch(d) for d in devices):
         raise InvalidField("release.devices", "must be a list of device ids")
     since = raw.get("since")
-    if isinstance(since, bool) or not isinstance(since, (int, float)) or not math.isfinite(since):
+    if isinstance(since, bool) or not isinstance(since, (int, float)) or not finite(since):
         raise InvalidField("release.since", "must be a finite number")
     return Release(cloud=cloud, devices=tuple(devices), since=float(since))
 

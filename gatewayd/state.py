@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import re
 import secrets
@@ -38,6 +37,7 @@ from gatewayd.owed import (
     OwedClearing,
     Release,
     clearings_from_json,
+    finite,
     release_from_json,
 )
 from gatewayd.runtime import atomicfile
@@ -161,7 +161,7 @@ def _expect(file: Path, data: dict[str, Any], key: str, typ: type | tuple[type, 
     value = data[key]
     if not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool):
         raise StateError(file, key, f"wrong type {type(value).__name__}")
-    if isinstance(value, float) and not math.isfinite(value):  # NaN reaches no status JSON
+    if isinstance(value, int | float) and not finite(value):  # NaN reaches no status JSON
         raise StateError(file, key, "must be a finite number")
     return value
 
@@ -235,7 +235,7 @@ def parse_state(file: Path, raw: bytes) -> HubState:
 def _number(file: Path, key: str, value: Any, *, optional: bool = False) -> float | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite(value):
         raise StateError(file, key, "must be a finite number")
     return float(value)
 

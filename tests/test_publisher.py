@@ -576,11 +576,12 @@ def test_a_withdrawn_publication_leaves_the_outbox_and_costs_no_other_its_place(
         box.put(Pending(homie.Message(f"{ROOT}/b", "2"), "b"))
         assert box.dropped == 0
         assert [box.pop().key for _ in range(2)] == ["a", "b"]  # type: ignore[union-attr]
-        # A withdrawn entry already replaced by a newer one for its key takes nothing away.
+        # Withdrawn, then replaced by a newer entry for its key before it could leave: the
+        # newer entry stays.
         old: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         box.put(Pending(homie.Message(f"{ROOT}/k", "old"), "k", done=old))
-        box.put(Pending(homie.Message(f"{ROOT}/k", "new"), "k"))
         old.cancel()
+        box.put(Pending(homie.Message(f"{ROOT}/k", "new"), "k"))
         await asyncio.sleep(0)
         assert box.pop().msg.payload == "new"  # type: ignore[union-attr]
 

@@ -294,10 +294,16 @@ def _valid(tmp_path: Path) -> dict[str, object]:
     ({"paired_at": True}, "paired_at", "wrong type bool"),
     ({"paired_at": float("nan")}, "paired_at", "must be a finite number"),
     ({"created": float("inf")}, "created", "must be a finite number"),
+    # An integer past a float's range: it crashed (OverflowError) where it was converted.
+    ({"created": 10**400}, "created", "must be a finite number"),
+    ({"paired_at": -(10**400)}, "paired_at", "must be a finite number"),
     ({"release": []}, "release", "object"),
     ({"release": {"cloud": None}}, "release.cloud", "object"),
     ({"release": {"cloud": {"wsp": "user@example.com", "token": "t", "host": "h",
                             "port": 1883}, "devices": [], "since": float("nan")}},
+     "release.since", "must be a finite number"),
+    ({"release": {"cloud": {"wsp": "user@example.com", "token": "t", "host": "h",
+                            "port": 1883}, "devices": [], "since": 10**400}},
      "release.since", "must be a finite number"),
 ])
 def test_each_part_of_the_state_is_checked(tmp_path: Path, change: dict[str, object], key: str,
@@ -469,6 +475,8 @@ REG = "provisioning.registration"
     ({"registration": {**REGISTRATION, "expires_at": float("inf")}}, f"{REG}.expires_at",
      "must be a finite number"),
     ({"operation": {**OPERATION, "started": float("nan")}}, "provisioning.operation.started",
+     "must be a finite number"),
+    ({"operation": {**OPERATION, "started": 10**400}}, "provisioning.operation.started",
      "must be a finite number"),
 ])
 def test_each_part_of_the_provisioning_state_is_checked_by_name(
