@@ -69,7 +69,7 @@ def test_healthcheck_answers_and_pair_and_api_refuse_a_foreign_host(portal: Port
 def test_names_the_vendor_adds_are_the_hubs_own(tmp_path: Path) -> None:
     """A router's DNS name for the hub ([portal] host_names) is served like .local."""
     with running_portal(tmp_path, hotspot={"enabled": False},
-                        portal={"host_names": ["Hub.Fritz.Box"]}) as p:
+                        portal={"host_names": ["Hub.Fritz.Box."]}) as p:
         client = p.client()
         assert client.get("/api/v1/progress", {"Host": f"hub.fritz.box:{p.port}"}).status == 200
         assert client.get("/api/v1/progress", {"Host": "other.fritz.box"}).status == 421

@@ -106,7 +106,7 @@ def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService,
     auth = AdminAuth(core, RateLimiter(LOGIN_RATE_PER_MINUTE))
 
     install_captive(app, core, lambda: own_names() | {
-        name.lower() for name in hub.config.portal.host_names})
+        name.lower().rstrip(".") for name in hub.config.portal.host_names})
     app.register_blueprint(pair_blueprint(core, pair_limiter))
     app.register_blueprint(api_blueprint(core, limiter=pair_limiter,
                                          guard=_admin_guard(core, auth),

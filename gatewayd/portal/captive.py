@@ -50,7 +50,8 @@ ANY_HOST_PREFIX = "/static/"
 NO_REDIRECT_PATHS = frozenset({"/pair"})
 NO_REDIRECT_PREFIX = "/api/"
 FOREIGN_HOST = ("Requests that name another site are refused (a web page may be using that "
-                "name to reach the hub): open the hub by its IP address or as {name}.local.")
+                "name to reach the hub): open the hub by its IP address or as {name}.local, or add "
+                "the name to [portal] host_names.")
 
 
 def _strip_port(host: str) -> str:
