@@ -249,3 +249,59 @@ def test_a_deferred_module_that_raises_is_unbound_and_not_run_again(tmp_path: Pa
         "errors": ["RuntimeError: boom", "ImportError: module 'failing_probe' failed when "
                    "first used: RuntimeError('boom')"],
         "bound": False, "runs": "f", "before": False, "x": 3}
+
+
+def test_a_name_taken_with_from_import_is_a_stand_in_until_used(tmp_path: Path) -> None:
+    """``from mod import Name`` with ``Name`` forwarded binds a stand-in and leaves the
+    module unexecuted; the stand-in's first use (attribute, call, isinstance) runs it."""
+    (tmp_path / "fwd_heavy.py").write_text(
+        "import os\nos.environ['RUNS'] += 'h'\nclass Profile:\n"
+        "    @classmethod\n    def make(cls, v):\n        return cls()\n")
+    (tmp_path / "fwd_user.py").write_text("from fwd_heavy import Profile\n"
+                                          "def load(v):\n    return Profile.make(v)\n")
+    result = _run("""
+        import json, os
+        os.environ['RUNS'] = ''
+        from gatewayd.runtime import deferred
+        deferred.defer('fwd_heavy', forward={'fwd_heavy': ('Profile',)})
+        import fwd_user
+        before = (os.environ['RUNS'], deferred.executed('fwd_heavy'))
+        made = fwd_user.load(1)
+        import fwd_heavy
+        real = fwd_heavy.Profile
+        print(json.dumps({'before': before, 'runs': os.environ['RUNS'],
+                          'type': type(made) is real,
+                          'isinstance': isinstance(made, fwd_user.Profile),
+                          'subclass': issubclass(real, fwd_user.Profile),
+                          'call': type(fwd_user.Profile()) is real,
+                          'executed': deferred.executed('fwd_heavy')}))
+    """, tmp_path)
+    assert result == {"before": ["", False], "runs": "h", "type": True, "isinstance": True,
+                      "subclass": True, "call": True, "executed": True}
+
+
+def test_the_daemon_entry_defers_networkmanagers_settings_dataclasses() -> None:
+    """sdbus-networkmanager imports its settings dataclasses for ConnectionProfile only:
+    the daemon's entry leaves them unexecuted with the interfaces the hub uses imported,
+    and the profile methods still get the real class when called."""
+    result = _run("""
+        import json
+        from gatewayd import cli
+        from gatewayd.runtime import deferred
+        names = cli.defer_unused_imports()
+        from sdbus_async.networkmanager import (AccessPoint, NetworkConnectionSettings,
+                                                NetworkDeviceGeneric, NetworkManager)
+        import sdbus_async.networkmanager.interfaces_other as other
+        before = deferred.executed(cli.NM_SETTINGS)
+        dataclasses = [m for m in sys.modules if m.startswith(cli.NM_SETTINGS + '.')]
+        profile = other.ConnectionProfile.from_dbus({'connection': {
+            'id': ('s', 'x'), 'uuid': ('s', 'u'), 'type': ('s', '802-11-wireless')}})
+        from sdbus_async.networkmanager.settings import ConnectionProfile
+        print(json.dumps({'names': names, 'before': before, 'dataclasses': dataclasses,
+                          'real': type(profile) is ConnectionProfile,
+                          'id': profile.connection.connection_id,
+                          'executed': deferred.executed(cli.NM_SETTINGS)}))
+    """)
+    assert result == {"names": ["urllib.request", "sdbus_async.networkmanager.settings"],
+                      "before": False, "dataclasses": [], "real": True, "id": "x",
+                      "executed": True}

@@ -6,7 +6,8 @@ jsonschema: 14 MB of the full hub's memory and nearly a third of the radio libra
 import time, for a feature that is off unless ``zigbee.ota`` is on (bench/README.md,
 "Memory" and "zigpy's OTA providers, not run"). And paho-mqtt imports urllib.request
 for a proxy lookup it makes only with PySocks installed: the daemon's entry defers it
-(``gatewayd.cloud.UNUSED_IMPORTS``).
+(``gatewayd.cloud.UNUSED_IMPORTS``), and sdbus-networkmanager imports its settings
+dataclasses for a class only its profile methods use (``gatewayd.cli.NM_SETTINGS``).
 :func:`defer` has the import system create such a module unexecuted, so ``import aiohttp``
 (or ``import zigpy.ota.providers``, bound on its parent package as usual) binds it
 without running it; the first attribute it is asked for executes it, in place (the same
@@ -17,6 +18,11 @@ module on any attribute access, and the import system itself reads ``__spec__`` 
 module it finds in ``sys.modules``: on Python 3.11 the first ``import`` runs it anyway.
 Here only an attribute the unexecuted module does not have yet (everything but the
 import system's own ``__spec__``, ``__path__``, ``__name__`` ...) executes it.
+
+``from module import Name`` asks for ``Name`` at once, so it would execute a deferred
+module there and then. Where an importer only uses the name later (zigpy's ``CrcX25``,
+sdbus-networkmanager's ``ConnectionProfile``), ``defer(..., forward=...)`` hands out a
+stand-in for it (:class:`_Forward`) that executes the module on its first use.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import importlib.util
 import sys
 import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.abc import Loader, MetaPathFinder
 from typing import Any
 
@@ -37,19 +43,30 @@ _FAILED = "__deferred_failed__"  # in a module's dict if it raised when executed
 
 class _Deferred(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
-        state = self.__dict__
-        if state.get(_RUNNER) == threading.get_ident():
+        if self.__dict__.get(_RUNNER) == threading.get_ident():
             # Asked for by its own code, or by what it imports, while it executes: as for
             # any module being imported, a name it has not defined yet does not exist yet.
             raise AttributeError(f"partially executed module {self.__name__!r} has no "
                                  f"attribute {name!r}")
+        if name == "__path__":
+            # The import system sets a package's before executing it, and asks for it
+            # with every ``from ... import``: absent now, absent once run.
+            raise AttributeError(f"module {self.__name__!r} has no attribute '__path__'")
+        if name in _forwarded.get(self.__name__, ()):
+            # Taken by an importer's ``from ... import``, which would otherwise run the
+            # module there and then: it gets a stand-in that runs it when first used.
+            return _Forward(self, name)
+        self._run()
+        return getattr(self, name)
+
+    def _run(self) -> None:
+        state = self.__dict__
         with _lock:  # another thread asking meanwhile waits for the whole module
             if type(self) is _Deferred:
                 if _FAILED in state:
                     raise ImportError(f"module {self.__name__!r} failed when first used: "
                                       f"{state[_FAILED]}")
                 self._execute()
-        return getattr(self, name)
 
     def _execute(self) -> None:
         spec = self.__spec__
@@ -71,6 +88,39 @@ class _Deferred(types.ModuleType):
         finally:
             del state[_RUNNER]
         self.__class__ = types.ModuleType  # type: ignore[assignment]
+
+
+class _Forward:
+    """What ``from module import name`` binds while ``module`` is deferred: it stands for
+    the module's ``name`` (a class, say) and runs the module the first time it is used,
+    as an attribute (``Name.method``), a call or in ``isinstance``/``issubclass``."""
+
+    __slots__ = ("_module", "_name")
+
+    def __init__(self, module: _Deferred, name: str) -> None:
+        self._module = module
+        self._name = name
+
+    def _target(self) -> Any:
+        module = self._module
+        if type(module) is _Deferred:
+            module._run()
+        return getattr(module, self._name)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._target(), attr)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+    def __instancecheck__(self, obj: object) -> bool:
+        return isinstance(obj, self._target())
+
+    def __subclasscheck__(self, cls: type) -> bool:
+        return issubclass(cls, self._target())
+
+    def __repr__(self) -> str:
+        return f"<deferred {self._module.__name__}.{self._name}>"
 
 
 class _Unexecuted(Loader):
@@ -127,6 +177,7 @@ class _Finder(MetaPathFinder):
 
 
 _finder = _Finder()  # one per process, as there is one sys.meta_path
+_forwarded: dict[str, frozenset[str]] = {}  # module -> names handed out as _Forward
 
 
 def _findable(name: str) -> bool:
@@ -142,11 +193,14 @@ def _findable(name: str) -> bool:
     return spec is not None and spec.loader is not None
 
 
-def defer(*names: str) -> list[str]:
+def defer(*names: str, forward: Mapping[str, Sequence[str]] | None = None) -> list[str]:
     """Defer each module in ``names`` (top-level or a package's submodule) that is not
     imported yet; returns those it deferred (an absent one is left to fail where it is
-    imported, as before)."""
+    imported, as before). ``forward`` names, per module, what importers take from it with
+    ``from ... import`` and use only later (:class:`_Forward`)."""
     deferred = [name for name in names if name not in sys.modules and _findable(name)]
+    for name in deferred:
+        _forwarded[name] = frozenset((forward or {}).get(name, ()))
     _finder.add(deferred)
     with _lock:
         if deferred and _finder not in sys.meta_path:
