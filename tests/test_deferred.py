@@ -305,3 +305,29 @@ def test_the_daemon_entry_defers_networkmanagers_settings_dataclasses() -> None:
     assert result == {"names": ["urllib.request", "sdbus_async.networkmanager.settings"],
                       "before": False, "dataclasses": [], "real": True, "id": "x",
                       "executed": True}
+
+
+def test_zigbee_preload_defers_crccheck_and_an_install_code_still_checks() -> None:
+    """zigpy.util takes CrcX25 from crccheck for install codes only: after the preload
+    crccheck is bound, not run; checking a code (the Zigbee specification's example, and
+    the same code with a wrong CRC) runs it and checks as before."""
+    result = _run("""
+        import json
+        from gatewayd.runtime import deferred
+        from gatewayd.zigbee import radio
+        radio.preload('virtual')
+        import zigpy.util
+        before = {m: deferred.executed(m) for m in radio.INSTALL_CODE_ONLY_MODULES}
+        code = bytes.fromhex('83FED3407A939723A5C639B26916D505C3B5')
+        key = zigpy.util.convert_install_code(code).serialize().hex()
+        try:
+            zigpy.util.convert_install_code(code[:-1] + b'\\x00')
+            wrong = 'accepted'
+        except ValueError as exc:
+            wrong = str(exc).split(':')[0]
+        print(json.dumps({'before': before, 'key': key, 'wrong': wrong,
+                          'after': deferred.executed('crccheck.crc')}))
+    """)
+    assert result == {"before": {"crccheck": False, "crccheck.crc": False},
+                      "key": "66b6900981e1ee3ca4206b6b861c02bb",
+                      "wrong": "Invalid install code CRC", "after": True}

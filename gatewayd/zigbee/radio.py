@@ -115,6 +115,10 @@ def controller_class(radio: str) -> type[ControllerApplication]:
 # zigpy's OTA providers (their TLS contexts are built at import), and what only they
 # import (gatewayd/runtime/deferred.py).
 OTA_ONLY_MODULES = ("zigpy.ota.providers", "aiohttp", "jsonschema")
+# crccheck (0.5 MB of CRC classes), which zigpy.util imports for one class, CrcX25, used
+# only to check a Zigbee install code: deferred with that name handed out as a stand-in.
+INSTALL_CODE_ONLY_MODULES = ("crccheck", "crccheck.crc")
+INSTALL_CODE_NAMES = {"crccheck.crc": ("CrcX25",)}
 
 
 def preload(radio: str, ota: bool = False) -> None:
@@ -124,10 +128,11 @@ def preload(radio: str, ota: bool = False) -> None:
     loop afterwards (the stall reporter, gatewayd/runtime/stalls.py, would see it). A
     library that does not import is reported by :func:`start_controller` instead. With
     OTA off, zigpy's OTA providers and what only they use are deferred, not executed
-    (14 MB).
+    (14 MB); so is what only install codes use, OTA or not.
     """
     if not ota:
         deferred.defer(*OTA_ONLY_MODULES)
+    deferred.defer(*INSTALL_CODE_ONLY_MODULES, forward=INSTALL_CODE_NAMES)
     try:
         controller_class(radio)
     except RadioError:
