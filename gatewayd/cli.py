@@ -109,13 +109,18 @@ def main(argv: list[str] | None = None) -> int:
 # Deferred, with that name handed out as a stand-in: the minimal hub idles 1.0 MB lower,
 # the full hub 0.6 MB (bench/README.md, "Memory").
 NM_SETTINGS = "sdbus_async.networkmanager.settings"
+# werkzeug's development server (with http.server, socketserver and what they import),
+# which werkzeug and Flask import for run_simple and is_running_from_reloader, used only
+# by app.run() and the flask command; the hub's web apps are served by waitress.
+WEB_SERVER = "werkzeug.serving"
+FORWARDED = {NM_SETTINGS: ("ConnectionProfile",),
+             WEB_SERVER: ("run_simple", "is_running_from_reloader")}
 
 
 def defer_unused_imports() -> list[str]:
     """What the daemon's libraries import and the daemon does not use, deferred before
     the daemon is imported (gatewayd/runtime/deferred.py); returns what was deferred."""
-    return cloud.defer_unused_imports() + deferred.defer(
-        NM_SETTINGS, forward={NM_SETTINGS: ("ConnectionProfile",)})
+    return cloud.defer_unused_imports() + deferred.defer(*FORWARDED, forward=FORWARDED)
 
 
 def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-def]

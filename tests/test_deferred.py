@@ -302,9 +302,32 @@ def test_the_daemon_entry_defers_networkmanagers_settings_dataclasses() -> None:
                           'id': profile.connection.connection_id,
                           'executed': deferred.executed(cli.NM_SETTINGS)}))
     """)
-    assert result == {"names": ["urllib.request", "sdbus_async.networkmanager.settings"],
+    assert result == {"names": ["urllib.request", "sdbus_async.networkmanager.settings",
+                                "werkzeug.serving"],
                       "before": False, "dataclasses": [], "real": True, "id": "x",
                       "executed": True}
+
+
+def test_the_daemon_entry_defers_werkzeugs_development_server() -> None:
+    """werkzeug and Flask import werkzeug.serving (and http.server with it) for app.run()
+    and the flask command: after the daemon's entry, a Flask app answers requests without
+    running it, and run_simple, asked for, is werkzeug's."""
+    result = _run("""
+        import json
+        from gatewayd import cli
+        from gatewayd.runtime import deferred
+        cli.defer_unused_imports()
+        import flask, werkzeug
+        app = flask.Flask('probe')
+        app.add_url_rule('/', 'index', lambda: flask.jsonify(ok=True))
+        answer = app.test_client().get('/').get_json()
+        before = (deferred.executed(cli.WEB_SERVER), 'http.server' in sys.modules)
+        name = werkzeug.run_simple.__globals__['__name__']
+        print(json.dumps({'answer': answer, 'before': before, 'name': name,
+                          'executed': deferred.executed(cli.WEB_SERVER)}))
+    """)
+    assert result == {"answer": {"ok": True}, "before": [False, False],
+                      "name": "werkzeug.serving", "executed": True}
 
 
 def test_zigbee_preload_defers_crccheck_and_an_install_code_still_checks() -> None:

@@ -93,7 +93,8 @@ class _Deferred(types.ModuleType):
 class _Forward:
     """What ``from module import name`` binds while ``module`` is deferred: it stands for
     the module's ``name`` (a class, say) and runs the module the first time it is used,
-    as an attribute (``Name.method``), a call or in ``isinstance``/``issubclass``."""
+    as an attribute (``Name.method``), a call or in ``isinstance``/``issubclass``. Its
+    own ``__module__`` and ``__doc__`` are not forwarded: it is no use for introspection."""
 
     __slots__ = ("_module", "_name")
 
