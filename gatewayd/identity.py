@@ -18,9 +18,8 @@ from typing import Any
 
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 SYS_NET = Path("/sys/class/net")
-# As state.json keeps them: "" until the hub first learned them.
-STORED_DEVICE_ID = re.compile(r"|[a-z0-9][a-z0-9-]*[a-z0-9]")
-STORED_MAC = re.compile(r"|([0-9a-f]{2}:){5}[0-9a-f]{2}")
+# A device id: the hub's (state.json, "" until first learned) and its children's (owed).
+DEVICE_ID = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]")
 
 
 @dataclass(frozen=True)
@@ -171,9 +170,9 @@ def read_label(data: dict[str, Any]) -> Label:
     return Label(
         setup_code=code if isinstance(code, str) and len(code) == 8 and code.isdigit() else None,
         device_key=_device_key(data.get("device_key")),
-        device_id=device_id if isinstance(device_id, str) and STORED_DEVICE_ID.fullmatch(
-            device_id) else None,
-        mac=mac if isinstance(mac, str) and STORED_MAC.fullmatch(mac) else None)
+        device_id=device_id if isinstance(device_id, str) and (
+            device_id == "" or DEVICE_ID.fullmatch(device_id)) else None,
+        mac=mac if isinstance(mac, str) and (mac == "" or _MAC.fullmatch(mac)) else None)
 
 
 def salvage(raw: bytes) -> Label:

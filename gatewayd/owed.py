@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from gatewayd.credentials import (
     cloud_from_fields,
     cloud_to_dict,
 )
+from gatewayd.identity import DEVICE_ID
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ MAX_RELEASE_DEVICES = 1000
 # A removal a day for three years: more is a runaway, and every entry costs a query of
 # the broker after each connect.
 MAX_OWED = 1024
-ID = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]")
 # An error names the key as state.json spells it ("cloud.port"), not the pairing API's
 # ("brport"): the key the operator has to look for in the file.
 STATE_KEYS = {"port_field": "port", "root_field": "root_topic"}
@@ -83,7 +82,7 @@ def release_from_json(raw: Any) -> Release | None:
         raise InvalidField(f"release.cloud.{exc.field}", exc.message) from None
     devices = raw.get("devices")
     if not isinstance(devices, list) or len(devices) > MAX_RELEASE_DEVICES or not all(
-            isinstance(d, str) and ID.fullmatch(d) for d in devices):
+            isinstance(d, str) and DEVICE_ID.fullmatch(d) for d in devices):
         raise InvalidField("release.devices", "must be a list of device ids")
     since = raw.get("since")
     if isinstance(since, bool) or not isinstance(since, (int, float)) or not finite(since):
@@ -113,7 +112,7 @@ def clearings_from_json(raw: Any) -> tuple[OwedClearing, ...]:
         if not isinstance(entry, dict):
             raise InvalidField(where, "must be an object")
         device_id, root = entry.get("device_id"), entry.get("root_topic")
-        if not isinstance(device_id, str) or not ID.fullmatch(device_id):
+        if not isinstance(device_id, str) or not DEVICE_ID.fullmatch(device_id):
             raise InvalidField(f"{where}.device_id", "must be a device id")
         if not isinstance(root, str) or root == "":
             raise InvalidField(f"{where}.root_topic", "must be a root topic")

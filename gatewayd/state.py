@@ -29,9 +29,8 @@ from gatewayd.credentials import (
     wifi_from_fields,
     wifi_to_dict,
 )
-from gatewayd.identity import read_label, salvage
+from gatewayd.identity import DEVICE_ID, read_label, salvage
 from gatewayd.owed import (
-    ID,
     MAX_RELEASE_DEVICES,
     STATE_KEYS,
     OwedClearing,
@@ -266,7 +265,7 @@ def _parse_provisioning(file: Path, raw: Any) -> tuple[Operation | None, Registr
         if reg.get("mode") not in ("token", "enroll"):
             raise StateError(file, f"{where}.mode", "must be \"token\" or \"enroll\"")
         device_id = reg.get("device_id")
-        if not isinstance(device_id, str) or not ID.fullmatch(device_id):
+        if not isinstance(device_id, str) or not DEVICE_ID.fullmatch(device_id):
             raise StateError(file, f"{where}.device_id", "must be a device id")
         issued = _number(file, f"{where}.issued_at", reg.get("issued_at"))
         assert issued is not None
