@@ -423,7 +423,6 @@ class Daemon:
                 resettle = asyncio.create_task(heap.settle_periodically(), name="heap")
                 await hub.stop_requested.wait()
                 resettle.cancel()
-            lifecycle.begin_stop()
             log.info("stopping")
         finally:
             lifecycle.begin_stop()  # one deadline for all that follows (runtime/lifecycle.py)

@@ -75,8 +75,8 @@ class Onboarding(OfflineHandling, AttemptOutcome):
         self.last_failure: LastFailure | None = None
         self.offline_since: float | None = None
         self.last_activity = 0.0
-        # Whether the window a short press (or 'gatewayctl ble-window open') opens is open:
-        # the BLE commissioning window, wired by the daemon; None: the hub has none.
+        # Whether the window a short press opens is open (the press's own, and the BLE
+        # commissioning window's): wired by the daemon; None: the hub has none (tests).
         self.window: Callable[[], bool] | None = None
         self._hotspot_wanted = False  # offline longer than the grace period
         self._cloud_retries = 0  # failed cloud-only retries since the hub was last online
@@ -378,7 +378,6 @@ class Onboarding(OfflineHandling, AttemptOutcome):
             if self.wifi.hotspot_active:
                 await self.wifi.stop_hotspot()
             self._wifi_up = False
-            applied = wifi
             result = (await self.wifi.reconnect_saved(wifi, timeout) if saved
                       else await self.wifi.connect(wifi, timeout))
             applied = result.joined or wifi  # hidden, if only a directed scan found it

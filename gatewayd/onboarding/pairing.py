@@ -53,7 +53,7 @@ RESET_HINT = ("To pair it again, hold the hub's button for 10 seconds or run "
 def repair_hint(window_seconds: float | None) -> str:
     """How a paired hub that is offline with its hotspot up is paired again without a reset
     (docs/onboarding.md): the window a short press opens, or the admin's sign-in.
-    ``window_seconds`` None: the hub has no such window (BLE commissioning is off)."""
+    ``window_seconds`` None: the hub has no such window."""
     press = ""
     if window_seconds:
         minutes = max(1, round(window_seconds / 60))
@@ -249,7 +249,7 @@ class Openness(Protocol):
 
     @property
     def window_seconds(self) -> float | None:
-        """How long the window a short press opens lasts; None: there is none (no BLE)."""
+        """How long the window a short press opens lasts; None: there is none."""
         ...
 
 
