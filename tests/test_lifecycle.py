@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.config import load_config
+from gatewayd.config import Config, load_config
 from gatewayd.daemon import Daemon
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity
@@ -59,6 +59,14 @@ class SigtermWhileStarting(Recorder):
         await self.stop_requested.wait()
 
 
+def ethernet_hub(tmp_path: Path) -> tuple[Config, StateStore]:
+    """A hub on Ethernet (no hotspot, no BLE) with its identity stored."""
+    config = load_config(write_config(tmp_path / "g.toml", ethernet_config(tmp_path)))
+    store = StateStore(config.state_dir)
+    store.open(device_id=IDENTITY.device_id, mac=IDENTITY.mac)
+    return config, store
+
+
 def test_sigterm_during_the_start_stops_there_without_ready(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         ) -> None:
@@ -68,9 +76,7 @@ def test_sigterm_during_the_start_stops_there_without_ready(
     notify = NotifySocket(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
-    config = load_config(write_config(tmp_path / "g.toml", ethernet_config(tmp_path)))
-    store = StateStore(config.state_dir)
-    store.open(device_id=IDENTITY.device_id, mac=IDENTITY.mac)
+    config, store = ethernet_hub(tmp_path)
     journal: list[str] = []
 
     class Slow(Daemon):
@@ -124,9 +130,7 @@ def test_the_daemon_stops_within_its_budget_when_a_component_hangs(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Every component is stopped and the daemon exits 0; the hung one is named in the
     journal and left behind at the deadline (not after a 10 s wait of its own)."""
-    config = load_config(write_config(tmp_path / "g.toml", ethernet_config(tmp_path)))
-    store = StateStore(config.state_dir)
-    store.open(device_id=IDENTITY.device_id, mac=IDENTITY.mac)
+    config, store = ethernet_hub(tmp_path)
     journal: list[str] = []
 
     class Stuck(Daemon):
