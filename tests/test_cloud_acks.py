@@ -20,7 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.exception import MalformedPacket
 
 from gatewayd.cloud import acks
-from gatewayd.simulator.broker import Broker, make_test_pki
+from gatewayd.simulator.broker import Broker
+from gatewayd.simulator.pki import make_test_pki
 from tests.cloud_helpers import run
 from tests.test_cloud_net import ROOT, connected
 

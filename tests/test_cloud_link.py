@@ -34,7 +34,8 @@ from gatewayd.cloud.reqres import RequestTimeout
 from gatewayd.cloud.topics import client_id_for
 from gatewayd.credentials import mqtt_username
 from gatewayd.runtime.backoff import backoff_delay
-from gatewayd.simulator.broker import Broker, make_test_pki
+from gatewayd.simulator.broker import Broker
+from gatewayd.simulator.pki import make_test_pki
 from gatewayd.simulator.procs import free_port
 from tests.cloud_helpers import (
     HUB_ID,

@@ -21,9 +21,10 @@ import dbus
 import pytest
 
 from gatewayd.credentials import mqtt_username
-from gatewayd.simulator.broker import Broker, sim_pki
+from gatewayd.simulator.broker import Broker
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import CONN_IFACE, SETTINGS_IFACE, SETTINGS_PATH, NetworkManagerMock
+from gatewayd.simulator.pki import sim_pki
 from gatewayd.simulator.procs import Child, start_time
 from tests.helpers import Gatewayd, ctl, wait_for
 from tests.test_e2e_simulator import Sim, http_get

@@ -25,6 +25,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -227,9 +228,41 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str,
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port to listen on, below the kernel's ephemeral range when there is room.
+
+    A port the kernel hands out for ``bind(0)`` is free only until the listener binds it:
+    meanwhile any outgoing connection may take it as its local port (the kernel picks those
+    from the same range), and the listener fails with "Address already in use". Outside
+    that range only another listener can take it.
+    """
+    low = _ephemeral_low()
+    if low > PRIVATE_PORTS_FROM + 1000:
+        rng = random.SystemRandom()
+        for _ in range(64):
+            port = rng.randrange(PRIVATE_PORTS_FROM, low)
+            # Without SO_REUSEADDR: a port a closed connection still holds is not taken
+            # either, whatever the listener does.
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+# Below the ephemeral range (Linux: 32768 by default) and above the well-known services
+# that a developer's machine may run.
+PRIVATE_PORTS_FROM = 20000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def port_open(host: str, port: int) -> bool:

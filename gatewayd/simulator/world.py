@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd.config import Config, with_overrides
-from gatewayd.simulator.broker import PLATFORM_USER, Account, Broker, sim_pki
+from gatewayd.simulator.broker import PLATFORM_USER, Account, Broker
 from gatewayd.simulator.dbus_daemon import PrivateBus
+from gatewayd.simulator.pki import sim_pki
 from gatewayd.simulator.platform import SimPlatform
 from gatewayd.simulator.provisioning import SimProvisioning
 from gatewayd.simulator.provisioning_ops import attach
