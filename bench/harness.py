@@ -227,10 +227,11 @@ class DaemonProcess:
                 return int(line.split()[1]) / 1024
         raise BenchError("no VmRSS for gatewayd")
 
-    def rss_samples_until(self, until: float) -> list[float]:
-        """RSS once a second over the 5 s that end at ``until`` (``time.monotonic()``)."""
+    def rss_samples_until(self, until: float, every: float = 1.0) -> list[float]:
+        """Five RSS samples, ``every`` s apart, the last at ``until`` (``time.monotonic()``)."""
         samples = []
-        for at in (until - 4, until - 3, until - 2, until - 1, until):
+        for at in (until - 4 * every, until - 3 * every, until - 2 * every, until - every,
+                   until):
             delay = at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)  # a measurement schedule, not synchronisation

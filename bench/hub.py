@@ -93,13 +93,16 @@ def idle_minimal(world: BenchWorld, daemon: DaemonProcess, settings: Settings,
         monitor.close()
     assert daemon.ready_at is not None
     idle_until = daemon.ready_at + settings.idle_seconds
-    results.add("rss_idle_mb_minimal", daemon.rss_samples_until(idle_until), "MB")
+    results.add("rss_idle_mb_minimal",
+                daemon.rss_samples_until(idle_until, settings.rss_every), "MB")
     if not _online(daemon):  # the first control request: builds the control app
         raise BenchError("the minimal hub is not online")
     code, body = world.http_get("/healthcheck")  # and the portal's
     if code != 200:
         raise BenchError(f"/healthcheck answered {code}: {body}")
-    results.add("rss_idle_mb_minimal_served", daemon.rss_samples_until(time.monotonic() + 5), "MB")
+    served = daemon.rss_samples_until(time.monotonic() + 5 * settings.rss_every,
+                                      settings.rss_every)
+    results.add("rss_idle_mb_minimal_served", served, "MB")
 
 
 def healthcheck(world: BenchWorld, settings: Settings, results: Results) -> None:

@@ -51,7 +51,7 @@ class PizeroSettings:
 
 
 PIZERO_FULL = PizeroSettings()
-PIZERO_QUICK = replace(PIZERO_FULL, devices=12, rate=50.0, seconds=8.0)
+PIZERO_QUICK = replace(PIZERO_FULL, devices=12, rate=50.0, seconds=3.0)
 
 
 def _loud(lines: list[str]) -> None:

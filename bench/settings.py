@@ -15,6 +15,9 @@ class Settings:
     latency_repeats: int = 3
     set_samples: int = 200           # /set round trips per run (one per plug)
     steady_seconds: float = 60.0     # steady reporting before rss_idle_mb_full
+    # RSS is sampled five times this far apart; the waits for a hub to settle after a
+    # request or a restart are counted in it too.
+    rss_every: float = 1.0
     idle_seconds: float = 60.0       # idle time before rss_idle_mb_minimal
     flood_factor: float = 10.0       # the flood's rate, as a multiple of latency_rate
     flood_seconds: float = 120.0
@@ -30,6 +33,6 @@ class Settings:
 FULL = Settings()
 QUICK = replace(FULL, repeats=2, devices=12, throughput_reports=1200, latency_rate=30.0,
                 latency_seconds=2.0, latency_repeats=1, set_samples=10, steady_seconds=3.0,
-                idle_seconds=2.0, flood_seconds=4.0, http_seconds=1.0, http_clients=4,
-                provisioning_hubs=8, provisioning_repeats=1, refresh_lifetime=6.0,
-                refresh_seconds=5.0, provisioning_timeout=120.0)
+                idle_seconds=2.0, rss_every=0.25, flood_seconds=4.0, http_seconds=1.0,
+                http_clients=4, provisioning_hubs=8, provisioning_repeats=1,
+                refresh_lifetime=6.0, refresh_seconds=5.0, provisioning_timeout=120.0)

@@ -218,7 +218,9 @@ def steady_and_flood(daemon: DaemonProcess, plugs: Plugs, settings: Settings,
         sub.read(10)
         stream(daemon, plugs, count, rate)
         _finish(daemon, sub, plugs, count, settings.steady_seconds + 120)
-        results.add("rss_idle_mb_full", daemon.rss_samples_until(time.monotonic() + 4), "MB")
+        every = settings.rss_every
+        results.add("rss_idle_mb_full",
+                    daemon.rss_samples_until(time.monotonic() + 4 * every, every), "MB")
 
         flood_rate = rate * settings.flood_factor
         sub.send({"cmd": "start"})
@@ -252,17 +254,18 @@ def _stopped_stream(daemon: DaemonProcess) -> dict[str, Any] | None:
 
 
 STATUS_EVERY = 0.02  # s between two GET /status while the hub starts
-STATUS_WINDOW = 3.0  # s after READY at least
+STATUS_WINDOW = 3  # rss_every after READY at least
 
 
-def _status_after_ready(daemon: DaemonProcess, devices: int) -> tuple[list[float], float]:
+def _status_after_ready(daemon: DaemonProcess, devices: int, window: float
+                        ) -> tuple[list[float], float]:
     """``GET /status`` every 20 ms from READY until every plug is ``ready`` again (and at
-    least 3 s): each answer's time in ms, and when the plugs were all restored."""
+    least ``window`` s): each answer's time in ms, and when the plugs were all restored."""
     assert daemon.ready_at is not None
     latencies: list[float] = []
     restored: float | None = None
     deadline = daemon.ready_at + 120
-    while restored is None or time.monotonic() < daemon.ready_at + STATUS_WINDOW:
+    while restored is None or time.monotonic() < daemon.ready_at + window:
         if time.monotonic() > deadline:
             raise BenchError("the plugs were not restored within 120 s")
         start = time.perf_counter()
@@ -283,11 +286,13 @@ def startup_full(world: BenchWorld, state_dir: Path, settings: Settings,
         daemon = world.start_daemon("full", state_dir, zigbee=True, ble=True, virtual=True)
         try:
             ready.append(daemon.wait_ready())
-            latencies, at = _status_after_ready(daemon, settings.devices)
+            latencies, at = _status_after_ready(daemon, settings.devices,
+                                                STATUS_WINDOW * settings.rss_every)
             restored.append(at - daemon.started)
             status_p99.append(percentile(latencies, 99))
             if run == settings.repeats - 1:  # a hub rebooted with its network, idle
-                rss = daemon.rss_samples_until(time.monotonic() + 8)
+                every = settings.rss_every
+                rss = daemon.rss_samples_until(time.monotonic() + 8 * every, every)
         finally:
             daemon.stop()
     results.add("startup_ready_s_full", ready, "s")
