@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from gatewayd.credentials import CloudCredentials, WifiCredentials
@@ -251,12 +252,14 @@ class FakeClock:
 
 
 class LogSignal(logging.Handler):
-    """Sets an asyncio event when a record containing ``text`` is logged: a log line the
-    code emits at a moment the test must not guess with a sleep."""
+    """Sets an asyncio event when a record containing one of ``texts`` is logged: a log line
+    the code emits at a moment the test must not guess with a sleep. Name each outcome the
+    code may log there, the wrong ones too: a test then fails at once when the code decides
+    wrongly, instead of after the timeout."""
 
-    def __init__(self, text: str, logger: str = "gatewayd") -> None:
+    def __init__(self, *texts: str, logger: str = "gatewayd") -> None:
         super().__init__(logging.DEBUG)
-        self.text = text
+        self.texts = texts
         self.logger = logging.getLogger(logger)
         self.records: list[logging.LogRecord] = []
         self._event: asyncio.Event | None = None
@@ -276,7 +279,7 @@ class LogSignal(logging.Handler):
         self.logger.setLevel(self._level)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
+        if any(text in record.getMessage() for text in self.texts):
             self.records.append(record)
             assert self._loop is not None and self._event is not None
             self._loop.call_soon_threadsafe(self._event.set)
@@ -285,3 +288,18 @@ class LogSignal(logging.Handler):
         assert self._event is not None
         await asyncio.wait_for(self._event.wait(), timeout)
         return self.records[0]
+
+
+async def first_of(*waits: Awaitable[Any]) -> None:
+    """Wait until the first of ``waits`` is done (raising its error), cancel the others.
+
+    For a moment when the code decides between outcomes: wait for each, the wrong ones
+    too, and the test fails at once on a wrong decision instead of after a timeout."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    for task in done:
+        task.result()

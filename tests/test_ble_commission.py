@@ -339,9 +339,11 @@ def test_window_stays_open_while_an_attempt_runs_past_its_time(
                                       "wsp": "user@example.com", "token": "user-token",
                                       "host": "127.0.0.1", "brport": "1883"}, "ble")
             await onboarding.wait_for(lambda: onboarding.step == "cloud", STEP)
-            with LogSignal("stays open until the pairing attempt ends") as held:
+            with LogSignal("stays open until the pairing attempt ends",
+                           "window closed") as decided:
                 clock.advance(600.0)
-                await held.wait(STEP)
+                said = await decided.wait(STEP)
+            assert "stays open" in said.getMessage(), said.getMessage()
             assert ble.window_open and onboarding.busy
             assert ble.status()["window"]["closes_in"] == 0.0
             cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "bad token")

@@ -35,7 +35,7 @@ from gatewayd.onboarding.pairing import (
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.onboarding.table import TRANSITIONS, Event, State
 from gatewayd.state import StateStore
-from tests.fakes import FakeClock, FakeWifi, StubCloud
+from tests.fakes import FakeClock, FakeWifi, StubCloud, first_of
 from tests.helpers import run_async
 
 pytestmark = pytest.mark.timeout(30)
@@ -99,7 +99,9 @@ async def offline_on_a_fake_clock(tmp_path: Path, wifi: FakeWifi, cloud: StubClo
     ob = Onboarding(cfg, st, wifi, cloud or StubCloud(), clock=clock, sleep=clock.sleep)
     await ob.start()
     try:
-        await until(ob, settled(ob, State.OFFLINE))
+        # The boot attempt's end, wherever it settles (a wrong state fails here at once).
+        await until(ob, lambda: ob.state != State.CONNECTING and not ob.busy)
+        assert ob.state == State.OFFLINE, ob.state
         await clock.sleeps(1)  # the grace period
         yield ob, clock
     finally:
@@ -380,7 +382,9 @@ def test_periodic_retry_waits_while_someone_uses_the_portal(tmp_path: Path) -> N
             clock.advance(30.0)
             ob.note_activity()  # someone is in the panel half-way through the interval
             clock.advance(30.0)  # the interval is over, but the portal was used 30 s ago
-            await clock.sleeps(3)  # the loop looked, and waits for the next interval
+            # The loop looks: it waits for the next interval (a third sleep) or, wrongly,
+            # retries at once (busy).
+            await first_of(clock.sleeps(3), until(ob, lambda: ob.busy))
             assert ob.state == State.OFFLINE and wifi.hotspot
             assert wifi.calls[mark:] == [], "the hotspot must stay while the portal is in use"
             clock.advance(60.0)  # a whole quiet interval: now the retry runs
@@ -401,7 +405,9 @@ def test_offline_hub_retries_its_network_every_interval_without_anyone_on_the_po
             assert clock.slept == [30.0, 60.0] and wifi.hotspot
             mark = len(wifi.calls)
             clock.advance(60.0)  # still out of range: hotspot down, scan, hotspot back
-            await clock.sleeps(3)
+            # then it waits for the next interval, or, wrongly, settles elsewhere
+            await first_of(clock.sleeps(3),
+                           until(ob, lambda: ob.state != State.OFFLINE and not ob.busy))
             assert wifi.calls[mark:] == ["hotspot-down", "scan", "hotspot-up"]
             assert ob.state == State.OFFLINE and wifi.hotspot
 
