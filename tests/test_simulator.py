@@ -198,6 +198,7 @@ def test_services_are_ready_when_they_answer_not_when_their_socket_exists(
 
 def test_a_world_whose_bus_never_answers_leaves_no_process_behind(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatewayd.simulator.dbus_daemon import PrivateBus
     from gatewayd.simulator.world import SimWorld
 
     # A dbus-daemon that starts but never listens: the bus's start times out half-way.
@@ -206,6 +207,7 @@ def test_a_world_whose_bus_never_answers_leaves_no_process_behind(
     fake.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/fake.pid\nexec sleep 300\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(PrivateBus, "START_TIMEOUT", 1.0)  # what follows the timeout counts
     world = SimWorld(tmp_path / "sim", with_nm=False, with_bluez=False, with_platform=False)
     with pytest.raises(TimeoutError, match="the private D-Bus daemon to answer a Ping"):
         world.start()

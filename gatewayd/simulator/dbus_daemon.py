@@ -61,6 +61,7 @@ class PrivateBus:
     """``dbus-daemon`` listening on ``<workdir>/system_bus_socket``."""
 
     SOCKET_NAME = "system_bus_socket"
+    START_TIMEOUT = 10.0  # s for the daemon to answer its first Ping
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -82,7 +83,7 @@ class PrivateBus:
                                            f"--config-file={conf}"],
                            self.workdir / "dbus-daemon.log")
         # The socket file exists before the daemon listens on it: wait for an answer.
-        wait_until(lambda: self.socket.exists() and dbus_ping(self.address), 10,
+        wait_until(lambda: self.socket.exists() and dbus_ping(self.address), self.START_TIMEOUT,
                    "the private D-Bus daemon to answer a Ping", self.child)
         return self
 
