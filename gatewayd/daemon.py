@@ -22,6 +22,7 @@ from gatewayd.cloud.ownership import Ownership
 from gatewayd.cloud.telemetry import TelemetryReporter, hub_device
 from gatewayd.cloud.topics import client_id_for
 from gatewayd.config import Config
+from gatewayd.control import slots
 from gatewayd.control.parts import ControlParts, DeviceProviders
 from gatewayd.hardware.component import Hardware
 from gatewayd.hardware.libgpiod import GpiodBackend
@@ -271,7 +272,8 @@ class Daemon:
         # and its stack are 8 MB that a hub nobody browses or runs gatewayctl on never needs.
         self.control = WebComponent("control", lambda: WebServer(
             LazyApp(lambda: _control_app(parts), "control"), name="control",
-            unix_socket=cfg.control_socket, socket_group=cfg.hub.control_group, threads=2))
+            unix_socket=cfg.control_socket, socket_group=cfg.hub.control_group,
+            threads=slots.SOCKET_THREADS))
         self.components.append(self.control)
         if cfg.portal.enabled:
             self.portal = WebComponent("portal", lambda: WebServer(

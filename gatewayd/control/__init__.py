@@ -6,7 +6,8 @@ the access control); :mod:`~gatewayd.control.devices`, :mod:`~gatewayd.control.z
 :mod:`~gatewayd.control.ble` add their endpoints. Handlers run in waitress threads and reach
 the core only through :class:`gatewayd.runtime.corecall.CoreCall`.
 
-The daemon imports only :mod:`~gatewayd.control.parts` (what the endpoints reach, no Flask);
+The daemon imports only :mod:`~gatewayd.control.parts` (what the endpoints reach, no Flask)
+and :mod:`~gatewayd.control.slots` (the socket's threads and slots for calls that wait long);
 :mod:`~gatewayd.control.build` makes the whole app from those parts on the socket's first
 request (:class:`gatewayd.runtime.webserver.LazyApp`).
 

@@ -18,6 +18,7 @@ from flask import Blueprint, Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from gatewayd.cloud.reqres import BadRequest, PlatformError, RequestFailed
+from gatewayd.control.slots import BUSY_CODE, MAX_BODY, RESETS, Busy, Slots
 from gatewayd.hub import INTERNAL_MESSAGE, RESET_TIMEOUT, Hub
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.api import (
@@ -62,6 +63,8 @@ def refusal(exc: Exception) -> ApiError | None:
     library's internals or a secret, and nobody is shown it."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, Busy):
+        return ApiError(429, BUSY_CODE, str(exc))
     if isinstance(exc, CoreUnavailable):
         return unavailable(str(exc))
     if isinstance(exc, BridgeError):
@@ -100,6 +103,12 @@ def json_object_body() -> dict[str, Any]:
     return body
 
 
+def asker() -> str:
+    """Who sent the request, for :class:`Slots`: the peer's uid on the control socket
+    (``uid 1000``: gatewayd.runtime.webserver), an address elsewhere."""
+    return str(request.environ.get("REMOTE_ADDR") or "unknown")
+
+
 def reset_still_running(what: str) -> ApiError:
     """The answer when a reset outlasts its allowance: it is not cut short (Hub.reset), so
     the caller learns it goes on rather than that the daemon did not answer. Still the
@@ -118,8 +127,9 @@ def error_response(status: int, code: str, message: str,
     return response
 
 
-def control_blueprint(hub: Hub, call: CoreCall) -> Blueprint:
-    """Endpoints only the control socket serves (it is root/group-only by file mode)."""
+def control_blueprint(hub: Hub, call: CoreCall, resets: Slots) -> Blueprint:
+    """Endpoints only the control socket serves (it is root/group-only by file mode).
+    ``resets`` bounds the resets (and button presses) waiting at once."""
     bp = Blueprint("control", __name__, url_prefix="/api/v1")
 
     async def _status() -> dict[str, Any]:
@@ -135,7 +145,8 @@ def control_blueprint(hub: Hub, call: CoreCall) -> Blueprint:
         if not isinstance(full, bool):
             raise invalid("full: must be true or false")
         try:
-            return jsonify(call(hub.reset, full, timeout=RESET_TIMEOUT))
+            with resets.hold(asker()):
+                return jsonify(call(hub.reset, full, timeout=RESET_TIMEOUT))
         except CoreTimeout:
             raise reset_still_running("the reset") from None
 
@@ -148,11 +159,12 @@ def control_blueprint(hub: Hub, call: CoreCall) -> Blueprint:
     return bp
 
 
-def create_control_app(hub: Hub, call: CoreCall,
-                       extra: list[Blueprint] | None = None) -> Flask:
+def create_control_app(hub: Hub, call: CoreCall, extra: list[Blueprint] | None = None, *,
+                       resets: Slots | None = None) -> Flask:
+    """``resets``: the slots ``POST /reset`` shares with ``POST /button``."""
     app = Flask("gatewayd.control")
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-    app.register_blueprint(control_blueprint(hub, call))
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.register_blueprint(control_blueprint(hub, call, resets or Slots(RESETS)))
     for bp in extra or []:
         app.register_blueprint(bp)
 

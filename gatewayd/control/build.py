@@ -15,6 +15,7 @@ from gatewayd.control.app import ApiError, control_blueprints, create_control_ap
 from gatewayd.control.devices import devices_blueprint
 from gatewayd.control.parts import ControlParts
 from gatewayd.control.platform import platform_blueprint
+from gatewayd.control.slots import RESETS, Slots
 from gatewayd.control.zigbee import zigbee_blueprint
 from gatewayd.portal.api import BLE_DISABLED_CODE
 
@@ -22,7 +23,9 @@ BLE_OFF = "BLE commissioning is disabled on this hub ([ble] enabled = false)."
 
 
 def control_app(parts: ControlParts) -> Flask:
-    blueprints = [devices_blueprint(parts.call, parts.providers, parts.hardware),
+    resets = Slots(RESETS)  # a long press is a reset
+    blueprints = [devices_blueprint(parts.call, parts.providers, parts.hardware,
+                                    presses=resets),
                   *control_blueprints(parts.hub, parts.call, pairing=parts.pairing,
                                       onboarding=parts.onboarding)]
     if parts.bridge is not None:
@@ -36,7 +39,7 @@ def control_app(parts: ControlParts) -> Flask:
         blueprints.append(ble_blueprint(parts.ble, parts.call))
     else:
         blueprints.append(_ble_disabled())
-    return create_control_app(parts.hub, parts.call, extra=blueprints)
+    return create_control_app(parts.hub, parts.call, extra=blueprints, resets=resets)
 
 
 def _ble_disabled() -> Blueprint:

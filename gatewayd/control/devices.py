@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from gatewayd.control.app import (
+    asker,
     failed,
     invalid,
     json_object_body,
@@ -25,6 +26,7 @@ from gatewayd.control.app import (
     unavailable,
 )
 from gatewayd.control.parts import DeviceProviders
+from gatewayd.control.slots import RESETS, Slots
 from gatewayd.hardware.button import PRESS_KINDS
 from gatewayd.hardware.component import Hardware
 from gatewayd.hardware.led import IDENTIFY_SECONDS
@@ -44,7 +46,9 @@ def _jsonable(value: Any) -> Any:
 
 
 def devices_blueprint(call: CoreCall, providers: DeviceProviders,
-                      hardware: Hardware | None) -> Blueprint:
+                      hardware: Hardware | None, *, presses: Slots | None = None) -> Blueprint:
+    """``presses``: the slots a button press shares with ``POST /reset``."""
+    slots = presses or Slots(RESETS)
     bp = Blueprint("devices", __name__, url_prefix="/api/v1")
 
     @bp.get("/devices")
@@ -65,7 +69,8 @@ def devices_blueprint(call: CoreCall, providers: DeviceProviders,
             raise invalid(f"press: must be one of {', '.join(PRESS_KINDS)}")
         hw = _hardware()
         try:
-            result = call(hw.press, kind, timeout=PRESS_TIMEOUT)
+            with slots.hold(asker()):
+                result = call(hw.press, kind, timeout=PRESS_TIMEOUT)
         except CoreTimeout:
             if kind == "long":
                 raise reset_still_running("the long press's factory reset") from None

@@ -6,7 +6,8 @@ caller ``control``, with its own bound) and answers ``{"endpoint", "data"}``: th
 decrypted response. A request without a successful answer is an error whose ``code`` says
 which (docs/interfaces.md): ``platform-refused`` (502, the platform's ``status`` and
 ``code`` in ``details``), ``timeout`` (504), ``cloud-offline`` and ``link-lost`` (503),
-``too-many-requests`` (429): :func:`gatewayd.control.app.refusal` answers them.
+``too-many-requests`` (429): :func:`gatewayd.control.app.refusal` answers them. At most
+``slots.PLATFORM`` requests wait at once (``too-many-waiting``, 429, for one more).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from gatewayd.cloud.reqres import PlatformClient, check_request
-from gatewayd.control.app import invalid, json_object_body
+from gatewayd.control.app import asker, invalid, json_object_body
+from gatewayd.control.slots import PLATFORM, Slots
 from gatewayd.runtime.corecall import CoreCall
 
 CALL_MARGIN = 5.0  # the core call outlives the request's own timeout
@@ -24,6 +26,7 @@ CALL_MARGIN = 5.0  # the core call outlives the request's own timeout
 
 def platform_blueprint(platform: PlatformClient, call: CoreCall) -> Blueprint:
     bp = Blueprint("platform", __name__, url_prefix="/api/v1/platform")
+    slots = Slots(PLATFORM)
 
     @bp.post("/request")
     def request_() -> Any:
@@ -36,7 +39,8 @@ def platform_blueprint(platform: PlatformClient, call: CoreCall) -> Blueprint:
         async def _request() -> Any:
             return await platform.request(endpoint, body.get("data"), timeout=float(timeout),
                                           caller="control")
-        data = call(_request, timeout=float(timeout) + CALL_MARGIN)
+        with slots.hold(asker()):
+            data = call(_request, timeout=float(timeout) + CALL_MARGIN)
         return jsonify({"endpoint": endpoint, "data": data})
 
     return bp

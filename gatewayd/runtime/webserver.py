@@ -11,7 +11,9 @@ from everyone else, so the server is guarded (:class:`Limits`):
   resets);
 * **idle connections** close after ``idle_seconds``.
 
-The control socket (a Unix socket, root or one group) has no such limits.
+The control socket (a Unix socket, root or one group) has no such limits; its requests
+carry the peer's uid as their address (``REMOTE_ADDR`` ``uid 1000``), so that its app can
+bound what one user holds.
 
 Both apps are Flask apps, and Flask with werkzeug and jinja2 is 8 MB of a hub's memory
 that a hub nobody talks to does not need: :class:`LazyApp` builds an app on its first
@@ -25,6 +27,8 @@ import grp
 import logging
 import os
 import pwd
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -99,6 +103,21 @@ class _GuardedChannel(HTTPChannel):
         if self.request is not None and self.request is not before:
             self.request_began = time.monotonic()
         return result
+
+
+class _PeerChannel(HTTPChannel):
+    """A Unix-socket connection whose address is its peer's uid (waitress gives every
+    one ``localhost``)."""
+
+    def __init__(self, server: Any, sock: socket.socket, addr: Any, adj: Any,
+                 map: Any = None) -> None:
+        try:
+            _, uid, _ = struct.unpack("3i", sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+            addr = (f"uid {uid}", None)
+        except OSError:
+            pass  # a peer already gone: its request, if any, fails anyway
+        super().__init__(server, sock, addr, adj, map=map)
 
 
 class _GuardedServer(TcpWSGIServer):
@@ -199,7 +218,9 @@ class WebServer:
             # Socket mode is the access control: owner and (optionally) one group, nobody else.
             options.update(unix_socket=str(bound),
                            unix_socket_perms="660" if socket_group else "600")
-            self._server: Any = create_server(app, **options)
+            unix: Any = create_server(app, **options)  # one socket: a UnixWSGIServer
+            unix.channel_class = _PeerChannel
+            self._server: Any = unix
             try:
                 if socket_group:
                     _give_to_group(bound, socket_group)
