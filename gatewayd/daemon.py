@@ -273,7 +273,8 @@ class Daemon:
         self.control = WebComponent("control", lambda: WebServer(
             LazyApp(lambda: _control_app(parts), "control"), name="control",
             unix_socket=cfg.control_socket, socket_group=cfg.hub.control_group,
-            threads=slots.SOCKET_THREADS))
+            threads=slots.SOCKET_THREADS,
+            max_request_bytes=slots.MAX_BODY + slots.SERVER_BODY_SLACK))
         self.components.append(self.control)
         if cfg.portal.enabled:
             self.portal = WebComponent("portal", lambda: WebServer(

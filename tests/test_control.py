@@ -266,3 +266,22 @@ def test_zigbee_refusals_say_what_was_wrong(core_loop: asyncio.AbstractEventLoop
         reply = client.post("/api/v1/zigbee/remove", json=body)
         assert reply.status_code == 400
         assert reply.get_json()["error"] == {"code": "invalid", "message": message}
+
+
+def test_a_body_over_the_limit_is_refused_in_json(daemon: tuple[Gatewayd, Path]) -> None:
+    """Before: waitress and Flask shared the 64 KiB limit, so waitress refused first, in
+    plain text ("Request Entity Too Large ..."), which gatewayctl printed as bytes."""
+    from gatewayd.control.slots import MAX_BODY
+    from gatewayd.ctl import client
+
+    assert client.MAX_BODY == MAX_BODY  # gatewayctl does not import the daemon side
+    _, sock = daemon
+    for size in (MAX_BODY + 1, MAX_BODY + 1024):
+        conn = client.UnixHTTPConnection(sock, timeout=10)
+        conn.request("POST", "/api/v1/reset", body=b"{}" + b" " * (size - 2),
+                     headers={"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        assert reply.status == 413
+        assert json.loads(reply.read())["error"]["code"] == "request-entity-too-large"
+        conn.close()
+    assert ctl_json("--socket", str(sock), "status")["state"] == "unpaired"  # nothing reset

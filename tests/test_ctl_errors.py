@@ -242,3 +242,36 @@ def test_an_answer_without_a_field_the_command_reads_is_said_in_words(tmp_path: 
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith(
         "gatewayctl: unexpected answer from gatewayd: it has no 'setup_code'"), result.stderr
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    ("413 Request Entity Too Large",
+     "gatewayd refused the request as too large (HTTP 413; it takes at most 64 KiB)"),
+    ("500 Internal Server Error",
+     "gatewayd refused the request (HTTP 500 Internal Server Error) without saying why in "
+     "JSON; see its log (journalctl -u gatewayd)"),
+    ("200 OK", "unexpected answer from gatewayd: HTTP 200 OK that is not JSON (gatewayctl "
+               "and gatewayd of different versions?)")])
+def test_an_answer_that_is_not_json_is_said_in_words(tmp_path: Path, status: str,
+                                                     expected: str) -> None:
+    """waitress' plain-text 413 printed "unexpected answer from gatewayd: b'Request Entity
+    Too Large...'"."""
+    path = tmp_path / "control.sock"
+    text = f"{status.partition(' ')[2]}\n\n<html>library text</html>".encode()
+
+    def plain(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: "
+                     f"{len(text)}\r\nConnection: close\r\n\r\n".encode() + text)
+
+    with one_connection(path, plain):
+        result = run_ctl("--socket", str(path), "--json", "status")
+    assert (result.returncode, result.stderr) == (1, f"gatewayctl: {expected}\n")
+    assert json.loads(result.stdout) == {"error": expected}
+
+
+def test_a_request_over_the_sockets_limit_is_refused_before_it_is_sent(tmp_path: Path) -> None:
+    result = run_ctl("--socket", str(tmp_path / "none.sock"), "platform", "request", "echo",
+                     "--data", json.dumps("x" * 70000))
+    assert (result.returncode, result.stderr) == (1, (
+        "gatewayctl: the request is 70049 bytes, more than gatewayd takes (64 KiB)\n"))

@@ -21,6 +21,9 @@ EXIT_UNREACHABLE = 3
 # 60 s (gatewayd.hub.RESET_TIMEOUT; gatewayctl does not import the daemon side) and then
 # answers itself, so the socket waits longer than that, not the 30 s other commands get.
 RESET_WAIT = 75.0
+# The control socket's body limit (gatewayd.control.slots.MAX_BODY; a test keeps the two
+# equal): a larger request is refused here, in words, before it is sent.
+MAX_BODY = 64 * 1024
 
 
 class CtlError(Exception):
@@ -51,9 +54,12 @@ class Client:
 
     def request(self, method: str, endpoint: str, body: dict[str, Any] | None = None, *,
                 timeout: float | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        if data is not None and len(data) > MAX_BODY:
+            raise CtlError(f"the request is {len(data)} bytes, more than gatewayd takes "
+                           f"({MAX_BODY // 1024} KiB)")
         conn = UnixHTTPConnection(self.path, self.timeout if timeout is None else timeout)
         try:
-            data = json.dumps(body).encode() if body is not None else None
             headers = {"Content-Type": "application/json"} if data is not None else {}
             conn.request(method, f"/api/v1/{endpoint}", body=data, headers=headers)
             response = conn.getresponse()
@@ -78,12 +84,26 @@ class Client:
             conn.close()
         try:
             payload = json.loads(raw or b"null")
-        except json.JSONDecodeError:
-            raise CtlError(f"unexpected answer from gatewayd: {raw[:200]!r}") from None
+        except (ValueError, RecursionError):
+            raise _not_json(response.status, response.reason) from None
         if response.status >= 400:
             err = payload.get("error", {}) if isinstance(payload, dict) else {}
             raise CtlError(err.get("message") or f"HTTP {response.status}")
         return payload
+
+
+def _not_json(status: int, reason: str) -> CtlError:
+    """An answer that is not JSON: the socket's web server's own (plain text), or a
+    daemon of another version; its text is not shown (it may be a page of HTML)."""
+    if status == 413:
+        return CtlError(f"gatewayd refused the request as too large (HTTP 413; it takes at "
+                        f"most {MAX_BODY // 1024} KiB)")
+    answer = f"HTTP {status} {reason}".rstrip()
+    if status >= 400:
+        return CtlError(f"gatewayd refused the request ({answer}) without saying why in "
+                        "JSON; see its log (journalctl -u gatewayd)")
+    return CtlError(f"unexpected answer from gatewayd: {answer} that is not JSON "
+                    "(gatewayctl and gatewayd of different versions?)")
 
 
 def _print_tree(data: Any, indent: int = 0) -> None:
