@@ -275,3 +275,44 @@ def test_a_request_over_the_sockets_limit_is_refused_before_it_is_sent(tmp_path:
                      "--data", json.dumps("x" * 70000))
     assert (result.returncode, result.stderr) == (1, (
         "gatewayctl: the request is 70049 bytes, more than gatewayd takes (64 KiB)\n"))
+
+
+DEEP = "[" * 2000 + "]" * 2000
+LONG_NUMBER = "1" * 5000
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["platform", "request", "echo", "--data", DEEP], "--data nests deeper than 32 levels"),
+    (["platform", "request", "echo", "--data", LONG_NUMBER],
+     "--data holds a number of more than 4300 digits"),
+    (["platform", "request", "echo", "--data", "{"],
+     "--data is not JSON (Expecting property name enclosed in double quotes at character 1)"),
+    (["platform", "request", "echo", "--data", "[NaN]"],
+     "--data holds NaN, which is not a finite number"),
+    (["zigbee", "sim", "report", f"attributes={DEEP}"], "attributes nests deeper than 32 levels"),
+    (["zigbee", "sim", "report", f"value={LONG_NUMBER}"],
+     "value holds a number of more than 4300 digits")])
+def test_a_json_argument_gatewayctl_cannot_use_is_said_in_words(
+        tmp_path: Path, argv: list[str], expected: str) -> None:
+    """Before: a RecursionError traceback, or Python's "Exceeds the limit (4300 digits) ...
+    sys.set_int_max_str_digits()"; refused before anything is sent (no daemon here)."""
+    socket_path = str(tmp_path / "control.sock")
+    result = run_ctl("--socket", socket_path, *argv)
+    assert (result.returncode, result.stderr) == (1, f"gatewayctl: {expected}\n")
+    result = run_ctl("--socket", socket_path, "--json", *argv)
+    assert (result.returncode, json.loads(result.stdout)) == (1, {"error": expected})
+
+
+def test_a_simulated_platform_that_is_not_running_is_said_in_words(tmp_path: Path) -> None:
+    """Before: "did not answer: <urlopen error [Errno 111] Connection refused>"."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    (tmp_path / "sim.json").write_text(json.dumps({
+        "control_socket": str(tmp_path / "control.sock"), "platform": {"control": url}}))
+    expected = f"the simulated platform at {url} did not answer: connection refused (is the " \
+               "simulator running?)"
+    for argv in (["platform", "log"], ["platform", "operations"],
+                 ["platform", "approve", "abcdef"]):
+        result = run_ctl("--sim", str(tmp_path), *argv)
+        assert (result.returncode, result.stderr) == (3, f"gatewayctl: {expected}\n")

@@ -120,7 +120,7 @@ def test_platform_request_plugin_notifications_children_and_re_pairing(
         refused = sim.ctl("platform", "request", "no/such-thing", check=False)
         assert refused.returncode == 1 and "code 404" in refused.stderr
         bad = sim.ctl("platform", "request", "echo", "--data", "{nope", check=False)
-        assert bad.returncode == 1 and "--data: not JSON" in bad.stderr
+        assert bad.returncode == 1 and "--data is not JSON" in bad.stderr
         log = ctl_json("--sim", str(sim.workdir), "platform", "log")
         echo = [e for e in log if e["endpoint"] == "echo"]
         assert echo[0]["request"] == {"a": 1} and echo[0]["status"] == 1

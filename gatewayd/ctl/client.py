@@ -11,9 +11,12 @@ import argparse
 import http.client
 import json
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from gatewayd.runtime.jsonbody import BadBody, loads
 
 EXIT_ERROR = 1
 EXIT_UNREACHABLE = 3
@@ -33,6 +36,28 @@ class CtlError(Exception):
         self.code = code
         # No daemon at all (as opposed to one we may not talk to): offline reset is safe.
         self.not_running = not_running
+
+
+def json_argument(text: str, what: str, *, else_text: bool = False) -> Any:
+    """A JSON argument of gatewayctl's (``--data``, a ``KEY=VALUE``'s VALUE), read as the
+    daemon reads a body (gatewayd.runtime.jsonbody: at most 32 levels deep, finite numbers)
+    so that no input gives a traceback or Python's own words. ``else_text``: text that is
+    not JSON at all stands for itself (``kind=plug``)."""
+    try:
+        return loads(text, what)
+    except BadBody as exc:
+        refused = str(exc)
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        if else_text:
+            return text
+        refused += f" ({exc.msg} at character {exc.pos})"
+    except ValueError:  # Python's int() refuses more digits; not a JSONDecodeError
+        refused = f"{what} holds a number of more than {sys.get_int_max_str_digits()} digits"
+    except RecursionError:
+        pass
+    raise CtlError(refused)
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import math
 import re
@@ -19,9 +20,11 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from gatewayd.ctl.client import EXIT_UNREACHABLE, Client, CtlError, emit
+from gatewayd.ctl.client import EXIT_UNREACHABLE, Client, CtlError, emit, json_argument
 from gatewayd.ctl.simjson import require_sim_json
+from gatewayd.runtime.jsonbody import BadBody, loads
 
+WAIT = 10.0  # seconds the simulated platform's control interface has to answer
 HTTP_MARGIN = 10.0  # the socket waits this much longer than the request may take
 # The daemon's bound on a request's timeout, which its control socket enforces
 # (gatewayd.cloud.reqres.MAX_TIMEOUT; gatewayctl does not import the daemon side, a test
@@ -78,10 +81,7 @@ def _timeout(text: str) -> float:
 
 
 def cmd_request(args: argparse.Namespace, client: Client) -> int:
-    try:
-        data = json.loads(args.data)
-    except json.JSONDecodeError as exc:
-        raise CtlError(f"--data: not JSON ({exc.msg} at character {exc.pos})") from None
+    data = json_argument(args.data, "--data")
     waiting = Client(client.path, timeout=args.timeout + HTTP_MARGIN)
     answer = waiting.request("POST", "platform/request", {
         "endpoint": args.endpoint, "data": data, "timeout": args.timeout})
@@ -91,13 +91,11 @@ def cmd_request(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_log(args: argparse.Namespace, client: Client) -> int:
     url = _control_url(args)
-    try:
-        with urllib.request.urlopen(f"{url}/log", timeout=10) as response:  # noqa: S310
-            exchanges = json.loads(response.read())["exchanges"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise CtlError(f"the simulated platform at {url} did not answer: {exc}",
-                       EXIT_UNREACHABLE) from None
-    emit(args, exchanges, _print_log)
+    answer = _exchange(url, urllib.request.Request(f"{url}/log"))  # noqa: S310
+    if not isinstance(answer, dict) or not isinstance(answer.get("exchanges"), list):
+        raise CtlError(f"unexpected answer from the simulated platform at {url}: it has no "
+                       "list 'exchanges'")
+    emit(args, answer["exchanges"], _print_log)
     return 0
 
 
@@ -140,18 +138,47 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{url}{path}", data=data, method=method,  # noqa: S310
                                      headers={"Content-Type": "application/json"})
+    return _exchange(url, request)
+
+
+def _exchange(url: str, request: urllib.request.Request) -> Any:
+    """The simulated platform's JSON answer to ``request``; its refusals and a failure to
+    reach it in words (exit 3 for the latter), never urllib's ("<urlopen error [Errno 111]
+    Connection refused>")."""
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return json.loads(response.read())
+        with urllib.request.urlopen(request, timeout=WAIT) as response:  # noqa: S310
+            raw = response.read()
     except urllib.error.HTTPError as exc:
         try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {exc.code}"
-        raise CtlError(str(message)) from None
-    except (OSError, ValueError) as exc:
-        raise CtlError(f"the simulated platform at {url} did not answer: {exc}",
+            message = loads(exc.read(), "its answer")["error"]["message"]
+        except (OSError, BadBody, KeyError, TypeError):
+            message = None
+        raise CtlError(str(message) if isinstance(message, str) else
+                       f"the simulated platform at {url} refused the request (HTTP "
+                       f"{exc.code})") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise CtlError(f"the simulated platform at {url} did not answer: {_failure(exc)}",
                        EXIT_UNREACHABLE) from None
+    try:
+        return loads(raw, "its answer")
+    except BadBody as exc:
+        raise CtlError(f"unexpected answer from the simulated platform at {url}: {exc}") \
+            from None
+
+
+def _failure(exc: BaseException) -> str:
+    """What went wrong reaching the platform, in words rather than the exception's repr."""
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {WAIT:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the simulator running?)"
+    if isinstance(exc, ConnectionError | http.client.HTTPException):
+        return "it closed the connection without a whole answer"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return "the connection failed"
 
 
 def _print_operations(listing: dict[str, Any]) -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from gatewayd.ctl.client import CtlError, emit
+from gatewayd.ctl.client import CtlError, emit, json_argument
 
 
 def add_zigbee_commands(sub: Any) -> None:
@@ -61,13 +60,6 @@ def cmd_remove(args: argparse.Namespace, client: Any) -> int:
     return 0
 
 
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 # The key a lone VALUE stands for: `zigbee sim noise 0.01`, `slow 200`, `join plug`.
 BARE_KEYS = {"noise": "rate", "slow": "ms", "join": "kind"}
 
@@ -81,6 +73,6 @@ def cmd_sim(args: argparse.Namespace, client: Any) -> int:
                 key, value = BARE_KEYS[args.action], item
             else:
                 raise CtlError(f"expected KEY=VALUE, got {item!r}")
-        body[key] = _value(value)
+        body[key] = json_argument(value, key, else_text=True)
     emit(args, client.request("POST", "zigbee/sim", body))
     return 0
