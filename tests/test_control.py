@@ -285,3 +285,12 @@ def test_a_body_over_the_limit_is_refused_in_json(daemon: tuple[Gatewayd, Path])
         assert json.loads(reply.read())["error"]["code"] == "request-entity-too-large"
         conn.close()
     assert ctl_json("--socket", str(sock), "status")["state"] == "unpaired"  # nothing reset
+
+
+def test_a_short_press_on_a_hub_without_ble_says_so(daemon: tuple[Gatewayd, Path]) -> None:
+    """Before: "Short press: the BLE commissioning window is open." with BLE disabled."""
+    _, sock = daemon
+    data = ctl_json("--socket", str(sock), "button", "short")
+    assert data["result"] == {"hotspot": False}
+    out = ctl("--socket", str(sock), "button", "short").stdout
+    assert out == "Short press: BLE commissioning is disabled on this hub.\n"

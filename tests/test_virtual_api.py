@@ -66,7 +66,7 @@ def control(tmp_path: Path) -> Iterator[Control]:
 
     async def open_window() -> dict[str, Any]:
         calls.append("window")
-        return {"window": "open", "seconds": 600}
+        return {"hotspot": False, "ble_window": True}  # as the daemon's short press
 
     async def setup() -> tuple[Hardware, VirtualDevices]:
         hw = Hardware(ButtonConfig(), LedConfig(), SimulatedBackend(),
@@ -148,7 +148,7 @@ def test_a_failing_provider_does_not_hide_the_others() -> None:
 def test_button_short_and_long(control: Control, capsys: pytest.CaptureFixture[str]) -> None:
     out = gatewayctl(control, capsys, "--json", "button", "short")
     assert json.loads(out) == {"press": "short", "action": "commissioning-window",
-                               "result": {"window": "open", "seconds": 600}}
+                               "result": {"hotspot": False, "ble_window": True}}
     assert control.calls == ["window"]
     assert "commissioning window is open" in gatewayctl(control, capsys, "button", "short")
     data = json.loads(gatewayctl(control, capsys, "button", "long", "--json"))

@@ -60,12 +60,26 @@ def cmd_devices(args: argparse.Namespace, client: Requester) -> int:
     return 0
 
 
+def short_press_outcome(result: Any) -> str:
+    """What a short press did, from the daemon's ``result``: ``hotspot`` (reopened, on an
+    offline hub) and ``ble_window`` (opened), absent with BLE disabled (interfaces.md §5.1)."""
+    result = result if isinstance(result, dict) else {}
+    done = ["the hotspot is back on"] if result.get("hotspot") else []
+    if "ble_window" not in result:
+        done.append("BLE commissioning is disabled on this hub")
+    elif result["ble_window"]:
+        done.append("the BLE commissioning window is open")
+    else:
+        done.append("the BLE commissioning window did not open (gatewayctl ble-window status)")
+    return "; ".join(done)
+
+
 def cmd_button(args: argparse.Namespace, client: Requester) -> int:
     data = client.request("POST", "button", {"press": args.press}, timeout=RESET_WAIT)
 
     def human(d: dict[str, Any]) -> None:
         if d["press"] == "short":
-            print("Short press: the BLE commissioning window is open.")
+            print(f"Short press: {short_press_outcome(d.get('result'))}.")
         else:
             print("Long press: factory reset done; the hub is back in pairing mode.")
 
