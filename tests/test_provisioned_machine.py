@@ -57,6 +57,9 @@ class FakeProvider:
     def commit(self, cloud: CloudCredentials) -> None:
         self.store.commit_provisioned(cloud, Registration("token", "hub-1", 1.0, 99.0))
 
+    def failed(self, result: StepResult) -> None:
+        pass
+
     def retry_delay(self) -> float:
         self.delays += 1
         return self.delay

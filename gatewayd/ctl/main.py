@@ -87,11 +87,23 @@ def cmd_reset(args: argparse.Namespace, client: Client) -> int:
             print(f"gatewayd is not running; reset the state in {result['state_dir']} directly.")
             if result.get("release_pending"):
                 print("The old cloud account is released when the hub is next paired.")
-            print("Start gatewayd again (systemctl start gatewayd) to pair the hub.")
+            mode = _config(args).provisioning.mode
+            print("Start gatewayd again (systemctl start gatewayd) to "
+                  + ("pair the hub." if mode == "pairing" else
+                     f"have it provisioned again ([provisioning] mode {mode})."))
             return 0
     emit(args, result, lambda r: print(f"Hub reset; state: {r.get('state')}. "
-                                       "It is back in pairing mode."))
+                                       + _after_reset(r)))
     return 0
+
+
+def _after_reset(status: dict[str, Any]) -> str:
+    provisioning = status.get("provisioning")
+    mode = provisioning.get("mode") if isinstance(provisioning, dict) else None
+    if mode in (None, "pairing"):
+        return "It is back in pairing mode."
+    # Nobody pairs it: it asks its platform for an account again (docs/provisioning.md).
+    return f"It asks the platform to provision it again ([provisioning] mode {mode})."
 
 
 def cmd_setup_code(args: argparse.Namespace, client: Client) -> int:
@@ -159,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="what the hub is doing (never shows secrets)")
     s.set_defaults(func=cmd_status)
-    s = sub.add_parser("reset", help="factory reset: forget credentials, back to pairing mode")
+    s = sub.add_parser("reset", help="factory reset: forget credentials, back to pairing "
+                                          "mode (or provisioning)")
     s.add_argument("--full", action="store_true",
                    help="also forget what survives a normal reset (the Zigbee network)")
     s.add_argument("--state-dir", help="state directory to reset when gatewayd is not running")

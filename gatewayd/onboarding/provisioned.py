@@ -147,6 +147,8 @@ class ProvisioningOnboarding(Onboarding):
                 self.last_failure = None
                 await self._fire(Event.SUCCEEDED)
                 return
+        if provided is not None:  # the platform's part went well; provisioning did not
+            self.provider.failed(result)
         # As a failed attempt that stored nothing: unpaired with the reason (saved=True:
         # there is no unproven Wi-Fi network of this attempt to take back).
         await super()._conclude(result, None, None, True, timeout)

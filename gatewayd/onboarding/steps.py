@@ -111,6 +111,11 @@ class ProvisioningStep(Protocol):
         """Store the account the cloud step has just proven (one atomic write)."""
         ...
 
+    def failed(self, result: StepResult) -> None:
+        """The attempt failed after :meth:`obtain` gave an account: the cloud step did not
+        prove it, or :meth:`commit` could not store it (``result`` says which)."""
+        ...
+
     def retry_delay(self) -> float:
         """Seconds before the next attempt after a failed one."""
         ...

@@ -204,8 +204,8 @@ def parse_answer(payload: bytes) -> tuple[str, Answer]:
     status, code, data = body.get("status"), body.get("code", 200), body.get("data", {})
     if status not in (0, 1) or isinstance(status, bool):
         raise CodecError("answer: status must be 0 or 1")
-    if isinstance(code, bool) or not isinstance(code, int):
-        raise CodecError("answer: code must be a number")
+    if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+        raise CodecError("answer: code must be an HTTP status code (100-599)")
     if not isinstance(data, dict):
         raise CodecError("answer: data must be an object")
     return body["id"], Answer(status, code, data)
@@ -227,10 +227,14 @@ def parse_request(payload: bytes) -> tuple[str, dict[str, Any]]:
 
 def seconds(value: Any, least: float = 0.0) -> float | None:
     """``value`` as a finite number of seconds, at least ``least``; None if it is not one
-    (JSON from Python carries NaN and Infinity, which compare false with everything)."""
+    (JSON from Python carries NaN and Infinity, which compare false with everything, and
+    integers of any length, which a float cannot hold: OverflowError, in Python's words)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
     return number if math.isfinite(number) and number >= least else None
 
 
@@ -251,7 +255,8 @@ def issued_from(value: Any) -> Issued:
     if not isinstance(device_id, str) or not _ID.fullmatch(device_id):
         raise CodecError("credentials.device_id: must be a device id")
     expires_in = value.get("expires_in")
-    if expires_in is not None and seconds(expires_in, MIN_LIFETIME) is None:
+    lifetime = seconds(expires_in, MIN_LIFETIME) if expires_in is not None else None
+    if expires_in is not None and lifetime is None:
         raise CodecError(f"credentials.expires_in: must be a number of seconds, at least "
                          f"{MIN_LIFETIME:g}")
     try:
@@ -262,7 +267,7 @@ def issued_from(value: Any) -> Issued:
             port_field="port", root_field="root_topic")
     except InvalidField as exc:
         raise CodecError(f"credentials.{exc.field}: {exc.message}") from None
-    return Issued(device_id, cloud, float(expires_in) if expires_in is not None else None)
+    return Issued(device_id, cloud, lifetime)
 
 
 def issued_to_json(device_id: str, cloud: CloudCredentials,

@@ -19,7 +19,7 @@ from typing import Any
 
 from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 from gatewayd.cloud.net import Endpoint
-from gatewayd.config import Config
+from gatewayd.config import Config, ProvisioningConfig
 from gatewayd.identity import Identity
 from gatewayd.onboarding.steps import Failure
 from gatewayd.provisioning import codec
@@ -33,6 +33,9 @@ MAX_POLL_DELAY = 60.0
 MAX_WAIT = 7 * 86400.0  # a platform that never says "expired": the hub gives up after this
 BUSY_WAIT = 5.0  # after a 429 or 5xx without retry_after
 MAX_SERVER_ERRORS = 5  # 5xx answers in a row that end the attempt
+# A standing refusal (the serial is enrolled already) stays until someone on the platform
+# frees the serial: asked again after retry_interval, doubling up to this, 75-100 % of it.
+STANDING_MAX = 900.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class FlowProgress:
     operation: str | None = None
     verification_code: str | None = None
     expires_at: float | None = None  # wall clock, of the operation
+
+
+def standing_max(cfg: ProvisioningConfig) -> float:
+    """The longest wait between attempts the platform refuses for a standing reason."""
+    return max(cfg.retry_interval, STANDING_MAX)
 
 
 def _fail(failure: Failure, reason: str, *, retry: bool = True) -> Outcome:
@@ -107,7 +115,13 @@ class Flows:
         channel = ProvisioningChannel(endpoint, user, password, op.id, self.config.cloud)
         self._show(state="connecting", operation=op.id)
         # As long as the cloud link would try to reach its broker ([cloud] connect_timeout).
-        result = await channel.open(self.config.cloud.connect_timeout)
+        try:
+            result = await channel.open(self.config.cloud.connect_timeout)
+        except BaseException:
+            # A reset or a stop cancelled the attempt: left open, the session would go on
+            # reconnecting with the provisioning token, one more for every reset.
+            await channel.close()
+            raise
         if result.outcome == CloudOutcome.CONNECTED:
             return channel
         await channel.close()
@@ -255,8 +269,12 @@ class Flows:
                                                  f"serial number {self.serial!r}: {message}")
         if error == "already-enrolled":
             self.store.begin_operation(None)
-            return _fail(Failure.ALREADY_ENROLLED, f"The serial number {self.serial!r} is "
-                                                   f"enrolled already: {message}")
+            return _fail(Failure.ALREADY_ENROLLED, (
+                f"The serial number {self.serial!r} is enrolled already ({message}). It "
+                "enrolls again only once the platform frees it: revoke the device there "
+                "(simulator: gatewayctl --sim DIR platform revoke DEVICE). Until then the "
+                f"hub asks again less and less often, at most {standing_max(self.cfg) / 60:g} "
+                "min apart."))
         if error == "rejected":
             self.store.begin_operation(None)
             return _fail(Failure.PROVISIONING_REJECTED, f"The platform rejected this hub: "
@@ -309,6 +327,5 @@ def _broker_refusal(endpoint: Endpoint, result: CloudResult) -> str:
 
 
 def _seconds(value: Any, default: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        return default
-    return min(max(float(value), 0.05), MAX_POLL_DELAY)
+    number = codec.seconds(value)
+    return default if number is None else min(max(number, 0.05), MAX_POLL_DELAY)

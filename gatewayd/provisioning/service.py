@@ -34,7 +34,7 @@ from gatewayd.identity import Identity
 from gatewayd.onboarding.conclusion import STORAGE_FAILED_REASON
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.provisioning import codec
-from gatewayd.provisioning.flows import FlowProgress, Flows, Outcome
+from gatewayd.provisioning.flows import FlowProgress, Flows, Outcome, standing_max
 from gatewayd.runtime.backoff import backoff_delay
 from gatewayd.state import Registration, StateStore
 
@@ -47,6 +47,8 @@ REFRESH_TIMEOUT = 15.0  # at most; less when the token has less time left
 RESTART_MIN = 1.0  # the second new operation in a row waits 50-100 % of this, doubling
 MIN_RETRY = 1.0  # a failed refresh is retried after 50-100 % of this, doubling, at most
 # a quarter of the lifetime
+UNEXPECTED_REASON = ("The provisioning attempt failed unexpectedly; the hub's log has the "
+                     "details (journalctl -u gatewayd).")
 
 
 class Deprovision(Protocol):
@@ -73,10 +75,13 @@ class Provisioner:
         self.flows = Flows(config, store, identity, serial=serial, rng=self._rng)
         self.onboarding: Deprovision | None = None  # set by the daemon (it is built later)
         self._issued: codec.Issued | None = None
-        self._last: Outcome | None = None
+        self._last: Outcome | None = None  # the latest attempt's, for its retry delay
+        # What status shows: the latest failure, kept until provisioning succeeds (commit).
+        self._error: tuple[Failure, str] | None = None
         self._wake = asyncio.Event()
         self._lost_for: CloudCredentials | None = None  # reported once per registration
         self._restarts = 0  # attempts in a row that ended "start a new operation at once"
+        self._standing = 0  # attempts in a row the platform refused for a standing reason
         self.refreshes = 0
         self.refresh_failures = 0
         self.last_refresh: float | None = None
@@ -93,14 +98,14 @@ class Provisioner:
         except OSError as exc:  # the operation could not be stored: nothing left the hub
             log.error("provisioning: cannot store the operation: %s", exc.strerror or exc)
             outcome = Outcome(failure=Failure.STORAGE_FAILED, reason=STORAGE_FAILED_REASON)
-        except Exception as exc:  # status must not show a code that nobody polls any more
+        except Exception:  # status must not show a code that nobody polls any more
+            # The exception's text is a library's (or a bug's): the log has it, status not.
             log.exception("provisioning: the attempt failed")
-            outcome = Outcome(failure=Failure.PROVISIONING_FAILED,
-                              reason=f"The provisioning attempt failed: {exc!r}")
+            outcome = Outcome(failure=Failure.PROVISIONING_FAILED, reason=UNEXPECTED_REASON)
         self._last = outcome
         if outcome.issued is None:
             assert outcome.failure is not None
-            self.flows.progress.state = "failed"
+            self._failed(outcome.failure, outcome.reason)
             return StepResult(False, outcome.failure, outcome.reason), None
         self._secrets(outcome.issued.cloud.token)
         self._issued = outcome.issued
@@ -116,12 +121,31 @@ class Provisioner:
         log.info("provisioned: %s", state.redacted())
         self.flows.progress = FlowProgress(state="registered")
         self._last = None
+        self._error = None
         self._lost_for = None
         self._wake.set()
+
+    def failed(self, result: StepResult) -> None:
+        """The attempt failed after :meth:`obtain` handed over an account: the cloud step
+        did not prove it, or it could not be stored. The hub is not provisioned."""
+        assert result.failure is not None
+        self._issued = None
+        self._failed(result.failure, result.reason)
+
+    def _failed(self, failure: Failure, reason: str) -> None:
+        self._error = (failure, reason)
+        self.flows.progress.state = "failed"
 
     def retry_delay(self) -> float:
         """How long the next attempt waits after the latest one failed."""
         interval = self.config.provisioning.retry_interval
+        if self._last is not None and self._last.failure == Failure.ALREADY_ENROLLED:
+            # Asking again changes nothing until the platform frees the serial: not every
+            # retry_interval for days, from every hub of a batch that was reset.
+            self._standing += 1
+            return backoff_delay(self._standing - 1, interval,
+                                 standing_max(self.config.provisioning), self._rng, floor=0.75)
+        self._standing = 0
         if self._last is not None and not self._last.retry:
             # A new operation at once, once: a platform that forgets every operation (or
             # expires it at once) must not be asked again and again in a tight loop.
@@ -153,15 +177,15 @@ class Provisioner:
         p = self.flows.progress
         st = self.store.state
         reg = st.registration
-        last = self._last
+        error = self._error
         return {
             "mode": self.mode, "state": "registered" if reg is not None else p.state,
             "operation": p.operation if reg is None else None,
             "verification_code": self.verification_code,
             "operation_expires_at": p.expires_at if reg is None else None,
             "serial": self.serial or None, "attempts": self.attempts,
-            "last_error": ({"code": str(last.failure), "reason": last.reason}
-                           if last is not None and last.failure is not None else None),
+            "last_error": ({"code": str(error[0]), "reason": error[1]}
+                           if error is not None else None),
             "registration": ({"device_id": reg.device_id, "issued_at": reg.issued_at,
                               "expires_at": reg.expires_at} if reg is not None else None),
             "refreshes": self.refreshes, "refresh_failures": self.refresh_failures,
@@ -189,6 +213,7 @@ class Provisioner:
         reason += " (the broker refused it); the hub asks to be provisioned again."
         log.warning("provisioning: %s", reason)
         self._last = Outcome(failure=failure, reason=reason, retry=False)
+        self._error = (failure, reason)
         self.flows.progress = FlowProgress(state="failed")
         if self.onboarding is not None:
             asyncio.get_running_loop().create_task(
@@ -219,7 +244,13 @@ class Provisioner:
                     and self.onboarding.online):
                 await self._wake.wait()  # refreshed on the next connect
                 continue
-            if await self._refresh(reg):
+            try:
+                refreshed = await self._refresh(reg)
+            except Exception:  # a bug or a library's surprise: this task must go on
+                log.exception("provisioning: refreshing the registration token failed")
+                self.refresh_failures += 1
+                refreshed = False
+            if refreshed:
                 failures = 0
             else:
                 failures += 1
@@ -253,8 +284,14 @@ class Provisioner:
             return True  # reset or revoked meanwhile: nothing to renew any more
         now = time.time()
         assert issued.expires_in is not None
-        self.store.renew_registration(issued.cloud, Registration(
-            reg.mode, reg.device_id, now, now + issued.expires_in))
+        try:
+            self.store.renew_registration(issued.cloud, Registration(
+                reg.mode, reg.device_id, now, now + issued.expires_in))
+        except OSError as exc:  # the current token stays valid until it expires
+            self.refresh_failures += 1
+            log.error("provisioning: cannot store the refreshed registration token: %s",
+                      exc.strerror or type(exc).__name__)
+            return False
         self.refreshes += 1
         self.last_refresh = now
         log.info("provisioning: registration token refreshed (valid for %.0f s); "
