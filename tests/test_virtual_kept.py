@@ -30,9 +30,10 @@ def timer(duration: float) -> str:
 
 
 async def hub_run(broker: Broker, mon: Monitor, config: str, kept: Path,
-                  sets: dict[str, str] | None = None) -> dict[str, str]:
+                  sets: dict[str, str] | None = None, device: str = KETTLE) -> dict[str, str]:
     """Start the link and the devices, send ``sets`` and wait for their echoes, stop;
-    the kettle's retained values as the broker had them while it ran."""
+    the kettle's retained values as the broker had them while it ran (``device`` is the
+    one whose ready state says the devices are up)."""
     cfg = parse_config(tomllib.loads(config), "gatewayd.toml")
     link = make_link()
     vd = VirtualDevices(cfg.virtual, link, file=cfg.source, kept_file=kept)
@@ -40,7 +41,7 @@ async def hub_run(broker: Broker, mon: Monitor, config: str, kept: Path,
     assert (await link.wait_result(5)).outcome is CloudOutcome.CONNECTED
     mark = mon.mark()
     await vd.start()
-    await mon.await_for(f"{KETTLE}/$state", "ready", mark=mark)
+    await mon.await_for(f"{device}/$state", "ready", mark=mark)
     snap = await asyncio.to_thread(retained_snapshot, broker, f"{KETTLE}/timer/#")
     values = {t.rsplit("/", 1)[1]: m.text for t, m in snap.items()}
     for path, payload in (sets or {}).items():
@@ -138,3 +139,63 @@ def test_a_kept_colour_comes_back_and_a_malformed_kept_values_keeps_nothing(
         assert listed.find("light/color").value == (255, 0, 0)
 
     run(main())
+
+
+def kettle(duration: float) -> homie.Device:
+    return homie.Device("virtual-kettle", "Kettle", nodes=[homie.Node("timer", "Timer", properties=[
+        homie.Property("duration", datatype="float", settable=True, value=duration)])])
+
+
+async def boot(kept: Path, configured: dict[str, float],
+               set_to: float | None = None) -> float | None:
+    """One run of the hub as the host drives the kept values: load, restore the kettle if
+    configured (``configured`` by device id), maybe a /set, stop; the kettle's duration."""
+    values = KeptValues(kept)
+    await values.load(set(configured))
+    if "virtual-kettle" not in configured:
+        await values.flush()
+        return None
+    device = kettle(configured["virtual-kettle"])
+    config = values.restore(device, ("timer/duration",))
+    if set_to is not None:
+        values.remember(device.id, "timer/duration", set_to, config["timer/duration"])
+    await values.flush()
+    return float(device.find("timer/duration").value)
+
+
+def test_a_value_the_configuration_overrode_is_gone_from_the_file_for_good(
+        tmp_path: Path) -> None:
+    # It stayed in the file: editing the configuration back, or configuring the device
+    # again, brought the app's older setting back over the later edit.
+    kept = tmp_path / FILE_NAME
+
+    async def main() -> None:
+        assert await boot(kept, {"virtual-kettle": 300.0}, set_to=600.0) == 300.0
+        assert await boot(kept, {"virtual-kettle": 300.0}) == 600.0
+        assert await boot(kept, {"virtual-kettle": 120.0}) == 120.0  # edited: it wins
+        assert json.loads(kept.read_text())["devices"] == {}
+        assert await boot(kept, {"virtual-kettle": 300.0}) == 300.0  # and edited back
+        # A device removed from the configuration and configured again later.
+        assert await boot(kept, {"virtual-kettle": 300.0}, set_to=600.0) == 300.0
+        assert await boot(kept, {"virtual-other": 1.0}) is None
+        assert json.loads(kept.read_text())["devices"] == {}
+        assert await boot(kept, {"virtual-kettle": 300.0}) == 300.0
+
+    run(main())
+
+
+def test_a_configuration_edited_back_between_hub_runs_keeps_the_edit(
+        broker: Broker, tmp_path: Path) -> None:
+    kept = tmp_path / FILE_NAME
+    other = '[[virtual]]\ntype = "timer"\nid = "other"\nduration = 5\n'
+
+    async def main() -> None:
+        with Monitor(broker) as mon:
+            await hub_run(broker, mon, timer(300), kept, {"timer/duration": "600.0"})
+            assert (await hub_run(broker, mon, timer(120), kept))["duration"] == "120.0"
+            assert (await hub_run(broker, mon, timer(300), kept))["duration"] == "300.0"
+            await hub_run(broker, mon, timer(300), kept, {"timer/duration": "600.0"})
+            await hub_run(broker, mon, other, kept, device=KETTLE.replace("kettle", "other"))
+            assert (await hub_run(broker, mon, timer(300), kept))["duration"] == "300.0"
+
+    run(main(), timeout=50)

@@ -15,6 +15,10 @@ Written atomically with mode 0600, off the event loop, one write at a time (a bu
 ``/set`` is one write after the one in progress). A file that cannot be read or is damaged
 is logged by name and read as empty (the configured values apply); a damaged entry is
 skipped. Bounded by the configuration: only configured devices' kept properties are stored.
+An entry dropped at start (its device is no longer configured, its configured value was
+edited, its value is no longer usable) is dropped from the file too, at once: left there, it
+would come back when the configuration is edited back or the device configured again, an
+old setting from the app beating the later edit.
 """
 
 from __future__ import annotations
@@ -117,6 +121,8 @@ class KeptValues:
             return
         entries = await asyncio.to_thread(read, self.path)
         self.entries = {d: paths for d, paths in entries.items() if d in device_ids}
+        if self.entries != entries:
+            self._save_soon()
 
     def restore(self, device: homie.Device, paths: tuple[str, ...]) -> dict[str, Any]:
         """Put the kept values into ``device`` (not yet published); the configured value
@@ -128,6 +134,7 @@ class KeptValues:
                         "('timer/duration',); nothing is kept", device.id)
             return configured
         stored = self.entries.get(device.id, {})
+        before = dict(stored)
         for path in paths:
             try:
                 prop = device.find(path)
@@ -147,6 +154,10 @@ class KeptValues:
                 continue
             # In the property's own form: JSON gives a colour back as a list, not a tuple.
             stored[path] = Kept(prop.value, configured[path])
+        for path in set(stored) - set(configured):
+            del stored[path]  # a property the type no longer keeps
+        if stored != before:
+            self._save_soon()
         return configured
 
     def remember(self, device_id: str, path: str, value: Any, configured: Any) -> None:
@@ -158,6 +169,9 @@ class KeptValues:
             return
         else:
             stored[path] = Kept(value, configured)
+        self._save_soon()
+
+    def _save_soon(self) -> None:
         if self.path is None:
             return
         self._dirty = True
