@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -515,5 +516,135 @@ def test_a_plugin_raising_cancelled_error_is_a_fault_not_a_cancellation() -> Non
         assert vd.devices()[1]["error"] == "start was cancelled"
         assert pub.state("virtual-kk") == "ready"
         await vd.stop()
+
+    run(main())
+
+
+@dataclass(frozen=True)
+class StubbornOptions:
+    hang: str = spec("poll", choices=("poll", "on_set"))
+
+
+class Stubborn(VirtualDevice):
+    """Its ``hang`` call swallows the host's cancellation and runs until ``release``."""
+
+    Options = StubbornOptions
+    poll_interval = 0.02
+    poll_timeout = 0.05
+
+    def __init__(self, ctx: Any, options: StubbornOptions) -> None:
+        super().__init__(ctx, options)
+        self.release = asyncio.Event()
+        self.calls: Counter[str] = Counter()
+        self.running = 0  # calls not ended yet, cancelled or not
+
+    def nodes(self) -> list[homie.Node]:
+        return [homie.Node("nn", "N", properties=[
+            homie.Property("vv", datatype="integer", settable=True, value=0)])]
+
+    async def _call(self, what: str) -> None:
+        self.calls[what] += 1
+        self.running += 1
+        try:
+            while what == self.options.hang and not self.release.is_set():
+                try:
+                    await self.release.wait()
+                except asyncio.CancelledError:
+                    pass  # the plugin's bug
+        finally:
+            self.running -= 1
+
+    async def poll(self) -> None:
+        await self._call("poll")
+
+    async def on_set(self, node_id: str, property_id: str, value: Any) -> Any:
+        await self._call("on_set")
+        return None
+
+
+def error_of(vd: VirtualDevices, device_id: str) -> str | None:
+    """The device's error as ``gatewayctl devices`` shows it."""
+    errors = {d["device_id"]: d["error"] for d in vd.devices()}
+    return errors[device_id]
+
+
+def test_a_call_that_ignores_its_cancellation_holds_off_the_next_until_it_ends() -> None:
+    # Each poll (and /set) used to be cancelled, left behind and followed by a new one: a
+    # plugin swallowing CancelledError piled up live tasks without limit, even after stop().
+    pub = FakePublisher()
+    reg = Registry(extra={"stubborn": Stubborn, "knob": Knob}, group=None)
+
+    async def main() -> None:
+        vd = VirtualDevices(configs('[[virtual]]\ntype = "stubborn"\nid = "sp"\n'
+                                    '[[virtual]]\ntype = "stubborn"\nid = "ss"\n'
+                                    'hang = "on_set"\n'
+                                    '[[virtual]]\ntype = "knob"\nid = "kk"\n'),
+                            pub, registry=reg, call_timeout=0.3, stop_timeout=0.3)
+        await vd.start()
+        sp, ss = (vd.hosted[f"virtual-{i}"].plugin for i in ("sp", "ss"))
+        assert isinstance(sp, Stubborn) and isinstance(ss, Stubborn)
+        try:
+            await until(lambda: vd.hosted["virtual-sp"].failures >= 10, what="skipped polls")
+            assert (sp.calls["poll"], sp.running) == (1, 1)
+            assert pub.state("virtual-sp") == "alert"
+            assert error_of(vd, "virtual-sp") == ("poll skipped: its poll cancelled after "
+                                                  "0.05 s still runs (the plugin ignores the "
+                                                  "cancellation)")
+            pub.command("virtual-sp", "nn/vv", "1")
+            await until(lambda: len(pub.rejected) == 1, what="the /set's answer")
+            assert pub.rejected[0][2:] == ("BUSY", "virtual-sp is still running an earlier call "
+                                                   "that did not end")
+            for n in range(3):  # a hung /set: the next ones are refused, not piled up
+                pub.command("virtual-ss", "nn/vv", str(n))
+                await until(lambda: len(pub.rejected) == 2 + n,  # noqa: B023 (awaited here)
+                            what="the /set's answer")
+            assert [r[2] for r in pub.rejected[1:]] == ["TIMEOUT", "BUSY", "BUSY"]
+            assert (ss.calls["on_set"], ss.running) == (1, 1)
+            assert pub.state("virtual-kk") == "ready"
+
+            sp.release.set()  # the hung poll ends at last: polls and /set work again
+            await until(lambda: sp.calls["poll"] > 1, what="the next poll")
+            pub.command("virtual-sp", "nn/vv", "2")
+            await until(lambda: pub.state("virtual-sp") == "ready", what="recovery")
+            assert sp.running == 0 and error_of(vd, "virtual-sp") is None
+            await vd.stop()
+            # Nothing ends a task that swallows CancelledError, but no new one was started.
+            assert (ss.calls["on_set"], ss.running) == (1, 1)
+            ss.release.set()
+            await until(lambda: ss.running == 0, what="the hung /set to end")
+        finally:  # asyncio.run would wait for them forever at the end
+            sp.release.set()
+            ss.release.set()
+
+    run(main())
+
+
+def test_once_the_most_calls_are_left_behind_no_device_gets_a_new_one() -> None:
+    pub = FakePublisher()
+    reg = Registry(extra={"stubborn": Stubborn, "knob": Knob}, group=None)
+
+    async def main() -> None:
+        vd = VirtualDevices(configs('[[virtual]]\ntype = "stubborn"\nid = "sp"\n'
+                                    '[[virtual]]\ntype = "knob"\nid = "kk"\n'),
+                            pub, registry=reg, call_timeout=0.3, max_abandoned=1)
+        await vd.start()
+        sp = vd.hosted["virtual-sp"].plugin
+        assert isinstance(sp, Stubborn)
+        try:
+            await until(lambda: "skipped" in (error_of(vd, "virtual-sp") or ""),
+                        what="a skipped poll")
+            pub.command("virtual-kk", "knob/level", "3")  # another device, well-behaved
+            await until(lambda: pub.rejected, what="the /set's answer")
+            assert pub.rejected[0][2] == "BUSY"
+            assert error_of(vd, "virtual-kk") == ("on_set skipped: cancelled plugin calls still "
+                                                  "running: 1, the most gatewayd leaves behind")
+            sp.release.set()
+            await until(lambda: sp.calls["poll"] > 1, what="the next poll, once the call ended")
+            pub.command("virtual-kk", "knob/level", "4")
+            await until(lambda: pub.accepted, what="the /set applied")
+            assert pub.state("virtual-kk") == "ready"
+            await vd.stop()
+        finally:
+            sp.release.set()
 
     run(main())

@@ -7,7 +7,8 @@ child device on the cloud link (a 2Smart "Others" device).
   device goes to ``$state = alert`` and everything else carries on. A successful later call
   of the same kind (the next poll, the next ``/set``) clears the fault;
 * async methods are bounded by timeouts. A plugin that ignores the cancellation is left
-  behind (and logged), never awaited, so it cannot hold up the daemon's stop either;
+  behind (and logged), never awaited, so it cannot hold up the daemon's stop either; its
+  device gets no new poll or ``/set`` while that call still runs (``abandoned``);
 * a device whose type does not load, or whose ``__init__``/``nodes()`` fails, is still
   published, as a placeholder with ``$state = alert`` and a ``status/error`` property,
   so the app shows what is wrong instead of a device that silently vanished.
@@ -31,6 +32,7 @@ from gatewayd import homie
 from gatewayd.cloud.reqres import PlatformClient
 from gatewayd.config import VirtualDeviceConfig
 from gatewayd.hardware.lines import HardwareError, LineBackend
+from gatewayd.virtual.abandoned import MAX_ABANDONED, Abandoned, Exited, Hung, contained
 from gatewayd.virtual.hosted import Hosted
 from gatewayd.virtual.kept import KeptValues
 from gatewayd.virtual.planning import plan_devices
@@ -48,23 +50,9 @@ FAILING_AFTER = 3  # faults in a row before the user is told the plugin keeps fa
 MAX_POLL_TIMEOUT = 3600.0
 
 
-class _Hung(Exception):
-    pass
-
-
-class _Exited(Exception):
-    """SystemExit from plugin code, caught inside the plugin's task.
-
-    asyncio re-raises SystemExit out of the event loop when a task raises it, so it must be
-    turned into an ordinary exception before it reaches the task boundary.
-    """
-
-
-async def _contained(aw: Awaitable[Any]) -> Any:
-    try:
-        return await aw
-    except SystemExit as exc:
-        raise _Exited from exc
+# Calls skipped while one of the device's calls, abandoned, still runs: the ones that
+# come again and again. start() and stop() come once each, and stop() may free a hung call.
+SKIPPED_WHILE_ABANDONED = ("poll", "on_set")
 
 
 @dataclass
@@ -72,6 +60,7 @@ class _Outcome:
     ok: bool
     value: Any = None
     timed_out: bool = False
+    busy: bool = False  # not called: an abandoned call of the device still runs
 
 
 class _PlatformFor:
@@ -101,7 +90,7 @@ class VirtualDevices:
                  file: str = "<config>", start_timeout: float = 10.0,
                  stop_timeout: float = 5.0, call_timeout: float = 8.0,
                  platform: PlatformClient | None = None,
-                 kept_file: Path | None = None) -> None:
+                 kept_file: Path | None = None, max_abandoned: int = MAX_ABANDONED) -> None:
         # call_timeout stays below the cloud link's command timeout (10 s), so a hung /set
         # handler is caught here, recorded as a fault, and answered with TIMEOUT.
         self.publisher = publisher
@@ -119,7 +108,7 @@ class VirtualDevices:
             name = plan.config.name or plan.config.id
             self.hosted[plan.device_id] = Hosted(
                 plan, name, logging.getLogger(f"{__name__}.{plan.config.id}"))
-        self._abandoned: set[asyncio.Task[Any]] = set()
+        self._abandoned = Abandoned(max_abandoned)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -136,8 +125,11 @@ class VirtualDevices:
         results = await asyncio.gather(*(self._stop_one(h) for h in self.hosted.values()),
                                        return_exceptions=True)
         self._log_bugs("stop", results)
-        for task in list(self._abandoned):
-            task.cancel()
+        left = self._abandoned.cancel_all()
+        if left:
+            # Nothing ends a task that swallows CancelledError; no new ones start now.
+            log.warning("virtual devices: %d plugin calls ignore their cancellation and still "
+                        "run; they end with the daemon", left)
         try:
             await asyncio.wait_for(self.kept.flush(), self.stop_timeout)
         except TimeoutError:
@@ -264,10 +256,15 @@ class VirtualDevices:
         """Call plugin code; a failure becomes a recorded fault, never an exception
         (except ``passthrough`` ones, which are the plugin's answers, not faults).
         ``timeout`` bounds an awaitable result; None: no bound (background tasks)."""
+        busy = self._abandoned.blocking(h.device_id)
+        if busy is not None and what in SKIPPED_WHILE_ABANDONED:
+            self._fault(h, what, f"{what} skipped: {busy}")
+            return _Outcome(False, busy=True)
         try:
             result = fn(*args)
             if inspect.isawaitable(result):
-                result = await (result if timeout is None else self._bounded(result, timeout))
+                result = await (result if timeout is None
+                                else self._bounded(h, what, result, timeout))
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
@@ -275,7 +272,7 @@ class VirtualDevices:
             # The plugin cancelled its own work, or raised CancelledError: its fault.
             self._fault(h, what, f"{what} was cancelled")
             return _Outcome(False)
-        except _Hung:
+        except Hung:
             self._fault(h, what, f"{what} did not finish within {timeout:g} s")
             return _Outcome(False, timed_out=True)
         except passthrough:
@@ -284,32 +281,25 @@ class VirtualDevices:
             if isinstance(exc, HardwareError):  # says which line and why, in our words
                 self._fault(h, what, f"{what}: {exc}", exc)
                 return _Outcome(False)
-            name = "SystemExit" if isinstance(exc, _Exited) else type(exc).__name__
+            name = "SystemExit" if isinstance(exc, Exited) else type(exc).__name__
             self._fault(h, what, f"{what} raised {name}", exc)
             return _Outcome(False)
         self._clear(h, what)
         return _Outcome(True, result)
 
-    async def _bounded(self, aw: Awaitable[Any], timeout: float) -> Any:
-        task = asyncio.ensure_future(_contained(aw))
+    async def _bounded(self, h: Hosted, what: str, aw: Awaitable[Any], timeout: float) -> Any:
+        task = asyncio.ensure_future(contained(aw))
         try:
             done, _ = await asyncio.wait({task}, timeout=timeout)
         except asyncio.CancelledError:
-            task.cancel()
+            self._abandoned.add(task, h.device_id, what, "when gatewayd stopped waiting")
             raise
         if not done:
             # asyncio.wait_for would wait for the cancellation to finish, and a plugin that
             # swallows CancelledError would hang us with it: cancel and walk away.
-            task.cancel()
-            self._abandoned.add(task)
-            task.add_done_callback(self._forget)
-            raise _Hung
+            self._abandoned.add(task, h.device_id, what, f"after {timeout:g} s")
+            raise Hung
         return task.result()
-
-    def _forget(self, task: asyncio.Task[Any]) -> None:
-        self._abandoned.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("an abandoned plugin task ended with %r", task.exception())
 
     def _fault(self, h: Hosted, what: str, message: str,
                exc: BaseException | None = None) -> None:
@@ -372,6 +362,9 @@ class VirtualDevices:
                 if path in h.configured and h.device is not None:
                     self._remember(h, path, value if outcome.value is None else outcome.value)
                 return outcome.value
+            if outcome.busy:
+                raise homie.CommandError(homie.BUSY, f"{h.device_id} is still running an "
+                                                     f"earlier call that did not end")
             if outcome.timed_out:
                 raise homie.CommandError(homie.TIMEOUT, f"{h.device_id} did not apply the value "
                                                         f"within {self.call_timeout:g} s")
