@@ -358,9 +358,10 @@ class SimProvisioning:
             answer["reason"] = op.reason
         if op.state == "approved":
             answer["credentials"] = op.credentials
-            if not op.delivered:
+            device = self.devices.get(op.registered_as or op.device_id)
+            if not op.delivered and device is not None:
                 op.delivered = True
-                for gen in self.devices[op.device_id].generations:
+                for gen in device.generations:
                     if gen.user == op.token_user:
                         gen.deliver(self.clock())
         return answer
@@ -399,11 +400,12 @@ class SimProvisioning:
             return 0, 409, {"error": "already-enrolled",
                             "message": f"the serial {serial!r} is enrolled already"}
         now = self.clock()
-        issued = self._issue(template.device_ids.get(serial, device_id), "enroll",
-                             self.account, None, fresh=True, serial=serial)
+        registered_as = template.device_ids.get(serial, device_id)
+        issued = self._issue(registered_as, "enroll", self.account, None, fresh=True,
+                             serial=serial)
         op = SimOperation(op_id, "enroll", user, public, device_id, info, now, now,
-                          state="approved",
-                          credentials=codec.seal_to(public, op_id, issued))
+                          state="approved", credentials=codec.seal_to(public, op_id, issued),
+                          token_user=str(issued["mqtt_user"]), registered_as=registered_as)
         template.enrolled[serial] = op_id
         self.operations[op_id] = op
         return 1, 200, {"state": "approved", "credentials": op.credentials}

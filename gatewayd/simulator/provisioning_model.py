@@ -67,6 +67,9 @@ class SimOperation:
     credentials: dict[str, str] | None = None  # sealed once, answered to every poll
     token_user: str = ""  # the registration token it carries (its lifetime starts when sent)
     delivered: bool = False
+    # The device id the registration was issued under: an enrollment's may be the one the
+    # factory registered the serial under, not the hub's own (Template.device_ids).
+    registered_as: str = ""
 
     @property
     def verification_code(self) -> str:
