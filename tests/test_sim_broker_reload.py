@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gatewayd.simulator import provisioning
+from gatewayd.simulator import provisioning, provisioning_probe
 from gatewayd.simulator.broker import Broker, password_line
 from gatewayd.simulator.procs import mqtt_connack, wait_until
 
@@ -38,7 +38,7 @@ def test_a_new_registration_token_is_taken_after_a_lost_sighup(
         broker: Broker, first_sighup_lost: list[int]) -> None:
     broker.extra_auth = lambda: ([password_line(USER, TOKEN)], "")
     broker.update_auth()
-    assert provisioning._accepted(broker, USER, TOKEN, provisioning.PROBE_TIMEOUT)
+    assert provisioning_probe.accepted(broker, USER, TOKEN, provisioning.PROBE_TIMEOUT)
     assert len(first_sighup_lost) >= 2
 
 
@@ -56,4 +56,4 @@ def test_a_new_account_is_taken_and_a_revoked_one_refused_after_lost_sighups(
 
 
 def test_a_user_the_files_do_not_name_is_still_refused(broker: Broker) -> None:
-    assert not provisioning._accepted(broker, USER, TOKEN, 1.0)
+    assert not provisioning_probe.accepted(broker, USER, TOKEN, 1.0)

@@ -52,12 +52,16 @@ from gatewayd.simulator.provisioning_model import (
     Template,
     age_operations,
     describe_hub,
+    end_registration,
+    find_operation,
     proof_key,
     read_registry,
     read_settings,
+    registration_auth,
     registry_json,
     scripted_refusal,
 )
+from gatewayd.simulator.provisioning_probe import accepted
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,9 @@ class SimProvisioning:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._dirty = False  # registration users changed since the broker's files were written
+        # Records changed since registry.json was written (a first save writes it at all).
+        # Saved only then: a poll that changes nothing must not rewrite megabytes.
+        self._unsaved = True
         self._fresh: list[Generation] = []  # issued since: wait for the broker to accept them
         self._flush_lock = threading.Lock()
         self._save_lock = threading.Lock()  # taken before _lock, never while holding it
@@ -149,19 +156,9 @@ class SimProvisioning:
         return lines, ""
 
     def _registration_users(self) -> tuple[list[str], str]:
-        lines: list[str] = []
-        acl = ["", "# registration tokens (the simulated platform's provisioning)"]
         with self._lock:
-            for device in self.devices.values():
-                root = device.account.username
-                for g in device.generations:
-                    lines.append(password_line(g.user, g.token))
-                    acl += [f"user {g.user}", f"topic readwrite {root}/sweet-home/#",
-                            f"topic readwrite {root}/errors/#",
-                            f"topic readwrite {root}/notifications/#",
-                            f"topic write {root}/req/{device.device_id}/#",
-                            f"topic read {root}/res/{device.device_id}/#"]
-        return lines, "\n".join(acl) + "\n"
+            users, acl = registration_auth(self.devices)
+        return [password_line(user, token) for user, token in users], acl
 
     def _token_for(self, user: str) -> tuple[str, str | None] | None:
         for token, device_id in self.tokens.items():
@@ -183,7 +180,7 @@ class SimProvisioning:
         gen = Generation(f"reg-{device_id}-{device.issued}", secrets.token_urlsafe(24), expires,
                          lifetime)
         device.generations.append(gen)
-        self._dirty = True
+        self._dirty = self._unsaved = True
         self._fresh.append(gen)
         self._changed.notify_all()
         return {"device_id": device_id, "wsp": account.wsp, "token": gen.token,
@@ -198,16 +195,28 @@ class SimProvisioning:
         self._flush_auth()  # the broker knows the token before the hub can learn it
         with self._lock:
             op.state = "approved"
-            return op.to_json()
+            self._unsaved = True
+            result = op.to_json()
+        self._save()
+        return result
 
     def _save(self) -> None:
+        """Write registry.json if anything changed since it was last written."""
         # One save at a time: atomic_write's temp file is named per process, so two threads
         # saving at once (the MQTT thread answering a hub, a control request rejecting an
         # operation) renamed each other's file away, and an older snapshot could land last.
         with self._save_lock:
             with self._lock:
+                if not self._unsaved:
+                    return
+                self._unsaved = False  # a change from here on is saved by a later call
                 data = json.dumps(registry_json(self.devices, self.operations, self.templates))
-            atomic_write(self.registry, data.encode(), 0o600)  # registration tokens in it
+            try:
+                atomic_write(self.registry, data.encode(), 0o600)  # registration tokens in it
+            except BaseException:
+                with self._lock:
+                    self._unsaved = True  # not on disk: the next save tries again
+                raise
 
     def _approve(self, op: SimOperation, account: Account) -> None:
         if op.state != "pending" or op.credentials is not None:
@@ -229,11 +238,11 @@ class SimProvisioning:
                 fresh, self._fresh = self._fresh, []
             if dirty:
                 self.accounts.update_auth()
-            self._save()
             for gen in fresh:
-                if not _accepted(self.accounts, gen.user, gen.token, PROBE_TIMEOUT):
+                if not accepted(self.accounts, gen.user, gen.token, PROBE_TIMEOUT):
                     log.warning("simulated platform: the broker did not take %s in time",
                                 gen.user)
+            self._save()
 
     def reject(self, op_id: str, reason: str = "") -> dict[str, Any]:
         with self._lock:
@@ -241,6 +250,7 @@ class SimProvisioning:
             if op.state != "pending":
                 raise ValueError(f"operation {op.id} is {op.state}, not pending")
             op.state, op.reason = "rejected", reason[:200] or "rejected by the operator"
+            self._unsaved = True
             result = op.to_json()
         self._save()
         return result
@@ -250,31 +260,21 @@ class SimProvisioning:
             device = self.devices.get(device_id)
             if device is None:
                 raise KeyError(f"no registration for device {device_id!r}")
-            device.revoked = True
             dropped = len(device.generations)
-            device.generations.clear()
-            for template in self.templates.values():  # an enrolled serial may enroll again
-                template.enrolled.pop(device.serial, None)
+            end_registration(device, self.templates, None)
             result = {"revoked": device_id, "tokens": dropped}
-            self._dirty = True
+            self._dirty = self._unsaved = True
         self._flush_auth()  # mosquitto drops connections that used them
         log.info("simulated platform: revoked %s", device_id)
         return result
 
     def _find(self, op_id: str) -> SimOperation:
-        """An operation by id, or by an unambiguous prefix of at least 6 digits."""
         self._expire()
-        if op_id in self.operations:
-            return self.operations[op_id]
-        found = [op for key, op in self.operations.items()
-                 if len(op_id) >= 6 and key.startswith(op_id)]
-        if len(found) != 1:
-            raise KeyError(f"no operation {op_id!r}" if not found
-                           else f"{op_id!r} names {len(found)} operations")
-        return found[0]
+        return find_operation(self.operations, op_id)
 
     def _expire(self) -> None:
-        age_operations(self.operations, self.clock())
+        if age_operations(self.operations, self.clock()):
+            self._unsaved = True
 
     def listing(self) -> dict[str, Any]:
         with self._lock:
@@ -292,7 +292,8 @@ class SimProvisioning:
                 for device in self.devices.values():
                     kept = [g for g in device.generations
                             if g.expires_at is None or g.expires_at > now]
-                    self._dirty |= len(kept) != len(device.generations)
+                    if len(kept) != len(device.generations):
+                        self._dirty = self._unsaved = True
                     device.generations = kept
                 due = [g.expires_at for d in self.devices.values() for g in d.generations
                        if g.expires_at is not None]
@@ -360,7 +361,7 @@ class SimProvisioning:
             answer["credentials"] = op.credentials
             device = self.devices.get(op.registered_as or op.device_id)
             if not op.delivered and device is not None:
-                op.delivered = True
+                op.delivered = self._unsaved = True
                 for gen in device.generations:
                     if gen.user == op.token_user:
                         gen.deliver(self.clock())
@@ -379,6 +380,7 @@ class SimProvisioning:
             op.state = "rejected"
             op.reason = f"this provisioning token belongs to the device {token[1]}"
         self.operations[op_id] = op
+        self._unsaved = True
         log.info("simulated platform: operation %s from %s, verification code %s", op_id,
                  device_id, op.verification_code)
         if settings["auto_approve"] and op.state == "pending":
@@ -433,32 +435,7 @@ class SimProvisioning:
         self._flush_auth()
         with self._lock:
             gen.deliver(self.clock())  # answered now
+            self._unsaved = True
+        self._save()
         return 1, 200, {"credentials": box}
-
-
-def _accepted(broker: Broker, user: str, password: str, timeout: float) -> bool:
-    """Whether the broker accepts ``user`` now: a connection attempt, repeated until it
-    does (mosquitto reloads its files asynchronously after SIGHUP, and the broker sends
-    it again if mosquitto lost it: :meth:`Broker.reload`)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                             client_id=f"sim-probe-{secrets.token_hex(4)}")
-        client.username_pw_set(user, password)
-        answer: list[bool] = []
-        client.on_connect = lambda c, u, f, rc, p, seen=answer: seen.append(not rc.is_failure)
-        try:
-            client.connect(broker.host, broker.port, keepalive=5)
-            while not answer and time.monotonic() < deadline:
-                client.loop(0.05)
-            client.disconnect()
-        except OSError:
-            pass
-        if answer and answer[0]:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(delay)  # mosquitto has not reloaded yet: ask again shortly
-        delay = min(delay * 2, 0.1)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import math
 import re
 import types
 import typing
@@ -125,14 +126,58 @@ class Template:
     device_ids: dict[str, str] = field(default_factory=dict)
 
 
-def age_operations(operations: dict[str, SimOperation], now: float) -> None:
+def age_operations(operations: dict[str, SimOperation], now: float) -> bool:
     """Pending operations past their expiry expire; expired and rejected ones are forgotten
-    :data:`FORGET_AFTER` later. Approved ones stay: an enrollment is answered again."""
+    :data:`FORGET_AFTER` later. Approved ones stay: an enrollment is answered again.
+    Whether any changed."""
+    changed = False
     for op_id, op in list(operations.items()):
         if op.state == "pending" and now >= op.expires_at:
-            op.state = "expired"
+            op.state, changed = "expired", True
         if op.state in ("expired", "rejected") and now >= op.expires_at + FORGET_AFTER:
             del operations[op_id]
+            changed = True
+    return changed
+
+
+def find_operation(operations: dict[str, SimOperation], op_id: str) -> SimOperation:
+    """An operation by id, or by an unambiguous prefix of at least 6 digits; KeyError."""
+    if op_id in operations:
+        return operations[op_id]
+    found = [op for key, op in operations.items() if len(op_id) >= 6 and key.startswith(op_id)]
+    if len(found) != 1:
+        raise KeyError(f"no operation {op_id!r}" if not found
+                       else f"{op_id!r} names {len(found)} operations")
+    return found[0]
+
+
+def end_registration(device: SimDevice, templates: dict[str, Template],
+                     tokens_until: float | None) -> None:
+    """Revoked: its serial may enroll again; its tokens go now (None) or at
+    ``tokens_until``."""
+    device.revoked = True
+    if tokens_until is None:
+        device.generations.clear()
+    for gen in device.generations:
+        gen.expires_at = min(gen.expires_at or math.inf, tokens_until or math.inf)
+    for template in templates.values():
+        template.enrolled.pop(device.serial, None)
+
+
+def registration_auth(devices: dict[str, SimDevice]) -> tuple[list[tuple[str, str]], str]:
+    """The account broker's users and ACL for the registrations' live tokens."""
+    users: list[tuple[str, str]] = []
+    acl = ["", "# registration tokens (the simulated platform's provisioning)"]
+    for device in devices.values():
+        root = device.account.username
+        for g in device.generations:
+            users.append((g.user, g.token))
+            acl += [f"user {g.user}", f"topic readwrite {root}/sweet-home/#",
+                    f"topic readwrite {root}/errors/#",
+                    f"topic readwrite {root}/notifications/#",
+                    f"topic write {root}/req/{device.device_id}/#",
+                    f"topic read {root}/res/{device.device_id}/#"]
+    return users, "\n".join(acl) + "\n"
 
 
 def registry_json(devices: dict[str, SimDevice], operations: dict[str, SimOperation],
