@@ -1,5 +1,6 @@
 """The simulated platform's provisioning side, asked as a hub asks it: the hub's own
-provisioning channel against the real provisioning endpoint (mosquitto).
+provisioning channel against the real provisioning endpoint (mosquitto), and a simulated
+hub reset in enroll mode (``gatewayd --simulate --provisioning enroll``).
 
 The hub's behaviour against it is tests/test_provisioning_e2e.py.
 """
@@ -7,25 +8,35 @@ The hub's behaviour against it is tests/test_provisioning_e2e.py.
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gatewayd.cloud.attempts import CloudOutcome
 from gatewayd.cloud.net import Endpoint
 from gatewayd.config import CloudConfig
 from gatewayd.provisioning import codec
 from gatewayd.provisioning.channel import ProvisioningChannel
+from gatewayd.simulator.broker import Broker
+from gatewayd.simulator.provisioning import SimProvisioning
 from gatewayd.simulator.provisioning_model import (
     SIM_ENROLL_PASSWORD,
     SIM_SERIALS,
     SIM_TEMPLATE,
     SIM_TOKEN,
 )
-from tests.helpers import run_async
-from tests.provisioning_helpers import HUB_ID, ProvWorld
+from gatewayd.simulator.world import SIM_ACCOUNT
+from gatewayd.state import parse_state
+from tests.fakes import FakeClock
+from tests.helpers import ctl, run_async
+from tests.provisioning_helpers import HUB_ID, ProvWorld, until
+from tests.test_e2e_simulator import Sim
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -110,3 +121,70 @@ def test_a_poll_that_changes_nothing_leaves_the_registry_file_alone(world: ProvW
     assert rewritten()  # the change was written
     assert op in kept.read_text() and "not this one" not in kept.read_text()
     assert "not this one" in registry.read_text()
+
+
+def test_a_release_before_the_registration_went_out_leaves_it(tmp_path: Path) -> None:
+    """A release comes from whoever holds a token of the device's registration; one that
+    arrives before the broker took the new registration's token (the previous
+    registration's, late) must not end the new one. The request handler alone: nothing
+    reaches a broker, so the enrollment's token never goes out."""
+    accounts = Broker(tmp_path / "broker")
+    settings = tmp_path / "platform.json"
+    settings.write_text("{}")
+    sim = SimProvisioning(tmp_path / "prov", accounts, accounts.add_account(*SIM_ACCOUNT),
+                          settings, clock=FakeClock())
+    user = codec.enroll_user(SIM_TEMPLATE)
+
+    def enroll() -> tuple[int, int]:
+        op, key = codec.new_operation()
+        status, code, _ = sim._handle(user, op, "enroll",
+                                      hub_request(op, key, template=SIM_TEMPLATE))
+        return status, code
+
+    assert enroll() == (1, 200)
+    sim.release(HUB_ID, {"event": "released", "device_id": HUB_ID, "children": []})
+    assert enroll() == (0, 409)  # still enrolled
+    registration = sim.listing()["registrations"][0]
+    assert (registration["revoked"], registration["tokens"]) == (False, 1)
+
+
+@pytest.mark.slow
+def test_a_reset_enrolled_hub_enrolls_again_and_its_old_token_is_refused(
+        tmp_path: Path) -> None:
+    """Before: the serial stayed enrolled after the hub's reset released its account, so
+    the hub was answered "already-enrolled" for good."""
+    sim = Sim(tmp_path / "sim", "--provisioning", "enroll")
+    try:
+        until(lambda: sim.status()["state"] == "online", "the enrolled hub online", 60)
+        state = Path(sim.info["state_dir"]) / "state.json"
+        old = parse_state(state, state.read_bytes()).cloud
+        assert old is not None
+        ctl("--sim", str(sim.workdir), "reset")
+        until(lambda: sim.status()["state"] == "online"
+              and (new := parse_state(state, state.read_bytes()).cloud) is not None
+              and new.username != old.username, "online again with a new registration", 60)
+        new = parse_state(state, state.read_bytes()).cloud
+        assert new is not None and new.token != old.token
+        status = sim.status()
+        assert status["provisioning"]["last_error"] is None, status["provisioning"]
+        mqtt_info = sim.info["mqtt"]
+        assert _connack(mqtt_info["host"], mqtt_info["port"], old.username,
+                        old.token) in (134, 135)  # bad user name or password
+        assert _connack(mqtt_info["host"], mqtt_info["port"], new.username, new.token) == 0
+    finally:
+        assert sim.proc.stop(signal.SIGINT, timeout=30) == 0, sim.proc.output()[-3000:]
+
+
+def _connack(host: str, port: int, user: str, password: str) -> int:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{time.time_ns()}")
+    client.username_pw_set(user, password)
+    codes: list[int] = []
+    client.on_connect = lambda c, u, f, rc, p: codes.append(rc.value)
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        until(lambda: codes, "a CONNACK", 5)
+        return codes[0]
+    finally:
+        client.disconnect()
+        client.loop_stop()

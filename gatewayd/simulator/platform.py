@@ -7,7 +7,8 @@ response's data sealed with the key from the request (AES-256-GCM,
 side). Endpoints:
 
 * built in: ``echo`` (the request's data back), ``time`` (the platform's clock),
-  ``device/ownership`` (records a release), ``rfid/authorize`` (``{"tag": ...}`` against
+  ``device/ownership`` (records a release, and tells :attr:`SimPlatform.on_release`: the
+  provisioning side ends the hub's enrollment), ``rfid/authorize`` (``{"tag": ...}`` against
   the tag list in the responses file);
 * canned: ``responses`` in the responses file (``sim.json`` ``platform.responses``), which
   app developers edit while the simulator runs: ``{"<endpoint>": {"status": 1, "code": 200,
@@ -96,6 +97,7 @@ class SimPlatform:
         # More of the platform (its provisioning side): REQ/RES endpoints and control routes.
         self.endpoints: dict[str, Endpoint] = {}
         self.routes: list[Route] = []
+        self.on_release: list[Callable[[str, Any], None]] = []  # (device id, request data)
         self._lock = threading.Lock()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-platform")
         self._client.username_pw_set(username, password)
@@ -206,6 +208,8 @@ class SimPlatform:
                 return 0, 400, {"message": "expected {\"event\": \"released\", ...}"}
             with self._lock:
                 self.ownership.append({"at": self.clock(), "device_id": device_id, **data})
+            for listener in self.on_release:
+                listener(device_id, data)
             return 1, 200, {"released": device_id}
         if endpoint == "rfid/authorize":
             tag = data.get("tag") if isinstance(data, dict) else None

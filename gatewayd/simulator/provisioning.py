@@ -14,6 +14,8 @@
 * **The operator** lists, approves, rejects and revokes (:class:`~gatewayd.simulator.
   provisioning_ops.Operator`: ``gatewayctl --sim DIR platform operations|approve|reject|
   revoke``, over the platform's control interface).
+* **A release** (a reset hub's REQ/RES ``device/ownership``) ends an enrollment's
+  registration and frees its serial (:meth:`SimProvisioning.release`).
 
 Settings are read from the platform's responses file (``platform.json``, key
 ``provisioning``) whenever they are needed, so tests and developers change lifetimes while
@@ -66,6 +68,9 @@ from gatewayd.simulator.provisioning_probe import accepted
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 5.0  # for the broker to take a new registration token after its reload
+# A released registration's tokens work this much longer: the hub clears its retained
+# topics after the platform answered the release.
+RELEASE_GRACE = 30.0
 
 class SimProvisioning:
     """The platform's provisioning side; thread-safe (paho's thread, HTTP threads)."""
@@ -173,12 +178,14 @@ class SimProvisioning:
         """A new registration token (``fresh``: a new registration replacing any other)."""
         device = self.devices.get(device_id)
         if fresh or device is None:
-            device = SimDevice(device_id, mode, account, serial=serial)
+            # The count goes on: the user names of an earlier registration are not reused.
+            device = SimDevice(device_id, mode, account, serial=serial,
+                               issued=device.issued if device is not None else 0)
             self.devices[device_id] = device
         device.issued += 1
         expires = self.clock() + lifetime if lifetime is not None else None
         gen = Generation(f"reg-{device_id}-{device.issued}", secrets.token_urlsafe(24), expires,
-                         lifetime)
+                         lifetime, live=False)
         device.generations.append(gen)
         self._dirty = self._unsaved = True
         self._fresh.append(gen)
@@ -242,6 +249,9 @@ class SimProvisioning:
                 if not accepted(self.accounts, gen.user, gen.token, PROBE_TIMEOUT):
                     log.warning("simulated platform: the broker did not take %s in time",
                                 gen.user)
+            with self._lock:
+                for gen in fresh:
+                    gen.live = self._unsaved = True
             self._save()
 
     def reject(self, op_id: str, reason: str = "") -> dict[str, Any]:
@@ -271,6 +281,25 @@ class SimProvisioning:
     def _find(self, op_id: str) -> SimOperation:
         self._expire()
         return find_operation(self.operations, op_id)
+
+    def release(self, device_id: str, data: Any) -> None:
+        """A hub released its account (REQ/RES ``device/ownership``): an enrollment's
+        registration ends, its serial may enroll again. Only once one of its tokens is live:
+        MQTT does not tell who published it (docs/provisioning.md, "A release ...")."""
+        with self._lock:
+            device = self.devices.get(device_id)
+            if device is None or device.mode != "enroll" or device.revoked:
+                return
+            if not any(g.live for g in device.generations):
+                log.info("simulated platform: a release of %s before its registration was "
+                         "in use; the registration stays", device_id)
+                return
+            end_registration(device, self.templates, self.clock() + RELEASE_GRACE)
+            self._unsaved = True
+            self._changed.notify_all()  # the sweeper removes the tokens when they expire
+        self._save()
+        log.info("simulated platform: %s released; serial %s may enroll again", device_id,
+                 device.serial or "-")
 
     def _expire(self) -> None:
         if age_operations(self.operations, self.clock()):

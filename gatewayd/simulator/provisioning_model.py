@@ -89,6 +89,9 @@ class Generation:
     token: str
     expires_at: float | None
     lifetime: float | None = None
+    # The broker has taken it (a registry from before this field: long since); its
+    # credentials go out only then, so no request can come from its registration before.
+    live: bool = True
 
     def deliver(self, now: float) -> None:
         """The lifetime counts from when the hub is told the token, not from its making:
@@ -153,7 +156,7 @@ def find_operation(operations: dict[str, SimOperation], op_id: str) -> SimOperat
 
 def end_registration(device: SimDevice, templates: dict[str, Template],
                      tokens_until: float | None) -> None:
-    """Revoked: its serial may enroll again; its tokens go now (None) or at
+    """Revoked (or released): its serial may enroll again; its tokens go now (None) or at
     ``tokens_until``."""
     device.revoked = True
     if tokens_until is None:

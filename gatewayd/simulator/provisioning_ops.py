@@ -10,7 +10,8 @@ used by ``gatewayctl --sim DIR platform operations|approve OP|reject OP|revoke D
 * ``POST /devices/<device id>/revoke``.
 
 ``<id>`` may be an unambiguous prefix of at least 6 hex digits. Also the REQ/RES endpoint
-``provisioning/refresh`` on the simulated platform (:func:`attach`).
+``provisioning/refresh`` on the simulated platform, and what a release (``device/ownership``)
+does to an enrolled hub's registration (:func:`attach`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _DEVICE = re.compile(r"^/devices/([a-z0-9][a-z0-9-]{0,62}[a-z0-9])/revoke$")
 def attach(platform: SimPlatform, provisioning: SimProvisioning) -> None:
     """Give the simulated platform its provisioning side."""
     platform.endpoints[codec.REFRESH_ENDPOINT] = provisioning.refresh
+    platform.on_release.append(provisioning.release)
     platform.routes.append(lambda method, path, body: route(provisioning, method, path, body))
 
 
