@@ -17,7 +17,7 @@ from gatewayd.ble.improv_codec import Capability, Command, Error, State
 from gatewayd.ble.improv_service import ImprovRefused, ImprovService
 from gatewayd.onboarding.table import State as HubState
 from gatewayd.simulator.nm_mock import NetworkManagerMock
-from tests.fakes import StubCloud
+from tests.fakes import FakeClock, StubCloud
 from tests.test_ble_commission import (
     HUB_NAME,
     PHONE,
@@ -302,6 +302,44 @@ def test_authorization_lapses() -> None:
         changed.clear()
         await asyncio.wait_for(changed.wait(), STEP)
         assert svc.state == State.AUTHORIZATION_REQUIRED
+        await svc.close()
+
+    run(scenario())
+
+
+def test_only_a_set_the_hub_accepts_restarts_the_authorization() -> None:
+    """A refused set (the daemon refuses every device-name set, 0x05) must not keep Improv
+    authorized: else anyone in range could write one every 50 s after a single button press
+    and keep the hub open to Wi-Fi settings for the whole window."""
+    async def scenario() -> None:
+        clock = FakeClock()
+        host = FakeHost()
+        svc = ImprovService(host, authorization_seconds=60.0, clock=clock)
+        svc.gatt_service()
+        svc.open(requires_authorization=True, busy=False, provisioned=False)
+        await svc.authorize()
+        assert svc.status()["authorized_for"] == 60.0
+
+        def setting(command: Command, value: bytes) -> bytes:
+            return improv.encode_frame(command, improv.encode_strings([value]))
+
+        clock.advance(50.0)
+        await svc.rpc_write(setting(Command.HOSTNAME, b"hub-1"), request())
+        assert svc.error == Error.NONE and host.hostname == "hub-1"
+        assert svc.status()["authorized_for"] == 60.0  # accepted: restarted
+        clock.advance(50.0)
+        await svc.rpc_write(setting(Command.DEVICE_NAME, b"x"), request())
+        assert svc.error == Error.BAD_HOSTNAME
+        assert svc.status()["authorized_for"] == 10.0
+        await svc.rpc_write(setting(Command.HOSTNAME, b"bad_name!"), request())
+        assert svc.error == Error.BAD_HOSTNAME and host.hostname == "hub-1"
+        assert svc.status()["authorized_for"] == 10.0
+        clock.advance(10.0)
+        await svc.hub_changed(busy=False, provisioned=False)  # any event re-reads the state
+        assert svc.status()["authorized_for"] == 0.0
+        assert svc.state == State.AUTHORIZATION_REQUIRED
+        await svc.rpc_write(wifi_frame(b"HomeNet", b"supersecret"), request())
+        assert svc.error == Error.NOT_AUTHORIZED and host.wifi == []
         await svc.close()
 
     run(scenario())

@@ -384,22 +384,30 @@ class ImprovService:
             new = self._require_authorized_text(cmd, always=True)
             if new is not None and not HOSTNAME.fullmatch(new):  # "$" lets a "\n" end it
                 raise ImprovRefused(Error.BAD_HOSTNAME, "not an RFC 1123 host name")
-            await self._send_result(cmd.command, [await self.host.improv_hostname(new)], device)
+            value = await self.host.improv_hostname(new)
+            self._renew_after_set(new)
+            await self._send_result(cmd.command, [value], device)
         elif cmd.command == Command.DEVICE_NAME:
             new = self._require_authorized_text(cmd, always=False)
-            await self._send_result(cmd.command, [await self.host.improv_device_name(new)],
-                                    device)
+            value = await self.host.improv_device_name(new)
+            self._renew_after_set(new)
+            await self._send_result(cmd.command, [value], device)
 
     def _require_authorized_text(self, cmd: RpcCommand, *, always: bool) -> str | None:
         """The optional string of a get/set command; setting (and for the hostname, also
-        getting) needs authorization, and a set restarts the authorization timeout."""
+        getting) needs authorization."""
         new = _text(cmd.strings[0]) if cmd.strings else None
         if (always or new is not None) and self._state != State.AUTHORIZED:
             raise ImprovRefused(Error.NOT_AUTHORIZED, f"{cmd.command.name} needs authorization")
+        return new
+
+    def _renew_after_set(self, new: str | None) -> None:
+        """A set the host accepted restarts the authorization timeout. Only then: a refused
+        one (the daemon refuses every device-name set) would let anyone in range keep the
+        hub authorized, open to Wi-Fi settings, by writing one every minute."""
         if new is not None and self._authorized_until is not None:
             self._authorized_until = self.clock() + self.authorization_seconds
             self._schedule_lapse()
-        return new
 
     async def _wifi_settings(self, raw_ssid: bytes, raw_psk: bytes, device: str) -> None:
         if self._state != State.AUTHORIZED:
