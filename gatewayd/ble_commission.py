@@ -40,6 +40,7 @@ from gatewayd.ble.hosts import (
     ImprovHubHost,
     SecureHubHost,
     improv_provisioned,
+    lan_panel_url,
     truncate,
 )
 from gatewayd.ble.peripheral import Peripheral
@@ -431,35 +432,8 @@ class BleCommissioner:
         if self._adv is not None:
             await self._adv.update(local_name=name)
 
-    # ---- the redirect URL ----------------------------------------------------------------
-
     async def _default_panel_url(self) -> str | None:
-        """The admin panel on the LAN: http://<NetworkManager's primary IPv4 address>/."""
-        portal = self.config.portal
-        if not portal.enabled or portal.port == 0 or self.bus is None:
-            return None
-        address = await lan_address(self.bus)
-        if address is None:
-            return None
-        return f"http://{address}/" if portal.port == 80 else f"http://{address}:{portal.port}/"
-
-
-async def lan_address(bus: SdBus) -> str | None:
-    """IPv4 address of NetworkManager's primary connection, or None."""
-    from sdbus_async.networkmanager import ActiveConnection, IPv4Config, NetworkManager
-
-    try:
-        primary = await NetworkManager(bus).primary_connection
-        if primary in ("", "/"):
-            return None
-        ip4 = await ActiveConnection(primary, bus).ip4_config
-        if ip4 in ("", "/"):
-            return None
-        for entry in await IPv4Config(ip4, bus).address_data:
-            return str(entry["address"][1])
-    except Exception as exc:
-        log.info("no LAN address from NetworkManager: %s", exc)
-    return None
+        return await lan_panel_url(self.config, self.bus)
 
 
 def _system_bus() -> SdBus:

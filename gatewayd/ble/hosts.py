@@ -15,7 +15,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gatewayd import __version__
 from gatewayd.ble.improv_codec import Capability, Error
@@ -25,6 +25,9 @@ from gatewayd.identity import Identity
 from gatewayd.onboarding.pairing import InvalidRequest, PairingError, PairingService
 from gatewayd.onboarding.progress import Progress
 from gatewayd.state import StateStore
+
+if TYPE_CHECKING:
+    from sdbus import SdBus
 
 log = logging.getLogger(__name__)
 
@@ -219,3 +222,33 @@ def _hardware() -> str:
     except (OSError, UnicodeDecodeError):
         model = ""
     return model or platform.machine() or "unknown"
+
+
+async def lan_panel_url(config: Config, bus: SdBus | None) -> str | None:
+    """The admin panel on the LAN (Improv's redirect URL):
+    http://<NetworkManager's primary IPv4 address>/, or None."""
+    portal = config.portal
+    if not portal.enabled or portal.port == 0 or bus is None:
+        return None
+    address = await lan_address(bus)
+    if address is None:
+        return None
+    return f"http://{address}/" if portal.port == 80 else f"http://{address}:{portal.port}/"
+
+
+async def lan_address(bus: SdBus) -> str | None:
+    """IPv4 address of NetworkManager's primary connection, or None."""
+    from sdbus_async.networkmanager import ActiveConnection, IPv4Config, NetworkManager
+
+    try:
+        primary = await NetworkManager(bus).primary_connection
+        if primary in ("", "/"):
+            return None
+        ip4 = await ActiveConnection(primary, bus).ip4_config
+        if ip4 in ("", "/"):
+            return None
+        for entry in await IPv4Config(ip4, bus).address_data:
+            return str(entry["address"][1])
+    except Exception as exc:
+        log.info("no LAN address from NetworkManager: %s", exc)
+    return None
