@@ -201,12 +201,17 @@ class BleCommissioner:
 
     async def open_window(self, source: str = "control", *, authorize: bool = False,
                           seconds: float | None = None) -> dict[str, Any]:
-        """Open (or extend) the window; either forgives wrong setup codes."""
+        """Open (or extend) the window; either forgives wrong setup codes. ``seconds`` (the
+        control API) closes it that long from now; without, it stays open at least
+        ``[ble] window_seconds`` (a press must not cut short a window opened for longer)."""
         if not self.enabled:
             raise BleUnavailable("BLE commissioning is disabled ([ble] enabled = false)")
-        seconds = seconds or self.config.ble.window_seconds
         async with self._lock:
-            self._deadline = self.clock() + seconds
+            now = self.clock()
+            deadline = now + (seconds or self.config.ble.window_seconds)
+            if seconds is None and self._deadline is not None:
+                deadline = max(deadline, self._deadline)
+            self._deadline, seconds = deadline, deadline - now
             self._opened_by = source
             self._closed_reason = None
             # Not reset(): a session under way goes on when the window is extended (§7).

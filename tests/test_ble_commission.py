@@ -399,6 +399,41 @@ def test_window_counts_down_can_be_extended_and_reopens_after_a_reset(
     run(scenario())
 
 
+@pytest.mark.slow
+@pytest.mark.ble_window
+def test_a_button_press_extends_a_window_opened_for_longer_never_shortens_it(
+        world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """ble-protocol.md §1: a press while the window is open extends it. After
+    ``gatewayctl ble-window open --seconds 3600`` a press (or an open without --seconds)
+    keeps the longer time; with less than window_seconds left it gives window_seconds."""
+    cfg = hub_config(tmp_path, ble={"window_seconds": 600.0})
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        async with running_hub(cfg, clock=clock, sleep=clock.sleep) as hub:
+            ble = hub.commissioner
+            await clock.sleeps(1)
+            status = await ble.open_window("control", seconds=3600.0)
+            assert status["window"]["closes_in"] == 3600.0
+            clock.advance(100.0)
+            status = await ble.authorize("button")
+            assert status["window"]["closes_in"] == 3500.0
+            assert status["window"]["opened_by"] == "button"
+            assert status["improv"]["state"] == "authorized"
+            status = await ble.open_window("control")  # gatewayctl ble-window open
+            assert status["window"]["closes_in"] == 3500.0
+            clock.advance(3200.0)
+            status = await ble.authorize("button")  # 300 s left: extended to 600 s
+            assert status["window"]["closes_in"] == 600.0
+            clock.advance(600.0)
+            await ble.wait_for(lambda: ble.status()["window"]["closed_reason"] is not None,
+                               STEP)
+            assert ble.status()["window"] == {"open": False, "opened_by": "button",
+                                              "closes_in": None, "closed_reason": "timeout"}
+
+    run(scenario())
+
+
 NO_PRESETS = {"wsp": "", "token": "", "host": ""}
 
 

@@ -3,8 +3,9 @@
 - ``GET  /api/v1/ble`` and ``GET /api/v1/ble/window``: the commissioner's status.
 - ``POST /api/v1/ble/window`` with ``{"action": "open" | "close"}`` and, for ``open``,
   optionally ``"authorize": true`` (what a button press does: Improv authorized for
-  ``[ble] authorization_seconds``) and ``"seconds": N`` (window length; default
-  ``[ble] window_seconds``). Answers the status after the change.
+  ``[ble] authorization_seconds``) and ``"seconds": N`` (the window closes N s from
+  now; without, it stays open at least ``[ble] window_seconds`` from now). Answers the
+  status after the change.
 
 Mount with ``create_control_app(hub, call, extra=[ble_blueprint(commissioner, call)])``.
 These endpoints belong on the control socket only (root or the control group): opening

@@ -46,8 +46,9 @@ def add_ble_commands(sub: Any) -> None:
     s.add_argument("action", choices=("open", "close", "status"))
     s.add_argument("--authorize", action="store_true",
                    help="also authorize Improv, as a short press of the hub's button does")
-    s.add_argument("--seconds", type=float, help="how long the window stays open "
-                                                  "(default: [ble] window_seconds)")
+    s.add_argument("--seconds", type=float, help="close the window this long from now "
+                                                  "(default: keep it open at least [ble] "
+                                                  "window_seconds from now)")
     s.set_defaults(func=cmd_ble_window)
 
     s = sub.add_parser("ble-pair", help="pair a hub over BLE, as a phone app would (bleak)")
