@@ -471,6 +471,40 @@ def test_a_button_press_forgives_wrong_codes_and_keeps_the_session_under_way(
 
 
 @pytest.mark.slow
+def test_a_press_during_a_handshake_forgives_it_once_not_twice(
+        world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """A press between a phone's PAKE_START and its correct PAKE_CONFIRM forgives that
+    handshake with the other failures (§7): its confirmation takes nothing back a second
+    time, so a phone never sees more attempts left than ``[ble] max_failures``."""
+    from bleak import BleakClient
+
+    from gatewayd.ble import phone as ble_client
+
+    async def scenario() -> None:
+        async with running_hub(hub_config(tmp_path, ble={"max_failures": 5})) as hub:
+            ble = hub.commissioner
+            seen = await scan_for(HUB_NAME, STEP)
+            assert seen is not None
+            async with BleakClient(seen[0], bluez={"adapter": PHONE}) as client:
+                link = ble_client.SecureLink(client)
+                await link.open()
+                phone = PhoneHandshake(hub.store.state.setup_code, IDENTITY.device_id)
+                link.sid = phone.sid
+                await link.send(phone.start())
+                confirm, channel = phone.finish(await link.receive(handshake=True))
+                assert (await ble_client.read_info(client))["attempts_left"] == 4
+                await ble.authorize()  # the button, mid-handshake
+                assert (await ble_client.read_info(client))["attempts_left"] == 5
+                await link.send(confirm)
+                info = secure_protocol.decode_message(channel.open(await link.receive()))
+                assert info["type"] == "device-info"
+                assert (await ble_client.read_info(client))["attempts_left"] == 5
+                assert ble.status()["secure"]["failures"] == 0
+
+    run(scenario())
+
+
+@pytest.mark.slow
 def test_gatewayctl_ble_pair_pairs_the_hub(world: World, nm: NetworkManagerMock, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:

@@ -94,6 +94,8 @@ class _Session:
     msg_b: bytes = b""
     keys: SessionKeys | None = None
     channel: Channel | None = None
+    # Its handshake is still among the failures: a correct confirmation takes it back.
+    counted: bool = True
 
     @property
     def established(self) -> bool:
@@ -143,6 +145,10 @@ class SecureService:
             log.info("BLE secure service: %d failed setup code attempt(s) forgiven",
                      self.failures)
         self.failures = 0
+        if self._session is not None:
+            # Forgiven with the rest: its confirmation must not take it back a second time
+            # (a negative count, one more guess than max_failures).
+            self._session.counted = False
 
     def reset(self) -> None:
         """A new window, or a factory reset: failures forgiven, sessions dropped."""
@@ -342,7 +348,9 @@ class SecureService:
                             "button (or gatewayctl ble-window open) to allow more",
                             self.failures)
             raise ProtocolError(ErrorCode.WRONG_CODE, "wrong setup code")
-        self.failures -= 1
+        if session.counted:
+            self.failures -= 1
+            session.counted = False
         session.channel = Channel(session.keys.hub_to_phone, session.keys.phone_to_hub,
                                   session.sid)
         log.info("BLE secure session with %s established (verification code %s)",
