@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "gatewayd.service"
 DNSMASQ_DROPIN = ROOT / "packaging" / "dnsmasq" / "gatewayd-captive-portal.conf"
 POLKIT_RULE = ROOT / "packaging" / "polkit" / "gatewayd.rules"
+MODULES_LOAD = ROOT / "packaging" / "modules-load" / "gatewayd.conf"
 DEBIAN = ROOT / "debian"
 MAINTAINER_SCRIPTS = [DEBIAN / f"gatewayd.{s}" for s in ("postinst", "prerm", "postrm")]
 SHELL_SCRIPTS = [*MAINTAINER_SCRIPTS, *sorted((ROOT / "packaging").glob("*.sh"))]
@@ -137,6 +138,58 @@ def test_unit_has_the_required_settings() -> None:
         units = " ".join(s[key]).split()
         assert "NetworkManager.service" in units and "bluetooth.service" in units, key
     assert s["WantedBy"] == ["multi-user.target"]
+
+
+# systemd reads DeviceAllow=char-<class> from /proc/devices once, when the unit starts:
+# a class no driver has registered by then is left out for the unit's whole run.
+# Registered at boot by drivers Debian and Raspberry Pi OS build into the kernel:
+BUILTIN_DEVICE_CLASSES = {"ttyS": "8250 serial core", "ttyAMA": "AMBA PL011 UART",
+                          "gpiochip": "gpiolib"}
+# Registered only once this module is loaded (Debian loads it when a stick is plugged):
+DEVICE_CLASS_MODULES = {"ttyUSB": "usbserial", "ttyACM": "cdc_acm"}
+
+
+def postinst_function(name: str) -> str:
+    postinst = (DEBIAN / "gatewayd.postinst").read_text()
+    return postinst.split(f"# {name}: begin\n", 1)[1].split(f"# {name}: end", 1)[0]
+
+
+def test_every_device_class_the_unit_allows_is_registered_before_it_starts(
+        tmp_path: Path) -> None:
+    """A hub booted without its Zigbee stick: the stick plugged in later must be openable
+    without a restart, so its class's module is loaded at boot (modules-load.d, read by
+    systemd-modules-load.service in sysinit.target, which the unit is ordered after) and
+    at install (postinst, run here against a modprobe that records what it is asked)."""
+    s = unit_settings()
+    assert s.get("DefaultDependencies", ["yes"])[-1] != "no"  # After=sysinit.target
+    classes = [d.split()[0].removeprefix("char-") for d in s["DeviceAllow"]
+               if d.startswith("char-")]
+    installs = (DEBIAN / "gatewayd.install").read_text().splitlines()
+    assert f"packaging/modules-load/{MODULES_LOAD.name} usr/lib/modules-load.d/" in installs
+    listed = [ln.strip() for ln in MODULES_LOAD.read_text().splitlines()
+              if ln.strip() and not ln.lstrip().startswith(("#", ";"))]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    (bin_dir / "modprobe").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    (bin_dir / "modprobe").chmod(0o755)
+    subprocess.run(["/bin/sh", "-eu", "-c",
+                    postinst_function("load-modules") + f"load_modules {MODULES_LOAD}"],
+                   env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=True)
+    loaded_at_install = [line.split()[-1] for line in calls.read_text().splitlines()]
+    postinst = (DEBIAN / "gatewayd.postinst").read_text()
+    configure = postinst.split("configure)", 1)[1].split(";;", 1)[0]
+    assert 'load_modules "$MODULES_LOAD"' in configure
+    assert "MODULES_LOAD=/usr/lib/modules-load.d/gatewayd.conf" in postinst
+    for cls in classes:
+        if cls in BUILTIN_DEVICE_CLASSES:
+            continue
+        assert cls in DEVICE_CLASS_MODULES, (
+            f"char-{cls}: which module registers it? Load it at boot and install "
+            "(packaging/modules-load/gatewayd.conf) and name it here")
+        module = DEVICE_CLASS_MODULES[cls]
+        assert module in listed, f"char-{cls}: {module} is not loaded at boot"
+        assert module in loaded_at_install, f"char-{cls}: {module} is not loaded at install"
 
 
 def test_unit_tunes_glibcs_heaps_and_the_bench_runs_with_it() -> None:
