@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import grp
+import ipaddress
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +21,11 @@ from gatewayd.state import StateBusy, StateError
 from gatewayd.virtual.planning import check_config
 
 EXIT_CONFIG = 2
+
+# Where the package links its captive-portal drop-in for NetworkManager's dnsmasq, and
+# what it links to (docs/packaging.md, "The captive portal drop-in").
+CAPTIVE_PORTAL_DROPIN = Path("/etc/NetworkManager/dnsmasq-shared.d/gatewayd-captive-portal.conf")
+SHIPPED_CAPTIVE_PORTAL = Path("/usr/share/gatewayd/gatewayd-captive-portal.conf")
 
 log = logging.getLogger("gatewayd")
 
@@ -55,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _machine_warnings(config: Config) -> list[str]:
     """What is valid but does not fit this machine: the daemon starts anyway (the group may
     be created later), so a warning, not a refusal."""
+    return _control_group_warnings(config) + _captive_portal_warnings(config)
+
+
+def _control_group_warnings(config: Config) -> list[str]:
     group = config.hub.control_group
     if not group:
         return []
@@ -64,6 +75,26 @@ def _machine_warnings(config: Config) -> list[str]:
         return [f"{config.file_of('hub.control_group')}: hub.control_group: there is no "
                 f"group {group!r} on this machine; the control socket is not opened to it"]
     return []
+
+
+def _captive_portal_warnings(config: Config) -> list[str]:
+    """The dnsmasq drop-in answers every name on the hotspot with a fixed address: one
+    that is not the hub's leaves phones with a portal that never opens."""
+    if not config.hotspot.enabled:
+        return []
+    try:
+        text = CAPTIVE_PORTAL_DROPIN.read_text()
+    except (OSError, ValueError):
+        return []  # not installed by the package (a developer's machine): nothing to compare
+    answered = re.findall(r"^\s*address=/#/(\S+)\s*$", text, re.M)
+    hub = str(ipaddress.IPv4Interface(config.hotspot.address).ip)
+    if not answered or hub in answered:
+        return []
+    return [f"{config.file_of('hotspot.address')}: hotspot.address: the hub is {hub} on its "
+            f"hotspot, but {CAPTIVE_PORTAL_DROPIN} answers every name there with "
+            f"{answered[0]}, so phones never reach the portal; replace that link with a copy "
+            f"of {SHIPPED_CAPTIVE_PORTAL} that has {hub} in its address= and dhcp-option=114 "
+            "lines (docs/packaging.md, \"The captive portal drop-in\")"]
 
 
 def main(argv: list[str] | None = None) -> int:

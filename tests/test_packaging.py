@@ -229,6 +229,42 @@ def test_example_config_is_installed_and_valid() -> None:
     assert res.returncode == 0, res.stderr
 
 
+def test_check_config_warns_when_the_hotspot_is_not_where_the_dropin_sends_phones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A vendor moving the hotspot ([hotspot] address in a drop-in) while the packaged
+    dnsmasq drop-in still answers 192.168.4.1 gets a portal no phone reaches: a warning
+    (the config is valid) saying what to do."""
+    from gatewayd import cli
+
+    monkeypatch.setattr(cli, "CAPTIVE_PORTAL_DROPIN", DNSMASQ_DROPIN)
+    config = tmp_path / "gatewayd.toml"
+    config.write_text("")
+    (tmp_path / "gatewayd.toml.d").mkdir()
+    vendor = tmp_path / "gatewayd.toml.d" / "10-vendor.toml"
+    vendor.write_text('[hotspot]\naddress = "10.42.0.1/24"\n')
+    assert cli.main(["--config", str(config), "--check-config"]) == 0
+    out, err = capsys.readouterr()
+    assert err == (
+        f"gatewayd: warning: {vendor}: hotspot.address: the hub is 10.42.0.1 on its hotspot, "
+        f"but {DNSMASQ_DROPIN} answers every name there with {HOTSPOT_ADDRESS}, so phones "
+        "never reach the portal; replace that link with a copy of "
+        "/usr/share/gatewayd/gatewayd-captive-portal.conf that has 10.42.0.1 in its address= "
+        'and dhcp-option=114 lines (docs/packaging.md, "The captive portal drop-in")\n')
+    assert out == f"{config}: OK\n{vendor}: OK\n"
+    # The address the drop-in answers with, or no hotspot at all: nothing to say.
+    for setting in (f'address = "{HOTSPOT_ADDRESS}/24"', "enabled = false\naddress = "
+                    '"10.42.0.1/24"'):
+        vendor.write_text(f"[hotspot]\n{setting}\n")
+        assert cli.main(["--config", str(config), "--check-config"]) == 0
+        assert capsys.readouterr().err == ""
+    # No drop-in installed (a developer's machine): nothing to compare with.
+    vendor.write_text('[hotspot]\naddress = "10.42.0.1/24"\n')
+    monkeypatch.setattr(cli, "CAPTIVE_PORTAL_DROPIN", tmp_path / "absent.conf")
+    assert cli.main(["--config", str(config), "--check-config"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 # --- the captive-portal dnsmasq drop-in ----------------------------------------
 
 
@@ -245,9 +281,69 @@ def test_dnsmasq_dropin_content() -> None:
     assert f"address=/#/{HOTSPOT_ADDRESS}" in lines
     assert "local=/#/" in lines
     assert f'dhcp-option=114,"http://{HOTSPOT_ADDRESS}/"' in lines
+    installs = (DEBIAN / "gatewayd.install").read_text().splitlines()
+    assert f"packaging/dnsmasq/{DNSMASQ_DROPIN.name} usr/share/gatewayd/" in installs
+
+
+def script_function(script: str, name: str) -> str:
+    text = (DEBIAN / f"gatewayd.{script}").read_text()
+    return text.split(f"# {name}: begin\n", 1)[1].split(f"# {name}: end", 1)[0]
+
+
+def test_dnsmasq_dropin_is_linked_while_installed_and_not_a_conffile(tmp_path: Path) -> None:
+    """NetworkManager's dnsmasq reads the drop-in for every shared connection, so `apt
+    remove` must take it away: it is shipped outside /etc and linked by postinst, the
+    link removed by postrm; the 0.1.0 conffile goes through rm_conffile. The scripts'
+    own functions run here on a directory standing for /etc/NetworkManager."""
+    shipped = f"/usr/share/gatewayd/{DNSMASQ_DROPIN.name}"
+    etc = f"/etc/NetworkManager/dnsmasq-shared.d/{DNSMASQ_DROPIN.name}"
     installs = (DEBIAN / "gatewayd.install").read_text()
-    assert f"packaging/dnsmasq/{DNSMASQ_DROPIN.name} etc/NetworkManager/dnsmasq-shared.d/" \
-        in installs
+    assert "etc/NetworkManager" not in installs
+    maintscript = (DEBIAN / "gatewayd.maintscript").read_text().split("\n")
+    assert any(re.fullmatch(rf"rm_conffile {re.escape(etc)} 0\.1\.1~", ln) for ln in maintscript)
+    postinst = (DEBIAN / "gatewayd.postinst").read_text()
+    assert f"DROPIN={etc}\n" in postinst and f"SHIPPED_DROPIN={shipped}\n" in postinst
+    # After #DEBHELPER#: rm_conffile has set the old conffile aside by then.
+    after = postinst.split("\n#DEBHELPER#\n", 1)[1]
+    assert 'link_dropin "$DROPIN" "$SHIPPED_DROPIN"' in after.split("configure", 1)[1]
+    postrm = (DEBIAN / "gatewayd.postrm").read_text()
+    branches = dict(re.findall(r"^    ([\w|-]+)\)\n(.*?);;", postrm, re.M | re.S))
+    for branch in ("remove", "purge"):
+        assert re.search(rf"unlink_dropin {etc} \\\n\s+{shipped}\n", branches[branch]), branch
+
+    link_dropin = script_function("postinst", "link-dropin")
+    unlink_dropin = script_function("postrm", "unlink-dropin")
+    target = tmp_path / "shipped.conf"
+    target.write_text(DNSMASQ_DROPIN.read_text())
+    dropin = tmp_path / "etc" / "dnsmasq-shared.d" / DNSMASQ_DROPIN.name
+
+    def sh(code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["/bin/sh", "-eu", "-c", code], capture_output=True, text=True,
+                              check=True, env={"PATH": "/usr/bin:/bin"})
+
+    link = link_dropin + f"link_dropin {dropin} {target}"
+    unlink = unlink_dropin + f"unlink_dropin {dropin} {target}"
+    # Install (the directory may not exist yet), then configure again: one link.
+    assert sh(link).stderr == "" and sh(link).stderr == ""
+    assert os.readlink(dropin) == str(target)
+    # remove/purge take it away.
+    sh(unlink)
+    assert not dropin.exists() and not dropin.is_symlink()
+    sh(unlink)  # nothing there: fine
+    # A file of the admin's own (a portal on another address) is left alone both ways.
+    dropin.write_text("address=/#/10.0.0.1\n")
+    sh(link)
+    sh(unlink)
+    assert dropin.read_text() == "address=/#/10.0.0.1\n"
+    dropin.unlink()
+    # An edited 0.1.0 conffile, set aside by rm_conffile: back under its name, said so.
+    backup = dropin.with_name(dropin.name + ".dpkg-bak")
+    backup.write_text("address=/#/10.0.0.1\n")
+    res = sh(link)
+    assert not backup.exists() and not dropin.is_symlink()
+    assert dropin.read_text() == "address=/#/10.0.0.1\n"
+    assert res.stderr == (f"gatewayd: kept your edited {dropin} as your own file (the "
+                          f"package's is {target}; to use it: ln -sf {target} {dropin})\n")
 
 
 def dns_query(port: int, name: str, qtype: int) -> tuple[int, list[bytes]]:
@@ -592,8 +688,11 @@ def test_deb_installs_removes_and_purges_in_debian_12(deb_file: Path,
     assert list((root / "usr/lib/gatewayd/lib").rglob("__pycache__")), "postinst compiled"
     for path in ("usr/share/polkit-1/rules.d/gatewayd.rules",
                  "etc/NetworkManager/dnsmasq-shared.d/gatewayd-captive-portal.conf",
+                 "usr/lib/modules-load.d/gatewayd.conf",
                  "lib/systemd/system/gatewayd.service"):
         assert (root / path).exists(), path
+    assert os.readlink(root / "etc/NetworkManager/dnsmasq-shared.d/gatewayd-captive-portal.conf"
+                       ) == "/usr/share/gatewayd/gatewayd-captive-portal.conf"
     # The installed unit, against the real units it orders itself after.
     if (root / "usr/bin/systemd-analyze").exists():
         in_root(root, "systemd-analyze", "verify", "--man=no",
@@ -624,6 +723,8 @@ def test_deb_installs_removes_and_purges_in_debian_12(deb_file: Path,
     assert not (root / "usr/bin/gatewayd").exists()
     assert (root / "var/lib/gatewayd/state.json").exists()
     assert (root / "etc/gatewayd/gatewayd.toml").exists()
+    assert not (root / "etc/NetworkManager/dnsmasq-shared.d/gatewayd-captive-portal.conf"
+                ).is_symlink()
     in_root(root, "getent", "passwd", "gatewayd")
 
     # Install again after remove: idempotent maintainer scripts.
