@@ -35,7 +35,8 @@ DNSMASQ_DROPIN = ROOT / "packaging" / "dnsmasq" / "gatewayd-captive-portal.conf"
 POLKIT_RULE = ROOT / "packaging" / "polkit" / "gatewayd.rules"
 MODULES_LOAD = ROOT / "packaging" / "modules-load" / "gatewayd.conf"
 DEBIAN = ROOT / "debian"
-MAINTAINER_SCRIPTS = [DEBIAN / f"gatewayd.{s}" for s in ("postinst", "prerm", "postrm")]
+MAINTAINER_SCRIPTS = [DEBIAN / f"gatewayd.{s}" for s in ("preinst", "postinst", "prerm",
+                                                         "postrm")]
 SHELL_SCRIPTS = [*MAINTAINER_SCRIPTS, *sorted((ROOT / "packaging").glob("*.sh"))]
 MAX_EXPOSURE = 3.0
 HOTSPOT_ADDRESS = "192.168.4.1"
@@ -471,6 +472,72 @@ def test_purge_removes_state_and_remove_keeps_it() -> None:
     assert "rm -rf /var/lib/gatewayd" in purge
     remove = postrm.split("purge)", 1)[1].split(";;", 1)[1]
     assert "/var/lib/gatewayd" not in remove
+
+
+def test_an_upgrade_stops_the_daemon_before_the_unpack_and_starts_it_after(
+        tmp_path: Path) -> None:
+    """The old daemon must not import the new version's code (its lazy imports: Flask
+    on a first request, cryptography on a first BLE handshake), so a running daemon is
+    stopped by the new preinst (the one script of ours dpkg runs before an upgrade's
+    unpack, whatever the old version) and started by postinst after configure; one that
+    was not running stays so. The scripts' own functions run against a systemctl that
+    keeps the unit's state in a file."""
+    rules = (DEBIAN / "rules").read_text()
+    (call,) = re.findall(r"^\tdh_installsystemd (.*)$", rules, re.M)
+    assert call.split() == ["--no-enable", "--no-start", "--no-restart-after-upgrade"]
+    preinst = (DEBIAN / "gatewayd.preinst").read_text()
+    upgrade = preinst.split("    upgrade)", 1)[1].split(";;", 1)[0]
+    assert 'stop_for_upgrade "$UPGRADE_MARK"' in upgrade
+    assert preinst.index("stop_for_upgrade \"$UPGRADE_MARK\"") < preinst.index("#DEBHELPER#")
+    postinst = (DEBIAN / "gatewayd.postinst").read_text()
+    after = postinst.split("\n#DEBHELPER#\n", 1)[1]
+    assert re.search(r"configure\|abort-upgrade.*\)\n.*daemon-reload.*\n\s+"
+                     r'start_after_upgrade "\$UPGRADE_MARK"', after, re.S)
+    mark = "/run/gatewayd.stopped-for-upgrade"
+    assert f"UPGRADE_MARK={mark}\n" in preinst and f"UPGRADE_MARK={mark}\n" in postinst
+    prerm = (DEBIAN / "gatewayd.prerm").read_text()
+    assert "deb-systemd-invoke stop gatewayd.service" in prerm.split("remove)", 1)[1]
+
+    stop = script_function("preinst", "stop-for-upgrade")
+    start = script_function("postinst", "start-after-upgrade")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    state, calls, marker = tmp_path / "state", tmp_path / "calls", tmp_path / "mark"
+    (bin_dir / "systemctl").write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = is-active ] || echo "systemctl $*" >> {calls}\n'
+        'case "$1" in\n'
+        f'  is-active) read -r s < {state}; echo "$s"; [ "$s" = active ] ;;\n'
+        f"  stop) echo inactive > {state} ;;\n"
+        f"  start) echo active > {state} ;;\n"
+        "esac\n")
+    invoke = bin_dir / "deb-systemd-invoke"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+    def upgrade_with(before: str, policy: str = "allow") -> tuple[str, list[str]]:
+        state.write_text(before + "\n")
+        calls.write_text("")
+        invoke.write_text("#!/bin/sh\n" + (f'echo "invoke $*" >> {calls}\nexec systemctl "$@"\n'
+                                           if policy == "allow" else "exit 101\n"))
+        invoke.chmod(0o755)
+        (bin_dir / "systemctl").chmod(0o755)
+        subprocess.run(["/bin/sh", "-eu", "-c", stop + f"stop_for_upgrade {marker}"],
+                       env=env, check=True)
+        during = state.read_text().strip()
+        subprocess.run(["/bin/sh", "-eu", "-c", start + f"start_after_upgrade {marker}"],
+                       env=env, check=True)
+        assert not marker.exists()
+        return during, [*calls.read_text().splitlines(), f"after: {state.read_text().strip()}"]
+
+    assert upgrade_with("active") == ("inactive", [
+        "invoke stop gatewayd.service", "systemctl stop gatewayd.service",
+        "systemctl start gatewayd.service", "after: active"])
+    # Waiting to be restarted (Restart=on-failure): stopped too, or it would start mid-unpack.
+    assert upgrade_with("activating")[0] == "inactive"
+    for before in ("inactive", "failed"):  # never started, disabled, or stopped by hand
+        assert upgrade_with(before) == (before, [f"after: {before}"])
+    # policy-rc.d refused the stop: nothing to start again.
+    assert upgrade_with("active", policy="deny") == ("active", ["after: active"])
 
 
 def pinned_runtime_requirements() -> dict[str, str]:
