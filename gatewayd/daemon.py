@@ -344,7 +344,9 @@ class Daemon:
         hub.phase_provider = lambda: str(onboarding.state or "starting")
         hub.add_status("onboarding", lambda: onboarding.progress().to_json())
         hub.on_reset(onboarding.reset)
-        onboarding.subscribe(lambda state, progress: hub.set_status_text(describe(progress)))
+        mode = cfg.provisioning.mode
+        onboarding.subscribe(
+            lambda state, progress: hub.set_status_text(describe(progress, mode)))
         # Credentials a request brought are among the redactor's recent secrets only; once
         # stored (paired, joined), they are the hub's own and stay masked for good.
         onboarding.subscribe(lambda state, progress: hub.register_secrets(hub.state))
@@ -419,7 +421,7 @@ class Daemon:
                     watchdog.start()
                 assert self.onboarding is not None
                 stalls.mark_ready()
-                hub.ready(describe(self.onboarding.progress()))
+                hub.ready(describe(self.onboarding.progress(), self.config.provisioning.mode))
                 log.info("gatewayd %s ready (device %s, state %s)", __version__,
                          self.identity.device_id, hub.phase)
                 self.ready.set()

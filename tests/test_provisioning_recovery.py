@@ -338,5 +338,10 @@ def test_a_reset_enroll_hub_says_what_it_does_and_backs_off_an_enrolled_serial(
         waits = [float(w) for w in re.findall(r"provisioning: next attempt in ([0-9.]+) s",
                                               hub.proc.output())]
         assert len(waits) >= 4 and all(b > a for a, b in itertools.pairwise(waits)), waits
+        # Between attempts systemctl status says what the hub waits for: not for a pairing.
+        line = hub.wait(lambda s: s["status_text"].startswith("unpaired"),
+                        "the status line between two attempts")["status_text"]
+        assert line.startswith("unpaired: waiting to be provisioned (enroll mode); last "
+                               "attempt failed: The serial number"), line
     finally:
         hub.stop()

@@ -65,8 +65,9 @@ class Progress:
                 "wifi": self.wifi, "network": self.network}
 
 
-def describe(progress: Progress) -> str:
-    """One line for systemd's STATUS= and logs: what the hub is doing right now."""
+def describe(progress: Progress, provisioning: str = "pairing") -> str:
+    """One line for systemd's STATUS= and logs: what the hub is doing right now.
+    ``provisioning``: the hub's ``[provisioning] mode`` (nobody pairs a hub in the others)."""
     state = progress.state
     failure = progress.last_failure
     if state == "connecting":
@@ -75,6 +76,9 @@ def describe(progress: Progress) -> str:
         text = "unpaired: waiting for pairing"
         if progress.network == "wifi":
             text = "unpaired: on Wi-Fi, waiting for the cloud account (pair on the LAN)"
+        if provisioning != "pairing":
+            text = (f"unpaired: {'on Wi-Fi, ' if progress.network == 'wifi' else ''}"
+                    f"waiting to be provisioned ({provisioning} mode)")
         if progress.hotspot:
             text += " (hotspot up)"
         if failure:
