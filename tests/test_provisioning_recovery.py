@@ -345,3 +345,25 @@ def test_a_reset_enroll_hub_says_what_it_does_and_backs_off_an_enrolled_serial(
                                "attempt failed: The serial number"), line
     finally:
         hub.stop()
+
+
+@pytest.mark.parametrize(("mode", "preset", "code"), [
+    ("token", {"token": "a-mistyped-batch-token"}, "wrong-provisioning-token"),
+    ("enroll", {"serial": "00000000deadbeef"}, "unknown-serial")],
+    ids=["wrong-token", "unknown-serial"])
+def test_a_preset_the_platform_refuses_is_asked_about_less_and_less_often(
+        world: ProvWorld, tmp_path: Path, mode: str, preset: dict[str, str],
+        code: str) -> None:
+    """Before: a batch of hubs with a mistyped token (or a serial the template lacks) asked
+    the platform every retry_interval, for days; only someone's action ends such a
+    refusal (a standing refusal, as already-enrolled)."""
+    hub = start(world, tmp_path, "hub", mode, retry_interval=0.2, **preset)
+    try:
+        status = hub.wait(lambda s: s["provisioning"]["attempts"] >= 5, "a fifth attempt")
+        assert status["provisioning"]["last_error"]["code"] == code
+        waits = [float(w) for w in re.findall(r"provisioning: next attempt in ([0-9.]+) s",
+                                              hub.proc.output())]
+        # retry_interval 0.2 s, doubling; every other refusal waits 75-100 % of it each time
+        assert len(waits) >= 4 and all(b > a for a, b in itertools.pairwise(waits)), waits
+    finally:
+        hub.stop()

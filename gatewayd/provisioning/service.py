@@ -47,6 +47,9 @@ REFRESH_TIMEOUT = 15.0  # at most; less when the token has less time left
 RESTART_MIN = 1.0  # the second new operation in a row waits 50-100 % of this, doubling
 MIN_RETRY = 1.0  # a failed refresh is retried after 50-100 % of this, doubling, at most
 # a quarter of the lifetime
+# Refusals only someone's action ends: asked about less and less often (retry_delay).
+STANDING = frozenset({Failure.ALREADY_ENROLLED, Failure.UNKNOWN_SERIAL, Failure.NO_SERIAL,
+                      Failure.WRONG_PROVISIONING_TOKEN, Failure.WRONG_ENROLL_PASSWORD})
 UNEXPECTED_REASON = ("The provisioning attempt failed unexpectedly; the hub's log has the "
                      "details (journalctl -u gatewayd).")
 
@@ -139,9 +142,10 @@ class Provisioner:
     def retry_delay(self) -> float:
         """How long the next attempt waits after the latest one failed."""
         interval = self.config.provisioning.retry_interval
-        if self._last is not None and self._last.failure == Failure.ALREADY_ENROLLED:
-            # Asking again changes nothing until the platform frees the serial: not every
-            # retry_interval for days, from every hub of a batch that was reset.
+        if self._last is not None and self._last.failure in STANDING:
+            # Asking again changes nothing until someone acts (the platform frees the
+            # serial, the vendor fixes the preset): not every retry_interval for days, from
+            # every hub of a batch.
             self._standing += 1
             return backoff_delay(self._standing - 1, interval,
                                  standing_max(self.config.provisioning), self._rng, floor=0.75)
