@@ -398,6 +398,10 @@ def _build(cls: Any, data: Any, file: str, prefix: str) -> Any:
     if cls is VirtualDeviceConfig:
         # Plugin options live beside type/id in the table; the plugin validates them.
         extra = {k: v for k, v in data.items() if k not in fields}
+        if twice := sorted(extra.keys() & kwargs.get("options", {}).keys()):
+            # Which one the plugin got depended on the merge order: say it instead.
+            raise ConfigError(file, f"{prefix}{twice[0]}",
+                              f"is set twice: here and in options.{twice[0]}; keep one")
         kwargs["options"] = {**kwargs.get("options", {}), **extra}
     return cls(**kwargs)
 

@@ -124,6 +124,15 @@ def test_virtual_device_options_are_kept_for_the_plugin() -> None:
     assert dev.options == {"interval": 5, "argv": ["uptime"]}
 
 
+def test_a_virtual_device_option_set_twice_is_refused_by_name() -> None:
+    """Beside type/id and in [virtual.options]: the top-level value silently won."""
+    with pytest.raises(ConfigError, match="set twice") as info:
+        parse_config(tomllib.loads(
+            "[[virtual]]\ntype = 'command'\nid = 'uptime'\ninterval = 5\n"
+            "[virtual.options]\ninterval = 60\n"))
+    assert info.value.key == "virtual[0].interval"
+
+
 def test_syntax_error_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "g.toml"
     bad.write_text("[hub\n")
