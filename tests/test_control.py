@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from gatewayd.ctl.client import UnixHTTPConnection
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.state import StateStore
 from tests.helpers import Gatewayd, ctl, ctl_json, ethernet_config, write_config
@@ -67,6 +68,28 @@ def test_ble_window_on_a_hub_without_ble_says_so(daemon: tuple[Gatewayd, Path]) 
     refused = ctl("--socket", str(sock), "ble-window", "open", check=False)
     assert refused.returncode == 1
     assert "BLE commissioning is disabled on this hub ([ble] enabled = false)" in refused.stderr
+
+
+def test_zigbee_commands_on_a_hub_without_zigbee_say_so(daemon: tuple[Gatewayd, Path]) -> None:
+    """They said 'no such endpoint: /api/v1/zigbee/permit-join'."""
+    _, sock = daemon
+    for command in (["permit-join"], ["zigbee", "install-code", "00:11:22:33:44:55:66:77",
+                                      "83FED3407A939723A5C639B26916D505C3B5"]):
+        refused = ctl("--socket", str(sock), *command, check=False)
+        assert refused.returncode == 1, command
+        assert "Zigbee is disabled on this hub ([zigbee] enabled = false)" in refused.stderr
+    answer = ctl("--socket", str(sock), "--json", "permit-join", check=False)
+    assert "Zigbee is disabled on this hub" in json.loads(answer.stdout)["error"]
+    conn = UnixHTTPConnection(sock, timeout=10)
+    try:
+        conn.request("POST", "/api/v1/zigbee/remove", body=b'{"ieee": "00:11:22:33:44:55:66:77"}')
+        reply = conn.getresponse()
+        assert (reply.status, json.loads(reply.read())["error"]["code"]) == (
+            409, "zigbee-disabled")
+        conn.request("POST", "/api/v1/zigbee/nonsense", body=b"{}")
+        assert conn.getresponse().status == 404  # not a command: no such endpoint
+    finally:
+        conn.close()
 
 
 def test_socket_is_private_and_logs_hold_no_secret(daemon: tuple[Gatewayd, Path],

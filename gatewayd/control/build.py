@@ -17,9 +17,10 @@ from gatewayd.control.parts import ControlParts
 from gatewayd.control.platform import platform_blueprint
 from gatewayd.control.slots import RESETS, Slots
 from gatewayd.control.zigbee import zigbee_blueprint
-from gatewayd.portal.api import BLE_DISABLED_CODE
+from gatewayd.portal.api import BLE_DISABLED_CODE, ZIGBEE_DISABLED_CODE
 
 BLE_OFF = "BLE commissioning is disabled on this hub ([ble] enabled = false)."
+ZIGBEE_OFF = "Zigbee is disabled on this hub ([zigbee] enabled = false)."
 
 
 def control_app(parts: ControlParts) -> Flask:
@@ -30,6 +31,8 @@ def control_app(parts: ControlParts) -> Flask:
                                       onboarding=parts.onboarding)]
     if parts.bridge is not None:
         blueprints.append(zigbee_blueprint(parts.bridge, parts.call))
+    else:
+        blueprints.append(_zigbee_disabled())
     if parts.platform is not None:
         blueprints.append(platform_blueprint(parts.platform, parts.call))
     if parts.ble is not None:
@@ -56,4 +59,17 @@ def _ble_disabled() -> Blueprint:
     def window() -> Any:
         raise ApiError(409, BLE_DISABLED_CODE, BLE_OFF)
 
+    return bp
+
+
+def _zigbee_disabled() -> Blueprint:
+    """With Zigbee off, `gatewayctl permit-join` and the others say why (they got "no such
+    endpoint"); any other path under /zigbee stays 404."""
+    bp = Blueprint("zigbee_disabled", __name__, url_prefix="/api/v1/zigbee")
+
+    def refused() -> Any:
+        raise ApiError(409, ZIGBEE_DISABLED_CODE, ZIGBEE_OFF)
+
+    for command in ("permit-join", "install-code", "remove", "sim"):
+        bp.add_url_rule(f"/{command}", command, refused, methods=["POST"])
     return bp

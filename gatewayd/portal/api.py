@@ -42,6 +42,7 @@ UNAVAILABLE_CODE = "unavailable"
 SIM_UNAVAILABLE_CODE = "sim-unavailable"
 NOT_SIMULATED_CODE = "not-simulated"
 BLE_DISABLED_CODE = "ble-disabled"
+ZIGBEE_DISABLED_CODE = "zigbee-disabled"
 # An unexpected fault, on the portal and on the control socket alike: one code and a fixed
 # message (gatewayd.hub.INTERNAL_MESSAGE); what went wrong is only in the log.
 INTERNAL_CODE = "internal"
