@@ -55,6 +55,7 @@ from gatewayd.zigbee.children import Children
 from gatewayd.zigbee.coalesce import Coalescer, Key
 from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
 from gatewayd.zigbee.left import LEFT_FILE, LeftDevices
+from gatewayd.zigbee.new_network import NewNetwork
 from gatewayd.zigbee.operations import BridgeOperations
 from gatewayd.zigbee.permits import PermitJoin
 from gatewayd.zigbee.status_line import StatusLine
@@ -97,6 +98,7 @@ class ZigbeeBridge(BridgeOperations):
         self.permits = PermitJoin(cfg.permit_join_max,
                                   lambda seconds: self._hub_value("permitjoin", seconds))
         self._sim: SimLink | None = None
+        self.new_network = NewNetwork(self.state_dir)  # a full reset's, until it is formed
         self._virtual = virtual  # the virtual radio's network (zigbee/operations.py)
         self._virtual_lock = threading.Lock()
         self.fast = FastPaths()  # the radio's fast paths, once it runs (zigbee/radio.py)
@@ -136,14 +138,19 @@ class ZigbeeBridge(BridgeOperations):
         """The hub's factory-reset hook: a full reset also forgets the Zigbee network.
 
         The radio leaves its network, ``zigbee.db`` is deleted and every child's
-        retained topics are cleared; a new network (new PAN id and key) is formed.
+        retained topics are cleared; a new network (new PAN id and key) is formed. The
+        request is kept until then (:meth:`_new_network` acts on it, as on an offline one).
         """
         if not full:
             return
+        # Kept until the new network is up: the radio may be down now, or fail to leave, or
+        # the hub stop before it forms.
+        await self.new_network.ask()
         app = self.app
         if app is not None and self.radio_up.is_set():
             try:
                 await app.reset_network_info()
+                self.new_network.left = True
             except Exception:
                 log.exception("zigbee: the radio did not leave its network")
         await self.stop()
@@ -165,7 +172,8 @@ class ZigbeeBridge(BridgeOperations):
                 # The world file is read once, in a thread: not on the loop.
                 virtual = (await asyncio.to_thread(lambda: self.virtual)
                            if self.cfg.radio == "virtual" else None)
-                app = await start_controller(self.cfg, self.state_dir, virtual)
+                started = await start_controller(self.cfg, self.state_dir, virtual)
+                app = await self._new_network(started)
             except RadioError as exc:
                 if str(exc) != self.last_error:  # the journal gets each new reason once
                     log.error("zigbee: %s; retrying", exc, exc_info=exc.details)
@@ -179,6 +187,8 @@ class ZigbeeBridge(BridgeOperations):
                                     if isinstance(exc, RadioUnavailable) else self.retry_max)
                 failures += 1
                 continue
+            if app is None:
+                continue  # it left the old network: the next start forms the new one
             failures = 0
             self._lost.clear()
             await self._up(app)
@@ -191,6 +201,31 @@ class ZigbeeBridge(BridgeOperations):
             finally:
                 availability.cancel()
             await self._down(app)
+
+    async def _new_network(self, app: ControllerApplication) -> ControllerApplication | None:
+        """A full reset asked for a new network (zigbee/new_network.py), which may have been
+        done offline: the radio came up on the old one (the stick keeps it, and its devices).
+        Leave it and forget it, as the daemon's own full reset does, and return None: the
+        next start forms the new one. Once it has, the request is deleted."""
+        try:
+            if not await self.new_network.pending():
+                return app
+            log.warning("zigbee: a full reset asked for a new network; leaving PAN 0x%04x",
+                        int(app.state.network_info.pan_id))
+            self._hub_value("status", "starting")
+            await app.reset_network_info()
+        except BaseException as exc:  # cancelled too: the radio and zigbee.db are let go
+            await self._shutdown(app)
+            if not isinstance(exc, Exception):
+                raise
+            raise RadioError("the radio did not leave its network for the new one a full "
+                             "reset asked for; the hub's log has the details",
+                             details=exc) from exc
+        await self._shutdown(app)
+        self.new_network.left = True
+        self.left.clear()
+        await asyncio.to_thread(forget_network, self.state_dir)
+        return None
 
     async def _up(self, app: ControllerApplication) -> None:
         self.app = app

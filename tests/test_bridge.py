@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import json
 import logging
 import os
 import random
@@ -29,11 +30,13 @@ import pytest
 from gatewayd import homie
 from gatewayd.bridge import ZigbeeBridge
 from gatewayd.config import ZigbeeConfig
+from gatewayd.state import StateStore
 from gatewayd.zigbee.coalesce import Coalescer
 from gatewayd.zigbee.inputs import BridgeError, crc16_x25, parse_ieee, parse_install_code
+from gatewayd.zigbee.new_network import NEW_NETWORK_FILE
 from gatewayd.zigbee.radio import RadioError, start_controller
 from gatewayd.zigbee.simlink import SimError
-from tests.helpers import run_async
+from tests.helpers import ctl, run_async
 from tests.test_hardware import until
 from tests.zigbee_radios import RADIOS, Radio, sim
 
@@ -723,6 +726,49 @@ def test_full_reset_forgets_the_network(radio: Radio) -> None:
             assert pub.value(HUB_ID, "zigbee/pan-id") != pan
             assert pub.value(HUB_ID, "zigbee/device-count") == 0
             assert await sim(bridge, "list") == []
+            await bridge.stop()
+
+    run(main())
+
+
+def test_an_offline_full_reset_has_the_radio_form_a_new_network_at_the_next_start(
+        radio: Radio) -> None:
+    """`gatewayctl reset --full` with the daemon stopped: the network lives on the radio, not
+    in zigbee.db, so at the next start the radio leaves it and forms a new one, as the
+    daemon's own full reset does. Forgetting the file alone brought the old network back with
+    its devices still joined: their reports dropped, joining one again refused."""
+    async def main() -> None:
+        async with radio:
+            StateStore(radio.state_dir).open(device_id=HUB_ID, mac="aa:bb:cc:dd:ee:ff")
+            bridge, pub = await started(radio)
+            plug = await join(bridge, pub, "plug")
+            assert bridge.app is not None
+            old = bridge.app.state.network_info.extended_pan_id
+            await bridge.stop()
+            reset = await asyncio.to_thread(
+                ctl, "--socket", str(radio.state_dir / "no.sock"), "--json", "reset",
+                "--full", "--state-dir", str(radio.state_dir))
+            answer = json.loads(reset.stdout)
+            assert answer["new_network"] and "zigbee.db" in answer["forgotten"]
+
+            bridge, pub = await started(radio)
+            assert bridge.app is not None
+            info = bridge.app.state.network_info
+            assert info.extended_pan_id != old
+            assert pub.value(HUB_ID, "zigbee/pan-id") == f"0x{int(info.pan_id):04x}"
+            assert pub.value(HUB_ID, "zigbee/device-count") == 0
+            assert dev_id(plug) not in pub.devices and await sim(bridge, "list") == []
+            assert not (radio.state_dir / NEW_NETWORK_FILE).exists()
+            await bridge.permit_join(60)
+            assert await sim(bridge, "join", kind="plug", ieee=plug) == plug
+            await pub.state(dev_id(plug), "ready")
+            await bridge.stop()
+
+            # Formed once: the next start finds the new network and the device on it.
+            bridge, pub = await started(radio)
+            assert bridge.app is not None
+            assert bridge.app.state.network_info.extended_pan_id == info.extended_pan_id
+            await pub.state(dev_id(plug), "ready")
             await bridge.stop()
 
     run(main())

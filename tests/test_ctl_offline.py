@@ -14,6 +14,7 @@ import pytest
 
 from gatewayd.credentials import CloudCredentials
 from gatewayd.state import StateStore
+from gatewayd.zigbee.new_network import NEW_NETWORK_FILE
 from tests.helpers import (
     AS_NOBODY,
     BIN,
@@ -60,6 +61,8 @@ def test_offline_full_reset_acts_on_the_simulators_state(tmp_path: Path,
     assert answer["offline"] and answer["state_dir"] == str(state_dir)
     assert answer["forgotten"] == ["zigbee.db", "zigbee.db-wal"]
     assert not (state_dir / "zigbee.db").exists()
+    # The network lives on the radio: the daemon has it form a new one at its next start.
+    assert answer["new_network"] and (state_dir / NEW_NETWORK_FILE).exists()
     assert not reopened(state_dir).state.paired
     # Nothing was created anywhere else (the config's /var/lib/gatewayd, the cwd).
     assert sorted(p.name for p in workdir.iterdir()) == sorted(
@@ -72,7 +75,17 @@ def test_offline_reset_without_full_keeps_the_zigbee_network(tmp_path: Path) -> 
     answer = json.loads(ctl("--socket", str(tmp_path / "none"), "--json", "reset",
                             "--state-dir", str(state_dir)).stdout)
     assert answer["forgotten"] == [] and (state_dir / "zigbee.db").exists()
+    assert not answer["new_network"] and not (state_dir / NEW_NETWORK_FILE).exists()
     assert not reopened(state_dir).state.paired
+
+
+def test_an_offline_full_reset_says_the_zigbee_network_is_formed_anew(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    paired_state(state_dir)
+    out = ctl("--socket", str(tmp_path / "none"), "reset", "--full",
+              "--state-dir", str(state_dir)).stdout
+    assert ("At its next start the Zigbee radio leaves its network and forms a new one; "
+            "pair the Zigbee devices again then.") in out.splitlines()
 
 
 def test_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:

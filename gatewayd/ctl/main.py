@@ -18,6 +18,7 @@ from gatewayd.ctl.simjson import read_sim_json
 from gatewayd.ctl.zigbee import add_zigbee_commands
 from gatewayd.runtime.atomicfile import directory_owner
 from gatewayd.state import LOCK_FILE, StateBusy, StateStore
+from gatewayd.zigbee.new_network import ask as ask_new_network
 
 EXIT_INTERRUPTED = 130  # as a shell reports a command Ctrl-C stopped (128 + SIGINT)
 # What a full reset forgets besides the credentials: the Zigbee network (gatewayd.bridge).
@@ -35,7 +36,8 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
 
     The directory is the one the options name: ``--state-dir``, else the simulator's
     (``--sim DIR``: its sim.json, or DIR/state), else the config's. ``--full`` also forgets
-    the Zigbee network, as the daemon's full reset does.
+    the Zigbee network, as the daemon's full reset does: the network lives on the radio, so
+    the daemon is asked to have the radio leave it and form a new one at its next start.
     """
     state_dir = Path(args.state_dir or _sim_state_dir(args) or _config(args).state_dir)
     if not state_dir.is_dir():
@@ -55,6 +57,8 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
         state = store.reset(keep_account=True, hub_id=_config(args).hub.device_id)
         forgotten = []
         if args.full:
+            # First: a reset cut short after it must still give a new network.
+            ask_new_network(state_dir, directory_owner(state_dir))
             for name in ZIGBEE_FILES:
                 path = state_dir / name
                 if path.exists():
@@ -66,7 +70,7 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
         raise CtlError(f"cannot reset the state in {state_dir}: "
                        f"{exc.strerror or type(exc).__name__}{hint}") from None
     return {"reset": True, "offline": True, "state_dir": str(state_dir), "full": args.full,
-            "forgotten": forgotten, **state.redacted()}
+            "forgotten": forgotten, "new_network": args.full, **state.redacted()}
 
 
 def _sim_state_dir(args: argparse.Namespace) -> str | None:
@@ -87,6 +91,9 @@ def cmd_reset(args: argparse.Namespace, client: Client) -> int:
             print(f"gatewayd is not running; reset the state in {result['state_dir']} directly.")
             if result.get("release_pending"):
                 print("The old cloud account is released when the hub is next paired.")
+            if result["new_network"]:
+                print("At its next start the Zigbee radio leaves its network and forms a new "
+                      "one; pair the Zigbee devices again then.")
             mode = _config(args).provisioning.mode
             print("Start gatewayd again (systemctl start gatewayd) to "
                   + ("pair the hub." if mode == "pairing" else

@@ -20,6 +20,8 @@ the NCP before each unicast, and :mod:`~gatewayd.zigbee.commands` frames a ``/se
 command without zigpy's typed header; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate
 filter keeping compact keys instead of packets;
 :mod:`~gatewayd.zigbee.left` remembers the devices that left (``lost`` across restarts);
+:mod:`~gatewayd.zigbee.new_network` keeps a full reset's request for a new network until
+the radio has formed it (no zigpy: ``gatewayctl``'s offline reset writes it too);
 :mod:`~gatewayd.zigbee.operations` is what users ask of the bridge (permit join, install
 codes, removal, status), a base of the bridge's class;
 :mod:`~gatewayd.zigbee.status_line` is the network's part of the hub's status line
