@@ -78,13 +78,14 @@ def proxy(broker: Broker) -> Iterator[TcpProxy]:
 
 @contextlib.asynccontextmanager
 async def connected(host: str, port: int, *, keepalive: int = 30, window: int = 32,
-                    protocol: str = "3.1.1") -> AsyncIterator[tuple[Connection, Sink]]:
+                    protocol: str = "3.1.1", will: tuple[str, str] | None = None,
+                    ) -> AsyncIterator[tuple[Connection, Sink]]:
     """A started connection, once the broker accepted it; stopped (and asserted to end)
     afterwards."""
     sink = Sink()
     conn = Connection(Endpoint(host, port, False), username=ROOT, password=TOKEN,
                       client_id="net-test", protocol=protocol, keepalive=keepalive,
-                      connect_timeout=5.0, will=None, reconnect_min=0.05, reconnect_max=0.3,
+                      connect_timeout=5.0, will=will, reconnect_min=0.05, reconnect_max=0.3,
                       loop=asyncio.get_running_loop(), sink=sink, window=window)
     conn.start()
     try:
@@ -157,6 +158,27 @@ def test_an_idle_connection_pings_and_a_silent_broker_is_noticed(proxy: TcpProxy
             # and connects again
             sink.connected.clear()
             await asyncio.wait_for(sink.connected.wait(), 10)
+
+    run(main())
+
+
+def test_a_connection_given_up_leaves_its_will_when_no_new_one_can_be_made(
+        broker: Broker, proxy: TcpProxy) -> None:
+    # Before: giving a connection up (a PUBACK that never came) sent DISCONNECT, so the
+    # broker dropped the will; with the broker out of reach afterwards, the app showed the
+    # hub "ready" while it was offline.
+    state = f"{ROOT}/sweet-home/hub/$state"
+
+    async def main() -> None:
+        with Monitor(broker) as mon:
+            async with connected(proxy.host, proxy.port, will=(state, "lost")) as (conn, sink):
+                mid = conn.publish(state, b"ready", 1, True)
+                assert mid is not None
+                await sink.wait_acked({mid}, 5)
+                proxy.paused.set()  # no new connection gets through
+                conn.drop("a test gives the connection up")
+                await mon.await_for(state, "lost")
+                assert sink.lost.is_set()
 
     run(main())
 

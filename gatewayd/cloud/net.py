@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import ssl
 import threading
 import time
@@ -34,7 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gatewayd.cloud.acks import AckingClient
+from gatewayd.cloud.acks import AckingClient, tcp_no_delay
 from gatewayd.cloud.attempts import (
     CaFileError,
     CloudOutcome,
@@ -167,9 +166,12 @@ class Connection:
         return info.mid
 
     def drop(self, reason: str) -> None:
-        """End this connection (a new one follows, as after any loss) because ``reason``."""
+        """End this connection (a new one follows, as after any loss) because ``reason``.
+
+        No DISCONNECT: if the new one cannot be made, the broker's will says the hub is
+        gone (``lost``); the reconnect republishes ``$state``."""
         log.warning("cloud link: %s; reconnecting", reason)
-        self._client.disconnect()
+        self._client.close_abruptly()
 
     def subscribe(self, filters: list[str], qos: int = 0) -> None:
         # QoS 0: with a clean session QoS 1 adds no durability, only broker state that a
@@ -451,15 +453,3 @@ class Connection:
                       reason_codes: list[ReasonCode], properties: Any) -> None:
         refused = [rc.getName() for rc in reason_codes if rc.is_failure]
         self._handoff(self._sink.on_subscribed, mid, refused)
-
-
-def tcp_no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """Switch Nagle's algorithm off: MQTT packets are small and each one is due now.
-
-    With Nagle on, a packet written while the previous one is unacknowledged waits for
-    the peer's delayed ACK (up to 40 ms on Linux): a /set echo written right after the
-    /set's PUBACK did, and the /set round trip took 44 ms at the median instead of 2.3 ms
-    (bench/README.md).
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
