@@ -776,6 +776,41 @@ def test_a_broker_that_loses_acknowledgements_does_not_silence_the_hub(broker: B
         proxy.close()
 
 
+def test_a_stop_while_the_broker_withholds_acknowledgements_leaves_no_device_ready(
+        broker: Broker) -> None:
+    # Before: the goodbyes queued behind a backlog the broker was slow to acknowledge, the
+    # stop gave up waiting for them and sent DISCONNECT, so the broker dropped the will too:
+    # the app showed the switched-off hub and its children "ready" for good.
+    proxy = TcpProxy(broker.host, broker.port)
+
+    async def main() -> None:
+        link = make_link()
+        link.add_device(make_child())
+        with Monitor(broker) as mon:
+            await link.start(creds_for(broker, host=proxy.host, port=proxy.port))
+            await mon.await_for(f"{base(CHILD)}/$state", "ready")
+            assert await link.flush(10)
+            proxy.drop_pubacks.set()
+            for i in range(WINDOW + 8):  # the window fills up, the rest waits
+                link.set_value(CHILD, "light", "press", f"p{i}")
+            await asyncio.to_thread(wait_for, lambda: proxy.pubacks_dropped >= WINDOW, 10,
+                                    "the window's acknowledgements to be lost")
+            mark = mon.mark()
+            await link.stop()
+            # the goodbyes went ahead of the backlog; the hub's was never acknowledged, so
+            # it left without DISCONNECT and the broker published its will
+            await mon.await_for(f"{base(CHILD)}/$state", "disconnected", mark=mark)
+            await mon.await_for(f"{base()}/$state", "lost", mark=mark)
+        after = retained_snapshot(broker, f"{ROOT}/sweet-home/#")
+        assert after[f"{base()}/$state"].text == "lost"
+        assert after[f"{base(CHILD)}/$state"].text == "disconnected"
+
+    try:
+        run(main())
+    finally:
+        proxy.close()
+
+
 def test_commands_a_broker_lost_on_the_way_do_not_block_later_ones(broker: Broker) -> None:
     # Found by the chaos suite's MQTT flood: mosquitto drops packets to a client whose
     # outgoing queue is full but keeps the dropped QoS 1 messages in flight; with a QoS 1

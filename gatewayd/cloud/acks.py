@@ -165,6 +165,13 @@ class AckingClient(mqtt.Client):
             raise BlockingIOError from None  # gathered again by the next write
         return b"".join(chunks) if len(chunks) > 1 else buf
 
+    def widen(self, inflight: int, queued: int) -> None:
+        """Raise the limits on messages in flight and queued, on a live connection too,
+        which paho's setters refuse (untested, they say, from none to a limit); a higher
+        limit only lets more go out at once."""
+        self._max_inflight_messages = max(self._max_inflight_messages, inflight)
+        self._max_queued_messages = max(self._max_queued_messages, queued)
+
     def close_abruptly(self) -> None:
         """End the connection without DISCONNECT, as a vanished hub does: the broker
         publishes the will. ``on_disconnect`` follows, as after a keepalive timeout."""

@@ -127,20 +127,21 @@ class CloudLink:
 
     async def stop(self, *, goodbye: bool = True) -> None:
         """Graceful end: ``$state=disconnected`` for every device (unless ``goodbye`` is
-        False, or the session is quiet), then DISCONNECT (no will)."""
+        False, or the session is quiet), then DISCONNECT (no will). If the broker has not
+        acknowledged the hub's goodbye in time, no DISCONNECT: its will says ``lost``."""
         conn = self._conn
         if conn is None:
             return
         self._stopping = True
+        said: asyncio.Future[bool] | None = None  # the hub's goodbye acknowledged
         if self._connected:
             self._out.stop_announcing()  # an unfinished republication is moot now
             if goodbye and self._announce:
-                for device_id in [*self.device_ids()[1:], self._hub_id]:  # the hub last
-                    topic = f"{self._devices[device_id].base(self._root)}/$state"
-                    self._enqueue(homie.Message(topic, "disconnected"), key=topic)
+                conn.make_room(len(self._devices))
+                said = self._out.goodbye([*self.device_ids()[1:], self._hub_id])  # hub last
             self._pump()
             await self.flush(STOP_FLUSH)
-        conn.stop()
+        conn.stop(graceful=said is None or (said.done() and said.result()))
         if not await conn.join(STOP_FLUSH + 2):
             log.warning("cloud link: the connection did not end in time")
         self._conn = None
@@ -314,10 +315,7 @@ class CloudLink:
             "root_topic": self._root or None,
             "started": self._conn is not None,
             "connected": self._connected,
-            "connected_since": self._stats.connected_since,
-            "last_error": self._stats.last_error,
-            "last_error_at": self._stats.last_error_at,
-            "connects": self._stats.connects,
+            **self._stats.to_json(),  # connected_since, last_error(_at), connects
             "devices": len(self._devices),
             **self._out.status(),
             "dropped": self._out.outbox.dropped + (self._conn.dropped_messages if self._conn
@@ -389,8 +387,7 @@ class CloudLink:
         # A hub offline for a day retries hundreds of times: say each new reason once.
         repeated = result.reason == self._stats.last_error
         log.log(logging.DEBUG if repeated else logging.WARNING, "cloud link: %s", result.reason)
-        self._stats.last_error = result.reason
-        self._stats.last_error_at = self._clock()
+        self._stats.failed(result.reason, self._clock())
         self._record(result)
 
     def on_connection_lost(self, gen: int, reason: str) -> None:
@@ -398,8 +395,7 @@ class CloudLink:
             return
         self._lost(reason)
         if not self._stopping:
-            self._stats.last_error = reason
-            self._stats.last_error_at = self._clock()
+            self._stats.failed(reason, self._clock())
             log.warning("cloud link: %s; reconnecting", reason)
             self._notify_listeners(CloudResult(CloudOutcome.UNREACHABLE, reason))
 

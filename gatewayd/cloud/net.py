@@ -114,6 +114,8 @@ class Connection:
         self._writer = False  # is the loop waiting for the socket to take more?
         self._flush_scheduled = False
         self._closed: asyncio.Future[None] | None = None
+        self._graceful = True  # how a stop ends the connection
+        self._window = window
         version = MQTTProtocolVersion.MQTTv5 if protocol == "5" else MQTTProtocolVersion.MQTTv311
         self._client = AckingClient(CallbackAPIVersion.VERSION2, client_id=client_id,
                                     clean_session=None if protocol == "5" else True,
@@ -143,10 +145,18 @@ class Connection:
         self._loop_thread = threading.get_ident()
         self._task = self._loop.create_task(self._run(), name="cloud-mqtt")
 
-    def stop(self) -> None:
-        """Ask for a graceful end: DISCONNECT (so the broker drops the will), no reconnect."""
+    def stop(self, *, graceful: bool = True) -> None:
+        """End for good: with DISCONNECT (so the broker drops the will) if ``graceful``,
+        else by closing the socket (so the broker publishes the will)."""
+        self._graceful = graceful
         self._stopping.set()
-        self._client.disconnect()
+        self._leave()
+
+    def _leave(self) -> None:
+        if self._graceful:
+            self._client.disconnect()
+        elif self._watched is not None:  # else the socket is the connect thread's for now
+            self._client.close_abruptly()
 
     async def join(self, timeout: float) -> bool:
         task = self._task
@@ -172,6 +182,10 @@ class Connection:
         gone (``lost``); the reconnect republishes ``$state``."""
         log.warning("cloud link: %s; reconnecting", reason)
         self._client.close_abruptly()
+
+    def make_room(self, extra: int) -> None:
+        """Let ``extra`` publications past the window at once (a stop's goodbyes)."""
+        self._client.widen(self._window + extra, self._window * 2 + extra)
 
     def subscribe(self, filters: list[str], qos: int = 0) -> None:
         # QoS 0: with a clean session QoS 1 adds no durability, only broker state that a
@@ -314,7 +328,7 @@ class Connection:
                 if self._stopping.is_set():
                     if stop_seen is None:
                         stop_seen = now
-                        self._client.disconnect()
+                        self._leave()
                     elif now - stop_seen > STOP_GRACE:
                         break  # the broker does not read; the process is leaving anyway
                 elif self._connack_at is None and not timed_out and \

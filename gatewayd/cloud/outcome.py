@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from gatewayd import homie
 from gatewayd.cloud.attempts import CloudOutcome, CloudResult
@@ -40,6 +41,12 @@ class LinkStats:
     last_error: str | None = None
     last_error_at: float | None = None
     connects: int = 0
+
+    def failed(self, reason: str, at: float) -> None:
+        self.last_error, self.last_error_at = reason, at
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 async def heartbeats(conn: Connection, devices: Callable[[], Iterable[homie.Device]],

@@ -153,6 +153,7 @@ class Publisher:
         self.ack_timeout = ack_timeout
         self._clock = clock
         self._dropping = False  # this connection was given up: wait for its end
+        self._extra = 0  # publications let past the window (a stop's goodbyes)
         self.root = ""
         self._trees: OrderedDict[str, Iterator[homie.Message]] = OrderedDict()
         self._inflight: dict[int, Pending] = {}
@@ -226,6 +227,19 @@ class Publisher:
         for topic in sorted(topics, key=lambda t: (not t.endswith("/$state"), t)):
             self.enqueue(homie.Message(topic, ""), key=topic)
 
+    def goodbye(self, device_ids: list[str]) -> asyncio.Future[bool]:
+        """``$state = disconnected`` for ``device_ids``, in this order, ahead of everything
+        waiting and past the window (the caller makes room for them at the connection): a
+        backlog that a slow broker holds up must not keep a stop's goodbyes from it. The
+        last one's acknowledgement."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        topics = [f"{homie.device_base(self.root, d)}/$state" for d in device_ids]
+        for topic in reversed(topics):  # each goes to the front: the first one last
+            self.enqueue(homie.Message(topic, "disconnected"), key=topic, front=True,
+                         done=done if topic == topics[-1] else None)
+        self._extra = len(topics)
+        return done
+
     def _tree(self, device: homie.Device) -> Iterator[homie.Message]:
         base = device.base(self.root)
         if device.id not in self._announced:
@@ -255,7 +269,7 @@ class Publisher:
             if waited > self.ack_timeout:
                 self._dropping = True
                 sender.drop(f"the broker has not acknowledged a publication for {waited:.0f} s")
-        while sender is not None and len(self._inflight) < WINDOW:
+        while sender is not None and len(self._inflight) < WINDOW + self._extra:
             item = self._next_item()
             if item is None:
                 break
@@ -299,6 +313,7 @@ class Publisher:
         self._inflight.clear()
         self._trees.clear()
         self._dropping = False
+        self._extra = 0
 
     def status(self) -> dict[str, Any]:
         return {"buffered": len(self.outbox),
