@@ -275,6 +275,14 @@ def retained_snapshot(broker: Broker, topic: str, timeout: float = 5.0) -> dict[
                 and mqtt.topic_matches_sub(topic, m.topic)}
 
 
+def seed_retained(broker: Broker, topics: list[str], payload: str = "x") -> None:
+    """Leave ``topics`` retained on ``broker``, as older sessions of a hub would have."""
+    with Monitor(broker, f"seed-{next(_ids)}/none") as mon:
+        sent = [mon.client.publish(t, payload, qos=1, retain=True) for t in topics]
+        for info in sent:
+            info.wait_for_publish(10)
+
+
 # ---- a TCP proxy whose connections the test can cut --------------------------------------
 
 class TcpProxy:

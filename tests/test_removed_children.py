@@ -29,6 +29,7 @@ from tests.cloud_helpers import (
     make_link,
     retained_snapshot,
     run,
+    seed_retained,
 )
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
@@ -180,6 +181,27 @@ def test_a_child_removed_online_is_cleared_and_no_longer_owed(
     assert tree(broker, GONE) == {}
     assert tree(broker, OTHER)["$state"] == "disconnected"
     assert StateStore(store.dir).open().owed == ()
+
+
+def test_many_removed_children_are_cleared_to_their_last_topic(
+        world: tuple[Broker, TcpProxy, Path]) -> None:
+    # Before: the hub asked about every removed device at once; the broker's burst of
+    # retained messages overflowed the 512 inbound messages the hub keeps waiting, those
+    # past it were dropped unseen, and the devices left the record with them still
+    # retained: ghost devices in the app, for good.
+    broker, proxy, state_dir = world
+    gone = [f"zigbee-{i:016x}" for i in range(40)]
+    seed_retained(broker, [f"{ROOT}/sweet-home/{d}/node{n}/$name" for d in gone
+                           for n in range(40)])
+    store = StateStore(state_dir)
+    store.open()
+    store.set_owed(tuple(OwedClearing(d, ROOT) for d in gone))
+
+    store = next_start(state_dir, proxy, [])
+
+    left = retained_snapshot(broker, f"{ROOT}/sweet-home/#")
+    assert sorted(t for t in left if "/sweet-home/zigbee-" in t) == []
+    assert store.state.owed == ()
 
 
 def test_owed_clearings_go_with_the_account(world: tuple[Broker, TcpProxy, Path]) -> None:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 MARKER = "$sweep"  # non-retained, under the hub's tree: marks the end of the retained burst
 TIMEOUT = 10.0  # for the broker's answer, and again for its acknowledgements
-BATCH = 64  # devices asked about at once: a burst the broker answers well within TIMEOUT
+BATCH = 64  # devices cleared at once (asked about in smaller rounds, gatewayd.cloud.sweep)
 
 
 class Leftovers:
@@ -139,9 +139,9 @@ class Leftovers:
                 continue
             acks.append(ack)
         if not complete:
-            log.warning("cloud: the broker did not answer in %g s which topics of %d removed "
-                        "device(s) it keeps; trying again at the next connection",
-                        self.timeout, len(ids))
+            log.warning("cloud: could not learn every retained topic of %d removed device(s) "
+                        "(no answer from the broker in %g s, or too many messages at once); "
+                        "trying again at the next connection", len(ids), self.timeout)
             return False
         if acks:
             done, waiting = await asyncio.wait(acks, timeout=self.timeout)

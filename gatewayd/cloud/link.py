@@ -166,6 +166,10 @@ class CloudLink:
         return self._connected and self._announce
 
     @property
+    def inbound_dropped(self) -> int:  # messages the hub had no room for (this session)
+        return self._conn.dropped_messages if self._conn else 0
+
+    @property
     def root(self) -> str:
         return self._root
 
@@ -318,8 +322,7 @@ class CloudLink:
             **self._stats.to_json(),  # connected_since, last_error(_at), connects
             "devices": len(self._devices),
             **self._out.status(),
-            "dropped": self._out.outbox.dropped + (self._conn.dropped_messages if self._conn
-                                                   else 0),
+            "dropped": self._out.outbox.dropped + self.inbound_dropped,
             "platform": self.platform.status(),
             "commands": self._commands.received,
             "command_errors": self._commands.rejected,

@@ -18,16 +18,48 @@ from collections.abc import Iterable
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.topics import matches
 
+# Devices asked about at once: a Zigbee device's tree is about 40 retained topics, so a
+# round's burst stays within the 512 inbound messages the hub keeps waiting; 13 such
+# devices at once lost some. One round costs a round trip to the broker.
+ROUND = 8
+
 
 async def retained_topics(link: CloudLink, devices: Iterable[str], *, marker: str,
                           timeout: float) -> tuple[set[str], bool]:
     """The retained topics (absolute) under ``sweet-home/<device>/#`` for each of
-    ``devices`` on ``link``'s connection, and whether that is all of them: False if the
-    marker (``sweet-home/<hub>/<marker>``) did not come back within ``timeout``."""
+    ``devices`` on ``link``'s connection, and whether that is all of them: False if a
+    marker (``sweet-home/<hub>/<marker>``) did not come back within ``timeout``, or if the
+    hub had to drop a message meanwhile.
+
+    The devices are asked about :data:`ROUND` at a time: the hub keeps at most 512
+    inbound messages waiting (:mod:`~gatewayd.cloud.net`), and a burst beyond that loses
+    topics that would then stay on the broker for good. A round that lost messages all the
+    same (a device with hundreds of topics, a flood of commands meanwhile) is asked again
+    one device at a time."""
+    ids = list(dict.fromkeys(devices))
+    rounds = [ids[i:i + ROUND] for i in range(0, len(ids), ROUND)]
+    found: set[str] = set()
+    complete = True
+    while rounds:
+        group = rounds.pop(0)
+        dropped = link.inbound_dropped
+        answered = await _round(link, group, found, marker=marker, timeout=timeout)
+        if not answered:
+            return found, False
+        if link.inbound_dropped != dropped:
+            if len(group) > 1:
+                rounds[:0] = [[device] for device in group]
+            else:
+                complete = False
+    return found, complete
+
+
+async def _round(link: CloudLink, devices: list[str], found: set[str], *, marker: str,
+                 timeout: float) -> bool:
+    """Add what is retained under ``devices`` to ``found``; whether the marker came back."""
     root = link.root
     marker_topic = f"sweet-home/{link.hub.id}/{marker}"
     token = secrets.token_hex(8)
-    found: set[str] = set()
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def collect(topic: str, payload: bytes, retained: bool) -> None:
@@ -37,7 +69,7 @@ async def retained_topics(link: CloudLink, devices: Iterable[str], *, marker: st
         elif retained and payload:
             found.add(topic)
 
-    filters = [f"sweet-home/{device}/#" for device in dict.fromkeys(devices)]
+    filters = [f"sweet-home/{device}/#" for device in devices]
     if not any(matches(f, marker_topic) for f in filters):
         filters.append(marker_topic)
     for topic_filter in filters:
@@ -47,8 +79,8 @@ async def retained_topics(link: CloudLink, devices: Iterable[str], *, marker: st
     try:
         await asyncio.wait_for(done, timeout)
     except TimeoutError:
-        return found, False
+        return False
     finally:
         for topic_filter in filters:
             link.tap(topic_filter, None)
-    return found, True
+    return True
