@@ -129,6 +129,45 @@ def test_a_reset_while_offline_releases_at_the_next_pairing(
         broker, f"{other_root}/#")
 
 
+def test_a_release_the_broker_did_not_finish_answering_is_finished_at_the_next_pairing(
+        world: tuple[Broker, SimPlatform], tmp_path: Path) -> None:
+    # Before: a reset whose sweep did not hear the broker out (its answer too slow, or too
+    # big for the hub) cleared what it had seen, reported the account released and kept
+    # nothing: the rest stayed retained under the old root for good.
+    broker, platform = world
+    proxy = TcpProxy(broker.host, broker.port)
+    store = store_in(tmp_path)
+    creds = creds_for(broker, host=proxy.host, port=proxy.port)
+    store.commit_pairing(None, creds)
+
+    async def main() -> None:
+        link = make_link()
+        link.add_device(make_child())
+        ownership = Ownership(link, timeout=1.0)
+        with Monitor(broker) as mon:
+            await link.start(creds)
+            await mon.await_for(f"{ROOT}/sweet-home/virtual-lamp/$state", "ready")
+        proxy.drop_publishes.set()  # the broker's answer does not reach the hub
+        release = await ownership.at_reset(store.state.cloud)
+        assert ownership.last is not None and ownership.last["released"] is False
+        assert release is not None and release.devices == (HUB_ID, "virtual-lamp")
+        store.reset(release)
+        assert retained_snapshot(broker, f"{ROOT}/sweet-home/virtual-lamp/#") != {}
+
+        proxy.drop_publishes.clear()
+        step = CloudLinkStep(link, store, ownership)
+        assert (await step.connect(other_creds(broker), timeout=10)).ok
+        assert ownership.last["released"] is True
+        await link.stop()
+
+    try:
+        run(main())
+    finally:
+        proxy.close()
+    assert retained_snapshot(broker, f"{ROOT}/#") == {}
+    assert platform.ownership[-1]["device_id"] == HUB_ID
+
+
 def test_a_reset_with_the_daemon_stopped_releases_at_the_next_pairing(
         world: tuple[Broker, SimPlatform], tmp_path: Path) -> None:
     """`gatewayctl reset` while gatewayd is stopped cannot reach the cloud: it keeps the

@@ -9,7 +9,9 @@ subscribes to its devices' trees, collects what is retained, and clears exactly 
 removed whose topics are not yet seen cleared (:mod:`~gatewayd.cloud.leftovers`).
 
 * Online at the reset: right then, on the live connection, which then ends without the
-  usual ``$state = disconnected`` goodbyes (they would re-create retained topics).
+  usual ``$state = disconnected`` goodbyes (they would re-create retained topics). If the
+  broker did not tell in time everything it keeps, what was seen is cleared and the
+  account is kept as if the reset had been offline: the next pairing finishes it.
 * Offline at the reset: the old account and the device ids are kept in ``state.json``
   (``release``, mode 0600) until the next successful pairing. That pairing's cloud step
   first opens a quiet session with the old account (no device published, no will),
@@ -67,8 +69,12 @@ class Ownership:
             await self.link.stop(goodbye=False)
             if released:
                 return None
-        log.warning("reset while the cloud is out of reach: the old account (root %s) is "
-                    "released at the next successful pairing", stored.root)
+            # Kept, so that the next pairing clears what this release could not.
+            log.warning("reset: the old account (root %s) was not released completely; the "
+                        "next successful pairing finishes it", stored.root)
+        else:
+            log.warning("reset while the cloud is out of reach: the old account (root %s) is "
+                        "released at the next successful pairing", stored.root)
         return Release(cloud=stored, devices=devices, since=time.time())
 
     async def release_pending(self, pending: Release, new: CloudCredentials) -> bool:
@@ -97,15 +103,18 @@ class Ownership:
 
     async def release(self, devices: tuple[str, ...]) -> bool:
         """On a connected link: tell the platform, clear every retained topic of
-        ``devices``; whether everything went out in time. The session is quiet from here
-        on: a value published after the clearing would leave a topic behind."""
+        ``devices``; whether all of them were seen and cleared in time (not if the broker
+        did not say in time what it keeps, or the hub dropped part of its answer). The
+        session is quiet from here on: a value published after the clearing would leave a
+        topic behind."""
         self.link.go_quiet()
         root = self.link.root
         topics, complete = await retained_topics(self.link, devices, marker=MARKER,
                                                  timeout=self.timeout)
         if not complete:
-            log.warning("release: the broker did not echo the marker in %g s; clearing the "
-                        "%d retained topic(s) seen so far", self.timeout, len(topics))
+            log.warning("release: could not learn every retained topic (no answer from the "
+                        "broker in %g s, or too many messages at once); clearing the %d seen "
+                        "so far", self.timeout, len(topics))
         hub, children = devices[0], list(devices[1:])
         try:
             await self.link.platform.request(
@@ -117,6 +126,7 @@ class Ownership:
         flushed = await self.link.flush(self.timeout)
         log.info("released root %s: %d retained topic(s) of %d device(s) cleared%s", root,
                  len(topics), len(devices), "" if flushed else " (not all acknowledged)")
-        self.last = {"root_topic": root, "released": flushed, "topics": len(topics),
+        released = flushed and complete
+        self.last = {"root_topic": root, "released": released, "topics": len(topics),
                      "devices": len(devices), "at": time.time()}
-        return flushed
+        return released
