@@ -269,3 +269,27 @@ def test_sigterm_while_the_world_starts_stops_it_cleanly_despite_a_second_signal
     assert "Traceback" not in gw.output()
     # Every child was stopped (a stopped one's pid file goes), none left to the next run.
     assert not list(workdir.rglob("*.pid")), list(workdir.rglob("*.pid"))
+
+
+def test_sigint_while_the_daemon_is_built_stops_the_simulator_without_a_traceback(
+        tmp_path: Path) -> None:
+    """Before: a Ctrl-C after the world had started but before the daemon had its own
+    handlers was raised inside the daemon's task (here: while it imports its Zigbee
+    bridge), and asyncio logged "Task exception was never retrieved" with a traceback."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, signal, sys\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'gatewayd.bridge':\n"
+        "            sys.meta_path.remove(self)\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.meta_path.insert(0, CtrlC())\n")
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    workdir = tmp_path / "sim"
+    gw = Gatewayd(["--simulate", "--workdir", str(workdir)], env={"PYTHONPATH": path})
+    assert gw.proc.wait(60) == 0, gw.output()
+    assert "simulated world stopped" in gw.output()
+    assert "Traceback" not in gw.output() and "never retrieved" not in gw.output()
+    assert not list(workdir.rglob("*.pid")), list(workdir.rglob("*.pid"))

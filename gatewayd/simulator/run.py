@@ -92,6 +92,14 @@ def _stop_once(_signum: int, _frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt
 
 
+def _stop_daemon(daemon: Daemon, task: asyncio.Task[int]) -> None:
+    """A stop signal before the daemon's own handlers: as they would, once it has a hub."""
+    if daemon.hub is not None:
+        daemon.hub.stop_requested.set()
+    else:
+        task.cancel()
+
+
 def _run(config: Config, workdir: Path, redactor: Redactor, *, platform: bool,
          ethernet: bool, provisioning: str | None) -> int:
     previous = {sig: signal.signal(sig, _stop_once) for sig in _STOP_SIGNALS}
@@ -138,6 +146,15 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
             return 2
 
         async def _main() -> int:
+            # From here a stop signal is a callback of the loop, not a KeyboardInterrupt
+            # raised wherever the main thread is: inside the daemon's task (while it builds
+            # itself) that was a "Task exception was never retrieved" traceback. The
+            # daemon's own handlers replace these once it has built its hub.
+            loop = asyncio.get_running_loop()
+            daemon: Daemon
+            task: asyncio.Task[int]
+            for sig in _STOP_SIGNALS:
+                loop.add_signal_handler(sig, lambda: _stop_daemon(daemon, task))
             daemon = Daemon(cfg, store, identity, redactor, simulate=True)
             task = asyncio.create_task(daemon.run(), name="daemon")
             ready = asyncio.create_task(daemon.ready.wait())
@@ -150,6 +167,10 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
                 ready.cancel()
             try:
                 return await task
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
+                return 0  # stopped before the daemon ran: nothing of it to stop
             finally:
                 # Removing its handlers, the daemon put back the defaults: a SIGTERM while
                 # asyncio winds down would kill the simulator before world.stop().
