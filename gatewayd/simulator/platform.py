@@ -297,13 +297,20 @@ def _handler(platform: SimPlatform) -> type[BaseHTTPRequestHandler]:
                 self._route("GET", None)
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.headers.get("Content-Length") or "0"
+            # int() would take " 12", "1_2" and "-1" (which reads until the client hangs up)
+            if not (raw.isascii() and raw.isdigit()):
+                self._send(400, {"error": {"code": "invalid", "message": "Content-Length: "
+                                           f"must be a number of bytes, got {raw[:40]!r}"}})
+                return
+            length = int(raw) if len(raw) < 10 else MAX_CONTROL_BODY + 1
             if length > MAX_CONTROL_BODY:
-                self._send(413, {"error": {"code": "too-large", "message": "body too large"}})
+                self._send(413, {"error": {"code": "too-large", "message": "body: more than "
+                                           f"{MAX_CONTROL_BODY // 1024} KiB"}})
                 return
             try:
                 body = json.loads(self.rfile.read(length) or b"null")
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (ValueError, RecursionError):  # decoding, digits, nesting
                 self._send(400, {"error": {"code": "invalid", "message": "body: not JSON"}})
                 return
             self._route("POST", body)

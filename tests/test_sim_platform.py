@@ -1,0 +1,54 @@
+"""The simulated Business Platform in-process: its answers from platform.json and its
+control interface, without a broker (the REQ/RES round trip is tests/test_e2e_platform.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from gatewayd.simulator import platform as sim_platform
+from gatewayd.simulator.platform import SimPlatform
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> SimPlatform:
+    return SimPlatform("127.0.0.1", 1, "platform", "pw", tmp_path / "platform.json")
+
+
+@pytest.fixture
+def control(sim: SimPlatform) -> Iterator[tuple[str, int]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), sim_platform._handler(sim))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield "127.0.0.1", server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def post(address: tuple[str, int], length: str, body: bytes = b"") -> tuple[int, object]:
+    with socket.create_connection(address, timeout=10) as conn:
+        conn.sendall(f"POST /operations/abcdef/approve HTTP/1.0\r\nContent-Length: {length}"
+                     "\r\n\r\n".encode() + body)
+        conn.shutdown(socket.SHUT_WR)  # a server reading until EOF gets it at once
+        answer = b"".join(iter(lambda: conn.recv(65536), b""))
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head, "the control interface closed the connection without an answer"
+    return int(head.split()[1]), json.loads(payload)
+
+
+def test_a_bad_content_length_is_refused_400_naming_it(
+        control: tuple[str, int]) -> None:
+    """Before: "abc" ended the connection without an answer (a traceback in the log) and
+    "-1" read the body until the client hung up."""
+    for length in ("abc", "-1", "+2", "1_0"):
+        assert post(control, length, b"{}") == (400, {"error": {
+            "code": "invalid",
+            "message": f"Content-Length: must be a number of bytes, got {length!r}"}})
+    assert post(control, "9" * 5000)[0] == 413
+    assert post(control, "2", b"{}") == (404, {"error": {
+        "code": "not-found", "message": "/operations/abcdef/approve"}})
