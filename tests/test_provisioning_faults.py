@@ -189,8 +189,8 @@ def test_a_pending_answer_that_names_no_expiry_is_waited_on(
     finite-number check, every attempt failed on it, the operation kept, for good."""
     plain = world.provisioning._state_of
 
-    def no_expiry(op: Any) -> dict[str, Any]:
-        answer = plain(op)
+    def no_expiry(op: Any, settings: dict[str, Any]) -> dict[str, Any]:
+        answer = plain(op, settings)
         if answer["state"] == "pending":
             answer["expires_in"] = None
         return answer

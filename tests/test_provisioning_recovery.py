@@ -195,8 +195,8 @@ def test_a_pending_operation_with_a_huge_expiry_fails_in_words(
     float')" in status and on the panel."""
     plain = world.provisioning._state_of
 
-    def huge(op: Any) -> dict[str, Any]:
-        return {**plain(op), "expires_in": HUGE}
+    def huge(op: Any, settings: dict[str, Any]) -> dict[str, Any]:
+        return {**plain(op, settings), "expires_in": HUGE}
 
     monkeypatch.setattr(world.provisioning, "_state_of", huge)
     cfg, store, identity = setup(tmp_path, world.provisioning.endpoint()["port"])

@@ -7,9 +7,11 @@ The hub's behaviour against it is tests/test_provisioning_e2e.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,53 @@ def test_a_release_before_the_registration_went_out_leaves_it(tmp_path: Path) ->
     assert enroll() == (0, 409)  # still enrolled
     registration = sim.listing()["registrations"][0]
     assert (registration["revoked"], registration["tokens"]) == (False, 1)
+
+
+def test_a_bad_provisioning_setting_is_answered_500_naming_it_and_changes_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: read_settings checked nothing. "two" seconds was a ValueError traceback and a
+    500 "platform error" for every poll; a bad lifetime with auto_approve failed the start
+    after recording the operation (pending for good); "false" was true; a platform.json
+    that was not JSON silently gave the defaults. The request handler alone, no broker."""
+    accounts = Broker(tmp_path / "broker")
+    settings = tmp_path / "platform.json"
+    sim = SimProvisioning(tmp_path / "prov", accounts, accounts.add_account(*SIM_ACCOUNT),
+                          settings, clock=FakeClock())
+    answers: list[dict[str, Any]] = []
+    hub = types.SimpleNamespace(publish=lambda _t, body, qos: answers.append(json.loads(body)))
+    op, key = codec.new_operation()
+
+    def start() -> dict[str, Any]:
+        msg = mqtt.MQTTMessage(
+            topic=codec.request_topic(codec.token_user(SIM_TOKEN), op, "start").encode())
+        msg.payload = codec.request_body("r1", hub_request(op, key)).encode()
+        sim._on_message(hub, None, msg)  # type: ignore[arg-type]
+        return answers[-1]
+
+    at_most = "must be a number of seconds above 0 and at most 315360000, got"
+    problems = {
+        '{"provisioning": {"retry_after": "two"}}': f"retry_after: {at_most} 'two'",
+        '{"provisioning": {"auto_approve": true, "registration_lifetime": -1}}':
+            f"registration_lifetime: {at_most} -1",
+        '{"provisioning": {"auto_approve": "false"}}':
+            "auto_approve: must be true or false, got 'false'",
+        '{"provisioning": {"refuse": {"start": {"times": "x"}}}}':
+            "refuse: start: times: must be a whole number (0 or more), got 'x'",
+        '{"provisioning": {"refuse": {"start": {"code": 200}}}}':
+            "refuse: start: code: must be an integer from 400 to 599, got 200"}
+    for text, problem in problems.items():
+        settings.write_text(text)
+        for _ in range(2):  # logged once, answered every time
+            answer = start()
+            assert (answer["status"], answer["code"], answer["data"]) == (
+                0, 500, {"error": "internal", "message": f"{settings}: provisioning: {problem}"})
+    settings.write_text('{"provisioning": ')
+    assert start()["data"]["message"].startswith(f"{settings}: not JSON (")
+    assert sim.listing()["operations"] == [] and sim.refused == {}  # nothing happened
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("gatewayd")]
+    assert len(warnings) == len(problems) + 1 and not any(r.exc_info for r in caplog.records)
+    settings.write_text('{"provisioning": {"retry_after": 3, "auto_approve": false}}')
+    assert start()["data"]["retry_after"] == 3.0
 
 
 @pytest.mark.slow

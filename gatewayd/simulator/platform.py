@@ -15,10 +15,11 @@ side). Endpoints:
   "data": <any JSON>}}``; a status 0 answer's data is sealed too (``{"message": ...}``);
 * anything else: status 0, code 404.
 
-A request the file cannot answer (not JSON, a canned answer whose status is not 0 or 1...)
-is answered status 0, code 500, with what is wrong (``<file>: responses: <endpoint>:
-status: must be 0 or 1, got 'yes'``) as its message, and the log records that as its
-``error``: the developer learns it from the hub, not from a timeout.
+A request the file cannot answer (not JSON, a canned answer whose status is not 0 or 1, a
+provisioning setting of the wrong kind: ``provisioning_model.read_settings``...) is
+answered status 0, code 500, with what is wrong (``<file>: responses: <endpoint>: status:
+must be 0 or 1, got 'yes'``) as its message, and the log records that as its ``error``:
+the developer learns it from the hub, not from a timeout.
 
 Every exchange is recorded (the last ``MAX_LOG``) and served on a small loopback HTTP
 control interface (``sim.json`` ``platform.control``): ``GET /log`` is what
@@ -80,8 +81,12 @@ class SettingsError(ValueError):
     """The responses file cannot answer a request; the message names the file and key."""
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """A value as a message shows it: text and short numbers as they are, else its kind."""
     if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) \
+            and len(repr(value)) <= 24:
         return repr(value)
     return {dict: "an object", list: "an array", bool: "true or false", type(None): "null",
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
@@ -218,7 +223,7 @@ class SimPlatform:
             tags = self._section("rfid").get("tags", [])
             if not isinstance(tags, list):
                 raise SettingsError(f"{self.responses}: rfid: tags: must be an array of "
-                                    f"tag ids, got {_json_kind(tags)}")
+                                    f"tag ids, got {json_kind(tags)}")
             return 1, 200, {"tag": tag, "authorized": tag.upper() in {str(t).upper()
                                                                       for t in tags}}
         canned = self._section("responses").get(endpoint)
@@ -231,42 +236,45 @@ class SimPlatform:
         where = f"{self.responses}: responses: {endpoint}"
         if not isinstance(canned, dict):
             raise SettingsError(f"{where}: must be an object {{\"status\", \"code\", "
-                                f"\"data\"}}, got {_json_kind(canned)}")
+                                f"\"data\"}}, got {json_kind(canned)}")
         unknown = sorted(set(canned) - {"status", "code", "data"})
         if unknown:
             raise SettingsError(f"{where}: unknown key {unknown[0]!r} (an answer has status, "
                                 "code and data)")
         status, code = canned.get("status", 1), canned.get("code", 200)
         if isinstance(status, bool) or status not in (0, 1):
-            raise SettingsError(f"{where}: status: must be 0 or 1, got {_json_kind(status)}")
+            raise SettingsError(f"{where}: status: must be 0 or 1, got {json_kind(status)}")
         if isinstance(code, bool) or not isinstance(code, int):
             raise SettingsError(f"{where}: code: must be an integer (HTTP-style, such as "
-                                f"200), got {_json_kind(code)}")
+                                f"200), got {json_kind(code)}")
         return status, code, canned.get("data")
 
     def _section(self, name: str) -> dict[str, Any]:
-        """One section of the responses file, read for every request: edits take effect at
-        once. Missing: empty."""
-        try:
-            settings = json.loads(self.responses.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"{self.responses}: unreadable ({exc})") from None
-        except json.JSONDecodeError as exc:
-            raise SettingsError(f"{self.responses}: not JSON ({exc.msg}, line {exc.lineno} "
-                                f"column {exc.colno})") from None
-        except ValueError:  # Python's int() refuses more digits; not a JSONDecodeError
-            raise SettingsError(f"{self.responses}: not JSON (a number with more than "
-                                f"{sys.get_int_max_str_digits()} digits)") from None
-        if not isinstance(settings, dict):
-            raise SettingsError(f"{self.responses}: must be a JSON object, got "
-                                f"{_json_kind(settings)}")
-        section = settings.get(name, {})
-        if not isinstance(section, dict):
-            raise SettingsError(f"{self.responses}: {name}: must be an object, got "
-                                f"{_json_kind(section)}")
-        return section
+        return read_section(self.responses, name)
+
+
+def read_section(path: Path, name: str) -> dict[str, Any]:
+    """One section of the responses file, read for every request: edits take effect at
+    once. Missing (the file or the section): empty. SettingsError naming the file."""
+    try:
+        settings = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: unreadable ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{path}: not JSON ({exc.msg}, line {exc.lineno} "
+                            f"column {exc.colno})") from None
+    except (ValueError, RecursionError):  # more digits than int() takes; deep nesting
+        raise SettingsError(f"{path}: not JSON (a number with more than "
+                            f"{sys.get_int_max_str_digits()} digits, or nested too deep)"
+                            ) from None
+    if not isinstance(settings, dict):
+        raise SettingsError(f"{path}: must be a JSON object, got {json_kind(settings)}")
+    section = settings.get(name, {})
+    if not isinstance(section, dict):
+        raise SettingsError(f"{path}: {name}: must be an object, got {json_kind(section)}")
+    return section
 
 
 def _request(payload: bytes) -> tuple[str, bytes, Any] | str:

@@ -17,9 +17,8 @@
 * **A release** (a reset hub's REQ/RES ``device/ownership``) ends an enrollment's
   registration and frees its serial (:meth:`SimProvisioning.release`).
 
-Settings are read from the platform's responses file (``platform.json``, key
-``provisioning``) whenever they are needed, so tests and developers change lifetimes while
-the simulator runs: :data:`DEFAULT_SETTINGS`.
+Settings (:data:`DEFAULT_SETTINGS`) are read from the platform's responses file (``platform.json``
+``provisioning``) at every request, so tests and developers change them while it runs.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from gatewayd.credentials import mqtt_username
 from gatewayd.provisioning import codec
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.simulator.broker import PLATFORM_USER, Account, Broker, password_line
+from gatewayd.simulator.platform import SettingsError
 from gatewayd.simulator.provisioning_model import (
     MAX_OPERATIONS,
     PROVISIONING_ACL,
@@ -49,6 +49,7 @@ from gatewayd.simulator.provisioning_model import (
     SIM_TEMPLATE,
     SIM_TOKEN,
     Generation,
+    SettingsFile,
     SimDevice,
     SimOperation,
     Template,
@@ -58,7 +59,6 @@ from gatewayd.simulator.provisioning_model import (
     find_operation,
     proof_key,
     read_registry,
-    read_settings,
     registration_auth,
     registry_json,
     scripted_refusal,
@@ -79,7 +79,7 @@ class SimProvisioning:
                  *, clock: Callable[[], float] = time.time) -> None:
         self.accounts = accounts
         self.account = account  # whose tree approved hubs appear in
-        self.settings_file = settings
+        self.settings_file = SettingsFile(settings)
         self.clock = clock
         self.broker = Broker(workdir, account_acl=PROVISIONING_ACL,
                              platform_acl=PROVISIONING_PLATFORM_ACL,
@@ -138,9 +138,6 @@ class SimProvisioning:
         self._client.loop_stop()
         self.broker.stop()
 
-    def settings(self) -> dict[str, Any]:
-        return read_settings(self.settings_file)
-
     def endpoint(self) -> dict[str, Any]:
         return {"host": self.broker.host, "port": self.broker.port}
 
@@ -198,7 +195,7 @@ class SimProvisioning:
     def approve(self, op_id: str, account: Account | None = None) -> dict[str, Any]:
         with self._lock:
             op = self._find(op_id)
-            self._approve(op, account or self.account)
+            self._approve(op, account or self.account, self.settings_file.read())
         self._flush_auth()  # the broker knows the token before the hub can learn it
         with self._lock:
             op.state = "approved"
@@ -225,10 +222,10 @@ class SimProvisioning:
                     self._unsaved = True  # not on disk: the next save tries again
                 raise
 
-    def _approve(self, op: SimOperation, account: Account) -> None:
+    def _approve(self, op: SimOperation, account: Account, settings: dict[str, Any]) -> None:
         if op.state != "pending" or op.credentials is not None:
             raise ValueError(f"operation {op.id} is {op.state}, not pending")
-        lifetime = float(self.settings()["registration_lifetime"])
+        lifetime = float(settings["registration_lifetime"])
         issued = self._issue(op.device_id, op.mode, account, lifetime, fresh=True,
                              serial=str(op.info.get("serial") or ""))
         op.credentials = codec.seal_to(op.public_key, op.id, issued)
@@ -345,6 +342,8 @@ class SimProvisioning:
             return
         try:
             status, code, answer = self._handle(user, op_id, action, data)
+        except SettingsError as exc:  # logged (once) by SettingsFile; the hub learns it too
+            status, code, answer = 0, 500, {"error": "internal", "message": str(exc)}
         except Exception:  # the simulator keeps answering whatever one request did
             log.exception("simulated provisioning: %s failed", action)
             status, code, answer = 0, 500, {"error": "internal", "message": "platform error"}
@@ -355,7 +354,8 @@ class SimProvisioning:
     def _handle(self, user: str, op_id: str, action: str,
                 data: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
         with self._lock:
-            refusal = scripted_refusal(self.settings(), action, self.refused)
+            settings = self.settings_file.read()  # checked: before anything changes
+            refusal = scripted_refusal(settings, action, self.refused)
             if refusal is not None:
                 return refusal
             self._expire()
@@ -363,7 +363,7 @@ class SimProvisioning:
             if action == "poll":
                 if op is None or op.user != user:
                     return 0, 404, {"error": "unknown-operation", "message": "no such operation"}
-                return 1, 200, self._state_of(op)
+                return 1, 200, self._state_of(op, settings)
             described = describe_hub(op_id, data)
             if isinstance(described, str):
                 return 0, 400, {"error": "invalid", "message": described}
@@ -371,18 +371,18 @@ class SimProvisioning:
             if op is not None:  # a hub that restarted asks again: the same answer
                 if op.user != user or op.public_key != public:
                     return 0, 409, {"error": "invalid", "message": "operation id taken"}
-                return 1, 200, self._state_of(op)
+                return 1, 200, self._state_of(op, settings)
             if len(self.operations) >= MAX_OPERATIONS:
                 return 0, 503, {"error": "busy", "message": "too many operations"}
             if action == "start":
-                return self._start(user, op_id, public, device_id, info)
+                return self._start(user, op_id, public, device_id, info, settings)
             return self._enroll(user, op_id, public, device_id, info)
 
-    def _state_of(self, op: SimOperation) -> dict[str, Any]:
+    def _state_of(self, op: SimOperation, settings: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = {
             "operation": op.id, "state": op.state,
             "verification_code": op.verification_code,
-            "retry_after": float(self.settings()["retry_after"]),
+            "retry_after": float(settings["retry_after"]),
             "expires_in": max(0.0, op.expires_at - self.clock())}
         if op.reason:
             answer["reason"] = op.reason
@@ -397,12 +397,11 @@ class SimProvisioning:
         return answer
 
     def _start(self, user: str, op_id: str, public: bytes, device_id: str,
-               info: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
+               info: dict[str, Any], settings: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
         token = self._token_for(user)
         if token is None:
             return 0, 403, {"error": "rejected", "message": "unknown provisioning token"}
         now = self.clock()
-        settings = self.settings()
         op = SimOperation(op_id, "token", user, public, device_id, info, now,
                           now + float(settings["operation_lifetime"]))
         if token[1] is not None and token[1] != device_id:
@@ -413,9 +412,9 @@ class SimProvisioning:
         log.info("simulated platform: operation %s from %s, verification code %s", op_id,
                  device_id, op.verification_code)
         if settings["auto_approve"] and op.state == "pending":
-            self._approve(op, self.account)
+            self._approve(op, self.account, settings)
             op.state = "approved"  # the answer goes out after the broker's files (_on_message)
-        return 1, 200, self._state_of(op)
+        return 1, 200, self._state_of(op, settings)
 
     def _enroll(self, user: str, op_id: str, public: bytes, device_id: str,
                 info: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
@@ -445,7 +444,8 @@ class SimProvisioning:
         """REQ/RES ``provisioning/refresh``: the next registration token, sealed to the key
         in the request, for a hub that proves it holds a token that is still valid."""
         with self._lock:
-            refusal = scripted_refusal(self.settings(), "refresh", self.refused)
+            settings = self.settings_file.read()
+            refusal = scripted_refusal(settings, "refresh", self.refused)
             if refusal is not None:
                 return refusal
             device = self.devices.get(device_id)
@@ -455,7 +455,7 @@ class SimProvisioning:
             if public is None:
                 return 0, 403, {"message": "the proof names no valid registration token"}
             nonce = codec.unb64(data.get("nonce"), "nonce", 16)
-            lifetime = float(self.settings()["registration_lifetime"])
+            lifetime = float(settings["registration_lifetime"])
             issued = self._issue(device_id, device.mode, device.account, lifetime,
                                  fresh=False)
             device.refreshes += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import logging
 import math
 import re
 import types
@@ -21,6 +22,9 @@ from typing import Any
 
 from gatewayd.provisioning import codec
 from gatewayd.simulator.broker import Account
+from gatewayd.simulator.platform import SettingsError, json_kind, read_section
+
+log = logging.getLogger(__name__)
 
 PROVISIONING_ACL = """\
 # a provisioning user publishes only its operation's requests, reads only its answers
@@ -46,6 +50,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # developers trying what their hubs do when the platform is throttled or down)
     "refuse": {},
 }
+REFUSABLE = ("start", "poll", "enroll", "refresh")
+MAX_SECONDS = 10 * 365 * 86400  # a setting's most: expiries and the sweeper's waits hold it
 MAX_OPERATIONS = 10_000
 # An expired or rejected operation stays listed this long after its expiry, then goes:
 # otherwise a bench of unapproved hubs fills MAX_OPERATIONS within a day, for good.
@@ -299,31 +305,96 @@ def read_registry(path: Path, accounts: list[Account], default: Account,
 
 
 def read_settings(path: Path) -> dict[str, Any]:
-    """:data:`DEFAULT_SETTINGS`, overridden by ``provisioning`` in the responses file."""
-    try:
-        raw = json.loads(path.read_text()).get("provisioning", {})
-    except (OSError, ValueError, AttributeError):
-        raw = {}
+    """:data:`DEFAULT_SETTINGS`, overridden by ``provisioning`` in the responses file, every
+    value checked here, before anything uses one: SettingsError naming the file and key."""
+    where = f"{path}: provisioning"
     merged = dict(DEFAULT_SETTINGS)
-    if isinstance(raw, dict):
-        merged.update({k: v for k, v in raw.items() if k in DEFAULT_SETTINGS})
+    for key, value in read_section(path, "provisioning").items():
+        if key not in DEFAULT_SETTINGS:
+            raise SettingsError(f"{where}: unknown key {key!r} (the settings are "
+                                f"{', '.join(DEFAULT_SETTINGS)})")
+        if key == "auto_approve" and not isinstance(value, bool):
+            raise SettingsError(f"{where}: auto_approve: must be true or false, got "
+                                f"{json_kind(value)}")
+        if key == "refuse":
+            _check_refusals(value, f"{where}: refuse")
+        elif key != "auto_approve":
+            _check_number(value, f"{where}: {key}", MAX_SECONDS)
+        merged[key] = value
     return merged
+
+
+def _check_number(value: Any, where: str, top: float | None) -> None:
+    """Seconds above 0 (and up to ``top``: a clock or a timer must hold them)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 \
+            or (top is not None and value > top):
+        limit = f" and at most {top:.0f}" if top is not None else ""
+        raise SettingsError(f"{where}: must be a number of seconds above 0{limit}, got "
+                            f"{json_kind(value)}")
+
+
+def _check_refusals(rules: Any, where: str) -> None:
+    if not isinstance(rules, dict):
+        raise SettingsError(f"{where}: must be an object of action -> refusal, got "
+                            f"{json_kind(rules)}")
+    for action, rule in rules.items():
+        at = f"{where}: {action}"
+        if action not in REFUSABLE:
+            raise SettingsError(f"{where}: unknown action {action!r} (one of "
+                                f"{', '.join(REFUSABLE)})")
+        if not isinstance(rule, dict):
+            raise SettingsError(f"{at}: must be an object {{\"code\", \"error\", "
+                                f"\"message\", \"retry_after\", \"times\"}}, got "
+                                f"{json_kind(rule)}")
+        for key, value in rule.items():
+            if key in ("error", "message") and not isinstance(value, str):
+                raise SettingsError(f"{at}: {key}: must be text, got {json_kind(value)}")
+            elif key == "retry_after":
+                _check_number(value, f"{at}: retry_after", None)
+            elif key in ("code", "times") and (
+                    isinstance(value, bool) or not isinstance(value, int)
+                    or not (400 <= value <= 599 if key == "code" else value >= 0)):
+                expect = "an integer from 400 to 599" if key == "code" else \
+                    "a whole number (0 or more)"
+                raise SettingsError(f"{at}: {key}: must be {expect}, got {json_kind(value)}")
+            elif key not in ("error", "message", "retry_after", "code", "times"):
+                raise SettingsError(f"{at}: unknown key {key!r} (a refusal has code, error, "
+                                    "message, retry_after and times)")
 
 
 def scripted_refusal(settings: dict[str, Any], action: str,
                      served: dict[str, int]) -> tuple[int, int, dict[str, Any]] | None:
-    """The refusal the settings script for ``action`` while it has times left; ``served``
-    counts the ones given so far."""
-    rules = settings.get("refuse")
-    rule = rules.get(action) if isinstance(rules, dict) else None
-    if not isinstance(rule, dict) or served.get(action, 0) >= int(rule.get("times", 1)):
+    """The refusal the settings (checked by :func:`read_settings`) script for ``action``
+    while it has times left; ``served`` counts the ones given so far."""
+    rule = settings["refuse"].get(action)
+    if rule is None or served.get(action, 0) >= rule.get("times", 1):
         return None
     served[action] = served.get(action, 0) + 1
-    data: dict[str, Any] = {"error": str(rule.get("error") or "busy"),
-                            "message": str(rule.get("message") or "the platform is busy")}
+    data: dict[str, Any] = {"error": rule.get("error") or "busy",
+                            "message": rule.get("message") or "the platform is busy"}
     if "retry_after" in rule:
         data["retry_after"] = rule["retry_after"]
-    return 0, int(rule.get("code", 503)), data
+    return 0, rule.get("code", 503), data
+
+
+class SettingsFile:
+    """:func:`read_settings` of one file, at every use (edits apply at once). A problem in
+    it is logged once, not at every hub's poll, until the file says something else."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._logged = ""
+
+    def read(self) -> dict[str, Any]:
+        try:
+            settings = read_settings(self.path)
+        except SettingsError as exc:
+            if str(exc) != self._logged:
+                log.warning("simulated platform: %s", exc)
+            self._logged = str(exc)
+            raise
+        self._logged = ""
+        return settings
 
 
 def proof_key(device: SimDevice, data: Any) -> bytes | None:
