@@ -69,6 +69,16 @@ def test_offline_full_reset_acts_on_the_simulators_state(tmp_path: Path,
         ["state", *(["sim.json"] if with_sim_json else [])])
 
 
+def test_an_offline_reset_of_the_simulators_state_says_to_start_the_simulator(
+        tmp_path: Path) -> None:
+    """Before: it said "systemctl start gatewayd", which starts no simulator."""
+    workdir = tmp_path / "my sim"
+    paired_state(workdir / "state")
+    said = ctl("--sim", str(workdir), "reset").stdout.splitlines()[-1]
+    assert said == f"Start gatewayd again (gatewayd --simulate --workdir '{workdir}') to " \
+                   "pair the hub."
+
+
 def test_offline_reset_without_full_keeps_the_zigbee_network(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     paired_state(state_dir)

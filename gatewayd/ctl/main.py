@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,9 @@ def cmd_reset(args: argparse.Namespace, client: Client) -> int:
                 print("At its next start the Zigbee radio leaves its network and forms a new "
                       "one; pair the Zigbee devices again then.")
             mode = _config(args).provisioning.mode
-            print("Start gatewayd again (systemctl start gatewayd) to "
+            how = (f"gatewayd --simulate --workdir {shlex.quote(args.sim)}" if args.sim
+                   else "systemctl start gatewayd")
+            print(f"Start gatewayd again ({how}) to "
                   + ("pair the hub." if mode == "pairing" else
                      f"have it provisioned again ([provisioning] mode {mode})."))
             return 0
