@@ -92,6 +92,11 @@ BAD_ARGUMENTS = {
         "command: must be text: a zigpy command name such as toggle, got a number",
     f'{{"op": "set_link", "ieee": "{IEEE}", "lqi": "high"}}':
         "lqi: must be an integer from 0 to 255, got 'high'",
+    # Before: 300 and -1 were taken, as 255 and 0.
+    f'{{"op": "set_link", "ieee": "{IEEE}", "lqi": 300}}':
+        "lqi: must be an integer from 0 to 255, got a number",
+    f'{{"op": "set_link", "ieee": "{IEEE}", "lqi": -1}}':
+        "lqi: must be an integer from 0 to 255, got a number",
     f'{{"op": "silence", "ieee": "{IEEE}", "colour": "red"}}':
         "silence takes no colour (it takes ieee, silent)",
     '{"op": "stream", "count": 5, "start_at": "soon"}':

@@ -6,8 +6,9 @@ the same arguments: an IEEE address, a device kind, a cluster... :data:`ARGS` sa
 what each must be, and :func:`check_args` refuses a call with a message naming the
 argument (``join: kind is required (one of button, ...)``, ``ieee: must be text such as
 ...``) before the radio sees it, so that no Python exception text (a missing positional
-argument, ``'list' object has no attribute 'strip'``) reaches the user. Ranges and meanings
-(an unknown device, a cluster the device lacks) stay with the radios, which name them.
+argument, ``'list' object has no attribute 'strip'``) reaches the user. Meanings and most
+ranges (an unknown device, a cluster the device lacks) stay with the radios, which name
+them; ``lqi``'s range is here, so that neither radio takes 300 as 255.
 
 Standard library and the device catalog (plain data) only: the hub imports this without
 zigpy.
@@ -80,7 +81,7 @@ ARGS: dict[str, Arg] = {
                         _text),
     "wait": Arg("true or false", _flag),
     "silent": Arg("true or false", _flag),
-    "lqi": Arg("an integer from 0 to 255", _integer),
+    "lqi": Arg("an integer from 0 to 255", lambda v: _integer(v) and 0 <= v <= 255),
     "cluster": Arg("text: a zigpy cluster name such as on_off", _text),
     "attributes": Arg('an object of attribute names and raw values, such as {"on_off": 1}',
                       lambda v: isinstance(v, dict) and bool(v)),

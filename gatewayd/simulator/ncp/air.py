@@ -275,9 +275,9 @@ class Air:
 
     def set_link(self, ieee: str, lqi: int) -> None:
         """The link quality the NCP reports for the device's next frames (0-255)."""
-        if isinstance(lqi, bool) or not isinstance(lqi, int):
-            raise AirError(f"lqi: an integer from 0 to 255, got {lqi!r}")
-        self.device(ieee).lqi = max(0, min(255, lqi))
+        if isinstance(lqi, bool) or not isinstance(lqi, int) or not 0 <= lqi <= 255:
+            raise AirError(f"lqi: must be an integer from 0 to 255, got {lqi!r}")
+        self.device(ieee).lqi = lqi
         self.changed()
 
     def _require_network(self) -> None:
