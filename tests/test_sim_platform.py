@@ -52,3 +52,28 @@ def test_a_bad_content_length_is_refused_400_naming_it(
     assert post(control, "9" * 5000)[0] == 413
     assert post(control, "2", b"{}") == (404, {"error": {
         "code": "not-found", "message": "/operations/abcdef/approve"}})
+
+
+def test_a_canned_answer_replaces_a_built_in_endpoint_but_not_the_simulators_own(
+        sim: SimPlatform, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: a canned echo, time or rfid/authorize was ignored, without a word. A release
+    stays the simulator's (it ends the hub's enrollment), and says its entry is unused."""
+    released: list[str] = []
+    sim.on_release.append(lambda device, data: released.append(device))
+    data = json.loads(sim.responses.read_text())
+    data["responses"].update({
+        "echo": {"status": 0, "code": 503, "data": {"message": "down"}},
+        "time": {"data": {"time": 0}}, "rfid/authorize": {"data": {"authorized": False}},
+        "device/ownership": {"status": 0, "code": 500}})
+    sim.responses.write_text(json.dumps(data))
+    assert sim._handle("echo", "hub", 1) == (0, 503, {"message": "down"})
+    assert sim._handle("time", "hub", None) == (1, 200, {"time": 0})
+    assert sim._handle("rfid/authorize", "hub", {"tag": "DEADBEEF"}) == (
+        1, 200, {"authorized": False})
+    release = {"event": "released", "device_id": "hub", "children": []}
+    for _ in range(2):
+        assert sim._handle("device/ownership", "hub", release) == (1, 200, {"released": "hub"})
+    assert released == ["hub", "hub"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"simulated platform: {sim.responses}: responses: device/ownership: not used (the "
+        "simulator answers device/ownership itself)"]

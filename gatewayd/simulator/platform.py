@@ -6,13 +6,16 @@ response's data sealed with the key from the request (AES-256-GCM,
 :mod:`gatewayd.cloud.reqres_cipher`'s format, written here from the documentation's
 side). Endpoints:
 
-* built in: ``echo`` (the request's data back), ``time`` (the platform's clock),
+* the simulator's own, which a canned answer cannot replace (one is logged as not used):
   ``device/ownership`` (records a release, and tells :attr:`SimPlatform.on_release`: the
-  provisioning side ends the hub's enrollment), ``rfid/authorize`` (``{"tag": ...}`` against
-  the tag list in the responses file);
+  provisioning side ends the hub's enrollment) and :attr:`SimPlatform.endpoints`
+  (``provisioning/refresh``);
 * canned: ``responses`` in the responses file (``sim.json`` ``platform.responses``), which
   app developers edit while the simulator runs: ``{"<endpoint>": {"status": 1, "code": 200,
   "data": <any JSON>}}``; a status 0 answer's data is sealed too (``{"message": ...}``);
+* built in, unless a canned answer replaces them: ``echo`` (the request's data back),
+  ``time`` (the platform's clock), ``rfid/authorize`` (``{"tag": ...}`` against the tag list
+  in the responses file);
 * anything else: status 0, code 404.
 
 A request the file cannot answer (not JSON, a canned answer whose status is not 0 or 1, a
@@ -75,6 +78,7 @@ Endpoint = Callable[[str, Any], Answer]  # (device id, request data) -> answer
 # (method, path, JSON body or None) -> (HTTP status, JSON body), or None: not this route
 Route = Callable[[str, str, Any], tuple[int, Any] | None]
 MAX_CONTROL_BODY = 64 * 1024
+OWNERSHIP = "device/ownership"
 
 
 class SettingsError(ValueError):
@@ -103,6 +107,7 @@ class SimPlatform:
         self.endpoints: dict[str, Endpoint] = {}
         self.routes: list[Route] = []
         self.on_release: list[Callable[[str, Any], None]] = []  # (device id, request data)
+        self._shadowed: set[str] = set()  # canned answers warned about: never used
         self._lock = threading.Lock()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-platform")
         self._client.username_pw_set(username, password)
@@ -200,22 +205,23 @@ class SimPlatform:
     # ---- endpoints --------------------------------------------------------------------------
 
     def _handle(self, endpoint: str, device_id: str, data: Any) -> Answer:
-        if endpoint in self.endpoints:
-            return self.endpoints[endpoint](device_id, data)
+        # The simulator's own first: a canned answer there would keep a release from ending
+        # an enrollment, a refresh from issuing a token, and the provisioning side's records
+        # would no longer be what the hubs were told.
+        if endpoint in self.endpoints or endpoint == OWNERSHIP:
+            self._warn_if_shadowed(endpoint)
+            if endpoint in self.endpoints:
+                return self.endpoints[endpoint](device_id, data)
+            return self._release(device_id, data)
+        canned = self._section("responses").get(endpoint)
+        if canned is not None:  # before the built-ins: what a developer editing it expects
+            return self._canned(endpoint, canned)
         if endpoint == "echo":
             return 1, 200, data
         if endpoint == "time":
             now = self.clock()
             return 1, 200, {"time": now, "iso": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                 time.gmtime(now))}
-        if endpoint == "device/ownership":
-            if not isinstance(data, dict) or data.get("event") != "released":
-                return 0, 400, {"message": "expected {\"event\": \"released\", ...}"}
-            with self._lock:
-                self.ownership.append({"at": self.clock(), "device_id": device_id, **data})
-            for listener in self.on_release:
-                listener(device_id, data)
-            return 1, 200, {"released": device_id}
         if endpoint == "rfid/authorize":
             tag = data.get("tag") if isinstance(data, dict) else None
             if not isinstance(tag, str) or not tag:
@@ -226,10 +232,31 @@ class SimPlatform:
                                     f"tag ids, got {json_kind(tags)}")
             return 1, 200, {"tag": tag, "authorized": tag.upper() in {str(t).upper()
                                                                       for t in tags}}
-        canned = self._section("responses").get(endpoint)
-        if canned is not None:
-            return self._canned(endpoint, canned)
         return 0, 404, {"message": f"unknown endpoint {endpoint!r}"}
+
+    def _release(self, device_id: str, data: Any) -> Answer:
+        if not isinstance(data, dict) or data.get("event") != "released":
+            return 0, 400, {"message": "expected {\"event\": \"released\", ...}"}
+        with self._lock:
+            self.ownership.append({"at": self.clock(), "device_id": device_id, **data})
+        for listener in self.on_release:
+            listener(device_id, data)
+        return 1, 200, {"released": device_id}
+
+    def _warn_if_shadowed(self, endpoint: str) -> None:
+        """A canned answer for one of the simulator's own endpoints is not used: say so
+        (once per endpoint), or the developer wonders why the hub never gets it."""
+        try:
+            canned = endpoint in self._section("responses")
+        except SettingsError:
+            return  # answered without the file all the same
+        with self._lock:
+            if not canned:
+                self._shadowed.discard(endpoint)
+            elif endpoint not in self._shadowed:
+                self._shadowed.add(endpoint)
+                log.warning("simulated platform: %s: responses: %s: not used (the simulator "
+                            "answers %s itself)", self.responses, endpoint, endpoint)
 
     def _canned(self, endpoint: str, canned: Any) -> Answer:
         """A canned answer as the hub takes one (docs/cloud.md), or SettingsError."""
