@@ -277,6 +277,26 @@ def test_a_full_outbox_drops_the_oldest_and_counts() -> None:
     run(main())
 
 
+def test_a_stops_goodbyes_into_a_full_outbox_push_out_the_backlog_not_each_other() -> None:
+    """A slow broker fills the outbox; the goodbyes put ahead of it had been evicted at once
+    (the oldest by position was the one just put first): every child stayed ready."""
+    async def main() -> None:
+        pub, sender = Publisher(5), Sender()
+        pub.use_root(ROOT)
+        for i in range(5):
+            pub.enqueue(homie.Message(f"{ROOT}/hub/backlog/p{i}", str(i)), key=i)
+        said = pub.goodbye(["child1", "child2", "hub"])
+        assert pub.outbox.dropped == 3 and not said.done()
+        drain(pub, sender)
+        assert said.result() is True
+        home = f"{ROOT}/sweet-home"
+        assert sender.topics() == [f"{home}/child1/$state", f"{home}/child2/$state",
+                                   f"{home}/hub/$state", f"{ROOT}/hub/backlog/p3",
+                                   f"{ROOT}/hub/backlog/p4"]
+
+    run(main())
+
+
 def test_another_account_starts_from_nothing() -> None:
     async def main() -> None:
         pub, sender = Publisher(100), Sender()

@@ -57,6 +57,7 @@ class Pending:
     done: asyncio.Future[bool] | None = None
     expendable: bool = False  # dropped first when the outbox is full
     sent_at: float = 0.0  # when it went to paho (in flight)
+    first: bool = False  # put ahead of the backlog (a stop's goodbye): dropped last
 
     @property
     def withdrawn(self) -> bool:
@@ -101,12 +102,17 @@ class Outbox:
             if front:
                 self._expendable.move_to_end(item.key, last=False)
         if front:
+            item.first = True
             self._items.move_to_end(item.key, last=False)
         while len(self._items) > self.limit:
             if self._expendable:
                 evicted = self._items.pop(self._expendable.popitem(last=False)[0])
             else:
-                _, evicted = self._items.popitem(last=False)
+                # The oldest of the backlog: what was put ahead of it (at the front, so
+                # "oldest" by position) is what must go out.
+                key = next((k for k, p in self._items.items() if not p.first), None)
+                evicted = (self._items.pop(key) if key is not None
+                           else self._items.popitem(last=False)[1])
             evicted.resolve(False)
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
