@@ -345,6 +345,31 @@ def test_only_a_set_the_hub_accepts_restarts_the_authorization() -> None:
     run(scenario())
 
 
+def test_a_set_that_outlasts_the_authorization_does_not_bring_it_back() -> None:
+    """The time restarts after the host's answer: a hostname set whose host call spanned
+    the end of the authorization had made the hub authorized again without a press."""
+    async def scenario() -> None:
+        clock = FakeClock()
+
+        class SlowHost(FakeHost):
+            async def improv_hostname(self, new: str | None) -> str:
+                clock.advance(70.0)  # the authorization runs out during the call
+                return await super().improv_hostname(new)
+
+        svc = ImprovService(SlowHost(), authorization_seconds=60.0, clock=clock)
+        svc.gatt_service()
+        svc.open(requires_authorization=True, busy=False, provisioned=False)
+        await svc.authorize()
+        frame = improv.encode_frame(Command.HOSTNAME, improv.encode_strings([b"hub-1"]))
+        await svc.rpc_write(frame, request())
+        await svc.hub_changed(busy=False, provisioned=False)  # any event re-reads the state
+        assert svc.status()["authorized_for"] == 0.0
+        assert svc.state == State.AUTHORIZATION_REQUIRED
+        await svc.close()
+
+    run(scenario())
+
+
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(st.tuples(st.binary(max_size=300), st.integers(min_value=0, max_value=300),
                           st.sampled_from([PHONE_PATH, PHONE_PATH + "_2"])), max_size=12),

@@ -405,7 +405,9 @@ class ImprovService:
         """A set the host accepted restarts the authorization timeout. Only then: a refused
         one (the daemon refuses every device-name set) would let anyone in range keep the
         hub authorized, open to Wi-Fi settings, by writing one every minute."""
-        if new is not None and self._authorized_until is not None:
+        # Still authorized, checked after the host's answer: a set that outlasted the
+        # authorization must not bring it back without a press.
+        if new is not None and self._authorized_until is not None and self._authorized():
             self._authorized_until = self.clock() + self.authorization_seconds
             self._schedule_lapse()
 
