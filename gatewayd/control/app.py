@@ -176,6 +176,12 @@ def create_control_app(hub: Hub, call: CoreCall, extra: list[Blueprint] | None =
     def _bad_method(exc: Exception) -> Any:
         return error_response(405, "method-not-allowed", f"{request.method} not allowed here")
 
+    @app.errorhandler(413)
+    def _too_large(exc: Exception) -> Any:
+        return error_response(413, "request-entity-too-large",
+                              f"the body is over {MAX_BODY // 1024} KiB, the most the control "
+                              "socket takes")
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
         # Werkzeug's own answers (413, 400, ...) are HTML pages, which gatewayctl cannot read.
