@@ -135,12 +135,9 @@ class ZigbeeBridge(BridgeOperations):
             await self._shutdown(app)
 
     async def reset(self, full: bool) -> None:
-        """The hub's factory-reset hook: a full reset also forgets the Zigbee network.
-
-        The radio leaves its network, ``zigbee.db`` is deleted and every child's
-        retained topics are cleared; a new network (new PAN id and key) is formed. The
-        request is kept until then (:meth:`_new_network` acts on it, as on an offline one).
-        """
+        """The hub's factory-reset hook: a full reset also forgets the Zigbee network. The
+        radio leaves it, ``zigbee.db`` is deleted, every child's retained topics cleared,
+        a new network formed; the request is kept until then (:meth:`_new_network`)."""
         if not full:
             return
         # Kept until the new network is up: the radio may be down now, or fail to leave, or
@@ -203,10 +200,9 @@ class ZigbeeBridge(BridgeOperations):
             await self._down(app)
 
     async def _new_network(self, app: ControllerApplication) -> ControllerApplication | None:
-        """A full reset asked for a new network (zigbee/new_network.py), which may have been
-        done offline: the radio came up on the old one (the stick keeps it, and its devices).
-        Leave it and forget it, as the daemon's own full reset does, and return None: the
-        next start forms the new one. Once it has, the request is deleted."""
+        """A full reset (maybe offline) asked for a new network (zigbee/new_network.py): the
+        radio came up on the old one, which the stick keeps with its devices. Leave and forget
+        it, as the daemon's own full reset does; None: the next start forms the new one."""
         try:
             if not await self.new_network.pending():
                 return app
@@ -215,13 +211,13 @@ class ZigbeeBridge(BridgeOperations):
             self._hub_value("status", "starting")
             await app.reset_network_info()
         except BaseException as exc:  # cancelled too: the radio and zigbee.db are let go
-            await self._shutdown(app)
+            await self._let_go(app)
             if not isinstance(exc, Exception):
                 raise
             raise RadioError("the radio did not leave its network for the new one a full "
                              "reset asked for; the hub's log has the details",
                              details=exc) from exc
-        await self._shutdown(app)
+        await self._let_go(app)
         self.new_network.left = True
         self.left.clear()
         await asyncio.to_thread(forget_network, self.state_dir)
@@ -265,6 +261,16 @@ class ZigbeeBridge(BridgeOperations):
             if child.state != "lost":
                 self._set_state(child, "disconnected")
         await self._shutdown(app)
+
+    async def _let_go(self, app: ControllerApplication) -> None:
+        # To the end even if cancelled (bounded): nobody else shuts down an app that is not
+        # self.app, and a reset's new controller must not find the serial port held.
+        shutdown = asyncio.ensure_future(self._shutdown(app))
+        try:
+            await asyncio.shield(shutdown)
+        except asyncio.CancelledError:
+            await shutdown
+            raise
 
     async def _shutdown(self, app: ControllerApplication) -> None:
         with contextlib.suppress(Exception):
