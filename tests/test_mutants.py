@@ -146,8 +146,9 @@ SAMPLE = [
            "tests/test_zigbee_mapping.py::"
            "test_electrical_values_use_the_clusters_multiplier_and_divisor"),
     Mutant("a full outbox drops the newest instead of the oldest",
-           "gatewayd/cloud/publisher.py", "_, evicted = self._items.popitem(last=False)",
-           "_, evicted = self._items.popitem(last=True)",
+           "gatewayd/cloud/publisher.py",
+           "for k, p in self._items.items() if not p.first",
+           "for k, p in reversed(self._items.items()) if not p.first",
            "tests/test_publisher.py::test_a_full_outbox_drops_the_oldest_and_counts"),
     Mutant("a flood of command errors pushes the hub's own values out of the outbox",
            "gatewayd/cloud/publisher.py", "            if self._expendable:\n",
