@@ -47,6 +47,11 @@ def atomic_write(path: str | Path, data: bytes, mode: int = 0o600,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_directory(directory)
+
+
+def fsync_directory(directory: str | Path) -> None:
+    """Make a rename or unlink in ``directory`` durable (a power cut must not undo it)."""
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)

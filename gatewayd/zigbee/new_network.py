@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
-from gatewayd.runtime.atomicfile import atomic_write
+from gatewayd.runtime.atomicfile import atomic_write, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +43,7 @@ def formed(state_dir: Path) -> None:
         (state_dir / NEW_NETWORK_FILE).unlink()
     except FileNotFoundError:
         return
-    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(state_dir)
 
 
 class NewNetwork:
