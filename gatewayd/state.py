@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import secrets
-import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from gatewayd.owed import (
     release_from_json,
 )
 from gatewayd.runtime import atomicfile
+from gatewayd.runtime.jsonbody import BadBody, loads
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +168,10 @@ def _expect(file: Path, data: dict[str, Any], key: str, typ: type | tuple[type, 
 def parse_state(file: Path, raw: bytes) -> HubState:
     """Validate the bytes of a state file: the one place that decides what is trusted."""
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StateError(file, "", f"not valid JSON ({exc})") from None
-    except ValueError:  # Python's int() refuses more digits; not a JSONDecodeError
-        raise StateError(file, "", "not valid JSON (a number with more than "
-                                   f"{sys.get_int_max_str_digits()} digits)") from None
-    except RecursionError:  # not a ValueError: [[[[... a few thousand levels deep
-        raise StateError(file, "", "not valid JSON (nested too deeply)") from None
+        # NaN and Infinity pass: the key that holds one is named by its own check
+        data = loads(raw, "the file", located=True, finite_only=False)
+    except BadBody as exc:
+        raise StateError(file, "", exc.in_file) from None
     if not isinstance(data, dict):
         raise StateError(file, "", "top level must be an object")
     schema = _expect(file, data, "schema", int)

@@ -286,7 +286,7 @@ LONG_NUMBER = "1" * 5000
     (["platform", "request", "echo", "--data", LONG_NUMBER],
      "--data holds a number of more than 4300 digits"),
     (["platform", "request", "echo", "--data", "{"],
-     "--data is not JSON (Expecting property name enclosed in double quotes at character 1)"),
+     "--data is not JSON (line 1, column 2)"),
     (["platform", "request", "echo", "--data", "[NaN]"],
      "--data holds NaN, which is not a finite number"),
     (["zigbee", "sim", "report", f"attributes={DEEP}"], "attributes nests deeper than 32 levels"),

@@ -118,10 +118,9 @@ def test_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
      "control_socket: must be text (the control socket's path), got a number"),
     ("[1]", ["status"], "must be a JSON object, got an array"),
     ("{}", ["status"], "control_socket: missing (the control socket's path)"),
-    ("{", ["status"], "not JSON (Expecting property name enclosed in double quotes, line 2 "
-                      "column 1)"),
+    ("{", ["status"], "not JSON (line 2, column 1)"),
     ('{"control_socket": ' + "1" * 5_000 + "}", ["status"],
-     "not JSON (a number with more than 4300 digits)"),
+     "holds a number of more than 4300 digits"),
     ('{"control_socket": "x", "state_dir": ""}', ["reset"],
      "state_dir: must be text (the hub's state directory), got empty text"),
     ('{"control_socket": "x", "platform": 3}', ["platform", "log"],

@@ -77,3 +77,17 @@ def test_a_canned_answer_replaces_a_built_in_endpoint_but_not_the_simulators_own
     assert [r.getMessage() for r in caplog.records] == [
         f"simulated platform: {sim.responses}: responses: device/ownership: not used (the "
         "simulator answers device/ownership itself)"]
+
+
+def test_a_request_it_cannot_read_is_logged_in_its_own_words(sim: SimPlatform) -> None:
+    """Before: a request nesting a few thousand levels deep or holding a number of more than
+    4300 digits raised out of paho's callback (RecursionError, ValueError), unlogged."""
+    topic = "platform/req/hub/echo"
+    for payload in (b"[" * 5000 + b"]" * 5000, b'{"id": "1", "n": ' + b"1" * 5000 + b"}",
+                    b'{"id": "1", "data": NaN}', b"{"):
+        sim._answer(topic, payload)
+    assert [entry["error"] for entry in sim.log()] == [
+        "the request nests deeper than 32 levels",
+        "the request holds a number of more than 4300 digits",
+        "the request holds NaN, which is not a finite number",
+        "the request is not JSON"]

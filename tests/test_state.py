@@ -75,10 +75,10 @@ def test_cloud_only_commit_on_a_hub_without_wifi(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "key", "reason"),
     [
-        (b"{not json", "", "not valid JSON"),
-        (b"[" * 100_000, "", "nested too deeply"),  # RecursionError escaped the parser
+        (b"{not json", "", "not JSON (line 1, column 2)"),
+        (b"[" * 100_000, "", "nests deeper than 32 levels"),  # RecursionError escaped the parser
         # int() refuses more than 4300 digits with a ValueError, not a JSONDecodeError
-        (b'{"schema": ' + b"1" * 5_000 + b"}", "", "a number with more than 4300 digits"),
+        (b'{"schema": ' + b"1" * 5_000 + b"}", "", "holds a number of more than 4300 digits"),
         (b"[]", "", "top level"),
         (b'{"schema": 0}', "schema", "not supported"),
         (None, "setup_code", "8 digits"),

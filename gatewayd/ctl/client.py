@@ -11,12 +11,11 @@ import argparse
 import http.client
 import json
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gatewayd.runtime.jsonbody import BadBody, loads
+from gatewayd.runtime.jsonbody import BadBody, NotJson, loads
 
 EXIT_ERROR = 1
 EXIT_UNREACHABLE = 3
@@ -44,20 +43,13 @@ def json_argument(text: str, what: str, *, else_text: bool = False) -> Any:
     so that no input gives a traceback or Python's own words. ``else_text``: text that is
     not JSON at all stands for itself (``kind=plug``)."""
     try:
-        return loads(text, what)
-    except BadBody as exc:
-        refused = str(exc)
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as exc:
+        return loads(text, what, located=True)
+    except NotJson as exc:
         if else_text:
             return text
-        refused += f" ({exc.msg} at character {exc.pos})"
-    except ValueError:  # Python's int() refuses more digits; not a JSONDecodeError
-        refused = f"{what} holds a number of more than {sys.get_int_max_str_digits()} digits"
-    except RecursionError:
-        pass
-    raise CtlError(refused)
+        raise CtlError(str(exc)) from None
+    except BadBody as exc:
+        raise CtlError(str(exc)) from None
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

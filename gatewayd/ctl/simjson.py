@@ -9,13 +9,12 @@ a sim.json that lacks an unrelated key (an older simulator's) still serves.
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gatewayd.ctl.client import CtlError
+from gatewayd.runtime.jsonbody import BadBody, loads
 
 JSON_TYPES = {dict: "an object", list: "an array", str: "text", bool: "true or false",
               int: "a number", float: "a number", type(None): "null"}
@@ -83,13 +82,9 @@ def read_sim_json(workdir: str | Path) -> SimJson | None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SimJsonError(f"{path}: unreadable ({reason})") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SimJsonError(f"{path}: not JSON ({exc.msg}, line {exc.lineno} column "
-                           f"{exc.colno})") from None
-    except ValueError:  # Python's int() refuses more digits; not a JSONDecodeError
-        raise SimJsonError(f"{path}: not JSON (a number with more than "
-                           f"{sys.get_int_max_str_digits()} digits)") from None
+        data = loads(text, str(path), located=True)
+    except BadBody as exc:
+        raise SimJsonError(f"{path}: {exc.in_file}") from None
     if not isinstance(data, dict):
         raise SimJsonError(f"{path}: must be a JSON object, got {_kind(data)}")
     return SimJson(path, data)

@@ -6,13 +6,20 @@ neither ``JSONDecodeError`` nor ``silent=True`` catches: over HTTP it became a 5
 REQ/RES response topic a traceback in the log for a message that was not even counted as
 dropped. :func:`loads` turns every bad document into :class:`BadBody` with a sentence for
 the client (or the log), and refuses nesting deeper than any message of ours needs;
-:func:`parse_json` is the same for a request body, which may be empty.
+:func:`parse_json` is the same for a request body, which may be empty. Files a person
+edits (``sim.json``, the simulated platform's settings) and the state file are read with
+``located=True``: the sentence says where the text stopped being JSON.
+
+This is the one place that words a bad JSON document: the decoder's own messages and
+Python's ("Exceeds the limit (4300 digits) for integer string conversion") are not for
+users.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 MAX_DEPTH = 32
@@ -20,6 +27,19 @@ MAX_DEPTH = 32
 
 class BadBody(ValueError):
     """A document that is not JSON, or nests too deeply; the message is for the client."""
+
+    def __init__(self, what: str, problem: str) -> None:
+        super().__init__(f"{what} {problem}")
+        self.problem = problem
+
+    @property
+    def in_file(self) -> str:
+        """The problem as a file's reader words it, after ``<file>: ``."""
+        return self.problem.removeprefix("is ")
+
+
+class NotJson(BadBody):
+    """Not JSON text at all (as opposed to JSON that holds what no message may)."""
 
 
 def parse_json(raw: bytes) -> Any:
@@ -44,22 +64,33 @@ def _finite(text: str) -> float:
     return value
 
 
-def loads(raw: bytes | str, what: str) -> Any:
+def loads(raw: bytes | str, what: str, *, located: bool = False,
+          finite_only: bool = True) -> Any:
     """The JSON value of ``raw``; BadBody naming ``what`` ("the body") if it has none.
 
     Python's json reads NaN and Infinity, which are not JSON (RFC 8259), and 1e400 as
     infinity: none is a number any of our messages can use, and each passed range checks
-    (a NaN compares false with everything)."""
+    (a NaN compares false with everything). ``located``: a syntax error says its line
+    and column (a file's reader; a client's body does not need it). ``finite_only=False``
+    reads them as floats, for a reader whose own checks name the key that holds one."""
     try:
-        value = json.loads(raw, parse_constant=_constant, parse_float=_finite)
+        value = json.loads(raw, parse_constant=_constant if finite_only else None,
+                           parse_float=_finite if finite_only else float)
     except RecursionError:
-        raise BadBody(f"{what} nests deeper than {MAX_DEPTH} levels") from None
+        raise BadBody(what, f"nests deeper than {MAX_DEPTH} levels") from None
     except _NotANumber as exc:
-        raise BadBody(f"{what} holds {exc}, which is not a finite number") from None
-    except (UnicodeDecodeError, ValueError):
-        raise BadBody(f"{what} is not JSON") from None
+        raise BadBody(what, f"holds {exc}, which is not a finite number") from None
+    except json.JSONDecodeError as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if located else ""
+        raise NotJson(what, f"is not JSON{where}") from None
+    except UnicodeDecodeError:
+        raise NotJson(what, "is not JSON" + (" (not UTF-8 text)" if located else "")
+                      ) from None
+    except ValueError:  # Python's int() refuses more digits; not a JSONDecodeError
+        raise BadBody(what, "holds a number of more than "
+                            f"{sys.get_int_max_str_digits()} digits") from None
     if _deeper_than(value, MAX_DEPTH):
-        raise BadBody(f"{what} nests deeper than {MAX_DEPTH} levels")
+        raise BadBody(what, f"nests deeper than {MAX_DEPTH} levels")
     return value
 
 

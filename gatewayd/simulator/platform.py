@@ -39,7 +39,6 @@ import collections
 import json
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +49,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from paho.mqtt.enums import CallbackAPIVersion
+
+from gatewayd.runtime.jsonbody import BadBody, loads
 
 log = logging.getLogger(__name__)
 
@@ -284,18 +285,13 @@ def read_section(path: Path, name: str) -> dict[str, Any]:
     """One section of the responses file, read for every request: edits take effect at
     once. Missing (the file or the section): empty. SettingsError naming the file."""
     try:
-        settings = json.loads(path.read_text())
+        settings = loads(path.read_bytes(), str(path), located=True)
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"{path}: unreadable ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"{path}: not JSON ({exc.msg}, line {exc.lineno} "
-                            f"column {exc.colno})") from None
-    except (ValueError, RecursionError):  # more digits than int() takes; deep nesting
-        raise SettingsError(f"{path}: not JSON (a number with more than "
-                            f"{sys.get_int_max_str_digits()} digits, or nested too deep)"
-                            ) from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: unreadable ({exc.strerror})") from None
+    except BadBody as exc:
+        raise SettingsError(f"{path}: {exc.in_file}") from None
     if not isinstance(settings, dict):
         raise SettingsError(f"{path}: must be a JSON object, got {json_kind(settings)}")
     section = settings.get(name, {})
@@ -309,9 +305,9 @@ def _request(payload: bytes) -> tuple[str, bytes, Any] | str:
     if len(payload) > MAX_REQUEST:
         return "request too large"
     try:
-        request = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return "not JSON"
+        request = loads(payload, "the request")
+    except BadBody as exc:  # also nesting and digits, which json.loads raises past this
+        return str(exc)
     if not isinstance(request, dict) or not isinstance(request.get("id"), str):
         return "no id"
     try:
