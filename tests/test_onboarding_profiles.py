@@ -17,7 +17,7 @@ from sdbus_async.networkmanager import NetworkManagerSettings
 from gatewayd.ap import HOTSPOT_ID, client_profile
 from gatewayd.credentials import WifiCredentials
 from gatewayd.onboarding.pairing import InvalidRequest, PairingService
-from gatewayd.onboarding.steps import Failure
+from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.onboarding.table import State
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from tests.fakes import StubCloud
@@ -144,6 +144,56 @@ def test_the_stored_networks_profile_survives_a_start(nm: NetworkManagerMock,
         async with onboarding(cfg, store) as ob:
             await until(ob, lambda: ob.state == State.ONLINE)
             assert profile(nm, "gatewayd-client-HomeNet")["connection"]["uuid"] == uuid
+            assert active_ids(nm) == ["gatewayd-client-HomeNet"]
+
+    run(scenario())
+
+
+def client_psks(nm: NetworkManagerMock) -> list[str | None]:
+    return [profile(nm, i).get("802-11-wireless-security", {}).get("psk")
+            for i in client_ids(nm)]
+
+
+def test_a_failed_re_pairing_to_the_same_network_leaves_only_the_stored_passphrase(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """The router's password changed; the owner re-pairs with the new one and a mistyped
+    token. Before: the attempt's profile (the new passphrase, autoconnect on) stayed and
+    was activated as "the saved network", so the hub went online on credentials state.json
+    did not have, and at the next start deleted that profile and came up offline with
+    wrong-password. Now the failed attempt leaves the hub as it was before it: on the
+    stored credentials; and the attempt with the right token then pairs it for good."""
+    cfg = make_config(tmp_path, offline_grace=0.2, retry_interval=30.0)
+    store = store_for(cfg)
+    stale = WifiCredentials("HomeNet", "old router pass")  # the mock's HomeNet: HOME.psk
+    store.commit_pairing(stale, CLOUD)
+    cloud = StubCloud()
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store, cloud) as ob:
+            await until(ob, lambda: ob.repairable)
+            assert ob.last_failure is not None
+            assert ob.last_failure.code == Failure.WRONG_PASSWORD
+            press_button(ob)
+            cloud.next_failure = StepResult(False, Failure.BROKER_REFUSED, "refused")
+            await PairingService(ob, cfg.cloud).submit(fields(HOME), "test")
+            await until(ob, lambda: ob.last_failure is not None and not ob.busy
+                        and ob.last_failure.code == Failure.BROKER_REFUSED)
+            assert store.state.wifi == stale
+            assert client_psks(nm) in ([], [stale.psk])
+            assert "gatewayd-client-HomeNet" not in active_ids(nm)
+            assert ob.state == State.OFFLINE
+        async with onboarding(cfg, store, cloud) as ob:  # a restart: as before the attempt
+            await until(ob, lambda: ob.repairable)
+            assert ob.last_failure is not None
+            assert ob.last_failure.code == Failure.WRONG_PASSWORD
+            press_button(ob)
+            cloud.next_failure = None
+            await PairingService(ob, cfg.cloud).submit(fields(HOME), "test")
+            await until(ob, lambda: ob.state == State.ONLINE)
+        assert store.state.wifi == HOME
+        async with onboarding(cfg, store, cloud) as ob:  # and it stays on it
+            await until(ob, lambda: ob.state == State.ONLINE)
+            assert client_psks(nm) == [HOME.psk]
             assert active_ids(nm) == ["gatewayd-client-HomeNet"]
 
     run(scenario())

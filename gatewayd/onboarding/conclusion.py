@@ -115,9 +115,11 @@ class AttemptOutcome:
         # fails to stop must not leave an unproven network behind.
         await self._undo("stopping the cloud link", self.cloud.disconnect())
         previous = self.store.state.wifi
-        if self.wifi is not None and applied is not None and not saved and (
-                previous is None or previous.ssid != applied.ssid):
-            # Unproven credentials must not linger where autoconnect would find them.
+        if self.wifi is not None and applied is not None and not saved and applied != previous:
+            # Unproven credentials must not linger where autoconnect would find them. For
+            # the stored SSID with another passphrase (a router's new password) the profile
+            # is the attempt's, not the stored one: left, it would keep the hub on a
+            # passphrase state.json does not have, deleted at the next start.
             await self._undo("forgetting the new network", self.wifi.forget(applied.ssid))
             self._wifi_up = False  # deleting the active profile ends the link
         if self.wifi is not None and applied is not None and previous is not None \
