@@ -151,9 +151,35 @@ def test_foreign_host_rules() -> None:
     assert not foreign_host("10.0.0.7:8080", names)
     assert not foreign_host("[fe80::1]", names)
     assert not foreign_host("HUB.local.", names)
-    assert not foreign_host("", names)
+    assert not foreign_host("hub:8080", names)
     assert foreign_host("captive.apple.com", names)
     assert foreign_host("hub.local.evil.com", names)
+    # Empty, missing or unparseable: never taken for the hub's own (werkzeug gives "").
+    for host in ("", "  ", "x_y.attacker.example", "hub.local:", "hub.local:http",
+                 "hub:80:80", "[hub.local]", "[::1", "[::1]x", "hub, attacker.example"):
+        assert foreign_host(host, names), host
+
+
+def test_a_host_name_werkzeug_cannot_parse_is_refused(tmp_path: Path) -> None:
+    """Before: a rebinding page on x_y.attacker.example (browsers resolve names with "_")
+    read the networks and paired an unpaired hub: werkzeug's request.host is "" for such
+    a name, and an empty host was taken for the hub's own."""
+    with running_portal(tmp_path, hotspot={"enabled": False}) as p:
+        client = p.client()
+        for name in ("x_y.attacker.example", "", "attacker.example:80:80"):
+            evil = {"Host": f"{name}", "Sec-Fetch-Site": "same-origin"}
+            networks = client.get("/api/v1/networks", evil)
+            assert networks.status == 421, name
+            assert networks.json["error"]["code"] == "foreign-host"
+            pair = client.pair(VALID, evil)
+            assert pair.status == 421 and "another site" in pair.body, name
+            assert client.get("/", evil).status == 421, name
+        # No Host at all (HTTP/1.0): no browser sends that; refused like a foreign one.
+        with socket.create_connection(("127.0.0.1", p.port), timeout=10) as sock:
+            sock.sendall(b"GET /api/v1/progress HTTP/1.0\r\n\r\n")
+            assert sock.makefile("rb").readline().split()[1] == b"421"
+        assert p.fake.begun == []
+        assert client.get("/api/v1/progress", {"Host": f"localhost:{p.port}"}).status == 200
 
 
 # ---- rate limits ------------------------------------------------------------------------------

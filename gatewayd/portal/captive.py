@@ -13,6 +13,7 @@ page of another site can point its name at the hub's address (DNS rebinding) and
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable
 
@@ -49,17 +50,25 @@ ANY_HOST_PREFIX = "/static/"
 # they can read (its code is ForeignHost's), not a page.
 NO_REDIRECT_PATHS = frozenset({"/pair"})
 NO_REDIRECT_PREFIX = "/api/"
+_PORT = re.compile(r":[0-9]{1,5}")
 FOREIGN_HOST = ("Requests that name another site are refused (a web page may be using that "
                 "name to reach the hub): open the hub by its IP address or as {name}.local, or add "
                 "the name to [portal] host_names.")
 
 
-def _strip_port(host: str) -> str:
+def _bare_host(host: str) -> str | None:
+    """A Host header's name or address, lower case, without its port or a trailing dot;
+    None if the value is not ``host[:port]`` (a bad port, an unclosed ``[``)."""
     host = host.strip().lower()
     if host.startswith("["):
-        return host[1:].partition("]")[0]
+        inner, closed, rest = host[1:].partition("]")
+        if not closed or (rest and not _PORT.fullmatch(rest)):
+            return None
+        return inner if ":" in inner else None  # brackets hold an IPv6 address only
     if host.count(":") == 1:
-        host = host.partition(":")[0]
+        host, port = host.split(":")
+        if not _PORT.fullmatch(":" + port):
+            return None
     return host.rstrip(".")
 
 
@@ -71,12 +80,15 @@ def own_names() -> frozenset[str]:
 def foreign_host(host: str, names: frozenset[str]) -> bool:
     """A name the hub does not answer to: someone asked for another site.
 
-    Any IP literal counts as ours: DNS tricks only affect names, and the hub's own
-    addresses (hotspot, LAN) are not all known here.
+    ``host`` is the raw Host header ("" when there is none). Any IP literal counts as ours:
+    DNS tricks only affect names, and the hub's own addresses (hotspot, LAN) are not all
+    known here. Everything else is ours only if it is one of ``names``: an empty, missing
+    or unparseable Host is foreign (werkzeug's ``request.host`` is "" for a name with a
+    character it does not expect, such as "_", which browsers resolve all the same).
     """
-    bare = _strip_port(host)
+    bare = _bare_host(host)
     if not bare:
-        return False
+        return True
     try:
         ipaddress.ip_address(bare)
         return False
@@ -120,7 +132,7 @@ def install_captive(app: Flask, core: PortalCore,
         if path in PROBES:
             return _to_panel(core) if core.snapshot().captive else None
         if path in ANY_HOST_PATHS or path.startswith(ANY_HOST_PREFIX) \
-                or not foreign_host(request.host, known):
+                or not foreign_host(request.environ.get("HTTP_HOST", ""), known):
             return None
         if path not in NO_REDIRECT_PATHS and not path.startswith(NO_REDIRECT_PREFIX) \
                 and core.snapshot().captive:
