@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,3 +186,40 @@ def test_the_budget_keeps_a_guesser_to_a_trickle() -> None:
     assert years_for_half_the_codes > 100  # docs/portal.md states the figure
     now[0] += budget.quiet  # an hour without failures: the budget is whole again
     assert budget.retry_after() == 0
+
+
+def test_weeks_of_guessing_keep_the_budget_at_one_guess_per_max_wait() -> None:
+    """Before: after 1034 failures (about a week at the cap) 2.0 ** n overflowed: every
+    sign-in was a 500 until an hour passed without one, and then the guesser had its free
+    guesses back."""
+    now = [0.0]
+    budget = LoginBudget(clock=lambda: now[0])
+    guesses = 0
+    while now[0] < 14 * 86400:  # two weeks: about 2000 guesses
+        wait = budget.retry_after()
+        assert wait <= budget.max_wait
+        if wait:
+            now[0] += wait
+            continue
+        budget.failed()
+        guesses += 1
+        if guesses >= budget.free:
+            assert budget.retry_after() > 0, f"guess {guesses} was free again"
+    assert guesses > 1100
+
+
+def test_a_spent_budget_answers_429_not_500(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a client saw after a week of guessing: 500 internal on every sign-in."""
+    import gatewayd.portal.security as security
+
+    spent = LoginBudget()
+    spent.failures = 1100  # a week at one guess per max_wait, the last one max_wait ago
+    spent._last = time.monotonic() - spent.max_wait
+    monkeypatch.setattr(security, "LoginBudget", lambda: spent)
+    with running_portal(tmp_path) as p:
+        assert p.client().pair(VALID).status == 200
+        p.core(p.fake.succeed)  # paired: the API needs the admin password now
+        assert basic_from(p, "127.0.0.1", "00000000")[0] == 401
+        status, retry_after = basic_from(p, "127.0.0.1", "11111111")
+        assert status == 429 and 1 <= int(retry_after) <= spent.max_wait

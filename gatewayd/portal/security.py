@@ -193,7 +193,9 @@ class LoginBudget:
             self.failures = 0
         if self.failures < self.free:
             return 0.0
-        delay = min(self.max_wait, 2.0 ** (self.failures - self.free))
+        # The exponent is capped: 2.0 ** 1024 overflows (a week of guessing at one per
+        # max_wait), and 2 ** 30 s is past any max_wait already.
+        delay = min(self.max_wait, 2.0 ** min(self.failures - self.free, 30))
         return max(0.0, self._last + delay - now)
 
     def retry_after(self) -> int:
