@@ -125,6 +125,23 @@ def test_no_captive_redirects_once_paired(portal: Portal) -> None:
     assert "192.168.4.1" not in foreign.header("Location")
 
 
+def test_a_paired_offline_hubs_hotspot_leads_phones_to_the_sign_in(portal: Portal) -> None:
+    """Paired, offline, its hotspot back and pairing closed: a phone that joins the hotspot
+    is led to the panel, which asks for the sign-in (docs/portal.md, "Captive portal").
+    Answering "no portal here" would tell the phone the hotspot reaches the Internet."""
+    paired(portal)
+    portal.fake.state, portal.fake.pairing_open, portal.fake.hotspot = "offline", False, True
+    client = portal.client()
+    probe = client.get("/generate_204", {"Host": "connectivitycheck.gstatic.com"})
+    assert probe.status == 302
+    assert probe.header("Location") == f"http://192.168.4.1:{portal.port}/"
+    panel = client.get("/", {"Host": "192.168.4.1"})
+    assert (panel.status, panel.header("Location")) == (302, "/login")
+    page = client.get("/login", {"Host": "192.168.4.1"})
+    assert page.status == 200 and 'id="password"' in page.body
+    assert 'name="network"' not in page.body  # no pairing form without the sign-in
+
+
 def test_captive_portal_follows_the_hotspot_onboarding_reports(portal: Portal) -> None:
     portal.fake.hotspot = False  # e.g. NetworkManager could not start it yet
     assert portal.client().get("/generate_204").status == 204

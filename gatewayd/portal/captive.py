@@ -1,9 +1,10 @@
 """Captive portal: phones that join the hotspot are led to the panel.
 
-While the hub is in hotspot (pairing) mode, the hotspot's DNS answers every name
-with the hub's address. Phones then probe well-known URLs; answering with a
-redirect makes them open the panel in their captive-portal browser. Outside
-hotspot mode the probes get the answer that means "no portal here".
+While the hub's hotspot is up (pairing mode, or a paired hub offline for re-pairing,
+whose panel then asks for the sign-in), the hotspot's DNS answers every name with the
+hub's address. Phones then probe well-known URLs; answering with a redirect makes them
+open the panel in their captive-portal browser. While the hotspot is down the probes get
+the answer that means "no portal here".
 
 Whatever the mode, a request naming a host that is not the hub is never served: a web
 page of another site can point its name at the hub's address (DNS rebinding) and, being
