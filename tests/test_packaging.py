@@ -466,6 +466,24 @@ def test_maintainer_scripts_keep_debhelper_token() -> None:
         assert "#DEBHELPER#" in script.read_text(), script.name
 
 
+@pytest.mark.parametrize("script", MAINTAINER_SCRIPTS, ids=lambda p: p.name)
+def test_maintainer_scripts_parse_once_debhelper_has_filled_its_token_in(
+        script: Path, tmp_path: Path) -> None:
+    """debhelper replaces ``#DEBHELPER#`` wherever it stands, a comment included: 0.1.1's
+    postinst named it in a comment, and the built package's postinst did not parse
+    (lintian: maintainer-shell-script-fails-syntax-check), so every install failed."""
+    text = script.read_text()
+    assert [line for line in text.splitlines() if "#DEBHELPER#" in line] == ["#DEBHELPER#"]
+    # What dh_installdeb and dh_installsystemd put there: several lines and a command
+    section = ("# Automatically added by dh_installdeb/13.11.4\n"
+               'dpkg-maintscript-helper rm_conffile /etc/x.conf 0.1.1\\~ -- "$@"\n'
+               "# End automatically added section\n")
+    built = tmp_path / script.name
+    built.write_text(text.replace("#DEBHELPER#", section))
+    res = run("sh", "-n", built, check=False)
+    assert res.returncode == 0, res.stderr
+
+
 def test_purge_removes_state_and_remove_keeps_it() -> None:
     postrm = (DEBIAN / "gatewayd.postrm").read_text()
     purge = postrm.split("purge)", 1)[1].split(";;", 1)[0]
