@@ -169,12 +169,14 @@ class NetworkManagerControl:
         self._hotspot_active = False
         self._waiter: asyncio.Queue[tuple[int, int]] | None = None
         self._on_link: Callable[[bool, str], None] = lambda up, reason: None
+        self._on_hotspot_down: Callable[[], None] = lambda: None
         self._activated = False
         self._switching = False
 
     # ---- set-up ---------------------------------------------------------------------------
 
-    async def start(self, on_link: Callable[[bool, str], None]) -> None:
+    async def start(self, on_link: Callable[[bool, str], None],
+                    on_hotspot_down: Callable[[], None] | None = None) -> None:
         from sdbus import sd_bus_open_system
         from sdbus_async.networkmanager import (
             NetworkDeviceGeneric,
@@ -184,6 +186,7 @@ class NetworkManagerControl:
         )
 
         self._on_link = on_link
+        self._on_hotspot_down = on_hotspot_down or self._on_hotspot_down
         if self._bus is None:
             self._bus = sd_bus_open_system()
         self._nm = NetworkManager(self._bus)
@@ -219,6 +222,7 @@ class NetworkManagerControl:
             if new in (STATE_DISCONNECTED, STATE_FAILED, STATE_UNAVAILABLE):
                 log.warning("hotspot went down (reason %s)", reason)
                 self._hotspot_active = False
+                self._on_hotspot_down()
             return
         if new == STATE_ACTIVATED and not self._activated:
             self._activated = True

@@ -109,11 +109,13 @@ class FakeWifi:
         self.timeouts: list[float] = []  # of each connect/reconnect
         self.connect_gate: asyncio.Event | None = None  # holds connect() until set
         self._on_link: Any = None
+        self._on_hotspot_down: Any = None
 
     # ---- WifiControl ------------------------------------------------------------------
 
-    async def start(self, on_link: Any) -> None:
+    async def start(self, on_link: Any, on_hotspot_down: Any = None) -> None:
         self._on_link = on_link
+        self._on_hotspot_down = on_hotspot_down
 
     async def stop(self) -> None:
         self.calls.append("stop")
@@ -192,6 +194,12 @@ class FakeWifi:
         """The client link drops (call on the loop), as NetworkManager would report it."""
         self.active = None
         self._on_link(False, reason)
+
+    def drop_hotspot(self) -> None:
+        """NetworkManager takes the hotspot down (call on the loop)."""
+        self.hotspot = False
+        if self._on_hotspot_down is not None:
+            self._on_hotspot_down()
 
     def restore_link(self, ssid: str) -> None:
         """NetworkManager's autoconnect brought the saved network back."""

@@ -22,7 +22,7 @@ from gatewayd.onboarding.progress import Progress
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.onboarding.table import State
 from gatewayd.simulator.dbus_daemon import PrivateBus
-from gatewayd.simulator.nm_mock import CONN_IFACE, NetworkManagerMock
+from gatewayd.simulator.nm_mock import CONN_IFACE, NM_IFACE, NM_PATH, NetworkManagerMock
 from tests.fakes import StubCloud
 from tests.helpers import run_async
 
@@ -901,5 +901,43 @@ def test_an_undo_step_that_fails_still_ends_the_attempt_and_undoes_the_rest(
             await ob.begin(request(HOME))
             await until(ob, lambda: ob.state == State.ONLINE)
             assert store.state.cloud == CLOUD
+
+    run(scenario())
+
+
+def test_an_unpaired_hub_raises_its_hotspot_once_the_cable_is_pulled(
+        bus: PrivateBus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review: a hub booted (or reset) with its cable in has no hotspot; before, pulling the
+    cable left it without one (and without a network) until a restart."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+    cfg = make_config(tmp_path, retry_interval=0.3)
+    with NetworkManagerMock(bus, tmp_path / "nm", ethernet_connected=True) as nm:
+        async def scenario() -> None:
+            async with onboarding(cfg, store_for(cfg)) as ob:
+                assert ob.state == State.UNPAIRED and not ob.progress().hotspot
+                assert HOTSPOT_ID not in active_ids(nm)
+                await asyncio.to_thread(nm.set_ethernet_carrier, False)
+                await until(ob, lambda: ob.progress().hotspot)
+                assert HOTSPOT_ID in active_ids(nm) and ob.pairing_open
+
+        run(scenario())
+
+
+def test_an_unpaired_hub_raises_its_hotspot_again_when_network_manager_drops_it(
+        nm: NetworkManagerMock, tmp_path: Path) -> None:
+    """Review: NetworkManager deactivating the hotspot left an unpaired hub without one."""
+    cfg = make_config(tmp_path, retry_interval=0.3)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store_for(cfg)) as ob:
+            first = [a["path"] for a in nm.active_connections() if a["id"] == HOTSPOT_ID]
+            assert len(first) == 1
+            seen: list[bool] = []
+            ob.subscribe(lambda state, progress: seen.append(progress.hotspot))
+            await asyncio.to_thread(nm._call, NM_PATH, NM_IFACE, "DeactivateConnection",
+                                    first[0], signature="o")
+            await until(ob, lambda: seen[-2:] == [False, True])
+            again = [a["path"] for a in nm.active_connections() if a["id"] == HOTSPOT_ID]
+            assert len(again) == 1 and again != first and ob.pairing_open
 
     run(scenario())

@@ -1503,3 +1503,91 @@ def test_a_retry_while_the_failed_attempt_is_ending_is_taken_not_busy(tmp_path: 
             await until(ob, settled(ob, State.ONLINE))
 
     run(scenario())
+
+
+@asynccontextmanager
+async def unpaired_on_a_fake_clock(tmp_path: Path, wifi: FakeWifi
+                                   ) -> AsyncIterator[tuple[Onboarding, FakeClock]]:
+    """An unpaired hub with time on a FakeClock (retry_interval 60 s)."""
+    cfg = config(tmp_path, retry_interval=60.0)
+    clock = FakeClock()
+    ob = Onboarding(cfg, store(cfg), wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+    await ob.start()
+    try:
+        assert ob.state == State.UNPAIRED
+        yield ob, clock
+    finally:
+        await ob.stop()
+
+
+def test_an_unpaired_hub_whose_hotspot_is_refused_tries_again_backing_off(
+        tmp_path: Path) -> None:
+    """Before: a hotspot NetworkManager refused at an unpaired boot (or reset) was not tried
+    again: no hotspot until a restart. Now the watchdog tries again, 5 s doubling."""
+
+    async def scenario() -> None:
+        wifi = WifiWhoseHotspotFails(failures=3)
+        async with unpaired_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            assert wifi.calls == ["scan", "hotspot-refused"] and not ob.progress().hotspot
+            for looks in (1, 2, 3):
+                await clock.sleeps(looks)
+                clock.advance(clock.slept[-1])
+            await until(ob, lambda: ob.progress().hotspot)
+            assert clock.slept == [5.0, 10.0, 20.0]
+            assert wifi.calls.count("hotspot-refused") == 3 and wifi.calls[-1] == "hotspot-up"
+            assert ob.pairing_open
+
+    run(scenario())
+
+
+def test_an_unpaired_hub_raises_its_hotspot_again_after_network_manager_drops_it(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        wifi = FakeWifi({})
+        async with unpaired_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            seen: list[bool] = []
+            ob.subscribe(lambda state, progress: seen.append(progress.hotspot))
+            wifi.drop_hotspot()
+            assert seen == [False], "every front end hears the hotspot went"
+            await clock.sleeps(1)
+            clock.advance(clock.slept[-1])
+            await until(ob, lambda: ob.progress().hotspot)
+            assert seen == [False, True] and wifi.calls[-2:] == ["scan", "hotspot-up"]
+
+    run(scenario())
+
+
+def test_a_short_press_raises_an_unpaired_hubs_missing_hotspot_at_once(tmp_path: Path) -> None:
+    """Before: a short press did nothing in ``unpaired``. With the cable in, the hub pairs
+    over the LAN: no hotspot; once it is pulled, a press raises it without waiting."""
+
+    async def scenario() -> None:
+        wifi = FakeWifi({}, ethernet=True)
+        async with unpaired_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            assert not wifi.hotspot and "hotspot-up" not in wifi.calls
+            assert await ob.reopen_hotspot() is False  # the cable is in
+            wifi.ethernet = False  # the cable is pulled
+            assert await ob.reopen_hotspot() is True
+            assert wifi.hotspot and ob.progress().hotspot and ob.pairing_open
+            wifi.drop_hotspot()
+            assert await ob.reopen_hotspot() is True and wifi.calls[-1] == "hotspot-up"
+            assert clock.now == 1000.0, "the press did not wait for the watchdog"
+
+    run(scenario())
+
+
+def test_an_unpaired_hub_raises_its_hotspot_once_the_cable_is_pulled(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        wifi = FakeWifi({}, ethernet=True)
+        async with unpaired_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            for looks in (1, 2):  # the cable is still in: looked for again, no hotspot
+                await clock.sleeps(looks)
+                assert not wifi.hotspot
+                clock.advance(clock.slept[-1])
+            await clock.sleeps(3)  # the second look found the cable too: a third wait
+            wifi.ethernet = False
+            clock.advance(clock.slept[-1])
+            await until(ob, lambda: ob.progress().hotspot)
+            assert clock.slept == [5.0, 5.0, 5.0] and ob.pairing_open
+
+    run(scenario())

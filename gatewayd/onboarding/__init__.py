@@ -9,6 +9,7 @@ the steps share (results, failure codes, the Wi-Fi and cloud Protocols);
 :mod:`~gatewayd.onboarding.offline` is the machine's link and offline handling (timers,
 the hotspot's return, retries) and :mod:`~gatewayd.onboarding.conclusion` how an attempt
 ends (what it proved stored, or what it changed undone);
+:mod:`~gatewayd.onboarding.hotspot_watch` raises an unpaired hub's missing hotspot again;
 :mod:`~gatewayd.onboarding.cloud_step` is the cloud step on top of the cloud link.
 NetworkManager control, the other step, is :mod:`gatewayd.ap` (named by the design card).
 

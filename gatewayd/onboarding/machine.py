@@ -3,9 +3,10 @@
 States (what `gatewayctl status`, the portal and BLE show):
 
 - ``unpaired``   not paired to the cloud; pairing open. Either without a network (hotspot
-                 up on Wi-Fi hubs without Ethernet), or on the LAN after a Wi-Fi-only
-                 attempt ("Wi-Fi first, cloud later", e.g. Improv): ``progress().network
-                 == "wifi"``, hotspot down, the cloud part is paired over the LAN or BLE
+                 up on Wi-Fi hubs without Ethernet, kept up by ``hotspot_watch``), or on
+                 the LAN after a Wi-Fi-only attempt ("Wi-Fi first, cloud later", e.g.
+                 Improv): ``progress().network == "wifi"``, hotspot down, the cloud part
+                 is paired over the LAN or BLE
 - ``connecting`` an attempt is running (step ``wifi`` and/or ``cloud``)
 - ``online``     client network up and the cloud link established
 - ``offline``    the hub has a saved network (paired, or Wi-Fi only) but is not on it;
@@ -40,6 +41,7 @@ from typing import Any
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.onboarding.conclusion import CRASHED, AttemptOutcome
+from gatewayd.onboarding.hotspot_watch import HotspotWatch
 from gatewayd.onboarding.offline import OfflineHandling
 from gatewayd.onboarding.pairing import InvalidRequest, PairingRequest, check_open
 from gatewayd.onboarding.progress import Attempt, LastFailure, Progress
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 Listener = Callable[[State, Progress], None]
 
 
-class Onboarding(OfflineHandling, AttemptOutcome):
+class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
     """Runs the table above; every change of state goes through :meth:`_fire`."""
 
     name = "onboarding"
@@ -87,6 +89,7 @@ class Onboarding(OfflineHandling, AttemptOutcome):
         self._listeners: list[Listener] = []
         self._attempt_task: asyncio.Task[None] | None = None
         self._offline_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None  # the unpaired hotspot's watchdog
         self._link_tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self.changed = asyncio.Condition()
@@ -190,6 +193,7 @@ class Onboarding(OfflineHandling, AttemptOutcome):
         if self.progress().hotspot != hotspot:
             self._tell_listeners()  # entering raised (or dropped) the hotspot
         await self._notify_changed()
+        self._watch_hotspot()  # unpaired, and the hotspot did not come up (a cable, say)
         return target
 
     def _tell_listeners(self) -> bool:
@@ -212,7 +216,10 @@ class Onboarding(OfflineHandling, AttemptOutcome):
             if not self.on_wifi:
                 # Without a network (or after a reset): the hotspot is the way in. A hub
                 # that has just joined Wi-Fi stays on it: pairing goes on over the LAN.
-                await self._show_hotspot()
+                try:
+                    await self._show_hotspot()
+                except Exception:  # the watchdog (hotspot_watch) tries again
+                    log.exception("could not raise the hotspot; trying again shortly")
         elif state == State.OFFLINE:
             if self.offline_since is None:
                 self.offline_since = self.clock()
@@ -241,7 +248,7 @@ class Onboarding(OfflineHandling, AttemptOutcome):
 
     async def start(self) -> None:
         if self.wifi is not None:
-            await self.wifi.start(self._on_link)
+            await self.wifi.start(self._on_link, self._on_hotspot_down)
             # A stop or crash during an attempt left its unproven profile saved, with
             # autoconnect on: only the stored network's may stay.
             await self._forget_unstored()
@@ -256,6 +263,7 @@ class Onboarding(OfflineHandling, AttemptOutcome):
 
     async def stop(self) -> None:
         self._cancel_offline_timer()
+        self._cancel_hotspot_watch()
         for task in list(self._link_tasks):
             task.cancel()
         interrupted = self._attempt_running()
@@ -288,10 +296,14 @@ class Onboarding(OfflineHandling, AttemptOutcome):
         await self._fire(Event.RESET)
 
     async def reopen_hotspot(self) -> bool:
-        """Button short press while offline: bring the hotspot back now, not after the grace.
+        """Button short press while offline: bring the hotspot back now, not after the grace;
+        while unpaired, raise it again if it is down (unless a cable is in).
 
         Returns whether a hotspot is up afterwards. Nothing changes in other states.
         """
+        if self.state == State.UNPAIRED and self.wifi is not None:
+            await self._raise_missing_hotspot()
+            return self.wifi.hotspot_active
         if self.state != State.OFFLINE or self.wifi is None:
             return bool(self.wifi and self.wifi.hotspot_active)
         if not self.wifi.hotspot_active:

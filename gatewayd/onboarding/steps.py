@@ -55,7 +55,11 @@ class StepResult:
 class WifiControl(Protocol):
     """What onboarding needs from NetworkManager (implemented by :mod:`gatewayd.ap`)."""
 
-    async def start(self, on_link: Callable[[bool, str], None]) -> None: ...
+    async def start(self, on_link: Callable[[bool, str], None],
+                    on_hotspot_down: Callable[[], None] | None = None) -> None:
+        """Watch the device: ``on_link`` hears the client link come and go,
+        ``on_hotspot_down`` the hotspot end under the hub (NetworkManager took it down)."""
+        ...
 
     async def stop(self) -> None: ...
 
