@@ -52,7 +52,8 @@ SAMPLE = [
            "test_a_second_pair_request_during_an_attempt_is_busy_not_already_paired"),
     Mutant("the hotspot vanishes under a person typing in the panel",
            "gatewayd/onboarding/offline.py",
-           "            if self.clock() - self.last_activity < cfg.retry_interval:\n"
+           "            if not overdue and self.clock() - self.last_activity"
+           " < cfg.retry_interval:\n"
            "                continue  # someone is on the hotspot portal right now\n", "",
            "tests/test_onboarding_machine.py::"
            "test_periodic_retry_waits_while_someone_uses_the_portal"),

@@ -1591,3 +1591,31 @@ def test_an_unpaired_hub_raises_its_hotspot_once_the_cable_is_pulled(tmp_path: P
             assert clock.slept == [5.0, 5.0, 5.0] and ob.pairing_open
 
     run(scenario())
+
+
+def test_portal_activity_postpones_a_retry_by_at_most_five_intervals(tmp_path: Path) -> None:
+    """Review: anyone on the open hotspot who polled a public endpoint more often than
+    ``retry_interval`` held a paired hub offline for as long as they polled, its network
+    back long since. Now the retry runs at the latest 5 intervals after the last one."""
+
+    async def scenario() -> None:
+        wifi = FakeWifi({})
+        async with offline_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            await grace_over(clock)
+            assert wifi.hotspot
+            wifi.aps["HomeNet"] = "supersecret"  # back in range: a retry would succeed
+            mark = len(wifi.calls)
+            for rounds in range(1, 6):
+                clock.advance(30.0)
+                ob.note_activity()  # polled every 30 s, half the interval
+                clock.advance(30.0)
+                if rounds == 5:
+                    break
+                # Postponed: the loop waits again (or, wrongly, retries: busy).
+                await first_of(clock.sleeps(2 + rounds), until(ob, lambda: ob.busy))
+                assert ob.state == State.OFFLINE and wifi.calls[mark:] == [], rounds
+            await until(ob, settled(ob, State.ONLINE))
+            assert wifi.calls[mark:mark + 2] == ["hotspot-down", "scan"]
+            assert ob.attempt is not None and ob.attempt.source == "retry"
+
+    run(scenario())

@@ -4,11 +4,12 @@
 A lost client link moves an ``online`` hub (or an unpaired one on its Wi-Fi) to ``offline``;
 a link that returns starts the cloud step again. While ``offline``, one task waits: for a hub
 with a saved Wi-Fi network, ``offline_grace`` and then the hotspot, with a client attempt
-every ``retry_interval``; for a hub paired without one (on Ethernet), the cloud step again
-after a jittered wait that doubles from ``CLOUD_RETRY_FIRST`` up to ``retry_interval``,
-whenever there is an uplink (the hotspot only if there has been none for
-``offline_grace``). Every timer reads the machine's ``clock``
-and waits with its ``sleep``.
+every ``retry_interval`` (postponed while someone uses the portal, but never beyond
+``MAX_POSTPONED`` intervals after the last one); for a hub paired without one (on
+Ethernet), the cloud step again after a jittered wait that doubles from
+``CLOUD_RETRY_FIRST`` up to ``retry_interval``, whenever there is an uplink (the hotspot
+only if there has been none for ``offline_grace``). Every timer reads the machine's
+``clock`` and waits with its ``sleep``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from gatewayd.state import StateStore
 
 log = logging.getLogger(__name__)
 CLOUD_RETRY_FIRST = 5.0  # seconds before an Ethernet hub's first cloud retry (before jitter)
+# Portal activity postpones the saved network's retry by at most this many retry intervals.
+MAX_POSTPONED = 5
 
 
 class OfflineHandling:
@@ -137,17 +140,22 @@ class OfflineHandling:
                 return
             log.warning("offline for %.0fs: hotspot back for re-pairing", cfg.offline_grace)
             await self._hotspot_for_repairing()  # never raises: the retries below go on
+        last_retry = self.clock()
         while self.state == State.OFFLINE:
             await self.sleep(cfg.retry_interval)
             if self.state != State.OFFLINE or self._attempt_running():
                 continue
-            if self.clock() - self.last_activity < cfg.retry_interval:
+            # Activity postpones a retry, but not past MAX_POSTPONED intervals since the
+            # last one: whoever keeps polling the open hotspot cannot hold the hub offline.
+            overdue = self.clock() - last_retry >= MAX_POSTPONED * cfg.retry_interval
+            if not overdue and self.clock() - self.last_activity < cfg.retry_interval:
                 continue  # someone is on the hotspot portal right now
             try:
                 await self._retry_saved()
             except Exception:  # NetworkManager failed: the next round tries again
                 log.exception("retrying the saved network failed")
                 await self._hotspot_back()
+            last_retry = self.clock()
 
     async def _hotspot_for_repairing(self) -> None:
         """Offline too long: the hotspot (re-)opens pairing, and every front end hears it.
