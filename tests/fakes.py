@@ -67,6 +67,9 @@ class NoOnboarding:
     async def has_uplink(self) -> bool:
         return True
 
+    async def on_ethernet(self) -> bool:
+        return False
+
     def progress(self) -> Progress:
         return Progress(state="paired" if self.hub.state.paired else "unpaired", step=None,
                         attempt=None, last_failure=None, pairing_open=self.pairing_open,

@@ -104,6 +104,10 @@ class FakeOnboarding:
         return self.uplink
 
     uplink = True
+    ethernet = False  # a Wi-Fi hub on its cable: the panel pairs it cloud only
+
+    async def on_ethernet(self) -> bool:
+        return self.ethernet
 
     def note_activity(self) -> None:
         self.activity += 1

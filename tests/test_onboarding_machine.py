@@ -1619,3 +1619,22 @@ def test_portal_activity_postpones_a_retry_by_at_most_five_intervals(tmp_path: P
             assert ob.attempt is not None and ob.attempt.source == "retry"
 
     run(scenario())
+
+
+def test_an_attempt_on_the_cable_names_no_network_it_did_not_apply(tmp_path: Path) -> None:
+    """Review: on its cable a hub ignores a request's Wi-Fi network, but progress kept its
+    name, and the panel said the hub had joined it."""
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"}, ethernet=True)
+        async with machine(cfg, st, wifi) as ob:
+            made_up = WifiCredentials("DoesNotExist", "whatever-pass")
+            await ob.begin(PairingRequest(cloud=CLOUD, wifi=made_up))
+            await until(ob, settled(ob, State.ONLINE))
+            attempt = ob.progress().attempt
+            assert attempt is not None and attempt.ssid is None
+            assert st.state.wifi is None and "connect DoesNotExist" not in wifi.calls
+
+    run(scenario())

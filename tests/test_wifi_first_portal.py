@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from gatewayd.ap import NetworkManagerControl
 from gatewayd.hub import Hub
 from gatewayd.onboarding.machine import Onboarding
@@ -23,10 +25,18 @@ from gatewayd.portal.app import create_portal_app
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier
 from gatewayd.runtime.webserver import WebServer
+from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from gatewayd.state import StateStore
 from tests.fakes import StubCloud
-from tests.portal_helpers import Client, LoopThread, fast_stopping, make_config, running_portal
+from tests.portal_helpers import (
+    Client,
+    LoopThread,
+    csrf_from,
+    fast_stopping,
+    make_config,
+    running_portal,
+)
 from tests.test_onboarding import IDENTITY, active_ids, bus, nm
 
 T = TypeVar("T")
@@ -101,3 +111,61 @@ def test_hub_on_wifi_without_account_is_paired_over_the_lan(nm: NetworkManagerMo
             server.stop()
         on_core(onboarding.stop())
         core.stop()
+
+
+def test_the_panel_of_a_wifi_hub_on_its_cable_pairs_it_cloud_only(
+        bus: PrivateBus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review: on its cable, the panel insisted on a Wi-Fi network (a 400 without one),
+    accepted a made-up one, and then said the hub had joined it while it had no Wi-Fi.
+    Now it offers the cable (cloud only); an attempt that did not apply a network names
+    none."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+    config = make_config(tmp_path, hotspot={"connect_timeout": 5.0})
+    store = StateStore(config.state_dir)
+    store.open(device_id=IDENTITY.device_id, mac=IDENTITY.mac)
+    core = LoopThread()
+
+    def on_core(coro: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, core.loop).result(30)  # type: ignore[arg-type]
+
+    hub = Hub(config, store, IDENTITY, Notifier(), Redactor())
+    server: WebServer | None = None
+    with NetworkManagerMock(bus, tmp_path / "nm", ethernet_connected=True) as nm:
+        onboarding = Onboarding(config, store, NetworkManagerControl(config, IDENTITY),
+                                StubCloud())
+        pairing = PairingService(onboarding, config.cloud)
+        try:
+            on_core(onboarding.start())
+            server = fast_stopping(WebServer(
+                create_portal_app(hub, core.call, pairing=pairing, onboarding=onboarding),
+                name="portal", host="127.0.0.1", port=0))
+            client = Client(server.port)
+            page = client.get("/")
+            assert page.status == 200 and 'data-wifi="no"' in page.body
+            assert "on its network cable" in page.body and "Other network" not in page.body
+            # The form as the page posts it: no network, the cloud account only.
+            accepted = client.post_form("/setup", {"csrf_token": csrf_from(page.body),
+                                                   **CLOUD_ONLY})
+            assert accepted.status == 303, accepted.body
+            on_core(onboarding.wait_for(lambda: onboarding.state == State.ONLINE, STEP))
+            progress = client.get("/api/v1/progress").json
+            assert progress["attempt"]["ssid"] is None and progress["network"] is None
+            assert store.state.paired and store.state.wifi is None
+
+            # A made-up network over the API (a stale page, a script): not applied, and
+            # progress does not name it.
+            store.reset()
+            on_core(onboarding.reset())
+            made_up = client.post_json("/api/v1/pair", {**CLOUD_ONLY, "ssid": "DoesNotExist",
+                                                        "psk": "whatever-pass"})
+            assert made_up.status in (200, 202), made_up.body
+            on_core(onboarding.wait_for(lambda: onboarding.state == State.ONLINE, STEP))
+            progress = client.get("/api/v1/progress").json
+            assert progress["attempt"]["ssid"] is None, progress
+            assert store.state.wifi is None
+            assert not [i for i in active_ids(nm) if i.startswith("gatewayd-")]
+        finally:
+            if server is not None:
+                server.stop()
+            on_core(onboarding.stop())
+            core.stop()

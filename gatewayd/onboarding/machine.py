@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import secrets
@@ -166,6 +167,12 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
         if self.wifi is None or self.on_wifi:
             return True
         return await self.wifi.ethernet_connected()
+
+    async def on_ethernet(self) -> bool:
+        """A Wi-Fi hub on its cable (not a client of its Wi-Fi): Wi-Fi credentials are not
+        applied, pairing is cloud only."""
+        return (self.wifi is not None and not self.on_wifi
+                and await self.wifi.ethernet_connected())
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
         async with self.changed:
@@ -383,6 +390,8 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
         if wifi is not None and self.wifi is not None and await self.wifi.ethernet_connected():
             log.info("Ethernet is connected: using it; the Wi-Fi credentials are not applied")
             wifi = None
+            if self.attempt is not None:  # progress names only a network actually applied
+                self.attempt = dataclasses.replace(self.attempt, ssid=None)
         applied: WifiCredentials | None = None
         if wifi is not None and self.wifi is not None:
             self.step = "wifi"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from gatewayd.onboarding.pairing import PairingService
 from gatewayd.onboarding.progress import Progress
 from gatewayd.runtime.corecall import CoreCall
 
+log = logging.getLogger(__name__)
 MAX_NETWORKS = 64  # a scan in a block of flats can list hundreds; the panel needs a few
 
 
@@ -33,6 +35,10 @@ class PortalOnboarding(Protocol):
 
     def note_activity(self) -> None:
         """A person is using the portal: onboarding holds off retries that drop the hotspot."""
+        ...
+
+    async def on_ethernet(self) -> bool:
+        """A Wi-Fi hub on its cable: the panel offers the cable (cloud only), no network."""
         ...
 
 
@@ -127,6 +133,20 @@ class PortalCore:
             self._touch()
             return list(self.onboarding.networks())[:MAX_NETWORKS]
         return self.call(_networks)
+
+    def on_ethernet(self) -> bool:
+        """A Wi-Fi hub on its cable: Wi-Fi credentials would not be applied (False if
+        NetworkManager cannot say: the form then asks for a network, as before)."""
+        if not self.wifi_enabled:
+            return False
+
+        async def _on_ethernet() -> bool:
+            try:
+                return await self.onboarding.on_ethernet()
+            except Exception:
+                log.exception("could not read the Ethernet device's state")
+                return False
+        return self.call(_on_ethernet)
 
     # ---- actions --------------------------------------------------------------------------
 

@@ -72,10 +72,13 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
     def render_form(progress: Progress, *, error: str | None = None,
                     field: str | None = None, values: Mapping[str, str] | None = None,
                     status: int = 200) -> Response:
+        # On its cable, a Wi-Fi hub pairs cloud only, as the front door's "No Wi-Fi" variant.
+        ethernet = core.on_ethernet()
         html = render_template(
             "pair.html", name=hub_name(core), progress=progress,
             state_label=STATE_LABELS.get(progress.state, progress.state),
-            networks=core.networks(), wifi=core.wifi_enabled, presets=presets_view(core),
+            networks=[] if ethernet else core.networks(), ethernet=ethernet,
+            wifi=core.wifi_enabled and not ethernet, presets=presets_view(core),
             error=error, error_field=field, values=values or {}, csrf=csrf_token(),
             provisioning=core.provisioning(),
             advanced_open=not core.presets.host or field in ADVANCED_FIELDS)
@@ -123,7 +126,8 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
         wait = pair_limiter.allow(client_key(request))
         if wait:
             return again(RateLimited(wait))
-        form, wifi = request.form, core.wifi_enabled
+        # On its cable, no network is asked for (a stale form's choice is not applied).
+        form, wifi = request.form, core.wifi_enabled and not core.on_ethernet()
         outcome = submit_or_refuse(core, lambda: form_fields(form, wifi), "panel",
                                    admin=auth.session_valid())
         if isinstance(outcome, PairingError):
