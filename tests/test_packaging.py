@@ -658,7 +658,15 @@ def test_check_elf_accepts_the_right_arch_and_refuses_the_wrong_one(tmp_path: Pa
 
 # --- slow, opt-in: build the .deb and install it into a Debian 12 root ------------
 
-DEB_TEST = os.environ.get("GATEWAYD_TEST_DEB") == "1"
+# GATEWAYD_TEST_DEB=1 (make deb-test): every architecture, the cross-built ones under qemu.
+# Unset, the amd64 package is built and installed in every run that can (root, the build
+# dependencies and debootstrap, which scripts/setup.sh installs for a root test run): a
+# maintainer script that does not parse once debhelper has filled it in fails no static
+# check (0.1.1's postinst). GATEWAYD_TEST_DEB=0 skips it.
+DEB_TEST = os.environ.get("GATEWAYD_TEST_DEB", "")
+NATIVE_DEB_TOOLS = ("debootstrap", "dpkg-buildpackage", "dh")
+NATIVE_DEB_TEST = DEB_TEST == "1" or (
+    DEB_TEST == "" and all(shutil.which(tool) for tool in NATIVE_DEB_TOOLS))
 
 
 def debian_mirror() -> str:
@@ -747,7 +755,8 @@ def no_dpkg_warnings(res: subprocess.CompletedProcess[str]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.skipif(not DEB_TEST, reason="set GATEWAYD_TEST_DEB=1 (root, debootstrap)")
+@pytest.mark.skipif(not NATIVE_DEB_TEST, reason="needs debootstrap and the build dependencies "
+                    "(packaging/install-build-deps.sh), or GATEWAYD_TEST_DEB=0 was set")
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (debootstrap, chroot)")
 def test_deb_installs_removes_and_purges_in_debian_12(deb_file: Path,
                                                       debian_root: Path) -> None:
@@ -842,7 +851,7 @@ FOREIGN = {
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.skipif(not DEB_TEST, reason="set GATEWAYD_TEST_DEB=1 (root, debootstrap, qemu)")
+@pytest.mark.skipif(DEB_TEST != "1", reason="set GATEWAYD_TEST_DEB=1 (root, debootstrap, qemu)")
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (debootstrap, chroot)")
 @pytest.mark.parametrize("arch", sorted(FOREIGN))
 def test_cross_built_deb_is_for_its_arch_and_runs_under_qemu(arch: str, tmp_path: Path) -> None:
