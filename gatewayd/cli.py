@@ -159,7 +159,8 @@ def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-de
     # libraries (flask, paho, sdbus). What they import and the daemon never uses is
     # deferred first.
     defer_unused_imports()
-    from gatewayd.daemon import Daemon, open_state
+    from gatewayd.daemon import Daemon
+    from gatewayd.hub import open_state
 
     try:
         store, identity = open_state(config)

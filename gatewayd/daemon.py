@@ -29,13 +29,7 @@ from gatewayd.hardware.libgpiod import GpiodBackend
 from gatewayd.hardware.lines import LineBackend
 from gatewayd.hardware.simulated import SimulatedBackend
 from gatewayd.hub import RESET_CANCEL_WAIT, Hub
-from gatewayd.identity import (
-    Identity,
-    cpu_serial,
-    device_id_from_mac,
-    primary_mac,
-    wait_for_mac,
-)
+from gatewayd.identity import Identity, cpu_serial
 from gatewayd.onboarding.cloud_step import CloudLinkStep
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
@@ -60,40 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# A gatewayctl reset offline holds the directory for milliseconds; another gatewayd on it
-# for good, which is worth a clear error (and systemd's next try), not a wait forever.
-CLAIM_TIMEOUT = 10.0
 # How much of the stop's budget a running factory reset may take to finish.
 RESET_WAIT = 8.0
-
-
-# How long a first start waits for a network interface to show its MAC (a Wi-Fi driver
-# still loading at boot) before it gives up with exit status 1 and systemd tries again:
-# well inside TimeoutStartSec (90 s), with CLAIM_TIMEOUT and the components' start.
-MAC_WAIT = 30.0
-
-
-def open_state(config: Config, mac: str | None = None) -> tuple[StateStore, Identity]:
-    """Load (or create) the state and settle the hub's identity; raises StateError, or
-    NoMacAddress when the state holds no identity yet and no interface has a MAC.
-
-    Called before anything touches the network, so a bad state file stops the
-    daemon with a clear message and nothing half-started. The identity stored at the first
-    start is kept; it is never made up (a fleet of hubs would share it for good).
-    """
-    store = StateStore(config.state_dir, config.hub.setup_code)
-    store.claim(timeout=CLAIM_TIMEOUT)
-    mac = mac or primary_mac(config.hub.interface)
-    if mac is None:
-        stored = store.open() if store.path.exists() else None
-        if stored is None or not (stored.device_id and stored.mac):
-            # [hub] device_id names the hub but not its SSID and BLE name ({mac4}) nor
-            # its Homie $mac: those need the MAC too, so a preset id waits like the rest.
-            mac = wait_for_mac(config.hub.interface, MAC_WAIT)
-    state = store.open(device_id=device_id_from_mac(mac) if mac else "", mac=mac or "")
-    device_id = config.hub.device_id or state.device_id
-    return store, Identity(device_id=device_id, mac=state.mac or mac or "",
-                           product=config.hub.product)
 
 
 @dataclass

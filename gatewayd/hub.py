@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from gatewayd import __version__
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials
-from gatewayd.identity import Identity, cpu_serial
+from gatewayd.identity import (
+    Identity,
+    cpu_serial,
+    device_id_from_mac,
+    label_code,
+    new_setup_code,
+    wait_for_mac,
+)
 from gatewayd.owed import Release
 from gatewayd.runtime.corecall import CoreUnavailable
 from gatewayd.runtime.logsetup import Redactor, RepeatedFaults
@@ -40,6 +49,67 @@ RESET_CANCEL_WAIT = 1.0
 # its text can carry a library's internals or a secret, so it goes only to the log, where
 # the redactor masks secrets.
 INTERNAL_MESSAGE = "Internal error in the hub; see its log (journalctl -u gatewayd)."
+
+# A gatewayctl reset offline holds the directory for milliseconds; another gatewayd on it
+# for good, which is worth a clear error (and systemd's next try), not a wait forever.
+CLAIM_TIMEOUT = 10.0
+# How long a start waits for a network interface to show the MAC it needs (a Wi-Fi driver
+# still loading at boot) before it gives up with exit status 1 and systemd tries again:
+# well inside TimeoutStartSec (90 s), with CLAIM_TIMEOUT and the components' start.
+MAC_WAIT = 30.0
+# What a paired hub whose identity was made for other hardware is told to do.
+HARDWARE_ADVICE = ("this hub's state was made for other hardware (an image cloned after its "
+                   "first boot, a moved SD card or a replaced board); it keeps that identity "
+                   "while paired, which another hub may be using too. To give it its own: "
+                   "gatewayctl reset, then systemctl restart gatewayd (a new device id and "
+                   "setup code: print a new label and pair it again)")
+
+
+def open_state(config: Config, mac: str | None = None) -> tuple[StateStore, Identity]:
+    """Load (or create) the state and settle the hub's identity; raises StateError, or
+    NoMacAddress when the MAC the hub needs never showed (docs/interfaces.md §2.1).
+
+    Called before anything touches the network, so a bad state file stops the daemon with
+    a clear message and nothing half-started. The identity is made from the MAC, never made
+    up (a fleet of hubs would share it for good), and kept while the hardware shows that
+    MAC. A state made for other hardware (``mac``: the simulator's, else this machine's)
+    is an image cloned after its first boot: an unpaired hub gets its own identity, a
+    paired one keeps working with a loud warning.
+    """
+    preset = config.hub.setup_code
+    store = StateStore(config.state_dir, preset)
+    store.claim(timeout=CLAIM_TIMEOUT)
+    state = store.open() if store.path.exists() else None
+    recorded = state.mac if state is not None and state.device_id else ""
+    own = mac or wait_for_mac(config.hub.interface, MAC_WAIT, recorded=recorded)
+    if state is None or not recorded:
+        assert own is not None  # wait_for_mac returns None only with a recorded MAC
+        state = store.open(device_id=device_id_from_mac(own), mac=own)
+        if not state.mac:  # a device id without the MAC it came from: adopted as it is
+            state = store.rewrite(replace(state, mac=own))
+    elif own is None:
+        log.warning("%s shows no MAC address after %g s; keeping the stored identity (made "
+                    "for MAC %s)", f"[hub] interface {config.hub.interface}"
+                    if config.hub.interface else "no network interface", MAC_WAIT, recorded)
+    elif own != recorded and not state.paired:
+        log.warning("%s was made for other hardware (MAC %s; this hub's is %s): an image "
+                    "cloned after its first boot, a moved SD card or a replaced board; this "
+                    "hub gets its own identity (device id %s, %s setup code and a new device "
+                    "key)", store.path, recorded, own, device_id_from_mac(own),
+                    "the preset" if preset else "a new")
+        state = store.rewrite(replace(
+            state, device_id=device_id_from_mac(own), mac=own, created=time.time(),
+            setup_code=preset or new_setup_code(), device_key=secrets.token_bytes(32),
+            operation=None))  # an operation in flight is the other hub's
+    elif own != recorded:
+        log.warning("PAIRED HUB ON OTHER HARDWARE: its identity was made for MAC %s, this "
+                    "hub's is %s: %s", recorded, own, HARDWARE_ADVICE)
+    if label_code(preset, state.setup_code, store.path) != state.setup_code:
+        state = store.rewrite(replace(state, setup_code=preset))
+    other = own if own is not None and own != state.mac else ""
+    return store, Identity(device_id=config.hub.device_id or state.device_id,
+                           mac=state.mac or own or "", product=config.hub.product,
+                           hardware_mac=other)
 
 
 def setup_payload(identity: Identity, setup_code: str, serial: str = "") -> str:
@@ -119,6 +189,10 @@ class Hub:
             "paired": st.paired,
             "uptime": round(time.monotonic() - self.started, 1),
             "status_text": self.notifier.last_status,
+            "hardware_changed": {"identity_mac": self.identity.mac,
+                                 "mac": self.identity.hardware_mac,
+                                 "advice": HARDWARE_ADVICE} if self.identity.hardware_mac
+            else None,
             **st.redacted(),
             **components,
         }

@@ -9,12 +9,16 @@ only.
 from __future__ import annotations
 
 import json
+import logging
 import re
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 SYS_NET = Path("/sys/class/net")
@@ -27,6 +31,9 @@ class Identity:
     device_id: str
     mac: str  # aa:bb:cc:dd:ee:ff
     product: str
+    # This hub's own MAC, set only when the identity was made for other hardware and kept
+    # (a paired hub whose SD card moved, or whose board was replaced): status warns of it.
+    hardware_mac: str = ""
 
     @property
     def mac4(self) -> str:
@@ -81,11 +88,15 @@ def mac_candidates(preferred: str = "", sys_net: Path | None = None) -> list[str
     route_if = _default_route_interface()
     if route_if:
         candidates.append(route_if)
-    try:
-        candidates += sorted(p.name for p in (sys_net or SYS_NET).iterdir() if p.name != "lo")
-    except OSError:
-        pass
+    candidates += _interfaces(sys_net)
     return list(dict.fromkeys(candidates))
+
+
+def _interfaces(sys_net: Path | None) -> list[str]:
+    try:
+        return sorted(p.name for p in (sys_net or SYS_NET).iterdir() if p.name != "lo")
+    except OSError:
+        return []
 
 
 def primary_mac(preferred: str = "", sys_net: Path | None = None) -> str | None:
@@ -99,26 +110,61 @@ def primary_mac(preferred: str = "", sys_net: Path | None = None) -> str | None:
     return None
 
 
-def wait_for_mac(preferred: str, timeout: float, *, poll: float = 0.5,
+def hub_mac(interface: str = "", sys_net: Path | None = None) -> str | None:
+    """The MAC the hub is named after: ``[hub] interface``'s when it is set, never another
+    card's (a Wi-Fi driver still loading would name the hub after its Ethernet card, for
+    good); without it, :func:`primary_mac`."""
+    return read_mac(interface, sys_net) if interface else primary_mac("", sys_net)
+
+
+def wait_for_mac(preferred: str, timeout: float, *, recorded: str = "", poll: float = 0.5,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], object] = time.sleep,
-                 sys_net: Path | None = None) -> str:
-    """:func:`primary_mac`, looked for again every ``poll`` seconds for up to ``timeout``;
-    raises :class:`NoMacAddress` naming the interfaces tried. Before the event loop runs
-    (the daemon's identity is settled first), so a plain sleep."""
+                 sys_net: Path | None = None) -> str | None:
+    """The MAC this hub goes by, looked for every ``poll`` seconds for up to ``timeout``.
+
+    ``recorded``: the MAC the stored identity was made from ("" at a first start). It is
+    returned as soon as any interface shows it: the same hardware. Otherwise the hub's own
+    MAC (:func:`hub_mac`): with ``[hub] interface`` as soon as that interface shows one;
+    without it, with a recorded MAC, only at the deadline (the card it was made from may be
+    a driver still loading). At the deadline with none: None when a MAC is recorded (no
+    sign of other hardware: the stored identity stays), else :class:`NoMacAddress` naming
+    what was tried. Before the event loop runs (the daemon's identity is settled first),
+    so a plain sleep."""
     deadline = clock() + timeout
     while True:
-        mac = primary_mac(preferred, sys_net)
-        if mac is not None:
-            return mac
-        if clock() >= deadline:
-            tried = ", ".join(mac_candidates(preferred, sys_net)) or \
-                f"none: {sys_net or SYS_NET} lists no interface but lo"
-            raise NoMacAddress(
-                f"no network interface has a MAC address after {timeout:g} s (tried: "
-                f"{tried}); the hub's device id is made from it, so it does not start "
-                "without one (set [hub] interface to the right one if need be)")
+        if recorded and recorded in local_macs(sys_net):
+            return recorded
+        own = hub_mac(preferred, sys_net)
+        expired = clock() >= deadline
+        if own is not None and (preferred or not recorded or expired):
+            return own
+        if expired:
+            if recorded:
+                return None
+            raise NoMacAddress(_no_mac(preferred, timeout, sys_net))
         sleep(poll)
+
+
+def local_macs(sys_net: Path | None = None) -> set[str]:
+    """The MACs this machine's interfaces show."""
+    return {mac for name in _interfaces(sys_net) if (mac := read_mac(name, sys_net))}
+
+
+def _no_mac(preferred: str, timeout: float, sys_net: Path | None) -> str:
+    if preferred:
+        shown = ", ".join(_interfaces(sys_net)) or "none but lo"
+        what = "has no MAC address" if (sys_net or SYS_NET).joinpath(preferred).exists() \
+            else "does not exist"
+        return (f"[hub] interface {preferred} {what} after {timeout:g} s (this machine has: "
+                f"{shown}); the hub's device id is made from its MAC, never from another "
+                "card's, so it does not start without it (correct [hub] interface, or leave "
+                "it empty to use the default route's interface)")
+    tried = ", ".join(mac_candidates(preferred, sys_net)) or \
+        f"none: {sys_net or SYS_NET} lists no interface but lo"
+    return (f"no network interface has a MAC address after {timeout:g} s (tried: {tried}); "
+            "the hub's device id is made from it, so it does not start without one (set "
+            "[hub] interface to the right one if need be)")
 
 
 def cpu_serial(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
@@ -137,6 +183,19 @@ def cpu_serial(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 
 # ---- as state.json keeps it -----------------------------------------------------------------
+
+def new_setup_code() -> str:
+    return f"{secrets.randbelow(10**8):08d}"
+
+
+def label_code(preset: str, stored: str, file: Path) -> str:
+    """The setup code a hub keeps: the ``[hub] setup_code`` preset, the one the vendor
+    printed on the label, over the stored one (a drop-in written after a first start, a
+    reset); logged when it replaces it. "" when there is neither."""
+    if preset and stored and preset != stored:
+        log.warning("%s: the stored setup code is replaced by the [hub] setup_code preset",
+                    file)
+    return preset or stored
 
 def _device_key(value: Any) -> bytes | None:
     try:

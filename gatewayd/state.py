@@ -28,7 +28,7 @@ from gatewayd.credentials import (
     wifi_from_fields,
     wifi_to_dict,
 )
-from gatewayd.identity import DEVICE_ID, read_label, salvage
+from gatewayd.identity import DEVICE_ID, label_code, new_setup_code, read_label, salvage
 from gatewayd.owed import (
     MAX_RELEASE_DEVICES,
     STATE_KEYS,
@@ -64,10 +64,6 @@ class StateError(Exception):
         self.reason = reason
         where = f"{file}: {key}" if key else str(file)
         super().__init__(f"{where}: {reason} ({advice})")
-
-
-def new_setup_code() -> str:
-    return f"{secrets.randbelow(10**8):08d}"
 
 
 @dataclass(frozen=True)
@@ -301,8 +297,13 @@ class StateStore:
         return self._state
 
     def _fresh(self, setup_code: str | None = None) -> HubState:
-        return HubState(setup_code=setup_code or self.preset_setup_code or new_setup_code(),
+        code = label_code(self.preset_setup_code, setup_code or "", self.path)
+        return HubState(setup_code=code or new_setup_code(),
                         device_key=secrets.token_bytes(32), created=time.time())
+
+    def rewrite(self, state: HubState) -> HubState:
+        """Replace the state with ``state`` (the identity settled at start: gatewayd.hub)."""
+        return self._write(state)
 
     def claim(self, timeout: float) -> None:
         """Hold the directory for this process's lifetime (an flock on ``.lock``): one
@@ -416,7 +417,8 @@ class StateStore:
 
     def reset(self, release: Release | None = None, *, keep_account: bool = False,
               hub_id: str = "") -> HubState:
-        """Forget credentials (factory reset); identity and setup code stay.
+        """Forget credentials (factory reset); identity and setup code stay (the setup
+        code: the ``[hub] setup_code`` preset, if there is one, replaces it).
 
         ``release``: an account still to be released (the reset happened offline); kept
         until the next successful pairing. Without one, a release already pending stays.
@@ -427,8 +429,8 @@ class StateStore:
 
         A file that cannot be trusted is moved aside (for the vendor's support to look at)
         and a fresh state is written, with the setup code, device key and identity the
-        file still tells (:func:`gatewayd.identity.salvage`); a setup code it does not tell
-        is the vendor preset if there is one.
+        file still tells (:func:`gatewayd.identity.salvage`); the vendor preset, if there is
+        one, over the setup code it tells.
         """
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         raw = b""
@@ -448,7 +450,8 @@ class StateStore:
                 release = Release(cloud=current.cloud, devices=devices, since=time.time())
             state = replace(current, cloud=None, paired_at=None, wifi=None,
                             release=release or current.release, operation=None,
-                            registration=None)
+                            registration=None, setup_code=label_code(
+                                self.preset_setup_code, current.setup_code, self.path))
         return self._write(state)
 
     def _start_over(self, raw: bytes, exc: StateError) -> HubState:

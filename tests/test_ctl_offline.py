@@ -210,7 +210,7 @@ def test_an_offline_reset_of_a_state_directory_that_does_not_exist_is_refused(
     assert list(tmp_path.iterdir()) == []
 
 
-SECOND_GATEWAYD = ("import sys; import gatewayd.daemon; gatewayd.daemon.CLAIM_TIMEOUT = 0.5; "
+SECOND_GATEWAYD = ("import sys; import gatewayd.hub; gatewayd.hub.CLAIM_TIMEOUT = 0.5; "
                    "from gatewayd.cli import main; raise SystemExit(main(sys.argv[1:]))")
 
 

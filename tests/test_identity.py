@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd import cli, daemon, identity
+from gatewayd import cli, daemon, hub, identity
 from gatewayd.config import load_config
 from gatewayd.identity import NoMacAddress, primary_mac, wait_for_mac
 from gatewayd.runtime.logsetup import Redactor
@@ -66,27 +66,42 @@ def test_a_first_start_without_any_mac_fails_with_status_1_and_stores_no_identit
     """Exit status 1 (systemd's Restart= tries again), a message naming the interfaces
     tried, and no state.json: not one with a placeholder identity kept for good. A preset
     [hub] device_id does not spare the MAC: the SSID and BLE name ({mac4}) come from it."""
-    monkeypatch.setattr(daemon, "MAC_WAIT", 0.0)  # the wait itself: below, on a fake clock
+    monkeypatch.setattr(hub, "MAC_WAIT", 0.0)  # the wait itself: below, on a fake clock
     config = load_config(hub_toml(tmp_path, preset))
     assert cli.run_daemon(config, Redactor()) == 1
     err = capsys.readouterr().err
-    assert err.startswith("gatewayd: cannot start: no network interface has a MAC address "
-                          "after 0 s (tried: wlan0")
-    assert "does not start without one" in err
+    assert err.startswith("gatewayd: cannot start: [hub] interface wlan0 does not exist "
+                          "after 0 s (this machine has: none but lo)")
+    assert "does not start without it" in err
     assert started == []
     assert not (tmp_path / "state" / "state.json").exists()
 
 
-def test_a_hub_with_a_stored_identity_starts_with_it_without_waiting(
+def test_a_hub_with_a_stored_identity_starts_with_it_once_its_mac_shows_without_waiting(
         tmp_path: Path, sys_net: Path, started: list[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     StateStore(tmp_path / "state").open(device_id="dc-a6-32-aa-bb-cc", mac=MAC)
+    add_interface(sys_net, "wlan0", MAC)
 
-    def no_wait(*args: object, **kwargs: object) -> str:
-        raise AssertionError("waited for a MAC although the state has one")
-    monkeypatch.setattr(daemon, "wait_for_mac", no_wait)
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError("waited for a MAC although the stored one shows")
+    real = identity.wait_for_mac
+    monkeypatch.setattr(hub, "wait_for_mac",
+                        lambda *args, **kwargs: real(*args, **kwargs, sleep=no_sleep))
     assert cli.run_daemon(load_config(hub_toml(tmp_path)), Redactor()) == 0
     assert started == ["dc-a6-32-aa-bb-cc"]
+
+
+def test_a_hub_with_a_stored_identity_and_no_mac_at_all_keeps_it_after_the_wait(
+        tmp_path: Path, sys_net: Path, started: list[str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing says the hardware changed: the stored identity stays, and the log says so."""
+    monkeypatch.setattr(hub, "MAC_WAIT", 0.0)
+    StateStore(tmp_path / "state").open(device_id="dc-a6-32-aa-bb-cc", mac=MAC)
+    assert cli.run_daemon(load_config(hub_toml(tmp_path)), Redactor()) == 0
+    assert started == ["dc-a6-32-aa-bb-cc"]
+    assert ("[hub] interface wlan0 shows no MAC address after 0 s; keeping the stored "
+            f"identity (made for MAC {MAC})") in caplog.text
 
 
 def test_a_first_start_takes_the_mac_once_the_interface_shows_it(
@@ -127,7 +142,7 @@ def test_the_wait_gives_up_at_its_deadline_naming_every_interface_tried(sys_net:
     add_interface(sys_net, "eth0", "00:00:00:00:00:00")  # an address that names nothing
     clock = Clock()
     with pytest.raises(NoMacAddress) as failed:
-        wait_for_mac("wlan0", 3.0, clock=clock, sleep=clock.sleep)
+        wait_for_mac("", 3.0, clock=clock, sleep=clock.sleep)
     assert clock.slept == [0.5] * 6 and clock.now == 103.0
-    assert "after 3 s (tried: wlan0, " in str(failed.value)
+    assert "after 3 s (tried: " in str(failed.value)
     assert str(failed.value).count("eth0") == 1 and "lo," not in str(failed.value)

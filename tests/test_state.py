@@ -625,7 +625,7 @@ def test_a_state_file_from_a_newer_gatewayd_is_left_alone_and_a_reset_keeps_the_
 def test_a_reset_of_a_damaged_file_keeps_each_label_field_that_is_still_valid(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = _valid(tmp_path)
-    store = StateStore(tmp_path, "87654321")  # the vendor preset only where nothing is told
+    store = StateStore(tmp_path)
     data["cloud"] = {**data["cloud"], "port": 0}  # type: ignore[dict-item]
     store.path.write_text(json.dumps(data))
     kept = store.reset()
@@ -633,6 +633,9 @@ def test_a_reset_of_a_damaged_file_keeps_each_label_field_that_is_still_valid(
         data["setup_code"], data["device_key"], "dc-a6-32-00-00-01", "dc:a6:32:00:00:01")
     assert not kept.paired and StateStore(tmp_path).open() == kept
     assert "keeping its setup code, device key, device id, MAC" in caplog.text
+    # The vendor preset (the label's) wins over a code the file still tells.
+    store.path.write_text(json.dumps(data))
+    assert StateStore(tmp_path, "87654321").reset().setup_code == "87654321"
     # Each field on its own rule: a bad one is made afresh (or left empty), not the others.
     data.update(setup_code="1234", identity={"device_id": "dc-a6-32-00-00-01", "mac": "x"})
     store.path.write_text(json.dumps(data))

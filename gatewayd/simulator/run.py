@@ -14,7 +14,8 @@ from types import FrameType
 from typing import NoReturn
 
 from gatewayd.config import Config, with_overrides
-from gatewayd.daemon import Daemon, open_state
+from gatewayd.daemon import Daemon
+from gatewayd.hub import open_state
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.simulator.dbus_daemon import PrivateBus, check_socket_path
