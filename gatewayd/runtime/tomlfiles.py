@@ -8,10 +8,17 @@ value, an array of tables (``[[virtual]]``) included, replaces the earlier one w
 
 Each value's file is kept (:attr:`Layers.origins`), so that an error names the file that
 set the value, not the main one.
+
+The values' rules live beside the schema's fields (:func:`spec`, checked by
+:func:`check_scalar` and :func:`apply_check`); a refused value is a :class:`ConfigError`
+that names file, key and reason. ``gatewayd.config`` is the schema.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -107,3 +114,78 @@ def _merge(layers: Layers, target: dict[str, Any], data: Mapping[str, Any], file
                                                                     f"{dotted}["))]:
                 del layers.origins[path]
             layers.origins[dotted] = file
+
+
+# ---- typed values: the schema of a file is a frozen dataclass whose fields say their rules
+
+class ConfigError(Exception):
+    """A configuration value that gatewayd refuses; says file, key and reason."""
+
+    def __init__(self, file: str | Path, key: str, reason: str, cause: str = "") -> None:
+        self.file = str(file)
+        self.key = key
+        self.reason = reason
+        self.cause = cause  # the key whose value makes ``key`` wrong (its file is named)
+        where = f"{self.file}: {key}" if key else self.file
+        super().__init__(f"{where}: {reason}")
+
+
+def spec(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    pattern: str | None = None,
+    says: str = "",
+    check: Any = None,
+    doc: str = "",
+    secret: bool = False,
+) -> Any:
+    """A dataclass field with validation metadata. A ``secret`` field's value never
+    appears in an error: config errors go to the journal and the terminal. ``says`` is
+    ``pattern`` in words, for the error (a person should not have to read a regex)."""
+    meta = {"min": min, "max": max, "choices": choices, "pattern": pattern, "says": says,
+            "check": check, "doc": doc, "secret": secret}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+SCALAR_TYPES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def check_scalar(file: str, key: str, value: Any, typ: type, meta: Mapping[str, Any]) -> Any:
+    """Type, choices, range and pattern of one value (``spec`` metadata); the ``check``
+    hook is the caller's, so it can apply to whole arrays too (plugin options)."""
+    got = "a value that is not shown (a secret)" if meta.get("secret") else repr(value)
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if (typ is int and isinstance(value, bool)) or not isinstance(value, typ):
+        shown = got if meta.get("secret") else f"{type(value).__name__} {got}"
+        raise ConfigError(file, key, f"must be {SCALAR_TYPES[typ]}, got {shown}")
+    if isinstance(value, float) and not math.isfinite(value):
+        # TOML has nan and inf, which pass every range check: a nan timeout never fires
+        raise ConfigError(file, key, f"must be a finite number, got {got}")
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        allowed = ", ".join(repr(c) for c in meta["choices"])
+        raise ConfigError(file, key, f"must be one of {allowed}, got {got}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError(file, key, f"must be >= {meta['min']}, got {got}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(file, key, f"must be <= {meta['max']}, got {got}")
+    if meta.get("pattern") is not None and not re.fullmatch(meta["pattern"], str(value)):
+        if meta.get("says"):
+            raise ConfigError(file, key, f"must be {meta['says']}, got {got}")
+        raise ConfigError(file, key, f"{got} does not match {meta['pattern']}")
+    return value
+
+
+def apply_check(file: str, key: str, value: Any, meta: Mapping[str, Any]) -> Any:
+    """Run a field's ``spec(check=...)`` hook: it returns a reason, or None when fine."""
+    check = meta.get("check")
+    problem = check(value) if check is not None else None
+    if problem:
+        raise ConfigError(file, key, problem)
+    return value
