@@ -185,6 +185,9 @@ def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-de
         return asyncio.run(_main())
     except KeyboardInterrupt:
         return 0
+    except ConfigError as exc:  # found only at start: the portal's address (listen_error)
+        print(f"gatewayd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ out-of-range values with a :class:`ConfigError` that names file, key and reason.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import ipaddress
 import types
 import typing
@@ -82,6 +83,17 @@ def _check_ssid_template(value: str) -> str | None:
     return None
 
 
+def _check_listen(value: str) -> str | None:
+    """An address, not a name: the portal binds one IPv4 address, and a name that resolves
+    differently at boot (or not at all) would only fail when the daemon starts."""
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return (f"must be an IPv4 address of this hub, such as 0.0.0.0 (all of them) or "
+                f"192.168.4.1, got {value!r}")
+    return None
+
+
 def _absolute_dir(example: str) -> Callable[[str], str | None]:
     """The daemon runs with / as its working directory (systemd): a relative or empty
     path would only fail at start, with exit 2, which the unit does not restart."""
@@ -127,7 +139,7 @@ class HotspotConfig:
 @dataclass(frozen=True)
 class PortalConfig:
     enabled: bool = spec(True)
-    listen: str = spec("0.0.0.0", check=_check_host)
+    listen: str = spec("0.0.0.0", check=_check_listen)
     port: int = spec(80, min=0, max=65535, doc="0 = pick a free port (tests, simulator)")
     admin_password: str = spec("", secret=True,
                                doc="LAN admin password; empty = the setup code")
@@ -357,6 +369,22 @@ def _cross_checks(cfg: Config, file: str) -> None:
         cfg.led.chip, cfg.led.line
     ):
         raise ConfigError(file, "led.line", "button and LED cannot share a GPIO line")
+
+
+def listen_error(cfg: Config, exc: OSError) -> ConfigError:
+    """The portal could not bind its address: which setting to change, and in which file
+    (the daemon then exits 2, which the unit does not restart: a retry would fail alike)."""
+    where = f"{cfg.portal.listen}:{cfg.portal.port}"
+    key, advice = "portal.port", "choose another [portal] port, or stop the program using it"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        key, advice = "portal.listen", "set an address of this hub, or 0.0.0.0 for all"
+    elif exc.errno == errno.EACCES:
+        advice = ("a port below 1024 needs root or CAP_NET_BIND_SERVICE (the packaged unit "
+                  "grants it); choose a port from 1024 up otherwise")
+    elif exc.errno != errno.EADDRINUSE:
+        advice = "check [portal] listen and port"
+    return ConfigError(cfg.file_of(key), key, f"the portal cannot listen on {where} "
+                                              f"({exc.strerror or exc}): {advice}")
 
 
 def parse_config(data: Mapping[str, Any], file: str = "<memory>") -> Config:

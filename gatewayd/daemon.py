@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from gatewayd.cloud.notifications import Notifications
 from gatewayd.cloud.ownership import Ownership
 from gatewayd.cloud.telemetry import TelemetryReporter, hub_device
 from gatewayd.cloud.topics import client_id_for
-from gatewayd.config import Config
+from gatewayd.config import Config, listen_error
 from gatewayd.control import slots
 from gatewayd.control.parts import ControlParts, DeviceProviders
 from gatewayd.hardware.component import Hardware
@@ -39,7 +38,13 @@ from gatewayd.onboarding.steps import CloudStep
 from gatewayd.onboarding.table import State
 from gatewayd.runtime import heap
 from gatewayd.runtime.corecall import CoreCall
-from gatewayd.runtime.lifecycle import STOP_BUDGET, Component, Lifecycle
+from gatewayd.runtime.lifecycle import (
+    STOP_BUDGET,
+    Component,
+    Lifecycle,
+    NonFatal,
+    TaskComponent,
+)
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier, Watchdog, watchdog_interval
 from gatewayd.runtime.stalls import StallReporter
@@ -65,9 +70,16 @@ class WebComponent:
     name: str
     factory: object  # Callable[[], WebServer], built at start so ports bind late
     server: WebServer | None = None
+    # What a failed bind means, in the config's words (config.listen_error): raised instead.
+    refused: Callable[[OSError], Exception] | None = None
 
     async def start(self) -> None:
-        self.server = self.factory()  # type: ignore[operator]
+        try:
+            self.server = self.factory()  # type: ignore[operator]
+        except OSError as exc:
+            if self.refused is None:
+                raise
+            raise self.refused(exc) from None
         self.server.start()
 
     async def stop(self) -> None:
@@ -86,45 +98,6 @@ def _portal_app(parts: ControlParts) -> Any:
 
     return create_portal_app(parts.hub, parts.call, pairing=parts.pairing,
                              onboarding=parts.onboarding, zigbee=parts.bridge)
-
-
-@dataclass
-class TaskComponent:
-    """A long-running coroutine as a component: started as a task, cancelled on stop."""
-
-    name: str
-    factory: Callable[[], Coroutine[Any, Any, None]]
-    task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.task = asyncio.create_task(self.factory(), name=self.name)
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-
-@dataclass
-class NonFatal:
-    """A component whose failure to start is logged, not fatal: the hub still pairs
-    over the hotspot when, say, the Bluetooth adapter is missing."""
-
-    inner: Any
-
-    @property
-    def name(self) -> str:
-        return str(self.inner.name)
-
-    async def start(self) -> None:
-        try:
-            await self.inner.start()
-        except Exception:
-            log.exception("%s could not start; carrying on without it", self.name)
-
-    async def stop(self) -> None:
-        await self.inner.stop()
 
 
 @dataclass
@@ -242,7 +215,8 @@ class Daemon:
             self.portal = WebComponent("portal", lambda: WebServer(
                 LazyApp(lambda: _portal_app(parts), "portal"),
                 name="portal", host=cfg.portal.listen,
-                port=cfg.portal.port, max_request_bytes=cfg.portal.max_request_bytes))
+                port=cfg.portal.port, max_request_bytes=cfg.portal.max_request_bytes),
+                refused=functools.partial(listen_error, cfg))
             self.components.append(self.portal)
         self.components.append(onboarding)
         self.components.extend(self._late)

@@ -1,4 +1,6 @@
-"""Components started in order and stopped in reverse order, within one stop deadline.
+"""Components started in order and stopped in reverse order, within one stop deadline;
+the adapters of a coroutine (:class:`TaskComponent`) and of a component whose failure is
+not fatal (:class:`NonFatal`).
 
 systemd gives a stopping service ``TimeoutStopSec`` (20 s in gatewayd.service), counted
 from SIGTERM, then kills it: what the daemon does after a stop request (the start under
@@ -8,9 +10,11 @@ way, a factory reset's end, each component's stop) shares one budget that fits i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +114,42 @@ class Lifecycle:
                           "in time", component.name, timeout)
             except Exception:
                 log.exception("stopping %s failed", component.name)
+
+
+@dataclass
+class TaskComponent:
+    """A long-running coroutine as a component: started as a task, cancelled on stop."""
+
+    name: str
+    factory: Callable[[], Coroutine[Any, Any, None]]
+    task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.factory(), name=self.name)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+@dataclass
+class NonFatal:
+    """A component whose failure to start is logged, not fatal: the hub still pairs
+    over the hotspot when, say, the Bluetooth adapter is missing."""
+
+    inner: Any
+
+    @property
+    def name(self) -> str:
+        return str(self.inner.name)
+
+    async def start(self) -> None:
+        try:
+            await self.inner.start()
+        except Exception:
+            log.exception("%s could not start; carrying on without it", self.name)
+
+    async def stop(self) -> None:
+        await self.inner.stop()
