@@ -17,10 +17,12 @@ from gatewayd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_confi
 from gatewayd.identity import NoMacAddress
 from gatewayd.runtime import deferred
 from gatewayd.runtime.logsetup import Redactor, configure
+from gatewayd.runtime.tomlfiles import drop_in_dir, unreadable_by
 from gatewayd.state import StateBusy, StateError
 from gatewayd.virtual.planning import check_config
 
 EXIT_CONFIG = 2
+SERVICE_USER = "gatewayd"  # gatewayd.service's User=: what it reads, it reads as this user
 
 # Where the package links its captive-portal drop-in for NetworkManager's dnsmasq, and
 # what it links to (docs/packaging.md, "The captive portal drop-in").
@@ -63,6 +65,23 @@ def _machine_warnings(config: Config) -> list[str]:
     """What is valid but does not fit this machine: the daemon starts anyway (the group may
     be created later), so a warning, not a refusal."""
     return _control_group_warnings(config) + _captive_portal_warnings(config)
+
+
+def _service_user_errors(config: Config) -> list[str]:
+    """Run as root, a check passes files the unit's user may not read: a drop-in left
+    root's 0600 made the service exit 2 (not restarted) right after an OK here."""
+    if os.geteuid() != 0 or config.source == "<defaults>":
+        return []
+    main = Path(config.source)
+    paths = [main, *([drop_in_dir(main)] if config.drop_ins else []),
+             *(Path(p) for p in config.drop_ins)]
+    if config.cloud.ca_file:
+        paths.append(Path(config.cloud.ca_file))
+    found = unreadable_by(SERVICE_USER, paths) or []
+    return [f"{path}: the service's user {SERVICE_USER} cannot read it ({reason}), so "
+            f"gatewayd.service would stop at its start; as root: chown root:{SERVICE_USER} "
+            f"{path} && chmod {'0750' if path.is_dir() else '0640'} {path} "
+            "(and let it reach the directories above)" for path, reason in found]
 
 
 def _control_group_warnings(config: Config) -> list[str]:
@@ -110,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gatewayd: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check_config:
+        if errors := _service_user_errors(config):
+            for error in errors:
+                print(f"gatewayd: configuration error: {error}", file=sys.stderr)
+            return EXIT_CONFIG
         for warning in _machine_warnings(config):
             print(f"gatewayd: warning: {warning}", file=sys.stderr)
         print(f"{config.source}: OK")

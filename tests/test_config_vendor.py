@@ -4,11 +4,16 @@ restart a configuration error in a loop)."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
-from tests.helpers import BIN, Gatewayd, ethernet_config
+import pytest
+
+from tests.helpers import BIN, NOBODY, ROOT_ONLY, Gatewayd, ethernet_config, reachable_tmp
 
 
 def check_config(path: Path) -> subprocess.CompletedProcess[str]:
@@ -59,3 +64,36 @@ def test_a_portal_listen_host_name_is_refused_at_check_time(tmp_path: Path) -> N
     assert result.stderr == (f"gatewayd: configuration error: {main}: portal.listen: must be "
                              "an IPv4 address of this hub, such as 0.0.0.0 (all of them) or "
                              "192.168.4.1, got 'no-such-host.invalid'\n")
+
+
+def check_config_as_root_for(user: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """``sudo gatewayd --check-config``, with ``user`` as the service's user (a test
+    machine has no gatewayd user)."""
+    code = ("import sys; import gatewayd.cli as cli; cli.SERVICE_USER = sys.argv[1]; "
+            "sys.exit(cli.main(sys.argv[2:]))")
+    return subprocess.run([sys.executable, "-c", code, user, "--config", str(path),
+                           "--check-config"], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason=ROOT_ONLY)
+def test_check_config_as_root_refuses_a_drop_in_the_service_user_cannot_read() -> None:
+    with reachable_tmp() as tmp:
+        main = tmp / "gatewayd.toml"
+        main.write_text("[hub]\nproduct = 'Acme hub'\n")
+        main.chmod(0o644)
+        (tmp / "gatewayd.toml.d").mkdir(mode=0o755)
+        drop_in = tmp / "gatewayd.toml.d" / "10-vendor.toml"
+        drop_in.write_text("[cloud]\ntoken = 'vendor-token-1'\n")
+        drop_in.chmod(0o600)  # root's own: what a vendor writes for a token
+        user = pwd.getpwuid(NOBODY).pw_name
+        result = check_config_as_root_for(user, main)
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == (
+            f"gatewayd: configuration error: {drop_in}: the service's user {user} cannot "
+            f"read it (Permission denied), so gatewayd.service would stop at its start; as "
+            f"root: chown root:{user} {drop_in} && chmod 0640 {drop_in} (and let it reach "
+            "the directories above)\n")
+        drop_in.chmod(0o644)
+        result = check_config_as_root_for(user, main)
+        assert (result.returncode, result.stderr) == (0, "")
+        assert result.stdout == f"{main}: OK\n{drop_in}: OK\n"

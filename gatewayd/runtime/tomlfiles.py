@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import pwd
 import re
 import sys
 import tomllib
@@ -99,6 +101,45 @@ def read_layers(path: Path, *, main_required: bool = True) -> Layers:
         _merge(layers, layers.data, read_toml(drop_in), str(drop_in), "")
         layers.drop_ins.append(drop_in)
     return layers
+
+
+def unreadable_by(user: str, paths: list[Path]) -> list[tuple[Path, str]] | None:
+    """Which of ``paths`` (files or directories) ``user`` cannot open for reading, with the
+    reason: tried in a child process with that user's ids and groups, so ownership, modes,
+    ACLs and every directory on the way count as they will for the service. None when the
+    user does not exist or the ids cannot be taken (not run as root)."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return None
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups(os.getgrouplist(user, entry.pw_gid))
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+            found = []
+            for path in paths:
+                try:
+                    os.close(os.open(path, os.O_RDONLY))
+                except OSError as exc:
+                    found.append(f"{path}\0{exc.strerror or exc}")
+            with os.fdopen(write_end, "wb") as out:
+                out.write("\0".join(found).encode("utf-8", "surrogateescape"))
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as result:
+        data = result.read().decode("utf-8", "surrogateescape")
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        return None
+    fields = data.split("\0") if data else []
+    return [(Path(fields[i]), fields[i + 1]) for i in range(0, len(fields) - 1, 2)]
 
 
 def _merge(layers: Layers, target: dict[str, Any], data: Mapping[str, Any], file: str,
