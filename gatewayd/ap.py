@@ -21,7 +21,7 @@ from sdbus import DbusFailedError
 
 from gatewayd.config import Config
 from gatewayd.credentials import RAW_KEY_WPA3, WifiCredentials, raw_wpa_key
-from gatewayd.identity import Identity
+from gatewayd.identity import SSID_BYTES, Identity
 from gatewayd.onboarding.steps import Failure, StepResult
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def hotspot_profile(config: Config, identity: Identity, interface: str) -> dict[
     """The equivalent of ``nmcli device wifi hotspot``, pinned to our address."""
     hs = config.hotspot
     iface = IPv4Interface(hs.address)
-    ssid = identity.render(hs.ssid_template).encode("utf-8")[:32]
+    ssid = identity.render(hs.ssid_template, SSID_BYTES).encode("utf-8")
     wireless: dict[str, Any] = {"ssid": ("ay", ssid), "mode": ("s", "ap"),
                                 "band": ("s", hs.band)}
     if hs.channel:
@@ -340,7 +340,7 @@ class NetworkManagerControl:
 
     @property
     def hotspot_ssid(self) -> str:
-        return self.identity.render(self.config.hotspot.ssid_template)
+        return self.identity.render(self.config.hotspot.ssid_template, SSID_BYTES)
 
     async def start_hotspot(self) -> None:
         if self._hotspot_active:

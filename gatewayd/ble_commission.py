@@ -41,11 +41,10 @@ from gatewayd.ble.hosts import (
     SecureHubHost,
     improv_provisioned,
     lan_panel_url,
-    truncate,
 )
 from gatewayd.ble.peripheral import Peripheral
 from gatewayd.config import Config
-from gatewayd.identity import Identity
+from gatewayd.identity import BLE_NAME_BYTES, Identity
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.onboarding.progress import Progress
@@ -62,7 +61,7 @@ log = logging.getLogger(__name__)
 
 APP_PATH = "/io/gatewayd/ble/commission"
 ADV_PATH = "/io/gatewayd/ble/commission_adv"
-MAX_LOCAL_NAME = 29  # bytes left in a 31-byte scan response after the AD header
+MAX_LOCAL_NAME = BLE_NAME_BYTES  # bytes left in a 31-byte scan response after the AD header
 CLOSE_DELAY = 2.0  # after a successful pairing: time for the last notifications to leave
 
 PanelUrl = Callable[[], Awaitable[str | None]]
@@ -97,7 +96,7 @@ class BleCommissioner:
         self.close_delay = close_delay
         self._panel_url = panel_url or self._default_panel_url
         self.hub = HubView(config, identity, store, onboarding, pairing,
-                           truncate(identity.render(config.ble.name_template), MAX_LOCAL_NAME))
+                           identity.render(config.ble.name_template, MAX_LOCAL_NAME))
         self.improv_host = ImprovHubHost(self.hub, identify=identify, set_hostname=set_hostname,
                                          set_device_name=set_device_name, renamed=self._renamed,
                                          max_name=MAX_LOCAL_NAME)

@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 
 from gatewayd import __version__, cloud
-from gatewayd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from gatewayd.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    ConfigError,
+    config_warnings,
+    load_config,
+)
 from gatewayd.identity import NoMacAddress
 from gatewayd.runtime import deferred
 from gatewayd.runtime.logsetup import Redactor, configure
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             for error in errors:
                 print(f"gatewayd: configuration error: {error}", file=sys.stderr)
             return EXIT_CONFIG
-        for warning in _machine_warnings(config):
+        for warning in config_warnings(config) + _machine_warnings(config):
             print(f"gatewayd: warning: {warning}", file=sys.stderr)
         print(f"{config.source}: OK")
         for drop_in in config.drop_ins:
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     redactor = Redactor()
     configure(args.log_level or config.logging.level, redactor, radio=config.logging.radio)
+    for warning in config_warnings(config):
+        log.warning("%s", warning)
     # What the daemon writes is private whoever started it (the systemd unit sets
     # UMask=0077; a shell, a container or the simulator may not): zigbee.db, which zigpy
     # creates, holds the network key.

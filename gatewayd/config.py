@@ -10,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import ipaddress
-import types
-import typing
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,13 @@ from gatewayd.credentials import (
     check_token,
     check_wsp,
 )
+from gatewayd.identity import BLE_NAME_BYTES, SSID_BYTES, Identity, device_id_from_mac
+from gatewayd.runtime.tomlfiles import NOT_KEYS as NOT_KEYS
 
 # The schema's machinery; plugins take it from here with the sections.
 from gatewayd.runtime.tomlfiles import SCALAR_TYPES as SCALAR_TYPES
 from gatewayd.runtime.tomlfiles import ConfigError as ConfigError
-from gatewayd.runtime.tomlfiles import Layers, TomlFileError, read_layers
+from gatewayd.runtime.tomlfiles import Layers, TomlFileError, build, read_layers
 from gatewayd.runtime.tomlfiles import apply_check as apply_check
 from gatewayd.runtime.tomlfiles import check_scalar as check_scalar
 from gatewayd.runtime.tomlfiles import spec as spec
@@ -41,7 +42,6 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"
 ID_SAYS = ("2 or more lowercase letters, digits and hyphens, not starting or ending with a "
            "hyphen")
 
-NOT_KEYS = frozenset({"source", "drop_ins", "origins"})  # where a Config came from
 
 
 def _rule(check: Callable[[str], object]) -> Callable[[str], str | None]:
@@ -92,6 +92,26 @@ def _check_listen(value: str) -> str | None:
         return (f"must be an IPv4 address of this hub, such as 0.0.0.0 (all of them) or "
                 f"192.168.4.1, got {value!r}")
     return None
+
+
+def _check_ca_file(value: str) -> str | None:
+    """Found only at the first TLS connection otherwise: every provisioning hub failed."""
+    if value == "":
+        return None
+    if not value.startswith("/"):
+        return (f"must be an absolute path such as /etc/gatewayd/ca.pem (the daemon runs in "
+                f"/), got {value!r}")
+    if not Path(value).is_file():
+        return f"there is no file {value!r}"
+    return None
+
+
+def _check_radio_device(value: str) -> str | None:
+    if value.startswith(("/", "socket://", "tcp://")):
+        return None
+    hint = f" (/dev/{value}?)" if "/" not in value and ":" not in value else ""
+    return (f"must be a serial port's path such as /dev/ttyUSB0, or socket://host:port or "
+            f"tcp://host:port, got {value!r}{hint}")
 
 
 def _absolute_dir(example: str) -> Callable[[str], str | None]:
@@ -161,7 +181,7 @@ class CloudConfig:
     token: str = spec("", check=lambda v: None if v == "" else _check_secret(v), secret=True,
                       doc="preset account token")
     root_topic: str = spec("", check=_check_topic_level)
-    ca_file: str = spec("", doc="CA bundle for TLS; empty = system store")
+    ca_file: str = spec("", check=_check_ca_file, doc="CA bundle for TLS; empty = system store")
     protocol: str = spec("3.1.1", choices=("3.1.1", "5"))
     keepalive: int = spec(30, min=5, max=3600)
     connect_timeout: float = spec(30.0, min=1, max=600)
@@ -214,7 +234,8 @@ class BleConfig:
 class ZigbeeConfig:
     enabled: bool = spec(False)
     radio: str = spec("bellows", choices=("bellows", "virtual", "znp", "deconz"))
-    device: str = spec("/dev/ttyAMA0", doc="serial port, socket://host:port or tcp://host:port")
+    device: str = spec("/dev/ttyAMA0", check=_check_radio_device,
+                       doc="serial port, socket://host:port or tcp://host:port")
     baudrate: int = spec(115200, min=9600, max=2_000_000)
     channel: int = spec(15, min=11, max=26)
     ota: bool = spec(False)
@@ -298,58 +319,6 @@ class Config:
         return self.runtime_dir / "control.sock"
 
 
-def _build(cls: Any, data: Any, file: str, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(file, prefix.rstrip("."), f"must be a table, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in NOT_KEYS}
-    unknown = sorted(set(data) - set(fields))
-    if unknown and cls is not VirtualDeviceConfig:
-        known = ", ".join(sorted(fields))
-        raise ConfigError(file, f"{prefix}{unknown[0]}", f"unknown key (known keys: {known})")
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        key = f"{prefix}{name}"
-        typ = hints[name]
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(file, key, "is required")
-            continue
-        value = data[name]
-        if dataclasses.is_dataclass(typ):
-            kwargs[name] = _build(typ, value, file, f"{key}.")
-        elif typing.get_origin(typ) is tuple and typing.get_args(typ)[0] is str:
-            if not isinstance(value, list):
-                raise ConfigError(file, key, "must be an array of strings")
-            kwargs[name] = tuple(
-                apply_check(file, f"{key}[{i}]", check_scalar(file, f"{key}[{i}]", item, str,
-                                                              f.metadata), f.metadata)
-                for i, item in enumerate(value))
-        elif typing.get_origin(typ) is tuple:
-            (item_type, _) = typing.get_args(typ)
-            if not isinstance(value, list):
-                raise ConfigError(file, key, "must be an array of tables ([[" + name + "]])")
-            kwargs[name] = tuple(
-                _build(item_type, item, file, f"{key}[{i}].") for i, item in enumerate(value)
-            )
-        elif typing.get_origin(typ) in (Mapping, dict) or typ is types.MappingProxyType:
-            if not isinstance(value, dict):
-                raise ConfigError(file, key, "must be a table")
-            kwargs[name] = dict(value)
-        else:
-            kwargs[name] = apply_check(file, key, check_scalar(file, key, value, typ,
-                                                               f.metadata), f.metadata)
-    if cls is VirtualDeviceConfig:
-        # Plugin options live beside type/id in the table; the plugin validates them.
-        extra = {k: v for k, v in data.items() if k not in fields}
-        if twice := sorted(extra.keys() & kwargs.get("options", {}).keys()):
-            # Which one the plugin got depended on the merge order: say it instead.
-            raise ConfigError(file, f"{prefix}{twice[0]}",
-                              f"is set twice: here and in options.{twice[0]}; keep one")
-        kwargs["options"] = {**kwargs.get("options", {}), **extra}
-    return cls(**kwargs)
-
-
 def _cross_checks(cfg: Config, file: str) -> None:
     if cfg.cloud.reconnect_min > cfg.cloud.reconnect_max:
         raise ConfigError(file, "cloud.reconnect_min", "must not exceed cloud.reconnect_max")
@@ -360,6 +329,16 @@ def _cross_checks(cfg: Config, file: str) -> None:
             raise ConfigError(file, f"provisioning.{key}",
                               f"is required with mode = \"{prov.mode}\"",
                               cause="provisioning.mode")
+    if prov.mode == "pairing" and not cfg.portal.enabled and not cfg.ble.enabled:
+        raise ConfigError(file, "portal.enabled", "false with [ble] enabled = false as well: "
+                          "nothing could pair the hub; enable one, or set [provisioning] mode",
+                          cause="portal.enabled")
+    for key, template, limit, hub in _names(cfg):
+        rest = dataclasses.replace(hub, product="").render(template).strip()
+        if len(rest.encode()) > limit:
+            raise ConfigError(file, key, f"is {len(rest.encode())} bytes without the product "
+                              f"({rest!r}), over the {limit} the name holds: its per-hub "
+                              "part would be cut", cause=key)
     seen: set[str] = set()
     for i, v in enumerate(cfg.virtual):
         if v.id in seen:
@@ -369,6 +348,45 @@ def _cross_checks(cfg: Config, file: str) -> None:
         cfg.led.chip, cfg.led.line
     ):
         raise ConfigError(file, "led.line", "button and LED cannot share a GPIO line")
+
+
+# A hub's identity as the name checks assume it: the MAC-derived device id's length.
+_SAMPLE_MAC = "dc:a6:32:12:34:56"
+
+
+def _names(cfg: Config) -> list[tuple[str, str, int, Identity]]:
+    """The names the hub shows, as (key, template, byte limit, a sample hub)."""
+    hub = Identity(device_id=cfg.hub.device_id or device_id_from_mac(_SAMPLE_MAC),
+                   mac=_SAMPLE_MAC, product=cfg.hub.product)
+    return ([("hotspot.ssid_template", cfg.hotspot.ssid_template, SSID_BYTES, hub)]
+            if cfg.hotspot.enabled else []) + (
+        [("ble.name_template", cfg.ble.name_template, BLE_NAME_BYTES, hub)]
+        if cfg.ble.enabled else [])
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """What is valid but likely not what the vendor meant: ``--check-config`` prints these
+    and the daemon logs them at its start."""
+    found = []
+    for key, template, limit, hub in _names(cfg):
+        what = "an SSID" if key.startswith("hotspot") else "a BLE name"
+        full = hub.render(template)
+        if len(full.encode()) > limit:
+            found.append(f"{cfg.file_of('hub.product')}: hub.product: {full!r} is "
+                         f"{len(full.encode())} bytes, over the {limit} {what} holds: the "
+                         f"product is shortened, to {hub.render(template, limit)!r} "
+                         f"({key} in {cfg.file_of(key)})")
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        if not fields & {"mac4", "mac6", "device_id"}:
+            found.append(f"{cfg.file_of(key)}: {key}: has no {{mac4}}, {{mac6}} or "
+                         f"{{device_id}}: every hub shows the same name as {what}")
+    preset = [k for k in ("wsp", "token") if getattr(cfg.cloud, k)]
+    if preset and cfg.provisioning.mode != "pairing":
+        key = f"cloud.{preset[0]}"
+        found.append(f"{cfg.file_of(key)}: {key}: is not used with [provisioning] mode = "
+                     f"\"{cfg.provisioning.mode}\" ({cfg.file_of('provisioning.mode')}): "
+                     "the platform issues the hub's account")
+    return found
 
 
 def listen_error(cfg: Config, exc: OSError) -> ConfigError:
@@ -389,7 +407,7 @@ def listen_error(cfg: Config, exc: OSError) -> ConfigError:
 
 def parse_config(data: Mapping[str, Any], file: str = "<memory>") -> Config:
     """Validate an already-parsed TOML document."""
-    cfg: Config = _build(Config, dict(data), file, "")
+    cfg: Config = build(Config, dict(data), file, "", open_table=VirtualDeviceConfig)
     cfg = dataclasses.replace(cfg, source=file)
     _cross_checks(cfg, file)
     return cfg

@@ -19,6 +19,7 @@ from gatewayd import __version__
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials
 from gatewayd.identity import (
+    SSID_BYTES,
     Identity,
     cpu_serial,
     device_id_from_mac,
@@ -169,6 +170,11 @@ class Hub:
     def add_status(self, name: str, provider: StatusProvider) -> None:
         self._providers[name] = provider
 
+    @property
+    def hotspot_ssid(self) -> str:
+        """The hotspot's name as phones see it: the product shortened to fit 32 bytes."""
+        return self.identity.render(self.config.hotspot.ssid_template, SSID_BYTES)
+
     def status(self) -> dict[str, Any]:
         """Everything `gatewayctl status` shows; never a secret."""
         st = self.state
@@ -184,6 +190,7 @@ class Hub:
             "device_id": self.identity.device_id,
             "product": self.config.hub.product,
             "mac": self.identity.mac,
+            "hotspot_ssid": self.hotspot_ssid if self.config.hotspot.enabled else None,
             "version": __version__,
             "state": self.phase,
             "paired": st.paired,

@@ -43,10 +43,29 @@ class Identity:
     def mac6(self) -> str:
         return self.mac.replace(":", "")[-6:].upper()
 
-    def render(self, template: str) -> str:
-        """Fill an SSID/BLE-name template; BLE and SSID limits are the caller's concern."""
-        return template.format(product=self.product, mac4=self.mac4, mac6=self.mac6,
-                               device_id=self.device_id)
+    def render(self, template: str, limit: int | None = None) -> str:
+        """Fill an SSID/BLE-name template, within ``limit`` UTF-8 bytes (fit_name)."""
+        return fit_name(template, limit, product=self.product, mac4=self.mac4,
+                        mac6=self.mac6, device_id=self.device_id)
+
+
+SSID_BYTES = 32  # an 802.11 SSID
+BLE_NAME_BYTES = 29  # what a 31-byte scan response leaves for the name after its header
+
+
+def fit_name(template: str, limit: int | None, product: str, **fields: str) -> str:
+    """``template`` filled in; over ``limit`` bytes, the product is shortened, at a
+    character boundary, never the per-hub part ({mac4}, {mac6}, {device_id}): cut at the
+    end, every hub of a product showed the same name. Only a template whose other parts
+    alone are too long is cut at the end (gatewayd.config refuses such a one)."""
+    name = template.format(product=product, **fields)
+    if limit is None or len(name.encode()) <= limit:
+        return name
+    for end in range(len(product) - 1, -1, -1):
+        name = template.format(product=product[:end].rstrip(), **fields).strip()
+        if len(name.encode()) <= limit:
+            return name
+    return name.encode()[:limit].decode("utf-8", "ignore")
 
 
 def device_id_from_mac(mac: str) -> str:

@@ -13,6 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.ap import hotspot_profile
+from gatewayd.ble_commission import BleCommissioner
+from gatewayd.config import Config, with_overrides
+from gatewayd.identity import Identity, device_id_from_mac
+from gatewayd.onboarding.machine import Onboarding
+from gatewayd.onboarding.pairing import PairingService
+from gatewayd.state import StateStore
+from tests.fakes import StubCloud
 from tests.helpers import BIN, NOBODY, ROOT_ONLY, Gatewayd, ethernet_config, reachable_tmp
 
 
@@ -97,3 +105,98 @@ def test_check_config_as_root_refuses_a_drop_in_the_service_user_cannot_read() -
         result = check_config_as_root_for(user, main)
         assert (result.returncode, result.stderr) == (0, "")
         assert result.stdout == f"{main}: OK\n{drop_in}: OK\n"
+
+
+# ---- the names a hub shows: the product is shortened, never the per-hub part -----------
+
+LONG = "Acme Smart Home Gateway Pro 2"
+CYRILLIC = "Умный дом Шлюз Про"
+
+
+def test_check_config_warns_when_the_product_makes_a_name_too_long(tmp_path: Path) -> None:
+    main = tmp_path / "gatewayd.toml"
+    main.write_text(f"[hub]\nproduct = '{LONG}'\n")
+    result = check_config(main)
+    assert (result.returncode, result.stdout) == (0, f"{main}: OK\n")
+    assert result.stderr == (
+        f"gatewayd: warning: {main}: hub.product: '{LONG} 3456' is 34 bytes, over the 32 an "
+        f"SSID holds: the product is shortened, to 'Acme Smart Home Gateway Pro 3456' "
+        f"(hotspot.ssid_template in {main})\n"
+        f"gatewayd: warning: {main}: hub.product: '{LONG} 3456' is 34 bytes, over the 29 a "
+        f"BLE name holds: the product is shortened, to 'Acme Smart Home Gateway 3456' "
+        f"(ble.name_template in {main})\n")
+
+
+def test_the_hotspot_and_ble_names_keep_each_hubs_suffix_whole(tmp_path: Path) -> None:
+    for product in (LONG, CYRILLIC):
+        cfg = with_overrides(Config(), hub={"product": product}, ble={"enabled": True})
+        seen = set()
+        for mac in ("dc:a6:32:aa:34:56", "dc:a6:32:aa:cd:ef"):
+            hub = Identity(device_id_from_mac(mac), mac, product)
+            on_air = hotspot_profile(cfg, hub, "wlan0")["802-11-wireless"]["ssid"][1]
+            ssid = on_air.decode("utf-8")  # whole characters: valid UTF-8
+            assert len(on_air) <= 32 and ssid.endswith(f" {hub.mac4}"), ssid
+            onboarding = Onboarding(cfg, StateStore(tmp_path / mac), None, StubCloud())
+            ble = BleCommissioner(cfg, hub, StateStore(tmp_path / mac), onboarding,
+                                  PairingService(onboarding, cfg.cloud, wifi_enabled=True))
+            name = ble.status()["name"]
+            assert len(name.encode()) <= 29 and name.endswith(f" {hub.mac4}"), name
+            seen.add((ssid, name))
+        assert len(seen) == 2  # two hubs, two names
+    assert ssid == "Умный дом Шлюз CDEF"  # 38 bytes whole: "Про" goes, not half a letter
+    assert name == "Умный дом Шлю CDEF"
+
+
+def test_a_template_whose_per_hub_part_alone_is_too_long_is_refused(tmp_path: Path) -> None:
+    main = tmp_path / "gatewayd.toml"
+    main.write_text("[hotspot]\nssid_template = 'Acme wireless gateway {device_id}'\n")
+    result = check_config(main)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"gatewayd: configuration error: {main}: hotspot.ssid_template: is 39 bytes without "
+        "the product ('Acme wireless gateway dc-a6-32-12-34-56'), over the 32 the name holds: "
+        "its per-hub part would be cut\n")
+
+
+# ---- values that cannot work are refused at --check-config, naming the key -------------
+
+@pytest.mark.parametrize(("toml", "key", "reason"), [
+    ("[cloud]\nca_file = 'certs/ca.pem'\n", "cloud.ca_file",
+     "must be an absolute path such as /etc/gatewayd/ca.pem (the daemon runs in /), got "
+     "'certs/ca.pem'"),
+    ("[cloud]\nca_file = '/nonexistent/ca.pem'\n", "cloud.ca_file",
+     "there is no file '/nonexistent/ca.pem'"),
+    ("[zigbee]\ndevice = 'ttyUSB0'\n", "zigbee.device",
+     "must be a serial port's path such as /dev/ttyUSB0, or socket://host:port or "
+     "tcp://host:port, got 'ttyUSB0' (/dev/ttyUSB0?)"),
+    ("[portal]\nenabled = false\n[ble]\nenabled = false\n", "portal.enabled",
+     "false with [ble] enabled = false as well: nothing could pair the hub; enable one, or "
+     "set [provisioning] mode"),
+])
+def test_a_value_that_cannot_work_is_refused_naming_the_key(tmp_path: Path, toml: str,
+                                                            key: str, reason: str) -> None:
+    main = tmp_path / "gatewayd.toml"
+    main.write_text(toml)
+    result = check_config(main)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"gatewayd: configuration error: {main}: {key}: {reason}\n"
+
+
+def test_cloud_presets_beside_a_provisioning_mode_are_a_warning(tmp_path: Path) -> None:
+    main = vendor_files(tmp_path, "[provisioning]\nmode = 'token'\nhost = 'p.example.com'\n"
+                                  "token = 'batch-token'\n",
+                        "[cloud]\nwsp = 'hub@example.com'\n")
+    drop_in = tmp_path / "gatewayd.toml.d" / "10-vendor.toml"
+    result = check_config(main)
+    assert (result.returncode, result.stdout) == (0, f"{main}: OK\n{drop_in}: OK\n")
+    assert result.stderr == (f"gatewayd: warning: {drop_in}: cloud.wsp: is not used with "
+                             f"[provisioning] mode = \"token\" ({main}): the platform issues "
+                             "the hub's account\n")
+
+
+def vendor_files(tmp_path: Path, main_text: str, drop_in_text: str) -> Path:
+    main = tmp_path / "gatewayd.toml"
+    main.write_text(main_text)
+    (tmp_path / "gatewayd.toml.d").mkdir()
+    (tmp_path / "gatewayd.toml.d" / "10-vendor.toml").write_text(drop_in_text)
+    return main

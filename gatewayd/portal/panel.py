@@ -55,7 +55,7 @@ def form_fields(form: MultiDict[str, str], wifi_enabled: bool) -> dict[str, Any]
 
 
 def hub_name(core: PortalCore) -> str:
-    return core.hub.identity.render(core.hub.config.hotspot.ssid_template)
+    return core.hub.hotspot_ssid
 
 
 def presets_view(core: PortalCore) -> dict[str, Any]:

@@ -23,12 +23,15 @@ import pwd
 import re
 import sys
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SUFFIX = ".toml"
+NOT_KEYS = frozenset({"source", "drop_ins", "origins"})  # where a Config came from
 
 
 class TomlFileError(Exception):
@@ -230,3 +233,58 @@ def apply_check(file: str, key: str, value: Any, meta: Mapping[str, Any]) -> Any
     if problem:
         raise ConfigError(file, key, problem)
     return value
+
+
+def build(cls: Any, data: Any, file: str, prefix: str, *, open_table: Any = None) -> Any:
+    """An instance of the dataclass ``cls`` from a TOML table, every value checked; the
+    unknown keys of an ``open_table`` go to its ``options`` (a plugin checks them)."""
+    if not isinstance(data, dict):
+        raise ConfigError(file, prefix.rstrip("."), f"must be a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in NOT_KEYS}
+    unknown = sorted(set(data) - set(fields))
+    if unknown and cls is not open_table:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(file, f"{prefix}{unknown[0]}", f"unknown key (known keys: {known})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        typ = hints[name]
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(file, key, "is required")
+            continue
+        value = data[name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = build(typ, value, file, f"{key}.", open_table=open_table)
+        elif typing.get_origin(typ) is tuple and typing.get_args(typ)[0] is str:
+            if not isinstance(value, list):
+                raise ConfigError(file, key, "must be an array of strings")
+            kwargs[name] = tuple(
+                apply_check(file, f"{key}[{i}]", check_scalar(file, f"{key}[{i}]", item, str,
+                                                              f.metadata), f.metadata)
+                for i, item in enumerate(value))
+        elif typing.get_origin(typ) is tuple:
+            (item_type, _) = typing.get_args(typ)
+            if not isinstance(value, list):
+                raise ConfigError(file, key, "must be an array of tables ([[" + name + "]])")
+            kwargs[name] = tuple(
+                build(item_type, item, file, f"{key}[{i}].", open_table=open_table)
+                for i, item in enumerate(value)
+            )
+        elif typing.get_origin(typ) in (Mapping, dict) or typ is types.MappingProxyType:
+            if not isinstance(value, dict):
+                raise ConfigError(file, key, "must be a table")
+            kwargs[name] = dict(value)
+        else:
+            kwargs[name] = apply_check(file, key, check_scalar(file, key, value, typ,
+                                                               f.metadata), f.metadata)
+    if cls is open_table:
+        # Plugin options live beside type/id in the table; the plugin validates them.
+        extra = {k: v for k, v in data.items() if k not in fields}
+        if twice := sorted(extra.keys() & kwargs.get("options", {}).keys()):
+            # Which one the plugin got depended on the merge order: say it instead.
+            raise ConfigError(file, f"{prefix}{twice[0]}",
+                              f"is set twice: here and in options.{twice[0]}; keep one")
+        kwargs["options"] = {**kwargs.get("options", {}), **extra}
+    return cls(**kwargs)
