@@ -10,8 +10,9 @@ while the radio is gone, ``lost`` once they leave. The hub gets a ``zigbee`` nod
 The radio is supervised: if it cannot be opened, or disappears later (unplugged,
 watchdog failure), the bridge retries with jittered exponential backoff while the rest of the
 daemon runs on, and on success restores every child from ``zigbee.db`` with no new
-interview. Values go out through a per-property coalescer, so a chatty device costs
-at most one publication per property per ``min_interval``. zigpy is imported only once
+interview (but the setup where it had not finished, :mod:`gatewayd.zigbee.setups`).
+Values go out through a per-property coalescer, so a chatty device costs at most one
+publication per property per ``min_interval``. zigpy is imported only once
 :meth:`ZigbeeBridge.start` runs (``gatewayd.zigbee.*``). What users ask of the bridge
 (permit join, install codes, removal, status) is :mod:`gatewayd.zigbee.operations`.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import threading
@@ -58,6 +58,7 @@ from gatewayd.zigbee.left import LEFT_FILE, LeftDevices
 from gatewayd.zigbee.new_network import NewNetwork
 from gatewayd.zigbee.operations import BridgeOperations
 from gatewayd.zigbee.permits import PermitJoin
+from gatewayd.zigbee.setups import SETUP_FILE, SETUP_RETRY, SetupRetry, Setups
 from gatewayd.zigbee.status_line import StatusLine
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class ZigbeeBridge(BridgeOperations):
                  availability_interval: float = 60.0, mains_timeout: float = 600.0,
                  battery_timeout: float = 25 * 3600.0,
                  shutdown_timeout: float = SHUTDOWN_SECONDS,
-                 rng: random.Random | None = None,
+                 rng: random.Random | None = None, setup_retry: SetupRetry = SETUP_RETRY,
                  virtual: VirtualNetwork | None = None) -> None:
         self.cfg, self.state_dir, self.publisher, self.hub = cfg, Path(state_dir), publisher, hub
         self.retry_min, self.retry_max, self.shutdown_timeout = (retry_min, retry_max,
@@ -93,7 +94,7 @@ class ZigbeeBridge(BridgeOperations):
         self.up_hooks: list[Callable[[], object]] = []  # called once the radio is up again
         self.coalescer = Coalescer(self._publish, min_interval)
         self._lost = asyncio.Event()
-        self._interviews: dict[str, asyncio.Task[None]] = {}
+        self.setups = Setups(self.state_dir / SETUP_FILE, self._set_up, setup_retry, self.rng)
         self._supervisor: asyncio.Task[None] | None = None
         self.permits = PermitJoin(cfg.permit_join_max,
                                   lambda seconds: self._hub_value("permitjoin", seconds))
@@ -121,8 +122,7 @@ class ZigbeeBridge(BridgeOperations):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
-        for task in list(self._interviews.values()):
-            task.cancel()
+        self.setups.stop_all()
         self.coalescer.cancel()
         self.permits.cancel()
         if self._sim is not None:
@@ -156,6 +156,7 @@ class ZigbeeBridge(BridgeOperations):
             self.coalescer.forget(child_id)
         self.children.clear()
         self.left.clear()
+        self.setups.clear()
         forget_network(self.state_dir)
         log.warning("zigbee: network forgotten; forming a new one")
         self._hub_value("status", "starting")  # not "ready" while the new network forms
@@ -220,6 +221,7 @@ class ZigbeeBridge(BridgeOperations):
         await self._let_go(app)
         self.new_network.left = True
         self.left.clear()
+        self.setups.clear()
         await asyncio.to_thread(forget_network, self.state_dir)
         return None
 
@@ -254,8 +256,7 @@ class ZigbeeBridge(BridgeOperations):
         self.radio_up.clear()
         self.app = None
         self._hub_value("status", f"down: {self.last_error or 'radio lost'}")
-        for task in list(self._interviews.values()):
-            task.cancel()
+        self.setups.stop_all()
         for child in self.children.values():
             child.detach()
             if child.state != "lost":
@@ -295,7 +296,8 @@ class ZigbeeBridge(BridgeOperations):
         return child
 
     def _restore(self, dev: Any) -> None:
-        """A device zigpy already knows (zigbee.db): republish it, no interview."""
+        """A device zigpy already knows (zigbee.db): republish it, no interview; and set it
+        up again if its setup had not finished."""
         child = self._child(dev)
         if not dev.is_initialized:
             child.state = "init"  # zigpy resumes the interview when the device talks
@@ -304,20 +306,23 @@ class ZigbeeBridge(BridgeOperations):
         before = child.plan
         child.make_plan()
         lost = child.state == "lost" or str(dev.ieee) in self.left
-        state = "lost" if lost else child.normal_state
-        if child.homie is not None and child.plan == before:
-            # The radio came back: same device, same description; only $state changes.
+        again = not lost and child.ieee in self.setups.pending  # cut short, or unanswered
+        state = "lost" if lost else "init" if again else child.normal_state
+        if child.homie is None or child.plan != before:
+            child.state = state
+            child.attach()
+            self.publisher.add_device(child.describe())
+        else:  # the radio came back: same device, same description; only $state changes
             child.attach()
             self._set_state(child, state)
-            return
-        child.state = state
-        child.attach()
-        self.publisher.add_device(child.describe())
+        if again:
+            self.setups.start(dev)
 
     # -- zigpy application events (ControllerApplication listener) -----------------------------
     def device_joined(self, dev: Any) -> None:
         child = self._child(dev)
         self.left.discard(str(dev.ieee))
+        self.setups.joined(child.ieee)
         self.alerts.joined(child)
         child.state = "init"
         if child.homie is None:
@@ -327,27 +332,19 @@ class ZigbeeBridge(BridgeOperations):
         self._count()
 
     def device_initialized(self, dev: Any) -> None:
-        if not self._is_child(dev):
-            return
-        ieee = str(dev.ieee)
-        self._stop_setup(ieee)
-        task = asyncio.get_running_loop().create_task(self._interviewed(dev))
-        self._interviews[ieee] = task
-        task.add_done_callback(functools.partial(self._interview_done, ieee))
+        if self._is_child(dev):
+            self.setups.start(dev)
 
-    def _interview_done(self, ieee: str, task: asyncio.Task[None]) -> None:
-        if self._interviews.get(ieee) is task:
-            del self._interviews[ieee]
-
-    async def _interviewed(self, dev: Any) -> None:
+    async def _set_up(self, dev: Any) -> bool:
         child = self._child(dev)
         try:
-            await self._setup(child)
+            return await self._setup(child)
         except Exception:
             log.exception("zigbee: setting up %s failed", child.device_id)
             self._set_state(child, "alert")
+            return False
 
-    async def _setup(self, child: Child) -> None:
+    async def _setup(self, child: Child) -> bool:
         child.state = "init"
         self.status_line.changed()  # a device interviewed again was counted as it was
         child.make_plan()
@@ -358,12 +355,15 @@ class ZigbeeBridge(BridgeOperations):
             log.info("zigbee: %s (%s): unsupported clusters %s", child.device_id, child.name,
                      ", ".join(child.plan.unsupported))
         app = self.app
-        if app is not None:
-            await child.configure(app.state.node_info.ieee)
+        unanswered = await child.configure(app.state.node_info.ieee) if app is not None else 1
         self.left.discard(child.ieee)  # interviewed again: zigpy had it rejoin quietly
-        self._set_state(child, child.normal_state)
+        self._set_state(child, child.normal_state)  # what is unanswered is tried again
         self._count()
-        log.info("zigbee: %s (%s) is %s", child.device_id, child.name, child.state)
+        log.log(logging.WARNING if unanswered else logging.INFO,
+                "zigbee: %s (%s) is %s%s", child.device_id, child.name, child.state,
+                f"; {unanswered} setup steps unanswered, tried again later"
+                if unanswered else "")
+        return not unanswered
 
     def device_init_failure(self, dev: Any) -> None:
         child = self.children.get(str(dev.ieee))
@@ -373,15 +373,8 @@ class ZigbeeBridge(BridgeOperations):
             self.alerts.interview_failed(child)
             self._set_state(child, "alert")
 
-    def _stop_setup(self, ieee: str) -> None:
-        # A setup that outlived its device would publish it again, ready (or back from
-        # the removed), when its last await returns.
-        task = self._interviews.pop(ieee, None)
-        if task is not None:
-            task.cancel()
-
     def device_left(self, dev: Any) -> None:
-        self._stop_setup(str(dev.ieee))
+        self.setups.stop(str(dev.ieee))  # it would publish the device again, ready
         child = self.children.get(str(dev.ieee))
         if child is not None:
             log.info("zigbee: %s left the network", child.device_id)
@@ -390,7 +383,7 @@ class ZigbeeBridge(BridgeOperations):
             self._set_state(child, "lost")
 
     def device_removed(self, dev: Any) -> None:
-        self._stop_setup(str(dev.ieee))
+        self.setups.forget(str(dev.ieee))
         child = self.children.pop(str(dev.ieee), None)
         self.left.discard(str(dev.ieee))
         if child is not None:
@@ -429,6 +422,7 @@ class ZigbeeBridge(BridgeOperations):
         self._publish((child.device_id, *path), value)  # every press counts: no coalescing
 
     def child_heard(self, child: Child) -> None:
+        self.setups.heard(child.ieee)  # awake: a setup waiting to be tried again goes now
         if child.state in ("disconnected", "lost") and self.radio_up.is_set():
             self.left.discard(child.ieee)  # a device that left and talks again is back
             self._set_state(child, child.normal_state)

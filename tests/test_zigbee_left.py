@@ -44,7 +44,7 @@ def test_a_bad_file_is_named_in_the_log_and_changes_nothing(
     """A damaged file must never keep the radio from starting: it is read as empty."""
     path = tmp_path / LEFT_FILE
     path.write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="gatewayd.zigbee.left"):
+    with caplog.at_level(logging.WARNING, logger="gatewayd.zigbee.ieee_file"):
         left = LeftDevices(path)
     assert A not in left
     assert path.read_bytes() == content, "reading must not rewrite it"

@@ -24,7 +24,7 @@ from gatewayd.zigbee.new_network import ask as ask_new_network
 EXIT_INTERRUPTED = 130  # as a shell reports a command Ctrl-C stopped (128 + SIGINT)
 # What a full reset forgets besides the credentials: the Zigbee network (gatewayd.bridge).
 ZIGBEE_FILES = ("zigbee.db", "zigbee.db-wal", "zigbee.db-shm", "zigbee.db-journal",
-                "zigbee-left.json")
+                "zigbee-left.json", "zigbee-setup.json")
 
 
 def cmd_status(args: argparse.Namespace, client: Client) -> int:

@@ -19,7 +19,9 @@ line below it (:mod:`~gatewayd.zigbee.serial_reads` sizing its reads), and
 the NCP before each unicast, and :mod:`~gatewayd.zigbee.commands` frames a ``/set``'s
 command without zigpy's typed header; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate
 filter keeping compact keys instead of packets;
-:mod:`~gatewayd.zigbee.left` remembers the devices that left (``lost`` across restarts);
+:mod:`~gatewayd.zigbee.left` remembers the devices that left (``lost`` across restarts) and
+:mod:`~gatewayd.zigbee.setups` runs each device's setup and remembers the ones that did not
+finish, to do them again, both in a file :mod:`~gatewayd.zigbee.ieee_file` keeps;
 :mod:`~gatewayd.zigbee.new_network` keeps a full reset's request for a new network until
 the radio has formed it (no zigpy: ``gatewayctl``'s offline reset writes it too);
 :mod:`~gatewayd.zigbee.operations` is what users ask of the bridge (permit join, install

@@ -8,8 +8,9 @@ the ZCL command, waits for the device's answer within ``command_timeout`` and tu
 every failure into a precise :class:`homie.CommandError`.
 
 It also does the one-time setup after an interview (bind, configure reporting, IAS
-enrollment, first reads). Restored devices (``zigbee.db``) skip it: their bindings
-and reporting live in the device, their last values in zigpy's attribute cache.
+enrollment, first reads). Restored devices (``zigbee.db``) skip it once it has finished
+(:mod:`~gatewayd.zigbee.setups`): their bindings and reporting live in the device, their
+last values in zigpy's attribute cache.
 """
 
 from __future__ import annotations
@@ -310,40 +311,47 @@ class Child:
                 await self._try(self._cluster(binding).read_attributes(
                     list(binding.cmap.preload), allow_cache=True), "read", binding)
 
-    async def configure(self, coordinator_ieee: Any) -> None:
-        """Bind, configure reporting, enroll IAS zones, read current values."""
+    async def configure(self, coordinator_ieee: Any) -> int:
+        """Bind, configure reporting, enroll IAS zones, read current values: how many
+        steps the device did not answer."""
+        answers: list[bool] = []
         for binding in self.plan.bindings:
             cluster = self._cluster(binding)
-            await self._try(cluster.bind(), "bind", binding)
+            answers.append(await self._try(cluster.bind(), "bind", binding))
             props = binding.cmap.properties(self._getter(cluster))
             reporting = {cluster.find_attribute(p.attribute): ReportingConfig(
                 min_interval=p.reporting.min, max_interval=p.reporting.max,
                 reportable_change=p.reporting.change)
                 for p in props if p.attribute and p.reporting}
             if reporting:
-                await self._try(cluster.configure_reporting_multiple(reporting), "reporting",
-                                binding)
+                answers.append(await self._try(
+                    cluster.configure_reporting_multiple(reporting), "reporting", binding))
             if binding.cmap.enroll:
                 cie: dict[str | int | foundation.ZCLAttributeDef, Any] = {
                     "cie_addr": coordinator_ieee}
-                await self._try(cluster.write_attributes(cie),
-                                "cie", binding)
-                await self._try(cluster.enroll_response(enroll_response_code=0, zone_id=0),
-                                "enroll", binding)
+                answers.append(await self._try(cluster.write_attributes(cie), "cie", binding))
+                answers.append(await self._try(
+                    cluster.enroll_response(enroll_response_code=0, zone_id=0), "enroll",
+                    binding))
             attrs: list[int | str | foundation.ZCLAttributeDef] = [
                 *sorted({p.attribute for p in props if p.attribute})]
             if attrs and binding.cmap.server:
-                await self._try(cluster.read_attributes(attrs), "read", binding)
+                answers.append(await self._try(cluster.read_attributes(attrs), "read",
+                                               binding))
+        return answers.count(False)
 
-    async def _try(self, coro: Any, what: str, binding: mapping.Binding) -> None:
-        # Setup is best effort: a sleepy device may doze off halfway, and firmware that
+    async def _try(self, coro: Any, what: str, binding: mapping.Binding) -> bool:
+        # Each step is tried on: a sleepy device may doze off halfway, and firmware that
         # refuses reporting still answers reads. Bound the wait so one step cannot hang.
+        # False: not answered (the setup is tried again, gatewayd/zigbee/setups.py).
         try:
             async with asyncio.timeout(max(self.command_timeout, 2.0)):
                 await coro
         except (TimeoutError, zigpy.exceptions.ZigbeeException, KeyError, ValueError) as exc:
             log.info("zigbee: %s: %s of %s failed: %r", self.device_id, what,
                      binding.cmap.cluster, exc)
+            return False
+        return True
 
     # -- downward: /set -> ZCL ------------------------------------------------------------------
     def _on_set_for(self, binding: mapping.Binding, prop: mapping.Prop
