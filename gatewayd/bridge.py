@@ -404,12 +404,13 @@ class ZigbeeBridge(BridgeOperations):
             self.coalescer.put_changed_soon((child.device_id, "$telemetry", "signal"),
                                             child.signal)
 
-    def connection_lost(self, exc: BaseException) -> None:
-        code = getattr(exc, "code", None)  # bellows' NcpFailure: the NCP reset itself
-        reason = str(exc) or (f"the radio reset itself ({getattr(code, 'name', code)})"
-                              if code is not None else type(exc).__name__)
-        self.last_error = f"radio connection lost ({reason})"
-        log.error("zigbee: %s", self.last_error)
+    def connection_lost(self, exc: BaseException | None) -> None:
+        # Our words for the cloud's zigbee/status; the library's (or None) for the log only.
+        self.last_error = ("the radio closed the connection" if exc is None
+                           else "the radio reset itself" if getattr(exc, "code", None)
+                           is not None  # bellows' NcpFailure
+                           else "the connection to the radio failed")
+        log.error("zigbee: %s (%r)", self.last_error, exc)
         self.alerts.radio_lost()
         self._lost.set()
 
