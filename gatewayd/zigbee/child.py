@@ -386,13 +386,18 @@ class Child:
             raise homie.CommandError(
                 homie.TIMEOUT, f"{self.device_id} did not answer {what} within "
                                f"{self.command_timeout:g} s") from None
-        except zigpy.exceptions.DeliveryError as exc:
+        except zigpy.exceptions.ZigbeeException as exc:
+            # Our words for the user; the library's (an enum's repr, say) for the log only.
+            log.info("zigbee: %s to %s failed: %r", what, self.device_id, exc)
+            if self.state == "lost":  # zigpy cancels what waited for a device that left
+                raise homie.CommandError(GONE, f"{self.device_id} has left the Zigbee "
+                                               "network") from None
+            if not isinstance(exc, zigpy.exceptions.DeliveryError):
+                raise homie.CommandError(homie.ERROR, f"{what} to {self.device_id} failed; "
+                                                      "the hub's log has the details") from None
             self.sink.child_unreachable(self)
             raise homie.CommandError(UNREACHABLE, f"{what} could not be delivered to "
-                                                  f"{self.device_id}: {exc}") from None
-        except zigpy.exceptions.ZigbeeException as exc:
-            raise homie.CommandError(homie.ERROR, f"{what} to {self.device_id} failed: "
-                                                  f"{exc}") from None
+                                                  f"{self.device_id}") from None
         self.sink.child_heard(self)
         status = foundation.Status(status)
         if status in _UNSUPPORTED_STATUSES:
