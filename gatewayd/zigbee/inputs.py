@@ -51,6 +51,16 @@ def parse_ieee(text: str) -> str:
     return ":".join(raw[i:i + 2] for i in range(0, 16, 2))
 
 
+def parse_device_ieee(text: str) -> str:
+    """An address a device can have: not all zeros (unset) nor all ones (broadcast)."""
+    address = parse_ieee(text)
+    if address in ("00:00:00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff:ff:ff"):
+        which = "all zeros" if address.startswith("00") else "all ones"
+        raise BridgeError(f"{address} is not a device's IEEE address ({which} is reserved): "
+                          "check the address printed on the device")
+    return address
+
+
 def crc16_x25(data: bytes) -> int:
     """CRC-16/X-25, the checksum at the end of a Zigbee 3.0 install code."""
     crc = 0xFFFF

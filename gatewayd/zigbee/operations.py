@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee.children import Children
-from gatewayd.zigbee.inputs import BridgeError, parse_ieee, parse_install_code
+from gatewayd.zigbee.inputs import (
+    BridgeError,
+    parse_device_ieee,
+    parse_ieee,
+    parse_install_code,
+)
 from gatewayd.zigbee.permits import PermitJoin
 from gatewayd.zigbee.radio import (
     FastPaths,
@@ -67,9 +72,14 @@ class BridgeOperations:
 
     async def add_install_code(self, ieee: str, code: str, seconds: int | None = None) -> str:
         """Let ``ieee`` join with its Zigbee 3.0 install code; opens joining for it."""
-        parse_ieee(ieee), parse_install_code(code)  # refused even while the radio is down
+        address = parse_device_ieee(ieee)  # these refused even while the radio is down
+        parse_install_code(code)
+        app = self._require_app()
+        if address == str(app.state.node_info.ieee):
+            raise BridgeError(f"{address} is the hub's own Zigbee radio, not a device: check "
+                              "the address printed on the device")
         with radio_request("take the install code"):
-            return await self.permits.with_install_code(self._require_app(), ieee, code, seconds)
+            return await self.permits.with_install_code(app, ieee, code, seconds)
 
     async def remove(self, ieee: str) -> str:
         """Ask a device to leave and forget it; its retained topics are cleared."""
