@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import threading
+import time
 import tomllib
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ from tests.test_virtual_host import FakePublisher
 pytestmark = pytest.mark.timeout(60)
 T = TypeVar("T")
 ZIGBEE = [{"device_id": "zigbee-00124b0012345678", "ieee": "00:12:4b:00:12:34:56:78",
-           "name": "Front door", "model": "SNZB-04", "state": "sleeping"}]
+           "name": "Front door", "model": "SNZB-04", "state": "sleeping",
+           "last_seen": time.time() - 2 * 3600 - 5, "lqi": 0}]
 
 
 @dataclass
@@ -125,10 +127,13 @@ def test_devices_lists_every_provider(control: Control,
     assert (door["provider"], door["model"]) == ("zigbee", "SNZB-04")
     assert data["errors"] == {}
     human = gatewayctl(control, capsys, "devices").splitlines()
-    assert human[0].split() == ["DEVICE", "PROVIDER", "TYPE", "STATE", "NAME"]
-    assert human[1].split() == ["virtual-tea", "virtual", "timer", "ready", "Tea", "timer"]
-    assert human[2].split()[:4] == ["zigbee-00124b0012345678", "zigbee", "SNZB-04",
-                                    "sleeping"]
+    assert human[0].split() == ["DEVICE", "PROVIDER", "TYPE", "STATE", "HEARD", "LQI", "NAME"]
+    assert human[1].split() == ["virtual-tea", "virtual", "timer", "ready", "-", "-", "Tea",
+                                "timer"]
+    # A Zigbee device: when it was last heard (2 hours ago) and its link quality, as
+    # docs/zigbee.md promises.
+    assert human[2].split() == ["zigbee-00124b0012345678", "zigbee", "SNZB-04", "sleeping",
+                                "2h", "0", "Front", "door"]
 
 
 def test_a_failing_provider_does_not_hide_the_others() -> None:

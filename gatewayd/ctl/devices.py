@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any, Protocol
 
 from gatewayd.ctl.client import RESET_WAIT
 
 IDENTIFY_SECONDS = 10.0
 COLUMNS = (("device_id", "DEVICE"), ("provider", "PROVIDER"), ("type", "TYPE"),
-           ("state", "STATE"), ("name", "NAME"))
+           ("state", "STATE"), ("last_seen", "HEARD"), ("lqi", "LQI"), ("name", "NAME"))
 
 
 class Requester(Protocol):
@@ -37,13 +38,33 @@ def _kind(device: dict[str, Any]) -> str:
     return str(device.get("type") or device.get("model") or "-")
 
 
+def _ago(last_seen: Any, now: float) -> str:
+    """How long ago a Zigbee device was last heard: ``45s``, ``12m``, ``3h``, ``2d``."""
+    if isinstance(last_seen, bool) or not isinstance(last_seen, int | float):
+        return "-"
+    seconds = max(0, int(now - last_seen))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _cell(device: dict[str, Any], key: str, now: float) -> str:
+    if key == "type":
+        return _kind(device)
+    if key == "last_seen":
+        return _ago(device.get(key), now)
+    value = device.get(key)
+    return "-" if value is None or value == "" else str(value)  # an LQI of 0 is shown
+
+
 def print_devices(data: dict[str, Any]) -> None:
     devices = data.get("devices", [])
+    now = time.time()
     if not devices:
         print("No child devices.")
     else:
-        rows = [[str(d.get(key) or "-") if key != "type" else _kind(d) for key, _ in COLUMNS]
-                for d in devices]
+        rows = [[_cell(d, key, now) for key, _ in COLUMNS] for d in devices]
         widths = [max(len(title), *(len(r[i]) for r in rows))
                   for i, (_, title) in enumerate(COLUMNS)]
         print("  ".join(t.ljust(w) for (_, t), w in zip(COLUMNS, widths, strict=True)).rstrip())
