@@ -450,10 +450,12 @@ class ZigbeeBridge(BridgeOperations):
     def _set_state(self, child: Child, state: str) -> None:
         if child.state == state and child.homie is not None and child.homie.state == state:
             return
-        child.state = state
+        left, child.state = child.state == "lost", state
         self.status_line.changed()
         if child.homie is not None:
             self.publisher.set_state(child.device_id, state)
+        if left != (state == "lost"):
+            self._count()  # it left, or is back
 
     def _hub_value(self, prop: str, value: Any) -> None:
         self.status_line.hub_value(prop, value)
@@ -461,4 +463,5 @@ class ZigbeeBridge(BridgeOperations):
             self._publish((self.hub.id, HUB_NODE, prop), value)
 
     def _count(self) -> None:
-        self._hub_value("device-count", len(self.children))
+        """device-count: the devices joined, not those that left (``lost``)."""
+        self._hub_value("device-count", sum(c.state != "lost" for c in self.children.values()))
