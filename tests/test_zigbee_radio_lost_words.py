@@ -22,11 +22,13 @@ def downs(pub: Recorder) -> list[str]:
 
 
 @pytest.mark.parametrize(("fault", "words"), [
-    ("drop", "down: the connection to the radio failed"),  # the OS: connection reset
-    ("reset", "down: the radio reset itself"),
+    # bellows sees the end of the stream (None) or the OS's "connection reset", by timing
+    ("drop", {"down: the radio closed the connection",
+              "down: the connection to the radio failed"}),
+    ("reset", {"down: the radio reset itself"}),
 ])
 def test_a_lost_bellows_radio_is_named_in_the_hubs_words(
-        tmp_path: Path, fault: str, words: str) -> None:
+        tmp_path: Path, fault: str, words: set[str]) -> None:
     radio = Radio("bellows", tmp_path)
 
     async def main() -> None:
@@ -34,7 +36,7 @@ def test_a_lost_bellows_radio_is_named_in_the_hubs_words(
             bridge, pub = await started(radio)
             await sim(bridge, fault)
             await pub.until(lambda: downs(pub))
-            assert downs(pub)[0] == words
+            assert downs(pub)[0] in words
             await pub.until(lambda: pub.value(HUB_ID, "zigbee/status") == "ready", 20)
             await bridge.stop()
 
