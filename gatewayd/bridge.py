@@ -321,8 +321,11 @@ class ZigbeeBridge(BridgeOperations):
     # -- zigpy application events (ControllerApplication listener) -----------------------------
     def device_joined(self, dev: Any) -> None:
         child = self._child(dev)
-        self.left.discard(str(dev.ieee))
-        self.setups.joined(child.ieee)
+        if child.ieee in self.left and dev.is_initialized:  # maybe not what it was
+            self.setups.rejoined(dev)
+        else:
+            self.setups.joined(child.ieee)
+        self.left.discard(child.ieee)
         self.alerts.joined(child)
         child.state = "init"
         if child.homie is None:
@@ -462,6 +465,5 @@ class ZigbeeBridge(BridgeOperations):
         if self.hub is not None and self.hub.nodes.get(HUB_NODE) is self.hub_node:
             self._publish((self.hub.id, HUB_NODE, prop), value)
 
-    def _count(self) -> None:
-        """device-count: the devices joined, not those that left (``lost``)."""
+    def _count(self) -> None:  # the devices joined, not those that left (lost)
         self._hub_value("device-count", sum(c.state != "lost" for c in self.children.values()))

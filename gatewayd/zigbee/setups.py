@@ -14,6 +14,10 @@ still marked. A setup with unanswered steps is tried again up to
 cut short when the device is heard (a battery device is awake then), though never sooner
 than ``heard_gap`` after the last try; then not before the radio comes back, the hub
 restarts or the device is interviewed again.
+
+A device that had left and joins again (a factory reset, maybe new firmware with other
+endpoints) is asked what it is now, zigpy's re-interview, before its setup: zigpy would
+otherwise set it up as what it knew.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class Setups:
         self.run, self.retry, self.rng = run, retry, rng
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._heard: dict[str, asyncio.Event] = {}  # devices whose next try waits for them
+        self._asking: set[str] = set()  # re-interviewed: their setup follows by itself
 
     def joined(self, ieee: str) -> None:
         self.pending.add(ieee)  # before its interview: a crash from here on is redone
@@ -67,18 +72,34 @@ class Setups:
         """Set ``dev`` up (again), from its first try; a setup under way is cancelled."""
         ieee = str(dev.ieee)
         self.pending.add(ieee)
+        if ieee not in self._asking:
+            self.stop(ieee)
+            self._task(ieee, self._setup(dev, ieee))
+
+    def rejoined(self, dev: Any) -> None:
+        """A device that had left joins again: re-interviewed, then set up."""
+        ieee = str(dev.ieee)
+        self.pending.add(ieee)
         self.stop(ieee)
-        task = asyncio.get_running_loop().create_task(self._setup(dev, ieee),
-                                                      name=f"zigbee-setup-{ieee}")
+        self._asking.add(ieee)
+        self._task(ieee, self._reinterview(dev, ieee))
+
+    async def _reinterview(self, dev: Any, ieee: str) -> None:
+        try:
+            await dev.reinterview()  # zigpy logs a failure and keeps the device as it was
+        finally:
+            self._asking.discard(ieee)
+        await self._setup(dev.application.devices.get(dev.ieee, dev), ieee)
+
+    def _task(self, ieee: str, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=f"zigbee-setup-{ieee}")
         self._tasks[ieee] = task
         task.add_done_callback(lambda t: self._tasks.pop(ieee, None)
                                if self._tasks.get(ieee) is t else None)
 
-    def running(self, ieee: str) -> bool:
-        return ieee in self._tasks
-
     def stop(self, ieee: str) -> None:
         """A setup that outlived its device (left, removed) would publish it again."""
+        self._asking.discard(ieee)  # a task cancelled before it ran has no finally
         task = self._tasks.pop(ieee, None)
         if task is not None:
             task.cancel()
