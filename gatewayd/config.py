@@ -302,6 +302,7 @@ class Config:
     # value the drop-ins changed: an error or a device names the file to fix.
     drop_ins: tuple[str, ...] = field(default=(), compare=False)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+    skipped: tuple[str, ...] = field(default=(), compare=False)  # not *.toml, not read
 
     def file_of(self, key: str) -> str:
         return Layers(origins=dict(self.origins)).file_of(key, self.source)
@@ -386,6 +387,8 @@ def config_warnings(cfg: Config) -> list[str]:
         found.append(f"{cfg.file_of(key)}: {key}: is not used with [provisioning] mode = "
                      f"\"{cfg.provisioning.mode}\" ({cfg.file_of('provisioning.mode')}): "
                      "the platform issues the hub's account")
+    found += [f"{path}: not read: only files ending in .toml are (a backup or a mistyped "
+              "name? rename it to use it)" for path in cfg.skipped]
     return found
 
 
@@ -429,7 +432,8 @@ def load_config(path: str | Path | None) -> Config:
         file = layers.file_of(exc.cause or exc.key, str(main))
         raise ConfigError(file, exc.key, exc.reason) from None
     return dataclasses.replace(cfg, drop_ins=tuple(str(p) for p in layers.drop_ins),
-                               origins=layers.origins if layers.drop_ins else {})
+                               origins=layers.origins if layers.drop_ins else {},
+                               skipped=tuple(str(p) for p in layers.skipped))
 
 
 def with_overrides(cfg: Config, **sections: Mapping[str, Any]) -> Config:

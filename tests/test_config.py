@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.config import NOT_KEYS, Config, ConfigError, load_config, parse_config
+from gatewayd.config import (
+    NOT_KEYS,
+    Config,
+    ConfigError,
+    config_warnings,
+    load_config,
+    parse_config,
+)
 from tests.helpers import BIN, REPO
 
 EXAMPLE = REPO / "examples" / "gatewayd.toml"
@@ -266,3 +273,33 @@ def test_check_config_warns_of_a_control_group_this_machine_does_not_have(
     result = subprocess.run([str(BIN / "gatewayd"), "--config", str(cfg), "--check-config"],
                             capture_output=True, text=True, timeout=30)
     assert (result.returncode, result.stdout, result.stderr) == (0, f"{cfg}: OK\n", "")
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("[cloud]\nport = 1883\n[cloud]\nhost = 'x'\n",
+     "TOML syntax error: [cloud] is declared twice at line 3, column 7"),
+    ("[hub]\nname = 'a'\nname = 'b'\n",
+     "TOML syntax error: a key is set twice at line 3, column 11"),
+    ("[hub\n", "TOML syntax error at line 1, column 5"),
+    ("[hub]\nname = ", "TOML syntax error at the end of the file"),
+])
+def test_a_toml_mistake_is_named_with_its_line_in_the_hubs_words(
+        tmp_path: Path, text: str, reason: str) -> None:
+    """Before: tomllib's own sentence ("Cannot declare ('cloud',) twice (at line 3, ...)")."""
+    bad = tmp_path / "g.toml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert (info.value.file, info.value.reason) == (str(bad), reason)
+
+
+def test_a_drop_in_without_the_toml_suffix_is_not_read_and_is_a_warning(tmp_path: Path) -> None:
+    """Before: 20-site.conf was skipped without a word; a vendor's setting silently absent."""
+    path = vendor_config(tmp_path, {"10-vendor.toml": "[hub]\nproduct = 'Acme Hub'\n",
+                                    "20-site.conf": "[hub]\nproduct = 'Site Hub'\n",
+                                    ".20-site.toml.swp": "x"})
+    cfg = load_config(path)
+    skipped = tmp_path / "gatewayd.toml.d" / "20-site.conf"
+    assert cfg.hub.product == "Acme Hub" and cfg.skipped == (str(skipped),)
+    assert f"{skipped}: not read: only files ending in .toml are (a backup or a mistyped " \
+        "name? rename it to use it)" in config_warnings(cfg)

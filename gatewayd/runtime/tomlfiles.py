@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 SUFFIX = ".toml"
-NOT_KEYS = frozenset({"source", "drop_ins", "origins"})  # where a Config came from
+NOT_KEYS = frozenset({"source", "drop_ins", "origins", "skipped"})  # where a Config came from
 
 
 class TomlFileError(Exception):
@@ -48,6 +48,7 @@ class Layers:
     data: dict[str, Any] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)  # "hotspot.band" -> its file
     drop_ins: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # in ``path.d`` without the suffix
 
     def file_of(self, key: str, default: str) -> str:
         """The file that set ``key`` (``virtual[2].timeout``, ``hotspot.band``), or
@@ -80,10 +81,31 @@ def read_toml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise TomlFileError(path, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise TomlFileError(path, f"TOML syntax error: {exc}") from None
+        raise TomlFileError(path, toml_problem(str(exc))) from None
     except ValueError:  # Python's int() refuses more digits; not a TOMLDecodeError
         raise TomlFileError(path, "TOML value error: a number with more than "
                                   f"{sys.get_int_max_str_digits()} digits") from None
+
+
+_TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def toml_problem(message: str) -> str:
+    """tomllib's message in our words: where the file stops being TOML, and the two
+    mistakes a person editing a drop-in makes most (a table or a key written twice), not
+    the decoder's own sentence ("Cannot declare ('cloud',) twice")."""
+    at = _TOML_AT.search(message)
+    where = (f"line {at[1]}, column {at[2]}" if at
+             else "the end of the file" if "end of document" in message else "")
+    if message.startswith("Cannot declare"):
+        table = ".".join(re.findall(r"'([^']*)'", message.partition(" twice")[0]))
+        what = f"TOML syntax error: [{table}] is declared twice" if table else \
+            "TOML syntax error: a table is declared twice"
+    elif message.startswith("Cannot overwrite a value"):
+        what = "TOML syntax error: a key is set twice"
+    else:
+        what = "TOML syntax error"
+    return f"{what} at {where}" if where else what
 
 
 def read_layers(path: Path, *, main_required: bool = True) -> Layers:
@@ -93,13 +115,15 @@ def read_layers(path: Path, *, main_required: bool = True) -> Layers:
         _merge(layers, layers.data, read_toml(path), str(path), "")
     directory = drop_in_dir(path)
     try:
-        names = sorted(p.name for p in directory.iterdir()
-                       if p.name.endswith(SUFFIX) and not p.name.startswith("."))
+        names = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
     except FileNotFoundError:
         return layers
     except OSError as exc:
         raise TomlFileError(directory, f"cannot read the directory: {exc.strerror}") from None
+    layers.skipped = [directory / name for name in names if not name.endswith(SUFFIX)]
     for name in names:
+        if not name.endswith(SUFFIX):
+            continue  # x.toml.dpkg-old, x.toml~, x.conf: said by config_warnings
         drop_in = directory / name
         _merge(layers, layers.data, read_toml(drop_in), str(drop_in), "")
         layers.drop_ins.append(drop_in)
