@@ -133,7 +133,9 @@ class Hub:
         self._providers: dict[str, StatusProvider] = {}
         self._faults = RepeatedFaults(log)  # a failing section, logged once a change
         self._reset_hooks: list[ResetHook] = []
-        self._status_parts: dict[str, str] = {"onboarding": ""}  # the onboarding state first
+        # The onboarding state first, "starting" until it has one: a feature's part alone
+        # ("zigbee: starting") would break the documented split at "; zigbee: ".
+        self._status_parts: dict[str, str] = {"onboarding": "starting"}
         self.releaser: Releaser | None = None
         self.phase_provider: Callable[[], str] = self._default_phase
         self.stop_requested = asyncio.Event()

@@ -92,6 +92,12 @@ def test_the_status_line_tells_the_zigbee_network_after_the_onboarding_state(
     finally:
         assert gw.stop() == 0
     notify_socket.wait_for("STOPPING=1", timeout=5)
+    # Every line, those before READY included, splits as documented: the onboarding state,
+    # then "; zigbee: ". Before: the first was "zigbee: starting" alone.
+    statuses = [field.removeprefix("STATUS=") for _, message in notify_socket.log
+                for field in message.split("\n") if field.startswith("STATUS=")]
+    assert statuses[0] == "starting; zigbee: starting" and statuses[-1] == "stopping", statuses
+    assert all(s.rpartition("; zigbee: ")[0] for s in statuses[:-1]), statuses
 
 
 def _run_loop_in_thread() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
