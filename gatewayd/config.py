@@ -322,14 +322,15 @@ class Config:
 
 def _cross_checks(cfg: Config, file: str) -> None:
     if cfg.cloud.reconnect_min > cfg.cloud.reconnect_max:
-        raise ConfigError(file, "cloud.reconnect_min", "must not exceed cloud.reconnect_max")
+        raise ConfigError(file, "cloud.reconnect_min", "must not exceed cloud.reconnect_max",
+                          cause=("cloud.reconnect_min", "cloud.reconnect_max"))
     prov = cfg.provisioning
     needs = {"token": ("host", "token"), "enroll": ("host", "template", "enroll_password")}
     for key in needs.get(prov.mode, ()):
         if not getattr(prov, key):
             raise ConfigError(file, f"provisioning.{key}",
                               f"is required with mode = \"{prov.mode}\"",
-                              cause="provisioning.mode")
+                              cause=("provisioning.mode", f"provisioning.{key}"))
     if prov.mode == "pairing" and not cfg.portal.enabled and not cfg.ble.enabled:
         raise ConfigError(file, "portal.enabled", "false with [ble] enabled = false as well: "
                           "nothing could pair the hub; enable one, or set [provisioning] mode",
@@ -348,7 +349,9 @@ def _cross_checks(cfg: Config, file: str) -> None:
     if cfg.button.enabled and cfg.led.enabled and (cfg.button.chip, cfg.button.line) == (
         cfg.led.chip, cfg.led.line
     ):
-        raise ConfigError(file, "led.line", "button and LED cannot share a GPIO line")
+        raise ConfigError(file, "led.line", "button and LED cannot share a GPIO line",
+                          cause=tuple(f"{part}.{key}" for part in ("button", "led")
+                                      for key in ("enabled", "chip", "line")))
 
 
 # A hub's identity as the name checks assume it: the MAC-derived device id's length.
@@ -429,7 +432,8 @@ def load_config(path: str | Path | None) -> Config:
     try:
         cfg = parse_config(layers.data, str(main))
     except ConfigError as exc:
-        file = layers.file_of(exc.cause or exc.key, str(main))
+        causes = exc.cause if isinstance(exc.cause, tuple) else (exc.cause or exc.key,)
+        file = layers.latest_file_of(causes, str(main))
         raise ConfigError(file, exc.key, exc.reason) from None
     return dataclasses.replace(cfg, drop_ins=tuple(str(p) for p in layers.drop_ins),
                                origins=layers.origins if layers.drop_ins else {},

@@ -303,3 +303,21 @@ def test_a_drop_in_without_the_toml_suffix_is_not_read_and_is_a_warning(tmp_path
     assert cfg.hub.product == "Acme Hub" and cfg.skipped == (str(skipped),)
     assert f"{skipped}: not read: only files ending in .toml are (a backup or a mistyped " \
         "name? rename it to use it)" in config_warnings(cfg)
+
+
+@pytest.mark.parametrize(("main", "drop_in", "key"), [
+    ("[cloud]\nreconnect_min = 30\n", "[cloud]\nreconnect_max = 10\n", "cloud.reconnect_min"),
+    ("[provisioning]\nmode = 'enroll'\nhost = 'p.example.com'\ntemplate = 'hub'\n"
+     "enroll_password = 'secret-1'\n", "[provisioning]\nenroll_password = ''\n",
+     "provisioning.enroll_password"),
+    ("[button]\nenabled = true\nline = 17\n[led]\nenabled = true\n", "[led]\nline = 17\n",
+     "led.line"),
+])
+def test_settings_that_disagree_blame_the_drop_in_that_made_them(
+        tmp_path: Path, main: str, drop_in: str, key: str) -> None:
+    """Before: the main file was named, which was fine until the drop-in changed a value."""
+    path = vendor_config(tmp_path, {"10-vendor.toml": drop_in}, main=main)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.file, info.value.key) == (
+        str(tmp_path / "gatewayd.toml.d" / "10-vendor.toml"), key)

@@ -64,6 +64,11 @@ class Layers:
         within = [f for path, f in self.origins.items() if path.startswith(f"{key}.")]
         return within[-1] if within else default
 
+    def latest_file_of(self, keys: tuple[str, ...], default: str) -> str:
+        """Of the files that set any of ``keys``, the one read last (``default`` first)."""
+        order = {str(p): i for i, p in enumerate(self.drop_ins, 1)}
+        return max((self.file_of(k, default) for k in keys), key=lambda f: order.get(f, 0))
+
 
 def drop_in_dir(path: Path) -> Path:
     return path.with_name(path.name + ".d")
@@ -189,11 +194,14 @@ def _merge(layers: Layers, target: dict[str, Any], data: Mapping[str, Any], file
 class ConfigError(Exception):
     """A configuration value that gatewayd refuses; says file, key and reason."""
 
-    def __init__(self, file: str | Path, key: str, reason: str, cause: str = "") -> None:
+    def __init__(self, file: str | Path, key: str, reason: str,
+                 cause: str | tuple[str, ...] = "") -> None:
         self.file = str(file)
         self.key = key
         self.reason = reason
-        self.cause = cause  # the key whose value makes ``key`` wrong (its file is named)
+        # The key (or keys) whose value makes ``key`` wrong: the file named is the one that
+        # set it, or of several the one read last (the drop-in that made them disagree).
+        self.cause = cause
         where = f"{self.file}: {key}" if key else self.file
         super().__init__(f"{where}: {reason}")
 
