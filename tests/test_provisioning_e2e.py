@@ -265,10 +265,11 @@ def test_enroll_mode_and_its_three_named_errors(world: ProvWorld, tmp_path: Path
     # Three more hubs at once, each with one thing wrong.
     cases = {"already-enrolled": {}, "unknown-serial": {"serial": "00000000deadbeef"},
              "wrong-enroll-password": {"enroll_password": "not-the-password"}}
-    hubs = {code: world.start_hub(world.hub_config(directory(tmp_path, code), "enroll",
-                                                   **preset))
-            for code, preset in cases.items()}
-    try:
+    hubs: dict[str, Hub] = {}
+    try:  # each one started inside: one that fails to start leaves none behind
+        for code, preset in cases.items():
+            hubs[code] = world.start_hub(world.hub_config(directory(tmp_path, code), "enroll",
+                                                          **preset))
         for code, bad in hubs.items():
             status = bad.wait(lambda s: last_error(s) is not None, code, 30)
             assert last_error(status) == code, status["provisioning"]
