@@ -176,7 +176,8 @@ class ZigbeeBridge(BridgeOperations):
                 if str(exc) != self.last_error:  # the journal gets each new reason once
                     log.error("zigbee: %s; retrying", exc, exc_info=exc.details)
                 self.last_error = str(exc)
-                self._hub_value("status", f"down: {exc}")
+                if self.status_line.radio != f"down: {exc}":  # not again at every retry
+                    self._hub_value("status", f"down: {exc}")
                 # What waiting does not mend (a missing package, a stick of another type,
                 # a damaged file) is retried slowly. Half the window at least: a missing
                 # port fails at once and must not spin.

@@ -1107,7 +1107,8 @@ def test_a_radio_that_fails_oddly_is_reported_without_the_librarys_text(
 def test_a_radio_failure_logs_its_details_once_not_at_every_retry(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The journal gets the library's traceback with the first failure; the retries that
-    fail the same way add nothing (they came every minute, each with its traceback)."""
+    fail the same way add nothing (they came every minute, each with its traceback), nor
+    does the cloud get the same zigbee/status again at each retry."""
 
     async def main() -> None:
         tries: list[int] = []
@@ -1122,13 +1123,18 @@ def test_a_radio_failure_logs_its_details_once_not_at_every_retry(
         server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
         url = f"socket://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         cfg = ZigbeeConfig(enabled=True, radio="bellows", device=url)
-        bridge = ZigbeeBridge(cfg, tmp_path, Recorder(), retry_min=0.01, retry_max=0.01)
+        pub = Recorder()
+        hub = homie.Device(HUB_ID, "Test hub")
+        pub.add_device(hub)
+        bridge = ZigbeeBridge(cfg, tmp_path, pub, hub=hub, retry_min=0.01, retry_max=0.01)
         try:
             await bridge.start()
             await asyncio.wait_for(third.wait(), 60)
         finally:
             await bridge.stop()
             server.close()
+        down = [v for v in pub.values(HUB_ID, "zigbee/status") if v.startswith("down")]
+        assert len(down) == 1, down  # two failures handled, one status
         traced = [r for r in caplog.records if r.exc_info and "send_reset" in str(r.exc_info[1])]
         assert len(traced) == 1, [r.getMessage() for r in traced]
         assert "failed to start" in traced[0].getMessage()
