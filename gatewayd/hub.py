@@ -24,6 +24,7 @@ from gatewayd.identity import (
     cpu_serial,
     device_id_from_mac,
     label_code,
+    local_macs,
     new_setup_code,
     wait_for_mac,
 )
@@ -82,7 +83,10 @@ def open_state(config: Config, mac: str | None = None) -> tuple[StateStore, Iden
     store.claim(timeout=CLAIM_TIMEOUT)
     state = store.open() if store.path.exists() else None
     recorded = state.mac if state is not None and state.device_id else ""
-    own = mac or wait_for_mac(config.hub.interface, MAC_WAIT, recorded=recorded)
+    # The wait tells a clone from a card still loading; a paired hub keeps its identity
+    # either way, so it does not wait (it did, at every start, on other hardware).
+    wait = 0.0 if state is not None and state.paired else MAC_WAIT
+    own = mac or wait_for_mac(config.hub.interface, wait, recorded=recorded)
     if state is None or not recorded:
         assert own is not None  # wait_for_mac returns None only with a recorded MAC
         state = store.open(device_id=device_id_from_mac(own), mac=own)
@@ -200,11 +204,16 @@ class Hub:
             "status_text": self.notifier.last_status,
             "hardware_changed": {"identity_mac": self.identity.mac,
                                  "mac": self.identity.hardware_mac,
-                                 "advice": HARDWARE_ADVICE} if self.identity.hardware_mac
+                                 "advice": HARDWARE_ADVICE} if self._hardware_changed()
             else None,
             **st.redacted(),
             **components,
         }
+
+    def _hardware_changed(self) -> bool:
+        """Other hardware, unless the card the identity was made for has shown since the
+        start (a paired hub does not wait for a card still loading at boot)."""
+        return bool(self.identity.hardware_mac) and self.identity.mac not in local_macs()
 
     def section(self, name: str) -> Any:
         """One component's status section, or None without one."""

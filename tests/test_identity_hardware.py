@@ -12,6 +12,7 @@ SSID, and state.json.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 from pathlib import Path
@@ -71,7 +72,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     async def run(self: daemon.Daemon) -> int:
         built = self._build(asyncio.get_running_loop())
-        starts.append({**built.status(), "label": built.setup_code(),
+        starts.append({**built.status(), "label": built.setup_code(), "hub": built,
                        "ssid": self.identity.render(self.config.hotspot.ssid_template)})
         assert self.store._claim is not None
         os.close(self.store._claim)  # the state directory's lock goes with the process
@@ -252,3 +253,27 @@ def test_the_wait_for_a_configured_interface_takes_its_mac_not_the_card_up_first
     clock.on_sleep = lambda: len(clock.slept) == 3 and board(sys_net, BOARD_A)
     assert wait_for_mac("wlan0", 30.0, clock=clock, sleep=clock.sleep) == BOARD_A
     assert clock.slept == [0.5, 0.5, 0.5]
+
+
+def test_a_paired_hub_on_other_hardware_starts_at_once_and_its_late_card_clears_the_warning(
+        tmp_path: Path, sys_net: Path, seen: list[dict[str, Any]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a paired hub on other hardware waited the whole 30 s at every start, for a
+    card that might still be loading, though it keeps its identity either way."""
+    board(sys_net, BOARD_A)
+    start(tmp_path)
+    store = StateStore(tmp_path / "state")
+    store.open()
+    store.commit_pairing(None, CLOUD)
+    board(sys_net, BOARD_B)
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError(f"the start waited {seconds} s for a MAC")
+    monkeypatch.setattr(hub, "MAC_WAIT", 30.0)
+    monkeypatch.setattr(hub, "wait_for_mac", functools.partial(identity.wait_for_mac,
+                                                                sleep=no_sleep))
+    start(tmp_path)
+    moved = seen[-1]
+    assert moved["paired"] is True and moved["hardware_changed"]["mac"] == BOARD_B
+    add_interface(sys_net, "eth0", BOARD_A)  # the card it was made for, loaded late
+    assert moved["hub"].status()["hardware_changed"] is None
