@@ -83,34 +83,26 @@ def _check_ssid_template(value: str) -> str | None:
     return None
 
 
-def _check_listen(value: str) -> str | None:
-    """An address, not a name: the portal binds one IPv4 address, and a name that resolves
-    differently at boot (or not at all) would only fail when the daemon starts."""
-    try:
-        ipaddress.IPv4Address(value)
-    except ValueError:
-        return (f"must be an IPv4 address of this hub, such as 0.0.0.0 (all of them) or "
-                f"192.168.4.1, got {value!r}")
-    return None
-
-
-def _check_ca_file(value: str) -> str | None:
+def _ca_file_problem(value: str) -> str | None:
     """Found only at the first TLS connection otherwise: every provisioning hub failed."""
     if value == "":
         return None
     if not value.startswith("/"):
-        return (f"must be an absolute path such as /etc/gatewayd/ca.pem (the daemon runs in "
-                f"/), got {value!r}")
-    if not Path(value).is_file():
-        return f"there is no file {value!r}"
+        return (f"is not an absolute path (the daemon runs in /; such as "
+                f"/etc/gatewayd/ca.pem), got {value!r}")
+    try:
+        if not Path(value).is_file():
+            return f"there is no file {value!r}"
+    except OSError as exc:  # a directory on the way that this user may not enter
+        return f"cannot be looked at ({exc.strerror})"
     return None
 
 
-def _check_radio_device(value: str) -> str | None:
+def _radio_device_problem(value: str) -> str | None:
     if value.startswith(("/", "socket://", "tcp://")):
         return None
     hint = f" (/dev/{value}?)" if "/" not in value and ":" not in value else ""
-    return (f"must be a serial port's path such as /dev/ttyUSB0, or socket://host:port or "
+    return (f"is not a serial port's path such as /dev/ttyUSB0, nor socket://host:port or "
             f"tcp://host:port, got {value!r}{hint}")
 
 
@@ -159,7 +151,7 @@ class HotspotConfig:
 @dataclass(frozen=True)
 class PortalConfig:
     enabled: bool = spec(True)
-    listen: str = spec("0.0.0.0", check=_check_listen)
+    listen: str = spec("0.0.0.0", check=_check_host)
     port: int = spec(80, min=0, max=65535, doc="0 = pick a free port (tests, simulator)")
     admin_password: str = spec("", secret=True,
                                doc="LAN admin password; empty = the setup code")
@@ -181,7 +173,7 @@ class CloudConfig:
     token: str = spec("", check=lambda v: None if v == "" else _check_secret(v), secret=True,
                       doc="preset account token")
     root_topic: str = spec("", check=_check_topic_level)
-    ca_file: str = spec("", check=_check_ca_file, doc="CA bundle for TLS; empty = system store")
+    ca_file: str = spec("", doc="CA bundle for TLS; empty = system store")
     protocol: str = spec("3.1.1", choices=("3.1.1", "5"))
     keepalive: int = spec(30, min=5, max=3600)
     connect_timeout: float = spec(30.0, min=1, max=600)
@@ -234,8 +226,7 @@ class BleConfig:
 class ZigbeeConfig:
     enabled: bool = spec(False)
     radio: str = spec("bellows", choices=("bellows", "virtual", "znp", "deconz"))
-    device: str = spec("/dev/ttyAMA0", check=_check_radio_device,
-                       doc="serial port, socket://host:port or tcp://host:port")
+    device: str = spec("/dev/ttyAMA0", doc="serial port, socket://host:port or tcp://host:port")
     baudrate: int = spec(115200, min=9600, max=2_000_000)
     channel: int = spec(15, min=11, max=26)
     ota: bool = spec(False)
@@ -331,16 +322,6 @@ def _cross_checks(cfg: Config, file: str) -> None:
             raise ConfigError(file, f"provisioning.{key}",
                               f"is required with mode = \"{prov.mode}\"",
                               cause=("provisioning.mode", f"provisioning.{key}"))
-    if prov.mode == "pairing" and not cfg.portal.enabled and not cfg.ble.enabled:
-        raise ConfigError(file, "portal.enabled", "false with [ble] enabled = false as well: "
-                          "nothing could pair the hub; enable one, or set [provisioning] mode",
-                          cause="portal.enabled")
-    for key, template, limit, hub in _names(cfg):
-        rest = dataclasses.replace(hub, product="").render(template).strip()
-        if len(rest.encode()) > limit:
-            raise ConfigError(file, key, f"is {len(rest.encode())} bytes without the product "
-                              f"({rest!r}), over the {limit} the name holds: its per-hub "
-                              "part would be cut", cause=key)
     seen: set[str] = set()
     for i, v in enumerate(cfg.virtual):
         if v.id in seen:
@@ -371,11 +352,18 @@ def _names(cfg: Config) -> list[tuple[str, str, int, Identity]]:
 def config_warnings(cfg: Config) -> list[str]:
     """What is valid but likely not what the vendor meant: ``--check-config`` prints these
     and the daemon logs them at its start."""
+    # Warnings, not refusals, where 0.1.1 took the value: tightening validation is a
+    # breaking change (docs/interfaces.md §1), a hub that started must start after an upgrade.
     found = []
     for key, template, limit, hub in _names(cfg):
         what = "an SSID" if key.startswith("hotspot") else "a BLE name"
         full = hub.render(template)
-        if len(full.encode()) > limit:
+        rest = dataclasses.replace(hub, product="").render(template).strip()
+        if len(rest.encode()) > limit:
+            found.append(f"{cfg.file_of(key)}: {key}: is {len(rest.encode())} bytes without "
+                         f"the product ({rest!r}), over the {limit} {what} holds: its per-hub "
+                         "part is cut, and hubs may show the same name")
+        elif len(full.encode()) > limit:
             found.append(f"{cfg.file_of('hub.product')}: hub.product: {full!r} is "
                          f"{len(full.encode())} bytes, over the {limit} {what} holds: the "
                          f"product is shortened, to {hub.render(template, limit)!r} "
@@ -392,6 +380,17 @@ def config_warnings(cfg: Config) -> list[str]:
                      "the platform issues the hub's account")
     found += [f"{path}: not read: only files ending in .toml are (a backup or a mistyped "
               "name? rename it to use it)" for path in cfg.skipped]
+    if (problem := _ca_file_problem(cfg.cloud.ca_file)) is not None:
+        found.append(f"{cfg.file_of('cloud.ca_file')}: cloud.ca_file: {problem}: TLS "
+                     "connections to the broker will fail")
+    if cfg.zigbee.enabled and cfg.zigbee.radio != "virtual" and (
+            problem := _radio_device_problem(cfg.zigbee.device)) is not None:
+        found.append(f"{cfg.file_of('zigbee.device')}: zigbee.device: {problem}: the radio "
+                     "will not open")
+    if cfg.provisioning.mode == "pairing" and not cfg.portal.enabled and not cfg.ble.enabled:
+        found.append(f"{cfg.file_of('portal.enabled')}: portal.enabled: false with [ble] "
+                     "enabled = false as well: only the control socket's POST /api/v1/pair "
+                     "(an app on the hub) can pair it")
     return found
 
 

@@ -57,7 +57,7 @@ def fit_name(template: str, limit: int | None, product: str, **fields: str) -> s
     """``template`` filled in; over ``limit`` bytes, the product is shortened, at a
     character boundary, never the per-hub part ({mac4}, {mac6}, {device_id}): cut at the
     end, every hub of a product showed the same name. Only a template whose other parts
-    alone are too long is cut at the end (gatewayd.config refuses such a one)."""
+    alone are too long is cut at the end (a warning of gatewayd.config)."""
     name = template.format(product=product, **fields)
     if limit is None or len(name.encode()) <= limit:
         return name
