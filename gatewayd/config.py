@@ -400,7 +400,8 @@ def listen_error(cfg: Config, exc: OSError) -> ConfigError:
     where = f"{cfg.portal.listen}:{cfg.portal.port}"
     key, advice = "portal.port", "choose another [portal] port, or stop the program using it"
     if exc.errno == errno.EADDRNOTAVAIL:
-        key, advice = "portal.listen", "set an address of this hub, or 0.0.0.0 for all"
+        key, advice = "portal.listen", ("set an address this hub has when gatewayd starts "
+                                        "(the hotspot's comes later), or 0.0.0.0 for all")
     elif exc.errno == errno.EACCES:
         advice = ("a port below 1024 needs root or CAP_NET_BIND_SERVICE (the packaged unit "
                   "grants it); choose a port from 1024 up otherwise")

@@ -60,7 +60,8 @@ def test_a_portal_address_the_hub_does_not_have_names_portal_listen(tmp_path: Pa
     output = daemon.output()
     assert code == 2, output
     assert (f"{main}: portal.listen: the portal cannot listen on 192.0.2.1:0 (Cannot assign "
-            "requested address): set an address of this hub, or 0.0.0.0 for all") in output
+            "requested address): set an address this hub has when gatewayd starts (the "
+            "hotspot's comes later), or 0.0.0.0 for all") in output
     assert "Traceback" not in output
 
 
@@ -214,3 +215,20 @@ def vendor_files(tmp_path: Path, main_text: str, drop_in_text: str) -> Path:
     (tmp_path / "gatewayd.toml.d").mkdir()
     (tmp_path / "gatewayd.toml.d" / "10-vendor.toml").write_text(drop_in_text)
     return main
+
+
+def test_the_simulator_says_a_portal_port_in_use_as_gatewayd_does(tmp_path: Path) -> None:
+    """Before: gatewayd --simulate ended in a ConfigError traceback and exit 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        main = tmp_path / "gatewayd.toml"
+        main.write_text(f"[portal]\nport = {port}\n")
+        sim = Gatewayd(["--simulate", "--workdir", str(tmp_path / "w"), "--config", str(main)])
+        code = sim.proc.wait(120)
+        output = sim.output()
+    assert code == 2, output
+    assert (f"configuration error: {main}: portal.port: the portal cannot listen on "
+            f"127.0.0.1:{port} (Address already in use)") in output
+    assert "Traceback" not in output

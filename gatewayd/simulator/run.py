@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from gatewayd.config import Config, with_overrides
+from gatewayd.config import Config, ConfigError, with_overrides
 from gatewayd.daemon import Daemon
 from gatewayd.hub import open_state
 from gatewayd.runtime.atomicfile import atomic_write
@@ -180,6 +180,9 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
         return asyncio.run(_main())
     except KeyboardInterrupt:
         return 0
+    except ConfigError as exc:  # found only at start, as by gatewayd: the portal's address
+        log.error("configuration error: %s", exc)
+        return 2
     finally:
         _ignore_stop_signals()  # the daemon's handlers went with its event loop
         world.stop()
