@@ -14,9 +14,10 @@ APT_PACKAGES=(
   chromium chromium-driver
   systemd dnsmasq-base shellcheck nodejs
 )
-# A root test run also builds the amd64 .deb and installs it into a debootstrap'd Debian 12
-# (tests/test_packaging.py): the native part of packaging/install-build-deps.sh's list.
-if [[ ",${GATEWAYD_EXTRAS:-test,gpio,bench}," == *,test,* ]] && [ "$(id -u)" -eq 0 ]; then
+# A root test run (scripts/test.sh sets GATEWAYD_DEB_TOOLS=1) also builds the amd64 .deb and
+# installs it into a debootstrap'd Debian 12 (tests/test_packaging.py): the native part of
+# packaging/install-build-deps.sh's list. scripts/demo.sh does not need them.
+if [ "${GATEWAYD_DEB_TOOLS:-0}" = 1 ] && [ "$(id -u)" -eq 0 ]; then
   APT_PACKAGES+=(debhelper dpkg-dev fakeroot file binutils python3-installer
                  python3-packaging python3-pip python3-setuptools python3-wheel
                  python3-systemd debootstrap)

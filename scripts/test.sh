@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The suite also draws the side-by-side plot (matplotlib, the [peers] extra).
-GATEWAYD_EXTRAS="${GATEWAYD_EXTRAS:-test,gpio,bench,peers}" scripts/setup.sh
+# As root it also installs what building and installing the .deb takes (tests/test_packaging.py).
+GATEWAYD_DEB_TOOLS="${GATEWAYD_DEB_TOOLS:-1}" \
+  GATEWAYD_EXTRAS="${GATEWAYD_EXTRAS:-test,gpio,bench,peers}" scripts/setup.sh
 .venv/bin/ruff check gatewayd tests bench chaos
 .venv/bin/mypy  # strict over gatewayd/ (config in pyproject.toml)
 workers="${GATEWAYD_TEST_WORKERS:-2}"
