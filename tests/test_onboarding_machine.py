@@ -1638,3 +1638,49 @@ def test_an_attempt_on_the_cable_names_no_network_it_did_not_apply(tmp_path: Pat
             assert st.state.wifi is None and "connect DoesNotExist" not in wifi.calls
 
     run(scenario())
+
+
+class GatedHotspot(FakeWifi):
+    """start_hotspot waits at a gate (NetworkManager activating takes up to 15 s on a Pi);
+    ``entered`` hears each call come in, ``inside`` counts those under way."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.entered: asyncio.Queue[int] = asyncio.Queue()
+        self.inside = 0
+
+    async def start_hotspot(self) -> None:
+        self.inside += 1
+        self.entered.put_nowait(self.inside)
+        try:
+            await self.gate.wait()
+            await super().start_hotspot()
+        finally:
+            self.inside -= 1
+
+
+def test_a_reset_while_the_watchdog_raises_the_hotspot_activates_it_once_at_a_time(
+        tmp_path: Path) -> None:
+    """Review: a long press while the watchdog was activating the hotspot started a second
+    activation beside it (the reset takes no pairing lock), and ap.py's two activations
+    share one waiter: each could take the other's NetworkManager events."""
+
+    async def scenario() -> None:
+        wifi = GatedHotspot()
+        async with unpaired_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            assert await wifi.entered.get() == 1  # entering unpaired raised it
+            wifi.gate.clear()
+            wifi.drop_hotspot()
+            await clock.sleeps(1)
+            clock.advance(clock.slept[-1])
+            assert await asyncio.wait_for(wifi.entered.get(), 10) == 1  # the watchdog's
+            reset = asyncio.create_task(ob.reset())
+            # the reset's own activation: the watchdog's was ended first
+            assert await asyncio.wait_for(wifi.entered.get(), 10) == 1
+            wifi.gate.set()
+            await asyncio.wait_for(reset, 10)
+            assert ob.state == State.UNPAIRED and wifi.hotspot and ob.pairing_open
+
+    run(scenario())

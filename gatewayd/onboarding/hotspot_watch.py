@@ -14,6 +14,7 @@ at the first interval. The task ends as soon as the hotspot is up or the machine
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -83,6 +84,15 @@ class HotspotWatch:
         if self._watch_task is not None and self._watch_task is not asyncio.current_task():
             self._watch_task.cancel()
         self._watch_task = None
+
+    async def _end_hotspot_watch(self) -> None:
+        """Cancel the watchdog and wait for it: a reset raises the hotspot itself, and two
+        activations at once would share ap.py's one waiter (the second the first's events)."""
+        task = self._watch_task
+        self._cancel_hotspot_watch()
+        if task is not None and task is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _hotspot_watchdog(self) -> None:
         cap = self.config.hotspot.retry_interval

@@ -289,6 +289,7 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
     async def reset(self, full: bool = False) -> None:
         """Called after the state store forgot the credentials."""
         del full
+        await self._end_hotspot_watch()  # entering unpaired raises it, and starts it again
         if self._attempt_task is not None and not self._attempt_task.done():
             self._attempt_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
