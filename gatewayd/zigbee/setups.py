@@ -17,7 +17,12 @@ restarts or the device is interviewed again.
 
 A device that had left and joins again (a factory reset, maybe new firmware with other
 endpoints) is asked what it is now, zigpy's re-interview, before its setup: zigpy would
-otherwise set it up as what it knew.
+otherwise set it up as what it knew. Before it, zigpy's database writes already queued are
+let through (:func:`_db_written`): zigpy 2.4's re-interview deletes the old device's rows
+outside its database worker, so a save of the old device still queued (a join moments
+before) landed after the delete and merged the old endpoints' clusters into the new ones
+(in zigbee.db: the device came back at the next start as both). Upstream's fix would queue
+the delete on the worker; this waits for the queue instead.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ class Setups:
 
     async def _reinterview(self, dev: Any, ieee: str) -> None:
         try:
+            await _db_written(dev.application)
             await dev.reinterview()  # zigpy logs a failure and keeps the device as it was
         finally:
             self._asking.discard(ieee)
@@ -149,3 +155,21 @@ class Setups:
         finally:
             if self._heard.get(ieee) is heard:
                 del self._heard[ieee]
+
+
+DB_WAIT = 10.0  # seconds at most for zigpy's queued database writes before a re-interview
+
+
+async def _db_written(app: Any) -> None:
+    """Wait (at most DB_WAIT) until zigpy's database worker has handled what is queued: a
+    private queue of zigpy 2.4's (``_dblistener._callback_handlers``), looked up
+    defensively; without it, or past the wait, the re-interview goes on as before."""
+    queue = getattr(getattr(app, "_dblistener", None), "_callback_handlers", None)
+    if not isinstance(queue, asyncio.Queue):
+        return
+    try:
+        async with asyncio.timeout(DB_WAIT):
+            await queue.join()
+    except TimeoutError:
+        log.warning("zigbee: zigpy's database writes did not drain in %g s; re-interviewing "
+                    "anyway", DB_WAIT)
