@@ -157,9 +157,9 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
     async def settle(self, timeout: float) -> None:
         """Return once no transition is under way (nor an attempt's ending, whose failure
         progress may already show), or after ``timeout``."""
-        if self._entering or self._concluding:
+        if not self._settled():
             with contextlib.suppress(TimeoutError):
-                await self.wait_for(lambda: not (self._entering or self._concluding), timeout)
+                await self.wait_for(self._settled, timeout)
 
     async def has_uplink(self) -> bool:
         """On a network: Ethernet carrier, or a client of its Wi-Fi (an Ethernet-only hub,
