@@ -120,15 +120,20 @@ def test_an_unpaired_hub_cloned_after_its_first_boot_gets_its_own_identity(
     assert f"(MAC {BOARD_A}; this hub's is {BOARD_B})" in warnings[0]
 
 
-def test_a_paired_hub_on_other_hardware_keeps_working_warns_and_a_reset_gives_it_its_own(
-        tmp_path: Path, sys_net: Path, seen: list[dict[str, Any]],
-        caplog: pytest.LogCaptureFixture) -> None:
+def paired_on_board_a_moved_to_b(tmp_path: Path, sys_net: Path) -> None:
+    """A hub started and paired on board A whose SD card is now in board B."""
     board(sys_net, BOARD_A)
     start(tmp_path)
     store = StateStore(tmp_path / "state")
     store.open()
     store.commit_pairing(None, CLOUD)
-    board(sys_net, BOARD_B)  # the SD card moved to a new board
+    board(sys_net, BOARD_B)
+
+
+def test_a_paired_hub_on_other_hardware_keeps_working_warns_and_a_reset_gives_it_its_own(
+        tmp_path: Path, sys_net: Path, seen: list[dict[str, Any]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    paired_on_board_a_moved_to_b(tmp_path, sys_net)
     start(tmp_path)
     moved = seen[-1]
     assert ids(moved) == ("dc-a6-32-aa-bb-cc", BOARD_A, "dc-a6-32-aa-bb-cc", "Hub BBCC")
@@ -260,12 +265,7 @@ def test_a_paired_hub_on_other_hardware_starts_at_once_and_its_late_card_clears_
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: a paired hub on other hardware waited the whole 30 s at every start, for a
     card that might still be loading, though it keeps its identity either way."""
-    board(sys_net, BOARD_A)
-    start(tmp_path)
-    store = StateStore(tmp_path / "state")
-    store.open()
-    store.commit_pairing(None, CLOUD)
-    board(sys_net, BOARD_B)
+    paired_on_board_a_moved_to_b(tmp_path, sys_net)
 
     def no_sleep(seconds: float) -> None:
         raise AssertionError(f"the start waited {seconds} s for a MAC")
