@@ -81,13 +81,27 @@ def _service_user_errors(config: Config) -> list[str]:
     main = Path(config.source)
     paths = [main, *([drop_in_dir(main)] if config.drop_ins else []),
              *(Path(p) for p in config.drop_ins)]
-    if config.cloud.ca_file:
-        paths.append(Path(config.cloud.ca_file))
-    found = unreadable_by(SERVICE_USER, paths) or []
     return [f"{path}: the service's user {SERVICE_USER} cannot read it ({reason}), so "
-            f"gatewayd.service would stop at its start; as root: chown root:{SERVICE_USER} "
-            f"{path} && chmod {'0750' if path.is_dir() else '0640'} {path} "
-            "(and let it reach the directories above)" for path, reason in found]
+            f"gatewayd.service would stop at its start; {_readable_advice(path)}"
+            for path, reason in unreadable_by(SERVICE_USER, paths) or []]
+
+
+def _service_user_warnings(config: Config) -> list[str]:
+    """The CA bundle is read at each TLS connection, not at the start: one the unit's user
+    cannot read fails every connection but stops nothing, as a missing one (a warning at
+    load) does. A file that is not there is that warning's, not this one's."""
+    ca_file = Path(config.cloud.ca_file)
+    if os.geteuid() != 0 or not config.cloud.ca_file or not ca_file.is_file():
+        return []
+    return [f"{path}: the service's user {SERVICE_USER} cannot read it ({reason}), so TLS "
+            f"connections to the broker will fail; {_readable_advice(path)}"
+            for path, reason in unreadable_by(SERVICE_USER, [ca_file]) or []]
+
+
+def _readable_advice(path: Path) -> str:
+    return (f"as root: chown root:{SERVICE_USER} {path} && chmod "
+            f"{'0750' if path.is_dir() else '0640'} {path} (and let it reach the directories "
+            "above)")
 
 
 def _control_group_warnings(config: Config) -> list[str]:
@@ -139,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             for error in errors:
                 print(f"gatewayd: configuration error: {error}", file=sys.stderr)
             return EXIT_CONFIG
-        for warning in config_warnings(config) + _machine_warnings(config):
+        for warning in (config_warnings(config) + _machine_warnings(config)
+                        + _service_user_warnings(config)):
             print(f"gatewayd: warning: {warning}", file=sys.stderr)
         print(f"{config.source}: OK")
         for drop_in in config.drop_ins:

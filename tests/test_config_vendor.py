@@ -108,6 +108,35 @@ def test_check_config_as_root_refuses_a_drop_in_the_service_user_cannot_read() -
         assert result.stdout == f"{main}: OK\n{drop_in}: OK\n"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason=ROOT_ONLY)
+def test_check_config_as_root_warns_of_a_ca_file_the_service_user_cannot_read() -> None:
+    """The CA bundle is read at each TLS connection, not at the start: a refusal (exit 2)
+    there stopped provisioning scripts over a file that stops nothing, and one that is not
+    there at all is the load's warning, said once."""
+    with reachable_tmp() as tmp:
+        main = tmp / "gatewayd.toml"
+        ca_file = tmp / "ca.pem"
+        main.write_text(f"[cloud]\nca_file = '{ca_file}'\n")
+        main.chmod(0o644)
+        user = pwd.getpwuid(NOBODY).pw_name
+        result = check_config_as_root_for(user, main)
+        assert (result.returncode, result.stdout) == (0, f"{main}: OK\n")
+        assert result.stderr == (f"gatewayd: warning: {main}: cloud.ca_file: there is no file "
+                                 f"'{ca_file}': TLS connections to the broker will fail\n")
+        ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
+        ca_file.chmod(0o600)
+        result = check_config_as_root_for(user, main)
+        assert (result.returncode, result.stdout) == (0, f"{main}: OK\n")
+        assert result.stderr == (
+            f"gatewayd: warning: {ca_file}: the service's user {user} cannot read it "
+            f"(Permission denied), so TLS connections to the broker will fail; as root: "
+            f"chown root:{user} {ca_file} && chmod 0640 {ca_file} (and let it reach the "
+            "directories above)\n")
+        ca_file.chmod(0o644)
+        result = check_config_as_root_for(user, main)
+        assert (result.returncode, result.stdout, result.stderr) == (0, f"{main}: OK\n", "")
+
+
 # ---- the names a hub shows: the product is shortened, never the per-hub part -----------
 
 LONG = "Acme Smart Home Gateway Pro 2"
