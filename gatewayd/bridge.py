@@ -449,7 +449,7 @@ class ZigbeeBridge(BridgeOperations):
         try:
             self.publisher.set_value(*key, value)
         except (KeyError, ValueError) as exc:
-            log.debug("zigbee: %s = %r not published: %s", "/".join(key), value, exc)
+            self.alerts.not_published(key, value, exc)
 
     def _set_state(self, child: Child, state: str) -> None:
         if child.state == state and child.homie is not None and child.homie.state == state:

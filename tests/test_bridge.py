@@ -597,6 +597,40 @@ def test_a_radio_that_fails_a_request_is_a_refusal_without_the_librarys_text(
     assert library_text in caplog.text  # the details are in the log
 
 
+def test_a_value_outside_its_format_is_not_published_and_said_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A humidity sensor that overshoots (100.5 %) does so at every report: the value is
+    not published (as Zigbee2MQTT does not), and the vendor's log says why once, not at
+    DEBUG where nobody looks nor at every report."""
+    caplog.set_level(logging.DEBUG, logger="gatewayd.zigbee.alerts")
+    radio = Radio("virtual", tmp_path, TIMEOUT)
+
+    def said(level: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.levelno == level and "humidity" in r.getMessage()]
+
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            sensor = await join(bridge, pub, "th-sensor", "sleeping")
+            s = dev_id(sensor)
+            # One at a time: reports closer than the coalescing window are one publication.
+            for raw, level in ((10050, logging.WARNING), (10100, logging.DEBUG)):
+                await sim(bridge, "report", ieee=sensor, cluster="humidity",
+                          attributes={"measured_value": raw})
+                await until(lambda level=level: said(level), what=f"the {raw} report")
+            await sim(bridge, "report", ieee=sensor, cluster="humidity",
+                      attributes={"measured_value": 9950})
+            await pub.until(lambda: pub.value(s, "sensor/humidity") == 99.5)
+            assert not {100.5, 101.0} & set(pub.values(s, "sensor/humidity"))
+            assert said(logging.WARNING) == [
+                f"zigbee: {s}/sensor/humidity: humidity: 100.5 is outside the range 0:100; "
+                "not published (its later values outside it are logged at debug level)"]
+            await bridge.stop()
+
+    run(main())
+
+
 def test_a_device_interviewed_again_is_counted_init_until_it_is_set_up(radio: Radio) -> None:
     async def main() -> None:
         async with radio:

@@ -8,17 +8,21 @@ fall below the threshold.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gatewayd.zigbee.child import Child
 
+log = logging.getLogger(__name__)
+
 BATTERY = ("$telemetry", "battery")
 BATTERY_LOW = 10  # percent
 BATTERY_OK = BATTERY_LOW + 5  # hysteresis: a value wobbling at 9-10 % is one fall
 
 Notify = Callable[[str, str, str], object]
+MAX_REFUSED = 1024  # properties whose refused values were said; then the log says no more
 
 
 class Alerts:
@@ -27,6 +31,7 @@ class Alerts:
         self.notify: Notify = lambda kind, sender, message: None
         self._radio_lost = False
         self._battery_low: set[str] = set()
+        self._refused: set[tuple[str, ...]] = set()
 
     def joined(self, child: Child) -> None:
         self.notify("child-joined", child.device_id, f"Zigbee device {child.ieee} joined")
@@ -58,3 +63,16 @@ class Alerts:
             self.notify("battery-low", child.device_id, f"{child.name}: battery at {value} %")
         elif value >= BATTERY_OK:
             self._battery_low.discard(child.device_id)
+
+    def not_published(self, key: tuple[str, ...], value: Any, exc: Exception) -> None:
+        """A value the property's own ``$format`` does not allow (a humidity sensor's 100.5 %)
+        is not published, as Zigbee2MQTT does not publish it: said once per property, for a
+        sensor that overshoots does so at every report. A KeyError is a device removed while
+        its value was coalescing: nothing to tell."""
+        if (isinstance(exc, KeyError) or key in self._refused
+                or len(self._refused) >= MAX_REFUSED):
+            log.debug("zigbee: %s = %r not published: %s", "/".join(key), value, exc)
+            return
+        self._refused.add(key)
+        log.warning("zigbee: %s: %s; not published (its later values outside it are logged "
+                    "at debug level)", "/".join(key), exc)
