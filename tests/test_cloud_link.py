@@ -53,6 +53,7 @@ from tests.cloud_helpers import (
     run,
 )
 from tests.helpers import wait_for
+from tests.test_hardware import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -348,6 +349,38 @@ def test_a_command_that_waited_for_its_turn_has_the_whole_timeout_to_run() -> No
         runner.dispatch(device, "switch/state", b"false")
         await asyncio.wait_for(both.wait(), 30)
         assert answers == [("ok", True), ("ok", False)]
+
+    run(main())
+
+
+def test_a_flood_of_bad_commands_is_answered_each_but_logged_ten_a_window(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Before: one INFO line per refusal, so an app looping on a bad /set wrote 900 lines a
+    second to the journal, whose rate limit then dropped the hub's other lines."""
+    caplog.set_level(logging.INFO, logger="gatewayd.cloud.commands")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+
+    async def main() -> None:
+        refused: list[tuple[str, ...]] = []
+        runner = CommandRunner(accept=lambda *ok: None,
+                               reject=lambda *refusal: refused.append(refusal),
+                               log_window=0.5)
+        device = homie.Device("virtual-plug", "Plug", nodes=[homie.Node(
+            "meter", "Meter", properties=[homie.Property("power", datatype="float")])])
+        for _ in range(25):
+            runner.dispatch(device, "meter/power", b"1")
+        assert len(refused) == 25  # every command is still answered
+        await until(lambda: len(lines()) == 11, 10, "the window's summary")
+        said = lines()
+        assert said[:10] == ["command virtual-plug/meter/power rejected: NOT_SETTABLE "
+                             "meter/power is read-only"] * 10
+        assert said[10] == ("15 more commands rejected in the last 0.5 s, not logged one "
+                            "by one")
+        runner.dispatch(device, "meter/power", b"1")  # a new window: said again
+        assert lines()[11:] == ["command virtual-plug/meter/power rejected: NOT_SETTABLE "
+                                "meter/power is read-only"]
 
     run(main())
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from gatewayd import homie
+from gatewayd.runtime.logsetup import LogBudget
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def _shared(table: dict[K, tuple[T, int]], key: K, make: Callable[[], T]) -> Ite
 class CommandRunner:
     def __init__(self, *, accept: Accept, reject: Reject, timeout: float = 10.0,
                  max_pending: int = 64, max_concurrent: int = 8,
-                 max_per_device: int = 2) -> None:
+                 max_per_device: int = 2, log_window: float = 60.0) -> None:
         self._accept = accept
         self._reject = reject
         self.timeout = timeout
@@ -68,6 +69,10 @@ class CommandRunner:
         self._told: set[tuple[str, str]] = set()
         self.received = 0
         self.rejected = 0
+        # A client looping on a bad /set would fill the journal (and journald's rate limit
+        # would then drop the hub's other lines): the first ten a minute, then a count.
+        self._said = LogBudget(log, "commands rejected", window=log_window, later=lambda delay,
+                               call: asyncio.get_running_loop().call_later(delay, call))
 
     def dispatch(self, device: homie.Device, path: str, payload: bytes,
                  retained: bool = False) -> None:
@@ -160,5 +165,6 @@ class CommandRunner:
 
     def _fail(self, device_id: str, path: str, code: str, message: str) -> None:
         self.rejected += 1
-        log.info("command %s/%s rejected: %s %s", device_id, path, code, message)
+        log.log(logging.INFO if self._said.allow() else logging.DEBUG,
+                "command %s/%s rejected: %s %s", device_id, path, code, message)
         self._reject(device_id, path, code, message)

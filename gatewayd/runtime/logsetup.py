@@ -10,8 +10,9 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -155,3 +156,39 @@ class RepeatedFaults:
 
     def ok(self, key: str) -> None:
         self._last.pop(key, None)
+
+
+class LogBudget:
+    """At most ``burst`` lines every ``window`` s about what a peer can make happen at will
+    (a client flooding bad ``/set``): each line is the journal's, and journald's rate limit
+    would drop the daemon's other lines with them. What is over the budget is counted and
+    said in one line when its window ends (``later`` schedules that: the event loop's
+    ``call_later``)."""
+
+    def __init__(self, logger: logging.Logger, what: str, *, burst: int = 10,
+                 window: float = 60.0, later: Callable[[float, Callable[[], None]], object],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log, self._what, self._burst, self._window = logger, what, burst, window
+        self._later, self._clock = later, clock
+        self._start = -window
+        self._used = self._over = 0
+
+    def allow(self) -> bool:
+        """Whether this one may be logged; False counts it for the window's summary."""
+        now = self._clock()
+        if now - self._start >= self._window:
+            self._start, self._used = now, 0
+        if self._used < self._burst:
+            self._used += 1
+            return True
+        if not self._over:
+            self._later(self._start + self._window - now, self._summary)
+        self._over += 1
+        return False
+
+    def _summary(self) -> None:
+        # The window is over (the timer may run a hair early by the clock): the next starts
+        # with the next line.
+        over, self._over, self._start = self._over, 0, -self._window
+        self._log.info("%d more %s in the last %g s, not logged one by one", over,
+                       self._what, self._window)
