@@ -2,9 +2,10 @@
 
 The door from threads into the asyncio loop (:mod:`~gatewayd.runtime.corecall`), systemd's
 notify socket and watchdog (:mod:`~gatewayd.runtime.sdnotify`), the stall reporter that
-says where a blocked event loop was stuck (:mod:`~gatewayd.runtime.stalls`), logging with secret
-redaction (:mod:`~gatewayd.runtime.logsetup`), waitress in a thread
-(:mod:`~gatewayd.runtime.webserver`), atomic file writes and the lock of a private directory
+says where a blocked event loop was stuck (:mod:`~gatewayd.runtime.stalls`), logging with
+secret redaction and budgets for lines a peer can cause (:mod:`~gatewayd.runtime.logsetup`),
+waitress in a thread (:mod:`~gatewayd.runtime.webserver`), atomic file writes and the lock
+of a private directory
 (:mod:`~gatewayd.runtime.atomicfile`),
 the wait before trying again, exponential with jitter (:mod:`~gatewayd.runtime.backoff`),
 the settled heap (:mod:`~gatewayd.runtime.heap`), modules executed on first use
