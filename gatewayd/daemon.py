@@ -18,6 +18,9 @@ from gatewayd.cloud.leftovers import Leftovers
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.notifications import Notifications
 from gatewayd.cloud.ownership import Ownership
+from gatewayd.cloud.published import FILE_NAME as PUBLISHED_FILE
+from gatewayd.cloud.published import PublishedDevices
+from gatewayd.cloud.stale import StaleTopics
 from gatewayd.cloud.telemetry import TelemetryReporter, hub_device
 from gatewayd.cloud.topics import client_id_for
 from gatewayd.config import Config, listen_error
@@ -50,6 +53,7 @@ from gatewayd.runtime.sdnotify import Notifier, Watchdog, watchdog_interval
 from gatewayd.runtime.stalls import StallReporter
 from gatewayd.runtime.webserver import LazyApp, WebServer
 from gatewayd.state import StateStore
+from gatewayd.virtual import DEVICE_PREFIX
 from gatewayd.virtual.host import VirtualDevices
 from gatewayd.virtual.kept import FILE_NAME as KEPT_FILE
 
@@ -120,6 +124,7 @@ class Daemon:
         default_factory=list)
     _late: list[Component] = field(default_factory=list)
     cloud_link: CloudLink | None = None
+    stale: StaleTopics | None = None  # what earlier runs published that this one has not
     hub_device: homie.Device | None = None
     notifications: Notifications | None = None
     onboarding: Onboarding | None = None
@@ -157,6 +162,8 @@ class Daemon:
             if notify is not None:
                 virtual.notify = notify
             hub.add_status("virtual", virtual.status)
+            if self.stale is not None:  # a device dropped from the configuration is cleared
+                self.stale.owns_all(DEVICE_PREFIX, virtual.hosted)
             providers.add("virtual", virtual.devices)
             self._late.append(virtual)  # after onboarding: stops before the cloud link
         bridge = None
@@ -264,7 +271,10 @@ class Daemon:
         self.cloud_link = link
         self.hub_device = device
         self.notifications = Notifications(link)
-        ownership = Ownership(link, leftovers=Leftovers(link, self.store))
+        leftovers = Leftovers(link, self.store)
+        self.stale = StaleTopics(link, self.store, leftovers, PublishedDevices(
+            cfg.state_dir / PUBLISHED_FILE, self.store.owner))
+        ownership = Ownership(link, leftovers=leftovers, stale=self.stale)
         hub.releaser = ownership.at_reset
         hub.add_status("cloud_link", link.status)
         hub.add_status("notifications", self.notifications.status)

@@ -10,9 +10,12 @@ through :mod:`~gatewayd.cloud.publisher` (which keeps each device's retained top
 the hub's own device; :mod:`~gatewayd.cloud.reqres` (the platform client) and
 :mod:`~gatewayd.cloud.reqres_cipher` are the REQ/RES API and its one replaceable cipher;
 :mod:`~gatewayd.cloud.notifications` tells the user what happened, within a budget;
-:mod:`~gatewayd.cloud.ownership` releases an account when a paired hub is reset, and
-:mod:`~gatewayd.cloud.leftovers` clears removed children, also after a restart, both
-asking the broker what it keeps (:mod:`~gatewayd.cloud.sweep`).
+:mod:`~gatewayd.cloud.ownership` releases an account when a paired hub is reset,
+:mod:`~gatewayd.cloud.leftovers` clears removed children, also after a restart, and
+:mod:`~gatewayd.cloud.stale` what an earlier run published that this one no longer has (a
+device dropped from the configuration, the topics of a changed tree), remembered in
+:mod:`~gatewayd.cloud.published`; all of them ask the broker what it keeps
+(:mod:`~gatewayd.cloud.sweep`).
 The device model itself (no I/O) is :mod:`gatewayd.homie`, shared with the children.
 
 May import: homie, config, credentials, owed and state (what the hub still owes the

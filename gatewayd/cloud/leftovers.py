@@ -12,9 +12,10 @@ which topics are retained under each owed device's tree (:mod:`~gatewayd.cloud.s
 clears exactly those, ``$state`` first. An entry goes once the broker has acknowledged its
 clearings, or had nothing retained; until then every connect tries again.
 
-* Only explicit removals are owed. A child that merely was not restored at this start (a
-  Zigbee radio down at boot) is never cleared, and nothing else of the account is touched:
-  other hubs share it.
+* Only removals are owed: explicit ones, and children an earlier run published that are
+  no longer configured (:mod:`~gatewayd.cloud.stale` hands them over). A child that merely
+  was not restored at this start (a Zigbee radio down at boot) is never cleared, and
+  nothing else of the account is touched: other hubs share it.
 * A device added again before it was cleared (a re-join) is not owed any more, and one
   that the hub has is never cleared.
 * Entries belong to the paired account (:class:`~gatewayd.state.StateStore` keeps no other):
@@ -75,26 +76,38 @@ class Leftovers:
                          device_id)
                 self._write(settle(state.owed, [device_id]))
             return
-        paired = state.cloud
-        if paired is None or self.link.root not in ("", paired.root):
-            return  # the clearing is for an account the hub keeps nothing for
-        self._write(owe(state.owed, device_id, paired.root))
-        if self.link.connected:
-            self._start()
-        else:
+        if self.owe_clearing([device_id]) and not self.link.connected:
             log.info("cloud: %s removed while the cloud is out of reach; its retained topics "
                      "are cleared once it is back", device_id)
+
+    def owe_clearing(self, device_ids: list[str]) -> bool:
+        """Record ``device_ids`` as removed, to clear (now if connected); whether that is
+        recorded. Also for children an earlier run published that this one no longer has
+        (:mod:`~gatewayd.cloud.stale`)."""
+        paired = self.store.state.cloud
+        if paired is None or self.link.root not in ("", paired.root):
+            return False  # the clearing is for an account the hub keeps nothing for
+        owed = self.store.state.owed
+        for device_id in device_ids:
+            owed = owe(owed, device_id, paired.root)
+        if not self._write(owed):
+            return False
+        if self.link.connected:
+            self._start()
+        return True
 
     def _result(self, result: CloudResult) -> None:
         if result.outcome == CloudOutcome.CONNECTED and self.owed(self.link.root):
             self._start()
 
-    def _write(self, owed: tuple[OwedClearing, ...]) -> None:
+    def _write(self, owed: tuple[OwedClearing, ...]) -> bool:
         try:
             self.store.set_owed(owed)
         except OSError as exc:  # the clearing still waits in the outbox: say what is at stake
             log.error("could not record the removed devices still to clear from the broker "
                       "(%s): a restart before they are cleared leaves them there", exc)
+            return False
+        return True
 
     # ---- clearing ------------------------------------------------------------------------------
 

@@ -5,8 +5,10 @@ While its old credentials still work, the hub tells the platform (REQ/RES
 topics under the old root, so nothing of it lingers in the old account (the next owner may
 be someone else). Which retained topics exist is asked of the broker, not guessed: the hub
 subscribes to its devices' trees, collects what is retained, and clears exactly that
-(:mod:`~gatewayd.cloud.sweep`). Its devices are the hub, its children and the children
-removed whose topics are not yet seen cleared (:mod:`~gatewayd.cloud.leftovers`).
+(:mod:`~gatewayd.cloud.sweep`). Its devices are the hub, its children, the children
+removed whose topics are not yet seen cleared (:mod:`~gatewayd.cloud.leftovers`) and every
+child recorded as published under the account (:mod:`~gatewayd.cloud.stale`): one dropped
+from the configuration, or not restored at this start, is the account's too.
 
 * Online at the reset: right then, on the live connection, which then ends without the
   usual ``$state = disconnected`` goodbyes (they would re-create retained topics). If the
@@ -29,6 +31,7 @@ from gatewayd.cloud.attempts import CloudOutcome
 from gatewayd.cloud.leftovers import Leftovers
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.reqres import PlatformError
+from gatewayd.cloud.stale import StaleTopics
 from gatewayd.cloud.sweep import retained_topics
 from gatewayd.credentials import CloudCredentials
 from gatewayd.owed import MAX_RELEASE_DEVICES, Release
@@ -46,10 +49,11 @@ def same_account(a: CloudCredentials, b: CloudCredentials) -> bool:
 
 class Ownership:
     def __init__(self, link: CloudLink, *, timeout: float = RELEASE_TIMEOUT,
-                 leftovers: Leftovers | None = None) -> None:
+                 leftovers: Leftovers | None = None, stale: StaleTopics | None = None) -> None:
         self.link = link
         self.timeout = timeout
         self.leftovers = leftovers
+        self.stale = stale
         self.last: dict[str, object] | None = None  # the latest release, for status
 
     async def at_reset(self, stored: CloudCredentials | None) -> Release | None:
@@ -58,10 +62,13 @@ class Ownership:
         if stored is None:
             return None
         owed: list[str] = []
+        if self.stale is not None:
+            await self.stale.wait(self.timeout)  # it may hand devices to the leftovers
         if self.leftovers is not None:
             await self.leftovers.wait(self.timeout)  # its taps would be the release's too
             # Children removed but not yet seen cleared belong to the account too.
             owed = self.leftovers.owed(stored.root)
+        owed += self._published(stored.root)
         devices = tuple(dict.fromkeys([*self.link.device_ids(), *owed]))[:MAX_RELEASE_DEVICES]
         creds = self.link.credentials
         if self.link.connected and creds is not None and same_account(creds, stored):
@@ -96,10 +103,14 @@ class Ownership:
             # a reset made with the daemon stopped (gatewayctl) could name the hub only.
             hub, *children = self.link.device_ids()
             devices = (hub, *dict.fromkeys(
-                d for d in [*pending.devices, *children] if d != hub))
+                d for d in [*pending.devices, *children, *self._published(pending.cloud.root)]
+                if d != hub))
             return await self.release(devices)
         finally:
             await self.link.stop(goodbye=False)
+
+    def _published(self, root: str) -> list[str]:
+        return self.stale.published(root) if self.stale is not None else []
 
     async def release(self, devices: tuple[str, ...]) -> bool:
         """On a connected link: tell the platform, clear every retained topic of

@@ -5,14 +5,17 @@ a device removed before a restart, is known to the broker alone. The link subscr
 the devices' trees, publishes a marker to itself (non-retained, under the hub's tree) and
 collects what comes back retained until the marker does: a broker sends a subscription's
 retained messages before it relays anything published after the SUBSCRIBE. Used to release
-an account (:mod:`~gatewayd.cloud.ownership`) and to clear removed devices
-(:mod:`~gatewayd.cloud.leftovers`).
+an account (:mod:`~gatewayd.cloud.ownership`), to clear removed devices
+(:mod:`~gatewayd.cloud.leftovers`) and the topics a device's tree no longer has
+(:mod:`~gatewayd.cloud.stale`). Their rounds take turns on a link: each taps its marker's
+topic, and a second tap on a topic replaces the first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import weakref
 from collections.abc import Iterable
 
 from gatewayd.cloud.link import CloudLink
@@ -22,6 +25,18 @@ from gatewayd.cloud.topics import matches
 # round's burst stays within the 512 inbound messages the hub keeps waiting; 13 such
 # devices at once lost some. One round costs a round trip to the broker.
 ROUND = 8
+
+_turns: weakref.WeakKeyDictionary[CloudLink, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _turn(link: CloudLink) -> asyncio.Lock:
+    """The lock that one round on ``link`` holds at a time (one per event loop)."""
+    loop = asyncio.get_running_loop()
+    held = _turns.get(link)
+    if held is None or held[0] is not loop:
+        held = _turns[link] = (loop, asyncio.Lock())
+    return held[1]
 
 
 async def retained_topics(link: CloudLink, devices: Iterable[str], *, marker: str,
@@ -57,6 +72,12 @@ async def retained_topics(link: CloudLink, devices: Iterable[str], *, marker: st
 async def _round(link: CloudLink, devices: list[str], found: set[str], *, marker: str,
                  timeout: float) -> bool:
     """Add what is retained under ``devices`` to ``found``; whether the marker came back."""
+    async with _turn(link):
+        return await _taken(link, devices, found, marker=marker, timeout=timeout)
+
+
+async def _taken(link: CloudLink, devices: list[str], found: set[str], *, marker: str,
+                 timeout: float) -> bool:
     root = link.root
     marker_topic = f"sweet-home/{link.hub.id}/{marker}"
     token = secrets.token_hex(8)

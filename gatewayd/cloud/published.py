@@ -1,0 +1,167 @@
+"""Which child devices the hub has published under each account, remembered across restarts.
+
+What the link knows it published lives for one run of the daemon. A child that a later run
+no longer has (a ``[[virtual]]`` entry deleted from the configuration), or has with another
+tree (a virtual device turned from a sensor into a switch), would keep its retained topics
+on the broker for good, shown by the app: nothing in the new run knows they are there. So
+the hub keeps ``cloud-devices.json`` in its state directory: per account root, the children
+it published there and each one's *shape*, a digest of the topics of its retained tree
+(:func:`shape`; values play no part, nor ``$localip`` and ``$mac``, which the link fills in).
+:mod:`~gatewayd.cloud.stale` reads and updates it.
+
+File format (``docs/interfaces.md`` §3.2)::
+
+    {"version": 1, "roots": {"<root topic>": {"virtual-kettle": "3f2a9c01d4e5b6a7", ...}}}
+
+Written atomically with mode 0600, and only when it changes. A file that cannot be read or
+is damaged is logged by name and read as empty: the start goes on, and what it held is
+not cleared (the devices the hub has are recorded again at its next connection); a
+damaged entry is skipped. Bounded: :data:`MAX_DEVICES` per root (beyond, the oldest entry
+goes, with a warning) and :data:`MAX_ROOTS` roots (the one used longest ago goes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from gatewayd import homie
+from gatewayd.credentials import InvalidField, check_root_topic
+from gatewayd.runtime.atomicfile import atomic_write
+from gatewayd.runtime.jsonbody import BadBody, loads
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "cloud-devices.json"
+VERSION = 1
+MAX_DEVICES = 1024  # per root: as many as removals the hub keeps owing (gatewayd.owed)
+MAX_ROOTS = 4  # the paired account, an earlier one, and an attempt or two
+MAX_FILE_BYTES = 512 * 1024
+FILLED_IN = ("$localip", "$mac")  # the link sets them from the hub's connection
+_SHAPE = re.compile(r"[0-9a-f]{16}")
+
+Roots = dict[str, dict[str, str]]  # root -> device id -> shape, oldest first
+
+
+def shape(device: homie.Device) -> str:
+    """A digest of the topics ``device`` retains (values aside): equal for equal trees."""
+    base = f"{device.base('')}/"
+    suffixes = sorted(t[len(base):] for t in device.topics(""))
+    text = "\n".join(s for s in suffixes if s not in FILLED_IN)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse(text: str | bytes) -> tuple[Roots, list[str]]:
+    """The entries of a file's text, and what was wrong with it (for the log)."""
+    try:
+        data = loads(text, "it")
+    except BadBody as exc:  # worded where every read is
+        return {}, [str(exc)]
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        return {}, [f"it is not a version {VERSION} file"]
+    raw = data.get("roots")
+    if not isinstance(raw, dict):
+        return {}, ["'roots' is not an object"]
+    roots: Roots = {}
+    problems: list[str] = []
+    for root, devices in list(raw.items())[-MAX_ROOTS:]:
+        try:
+            if root == "":
+                raise InvalidField("root", "empty")
+            check_root_topic(root, "root")
+        except InvalidField:
+            problems.append(f"{root!r}: not a root topic")
+            continue
+        if not isinstance(devices, dict):
+            problems.append(f"{root}: not an object")
+            continue
+        kept = roots[root] = {}
+        for device_id, digest in list(devices.items())[-MAX_DEVICES:]:
+            if not isinstance(digest, str) or not _SHAPE.fullmatch(digest):
+                problems.append(f"{root} {device_id}: not a shape")
+                continue
+            try:
+                kept[homie.check_id(device_id, "device id")] = digest
+            except homie.ModelError:
+                problems.append(f"{root} {device_id!r}: not a device id")
+    return roots, problems
+
+
+def read(path: Path) -> Roots:
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        log.warning("cannot read %s (%s); read as empty", path,
+                    exc.strerror or type(exc).__name__)
+        return {}
+    if len(raw) > MAX_FILE_BYTES:
+        log.warning("%s is over %d bytes; read as empty", path, MAX_FILE_BYTES)
+        return {}
+    roots, problems = parse(raw)
+    for problem in problems:
+        log.warning("%s: %s; skipped", path, problem)
+    return roots
+
+
+def encode(roots: Roots) -> bytes:
+    return (json.dumps({"version": VERSION, "roots": roots}, indent=1) + "\n").encode()
+
+
+class PublishedDevices:
+    """The record; ``path`` None keeps it in memory only (tests)."""
+
+    def __init__(self, path: Path | None, owner: tuple[int, int] | None = None) -> None:
+        self.path = path
+        self.owner = owner
+        self._roots: Roots = read(path) if path is not None else {}
+        self._changed = False
+
+    def devices(self, root: str) -> list[str]:
+        """The children recorded under ``root``, oldest first."""
+        return list(self._roots.get(root, {}))
+
+    def shape_of(self, root: str, device_id: str) -> str | None:
+        return self._roots.get(root, {}).get(device_id)
+
+    def note(self, root: str, device_id: str, digest: str) -> None:
+        devices = self._roots.pop(root, None) or {}
+        self._roots[root] = devices  # the root used last is the newest
+        for gone in list(self._roots)[:-MAX_ROOTS]:
+            del self._roots[gone]
+            self._changed = True
+            log.info("cloud: no longer remembering the devices published under %s", gone)
+        if devices.get(device_id) == digest:
+            return
+        devices[device_id] = digest
+        self._changed = True
+        for dropped in list(devices)[:-MAX_DEVICES]:
+            del devices[dropped]
+            log.warning("more than %d devices published under one account: %s is no longer "
+                        "remembered (cleared after a restart only if removed meanwhile)",
+                        MAX_DEVICES, dropped)
+
+    def forget(self, root: str, device_ids: Iterable[str]) -> None:
+        devices = self._roots.get(root, {})
+        for device_id in device_ids:
+            if devices.pop(device_id, None) is not None:
+                self._changed = True
+
+    def save(self) -> None:
+        """Write the record if it changed; a failure is logged (and tried again later)."""
+        if not self._changed or self.path is None:
+            return
+        try:
+            atomic_write(self.path, encode(self._roots), 0o600, self.owner)
+        except OSError as exc:
+            log.warning("cannot write %s (%s): a device dropped from the configuration "
+                        "before the next write may stay on the broker", self.path,
+                        exc.strerror or exc)
+            return
+        self._changed = False
