@@ -64,6 +64,7 @@ class CloudLink:
         self._out = Publisher(cfg.offline_buffer, ack_timeout=2.0 * cfg.keepalive)
         self._subscriptions: dict[str, MessageHandler] = {}  # relative filter -> handler
         self._taps: dict[str, Tap] = {}  # temporary: relative filter -> handler
+        self.sweep_turn = asyncio.Lock()  # held by a round of gatewayd.cloud.sweep: taps clash
         self._announce = True
         self._listeners: list[Listener] = []
         # A removal's clearing must outlive a restart: gatewayd.cloud.leftovers records it.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import weakref
 from collections.abc import Iterable
 
 from gatewayd.cloud.link import CloudLink
@@ -25,18 +24,6 @@ from gatewayd.cloud.topics import matches
 # round's burst stays within the 512 inbound messages the hub keeps waiting; 13 such
 # devices at once lost some. One round costs a round trip to the broker.
 ROUND = 8
-
-_turns: weakref.WeakKeyDictionary[CloudLink, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = \
-    weakref.WeakKeyDictionary()
-
-
-def _turn(link: CloudLink) -> asyncio.Lock:
-    """The lock that one round on ``link`` holds at a time (one per event loop)."""
-    loop = asyncio.get_running_loop()
-    held = _turns.get(link)
-    if held is None or held[0] is not loop:
-        held = _turns[link] = (loop, asyncio.Lock())
-    return held[1]
 
 
 async def retained_topics(link: CloudLink, devices: Iterable[str], *, marker: str,
@@ -71,8 +58,9 @@ async def retained_topics(link: CloudLink, devices: Iterable[str], *, marker: st
 
 async def _round(link: CloudLink, devices: list[str], found: set[str], *, marker: str,
                  timeout: float) -> bool:
-    """Add what is retained under ``devices`` to ``found``; whether the marker came back."""
-    async with _turn(link):
+    """Add what is retained under ``devices`` to ``found``; whether the marker came back.
+    One round at a time on a link (:attr:`CloudLink.sweep_turn`)."""
+    async with link.sweep_turn:
         return await _taken(link, devices, found, marker=marker, timeout=timeout)
 
 
