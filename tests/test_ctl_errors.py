@@ -316,3 +316,14 @@ def test_a_simulated_platform_that_is_not_running_is_said_in_words(tmp_path: Pat
                  ["platform", "approve", "abcdef"]):
         result = run_ctl("--sim", str(tmp_path), *argv)
         assert (result.returncode, result.stderr) == (3, f"gatewayctl: {expected}\n")
+
+
+@pytest.mark.parametrize("argv", [["log"], ["operations"], ["approve", "abcdef"],
+                                  ["reject", "abcdef"], ["revoke", "hub-1"]])
+def test_a_simulator_command_without_sim_names_itself(
+        tmp_path: Path, argv: list[str]) -> None:
+    """Before: `the platform log is the simulator's: give --sim WORKDIR` for all five."""
+    result = run_ctl("--socket", str(tmp_path / "control.sock"), "platform", *argv)
+    assert (result.returncode, result.stderr) == (1, (
+        f"gatewayctl: platform {argv[0]} works on the simulated platform only: give --sim "
+        "WORKDIR (the --workdir of gatewayd --simulate)\n"))

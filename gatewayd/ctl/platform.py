@@ -197,7 +197,8 @@ def _print_operations(listing: dict[str, Any]) -> None:
 
 def _control_url(args: argparse.Namespace) -> str:
     if not args.sim:
-        raise CtlError("the platform log is the simulator's: give --sim WORKDIR")
+        raise CtlError(f"platform {args.platform_command} works on the simulated platform "
+                       "only: give --sim WORKDIR (the --workdir of gatewayd --simulate)")
     url = require_sim_json(args.sim).platform_control()
     if url is None:
         raise CtlError("this simulator runs without the built-in platform (--no-platform)")
