@@ -131,7 +131,8 @@ def test_status_answers_while_platform_requests_wait_and_one_more_is_refused(
             assert ctl_json("--sim", str(sim.workdir), "devices")["errors"] == {}
             extra = ctl("--sim", str(sim.workdir), "--json", "platform", "request", "echo",
                         check=False)
-            assert (extra.returncode, json.loads(extra.stdout)) == (1, {"error": PER_USER})
+            assert (extra.returncode, json.loads(extra.stdout)) == (1, {
+                "error": PER_USER, "code": "too-many-waiting"})
             assert extra.stderr == f"gatewayctl: {PER_USER}\n"
             conn = UnixHTTPConnection(Path(sim.info["control_socket"]), timeout=10)
             conn.request("POST", "/api/v1/platform/request", body=b'{"endpoint": "echo"}')

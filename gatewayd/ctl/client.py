@@ -30,11 +30,25 @@ MAX_BODY = 64 * 1024
 
 class CtlError(Exception):
     def __init__(self, message: str, code: int = EXIT_ERROR, *,
-                 not_running: bool = False) -> None:
+                 not_running: bool = False, answer: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         # No daemon at all (as opposed to one we may not talk to): offline reset is safe.
         self.not_running = not_running
+        # What --json adds to the error: the refusal's "code" and "details", when it is
+        # an answer's (the control socket's, the simulated platform's); docs/interfaces.md.
+        self.answer = answer or {}
+
+
+def refused(error: Any, fallback: str) -> CtlError:
+    """The CtlError for an answer's ``{"error": {"code", "message", "details"}}``: its
+    message (``fallback`` without one), and its code and details for --json."""
+    error = error if isinstance(error, dict) else {}
+    message = error.get("message")
+    answer = {key: error[key] for key in ("code", "details")
+              if isinstance(error.get(key), str if key == "code" else dict)}
+    return CtlError(message if isinstance(message, str) and message else fallback,
+                    answer=answer)
 
 
 def json_argument(text: str, what: str, *, else_text: bool = False) -> Any:
@@ -104,8 +118,8 @@ class Client:
         except (ValueError, RecursionError):
             raise _not_json(response.status, response.reason) from None
         if response.status >= 400:
-            err = payload.get("error", {}) if isinstance(payload, dict) else {}
-            raise CtlError(err.get("message") or f"HTTP {response.status}")
+            raise refused(payload.get("error") if isinstance(payload, dict) else None,
+                          f"HTTP {response.status}")
         return payload
 
 

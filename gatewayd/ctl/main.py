@@ -230,7 +230,7 @@ def _main(argv: list[str] | None) -> int:
     except ConfigError as exc:
         return _fail(args, f"configuration error: {exc}", EXIT_ERROR)
     except CtlError as exc:
-        return _fail(args, str(exc), exc.code)
+        return _fail(args, str(exc), exc.code, exc.answer)
     except BrokenPipeError:
         raise
     except OSError as exc:
@@ -243,9 +243,10 @@ def _main(argv: list[str] | None) -> int:
         return _fail(args, str(exc), EXIT_ERROR)
 
 
-def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+def _fail(args: argparse.Namespace, message: str, code: int,
+          answer: dict[str, Any] | None = None) -> int:
     if args.json:  # the contract: with --json an error is also JSON on stdout
-        print(json.dumps({"error": message}))
+        print(json.dumps({"error": message, **(answer or {})}))
     print(f"gatewayctl: {message}", file=sys.stderr)
     return code
 

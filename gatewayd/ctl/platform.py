@@ -20,7 +20,14 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from gatewayd.ctl.client import EXIT_UNREACHABLE, Client, CtlError, emit, json_argument
+from gatewayd.ctl.client import (
+    EXIT_UNREACHABLE,
+    Client,
+    CtlError,
+    emit,
+    json_argument,
+    refused,
+)
 from gatewayd.ctl.simjson import require_sim_json
 from gatewayd.runtime.jsonbody import BadBody, loads
 
@@ -150,12 +157,12 @@ def _exchange(url: str, request: urllib.request.Request) -> Any:
             raw = response.read()
     except urllib.error.HTTPError as exc:
         try:
-            message = loads(exc.read(), "its answer")["error"]["message"]
-        except (OSError, BadBody, KeyError, TypeError):
-            message = None
-        raise CtlError(str(message) if isinstance(message, str) else
-                       f"the simulated platform at {url} refused the request (HTTP "
-                       f"{exc.code})") from None
+            answer = loads(exc.read(), "its answer")
+        except (OSError, BadBody):
+            answer = None
+        raise refused(answer.get("error") if isinstance(answer, dict) else None,
+                      f"the simulated platform at {url} refused the request (HTTP "
+                      f"{exc.code})") from None
     except (OSError, http.client.HTTPException) as exc:
         raise CtlError(f"the simulated platform at {url} did not answer: {_failure(exc)}",
                        EXIT_UNREACHABLE) from None

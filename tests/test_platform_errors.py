@@ -1,0 +1,124 @@
+"""What a user of `gatewayctl platform ...` is told when a request goes wrong: on a real
+broker, through the hub's cloud link and platform client, its control socket (served as the
+daemon serves it) and gatewayctl itself; the platform is the simulated one or the test
+publishing answers as the platform would (the broker's monitor user).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from gatewayd.cloud.attempts import CloudOutcome
+from gatewayd.cloud.link import CloudLink
+from gatewayd.control.app import create_control_app
+from gatewayd.control.platform import platform_blueprint
+from gatewayd.credentials import mqtt_username
+from gatewayd.runtime.corecall import CoreCall
+from gatewayd.runtime.webserver import WebServer
+from gatewayd.simulator.broker import PLATFORM_USER, Broker
+from gatewayd.simulator.platform import SimPlatform
+from tests.cloud_helpers import WSP, creds_for, make_link
+from tests.helpers import BIN
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
+
+ROOT = mqtt_username(WSP)
+T = TypeVar("T")
+
+
+@dataclass
+class Hub:
+    """The hub's side: its cloud link online on the broker, its control socket."""
+
+    socket: Path
+    link: CloudLink
+    loop: asyncio.AbstractEventLoop
+
+    def on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "gatewayctl"), "--socket", str(self.socket), *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    def ctl_started(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([str(BIN / "gatewayctl"), "--socket", str(self.socket), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def dropped(self) -> dict[str, int]:
+        async def read() -> dict[str, int]:
+            return dict(self.link.platform.status()["dropped"])
+        return self.on_loop(read())
+
+
+@pytest.fixture
+def hub(broker: Broker, core_loop: asyncio.AbstractEventLoop,
+        tmp_path: Path) -> Iterator[Hub]:
+    link = make_link()
+    h = Hub(tmp_path / "run" / "control.sock", link, core_loop)
+    h.on_loop(link.start(creds_for(broker)))
+    assert h.on_loop(link.wait_result(5)).outcome is CloudOutcome.CONNECTED
+    call = CoreCall(core_loop)
+    app = create_control_app(object(), call,  # type: ignore[arg-type]
+                             extra=[platform_blueprint(link.platform, call)])
+    server = WebServer(app, name="control", unix_socket=h.socket, threads=2).start()
+    try:
+        yield h
+    finally:
+        server.stop()
+        h.on_loop(link.stop())
+
+
+@pytest.fixture
+def platform(broker: Broker, hub: Hub, tmp_path: Path) -> Iterator[SimPlatform]:
+    """The simulated platform, and a sim.json for `gatewayctl --sim` that names it."""
+    sim = SimPlatform(broker.host, broker.port, PLATFORM_USER, broker.platform_password,
+                      tmp_path / "platform.json").start()
+    (tmp_path / "sim.json").write_text(json.dumps({
+        "control_socket": str(hub.socket), "platform": {"control": sim.control_url}}))
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+def can(sim: SimPlatform, **responses: Any) -> None:
+    """Canned answers in the simulated platform's platform.json, as a developer edits it."""
+    settings = json.loads(sim.responses.read_text())
+    settings["responses"].update(responses)
+    sim.responses.write_text(json.dumps(settings))
+
+
+def test_json_errors_carry_the_sockets_code_and_details(
+        broker: Broker, hub: Hub, platform: SimPlatform, tmp_path: Path) -> None:
+    """Before: `{"error": "<message>"}` alone, the same for a refusal, a timeout, an
+    offline link or a full queue."""
+    result = hub.ctl("--json", "platform", "request", "nope")
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == {
+        "error": "nope: the platform refused the request (code 404): unknown endpoint 'nope'",
+        "code": "platform-refused", "details": {"status": 0, "code": 404}}
+    result = hub.ctl("--json", "platform", "request", "a/b/c")  # the socket's own refusal
+    assert result.returncode == 1 and json.loads(result.stdout)["code"] == "invalid"
+    # the simulated platform's control interface (without its provisioning side here)
+    result = subprocess.run([str(BIN / "gatewayctl"), "--sim", str(tmp_path), "--json",
+                             "platform", "approve", "abcdef"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert (result.returncode, json.loads(result.stdout)) == (1, {
+        "error": "/operations/abcdef/approve", "code": "not-found"})
+    platform.stop()
+    result = hub.ctl("--json", "platform", "request", "echo", "--timeout", "0.5")
+    assert (result.returncode, json.loads(result.stdout)) == (1, {
+        "error": "echo: no response within 0.5 s", "code": "timeout"})
+    # gatewayctl's own refusals are not the socket's: no code
+    result = hub.ctl("--json", "platform", "request", "echo", "--data", "{")
+    assert (result.returncode, json.loads(result.stdout)) == (1, {
+        "error": "--data is not JSON (line 1, column 2)"})
