@@ -25,7 +25,7 @@ from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.webserver import WebServer
 from gatewayd.simulator.broker import PLATFORM_USER, Broker
 from gatewayd.simulator.platform import SimPlatform
-from tests.cloud_helpers import WSP, creds_for, make_link
+from tests.cloud_helpers import HUB_ID, WSP, Monitor, creds_for, make_link
 from tests.helpers import BIN
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
@@ -122,3 +122,17 @@ def test_json_errors_carry_the_sockets_code_and_details(
     result = hub.ctl("--json", "platform", "request", "echo", "--data", "{")
     assert (result.returncode, json.loads(result.stdout)) == (1, {
         "error": "--data is not JSON (line 1, column 2)"})
+
+
+def test_a_refusal_without_a_code_says_so_in_words(broker: Broker, hub: Hub) -> None:
+    """Before: `the platform refused the request (code None): no details`."""
+    with Monitor(broker, f"{ROOT}/req/#") as mon:
+        waiting = hub.ctl_started("--json", "platform", "request", "nocode")
+        request = mon.wait_for(f"{ROOT}/req/{HUB_ID}/nocode", timeout=10).json()
+        mon.publish(f"{ROOT}/res/{HUB_ID}/nocode", json.dumps({"status": 0,
+                                                               "id": request["id"]}))
+        stdout, stderr = waiting.communicate(timeout=30)
+    assert waiting.returncode == 1
+    assert stderr == ("gatewayctl: nocode: the platform refused the request (without a code): "
+                      "no details\n")
+    assert json.loads(stdout)["details"] == {"status": 0, "code": 500}

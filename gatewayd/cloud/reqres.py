@@ -115,8 +115,8 @@ class RequestFailed(PlatformError):
     error_code = "platform-refused"
 
     def __init__(self, endpoint: str, code: int | None, message: str) -> None:
-        super().__init__(endpoint, f"the platform refused the request (code {code}): "
-                                   f"{message}")
+        said = f"code {code}" if code is not None else "without a code"
+        super().__init__(endpoint, f"the platform refused the request ({said}): {message}")
         self.code = code if code is not None else 500
         self.message = message
 
