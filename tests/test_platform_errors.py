@@ -97,6 +97,29 @@ def can(sim: SimPlatform, **responses: Any) -> None:
     sim.responses.write_text(json.dumps(settings))
 
 
+def test_the_platforms_refusal_is_shown_on_one_line_and_cut(
+        hub: Hub, platform: SimPlatform) -> None:
+    """Before: 20,074 bytes printed, the escape sequence reaching the terminal, and a
+    line break in the message printed two lines."""
+    can(platform,
+        long={"status": 0, "code": 403, "data": {"message": "x" * 20_000 + "\x1b[31m"}},
+        lines={"status": 0, "code": 403, "data": {"message": "one\ntwo \x1b[31mred\x07"}},
+        odd={"status": 0, "code": 403, "data": ["\x1b[2J", "x" * 600]})
+    result = hub.ctl("platform", "request", "long")
+    assert (result.returncode, result.stderr) == (1, (
+        "gatewayctl: long: the platform refused the request (code 403): "
+        f"{'x' * 500}... (cut: 20005 characters in all)\n"))
+    result = hub.ctl("platform", "request", "lines")
+    assert (result.returncode, result.stderr) == (1, (
+        "gatewayctl: lines: the platform refused the request (code 403): "
+        "one two \ufffd[31mred\ufffd\n"))
+    result = hub.ctl("platform", "request", "odd")  # not {"message"}: shown as JSON, cut
+    odd = json.dumps(["\x1b[2J", "x" * 600])  # which escapes the escape character
+    assert (result.returncode, result.stderr) == (1, (
+        "gatewayctl: odd: the platform refused the request (code 403): "
+        f"{odd[:500]}... (cut: {len(odd)} characters in all)\n"))
+
+
 def test_json_errors_carry_the_sockets_code_and_details(
         broker: Broker, hub: Hub, platform: SimPlatform, tmp_path: Path) -> None:
     """Before: `{"error": "<message>"}` alone, the same for a refusal, a timeout, an

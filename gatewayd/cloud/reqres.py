@@ -24,7 +24,9 @@ One client per daemon, owned by the cloud link; the hub's own flows, plugins
   included) are dropped with a log line and counted, never raised: a forged answer cannot
   cut a request short (but a failure without data, which the protocol allows the platform
   to send, cannot be authenticated: only the broker's ACL on the response topic guards
-  it); if no genuine answer comes, the timeout says how many were dropped.
+  it); if no genuine answer comes, the timeout says how many were dropped;
+* the text of a refusal is shown cut to ``MAX_MESSAGE`` characters, its control characters
+  replaced.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ log = logging.getLogger(__name__)
 _LEVEL = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
 ENDPOINT_RE = re.compile(rf"{_LEVEL}(/{_LEVEL})?")
 MAX_RESPONSE = 1024 * 1024
+MAX_MESSAGE = 500  # characters of the platform's refusal shown
+# What a line of text must not carry to a terminal or a log: C0 and C1 controls, DEL, the
+# Unicode line and paragraph separators and the bidirectional overrides.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 MAX_TIMEOUT = 300.0
 HUB = "hub"  # the caller of the hub's own flows, who has slots no other caller can take
 
@@ -134,6 +140,15 @@ def check_request(endpoint: object, timeout: object) -> None:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
             or not 0 < timeout <= MAX_TIMEOUT:
         raise BadRequest(f"timeout: a number of seconds, above 0 and at most {MAX_TIMEOUT:g}")
+
+
+def shown(text: str) -> str:
+    """The platform's text as a message may show it: one line, no control characters
+    (replaced), at most ``MAX_MESSAGE`` characters (saying it was cut)."""
+    line = _CONTROL.sub(lambda m: " " if m.group() in "\t\n\r\v\f\u2028\u2029" else "\ufffd",
+                        text[:MAX_MESSAGE])
+    return line if len(text) <= MAX_MESSAGE else \
+        f"{line}... (cut: {len(text)} characters in all)"
 
 
 class Link(Protocol):
@@ -372,5 +387,5 @@ class PlatformClient:
         except BadBody as exc:
             raise CipherError(str(exc)) from None
         if isinstance(details, dict) and isinstance(details.get("message"), str):
-            return str(details["message"])
-        return json.dumps(details)[:200]
+            return shown(details["message"])
+        return shown(json.dumps(details))
