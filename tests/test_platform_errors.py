@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from gatewayd.runtime.webserver import WebServer
 from gatewayd.simulator.broker import PLATFORM_USER, Broker
 from gatewayd.simulator.platform import SimPlatform
 from tests.cloud_helpers import HUB_ID, WSP, Monitor, creds_for, make_link
-from tests.helpers import BIN
+from tests.helpers import BIN, wait_for
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
@@ -95,6 +96,38 @@ def can(sim: SimPlatform, **responses: Any) -> None:
     settings = json.loads(sim.responses.read_text())
     settings["responses"].update(responses)
     sim.responses.write_text(json.dumps(settings))
+
+
+def test_a_timeout_says_which_answers_were_dropped(
+        broker: Broker, hub: Hub, platform: SimPlatform) -> None:
+    """Before: `big: no response within 3 s`, while the status counted the answer dropped
+    as too large; nor did answers without an id or on another endpoint's topic show."""
+    can(platform, big={"status": 1, "code": 200, "data": "x" * 800_000})
+    result = hub.ctl("platform", "request", "big", "--timeout", "3")
+    assert result.returncode == 1
+    found = re.fullmatch(r"gatewayctl: big: no response within 3 s \(an answer was too large "
+                         r"\((\d+) bytes, at most 1 MiB\) and was dropped\)\n", result.stderr)
+    assert found is not None, result.stderr
+    assert int(found.group(1)) > 1024 * 1024
+    platform.stop()  # from here the test answers as the platform
+
+    with Monitor(broker, f"{ROOT}/req/#") as mon:
+        waiting = hub.ctl_started("platform", "request", "door/a", "--timeout", "5")
+        request = mon.wait_for(f"{ROOT}/req/{HUB_ID}/door/a", timeout=10).json()
+        res = f"{ROOT}/res/{HUB_ID}"
+        mon.publish(f"{res}/door/a", "not json")
+        mon.publish(f"{res}/door/a", json.dumps({"status": 1, "code": 200}))
+        mon.publish(f"{res}/door/b", json.dumps({"status": 1, "code": 200,
+                                                 "id": request["id"], "data": ""}))
+        mon.publish(f"{res}/door/c", "{}")  # no request waits on door/c: not door/a's
+        wait_for(lambda: hub.dropped() == {"malformed": 3, "too-large": 1, "unknown-id": 1},
+                 10, "the hub to drop the four answers")
+        _, stderr = waiting.communicate(timeout=30)
+    assert waiting.returncode == 1
+    assert stderr == (
+        "gatewayctl: door/a: no response within 5 s (2 answers were malformed (first: the "
+        "response is not JSON) and were dropped; an answer came with its id on another "
+        "endpoint's topic (door/b) and was dropped)\n")
 
 
 def test_the_platforms_refusal_is_shown_on_one_line_and_cut(

@@ -24,7 +24,10 @@ One client per daemon, owned by the cloud link; the hub's own flows, plugins
   included) are dropped with a log line and counted, never raised: a forged answer cannot
   cut a request short (but a failure without data, which the protocol allows the platform
   to send, cannot be authenticated: only the broker's ACL on the response topic guards
-  it); if no genuine answer comes, the timeout says how many were dropped;
+  it); if no genuine answer comes, the timeout says how many were dropped and why. An
+  answer that cannot be matched by its id (too large, not JSON, no id) counts against every
+  request waiting on the endpoint its topic names; one whose id came on another endpoint's
+  topic, against the request of that id;
 * the text of a refusal is shown cut to ``MAX_MESSAGE`` characters, its control characters
   replaced.
 """
@@ -177,7 +180,34 @@ class _Pending:
     acked: asyncio.Future[bool] | None = None  # the latest sending's, from the link
     on_broker: bool = False  # the broker acknowledged (a) sending
     resent: bool = False
-    rejected: int = 0  # answers dropped for failing authentication or being malformed
+    # Answers dropped while it waited, which its timeout names: why -> (how many, the
+    # first one's detail); at most one entry for each of _DROPPED's reasons.
+    dropped: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def count_drop(self, why: str, detail: str) -> None:
+        count, first = self.dropped.get(why, (0, detail))
+        self.dropped[why] = count + 1, first
+
+
+# What a timeout says of the answers dropped while the request waited ({was}: was or were).
+_DROPPED = {
+    "too-large": f"{{was}} too large ({{detail}}, at most {MAX_RESPONSE // (1024 * 1024)} MiB)",
+    "malformed": "{was} malformed ({detail})",
+    "unauthentic": "failed authentication",
+    "other-endpoint": "came with its id on another endpoint's topic ({detail})",
+}
+
+
+def _dropped_note(dropped: dict[str, tuple[int, str]]) -> str:
+    """`` (an answer was too large (...) and was dropped; 2 answers ...)``, or nothing."""
+    said = []
+    for why, (count, detail) in dropped.items():
+        was = "was" if count == 1 else "were"
+        subject = "an answer" if count == 1 else f"{count} answers"
+        detail = detail if count == 1 else f"first: {detail}"
+        said.append(f"{subject} {_DROPPED[why].format(was=was, detail=detail)} and {was} "
+                    "dropped")
+    return f" ({'; '.join(said)})" if said else ""
 
 
 @dataclass
@@ -260,9 +290,8 @@ class PlatformClient:
             return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
         except TimeoutError:
             self._counts.timeouts += 1
-            note = (f" ({pending.rejected} answer(s) failed authentication or were malformed "
-                    "and were dropped)" if pending.rejected else "")
-            raise RequestTimeout(endpoint, f"no response within {timeout:g} s{note}") from None
+            raise RequestTimeout(endpoint, f"no response within {timeout:g} s"
+                                           f"{_dropped_note(pending.dropped)}") from None
         finally:
             self._pending.pop(request_id, None)
             pending.future.cancel()
@@ -318,18 +347,26 @@ class PlatformClient:
         log.warning("platform: dropped a response on %s: %s%s", topic, why.replace("-", " "),
                     f" ({detail})" if detail else "")
 
+    def _drop_unmatched(self, why: str, topic: str, endpoint: str, detail: str) -> None:
+        """An answer without an id to match: it may have been the answer to any request
+        waiting on the endpoint its topic names, and each one's timeout says so."""
+        self._drop(why, topic, detail)
+        for pending in self._pending.values():
+            if pending.endpoint == endpoint and not pending.future.done():
+                pending.count_drop(why, detail)
+
     def _on_response(self, topic: str, payload: bytes) -> None:
         endpoint = topic.split("/", 2)[2] if topic.count("/") >= 2 else ""
         if len(payload) > MAX_RESPONSE:
-            self._drop("too-large", topic, f"{len(payload)} bytes")
+            self._drop_unmatched("too-large", topic, endpoint, f"{len(payload)} bytes")
             return
         try:
             response = loads(payload, "the response")
         except BadBody as exc:
-            self._drop("malformed", topic, str(exc))
+            self._drop_unmatched("malformed", topic, endpoint, str(exc))
             return
         if not isinstance(response, dict) or not isinstance(response.get("id"), str):
-            self._drop("malformed", topic, "no id")
+            self._drop_unmatched("malformed", topic, endpoint, "no id")
             return
         pending = self._pending.get(response["id"])
         if pending is None or pending.future.done():
@@ -338,13 +375,14 @@ class PlatformClient:
             return
         if pending.endpoint != endpoint:
             self._drop("unknown-id", topic, "the id belongs to another endpoint")
+            pending.count_drop("other-endpoint", shown(endpoint))
             return
         try:
             outcome = self._open(pending, response)
         except CipherError as exc:
-            pending.rejected += 1
-            self._drop("unauthentic" if isinstance(exc, AuthenticationFailed) else "malformed",
-                       topic, str(exc))
+            why = "unauthentic" if isinstance(exc, AuthenticationFailed) else "malformed"
+            self._drop(why, topic, str(exc))
+            pending.count_drop(why, str(exc))
             return
         if isinstance(outcome, RequestFailed):
             self._counts.refused += 1
