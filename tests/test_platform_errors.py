@@ -130,6 +130,22 @@ def test_a_timeout_says_which_answers_were_dropped(
         "endpoint's topic (door/b) and was dropped)\n")
 
 
+def test_a_request_over_64_kib_is_refused_before_it_is_sent(
+        hub: Hub, platform: SimPlatform) -> None:
+    """Before: sent, and the simulated platform ignored it: `echo: no response within 5 s`.
+    A request ({"data", "key", "id"}) is 107 bytes besides its data."""
+    largest = "x" * (64 * 1024 - 107 - 2)  # a JSON string: 2 quotes
+    answer = hub.ctl("--json", "platform", "request", "echo", "--data", json.dumps(largest))
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout) == {"endpoint": "echo", "data": largest}
+    too_large = json.dumps(largest + "x")
+    result = hub.ctl("platform", "request", "echo", "--data", too_large, "--timeout", "5")
+    assert (result.returncode, result.stderr) == (1, (
+        "gatewayctl: data: too large: the request would be 65537 bytes, and a request is at "
+        "most 65536 bytes (64 KiB)\n"))
+    assert [e["endpoint"] for e in platform.log()] == ["echo"], "the large one never sent"
+
+
 def test_the_platforms_refusal_is_shown_on_one_line_and_cut(
         hub: Hub, platform: SimPlatform) -> None:
     """Before: 20,074 bytes printed, the escape sequence reaching the terminal, and a

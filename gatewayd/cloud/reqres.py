@@ -28,8 +28,8 @@ One client per daemon, owned by the cloud link; the hub's own flows, plugins
   answer that cannot be matched by its id (too large, not JSON, no id) counts against every
   request waiting on the endpoint its topic names; one whose id came on another endpoint's
   topic, against the request of that id;
-* the text of a refusal is shown cut to ``MAX_MESSAGE`` characters, its control characters
-  replaced.
+* a request is at most ``MAX_REQUEST`` bytes on the wire (:func:`check_request`); the text
+  of a refusal is shown cut to ``MAX_MESSAGE`` characters, its control characters replaced.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 _LEVEL = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
 ENDPOINT_RE = re.compile(rf"{_LEVEL}(/{_LEVEL})?")
 MAX_RESPONSE = 1024 * 1024
+MAX_REQUEST = 64 * 1024  # bytes of a request on the wire, {"data", "key", "id"} (interfaces.md)
+# A request's bytes besides its data: the JSON frame, a key of 32 bytes in base64, a
+# 32-digit id. json.dumps escapes all but ASCII, so characters are bytes.
+_FRAME = len(json.dumps({"data": None, "key": "=" * 44, "id": "0" * 32})) - len("null")
 MAX_MESSAGE = 500  # characters of the platform's refusal shown
 # What a line of text must not carry to a terminal or a log: C0 and C1 controls, DEL, the
 # Unicode line and paragraph separators and the bidirectional overrides.
@@ -135,14 +139,25 @@ class BadRequest(ValueError):
     message names what is wrong, for whoever made the request."""
 
 
-def check_request(endpoint: object, timeout: object) -> None:
-    """:class:`BadRequest` unless ``endpoint`` and ``timeout`` are a request's."""
+def check_request(endpoint: object, timeout: object, data: object = None) -> None:
+    """:class:`BadRequest` unless ``endpoint``, ``timeout`` and ``data`` are a request's:
+    data JSON can write, the whole request at most ``MAX_REQUEST`` bytes."""
     if not isinstance(endpoint, str) or not ENDPOINT_RE.fullmatch(endpoint):
         raise BadRequest(f"endpoint: {endpoint!r} is not one or two levels of letters, digits, "
                          "'_', '.' and '-', such as echo or rfid/authorize")
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
             or not 0 < timeout <= MAX_TIMEOUT:
         raise BadRequest(f"timeout: a number of seconds, above 0 and at most {MAX_TIMEOUT:g}")
+    try:
+        # allow_nan=False: Python writes NaN and Infinity, which are not JSON and which a
+        # platform's parser may refuse or read differently.
+        size = len(json.dumps(data, allow_nan=False)) + _FRAME
+    except (TypeError, ValueError):
+        raise BadRequest("data: must be JSON: objects with text keys, lists, text, "
+                         "finite numbers, true, false and null") from None
+    if size > MAX_REQUEST:
+        raise BadRequest(f"data: too large: the request would be {size} bytes, and a request "
+                         f"is at most {MAX_REQUEST} bytes ({MAX_REQUEST // 1024} KiB)")
 
 
 def shown(text: str) -> str:
@@ -251,9 +266,10 @@ class PlatformClient:
 
         Raises a :class:`PlatformError`: :class:`CloudOffline`, :class:`TooManyRequests`,
         :class:`RequestTimeout`, :class:`LinkLost` or :class:`RequestFailed` (status 0),
-        and :class:`BadRequest` for a bad endpoint, timeout or data that is not JSON.
+        and :class:`BadRequest` for a bad endpoint or timeout, or data that is not JSON or
+        would make the request larger than ``MAX_REQUEST`` bytes.
         """
-        check_request(endpoint, timeout)
+        check_request(endpoint, timeout, data)
         cipher = self._cipher
         if cipher is None:
             # An import: in a thread, so that the event loop is not held after READY; before
@@ -274,14 +290,8 @@ class PlatformClient:
             raise TooManyRequests(endpoint, f"{caller} has {mine} requests waiting already")
         request_id = secrets.token_hex(16)
         key = cipher.request_key(self._device_key, request_id)
-        try:
-            # allow_nan=False: Python writes NaN and Infinity, which are not JSON and which a
-            # platform's parser may refuse or read differently.
-            body = json.dumps({"data": data, "key": cipher.encode_key(key),
-                               "id": request_id}, allow_nan=False)
-        except (TypeError, ValueError):
-            raise BadRequest("data: must be JSON: objects with text keys, lists, text, "
-                             "finite numbers, true, false and null") from None
+        body = json.dumps({"data": data, "key": cipher.encode_key(key), "id": request_id},
+                          allow_nan=False)  # checked above
         loop = asyncio.get_running_loop()
         pending = _Pending(endpoint, caller, key, body, loop.create_future())
         self._pending[request_id] = pending

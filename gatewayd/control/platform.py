@@ -34,7 +34,8 @@ def platform_blueprint(platform: PlatformClient, call: CoreCall) -> Blueprint:
         endpoint, timeout = body.get("endpoint"), body.get("timeout", 10)
         if not isinstance(endpoint, str):
             raise invalid("endpoint: required (text)")
-        check_request(endpoint, timeout)  # before the call's bound is taken from the timeout
+        # Before the call's bound is taken from the timeout, and before a slot is held.
+        check_request(endpoint, timeout, body.get("data"))
 
         async def _request() -> Any:
             return await platform.request(endpoint, body.get("data"), timeout=float(timeout),
