@@ -7,15 +7,21 @@ publishing answers as the platform would (the broker's monitor user).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import re
 import subprocess
+import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gatewayd.cloud.attempts import CloudOutcome
 from gatewayd.cloud.link import CloudLink
@@ -26,7 +32,7 @@ from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.webserver import WebServer
 from gatewayd.simulator.broker import PLATFORM_USER, Broker
 from gatewayd.simulator.platform import SimPlatform
-from tests.cloud_helpers import HUB_ID, WSP, Monitor, creds_for, make_link
+from tests.cloud_helpers import HUB_ID, TOKEN, WSP, Monitor, creds_for, make_link
 from tests.helpers import BIN, wait_for
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
@@ -144,6 +150,60 @@ def test_a_request_over_64_kib_is_refused_before_it_is_sent(
         "gatewayctl: data: too large: the request would be 65537 bytes, and a request is at "
         "most 65536 bytes (64 KiB)\n"))
     assert [e["endpoint"] for e in platform.log()] == ["echo"], "the large one never sent"
+
+
+def test_the_simulated_platform_answers_a_request_over_64_kib_413(
+        broker: Broker, platform: SimPlatform, tmp_path: Path) -> None:
+    """Before: no answer at all, only `request too large` in its log. Another hub (any
+    client) may send one: the hub's own refuses them before sending."""
+    key = os.urandom(32)
+    answers: list[dict[str, Any]] = []
+    got = threading.Condition()
+
+    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with got:
+            answers.append(json.loads(msg.payload))
+            got.notify_all()
+
+    other = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="other-hub")
+    other.username_pw_set(ROOT, TOKEN)
+    other.on_message = on_message
+    subscribed = threading.Event()
+    other.on_subscribe = lambda *args: subscribed.set()
+    other.connect(broker.host, broker.port)
+    other.subscribe(f"{ROOT}/res/other-hub/#", qos=1)
+    other.loop_start()
+    try:
+        assert subscribed.wait(5)
+        request = {"data": "x" * 70_000, "key": base64.b64encode(key).decode(), "id": "1" * 32}
+        size = len(json.dumps(request))
+        other.publish(f"{ROOT}/req/other-hub/echo", json.dumps(request),
+                      qos=1).wait_for_publish(5)
+        with got:
+            assert got.wait_for(lambda: answers, 10), "no answer to the large request"
+        # Past 1 MiB it is not read (nor answered): the log says so.
+        huge = json.dumps({**request, "data": "x" * 1024 * 1024, "id": "2" * 32})
+        other.publish(f"{ROOT}/req/other-hub/echo", huge, qos=1).wait_for_publish(5)
+        wait_for(lambda: len(platform.log()) == 2, 10, "the huge request in the log")
+    finally:
+        other.disconnect()
+        other.loop_stop()
+    message = (f"the request is {size} bytes, and a request is at most 65536 bytes "
+               "(64 KiB)")
+    answer = answers[0]
+    assert (answer["status"], answer["code"], answer["id"]) == (0, 413, "1" * 32)
+    sealed = base64.b64decode(answer["data"])
+    assert json.loads(AESGCM(key).decrypt(sealed[:12], sealed[12:], None)) == {
+        "message": message}
+    result = subprocess.run([str(BIN / "gatewayctl"), "--sim", str(tmp_path), "--json",
+                             "platform", "log"], capture_output=True, text=True, timeout=60,
+                            check=False)
+    entry, unread = json.loads(result.stdout)
+    assert (entry["error"], entry["status"], entry["code"], "request" in entry) == (
+        message, 0, 413, False)
+    assert unread["error"] == (f"the request is {len(huge)} bytes, too large to read (a "
+                               "request is at most 65536 bytes)")
+    assert "status" not in unread and "request" not in unread
 
 
 def test_the_platforms_refusal_is_shown_on_one_line_and_cut(

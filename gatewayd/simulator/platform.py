@@ -22,7 +22,9 @@ A request the file cannot answer (not JSON, a canned answer whose status is not 
 provisioning setting of the wrong kind: ``provisioning_model.read_settings``...) is
 answered status 0, code 500, with what is wrong (``<file>: responses: <endpoint>: status:
 must be 0 or 1, got 'yes'``) as its message, and the log records that as its ``error``:
-the developer learns it from the hub, not from a timeout.
+the developer learns it from the hub, not from a timeout. So is a request over
+``MAX_REQUEST`` bytes (docs/interfaces.md's limit), answered status 0, code 413, when its
+id and key can be read (it is read up to ``MAX_READ`` bytes); its data is not logged.
 
 Every exchange is recorded (the last ``MAX_LOG``) and served on a small loopback HTTP
 control interface (``sim.json`` ``platform.control``): ``GET /log`` is what
@@ -55,7 +57,8 @@ from gatewayd.runtime.jsonbody import BadBody, loads
 log = logging.getLogger(__name__)
 
 MAX_LOG = 1000
-MAX_REQUEST = 64 * 1024
+MAX_REQUEST = 64 * 1024  # docs/interfaces.md §9: a request is at most 64 KiB
+MAX_READ = 1024 * 1024  # a larger request is read for its id and key, up to this
 DEFAULT_RESPONSES: dict[str, Any] = {
     "rfid": {"tags": ["04A1B2C3", "DEADBEEF"]},
     "responses": {
@@ -84,6 +87,10 @@ OWNERSHIP = "device/ownership"
 
 class SettingsError(ValueError):
     """The responses file cannot answer a request; the message names the file and key."""
+
+
+class TooLarge(ValueError):
+    """A request over ``MAX_REQUEST`` bytes; the message says its size and the limit."""
 
 
 def json_kind(value: Any) -> str:
@@ -180,9 +187,16 @@ class SimPlatform:
             self._record(entry)
             return
         request_id, key, data = request
-        entry.update(id=request_id, request=data)
+        entry.update(id=request_id)
         try:
+            if len(payload) > MAX_REQUEST:
+                raise TooLarge(f"the request is {len(payload)} bytes, and a request is at "
+                               f"most {MAX_REQUEST} bytes ({MAX_REQUEST // 1024} KiB)")
+            entry.update(request=data)
             status, code, value = self._handle(endpoint, device_id, data)
+        except TooLarge as exc:
+            entry.update(error=str(exc))
+            status, code, value = 0, 413, {"message": str(exc)}
         except SettingsError as exc:
             log.warning("simulated platform: %s", exc)
             entry.update(error=str(exc))
@@ -302,8 +316,9 @@ def read_section(path: Path, name: str) -> dict[str, Any]:
 
 def _request(payload: bytes) -> tuple[str, bytes, Any] | str:
     """(id, key, data) of a request, or why it cannot be answered."""
-    if len(payload) > MAX_REQUEST:
-        return "request too large"
+    if len(payload) > MAX_READ:
+        return (f"the request is {len(payload)} bytes, too large to read (a request is at "
+                f"most {MAX_REQUEST} bytes)")
     try:
         request = loads(payload, "the request")
     except BadBody as exc:  # also nesting and digits, which json.loads raises past this
