@@ -28,8 +28,9 @@ One client per daemon, owned by the cloud link; the hub's own flows, plugins
   answer that cannot be matched by its id (too large, not JSON, no id) counts against every
   request waiting on the endpoint its topic names; one whose id came on another endpoint's
   topic, against the request of that id;
-* a request is at most ``MAX_REQUEST`` bytes on the wire (:func:`check_request`); the text
-  of a refusal is shown cut to ``MAX_MESSAGE`` characters, its control characters replaced.
+* a request over ``MAX_REQUEST`` bytes on the wire is deprecated (sent, with a warning once
+  per caller and endpoint; refused from 0.2); the text of a refusal is shown cut to
+  ``MAX_MESSAGE`` characters, its control characters replaced.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ MAX_REQUEST = 64 * 1024  # bytes of a request on the wire, {"data", "key", "id"}
 # A request's bytes besides its data: the JSON frame, a key of 32 bytes in base64, a
 # 32-digit id. json.dumps escapes all but ASCII, so characters are bytes.
 _FRAME = len(json.dumps({"data": None, "key": "=" * 44, "id": "0" * 32})) - len("null")
+MAX_WARNED = 64  # (caller, endpoint) pairs whose oversized requests were said
 MAX_MESSAGE = 500  # characters of the platform's refusal shown
 # What a line of text must not carry to a terminal or a log: C0 and C1 controls, DEL, the
 # Unicode line and paragraph separators and the bidirectional overrides.
@@ -139,9 +141,9 @@ class BadRequest(ValueError):
     message names what is wrong, for whoever made the request."""
 
 
-def check_request(endpoint: object, timeout: object, data: object = None) -> None:
-    """:class:`BadRequest` unless ``endpoint``, ``timeout`` and ``data`` are a request's:
-    data JSON can write, the whole request at most ``MAX_REQUEST`` bytes."""
+def check_request(endpoint: object, timeout: object, data: object = None) -> int:
+    """:class:`BadRequest` unless ``endpoint``, ``timeout`` and ``data`` are a request's
+    (data JSON can write); the bytes the request will be on the wire."""
     if not isinstance(endpoint, str) or not ENDPOINT_RE.fullmatch(endpoint):
         raise BadRequest(f"endpoint: {endpoint!r} is not one or two levels of letters, digits, "
                          "'_', '.' and '-', such as echo or rfid/authorize")
@@ -151,13 +153,10 @@ def check_request(endpoint: object, timeout: object, data: object = None) -> Non
     try:
         # allow_nan=False: Python writes NaN and Infinity, which are not JSON and which a
         # platform's parser may refuse or read differently.
-        size = len(json.dumps(data, allow_nan=False)) + _FRAME
+        return len(json.dumps(data, allow_nan=False)) + _FRAME
     except (TypeError, ValueError):
         raise BadRequest("data: must be JSON: objects with text keys, lists, text, "
                          "finite numbers, true, false and null") from None
-    if size > MAX_REQUEST:
-        raise BadRequest(f"data: too large: the request would be {size} bytes, and a request "
-                         f"is at most {MAX_REQUEST} bytes ({MAX_REQUEST // 1024} KiB)")
 
 
 def shown(text: str) -> str:
@@ -253,6 +252,7 @@ class PlatformClient:
         self._cipher: ReqResCipher | None = cipher
         self._pending: dict[str, _Pending] = {}
         self._counts = _Counts()
+        self._warned: set[tuple[str, str]] = set()  # (caller, endpoint): oversized, said
         link.add_subscription(f"res/{device_id}/#", self._on_response)
         link.add_listener(self._on_link)
 
@@ -266,10 +266,13 @@ class PlatformClient:
 
         Raises a :class:`PlatformError`: :class:`CloudOffline`, :class:`TooManyRequests`,
         :class:`RequestTimeout`, :class:`LinkLost` or :class:`RequestFailed` (status 0),
-        and :class:`BadRequest` for a bad endpoint or timeout, or data that is not JSON or
-        would make the request larger than ``MAX_REQUEST`` bytes.
+        and :class:`BadRequest` for a bad endpoint or timeout, or data that is not JSON.
+        A request over ``MAX_REQUEST`` bytes is sent with a warning (deprecated: refused
+        from 0.2; interfaces.md section 9).
         """
-        check_request(endpoint, timeout, data)
+        size = check_request(endpoint, timeout, data)
+        if size > MAX_REQUEST:
+            self._oversized(caller, endpoint, size)
         cipher = self._cipher
         if cipher is None:
             # An import: in a thread, so that the event loop is not held after READY; before
@@ -319,6 +322,17 @@ class PlatformClient:
                 "dropped": dict(sorted(c.dropped.items()))}
 
     # ---- sending ----------------------------------------------------------------------------
+
+    def _oversized(self, caller: str, endpoint: str, size: int) -> None:
+        """Until 0.2 a request of any size went out, and a plugin may rely on that
+        (interfaces.md section 1: a tightening needs a release of notice)."""
+        if (caller, endpoint) in self._warned or len(self._warned) >= MAX_WARNED:
+            return
+        self._warned.add((caller, endpoint))
+        log.warning("platform request %s from %s is %d bytes, over the %d a request may be: "
+                    "sent, but deprecated: gatewayd 0.2 refuses it before sending (the "
+                    "simulated platform already answers 413)", endpoint, caller, size,
+                    MAX_REQUEST)
 
     def _send(self, request_id: str, pending: _Pending) -> None:
         acked: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
