@@ -5,10 +5,11 @@ reads and writes the socket and reads a 3.1.1 PUBACK as :mod:`~gatewayd.cloud.ac
 :mod:`~gatewayd.cloud.attempts` says what an attempt came to;
 :mod:`~gatewayd.cloud.link` publishes devices and keeps them published across reconnects,
 through :mod:`~gatewayd.cloud.publisher` (which keeps each device's retained topics in
-:mod:`~gatewayd.cloud.retained`);
-:mod:`~gatewayd.cloud.commands` dispatches ``/set``; :mod:`~gatewayd.cloud.telemetry` is
-the hub's own device; :mod:`~gatewayd.cloud.reqres` (the platform client) and
-:mod:`~gatewayd.cloud.reqres_cipher` are the REQ/RES API and its one replaceable cipher;
+:mod:`~gatewayd.cloud.retained`), and routes what arrives through
+:mod:`~gatewayd.cloud.inbound`; :mod:`~gatewayd.cloud.commands` dispatches ``/set``;
+:mod:`~gatewayd.cloud.telemetry` is the hub's own device; :mod:`~gatewayd.cloud.reqres`
+(the platform client) and :mod:`~gatewayd.cloud.reqres_cipher` are the REQ/RES API and
+its one replaceable cipher;
 :mod:`~gatewayd.cloud.notifications` tells the user what happened, within a budget;
 :mod:`~gatewayd.cloud.ownership` releases an account when a paired hub is reset,
 :mod:`~gatewayd.cloud.leftovers` clears removed children, also after a restart, and

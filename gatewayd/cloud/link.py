@@ -28,11 +28,12 @@ from typing import Any
 from gatewayd import homie
 from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 from gatewayd.cloud.commands import CommandRunner
+from gatewayd.cloud.inbound import Inbound, MessageHandler, Tap
 from gatewayd.cloud.net import Connection, Endpoint
 from gatewayd.cloud.outcome import LinkStats, StartOutcome, heartbeats
 from gatewayd.cloud.publisher import WINDOW, Publisher
 from gatewayd.cloud.reqres import PlatformClient
-from gatewayd.cloud.topics import check_relative, client_id_for, matches
+from gatewayd.cloud.topics import check_relative, client_id_for
 from gatewayd.config import CloudConfig
 from gatewayd.credentials import CloudCredentials
 
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 
 STOP_FLUSH = 3.0  # stop() waits this long for pending publications and the goodbye states
 
-MessageHandler = Callable[[str, bytes], None]
-Tap = Callable[[str, bytes, bool], None]  # absolute topic, payload, retained
 Listener = Callable[[CloudResult], None]
 
 
@@ -62,8 +61,6 @@ class CloudLink:
         self._rng = rng
         self._devices: dict[str, homie.Device] = {hub.id: hub}
         self._out = Publisher(cfg.offline_buffer, ack_timeout=2.0 * cfg.keepalive)
-        self._subscriptions: dict[str, MessageHandler] = {}  # relative filter -> handler
-        self._taps: dict[str, Tap] = {}  # temporary: relative filter -> handler
         self.sweep_turn = asyncio.Lock()  # held by a round of gatewayd.cloud.sweep: taps clash
         self._announce = True
         self._listeners: list[Listener] = []
@@ -78,12 +75,13 @@ class CloudLink:
         self._heartbeat: asyncio.Task[None] | None = None
         self._start: StartOutcome | None = None
         self._stats = LinkStats()
-        # The one platform client (REQ/RES). Without a device key (tests) a random one: the
-        # requests work the same, only a platform that knows the key could not check them.
-        self.platform = PlatformClient(self, device_key or secrets.token_bytes(32), hub.id)
         self._commands = CommandRunner(accept=self._accept_command, reject=self._reject_command,
                                        timeout=command_timeout, max_pending=max_commands,
                                        max_concurrent=max_concurrent_commands)
+        self._inbound = Inbound(self._devices, self._commands)  # filters, taps and /set
+        # The one platform client (REQ/RES). Without a device key (tests) a random one: the
+        # requests work the same, only a platform that knows the key could not check them.
+        self.platform = PlatformClient(self, device_key or secrets.token_bytes(32), hub.id)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -204,15 +202,12 @@ class CloudLink:
     def tap(self, topic_filter: str, handler: Tap | None) -> None:
         """Subscribe (``handler``) or unsubscribe (None) a temporary relative filter whose
         messages reach ``handler(topic, payload, retained)`` with absolute topics."""
+        self._inbound.tap(topic_filter, handler)
         absolute = f"{self._root}/{topic_filter}"
-        check_relative(topic_filter, wildcards=True)
-        if handler is None:
-            self._taps.pop(topic_filter, None)
-            if self._conn is not None:
-                self._conn.unsubscribe([absolute])
-            return
-        self._taps[topic_filter] = handler
-        self._conn_subscribe([absolute])
+        if handler is not None:
+            self._conn_subscribe([absolute])
+        elif self._conn is not None:
+            self._conn.unsubscribe([absolute])
 
     def device(self, device_id: str) -> homie.Device:
         try:
@@ -300,8 +295,7 @@ class CloudLink:
 
         ``handler(topic, payload)`` runs on the loop with the topic relative to the root.
         """
-        check_relative(topic_filter, wildcards=True)
-        self._subscriptions[topic_filter] = handler
+        self._inbound.subscribe(topic_filter, handler)
         if self._connected:
             self._conn_subscribe([f"{self._root}/{topic_filter}"])
 
@@ -371,7 +365,7 @@ class CloudLink:
             # through the hub, so its $localip is the hub's too.
             for device in self._devices.values():
                 device.localip = local_ip
-        filters = [f"{self._root}/{f}" for f in (*self._subscriptions, *self._taps)]
+        filters = [f"{self._root}/{f}" for f in self._inbound.filters()]
         if self._announce:
             filters += [f for d in self._devices for f in homie.set_filters(self._root, d)]
             # The hub first: its will may have left "lost" behind.
@@ -425,22 +419,7 @@ class CloudLink:
             log.error("cloud link: the broker refused a subscription (%s)", ", ".join(refused))
 
     def on_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
-        if not self._root or not topic.startswith(f"{self._root}/"):
-            return
-        relative = topic[len(self._root) + 1:]
-        for topic_filter, tap in list(self._taps.items()):
-            if matches(topic_filter, relative):
-                tap(topic, payload, retained)
-        parsed = homie.parse_set_topic(self._root, topic)
-        if parsed is not None and parsed[0] in self._devices:
-            self._commands.dispatch(self._devices[parsed[0]], parsed[1], payload, retained)
-            return
-        for topic_filter, handler in self._subscriptions.items():
-            if matches(topic_filter, relative):
-                try:
-                    handler(relative, payload)
-                except Exception:
-                    log.exception("cloud link: handler for %s failed", topic_filter)
+        self._inbound.route(self._root, topic, payload, retained)
 
     def _record(self, result: CloudResult) -> None:
         if self._start is not None:
