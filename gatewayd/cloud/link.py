@@ -222,13 +222,14 @@ class CloudLink:
         new one no longer has.
         """
         old = self._devices.get(device.id)
-        if old is not None and old is not device and self._root:
-            stale = self._out.owned_topics(old) - device.topics(self._root)
-            self._out.clear_topics(stale)
         if device is not self.hub:  # a child reaches the cloud through the hub
             self.on_child(device.id, False)
             device.localip = device.localip or self.hub.localip
             device.mac = device.mac or self.hub.mac
+        # Filled in first: a replacement clears only the topics its description lost.
+        if old is not None and old is not device and self._root:
+            stale = self._out.owned_topics(old) - device.topics(self._root)
+            self._out.clear_topics(stale)
         self._devices[device.id] = device
         if self._live:
             if old is None:
