@@ -1,5 +1,6 @@
 """The order an app subscriber sees a device in, against a real mosquitto (docs/interfaces.md
-§8.2): nothing a device still has deleted on the way.
+§8.2): ``$state = init`` for a new device, its whole retained tree, then its state and
+values; nothing it still has deleted on the way.
 
 The app here subscribes with QoS 0, as the review's did: the broker then hands it every
 message in the order the hub sent them.
@@ -12,6 +13,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from gatewayd import homie
+from gatewayd.cloud.publisher import WINDOW
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import Broker
 from tests.cloud_helpers import (
@@ -47,6 +50,79 @@ def seen(messages: list[Received], device_id: str) -> list[tuple[str, str]]:
     prefix = f"{base(device_id)}/"
     return [(m.topic[len(prefix):], m.text) for m in messages
             if m.topic.startswith(prefix) and not m.topic.endswith("/$heartbeat")]
+
+
+def tree_end(view: list[tuple[str, str]]) -> int:
+    """Where the device's tree ends: its first ``$state`` other than ``init``."""
+    return next(i for i, (t, p) in enumerate(view) if t == "$state" and p != "init")
+
+
+def assert_announced_in_order(view: list[tuple[str, str]], device: homie.Device) -> None:
+    assert view[0] == ("$state", "init"), f"{device.id}: first seen {view[:3]}"
+    end = tree_end(view)
+    assert ("$state", "init") not in view[1:], f"{device.id}: init again: {view}"
+    prefix = f"{device.base(ROOT)}/"
+    tree = {m.topic[len(prefix):] for m in device.messages(ROOT)}
+    missing = tree - {t for t, _ in view[:end]}
+    assert not missing, f"{device.id}: {view[end]} before {sorted(missing)}"
+    for path, _ in device.paths():
+        values = [i for i, (t, _) in enumerate(view) if t == path]
+        datatype = view.index((f"{path}/$datatype", device.find(path).datatype.value))
+        assert not values or values[0] > datatype, f"{device.id}: {path} before $datatype"
+
+
+def big_device(device_id: str) -> homie.Device:
+    """A device whose tree is longer than the window: it cannot go out at once."""
+    nodes = [homie.Node(f"n{n}", f"Node {n}", properties=[
+        homie.Property(f"p{p}", f"P{p}", datatype="integer", value=0) for p in range(4)])
+        for n in range(2)]
+    device = homie.Device(device_id, "Big", state="init", nodes=nodes)
+    assert len(list(device.messages(ROOT))) > WINDOW
+    return device
+
+
+def small_device(device_id: str) -> homie.Device:
+    return homie.Device(device_id, "Small", state="init", nodes=[homie.Node("n0", properties=[
+        homie.Property("p0", datatype="integer", value=0)])])
+
+
+def test_devices_added_while_connected_go_init_tree_then_their_values(broker: Broker) -> None:
+    """A device added while connected, with a tree longer than the window (or queued behind
+    another's), whose owner sets values and ``ready`` at once: apps saw ``ready`` before
+    the device's attributes, a value before its ``$datatype``, then ``init`` after all."""
+    big, small = big_device("virtual-big"), small_device("virtual-small")
+
+    async def main() -> list[Received]:
+        link = make_link()
+        with AppView(broker) as app:
+            await link.start(creds_for(broker))
+            await app.await_for(f"{base()}/$state", "ready")
+            assert await link.flush(5)  # the window is empty: the first WINDOW go at once
+            mark = app.mark()
+            link.add_device(big)  # WINDOW messages of its tree go out now, n0/p0 among them
+            link.add_device(small)  # its tree waits for big's
+            link.set_value(big.id, "n0", "p0", 5)  # a topic its tree has passed ...
+            link.set_value(big.id, "n1", "p3", 7)  # ... and one it has not
+            link.set_state(big.id, "ready")
+            link.set_value(small.id, "n0", "p0", 3)
+            link.set_state(small.id, "ready")
+            await app.await_for(f"{base(small.id)}/$state", "ready", mark=mark)
+            await app.await_for(f"{base(big.id)}/n0/p0", "5", mark=mark)
+            await link.stop()
+            return app.since(mark)
+
+    messages = run(main())
+    big_view, small_view = seen(messages, big.id), seen(messages, small.id)
+    assert_announced_in_order(big_view, big)
+    assert_announced_in_order(small_view, small)
+    assert [p for t, p in big_view if t == "$state"][:2] == ["init", "ready"]
+    assert [p for t, p in small_view if t == "$state"][:2] == ["init", "ready"]
+    # The value its tree had passed goes out after the tree; the one it had not, in it.
+    end = tree_end(big_view)
+    assert [(i > end, p) for i, (t, p) in enumerate(big_view) if t == "n0/p0"] == \
+        [(False, "0"), (True, "5")]
+    assert [p for t, p in big_view if t == "n1/p3"] == ["7"]
+    assert [p for t, p in small_view if t == "n0/p0"] == ["3"]
 
 
 def test_a_replaced_child_keeps_the_localip_it_gets_from_the_hub(broker: Broker) -> None:

@@ -383,12 +383,13 @@ def test_trees_cut_by_a_lost_connection_go_out_whole_again() -> None:
         first = sender.topics()
         pub.connection_lost()
         mark = len(sender.sent)
+        pub.announce([lamp])  # as the link does after the reconnect
         pub.pump(sender)
         again = sender.topics(mark)
-        # Every unacknowledged topic goes again, once: $state with its latest value.
+        # The tree goes again, whole and once, $state last: not its cut messages ahead of
+        # it as well (their "ready" before the attributes).
         assert set(again) == set(first) and len(again) == len(set(again))
-        states = [m.payload for m in sender.sent[mark:] if m.topic.endswith("lamp/$state")]
-        assert states == ["ready"]
+        assert sender.sent[-1] == homie.Message(f"{ROOT}/sweet-home/lamp/$state", "ready")
 
     run(main())
 
@@ -604,5 +605,94 @@ def test_a_withdrawn_publication_leaves_the_outbox_and_costs_no_other_its_place(
         box.put(Pending(homie.Message(f"{ROOT}/k", "new"), "k"))
         await asyncio.sleep(0)
         assert box.pop().msg.payload == "new"  # type: ignore[union-attr]
+
+    run(main())
+
+
+
+def big(device_id: str = "big") -> homie.Device:
+    """A device whose tree is longer than the window, with an event property."""
+    nodes = [homie.Node(f"n{n}", properties=[
+        *(homie.Property(f"p{p}", datatype="integer", value=0) for p in range(4)),
+        homie.Property("press", datatype="string", retained=False)]) for n in range(2)]
+    return homie.Device(device_id, "Big", state="init", nodes=nodes)
+
+
+def update(pub: Publisher, path: str, payload: str, *, retain: bool = True,
+           device_id: str = "big") -> None:
+    """What the link's set_value / set_state queue for a device."""
+    topic = f"{ROOT}/sweet-home/{device_id}/{path}"
+    pub.enqueue(homie.Message(topic, payload, retain=retain), key=topic, device=device_id)
+
+
+def test_a_devices_updates_wait_for_its_tree_and_only_what_it_passed_goes_again() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        device = big()
+        pub.announce([device])
+        pub.pump(sender)  # the window: the start of the tree, n0/p0 among it
+        base = f"{ROOT}/sweet-home/big"
+        assert f"{base}/n0/p0" in sender.topics() and f"{base}/n1/p3" not in sender.topics()
+        # As the link does: the model first, then the publication.
+        device.find("n0/p0").set(5)
+        update(pub, "n0/p0", "5")  # passed: goes again, after the tree
+        device.find("n1/p3").set(7)
+        update(pub, "n1/p3", "7")  # not passed yet: the tree carries it
+        device.state = "ready"
+        update(pub, "$state", "ready")
+        update(pub, "n0/press", "single", retain=False)  # an event: after the tree
+        pub.pump(sender)
+        assert pub.status()["buffered"] == 4  # held, none sent
+        drain(pub, sender)
+        sent = [(m.topic[len(base) + 1:], m.payload) for m in sender.sent]
+        end = sent.index(("$state", "ready"))
+        assert sent[0] == ("$state", "init")
+        assert sent[end + 1:] == [("n0/p0", "5"), ("n0/press", "single")]
+        assert [p for t, p in sent if t == "n1/p3"] == ["7"]
+        assert [p for t, p in sent if t == "$state"] == ["init", "ready"]
+
+    run(main())
+
+
+def test_held_updates_are_bounded_and_given_up_with_their_tree() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(10), Sender()
+        pub.use_root(ROOT)
+        pub.announce([big()])
+        pub.pump(sender)  # a window of its tree in flight
+        for batch in (range(10), range(10, 15)):
+            for n in batch:
+                update(pub, f"extra/p{n}", str(n))  # none of them in its tree
+            pub.acknowledged(next(iter(pub._inflight)))  # room for one more
+            pub.pump(sender)  # the outbox is read: its updates are held
+        assert pub.status()["buffered"] == 10 and pub.outbox.dropped == 5
+        pub.stop_announcing()  # a stop, or a session gone quiet: moot
+        assert pub.status()["buffered"] == 0
+        pub.announce([big()])
+        update(pub, "n0/press", "single", retain=False)
+        pub.pump(sender)
+        pub.forget(big())  # removed: what it held goes with it, its topics are cleared
+        mark = len(sender.sent)
+        drain(pub, sender)
+        assert all(m.payload == "" for m in sender.sent[mark:])
+
+    run(main())
+
+
+def test_a_tree_message_paho_refused_goes_before_an_update_of_its_topic() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        device = big()
+        pub.announce([device])
+        sender.refuse = True
+        pub.pump(sender)  # "$state init" refused: back to the outbox
+        device.state = "ready"
+        update(pub, "$state", "ready")
+        sender.refuse = False
+        drain(pub, sender)
+        states = [m.payload for m in sender.sent if m.topic.endswith("big/$state")]
+        assert states == ["init", "ready"]
 
     run(main())

@@ -268,8 +268,9 @@ class CloudLink:
             return  # the (re)publication after connecting carries the model's latest value
         topic = f"{device.base(self._root)}/{path}"
         payload = prop.payload or ""
+        # Its device's: while the device's tree goes out, it waits for the tree's end.
         self._enqueue(homie.Message(topic, payload, retain=prop.retained), key=topic,
-                      device=device_id if prop.retained else None)
+                      device=device_id)
         self._pump()
 
     def set_state(self, device_id: str, state: str) -> None:

@@ -11,7 +11,16 @@ Two sources feed one QoS 1 window of ``WINDOW`` unacknowledged publications:
 * the **trees**: after every (re)connect each device's retained tree, rendered lazily from
   the model, so a value changed while offline goes out once, the latest.
 
-The outbox goes first. A publication the broker has not acknowledged within
+The outbox goes first, but for a device's own updates (its values and ``$state``) while
+its tree is still to go out: apps must see ``$state = init`` (a new device), the whole tree,
+then its state and values, never a value before its ``$datatype`` or a ``ready`` before the
+device's attributes. Those are held (:class:`Held`, bounded like the outbox) until the
+tree is out; the tree renders the latest value of each topic as it passes it, so what it
+passes supersedes what is held for that topic, and only updates of topics it had already
+passed go out after it. A tree's messages cut short by a lost connection are not sent
+again: the tree itself goes out again, whole.
+
+A publication the broker has not acknowledged within
 ``ack_timeout`` means the broker lost it or its PUBACK (mosquitto drops every packet to a
 client whose outgoing queue is full, PUBACKs included, since its fix for CVE-2023-28366):
 paho never sends it again within the session, so the window would stay full for as long
@@ -58,6 +67,7 @@ class Pending:
     expendable: bool = False  # dropped first when the outbox is full
     sent_at: float = 0.0  # when it went to paho (in flight)
     first: bool = False  # put ahead of the backlog (a stop's goodbye): dropped last
+    tree: bool = False  # a message of its device's retained tree
 
     @property
     def withdrawn(self) -> bool:
@@ -113,11 +123,14 @@ class Outbox:
                 key = next((k for k, p in self._items.items() if not p.first), None)
                 evicted = (self._items.pop(key) if key is not None
                            else self._items.popitem(last=False)[1])
-            evicted.resolve(False)
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 100 == 0:
-                log.warning("cloud outbox full (%d entries): dropped %d publication(s) so far, "
-                            "oldest first", self.limit, self.dropped)
+            self.count_dropped(evicted)
+
+    def count_dropped(self, evicted: Pending) -> None:
+        evicted.resolve(False)
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 100 == 0:
+            log.warning("cloud outbox full (%d entries): dropped %d publication(s) so far, "
+                        "oldest first", self.limit, self.dropped)
 
     def _leave_if_withdrawn(self, item: Pending) -> None:
         if item.withdrawn and self._items.get(item.key) is item:
@@ -138,6 +151,54 @@ class Outbox:
             item.resolve(False)
         self._items.clear()
         self._expendable.clear()
+
+
+class Held:
+    """A device's own updates waiting for its tree to go out (see the module doc).
+
+    Keyed by device and key, like the outbox (a newer payload replaces the older one), and
+    bounded by the outbox's limit: past it the oldest is dropped and counted as the
+    outbox's. The link keys a device's retained updates by topic, as its tree's messages.
+    """
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+        self._items: OrderedDict[tuple[str, Hashable], Pending] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def hold(self, item: Pending) -> None:
+        assert item.device is not None
+        key = (item.device, item.key)
+        old = self._items.pop(key, None)
+        if old is not None and old is not item:
+            old.resolve(False)
+        self._items[key] = item
+        if len(self._items) > self._outbox.limit:
+            self._outbox.count_dropped(self._items.popitem(last=False)[1])
+
+    def superseded(self, device_id: str, msg: homie.Message) -> None:
+        """The tree just rendered ``msg`` from the model: what is held for its topic is
+        older."""
+        held = self._items.get((device_id, msg.topic))
+        if held is not None and held.msg.retain and held.msg.topic == msg.topic:
+            del self._items[(device_id, msg.topic)]
+            held.resolve(False)
+
+    def release(self, device_id: str) -> None:
+        """The device's tree is out: its held updates go to the outbox, oldest first (one
+        waiting there for the same key is newer and stays)."""
+        for key in [key for key in self._items if key[0] == device_id]:
+            self._outbox.put(self._items.pop(key), replace=False)
+
+    def drop(self, device_id: str | None = None, *, retained_only: bool = False) -> None:
+        """Give up what is held (for ``device_id``; only its retained updates: a tree that
+        starts over renders each of their topics anew)."""
+        for key, item in list(self._items.items()):
+            if device_id in (None, key[0]) and (item.msg.retain or not retained_only):
+                del self._items[key]
+                item.resolve(False)
 
 
 class Sender(Protocol):
@@ -167,6 +228,7 @@ class Publisher:
         # interned strings, in sets that the devices of one kind share.
         self._published = RetainedSuffixes()
         self._announced: set[str] = set()  # devices that went through $state=init once
+        self._held = Held(self.outbox)
         self.idle = asyncio.Event()  # nothing waiting and nothing in flight
         self.idle.set()
 
@@ -176,6 +238,7 @@ class Publisher:
             self._published.clear()
             self._announced.clear()
             self.outbox.clear()
+            self._held.drop()
         self.root = root
 
     # ---- what to send ---------------------------------------------------------------------
@@ -197,13 +260,16 @@ class Publisher:
         """Send these devices' retained trees (again), in this order, after the outbox."""
         for device in devices:
             self._trees[device.id] = self._tree(device)
+            self._held.drop(device.id, retained_only=True)  # its tree carries the latest
 
     def stop_announcing(self) -> None:
         self._trees.clear()
+        self._held.drop()  # moot too: the next session announces every device again
 
     def forget(self, device: homie.Device) -> None:
         """A removed device: its tree stops, and its retained topics are cleared."""
         self._trees.pop(device.id, None)
+        self._held.drop(device.id)
         self._announced.discard(device.id)
         if self.root:
             self.clear_topics(self.owned_topics(device))
@@ -255,16 +321,22 @@ class Publisher:
         self._announced.add(device.id)
 
     def _next_item(self) -> Pending | None:
-        item = self.outbox.pop()
-        if item is not None:
-            return item
-        while self._trees:
+        while True:  # each turn sends something or finishes a tree
+            while (item := self.outbox.pop()) is not None:
+                if item.tree or item.device not in self._trees:
+                    return item
+                self._held.hold(item)  # after its device's tree, unless the tree carries it
+            if not self._trees:
+                return None
             device_id, tree = next(iter(self._trees.items()))
             msg = next(tree, None)
             if msg is not None:
-                return Pending(msg, msg.topic, device_id)
+                self._held.superseded(device_id, msg)
+                # Its own key: one paho refused goes back to the outbox, where it must
+                # not give way to an update of its topic (that one follows the tree).
+                return Pending(msg, ("tree", msg.topic), device_id, tree=True)
             del self._trees[device_id]
-        return None
+            self._held.release(device_id)  # what its tree had passed: now, after it
 
     # ---- the window -----------------------------------------------------------------------
 
@@ -288,7 +360,7 @@ class Publisher:
             self._inflight[mid] = item
             if item.device is not None and msg.retain:
                 self._sent(item.device, msg.topic, bool(msg.payload))
-        if not self.outbox and not self._trees and not self._inflight:
+        if not self.outbox and not self._trees and not self._inflight and not self._held:
             self.idle.set()
         else:
             self.idle.clear()
@@ -312,9 +384,10 @@ class Publisher:
     def connection_lost(self) -> None:
         """Unacknowledged publications go back to the front of the outbox, oldest first (a
         newer entry for the same key wins, a withdrawn one is not sent again); retained
-        trees restart after the reconnect."""
+        trees restart after the reconnect, whole (the link announces every device again),
+        so a tree's own messages are not sent again on their own."""
         for item in reversed(list(self._inflight.values())):
-            if not item.withdrawn:
+            if not item.withdrawn and not item.tree:
                 self.outbox.put(item, replace=False, front=True)
         self._inflight.clear()
         self._trees.clear()
@@ -322,6 +395,6 @@ class Publisher:
         self._extra = 0
 
     def status(self) -> dict[str, Any]:
-        return {"buffered": len(self.outbox),
+        return {"buffered": len(self.outbox) + len(self._held),
                 "announcing": len(self._trees),  # devices whose tree is still going out
                 "in_flight": len(self._inflight)}
