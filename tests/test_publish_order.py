@@ -8,15 +8,20 @@ message in the order the hub sent them.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from gatewayd import homie
+from gatewayd.cloud.ownership import Ownership
 from gatewayd.cloud.publisher import WINDOW
 from gatewayd.credentials import mqtt_username
-from gatewayd.simulator.broker import Broker
+from gatewayd.simulator.broker import PLATFORM_USER, Broker
+from gatewayd.simulator.platform import SimPlatform
 from tests.cloud_helpers import (
     HUB_ID,
     WSP,
@@ -86,6 +91,15 @@ def small_device(device_id: str) -> homie.Device:
         homie.Property("p0", datatype="integer", value=0)])])
 
 
+@pytest.fixture
+def platform(broker: Broker, tmp_path: Path) -> Iterator[SimPlatform]:
+    """The platform, to hear of a release (a reset while online tells it)."""
+    sim = SimPlatform(broker.host, broker.port, PLATFORM_USER, broker.platform_password,
+                      tmp_path / "platform.json").start()
+    yield sim
+    sim.stop()
+
+
 def test_devices_added_while_connected_go_init_tree_then_their_values(broker: Broker) -> None:
     """A device added while connected, with a tree longer than the window (or queued behind
     another's), whose owner sets values and ``ready`` at once: apps saw ``ready`` before
@@ -146,4 +160,37 @@ def test_a_replaced_child_keeps_the_localip_it_gets_from_the_hub(broker: Broker)
     assert [p for t, p in view if t == "$localip"] == ["127.0.0.1"]
     assert [p for t, p in view if t == "$mac"] == ["aa:bb:cc:dd:ee:ff"]
     assert not [t for t, p in view if p == ""], view
+
+
+@pytest.mark.parametrize("online", [True, False], ids=["online", "offline"])
+def test_a_re_pair_after_a_reset_starts_every_device_from_init(
+        broker: Broker, platform: SimPlatform, online: bool) -> None:
+    """A factory reset, then a pairing to the same account: the hub is a new one to the
+    account's apps. Its trees went out without ``init``, the hub ``ready`` at once."""
+    link, child = make_link(), make_child()
+    link.add_device(child)
+
+    async def main() -> list[Received]:
+        creds = creds_for(broker)
+        with AppView(broker) as app:
+            await link.start(creds)
+            await app.await_for(f"{base(child.id)}/$state", "ready")
+            if not online:
+                await link.stop()  # the cloud out of reach at the reset
+            kept = await Ownership(link, timeout=3.0).at_reset(creds)
+            assert (kept is None) is online and not link.connected
+            # The release's clearings reached the broker before this marker: the app has
+            # seen them once it sees the marker.
+            await asyncio.to_thread(app.publish, f"{ROOT}/test-marker", "reset")
+            await app.await_for(f"{ROOT}/test-marker", "reset")
+            mark = app.mark()  # the link is stopped: nothing else comes meanwhile
+            await link.start(creds)  # the pairing's cloud step, same account
+            await app.await_for(f"{base(child.id)}/$state", "ready", mark=mark)
+            await app.await_for(f"{base()}/$state", "ready", mark=mark)
+            await link.stop()
+            return app.since(mark)
+
+    messages = run(main())
+    assert_announced_in_order(seen(messages, HUB_ID), link.hub)
+    assert_announced_in_order(seen(messages, child.id), child)
 

@@ -95,7 +95,7 @@ class CloudLink:
         if self._conn is not None:
             raise RuntimeError("cloud link already started; stop() it first")
         loop = asyncio.get_running_loop()
-        self._out.use_root(creds.root)
+        self._out.use_root(creds.root, announcing=announce)
         self._creds = creds
         self._root = creds.root
         self._announce = announce
@@ -208,6 +208,11 @@ class CloudLink:
             self._conn_subscribe([absolute])
         elif self._conn is not None:
             self._conn.unsubscribe([absolute])
+
+    def start_afresh(self) -> None:
+        """A factory reset: the next session that publishes devices starts each from
+        ``$state = init`` again, even with the same account."""
+        self._out.start_afresh()
 
     def device(self, device_id: str) -> homie.Device:
         try:

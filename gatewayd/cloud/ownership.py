@@ -59,6 +59,7 @@ class Ownership:
     async def at_reset(self, stored: CloudCredentials | None) -> Release | None:
         """The factory reset's first step: release ``stored`` (the paired account) now if
         the link is online with it, else return what to keep for later."""
+        self.link.start_afresh()  # the hub paired next is a new one to apps, even here
         if stored is None:
             return None
         owed: list[str] = []

@@ -228,18 +228,30 @@ class Publisher:
         # interned strings, in sets that the devices of one kind share.
         self._published = RetainedSuffixes()
         self._announced: set[str] = set()  # devices that went through $state=init once
+        self._afresh = False  # a factory reset: the next announcing session forgets that
         self._held = Held(self.outbox)
         self.idle = asyncio.Event()  # nothing waiting and nothing in flight
         self.idle.set()
 
-    def use_root(self, root: str) -> None:
-        """Another account: nothing of the old one carries over."""
+    def use_root(self, root: str, *, announcing: bool = True) -> None:
+        """Another account: nothing of the old one carries over. The first session that
+        announces devices after :meth:`start_afresh` announces each as new, even to the
+        same account."""
         if root != self.root:
             self._published.clear()
             self._announced.clear()
             self.outbox.clear()
             self._held.drop()
+        if announcing and self._afresh:
+            self._announced.clear()
+            self._afresh = False
         self.root = root
+
+    def start_afresh(self) -> None:
+        """A factory reset: the next pairing is a new hub to apps, ``$state = init`` first
+        for every device, even with the same account (a reset released or not, the
+        account's apps must not take the re-paired hub for a reconnect)."""
+        self._afresh = True
 
     # ---- what to send ---------------------------------------------------------------------
 
