@@ -1,9 +1,10 @@
 """The order an app subscriber sees a device in, against a real mosquitto (docs/interfaces.md
 §8.2): ``$state = init`` for a new device, its whole retained tree, then its state and
-values; nothing it still has deleted on the way.
+values; its heartbeat only after that; nothing it still has deleted on the way.
 
 The app here subscribes with QoS 0, as the review's did: the broker then hands it every
-message in the order the hub sent them.
+message in the order the hub sent them (with QoS 1 a broker may let a QoS 0 heartbeat
+overtake QoS 1 messages queued behind its in-flight limit for the subscriber).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tests.cloud_helpers import (
     Monitor,
     Received,
     creds_for,
+    fast_config,
     make_child,
     make_link,
     run,
@@ -194,3 +196,27 @@ def test_a_re_pair_after_a_reset_starts_every_device_from_init(
     assert_announced_in_order(seen(messages, HUB_ID), link.hub)
     assert_announced_in_order(seen(messages, child.id), child)
 
+
+def test_no_device_beats_before_its_tree_is_out(broker: Broker) -> None:
+    """At a connect (a pairing, a reconnect) the heartbeats began at once, while the
+    trees waited for the window: apps heard of a device before its ``$state``."""
+    children = [make_child(f"virtual-lamp-{n}") for n in range(2)]
+
+    async def main() -> list[Received]:
+        link = make_link(fast_config(heartbeat_interval=0.2))
+        for device in children:
+            link.add_device(device)
+        with AppView(broker) as app:
+            await link.start(creds_for(broker))
+            for device in [link.hub, *children]:
+                await app.await_for(f"{base(device.id)}/$heartbeat")
+            await link.stop()
+            return app.since()
+
+    messages = run(main())
+    for device_id in [HUB_ID, *(c.id for c in children)]:
+        topics = [m.topic for m in messages]
+        first_beat = topics.index(f"{base(device_id)}/$heartbeat")
+        ready = next(i for i, m in enumerate(messages)
+                     if m.topic == f"{base(device_id)}/$state" and m.text != "init")
+        assert ready < first_beat, f"{device_id}: a heartbeat before its tree was out"

@@ -378,8 +378,8 @@ class CloudLink:
             # The hub first: its will may have left "lost" behind.
             self._out.announce(self._devices.values())
             self._heartbeat = asyncio.get_running_loop().create_task(heartbeats(
-                self._conn, lambda: self._devices.values(), self._root,
-                self._cfg.heartbeat_interval, self._pump))
+                self._conn, self._beating, self._root, self._cfg.heartbeat_interval,
+                self._pump))
         self._conn_subscribe(filters)
         # Listeners last: what they publish (a platform request sent again) goes out after
         # the SUBSCRIBE that lets its answer in.
@@ -427,6 +427,10 @@ class CloudLink:
 
     def on_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
         self._inbound.route(self._root, topic, payload, retained)
+
+    def _beating(self) -> list[homie.Device]:
+        # A device's heartbeat follows its tree: apps hear no device before its $state.
+        return [d for d in self._devices.values() if self._out.tree_out(d.id)]
 
     def _record(self, result: CloudResult) -> None:
         if self._start is not None:

@@ -253,6 +253,10 @@ class Publisher:
         account's apps must not take the re-paired hub for a reconnect)."""
         self._afresh = True
 
+    def tree_out(self, device_id: str) -> bool:
+        """Whether the device's tree has gone out, and is not going out again now."""
+        return device_id in self._announced and device_id not in self._trees
+
     # ---- what to send ---------------------------------------------------------------------
 
     def enqueue(self, msg: homie.Message, *, key: Hashable, device: str | None = None,
