@@ -58,6 +58,11 @@ class NoOnboarding:
     repairable = False  # never offline on a hotspot
     window_seconds = None
 
+    @property
+    def long_press_seconds(self) -> float | None:
+        button = self.hub.config.button
+        return button.long_press_seconds if button.enabled else None
+
     async def begin(self, request: PairingRequest) -> None:
         raise PairingFailed("Pairing is not available: the onboarding service is not running.")
 

@@ -60,6 +60,8 @@ class FakeOnboarding:
         self.pairing_open = True
         self.repairable = False  # paired, offline on its hotspot: an admin may re-pair
         self.window_seconds: float | None = 600.0
+        button = hub.config.button  # like the machine's: the button's, when there is one
+        self.long_press_seconds = button.long_press_seconds if button.enabled else None
         self.state = "unpaired"
         self.network: str | None = None  # "wifi": on Wi-Fi without a cloud account
         self.step: str | None = None

@@ -486,6 +486,7 @@ class StubOnboarding:
     busy = False
     repairable = False
     window_seconds = None
+    long_press_seconds = None
 
     async def begin(self, request: PairingRequest) -> None:
         raise AssertionError("not submitted")

@@ -179,6 +179,7 @@ class StubOnboarding:
         self.busy = busy
         self.repairable = False
         self.window_seconds: float | None = 600.0
+        self.long_press_seconds: float | None = None  # no button
         self.uplink = uplink  # on a network (Ethernet, or a client of its Wi-Fi)
         self.begun: list[PairingRequest] = []
 

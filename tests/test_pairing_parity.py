@@ -22,7 +22,7 @@ from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.hub import Hub
 from gatewayd.identity import Identity
 from gatewayd.onboarding.machine import Onboarding
-from gatewayd.onboarding.pairing import RESET_HINT, NotInPairingMode, PairingService
+from gatewayd.onboarding.pairing import NotInPairingMode, PairingService, reset_hint
 from gatewayd.onboarding.table import State
 from gatewayd.portal.app import create_portal_app
 from gatewayd.runtime.logsetup import Redactor
@@ -41,7 +41,8 @@ IDENTITY = Identity("dc-a6-32-12-34-56", "dc:a6:32:12:34:56", "Acme Hub")
 # would answer "invalid"; a paired one must answer "not in pairing mode", whoever asks.
 BAD = {"ssid": "HomeNet", "psk": "short", "wsp": "not-an-e-mail", "token": "t",
        "host": "127.0.0.1", "brport": "1883"}
-MESSAGE = f"This hub is already paired. {RESET_HINT}"
+# The hub of make_config has no button ([button] enabled is false by default).
+MESSAGE = f"This hub is already paired. {reset_hint(None)}"
 
 
 def test_a_paired_hub_refuses_bad_fields_the_same_way_at_every_entry_point(

@@ -410,7 +410,7 @@ def test_a_paired_hub_back_on_its_hotspot_is_paired_again_by_its_owner_only(
     stranger = portal.client()
     assert stranger.get("/").status == 302 and stranger.get("/api/v1/status").status == 401
     refused = stranger.pair(VALID)
-    assert refused.status == 403 and "press the hub's button" in refused.body
+    assert refused.status == 403 and "'gatewayctl button short'" in refused.body
     refused = stranger.post_json("/api/v1/pair", VALID)
     assert refused.status == 403 and refused.json["error"]["code"] == "not-in-pairing-mode"
     assert "within 10 minutes" in refused.json["error"]["message"]

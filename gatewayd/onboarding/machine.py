@@ -122,6 +122,11 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
     def window_seconds(self) -> float | None:
         return self.config.ble.window_seconds if self.window is not None else None
 
+    @property
+    def long_press_seconds(self) -> float | None:
+        button = self.config.button
+        return button.long_press_seconds if button.enabled else None
+
     def _offline_on_hotspot(self) -> bool:
         return self.state == State.OFFLINE and self.wifi is not None and \
             self.wifi.hotspot_active

@@ -46,21 +46,39 @@ NOT_UTF8 = ("is not valid UTF-8 (or holds U+FFFD); networks whose names are not 
 UNSUPPORTED_NETWORK = ("this network uses a security the hub does not support (WEP, or an "
                        "enterprise network such as eduroam); choose another network")
 
-RESET_HINT = ("To pair it again, hold the hub's button for 10 seconds or run "
-              "'gatewayctl reset' on the hub.")
+def _seconds(value: float) -> str:
+    text = f"{value:g}"
+    return f"{text} second" if text == "1" else f"{text} seconds"
 
 
-def repair_hint(window_seconds: float | None) -> str:
+def _reset_how(button_seconds: float | None) -> str:
+    shell = "run 'gatewayctl reset' on the hub"
+    if button_seconds is None:
+        return shell
+    return f"hold the hub's button for {_seconds(button_seconds)} or {shell}"
+
+
+def reset_hint(button_seconds: float | None) -> str:
+    """How a paired hub is reset to pair it again, said in this one place (the refusals,
+    the panel's dashboard): its button held for ``button_seconds`` (``[button]
+    long_press_seconds``; None: the hub has no button, ``[button] enabled`` false), or
+    'gatewayctl reset' on the hub."""
+    return f"To pair it again, {_reset_how(button_seconds)}."
+
+
+def repair_hint(window_seconds: float | None, button_seconds: float | None) -> str:
     """How a paired hub that is offline with its hotspot up is paired again without a reset
     (docs/onboarding.md): the window a short press opens, or the admin's sign-in.
-    ``window_seconds`` None: the hub has no such window."""
+    ``window_seconds`` None: the hub has no such window; ``button_seconds`` as
+    :func:`reset_hint`."""
     press = ""
     if window_seconds:
         minutes = max(1, round(window_seconds / 60))
-        press = (f"press the hub's button briefly (or run 'gatewayctl button short' on "
-                 f"it) and pair within {minutes} minutes, or ")
+        how = ("press the hub's button briefly (or run 'gatewayctl button short' on it)"
+               if button_seconds is not None else "run 'gatewayctl button short' on the hub")
+        press = f"{how} and pair within {minutes} minutes, or "
     return (f"To pair it again, {press}sign in to its panel as admin and pair there; or "
-            f"reset it: hold the button for 10 seconds or run 'gatewayctl reset' on the hub.")
+            f"reset it: {_reset_how(button_seconds)}.")
 
 
 class PairingError(Exception):
@@ -252,6 +270,12 @@ class Openness(Protocol):
         """How long the window a short press opens lasts; None: there is none."""
         ...
 
+    @property
+    def long_press_seconds(self) -> float | None:
+        """How long the hub's button is held for a factory reset; None: the hub has no
+        button (``[button] enabled`` false)."""
+        ...
+
 
 def check_open(machine: Openness, *, admin: bool = False) -> None:
     """Raise the refusal a request gets in this state, if any: the service asks first, the
@@ -267,7 +291,9 @@ def check_open(machine: Openness, *, admin: bool = False) -> None:
 
 def closed_hint(machine: Openness) -> str:
     """What a paired hub's refusal tells: how to pair it again from where it is."""
-    return repair_hint(machine.window_seconds) if machine.repairable else RESET_HINT
+    if machine.repairable:
+        return repair_hint(machine.window_seconds, machine.long_press_seconds)
+    return reset_hint(machine.long_press_seconds)
 
 
 class Onboarding(Openness, Protocol):

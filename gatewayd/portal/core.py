@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from gatewayd.config import CloudConfig
 from gatewayd.hub import Hub
-from gatewayd.onboarding.pairing import PairingService
+from gatewayd.onboarding.pairing import PairingService, reset_hint
 from gatewayd.onboarding.progress import Progress
 from gatewayd.runtime.corecall import CoreCall
 
@@ -118,6 +118,13 @@ class PortalCore:
             section = self.hub.section("provisioning")
             return section if isinstance(section, dict) else None
         return self.call(_provisioning)
+
+    def reset_hint(self) -> str:
+        """How this hub is reset to pair it again: its own button's hold time, or
+        'gatewayctl reset' alone on a hub without a button."""
+        async def _hint() -> str:
+            return reset_hint(self.pairing.onboarding.long_press_seconds)
+        return self.call(_hint)
 
     def progress(self) -> Progress:
         async def _progress() -> Progress:

@@ -15,7 +15,6 @@ from flask import Blueprint, Response, redirect, render_template, request, sessi
 from werkzeug.datastructures import MultiDict
 
 from gatewayd.onboarding.pairing import (
-    RESET_HINT,
     CrossSite,
     InvalidRequest,
     NotInPairingMode,
@@ -102,7 +101,7 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
                                devices=devices if isinstance(devices, list) else [],
                                zigbee=status.get("zigbee"), notice=session.pop("notice", None),
                                provisioning=status.get("provisioning"),
-                               reset_hint=RESET_HINT, csrf=csrf_token())
+                               reset_hint=core.reset_hint(), csrf=csrf_token())
 
     @bp.post("/setup")
     def setup() -> Any:
