@@ -10,9 +10,12 @@ BlueZoo, the simulated cloud broker); the test drives it as a person and the app
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
+import re
 import signal
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import ctl_json, wait_for
-from tests.test_e2e_simulator import Sim, http_get
+from tests.test_e2e_simulator import Sim, csrf_of, http_get
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -113,5 +116,92 @@ def test_a_paired_hub_offline_on_its_hotspot_is_re_paired_only_after_a_button_pr
         status = sim.status()
         assert status["paired"] and status["wifi"]["ssid"] == "Office"
         assert json.loads(state_file.read_bytes())["cloud"]["wsp"] == account["wsp"]
+    finally:
+        assert sim.proc.stop(signal.SIGINT, timeout=30) == 0, sim.proc.output()
+
+
+def active_connection_ids(sim: Sim) -> list[str]:
+    """The profiles the simulated NetworkManager has active, read over its bus."""
+    import dbus
+
+    bus = dbus.bus.BusConnection(sim.info["system_bus"])
+    try:
+        nm = bus.get_object("org.freedesktop.NetworkManager", "/org/freedesktop/NetworkManager")
+        ids = []
+        for path in nm.Get("org.freedesktop.NetworkManager", "ActiveConnections",
+                           dbus_interface=dbus.PROPERTIES_IFACE):
+            active = bus.get_object("org.freedesktop.NetworkManager", path)
+            ids.append(str(active.Get("org.freedesktop.NetworkManager.Connection.Active",
+                                      "Id", dbus_interface=dbus.PROPERTIES_IFACE)))
+        return sorted(ids)
+    finally:
+        bus.close()
+
+
+class Panel:
+    """A person at the admin panel: a cookie jar; redirects followed; every answer kept."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def open(self, path: str, form: dict[str, str] | None = None) -> tuple[int, str]:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        try:
+            with self.opener.open(self.base + path, data=data, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+
+def input_tag(page: str, name: str) -> str:
+    match = re.search(rf'<input id="{name}"[^>]*>', page)
+    assert match, f"no {name} field in the form"
+    return match.group(0)
+
+
+def test_its_admin_moves_a_paired_hub_to_a_new_router_keeping_its_account(
+        tmp_path: Path) -> None:
+    """Before: signed in on the hub's hotspot, the admin got the pairing form with the
+    account e-mail (and the broker, without a vendor preset) required, and the hub refused
+    the new network alone: `400 wsp: is required: the account e-mail`. To give the hub its
+    new router the admin had to type in the cloud account again."""
+    config = tmp_path / "gatewayd.toml"
+    config.write_text("[hotspot]\noffline_grace = 10\nretry_interval = 3600\n"
+                      "[ble]\nenabled = false\n")
+    sim = Sim(tmp_path / "sim", "--config", str(config))
+    try:
+        account, mqtt = sim.info["account"], sim.info["mqtt"]
+        assert http_get(sim.pair_url(ssid="HomeNet", psk="supersecret", wsp=account["wsp"],
+                                     token=account["token"], host=mqtt["host"],
+                                     brport=str(mqtt["port"]))) == (200, "OK")
+        wait_for(lambda: sim.status()["state"] == "online", 30, "the hub to go online")
+        state_file = Path(sim.info["state_dir"]) / "state.json"
+        paired_to = json.loads(state_file.read_bytes())["cloud"]
+
+        router_off(sim, "HomeNet")  # the old router is gone for good
+        wait_for(lambda: sim.status()["state"] == "offline" and sim.progress()["hotspot"], 60,
+                 "the hotspot to come back after offline_grace")
+        panel = Panel(sim.portal)
+        _, login = panel.open("/login")
+        setup_code = ctl_json("--sim", str(sim.workdir), "setup-code")["setup_code"]
+        status, form = panel.open("/login", {"csrf_token": csrf_of(login),
+                                             "password": setup_code})
+        assert status == 200 and 'name="network"' in form  # the pairing form, signed in
+        assert "Leave these empty to keep the current account" in form
+        assert f"({account['wsp'][0]}***@" in form
+        for name in ("wsp", "host", "brport"):
+            assert " required" not in input_tag(form, name), name
+
+        status, page = panel.open("/setup", {
+            "csrf_token": csrf_of(form), "network": "Office", "psk": "correct horse battery",
+            "wsp": "", "token": "", "host": "", "brport": "", "mqtts_port": "",
+            "rootTopic": ""})
+        assert status == 200 and "is required" not in page, page
+        wait_for(lambda: sim.status()["state"] == "online", 30, "the hub on its new router")
+        assert sim.status()["wifi"]["ssid"] == "Office"
+        assert "gatewayd-client-Office" in active_connection_ids(sim)
+        assert json.loads(state_file.read_bytes())["cloud"] == paired_to  # the same account
     finally:
         assert sim.proc.stop(signal.SIGINT, timeout=30) == 0, sim.proc.output()

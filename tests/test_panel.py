@@ -142,3 +142,63 @@ def test_a_repairable_hub_says_how_with_its_own_button_or_none(
         refused = portal.client().pair(VALID)
         assert (refused.status, refused.body) == (403, f"This hub is already paired. {said}")
         assert unsaid not in refused.body
+
+
+# ---- a new router, the same account -------------------------------------------------------
+
+NEW_ROUTER = {"ssid": "Flat 3B", "psk": "new-router-pass"}
+
+
+def test_its_admin_gives_a_paired_hub_a_network_only_and_nobody_else(tmp_path: Path) -> None:
+    """The panel's script posts to /api/v1/pair with the admin's session: the front door
+    keeps the stored account for a network alone, even where the vendor preset a whole
+    account; anyone else must give an account (none preset here: refused)."""
+    with running_portal(tmp_path) as portal:
+        assert portal.client().pair(VALID).status == 200
+        portal.core(portal.fake.succeed)
+        portal.fake.state, portal.fake.repairable = "offline", True  # offline on its hotspot
+        admin = portal.client()
+        sign_in(admin, portal.setup_code)
+        reply = admin.post_json("/api/v1/pair", NEW_ROUTER, {"X-Requested-By": "gatewayd-panel"})
+        assert reply.status == 200, reply.body
+        request = portal.fake.begun[-1]
+        assert request.admin and request.cloud is None and request.wifi is not None
+        assert request.wifi.ssid == "Flat 3B"
+        portal.core(lambda: portal.fake.fail("wrong-password"))
+        # Another account, given: taken as given.
+        other = {**NEW_ROUTER, "wsp": "new@example.com", "token": "new-token",
+                 "host": "127.0.0.1", "brport": "1883"}
+        assert admin.post_json("/api/v1/pair", other).status == 200
+        assert portal.fake.begun[-1].cloud is not None
+        assert portal.fake.begun[-1].cloud.wsp == "new@example.com"
+        portal.core(lambda: portal.fake.fail("wrong-password"))
+        # Part of an account is not "keep mine": refused as incomplete.
+        reply = admin.post_json("/api/v1/pair", {**NEW_ROUTER, "host": "127.0.0.1"})
+        assert (reply.status, reply.json["error"]["field"]) == (400, "wsp")
+
+        portal.fake.state, portal.fake.pairing_open = "offline", True  # a short press
+        stranger = portal.client().post_json("/api/v1/pair", NEW_ROUTER)
+        assert stranger.status == 400
+        assert stranger.json["error"]["message"] == "wsp: is required: the account e-mail"
+        assert len(portal.fake.begun) == 3
+
+
+def test_with_a_whole_account_preset_the_admin_still_keeps_the_hubs_own(
+        tmp_path: Path) -> None:
+    presets = {"host": "127.0.0.1", "port": 1883, "wsp": "vendor@example.com",
+               "token": "vendor-token"}
+    with running_portal(tmp_path, cloud=presets) as portal:
+        assert portal.client().pair(VALID).status == 200  # the owner's account, not the preset
+        portal.core(portal.fake.succeed)
+        portal.fake.state, portal.fake.repairable = "offline", True
+        admin = portal.client()
+        sign_in(admin, portal.setup_code)
+        form = admin.get("/").body
+        assert "Leave these empty to keep the current account (u***@example.com)" in form
+        assert 'value="127.0.0.1"' not in form  # no preset filled in: it would be an account
+        reply = admin.post_form("/setup", {"csrf_token": csrf_from(form), "network": "Flat 3B",
+                                           "psk": "new-router-pass", "wsp": "", "token": "",
+                                           "host": "", "brport": "", "mqtts_port": "",
+                                           "rootTopic": ""})
+        assert reply.status == 303, reply.body
+        assert portal.fake.begun[-1].cloud is None  # the hub's own account runs

@@ -7,8 +7,10 @@ order of the checks and the refusals (their codes live on :class:`PairingError`'
 subclasses, here only) are the same everywhere.
 
 A request carries Wi-Fi and cloud credentials, or cloud credentials only (the "No Wi-Fi"
-variant), or, only where the entry point explicitly allows it (Improv, which can carry
-nothing but an SSID and a passphrase), Wi-Fi credentials only: "Wi-Fi first, cloud later".
+variant), or Wi-Fi credentials only: where the entry point explicitly allows it (Improv,
+which can carry nothing but an SSID and a passphrase), "Wi-Fi first, cloud later"; and from
+a signed-in admin re-pairing a paired hub from its hotspot, "a new network, the same
+account" (the stored account is kept).
 """
 
 from __future__ import annotations
@@ -146,8 +148,9 @@ SETTLE_WAIT = 5.0  # how long a request waits for a transition (not an attempt) 
 
 @dataclass(frozen=True)
 class PairingRequest:
-    # None: a "Wi-Fi first, cloud later" request (only from request_from_fields(...,
-    # allow_wifi_only=True), i.e. Improv); the cloud part comes later over the LAN or BLE.
+    # None: Wi-Fi only. On a hub that is not paired, "Wi-Fi first, cloud later" (Improv:
+    # allow_wifi_only), the cloud part comes later over the LAN or BLE; on a paired one
+    # (an admin re-pairing it: keep_account) the attempt runs with the stored account.
     cloud: CloudCredentials | None
     wifi: WifiCredentials | None  # None: the "No Wi-Fi" variant, cloud credentials only
     source: str = "http"
@@ -182,7 +185,8 @@ def _truthy(value: Any, field: str) -> bool:
 
 def request_from_fields(fields: Mapping[str, Any], presets: CloudConfig, *,
                         wifi_enabled: bool = True, source: str = "http",
-                        allow_wifi_only: bool = False) -> PairingRequest:
+                        allow_wifi_only: bool = False,
+                        keep_account: bool = False) -> PairingRequest:
     """Validate raw fields (query strings, form fields, JSON, BLE) into a request.
 
     Vendor presets fill what the request leaves out. Raises :class:`InvalidRequest`
@@ -192,6 +196,10 @@ def request_from_fields(fields: Mapping[str, Any], presets: CloudConfig, *,
     no complete cloud account in the presets becomes a Wi-Fi-only request (``cloud`` is
     None) instead of a refusal. Only Improv asks for this; every other entry point
     requires the cloud fields (or presets) exactly as before.
+
+    ``keep_account``: a request with Wi-Fi credentials and no cloud field of its own is
+    Wi-Fi only whatever the presets say: the account the hub has is kept (a signed-in
+    admin re-pairing a paired hub). A request that gives any cloud field gives an account.
     """
     for name, value in fields.items():
         if isinstance(value, str) and len(value.encode("utf-8", "replace")) > MAX_FIELD_BYTES:
@@ -217,10 +225,11 @@ def request_from_fields(fields: Mapping[str, Any], presets: CloudConfig, *,
                 raise InvalidField("ssid", NOT_UTF8)
             wifi = wifi_from_fields(ssid, psk, _truthy(fields.get("hidden", False), "hidden"))
         usable_wifi = wifi if wifi_enabled else None
-        if allow_wifi_only and usable_wifi is not None and not _cloud_given(fields) \
-                and not _presets_complete(presets):
+        if usable_wifi is not None and not _cloud_given(fields) and (
+                keep_account or (allow_wifi_only and not _presets_complete(presets))):
             # debug: front ends also parse to ask "would these presets work?", at start
-            log.debug("a Wi-Fi-only pairing request: the cloud account comes later")
+            log.debug("a Wi-Fi-only pairing request: the cloud account %s",
+                      "is kept" if keep_account else "comes later")
             return PairingRequest(cloud=None, wifi=usable_wifi, source=source)
         cloud = cloud_from_fields(
             wsp=get("wsp", presets.wsp), token=get("token", presets.token),
@@ -344,7 +353,7 @@ class PairingService:
         return self.onboarding.pairing_open
 
     def parse(self, fields: Mapping[str, Any], source: str, *,
-              allow_wifi_only: bool = False) -> PairingRequest:
+              allow_wifi_only: bool = False, keep_account: bool = False) -> PairingRequest:
         """Validate only (no state is looked at): what :meth:`submit` does in its third
         step, and what a front end uses to ask "would these presets work?"."""
         for name in ("token", "psk"):
@@ -353,7 +362,8 @@ class PairingService:
         if self.provisioning != "pairing":
             return self._wifi_only(fields, source)
         return request_from_fields(fields, self.presets, wifi_enabled=self.wifi_enabled,
-                                   source=source, allow_wifi_only=allow_wifi_only)
+                                   source=source, allow_wifi_only=allow_wifi_only,
+                                   keep_account=keep_account)
 
     def _wifi_only(self, fields: Mapping[str, Any], source: str) -> PairingRequest:
         """A provisioned hub's request: its Wi-Fi network and nothing else."""
@@ -381,7 +391,8 @@ class PairingService:
         onboarding machine checks busy and open again as it begins, under its lock, since a
         cloud-only request awaits the uplink's state in between. ``admin``: from a
         signed-in admin (the panel's session), who may re-pair a paired hub that is offline
-        with its hotspot up (:func:`check_open`).
+        with its hotspot up (:func:`check_open`), giving it a new network only: the hub
+        keeps its account unless the request gives another.
         """
         # An attempt that has just failed still brings its hotspot back for a moment: an app
         # that retries as soon as progress shows the failure must not be told "busy".
@@ -401,8 +412,11 @@ class PairingService:
                      admin: bool) -> PairingRequest:
         check_open(self.onboarding, admin=admin)
         raw = fields() if callable(fields) else fields
-        request = replace(self.parse(raw, source, allow_wifi_only=allow_wifi_only),
-                          admin=admin)
+        # Its admin moving a paired hub to a new router: the account stays (the machine runs
+        # a Wi-Fi-only request on a paired hub with the stored one), as Improv's does.
+        keep = admin and self.onboarding.repairable
+        request = replace(self.parse(raw, source, allow_wifi_only=allow_wifi_only,
+                                     keep_account=keep), admin=admin)
         wifi = request.wifi
         if wifi is not None:
             # What the last scan says of the network: the attempt could only fail.

@@ -119,6 +119,13 @@ class PortalCore:
             return section if isinstance(section, dict) else None
         return self.call(_provisioning)
 
+    def account(self) -> str | None:
+        """The stored cloud account as the status shows it (``u***@example.com``)."""
+        async def _account() -> str | None:
+            cloud = self.hub.state.cloud
+            return str(cloud.redacted()["account"]) if cloud is not None else None
+        return self.call(_account)
+
     def reset_hint(self) -> str:
         """How this hub is reset to pair it again: its own button's hold time, or
         'gatewayctl reset' alone on a hub without a button."""

@@ -68,19 +68,29 @@ def presets_view(core: PortalCore) -> dict[str, Any]:
 def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter) -> Blueprint:
     bp = Blueprint("panel", __name__)
 
+    def kept_account() -> str | None:
+        """The account a signed-in admin re-pairing a paired hub keeps when they give the
+        Wi-Fi network only (the front door keeps it), shown in the form; None: the form
+        asks for an account."""
+        if not (core.snapshot().repairable and auth.session_valid()):
+            return None
+        return core.account()
+
     def render_form(progress: Progress, *, error: str | None = None,
                     field: str | None = None, values: Mapping[str, str] | None = None,
                     status: int = 200) -> Response:
         # On its cable, a Wi-Fi hub pairs cloud only, as the front door's "No Wi-Fi" variant.
         ethernet = core.on_ethernet()
+        keep = kept_account() if core.wifi_enabled and not ethernet else None
         html = render_template(
             "pair.html", name=hub_name(core), progress=progress,
             state_label=STATE_LABELS.get(progress.state, progress.state),
             networks=[] if ethernet else core.networks(), ethernet=ethernet,
             wifi=core.wifi_enabled and not ethernet, presets=presets_view(core),
             error=error, error_field=field, values=values or {}, csrf=csrf_token(),
-            provisioning=core.provisioning(),
-            advanced_open=not core.presets.host or field in ADVANCED_FIELDS)
+            provisioning=core.provisioning(), keep_account=keep,
+            advanced_open=(not core.presets.host and keep is None)
+            or field in ADVANCED_FIELDS)
         return Response(html, status=status, mimetype="text/html")
 
     @bp.get("/")
