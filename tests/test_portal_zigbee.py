@@ -4,9 +4,11 @@ its radio not running, or up on a stand-in for zigpy's ControllerApplication."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -31,6 +33,8 @@ class Radio:
     def __init__(self) -> None:
         self.failure: Exception | None = None
         self.permits: list[int] = []
+        # What the bridge's status reads of it: no network details, no firmware version.
+        self.state = SimpleNamespace(network_info=None, node_info=SimpleNamespace(version=None))
 
     async def permit(self, seconds: int) -> None:
         if self.failure is not None:
@@ -148,3 +152,27 @@ def test_the_panel_shows_the_outcome_and_never_a_librarys_words(
     status, page = press(client, "30")
     assert status == 303 and "the hub is stopping" in page and INTERNAL_MESSAGE not in page
     assert zigbee.radio.permits == [30]
+
+
+def refresh_of(page: str) -> str | None:
+    match = re.search(r'<meta http-equiv="refresh" content="([^"]*)">', page)
+    return match.group(1) if match else None
+
+
+def test_the_dashboard_keeps_itself_current_while_joining_is_open(
+        zigbee: ZigbeePortal) -> None:
+    """Before: after "Add Zigbee devices" the dashboard kept saying "may join for 120 more
+    seconds", and a device that joined showed only after a manual reload. It now reloads
+    itself (a meta refresh: no script needed) while joining is open, and once after."""
+    zigbee.portal.hub.add_status("zigbee", zigbee.bridge.status)  # as the daemon does
+    client = signed_in(zigbee.portal)
+    zigbee.radio_up()
+    assert refresh_of(client.get("/").body) is None  # joining closed: the page stays
+    status, page = press(client, "120")
+    assert status == 303 and "Zigbee devices may join for 120 seconds" in page
+    assert refresh_of(page) == "5" and "This page refreshes by itself" in page
+    again = client.get("/").body  # what the refresh shows: the seconds left, still counting
+    assert re.search(r"may join for 1[12][0-9] more seconds", again) and refresh_of(again)
+    status, page = press(client, "3")  # a short window: once more, just after it closes
+    left = re.search(r"may join for ([0-9]+) more seconds", page)
+    assert left and refresh_of(page) == str(int(left.group(1)) + 1)

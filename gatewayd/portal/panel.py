@@ -32,6 +32,20 @@ STATE_LABELS = {"starting": "Starting", "unpaired": "Ready to pair",
 ADVANCED_FIELDS = ("host", "brport", "mqtts_port", "rootTopic")
 
 
+# While Zigbee joining is open the dashboard reloads itself this often (seconds): new
+# devices show up and the seconds left count down, with or without JavaScript.
+JOINING_REFRESH = 5
+
+
+def joining_refresh(zigbee: Any) -> int | None:
+    """The dashboard's self-refresh interval while joining is open (and once just after it
+    closes, so that it says so); None: the page stays as it is."""
+    left = zigbee.get("permit_join") if isinstance(zigbee, dict) else None
+    if not isinstance(left, int) or isinstance(left, bool) or left <= 0:
+        return None
+    return min(JOINING_REFRESH, left + 1)
+
+
 # The "keep the network the hub is on" choice: longer than any SSID (32 bytes) can be.
 KEEP_NETWORK = "gatewayd:keep-the-current-network"
 
@@ -110,6 +124,7 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
                                                             status.get("state")),
                                devices=devices if isinstance(devices, list) else [],
                                zigbee=status.get("zigbee"), notice=session.pop("notice", None),
+                               refresh=joining_refresh(status.get("zigbee")),
                                provisioning=status.get("provisioning"),
                                reset_hint=core.reset_hint(), csrf=csrf_token())
 
