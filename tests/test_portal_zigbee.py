@@ -176,3 +176,13 @@ def test_the_dashboard_keeps_itself_current_while_joining_is_open(
     status, page = press(client, "3")  # a short window: once more, just after it closes
     left = re.search(r"may join for ([0-9]+) more seconds", page)
     assert left and refresh_of(page) == str(int(left.group(1)) + 1)
+
+
+def test_seconds_0_from_the_panel_says_joining_is_closed(zigbee: ZigbeePortal) -> None:
+    """Before: "Zigbee devices may join for 0 seconds: put the new device in pairing mode",
+    though 0 closes joining."""
+    client = signed_in(zigbee.portal)
+    zigbee.radio_up()
+    status, page = press(client, "0")
+    assert status == 303 and "Zigbee joining is closed: no new device can join now." in page
+    assert "may join" not in page and zigbee.radio.permits == [0]

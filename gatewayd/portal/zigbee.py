@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # the bridge (sqlite3, the radio glue) loads only with Zigbee
 
 log = logging.getLogger(__name__)
 
+JOINING_CLOSED = "Zigbee joining is closed: no new device can join now."
+
 
 def zigbee_blueprint(bridge: ZigbeeBridge, call: CoreCall,
                      guard: Callable[[], Response | None]) -> Blueprint:
@@ -90,7 +92,7 @@ def zigbee_panel_blueprint(bridge: ZigbeeBridge, call: CoreCall, auth: AdminAuth
             granted = call(bridge.permit_join, seconds)
             session["notice"] = {"kind": "ok", "text": (
                 f"Zigbee devices may join for {granted} seconds: put the new device in "
-                "pairing mode.")}
+                "pairing mode." if granted else JOINING_CLOSED)}
         except (BridgeError, CoreUnavailable) as exc:  # refusals, in our words
             session["notice"] = {"kind": "error", "text": str(exc)}
         except Exception:
