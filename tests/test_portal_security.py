@@ -362,6 +362,25 @@ def test_errors_are_plain_and_json_under_api(portal: Portal) -> None:
     assert client.request("DELETE", "/api/v1/pair").status == 405
 
 
+def test_what_the_web_framework_refuses_is_said_in_the_hubs_words(portal: Portal) -> None:
+    """Before: werkzeug's text, "Not Found: The requested URL was not found on the server.
+    If you entered the URL manually please check your spelling and try again." and
+    "Method Not Allowed: The method is not allowed for the requested URL."."""
+    client = portal.client()
+    page = client.get("/nosuch")
+    assert (page.status, page.body) == (404, "This hub has nothing at this address.")
+    page = client.get("/logout")  # a form's address, opened in the browser
+    assert (page.status, page.body) == (
+        405, "This address does not take GET requests (only POST).")
+    api = client.get("/api/v1/nope")
+    assert (api.status, api.json) == (404, {"error": {
+        "code": "not-found", "message": "This hub has nothing at this address."}})
+    api = client.request("DELETE", "/api/v1/pair")
+    assert (api.status, api.json) == (405, {"error": {
+        "code": "method-not-allowed",
+        "message": "This address does not take DELETE requests (only POST)."}})
+
+
 # ---- admin panel after pairing ------------------------------------------------------------------
 
 def test_after_pairing_the_panel_and_api_need_the_admin_password(portal: Portal) -> None:

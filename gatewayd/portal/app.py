@@ -66,14 +66,31 @@ def _admin_guard(core: PortalCore, auth: AdminAuth) -> Any:
     return guard
 
 
-def _install_error_handlers(app: Flask) -> None:
+def http_message(exc: HTTPException, max_bytes: int) -> str:
+    """Our own words for what the web framework refuses (its descriptions speak to
+    developers: "If you entered the URL manually please check your spelling ...")."""
+    status = exc.code or 500
+    if status == 404:
+        return "This hub has nothing at this address."
+    if status == 405:
+        allowed = sorted(set(getattr(exc, "valid_methods", None) or ()) - {"HEAD", "OPTIONS"})
+        only = f" (only {' and '.join(allowed)})" if allowed else ""
+        return f"This address does not take {request.method} requests{only}."
+    if status == 413:
+        return f"The request is too large: this hub takes at most {max_bytes} bytes."
+    if status == 400:
+        return "The request could not be read."
+    return f"The hub cannot take this request ({status} {exc.name})."
+
+
+def _install_error_handlers(app: Flask, max_bytes: int) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
         status = exc.code or 500
-        message = exc.description or exc.name
+        message = http_message(exc, max_bytes)
         if _wants_json():
             return api_error(status, message, code=exc.name.lower().replace(" ", "-"))
-        return text(f"{exc.name}: {message}", status)
+        return text(message, status)
 
     @app.errorhandler(CoreUnavailable)
     def _unavailable(exc: CoreUnavailable) -> Any:
@@ -116,7 +133,7 @@ def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService,
         app.register_blueprint(zigbee_blueprint(zigbee, call, _admin_guard(core, auth)))
         app.register_blueprint(zigbee_panel_blueprint(zigbee, call, auth))
     app.after_request(add_security_headers)
-    _install_error_handlers(app)
+    _install_error_handlers(app, hub.config.portal.max_request_bytes)
 
     @app.after_request
     def _static_cache(response: Response) -> Response:
