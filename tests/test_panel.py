@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import html
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,3 +203,31 @@ def test_with_a_whole_account_preset_the_admin_still_keeps_the_hubs_own(
                                            "rootTopic": ""})
         assert reply.status == 303, reply.body
         assert portal.fake.begun[-1].cloud is None  # the hub's own account runs
+
+
+# ---- sessions and the wall clock ----------------------------------------------------------
+
+def test_a_wall_clock_step_does_not_sign_the_admin_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Pi without a real-time clock steps its wall clock when NTP first answers. Before:
+    a step back voided the session cookie (its signature's time was "in the future"), and
+    a step forward past 12 h ended the sign-in: both signed the admin out."""
+    with running_portal(tmp_path) as portal:
+        assert portal.client().pair(VALID).status == 200
+        portal.core(portal.fake.succeed)
+        admin = portal.client()
+        sign_in(admin, portal.setup_code)
+        assert "dc-a6-32-01-02-03" in admin.get("/").body  # the dashboard
+        wall = time.time
+        try:
+            for step in (-6 * 3600, 13 * 3600):  # NTP puts the clock back, then forward
+                monkeypatch.setattr(time, "time", lambda step=step: wall() + step)
+                page = admin.get("/")
+                assert page.status == 200 and "dc-a6-32-01-02-03" in page.body, step
+                assert admin.get("/api/v1/status").status == 200
+                # ... and its forms have not "expired": signing out works.
+                token = csrf_from(page.body)
+            assert admin.post_form("/logout", {"csrf_token": token}).status == 303
+            assert admin.get("/").status == 302  # signed out for real
+        finally:
+            monkeypatch.undo()

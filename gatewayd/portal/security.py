@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from itsdangerous import BadSignature
 
 from gatewayd.portal.core import PortalCore
 
@@ -265,6 +267,14 @@ class Sessions:
             self._live.clear()
 
 
+def session_clock() -> float:
+    """What sign-ins age by: the monotonic clock. A Pi without a real-time clock steps its
+    wall clock when NTP first answers (by hours, either way), which must not sign its admin
+    out; a sign-in does not outlive the process anyway (the cookie's key is made at each
+    start, :func:`configure_session`). Read at each call."""
+    return time.monotonic()
+
+
 class AdminAuth:
     """The LAN admin password (configured, or the setup code): session or HTTP Basic.
 
@@ -275,7 +285,7 @@ class AdminAuth:
 
     def __init__(self, core: PortalCore, limiter: RateLimiter,
                  budget: LoginBudget | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = session_clock) -> None:
         self.core = core
         self.limiter = limiter
         self.budget = budget or LoginBudget()
@@ -335,8 +345,29 @@ class AdminAuth:
         return self._check(request, password if user == "admin" else "")
 
 
+class _ClockFreeCookies(SecureCookieSessionInterface):
+    """Flask's signed session cookie without its wall-clock age check. The signature carries
+    the wall time the cookie was made at, and a clock stepped back (NTP, above) made every
+    cookie "from the future", so void: the admin signed out, every open form "expired". How
+    long a sign-in lasts is :class:`Sessions`' business, on the monotonic clock; the key is
+    new at each start, so no cookie outlives the process either way."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        serializer = self.get_signing_serializer(app)
+        if serializer is None:
+            return None
+        value = request.cookies.get(self.get_cookie_name(app))
+        if not value:
+            return self.session_class()
+        try:
+            return self.session_class(serializer.loads(value))
+        except BadSignature:
+            return self.session_class()
+
+
 def configure_session(app: Flask) -> None:
     # A fresh key per start: a restart logs everyone out, and no key sits on disk.
     app.secret_key = secrets.token_bytes(32)
+    app.session_interface = _ClockFreeCookies()
     app.config.update(SESSION_COOKIE_NAME="gatewayd_session", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict")
