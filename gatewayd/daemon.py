@@ -39,6 +39,7 @@ from gatewayd.onboarding.progress import Progress, describe
 from gatewayd.onboarding.provisioned import ProvisioningOnboarding
 from gatewayd.onboarding.steps import CloudStep
 from gatewayd.onboarding.table import State
+from gatewayd.portal.signins import SignIns
 from gatewayd.runtime import heap
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.lifecycle import (
@@ -101,7 +102,8 @@ def _portal_app(parts: ControlParts) -> Any:
     from gatewayd.portal.app import create_portal_app  # with Flask: see LazyApp above
 
     return create_portal_app(parts.hub, parts.call, pairing=parts.pairing,
-                             onboarding=parts.onboarding, zigbee=parts.bridge)
+                             onboarding=parts.onboarding, zigbee=parts.bridge,
+                             sign_ins=parts.sign_ins)
 
 
 @dataclass
@@ -219,6 +221,8 @@ class Daemon:
             max_request_bytes=slots.MAX_BODY + slots.SERVER_BODY_SLACK))
         self.components.append(self.control)
         if cfg.portal.enabled:
+            parts.sign_ins = SignIns()  # fed by the portal's app, built on its first request
+            hub.add_status("admin_sign_in", parts.sign_ins.status)
             self.portal = WebComponent("portal", lambda: WebServer(
                 LazyApp(lambda: _portal_app(parts), "portal"),
                 name="portal", host=cfg.portal.listen,

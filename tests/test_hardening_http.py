@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,7 +156,8 @@ def basic_from(portal: Portal, source: str, password: str) -> tuple[int, str]:
         conn.close()
 
 
-def test_many_addresses_share_one_failure_budget(portal: Portal) -> None:
+def test_many_addresses_share_one_failure_budget(portal: Portal,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     assert portal.client().pair(VALID).status == 200
     portal.core(portal.fake.succeed)  # paired: the API needs the admin password now
     free = LoginBudget().free
@@ -166,6 +168,14 @@ def test_many_addresses_share_one_failure_budget(portal: Portal) -> None:
     assert status == 429 and int(retry_after) >= 1
     # While the budget is spent even the right password waits (the documented cost).
     assert basic_from(portal, "127.0.5.6", portal.setup_code)[0] == 429
+    # Before: no trace of it. Now one WARNING as the budget's waits start, not one for
+    # each request it refuses; never a password tried.
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+            and r.name == "gatewayd.portal.signins"]
+    assert len(said) == 1 and re.fullmatch(
+        f"admin sign-in: {free} wrong passwords from all addresses together \\(the last "
+        f"from 127.0.0.{10 + free - 1}\\); every sign-in now waits [0-9]+ s, doubling with "
+        "each further one", said[0]), said
 
 
 def test_the_budget_keeps_a_guesser_to_a_trickle() -> None:

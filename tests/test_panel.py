@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import html
 import re
+import signal
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from gatewayd.runtime.sdnotify import Notifier
 from gatewayd.runtime.webserver import WebServer
 from gatewayd.state import StateStore
 from tests.fakes import FakeWifi, StubCloud
+from tests.helpers import ctl_json, wait_for
 from tests.portal_helpers import (
     VALID,
     Client,
@@ -36,6 +38,7 @@ from tests.portal_helpers import (
     make_config,
     running_portal,
 )
+from tests.test_e2e_simulator import Sim, http_get
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -231,3 +234,37 @@ def test_a_wall_clock_step_does_not_sign_the_admin_out(
             assert admin.get("/").status == 302  # signed out for real
         finally:
             monkeypatch.undo()
+
+
+# ---- failed sign-ins: in the journal and in gatewayctl status ------------------------------
+
+def test_failed_sign_ins_and_lockouts_show_in_the_journal_and_gatewayctl_status(
+        tmp_path: Path) -> None:
+    """Before: eight wrong passwords (five 401s, then 429s, the right one refused too) left
+    no journal line and no counter anywhere."""
+    sim = Sim(tmp_path / "sim")
+    try:
+        zero = {"succeeded": 0, "failed": 0, "refused": 0, "lockouts": 0}
+        assert sim.status()["admin_sign_in"] == zero  # before the portal's first request
+        account, mqtt = sim.info["account"], sim.info["mqtt"]
+        assert http_get(sim.pair_url(ssid="HomeNet", psk="supersecret", wsp=account["wsp"],
+                                     token=account["token"], host=mqtt["host"],
+                                     brport=str(mqtt["port"]))) == (200, "OK")
+        wait_for(lambda: sim.status()["state"] == "online", 30, "the hub to go online")
+        client = Client(int(sim.portal.rsplit(":", 1)[1]))
+        token = csrf_from(client.get("/login").body)
+        answers = [client.post_form("/login", {"csrf_token": token,
+                                               "password": f"guess-{i:04d}"}).status
+                   for i in range(8)]
+        assert answers == [401] * 5 + [429] * 3
+        setup_code = ctl_json("--sim", str(sim.workdir), "setup-code")["setup_code"]
+        assert client.post_form("/login", {"csrf_token": token,
+                                           "password": setup_code}).status == 429
+        assert sim.status()["admin_sign_in"] == {"succeeded": 0, "failed": 5, "refused": 4,
+                                                 "lockouts": 1}
+        log = sim.proc.output()
+        assert log.count("admin sign-in: 5 wrong passwords in a row from 127.0.0.1; its "
+                         "sign-ins now wait") == 1, log
+        assert "guess-" not in log and setup_code not in log
+    finally:
+        assert sim.proc.stop(signal.SIGINT, timeout=30) == 0, sim.proc.output()

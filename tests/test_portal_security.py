@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,19 +228,27 @@ def test_rate_limiter_refills_and_keeps_bounded_memory() -> None:
     assert limiter.allow("a") == 0  # forgotten: a flood cannot pin memory, only reset budgets
 
 
-def test_admin_login_is_rate_limited(portal: Portal) -> None:
+def test_admin_login_is_rate_limited(portal: Portal, caplog: pytest.LogCaptureFixture) -> None:
     paired(portal)
     client = portal.client()
     token = csrf_from(client.get("/login").body)
-    statuses = [client.post_form("/login", {"csrf_token": token, "password": "00000000"}).status
-                for _ in range(6)]
-    assert statuses == [401] * 5 + [429]
+    statuses = [client.post_form("/login", {"csrf_token": token,
+                                            "password": f"guess-{i:04d}"}).status
+                for i in range(8)]
+    assert statuses == [401] * 5 + [429] * 3
     right = client.post_form("/login", {"csrf_token": token, "password": portal.setup_code})
     assert right.status == 429  # even the right password waits
     assert right.header("Content-Type").startswith("text/html")
     wait = int(right.header("Retry-After"))
     assert 1 <= wait <= 60 and f"try again in {wait} seconds" in right.body
     assert client.get("/api/v1/status", basic(portal.setup_code)).status == 429
+    # Before: no trace in the journal. Now one WARNING as the lockout starts (not one per
+    # refused attempt), with the count and the address, never a password tried.
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and re.fullmatch(
+        "admin sign-in: 5 wrong passwords in a row from 127.0.0.1; its sign-ins now wait "
+        "[0-9]+ s", said[0]), said
+    assert "guess-" not in caplog.text and portal.setup_code not in caplog.text
 
 
 # ---- CSRF and cross-site requests ---------------------------------------------------------------

@@ -15,6 +15,8 @@ May import: hub, runtime, hardware, the faces of their concerns (bridge, ble_com
 the platform client :mod:`gatewayd.cloud.reqres`, and the Zigbee inputs and simulator link
 :mod:`gatewayd.zigbee.inputs` and :mod:`gatewayd.zigbee.simlink`, none of which loads
 zigpy), the pairing service and the portal's pairing API (:mod:`gatewayd.portal.api`, with
-the error codes both answer, and :mod:`gatewayd.portal.core`).
+the error codes both answer, and :mod:`gatewayd.portal.core`), and the portal's record of
+admin sign-ins (:mod:`gatewayd.portal.signins`: the parts hand it from the daemon to the
+portal's app).
 Nothing imports this package but the daemon.
 """

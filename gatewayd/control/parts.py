@@ -17,6 +17,7 @@ from gatewayd.hardware.component import Hardware
 from gatewayd.hub import INTERNAL_MESSAGE, Hub
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.core import PortalOnboarding
+from gatewayd.portal.signins import SignIns
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.logsetup import RepeatedFaults
 
@@ -70,3 +71,4 @@ class ControlParts:
     bridge: ZigbeeBridge | None = None
     platform: PlatformClient | None = None
     ble: Any = None  # gatewayd.ble_commission.BleCommissioner, with BLE on
+    sign_ins: SignIns | None = None  # the portal's admin sign-ins, with the portal on

@@ -6,7 +6,8 @@ captive-portal detection URLs.
 reaches the core only through :mod:`~gatewayd.portal.core` (one hop through
 :class:`gatewayd.runtime.corecall.CoreCall`); pairing goes through the one front door,
 :meth:`gatewayd.onboarding.pairing.PairingService.submit`. :mod:`~gatewayd.portal.security`
-holds the rate limits, CSRF, headers and the admin login.
+holds the rate limits, CSRF, headers and the admin login; :mod:`~gatewayd.portal.signins`
+counts sign-ins and logs lockouts (no Flask: the daemon makes it).
 
 May import: hub, config, runtime, :mod:`gatewayd.onboarding` (pairing, progress) and the
 bridge (permit join). Never the control socket's package: the control socket mounts the

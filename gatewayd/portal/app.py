@@ -33,6 +33,7 @@ from gatewayd.portal.security import (
     add_security_headers,
     configure_session,
 )
+from gatewayd.portal.signins import SignIns
 from gatewayd.portal.zigbee import zigbee_blueprint, zigbee_panel_blueprint
 from gatewayd.runtime.corecall import CoreCall, CoreUnavailable
 
@@ -108,11 +109,13 @@ def _install_error_handlers(app: Flask, max_bytes: int) -> None:
 
 def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService,
                       onboarding: PortalOnboarding,
-                      zigbee: ZigbeeBridge | None = None) -> Flask:
+                      zigbee: ZigbeeBridge | None = None,
+                      sign_ins: SignIns | None = None) -> Flask:
     """The portal app.
 
     ``pairing`` is the daemon's one :class:`PairingService`; ``onboarding`` is the state
-    machine behind it (scanned networks, "a person is here").
+    machine behind it (scanned networks, "a person is here"); ``sign_ins`` the daemon's
+    record of admin sign-ins (its ``admin_sign_in`` status section).
     """
     app = Flask("gatewayd.portal")
     app.config["MAX_CONTENT_LENGTH"] = hub.config.portal.max_request_bytes
@@ -120,7 +123,7 @@ def create_portal_app(hub: Hub, call: CoreCall, *, pairing: PairingService,
     configure_session(app)
     core = PortalCore(hub, call, pairing, onboarding)
     pair_limiter = RateLimiter(hub.config.portal.pair_rate_per_minute)
-    auth = AdminAuth(core, RateLimiter(LOGIN_RATE_PER_MINUTE))
+    auth = AdminAuth(core, RateLimiter(LOGIN_RATE_PER_MINUTE), sign_ins=sign_ins)
 
     install_captive(app, core, lambda: own_names() | {
         name.lower().rstrip(".") for name in hub.config.portal.host_names})

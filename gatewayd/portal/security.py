@@ -19,6 +19,7 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import BadSignature
 
 from gatewayd.portal.core import PortalCore
+from gatewayd.portal.signins import SignIns
 
 LOGIN_RATE_PER_MINUTE = 5
 SESSION_LIFETIME = 12 * 3600.0
@@ -206,12 +207,15 @@ class LoginBudget:
             wait = self._wait(self.clock())
             return max(1, math.ceil(wait)) if wait > 0 else 0
 
-    def failed(self) -> None:
+    def failed(self) -> bool:
+        """Count a failure; True when it is the one that starts the waits (the free ones
+        are spent): once per run of failures."""
         with self._lock:
             now = self.clock()
             self._wait(now)  # forget an old run first
             self.failures += 1
             self._last = now
+            return self.failures == self.free
 
     def succeeded(self) -> None:
         with self._lock:
@@ -279,16 +283,19 @@ class AdminAuth:
     """The LAN admin password (configured, or the setup code): session or HTTP Basic.
 
     Every check goes through :meth:`_check`: the global :class:`LoginBudget` first, then the
-    per-address limiter, then the password. A panel session is good while :class:`Sessions`
+    per-address limiter, then the password; ``sign_ins`` counts them and says lockouts
+    (:mod:`~gatewayd.portal.signins`). A panel session is good while :class:`Sessions`
     holds it; a factory reset ends them all.
     """
 
     def __init__(self, core: PortalCore, limiter: RateLimiter,
                  budget: LoginBudget | None = None,
-                 clock: Callable[[], float] = session_clock) -> None:
+                 clock: Callable[[], float] = session_clock,
+                 sign_ins: SignIns | None = None) -> None:
         self.core = core
         self.limiter = limiter
         self.budget = budget or LoginBudget()
+        self.sign_ins = sign_ins or SignIns()
         self.clock = clock
         self.sessions = Sessions()
         core.hub.on_reset(self._reset)
@@ -307,12 +314,17 @@ class AdminAuth:
         key = client_key(request)
         wait = self.budget.retry_after() or self.limiter.retry_after(key)
         if wait:
+            self.sign_ins.refusal()
             return wait
         if password and self.core.check_admin_password(password):
             self.budget.succeeded()
+            self.sign_ins.success(key)
             return True
         self.limiter.hit(key)
-        self.budget.failed()
+        started = self.budget.failed()
+        self.sign_ins.failure(key, address_wait=self.limiter.retry_after(key),
+                              budget_failures=self.budget.free if started else 0,
+                              budget_wait=self.budget.retry_after() if started else 0)
         return False
 
     def session_valid(self) -> bool:
