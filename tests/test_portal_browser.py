@@ -191,3 +191,27 @@ def test_panel_keeps_the_network_of_a_hub_already_on_wifi(page: Page, portal: Po
     assert request.cloud.wsp == "user@example.com"
     portal.core(portal.fake.succeed)
     expect(page.locator("#p-title")).to_have_text("Your hub is online")
+
+
+def test_its_admin_gives_a_paired_hub_a_new_router_only(page: Page, portal: Portal,
+                                                        artifacts: Path) -> None:
+    """Before: the browser would not even submit the re-pairing form without the account
+    e-mail (a required field), and the hub refused it without one."""
+    assert portal.client().pair({"ssid": "HomeNet", "psk": "supersecret",
+                                 "wsp": "user@example.com",
+                                 "token": "t0k-secret-value"}).status == 200
+    portal.core(portal.fake.succeed)
+    portal.fake.state, portal.fake.repairable = "offline", True  # its router is gone
+    page.goto(portal.url + "/login")
+    page.fill("#password", portal.setup_code)
+    page.click("button[type=submit]")
+    expect(page.locator("#keep-account")).to_contain_text("(u***@example.com)")
+    page.get_by_text("Flat 3B", exact=True).click()
+    page.fill("#psk", "new-router-pass")
+    page.screenshot(path=artifacts / "portal-repair-keep-account.png", full_page=True)
+    page.click("#submit")
+    wait_for(lambda: len(portal.fake.begun) == 2, 10, "the re-pairing request")
+    request = portal.fake.begun[1]
+    assert request.admin and request.cloud is None  # the hub's own account runs
+    assert request.wifi is not None and request.wifi.ssid == "Flat 3B"
+    expect(page.locator("#p-title")).to_have_text("Joining the Wi-Fi network…")
