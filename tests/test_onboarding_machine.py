@@ -1540,6 +1540,30 @@ def test_an_unpaired_hub_whose_hotspot_is_refused_tries_again_backing_off(
     run(scenario())
 
 
+def test_a_refused_hotspot_is_logged_with_the_real_wait_and_its_traceback_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Review: each refusal was logged "trying again in 5s" with a full traceback, and the
+    watchdog then waited 10 s: the message said half the real wait, the journal got the
+    same traceback at every look. Now it says the wait that follows, the traceback once."""
+
+    async def scenario() -> list[float]:
+        wifi = WifiWhoseHotspotFails(failures=3)  # the boot's, then two of the watchdog's
+        async with unpaired_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            for looks in (1, 2, 3):
+                await clock.sleeps(looks)
+                clock.advance(clock.slept[-1])
+            await until(ob, lambda: ob.progress().hotspot)
+            return clock.slept
+
+    caplog.set_level(logging.WARNING, logger="gatewayd.onboarding")
+    slept = run(scenario())
+    said = [r for r in caplog.records if "trying again in" in r.getMessage()]
+    assert [r.getMessage().rpartition(" in ")[2] for r in said] == ["10s", "20s"]
+    assert slept[1:] == [10.0, 20.0]  # the waits that followed them
+    assert [bool(r.exc_info) for r in said] == [True, False]
+    assert all("NotAllowed" in r.getMessage() for r in said)
+
+
 def test_an_unpaired_hub_raises_its_hotspot_again_after_network_manager_drops_it(
         tmp_path: Path) -> None:
     async def scenario() -> None:

@@ -98,15 +98,20 @@ class HotspotWatch:
         cap = self.config.hotspot.retry_interval
         first = min(WATCH_FIRST, cap)
         delay = first
+        failed = False  # the traceback of a failure is logged once in a row of them
         while self._hotspot_missing():
             await self.sleep(delay)
             if not self._settled():
                 continue
             try:
                 raised = await self._raise_missing_hotspot()
-            except Exception:  # NetworkManager failed: back off, look again
-                log.exception("could not raise the hotspot; trying again in %.0fs", delay)
-                raised = False
+            except Exception as exc:  # NetworkManager failed: back off, look again
+                delay = min(cap, delay * 2)
+                log.warning("could not raise the hotspot (%s); trying again in %.0fs", exc,
+                            delay, exc_info=not failed)
+                failed = True
+                continue
+            failed = False
             if raised is None:
                 delay = first  # the cable is in: look for it again soon
             elif not raised:
