@@ -456,6 +456,26 @@ def test_led_write_failure_is_logged_once(caplog: pytest.LogCaptureFixture) -> N
     assert len([r for r in caplog.records if "Input/output error" in r.getMessage()]) == 1
 
 
+def test_a_failing_led_shows_its_error_in_the_status_while_writes_fail() -> None:
+    """Review: a write failure was logged once, but `gatewayctl status` said led.error null."""
+    fake = FakeGpiod()
+
+    async def main() -> None:
+        hw = Hardware(ButtonConfig(), LedConfig(enabled=True, chip=CHIP, line=27),
+                      GpiodBackend(fake), on_short_press=None, on_long_press=None,
+                      led_time_scale=0.01)
+        fake.fail_writes = True
+        await hw.start()
+        hw.led.set_pattern("connecting")
+        error = await until(lambda: hw.status()["led"]["error"], what="the LED's error")
+        assert error == "gpio /dev/gpiochip0:27: cannot set the line: Input/output error"
+        fake.fail_writes = False  # a loose contact that holds again
+        await until(lambda: hw.status()["led"]["error"] is None, what="the error to clear")
+        await hw.stop()
+
+    run(main())
+
+
 # ---- the long press resets the hub (Hub + Onboarding against the NetworkManager mock) ---------
 
 @pytest.fixture

@@ -112,6 +112,9 @@ class Led:
             if not self._write_failed:  # once: a broken LED must not flood the journal
                 log.error("status LED: %s", exc)
             self._write_failed = True
+            self.error = str(exc)  # `gatewayctl status` shows it while writes fail
+            return
+        self.error = None
 
     async def _run(self) -> None:
         while True:
