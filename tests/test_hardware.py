@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -61,6 +62,8 @@ class FakeRequest:
         self.events: list[gpiod.EdgeEvent] = []
         self.writes: list[Value] = []
         self.attempts = 0
+        self.reads = 0  # read_edge_events calls
+        self.gone = False  # its chip was removed: the fd stays readable, every read fails
         self.released = False
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
@@ -107,6 +110,9 @@ class FakeRequest:
 
     def read_edge_events(self, max_events: int | None = None) -> list[gpiod.EdgeEvent]:
         assert not self.released
+        self.reads += 1
+        if self.gone:
+            raise OSError(errno.ENODEV, "No such device")
         try:
             os.read(self._r, 4096)
         except BlockingIOError:
@@ -138,10 +144,12 @@ class FakeGpiod:
         self.requests: dict[tuple[str, int], FakeRequest] = {}
         self.seqno = 0
         self.fail_writes = False
+        self.request_calls = 0
 
     def request_lines(self, path: str, config: dict[Any, Any], consumer: str | None = None,
                       event_buffer_size: int | None = None,
                       output_values: dict[Any, Any] | None = None) -> FakeRequest:
+        self.request_calls += 1
         if path not in self.chips:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory")
         ((offset, settings),) = config.items()
@@ -160,6 +168,15 @@ class FakeGpiod:
         req = self.requests.get((chip, offset))
         if req is not None:
             req.physical_changed()
+
+    def remove_chip(self, chip: str) -> None:
+        """The chip goes away (a USB GPIO expander unplugged): its requests' fds report
+        POLLHUP|POLLERR for good and their reads fail with ENODEV; new requests ENOENT."""
+        self.chips.discard(chip)
+        for (path, _), req in self.requests.items():
+            if path == chip:
+                req.gone = True
+                os.write(req._w, b"h")  # readable from now on: never read again
 
     def physical_output(self, chip: str, offset: int) -> bool:
         req = self.requests[(chip, offset)]
@@ -228,6 +245,46 @@ def test_debounce_turns_a_bounce_burst_into_one_change_and_ignores_short_pulses(
         assert changes == [True, False]
 
     run(main())
+
+
+def test_a_button_whose_chip_goes_away_is_requested_again_and_says_so_meanwhile(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review: a line whose reads kept failing (its chip removed: the fd stays readable,
+    reads fail with ENODEV) stayed watched: the loop spun at a full core and logged tens of
+    thousands of warnings a second, and the status showed no error. Now the line is let go
+    and requested again, backing off; the status says why meanwhile, the log once."""
+    fake = FakeGpiod()
+    hooks = Hooks()
+
+    async def main() -> None:
+        button = Button(button_cfg(), GpiodBackend(fake, rerequest_first=0.05),
+                        on_short_press=hooks.short, on_long_press=hooks.long)
+        await button.start()
+        gone = fake.requests[(CHIP, 5)]
+        fake.remove_chip(CHIP)
+        error = await until(lambda: button.status()["error"], what="the button's error")
+        assert error == ("gpio /dev/gpiochip0:5: reading edge events failed: No such device; "
+                         "requesting the line again")
+        # Requested again (and refused: no chip) three times; the dead fd is read no more.
+        await until(lambda: fake.request_calls >= 4, what="three new requests")
+        assert gone.reads == 1 and gone.released
+        assert "No such file or directory" in button.status()["error"]
+        fake.chips.add(CHIP)  # plugged in again
+        await until(lambda: button.status()["error"] is None, what="the line back")
+        fake.drive(CHIP, 5, False)  # a short press works as before
+        await until(lambda: button.pressed, what="the press")
+        fake.drive(CHIP, 5, True)
+        await until(lambda: not button.pressed, what="the release")
+        await until(lambda: hooks.calls == ["short"], what="the short press")
+        await button.stop()
+        assert fake.requests == {}
+
+    caplog.set_level(logging.INFO, logger="gatewayd.hardware")
+    run(main())
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == ["gpio /dev/gpiochip0:5: reading edge events failed: No such device; "
+                    "requesting the line again, backing off up to 60 s"]
+    assert "gpio /dev/gpiochip0:5: the line is requested again" in caplog.messages
 
 
 # ---- the button --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ input lines; :mod:`~gatewayd.hardware.libgpiod` drives real ones through libgpio
 sit on a backend, and :mod:`~gatewayd.hardware.component` puts them together for the daemon.
 Virtual ``gpio`` devices (:mod:`gatewayd.virtual.gpio`) use the same backends.
 
-May import: :mod:`gatewayd.config` and the standard library (``gpiod`` only inside
-``libgpiod``, where it is injectable). Nothing here imports the rest of gatewayd.
+May import: :mod:`gatewayd.config`, :mod:`gatewayd.runtime` (the backoff) and the standard
+library (``gpiod`` only inside ``libgpiod``, where it is injectable). Nothing here imports the
+rest of gatewayd.
 """

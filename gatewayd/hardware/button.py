@@ -122,7 +122,8 @@ class Button:
         return result
 
     def status(self) -> dict[str, Any]:
+        line_error = self._line.error if self._line is not None else None
         return {"enabled": self.cfg.enabled, "line": f"{self.cfg.chip}:{self.cfg.line}",
-                "error": self.error, "pressed": self.pressed,
+                "error": self.error or line_error, "pressed": self.pressed,
                 "long_press_seconds": self.cfg.long_press_seconds, "presses": dict(self.counts),
                 "last": self.last}

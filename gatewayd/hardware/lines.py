@@ -33,6 +33,9 @@ class InputLine(Protocol):
     @property
     def value(self) -> bool: ...
 
+    # Why the line does not work right now (a failing read; it is being requested again).
+    error: str | None
+
     def close(self) -> None: ...
 
 

@@ -35,6 +35,8 @@ class SimOutput:
 
 
 class SimInput:
+    error: str | None = None  # an input in memory never fails
+
     def __init__(self, backend: SimulatedBackend, key: tuple[str, int], on_change: ChangeHandler,
                  debounce_ms: int) -> None:
         self._backend = backend

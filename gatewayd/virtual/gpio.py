@@ -122,7 +122,8 @@ class GpioDevice(VirtualDevice):
         self._release()
 
     def _release(self) -> None:
-        for line in [*self.outputs.values(), *self.inputs.values()]:
+        lines: list[OutputLine | InputLine] = [*self.outputs.values(), *self.inputs.values()]
+        for line in lines:
             line.close()
         self.outputs.clear()
         self.inputs.clear()
