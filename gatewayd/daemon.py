@@ -137,6 +137,7 @@ class Daemon:
     # (monotonic time): the press's own, so a hub whose Bluetooth is off or failing can
     # be re-paired from the hotspot as well.
     pressed_until: float = 0.0
+    _press_window: asyncio.Task[None] | None = None  # tells when the press's window ends
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> Hub:
         hub = Hub(self.config, self.store, self.identity, self.notifier, self.redactor)
@@ -206,6 +207,7 @@ class Daemon:
             if self.provisioner is not None:
                 ble.hub.provisioning = self.provisioner.view
             self.short_press_hooks.append(lambda: self._authorize_ble(ble))
+            self._late.append(TaskComponent("ble-window", lambda: _follow_window(ble, onboarding)))
             # 'gatewayctl ble-window open' opens it for re-pairing too.
             onboarding.window = lambda: ble.window_open or self._pressed()
             # Started after onboarding and stopped before it; a BLE fault never stops the hub.
@@ -260,7 +262,18 @@ class Daemon:
             result.update(await hook())
         if self.onboarding is not None:
             await self.onboarding.window_changed()
+            if self._press_window is not None:
+                self._press_window.cancel()  # this press's window ends later
+            self._press_window = asyncio.create_task(self._press_window_ends(
+                self.onboarding, self.pressed_until - time.monotonic()), name="press-window")
         return result
+
+    @staticmethod
+    async def _press_window_ends(onboarding: Onboarding, seconds: float) -> None:
+        """The window a short press opened closes: pairing may close with it, and the LED
+        and the progress follow."""
+        await asyncio.sleep(seconds)
+        await onboarding.window_changed()
 
     def _build_cloud(self, hub: Hub) -> CloudStep:
         cfg = self.config
@@ -383,6 +396,8 @@ class Daemon:
             lifecycle.begin_stop()  # one deadline for all that follows (runtime/lifecycle.py)
             self.notifier.stopping()
             hub.stop_requested.set()  # no new reset from here on
+            if self._press_window is not None:
+                self._press_window.cancel()
             # A running reset stops and starts components: it may end first, for part of
             # the budget; then it is cancelled, so it cannot start again what is stopped.
             await hub.finish_resets(timeout=min(RESET_WAIT, max(
@@ -394,6 +409,20 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return 0
+
+
+async def _follow_window(ble: Any, onboarding: Onboarding) -> None:
+    """The BLE window opens and closes (a press, ``gatewayctl ble-window``, its time): pairing
+    may open or close with it, and the LED and the progress follow."""
+    while True:
+        was = ble.window_open
+        async with ble.changed:
+            await ble.changed.wait_for(functools.partial(_moved, ble, was))
+        await onboarding.window_changed()
+
+
+def _moved(ble: Any, was: bool) -> bool:
+    return bool(ble.window_open != was)
 
 
 def _thread_check(server: WebServer) -> str | None:

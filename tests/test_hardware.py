@@ -23,7 +23,7 @@ import gpiod
 import pytest
 from gpiod.line import Bias, Direction, Edge, Value
 
-from gatewayd.config import ButtonConfig, Config, LedConfig, with_overrides
+from gatewayd.config import ButtonConfig, Config, LedConfig, load_config, with_overrides
 from gatewayd.hardware.button import Button
 from gatewayd.hardware.component import Hardware
 from gatewayd.hardware.led import ONBOARDING_PATTERNS, PATTERNS, Led
@@ -491,6 +491,149 @@ def test_led_follows_onboarding_and_flashes_error_after_a_failed_attempt() -> No
         failed = LastFailure(code="wrong-password", reason="wrong", at=0.0, attempt=None)
         hw.onboarding_changed("unpaired", progress("unpaired", last_failure=failed))
         assert hw.led.pattern == "error" and hw.led.base == "pairing"
+        await hw.stop()
+
+    run(main())
+
+
+def test_a_short_press_shows_on_the_led_while_its_action_runs() -> None:
+    """Review: a short press gave no sign on the LED, even when it opened pairing."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def reopen_the_hotspot() -> dict[str, Any]:  # takes seconds on a real hub
+        entered.set()
+        await release.wait()
+        return {"hotspot": True}
+
+    async def main() -> None:
+        hw = Hardware(ButtonConfig(), LedConfig(), SimulatedBackend(),
+                      on_short_press=reopen_the_hotspot, on_long_press=None)
+        await hw.start()
+        hw.onboarding_changed("offline", progress("offline"))
+        press = asyncio.create_task(hw.press("short"))
+        await entered.wait()
+        assert hw.status()["led"]["pattern"] == "press"
+        release.set()
+        assert await press == {"hotspot": True}
+        await until(lambda: hw.status()["led"]["pattern"] == "offline", what="the state again")
+        await hw.stop()
+
+    run(main())
+
+
+def test_an_offline_hub_open_to_pairing_shows_the_pairing_pattern() -> None:
+    """On its hotspot, pairing open (a short press's window on a paired hub, or a hub with
+    no account): the slow blink that asks for the app, as an unpaired hub's."""
+    async def main() -> None:
+        hw = Hardware(ButtonConfig(), LedConfig(), SimulatedBackend(), on_short_press=None,
+                      on_long_press=None)
+        await hw.start()
+        hw.onboarding_changed("offline", progress("offline", hotspot=True, pairing_open=True))
+        assert hw.led.pattern == "pairing"
+        hw.onboarding_changed("offline", progress("offline", hotspot=True))
+        assert hw.led.pattern == "offline"
+        await hw.stop()
+
+    run(main())
+
+
+def test_a_paired_hub_shows_the_window_a_short_press_opens_until_it_closes(
+        tmp_path: Path) -> None:
+    """The daemon's wiring: a paired hub offline on its hotspot; the press opens pairing
+    for ``[ble] window_seconds``, the LED slow-blinks, then shows ``offline`` again."""
+    from dataclasses import replace
+
+    from gatewayd.credentials import CloudCredentials, WifiCredentials
+    from gatewayd.daemon import Daemon
+    from gatewayd.identity import Identity
+    from gatewayd.onboarding.machine import Onboarding
+    from gatewayd.onboarding.table import State
+    from gatewayd.runtime.logsetup import Redactor
+    from gatewayd.state import StateStore
+    from tests.fakes import FakeClock, FakeWifi, StubCloud
+    from tests.helpers import base_config, write_config
+
+    config = load_config(write_config(tmp_path / "g.toml", base_config(
+        tmp_path, "[ble]\nenabled = false\n[led]\nenabled = true\n")))
+    config = replace(config, ble=replace(config.ble, window_seconds=1.0))  # below its 10 s
+    identity = Identity("dc-a6-32-12-34-56", "dc:a6:32:12:34:56", "Acme Hub")
+    store = StateStore(config.state_dir)
+    store.open(device_id=identity.device_id, mac=identity.mac)
+    store.commit_pairing(WifiCredentials("HomeNet", "supersecret"),
+                         CloudCredentials("user@example.com", "t0k", "127.0.0.1", 1883))
+    clock = FakeClock()  # onboarding's timers: its offline grace
+
+    class RouterOff(Daemon):
+        def _build_machine(self, hub: Any, wifi: Any, cloud: Any) -> Onboarding:
+            return Onboarding(self.config, self.store, FakeWifi({}), cloud, clock=clock,
+                              sleep=clock.sleep)
+
+    daemon = RouterOff(config, store, identity, Redactor(), simulate=True,
+                       cloud_step=StubCloud())
+
+    def led() -> dict[str, Any]:
+        assert daemon.hub is not None
+        return daemon.hub.status()["hardware"]["led"]  # type: ignore[no-any-return]
+
+    async def scenario() -> None:
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        ob = daemon.onboarding
+        assert ob is not None and daemon.hardware is not None
+        await ob.wait_for(lambda: ob.state == State.OFFLINE, 10)
+        await clock.sleeps(1)
+        clock.advance(config.hotspot.offline_grace)  # the hotspot comes back
+        await ob.wait_for(lambda: ob.progress().hotspot, 10)
+        assert led()["base"] == "offline" and not ob.pairing_open
+        await daemon.hardware.press("short")
+        assert ob.pairing_open and led()["base"] == "pairing"
+        await until(lambda: led()["base"] == "offline", 10, "the window to close")
+        assert not ob.pairing_open
+
+    async def main() -> None:
+        running = asyncio.create_task(daemon.run())
+        try:
+            await scenario()
+        finally:
+            if daemon.hub is not None:
+                daemon.hub.stop_requested.set()
+            await running
+
+    run(main(), timeout=45)
+
+
+def test_the_led_follows_a_ble_window_opened_and_closed_from_elsewhere(tmp_path: Path) -> None:
+    """The BLE window opens pairing on a paired hub offline on its hotspot too (`gatewayctl
+    ble-window open`, a press), and closes it (`close`, its time): the LED follows both."""
+    from gatewayd.daemon import _follow_window
+    from tests.fakes import FakeWifi
+    from tests.test_onboarding_machine import grace_over, offline_on_a_fake_clock
+
+    class Commissioner:  # the window as the daemon follows it: open or not, and a condition
+        def __init__(self) -> None:
+            self.window_open = False
+            self.changed = asyncio.Condition()
+
+        async def window(self, is_open: bool) -> None:
+            self.window_open = is_open
+            async with self.changed:
+                self.changed.notify_all()
+
+    async def main() -> None:
+        ble = Commissioner()
+        hw = Hardware(ButtonConfig(), LedConfig(), SimulatedBackend(), on_short_press=None,
+                      on_long_press=None)
+        await hw.start()
+        async with offline_on_a_fake_clock(tmp_path, FakeWifi({})) as (ob, clock):
+            ob.subscribe(hw.onboarding_changed)
+            ob.window = lambda: ble.window_open  # the daemon's wiring, without a press
+            follow = asyncio.create_task(_follow_window(ble, ob))
+            await grace_over(clock)  # the hotspot is back
+            assert ob.progress().hotspot and hw.led.base == "offline"
+            await ble.window(True)
+            await until(lambda: hw.led.base == "pairing", what="the window shown")
+            await ble.window(False)
+            await until(lambda: hw.led.base == "offline", what="the window closed")
+            follow.cancel()
         await hw.stop()
 
     run(main())

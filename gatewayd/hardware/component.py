@@ -17,6 +17,7 @@ from gatewayd.hardware.led import (
     ERROR_SECONDS,
     IDENTIFY_SECONDS,
     ONBOARDING_PATTERNS,
+    PRESS_SECONDS,
     RESET_SECONDS,
     Led,
 )
@@ -44,10 +45,25 @@ class Hardware:
                  led_time_scale: float = 1.0) -> None:
         self.backend = backend
         self.led = Led(led, backend, time_scale=led_time_scale)
+        self._on_short = on_short_press
         self._on_long = on_long_press
-        self.button = Button(button, backend, on_short_press=on_short_press,
+        self.button = Button(button, backend,
+                             on_short_press=self._short_press if on_short_press else None,
                              on_long_press=self._long_press if on_long_press else None)
         self._signals: list[int] = []
+        self._state: str | None = None  # the onboarding state, and its progress
+        self._progress: Progress | None = None
+
+    async def _short_press(self) -> Any:
+        assert self._on_short is not None
+        # Taken: shown at once, while the action runs (the hotspot may take seconds) and
+        # PRESS_SECONDS after it, then the hub's state (pairing, if the press opened it).
+        self.led.flash("press", None)
+        try:
+            return await self._on_short()
+        finally:
+            if self.led.overlay == "press":  # not if identify or a reset came meanwhile
+                self.led.flash("press", PRESS_SECONDS)
 
     async def _long_press(self) -> Any:
         assert self._on_long is not None
@@ -82,11 +98,18 @@ class Hardware:
 
         A failed pairing attempt (back to unpaired with a failure) flashes ``error`` first.
         """
-        pattern = ONBOARDING_PATTERNS.get(str(state))
+        self._state, self._progress = str(state), progress
+        if state == "unpaired" and progress.last_failure is not None:
+            self.led.flash("error", ERROR_SECONDS)
+        self._show()
+
+    def _show(self) -> None:
+        pattern = ONBOARDING_PATTERNS.get(self._state or "")
         if pattern is None:
             return
-        if pattern == "pairing" and progress.last_failure is not None:
-            self.led.flash("error", ERROR_SECONDS)
+        if pattern == "offline" and self._progress is not None and \
+                self._progress.pairing_open:
+            pattern = "pairing"  # on its hotspot: no account, or a paired hub's window
         self.led.set_pattern(pattern)
 
     def add_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -28,10 +28,12 @@ PATTERNS: dict[str, tuple[Step, ...]] = {
     "error": ((True, 0.15), (False, 0.15), (True, 0.15), (False, 1.55)),  # double blink
     "identify": ((True, 0.1), (False, 0.1)) * 3 + ((False, 0.6),),  # triple blink
     "reset": ((True, 0.04), (False, 0.04)),  # flicker: the long press was taken
+    "press": ((True, 0.6), (False, 0.2)),  # long blinks: the short press was taken
 }
 IDENTIFY_SECONDS = 10.0
 ERROR_SECONDS = 5.0
 RESET_SECONDS = 3.0
+PRESS_SECONDS = 1.0  # after the short press's action is done (shown while it runs too)
 # Onboarding states (gatewayd.onboarding.machine.State values) and the pattern each one shows.
 ONBOARDING_PATTERNS = {"unpaired": "pairing", "connecting": "connecting", "online": "online",
                        "offline": "offline"}
@@ -89,14 +91,19 @@ class Led:
             self.base = name
             self._changed.set()
 
-    def flash(self, name: str, seconds: float) -> None:
-        """Show ``name`` for ``seconds``, then the base pattern again (a newer flash wins)."""
+    def flash(self, name: str, seconds: float | None) -> None:
+        """Show ``name`` for ``seconds`` (None: until the next flash), then the base pattern
+        again (a newer flash wins)."""
         _check_pattern(name)
         if self._overlay_timer is not None:
             self._overlay_timer.cancel()
-        self.overlay = name
-        self._overlay_timer = asyncio.get_running_loop().call_later(seconds, self._end_flash)
-        self._changed.set()
+            self._overlay_timer = None
+        if seconds is not None:
+            self._overlay_timer = asyncio.get_running_loop().call_later(seconds,
+                                                                        self._end_flash)
+        if name != self.overlay:
+            self.overlay = name
+            self._changed.set()
 
     def _end_flash(self) -> None:
         self._overlay_timer = None
