@@ -18,6 +18,7 @@ from gatewayd.cloud.leftovers import Leftovers
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.notifications import Notifications
 from gatewayd.cloud.ownership import Ownership
+from gatewayd.cloud.presence import CLOUD_GRACE, CloudPresence
 from gatewayd.cloud.published import FILE_NAME as PUBLISHED_FILE
 from gatewayd.cloud.published import PublishedDevices
 from gatewayd.cloud.stale import StaleTopics
@@ -138,6 +139,9 @@ class Daemon:
     # be re-paired from the hotspot as well.
     pressed_until: float = 0.0
     _press_window: asyncio.Task[None] | None = None  # tells when the press's window ends
+    # How long the cloud link may be down before the hub shows it (gatewayd.cloud.presence).
+    cloud_grace: float = CLOUD_GRACE
+    presence: CloudPresence | None = None
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> Hub:
         hub = Hub(self.config, self.store, self.identity, self.notifier, self.redactor)
@@ -150,6 +154,8 @@ class Daemon:
         self.components.append(hardware)
         onboarding, pairing = self._build_onboarding(hub)
         onboarding.subscribe(hardware.onboarding_changed)
+        if self.presence is not None:
+            self.presence.subscribe(hardware.cloud_changed)
         hub.add_status("hardware", hardware.status)
         hub.add_status("process", heap.status)
         providers = DeviceProviders()
@@ -275,6 +281,11 @@ class Daemon:
         await asyncio.sleep(seconds)
         await onboarding.window_changed()
 
+    def _status_text(self, progress: Progress) -> str:
+        """The onboarding part of STATUS=, with an online hub's unreachable cloud."""
+        text = describe(progress, self.config.provisioning.mode)
+        return self.presence.status_text(progress.state, text) if self.presence else text
+
     def _build_cloud(self, hub: Hub) -> CloudStep:
         cfg = self.config
         device = hub_device(self.identity.device_id, cfg.hub.product, self.identity.mac,
@@ -293,7 +304,8 @@ class Daemon:
             cfg.state_dir / PUBLISHED_FILE, self.store.owner))
         ownership = Ownership(link, leftovers=leftovers, stale=self.stale)
         hub.releaser = ownership.at_reset
-        hub.add_status("cloud_link", link.status)
+        presence = self.presence = CloudPresence(link, self.cloud_grace)
+        hub.add_status("cloud_link", lambda: {**link.status(), "reachable": presence.reachable})
         hub.add_status("notifications", self.notifications.status)
         self.components.append(TaskComponent(
             "telemetry", lambda: TelemetryReporter(link, self.identity.device_id).run()))
@@ -307,9 +319,11 @@ class Daemon:
         hub.phase_provider = lambda: str(onboarding.state or "starting")
         hub.add_status("onboarding", lambda: onboarding.progress().to_json())
         hub.on_reset(onboarding.reset)
-        mode = cfg.provisioning.mode
         onboarding.subscribe(
-            lambda state, progress: hub.set_status_text(describe(progress, mode)))
+            lambda state, progress: hub.set_status_text(self._status_text(progress)))
+        if self.presence is not None:
+            self.presence.subscribe(lambda reachable: hub.set_status_text(
+                self._status_text(onboarding.progress())))
         # Credentials a request brought are among the redactor's recent secrets only; once
         # stored (paired, joined), they are the hub's own and stay masked for good.
         onboarding.subscribe(lambda state, progress: hub.register_secrets(hub.state))
@@ -384,7 +398,7 @@ class Daemon:
                     watchdog.start()
                 assert self.onboarding is not None
                 stalls.mark_ready()
-                hub.ready(describe(self.onboarding.progress(), self.config.provisioning.mode))
+                hub.ready(self._status_text(self.onboarding.progress()))
                 log.info("gatewayd %s ready (device %s, state %s)", __version__,
                          self.identity.device_id, hub.phase)
                 self.ready.set()

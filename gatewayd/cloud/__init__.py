@@ -17,6 +17,8 @@ its one replaceable cipher;
 device dropped from the configuration, the topics of a changed tree), remembered in
 :mod:`~gatewayd.cloud.published`; all of them ask the broker what it keeps
 (:mod:`~gatewayd.cloud.sweep`).
+:mod:`~gatewayd.cloud.presence` says whether the hub shows its cloud as reachable (the
+link down past a grace: the LED, STATUS= and the panel).
 The device model itself (no I/O) is :mod:`gatewayd.homie`, shared with the children.
 
 May import: homie, config, credentials, owed and state (what the hub still owes the

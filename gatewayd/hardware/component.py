@@ -1,7 +1,7 @@
 """The hardware component the daemon runs: the button and the status LED on one line backend.
 
-It follows onboarding (the LED shows its state), turns presses into the hub's actions,
-and reports both in ``gatewayctl status``.
+It follows onboarding and the cloud link (the LED shows the hub's state), turns presses into
+the hub's actions, and reports both in ``gatewayctl status``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class Hardware:
         self._signals: list[int] = []
         self._state: str | None = None  # the onboarding state, and its progress
         self._progress: Progress | None = None
+        self._cloud_reachable = True
 
     async def _short_press(self) -> Any:
         assert self._on_short is not None
@@ -103,11 +104,19 @@ class Hardware:
             self.led.flash("error", ERROR_SECONDS)
         self._show()
 
+    def cloud_changed(self, reachable: bool) -> None:
+        """A :class:`~gatewayd.cloud.presence.CloudPresence` listener: an ``online`` hub
+        whose cloud link has been down for its grace shows ``offline`` until it is back."""
+        self._cloud_reachable = reachable
+        self._show()
+
     def _show(self) -> None:
         pattern = ONBOARDING_PATTERNS.get(self._state or "")
         if pattern is None:
             return
-        if pattern == "offline" and self._progress is not None and \
+        if pattern == "online" and not self._cloud_reachable:
+            pattern = "offline"
+        elif pattern == "offline" and self._progress is not None and \
                 self._progress.pairing_open:
             pattern = "pairing"  # on its hotspot: no account, or a paired hub's window
         self.led.set_pattern(pattern)

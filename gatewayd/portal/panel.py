@@ -30,6 +30,8 @@ STATE_LABELS = {"starting": "Starting", "unpaired": "Ready to pair",
                 "connecting": "Connecting", "online": "Online", "offline": "Offline",
                 "paired": "Paired"}
 ADVANCED_FIELDS = ("host", "brport", "mqtts_port", "rootTopic")
+# The dashboard's badge while an online hub's cloud link is down past its grace.
+CLOUD_UNREACHABLE = "Cloud unreachable (reconnecting)"
 
 
 # While Zigbee joining is open the dashboard reloads itself this often (seconds): new
@@ -65,6 +67,15 @@ def form_fields(form: MultiDict[str, str], wifi_enabled: bool) -> dict[str, Any]
         fields["hidden"] = network == ""
         fields["psk"] = form.get("psk", "")
     return fields
+
+
+def state_badge(status: Mapping[str, Any]) -> tuple[str, str]:
+    """The dashboard's badge (its text, and the state its colour says) for a hub status."""
+    state = str(status.get("state", ""))
+    link = status.get("cloud_link")
+    if state == "online" and isinstance(link, dict) and link.get("reachable") is False:
+        return CLOUD_UNREACHABLE, "offline"
+    return STATE_LABELS.get(state, state), state
 
 
 def hub_name(core: PortalCore) -> str:
@@ -119,9 +130,9 @@ def panel_blueprint(core: PortalCore, auth: AdminAuth, pair_limiter: RateLimiter
             return render_form(core.progress())
         status = core.status()
         devices = status.get("devices")
+        state_label, state_class = state_badge(status)
         return render_template("dashboard.html", name=hub_name(core), status=status,
-                               state_label=STATE_LABELS.get(status.get("state", ""),
-                                                            status.get("state")),
+                               state_label=state_label, state_class=state_class,
                                devices=devices if isinstance(devices, list) else [],
                                zigbee=status.get("zigbee"), notice=session.pop("notice", None),
                                refresh=joining_refresh(status.get("zigbee")),
