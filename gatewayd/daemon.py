@@ -303,7 +303,7 @@ class Daemon:
         self.stale = StaleTopics(link, self.store, leftovers, PublishedDevices(
             cfg.state_dir / PUBLISHED_FILE, self.store.owner))
         ownership = Ownership(link, leftovers=leftovers, stale=self.stale)
-        hub.releaser = ownership.at_reset
+        hub.releaser = ownership
         presence = self.presence = CloudPresence(link, self.cloud_grace)
         hub.add_status("cloud_link", lambda: {**link.status(), "reachable": presence.reachable})
         hub.add_status("notifications", self.notifications.status)

@@ -8,12 +8,14 @@ never reached through a global.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from gatewayd import __version__
 from gatewayd.config import Config
@@ -38,8 +40,20 @@ log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[], dict[str, Any]]
 ResetHook = Callable[[bool], Awaitable[None]]
-# Before a reset forgets the account: release it (or say what to keep to release it later).
-Releaser = Callable[[CloudCredentials | None], Awaitable[Release | None]]
+
+
+class Releaser(Protocol):
+    """What a reset does for the paired account (gatewayd.cloud.ownership.Ownership)."""
+
+    async def to_release(self, stored: CloudCredentials) -> Release:
+        """The account and its devices, to keep in the state as a pending release;
+        nothing is sent."""
+
+    async def release_at_reset(self, pending: Release) -> bool:
+        """Release ``pending`` now if online with it; whether it was released completely
+        (else the next successful pairing does it)."""
+
+
 # How long a front end waits for a factory reset (`gatewayctl reset`, `gatewayctl button
 # long`). Far above CoreCall's default: releasing the account (a retained-topic sweep, the
 # platform's answer, a flush: up to about 5 s each), a Wi-Fi scan and the hotspot (up to 10
@@ -65,6 +79,30 @@ HARDWARE_ADVICE = ("this hub's state was made for other hardware (an image clone
                    "while paired, which another hub may be using too. To give it its own: "
                    "gatewayctl reset, then systemctl restart gatewayd (a new device id and "
                    "setup code: print a new label and pair it again)")
+
+# What a reset that could not write the state tells to do, by the write's errno.
+STORAGE_ADVICE = {errno.ENOSPC: "free space there and try again",
+                  errno.EDQUOT: "free space there and try again",
+                  errno.EROFS: "the file system is read-only (a failing SD card is often "
+                               "remounted so): fix it, reboot and try again",
+                  errno.EACCES: "the service's user cannot write there: check the "
+                                "directory's owner and mode, then try again",
+                  errno.EPERM: "the service's user cannot write there: check the "
+                               "directory's owner and mode, then try again"}
+STORAGE_DEFAULT_ADVICE = "check the storage (journalctl -k) and try again"
+
+
+class StateWriteFailed(Exception):
+    """A factory reset refused because the hub could not write its state: nothing was
+    changed (still paired, the account not released, the cloud link as it was)."""
+
+    code = "storage-failed"
+
+    def __init__(self, directory: object, exc: OSError) -> None:
+        reason = os.strerror(exc.errno) if exc.errno else "an I/O error"
+        advice = STORAGE_ADVICE.get(exc.errno or 0, STORAGE_DEFAULT_ADVICE)
+        super().__init__(f"the hub could not write its state in {directory} ({reason}); "
+                         f"nothing was reset: {advice}")
 
 
 def open_state(config: Config, mac: str | None = None) -> tuple[StateStore, Identity]:
@@ -286,19 +324,48 @@ class Hub:
 
     async def _reset(self, full: bool) -> dict[str, Any]:
         async with self._reset_lock:
+            before, stored = self.state.release, self.state.cloud
             release = None
-            if self.releaser is not None:
+            if self.releaser is not None and stored is not None:
                 try:
-                    release = await self.releaser(self.state.cloud)
-                except Exception:
-                    log.exception("releasing the old account failed")
-            self.store.reset(release)
+                    release = await self.releaser.to_release(stored)
+                except Exception:  # the hub alone is named (the state's keep_account)
+                    log.exception("naming the old account's devices failed")
+            # The state first, the account kept in it as a pending release: a reset that
+            # cannot write it changes nothing (not released, the cloud link as it was),
+            # and one cut short after it has the next pairing release the account.
+            try:
+                self.store.reset(release, keep_account=True, hub_id=self.identity.device_id)
+            except OSError as exc:
+                refused = StateWriteFailed(self.store.dir, exc)
+                log.error("factory reset refused: %s", refused)
+                raise refused from None
+            pending = self.state.release
+            if self.releaser is not None and stored is not None and pending is not None:
+                await self._release_now(pending, before)
             for hook in self._reset_hooks:
                 try:
                     await hook(full)
                 except Exception:
                     log.exception("a component failed to reset")
             return self.status()
+
+    async def _release_now(self, pending: Release, before: Release | None) -> None:
+        """Online with the account: release it now, and forget it once released."""
+        assert self.releaser is not None
+        try:
+            released = await self.releaser.release_at_reset(pending)
+        except Exception:
+            log.exception("releasing the old account failed; the next pairing does it")
+            return
+        if not released:
+            return
+        try:
+            self.store.rewrite(replace(self.state, release=before))
+        except OSError as exc:
+            log.warning("the old account (root %s) was released, but the hub could not "
+                        "note it in its state (%s): the next pairing releases it again",
+                        pending.cloud.root, os.strerror(exc.errno) if exc.errno else exc)
 
     def setup_code(self) -> dict[str, str]:
         code = self.state.setup_code

@@ -73,7 +73,11 @@ def test_a_reset_while_online_releases_the_account_at_once(
             await mon.await_for(f"{ROOT}/sweet-home/virtual-lamp/$state", "ready")
             # A leftover of an earlier session the model no longer knows: cleared too.
             mon.publish(f"{ROOT}/sweet-home/{HUB_ID}/old/gone", "x", retain=True)
-            assert await Ownership(link).at_reset(store.state.cloud) is None
+            ownership = Ownership(link)
+            assert store.state.cloud is not None
+            pending = await ownership.to_release(store.state.cloud)
+            store.reset(pending)  # the reset writes the state first (gatewayd.hub)
+            assert await ownership.release_at_reset(pending)
         assert not link.connected
 
     run(main())
@@ -99,9 +103,11 @@ def test_a_reset_while_offline_releases_at_the_next_pairing(
             await mon.await_for(f"{ROOT}/sweet-home/virtual-lamp/$state", "ready")
         proxy.paused.set()  # the cloud is out of reach
         proxy.cut()
-        release = await ownership.at_reset(store.state.cloud)
-        assert release is not None and release.devices == (HUB_ID, "virtual-lamp")
+        assert store.state.cloud is not None
+        release = await ownership.to_release(store.state.cloud)
+        assert release.devices == (HUB_ID, "virtual-lamp")
         store.reset(release)
+        assert not await ownership.release_at_reset(release)
         await link.stop()
 
         # The pending release survives a restart, in a private file.
@@ -148,10 +154,12 @@ def test_a_release_the_broker_did_not_finish_answering_is_finished_at_the_next_p
             await link.start(creds)
             await mon.await_for(f"{ROOT}/sweet-home/virtual-lamp/$state", "ready")
         proxy.drop_publishes.set()  # the broker's answer does not reach the hub
-        release = await ownership.at_reset(store.state.cloud)
-        assert ownership.last is not None and ownership.last["released"] is False
-        assert release is not None and release.devices == (HUB_ID, "virtual-lamp")
+        assert store.state.cloud is not None
+        release = await ownership.to_release(store.state.cloud)
         store.reset(release)
+        assert not await ownership.release_at_reset(release)
+        assert ownership.last is not None and ownership.last["released"] is False
+        assert release.devices == (HUB_ID, "virtual-lamp")
         assert retained_snapshot(broker, f"{ROOT}/sweet-home/virtual-lamp/#") != {}
 
         proxy.drop_publishes.clear()
@@ -217,9 +225,10 @@ def test_pairing_again_with_the_same_account_releases_nothing(
     async def main() -> None:
         link = make_link()
         store = store_in(tmp_path)
-        release = await Ownership(link).at_reset(creds_for(broker))  # not connected
-        assert release is not None
+        ownership = Ownership(link)
+        release = await ownership.to_release(creds_for(broker))
         store.reset(release)
+        assert not await ownership.release_at_reset(release)  # not connected
         result = await CloudLinkStep(link, store, Ownership(link)).connect(creds_for(broker), 10)
         assert result.ok and (await link.wait_result(1)).outcome is CloudOutcome.CONNECTED
         await link.stop()

@@ -179,8 +179,9 @@ def test_a_re_pair_after_a_reset_starts_every_device_from_init(
             await app.await_for(f"{base(child.id)}/$state", "ready")
             if not online:
                 await link.stop()  # the cloud out of reach at the reset
-            kept = await Ownership(link, timeout=3.0).at_reset(creds)
-            assert (kept is None) is online and not link.connected
+            ownership = Ownership(link, timeout=3.0)
+            released = await ownership.release_at_reset(await ownership.to_release(creds))
+            assert released is online and not link.connected
             # The release's clearings reached the broker before this marker: the app has
             # seen them once it sees the marker.
             await asyncio.to_thread(app.publish, f"{ROOT}/test-marker", "reset")

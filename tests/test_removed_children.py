@@ -212,9 +212,12 @@ def test_owed_clearings_go_with_the_account(world: tuple[Broker, TcpProxy, Path]
 
     async def reset_offline() -> None:
         store, link, leftovers = daemon(state_dir, [OTHER])
-        release = await Ownership(link, leftovers=leftovers).at_reset(store.state.cloud)
-        assert release is not None and release.devices == (HUB_ID, OTHER, GONE)
+        assert store.state.cloud is not None
+        ownership = Ownership(link, leftovers=leftovers)
+        release = await ownership.to_release(store.state.cloud)
+        assert release.devices == (HUB_ID, OTHER, GONE)
         store.reset(release)
+        assert not await ownership.release_at_reset(release)  # offline: kept
         assert store.state.owed == (OwedClearing(GONE, ROOT),)
         assert store.state.release == release
 
@@ -249,7 +252,11 @@ def test_a_child_removed_before_a_reset_is_cleared_when_the_same_account_pairs_a
 
     async def reset_offline() -> None:
         store, link, leftovers = daemon(state_dir, [OTHER])
-        store.reset(await Ownership(link, leftovers=leftovers).at_reset(store.state.cloud))
+        assert store.state.cloud is not None
+        ownership = Ownership(link, leftovers=leftovers)
+        release = await ownership.to_release(store.state.cloud)
+        store.reset(release)
+        assert not await ownership.release_at_reset(release)  # offline: kept
 
     run(reset_offline())
     store = StateStore(state_dir)

@@ -195,10 +195,12 @@ def test_a_reset_releases_a_dropped_device_still_on_the_broker(
         async with hub(config(tmp_path, TEA), online=False) as daemon:
             assert daemon.hub is not None and daemon.onboarding is not None
             assert daemon.hub.releaser is not None
-            # The factory reset's part for the account (Hub._reset): release, or keep it.
-            release = await daemon.hub.releaser(daemon.store.state.cloud)
-            assert release is not None
+            # The factory reset's part for the account (Hub._reset): keep it, release it
+            # if online (not here).
+            assert daemon.store.state.cloud is not None
+            release = await daemon.hub.releaser.to_release(daemon.store.state.cloud)
             daemon.store.reset(release)
+            assert not await daemon.hub.releaser.release_at_reset(release)
             assert release.devices == (HUB_ID, "virtual-rvtea", "virtual-rvkettle")
             proxy.paused.clear()
             assert (await daemon.onboarding.cloud.connect(other_creds(broker), 10)).ok

@@ -10,16 +10,20 @@ removed whose topics are not yet seen cleared (:mod:`~gatewayd.cloud.leftovers`)
 child recorded as published under the account (:mod:`~gatewayd.cloud.stale`): one dropped
 from the configuration, or not restored at this start, is the account's too.
 
-* Online at the reset: right then, on the live connection, which then ends without the
-  usual ``$state = disconnected`` goodbyes (they would re-create retained topics). If the
-  broker did not tell in time everything it keeps, what was seen is cleared and the
-  account is kept as if the reset had been offline: the next pairing finishes it.
-* Offline at the reset: the old account and the device ids are kept in ``state.json``
-  (``release``, mode 0600) until the next successful pairing. That pairing's cloud step
-  first opens a quiet session with the old account (no device published, no will),
-  releases, and only then connects with the new one. If the old broker cannot be reached
-  then, the pairing goes on and the release is dropped with it: the old account keeps the
-  hub's last retained topics, and the log and docs/cloud.md say so.
+* First, either way: the reset writes ``state.json`` with the old account and the device
+  ids kept as a pending ``release`` (mode 0600); a reset that cannot write it is refused
+  and nothing is sent.
+* Online at the reset: then right away, on the live connection, which then ends without
+  the usual ``$state = disconnected`` goodbyes (they would re-create retained topics);
+  once released, the pending release is dropped. If the broker did not tell in time
+  everything it keeps, what was seen is cleared and the release stays pending, as if the
+  reset had been offline: the next pairing finishes it.
+* Offline at the reset: the pending release stays until the next successful pairing.
+  That pairing's cloud step first opens a quiet session with the old account (no device
+  published, no will), releases, and only then connects with the new one. If the old
+  broker cannot be reached then, the pairing goes on and the release is dropped with it:
+  the old account keeps the hub's last retained topics, and the log and docs/cloud.md say
+  so.
 """
 
 from __future__ import annotations
@@ -56,12 +60,10 @@ class Ownership:
         self.stale = stale
         self.last: dict[str, object] | None = None  # the latest release, for status
 
-    async def at_reset(self, stored: CloudCredentials | None) -> Release | None:
-        """The factory reset's first step: release ``stored`` (the paired account) now if
-        the link is online with it, else return what to keep for later."""
-        self.link.start_afresh()  # the hub paired next is a new one to apps, even here
-        if stored is None:
-            return None
+    async def to_release(self, stored: CloudCredentials) -> Release:
+        """The factory reset's first step: the paired account ``stored`` and its devices, as
+        the release the state keeps before anything is sent (a reset that cannot write its
+        state must change nothing); nothing is sent here."""
         owed: list[str] = []
         if self.stale is not None:
             await self.stale.wait(self.timeout)  # it may hand devices to the leftovers
@@ -71,19 +73,28 @@ class Ownership:
             owed = self.leftovers.owed(stored.root)
         owed += self._published(stored.root)
         devices = tuple(dict.fromkeys([*self.link.device_ids(), *owed]))[:MAX_RELEASE_DEVICES]
-        creds = self.link.credentials
-        if self.link.connected and creds is not None and same_account(creds, stored):
-            released = await self.release(devices)
-            await self.link.stop(goodbye=False)
-            if released:
-                return None
-            # Kept, so that the next pairing clears what this release could not.
-            log.warning("reset: the old account (root %s) was not released completely; the "
-                        "next successful pairing finishes it", stored.root)
-        else:
-            log.warning("reset while the cloud is out of reach: the old account (root %s) is "
-                        "released at the next successful pairing", stored.root)
         return Release(cloud=stored, devices=devices, since=time.time())
+
+    async def release_at_reset(self, pending: Release) -> bool:
+        """Once the state keeps ``pending``: release it now if the link is online with that
+        account, and end the session (without goodbyes); whether it was released
+        completely. If not, the state keeps it and the next successful pairing finishes
+        it."""
+        self.link.start_afresh()  # the hub paired next is a new one to apps, even here
+        creds = self.link.credentials
+        if not (self.link.connected and creds is not None
+                and same_account(creds, pending.cloud)):
+            log.warning("reset while the cloud is out of reach: the old account (root %s) is "
+                        "released at the next successful pairing", pending.cloud.root)
+            return False
+        try:
+            released = await self.release(pending.devices)
+        finally:
+            await self.link.stop(goodbye=False)
+        if not released:
+            log.warning("reset: the old account (root %s) was not released completely; the "
+                        "next successful pairing finishes it", pending.cloud.root)
+        return released
 
     async def release_pending(self, pending: Release, new: CloudCredentials) -> bool:
         """Before connecting with ``new``: release the account a reset left behind."""

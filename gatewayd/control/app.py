@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from gatewayd.cloud.reqres import BadRequest, PlatformError, RequestFailed
 from gatewayd.control.slots import BUSY_CODE, MAX_BODY, RESETS, Busy, Slots
-from gatewayd.hub import INTERNAL_MESSAGE, RESET_TIMEOUT, Hub
+from gatewayd.hub import INTERNAL_MESSAGE, RESET_TIMEOUT, Hub, StateWriteFailed
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.portal.api import (
     FAILED_CODE,
@@ -67,6 +67,8 @@ def refusal(exc: Exception) -> ApiError | None:
         return ApiError(429, BUSY_CODE, str(exc))
     if isinstance(exc, CoreUnavailable):
         return unavailable(str(exc))
+    if isinstance(exc, StateWriteFailed):  # a reset, from POST /reset or a long press
+        return ApiError(507, exc.code, str(exc))
     if isinstance(exc, BridgeError):
         return ApiError(exc.http_status, exc.code, str(exc))
     if isinstance(exc, SimError):
