@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -205,9 +206,12 @@ def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-de
     # libraries (flask, paho, sdbus). What they import and the daemon never uses is
     # deferred first.
     defer_unused_imports()
-    from gatewayd.daemon import Daemon
+    from gatewayd.daemon import Daemon, ignored_signal
     from gatewayd.hub import open_state
 
+    # Until the daemon's event loop takes them over: a first start may wait 30 s for a MAC.
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda signum, _frame: ignored_signal(signal.Signals(signum)))
     try:
         store, identity = open_state(config)
     except (StateBusy, NoMacAddress) as exc:

@@ -67,6 +67,9 @@ log = logging.getLogger(__name__)
 
 # How much of the stop's budget a running factory reset may take to finish.
 RESET_WAIT = 8.0
+# What stops the daemon (exit status 0). SIGHUP is logged and ignored, as are SIGUSR1 and
+# SIGUSR2 outside the simulator (docs/interfaces.md §2.1, "Signals").
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass
@@ -374,10 +377,15 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         hub = self.hub = self._build(loop)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, hub.stop_requested.set)
+        ignored = [signal.SIGHUP]
         if self.simulate and self.hardware is not None:
             self.hardware.add_signal_handlers(loop)  # SIGUSR1 short, SIGUSR2 long press
+        else:
+            ignored += [signal.SIGUSR1, signal.SIGUSR2]
+        for sig in ignored:
+            loop.add_signal_handler(sig, ignored_signal, sig)
         watchdog: Watchdog | None = None
         interval = watchdog_interval()
         lifecycle = Lifecycle(self.components, hub.stop_requested, self.stop_budget)
@@ -420,7 +428,7 @@ class Daemon:
                 await watchdog.stop()
             await stalls.stop()
             await lifecycle.stop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (*STOP_SIGNALS, *ignored):
                 loop.remove_signal_handler(sig)
         return 0
 
@@ -437,6 +445,18 @@ async def _follow_window(ble: Any, onboarding: Onboarding) -> None:
 
 def _moved(ble: Any, was: bool) -> bool:
     return bool(ble.window_open != was)
+
+
+def ignored_signal(sig: signal.Signals) -> None:
+    """A signal whose default action would end the daemon, which nothing should stop it
+    with: systemd takes a death by SIGHUP for a clean exit (systemd.service(5)) and does
+    not restart the hub."""
+    if sig == signal.SIGHUP:
+        log.warning("SIGHUP ignored: gatewayd has no reload (its configuration is read at "
+                    "start); use systemctl restart gatewayd")
+    else:
+        log.warning("%s ignored: it is a button press only in the simulator (on a hub: "
+                    "gatewayctl button short|long)", sig.name)
 
 
 def _thread_check(server: WebServer) -> str | None:

@@ -22,7 +22,14 @@ from gatewayd.runtime.lifecycle import STOP_BUDGET, Lifecycle
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.state import StateStore
 from tests.fakes import StubCloud
-from tests.helpers import ethernet_config, run_async, write_config
+from tests.helpers import (
+    Gatewayd,
+    ctl_json,
+    ethernet_config,
+    run_async,
+    wait_for,
+    write_config,
+)
 from tests.test_hardware import until
 from tests.test_reset import paired_hub
 from tests.test_sdnotify import NotifySocket
@@ -204,3 +211,49 @@ def test_a_reset_still_running_at_the_stop_does_not_start_again_what_is_stopped(
     assert isinstance(refused, CoreUnavailable)  # what `gatewayctl reset` answers: 503
     assert str(refused) == ("the hub stopped before the factory reset finished; reset it "
                             "again after it has started again")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2])
+def test_a_reload_or_user_signal_is_logged_and_the_hub_keeps_running(
+        tmp_path: Path, sig: signal.Signals) -> None:
+    """Before: `kill -HUP` (an admin's reload) ended the daemon with status 129 and no log
+    line, which systemd counts as a clean exit and does not restart (systemd.service(5));
+    SIGUSR1 and SIGUSR2, button presses in the simulator only, ended it too."""
+    cfg = write_config(tmp_path / "g.toml", ethernet_config(tmp_path))
+    gw = Gatewayd(["--config", str(cfg)])
+    sock = tmp_path / "run" / "control.sock"
+    try:
+        gw.wait_socket(sock)
+        wait_for(lambda: " ready (device " in gw.output(), 20, "the daemon to be ready")
+        gw.proc.send_signal(sig)
+        line = (f"{sig.name} ignored: gatewayd has no reload (its configuration is read at "
+                "start); use systemctl restart gatewayd" if sig == signal.SIGHUP else
+                f"{sig.name} ignored: it is a button press only in the simulator (on a hub: "
+                "gatewayctl button short|long)")
+        wait_for(lambda: line in gw.output() or gw.proc.poll() is not None, 10,
+                 f"the daemon to log or die of {sig.name}")
+        assert gw.proc.poll() is None, (gw.proc.returncode, gw.output())
+        assert ctl_json("--socket", str(sock), "status")["state"] == "unpaired"
+    finally:
+        assert gw.stop() == 0, gw.output()
+
+
+def test_a_sighup_while_a_first_start_waits_for_its_mac_is_ignored_too(
+        tmp_path: Path) -> None:
+    """The first start waits up to 30 s for the MAC the identity is made from, before the
+    daemon's event loop exists."""
+    cfg = write_config(tmp_path / "g.toml",
+                       ethernet_config(tmp_path).replace("[hub]\n", '[hub]\ninterface = '
+                                                                     '"gwtest-none0"\n'))
+    gw = Gatewayd(["--config", str(cfg)])
+    try:
+        # Held from before the wait for the MAC, after the signal handlers are set.
+        wait_for(lambda: (tmp_path / "state" / ".lock").exists() or gw.proc.poll() is not None,
+                 10, "the state directory to be claimed")
+        gw.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP ignored" in gw.output() or gw.proc.poll() is not None, 10,
+                 "the daemon to log or die of SIGHUP")
+        assert gw.proc.poll() is None, (gw.proc.returncode, gw.output())
+        assert "cannot start" not in gw.output()  # still waiting for the interface
+    finally:
+        assert gw.stop() == -signal.SIGTERM, gw.output()  # no handler yet: SIGTERM's own end
