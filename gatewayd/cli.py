@@ -207,7 +207,7 @@ def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-de
     # deferred first.
     defer_unused_imports()
     from gatewayd.daemon import Daemon, ignored_signal
-    from gatewayd.hub import open_state
+    from gatewayd.hub import open_state, storage_fault
 
     # Until the daemon's event loop takes them over: a first start may wait 30 s for a MAC.
     for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
@@ -223,6 +223,11 @@ def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-de
         print(f"gatewayd: state error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as exc:
+        if storage_fault(exc):  # not the configuration's: systemd tries again
+            print(f"gatewayd: cannot start: state directory {config.state_dir}: "
+                  f"{os.strerror(exc.errno or 0)} (a storage fault, not a configuration "
+                  "error; systemd starts gatewayd again)", file=sys.stderr)
+            return 1
         print(f"gatewayd: cannot use state directory {config.state_dir}: {exc}",
               file=sys.stderr)
         return EXIT_CONFIG

@@ -90,6 +90,14 @@ STORAGE_ADVICE = {errno.ENOSPC: "free space there and try again",
                   errno.EPERM: "the service's user cannot write there: check the "
                                "directory's owner and mode, then try again"}
 STORAGE_DEFAULT_ADVICE = "check the storage (journalctl -k) and try again"
+# A state directory that cannot be used at the start for one of these is the storage's
+# fault, not the configuration's: fixed (space freed, the disk remounted), the same start
+# works, so systemd should try again (exit status 1, not 2: docs/interfaces.md §2.1).
+STORAGE_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+def storage_fault(exc: OSError) -> bool:
+    return exc.errno in STORAGE_FAULTS
 
 
 class StateWriteFailed(Exception):

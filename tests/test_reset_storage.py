@@ -30,13 +30,15 @@ pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 @contextlib.contextmanager
-def small_disk(path: Path) -> Iterator[Path]:
-    """A 1 MB tmpfs at ``path`` (root only; skipped where mounting is not allowed)."""
+def small_disk(path: Path, size: str = "1m", *options: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``path`` (root only; skipped where mounting is not allowed);
+    ``options`` such as ``ro``."""
     if os.geteuid() != 0:
         pytest.skip(ROOT_ONLY)
-    path.mkdir(parents=True, mode=0o700)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs",
-                              str(path)], capture_output=True, text=True, timeout=30)
+    path.mkdir(parents=True, mode=0o700, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(
+        [f"size={size}", "mode=0700", *options]), "tmpfs", str(path)],
+        capture_output=True, text=True, timeout=30)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -50,7 +52,7 @@ def fill(directory: Path) -> Path:
     filler = directory / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        for _ in range(4096):  # 4 MB at most: the disk is 1 MB
+        for _ in range(4096):  # 4 MB at most: the disks here are smaller
             try:
                 os.write(fd, b"\0" * 1024)
             except OSError as exc:

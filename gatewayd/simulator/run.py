@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from gatewayd.config import Config, ConfigError, with_overrides
 from gatewayd.daemon import Daemon
-from gatewayd.hub import open_state
+from gatewayd.hub import open_state, storage_fault
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.simulator.dbus_daemon import PrivateBus, check_socket_path
@@ -145,6 +145,10 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
         except StateBusy as exc:  # a gatewayd of its own on the workdir's state directory
             log.error("cannot start: %s", exc)
             return 2
+        except OSError as exc:  # as gatewayd's start says it (gatewayd.cli)
+            log.error("cannot use state directory %s: %s", cfg.state_dir,
+                      os.strerror(exc.errno) if exc.errno else exc)
+            return 1 if storage_fault(exc) else 2
 
         async def _main() -> int:
             # From here a stop signal is a callback of the loop, not a KeyboardInterrupt
