@@ -34,12 +34,12 @@ from gatewayd.hardware.simulated import SimulatedBackend
 from gatewayd.hub import RESET_CANCEL_WAIT, Hub
 from gatewayd.identity import Identity, cpu_serial
 from gatewayd.onboarding.cloud_step import CloudLinkStep
+from gatewayd.onboarding.listeners import fallback_notice, follow_window
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.onboarding.progress import Progress, describe
 from gatewayd.onboarding.provisioned import ProvisioningOnboarding
 from gatewayd.onboarding.steps import CloudStep
-from gatewayd.onboarding.table import State
 from gatewayd.portal.signins import SignIns
 from gatewayd.runtime import heap
 from gatewayd.runtime.corecall import CoreCall
@@ -216,7 +216,7 @@ class Daemon:
             if self.provisioner is not None:
                 ble.hub.provisioning = self.provisioner.view
             self.short_press_hooks.append(lambda: self._authorize_ble(ble))
-            self._late.append(TaskComponent("ble-window", lambda: _follow_window(ble, onboarding)))
+            self._late.append(TaskComponent("ble-window", lambda: follow_window(ble, onboarding)))
             # 'gatewayctl ble-window open' opens it for re-pairing too.
             onboarding.window = lambda: ble.window_open or self._pressed()
             # Started after onboarding and stopped before it; a BLE fault never stops the hub.
@@ -433,20 +433,6 @@ class Daemon:
         return 0
 
 
-async def _follow_window(ble: Any, onboarding: Onboarding) -> None:
-    """The BLE window opens and closes (a press, ``gatewayctl ble-window``, its time): pairing
-    may open or close with it, and the LED and the progress follow."""
-    while True:
-        was = ble.window_open
-        async with ble.changed:
-            await ble.changed.wait_for(functools.partial(_moved, ble, was))
-        await onboarding.window_changed()
-
-
-def _moved(ble: Any, was: bool) -> bool:
-    return bool(ble.window_open != was)
-
-
 def ignored_signal(sig: signal.Signals) -> None:
     """A signal whose default action would end the daemon, which nothing should stop it
     with: systemd takes a death by SIGHUP for a clean exit (systemd.service(5)) and does
@@ -462,19 +448,3 @@ def ignored_signal(sig: signal.Signals) -> None:
 def _thread_check(server: WebServer) -> str | None:
     """A watchdog health check: None while the web server's thread runs."""
     return None if server.alive() else "web server thread died"
-
-
-def fallback_notice(notify: Callable[[str, str, str], object],
-                    hub_id: str) -> Callable[[State, Progress], None]:
-    """An onboarding listener that tells the user when the hub fell back to its hotspot
-    (offline with the hotspot up), once per fall."""
-    shown = False
-
-    def listener(state: State, progress: Progress) -> None:
-        nonlocal shown
-        fell_back = state == State.OFFLINE and progress.hotspot
-        if fell_back and not shown:
-            notify("hotspot-fallback", hub_id, "The hub lost its network and opened its "
-                                               "hotspot so it can be paired again")
-        shown = fell_back
-    return listener

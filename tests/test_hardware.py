@@ -604,7 +604,7 @@ def test_a_paired_hub_shows_the_window_a_short_press_opens_until_it_closes(
 def test_the_led_follows_a_ble_window_opened_and_closed_from_elsewhere(tmp_path: Path) -> None:
     """The BLE window opens pairing on a paired hub offline on its hotspot too (`gatewayctl
     ble-window open`, a press), and closes it (`close`, its time): the LED follows both."""
-    from gatewayd.daemon import _follow_window
+    from gatewayd.onboarding.listeners import follow_window
     from tests.fakes import FakeWifi
     from tests.test_onboarding_machine import grace_over, offline_on_a_fake_clock
 
@@ -626,7 +626,7 @@ def test_the_led_follows_a_ble_window_opened_and_closed_from_elsewhere(tmp_path:
         async with offline_on_a_fake_clock(tmp_path, FakeWifi({})) as (ob, clock):
             ob.subscribe(hw.onboarding_changed)
             ob.window = lambda: ble.window_open  # the daemon's wiring, without a press
-            follow = asyncio.create_task(_follow_window(ble, ob))
+            follow = asyncio.create_task(follow_window(ble, ob))
             await grace_over(clock)  # the hotspot is back
             assert ob.progress().hotspot and hw.led.base == "offline"
             await ble.window(True)

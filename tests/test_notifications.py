@@ -14,7 +14,7 @@ import pytest
 
 from gatewayd import homie
 from gatewayd.cloud.notifications import BURST, INTERVAL, LEVELS, TOPIC, Notifications
-from gatewayd.daemon import fallback_notice
+from gatewayd.onboarding.listeners import fallback_notice
 from gatewayd.onboarding.table import State
 from gatewayd.virtual import Registry, VirtualDevice
 from gatewayd.virtual.host import FAILING_AFTER, VirtualDevices

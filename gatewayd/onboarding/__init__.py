@@ -10,7 +10,9 @@ the steps share (results, failure codes, the Wi-Fi and cloud Protocols);
 the hotspot's return, retries) and :mod:`~gatewayd.onboarding.conclusion` how an attempt
 ends (what it proved stored, or what it changed undone);
 :mod:`~gatewayd.onboarding.hotspot_watch` raises an unpaired hub's missing hotspot again;
-:mod:`~gatewayd.onboarding.cloud_step` is the cloud step on top of the cloud link.
+:mod:`~gatewayd.onboarding.cloud_step` is the cloud step on top of the cloud link;
+:mod:`~gatewayd.onboarding.listeners` follows the machine from outside (the BLE window, the
+hotspot fallback's notice).
 NetworkManager control, the other step, is :mod:`gatewayd.ap` (named by the design card).
 
 May import: config, credentials, state, runtime, and :mod:`gatewayd.cloud` (the cloud
