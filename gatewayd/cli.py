@@ -92,7 +92,9 @@ def _service_user_warnings(config: Config) -> list[str]:
     cannot read fails every connection but stops nothing, as a missing one (a warning at
     load) does. A file that is not there is that warning's, not this one's."""
     ca_file = Path(config.cloud.ca_file)
-    if os.geteuid() != 0 or not config.cloud.ca_file or not ca_file.is_file():
+    # os.path.isfile: False for a name the system refuses (too long), which the load's
+    # warning names; Path.is_file raises it.
+    if os.geteuid() != 0 or not config.cloud.ca_file or not os.path.isfile(ca_file):
         return []
     return [f"{path}: the service's user {SERVICE_USER} cannot read it ({reason}), so TLS "
             f"connections to the broker will fail; {_readable_advice(path)}"
