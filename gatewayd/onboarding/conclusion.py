@@ -48,9 +48,13 @@ class AttemptOutcome:
     last_failure: LastFailure | None
     _hotspot_wanted: bool
     _wifi_up: bool
+    window: Callable[[], bool] | None
 
     @property
     def on_wifi(self) -> bool:
+        raise NotImplementedError
+
+    def _cloud_unreachable_on_wifi(self) -> bool:
         raise NotImplementedError
 
     async def _fire(self, event: Event, **info: Any) -> State:
@@ -135,6 +139,12 @@ class AttemptOutcome:
             # A hub that is not paired has no cloud duty to wait for: the hotspot comes
             # back at once (with the reason), and the saved network is retried from there.
             self._hotspot_wanted = True
+        elif saved and self._cloud_unreachable_on_wifi() \
+                and not (self.window is not None and self.window()):
+            # The hub's own retry found its network working and only the broker out of
+            # reach: it stays on the network (no hotspot) and retries the cloud from there.
+            # While the window a short press opens is open, the owner keeps the hotspot.
+            self._hotspot_wanted = False
         await self._fire(event)
 
     async def _forget_unstored(self) -> None:

@@ -17,7 +17,9 @@ States (what `gatewayctl status`, the portal and BLE show):
                  short press opens is open, or from a signed-in admin. A hub
                  paired without a saved Wi-Fi network (on Ethernet) has no hotspot to
                  show: it retries the cloud step with a jittered backoff (5 s doubling to
-                 ``retry_interval``) whenever it has an uplink
+                 ``retry_interval``) whenever it has an uplink. So does a paired hub that is
+                 on its saved Wi-Fi network while the broker is out of reach: it stays on
+                 the network, no hotspot, until the link goes down too
 
 Credentials are committed to the state store only after an attempt succeeded:
 a failed attempt leaves the previous working credentials untouched. A Wi-Fi-only success
@@ -90,6 +92,7 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
         self._listeners: list[Listener] = []
         self._attempt_task: asyncio.Task[None] | None = None
         self._offline_task: asyncio.Task[None] | None = None
+        self._cloud_wait_task: asyncio.Task[Any] | None = None  # offline, waiting on Wi-Fi
         self._watch_task: asyncio.Task[None] | None = None  # the unpaired hotspot's watchdog
         self._link_tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()

@@ -5,11 +5,14 @@ A lost client link moves an ``online`` hub (or an unpaired one on its Wi-Fi) to 
 a link that returns starts the cloud step again. While ``offline``, one task waits: for a hub
 with a saved Wi-Fi network, ``offline_grace`` and then the hotspot, with a client attempt
 every ``retry_interval`` (postponed while someone uses the portal, but never beyond
-``MAX_POSTPONED`` intervals after the last one); for a hub paired without one (on
-Ethernet), the cloud step again after a jittered wait that doubles from
-``CLOUD_RETRY_FIRST`` up to ``retry_interval``, whenever there is an uplink (the hotspot
-only if there has been none for ``offline_grace``). Every timer reads the machine's
-``clock`` and waits with its ``sleep``.
+``MAX_POSTPONED`` intervals after the last one); for a paired hub
+that is a client of its saved network but whose cloud step could not reach the broker, no
+hotspot (the network works): the cloud step again after the wait below, and the path
+before once the link goes down too; for a hub paired without one (on Ethernet), the cloud
+step again after a jittered wait that doubles from ``CLOUD_RETRY_FIRST`` up to
+``retry_interval``, whenever there is an uplink (the hotspot only if there has been none
+for ``offline_grace``). Every timer reads the machine's ``clock`` and waits with its
+``sleep``.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from typing import Any
 
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials, WifiCredentials
-from gatewayd.onboarding.steps import WifiControl
+from gatewayd.onboarding.progress import LastFailure
+from gatewayd.onboarding.steps import CLOUD_UNREACHABLE, WifiControl
 from gatewayd.onboarding.table import Event, State
 from gatewayd.state import StateStore
 
 log = logging.getLogger(__name__)
-CLOUD_RETRY_FIRST = 5.0  # seconds before an Ethernet hub's first cloud retry (before jitter)
+CLOUD_RETRY_FIRST = 5.0  # seconds before the first cloud retry on a network (before jitter)
 # Portal activity postpones the saved network's retry by at most this many retry intervals.
 MAX_POSTPONED = 5
 
@@ -43,13 +47,19 @@ class OfflineHandling:
     sleep: Callable[[float], Awaitable[None]]
     rng: random.Random
     last_activity: float
+    last_failure: LastFailure | None
     offline_since: float | None
     _hotspot_wanted: bool
     _wifi_up: bool
     _cloud_retries: int
     _attempt_task: asyncio.Task[None] | None
     _offline_task: asyncio.Task[None] | None
+    _cloud_wait_task: asyncio.Task[Any] | None  # the offline task while it waits on Wi-Fi
     _link_tasks: set[asyncio.Task[None]]
+
+    @property
+    def on_wifi(self) -> bool:
+        raise NotImplementedError
 
     async def _fire(self, event: Event, **info: Any) -> State:
         raise NotImplementedError
@@ -78,6 +88,10 @@ class OfflineHandling:
         if not up and self._link_matters():
             log.warning("network lost: %s", reason)
             self._link_task(self._link_down(), "link-down")
+        elif not up and self._waiting_on_wifi() and not self._hotspot_wanted:
+            # The network is gone too now: the Wi-Fi-lost path, its grace counted from here.
+            log.warning("network lost while the cloud was unreachable: %s", reason)
+            self._start_offline_timer()
         elif up and self.state == State.OFFLINE and not self._attempt_running():
             st = self.store.state
             if st.cloud is not None or st.wifi is not None:
@@ -128,12 +142,31 @@ class OfflineHandling:
             self._offline_task.cancel()
         self._offline_task = None
 
+    def _cloud_unreachable_on_wifi(self) -> bool:
+        """Paired, a client of its saved Wi-Fi network, and the latest attempt's cloud step
+        could not reach the broker (not a refusal): the network works, and the hotspot
+        would take the hub off it for nothing."""
+        st = self.store.state
+        failure = self.last_failure
+        return (self.wifi is not None and st.cloud is not None and st.wifi is not None
+                and self.on_wifi and failure is not None and failure.code in CLOUD_UNREACHABLE)
+
+    def _waiting_on_wifi(self) -> bool:
+        """The offline task is waiting for the cloud on the hub's Wi-Fi network."""
+        task = self._offline_task
+        return (self.state == State.OFFLINE and task is not None and not task.done()
+                and task is self._cloud_wait_task)
+
     async def _offline_loop(self) -> None:
         cfg = self.config.hotspot
         if self._cloud_only():
             await self._retry_cloud(cfg.retry_interval, cfg.offline_grace)
             return
         assert self.wifi is not None
+        if not self._hotspot_wanted and self._cloud_unreachable_on_wifi():
+            if await self._retry_cloud_on_wifi(cfg.retry_interval):
+                return
+            # The link went down meanwhile: the Wi-Fi-lost path.
         if not self._hotspot_wanted:
             await self.sleep(cfg.offline_grace)
             if self.state != State.OFFLINE:
@@ -177,8 +210,7 @@ class OfflineHandling:
         Wi-Fi); a retry that succeeds once the cable is back takes it down."""
         began = self.offline_since if self.offline_since is not None else self.clock()
         while self.state == State.OFFLINE:
-            ceiling = min(cap, CLOUD_RETRY_FIRST * 2.0 ** min(self._cloud_retries, 30))
-            await self.sleep(ceiling * self.rng.uniform(0.5, 1.0))
+            await self.sleep(self._cloud_retry_wait(cap))
             if self.state != State.OFFLINE or self._attempt_running():
                 continue
             if not await self._uplink_known():
@@ -189,9 +221,38 @@ class OfflineHandling:
                     await self._hotspot_for_repairing()
                 continue
             self._cloud_retries += 1
-            await self._fire(Event.LINK_UP)
+            await self._fire(Event.RETRY)
             self._begin_attempt(None, self.store.state.cloud, source="retry", saved=True)
             return
+
+    def _cloud_retry_wait(self, cap: float) -> float:
+        """Before the next cloud retry: half to all (jitter) of a ceiling that doubles from
+        ``CLOUD_RETRY_FIRST`` with each failed retry since the hub was online, up to ``cap``."""
+        ceiling = min(cap, CLOUD_RETRY_FIRST * 2.0 ** min(self._cloud_retries, 30))
+        return ceiling * self.rng.uniform(0.5, 1.0)
+
+    async def _retry_cloud_on_wifi(self, cap: float) -> bool:
+        """A paired hub on its Wi-Fi network whose broker is out of reach stays on the
+        network, no hotspot, and retries the cloud step as a hub on Ethernet does (the
+        same jittered, doubling wait). Returns False if the link is down when a retry is
+        due (the caller then takes the Wi-Fi-lost path), True once a retry has begun or
+        the machine has left ``offline``. A short press restarts this task on the
+        hotspot; a link lost meanwhile restarts it on the Wi-Fi-lost path (``_on_link``)."""
+        self._cloud_wait_task = asyncio.current_task()
+        while self.state == State.OFFLINE:
+            wait = self._cloud_retry_wait(cap)
+            log.info("on Wi-Fi, the cloud unreachable: no hotspot; the cloud step again in "
+                     "%.0f s", wait)
+            await self.sleep(wait)
+            if self.state != State.OFFLINE or self._attempt_running():
+                continue
+            if not self.on_wifi:
+                return False
+            self._cloud_retries += 1
+            await self._fire(Event.RETRY)
+            self._begin_attempt(None, self.store.state.cloud, source="retry", saved=True)
+            return True
+        return True
 
     async def _uplink_known(self) -> bool:
         """:meth:`has_uplink`, False (logged) if NetworkManager could not say: the retry

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gatewayd.onboarding.steps import CLOUD_UNREACHABLE
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -85,6 +87,12 @@ def describe(progress: Progress, provisioning: str = "pairing") -> str:
             text += f"; last attempt failed: {failure.reason}"
         return text
     if state == "offline":
+        if progress.network == "wifi" and failure is not None:
+            # On its network: only the cloud step failed (retried from there when the
+            # broker was out of reach; a refusal takes the usual path, see onboarding.md).
+            what = ("cloud unreachable, retrying" if failure.code in CLOUD_UNREACHABLE
+                    else "cloud step failed")
+            return f"offline: on Wi-Fi, {what}: {failure.reason}"
         return "offline: network lost" + ("; hotspot up for re-pairing"
                                          if progress.hotspot else "")
     return state

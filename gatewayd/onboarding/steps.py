@@ -42,6 +42,12 @@ class Failure(enum.StrEnum):
     STORAGE_FAILED = "storage-failed"  # proven credentials could not be saved (full, failing)
 
 
+# The cloud step's failures that say the broker could not be reached (down, or the way to it),
+# not that it refused the account: a paired hub on its saved Wi-Fi network waits for the
+# cloud there instead of leaving the network for its hotspot.
+CLOUD_UNREACHABLE = frozenset({Failure.BROKER_UNREACHABLE, Failure.TIMEOUT})
+
+
 @dataclass(frozen=True)
 class StepResult:
     ok: bool

@@ -27,6 +27,9 @@ class Event(enum.StrEnum):
     FAILED_SAVED = "failed-saved"  # saved credentials stand, but the hub is off its network
     LINK_DOWN = "link-down"
     LINK_UP = "link-up"
+    # The cloud step again on a network that is up (Ethernet, or the hub's Wi-Fi while the
+    # broker was out of reach): the link did not come back, it never went.
+    RETRY = "retry"
     RESET = "reset"
     PROVISION = "provision"  # [provisioning] mode token/enroll: ask the platform for an account
     REVOKED = "revoked"  # the broker refuses the issued registration: provision again
@@ -49,6 +52,7 @@ TRANSITIONS: dict[tuple[State | None, Event], State] = {
     # A hub that joined Wi-Fi but is not paired yet lost its network.
     (State.UNPAIRED, Event.LINK_DOWN): State.OFFLINE,
     (State.OFFLINE, Event.LINK_UP): State.CONNECTING,
+    (State.OFFLINE, Event.RETRY): State.CONNECTING,
     (State.UNPAIRED, Event.RESET): State.UNPAIRED,
     (State.CONNECTING, Event.RESET): State.UNPAIRED,
     (State.ONLINE, Event.RESET): State.UNPAIRED,
@@ -63,7 +67,8 @@ TRANSITIONS: dict[tuple[State | None, Event], State] = {
 def failure_event(*, paired: bool, wifi_saved: bool, off_saved_wifi: bool) -> Event:
     """Where a failed attempt lands: the one place that decides it.
 
-    - paired (a cloud account is stored): ``offline``, the old credentials stand;
+    - paired (a cloud account is stored): ``offline``, the old credentials stand (on its
+      Wi-Fi network with the broker out of reach, it stays on it: see offline.py);
     - a Wi-Fi network is stored but the hub is not on it: ``offline`` (hotspot and
       periodic retries of the saved network);
     - otherwise ``unpaired``: with the hotspot when off any network, or still on the
