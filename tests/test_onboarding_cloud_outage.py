@@ -169,8 +169,8 @@ def test_a_wifi_blip_during_a_cloud_outage_does_not_send_the_hub_to_its_hotspot(
 def test_a_link_lost_during_a_cloud_outage_brings_the_hotspot_after_offline_grace(
         tmp_path: Path) -> None:
     """Waiting for the cloud on Wi-Fi, the network goes too (its router is off): the
-    Wi-Fi-lost path as ever, offline_grace from the loss, then the hotspot and retries of
-    the saved network."""
+    Wi-Fi-lost path as ever, offline_grace from the loss, then the hotspot and jittered
+    retries of the saved network."""
     cloud, wifi = StubCloud(), FakeWifi({"HomeNet": "supersecret"})
     cloud.next_failure = UNREACHABLE
 
@@ -188,14 +188,17 @@ def test_a_link_lost_during_a_cloud_outage_brings_the_hotspot_after_offline_grac
             clock.advance(GRACE)
             await until(ob, lambda: wifi.hotspot and ob.repairable)
             assert describe(ob.progress()) == "offline: network lost; hotspot up for re-pairing"
+            waits = []
             for n in (4, 5):  # the saved network, still out of range: the hotspot back
                 await clock.sleeps(n)
                 wait = clock.slept[n - 1]
                 assert INTERVAL / 2 <= wait <= INTERVAL, clock.slept
+                waits.append(wait)
                 mark = len(wifi.calls)
                 clock.advance(wait)
                 await clock.sleeps(n + 1)
                 assert wifi.calls[mark:] == ["hotspot-down", "scan", "hotspot-up"]
+            assert waits[0] != waits[1], "the retries of the saved network are jittered"
             assert len(cloud.timeouts) == 2 and ob.state == State.OFFLINE
             # The router is back before the broker (after a power cut, say): the retry
             # joins the network, the cloud step fails, and the hub stays on the network.

@@ -12,7 +12,8 @@ States (what `gatewayctl status`, the portal and BLE show):
 - ``offline``    the hub has a saved network (paired, or Wi-Fi only) but is not on it;
                  NetworkManager's autoconnect retries; after ``offline_grace`` (at once
                  after a failed attempt of a hub that is not paired) the hotspot returns
-                 while client attempts go on every ``retry_interval``. On it a hub that is
+                 while client attempts go on (after a jittered half to all of
+                 ``retry_interval`` each). On it a hub that is
                  not paired takes pairing requests; a paired one only while the window a
                  short press opens is open, or from a signed-in admin. A hub
                  paired without a saved Wi-Fi network (on Ethernet) has no hotspot to

@@ -4,8 +4,8 @@
 A lost client link moves an ``online`` hub (or an unpaired one on its Wi-Fi) to ``offline``;
 a link that returns starts the cloud step again. While ``offline``, one task waits: for a hub
 with a saved Wi-Fi network, ``offline_grace`` and then the hotspot, with a client attempt
-every ``retry_interval`` (postponed while someone uses the portal, but never beyond
-``MAX_POSTPONED`` intervals after the last one); for a paired hub
+after a jittered wait of half to all of ``retry_interval`` (postponed while someone uses the
+portal, but never beyond ``MAX_POSTPONED`` intervals after the last one); for a paired hub
 that is a client of its saved network but whose cloud step could not reach the broker, no
 hotspot (the network works): the cloud step again after the wait below, and the path
 before once the link goes down too; for a hub paired without one (on Ethernet), the cloud
@@ -175,7 +175,8 @@ class OfflineHandling:
             await self._hotspot_for_repairing()  # never raises: the retries below go on
         last_retry = self.clock()
         while self.state == State.OFFLINE:
-            await self.sleep(cfg.retry_interval)
+            # Jittered: a fleet whose network came back together does not retry in step.
+            await self.sleep(cfg.retry_interval * self.rng.uniform(0.5, 1.0))
             if self.state != State.OFFLINE or self._attempt_running():
                 continue
             # Activity postpones a retry, but not past MAX_POSTPONED intervals since the
