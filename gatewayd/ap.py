@@ -3,7 +3,15 @@
 Profiles we create carry ids starting with ``gatewayd-``; only those are ever
 replaced or deleted. The hotspot is an in-memory profile (AddConnectionUnsaved);
 client profiles are saved so NetworkManager's autoconnect brings the hub back
-after a reboot or an outage.
+after a reboot or an outage. What the profiles hold and what NetworkManager's numbers
+mean is :mod:`gatewayd.nm.profiles`.
+
+NetworkManager may be missing at start and may restart at any time
+(:mod:`gatewayd.nm.presence` watches its bus name). Without it the hub waits: no hotspot,
+scans keep the last list, an attempt's Wi-Fi step fails ``wifi-failed`` ("NetworkManager
+is not running"). When it comes (back), the device is looked up again and its state taken
+as it is: a hotspot or client link that did not survive is reported down, as if
+NetworkManager had taken it down itself.
 """
 
 from __future__ import annotations
@@ -11,10 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from ipaddress import IPv4Interface
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from sdbus import DbusFailedError
@@ -22,133 +28,26 @@ from sdbus import DbusFailedError
 from gatewayd.config import Config
 from gatewayd.credentials import RAW_KEY_WPA3, WifiCredentials, raw_wpa_key
 from gatewayd.identity import SSID_BYTES, Identity
+from gatewayd.nm.presence import NM, OwnerWatch, gone, not_running
+from gatewayd.nm.profiles import (
+    DOWN_STATES,
+    HOTSPOT_ID,
+    PREFIX,
+    STATE_ACTIVATED,
+    STATE_FAILED,
+    TYPE_ETHERNET,
+    TYPE_WIFI,
+    client_profile,
+    failure_for_reason,
+    hotspot_profile,
+)
+from gatewayd.nm.scan import ScanCache
 from gatewayd.onboarding.steps import Failure, StepResult
 
 log = logging.getLogger(__name__)
 
-NM = "org.freedesktop.NetworkManager"
 DEVICE_IFACE = "org.freedesktop.NetworkManager.Device"
-WIRELESS_IFACE = "org.freedesktop.NetworkManager.Device.Wireless"
-PREFIX = "gatewayd-"
-HOTSPOT_ID = f"{PREFIX}hotspot"
-
-# NetworkManager enums (NMDeviceState, NMDeviceStateReason, NMDeviceType, 802.11 flags)
-STATE_DISCONNECTED, STATE_ACTIVATED, STATE_FAILED = 30, 100, 120
-STATE_UNAVAILABLE = 20
-TYPE_ETHERNET, TYPE_WIFI = 1, 2
-AP_FLAGS_PRIVACY = 0x1
-SEC_KEY_MGMT_PSK, SEC_KEY_MGMT_SAE = 0x100, 0x400
-SCAN_CACHE_LIMIT = 64  # a city block can show hundreds of BSSIDs; the portal needs a few
-
-_BAD_KEY_TEXT = "The Wi-Fi network rejected the password. Check it and try again."
-_NOT_FOUND = ("The hub cannot see this network. Check the name (for a hidden network, tick "
-              "'hidden'), and that the hub is in range of a 2.4 GHz access point.")
-_DHCP = ("The hub joined the network but got no IP address (DHCP failed). Check the router "
-         "or try again.")
-_REASONS: dict[int, tuple[Failure, str]] = {
-    7: (Failure.WRONG_PASSWORD, _BAD_KEY_TEXT),  # NO_SECRETS
-    8: (Failure.WRONG_PASSWORD, _BAD_KEY_TEXT),  # SUPPLICANT_DISCONNECT
-    9: (Failure.WRONG_PASSWORD, _BAD_KEY_TEXT),  # SUPPLICANT_CONFIG_FAILED
-    10: (Failure.WIFI_FAILED, "The hub's Wi-Fi supplicant failed. Try again."),
-    11: (Failure.WRONG_PASSWORD, "Wi-Fi authentication timed out: most often a wrong "
-                                 "password. Check it and try again."),
-    5: (Failure.DHCP_FAILED, _DHCP),
-    15: (Failure.DHCP_FAILED, _DHCP),
-    16: (Failure.DHCP_FAILED, _DHCP),
-    17: (Failure.DHCP_FAILED, _DHCP),
-    53: (Failure.NETWORK_NOT_FOUND, _NOT_FOUND),  # SSID_NOT_FOUND
-    70: (Failure.NETWORK_NOT_FOUND, _NOT_FOUND),  # PEER_NOT_FOUND
-}
-
-_LINK_TEXT = {36: "the Wi-Fi device was removed", 38: "the Wi-Fi link went away",
-              39: "disconnected on request", 60: "switching networks"}
-
-
-def failure_for_reason(reason: int) -> tuple[Failure, str]:
-    if reason in _LINK_TEXT:
-        return Failure.WIFI_FAILED, _LINK_TEXT[reason]
-    return _REASONS.get(reason, (Failure.WIFI_FAILED, f"Wi-Fi connection failed (reason {reason})"))
-
-
-def security_of(flags: int, wpa_flags: int, rsn_flags: int) -> str:
-    sae = bool(rsn_flags & SEC_KEY_MGMT_SAE)
-    psk = bool((rsn_flags | wpa_flags) & SEC_KEY_MGMT_PSK)
-    if sae and psk:
-        return "wpa2/wpa3"
-    if sae:
-        return "wpa3"
-    if psk:
-        return "wpa2"
-    if flags & AP_FLAGS_PRIVACY or wpa_flags or rsn_flags:
-        return "unsupported"  # WEP or enterprise: not something a hub is paired to
-    return "open"
-
-
-@dataclass(frozen=True)
-class ScannedNetwork:
-    ssid: str
-    signal: int
-    security: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"ssid": self.ssid, "signal": self.signal, "security": self.security}
-
-
-def hotspot_profile(config: Config, identity: Identity, interface: str) -> dict[str, Any]:
-    """The equivalent of ``nmcli device wifi hotspot``, pinned to our address."""
-    hs = config.hotspot
-    iface = IPv4Interface(hs.address)
-    ssid = identity.render(hs.ssid_template, SSID_BYTES).encode("utf-8")
-    wireless: dict[str, Any] = {"ssid": ("ay", ssid), "mode": ("s", "ap"),
-                                "band": ("s", hs.band)}
-    if hs.channel:
-        wireless["channel"] = ("u", hs.channel)
-    profile: dict[str, Any] = {
-        "connection": {"id": ("s", HOTSPOT_ID), "uuid": ("s", str(uuid.uuid4())),
-                       "type": ("s", "802-11-wireless"), "autoconnect": ("b", False),
-                       "interface-name": ("s", interface)},
-        "802-11-wireless": wireless,
-        "ipv4": {"method": ("s", "shared"),
-                 "address-data": ("aa{sv}", [{"address": ("s", str(iface.ip)),
-                                              "prefix": ("u", iface.network.prefixlen)}])},
-        "ipv6": {"method": ("s", "ignore")},
-    }
-    if hs.password:
-        wireless["security"] = ("s", "802-11-wireless-security")
-        profile["802-11-wireless-security"] = {
-            "key-mgmt": ("s", "wpa-psk"), "psk": ("s", hs.password),
-            "proto": ("as", ["rsn"]), "pairwise": ("as", ["ccmp"]),
-            "group": ("as", ["ccmp"]),
-            "pmf": ("i", 1),  # disable: brcmfmac (Pi) clients fail to associate with PMF
-        }
-    return profile
-
-
-def client_profile(wifi: WifiCredentials, interface: str, security: str | None
-                   ) -> dict[str, Any]:
-    """A saved, autoconnecting client profile; key-mgmt follows what the AP offers."""
-    wireless: dict[str, Any] = {"ssid": ("ay", wifi.ssid.encode("utf-8")),
-                                "mode": ("s", "infrastructure")}
-    if wifi.hidden:
-        wireless["hidden"] = ("b", True)
-    profile: dict[str, Any] = {
-        "connection": {"id": ("s", f"{PREFIX}client-{wifi.ssid}"),
-                       "uuid": ("s", str(uuid.uuid4())), "type": ("s", "802-11-wireless"),
-                       "autoconnect": ("b", True), "interface-name": ("s", interface)},
-        "802-11-wireless": wireless,
-        "ipv4": {"method": ("s", "auto")},
-        "ipv6": {"method": ("s", "auto")},
-    }
-    if wifi.psk:
-        # SAE takes a passphrase only (NetworkManager hands any psk to wpa_supplicant as a
-        # literal SAE password): a 64-hex-digit key joins a transition network by WPA2.
-        # A WPA3-only network with such a key is refused before this (connect).
-        sae = security == "wpa3" or (security == "wpa2/wpa3" and not raw_wpa_key(wifi.psk))
-        key_mgmt = "sae" if sae else "wpa-psk"
-        wireless["security"] = ("s", "802-11-wireless-security")
-        profile["802-11-wireless-security"] = {"key-mgmt": ("s", key_mgmt),
-                                               "psk": ("s", wifi.psk)}
-    return profile
+STATE_GONE = -1  # told to a waiting activation: NetworkManager left the bus
 
 
 class NetworkManagerControl:
@@ -164,51 +63,129 @@ class NetworkManagerControl:
         self._device_path = ""
         self._device: Any = None
         self._slot: Any = None
-        self._cache: list[ScannedNetwork] = []
+        self._watch: OwnerWatch | None = None
+        self._running = False  # NetworkManager is on the bus, and its device was found
+        self._scans = ScanCache()
         self._hotspot_conn: str | None = None
         self._hotspot_active = False
         self._waiter: asyncio.Queue[tuple[int, int]] | None = None
         self._on_link: Callable[[bool, str], None] = lambda up, reason: None
         self._on_hotspot_down: Callable[[], None] = lambda: None
+        self._on_service: Callable[[bool], None] = lambda running: None
         self._activated = False
         self._switching = False
 
     # ---- set-up ---------------------------------------------------------------------------
 
     async def start(self, on_link: Callable[[bool, str], None],
-                    on_hotspot_down: Callable[[], None] | None = None) -> None:
+                    on_hotspot_down: Callable[[], None] | None = None,
+                    on_service: Callable[[bool], None] | None = None) -> None:
         from sdbus import sd_bus_open_system
-        from sdbus_async.networkmanager import (
-            NetworkDeviceGeneric,
-            NetworkDeviceWireless,
-            NetworkManager,
-            NetworkManagerSettings,
-        )
+        from sdbus_async.networkmanager import NetworkManager, NetworkManagerSettings
 
         self._on_link = on_link
         self._on_hotspot_down = on_hotspot_down or self._on_hotspot_down
+        self._on_service = on_service or self._on_service
         if self._bus is None:
             self._bus = sd_bus_open_system()
         self._nm = NetworkManager(self._bus)
         self._settings = NetworkManagerSettings(self._bus)
-        for path in await self._nm.get_devices():
-            dev = NetworkDeviceGeneric(path, self._bus)
-            if await dev.device_type == TYPE_WIFI and await dev.interface == self.interface:
-                self._device_path = path
-        if not self._device_path:
-            raise RuntimeError(f"NetworkManager has no Wi-Fi device {self.interface!r} "
-                               "([hotspot] interface)")
-        self._device = NetworkDeviceWireless(self._device_path, self._bus)
-        # Subscribe before acting, so no state change between our calls is missed.
-        self._slot = await self._bus.match_signal_async(
-            NM, self._device_path, DEVICE_IFACE, "StateChanged", self._on_state_message)
-        self._activated = await self._device.state == STATE_ACTIVATED
-        await self._drop_stale_hotspots()
+        self._watch = OwnerWatch(self._bus, self._owner_changed)
+        owner = await self._watch.subscribe()
+        if owner is None:
+            log.warning("NetworkManager is not running; waiting for it")
+        else:
+            state, _ = await self._attach()
+            self._activated = state == STATE_ACTIVATED
+            await self._drop_stale_hotspots()
+        await self._watch.start(owner)
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            await self._watch.stop()
+        self._unsubscribe()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def _unsubscribe(self) -> None:
         if self._slot is not None:
-            self._slot.close()
+            with contextlib.suppress(Exception):  # a bus that is gone has no match to drop
+                self._slot.close()
             self._slot = None
+
+    async def _attach(self) -> tuple[int, str | None]:
+        """Find the Wi-Fi device (again) and subscribe to it; returns its state and the id
+        of the profile active on it. Paths from an earlier NetworkManager mean nothing."""
+        from sdbus_async.networkmanager import NetworkDeviceGeneric, NetworkDeviceWireless
+
+        path = ""
+        for candidate in await self._nm.get_devices():
+            dev = NetworkDeviceGeneric(candidate, self._bus)
+            if await dev.device_type == TYPE_WIFI and await dev.interface == self.interface:
+                path = candidate
+        if not path:
+            raise RuntimeError(f"NetworkManager has no Wi-Fi device {self.interface!r} "
+                               "([hotspot] interface)")
+        self._unsubscribe()
+        self._device_path, self._hotspot_conn = path, None
+        self._device = NetworkDeviceWireless(path, self._bus)
+        # Subscribe before acting, so no state change between our calls is missed.
+        self._slot = await self._bus.match_signal_async(
+            NM, path, DEVICE_IFACE, "StateChanged", self._on_state_message)
+        state = int(await self._device.state)
+        active_id = await self._active_id(await self._device.active_connection)
+        self._running = True
+        return state, active_id
+
+    async def _active_id(self, active: str) -> str | None:
+        from sdbus_async.networkmanager import ActiveConnection
+
+        if not active or active == "/":
+            return None
+        with contextlib.suppress(DbusFailedError):  # ended between the two reads
+            return str(await ActiveConnection(active, self._bus).id)
+        return None
+
+    async def _owner_changed(self, owner: str | None) -> None:
+        """NetworkManager left the bus (None), or a new one owns its name."""
+        if owner is None:
+            log.warning("NetworkManager left the bus; waiting for it to come back")
+            self._gone()
+            return
+        if self._running:  # restarted between two looks: it left in between
+            self._gone()
+        state, active_id = await self._attach()
+        log.info("NetworkManager is on the bus: Wi-Fi device %s in state %s (%s active)",
+                 self.interface, state, active_id or "nothing")
+        self._reconcile(state, active_id)
+        self._on_service(True)
+
+    def _gone(self) -> None:
+        self._running = False
+        self._unsubscribe()
+        self._device, self._device_path, self._hotspot_conn = None, "", None
+        if self._waiter is not None:  # an activation waiting for NetworkManager's signal
+            with contextlib.suppress(asyncio.QueueFull):
+                self._waiter.put_nowait((STATE_GONE, 0))
+        self._on_service(False)
+
+    def _reconcile(self, state: int, active_id: str | None) -> None:
+        """Take the device as a NetworkManager that came back has it: what the hub had
+        (its hotspot, its client link) and is no longer there is reported down."""
+        if self._switching:
+            return  # an activation was under way: its waiter heard that it ended
+        hotspot = state == STATE_ACTIVATED and active_id == HOTSPOT_ID
+        client = state == STATE_ACTIVATED and active_id not in (None, HOTSPOT_ID)
+        if self._hotspot_active and not hotspot:
+            log.warning("the hotspot did not outlive NetworkManager's restart")
+            self._hotspot_active = False
+            self._on_hotspot_down()
+        if client != self._activated and not self._hotspot_active:
+            self._activated = client
+            self._on_link(client, "connected" if client else
+                          "the Wi-Fi link was down when NetworkManager came back")
 
     def _on_state_message(self, message: Any) -> None:
         new, old, reason = message.get_contents()
@@ -219,7 +196,7 @@ class NetworkManagerControl:
         if self._switching:
             return  # our own activation: its outcome is the waiter's business
         if self._hotspot_active:
-            if new in (STATE_DISCONNECTED, STATE_FAILED, STATE_UNAVAILABLE):
+            if new in DOWN_STATES:
                 log.warning("hotspot went down (reason %s)", reason)
                 self._hotspot_active = False
                 self._on_hotspot_down()
@@ -227,7 +204,7 @@ class NetworkManagerControl:
         if new == STATE_ACTIVATED and not self._activated:
             self._activated = True
             self._on_link(True, "connected")
-        elif new in (STATE_DISCONNECTED, STATE_FAILED, STATE_UNAVAILABLE) and self._activated:
+        elif new in DOWN_STATES and self._activated:
             self._activated = False
             self._on_link(False, failure_for_reason(reason)[1] if reason else "disconnected")
 
@@ -238,15 +215,29 @@ class NetworkManagerControl:
                 await self._delete(path)
 
     async def _our_connections(self) -> list[tuple[str, dict[str, Any]]]:
+        """Our profiles; none without NetworkManager (what it keeps on disk, a start after
+        it returns sorts out: the machine forgets what the hub has not stored then)."""
         from sdbus_async.networkmanager import NetworkConnectionSettings
 
         found = []
-        for path in await self._settings.list_connections():
-            settings = await NetworkConnectionSettings(path, self._bus).get_settings()
-            conn_id = settings.get("connection", {}).get("id", ("s", ""))[1]
-            if conn_id.startswith(PREFIX):
-                found.append((path, settings))
+        try:
+            for path in await self._settings.list_connections() if self._running else []:
+                settings = await NetworkConnectionSettings(path, self._bus).get_settings()
+                conn_id = settings.get("connection", {}).get("id", ("s", ""))[1]
+                if conn_id.startswith(PREFIX):
+                    found.append((path, settings))
+        except Exception as exc:
+            if not self._absent(exc):
+                raise
         return found
+
+    def _absent(self, exc: BaseException) -> bool:
+        """``exc`` says NetworkManager is not on the bus: the watch looks at once."""
+        if not gone(exc):
+            return False
+        if self._watch is not None:
+            self._watch.wake()
+        return True
 
     async def _delete(self, path: str) -> None:
         from sdbus_async.networkmanager import NetworkConnectionSettings
@@ -257,112 +248,93 @@ class NetworkManagerControl:
     # ---- scanning -------------------------------------------------------------------------
 
     async def scan(self, ssid: str | None = None, timeout: float = 10.0) -> None:
-        """Scan and refresh the cache; skipped while the hotspot is up (NM can't scan then)."""
-        if self._hotspot_active:
+        """Scan and refresh the cache; skipped while the hotspot is up (NM can't scan then)
+        and without NetworkManager (the last list stays)."""
+        if self._hotspot_active or not self._running:
             return
-        scanned = asyncio.Event()
-
-        def on_props(message: Any) -> None:
-            interface, changed, _ = message.get_contents()
-            if interface == WIRELESS_IFACE and "LastScan" in changed:
-                scanned.set()
-
-        # Subscribe first: the scan may finish before RequestScan even returns.
-        slot = await self._bus.match_signal_async(
-            NM, self._device_path, "org.freedesktop.DBus.Properties", "PropertiesChanged",
-            on_props)
         try:
-            options: dict[str, tuple[str, Any]] = {}
-            if ssid is not None:
-                options["ssids"] = ("aay", [ssid.encode("utf-8")])
-            try:
-                await self._device.request_scan(options)
-            except Exception as exc:  # NM refuses while a scan runs; its result still comes
-                log.debug("RequestScan: %s", exc)
-            try:
-                async with asyncio.timeout(timeout):
-                    await scanned.wait()
-            except TimeoutError:
-                log.warning("Wi-Fi scan did not finish within %.0fs; using what NM has", timeout)
-        finally:
-            slot.close()
-        await self._refresh_cache()
-
-    async def _refresh_cache(self) -> None:
-        from sdbus_async.networkmanager import AccessPoint
-
-        best: dict[str, ScannedNetwork] = {}
-        for path in await self._device.get_all_access_points():
-            ap = AccessPoint(path, self._bus)
-            try:
-                raw = await ap.ssid
-                if not raw:
-                    continue  # hidden: not listed; the user types its name
-                net = ScannedNetwork(raw.decode("utf-8", "replace"), int(await ap.strength),
-                                     security_of(await ap.flags, await ap.wpa_flags,
-                                                 await ap.rsn_flags))
-            except DbusFailedError:
-                # Gone between the listing and the read (NetworkManager re-exports its AP
-                # objects, e.g. when a scan ends): it is not there, so it is not listed.
-                log.debug("access point %s vanished while being read", path)
-                continue
-            if net.ssid not in best or net.signal > best[net.ssid].signal:
-                best[net.ssid] = net
-        ordered = sorted(best.values(), key=lambda n: (-n.signal, n.ssid))
-        self._cache = ordered[:SCAN_CACHE_LIMIT]
+            await self._scans.scan(self._bus, self._device_path, self._device, ssid, timeout)
+        except Exception as exc:
+            if not self._absent(exc):
+                raise
 
     def networks(self) -> list[dict[str, Any]]:
-        return [n.to_json() for n in self._cache]
+        return self._scans.networks()
 
     def visible(self, ssid: str) -> bool:
-        return any(n.ssid == ssid for n in self._cache)
-
-    def _security(self, ssid: str) -> str | None:
-        for n in self._cache:
-            if n.ssid == ssid:
-                return n.security
-        return None
+        return self._scans.visible(ssid)
 
     async def ethernet_connected(self) -> bool:
+        """Whether a cable is in and up; without NetworkManager nobody can tell: no."""
         from sdbus_async.networkmanager import NetworkDeviceGeneric
 
-        for path in await self._nm.get_devices():
-            dev = NetworkDeviceGeneric(path, self._bus)
-            if await dev.device_type == TYPE_ETHERNET and await dev.state == STATE_ACTIVATED:
-                return True
+        try:
+            for path in await self._nm.get_devices() if self._running else []:
+                dev = NetworkDeviceGeneric(path, self._bus)
+                if await dev.device_type == TYPE_ETHERNET and await dev.state == STATE_ACTIVATED:
+                    return True
+        except Exception as exc:
+            if not self._absent(exc):
+                raise
         return False
 
     # ---- hotspot --------------------------------------------------------------------------
 
     @property
     def hotspot_active(self) -> bool:
-        return self._hotspot_active
+        return self._hotspot_active and self._running
 
     @property
     def hotspot_ssid(self) -> str:
         return self.identity.render(self.config.hotspot.ssid_template, SSID_BYTES)
 
     async def start_hotspot(self) -> None:
-        if self._hotspot_active:
+        if self.hotspot_active:
             return
-        profile = hotspot_profile(self.config, self.identity, self.interface)
-        if self._hotspot_conn is None:
-            self._hotspot_conn = await self._settings.add_connection_unsaved(profile)
+        if not self._running:
+            log.debug("no hotspot: NetworkManager is not running")
+            return
         self._activated = False
-        result = await self._activate(self._hotspot_conn, 15.0, hotspot=True)
+        try:
+            conn = await self._hotspot_profile()
+        except Exception as exc:
+            if not self._absent(exc):
+                raise
+            return
+        result = await self._activate(conn, 15.0, hotspot=True)
         if not result.ok:
             log.error("hotspot %r could not start: %s", self.hotspot_ssid, result.reason)
             return
         self._hotspot_active = True
         log.info("hotspot %r up on %s", self.hotspot_ssid, self.interface)
 
+    async def _hotspot_profile(self) -> str:
+        """Our in-memory hotspot profile: the one made before while NetworkManager knows it
+        by that path, else a new one. A restarted NetworkManager hands out paths anew: a
+        kept path may name nothing, or another profile (and one it kept in /run across
+        its restart would be a second of ours: it goes)."""
+        from sdbus_async.networkmanager import NetworkConnectionSettings
+
+        if self._hotspot_conn is not None:
+            with contextlib.suppress(DbusFailedError):  # no such object: made again below
+                settings = await NetworkConnectionSettings(self._hotspot_conn,
+                                                           self._bus).get_settings()
+                if settings.get("connection", {}).get("id", ("s", ""))[1] == HOTSPOT_ID:
+                    return self._hotspot_conn
+            log.warning("NetworkManager no longer has the hotspot profile at %s: making it "
+                        "again", self._hotspot_conn)
+        await self._drop_stale_hotspots()
+        self._hotspot_conn = await self._settings.add_connection_unsaved(
+            hotspot_profile(self.config, self.identity, self.interface))
+        return self._hotspot_conn
+
     async def stop_hotspot(self) -> None:
         if not self._hotspot_active:
             return
         self._hotspot_active = False
-        active = await self._device.active_connection
-        if active and active != "/":
-            with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # gone, or NetworkManager with it
+            active = await self._device.active_connection
+            if active and active != "/":
                 await self._nm.deactivate_connection(active)
         log.info("hotspot down")
 
@@ -371,6 +343,24 @@ class NetworkManagerControl:
     async def connect(self, wifi: WifiCredentials, timeout: float) -> StepResult:
         """Join ``wifi`` with a new saved profile; the result's ``joined`` is the network as
         joined (hidden if only a directed scan found it)."""
+        return await self._step(lambda: self._connect(wifi, timeout))
+
+    async def reconnect_saved(self, wifi: WifiCredentials, timeout: float) -> StepResult:
+        return await self._step(lambda: self._reconnect_saved(wifi, timeout))
+
+    async def _step(self, step: Callable[[], Awaitable[StepResult]]) -> StepResult:
+        """An attempt's Wi-Fi step; without NetworkManager, or if it leaves during the step,
+        it fails in words ("not running"), never as an internal error."""
+        if not self._running:
+            return not_running()
+        try:
+            return await step()
+        except Exception as exc:
+            if not self._absent(exc):
+                raise
+            return not_running()
+
+    async def _connect(self, wifi: WifiCredentials, timeout: float) -> StepResult:
         if wifi.hidden or not self.visible(wifi.ssid):
             await self.scan(ssid=wifi.ssid)  # a directed scan finds hidden networks
             if not wifi.hidden and self.visible(wifi.ssid):
@@ -380,7 +370,7 @@ class NetworkManagerControl:
                 # scan is taken as hidden too: that costs a probe naming it, no more.
                 log.info("%r was found only by a directed scan: saved as hidden", wifi.ssid)
                 wifi = replace(wifi, hidden=True)
-        security = self._security(wifi.ssid)
+        security = self._scans.security(wifi.ssid)
         if security == "wpa3" and raw_wpa_key(wifi.psk):
             return StepResult(False, Failure.WRONG_PASSWORD,
                               f"{RAW_KEY_WPA3[0].upper()}{RAW_KEY_WPA3[1:]}.", joined=wifi)
@@ -395,11 +385,11 @@ class NetworkManagerControl:
             await self._delete(conn)
         return replace(result, joined=wifi)
 
-    async def reconnect_saved(self, wifi: WifiCredentials, timeout: float) -> StepResult:
+    async def _reconnect_saved(self, wifi: WifiCredentials, timeout: float) -> StepResult:
         for path, settings in await self._our_connections():
             if settings["connection"]["id"][1] == f"{PREFIX}client-{wifi.ssid}":
                 return await self._activate(path, timeout)
-        return await self.connect(wifi, timeout)
+        return await self._connect(wifi, timeout)
 
     async def forget(self, ssid: str) -> None:
         for path, settings in await self._our_connections():
@@ -446,6 +436,8 @@ class NetworkManagerControl:
             async with asyncio.timeout(timeout):
                 while True:
                     state, reason = await self._waiter.get()
+                    if state == STATE_GONE:
+                        return not_running()
                     if state == STATE_ACTIVATED:
                         self._activated = not hotspot
                         return StepResult(True)
@@ -457,6 +449,8 @@ class NetworkManagerControl:
                               f"The Wi-Fi connection did not come up within {timeout:.0f} s. "
                               "Check that the network works and try again.")
         except Exception as exc:  # the details are for the log, not for the user
+            if self._absent(exc):
+                return not_running()
             log.warning("NetworkManager refused the connection: %s", exc)
             return StepResult(False, Failure.WIFI_FAILED,
                               "The hub's network service refused the connection. Try again; "

@@ -121,9 +121,12 @@ class FakeWifi:
 
     # ---- WifiControl ------------------------------------------------------------------
 
-    async def start(self, on_link: Any, on_hotspot_down: Any = None) -> None:
+    async def start(self, on_link: Any, on_hotspot_down: Any = None,
+                    on_service: Any = None) -> None:
         self._on_link = on_link
         self._on_hotspot_down = on_hotspot_down
+
+    running = True  # NetworkManager is there
 
     async def stop(self) -> None:
         self.calls.append("stop")

@@ -9,6 +9,9 @@ it if nothing else pairs the hub (no cable, not on Wi-Fi). A start that fails
 backs off, doubling up to ``retry_interval``; while the cable is in, it looks for the cable
 at the first interval. The task ends as soon as the hotspot is up or the machine leaves
 ``unpaired``. A short press raises it at once (:meth:`HotspotWatch._raise_missing_hotspot`).
+
+Without NetworkManager there is nothing to raise it with: the watchdog ends, and when
+NetworkManager comes (back) the machine does what a start does with it (``_on_service``).
 """
 
 from __future__ import annotations
@@ -56,10 +59,10 @@ class HotspotWatch:
         raise NotImplementedError
 
     def _hotspot_missing(self) -> bool:
-        """Unpaired, with Wi-Fi, on no Wi-Fi network, and no hotspot (whether a cable is in
-        is asked of NetworkManager when the hotspot is to be raised)."""
+        """Unpaired, with Wi-Fi, on no Wi-Fi network, and no hotspot while NetworkManager
+        runs (whether a cable is in is asked of it when the hotspot is to be raised)."""
         return (self.state == State.UNPAIRED and self.wifi is not None and not self.on_wifi
-                and not self.wifi.hotspot_active)
+                and self.wifi.running and not self.wifi.hotspot_active)
 
     def _settled(self) -> bool:
         """No transition nor an attempt's ending under way: they raise (or drop) it."""

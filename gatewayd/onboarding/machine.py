@@ -152,6 +152,7 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
             hotspot=bool(self.wifi and self.wifi.hotspot_active),
             wifi=self.wifi is not None,
             network="wifi" if self.on_wifi else None,
+            networkmanager=self.wifi.running if self.wifi is not None else None,
         )
 
     @property
@@ -264,7 +265,7 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
 
     async def start(self) -> None:
         if self.wifi is not None:
-            await self.wifi.start(self._on_link, self._on_hotspot_down)
+            await self.wifi.start(self._on_link, self._on_hotspot_down, self._on_service)
             # A stop or crash during an attempt left its unproven profile saved, with
             # autoconnect on: only the stored network's may stay.
             await self._forget_unstored()
@@ -276,6 +277,25 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
             self._begin_attempt(st.wifi, st.cloud, source="boot", saved=True)
         else:
             await self._fire(Event.BOOT_UNPAIRED)
+
+    def _on_service(self, running: bool) -> None:
+        """NetworkManager left the bus, or came (back) (called on the loop): every front end
+        hears it (``networkmanager`` in progress), and once it is there the hub does what a
+        start does with it."""
+        if self.state is None:
+            return  # the start is not over: it does that itself
+        self._tell_listeners()
+        self._link_task(self._notify_changed(), "networkmanager")
+        if running:
+            self._link_task(self._service_back(), "networkmanager-back")
+
+    async def _service_back(self) -> None:
+        """NetworkManager is (back) on the bus: profiles the hub has not stored go (a reset
+        while it was away could not delete them), and an unpaired hub's hotspot comes up."""
+        async with self._lock:  # a request's attempt saves a profile the hub has not stored
+            if self.state != State.CONNECTING:
+                await self._forget_unstored()
+        await self._raise_missing_hotspot()
 
     async def stop(self) -> None:
         self._cancel_offline_timer()

@@ -54,6 +54,7 @@ class Progress:
     hotspot: bool  # the hotspot is up
     wifi: bool  # the hub has Wi-Fi at all (False: an Ethernet-only hub)
     network: str | None  # "wifi" while the hub is a client of its Wi-Fi network
+    networkmanager: bool | None = None  # it is running; None: no Wi-Fi (not used)
 
     @property
     def attempt_id(self) -> str | None:
@@ -64,12 +65,20 @@ class Progress:
                 "attempt": self.attempt.to_json() if self.attempt else None,
                 "last_failure": self.last_failure.to_json() if self.last_failure else None,
                 "pairing_open": self.pairing_open, "hotspot": self.hotspot,
-                "wifi": self.wifi, "network": self.network}
+                "wifi": self.wifi, "network": self.network,
+                "networkmanager": self.networkmanager}
 
 
 def describe(progress: Progress, provisioning: str = "pairing") -> str:
     """One line for systemd's STATUS= and logs: what the hub is doing right now.
     ``provisioning``: the hub's ``[provisioning] mode`` (nobody pairs a hub in the others)."""
+    text = _sentence(progress, provisioning)
+    if progress.networkmanager is False:
+        text += "; NetworkManager is not running (waiting for it)"
+    return text
+
+
+def _sentence(progress: Progress, provisioning: str) -> str:
     state = progress.state
     failure = progress.last_failure
     if state == "connecting":

@@ -62,9 +62,17 @@ class WifiControl(Protocol):
     """What onboarding needs from NetworkManager (implemented by :mod:`gatewayd.ap`)."""
 
     async def start(self, on_link: Callable[[bool, str], None],
-                    on_hotspot_down: Callable[[], None] | None = None) -> None:
+                    on_hotspot_down: Callable[[], None] | None = None,
+                    on_service: Callable[[bool], None] | None = None) -> None:
         """Watch the device: ``on_link`` hears the client link come and go,
-        ``on_hotspot_down`` the hotspot end under the hub (NetworkManager took it down)."""
+        ``on_hotspot_down`` the hotspot end under the hub (NetworkManager took it down),
+        ``on_service`` NetworkManager leave the bus (False) or come back (True). Without
+        NetworkManager it returns all the same, and the control waits for it."""
+        ...
+
+    @property
+    def running(self) -> bool:
+        """NetworkManager is there: without it, no hotspot and no Wi-Fi attempt."""
         ...
 
     async def stop(self) -> None: ...
