@@ -72,6 +72,8 @@ class NetworkManagerControl:
         self._on_link: Callable[[bool, str], None] = lambda up, reason: None
         self._on_hotspot_down: Callable[[], None] = lambda: None
         self._on_service: Callable[[bool], None] = lambda running: None
+        # The system bus connection ended: the daemon ends (and is started again).
+        self.on_bus_lost: Callable[[], None] = lambda: None
         self._activated = False
         self._switching = False
 
@@ -90,7 +92,7 @@ class NetworkManagerControl:
             self._bus = sd_bus_open_system()
         self._nm = NetworkManager(self._bus)
         self._settings = NetworkManagerSettings(self._bus)
-        self._watch = OwnerWatch(self._bus, self._owner_changed)
+        self._watch = OwnerWatch(self._bus, self._owner_changed, self._bus_lost)
         owner = await self._watch.subscribe()
         if owner is None:
             log.warning("NetworkManager is not running; waiting for it")
@@ -186,6 +188,10 @@ class NetworkManagerControl:
             self._activated = client
             self._on_link(client, "connected" if client else
                           "the Wi-Fi link was down when NetworkManager came back")
+
+    def _bus_lost(self) -> None:
+        self._running = False
+        self.on_bus_lost()
 
     def _on_state_message(self, message: Any) -> None:
         new, old, reason = message.get_contents()

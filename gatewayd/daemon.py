@@ -145,6 +145,7 @@ class Daemon:
     # How long the cloud link may be down before the hub shows it (gatewayd.cloud.presence).
     cloud_grace: float = CLOUD_GRACE
     presence: CloudPresence | None = None
+    exit_code: int = 0  # 1: the system D-Bus connection was lost (systemd starts it again)
 
     def _build(self, loop: asyncio.AbstractEventLoop) -> Hub:
         hub = Hub(self.config, self.store, self.identity, self.notifier, self.redactor)
@@ -317,6 +318,8 @@ class Daemon:
     def _build_onboarding(self, hub: Hub) -> tuple[Onboarding, PairingService]:
         cfg = self.config
         wifi = NetworkManagerControl(cfg, self.identity) if cfg.hotspot.enabled else None
+        if wifi is not None:
+            wifi.on_bus_lost = self._bus_lost
         cloud = self.cloud_step or self._build_cloud(hub)
         onboarding = self._build_machine(hub, wifi, cloud)
         hub.phase_provider = lambda: str(onboarding.state or "starting")
@@ -366,6 +369,13 @@ class Daemon:
         # Refreshes the registration token while the hub runs (started before onboarding).
         self.components.append(TaskComponent("registration", provisioner.run))
         return machine
+
+    def _bus_lost(self) -> None:
+        """The system D-Bus connection ended (its daemon restarted): nothing on it can be
+        reached again, so the hub stops and exits 1, and systemd starts it again."""
+        self.exit_code = 1
+        if self.hub is not None:
+            self.hub.stop_requested.set()
 
     @property
     def portal_url(self) -> str | None:
@@ -430,7 +440,7 @@ class Daemon:
             await lifecycle.stop()
             for sig in (*STOP_SIGNALS, *ignored):
                 loop.remove_signal_handler(sig)
-        return 0
+        return self.exit_code
 
 
 def ignored_signal(sig: signal.Signals) -> None:

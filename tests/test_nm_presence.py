@@ -212,3 +212,23 @@ def test_a_hub_started_without_networkmanager_waits_for_it_and_then_raises_its_h
         assert "Traceback" not in log and " ERROR " not in log, log
     finally:
         system_bus.stop()
+
+def test_a_hub_whose_system_bus_went_away_exits_for_systemd_to_start_it_again(
+        tmp_path: Path) -> None:
+    """Before: after the D-Bus daemon restarted, the hub ran on without a bus (status
+    stale, pairing answered an internal error, SdBusLibraryError 107 in its log) and kept
+    feeding systemd's watchdog: a zombie nobody restarted. Restart=on-failure restarts a
+    hub that exits 1."""
+    system_bus = PrivateBus(tmp_path / "bus").start()
+    nm = NetworkManagerMock(system_bus, tmp_path / "nm").start()
+    try:
+        hub = Hub(tmp_path, system_bus)
+        hub.wait(lambda s: s["onboarding"]["hotspot"], "the hotspot")
+        system_bus.stop()
+        assert hub.proc.proc.wait(30) == 1, hub.proc.output()
+        log = hub.proc.output()
+        assert log.count("the connection to the system D-Bus was lost") == 1, log
+        assert "Traceback" not in log, log
+    finally:
+        nm.stop()
+        system_bus.stop()

@@ -4,7 +4,7 @@
 profiles) and what its numbers mean (device states, reasons in words a person can act on,
 the security a scan shows); :mod:`~gatewayd.nm.scan` the scan cache;
 :mod:`~gatewayd.nm.presence` whether NetworkManager is on the system bus (it may be missing
-at start and restart at any time).
+at start and restart at any time) and whether the bus connection itself still stands.
 
 May import: config, credentials, identity, :mod:`gatewayd.onboarding.steps` (results and
 failure codes) and sdbus. Never the onboarding machine, :mod:`gatewayd.ap` or a front end.

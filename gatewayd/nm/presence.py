@@ -1,4 +1,4 @@
-"""NetworkManager on the system bus: whether it runs.
+"""NetworkManager on the system bus: whether it runs, and whether the bus itself is still there.
 
 NetworkManager may be missing when the hub starts (not started yet, failed, being upgraded)
 and may restart under a running hub; each start gives it a new unique bus name and new
@@ -7,7 +7,9 @@ the owner of its well-known name (``NameOwnerChanged``, as :mod:`gatewayd.ble.pe
 follows bluetoothd) and hands every new owner, or its absence, to the control
 (:mod:`gatewayd.ap`), one at a time; a new owner the control cannot use yet (it takes its
 name before its devices exist) is tried again after a wait that doubles up to
-:data:`RETRY_MAX`.
+:data:`RETRY_MAX`. The same task looks at the bus connection every :data:`BUS_CHECK`
+seconds: one the bus daemon dropped (the system bus restarted) cannot be reconnected, so
+the hub is told once, to end and be started again.
 """
 
 from __future__ import annotations
@@ -18,17 +20,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sdbus import DbusNameHasNoOwnerError, DbusServiceUnknownError
+from sdbus import DbusNameHasNoOwnerError, DbusServiceUnknownError, SdBusLibraryError
 
 from gatewayd.onboarding.steps import Failure, StepResult
 
 log = logging.getLogger("gatewayd.ap")  # the control's lines, under one name
 
 NM = "org.freedesktop.NetworkManager"
+BUS_CHECK = 5.0  # seconds between looks at the bus connection
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0  # seconds before trying a new owner again
 
 NOT_RUNNING = ("NetworkManager is not running, so the hub cannot use its Wi-Fi now. Try "
                "again in a minute; if it keeps failing, restart the hub.")
+BUS_LOST = ("the connection to the system D-Bus was lost (the D-Bus daemon restarted?): "
+            "NetworkManager and BlueZ cannot be reached on it any more; exiting so that the "
+            "service manager starts the hub again")
 
 
 def not_running() -> StepResult:
@@ -41,14 +47,25 @@ def gone(exc: BaseException) -> bool:
     return isinstance(exc, (DbusServiceUnknownError, DbusNameHasNoOwnerError))
 
 
+def bus_lost(bus: Any) -> bool:
+    """The bus connection has ended (sd-bus answers ENOTCONN from then on)."""
+    try:
+        bus.get_fd()
+    except SdBusLibraryError:
+        return True
+    return False
+
+
 class OwnerWatch:
     """Calls ``changed(owner)`` with the unique name that owns :data:`NM` whenever it
     changes (None: nobody), one call at a time; one that raises is tried again later with
-    the same owner."""
+    the same owner. Calls ``lost()`` once if the bus connection ends."""
 
-    def __init__(self, bus: Any, changed: Callable[[str | None], Awaitable[None]]) -> None:
+    def __init__(self, bus: Any, changed: Callable[[str | None], Awaitable[None]],
+                 lost: Callable[[], None]) -> None:
         self.bus = bus
         self.changed = changed
+        self.lost = lost
         self.owner: str | None = None  # the owner ``changed`` last took
         self._wake = asyncio.Event()
         self._slot: Any = None
@@ -98,10 +115,17 @@ class OwnerWatch:
         retry = RETRY_FIRST
         pending = False  # an owner ``changed`` failed to take: tried again after ``retry``
         while True:
+            woken = False
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(retry if pending else None):
-                    await self._wake.wait()
+                async with asyncio.timeout(retry if pending else BUS_CHECK):
+                    woken = await self._wake.wait()
             self._wake.clear()
+            if bus_lost(self.bus):
+                log.error("%s", BUS_LOST)
+                self.lost()
+                return
+            if not (woken or pending):
+                continue  # only the bus was looked at
             try:
                 owner = await self.current()
                 if owner != self.owner or pending:
@@ -109,6 +133,8 @@ class OwnerWatch:
                     self.owner = owner
                 pending, retry = False, RETRY_FIRST
             except Exception as exc:
+                if bus_lost(self.bus):
+                    continue  # said once, at the top
                 if not pending:
                     log.warning("NetworkManager cannot be used yet: %s; trying again", exc)
                 else:
