@@ -40,6 +40,7 @@ from gatewayd.nm.profiles import (
     client_profile,
     failure_for_reason,
     hotspot_profile,
+    link_lost_text,
 )
 from gatewayd.nm.scan import ScanCache
 from gatewayd.onboarding.steps import Failure, StepResult
@@ -212,7 +213,7 @@ class NetworkManagerControl:
             self._on_link(True, "connected")
         elif new in DOWN_STATES and self._activated:
             self._activated = False
-            self._on_link(False, failure_for_reason(reason)[1] if reason else "disconnected")
+            self._on_link(False, link_lost_text(reason) if reason else "disconnected")
 
     async def _drop_stale_hotspots(self) -> None:
         """A crash could leave our in-memory hotspot behind; never anybody else's profile."""

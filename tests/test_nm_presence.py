@@ -6,6 +6,7 @@ what the user sees is gatewayctl status.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -160,6 +161,40 @@ def test_a_pairing_without_networkmanager_fails_in_words_and_the_hotspot_returns
     assert lines.count("NetworkManager left the bus; waiting for it to come back") == 1
 
 
+def test_a_link_that_was_up_and_drops_is_not_blamed_on_the_password(
+        nm: NetworkManagerMock, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: an access point that stopped answering (NetworkManager reason 11, supplicant
+    timeout) on a link that had been up for days was logged "most often a wrong password.
+    Check it and try again"."""
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        lost: list[str] = []
+        seen = asyncio.Event()
+
+        class Lost(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.getMessage().startswith("network lost:"):
+                    lost.append(record.getMessage())
+                    seen.set()
+
+        handler = Lost()
+        logging.getLogger("gatewayd").addHandler(handler)
+        try:
+            async with onboarding(cfg, store) as ob:
+                await ob.begin(request(HOME))
+                await until(ob, lambda: ob.state == State.ONLINE)
+                nm.drop_wifi(11)
+                await asyncio.wait_for(seen.wait(), 10)
+        finally:
+            logging.getLogger("gatewayd").removeHandler(handler)
+        assert len(lost) == 1 and "wrong password" not in lost[0], lost
+        assert "NetworkManager reason 11" in lost[0] and "stopped accepting" in lost[0]
+
+    run(scenario())
+
+
 # ---- a hub process ----------------------------------------------------------------------------
 
 
@@ -212,6 +247,7 @@ def test_a_hub_started_without_networkmanager_waits_for_it_and_then_raises_its_h
         assert "Traceback" not in log and " ERROR " not in log, log
     finally:
         system_bus.stop()
+
 
 def test_a_hub_whose_system_bus_went_away_exits_for_systemd_to_start_it_again(
         tmp_path: Path) -> None:

@@ -59,6 +59,18 @@ def failure_for_reason(reason: int) -> tuple[Failure, str]:
     return _REASONS.get(reason, (Failure.WIFI_FAILED, f"Wi-Fi connection failed (reason {reason})"))
 
 
+def link_lost_text(reason: int) -> str:
+    """Why a client link that was up ended, for the log. Its password was proven when it
+    came up: authentication failing or timing out now is the access point's doing (a
+    restart, out of range) far more often than a wrong password."""
+    failure, text = failure_for_reason(reason)
+    if failure != Failure.WRONG_PASSWORD:
+        return text
+    return (f"the Wi-Fi network stopped accepting the hub (authentication failed or timed "
+            f"out, NetworkManager reason {reason}): the access point may be restarting or out "
+            "of range; if the network's password was changed, pair the hub again")
+
+
 def security_of(flags: int, wpa_flags: int, rsn_flags: int) -> str:
     sae = bool(rsn_flags & SEC_KEY_MGMT_SAE)
     psk = bool((rsn_flags | wpa_flags) & SEC_KEY_MGMT_PSK)
