@@ -1710,3 +1710,104 @@ def test_a_reset_while_the_watchdog_raises_the_hotspot_activates_it_once_at_a_ti
             assert ob.state == State.UNPAIRED and wifi.hotspot and ob.pairing_open
 
     run(scenario())
+
+
+def test_a_retry_due_while_the_last_one_still_raises_the_hotspot_waits_a_round(
+        tmp_path: Path) -> None:
+    """NetworkManager may take 15 s to activate the hotspot, longer than a short
+    ``retry_interval``. A retry that falls due while the failed one is still bringing the
+    hotspot back waits for the next round, with no second attempt beside the first, and
+    the retries go on after it (before this test, a loop that stopped retrying there for
+    good, or that retried at once, passed the suite)."""
+
+    async def scenario() -> None:
+        wifi = GatedHotspot()
+        async with offline_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            await grace_over(clock)
+            assert await wifi.entered.get() == 1 and wifi.hotspot
+            wifi.aps["HomeNet"] = "a-new-password"  # back, with a new password: retries fail
+            wifi.gate.clear()
+            clock.advance(60.0)
+            # The retry failed; bringing its hotspot back is held at NetworkManager.
+            assert await asyncio.wait_for(wifi.entered.get(), 10) == 1
+            failed = ob.attempt
+            assert failed is not None and failed.source == "retry"
+            assert ob.state == State.OFFLINE and ob.last_failure is not None
+            await clock.sleeps(3)  # the next round's wait began
+            mark = len(wifi.calls)
+            clock.advance(60.0)
+            # It waits another round (or, wrongly, retries: connecting).
+            await first_of(clock.sleeps(4), until(ob, lambda: ob.state != State.OFFLINE))
+            assert ob.state == State.OFFLINE and ob.attempt is failed
+            assert wifi.calls[mark:] == []
+            wifi.gate.set()
+            await until(ob, lambda: ob.state == State.OFFLINE and wifi.hotspot
+                        and ob._settled())
+            clock.advance(60.0)  # the round after: the retry is made
+            await until(ob, lambda: ob.attempt is not failed and ob.state == State.OFFLINE
+                        and wifi.hotspot and ob._settled())
+            assert ob.attempt is not None and ob.attempt.source == "retry"
+            assert wifi.calls[mark:] == ["hotspot-up", "hotspot-down", "scan",
+                                         "reconnect HomeNet", "scan", "hotspot-up"]
+
+    run(scenario())
+
+
+def test_an_ethernet_hubs_cloud_retry_due_while_the_last_one_still_ends_waits_a_round(
+        tmp_path: Path) -> None:
+    """The Ethernet hub's cloud retries, as the Wi-Fi retries above: its cable came out during
+    a failed retry, so the failure brings its hotspot back (slow, at NetworkManager), and the
+    cable is back before that is done. The retry that falls due meanwhile waits a round, with
+    no second attempt beside the first, and the retries go on after it."""
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(None, CLOUD)
+    clock = FakeClock()
+    cloud = StubCloud()
+    cloud.next_failure = StepResult(False, Failure.BROKER_UNREACHABLE, "broker down")
+    wifi = GatedHotspot()
+    wifi.ethernet = True
+
+    async def scenario() -> None:
+        ob = Onboarding(cfg, st, wifi, cloud, clock=clock, sleep=clock.sleep,
+                        rng=random.Random(7))
+        await ob.start()
+        try:
+            await until(ob, settled(ob, State.OFFLINE))
+            await clock.sleeps(1)
+            wifi.ethernet = False  # the cable is out past the grace: the hotspot comes up
+            clock.advance(clock.slept[-1])
+            await clock.sleeps(2)
+            clock.advance(30.0)
+            assert await asyncio.wait_for(wifi.entered.get(), 10) == 1
+            await clock.sleeps(3)
+            assert wifi.hotspot and len(cloud.timeouts) == 1
+            wifi.ethernet = True  # back: the next retry is made, and held in its cloud step
+            cloud.gate = asyncio.Event()
+            clock.advance(clock.slept[-1])
+            await until(ob, lambda: ob.step == "cloud")
+            failed = ob.attempt
+            wifi.ethernet = False  # out again: the failure brings the hotspot back, slowly
+            wifi.gate.clear()
+            cloud.gate.set()
+            assert await asyncio.wait_for(wifi.entered.get(), 10) == 1
+            assert ob.state == State.OFFLINE and ob.attempt is failed
+            wifi.ethernet = True  # and in again while NetworkManager activates the hotspot
+            await clock.sleeps(4)  # the next round's wait began
+            clock.advance(clock.slept[-1])
+            # It waits another round (or, wrongly, retries: connecting).
+            await first_of(clock.sleeps(5), until(ob, lambda: ob.state != State.OFFLINE))
+            assert ob.state == State.OFFLINE and ob.attempt is failed
+            assert len(cloud.timeouts) == 2
+            cloud.next_failure = None  # the broker is back
+            wifi.gate.set()
+            await until(ob, lambda: ob.state == State.OFFLINE and wifi.hotspot
+                        and ob._settled())
+            clock.advance(clock.slept[-1])  # the round after: the retry is made
+            await until(ob, settled(ob, State.ONLINE))
+            assert len(cloud.timeouts) == 3 and ob.attempt is not None
+            assert ob.attempt.source == "retry" and not wifi.hotspot
+        finally:
+            await ob.stop()
+
+    run(scenario())
