@@ -1114,19 +1114,39 @@ def test_offline_since_marks_when_the_hub_went_offline(tmp_path: Path) -> None:
 
 # ---- details a user would notice ---------------------------------------------------------------
 
+class JoiningWifi(FakeWifi):
+    """connect() says it has begun (the hotspot is down by then), then waits at its gate."""
+
+    def __init__(self, aps: dict[str, str]) -> None:
+        super().__init__(aps)
+        self.joining = asyncio.Event()
+        self.connect_gate = asyncio.Event()
+
+    async def connect(self, wifi: WifiCredentials, timeout: float) -> StepResult:
+        self.joining.set()
+        return await super().connect(wifi, timeout)
+
+
 def test_the_wifi_step_shows_while_the_hub_joins(tmp_path: Path) -> None:
+    """While NetworkManager joins the network, progress says so: the step is ``wifi``, the
+    hotspot is down, and the hub is on no network yet (not ``network: wifi`` before the join
+    succeeded)."""
     cfg = config(tmp_path)
     st = store(cfg)
 
     async def scenario() -> None:
-        wifi = FakeWifi({"HomeNet": "supersecret"})
-        wifi.connect_gate = asyncio.Event()
+        wifi = JoiningWifi({"HomeNet": "supersecret"})
         async with machine(cfg, st, wifi) as ob:
             await PairingService(ob, cfg.cloud).submit(PAIR, "test")
             await until(ob, lambda: ob.step == "wifi")
             assert ob.progress().step == "wifi" and ob.progress().network is None
+            await asyncio.wait_for(wifi.joining.wait(), 10)
+            progress = ob.progress()
+            assert progress.step == "wifi" and not progress.hotspot
+            assert progress.network is None
             wifi.connect_gate.set()
             await until(ob, settled(ob, State.ONLINE))
+            assert ob.progress().network == "wifi"
 
     run(scenario())
 
@@ -1809,5 +1829,86 @@ def test_an_ethernet_hubs_cloud_retry_due_while_the_last_one_still_ends_waits_a_
             assert ob.attempt.source == "retry" and not wifi.hotspot
         finally:
             await ob.stop()
+
+    run(scenario())
+
+
+def test_a_signed_in_admin_pairs_a_paired_hub_offline_on_its_hotspot_again(
+        tmp_path: Path) -> None:
+    """The panel's admin needs no short press: the machine, which checks the request again
+    under its lock as it begins, applies the same admin rule as the pairing service, and the
+    hub joins the new network. The same request without the sign-in is refused."""
+    new_net = {**PAIR, "ssid": "NewNet", "psk": "newsecret"}
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"NewNet": "newsecret"})  # the old network is gone
+        async with offline_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            await grace_over(clock)
+            assert wifi.hotspot and ob.repairable and not ob.pairing_open
+            service = PairingService(ob, ob.config.cloud)
+            with pytest.raises(NotInPairingMode):
+                await service.submit(new_net, "panel")
+            await service.submit(new_net, "panel", admin=True)
+            await until(ob, settled(ob, State.ONLINE))
+            assert "connect NewNet" in wifi.calls and not wifi.hotspot
+            assert ob.store.state.wifi == WifiCredentials("NewNet", "newsecret")
+
+    run(scenario())
+
+
+def test_a_cloud_only_pairing_over_the_hotspot_keeps_pairing_closed_while_it_runs(
+        tmp_path: Path) -> None:
+    """An unpaired hub on its hotspot whose cable goes in pairs cloud only, from the
+    hotspot's portal; its hotspot stays up during the attempt. Progress says
+    ``connecting`` with pairing closed (an app must not offer a second request), a short
+    press reports the hotspot up and changes nothing, and success takes the hotspot down."""
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({}), StubCloud()
+        cloud.gate = asyncio.Event()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            assert wifi.hotspot
+            wifi.ethernet = True  # the cable goes in
+            await PairingService(ob, cfg.cloud).submit(CLOUD_ONLY, "test")
+            await until(ob, lambda: ob.step == "cloud")
+            progress = ob.progress()
+            assert progress.state == "connecting" and progress.hotspot
+            assert not progress.pairing_open
+            calls = list(wifi.calls)
+            assert await ob.reopen_hotspot() is True
+            assert wifi.calls == calls and ob.state == State.CONNECTING
+            cloud.gate.set()
+            await until(ob, settled(ob, State.ONLINE))
+            assert not wifi.hotspot and wifi.calls[-1] == "hotspot-down"
+            assert st.state.paired and st.state.wifi is None
+
+    run(scenario())
+
+
+def test_the_panel_is_told_a_wifi_hub_is_on_its_cable_only_off_its_wifi(
+        tmp_path: Path) -> None:
+    """``on_ethernet`` is what the panel asks before it drops its Wi-Fi fields and pairs
+    cloud only: a hub with Wi-Fi, its cable in, and no Wi-Fi link. A client of its Wi-Fi
+    is not "on its cable" even with the cable in; a hub without Wi-Fi has no fields to
+    drop."""
+    cfg = config(tmp_path / "wifi")
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            assert await ob.on_ethernet() is False  # on its hotspot, no cable
+            wifi.ethernet = True
+            assert await ob.on_ethernet() is True
+            wifi.ethernet = False
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, settled(ob, State.ONLINE))
+            wifi.ethernet = True
+            assert ob.progress().network == "wifi" and await ob.on_ethernet() is False
+        no_wifi = config(tmp_path / "no-wifi", enabled=False)
+        async with machine(no_wifi, store(no_wifi), None) as ob:
+            assert await ob.on_ethernet() is False
 
     run(scenario())
