@@ -22,6 +22,7 @@ import pytest
 
 from gatewayd.config import Config, with_overrides
 from gatewayd.credentials import CloudCredentials, WifiCredentials
+from gatewayd.onboarding import conclusion
 from gatewayd.onboarding.conclusion import CRASHED, STORAGE_FAILED_REASON
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import (
@@ -1910,5 +1911,53 @@ def test_the_panel_is_told_a_wifi_hub_is_on_its_cable_only_off_its_wifi(
         no_wifi = config(tmp_path / "no-wifi", enabled=False)
         async with machine(no_wifi, store(no_wifi), None) as ob:
             assert await ob.on_ethernet() is False
+
+    run(scenario())
+
+
+def test_a_stop_during_an_attempt_deletes_the_profile_it_had_not_proven(
+        tmp_path: Path) -> None:
+    """The daemon stops (an upgrade, a reboot) while an attempt is in its cloud step: the
+    new network's profile, saved as the hub joined it, is deleted, so autoconnect cannot
+    take the hub to a network state.json does not have."""
+    cfg = config(tmp_path)
+    st = store(cfg)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        cloud.gate = asyncio.Event()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, lambda: ob.step == "cloud")
+            assert wifi.profiles == {"HomeNet": "supersecret"}
+            await ob.stop()
+            assert wifi.profiles == {} and wifi.calls[-1] == "stop"
+            assert not st.state.paired and st.state.wifi is None
+
+    run(scenario())
+
+
+class WifiThatHangsOnCleanUp(FakeWifi):
+    """NetworkManager never answers the deletion of the profiles the hub has not stored."""
+
+    async def forget_others(self, keep: WifiCredentials | None) -> None:
+        self.calls.append("forget-others")
+        await asyncio.Event().wait()
+
+
+def test_a_clean_up_network_manager_never_answers_does_not_hold_the_boot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clean-up at boot is bounded (``FORGET_TIMEOUT``, here shortened): a hung
+    D-Bus call is logged and the hub goes on to rejoin its network."""
+    monkeypatch.setattr(conclusion, "FORGET_TIMEOUT", 0.01)
+    cfg = config(tmp_path)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi = WifiThatHangsOnCleanUp({"HomeNet": "supersecret"})
+        async with machine(cfg, st, wifi) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            assert wifi.calls[0] == "forget-others" and "reconnect HomeNet" in wifi.calls
 
     run(scenario())
