@@ -618,6 +618,35 @@ def test_a_crash_whose_undo_fails_too_still_ends_the_attempt(tmp_path: Path) -> 
     run(scenario())
 
 
+def test_a_wifi_first_hub_whose_crash_and_undo_both_fail_lands_where_a_failure_would(
+        tmp_path: Path) -> None:
+    """The fallback after the fallback on a hub that joined Wi-Fi but has no account yet:
+    as after any failure of such a hub, it is offline with its saved network (whose
+    retries bring it back; unpaired, nothing would retry it) and its hotspot is back at
+    once with the reason, not after ``offline_grace``: a hub without an account has no
+    cloud duty to wait for."""
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = failing_store(cfg, RuntimeError("a bug"))
+    st.commit_wifi(HOME)
+
+    async def scenario() -> None:
+        wifi = WifiThatCannotSee({"HomeNet": "supersecret", "Office": "officepass"})
+        cloud = StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await until(ob, lambda: settled(ob, State.UNPAIRED)()
+                        and ob.progress().network == "wifi")
+            await ob.begin(PairingRequest(cloud=CLOUD, wifi=WifiCredentials("Office",
+                                                                            "officepass")))
+            await until(ob, lambda: ob.last_failure is not None and not ob.busy)
+            assert ob.last_failure is not None and ob.last_failure.reason == CRASHED.reason
+            assert ob.state == State.OFFLINE and cloud.connected is None
+            assert wifi.hotspot and ob.pairing_open
+            assert st.state.wifi == HOME and not st.state.paired
+            assert "Office" not in wifi.profiles
+
+    run(scenario())
+
+
 def test_an_ethernet_hub_that_cannot_read_its_uplink_postpones_its_cloud_retry(
         tmp_path: Path) -> None:
     """NetworkManager failing the carrier check is not an uplink: the retry waits."""

@@ -81,11 +81,8 @@ class AttemptOutcome:
             await self.cloud.disconnect()
         except Exception:
             log.exception("stopping the cloud link after a failed attempt failed")
-        st = self.store.state
         try:
-            await self._fire(failure_event(paired=st.paired, wifi_saved=st.wifi is not None,
-                                           off_saved_wifi=self.wifi is not None
-                                           and not self.on_wifi))
+            await self._fire_failure()
         except Exception:  # the state moved; entering it (the hotspot) is retried later
             log.exception("entering the state after a failed attempt failed")
 
@@ -132,10 +129,15 @@ class AttemptOutcome:
             back = await self._undo("going back to the saved network",
                                     self.wifi.reconnect_saved(previous, timeout))
             self._wifi_up = back is not None and back.ok
+        await self._fire_failure()
+
+    async def _fire_failure(self) -> None:
+        """The failure event (:func:`failure_event` decides where a failed attempt lands),
+        for the failure path and its last resort alike."""
         st = self.store.state
         event = failure_event(paired=st.paired, wifi_saved=st.wifi is not None,
                               off_saved_wifi=self.wifi is not None and not self.on_wifi)
-        if event == Event.FAILED_SAVED and not self.store.state.paired:
+        if event == Event.FAILED_SAVED and not st.paired:
             # A hub that is not paired has no cloud duty to wait for: the hotspot comes
             # back at once (with the reason), and the saved network is retried from there.
             self._hotspot_wanted = True
