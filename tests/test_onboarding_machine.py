@@ -1990,3 +1990,32 @@ def test_a_clean_up_network_manager_never_answers_does_not_hold_the_boot(
             assert wifi.calls[0] == "forget-others" and "reconnect HomeNet" in wifi.calls
 
     run(scenario())
+
+
+def test_a_hub_whose_network_returns_but_not_its_cloud_keeps_one_offline_timer(
+        tmp_path: Path) -> None:
+    """Offline, its network back (NetworkManager's autoconnect), the cloud still down: the
+    reconnect fails and the hub is offline again with one timer, the old one's wait ended.
+    Two side by side would each raise the hotspot when the grace is over (two activations
+    at NetworkManager) and retry on their own cadence."""
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({}), StubCloud()
+        async with offline_on_a_fake_clock(tmp_path, wifi, cloud) as (ob, clock):
+            boot = ob.attempt
+            wifi.aps["HomeNet"] = "supersecret"
+            cloud.next_failure = StepResult(False, Failure.BROKER_UNREACHABLE, "broker down")
+            wifi.restore_link("HomeNet")
+            await until(ob, lambda: ob.attempt is not boot and ob.state == State.OFFLINE
+                        and ob._settled())
+            assert ob.attempt is not None and ob.attempt.source == "reconnect"
+            await clock.sleeps(2)  # the grace again, from the new timer
+            clock.advance(30.0)
+            await clock.sleeps(3)  # the grace is over: the hotspot, then the first interval
+            clock.advance(60.0)  # the first retry, which fails as well
+            await until(ob, lambda: ob.attempt is not None and ob.attempt.source == "retry"
+                        and ob.state == State.OFFLINE and ob._settled())
+            # one activation after the grace, one after the failed retry
+            assert wifi.calls.count("hotspot-up") == 2 and wifi.hotspot
+
+    run(scenario())
