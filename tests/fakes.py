@@ -256,6 +256,11 @@ class FakeClock:
         finally:
             self._sleepers.remove(entry)
 
+    @property
+    def waiting(self) -> int:
+        """How many sleeps are waiting now (each a timer of the code under test)."""
+        return len(self._sleepers)
+
     def advance(self, seconds: float) -> None:
         """Move time on; every sleeper whose deadline has come wakes up."""
         self.now += seconds

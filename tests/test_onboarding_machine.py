@@ -1996,8 +1996,8 @@ def test_a_hub_whose_network_returns_but_not_its_cloud_keeps_one_offline_timer(
         tmp_path: Path) -> None:
     """Offline, its network back (NetworkManager's autoconnect), the cloud still down: the
     reconnect fails and the hub is offline again with one timer, the old one's wait ended.
-    Two side by side would each raise the hotspot when the grace is over (two activations
-    at NetworkManager) and retry on their own cadence."""
+    Two side by side would each retry on their own cadence (and, off the network, each
+    raise the hotspot: two activations at NetworkManager)."""
 
     async def scenario() -> None:
         wifi, cloud = FakeWifi({}), StubCloud()
@@ -2009,13 +2009,13 @@ def test_a_hub_whose_network_returns_but_not_its_cloud_keeps_one_offline_timer(
             await until(ob, lambda: ob.attempt is not boot and ob.state == State.OFFLINE
                         and ob._settled())
             assert ob.attempt is not None and ob.attempt.source == "reconnect"
-            await clock.sleeps(2)  # the grace again, from the new timer
-            clock.advance(30.0)
-            await clock.sleeps(3)  # the grace is over: the hotspot, then the first interval
+            await clock.sleeps(2)  # the new timer's wait: a cloud retry, on the network
+            assert clock.waiting == 1  # the boot timer's grace ended with the new one's start
             clock.advance(60.0)  # the first retry, which fails as well
             await until(ob, lambda: ob.attempt is not None and ob.attempt.source == "retry"
                         and ob.state == State.OFFLINE and ob._settled())
-            # one activation after the grace, one after the failed retry
-            assert wifi.calls.count("hotspot-up") == 2 and wifi.hotspot
+            await clock.sleeps(3)
+            assert clock.waiting == 1
+            assert "hotspot-up" not in wifi.calls and not wifi.hotspot  # on its network
 
     run(scenario())

@@ -82,7 +82,7 @@ class AttemptOutcome:
         except Exception:
             log.exception("stopping the cloud link after a failed attempt failed")
         try:
-            await self._fire_failure()
+            await self._fire_failure(saved)
         except Exception:  # the state moved; entering it (the hotspot) is retried later
             log.exception("entering the state after a failed attempt failed")
 
@@ -129,11 +129,12 @@ class AttemptOutcome:
             back = await self._undo("going back to the saved network",
                                     self.wifi.reconnect_saved(previous, timeout))
             self._wifi_up = back is not None and back.ok
-        await self._fire_failure()
+        await self._fire_failure(saved)
 
-    async def _fire_failure(self) -> None:
+    async def _fire_failure(self, saved: bool) -> None:
         """The failure event (:func:`failure_event` decides where a failed attempt lands),
-        for the failure path and its last resort alike."""
+        for the failure path and its last resort alike; ``saved``: the attempt was the
+        hub's own, on what it stores."""
         st = self.store.state
         event = failure_event(paired=st.paired, wifi_saved=st.wifi is not None,
                               off_saved_wifi=self.wifi is not None and not self.on_wifi)
