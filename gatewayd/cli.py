@@ -24,6 +24,7 @@ from gatewayd.config import (
 from gatewayd.identity import NoMacAddress
 from gatewayd.runtime import deferred
 from gatewayd.runtime.logsetup import Redactor, configure
+from gatewayd.runtime.signals import ignore_early, takes_over
 from gatewayd.runtime.tomlfiles import drop_in_dir, unreadable_by
 from gatewayd.state import StateBusy, StateError
 from gatewayd.virtual.planning import check_config
@@ -208,12 +209,13 @@ def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-de
     # libraries (flask, paho, sdbus). What they import and the daemon never uses is
     # deferred first.
     defer_unused_imports()
-    from gatewayd.daemon import Daemon, ignored_signal
+    from gatewayd.daemon import Daemon
     from gatewayd.hub import open_state, storage_fault
 
     # Until the daemon's event loop takes them over: a first start may wait 30 s for a MAC.
     for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, lambda signum, _frame: ignored_signal(signal.Signals(signum)))
+        if takes_over(sig):
+            signal.signal(sig, ignore_early)
     try:
         store, identity = open_state(config)
     except (StateBusy, NoMacAddress) as exc:

@@ -52,6 +52,7 @@ from gatewayd.runtime.lifecycle import (
 )
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier, Watchdog, watchdog_interval
+from gatewayd.runtime.signals import ignored_signal, takes_over
 from gatewayd.runtime.stalls import StallReporter
 from gatewayd.runtime.webserver import LazyApp, WebServer
 from gatewayd.state import StateStore
@@ -394,6 +395,7 @@ class Daemon:
             self.hardware.add_signal_handlers(loop)  # SIGUSR1 short, SIGUSR2 long press
         else:
             ignored += [signal.SIGUSR1, signal.SIGUSR2]
+        ignored = [sig for sig in ignored if takes_over(sig)]
         for sig in ignored:
             loop.add_signal_handler(sig, ignored_signal, sig)
         watchdog: Watchdog | None = None
@@ -441,18 +443,6 @@ class Daemon:
             for sig in (*STOP_SIGNALS, *ignored):
                 loop.remove_signal_handler(sig)
         return self.exit_code
-
-
-def ignored_signal(sig: signal.Signals) -> None:
-    """A signal whose default action would end the daemon, which nothing should stop it
-    with: systemd takes a death by SIGHUP for a clean exit (systemd.service(5)) and does
-    not restart the hub."""
-    if sig == signal.SIGHUP:
-        log.warning("SIGHUP ignored: gatewayd has no reload (its configuration is read at "
-                    "start); use systemctl restart gatewayd")
-    else:
-        log.warning("%s ignored: it is a button press only in the simulator (on a hub: "
-                    "gatewayctl button short|long)", sig.name)
 
 
 def _thread_check(server: WebServer) -> str | None:

@@ -9,8 +9,9 @@ of a private directory
 (:mod:`~gatewayd.runtime.atomicfile`),
 the wait before trying again, exponential with jitter (:mod:`~gatewayd.runtime.backoff`),
 the settled heap (:mod:`~gatewayd.runtime.heap`), modules executed on first use
-(:mod:`~gatewayd.runtime.deferred`) and the components' start and stop within systemd's
-stop timeout (:mod:`~gatewayd.runtime.lifecycle`).
+(:mod:`~gatewayd.runtime.deferred`), the components' start and stop within systemd's
+stop timeout (:mod:`~gatewayd.runtime.lifecycle`) and the signals that must not end the
+daemon (:mod:`~gatewayd.runtime.signals`).
 
 May import: the standard library and infrastructure libraries (waitress, systemd-python).
 Nothing else of gatewayd: every other package may import this one.
