@@ -38,6 +38,7 @@ from gatewayd.zigbee.radio import (
     RadioUnavailable,
     fast_paths,
     forget_network,
+    leave_network,
     preload,
     shutdown_controller,
     start_controller,
@@ -146,7 +147,7 @@ class ZigbeeBridge(BridgeOperations):
         app = self.app
         if app is not None and self.radio_up.is_set():
             try:
-                await app.reset_network_info()
+                await leave_network(app)
                 self.new_network.left = True
             except Exception:
                 log.exception("zigbee: the radio did not leave its network")
@@ -202,16 +203,15 @@ class ZigbeeBridge(BridgeOperations):
             await self._down(app)
 
     async def _new_network(self, app: ControllerApplication) -> ControllerApplication | None:
-        """A full reset (maybe offline) asked for a new network (zigbee/new_network.py): the
-        radio came up on the old one, which the stick keeps with its devices. Leave and forget
-        it, as the daemon's own full reset does; None: the next start forms the new one."""
+        """A full reset (maybe offline) asked for a new network (new_network.py): leave the
+        old one the stick kept, as the daemon's full reset does; None: the next start forms it."""
         try:
             if not await self.new_network.pending():
                 return app
             log.warning("zigbee: a full reset asked for a new network; leaving PAN 0x%04x",
                         int(app.state.network_info.pan_id))
             self._hub_value("status", "starting")
-            await app.reset_network_info()
+            await leave_network(app)
         except BaseException as exc:  # cancelled too: the radio and zigbee.db are let go
             await self._let_go(app)
             if not isinstance(exc, Exception):

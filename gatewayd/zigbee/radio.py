@@ -341,6 +341,22 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path,
 
 
 SHUTDOWN_SECONDS = 10.0  # for the radio library to let go of the radio
+BACKUP_STOP_SECONDS = 5.0  # for zigpy's backup to end its command before the radio leaves
+
+
+async def leave_network(app: ControllerApplication) -> None:
+    """The radio leaves its network and forgets it (``app.reset_network_info()``), zigpy's
+    periodic backup stopped first. The backup that zigpy starts with the radio reads the
+    network with several commands; sent beside the NCP reset bellows makes while leaving,
+    one went out after the reset's RST, the NCP answered a frame the host no longer waited
+    for, and the host's next command never got its answer: the radio hung at a full
+    reset's new network until the hub restarted (CI, under load). zigpy keeps no public
+    handle on the backup's task."""
+    app.backups.stop_periodic_backups()
+    task: asyncio.Task[None] | None = app.backups._backup_task
+    if task is not None and not task.done():
+        await asyncio.wait([task], timeout=BACKUP_STOP_SECONDS)
+    await app.reset_network_info()
 
 
 async def shutdown_controller(app: ControllerApplication,
