@@ -219,12 +219,20 @@ class Hub:
         return wait_for(check, 20, what)  # type: ignore[no-any-return]
 
 
+def end(hub: Hub | None) -> None:
+    """A daemon a failed assertion left running would outlive the test (and the suite)."""
+    if hub is not None and hub.proc.proc.poll() is None:
+        hub.proc.proc.kill()
+        hub.proc.proc.wait(10)
+
+
 def test_a_hub_started_without_networkmanager_waits_for_it_and_then_raises_its_hotspot(
         tmp_path: Path) -> None:
     """Before: gatewayd on a bus without NetworkManager exited 1 after 0.3 s with a
     traceback (DbusServiceUnknownError): under systemd a restart every 5 s, Zigbee and BLE
     going down with it."""
     system_bus = PrivateBus(tmp_path / "bus").start()
+    hub: Hub | None = None
     try:
         hub = Hub(tmp_path, system_bus)
         waiting = hub.wait(lambda s: s["onboarding"]["networkmanager"] is False,
@@ -246,6 +254,7 @@ def test_a_hub_started_without_networkmanager_waits_for_it_and_then_raises_its_h
         assert log.count("NetworkManager is not running; waiting for it") == 1, log
         assert "Traceback" not in log and " ERROR " not in log, log
     finally:
+        end(hub)
         system_bus.stop()
 
 
@@ -257,6 +266,7 @@ def test_a_hub_whose_system_bus_went_away_exits_for_systemd_to_start_it_again(
     hub that exits 1."""
     system_bus = PrivateBus(tmp_path / "bus").start()
     nm = NetworkManagerMock(system_bus, tmp_path / "nm").start()
+    hub: Hub | None = None
     try:
         hub = Hub(tmp_path, system_bus)
         hub.wait(lambda s: s["onboarding"]["hotspot"], "the hotspot")
@@ -266,5 +276,6 @@ def test_a_hub_whose_system_bus_went_away_exits_for_systemd_to_start_it_again(
         assert log.count("the connection to the system D-Bus was lost") == 1, log
         assert "Traceback" not in log, log
     finally:
+        end(hub)
         nm.stop()
         system_bus.stop()
