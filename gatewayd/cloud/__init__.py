@@ -16,7 +16,8 @@ its one replaceable cipher;
 :mod:`~gatewayd.cloud.stale` what an earlier run published that this one no longer has (a
 device dropped from the configuration, the topics of a changed tree), remembered in
 :mod:`~gatewayd.cloud.published`; all of them ask the broker what it keeps
-(:mod:`~gatewayd.cloud.sweep`).
+(:mod:`~gatewayd.cloud.sweep`), the last two in one pass at a time
+(:mod:`~gatewayd.cloud.passes`).
 :mod:`~gatewayd.cloud.presence` says whether the hub shows its cloud as reachable (the
 link down past a grace: the LED, STATUS= and the panel).
 The device model itself (no I/O) is :mod:`gatewayd.homie`, shared with the children.

@@ -30,6 +30,7 @@ import logging
 
 from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 from gatewayd.cloud.link import CloudLink
+from gatewayd.cloud.passes import Passes
 from gatewayd.cloud.sweep import retained_topics
 from gatewayd.owed import OwedClearing, owe, settle
 from gatewayd.state import StateStore
@@ -49,8 +50,8 @@ class Leftovers:
         self.link = link
         self.store = store
         self.timeout = timeout
-        self._task: asyncio.Task[None] | None = None
-        self._again = False
+        self._passes = Passes(link, self._pass, name="cloud-leftovers",
+                              failed="clearing removed devices")
         link.on_child = self._child
         link.add_listener(self._result)
 
@@ -60,11 +61,7 @@ class Leftovers:
 
     async def wait(self, timeout: float) -> bool:
         """Wait for the clearing in progress, if any; False if it took longer."""
-        task = self._task
-        if task is None or task.done():
-            return True
-        done, _ = await asyncio.wait([task], timeout=timeout)
-        return bool(done)
+        return await self._passes.wait(timeout)
 
     # ---- the link's events -------------------------------------------------------------------
 
@@ -93,12 +90,12 @@ class Leftovers:
         if not self._write(owed):
             return False
         if self.link.connected:
-            self._start()
+            self._passes.ask()
         return True
 
     def _result(self, result: CloudResult) -> None:
         if result.outcome == CloudOutcome.CONNECTED and self.owed(self.link.root):
-            self._start()
+            self._passes.ask()
 
     def _write(self, owed: tuple[OwedClearing, ...]) -> bool:
         try:
@@ -111,24 +108,12 @@ class Leftovers:
 
     # ---- clearing ------------------------------------------------------------------------------
 
-    def _start(self) -> None:
-        self._again = True
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(),
-                                                                name="cloud-leftovers")
-
-    async def _run(self) -> None:
-        # A removal or a reconnect during a pass asks for another one.
-        while self._again and self.link.connected:
-            self._again = False
-            try:
-                root = self.link.root
-                absent = [d for d in self.owed(root) if d not in set(self.link.device_ids())]
-                for i in range(0, len(absent), BATCH):
-                    if not await self._clear(root, absent[i:i + BATCH]):
-                        break
-            except Exception:
-                log.exception("cloud: clearing removed devices failed")
+    async def _pass(self) -> None:
+        root = self.link.root
+        absent = [d for d in self.owed(root) if d not in set(self.link.device_ids())]
+        for i in range(0, len(absent), BATCH):
+            if not await self._clear(root, absent[i:i + BATCH]):
+                break
 
     async def _clear(self, root: str, device_ids: list[str]) -> bool:
         """Clear what the broker has of ``device_ids``; whether it was seen done."""

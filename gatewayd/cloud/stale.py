@@ -36,6 +36,7 @@ from gatewayd import homie
 from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 from gatewayd.cloud.leftovers import BATCH, MARKER, TIMEOUT, Leftovers
 from gatewayd.cloud.link import CloudLink
+from gatewayd.cloud.passes import Passes
 from gatewayd.cloud.published import PublishedDevices, shape
 from gatewayd.cloud.sweep import retained_topics
 from gatewayd.cloud.topics import matches
@@ -57,8 +58,8 @@ class StaleTopics:
         self.timeout = timeout
         self._complete: dict[str, frozenset[str]] = {}  # id prefix -> all of that kind
         self._pending: set[str] = set()  # children to compare with the record
-        self._task: asyncio.Task[None] | None = None
-        self._again = False
+        self._passes = Passes(link, self._pass, name="cloud-stale",
+                              failed="clearing what earlier runs published")
         chained = link.on_child
 
         def on_child(device_id: str, removed: bool) -> None:
@@ -79,11 +80,7 @@ class StaleTopics:
 
     async def wait(self, timeout: float) -> bool:
         """Wait for the pass in progress, if any; False if it took longer."""
-        task = self._task
-        if task is None or task.done():
-            return True
-        done, _ = await asyncio.wait([task], timeout=timeout)
-        return bool(done)
+        return await self._passes.wait(timeout)
 
     # ---- the link's events -------------------------------------------------------------------
 
@@ -96,27 +93,12 @@ class StaleTopics:
             return
         self._pending.add(device_id)
         if self.link.connected:
-            self._start()
+            self._passes.ask()
 
     def _result(self, result: CloudResult) -> None:
         if result.outcome == CloudOutcome.CONNECTED:
             self._pending.update(self.link.device_ids()[1:])
-            self._start()
-
-    def _start(self) -> None:
-        self._again = True
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(),
-                                                                name="cloud-stale")
-
-    async def _run(self) -> None:
-        # A child added or a reconnect during a pass asks for another one.
-        while self._again and self.link.connected:
-            self._again = False
-            try:
-                await self._pass()
-            except Exception:
-                log.exception("cloud: clearing what earlier runs published failed")
+            self._passes.ask()
 
     # ---- a pass ------------------------------------------------------------------------------
 
