@@ -32,7 +32,7 @@ from pathlib import Path
 from gatewayd import homie
 from gatewayd.credentials import InvalidField, check_root_topic
 from gatewayd.runtime.atomicfile import atomic_write
-from gatewayd.runtime.jsonbody import BadBody, loads
+from gatewayd.runtime.jsonbody import BadBody, loads, read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +92,8 @@ def parse(text: str | bytes) -> tuple[Roots, list[str]]:
 
 
 def read(path: Path) -> Roots:
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        log.warning("cannot read %s (%s); read as empty", path,
-                    exc.strerror or type(exc).__name__)
-        return {}
-    if len(raw) > MAX_FILE_BYTES:
-        log.warning("%s is over %d bytes; read as empty", path, MAX_FILE_BYTES)
+    raw = read_bounded(path, MAX_FILE_BYTES, log, "read as empty")
+    if raw is None:
         return {}
     roots, problems = parse(raw)
     for problem in problems:

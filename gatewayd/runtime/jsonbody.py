@@ -12,14 +12,17 @@ edits (``sim.json``, the simulated platform's settings) and the state file are r
 
 This is the one place that words a bad JSON document: the decoder's own messages and
 Python's ("Exceeds the limit (4300 digits) for integer string conversion") are not for
-users.
+users. :func:`read_bounded` reads such a file the daemon keeps, bounded, before it is
+parsed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 MAX_DEPTH = 32
@@ -104,3 +107,22 @@ def _deeper_than(value: Any, limit: int) -> bool:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return False
+
+
+def read_bounded(path: Path, limit: int, log: logging.Logger, otherwise: str) -> bytes | None:
+    """A small file the daemon keeps, at most ``limit`` bytes; None (said in ``log`` with
+    what happens ``otherwise``, e.g. "read as empty") if it cannot be read or is larger,
+    and quietly if it is not there."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(limit + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("cannot read %s (%s); %s", path, exc.strerror or type(exc).__name__,
+                    otherwise)
+        return None
+    if len(raw) > limit:
+        log.warning("%s is over %d bytes; %s", path, limit, otherwise)
+        return None
+    return raw

@@ -32,7 +32,7 @@ from typing import Any
 
 from gatewayd import homie
 from gatewayd.runtime.atomicfile import atomic_write
-from gatewayd.runtime.jsonbody import BadBody, loads
+from gatewayd.runtime.jsonbody import BadBody, loads, read_bounded
 
 FILE_NAME = "virtual-values.json"
 VERSION = 1
@@ -82,17 +82,8 @@ def encode(entries: Entries) -> bytes:
 
 
 def read(path: Path) -> Entries:
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        log.warning("cannot read %s (%s); the configured values apply", path,
-                    exc.strerror or type(exc).__name__)
-        return {}
-    if len(raw) > MAX_FILE_BYTES:
-        log.warning("%s is over %d bytes; the configured values apply", path, MAX_FILE_BYTES)
+    raw = read_bounded(path, MAX_FILE_BYTES, log, "the configured values apply")
+    if raw is None:
         return {}
     entries, problems = parse(raw.decode("utf-8", "replace"))
     for problem in problems:
