@@ -18,21 +18,13 @@ from gatewayd.ble.improv_codec import Error
 from gatewayd.ble.improv_service import ImprovRefused
 from gatewayd.ble.secure_protocol import decode_message, encode_message
 from gatewayd.control.app import control_blueprints, create_control_app
-from gatewayd.credentials import CloudCredentials, WifiCredentials
-from gatewayd.hub import Hub
+from gatewayd.credentials import WifiCredentials
 from gatewayd.identity import Identity
-from gatewayd.onboarding.machine import Onboarding
-from gatewayd.onboarding.pairing import NotInPairingMode, PairingService, reset_hint
-from gatewayd.onboarding.table import State
-from gatewayd.portal.app import create_portal_app
-from gatewayd.runtime.logsetup import Redactor
-from gatewayd.runtime.sdnotify import Notifier
-from gatewayd.runtime.webserver import WebServer
-from gatewayd.state import StateStore
-from tests.fakes import FakeWifi, StubCloud
-from tests.portal_helpers import Client, LoopThread, csrf_from, fast_stopping, make_config
+from gatewayd.onboarding.pairing import NotInPairingMode, reset_hint
+from tests.portal_helpers import Client, csrf_from
 from tests.test_ble_secure import CODE
 from tests.test_ble_secure import Hub as SecureBench
+from tests.test_panel import paired_hub
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,27 +39,11 @@ MESSAGE = f"This hub is already paired. {reset_hint(None)}"
 
 def test_a_paired_hub_refuses_bad_fields_the_same_way_at_every_entry_point(
         tmp_path: Path) -> None:
-    config = make_config(tmp_path, hotspot={"offline_grace": 3600.0})
-    store = StateStore(config.state_dir, CODE)
-    store.open(device_id=IDENTITY.device_id, mac=IDENTITY.mac)
-    store.commit_pairing(WifiCredentials("HomeNet", "supersecret"),
-                         CloudCredentials("user@example.com", "t0k", "127.0.0.1", 1883))
-    core = LoopThread()
-    hub = Hub(config, store, IDENTITY, Notifier(), Redactor())
-    onboarding = Onboarding(config, store, FakeWifi({"HomeNet": "supersecret"}), StubCloud())
-    pairing = PairingService(onboarding, config.cloud)
-
-    async def boot() -> None:
-        await onboarding.start()
-        await onboarding.wait_for(lambda: onboarding.state == State.ONLINE
-                                  and not onboarding.busy, 10)
-    core.call(boot)
-    server = fast_stopping(WebServer(
-        create_portal_app(hub, core.call, pairing=pairing, onboarding=onboarding),
-        name="portal", host="127.0.0.1", port=0))
     answers: dict[str, tuple[int, str, str]] = {}  # entry point: (status, code, message)
-    try:
-        client = Client(server.port)
+    with paired_hub(tmp_path, code=CODE) as paired:  # the secure bench's setup code
+        config, store, onboarding = paired.config, paired.store, paired.onboarding
+        hub, pairing, core = paired.hub, paired.pairing, paired.core
+        client = Client(paired.port)
         reply = client.pair(BAD)
         answers["http /pair"] = (reply.status, "not-in-pairing-mode"
                                  if reply.status == 403 else "?", reply.body)
@@ -112,13 +88,6 @@ def test_a_paired_hub_refuses_bad_fields_the_same_way_at_every_entry_point(
         assert reply_ble["ok"] is False
         answers["ble secure"] = (int(reply_ble["status"]), str(reply_ble["code"]),
                                  str(reply_ble["message"]))
-    finally:
-        server.stop()
-
-        async def stop() -> None:
-            await onboarding.stop()
-        core.call(stop)
-        core.stop()
 
     assert answers == {entry: (403, "not-in-pairing-mode", MESSAGE) for entry in answers}
     assert len(answers) == 6

@@ -67,15 +67,19 @@ class PairedHub:
     store: StateStore
     onboarding: Onboarding
     port: int
+    hub: Hub
+    pairing: PairingService
+    core: LoopThread
 
     def client(self) -> Client:
         return Client(self.port)
 
 
 @contextlib.contextmanager
-def paired_hub(tmp_path: Path, **sections: Mapping[str, Any]) -> Iterator[PairedHub]:
+def paired_hub(tmp_path: Path, *, code: str = CODE,
+               **sections: Mapping[str, Any]) -> Iterator[PairedHub]:
     config = make_config(tmp_path, hotspot={"offline_grace": 3600.0}, **sections)
-    store = StateStore(config.state_dir, CODE)
+    store = StateStore(config.state_dir, code)
     store.open(device_id=IDENTITY.device_id, mac=IDENTITY.mac)
     store.commit_pairing(WifiCredentials("HomeNet", "supersecret"),
                          CloudCredentials("user@example.com", "t0k", "127.0.0.1", 1883))
@@ -93,7 +97,7 @@ def paired_hub(tmp_path: Path, **sections: Mapping[str, Any]) -> Iterator[Paired
         create_portal_app(hub, core.call, pairing=pairing, onboarding=onboarding),
         name="portal", host="127.0.0.1", port=0))
     try:
-        yield PairedHub(config, store, onboarding, server.port)
+        yield PairedHub(config, store, onboarding, server.port, hub, pairing, core)
     finally:
         server.stop()
 
