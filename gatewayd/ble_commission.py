@@ -49,6 +49,7 @@ from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.onboarding.progress import Progress
 from gatewayd.onboarding.table import State
+from gatewayd.runtime.sysbus import bus_lost, ended_with_bus
 from gatewayd.state import StateStore
 
 if TYPE_CHECKING:
@@ -311,10 +312,15 @@ class BleCommissioner:
         self.peripheral = self._app = self._adv = None
         if peripheral is not None:
             await peripheral.stop()
-        if app is not None:
-            app.unexport()
-        if adv is not None:
-            adv.unexport()
+        try:
+            if app is not None:
+                app.unexport()
+            if adv is not None:
+                adv.unexport()
+        except Exception as exc:
+            # On an ended bus connection nobody is left to tell (the hub is on its way out).
+            if not (self.bus is not None and (bus_lost(self.bus) or ended_with_bus(exc))):
+                raise
         await self.improv.close()
         self.secure.reset()
         self.improv_host.attempt = None

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sdbus import DbusNoReplyError, SdBusLibraryError
 
 from gatewayd.ap import HOTSPOT_ID
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.onboarding.progress import describe
 from gatewayd.onboarding.table import State
+from gatewayd.runtime.sysbus import ended_with_bus
+from gatewayd.simulator.bluez_mock import BluezMock
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import NetworkManagerMock
 from tests.helpers import Gatewayd, base_config, ctl_json, wait_for, write_config
@@ -199,10 +202,11 @@ def test_a_link_that_was_up_and_drops_is_not_blamed_on_the_password(
 
 
 class Hub:
-    """A gatewayd process with Wi-Fi (no BLE) on a private system bus."""
+    """A gatewayd process with Wi-Fi (and BLE, if asked) on a private system bus."""
 
-    def __init__(self, tmp: Path, system_bus: PrivateBus) -> None:
-        text = base_config(tmp, '[hotspot]\ninterface = "wlan0"\n[ble]\nenabled = false\n')
+    def __init__(self, tmp: Path, system_bus: PrivateBus, *, ble: bool = False) -> None:
+        text = base_config(tmp, '[hotspot]\ninterface = "wlan0"\n[ble]\nenabled = '
+                           + ("true" if ble else "false") + "\n")
         config = write_config(tmp / "gatewayd.toml",
                               text.replace("[hub]\n", '[hub]\ndevice_id = "nm-test"\n', 1))
         self.socket = tmp / "run" / "control.sock"
@@ -279,3 +283,41 @@ def test_a_hub_whose_system_bus_went_away_exits_for_systemd_to_start_it_again(
         end(hub)
         nm.stop()
         system_bus.stop()
+
+
+def test_a_hub_with_ble_on_air_exits_cleanly_when_its_system_bus_goes_away(
+        tmp_path: Path) -> None:
+    """Before: with BLE commissioning on the air, the same exit logged "stopping ble failed"
+    and a traceback (SdBusLibraryError 107: unregistering from bluetoothd on a connection
+    that had ended, although bluetoothd forgets such registrations itself)."""
+    system_bus = PrivateBus(tmp_path / "bus").start()
+    nm = NetworkManagerMock(system_bus, tmp_path / "nm").start()
+    bluez = BluezMock(system_bus, tmp_path / "bluez")
+    hub: Hub | None = None
+    try:
+        bluez.start()
+        hub = Hub(tmp_path, system_bus, ble=True)
+        hub.wait(lambda s: s["onboarding"]["hotspot"] and s["ble"]["advertising"],
+                 "the hotspot and the BLE advertisement")
+        system_bus.stop()
+        assert hub.proc.proc.wait(30) == 1, hub.proc.output()
+        log = hub.proc.output()
+        assert log.count("the connection to the system D-Bus was lost") == 1, log
+        assert "Traceback" not in log and "stopping ble failed" not in log, log
+    finally:
+        end(hub)
+        bluez.stop()  # on a bus that is gone: returns (it waited 10 s and raised before)
+        nm.stop()
+        system_bus.stop()
+
+
+def test_only_an_ended_connection_reads_as_the_bus_gone() -> None:
+    """A bus daemon that is slow (bluetoothd or NetworkManager not answering in time) is not a
+    lost bus: the hub must not exit for it. An ended one, however the call learnt it, is."""
+    call = "sd_bus_call_async(...) in function SdBus_call_async returned error number: "
+    assert ended_with_bus(DbusNoReplyError("Connection terminated"))
+    assert ended_with_bus(SdBusLibraryError(call + "107"))  # ENOTCONN
+    assert ended_with_bus(SdBusLibraryError(call + "104"))  # ECONNRESET
+    assert not ended_with_bus(DbusNoReplyError("Method call timed out"))
+    assert not ended_with_bus(SdBusLibraryError(call + "22"))  # EINVAL: our own mistake
+    assert not ended_with_bus(TimeoutError())

@@ -38,6 +38,7 @@ from gatewayd.ble.gatt import (
     Application,
     adapter_path,
 )
+from gatewayd.runtime.sysbus import bus_lost, ended_with_bus
 
 log = logging.getLogger(__name__)
 
@@ -233,10 +234,15 @@ class Peripheral:
             slot.close()
         self._slots.clear()
         async with self._lock:
-            if self._advertisement is not None and self._adv_owner is not None:
-                await unregister_advertisement(self._advertisement, self.adapter, self.bus)
-            if self._app_owner is not None:
-                await unregister_application(self.app, self.adapter, self.bus)
+            try:
+                if self._advertisement is not None and self._adv_owner is not None:
+                    await unregister_advertisement(self._advertisement, self.adapter, self.bus)
+                if self._app_owner is not None:
+                    await unregister_application(self.app, self.adapter, self.bus)
+            except Exception as exc:
+                # bluetoothd forgets what an ended connection registered: nothing to undo.
+                if not (bus_lost(self.bus) or ended_with_bus(exc)):
+                    raise
             await self._set_owners(None, None)
 
     def _on_name_owner_changed(self, message: SdBusMessage) -> None:
@@ -274,7 +280,9 @@ class Peripheral:
             self._wake.clear()
             try:
                 await self._sync()
-            except Exception:
+            except Exception as exc:
+                if bus_lost(self.bus) or ended_with_bus(exc):
+                    return  # the D-Bus daemon went away: the hub stops, and says so once
                 log.exception("registering with bluetoothd failed; waiting for it to change")
 
     async def _sync(self) -> None:

@@ -20,9 +20,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sdbus import DbusNameHasNoOwnerError, DbusServiceUnknownError, SdBusLibraryError
+from sdbus import DbusNameHasNoOwnerError, DbusServiceUnknownError
 
 from gatewayd.onboarding.steps import Failure, StepResult
+from gatewayd.runtime.sysbus import bus_lost, ended_with_bus
 
 log = logging.getLogger("gatewayd.ap")  # the control's lines, under one name
 
@@ -45,15 +46,6 @@ def not_running() -> StepResult:
 def gone(exc: BaseException) -> bool:
     """A D-Bus error saying NetworkManager is not on the bus (or left during the call)."""
     return isinstance(exc, (DbusServiceUnknownError, DbusNameHasNoOwnerError))
-
-
-def bus_lost(bus: Any) -> bool:
-    """The bus connection has ended (sd-bus answers ENOTCONN from then on)."""
-    try:
-        bus.get_fd()
-    except SdBusLibraryError:
-        return True
-    return False
 
 
 class OwnerWatch:
@@ -133,8 +125,10 @@ class OwnerWatch:
                     self.owner = owner
                 pending, retry = False, RETRY_FIRST
             except Exception as exc:
-                if bus_lost(self.bus):
-                    continue  # said once, at the top
+                if bus_lost(self.bus) or ended_with_bus(exc):
+                    log.error("%s", BUS_LOST)
+                    self.lost()
+                    return
                 if not pending:
                     log.warning("NetworkManager cannot be used yet: %s; trying again", exc)
                 else:

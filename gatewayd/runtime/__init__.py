@@ -10,9 +10,11 @@ of a private directory
 the wait before trying again, exponential with jitter (:mod:`~gatewayd.runtime.backoff`),
 the settled heap (:mod:`~gatewayd.runtime.heap`), modules executed on first use
 (:mod:`~gatewayd.runtime.deferred`), the components' start and stop within systemd's
-stop timeout (:mod:`~gatewayd.runtime.lifecycle`) and the signals that must not end the
-daemon (:mod:`~gatewayd.runtime.signals`).
+stop timeout (:mod:`~gatewayd.runtime.lifecycle`), the signals that must not end the
+daemon (:mod:`~gatewayd.runtime.signals`) and whether a system D-Bus connection still
+stands (:mod:`~gatewayd.runtime.sysbus`).
 
-May import: the standard library and infrastructure libraries (waitress, systemd-python).
+May import: the standard library and infrastructure libraries (waitress, systemd-python,
+sdbus).
 Nothing else of gatewayd: every other package may import this one.
 """

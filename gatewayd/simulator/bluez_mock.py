@@ -114,6 +114,8 @@ class BluezMock:
             return
         child, self.child = self.child, None
         child.stop()
+        if not dbus_ping(self.bus.address):
+            return  # the bus itself is gone (its daemon died first), BlueZoo's name with it
         # dbus-daemon drops the name a moment after the process is gone; a new BlueZoo started
         # before that could not take it.
         with _Probe(self.bus.address) as probe:
