@@ -16,6 +16,7 @@ import pytest
 from sdbus import DbusNoReplyError, SdBusLibraryError
 
 from gatewayd.ap import HOTSPOT_ID
+from gatewayd.nm.presence import gone
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import PairingService
 from gatewayd.onboarding.progress import describe
@@ -321,3 +322,15 @@ def test_only_an_ended_connection_reads_as_the_bus_gone() -> None:
     assert not ended_with_bus(DbusNoReplyError("Method call timed out"))
     assert not ended_with_bus(SdBusLibraryError(call + "22"))  # EINVAL: our own mistake
     assert not ended_with_bus(TimeoutError())
+
+
+def test_networkmanager_leaving_in_the_middle_of_a_call_reads_as_not_running() -> None:
+    """Before: NetworkManager stopping while it owed the hub an answer (the bus daemon's
+    NoReply, "Message recipient disconnected from message bus without replying") was not
+    read as NetworkManager gone, so the call's error went up as any other and the watch
+    looked again only when the name's owner change reached it; a slow one (no answer in
+    time) is still an error of its own."""
+    assert gone(DbusNoReplyError(
+        "Message recipient disconnected from message bus without replying"))
+    assert not gone(DbusNoReplyError("Method call timed out"))
+    assert not gone(DbusNoReplyError("Connection terminated"))  # ours: the bus, not NM

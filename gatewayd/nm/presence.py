@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sdbus import DbusNameHasNoOwnerError, DbusServiceUnknownError
+from sdbus import DbusNameHasNoOwnerError, DbusNoReplyError, DbusServiceUnknownError
 
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.runtime.sysbus import bus_lost, ended_with_bus
@@ -43,8 +43,15 @@ def not_running() -> StepResult:
     return StepResult(False, Failure.WIFI_FAILED, NOT_RUNNING)
 
 
+# The bus daemon's answer to a call whose recipient exited before replying (NetworkManager
+# stopped or crashed in the middle of it); our own connection ending reads differently.
+_LEFT_MID_CALL = "recipient disconnected"
+
+
 def gone(exc: BaseException) -> bool:
     """A D-Bus error saying NetworkManager is not on the bus (or left during the call)."""
+    if isinstance(exc, DbusNoReplyError):
+        return _LEFT_MID_CALL in str(exc)
     return isinstance(exc, (DbusServiceUnknownError, DbusNameHasNoOwnerError))
 
 
