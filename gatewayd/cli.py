@@ -143,6 +143,14 @@ def _captive_portal_warnings(config: Config) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    given = [flag for flag, on in (("--workdir", args.workdir is not None),
+                                   ("--no-platform", args.no_platform),
+                                   ("--ethernet", args.ethernet)) if on]
+    if given and not args.simulate:
+        # Ignoring them would start the real hub (its state, NetworkManager, BlueZ, port 80)
+        # on a laptop where the developer meant the simulator.
+        parser.error(f"{' and '.join(given)} only work with --simulate (without it "
+                     "gatewayd runs the real hub); add --simulate, or leave them out")
     if args.provisioning and (not args.simulate or args.no_platform):
         parser.error("--provisioning needs --simulate with the built-in platform "
                      "(the provisioning endpoint is the platform's)")
