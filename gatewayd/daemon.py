@@ -40,6 +40,7 @@ from gatewayd.onboarding.pairing import PairingService
 from gatewayd.onboarding.progress import Progress, describe
 from gatewayd.onboarding.provisioned import ProvisioningOnboarding
 from gatewayd.onboarding.steps import CloudStep
+from gatewayd.portal import refusals
 from gatewayd.portal.signins import SignIns
 from gatewayd.runtime import heap
 from gatewayd.runtime.corecall import CoreCall
@@ -239,7 +240,8 @@ class Daemon:
             self.portal = WebComponent("portal", lambda: WebServer(
                 LazyApp(lambda: _portal_app(parts), "portal"),
                 name="portal", host=cfg.portal.listen,
-                port=cfg.portal.port, max_request_bytes=cfg.portal.max_request_bytes),
+                port=cfg.portal.port, max_request_bytes=cfg.portal.max_request_bytes,
+                error_page=refusals.error_page),
                 refused=functools.partial(listen_error, cfg))
             self.components.append(self.portal)
         self.components.append(onboarding)

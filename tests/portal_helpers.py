@@ -22,6 +22,7 @@ from gatewayd.hub import Hub
 from gatewayd.identity import Identity
 from gatewayd.onboarding.pairing import PairingRequest, PairingService
 from gatewayd.onboarding.progress import Attempt, LastFailure, Progress
+from gatewayd.portal import refusals
 from gatewayd.portal.app import create_portal_app
 from gatewayd.runtime.corecall import CoreCall
 from gatewayd.runtime.logsetup import Redactor
@@ -275,7 +276,8 @@ def running_portal(tmp: Path, *, networks: list[dict[str, Any]] | None = None,
     pairing = PairingService(behind, config.cloud, wifi_enabled=config.hotspot.enabled)
     app = create_portal_app(hub, core.call, pairing=pairing, onboarding=behind, zigbee=bridge)
     server = fast_stopping(WebServer(app, name="portal", host="127.0.0.1", port=0,
-                                     max_request_bytes=config.portal.max_request_bytes))
+                                     max_request_bytes=config.portal.max_request_bytes,
+                                     error_page=refusals.error_page))
     try:
         yield Portal(url=f"http://127.0.0.1:{server.port}", port=server.port, hub=hub,
                      fake=fake, core=core.call, server=server, state_file=store.path)

@@ -7,7 +7,10 @@ reaches the core only through :mod:`~gatewayd.portal.core` (one hop through
 :class:`gatewayd.runtime.corecall.CoreCall`); pairing goes through the one front door,
 :meth:`gatewayd.onboarding.pairing.PairingService.submit`. :mod:`~gatewayd.portal.security`
 holds the rate limits, CSRF, headers and the admin login; :mod:`~gatewayd.portal.signins`
-counts sign-ins and logs lockouts (no Flask: the daemon makes it).
+counts sign-ins and logs lockouts (no Flask: the daemon makes it);
+:mod:`~gatewayd.portal.refusals` words what the web server refuses before the app sees a
+request, and holds the headers every answer carries (no Flask: the daemon hands it to the
+web server).
 
 May import: hub, config, runtime, :mod:`gatewayd.onboarding` (pairing, progress) and the
 bridge (permit join). Never the control socket's package: the control socket mounts the

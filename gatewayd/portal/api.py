@@ -22,6 +22,7 @@ from gatewayd.onboarding.pairing import (
     PairingFailed,
     RateLimited,
 )
+from gatewayd.portal import refusals
 from gatewayd.portal.core import PortalCore
 from gatewayd.portal.pair import MAX_PARAMETERS, http_gate, retry_after, submit_or_refuse
 from gatewayd.portal.security import RateLimiter
@@ -43,9 +44,8 @@ SIM_UNAVAILABLE_CODE = "sim-unavailable"
 NOT_SIMULATED_CODE = "not-simulated"
 BLE_DISABLED_CODE = "ble-disabled"
 ZIGBEE_DISABLED_CODE = "zigbee-disabled"
-# An unexpected fault, on the portal and on the control socket alike: one code and a fixed
-# message (gatewayd.hub.INTERNAL_MESSAGE); what went wrong is only in the log.
-INTERNAL_CODE = "internal"
+# An unexpected fault (refusals.py: the web server answers one with it too).
+INTERNAL_CODE = refusals.INTERNAL_CODE
 
 
 def api_error(status: int, message: str, *, code: str,

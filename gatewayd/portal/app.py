@@ -26,6 +26,7 @@ from gatewayd.portal.captive import install_captive, own_names
 from gatewayd.portal.core import PortalCore, PortalOnboarding
 from gatewayd.portal.pair import pair_blueprint, text
 from gatewayd.portal.panel import format_time, format_uptime, panel_blueprint
+from gatewayd.portal.refusals import body_too_large, wants_json
 from gatewayd.portal.security import (
     LOGIN_RATE_PER_MINUTE,
     AdminAuth,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/")
+    return wants_json(request.path)
 
 
 def _admin_guard(core: PortalCore, auth: AdminAuth) -> Any:
@@ -69,7 +70,8 @@ def _admin_guard(core: PortalCore, auth: AdminAuth) -> Any:
 
 def http_message(exc: HTTPException, max_bytes: int) -> str:
     """Our own words for what the web framework refuses (its descriptions speak to
-    developers: "If you entered the URL manually please check your spelling ...")."""
+    developers: "If you entered the URL manually please check your spelling ..."); what
+    the web server refuses before the app has its words in refusals.py."""
     status = exc.code or 500
     if status == 404:
         return "This hub has nothing at this address."
@@ -78,7 +80,7 @@ def http_message(exc: HTTPException, max_bytes: int) -> str:
         only = f" (only {' and '.join(allowed)})" if allowed else ""
         return f"This address does not take {request.method} requests{only}."
     if status == 413:
-        return f"The request is too large: this hub takes at most {max_bytes} bytes."
+        return body_too_large(max_bytes)
     if status == 400:
         return "The request could not be read."
     return f"The hub cannot take this request ({status} {exc.name})."

@@ -19,6 +19,7 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import BadSignature
 
 from gatewayd.portal.core import PortalCore
+from gatewayd.portal.refusals import SECURITY_HEADERS
 from gatewayd.portal.signins import SignIns
 
 LOGIN_RATE_PER_MINUTE = 5
@@ -146,23 +147,10 @@ def csrf_ok(request: Request) -> bool:
 
 # ---- security headers ---------------------------------------------------------------------
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
-       "object-src 'none'")
-
-
 def add_security_headers(response: Response) -> Response:
-    headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    # Not "no-referrer": with it Chromium sends "Origin: null" on our own form posts.
-    headers.setdefault("Referrer-Policy", "same-origin")
-    headers.setdefault("Content-Security-Policy", CSP)
-    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
-    # Pages show live state and forms carry tokens: never cache them.
-    headers.setdefault("Cache-Control", "no-store")
+    """Every answer's (the web server's own refusals carry them too: refusals.py)."""
+    for name, value in SECURITY_HEADERS:
+        response.headers.setdefault(name, value)
     return response
 
 
