@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,12 +19,12 @@ from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.identity import Identity
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import InvalidRequest, PairingRequest, PairingService
-from gatewayd.onboarding.progress import Progress
+from gatewayd.onboarding.progress import Progress, describe
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.onboarding.table import State
 from gatewayd.simulator.dbus_daemon import PrivateBus
 from gatewayd.simulator.nm_mock import CONN_IFACE, NM_IFACE, NM_PATH, NetworkManagerMock
-from tests.fakes import StubCloud
+from tests.fakes import FakeClock, StubCloud
 from tests.helpers import run_async
 
 IDENTITY = Identity("dc-a6-32-12-34-56", "dc:a6:32:12:34:56", "Acme Hub")
@@ -920,6 +921,55 @@ def test_an_unpaired_hub_raises_its_hotspot_once_the_cable_is_pulled(
                 await asyncio.to_thread(nm.set_ethernet_carrier, False)
                 await until(ob, lambda: ob.progress().hotspot)
                 assert HOTSPOT_ID in active_ids(nm) and ob.pairing_open
+
+        run(scenario())
+
+
+def test_an_ethernet_hub_whose_broker_is_out_of_reach_says_so_not_network_lost(
+        bus: PrivateBus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review: a hub paired on its cable (no Wi-Fi saved) whose broker was out of reach said
+    "offline: network lost" in systemd's status and `gatewayctl status`, though its network
+    was fine. It says what the Wi-Fi hub says, "on Ethernet" for "on Wi-Fi"; one whose cable
+    is out says network lost, as it is noticed at the next cloud retry."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+    cfg = make_config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    store = store_for(cfg)
+    store.commit_pairing(None, CLOUD)
+    unreachable = StepResult(False, Failure.BROKER_UNREACHABLE,
+                             "broker unreachable: TCP connection to 127.0.0.1:1883 refused "
+                             "(nothing listens there: check host and port)")
+    on_cable = f"offline: on Ethernet, cloud unreachable, retrying: {unreachable.reason}"
+    cloud, clock = StubCloud(), FakeClock()
+    cloud.next_failure = unreachable
+    heard: list[str] = []  # what every front end (STATUS=, the LED, BLE) was told
+    with NetworkManagerMock(bus, tmp_path / "nm", ethernet_connected=True) as nm:
+        async def scenario() -> None:
+            ob = Onboarding(cfg, store, NetworkManagerControl(cfg, IDENTITY), cloud,
+                            clock=clock, sleep=clock.sleep, rng=random.Random(7))
+            ob.subscribe(lambda state, progress: heard.append(describe(progress)))
+            await ob.start()
+            try:
+                await until(ob, lambda: ob.state == State.OFFLINE and not ob.busy)
+                assert describe(ob.progress()) == on_cable
+                assert heard[-1] == on_cable and "offline: network lost" not in heard
+                progress = ob.progress()  # the wire form is as it was: network null
+                assert progress.network is None and "cable" not in progress.to_json()
+                assert not progress.hotspot and HOTSPOT_ID not in active_ids(nm)
+                await asyncio.to_thread(nm.set_ethernet_carrier, False)  # the cable is out
+                await asyncio.to_thread(nm.wait_for_device_state, 20, 5.0, "eth0")
+                await clock.sleeps(1)
+                clock.advance(clock.slept[-1])  # the retry finds no uplink: none is made
+                await clock.sleeps(2)
+                assert describe(ob.progress()) == "offline: network lost"
+                assert heard[-1] == "offline: network lost" and len(cloud.timeouts) == 1
+                await asyncio.to_thread(nm.set_ethernet_carrier, True)  # back in
+                await asyncio.to_thread(nm.wait_for_device_state, 100, 5.0, "eth0")
+                clock.advance(clock.slept[-1])  # the retry; the broker is still away
+                await until(ob, lambda: len(cloud.timeouts) == 2
+                            and ob.state == State.OFFLINE and not ob.busy)
+                assert describe(ob.progress()) == on_cable and heard[-1] == on_cable
+            finally:
+                await ob.stop()
 
         run(scenario())
 

@@ -33,6 +33,7 @@ from gatewayd.onboarding.pairing import (
     PairingRequest,
     PairingService,
 )
+from gatewayd.onboarding.progress import describe
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.onboarding.table import TRANSITIONS, Event, State
 from gatewayd.state import StateStore
@@ -1399,6 +1400,10 @@ def test_ethernet_hub_whose_cloud_failed_at_boot_retries_with_backoff(
         try:
             await until(ob, settled(ob, State.OFFLINE))
             assert len(cloud.timeouts) == 1  # the boot attempt
+            # On its network (a hub without Wi-Fi control is taken to be on its cable):
+            # the cloud is the trouble, not the network.
+            assert describe(ob.progress()) == ("offline: on Ethernet, cloud unreachable, "
+                                               "retrying: broker down")
             ceilings = [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
             for n, ceiling in enumerate(ceilings, start=1):
                 await clock.sleeps(n)
@@ -1419,6 +1424,8 @@ def test_ethernet_hub_whose_cloud_failed_at_boot_retries_with_backoff(
                 waits += 1
                 await clock.sleeps(waits)
                 assert len(cloud.timeouts) == tries and ob.state == State.OFFLINE
+                assert describe(ob.progress()) == "offline: network lost; hotspot up for " \
+                    "re-pairing"
                 # Offline longer than offline_grace with no uplink: the hotspot offers
                 # re-pairing onto Wi-Fi; the cable's return and a retry take it down.
                 assert wifi.hotspot and ob.repairable

@@ -57,6 +57,9 @@ class AttemptOutcome:
     def _cloud_unreachable_on_wifi(self) -> bool:
         raise NotImplementedError
 
+    async def _note_cable(self) -> None:
+        raise NotImplementedError
+
     async def _fire(self, event: Event, **info: Any) -> State:
         raise NotImplementedError
 
@@ -135,6 +138,9 @@ class AttemptOutcome:
         """The failure event (:func:`failure_event` decides where a failed attempt lands),
         for the failure path and its last resort alike; ``saved``: the attempt was the
         hub's own, on what it stores."""
+        # Before the state moves: what every front end hears of it says whether the hub
+        # is on its cable (only the cloud step failed) or without a network.
+        await self._note_cable()
         st = self.store.state
         event = failure_event(paired=st.paired, wifi_saved=st.wifi is not None,
                               off_saved_wifi=self.wifi is not None and not self.on_wifi)

@@ -87,6 +87,7 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
         self._hotspot_wanted = False  # offline longer than the grace period
         self._cloud_retries = 0  # failed cloud-only retries since the hub was last online
         self._wifi_up = False  # the Wi-Fi client link is up (as far as onboarding saw)
+        self._cable = False  # the Ethernet carrier was up when last looked (_note_cable)
         self._entering = False  # between a transition and the end of its side effects
         # An attempt's outcome is known (and may show in progress) but not yet applied.
         self._concluding = False
@@ -153,6 +154,7 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
             wifi=self.wifi is not None,
             network="wifi" if self.on_wifi else None,
             networkmanager=self.wifi.running if self.wifi is not None else None,
+            cable=self._cable and not self.on_wifi,
         )
 
     @property

@@ -12,7 +12,9 @@ before once the link goes down too; for a hub paired without one (on Ethernet), 
 step again after a jittered wait that doubles from ``CLOUD_RETRY_FIRST`` up to
 ``retry_interval``, whenever there is an uplink (the hotspot only if there has been none
 for ``offline_grace``). Every timer reads the machine's ``clock`` and waits with its
-``sleep``.
+``sleep``. Whether the hub is on its cable, as seen when an attempt fails and at each cloud
+retry, words what its progress says (on Ethernet with the cloud out of reach, or without
+a network).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class OfflineHandling:
     offline_since: float | None
     _hotspot_wanted: bool
     _wifi_up: bool
+    _cable: bool
     _cloud_retries: int
     _attempt_task: asyncio.Task[None] | None
     _offline_task: asyncio.Task[None] | None
@@ -214,7 +217,12 @@ class OfflineHandling:
             await self.sleep(self._cloud_retry_wait(cap))
             if self.state != State.OFFLINE or self._attempt_running():
                 continue
-            if not await self._uplink_known():
+            uplink = await self._uplink_known()
+            if uplink != self._cable:  # the cable came out or went back in
+                self._cable = uplink
+                self._tell_listeners()
+                await self._notify_changed()
+            if not uplink:
                 log.info("no uplink (Ethernet carrier down): cloud retry postponed")
                 if (self.wifi is not None and not self.wifi.hotspot_active
                         and self.clock() - began >= grace):
@@ -263,6 +271,22 @@ class OfflineHandling:
         except Exception:
             log.exception("could not read the uplink's state")
             return False
+
+    async def _note_cable(self) -> None:
+        """Look whether the hub is on its cable (off its Wi-Fi), for what its progress says
+        of a failed cloud step: on Ethernet with the cloud out of reach, or without a
+        network. A hub without Wi-Fi control is taken to have it (as :meth:`has_uplink`);
+        a carrier NetworkManager cannot tell is taken as down."""
+        if self.on_wifi:
+            self._cable = False
+        elif self.wifi is None:
+            self._cable = True
+        else:
+            try:
+                self._cable = await self.wifi.ethernet_connected()
+            except Exception:
+                log.debug("could not read the Ethernet carrier", exc_info=True)
+                self._cable = False
 
     async def _hotspot_back(self) -> None:
         """After a failed retry from the hotspot: the hotspot again, if it is down."""

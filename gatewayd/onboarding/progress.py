@@ -55,6 +55,10 @@ class Progress:
     wifi: bool  # the hub has Wi-Fi at all (False: an Ethernet-only hub)
     network: str | None  # "wifi" while the hub is a client of its Wi-Fi network
     networkmanager: bool | None = None  # it is running; None: no Wi-Fi (not used)
+    # Not on Wi-Fi, and on its cable when the hub last looked (an offline hub: as its
+    # attempt failed, and at each cloud retry; a hub without Wi-Fi is taken to have it).
+    # It words describe() only: not on the wire, whose `network` stays "wifi" or null.
+    cable: bool = False
 
     @property
     def attempt_id(self) -> str | None:
@@ -96,12 +100,14 @@ def _sentence(progress: Progress, provisioning: str) -> str:
             text += f"; last attempt failed: {failure.reason}"
         return text
     if state == "offline":
-        if progress.network == "wifi" and failure is not None:
+        where = "Wi-Fi" if progress.network == "wifi" else "Ethernet" if progress.cable \
+            else None
+        if where is not None and failure is not None:
             # On its network: only the cloud step failed (retried from there when the
             # broker was out of reach; a refusal takes the usual path, see onboarding.md).
             what = ("cloud unreachable, retrying" if failure.code in CLOUD_UNREACHABLE
                     else "cloud step failed")
-            return f"offline: on Wi-Fi, {what}: {failure.reason}"
+            return f"offline: on {where}, {what}: {failure.reason}"
         return "offline: network lost" + ("; hotspot up for re-pairing"
                                          if progress.hotspot else "")
     return state
