@@ -49,6 +49,10 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
         ("[hotspot]\nbogus = 1", "hotspot.bogus", "unknown key"),
         ("[nonsense]\na = 1", "nonsense", "unknown key"),
         ("[portal]\nport = '80'", "portal.port", "must be an integer"),
+        # The pairing field takes digits in quotes (a query string has no numbers); the
+        # preset does not, and never did (0.1.1 and 0.1.2 refused it alike).
+        ("[cloud]\nport = \"1883\"", "cloud.port", "must be an integer, got str '1883'"),
+        ("[cloud]\nmqtts_port = \"8883\"", "cloud.mqtts_port", "must be an integer"),
         ("[portal]\nport = 70000", "portal.port", "<= 65535"),
         ("[portal]\nenabled = 1", "portal.enabled", "must be a boolean"),
         ("[hotspot]\npassword = 'short'", "hotspot.password", "8-63"),
