@@ -158,6 +158,27 @@ def test_pairing_goes_online_commits_and_keeps_the_radio_order(tmp_path: Path) -
     run(scenario())
 
 
+def test_listeners_hear_each_step_of_an_attempt(tmp_path: Path) -> None:
+    """Before: systemd's status line (a listener) said "connecting (starting)" for a whole
+    attempt: the step changed without telling the listeners, only those waiting on the
+    condition (the BLE progress) saw it."""
+    cfg = config(tmp_path)
+    st = store(cfg)
+    heard: list[str] = []
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            ob.subscribe(lambda state, p: heard.append(describe(p)))
+            await PairingService(ob, cfg.cloud).submit(PAIR, "test")
+            await until(ob, settled(ob, State.ONLINE))
+        connecting = [text for text in heard if text.startswith("connecting")]
+        assert "connecting (wifi)" in connecting and "connecting (cloud)" in connecting
+        assert connecting.index("connecting (wifi)") < connecting.index("connecting (cloud)")
+
+    run(scenario())
+
+
 def test_wrong_password_returns_to_the_hotspot_with_the_reason(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     st = store(cfg)

@@ -426,8 +426,7 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
                 self.attempt = dataclasses.replace(self.attempt, ssid=None)
         applied: WifiCredentials | None = None
         if wifi is not None and self.wifi is not None:
-            self.step = "wifi"
-            await self._notify_changed()
+            await self._enter_step("wifi")
             if self.wifi.hotspot_active:
                 await self.wifi.stop_hotspot()
             self._wifi_up = False
@@ -439,11 +438,17 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
                 return result, applied
         if cloud is None:
             return StepResult(ok=True), applied  # Wi-Fi first, cloud later
-        self.step = "cloud"
-        await self._notify_changed()
+        await self._enter_step("cloud")
         # A Wi-Fi-only request on a paired hub runs with the stored account: not typed in.
         typed_in = not saved and cloud != self.store.state.cloud
         return await self.cloud.connect(cloud, timeout, typed_in=typed_in), applied
+
+    async def _enter_step(self, step: str) -> None:
+        """An attempt's next step: every listener hears it (systemd's STATUS=, the LED), not
+        only those waiting on :attr:`changed`."""
+        self.step = step
+        self._tell_listeners()
+        await self._notify_changed()
 
     async def _notify_changed(self) -> None:
         async with self.changed:

@@ -119,14 +119,12 @@ class ProvisioningOnboarding(Onboarding):
                        ) -> tuple[StepResult, WifiCredentials | None]:
         if not self._provisioning:
             return await super()._attempt(wifi, cloud, timeout, saved)
-        self.step = "provisioning"
-        await self._notify_changed()
+        await self._enter_step("provisioning")
         result, provided = await self.provider.obtain()
         if provided is None:
             return result, None
         self._provided = provided
-        self.step = "cloud"
-        await self._notify_changed()
+        await self._enter_step("cloud")
         return _issued(await self.cloud.connect(provided, timeout)), None
 
     async def _conclude(self, result: StepResult, applied: WifiCredentials | None,
