@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from gatewayd import homie
 from gatewayd.config import ZigbeeConfig
+from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.backoff import backoff_delay
+from gatewayd.runtime.writebehind import Write
 from gatewayd.zigbee.radio import (
     SHUTDOWN_SECONDS,
     FastPaths,
@@ -53,12 +55,13 @@ if TYPE_CHECKING:
 from gatewayd.zigbee.alerts import Alerts
 from gatewayd.zigbee.availability import watch_availability
 from gatewayd.zigbee.children import Children
-from gatewayd.zigbee.coalesce import Coalescer, Key
+from gatewayd.zigbee.coalesce import Coalescer
 from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
 from gatewayd.zigbee.left import LEFT_FILE, LeftDevices
 from gatewayd.zigbee.new_network import NewNetwork
 from gatewayd.zigbee.operations import BridgeOperations
 from gatewayd.zigbee.permits import PermitJoin
+from gatewayd.zigbee.publishing import BridgePublishing
 from gatewayd.zigbee.setups import SETUP_FILE, SETUP_RETRY, SetupRetry, Setups
 from gatewayd.zigbee.status_line import StatusLine
 
@@ -67,7 +70,7 @@ log = logging.getLogger(__name__)
 RESTORE_BATCH = 16  # devices restored between two turns of the event loop
 
 
-class ZigbeeBridge(BridgeOperations):
+class ZigbeeBridge(BridgeOperations, BridgePublishing):
     """The ``zigbee`` daemon component (``start``/``stop``), all on the asyncio loop."""
 
     name = "zigbee"
@@ -79,7 +82,7 @@ class ZigbeeBridge(BridgeOperations):
                  battery_timeout: float = 25 * 3600.0,
                  shutdown_timeout: float = SHUTDOWN_SECONDS,
                  rng: random.Random | None = None, setup_retry: SetupRetry = SETUP_RETRY,
-                 virtual: VirtualNetwork | None = None) -> None:
+                 virtual: VirtualNetwork | None = None, write: Write = atomic_write) -> None:
         self.cfg, self.state_dir, self.publisher, self.hub = cfg, Path(state_dir), publisher, hub
         self.retry_min, self.retry_max, self.shutdown_timeout = (retry_min, retry_max,
                                                                  shutdown_timeout)
@@ -88,14 +91,16 @@ class ZigbeeBridge(BridgeOperations):
             availability_interval, mains_timeout, battery_timeout)
         self.app: ControllerApplication | None = None
         self.children = Children()  # by IEEE text; .of(device object) on the hot path
-        self.left = LeftDevices(self.state_dir / LEFT_FILE)  # `lost` across restarts
+        # `lost` across restarts; both files are written off the loop, by ``write``.
+        self.left = LeftDevices(self.state_dir / LEFT_FILE, write)
         self.status_line = StatusLine(status_text, self.children)  # STATUS=, gatewayctl
         self.last_error: str | None = None
         self.radio_up = asyncio.Event()
         self.up_hooks: list[Callable[[], object]] = []  # called once the radio is up again
         self.coalescer = Coalescer(self._publish, min_interval)
         self._lost = asyncio.Event()
-        self.setups = Setups(self.state_dir / SETUP_FILE, self._set_up, setup_retry, self.rng)
+        self.setups = Setups(self.state_dir / SETUP_FILE, self._set_up, setup_retry, self.rng,
+                             write)
         self._supervisor: asyncio.Task[None] | None = None
         self.permits = PermitJoin(cfg.permit_join_max,
                                   lambda seconds: self._hub_value("permitjoin", seconds))
@@ -134,6 +139,12 @@ class ZigbeeBridge(BridgeOperations):
             child.detach()
         if app is not None:
             await self._shutdown(app)
+        await self._files_written()
+
+    async def _files_written(self) -> None:
+        """What changed in zigbee-left.json and zigbee-setup.json is on disk."""
+        await self.left.flush()
+        await self.setups.pending.flush()
 
     async def reset(self, full: bool) -> None:
         """The hub's factory-reset hook: a full reset also forgets the Zigbee network. The
@@ -158,6 +169,7 @@ class ZigbeeBridge(BridgeOperations):
         self.children.clear()
         self.left.clear()
         self.setups.clear()
+        await self._files_written()  # deleted before the reset answers
         forget_network(self.state_dir)
         log.warning("zigbee: network forgotten; forming a new one")
         self._hub_value("status", "starting")  # not "ready" while the new network forms
@@ -443,28 +455,3 @@ class ZigbeeBridge(BridgeOperations):
 
     def radio_ready(self) -> bool:
         return self.radio_up.is_set()
-
-    # -- publishing ----------------------------------------------------------------------------
-    def _publish(self, key: Key, value: Any) -> None:
-        try:
-            self.publisher.set_value(*key, value)
-        except (KeyError, ValueError) as exc:
-            self.alerts.not_published(key, value, exc)
-
-    def _set_state(self, child: Child, state: str) -> None:
-        if child.state == state and child.homie is not None and child.homie.state == state:
-            return
-        left, child.state = child.state == "lost", state
-        self.status_line.changed()
-        if child.homie is not None:
-            self.publisher.set_state(child.device_id, state)
-        if left != (state == "lost"):
-            self._count()  # it left, or is back
-
-    def _hub_value(self, prop: str, value: Any) -> None:
-        self.status_line.hub_value(prop, value)
-        if self.hub is not None and self.hub.nodes.get(HUB_NODE) is self.hub_node:
-            self._publish((self.hub.id, HUB_NODE, prop), value)
-
-    def _count(self) -> None:  # the devices joined, not those that left (lost)
-        self._hub_value("device-count", sum(c.state != "lost" for c in self.children.values()))

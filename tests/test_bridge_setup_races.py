@@ -90,8 +90,8 @@ def test_a_device_that_leaves_during_its_setup_stays_lost(tmp_path: Path) -> Non
             await asyncio.wait([setup], timeout=60)
             assert setup.done()
             assert pub.devices[device].state == "lost", pub.states(device)
+            await bridge.stop()  # written off the loop: on disk at the latest now
             left = json.loads((radio.state_dir / "zigbee-left.json").read_text())
             assert left["left"] == [ieee]
-            await bridge.stop()
 
     run(main())

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.zigbee.left import LEFT_FILE, MAX_BYTES, LeftDevices
+from tests.helpers import run_async
 
 A = "8b:b3:00:00:00:00:00:01"
 B = "8b:b3:00:00:00:00:00:02"
@@ -17,17 +18,24 @@ B = "8b:b3:00:00:00:00:00:02"
 
 def test_what_left_is_kept_in_a_private_file_until_it_rejoins(tmp_path: Path) -> None:
     path = tmp_path / LEFT_FILE
-    left = LeftDevices(path)
-    assert A not in left and not path.exists()
-    left.add(A)
-    left.add(B)
-    assert json.loads(path.read_text()) == {"left": [A, B]}
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    left.discard(A)
-    again = LeftDevices(path)  # a restart
-    assert B in again and A not in again
-    again.clear()  # a full reset
-    assert not path.exists() and B not in again
+
+    async def main() -> None:
+        left = LeftDevices(path)
+        assert A not in left and not path.exists()
+        left.add(A)
+        left.add(B)
+        await left.written()  # written off the loop (the bridge's stop awaits it too)
+        assert json.loads(path.read_text()) == {"left": [A, B]}
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        left.discard(A)
+        await left.flush()
+        again = LeftDevices(path)  # a restart
+        assert B in again and A not in again
+        again.clear()  # a full reset
+        await again.flush()
+        assert not path.exists() and B not in again
+
+    run_async(main())
 
 
 @pytest.mark.parametrize(("content", "problem"), [

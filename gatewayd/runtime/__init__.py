@@ -6,7 +6,8 @@ says where a blocked event loop was stuck (:mod:`~gatewayd.runtime.stalls`), log
 secret redaction and budgets for lines a peer can cause (:mod:`~gatewayd.runtime.logsetup`),
 waitress in a thread (:mod:`~gatewayd.runtime.webserver`), atomic file writes and the lock
 of a private directory
-(:mod:`~gatewayd.runtime.atomicfile`),
+(:mod:`~gatewayd.runtime.atomicfile`), a small file written behind the event loop, its
+latest content winning (:mod:`~gatewayd.runtime.writebehind`),
 the wait before trying again, exponential with jitter (:mod:`~gatewayd.runtime.backoff`),
 the settled heap (:mod:`~gatewayd.runtime.heap`), modules executed on first use
 (:mod:`~gatewayd.runtime.deferred`), the components' start and stop within systemd's

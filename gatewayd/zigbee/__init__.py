@@ -25,7 +25,8 @@ finish, to do them again, both in a file :mod:`~gatewayd.zigbee.ieee_file` keeps
 :mod:`~gatewayd.zigbee.new_network` keeps a full reset's request for a new network until
 the radio has formed it (no zigpy: ``gatewayctl``'s offline reset writes it too);
 :mod:`~gatewayd.zigbee.operations` is what users ask of the bridge (permit join, install
-codes, removal, status), a base of the bridge's class;
+codes, removal, status), and :mod:`~gatewayd.zigbee.publishing` how it publishes its
+children's values and states and its own node, both bases of the bridge's class;
 :mod:`~gatewayd.zigbee.status_line` is the network's part of the hub's status line
 (systemd's ``STATUS=``); :mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP
 emulator's control port or the virtual radio) for ``gatewayctl zigbee sim``, whose

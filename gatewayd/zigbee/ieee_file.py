@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.jsonbody import BadBody, loads
+from gatewayd.runtime.writebehind import REMOVE, Write, WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,13 @@ _IEEE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){7}")
 
 class IeeeFile:
     """IEEE addresses (zigpy's text form) under ``key`` in ``path``; ``lost``: what an
-    unreadable file costs, for the log (e.g. "devices that left show as before")."""
+    unreadable file costs, for the log (e.g. "devices that left show as before");
+    ``write`` does one atomic write, in a worker thread."""
 
-    def __init__(self, path: Path, key: str, lost: str) -> None:
+    def __init__(self, path: Path, key: str, lost: str, write: Write = atomic_write) -> None:
         self.path, self.key, self.lost = path, key, lost
         self._ieees = self._load()
+        self._file = WriteBehind(path, self._not_saved, write=write)
 
     def _load(self) -> set[str]:
         try:
@@ -72,13 +75,20 @@ class IeeeFile:
             self._save()
 
     def clear(self) -> None:
-        """A full reset: the network is forgotten, and so is this."""
+        """A full reset: the network is forgotten, and so is this (the file is deleted
+        after a write in progress)."""
         self._ieees.clear()
-        self.path.unlink(missing_ok=True)
+        self._file.put(REMOVE)
+
+    async def written(self) -> None:
+        """Wait until the set as it is now is on disk (or its write failed, logged)."""
+        await self._file.written()
+
+    async def flush(self) -> None:
+        await self._file.flush()
 
     def _save(self) -> None:
-        try:
-            atomic_write(self.path, json.dumps({self.key: sorted(self._ieees)}).encode(),
-                         0o600)
-        except OSError as exc:  # right until the next restart
-            log.error("zigbee: %s not saved: %s", self.path, exc.strerror or exc)
+        self._file.put(json.dumps({self.key: sorted(self._ieees)}).encode())
+
+    def _not_saved(self, exc: OSError) -> None:  # right until the next restart
+        log.error("zigbee: %s not saved: %s", self.path, exc.strerror or exc)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gatewayd.runtime.atomicfile import atomic_write
+from gatewayd.runtime.writebehind import Write
 from gatewayd.zigbee.ieee_file import MAX_BYTES, IeeeFile
 
 __all__ = ["LEFT_FILE", "MAX_BYTES", "LeftDevices"]
@@ -22,5 +24,5 @@ LEFT_FILE = "zigbee-left.json"
 class LeftDevices(IeeeFile):
     """IEEE addresses (zigpy's text form) of the devices that left."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, "left", "devices that left show as before")
+    def __init__(self, path: Path, write: Write = atomic_write) -> None:
+        super().__init__(path, "left", "devices that left show as before", write)

@@ -8,8 +8,10 @@ answer (a battery device dozing off halfway) left it ``ready`` but silent for go
 ``zigbee-setup.json`` in the state directory (``{"pending": ["8b:b3:...", ...]}``, see
 :mod:`~gatewayd.zigbee.ieee_file`) holds the devices whose setup has not finished: a
 device is marked when it joins and before each setup starts, and unmarked once every step
-was answered. The bridge sets up again, each time the radio comes up, every restored device
-still marked. A setup with unanswered steps is tried again up to
+was answered. The file is written off the loop (:mod:`~gatewayd.runtime.writebehind`); a
+setup's first step waits until its mark is on disk, so a crash during a setup always
+leaves the device marked. The bridge sets up again, each time the radio comes up, every
+restored device still marked. A setup with unanswered steps is tried again up to
 :attr:`SetupRetry.attempts` times, after a jittered doubling wait (``first`` to ``cap``)
 cut short when the device is heard (a battery device is awake then), though never sooner
 than ``heard_gap`` after the last try; then not before the radio comes back, the hub
@@ -36,7 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.backoff import backoff_delay
+from gatewayd.runtime.writebehind import Write
 from gatewayd.zigbee.ieee_file import IeeeFile
 
 log = logging.getLogger(__name__)
@@ -63,8 +67,9 @@ class Setups:
     ``run(device)`` sets a zigpy device up once: True when every step was answered."""
 
     def __init__(self, path: Path, run: Callable[[Any], Awaitable[bool]],
-                 retry: SetupRetry, rng: random.Random) -> None:
-        self.pending = IeeeFile(path, "pending", "setups cut short before are not redone")
+                 retry: SetupRetry, rng: random.Random, write: Write = atomic_write) -> None:
+        self.pending = IeeeFile(path, "pending", "setups cut short before are not redone",
+                                write)
         self.run, self.retry, self.rng = run, retry, rng
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._heard: dict[str, asyncio.Event] = {}  # devices whose next try waits for them
@@ -132,6 +137,7 @@ class Setups:
 
     async def _setup(self, dev: Any, ieee: str) -> None:
         retry = self.retry
+        await self.pending.written()  # marked on disk before the device is touched
         for attempt in range(retry.attempts):
             if attempt:
                 await self._pause(ieee, attempt - 1)
