@@ -442,6 +442,11 @@ class Daemon:
                 await watchdog.stop()
             await stalls.stop()
             await lifecycle.stop()
+            if self.stale is not None:  # cloud-devices.json is written off the loop
+                try:
+                    await asyncio.wait_for(self.stale.flush(), max(lifecycle.share(0), 1.0))
+                except TimeoutError:
+                    log.error("stopping: %s not written in time", PUBLISHED_FILE)
             for sig in (*STOP_SIGNALS, *ignored):
                 loop.remove_signal_handler(sig)
         return self.exit_code

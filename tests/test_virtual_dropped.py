@@ -239,7 +239,12 @@ def test_a_damaged_record_is_read_as_empty_and_named_in_the_log(
     assert record.devices(ROOT) == []
     assert str(path) in caplog.text
     record.note(ROOT, "virtual-kettle", "0123456789abcdef")
-    record.save()  # replaced by a sound one
+
+    async def saved() -> None:
+        record.save()  # replaced by a sound one, off the loop
+        await record.flush()
+
+    run(saved())
     assert PublishedDevices(path).devices(ROOT) == ["virtual-kettle"]
 
 

@@ -13,7 +13,10 @@ File format (``docs/interfaces.md`` §3.2)::
 
     {"version": 1, "roots": {"<root topic>": {"virtual-kettle": "3f2a9c01d4e5b6a7", ...}}}
 
-Written atomically with mode 0600, and only when it changes. A file that cannot be read or
+Written atomically with mode 0600, only when it changes, and off the event loop
+(:mod:`~gatewayd.runtime.writebehind`: a pass that records many devices is one write of
+the latest record, its fsyncs in a worker thread); :meth:`PublishedDevices.flush` at stop.
+A file that cannot be read or
 is damaged is logged by name and read as empty: the start goes on, and what it held is
 not cleared (the devices the hub has are recorded again at its next connection); a
 damaged entry is skipped. Bounded: :data:`MAX_DEVICES` per root (beyond, the oldest entry
@@ -33,6 +36,7 @@ from gatewayd import homie
 from gatewayd.credentials import InvalidField, check_root_topic
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.jsonbody import BadBody, loads, read_bounded
+from gatewayd.runtime.writebehind import Write, WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +110,17 @@ def encode(roots: Roots) -> bytes:
 
 
 class PublishedDevices:
-    """The record; ``path`` None keeps it in memory only (tests)."""
+    """The record; ``path`` None keeps it in memory only (tests). ``write`` does one
+    atomic write, in a worker thread."""
 
-    def __init__(self, path: Path | None, owner: tuple[int, int] | None = None) -> None:
+    def __init__(self, path: Path | None, owner: tuple[int, int] | None = None,
+                 write: Write = atomic_write) -> None:
         self.path = path
         self.owner = owner
         self._roots: Roots = read(path) if path is not None else {}
         self._changed = False
+        self._file = (WriteBehind(path, self._not_saved, owner=owner, write=write)
+                      if path is not None else None)
 
     def devices(self, root: str) -> list[str]:
         """The children recorded under ``root``, oldest first."""
@@ -145,14 +153,19 @@ class PublishedDevices:
                 self._changed = True
 
     def save(self) -> None:
-        """Write the record if it changed; a failure is logged (and tried again later)."""
-        if not self._changed or self.path is None:
+        """Write the record if it changed, after a write in progress; a failure is logged
+        (and tried again at the next save)."""
+        if not self._changed or self._file is None:
             return
-        try:
-            atomic_write(self.path, encode(self._roots), 0o600, self.owner)
-        except OSError as exc:
-            log.warning("cannot write %s (%s): a device dropped from the configuration "
-                        "before the next write may stay on the broker", self.path,
-                        exc.strerror or exc)
-            return
-        self._changed = False
+        self._changed = False  # before: a failed write sets it again
+        self._file.put(encode(self._roots))
+
+    async def flush(self) -> None:
+        """At stop: what was saved is on disk."""
+        if self._file is not None:
+            await self._file.flush()
+
+    def _not_saved(self, exc: OSError) -> None:
+        self._changed = True
+        log.warning("cannot write %s (%s): a device dropped from the configuration before "
+                    "the next write may stay on the broker", self.path, exc.strerror or exc)

@@ -82,6 +82,10 @@ class StaleTopics:
         """Wait for the pass in progress, if any; False if it took longer."""
         return await self._passes.wait(timeout)
 
+    async def flush(self) -> None:
+        """At stop: the record as it is now is on disk."""
+        await self.record.flush()
+
     # ---- the link's events -------------------------------------------------------------------
 
     def _child(self, device_id: str, removed: bool) -> None:
