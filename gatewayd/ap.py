@@ -35,7 +35,6 @@ from gatewayd.nm.profiles import (
     PREFIX,
     STATE_ACTIVATED,
     STATE_FAILED,
-    TYPE_ETHERNET,
     TYPE_WIFI,
     client_profile,
     failure_for_reason,
@@ -43,6 +42,7 @@ from gatewayd.nm.profiles import (
     link_lost_text,
 )
 from gatewayd.nm.scan import ScanCache
+from gatewayd.nm.wired import WiredWatch, ethernet_up
 from gatewayd.onboarding.steps import Failure, StepResult
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class NetworkManagerControl:
         self._on_link: Callable[[bool, str], None] = lambda up, reason: None
         self._on_hotspot_down: Callable[[], None] = lambda: None
         self._on_service: Callable[[bool], None] = lambda running: None
+        self._wired = WiredWatch()  # an Ethernet device's link came or went
         # The system bus connection ended: the daemon ends (and is started again).
         self.on_bus_lost: Callable[[], None] = lambda: None
         self._activated = False
@@ -82,13 +83,15 @@ class NetworkManagerControl:
 
     async def start(self, on_link: Callable[[bool, str], None],
                     on_hotspot_down: Callable[[], None] | None = None,
-                    on_service: Callable[[bool], None] | None = None) -> None:
+                    on_service: Callable[[bool], None] | None = None,
+                    on_wired: Callable[[], None] | None = None) -> None:
         from sdbus import sd_bus_open_system
         from sdbus_async.networkmanager import NetworkManager, NetworkManagerSettings
 
         self._on_link = on_link
         self._on_hotspot_down = on_hotspot_down or self._on_hotspot_down
         self._on_service = on_service or self._on_service
+        self._wired.changed = on_wired or self._wired.changed
         if self._bus is None:
             self._bus = sd_bus_open_system()
         self._nm = NetworkManager(self._bus)
@@ -117,6 +120,7 @@ class NetworkManagerControl:
             with contextlib.suppress(Exception):  # a bus that is gone has no match to drop
                 self._slot.close()
             self._slot = None
+        self._wired.close()
 
     async def _attach(self) -> tuple[int, str | None]:
         """Find the Wi-Fi device (again) and subscribe to it; returns its state and the id
@@ -137,6 +141,7 @@ class NetworkManagerControl:
         # Subscribe before acting, so no state change between our calls is missed.
         self._slot = await self._bus.match_signal_async(
             NM, path, DEVICE_IFACE, "StateChanged", self._on_state_message)
+        await self._wired.subscribe(self._bus, path)
         state = int(await self._device.state)
         active_id = await self._active_id(await self._device.active_connection)
         self._running = True
@@ -273,13 +278,8 @@ class NetworkManagerControl:
 
     async def ethernet_connected(self) -> bool:
         """Whether a cable is in and up; without NetworkManager nobody can tell: no."""
-        from sdbus_async.networkmanager import NetworkDeviceGeneric
-
         try:
-            for path in await self._nm.get_devices() if self._running else []:
-                dev = NetworkDeviceGeneric(path, self._bus)
-                if await dev.device_type == TYPE_ETHERNET and await dev.state == STATE_ACTIVATED:
-                    return True
+            return self._running and await ethernet_up(self._nm, self._bus)
         except Exception as exc:
             if not self._absent(exc):
                 raise

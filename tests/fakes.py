@@ -122,7 +122,7 @@ class FakeWifi:
     # ---- WifiControl ------------------------------------------------------------------
 
     async def start(self, on_link: Any, on_hotspot_down: Any = None,
-                    on_service: Any = None) -> None:
+                    on_service: Any = None, on_wired: Any = None) -> None:
         self._on_link = on_link
         self._on_hotspot_down = on_hotspot_down
 

@@ -18,6 +18,7 @@ from gatewayd.cloud.ownership import Ownership
 from gatewayd.config import Config, with_overrides
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.identity import Identity
+from gatewayd.onboarding.hotspot_watch import WATCH_CABLE, WATCH_FIRST
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import InvalidRequest, PairingRequest, PairingService
 from gatewayd.onboarding.progress import Progress, describe
@@ -297,6 +298,36 @@ def test_ethernet_only_hub_never_creates_wifi_profiles(bus: PrivateBus, tmp_path
             run(scenario())
             ids = profile_ids(nm)
             assert not [i for i in ids if i.startswith("gatewayd-")], ids
+
+
+def test_an_unpaired_hub_on_its_cable_raises_its_hotspot_when_the_cable_is_pulled(
+        bus: PrivateBus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, the watchdog asked NetworkManager every 5 s for as long as the hub sat on
+    its cable. Now NetworkManager's signal tells it the cable went: here the watchdog's
+    clock stops after its first look, so only the signal can bring the hotspot back."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+    with NetworkManagerMock(bus, tmp_path / "nm", ethernet_connected=True) as nm:
+        cfg = make_config(tmp_path)
+        clock = FakeClock()
+
+        async def scenario() -> None:
+            ob = Onboarding(cfg, store_for(cfg), NetworkManagerControl(cfg, IDENTITY),
+                            StubCloud(), clock=clock, sleep=clock.sleep)
+            await ob.start()
+            try:
+                assert ob.state == State.UNPAIRED and ob.pairing_open
+                assert HOTSPOT_ID not in active_ids(nm)  # the hub pairs over the LAN
+                await clock.sleeps(1)
+                clock.advance(clock.slept[-1])  # the watchdog's first look: the cable is in
+                await clock.sleeps(2)  # it waits again
+                nm.set_ethernet_carrier(False)
+                await until(ob, lambda: ob.progress().hotspot, timeout=20)
+                assert active_ids(nm) == [HOTSPOT_ID]
+                assert clock.slept == [WATCH_FIRST, WATCH_CABLE]  # no poll brought it
+            finally:
+                await ob.stop()
+
+        run(scenario())
 
 
 def test_reset_returns_to_unpaired_and_forgets_client_profile(nm: NetworkManagerMock,

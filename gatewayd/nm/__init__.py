@@ -3,6 +3,8 @@
 :mod:`~gatewayd.nm.profiles` is what NetworkManager is given (the hotspot and client
 profiles) and what its numbers mean (device states, reasons in words a person can act on,
 the security a scan shows); :mod:`~gatewayd.nm.scan` the scan cache;
+:mod:`~gatewayd.nm.wired` whether a cable is in and up, and NetworkManager's signals that
+it may have changed;
 :mod:`~gatewayd.nm.presence` whether NetworkManager is on the system bus (it may be missing
 at start and restart at any time) and whether the bus connection itself still stands.
 

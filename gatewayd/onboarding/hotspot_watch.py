@@ -6,9 +6,12 @@ The hotspot is raised when the machine enters ``unpaired``; this keeps it there:
 not up (the cable was in at boot and is pulled since; NetworkManager took it down; it failed
 to start), a single task looks again after ``min(WATCH_FIRST, retry_interval)`` and raises
 it if nothing else pairs the hub (no cable, not on Wi-Fi). A start that fails
-backs off, doubling up to ``retry_interval``; while the cable is in, it looks for the cable
-at the first interval. The task ends as soon as the hotspot is up or the machine leaves
-``unpaired``. A short press raises it at once (:meth:`HotspotWatch._raise_missing_hotspot`).
+backs off, doubling up to ``retry_interval``. While the cable is in, it looks again when
+NetworkManager signals that a wired link came or went (:mod:`gatewayd.nm.wired`), and
+every :data:`WATCH_CABLE` seconds besides, a safety net for a signal missed (before, it
+asked NetworkManager every 5 s for as long as the hub sat on its cable). The task ends as
+soon as the hotspot is up or the machine leaves ``unpaired``. A short press raises it at
+once (:meth:`HotspotWatch._raise_missing_hotspot`).
 
 Without NetworkManager there is nothing to raise it with: the watchdog ends, and when
 NetworkManager comes (back) the machine does what a start does with it (``_on_service``).
@@ -28,6 +31,7 @@ from gatewayd.onboarding.table import State
 
 log = logging.getLogger(__name__)
 WATCH_FIRST = 5.0  # seconds before looking again at a missing hotspot (or the cable)
+WATCH_CABLE = 60.0  # seconds between looks while the cable is in, signals aside
 
 
 class HotspotWatch:
@@ -41,6 +45,7 @@ class HotspotWatch:
     _concluding: bool
     _lock: asyncio.Lock
     _watch_task: asyncio.Task[None] | None
+    _wired: asyncio.Event
 
     @property
     def on_wifi(self) -> bool:
@@ -75,6 +80,10 @@ class HotspotWatch:
         self._link_task(self._notify_changed(), "hotspot-down")
         self._watch_hotspot()
 
+    def _on_wired(self) -> None:
+        """NetworkManager: a wired link came or went (called on the loop)."""
+        self._wired.set()
+
     def _watch_hotspot(self) -> None:
         """Start the watchdog if the hotspot is missing and none runs."""
         if not self._hotspot_missing():
@@ -102,10 +111,16 @@ class HotspotWatch:
         first = min(WATCH_FIRST, cap)
         delay = first
         failed = False  # the traceback of a failure is logged once in a row of them
+        cable = False  # the last look found the cable in
         while self._hotspot_missing():
-            await self.sleep(delay)
+            if cable:
+                await self._wired_or(WATCH_CABLE)
+            else:
+                await self.sleep(delay)
+            cable = False
             if not self._settled():
                 continue
+            self._wired.clear()  # a change from here on is looked at again
             try:
                 raised = await self._raise_missing_hotspot()
             except Exception as exc:  # NetworkManager failed: back off, look again
@@ -116,9 +131,19 @@ class HotspotWatch:
                 continue
             failed = False
             if raised is None:
-                delay = first  # the cable is in: look for it again soon
+                cable, delay = True, first  # the cable is in: look when it goes
             elif not raised:
                 delay = min(cap, delay * 2)
+
+    async def _wired_or(self, seconds: float) -> None:
+        """Wait until NetworkManager tells of a wired link come or gone, or ``seconds``."""
+        told = asyncio.ensure_future(self._wired.wait())
+        timer = asyncio.ensure_future(self.sleep(seconds))
+        try:
+            await asyncio.wait({told, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            told.cancel()
+            timer.cancel()
 
     async def _raise_missing_hotspot(self) -> bool | None:
         """Raise the hotspot if it is missing. Returns whether it is up afterwards, None

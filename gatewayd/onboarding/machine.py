@@ -96,6 +96,7 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
         self._offline_task: asyncio.Task[None] | None = None
         self._cloud_wait_task: asyncio.Task[Any] | None = None  # offline, waiting on Wi-Fi
         self._watch_task: asyncio.Task[None] | None = None  # the unpaired hotspot's watchdog
+        self._wired = asyncio.Event()  # NetworkManager told of a wired link come or gone
         self._link_tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self.changed = asyncio.Condition()
@@ -267,7 +268,8 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
 
     async def start(self) -> None:
         if self.wifi is not None:
-            await self.wifi.start(self._on_link, self._on_hotspot_down, self._on_service)
+            await self.wifi.start(self._on_link, self._on_hotspot_down, self._on_service,
+                                  self._on_wired)
             # A stop or crash during an attempt left its unproven profile saved, with
             # autoconnect on: only the stored network's may stay.
             await self._forget_unstored()

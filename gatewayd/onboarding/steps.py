@@ -63,11 +63,14 @@ class WifiControl(Protocol):
 
     async def start(self, on_link: Callable[[bool, str], None],
                     on_hotspot_down: Callable[[], None] | None = None,
-                    on_service: Callable[[bool], None] | None = None) -> None:
+                    on_service: Callable[[bool], None] | None = None,
+                    on_wired: Callable[[], None] | None = None) -> None:
         """Watch the device: ``on_link`` hears the client link come and go,
         ``on_hotspot_down`` the hotspot end under the hub (NetworkManager took it down),
-        ``on_service`` NetworkManager leave the bus (False) or come back (True). Without
-        NetworkManager it returns all the same, and the control waits for it."""
+        ``on_service`` NetworkManager leave the bus (False) or come back (True),
+        ``on_wired`` a wired link come or go (what :meth:`ethernet_connected` answers may
+        have changed). Without NetworkManager it returns all the same, and the control
+        waits for it."""
         ...
 
     @property
