@@ -5,6 +5,7 @@ checks. The state machine behind it is a stand-in here (its own tests use the re
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -23,7 +24,9 @@ from gatewayd.onboarding.pairing import (
     PairingRequest,
     PairingService,
     RateLimited,
+    repair_hint,
     request_from_fields,
+    reset_hint,
 )
 from tests.fakes import progress
 from tests.helpers import run_async
@@ -198,7 +201,9 @@ class StubOnboarding:
 
     def networks(self) -> list[dict[str, Any]]:
         return [{"ssid": "eduroam", "signal": 70, "security": "unsupported"},
-                {"ssid": "HomeNet", "signal": 60, "security": "wpa2"}]
+                {"ssid": "HomeNet", "signal": 60, "security": "wpa2"},
+                {"ssid": "Cafe WPA3", "signal": 50, "security": "wpa3"},
+                {"ssid": "Mixed", "signal": 40, "security": "wpa2/wpa3"}]
 
 
 def test_the_front_door_checks_busy_then_open_then_valid() -> None:
@@ -361,3 +366,142 @@ def test_the_front_door_refuses_networks_the_hub_cannot_join() -> None:
         assert len(machine.begun) == 1
 
     run_async(main(), timeout=10.0)
+
+
+# ---- what a paired hub's refusal says: how to pair it again from where it is ---------------
+
+@pytest.mark.parametrize(("button", "said"), [
+    (None, "To pair it again, run 'gatewayctl reset' on the hub."),
+    (4.0, "To pair it again, hold the hub's button for 4 seconds or run 'gatewayctl reset' "
+          "on the hub."),
+    (2.5, "To pair it again, hold the hub's button for 2.5 seconds or run 'gatewayctl "
+          "reset' on the hub."),
+    (1.0, "To pair it again, hold the hub's button for 1 second or run 'gatewayctl reset' "
+          "on the hub."),
+], ids=["no-button", "4-s", "2.5-s", "1-s"])
+def test_the_reset_hint_names_the_buttons_own_time(button: float | None, said: str) -> None:
+    assert reset_hint(button) == said
+
+
+REPAIR_BUTTON = ("To pair it again, press the hub's button briefly (or run 'gatewayctl button "
+                 "short' on it) and pair within {}, or sign in to its panel as admin and pair "
+                 "there; or reset it: hold the hub's button for 4 seconds or run 'gatewayctl "
+                 "reset' on the hub.")
+REPAIR_NO_BUTTON = ("To pair it again, run 'gatewayctl button short' on the hub and pair "
+                    "within {}, or sign in to its panel as admin and pair there; or reset it: "
+                    "run 'gatewayctl reset' on the hub.")
+REPAIR_NO_WINDOW = ("To pair it again, sign in to its panel as admin and pair there; or reset "
+                    "it: {}.")
+
+
+@pytest.mark.parametrize(("window", "button", "said"), [
+    (600.0, 4.0, REPAIR_BUTTON.format("10 minutes")),
+    (600.0, None, REPAIR_NO_BUTTON.format("10 minutes")),
+    (3600.0, 4.0, REPAIR_BUTTON.format("60 minutes")),
+    (60.0, 4.0, REPAIR_BUTTON.format("1 minute")),
+    (90.0, 4.0, REPAIR_BUTTON.format("1 minute")),  # never more time than there is
+    (150.0, None, REPAIR_NO_BUTTON.format("2 minutes")),
+    (45.0, 4.0, REPAIR_BUTTON.format("45 seconds")),
+    (10.0, None, REPAIR_NO_BUTTON.format("10 seconds")),
+    (None, 4.0, REPAIR_NO_WINDOW.format(
+        "hold the hub's button for 4 seconds or run 'gatewayctl reset' on the hub")),
+    (None, None, REPAIR_NO_WINDOW.format("run 'gatewayctl reset' on the hub")),
+], ids=["10-min", "10-min-no-button", "1-h", "1-min", "90-s", "150-s", "45-s", "10-s",
+        "no-window", "no-window-no-button"])
+def test_the_repair_hint_says_how_long_the_window_lasts_never_longer(
+        window: float | None, button: float | None, said: str) -> None:
+    """Before: the window's length was rounded to the nearest minute, at least one: a 90 s
+    window told "pair within 2 minutes", a 30 s one "within 1 minutes"."""
+    assert repair_hint(window, button) == said
+
+
+def test_a_paired_hub_refuses_with_how_to_pair_it_again_from_where_it_is() -> None:
+    async def main() -> None:
+        machine = StubOnboarding(open=False)
+        machine.long_press_seconds = 4.0
+        service = PairingService(machine, NO_PRESETS)  # type: ignore[arg-type]
+        with pytest.raises(NotInPairingMode) as online:  # paired and online: a reset
+            await service.submit(FIELDS, "http")
+        assert online.value.message == ("This hub is already paired. To pair it again, hold "
+                                        "the hub's button for 4 seconds or run 'gatewayctl "
+                                        "reset' on the hub.")
+        machine.repairable, machine.window_seconds = True, 300.0  # offline on its hotspot
+        with pytest.raises(NotInPairingMode) as offline:
+            await service.submit(FIELDS, "http")
+        assert offline.value.message == "This hub is already paired. " + \
+            REPAIR_BUTTON.format("5 minutes")
+        assert machine.begun == [] and service.refusals == {"not-in-pairing-mode": 2}
+
+    run_async(main(), timeout=10.0)
+
+
+def test_its_admin_gives_a_repairable_hub_a_network_and_the_hub_keeps_its_account(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A paired hub offline on its hotspot: its signed-in admin may pair it again, and a
+    request with a network only keeps the stored account, even where vendor presets would
+    make a whole one; nobody else may, and the admin may not on a hub that is online."""
+    caplog.set_level(logging.INFO, logger="gatewayd.onboarding.pairing")
+
+    async def main() -> None:
+        machine = StubOnboarding(open=False)
+        service = PairingService(machine, PRESETS)  # type: ignore[arg-type]
+        wifi = {"ssid": "HomeNet", "psk": "supersecret"}
+        with pytest.raises(NotInPairingMode):  # online: not even its admin
+            await service.submit(wifi, "panel", admin=True)
+        machine.repairable = True
+        with pytest.raises(NotInPairingMode):  # anyone else: the window or a reset
+            await service.submit(wifi, "http")
+        await service.submit(wifi, "panel", admin=True)
+        request = machine.begun[-1]
+        assert request.wifi_only and request.admin and request.source == "panel"
+        assert request.wifi == WifiCredentials("HomeNet", "supersecret")
+        machine.busy = False
+        await service.submit(FIELDS, "panel", admin=True)  # another account: given
+        assert machine.begun[-1].cloud == CloudCredentials(
+            "user@example.com", "t0k", "broker.example", 1883, 8884, "acme")
+        # On a hub that is open to everyone (not paired), the admin's request is any other:
+        # a network only is no account.
+        machine.busy, machine.repairable, machine.pairing_open = False, False, True
+        with pytest.raises(InvalidRequest) as refused:
+            await PairingService(machine, NO_PRESETS).submit(  # type: ignore[arg-type]
+                wifi, "panel", admin=True)
+        assert refused.value.field == "wsp"
+
+    run_async(main(), timeout=10.0)
+    taken = [r.getMessage() for r in caplog.records
+             if r.getMessage().startswith("pairing request from ")]
+    assert len(taken) == 2 and all("'admin': True" in line for line in taken)
+    assert "'admin'" not in request_from_fields(FIELDS, NO_PRESETS).redacted().__repr__()
+
+
+def test_a_raw_key_for_a_network_the_scan_shows_as_wpa3_only_is_refused_on_psk() -> None:
+    """SAE takes the password itself: a 64-hex-digit key could only fail. Refused up front
+    for a WPA3-only network of the last scan; taken for WPA2, mixed and unscanned ones, and
+    a password is taken for the WPA3-only one."""
+    async def main() -> None:
+        machine = StubOnboarding()
+        service = PairingService(machine, NO_PRESETS)  # type: ignore[arg-type]
+        key = "0123456789abcdef" * 4
+        with pytest.raises(InvalidRequest) as refused:
+            await service.submit({**FIELDS, "ssid": "Cafe WPA3", "psk": key}, "ble-secure")
+        assert refused.value.to_json() == {"code": "invalid", "field": "psk", "message": (
+            "psk: this network is WPA3-only, which takes the Wi-Fi password itself, not a "
+            "64-hex-digit key: enter the password")}
+        assert machine.begun == []
+        for ssid, psk in (("Cafe WPA3", "espresso-doppio"), ("HomeNet", key),
+                          ("Mixed", key), ("Unscanned", key)):
+            machine.busy = False
+            await service.submit({**FIELDS, "ssid": ssid, "psk": psk}, "ble-secure")
+            assert machine.begun[-1].wifi == WifiCredentials(ssid, psk)
+        assert service.status()["accepted"] == 4
+
+    run_async(main(), timeout=10.0)
+
+
+def test_presets_of_the_lowest_ports_apply() -> None:
+    """1 is a port like any other; only an absent preset (0, empty) is no preset."""
+    lowest = CloudConfig(wsp="vendor@example.com", token="t", host="cloud.example", port=1,
+                         mqtts_port=1)
+    request = request_from_fields({"ssid": "HomeNet", "psk": "supersecret"}, lowest)
+    assert request.cloud is not None
+    assert (request.cloud.port, request.cloud.mqtts_port) == (1, 1)

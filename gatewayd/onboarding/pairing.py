@@ -48,9 +48,20 @@ NOT_UTF8 = ("is not valid UTF-8 (or holds U+FFFD); networks whose names are not 
 UNSUPPORTED_NETWORK = ("this network uses a security the hub does not support (WEP, or an "
                        "enterprise network such as eduroam); choose another network")
 
-def _seconds(value: float) -> str:
+def _count(value: float, unit: str) -> str:
     text = f"{value:g}"
-    return f"{text} second" if text == "1" else f"{text} seconds"
+    return f"{text} {unit}" if text == "1" else f"{text} {unit}s"
+
+
+def _seconds(value: float) -> str:
+    return _count(value, "second")
+
+
+def _window(seconds: float) -> str:
+    """How long the window lasts, never longer than it does: whole minutes (rounded down),
+    or seconds under a minute (``[ble] window_seconds`` may be as short as 10 s)."""
+    minutes = int(seconds // 60)
+    return _count(minutes, "minute") if minutes else _seconds(seconds)
 
 
 def _reset_how(button_seconds: float | None) -> str:
@@ -75,10 +86,9 @@ def repair_hint(window_seconds: float | None, button_seconds: float | None) -> s
     :func:`reset_hint`."""
     press = ""
     if window_seconds:
-        minutes = max(1, round(window_seconds / 60))
         how = ("press the hub's button briefly (or run 'gatewayctl button short' on it)"
                if button_seconds is not None else "run 'gatewayctl button short' on the hub")
-        press = f"{how} and pair within {minutes} minutes, or "
+        press = f"{how} and pair within {_window(window_seconds)}, or "
     return (f"To pair it again, {press}sign in to its panel as admin and pair there; or "
             f"reset it: {_reset_how(button_seconds)}.")
 
@@ -286,7 +296,7 @@ class Openness(Protocol):
         ...
 
 
-def check_open(machine: Openness, *, admin: bool = False) -> None:
+def check_open(machine: Openness, *, admin: bool) -> None:
     """Raise the refusal a request gets in this state, if any: the service asks first, the
     machine again under its lock as it begins, and both must give the same answer.
     ``admin``: the request comes from a signed-in admin (the panel)."""
