@@ -5,6 +5,7 @@ is in test_cloud_link.py; here each rule is one fast, exact check."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -694,5 +695,257 @@ def test_a_tree_message_paho_refused_goes_before_an_update_of_its_topic() -> Non
         drain(pub, sender)
         states = [m.payload for m in sender.sent if m.topic.endswith("big/$state")]
         assert states == ["init", "ready"]
+
+    run(main())
+
+
+def test_a_stops_goodbyes_go_past_a_full_window_and_the_hubs_own_is_awaited() -> None:
+    """A slow broker holds a whole window: the goodbyes still go out (past it), each
+    "disconnected", and the stop waits for the last one, the hub's; the next connection has
+    the window again, no more."""
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        for i in range(WINDOW + 3):
+            pub.enqueue(homie.Message(f"{ROOT}/hub/backlog/p{i}", str(i)), key=i)
+        pub.pump(sender)  # a window, never acknowledged
+        said = pub.goodbye(["child1", "child2", "hub"])
+        pub.pump(sender)
+        home = f"{ROOT}/sweet-home"
+        assert sender.sent[WINDOW:] == [homie.Message(f"{home}/{d}/$state", "disconnected")
+                                        for d in ("child1", "child2", "hub")]
+        for mid in (WINDOW + 1, WINDOW + 2):  # the children's
+            assert pub.acknowledged(mid) and not said.done()
+        assert pub.acknowledged(WINDOW + 3) and said.result() is True
+        pub.connection_lost()
+        mark = len(sender.sent)
+        pub.pump(sender)
+        assert sender.topics(mark) == [f"{ROOT}/hub/backlog/p{i}" for i in range(WINDOW)]
+
+    run(main())
+
+
+def test_publications_coming_back_into_a_full_outbox_drop_the_oldest_and_count() -> None:
+    """After a lost connection the unacknowledged publications go back ahead of everything:
+    when they alone overflow the outbox, the oldest of them is dropped (and counted)."""
+    async def main() -> None:
+        pub, sender = Publisher(2), Sender()
+        pub.use_root(ROOT)
+        loop = asyncio.get_running_loop()
+        done = [loop.create_future() for _ in range(3)]
+        for i in range(3):
+            pub.enqueue(homie.Message(f"{ROOT}/t{i}", str(i)), key=i, done=done[i])
+            pub.pump(sender)  # in flight, never acknowledged
+        pub.connection_lost()
+        assert pub.outbox.dropped == 1 and done[0].result() is False
+        mark = len(sender.sent)
+        drain(pub, sender)
+        assert sender.topics(mark) == [f"{ROOT}/t1", f"{ROOT}/t2"]
+        assert [f.result() for f in done[1:]] == [True, True]
+
+    run(main())
+
+
+def test_withdrawn_entries_leave_without_an_error_and_their_places_are_free(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A withdrawn request (its caller was told "timeout") leaves the outbox with no error in
+    the log, and a withdrawn expendable entry is no longer dropped first: the next overflow
+    drops the oldest real entry, as it should."""
+    async def main() -> None:
+        box = Outbox(2)
+        loop = asyncio.get_running_loop()
+        request, error = loop.create_future(), loop.create_future()
+        box.put(Pending(homie.Message(f"{ROOT}/req", "{}"), "req", done=request))
+        box.put(Pending(homie.Message(f"{ROOT}/error", "e"), "e", done=error, expendable=True))
+        request.cancel()
+        error.cancel()
+        await asyncio.sleep(0)  # the futures' callbacks run on the next turn of the loop
+        assert len(box) == 0
+        for key in ("a", "b", "c"):
+            box.put(Pending(homie.Message(f"{ROOT}/{key}", ""), key))
+        assert box.dropped == 1
+        assert [box.pop().key for _ in range(2)] == ["b", "c"]  # type: ignore[union-attr]
+
+    run(main())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_forget_before_any_account_publishes_nothing() -> None:
+    """A child removed before the hub is paired: no account, so nothing to clear."""
+    async def main() -> None:
+        pub = Publisher(10)
+        pub.forget(device())
+        assert len(pub.outbox) == 0 and pub.idle.is_set()
+
+    run(main())
+
+
+def test_held_updates_past_the_bound_drop_the_oldest_change_not_the_newest() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(3), Sender()
+        pub.use_root(ROOT)
+        pub.announce([big()])
+        pub.pump(sender)  # a window of its tree in flight
+        loop = asyncio.get_running_loop()
+        futures = {name: loop.create_future() for name in ("a1", "b", "c", "a2", "d")}
+        for batch in (("a1", "b", "c"), ("a2", "d")):
+            for name in batch:
+                topic = f"{ROOT}/sweet-home/big/extra/{name[0]}"
+                pub.enqueue(homie.Message(topic, name), key=topic, device="big",
+                            done=futures[name])
+            pub.acknowledged(next(iter(pub._inflight)))  # room for one more
+            pub.pump(sender)  # the outbox is read: its updates are held
+        # a changed again: its newer value is the newest held; b, the oldest, is dropped.
+        assert pub.outbox.dropped == 1 and pub.status()["buffered"] == 3
+        drain(pub, sender)
+        extra = [m.payload for m in sender.sent if "/extra/" in m.topic]
+        assert extra == ["c", "a2", "d"]
+        assert {n: f.result() for n, f in futures.items()} == {
+            "a1": False, "b": False, "c": True, "a2": True, "d": True}
+
+    run(main())
+
+
+def test_a_held_update_the_tree_carries_or_a_stop_gives_up_is_never_sent() -> None:
+    """Its owner hears False: the tree rendered the model's latest value of its topic, or
+    the session stopped (events as well: the next session's apps get the device afresh)."""
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        device = big()
+        pub.announce([device])
+        pub.pump(sender)
+        loop = asyncio.get_running_loop()
+        carried, pressed = loop.create_future(), loop.create_future()
+        device.find("n1/p3").set(7)
+        topic = f"{ROOT}/sweet-home/big/n1/p3"
+        pub.enqueue(homie.Message(topic, "7"), key=topic, device="big", done=carried)
+        pub.acknowledged(next(iter(pub._inflight)))
+        pub.pump(sender)
+        drain(pub, sender)
+        assert carried.result() is False  # the tree sent "7" itself, once
+        assert [m.payload for m in sender.sent if m.topic == topic] == ["7"]
+        pub.connection_lost()
+        pub.announce([device])  # the next session's tree
+        pub.pump(sender)
+        press = f"{ROOT}/sweet-home/big/n0/press"
+        pub.enqueue(homie.Message(press, "single", retain=False), key=press, device="big",
+                    done=pressed)
+        pub.acknowledged(next(iter(pub._inflight)))
+        pub.pump(sender)
+        assert pub.status()["buffered"] == 1  # held
+        pub.stop_announcing()
+        assert pub.status()["buffered"] == 0 and pressed.result() is False
+        pub.announce([device])
+        drain(pub, sender)
+        assert press not in sender.topics()
+
+    run(main())
+
+
+def test_a_device_redescribed_while_its_tree_goes_out_keeps_its_lost_property_cleared(
+        ) -> None:
+    """As the link replaces a device: the topics the new description lost are cleared and
+    the tree starts over. A held value of a lost property must not bring its topic back
+    after the tree; a held event still goes out, after it."""
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        old = big()
+        pub.announce([old])
+        pub.pump(sender)  # n0/p0 among the start of the tree
+        old.find("n0/p0").set(5)
+        update(pub, "n0/p0", "5")
+        update(pub, "n1/press", "single", retain=False)
+        pub.acknowledged(next(iter(pub._inflight)))
+        pub.pump(sender)
+        assert pub.status()["buffered"] == 2  # held
+        new = homie.Device("big", "Big", state="init", nodes=[homie.Node("n1", properties=[
+            homie.Property("press", datatype="string", retained=False)])])
+        pub.clear_topics(pub.owned_topics(old) - new.topics(ROOT))
+        pub.announce([new])
+        mark = len(sender.sent)
+        drain(pub, sender)
+        base = f"{ROOT}/sweet-home/big"
+        after = sender.sent[mark:]
+        assert [m.payload for m in after if m.topic == f"{base}/n0/p0"] == [""]
+        assert after[-2:] == [homie.Message(f"{base}/$state", "init"),
+                              homie.Message(f"{base}/n1/press", "single", retain=False)]
+
+    run(main())
+
+
+def test_another_devices_coming_and_going_leaves_a_devices_held_updates_alone() -> None:
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        lamp = big("lamp")
+        pub.announce([lamp])
+        pub.pump(sender)  # n0/p0 among the start of its tree
+        lamp.find("n0/p0").set(5)
+        update(pub, "n0/p0", "5", device_id="lamp")
+        pub.acknowledged(next(iter(pub._inflight)))
+        pub.pump(sender)  # held: the tree had passed it
+        other = big("other")
+        pub.announce([other])  # another device joins ...
+        pub.forget(other)  # ... and is removed again
+        drain(pub, sender)
+        base = f"{ROOT}/sweet-home/lamp"
+        lamp_sent = [(m.topic, m.payload) for m in sender.sent if m.topic.startswith(base)]
+        assert [p for t, p in lamp_sent if t == f"{base}/n0/p0"] == ["0", "5"]
+        assert lamp_sent[-2:] == [(f"{base}/$state", "init"), (f"{base}/n0/p0", "5")]
+
+    run(main())
+
+
+def test_a_factory_reset_makes_the_next_announcing_session_start_each_device_from_init(
+        ) -> None:
+    """Sessions of the same account announce devices again without init (apps see a
+    reconnect); after start_afresh, the first session that announces (not the quiet one
+    that releases the account) starts each from init, once."""
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        lamp = device()
+        init = homie.Message(f"{ROOT}/sweet-home/lamp/$state", "init")
+
+        def session(*, quiet: bool = False) -> list[homie.Message]:
+            pub.connection_lost()
+            if quiet:
+                pub.use_root(ROOT, announcing=False)
+                return []
+            pub.use_root(ROOT)
+            pub.announce([lamp])
+            mark = len(sender.sent)
+            drain(pub, sender)
+            return sender.sent[mark:]
+
+        assert session()[0] == init
+        assert init not in session()
+        pub.start_afresh()
+        session(quiet=True)  # the release after a reset: nothing announced
+        assert session()[0] == init
+        assert init not in session()
+
+    run(main())
+
+
+def test_a_devices_tree_is_out_once_it_has_gone_out_whole() -> None:
+    """What the link's heartbeat asks: a device is heard of only after its tree."""
+    async def main() -> None:
+        pub, sender = Publisher(100), Sender()
+        pub.use_root(ROOT)
+        device = big()
+        assert not pub.tree_out("big")
+        pub.announce([device])
+        pub.pump(sender)  # part of it
+        assert not pub.tree_out("big")
+        drain(pub, sender)
+        assert pub.tree_out("big") and not pub.tree_out("other")
+        pub.announce([device])  # going out again
+        assert not pub.tree_out("big")
+        drain(pub, sender)
+        assert pub.tree_out("big")
+        pub.forget(device)
+        assert not pub.tree_out("big")
 
     run(main())
