@@ -60,7 +60,7 @@ def _seconds(value: float) -> str:
 def _window(seconds: float) -> str:
     """How long the window lasts, never longer than it does: whole minutes (rounded down),
     or seconds under a minute (``[ble] window_seconds`` may be as short as 10 s)."""
-    minutes = int(seconds // 60)
+    minutes = int(seconds) // 60
     return _count(minutes, "minute") if minutes else _seconds(seconds)
 
 
