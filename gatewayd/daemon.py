@@ -261,7 +261,8 @@ class Daemon:
         return time.monotonic() < self.pressed_until
 
     async def _sim_panel_url(self) -> str | None:
-        return self.portal_url
+        """Improv's redirect in the simulator: the panel URL, ending in / (§10.2)."""
+        return None if self.portal_url is None else f"{self.portal_url}/"
 
     async def _short_press(self) -> dict[str, Any]:
         """The button's short press: commissioning window open (and Improv authorized);

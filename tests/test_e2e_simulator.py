@@ -218,6 +218,17 @@ def test_ble_pair_with_the_reference_client_goes_online(sim: Sim) -> None:
     assert sim.status()["ble"]["window"]["open"]
 
 
+def test_improv_in_the_simulator_redirects_to_the_panel_url_with_its_slash(sim: Sim) -> None:
+    """interfaces.md §10.2: Improv's result is the panel URL `http://<address>[:port]/`; in
+    the simulator the panel is the portal sim.json names, so the phone is sent there."""
+    ctl_json("--sim", str(sim.workdir), "button", "short")  # authorizes Improv
+    outcome = ctl_json("--sim", str(sim.workdir), "ble-pair", "--improv", "--ssid", "HomeNet",
+                       "--psk", "supersecret", "--timeout", "30")
+    assert outcome["ok"], outcome
+    assert outcome["redirect_url"] == f"{sim.portal}/"
+    assert http_get(outcome["redirect_url"])[0] == 200  # the panel answers there
+
+
 def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
     """bellows on the NCP emulator in `--simulate`: permit join, a plug joins, /set switches
     it, the load generator and the wire faults."""
