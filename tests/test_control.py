@@ -319,3 +319,33 @@ def test_a_short_press_on_a_hub_without_ble_says_so(daemon: tuple[Gatewayd, Path
     assert data["result"] == {"hotspot": False}
     out = ctl("--socket", str(sock), "button", "short").stdout
     assert out == "Short press: BLE commissioning is disabled on this hub.\n"
+
+
+@pytest.mark.parametrize("refused", ["BadRequest", "UnsupportedMediaType", "NotImplemented"])
+def test_generic_http_errors_are_answered_in_the_hubs_words(
+        core_loop: asyncio.AbstractEventLoop, refused: str) -> None:
+    """Before: the control socket passed werkzeug's description as the message ("The
+    browser (or proxy) sent a request that this server could not understand."), library
+    wording shown to whoever ran gatewayctl."""
+    from flask import Blueprint
+    from werkzeug import exceptions
+
+    from gatewayd.control.app import create_control_app
+    from gatewayd.runtime.corecall import CoreCall
+
+    exc_type = getattr(exceptions, refused)
+    bp = Blueprint("refusing", __name__)
+
+    @bp.post("/api/v1/refusing")
+    def refusing() -> Any:
+        raise exc_type()
+
+    app = create_control_app(object(), CoreCall(core_loop), extra=[bp])  # type: ignore[arg-type]
+    reply = app.test_client().post("/api/v1/refusing", json={})
+    status, name = exc_type.code, exc_type().name
+    assert reply.status_code == status
+    error = reply.get_json()["error"]
+    assert error["code"] == name.lower().replace(" ", "-")
+    assert error["message"] == ("the request could not be read" if status == 400 else
+                                f"the control socket cannot take this request ({status} {name})")
+    assert exc_type.description not in error["message"]

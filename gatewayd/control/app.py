@@ -186,9 +186,12 @@ def create_control_app(hub: Hub, call: CoreCall, extra: list[Blueprint] | None =
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
-        # Werkzeug's own answers (413, 400, ...) are HTML pages, which gatewayctl cannot read.
-        return error_response(exc.code or 500, exc.name.lower().replace(" ", "-"),
-                              exc.description or exc.name)
+        # Werkzeug's own answers (400, 415, ...) are HTML pages, which gatewayctl cannot
+        # read, and their descriptions speak to web developers: the hub's own words.
+        status = exc.code or 500
+        message = ("the request could not be read" if status == 400 else
+                   f"the control socket cannot take this request ({status} {exc.name})")
+        return error_response(status, exc.name.lower().replace(" ", "-"), message)
 
     @app.errorhandler(Exception)
     def _error(exc: Exception) -> Any:
