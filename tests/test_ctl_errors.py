@@ -327,3 +327,21 @@ def test_a_simulator_command_without_sim_names_itself(
     assert (result.returncode, result.stderr) == (1, (
         f"gatewayctl: platform {argv[0]} works on the simulated platform only: give --sim "
         "WORKDIR (the --workdir of gatewayd --simulate)\n"))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("close", "--seconds", "5"), "--seconds applies to 'ble-window open' only, not to 'close'"),
+    (("status", "--authorize"), "--authorize applies to 'ble-window open' only, not to 'status'"),
+    (("close", "--authorize", "--seconds", "5"),
+     "--authorize and --seconds apply to 'ble-window open' only, not to 'close'"),
+])
+def test_window_options_other_than_open_are_a_usage_error(args: tuple[str, ...],
+                                                          message: str) -> None:
+    """Before: `ble-window close --seconds 5` was sent and the option silently dropped.
+    Now it is refused before anything is sent (nothing listens on the socket: asking the
+    daemon would be exit 3), as argparse refuses its own usage errors."""
+    with reachable_tmp() as tmp:
+        done = run_ctl("--socket", str(tmp / "control.sock"), "ble-window", *args)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("usage: gatewayctl ble-window ")
+    assert done.stderr.endswith(f"gatewayctl ble-window: error: {message}\n")

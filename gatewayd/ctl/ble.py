@@ -49,7 +49,8 @@ def add_ble_commands(sub: Any) -> None:
     s.add_argument("--seconds", type=float, help="close the window this long from now "
                                                   "(default: keep it open at least [ble] "
                                                   "window_seconds from now)")
-    s.set_defaults(func=cmd_ble_window)
+    window = s
+    s.set_defaults(func=cmd_ble_window, check=lambda args: _check_window(window, args))
 
     s = sub.add_parser("ble-pair", help="pair a hub over BLE, as a phone app would (bleak)")
     s.add_argument("--device-id", help="the hub's device id (as on its label)")
@@ -74,6 +75,19 @@ def add_ble_commands(sub: Any) -> None:
     s.add_argument("--timeout", type=float, default=120.0,
                    help="seconds to wait for the hub to come online (and for the button)")
     s.set_defaults(func=cmd_ble_pair)
+
+
+def _check_window(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--authorize`` and ``--seconds`` are the window's opening terms: with ``close`` or
+    ``status`` they would be ignored, so they are refused as a usage error (exit 2)."""
+    if args.action == "open":
+        return
+    given = [flag for flag, used in (("--authorize", args.authorize),
+                                     ("--seconds", args.seconds is not None)) if used]
+    if given:
+        verb = "applies" if len(given) == 1 else "apply"
+        parser.error(f"{' and '.join(given)} {verb} to 'ble-window open' only, "
+                     f"not to {args.action!r}")
 
 
 def cmd_ble_window(args: argparse.Namespace, client: Client) -> int:

@@ -219,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    check = getattr(args, "check", None)
+    if check is not None:
+        check(args)  # a usage error argparse cannot see exits 2, as its own do
     try:
         client = Client(resolve_socket(args))
         return int(args.func(args, client))
