@@ -10,6 +10,7 @@ import contextlib
 import errno
 import http.client
 import logging
+import select
 import socket
 import threading
 import time
@@ -51,8 +52,8 @@ def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
-def healthcheck(port: int, source: str = HONEST) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
+def healthcheck(port: int, source: str = HONEST, timeout: float = 10) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
                                       source_address=(source, 0))
     try:
         conn.request("GET", "/healthcheck")
@@ -87,6 +88,114 @@ def test_one_address_cannot_use_up_the_connections() -> None:
         finally:
             for s in hoard:
                 s.close()
+
+
+SLOW_START = b"GET /healthcheck HTTP/1.1\r\n"  # a request begun, never finished
+
+
+def slow_clients(port: int, addresses: list[str], each: int) -> list[socket.socket]:
+    """``each`` connections from every address, each with a request begun and left."""
+    hoard = []
+    for source in addresses:
+        for _ in range(each):
+            sock = connect(port, source)
+            sock.sendall(SLOW_START)
+            hoard.append(sock)
+    return hoard
+
+
+def closed_among(socks: list[socket.socket], at_least: int, timeout: float) -> int:
+    """How many of ``socks`` the server closed, waiting (up to ``timeout``) for at least
+    ``at_least`` of them."""
+    closed: set[socket.socket] = set()
+    deadline = time.monotonic() + timeout
+    while len(closed) < at_least and time.monotonic() < deadline:
+        ready, _, _ = select.select([s for s in socks if s not in closed], [], [],
+                                    max(0.0, deadline - time.monotonic()))
+        for sock in ready:
+            if closed_by_server(sock, 1):
+                closed.add(sock)
+    return len(closed)
+
+
+def test_slow_clients_from_many_addresses_cannot_keep_the_next_one_out() -> None:
+    """Security review: 32 addresses holding 8 slow connections each took all 64 of the
+    server's; waitress stopped accepting and a new client's /healthcheck timed out for as
+    long as the attack went on. Now a newcomer at the limit takes the place of the
+    connection that has waited longest without a whole request. The deadlines here outlast
+    the test: they are not what lets the newcomer in."""
+    limits = Limits(total=64, per_client=8, request_seconds=600, idle_seconds=600)
+    attackers = [f"127.0.4.{i}" for i in range(1, 13)]  # 12 x 8 = 96 slow connections
+    with server(limits) as web:
+        hoard = slow_clients(web.port, attackers, limits.per_client)
+        try:
+            answers = [healthcheck(web.port, f"127.0.5.{i}", timeout=30) for i in (1, 2, 3)]
+            assert answers == [200, 200, 200]
+            # Bounded all the same: the server holds no more than its total.
+            assert closed_among(hoard, len(hoard) - limits.total, 30) \
+                >= len(hoard) - limits.total
+        finally:
+            for s in hoard:
+                s.close()
+
+
+def test_the_connection_given_up_for_a_newcomer_is_from_the_address_holding_most() -> None:
+    """An honest client's one connection, though the oldest waiting, stays open while
+    addresses holding several are at the limit: its request, finished later, is answered."""
+    limits = Limits(total=16, per_client=4, request_seconds=600, idle_seconds=600)
+    with server(limits) as web:
+        honest = connect(web.port, HONEST)
+        hoard = [honest]
+        try:
+            honest.sendall(SLOW_START)
+            hoard += slow_clients(web.port, [f"127.0.4.{i}" for i in range(1, 5)],
+                                  limits.per_client)  # 1 + 16: one over the total
+            # Accepted after all of them (connections are accepted in order), and one
+            # more over the total.
+            assert healthcheck(web.port, "127.0.5.1", timeout=30) == 200
+            honest.sendall(b"Host: hub\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := honest.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"OK"), answer
+        finally:
+            for s in hoard:
+                s.close()
+
+
+def test_at_the_total_with_every_request_being_answered_a_newcomer_is_closed() -> None:
+    """Bounded in total: answers in progress are never cut short for a newcomer."""
+    holding = threading.Semaphore(0)
+    release = threading.Event()
+    held = Flask("held")
+
+    @held.get("/hold")
+    def hold() -> str:
+        holding.release()
+        release.wait(30)
+        return "held"
+
+    web = WebServer(held, name="portal", host="127.0.0.1", port=0,
+                    limits=Limits(total=2, per_client=2))
+    web.start()
+    busy = [http.client.HTTPConnection("127.0.0.1", web.port, timeout=30) for _ in range(2)]
+    newcomer = None
+    try:
+        for conn in busy:
+            conn.request("GET", "/hold")
+        assert holding.acquire(timeout=30) and holding.acquire(timeout=30)
+        newcomer = connect(web.port, HONEST)
+        assert closed_by_server(newcomer, 30)
+        release.set()
+        assert [(r.status, r.read()) for r in (c.getresponse() for c in busy)] \
+            == [(200, b"held")] * 2
+    finally:
+        release.set()
+        for conn in busy:
+            conn.close()
+        if newcomer is not None:
+            newcomer.close()
+        web.stop()
 
 
 def test_a_trickled_request_is_cut_off() -> None:

@@ -5,6 +5,11 @@ from everyone else, so the server is guarded (:class:`Limits`):
 
 * **per client**: at most ``per_client`` connections from one address; more are closed as
   soon as they are accepted, leaving the rest of the ``total`` for the next honest client;
+* **in total**: at ``total`` connections the server keeps accepting (waitress' own
+  ``connection_limit`` stops, so a neighbour with several addresses kept everyone out): a
+  newcomer takes the place of a connection that has no request being served, from the
+  address holding the most, the one that has waited longest without a whole request first.
+  Only when every connection has a request being served is the newcomer closed instead;
 * **slow requests**: a request must arrive whole (request line, headers, body) within
   ``request_seconds`` of its first byte; trickling a header line every few seconds no
   longer keeps a connection (waitress' own timeout counts idleness, which trickling
@@ -40,6 +45,7 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +60,9 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
 log = logging.getLogger(__name__)
 LOOP_TIMEOUT = 0.2  # seconds waitress' select() waits at most
+# Connections given up for newcomers and not gone yet (waitress closes them on its loop's
+# next turn): at most this many over the total at once.
+CLOSING_SLACK = 8
 
 
 @dataclass(frozen=True)
@@ -181,11 +190,17 @@ class _RefusalTask(ErrorTask):
 
 
 class _GuardedChannel(HTTPChannel):
-    """Remembers when the request in progress began."""
+    """Remembers when the request in progress began, and since when the connection has
+    waited without a whole request (since it opened, or since its last answer)."""
 
     parser_class = _HeadParser
     error_task_class = _RefusalTask
     request_began = 0.0
+
+    def __init__(self, server: Any, sock: socket.socket, addr: Any, adj: Any,
+                 map: Any = None) -> None:
+        self.waiting_since = time.monotonic()
+        super().__init__(server, sock, addr, adj, map=map)
 
     def received(self, data: bytes) -> bool:
         before = self.request
@@ -193,6 +208,24 @@ class _GuardedChannel(HTTPChannel):
         if self.request is not None and self.request is not before:
             self.request_began = time.monotonic()
         return result
+
+    def service(self) -> None:
+        super().service()  # in a worker thread: one request answered
+        self.waiting_since = time.monotonic()
+
+    @property
+    def going(self) -> bool:
+        """To be closed (waitress does it on its loop's next turn)."""
+        return bool(self.will_close or self.close_when_flushed)
+
+    def give_up(self) -> None:
+        """Closed for a newcomer. waitress closes it on its loop's next turn (closing it now
+        could free its descriptor for the newcomer while the loop still holds events for
+        it); shutting it down tells the client at once and wakes the loop for it."""
+        self.will_close = True
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)
 
 
 class _PeerChannel(HTTPChannel):
@@ -226,9 +259,17 @@ class _GuardedServer(TcpWSGIServer):
             return
         conn, addr = accepted
         client = addr[0]
-        mine = sum(1 for ch in self._channels() if ch.addr[0] == client)
+        channels = self._channels()
+        mine = sum(1 for ch in channels if ch.addr[0] == client)
         if mine >= self.limits.per_client:
             log.info("web: refused a connection from %s: it has %d open already", client, mine)
+            conn.close()
+            return
+        live = [ch for ch in channels if not ch.going]
+        if len(live) >= self.limits.total and (
+                len(channels) >= self.limits.total + CLOSING_SLACK or not self._make_room(live)):
+            log.info("web: refused a connection from %s: all %d connections are in use "
+                     "(answering requests, or closing)", client, len(channels))
             conn.close()
             return
         try:
@@ -239,10 +280,28 @@ class _GuardedServer(TcpWSGIServer):
         self.channel_class(self, conn, self.fix_addr(addr), self.adj,
                            map=getattr(self, "_map"))  # noqa: B009 (not in the stubs)
 
-    def _channels(self) -> list[Any]:
+    def _channels(self) -> list[_GuardedChannel]:
         # types-waitress types active_channels wrongly (a dict of channels by fileno).
-        channels: dict[int, Any] = getattr(self, "active_channels")  # noqa: B009
+        channels: dict[int, _GuardedChannel] = getattr(self, "active_channels")  # noqa: B009
         return list(channels.values())
+
+    def _make_room(self, live: list[_GuardedChannel]) -> bool:
+        """Gives up one of ``live`` for a newcomer; False when each has a request being
+        served (a worker thread has it: closing it would cut an answer short)."""
+        held = Counter(ch.addr[0] for ch in live)
+        # Requests are added on this thread only: an empty list stays empty meanwhile.
+        waiting = [ch for ch in live if not ch.requests]
+        if not waiting:
+            return False
+        # An answer still being sent (the client reads slowly) is given up last.
+        victim = min(waiting, key=lambda ch: (ch.total_outbufs_len > 0, -held[ch.addr[0]],
+                                              ch.waiting_since))
+        log.info("web: closed a connection from %s for a newcomer: all %d were open, and "
+                 "it had waited %.0f s without a whole request (its address held %d)",
+                 victim.addr[0], len(live), time.monotonic() - victim.waiting_since,
+                 held[victim.addr[0]])
+        victim.give_up()
+        return True
 
     def maintenance(self, now: Any) -> None:
         super().maintenance(now)  # idle connections (adj.channel_timeout)
@@ -380,7 +439,10 @@ class WebServer:
 def _guarded(app: Any, host: str, port: int, limits: Limits,
              options: dict[str, Any]) -> _GuardedServer:
     """waitress' TCP server for one address, with the per-client and deadline guards."""
-    adj = Adjustments(host=host, port=port, **options)
+    # waitress stops accepting at its connection_limit (the server and its trigger count
+    # too): past what handle_accept lets in, so that it never does.
+    adj = Adjustments(host=host, port=port, **{
+        **options, "connection_limit": limits.total + CLOSING_SLACK + 3})
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     # One address: the portal listens on one (an IPv4 address or 0.0.0.0).
