@@ -77,10 +77,11 @@ class RateLimiter:
                 return 0
             return max(1, math.ceil((1.0 - bucket.tokens) / self.rate))
 
-    def hit(self, key: str) -> None:
+    def refund(self, key: str) -> None:
+        """Gives back a token :meth:`allow` took (an attempt that turned out to cost nothing)."""
         with self._lock:
             bucket = self._bucket(key)
-            bucket.tokens = max(0.0, bucket.tokens - 1.0)
+            bucket.tokens = min(self.capacity, bucket.tokens + 1.0)
 
     def allow(self, key: str) -> int:
         """Consume one token; returns 0 if allowed, else the seconds to wait."""
@@ -157,35 +158,51 @@ def add_security_headers(response: Response) -> Response:
 # ---- admin authentication -----------------------------------------------------------------
 
 class LoginBudget:
-    """Failed sign-ins from all addresses together: ``free`` of them, then backoff.
+    """Sign-in attempts from all addresses together: ``free`` failures, then backoff.
 
     The per-address limiter forgets addresses (it is bounded), so an attacker with many
-    addresses would be limited by nothing else. After ``free`` failures each further one
-    doubles the wait before the next attempt (1 s, 2 s, 4 s... up to ``max_wait``); the count
-    starts again after a sign-in succeeds or ``quiet`` seconds pass without a failure. At the
-    cap an attacker gets one guess per ``max_wait``: 144 a day for the 10-minute default,
-    so the 10^8 setup codes take on average 10^8 / 2 / 144 days, about 950 years (docs/portal.md).
-    The cost: while someone guesses, the owner waits too (at most ``max_wait``); the button
-    and ``gatewayctl`` on the hub are never limited.
+    addresses would be limited by nothing else. After ``free`` failures each further attempt
+    waits twice as long after the last failure (1 s, 2 s, 4 s... up to ``max_wait``). An
+    attempt is taken (:meth:`take`) before its password is checked, so parallel requests
+    cannot all pass the same look at the count; a right password gives it back
+    (:meth:`refund`). One failure is forgiven every ``max_wait`` seconds; the count never
+    starts over at once (it did after an hour without failures: "burst, stay quiet an hour,
+    burst again" got 414 guesses a day).
+
+    So the count never passes ``free + ceil(log2(max_wait))`` (20: once the wait is
+    ``max_wait``, one is forgiven for each one taken), and as each attempt adds one and
+    each forgiveness takes one, in any ``T`` seconds at most 20 + ``T / max_wait`` + 1 are
+    tried: 165 a day for the defaults, and the 10^8 setup codes take on average
+    10^8 / 2 / 165 days, more than 800 years (docs/portal.md). The cost: while someone
+    guesses, the owner waits too (at most ``max_wait``); the button and ``gatewayctl`` on
+    the hub are never limited.
     """
 
-    def __init__(self, *, free: int = 10, max_wait: float = 600.0, quiet: float = 3600.0,
+    def __init__(self, *, free: int = 10, max_wait: float = 600.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.free = free
         self.max_wait = max_wait
-        self.quiet = quiet
         self.clock = clock
-        self.failures = 0
-        self._last = -math.inf
+        self.failures = 0  # taken and not refunded nor forgiven
+        self._last = -math.inf  # the last attempt taken
+        self._forgiven = 0.0  # the last forgiveness, or when the count began
+        self._said = False  # the waits' start was told (:meth:`take`) in this run
         self._lock = threading.Lock()
 
+    def _forgive(self, now: float) -> None:
+        if self.failures > 0:
+            steps = max(0, int((now - self._forgiven) // self.max_wait))
+            self.failures = max(0, self.failures - steps)
+            self._forgiven += steps * self.max_wait
+        if self.failures == 0:
+            self._forgiven = now
+            self._said = False
+
     def _wait(self, now: float) -> float:
-        if now - self._last >= self.quiet:
-            self.failures = 0
+        self._forgive(now)
         if self.failures < self.free:
             return 0.0
-        # The exponent is capped: 2.0 ** 1024 overflows (a week of guessing at one per
-        # max_wait), and 2 ** 30 s is past any max_wait already.
+        # The exponent is capped: 2.0 ** 1024 overflows, and 2 ** 30 s is past any max_wait.
         delay = min(self.max_wait, 2.0 ** min(self.failures - self.free, 30))
         return max(0.0, self._last + delay - now)
 
@@ -195,19 +212,25 @@ class LoginBudget:
             wait = self._wait(self.clock())
             return max(1, math.ceil(wait)) if wait > 0 else 0
 
-    def failed(self) -> bool:
-        """Count a failure; True when it is the one that starts the waits (the free ones
-        are spent): once per run of failures."""
+    def take(self) -> tuple[int, bool]:
+        """Takes an attempt, counted as a failure unless refunded: ``(0, starts)``, where
+        ``starts`` says it is the one that starts the waits (once per run of failures, a
+        run ending when all are forgiven); or ``(seconds to wait, False)``, nothing taken."""
         with self._lock:
             now = self.clock()
-            self._wait(now)  # forget an old run first
+            wait = self._wait(now)
+            if wait > 0:
+                return max(1, math.ceil(wait)), False
             self.failures += 1
             self._last = now
-            return self.failures == self.free
+            starts = self.failures >= self.free and not self._said
+            self._said = self._said or starts
+            return 0, starts
 
-    def succeeded(self) -> None:
+    def refund(self) -> None:
+        """The attempt taken was a right password: it costs nothing."""
         with self._lock:
-            self.failures = 0
+            self.failures = max(0, self.failures - 1)
 
 
 @dataclass(frozen=True)
@@ -270,8 +293,9 @@ def session_clock() -> float:
 class AdminAuth:
     """The LAN admin password (configured, or the setup code): session or HTTP Basic.
 
-    Every check goes through :meth:`_check`: the global :class:`LoginBudget` first, then the
-    per-address limiter, then the password; ``sign_ins`` counts them and says lockouts
+    Every check goes through :meth:`_check`: it takes an attempt from the per-address
+    limiter and the global :class:`LoginBudget`, then checks the password (a right one gives
+    both back); ``sign_ins`` counts them and says lockouts
     (:mod:`~gatewayd.portal.signins`). A panel session is good while :class:`Sessions`
     holds it; a factory reset ends them all.
     """
@@ -300,16 +324,30 @@ class AdminAuth:
     def _check(self, request: Request, password: str) -> int | bool:
         """True when right, False when wrong, or the seconds to wait before trying."""
         key = client_key(request)
-        wait = self.budget.retry_after() or self.limiter.retry_after(key)
+        # Both limits are taken before the password is checked (and given back for a right
+        # one): checked first and counted after, parallel requests all got through.
+        wait = self.limiter.allow(key)
+        started = False
+        if wait:
+            wait = max(wait, self.budget.retry_after())
+        else:
+            wait, started = self.budget.take()
+            if wait:
+                self.limiter.refund(key)
         if wait:
             self.sign_ins.refusal()
             return wait
-        if password and self.core.check_admin_password(password):
-            self.budget.succeeded()
+        try:
+            right = bool(password) and self.core.check_admin_password(password)
+        except BaseException:  # not checked (the hub not ready): it costs nothing
+            self.budget.refund()
+            self.limiter.refund(key)
+            raise
+        if right:
+            self.budget.refund()
+            self.limiter.refund(key)
             self.sign_ins.success(key)
             return True
-        self.limiter.hit(key)
-        started = self.budget.failed()
         self.sign_ins.failure(key, address_wait=self.limiter.retry_after(key),
                               budget_failures=self.budget.free if started else 0,
                               budget_wait=self.budget.retry_after() if started else 0)
