@@ -8,8 +8,10 @@ import grp
 import ipaddress
 import logging
 import os
+import pwd
 import re
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -25,7 +27,13 @@ from gatewayd.identity import NoMacAddress
 from gatewayd.runtime import deferred
 from gatewayd.runtime.logsetup import Redactor, configure
 from gatewayd.runtime.signals import ignore_early, takes_over
-from gatewayd.runtime.tomlfiles import drop_in_dir, unreadable_by
+from gatewayd.runtime.tomlfiles import (
+    drop_in_dir,
+    readers_besides,
+    secret_keys,
+    secrets_in,
+    unreadable_by,
+)
 from gatewayd.state import StateBusy, StateError
 from gatewayd.virtual.planning import check_config
 
@@ -102,6 +110,41 @@ def _service_user_warnings(config: Config) -> list[str]:
             for path, reason in unreadable_by(SERVICE_USER, [ca_file]) or []]
 
 
+def _exposed_secret_warnings(config: Config) -> list[str]:
+    """A file that sets a secret (a cloud token, the admin password) which users other than
+    root and the service's may read: ``sudoedit`` under umask 022 makes a drop-in 0644.
+    A warning, not a refusal: such a configuration loaded before (interfaces.md, section 1)."""
+    if config.source == "<defaults>":
+        return []
+    keys = secret_keys(Config)
+    found = []
+    for path in [Path(config.source), *(Path(p) for p in config.drop_ins)]:
+        if not (secrets := secrets_in(path, keys)):
+            continue
+        if (who := readers_besides(path, SERVICE_USER)) is None:
+            continue
+        try:
+            st = path.stat()
+        except OSError:  # gone since: nothing to say about it
+            continue
+        found.append(f"{path}: {', '.join(secrets)}: {who} can read these secrets "
+                     f"({stat.filemode(st.st_mode)} {_owners(st)}); as root: chown "
+                     f"root:{SERVICE_USER} {path} && chmod 0640 {path}")
+    return found
+
+
+def _owners(st: os.stat_result) -> str:
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"{user}:{group}"
+
+
 def _readable_advice(path: Path) -> str:
     return (f"as root: chown root:{SERVICE_USER} {path} && chmod "
             f"{'0750' if path.is_dir() else '0640'} {path} (and let it reach the directories "
@@ -166,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"gatewayd: configuration error: {error}", file=sys.stderr)
             return EXIT_CONFIG
         for warning in (config_warnings(config) + _machine_warnings(config)
-                        + _service_user_warnings(config)):
+                        + _service_user_warnings(config) + _exposed_secret_warnings(config)):
             print(f"gatewayd: warning: {warning}", file=sys.stderr)
         print(f"{config.source}: OK")
         for drop_in in config.drop_ins:
@@ -174,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     redactor = Redactor()
     configure(args.log_level or config.logging.level, redactor, radio=config.logging.radio)
-    for warning in config_warnings(config):
+    for warning in config_warnings(config) + _exposed_secret_warnings(config):
         log.warning("%s", warning)
     # What the daemon writes is private whoever started it (the systemd unit sets
     # UMask=0077; a shell, a container or the simulator may not): zigbee.db, which zigpy

@@ -102,7 +102,17 @@ def test_check_config_as_root_refuses_a_drop_in_the_service_user_cannot_read() -
             f"read it (Permission denied), so gatewayd.service would stop at its start; as "
             f"root: chown root:{user} {drop_in} && chmod 0640 {drop_in} (and let it reach "
             "the directories above)\n")
+        # Readable by everyone: the service reads it, and so does every other user of the
+        # hub, which is a warning (tests/test_config_secrets.py).
         drop_in.chmod(0o644)
+        result = check_config_as_root_for(user, main)
+        assert result.returncode == 0
+        assert result.stderr.startswith(f"gatewayd: warning: {drop_in}: cloud.token: every "
+                                        "user can read these secrets")
+        assert result.stdout == f"{main}: OK\n{drop_in}: OK\n"
+        # What the error says to do, with the service's group (nobody's, here).
+        os.chown(drop_in, 0, pwd.getpwuid(NOBODY).pw_gid)
+        drop_in.chmod(0o640)
         result = check_config_as_root_for(user, main)
         assert (result.returncode, result.stderr) == (0, "")
         assert result.stdout == f"{main}: OK\n{drop_in}: OK\n"

@@ -16,11 +16,14 @@ that names file, key and reason. ``gatewayd.config`` is the schema.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import grp
 import math
 import os
 import pwd
 import re
+import stat
 import sys
 import tomllib
 import types
@@ -174,6 +177,65 @@ def unreadable_by(user: str, paths: list[Path]) -> list[tuple[Path, str]] | None
     return [(Path(fields[i]), fields[i + 1]) for i in range(0, len(fields) - 1, 2)]
 
 
+def secrets_in(path: Path, keys: list[str]) -> list[str]:
+    """Which of the dotted ``keys`` the file ``path`` sets to a value (an empty string is
+    none: the packaged file sets every key, its secrets to ``""``)."""
+    try:
+        data: Any = read_toml(path)
+    except TomlFileError:
+        return []
+    found = []
+    for key in keys:
+        value = data
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value not in (None, ""):
+            found.append(key)
+    return found
+
+
+def readers_besides(path: Path, user: str) -> str | None:
+    """Who else may read ``path`` than root, its owner and ``user`` with its group:
+    ``"every user"`` when its mode lets others read it and every directory above lets them
+    through, ``"the group G's members"`` when a group with other members may; None when
+    nobody. Judged from owners and modes (ACLs are not looked at), so it works unprivileged,
+    as the service's user."""
+    try:
+        real = path.resolve(strict=True)
+        st = real.stat()
+        above = [d.stat() for d in real.parents]
+    except (OSError, RuntimeError):
+        return None
+    if st.st_mode & stat.S_IROTH and all(d.st_mode & stat.S_IXOTH for d in above):
+        return "every user"
+    gid = st.st_gid
+    if not st.st_mode & stat.S_IRGRP or gid in _trusted_gids(user) or not all(
+            d.st_mode & stat.S_IXOTH or (d.st_gid == gid and d.st_mode & stat.S_IXGRP)
+            for d in above):
+        return None
+    try:
+        group = grp.getgrgid(gid)
+        name, members = group.gr_name, set(group.gr_mem)
+    except KeyError:
+        name, members = str(gid), set()
+    members |= {p.pw_name for p in pwd.getpwall() if p.pw_gid == gid}
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = ""
+    return f"the group {name}'s members" if members - {"root", user, owner} else None
+
+
+def _trusted_gids(user: str) -> set[int]:
+    """root's group and the service's: the packaged config is ``root:gatewayd``."""
+    gids = {0}
+    with contextlib.suppress(KeyError):
+        gids.add(pwd.getpwnam(user).pw_gid)
+    with contextlib.suppress(KeyError):
+        gids.add(grp.getgrnam(user).gr_gid)
+    return gids
+
+
 def _merge(layers: Layers, target: dict[str, Any], data: Mapping[str, Any], file: str,
            prefix: str) -> None:
     for key, value in data.items():
@@ -227,6 +289,21 @@ def spec(
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def secret_keys(cls: Any, prefix: str = "") -> list[str]:
+    """The dotted keys of the schema ``cls`` whose fields are ``spec(secret=True)``, in its
+    tables too (not in arrays of tables: a plugin's options are the plugin's)."""
+    hints = typing.get_type_hints(cls)
+    keys = []
+    for f in dataclasses.fields(cls):
+        if f.name in NOT_KEYS:
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += secret_keys(hints[f.name], f"{prefix}{f.name}.")
+        elif f.metadata.get("secret"):
+            keys.append(f"{prefix}{f.name}")
+    return keys
 
 
 SCALAR_TYPES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
