@@ -230,6 +230,58 @@ def test_example_config_is_installed_and_valid() -> None:
     assert res.returncode == 0, res.stderr
 
 
+def test_the_config_drop_in_directory_is_shipped_private_to_root_and_the_service(
+        tmp_path: Path) -> None:
+    """Vendor presets (a cloud token) go in a drop-in; one made with sudoedit is 0644, so the
+    package ships the directory and gives it root:gatewayd 0750, as it gives the main file
+    root:gatewayd 0640: through dpkg stat overrides, added once (a reinstall or an upgrade
+    adds none, an override of the admin's stays). postinst's own function runs here against
+    a dpkg-statoverride that keeps its overrides in a file."""
+    from gatewayd.config import DEFAULT_CONFIG_PATH
+    from gatewayd.runtime.tomlfiles import drop_in_dir
+
+    dropins = drop_in_dir(DEFAULT_CONFIG_PATH)
+    assert str(dropins).lstrip("/") in (DEBIAN / "gatewayd.dirs").read_text().split("\n")
+    postinst = (DEBIAN / "gatewayd.postinst").read_text()
+    assert f"CONF={DEFAULT_CONFIG_PATH}\n" in postinst
+    assert f"CONF_DROPINS={dropins}\n" in postinst
+    configure = postinst.split("    configure)", 1)[1].split(";;", 1)[0]
+    assert 'config_modes "$CONF" "$CONF_DROPINS"' in configure
+    assert configure.index("create_user") < configure.index("config_modes")  # the group first
+    postrm = (DEBIAN / "gatewayd.postrm").read_text()
+    purge = postrm.split("    purge)", 1)[1].split(";;", 1)[0]
+    assert f"for path in {DEFAULT_CONFIG_PATH} {dropins}; do" in purge
+    assert 'dpkg-statoverride --remove "$path"' in purge
+    assert purge.index(f"rmdir {dropins} ") < purge.index("rmdir /etc/gatewayd ")
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    db = tmp_path / "statoverride"
+    db.write_text("")
+    (bin_dir / "dpkg-statoverride").write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        f'  --list) grep -q " $2\\$" {db} ;;\n'
+        f'  --update) shift 2; echo "$*" >> {db} ;;\n'
+        "  *) exit 2 ;;\n"
+        "esac\n")
+    (bin_dir / "dpkg-statoverride").chmod(0o755)
+
+    def configure(conf: str, conf_dropins: str) -> None:
+        subprocess.run(["/bin/sh", "-eu", "-c", script_function("postinst", "config-modes")
+                        + f"config_modes {conf} {conf_dropins}"],
+                       env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=True)
+
+    configure(str(DEFAULT_CONFIG_PATH), str(dropins))
+    configure(str(DEFAULT_CONFIG_PATH), str(dropins))  # reinstall, upgrade: nothing more
+    assert db.read_text().splitlines() == [f"root gatewayd 0640 {DEFAULT_CONFIG_PATH}",
+                                           f"root gatewayd 0750 {dropins}"]
+    db.write_text(f"root admins 0770 {dropins}\n")  # the admin's own choice stays
+    configure(str(DEFAULT_CONFIG_PATH), str(dropins))
+    assert db.read_text().splitlines() == [f"root admins 0770 {dropins}",
+                                           f"root gatewayd 0640 {DEFAULT_CONFIG_PATH}"]
+
+
 def test_check_config_warns_when_the_hotspot_is_not_where_the_dropin_sends_phones(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -753,6 +805,28 @@ def no_dpkg_warnings(res: subprocess.CompletedProcess[str]) -> None:
     assert "not empty so not removed" not in text, text[-3000:]
 
 
+CONF = "/etc/gatewayd/gatewayd.toml"
+CONF_DROPINS = "/etc/gatewayd/gatewayd.toml.d"
+VENDOR_DROPIN = f"{CONF_DROPINS}/10-vendor.toml"
+
+
+def assert_config_modes(root: Path) -> None:
+    """The config and its drop-in directory as postinst's stat overrides make them; a
+    vendor's drop-in made as sudoedit makes it (0644) is the service's to read, and no
+    one else's: no warning from --check-config, and nobody cannot open it."""
+    for path, mode in ((CONF, "640"), (CONF_DROPINS, "750")):
+        assert in_root(root, "stat", "-c", "%U:%G %a", path).stdout.split() == [
+            "root:gatewayd", mode], path
+    if (root / VENDOR_DROPIN.lstrip("/")).exists():
+        assert in_root(root, "stat", "-c", "%U:%G %a", VENDOR_DROPIN).stdout.split() == [
+            "root:root", "644"]
+        assert in_root(root, "runuser", "-u", "nobody", "--", "cat", VENDOR_DROPIN,
+                       check=False).returncode != 0
+    res = in_root(root, "gatewayd", "--config", CONF, "--check-config")
+    assert res.stderr == "", res.stderr
+    as_gatewayd(root, "gatewayd", "--config", CONF, "--check-config")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 @pytest.mark.skipif(not NATIVE_DEB_TEST, reason="needs debootstrap and the build dependencies "
@@ -775,8 +849,13 @@ def test_deb_installs_removes_and_purges_in_debian_12(deb_file: Path,
     assert {"gatewayd", "bluetooth", "dialout"} <= set(groups)
     assert in_root(root, "stat", "-c", "%U:%G %a", "/var/lib/gatewayd").stdout.split() == [
         "gatewayd:gatewayd", "700"]
-    assert in_root(root, "stat", "-c", "%U:%G %a",
-                   "/etc/gatewayd/gatewayd.toml").stdout.split() == ["root:gatewayd", "640"]
+    assert_config_modes(root)
+    # The vendor's presets, as README.md says to write them.
+    in_root(root, "sh", "-c", f"umask 022 && printf '[cloud]\\ntoken = \"vendor-token-1\"\\n'"
+                              f" > {VENDOR_DROPIN}")
+    assert_config_modes(root)
+    assert f"{VENDOR_DROPIN}: OK" in as_gatewayd(root, "gatewayd", "--config", CONF,
+                                                  "--check-config").stdout
     assert in_root(root, "getent", "passwd", "gatewayd").stdout.strip().endswith(
         ":/var/lib/gatewayd:/usr/sbin/nologin")
     assert list((root / "usr/lib/gatewayd/lib").rglob("__pycache__")), "postinst compiled"
@@ -798,6 +877,7 @@ def test_deb_installs_removes_and_purges_in_debian_12(deb_file: Path,
     # Reinstall the same version: clean, nothing changes.
     no_dpkg_warnings(in_root(root, "apt-get", "install", "-y", "-q", "--reinstall", deb))
     as_gatewayd(root, "gatewayd", "--version")
+    assert_config_modes(root)
 
     # Upgrade to a newer version (the same package, re-versioned).
     unpacked = root / "tmp" / "upgrade"
@@ -811,9 +891,13 @@ def test_deb_installs_removes_and_purges_in_debian_12(deb_file: Path,
     assert (root / "var/lib/gatewayd/state.json").exists()
     assert list((root / "usr/lib/gatewayd/lib").rglob("__pycache__")), "recompiled"
     as_gatewayd(root, "gatewayd", "--config", "/etc/gatewayd/gatewayd.toml", "--check-config")
+    assert_config_modes(root)
 
-    # Remove: the state, the config and the user stay; the code goes.
+    # Remove: the state, the config (the vendor's drop-in too) and the user stay; the code
+    # goes.
     no_dpkg_warnings(in_root(root, "apt-get", "remove", "-y", "-q", "gatewayd"))
+    assert in_root(root, "stat", "-c", "%U:%G %a", CONF_DROPINS, VENDOR_DROPIN
+                   ).stdout.split() == ["root:gatewayd", "750", "root:root", "644"]
     assert not (root / "usr/lib/gatewayd").exists()
     assert not (root / "usr/bin/gatewayd").exists()
     assert (root / "var/lib/gatewayd/state.json").exists()
@@ -825,11 +909,13 @@ def test_deb_installs_removes_and_purges_in_debian_12(deb_file: Path,
     # Install again after remove: idempotent maintainer scripts.
     no_dpkg_warnings(in_root(root, "apt-get", "install", "-y", "-q", deb))
     assert (root / "var/lib/gatewayd/state.json").exists()
-    overrides = in_root(root, "dpkg-statoverride", "--list").stdout
-    assert overrides.count("/etc/gatewayd/gatewayd.toml") == 1
-    as_gatewayd(root, "gatewayd", "--config", "/etc/gatewayd/gatewayd.toml", "--check-config")
+    overrides = in_root(root, "dpkg-statoverride", "--list").stdout.splitlines()
+    assert sorted(o.split()[-1] for o in overrides if "/etc/gatewayd" in o) == [
+        CONF, CONF_DROPINS]
+    assert_config_modes(root)
 
-    # Purge: state, config and the stat override go.
+    # Purge: state, config and the stat overrides go (the admin's own drop-ins would stay).
+    in_root(root, "rm", VENDOR_DROPIN)
     no_dpkg_warnings(in_root(root, "apt-get", "purge", "-y", "-q", "gatewayd"))
     for gone in ("var/lib/gatewayd", "etc/gatewayd", "usr/lib/gatewayd",
                  "etc/NetworkManager/dnsmasq-shared.d/gatewayd-captive-portal.conf"):
@@ -839,7 +925,7 @@ def test_deb_installs_removes_and_purges_in_debian_12(deb_file: Path,
 
     # And a clean install after purge.
     no_dpkg_warnings(in_root(root, "apt-get", "install", "-y", "-q", deb))
-    as_gatewayd(root, "gatewayd", "--config", "/etc/gatewayd/gatewayd.toml", "--check-config")
+    assert_config_modes(root)
 
 
 # arch -> (file(1)'s machine name, qemu-user binary, platform.machine() there)
