@@ -464,7 +464,64 @@ def test_dnsmasq_dropin_answers_every_name_with_the_hub(tmp_path: Path) -> None:
 # --- the polkit rule ---------------------------------------------------------
 
 
-def test_polkit_rule_grants_networkmanager_to_gatewayd_only() -> None:
+NM = "org.freedesktop.NetworkManager."
+# Every polkit action of NetworkManager 1.42 (Debian 12, Raspberry Pi OS bookworm:
+# data/org.freedesktop.NetworkManager.policy.in.in), short names.
+NM_ACTIONS = {
+    "enable-disable-network", "reload", "sleep-wake", "enable-disable-wifi",
+    "enable-disable-wwan", "enable-disable-wimax", "network-control", "wifi.scan",
+    "wifi.share.protected", "wifi.share.open", "settings.modify.own",
+    "settings.modify.system", "settings.modify.hostname", "settings.modify.global-dns",
+    "checkpoint-rollback", "enable-disable-statistics", "enable-disable-connectivity-check"}
+# A call (its sdbus-networkmanager name, a method or a property that is set) and the action
+# NetworkManager 1.42 checks for it (src/core: nm-manager.c, nm-settings.c,
+# nm-settings-connection.c, nm-active-connection.c, devices/). For a profile without
+# connection.permissions, "settings.modify.system"; gatewayd's never have any. (Sleep is
+# no longer checked by polkit.)
+NM_CALL_ACTIONS = {
+    "add_connection": "settings.modify.system", "add_connection2": "settings.modify.system",
+    "add_connection_unsaved": "settings.modify.system", "update": "settings.modify.system",
+    "update2": "settings.modify.system", "update_unsaved": "settings.modify.system",
+    "save": "settings.modify.system", "delete": "settings.modify.system",
+    "get_secrets": "settings.modify.system", "clear_secrets": "settings.modify.system",
+    "activate_connection": "network-control", "add_and_activate_connection": "network-control",
+    "add_and_activate_connection2": "network-control",
+    "deactivate_connection": "network-control", "disconnect": "network-control",
+    "reapply": "network-control", "check_connectivity": "network-control",
+    "request_scan": "wifi.scan", "enable": "enable-disable-network", "reload": "reload",
+    "wireless_enabled": "enable-disable-wifi",
+    "wwan_enabled": "enable-disable-wwan", "save_hostname": "settings.modify.hostname",
+    "global_dns_configuration": "settings.modify.global-dns",
+    "connectivity_check_enabled": "enable-disable-connectivity-check",
+    "checkpoint_create": "checkpoint-rollback", "checkpoint_destroy": "checkpoint-rollback",
+    "checkpoint_rollback": "checkpoint-rollback",
+    "checkpoint_adjust_rollback_timeout": "checkpoint-rollback"}
+# Activating a Wi-Fi profile whose ipv4.method is "shared" (the hotspot) also needs
+# wifi.share.protected (with a wireless-security setting) or wifi.share.open (without).
+SHARED_WIFI = {"wifi.share.open", "wifi.share.protected"}
+
+
+def networkmanager_actions_gatewayd_needs() -> set[str]:
+    """The actions behind the NetworkManager calls of gatewayd's NetworkManager modules."""
+    import ast
+
+    package = ROOT / "gatewayd"
+    modules = {package / "ap.py", *(package / "nm").glob("*.py")} | {
+        path for path in package.rglob("*.py") if "simulator" not in path.parts
+        and "from sdbus_async.networkmanager import" in path.read_text()}
+    needed = set()
+    for module in modules:
+        text = module.read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Attribute) and node.attr in NM_CALL_ACTIONS:
+                needed.add(NM_CALL_ACTIONS[node.attr])
+        if re.search(r'"method": \("s", "shared"\)', text):
+            needed |= SHARED_WIFI
+    return needed
+
+
+def polkit_rule_answers(user: str, action_ids: list[str]) -> list[str]:
+    """What the rule answers ``user`` for each action, run by node as polkit runs it."""
     node = need("node")
     harness = """
     const fs = require("fs");
@@ -479,19 +536,45 @@ def test_polkit_rule_grants_networkmanager_to_gatewayd_only() -> None:
         }
         return "not handled";
     };
-    console.log(JSON.stringify([
-        ask("gatewayd", "org.freedesktop.NetworkManager.settings.modify.system"),
-        ask("gatewayd", "org.freedesktop.NetworkManager.network-control"),
-        ask("gatewayd", "org.freedesktop.NetworkManager.wifi.share.open"),
-        ask("gatewayd", "org.freedesktop.login1.reboot"),
-        ask("gatewayd", "org.freedesktop.NetworkManagerEvil.x"),
-        ask("pi", "org.freedesktop.NetworkManager.settings.modify.system"),
-    ]));
+    const [user, ...ids] = JSON.parse(process.argv[2]);
+    console.log(JSON.stringify(ids.map((id) => ask(user, id))));
     """
-    res = run(node, "-e", harness, POLKIT_RULE, check=False)
+    res = run(node, "-e", harness, POLKIT_RULE, json.dumps([user, *action_ids]), check=False)
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout) == [
-        "yes", "yes", "yes", "not handled", "not handled", "not handled"]
+    answers: list[str] = json.loads(res.stdout)
+    return answers
+
+
+def test_polkit_rule_grants_gatewayd_only_the_networkmanager_actions_it_needs() -> None:
+    """The rule granted every org.freedesktop.NetworkManager.* action (the hostname, global
+    DNS, networking off, reload, ...). Now: exactly the actions behind the calls gatewayd
+    makes, each named in full (no prefix, so a new NetworkManager action is not granted),
+    as docs/packaging.md lists them, and to the gatewayd user only."""
+    needed = networkmanager_actions_gatewayd_needs()
+    assert needed == {"settings.modify.system", "network-control", "wifi.scan",
+                      "wifi.share.open", "wifi.share.protected"}
+    assert needed <= NM_ACTIONS
+    text = POLKIT_RULE.read_text()
+    named = set(re.findall(r'"org\.freedesktop\.NetworkManager\.([^"]*)"', text))
+    assert named == needed, "every action named in full, and only those"
+    code = "\n".join(line.split("//", 1)[0] for line in text.splitlines())
+    assert "*" not in code and "startsWith" not in code and "RegExp" not in code
+
+    row = next(line for line in (ROOT / "docs" / "packaging.md").read_text().splitlines()
+               if line.startswith("| `/usr/share/polkit-1/rules.d/gatewayd.rules` |"))
+    assert set(re.findall(r"`org\.freedesktop\.NetworkManager\.([\w.-]+)`", row)) == needed
+
+    asked = [*sorted(NM_ACTIONS), "future-action", "settings.modify.system.x", ""]
+    ids = [NM + action for action in asked] + [
+        "org.freedesktop.NetworkManagerEvil.x", "org.freedesktop.login1.reboot"]
+    answers = polkit_rule_answers("gatewayd", ids)
+    granted = {action for action, answer in zip(asked, answers[:len(asked)], strict=True)
+               if answer == "yes"}
+    assert granted == needed
+    assert set(answers) == {"yes", "not handled"}
+    assert answers[len(asked):] == ["not handled", "not handled"]
+    assert set(polkit_rule_answers("pi", ids)) == {"not handled"}
+    assert set(polkit_rule_answers("gatewayd2", ids)) == {"not handled"}
 
 
 # --- debian/ and packaging/ ----------------------------------------------------
