@@ -84,9 +84,9 @@ def submit_or_refuse(core: PortalCore, fields: Callable[[], Mapping[str, Any]],
 
 
 def http_gate(limiter: RateLimiter | None) -> PairingError | None:
-    """What HTTP entry points check before the front door: the rate limit, then cross-site
-    browser requests (a web page the user visits must not pair the hub to someone else's
-    account). None: go on."""
+    """What HTTP entry points check before the front door: the rate limit, then browser
+    requests marked as coming from another site (a GET that a page makes without such a
+    mark cannot be told from the app's: docs/portal.md, "Security"). None: go on."""
     if limiter is not None:
         wait = limiter.allow(client_key(request))
         if wait:
