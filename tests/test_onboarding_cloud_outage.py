@@ -137,6 +137,32 @@ def test_a_hub_booting_during_a_cloud_outage_stays_on_its_wifi_and_backs_off(
     run(scenario())
 
 
+def test_a_retry_falling_due_as_the_link_is_reported_up_is_the_only_attempt(
+        tmp_path: Path) -> None:
+    """The cloud retry falls due in the moment NetworkManager reports the link up: one cloud
+    step, the retry. Before, the reconnect the report asked for began beside the retry
+    already running: two cloud steps at once, and once both had failed, progress still
+    showed the step "cloud" while the hub was offline."""
+    cloud, wifi = StubCloud(), FakeWifi({"HomeNet": "supersecret"})
+    cloud.next_failure = UNREACHABLE
+
+    async def scenario() -> None:
+        async with hub(tmp_path, cloud, wifi) as (ob, clock):
+            await until(ob, offline_after(cloud, 1, ob))
+            await clock.sleeps(1)
+            clock.advance(clock.slept[0])  # the retry is due ...
+            wifi.restore_link("HomeNet")  # ... as NetworkManager reports the link
+            await until(ob, lambda: len(cloud.timeouts) >= 2 and ob.state == State.OFFLINE
+                        and not ob.busy)
+            await clock.sleeps(2)  # the next wait began: every attempt has ended
+            assert len(cloud.timeouts) == 2, "one cloud step, not two at once"
+            assert ob.attempt is not None and ob.attempt.source == "retry"
+            assert ob.progress().step is None
+            assert_on_wifi_waiting_for_the_cloud(ob, wifi)
+
+    run(scenario())
+
+
 def test_a_wifi_blip_during_a_cloud_outage_does_not_send_the_hub_to_its_hotspot(
         tmp_path: Path) -> None:
     """The review's reproduction: online, the broker stops, the Wi-Fi drops and is back at

@@ -2051,3 +2051,32 @@ def test_a_hub_whose_network_returns_but_not_its_cloud_keeps_one_offline_timer(
             assert "hotspot-up" not in wifi.calls and not wifi.hotspot  # on its network
 
     run(scenario())
+
+
+def test_a_link_reported_up_just_before_a_reset_begins_nothing_after_it(
+        tmp_path: Path) -> None:
+    """NetworkManager reports the link back and, before the hub has acted on it, the hub
+    is reset: nothing of the old pairing comes back. Before, the reconnect the report had
+    scheduled ran after the reset, with the account the reset had just forgotten: the cloud
+    link up with it, and the reset hub's hotspot taken down."""
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+
+    async def scenario() -> None:
+        wifi, cloud = FakeWifi({"HomeNet": "supersecret"}), StubCloud()
+        async with machine(cfg, st, wifi, cloud) as ob:
+            await until(ob, settled(ob, State.ONLINE))
+            wifi.drop_link()
+            await until(ob, settled(ob, State.OFFLINE))
+            wifi.restore_link("HomeNet")
+            reported = list(ob._link_tasks)  # what the report scheduled, not run yet
+            st.reset()  # as the daemon's reset: the state forgets, then the machine
+            await ob.reset()
+            done, _ = await asyncio.wait(reported, timeout=5.0)  # the report's task has run
+            assert len(done) == len(reported) == 1
+            assert ob.state == State.UNPAIRED and ob.attempt is None
+            assert cloud.connected is None, "no cloud link with the forgotten account"
+            assert wifi.hotspot and ob.pairing_open
+
+    run(scenario())

@@ -127,6 +127,10 @@ class OfflineHandling:
 
     async def _relink(self, cloud: CloudCredentials | None) -> None:
         """Back on the saved network: the cloud step (paired) or nothing (Wi-Fi only)."""
+        # Checked again when the task runs: a retry may have begun meanwhile (connecting),
+        # or a reset came first (unpaired); an attempt beside it would be a second one.
+        if self.state != State.OFFLINE:
+            return
         await self._fire(Event.LINK_UP)
         self._begin_attempt(None, cloud, source="reconnect", saved=True)
 
