@@ -34,6 +34,7 @@ from tests.test_onboarding import (
     make_config,
     nm,
     onboarding,
+    profile_ids,
     request,
     run,
     store_for,
@@ -106,6 +107,34 @@ def test_a_reset_after_networkmanager_restarted_raises_the_hotspot(
             assert describe(ob.progress()) == f"{WAITING} (hotspot up)"
             assert "gatewayd-client-HomeNet" not in [c["connection"]["id"]
                                                      for c in nm.connections()]
+
+    run(scenario())
+
+
+def test_a_reset_while_networkmanager_was_away_forgets_the_network_once_it_is_back(
+        nm_saving: NetworkManagerMock, tmp_path: Path) -> None:
+    """A reset while NetworkManager is away cannot delete the hub's client profile; it comes
+    back with it saved and joins the network by itself. The hub deletes it then (the
+    network's passphrase goes with it) and raises its hotspot. Before this test, a hub that
+    left the profile (and sat unpaired on the old network, no hotspot) passed the suite."""
+    nm = nm_saving
+    cfg = make_config(tmp_path)
+    store = store_for(cfg)
+
+    async def scenario() -> None:
+        async with onboarding(cfg, store) as ob:
+            await ob.begin(request(HOME))
+            await until(ob, lambda: ob.state == State.ONLINE)
+            nm.stop()
+            await until(ob, lambda: nm_running(ob) is False)
+            store.reset()  # as the daemon's reset: the state forgets, then the machine
+            await ob.reset()
+            assert ob.state == State.UNPAIRED and not ob.progress().hotspot
+            nm.start()  # with the saved profile, which it joins again by itself
+            await until(ob, lambda: ob.progress().hotspot and active_ids(nm) == [HOTSPOT_ID])
+            assert "gatewayd-client-HomeNet" not in profile_ids(nm)
+            assert ob.progress().network is None
+            assert describe(ob.progress()) == f"{WAITING} (hotspot up)"
 
     run(scenario())
 

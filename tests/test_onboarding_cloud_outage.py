@@ -13,6 +13,7 @@ FakeClock (no test waits for a grace or an interval).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import random
 from collections.abc import AsyncIterator, Callable
@@ -28,8 +29,9 @@ from gatewayd.onboarding.progress import describe
 from gatewayd.onboarding.steps import Failure, StepResult
 from gatewayd.onboarding.table import State
 from gatewayd.state import StateStore
-from tests.fakes import FakeClock, FakeWifi, StubCloud
+from tests.fakes import FakeClock, FakeWifi, StubCloud, first_of
 from tests.helpers import run_async
+from tests.test_onboarding_machine import WifiWhoseHotspotFails
 
 pytestmark = pytest.mark.timeout(30)
 run = functools.partial(run_async, timeout=20.0)
@@ -119,6 +121,7 @@ def test_a_hub_booting_during_a_cloud_outage_stays_on_its_wifi_and_backs_off(
 
     async def scenario() -> None:
         async with hub(tmp_path, cloud, wifi) as (ob, clock):
+            paired_at = ob.store.state.paired_at
             await until(ob, offline_after(cloud, 1, ob))  # the boot attempt
             assert_on_wifi_waiting_for_the_cloud(ob, wifi)
             # Far past offline_grace (30 s) and several retry intervals: no hotspot ever.
@@ -133,6 +136,40 @@ def test_a_hub_booting_during_a_cloud_outage_stays_on_its_wifi_and_backs_off(
             await until(ob, lambda: ob.state == State.ONLINE and not ob.busy)
             assert cloud.connected == CLOUD and wifi.active == "HomeNet" and not wifi.hotspot
             assert describe(ob.progress()) == "online"
+            # The hub's own account, back: not a new pairing (a new paired_at would sign
+            # out the portal's admin, and rewrite state.json for nothing).
+            assert ob.store.state.paired_at == paired_at
+
+    run(scenario())
+
+
+def test_the_link_reported_up_while_waiting_for_the_cloud_tries_the_cloud_at_once(
+        tmp_path: Path) -> None:
+    """NetworkManager reports the link up while the hub waits for its next cloud retry (as
+    it does when it comes back after a restart): the cloud step runs at once ("reconnect"),
+    not after the wait. The wait that falls due meanwhile ends quietly: once the reconnect
+    has failed too, the hub waits for its next cloud retry, and for nothing else."""
+    cloud, wifi = StubCloud(), FakeWifi({"HomeNet": "supersecret"})
+    cloud.next_failure = UNREACHABLE
+
+    async def scenario() -> None:
+        async with hub(tmp_path, cloud, wifi) as (ob, clock):
+            await until(ob, offline_after(cloud, 1, ob))
+            await clock.sleeps(1)
+            wait = clock.slept[0]
+            cloud.gate = asyncio.Event()  # holds the reconnect in its cloud step
+            wifi.restore_link("HomeNet")
+            # The cloud step at once (or, wrongly, the wait begins again).
+            await first_of(until(ob, lambda: ob.step == "cloud"), clock.sleeps(2))
+            assert ob.state == State.CONNECTING and len(clock.slept) == 1
+            assert ob.attempt is not None and ob.attempt.source == "reconnect"
+            clock.advance(wait)  # the old wait falls due while the reconnect runs
+            cloud.gate.set()
+            await until(ob, offline_after(cloud, 2, ob))
+            await clock.sleeps(2)
+            assert len(cloud.timeouts) == 2 and ob.attempt.source == "reconnect"
+            assert clock.slept[1] <= 5.0, f"the next cloud retry's wait only: {clock.slept}"
+            assert_on_wifi_waiting_for_the_cloud(ob, wifi)
 
     run(scenario())
 
@@ -159,6 +196,40 @@ def test_a_retry_falling_due_as_the_link_is_reported_up_is_the_only_attempt(
             assert ob.attempt is not None and ob.attempt.source == "retry"
             assert ob.progress().step is None
             assert_on_wifi_waiting_for_the_cloud(ob, wifi)
+
+    run(scenario())
+
+
+def test_a_short_press_whose_hotspot_is_refused_leaves_the_retries_running(
+        tmp_path: Path) -> None:
+    """The owner presses the button during a cloud outage and NetworkManager refuses the
+    hotspot: the press fails, and the hub is off its Wi-Fi as far as it knows (the hotspot's
+    scan and activation took the radio). The cloud retry's wait then ends off the network:
+    the retries of the saved network go on, and the hub is back online once the broker is.
+    Before this test, a hub that stopped retrying there for good passed the suite."""
+    cloud, wifi = StubCloud(), WifiWhoseHotspotFails(failures=0)
+    wifi.aps["HomeNet"] = "supersecret"
+    cloud.next_failure = UNREACHABLE
+
+    async def scenario() -> None:
+        async with hub(tmp_path, cloud, wifi) as (ob, clock):
+            await until(ob, offline_after(cloud, 1, ob))
+            await clock.sleeps(1)
+            wifi.failures = 1
+            with pytest.raises(RuntimeError, match="NotAllowed"):
+                await ob.reopen_hotspot()
+            assert not wifi.hotspot and ob.progress().network is None
+            clock.advance(clock.slept[0])  # the cloud retry's wait ends, off the network
+            await clock.sleeps(2, timeout=5.0)
+            wait = clock.slept[1]
+            assert INTERVAL / 2 <= wait <= INTERVAL, "a retry of the saved network"
+            cloud.next_failure = None  # the broker is back
+            clock.advance(wait)
+            await until(ob, lambda: ob.state == State.ONLINE and not ob.busy)
+            assert ob.attempt is not None and ob.attempt.source == "retry"
+            assert ob.attempt.ssid == "HomeNet" and wifi.active == "HomeNet"
+            assert cloud.connected == CLOUD and not wifi.hotspot
+            assert len(cloud.timeouts) == 2
 
     run(scenario())
 

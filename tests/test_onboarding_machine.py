@@ -2053,6 +2053,75 @@ def test_a_hub_whose_network_returns_but_not_its_cloud_keeps_one_offline_timer(
     run(scenario())
 
 
+def test_the_loss_reported_again_during_the_grace_does_not_put_the_hotspot_off(
+        tmp_path: Path) -> None:
+    """Offline after its network was lost, NetworkManager reports the loss again (its
+    autoconnect tried the network and failed): the grace still counts from the loss, and
+    the hotspot comes when it is over. Before this test, a hub that began its grace again
+    at each report (the hotspot put off for as long as they came) passed the suite."""
+    cfg = config(tmp_path, offline_grace=30.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(HOME, CLOUD)
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        wifi = FakeWifi({"HomeNet": "supersecret"})
+        ob = Onboarding(cfg, st, wifi, StubCloud(), clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, settled(ob, State.ONLINE))
+            del wifi.aps["HomeNet"]  # the router is off
+            wifi.drop_link()
+            await until(ob, settled(ob, State.OFFLINE))
+            await clock.sleeps(1)
+            assert clock.slept == [30.0]
+            clock.advance(15.0)
+            wifi.drop_link("the access point went away")  # reported again
+            clock.advance(15.0)  # offline_grace since the loss
+            await clock.sleeps(2)  # the retries' first wait (or, wrongly, a new grace)
+            assert wifi.hotspot and ob.repairable
+            assert 30.0 <= clock.slept[1] <= 60.0, clock.slept
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+def test_an_ethernet_hub_waiting_for_its_cloud_tries_it_at_once_on_a_wifi_link(
+        tmp_path: Path) -> None:
+    """A hub paired on Ethernet (no network of its own stored) waits out a cloud outage,
+    its cable out; NetworkManager brings up a Wi-Fi link (a network set up outside the
+    hub): an uplink again, so the cloud step runs at once ("reconnect"), not at the next
+    backoff's end. Before this test, a hub that ignored the link passed the suite."""
+    cfg = config(tmp_path, offline_grace=3600.0, retry_interval=60.0)
+    st = store(cfg)
+    st.commit_pairing(None, CLOUD)
+    clock = FakeClock()
+    cloud = StubCloud()
+    cloud.next_failure = StepResult(False, Failure.BROKER_UNREACHABLE, "broker down")
+    wifi = FakeWifi({"Office": "office-pass"}, ethernet=True)
+
+    async def scenario() -> None:
+        ob = Onboarding(cfg, st, wifi, cloud, clock=clock, sleep=clock.sleep,
+                        rng=random.Random(7))
+        await ob.start()
+        try:
+            await until(ob, settled(ob, State.OFFLINE))
+            await clock.sleeps(1)  # the first cloud retry's wait
+            wifi.ethernet = False  # the cable is out
+            cloud.next_failure = None  # and the broker answers again
+            wifi.restore_link("Office")
+            # Online at once (or, wrongly, nothing until the wait ends: it never does here).
+            await until(ob, settled(ob, State.ONLINE))
+            assert ob.attempt is not None and ob.attempt.source == "reconnect"
+            assert cloud.connected == CLOUD and len(cloud.timeouts) == 2
+            assert len(clock.slept) == 1 and st.state.wifi is None
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
 def test_a_link_reported_up_just_before_a_reset_begins_nothing_after_it(
         tmp_path: Path) -> None:
     """NetworkManager reports the link back and, before the hub has acted on it, the hub
