@@ -90,6 +90,27 @@ def test_one_address_cannot_use_up_the_connections() -> None:
                 s.close()
 
 
+def test_a_flood_of_refused_connections_is_logged_ten_lines_a_minute(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Before: one INFO line per refused connection, at the attacker's reconnect rate;
+    journald's rate limit then drops the hub's other lines with them."""
+    limits = Limits(total=64, per_client=4)
+    caplog.set_level(logging.INFO, logger="gatewayd.runtime.webserver")
+    with server(limits) as web:
+        hoard = [connect(web.port) for _ in range(limits.per_client)]
+        try:
+            for _ in range(40):
+                extra = connect(web.port)
+                assert closed_by_server(extra, 5)  # refused: the server has seen it
+                extra.close()
+            assert healthcheck(web.port) == 200
+        finally:
+            for s in hoard:
+                s.close()
+    refused = [r for r in caplog.records if "refused a connection" in r.getMessage()]
+    assert len(refused) == 10, [r.getMessage() for r in refused]
+
+
 SLOW_START = b"GET /healthcheck HTTP/1.1\r\n"  # a request begun, never finished
 
 

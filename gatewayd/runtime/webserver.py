@@ -14,11 +14,11 @@ from everyone else, so the server is guarded (:class:`Limits`):
   ``request_seconds`` of its first byte; trickling a header line every few seconds no
   longer keeps a connection (waitress' own timeout counts idleness, which trickling
   resets);
-* **idle connections** close after ``idle_seconds``.
+* **idle connections** close after ``idle_seconds``;
+* **the log**: refused and closed connections (a peer's doing) get ten lines a minute.
 
 The control socket (a Unix socket, root or one group) has no such limits; its requests
-carry the peer's uid as their address (``REMOTE_ADDR`` ``uid 1000``), so that its app can
-bound what one user holds.
+carry the peer's uid as their address (``REMOTE_ADDR`` ``uid 1000``): its app bounds users.
 
 What waitress itself refuses before an app sees the request (a body or headers over the
 limits, a transfer coding it lacks, a request its parser cannot read, an app that raised)
@@ -57,6 +57,8 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer, create_server
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
+
+from gatewayd.runtime.logsetup import LogBudget
 
 log = logging.getLogger(__name__)
 LOOP_TIMEOUT = 0.2  # seconds waitress' select() waits at most
@@ -246,9 +248,22 @@ class _PeerChannel(HTTPChannel):
         super().__init__(server, sock, addr, adj, map=map)
 
 
+def _later(delay: float, call: Callable[[], None]) -> None:
+    timer = threading.Timer(delay, call)
+    timer.daemon = True  # a stop does not wait for the count of a quiet minute
+    timer.start()
+
+
 class _GuardedServer(TcpWSGIServer):
     channel_class = _GuardedChannel
     limits = Limits()
+    _budget: LogBudget | None = None
+
+    def _say(self, message: str, *args: object) -> None:
+        if self._budget is None:  # on waitress' own thread, which handles every accept
+            self._budget = LogBudget(log, "web connections refused or closed", later=_later)
+        if self._budget.allow():
+            log.info(message, *args)
 
     def handle_accept(self) -> None:
         try:
@@ -262,13 +277,13 @@ class _GuardedServer(TcpWSGIServer):
         channels = self._channels()
         mine = sum(1 for ch in channels if ch.addr[0] == client)
         if mine >= self.limits.per_client:
-            log.info("web: refused a connection from %s: it has %d open already", client, mine)
+            self._say("web: refused a connection from %s: it has %d open already", client, mine)
             conn.close()
             return
         live = [ch for ch in channels if not ch.going]
         if len(live) >= self.limits.total and (
                 len(channels) >= self.limits.total + CLOSING_SLACK or not self._make_room(live)):
-            log.info("web: refused a connection from %s: all %d connections are in use "
+            self._say("web: refused a connection from %s: all %d connections are in use "
                      "(answering requests, or closing)", client, len(channels))
             conn.close()
             return
@@ -296,7 +311,7 @@ class _GuardedServer(TcpWSGIServer):
         # An answer still being sent (the client reads slowly) is given up last.
         victim = min(waiting, key=lambda ch: (ch.total_outbufs_len > 0, -held[ch.addr[0]],
                                               ch.waiting_since))
-        log.info("web: closed a connection from %s for a newcomer: all %d were open, and "
+        self._say("web: closed a connection from %s for a newcomer: all %d were open, and "
                  "it had waited %.0f s without a whole request (its address held %d)",
                  victim.addr[0], len(live), time.monotonic() - victim.waiting_since,
                  held[victim.addr[0]])
@@ -310,7 +325,7 @@ class _GuardedServer(TcpWSGIServer):
             request = channel.request
             if request is not None and not request.completed \
                     and channel.request_began < deadline:
-                log.info("web: closed a connection from %s: its request took longer than "
+                self._say("web: closed a connection from %s: its request took longer than "
                          "%g s", channel.addr[0], self.limits.request_seconds)
                 channel.will_close = True
 
