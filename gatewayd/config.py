@@ -160,6 +160,11 @@ class PortalConfig:
     # Names the hub also answers to (a router's DNS name for it): any other name is refused,
     # since a web page can point its own name at the hub (DNS rebinding).
     host_names: tuple[str, ...] = spec(factory=tuple, check=_check_host)
+    # Where the 2Smart app's GET /pair is taken: a web page the user visits can send it too
+    # (docs/portal.md, "Security"); "hotspot" takes it only from the hotspot's clients.
+    get_pair: str = spec("anywhere", choices=("anywhere", "hotspot"),
+                         doc="anywhere: GET /pair from every client; hotspot: only from "
+                             "clients in [hotspot] address's subnet")
 
 
 @dataclass(frozen=True)

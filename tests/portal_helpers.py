@@ -178,10 +178,13 @@ class Client:
 
     port: int
     cookies: dict[str, str] = field(default_factory=dict)
+    source: str | None = None  # the client's own address (a loopback one: 127.x.y.z)
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None) -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=10,
+            source_address=(self.source, 0) if self.source else None)
         all_headers = dict(headers or {})
         if self.cookies:
             all_headers.setdefault("Cookie", "; ".join(f"{k}={v}" for k, v in
@@ -229,9 +232,11 @@ class Portal:
     core: CoreCall
     server: WebServer
     state_file: Path
+    pairing: PairingService
 
-    def client(self) -> Client:
-        return Client(self.port)
+    def client(self, source: str | None = None) -> Client:
+        """``source``: the client's address, such as 127.0.0.2 (default 127.0.0.1)."""
+        return Client(self.port, source=source)
 
     @property
     def setup_code(self) -> str:
@@ -280,7 +285,8 @@ def running_portal(tmp: Path, *, networks: list[dict[str, Any]] | None = None,
                                      error_page=refusals.error_page))
     try:
         yield Portal(url=f"http://127.0.0.1:{server.port}", port=server.port, hub=hub,
-                     fake=fake, core=core.call, server=server, state_file=store.path)
+                     fake=fake, core=core.call, server=server, state_file=store.path,
+                     pairing=pairing)
     finally:
         server.stop()
         core.stop()

@@ -76,6 +76,8 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
         ("[portal]\nhost_names = ['hub.lan', 'not a host']", "portal.host_names[1]",
          "host name"),
         ("[portal]\nhost_names = [7]", "portal.host_names[0]", "must be a string"),
+        ("[portal]\nget_pair = 'lan'", "portal.get_pair",
+         "must be one of 'anywhere', 'hotspot', got 'lan'"),
         ("[cloud]\ntoken = \"tok\\u0001en-31415\"", "cloud.token",
          "must not contain control characters"),
         ("[cloud]\nreconnect_min = 50.0\nreconnect_max = 10.0", "cloud.reconnect_min",

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
 from gatewayd.control.app import control_blueprints, create_control_app
-from gatewayd.onboarding.pairing import PAIR_FIELDS
+from gatewayd.onboarding.pairing import PAIR_FIELDS, PairingError
 from gatewayd.onboarding.steps import Failure
 from gatewayd.portal.api import openapi_spec
 from gatewayd.runtime.webserver import WebServer
@@ -304,6 +304,9 @@ def test_openapi_document_validates_and_is_served(portal: Portal) -> None:
             "/api/v1/status"} <= paths
     documented = {p["name"] for p in spec["paths"]["/pair"]["get"]["parameters"]}
     assert documented == set(PAIR_FIELDS)
+    # Every pairing refusal's code is an example of the Error schema's (an open set too).
+    error = spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
+    assert {r.code for r in PairingError.__subclasses__()} <= set(error["code"]["examples"])
     # last_failure.code is an open set (interfaces.md §1): a client generated from the spec
     # must not reject a code a later release adds, so it is listed as examples, not an enum,
     # and the examples name every failure code the hub can report today.

@@ -134,6 +134,13 @@ class ForeignHost(PairingError):
     status, code = 421, "foreign-host"
 
 
+class HotspotOnly(PairingError):
+    """``GET /pair`` from a client not on the hub's hotspot, with ``[portal] get_pair =
+    "hotspot"`` (HTTP only): a web page the user visits could have sent it."""
+
+    status, code = 403, "get-pair-hotspot-only"
+
+
 class PairingBusy(PairingError):
     status, code = 409, "busy"
 
@@ -413,7 +420,7 @@ class PairingService:
             # begin checks busy and open again: _check may have awaited (the uplink)
             await self.onboarding.begin(request)
         except PairingError as exc:
-            self.refusals[exc.code] += 1
+            self.count(exc)
             raise
         self.accepted += 1
         return self.onboarding.progress()
@@ -442,6 +449,10 @@ class PairingService:
             raise InvalidRequest("ssid: this hub is not on a network yet: send the Wi-Fi "
                                  "network (ssid and psk) with the account", "ssid")
         return request
+
+    def count(self, refusal: PairingError) -> None:
+        """Count a refusal (on the core's loop): an entry point's own too."""
+        self.refusals[refusal.code] += 1
 
     def status(self) -> dict[str, Any]:
         """The ``pairing`` section of ``gatewayctl status``: requests taken and refused."""

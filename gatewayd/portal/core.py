@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from gatewayd.config import CloudConfig
 from gatewayd.hub import Hub
-from gatewayd.onboarding.pairing import PairingService, reset_hint
+from gatewayd.onboarding.pairing import PairingError, PairingService, reset_hint
 from gatewayd.onboarding.progress import Progress
 from gatewayd.runtime.corecall import CoreCall
 
@@ -126,6 +126,12 @@ class PortalCore:
             return str(cloud.redacted()["account"]) if cloud is not None else None
         return self.call(_account)
 
+    def hotspot_up(self) -> bool:
+        """Whether the hub's hotspot is up now (not activity: nobody asked for a page)."""
+        async def _up() -> bool:
+            return self.pairing.progress().hotspot
+        return self.call(_up)
+
     def reset_hint(self) -> str:
         """How this hub is reset to pair it again: its own button's hold time, or
         'gatewayctl reset' alone on a hub without a button."""
@@ -177,6 +183,13 @@ class PortalCore:
             self._touch()
             return await self.pairing.submit(fields, source, admin=admin)
         return self.call(_submit)
+
+    def count_refusal(self, refusal: PairingError) -> None:
+        """Count a refusal the portal gave before the front door, with the front door's
+        own (``gatewayctl status``: ``pairing.refused``)."""
+        async def _count() -> None:
+            self.pairing.count(refusal)
+        self.call(_count)
 
     def check_admin_password(self, candidate: str) -> bool:
         configured = self.hub.config.portal.admin_password

@@ -1,13 +1,15 @@
 """The 2Smart app's contract: ``GET /healthcheck`` and ``GET /pair`` with plain-text answers.
 
 ``/pair`` answers ``200 OK``, or the refusal's status and message (docs/interfaces.md):
-``400 <message naming the parameter>``, ``403 <how to reset>`` (not in pairing mode, or a
-cross-site browser request), ``409`` (an attempt is already running), ``429`` (rate
-limit) or ``500 <message>``; a refused request changes nothing.
+``400 <message naming the parameter>``, ``403 <how to reset>`` (not in pairing mode, a
+cross-site browser request, or with ``[portal] get_pair = "hotspot"`` a client not on the
+hotspot), ``409`` (an attempt is already running), ``429`` (rate limit) or
+``500 <message>``; a refused request changes nothing.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,9 +18,11 @@ from urllib.parse import parse_qsl
 from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
+from gatewayd.config import Config
 from gatewayd.onboarding.pairing import (
     PAIR_FIELDS,
     CrossSite,
+    HotspotOnly,
     InvalidRequest,
     PairingError,
     PairingFailed,
@@ -26,7 +30,13 @@ from gatewayd.onboarding.pairing import (
 )
 from gatewayd.onboarding.progress import Progress
 from gatewayd.portal.core import PortalCore
-from gatewayd.portal.security import MalformedOrigin, RateLimiter, client_key, same_origin
+from gatewayd.portal.security import (
+    MalformedOrigin,
+    RateLimiter,
+    client_key,
+    in_network,
+    same_origin,
+)
 from gatewayd.runtime.corecall import CoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -94,6 +104,33 @@ def http_gate(limiter: RateLimiter | None) -> PairingError | None:
     return origin_gate(CROSS_SITE)
 
 
+def hotspot_only(config: Config) -> str:
+    """What a ``GET /pair`` from elsewhere is told: where it is taken, and what to use."""
+    where = ("GET /pair is taken only from the hub's own Wi-Fi hotspot." if
+             config.hotspot.enabled else
+             "This hub takes no GET /pair: only from a Wi-Fi hotspot, and it has none.")
+    ble = " or over Bluetooth (BLE commissioning)" if config.ble.enabled else ""
+    return (f"{where} Pair it with POST /api/v1/pair (a JSON body), in its admin "
+            f"panel{ble}.")
+
+
+def hotspot_gate(core: PortalCore) -> PairingError | None:
+    """With ``[portal] get_pair = "hotspot"``, ``GET /pair`` is taken only from a client in
+    the hotspot's subnet while the hotspot is up: a web page the user visits can send it
+    from anywhere else (docs/portal.md, "Security"). None: go on."""
+    config = core.hub.config
+    if config.portal.get_pair != "hotspot":
+        return None
+    hotspot = ipaddress.IPv4Interface(config.hotspot.address).network
+    if config.hotspot.enabled and in_network(request.remote_addr, hotspot) and \
+            core.hotspot_up():
+        return None
+    refusal = HotspotOnly(hotspot_only(config))
+    core.count_refusal(refusal)
+    log.info("GET /pair from %s refused: %s", client_key(request), refusal.code)
+    return refusal
+
+
 def origin_gate(refused: str) -> PairingError | None:
     """A browser request from another web site is refused with ``refused``; one with an
     Origin header no browser sends is invalid. None: go on."""
@@ -116,8 +153,8 @@ def pair_blueprint(core: PortalCore, limiter: RateLimiter) -> Blueprint:
     @bp.get("/pair")
     def pair() -> Response:
         args = query_args(request.query_string)
-        outcome = http_gate(limiter) or submit_or_refuse(core, lambda: query_fields(args),
-                                                         "http")
+        outcome = http_gate(limiter) or hotspot_gate(core) or submit_or_refuse(
+            core, lambda: query_fields(args), "http")
         if isinstance(outcome, PairingError):
             return text(outcome.message, outcome.status, retry_after(outcome))
         return text("OK")

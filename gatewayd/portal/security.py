@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import math
 import secrets
 import threading
@@ -96,6 +97,19 @@ class RateLimiter:
 def client_key(request: Request) -> str:
     # waitress runs with clear_untrusted_proxy_headers: remote_addr is the real peer.
     return request.remote_addr or "unknown"
+
+
+def in_network(address: str | None, network: ipaddress.IPv4Network) -> bool:
+    """Whether a client's address (``request.remote_addr``) is in ``network``. An
+    IPv4-mapped IPv6 address (``::ffff:192.168.4.7``: a dual-stack socket's) is its IPv4
+    one; anything else IPv6, and an address that is not one, is not in it."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return isinstance(ip, ipaddress.IPv4Address) and ip in network
 
 
 # ---- CSRF ---------------------------------------------------------------------------------
