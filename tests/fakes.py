@@ -118,6 +118,7 @@ class FakeWifi:
         self.connect_gate: asyncio.Event | None = None  # holds connect() until set
         self._on_link: Any = None
         self._on_hotspot_down: Any = None
+        self._on_wired: Any = None
 
     # ---- WifiControl ------------------------------------------------------------------
 
@@ -125,6 +126,12 @@ class FakeWifi:
                     on_service: Any = None, on_wired: Any = None) -> None:
         self._on_link = on_link
         self._on_hotspot_down = on_hotspot_down
+        self._on_wired = on_wired
+
+    def wired_changed(self) -> None:
+        """NetworkManager's word that a wired link came or went (nm/wired.py)."""
+        if self._on_wired is not None:
+            self._on_wired()
 
     running = True  # NetworkManager is there
 

@@ -1452,11 +1452,46 @@ def test_ethernet_hub_whose_cloud_failed_at_boot_retries_with_backoff(
                 # re-pairing onto Wi-Fi; the cable's return and a retry take it down.
                 assert wifi.hotspot and ob.repairable
                 wifi.ethernet = True
+                # The next retry finds the cable back and says so before it tries.
+                heard: list[str] = []
+                ob.subscribe(lambda state, p: heard.append(describe(p)))
             cloud.next_failure = None  # the broker is back
             clock.advance(60.0)
             await until(ob, settled(ob, State.ONLINE))
+            if wifi is not None:
+                assert heard[0] == ("offline: on Ethernet, cloud unreachable, retrying: "
+                                    "broker down"), heard
             assert len(cloud.timeouts) == tries + 1 and cloud.connected == CLOUD
             assert wifi is None or not wifi.hotspot
+        finally:
+            await ob.stop()
+
+    run(scenario())
+
+
+class WifiThatCannotTellTheCable(FakeWifi):
+    async def ethernet_connected(self) -> bool:
+        raise OSError("NetworkManager did not answer")
+
+
+def test_a_failure_with_a_cable_nobody_can_read_says_network_lost(tmp_path: Path) -> None:
+    """A carrier NetworkManager cannot tell is taken as down: the status does not claim the
+    hub is on Ethernet with only its cloud out of reach."""
+    cfg = config(tmp_path, offline_grace=3600.0)
+    st = store(cfg)
+    st.commit_pairing(None, CLOUD)
+    cloud = StubCloud()
+    cloud.next_failure = StepResult(False, Failure.BROKER_UNREACHABLE, "broker down")
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        ob = Onboarding(cfg, st, WifiThatCannotTellTheCable(ethernet=True), cloud,
+                        clock=clock, sleep=clock.sleep)
+        await ob.start()
+        try:
+            await until(ob, settled(ob, State.OFFLINE))
+            assert ob.last_failure is not None
+            assert describe(ob.progress()) == "offline: network lost"
         finally:
             await ob.stop()
 
@@ -1697,6 +1732,24 @@ def test_an_unpaired_hub_raises_its_hotspot_once_the_cable_is_pulled(tmp_path: P
             clock.advance(clock.slept[-1])
             await until(ob, lambda: ob.progress().hotspot)
             assert clock.slept == [5.0, WATCH_CABLE, WATCH_CABLE] and ob.pairing_open
+
+    run(scenario())
+
+
+def test_an_unpaired_hub_raises_its_hotspot_when_networkmanager_says_the_cable_went(
+        tmp_path: Path) -> None:
+    """The watchdog's word from NetworkManager (the start hands it ``on_wired``): the hotspot
+    comes at once, not at the next safety look a minute later."""
+    async def scenario() -> None:
+        wifi = FakeWifi({}, ethernet=True)
+        async with unpaired_on_a_fake_clock(tmp_path, wifi) as (ob, clock):
+            await clock.sleeps(1)
+            clock.advance(clock.slept[-1])  # the first look: the cable is in
+            await clock.sleeps(2)  # waiting a minute, or for NetworkManager's word
+            wifi.ethernet = False
+            wifi.wired_changed()
+            await until(ob, lambda: ob.progress().hotspot)
+            assert clock.slept == [5.0, WATCH_CABLE] and ob.pairing_open
 
     run(scenario())
 
