@@ -16,7 +16,10 @@ general-purpose parsing, and :mod:`~gatewayd.zigbee.ezsp_fast` takes their EZSP 
 bellows' (bellows radios only), with :mod:`~gatewayd.zigbee.ash_fast` reading bellows' serial
 line below it (:mod:`~gatewayd.zigbee.serial_reads` sizing its reads), and
 :mod:`~gatewayd.zigbee.extended_timeouts` sparing bellows a question to
-the NCP before each unicast, and :mod:`~gatewayd.zigbee.commands` frames a ``/set``'s
+the NCP before each unicast, and :mod:`~gatewayd.zigbee.ash_closing` fixes bellows' ASH
+when its connection closes mid-send (one exception shared by every connection kept each
+lost session alive);
+:mod:`~gatewayd.zigbee.commands` frames a ``/set``'s
 command without zigpy's typed header; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate
 filter keeping compact keys instead of packets;
 :mod:`~gatewayd.zigbee.left` remembers the devices that left (``lost`` across restarts) and
@@ -35,9 +38,9 @@ radio and the device model live in :mod:`gatewayd.zigbee.virtual`.
 
 Modules that import zigpy (``radio`` once it starts a controller, ``child``, ``fastpath``,
 ``dedup``, ``commands``, and the simulated radio) are imported only when Zigbee is
-enabled, ``ezsp_fast``, ``ash_fast`` and ``extended_timeouts`` (bellows) only when the
-radio is bellows; the bridge loads them lazily. Nothing is imported from this package's
-``__init__`` on purpose.
+enabled, ``ezsp_fast``, ``ash_fast``, ``ash_closing`` and ``extended_timeouts`` (bellows)
+only when the radio is bellows; the bridge loads them lazily. Nothing is imported from
+this package's ``__init__`` on purpose.
 
 May import: homie, config, runtime; never the bridge, the cloud link or a front end.
 """
