@@ -18,7 +18,7 @@ line below it (:mod:`~gatewayd.zigbee.serial_reads` sizing its reads), and
 :mod:`~gatewayd.zigbee.extended_timeouts` sparing bellows a question to
 the NCP before each unicast, and :mod:`~gatewayd.zigbee.ash_closing` fixes bellows' ASH
 when its connection closes mid-send (one exception shared by every connection kept each
-lost session alive);
+lost session alive; a failed send nobody awaited was logged with a traceback);
 :mod:`~gatewayd.zigbee.commands` frames a ``/set``'s
 command without zigpy's typed header; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate
 filter keeping compact keys instead of packets;
