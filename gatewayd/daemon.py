@@ -60,6 +60,7 @@ from gatewayd.state import StateStore
 from gatewayd.virtual import DEVICE_PREFIX
 from gatewayd.virtual.host import VirtualDevices
 from gatewayd.virtual.kept import FILE_NAME as KEPT_FILE
+from gatewayd.zigbee.new_network import reset_without_radio
 
 if TYPE_CHECKING:
     from gatewayd.provisioning.service import Provisioner
@@ -201,6 +202,8 @@ class Daemon:
             # the radio comes up again, the zigpy app it replaced is garbage: a full one.
             ups = itertools.count()
             bridge.up_hooks.append(lambda: heap.settle(full=next(ups) > 0))
+        else:  # a full reset forgets the network all the same (zigbee/new_network.py)
+            hub.on_reset(functools.partial(reset_without_radio, cfg.state_dir))
 
         parts = ControlParts(hub, call, providers, hardware, pairing, onboarding,
                              bridge=bridge, platform=(self.cloud_link.platform

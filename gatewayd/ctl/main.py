@@ -19,12 +19,9 @@ from gatewayd.ctl.simjson import read_sim_json
 from gatewayd.ctl.zigbee import add_zigbee_commands
 from gatewayd.runtime.atomicfile import directory_owner
 from gatewayd.state import LOCK_FILE, StateBusy, StateStore
-from gatewayd.zigbee.new_network import ask as ask_new_network
+from gatewayd.zigbee.new_network import forget as forget_zigbee_network
 
 EXIT_INTERRUPTED = 130  # as a shell reports a command Ctrl-C stopped (128 + SIGINT)
-# What a full reset forgets besides the credentials: the Zigbee network (gatewayd.bridge).
-ZIGBEE_FILES = ("zigbee.db", "zigbee.db-wal", "zigbee.db-shm", "zigbee.db-journal",
-                "zigbee-left.json", "zigbee-setup.json")
 
 
 def cmd_status(args: argparse.Namespace, client: Client) -> int:
@@ -56,15 +53,9 @@ def _offline_reset(args: argparse.Namespace) -> dict[str, Any]:
                            "and reset through it") from None
         # Kept for the daemon to release at the next pairing, under the id it publishes as.
         state = store.reset(keep_account=True, hub_id=_config(args).hub.device_id)
-        forgotten = []
-        if args.full:
-            # First: a reset cut short after it must still give a new network.
-            ask_new_network(state_dir, directory_owner(state_dir))
-            for name in ZIGBEE_FILES:
-                path = state_dir / name
-                if path.exists():
-                    path.unlink()
-                    forgotten.append(name)
+        # As a daemon with Zigbee disabled does (gatewayd/zigbee/new_network.py).
+        forgotten = (forget_zigbee_network(state_dir, directory_owner(state_dir))
+                     if args.full else [])
     except OSError as exc:
         hint = ("; run it as root or as the directory's owner"
                 if isinstance(exc, PermissionError) else "")

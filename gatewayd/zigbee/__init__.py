@@ -26,7 +26,8 @@ filter keeping compact keys instead of packets;
 :mod:`~gatewayd.zigbee.setups` runs each device's setup and remembers the ones that did not
 finish, to do them again, both in a file :mod:`~gatewayd.zigbee.ieee_file` keeps;
 :mod:`~gatewayd.zigbee.new_network` keeps a full reset's request for a new network until
-the radio has formed it (no zigpy: ``gatewayctl``'s offline reset writes it too);
+the radio has formed it, and is the whole of a full reset where no radio runs (no zigpy:
+``gatewayctl``'s offline reset, and the daemon with Zigbee disabled);
 :mod:`~gatewayd.zigbee.operations` is what users ask of the bridge (permit join, install
 codes, removal, status), and :mod:`~gatewayd.zigbee.publishing` how it publishes its
 children's values and states and its own node, both bases of the bridge's class;

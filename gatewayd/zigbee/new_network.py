@@ -9,6 +9,9 @@ leave). The bridge, at its next radio start, has the radio leave that network an
 new one, and deletes the file only once the new network is up: a crash or power cut in
 between forms a new network again at the next start, never brings the old one back.
 
+Where no radio runs (``gatewayctl``'s offline reset, and a daemon with Zigbee disabled),
+a full reset is :func:`forget`: the request, then the network's files deleted.
+
 Imports no zigpy: ``gatewayctl`` writes the file too.
 """
 
@@ -23,6 +26,9 @@ from gatewayd.runtime.atomicfile import atomic_write, fsync_directory
 log = logging.getLogger(__name__)
 
 NEW_NETWORK_FILE = "zigbee-new-network"
+# What a full reset forgets of the Zigbee network besides the radio's own memory.
+NETWORK_FILES = ("zigbee.db", "zigbee.db-wal", "zigbee.db-shm", "zigbee.db-journal",
+                 "zigbee-left.json", "zigbee-setup.json")
 _TEXT = b"a full reset asked for a new Zigbee network; gatewayd forms it at its next start\n"
 
 
@@ -30,6 +36,36 @@ def ask(state_dir: Path, owner: tuple[int, int] | None = None) -> None:
     """Record that the radio must leave its network and form a new one (atomically; root's
     write gets ``owner``, so the daemon's user can delete it)."""
     atomic_write(state_dir / NEW_NETWORK_FILE, _TEXT, 0o600, owner)
+
+
+def forget(state_dir: Path, owner: tuple[int, int] | None = None) -> list[str]:
+    """A full reset where no radio runs: ask for a new network (first: a reset cut short
+    after it must still give one), then delete :data:`NETWORK_FILES`. Returns the names
+    deleted. Raises OSError (nothing deleted if the request could not be written)."""
+    ask(state_dir, owner)
+    forgotten = []
+    for name in NETWORK_FILES:
+        path = state_dir / name
+        if path.exists():
+            path.unlink()
+            forgotten.append(name)
+    return forgotten
+
+
+async def reset_without_radio(state_dir: Path, full: bool) -> None:
+    """The hub's reset hook while Zigbee is disabled: a full reset forgets the network as
+    the offline reset does, so the owner who enables Zigbee next gets a new one, not the
+    old key and devices (the stick still holds them: it leaves at the next radio start)."""
+    if not full:
+        return
+    try:
+        forgotten = await asyncio.to_thread(forget, state_dir)
+    except OSError as exc:
+        log.error("zigbee: the full reset could not forget the Zigbee network: %s",
+                  exc.strerror or exc)
+        return
+    log.warning("zigbee: network forgotten (Zigbee is disabled; %s); a new one is formed "
+                "when it is enabled", ", ".join(forgotten) or "no files to delete")
 
 
 def asked(state_dir: Path) -> bool:
