@@ -62,6 +62,7 @@ from gatewayd.zigbee.new_network import NewNetwork
 from gatewayd.zigbee.operations import BridgeOperations
 from gatewayd.zigbee.permits import PermitJoin
 from gatewayd.zigbee.publishing import BridgePublishing
+from gatewayd.zigbee.radio_words import radio_lost
 from gatewayd.zigbee.setups import SETUP_FILE, SETUP_RETRY, SetupRetry, Setups
 from gatewayd.zigbee.status_line import StatusLine
 
@@ -422,10 +423,7 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         # Our words for the cloud's zigbee/status; the library's (or None) for the log only.
-        self.last_error = ("the radio closed the connection" if exc is None
-                           else "the radio reset itself" if getattr(exc, "code", None)
-                           is not None  # bellows' NcpFailure
-                           else "the connection to the radio failed")
+        self.last_error = radio_lost(exc)
         log.error("zigbee: %s (%r)", self.last_error, exc)
         self.alerts.radio_lost()
         self._lost.set()
