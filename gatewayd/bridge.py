@@ -8,7 +8,8 @@ while the radio is gone, ``lost`` once they leave. The hub gets a ``zigbee`` nod
 ``status``, and settable ``install-code`` and ``remove``.
 
 The radio is supervised: if it cannot be opened, or disappears later (unplugged,
-watchdog failure), the bridge retries with jittered exponential backoff while the rest of the
+watchdog failure), the bridge retries with jittered exponential backoff
+(:mod:`gatewayd.zigbee.retries`; a radio lost soon after it came up too) while the rest of the
 daemon runs on, and on success restores every child from ``zigbee.db`` with no new
 interview (but the setup where it had not finished, :mod:`gatewayd.zigbee.setups`).
 Values go out through a per-property coalescer, so a chatty device costs at most one
@@ -31,13 +32,11 @@ from typing import TYPE_CHECKING, Any
 from gatewayd import homie
 from gatewayd.config import ZigbeeConfig
 from gatewayd.runtime.atomicfile import atomic_write
-from gatewayd.runtime.backoff import backoff_delay
 from gatewayd.runtime.writebehind import Write
 from gatewayd.zigbee.radio import (
     SHUTDOWN_SECONDS,
     FastPaths,
     RadioError,
-    RadioUnavailable,
     fast_paths,
     forget_network,
     leave_network,
@@ -63,6 +62,7 @@ from gatewayd.zigbee.operations import BridgeOperations
 from gatewayd.zigbee.permits import PermitJoin
 from gatewayd.zigbee.publishing import BridgePublishing
 from gatewayd.zigbee.radio_words import radio_lost
+from gatewayd.zigbee.retries import Retries
 from gatewayd.zigbee.setups import SETUP_FILE, SETUP_RETRY, SetupRetry, Setups
 from gatewayd.zigbee.status_line import StatusLine
 
@@ -85,9 +85,9 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
                  rng: random.Random | None = None, setup_retry: SetupRetry = SETUP_RETRY,
                  virtual: VirtualNetwork | None = None, write: Write = atomic_write) -> None:
         self.cfg, self.state_dir, self.publisher, self.hub = cfg, Path(state_dir), publisher, hub
-        self.retry_min, self.retry_max, self.shutdown_timeout = (retry_min, retry_max,
-                                                                 shutdown_timeout)
+        self.shutdown_timeout = shutdown_timeout
         self.rng = rng or random.Random()  # noqa: S311 (retry jitter, not a secret)
+        self.retries = Retries(retry_min, retry_max, self.rng)  # zigbee/retries.py
         self.availability_interval, self.mains_timeout, self.battery_timeout = (
             availability_interval, mains_timeout, battery_timeout)
         self.app: ControllerApplication | None = None
@@ -178,7 +178,6 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
         await self.start()
 
     async def _supervise(self) -> None:
-        failures = 0
         while True:
             try:
                 # The world file is read once, in a thread: not on the loop.
@@ -192,19 +191,13 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
                 self.last_error = str(exc)
                 if self.status_line.radio != f"down: {exc}":  # not again at every retry
                     self._hub_value("status", f"down: {exc}")
-                # What waiting does not mend (a missing package, a stick of another type,
-                # a damaged file) is retried slowly. Half the window at least: a missing
-                # port fails at once and must not spin.
-                await asyncio.sleep(backoff_delay(failures, self.retry_min, self.retry_max,
-                                                  self.rng, floor=0.5)
-                                    if isinstance(exc, RadioUnavailable) else self.retry_max)
-                failures += 1
+                await self.retries.failed(exc)
                 continue
             if app is None:
                 continue  # it left the old network: the next start forms the new one
-            failures = 0
             self._lost.clear()
             await self._up(app)
+            self.retries.up()
             availability = asyncio.create_task(watch_availability(
                 lambda: list(self.children.values()), self,
                 interval=self.availability_interval, mains_timeout=self.mains_timeout,
@@ -214,6 +207,7 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
             finally:
                 availability.cancel()
             await self._down(app)
+            await self.retries.lost()  # at once, unless it keeps dropping soon after it came up
 
     async def _new_network(self, app: ControllerApplication) -> ControllerApplication | None:
         """A full reset (maybe offline) asked for a new network (new_network.py): leave the
