@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,48 @@ def notifications(clock: Clock | None = None) -> tuple[Notifications, Sent]:
     return Notifications(sent, clock=clock or Clock()), sent  # type: ignore[arg-type]
 
 
+class Timer:
+    def __init__(self, due: float, callback: Callable[[], None]) -> None:
+        self.due, self.callback, self.cancelled = due, callback, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Later:
+    """The notifications' timer, run by hand as the clock moves."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.due: list[Timer] = []
+
+    def __call__(self, delay: float, callback: Callable[[], None]) -> Timer:
+        self.due.append(Timer(self.clock.now + delay, callback))
+        return self.due[-1]
+
+    def advance(self, seconds: float) -> None:
+        """The clock moves on; what fell due meanwhile runs, in order."""
+        self.clock.now += seconds
+        while ready := [t for t in self.due if t.due <= self.clock.now]:
+            timer = min(ready, key=lambda t: t.due)
+            self.due.remove(timer)
+            if not timer.cancelled:
+                timer.callback()
+
+
+LOST, BACK = "The Zigbee radio was lost", "The Zigbee radio is back"
+
+
+def radio_said(sent: Sent) -> list[str]:
+    return [m["message"].split(" (")[0] for m in sent.messages]
+
+
+def flap(notes: Notifications, later: Later, *steps: tuple[float, str]) -> None:
+    for at, kind in steps:
+        later.advance(at - later.clock.now)
+        notes.send(kind, "hub-1", LOST if kind == "radio-lost" else BACK)
+
+
 def test_the_2smart_format() -> None:
     notes, sent = notifications()
     assert notes.send("radio-lost", "hub-1", "The Zigbee radio was lost")
@@ -83,6 +126,45 @@ def test_a_flapping_sender_gets_its_burst_then_one_a_minute() -> None:
     assert notes.send("child-joined", "zigbee-2", "joined")
     assert notes.send("child-left", "zigbee-1", "left")
     assert notes.status() == {"sent": BURST + 3, "held_back": 100 - BURST + 1}
+
+
+@pytest.mark.parametrize("ends", ["radio-recovered", "radio-lost"])
+def test_the_last_radio_notification_delivered_is_the_radios_state(ends: str) -> None:
+    """A flapping radio: the lost and the recovered notifications are budgeted together,
+    and the latest one held back goes out once the budget allows. Budgeted apart, this
+    sequence left "lost" as the last word while the radio was back (and "back" while it
+    was lost)."""
+    clock = Clock()
+    later = Later(clock)
+    sent = Sent()
+    notes = Notifications(sent, clock=clock, later=later)  # type: ignore[arg-type]
+    start = clock.now
+    flap(notes, later, *[(start, kind) for kind in ["radio-lost", "radio-recovered"] * 3],
+         (start + 59, "radio-lost"), (start + 61, "radio-recovered"),
+         (start + 61.5, "radio-lost"), (start + 62, "radio-recovered"))
+    if ends == "radio-lost":
+        flap(notes, later, (start + 63, "radio-lost"))
+    later.advance(2 * INTERVAL)  # the radio stays as it is now
+    assert radio_said(sent)[-1] == (BACK if ends == "radio-recovered" else LOST)
+    assert len(sent.messages) <= BURST + 3 * 1  # within the budget: ~3 minutes in all
+    if radio_said(sent)[-1] == LOST:  # owed, then delivered: it counts what it stands for
+        assert sent.messages[-1]["message"].endswith("notification(s) held back)")
+        assert sent.messages[-1]["logLevel"] == "error"
+
+
+def test_a_recovery_held_back_is_not_sent_when_the_radio_is_lost_again() -> None:
+    """Owed, then overtaken: what the user was last told is the state again."""
+    clock = Clock()
+    later = Later(clock)
+    sent = Sent()
+    notes = Notifications(sent, clock=clock, later=later)  # type: ignore[arg-type]
+    flap(notes, later, *[(clock.now, kind) for kind in ["radio-lost", "radio-recovered"] * 2])
+    assert radio_said(sent) == [LOST, BACK, LOST]  # the burst; "back" owed
+    later.advance(1)
+    notes.send("radio-lost", "hub-1", LOST)  # lost again before the budget allowed "back"
+    later.advance(2 * INTERVAL)
+    assert radio_said(sent) == [LOST, BACK, LOST]
+    assert notes.status() == {"sent": 3, "held_back": 2}
 
 
 def test_a_hundred_flaps_over_a_minute_stay_within_the_documented_budget() -> None:

@@ -22,6 +22,13 @@ most one every ``INTERVAL`` seconds; the ones in between are counted, not sent, 
 next one that goes out says how many were held back. So a device flapping a hundred times
 a minute costs its user ``BURST`` + 1 notifications that minute, not a hundred. The
 tracked (sender, kind) pairs are bounded too (least recently used forgotten first).
+
+**States.** The kinds in :data:`STATES` tell a state (the radio lost, the radio back): the
+last one delivered is what the user believes. They share one budget per sender, and the
+latest one held back is owed: it goes out as soon as the budget allows (at most
+``INTERVAL`` later, on the loop), unless the last one delivered already says the same.
+Budgeted apart, a flapping radio's last delivered notification could be "lost" while it
+was back, or "back" while it was lost.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ BURST = 3
 INTERVAL = 60.0
 MAX_TRACKED = 1024
 TOPIC = "notifications/create"
+
+# State kinds and the budget they share (see "States" above).
+STATES = {"radio-lost": "radio", "radio-recovered": "radio"}
 
 LEVELS = {"child-joined": "info", "child-left": "warning", "interview-failed": "warning",
           "radio-lost": "error", "radio-recovered": "info", "battery-low": "warning",
@@ -84,20 +94,36 @@ async def notify(link: Publisher, message: str, *, level: str = "info",
         return False
 
 
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+Later = Callable[[float, Callable[[], None]], Timer]
+
+
+def _call_later(delay: float, callback: Callable[[], None]) -> Timer:
+    return asyncio.get_running_loop().call_later(delay, callback)
+
+
 @dataclass
 class _Budget:
     tokens: float
     stamp: float
     held: int = 0
+    said: str | None = None  # the state kind last delivered
+    owed: tuple[str, str] | None = None  # the latest state (kind, message) held back
+    timer: Timer | None = None  # when the owed one can go out
 
 
 class Notifications:
     """Rate-limited notifications through a publisher (the cloud link)."""
 
     def __init__(self, publisher: Publisher, *, clock: Callable[[], float] = time.monotonic,
-                 burst: int = BURST, interval: float = INTERVAL) -> None:
+                 burst: int = BURST, interval: float = INTERVAL,
+                 later: Later = _call_later) -> None:
         self.publisher = publisher
         self.clock = clock
+        self.later = later  # schedules an owed state's delivery (tests: by hand)
         self.burst = burst
         self.interval = interval
         self.sent = 0
@@ -108,22 +134,63 @@ class Notifications:
         """Notify about ``sender`` (a device id); False if the budget held it back."""
         if kind not in LEVELS:
             raise ValueError(f"unknown notification kind {kind!r}")
-        budget = self._budget((sender, kind))
+        key = (sender, STATES.get(kind, kind))
+        budget = self._budget(key)
         if budget.tokens < 1.0:
             budget.held += 1
             self.held += 1
+            if kind in STATES:
+                budget.owed = (kind, message)
+                self._owe(key, budget)
             return False
+        return self._deliver(key, budget, kind, message)
+
+    def _deliver(self, key: tuple[str, str], budget: _Budget, kind: str, message: str) -> bool:
         budget.tokens -= 1.0
         if budget.held:
             message += f" ({budget.held} similar notification(s) held back)"
             budget.held = 0
+        if kind in STATES:
+            budget.owed = None
+            if budget.timer is not None:
+                budget.timer.cancel()
+                budget.timer = None
         try:
-            self.publisher.publish(TOPIC, body(message, sender, LEVELS[kind]))
+            self.publisher.publish(TOPIC, body(message, key[0], LEVELS[kind]))
         except (RuntimeError, ValueError) as exc:  # not started yet: no root topic
-            log.info("notification %s for %s not sent: %s", kind, sender, exc)
+            log.info("notification %s for %s not sent: %s", kind, key[0], exc)
             return False
+        budget.said = kind if kind in STATES else budget.said
         self.sent += 1
         return True
+
+    def _owe(self, key: tuple[str, str], budget: _Budget) -> None:
+        if budget.timer is not None:
+            return
+        try:
+            budget.timer = self.later((1.0 - budget.tokens) * self.interval,
+                                      lambda: self._pay(key))
+        except RuntimeError:  # no event loop: the next one of its kind says it
+            log.debug("notification %s for %s owed, but no loop to send it later", *key[::-1])
+
+    def _pay(self, key: tuple[str, str]) -> None:
+        """The budget allows an owed state now: send it if it is news to the user."""
+        budget = self._budgets.get(key)
+        if budget is None:
+            return
+        budget.timer = None
+        budget = self._budget(key)
+        if budget.owed is None:
+            return
+        if budget.tokens < 1.0:  # the clock's rounding: a little later
+            self._owe(key, budget)
+            return
+        (kind, message), budget.owed = budget.owed, None
+        if kind == budget.said:
+            return  # what the user was last told is the state again: the count waits
+        budget.held -= 1  # this one goes out after all
+        self.held -= 1
+        self._deliver(key, budget, kind, message)
 
     def _budget(self, key: tuple[str, str]) -> _Budget:
         now = self.clock()
@@ -131,7 +198,9 @@ class Notifications:
         if budget is None:
             budget = self._budgets[key] = _Budget(float(self.burst), now)
             while len(self._budgets) > MAX_TRACKED:
-                self._budgets.popitem(last=False)
+                _, gone = self._budgets.popitem(last=False)
+                if gone.timer is not None:
+                    gone.timer.cancel()
         else:
             self._budgets.move_to_end(key)
             budget.tokens = min(float(self.burst),
