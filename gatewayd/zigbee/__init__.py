@@ -31,7 +31,8 @@ the radio has formed it, and is the whole of a full reset where no radio runs (n
 :mod:`~gatewayd.zigbee.operations` is what users ask of the bridge (permit join, install
 codes, removal, status), and :mod:`~gatewayd.zigbee.publishing` how it publishes its
 children's values and states and its own node, both bases of the bridge's class;
-:mod:`~gatewayd.zigbee.radio_words` has the hub's words for a running radio lost;
+:mod:`~gatewayd.zigbee.radio_words` has the hub's words for a radio that cannot be opened
+or was lost, and :mod:`~gatewayd.zigbee.retries` when the bridge tries it again;
 :mod:`~gatewayd.zigbee.status_line` is the network's part of the hub's status line
 (systemd's ``STATUS=``); :mod:`~gatewayd.zigbee.simlink` drives a simulated radio (the NCP
 emulator's control port or the virtual radio) for ``gatewayctl zigbee sim``, whose

@@ -27,6 +27,7 @@ from gatewayd.zigbee import device_rows, eui64, mapping
 from gatewayd.zigbee.db_writes import CoalescedWrites
 from gatewayd.zigbee.inputs import BridgeError
 from gatewayd.zigbee.pinned import written_for
+from gatewayd.zigbee.radio_words import port_error, silent
 
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
@@ -274,19 +275,17 @@ def _explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
                                     "previous one has not let go of it yet)")
         return RadioUnavailable(f"cannot write the virtual radio's world file {path} "
                                 f"({cause.strerror or 'permission denied'})")
-    if isinstance(cause, PermissionError):
-        return RadioUnavailable(f"serial port {path} cannot be opened ({cause}); another "
-                                "program may be using it, or gatewayd lacks the 'dialout' "
-                                "group")
-    if isinstance(cause, ConnectionRefusedError) and _is_url(path):
+    serial = not _is_url(path)  # the hub's words by errno and device kind (radio_words.py)
+    if isinstance(cause, PermissionError) and serial:
+        return RadioUnavailable(f"serial port {path} cannot be opened: "
+                                f"{port_error(cause, serial)}")
+    if isinstance(cause, ConnectionRefusedError) and not serial:
         return RadioUnavailable(f"nothing listens at {path} ({where})")
     if isinstance(cause, TimeoutError):
-        return RadioUnavailable(f"the radio on {path} does not answer ({where}); check "
-                                f"zigbee.radio = {cfg.radio!r} and zigbee.baudrate = "
-                                f"{cfg.baudrate}")
+        return RadioUnavailable(silent(cfg.radio, path, where, cfg.baudrate, serial))
     if isinstance(cause, OSError):
         return RadioUnavailable(f"cannot use the radio on {path} ({where}): "
-                                f"{cause.strerror or type(cause).__name__}")
+                                f"{port_error(cause, serial)}")
     # What the radio library raised is for the log: this text goes to the cloud as the
     # hub's Zigbee status ("AttributeError: 'NoneType' object has no attribute ...").
     return RadioError(f"the {cfg.radio} radio on {path} failed to start ({where}); check "
