@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,14 @@ from tests.cloud_helpers import make_broker
 eui64.install()
 
 pytest_plugins = ["tests.leftover_threads"]
+
+# A suite started in the background (`cmd &` in a script ignores SIGINT, `nohup` SIGHUP)
+# hands that ignoring down to every process it starts, and the tests of what the daemon
+# and gatewayctl do on those signals then see nothing: they get the defaults back here.
+for _sig, _default in ((signal.SIGINT, signal.default_int_handler),
+                       (signal.SIGHUP, signal.SIG_DFL)):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, _default)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

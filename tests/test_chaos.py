@@ -137,10 +137,16 @@ def test_the_audit_finds_what_a_crash_may_leave(tmp_path: Path) -> None:
     assert any("0644" in p for p in audit(state_dir))
     os.chmod(state_file, 0o600)
 
-    (state_dir / ".state.json.123.tmp").write_bytes(b"{")
+    # A write whose process is gone was left behind; one of a running process is under way.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    left = state_dir / f".state.json.{gone}.tmp"
+    left.write_bytes(b"{")
     assert audit(state_dir, temp_files=False) == []
     assert any("temp file" in p for p in audit(state_dir))
-    (state_dir / ".state.json.123.tmp").unlink()
+    left.rename(state_dir / f".state.json.{os.getpid()}.tmp")
+    assert audit(state_dir) == []
+    (state_dir / f".state.json.{os.getpid()}.tmp").unlink()
 
     db = state_dir / "zigbee.db"
     conn = sqlite3.connect(db)
