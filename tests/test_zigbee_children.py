@@ -5,9 +5,12 @@ object replaced by a quirk or a re-interview)."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import zigpy.types as t
 
 from gatewayd.zigbee.child import Child
@@ -74,3 +77,37 @@ def test_what_it_remembers_is_bounded_by_the_children() -> None:
         child = add(children, dev)
         assert children.of(dev) is child
     assert len(children._by_device) <= 2 * len(children) + 17
+
+
+class Dev:
+    def __init__(self, ieee: str) -> None:
+        self.ieee = ieee
+
+
+class FakeChild:
+    def __init__(self, dev: Dev) -> None:
+        self.device, self.ieee = dev, dev.ieee
+
+
+@pytest.mark.parametrize("how", ["pop", "del", "clear"])
+def test_a_removed_child_is_not_kept_by_its_hint(how: str) -> None:
+    """A removed device's child, and so its zigpy device, is not kept alive by the hint
+    from that device object (before: until the hints outgrew 2N+16)."""
+    children = Children()
+    kept = FakeChild(Dev("00:00:00:00:00:00:00:01"))
+    children[kept.ieee] = kept  # type: ignore[assignment]
+    dev = Dev("00:00:00:00:00:00:00:02")
+    children[dev.ieee] = FakeChild(dev)  # type: ignore[assignment]
+    assert children.of(dev) is children[dev.ieee] and children.of(kept.device) is kept
+    gone = weakref.ref(dev)
+    if how == "pop":
+        assert children.pop(dev.ieee).device is dev
+    elif how == "del":
+        del children[dev.ieee]
+    else:
+        children.clear()
+    del dev
+    gc.collect()
+    assert gone() is None
+    if how != "clear":
+        assert children.of(kept.device) is kept

@@ -6,14 +6,19 @@ bridge is asked for a device's child on every frame a device sends (``handle_mes
 hint only, checked on every use (the child is still the one under its address and still
 has that device object), so nothing has to keep it up to date: a removed child, a device
 object replaced by a quirk or a re-interview, all fall back to the lookup by text.
+A child taken out (:meth:`Children.pop`, ``del``, :meth:`Children.clear`) takes its
+hints with it: once the child is removed a hint is its last reference, and through it
+its zigpy device's (up to 2N+16 removed devices were kept alive that way).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
     from gatewayd.zigbee.child import Child
+
+T = TypeVar("T")
 
 
 class Children(dict[str, "Child"]):
@@ -34,3 +39,27 @@ class Children(dict[str, "Child"]):
                 self._by_device.clear()  # hints for objects gone: bounded by the children
             self._by_device[id(dev)] = child
         return child
+
+    @overload
+    def pop(self, key: str, /) -> Child: ...
+    @overload
+    def pop(self, key: str, default: Child, /) -> Child: ...
+    @overload
+    def pop(self, key: str, default: T, /) -> Child | T: ...
+
+    def pop(self, key: str, *default: Any) -> Any:
+        child = super().pop(key, *default)
+        self._forget(child)
+        return child
+
+    def __delitem__(self, key: str) -> None:
+        self._forget(self.get(key))
+        super().__delitem__(key)
+
+    def clear(self) -> None:
+        super().clear()
+        self._by_device.clear()
+
+    def _forget(self, child: Any) -> None:
+        if child is not None:  # bounded: at most 2N+16 hints
+            self._by_device = {k: c for k, c in self._by_device.items() if c is not child}
