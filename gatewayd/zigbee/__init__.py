@@ -19,6 +19,7 @@ line below it (:mod:`~gatewayd.zigbee.serial_reads` sizing its reads), and
 the NCP before each unicast, and :mod:`~gatewayd.zigbee.ash_closing` fixes bellows' ASH
 when its connection closes mid-send (one exception shared by every connection kept each
 lost session alive; a failed send nobody awaited was logged with a traceback);
+:mod:`~gatewayd.zigbee.removals` has zigpy let go of a device it has removed;
 :mod:`~gatewayd.zigbee.commands` frames a ``/set``'s
 command without zigpy's typed header; :mod:`~gatewayd.zigbee.dedup` is zigpy's duplicate
 filter keeping compact keys instead of packets;
@@ -40,9 +41,9 @@ arguments :mod:`~gatewayd.zigbee.simargs` checks (the emulator's control port to
 radio and the device model live in :mod:`gatewayd.zigbee.virtual`.
 
 Modules that import zigpy (``radio`` once it starts a controller, ``child``, ``fastpath``,
-``dedup``, ``commands``, and the simulated radio) are imported only when Zigbee is
-enabled, ``ezsp_fast``, ``ash_fast``, ``ash_closing`` and ``extended_timeouts`` (bellows)
-only when the radio is bellows; the bridge loads them lazily. Nothing is imported from
+``dedup``, ``commands``, ``removals``, and the simulated radio) are imported only when
+Zigbee is enabled, ``ezsp_fast``, ``ash_fast``, ``ash_closing`` and ``extended_timeouts``
+(bellows) only when the radio is bellows; the bridge loads them lazily. Nothing is imported from
 this package's ``__init__`` on purpose.
 
 May import: homie, config, runtime; never the bridge, the cloud link or a front end.

@@ -109,6 +109,7 @@ def controller_class(radio: str) -> type[ControllerApplication]:
     except ImportError as exc:
         raise RadioError(f"zigbee.radio = {radio!r} needs the {lib.package!r} package, which "
                          f"is not installed ({exc}); install it next to gatewayd") from None
+    importlib.import_module("gatewayd.zigbee.removals").install()  # removed: let go
     if radio == "bellows":
         # before any connection: every ASH protocol of the process gets them (see there)
         importlib.import_module("gatewayd.zigbee.ash_closing").install()
