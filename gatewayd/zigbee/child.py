@@ -392,6 +392,11 @@ class Child:
             if self.state == "lost":  # zigpy cancels what waited for a device that left
                 raise homie.CommandError(GONE, f"{self.device_id} has left the Zigbee "
                                                "network") from None
+            if isinstance(exc, zigpy.exceptions.ControllerException):
+                # The radio's side, not the device's (bellows: the controller stopped as
+                # the link went while the command was on its way): not ERROR's "see the log".
+                raise homie.CommandError(UNREACHABLE, f"the Zigbee radio could not send "
+                                                      f"{what} to {self.device_id}") from None
             if not isinstance(exc, zigpy.exceptions.DeliveryError):
                 raise homie.CommandError(homie.ERROR, f"{what} to {self.device_id} failed; "
                                                       "the hub's log has the details") from None
