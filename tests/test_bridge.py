@@ -130,6 +130,22 @@ async def started(radio: Radio, **kw: Any) -> tuple[ZigbeeBridge, Recorder]:
     return bridge, pub
 
 
+async def formed_anew(radio: Radio, old_extended_pan_id: Any, old_device: str
+                     ) -> tuple[ZigbeeBridge, Recorder]:
+    """The bridge started on ``radio`` after a full reset: a network of its own (another
+    extended PAN id, published), without ``old_device`` (an IEEE address) or any other,
+    the request to form it done."""
+    bridge, pub = await started(radio)
+    assert bridge.app is not None
+    info = bridge.app.state.network_info
+    assert info.extended_pan_id != old_extended_pan_id
+    assert pub.value(HUB_ID, "zigbee/pan-id") == f"0x{int(info.pan_id):04x}"
+    assert pub.value(HUB_ID, "zigbee/device-count") == 0
+    assert dev_id(old_device) not in pub.devices and await sim(bridge, "list") == []
+    assert not (radio.state_dir / NEW_NETWORK_FILE).exists()
+    return bridge, pub
+
+
 async def join(bridge: ZigbeeBridge, pub: Recorder, kind: str, state: str = "ready") -> str:
     if not bridge.permit_remaining():
         await bridge.permit_join(60)
@@ -785,14 +801,9 @@ def test_an_offline_full_reset_has_the_radio_form_a_new_network_at_the_next_star
             answer = json.loads(reset.stdout)
             assert answer["new_network"] and "zigbee.db" in answer["forgotten"]
 
-            bridge, pub = await started(radio)
+            bridge, pub = await formed_anew(radio, old, plug)
             assert bridge.app is not None
-            info = bridge.app.state.network_info
-            assert info.extended_pan_id != old
-            assert pub.value(HUB_ID, "zigbee/pan-id") == f"0x{int(info.pan_id):04x}"
-            assert pub.value(HUB_ID, "zigbee/device-count") == 0
-            assert dev_id(plug) not in pub.devices and await sim(bridge, "list") == []
-            assert not (radio.state_dir / NEW_NETWORK_FILE).exists()
+            info = bridge.app.state.network_info  # the new network, kept across a restart
             await bridge.permit_join(60)
             assert await sim(bridge, "join", kind="plug", ieee=plug) == plug
             await pub.state(dev_id(plug), "ready")

@@ -19,7 +19,7 @@ from gatewayd.state import StateStore
 from gatewayd.zigbee.left import LEFT_FILE
 from gatewayd.zigbee.new_network import NEW_NETWORK_FILE
 from gatewayd.zigbee.radio import DB_FILE
-from tests.test_bridge import HUB_ID, TIMEOUT, dev_id, join, run, started
+from tests.test_bridge import HUB_ID, TIMEOUT, dev_id, formed_anew, join, run, started
 from tests.zigbee_radios import RADIOS, Radio, sim
 
 pytestmark = pytest.mark.timeout(120)
@@ -71,14 +71,7 @@ def test_a_full_reset_with_zigbee_disabled_has_the_next_radio_form_a_new_network
             assert (radio.state_dir / NEW_NETWORK_FILE).exists()
 
             # The next owner enables Zigbee: a new network, none of the old devices.
-            bridge, pub = await started(radio)
-            assert bridge.app is not None
-            info = bridge.app.state.network_info
-            assert info.extended_pan_id != old
-            assert pub.value(HUB_ID, "zigbee/pan-id") == f"0x{int(info.pan_id):04x}"
-            assert pub.value(HUB_ID, "zigbee/device-count") == 0
-            assert dev_id(plug) not in pub.devices and await sim(bridge, "list") == []
-            assert not (radio.state_dir / NEW_NETWORK_FILE).exists()
+            bridge, _ = await formed_anew(radio, old, plug)
             await bridge.stop()
 
     run(main())
