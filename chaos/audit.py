@@ -10,14 +10,13 @@ modes, so a campaign can tell whether a refused request changed anything.
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import sqlite3
 import stat
 import tempfile
 from pathlib import Path
 
+from gatewayd.runtime.atomicfile import write_in_progress
 from gatewayd.state import STATE_FILE, HubState, StateError, parse_state
 
 # Files that hold credentials: the account and Wi-Fi (state.json), the Zigbee network key.
@@ -47,22 +46,6 @@ def differences(before: Snapshot, after: Snapshot) -> list[str]:
     """Names of files added, removed, or changed in content or mode."""
     names = sorted(set(before) | set(after))
     return [name for name in names if before.get(name) != after.get(name)]
-
-
-def _write_under_way(name: str) -> bool:
-    """A temp file of a process still running (the restarted daemon writing a small state
-    file in its writer thread) is a write under way, not one left behind: the rule of the
-    daemon's own clean-up at start (runtime.atomicfile.remove_orphaned_temp_files)."""
-    match = re.fullmatch(r"\.(.+)\.(\d+)\.tmp", name)
-    if match is None:
-        return False
-    try:
-        os.kill(int(match.group(2)), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def audit(state_dir: Path, *, temp_files: bool = True, database: bool = True) -> list[str]:
@@ -97,7 +80,7 @@ def audit(state_dir: Path, *, temp_files: bool = True, database: bool = True) ->
         if name in PRIVATE and mode & 0o077:
             problems.append(f"{name} has mode {mode:04o}: it holds credentials (want 0600)")
         if temp_files and (name.endswith(TEMP_SUFFIXES) or ".tmp." in name) \
-                and not _write_under_way(name):
+                and not write_in_progress(name):
             problems.append(f"temp file left behind: {name}")
         if name.endswith(".json") and name != STATE_FILE:
             try:

@@ -96,12 +96,18 @@ def remove_orphaned_temp_files(directory: str | Path) -> list[str]:
     # In name order, not the directory's: what one start removes does not depend on how
     # the file system lists the files.
     for path in sorted(Path(directory).glob(".*.tmp")):
-        match = _TEMP.fullmatch(path.name)
-        if match is None or _running(int(match.group(2))):
+        if _TEMP.fullmatch(path.name) is None or write_in_progress(path.name):
             continue
         path.unlink(missing_ok=True)
         removed.append(path.name)
     return removed  # in name order already
+
+
+def write_in_progress(name: str) -> bool:
+    """Whether ``name`` is the temp file of an atomic write whose process still runs: its
+    write is under way, not left behind."""
+    match = _TEMP.fullmatch(name)
+    return match is not None and _running(int(match.group(2)))
 
 
 def _running(pid: int) -> bool:
