@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_bridge import HUB_ID, Recorder, run, started
+from gatewayd import homie
+from tests.test_bridge import HUB_ID, Recorder, on_set, run, started
 from tests.zigbee_radios import Radio, sim
 
 pytestmark = pytest.mark.timeout(120)
@@ -135,6 +136,34 @@ def test_a_radio_librarys_own_failure_text_stays_in_the_log(
             assert downs(pub)[0] == words
             assert repr(exc) in caplog.text  # the details: the log only
             await pub.until(lambda: pub.value(HUB_ID, "zigbee/status") == "ready", 20)
+            await bridge.stop()
+
+    run(main())
+
+
+def test_a_request_the_radio_is_lost_under_is_refused_in_the_hubs_words(tmp_path: Path) -> None:
+    """The bridge takes a lost radio down (bellows closes its transport) while a permit
+    join is on its way through bellows: the request met bellows'
+    ``AttributeError: 'NoneType' object has no attribute 'send_data'``, a 500 on the
+    control socket's internal error, ERROR on the hub node's ``/set`` (seen under ``noise 0.3``).
+    The NCP answers slowly, so the request cannot be answered before the loss; whether it
+    was still queued in bellows or sent, it is refused UNREACHABLE in the hub's words."""
+    radio = Radio("bellows", tmp_path)
+
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            await sim(bridge, "slow", ms=3000)
+            bridge.connection_lost(None)  # as bellows calls it
+            with pytest.raises(homie.CommandError) as refused:
+                await on_set(pub, HUB_ID, "zigbee/permitjoin")(60)
+            assert refused.value.code == "UNREACHABLE"
+            assert refused.value.message in (
+                "the Zigbee radio was lost before it could open joining; try again once it "
+                "is back", "the Zigbee radio failed to open joining; try again in a moment")
+            await sim(bridge, "slow", ms=0)
+            await pub.until(lambda: pub.value(HUB_ID, "zigbee/status") == "ready", 20)
+            assert await bridge.permit_join(5) == 5  # back: asked again, it opens
             await bridge.stop()
 
     run(main())

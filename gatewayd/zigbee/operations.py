@@ -56,6 +56,9 @@ class BridgeOperations:
     def _is_child(self, dev: Any) -> bool:
         raise NotImplementedError
 
+    def radio_ready(self) -> bool:
+        raise NotImplementedError
+
     def _require_app(self) -> ControllerApplication:
         if self.app is None or not self.radio_up.is_set():
             raise BridgeError(f"the Zigbee radio is not running ({self.last_error or 'starting'})",
@@ -64,7 +67,8 @@ class BridgeOperations:
 
     async def permit_join(self, seconds: int | None = None) -> int:
         """Open (or with 0 close) joining for ``seconds`` (default: zigbee.permit_join_max)."""
-        with radio_request("close joining" if seconds == 0 else "open joining"):
+        with radio_request("close joining" if seconds == 0 else "open joining",
+                           self.radio_ready):
             return await self.permits.open(self._require_app(), seconds)
 
     def permit_remaining(self) -> int:
@@ -78,7 +82,7 @@ class BridgeOperations:
         if address == str(app.state.node_info.ieee):
             raise BridgeError(f"{address} is the hub's own Zigbee radio, not a device: check "
                               "the address printed on the device")
-        with radio_request("take the install code"):
+        with radio_request("take the install code", self.radio_ready):
             return await self.permits.with_install_code(app, ieee, code, seconds)
 
     async def remove(self, ieee: str) -> str:
@@ -89,7 +93,7 @@ class BridgeOperations:
         eui = zigpy.types.EUI64.convert(address)
         if eui not in app.devices or not self._is_child(app.devices[eui]):
             raise BridgeError(f"no Zigbee device {address}")
-        with radio_request("remove the device"):
+        with radio_request("remove the device", self.radio_ready):
             await app.remove(eui)
         return address
 

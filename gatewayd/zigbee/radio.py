@@ -79,21 +79,33 @@ class RadioUnavailable(RadioError):
 
 
 @contextlib.contextmanager
-def radio_request(what: str) -> Iterator[None]:
+def radio_request(what: str, ready: Callable[[], bool]) -> Iterator[None]:
     """Around a request to the running radio (permit join, install code, removal): the
     radio library failing it (NCP busy or silent, a frame not delivered, the port gone)
     becomes a :class:`BridgeError` every front end answers (409 ``UNREACHABLE``, the
     ``/set``'s error). The library's own text goes only to the log: it means nothing to
-    the person asking and can carry the library's internals."""
+    the person asking and can carry the library's internals.
+
+    ``ready`` says whether the radio is still up: once it is lost, whatever the library
+    raises is that loss (bellows, its transport closed under the request, raises
+    ``AttributeError``), not a fault of the hub."""
     import zigpy.exceptions
 
     try:
         yield
+    except BridgeError:
+        raise  # already the hub's words (the radio was down before the request)
     except (zigpy.exceptions.ZigbeeException, zigpy.exceptions.RadioException,
             OSError) as exc:  # OSError: TimeoutError, a serial port gone
         log.warning("zigbee: the radio failed to %s", what, exc_info=exc)
         raise BridgeError(f"the Zigbee radio failed to {what}; try again in a moment",
                           "UNREACHABLE") from None
+    except Exception as exc:
+        if ready():
+            raise
+        log.warning("zigbee: the radio was lost as it was asked to %s", what, exc_info=exc)
+        raise BridgeError(f"the Zigbee radio was lost before it could {what}; try again "
+                          "once it is back", "UNREACHABLE") from None
 
 
 def controller_class(radio: str) -> type[ControllerApplication]:
