@@ -52,19 +52,8 @@ if command -v node >/dev/null && ! command -v npm >/dev/null; then
 fi
 # The Debian mosquitto package enables its system service; our tests start their own.
 
-PYTHON="${PYTHON:-python3}"
 EXTRAS="${GATEWAYD_EXTRAS:-test,gpio,bench}"
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${EXTRAS//,/_}"
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-if [ ! -e "$stamp" ]; then
-  echo "setup: installing Python dependencies (.[${EXTRAS}]) into .venv"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[${EXTRAS}]"
-  rm -f .venv/.installed-*
-  touch "$stamp"
-fi
+GATEWAYD_EXTRAS="$EXTRAS" scripts/setup-venv.sh
 # npm_install DIR MIN_NODE WHAT: `npm ci` of DIR/package-lock.json (the versions locked
 # there, no install scripts), once per lock file (a stamp in DIR/node_modules), with the
 # machine's node if it is MIN_NODE or newer and npm is there; returns 1 if not.
