@@ -2202,3 +2202,70 @@ def test_a_link_reported_up_just_before_a_reset_begins_nothing_after_it(
             assert wifi.hotspot and ob.pairing_open
 
     run(scenario())
+
+
+class WifiWhoseScanWaits(FakeWifi):
+    """The next scan takes as long as the test says (NetworkManager's takes seconds)."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.scan_gate: asyncio.Event | None = None
+        self.scanning = asyncio.Event()
+
+    async def scan(self, ssid: str | None = None) -> None:
+        await super().scan(ssid)
+        gate, self.scan_gate = self.scan_gate, None
+        if gate is not None:
+            self.scanning.set()
+            await gate.wait()
+
+
+class WifiWhoseScanAndForgetWait(WifiWhoseScanWaits):
+    """And forgetting the client profiles (a reset's) waits for the test too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forget_gate: asyncio.Event | None = None
+        self.forgetting = asyncio.Event()
+
+    async def forget_clients(self) -> None:
+        gate, self.forget_gate = self.forget_gate, None
+        if gate is not None:
+            self.forgetting.set()
+            await gate.wait()
+        await super().forget_clients()
+
+
+def test_a_retry_whose_scan_ends_while_a_reset_runs_does_not_connect_the_forgotten_account(
+        tmp_path: Path) -> None:
+    """The reset cancelled a running attempt only as it began: a retry whose scan ended
+    while the reset still forgot the Wi-Fi profiles began an attempt with the network and
+    account it had read before the reset."""
+
+    async def scenario() -> None:
+        wifi = WifiWhoseScanAndForgetWait()
+        cloud = StubCloud()
+        async with offline_on_a_fake_clock(tmp_path, wifi, cloud) as (ob, clock):
+            await grace_over(clock)
+            mark = len(wifi.calls)
+            wifi.aps["HomeNet"] = "supersecret"  # the network is back ...
+            wifi.scan_gate = scan = asyncio.Event()
+            clock.advance(60.0)
+            await asyncio.wait_for(wifi.scanning.wait(), 5)  # ... as the retry scans
+            ob.store.reset()
+            wifi.forget_gate = forget = asyncio.Event()
+            reset = asyncio.create_task(ob.reset())
+            await asyncio.wait_for(wifi.forgetting.wait(), 5)  # the reset is under way
+            scan.set()
+            await clock.sleeps(1)  # whatever the retry does next, it has done
+            forget.set()
+            await asyncio.wait_for(reset, 5)
+            await until(ob, settled(ob, State.UNPAIRED))
+            assert ob.state == State.UNPAIRED and ob.pairing_open and wifi.hotspot
+            assert cloud.connected is None and not cloud.timeouts, "no cloud step"
+            assert not any(call.startswith(("connect", "reconnect"))
+                           for call in wifi.calls[mark:]), wifi.calls[mark:]
+            assert not ob.store.state.paired
+
+    run(scenario())
+

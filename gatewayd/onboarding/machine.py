@@ -322,6 +322,10 @@ class Onboarding(OfflineHandling, HotspotWatch, AttemptOutcome):
     async def reset(self, full: bool = False) -> None:
         """Called after the state store forgot the credentials."""
         del full
+        # First, before anything is awaited: an offline retry under way (scanning, say)
+        # read the network and account the store held before, and would begin an attempt
+        # with them while the reset still runs (the state is offline until its end).
+        self._cancel_offline_timer()
         await self._end_hotspot_watch()  # entering unpaired raises it, and starts it again
         if self._attempt_task is not None and not self._attempt_task.done():
             self._attempt_task.cancel()
