@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import tomllib
 from pathlib import Path
@@ -167,6 +169,95 @@ def test_what_a_command_leaves_running_is_killed_when_it_exits(tmp_path: Path) -
         assert result.returncode == 0 and result.stdout.strip() == b"1"
         await until(lambda: not _alive(int(pidfile.read_text())),
                     what="the background process to be killed")
+
+    run(main())
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_command_that_prints_too_much_fails_at_once_and_leaves_no_pipe_open(
+        tmp_path: Path) -> None:
+    # Half a megabyte lands in a large pipe before the daemon reads any of it: more than the
+    # reader buffers before it pauses. Then the command keeps printing.
+    script = ("import fcntl, os\n"
+              "fcntl.fcntl(1, 1031, 1 << 20)\n"  # F_SETPIPE_SZ: a 1 MiB pipe
+              "os.write(1, b'x' * (1 << 19))\n"
+              "while True: os.write(1, b'x' * 65536)\n")
+    argv = [PY, "-c", script]
+    pub = FakePublisher()
+
+    async def main() -> None:
+        before = _open_fds()
+        vd = host(f'[[virtual]]\ntype = "command"\nid = "bigout"\ninterval = 60\n'
+                  f'timeout = 2\ncommand = {toml_list(argv)}\n', pub)
+        await vd.start()
+        await until(lambda: vd.devices()[0]["error"], what="the failed run")
+        assert vd.devices()[0]["error"] == f"{os.path.basename(PY)} printed more than 4096 bytes"
+        assert pub.state("virtual-bigout") == "alert"
+        await vd.stop()
+        await until(lambda: _open_fds() == before, what="every pipe to be closed")
+
+    run(main())
+
+
+def test_a_command_that_leaves_a_background_child_succeeds_and_the_child_is_killed(
+        tmp_path: Path) -> None:
+    # The background child keeps the command's stdout open after the command has exited.
+    sensor_pid, switch_pid = tmp_path / "sensor.pid", tmp_path / "switch.pid"
+    sensor = ["/bin/sh", "-c", f"sleep 300 & echo $! > {sensor_pid}; echo 42"]
+    switch = ["/bin/sh", "-c", f"sleep 300 & echo $! > {switch_pid}; echo started; exit 0"]
+    pub = FakePublisher()
+
+    async def main() -> None:
+        vd = host(f'[[virtual]]\ntype = "command"\nid = "bg"\ndatatype = "integer"\n'
+                  f'interval = 60\ntimeout = 2\ncommand = {toml_list(sensor)}\n'
+                  f'[[virtual]]\ntype = "command"\nid = "bg-switch"\nmode = "switch"\n'
+                  f'timeout = 2\non = {toml_list(switch)}\noff = {toml_list(switch)}\n', pub)
+        await vd.start()
+        value = pub.devices["virtual-bg"].find("sensor/value")
+        await until(lambda: value.value is not None or vd.devices()[0]["error"],
+                    what="the sensor's first run")
+        assert vd.devices()[0]["error"] is None and value.value == 42
+        assert pub.state("virtual-bg") == "ready"
+        pub.command("virtual-bg-switch", "switch/state", "true")
+        await until(lambda: pub.accepted or pub.rejected, what="the answer to the /set")
+        assert pub.rejected == []
+        assert pub.accepted == [("virtual-bg-switch", "switch/state", True)]
+        sensor_child, switch_child = int(sensor_pid.read_text()), int(switch_pid.read_text())
+        await until(lambda: not _alive(sensor_child), what="the sensor's leftover to be killed")
+        await until(lambda: not _alive(switch_child), what="the switch's leftover to be killed")
+        await vd.stop()
+
+    run(main())
+
+
+def test_a_leftover_that_left_the_process_group_does_not_hold_the_run(tmp_path: Path) -> None:
+    # It cannot be killed with the group and keeps the output open: the run ends anyway,
+    # with what the command printed, and closes its end of the pipes.
+    pidfile = tmp_path / "escaped.pid"
+    argv = [PY, "-c", "import subprocess\n"
+                      "p = subprocess.Popen(['sleep', '30'], start_new_session=True)\n"
+                      f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+                      "print(42)"]
+    pub = FakePublisher()
+
+    async def main() -> None:
+        before = _open_fds()
+        vd = host(f'[[virtual]]\ntype = "command"\nid = "escape"\ndatatype = "integer"\n'
+                  f'interval = 60\ntimeout = 2\ncommand = {toml_list(argv)}\n', pub)
+        await vd.start()
+        value = pub.devices["virtual-escape"].find("sensor/value")
+        try:
+            await until(lambda: value.value is not None or vd.devices()[0]["error"],
+                        what="the sensor's first run")
+            assert vd.devices()[0]["error"] is None and value.value == 42
+            await vd.stop()
+            await until(lambda: _open_fds() == before, what="every pipe to be closed")
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
 
     run(main())
 

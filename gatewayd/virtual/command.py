@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,8 @@ MAX_ARGV_BYTES = 8192
 _HIDDEN_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
                "LISTEN_FDNAMES")
 SWITCH_STATES = {0: True, 1: False}  # exit status of the `state` command
-MAX_SWITCH_TIMEOUT = 7.0  # below the host's /set limit (8 s) and the link's (10 s)
+AFTER_EXIT = 0.5  # seconds to read the rest of the output once the command has exited
+MAX_SWITCH_TIMEOUT = 7.0  # + AFTER_EXIT: below the host's /set limit (8 s), the link's (10 s)
 
 
 class CommandFailed(Exception):
@@ -55,34 +57,61 @@ class Result:
         return ""
 
 
-class _TooLong(Exception):
-    pass
+class _Capture(asyncio.SubprocessProtocol):
+    """Reads stdout and stderr to their end whatever they carry, keeping a bounded head.
+
+    Never pausing a pipe: a command blocked on a full one would never exit, and a pipe that
+    is never read to its end would keep the transport (and its descriptors) open.
+    """
+
+    def __init__(self, max_output: int) -> None:
+        self.keep = {1: max_output, 2: MAX_STDERR}
+        self.heads = {1: bytearray(), 2: bytearray()}
+        self.stdout_size = 0
+        self.max_output = max_output
+        self.open_pipes = {1, 2}
+        self.exit = asyncio.Event()  # the command itself exited (and was reaped)
+        self.done = asyncio.Event()  # the command exited, or printed too much
+        self.eof = asyncio.Event()  # both pipes closed: nothing holds them any more
+
+    @property
+    def too_long(self) -> bool:
+        return self.stdout_size > self.max_output
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self.stdout_size += len(data)
+            if self.too_long:
+                self.done.set()
+        head = self.heads[fd]
+        if len(head) < self.keep[fd]:
+            head += data[:self.keep[fd] - len(head)]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self.open_pipes.discard(fd)
+        if not self.open_pipes:
+            self.eof.set()
+
+    def process_exited(self) -> None:
+        self.exit.set()
+        self.done.set()
 
 
-async def _read_limited(stream: asyncio.StreamReader, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await stream.read(65536):
-        size += len(chunk)
-        if size > limit:
-            raise _TooLong
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def _within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether ``event`` is set within ``seconds`` (never raises TimeoutError, so it can run
+    in a ``finally`` of a cancelled task)."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
+    return event.is_set()
 
 
-async def _read_head(stream: asyncio.StreamReader, limit: int) -> bytes:
-    head = b""
-    while chunk := await stream.read(65536):
-        if len(head) < limit:
-            head += chunk[:limit - len(head)]
-        # Keep reading: a child blocked on a full stderr pipe would never exit.
-    return head
-
-
-def _kill(proc: asyncio.subprocess.Process) -> None:
+def _kill(pid: int) -> None:
     # The command runs in its own session: its process group holds whatever it started.
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
 
 
 def command_env(extra: dict[str, str]) -> dict[str, str]:
@@ -95,43 +124,45 @@ async def run_command(argv: Sequence[str], *, timeout: float, max_output: int,
                       env: dict[str, str] | None = None) -> Result:
     """Run ``argv`` (no shell); CommandFailed if it cannot start, overruns or over-talks.
 
-    A non-zero exit status is not a failure here: callers decide what it means.
+    The time limit is on the command's own exit: what it left running is killed then, and
+    its output is read to the end for at most ``AFTER_EXIT`` seconds more. A non-zero exit
+    status is not a failure here: callers decide what it means.
     """
     name = os.path.basename(argv[0])
+    loop = asyncio.get_running_loop()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, env=env)
+        transport, capture = await loop.subprocess_exec(
+            lambda: _Capture(max_output), *argv, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
     except FileNotFoundError:
         raise CommandFailed(f"{argv[0]}: command not found") from None
     except PermissionError:
         raise CommandFailed(f"{argv[0]}: permission denied") from None
     except OSError as exc:
         raise CommandFailed(f"{argv[0]}: {exc.strerror or exc}") from None
-    assert proc.stdout is not None and proc.stderr is not None
-    out_task = asyncio.ensure_future(_read_limited(proc.stdout, max_output))
-    err_task = asyncio.ensure_future(_read_head(proc.stderr, MAX_STDERR))
+    pid = transport.get_pid()
+    finished = False
     try:
-        async with asyncio.timeout(timeout):
-            stdout = await out_task
-            stderr = await err_task
-            returncode = await proc.wait()
-    except TimeoutError:
-        raise CommandFailed(f"{name} did not finish within {timeout:g} s",
-                            homie.TIMEOUT) from None
-    except _TooLong:
-        raise CommandFailed(f"{name} printed more than {max_output} bytes") from None
-    finally:
-        for task in (out_task, err_task):
-            task.cancel()
-        if proc.returncode is None:
-            _kill(proc)
-            with contextlib.suppress(ProcessLookupError):
-                await proc.wait()
+        finished = await _within(capture.done, timeout)
         # What the command left running in the background would pile up with every run
         # and outlive the daemon; its group outlives the command while any member lives.
-        _kill(proc)
-    return Result(returncode, stdout, stderr)
+        _kill(pid)
+        if finished and not capture.too_long:
+            # The leftovers are gone and no longer hold the pipes: read what is in them.
+            await _within(capture.eof, AFTER_EXIT)
+    finally:
+        try:
+            _kill(pid)
+            if not capture.exit.is_set():
+                await _within(capture.exit, AFTER_EXIT)  # SIGKILL: collect its exit
+        finally:
+            transport.close()  # the pipes too, even if a process outside the group holds one
+    if capture.too_long:
+        raise CommandFailed(f"{name} printed more than {max_output} bytes")
+    returncode = transport.get_returncode()
+    if not finished or returncode is None:
+        raise CommandFailed(f"{name} did not finish within {timeout:g} s", homie.TIMEOUT)
+    return Result(returncode, bytes(capture.heads[1]), bytes(capture.heads[2]))
 
 
 def _argv(value: tuple[str, ...]) -> str | None:
