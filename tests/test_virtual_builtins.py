@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from gatewayd.config import parse_config
+from gatewayd.config import ConfigError, parse_config
 from gatewayd.virtual import Registry
 from gatewayd.virtual.command import CommandFailed, run_command
 from gatewayd.virtual.host import VirtualDevices
+from gatewayd.virtual.planning import check_config
 from gatewayd.virtual.system import SystemDevice, read_disk, read_load
 from tests.test_hardware import run, until
 from tests.test_virtual_host import FakePublisher
@@ -260,6 +261,15 @@ def test_a_leftover_that_left_the_process_group_does_not_hold_the_run(tmp_path: 
                 os.kill(int(pidfile.read_text()), signal.SIGKILL)
 
     run(main())
+
+
+def test_a_switch_refuses_the_sensor_only_datatype() -> None:
+    text = ('[[virtual]]\ntype = "command"\nid = "plug"\nmode = "switch"\n'
+            'on = ["true"]\noff = ["true"]\ndatatype = "integer"\n')
+    with pytest.raises(ConfigError) as err:
+        check_config(parse_config(tomllib.loads(text), "c.toml"))
+    # What gatewayd --check-config prints.
+    assert str(err.value) == 'c.toml: virtual[0].datatype: only for mode = "sensor"'
 
 
 def _alive(pid: int) -> bool:

@@ -232,8 +232,9 @@ class CommandDevice(VirtualDevice):
             for key in ("on", "off"):
                 if not getattr(options, key):
                     raise OptionError(key, f"a switch needs an {key!r} command")
-            for key in ("command", "unit", "format"):
-                if getattr(options, key):
+            for key in ("command", "datatype", "unit", "format"):
+                # Given = not the default (a switch's value is always a boolean).
+                if getattr(options, key) != getattr(CommandOptions(), key):
                     raise OptionError(key, 'only for mode = "sensor"')
             if options.timeout > MAX_SWITCH_TIMEOUT:
                 # The cloud link answers a /set within 10 s; a slower command would be
