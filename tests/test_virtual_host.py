@@ -390,14 +390,16 @@ def test_broken_plugins_are_reported_and_isolated(caplog: pytest.LogCaptureFixtu
         assert set(states.values()) == {"alert"}, states
         # Devices that could not even be described are placeholders saying why.
         for device_id, what in [("virtual-bad-init", "init raised RuntimeError"),
-                                ("virtual-bad-nodes", "describe raised RuntimeError"),
-                                ("virtual-bad-model", "describe raised ModelError")]:
+                                ("virtual-bad-nodes", "describe raised RuntimeError")]:
             assert pub.devices[device_id].find("status/error").value == what
+        assert pub.devices["virtual-bad-model"].find("status/error").value.startswith(
+            "describe raised ModelError: node id 'Bad Id' must match")
         assert "Bad Id" not in str(pub.devices["virtual-bad-model"].nodes)
         errors = {d["device_id"]: d["error"] for d in vd.devices()}
         assert errors["virtual-exit-start"] == "start raised SystemExit"
         assert errors["virtual-hang-start"] == "start did not finish within 0.3 s"
-        assert errors["virtual-bad-value"] == "start raised ValueError"
+        assert errors["virtual-bad-value"] == ("start raised ValueError: pp: expected a "
+                                               "number, got 'not a number'")
         assert errors["virtual-good"] is None
 
         pub.command("virtual-bad-set", "nn/pp", "1")

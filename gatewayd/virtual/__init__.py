@@ -4,7 +4,8 @@ A plugin imports from here (and builds its nodes with :mod:`gatewayd.homie`); th
 documented API (docs/virtual-devices.md) and stays stable. The host that runs the
 ``[[virtual]]`` devices as children of the hub is :mod:`gatewayd.virtual.host`; the plugin
 machinery is :mod:`gatewayd.virtual.plugin`; the built-in types are ``system``, ``gpio``,
-``command`` and ``timer``.
+``command`` and ``timer``. What a plugin's fault says to a person (gatewayd's own words
+shown, a plugin's kept in the log) is :mod:`gatewayd.virtual.faults`.
 
 May import: homie, config, hardware (line backends for ``gpio``), cloud.telemetry (the
 ``system`` readers) and cloud.reqres (the platform client and its errors, which plugins

@@ -32,7 +32,8 @@ from gatewayd import homie
 from gatewayd.cloud.reqres import PlatformClient
 from gatewayd.config import VirtualDeviceConfig
 from gatewayd.hardware.lines import HardwareError, LineBackend
-from gatewayd.virtual.abandoned import MAX_ABANDONED, Abandoned, Exited, Hung, contained
+from gatewayd.virtual.abandoned import MAX_ABANDONED, Abandoned, Hung, contained
+from gatewayd.virtual.faults import fault_text
 from gatewayd.virtual.hosted import Hosted
 from gatewayd.virtual.kept import KeptValues
 from gatewayd.virtual.planning import plan_devices
@@ -281,8 +282,8 @@ class VirtualDevices:
             if isinstance(exc, HardwareError):  # says which line and why, in our words
                 self._fault(h, what, f"{what}: {exc}", exc)
                 return _Outcome(False)
-            name = "SystemExit" if isinstance(exc, Exited) else type(exc).__name__
-            self._fault(h, what, f"{what} raised {name}", exc)
+            # The type decides whether its traceback is logged again; the words may vary.
+            self._fault(h, what, fault_text(what, exc), exc, kind=type(exc).__name__)
             return _Outcome(False)
         self._clear(h, what)
         return _Outcome(True, result)
@@ -302,14 +303,15 @@ class VirtualDevices:
         return task.result()
 
     def _fault(self, h: Hosted, what: str, message: str,
-               exc: BaseException | None = None) -> None:
+               exc: BaseException | None = None, kind: str | None = None) -> None:
         h.failures += 1
         h.in_a_row += 1
         if h.in_a_row == FAILING_AFTER:
             self.notify("plugin-failing", h.device_id,
                         f"{h.name} keeps failing ({what}: {message})")
-        repeated = h.faults.get(what) == message
-        h.faults[what] = message
+        kind = kind or message
+        repeated = what in h.faults and h.kinds.get(what) == kind
+        h.faults[what], h.kinds[what] = message, kind
         if repeated:  # a poll failing every minute logs its traceback once, not forever
             h.log.debug("%s: %s (again, %d faults so far)", h.device_id, message, h.failures)
         else:
@@ -319,6 +321,7 @@ class VirtualDevices:
 
     def _clear(self, h: Hosted, what: str) -> None:
         h.in_a_row = 0
+        h.kinds.pop(what, None)
         if h.faults.pop(what, None) is not None:
             h.log.info("%s: %s works again", h.device_id, what)
             self._push_state(h)
@@ -426,9 +429,12 @@ class VirtualDevices:
 
     def value(self, plugin: VirtualDevice, path: str) -> Any:
         h = self._hosted_for(plugin)
-        if h.device is None:
-            raise KeyError(path)
-        return h.device.find(path).value
+        try:
+            if h.device is None:
+                raise KeyError(path)
+            return h.device.find(path).value
+        except KeyError:
+            raise KeyError(f"{h.device_id} has no property {path}") from None
 
     # ---- reporting -------------------------------------------------------------------------
 

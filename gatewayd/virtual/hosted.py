@@ -22,6 +22,7 @@ class Hosted:
     plugin: VirtualDevice | None = None
     device: homie.Device | None = None
     faults: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # of each fault: logged once a kind
     failures: int = 0
     in_a_row: int = 0  # faults since the last call that worked
     plugin_state: str = "ready"
