@@ -99,3 +99,64 @@ def test_the_error_shown_is_gatewayds_words_and_a_plugins_own_only_by_type(
     # A fault whose words change with each poll is logged with its traceback once.
     ranged = [r for r in caplog.records if r.exc_info and r.name.endswith(".range")]
     assert len(ranged) == 1
+
+
+@dataclass(frozen=True)
+class UntextedOptions:
+    what: str = spec("none")
+
+
+class Untexted(VirtualDevice):
+    """Describes itself with a number where the model publishes text, as ``what`` says."""
+
+    Options = UntextedOptions
+
+    def nodes(self) -> list[homie.Node]:
+        what = self.options.what
+        name: Any = 42 if what == "node-name" else "N1"
+        unit: Any = 5 if what == "unit" else ""
+        return [homie.Node("n1", name, properties=[homie.Property("p1", "P1", unit=unit)],
+                           type=7 if what == "node-type" else "")]  # type: ignore[arg-type]
+
+    def device_telemetry(self) -> list[homie.Property]:
+        name: Any = 3.5 if self.options.what == "telemetry-name" else ""
+        return [homie.Property("t1", name)]
+
+
+class Versioned(Untexted):
+    version = 2  # type: ignore[assignment]
+
+
+def test_a_description_with_a_number_for_text_is_a_placeholder_naming_it() -> None:
+    pub = FakePublisher()
+    reg = Registry(extra={"untexted": Untexted, "versioned": Versioned}, group=None)
+    vd = VirtualDevices(configs(
+        '[[virtual]]\ntype = "versioned"\nid = "version"\n'
+        '[[virtual]]\ntype = "untexted"\nid = "node-name"\nwhat = "node-name"\n'
+        '[[virtual]]\ntype = "untexted"\nid = "node-type"\nwhat = "node-type"\n'
+        '[[virtual]]\ntype = "untexted"\nid = "unit"\nwhat = "unit"\n'
+        '[[virtual]]\ntype = "untexted"\nid = "telemetry-name"\nwhat = "telemetry-name"\n'
+        '[[virtual]]\ntype = "untexted"\nid = "fine"\n'), pub, registry=reg)
+
+    async def main() -> None:
+        await vd.start()
+        said = "describe raised ModelError: "
+        expected = {
+            "virtual-version": "the plugin's version ($fw/version) must be text, got 2 (int)",
+            "virtual-node-name": "node 'n1': $name must be text, got 42 (int)",
+            "virtual-node-type": "node 'n1': $type must be text, got 7 (int)",
+            "virtual-unit": "property 'p1' of node 'n1': $unit must be text, got 5 (int)",
+            "virtual-telemetry-name": "property 't1' of the device: $name must be text, "
+                                      "got 3.5 (float)",
+        }
+        for device_id, words in expected.items():
+            assert error_of(vd, device_id) == said + words
+            assert pub.state(device_id) == "alert"
+            device = pub.devices[device_id]
+            assert list(device.nodes) == ["status"]  # the placeholder, saying why
+            assert device.find("status/error").value == said + words
+        assert pub.state("virtual-fine") == "ready" and error_of(vd, "virtual-fine") is None
+        assert pub.devices["virtual-fine"].find("n1/p1") is not None
+        await vd.stop()
+
+    run(main())

@@ -5,7 +5,8 @@ documented API (docs/virtual-devices.md) and stays stable. The host that runs th
 ``[[virtual]]`` devices as children of the hub is :mod:`gatewayd.virtual.host`; the plugin
 machinery is :mod:`gatewayd.virtual.plugin`; the built-in types are ``system``, ``gpio``,
 ``command`` and ``timer``. What a plugin's fault says to a person (gatewayd's own words
-shown, a plugin's kept in the log) is :mod:`gatewayd.virtual.faults`.
+shown, a plugin's kept in the log) is :mod:`gatewayd.virtual.faults`; what the host
+refuses of a plugin's description, :mod:`gatewayd.virtual.checks`.
 
 May import: homie, config, hardware (line backends for ``gpio``), cloud.telemetry (the
 ``system`` readers) and cloud.reqres (the platform client and its errors, which plugins

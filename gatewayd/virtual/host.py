@@ -33,6 +33,7 @@ from gatewayd.cloud.reqres import PlatformClient
 from gatewayd.config import VirtualDeviceConfig
 from gatewayd.hardware.lines import HardwareError, LineBackend
 from gatewayd.virtual.abandoned import MAX_ABANDONED, Abandoned, Hung, contained
+from gatewayd.virtual.checks import check_description
 from gatewayd.virtual.faults import fault_text
 from gatewayd.virtual.hosted import Hosted
 from gatewayd.virtual.kept import KeptValues
@@ -192,10 +193,12 @@ class VirtualDevices:
                 if not isinstance(item, homie.Node | homie.Property):
                     raise TypeError(f"nodes()/device_options()/device_telemetry() returned "
                                     f"{type(item).__name__}")
-            return homie.Device(h.device_id, h.name, nodes=nodes, options=options,
-                                telemetry=telemetry, state="init",
-                                implementation=IMPLEMENTATION, fw_name=ptype.name,
-                                fw_version=ptype.cls.version or ptype.version)
+            device = homie.Device(h.device_id, h.name, nodes=nodes, options=options,
+                                  telemetry=telemetry, state="init",
+                                  implementation=IMPLEMENTATION, fw_name=ptype.name,
+                                  fw_version=ptype.cls.version or ptype.version)
+            check_description(device)
+            return device
 
         outcome = await self._guarded(h, "describe", build, timeout=self.call_timeout)
         return outcome.value if outcome.ok else None

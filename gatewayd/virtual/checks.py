@@ -1,0 +1,40 @@
+"""What the virtual-device host refuses of a plugin's description (:func:`check_description`).
+
+The Homie model takes the attributes it publishes as given; a plugin's ``version = 2`` or
+``unit=5`` would be published as nothing, and fail deep in the cloud link at every
+connection. Here they are refused when the device is described, by a
+:class:`gatewayd.homie.ModelError` naming the attribute, so the device becomes a placeholder
+saying so (docs/virtual-devices.md, "Isolation").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from gatewayd import homie
+
+
+def _text(value: Any, what: str) -> None:
+    if not isinstance(value, str):
+        raise homie.ModelError(f"{what} must be text, got {repr(value)[:40]} "
+                               f"({type(value).__name__})")
+
+
+def _properties(props: Iterable[homie.Property], where: str) -> None:
+    for prop in props:
+        for attr, value in (("$name", prop.name), ("$unit", prop.unit),
+                            ("$format", prop.format)):
+            _text(value, f"property {prop.id!r}{where}: {attr}")
+
+
+def check_description(device: homie.Device) -> None:
+    """ModelError naming the first attribute of ``device`` that is not text."""
+    _text(device.fw_version, "the plugin's version ($fw/version)")
+    _text(device.fw_name, "$fw/name")
+    _properties([*device.options.values(), *device.telemetry.values()], " of the device")
+    for node in device.nodes.values():
+        _text(node.name, f"node {node.id!r}: $name")
+        _text(node.type, f"node {node.id!r}: $type")
+        _properties([*node.properties.values(), *node.options.values(),
+                     *node.telemetry.values()], f" of node {node.id!r}")
