@@ -6,11 +6,14 @@ documented API (docs/virtual-devices.md) and stays stable. The host that runs th
 machinery is :mod:`gatewayd.virtual.plugin`; the built-in types are ``system``, ``gpio``,
 ``command`` and ``timer``. What a plugin's fault says to a person (gatewayd's own words
 shown, a plugin's kept in the log) is :mod:`gatewayd.virtual.faults`; what the host
-refuses of a plugin's description, :mod:`gatewayd.virtual.checks`.
+refuses of a plugin's description (text attributes, at most so many nodes and properties),
+:mod:`gatewayd.virtual.checks`; how fast a device may publish (its budget),
+:mod:`gatewayd.virtual.budget`.
 
 May import: homie, config, hardware (line backends for ``gpio``), cloud.telemetry (the
-``system`` readers) and cloud.reqres (the platform client and its errors, which plugins
-catch). The host reaches the cloud link only through :class:`gatewayd.homie.ChildPublisher`.
+``system`` readers), cloud.reqres (the platform client and its errors, which plugins
+catch) and runtime (files, log budgets). The host reaches the cloud link only through
+:class:`gatewayd.homie.ChildPublisher`.
 """
 
 from gatewayd.cloud.reqres import PlatformError

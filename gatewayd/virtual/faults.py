@@ -2,12 +2,13 @@
 ``status/error`` (:func:`fault_text`).
 
 The words of an exception are shown only when they are gatewayd's own: a
-:class:`gatewayd.homie.ModelError`, or a ValueError/KeyError raised by the model, the host
-or :mod:`gatewayd.virtual.checks` (a value :meth:`VirtualDevice.publish` refused, a property
-that does not exist, a description refused). What a plugin or a library raised says only
-its type; its text may be a library's internals, and stays in the hub's log with the
-traceback. The origin is where the exception was raised, not its type: a plugin raising
-ValueError itself is not speaking in gatewayd's words.
+:class:`gatewayd.homie.ModelError`, or a ValueError/KeyError raised by the model, the host,
+its checks (:mod:`~gatewayd.virtual.checks`) or its publish path
+(:mod:`~gatewayd.virtual.budget`): a value :meth:`VirtualDevice.publish` refused, a
+property that does not exist, a description refused. What a plugin or a library raised
+says only its type; its text may be a library's internals, and stays in the hub's log with
+the traceback. The origin is where the exception was raised, not its type: a plugin
+raising ValueError itself is not speaking in gatewayd's words.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ MAX_SHOWN = 200  # characters of our words per fault: a line a person reads
 
 _HERE = Path(__file__).resolve().parent
 # The modules whose ValueError/KeyError/ModelError speak to the plugin's user.
-_OURS = frozenset({Path(homie.__file__).resolve(), _HERE / "host.py", _HERE / "checks.py"})
+_OURS = frozenset({Path(homie.__file__).resolve(),
+                   *(_HERE / name for name in ("host.py", "checks.py", "budget.py"))})
 
 
 def fault_text(what: str, exc: BaseException) -> str:

@@ -32,7 +32,9 @@ from gatewayd import homie
 from gatewayd.cloud.reqres import PlatformClient
 from gatewayd.config import VirtualDeviceConfig
 from gatewayd.hardware.lines import HardwareError, LineBackend
+from gatewayd.runtime.logsetup import LogBudget
 from gatewayd.virtual.abandoned import MAX_ABANDONED, Abandoned, Hung, contained
+from gatewayd.virtual.budget import Later, Outlet
 from gatewayd.virtual.checks import check_description
 from gatewayd.virtual.faults import fault_text
 from gatewayd.virtual.hosted import Hosted
@@ -92,7 +94,8 @@ class VirtualDevices:
                  file: str = "<config>", start_timeout: float = 10.0,
                  stop_timeout: float = 5.0, call_timeout: float = 8.0,
                  platform: PlatformClient | None = None,
-                 kept_file: Path | None = None, max_abandoned: int = MAX_ABANDONED) -> None:
+                 kept_file: Path | None = None, max_abandoned: int = MAX_ABANDONED,
+                 clock: Callable[[], float] | None = None, later: Later | None = None) -> None:
         # call_timeout stays below the cloud link's command timeout (10 s), so a hung /set
         # handler is caught here, recorded as a fault, and answered with TIMEOUT.
         self.publisher = publisher
@@ -111,6 +114,11 @@ class VirtualDevices:
             self.hosted[plan.device_id] = Hosted(
                 plan, name, logging.getLogger(f"{__name__}.{plan.config.id}"))
         self._abandoned = Abandoned(max_abandoned)
+        # The publishing budgets' time (gatewayd.virtual.budget): the event loop's by default.
+        self._clock = clock
+        self._later: Later = later or (lambda d, c: asyncio.get_running_loop().call_later(d, c))
+        self._said = LogBudget(log, "virtual devices publishing over their budget",
+                               later=self._later)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -174,6 +182,10 @@ class VirtualDevices:
         self._install_handlers(h, device)
         if not self._add(h, device):
             return
+        h.outlet = Outlet(device, self.publisher, log=h.log, say=self._said, faults=h.faults,
+                          changed=functools.partial(self._push_state, h),
+                          clock=self._clock or asyncio.get_running_loop().time,
+                          later=self._later)
         outcome = await self._guarded(h, "start", h.plugin.start, timeout=self.start_timeout)
         h.started = outcome.ok
         self._push_state(h)
@@ -234,6 +246,8 @@ class VirtualDevices:
         if h.plugin is not None and h.device is not None and not h.stopped:
             await self._guarded(h, "stop", h.plugin.stop, timeout=self.stop_timeout)
         h.stopped = True
+        if h.outlet is not None:
+            h.outlet.close()  # the values it held back go out: the cloud keeps the latest
 
     async def _poll_loop(self, h: Hosted) -> None:
         plugin = h.plugin
@@ -398,18 +412,9 @@ class VirtualDevices:
     def publish(self, plugin: VirtualDevice, node_id: str, property_id: str, value: Any, *,
                 force: bool = False) -> bool:
         h = self._hosted_for(plugin)
-        if h.stopped or h.device is None or not h.added:
+        if h.stopped or h.outlet is None:
             return False
-        path = f"{node_id}/{property_id}"
-        try:
-            prop = h.device.find(path)
-        except KeyError:
-            raise KeyError(f"{h.device_id} has no property {path}") from None
-        canonical = prop.validate(value)
-        if prop.retained and not force and prop.value == canonical:
-            return False
-        self.publisher.set_value(h.device_id, node_id, property_id, canonical)
-        return True
+        return h.outlet.publish(node_id, property_id, value, force=force)
 
     def spawn(self, plugin: VirtualDevice, coro: Coroutine[Any, Any, Any],
               name: str = "") -> asyncio.Task[Any]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gatewayd import homie
+from gatewayd.virtual.budget import Outlet
 from gatewayd.virtual.planning import Plan
 from gatewayd.virtual.plugin import VirtualDevice
 
@@ -33,6 +34,7 @@ class Hosted:
     stopped: bool = False
     poller: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # from VirtualDevice.spawn
+    outlet: Outlet | None = None  # its publish path and budget, once the link has the device
 
     @property
     def device_id(self) -> str:

@@ -230,7 +230,9 @@ class VirtualDevice:
 
     def publish(self, node_id: str, property_id: str, value: Any, *, force: bool = False) -> bool:
         """Set and publish a value. A retained value equal to the current one is skipped
-        unless ``force``. ValueError/KeyError for a value or property the model refuses."""
+        unless ``force``. ValueError/KeyError for a value or property the model refuses.
+        Over the device's budget (:mod:`gatewayd.virtual.budget`) a retained value is held
+        back, its latest sent later, and an event is dropped: False."""
         if self.ctx.host is None:
             raise RuntimeError("this device is not hosted")
         return bool(self.ctx.host.publish(self, node_id, property_id, value, force=force))
