@@ -240,8 +240,18 @@ class Flows:
         try:
             issued = codec.issued_from(codec.open_sealed(op.key, op.id, box))
         except codec.CodecError as exc:
-            return _fail(Failure.PROVISIONING_FAILED, f"The platform's answer is unusable: "
-                                                      f"{exc}")
+            # Dropped, in both modes: the platform answers this operation the same way every
+            # time (its sealed answer, docs/provisioning.md), so keeping it would fail for
+            # good, also once the platform is fixed. A new operation is a fresh request, as
+            # AWS IoT fleet provisioning or Azure DPS expect after a failed one (enroll mode:
+            # "already-enrolled" until the platform frees the serial, which says so).
+            self.store.begin_operation(None)
+            after = (" (a platform that keeps the serial enrolled refuses it until the device "
+                     "is revoked there)." if self.cfg.mode == "enroll"
+                     else ", which needs a new approval.")
+            return _fail(Failure.PROVISIONING_FAILED, (
+                f"The platform's answer is unusable: {str(exc).rstrip('.')}. The hub asks "
+                f"again with a new operation{after}"))
         if issued.device_id != self.identity.device_id:
             if self.cfg.mode == "enroll":
                 # Kept: the serial is enrolled now, and only this operation gets the same
