@@ -107,3 +107,24 @@ def test_an_enrollment_the_hub_cannot_use_is_asked_again_and_enrolls_once_revoke
     finally:
         hub.stop()
 
+
+def test_the_simulator_refuses_a_registration_lifetime_the_hub_would_refuse(
+        world: ProvWorld, tmp_path: Path) -> None:
+    """Before: any lifetime above 0 was taken, and approving with 1 s issued credentials no
+    hub accepts (provisioning-failed, and the hub stuck on that operation)."""
+    hub = start(world, tmp_path, "hub")
+    try:
+        op = until(world.pending, "the hub's operation")[0]["id"]
+        world.settings(registration_lifetime=1)
+        refused = world.ctl("platform", "approve", op, check=False)
+        assert refused.returncode != 0
+        assert (f"{world.platform.responses if world.platform else ''}: provisioning: "
+                "registration_lifetime: must be a number of seconds, at least 5 and at most "
+                "315360000, got 1") in refused.stdout + refused.stderr
+        assert [o["state"] for o in world.operations()] == ["pending"]  # nothing changed
+        world.settings(registration_lifetime=20)
+        world.ctl("platform", "approve", op)
+        status = hub.wait(lambda s: s["state"] == "online", "the hub online")
+        assert last_error(status) is None and status["provisioning"]["attempts"] == 1
+    finally:
+        hub.stop()

@@ -175,7 +175,8 @@ def test_a_bad_provisioning_setting_is_answered_500_naming_it_and_changes_nothin
     problems = {
         '{"provisioning": {"retry_after": "two"}}': f"retry_after: {at_most} 'two'",
         '{"provisioning": {"auto_approve": true, "registration_lifetime": -1}}':
-            f"registration_lifetime: {at_most} -1",
+            "registration_lifetime: must be a number of seconds, at least 5 and at most "
+            "315360000, got -1",
         '{"provisioning": {"auto_approve": "false"}}':
             "auto_approve: must be true or false, got 'false'",
         '{"provisioning": {"refuse": {"start": {"times": "x"}}}}':

@@ -318,18 +318,24 @@ def read_settings(path: Path) -> dict[str, Any]:
                                 f"{json_kind(value)}")
         if key == "refuse":
             _check_refusals(value, f"{where}: refuse")
+        elif key == "registration_lifetime":
+            # The hub refuses a shorter one (it could not refresh it in time): approving it
+            # would only hand out credentials no hub can use.
+            _check_number(value, f"{where}: {key}", MAX_SECONDS, codec.MIN_LIFETIME)
         elif key != "auto_approve":
             _check_number(value, f"{where}: {key}", MAX_SECONDS)
         merged[key] = value
     return merged
 
 
-def _check_number(value: Any, where: str, top: float | None) -> None:
-    """Seconds above 0 (and up to ``top``: a clock or a timer must hold them)."""
+def _check_number(value: Any, where: str, top: float | None, least: float = 0.0) -> None:
+    """Seconds above 0, or at least ``least`` (and up to ``top``: a clock or a timer must
+    hold them)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 \
-            or (top is not None and value > top):
+            or value < least or (top is not None and value > top):
         limit = f" and at most {top:.0f}" if top is not None else ""
-        raise SettingsError(f"{where}: must be a number of seconds above 0{limit}, got "
+        low = f", at least {least:g}" if least else " above 0"
+        raise SettingsError(f"{where}: must be a number of seconds{low}{limit}, got "
                             f"{json_kind(value)}")
 
 
