@@ -3,17 +3,26 @@ control interface, without a broker (the REQ/RES round trip is tests/test_e2e_pl
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
+import types
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
+from gatewayd.provisioning import codec
 from gatewayd.simulator import platform as sim_platform
+from gatewayd.simulator.broker import Broker
 from gatewayd.simulator.platform import SimPlatform
+from gatewayd.simulator.provisioning import SimProvisioning
+from gatewayd.simulator.provisioning_model import SIM_TOKEN
+from gatewayd.simulator.provisioning_ops import attach
+from gatewayd.simulator.world import SIM_ACCOUNT
 
 
 @pytest.fixture
@@ -91,3 +100,52 @@ def test_a_request_it_cannot_read_is_logged_in_its_own_words(sim: SimPlatform) -
         "the request holds a number of more than 4300 digits",
         "the request holds NaN, which is not a finite number",
         "the request is not JSON"]
+
+
+def test_a_problem_in_platform_json_is_logged_once_however_many_requests_meet_it(
+        sim: SimPlatform, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: every REQ/RES request the file could not answer logged it again, and a
+    refresh twice (the settings' log-once, then the platform's own): a batch of hubs filled
+    the log with one line. Each request is still answered 500 with the problem."""
+    accounts = Broker(tmp_path / "broker")
+    prov = SimProvisioning(tmp_path / "prov", accounts, accounts.add_account(*SIM_ACCOUNT),
+                           sim.responses)
+    attach(sim, prov)
+    key = base64.b64encode(bytes(32)).decode()
+    polled: list[dict[str, object]] = []
+    endpoint = types.SimpleNamespace(publish=lambda _t, body, qos: polled.append(
+        json.loads(body)))
+
+    def ask(name: str) -> str:
+        sim._answer(f"root/req/hub/{name}",
+                    json.dumps({"id": "1", "key": key, "data": {}}).encode())
+        entry = sim.log()[-1]
+        assert (entry["status"], entry["code"]) == (0, 500), entry
+        return str(entry["error"])
+
+    def poll() -> str:
+        op, _ = codec.new_operation()
+        msg = mqtt.MQTTMessage(
+            topic=codec.request_topic(codec.token_user(SIM_TOKEN), op, "poll").encode())
+        msg.payload = codec.request_body("r1", {"operation": op}).encode()
+        prov._on_message(endpoint, None, msg)  # type: ignore[arg-type]
+        assert polled[-1]["code"] == 500
+        return str(polled[-1]["data"]["message"])  # type: ignore[index]
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    bad_setting = f"{sim.responses}: provisioning: auto_approve: must be true or false, " \
+        "got 'false'"
+    sim.responses.write_text('{"provisioning": {"auto_approve": "false"}}')
+    assert {ask("provisioning/refresh"), ask("provisioning/refresh"), poll(), poll(),
+            ask("provisioning/refresh")} == {bad_setting}
+    assert warnings() == [f"simulated platform: {bad_setting}"]
+    sim.responses.write_text('{"responses": ')
+    not_json = {ask("echo"), ask("time"), ask("provisioning/refresh"), poll()}
+    assert len(not_json) == 1 and next(iter(not_json)).startswith(
+        f"{sim.responses}: not JSON (")
+    assert len(warnings()) == 2
+    sim.responses.write_text('{"provisioning": {"auto_approve": "false"} }')  # edited again
+    assert ask("provisioning/refresh") == bad_setting
+    assert warnings()[2:] == [f"simulated platform: {bad_setting}"]

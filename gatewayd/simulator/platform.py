@@ -22,7 +22,8 @@ A request the file cannot answer (not JSON, a canned answer whose status is not 
 provisioning setting of the wrong kind: ``provisioning_model.read_settings``...) is
 answered status 0, code 500, with what is wrong (``<file>: responses: <endpoint>: status:
 must be 0 or 1, got 'yes'``) as its message, and the log records that as its ``error``:
-the developer learns it from the hub, not from a timeout. So is a request over
+the developer learns it from the hub, not from a timeout; the log says it once per message
+(:class:`ProblemLog`) until the file is edited. So is a request over
 ``MAX_REQUEST`` bytes (docs/interfaces.md's limit), answered status 0, code 413, when its
 id and key can be read (it is read up to ``MAX_READ`` bytes); its data is not logged.
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import hashlib
 import json
 import logging
 import os
@@ -85,6 +87,36 @@ MAX_CONTROL_BODY = 64 * 1024
 OWNERSHIP = "device/ownership"
 
 
+class ProblemLog:
+    """What is wrong with the responses file, each message logged once while the file stays
+    as it is: not at every request of every hub (a batch polls every few seconds), and
+    again once the file has been edited. The platform and its provisioning side share one
+    (:func:`gatewayd.simulator.provisioning_ops.attach`), so a problem both meet, such as a
+    ``provisioning/refresh`` reading bad settings, is one line too."""
+
+    MAX = 64  # messages remembered per version of the file (one per endpoint, at most)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._version: tuple[int, bytes] | None = None
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+
+    def warn(self, message: str) -> None:
+        try:  # a problem is rare, and the file small: read it once more to know its version
+            version = (self.path.stat().st_mtime_ns,
+                       hashlib.sha256(self.path.read_bytes()).digest())
+        except OSError:
+            version = None
+        with self._lock:
+            if version != self._version or len(self._logged) >= self.MAX:
+                self._version, self._logged = version, set()
+            if message in self._logged:
+                return
+            self._logged.add(message)
+        log.warning("simulated platform: %s", message)
+
+
 class SettingsError(ValueError):
     """The responses file cannot answer a request; the message names the file and key."""
 
@@ -116,6 +148,7 @@ class SimPlatform:
         self.routes: list[Route] = []
         self.on_release: list[Callable[[str, Any], None]] = []  # (device id, request data)
         self._shadowed: set[str] = set()  # canned answers warned about: never used
+        self.problems = ProblemLog(responses)
         self._lock = threading.Lock()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-platform")
         self._client.username_pw_set(username, password)
@@ -198,7 +231,7 @@ class SimPlatform:
             entry.update(error=str(exc))
             status, code, value = 0, 413, {"message": str(exc)}
         except SettingsError as exc:
-            log.warning("simulated platform: %s", exc)
+            self.problems.warn(str(exc))
             entry.update(error=str(exc))
             status, code, value = 0, 500, {"message": str(exc)}
         except Exception:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
-import logging
 import math
 import re
 import types
@@ -22,9 +21,7 @@ from typing import Any
 
 from gatewayd.provisioning import codec
 from gatewayd.simulator.broker import Account
-from gatewayd.simulator.platform import SettingsError, json_kind, read_section
-
-log = logging.getLogger(__name__)
+from gatewayd.simulator.platform import ProblemLog, SettingsError, json_kind, read_section
 
 PROVISIONING_ACL = """\
 # a provisioning user publishes only its operation's requests, reads only its answers
@@ -385,22 +382,19 @@ def scripted_refusal(settings: dict[str, Any], action: str,
 
 class SettingsFile:
     """:func:`read_settings` of one file, at every use (edits apply at once). A problem in
-    it is logged once, not at every hub's poll, until the file says something else."""
+    it is logged through ``problems`` (the platform's, once attached): once per message,
+    not at every hub's poll, until the file is edited."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._logged = ""
+        self.problems = ProblemLog(path)
 
     def read(self) -> dict[str, Any]:
         try:
-            settings = read_settings(self.path)
+            return read_settings(self.path)
         except SettingsError as exc:
-            if str(exc) != self._logged:
-                log.warning("simulated platform: %s", exc)
-            self._logged = str(exc)
+            self.problems.warn(str(exc))
             raise
-        self._logged = ""
-        return settings
 
 
 def proof_key(device: SimDevice, data: Any) -> bytes | None:

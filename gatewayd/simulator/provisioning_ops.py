@@ -30,6 +30,9 @@ _DEVICE = re.compile(r"^/devices/([a-z0-9][a-z0-9-]{0,62}[a-z0-9])/revoke$")
 def attach(platform: SimPlatform, provisioning: SimProvisioning) -> None:
     """Give the simulated platform its provisioning side."""
     platform.endpoints[codec.REFRESH_ENDPOINT] = provisioning.refresh
+    # One log of platform.json's problems: a refresh that cannot read the settings would
+    # otherwise be logged by both sides.
+    provisioning.settings_file.problems = platform.problems
     platform.on_release.append(provisioning.release)
     platform.routes.append(lambda method, path, body: route(provisioning, method, path, body))
 
