@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import threading
 import types
@@ -149,3 +150,18 @@ def test_a_problem_in_platform_json_is_logged_once_however_many_requests_meet_it
     sim.responses.write_text('{"provisioning": {"auto_approve": "false"} }')  # edited again
     assert ask("provisioning/refresh") == bad_setting
     assert warnings()[2:] == [f"simulated platform: {bad_setting}"]
+
+
+def test_a_broken_platform_json_fails_every_endpoint_but_device_ownership(
+        sim: SimPlatform) -> None:
+    """What docs/interfaces.md §9 says, which contradicted itself before ("the built-in
+    endpoints do not read the file"): a canned answer may replace echo, time and
+    rfid/authorize, so they need the file; a release does not."""
+    sim.responses.write_text('{"responses": \n')
+    problem = f"{sim.responses}: not JSON (line 2, column 1)"
+    for endpoint, data in (("echo", 1), ("time", None), ("rfid/authorize", {"tag": "A1"}),
+                           ("no/such", None)):
+        with pytest.raises(sim_platform.SettingsError, match=re.escape(problem)):
+            sim._handle(endpoint, "hub", data)
+    release = {"event": "released", "device_id": "hub", "children": []}
+    assert sim._handle("device/ownership", "hub", release) == (1, 200, {"released": "hub"})
