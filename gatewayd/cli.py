@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import grp
 import ipaddress
 import logging
@@ -24,7 +23,7 @@ from gatewayd.config import (
     load_config,
 )
 from gatewayd.identity import NoMacAddress
-from gatewayd.runtime import deferred
+from gatewayd.runtime import deferred, eventloop
 from gatewayd.runtime.logsetup import Redactor, configure
 from gatewayd.runtime.signals import ignore_early, takes_over
 from gatewayd.runtime.tomlfiles import (
@@ -292,7 +291,9 @@ def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-de
         return await daemon.run()
 
     try:
-        return asyncio.run(_main())
+        # Not asyncio.run(): it waits, for ever, on plugin calls that ignore their
+        # cancellation (gatewayd/runtime/eventloop.py).
+        return eventloop.run(_main())
     except KeyboardInterrupt:
         return 0
     except ConfigError as exc:  # found only at start: the portal's address (listen_error)

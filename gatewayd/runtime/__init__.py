@@ -12,7 +12,9 @@ the wait before trying again, exponential with jitter (:mod:`~gatewayd.runtime.b
 the settled heap (:mod:`~gatewayd.runtime.heap`), modules executed on first use
 (:mod:`~gatewayd.runtime.deferred`), the components' start and stop within systemd's
 stop timeout (:mod:`~gatewayd.runtime.lifecycle`), the signals that must not end the
-daemon (:mod:`~gatewayd.runtime.signals`) and whether a system D-Bus connection still
+daemon (:mod:`~gatewayd.runtime.signals`), the event loop both entry points run, closed
+without waiting on tasks that ignore their cancellation (:mod:`~gatewayd.runtime.eventloop`)
+and whether a system D-Bus connection still
 stands (:mod:`~gatewayd.runtime.sysbus`).
 
 May import: the standard library and infrastructure libraries (waitress, systemd-python,

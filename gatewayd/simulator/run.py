@@ -16,6 +16,7 @@ from typing import NoReturn
 from gatewayd.config import Config, ConfigError, with_overrides
 from gatewayd.daemon import Daemon
 from gatewayd.hub import open_state, storage_fault
+from gatewayd.runtime import eventloop
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.simulator.dbus_daemon import PrivateBus, check_socket_path
@@ -181,7 +182,9 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
                 # asyncio winds down would kill the simulator before world.stop().
                 _ignore_stop_signals()
 
-        return asyncio.run(_main())
+        # As gatewayd's: not asyncio.run(), which would wait for ever on a plugin call
+        # that ignores its cancellation, and the world would never be torn down.
+        return eventloop.run(_main())
     except KeyboardInterrupt:
         return 0
     except ConfigError as exc:  # found only at start, as by gatewayd: the portal's address

@@ -306,7 +306,8 @@ class VirtualDevices:
         return _Outcome(True, result)
 
     async def _bounded(self, h: Hosted, what: str, aw: Awaitable[Any], timeout: float) -> Any:
-        task = asyncio.ensure_future(contained(aw))
+        task = asyncio.get_running_loop().create_task(contained(aw),
+                                                      name=f"{h.device_id} {what}")
         try:
             done, _ = await asyncio.wait({task}, timeout=timeout)
         except asyncio.CancelledError:

@@ -111,3 +111,40 @@ class BrokenDevice(VirtualDevice):
 
     async def stop(self) -> None:
         await self._afail("stop")
+
+
+@dataclass(frozen=True)
+class StubbornOptions:
+    ignores: tuple[str, ...] = spec(("stop",))
+
+
+async def _never_ends() -> None:
+    # Swallows every cancellation, not only the first: nothing in asyncio can end it.
+    while True:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+
+
+class StubbornDevice(VirtualDevice):
+    """Ignores every cancellation of the methods listed in ``ignores`` (``stop``,
+    ``on_set``), once it says so in the log."""
+
+    Options = StubbornOptions
+
+    def nodes(self) -> list[homie.Node]:
+        return [homie.Node("thing", "Thing", properties=[
+            homie.Property("level", "Level", datatype="integer", settable=True, value=1)])]
+
+    async def _stubborn(self, method: str) -> None:
+        if method in self.options.ignores:
+            self.log.info("%s: ignoring every cancellation from now on", method)
+            await _never_ends()
+
+    async def on_set(self, node_id: str, property_id: str, value: Any) -> Any:
+        await self._stubborn("on_set")
+        return value
+
+    async def stop(self) -> None:
+        await self._stubborn("stop")
