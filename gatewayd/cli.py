@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import grp
 import ipaddress
 import logging
@@ -12,6 +13,7 @@ import re
 import signal
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from gatewayd import __version__, cloud
@@ -34,7 +36,8 @@ from gatewayd.runtime.tomlfiles import (
     unreadable_by,
 )
 from gatewayd.state import StateBusy, StateError
-from gatewayd.virtual.planning import check_config
+from gatewayd.virtual.planning import broken_plugins, check_config
+from gatewayd.virtual.plugin import Registry
 
 EXIT_CONFIG = 2
 SERVICE_USER = "gatewayd"  # gatewayd.service's User=: what it reads, it reads as this user
@@ -182,6 +185,20 @@ def _captive_portal_warnings(config: Config) -> list[str]:
             "lines (docs/packaging.md, \"The captive portal drop-in\")"]
 
 
+@contextlib.contextmanager
+def _held_logs(name: str) -> Iterator[None]:
+    """Nothing that ``name``'s loggers log reaches stderr while this lasts."""
+    logger = logging.getLogger(name)
+    handler, propagate = logging.NullHandler(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -198,17 +215,26 @@ def main(argv: list[str] | None = None) -> int:
                      "(the provisioning endpoint is the platform's)")
     try:
         config = load_config(args.config)
-        check_config(config)  # plugin options are part of the config: refuse them here too
+        # Plugin options are part of the config: refuse them here too. What the plugins'
+        # discovery and planning log is said below by --check-config, and by the daemon
+        # once its logging is set up; here it would be bare lines on stderr.
+        with _held_logs("gatewayd.virtual"):
+            registry = Registry()
+            plans = check_config(config, registry)
     except ConfigError as exc:
         print(f"gatewayd: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check_config:
-        if errors := _service_user_errors(config):
+        # A plugin that does not load is isolated by the running daemon (a broken device,
+        # the others carry on), but a check must not call such a configuration OK.
+        if errors := (_service_user_errors(config)
+                      + broken_plugins(plans, config.file_of("virtual"))):
             for error in errors:
                 print(f"gatewayd: configuration error: {error}", file=sys.stderr)
             return EXIT_CONFIG
         for warning in (config_warnings(config) + _machine_warnings(config)
-                        + _service_user_warnings(config) + _exposed_secret_warnings(config)):
+                        + _service_user_warnings(config) + _exposed_secret_warnings(config)
+                        + registry.warnings):
             print(f"gatewayd: warning: {warning}", file=sys.stderr)
         print(f"{config.source}: OK")
         for drop_in in config.drop_ins:

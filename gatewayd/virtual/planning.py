@@ -1,8 +1,10 @@
 """Planning: ``[[virtual]]`` tables -> device types and validated options, before anything starts.
 
 ``gatewayd --check-config`` and the daemon's start both run :func:`check_config`, so a bad
-key is refused (naming ``virtual[i].<key>``) before the hub touches anything; a broken
-plugin, unlike a bad config, is isolated and published as a placeholder.
+key is refused (naming ``virtual[i].<key>``) before the hub touches anything. A broken
+plugin, unlike a bad config, is isolated by the running daemon and published as a
+placeholder; ``--check-config`` refuses it (:func:`broken_plugins`): a vendor checking a
+configuration before shipping it must hear that a device will not work.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gatewayd.config import Config, ConfigError, VirtualDeviceConfig
 from gatewayd.virtual.plugin import (
@@ -21,9 +23,6 @@ from gatewayd.virtual.plugin import (
     Registry,
     parse_options,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +106,12 @@ def check_config(cfg: Config, registry: Registry | None = None) -> list[Plan]:
         if line_cfg.enabled:
             reserved[(line_cfg.chip, line_cfg.line)] = f"{name}.line"
     return plan_devices(cfg.virtual, registry or Registry(), cfg.file_of("virtual"), reserved)
+
+
+def broken_plugins(plans: Sequence[Plan], file: str) -> list[str]:
+    """For ``--check-config``: the devices the daemon would publish as broken placeholders
+    because of their plugin (it does not load, its Options or check_options fail), each
+    naming its table and type. The options of a type that does not load are not checked."""
+    return [f"{file}: virtual[{plan.index}].type: {plan.failure}; the daemon would publish "
+            f"{plan.device_id} as a broken device ($state = alert)"
+            for plan in plans if plan.failure]

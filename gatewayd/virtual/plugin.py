@@ -283,6 +283,7 @@ class Registry:
         self._extra = dict(extra or {})
         self._entry_points: dict[str, importlib.metadata.EntryPoint] = {}
         self._loaded: dict[str, PluginType] = {}
+        self.warnings: list[str] = []  # what discovery logged (gatewayd --check-config's)
         if group:
             self._discover(group)
 
@@ -290,16 +291,20 @@ class Registry:
         for ep in importlib.metadata.entry_points(group=group):
             dist = ep.dist.name if ep.dist is not None else "?"
             if ep.name in self._builtins or ep.name in self._extra:
-                log.warning("virtual device type %r from %s ignored: the name is built in",
-                            ep.name, dist)
+                self._warn(f"virtual device type {ep.name!r} from {dist} ignored: the name "
+                           "is built in")
                 continue
             if ep.name in self._entry_points:
                 other = self._entry_points[ep.name].dist
-                log.warning("virtual device type %r is provided twice (%s and %s); using %s",
-                            ep.name, other.name if other else "?", dist,
-                            other.name if other else "?")
+                first = other.name if other else "?"
+                self._warn(f"virtual device type {ep.name!r} is provided twice ({first} and "
+                           f"{dist}); using {first}")
                 continue
             self._entry_points[ep.name] = ep
+
+    def _warn(self, warning: str) -> None:
+        self.warnings.append(warning)
+        log.warning("%s", warning)
 
     def names(self) -> list[str]:
         return sorted({*self._builtins, *self._extra, *self._entry_points})
