@@ -36,22 +36,7 @@ def _run_bounded(main: Callable[[], Coroutine[Any, Any, Any]], grace: float) -> 
     return result[0]
 
 
-def test_a_task_given_up_is_not_waited_for(caplog: pytest.LogCaptureFixture) -> None:
-    async def main() -> str:
-        started = asyncio.Event()
-        task = asyncio.create_task(_stubborn(started), name="virtual-s1 stop")
-        await started.wait()
-        task.cancel()
-        eventloop.give_up(task)
-        return "stopped"
-
-    # No grace at all: a task given up is not given any.
-    assert _run_bounded(main, grace=0) == "stopped"
-    assert ("tasks still running after their cancellation: 1 (virtual-s1 stop); gatewayd "
-            "exits without them") in caplog.text
-
-
-def test_any_other_task_ignoring_its_cancellation_is_left_after_the_grace(
+def test_a_task_ignoring_its_cancellation_is_left_after_the_grace(
         caplog: pytest.LogCaptureFixture) -> None:
     ended = []
     tasks: list[asyncio.Task[None]] = []

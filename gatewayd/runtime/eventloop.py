@@ -5,17 +5,17 @@ waiting on tasks that ignore their cancellation.
 for all of it, for ever: one plugin call that swallows ``CancelledError`` (the virtual
 device host cancelled it and walked away, :mod:`gatewayd.virtual.abandoned`) kept a stopped
 gatewayd running until systemd's SIGKILL, and the simulator's world up with it. :func:`run`
-is what both entry points (``gatewayd`` and ``gatewayd --simulate``) use instead: the
-tasks given up with :func:`give_up` are cancelled once more and not waited for; any other
-task still running gets :data:`CLOSE_GRACE` seconds to end after its cancellation, and is
-left behind (and named in the log) after that. What is left ends with the process.
+is what both entry points (``gatewayd`` and ``gatewayd --simulate``) use instead: every
+task still running is cancelled and gets :data:`CLOSE_GRACE` seconds to end, as a whole,
+and what has not ended then is left behind (and named in the log). What is left ends with
+the process. (No registry of abandoned calls: a grace that only such calls wait out costs
+a stop two seconds, once, and keeps this free of state shared across the process.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -25,15 +25,6 @@ log = logging.getLogger(__name__)
 # How long a task the daemon did not give up has, at the loop's close, to end after its
 # cancellation (a component's own stop has its budget already: this is for leftovers).
 CLOSE_GRACE = 2.0
-
-_given_up: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
-
-
-def give_up(task: asyncio.Task[Any]) -> None:
-    """``task`` was cancelled and its owner will never await it: closing the event loop
-    does not wait for it either."""
-    _given_up.add(task)
-
 
 def run(main: Coroutine[Any, Any, T], *, grace: float = CLOSE_GRACE) -> T:
     """Run ``main`` on a new event loop, as ``asyncio.run()`` does, and close the loop
@@ -54,8 +45,6 @@ def _finish(loop: asyncio.AbstractEventLoop, grace: float) -> None:
     pending = asyncio.all_tasks(loop)
     for task in pending:
         task.cancel()
-    # A task may give up another as its cancellation unwinds it (the host's guard does, for
-    # the plugin call it was waiting on): which ones are waited for is asked again each time.
     loop.run_until_complete(_ended(loop, pending, grace))
     for task in pending:
         if task.done() and not task.cancelled() and task.exception() is not None:
@@ -84,9 +73,9 @@ def _finish(loop: asyncio.AbstractEventLoop, grace: float) -> None:
 
 async def _ended(loop: asyncio.AbstractEventLoop, tasks: set[asyncio.Task[Any]],
                  grace: float) -> None:
-    """Until every one of ``tasks`` not given up has ended, for at most ``grace`` s."""
+    """Until every one of ``tasks`` has ended, for at most ``grace`` s."""
     deadline = loop.time() + grace
-    while waited := {task for task in tasks if not task.done() and task not in _given_up}:
+    while waited := {task for task in tasks if not task.done()}:
         if (remaining := deadline - loop.time()) <= 0:
             return
         await asyncio.wait(waited, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)

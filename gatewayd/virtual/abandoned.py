@@ -7,7 +7,7 @@ poll or ``/set`` until it ends (the host reports why as the device's fault), and
 set is capped: at most one such call per device (two if its ``stop()`` hangs as well), and
 once :data:`MAX_ABANDONED` are left behind, no device gets a new poll or ``/set`` (the
 calls already running when that was reached may still add theirs). When gatewayd stops,
-they are left running: the event loop closes without them
+they are left running: the event loop closes without them after a short grace
 (:mod:`gatewayd.runtime.eventloop`) and they end with the process.
 """
 
@@ -18,8 +18,6 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
-
-from gatewayd.runtime.eventloop import give_up
 
 log = logging.getLogger(__name__)
 MAX_ABANDONED = 32
@@ -66,7 +64,6 @@ class Abandoned:
         task.cancel()
         if task.done():
             return
-        give_up(task)  # the event loop's close does not wait for it either
         self._tasks[task] = _Call(device_id, what, why)
         task.add_done_callback(self._forget)
 
