@@ -88,9 +88,9 @@ class NoMacAddress(Exception):
     """No interface has a MAC yet: the hub cannot tell who it is."""
 
 
-def read_mac(interface: str, sys_net: Path | None = None) -> str | None:
+def read_mac(interface: str) -> str | None:
     try:
-        mac = ((sys_net or SYS_NET) / interface / "address").read_text().strip().lower()
+        mac = (SYS_NET / interface / "address").read_text().strip().lower()
     except OSError:
         return None
     if not _MAC.fullmatch(mac) or mac == "00:00:00:00:00:00":
@@ -98,48 +98,45 @@ def read_mac(interface: str, sys_net: Path | None = None) -> str | None:
     return mac
 
 
-def mac_candidates(preferred: str = "", sys_net: Path | None = None) -> list[str]:
-    """Where the hub's MAC is looked for, in order: the configured interface, the default
-    route's, then every other interface but ``lo`` by name."""
+def mac_candidates() -> list[str]:
+    """Where the hub's MAC is looked for without ``[hub] interface``, in order: the default
+    route's interface, then every other interface but ``lo`` by name."""
     candidates: list[str] = []
-    if preferred:
-        candidates.append(preferred)
     route_if = _default_route_interface()
     if route_if:
         candidates.append(route_if)
-    candidates += _interfaces(sys_net)
+    candidates += _interfaces()
     return list(dict.fromkeys(candidates))
 
 
-def _interfaces(sys_net: Path | None) -> list[str]:
+def _interfaces() -> list[str]:
     try:
-        return sorted(p.name for p in (sys_net or SYS_NET).iterdir() if p.name != "lo")
+        return sorted(p.name for p in SYS_NET.iterdir() if p.name != "lo")
     except OSError:
         return []
 
 
-def primary_mac(preferred: str = "", sys_net: Path | None = None) -> str | None:
-    """The MAC of the configured interface, else the default route's, else the first NIC's;
-    None if none has one (yet: a driver still loading at boot). Never a made-up MAC: the
-    device id derived from it is stored for good and printed on the label."""
-    for name in mac_candidates(preferred, sys_net):
-        mac = read_mac(name, sys_net)
+def primary_mac() -> str | None:
+    """The MAC of the default route's interface, else the first NIC's; None if none has one
+    (yet: a driver still loading at boot). Never a made-up MAC: the device id derived from
+    it is stored for good and printed on the label."""
+    for name in mac_candidates():
+        mac = read_mac(name)
         if mac:
             return mac
     return None
 
 
-def hub_mac(interface: str = "", sys_net: Path | None = None) -> str | None:
+def hub_mac(interface: str) -> str | None:
     """The MAC the hub is named after: ``[hub] interface``'s when it is set, never another
     card's (a Wi-Fi driver still loading would name the hub after its Ethernet card, for
-    good); without it, :func:`primary_mac`."""
-    return read_mac(interface, sys_net) if interface else primary_mac("", sys_net)
+    good); without it (""), :func:`primary_mac`."""
+    return read_mac(interface) if interface else primary_mac()
 
 
 def wait_for_mac(preferred: str, timeout: float, *, recorded: str = "", poll: float = 0.5,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], object] = time.sleep,
-                 sys_net: Path | None = None) -> str | None:
+                 sleep: Callable[[float], object] = time.sleep) -> str | None:
     """The MAC this hub goes by, looked for every ``poll`` seconds for up to ``timeout``.
 
     ``recorded``: the MAC the stored identity was made from ("" at a first start). It is
@@ -152,35 +149,34 @@ def wait_for_mac(preferred: str, timeout: float, *, recorded: str = "", poll: fl
     so a plain sleep."""
     deadline = clock() + timeout
     while True:
-        if recorded and recorded in local_macs(sys_net):
+        if recorded and recorded in local_macs():
             return recorded
-        own = hub_mac(preferred, sys_net)
+        own = hub_mac(preferred)
         expired = clock() >= deadline
         if own is not None and (preferred or not recorded or expired):
             return own
         if expired:
             if recorded:
                 return None
-            raise NoMacAddress(_no_mac(preferred, timeout, sys_net))
+            raise NoMacAddress(_no_mac(preferred, timeout))
         sleep(poll)
 
 
-def local_macs(sys_net: Path | None = None) -> set[str]:
+def local_macs() -> set[str]:
     """The MACs this machine's interfaces show."""
-    return {mac for name in _interfaces(sys_net) if (mac := read_mac(name, sys_net))}
+    return {mac for name in _interfaces() if (mac := read_mac(name))}
 
 
-def _no_mac(preferred: str, timeout: float, sys_net: Path | None) -> str:
+def _no_mac(preferred: str, timeout: float) -> str:
     if preferred:
-        shown = ", ".join(_interfaces(sys_net)) or "none but lo"
-        what = "has no MAC address" if (sys_net or SYS_NET).joinpath(preferred).exists() \
+        shown = ", ".join(_interfaces()) or "none but lo"
+        what = "has no MAC address" if SYS_NET.joinpath(preferred).exists() \
             else "does not exist"
         return (f"[hub] interface {preferred} {what} after {timeout:g} s (this machine has: "
                 f"{shown}); the hub's device id is made from its MAC, never from another "
                 "card's, so it does not start without it (correct [hub] interface, or leave "
                 "it empty to use the default route's interface)")
-    tried = ", ".join(mac_candidates(preferred, sys_net)) or \
-        f"none: {sys_net or SYS_NET} lists no interface but lo"
+    tried = ", ".join(mac_candidates()) or f"none: {SYS_NET} lists no interface but lo"
     return (f"no network interface has a MAC address after {timeout:g} s (tried: {tried}); "
             "the hub's device id is made from it, so it does not start without one (set "
             "[hub] interface to the right one if need be)")

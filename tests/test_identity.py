@@ -11,7 +11,7 @@ import pytest
 
 from gatewayd import cli, daemon, hub, identity
 from gatewayd.config import load_config
-from gatewayd.identity import NoMacAddress, primary_mac, wait_for_mac
+from gatewayd.identity import NoMacAddress, hub_mac, wait_for_mac
 from gatewayd.runtime.logsetup import Redactor
 from gatewayd.state import StateStore
 from tests.helpers import write_config
@@ -133,7 +133,7 @@ class Clock:
 def test_the_wait_polls_until_the_interface_appears(sys_net: Path) -> None:
     clock = Clock()
     clock.on_sleep = lambda: len(clock.slept) == 3 and add_interface(sys_net, "wlan0", MAC)
-    assert primary_mac("wlan0") is None
+    assert hub_mac("wlan0") is None
     assert wait_for_mac("wlan0", 30.0, clock=clock, sleep=clock.sleep) == MAC
     assert clock.slept == [0.5, 0.5, 0.5]
 
