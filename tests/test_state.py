@@ -8,16 +8,29 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gatewayd.credentials import CloudCredentials, WifiCredentials
-from gatewayd.state import Operation, StateError, StateStore, parse_state
+from gatewayd.owed import OwedClearing, Release
+from gatewayd.runtime import atomicfile
+from gatewayd.state import (
+    Operation,
+    Registration,
+    StateBusy,
+    StateError,
+    StateStore,
+    parse_state,
+)
 from tests.helpers import Gatewayd, ctl, ctl_json, ethernet_config, write_config
 
 CLOUD = CloudCredentials(wsp="user@example.com", token="t0k-secret", host="127.0.0.1", port=1883)
 WIFI = WifiCredentials(ssid="HomeNet", psk="supersecret")
+# What every refusal of a damaged file ends with: what a reset would do.
+ADVICE = ("('gatewayctl reset' moves it aside to state.json.corrupt-<time> and starts over, "
+          "unpaired, keeping the setup code, device key and identity if still valid)")
 
 
 def test_first_open_creates_private_state(tmp_path: Path) -> None:
@@ -257,6 +270,9 @@ def test_state_files_over_256_kib_are_refused_unread(tmp_path: Path) -> None:
     with pytest.raises(StateError) as info:
         StateStore(tmp_path).open()
     assert "262145 bytes" in info.value.reason and "262144" in info.value.reason
+    assert (info.value.file, info.value.key) == (store.path, "")
+    assert str(info.value) == (f"{store.path}: file is 262145 bytes; refusing to read more "
+                               f"than 262144 {ADVICE}")
 
 
 def _valid(tmp_path: Path) -> dict[str, object]:
@@ -348,11 +364,13 @@ def test_a_pending_release_survives_a_restart_and_a_pairing_ends_it(tmp_path: Pa
         f"{tmp_path / 'x'}: release.cloud.root_topic: must not start with '$'")
 
 
-def test_a_reset_of_a_corrupt_file_keeps_it_aside_and_starts_fresh(tmp_path: Path) -> None:
+def test_a_reset_of_a_corrupt_file_keeps_it_aside_and_starts_fresh(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = StateStore(tmp_path, "87654321")
     store.path.parent.mkdir(parents=True, exist_ok=True)
     store.path.write_text("{broken")
     fresh = store.reset()
+    assert "keeping its nothing" in caplog.text  # not JSON: no field can be told apart
     assert fresh.setup_code == "87654321" and not fresh.paired
     assert [p.name.split("-")[0] for p in tmp_path.glob("state.json.corrupt-*")] == [
         "state.json.corrupt"]
@@ -439,6 +457,25 @@ def test_atomic_writes_leave_nothing_behind_when_they_fail(tmp_path: Path) -> No
     assert not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(FileNotFoundError):
         atomic_write(tmp_path / "missing" / "f.json", b"x")
+
+
+def test_a_disk_that_fails_the_write_leaves_the_old_file_and_says_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    store = StateStore(tmp_path)
+    store.open()
+    before = store.path.read_bytes()
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(atomicfile.os, "fsync", fsync)
+    with pytest.raises(OSError) as failed:
+        store.commit_pairing(WIFI, CLOUD)
+    assert failed.value.errno == errno.EIO  # the disk's error, not one of the clean-up's
+    monkeypatch.undo()
+    assert store.path.read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))  # no copy of the credentials left behind
 
 
 OPERATION = {"id": "0123456789abcdef" * 2, "key": "ab" * 32, "started": 1700000000.5}
@@ -562,6 +599,8 @@ def test_a_reset_forgets_when_the_hub_was_paired(tmp_path: Path) -> None:
     again = StateStore(tmp_path).open()
     assert again.paired_at is None and again.cloud is None and again.wifi is None
     assert again.redacted().get("paired_at") is None
+    # The account is forgotten, not kept to release (only keep_account does that).
+    assert again.release is None and json.loads(store.path.read_text())["release"] is None
 
 
 @pytest.mark.parametrize("hub_id", ["", "acme-hub-7"])
@@ -636,9 +675,184 @@ def test_a_reset_of_a_damaged_file_keeps_each_label_field_that_is_still_valid(
     # The vendor preset (the label's) wins over a code the file still tells.
     store.path.write_text(json.dumps(data))
     assert StateStore(tmp_path, "87654321").reset().setup_code == "87654321"
+    assert (f"{store.path}: the stored setup code is replaced by the [hub] setup_code preset"
+            in caplog.messages)
     # Each field on its own rule: a bad one is made afresh (or left empty), not the others.
     data.update(setup_code="1234", identity={"device_id": "dc-a6-32-00-00-01", "mac": "x"})
     store.path.write_text(json.dumps(data))
     kept = StateStore(tmp_path, "87654321").reset()
     assert (kept.setup_code, kept.device_key.hex(), kept.device_id, kept.mac) == (
         "87654321", data["device_key"], "dc-a6-32-00-00-01", "")
+
+
+MISSING = object()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (b"{not json", f"not JSON (line 1, column 2) {ADVICE}"),
+    (b"[]", f"top level must be an object {ADVICE}"),
+    ({"schema": 2}, "schema: written by a newer gatewayd (schema 2; this one reads schema 1) "
+                    "(reinstall the gatewayd that wrote it, or a newer one; nothing was changed)"),
+    ({"created": MISSING}, f"created: missing {ADVICE}"),
+    ({"created": float("nan")}, f"created: must be a finite number {ADVICE}"),
+    ({"setup_code": "1234"}, f"setup_code: must be 8 digits {ADVICE}"),
+    ({"device_key": 5}, f"device_key: wrong type int {ADVICE}"),
+    ({"device_key": "00" * 31}, f"device_key: must be 64 hex digits {ADVICE}"),
+    ({"identity": "hub-1"}, f"identity: must be an object {ADVICE}"),
+    ({"identity": {"device_id": "Hub-1", "mac": ""}},
+     f"identity.device_id: must be a lowercase id such as dc-a6-32-01-02-03 {ADVICE}"),
+    ({"identity": {"device_id": "", "mac": "dc-a6-32-00-00-01"}},
+     f"identity.mac: must be a MAC address aa:bb:cc:dd:ee:ff {ADVICE}"),
+    ({"cloud": ["user@example.com"]}, f"cloud: wrong type list {ADVICE}"),
+    ({"cloud": None, "provisioning": {"operation": None, "registration": REGISTRATION}},
+     f"provisioning.registration: present without credentials {ADVICE}"),
+])
+def test_each_refusal_names_the_file_the_key_and_what_is_wrong_word_for_word(
+        tmp_path: Path, change: bytes | dict[str, object], message: str) -> None:
+    data = _valid(tmp_path)
+    path = tmp_path / "state.json"
+    raw = change if isinstance(change, bytes) else json.dumps(
+        {k: v for k, v in {**data, **change}.items() if v is not MISSING}).encode()
+    with pytest.raises(StateError) as info:
+        parse_state(path, raw)
+    assert info.value.file == path
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_a_reset_gives_the_hub_its_preset_setup_code_and_the_log_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A [hub] setup_code drop-in written after the first start: the label's code wins."""
+    store = StateStore(tmp_path)
+    first = store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    assert first.setup_code != "87654321"
+    assert StateStore(tmp_path, "87654321").reset().setup_code == "87654321"
+    assert json.loads(store.path.read_text())["setup_code"] == "87654321"
+    assert caplog.messages == [
+        f"{store.path}: the stored setup code is replaced by the [hub] setup_code preset"]
+
+
+def test_a_reset_before_any_start_makes_the_state_directory_private(tmp_path: Path) -> None:
+    """gatewayctl reset on a hub whose daemon never ran: the directory and its parents."""
+    store = StateStore(tmp_path / "var" / "lib" / "gatewayd")
+    state = store.reset()
+    assert stat.S_IMODE(store.dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert StateStore(store.dir).open() == state
+
+
+def test_a_reset_keeping_the_account_of_a_hub_without_an_id_names_no_device(
+        tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open()  # an old state file, from before the hub knew its id
+    store.commit_pairing(None, CLOUD)
+    state = store.reset(keep_account=True)
+    assert state.release is not None and state.release.devices == ()
+    assert StateStore(tmp_path).open().release == state.release  # the file reads back
+
+
+def test_owed_clearings_are_kept_for_the_account_they_are_owed_to_only(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    store.commit_pairing(None, CLOUD)
+    other = CloudCredentials("other@example.com", "t0k", "127.0.0.1", 1883)
+    ours, theirs = OwedClearing("lamp-1", CLOUD.root), OwedClearing("lamp-2", other.root)
+    assert store.set_owed((ours, theirs)).owed == (ours,)
+    assert json.loads(store.path.read_text())["owed_clearings"] == [
+        {"device_id": "lamp-1", "root_topic": CLOUD.root}]
+    assert StateStore(tmp_path).open().owed == (ours,)
+    # A reset while offline keeps them: owed to the account its release gives up.
+    assert store.reset(Release(CLOUD, ("dc-a6-32-00-00-01",), 1.0)).owed == (ours,)
+    assert StateStore(tmp_path).open().owed == (ours,)
+    store.commit_pairing(None, other)  # paired with another: the release clears them
+    assert store.state.owed == ()
+    assert "owed_clearings" not in json.loads(store.path.read_text())
+
+
+def test_the_identity_settled_at_start_is_stored(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    state = store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    moved = replace(state, device_id="dc-a6-32-00-00-02", mac="dc:a6:32:00:00:02")
+    assert store.rewrite(moved) == moved
+    assert StateStore(tmp_path).open() == moved
+
+
+def test_each_provisioning_step_stores_what_it_changes_and_keeps_the_rest(
+        tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.open(device_id="dc-a6-32-00-00-01", mac="dc:a6:32:00:00:01")
+    store.commit_pairing(WIFI, CLOUD)
+    store.reset(Release(CLOUD, ("dc-a6-32-00-00-01",), 1.0))  # offline: a release pending
+    store.commit_wifi(WIFI)
+    store.begin_operation(Operation(id="0" * 32, key=bytes(32), started=1.0))
+    issued = CloudCredentials("developer@example.com", "token-1", "broker.example", 8883)
+    registration = Registration("token", "dc-a6-32-00-00-01", 1700000000.0, 1700086400.0)
+    before = time.time()
+    state = store.commit_provisioned(issued, registration)
+    assert (state.cloud, state.registration, state.wifi) == (issued, registration, WIFI)
+    assert state.operation is None and state.release is None  # the new account replaces it
+    assert state.paired_at is not None and before <= state.paired_at <= time.time()
+    assert StateStore(tmp_path).open() == state
+
+    renewed = CloudCredentials("developer@example.com", "token-2", "broker.example", 8883)
+    again = Registration("token", "dc-a6-32-00-00-01", 1700080000.0, 1700166400.0)
+    after = store.renew_registration(renewed, again)
+    assert after == replace(state, cloud=renewed, registration=again)
+    assert StateStore(tmp_path).open() == after
+
+    store.begin_operation(Operation(id="1" * 32, key=bytes(32), started=2.0))
+    forgotten = store.forget_registration()
+    assert (forgotten.cloud, forgotten.registration, forgotten.paired_at,
+            forgotten.operation) == (None, None, None, None)
+    assert forgotten.wifi == WIFI  # the hub is still on it
+    assert StateStore(tmp_path).open() == forgotten
+
+
+def test_one_process_at_a_time_holds_the_state_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tmp_path / "var" / "lib" / "gatewayd"
+    first = StateStore(directory)
+    first.claim(0)  # makes the directory, with its parents
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / ".lock").stat().st_mode) == 0o600
+    with pytest.raises(StateBusy) as busy:
+        StateStore(directory).claim(0)
+    assert str(busy.value) == (f"another process holds {directory / '.lock'} (a gatewayd "
+                               "running on this state directory)")
+    # A second one waits for the first to let go, looking again every 0.1 s.
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        assert first._claim is not None
+        os.close(first._claim)  # the first process ends while the second one waits
+    monkeypatch.setattr(atomicfile.time, "sleep", sleep)
+    second = StateStore(directory)
+    second.claim(30.0)
+    assert slept == [0.1]
+    assert second._claim is not None
+    os.close(second._claim)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give files away")
+def test_files_root_writes_into_the_daemons_directory_stay_the_daemons(tmp_path: Path) -> None:
+    """gatewayctl reset, or a gatewayd started by hand to debug, run as root: every file
+    they leave must stay readable by the service's user, the directory's owner."""
+    service = (12345, 23456)
+    directory = tmp_path / "state"
+    directory.mkdir(mode=0o700)
+    os.chown(directory, *service)
+
+    def owner(path: Path) -> tuple[int, int]:
+        return path.stat().st_uid, path.stat().st_gid
+    holder = StateStore(directory)
+    holder.claim(0)
+    assert owner(directory / ".lock") == service
+    assert holder._claim is not None
+    os.close(holder._claim)
+    store = StateStore(directory, owner=atomicfile.directory_owner(directory))
+    store.open()
+    assert owner(store.path) == service
+    store.path.write_text("{broken")
+    store.reset()
+    (aside,) = directory.glob("state.json.corrupt-*")
+    assert owner(aside) == owner(store.path) == service
