@@ -834,7 +834,7 @@ def test_one_process_at_a_time_holds_the_state_directory(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give files away")
-def test_files_root_writes_into_the_daemons_directory_stay_the_daemons(tmp_path: Path) -> None:
+def test_files_root_writes_into_the_services_directory_stay_the_services(tmp_path: Path) -> None:
     """gatewayctl reset, or a gatewayd started by hand to debug, run as root: every file
     they leave must stay readable by the service's user, the directory's owner."""
     service = (12345, 23456)
@@ -849,10 +849,10 @@ def test_files_root_writes_into_the_daemons_directory_stay_the_daemons(tmp_path:
     assert owner(directory / ".lock") == service
     assert holder._claim is not None
     os.close(holder._claim)
-    store = StateStore(directory, owner=atomicfile.directory_owner(directory))
+    store = StateStore(directory, owner=atomicfile.directory_owner(directory))  # gatewayctl's
     store.open()
     assert owner(store.path) == service
     store.path.write_text("{broken")
-    store.reset()
+    StateStore(directory, owner=atomicfile.directory_owner(directory)).reset()
     (aside,) = directory.glob("state.json.corrupt-*")
     assert owner(aside) == owner(store.path) == service
