@@ -49,6 +49,7 @@ LOOP_TIMEOUT = 1.0  # how often keepalive, the connect timeout and a stop are lo
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the backoff
 MAX_PENDING_MESSAGES = 512  # inbound messages waiting for the asyncio loop; more are dropped
 STOP_GRACE = 3.0  # how long a stop waits for DISCONNECT to be written
+CONNECT_THREAD = "cloud-connect"  # each connect's thread: gatewayd.simulator.uplink routes it
 
 
 # ---- the connection --------------------------------------------------------------------------
@@ -285,7 +286,7 @@ class Connection:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
                 self._loop.call_soon_threadsafe(settle, error)
 
-        threading.Thread(target=work, name="cloud-connect", daemon=True).start()
+        threading.Thread(target=work, name=CONNECT_THREAD, daemon=True).start()
         return done
 
     def _prepare_tls(self) -> None:

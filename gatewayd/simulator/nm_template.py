@@ -33,7 +33,11 @@ a default route is up; false gives LIMITED / CONNECTED_SITE,
 NetworkManager >= 1.42: clients must pick devices by DeviceType, not by position,
 ``profiles_file`` (none): a JSON file standing for /etc/NetworkManager/system-connections:
 saved ("to disk") profiles are written there and come back, and autoconnect, when the mock
-starts again; in-memory ones (the hotspot) never do (``gatewayd.simulator.nm.store``).
+starts again; in-memory ones (the hotspot) never do (``gatewayd.simulator.nm.store``),
+``uplink_socket`` (none): a unix datagram socket to which the mock sends ``up``, ``limited``
+or ``down`` whenever whether the hub reaches the internet changes: ``gatewayd --simulate``
+carries the hub's broker connections through a relay it opens and closes
+(``gatewayd.simulator.nm.uplink``, ``gatewayd.simulator.uplink``).
 
 Mock control methods (interface org.freedesktop.DBus.Mock on /org/freedesktop)
 ------------------------------------------------------------------------------

@@ -119,7 +119,8 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
     sim_json.unlink(missing_ok=True)
     log.info("starting the simulated world in %s", workdir)
     # A provisioned hub comes on a simulated Ethernet link: it has a network from the start.
-    world = SimWorld(workdir, with_platform=platform, ethernet=ethernet or bool(provisioning))
+    world = SimWorld(workdir, with_platform=platform, ethernet=ethernet or bool(provisioning),
+                     with_uplink=True)
     if provisioning:
         world.provisioning_preset = provisioning_preset(provisioning)
     try:

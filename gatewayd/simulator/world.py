@@ -21,12 +21,14 @@ from gatewayd.simulator.pki import sim_pki
 from gatewayd.simulator.platform import SimPlatform
 from gatewayd.simulator.provisioning import SimProvisioning
 from gatewayd.simulator.provisioning_ops import attach
+from gatewayd.simulator.uplink import Uplink
 from gatewayd.simulator.zigbee_world import ZigbeeWorld
 
 log = logging.getLogger(__name__)
 
 SIM_WIFI_MAC = "dc:a6:32:12:34:56"
 BUS_DIR = "bus"  # the private bus's socket, config and log: DIR/bus
+UPLINK_SOCKET = "uplink.sock"  # DIR/nm/uplink.sock: the mock tells the uplink relay its state
 SIM_ACCOUNT = ("developer@example.com", "sim-token-1234")
 # A second user, to try re-pairing a hub with another account (ownership release).
 SIM_OTHER_ACCOUNT = ("tester@example.com", "sim-token-5678")
@@ -55,6 +57,10 @@ class SimWorld:
     # "bellows": the NCP emulator in its own process (zigbee_world.py); "virtual": in-process.
     zigbee_radio: str = "bellows"
     zigbee: ZigbeeWorld | None = None
+    # The hub's cloud connections through the simulated uplink (gatewayd.simulator.uplink):
+    # `gatewayd --simulate`, whose hub runs in this process; needs the NetworkManager mock.
+    with_uplink: bool = False
+    uplink: Uplink | None = None
 
     def start(self) -> SimWorld:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -72,10 +78,15 @@ class SimWorld:
                 )
 
                 self.access_points = [dict(ap) for ap in DEFAULT_ACCESS_POINTS]
+                extra: dict[str, Any] = {}
+                if self.with_uplink:  # listening before the mock can announce anything
+                    self.uplink = Uplink(self.workdir / "nm" / UPLINK_SOCKET).start()
+                    extra["uplink_socket"] = str(self.uplink.state_socket)
                 self.nm = NetworkManagerMock(self.bus, self.workdir / "nm", self.access_points,
                                              wifi_mac=SIM_WIFI_MAC, ethernet=self.ethernet,
                                              ethernet_connected=self.ethernet,
-                                             profiles_file=self.workdir / "nm" / "profiles.json")
+                                             profiles_file=self.workdir / "nm" / "profiles.json",
+                                             extra_parameters=extra)
                 self.nm.start()
             if self.with_bluez:
                 from gatewayd.simulator.bluez_mock import BluezMock
@@ -99,6 +110,8 @@ class SimWorld:
                 self.provisioning.start()
                 attach(self.platform, self.provisioning)
             self.zigbee.wait_ready()
+            if self.uplink is not None:
+                self.uplink.install()
         except BaseException:
             self.stop()
             raise
@@ -106,14 +119,14 @@ class SimWorld:
 
     def stop(self) -> None:
         for part in (self.zigbee, self.provisioning, self.platform, self.broker, self.bluez,
-                     self.nm, self.bus):
+                     self.nm, self.uplink, self.bus):
             if part is not None:
                 try:
                     part.stop()
                 except Exception:
                     log.exception("stopping %s failed", type(part).__name__)
         self.platform = self.provisioning = None
-        self.broker = self.bluez = self.nm = self.bus = self.zigbee = None
+        self.broker = self.bluez = self.nm = self.bus = self.zigbee = self.uplink = None
 
     def hub_config(self, base: Config, portal_port: int = 0) -> Config:
         """The daemon's config inside this world: its dirs, loopback portal, simulated radios,

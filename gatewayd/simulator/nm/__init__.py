@@ -22,6 +22,7 @@ Modules; each imports only modules listed above it
 ``radio``       the radio model: an access point on the air, its security flags, its properties
 ``settings``    connection settings dictionaries: the profile, validation, secrets, completion
 ``store``       ``ProfileStore``: saved profiles on "disk" (``profiles_file``), across restarts
+``uplink``      ``UplinkAnnouncer``: tells the world's relay whether the hub reaches the internet
 ``state``       devices, activations, ``WorldState``: object plumbing, the per-device step
                 queue, manager State and Connectivity
 ``scan``        ``RadioWorld``: the scan list on the bus, hidden networks, scans, AP choice

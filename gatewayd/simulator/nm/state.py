@@ -13,6 +13,8 @@ Manager state and connectivity (``refresh_manager``):
   Ethernet connection is up (Connectivity FULL 4 / LIMITED 3), CONNECTED_LOCAL(50) with only
   a hotspot (Connectivity NONE 1), CONNECTING(40) while activating, DISCONNECTED(20)
   otherwise ("lo" does not count). PrimaryConnection follows (Ethernet before Wi-Fi).
+* The uplink (``uplink``): ``up`` in CONNECTED_GLOBAL, ``limited`` in CONNECTED_SITE, ``down``
+  otherwise, announced to the world's relay when it changes.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ from gatewayd.simulator.nm.glib import later
 from gatewayd.simulator.nm.radio import RadioAP
 from gatewayd.simulator.nm.settings import Profile
 from gatewayd.simulator.nm.store import ProfileStore
+from gatewayd.simulator.nm.uplink import DOWN as UPLINK_DOWN
+from gatewayd.simulator.nm.uplink import LIMITED as UPLINK_LIMITED
+from gatewayd.simulator.nm.uplink import UP as UPLINK_UP
+from gatewayd.simulator.nm.uplink import UplinkAnnouncer
 
 
 def parse_cidr(text: str) -> tuple[str, int]:
@@ -97,6 +103,7 @@ class WorldState:
         self.step_ms = int(params.get("step_ms", 10))
         self.scan_ms = int(params.get("scan_ms", 30))
         self.internet = bool(params.get("internet", True))
+        self.uplink = UplinkAnnouncer(params.get("uplink_socket"))
         self.vanishing: set[bytes] = set()  # networks that vanish right after a listing
         self.client_ipv4 = parse_cidr(str(params.get("client_ipv4", "192.168.1.57/24")))
         self.ethernet_ipv4 = parse_cidr(str(params.get("ethernet_ipv4", "192.168.1.58/24")))
@@ -211,6 +218,8 @@ class WorldState:
             set_props(act.device.path, DEVICE_IFACE, {"Ip4Connectivity": dbus.UInt32(level)})
         if state != old_state:
             obj(NM_PATH).EmitSignal(NM_IFACE, "StateChanged", "u", [dbus.UInt32(state)])
+        self.uplink.announce(UPLINK_UP if routed and self.internet else
+                             UPLINK_LIMITED if routed else UPLINK_DOWN)
 
     def autoconnect_soon(self) -> None:
         if not self.autoconnect_pending:
