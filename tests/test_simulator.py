@@ -293,3 +293,15 @@ def test_sigint_while_the_daemon_is_built_stops_the_simulator_without_a_tracebac
     assert "simulated world stopped" in gw.output()
     assert "Traceback" not in gw.output() and "never retrieved" not in gw.output()
     assert not list(workdir.rglob("*.pid")), list(workdir.rglob("*.pid"))
+
+
+def test_a_workdir_that_is_a_file_is_refused_in_words(tmp_path: Path) -> None:
+    """0.1.4 said `[Errno 17] File exists: '…'`, Python's words, for a regular file."""
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    for workdir, reason in ((afile, "not a directory"), (afile / "sub", "not a directory")):
+        gw = Gatewayd(["--simulate", "--workdir", str(workdir)])
+        assert gw.proc.wait(60) == 2, gw.output()
+        assert f"--workdir {workdir}: {reason}" in gw.output(), gw.output()
+        assert "Errno" not in gw.output() and "Traceback" not in gw.output()
+    assert afile.read_text() == "mine\n"

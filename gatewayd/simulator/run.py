@@ -70,8 +70,12 @@ def run_simulator(config: Config, workdir: Path | None, redactor: Redactor, *,
         # Before anything starts: the bus socket is the longest path the world listens on.
         check_socket_path(workdir / BUS_DIR / PrivateBus.SOCKET_NAME)
         claim = claim_workdir(workdir)
-    except (RuntimeError, OSError) as exc:
+    except RuntimeError as exc:
         log.error("%s", exc)
+        return 2
+    except OSError as exc:  # said as the other workdir refusals are, not as Python says it
+        log.error("--workdir %s: %s", workdir, "not a directory" if workdir.exists()
+                  and not workdir.is_dir() else (exc.strerror or str(exc)).lower())
         return 2
     with claim:  # released once the world has stopped
         return _run(config, workdir, redactor, platform=platform, ethernet=ethernet,
