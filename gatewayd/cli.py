@@ -24,7 +24,7 @@ from gatewayd.config import (
     config_warnings,
     load_config,
 )
-from gatewayd.identity import NoMacAddress
+from gatewayd.identity import NoMacAddress, parse_hub_mac
 from gatewayd.runtime import deferred, eventloop
 from gatewayd.runtime.logsetup import Redactor, configure
 from gatewayd.runtime.signals import ignore_early, takes_over
@@ -74,9 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provisioning", choices=("token", "enroll"), default=None,
                    help="with --simulate: a hub preset for zero-touch provisioning on a "
                         "simulated Ethernet link (docs/provisioning.md)")
+    p.add_argument("--mac", type=_hub_mac, default=None,
+                   help="with --simulate: the simulated hub's Wi-Fi MAC address, which makes "
+                        "its identity (device id, hotspot and BLE names); kept in the workdir "
+                        "(default: the workdir's, else dc:a6:32:12:34:56)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
                    help="override [logging] level")
     return p
+
+
+def _hub_mac(text: str) -> str:
+    try:
+        return parse_hub_mac(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _machine_warnings(config: Config) -> list[str]:
@@ -204,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     given = [flag for flag, on in (("--workdir", args.workdir is not None),
                                    ("--no-platform", args.no_platform),
-                                   ("--ethernet", args.ethernet)) if on]
+                                   ("--ethernet", args.ethernet),
+                                   ("--mac", args.mac is not None)) if on]
     if given and not args.simulate:
         # Ignoring them would start the real hub (its state, NetworkManager, BlueZ, port 80)
         # on a laptop where the developer meant the simulator.
@@ -256,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_simulator(config, args.workdir, redactor,
                              platform=not args.no_platform, ethernet=args.ethernet,
-                             provisioning=args.provisioning)
+                             provisioning=args.provisioning, mac=args.mac)
     return run_daemon(config, redactor)
 
 

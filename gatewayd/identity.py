@@ -68,6 +68,19 @@ def fit_name(template: str, limit: int | None, product: str, **fields: str) -> s
     return name.encode()[:limit].decode("utf-8", "ignore")
 
 
+def parse_hub_mac(text: str) -> str:
+    """A MAC address a hub could have (six hex pairs, ``:`` or ``-`` between them, unicast,
+    not all zero), as ``aa:bb:cc:dd:ee:ff``; ValueError saying what is wrong otherwise."""
+    mac = text.strip().lower().replace("-", ":")
+    if not _MAC.fullmatch(mac):
+        raise ValueError(f"{text!r} is not a MAC address: give six hex pairs, "
+                         "e.g. dc:a6:32:00:00:02")
+    if mac == "00:00:00:00:00:00" or int(mac[:2], 16) & 1:
+        raise ValueError(f"{text!r} is not a network card's address (all zero, or a "
+                         "multicast one: the first byte is odd); e.g. dc:a6:32:00:00:02")
+    return mac
+
+
 def device_id_from_mac(mac: str) -> str:
     return mac.lower().replace(":", "-")
 

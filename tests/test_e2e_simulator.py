@@ -87,7 +87,8 @@ def test_a_hub_on_ethernet_pairs_cloud_only(tmp_path: Path) -> None:
     """`--ethernet`: the cable gives the hub its uplink, so "No Wi-Fi" pairing is fine."""
     sim = Sim(tmp_path / "sim", "--ethernet")
     try:
-        assert sim.info["network"] == {"wifi_interface": "wlan0", "ethernet_interface": "eth0"}
+        assert sim.info["network"] == {"wifi_interface": "wlan0", "wifi_mac": "dc:a6:32:12:34:56",
+                                       "ethernet_interface": "eth0"}
         account = sim.info["account"]
         params = {"wsp": account["wsp"], "token": account["token"],
                   "host": sim.info["mqtt"]["host"], "brport": str(sim.info["mqtt"]["port"])}

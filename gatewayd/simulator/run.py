@@ -16,6 +16,7 @@ from typing import NoReturn
 from gatewayd.config import Config, ConfigError, with_overrides
 from gatewayd.daemon import Daemon
 from gatewayd.hub import open_state, storage_fault
+from gatewayd.identity import parse_hub_mac
 from gatewayd.runtime import eventloop
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.logsetup import Redactor
@@ -58,9 +59,48 @@ def provisioning_preset(mode: str) -> dict[str, str]:
             "serial": SIM_SERIALS[0]}
 
 
+HARDWARE_FILE = "hardware.json"  # DIR/hardware.json: the simulated hub's MAC (--mac)
+
+
+def hub_mac(workdir: Path, given: str | None) -> str:
+    """The simulated hub's Wi-Fi MAC: ``--mac``, kept in ``DIR/hardware.json`` for the next
+    start; else the one kept there; else :data:`SIM_WIFI_MAC`. RuntimeError for a damaged
+    file, naming it."""
+    path = workdir / HARDWARE_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raw = None
+    if given is not None:
+        if raw is None or given != _kept_mac(path, raw, strict=False):
+            atomic_write(path, json.dumps({"mac": given}).encode() + b"\n", 0o600)
+        return given
+    return SIM_WIFI_MAC if raw is None else _kept_mac(path, raw, strict=True) or SIM_WIFI_MAC
+
+
+def _kept_mac(path: Path, raw: bytes, *, strict: bool) -> str | None:
+    try:
+        kept = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        problem = "not JSON"
+    else:
+        mac = kept.get("mac") if isinstance(kept, dict) else None
+        if not isinstance(mac, str):
+            problem = "mac: missing or not a string"
+        else:
+            try:
+                return parse_hub_mac(mac)
+            except ValueError as exc:
+                problem = f"mac: {exc}"
+    if strict:
+        raise RuntimeError(f"{path}: {problem}; give --mac, or delete the file for the "
+                           f"default {SIM_WIFI_MAC}")
+    return None
+
+
 def run_simulator(config: Config, workdir: Path | None, redactor: Redactor, *,
                   platform: bool = True, ethernet: bool = False,
-                  provisioning: str | None = None) -> int:
+                  provisioning: str | None = None, mac: str | None = None) -> int:
     if missing := _missing_sim_packages():
         log.error("the simulator needs the development install (scripts/setup.sh): %s "
                   "not installed", ", ".join(missing))
@@ -78,8 +118,13 @@ def run_simulator(config: Config, workdir: Path | None, redactor: Redactor, *,
                   and not workdir.is_dir() else (exc.strerror or str(exc)).lower())
         return 2
     with claim:  # released once the world has stopped
+        try:
+            mac = hub_mac(workdir, mac)
+        except (RuntimeError, OSError) as exc:
+            log.error("%s", exc)
+            return 2
         return _run(config, workdir, redactor, platform=platform, ethernet=ethernet,
-                    provisioning=provisioning)
+                    provisioning=provisioning, mac=mac)
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -107,24 +152,24 @@ def _stop_daemon(daemon: Daemon, task: asyncio.Task[int]) -> None:
 
 
 def _run(config: Config, workdir: Path, redactor: Redactor, *, platform: bool,
-         ethernet: bool, provisioning: str | None) -> int:
+         ethernet: bool, provisioning: str | None, mac: str) -> int:
     previous = {sig: signal.signal(sig, _stop_once) for sig in _STOP_SIGNALS}
     try:
         return _run_world(config, workdir, redactor, platform=platform, ethernet=ethernet,
-                          provisioning=provisioning)
+                          provisioning=provisioning, mac=mac)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
 def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: bool,
-               ethernet: bool, provisioning: str | None) -> int:
+               ethernet: bool, provisioning: str | None, mac: str) -> int:
     sim_json = workdir / "sim.json"
     sim_json.unlink(missing_ok=True)
     log.info("starting the simulated world in %s", workdir)
     # A provisioned hub comes on a simulated Ethernet link: it has a network from the start.
     world = SimWorld(workdir, with_platform=platform, ethernet=ethernet or bool(provisioning),
-                     with_uplink=True)
+                     with_uplink=True, wifi_mac=mac)
     if provisioning:
         world.provisioning_preset = provisioning_preset(provisioning)
     try:
@@ -144,7 +189,7 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
                                                     "host": endpoint["host"],
                                                     "port": endpoint["port"]})
         try:
-            store, identity = open_state(cfg, mac=SIM_WIFI_MAC)
+            store, identity = open_state(cfg, mac=mac)
         except StateError as exc:
             log.error("state error: %s", exc)
             return 2

@@ -4,7 +4,8 @@ Used by ``gatewayd --simulate`` and, piece by piece, by the test fixtures.
 
 What a restart of the same workdir keeps (docs/simulator.md): the broker's ports and accounts
 (``broker/broker.json``), its TLS CA (``broker/pki``), the profiles the hub saved to
-NetworkManager's "disk" (``nm/profiles.json``), and the hub's own state dir.
+NetworkManager's "disk" (``nm/profiles.json``), the hub's MAC if ``--mac`` gave one
+(``hardware.json``, gatewayd.simulator.run), and the hub's own state dir.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class SimWorld:
     # The hub's cloud connections through the simulated uplink (gatewayd.simulator.uplink):
     # `gatewayd --simulate`, whose hub runs in this process; needs the NetworkManager mock.
     with_uplink: bool = False
+    # The hub's Wi-Fi MAC, which makes its identity (`--mac`; gatewayd.simulator.run).
+    wifi_mac: str = SIM_WIFI_MAC
     uplink: Uplink | None = None
 
     def start(self) -> SimWorld:
@@ -83,7 +86,7 @@ class SimWorld:
                     self.uplink = Uplink(self.workdir / "nm" / UPLINK_SOCKET).start()
                     extra["uplink_socket"] = str(self.uplink.state_socket)
                 self.nm = NetworkManagerMock(self.bus, self.workdir / "nm", self.access_points,
-                                             wifi_mac=SIM_WIFI_MAC, ethernet=self.ethernet,
+                                             wifi_mac=self.wifi_mac, ethernet=self.ethernet,
                                              ethernet_connected=self.ethernet,
                                              profiles_file=self.workdir / "nm" / "profiles.json",
                                              extra_parameters=extra)
@@ -181,7 +184,7 @@ class SimWorld:
         info["provisioning"] = ({"mode": "pairing", **(self.provisioning_preset or {}),
                                   "endpoint": self.provisioning.endpoint()}
                                  if self.provisioning is not None else None)
-        info["network"] = {"wifi_interface": "wlan0",
+        info["network"] = {"wifi_interface": "wlan0", "wifi_mac": self.wifi_mac,
                            "ethernet_interface": "eth0" if self.ethernet else None}
         if self.bluez is not None:
             info["ble"] = {"hub_adapter": "hci0", "phone_adapter": "hci1"}
