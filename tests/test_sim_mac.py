@@ -58,6 +58,9 @@ def test_the_workdir_keeps_the_mac_it_was_given(tmp_path: Path) -> None:
         hub_mac(tmp_path, None)
     assert hub_mac(tmp_path, "dc:a6:32:00:00:03") == "dc:a6:32:00:00:03"  # replaces it
     assert json.loads((tmp_path / HARDWARE_FILE).read_text()) == {"mac": "dc:a6:32:00:00:03"}
+    (tmp_path / "odd" / HARDWARE_FILE).mkdir(parents=True)
+    with pytest.raises(RuntimeError, match=r"hardware\.json: Is a directory$"):
+        hub_mac(tmp_path / "odd", None)
 
 
 def test_two_simulated_hubs_on_one_account_both_stay_online(tmp_path: Path) -> None:

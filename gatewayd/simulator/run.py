@@ -71,6 +71,8 @@ def hub_mac(workdir: Path, given: str | None) -> str:
         raw = path.read_bytes()
     except FileNotFoundError:
         raw = None
+    except OSError as exc:  # e.g. a directory of that name
+        raise RuntimeError(f"{path}: {exc.strerror or exc}") from None
     if given is not None:
         if raw is None or given != _kept_mac(path, raw, strict=False):
             atomic_write(path, json.dumps({"mac": given}).encode() + b"\n", 0o600)
