@@ -22,7 +22,8 @@ from pathlib import Path
 
 from bench.harness import Results
 from gatewayd.cloud.attempts import CloudResult
-from gatewayd.cloud.net import Connection, Endpoint
+from gatewayd.cloud.endpoint import Endpoint
+from gatewayd.cloud.net import Connection
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import Broker
 

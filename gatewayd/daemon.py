@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gatewayd import __version__, homie
 from gatewayd.ap import NetworkManagerControl
+from gatewayd.cloud.endpoint import Opener
 from gatewayd.cloud.leftovers import Leftovers
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.notifications import Notifications
@@ -126,6 +127,9 @@ class Daemon:
     portal: WebComponent | None = None
     control: WebComponent | None = None
     simulate: bool = False
+    # Opens the TCP connections of the cloud link and the provisioning channel instead of
+    # paho: the simulator's uplink (gatewayd.cloud.endpoint); gatewayd gives none.
+    cloud_opener: Opener | None = None
     cloud_step: CloudStep | None = None  # tests may inject StubCloud
     hardware: Hardware | None = None
     providers: DeviceProviders | None = None
@@ -306,7 +310,7 @@ class Daemon:
             else 10.0
         link = CloudLink(cfg.cloud, device, device_key=self.store.state.device_key,
                          client_id=client_id_for(self.identity.device_id),
-                         command_timeout=command_timeout)
+                         command_timeout=command_timeout, opener=self.cloud_opener)
         self.cloud_link = link
         self.hub_device = device
         self.notifications = Notifications(link)
@@ -368,7 +372,8 @@ class Daemon:
 
         provisioner = Provisioner(cfg, self.store, self.identity, self.cloud_link,
                                   serial=cfg.provisioning.serial or cpu_serial(),
-                                  secrets_sink=self.redactor.add_recent)
+                                  secrets_sink=self.redactor.add_recent,
+                                  opener=self.cloud_opener)
         machine = ProvisioningOnboarding(cfg, self.store, wifi, cloud, provisioner)
         provisioner.onboarding = machine
         self.provisioner = provisioner

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 
 from gatewayd.cloud.attempts import CloudResult
-from gatewayd.cloud.net import Connection, Endpoint
+from gatewayd.cloud.endpoint import Endpoint, Opener
+from gatewayd.cloud.net import Connection
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import Broker
 from tests.cloud_helpers import TOKEN, WSP, Monitor, TcpProxy, run
@@ -79,14 +81,15 @@ def proxy(broker: Broker) -> Iterator[TcpProxy]:
 @contextlib.asynccontextmanager
 async def connected(host: str, port: int, *, keepalive: int = 30, window: int = 32,
                     protocol: str = "3.1.1", will: tuple[str, str] | None = None,
-                    ) -> AsyncIterator[tuple[Connection, Sink]]:
+                    opener: Opener | None = None) -> AsyncIterator[tuple[Connection, Sink]]:
     """A started connection, once the broker accepted it; stopped (and asserted to end)
     afterwards."""
     sink = Sink()
     conn = Connection(Endpoint(host, port, False), username=ROOT, password=TOKEN,
                       client_id="net-test", protocol=protocol, keepalive=keepalive,
                       connect_timeout=5.0, will=will, reconnect_min=0.05, reconnect_max=0.3,
-                      loop=asyncio.get_running_loop(), sink=sink, window=window)
+                      loop=asyncio.get_running_loop(), sink=sink, window=window,
+                      opener=opener)
     conn.start()
     try:
         await asyncio.wait_for(sink.connected.wait(), 10)
@@ -205,3 +208,36 @@ def test_a_read_that_fails_ends_the_connection_and_a_new_one_follows(broker: Bro
         return calls
 
     assert run(main()) >= 2
+
+
+def test_an_opener_opens_the_connection_and_without_one_paho_does(
+        broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gatewayd --simulate` gives its daemon an opener (the simulated uplink's) for the
+    hub's broker connections; `gatewayd` gives none, and paho opens them itself. Before,
+    the simulator replaced socket.create_connection for its whole process instead."""
+    real = socket.create_connection
+    by_paho: list[tuple[str, int]] = []
+    by_opener: list[tuple[tuple[str, int], float | None]] = []
+
+    def paho_connect(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+        by_paho.append(address)
+        return real(address, *args, **kwargs)
+
+    def opener(address: tuple[str, int], timeout: float | None,
+               source: tuple[str, int] | None) -> socket.socket:
+        by_opener.append((address, timeout))
+        return real(address, timeout, source)
+
+    async def connect_once(opener: Opener | None) -> None:
+        async with connected(broker.host, broker.port, opener=opener) as (conn, sink):
+            mid = conn.publish(f"{ROOT}/sweet-home/probe/0", b"0", 1, False)
+            assert mid is not None
+            await sink.wait_acked({mid}, 10)  # the broker's PUBACK, over what was opened
+
+    monkeypatch.setattr(socket, "create_connection", paho_connect)
+    run(connect_once(opener))
+    assert by_opener == [((broker.host, broker.port), 5.0)]  # [cloud] connect_timeout
+    assert by_paho == []
+    run(connect_once(None))
+    assert by_paho == [(broker.host, broker.port)]
+    assert len(by_opener) == 1

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import re
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -346,5 +349,33 @@ def test_only_a_refused_password_revokes_the_registration(tmp_path: Path, code: 
             else:
                 assert onboarding.lost == [] and status["last_error"] is None
                 assert status["state"] == "registered"
+
+    run_async(scenario(), timeout=30)
+
+
+def test_the_provisioning_channel_goes_through_the_opener_the_hub_was_given(
+        tmp_path: Path) -> None:
+    """`gatewayd --simulate` gives its daemon the simulated uplink's opener for the hub's
+    broker connections: the provisioning endpoint is behind that uplink as the cloud is. An
+    uplink without a route: the endpoint hears nothing and the hub says why."""
+    opened: list[tuple[str, int]] = []
+
+    def no_route(address: tuple[str, int], timeout: float | None,
+                 source: tuple[str, int] | None) -> socket.socket:
+        opened.append(address)
+        raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+
+    async def scenario() -> None:
+        async with refusing(NOT_AUTHORIZED) as broker:
+            cfg, store, identity = setup(tmp_path, broker.port)
+            provisioner = Provisioner(cfg, store, identity, make_link(fast_config()),
+                                      serial="", opener=no_route)
+            result, cloud = await provisioner.obtain()
+            assert not result.ok and cloud is None
+            assert broker.connects == 0  # not a wrong token: the endpoint was never reached
+            assert opened and set(opened) == {("127.0.0.1", broker.port)}
+            error = provisioner.status()["last_error"]
+            assert error["code"] == "platform-unreachable", error
+            assert "Network is unreachable" in error["reason"], error
 
     run_async(scenario(), timeout=30)

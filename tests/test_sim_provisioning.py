@@ -21,7 +21,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gatewayd.cloud.attempts import CloudOutcome
-from gatewayd.cloud.net import Endpoint
+from gatewayd.cloud.endpoint import Endpoint
 from gatewayd.config import CloudConfig
 from gatewayd.provisioning import codec
 from gatewayd.provisioning.channel import ProvisioningChannel

@@ -1,8 +1,9 @@
 """`gatewayd --simulate`: the hub's cloud session lives and dies with its simulated uplink.
 
 The broker is on loopback, yet a Wi-Fi loss or a network without internet must end the hub's
-MQTT session as on a hub: the world carries the hub's broker connections through a relay the
-NetworkManager mock opens and closes (gatewayd/simulator/uplink.py, docs/simulator.md).
+MQTT session as on a hub: the simulator gives its daemon the uplink's opener, which carries
+the hub's broker connections through a relay the NetworkManager mock opens and closes
+(gatewayd/simulator/uplink.py, docs/simulator.md).
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ import errno
 import json
 import signal
 import socket
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gatewayd.cloud.net import CONNECT_THREAD
 from gatewayd.simulator.uplink import DOWN, LIMITED, MAX_PAIRS, UP, Uplink
 from tests.helpers import wait_for
 from tests.test_e2e_simulator import DEVICE_ID, Sim, http_get, monitor_for
@@ -78,25 +77,6 @@ def test_the_cloud_sees_the_hub_lost_without_its_uplink_and_ready_once_it_is_bac
         assert sim.proc.stop(signal.SIGINT, timeout=30) == 0, sim.proc.output()
 
 
-def connect_as_the_hub(address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
-    """socket.create_connection on the thread the hub's cloud link connects on."""
-    result: list[socket.socket | BaseException] = []
-
-    def work() -> None:
-        try:
-            result.append(socket.create_connection(address, timeout=timeout))
-        except OSError as exc:
-            result.append(exc)
-
-    thread = threading.Thread(target=work, name=CONNECT_THREAD)
-    thread.start()
-    thread.join(timeout + 5)
-    outcome = result[0]
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
-
-
 def test_the_relay_carries_only_while_up_and_holds_a_bounded_number_of_connections(
         tmp_path: Path) -> None:
     server = socket.create_server(("127.0.0.1", 0))
@@ -108,16 +88,15 @@ def test_the_relay_carries_only_while_up_and_holds_a_bounded_number_of_connectio
         announcer.sendto(level.encode(), str(uplink.state_socket))
         wait_for(lambda: uplink.level == level, 10, f"the uplink to be {level}")
 
-    uplink.install()
+    def connect_as_the_hub(address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
+        return uplink.open(address, timeout, None)  # as the hub's paho client calls it
+
     try:
         address = server.getsockname()
         # No routed link: no route to the broker, at once.
         with pytest.raises(OSError) as refused:
             connect_as_the_hub(address)
         assert refused.value.errno == errno.ENETUNREACH
-        # Others (the app, the platform) reach it whatever the hub's uplink does.
-        socket.create_connection(address, timeout=5).close()
-        peers.append(server.accept()[0])
         # A link without internet: the connect waits for it, then times out.
         announce(LIMITED)
         with pytest.raises(TimeoutError):
@@ -150,4 +129,3 @@ def test_the_relay_carries_only_while_up_and_holds_a_bounded_number_of_connectio
         for sock in peers:
             sock.close()
         server.close()
-    assert socket.create_connection is not uplink._create_connection

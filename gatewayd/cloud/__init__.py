@@ -1,8 +1,10 @@
 """The cloud: one MQTT connection in the 2Smart/Homie convention, and what rides on it.
 
 :mod:`~gatewayd.cloud.net` drives paho-mqtt on the loop (connects on a thread; its client
-reads and writes the socket and reads a 3.1.1 PUBACK as :mod:`~gatewayd.cloud.acks` says) and
-:mod:`~gatewayd.cloud.attempts` says what an attempt came to;
+reads and writes the socket and reads a 3.1.1 PUBACK as :mod:`~gatewayd.cloud.acks` says) to
+an :mod:`~gatewayd.cloud.endpoint` (by paho's own TCP connect, or an opener the daemon was
+given: the simulator's uplink) and :mod:`~gatewayd.cloud.attempts` says what an attempt
+came to;
 :mod:`~gatewayd.cloud.link` publishes devices and keeps them published across reconnects,
 through :mod:`~gatewayd.cloud.publisher` (which keeps each device's retained topics in
 :mod:`~gatewayd.cloud.retained`), and routes what arrives through

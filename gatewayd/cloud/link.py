@@ -28,8 +28,9 @@ from typing import Any
 from gatewayd import homie
 from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 from gatewayd.cloud.commands import CommandRunner
+from gatewayd.cloud.endpoint import Endpoint, Opener
 from gatewayd.cloud.inbound import Inbound, MessageHandler, Tap
-from gatewayd.cloud.net import Connection, Endpoint
+from gatewayd.cloud.net import Connection
 from gatewayd.cloud.outcome import LinkStats, StartOutcome, heartbeats
 from gatewayd.cloud.publisher import WINDOW, Publisher
 from gatewayd.cloud.reqres import PlatformClient
@@ -53,8 +54,9 @@ class CloudLink:
                  client_id: str | None = None,
                  command_timeout: float = 10.0, max_commands: int = 64,
                  max_concurrent_commands: int = 8, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, opener: Opener | None = None) -> None:
         self._cfg = cfg
+        self._opener = opener  # how its connections reach the broker (cloud/endpoint.py)
         self._hub_id = hub.id
         self._client_id = client_id or client_id_for(hub.id)
         self._clock = clock
@@ -110,7 +112,7 @@ class CloudLink:
             will=(hub_state, "lost") if announce else None,
             reconnect_min=self._cfg.reconnect_min,
             reconnect_max=self._cfg.reconnect_max, loop=loop, sink=self, rng=self._rng,
-            window=WINDOW)
+            window=WINDOW, opener=self._opener)
         log.info("cloud link: connecting to %s (%s, MQTT %s)", endpoint,
                  "TLS" if creds.tls else "plain TCP", self._cfg.protocol)
         self._conn.start()

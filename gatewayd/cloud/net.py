@@ -24,7 +24,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
@@ -41,6 +40,7 @@ from gatewayd.cloud.attempts import (
     classify_connack,
     classify_connect_error,
 )
+from gatewayd.cloud.endpoint import Endpoint, Opener
 from gatewayd.runtime.backoff import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,6 @@ LOOP_TIMEOUT = 1.0  # how often keepalive, the connect timeout and a stop are lo
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the backoff
 MAX_PENDING_MESSAGES = 512  # inbound messages waiting for the asyncio loop; more are dropped
 STOP_GRACE = 3.0  # how long a stop waits for DISCONNECT to be written
-CONNECT_THREAD = "cloud-connect"  # each connect's thread: gatewayd.simulator.uplink routes it
 
 
 # ---- the connection --------------------------------------------------------------------------
@@ -69,29 +68,20 @@ class ConnectionSink(Protocol):
     def on_subscribed(self, mid: int, refused: list[str]) -> None: ...
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
-    tls: bool
-    ca_file: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
 class Connection:
     """One paho client, driven by the asyncio loop, until :meth:`stop`.
 
     Only the blocking connect (DNS, TCP, TLS handshake, writing CONNECT) runs on a
     short-lived thread; reading, writing, keepalive and every paho callback run on the loop.
+    ``opener`` opens its TCP connections instead of paho (:mod:`gatewayd.cloud.endpoint`).
     """
 
     def __init__(self, endpoint: Endpoint, *, username: str, password: str, client_id: str,
                  protocol: str, keepalive: int, connect_timeout: float,
                  will: tuple[str, str] | None, reconnect_min: float, reconnect_max: float,
                  loop: asyncio.AbstractEventLoop, sink: ConnectionSink,
-                 rng: random.Random | None = None, window: int = 32) -> None:
+                 rng: random.Random | None = None, window: int = 32,
+                 opener: Opener | None = None) -> None:
         self.endpoint = endpoint
         self._loop = loop
         self._sink = sink
@@ -120,7 +110,8 @@ class Connection:
         version = MQTTProtocolVersion.MQTTv5 if protocol == "5" else MQTTProtocolVersion.MQTTv311
         self._client = AckingClient(CallbackAPIVersion.VERSION2, client_id=client_id,
                                     clean_session=None if protocol == "5" else True,
-                                    protocol=version, reconnect_on_failure=False)
+                                    protocol=version, reconnect_on_failure=False,
+                                    opener=opener)
         self._client.username_pw_set(username, password)
         self._client.connect_timeout = connect_timeout
         # Our own window keeps paho's queues small; these are a safety net.
@@ -286,7 +277,7 @@ class Connection:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
                 self._loop.call_soon_threadsafe(settle, error)
 
-        threading.Thread(target=work, name=CONNECT_THREAD, daemon=True).start()
+        threading.Thread(target=work, name="cloud-connect", daemon=True).start()
         return done
 
     def _prepare_tls(self) -> None:

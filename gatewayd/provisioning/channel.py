@@ -15,7 +15,8 @@ import secrets
 from typing import Any
 
 from gatewayd.cloud.attempts import CloudOutcome, CloudResult
-from gatewayd.cloud.net import Connection, Endpoint
+from gatewayd.cloud.endpoint import Endpoint, Opener
+from gatewayd.cloud.net import Connection
 from gatewayd.config import CloudConfig
 from gatewayd.provisioning import codec
 
@@ -32,8 +33,9 @@ class ProvisioningChannel:
     """Runs on the asyncio loop; the paho thread reaches it only through the loop."""
 
     def __init__(self, endpoint: Endpoint, user: str, password: str, operation: str,
-                 link: CloudConfig) -> None:
+                 link: CloudConfig, *, opener: Opener | None = None) -> None:
         self.endpoint = endpoint
+        self._opener = opener  # as the cloud link's connections (gatewayd.cloud.endpoint)
         self.user = user
         self.operation = operation
         self._password = password
@@ -59,7 +61,8 @@ class ProvisioningChannel:
             client_id=self.operation, protocol=self._link.protocol,
             keepalive=self._link.keepalive, connect_timeout=min(timeout, 30.0), will=None,
             reconnect_min=self._link.reconnect_min,
-            reconnect_max=min(self._link.reconnect_max, 10.0), loop=loop, sink=self)
+            reconnect_max=min(self._link.reconnect_max, 10.0), loop=loop, sink=self,
+            opener=self._opener)
         self._conn.start()
         try:
             result = await asyncio.wait_for(asyncio.shield(self._outcome), timeout)

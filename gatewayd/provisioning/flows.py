@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gatewayd.cloud.attempts import CloudOutcome, CloudResult
-from gatewayd.cloud.net import Endpoint
+from gatewayd.cloud.endpoint import Endpoint, Opener
 from gatewayd.config import Config, ProvisioningConfig
 from gatewayd.identity import Identity
 from gatewayd.onboarding.steps import Failure
@@ -72,8 +72,10 @@ class Flows:
 
     def __init__(self, config: Config, store: StateStore, identity: Identity, *,
                  serial: str, rng: random.Random | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 opener: Opener | None = None) -> None:
         self.config = config
+        self._opener = opener  # for the channel's connections (gatewayd.cloud.endpoint)
         self._sleep = sleep
         self.cfg = config.provisioning
         self.store = store
@@ -112,7 +114,8 @@ class Flows:
         tls = self.cfg.mqtts_port != 0
         endpoint = Endpoint(self.cfg.host, self.cfg.mqtts_port if tls else self.cfg.port, tls,
                             self.config.cloud.ca_file)
-        channel = ProvisioningChannel(endpoint, user, password, op.id, self.config.cloud)
+        channel = ProvisioningChannel(endpoint, user, password, op.id, self.config.cloud,
+                                      opener=self._opener)
         self._show(state="connecting", operation=op.id)
         # As long as the cloud link would try to reach its broker ([cloud] connect_timeout).
         try:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gatewayd.cloud.attempts import CloudOutcome, CloudResult
+from gatewayd.cloud.endpoint import Opener
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.reqres import PlatformError
 from gatewayd.config import Config
@@ -67,7 +68,7 @@ class Provisioner:
     def __init__(self, config: Config, store: StateStore, identity: Identity,
                  link: CloudLink, *, serial: str,
                  secrets_sink: Callable[..., None] = lambda *s: None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, opener: Opener | None = None) -> None:
         self.config = config
         self.mode = config.provisioning.mode
         self.store = store
@@ -75,7 +76,9 @@ class Provisioner:
         self.serial = serial
         self._secrets = secrets_sink
         self._rng = rng or random.SystemRandom()
-        self.flows = Flows(config, store, identity, serial=serial, rng=self._rng)
+        # The channel's connections go as the link's (gatewayd.cloud.endpoint).
+        self.flows = Flows(config, store, identity, serial=serial, rng=self._rng,
+                           opener=opener)
         self.onboarding: Deprovision | None = None  # set by the daemon (it is built later)
         self._issued: codec.Issued | None = None
         self._last: Outcome | None = None  # the latest attempt's, for its retry delay

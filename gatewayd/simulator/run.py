@@ -213,7 +213,10 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
             task: asyncio.Task[int]
             for sig in _STOP_SIGNALS:
                 loop.add_signal_handler(sig, lambda: _stop_daemon(daemon, task))
-            daemon = Daemon(cfg, store, identity, redactor, simulate=True)
+            # The hub's broker connections go through the simulated uplink, as on a hub
+            # through its Wi-Fi or cable (gatewayd.simulator.uplink).
+            daemon = Daemon(cfg, store, identity, redactor, simulate=True,
+                            cloud_opener=world.uplink.open if world.uplink else None)
             task = asyncio.create_task(daemon.run(), name="daemon")
             ready = asyncio.create_task(daemon.ready.wait())
             await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)

@@ -19,14 +19,16 @@ which the simulated NetworkManager opens and closes (it announces ``up``, ``limi
   without a default route); while ``limited`` it waits, as a SYN nobody answers does, until
   the uplink is back or the connect timeout (``cloud.connect_timeout``) has passed.
 
-Which connections are the hub's: those its cloud link (and provisioning channel, which
-shares it) opens, on the threads named :data:`gatewayd.cloud.net.CONNECT_THREAD`. The world
-routes them by replacing ``socket.create_connection`` in the simulator's process (only those
-threads are affected; the hub's code is as on a hub). Everything else (the app's and the
-platform's clients, the monitor) reaches the broker directly, as servers in a data centre
-do. The hub's end of each relayed connection is a loopback TCP socket, so ``$localip`` is
-what it was. Bounded: at most :data:`MAX_PAIRS` relayed connections (the oldest is cut
-beyond that), each holding at most :data:`CHUNK` bytes per direction.
+Which connections are the hub's: those its cloud link and its provisioning channel open.
+The simulator gives the daemon :meth:`Uplink.open` as its ``cloud_opener``
+(:data:`gatewayd.cloud.endpoint.Opener`), which the daemon passes to both, and their paho
+client opens its TCP connections with it instead of ``socket.create_connection``; nothing
+else in the process is touched, and ``gatewayd`` gives its daemon no opener. Everything
+else (the app's and the platform's clients, the monitor) reaches the broker directly, as
+servers in a data centre do. The hub's end of each relayed connection is a loopback TCP
+socket, so ``$localip`` is what it was. Bounded: at most :data:`MAX_PAIRS` relayed
+connections (the oldest is cut beyond that), each holding at most :data:`CHUNK` bytes per
+direction.
 """
 
 from __future__ import annotations
@@ -43,9 +45,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from gatewayd.cloud.net import CONNECT_THREAD
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,6 @@ UP, LIMITED, DOWN = "up", "limited", "down"
 MAX_PAIRS = 32
 CHUNK = 64 * 1024
 LONGEST_WAIT = 600.0  # a connect without a timeout of its own waits for the uplink this long
-_original_create_connection = socket.create_connection
 
 
 def _abort(sock: socket.socket) -> None:
@@ -71,7 +69,7 @@ def _loopback_pair() -> tuple[socket.socket, socket.socket]:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         listener.settimeout(5)
-        near = _original_create_connection(listener.getsockname(), timeout=5)
+        near = socket.create_connection(listener.getsockname(), timeout=5)
         try:
             far, peer = listener.accept()
             if peer != near.getsockname():  # someone else's connection: not ours to relay
@@ -105,7 +103,7 @@ class _Pair:
 
 
 class Uplink:
-    """The relay and the hub's route to it; :meth:`start`, then :meth:`install`."""
+    """The relay; :meth:`start` it, then give the daemon :meth:`open` (its cloud opener)."""
 
     def __init__(self, state_socket: Path) -> None:
         self.state_socket = state_socket
@@ -118,7 +116,6 @@ class Uplink:
         self._state: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread: threading.Thread | None = None
-        self._installed = False
 
     @property
     def level(self) -> str:
@@ -143,15 +140,7 @@ class Uplink:
         self._thread.start()
         return self
 
-    def install(self) -> None:
-        """Route the hub's cloud connections through the relay from now on."""
-        socket.create_connection = self._create_connection  # type: ignore[assignment]
-        self._installed = True
-
     def stop(self) -> None:
-        if self._installed and socket.create_connection == self._create_connection:
-            socket.create_connection = _original_create_connection
-        self._installed = False
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
@@ -178,12 +167,12 @@ class Uplink:
 
     # ---- the hub's side: on its connect thread ----------------------------------------------
 
-    def _create_connection(self, address: tuple[str, int],
-                           timeout: Any = socket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
-                           source_address: Any = None, **kwargs: Any) -> socket.socket:
-        if threading.current_thread().name != CONNECT_THREAD:
-            return _original_create_connection(address, timeout, source_address, **kwargs)
-        wait = float(timeout) if isinstance(timeout, (int, float)) else LONGEST_WAIT
+    def open(self, address: tuple[str, int], timeout: float | None,
+             source_address: tuple[str, int] | None) -> socket.socket:
+        """The hub's cloud opener (:data:`gatewayd.cloud.endpoint.Opener`): a connection
+        to ``address`` through the relay, as ``socket.create_connection`` would open it
+        directly, or the error a hub without this uplink would get."""
+        wait = timeout if timeout is not None else LONGEST_WAIT
         deadline = time.monotonic() + wait
         with self._cond:
             while self._level == LIMITED and not self._stopped:
@@ -193,7 +182,7 @@ class Uplink:
                 self._cond.wait(left)
             if self._level != UP or self._stopped:
                 raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
-        broker = _original_create_connection(address, timeout, source_address, **kwargs)
+        broker = socket.create_connection(address, timeout, source_address)
         try:
             hub, relay = _loopback_pair()
         except BaseException:
@@ -202,8 +191,7 @@ class Uplink:
         with self._cond:
             self._new.append(_Pair(relay, broker))  # stop() closes it if it came too late
         self._wake()
-        if isinstance(timeout, (int, float)):
-            hub.settimeout(timeout)
+        hub.settimeout(timeout)  # as socket.create_connection leaves its socket
         return hub
 
     # ---- the relay: its own thread ----------------------------------------------------------

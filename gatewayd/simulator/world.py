@@ -58,8 +58,8 @@ class SimWorld:
     # "bellows": the NCP emulator in its own process (zigbee_world.py); "virtual": in-process.
     zigbee_radio: str = "bellows"
     zigbee: ZigbeeWorld | None = None
-    # The hub's cloud connections through the simulated uplink (gatewayd.simulator.uplink):
-    # `gatewayd --simulate`, whose hub runs in this process; needs the NetworkManager mock.
+    # The simulated uplink (gatewayd.simulator.uplink), whose `open` `gatewayd --simulate`
+    # gives its daemon as the cloud opener; needs the NetworkManager mock.
     with_uplink: bool = False
     # The hub's Wi-Fi MAC, which makes its identity (`--mac`; gatewayd.simulator.run).
     wifi_mac: str = SIM_WIFI_MAC
@@ -113,8 +113,6 @@ class SimWorld:
                 self.provisioning.start()
                 attach(self.platform, self.provisioning)
             self.zigbee.wait_ready()
-            if self.uplink is not None:
-                self.uplink.install()
         except BaseException:
             self.stop()
             raise

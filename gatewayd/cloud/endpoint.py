@@ -1,0 +1,33 @@
+"""Where a cloud connection goes (:class:`Endpoint`) and how it gets there (:data:`Opener`).
+
+On a hub paho opens each connection itself (``socket.create_connection``, or PySocks'
+through a proxy). Whoever builds the daemon may give it an :data:`Opener` instead, which
+the cloud link's and the provisioning channel's connections then use (the daemon passes
+it to both; :class:`~gatewayd.cloud.acks.AckingClient` calls it). ``gatewayd`` gives none.
+``gatewayd --simulate`` gives the simulated uplink's (:mod:`gatewayd.simulator.uplink`),
+so that a Wi-Fi or internet lost in the simulated NetworkManager ends the hub's session
+with its broker as on a hub, although that broker is on loopback.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# (address, connect timeout or None to block, source address or None): a connected TCP
+# socket, or OSError as socket.create_connection raises it (the link classifies it).
+Opener = Callable[[tuple[str, int], float | None, tuple[str, int] | None], socket.socket]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A broker: the cloud's, or the platform's provisioning endpoint."""
+
+    host: str
+    port: int
+    tls: bool
+    ca_file: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
