@@ -73,8 +73,8 @@ SAMPLE = [
            "tests/test_publisher.py::"
            "test_removing_a_device_clears_its_state_first_then_everything_it_published"),
     Mutant("a bulb reports 65535 mireds",
-           "gatewayd/zigbee/mapping.py", "return None if raw in (0, 0xFFFF) else",
-           "return None if raw in (0,) else",
+           "gatewayd/zigbee/mapping.py", "    if mireds in (0, 0xFFFF):",
+           "    if mireds in (0,):",
            "tests/test_zigbee_mapping.py::"
            "test_colour_temperature_in_kelvin_with_the_invalid_value"),
     Mutant("a remote setting a level reports brightness-up/down",

@@ -207,7 +207,7 @@ def test_brightness_set_in_percent_becomes_a_zcl_level(percent: int, raw: int) -
 @pytest.mark.parametrize(("mireds", "kelvin"), [
     (0xFFFF, None),  # "invalid" per ZCL: nothing is published, never 65535 mireds
     (0, None),
-    (153, 6536), (250, 4000), (370, 2703), (500, 2000), (1000, 1000), (0xFEFF, 15),
+    (153, 6535), (250, 4000), (370, 2703), (500, 2000), (1000, 1000), (0xFEFF, 15),
 ])
 def test_colour_temperature_in_kelvin_with_the_invalid_value(mireds: int,
                                                              kelvin: int | None) -> None:
@@ -222,6 +222,29 @@ def test_colour_temperature_range_follows_the_lamp_or_the_zcl_defaults() -> None
     assert ct.to_zigbee is not None
     assert ct.to_zigbee(4000, no_get) == mapping.Action(
         "move_to_color_temp", {"color_temp_mireds": 250, "transition_time": 0})
+
+
+@pytest.mark.parametrize(("lo", "hi", "mireds", "kelvin"), [
+    (153, 500, 153, 6535),  # 6535.9 K: the $format's end, not 6536 (refused, unpublished)
+    (153, 457, 457, 2189),  # 2188.2 K rounds below the $format's 2189
+    (153, 457, 152, 6579),  # beyond what the lamp declared: as it is (outside $format)
+    (153, 457, 458, 2183),
+    (250, 454, 250, 4000),
+    (158, 500, 158, 6329),
+])
+def test_a_lamps_own_ends_convert_into_its_format(lo: int, hi: int, mireds: int,
+                                                 kelvin: int) -> None:
+    ct = prop(0x0300, "color-temp")
+    bounds = {"color_temp_physical_min": lo, "color_temp_physical_max": hi}
+    assert ct.value(mireds, bounds.get) == kelvin
+    in_range = homie.Property("color-temp", datatype="integer", format=ct.format_for(bounds.get))
+    if lo <= mireds <= hi:
+        in_range.validate(kelvin)
+        assert ct.to_zigbee is not None  # and a /set of that value asks for those mireds
+        assert ct.to_zigbee(kelvin, bounds.get).args["color_temp_mireds"] == mireds
+    else:
+        with pytest.raises(ValueError):
+            in_range.validate(kelvin)
 
 
 @pytest.mark.parametrize(("command", "args", "event"), [

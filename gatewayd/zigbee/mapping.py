@@ -125,14 +125,32 @@ def _bit(mask: int) -> Callable[[Any, Lookup], bool]:
     return lambda raw, _: bool(int(raw) & mask)
 
 
-def _mireds_to_kelvin(raw: Any, _: Lookup) -> int | None:
-    raw = int(raw)
-    return None if raw in (0, 0xFFFF) else round(1_000_000 / raw)
+def _mireds_range(get: Lookup) -> tuple[int, int]:
+    """The lamp's coolest and warmest colour temperature in mireds (ZCL's defaults)."""
+    return int(get("color_temp_physical_min") or 153), int(get("color_temp_physical_max") or 500)
+
+
+def _kelvin_bounds(get: Lookup) -> tuple[int, int]:
+    """The lamp's range in whole kelvins, never rounded outwards: its ``$format``."""
+    lo, hi = _mireds_range(get)
+    return math.ceil(1_000_000 / hi), math.floor(1_000_000 / lo)
+
+
+def _mireds_to_kelvin(raw: Any, get: Lookup) -> int | None:
+    mireds = int(raw)
+    if mireds in (0, 0xFFFF):
+        return None
+    kelvin = round(1_000_000 / mireds)
+    lo, hi = _mireds_range(get)
+    if lo <= mireds <= hi:  # its own ends, rounded outwards (153 -> 6536 K), are its ends
+        cold, warm = _kelvin_bounds(get)
+        return min(max(kelvin, cold), warm)
+    return kelvin  # beyond what the lamp declared: outside $format, not published
 
 
 def _kelvin_range(get: Lookup) -> str:
-    lo, hi = get("color_temp_physical_min") or 153, get("color_temp_physical_max") or 500
-    return f"{math.ceil(1_000_000 / int(hi))}:{math.floor(1_000_000 / int(lo))}"
+    cold, warm = _kelvin_bounds(get)
+    return f"{cold}:{warm}"
 
 
 def _on_off_event(command: str, _: Mapping[str, Any]) -> str | None:
