@@ -359,14 +359,15 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
         child.state = "init"
         self.status_line.changed()  # a device interviewed again was counted as it was
         child.make_plan()
-        await child.preload()
+        missed = await child.preload()  # described without them until they are answered
         child.attach()
         self.publisher.add_device(child.describe())
         if child.plan.unsupported:
             log.info("zigbee: %s (%s): unsupported clusters %s", child.device_id, child.name,
                      ", ".join(child.plan.unsupported))
         app = self.app
-        unanswered = await child.configure(app.state.node_info.ieee) if app is not None else 1
+        unanswered = missed + (await child.configure(app.state.node_info.ieee)
+                               if app is not None else 1)
         self.left.discard(child.ieee)  # interviewed again: zigpy had it rejoin quietly
         self._set_state(child, child.normal_state)  # what is unanswered is tried again
         self._count()

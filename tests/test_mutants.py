@@ -142,8 +142,8 @@ SAMPLE = [
            "tests/test_credentials.py::test_ports_1_to_65535_are_accepted"),
     Mutant("energy meters divide by their multiplier (a converter built at import)",
            "gatewayd/zigbee/mapping.py",
-           "return round(int(raw) * int(mul) / int(div), digits)",
-           "return round(int(raw) * int(mul) * int(div), digits)",
+           "return round(int(raw) * int(mul) / (int(div) or 1), digits)",
+           "return round(int(raw) * int(mul) * (int(div) or 1), digits)",
            "tests/test_zigbee_mapping.py::"
            "test_electrical_values_use_the_clusters_multiplier_and_divisor"),
     Mutant("a full outbox drops the newest instead of the oldest",

@@ -414,6 +414,12 @@ def test_the_childs_attribute_lookup_answers_as_cluster_get(radio: Radio) -> Non
 
             meter = plug.device.endpoints[1].in_clusters[0x0B04]
             meter._update_attribute(meter.find_attribute("ac_power_divisor").id, 10)
+            # What the device answered UNSUPPORTED stands for the mapping's default, on
+            # both paths; one only unread is still unknown.
+            defaults = {"ac_power_multiplier": 1, "ac_current_divisor": 1}
+            meter._attr_cache.mark_unsupported(meter.find_attribute("ac_power_multiplier"))
+            seen = ("ac_power_multiplier", "ac_current_divisor", "ac_power_divisor")
+            assert [plug._getter(meter, defaults)(n) for n in seen] == [1, None, 10]
 
             class Quirked(type(meter)):  # type: ignore[misc]
                 _skip_registry = True  # as zigpy's quirk clusters: not the class for 0x0B04
@@ -423,6 +429,7 @@ def test_the_childs_attribute_lookup_answers_as_cluster_get(radio: Radio) -> Non
 
             meter.__class__ = Quirked
             assert plug._getter(meter)("ac_power_divisor") == 42
+            assert [plug._getter(meter, defaults)(n) for n in seen] == [1, None, 42]
             await bridge.stop()
 
     run_async(main(), timeout=60.0)

@@ -53,8 +53,21 @@ def test_electrical_values_use_the_clusters_multiplier_and_divisor() -> None:
     assert prop(0x0B04, "power").value(1234, em.get) == 123.4
     assert prop(0x0B04, "voltage").value(2301, em.get) == 230.1
     assert prop(0x0B04, "current").value(543, em.get) == 0.543
-    # Missing multiplier/divisor (not read yet) default to 1 instead of failing.
-    assert prop(0x0B04, "power").value(50, no_get) == 50.0
+    # A multiplier or divisor not read yet: the scale is unknown, nothing is published
+    # (1234 of a plug dividing by 10 is not 1234 W).
+    assert prop(0x0B04, "power").value(50, no_get) is None
+    assert prop(0x0B04, "power").value(50, {"ac_power_multiplier": 1}.get) is None
+    assert prop(0x0B04, "power").value(50, {"ac_power_divisor": 10}.get) is None
+    # One the device answered UNSUPPORTED is 1 (Child's lookup gives the row's default).
+    for cluster_id, names in ((0x0B04, ("ac_power_multiplier", "ac_power_divisor",
+                                        "ac_voltage_multiplier", "ac_voltage_divisor",
+                                        "ac_current_multiplier", "ac_current_divisor")),
+                              (0x0702, ("multiplier", "divisor"))):
+        cmap = mapping.lookup(cluster_id, True)
+        assert cmap is not None and dict(cmap.unsupported_defaults) == dict.fromkeys(names, 1)
+    # A divisor of 0 (firmware that leaves it unset) divides by 1, never fails.
+    assert prop(0x0B04, "power").value(50, {"ac_power_multiplier": 2,
+                                            "ac_power_divisor": 0}.get) == 100.0
     meter = {"multiplier": 1, "divisor": 1000}
     assert prop(0x0702, "energy").value(123456, meter.get) == 123.456
 

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.zigbee.setups import SetupRetry
 from tests.helpers import run_async
 from tests.test_bridge import TIMEOUT, dev_id, join, started
+from tests.test_zigbee_setup_redone import drop_once, pending
 from tests.zigbee_radios import RADIOS, Radio, sim
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,5 +39,41 @@ def test_a_lamp_at_the_ends_of_its_range_is_published_within_its_format(radio: R
                 await pub.until(lambda k=kelvin: pub.value(li, "switch/color-temp") == k)
             assert pub.values(li, "switch/color-temp")[-3:] == [6535, 2000, 4000]
             await bridge.stop()
+
+    run(main())
+
+
+ELECTRICAL_MEASUREMENT, READ_ATTRIBUTES = 0x0B04, 0x00
+
+
+def test_a_meter_whose_scaling_read_was_missed_publishes_no_unscaled_power(
+        tmp_path: Path) -> None:
+    """The plug's divisor is 10 (W x10). Its answer to the setup's read of multipliers and
+    divisors is lost: 1234 is not published as 1234 W; the read counts as unanswered, the
+    setup is tried again when the plug is heard, and then the power is 123.4 W."""
+    radio = Radio("bellows", tmp_path, TIMEOUT)
+
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio, setup_retry=SetupRetry(
+                heard_gap=0, first=3600, cap=3600))
+            lost = drop_once(radio, lambda aps, payload: aps["profileId"] != 0
+                             and aps["clusterId"] == ELECTRICAL_MEASUREMENT
+                             and payload[2] == READ_ATTRIBUTES)
+            await bridge.permit_join(60)
+            ieee: str = await sim(bridge, "join", kind="plug")
+            plug = dev_id(ieee)
+            await pub.state(plug, "ready", timeout=30)
+            assert lost.is_set() and pending(radio) == [ieee]
+            assert pub.value(plug, "meter/power") is None  # 0 W of unknown scale: unsaid
+            before = len(pub.states(plug))
+
+            await sim(bridge, "report", ieee=ieee, cluster="electrical_measurement",
+                      attributes={"active_power": 1234})
+            await pub.until(lambda: pub.states(plug)[before:] == ["init", "ready"], 30)
+            assert pub.value(plug, "meter/power") == 123.4
+            assert 1234.0 not in pub.values(plug, "meter/power")
+            await bridge.stop()
+            assert pending(radio) == []
 
     run(main())

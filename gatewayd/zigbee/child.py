@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import zigpy.device
@@ -136,8 +136,12 @@ class Child:
         return cluster
 
     @staticmethod
-    def _getter(cluster: Cluster) -> mapping.Lookup:
-        """``cluster.get(name)``, None for an attribute the cluster does not define."""
+    def _getter(cluster: Cluster, unsupported: Mapping[str, Any] | None = None
+                ) -> mapping.Lookup:
+        """``cluster.get(name)``, None for an attribute the cluster does not define or
+        that was not read yet; for one the device answered UNSUPPORTED, its value in
+        ``unsupported`` (the mapping's ``unsupported_defaults``) if there is one."""
+        defaults = unsupported or {}
         cls = type(cluster)
         if plain(cls, Cluster, _GET_METHODS) and type(cluster._attr_cache) is AttributeCache:
             # Cluster.get less its find_attribute(name): the converters look attributes
@@ -150,16 +154,25 @@ class Child:
                     return None
                 try:
                     return cluster._attr_cache.get_value(attr)
-                except (KeyError, UnsupportedAttribute):
+                except KeyError:
                     return None
+                except UnsupportedAttribute:
+                    return defaults.get(name)
             return cached
 
         def get(name: str) -> Any:
             try:
-                return cluster.get(name)
+                value = cluster.get(name)
+                if value is None and name in defaults and \
+                        cluster.is_attribute_unsupported(name):
+                    return defaults[name]
             except KeyError:
                 return None
+            return value
         return get
+
+    def _get(self, binding: mapping.Binding, cluster: Cluster) -> mapping.Lookup:
+        return self._getter(cluster, binding.cmap.unsupported_defaults)
 
     def make_plan(self) -> None:
         eps = [(ep.endpoint_id, list(ep.in_clusters), list(ep.out_clusters))
@@ -174,7 +187,7 @@ class Child:
         self._paths.clear()
         for binding in self.plan.bindings:
             cluster = self._cluster(binding)
-            get = self._getter(cluster)
+            get = self._get(binding, cluster)
             node_name = binding.cmap.node_name
             if binding.node != binding.cmap.node:
                 node_name = f"{node_name} {binding.endpoint}"
@@ -247,7 +260,7 @@ class Child:
         self.detach()
         for binding in self.plan.bindings:
             cluster = self._cluster(binding)
-            get = self._getter(cluster)  # once, not per report
+            get = self._get(binding, cluster)  # once, not per report
 
             # One handler for the three events, subscribed once to all of the cluster's
             # events: one subscription costs a list entry, a listener and a closure, and
@@ -298,18 +311,20 @@ class Child:
                 self.sink.child_event(self, (binding.node, "event"), text)
 
     # -- one-time setup after an interview ---------------------------------------------------
-    async def preload(self) -> None:
-        """Read what the description depends on (zone type, multipliers, firmware)."""
+    async def preload(self) -> int:
+        """Read what the description depends on (zone type, multipliers, firmware): how
+        many reads the device did not answer (the setup is tried again, and the device
+        described again, until it has; the firmware is optional)."""
         basic = next((ep.in_clusters[0x0000] for ep in self.device.non_zdo_endpoints
                       if 0x0000 in ep.in_clusters), None)
         if basic is not None:
             with contextlib.suppress(Exception):  # optional: many devices lack it
                 async with asyncio.timeout(self.command_timeout):
                     await basic.read_attributes(["sw_build_id"], allow_cache=True)
-        for binding in self.plan.bindings:
-            if binding.cmap.preload:
-                await self._try(self._cluster(binding).read_attributes(
-                    list(binding.cmap.preload), allow_cache=True), "read", binding)
+        answers = [await self._try(self._cluster(binding).read_attributes(
+                       list(binding.cmap.preload), allow_cache=True), "read", binding)
+                   for binding in self.plan.bindings if binding.cmap.preload]
+        return answers.count(False)
 
     async def configure(self, coordinator_ieee: Any) -> int:
         """Bind, configure reporting, enroll IAS zones, read current values: how many
@@ -318,7 +333,7 @@ class Child:
         for binding in self.plan.bindings:
             cluster = self._cluster(binding)
             answers.append(await self._try(cluster.bind(), "bind", binding))
-            props = binding.cmap.properties(self._getter(cluster))
+            props = binding.cmap.properties(self._get(binding, cluster))
             reporting = {cluster.find_attribute(p.attribute): ReportingConfig(
                 min_interval=p.reporting.min, max_interval=p.reporting.max,
                 reportable_change=p.reporting.change)
@@ -367,7 +382,7 @@ class Child:
             raise homie.CommandError(GONE, f"{self.device_id} has left the Zigbee network")
         assert prop.to_zigbee is not None
         cluster = self._cluster(binding)
-        action = prop.to_zigbee(value, self._getter(cluster))
+        action = prop.to_zigbee(value, self._get(binding, cluster))
         what = f"{binding.cmap.cluster}.{action.command}"
         try:
             async with asyncio.timeout(self.command_timeout):

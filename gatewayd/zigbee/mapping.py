@@ -70,6 +70,9 @@ class ClusterMap:
     server: bool = True
     props: tuple[Prop, ...] = ()
     preload: tuple[str, ...] = ()  # read before describing: they decide units and variants
+    # What an attribute the device answered UNSUPPORTED stands for (a meter without a
+    # divisor divides by 1, as Zigbee2MQTT has it); one not read yet is unknown (None).
+    unsupported_defaults: Mapping[str, Any] = field(default_factory=dict)
     variant_by: str | None = None
     variants: Mapping[int, tuple[Prop, ...]] = field(default_factory=dict)
     default_variant: tuple[Prop, ...] = ()
@@ -100,12 +103,16 @@ def _scaled(divisor: float, invalid: int | None = None, digits: int = 2
     return convert
 
 
-def _ratio(multiplier: str, divisor: str, digits: int = 3) -> Callable[[Any, Lookup], float]:
-    """Electrical values: raw * multiplier / divisor, both attributes of the cluster."""
-    def convert(raw: Any, get: Lookup) -> float:
-        mul = get(multiplier) or 1
-        div = get(divisor) or 1
-        return round(int(raw) * int(mul) / int(div), digits)
+def _ratio(multiplier: str, divisor: str, digits: int = 3
+           ) -> Callable[[Any, Lookup], float | None]:
+    """Electrical values: raw * multiplier / divisor, both attributes of the cluster. Not
+    published while either is unknown (not read yet): 1234 is 123.4 W with a divisor of 10,
+    not 1234 W."""
+    def convert(raw: Any, get: Lookup) -> float | None:
+        mul, div = get(multiplier), get(divisor)
+        if mul is None or div is None:
+            return None
+        return round(int(raw) * int(mul) / (int(div) or 1), digits)
     return convert
 
 
@@ -227,6 +234,9 @@ TABLE: tuple[ClusterMap, ...] = (
     ClusterMap(0x0B04, "electrical_measurement", "meter", "Energy meter",
                preload=("ac_power_multiplier", "ac_power_divisor", "ac_voltage_multiplier",
                         "ac_voltage_divisor", "ac_current_multiplier", "ac_current_divisor"),
+               unsupported_defaults=dict.fromkeys(
+                   ("ac_power_multiplier", "ac_power_divisor", "ac_voltage_multiplier",
+                    "ac_voltage_divisor", "ac_current_multiplier", "ac_current_divisor"), 1),
                props=(
         Prop("power", "Power", "float", "active_power", unit="W",
              convert=_ratio("ac_power_multiplier", "ac_power_divisor", 1),
@@ -238,7 +248,8 @@ TABLE: tuple[ClusterMap, ...] = (
              convert=_ratio("ac_current_multiplier", "ac_current_divisor"),
              reporting=Reporting(5, 900, 50)))),
     ClusterMap(0x0702, "smartenergy_metering", "meter", "Energy meter",
-               preload=("multiplier", "divisor"), props=(
+               preload=("multiplier", "divisor"),
+               unsupported_defaults={"multiplier": 1, "divisor": 1}, props=(
         Prop("energy", "Energy", "float", "current_summ_delivered", unit="kWh",
              convert=_ratio("multiplier", "divisor"), reporting=Reporting(30, 900, 1)),)),
     ClusterMap(0x0001, "power", "battery", "Battery", props=(

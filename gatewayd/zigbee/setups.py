@@ -1,7 +1,8 @@
 """A device's one-time setup after its interview, redone until it has finished.
 
-The setup (bind, configure reporting, IAS enrollment, first reads: ``Child.configure``)
-is what makes a device report. zigpy keeps a device once it is interviewed, so a setup cut
+The setup (the reads its description depends on, ``Child.preload``; bind, configure
+reporting, IAS enrollment, first reads: ``Child.configure``) is what makes a device report
+and be described right. zigpy keeps a device once it is interviewed, so a setup cut
 short (the radio lost, the hub stopped or crashed) or one whose steps the device did not
 answer (a battery device dozing off halfway) left it ``ready`` but silent for good.
 
