@@ -350,6 +350,17 @@ def test_invalid_and_unknown_raw_values_publish_nothing() -> None:
                                      (0x0300, "color-temp", 0xFFFF)):
         assert prop(cluster_id, prop_id).value(raw, no_get) is None, prop_id
         assert prop(cluster_id, prop_id).value(None, no_get) is None
+    # Meters: "not measured" per ZCL, even with the scale known.
+    scale = {"ac_power_multiplier": 1, "ac_power_divisor": 10, "ac_voltage_multiplier": 1,
+             "ac_voltage_divisor": 10, "ac_current_multiplier": 1, "ac_current_divisor": 1000,
+             "multiplier": 1, "divisor": 1000}.get
+    for cluster_id, prop_id, raw, neighbour, value in (
+            (0x0B04, "power", -0x8000, -0x7FFF, -3276.7),
+            (0x0B04, "voltage", 0xFFFF, 0xFFFE, 6553.4),
+            (0x0B04, "current", 0xFFFF, 0xFFFE, 65.534),
+            (0x0702, "energy", 0xFFFFFFFFFFFF, 0xFFFFFFFFFFFE, 281474976710.654)):
+        assert prop(cluster_id, prop_id).value(raw, scale) is None, prop_id
+        assert prop(cluster_id, prop_id).value(neighbour, scale) == value, prop_id
     # The neighbours of the invalid values are real measurements.
     assert prop(0x0402, "temperature").value(-0x7FFF, no_get) == -327.67
     assert prop(0x0405, "humidity").value(0xFFFE, no_get) == 655.34

@@ -77,3 +77,37 @@ def test_a_meter_whose_scaling_read_was_missed_publishes_no_unscaled_power(
             assert pending(radio) == []
 
     run(main())
+
+
+def test_not_measured_electrical_values_are_not_published(radio: Radio) -> None:
+    """ZCL's "invalid" readings (0xFFFF V and A, -0x8000 W, 0xFFFFFFFFFFFF kWh) are a
+    meter saying it has no measurement, not 6553.5 V: the properties keep their values."""
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            ieee = await join(bridge, pub, "plug")
+            plug = dev_id(ieee)
+            # Each followed by the plug's on/off as a marker: once that is published, so
+            # is anything the meter's report made (the coalescer keeps the order).
+            for n, (cluster, attributes) in enumerate((
+                    ("electrical_measurement", {"rms_voltage": 0xFFFF, "rms_current": 0xFFFF,
+                                                "active_power": -0x8000}),
+                    ("smartenergy_metering", {"current_summ_delivered": 0xFFFFFFFFFFFF}),
+                    ("electrical_measurement", {"rms_voltage": 2310, "rms_current": 250,
+                                                "active_power": 575}),
+                    ("smartenergy_metering", {"current_summ_delivered": 1500}))):
+                await sim(bridge, "report", ieee=ieee, cluster=cluster, attributes=attributes)
+                await sim(bridge, "report", ieee=ieee, cluster="on_off",
+                          attributes={"on_off": 1 - n % 2})
+                await pub.until(lambda n=n: pub.value(plug, "switch/on-off") is (n % 2 == 0))
+            await pub.until(lambda: pub.value(plug, "meter/energy") == 1.5
+                            and pub.value(plug, "meter/power") == 57.5)
+            assert pub.value(plug, "meter/voltage") == 231.0
+            assert pub.value(plug, "meter/current") == 0.25
+            published = {path: pub.values(plug, f"meter/{path}")
+                         for path in ("voltage", "current", "power", "energy")}
+            assert not {6553.5, 65.535, -3276.8, 281474976710.655} & {
+                v for values in published.values() for v in values}, published
+            await bridge.stop()
+
+    run(main())

@@ -103,14 +103,14 @@ def _scaled(divisor: float, invalid: int | None = None, digits: int = 2
     return convert
 
 
-def _ratio(multiplier: str, divisor: str, digits: int = 3
+def _ratio(multiplier: str, divisor: str, digits: int = 3, invalid: int | None = None
            ) -> Callable[[Any, Lookup], float | None]:
     """Electrical values: raw * multiplier / divisor, both attributes of the cluster. Not
     published while either is unknown (not read yet): 1234 is 123.4 W with a divisor of 10,
-    not 1234 W."""
+    not 1234 W; nor is ZCL's "invalid" (not measured) value."""
     def convert(raw: Any, get: Lookup) -> float | None:
         mul, div = get(multiplier), get(divisor)
-        if mul is None or div is None:
+        if mul is None or div is None or int(raw) == invalid:
             return None
         return round(int(raw) * int(mul) / (int(div) or 1), digits)
     return convert
@@ -239,19 +239,20 @@ TABLE: tuple[ClusterMap, ...] = (
                     "ac_voltage_divisor", "ac_current_multiplier", "ac_current_divisor"), 1),
                props=(
         Prop("power", "Power", "float", "active_power", unit="W",
-             convert=_ratio("ac_power_multiplier", "ac_power_divisor", 1),
+             convert=_ratio("ac_power_multiplier", "ac_power_divisor", 1, invalid=-0x8000),
              reporting=Reporting(5, 900, 10)),
         Prop("voltage", "Voltage", "float", "rms_voltage", unit="V",
-             convert=_ratio("ac_voltage_multiplier", "ac_voltage_divisor", 1),
+             convert=_ratio("ac_voltage_multiplier", "ac_voltage_divisor", 1, invalid=0xFFFF),
              reporting=Reporting(30, 900, 10)),
         Prop("current", "Current", "float", "rms_current", unit="A",
-             convert=_ratio("ac_current_multiplier", "ac_current_divisor"),
+             convert=_ratio("ac_current_multiplier", "ac_current_divisor", invalid=0xFFFF),
              reporting=Reporting(5, 900, 50)))),
     ClusterMap(0x0702, "smartenergy_metering", "meter", "Energy meter",
                preload=("multiplier", "divisor"),
                unsupported_defaults={"multiplier": 1, "divisor": 1}, props=(
         Prop("energy", "Energy", "float", "current_summ_delivered", unit="kWh",
-             convert=_ratio("multiplier", "divisor"), reporting=Reporting(30, 900, 1)),)),
+             convert=_ratio("multiplier", "divisor", invalid=0xFFFFFFFFFFFF),
+             reporting=Reporting(30, 900, 1)),)),
     ClusterMap(0x0001, "power", "battery", "Battery", props=(
         Prop("battery", "Battery", "integer", "battery_percentage_remaining", unit="%",
              format="0:100", convert=_battery, telemetry=True,
