@@ -362,9 +362,9 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
         missed = await child.preload()  # described without them until they are answered
         child.attach()
         self.publisher.add_device(child.describe())
-        if child.plan.unsupported:
+        if child.unsupported():
             log.info("zigbee: %s (%s): unsupported clusters %s", child.device_id, child.name,
-                     ", ".join(child.plan.unsupported))
+                     ", ".join(child.unsupported()))
         app = self.app
         unanswered = missed + (await child.configure(app.state.node_info.ieee)
                                if app is not None else 1)

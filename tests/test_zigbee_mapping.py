@@ -64,12 +64,14 @@ def test_electrical_values_use_the_clusters_multiplier_and_divisor() -> None:
                                         "ac_current_multiplier", "ac_current_divisor")),
                               (0x0702, ("multiplier", "divisor"))):
         cmap = mapping.lookup(cluster_id, True)
-        assert cmap is not None and dict(cmap.unsupported_defaults) == dict.fromkeys(names, 1)
+        assert cmap is not None
+        assert {k: v for k, v in cmap.unsupported_defaults.items()
+                if k != "unit_of_measure"} == dict.fromkeys(names, 1)
     # A divisor of 0 (firmware that leaves it unset) divides by 1, never fails.
     assert prop(0x0B04, "power").value(50, {"ac_power_multiplier": 2,
                                             "ac_power_divisor": 0}.get) == 100.0
-    meter = {"multiplier": 1, "divisor": 1000}
-    assert prop(0x0702, "energy").value(123456, meter.get) == 123.456
+    meter = {"multiplier": 1, "divisor": 1000, "unit_of_measure": 0}
+    assert prop(0x0702, "energy", get=meter.get).value(123456, meter.get) == 123.456
 
 
 def test_settable_properties_round_trip_to_zcl_commands() -> None:
@@ -317,7 +319,7 @@ ROWS: list[tuple[int, bool, str, list[tuple[Any, ...]]]] = [
     (0x0B04, True, "meter", [("power", "float", "W", "", False, True, (5, 900, 10)),
                              ("voltage", "float", "V", "", False, True, (30, 900, 10)),
                              ("current", "float", "A", "", False, True, (5, 900, 50))]),
-    (0x0702, True, "meter", [("energy", "float", "kWh", "", False, True, (30, 900, 1))]),
+    (0x0702, True, "meter", []),  # by its unit: test_a_meter_is_published_in_its_own_unit
     (0x0001, True, "battery", [("battery", "integer", "%", "0:100", False, True,
                                 (3600, 10800, 2))]),
     (0x0006, False, "button", [("event", "string", "", "", False, False, None)]),
@@ -353,14 +355,14 @@ def test_invalid_and_unknown_raw_values_publish_nothing() -> None:
     # Meters: "not measured" per ZCL, even with the scale known.
     scale = {"ac_power_multiplier": 1, "ac_power_divisor": 10, "ac_voltage_multiplier": 1,
              "ac_voltage_divisor": 10, "ac_current_multiplier": 1, "ac_current_divisor": 1000,
-             "multiplier": 1, "divisor": 1000}.get
+             "multiplier": 1, "divisor": 1000, "unit_of_measure": 0}.get
     for cluster_id, prop_id, raw, neighbour, value in (
             (0x0B04, "power", -0x8000, -0x7FFF, -3276.7),
             (0x0B04, "voltage", 0xFFFF, 0xFFFE, 6553.4),
             (0x0B04, "current", 0xFFFF, 0xFFFE, 65.534),
             (0x0702, "energy", 0xFFFFFFFFFFFF, 0xFFFFFFFFFFFE, 281474976710.654)):
-        assert prop(cluster_id, prop_id).value(raw, scale) is None, prop_id
-        assert prop(cluster_id, prop_id).value(neighbour, scale) == value, prop_id
+        assert prop(cluster_id, prop_id, get=scale).value(raw, scale) is None, prop_id
+        assert prop(cluster_id, prop_id, get=scale).value(neighbour, scale) == value, prop_id
     # The neighbours of the invalid values are real measurements.
     assert prop(0x0402, "temperature").value(-0x7FFF, no_get) == -327.67
     assert prop(0x0405, "humidity").value(0xFFFE, no_get) == 655.34
@@ -386,3 +388,36 @@ def test_plan_goes_by_endpoint_number_and_names_unmapped_client_clusters() -> No
     plan = mapping.plan([(2, [0x0006], [0xFC01]), (1, [0x0402], [])])
     assert [(b.endpoint, b.node) for b in plan.bindings] == [(1, "sensor"), (2, "switch")]
     assert plan.unsupported == ("0xfc01 out (ep 2)",)
+
+
+@pytest.mark.parametrize(("unit", "prop_id", "symbol"), [
+    (0, "energy", "kWh"), (1, "volume", "m³"), (2, "volume", "ft³"), (7, "volume", "L"),
+])
+def test_a_meter_is_published_in_its_own_unit(unit: int, prop_id: str, symbol: str) -> None:
+    """Metering's unit_of_measure decides the property: a water or gas meter is not kWh."""
+    meter = mapping.lookup(0x0702, True)
+    assert meter is not None and "unit_of_measure" in meter.preload
+    get = {"multiplier": 1, "divisor": 1000, "unit_of_measure": unit}.get
+    (only,) = meter.properties(get)
+    assert (only.id, only.unit, only.datatype, only.attribute) == (
+        prop_id, symbol, "float", "current_summ_delivered")
+    assert only.reporting == mapping.Reporting(30, 900, 1) and not only.settable
+    assert only.value(123456, get) == 123.456 and meter.unmapped(get) is None
+
+
+@pytest.mark.parametrize("unit", [3, 4, 6, 8, 0x80, 0x81])
+def test_a_meter_in_a_unit_the_table_does_not_know_is_listed_not_mislabelled(
+        unit: int) -> None:
+    meter = mapping.lookup(0x0702, True)
+    assert meter is not None
+    get = {"multiplier": 1, "divisor": 1000, "unit_of_measure": unit}.get
+    assert meter.properties(get) == ()
+    assert meter.unmapped(get) == f"unit_of_measure {unit}"
+    # Not read yet: nothing is published and nothing is listed (the setup asks again);
+    # answered UNSUPPORTED (mandatory, but old meters): kWh, as before.
+    assert meter.properties(no_get) == () and meter.unmapped(no_get) is None
+    assert meter.unsupported_defaults["unit_of_measure"] == 0
+    # The tables without variants, and those with a default, have nothing unmapped.
+    for cluster_id in (0x0006, 0x0500):
+        other = mapping.lookup(cluster_id, True)
+        assert other is not None and other.unmapped({"zone_type": unit}.get) is None

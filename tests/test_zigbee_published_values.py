@@ -11,6 +11,7 @@ import pytest
 from gatewayd.zigbee.setups import SetupRetry
 from tests.helpers import run_async
 from tests.test_bridge import TIMEOUT, dev_id, join, started
+from tests.test_hardware import until
 from tests.test_zigbee_setup_redone import drop_once, pending
 from tests.zigbee_radios import RADIOS, Radio, sim
 
@@ -108,6 +109,40 @@ def test_not_measured_electrical_values_are_not_published(radio: Radio) -> None:
                          for path in ("voltage", "current", "power", "energy")}
             assert not {6553.5, 65.535, -3276.8, 281474976710.655} & {
                 v for values in published.values() for v in values}, published
+            await bridge.stop()
+
+    run(main())
+
+
+def test_a_water_meter_is_published_in_cubic_metres_not_kwh(radio: Radio) -> None:
+    """Metering's unit_of_measure (1: m³) picks the property; the meter answers UNSUPPORTED
+    for its multiplier, which counts as 1. A unit the hub does not know is listed in
+    zigbee/unsupported, never published as kWh."""
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            ieee = await join(bridge, pub, "water-meter", "sleeping")
+            meter = dev_id(ieee)
+            volume = pub.devices[meter].find("meter/volume")
+            assert (volume.unit, volume.datatype.value, volume.value) == ("m³", "float", 123.456)
+            assert sorted(pub.devices[meter].nodes["meter"].properties) == ["volume"]
+            assert "unsupported" not in pub.devices[meter].nodes["zigbee"].properties
+            await sim(bridge, "report", ieee=ieee, cluster="smartenergy_metering",
+                      attributes={"current_summ_delivered": 124000})
+            await pub.until(lambda: pub.value(meter, "meter/volume") == 124.0)
+
+            # The same meter in a unit the table does not know (9: kPa absolute), set up
+            # again: no value, and the cluster is listed for the user.
+            await sim(bridge, "report", ieee=ieee, cluster="smartenergy_metering",
+                      attributes={"unit_of_measure": 9})
+            cluster = bridge.children[ieee].device.endpoints[1].in_clusters[0x0702]
+            await until(lambda: cluster.get("unit_of_measure") == 9, what="the unit's report")
+            bridge.device_initialized(bridge.children[ieee].device)  # set up again
+            await pub.until(lambda: "unsupported" in pub.devices[meter].nodes["zigbee"].properties)
+            assert pub.value(meter, "zigbee/unsupported") == "0x0702 in (ep 1): unit_of_measure 9"
+            assert sorted(pub.devices[meter].nodes) == ["zigbee"]
+            listed = {d["device_id"]: d for d in bridge.devices()}[meter]
+            assert listed["unsupported_clusters"] == ["0x0702 in (ep 1): unit_of_measure 9"]
             await bridge.stop()
 
     run(main())

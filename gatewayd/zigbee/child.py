@@ -101,6 +101,7 @@ class Child:
         self.state = "init"
         self.homie: homie.Device | None = None
         self.plan = mapping.Plan((), ())
+        self.unmapped: list[str] = []  # as plan.unsupported, known once described
         self._paths: dict[_AttrKey, list[tuple[mapping.Prop, tuple[str, str]]]] = {}
         self._unsubscribe: list[Callable[[], None]] = []
 
@@ -127,7 +128,12 @@ class Child:
                 "name": self.name, "manufacturer": dev.manufacturer, "model": dev.model,
                 "state": self.state, "last_seen": dev.last_seen, "lqi": dev.lqi,
                 "power": "battery" if self.sleepy else "mains",
-                "unsupported_clusters": list(self.plan.unsupported)}
+                "unsupported_clusters": self.unsupported()}
+
+    def unsupported(self) -> list[str]:
+        """What the table does not map: clusters, and a variant of one it has no
+        properties for (``0x0702 in (ep 1): unit_of_measure 9``)."""
+        return [*self.plan.unsupported, *self.unmapped]
 
     def _cluster(self, binding: mapping.Binding) -> Cluster:
         ep = self.device.endpoints[binding.endpoint]
@@ -185,9 +191,14 @@ class Child:
         nodes: dict[str, tuple[str, dict[str, homie.Property]]] = {}
         telemetry: dict[str, homie.Property] = {}
         self._paths.clear()
+        self.unmapped = []
         for binding in self.plan.bindings:
             cluster = self._cluster(binding)
             get = self._get(binding, cluster)
+            unmapped = binding.cmap.unmapped(get)
+            if unmapped is not None:
+                self.unmapped.append(f"0x{binding.cmap.cluster_id:04x} in (ep "
+                                     f"{binding.endpoint}): {unmapped}")
             node_name = binding.cmap.node_name
             if binding.node != binding.cmap.node:
                 node_name = f"{node_name} {binding.endpoint}"
@@ -217,9 +228,9 @@ class Child:
         self._initial(signal, self.signal())
         telemetry.setdefault("signal", signal)
         info = [homie.Property("ieee", "IEEE address", value=self.ieee)]
-        if self.plan.unsupported:
+        if self.unsupported():
             info.append(homie.Property("unsupported", "Unsupported clusters",
-                                       value=", ".join(self.plan.unsupported)))
+                                       value=", ".join(self.unsupported())))
         node_objs = [homie.Node(nid, name, properties=props.values())
                      for nid, (name, props) in nodes.items()]
         node_objs.append(homie.Node("zigbee", "Zigbee", properties=info))

@@ -85,8 +85,17 @@ class ClusterMap:
     def properties(self, get: Lookup) -> tuple[Prop, ...]:
         if self.variant_by is None:
             return self.props
-        chosen = self.variants.get(get(self.variant_by) or -1, self.default_variant)
+        key = get(self.variant_by)
+        chosen = self.variants.get(-1 if key is None else int(key), self.default_variant)
         return self.props + chosen
+
+    def unmapped(self, get: Lookup) -> str | None:
+        """``unit_of_measure 9``: a variant the table has no properties for (a meter's
+        unit it does not know), to be listed as unsupported rather than mislabelled."""
+        key = None if self.variant_by is None else get(self.variant_by)
+        if key is None or self.default_variant or int(key) in self.variants:
+            return None
+        return f"{self.variant_by} {int(key)}"
 
     def every_property(self) -> tuple[Prop, ...]:
         """Every property a device of this cluster may have, of every variant."""
@@ -191,6 +200,21 @@ IAS_VARIANTS: dict[int, tuple[Prop, ...]] = {
     0x002D: (Prop("vibration", "Vibration", "boolean", **_ZONE_ALARM),),
 }
 
+def _metering(prop_id: str, name: str, unit: str) -> tuple[Prop, ...]:
+    return (Prop(prop_id, name, "float", "current_summ_delivered", unit=unit,
+                 convert=_ratio("multiplier", "divisor", invalid=0xFFFFFFFFFFFF),
+                 reporting=Reporting(30, 900, 1)),)
+
+
+# Metering's unit_of_measure (ZCL 0x0300), after multiplier and divisor; the BCD forms
+# (0x80 and up) and the rest are not mapped (listed as unsupported, never called kWh).
+METERING_UNITS: dict[int, tuple[Prop, ...]] = {
+    0: _metering("energy", "Energy", "kWh"),
+    1: _metering("volume", "Volume", "m³"),
+    2: _metering("volume", "Volume", "ft³"),
+    7: _metering("volume", "Volume", "L"),
+}
+
 TABLE: tuple[ClusterMap, ...] = (
     ClusterMap(0x0006, "on_off", "switch", "Switch", props=(
         Prop("on-off", "On", "boolean", "on_off", convert=lambda v, _: bool(v), settable=True,
@@ -248,11 +272,10 @@ TABLE: tuple[ClusterMap, ...] = (
              convert=_ratio("ac_current_multiplier", "ac_current_divisor", invalid=0xFFFF),
              reporting=Reporting(5, 900, 50)))),
     ClusterMap(0x0702, "smartenergy_metering", "meter", "Energy meter",
-               preload=("multiplier", "divisor"),
-               unsupported_defaults={"multiplier": 1, "divisor": 1}, props=(
-        Prop("energy", "Energy", "float", "current_summ_delivered", unit="kWh",
-             convert=_ratio("multiplier", "divisor", invalid=0xFFFFFFFFFFFF),
-             reporting=Reporting(30, 900, 1)),)),
+               preload=("multiplier", "divisor", "unit_of_measure"),
+               # A meter without unit_of_measure (it is mandatory) is taken for kWh.
+               unsupported_defaults={"multiplier": 1, "divisor": 1, "unit_of_measure": 0},
+               variant_by="unit_of_measure", variants=METERING_UNITS),
     ClusterMap(0x0001, "power", "battery", "Battery", props=(
         Prop("battery", "Battery", "integer", "battery_percentage_remaining", unit="%",
              format="0:100", convert=_battery, telemetry=True,

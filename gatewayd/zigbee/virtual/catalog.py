@@ -146,6 +146,27 @@ KINDS: dict[str, KindSpec] = {
             "ias_zone": {"zone_state": 0, "zone_type": 0x0015, "zone_status": 0},
         },
     },
+    "water-meter": {
+        "manufacturer": MANUFACTURER,
+        "model": "Virtual Water Meter",
+        "manufacturer_code": MANUFACTURER_CODE,
+        "logical_type": "end_device",
+        "mains": False,
+        "endpoints": [{
+            "id": 1, "profile": HA_PROFILE, "device_type": 0x0053,  # meter interface
+            "inputs": ["basic", "power", "smartenergy_metering"],
+            "outputs": [],
+        }],
+        "attributes": {
+            "basic": {"power_source": 3, "sw_build_id": FIRMWARE},
+            "power": {"battery_percentage_remaining": 190},
+            # No multiplier: it answers UNSUPPORTED, which counts as 1 (as some meters do).
+            "smartenergy_metering": {
+                "current_summ_delivered": 123456, "divisor": 1000,
+                "unit_of_measure": 1,  # m³ (after the divisor): 123.456 m³
+            },
+        },
+    },
     "button": {
         "manufacturer": MANUFACTURER,
         "model": "Virtual Button",
