@@ -260,7 +260,7 @@ def test_zigbee_plug_joins_and_obeys_in_the_simulator(sim: Sim) -> None:
         # A mistake is named in the user's terms, never in Python's (interfaces.md §11).
         for argv, message in (
                 (["join"], "join: kind is required (one of button, contact, light, motion, "
-                           "plug, th-sensor, water-meter)"),
+                           "plug, rgb-light, th-sensor, water-meter)"),
                 (["state"], "state: ieee is required (text such as 00:12:4b:00:01:02:03:04)"),
                 (["report", f"ieee={ieee}", "cluster=on_off", "attributes=x"],
                  "attributes: must be an object of attribute names and raw values, such as "

@@ -34,8 +34,8 @@ def test_control_errors_name_what_was_wrong(tmp_path: Path) -> None:
                 "not json": "not JSON",
                 '[1, 2]': "a request is a JSON object",
                 '{"op": "join", "kind": "lamp"}': "kind: must be one of button, contact, "
-                                                  "light, motion, plug, th-sensor, water-meter, "
-                                                  "got 'lamp'",
+                                                  "light, motion, plug, rgb-light, th-sensor, "
+                                                  "water-meter, got 'lamp'",
                 '{"op": "join", "kind": "plug"}': "permit join is closed",
                 '{"op": "leave"}': "leave: ieee is required (text such as "
                                    "00:12:4b:00:01:02:03:04)",
@@ -57,7 +57,8 @@ def test_control_errors_name_what_was_wrong(tmp_path: Path) -> None:
                 assert "Traceback" not in reply["error"]
             reply = await ctl.request({"op": "kinds", "id": 7})
             assert reply == {"id": 7, "ok": True, "result": [
-                "button", "contact", "light", "motion", "plug", "th-sensor", "water-meter"]}
+                "button", "contact", "light", "motion", "plug", "rgb-light", "th-sensor",
+                "water-meter"]}
             paired = await ctl.call("join", kind="plug", wait=True)
             assert paired["pairing"] is True
             assert await ctl.call("fault", noise=0.02, delay_ms=5) == {"noise": 0.02,
@@ -77,11 +78,11 @@ IEEE = "00:11:22:33:44:55:66:77"
 # never quotes Python (a missing positional argument, 'list' object has no attribute...).
 BAD_ARGUMENTS = {
     '{"op": "join"}':
-        "join: kind is required (one of button, contact, light, motion, plug, th-sensor, "
-        "water-meter)",
+        "join: kind is required (one of button, contact, light, motion, plug, rgb-light, "
+        "th-sensor, water-meter)",
     '{"op": "join", "kind": ["plug"]}':
-        "kind: must be one of button, contact, light, motion, plug, th-sensor, water-meter, "
-        "got an array",
+        "kind: must be one of button, contact, light, motion, plug, rgb-light, th-sensor, "
+        "water-meter, got an array",
     '{"op": "join", "kind": "plug", "wait": "yes"}': "wait: must be true or false, got 'yes'",
     '{"op": "device"}': "device: ieee is required (text such as 00:12:4b:00:01:02:03:04)",
     '{"op": "device", "ieee": ["x"]}':

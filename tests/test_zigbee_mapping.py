@@ -421,3 +421,18 @@ def test_a_meter_in_a_unit_the_table_does_not_know_is_listed_not_mislabelled(
     for cluster_id in (0x0006, 0x0500):
         other = mapping.lookup(cluster_id, True)
         assert other is not None and other.unmapped({"zone_type": unit}.get) is None
+
+
+@pytest.mark.parametrize(("capabilities", "offered"), [
+    (0x0010, True), (0x001F, True), (0x0018, True),  # colour temperature, alone or not
+    (0x0008, False), (0x0001, False), (0x000F, False),  # XY, hue/saturation, ...: RGB only
+    (None, True),  # an old lamp that does not say (or not read yet): as before
+])
+def test_colour_temperature_is_offered_to_lamps_that_have_it(capabilities: int | None,
+                                                             offered: bool) -> None:
+    color = mapping.lookup(0x0300, True)
+    assert color is not None and "color_capabilities" in color.preload
+    get = {"color_capabilities": capabilities}.get
+    assert [p.id for p in color.properties(get)] == (["color-temp"] if offered else [])
+    assert color.unmapped(get) == (None if offered else f"color_capabilities 0x{capabilities:04x}")
+    assert [p.id for p in color.every_property()] == ["color-temp"]  # for the durable writes

@@ -146,3 +146,22 @@ def test_a_water_meter_is_published_in_cubic_metres_not_kwh(radio: Radio) -> Non
             await bridge.stop()
 
     run(main())
+
+
+def test_an_rgb_only_lamp_is_not_offered_a_colour_temperature(radio: Radio) -> None:
+    """Its color_capabilities lack colour temperature (bit 4): every /set of it would be
+    refused UNSUPPORTED, so it is not offered; the colour-temperature lamp still is."""
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            rgb = dev_id(await join(bridge, pub, "rgb-light"))
+            ct = dev_id(await join(bridge, pub, "light"))
+            assert sorted(pub.devices[rgb].nodes["switch"].properties) == ["level", "on-off"]
+            assert pub.value(rgb, "zigbee/unsupported") == \
+                "0x0300 in (ep 11): color_capabilities 0x0008"
+            assert sorted(pub.devices[ct].nodes["switch"].properties) == [
+                "color-temp", "level", "on-off"]
+            assert "unsupported" not in pub.devices[ct].nodes["zigbee"].properties
+            await bridge.stop()
+
+    run(main())

@@ -37,7 +37,7 @@ def test_actions_and_their_keys_are_checked_in_one_place() -> None:
     # radios and the control socket alike.
     for action, args, message in (
             ("join", {}, "join: kind is required (one of button, contact, light, motion, "
-                         "plug, th-sensor, water-meter)"),
+                         "plug, rgb-light, th-sensor, water-meter)"),
             ("state", {}, "state: ieee is required (text such as 00:12:4b:00:01:02:03:04)"),
             ("state", {"ieee": ["x"]},
              "ieee: must be text such as 00:12:4b:00:01:02:03:04, got an array"),
@@ -66,7 +66,8 @@ def test_the_emulator_link_maps_actions_to_the_control_port(tmp_path: Path) -> N
         link = EmulatorLink(f"127.0.0.1:{emu.control_port}")
         try:
             assert await link.call("kinds", {}) == [
-                "button", "contact", "light", "motion", "plug", "th-sensor", "water-meter"]
+                "button", "contact", "light", "motion", "plug", "rgb-light", "th-sensor",
+                "water-meter"]
             # As the virtual radio says it: the control port's advice names its own `wait`,
             # which the hub's join does not take.
             with pytest.raises(SimError) as closed:

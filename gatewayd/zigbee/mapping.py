@@ -51,6 +51,16 @@ class Prop:
     to_zigbee: Callable[[Any, Lookup], Action] | None = None
     reporting: Reporting | None = None
     telemetry: bool = False  # published as $telemetry/<id>, not in a node
+    # (attribute, bit mask): offered only to a device whose attribute has the bit, or that
+    # does not say (an old lamp without color_capabilities): what it can do.
+    needs: tuple[str, int] | None = None
+
+    def offered(self, get: Lookup) -> bool:
+        if self.needs is None:
+            return True
+        name, mask = self.needs
+        value = get(name)
+        return value is None or bool(int(value) & mask)
 
     def value(self, raw: Any, get: Lookup) -> Any:
         if raw is None:
@@ -83,15 +93,20 @@ class ClusterMap:
     enroll: bool = False  # IAS zones must be told the CIE address and enrolled
 
     def properties(self, get: Lookup) -> tuple[Prop, ...]:
+        props = tuple(p for p in self.props if p.offered(get))
         if self.variant_by is None:
-            return self.props
+            return props
         key = get(self.variant_by)
         chosen = self.variants.get(-1 if key is None else int(key), self.default_variant)
-        return self.props + chosen
+        return props + chosen
 
     def unmapped(self, get: Lookup) -> str | None:
         """``unit_of_measure 9``: a variant the table has no properties for (a meter's
-        unit it does not know), to be listed as unsupported rather than mislabelled."""
+        unit it does not know), or ``color_capabilities 0x0008``: a device that can do
+        none of what the table maps; listed as unsupported rather than mislabelled."""
+        missing = [p.needs[0] for p in self.props if p.needs and not p.offered(get)]
+        if missing and not self.properties(get):
+            return f"{missing[0]} 0x{int(get(missing[0])):04x}"
         key = None if self.variant_by is None else get(self.variant_by)
         if key is None or self.default_variant or int(key) in self.variants:
             return None
@@ -228,8 +243,10 @@ TABLE: tuple[ClusterMap, ...] = (
                                             "transition_time": 0}),
              reporting=Reporting(1, 900, 1)),)),
     ClusterMap(0x0300, "light_color", "switch", "Switch",
-               preload=("color_temp_physical_min", "color_temp_physical_max"), props=(
+               preload=("color_capabilities", "color_temp_physical_min",
+                        "color_temp_physical_max"), props=(
         Prop("color-temp", "Color temperature", "integer", "color_temperature", unit="K",
+             needs=("color_capabilities", 0x0010),  # as ZHA: not on an RGB-only lamp
              format=_kelvin_range, convert=_mireds_to_kelvin, settable=True,
              to_zigbee=lambda v, _: Action("move_to_color_temp",
                                            {"color_temp_mireds": round(1_000_000 / int(v)),

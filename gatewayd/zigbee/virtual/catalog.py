@@ -92,6 +92,27 @@ KINDS: dict[str, KindSpec] = {
                             "color_temp_physical_min": 153, "color_temp_physical_max": 500},
         },
     },
+    "rgb-light": {
+        "manufacturer": MANUFACTURER,
+        "model": "Virtual Colour Light",
+        "manufacturer_code": MANUFACTURER_CODE,
+        "logical_type": "router",
+        "mains": True,
+        "endpoints": [{
+            "id": 11, "profile": HA_PROFILE, "device_type": 0x0102,  # color dimmable light
+            "inputs": ["basic", "identify", "groups", "scenes", "on_off", "level",
+                       "light_color"],
+            "outputs": [],
+        }],
+        "attributes": {
+            "basic": {"power_source": 1, "sw_build_id": FIRMWARE},
+            "on_off": {"on_off": 0},
+            "level": {"current_level": 254},
+            # XY colour only (bit 3): no colour temperature.
+            "light_color": {"current_x": 0x6000, "current_y": 0x6000, "color_mode": 1,
+                            "color_capabilities": 0x0008},
+        },
+    },
     "th-sensor": {
         "manufacturer": MANUFACTURER,
         "model": "Virtual Climate Sensor",
