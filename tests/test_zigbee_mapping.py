@@ -202,11 +202,12 @@ def test_level_values_stay_in_format_range(raw: int) -> None:
 # ---- the table, row by row (mutation tools do not reach module-level tables: these pin it) --
 
 @pytest.mark.parametrize(("raw", "percent"), [
-    (0, 0), (1, 0), (2, 1), (14, 6), (65, 26), (127, 50), (128, 50), (191, 75), (253, 100),
+    (0, 0), (1, 1), (2, 1), (3, 1), (14, 6), (65, 26), (127, 50), (128, 50), (191, 75), (253, 100),
     (254, 100),
 ])
 def test_brightness_is_the_zcl_level_out_of_254(raw: int, percent: int) -> None:
-    """ZCL levels run 0-254 (255 is "invalid"): 254 is 100 %, 14 is 6 % (not 5 %)."""
+    """ZCL levels run 0-254 (255 is "invalid"): 254 is 100 %, 14 is 6 % (not 5 %); a lamp at
+    its minimum (1, 0.4 %) is on: 1 %, not 0 %."""
     assert prop(0x0008, "level").value(raw, no_get) == percent
 
 

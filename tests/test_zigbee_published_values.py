@@ -165,3 +165,19 @@ def test_an_rgb_only_lamp_is_not_offered_a_colour_temperature(radio: Radio) -> N
             await bridge.stop()
 
     run(main())
+
+
+def test_a_lamp_dimmed_to_its_minimum_shows_1_percent_not_0(radio: Radio) -> None:
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            ieee = await join(bridge, pub, "light")
+            li = dev_id(ieee)
+            for raw, percent in ((1, 1), (0, 0), (3, 1), (254, 100)):
+                await sim(bridge, "report", ieee=ieee, cluster="level",
+                          attributes={"current_level": raw})
+                await pub.until(lambda p=percent: pub.value(li, "switch/level") == p)
+            assert pub.values(li, "switch/level")[-4:] == [1, 0, 1, 100]
+            await bridge.stop()
+
+    run(main())

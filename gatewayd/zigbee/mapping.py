@@ -147,6 +147,12 @@ def _lux(raw: Any, _: Lookup) -> float | None:
     return 0.0 if raw == 0 else round(10 ** ((raw - 1) / 10000), 1)
 
 
+def _level_percent(raw: Any, _: Lookup) -> int:
+    """ZCL level 0-254 in %: a lamp at its minimum (1) is on, at 1 %, not 0 %."""
+    level = int(raw)
+    return level and max(1, round(level * 100 / 254))
+
+
 def _battery(raw: Any, _: Lookup) -> int | None:
     raw = int(raw)
     return None if raw == 0xFF else min(100, round(raw / 2))
@@ -237,7 +243,7 @@ TABLE: tuple[ClusterMap, ...] = (
              reporting=Reporting(0, 900, 1)),)),
     ClusterMap(0x0008, "level", "switch", "Switch", props=(
         Prop("level", "Brightness", "integer", "current_level", unit="%", format="0:100",
-             convert=lambda v, _: round(int(v) * 100 / 254), settable=True,
+             convert=_level_percent, settable=True,
              to_zigbee=lambda v, _: Action("move_to_level_with_on_off",
                                            {"level": round(int(v) * 254 / 100),
                                             "transition_time": 0}),
