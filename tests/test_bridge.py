@@ -310,7 +310,7 @@ def test_join_interview_values_and_commands(radio: Radio) -> None:
                 await sim(bridge, "report", ieee=sensor, cluster=cluster, attributes=values)
             await pub.until(lambda: pub.value(s, "sensor/humidity") == 56.78)
             assert pub.value(s, "sensor/temperature") == 23.45
-            await pub.until(lambda: pub.value(s, "$telemetry/battery") == 50)
+            await pub.until(lambda: pub.value(s, "$telemetry/battery") == 51)  # 50.5 %
             assert isinstance(pub.value(s, "$telemetry/signal"), int)
 
             b = dev_id(button)

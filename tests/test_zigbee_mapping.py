@@ -45,6 +45,9 @@ def test_battery_is_telemetry_in_percent_with_unknown() -> None:
     assert battery.value(200, no_get) == 100
     assert battery.value(87, no_get) == 44
     assert battery.value(255, no_get) is None  # 0xFF = unknown: nothing is published
+    # Half-percent steps round up (as Zigbee2MQTT's Math.round), not to the even neighbour.
+    assert [battery.value(raw, no_get) for raw in (0, 1, 2, 3, 5, 19, 21, 199, 254)] == [
+        0, 1, 1, 2, 3, 10, 11, 100, 100]
 
 
 def test_electrical_values_use_the_clusters_multiplier_and_divisor() -> None:
@@ -368,7 +371,7 @@ def test_invalid_and_unknown_raw_values_publish_nothing() -> None:
     assert prop(0x0402, "temperature").value(-0x7FFF, no_get) == -327.67
     assert prop(0x0405, "humidity").value(0xFFFE, no_get) == 655.34
     assert prop(0x0001, "battery").value(0xFE, no_get) == 100
-    assert prop(0x0001, "battery").value(1, no_get) == 0
+    assert prop(0x0001, "battery").value(1, no_get) == 1  # 0.5 %: halves round up
     assert prop(0x0400, "illuminance").value(1, no_get) == 1.0
 
 

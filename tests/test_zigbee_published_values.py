@@ -181,3 +181,20 @@ def test_a_lamp_dimmed_to_its_minimum_shows_1_percent_not_0(radio: Radio) -> Non
             await bridge.stop()
 
     run(main())
+
+
+def test_battery_half_percents_round_up(radio: Radio) -> None:
+    """The battery is in half-percent steps: 0.5 % is 1 % (not 0 %), 2.5 % is 3 %."""
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            ieee = await join(bridge, pub, "th-sensor", "sleeping")
+            sensor = dev_id(ieee)
+            for raw, percent in ((5, 3), (1, 1)):
+                await sim(bridge, "report", ieee=ieee, cluster="power",
+                          attributes={"battery_percentage_remaining": raw})
+                await pub.until(lambda p=percent: pub.value(sensor, "$telemetry/battery") == p)
+            assert pub.values(sensor, "$telemetry/battery")[-2:] == [3, 1]
+            await bridge.stop()
+
+    run(main())

@@ -155,7 +155,7 @@ def _level_percent(raw: Any, _: Lookup) -> int:
 
 def _battery(raw: Any, _: Lookup) -> int | None:
     raw = int(raw)
-    return None if raw == 0xFF else min(100, round(raw / 2))
+    return None if raw == 0xFF else min(100, (raw + 1) // 2)  # halves up: 0.5 % is 1 %
 
 
 def _bit(mask: int) -> Callable[[Any, Lookup], bool]:
