@@ -276,9 +276,13 @@ def test_a_lamps_own_ends_convert_into_its_format(lo: int, hi: int, mireds: int,
     ("move", {}, "brightness-up"),
     ("stop", {}, "brightness-stop"),
     ("stop_with_on_off", {}, "brightness-stop"),
-    # A remote that sets a level is not pressing up or down: no event.
-    ("move_to_level", {"level": 10, "transition_time": 0}, None),
-    ("move_to_level_with_on_off", {"level": 200, "transition_time": 0}, None),
+    # A remote that sets a level is not pressing up or down: the level, in % as
+    # switch/level shows it.
+    ("move_to_level", {"level": 10, "transition_time": 0}, "level-4"),
+    ("move_to_level_with_on_off", {"level": 200, "transition_time": 0}, "level-79"),
+    ("move_to_level_with_on_off", {"level": 1, "transition_time": 0}, "level-1"),
+    ("move_to_level", {"level": 0, "transition_time": 0}, "level-0"),
+    ("move_to_level", {"level": 254, "transition_time": 0}, "level-100"),
     ("move_to_closest_frequency", {}, None),
 ])
 def test_dimmer_remote_commands_become_events(command: str, args: dict[str, Any],

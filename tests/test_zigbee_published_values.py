@@ -198,3 +198,22 @@ def test_battery_half_percents_round_up(radio: Radio) -> None:
             await bridge.stop()
 
     run(main())
+
+
+def test_a_remote_setting_a_level_sends_an_event(radio: Radio) -> None:
+    """move_to_level(_with_on_off) from a remote was silent; it is the event level-<%>,
+    in the percent switch/level uses."""
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            ieee = await join(bridge, pub, "button", "sleeping")
+            b = dev_id(ieee)
+            for command, level in (("move_to_level_with_on_off", 127), ("move_to_level", 1)):
+                await sim(bridge, "command", ieee=ieee, cluster="level", command=command,
+                          args={"level": level, "transition_time": 0})
+            await sim(bridge, "command", ieee=ieee, cluster="on_off", command="toggle")
+            await pub.until(lambda: pub.values(b, "button/event")
+                            == ["level-50", "level-1", "toggle"])
+            await bridge.stop()
+
+    run(main())

@@ -147,7 +147,7 @@ def _lux(raw: Any, _: Lookup) -> float | None:
     return 0.0 if raw == 0 else round(10 ** ((raw - 1) / 10000), 1)
 
 
-def _level_percent(raw: Any, _: Lookup) -> int:
+def _level_percent(raw: Any, _: Lookup | None = None) -> int:
     """ZCL level 0-254 in %: a lamp at its minimum (1) is on, at 1 %, not 0 %."""
     level = int(raw)
     return level and max(1, round(level * 100 / 254))
@@ -201,6 +201,8 @@ def _level_event(command: str, args: Mapping[str, Any]) -> str | None:
         return "brightness-down" if down else "brightness-up"
     if command.startswith("stop"):
         return "brightness-stop"
+    if command in ("move_to_level", "move_to_level_with_on_off"):
+        return f"level-{_level_percent(args['level'])}"  # as switch/level would show it
     return None
 
 
