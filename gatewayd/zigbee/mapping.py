@@ -55,12 +55,13 @@ class Prop:
     # does not say (an old lamp without color_capabilities): what it can do.
     needs: tuple[str, int] | None = None
 
-    def offered(self, get: Lookup) -> bool:
+    def lacks(self, get: Lookup) -> str | None:
+        """The attribute saying the device cannot do this property, if one does."""
         if self.needs is None:
-            return True
+            return None
         name, mask = self.needs
         value = get(name)
-        return value is None or bool(int(value) & mask)
+        return None if value is None or int(value) & mask else name
 
     def value(self, raw: Any, get: Lookup) -> Any:
         if raw is None:
@@ -93,21 +94,24 @@ class ClusterMap:
     enroll: bool = False  # IAS zones must be told the CIE address and enrolled
 
     def properties(self, get: Lookup) -> tuple[Prop, ...]:
-        props = tuple(p for p in self.props if p.offered(get))
+        props = tuple(p for p in self.props if p.lacks(get) is None)
         if self.variant_by is None:
             return props
         key = get(self.variant_by)
-        chosen = self.variants.get(-1 if key is None else int(key), self.default_variant)
-        return props + chosen
+        if key is None:
+            return props + self.default_variant
+        return props + self.variants.get(int(key), self.default_variant)
 
     def unmapped(self, get: Lookup) -> str | None:
         """``unit_of_measure 9``: a variant the table has no properties for (a meter's
         unit it does not know), or ``color_capabilities 0x0008``: a device that can do
         none of what the table maps; listed as unsupported rather than mislabelled."""
-        missing = [p.needs[0] for p in self.props if p.needs and not p.offered(get)]
-        if missing and not self.properties(get):
-            return f"{missing[0]} 0x{int(get(missing[0])):04x}"
-        key = None if self.variant_by is None else get(self.variant_by)
+        lacking = [name for p in self.props if (name := p.lacks(get)) is not None]
+        if lacking and not self.properties(get):
+            return f"{lacking[0]} 0x{int(get(lacking[0])):04x}"
+        if self.variant_by is None:
+            return None
+        key = get(self.variant_by)
         if key is None or self.default_variant or int(key) in self.variants:
             return None
         return f"{self.variant_by} {int(key)}"
@@ -223,19 +227,16 @@ IAS_VARIANTS: dict[int, tuple[Prop, ...]] = {
     0x002D: (Prop("vibration", "Vibration", "boolean", **_ZONE_ALARM),),
 }
 
-def _metering(prop_id: str, name: str, unit: str) -> tuple[Prop, ...]:
-    return (Prop(prop_id, name, "float", "current_summ_delivered", unit=unit,
-                 convert=_ratio("multiplier", "divisor", invalid=0xFFFFFFFFFFFF),
-                 reporting=Reporting(30, 900, 1)),)
-
-
+_SUMMATION: dict[str, Any] = {
+    "attribute": "current_summ_delivered", "reporting": Reporting(30, 900, 1),
+    "convert": _ratio("multiplier", "divisor", invalid=0xFFFFFFFFFFFF)}
 # Metering's unit_of_measure (ZCL 0x0300), after multiplier and divisor; the BCD forms
 # (0x80 and up) and the rest are not mapped (listed as unsupported, never called kWh).
 METERING_UNITS: dict[int, tuple[Prop, ...]] = {
-    0: _metering("energy", "Energy", "kWh"),
-    1: _metering("volume", "Volume", "m³"),
-    2: _metering("volume", "Volume", "ft³"),
-    7: _metering("volume", "Volume", "L"),
+    0: (Prop("energy", "Energy", "float", unit="kWh", **_SUMMATION),),
+    1: (Prop("volume", "Volume", "float", unit="m³", **_SUMMATION),),
+    2: (Prop("volume", "Volume", "float", unit="ft³", **_SUMMATION),),
+    7: (Prop("volume", "Volume", "float", unit="L", **_SUMMATION),),
 }
 
 TABLE: tuple[ClusterMap, ...] = (
