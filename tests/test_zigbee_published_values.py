@@ -217,3 +217,41 @@ def test_a_remote_setting_a_level_sends_an_event(radio: Radio) -> None:
             await bridge.stop()
 
     run(main())
+
+
+IAS_ZONE = 0x0500
+
+
+def test_a_door_sensor_whose_zone_type_read_was_missed_is_a_door_sensor_once_asked_again(
+        tmp_path: Path) -> None:
+    """The zone type decides the property (0x0015: sensor/open). Its read at setup lost,
+    the sensor is first described with the generic sensor/alarm; the setup counts the read
+    as unanswered, asks again when the sensor is heard, and describes it anew."""
+    radio = Radio("bellows", tmp_path, TIMEOUT)
+
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio, setup_retry=SetupRetry(
+                heard_gap=0, first=3600, cap=3600))
+            lost = drop_once(radio, lambda aps, payload: aps["profileId"] != 0
+                             and aps["clusterId"] == IAS_ZONE
+                             and payload[2] == READ_ATTRIBUTES)
+            await bridge.permit_join(60)
+            ieee: str = await sim(bridge, "join", kind="contact")
+            contact = dev_id(ieee)
+            await pub.state(contact, "sleeping", timeout=30)
+            assert lost.is_set() and pending(radio) == [ieee]
+            assert sorted(pub.devices[contact].nodes["sensor"].properties) == [
+                "alarm", "tamper"]
+
+            await sim(bridge, "report", ieee=ieee, cluster="ias_zone",
+                      attributes={"zone_status": 1})
+            await pub.until(lambda: "open" in pub.devices[contact].nodes["sensor"].properties
+                            and pub.devices[contact].state == "sleeping", 30)
+            assert sorted(pub.devices[contact].nodes["sensor"].properties) == [
+                "open", "tamper"]
+            assert pub.value(contact, "sensor/open") is True
+            await bridge.stop()
+            assert pending(radio) == []
+
+    run(main())
