@@ -314,7 +314,8 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
         before = child.plan
         child.make_plan()
         lost = child.state == "lost" or str(dev.ieee) in self.left
-        again = not lost and child.ieee in self.setups.pending  # cut short, or unanswered
+        # cut short, or unanswered (a read its description depends on included)
+        again = not lost and (child.ieee in self.setups.pending or child.unread())
         state = "lost" if lost else "init" if again else child.normal_state
         if child.homie is None or child.plan != before:
             child.state = state

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.zigbee.setups import SetupRetry
+from gatewayd.zigbee.setups import SETUP_FILE, SetupRetry
 from tests.helpers import run_async
 from tests.test_bridge import TIMEOUT, dev_id, join, started
 from tests.test_hardware import until
@@ -253,5 +253,62 @@ def test_a_door_sensor_whose_zone_type_read_was_missed_is_a_door_sensor_once_ask
             assert pub.value(contact, "sensor/open") is True
             await bridge.stop()
             assert pending(radio) == []
+
+    run(main())
+
+
+def test_a_meter_set_up_without_its_scale_by_an_older_hub_is_set_up_again_at_start(
+        tmp_path: Path) -> None:
+    """An older gatewayd marked a setup done although the scale read was lost: zigbee.db
+    has the plug without its divisor and zigbee-setup.json does not list it. At the next
+    start the bridge sees the unread divisor and sets the plug up again."""
+    radio = Radio("bellows", tmp_path, TIMEOUT)
+
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio, setup_retry=SetupRetry(
+                heard_gap=3600, first=3600, cap=3600))  # no retry in this first run
+            drop_once(radio, lambda aps, payload: aps["profileId"] != 0
+                      and aps["clusterId"] == ELECTRICAL_MEASUREMENT
+                      and payload[2] == READ_ATTRIBUTES)
+            await bridge.permit_join(60)
+            ieee: str = await sim(bridge, "join", kind="plug")
+            plug = dev_id(ieee)
+            await pub.state(plug, "ready", timeout=30)
+            await sim(bridge, "report", ieee=ieee, cluster="electrical_measurement",
+                      attributes={"active_power": 1234})
+            await bridge.stop()
+            (radio.state_dir / SETUP_FILE).write_text('{"pending": []}')  # as it was
+
+            bridge, pub = await started(radio)
+            await pub.until(lambda: plug in pub.devices
+                            and pub.value(plug, "meter/power") == 123.4, 30)
+            assert pub.states(plug)[0] == "init"  # set up again
+            await pub.state(plug, "ready")
+            await bridge.stop()
+
+    run(main())
+
+
+def test_devices_whose_reads_were_all_answered_are_not_set_up_again_at_start(
+        radio: Radio) -> None:
+    """An attribute a device answered UNSUPPORTED (the water meter's multiplier) is an
+    answer, kept in zigbee.db: a restart does not take it for an unread one."""
+    async def main() -> None:
+        async with radio:
+            bridge, pub = await started(radio)
+            joined = [await join(bridge, pub, "water-meter", "sleeping"),
+                      await join(bridge, pub, "contact", "sleeping"),
+                      await join(bridge, pub, "light")]
+            await bridge.stop()
+
+            radio.zdo.clear()
+            bridge, pub = await started(radio)
+            for ieee, state in zip(joined, ("sleeping", "sleeping", "ready"), strict=True):
+                await pub.state(dev_id(ieee), state)
+                assert "init" not in pub.states(dev_id(ieee)), ieee
+            assert pub.value(dev_id(joined[0]), "meter/volume") == 123.456
+            assert 0x0021 not in radio.zdo  # no Bind_req: no setup
+            await bridge.stop()
 
     run(main())

@@ -337,6 +337,17 @@ class Child:
                    for binding in self.plan.bindings if binding.cmap.preload]
         return answers.count(False)
 
+    def unread(self) -> bool:
+        """Whether a read the description depends on has no answer in zigpy's cache (one
+        missed by a setup of an older gatewayd, which did not count it): set up again."""
+        for binding in self.plan.bindings:
+            cluster = self._cluster(binding)
+            for name in binding.cmap.preload:
+                with contextlib.suppress(KeyError):  # a quirk's cluster may lack it
+                    if cluster.get(name) is None and not cluster.is_attribute_unsupported(name):
+                        return True
+        return False
+
     async def configure(self, coordinator_ieee: Any) -> int:
         """Bind, configure reporting, enroll IAS zones, read current values: how many
         steps the device did not answer."""
