@@ -693,6 +693,73 @@ def test_an_upgrade_stops_the_daemon_before_the_unpack_and_starts_it_after(
     assert upgrade_with("active", policy="deny") == ("active", ["after: active"])
 
 
+def test_a_downgrade_takes_away_what_the_older_version_does_not_know(tmp_path: Path) -> None:
+    """A downgrade runs no script of the newer package but its postrm (upgrade OLDER). To
+    0.1.0, which ships the captive-portal drop-in as a conffile at the link's path: the
+    link dangled, dpkg left 0.1.0's file as .dpkg-new and NetworkManager's dnsmasq did not
+    start (not even after upgrading again). Before 0.1.4, whose purge removes the drop-in
+    directory's stat override: it outlived the purge, and `deluser --system gatewayd` then
+    stopped every dpkg run. postrm's own block runs here with the real dpkg's version
+    comparison, on directories standing for /etc and /usr/share, against a
+    dpkg-statoverride that keeps its overrides in a file."""
+    dpkg = need("dpkg")
+    postrm = (DEBIAN / "gatewayd.postrm").read_text()
+    branches = dict(re.findall(r"^    ([\w|-]+)\)\n(.*?);;", postrm, re.M | re.S))
+    assert "# downgrade: begin" in branches["upgrade"]
+    block = script_function("postrm", "downgrade")
+    etc_link = f"/etc/NetworkManager/dnsmasq-shared.d/{DNSMASQ_DROPIN.name}"
+    shipped = f"/usr/share/gatewayd/{DNSMASQ_DROPIN.name}"
+    assert f"unlink_dropin {etc_link} \\\n" in block and shipped in block
+    dropin = tmp_path / "etc" / DNSMASQ_DROPIN.name
+    target = tmp_path / "share" / DNSMASQ_DROPIN.name
+    dropin.parent.mkdir()
+    target.parent.mkdir()
+    target.write_text(DNSMASQ_DROPIN.read_text())
+    block = block.replace(etc_link, str(dropin)).replace(shipped, str(target))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    db = tmp_path / "statoverride"
+    (bin_dir / "dpkg").symlink_to(dpkg)
+    (bin_dir / "dpkg-statoverride").write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        f'  --list) grep -q " $2\\$" {db} ;;\n'
+        f'  --remove) grep -q " $2\\$" {db} || exit 2; grep -v " $2\\$" {db} > {db}.new;'
+        f" mv {db}.new {db} ;;\n"
+        "  *) exit 2 ;;\n"
+        "esac\n")
+    (bin_dir / "dpkg-statoverride").chmod(0o755)
+    overrides = ["root gatewayd 0640 /etc/gatewayd/gatewayd.toml",
+                 "root gatewayd 0750 /etc/gatewayd/gatewayd.toml.d"]
+
+    def downgrade_to(version: str) -> tuple[bool, list[str]]:
+        """Whether the link is still there, and the overrides left."""
+        subprocess.run(["/bin/sh", "-eu", "-c",
+                        script_function("postrm", "unlink-dropin") + block, "postrm",
+                        "upgrade", version],
+                       env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=True)
+        return dropin.is_symlink(), db.read_text().splitlines()
+
+    for version, expected in (
+            ("0.1.0", (False, overrides[:1])),
+            ("0.1.0-1", (False, overrides[:1])),
+            ("0.1.1", (True, overrides[:1])), ("0.1.3", (True, overrides[:1])),
+            ("0.1.4~rc1", (True, overrides)), ("0.1.4", (True, overrides)),
+            ("0.1.5", (True, overrides))):
+        if dropin.is_symlink():
+            dropin.unlink()
+        dropin.symlink_to(target)
+        db.write_text("".join(f"{o}\n" for o in overrides))
+        assert downgrade_to(version) == expected, version
+    # Nothing there to take away (removed by hand, or an admin's own file): fine, and an
+    # admin's file stays.
+    dropin.unlink()
+    dropin.write_text("address=/#/10.0.0.1\n")
+    db.write_text("")
+    assert downgrade_to("0.1.0") == (False, [])
+    assert dropin.read_text() == "address=/#/10.0.0.1\n"
+
+
 def pinned_runtime_requirements() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(project["dependencies"])
@@ -882,8 +949,10 @@ def as_gatewayd(root: Path, *cmd: str, check: bool = True) -> subprocess.Complet
     return in_root(root, "runuser", "-u", "gatewayd", "--", *cmd, check=check)
 
 
-def no_dpkg_warnings(res: subprocess.CompletedProcess[str]) -> None:
+def no_dpkg_warnings(res: subprocess.CompletedProcess[str], downgrade: bool = False) -> None:
     text = res.stdout + res.stderr
+    if downgrade:  # the one warning a downgrade is meant to give
+        text = re.sub(r"dpkg: warning: downgrading gatewayd from \S+ to \S+\n", "", text)
     assert "dpkg: warning" not in text, text[-3000:]
     assert "not empty so not removed" not in text, text[-3000:]
 
@@ -1007,6 +1076,112 @@ def test_deb_installs_removes_and_purges_in_debian_12(deb_file: Path,
     assert in_root(root, "dpkg", "--audit").stdout.strip() == ""
 
     # And a clean install after purge.
+    no_dpkg_warnings(in_root(root, "apt-get", "install", "-y", "-q", deb))
+    assert_config_modes(root)
+
+
+def stand_in_0_1_0(out: Path, arch: str) -> Path:
+    """Not 0.1.0 itself (building it from history would add minutes): a package named
+    gatewayd, version 0.1.0, with what of 0.1.0 a downgrade and a purge meet. Its conffiles
+    (the captive-portal drop-in in /etc, which 0.1.1 made a link, and the config) and its
+    postrm's purge (the state, the config's stat override only: 0.1.0 knew no drop-in
+    directory), copied from 0.1.0's debian/. No preinst, postinst or prerm: 0.1.0's did
+    nothing a downgrade needs here (its postinst adds the config's override, already there).
+    The architecture is the package's own: dpkg-maintscript-helper asks dpkg about
+    gatewayd:<arch>, and an Architecture: all stand-in is not that."""
+    tree = out / "gatewayd-0.1.0-stand-in"
+    dropin = tree / "etc/NetworkManager/dnsmasq-shared.d" / DNSMASQ_DROPIN.name
+    dropin.parent.mkdir(parents=True)
+    dropin.write_text(DNSMASQ_DROPIN.read_text())
+    (tree / "etc/gatewayd").mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "gatewayd.toml", tree / "etc/gatewayd/gatewayd.toml")
+    control = tree / "DEBIAN"
+    control.mkdir()
+    (control / "control").write_text(
+        f"Package: gatewayd\nVersion: 0.1.0\nArchitecture: {arch}\n"
+        "Maintainer: gatewayd tests <tests@gatewayd.invalid>\n"
+        "Description: stand-in for gatewayd 0.1.0 (tests/test_packaging.py)\n"
+        " Only its conffiles and its postrm's purge.\n")
+    (control / "conffiles").write_text(
+        f"/etc/NetworkManager/dnsmasq-shared.d/{DNSMASQ_DROPIN.name}\n"
+        "/etc/gatewayd/gatewayd.toml\n")
+    (control / "postrm").write_text(
+        "#!/bin/sh\nset -eu\n"
+        'if [ "$1" = purge ]; then\n'
+        "    rm -rf /var/lib/gatewayd /run/gatewayd\n"
+        "    if dpkg-statoverride --list /etc/gatewayd/gatewayd.toml >/dev/null; then\n"
+        "        dpkg-statoverride --remove /etc/gatewayd/gatewayd.toml\n"
+        "    fi\n"
+        "    rmdir /etc/gatewayd 2>/dev/null || true\n"
+        "fi\n")
+    (control / "postrm").chmod(0o755)
+    deb = out / f"gatewayd_0.1.0-stand-in_{arch}.deb"
+    run("dpkg-deb", "-b", "--root-owner-group", tree, deb)
+    return deb
+
+
+def dnsmasq_starts_with_the_shared_dropins(root: Path) -> None:
+    """What NetworkManager's dnsmasq for a shared connection reads, checked as it is."""
+    res = in_root(root, "dnsmasq", "--test", "--conf-file=/dev/null",
+                  "--conf-dir=/etc/NetworkManager/dnsmasq-shared.d", check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "syntax check OK" in res.stdout + res.stderr
+    assert sorted(os.listdir(root / "etc/NetworkManager/dnsmasq-shared.d")) == [
+        DNSMASQ_DROPIN.name]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.skipif(not NATIVE_DEB_TEST, reason="needs debootstrap and the build dependencies "
+                    "(packaging/install-build-deps.sh), or GATEWAYD_TEST_DEB=0 was set")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (debootstrap, chroot)")
+def test_deb_downgrades_to_0_1_0_upgrades_again_and_purges_cleanly(
+        deb_file: Path, debian_root: Path) -> None:
+    """A downgrade to 0.1.0 (its stand-in) left the drop-in's link dangling where 0.1.0's
+    conffile belongs: dpkg kept that as .dpkg-new, NetworkManager's dnsmasq did not start,
+    not after upgrading again ("illegal repeated keyword") nor after a purge. A purge after
+    the downgrade left the drop-in directory's stat override, and `deluser --system
+    gatewayd` then stopped every dpkg run ("unknown system group")."""
+    root = debian_root
+    shutil.copy(deb_file, root / "tmp")
+    deb = f"/tmp/{deb_file.name}"
+    arch = run("dpkg-deb", "-f", deb_file, "Architecture").stdout.strip()
+    old = stand_in_0_1_0(root / "tmp", arch)
+    older = f"/tmp/{old.name}"
+    in_root(root, "apt-get", "update", "-q")
+    no_dpkg_warnings(in_root(root, "apt-get", "install", "-y", "-q", deb))
+    dnsmasq_starts_with_the_shared_dropins(root)
+
+    def overrides() -> list[str]:
+        return sorted(line.split()[-1] for line in in_root(
+            root, "dpkg-statoverride", "--list").stdout.splitlines() if "gatewayd" in line)
+
+    assert overrides() == [CONF, CONF_DROPINS]
+    dropin = root / "etc/NetworkManager/dnsmasq-shared.d" / DNSMASQ_DROPIN.name
+    for _ in range(2):  # the second time, as one that was downgraded and upgraded before
+        no_dpkg_warnings(in_root(root, "dpkg", "-i", older), downgrade=True)
+        assert in_root(root, "dpkg-query", "-W", "gatewayd").stdout.split() == [
+            "gatewayd", "0.1.0"]
+        assert not dropin.is_symlink() and dropin.read_text() == DNSMASQ_DROPIN.read_text()
+        dnsmasq_starts_with_the_shared_dropins(root)
+        assert overrides() == [CONF]  # 0.1.0 knows the config's, and removes it on purge
+        no_dpkg_warnings(in_root(root, "apt-get", "install", "-y", "-q", deb))
+        assert os.readlink(dropin) == f"/usr/share/gatewayd/{DNSMASQ_DROPIN.name}"
+        dnsmasq_starts_with_the_shared_dropins(root)
+        assert overrides() == [CONF, CONF_DROPINS]
+        assert_config_modes(root)
+
+    # Downgraded, then purged: nothing of the package is left, and the user can go.
+    no_dpkg_warnings(in_root(root, "dpkg", "-i", older), downgrade=True)
+    no_dpkg_warnings(in_root(root, "dpkg", "--purge", "gatewayd"))
+    assert not os.path.lexists(dropin)
+    assert not os.path.lexists(root / "etc/gatewayd")
+    assert overrides() == []
+    in_root(root, "deluser", "--quiet", "--system", "gatewayd")
+    in_root(root, "delgroup", "--quiet", "--system", "gatewayd", check=False)
+    assert in_root(root, "getent", "group", "gatewayd", check=False).returncode != 0
+    assert in_root(root, "dpkg", "--audit").stdout.strip() == ""
+
     no_dpkg_warnings(in_root(root, "apt-get", "install", "-y", "-q", deb))
     assert_config_modes(root)
 
