@@ -760,6 +760,64 @@ def test_a_downgrade_takes_away_what_the_older_version_does_not_know(tmp_path: P
     assert dropin.read_text() == "address=/#/10.0.0.1\n"
 
 
+def test_an_install_refuses_a_gatewayd_account_that_is_not_a_system_one(
+        tmp_path: Path) -> None:
+    """postinst makes the system user gatewayd only if the name is free: a login account
+    of that name (uid 1500, /bin/bash) became the service account, with the serial port,
+    BlueZ and the polkit rule's NetworkManager rights. preinst refuses it on install,
+    before anything is unpacked, saying what to do, as adduser --system would. Its own
+    function runs here against a getent that answers from files."""
+    preinst = (DEBIAN / "gatewayd.preinst").read_text()
+    branches = dict(re.findall(r"^    ([\w|-]+)\)\n(.*?);;", preinst, re.M | re.S))
+    assert branches["install"].split() == ["check_account", "gatewayd"]
+    assert "ADDUSER_CONF=/etc/adduser.conf\n" in preinst
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    passwd, group, conf = tmp_path / "passwd", tmp_path / "group", tmp_path / "adduser.conf"
+    (bin_dir / "getent").write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = passwd ] && f={passwd} || f={group}\n'
+        'grep "^$2:" "$f"\n')
+    (bin_dir / "getent").chmod(0o755)
+    function = script_function("preinst", "account-check")
+
+    def install(user: str | None, gid: int | None, adduser_conf: str = "") -> tuple[int, str]:
+        passwd.write_text(f"{user}\n" if user else "")
+        group.write_text(f"gatewayd:x:{gid}:\n" if gid is not None else "")
+        conf.write_text(adduser_conf)
+        res = subprocess.run(["/bin/sh", "-eu", "-c", f"ADDUSER_CONF={conf}\n" + function
+                              + "check_account gatewayd"],
+                             env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True,
+                             text=True)
+        return res.returncode, res.stderr
+
+    ours = "gatewayd:x:998:998:gatewayd IoT hub daemon:/var/lib/gatewayd:/usr/sbin/nologin"
+    assert install(None, None) == (0, "")  # a first install: postinst makes them
+    assert install(ours, 998) == (0, "")  # a reinstall after remove
+    assert install(ours.replace("nologin", "false"), 998) == (0, "")
+    login = "gatewayd:x:1500:1500:Gate Way,,,:/home/gatewayd:/bin/bash"
+    rc, err = install(login, 1500)
+    assert rc == 1
+    assert err == (
+        "gatewayd: the account gatewayd has a login shell (/bin/bash); gatewayd would run as"
+        " it, giving it the serial port, Bluetooth and NetworkManager rights of the service."
+        " Nothing was installed. Rename the account and its group (usermod -l NEWNAME"
+        " gatewayd; groupmod -n NEWNAME gatewayd) or delete them (deluser gatewayd; delgroup"
+        " gatewayd), then install gatewayd again.\n")
+    rc, err = install(login.replace("/bin/bash", "/usr/sbin/nologin"), 1500)
+    assert rc == 1 and "the account gatewayd is not a system account (uid 1500, not 100-999)" \
+        in err
+    rc, err = install(ours.replace("/usr/sbin/nologin", "/bin/sh"), 998)
+    assert rc == 1 and "has a login shell (/bin/sh)" in err
+    rc, err = install(None, 1500)  # a group whose members would read the config
+    assert rc == 1 and "the group gatewayd is not a system group (gid 1500, not 100-999)" in err
+    # The system range as adduser.conf sets it.
+    wide = "FIRST_SYSTEM_UID=100\nLAST_SYSTEM_UID=1999\nLAST_SYSTEM_GID=1999\n"
+    assert install(login.replace("/bin/bash", "/usr/sbin/nologin"), 1500, wide) == (0, "")
+    rc, err = install(ours, 998, "FIRST_SYSTEM_UID=1000\n#LAST_SYSTEM_UID=5\n")
+    assert rc == 1 and "(uid 998, not 1000-999)" in err
+
+
 def pinned_runtime_requirements() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(project["dependencies"])
@@ -1141,7 +1199,8 @@ def test_deb_downgrades_to_0_1_0_upgrades_again_and_purges_cleanly(
     conffile belongs: dpkg kept that as .dpkg-new, NetworkManager's dnsmasq did not start,
     not after upgrading again ("illegal repeated keyword") nor after a purge. A purge after
     the downgrade left the drop-in directory's stat override, and `deluser --system
-    gatewayd` then stopped every dpkg run ("unknown system group")."""
+    gatewayd` then stopped every dpkg run ("unknown system group"). And an install onto a
+    login account named gatewayd took it over."""
     root = debian_root
     shutil.copy(deb_file, root / "tmp")
     deb = f"/tmp/{deb_file.name}"
@@ -1182,7 +1241,21 @@ def test_deb_downgrades_to_0_1_0_upgrades_again_and_purges_cleanly(
     assert in_root(root, "getent", "group", "gatewayd", check=False).returncode != 0
     assert in_root(root, "dpkg", "--audit").stdout.strip() == ""
 
+    # A login account named gatewayd is refused before anything is unpacked.
+    in_root(root, "useradd", "--create-home", "--uid", "1500", "--shell", "/bin/bash",
+            "gatewayd")
+    res = in_root(root, "dpkg", "-i", deb, check=False)
+    assert res.returncode != 0
+    assert ("gatewayd: the account gatewayd has a login shell (/bin/bash); gatewayd would "
+            "run as it") in res.stderr
+    assert not (root / "usr/lib/gatewayd").exists()
+    assert in_root(root, "dpkg-query", "-W", "-f", "${db:Status-Status}", "gatewayd",
+                   check=False).stdout in ("", "not-installed")
+    assert "1500" in in_root(root, "id", "-u", "gatewayd").stdout
+    assert "dialout" not in in_root(root, "id", "-nG", "gatewayd").stdout
+    in_root(root, "userdel", "--remove", "gatewayd")
     no_dpkg_warnings(in_root(root, "apt-get", "install", "-y", "-q", deb))
+    assert int(in_root(root, "id", "-u", "gatewayd").stdout) < 1000
     assert_config_modes(root)
 
 
