@@ -1138,6 +1138,37 @@ def test_deb_installs_removes_and_purges_in_debian_12(deb_file: Path,
     assert_config_modes(root)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not NATIVE_DEB_TEST, reason="needs the build dependencies "
+                    "(packaging/install-build-deps.sh), or GATEWAYD_TEST_DEB=0 was set")
+def test_built_scripts_stop_and_start_as_the_docs_say(deb_file: Path, tmp_path: Path) -> None:
+    """What debhelper adds to the scripts, as docs/packaging.md ("Upgrading") describes
+    it: dh_installsystemd --no-start --no-restart-after-upgrade adds to preinst a second
+    stop on upgrade, after the script's own (a no-op by then; the docs said it added none),
+    and no start, restart or stop anywhere else; the scripts' own stop and start stand."""
+    run("dpkg-deb", "-e", deb_file, tmp_path / "control")
+    built = {name: (tmp_path / "control" / name).read_text()
+             for name in ("preinst", "postinst", "prerm", "postrm")}
+    acts = re.compile(r"^\s*(?:deb-systemd-invoke|systemctl)(?: --\S+)* "
+                      r"(?:start|stop|restart|try-restart|reload-or-restart)\b")
+    systemd_lines = {name: [line.strip() for line in text.splitlines() if acts.match(line)]
+                     for name, text in built.items()}
+    preinst = built["preinst"]
+    dh_stop = "deb-systemd-invoke stop 'gatewayd.service' >/dev/null || true"
+    assert preinst.index('stop_for_upgrade "$UPGRADE_MARK"') < preinst.index(dh_stop)
+    assert re.search(r'if \[ -z "\$\{DPKG_ROOT:-\}" \] && \[ "\$1" = upgrade \] && '
+                     r"\[ -d /run/systemd/system \] ; then\n\s*" + re.escape(dh_stop), preinst)
+    assert systemd_lines == {
+        "preinst": ["deb-systemd-invoke stop gatewayd.service >/dev/null || true",
+                    "systemctl stop gatewayd.service >/dev/null || true", dh_stop],
+        "postinst": ["systemctl start gatewayd.service ||"],
+        "prerm": ["deb-systemd-invoke stop gatewayd.service >/dev/null || true"],
+        "postrm": ["systemctl start gatewayd.service || true"]}
+    docs = " ".join((ROOT / "docs" / "packaging.md").read_text().split())
+    assert ("debhelper (13) adds one more stop to preinst on an upgrade, after the script's "
+            "own") in docs
+
+
 def stand_in_0_1_0(out: Path, arch: str) -> Path:
     """Not 0.1.0 itself (building it from history would add minutes): a package named
     gatewayd, version 0.1.0, with what of 0.1.0 a downgrade and a purge meet. Its conffiles
