@@ -995,9 +995,11 @@ def debian_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def in_root(root: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run *cmd* in the root without a terminal, as an OTA job or CI does."""
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
            "LC_ALL": "C.UTF-8"}
-    res = run("chroot", root, *cmd, check=False, env=env, timeout=1800)
+    res = run("chroot", root, *cmd, check=False, env=env, timeout=1800,
+              stdin=subprocess.DEVNULL)
     if check:
         assert res.returncode == 0, f"{cmd}: {res.stdout[-3000:]}{res.stderr[-3000:]}"
     return res
@@ -1174,16 +1176,20 @@ def stand_in_0_1_0(out: Path, arch: str) -> Path:
     gatewayd, version 0.1.0, with what of 0.1.0 a downgrade and a purge meet. Its conffiles
     (the captive-portal drop-in in /etc, which 0.1.1 made a link, and the config) and its
     postrm's purge (the state, the config's stat override only: 0.1.0 knew no drop-in
-    directory), copied from 0.1.0's debian/. No preinst, postinst or prerm: 0.1.0's did
+    directory), copied from 0.1.0's debian/; its config differs from this version's, as
+    0.1.0's does. No preinst, postinst or prerm: 0.1.0's did
     nothing a downgrade needs here (its postinst adds the config's override, already there).
     The architecture is the package's own: dpkg-maintscript-helper asks dpkg about
     gatewayd:<arch>, and an Architecture: all stand-in is not that."""
     tree = out / "gatewayd-0.1.0-stand-in"
+    shutil.rmtree(tree, ignore_errors=True)  # made by an earlier test in this root
     dropin = tree / "etc/NetworkManager/dnsmasq-shared.d" / DNSMASQ_DROPIN.name
     dropin.parent.mkdir(parents=True)
     dropin.write_text(DNSMASQ_DROPIN.read_text())
     (tree / "etc/gatewayd").mkdir(parents=True)
-    shutil.copy(ROOT / "examples" / "gatewayd.toml", tree / "etc/gatewayd/gatewayd.toml")
+    # 0.1.0's config differs from this version's (a release that adds a key changes it).
+    (tree / "etc/gatewayd/gatewayd.toml").write_text(
+        "# gatewayd 0.1.0 (stand-in)\n" + (ROOT / "examples" / "gatewayd.toml").read_text())
     control = tree / "DEBIAN"
     control.mkdir()
     (control / "control").write_text(
@@ -1287,6 +1293,44 @@ def test_deb_downgrades_to_0_1_0_upgrades_again_and_purges_cleanly(
     in_root(root, "userdel", "--remove", "gatewayd")
     no_dpkg_warnings(in_root(root, "apt-get", "install", "-y", "-q", deb))
     assert int(in_root(root, "id", "-u", "gatewayd").stdout) < 1000
+    assert_config_modes(root)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.skipif(not NATIVE_DEB_TEST, reason="needs debootstrap and the build dependencies "
+                    "(packaging/install-build-deps.sh), or GATEWAYD_TEST_DEB=0 was set")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (debootstrap, chroot)")
+def test_deb_upgrade_of_an_edited_config_without_a_terminal_as_the_docs_say(
+        deb_file: Path, debian_root: Path) -> None:
+    """A 0.1.0 hub whose gatewayd.toml holds presets (0.1.0's README said to edit it),
+    upgraded by `apt-get -y` without a terminal: dpkg's question about the conffile fails,
+    and the package is left unpacked, not configured (preinst had stopped the daemon, which
+    stays stopped: no systemd in the root to show that). What docs/packaging.md
+    ("Upgrading") and debian/NEWS tell an OTA job to run answers it and keeps the edit."""
+    root = debian_root
+    shutil.copy(deb_file, root / "tmp")
+    deb = f"/tmp/{deb_file.name}"
+    arch = run("dpkg-deb", "-f", deb_file, "Architecture").stdout.strip()
+    old = stand_in_0_1_0(root / "tmp", arch)
+    in_root(root, "dpkg", "--purge", "gatewayd")
+    in_root(root, "dpkg", "-i", f"/tmp/{old.name}")
+    in_root(root, "sh", "-c", f"echo '# Acme presets, edited on the hub' >> {CONF}")
+
+    res = in_root(root, "apt-get", "install", "-y", "-q", deb, check=False)
+    assert res.returncode != 0
+    assert "end of file on stdin at conffile prompt" in res.stdout + res.stderr
+    status = in_root(root, "dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "gatewayd").stdout
+    assert status.strip() == "iU"
+
+    options = ["-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"]
+    for doc in (ROOT / "docs" / "packaging.md", DEBIAN / "NEWS"):
+        text = " ".join(doc.read_text().replace("\\\n", " ").split())
+        assert f"apt-get -y {' '.join(options)} install gatewayd" in text, doc
+    in_root(root, "apt-get", "install", "-y", "-q", *options, deb)
+    status = in_root(root, "dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "gatewayd").stdout
+    assert status.strip() == "ii"
+    assert (root / CONF.lstrip("/")).read_text().endswith("# Acme presets, edited on the hub\n")
     assert_config_modes(root)
 
 
