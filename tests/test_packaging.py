@@ -4,8 +4,10 @@ polkit rule, debian/ and packaging/ scripts.
 Fast checks run in the normal suite (each skips when its tool is missing). The
 slow ones run only with GATEWAYD_TEST_DEB=1, as root (`make deb-test`): the amd64
 .deb is installed, reinstalled, upgraded, removed, reinstalled and purged in a
-debootstrap'd Debian 12 root; the arm64 .deb is checked with file(1) and run on
-Debian's arm64 python3.11 under qemu-user. They build the packages unless
+debootstrap'd Debian 12 root, downgraded to a stand-in 0.1.0 and upgraded again,
+upgraded over an edited config without a terminal, and refused onto a login account;
+the arm64 .deb is checked with file(1) and run on Debian's arm64 python3.11 under
+qemu-user. They build the packages unless
 GATEWAYD_DEB_AMD64 / GATEWAYD_DEB_ARM64 name them; GATEWAYD_TEST_ROOTFS (a
 tarball path) caches the debootstrap'd root; GATEWAYD_DEBIAN_MIRROR overrides
 the mirror taken from this machine's apt sources. See docs/packaging.md.
