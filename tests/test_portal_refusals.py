@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -164,6 +165,46 @@ def test_a_request_the_server_cannot_read_is_a_400_that_says_what(
     panel = raw(portal.port, request_bytes.replace(b"/api/v1/progress", b"/login")
                 .replace(b"/api/v1/pair", b"/setup"))
     assert panel.status == 400 and panel.text == f"The request could not be read: {what}."
+
+
+TOO_LARGE = f"Host: 10.42.0.1\r\nContent-Length: {LIMIT + 1}\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "api"), [
+    (b"POST http://10.42.0.1/api/v1/pair HTTP/1.1\r\n" + TOO_LARGE, 413, True),
+    (b"POST http://10.42.0.1/setup HTTP/1.1\r\n" + TOO_LARGE, 413, False),
+    (b"\r\n\r\nPOST /api/v1/pair HTTP/1.1\r\n" + TOO_LARGE, 413, True),
+    (b" \t\r\n POST /api/v1/pair HTTP/1.1\r\n" + TOO_LARGE, 413, True),
+    (b"POST /%61pi/v1/pair HTTP/1.1\r\n" + TOO_LARGE, 413, True),
+    (b"POST /api/v1/pair%ff?to=%ff HTTP/1.1\r\n" + TOO_LARGE, 413, True),
+    (b"POST http://[10.42.0.1/api/v1/pair HTTP/1.1\r\n" + TOO_LARGE, 400, False),
+    (b"POST\r\nX-Path: /api/v1/pair\r\n\r\n", 400, False),
+    (b"GET /api/v1/progress?ssid=" + b"s" * LIMIT, 431, True),
+], ids=["absolute-api", "absolute-panel", "empty-lines-first", "spaces-first",
+        "percent-encoded",
+        "undecodable", "absolute-not-a-url", "no-path", "no-version"])
+def test_a_refusal_answers_in_the_format_of_the_path_on_the_request_line(
+        portal: Portal, request_bytes: bytes, status: int, api: bool) -> None:
+    """The JSON API's refusals are JSON whichever way the request line names its path;
+    a path only a header names, or none that can be read, is answered in plain text."""
+    answer = raw(portal.port, request_bytes)
+    assert answer.status == status
+    text = answer.error["message"] if api else answer.text
+    assert text.startswith("The request")
+    assert_hub_headers(answer)
+
+
+def test_an_address_urllib_cannot_split_is_a_bad_request_and_no_error_in_the_log(
+        portal: Portal, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: waitress let urllib's ValueError ("Invalid IPv6 URL") out of its parser; the
+    client got no answer, and the log an ERROR with a traceback, per request."""
+    with caplog.at_level(logging.WARNING):
+        answer = raw(portal.port, head("GET", "http://[10.42.0.1/api/v1/progress"))
+    # No path can be read from it, so not even the API's format: plain text.
+    assert (answer.status, answer.text) \
+        == (400, "The request could not be read: its address is not valid.")
+    assert_hub_headers(answer)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_an_app_that_fails_to_build_answers_the_hubs_internal_error() -> None:

@@ -50,15 +50,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer, create_server
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
 from gatewayd.runtime.logsetup import LogBudget
+from gatewayd.runtime.requesthead import HeadParser, path_of
 
 log = logging.getLogger(__name__)
 LOOP_TIMEOUT = 0.2  # seconds waitress' select() waits at most
@@ -76,7 +75,6 @@ class Limits:
 
 
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
-HEAD_BYTES = 1024  # of a request's first bytes kept, for the path of a refused one
 
 
 @dataclass(frozen=True)
@@ -130,32 +128,6 @@ class LazyApp:
         return app(environ, start_response)
 
 
-class _HeadParser(HTTPRequestParser):
-    """waitress' parser, keeping a request's first bytes: its path, even when the parser
-    refused before it read the request line (headers too large) or failed on it."""
-
-    head = b""
-
-    def received(self, data: bytes) -> int:
-        if len(self.head) < HEAD_BYTES and b"\n" not in self.head.lstrip(b"\r\n"):
-            self.head += data[:HEAD_BYTES - len(self.head)]
-        return super().received(data)
-
-
-def _path_of(head: bytes) -> str:
-    """The path of a request line's target (``GET /api/v1/pair?x HTTP/1.1``), "" if none."""
-    parts = head.lstrip(b"\r\n").split(b"\n", 1)[0].split(b" ")
-    if len(parts) < 2:
-        return ""
-    target = parts[1].decode("latin-1")
-    if not target.startswith("/"):  # the absolute form, http://host/path
-        try:
-            target = urlsplit(target).path
-        except ValueError:
-            return ""
-    return unquote(target.split("?", 1)[0], errors="replace")
-
-
 class _RefusalTask(ErrorTask):
     """waitress' error answer, in the words and format of the server's ``error_page``."""
 
@@ -188,14 +160,14 @@ class _RefusalTask(ErrorTask):
             # An app that raised: waitress answers with a parser of its own; the request
             # it failed is still the channel's first.
             head = getattr(self.channel.requests[0], "head", b"")
-        return _path_of(head)
+        return path_of(head)
 
 
 class _GuardedChannel(HTTPChannel):
     """Remembers when the request in progress began, and since when the connection has
     waited without a whole request (since it opened, or since its last answer)."""
 
-    parser_class = _HeadParser
+    parser_class = HeadParser
     error_task_class = _RefusalTask
     request_began = 0.0
 
@@ -234,7 +206,7 @@ class _PeerChannel(HTTPChannel):
     """A Unix-socket connection whose address is its peer's uid (waitress gives every
     one ``localhost``)."""
 
-    parser_class = _HeadParser
+    parser_class = HeadParser
     error_task_class = _RefusalTask
 
     def __init__(self, server: Any, sock: socket.socket, addr: Any, adj: Any,
