@@ -11,13 +11,14 @@ import asyncio
 import errno
 import json
 import logging
+import os
 import stat
 from pathlib import Path
 
 import pytest
 
 from gatewayd.cloud.published import FILE_NAME, PublishedDevices
-from tests.helpers import run_async
+from tests.helpers import NOBODY, ROOT_ONLY, run_async
 from tests.test_zigbee_writes_off_loop import HOLD, SlowCard
 
 ROOT = "3f2a9c01d4e5b6a7" * 4  # an account root: a hex user name
@@ -79,3 +80,21 @@ def test_a_failed_write_is_logged_and_written_at_the_next_save(
         assert PublishedDevices(path).devices(ROOT) == ["virtual-kettle"]
 
     run_async(main())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason=ROOT_ONLY)
+def test_the_record_belongs_to_the_state_directorys_owner(tmp_path: Path) -> None:
+    """A daemon run as root keeps the service user's state directory the service user's:
+    the record is written as that user's, private to it."""
+    path = tmp_path / FILE_NAME
+
+    async def main() -> None:
+        record = PublishedDevices(path, owner=(NOBODY, NOBODY))
+        record.note(ROOT, "virtual-kettle", SHAPE)
+        record.save()
+        await record.flush()
+
+    run_async(main())
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOBODY, 0o600)
+    assert PublishedDevices(path).devices(ROOT) == ["virtual-kettle"]

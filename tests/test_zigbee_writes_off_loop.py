@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import stat
 import threading
 from pathlib import Path
@@ -171,5 +172,21 @@ def test_a_full_reset_deletes_the_file_after_the_write_in_progress(tmp_path: Pat
         await left.flush()
         assert not path.exists()
         assert [json.loads(d) for d in card.written] == [{"left": [A]}]
+
+    run(main())
+
+
+def test_a_full_reset_before_anything_was_written_is_quiet(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A reset of a hub that never had a device leave: no file to delete, nothing wrong."""
+    path = tmp_path / LEFT_FILE
+
+    async def main() -> None:
+        left = LeftDevices(path)
+        with caplog.at_level(logging.WARNING):
+            left.clear()
+            await left.flush()
+        assert not path.exists()
+        assert caplog.records == []
 
     run(main())
