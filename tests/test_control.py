@@ -227,8 +227,32 @@ def test_a_group_socket_appears_only_with_its_group(tmp_path: Path,
     try:
         assert visible_at_chown == [False]
         info = sock.stat()
-        assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o660, 1)
+        assert (stat.S_IMODE(info.st_mode), info.st_gid, info.st_uid) \
+            == (0o660, 1, os.geteuid())  # the group given; still the daemon's own
         assert sorted(p.name for p in tmp_path.iterdir()) == ["control.sock"]
+    finally:
+        server.stop()
+
+
+def test_a_control_socket_request_carries_the_peers_uid(tmp_path: Path) -> None:
+    """The control app bounds its users by uid (control/slots.py): waitress gives every
+    Unix-socket peer the address ``localhost``; the request says who asked instead."""
+    from gatewayd.runtime.webserver import WebServer
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["REMOTE_ADDR"].encode()]
+
+    sock = tmp_path / "run" / "gatewayd" / "control.sock"  # its directory made as well
+    server = WebServer(app, name="control", unix_socket=sock).start()
+    try:
+        conn = UnixHTTPConnection(sock, timeout=10)
+        try:
+            conn.request("GET", "/")
+            reply = conn.getresponse()
+            assert (reply.status, reply.read()) == (200, f"uid {os.getuid()}".encode())
+        finally:
+            conn.close()
     finally:
         server.stop()
 

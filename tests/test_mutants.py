@@ -160,6 +160,24 @@ SAMPLE = [
            "gatewayd/cloud/retained.py", "self._of[device_id] = joined.suffixes",
            "self._of[device_id] = new",
            "tests/test_cloud_retained.py::test_devices_that_sent_the_same_topics_share_one_set"),
+    Mutant("a file written behind the loop readable by others",
+           "gatewayd/runtime/writebehind.py", "mode: int = 0o600,", "mode: int = 0o644,",
+           "tests/test_cloud_devices_file.py::"
+           "test_the_loop_goes_on_while_the_record_is_written_and_the_latest_lands"),
+    Mutant("a newcomer evicts the one honest client instead of a hoarding address",
+           "gatewayd/runtime/webserver.py", "-held[ch.addr[0]],", "held[ch.addr[0]],",
+           "tests/test_webserver_limits.py::"
+           "test_the_connection_given_up_for_a_newcomer_is_from_the_address_holding_most"),
+    Mutant("a refusal of an absolute-form /api/ request answered in plain text",
+           "gatewayd/runtime/requesthead.py", "            target = urlsplit(target).path\n",
+           "            pass\n",
+           "tests/test_portal_refusals.py::"
+           "test_a_refusal_answers_in_the_format_of_the_path_on_the_request_line"),
+    Mutant("the JSON API's refusals answered in plain text",
+           "gatewayd/portal/refusals.py", 'return path.startswith("/api/")',
+           'return path.startswith("/api/v0/")',
+           "tests/test_portal_refusals.py::"
+           "test_a_body_over_the_limit_is_refused_in_the_hubs_words"),
 ]
 
 

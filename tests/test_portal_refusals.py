@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from waitress.adjustments import Adjustments
 
 from gatewayd.hub import INTERNAL_MESSAGE
 from gatewayd.portal import refusals
+from gatewayd.runtime.requesthead import HEAD_BYTES, HeadParser, path_of
 from gatewayd.runtime.webserver import LazyApp, WebServer
 from gatewayd.simulator.procs import free_port
 from tests.helpers import Gatewayd, ethernet_config, wait_for, write_config
@@ -78,6 +80,7 @@ def unfinished_head(path: str, size: int) -> bytes:
 def assert_hub_headers(answer: Answer) -> None:
     for name, value in refusals.SECURITY_HEADERS:
         assert answer.headers[name] == value, name
+    assert answer.headers["Content-Length"] == str(len(answer.body))
     assert b"waitress" not in answer.body
 
 
@@ -205,6 +208,29 @@ def test_an_address_urllib_cannot_split_is_a_bad_request_and_no_error_in_the_log
         == (400, "The request could not be read: its address is not valid.")
     assert_hub_headers(answer)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_request_line_that_arrives_in_pieces_is_kept_whole_and_no_more() -> None:
+    """The server keeps a request's first line for the path of a refusal, however the
+    network cuts it up; and only that line, 1024 bytes at most of a longer one."""
+    parser = HeadParser(Adjustments())
+    for piece in (b"POST /ap", b"i/v1/pair HTTP/1.1\r\n", b"Host: x\r\n",
+                  b"Content-Length: 99999999\r\n\r\n"):
+        parser.received(piece)
+    assert parser.head == b"POST /api/v1/pair HTTP/1.1\r\n"
+    assert path_of(parser.head) == "/api/v1/pair"
+    long_line = HeadParser(Adjustments())
+    for _ in range(3):
+        long_line.received(b"GET /api/v1/progress?ssid=" + b"s" * 574)  # 600 bytes each
+    assert long_line.head.startswith(b"GET /api/v1/progress?ssid=sss")
+    assert len(long_line.head) == HEAD_BYTES
+
+
+def test_a_complaint_of_a_newer_waitress_is_answered_in_general_words() -> None:
+    """waitress' words are never shown: one the hub does not know says what is wrong in
+    general."""
+    assert refusals.unreadable("Header name too long: X-Something") \
+        == "The request could not be read: it is not valid HTTP/1.1."
 
 
 def test_an_app_that_fails_to_build_answers_the_hubs_internal_error() -> None:

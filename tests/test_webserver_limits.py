@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import http.client
 import logging
+import re
 import select
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 
+from gatewayd.runtime import webserver
+from gatewayd.runtime.logsetup import LogBudget
 from gatewayd.runtime.webserver import LOOP_TIMEOUT, LazyApp, Limits, WebServer
+from gatewayd.simulator.procs import free_port
+from tests.helpers import wait_for
 
 HONEST = "127.0.0.2"
 
@@ -107,8 +114,38 @@ def test_a_flood_of_refused_connections_is_logged_ten_lines_a_minute(
         finally:
             for s in hoard:
                 s.close()
-    refused = [r for r in caplog.records if "refused a connection" in r.getMessage()]
-    assert len(refused) == 10, [r.getMessage() for r in refused]
+    refused = [r.getMessage() for r in caplog.records if "refused a connection" in r.getMessage()]
+    assert refused == ["web: refused a connection from 127.0.0.1: it has 4 open already"] * 10
+
+
+def test_the_refused_connections_over_the_budget_are_counted_in_one_line(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The count of what was not logged one by one comes when the budget's window ends (a
+    1 s window here instead of a minute), from a timer a stop does not wait for."""
+    monkeypatch.setattr(webserver, "LogBudget", functools.partial(LogBudget, window=1.0))
+    limits = Limits(total=64, per_client=4)
+    caplog.set_level(logging.INFO, logger="gatewayd.runtime.webserver")
+    summary = re.compile(r"(\d+) more web connections refused or closed in the last 1 s, "
+                         r"not logged one by one")
+
+    def accounted() -> int:
+        lines = [r.getMessage() for r in caplog.records]
+        return (sum(1 for line in lines if "refused a connection" in line)
+                + sum(int(m[1]) for line in lines if (m := summary.fullmatch(line))))
+
+    with server(limits) as web:
+        hoard = [connect(web.port) for _ in range(limits.per_client)]
+        try:
+            for _ in range(20):
+                extra = connect(web.port)
+                assert closed_by_server(extra, 5)
+                extra.close()
+            assert all(t.daemon for t in threading.enumerate() if isinstance(t, threading.Timer))
+            wait_for(lambda: accounted() >= 20, 10, "the count of the lines not logged")
+            assert accounted() == 20
+        finally:
+            for s in hoard:
+                s.close()
 
 
 SLOW_START = b"GET /healthcheck HTTP/1.1\r\n"  # a request begun, never finished
@@ -160,10 +197,12 @@ def test_slow_clients_from_many_addresses_cannot_keep_the_next_one_out() -> None
                 s.close()
 
 
-def test_the_connection_given_up_for_a_newcomer_is_from_the_address_holding_most() -> None:
+def test_the_connection_given_up_for_a_newcomer_is_from_the_address_holding_most(
+        caplog: pytest.LogCaptureFixture) -> None:
     """An honest client's one connection, though the oldest waiting, stays open while
     addresses holding several are at the limit: its request, finished later, is answered."""
     limits = Limits(total=16, per_client=4, request_seconds=600, idle_seconds=600)
+    caplog.set_level(logging.INFO, logger="gatewayd.runtime.webserver")
     with server(limits) as web:
         honest = connect(web.port, HONEST)
         hoard = [honest]
@@ -182,10 +221,18 @@ def test_the_connection_given_up_for_a_newcomer_is_from_the_address_holding_most
         finally:
             for s in hoard:
                 s.close()
+    closed = [r.getMessage() for r in caplog.records if "for a newcomer" in r.getMessage()]
+    line = re.compile(r"web: closed a connection from 127\.0\.4\.[1-4] for a newcomer: all "
+                      r"16 were open, and it had waited \d+ s without a whole request \(its "
+                      r"address held 4\)")
+    assert closed and all(line.fullmatch(c) for c in closed), closed
 
 
-def test_at_the_total_with_every_request_being_answered_a_newcomer_is_closed() -> None:
-    """Bounded in total: answers in progress are never cut short for a newcomer."""
+def test_at_the_total_with_every_request_being_answered_a_newcomer_is_closed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Bounded in total: answers in progress are never cut short for a newcomer, and the
+    newcomer is not served over the total either."""
+    caplog.set_level(logging.INFO, logger="gatewayd.runtime.webserver")
     holding = threading.Semaphore(0)
     release = threading.Event()
     held = Flask("held")
@@ -197,7 +244,7 @@ def test_at_the_total_with_every_request_being_answered_a_newcomer_is_closed() -
         return "held"
 
     web = WebServer(held, name="portal", host="127.0.0.1", port=0,
-                    limits=Limits(total=2, per_client=2))
+                    limits=Limits(total=2, per_client=2, idle_seconds=600))
     web.start()
     busy = [http.client.HTTPConnection("127.0.0.1", web.port, timeout=30) for _ in range(2)]
     newcomer = None
@@ -206,10 +253,14 @@ def test_at_the_total_with_every_request_being_answered_a_newcomer_is_closed() -
             conn.request("GET", "/hold")
         assert holding.acquire(timeout=30) and holding.acquire(timeout=30)
         newcomer = connect(web.port, HONEST)
-        assert closed_by_server(newcomer, 30)
+        with contextlib.suppress(OSError):  # closed already
+            newcomer.sendall(b"GET /nothing HTTP/1.1\r\nHost: hub\r\n\r\n")
+        assert closed_by_server(newcomer, 30)  # without an answer
         release.set()
         assert [(r.status, r.read()) for r in (c.getresponse() for c in busy)] \
             == [(200, b"held")] * 2
+        assert ("web: refused a connection from 127.0.0.2: all 2 connections are in use "
+                "(answering requests, or closing)") in caplog.messages
     finally:
         release.set()
         for conn in busy:
@@ -219,9 +270,38 @@ def test_at_the_total_with_every_request_being_answered_a_newcomer_is_closed() -
         web.stop()
 
 
-def test_a_trickled_request_is_cut_off() -> None:
+def test_a_request_within_its_deadline_is_not_cut_off() -> None:
+    """The request deadline counts from the request's first byte: a request still within
+    it outlives the server's rounds of looking for slow ones, and is answered."""
+    limits = Limits(request_seconds=600, idle_seconds=1.0)
+    with server(limits) as web:
+        slow = connect(web.port)
+        quiet = None
+        try:
+            slow.sendall(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n")
+            quiet = connect(web.port, HONEST)
+            # Kept from being idle (a line every 0.2 s, the client's pace, not a
+            # synchronisation) until the server has closed the quiet connection: a round
+            # of looking for idle and slow connections has run since the request began.
+            closed = False
+            while not closed:
+                slow.sendall(b"X-Trickle: 1\r\n")
+                closed = closed_by_server(quiet, 0.2)
+            slow.sendall(b"Connection: close\r\n\r\n")
+            answer = b""
+            while chunk := slow.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"OK"), answer
+        finally:
+            slow.close()
+            if quiet is not None:
+                quiet.close()
+
+
+def test_a_trickled_request_is_cut_off(caplog: pytest.LogCaptureFixture) -> None:
     """One header line every so often resets an idle timer, not the request deadline."""
     limits = Limits(request_seconds=1.0, idle_seconds=30.0)
+    caplog.set_level(logging.INFO, logger="gatewayd.runtime.webserver")
     with server(limits) as web:
         sock = connect(web.port)
         try:
@@ -238,6 +318,8 @@ def test_a_trickled_request_is_cut_off() -> None:
                 cut = closed_by_server(sock, 0.2)
             assert cut, "the server kept a trickled request open"
             assert healthcheck(web.port) == 200
+            assert ("web: closed a connection from 127.0.0.1: its request took longer than "
+                    "1 s") in caplog.messages
         finally:
             sock.close()
 
@@ -330,5 +412,108 @@ def test_a_lazy_app_is_built_by_its_first_request_once_and_a_failed_build_is_ret
         # Built in a web server thread, never on the caller's (the asyncio loop's) thread.
         assert threading.current_thread().name not in builds
         assert "web: portal app built for its first request" in caplog.text
+    finally:
+        web.stop()
+
+
+class SeenLock:
+    """A lock that counts who came to it (before waiting for it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.arrived = threading.Semaphore(0)
+
+    def __enter__(self) -> None:
+        self.arrived.release()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def test_concurrent_first_requests_wait_for_the_one_build() -> None:
+    go = threading.Event()
+    builds = []
+
+    def build() -> Flask:
+        builds.append(1)
+        go.wait(30)
+        return app()
+
+    lazy = LazyApp(build, "portal")
+    lock = lazy._lock = SeenLock()  # type: ignore[assignment]
+    web = WebServer(lazy, name="portal", host="127.0.0.1", port=0)
+    web.start()
+    answers: list[tuple[int, bytes]] = []
+    first = [threading.Thread(target=lambda: answers.append(_get(web.port, "/healthcheck")))
+             for _ in range(2)]
+    try:
+        for thread in first:
+            thread.start()
+        # Both requests are at the build: one building, the other waiting for it.
+        assert lock.arrived.acquire(timeout=30) and lock.arrived.acquire(timeout=30)
+        go.set()
+        for thread in first:
+            thread.join(30)
+        assert answers == [(200, b"OK")] * 2
+        assert len(builds) == 1
+    finally:
+        go.set()
+        web.stop()
+
+
+def test_the_server_listens_on_the_address_and_port_given() -> None:
+    """The portal listens on the hotspot's address only: not on the hub's other ones."""
+    port = free_port("127.0.0.1")
+    web = WebServer(app(), name="portal", host="127.0.0.1", port=port)
+    web.start()
+    try:
+        assert (web.host, web.port) == ("127.0.0.1", port)
+        assert healthcheck(port) == 200
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", port), timeout=10).close()
+    finally:
+        web.stop()
+
+
+def test_a_client_cannot_pose_as_another_address_with_proxy_headers() -> None:
+    """The hub has no proxy in front: X-Forwarded-For and the like never reach an app."""
+    def echo(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        forwarded = sorted(k for k in environ if "FORWARDED" in k)
+        return [f"{environ['REMOTE_ADDR']} {forwarded}".encode()]
+
+    web = WebServer(echo, name="portal", host="127.0.0.1", port=0)
+    web.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=10,
+                                          source_address=(HONEST, 0))
+        try:
+            conn.request("GET", "/", headers={"X-Forwarded-For": "10.42.0.99",
+                                              "Forwarded": "for=10.42.0.99"})
+            reply = conn.getresponse()
+            assert (reply.status, reply.read()) == (200, f"{HONEST} []".encode())
+            assert reply.headers["Server"] == "gatewayd"
+        finally:
+            conn.close()
+    finally:
+        web.stop()
+
+
+def test_a_web_server_that_dies_says_so_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """What the watchdog's health check goes by: a loop that fails unasked is an error,
+    with the server's name (a stop's own closing is not: above)."""
+    web = WebServer(app(), name="portal", host="127.0.0.1", port=0)
+
+    def run() -> None:
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    web._server.run = run
+    web.start()
+    try:
+        web._thread.join(10)
+        assert not web.alive()
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] \
+            == ["web server portal died"]
     finally:
         web.stop()

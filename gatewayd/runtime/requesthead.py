@@ -44,7 +44,7 @@ class HeadParser(HTTPRequestParser):
 
 def path_of(head: bytes) -> str:
     """The path of a request line's target (``GET /api/v1/pair?x HTTP/1.1``), "" if none."""
-    parts = head.lstrip().split(b"\n", 1)[0].split(b" ")
+    parts = head.lstrip().partition(b"\n")[0].split(b" ")
     if len(parts) < 2:
         return ""
     target = parts[1].decode("latin-1")
@@ -53,4 +53,4 @@ def path_of(head: bytes) -> str:
             target = urlsplit(target).path
         except ValueError:
             return ""
-    return unquote(target.split("?", 1)[0], errors="replace")
+    return unquote(target.partition("?")[0])  # undecodable bytes replaced, never raised
