@@ -173,6 +173,16 @@ SAMPLE = [
            "            pass\n",
            "tests/test_portal_refusals.py::"
            "test_a_refusal_answers_in_the_format_of_the_path_on_the_request_line"),
+    Mutant("a removed Zigbee device kept in memory for good",
+           "gatewayd/zigbee/removals.py", "                let_go(device)\n",
+           "                pass\n",
+           "tests/test_zigbee_removals.py::test_removed_devices_are_let_go_of"),
+    Mutant("bellows' traceback in the log when a timed-out /set's send fails",
+           "gatewayd/zigbee/ash_closing.py",
+           "    if not send.cancelled() and (exc := send.exception()) is not None:",
+           "    if False and (exc := send.exception()) is not None:",
+           "tests/test_zigbee_ash_closing.py::"
+           "test_a_send_abandoned_by_a_timed_out_set_fails_quietly_when_the_link_drops"),
     Mutant("the JSON API's refusals answered in plain text",
            "gatewayd/portal/refusals.py", 'return path.startswith("/api/")',
            'return path.startswith("/api/v0/")',
