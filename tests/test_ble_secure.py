@@ -491,7 +491,7 @@ def test_a_press_during_a_handshake_forgives_it_once_not_twice(
                 phone = PhoneHandshake(hub.store.state.setup_code, IDENTITY.device_id)
                 link.sid = phone.sid
                 await link.send(phone.start())
-                confirm, channel = phone.finish(await link.receive(handshake=True))
+                confirm, channel = phone.finish(await link.receive())
                 assert (await ble_client.read_info(client))["attempts_left"] == 4
                 await ble.authorize()  # the button, mid-handshake
                 assert (await ble_client.read_info(client))["attempts_left"] == 5
@@ -807,9 +807,11 @@ def test_a_broken_stream_is_answered_in_the_phones_session() -> None:
         assert error.type == MsgType.ERROR and error.sid == channel.sid
         assert error_of(error)[0] == ErrorCode.MALFORMED
         assert hub.service.status()["session"] is None  # and the session is over
-        # A stranger's broken stream is answered without a session id.
+        # A stranger's broken stream is not answered: it has no session id to answer in,
+        # and every subscribed phone would receive the ERROR.
+        before = len(hub.tx.frames)
         await hub.service.rx_write(b"\x00\x01", GattRequest(PHONE_B, 23))
-        assert hub.tx.frames[-1].sid == secure_protocol.NO_SESSION
+        assert len(hub.tx.frames) == before
 
     run(scenario())
 
@@ -831,6 +833,65 @@ def test_a_frame_in_another_phones_session_is_refused_outside_that_session() -> 
         assert all(f.sid != channel.sid for f in hub.tx.frames if f.type == MsgType.ERROR)
         reply = await hub.send(channel.seal(b'{"type":"progress","id":1}'))
         assert secure_protocol.decode_message(channel.open(reply))["id"] == 1
+
+    run(scenario())
+
+
+class WiredPhone:
+    """A bleak client for the reference phone client, wired to an in-memory hub: what the
+    phone writes goes to the hub as ``device``, every notification comes back to it.
+    ``meanwhile`` runs after each write (another phone's doings)."""
+
+    mtu_size = 23
+
+    def __init__(self, hub: Hub, device: str = PHONE_A,
+                 meanwhile: Callable[[], Any] | None = None) -> None:
+        self.hub, self.device, self.meanwhile = hub, device, meanwhile
+        self.tx = hub.tx
+        self.on_notify: Callable[[Any, bytearray], None] | None = None
+
+    async def start_notify(self, _uuid: str, callback: Callable[[Any, bytearray], None]
+                           ) -> None:
+        self.on_notify = callback
+        notify = self.tx.notify
+
+        async def both(value: bytes) -> bool:
+            assert self.on_notify is not None
+            self.on_notify(None, bytearray(value))
+            return await notify(value)
+
+        self.tx.notify = both  # type: ignore[method-assign]
+
+    async def write_gatt_char(self, _uuid: str, data: bytes, response: bool = True) -> None:
+        await self.hub.service.rx_write(bytes(data), GattRequest(self.device, 23))
+        if self.meanwhile is not None:
+            await self.meanwhile()
+
+
+def test_another_phones_junk_neither_aborts_a_pairing_nor_costs_it_an_attempt() -> None:
+    """Phone B without a session writes an impossible length while phone A handshakes: the
+    hub answers B nothing (an ERROR without a session id reaches every phone), and phone A,
+    which ignores ERRORs with session id 0 (§4.2), pairs with all its attempts left."""
+    from gatewayd.ble import phone as ble_client
+
+    async def scenario() -> None:
+        hub = Hub(max_failures=5)
+
+        async def junk() -> None:
+            before = len(hub.tx.frames)
+            await hub.service.rx_write(b"\xff\xff\x00", GattRequest(PHONE_B, 23))
+            assert len(hub.tx.frames) == before  # nothing notified for B's junk
+            # ... and an ERROR with session id 0 (another phone's) is not A's own either.
+            error = secure_protocol.error_frame(secure_protocol.NO_SESSION,
+                                                ErrorCode.MALFORMED, 5, "not yours")
+            await hub.tx.notify(error.encode())
+
+        client = WiredPhone(hub, meanwhile=junk)
+        session = await ble_client.SecureSession.establish(
+            client, CODE, DEVICE_ID)  # type: ignore[arg-type]
+        assert session.device_info["type"] == "device-info"
+        assert hub.service.status()["failures"] == 0
+        assert hub.service.attempts_left == 5
 
     run(scenario())
 

@@ -195,15 +195,13 @@ class SecureLink:
         for piece in ble_secure.chunks(frame.encode(), self._write_size):
             await self.client.write_gatt_char(ble_secure.RX_UUID, piece, response=True)
 
-    async def receive(self, timeout: float = STEP_TIMEOUT, *, handshake: bool = False
-                      ) -> Frame:
-        """The next frame of our session (others' frames are for other phones). An ERROR
-        with session id 0 is ours only while we wait for the handshake reply."""
+    async def receive(self, timeout: float = STEP_TIMEOUT) -> Frame:
+        """The next frame of our session (others' frames, and ERRORs with session id 0,
+        are for other phones: docs/ble-protocol.md §4.2)."""
         async with asyncio.timeout(timeout):
             while True:
                 frame = await self._frames.get()
-                if frame.sid == self.sid or (handshake and frame.sid == NO_SESSION
-                                             and frame.type == MsgType.ERROR):
+                if frame.sid == self.sid:
                     if frame.type == MsgType.ERROR:
                         code, left, text = ble_secure.parse_error(frame)
                         raise _hub_error(code, left, text)
@@ -239,7 +237,7 @@ class SecureSession:
         link.sid = handshake.sid
         await link.send(handshake.start())
         try:
-            confirm, channel = handshake.finish(await link.receive(handshake=True))
+            confirm, channel = handshake.finish(await link.receive())
         except ProtocolError as exc:
             if exc.code == ErrorCode.WRONG_CODE:
                 raise BlePairError("wrong setup code: the hub could not prove it knows it",

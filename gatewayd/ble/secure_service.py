@@ -219,6 +219,10 @@ class SecureService:
     async def _refuse(self, device: str, sid: bytes | None, exc: ProtocolError) -> None:
         log.info("BLE secure service: %s from %s: %s", exc.code.name, device, exc.message)
         session = self._session
+        if sid is None and (session is None or session.device != device):
+            # A broken stream of a phone without a session: no session id to answer in,
+            # and an ERROR with none goes to every subscriber, pairing phones too. Logged.
+            return
         if session is not None and session.device == device:
             sid = sid or session.sid  # a broken stream: still this phone's session
             if exc.code not in (ErrorCode.BUSY, ErrorCode.LOCKED):
