@@ -837,6 +837,24 @@ def test_a_frame_in_another_phones_session_is_refused_outside_that_session() -> 
     run(scenario())
 
 
+def test_a_stray_frame_of_the_phones_old_session_leaves_its_new_session_alone() -> None:
+    """A late frame of a session the phone gave up on is answered in that old session and
+    the phone's new session goes on."""
+    async def scenario() -> None:
+        hub = Hub()
+        old, _ = await hub.session()
+        channel, _ = await hub.session()  # the same phone starts again
+        for frame in (old.seal(b'{"type":"progress","id":1}'),
+                      Frame(MsgType.PAKE_CONFIRM, old.sid, bytes(32))):
+            answer = await hub.send(frame)
+            assert answer.sid == old.sid and error_of(answer)[0] == ErrorCode.UNEXPECTED
+        reply = await hub.send(channel.seal(b'{"type":"progress","id":2}'))
+        assert secure_protocol.decode_message(channel.open(reply))["id"] == 2
+        assert hub.service.status()["session"]["established"] is True
+
+    run(scenario())
+
+
 class WiredPhone:
     """A bleak client for the reference phone client, wired to an in-memory hub: what the
     phone writes goes to the hub as ``device``, every notification comes back to it.

@@ -223,7 +223,7 @@ class SecureService:
             # A broken stream of a phone without a session: no session id to answer in,
             # and an ERROR with none goes to every subscriber, pairing phones too. Logged.
             return
-        if session is not None and session.device == device:
+        if session is not None and session.device == device and sid in (None, session.sid):
             sid = sid or session.sid  # a broken stream: still this phone's session
             if exc.code not in (ErrorCode.BUSY, ErrorCode.LOCKED):
                 self._session = None  # any other protocol error ends the phone's session
