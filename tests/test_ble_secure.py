@@ -1089,6 +1089,28 @@ def test_a_phone_that_left_mid_frame_starts_afresh_when_it_returns() -> None:
     run(scenario())
 
 
+def test_a_half_frame_followed_by_5_s_of_silence_is_abandoned() -> None:
+    """A phone announced 4096 bytes, wrote 100 and gave up: its next PAKE_START, 5 s later,
+    is answered. Within 5 s of silence the pieces of one frame still join up."""
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        hub = Hub(clock=clock)
+        start = PhoneHandshake(CODE, DEVICE_ID).start().encode()
+        await hub.write(start[:7])
+        clock.advance(5.0)  # exactly the limit: the rest still completes the frame
+        before = len(hub.tx.frames)
+        await hub.write(start[7:])
+        assert hub.tx.frames[before:][0].type == MsgType.PAKE_REPLY
+        hub.service.forget(PHONE_A)  # a new connection, a fresh stream
+        await hub.write((4096).to_bytes(2, "big") + bytes(98))  # 100 bytes of 4098
+        clock.advance(5.1)
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        assert (await hub.send(phone.start())).type == MsgType.PAKE_REPLY
+
+    run(scenario())
+
+
 def test_partial_frames_are_kept_for_the_latest_phones_only() -> None:
     async def scenario() -> None:
         hub = Hub(max_failures=5)

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ TAG_LEN = 16
 MAX_MESSAGE_LEN = MAX_FRAME_LEN - 5 - SEQ_LEN - TAG_LEN  # a DATA frame's plaintext: 4067
 MAX_ID_LEN = 256  # a request's "id" as compact JSON; its reply echoes it
 NO_SESSION = b"\x00\x00\x00\x00"
+STALE_SECONDS = 5.0  # a half frame followed by this much silence is abandoned
 BAD_MESSAGE_A = "the SPAKE2 message A is not a valid element from the phone's side"
 
 
@@ -98,15 +100,23 @@ class FrameReader:
 
     Frames may be cut anywhere between writes; the buffer holds at most one frame. Raises
     ProtocolError(MALFORMED) on an impossible length, after which the reader starts over.
+    A half frame followed by :data:`STALE_SECONDS` of silence is abandoned (as Improv's):
+    the writer gave up on it, and what it writes next starts a new frame.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._buffer = bytearray()
+        self._clock = clock
+        self._last = 0.0
 
     def reset(self) -> None:
         self._buffer.clear()
 
     def feed(self, chunk: bytes) -> list[Frame]:
+        now = self._clock()
+        if self._buffer and now - self._last > STALE_SECONDS:
+            self.reset()
+        self._last = now
         self._buffer += chunk
         frames: list[Frame] = []
         while len(self._buffer) >= 2:

@@ -195,7 +195,7 @@ class SecureService:
         remember_mtu(self._mtus, request)
         reader = self._readers.get(device)
         if reader is None:
-            reader = self._readers[device] = FrameReader()
+            reader = self._readers[device] = FrameReader(self.clock)
             while len(self._readers) > MAX_PHONES:
                 self._readers.popitem(last=False)
         try:
