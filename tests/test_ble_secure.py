@@ -914,6 +914,28 @@ def test_another_phones_junk_neither_aborts_a_pairing_nor_costs_it_an_attempt() 
     run(scenario())
 
 
+def test_a_phone_writing_junk_cannot_flood_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """3 junk bytes every 20 ms for 12 s: 10 lines a minute, then one line saying how many
+    more there were."""
+    clock = FakeClock()
+    later: list[Callable[[], None]] = []
+
+    async def scenario() -> None:
+        hub = Hub(clock=clock)
+        hub.service._said._later = lambda _delay, call: later.append(call)
+        for _ in range(600):
+            await hub.service.rx_write(b"\xff\xff\x00", GattRequest(PHONE_B, 23))
+            clock.advance(0.02)
+        refusals = [r for r in caplog.records if "MALFORMED from" in r.getMessage()]
+        assert len(refusals) == 10
+        assert len(later) == 1
+        later[0]()
+        assert "590 more BLE secure service refusals in the last 60 s" in caplog.text
+
+    with caplog.at_level("INFO", logger="gatewayd.ble.secure_service"):
+        run(scenario())
+
+
 def test_a_message_that_is_not_a_request_is_refused_by_name_and_ends_the_session() -> None:
     async def scenario() -> None:
         hub = Hub()

@@ -11,5 +11,6 @@ air and hands pairing to onboarding is :mod:`gatewayd.ble_commission` (named by 
 card), which imports this package.
 
 May import: the standard library, cryptography, sdbus (gatt and the services), bleak
-(phone, lazily), and :mod:`gatewayd.onboarding.pairing` for the refusal codes.
+(phone, lazily), :mod:`gatewayd.onboarding.pairing` for the refusal codes, and
+:mod:`gatewayd.runtime` (the log budget).
 """

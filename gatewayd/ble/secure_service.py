@@ -55,6 +55,7 @@ from gatewayd.ble.secure_protocol import (
     setup_code_password,
 )
 from gatewayd.onboarding.pairing import PAIR_FIELDS, InvalidRequest, PairingError
+from gatewayd.runtime.logsetup import LogBudget
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,10 @@ class SecureService:
         self._mtus: dict[str, int] = {}
         self._tx: Characteristic | None = None
         self._lock = asyncio.Lock()
+        # Refusals are what any phone in range makes happen at will (junk every 20 ms).
+        self._said = LogBudget(log, "BLE secure service refusals", clock=clock,
+                               later=lambda delay, call:
+                               asyncio.get_running_loop().call_later(delay, call))
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -217,11 +222,13 @@ class SecureService:
                         ErrorCode.UNEXPECTED, "internal error"))
 
     async def _refuse(self, device: str, sid: bytes | None, exc: ProtocolError) -> None:
-        log.info("BLE secure service: %s from %s: %s", exc.code.name, device, exc.message)
+        if self._said.allow():
+            log.info("BLE secure service: %s from %s: %s", exc.code.name, device, exc.message)
         session = self._session
         if sid is None and (session is None or session.device != device):
             # A broken stream of a phone without a session: no session id to answer in,
-            # and an ERROR with none goes to every subscriber, pairing phones too. Logged.
+            # and an ERROR with none goes to every subscriber, pairing phones too. Logged
+            # (within the budget) only.
             return
         if session is not None and session.device == device and sid in (None, session.sid):
             sid = sid or session.sid  # a broken stream: still this phone's session
