@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from gatewayd.ble import secure_protocol, secure_service
 from gatewayd.ble.gatt import GattRequest
 from gatewayd.ble.hosts import HubView, SecureHubHost
+from gatewayd.ble.secure_messages import networks_reply
 from gatewayd.ble.secure_protocol import (
     Channel,
     ErrorCode,
@@ -29,7 +30,7 @@ from gatewayd.ble.secure_protocol import (
     PhoneHandshake,
     SessionKeys,
 )
-from gatewayd.ble.secure_service import MAX_PHONES, SecureService, networks_reply
+from gatewayd.ble.secure_service import MAX_PHONES, SecureService
 from gatewayd.onboarding.machine import Onboarding
 from gatewayd.onboarding.pairing import InvalidRequest, PairingService
 from gatewayd.onboarding.table import State as HubState

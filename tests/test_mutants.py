@@ -103,6 +103,11 @@ SAMPLE = [
            "tests/test_ble_commission.py::"
            "test_window_stays_open_while_an_attempt_runs_past_its_time"),
     # ---- one or more in each other module ------------------------------------------------------
+    Mutant("a networks reply too long for one frame",
+           "gatewayd/ble/secure_messages.py", "if used + size > MAX_MESSAGE_LEN:",
+           "if used + size > MAX_MESSAGE_LEN + 100:",
+           "tests/test_ble_secure.py::"
+           "test_the_networks_reply_holds_as_many_of_the_strongest_as_one_frame_carries"),
     Mutant("a failed attempt of a paired hub forgets it is paired",
            "gatewayd/onboarding/table.py",
            "    (State.CONNECTING, Event.FAILED_SAVED): State.OFFLINE,",

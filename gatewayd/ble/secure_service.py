@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gatewayd.ble.gatt import Characteristic, GattRequest, Service, remember_mtu
+from gatewayd.ble.secure_messages import failure, networks_reply, pair_fields
 from gatewayd.ble.secure_protocol import (
     BAD_MESSAGE_A,
     INFO_UUID,
     MAC_LEN,
-    MAX_MESSAGE_LEN,
     NO_SESSION,
     PHONE_IDENTITY,
     PROTOCOL_VERSION,
@@ -54,7 +54,7 @@ from gatewayd.ble.secure_protocol import (
     load_crypto,
     setup_code_password,
 )
-from gatewayd.onboarding.pairing import PAIR_FIELDS, InvalidRequest, PairingError
+from gatewayd.onboarding.pairing import PairingError
 from gatewayd.runtime.logsetup import LogBudget
 
 log = logging.getLogger(__name__)
@@ -377,7 +377,7 @@ class SecureService:
             try:
                 progress = await self.host.secure_pair(lambda: pair_fields(raw))
             except PairingError as exc:
-                return _failure(rid, exc.status, exc.code, exc.message, exc.field)
+                return failure(rid, exc.status, exc.code, exc.message, exc.field)
             return {"type": "pair", "id": rid, "ok": True, "progress": progress}
         if kind == "progress":
             return {"type": "progress", "id": rid, **self.host.secure_progress()}
@@ -387,52 +387,5 @@ class SecureService:
             assert self._session is not None and self._session.keys is not None
             return {"type": "device-info", "id": rid, **self.host.secure_device_info(),
                     "verification_code": self._session.keys.verification_code}
-        return _failure(rid, 400, "unknown-request", f"unknown request type {kind[:40]!r}",
+        return failure(rid, 400, "unknown-request", f"unknown request type {kind[:40]!r}",
                         reply_type=kind[:40])
-
-
-def networks_reply(rid: Any, networks: list[dict[str, Any]]) -> dict[str, Any]:
-    """The strongest networks that fit one frame, and whether any were left out.
-
-    A full scan cache (64 networks) of long names is about 5 KB of JSON, more than the
-    4067 bytes a DATA frame carries, while a phone needs the few strongest networks only.
-    """
-    ordered = sorted(networks, key=_signal, reverse=True)  # stable: the host's order on ties
-    reply = {"type": "networks", "id": rid, "networks": ordered, "truncated": False}
-    if len(encode_message(reply)) <= MAX_MESSAGE_LEN:
-        return reply
-    # Compact JSON of a list is its items' JSON joined by commas, so each network's cost
-    # can be counted on its own instead of encoding the reply once per candidate length.
-    used = len(encode_message({**reply, "networks": [], "truncated": True}))
-    kept: list[dict[str, Any]] = []
-    for network in ordered:
-        size = len(encode_message(network)) + (1 if kept else 0)
-        if used + size > MAX_MESSAGE_LEN:
-            break  # not a shorter, weaker one instead: the list stays "the N strongest"
-        kept.append(network)
-        used += size
-    return {**reply, "networks": kept, "truncated": True}
-
-
-def _signal(network: dict[str, Any]) -> float:
-    signal = network.get("signal")
-    return signal if isinstance(signal, int | float) else -1
-
-
-def pair_fields(raw: Any) -> Mapping[str, Any]:
-    """The fields of a ``pair`` message: the /pair names, plain values (docs/ble-protocol.md).
-    Runs inside the pairing front door, after the busy and mode checks."""
-    if not isinstance(raw, dict):
-        raise InvalidRequest("fields: must be an object")
-    unknown = sorted(set(raw) - set(PAIR_FIELDS))
-    if unknown:
-        raise InvalidRequest(f"{unknown[0]}: unknown field", unknown[0])
-    if any(not isinstance(v, str | bool | int) for v in raw.values()):
-        raise InvalidRequest("fields: values must be strings, numbers or booleans")
-    return raw
-
-
-def _failure(rid: Any, status: int, code: str, message: str, field: str | None = None, *,
-             reply_type: str = "pair") -> dict[str, Any]:
-    return {"type": reply_type, "id": rid, "ok": False, "status": status, "code": code,
-            "message": message, "field": field}
