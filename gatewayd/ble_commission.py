@@ -256,7 +256,8 @@ class BleCommissioner:
             # its phone hears that it failed, and Improv takes Wi-Fi settings again.
             self.improv_host.attempt = None
             await self.improv.attempt_finished(False)
-        self.secure.reset()  # a session from before the reset ends with it
+        await self.secure.end_session("the hub was reset")  # and its phone hears it
+        self.secure.reset()
         await self.open_window("reset")
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
@@ -308,6 +309,8 @@ class BleCommissioner:
         self.peripheral, self._app, self._adv = peripheral, app, adv
 
     async def _unregister(self) -> None:
+        if self.bus is None or not bus_lost(self.bus):  # while the phone can still hear it
+            await self.secure.end_session("the pairing window closed")
         peripheral, app, adv = self.peripheral, self._app, self._adv
         self.peripheral = self._app = self._adv = None
         if peripheral is not None:

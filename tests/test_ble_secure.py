@@ -78,11 +78,27 @@ class FakeTx:
         self.reader = FrameReader()
         self.frames: list[Frame] = []
         self.sizes: list[int] = []
+        self._arrived: asyncio.Condition | None = None
 
     async def notify(self, value: bytes) -> bool:
         self.sizes.append(len(value))
         self.frames += self.reader.feed(value)
+        async with self.arrived:
+            self.arrived.notify_all()
         return True
+
+    @property
+    def arrived(self) -> asyncio.Condition:
+        if self._arrived is None:
+            self._arrived = asyncio.Condition()
+        return self._arrived
+
+    async def frame(self, index: int) -> Frame:
+        """The ``index``-th frame notified, once it is there (bounded wait)."""
+        async with self.arrived:
+            await asyncio.wait_for(self.arrived.wait_for(lambda: len(self.frames) > index),
+                                   10)
+        return self.frames[index]
 
 
 class FakeHost:
@@ -465,8 +481,21 @@ def test_a_button_press_forgives_wrong_codes_and_keeps_the_session_under_way(
                 await hub.onboarding.reset(False)
                 await ble.on_hub_reset(False)
                 with pytest.raises(ble_client.BlePairError) as ended:
-                    await session.request({"type": "progress"})
+                    for _ in range(5):  # progress pushed on the reset, then the end
+                        await session.next_message()  # told, without asking
                 assert ended.value.details["hub_code"] == ErrorCode.UNEXPECTED
+                assert "the hub was reset" in str(ended.value)
+
+            # A window that closes mid-session tells the phone why before it goes.
+            async with BleakClient(seen[0], bluez={"adapter": PHONE}) as client:
+                session = await ble_client.SecureSession.establish(
+                    client, hub.store.state.setup_code, IDENTITY.device_id)
+                await ble.close_window()
+                with pytest.raises(ble_client.BlePairError) as ended:
+                    for _ in range(5):  # progress pushed on the close, then the end
+                        await session.next_message()
+                assert "the pairing window closed" in str(ended.value)
+                assert ble.status()["secure"]["session"] is None
 
     run(scenario())
 
@@ -604,15 +633,45 @@ def test_a_handshake_expires_after_30_seconds() -> None:
         clock.advance(30.0)  # exactly the limit: still in time
         phone_b = PhoneHandshake(CODE, DEVICE_ID)
         assert error_of(await hub.send(phone_b.start(), PHONE_B))[0] == ErrorCode.BUSY
-        clock.advance(0.1)  # past it: the half-open session is gone
-        assert error_of(await hub.send(confirm))[0] == ErrorCode.UNEXPECTED
+        clock.advance(0.1)  # past it: the half-open session is gone, and the phone told so
         assert hub.service.status()["session"] is None
+        assert error_of(await hub.send(confirm))[::2] == (ErrorCode.UNEXPECTED,
+                                                          "the handshake timed out (30 s)")
 
         # A phone that completes in time gets its session.
         phone = PhoneHandshake(CODE, DEVICE_ID)
         confirm, _ = phone.finish(await hub.send(phone.start()))
         clock.advance(29.9)
         assert (await hub.send(confirm)).type == MsgType.DATA
+
+    run(scenario())
+
+
+def test_a_session_that_expires_tells_its_phone_without_waiting_for_a_frame() -> None:
+    """The session's timer ends it at its deadline and notifies the phone (ERROR 0x02 with
+    the reason), handshake or idle; a phone that asks later is not left guessing."""
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        hub = Hub(clock=clock, sleep=clock.sleep)
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        phone.finish(await hub.send(phone.start()))
+        await clock.sleeps(1)  # the session's timer waits
+        count = len(hub.tx.frames)
+        clock.advance(30.2)
+        error = await hub.tx.frame(count)
+        assert error.sid == phone.sid
+        assert error_of(error) == (ErrorCode.UNEXPECTED, 2, "the handshake timed out (30 s)")
+        assert hub.service.status()["session"] is None
+
+        channel, _ = await hub.session()
+        await clock.sleeps(2)
+        count = len(hub.tx.frames)
+        clock.advance(300.2)  # idle too long: the timer wakes and ends it
+        error = await hub.tx.frame(count)
+        assert error.sid == channel.sid
+        assert error_of(error)[::2] == (ErrorCode.UNEXPECTED,
+                                        "the session was idle for over 300 s")
 
     run(scenario())
 

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -108,13 +108,15 @@ class SecureService:
 
     def __init__(self, host: SecureHost, *, device_id: str, max_failures: int,
                  clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  entropy: Callable[[int], bytes] = os.urandom) -> None:
         self.host = host
         self.entropy = entropy  # only the worked example in the docs replaces it
         self.device_id = device_id
         self.max_failures = max_failures
-        self.clock = clock
+        self.clock, self.sleep = clock, sleep  # sleep: the session's expiry timer
         self.failures = 0
+        self._timer: asyncio.Task[None] | None = None
         self._session: _Session | None = None
         self._crypto_loaded = False
         self._readers: OrderedDict[str, FrameReader] = OrderedDict()
@@ -156,9 +158,12 @@ class SecureService:
             self._session.counted = False
 
     def reset(self) -> None:
-        """A new window, or a factory reset: failures forgiven, sessions dropped."""
+        """A new window, or a factory reset: failures forgiven, sessions dropped (after
+        :meth:`end_session` has told the phone, where it can)."""
         self.forgive()
         self._session = None
+        if self._timer is not None:
+            self._timer.cancel()
         self._readers.clear()
         self._mtus.clear()
 
@@ -169,8 +174,28 @@ class SecureService:
             log.info("BLE secure session with %s ended (disconnected)", device)
             self._session = None
 
+    async def end_session(self, reason: str) -> None:
+        """End the session, telling its phone why (ERROR 0x02 ``reason``) while it is
+        still connected: the window closes, the hub is reset."""
+        session, self._session = self._session, None
+        if session is not None:
+            log.info("BLE secure session with %s ended: %s", session.device, reason)
+            await self._send(session.device, error_frame(
+                session.sid, ErrorCode.UNEXPECTED, self.attempts_left, reason))
+
+    async def _expire_later(self, session: _Session) -> None:
+        """The session's timer: ends it, telling its phone, once it has expired."""
+        while self._session is session:
+            if self._expired(session, self.clock()):
+                await self.end_session(_expiry(session))
+                return
+            # A tenth of a second past the deadline: expired is strictly past it.
+            await self.sleep(max(0.0, self._deadline(session) - self.clock()) + 0.1)
+
     def status(self) -> dict[str, Any]:
         session = self._session
+        if session is not None and self._expired(session, self.clock()):
+            session = None  # its timer has yet to run
         return {"failures": self.failures, "max_failures": self.max_failures,
                 "locked": self.locked,
                 "session": None if session is None else {
@@ -287,7 +312,11 @@ class SecureService:
         now = self.clock()
         session = self._session
         if session is not None and self._expired(session, now):
-            self._session = session = None
+            self._session = None
+            if (session.device, session.sid) == (device, frame.sid) and frame.type != \
+                    MsgType.PAKE_START:
+                raise ProtocolError(ErrorCode.UNEXPECTED, _expiry(session))
+            session = None
         if frame.type == MsgType.PAKE_START:
             await self._start(device, frame, session, now)
             return
@@ -304,10 +333,13 @@ class SecureService:
             raise ProtocolError(ErrorCode.UNEXPECTED, f"frame type 0x{frame.type:02x} not "
                                                       "expected now")
 
-    def _expired(self, session: _Session, now: float) -> bool:
+    def _deadline(self, session: _Session) -> float:
         if not session.established:
-            return now - session.started > HANDSHAKE_SECONDS
-        return now - session.last > IDLE_SECONDS
+            return session.started + HANDSHAKE_SECONDS
+        return session.last + IDLE_SECONDS
+
+    def _expired(self, session: _Session, now: float) -> bool:
+        return now > self._deadline(session)
 
     async def _start(self, device: str, frame: Frame, session: _Session | None,
                      now: float) -> None:
@@ -341,6 +373,10 @@ class SecureService:
         keys = SessionKeys.derive(key, msg_a, msg_b)
         self._session = _Session(device, frame.sid, started=now, last=now, msg_a=msg_a,
                                  msg_b=msg_b, keys=keys)
+        if self._timer is not None:
+            self._timer.cancel()  # one timer at a time: the session it watched is over
+        self._timer = asyncio.get_running_loop().create_task(
+            self._expire_later(self._session))
         log.info("BLE secure session: handshake from %s", device)
         await self._send(device, Frame(MsgType.PAKE_REPLY, frame.sid,
                                        msg_b + keys.confirmation("hub", msg_a, msg_b)))
@@ -389,3 +425,8 @@ class SecureService:
                     "verification_code": self._session.keys.verification_code}
         return failure(rid, 400, "unknown-request", f"unknown request type {kind[:40]!r}",
                         reply_type=kind[:40])
+
+
+def _expiry(session: _Session) -> str:
+    return (f"the session was idle for over {IDLE_SECONDS:g} s" if session.established
+            else f"the handshake timed out ({HANDSHAKE_SECONDS:g} s)")
