@@ -734,8 +734,8 @@ def test_every_request_gets_its_exact_answer() -> None:
         for fields, message, field in (
                 ("HomeNet", "fields: must be an object", None),
                 ({"ssid": "HomeNet", "zz": "1", "aa": "2"}, "aa: unknown field", "aa"),
-                ({"ssid": ["HomeNet"]}, "fields: values must be strings, numbers or booleans",
-                 None)):
+                ({"ssid": "HomeNet", "psk": ["x"], "wsp": {}},
+                 "psk: must be a string, number or boolean", "psk")):
             reply = await ask({"type": "pair", "id": 6, "fields": fields})
             assert (reply["message"], reply["field"], reply["status"]) == (message, field, 400)
         assert hub.host.paired == []

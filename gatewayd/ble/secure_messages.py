@@ -47,8 +47,9 @@ def pair_fields(raw: Any) -> Mapping[str, Any]:
     unknown = sorted(set(raw) - set(PAIR_FIELDS))
     if unknown:
         raise InvalidRequest(f"{unknown[0]}: unknown field", unknown[0])
-    if any(not isinstance(v, str | bool | int) for v in raw.values()):
-        raise InvalidRequest("fields: values must be strings, numbers or booleans")
+    for key, value in raw.items():
+        if not isinstance(value, str | bool | int):
+            raise InvalidRequest(f"{key}: must be a string, number or boolean", key)
     return raw
 
 
