@@ -240,6 +240,22 @@ def test_session_carries_requests_and_pushes_with_chunked_notifications() -> Non
     run(scenario())
 
 
+def test_a_handshake_forgiven_midway_is_not_taken_back_twice() -> None:
+    """The in-memory twin of the BlueZoo test below: a press between PAKE_START and a
+    correct PAKE_CONFIRM leaves every attempt, never one more than max_failures."""
+    async def scenario() -> None:
+        hub = Hub(max_failures=3)
+        hub.service.reset()  # a window opened before anyone paired: nothing to end
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        confirm, channel = phone.finish(await hub.send(phone.start()))
+        assert hub.service.attempts_left == 2
+        hub.service.forgive()  # the button
+        info = secure_protocol.decode_message(channel.open(await hub.send(confirm)))
+        assert info["type"] == "device-info" and hub.service.attempts_left == 3
+
+    run(scenario())
+
+
 def test_wrong_codes_are_counted_and_lock_the_service_until_reset() -> None:
     async def scenario() -> None:
         hub = Hub(max_failures=3)
@@ -644,6 +660,14 @@ def test_a_handshake_expires_after_30_seconds() -> None:
         clock.advance(29.9)
         assert (await hub.send(confirm)).type == MsgType.DATA
 
+        # Another phone's frame meeting an expired handshake is answered as its own.
+        phone = PhoneHandshake(CODE, DEVICE_ID)
+        phone.finish(await hub.send(phone.start()))
+        clock.advance(30.1)
+        stray = Frame(MsgType.PAKE_CONFIRM, b"\x01\x02\x03\x04", bytes(32))
+        assert error_of(await hub.send(stray, PHONE_B))[2] == (
+            "no handshake in progress for this session; start with PAKE_START")
+
     run(scenario())
 
 
@@ -862,7 +886,7 @@ def test_a_broken_stream_is_answered_in_the_phones_session() -> None:
     async def scenario() -> None:
         hub = Hub()
         channel, _ = await hub.session()
-        await hub.service.rx_write(b"\xff\xff" + bytes(5), GattRequest(PHONE_A, 23))
+        await hub.service.rx_write(b"\xff\xff", GattRequest(PHONE_A, 23))  # known at once
         error = hub.tx.frames[-1]
         assert error.type == MsgType.ERROR and error.sid == channel.sid
         assert error_of(error)[0] == ErrorCode.MALFORMED
@@ -978,18 +1002,19 @@ def test_a_phone_writing_junk_cannot_flood_the_log(caplog: pytest.LogCaptureFixt
     """3 junk bytes every 20 ms for 12 s: 10 lines a minute, then one line saying how many
     more there were."""
     clock = FakeClock()
-    later: list[Callable[[], None]] = []
+    later: list[tuple[float, Callable[[], None]]] = []
 
     async def scenario() -> None:
         hub = Hub(clock=clock)
-        hub.service._said._later = lambda _delay, call: later.append(call)
+        loop = asyncio.get_running_loop()
+        loop.call_later = lambda delay, call: later.append((delay, call))  # type: ignore
         for _ in range(600):
             await hub.service.rx_write(b"\xff\xff\x00", GattRequest(PHONE_B, 23))
             clock.advance(0.02)
         refusals = [r for r in caplog.records if "MALFORMED from" in r.getMessage()]
         assert len(refusals) == 10
-        assert len(later) == 1
-        later[0]()
+        assert len(later) == 1 and later[0][0] == pytest.approx(60 - 10 * 0.02)
+        later[0][1]()
         assert "590 more BLE secure service refusals in the last 60 s" in caplog.text
 
     with caplog.at_level("INFO", logger="gatewayd.ble.secure_service"):
