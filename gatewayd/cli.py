@@ -331,7 +331,10 @@ def run_daemon(config, redactor: Redactor) -> int:  # type: ignore[no-untyped-de
     try:
         # Not asyncio.run(): it waits, for ever, on plugin calls that ignore their
         # cancellation (gatewayd/runtime/eventloop.py).
-        return eventloop.run(_main())
+        finished = eventloop.run(_main())
+        if finished.stranded:  # the interpreter's exit would wait on them: it does not
+            eventloop.end_process(finished.result)
+        return finished.result
     except KeyboardInterrupt:
         return 0
     except ConfigError as exc:  # found only at start: the portal's address (listen_error)

@@ -174,6 +174,7 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
                      with_uplink=True, wifi_mac=mac)
     if provisioning:
         world.provisioning_preset = provisioning_preset(provisioning)
+    finished: eventloop.Finished[int] | None = None
     try:
         try:
             world.start()
@@ -239,7 +240,8 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
 
         # As gatewayd's: not asyncio.run(), which would wait for ever on a plugin call
         # that ignores its cancellation, and the world would never be torn down.
-        return eventloop.run(_main())
+        finished = eventloop.run(_main())
+        return finished.result
     except KeyboardInterrupt:
         return 0
     except ConfigError as exc:  # found only at start, as by gatewayd: the portal's address
@@ -249,3 +251,5 @@ def _run_world(config: Config, workdir: Path, redactor: Redactor, *, platform: b
         _ignore_stop_signals()  # the daemon's handlers went with its event loop
         world.stop()
         log.info("simulated world stopped")
+        if finished is not None and finished.stranded:  # as gatewayd's (cli.run_daemon)
+            eventloop.end_process(finished.result)
