@@ -147,6 +147,9 @@ class Uplink:
         self._wake()
         if self._thread is not None:
             self._thread.join(5)
+            if self._thread.is_alive():  # still at its pairs: they end with the process
+                log.warning("uplink relay did not stop within 5 s")
+                return
             self._thread = None
         for pair in self._pairs + list(self._new):
             for sock in pair.socks:
@@ -160,6 +163,9 @@ class Uplink:
         self._wake_r.close()
         self._wake_w.close()
         self.state_socket.unlink(missing_ok=True)
+
+    def stopped(self) -> bool:
+        return self._stopped
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -189,7 +195,11 @@ class Uplink:
             broker.close()
             raise
         with self._cond:
-            self._new.append(_Pair(relay, broker))  # stop() closes it if it came too late
+            if self.stopped():  # meanwhile: stop() has closed what it knew of
+                for sock in (hub, relay, broker):
+                    sock.close()
+                raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+            self._new.append(_Pair(relay, broker))
         self._wake()
         hub.settimeout(timeout)  # as socket.create_connection leaves its socket
         return hub
