@@ -187,6 +187,15 @@ class Hub:
         self.proc.proc.wait(10)
 
 
+def start(world: ProvWorld, tmp_path: Path, name: str, mode: str = "token",
+          **preset: object) -> Hub:
+    """A hub of its own directory ``tmp_path/name``, provisioned by ``world``, started and
+    ready."""
+    path = tmp_path / name
+    path.mkdir()
+    return world.start_hub(world.hub_config(path, mode, **preset))
+
+
 def until(predicate: Any, what: str, timeout: float = 20.0) -> Any:
     return wait_for(predicate, timeout, what, interval=0.05)
 

@@ -30,7 +30,7 @@ from gatewayd.simulator.provisioning_model import SIM_SERIALS, SIM_TEMPLATE, SIM
 from gatewayd.state import Registration, StateStore
 from tests.cloud_helpers import fast_config, make_link
 from tests.helpers import run_async
-from tests.provisioning_helpers import HUB_ID, Hub, ProvWorld, until
+from tests.provisioning_helpers import HUB_ID, ProvWorld, start, until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -40,13 +40,6 @@ def world(tmp_path: Path) -> Iterator[ProvWorld]:
     w = ProvWorld(tmp_path / "world", retry_after=0.2)
     yield w
     w.stop()
-
-
-def start(world: ProvWorld, tmp_path: Path, name: str, mode: str = "token",
-          **preset: object) -> Hub:
-    path = tmp_path / name
-    path.mkdir()
-    return world.start_hub(world.hub_config(path, mode, **preset))
 
 
 def last_error(status: dict[str, object]) -> str | None:

@@ -32,7 +32,7 @@ from gatewayd.simulator.provisioning_model import SIM_TOKEN
 from gatewayd.state import Registration, StateStore
 from tests.cloud_helpers import fast_config, make_link
 from tests.helpers import ctl, run_async
-from tests.provisioning_helpers import HUB_ID, Hub, ProvWorld
+from tests.provisioning_helpers import HUB_ID, ProvWorld, start
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -56,13 +56,6 @@ def setup(tmp_path: Path, port: int = 1883, **cloud: float
     store = StateStore(cfg.state_dir)
     store.open(device_id=HUB_ID, mac="02:00:00:00:00:01")
     return cfg, store, Identity(HUB_ID, "02:00:00:00:00:01", "hub")
-
-
-def start(world: ProvWorld, tmp_path: Path, name: str, mode: str = "token",
-          **preset: object) -> Hub:
-    path = tmp_path / name
-    path.mkdir()
-    return world.start_hub(world.hub_config(path, mode, **preset))
 
 
 # ---- the keeper: a refresh that fails in any way is tried again ---------------------------------

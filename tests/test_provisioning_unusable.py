@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.provisioning_helpers import HUB_ID, Hub, ProvWorld, until
+from tests.provisioning_helpers import HUB_ID, ProvWorld, start, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -26,13 +26,6 @@ def world(tmp_path: Path) -> Iterator[ProvWorld]:
     w = ProvWorld(tmp_path / "world", retry_after=0.2)
     yield w
     w.stop()
-
-
-def start(world: ProvWorld, tmp_path: Path, name: str, mode: str = "token",
-          **preset: object) -> Hub:
-    path = tmp_path / name
-    path.mkdir()
-    return world.start_hub(world.hub_config(path, mode, **preset))
 
 
 def last_error(status: dict[str, Any]) -> dict[str, Any] | None:
