@@ -146,11 +146,12 @@ async def formed_anew(radio: Radio, old_extended_pan_id: Any, old_device: str
     return bridge, pub
 
 
-async def join(bridge: ZigbeeBridge, pub: Recorder, kind: str, state: str = "ready") -> str:
+async def join(bridge: ZigbeeBridge, pub: Recorder, kind: str, state: str = "ready",
+               timeout: float = 5.0) -> str:
     if not bridge.permit_remaining():
         await bridge.permit_join(60)
     ieee: str = await sim(bridge, "join", kind=kind)
-    await pub.state(dev_id(ieee), state)
+    await pub.state(dev_id(ieee), state, timeout)
     return ieee
 
 

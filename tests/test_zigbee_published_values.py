@@ -3,6 +3,7 @@ the ends of a lamp's range, meters whose scaling arrives late, "not measured" re
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def test_a_lamp_at_the_ends_of_its_range_is_published_within_its_format(radio: R
 ELECTRICAL_MEASUREMENT, READ_ATTRIBUTES = 0x0B04, 0x00
 
 
+def lose_first_read(radio: Radio, cluster: int) -> asyncio.Event:
+    """The first ZCL Read Attributes to ``cluster`` is lost on the air (set once it was)."""
+    return drop_once(radio, lambda aps, payload: aps["profileId"] != 0
+                     and aps["clusterId"] == cluster and payload[2] == READ_ATTRIBUTES)
+
+
 def test_a_meter_whose_scaling_read_was_missed_publishes_no_unscaled_power(
         tmp_path: Path) -> None:
     """The plug's divisor is 10 (W x10). Its answer to the setup's read of multipliers and
@@ -58,13 +65,9 @@ def test_a_meter_whose_scaling_read_was_missed_publishes_no_unscaled_power(
         async with radio:
             bridge, pub = await started(radio, setup_retry=SetupRetry(
                 heard_gap=0, first=3600, cap=3600))
-            lost = drop_once(radio, lambda aps, payload: aps["profileId"] != 0
-                             and aps["clusterId"] == ELECTRICAL_MEASUREMENT
-                             and payload[2] == READ_ATTRIBUTES)
-            await bridge.permit_join(60)
-            ieee: str = await sim(bridge, "join", kind="plug")
+            lost = lose_first_read(radio, ELECTRICAL_MEASUREMENT)
+            ieee = await join(bridge, pub, "plug", "ready", timeout=30)
             plug = dev_id(ieee)
-            await pub.state(plug, "ready", timeout=30)
             assert lost.is_set() and pending(radio) == [ieee]
             assert pub.value(plug, "meter/power") is None  # 0 W of unknown scale: unsaid
             before = len(pub.states(plug))
@@ -233,13 +236,9 @@ def test_a_door_sensor_whose_zone_type_read_was_missed_is_a_door_sensor_once_ask
         async with radio:
             bridge, pub = await started(radio, setup_retry=SetupRetry(
                 heard_gap=0, first=3600, cap=3600))
-            lost = drop_once(radio, lambda aps, payload: aps["profileId"] != 0
-                             and aps["clusterId"] == IAS_ZONE
-                             and payload[2] == READ_ATTRIBUTES)
-            await bridge.permit_join(60)
-            ieee: str = await sim(bridge, "join", kind="contact")
+            lost = lose_first_read(radio, IAS_ZONE)
+            ieee = await join(bridge, pub, "contact", "sleeping", timeout=30)
             contact = dev_id(ieee)
-            await pub.state(contact, "sleeping", timeout=30)
             assert lost.is_set() and pending(radio) == [ieee]
             assert sorted(pub.devices[contact].nodes["sensor"].properties) == [
                 "alarm", "tamper"]
@@ -268,13 +267,9 @@ def test_a_meter_set_up_without_its_scale_by_an_older_hub_is_set_up_again_at_sta
         async with radio:
             bridge, pub = await started(radio, setup_retry=SetupRetry(
                 heard_gap=3600, first=3600, cap=3600))  # no retry in this first run
-            drop_once(radio, lambda aps, payload: aps["profileId"] != 0
-                      and aps["clusterId"] == ELECTRICAL_MEASUREMENT
-                      and payload[2] == READ_ATTRIBUTES)
-            await bridge.permit_join(60)
-            ieee: str = await sim(bridge, "join", kind="plug")
+            lose_first_read(radio, ELECTRICAL_MEASUREMENT)
+            ieee = await join(bridge, pub, "plug", "ready", timeout=30)
             plug = dev_id(ieee)
-            await pub.state(plug, "ready", timeout=30)
             await sim(bridge, "report", ieee=ieee, cluster="electrical_measurement",
                       attributes={"active_power": 1234})
             await bridge.stop()
