@@ -85,6 +85,13 @@ class Chatty(VirtualDevice):
             await asyncio.sleep(0)  # a yield, as a task publishing in a loop does
 
 
+def chatty_of(vd: VirtualDevices) -> Chatty:
+    """The flooding plugin of the test's device ``fl``."""
+    plugin = vd.hosted["virtual-fl"].plugin
+    assert isinstance(plugin, Chatty)
+    return plugin
+
+
 def published(pub: FakePublisher, device_id: str, path: str) -> list[Any]:
     """The values the cloud link was given for ``path``, in order."""
     return [v for d, p, v in pub.values if d == device_id and p == path]
@@ -160,8 +167,7 @@ def test_on_the_broker_a_flood_is_the_budget_ending_on_the_latest_value(
             assert (await link.wait_result(5)).outcome is CloudOutcome.CONNECTED
             await vd.start()
             await mon.await_for(f"{base}/$state", "ready")
-            chatty = vd.hosted["virtual-fl"].plugin
-            assert isinstance(chatty, Chatty)
+            chatty = chatty_of(vd)
             mark = mon.mark()
             await chatty.spawn(chatty.flood(1000))
             await mon.await_for(f"{base}/$state", "alert", mark=mark)
@@ -186,8 +192,7 @@ def test_values_held_back_go_out_when_the_device_stops() -> None:
 
     async def main() -> None:
         await vd.start()
-        chatty = vd.hosted["virtual-fl"].plugin
-        assert isinstance(chatty, Chatty)
+        chatty = chatty_of(vd)
         await chatty.spawn(chatty.flood(BURST + 50, events=False))
         assert published(pub, "virtual-fl", "flood/count") == list(range(1, BURST + 1))
         await vd.stop()  # no time passed: what was held goes out all the same
@@ -205,8 +210,7 @@ def test_each_episode_is_logged_once_and_within_the_log_budget(
 
     async def main() -> None:
         await vd.start()
-        chatty = vd.hosted["virtual-fl"].plugin
-        assert isinstance(chatty, Chatty)
+        chatty = chatty_of(vd)
         for _ in range(12):  # twelve floods, each calmed down before the next
             await chatty.spawn(chatty.flood(BURST + 10, events=False))
             time.advance(10)
