@@ -10,6 +10,8 @@ the steps share (results, failure codes, the Wi-Fi and cloud Protocols);
 the hotspot's return, retries) and :mod:`~gatewayd.onboarding.conclusion` how an attempt
 ends (what it proved stored, or what it changed undone);
 :mod:`~gatewayd.onboarding.hotspot_watch` raises an unpaired hub's missing hotspot again;
+:mod:`~gatewayd.onboarding.parts` declares what these parts of the machine call of one
+another;
 :mod:`~gatewayd.onboarding.cloud_step` is the cloud step on top of the cloud link;
 :mod:`~gatewayd.onboarding.listeners` follows the machine from outside (the BLE window, the
 hotspot fallback's notice).

@@ -17,9 +17,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from gatewayd.credentials import CloudCredentials, WifiCredentials
+from gatewayd.onboarding.parts import MachineParts
 from gatewayd.onboarding.progress import Attempt, LastFailure
 from gatewayd.onboarding.steps import CloudStep, Failure, StepResult, WifiControl
 from gatewayd.onboarding.table import Event, State, failure_event
@@ -37,7 +38,7 @@ STORAGE_FAILED_REASON = ("The hub could not save the new settings: its storage i
                          "the hub's storage needs attention.")
 
 
-class AttemptOutcome:
+class AttemptOutcome(MachineParts):
     """The end of an attempt; the machine provides what is declared here."""
 
     store: StateStore
@@ -49,19 +50,6 @@ class AttemptOutcome:
     _hotspot_wanted: bool
     _wifi_up: bool
     window: Callable[[], bool] | None
-
-    @property
-    def on_wifi(self) -> bool:
-        raise NotImplementedError
-
-    def _cloud_unreachable_on_wifi(self) -> bool:
-        raise NotImplementedError
-
-    async def _note_cable(self) -> None:
-        raise NotImplementedError
-
-    async def _fire(self, event: Event, **info: Any) -> State:
-        raise NotImplementedError
 
     async def _conclude_anyway(self, applied: WifiCredentials | None,
                                cloud: CloudCredentials | None, saved: bool,

@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from gatewayd.config import Config
+from gatewayd.onboarding.parts import MachineParts
 from gatewayd.onboarding.steps import WifiControl
 from gatewayd.onboarding.table import State
 
@@ -34,7 +34,7 @@ WATCH_FIRST = 5.0  # seconds before looking again at a missing hotspot (or the c
 WATCH_CABLE = 60.0  # seconds between looks while the cable is in, signals aside
 
 
-class HotspotWatch:
+class HotspotWatch(MachineParts):
     """The watchdog; the machine provides what is declared here."""
 
     config: Config
@@ -46,22 +46,6 @@ class HotspotWatch:
     _lock: asyncio.Lock
     _watch_task: asyncio.Task[None] | None
     _wired: asyncio.Event
-
-    @property
-    def on_wifi(self) -> bool:
-        raise NotImplementedError
-
-    async def _show_hotspot(self) -> None:
-        raise NotImplementedError
-
-    def _tell_listeners(self) -> bool:
-        raise NotImplementedError
-
-    async def _notify_changed(self) -> None:
-        raise NotImplementedError
-
-    def _link_task(self, step: Coroutine[Any, Any, None], name: str) -> None:
-        raise NotImplementedError
 
     def _hotspot_missing(self) -> bool:
         """Unpaired, with Wi-Fi, on no Wi-Fi network, and no hotspot while NetworkManager

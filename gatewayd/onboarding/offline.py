@@ -26,7 +26,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from gatewayd.config import Config
-from gatewayd.credentials import CloudCredentials, WifiCredentials
+from gatewayd.credentials import CloudCredentials
+from gatewayd.onboarding.parts import MachineParts
 from gatewayd.onboarding.progress import LastFailure
 from gatewayd.onboarding.steps import CLOUD_UNREACHABLE, WifiControl
 from gatewayd.onboarding.table import Event, State
@@ -38,7 +39,7 @@ CLOUD_RETRY_FIRST = 5.0  # seconds before the first cloud retry on a network (be
 MAX_POSTPONED = 5
 
 
-class OfflineHandling:
+class OfflineHandling(MachineParts):
     """The link and offline part of the machine; the machine provides what is declared here."""
 
     config: Config
@@ -59,29 +60,6 @@ class OfflineHandling:
     _offline_task: asyncio.Task[None] | None
     _cloud_wait_task: asyncio.Task[Any] | None  # the offline task while it waits on Wi-Fi
     _link_tasks: set[asyncio.Task[None]]
-
-    @property
-    def on_wifi(self) -> bool:
-        raise NotImplementedError
-
-    async def _fire(self, event: Event, **info: Any) -> State:
-        raise NotImplementedError
-
-    def _begin_attempt(self, wifi: WifiCredentials | None, cloud: CloudCredentials | None,
-                       source: str, saved: bool = False) -> None:
-        raise NotImplementedError
-
-    async def _show_hotspot(self) -> None:
-        raise NotImplementedError
-
-    def _tell_listeners(self) -> bool:
-        raise NotImplementedError
-
-    async def _notify_changed(self) -> None:
-        raise NotImplementedError
-
-    async def has_uplink(self) -> bool:
-        raise NotImplementedError
 
     def _on_link(self, up: bool, reason: str) -> None:
         """Called by the Wi-Fi control (on the loop) when the client link changes."""
