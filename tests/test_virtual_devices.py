@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import importlib
 import json
+import re
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ import pytest
 
 from gatewayd import __version__
 from gatewayd.cloud.attempts import CloudOutcome
-from gatewayd.config import parse_config
+from gatewayd.config import ConfigError, parse_config
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import Broker
 from gatewayd.virtual import ENTRY_POINT_GROUP, Registry
@@ -296,3 +298,54 @@ async def check_trees(broker: Broker) -> None:
     assert "does not load" in device("virtual-ghost")["status/error"]
     # One whose start() failed still has its real tree.
     assert device("virtual-broken-run")["thing/level"] == "1"
+
+
+# ---- the docs' minimal plugin, as an author copies it ------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "virtual-devices.md"
+
+
+def dimmer_from_the_docs(site: Path, monkeypatch: pytest.MonkeyPatch) -> type:
+    """docs/virtual-devices.md's "minimal one", copied verbatim to ``my_plugin/__init__.py``
+    under ``site`` and imported from there."""
+    found = re.search(r"```python example-dimmer\n(.*?)```", DOCS.read_text(), re.S)
+    assert found is not None, "docs/virtual-devices.md lost its minimal plugin"
+    (site / "my_plugin").mkdir(parents=True)
+    (site / "my_plugin" / "__init__.py").write_text(found.group(1))
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "my_plugin", raising=False)  # put back as it was
+    return importlib.import_module("my_plugin").Dimmer  # type: ignore[no-any-return]
+
+
+def test_the_docs_minimal_plugin_runs_as_written(
+        broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the page's "minimal one" called two methods it did not have; copied as it
+    was, it showed `alert` (poll raised AttributeError) and refused every /set."""
+    dimmer = dimmer_from_the_docs(tmp_path / "site", monkeypatch)
+    registry = Registry(extra={"dimmer": dimmer}, group=None)
+    text = '[[virtual]]\ntype = "dimmer"\nid = "hall"\nurl = "%s"\ninterval = 1\n'
+    refused = parse_config(tomllib.loads(text % "ftp://192.168.1.50"), "gatewayd.toml")
+    with pytest.raises(ConfigError, match="url: must start with http://"):
+        check_config(refused, registry)
+    cfg = parse_config(tomllib.loads(text % "http://192.168.1.50"), "gatewayd.toml")
+    check_config(cfg, registry)
+
+    async def main() -> None:
+        link = make_link()
+        vd = VirtualDevices(cfg.virtual, link, registry=registry, call_timeout=2)
+        with Monitor(broker) as mon:
+            await link.start(creds_for(broker))
+            assert (await link.wait_result(5)).outcome is CloudOutcome.CONNECTED
+            await vd.start()
+            hall = base("virtual-hall")
+            await mon.await_for(f"{hall}/$state", "ready")
+            await mon.await_for(f"{hall}/$fw/version", "1.2.0")
+            await mon.await_for(f"{hall}/light/watts", "0.0")  # its poll ran
+            mark = mon.mark()
+            await asyncio.to_thread(mon.publish, f"{hall}/light/level/set", "50")
+            await mon.await_for(f"{hall}/light/level", "50", mark=mark)
+            assert vd.devices()[0]["state"] == "ready"
+            await vd.stop()
+            await link.stop()
+
+    run(main(), timeout=30)
