@@ -127,7 +127,8 @@ class HubConfig:
     interface: str = spec("", doc="primary interface whose MAC names the hub; empty = auto")
     fw_name: str = spec("gatewayd")
     fw_version: str = spec(__version__)
-    setup_code: str = spec("", pattern=r"^$|^[0-9]{8}$", says="empty or 8 digits", secret=True,
+    setup_code: str = spec("", pattern=r"^$|^[0-9]{8}$", secret=True,
+                           says="empty or 8 digits (without the dash the label shows)",
                            doc="vendor-preset 8-digit setup code; empty = generate once")
     state_dir: str = spec("/var/lib/gatewayd", check=_absolute_dir("/var/lib/gatewayd"))
     runtime_dir: str = spec("/run/gatewayd", check=_absolute_dir("/run/gatewayd"))

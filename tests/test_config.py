@@ -60,7 +60,9 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
         ("[hotspot]\nssid_template = '{nope}'", "hotspot.ssid_template", "placeholder"),
         # A rule in words, not a regular expression; a secret is not quoted back.
         ("[hub]\nsetup_code = '1234'", "hub.setup_code",
-         "must be empty or 8 digits, got a value that is not shown (a secret)"),
+         "must be empty or 8 digits (without the dash the label shows), got a value that is not "
+         "shown (a secret)"),
+        ("[hub]\nsetup_code = '7983-7614'", "hub.setup_code", "without the dash"),
         ("[hub]\ndevice_id = 'Bad_ID'", "hub.device_id",
          "must be empty or 2-64 lowercase letters, digits and hyphens, not starting or ending "
          "with a hyphen, got 'Bad_ID'"),
