@@ -24,7 +24,7 @@ from gatewayd.config import (
     config_warnings,
     load_config,
 )
-from gatewayd.identity import NoMacAddress, parse_hub_mac
+from gatewayd.identity import NoMacAddress, cpu_serial, parse_hub_mac
 from gatewayd.runtime import deferred, eventloop
 from gatewayd.runtime.logsetup import Redactor, configure
 from gatewayd.runtime.signals import ignore_early, takes_over
@@ -93,7 +93,8 @@ def _hub_mac(text: str) -> str:
 def _machine_warnings(config: Config) -> list[str]:
     """What is valid but does not fit this machine: the daemon starts anyway (the group may
     be created later), so a warning, not a refusal."""
-    return _control_group_warnings(config) + _captive_portal_warnings(config)
+    return (_control_group_warnings(config) + _captive_portal_warnings(config)
+            + serial_warnings(config))
 
 
 def _service_user_errors(config: Config) -> list[str]:
@@ -174,6 +175,17 @@ def _control_group_warnings(config: Config) -> list[str]:
         return [f"{config.file_of('hub.control_group')}: hub.control_group: there is no "
                 f"group {group!r} on this machine; the control socket is not opened to it"]
     return []
+
+
+def serial_warnings(config: Config, cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """An enroll-mode hub enrolls with its serial number: without a preset and without one
+    in ``cpuinfo`` (not a Raspberry Pi), it would fail at every start with ``no-serial``."""
+    if config.provisioning.mode != "enroll" or config.provisioning.serial \
+            or cpu_serial(cpuinfo):
+        return []
+    return [f"{config.file_of('provisioning.serial')}: provisioning.serial: empty, and "
+            f"{cpuinfo} has no Serial line on this machine, so the hub cannot enroll "
+            "(no-serial); set [provisioning] serial"]
 
 
 def _captive_portal_warnings(config: Config) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.cli import serial_warnings
 from gatewayd.config import (
     NOT_KEYS,
     Config,
@@ -329,3 +330,30 @@ def test_settings_that_disagree_blame_the_drop_in_that_made_them(
         load_config(path)
     assert (info.value.file, info.value.key) == (
         str(tmp_path / "gatewayd.toml.d" / "10-vendor.toml"), key)
+
+
+def test_check_config_warns_of_an_enroll_preset_on_a_machine_without_a_serial(
+        tmp_path: Path) -> None:
+    """Before: an enroll preset with an empty serial was OK at check time on a board whose
+    /proc/cpuinfo has no Serial line (not a Raspberry Pi); every start then failed with
+    no-serial."""
+    cfg = tmp_path / "e.toml"
+    cfg.write_text("[provisioning]\nmode = 'enroll'\nhost = 'prov.example.com'\n"
+                   "template = 'acme'\nenroll_password = 'enroll-secret'\n")
+    config = load_config(cfg)
+    pi, board = tmp_path / "pi-cpuinfo", tmp_path / "board-cpuinfo"
+    pi.write_text("processor\t: 0\nSerial\t\t: 10000000c0ffee01\n")
+    board.write_text("processor\t: 0\nmodel name\t: ARMv7 Processor rev 5 (v7l)\n")
+    assert serial_warnings(config, pi) == []
+    assert serial_warnings(config, board) == [
+        f"{cfg}: provisioning.serial: empty, and {board} has no Serial line on this machine, "
+        "so the hub cannot enroll (no-serial); set [provisioning] serial"]
+    cfg.write_text(cfg.read_text() + "serial = 'acme-0001'\n")
+    assert serial_warnings(load_config(cfg), board) == []
+    # The check prints it, as its other warnings, on a machine that has no serial.
+    cfg.write_text(cfg.read_text().replace("serial = 'acme-0001'\n", ""))
+    result = subprocess.run([str(BIN / "gatewayd"), "--config", str(cfg), "--check-config"],
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout) == (0, f"{cfg}: OK\n")
+    expected = "".join(f"gatewayd: warning: {w}\n" for w in serial_warnings(load_config(cfg)))
+    assert result.stderr == expected
