@@ -310,7 +310,8 @@ class Daemon:
             else 10.0
         link = CloudLink(cfg.cloud, device, device_key=self.store.state.device_key,
                          client_id=client_id_for(self.identity.device_id),
-                         command_timeout=command_timeout, opener=self.cloud_opener)
+                         command_timeout=command_timeout, opener=self.cloud_opener,
+                         issued=cfg.provisioning.mode != "pairing")
         self.cloud_link = link
         self.hub_device = device
         self.notifications = Notifications(link)

@@ -535,6 +535,27 @@ def test_wrong_token_is_refused_with_a_reason(broker: Broker,
 
 
 @pytest.mark.slow
+def test_a_provisioned_hubs_refused_account_is_not_blamed_on_what_a_person_typed(
+        broker: Broker) -> None:
+    """Before: a provisioned hub whose registration the platform revoked showed "check
+    e-mail and token" in cloud_link.last_error; nobody typed its account (only the
+    onboarding step's reason said so)."""
+    async def main() -> tuple[CloudResult, dict[str, object]]:
+        link = make_link(issued=True)
+        await link.start(creds_for(broker, token="revoked-token-1234"))
+        result = await link.wait_result(5)
+        status = link.status()
+        await link.stop()
+        return result, status
+
+    result, status = run(main())
+    assert result.outcome is CloudOutcome.REFUSED and result.credentials_refused
+    assert result.reason == status["last_error"] == (
+        "broker refused the credentials (not authorized): the platform issued this account, "
+        "and its broker does not know it (yet); the hub asks the platform again")
+
+
+@pytest.mark.slow
 def test_the_hub_sends_each_packet_at_once(broker: Broker) -> None:
     """Nagle off: a /set echo written right after its PUBACK must not wait for a delayed
     ACK (it made the /set round trip 44 ms at the median instead of 2.3 ms)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from gatewayd.cloud.attempts import ISSUED_ACCOUNT
 from gatewayd.config import Config, with_overrides
 from gatewayd.credentials import CloudCredentials
 from gatewayd.identity import Identity
@@ -291,6 +292,8 @@ def test_a_cloud_step_failure_is_provisionings_last_error_until_it_succeeds(
         assert status["provisioning"]["last_error"]["code"] == "broker-refused"
         assert "the platform issued this account" in \
             status["provisioning"]["last_error"]["reason"]
+        # The link says the same of the account it was given (cloud.md, "Status").
+        assert status["cloud_link"]["last_error"].endswith(ISSUED_ACCOUNT)
         assert status["provisioning"]["state"] == "failed"
         assert status["onboarding"]["last_failure"]["code"] == "broker-refused"
         # The platform answers the same approval again: only a new operation gets through.

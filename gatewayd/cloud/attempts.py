@@ -12,7 +12,7 @@ import enum
 import errno
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -92,9 +92,18 @@ def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) 
     return CloudResult(unreachable, f"cannot connect to {where}: {exc}")
 
 
-# The hint for a refused account that a person typed; a provisioned hub replaces it
-# (gatewayd/onboarding/provisioned.py): the platform issued its account.
+# The hint for a refused account that a person typed; a provisioned hub's link gives the
+# other (:func:`issued_account`): the platform issued its account.
 CHECK_ACCOUNT = "check e-mail and token"
+ISSUED_ACCOUNT = ("the platform issued this account, and its broker does not know it (yet); "
+                  "the hub asks the platform again")
+
+
+def issued_account(result: CloudResult) -> CloudResult:
+    """``result`` as said of an account nobody typed: a provisioned hub's."""
+    if not (result.credentials_refused and result.reason.endswith(CHECK_ACCOUNT)):
+        return result
+    return replace(result, reason=result.reason.removesuffix(CHECK_ACCOUNT) + ISSUED_ACCOUNT)
 
 # MQTT 5 CONNACK reason codes (paho maps MQTT 3.1.1 return codes onto these).
 _CREDENTIALS = {134, 135}  # bad user name or password, not authorized

@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from gatewayd import homie
-from gatewayd.cloud.attempts import CloudOutcome, CloudResult
+from gatewayd.cloud.attempts import CloudOutcome, CloudResult, issued_account
 from gatewayd.cloud.commands import CommandRunner
 from gatewayd.cloud.endpoint import Endpoint, Opener
 from gatewayd.cloud.inbound import Inbound, MessageHandler, Tap
@@ -54,9 +54,11 @@ class CloudLink:
                  client_id: str | None = None,
                  command_timeout: float = 10.0, max_commands: int = 64,
                  max_concurrent_commands: int = 8, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None, opener: Opener | None = None) -> None:
+                 rng: random.Random | None = None, opener: Opener | None = None,
+                 issued: bool = False) -> None:
         self._cfg = cfg
         self._opener = opener  # how its connections reach the broker (cloud/endpoint.py)
+        self._issued = issued  # its accounts come from the platform: nobody typed them
         self._hub_id = hub.id
         self._client_id = client_id or client_id_for(hub.id)
         self._clock = clock
@@ -391,6 +393,8 @@ class CloudLink:
     def on_connect_failed(self, gen: int, result: CloudResult) -> None:
         if self._stopping:
             return
+        if self._issued:
+            result = issued_account(result)
         # A hub offline for a day retries hundreds of times: say each new reason once.
         repeated = result.reason == self._stats.last_error
         log.log(logging.DEBUG if repeated else logging.WARNING, "cloud link: %s", result.reason)

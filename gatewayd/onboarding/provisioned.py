@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from gatewayd.cloud.attempts import CHECK_ACCOUNT
 from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials, WifiCredentials
 from gatewayd.onboarding.conclusion import committed
@@ -41,16 +40,6 @@ log = logging.getLogger(__name__)
 
 UPLINK_CHECK = 5.0  # unpaired without a network: look for a cable this often
 LOST_WAIT = 120.0  # a running attempt ends (it may be the one the broker refused) first
-
-
-def _issued(result: StepResult) -> StepResult:
-    """Nobody typed a provisioned hub's account: the pairing hint for refused credentials
-    gives way to what is true of an account the platform issued."""
-    if not result.reason.endswith(CHECK_ACCOUNT):
-        return result
-    return dataclasses.replace(result, reason=result.reason.removesuffix(CHECK_ACCOUNT) + (
-        "the platform issued this account, and its broker does not know it (yet); the hub "
-        "asks the platform again"))
 
 
 class ProvisioningOnboarding(Onboarding):
@@ -125,7 +114,7 @@ class ProvisioningOnboarding(Onboarding):
             return result, None
         self._provided = provided
         await self._enter_step("cloud")
-        return _issued(await self.cloud.connect(provided, timeout)), None
+        return await self.cloud.connect(provided, timeout), None
 
     async def _conclude(self, result: StepResult, applied: WifiCredentials | None,
                         cloud: CloudCredentials | None, saved: bool, timeout: float) -> None:
