@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.config import ZigbeeConfig
 from gatewayd.runtime.logsetup import RADIO_LOGGERS, Redactor, configure
+from gatewayd.simulator.ncp.emulator import Emulator
+from gatewayd.zigbee.radio import shutdown_controller, start_controller
+from tests.helpers import run_async
 
 PROBE = "from gatewayd.runtime.logsetup import under_journald; print(under_journald())"
 
@@ -140,3 +144,30 @@ def test_the_radio_libraries_log_the_network_key_only_when_asked(
     configure("warning", Redactor(), journald=False, radio="debug")  # never below `level`
     logging.getLogger("bellows.ezsp.protocol").info("Received command %s", "frame")
     assert capsys.readouterr().err == ""
+
+
+def test_a_hub_at_debug_logs_no_network_key_when_its_radio_forms_a_network(
+        restore_root_logger: None, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Before: at ``--log-level debug`` aiosqlite logged every statement zigpy ran on
+    zigbee.db, the network backup with the key in full among them; the radio libraries'
+    own loggers were held at info, that one was not. Unmodified bellows forms a network on
+    the NCP emulator here, as a hub's first start does."""
+    configure("debug", Redactor(), journald=False)
+
+    async def main() -> str:
+        emu = await Emulator(tmp_path / "ncp.json").start()
+        try:
+            cfg = ZigbeeConfig(enabled=True, radio="bellows", device=emu.url)
+            app = await start_controller(cfg, tmp_path)
+            try:
+                return str(app.state.network_info.network_key.key)
+            finally:
+                await shutdown_controller(app)
+        finally:
+            await emu.stop()
+
+    key = run_async(main())
+    err = capsys.readouterr().err
+    assert "DEBUG" in err  # the hub logged at debug meanwhile
+    for form in (key, key.replace(":", ""), key.replace(":", "").upper()):
+        assert form.lower() not in err.lower()

@@ -106,9 +106,11 @@ def under_journald() -> bool:
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
-# Zigbee's radio libraries: at debug they log every frame and the network key.
+# Zigbee's radio libraries: at debug they log every frame and the network key. aiosqlite,
+# which only zigpy uses here, logs every statement run on zigbee.db at debug: the network
+# backups it writes carry the key in full.
 RADIO_LOGGERS = ("zigpy", "bellows", "zigpy_znp", "zigpy_deconz", "zigpy_xbee",
-                 "zigpy_zigate")
+                 "zigpy_zigate", "aiosqlite")
 
 
 def configure(level: str, redactor: Redactor, *, journald: bool | None = None,
