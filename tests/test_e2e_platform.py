@@ -167,7 +167,9 @@ def test_platform_request_plugin_notifications_children_and_re_pairing(
 
         # --- reset and re-pair with another account: nothing stays under the old root ----
         assert retained_snapshot(sim.broker, f"{root}/#") != {}
-        sim.ctl("reset")
+        said = sim.ctl("reset").stdout
+        assert said.endswith("It is back in pairing mode. Its 1 Zigbee device stays paired "
+                             "(gatewayctl reset --full forgets the Zigbee network).\n"), said
         wait_for(lambda: sim.status()["state"] == "unpaired", 30, "the hub unpaired")
         assert retained_snapshot(sim.broker, f"{root}/#") == {}
         released = [e for e in ctl_json("--sim", str(sim.workdir), "platform", "log")

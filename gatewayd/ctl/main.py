@@ -94,8 +94,19 @@ def cmd_reset(args: argparse.Namespace, client: Client) -> int:
                      f"have it provisioned again ([provisioning] mode {mode})."))
             return 0
     emit(args, result, lambda r: print(f"Hub reset; state: {r.get('state')}. "
-                                       + _after_reset(r)))
+                                       + _after_reset(r) + _zigbee_after_reset(r, args.full)))
     return 0
+
+
+def _zigbee_after_reset(status: dict[str, Any], full: bool) -> str:
+    """A plain reset keeps the Zigbee network (it lives on the radio): say so, since a
+    user resetting a hub may take it to have forgotten everything."""
+    zigbee = status.get("zigbee")
+    devices = zigbee.get("devices") if isinstance(zigbee, dict) else None
+    if full or not isinstance(devices, int) or devices < 1:
+        return ""
+    return (f" Its {devices} Zigbee device{'s stay' if devices > 1 else ' stays'} paired "
+            "(gatewayctl reset --full forgets the Zigbee network).")
 
 
 def _after_reset(status: dict[str, Any]) -> str:
