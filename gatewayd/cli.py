@@ -36,7 +36,7 @@ from gatewayd.runtime.tomlfiles import (
     unreadable_by,
 )
 from gatewayd.state import StateBusy, StateError
-from gatewayd.virtual.planning import broken_plugins, check_config
+from gatewayd.virtual.planning import Plan, broken_plugins, check_config, plugin_secrets
 from gatewayd.virtual.plugin import Registry
 
 EXIT_CONFIG = 2
@@ -124,16 +124,19 @@ def _service_user_warnings(config: Config) -> list[str]:
             for path, reason in unreadable_by(SERVICE_USER, [ca_file]) or []]
 
 
-def _exposed_secret_warnings(config: Config) -> list[str]:
-    """A file that sets a secret (a cloud token, the admin password) which users other than
-    root and the service's may read: ``sudoedit`` under umask 022 makes a drop-in 0644.
-    A warning, not a refusal: such a configuration loaded before (interfaces.md, section 1)."""
+def _exposed_secret_warnings(config: Config, plans: list[Plan]) -> list[str]:
+    """A file that sets a secret (a cloud token, the admin password, a plugin's option it
+    marks secret) which users other than root and the service's may read: ``sudoedit``
+    under umask 022 makes a drop-in 0644. A warning, not a refusal: such a configuration
+    loaded before (interfaces.md, section 1)."""
     if config.source == "<defaults>":
         return []
     keys = secret_keys(Config)
+    # [[virtual]] comes whole from one file (the last that has it).
+    plugin = {config.file_of("virtual"): [key for key, _ in plugin_secrets(plans)]}
     found = []
     for path in [Path(config.source), *(Path(p) for p in config.drop_ins)]:
-        if not (secrets := secrets_in(path, keys)):
+        if not (secrets := secrets_in(path, keys) + plugin.get(str(path), [])):
             continue
         if (who := readers_besides(path, SERVICE_USER)) is None:
             continue
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"gatewayd: configuration error: {error}", file=sys.stderr)
             return EXIT_CONFIG
         for warning in (config_warnings(config) + _machine_warnings(config)
-                        + _service_user_warnings(config) + _exposed_secret_warnings(config)
+                        + _service_user_warnings(config) + _exposed_secret_warnings(config, plans)
                         + registry.warnings):
             print(f"gatewayd: warning: {warning}", file=sys.stderr)
         print(f"{config.source}: OK")
@@ -265,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{drop_in}: OK")
         return 0
     redactor = Redactor()
+    redactor.add(*(value for _, value in plugin_secrets(plans)))
     configure(args.log_level or config.logging.level, redactor, radio=config.logging.radio)
-    for warning in config_warnings(config) + _exposed_secret_warnings(config):
+    for warning in config_warnings(config) + _exposed_secret_warnings(config, plans):
         log.warning("%s", warning)
     # What the daemon writes is private whoever started it (the systemd unit sets
     # UMask=0077; a shell, a container or the simulator may not): zigbee.db, which zigpy

@@ -46,7 +46,7 @@ def test_an_unknown_option_of_a_plugin_that_loads_is_refused(tmp_path: Path) -> 
     result = check(cfg)
     assert (result.returncode, result.stdout, result.stderr) == (
         2, "", f"gatewayd: configuration error: {cfg}: virtual[0].foo: unknown option "
-               "(known: greeting, max_length)\n")
+               "(known: api_key, greeting, max_length)\n")
 
 
 @pytest.mark.parametrize("device", ["", "[[virtual]]\ntype = 'test-echo'\nid = 'e1'\n"])

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -22,7 +24,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gatewayd.simulator.broker import Broker
 from tests.cloud_helpers import Monitor
-from tests.helpers import REPO, Gatewayd, ctl_json, ethernet_config, wait_for, write_config
+from tests.helpers import (
+    REPO,
+    Gatewayd,
+    ctl_json,
+    ethernet_config,
+    reachable_tmp,
+    wait_for,
+    write_config,
+)
+from tests.test_config_secrets import owners
 from tests.test_e2e_simulator import http_get
 from tests.test_simulator import _alive, _children_of
 from tests.test_virtual_devices import PLUGIN_DIST
@@ -104,3 +115,36 @@ def test_a_plugin_whose_on_set_ignores_cancellation_does_not_keep_the_simulator_
     assert "(virtual-s1 on_set); gatewayd exits without them" in log
     assert "simulated world stopped" in log
     wait_for(lambda: not any(_alive(p) for p in started), 10, "the world's processes to exit")
+
+
+def test_a_plugins_secret_option_is_masked_in_the_log_and_warned_of_in_a_readable_file(
+        tmp_path: Path) -> None:
+    """Before: the hub masked its own secrets in the log (a cloud token, the admin
+    password), but not a plugin's option marked ``spec(secret=True)``: a plugin logging
+    its api key put it in the journal; and --check-config's warning of a file others may
+    read named the hub's secrets only."""
+    key = "sk-live-0123456789abcdef"
+    echo = f'[[virtual]]\ntype = "test-echo"\nid = "e1"\napi_key = "{key}"\n'
+    with reachable_tmp() as tmp:  # pytest's tmp_path is private: nothing in it is exposed
+        readable = write_config(tmp / "g.toml", ethernet_config(tmp_path, echo))
+        readable.chmod(0o644)
+        owner = owners(readable)
+        checked = subprocess.run([sys.executable, "-m", "gatewayd", "--config", str(readable),
+                                  "--check-config"], capture_output=True, text=True,
+                                 timeout=60, env={**os.environ, **ENV}, cwd=REPO)
+    assert checked.returncode == 0, checked.stderr
+    warned = [line for line in checked.stderr.splitlines() if "can read these secrets" in line]
+    assert warned == [f"gatewayd: warning: {readable}: virtual[0].api_key: every user can "
+                      f"read these secrets (-rw-r--r-- {owner}); as root: chown "
+                      f"root:gatewayd {readable} && chmod 0640 {readable}"], checked.stderr
+    assert key not in checked.stderr
+    cfg = write_config(tmp_path / "g.toml", ethernet_config(tmp_path, echo))
+    gw = Gatewayd(["--config", str(cfg)], env=ENV)
+    try:
+        wait_for(lambda: "echo: calling the service" in gw.output()
+                 or gw.proc.poll() is not None, 30, "the plugin's start")
+    finally:
+        gw.stop(signal.SIGTERM, timeout=20)
+    log = gw.output()
+    assert "echo: calling the service with api key ***" in log, log
+    assert key not in log

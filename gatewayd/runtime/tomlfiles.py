@@ -306,6 +306,22 @@ def secret_keys(cls: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def secret_fields(instance: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """The dotted keys and values of an options dataclass ``instance`` (a plugin's) whose
+    fields are ``spec(secret=True)``, in its tables and arrays too; empty values left out."""
+    found: list[tuple[str, str]] = []
+    for f in dataclasses.fields(instance):
+        key, value = f"{prefix}{f.name}", getattr(instance, f.name)
+        items = [(f"{key}[{i}]", v) for i, v in enumerate(value)] \
+            if isinstance(value, tuple) else [(key, value)]
+        for where, item in items:
+            if dataclasses.is_dataclass(item) and not isinstance(item, type):
+                found += secret_fields(item, f"{where}.")
+            elif f.metadata.get("secret") and isinstance(item, str) and item:
+                found.append((where, item))
+    return found
+
+
 SCALAR_TYPES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gatewayd.config import Config, ConfigError, VirtualDeviceConfig
+from gatewayd.runtime.tomlfiles import secret_fields
 from gatewayd.virtual.plugin import (
     DEVICE_PREFIX,
     OptionError,
@@ -115,3 +116,11 @@ def broken_plugins(plans: Sequence[Plan], file: str) -> list[str]:
     return [f"{file}: virtual[{plan.index}].type: {plan.failure}; the daemon would publish "
             f"{plan.device_id} as a broken device ($state = alert)"
             for plan in plans if plan.failure]
+
+
+def plugin_secrets(plans: Sequence[Plan]) -> list[tuple[str, str]]:
+    """The options the plugins mark secret (``spec(secret=True)``) that the configuration
+    gives a value: ``("virtual[<i>].<key>", value)``, to mask in the log and to warn of in
+    a file others may read, as the hub's own secrets are."""
+    return [(f"virtual[{plan.index}].{key}", value) for plan in plans
+            if plan.options is not None for key, value in secret_fields(plan.options)]

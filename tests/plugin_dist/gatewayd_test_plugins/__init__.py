@@ -18,6 +18,7 @@ METHODS = ("check", "init", "nodes", "start", "poll", "on_set", "stop")
 class EchoOptions:
     greeting: str = spec("hello")
     max_length: int = spec(100, min=1, max=1000)
+    api_key: str = spec("", secret=True)  # logged at start, as a careless plugin would
 
 
 class EchoDevice(VirtualDevice):
@@ -39,6 +40,10 @@ class EchoDevice(VirtualDevice):
             homie.Property("text", "Text", settable=True, value=self.options.greeting),
             homie.Property("count", "Changes", datatype="integer", value=0),
         ])]
+
+    async def start(self) -> None:
+        if self.options.api_key:
+            self.log.info("echo: calling the service with api key %s", self.options.api_key)
 
     async def on_set(self, node_id: str, property_id: str, value: Any) -> Any:
         if len(value) > self.options.max_length:
