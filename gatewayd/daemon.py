@@ -376,7 +376,7 @@ class Daemon:
                                   secrets_sink=self.redactor.add_recent,
                                   opener=self.cloud_opener)
         machine = ProvisioningOnboarding(cfg, self.store, wifi, cloud, provisioner)
-        provisioner.onboarding = machine
+        provisioner.follow(machine)
         self.provisioner = provisioner
         hub.add_status("provisioning", provisioner.status)
         # Refreshes the registration token while the hub runs (started before onboarding).

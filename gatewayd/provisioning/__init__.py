@@ -14,5 +14,6 @@ registration (refresh, revocation).
 
 May import: config, credentials, identity, state, runtime, :mod:`gatewayd.cloud` (the link,
 its connection, the REQ/RES cipher) and :mod:`gatewayd.onboarding` (its step results
-and failure codes). Nothing but the daemon and the simulator imports it.
+and failure codes, and the states and progress its listeners hear: the keeper follows the
+machine). Nothing but the daemon and the simulator imports it.
 """

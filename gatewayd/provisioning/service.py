@@ -33,7 +33,9 @@ from gatewayd.config import Config
 from gatewayd.credentials import CloudCredentials
 from gatewayd.identity import Identity
 from gatewayd.onboarding.conclusion import STORAGE_FAILED_REASON
+from gatewayd.onboarding.progress import Progress
 from gatewayd.onboarding.steps import Failure, StepResult
+from gatewayd.onboarding.table import State
 from gatewayd.provisioning import codec
 from gatewayd.provisioning.flows import FlowProgress, Flows, Outcome, standing_max
 from gatewayd.runtime.backoff import backoff_delay
@@ -61,6 +63,8 @@ class Deprovision(Protocol):
     @property
     def online(self) -> bool: ...
 
+    def subscribe(self, listener: Callable[[State, Progress], None]) -> None: ...
+
     async def registration_lost(self, failure: Failure, reason: str) -> None: ...
 
 
@@ -79,7 +83,7 @@ class Provisioner:
         # The channel's connections go as the link's (gatewayd.cloud.endpoint).
         self.flows = Flows(config, store, identity, serial=serial, rng=self._rng,
                            opener=opener)
-        self.onboarding: Deprovision | None = None  # set by the daemon (it is built later)
+        self.onboarding: Deprovision | None = None  # follow(): the machine is built later
         self._issued: codec.Issued | None = None
         self._last: Outcome | None = None  # the latest attempt's, for its retry delay
         # What status shows: the latest failure, kept until provisioning succeeds (commit).
@@ -201,6 +205,18 @@ class Provisioner:
 
     # ---- the keeper --------------------------------------------------------------------------
 
+    def follow(self, onboarding: Deprovision) -> None:
+        """The keeper refreshes only while ``onboarding`` is online, and hears it enter
+        ``online``: at boot the link connects just before that, and a refresh due then
+        must not wait for the next reconnect."""
+        self.onboarding = onboarding
+        onboarding.subscribe(self._on_onboarding)
+
+    def _on_onboarding(self, state: State, progress: Progress) -> None:
+        del progress
+        if state == State.ONLINE:  # told as it enters it: run() then finds it online
+            self._wake.set()
+
     def _on_link(self, result: CloudResult) -> None:
         if result.outcome == CloudOutcome.CONNECTED:
             self._wake.set()
@@ -249,7 +265,7 @@ class Provisioner:
                 continue  # woken (a new registration, a connect) or due: look again
             if not (self.link.connected and self.onboarding is not None
                     and self.onboarding.online):
-                await self._wake.wait()  # refreshed on the next connect
+                await self._wake.wait()  # refreshed on the next connect, or once online
                 continue
             try:
                 refreshed = await self._refresh(reg)
