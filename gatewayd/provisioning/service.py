@@ -12,6 +12,11 @@ passed; the new token is stored, then the link reconnects quietly with it (DISCO
 no will: the retained ``ready`` stays). When the broker refuses the stored registration
 (revoked, or expired while the hub was away) the hub goes back to provisioning with the
 reason (:meth:`Deprovision.registration_lost`).
+
+A hub without a real-time clock (a Raspberry Pi) boots with fake-hwclock's last saved time,
+or 1970, and NTP steps its wall clock later. So the keeper times on the monotonic clock what
+it can (a registration received during this run, a retry's wait), reads the wall clock only
+for a registration from ``state.json``, and looks at it again at least every :data:`LOOK`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,11 @@ REFRESH_FRACTION = 0.5  # of the registration's lifetime, counted from its issue
 # A batch approved together would otherwise refresh in the same second, every time.
 REFRESH_JITTER = (0.9, 1.1)  # times REFRESH_FRACTION, drawn once per registration
 REFRESH_TIMEOUT = 15.0  # at most; less when the token has less time left
+# The keeper looks at the wall clock at least this often. Its waits run on the monotonic
+# clock, which NTP's step of the wall clock (at boot, on a hub without a real-time clock)
+# does not move: a wait computed 10 h behind would otherwise end 10 h late, the token
+# expired. Once a minute costs one wake-up; a registration lives minutes to days.
+LOOK = 60.0
 RESTART_MIN = 1.0  # the second new operation in a row waits 50-100 % of this, doubling
 MIN_RETRY = 1.0  # a failed refresh is retried after 50-100 % of this, doubling, at most
 # a quarter of the lifetime
@@ -72,7 +82,8 @@ class Provisioner:
     def __init__(self, config: Config, store: StateStore, identity: Identity,
                  link: CloudLink, *, serial: str,
                  secrets_sink: Callable[..., None] = lambda *s: None,
-                 rng: random.Random | None = None, opener: Opener | None = None) -> None:
+                 rng: random.Random | None = None, opener: Opener | None = None,
+                 clock: Callable[[], float] = time.time, look: float = LOOK) -> None:
         self.config = config
         self.mode = config.provisioning.mode
         self.store = store
@@ -80,6 +91,8 @@ class Provisioner:
         self.serial = serial
         self._secrets = secrets_sink
         self._rng = rng or random.SystemRandom()
+        self._clock = clock  # the wall clock: what registrations are stamped with
+        self._look = look  # LOOK; a test's keeper looks more often
         # The channel's connections go as the link's (gatewayd.cloud.endpoint).
         self.flows = Flows(config, store, identity, serial=serial, rng=self._rng,
                            opener=opener)
@@ -90,6 +103,8 @@ class Provisioner:
         self._error: tuple[Failure, str] | None = None
         self._wake = asyncio.Event()
         self._lost_for: CloudCredentials | None = None  # reported once per registration
+        # The registration received during this run, and when (monotonic): see _age().
+        self._received: tuple[Registration, float] | None = None
         self._restarts = 0  # attempts in a row that ended "start a new operation at once"
         self._standing = 0  # attempts in a row the platform refused for a standing reason
         self.refreshes = 0
@@ -124,10 +139,11 @@ class Provisioner:
     def commit(self, cloud: CloudCredentials) -> None:
         issued = self._issued
         assert issued is not None and issued.cloud == cloud
-        now = time.time()
+        now = self._clock()
         expires = now + issued.expires_in if issued.expires_in is not None else None
-        state = self.store.commit_provisioned(
-            cloud, Registration(self.mode, issued.device_id, now, expires))
+        reg = Registration(self.mode, issued.device_id, now, expires)
+        state = self.store.commit_provisioned(cloud, reg)
+        self._received = (reg, time.monotonic())
         log.info("provisioned: %s", state.redacted())
         self.flows.progress = FlowProgress(state="registered")
         self._last = None
@@ -217,6 +233,16 @@ class Provisioner:
         if state == State.ONLINE:  # told as it enters it: run() then finds it online
             self._wake.set()
 
+    def _age(self, reg: Registration) -> float:
+        """Seconds since ``reg`` was issued. One received during this run is timed on the
+        monotonic clock, which no step of the wall clock moves; one read from state.json
+        has only its wall-clock stamps, right once the clock is right both when it was
+        stamped and now (a registration stamped before NTP set the clock looks older or
+        younger than it is until the next refresh stamps it again)."""
+        if self._received is not None and self._received[0] == reg:
+            return time.monotonic() - self._received[1]
+        return self._clock() - reg.issued_at
+
     def _on_link(self, result: CloudResult) -> None:
         if result.outcome == CloudOutcome.CONNECTED:
             self._wake.set()
@@ -228,8 +254,9 @@ class Provisioner:
                 or self.link.credentials != st.cloud or self._lost_for == st.cloud:
             return
         self._lost_for = st.cloud
-        expired = st.registration.expires_at is not None \
-            and time.time() >= st.registration.expires_at
+        reg = st.registration
+        expired = reg.expires_at is not None \
+            and self._age(reg) >= reg.expires_at - reg.issued_at
         failure = Failure.REGISTRATION_EXPIRED if expired else Failure.REGISTRATION_REVOKED
         reason = ("This hub's registration expired before it could be refreshed"
                   if expired else "The platform revoked this hub's registration")
@@ -245,7 +272,9 @@ class Provisioner:
     async def run(self) -> None:
         """Refresh the registration token before it expires, for as long as the hub runs."""
         failures = 0
-        retry_at = 0.0  # after a failed refresh: drawn once, not again at every wake-up
+        # After a failed refresh (monotonic: a step of the wall clock must not move it):
+        # drawn once, not again at every wake-up.
+        retry_at = 0.0
         share: tuple[Registration | None, float] = (None, REFRESH_FRACTION)  # and its draw
         while True:
             self._wake.clear()
@@ -257,12 +286,12 @@ class Provisioner:
                 share = (reg, REFRESH_FRACTION * self._rng.uniform(*REFRESH_JITTER))
                 failures = 0
             lifetime = reg.expires_at - reg.issued_at
-            due = retry_at if failures else reg.issued_at + share[1] * lifetime
-            delay = due - time.time()
+            delay = (retry_at - time.monotonic() if failures
+                     else share[1] * lifetime - self._age(reg))
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                continue  # woken (a new registration, a connect) or due: look again
+                    await asyncio.wait_for(self._wake.wait(), min(delay, self._look))
+                continue  # woken (a new registration, a connect), due, or a look: again
             if not (self.link.connected and self.onboarding is not None
                     and self.onboarding.online):
                 await self._wake.wait()  # refreshed on the next connect, or once online
@@ -277,8 +306,8 @@ class Provisioner:
                 failures = 0
             else:
                 failures += 1
-                retry_at = time.time() + backoff_delay(failures, MIN_RETRY, lifetime / 4,
-                                                       self._rng, floor=0.5)
+                retry_at = time.monotonic() + backoff_delay(failures, MIN_RETRY, lifetime / 4,
+                                                            self._rng, floor=0.5)
 
     async def _refresh(self, reg: Registration) -> bool:
         current = self.store.state.cloud
@@ -289,7 +318,7 @@ class Provisioner:
         data = {"public_key": codec.b64(public), "nonce": codec.b64(nonce),
                 "proof": codec.refresh_proof(current.token, nonce, public)}
         try:
-            left = (reg.expires_at or 0) - time.time()
+            left = (reg.expires_at or 0) - reg.issued_at - self._age(reg)
             timeout = min(REFRESH_TIMEOUT, max(1.0, left / 3))  # time to try again
             answer = await self.link.platform.request(codec.REFRESH_ENDPOINT, data,
                                                       timeout=timeout)
@@ -305,16 +334,17 @@ class Provisioner:
         self._secrets(issued.cloud.token)
         if self.store.state.cloud != current:
             return True  # reset or revoked meanwhile: nothing to renew any more
-        now = time.time()
+        now = self._clock()
         assert issued.expires_in is not None
+        renewed = Registration(reg.mode, reg.device_id, now, now + issued.expires_in)
         try:
-            self.store.renew_registration(issued.cloud, Registration(
-                reg.mode, reg.device_id, now, now + issued.expires_in))
+            self.store.renew_registration(issued.cloud, renewed)
         except OSError as exc:  # the current token stays valid until it expires
             self.refresh_failures += 1
             log.error("provisioning: cannot store the refreshed registration token: %s",
                       exc.strerror or type(exc).__name__)
             return False
+        self._received = (renewed, time.monotonic())
         self.refreshes += 1
         self.last_refresh = now
         log.info("provisioning: registration token refreshed (valid for %.0f s); "
