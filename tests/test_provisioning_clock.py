@@ -53,15 +53,20 @@ class WallClock:
 
 
 class AskedPlatform(RefreshingPlatform):
-    """Tells when it was asked."""
+    """Tells when it was asked; answers only a request that waits ``latency`` seconds or
+    more (a slow uplink: one that waits less gets no answer in time)."""
 
-    def __init__(self, *faults: BaseException) -> None:
+    def __init__(self, *faults: BaseException, latency: float = 0.0) -> None:
         super().__init__(*faults)
+        self.latency = latency
         self.was_asked = asyncio.Event()
 
     async def request(self, endpoint: str, data: dict[str, Any],
                       timeout: float) -> dict[str, Any]:
         self.was_asked.set()
+        if timeout < self.latency:
+            self.asked += 1
+            raise PlatformError(endpoint, f"no answer within {timeout:g} s")
         return await super().request(endpoint, data, timeout)
 
 
@@ -148,6 +153,28 @@ def test_a_failed_refresh_is_tried_again_when_the_clock_steps_back(tmp_path: Pat
 
     run_async(scenario(), timeout=30)
     assert provisioner.status()["refresh_failures"] == 1
+    renewed(provisioner, store, platform)
+
+
+def test_a_registration_that_looks_expired_gets_time_for_its_answer(tmp_path: Path) -> None:
+    """Before: a registration stamped while the clock was 3 years behind looked expired,
+    and its refresh got 1 s for the answer: over an uplink slower than that, no refresh
+    ever succeeded, and the token expired."""
+    clock = WallClock(0.0)
+    platform = AskedPlatform(latency=3.0)
+    issued = time.time() - 3 * 365 * 24 * HOUR
+    provisioner, store, link = keeper(tmp_path, platform, clock, issued=issued,
+                                      lifetime=24 * HOUR)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(provisioner.run())
+        try:
+            await asyncio.wait_for(link.restarted.wait(), 10)
+        finally:
+            task.cancel()
+
+    run_async(scenario(), timeout=30)
+    assert provisioner.status()["refresh_failures"] == 0
     renewed(provisioner, store, platform)
 
 

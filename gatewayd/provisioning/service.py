@@ -51,7 +51,12 @@ log = logging.getLogger(__name__)
 REFRESH_FRACTION = 0.5  # of the registration's lifetime, counted from its issue
 # A batch approved together would otherwise refresh in the same second, every time.
 REFRESH_JITTER = (0.9, 1.1)  # times REFRESH_FRACTION, drawn once per registration
-REFRESH_TIMEOUT = 15.0  # at most; less when the token has less time left
+REFRESH_TIMEOUT = 15.0  # at most; less when the token has less time left, down to:
+# A round trip through the broker over a slow uplink (cellular, a congested Wi-Fi) takes
+# seconds: a shorter wait fails every time. A registration that looks expired (stamped by
+# a clock that was behind, or judged by one that is ahead) would otherwise get 1 s, and
+# never be refreshed; one that really has little left gets fewer tries, each able to work.
+REFRESH_TIMEOUT_FLOOR = 10.0
 # The keeper looks at the wall clock at least this often. Its waits run on the monotonic
 # clock, which NTP's step of the wall clock (at boot, on a hub without a real-time clock)
 # does not move: a wait computed 10 h behind would otherwise end 10 h late, the token
@@ -319,7 +324,8 @@ class Provisioner:
                 "proof": codec.refresh_proof(current.token, nonce, public)}
         try:
             left = (reg.expires_at or 0) - reg.issued_at - self._age(reg)
-            timeout = min(REFRESH_TIMEOUT, max(1.0, left / 3))  # time to try again
+            # Time to try again, but never less than a slow uplink needs (above).
+            timeout = min(REFRESH_TIMEOUT, max(REFRESH_TIMEOUT_FLOOR, left / 3))
             answer = await self.link.platform.request(codec.REFRESH_ENDPOINT, data,
                                                       timeout=timeout)
             box = answer.get("credentials") if isinstance(answer, dict) else None
