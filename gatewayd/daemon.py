@@ -56,6 +56,7 @@ from gatewayd.runtime.logsetup import Redactor
 from gatewayd.runtime.sdnotify import Notifier, Watchdog, watchdog_interval
 from gatewayd.runtime.signals import ignored_signal, takes_over
 from gatewayd.runtime.stalls import StallReporter
+from gatewayd.runtime.webcomponent import WebComponent
 from gatewayd.runtime.webserver import LazyApp, WebServer
 from gatewayd.state import StateStore
 from gatewayd.virtual import DEVICE_PREFIX
@@ -74,30 +75,6 @@ RESET_WAIT = 8.0
 # What stops the daemon (exit status 0). SIGHUP is logged and ignored, as are SIGUSR1 and
 # SIGUSR2 outside the simulator (docs/interfaces.md §2.1, "Signals").
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-@dataclass
-class WebComponent:
-    """Adapts a :class:`WebServer` (threads) to the component lifecycle."""
-
-    name: str
-    factory: object  # Callable[[], WebServer], built at start so ports bind late
-    server: WebServer | None = None
-    # What a failed bind means, in the config's words (config.listen_error): raised instead.
-    refused: Callable[[OSError], Exception] | None = None
-
-    async def start(self) -> None:
-        try:
-            self.server = self.factory()  # type: ignore[operator]
-        except OSError as exc:
-            if self.refused is None:
-                raise
-            raise self.refused(exc) from None
-        self.server.start()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await asyncio.to_thread(self.server.stop)
 
 
 def _control_app(parts: ControlParts) -> Any:
@@ -424,9 +401,7 @@ class Daemon:
                     watchdog = Watchdog(self.notifier, interval)
                     for web in (self.control, self.portal):
                         if web is not None and web.server is not None:
-                            server = web.server
-                            watchdog.add_check(web.name,
-                                               functools.partial(_thread_check, server))
+                            watchdog.add_check(web.name, web.health)
                     watchdog.start()
                 assert self.onboarding is not None
                 stalls.mark_ready()
@@ -460,8 +435,3 @@ class Daemon:
             for sig in (*STOP_SIGNALS, *ignored):
                 loop.remove_signal_handler(sig)
         return self.exit_code
-
-
-def _thread_check(server: WebServer) -> str | None:
-    """A watchdog health check: None while the web server's thread runs."""
-    return None if server.alive() else "web server thread died"

@@ -4,9 +4,9 @@ The door from threads into the asyncio loop (:mod:`~gatewayd.runtime.corecall`),
 notify socket and watchdog (:mod:`~gatewayd.runtime.sdnotify`), the stall reporter that
 says where a blocked event loop was stuck (:mod:`~gatewayd.runtime.stalls`), logging with
 secret redaction and budgets for lines a peer can cause (:mod:`~gatewayd.runtime.logsetup`),
-waitress in a thread (:mod:`~gatewayd.runtime.webserver`) and what it keeps of a request
-it may refuse (:mod:`~gatewayd.runtime.requesthead`), atomic file writes and the lock
-of a private directory
+waitress in a thread (:mod:`~gatewayd.runtime.webserver`), as a component of the daemon
+(:mod:`~gatewayd.runtime.webcomponent`), and what it keeps of a request it may refuse
+(:mod:`~gatewayd.runtime.requesthead`), atomic file writes and the lock of a private directory
 (:mod:`~gatewayd.runtime.atomicfile`), a small file written behind the event loop, its
 latest content winning (:mod:`~gatewayd.runtime.writebehind`),
 the wait before trying again, exponential with jitter (:mod:`~gatewayd.runtime.backoff`),
