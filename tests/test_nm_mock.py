@@ -52,6 +52,7 @@ DEVICE_IFACE = "org.freedesktop.NetworkManager.Device"
 ACTIVE_IFACE = "org.freedesktop.NetworkManager.Connection.Active"
 SETTINGS_IFACE = "org.freedesktop.NetworkManager.Settings"
 PROPS_IFACE = "org.freedesktop.DBus.Properties"
+AP_IFACE = "org.freedesktop.NetworkManager.AccessPoint"
 
 ACTIVATED, DISCONNECTED, FAILED = DeviceState.ACTIVATED, DeviceState.DISCONNECTED, \
     DeviceState.FAILED
@@ -601,6 +602,55 @@ def test_add_wifi_network_refuses_a_bad_spec_by_key(bus: PrivateBus, nm: Network
         assert "attic-pass" not in refused.value.get_dbus_message()  # a passphrase is a secret
         assert b"Attic" not in [ap["ssid"] for ap in nm.access_point_list()]
         assert control.AddWifiNetwork('{"ssid": "Attic", "psk": "attic-pass"}') != "/"
+    finally:
+        connection.close()
+
+
+def test_set_wifi_strength_changes_one_access_points_strength_as_networkmanager_shows_it(
+        nm: NetworkManagerMock) -> None:
+    """NetworkManager reports the supplicant's signal as the AccessPoint's Strength, with
+    PropertiesChanged; the hub's $telemetry/signal reads it. The connected client stays on
+    its access point (nothing roams), whatever the other BSSIDs of its network show."""
+    async def scenario(client: Client) -> None:
+        _, wifi = await client.wifi()
+        await client.add_and_activate(wifi_profile("HomeNet", "supersecret"),
+                                      lambda args: args[0] == ACTIVATED)
+        home = await wifi.active_access_point
+        assert await AccessPoint(home, client.bus).strength == 82
+        changes = await client.watch(home, PROPS_IFACE, "PropertiesChanged")
+        nm.set_strength("10:6f:3f:5a:00:01", 35)  # any case, as busctl users type it
+        await changes.until(lambda args: args[0] == AP_IFACE and "Strength" in args[1])
+        assert await AccessPoint(home, client.bus).strength == 35
+        assert await wifi.active_access_point == home
+        assert nm.device_state() == (ACTIVATED, 0)
+        strengths = {bssid: props["strength"]
+                     for bssid, props in (await client.access_points(wifi)).items()}
+        assert strengths["10:6F:3F:5A:00:01"] == 35 and strengths["10:6F:3F:5A:00:02"] == 41
+        assert {ap["bssid"]: ap["strength"] for ap in nm.describe()["access_points"]}[
+            "10:6F:3F:5A:00:01"] == 35
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(("bssid", "strength", "message"), [
+    ("10:6F:3F:5A:00:09", 50, "access point: bssid: no access point '10:6F:3F:5A:00:09' "
+                              "(known: 10:6F:3F:5A:00:01, 10:6F:3F:5A:00:02, "),
+    ("HomeNet", 50, "access point: bssid: no access point 'HomeNet'"),
+    ("10:6F:3F:5A:00:01", 101, "access point: strength: must be a whole number from 0 to 100"),
+])
+def test_set_wifi_strength_refuses_what_it_cannot_do_and_changes_nothing(
+        bus: PrivateBus, nm: NetworkManagerMock, bssid: str, strength: int,
+        message: str) -> None:
+    connection = dbus.bus.BusConnection(bus.address)
+    control = dbus.Interface(connection.get_object(NM_NAME, "/org/freedesktop"),
+                             "org.freedesktop.DBus.Mock")
+    try:
+        with pytest.raises(dbus.exceptions.DBusException) as refused:
+            control.SetWifiStrength(bssid, dbus.UInt32(strength))
+        assert refused.value.get_dbus_name() == "org.freedesktop.NetworkManager.InvalidArguments"
+        assert refused.value.get_dbus_message().startswith(message)
+        assert {ap["bssid"]: ap["strength"] for ap in nm.access_point_list()}[
+            "10:6F:3F:5A:00:01"] == 82
     finally:
         connection.close()
 

@@ -243,6 +243,10 @@ class NetworkManagerMock:
         return [str(self._mock("AddWifiNetwork", json.dumps(ap), signature="s"))
                 for ap in specs]
 
+    def set_strength(self, bssid: str, strength: int) -> None:
+        """One BSSID's signal changes (0-100); the hub stays on it."""
+        self._mock("SetWifiStrength", bssid, dbus.UInt32(strength), signature="su")
+
     def vanish_after_listing(self, ssid: str) -> None:
         """The scan race: the next listing names this network, whose APs are gone by the
         time they are read."""

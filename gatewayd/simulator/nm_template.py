@@ -49,6 +49,9 @@ stays offline. ``AddWifiNetwork(s json) -> o``: one AP appears (same keys as in
 ``access_points``); autoconnect runs, so "network comes back -> hub goes online again" works
 (while a hotspot runs the AP stays invisible until it stops, and "/" is returned). A bad spec
 fails with ``org.freedesktop.NetworkManager.InvalidArguments`` naming the key.
+``SetWifiStrength(s bssid, u strength)``: one AP's signal changes (0-100): its Strength, with
+PropertiesChanged, as NetworkManager shows what the supplicant reports; a client stays on
+it (nothing roams). An unknown BSSID or a strength over 100 fails with InvalidArguments.
 ``VanishAfterListing(s ssid)``: the next GetAccessPoints/GetAllAccessPoints still lists that
 network's APs, which are gone (AccessPointRemoved) by the time the client reads them, as
 NetworkManager re-exporting its AP objects does (a scan race clients must survive).
@@ -72,7 +75,7 @@ from gatewayd.simulator.nm.template import load, world
 
 __all__ = ["BUS_NAME", "IS_OBJECT_MANAGER", "MAIN_OBJ", "SYSTEM_BUS", "AddWifiNetwork",
            "DescribeState", "DropWifi", "RemoveWifiNetwork", "SetEthernetCarrier",
-           "SetInternet", "VanishAfterListing", "load"]
+           "SetInternet", "SetWifiStrength", "VanishAfterListing", "load"]
 
 SYSTEM_BUS = True
 IS_OBJECT_MANAGER = True
@@ -99,6 +102,12 @@ def AddWifiNetwork(_self: Any, spec: str) -> str:
     """One AP appears; spec is JSON like an ``access_points`` entry. Returns its path."""
     path: str = dbus.ObjectPath(world().add_network(str(spec)))
     return path
+
+
+@dbus.service.method(MOCK_IFACE, in_signature="su", out_signature="")
+def SetWifiStrength(_self: Any, bssid: str, strength: int) -> None:
+    """One AP's Strength changes (0-100), as NetworkManager reports the supplicant's signal."""
+    world().set_strength(str(bssid), int(strength))
 
 
 @dbus.service.method(MOCK_IFACE, in_signature="s", out_signature="")

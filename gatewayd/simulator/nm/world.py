@@ -2,8 +2,9 @@
 
 ``World`` tops the class chain (see the package docstring); ``template.load`` makes one per
 mock process. The outside events are what the mock control methods in ``nm_template.py`` do:
-a network appears or disappears, the link drops, internet access or the Ethernet carrier
-changes; ``describe`` is the JSON snapshot DescribeState returns.
+a network appears or disappears, an access point's signal changes, the link drops, internet
+access or the Ethernet carrier changes; ``describe`` is the JSON snapshot DescribeState
+returns.
 
 Autoconnect (a small model of NetworkManager's policy)
 ------------------------------------------------------
@@ -25,8 +26,10 @@ from typing import Any
 import dbus
 
 from gatewayd.simulator.nm.bus import (
+    AP_IFACE,
     DEVICE_IFACE,
     E_DEVICE_NOT_ACTIVE,
+    E_INVALID_ARGUMENTS,
     E_UNKNOWN_DEVICE,
     NM_IFACE,
     NM_PATH,
@@ -108,6 +111,23 @@ class World(ProfileWorld):
             act.ap = None
             self.link_lost(wifi, Reason.SSID_NOT_FOUND)
         return len(gone)
+
+    def set_strength(self, bssid: str, strength: int) -> None:
+        """One BSSID's signal changes, as the supplicant reports it to NetworkManager: its
+        Strength (PropertiesChanged on the AccessPoint; out of range, the next time it
+        shows). Nothing roams: a client stays on its access point, however weak."""
+        if not 0 <= strength <= 100:
+            raise error(E_INVALID_ARGUMENTS, "access point: strength: must be a whole number "
+                                             "from 0 to 100")
+        found = [ap for ap in self.radio if ap.bssid == bssid.upper()]
+        if not found:
+            known = ", ".join(ap.bssid for ap in self.radio) or "none"
+            raise error(E_INVALID_ARGUMENTS,
+                        f"access point: bssid: no access point {bssid!r} (known: {known})")
+        for ap in found:
+            ap.strength = strength
+            if ap.path is not None:
+                set_props(ap.path, AP_IFACE, {"Strength": dbus.Byte(strength)})
 
     def drop_wifi(self, reason: int) -> None:
         act = self.wifi.activation if self.wifi else None
