@@ -42,12 +42,11 @@ from gatewayd.nm.profiles import (
     link_lost_text,
 )
 from gatewayd.nm.scan import ScanCache
-from gatewayd.nm.wired import WiredWatch, ethernet_up
+from gatewayd.nm.wired import DEVICE_IFACE, WiredWatch, ethernet_up
 from gatewayd.onboarding.steps import Failure, StepResult
 
 log = logging.getLogger(__name__)
 
-DEVICE_IFACE = "org.freedesktop.NetworkManager.Device"
 STATE_GONE = -1  # told to a waiting activation: NetworkManager left the bus
 
 
@@ -114,6 +113,10 @@ class NetworkManagerControl:
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def bus(self) -> Any:  # None before start(); gatewayd.nm.strength reads on it
+        return self._bus
 
     def _unsubscribe(self) -> None:
         if self._slot is not None:

@@ -23,7 +23,12 @@ from gatewayd.cloud.presence import CLOUD_GRACE, CloudPresence
 from gatewayd.cloud.published import FILE_NAME as PUBLISHED_FILE
 from gatewayd.cloud.published import PublishedDevices
 from gatewayd.cloud.stale import StaleTopics
-from gatewayd.cloud.telemetry import TelemetryReporter, hub_device
+from gatewayd.cloud.telemetry import (
+    TelemetryReporter,
+    default_readers,
+    hub_device,
+    read_wifi_signal,
+)
 from gatewayd.cloud.topics import client_id_for
 from gatewayd.config import Config, listen_error
 from gatewayd.control import slots
@@ -34,6 +39,7 @@ from gatewayd.hardware.lines import LineBackend
 from gatewayd.hardware.simulated import SimulatedBackend
 from gatewayd.hub import RESET_CANCEL_WAIT, Hub
 from gatewayd.identity import Identity, cpu_serial
+from gatewayd.nm.strength import WifiSignal
 from gatewayd.onboarding.cloud_step import CloudLinkStep
 from gatewayd.onboarding.listeners import fallback_notice, follow_window
 from gatewayd.onboarding.machine import Onboarding
@@ -116,6 +122,7 @@ class Daemon:
     cloud_link: CloudLink | None = None
     stale: StaleTopics | None = None  # what earlier runs published that this one has not
     hub_device: homie.Device | None = None
+    telemetry: TelemetryReporter | None = None  # refreshes the hub device's $telemetry
     notifications: Notifications | None = None
     onboarding: Onboarding | None = None
     pairing: PairingService | None = None
@@ -278,10 +285,13 @@ class Daemon:
         text = describe(progress, self.config.provisioning.mode)
         return self.presence.status_text(progress.state, text) if self.presence else text
 
-    def _build_cloud(self, hub: Hub) -> CloudStep:
+    def _build_cloud(self, hub: Hub, wifi: NetworkManagerControl | None) -> CloudStep:
         cfg = self.config
+        readers = default_readers(read_wifi_signal if wifi is None else
+                                  WifiSignal(wifi, read_wifi_signal).read)
         device = hub_device(self.identity.device_id, cfg.hub.product, self.identity.mac,
-                            fw_name=cfg.hub.fw_name, fw_version=cfg.hub.fw_version)
+                            fw_name=cfg.hub.fw_name, fw_version=cfg.hub.fw_version,
+                            readers=readers)
         # The link's generic /set timeout must outlast the bridge's precise Zigbee one.
         command_timeout = max(10.0, cfg.zigbee.command_timeout + 2) if cfg.zigbee.enabled \
             else 10.0
@@ -300,8 +310,8 @@ class Daemon:
         presence = self.presence = CloudPresence(link, self.cloud_grace)
         hub.add_status("cloud_link", lambda: {**link.status(), "reachable": presence.reachable})
         hub.add_status("notifications", self.notifications.status)
-        self.components.append(TaskComponent(
-            "telemetry", lambda: TelemetryReporter(link, self.identity.device_id).run()))
+        self.telemetry = TelemetryReporter(link, self.identity.device_id, readers=readers)
+        self.components.append(TaskComponent("telemetry", self.telemetry.run))
         return CloudLinkStep(link, self.store, ownership)
 
     def _build_onboarding(self, hub: Hub) -> tuple[Onboarding, PairingService]:
@@ -309,7 +319,7 @@ class Daemon:
         wifi = NetworkManagerControl(cfg, self.identity) if cfg.hotspot.enabled else None
         if wifi is not None:
             wifi.on_bus_lost = self._bus_lost
-        cloud = self.cloud_step or self._build_cloud(hub)
+        cloud = self.cloud_step or self._build_cloud(hub, wifi)
         onboarding = self._build_machine(hub, wifi, cloud)
         hub.phase_provider = lambda: str(onboarding.state or "starting")
         hub.add_status("onboarding", lambda: onboarding.progress().to_json())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -267,6 +268,35 @@ def test_hub_device_keeps_only_readable_telemetry() -> None:
     assert hub.find("$telemetry/uptime").unit == "s"
 
 
+def test_an_async_reader_is_listed_from_the_start_and_a_hung_one_is_left_out(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The Wi-Fi signal from NetworkManager is read over D-Bus at each refresh: the hub
+    lists it before it has a value (it joins its network after it starts), and a reader
+    that never answers (a wedged NetworkManager) costs one bounded wait, not the refresh."""
+    from gatewayd.cloud.link import CloudLink
+    from gatewayd.config import CloudConfig
+
+    monkeypatch.setattr(telemetry, "ASYNC_READ_TIMEOUT", 0.05)
+
+    async def signal() -> int:
+        return 64
+
+    async def hung() -> int:
+        await asyncio.Event().wait()
+        return 1
+
+    hub = telemetry.hub_device("aa-bb-cc-dd-ee-ff", "Hub", "aa:bb:cc:dd:ee:ff",
+                               readers={"uptime": lambda: 5, "signal": signal})
+    assert list(hub.telemetry) == ["uptime", "signal"]
+    assert hub.find("$telemetry/signal").value is None
+    link = CloudLink(CloudConfig(), hub)
+    readers = {"uptime": lambda: 65, "signal": signal, "memory": hung}
+    asyncio.run(telemetry.TelemetryReporter(link, hub.id, readers=readers).refresh())
+    assert hub.find("$telemetry/signal").value == 64
+    assert hub.find("$telemetry/uptime").value == 65
+    assert "telemetry reader memory took over 0.05 s: left out" in caplog.text
+
+
 def test_reporter_refreshes_the_model_through_the_link() -> None:
     from gatewayd.cloud.link import CloudLink
     from gatewayd.config import CloudConfig
@@ -276,6 +306,6 @@ def test_reporter_refreshes_the_model_through_the_link() -> None:
     hub = telemetry.hub_device("aa-bb-cc-dd-ee-ff", "Hub", "aa:bb:cc:dd:ee:ff",
                                readers={"uptime": readers["uptime"], "memory": lambda: 40})
     link = CloudLink(CloudConfig(), hub)
-    telemetry.TelemetryReporter(link, hub.id, readers=readers).refresh()
+    asyncio.run(telemetry.TelemetryReporter(link, hub.id, readers=readers).refresh())
     assert hub.find("$telemetry/uptime").value == 65
     assert hub.find("$telemetry/memory").value == 40  # the invalid reading was refused

@@ -2,13 +2,17 @@
 
 Each reader returns None when its source is not readable on this machine (no Wi-Fi
 interface, no thermal zone, a container without /sys): such telemetry is left out.
-Readers only read small procfs/sysfs files, which is fast enough to do on the loop.
+Readers only read small procfs/sysfs files, which is fast enough to do on the loop; an
+async reader (the Wi-Fi signal from NetworkManager, :mod:`gatewayd.nm.strength`, which the
+daemon passes in) asks over D-Bus at each refresh. Its telemetry is declared from the
+start, without a value until it reads one: the hub joins its network after it starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import socket
 from collections.abc import Callable, Mapping
@@ -27,8 +31,9 @@ THERMAL = Path("/sys/class/thermal")
 # A TEST-NET-1 address (RFC 5737): "connecting" a UDP socket to it sends nothing but makes
 # the kernel pick the source address of the default route.
 _ROUTE_PROBE = ("192.0.2.1", 9)
+ASYNC_READ_TIMEOUT = 10.0  # seconds an async reader may take (a wedged NetworkManager)
 
-Reader = Callable[[], Any]
+Reader = Callable[[], Any]  # the value (None: not readable now), or an async def's coroutine
 
 
 def read_ip() -> str | None:
@@ -116,8 +121,9 @@ def read_cpu_temperature(thermal: Path = THERMAL) -> float | None:
     return None
 
 
-def default_readers() -> dict[str, Reader]:
-    return {"ip": read_ip, "signal": read_wifi_signal, "uptime": read_uptime,
+def default_readers(signal: Reader = read_wifi_signal) -> dict[str, Reader]:
+    """The hub's telemetry; ``signal`` is the Wi-Fi control's where the hub has one."""
+    return {"ip": read_ip, "signal": signal, "uptime": read_uptime,
             "memory": read_memory, "cpu-temperature": read_cpu_temperature}
 
 
@@ -133,12 +139,41 @@ _SPECS: dict[str, dict[str, Any]] = {
 }
 
 
-def sample(readers: Mapping[str, Reader]) -> dict[str, Any]:
-    """The readable values; a failing reader is logged and left out."""
+def _later(reader: Reader) -> bool:
+    """An async reader: read at each refresh, not when the device is made."""
+    return inspect.iscoroutinefunction(reader)
+
+
+def _now(readers: Mapping[str, Reader]) -> dict[str, Any]:
+    """The plain readers' readable values; a failing reader is logged and left out."""
     values: dict[str, Any] = {}
     for telemetry_id, reader in readers.items():
+        if _later(reader):
+            continue
         try:
             value = reader()
+        except Exception:
+            log.exception("telemetry reader %s failed", telemetry_id)
+            value = None
+        if value is not None:
+            values[telemetry_id] = value
+    return values
+
+
+async def sample(readers: Mapping[str, Reader]) -> dict[str, Any]:
+    """The readable values, the async readers' awaited; a failing one is logged and left
+    out."""
+    values = _now(readers)
+    for telemetry_id, reader in readers.items():
+        if not _later(reader):
+            continue
+        try:
+            async with asyncio.timeout(ASYNC_READ_TIMEOUT):
+                value = await reader()
+        except TimeoutError:
+            log.warning("telemetry reader %s took over %g s: left out", telemetry_id,
+                        ASYNC_READ_TIMEOUT)
+            value = None
         except Exception:
             log.exception("telemetry reader %s failed", telemetry_id)
             value = None
@@ -152,11 +187,12 @@ def hub_device(device_id: str, name: str, mac: str, *, fw_name: str = "gatewayd"
                readers: Mapping[str, Reader] | None = None,
                options: list[homie.Property] | None = None,
                nodes: list[homie.Node] | None = None) -> homie.Device:
-    """The hub's own device, with the telemetry that is readable here."""
+    """The hub's own device, with the telemetry that is readable here (an async reader's
+    declared, its value left to the first refresh)."""
     readers = default_readers() if readers is None else readers
-    values = sample(readers)
-    telemetry = [homie.Property(tid, value=values[tid], **_SPECS.get(tid, {}))
-                 for tid in readers if tid in values]
+    values = _now(readers)
+    telemetry = [homie.Property(tid, value=values.get(tid), **_SPECS.get(tid, {}))
+                 for tid, reader in readers.items() if tid in values or _later(reader)]
     return homie.Device(device_id, name, localip=str(values.get("ip", "")), mac=mac,
                         fw_name=fw_name, fw_version=fw_version,
                         implementation=implementation, telemetry=telemetry,
@@ -173,9 +209,10 @@ class TelemetryReporter:
         self._interval = interval
         self._readers = default_readers() if readers is None else readers
 
-    def refresh(self) -> None:
+    async def refresh(self) -> None:
+        values = await sample(self._readers)
         device = self._link.device(self._device_id)
-        for telemetry_id, value in sample(self._readers).items():
+        for telemetry_id, value in values.items():
             prop = device.telemetry.get(telemetry_id)
             if prop is None or prop.value == value:
                 continue
@@ -188,5 +225,5 @@ class TelemetryReporter:
         """Refresh forever; cancel the task to stop."""
         while True:
             with contextlib.suppress(KeyError):
-                self.refresh()
+                await self.refresh()
             await asyncio.sleep(self._interval)
