@@ -30,6 +30,7 @@ from gatewayd.state import StateStore
 from tests.cloud_helpers import WSP, Monitor, creds_for, make_broker, retained_snapshot
 from tests.fakes import StubCloud
 from tests.helpers import base_config, write_config
+from tests.test_hardware import until as condition
 from tests.test_onboarding import (
     HOME,
     IDENTITY,
@@ -137,7 +138,9 @@ def test_the_daemon_publishes_the_access_points_strength_as_the_hubs_signal(
             30)
         link = daemon.cloud_link
         assert link is not None
-        await daemon.telemetry.refresh()  # the minute's sample, now
+        # Refreshed as the link connects, not a minute later: the hub has just joined.
+        await condition(lambda: link.device(IDENTITY.device_id).find(
+            "$telemetry/signal").value == 82, 10, "the signal read as the link connected")
         assert await link.flush(10)
         tree = await asyncio.to_thread(retained_snapshot, broker, f"{hub}/$telemetry/#")
         assert tree[f"{hub}/$telemetry/signal"].text == "82"

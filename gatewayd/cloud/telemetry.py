@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatewayd import __version__, homie
+from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 
 if TYPE_CHECKING:
     from gatewayd.cloud.link import CloudLink
@@ -200,7 +201,9 @@ def hub_device(device_id: str, name: str, mac: str, *, fw_name: str = "gatewayd"
 
 
 class TelemetryReporter:
-    """Refreshes the hub's ``$telemetry`` values through the link every ``interval``."""
+    """Refreshes the hub's ``$telemetry`` values through the link every ``interval``, and
+    as soon as the link connects: the hub has just joined a network (its address, its
+    signal), which an app would otherwise show stale for up to a minute."""
 
     def __init__(self, link: CloudLink, device_id: str, *, interval: float = 60.0,
                  readers: Mapping[str, Reader] | None = None) -> None:
@@ -208,6 +211,12 @@ class TelemetryReporter:
         self._device_id = device_id
         self._interval = interval
         self._readers = default_readers() if readers is None else readers
+        self._connected = asyncio.Event()
+        link.add_listener(self._on_link)
+
+    def _on_link(self, result: CloudResult) -> None:
+        if result.outcome == CloudOutcome.CONNECTED:
+            self._connected.set()
 
     async def refresh(self) -> None:
         values = await sample(self._readers)
@@ -224,6 +233,8 @@ class TelemetryReporter:
     async def run(self) -> None:
         """Refresh forever; cancel the task to stop."""
         while True:
+            self._connected.clear()
             with contextlib.suppress(KeyError):
                 await self.refresh()
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), self._interval)
