@@ -397,6 +397,11 @@ def config_warnings(cfg: Config) -> list[str]:
         found.append(f"{cfg.file_of('portal.enabled')}: portal.enabled: false with [ble] "
                      "enabled = false as well: only the control socket's POST /api/v1/pair "
                      "(an app on the hub) can pair it")
+    if cfg.portal.enabled and ":" in cfg.portal.listen:
+        # waitress binds an IPv6 address with IPV6_V6ONLY: no IPv4 client gets through.
+        found.append(f"{cfg.file_of('portal.listen')}: portal.listen: {cfg.portal.listen!r} "
+                     "is an IPv6 address: the portal answers IPv6 clients only, and the "
+                     "hotspot's phones (IPv4) cannot reach it; 0.0.0.0 is every IPv4 address")
     return found
 
 

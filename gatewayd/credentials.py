@@ -171,8 +171,22 @@ def check_host(value: str, field: str = "host") -> str:
                                       "% names a network interface)")
         return value
     if not re.fullmatch(HOSTNAME_PATTERN, value):
-        raise InvalidField(field, "must be a host name or an IP address")
+        raise InvalidField(field, "must be a host name or an IP address" + _host_hint(value))
     return value
+
+
+def _host_hint(value: str) -> str:
+    """What a refused host most likely is, in the user's terms: pasted from a URL."""
+    if value.startswith("[") and value.endswith("]"):
+        return f", without brackets ({value[1:-1]!r}, not {value!r})"
+    if "://" in value:
+        return ", not a URL (the broker's name alone, such as mqtt.example.com)"
+    name, colon, port = value.rpartition(":")
+    if colon and port.isdigit() and re.fullmatch(HOSTNAME_PATTERN, name):
+        return f", without the port ({name!r}; the port has its own field)"
+    if not value.isascii():
+        return " (a name with letters other than a-z is written in its xn-- form)"
+    return ""
 
 
 def check_port(value: Any, field: str, *, allow_zero: bool = False) -> int:

@@ -72,7 +72,13 @@ def test_a_portal_listen_0_1_1_took_is_still_taken(tmp_path: Path, listen: str) 
     main = tmp_path / "gatewayd.toml"
     main.write_text(f"[portal]\nlisten = '{listen}'\n")
     result = check_config(main)
-    assert (result.returncode, result.stdout, result.stderr) == (0, f"{main}: OK\n", "")
+    assert (result.returncode, result.stdout) == (0, f"{main}: OK\n")
+    # Taken; "::" is a warning (below), never a refusal.
+    assert result.stderr == ("" if listen != "::" else
+                             f"gatewayd: warning: {main}: portal.listen: '::' is an IPv6 "
+                             "address: the portal answers IPv6 clients only, and the "
+                             "hotspot's phones (IPv4) cannot reach it; 0.0.0.0 is every IPv4 "
+                             "address\n")
 
 
 def check_config_as_root_for(user: str, path: Path) -> subprocess.CompletedProcess[str]:
@@ -212,6 +218,11 @@ def test_a_template_whose_per_hub_part_alone_is_too_long_is_a_warning(tmp_path: 
     ("[portal]\nenabled = false\n[ble]\nenabled = false\n", "portal.enabled",
      "false with [ble] enabled = false as well: only the control socket's POST /api/v1/pair "
      "(an app on the hub) can pair it"),
+    # Before: taken silently; waitress binds it IPv6-only, so every IPv4 client (the whole
+    # hotspot) met "connection refused" (test_webserver's own check shows why).
+    ("[portal]\nlisten = '::'\n", "portal.listen",
+     "'::' is an IPv6 address: the portal answers IPv6 clients only, and the hotspot's "
+     "phones (IPv4) cannot reach it; 0.0.0.0 is every IPv4 address"),
 ])
 def test_a_value_that_cannot_work_is_a_warning_naming_the_key(tmp_path: Path, toml: str,
                                                               key: str, reason: str) -> None:

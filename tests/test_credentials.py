@@ -362,3 +362,22 @@ def test_an_ipv6_broker_may_name_its_interface_and_nothing_else() -> None:
         assert refused.value.field == "host"
         assert refused.value.message == ("must be a host name or an IP address (the part "
                                          "after % names a network interface)")
+
+
+@pytest.mark.parametrize(("host", "hint"), [
+    ("[::1]", ", without brackets ('::1', not '[::1]')"),
+    ("mqtt://broker.example.com", ", not a URL (the broker's name alone, such as "
+                                  "mqtt.example.com)"),
+    ("broker.example.com:8883", ", without the port ('broker.example.com'; the port has its "
+                                "own field)"),
+    ("bücher.example", " (a name with letters other than a-z is written in its xn-- form)"),
+    ("bad host", ""),
+])
+def test_a_refused_host_says_what_it_looks_like(host: str, hint: str) -> None:
+    """Before: every one of these, pasted from a URL or an address bar, was refused as
+    "must be a host name or an IP address", leaving the user to guess why."""
+    with pytest.raises(InvalidField) as refused:
+        check_host(host)
+    assert (refused.value.field, refused.value.message) == (
+        "host", "must be a host name or an IP address" + hint)
+    assert check_host("xn--bcher-kva.example") == "xn--bcher-kva.example"

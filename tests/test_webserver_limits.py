@@ -517,3 +517,22 @@ def test_a_web_server_that_dies_says_so_in_the_log(caplog: pytest.LogCaptureFixt
             == ["web server portal died"]
     finally:
         web.stop()
+
+
+def test_an_ipv6_listen_address_serves_ipv6_clients_only() -> None:
+    """Why ``[portal] listen = "::"`` is a warning (test_config_vendor): waitress binds it
+    IPV6_V6ONLY, so an IPv4 client, every phone on the hotspot, is refused."""
+    if not socket.has_ipv6:
+        pytest.skip("this machine has no IPv6")
+    try:
+        web = WebServer(app(), name="portal", host="::", port=0)
+    except OSError as exc:  # no IPv6 on loopback (a container without it)
+        pytest.skip(f"cannot bind ::: {exc}")
+    web.start()
+    try:
+        with socket.create_connection(("::1", web.port), timeout=10):
+            pass
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", web.port), timeout=10).close()
+    finally:
+        web.stop()
