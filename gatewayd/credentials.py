@@ -216,8 +216,10 @@ def check_root_topic(value: str, field: str = "rootTopic") -> str:
     if value == "":
         return value
     _text(value, field)
-    if any(c in value for c in "/+#") or any(_control(c) for c in value):
+    if any(c in value for c in "/+#"):
         raise InvalidField(field, "must be a single MQTT topic level (no '/', '+', '#')")
+    if any(_control(c) for c in value):
+        raise InvalidField(field, "must not contain control characters")
     if value.startswith("$"):
         raise InvalidField(field, "must not start with '$' (the broker's own topics)")
     if len(value.encode("utf-8")) > 128:
