@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import functools
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future
@@ -362,7 +363,9 @@ def test_window_stays_open_while_an_attempt_runs_past_its_time(
 @pytest.mark.slow
 @pytest.mark.ble_window
 def test_window_counts_down_can_be_extended_and_reopens_after_a_reset(
-        world: World, nm: NetworkManagerMock, tmp_path: Path) -> None:
+        world: World, nm: NetworkManagerMock, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gatewayd.ble_commission")
     cfg = hub_config(tmp_path, ble={"window_seconds": 600.0})
     clock = FakeClock()
 
@@ -382,6 +385,8 @@ def test_window_counts_down_can_be_extended_and_reopens_after_a_reset(
             assert ble.status()["window"]["closes_in"] == 60.0
             assert ble.status()["window"]["opened_by"] == "control"
             assert clock.slept == [600.0, 60.0]  # the old countdown was replaced
+            # What the journal says of it: the time left, not the clock's reading.
+            assert "BLE commissioning window extended to 60s (control)" in caplog.text
             clock.advance(59.9)
             assert ble.window_open and ble.status()["window"]["closes_in"] == 0.1
             clock.advance(0.1)
