@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 AirError = VirtualRadioError  # what the injection methods raise, with a message to show
 COORDINATOR = 0x0000
 MAX_DEVICES = 500
+MAX_BEHIND = 4  # networks the NCP left whose devices are remembered (Air.forget_all)
 
 
 def _raw(ieee: t.EUI64) -> bytes:
@@ -172,12 +173,35 @@ class Air:
         self.loop().call_soon(self.device_left, dev)
         return True
 
-    def forget_all(self) -> None:
-        """The NCP left its network: the devices stay behind on the old one."""
+    def forget_all(self, network: str | None = None) -> None:
+        """The NCP left its network (``network``: its extended PAN id, hex): the devices
+        stay behind on it, and are there again for a stick that forms it (:meth:`back_on`:
+        a restore of the network onto this or another stick). The devices of the last
+        :data:`MAX_BEHIND` networks are kept (in the NCP's state file: the room's)."""
         if self._stream is not None:
             self._stream.cancel()
+        behind = self.ncp.nvram.behind
+        if network is not None and self.devices:
+            behind.pop(network, None)
+            behind[network] = self.to_json()
+            while len(behind) > MAX_BEHIND:
+                del behind[next(iter(behind))]
         self.devices.clear()
         self._aps.clear()
+
+    def back_on(self, network: str) -> None:
+        """The NCP formed ``network``: the devices left behind on it talk to it again, the
+        end devices as its children (a real one rejoins the coordinator of its network
+        when its parent is gone)."""
+        for item in self.ncp.nvram.behind.pop(network, []):
+            dev = SimDevice(self, parse_eui64(item["ieee"]), item["nwk"], item["kind"], item)
+            if dev.ieee in self.devices or len(self.devices) >= MAX_DEVICES:
+                continue
+            self.devices[dev.ieee] = dev
+            if dev.spec["logical_type"] != "router":
+                node_type = st.SLEEPY_END_DEVICE if dev.sleepy else st.END_DEVICE
+                self.ncp.nvram.children.append(
+                    Child(eui64=_raw(dev.ieee).hex(), node_id=int(dev.nwk), node_type=node_type))
 
     def to_json(self) -> list[dict[str, Any]]:
         return [dev.to_json() for dev in self.devices.values()]

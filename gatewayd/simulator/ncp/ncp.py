@@ -57,7 +57,8 @@ class Air(Protocol):
     def eui64_of(self, nwk: int) -> bytes | None: ...
     def nwk_of(self, eui64: bytes) -> int | None: ...
     def remove(self, eui64: bytes) -> bool: ...
-    def forget_all(self) -> None: ...
+    def forget_all(self, network: str | None = None) -> None: ...
+    def back_on(self, network: str) -> None: ...
     def to_json(self) -> list[dict[str, Any]]: ...
 
 
@@ -281,7 +282,7 @@ def _form_network(ncp: Ncp, p: dict[str, Any]) -> dict[str, Any]:
     if old is not None and old.extended_pan_id != bytes(params["extendedPanId"]).hex():
         ncp.nvram.children.clear()
         if ncp.air is not None:
-            ncp.air.forget_all()  # the devices stay behind on the old network
+            ncp.air.forget_all(old.extended_pan_id)  # the devices stay behind on it
     ncp.nvram.network = Network(
         pan_id=params["panId"], extended_pan_id=bytes(params["extendedPanId"]).hex(),
         channel=params["radioChannel"], tx_power=params["radioTxPower"],
@@ -294,6 +295,8 @@ def _form_network(ncp: Ncp, p: dict[str, Any]) -> dict[str, Any]:
         tc_eui64=bytes(security["preconfiguredTrustCenterEui64"]).hex())
     ncp.nvram.node_id = 0x0000
     ncp.radio_power = params["radioTxPower"]
+    if ncp.air is not None:  # a network formed again (restored): its devices are there
+        ncp.air.back_on(bytes(params["extendedPanId"]).hex())
     ncp.save()
     network_up(ncp)
     return {"status": st.OK}
@@ -309,13 +312,14 @@ def _network_key(ncp: Ncp, initial: bytes) -> bytes:
 
 def forget_network(ncp: Ncp, *, keep_frame_counters: bool = True) -> None:
     """Erase the network from NVM: a leave, or a token factory reset."""
+    left = ncp.nvram.network
     ncp.nvram.network = None
     ncp.nvram.node_id = 0xFFFE
     ncp.nvram.children.clear()
     if not keep_frame_counters:
         ncp.nvram.nwk_frame_counter = ncp.nvram.aps_frame_counter = 0
     if ncp.air is not None:
-        ncp.air.forget_all()
+        ncp.air.forget_all(left.extended_pan_id if left is not None else None)
     ncp.save()
 
 

@@ -71,6 +71,8 @@ class Nvram:
     tokens: dict[str, str] = dataclasses.field(default_factory=dict)  # "key:index" -> hex
     mfg_tokens: dict[str, str] = dataclasses.field(default_factory=dict)  # id -> hex
     devices: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the air's
+    # the devices of networks the NCP left, by extended PAN id (hex): they stay on those
+    behind: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def fresh(cls) -> Nvram:
@@ -103,7 +105,7 @@ class Nvram:
             aps_frame_counter=int(data.get("aps_frame_counter", 0)),
             children=[Child(**c) for c in data.get("children", [])], key_table=keys,
             tokens=dict(data.get("tokens", {})), mfg_tokens=dict(data.get("mfg_tokens", {})),
-            devices=list(data.get("devices", [])))
+            devices=list(data.get("devices", [])), behind=dict(data.get("behind", {})))
 
 
 class Store:
