@@ -55,6 +55,7 @@ from gatewayd.zigbee.alerts import Alerts
 from gatewayd.zigbee.availability import watch_availability
 from gatewayd.zigbee.children import Children
 from gatewayd.zigbee.coalesce import Coalescer
+from gatewayd.zigbee.coordinators import former_coordinators, is_coordinator, take_over
 from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
 from gatewayd.zigbee.left import LEFT_FILE, LeftDevices
 from gatewayd.zigbee.new_network import NewNetwork
@@ -237,6 +238,8 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
         self.app = app
         self.last_error = None
         self.fast = fast_paths(app, self.cfg.radio)
+        if former := former_coordinators(app):  # another stick ran the network before
+            take_over(app, former, self.children, self.setups, self._drop, self._is_child)
         app.add_listener(self)
         for n, dev in enumerate(list(app.devices.values())):
             if n % RESTORE_BATCH == RESTORE_BATCH - 1:
@@ -288,9 +291,14 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
 
     def _is_child(self, dev: Any) -> bool:
         import zigpy.device
-        app = self.app
+        app = self.app  # a coordinator is not: the running one, or one zigbee.db kept
         return (app is not None and isinstance(dev, zigpy.device.Device)
-                and dev.ieee != app.state.node_info.ieee)
+                and dev.ieee != app.state.node_info.ieee and not is_coordinator(dev))
+
+    def _drop(self, device_id: str) -> None:
+        """A child that is not a device any more (a former coordinator): unpublished."""
+        self.coalescer.forget(device_id)
+        self.publisher.remove_device(device_id)
 
     def _child(self, dev: Any) -> Child:
         from gatewayd.zigbee.child import Child  # imports zigpy: only once a radio runs

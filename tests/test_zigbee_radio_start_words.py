@@ -17,7 +17,7 @@ import pytest
 from gatewayd import homie
 from gatewayd.bridge import ZigbeeBridge
 from gatewayd.config import ZigbeeConfig
-from gatewayd.zigbee import radio
+from gatewayd.zigbee import radio_errors
 from tests.helpers import AS_NOBODY, NOBODY, REPO, ROOT_ONLY, reachable_tmp
 from tests.test_bridge import HUB_ID, Recorder, run
 
@@ -71,13 +71,13 @@ def test_a_serial_port_the_service_user_may_not_open_is_said_so() -> None:
 def test_what_the_os_refused_is_said_by_its_errno(
         device: str, error: OSError, words: str) -> None:
     cfg = ZigbeeConfig(enabled=True, radio="bellows", device=device)
-    explained = radio._explain(cfg, device, error)
+    explained = radio_errors.explain(cfg, device, error)
     assert str(explained) == (f"cannot use the radio on {device} (zigbee.device = "
                               f"{device!r}): {words}")
 
 
 def test_a_serial_radio_that_does_not_answer_is_told_to_check_its_baud_rate() -> None:
-    explained = radio._explain(BELLOWS, "/dev/ttyUSB0", TimeoutError())
+    explained = radio_errors.explain(BELLOWS, "/dev/ttyUSB0", TimeoutError())
     assert str(explained) == ("the radio on /dev/ttyUSB0 does not answer (zigbee.device = "
                               "'/dev/ttyUSB0'); check zigbee.radio = 'bellows' and "
                               "zigbee.baudrate = 115200")

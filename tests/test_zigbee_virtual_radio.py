@@ -246,7 +246,7 @@ def test_a_world_file_that_cannot_be_written_is_not_a_network_in_use(tmp_path: P
     """Both are PermissionErrors under zigpy's startup; only the network's own refusal
     reads "in use" (root writes through file modes, so the write failure is raised here
     as the world file's save raises it)."""
-    from gatewayd.zigbee import radio
+    from gatewayd.zigbee import radio_errors
 
     def under_startup(cause: BaseException) -> Exception:
         try:
@@ -258,10 +258,10 @@ def test_a_world_file_that_cannot_be_written_is_not_a_network_in_use(tmp_path: P
             return outer
 
     unwritable = PermissionError(13, "Permission denied", str(tmp_path / "w.json"))
-    explained = radio._explain(CFG, "w.json", under_startup(unwritable))
+    explained = radio_errors.explain(CFG, "w.json", under_startup(unwritable))
     assert str(explained) == "cannot write the virtual radio's world file w.json (Permission " \
         "denied)"  # not "in use", nor a serial port and the 'dialout' group
-    in_use = radio._explain(CFG, "w.json", under_startup(
+    in_use = radio_errors.explain(CFG, "w.json", under_startup(
         virtual_zcl.NetworkInUse("The serial port is locked by another application")))
     assert "in use by another radio start" in str(in_use)
 

@@ -4,7 +4,12 @@
 :mod:`~gatewayd.zigbee.child` turns a zigpy device into a Homie child, and
 :mod:`~gatewayd.zigbee.children` (no zigpy) keeps the bridge's children and finds a device's;
 :mod:`~gatewayd.zigbee.radio` selects and starts the radio library (and turns its
-failures of a request into the bridge's refusal);
+failures of a request into the bridge's refusal), :mod:`~gatewayd.zigbee.radio_errors`
+puts what failed at its start into the hub's words, and
+:mod:`~gatewayd.zigbee.network_start` starts the hub's network on the stick in the port
+(another network's stick refused, a replacement's restored keeping its own address);
+:mod:`~gatewayd.zigbee.coordinators` keeps coordinators out of the children and forgets
+a former one, setting every device up again for the new;
 :mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes (and commits a
 ``/set``'s state at once), and
 :mod:`~gatewayd.zigbee.device_rows` has zigpy save a joining device from a snapshot of its
@@ -40,10 +45,11 @@ emulator's control port or the virtual radio) for ``gatewayctl zigbee sim``, who
 arguments :mod:`~gatewayd.zigbee.simargs` checks (the emulator's control port too). The virtual
 radio and the device model live in :mod:`gatewayd.zigbee.virtual`.
 
-Modules that import zigpy (``radio`` once it starts a controller, ``child``, ``fastpath``,
-``dedup``, ``commands``, ``removals``, and the simulated radio) are imported only when
-Zigbee is enabled, ``ezsp_fast``, ``ash_fast``, ``ash_closing`` and ``extended_timeouts``
-(bellows) only when the radio is bellows; the bridge loads them lazily. Nothing is imported from
+Modules that import zigpy (``radio`` once it starts a controller, ``network_start``,
+``child``, ``fastpath``, ``dedup``, ``commands``, ``removals``, and the simulated radio)
+are imported only when Zigbee is enabled, ``ezsp_fast``, ``ash_fast``, ``ash_closing`` and
+``extended_timeouts`` (bellows) only when the radio is bellows; the bridge loads them
+lazily. Nothing is imported from
 this package's ``__init__`` on purpose.
 
 May import: homie, config, runtime; never the bridge, the cloud link or a front end.

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,9 @@ from gatewayd.zigbee import device_rows, eui64, mapping
 from gatewayd.zigbee.db_writes import CoalescedWrites
 from gatewayd.zigbee.inputs import BridgeError
 from gatewayd.zigbee.pinned import written_for
-from gatewayd.zigbee.radio_words import port_error, silent
+from gatewayd.zigbee.radio_errors import RadioError as RadioError
+from gatewayd.zigbee.radio_errors import RadioUnavailable as RadioUnavailable
+from gatewayd.zigbee.radio_errors import explain
 
 if TYPE_CHECKING:
     from zigpy.application import ControllerApplication
@@ -60,22 +61,6 @@ RADIOS: dict[str, RadioLibrary] = {
     "virtual": RadioLibrary("gatewayd.zigbee.virtual.radio", "gatewayd[zigbee]",
                             "simulated coordinator and devices (tests, simulator)"),
 }
-
-
-class RadioError(Exception):
-    """The radio cannot be started; the message says why and what to do.
-
-    ``details`` is what the library raised when the message cannot say it (a traceback for
-    the log, not text for the cloud); the bridge logs it once per change, not every retry.
-    """
-
-    def __init__(self, message: str, details: BaseException | None = None) -> None:
-        super().__init__(message)
-        self.details = details
-
-
-class RadioUnavailable(RadioError):
-    """The radio is absent or not answering right now; retrying may help."""
 
 
 @contextlib.contextmanager
@@ -201,10 +186,6 @@ def fast_paths(app: ControllerApplication, radio: str) -> FastPaths:
     return FastPaths(reports, frames, commands)
 
 
-def _is_url(device: str) -> bool:
-    return bool(urllib.parse.urlparse(device).scheme) and not device.startswith("/")
-
-
 def radio_path(cfg: ZigbeeConfig, state_dir: Path) -> str:
     """The ``device.path`` zigpy gets: the serial port, or the virtual world file."""
     if cfg.radio == "virtual":
@@ -231,10 +212,6 @@ def _virtual_radio() -> Any:
     return importlib.import_module("gatewayd.zigbee.virtual.radio")
 
 
-def _virtual_zcl() -> Any:
-    return importlib.import_module("gatewayd.zigbee.virtual.zcl")  # as _virtual_radio
-
-
 def zigpy_config(cfg: ZigbeeConfig, state_dir: Path,
                  virtual: VirtualNetwork | None = None) -> dict[str, Any]:
     """zigpy's configuration dictionary for our config section (with the virtual radio's
@@ -252,6 +229,9 @@ def zigpy_config(cfg: ZigbeeConfig, state_dir: Path,
         # Neighbour/route scans only feed source routing, which we do not use; they
         # cost airtime and wake routers every few hours.
         "topology_scan_enabled": False,
+        # The stick's network compared with zigbee.db's latest backup at each start:
+        # another network's stick is refused, not adopted (zigbee/network_start.py).
+        "validate_network_settings": True,
     }
     if cfg.radio == "bellows":
         # bellows runs the serial side on an event loop in a thread of its own by
@@ -270,40 +250,6 @@ def forget_network(state_dir: Path) -> None:
     """Delete ``zigbee.db`` with its journals: zigpy forms a new network at the next start."""
     for suffix in ("", "-wal", "-shm", "-journal"):
         (state_dir / f"{DB_FILE}{suffix}").unlink(missing_ok=True)
-
-
-def _explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
-    where = f"zigbee.device = {path!r}" if cfg.radio != "virtual" else "the virtual radio"
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, OSError | TimeoutError):
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, FileNotFoundError):
-        if cfg.radio == "virtual":
-            return RadioUnavailable("the virtual radio is unplugged")
-        return RadioUnavailable(f"serial port {path} does not exist ({where}): is the "
-                                "Zigbee radio plugged in, and is this its port?")
-    if cfg.radio == "virtual" and isinstance(cause, PermissionError):
-        if isinstance(cause, _virtual_zcl().NetworkInUse):
-            return RadioUnavailable("the virtual radio is in use by another radio start (the "
-                                    "previous one has not let go of it yet)")
-        return RadioUnavailable(f"cannot write the virtual radio's world file {path} "
-                                f"({cause.strerror or 'permission denied'})")
-    serial = not _is_url(path)  # the hub's words by errno and device kind (radio_words.py)
-    if isinstance(cause, PermissionError) and serial:
-        return RadioUnavailable(f"serial port {path} cannot be opened: "
-                                f"{port_error(cause, serial)}")
-    if isinstance(cause, ConnectionRefusedError) and not serial:
-        return RadioUnavailable(f"nothing listens at {path} ({where})")
-    if isinstance(cause, TimeoutError):
-        return RadioUnavailable(silent(cfg.radio, path, where, cfg.baudrate, serial))
-    if isinstance(cause, OSError):
-        return RadioUnavailable(f"cannot use the radio on {path} ({where}): "
-                                f"{port_error(cause, serial)}")
-    # What the radio library raised is for the log: this text goes to the cloud as the
-    # hub's Zigbee status ("AttributeError: 'NoneType' object has no attribute ...").
-    return RadioError(f"the {cfg.radio} radio on {path} failed to start ({where}); check "
-                      f"that it is a {cfg.radio} radio (zigbee.radio); the hub's log has "
-                      "the details", details=exc)
 
 
 async def start_controller(cfg: ZigbeeConfig, state_dir: Path,
@@ -339,17 +285,19 @@ async def start_controller(cfg: ZigbeeConfig, state_dir: Path,
         CoalescedWrites(listener, durable=mapping.settable_attributes())
         device_rows.install(listener)  # no clone of each joining device (see there)
     try:
-        # Started separately from new() so we hold the app if this fails (see below).
-        await app.startup(auto_form=True)
+        # Started separately from new() so we hold the app if this fails (see below):
+        # zigpy's startup(auto_form=True), and what zigpy leaves to us (another network's
+        # stick, a replacement stick that cannot take the old one's address).
+        await importlib.import_module("gatewayd.zigbee.network_start").start_network(app, path)
     except BaseException as exc:
         # startup() leaves the database open when the radio fails (or we are cancelled);
         # close it, or every retry of an unplugged radio would leak a SQLite connection
         # and its thread.
         with contextlib.suppress(Exception):
             await asyncio.shield(shutdown_controller(app))
-        if not isinstance(exc, Exception):
-            raise
-        raise _explain(cfg, path, exc) from exc
+        if isinstance(exc, RadioError) or not isinstance(exc, Exception):
+            raise  # RadioError: already the hub's words (never zigpy's text: it has keys)
+        raise explain(cfg, path, exc) from exc
     log.info("zigbee: %s radio on %s up, channel %s, PAN 0x%04x", cfg.radio, path,
              app.state.network_info.channel, app.state.network_info.pan_id)
     return app

@@ -1,0 +1,82 @@
+"""Why the radio could not be started, in the hub's words (:class:`RadioError`).
+
+:func:`explain` turns what the radio library raised while starting into a sentence for the
+hub's Zigbee status (``zigbee/status``, ``gatewayctl status``, the cloud): by the OS error
+under it (:mod:`~gatewayd.zigbee.radio_words`), and only then the catch-all "check that it
+is a <radio> radio". What the library raised goes to the log only, once
+(``RadioError.details``).
+
+Imports no zigpy at import (``gatewayctl`` and a hub without Zigbee never load it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import urllib.parse
+from collections.abc import Iterator
+
+from gatewayd.config import ZigbeeConfig
+from gatewayd.zigbee.radio_words import port_error, silent
+
+
+class RadioError(Exception):
+    """The radio cannot be started; the message says why and what to do.
+
+    ``details`` is what the library raised when the message cannot say it (a traceback for
+    the log, not text for the cloud); the bridge logs it once per change, not every retry.
+    """
+
+    def __init__(self, message: str, details: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class RadioUnavailable(RadioError):
+    """The radio is absent or not answering right now; retrying may help."""
+
+
+def is_url(device: str) -> bool:
+    return bool(urllib.parse.urlparse(device).scheme) and not device.startswith("/")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
+
+
+def explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
+    """What ``exc``, raised while the radio library started, means for the hub."""
+    where = f"zigbee.device = {path!r}" if cfg.radio != "virtual" else "the virtual radio"
+    cause = next((c for c in _chain(exc) if isinstance(c, OSError | TimeoutError)), None)
+    if isinstance(cause, FileNotFoundError):
+        if cfg.radio == "virtual":
+            return RadioUnavailable("the virtual radio is unplugged")
+        return RadioUnavailable(f"serial port {path} does not exist ({where}): is the "
+                                "Zigbee radio plugged in, and is this its port?")
+    if cfg.radio == "virtual" and isinstance(cause, PermissionError):
+        zcl = importlib.import_module("gatewayd.zigbee.virtual.zcl")  # zigpy: a radio ran
+        if isinstance(cause, zcl.NetworkInUse):
+            return RadioUnavailable("the virtual radio is in use by another radio start (the "
+                                    "previous one has not let go of it yet)")
+        return RadioUnavailable(f"cannot write the virtual radio's world file {path} "
+                                f"({cause.strerror or 'permission denied'})")
+    serial = not is_url(path)  # the hub's words by errno and device kind (radio_words.py)
+    if isinstance(cause, PermissionError) and serial:
+        return RadioUnavailable(f"serial port {path} cannot be opened: "
+                                f"{port_error(cause, serial)}")
+    if isinstance(cause, ConnectionRefusedError) and not serial:
+        return RadioUnavailable(f"nothing listens at {path} ({where})")
+    if isinstance(cause, TimeoutError):
+        return RadioUnavailable(silent(cfg.radio, path, where, cfg.baudrate, serial))
+    if isinstance(cause, OSError):
+        return RadioUnavailable(f"cannot use the radio on {path} ({where}): "
+                                f"{port_error(cause, serial)}")
+    # What the radio library raised is for the log: this text goes to the cloud as the
+    # hub's Zigbee status ("AttributeError: 'NoneType' object has no attribute ...").
+    return RadioError(f"the {cfg.radio} radio on {path} failed to start ({where}); check "
+                      f"that it is a {cfg.radio} radio (zigbee.radio); the hub's log has "
+                      "the details", details=exc)
