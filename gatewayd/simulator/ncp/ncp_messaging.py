@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 UNKNOWN_NODE = 0xFFFF
 MAX_APS_PAYLOAD = 82  # what maximumPayloadLength answers (no source route, no security)
+IEEE_ADDR_REQ = 0x0001  # ZDO: the only broadcast a catalog device answers
 
 
 def eui(value: Any) -> bytes:
@@ -106,7 +107,13 @@ def _send_broadcast(ncp: Ncp, p: dict[str, Any]) -> dict[str, Any]:
     aps = dict(p["apsFrame"], sequence=ncp.next_aps_seq())
     ncp.transmitted()
     ncp.count(st.COUNTER_MAC_TX_BROADCAST)
-    # Devices in the catalog act on no broadcast; the NCP reports it sent once relayed.
+    # Devices in the catalog act on no broadcast but the address request of ZDO, which the
+    # device it names answers (a host finds a device it does not know, zigpy after its
+    # database was lost); the NCP reports the broadcast sent once relayed.
+    data = bytes(p["messageContents"])
+    if (aps["profileId"], aps["clusterId"]) == (0, IEEE_ADDR_REQ) and len(data) >= 3 \
+            and ncp.air is not None:
+        ncp.air.deliver(int.from_bytes(data[1:3], "little"), aps, data)
     _sent(ncp, st.OK, st.OUTGOING_BROADCAST, p["destination"], aps, p["messageTag"])
     return {"status": st.OK, "sequence": aps["sequence"]}
 
