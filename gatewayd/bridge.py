@@ -15,7 +15,8 @@ interview (but the setup where it had not finished, :mod:`gatewayd.zigbee.setups
 Values go out through a per-property coalescer, so a chatty device costs at most one
 publication per property per ``min_interval``. zigpy is imported only once
 :meth:`ZigbeeBridge.start` runs (``gatewayd.zigbee.*``). What users ask of the bridge
-(permit join, install codes, removal, status) is :mod:`gatewayd.zigbee.operations`.
+(permit join, install codes, removal, status) is :mod:`gatewayd.zigbee.operations`; a full
+reset's new network :mod:`gatewayd.zigbee.full_reset`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,6 @@ from gatewayd.zigbee.radio import (
     FastPaths,
     RadioError,
     fast_paths,
-    forget_network,
-    leave_network,
     preload,
     shutdown_controller,
     start_controller,
@@ -56,6 +55,8 @@ from gatewayd.zigbee.availability import watch_availability
 from gatewayd.zigbee.children import Children
 from gatewayd.zigbee.coalesce import Coalescer
 from gatewayd.zigbee.coordinators import former_coordinators, is_coordinator, take_over
+from gatewayd.zigbee.db_file import BackupFile
+from gatewayd.zigbee.full_reset import BridgeReset
 from gatewayd.zigbee.hub_node import HUB_NODE, zigbee_node
 from gatewayd.zigbee.left import LEFT_FILE, LeftDevices
 from gatewayd.zigbee.new_network import NewNetwork
@@ -72,7 +73,7 @@ log = logging.getLogger(__name__)
 RESTORE_BATCH = 16  # devices restored between two turns of the event loop
 
 
-class ZigbeeBridge(BridgeOperations, BridgePublishing):
+class ZigbeeBridge(BridgeOperations, BridgePublishing, BridgeReset):
     """The ``zigbee`` daemon component (``start``/``stop``), all on the asyncio loop."""
 
     name = "zigbee"
@@ -108,6 +109,8 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
                                   lambda seconds: self._hub_value("permitjoin", seconds))
         self._sim: SimLink | None = None
         self.new_network = NewNetwork(self.state_dir)  # a full reset's, until it is formed
+        self.backup_file = BackupFile(self.state_dir, write)  # zigbee-backup.json
+        self.db_aside: Path | None = None  # where a damaged zigbee.db went (db_file.py)
         self._virtual = virtual  # the virtual radio's network (zigbee/operations.py)
         self._virtual_lock = threading.Lock()
         self.fast = FastPaths()  # the radio's fast paths, once it runs (zigbee/radio.py)
@@ -144,39 +147,10 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
         await self._files_written()
 
     async def _files_written(self) -> None:
-        """What changed in zigbee-left.json and zigbee-setup.json is on disk."""
+        """What changed in zigbee-left.json, -setup.json and -backup.json is on disk."""
         await self.left.flush()
         await self.setups.pending.flush()
-
-    async def reset(self, full: bool) -> None:
-        """The hub's factory-reset hook: a full reset also forgets the Zigbee network. The
-        radio leaves it, ``zigbee.db`` is deleted, every child's retained topics cleared,
-        a new network formed; the request is kept until then (:meth:`_new_network`)."""
-        if not full:
-            return
-        # Kept until the new network is up: the radio may be down now, or fail to leave, or
-        # the hub stop before it forms.
-        await self.new_network.ask()
-        app = self.app
-        if app is not None and self.radio_up.is_set():
-            try:
-                await leave_network(app)
-                self.new_network.left = True
-            except Exception:
-                log.exception("zigbee: the radio did not leave its network")
-        await self.stop()
-        for child_id in [c.device_id for c in self.children.values()]:
-            self.publisher.remove_device(child_id)
-            self.coalescer.forget(child_id)
-        self.children.clear()
-        self.left.clear()
-        self.setups.clear()
-        await self._files_written()  # deleted before the reset answers
-        forget_network(self.state_dir)
-        log.warning("zigbee: network forgotten; forming a new one")
-        self._hub_value("status", "starting")  # not "ready" while the new network forms
-        self._count()
-        await self.start()
+        await self.backup_file.flush()
 
     async def _supervise(self) -> None:
         while True:
@@ -184,7 +158,8 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
                 # The world file is read once, in a thread: not on the loop.
                 virtual = (await asyncio.to_thread(lambda: self.virtual)
                            if self.cfg.radio == "virtual" else None)
-                started = await start_controller(self.cfg, self.state_dir, virtual)
+                started = await start_controller(self.cfg, self.state_dir, virtual,
+                                                 self._db_moved_aside)
                 app = await self._new_network(started)
             except RadioError as exc:
                 if str(exc) != self.last_error:  # the journal gets each new reason once
@@ -210,34 +185,11 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
             await self._down(app)
             await self.retries.lost()  # at once, unless it keeps dropping soon after it came up
 
-    async def _new_network(self, app: ControllerApplication) -> ControllerApplication | None:
-        """A full reset (maybe offline) asked for a new network (new_network.py): leave the
-        old one the stick kept, as the daemon's full reset does; None: the next start forms it."""
-        try:
-            if not await self.new_network.pending():
-                return app
-            log.warning("zigbee: a full reset asked for a new network; leaving PAN 0x%04x",
-                        int(app.state.network_info.pan_id))
-            self._hub_value("status", "starting")
-            await leave_network(app)
-        except BaseException as exc:  # cancelled too: the radio and zigbee.db are let go
-            await self._let_go(app)
-            if not isinstance(exc, Exception):
-                raise
-            raise RadioError("the radio did not leave its network for the new one a full "
-                             "reset asked for; the hub's log has the details",
-                             details=exc) from exc
-        await self._let_go(app)
-        self.new_network.left = True
-        self.left.clear()
-        self.setups.clear()
-        await asyncio.to_thread(forget_network, self.state_dir)
-        return None
-
     async def _up(self, app: ControllerApplication) -> None:
         self.app = app
         self.last_error = None
         self.fast = fast_paths(app, self.cfg.radio)
+        self.backup_file.follow(app)  # kept outside zigbee.db too
         if former := former_coordinators(app):  # another stick ran the network before
             take_over(app, former, self.children, self.setups, self._drop, self._is_child)
         app.add_listener(self)
@@ -273,6 +225,9 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing):
             if child.state != "lost":
                 self._set_state(child, "disconnected")
         await self._shutdown(app)
+
+    def _db_moved_aside(self, path: Path) -> None:
+        self.db_aside = path  # gatewayctl status; the log has said it
 
     async def _let_go(self, app: ControllerApplication) -> None:
         # To the end even if cancelled (bounded): nobody else shuts down an app that is not

@@ -10,6 +10,8 @@ puts what failed at its start into the hub's words, and
 (another network's stick refused, a replacement's restored keeping its own address);
 :mod:`~gatewayd.zigbee.coordinators` keeps coordinators out of the children and forgets
 a former one, setting every device up again for the new;
+:mod:`~gatewayd.zigbee.db_file` moves a damaged ``zigbee.db`` aside and keeps the network
+backup outside it (``zigbee-backup.json``);
 :mod:`~gatewayd.zigbee.db_writes` bounds zigpy's database writes (and commits a
 ``/set``'s state at once), and
 :mod:`~gatewayd.zigbee.device_rows` has zigpy save a joining device from a snapshot of its
@@ -35,8 +37,9 @@ finish, to do them again, both in a file :mod:`~gatewayd.zigbee.ieee_file` keeps
 the radio has formed it, and is the whole of a full reset where no radio runs (no zigpy:
 ``gatewayctl``'s offline reset, and the daemon with Zigbee disabled);
 :mod:`~gatewayd.zigbee.operations` is what users ask of the bridge (permit join, install
-codes, removal, status), and :mod:`~gatewayd.zigbee.publishing` how it publishes its
-children's values and states and its own node, both bases of the bridge's class;
+codes, removal, status), :mod:`~gatewayd.zigbee.publishing` how it publishes its
+children's values and states and its own node, and :mod:`~gatewayd.zigbee.full_reset` its
+part of a full reset, all bases of the bridge's class;
 :mod:`~gatewayd.zigbee.radio_words` has the hub's words for a radio that cannot be opened
 or was lost, and :mod:`~gatewayd.zigbee.retries` when the bridge tries it again;
 :mod:`~gatewayd.zigbee.status_line` is the network's part of the hub's status line

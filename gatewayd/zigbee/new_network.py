@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 NEW_NETWORK_FILE = "zigbee-new-network"
 # What a full reset forgets of the Zigbee network besides the radio's own memory.
 NETWORK_FILES = ("zigbee.db", "zigbee.db-wal", "zigbee.db-shm", "zigbee.db-journal",
-                 "zigbee-left.json", "zigbee-setup.json")
+                 "zigbee-backup.json", "zigbee-left.json", "zigbee-setup.json")
 _TEXT = b"a full reset asked for a new Zigbee network; gatewayd forms it at its next start\n"
 
 

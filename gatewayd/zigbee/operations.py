@@ -46,6 +46,7 @@ class BridgeOperations:
     app: ControllerApplication | None
     radio_up: asyncio.Event
     last_error: str | None
+    db_aside: Path | None
     permits: PermitJoin
     children: Children
     fast: FastPaths
@@ -123,7 +124,8 @@ class BridgeOperations:
         return sorted((c.listing() for c in self.children.values()), key=lambda d: d["device_id"])
 
     def status(self) -> dict[str, Any]:
-        """For ``gatewayctl status``; never the network key."""
+        """For ``gatewayctl status``; never the network key. ``db_moved_aside``: where a
+        damaged ``zigbee.db`` went since the daemon started (db_file.py), else null."""
         app = self.app if self.radio_up.is_set() else None
         info = app.state.network_info if app is not None else None
         return {"radio": self.cfg.radio, "up": app is not None, "error": self.last_error,
@@ -131,4 +133,5 @@ class BridgeOperations:
                 "channel": int(info.channel) if info else None,
                 "pan_id": f"0x{int(info.pan_id):04x}" if info else None,
                 "devices": len(self.children), "permit_join": self.permit_remaining(),
-                "fast_path": self.fast.counts()}
+                "fast_path": self.fast.counts(),
+                "db_moved_aside": str(self.db_aside) if self.db_aside else None}

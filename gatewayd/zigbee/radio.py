@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from gatewayd.config import ZigbeeConfig
 from gatewayd.runtime import deferred
 from gatewayd.zigbee import device_rows, eui64, mapping
+from gatewayd.zigbee.db_file import BACKUP_FILE, open_db
+from gatewayd.zigbee.db_file import DB_FILE as DB_FILE
 from gatewayd.zigbee.db_writes import CoalescedWrites
 from gatewayd.zigbee.inputs import BridgeError
 from gatewayd.zigbee.pinned import written_for
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DB_FILE = "zigbee.db"
 VIRTUAL_WORLD_FILE = "zigbee-virtual.json"
 
 
@@ -247,36 +248,42 @@ def zigpy_config(cfg: ZigbeeConfig, state_dir: Path,
 
 
 def forget_network(state_dir: Path) -> None:
-    """Delete ``zigbee.db`` with its journals: zigpy forms a new network at the next start."""
+    """Delete ``zigbee.db`` with its journals and ``zigbee-backup.json``: zigpy forms a new
+    network at the next start."""
     for suffix in ("", "-wal", "-shm", "-journal"):
         (state_dir / f"{DB_FILE}{suffix}").unlink(missing_ok=True)
+    (state_dir / BACKUP_FILE).unlink(missing_ok=True)
 
 
 async def start_controller(cfg: ZigbeeConfig, state_dir: Path,
-                           virtual: VirtualNetwork | None = None) -> ControllerApplication:
+                           virtual: VirtualNetwork | None = None,
+                           moved_aside: Callable[[Path], None] | None = None
+                           ) -> ControllerApplication:
     """Import the library, open ``zigbee.db``, connect and start (forming if needed).
 
     The network is formed on first start with a random PAN id, extended PAN id and
     network key; zigpy keeps them (and a backup) in ``zigbee.db``. ``virtual`` is the
-    simulated network the virtual radio drives (one loaded from the world file if None).
+    simulated network the virtual radio drives (one loaded from the world file if None);
+    ``moved_aside`` is told where a damaged ``zigbee.db`` went (:mod:`.db_file`).
     """
     cls = controller_class(cfg.radio)
     path = radio_path(cfg, state_dir)
-    opening = asyncio.ensure_future(cls.new(zigpy_config(cfg, state_dir, virtual),
-                                            start_radio=False))
-    try:
-        app = await asyncio.shield(opening)
-    except asyncio.CancelledError:
-        # Stopped while zigpy opens zigbee.db: let the open finish, then close it. Left
-        # open, its SQLite thread (not a daemon thread) keeps the process from exiting
-        # after a SIGTERM (found by the chaos suite: a stop right after a restart hung).
-        with contextlib.suppress(Exception):
-            await shutdown_controller(await opening)
-        raise
-    except Exception as exc:
-        raise RadioError(f"cannot open the Zigbee database {state_dir / DB_FILE} (damaged, "
-                         "or its disk full?); the hub's log has the details",
-                         details=exc) from exc
+
+    async def new() -> ControllerApplication:
+        opening = asyncio.ensure_future(cls.new(zigpy_config(cfg, state_dir, virtual),
+                                                start_radio=False))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # Stopped while zigpy opens zigbee.db: let the open finish, then close it. Left
+            # open, its SQLite thread (not a daemon thread) keeps the process from exiting
+            # after a SIGTERM (found by the chaos suite: a stop right after a restart hung).
+            with contextlib.suppress(Exception):
+                await shutdown_controller(await opening)
+            raise
+
+    # a damaged zigbee.db is moved aside (db_file.py); the others are said
+    app = await open_db(new, state_dir, moved_aside)
     listener: Any = app._dblistener  # zigpy declares it None until startup assigns it
     # Both rely on zigpy's PersistingListener internals: on another zigpy, zigpy's own
     # writes (unbounded under a flood, a clone per joining device) beat broken ones.

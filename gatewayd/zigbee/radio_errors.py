@@ -3,8 +3,10 @@
 :func:`explain` turns what the radio library raised while starting into a sentence for the
 hub's Zigbee status (``zigbee/status``, ``gatewayctl status``, the cloud): by the OS error
 under it (:mod:`~gatewayd.zigbee.radio_words`), and only then the catch-all "check that it
-is a <radio> radio". What the library raised goes to the log only, once
-(``RadioError.details``).
+is a <radio> radio". :func:`database_error` does the same for ``zigbee.db`` by SQLite's
+error code (a full disk, a file the service user cannot write, one that is damaged:
+:mod:`~gatewayd.zigbee.db_file` moves that one aside). What the library raised goes to the
+log only, once (``RadioError.details``).
 
 Imports no zigpy at import (``gatewayctl`` and a hub without Zigbee never load it).
 """
@@ -12,8 +14,10 @@ Imports no zigpy at import (``gatewayctl`` and a hub without Zigbee never load i
 from __future__ import annotations
 
 import importlib
+import sqlite3
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee.radio_words import port_error, silent
@@ -80,3 +84,36 @@ def explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
     return RadioError(f"the {cfg.radio} radio on {path} failed to start ({where}); check "
                       f"that it is a {cfg.radio} radio (zigbee.radio); the hub's log has "
                       "the details", details=exc)
+
+
+def _sqlite_code(exc: BaseException) -> int | None:
+    for cause in _chain(exc):
+        code = getattr(cause, "sqlite_errorcode", None)
+        if isinstance(cause, sqlite3.Error) and isinstance(code, int):
+            return code & 0xFF  # the primary code of an extended one
+    return None
+
+
+def damaged(exc: BaseException) -> bool:
+    """``exc``, raised opening ``zigbee.db``, says the file is damaged (not a disk full, a
+    permission or a lock: moving those aside would lose a good database)."""
+    if _sqlite_code(exc) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return True
+    exceptions = importlib.import_module("zigpy.exceptions")  # loaded: zigpy opened it
+    return any(isinstance(c, exceptions.CorruptDatabase) for c in _chain(exc))
+
+
+def database_error(path: Path, exc: BaseException) -> RadioError:
+    """``zigbee.db`` cannot be opened: why, by SQLite's error code."""
+    code = _sqlite_code(exc)
+    if code == sqlite3.SQLITE_FULL:
+        return RadioError(f"cannot write the Zigbee database {path}: the disk is full; free "
+                          "some space", details=exc)
+    if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY):
+        return RadioError(f"cannot open the Zigbee database {path} for writing: the service "
+                          "user must be able to write it and its directory", details=exc)
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return RadioUnavailable(f"the Zigbee database {path} is locked by another program",
+                                details=exc)
+    return RadioError(f"cannot open the Zigbee database {path}; the hub's log has the "
+                      "details", details=exc)
