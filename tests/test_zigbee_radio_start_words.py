@@ -18,6 +18,7 @@ from gatewayd import homie
 from gatewayd.bridge import ZigbeeBridge
 from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee import radio_errors
+from gatewayd.zigbee.radio import RadioError, start_controller
 from tests.helpers import AS_NOBODY, NOBODY, REPO, ROOT_ONLY, reachable_tmp
 from tests.test_bridge import HUB_ID, Recorder, run
 
@@ -109,3 +110,59 @@ def test_a_network_radio_that_does_not_answer_is_not_told_about_baud_rates(
             "bridge")
 
     run(main())
+
+
+@pytest.mark.parametrize("kind", ["file", "/dev/null"])
+def test_a_device_that_is_not_a_serial_port_is_said_so_not_in_the_systems_words(
+        tmp_path: Path, kind: str) -> None:
+    """A reviewer's reproduction: `zigbee.device` a file or /dev/null read `cannot use the
+    radio on /dev/null (...): Inappropriate ioctl for device`, retried as if it might mend."""
+    device = str(tmp_path / "ttyUSB0") if kind == "file" else kind
+    if kind == "file":
+        Path(device).write_bytes(b"")
+    cfg = ZigbeeConfig(enabled=True, radio="bellows", device=device)
+
+    async def main() -> RadioError:
+        with pytest.raises(RadioError) as refused:
+            await start_controller(cfg, tmp_path)
+        return refused.value
+
+    refused = run(main())
+    assert str(refused) == (f"cannot use the radio on {device} (zigbee.device = {device!r}): "
+                            "it is not a serial port")
+    assert not isinstance(refused, radio_errors.RadioUnavailable)  # retried once a minute
+
+
+def test_a_network_the_radio_cannot_form_is_said_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A reviewer's reproduction: an NCP refusing to form read `... failed to start (...);
+    check that it is a bellows radio (zigbee.radio)`."""
+    from gatewayd.simulator.ncp import handlers
+    from gatewayd.simulator.ncp import status as ncp_status
+    from gatewayd.simulator.ncp.emulator import Emulator
+
+    monkeypatch.setitem(handlers.HANDLERS, "formNetwork",
+                        lambda ncp, p: {"status": ncp_status.FAIL})
+
+    async def main() -> str:
+        emu = await Emulator(tmp_path / "ncp.json").start()
+        pub = Recorder()
+        hub = homie.Device(HUB_ID, "Test hub")
+        pub.add_device(hub)
+        bridge = ZigbeeBridge(ZigbeeConfig(enabled=True, radio="bellows", device=emu.url,
+                                           channel=20), tmp_path, pub, hub=hub,
+                              retry_min=60, retry_max=60)
+        try:
+            await bridge.start()
+            await pub.until(lambda: str(pub.value(HUB_ID, "zigbee/status")).startswith(
+                "down"), 30)
+            return f"{pub.value(HUB_ID, 'zigbee/status')}|{emu.url}"
+        finally:
+            await bridge.stop()
+            await emu.stop()
+
+    status, url = run(main()).split("|")
+    assert status == (f"down: the radio on {url} could not form a Zigbee network on channel "
+                      "20 (zigbee.channel); the hub's log has the details")
+    assert "FormationFailure" in caplog.text  # the library's words: the log's

@@ -2,22 +2,25 @@
 
 :func:`explain` turns what the radio library raised while starting into a sentence for the
 hub's Zigbee status (``zigbee/status``, ``gatewayctl status``, the cloud): by the OS error
-under it (:mod:`~gatewayd.zigbee.radio_words`), and only then the catch-all "check that it
-is a <radio> radio". :func:`database_error` does the same for ``zigbee.db`` by SQLite's
-error code (a full disk, a file the service user cannot write, one that is damaged:
-:mod:`~gatewayd.zigbee.db_file` moves that one aside). What the library raised goes to the
-log only, once (``RadioError.details``).
+under it (:mod:`~gatewayd.zigbee.radio_words`; a device that is not a serial port, a file
+or ``/dev/null``, is no fault waiting mends), a network the radio could not form, and only
+then the catch-all "check that it is a <radio> radio". :func:`database_error` does the
+same for ``zigbee.db`` by SQLite's error code (a full disk, a file the service user cannot
+write, one that is damaged: :mod:`~gatewayd.zigbee.db_file` moves that one aside). What
+the library raised goes to the log only, once (``RadioError.details``).
 
 Imports no zigpy at import (``gatewayctl`` and a hub without Zigbee never load it).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
 
 from gatewayd.config import ZigbeeConfig
 from gatewayd.zigbee.radio_words import port_error, silent
@@ -52,6 +55,23 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         cause = cause.__cause__ or cause.__context__
 
 
+def _in_frames(exc: BaseException, function: str) -> bool:
+    """Whether ``function`` is on ``exc``'s traceback (or a cause's)."""
+    for cause in _chain(exc):
+        tb: TracebackType | None = cause.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_name == function:
+                return True
+            tb = tb.tb_next
+    return False
+
+
+def _formation_failed(exc: BaseException) -> bool:
+    exceptions = importlib.import_module("zigpy.exceptions")  # loaded: a radio ran
+    return (any(isinstance(c, exceptions.FormationFailure) for c in _chain(exc))
+            or _in_frames(exc, "form_network"))
+
+
 def explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
     """What ``exc``, raised while the radio library started, means for the hub."""
     where = f"zigbee.device = {path!r}" if cfg.radio != "virtual" else "the virtual radio"
@@ -76,9 +96,13 @@ def explain(cfg: ZigbeeConfig, path: str, exc: BaseException) -> RadioError:
         return RadioUnavailable(f"nothing listens at {path} ({where})")
     if isinstance(cause, TimeoutError):
         return RadioUnavailable(silent(cfg.radio, path, where, cfg.baudrate, serial))
-    if isinstance(cause, OSError):
-        return RadioUnavailable(f"cannot use the radio on {path} ({where}): "
-                                f"{port_error(cause, serial)}")
+    if isinstance(cause, OSError):  # not a serial port (ENOTTY): waiting does not mend it
+        error = RadioError if cause.errno == errno.ENOTTY else RadioUnavailable
+        return error(f"cannot use the radio on {path} ({where}): {port_error(cause, serial)}")
+    if _formation_failed(exc):
+        return RadioError(f"the radio on {path} could not form a Zigbee network on channel "
+                          f"{cfg.channel} (zigbee.channel); the hub's log has the details",
+                          details=exc)
     # What the radio library raised is for the log: this text goes to the cloud as the
     # hub's Zigbee status ("AttributeError: 'NoneType' object has no attribute ...").
     return RadioError(f"the {cfg.radio} radio on {path} failed to start ({where}); check "

@@ -52,6 +52,7 @@ _PORT_ERRORS = {
     errno.EIO: "input/output error: the stick or its cable may be failing",
     errno.ENODEV: "there is no device behind it: is the Zigbee radio plugged in?",
     errno.ENXIO: "there is no device behind it: is the Zigbee radio plugged in?",
+    errno.ENOTTY: "it is not a serial port",  # a file, /dev/null: "Inappropriate ioctl"
 }
 
 
