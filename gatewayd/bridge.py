@@ -111,6 +111,7 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing, BridgeReset):
         self.new_network = NewNetwork(self.state_dir)  # a full reset's, until it is formed
         self.backup_file = BackupFile(self.state_dir, write)  # zigbee-backup.json
         self.db_aside: Path | None = None  # where a damaged zigbee.db went (db_file.py)
+        self._told_channel: int | None = None  # a running channel not the config's, logged
         self._virtual = virtual  # the virtual radio's network (zigbee/operations.py)
         self._virtual_lock = threading.Lock()
         self.fast = FastPaths()  # the radio's fast paths, once it runs (zigbee/radio.py)
@@ -202,6 +203,7 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing, BridgeReset):
                 except Exception:
                     log.exception("zigbee: cannot restore %s", dev.ieee)
         info = app.state.network_info
+        self._channel(int(info.channel))
         self._hub_value("channel", int(info.channel))
         self._hub_value("pan-id", f"0x{int(info.pan_id):04x}")
         self._hub_value("status", "ready")
@@ -225,6 +227,15 @@ class ZigbeeBridge(BridgeOperations, BridgePublishing, BridgeReset):
             if child.state != "lost":
                 self._set_state(child, "disconnected")
         await self._shutdown(app)
+
+    def _channel(self, running: int) -> None:
+        """[zigbee] channel is used only to form a network: said once, not at every start."""
+        if running != self.cfg.channel and running != self._told_channel:
+            self._told_channel = running
+            log.warning("zigbee: the network runs on channel %d, not on [zigbee] channel = %d, "
+                        "which is used only when a network is formed (gatewayctl reset --full "
+                        "forms a new one on it; the devices are paired again)", running,
+                        self.cfg.channel)
 
     def _db_moved_aside(self, path: Path) -> None:
         self.db_aside = path  # gatewayctl status; the log has said it

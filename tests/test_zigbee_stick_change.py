@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from gatewayd.zigbee import radio
 from gatewayd.zigbee.radio import RadioError, RadioUnavailable, start_controller
 from tests.helpers import run_async
 from tests.test_bridge import HUB_ID, Recorder, dev_id, join
+from tests.zigbee_radios import sim
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -337,3 +339,41 @@ def test_a_hub_that_adopted_another_networks_stick_takes_its_own_back_without_th
                 await bridge.stop()
 
     run_async(main(), 150)
+
+
+def test_a_channel_setting_the_running_network_does_not_use_is_said_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """[zigbee] channel is used only when a network is formed: changed afterwards, it
+    silently did nothing."""
+    caplog.set_level(logging.INFO, logger="gatewayd")
+    hub_dir = tmp_path / "hub"
+    hub_dir.mkdir()
+
+    async def main() -> None:
+        async with Stick(tmp_path / "a.json") as a:
+            bridge, _pub = await bridge_on(a, hub_dir)  # formed on channel 15
+            await bridge.stop()
+            assert not [r for r in caplog.records if "channel" in r.getMessage()
+                        and r.levelno >= logging.WARNING]
+            pub = Recorder()
+            hub = homie.Device(HUB_ID, "Test hub")
+            pub.add_device(hub)
+            bridge = ZigbeeBridge(replace(a.config(), channel=20), hub_dir, pub, hub=hub,
+                                  retry_min=0.05, retry_max=0.2, shutdown_timeout=2.0)
+            await bridge.start()
+            try:
+                async with asyncio.timeout(20):
+                    await bridge.radio_up.wait()
+                assert pub.value(HUB_ID, "zigbee/channel") == 15
+                mark = len(pub.values(HUB_ID, "zigbee/status"))
+                await sim(bridge, "drop")  # the radio lost and started again
+                await pub.until(lambda: "ready" in pub.values(HUB_ID, "zigbee/status")[mark:],
+                                20)
+            finally:
+                await bridge.stop()
+        assert [r.getMessage() for r in caplog.records if "[zigbee] channel" in r.getMessage()
+                ] == ["zigbee: the network runs on channel 15, not on [zigbee] channel = 20, "
+                      "which is used only when a network is formed (gatewayctl reset --full "
+                      "forms a new one on it; the devices are paired again)"]
+
+    run_async(main(), 120)
