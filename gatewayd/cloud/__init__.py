@@ -2,7 +2,8 @@
 
 :mod:`~gatewayd.cloud.net` drives paho-mqtt on the loop (connects on a thread; its client
 reads and writes the socket and reads a 3.1.1 PUBACK as :mod:`~gatewayd.cloud.acks` says) to
-an :mod:`~gatewayd.cloud.endpoint` (by paho's own TCP connect, or an opener the daemon was
+an :mod:`~gatewayd.cloud.endpoint`, opening the connection as :mod:`~gatewayd.cloud.dial`
+says (one deadline for the lookup, every address and TLS; or by an opener the daemon was
 given: the simulator's uplink) and :mod:`~gatewayd.cloud.attempts` says what an attempt
 came to;
 :mod:`~gatewayd.cloud.link` publishes devices and keeps them published across reconnects,

@@ -36,9 +36,7 @@ requires; after a short write paho is told "would block" rather than trying a se
 full socket would refuse. Upstream could do the same with one ``send`` of the joined
 queue.
 
-And it opens the TCP connection with the :data:`~gatewayd.cloud.endpoint.Opener` the
-daemon was given, if it was given one (the simulator's uplink; see
-:mod:`gatewayd.cloud.endpoint`); without one, paho opens it as always.
+It opens its connections as :class:`~gatewayd.cloud.dial.DialingClient` does.
 """
 
 from __future__ import annotations
@@ -55,7 +53,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gatewayd.cloud.endpoint import Opener
+from gatewayd.cloud.dial import DialingClient
 
 PAHO_VERSION = "2.2.0"
 # paho's own attribute: importlib.metadata.version() searches the installed distributions
@@ -71,29 +69,17 @@ _SUCCESS = ReasonCode(PacketTypes.PUBACK)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
 
 
-class AckingClient(mqtt.Client):
+class AckingClient(DialingClient):
     """``paho.mqtt.client.Client`` with the 3.1.1 PUBACK read directly (see above)."""
 
-    def __init__(self, *args: Any, opener: Opener | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._opener = opener
         self._lean_acks = WRITTEN_FOR and self._protocol != MQTTProtocolVersion.MQTTv5
         self._received = b""  # from the socket, paho has read up to _read_at
         self._read_at = 0
         self._sent_ahead = 0  # bytes one send took for packets paho has yet to account for
         self._gathering = False  # inside our _packet_write: paho's sends are gathered
         self._short = False  # the last gathered write took less than it was given
-
-    def _create_socket_connection(self) -> socket.socket:
-        # paho 2.2.0's method (paho/mqtt/client.py), called by its connect on our connect
-        # thread, which opens the TCP connection with socket.create_connection (PySocks'
-        # through a proxy). The opener the daemon was given, if any, opens it instead, with
-        # the same arguments: a TLS session and MQTT then run over what it returns. Without
-        # one (gatewayd on a hub), paho's own, proxy and all.
-        if self._opener is None:
-            return super()._create_socket_connection()
-        return self._opener((self._host, self._port), self._connect_timeout,
-                            (self._bind_address, self._bind_port))
 
     def read_all(self) -> MQTTErrorCode:
         """``loop_read`` until every byte received is read: paho reads at most one packet

@@ -45,6 +45,14 @@ class CaFileError(Exception):
         self.reason = reason
 
 
+class LookupTimeout(Exception):
+    """The DNS lookup of ``host`` did not finish before the attempt's deadline."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"DNS lookup of {host!r} timed out")
+        self.host = host
+
+
 # ---- outcome classification --------------------------------------------------------------
 
 def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) -> CloudResult:
@@ -55,6 +63,10 @@ def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) 
         return CloudResult(unreachable, f"broker unreachable: DNS lookup of {host!r} failed "
                                         f"({exc.strerror or exc}): check the host name and "
                                         "the hub's Internet connection")
+    if isinstance(exc, LookupTimeout):
+        return CloudResult(unreachable, f"broker unreachable: DNS lookup of {host!r} timed out "
+                                        "(no answer from the hub's DNS server in time): check "
+                                        "the hub's Internet connection and DNS server")
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = (exc.verify_message or str(exc)).rstrip(".")
         if "hostname mismatch" in detail.lower() or "not valid for" in detail.lower():
@@ -68,8 +80,8 @@ def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) 
             hint = ": the certificate is not signed by a trusted CA (check cloud.ca_file)"
         return CloudResult(unreachable, f"TLS: certificate verify failed: {detail}{hint}")
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        hint = f" (is {port} a TLS port?)" if "WRONG_VERSION" in str(reason) else ""
+        reason = str(exc.reason or exc)
+        hint = f" (is {port} a TLS port?)" if "WRONG_VERSION" in reason else ""
         return CloudResult(unreachable, f"TLS handshake with {where} failed: {reason}{hint}")
     if isinstance(exc, ConnectionRefusedError):
         return CloudResult(unreachable, f"broker unreachable: TCP connection to {where} refused "
@@ -90,6 +102,17 @@ def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) 
         return CloudResult(unreachable, f"broker unreachable: TCP connection to {where} failed "
                                         f"({text})")
     return CloudResult(unreachable, f"cannot connect to {where}: {exc}")
+
+
+def closed_before_connack(host: str, port: int, tls: bool, gave_up: str = "") -> CloudResult:
+    """The connection ended after TCP (and TLS) were up and before CONNACK: by the broker,
+    or by the hub, which ``gave_up`` says why."""
+    where = f"{host}:{port}"
+    if gave_up:
+        return CloudResult(CloudOutcome.UNREACHABLE, f"the hub closed the connection to broker "
+                                                     f"{where} before it was accepted: {gave_up}")
+    return CloudResult(CloudOutcome.UNREACHABLE, f"broker {where} closed the connection "
+                                                 "before accepting it")
 
 
 # The hint for a refused account that a person typed; a provisioned hub's link gives the

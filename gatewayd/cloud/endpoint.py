@@ -1,9 +1,11 @@
 """Where a cloud connection goes (:class:`Endpoint`) and how it gets there (:data:`Opener`).
 
-On a hub paho opens each connection itself (``socket.create_connection``, or PySocks'
-through a proxy). Whoever builds the daemon may give it an :data:`Opener` instead, which
-the cloud link's and the provisioning channel's connections then use (the daemon passes
-it to both; :class:`~gatewayd.cloud.acks.AckingClient` calls it). ``gatewayd`` gives none.
+On a hub the client opens each connection itself (:mod:`gatewayd.cloud.dial`: every
+address of the name within the attempt's deadline; or paho, by PySocks, through a proxy).
+Whoever builds the daemon may give it an :data:`Opener` instead, which the cloud link's and
+the provisioning channel's connections then use (the daemon passes it to both;
+:class:`~gatewayd.cloud.dial.DialingClient` calls it with the time the attempt has left).
+``gatewayd`` gives none.
 ``gatewayd --simulate`` gives the simulated uplink's (:mod:`gatewayd.simulator.uplink`),
 so that a Wi-Fi or internet lost in the simulated NetworkManager ends the hub's session
 with its broker as on a hub, although that broker is on loopback.

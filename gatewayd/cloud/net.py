@@ -2,12 +2,14 @@
 
 paho-mqtt runs on the asyncio loop through its external-loop interface (``loop_read``,
 ``loop_write``, ``loop_misc`` and the socket callbacks). Only the blocking connect (DNS, TCP,
-TLS handshake) runs on a short-lived thread of its own. paho's own network thread cost each
-publication a wake-up byte, a select() wake-up of that thread, a hand-over of the PUBACK
-back to the loop and the GIL going back and forth between them: 130 µs of CPU for a
-publication at 1000/s (bench/README.md, "The publication path"). Every event goes to a
-:class:`ConnectionSink` after paho has finished the packet, in order, a burst of PUBACKs in
-one batch; paho's client reads a PUBACK as :mod:`~gatewayd.cloud.acks` says.
+TLS handshake) runs on a short-lived thread of its own, within the attempt's one deadline
+(``connect_timeout`` from its start to CONNACK; :mod:`~gatewayd.cloud.dial`). paho's own
+network thread cost each publication a wake-up byte, a select() wake-up of that thread, a
+hand-over of the PUBACK back to the loop and the GIL going back and forth between them:
+130 µs of CPU for a publication at 1000/s (bench/README.md, "The publication path").
+Every event goes to a :class:`ConnectionSink` after paho has finished the packet, in order,
+a burst of PUBACKs in one batch; paho's client reads a PUBACK as
+:mod:`~gatewayd.cloud.acks` says.
 
 We drive paho with ``connect()`` ourselves instead of ``loop_start()`` because paho's own
 reconnect loop swallows the exception of a failed attempt (so we could not say "DNS" vs
@@ -39,7 +41,9 @@ from gatewayd.cloud.attempts import (
     CloudResult,
     classify_connack,
     classify_connect_error,
+    closed_before_connack,
 )
+from gatewayd.cloud.dial import on_own_thread
 from gatewayd.cloud.endpoint import Endpoint, Opener
 from gatewayd.runtime.backoff import backoff_delay
 
@@ -49,6 +53,9 @@ LOOP_TIMEOUT = 1.0  # how often keepalive, the connect timeout and a stop are lo
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the backoff
 MAX_PENDING_MESSAGES = 512  # inbound messages waiting for the asyncio loop; more are dropped
 STOP_GRACE = 3.0  # how long a stop waits for DISCONNECT to be written
+# what paho's read says when the broker ended the connection (else the hub gave up on it)
+_BROKER_ENDED = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_CONN_LOST,
+                 MQTTErrorCode.MQTT_ERR_NO_CONN)
 
 
 # ---- the connection --------------------------------------------------------------------------
@@ -71,8 +78,9 @@ class ConnectionSink(Protocol):
 class Connection:
     """One paho client, driven by the asyncio loop, until :meth:`stop`.
 
-    Only the blocking connect (DNS, TCP, TLS handshake, writing CONNECT) runs on a
+    Only the blocking connect (DNS, TCP, TLS handshake, queueing CONNECT) runs on a
     short-lived thread; reading, writing, keepalive and every paho callback run on the loop.
+    ``connect_timeout`` bounds each attempt as a whole, from the DNS lookup to CONNACK.
     ``opener`` opens its TCP connections instead of paho (:mod:`gatewayd.cloud.endpoint`).
     """
 
@@ -97,6 +105,8 @@ class Connection:
         self._dropped_messages = 0
         self._gen = 0
         self._connack_at: float | None = None
+        self._deadline = 0.0  # time.monotonic() by which this attempt must have its CONNACK
+        self._gave_up = ""  # why the hub ended this attempt's connection before CONNACK
         self._reported = False  # has this attempt's outcome been handed over?
         self._tls_ready = False
         self._task: asyncio.Task[None] | None = None
@@ -225,10 +235,14 @@ class Connection:
         while not self._stopping.is_set():
             self._gen += 1
             self._connack_at = None
+            self._gave_up = ""
             self._reported = False
+            self._deadline = self._client.deadline = time.monotonic() + self._connect_timeout
             try:
                 self._prepare_tls()
-                await self._in_thread(self._connect)
+                if not await on_own_thread(self._connect, self._client.close_unserved,
+                                           self._stopping):
+                    break  # stopped while connecting: the thread closes what it opens
             except Exception as exc:
                 result = classify_connect_error(exc, self.endpoint.host, self.endpoint.port,
                                                 self.endpoint.tls)
@@ -247,10 +261,9 @@ class Connection:
                 if not self._reported and not self._stopping.is_set():
                     # e.g. a CONNACK paho rejects before calling on_connect, or a broker
                     # that closes the socket right after accepting it
-                    result = CloudResult(CloudOutcome.UNREACHABLE,
-                                         f"broker {self.endpoint} closed the connection "
-                                         "before accepting it")
-                    self._report_failure(result)
+                    self._report_failure(closed_before_connack(
+                        self.endpoint.host, self.endpoint.port, self.endpoint.tls,
+                        self._gave_up))
             if self._stopping.is_set():
                 break
             delay = backoff_delay(attempt, *self._reconnect, self._rng)
@@ -258,27 +271,6 @@ class Connection:
             log.debug("reconnecting to %s in %.2f s", self.endpoint, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
-
-    def _in_thread(self, fn: Callable[[], None]) -> asyncio.Future[None]:
-        """Run ``fn`` on a daemon thread of its own: a connect stuck in DNS or TCP must
-        neither block the loop nor hold up the process's exit (the default executor would)."""
-        done: asyncio.Future[None] = self._loop.create_future()
-
-        def settle(exc: BaseException | None) -> None:
-            if not done.done():
-                done.set_result(None) if exc is None else done.set_exception(exc)
-
-        def work() -> None:
-            error: BaseException | None = None
-            try:
-                fn()
-            except BaseException as exc:  # handed to the loop, which classifies it
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
-                self._loop.call_soon_threadsafe(settle, error)
-
-        threading.Thread(target=work, name="cloud-connect", daemon=True).start()
-        return done
 
     def _prepare_tls(self) -> None:
         if not self.endpoint.tls or self._tls_ready:
@@ -304,7 +296,6 @@ class Connection:
 
     async def _serve(self) -> bool:
         """Serve the connection until it ends; True if it had been up a while."""
-        started = time.monotonic()
         stop_seen: float | None = None
         timed_out = False
         sock = self._client.socket()
@@ -323,16 +314,20 @@ class Connection:
                         self._leave()
                     elif now - stop_seen > STOP_GRACE:
                         break  # the broker does not read; the process is leaving anyway
-                elif self._connack_at is None and not timed_out and \
-                        now - started > self._connect_timeout:
+                elif self._connack_at is None and not timed_out and now > self._deadline:
                     timed_out = True
                     result = CloudResult(CloudOutcome.TIMEOUT,
                                          f"broker {self.endpoint} accepted the connection but "
-                                         f"did not answer within {self._connect_timeout:g} s")
+                                         f"did not answer within the attempt's "
+                                         f"{self._connect_timeout:g} s")
                     self._report_failure(result)
                     self._client.disconnect()
-                # PINGREQ when due, and the end of a connection whose PINGRESP never came.
-                self._client.loop_misc()
+                if self._connack_at is not None:
+                    # PINGREQ when due, and the end of a connection whose PINGRESP never
+                    # came. Not before CONNACK: until then paho could only close the socket
+                    # if CONNACK takes a keepalive period, and the deadline above is the
+                    # attempt's bound.
+                    self._client.loop_misc()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(closed), LOOP_TIMEOUT)
         finally:
@@ -344,10 +339,15 @@ class Connection:
 
     def _readable(self) -> None:
         try:
-            self._client.read_all()
+            rc = self._client.read_all()
         except Exception:  # a reader that raises again at every byte would spin the loop
             log.exception("cloud link: reading from %s failed; reconnecting", self.endpoint)
+            self._gave_up = "reading its answer failed (the hub's log says why)"
             self._abort()
+            return
+        if rc not in _BROKER_ENDED and self._client.socket() is None:
+            # paho closed it: what came was not MQTT it could read (not a CONNACK)
+            self._gave_up = f"its answer was not MQTT (is {self.endpoint.port} an MQTT port?)"
 
     def _abort(self) -> None:
         """End this connection from our side: the next attempt closes paho's socket."""
