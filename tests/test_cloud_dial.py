@@ -1,6 +1,6 @@
 """How the cloud link opens its connection (gatewayd/cloud/dial.py) and says what became of
 it (gatewayd/cloud/attempts.py), against a real mosquitto: a slow network, a dead
-resolver, dead addresses.
+resolver, dead addresses, TLS names.
 
 A slow network here is a wait inside a fake network (an opener, a proxy, a resolver):
 the fault, not a synchronisation; the tests wait on the link's outcomes, with timeouts.
@@ -24,7 +24,8 @@ from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 from gatewayd.cloud.dial import DialingClient
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import Broker
-from tests.cloud_helpers import TOKEN, WSP, creds_for, fast_config, make_link, run
+from gatewayd.simulator.pki import make_test_pki
+from tests.cloud_helpers import TOKEN, WSP, creds_for, fast_config, make_broker, make_link, run
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -306,3 +307,38 @@ def test_a_stop_does_not_wait_for_a_connect_under_way(
         run(main())
     finally:
         released.set()
+
+
+# ---- TLS names and the wrong kind of port -------------------------------------------------
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[Broker]:
+    pki = make_test_pki(tmp_path / "pki", ["broker.test", "127.0.0.1"])
+    b = make_broker(tmp_path / "tls-broker", tls=pki)
+    yield b
+    b.stop()
+
+
+def attempt(broker: Broker, **creds: Any) -> tuple[CloudResult, dict[str, Any]]:
+    async def main() -> tuple[CloudResult, dict[str, Any]]:
+        assert broker.tls is not None
+        link = make_link(fast_config(ca_file=str(broker.tls.cafile)))
+        await link.start(creds_for(broker, **creds))
+        result = await link.wait_result(10)
+        status = link.status()
+        await link.stop()
+        return result, status
+
+    return run(main())
+
+
+def test_a_host_with_a_trailing_dot_is_named_without_it_in_tls(
+        tls_broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`broker.test.` (an absolute name, which pairing accepts) went to TLS as SNI and the
+    certificate check with its dot: "hostname mismatch" for a certificate of broker.test."""
+    assert tls_broker.tls is not None
+    fake_names(monkeypatch, {"broker.test.": [tls_broker.tls.port]})
+    result, status = attempt(tls_broker, host="broker.test.", mqtts_port=tls_broker.tls.port)
+    assert result.outcome is CloudOutcome.CONNECTED, result.reason
+    assert result.reason == f"connected to broker.test.:{tls_broker.tls.port} over TLS"
+    assert status["connected"] is True

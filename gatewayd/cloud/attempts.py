@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gatewayd.cloud.endpoint import tls_name
+
 
 class CloudOutcome(enum.StrEnum):
     CONNECTED = "connected"
@@ -72,7 +74,7 @@ def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) 
         if "hostname mismatch" in detail.lower() or "not valid for" in detail.lower():
             return CloudResult(unreachable, f"TLS: certificate verify failed: hostname mismatch "
                                             f"(the broker's certificate is not valid for "
-                                            f"{host!r})")
+                                            f"{tls_name(host)!r})")
         hint = ""
         if "expired" in detail or "not yet valid" in detail:
             hint = ": check the hub's clock"

@@ -17,7 +17,9 @@ connect that took ``keepalive`` seconds or more was closed by the first ``loop_m
 starts again here once the connection is open, as it would if paho set its timestamps
 after ``_create_socket()``, which upstream could do.
 
-An :data:`~gatewayd.cloud.endpoint.Opener` the daemon was given (the simulator's uplink) opens
+TLS names the host without one trailing dot (``broker.example.`` is an absolute DNS name
+that certificates and SNI write without it), and an IPv6 literal without its zone. An
+:data:`~gatewayd.cloud.endpoint.Opener` the daemon was given (the simulator's uplink) opens
 the TCP connection instead, with the time left; through a proxy (PySocks installed and
 configured) paho opens it, as before.
 """
@@ -41,7 +43,7 @@ from typing import TYPE_CHECKING, Any, cast
 import paho.mqtt.client as mqtt
 
 from gatewayd.cloud.attempts import LookupTimeout
-from gatewayd.cloud.endpoint import Opener
+from gatewayd.cloud.endpoint import Opener, tls_name
 
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike
@@ -87,12 +89,12 @@ class DialingClient(mqtt.Client):
         return connect_first(addresses, self._until, source if any(source) else None)
 
     def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
-        # paho's, but with the time left. The context checks the
+        # paho's, but with the name TLS knows and the time left. The context checks the
         # host name (net.py's always does; paho's fallback, ssl.match_hostname, is gone
         # from Python 3.12).
         if self._ssl_context is None:
             raise ValueError("TLS without a context")
-        sock = self._ssl_context.wrap_socket(tcp_sock, server_hostname=self._host,
+        sock = self._ssl_context.wrap_socket(tcp_sock, server_hostname=tls_name(self._host),
                                              do_handshake_on_connect=False)
         left = self._left()
         if left <= 0:

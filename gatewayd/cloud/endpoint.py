@@ -1,5 +1,7 @@
 """Where a cloud connection goes (:class:`Endpoint`) and how it gets there (:data:`Opener`).
 
+:func:`tls_name` is its host as TLS names it.
+
 On a hub the client opens each connection itself (:mod:`gatewayd.cloud.dial`: every
 address of the name within the attempt's deadline; or paho, by PySocks, through a proxy).
 Whoever builds the daemon may give it an :data:`Opener` instead, which the cloud link's and
@@ -13,6 +15,8 @@ with its broker as on a hub, although that broker is on loopback.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,3 +37,14 @@ class Endpoint:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+def tls_name(host: str) -> str:
+    """``host`` as TLS names it (SNI, the certificate's check): a name without one
+    trailing dot (``broker.example.`` is the absolute form of ``broker.example``, which
+    certificates hold), an IPv6 literal without its zone (``%eth0``)."""
+    address = host.partition("%")[0]
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(address)
+        return address
+    return host.removesuffix(".")
