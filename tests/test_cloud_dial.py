@@ -1,6 +1,6 @@
 """How the cloud link opens its connection (gatewayd/cloud/dial.py) and says what became of
 it (gatewayd/cloud/attempts.py), against a real mosquitto: a slow network, a dead
-resolver, dead addresses, TLS names.
+resolver, dead addresses, TLS names, the wrong kind of port.
 
 A slow network here is a wait inside a fake network (an opener, a proxy, a resolver):
 the fault, not a synchronisation; the tests wait on the link's outcomes, with timeouts.
@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -342,3 +344,85 @@ def test_a_host_with_a_trailing_dot_is_named_without_it_in_tls(
     assert result.outcome is CloudOutcome.CONNECTED, result.reason
     assert result.reason == f"connected to broker.test.:{tls_broker.tls.port} over TLS"
     assert status["connected"] is True
+
+
+def test_tls_to_a_plain_port_and_plain_to_a_tls_port_say_so(tls_broker: Broker) -> None:
+    assert tls_broker.tls is not None
+    plain, tls = tls_broker.port, tls_broker.tls.port
+    result, _ = attempt(tls_broker, host="127.0.0.1", mqtts_port=plain)
+    assert result.outcome is CloudOutcome.UNREACHABLE
+    assert result.reason == (f"broker unreachable: TLS handshake with 127.0.0.1:{plain} was "
+                             f"closed (Connection reset by peer): is {plain} a plain MQTT port "
+                             "rather than a TLS one?")
+    result, status = attempt(tls_broker, host="127.0.0.1", port=tls)
+    assert result.reason == (f"broker 127.0.0.1:{tls} closed the connection before accepting "
+                             f"it (is {tls} a TLS port? then it is the mqtts_port)")
+    assert status["last_error"] == result.reason
+
+
+def test_an_ipv6_broker_is_written_in_brackets() -> None:
+    """`::1:9` read as a port of 9 on some address; `[::1]:9` is the usual way."""
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = probe.getsockname()[1]  # bound, not listening: refused
+
+    async def main() -> tuple[CloudResult, dict[str, Any]]:
+        link = make_link()
+        await link.start(creds_for(None, host="::1", port=port))
+        result = await link.wait_result(10)
+        status = link.status()
+        await link.stop()
+        return result, status
+
+    try:
+        result, status = run(main())
+    finally:
+        probe.close()
+    assert status["broker"] == f"[::1]:{port}"
+    assert result.reason == (f"broker unreachable: TCP connection to [::1]:{port} refused "
+                             "(nothing listens there: check host and port)")
+
+
+def test_a_broker_with_only_old_tls_says_so(tmp_path: Path) -> None:
+    """A TLS 1.1 broker: OpenSSL's own words ("TLSV1_ALERT_PROTOCOL_VERSION") before."""
+    pki = make_test_pki(tmp_path / "pki", ["127.0.0.1"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        with warnings.catch_warnings():  # deprecated: that is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.maximum_version = ssl.TLSVersion.TLSv1_1
+        context.set_ciphers("ALL:@SECLEVEL=0")
+        context.load_cert_chain(pki.certfile, pki.keyfile)
+    except (ssl.SSLError, ValueError) as exc:
+        pytest.skip(f"this OpenSSL cannot serve TLS 1.1: {exc}")
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    context.wrap_socket(conn, server_side=True).close()
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    async def main() -> CloudResult:
+        link = make_link(fast_config(ca_file=str(pki.cafile)))
+        await link.start(creds_for(None, port=1883, mqtts_port=port))
+        result = await link.wait_result(10)
+        await link.stop()
+        return result
+
+    try:
+        result = run(main())
+    finally:
+        server.close()
+    assert result.outcome is CloudOutcome.UNREACHABLE
+    assert result.reason == (f"TLS handshake with 127.0.0.1:{port} failed: the broker offers "
+                             "only TLS older than 1.2, which the hub does not accept")

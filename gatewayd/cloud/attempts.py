@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gatewayd.cloud.endpoint import tls_name
+from gatewayd.cloud.endpoint import host_port, tls_name
 
 
 class CloudOutcome(enum.StrEnum):
@@ -57,9 +57,13 @@ class LookupTimeout(Exception):
 
 # ---- outcome classification --------------------------------------------------------------
 
+# OpenSSL's reasons for a broker whose TLS versions the hub does not accept (below 1.2)
+_OLD_TLS = ("TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "WRONG_SSL_VERSION")
+
+
 def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) -> CloudResult:
     """What went wrong before the broker could answer CONNECT, said for a user."""
-    where = f"{host}:{port}"
+    where = host_port(host, port)
     unreachable = CloudOutcome.UNREACHABLE
     if isinstance(exc, socket.gaierror):
         return CloudResult(unreachable, f"broker unreachable: DNS lookup of {host!r} failed "
@@ -83,7 +87,13 @@ def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) 
         return CloudResult(unreachable, f"TLS: certificate verify failed: {detail}{hint}")
     if isinstance(exc, ssl.SSLError):
         reason = str(exc.reason or exc)
+        if reason in _OLD_TLS:
+            return CloudResult(unreachable, f"TLS handshake with {where} failed: the broker "
+                                            "offers only TLS older than 1.2, which the hub "
+                                            "does not accept")
         hint = f" (is {port} a TLS port?)" if "WRONG_VERSION" in reason else ""
+        if "EOF" in reason:
+            hint = _not_tls(port)
         return CloudResult(unreachable, f"TLS handshake with {where} failed: {reason}{hint}")
     if isinstance(exc, ConnectionRefusedError):
         return CloudResult(unreachable, f"broker unreachable: TCP connection to {where} refused "
@@ -98,7 +108,7 @@ def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) 
     if isinstance(exc, ConnectionError):
         step = "TLS handshake with" if tls else "TCP connection to"
         return CloudResult(unreachable, f"broker unreachable: {step} {where} was closed "
-                                        f"({exc.strerror or exc})")
+                                        f"({exc.strerror or exc}){_not_tls(port) if tls else ''}")
     if isinstance(exc, OSError):
         text = exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
         return CloudResult(unreachable, f"broker unreachable: TCP connection to {where} failed "
@@ -106,15 +116,20 @@ def classify_connect_error(exc: BaseException, host: str, port: int, tls: bool) 
     return CloudResult(unreachable, f"cannot connect to {where}: {exc}")
 
 
+def _not_tls(port: int) -> str:
+    return f": is {port} a plain MQTT port rather than a TLS one?"
+
+
 def closed_before_connack(host: str, port: int, tls: bool, gave_up: str = "") -> CloudResult:
     """The connection ended after TCP (and TLS) were up and before CONNACK: by the broker,
     or by the hub, which ``gave_up`` says why."""
-    where = f"{host}:{port}"
+    where = host_port(host, port)
     if gave_up:
         return CloudResult(CloudOutcome.UNREACHABLE, f"the hub closed the connection to broker "
                                                      f"{where} before it was accepted: {gave_up}")
+    hint = "" if tls else f" (is {port} a TLS port? then it is the mqtts_port)"
     return CloudResult(CloudOutcome.UNREACHABLE, f"broker {where} closed the connection "
-                                                 "before accepting it")
+                                                 f"before accepting it{hint}")
 
 
 # The hint for a refused account that a person typed; a provisioned hub's link gives the
@@ -137,7 +152,7 @@ _TRANSIENT = {136, 137, 151, 159}  # server unavailable, busy, quota exceeded, r
 
 def classify_connack(reason: ReasonCode, host: str, port: int, protocol: str) -> CloudResult:
     name = reason.getName()
-    where = f"{host}:{port}"
+    where = host_port(host, port)
     if reason.value in _CREDENTIALS:
         return CloudResult(CloudOutcome.REFUSED, f"broker refused the credentials "
                                                  f"({name.lower()}): {CHECK_ACCOUNT}",

@@ -1,6 +1,7 @@
 """Where a cloud connection goes (:class:`Endpoint`) and how it gets there (:data:`Opener`).
 
-:func:`tls_name` is its host as TLS names it.
+:func:`host_port` writes a broker's address for a user, :func:`tls_name` its host as TLS
+names it.
 
 On a hub the client opens each connection itself (:mod:`gatewayd.cloud.dial`: every
 address of the name within the attempt's deadline; or paho, by PySocks, through a proxy).
@@ -36,7 +37,12 @@ class Endpoint:
     ca_file: str = ""
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as a user reads it: an IPv6 address in brackets (``[::1]:8883``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def tls_name(host: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from gatewayd import homie
 from gatewayd.cloud.attempts import CloudOutcome, CloudResult, issued_account
 from gatewayd.cloud.commands import CommandRunner
-from gatewayd.cloud.endpoint import Endpoint, Opener
+from gatewayd.cloud.endpoint import Endpoint, Opener, host_port
 from gatewayd.cloud.inbound import Inbound, MessageHandler, Tap
 from gatewayd.cloud.net import Connection
 from gatewayd.cloud.outcome import LinkStats, StartOutcome, heartbeats
@@ -338,7 +338,7 @@ class CloudLink:
 
     def _broker(self) -> str:
         creds = self._creds
-        return f"{creds.host}:{creds.broker_port}" if creds else "?"
+        return host_port(creds.host, creds.broker_port) if creds else "?"
 
     def _absolute(self, topic: str) -> str:
         if not self._root:

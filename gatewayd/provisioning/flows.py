@@ -334,7 +334,7 @@ def _broker_refusal(endpoint: Endpoint, result: CloudResult) -> str:
         return (f"The platform's provisioning endpoint {endpoint} refused the operation id "
                 "as MQTT client id (32 characters; MQTT obliges a broker to accept 23 only): "
                 "the endpoint must accept it. The hub tries again.")
-    detail = result.reason.removeprefix(f"broker {endpoint.host}:{endpoint.port} ")
+    detail = result.reason.removeprefix(f"broker {endpoint} ")
     return (f"The platform's provisioning endpoint {endpoint} {detail}; the hub tries "
             "again.")
 
