@@ -13,14 +13,17 @@ File format (``docs/interfaces.md`` §3.2)::
 
     {"version": 1, "roots": {"<root topic>": {"virtual-kettle": "3f2a9c01d4e5b6a7", ...}}}
 
+A shape of 16 zeros (:data:`UNSWEPT`) is a child recorded under a root the file did not
+know yet, whose retained topics the broker has not yet been asked about.
 Written atomically with mode 0600, only when it changes, and off the event loop
 (:mod:`~gatewayd.runtime.writebehind`: a pass that records many devices is one write of
 the latest record, its fsyncs in a worker thread); :meth:`PublishedDevices.flush` at stop.
 A file that cannot be read or
 is damaged is logged by name and read as empty: the start goes on, and what it held is
-not cleared (the devices the hub has are recorded again at its next connection); a
-damaged entry is skipped. Bounded: :data:`MAX_DEVICES` per root (beyond, the oldest entry
-goes, with a warning) and :data:`MAX_ROOTS` roots (the one used longest ago goes).
+not cleared (the devices the hub has are recorded again at its next connection, once
+each was compared with what the broker keeps); a damaged entry is skipped. Bounded:
+:data:`MAX_DEVICES` per root (beyond, the oldest entry goes, with a warning) and
+:data:`MAX_ROOTS` roots (the one used longest ago goes).
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ MAX_ROOTS = 4  # the paired account, an earlier one, and an attempt or two
 MAX_FILE_BYTES = 512 * 1024
 FILLED_IN = ("$localip", "$mac")  # the link sets them from the hub's connection
 _SHAPE = re.compile(r"[0-9a-f]{16}")
+# The shape of a child recorded under an account the record did not know (the first start
+# after an upgrade from a release without the record, or a lost file) until the broker was
+# asked what it keeps of it: it differs from every real shape, so each connection asks
+# until that is done (gatewayd.cloud.stale).
+UNSWEPT = "0" * 16
 
 Roots = dict[str, dict[str, str]]  # root -> device id -> shape, oldest first
 
@@ -125,6 +133,11 @@ class PublishedDevices:
     def devices(self, root: str) -> list[str]:
         """The children recorded under ``root``, oldest first."""
         return list(self._roots.get(root, {}))
+
+    def knows(self, root: str) -> bool:
+        """Whether anything was recorded under ``root`` (if not, the children an earlier
+        release published there are unknown)."""
+        return root in self._roots
 
     def shape_of(self, root: str, device_id: str) -> str | None:
         return self._roots.get(root, {}).get(device_id)

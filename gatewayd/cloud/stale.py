@@ -19,7 +19,13 @@ hub has now:
   cleared (never a ``/set`` topic: the hub would hear the clearing as a command). The new
   shape is recorded once the broker acknowledged the clearings; until then every
   connection asks again.
-* A child not recorded yet is recorded: nothing is known of it to clear.
+* A child not recorded yet under a root the record knows is recorded: it is new, nothing
+  of it can be stale. Under a root the record did not know when this run first connected
+  to it (the first start after an upgrade from a release without the record, 0.1.2 or
+  older, or a lost file), every child not recorded is first compared with what the
+  broker keeps, as a changed one is: an earlier release may have published it with
+  another tree. It is recorded as :data:`~gatewayd.cloud.published.UNSWEPT` until then,
+  so a comparison that did not finish is done again at the next connection.
 
 The hub's own device is not tracked (components that start after the connection complete
 its tree: the Zigbee node), and nothing happens in a quiet session (an old account being
@@ -37,7 +43,7 @@ from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 from gatewayd.cloud.leftovers import BATCH, MARKER, TIMEOUT, Leftovers
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.passes import Passes
-from gatewayd.cloud.published import PublishedDevices, shape
+from gatewayd.cloud.published import UNSWEPT, PublishedDevices, shape
 from gatewayd.cloud.sweep import retained_topics
 from gatewayd.cloud.topics import matches
 from gatewayd.state import StateStore
@@ -58,6 +64,7 @@ class StaleTopics:
         self.timeout = timeout
         self._complete: dict[str, frozenset[str]] = {}  # id prefix -> all of that kind
         self._pending: set[str] = set()  # children to compare with the record
+        self._unknown: set[str] = set()  # roots the record knew nothing of in this run
         self._passes = Passes(link, self._pass, name="cloud-stale",
                               failed="clearing what earlier runs published")
         chained = link.on_child
@@ -118,6 +125,8 @@ class StaleTopics:
         if not root or self._quiet():
             self._pending.clear()
             return
+        if not self.record.knows(root):
+            self._unknown.add(root)
         present = self.link.device_ids()[1:]
         self._retire(root, present)
         reshaped = []
@@ -125,7 +134,11 @@ class StaleTopics:
             if device_id not in self._pending:
                 continue
             digest = shape(self.link.device(device_id))
-            if self.record.shape_of(root, device_id) in (None, digest):
+            recorded = self.record.shape_of(root, device_id)
+            if recorded is None and root in self._unknown:
+                recorded = UNSWEPT  # an earlier release may have published another tree
+                self.record.note(root, device_id, recorded)
+            if recorded in (None, digest):
                 self.record.note(root, device_id, digest)
             else:
                 reshaped.append(device_id)
