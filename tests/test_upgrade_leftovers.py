@@ -13,12 +13,14 @@ it, before the hub connects; the hub is the real cloud link."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gatewayd import homie
+from gatewayd.cloud import ownership as ownership_module
 from gatewayd.cloud.attempts import CloudOutcome
 from gatewayd.cloud.leftovers import Leftovers
 from gatewayd.cloud.link import CloudLink
@@ -26,6 +28,7 @@ from gatewayd.cloud.ownership import Ownership
 from gatewayd.cloud.published import FILE_NAME, UNSWEPT, PublishedDevices, shape
 from gatewayd.cloud.stale import StaleTopics
 from gatewayd.credentials import CloudCredentials, mqtt_username
+from gatewayd.onboarding.cloud_step import CloudLinkStep
 from gatewayd.simulator.broker import PLATFORM_USER, Broker
 from gatewayd.simulator.platform import SimPlatform
 from gatewayd.state import StateStore
@@ -41,6 +44,7 @@ from tests.cloud_helpers import (
     retained_snapshot,
     run,
 )
+from tests.helpers import ctl
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -127,6 +131,71 @@ def cloud(state_dir: Path) -> tuple[StateStore, CloudLink, StaleTopics, Ownershi
     stale = StaleTopics(link, store, leftovers, PublishedDevices(state_dir / FILE_NAME),
                         timeout=5.0)
     return store, link, stale, Ownership(link, timeout=5.0, leftovers=leftovers, stale=stale)
+
+
+def reset_offline_and_give_away(state_dir: Path, broker: Broker) -> Ownership:
+    """``gatewayctl reset --full`` with the daemon stopped, then the current release starts
+    (no child: the Zigbee network is forgotten) and is paired with another account."""
+    answer = json.loads(ctl("--socket", str(state_dir / "none.sock"), "--json", "reset",
+                            "--full", "--state-dir", str(state_dir)).stdout)
+    assert answer["offline"] and answer["release_pending"]["root_topic"] == ROOT
+
+    async def pair() -> Ownership:
+        store, link, _, ownership = cloud(state_dir)
+        assert store.state.release is not None
+        assert (await CloudLinkStep(link, store, ownership).connect(other_creds(broker),
+                                                                    10)).ok
+        await link.stop()
+        return ownership
+
+    return run(pair())
+
+
+# ---- releasing an account the record knows nothing of -------------------------------------
+
+def test_a_hub_reset_offline_after_an_old_release_gives_none_of_its_devices_away(
+        world: tuple[Broker, SimPlatform, TcpProxy], tmp_path: Path) -> None:
+    broker, platform, _ = world
+    publish_as_old_release(
+        broker, old_hub(HUB_ID, OLD_ADDRESS), meter(reading="energy", address=OLD_ADDRESS),
+        old_hub(NEIGHBOUR_HUB, "192.0.2.11"),
+        meter(NEIGHBOUR_METER, reading="energy", address="192.0.2.11"),
+        meter(ESP, address=OLD_ADDRESS, implementation="esp8266"))
+    assert tree(broker, METER)["$state"] == "ready"
+    assert not (tmp_path / "state" / FILE_NAME).exists()
+
+    reset_offline_and_give_away(tmp_path / "state", broker)
+
+    # Nothing of this hub is left for the previous owner: before, its meter stayed
+    # ("$state ready", its last reading) for good.
+    assert tree(broker, METER) == {}
+    assert tree(broker, HUB_ID) == {}
+    assert platform.ownership[-1]["device_id"] == HUB_ID
+    assert platform.ownership[-1]["children"] == [METER]
+    # The account's other devices stay: another hub's, and one that is no gatewayd child.
+    assert tree(broker, NEIGHBOUR_HUB)["$state"] == "ready"
+    assert tree(broker, NEIGHBOUR_METER)["meter/energy"] == "12.5"
+    assert tree(broker, ESP)["$state"] == "ready"
+
+
+def test_a_release_hears_of_a_bounded_number_of_devices_and_says_so(
+        world: tuple[Broker, SimPlatform, TcpProxy], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A broker that keeps more devices under the account than the release hears of: those
+    heard of are cleared, the others stay, and the release is reported incomplete."""
+    broker, platform, _ = world
+    monkeypatch.setattr(ownership_module, "MAX_FOUND", 3)
+    children = [f"zigbee-000d6f000a9069{i:02x}" for i in range(5)]
+    publish_as_old_release(broker, old_hub(HUB_ID, OLD_ADDRESS),
+                           *(meter(c, address=OLD_ADDRESS) for c in children))
+
+    ownership = reset_offline_and_give_away(tmp_path / "state", broker)
+
+    left = [c for c in children if tree(broker, c)]
+    assert len(left) == 2 and all(tree(broker, c)["$state"] == "ready" for c in left)
+    assert sorted(platform.ownership[-1]["children"]) == sorted(set(children) - set(left))
+    assert ownership.last is not None and ownership.last["released"] is False
+    assert "could not hear of every device under root" in caplog.text
 
 
 # ---- upgrading: devices whose tree changed since the old release --------------------------

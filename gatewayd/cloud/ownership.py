@@ -10,6 +10,17 @@ removed whose topics are not yet seen cleared (:mod:`~gatewayd.cloud.leftovers`)
 child recorded as published under the account (:mod:`~gatewayd.cloud.stale`): one dropped
 from the configuration, or not restored at this start, is the account's too.
 
+An account the record knows nothing of (its devices published by a release without the
+record, 0.1.2 or older, then reset with the daemon stopped: ``--full`` leaves no child
+either) has its devices asked of the broker: each device's ``$localip`` and
+``$implementation`` under the root (:func:`~gatewayd.cloud.sweep.retained_values`). Other
+hubs of the account publish there too, so only the children this hub published are taken:
+a gatewayd child (``$implementation`` ``gatewayd <kind>``) with the ``$localip`` the hub
+left retained (children publish the hub's address). It hears of at most :data:`MAX_FOUND`
+devices under the root, all hubs' together: a broker that keeps more, or tells more at
+once than the hub can take, gives an incomplete release (the children heard of are
+cleared, the others stay).
+
 * First, either way: the reset writes ``state.json`` with the old account and the device
   ids kept as a pending ``release`` (mode 0600); a reset that cannot write it is refused
   and nothing is sent.
@@ -31,12 +42,13 @@ from __future__ import annotations
 import logging
 import time
 
+from gatewayd import homie
 from gatewayd.cloud.attempts import CloudOutcome
 from gatewayd.cloud.leftovers import Leftovers
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.reqres import PlatformError
 from gatewayd.cloud.stale import StaleTopics
-from gatewayd.cloud.sweep import retained_topics
+from gatewayd.cloud.sweep import retained_topics, retained_values
 from gatewayd.credentials import CloudCredentials
 from gatewayd.owed import MAX_RELEASE_DEVICES, Release
 
@@ -45,6 +57,10 @@ log = logging.getLogger(__name__)
 ENDPOINT = "device/ownership"
 MARKER = "$release"  # non-retained, under the hub's tree: marks the end of the retained burst
 RELEASE_TIMEOUT = 5.0
+# Devices of an account the record knows nothing of (all its hubs') that a release hears
+# of: two retained messages each, within the 512 the hub keeps waiting for its loop.
+MAX_FOUND = 250
+CHILD_IMPLEMENTATION = b"gatewayd "  # "gatewayd zigbee", "gatewayd virtual": a hub's child
 
 
 def same_account(a: CloudCredentials, b: CloudCredentials) -> bool:
@@ -121,6 +137,28 @@ class Ownership:
         finally:
             await self.link.stop(goodbye=False)
 
+    async def _children_on_broker(self) -> tuple[list[str], bool]:
+        """The children this hub published under the account, as the broker keeps them
+        (the record knows nothing of the account), and whether the broker told of all."""
+        hub = self.link.hub.id
+        values, complete = await retained_values(
+            self.link, ("$localip", "$implementation"), marker=MARKER, timeout=self.timeout,
+            limit=MAX_FOUND, always=hub)
+        address = values.get(hub, {}).get("$localip")
+        found = sorted(d for d, v in values.items()
+                       if d != hub and homie.ID_RE.fullmatch(d) and address is not None
+                       and v.get("$localip") == address
+                       and v.get("$implementation", b"").startswith(CHILD_IMPLEMENTATION))
+        if not complete:
+            log.warning("release: could not hear of every device under root %s (more than "
+                        "%d, or no answer from the broker in %g s); the %d child(ren) heard "
+                        "of are cleared, any other stays", self.link.root, MAX_FOUND,
+                        self.timeout, len(found))
+        elif found:
+            log.info("release: %d child(ren) published by an earlier release found under "
+                     "root %s", len(found), self.link.root)
+        return found, complete
+
     def _published(self, root: str) -> list[str]:
         return self.stale.published(root) if self.stale is not None else []
 
@@ -132,6 +170,10 @@ class Ownership:
         topic behind."""
         self.link.go_quiet()
         root = self.link.root
+        heard = True  # of every device: the record knows them, or the broker told
+        if self.stale is None or not self.stale.knows(root):
+            found, heard = await self._children_on_broker()
+            devices = tuple(dict.fromkeys([*devices, *found]))[:MAX_RELEASE_DEVICES]
         topics, complete = await retained_topics(self.link, devices, marker=MARKER,
                                                  timeout=self.timeout)
         if not complete:
@@ -149,7 +191,7 @@ class Ownership:
         flushed = await self.link.flush(self.timeout)
         log.info("released root %s: %d retained topic(s) of %d device(s) cleared%s", root,
                  len(topics), len(devices), "" if flushed else " (not all acknowledged)")
-        released = flushed and complete
+        released = flushed and complete and heard
         self.last = {"root_topic": root, "released": released, "topics": len(topics),
                      "devices": len(devices), "at": time.time()}
         return released

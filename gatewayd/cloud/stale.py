@@ -85,6 +85,11 @@ class StaleTopics:
         """The children recorded as published under ``root`` (for a release)."""
         return self.record.devices(root)
 
+    def knows(self, root: str) -> bool:
+        """Whether the record knows ``root`` (if not, which children an earlier release
+        published there is known to the broker alone)."""
+        return self.record.knows(root)
+
     async def wait(self, timeout: float) -> bool:
         """Wait for the pass in progress, if any; False if it took longer."""
         return await self._passes.wait(timeout)

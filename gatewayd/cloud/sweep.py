@@ -8,14 +8,16 @@ retained messages before it relays anything published after the SUBSCRIBE. Used 
 an account (:mod:`~gatewayd.cloud.ownership`), to clear removed devices
 (:mod:`~gatewayd.cloud.leftovers`) and the topics a device's tree no longer has
 (:mod:`~gatewayd.cloud.stale`). Their rounds take turns on a link: each taps its marker's
-topic, and a second tap on a topic replaces the first.
+topic, and a second tap on a topic replaces the first. :func:`retained_values` asks the
+same way for the values of some attributes of every device under the root (which devices
+an account has that the hub knows nothing of), bounded by a number of devices.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from gatewayd.cloud.link import CloudLink
 from gatewayd.cloud.topics import matches
@@ -24,6 +26,7 @@ from gatewayd.cloud.topics import matches
 # round's burst stays within the 512 inbound messages the hub keeps waiting; 13 such
 # devices at once lost some. One round costs a round trip to the broker.
 ROUND = 8
+MAX_VALUE = 256  # bytes of an attribute's value kept by retained_values (longer: not kept)
 
 
 async def retained_topics(link: CloudLink, devices: Iterable[str], *, marker: str,
@@ -56,16 +59,51 @@ async def retained_topics(link: CloudLink, devices: Iterable[str], *, marker: st
     return found, complete
 
 
+async def retained_values(link: CloudLink, attributes: Iterable[str], *, marker: str,
+                          timeout: float, limit: int,
+                          always: str = "") -> tuple[dict[str, dict[str, bytes]], bool]:
+    """Per device id, the retained values of ``attributes`` (``$localip``: filters
+    ``sweet-home/+/<attribute>``) on ``link``'s connection, and whether that is all of them.
+    At most ``limit`` devices besides ``always`` (one whose values are always kept): the
+    values of any further device are not kept, and the answer is then incomplete too, as
+    it is if the marker did not come back in time or the hub had to drop a message. A
+    value longer than :data:`MAX_VALUE` bytes is not kept either."""
+    found: dict[str, dict[str, bytes]] = {}
+    prefix = f"{link.root}/sweet-home/"
+    overflow = False
+
+    def keep(topic: str, payload: bytes) -> None:
+        nonlocal overflow
+        if not topic.startswith(prefix) or len(payload) > MAX_VALUE:
+            return
+        device_id, _, attribute = topic[len(prefix):].partition("/")
+        if device_id not in found and device_id != always and len(found) - (
+                always in found) >= limit:
+            overflow = True
+            return
+        found.setdefault(device_id, {})[attribute] = payload
+
+    filters = [f"sweet-home/+/{attribute}" for attribute in attributes]
+    async with link.sweep_turn:
+        dropped = link.inbound_dropped
+        answered = await _taken(link, filters, keep, marker=marker, timeout=timeout)
+        return found, answered and not overflow and link.inbound_dropped == dropped
+
+
 async def _round(link: CloudLink, devices: list[str], found: set[str], *, marker: str,
                  timeout: float) -> bool:
     """Add what is retained under ``devices`` to ``found``; whether the marker came back.
     One round at a time on a link (:attr:`CloudLink.sweep_turn`)."""
     async with link.sweep_turn:
-        return await _taken(link, devices, found, marker=marker, timeout=timeout)
+        return await _taken(link, [f"sweet-home/{device}/#" for device in devices],
+                            lambda topic, _payload: found.add(topic), marker=marker,
+                            timeout=timeout)
 
 
-async def _taken(link: CloudLink, devices: list[str], found: set[str], *, marker: str,
-                 timeout: float) -> bool:
+async def _taken(link: CloudLink, filters: list[str], keep: Callable[[str, bytes], None], *,
+                 marker: str, timeout: float) -> bool:
+    """Hand each retained message matching ``filters`` to ``keep`` until the marker comes
+    back; whether it did in time."""
     root = link.root
     marker_topic = f"sweet-home/{link.hub.id}/{marker}"
     token = secrets.token_hex(8)
@@ -76,9 +114,9 @@ async def _taken(link: CloudLink, devices: list[str], found: set[str], *, marker
             if not done.done():
                 done.set_result(None)
         elif retained and payload:
-            found.add(topic)
+            keep(topic, payload)
 
-    filters = [f"sweet-home/{device}/#" for device in devices]
+    filters = list(filters)
     if not any(matches(f, marker_topic) for f in filters):
         filters.append(marker_topic)
     for topic_filter in filters:
