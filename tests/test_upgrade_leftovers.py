@@ -198,6 +198,56 @@ def test_a_release_hears_of_a_bounded_number_of_devices_and_says_so(
     assert "could not hear of every device under root" in caplog.text
 
 
+def test_another_hub_at_the_same_address_keeps_its_children(
+        world: tuple[Broker, SimPlatform, TcpProxy], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Two hubs of one account in two homes behind routers that both hand out the same
+    private address: whose children are whose cannot be told from the broker, so none is
+    taken (a review found the neighbour's meter cleared and named to the platform)."""
+    broker, platform, _ = world
+    publish_as_old_release(broker, old_hub(HUB_ID, OLD_ADDRESS), meter(address=OLD_ADDRESS),
+                           old_hub(NEIGHBOUR_HUB, OLD_ADDRESS),
+                           meter(NEIGHBOUR_METER, address=OLD_ADDRESS))
+
+    reset_offline_and_give_away(tmp_path / "state", broker)
+
+    assert tree(broker, HUB_ID) == {}  # the hub's own tree is its own
+    assert tree(broker, NEIGHBOUR_METER)["$state"] == "ready"
+    assert tree(broker, NEIGHBOUR_HUB)["$state"] == "ready"
+    assert platform.ownership[-1]["children"] == []
+    assert (f"another hub of the account ({NEIGHBOUR_HUB}) has this hub's address "
+            f"{OLD_ADDRESS}") in caplog.text
+
+
+def test_a_hub_of_this_release_without_children_is_recorded_and_asks_the_broker_nothing(
+        world: tuple[Broker, SimPlatform, TcpProxy], tmp_path: Path) -> None:
+    """Before: an account was recorded in cloud-devices.json only with a child, so every
+    reset of a hub that had none (a hub paired a minute ago) took the broker path meant for
+    accounts of 0.1.2 and older, and took devices of another hub at its address."""
+    broker, platform, _ = world
+    state_dir = tmp_path / "state"
+
+    async def session() -> None:
+        store, link, stale, ownership = cloud(state_dir)
+        assert store.state.cloud is not None
+        assert (await CloudLinkStep(link, store, ownership).connect(store.state.cloud, 10)).ok
+        assert await stale.wait(30)
+        await link.stop()
+        await stale.flush()
+
+    run(session())
+    recorded = json.loads((state_dir / FILE_NAME).read_text())["roots"]
+    assert recorded == {ROOT: {}}
+    address = tree(broker, HUB_ID)["$localip"]
+    # A meter of the account at the hub's address whose hub is gone from the broker.
+    publish_as_old_release(broker, meter(NEIGHBOUR_METER, address=address))
+
+    reset_offline_and_give_away(state_dir, broker)
+
+    assert tree(broker, NEIGHBOUR_METER)["$state"] == "ready"
+    assert platform.ownership[-1]["children"] == []
+
+
 # ---- upgrading: devices whose tree changed since the old release --------------------------
 
 def start(state_dir: Path, proxy: TcpProxy, *, added_after_connect: bool = False) -> None:

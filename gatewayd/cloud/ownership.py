@@ -61,6 +61,7 @@ RELEASE_TIMEOUT = 5.0
 # of: two retained messages each, within the 512 the hub keeps waiting for its loop.
 MAX_FOUND = 250
 CHILD_IMPLEMENTATION = b"gatewayd "  # "gatewayd zigbee", "gatewayd virtual": a hub's child
+HUB_IMPLEMENTATION = b"gatewayd"  # a hub itself
 
 
 def same_account(a: CloudCredentials, b: CloudCredentials) -> bool:
@@ -149,6 +150,17 @@ class Ownership:
                        if d != hub and homie.ID_RE.fullmatch(d) and address is not None
                        and v.get("$localip") == address
                        and v.get("$implementation", b"").startswith(CHILD_IMPLEMENTATION))
+        # Another hub of the account at the same address (two homes behind routers that
+        # both hand out 192.168.1.x): whose children are whose cannot be told; none taken.
+        twins = sorted(d for d, v in values.items() if d != hub
+                       and v.get("$localip") == address
+                       and v.get("$implementation") == HUB_IMPLEMENTATION)
+        if found and twins and address is not None:
+            log.warning("release: another hub of the account (%s) has this hub's address %s "
+                        "under root %s, so its children cannot be told from this hub's: none "
+                        "of the %d found is cleared", ", ".join(twins[:3]),
+                        address.decode(errors="replace"), self.link.root, len(found))
+            found = []
         if not complete:
             log.warning("release: could not hear of every device under root %s (more than "
                         "%d, or no answer from the broker in %g s); the %d child(ren) heard "

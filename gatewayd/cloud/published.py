@@ -142,13 +142,24 @@ class PublishedDevices:
     def shape_of(self, root: str, device_id: str) -> str | None:
         return self._roots.get(root, {}).get(device_id)
 
-    def note(self, root: str, device_id: str, digest: str) -> None:
+    def know(self, root: str) -> None:
+        """Record ``root`` (this release publishes there), children or not: only an
+        account an older release used is unknown (a release asks the broker then)."""
+        if root not in self._roots:
+            self._changed = True
+        self._newest(root)
+
+    def _newest(self, root: str) -> dict[str, str]:
         devices = self._roots.pop(root, None) or {}
         self._roots[root] = devices  # the root used last is the newest
         for gone in list(self._roots)[:-MAX_ROOTS]:
             del self._roots[gone]
             self._changed = True
             log.info("cloud: no longer remembering the devices published under %s", gone)
+        return devices
+
+    def note(self, root: str, device_id: str, digest: str) -> None:
+        devices = self._newest(root)
         if devices.get(device_id) == digest:
             return
         devices[device_id] = digest

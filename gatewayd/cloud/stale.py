@@ -132,6 +132,7 @@ class StaleTopics:
             return
         if not self.record.knows(root):
             self._unknown.add(root)
+            self.record.know(root)  # even without children: a release must not ask the broker
         present = self.link.device_ids()[1:]
         self._retire(root, present)
         reshaped = []
