@@ -184,3 +184,19 @@ def test_a_full_reset_forgets_the_backup_kept_outside_the_database(tmp_path: Pat
     (tmp_path / BACKUP_FILE).write_text("{}")
     assert BACKUP_FILE in new_network.forget(tmp_path)
     assert not (tmp_path / BACKUP_FILE).exists()
+
+
+def test_a_full_reset_forgets_the_damaged_databases_moved_aside(tmp_path: Path) -> None:
+    """They hold the old network's key and devices: a full reset (before handing the hub
+    on) kept them, and they counted against MAX_ASIDE for the hub's life (a reviewer's
+    reading). The daemon's full reset and the offline one."""
+    aside = ["zigbee.db.corrupt-1700000000", "zigbee.db.corrupt-1700000000-wal",
+             "zigbee.db.corrupt-1800000000"]
+    for name in aside:
+        (tmp_path / name).write_text("old network")
+    forget_network(tmp_path)
+    assert not list(tmp_path.glob("zigbee.db.corrupt-*"))
+    for name in aside:
+        (tmp_path / name).write_text("old network")
+    assert set(aside) <= set(new_network.forget(tmp_path))
+    assert not list(tmp_path.glob("zigbee.db.corrupt-*"))

@@ -48,6 +48,7 @@ DB_FILE = "zigbee.db"
 JOURNALS = ("-wal", "-shm", "-journal")
 BACKUP_FILE = "zigbee-backup.json"
 MAX_ASIDE = 3  # zigbee.db.corrupt-* copies kept; beyond, the storage is suspect
+ASIDE_PATTERN = "zigbee.db.corrupt-*"  # they and their journals; a full reset deletes them
 MAX_BACKUP_BYTES = 1024 * 1024  # a backup lists each device's address and link key
 
 
@@ -58,7 +59,7 @@ class AsideRefused(OSError):
 def move_aside(state_dir: Path) -> Path:
     """Move ``zigbee.db`` and its journals to ``zigbee.db.corrupt-<time>``; raises OSError
     (:class:`AsideRefused` when enough copies are kept)."""
-    kept = sorted(p.name for p in state_dir.glob(f"{DB_FILE}.corrupt-*")
+    kept = sorted(p.name for p in state_dir.glob(ASIDE_PATTERN)
                   if not p.name.endswith(JOURNALS))
     if len(kept) >= MAX_ASIDE:
         raise AsideRefused(f"{len(kept)} damaged copies are kept already ({', '.join(kept)})")

@@ -44,7 +44,9 @@ def forget(state_dir: Path, owner: tuple[int, int] | None = None) -> list[str]:
     deleted. Raises OSError (nothing deleted if the request could not be written)."""
     ask(state_dir, owner)
     forgotten = []
-    for name in NETWORK_FILES:
+    # The damaged databases the daemon moved aside hold the old network's key as well.
+    aside = sorted(p.name for p in state_dir.glob("zigbee.db.corrupt-*"))
+    for name in [*NETWORK_FILES, *aside]:
         path = state_dir / name
         if path.exists():
             path.unlink()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from gatewayd.config import ZigbeeConfig
 from gatewayd.runtime import deferred
 from gatewayd.zigbee import device_rows, eui64, mapping
-from gatewayd.zigbee.db_file import BACKUP_FILE, open_db
+from gatewayd.zigbee.db_file import ASIDE_PATTERN, BACKUP_FILE, open_db
 from gatewayd.zigbee.db_file import DB_FILE as DB_FILE
 from gatewayd.zigbee.db_writes import CoalescedWrites
 from gatewayd.zigbee.inputs import BridgeError
@@ -248,11 +248,14 @@ def zigpy_config(cfg: ZigbeeConfig, state_dir: Path,
 
 
 def forget_network(state_dir: Path) -> None:
-    """Delete ``zigbee.db`` with its journals and ``zigbee-backup.json``: zigpy forms a new
-    network at the next start."""
+    """Delete ``zigbee.db`` with its journals, ``zigbee-backup.json`` and the damaged
+    databases moved aside (they hold the old network's key too): zigpy forms a new network
+    at the next start."""
     for suffix in ("", "-wal", "-shm", "-journal"):
         (state_dir / f"{DB_FILE}{suffix}").unlink(missing_ok=True)
     (state_dir / BACKUP_FILE).unlink(missing_ok=True)
+    for aside in state_dir.glob(ASIDE_PATTERN):
+        aside.unlink(missing_ok=True)
 
 
 async def start_controller(cfg: ZigbeeConfig, state_dir: Path,
