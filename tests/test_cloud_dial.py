@@ -14,6 +14,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +23,14 @@ from typing import Any
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gatewayd.cloud import dial
 from gatewayd.cloud.attempts import CloudOutcome, CloudResult
 from gatewayd.cloud.dial import DialingClient
 from gatewayd.credentials import mqtt_username
 from gatewayd.simulator.broker import Broker
 from gatewayd.simulator.pki import make_test_pki
 from tests.cloud_helpers import TOKEN, WSP, creds_for, fast_config, make_broker, make_link, run
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -426,3 +429,34 @@ def test_a_broker_with_only_old_tls_says_so(tmp_path: Path) -> None:
     assert result.outcome is CloudOutcome.UNREACHABLE
     assert result.reason == (f"TLS handshake with 127.0.0.1:{port} failed: the broker offers "
                              "only TLS older than 1.2, which the hub does not accept")
+
+
+def test_an_answer_that_came_after_its_attempt_gave_up_serves_the_next_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolver always slower than connect_timeout: each attempt's lookup answered after
+    its attempt had given up, and the next attempt (after its backoff) threw it away and
+    asked again, so the hub never connected (a reviewer's reproduction: a 1.5 s resolver,
+    1 s attempts). The late answer is the next attempt's now; once taken, a name is asked
+    again."""
+    asked: list[str] = []
+    answer = threading.Event()
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("flags", 0) & socket.AI_NUMERICHOST:
+            raise socket.gaierror(socket.EAI_NONAME, "not an address literal")
+        asked.append(host)
+        answer.wait(30)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    lookups = dial.Lookups()
+    with pytest.raises(dial.LookupTimeout):
+        lookups.resolve("slow.test", 1883, time.monotonic() + 0.05)
+    answer.set()  # the resolver answers, after the attempt gave up
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name == "cloud-resolve"],
+             10, "the lookup's answer")
+    found = lookups.resolve("slow.test", 1883, time.monotonic() + 0.05)
+    assert [a[4] for a in found] == [("127.0.0.1", 1883)]
+    assert asked == ["slow.test"]  # the late answer was used, not a second lookup
+    lookups.resolve("slow.test", 1883, time.monotonic() + 5)
+    assert asked == ["slow.test", "slow.test"]  # taken once: the next attempt asks again

@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike
 
 ATTEMPT_DELAY = 0.25  # RFC 8305's "connection attempt delay": the next address starts then
+# A lookup's answer that came after its attempt gave up serves the next attempt this long:
+# past reconnect_max's default backoff (120 s), short of a DNS change mattering.
+KEEP_ANSWER = 300.0
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
 
 
@@ -114,12 +117,17 @@ class Lookups:
 
     The resolver's own timeouts are longer than a connect attempt may be. A lookup that
     outlives its attempt goes on, and the next attempt for the same name waits for it
-    rather than starting another: at most one thread per name.
+    rather than starting another: at most one thread per name. One that answered after its
+    attempt gave up is the next attempt's, if it is at most :data:`KEEP_ANSWER` seconds
+    old: a resolver always slower than ``connect_timeout`` must not make every attempt
+    fail. An answer taken is not kept (the next attempt asks again: the broker's address
+    may change), nor is a failure.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: dict[tuple[str, int], concurrent.futures.Future[Sequence[AddrInfo]]] = {}
+        self._answered: dict[tuple[str, int], float] = {}  # when a lookup ended (monotonic)
 
     def resolve(self, host: str, port: int, deadline: float) -> Sequence[AddrInfo]:
         with contextlib.suppress(socket.gaierror):  # an address literal: no lookup
@@ -128,14 +136,30 @@ class Lookups:
         key = (host, port)
         with self._lock:
             pending = self._running.get(key)
-            if pending is None or pending.done():
+            if pending is None or (pending.done() and not self._unclaimed(key, pending)):
                 pending = self._running[key] = concurrent.futures.Future()
+                pending.add_done_callback(lambda _: self._ended(key))
                 threading.Thread(target=_lookup, args=(host, port, pending), daemon=True,
                                  name="cloud-resolve").start()
         try:
-            return pending.result(max(0.0, deadline - time.monotonic()))
+            found = pending.result(max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             raise LookupTimeout(host) from None
+        finally:
+            with self._lock:
+                if pending.done() and self._running.get(key) is pending:
+                    del self._running[key]  # taken (or failed): the next attempt asks again
+        return found
+
+    def _ended(self, key: tuple[str, int]) -> None:
+        with self._lock:
+            self._answered[key] = time.monotonic()
+
+    def _unclaimed(self, key: tuple[str, int],
+                   done: concurrent.futures.Future[Sequence[AddrInfo]]) -> bool:
+        """A lookup that answered after its attempt gave up, recently enough to use."""
+        return (done.exception() is None
+                and time.monotonic() - self._answered.get(key, -KEEP_ANSWER) < KEEP_ANSWER)
 
 
 def _lookup(host: str, port: int,
