@@ -818,8 +818,9 @@ def test_an_install_refuses_a_gatewayd_account_that_is_not_a_system_one(
     assert install(login.replace("/bin/bash", "/usr/sbin/nologin"), 1500, wide) == (0, "")
     rc, err = install(ours, 998, "FIRST_SYSTEM_UID=1000\n#LAST_SYSTEM_UID=5\n")
     assert rc == 1 and "(uid 998, not 1000-999)" in err
-    # adduser itself takes blanks around "=" and a quoted value (its read_config).
-    spaced = 'FIRST_SYSTEM_UID = 100\nLAST_SYSTEM_UID = "1999"\n LAST_SYSTEM_GID=\'1999\' \n'
+    # adduser itself takes blanks around "=", a quoted value and a name in any case (its
+    # read_config lowercases it).
+    spaced = 'FIRST_SYSTEM_UID = 100\nlast_system_uid = "1999"\n Last_System_Gid=\'1999\' \n'
     assert install(login.replace("/bin/bash", "/usr/sbin/nologin"), 1500, spaced) == (0, "")
 
 
