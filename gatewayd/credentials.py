@@ -176,17 +176,34 @@ def check_host(value: str, field: str = "host") -> str:
 
 
 def _host_hint(value: str) -> str:
-    """What a refused host most likely is, in the user's terms: pasted from a URL."""
-    if value.startswith("[") and value.endswith("]"):
-        return f", without brackets ({value[1:-1]!r}, not {value!r})"
+    """What a refused host most likely is, in the user's terms: pasted from a URL. What it
+    suggests is a host :func:`check_host` takes, quoted only if short (a request may carry
+    16 KiB of text)."""
     if "://" in value:
         return ", not a URL (the broker's name alone, such as mqtt.example.com)"
-    name, colon, port = value.rpartition(":")
-    if colon and port.isdigit() and re.fullmatch(HOSTNAME_PATTERN, name):
-        return f", without the port ({name!r}; the port has its own field)"
+    bracketed = re.fullmatch(r"\[([^\]]*)\](:[0-9]+)?", value)
+    if bracketed is not None:
+        inner, with_port = bracketed.group(1), bracketed.group(2) is not None
+    else:
+        inner, colon, port = value.rpartition(":")
+        with_port = bool(colon) and port.isdigit()
+    if (bracketed is not None or with_port) and _takes(inner):
+        without = " and ".join(w for w, on in (("brackets", bracketed is not None),
+                                               ("the port", with_port)) if on)
+        field = "; the port has its own field" if with_port else ""
+        return f", without {without}" + (f" ({inner!r}{field})" if len(inner) <= 64 else "")
     if not value.isascii():
         return " (a name with letters other than a-z is written in its xn-- form)"
     return ""
+
+
+def _takes(host: str) -> bool:
+    try:
+        check_host(host)
+    except InvalidField:
+        return False
+    return True
+
 
 
 def check_port(value: Any, field: str, *, allow_zero: bool = False) -> int:

@@ -368,7 +368,10 @@ def test_an_ipv6_broker_may_name_its_interface_and_nothing_else() -> None:
 
 
 @pytest.mark.parametrize(("host", "hint"), [
-    ("[::1]", ", without brackets ('::1', not '[::1]')"),
+    ("[::1]", ", without brackets ('::1')"),
+    ("[::1]:8883", ", without brackets and the port ('::1'; the port has its own field)"),
+    ("[foo bar]", ""),  # nothing better to suggest
+    ("b" * 60 + ".example.com:8883", ", without the port"),  # not echoed at length
     ("mqtt://broker.example.com", ", not a URL (the broker's name alone, such as "
                                   "mqtt.example.com)"),
     ("broker.example.com:8883", ", without the port ('broker.example.com'; the port has its "
