@@ -14,6 +14,7 @@ import json
 import logging
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from gatewayd.config import ZigbeeConfig
 from gatewayd.simulator.ncp.emulator import Emulator
 from gatewayd.simulator.ncp.state import Nvram
 from gatewayd.zigbee import radio
+from gatewayd.zigbee.coordinators import is_coordinator
 from gatewayd.zigbee.radio import RadioError, RadioUnavailable, start_controller
 from tests.helpers import run_async
 from tests.test_bridge import HUB_ID, Recorder, dev_id, join
@@ -377,3 +379,12 @@ def test_a_channel_setting_the_running_network_does_not_use_is_said_once(
                       "forms a new one on it; the devices are paired again)"]
 
     run_async(main(), 120)
+
+
+def test_only_the_coordinators_address_makes_a_coordinator() -> None:
+    """A device whose own node descriptor calls it a coordinator (a firmware's mistake) was
+    taken for a former coordinator and forgotten at every start (a reviewer's reading):
+    only nwk 0x0000, which every network gives its coordinator, counts."""
+    wrong = SimpleNamespace(nwk=0x1A2B, node_desc=SimpleNamespace(logical_type=0))
+    assert not is_coordinator(wrong)
+    assert is_coordinator(SimpleNamespace(nwk=0x0000, node_desc=None))

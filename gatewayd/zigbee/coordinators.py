@@ -26,19 +26,19 @@ from collections.abc import Callable
 from typing import Any
 
 from gatewayd.zigbee.children import Children
+from gatewayd.zigbee.removals import let_go  # zigpy's clean-up; imports no zigpy
 from gatewayd.zigbee.setups import Setups
 
 log = logging.getLogger(__name__)
 
-COORDINATOR_NWK = 0x0000
-COORDINATOR_TYPE = 0  # zigpy's zdo.types.LogicalType.Coordinator
+COORDINATOR_NWK = 0x0000  # a coordinator's, in every network
 
 
 def is_coordinator(dev: Any) -> bool:
-    """``dev`` is a coordinator (the hub's stick, or one zigbee.db kept), not a device."""
-    node = getattr(dev, "node_desc", None)
-    return bool(dev.nwk == COORDINATOR_NWK
-                or (node is not None and int(node.logical_type) == COORDINATOR_TYPE))
+    """``dev`` is a coordinator (the hub's stick, or one zigbee.db kept), not a device. By
+    its address alone: a device's own node descriptor may be wrong, and one that called
+    itself a coordinator would be forgotten at every start."""
+    return bool(dev.nwk == COORDINATOR_NWK)
 
 
 def former_coordinators(app: Any) -> list[Any]:
@@ -53,8 +53,6 @@ def take_over(app: Any, former: list[Any], children: Children, setups: Setups,
     them, ``drop`` (a child's device id) one that was a child, and set every device that
     has not left up again. Before the bridge listens to ``app``: zigpy's removal event goes
     to zigbee.db only."""
-    from gatewayd.zigbee.removals import let_go  # zigpy's clean-up; imports no zigpy
-
     for dev in former:
         app.devices.pop(dev.ieee, None)
         app.listener_event("device_removed", dev)  # zigbee.db deletes its rows
