@@ -22,7 +22,8 @@ which the simulated NetworkManager opens and closes (it announces ``up``, ``limi
 Which connections are the hub's: those its cloud link and its provisioning channel open.
 The simulator gives the daemon :meth:`Uplink.open` as its ``cloud_opener``
 (:data:`gatewayd.cloud.endpoint.Opener`), which the daemon passes to both, and their paho
-client opens its TCP connections with it instead of ``socket.create_connection``; nothing
+client opens its TCP connections with it instead of dialling itself (the broker's
+addresses, Happy Eyeballs: :mod:`gatewayd.cloud.dial`), given the attempt's time left; nothing
 else in the process is touched, and ``gatewayd`` gives its daemon no opener. Everything
 else (the app's and the platform's clients, the monitor) reaches the broker directly, as
 servers in a data centre do. The hub's end of each relayed connection is a loopback TCP
