@@ -420,6 +420,9 @@ def test_a_button_press_extends_a_window_opened_for_longer_never_shortens_it(
             await clock.sleeps(1)
             status = await ble.open_window("control", seconds=3600.0)
             assert status["window"]["closes_in"] == 3600.0
+            # Opened from the control socket: Improv still needs the button (a press is
+            # someone at the hub; a command is not).
+            assert status["improv"]["state"] == "authorization-required"
             clock.advance(100.0)
             status = await ble.authorize("button")
             assert status["window"]["closes_in"] == 3500.0
