@@ -35,7 +35,8 @@ filter keeping compact keys instead of packets;
 finish, to do them again, both in a file :mod:`~gatewayd.zigbee.ieee_file` keeps;
 :mod:`~gatewayd.zigbee.new_network` keeps a full reset's request for a new network until
 the radio has formed it, and is the whole of a full reset where no radio runs (no zigpy:
-``gatewayctl``'s offline reset, and the daemon with Zigbee disabled);
+``gatewayctl``'s offline reset, and the daemon with Zigbee disabled); it names the files
+that hold the network, which the running radio's full reset deletes through it too;
 :mod:`~gatewayd.zigbee.operations` is what users ask of the bridge (permit join, install
 codes, removal, status), :mod:`~gatewayd.zigbee.publishing` how it publishes its
 children's values and states and its own node, and :mod:`~gatewayd.zigbee.full_reset` its

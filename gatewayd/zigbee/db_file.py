@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from gatewayd.runtime.atomicfile import atomic_write
 from gatewayd.runtime.jsonbody import BadBody, loads
 from gatewayd.runtime.writebehind import Write, WriteBehind
+from gatewayd.zigbee.new_network import ASIDE_PATTERN
 from gatewayd.zigbee.radio_errors import RadioError, damaged, database_error
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ DB_FILE = "zigbee.db"
 JOURNALS = ("-wal", "-shm", "-journal")
 BACKUP_FILE = "zigbee-backup.json"
 MAX_ASIDE = 3  # zigbee.db.corrupt-* copies kept; beyond, the storage is suspect
-ASIDE_PATTERN = "zigbee.db.corrupt-*"  # they and their journals; a full reset deletes them
 MAX_BACKUP_BYTES = 1024 * 1024  # a backup lists each device's address and link key
 
 

@@ -26,9 +26,14 @@ from gatewayd.runtime.atomicfile import atomic_write, fsync_directory
 log = logging.getLogger(__name__)
 
 NEW_NETWORK_FILE = "zigbee-new-network"
+# zigbee.db with its journals and the backup kept beside it (gatewayd.zigbee.db_file).
+DATABASE_FILES = ("zigbee.db", "zigbee.db-wal", "zigbee.db-shm", "zigbee.db-journal",
+                  "zigbee-backup.json")
 # What a full reset forgets of the Zigbee network besides the radio's own memory.
-NETWORK_FILES = ("zigbee.db", "zigbee.db-wal", "zigbee.db-shm", "zigbee.db-journal",
-                 "zigbee-backup.json", "zigbee-left.json", "zigbee-setup.json")
+NETWORK_FILES = (*DATABASE_FILES, "zigbee-left.json", "zigbee-setup.json")
+# The damaged databases moved aside (gatewayd.zigbee.db_file): they hold the old network's
+# key as well.
+ASIDE_PATTERN = "zigbee.db.corrupt-*"
 _TEXT = b"a full reset asked for a new Zigbee network; gatewayd forms it at its next start\n"
 
 
@@ -43,10 +48,19 @@ def forget(state_dir: Path, owner: tuple[int, int] | None = None) -> list[str]:
     after it must still give one), then delete :data:`NETWORK_FILES`. Returns the names
     deleted. Raises OSError (nothing deleted if the request could not be written)."""
     ask(state_dir, owner)
+    return _delete(state_dir, NETWORK_FILES)
+
+
+def forget_database(state_dir: Path) -> list[str]:
+    """Delete :data:`DATABASE_FILES` and the copies moved aside (a full reset with a
+    running radio, whose other files the bridge forgets itself); the names deleted."""
+    return _delete(state_dir, DATABASE_FILES)
+
+
+def _delete(state_dir: Path, names: tuple[str, ...]) -> list[str]:
+    aside = sorted(p.name for p in state_dir.glob(ASIDE_PATTERN))
     forgotten = []
-    # The damaged databases the daemon moved aside hold the old network's key as well.
-    aside = sorted(p.name for p in state_dir.glob("zigbee.db.corrupt-*"))
-    for name in [*NETWORK_FILES, *aside]:
+    for name in [*names, *aside]:
         path = state_dir / name
         if path.exists():
             path.unlink()

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 from gatewayd.config import ZigbeeConfig
 from gatewayd.runtime import deferred
 from gatewayd.zigbee import device_rows, eui64, mapping
-from gatewayd.zigbee.db_file import ASIDE_PATTERN, BACKUP_FILE, open_db
 from gatewayd.zigbee.db_file import DB_FILE as DB_FILE
+from gatewayd.zigbee.db_file import open_db
 from gatewayd.zigbee.db_writes import CoalescedWrites
 from gatewayd.zigbee.inputs import BridgeError
+from gatewayd.zigbee.new_network import forget_database
 from gatewayd.zigbee.pinned import written_for
 from gatewayd.zigbee.radio_errors import RadioError as RadioError
 from gatewayd.zigbee.radio_errors import RadioUnavailable as RadioUnavailable
@@ -251,11 +252,7 @@ def forget_network(state_dir: Path) -> None:
     """Delete ``zigbee.db`` with its journals, ``zigbee-backup.json`` and the damaged
     databases moved aside (they hold the old network's key too): zigpy forms a new network
     at the next start."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        (state_dir / f"{DB_FILE}{suffix}").unlink(missing_ok=True)
-    (state_dir / BACKUP_FILE).unlink(missing_ok=True)
-    for aside in state_dir.glob(ASIDE_PATTERN):
-        aside.unlink(missing_ok=True)
+    forget_database(state_dir)
 
 
 async def start_controller(cfg: ZigbeeConfig, state_dir: Path,
